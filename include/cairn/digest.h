@@ -1,0 +1,37 @@
+/* cairn: SHA-256 (OpenSSL EVP, so SHA-NI/ARMv8 code paths) and text encodings. */
+#ifndef CAIRN_DIGEST_H
+#define CAIRN_DIGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn/common.h"
+
+#define CAIRN_SHA256_LEN 32
+#define CAIRN_SHA256_HEX_LEN 64
+
+struct cairn_sha256 {
+    void *ctx; /* EVP_MD_CTX */
+};
+
+/* Aborts on allocation failure; never fails otherwise. */
+CAIRN_API void cairn_sha256_init(struct cairn_sha256 *h);
+CAIRN_API void cairn_sha256_update(struct cairn_sha256 *h, const void *data, size_t len);
+/* Writes the digest of everything so far without disturbing the running state. */
+CAIRN_API void cairn_sha256_peek(const struct cairn_sha256 *h, uint8_t out[32]);
+CAIRN_API void cairn_sha256_final(struct cairn_sha256 *h, uint8_t out[32]);
+CAIRN_API void cairn_sha256_free(struct cairn_sha256 *h);
+CAIRN_API void cairn_sha256_oneshot(const void *data, size_t len, uint8_t out[32]);
+
+/* Lower-case hex; out needs 2*len+1 bytes. */
+CAIRN_API void cairn_hex_encode(const uint8_t *in, size_t len, char *out);
+/* Accepts either case; returns 0 on success, -1 on odd length, bad digit or overflow. */
+CAIRN_API int cairn_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
+                               size_t *out_len);
+/* Standard padded base64; out needs 4*((len+2)/3)+1 bytes. Returns the length written. */
+CAIRN_API size_t cairn_base64_encode(const uint8_t *in, size_t len, char *out);
+/* Strict padded base64; returns 0 or -1. */
+CAIRN_API int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
+                                  size_t *out_len);
+
+#endif

@@ -1,0 +1,119 @@
+/* cairn: streaming IO chains (pgBackRest filter groups, libarchive write filters).
+ *
+ * A writer is a push stage: bytes written to it are transformed or observed and pushed to its
+ * `next` stage, ending in a sink (fd, atomic file, memory, discard, storage object). A reader
+ * is a pull stage reading from its `next` source. Stages own their next stage: closing the top
+ * of a writer chain flushes and closes every stage below it in order; freeing frees them all.
+ *
+ * Freeing a writer that was never closed successfully ABORTS it: sinks with commit semantics
+ * (the atomic file writer, storage objects) then discard what was written. So a typical use is
+ *
+ *     w = cairn_hash_writer_new(cairn_atomic_file_writer_open(path, 0600, &err), ...);
+ *     if (write fails || cairn_writer_close(w, &err) != CAIRN_OK) ... report ...
+ *     cairn_writer_free(w);          // commits nothing that did not close cleanly
+ *
+ * Errors are sticky: after a stage fails, every later write/close returns the same error.
+ * Memory is bounded by the stages' own buffers; nothing buffers a whole stream.
+ */
+#ifndef CAIRN_IO_H
+#define CAIRN_IO_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cairn/common.h"
+#include "cairn/err.h"
+
+#define CAIRN_IO_BUFSIZE (256u * 1024u)
+
+struct cairn_writer;
+
+struct cairn_writer_ops {
+    const char *name;
+    /* Consume all of buf (or fail). */
+    int (*write)(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err);
+    /* Flush this stage's pending output into next (optional). The generic close then closes
+     * next. Sinks commit here (fsync+rename, complete upload). */
+    int (*finish)(struct cairn_writer *w, struct cairn_err *err);
+    /* Release this stage's state; when the writer was not closed cleanly, abort the output. */
+    void (*free)(struct cairn_writer *w);
+};
+
+struct cairn_writer {
+    const struct cairn_writer_ops *ops;
+    struct cairn_writer *next; /* owned */
+    uint64_t bytes;            /* bytes accepted by this stage */
+    int state;                 /* CAIRN_IO_OPEN, _CLOSED, _FAILED */
+    struct cairn_err err;      /* sticky failure */
+};
+
+enum { CAIRN_IO_OPEN = 0, CAIRN_IO_CLOSED = 1, CAIRN_IO_FAILED = 2 };
+
+/* Initialise the generic part of a stage; used by stage constructors. */
+CAIRN_API void cairn_writer_init(struct cairn_writer *w, const struct cairn_writer_ops *ops,
+                                 struct cairn_writer *next);
+CAIRN_API int cairn_writer_write(struct cairn_writer *w, const void *buf, size_t len,
+                                 struct cairn_err *err);
+/* Finish every stage top-down; returns the first error. Idempotent. */
+CAIRN_API int cairn_writer_close(struct cairn_writer *w, struct cairn_err *err);
+/* Free the whole chain; aborts sinks that were not closed successfully. NULL is fine. */
+CAIRN_API void cairn_writer_free(struct cairn_writer *w);
+
+/* Sinks. Constructors taking a `next` return NULL (and free next) only on allocation failure,
+ * which aborts; constructors that open files report through err and return NULL. */
+CAIRN_API struct cairn_writer *cairn_fd_writer_new(int fd, int own_fd);
+/* Write to path via a temp file in the same directory; close = fsync, rename, fsync dir.
+ * Refuses to replace an existing path unless replace is set. */
+CAIRN_API struct cairn_writer *cairn_atomic_file_writer_open(const char *path, int mode,
+                                                             int replace, struct cairn_err *err);
+CAIRN_API struct cairn_writer *cairn_discard_writer_new(void);
+/* Growable memory sink; max_size caps it (CAIRN_E_INVALID beyond). */
+CAIRN_API struct cairn_writer *cairn_mem_writer_new(size_t max_size);
+CAIRN_API const uint8_t *cairn_mem_writer_data(struct cairn_writer *w, size_t *len);
+
+/* Observer stages: pass bytes through unchanged. */
+CAIRN_API struct cairn_writer *cairn_hash_writer_new(struct cairn_writer *next);
+/* SHA-256 of everything written so far (valid after close). */
+CAIRN_API void cairn_hash_writer_digest(struct cairn_writer *w, uint8_t out[32]);
+
+struct cairn_reader;
+
+struct cairn_reader_ops {
+    const char *name;
+    /* Read up to cap bytes; *got = 0 means end of stream. */
+    int (*read)(struct cairn_reader *r, void *buf, size_t cap, size_t *got, struct cairn_err *err);
+    void (*free)(struct cairn_reader *r);
+};
+
+struct cairn_reader {
+    const struct cairn_reader_ops *ops;
+    struct cairn_reader *next; /* owned source, may be NULL */
+    uint64_t bytes;            /* bytes returned by this stage */
+    int eof;
+    int failed;
+    struct cairn_err err;
+};
+
+CAIRN_API void cairn_reader_init(struct cairn_reader *r, const struct cairn_reader_ops *ops,
+                                 struct cairn_reader *next);
+CAIRN_API int cairn_reader_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                                struct cairn_err *err);
+/* Read exactly len bytes; a short stream is CAIRN_E_CORRUPT ("unexpected end of <what>"). */
+CAIRN_API int cairn_reader_read_full(struct cairn_reader *r, void *buf, size_t len,
+                                     const char *what, struct cairn_err *err);
+CAIRN_API void cairn_reader_free(struct cairn_reader *r);
+
+CAIRN_API struct cairn_reader *cairn_fd_reader_new(int fd, int own_fd);
+CAIRN_API struct cairn_reader *cairn_file_reader_open(const char *path, struct cairn_err *err);
+/* Reads from caller-owned memory; the memory must outlive the reader. */
+CAIRN_API struct cairn_reader *cairn_mem_reader_new(const void *data, size_t len);
+CAIRN_API struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src);
+CAIRN_API void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32]);
+/* Returns at most limit bytes from src, then EOF (src stays positioned after them). */
+CAIRN_API struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t limit);
+
+/* Pump r into w until EOF; does not close w. *copied may be NULL. */
+CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
+                         struct cairn_err *err);
+
+#endif

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what cairn needs on Debian bookworm. Idempotent; run as root (or with sudo).
+#   scripts/deps.sh build   compiler, cmake and the -dev libraries
+#   scripts/deps.sh test    build + the real peers the tests start (influxd, PostgreSQL,
+#                           awscli, s3rver from npm, clang for libFuzzer/sanitizers)
+#   scripts/deps.sh bench   build + the peers the benchmark compares against
+set -euo pipefail
+what=${1:-build}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+build_pkgs=(build-essential cmake ninja-build pkg-config
+    libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
+    libarchive-dev libsqlite3-dev libpq-dev libmicrohttpd-dev)
+test_pkgs=(python3 clang libclang-rt-14-dev influxdb influxdb-client postgresql awscli
+    nodejs npm curl xxd procps iproute2 valgrind)
+bench_pkgs=(hyperfine restic borgbackup zstd pigz time)
+
+pkgs=("${build_pkgs[@]}")
+case "$what" in
+build) ;;
+test) pkgs+=("${test_pkgs[@]}") ;;
+bench) pkgs+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+*) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    echo "deps: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$what" != build ]; then
+    # s3rver: a real S3-speaking server for the S3 driver tests, kept inside the tree.
+    if [ ! -x "$here/.cache/node/node_modules/.bin/s3rver" ]; then
+        echo "deps: installing s3rver (npm)"
+        mkdir -p "$here/.cache/node"
+        (cd "$here/.cache/node" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
+    fi
+fi
+echo "deps: $what dependencies present"

@@ -1,0 +1,39 @@
+/* Shared pieces of the cairn and cairnd command lines. */
+#ifndef CAIRN_CLI_H
+#define CAIRN_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cairn/err.h"
+
+struct cli_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name; returns an exit code */
+};
+
+/* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
+int cli_fail(const struct cairn_err *err);
+/* Print "cairn <cmd>: <msg>" plus a hint to use --help; returns CAIRN_EXIT_USAGE. */
+int cli_usage(const char *cmd, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+/* Program name used in messages ("cairn" or "cairnd"). */
+extern const char *cli_progname;
+/* Set by commands that took --json: errors are then printed as JSON on stdout too. */
+extern int cli_json;
+
+/* Parse sizes like "64M", "1GiB", "4096"; returns 0 or -1. */
+int cli_parse_size(const char *s, uint64_t *out);
+/* Parse unsigned decimal; returns 0 or -1. */
+int cli_parse_u64(const char *s, uint64_t *out);
+
+/* Progress line on stderr when it is a TTY (and --json is off). Safe from several threads. */
+struct cli_progress;
+struct cli_progress *cli_progress_new(const char *label, uint64_t total_bytes);
+void cli_progress_add(struct cli_progress *p, uint64_t bytes);
+void cli_progress_done(struct cli_progress *p); /* clears the line and frees */
+
+/* The exit code table, printed by --help of both programs. */
+extern const char cli_exit_codes_help[];
+
+#endif

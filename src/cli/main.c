@@ -1,0 +1,50 @@
+/* cairn: command-line front end of libcairn. One table of subcommands; each lives in its own
+ * cmd_*.c file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cairn/common.h"
+#include "cli.h"
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    printf("cairn %s\n", cairn_version());
+    return 0;
+}
+
+static const struct cli_cmd commands[] = {
+    {"version", "print the version", cmd_version},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: cairn <command> [options]\n\n"
+                 "cairn takes, stores, verifies and restores snapshots of stateful services.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'cairn <command> --help' for the options of one command.\n\n%s",
+            cli_exit_codes_help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(argc, argv);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "cairn: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,154 @@
+/* Command-line helpers: error printing, number parsing, TTY progress. */
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "common/util.h"
+
+const char *cli_progname = "cairn";
+int cli_json;
+
+const char cli_exit_codes_help[] =
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  failure not listed below\n"
+    "  2  usage or configuration error\n"
+    "  3  verification failed: corrupt, tampered or truncated input\n"
+    "  4  sealed sums could not be opened (wrong or missing key)\n"
+    "  5  not found (backup, file, object, database)\n"
+    "  6  already exists\n"
+    "  7  local I/O error (disk full, permission denied)\n"
+    "  8  network, protocol or timeout error talking to a peer\n";
+
+int cli_fail(const struct cairn_err *err)
+{
+    int code = cairn_exit_code(err->code ? err->code : CAIRN_E_INTERNAL);
+    if (cli_json) {
+        json_t *o = json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "error", err->msg, "status",
+                              cairn_status_name(err->code), "exit_code", code);
+        json_dumpf(o, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+    fprintf(stderr, "%s: error: %s\n", cli_progname, err->msg[0] ? err->msg : "unknown error");
+    return code;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s %s: ", cli_progname, cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry '%s %s --help'.\n", cli_progname, cmd);
+    va_end(ap);
+    return CAIRN_EXIT_USAGE;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    uint64_t mult = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mult = 1ull << 10; break;
+        case 'm': case 'M': mult = 1ull << 20; break;
+        case 'g': case 'G': mult = 1ull << 30; break;
+        case 't': case 'T': mult = 1ull << 40; break;
+        default: return -1;
+        }
+        end++;
+        if (strcmp(end, "") != 0 && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0)
+            return -1;
+    }
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+struct cli_progress {
+    pthread_mutex_t mu;
+    char label[64];
+    uint64_t total, done;
+    uint64_t start_ns, last_ns;
+    int tty;
+};
+
+struct cli_progress *cli_progress_new(const char *label, uint64_t total_bytes)
+{
+    struct cli_progress *p = cairn_xcalloc(1, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    snprintf(p->label, sizeof(p->label), "%s", label);
+    p->total = total_bytes;
+    p->start_ns = cairn_mono_ns();
+    p->tty = !cli_json && isatty(STDERR_FILENO);
+    return p;
+}
+
+static void progress_draw(struct cli_progress *p, uint64_t now)
+{
+    char done[32], rate[32];
+    double secs = (double)(now - p->start_ns) / 1e9;
+    cairn_format_bytes(p->done, done, sizeof(done));
+    cairn_format_bytes(secs > 0 ? (uint64_t)((double)p->done / secs) : 0, rate, sizeof(rate));
+    if (p->total > 0) {
+        char total[32];
+        cairn_format_bytes(p->total, total, sizeof(total));
+        fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%) %s/s", p->label, done, total,
+                100.0 * (double)p->done / (double)p->total, rate);
+    } else {
+        fprintf(stderr, "\r\033[K%s: %s %s/s", p->label, done, rate);
+    }
+    fflush(stderr);
+}
+
+void cli_progress_add(struct cli_progress *p, uint64_t bytes)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->done += bytes;
+    uint64_t now = cairn_mono_ns();
+    if (p->tty && now - p->last_ns > 200000000u) { /* redraw at most 5 times a second */
+        p->last_ns = now;
+        progress_draw(p, now);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void cli_progress_done(struct cli_progress *p)
+{
+    if (p == NULL)
+        return;
+    if (p->tty) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+    }
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}

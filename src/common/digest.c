@@ -1,0 +1,138 @@
+/* SHA-256 through OpenSSL EVP (dispatches to SHA-NI / AVX2 / ARMv8 code), hex and base64. */
+#include "cairn/digest.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+/* Fetch the implementation once: EVP_sha256() re-resolves the provider on every init. */
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (g_sha256 == NULL)
+        abort();
+}
+
+void cairn_sha256_init(struct cairn_sha256 *h)
+{
+    pthread_once(&g_sha256_once, sha256_fetch);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, g_sha256, NULL) != 1)
+        abort();
+    h->ctx = ctx;
+}
+
+void cairn_sha256_update(struct cairn_sha256 *h, const void *data, size_t len)
+{
+    if (len > 0 && EVP_DigestUpdate(h->ctx, data, len) != 1)
+        abort();
+}
+
+void cairn_sha256_peek(const struct cairn_sha256 *h, uint8_t out[32])
+{
+    EVP_MD_CTX *copy = EVP_MD_CTX_new();
+    if (copy == NULL || EVP_MD_CTX_copy_ex(copy, h->ctx) != 1 ||
+        EVP_DigestFinal_ex(copy, out, NULL) != 1)
+        abort();
+    EVP_MD_CTX_free(copy);
+}
+
+void cairn_sha256_final(struct cairn_sha256 *h, uint8_t out[32])
+{
+    if (EVP_DigestFinal_ex(h->ctx, out, NULL) != 1)
+        abort();
+    cairn_sha256_free(h);
+}
+
+void cairn_sha256_free(struct cairn_sha256 *h)
+{
+    EVP_MD_CTX_free(h->ctx);
+    h->ctx = NULL;
+}
+
+void cairn_sha256_oneshot(const void *data, size_t len, uint8_t out[32])
+{
+    struct cairn_sha256 h;
+    cairn_sha256_init(&h);
+    cairn_sha256_update(&h, data, len);
+    cairn_sha256_final(&h, out);
+}
+
+void cairn_hex_encode(const uint8_t *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int cairn_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    if (in_len % 2 != 0 || in_len / 2 > out_cap)
+        return -1;
+    for (size_t i = 0; i < in_len / 2; i++) {
+        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    if (out_len != NULL)
+        *out_len = in_len / 2;
+    return 0;
+}
+
+size_t cairn_base64_encode(const uint8_t *in, size_t len, char *out)
+{
+    return (size_t)EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
+                        size_t *out_len)
+{
+    if (in_len % 4 != 0)
+        return -1;
+    size_t raw = in_len / 4 * 3;
+    if (raw > out_cap + 2)
+        return -1;
+    unsigned char *tmp = malloc(raw + 1);
+    if (tmp == NULL)
+        return -1;
+    int n = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)in_len);
+    if (n < 0) {
+        free(tmp);
+        return -1;
+    }
+    /* EVP_DecodeBlock keeps the padding bytes as zeros; strip them. */
+    size_t pad = 0;
+    if (in_len >= 1 && in[in_len - 1] == '=')
+        pad++;
+    if (in_len >= 2 && in[in_len - 2] == '=')
+        pad++;
+    size_t len = (size_t)n - pad;
+    if (len > out_cap) {
+        free(tmp);
+        return -1;
+    }
+    memcpy(out, tmp, len);
+    free(tmp);
+    if (out_len != NULL)
+        *out_len = len;
+    return 0;
+}

@@ -1,0 +1,79 @@
+/* Process-wide logger: one mutex-protected line per call so threads never interleave. */
+#include "cairn/log.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static struct {
+    pthread_mutex_t mu;
+    enum cairn_log_level min;
+    int json;
+    FILE *out;
+} g_log = {PTHREAD_MUTEX_INITIALIZER, CAIRN_LOG_WARN, 0, NULL};
+
+static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
+
+void cairn_log_setup(enum cairn_log_level min, int json, FILE *out)
+{
+    pthread_mutex_lock(&g_log.mu);
+    g_log.min = min;
+    g_log.json = json;
+    g_log.out = out;
+    pthread_mutex_unlock(&g_log.mu);
+}
+
+int cairn_log_level_parse(const char *s)
+{
+    for (int i = 0; i <= CAIRN_LOG_OFF; i++)
+        if (strcasecmp(s, level_names[i]) == 0)
+            return i;
+    if (strcasecmp(s, "warning") == 0)
+        return CAIRN_LOG_WARN;
+    return -1;
+}
+
+int cairn_log_enabled(enum cairn_log_level level)
+{
+    return level >= g_log.min && level < CAIRN_LOG_OFF;
+}
+
+void cairn_log(enum cairn_log_level level, const char *component, const char *fmt, ...)
+{
+    if (!cairn_log_enabled(level))
+        return;
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+
+    pthread_mutex_lock(&g_log.mu);
+    FILE *out = g_log.out ? g_log.out : stderr;
+    if (g_log.json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[level],
+                              "component", component ? component : "cairn", "msg", msg);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (line != NULL)
+            fprintf(out, "%s\n", line);
+        free(line);
+        json_decref(o);
+    } else {
+        fprintf(out, "%s %-5s %s: %s\n", when, level_names[level], component ? component : "cairn",
+                msg);
+    }
+    fflush(out);
+    pthread_mutex_unlock(&g_log.mu);
+}

@@ -1,0 +1,354 @@
+/* Internal helpers: allocation, whole-buffer IO, directories, clocks, time formats. */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void *cairn_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+void *cairn_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+void *cairn_xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+char *cairn_xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+char *cairn_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = NULL;
+    int n = vasprintf(&p, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    return p;
+}
+
+int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn_err_sys(err, 0, errno, "write %s", what);
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return CAIRN_OK;
+}
+
+int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
+                   struct cairn_err *err)
+{
+    size_t off = 0;
+    while (off < cap) {
+        ssize_t n = read(fd, (char *)buf + off, cap - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn_err_sys(err, 0, errno, "read %s", what);
+        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    *got = off;
+    return CAIRN_OK;
+}
+
+int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
+                    struct cairn_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "open '%s'", path);
+    size_t cap = 4096, off = 0;
+    uint8_t *buf = cairn_xmalloc(cap + 1);
+    int rc = CAIRN_OK;
+    for (;;) {
+        if (off == cap) {
+            if (cap > max) {
+                rc = cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %zu bytes", path,
+                                   max);
+                goto out;
+            }
+            cap *= 2;
+            buf = cairn_xrealloc(buf, cap + 1);
+        }
+        ssize_t n = read(fd, buf + off, cap - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = cairn_err_sys(err, 0, errno, "read '%s'", path);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    if (off > max) {
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %zu bytes", path, max);
+        goto out;
+    }
+    buf[off] = '\0';
+    *data = buf;
+    *len = off;
+    buf = NULL;
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err)
+{
+    char *tmp = cairn_xstrdup(path);
+    int rc = CAIRN_OK;
+    for (char *p = tmp + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(tmp, mode) != 0 && errno != EEXIST) {
+                rc = cairn_err_sys(err, 0, errno, "create directory '%s'", tmp);
+                goto out;
+            }
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        rc = cairn_err_set(err, CAIRN_E_IO, "'%s' exists and is not a directory", path);
+out:
+    free(tmp);
+    return rc;
+}
+
+int cairn_fsync_dir(const char *dir, struct cairn_err *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "open directory '%s'", dir);
+    int rc = CAIRN_OK;
+    if (fsync(fd) != 0 && errno != EINVAL)
+        rc = cairn_err_sys(err, 0, errno, "fsync directory '%s'", dir);
+    close(fd);
+    return rc;
+}
+
+int cairn_rmtree(const char *path, struct cairn_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return CAIRN_OK;
+        return cairn_err_sys(err, 0, errno, "stat '%s'", path);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            return cairn_err_sys(err, 0, errno, "remove '%s'", path);
+        return CAIRN_OK;
+    }
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return cairn_err_sys(err, 0, errno, "open directory '%s'", path);
+    int rc = CAIRN_OK;
+    struct dirent *de;
+    while (rc == CAIRN_OK && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char *child = cairn_path_join(path, de->d_name);
+        rc = cairn_rmtree(child, err);
+        free(child);
+    }
+    closedir(d);
+    if (rc == CAIRN_OK && rmdir(path) != 0 && errno != ENOENT)
+        rc = cairn_err_sys(err, 0, errno, "remove directory '%s'", path);
+    return rc;
+}
+
+void cairn_dirname(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(out, cap, ".");
+    } else if (slash == path) {
+        snprintf(out, cap, "/");
+    } else {
+        snprintf(out, cap, "%.*s", (int)(slash - path), path);
+    }
+}
+
+char *cairn_path_join(const char *a, const char *b)
+{
+    size_t la = strlen(a);
+    while (la > 1 && a[la - 1] == '/')
+        la--;
+    while (*b == '/')
+        b++;
+    return cairn_xasprintf("%.*s/%s", (int)la, a, b);
+}
+
+int cairn_name_is_safe(const char *name)
+{
+    if (name == NULL || name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p == '/' || *p < 0x20 || *p == 0x7f)
+            return 0;
+    return strlen(name) <= 255;
+}
+
+uint64_t cairn_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t cairn_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void cairn_format_rfc3339(int64_t sec, long nsec, char *out, size_t cap)
+{
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    /* strftime's %Y does not zero-pad year 1 (Go's zero time), so format by hand. */
+    size_t n = (size_t)snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (nsec != 0) {
+        /* Go's RFC3339Nano trims trailing zeros of the fraction. */
+        char frac[16];
+        snprintf(frac, sizeof(frac), "%09ld", nsec);
+        size_t fl = 9;
+        while (fl > 0 && frac[fl - 1] == '0')
+            fl--;
+        n += (size_t)snprintf(out + n, cap - n, ".%.*s", (int)fl, frac);
+    }
+    snprintf(out + n, cap - n, "Z");
+}
+
+static int parse_digits(const char **s, int count, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < count; i++) {
+        char c = (*s)[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *s += count;
+    *out = v;
+    return 0;
+}
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec)
+{
+    int Y, M, D, h, m, sc;
+    if (parse_digits(&s, 4, &Y) || *s++ != '-' || parse_digits(&s, 2, &M) || *s++ != '-' ||
+        parse_digits(&s, 2, &D) || (*s != 'T' && *s != 't') || !*s++ ||
+        parse_digits(&s, 2, &h) || *s++ != ':' || parse_digits(&s, 2, &m) || *s++ != ':' ||
+        parse_digits(&s, 2, &sc))
+        return -1;
+    if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sc > 60)
+        return -1;
+    long frac = 0;
+    if (*s == '.') {
+        s++;
+        int digits = 0;
+        while (*s >= '0' && *s <= '9') {
+            if (digits < 9) {
+                frac = frac * 10 + (*s - '0');
+                digits++;
+            }
+            s++;
+        }
+        if (digits == 0)
+            return -1;
+        while (digits++ < 9)
+            frac *= 10;
+    }
+    int64_t off = 0;
+    if (*s == 'Z' || *s == 'z') {
+        s++;
+    } else if (*s == '+' || *s == '-') {
+        int sign = *s++ == '-' ? -1 : 1, oh, om;
+        if (parse_digits(&s, 2, &oh) || *s++ != ':' || parse_digits(&s, 2, &om))
+            return -1;
+        off = sign * (oh * 3600 + om * 60);
+    } else {
+        return -1;
+    }
+    if (*s != '\0')
+        return -1;
+    *sec = days_from_civil(Y, (unsigned)M, (unsigned)D) * 86400 + h * 3600 + m * 60 + sc - off;
+    if (nsec != NULL)
+        *nsec = frac;
+    return 0;
+}
+
+void cairn_format_bytes(uint64_t n, char *out, size_t cap)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, cap, "%llu B", (unsigned long long)n);
+    else
+        snprintf(out, cap, "%.1f %s", v, units[u]);
+}

@@ -1,0 +1,52 @@
+/* Internal helpers shared by every module: allocation, file system, time. Not installed. */
+#ifndef CAIRN_UTIL_H
+#define CAIRN_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cairn/err.h"
+
+/* Allocation that aborts on OOM (Redis zmalloc style): callers never check for NULL. */
+void *cairn_xmalloc(size_t n);
+void *cairn_xcalloc(size_t n, size_t size);
+void *cairn_xrealloc(void *p, size_t n);
+char *cairn_xstrdup(const char *s);
+char *cairn_xasprintf(const char *fmt, ...) CAIRN_PRINTF(1, 2);
+
+/* Write/read all bytes, retrying EINTR and short transfers. */
+int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err);
+/* Reads up to cap bytes; *got < cap only at EOF. */
+int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
+                   struct cairn_err *err);
+/* Read a whole small file (at most max bytes, else CAIRN_E_INVALID). NUL-terminated. */
+int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
+                    struct cairn_err *err);
+
+/* mkdir -p with mode for created components. */
+int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
+/* fsync the directory containing path (or path itself when it is a directory). */
+int cairn_fsync_dir(const char *dir, struct cairn_err *err);
+/* rm -rf; a missing path is not an error. */
+int cairn_rmtree(const char *path, struct cairn_err *err);
+/* Directory part of path into out ("." when none). */
+void cairn_dirname(const char *path, char *out, size_t cap);
+/* Path join with exactly one '/' between parts; returns malloc'd string. */
+char *cairn_path_join(const char *a, const char *b);
+/* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
+int cairn_name_is_safe(const char *name);
+
+/* Clocks. */
+uint64_t cairn_now_ms(void);      /* CLOCK_REALTIME in ms */
+uint64_t cairn_mono_ns(void);     /* CLOCK_MONOTONIC in ns */
+/* RFC 3339 UTC "2006-01-02T15:04:05Z" (with .nnnnnnnnn when nsec != 0). */
+void cairn_format_rfc3339(int64_t sec, long nsec, char *out, size_t cap);
+/* Parse RFC 3339 (Z or +hh:mm offsets, optional fraction). Returns 0 or -1. */
+int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec);
+
+/* Human sizes "1.5 MiB". */
+void cairn_format_bytes(uint64_t n, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,114 @@
+/* Tests for src/common: errors, digests, encodings, time, pool. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "cairn/digest.h"
+#include "common/pool.h"
+#include "common/util.h"
+#include "test.h"
+
+TEST(err_format_and_wrap)
+{
+    struct cairn_err err;
+    cairn_err_clear(&err);
+    CHECK_EQ_INT(cairn_err_set(&err, CAIRN_E_CORRUPT, "bad %s", "thing"), CAIRN_E_CORRUPT);
+    CHECK_EQ_STR(err.msg, "bad thing");
+    cairn_err_wrap(&err, "reading '%s'", "x");
+    CHECK_EQ_STR(err.msg, "reading 'x': bad thing");
+    CHECK_EQ_INT(err.code, CAIRN_E_CORRUPT);
+    CHECK_EQ_INT(cairn_err_sys(&err, 0, ENOSPC, "write"), CAIRN_E_NOSPACE);
+    CHECK(strstr(err.msg, "write: ") == err.msg);
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_CORRUPT), 3);
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_NOSPACE), 7);
+    CHECK_EQ_INT(cairn_err_set(NULL, CAIRN_E_IO, "ignored"), CAIRN_E_IO);
+}
+
+TEST(sha256_known_vectors)
+{
+    uint8_t d[32];
+    char hex[65];
+    cairn_sha256_oneshot("", 0, d);
+    cairn_hex_encode(d, 32, hex);
+    CHECK_EQ_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    struct cairn_sha256 h;
+    cairn_sha256_init(&h);
+    cairn_sha256_update(&h, "a", 1);
+    cairn_sha256_update(&h, "bc", 2);
+    cairn_sha256_peek(&h, d);
+    cairn_sha256_final(&h, d);
+    cairn_hex_encode(d, 32, hex);
+    CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(base64_and_hex_round_trip)
+{
+    char b64[64];
+    uint8_t out[64];
+    size_t n;
+    CHECK_EQ_INT(cairn_base64_encode((const uint8_t *)"ab", 2, b64), 4);
+    CHECK_EQ_STR(b64, "YWI=");
+    CHECK_EQ_INT(cairn_base64_decode("YWI=", 4, out, sizeof(out), &n), 0);
+    CHECK_EQ_INT(n, 2);
+    CHECK(memcmp(out, "ab", 2) == 0);
+    CHECK_EQ_INT(cairn_base64_decode("YWI", 3, out, sizeof(out), &n), -1);
+    CHECK_EQ_INT(cairn_base64_decode("Y!I=", 4, out, sizeof(out), &n), -1);
+    CHECK_EQ_INT(cairn_hex_decode("0aFf", 4, out, sizeof(out), &n), 0);
+    CHECK(n == 2 && out[0] == 0x0a && out[1] == 0xff);
+    CHECK_EQ_INT(cairn_hex_decode("abc", 3, out, sizeof(out), &n), -1);
+    CHECK_EQ_INT(cairn_hex_decode("zz", 2, out, sizeof(out), &n), -1);
+}
+
+TEST(rfc3339)
+{
+    int64_t s;
+    long ns;
+    char buf[64];
+    CHECK_EQ_INT(cairn_parse_rfc3339("0001-01-01T00:00:00Z", &s, &ns), 0);
+    CHECK_EQ_INT(s, -62135596800LL);
+    CHECK_EQ_INT(cairn_parse_rfc3339("2020-09-13T12:26:40Z", &s, &ns), 0);
+    CHECK_EQ_INT(s, 1600000000);
+    CHECK_EQ_INT(cairn_parse_rfc3339("2020-09-13T14:26:40.5+02:00", &s, &ns), 0);
+    CHECK_EQ_INT(s, 1600000000);
+    CHECK_EQ_INT(ns, 500000000);
+    CHECK_EQ_INT(cairn_parse_rfc3339("", &s, &ns), -1);
+    CHECK_EQ_INT(cairn_parse_rfc3339("2020-13-01T00:00:00Z", &s, &ns), -1);
+    cairn_format_rfc3339(1600000000, 0, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "2020-09-13T12:26:40Z");
+    cairn_format_rfc3339(-62135596800LL, 0, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "0001-01-01T00:00:00Z");
+    cairn_format_rfc3339(1600000000, 120000000, buf, sizeof(buf));
+    CHECK_EQ_STR(buf, "2020-09-13T12:26:40.12Z");
+}
+
+TEST(safe_names)
+{
+    CHECK(cairn_name_is_safe("2026-11-21.120000.x"));
+    CHECK(!cairn_name_is_safe(".."));
+    CHECK(!cairn_name_is_safe("a/b"));
+    CHECK(!cairn_name_is_safe(""));
+    CHECK(!cairn_name_is_safe("a\nb"));
+}
+
+static atomic_int g_counter;
+
+static void bump(void *arg)
+{
+    atomic_fetch_add(&g_counter, *(int *)arg);
+}
+
+TEST(pool_runs_every_job)
+{
+    struct cairn_pool *p = cairn_pool_new(3, 2);
+    int one = 1;
+    for (int i = 0; i < 1000; i++)
+        cairn_pool_submit(p, bump, &one);
+    cairn_pool_wait(p);
+    CHECK_EQ_INT(atomic_load(&g_counter), 1000);
+    cairn_pool_free(p);
+}
+
+int main(int argc, char **argv)
+{
+    return test_main(argc, argv);
+}
