@@ -112,6 +112,38 @@ CAIRN_API void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32])
 /* Returns at most limit bytes from src, then EOF (src stays positioned after them). */
 CAIRN_API struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t limit);
 
+/* ---- compression stages ---- */
+
+enum cairn_compression {
+    CAIRN_COMPRESS_NONE = 0,
+    CAIRN_COMPRESS_GZIP = 1,
+    CAIRN_COMPRESS_ZSTD = 2,
+};
+
+/* Classify a stream by its first bytes (gzip 1f8b, zstd 28b52ffd); NONE otherwise. */
+CAIRN_API enum cairn_compression cairn_detect_compression(const void *buf, size_t len);
+CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
+
+/* zstd with libzstd's own worker threads (threads 0 = one per CPU, 1 = none). Output is one
+ * or more standard zstd frames. level: 1..19 or negative for the fast levels. */
+CAIRN_API struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
+                                                     int threads);
+/* Decodes concatenated zstd frames; truncation or trailing garbage is CAIRN_E_CORRUPT. */
+CAIRN_API struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src);
+
+/* gzip compressed with libdeflate in independent 1 MiB blocks on `threads` workers (0 = one
+ * per CPU), each block one gzip member, written in order. Every member header is
+ * 1f8b0800 00000000 00ff, as Go's compress/gzip writes it; readers that accept concatenated
+ * members (Go, zlib, Python, GNU gzip) read the result as one stream. level: 1..12. */
+CAIRN_API struct cairn_writer *cairn_gzip_writer_new(struct cairn_writer *next, int level,
+                                                     int threads);
+/* Multistream gzip reader with Go's error texts: "EOF" for empty input, "unexpected EOF" for
+ * truncation, "gzip: invalid header" for non-gzip bytes (also after a member), "gzip: invalid
+ * checksum" for a bad CRC-32 or ISIZE. All are CAIRN_E_CORRUPT. */
+CAIRN_API struct cairn_reader *cairn_gzip_reader_new(struct cairn_reader *src);
+/* Picks the decoder from the first bytes (gzip, zstd or pass-through). */
+CAIRN_API struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src);
+
 /* Pump r into w until EOF; does not close w. *copied may be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);

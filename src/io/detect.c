@@ -1,0 +1,93 @@
+/* Compression detection and the auto-detecting decompressor. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cairn/io.h"
+#include "common/util.h"
+
+enum cairn_compression cairn_detect_compression(const void *buf, size_t len)
+{
+    const uint8_t *b = buf;
+    if (len >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+        return CAIRN_COMPRESS_GZIP;
+    if (len >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+        return CAIRN_COMPRESS_ZSTD;
+    return CAIRN_COMPRESS_NONE;
+}
+
+const char *cairn_compression_name(enum cairn_compression c)
+{
+    switch (c) {
+    case CAIRN_COMPRESS_GZIP: return "gzip";
+    case CAIRN_COMPRESS_ZSTD: return "zstd";
+    default: return "none";
+    }
+}
+
+/* Replays the bytes read for detection, then continues with the source. */
+struct prefix_reader {
+    struct cairn_reader base;
+    uint8_t prefix[4];
+    size_t len, off;
+};
+
+static int prefix_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                       struct cairn_err *err)
+{
+    struct prefix_reader *p = (struct prefix_reader *)r;
+    if (p->off < p->len) {
+        size_t n = p->len - p->off < cap ? p->len - p->off : cap;
+        memcpy(buf, p->prefix + p->off, n);
+        p->off += n;
+        *got = n;
+        return CAIRN_OK;
+    }
+    return cairn_reader_read(r->next, buf, cap, got, err);
+}
+
+static const struct cairn_reader_ops prefix_reader_ops = {"prefix", prefix_read, NULL};
+
+/* The decoder is chosen on the first read, so construction never blocks or fails. */
+struct auto_reader {
+    struct cairn_reader base;
+    int chosen;
+};
+
+static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                     struct cairn_err *err)
+{
+    struct auto_reader *a = (struct auto_reader *)r;
+    if (!a->chosen) {
+        struct prefix_reader *p = cairn_xcalloc(1, sizeof(*p));
+        cairn_reader_init(&p->base, &prefix_reader_ops, r->next);
+        while (p->len < sizeof(p->prefix)) {
+            size_t n;
+            int rc = cairn_reader_read(r->next, p->prefix + p->len, sizeof(p->prefix) - p->len,
+                                       &n, err);
+            if (rc != CAIRN_OK) {
+                p->base.next = NULL;
+                free(p);
+                return rc;
+            }
+            if (n == 0)
+                break;
+            p->len += n;
+        }
+        switch (cairn_detect_compression(p->prefix, p->len)) {
+        case CAIRN_COMPRESS_GZIP: r->next = cairn_gzip_reader_new(&p->base); break;
+        case CAIRN_COMPRESS_ZSTD: r->next = cairn_zstd_reader_new(&p->base); break;
+        default: r->next = &p->base; break;
+        }
+        a->chosen = 1;
+    }
+    return cairn_reader_read(r->next, buf, cap, got, err);
+}
+
+static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read, NULL};
+
+struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src)
+{
+    struct auto_reader *a = cairn_xcalloc(1, sizeof(*a));
+    cairn_reader_init(&a->base, &auto_reader_ops, src);
+    return &a->base;
+}
