@@ -34,4 +34,9 @@ CAIRN_API size_t cairn_base64_encode(const uint8_t *in, size_t len, char *out);
 CAIRN_API int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
                                   size_t *out_len);
 
+/* Load a 32-byte key from a file holding 32 raw bytes or 64 hex digits (trailing newline
+ * allowed). Refuses group/world-readable files with a clear CAIRN_E_PERM error. */
+struct cairn_err;
+CAIRN_API int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err);
+
 #endif

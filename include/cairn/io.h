@@ -144,6 +144,18 @@ CAIRN_API struct cairn_reader *cairn_gzip_reader_new(struct cairn_reader *src);
 /* Picks the decoder from the first bytes (gzip, zstd or pass-through). */
 CAIRN_API struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src);
 
+/* ---- authenticated encryption ----
+ * AES-256-GCM over 64 KiB chunks (the STREAM construction): a 16-byte header ("CRNAEAD1" and a
+ * random 8-byte nonce prefix, also bound as associated data), then per chunk the ciphertext
+ * and a 16-byte tag. The nonce is prefix || 32-bit chunk counter whose top bit marks the last
+ * chunk, so reordering, truncation and appending are all detected. A wrong key or any change
+ * is CAIRN_E_SEAL. */
+#define CAIRN_AEAD_KEY_LEN 32
+CAIRN_API struct cairn_writer *cairn_aead_writer_new(struct cairn_writer *next,
+                                                     const uint8_t key[CAIRN_AEAD_KEY_LEN]);
+CAIRN_API struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
+                                                     const uint8_t key[CAIRN_AEAD_KEY_LEN]);
+
 /* Pump r into w until EOF; does not close w. *copied may be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);

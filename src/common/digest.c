@@ -1,8 +1,13 @@
 /* SHA-256 through OpenSSL EVP (dispatches to SHA-NI / AVX2 / ARMv8 code), hex and base64. */
 #include "cairn/digest.h"
+#include "cairn/err.h"
+#include "util.h"
 
+#include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,4 +140,37 @@ int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_
     if (out_len != NULL)
         *out_len = len;
     return 0;
+}
+
+int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return cairn_err_sys(err, 0, errno, "key file '%s'", path);
+    if (st.st_mode & 077)
+        return cairn_err_set(err, CAIRN_E_PERM,
+                             "key file '%s' is readable by group or others (mode %04o); "
+                             "chmod 600 it",
+                             path, (unsigned)(st.st_mode & 07777));
+    uint8_t *data;
+    size_t len;
+    int rc = cairn_read_file(path, 256, &data, &len, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    size_t n = len;
+    while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
+        n--;
+    size_t got = 0;
+    if (len == 32) {
+        memcpy(key, data, 32);
+    } else if (n == 64 && cairn_hex_decode((const char *)data, 64, key, 32, &got) == 0) {
+        /* hex form */
+    } else {
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
+                           "key file '%s' must hold 32 raw bytes or 64 hex digits (has %zu bytes)",
+                           path, len);
+    }
+    OPENSSL_cleanse(data, len);
+    free(data);
+    return rc;
 }
