@@ -53,7 +53,7 @@ build build -DCMAKE_BUILD_TYPE=RelWithDebInfo && run_ctest build
 echo "=== tests under ASan+UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-build build-asan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON && run_ctest build-asan -LE nosan
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON && run_ctest build-asan -LE "nosan|slow"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 echo "=== concurrent tests under TSan"
