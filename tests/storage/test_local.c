@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <jansson.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cairn/storage.h"
@@ -289,22 +290,85 @@ TEST(restore_refuses_escaping_paths)
     free(url);
 }
 
-TEST(file_driver_permission_error)
+static int permission_probe(const char *ro)
 {
-    if (geteuid() == 0)
-        SKIP("running as root: directory permissions are not enforced");
     struct cairn_err err;
-    char *ro = cairn_path_join(test_tmpdir(), "ro");
-    mkdir(ro, 0500);
     char *url = cairn_xasprintf("file://%s", ro);
     struct cairn_storage *st = NULL;
-    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     struct cairn_backup *b = NULL;
-    CHECK_ERR(cairn_storage_start(st, "x", &b, &err), CAIRN_E_PERM, &err, "Permission denied");
+    int ok = cairn_storage_open(url, &st, &err) == CAIRN_OK &&
+             cairn_storage_start(st, "x", &b, &err) == CAIRN_E_PERM &&
+             strstr(err.msg, "Permission denied") != NULL && strstr(err.msg, ro) != NULL;
+    if (!ok)
+        fprintf(stderr, "permission probe: %s\n", err.msg);
     cairn_storage_free(st);
-    chmod(ro, 0700);
     free(url);
+    return ok;
+}
+
+TEST(file_driver_permission_error)
+{
+    char *ro = cairn_path_join(test_tmpdir(), "ro");
+    mkdir(ro, 0500);
+    if (geteuid() != 0) {
+        CHECK(permission_probe(ro));
+    } else {
+        /* Root ignores directory modes: probe as nobody in a child. */
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(2);
+            _exit(permission_probe(ro) ? 0 : 1);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 2)
+            SKIP("cannot drop privileges to nobody to test permission errors");
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    chmod(ro, 0700);
     free(ro);
+}
+
+TEST(file_driver_disk_full)
+{
+    struct cairn_err err;
+    char *mnt = cairn_path_join(test_tmpdir(), "small");
+    mkdir(mnt, 0700);
+    char *cmd = cairn_xasprintf("mount -t tmpfs -o size=1m tmpfs '%s' 2>/dev/null", mnt);
+    if (system(cmd) != 0) {
+        free(cmd);
+        free(mnt);
+        SKIP("cannot mount a 1 MiB tmpfs (needs root/CAP_SYS_ADMIN) to fill a disk");
+    }
+    free(cmd);
+    struct cairn_storage *st = NULL;
+    CHECK_OK(cairn_storage_open(mnt, &st, &err), &err);
+    struct cairn_backup *b = NULL;
+    CHECK_OK(cairn_storage_start(st, "full", &b, &err), &err);
+    size_t n = 3u << 20;
+    uint8_t *junk = cairn_xcalloc(1, n);
+    struct cairn_reader *r = cairn_mem_reader_new(junk, n);
+    CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, NULL, &err), CAIRN_E_NOSPACE,
+              &err, "No space left on device");
+    CHECK(strstr(err.msg, "file 'big'") != NULL);
+    cairn_reader_free(r);
+    CHECK_ERR(cairn_backup_end(b, &err), CAIRN_E_NOSPACE, &err, "file 'big'");
+    struct cairn_backup_list l;
+    CHECK_OK(cairn_storage_list(st, &l, &err), &err);
+    CHECK(l.count == 1 && l.items[0].status == CAIRN_BACKUP_INCOMPLETE);
+    cairn_backup_list_free(&l);
+    CHECK_OK(cairn_backup_abort(b, &err), &err);
+    cairn_backup_free(b);
+    CHECK_OK(cairn_storage_list(st, &l, &err), &err);
+    CHECK_EQ_INT(l.count, 0);
+    cairn_backup_list_free(&l);
+    cairn_storage_free(st);
+    free(junk);
+    cmd = cairn_xasprintf("umount '%s'", mnt);
+    CHECK_EQ_INT(system(cmd), 0);
+    free(cmd);
+    free(mnt);
 }
 
 int main(int argc, char **argv)
