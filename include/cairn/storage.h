@@ -296,9 +296,10 @@ struct cairn_prune_policy {
     unsigned keep_weekly; /* same per ISO week (UTC) */
 };
 
-/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. Rules: only
- * complete backups count for keep-*; the newest complete backup is always kept (so the only
- * one is too); incomplete backups sorting before the newest complete one are removed, newer
+/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. "Newest" is
+ * by name (names sort by time); days and weeks come from the MANIFEST creation time (UTC).
+ * Rules: only complete backups count for keep-*; the newest complete backup is always kept
+ * (so the only one is too); incomplete backups sorting before the newest complete one are removed, newer
  * ones (possibly in progress) are kept; corrupt ones are kept (never delete what cannot be
  * read). With no complete backup nothing is removed. Returns the number to remove. */
 CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,

@@ -76,7 +76,8 @@ static int get_bytes(struct cairn_backup *b, const char *file, uint8_t **out, si
         size_t n;
         const uint8_t *d = cairn_mem_writer_data(mem, &n);
         *out = cairn_xmalloc(n + 1);
-        memcpy(*out, d, n);
+        if (n > 0)
+            memcpy(*out, d, n);
         *len = n;
     }
     cairn_writer_free(mem);
@@ -609,7 +610,9 @@ CONFORMANCE(large_streamed_multipart)
     long grew_mb = (max_rss_kb() - rss0) / 1024;
     fprintf(stderr, "large_streamed_multipart: peak RSS grew by %ld MiB for a %llu MiB file\n",
             grew_mb, (unsigned long long)(size >> 20));
-    CHECK(grew_mb < 80);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    CHECK(grew_mb < 80); /* sanitizers keep freed memory in quarantine: no bound there */
+#endif
     CHECK_OK(cairn_storage_open_backup(st, "large", &b, &err), &err);
     const struct cairn_manifest_file *f = b ? cairn_backup_file_find(b, "big") : NULL;
     CHECK(f != NULL && f->size == size);

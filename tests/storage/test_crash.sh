@@ -67,7 +67,8 @@ echo "$midway kills landed mid-backup"
 [ "$midway" -ge 1 ] || { echo "FAIL: no kill landed mid-backup"; exit 1; }
 
 # Prune removes the interrupted (older, incomplete) ones and keeps the complete base.
-"$C" prune "$store" --keep-last 1 >/dev/null
+"$C" list "$store"
+"$C" prune "$store" --keep-last 1
 left=$("$C" list "$store" --json | python3 -c 'import json,sys; print(" ".join(b["name"] for b in json.load(sys.stdin)["backups"]))')
 [ "$left" = "$base" ] || { echo "FAIL: after prune: $left"; exit 1; }
 "$C" get "$store" "$base" "$tmp/restored" >/dev/null
