@@ -39,11 +39,24 @@ static char *s3_url_opts(int port, const char *extra)
         int port = s3rver_start();                                                                 \
         if (port == 0)                                                                             \
             SKIP(s3rver_skip);                                                                     \
-        char *u = s3_url_opts(port, NULL);                                                         \
+        /* Through a proxy that verifies every request's SigV4 signature and payload hash. */   \
+        struct fault_proxy *px = fault_proxy_start(port, FAULT_503, 0, NULL);                    \
+        char *u = s3_url_opts(px->port, NULL);                                                     \
         conf_##name(u, 1);                                                                         \
         free(u);                                                                                   \
+        fault_proxy_stop_checked(px);                                                              \
     }                                                                                              \
     static void conf_##name(const char *url, int is_s3)
+
+static void fault_proxy_stop_checked(struct fault_proxy *p)
+{
+    int bad = atomic_load(&p->sig_failures);
+    if (bad != 0)
+        test_fail(__FILE__, __LINE__, "%d request(s) failed SigV4 verification, first: %s", bad,
+                  p->sig_error);
+    CHECK(atomic_load(&p->passed) > 0);
+    fault_proxy_stop(p);
+}
 
 static struct cairn_storage *open_store(const char *url)
 {
@@ -223,6 +236,12 @@ CONFORMANCE(names_exists_remove)
     CHECK_OK(make_backup(st, "b1", 2), NULL);
     CHECK_ERR(cairn_storage_start(st, "b1", &b, &err), CAIRN_E_EXISTS, &err, "already exists");
     CHECK_OK(make_backup(st, "b10", 1), NULL); /* prefix of another name: must stay separate */
+    /* Every allowed punctuation character survives URL encoding and signing. */
+    CHECK_OK(make_backup(st, "x+y=z@w_v-u.t", 2), NULL);
+    CHECK_OK(cairn_storage_open_backup(st, "x+y=z@w_v-u.t", &b, &err), &err);
+    CHECK_OK(cairn_backup_verify(b, 1, NULL, NULL, &err), &err);
+    cairn_backup_free(b);
+    CHECK_OK(cairn_storage_remove(st, "x+y=z@w_v-u.t", &err), &err);
     CHECK_OK(cairn_storage_remove(st, "b1", &err), &err);
     CHECK_ERR(cairn_storage_remove(st, "b1", &err), CAIRN_E_NOTFOUND, &err, "not found");
     CHECK_ERR(cairn_storage_open_backup(st, "b1", &b, &err), CAIRN_E_NOTFOUND, &err,
@@ -666,7 +685,7 @@ TEST(s3_retries_5xx_then_succeeds)
     cairn_backup_free(b);
     CHECK_EQ_INT(atomic_load(&p->injected), 8);
     cairn_storage_free(st);
-    fault_proxy_stop(p);
+    fault_proxy_stop_checked(p);
     free(url);
 }
 
@@ -697,7 +716,7 @@ TEST(s3_retries_are_bounded_and_errors_clear)
     CHECK_EQ_INT(l.count, 0); /* nothing, not even a MANIFEST, was stored */
     cairn_backup_list_free(&l);
     cairn_storage_free(st);
-    fault_proxy_stop(p);
+    fault_proxy_stop_checked(p);
     free(url);
 }
 
