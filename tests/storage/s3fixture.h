@@ -406,6 +406,12 @@ static void *proxy_conn_thread(void *arg)
          * are streamed and their payload hash checked at the end, to keep memory bounded. */
         size_t blen = (size_t)content_length(buf);
         size_t have = len - hl < blen ? len - hl : blen;
+        char *expect = head_get(buf, "Expect");
+        if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && have < blen) {
+            const char *cont = "HTTP/1.1 100 Continue\r\n\r\n"; /* as real servers do */
+            write_full(c->fd, cont, strlen(cont));
+        }
+        free(expect);
         int small = blen <= (1u << 20);
         uint8_t *body = cairn_xmalloc((small ? blen : have) + 1);
         memcpy(body, buf + hl, have);
