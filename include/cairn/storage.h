@@ -299,9 +299,9 @@ struct cairn_prune_policy {
 /* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. "Newest" is
  * by name (names sort by time); days and weeks come from the MANIFEST creation time (UTC).
  * Rules: only complete backups count for keep-*; the newest complete backup is always kept
- * (so the only one is too); incomplete backups sorting before the newest complete one are removed, newer
- * ones (possibly in progress) are kept; corrupt ones are kept (never delete what cannot be
- * read). With no complete backup nothing is removed. Returns the number to remove. */
+ * (so the only one is too); incomplete backups sorting before the newest complete one are
+ * removed, newer ones (possibly in progress) are kept; corrupt ones are kept (never delete
+ * what cannot be read). With no complete backup nothing is removed. Returns the number to remove. */
 CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,
                                   const struct cairn_prune_policy *p, uint8_t *remove);
 

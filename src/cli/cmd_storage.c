@@ -103,6 +103,23 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
     return 0;
 }
 
+/* --help, option parsing and the positional count shared by every command: returns -1 to go
+ * on, else the exit code to return. */
+static int prologue(int argc, char **argv, const char *help, const char *allowed, int npos,
+                    const char *npos_msg, struct sopts *o)
+{
+    if (help_requested(argc, argv)) {
+        printf("%s%s", help, cli_exit_codes_help);
+        return 0;
+    }
+    int ec = parse(argc, argv, allowed, o);
+    if (ec)
+        return ec;
+    if (o->npos != npos)
+        return cli_usage(argv[0], "%s", npos_msg);
+    return -1;
+}
+
 static int open_storage(const struct sopts *o, struct cairn_storage **st, struct cairn_err *err)
 {
     int rc = cairn_storage_open(o->pos[0], st, err);
@@ -158,16 +175,11 @@ static json_t *info_json(const struct cairn_backup_info *i)
 
 int cmd_list(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", list_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv, "--json --seal-key ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, list_help, "--json --seal-key ", 1,
+                      "expected exactly one storage URL", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 1)
-        return cli_usage("list", "expected exactly one storage URL");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
@@ -216,16 +228,11 @@ static const char rm_help[] =
 
 int cmd_rm(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", rm_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv, "--json ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, rm_help, "--json ", 2,
+                      "expected a storage URL and a backup name", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 2)
-        return cli_usage("rm", "expected a storage URL and a backup name");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
@@ -277,16 +284,11 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
 
 int cmd_verify(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", verify_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv, "--json --workers --seal-key ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, verify_help, "--json --workers --seal-key ", 2,
+                      "expected a storage URL and a backup name", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 2)
-        return cli_usage("verify", "expected a storage URL and a backup name");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup *b = NULL;
@@ -343,17 +345,12 @@ static const char prune_help[] =
 
 int cmd_prune(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", prune_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv,
-                   "--json --dry-run --keep-last --keep-daily --keep-weekly --seal-key ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, prune_help,
+                      "--json --dry-run --keep-last --keep-daily --keep-weekly --seal-key ", 1,
+                      "expected exactly one storage URL", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 1)
-        return cli_usage("prune", "expected exactly one storage URL");
     if (!o.have_keep_last || o.keep_last < 1)
         return cli_usage("prune", "--keep-last N (N >= 1) is required");
     struct cairn_err err;
@@ -440,16 +437,11 @@ static void progress_cb(void *arg, uint64_t bytes)
 
 int cmd_put(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", put_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv, "--json --zstd --workers --seal-key ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, put_help, "--json --zstd --workers --seal-key ", 3,
+                      "expected a storage URL, a backup name and a local path", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 3)
-        return cli_usage("put", "expected a storage URL, a backup name and a local path");
     struct cairn_err err;
     char name[CAIRN_NAME_MAX + 1];
     snprintf(name, sizeof(name), "%s", o.pos[1]);
@@ -488,16 +480,11 @@ static const char get_help[] =
 
 int cmd_get(int argc, char **argv)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s", get_help, cli_exit_codes_help);
-        return 0;
-    }
     struct sopts o;
-    int ec = parse(argc, argv, "--json --workers --seal-key ", &o);
-    if (ec)
+    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key ", 3,
+                      "expected a storage URL, a backup name and a target directory", &o);
+    if (ec >= 0)
         return ec;
-    if (o.npos != 3)
-        return cli_usage("get", "expected a storage URL, a backup name and a target directory");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);

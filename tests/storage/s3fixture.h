@@ -461,7 +461,8 @@ static void *proxy_conn_thread(void *arg)
         atomic_fetch_add(&p->passed, 1);
         char *psha = head_get(buf, "x-amz-content-sha256");
         int u = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->upstream_port)};
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)p->upstream_port)};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         char *line_end = strstr(buf, "\r\n");
         size_t first = (size_t)(line_end - buf) + 2;

@@ -174,7 +174,8 @@ TEST(path_backup_restore_tree)
     cairn_backup_free(b);
     char *out = cairn_path_join(tmp, "out");
     CHECK_OK(cairn_storage_restore_path(st, "tree", out, &po, &err), &err);
-    char *s1 = slurp(out, "a.txt"), *s2 = slurp(out, "sub/b.txt"), *s3 = slurp(out, "sub/deep/c.bin");
+    char *s1 = slurp(out, "a.txt"), *s2 = slurp(out, "sub/b.txt");
+    char *s3 = slurp(out, "sub/deep/c.bin");
     CHECK(s1 && strcmp(s1, "alpha") == 0);
     CHECK(s2 && strcmp(s2, "beta") == 0);
     CHECK(s3 && s3[0] == '\0');
