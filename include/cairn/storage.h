@@ -100,7 +100,8 @@ CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap,
  * use). */
 CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st,
                                  struct cairn_err *err);
-/* Release sessions; st stays usable. */
+/* Release sessions (connections, credentials); st stays usable and re-creates them lazily.
+ * Call it between operations, not while another thread is using st. */
 CAIRN_API void cairn_storage_close(struct cairn_storage *st);
 CAIRN_API void cairn_storage_free(struct cairn_storage *st);
 CAIRN_API const char *cairn_storage_url(const struct cairn_storage *st);
