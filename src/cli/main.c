@@ -13,8 +13,11 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+int cmd_snapshot(int argc, char **argv);
+
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
+    {"snapshot", "write, inspect, verify and extract raft snapshot archives", cmd_snapshot},
 };
 
 static void usage(FILE *out)
