@@ -93,7 +93,9 @@ enum cairn_snapshot_flavour {
 struct cairn_snapshot_write_opts {
     enum cairn_snapshot_flavour flavour;
     int level;                   /* 0: gzip 6 (Go's default), zstd 3 */
-    int threads;                 /* compression workers; 0 = one per CPU */
+    int threads; /* compression workers. 0: gzip one per CPU (1 MiB blocks, ~3 MiB each);
+                  * zstd 1, because each libzstd worker holds a job buffer of many MiB and
+                  * 2 workers already pass 48 MiB peak RSS (docs/PERFORMANCE.md) */
     struct cairn_sealer *sealer; /* NULL: three members, as Consul writes */
     int64_t mtime;               /* member mtime; 0 = now, rounded to the second as Go does */
 };

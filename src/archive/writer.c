@@ -102,7 +102,8 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     struct cairn_writer *hashw = cairn_hash_writer_new(out);
     struct cairn_writer *comp =
         opts->flavour == CAIRN_SNAPSHOT_ZSTD
-            ? cairn_zstd_writer_new(hashw, opts->level ? opts->level : 3, opts->threads)
+            ? cairn_zstd_writer_new(hashw, opts->level ? opts->level : 3,
+                                    opts->threads ? opts->threads : 1)
             : cairn_gzip_writer_new(hashw, opts->level ? opts->level : 6, opts->threads);
     struct tar_writer t;
     tar_writer_init(&t, comp, opts->mtime > 0 ? opts->mtime : now_rounded());
