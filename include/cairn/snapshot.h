@@ -138,6 +138,9 @@ CAIRN_API uint64_t cairn_snapshot_index(const struct cairn_snapshot *s);
 CAIRN_API uint64_t cairn_snapshot_term(const struct cairn_snapshot *s);
 CAIRN_API uint64_t cairn_snapshot_size(const struct cairn_snapshot *s);       /* archive bytes */
 CAIRN_API uint64_t cairn_snapshot_state_size(const struct cairn_snapshot *s); /* state bytes */
+/* The archive bytes as a reader, owned by the snapshot (do not free it); shares its position
+ * with cairn_snapshot_read. */
+CAIRN_API struct cairn_reader *cairn_snapshot_reader(struct cairn_snapshot *s);
 /* Read the archive bytes from the start (each call continues where the last stopped). */
 CAIRN_API int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t *got,
                                   struct cairn_err *err);
@@ -155,6 +158,9 @@ struct cairn_snapshot_read_opts {
     /* Input is the bare tar (no compression layer and no exact-end rule), as the raft-snapshot
      * test tars are read. 0: detect gzip or zstd by magic. */
     int raw_tar;
+    /* Consul/Nomad reader: exactly the three members, so a SHA256SUMS.sealed member (Vault) is
+     * `unexpected file "SHA256SUMS.sealed" in snapshot`. 0: raft-snapshot (Vault) rules. */
+    int three_members;
     size_t member_cap; /* cap on meta.json / SHA256SUMS / SHA256SUMS.sealed; 0 = 1 MiB */
     const char *tmpdir; /* restore's spool directory; NULL: $TMPDIR or /tmp */
 };

@@ -178,7 +178,7 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
         while (m < M_COUNT && strcmp(e->name, member_names[m]) != 0)
             m++;
         snap_quote(e->name, q, sizeof(q));
-        if (m == M_COUNT || e->typeflag == 'g') {
+        if (m == M_COUNT || e->typeflag == 'g' || (m == M_SEALED && o->three_members)) {
             rc = cairn_err_set(err, CAIRN_E_CORRUPT, "unexpected file %s in snapshot", q);
             goto out;
         }

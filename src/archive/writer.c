@@ -263,6 +263,11 @@ uint64_t cairn_snapshot_state_size(const struct cairn_snapshot *s)
     return s->state_size;
 }
 
+struct cairn_reader *cairn_snapshot_reader(struct cairn_snapshot *s)
+{
+    return s->r;
+}
+
 int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t *got,
                         struct cairn_err *err)
 {

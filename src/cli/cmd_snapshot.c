@@ -65,7 +65,8 @@ static const char save_help[] =
     "\n";
 
 static const char inspect_help[] =
-    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--json]\n"
+    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
+    "                              [--json]\n"
     "\n"
     "Verify FILE completely, then print its metadata (ID, Size, Index, Term, Version,\n"
     "configuration), its checksum (sha-256=<base64>, as raft-snapshot's Checksum()) and its\n"
@@ -78,12 +79,14 @@ static const char inspect_help[] =
     "\n";
 
 static const char verify_help[] =
-    "usage: cairn snapshot verify FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--json]\n"
+    "usage: cairn snapshot verify FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
+    "                             [--json]\n"
     "\n"
     "Check FILE as Consul's and raft-snapshot's Verify do: every member hash against\n"
     "SHA256SUMS, no unexpected or repeated members, and no byte after the tar end marker\n"
     "(\"N unread uncompressed bytes remain\"). With --seal-key the SHA256SUMS.sealed member is\n"
-    "required and must open with the key and match. --tar reads a bare tar.\n"
+    "required and must open with the key and match. --tar reads a bare tar. --consul applies\n"
+    "Consul's and Nomad's rule of exactly three members (a Vault snapshot is then rejected).\n"
     "\n"
     "Examples:\n"
     "  cairn snapshot verify backup.snap && echo good\n"
@@ -128,7 +131,7 @@ static struct cairn_reader *progress_reader_new(struct cairn_reader *src, struct
 
 struct opts {
     const char *verb;
-    int json, zstd, force, raw_tar, have_index, have_term, have_size;
+    int json, zstd, force, raw_tar, consul, have_index, have_term, have_size;
     uint64_t index, term, conf_index, size, level, threads;
     int have_conf_index, have_level, have_threads;
     const char *id, *seal_key, *seal, *tmpdir;
@@ -176,7 +179,7 @@ static int add_server(struct opts *o, const char *spec)
 }
 
 enum { O_INDEX = 256, O_TERM, O_ID, O_CONF, O_SERVER, O_SIZE, O_ZSTD, O_LEVEL, O_THREADS,
-       O_SEALKEY, O_SEAL, O_TMPDIR, O_FORCE, O_JSON, O_TAR, O_HELP };
+       O_SEALKEY, O_SEAL, O_TMPDIR, O_FORCE, O_JSON, O_TAR, O_CONSUL, O_HELP };
 
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. */
 static int parse(int argc, char **argv, struct opts *o, const char *help, int npos)
@@ -197,6 +200,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         {"force", no_argument, NULL, O_FORCE},
         {"json", no_argument, NULL, O_JSON},
         {"tar", no_argument, NULL, O_TAR},
+        {"consul", no_argument, NULL, O_CONSUL},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -231,6 +235,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_FORCE: o->force = 1; break;
         case O_JSON: o->json = cli_json = 1; break;
         case O_TAR: o->raw_tar = 1; break;
+        case O_CONSUL: o->consul = 1; break;
         default:
             return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -247,8 +252,8 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
     }
     if (o->npos != npos)
         return cli_usage(cmd, "needs %s", npos == 2 ? "two arguments" : "one argument");
-    if (save && o->raw_tar)
-        return cli_usage(cmd, "--tar is for reading");
+    if (save && (o->raw_tar || o->consul))
+        return cli_usage(cmd, "--tar and --consul are for reading");
     if (save && (!o->have_index || !o->have_term))
         return cli_usage(cmd, "--index and --term are required");
     if (o->seal != NULL && o->seal_key == NULL)
@@ -467,6 +472,7 @@ static int run_read(struct opts *o)
     struct cairn_snapshot_read_opts ro = {0};
     ro.sealer = sealer;
     ro.raw_tar = o->raw_tar;
+    ro.three_members = o->consul;
     ro.tmpdir = o->tmpdir;
     if (extract) {
         struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
