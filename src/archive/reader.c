@@ -261,24 +261,34 @@ out:
     return rc;
 }
 
+/* Counting stops here: a compression bomb after the end marker must not keep us busy for
+ * hours just to print its exact size (Go would even buffer it all). */
+#define CONCLUDE_MAX (64ull << 20)
+
 /* Go's concludeGzipRead: every decompressed byte after the tar must be absent. */
 static int conclude(struct snap_input *si, struct cairn_err *err)
 {
     uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
     uint64_t extra = 0;
     int rc;
-    struct cairn_reader *r = si->flavour == CAIRN_SNAPSHOT_TAR ? si->hash : si->top;
+    int raw = si->flavour == CAIRN_SNAPSHOT_TAR;
+    struct cairn_reader *r = raw ? si->hash : si->top;
     for (;;) {
         size_t got;
         if ((rc = cairn_reader_read(r, buf, CAIRN_IO_BUFSIZE, &got, err)) != CAIRN_OK ||
             got == 0)
             break;
         extra += got;
+        if (!raw && extra >= CONCLUDE_MAX)
+            break;
     }
     free(buf);
     /* The bare tar has no outer layer: what follows its end is record padding, read only so
      * the checksum covers the whole input. */
-    if (rc == CAIRN_OK && extra > 0 && si->flavour != CAIRN_SNAPSHOT_TAR)
+    if (rc == CAIRN_OK && !raw && extra >= CONCLUDE_MAX)
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "at least %llu unread uncompressed bytes remain",
+                           CONCLUDE_MAX);
+    else if (rc == CAIRN_OK && extra > 0 && !raw)
         rc = cairn_err_set(err, CAIRN_E_CORRUPT, "%llu unread uncompressed bytes remain",
                            (unsigned long long)extra);
     return rc;

@@ -76,6 +76,25 @@ TEST(record_padding_after_end_marker_rejected)
     REJECT(t, want);
 }
 
+TEST(a_compression_bomb_after_the_end_is_not_counted_to_the_end)
+{
+    struct bytes t = std_tar(NULL, NULL, 2);
+    struct bytes gz = {0};
+    struct cairn_err err;
+    struct cairn_writer *w = cairn_gzip_writer_new(capture_new(&gz), 9, 1);
+    CHECK_OK(cairn_writer_write(w, t.p, t.len, &err), &err);
+    uint8_t *zeros = cairn_xcalloc(1, 1 << 20);
+    for (int i = 0; i < 100; i++) /* 100 MiB of zeros after the end marker */
+        CHECK_OK(cairn_writer_write(w, zeros, 1 << 20, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    cairn_writer_free(w);
+    free(zeros);
+    CHECK_ERR(verify_bytes(&gz, NULL, NULL, &err), CAIRN_E_CORRUPT, &err,
+              "at least 67108864 unread uncompressed bytes remain");
+    bytes_free(&gz);
+    bytes_free(&t);
+}
+
 TEST(a_zero_block_then_data_is_invalid_header)
 {
     struct bytes t = std_tar(NULL, NULL, 1);
