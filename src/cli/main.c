@@ -13,6 +13,7 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+int cmd_snapshot(int argc, char **argv);
 int cmd_list(int argc, char **argv);   /* cmd_storage.c */
 int cmd_rm(int argc, char **argv);     /* cmd_storage.c */
 int cmd_verify(int argc, char **argv); /* cmd_storage.c */
@@ -22,6 +23,7 @@ int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
+    {"snapshot", "write, inspect, verify and extract raft snapshot archives", cmd_snapshot},
     {"list", "list backups in a storage location with their status", cmd_list},
     {"rm", "remove one backup from a storage location", cmd_rm},
     {"verify", "re-read a backup and check every file against its MANIFEST", cmd_verify},

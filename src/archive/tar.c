@@ -1,0 +1,655 @@
+/* Tar layer of the snapshot archive: a Go-identical USTAR writer and a Go-compatible streaming
+ * reader.
+ *
+ * Why not libarchive for the reader: the archive's acceptance rules are Go archive/tar's, and
+ * libarchive differs where it matters here. It silently merges PAX global headers (Go returns
+ * them as entries, so snapshots reject them), it reads past the end marker to skip the record
+ * padding (we must count every byte after the marker for the "N unread uncompressed bytes
+ * remain" rule), and its error texts are not Go's. A few hundred lines following Go's reader
+ * give byte-exact control; the writer is simpler still because only four fixed members exist. */
+#include "archive/tar.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+/* Header field offsets and widths (POSIX ustar; GNU and star reuse the same first 345 bytes). */
+enum {
+    OFF_NAME = 0, LEN_NAME = 100,
+    OFF_MODE = 100, OFF_UID = 108, OFF_GID = 116, LEN_ID = 8,
+    OFF_SIZE = 124, OFF_MTIME = 136, LEN_NUM12 = 12,
+    OFF_CHKSUM = 148, LEN_CHKSUM = 8,
+    OFF_TYPE = 156,
+    OFF_MAGIC = 257, OFF_VERSION = 263,
+    OFF_DEVMAJOR = 329, OFF_DEVMINOR = 337,
+    OFF_PREFIX = 345, LEN_PREFIX = 155,
+    /* star: prefix is 131 bytes, then atime and ctime, trailer "tar\0" at 508 */
+    LEN_STAR_PREFIX = 131, OFF_STAR_ATIME = 476, OFF_STAR_CTIME = 488, OFF_STAR_TRAILER = 508,
+    /* GNU: atime and ctime where ustar has its prefix */
+    OFF_GNU_ATIME = 345, OFF_GNU_CTIME = 357,
+};
+
+static const uint8_t zero_block[TAR_BLOCK];
+
+/* ---------------------------------------------------------------- writer */
+
+/* Go's formatter.formatOctal: zero padded, leaving room for a NUL; 0 when it does not fit. */
+static void put_octal(uint8_t *b, size_t len, uint64_t x)
+{
+    char digits[32];
+    if (len - 1 < 22 && x >> (3 * (len - 1)) != 0)
+        x = 0;
+    int n = snprintf(digits, sizeof(digits), "%0*llo", (int)(len - 1), (unsigned long long)x);
+    memcpy(b, digits, (size_t)n);
+    b[n] = 0;
+}
+
+static void header_checksum(uint8_t blk[TAR_BLOCK])
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < TAR_BLOCK; i++)
+        sum += (i >= OFF_CHKSUM && i < OFF_CHKSUM + LEN_CHKSUM) ? ' ' : blk[i];
+    put_octal(blk + OFF_CHKSUM, 7, sum); /* 6 digits and a NUL */
+    blk[OFF_CHKSUM + 7] = ' ';
+}
+
+void tar_header_format(uint8_t blk[TAR_BLOCK], const char *name, char typeflag, uint64_t size,
+                       int64_t mtime, int file_defaults)
+{
+    memset(blk, 0, TAR_BLOCK);
+    size_t nlen = strlen(name);
+    memcpy(blk + OFF_NAME, name, nlen < LEN_NAME ? nlen : LEN_NAME);
+    /* Go's writeRawFile (PAX records) zeroes mode/ids/mtime and leaves dev fields empty. */
+    put_octal(blk + OFF_MODE, LEN_ID, file_defaults ? 0600 : 0);
+    put_octal(blk + OFF_UID, LEN_ID, 0);
+    put_octal(blk + OFF_GID, LEN_ID, 0);
+    put_octal(blk + OFF_SIZE, LEN_NUM12, size > TAR_MAX_OCTAL_SIZE ? 0 : size);
+    put_octal(blk + OFF_MTIME, LEN_NUM12, file_defaults && mtime > 0 ? (uint64_t)mtime : 0);
+    blk[OFF_TYPE] = (uint8_t)typeflag;
+    memcpy(blk + OFF_MAGIC, "ustar\0" "00", 8);
+    if (file_defaults) {
+        put_octal(blk + OFF_DEVMAJOR, LEN_ID, 0);
+        put_octal(blk + OFF_DEVMINOR, LEN_ID, 0);
+    }
+    header_checksum(blk);
+}
+
+void tar_writer_init(struct tar_writer *t, struct cairn_writer *out, int64_t mtime)
+{
+    memset(t, 0, sizeof(*t));
+    t->out = out;
+    t->mtime = mtime;
+}
+
+int tar_writer_begin(struct tar_writer *t, const char *name, uint64_t size, struct cairn_err *err)
+{
+    uint8_t blk[TAR_BLOCK];
+    int rc;
+    if (t->open)
+        return cairn_err_set(err, CAIRN_E_INTERNAL, "tar: member \"%s\" begun inside another",
+                             name);
+    if (size > TAR_MAX_OCTAL_SIZE) {
+        /* Go's writePAXHeader: one sorted record set ("size" only) in a 'x' member named
+         * dir/PaxHeaders.0/file, then the real header with a zero size field. */
+        char rec[64], pax_name[LEN_NAME + 16];
+        char num[24];
+        int vlen = snprintf(num, sizeof(num), "%llu", (unsigned long long)size);
+        int reclen = 4 + vlen + 3; /* "size" '=' value ' ' '\n' */
+        char lenstr[8];
+        int l = snprintf(lenstr, sizeof(lenstr), "%d", reclen);
+        reclen += l;
+        if (snprintf(lenstr, sizeof(lenstr), "%d", reclen) != l)
+            reclen++; /* the length field itself grew a digit */
+        int n = snprintf(rec, sizeof(rec), "%d size=%s\n", reclen, num);
+        snprintf(pax_name, sizeof(pax_name), "PaxHeaders.0/%s", name);
+        tar_header_format(blk, pax_name, 'x', (uint64_t)n, 0, 0);
+        if ((rc = cairn_writer_write(t->out, blk, TAR_BLOCK, err)) != CAIRN_OK)
+            return rc;
+        memset(blk, 0, TAR_BLOCK);
+        memcpy(blk, rec, (size_t)n);
+        if ((rc = cairn_writer_write(t->out, blk, TAR_BLOCK, err)) != CAIRN_OK)
+            return rc;
+    }
+    tar_header_format(blk, name, '0', size, t->mtime, 1);
+    if ((rc = cairn_writer_write(t->out, blk, TAR_BLOCK, err)) != CAIRN_OK)
+        return rc;
+    t->remaining = size;
+    t->written = 0;
+    t->open = 1;
+    return CAIRN_OK;
+}
+
+int tar_writer_data(struct tar_writer *t, const void *buf, size_t len, struct cairn_err *err)
+{
+    if (len > t->remaining)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "tar: member data exceeds its declared size by %llu bytes",
+                             (unsigned long long)(len - t->remaining));
+    t->remaining -= len;
+    t->written += len;
+    return cairn_writer_write(t->out, buf, len, err);
+}
+
+int tar_writer_end(struct tar_writer *t, struct cairn_err *err)
+{
+    if (t->remaining != 0)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "tar: member ended after %llu bytes, %llu short of its size",
+                             (unsigned long long)t->written, (unsigned long long)t->remaining);
+    t->open = 0;
+    size_t pad = (size_t)((TAR_BLOCK - t->written % TAR_BLOCK) % TAR_BLOCK);
+    return pad ? cairn_writer_write(t->out, zero_block, pad, err) : CAIRN_OK;
+}
+
+int tar_writer_finish(struct tar_writer *t, struct cairn_err *err)
+{
+    int rc = cairn_writer_write(t->out, zero_block, TAR_BLOCK, err);
+    return rc != CAIRN_OK ? rc : cairn_writer_write(t->out, zero_block, TAR_BLOCK, err);
+}
+
+/* ---------------------------------------------------------------- reader */
+
+struct tar_reader {
+    struct cairn_reader *src;
+    uint8_t blk[TAR_BLOCK];
+    uint64_t remaining; /* data bytes left in the current member */
+    uint64_t pad;       /* padding after them */
+    int ended;
+    struct tar_entry ent;
+    /* PAX 'x' and GNU long-name state carried to the next real header */
+    char *pax_path;
+    int pax_path_set;
+    int64_t pax_size;
+    int pax_size_set;
+    int pax_sparse;
+    char *long_name;
+};
+
+struct tar_reader *tar_reader_new(struct cairn_reader *src)
+{
+    struct tar_reader *t = cairn_xcalloc(1, sizeof(*t));
+    t->src = src;
+    return t;
+}
+
+static void clear_pax(struct tar_reader *t)
+{
+    free(t->pax_path);
+    t->pax_path = NULL;
+    t->pax_path_set = 0;
+    t->pax_size_set = 0;
+    t->pax_sparse = 0;
+}
+
+static void clear_meta_headers(struct tar_reader *t)
+{
+    clear_pax(t);
+    free(t->long_name);
+    t->long_name = NULL;
+}
+
+void tar_reader_free(struct tar_reader *t)
+{
+    if (t == NULL)
+        return;
+    clear_meta_headers(t);
+    free(t->ent.name);
+    free(t);
+}
+
+/* Read up to len bytes; *got < len only at end of stream. */
+static int read_upto(struct tar_reader *t, void *buf, size_t len, size_t *got,
+                     struct cairn_err *err)
+{
+    size_t off = 0;
+    while (off < len) {
+        size_t n;
+        int rc = cairn_reader_read(t->src, (uint8_t *)buf + off, len - off, &n, err);
+        if (rc != CAIRN_OK)
+            return rc;
+        if (n == 0)
+            break;
+        off += n;
+    }
+    *got = off;
+    return CAIRN_OK;
+}
+
+/* Skip n bytes of member data; running out is "unexpected EOF" (Go's discard). */
+static int skip_data(struct tar_reader *t, uint64_t n, struct cairn_err *err)
+{
+    uint8_t buf[4096];
+    while (n > 0) {
+        size_t want = n < sizeof(buf) ? (size_t)n : sizeof(buf), got;
+        int rc = read_upto(t, buf, want, &got, err);
+        if (rc != CAIRN_OK)
+            return rc;
+        if (got < want)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+        n -= got;
+    }
+    return CAIRN_OK;
+}
+
+/* ---- Go's header field parsers ---- */
+
+struct parser {
+    int err;
+};
+
+/* parseString: up to the first NUL. Returns a malloc'd copy. */
+static char *parse_string(const uint8_t *b, size_t len)
+{
+    const uint8_t *nul = memchr(b, 0, len);
+    size_t n = nul ? (size_t)(nul - b) : len;
+    char *s = cairn_xmalloc(n + 1);
+    memcpy(s, b, n);
+    s[n] = 0;
+    return s;
+}
+
+/* parseOctal: trim spaces and NULs at both ends, cut at a NUL, then strict base-8. */
+static int64_t parse_octal(struct parser *p, const uint8_t *b, size_t len)
+{
+    while (len > 0 && (b[0] == ' ' || b[0] == 0))
+        b++, len--;
+    while (len > 0 && (b[len - 1] == ' ' || b[len - 1] == 0))
+        len--;
+    const uint8_t *nul = memchr(b, 0, len);
+    if (nul != NULL)
+        len = (size_t)(nul - b);
+    if (len == 0)
+        return 0;
+    uint64_t x = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (b[i] < '0' || b[i] > '7' || x >> 61 != 0) {
+            p->err = 1;
+            return 0;
+        }
+        x = x << 3 | (uint64_t)(b[i] - '0');
+    }
+    return (int64_t)x;
+}
+
+/* parseNumeric: base-256 two's complement when the top bit is set, else octal. */
+static int64_t parse_numeric(struct parser *p, const uint8_t *b, size_t len)
+{
+    if (len > 0 && (b[0] & 0x80) != 0) {
+        uint8_t inv = (b[0] & 0x40) ? 0xff : 0;
+        uint64_t x = 0;
+        for (size_t i = 0; i < len; i++) {
+            uint8_t c = b[i] ^ inv;
+            if (i == 0)
+                c &= 0x7f;
+            if (x >> 56 != 0) {
+                p->err = 1;
+                return 0;
+            }
+            x = x << 8 | c;
+        }
+        if (x >> 63 != 0) {
+            p->err = 1;
+            return 0;
+        }
+        return inv ? (int64_t)~x : (int64_t)x;
+    }
+    return parse_octal(p, b, len);
+}
+
+enum fmt { FMT_UNKNOWN, FMT_V7, FMT_USTAR, FMT_GNU, FMT_STAR };
+
+/* Go's block.getFormat: the checksum (unsigned or signed sum) must match, then the magic picks
+ * the dialect. */
+static enum fmt block_format(const uint8_t *b)
+{
+    struct parser p = {0};
+    int64_t value = parse_octal(&p, b + OFF_CHKSUM, LEN_CHKSUM);
+    int64_t usum = 0, ssum = 0;
+    for (size_t i = 0; i < TAR_BLOCK; i++) {
+        uint8_t c = (i >= OFF_CHKSUM && i < OFF_CHKSUM + LEN_CHKSUM) ? ' ' : b[i];
+        usum += c;
+        ssum += (int8_t)c;
+    }
+    if (p.err || (value != usum && value != ssum))
+        return FMT_UNKNOWN;
+    if (memcmp(b + OFF_MAGIC, "ustar\0", 6) == 0)
+        return memcmp(b + OFF_STAR_TRAILER, "tar\0", 4) == 0 ? FMT_STAR : FMT_USTAR;
+    if (memcmp(b + OFF_MAGIC, "ustar ", 6) == 0 && memcmp(b + OFF_VERSION, " \0", 2) == 0)
+        return FMT_GNU;
+    return FMT_V7;
+}
+
+static int is_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80)
+            return 0;
+    return 1;
+}
+
+/* Go's readHeader for one non-zero block: name (with prefix), typeflag and size. */
+static int parse_header(const uint8_t *b, struct tar_entry *e, int64_t *size,
+                        struct cairn_err *err)
+{
+    enum fmt f = block_format(b);
+    if (f == FMT_UNKNOWN)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+    struct parser p = {0};
+    e->typeflag = (char)b[OFF_TYPE];
+    e->name = parse_string(b + OFF_NAME, LEN_NAME);
+    *size = parse_numeric(&p, b + OFF_SIZE, LEN_NUM12);
+    (void)parse_numeric(&p, b + OFF_MODE, LEN_ID);
+    (void)parse_numeric(&p, b + OFF_UID, LEN_ID);
+    (void)parse_numeric(&p, b + OFF_GID, LEN_ID);
+    (void)parse_numeric(&p, b + OFF_MTIME, LEN_NUM12);
+    char *prefix = NULL;
+    if (f != FMT_V7) {
+        (void)parse_numeric(&p, b + OFF_DEVMAJOR, LEN_ID);
+        (void)parse_numeric(&p, b + OFF_DEVMINOR, LEN_ID);
+        if (f == FMT_USTAR) {
+            prefix = parse_string(b + OFF_PREFIX, LEN_PREFIX);
+        } else if (f == FMT_STAR) {
+            prefix = parse_string(b + OFF_PREFIX, LEN_STAR_PREFIX);
+            (void)parse_numeric(&p, b + OFF_STAR_ATIME, LEN_NUM12);
+            (void)parse_numeric(&p, b + OFF_STAR_CTIME, LEN_NUM12);
+        } else {
+            /* GNU: atime/ctime are parsed skeptically; if they do not parse, pre-Go1.8
+             * writers put a ustar prefix there (golang.org/issue/12594). */
+            struct parser p2 = {0};
+            if (b[OFF_GNU_ATIME] != 0)
+                (void)parse_numeric(&p2, b + OFF_GNU_ATIME, LEN_NUM12);
+            if (b[OFF_GNU_CTIME] != 0)
+                (void)parse_numeric(&p2, b + OFF_GNU_CTIME, LEN_NUM12);
+            if (p2.err) {
+                char *s = parse_string(b + OFF_PREFIX, LEN_PREFIX);
+                if (is_ascii(s))
+                    prefix = s;
+                else
+                    free(s);
+            }
+        }
+    }
+    if (prefix != NULL && prefix[0] != 0) {
+        char *full = cairn_xasprintf("%s/%s", prefix, e->name);
+        free(e->name);
+        e->name = full;
+    }
+    free(prefix);
+    if (p.err)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+    return CAIRN_OK;
+}
+
+/* Go's isHeaderOnlyType: links, devices, directories and FIFOs carry no data. */
+static int header_only(char type)
+{
+    return type == '1' || type == '2' || type == '3' || type == '4' || type == '5' ||
+           type == '6';
+}
+
+/* Go's readSpecialFile: the whole body of a PAX or GNU long-name member, at most 1 MiB. */
+static int read_special(struct tar_reader *t, uint8_t **out, size_t *out_len,
+                        struct cairn_err *err)
+{
+    if (t->remaining > TAR_MAX_SPECIAL)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_TOO_LONG);
+    size_t n = (size_t)t->remaining, got;
+    uint8_t *buf = cairn_xmalloc(n + 1);
+    int rc = read_upto(t, buf, n, &got, err);
+    if (rc == CAIRN_OK && got < n)
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+    if (rc != CAIRN_OK) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = 0;
+    t->remaining = 0;
+    *out = buf;
+    *out_len = n;
+    return CAIRN_OK;
+}
+
+/* strconv.ParseInt(s, 10, 64) over [s, s+len). */
+static int parse_dec(const char *s, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    int neg = 0;
+    if (len > 0 && (s[0] == '+' || s[0] == '-'))
+        neg = s[0] == '-', i = 1;
+    if (i == len)
+        return -1;
+    uint64_t x = 0;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        if (x > (UINT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (x > (uint64_t)INT64_MAX + (uint64_t)neg)
+        return -1;
+    *out = neg ? (int64_t)(0 - x) : (int64_t)x;
+    return 0;
+}
+
+/* Go's parsePAXTime syntax: seconds, optionally '.' and decimal digits. */
+static int valid_pax_time(const char *v, size_t len)
+{
+    const char *dot = memchr(v, '.', len);
+    size_t slen = dot ? (size_t)(dot - v) : len;
+    int64_t secs;
+    if (parse_dec(v, slen, &secs) != 0)
+        return 0;
+    for (size_t i = slen + (dot ? 1 : 0); i < len; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int has_prefix(const char *s, size_t len, const char *p)
+{
+    size_t n = strlen(p);
+    return len >= n && memcmp(s, p, n) == 0;
+}
+
+static int keyeq(const char *k, size_t klen, const char *name)
+{
+    return klen == strlen(name) && memcmp(k, name, klen) == 0;
+}
+
+/* Go's parsePAX + parsePAXRecord + validPAXRecord, and the parts of mergePAX that can fail.
+ * Only path and size matter to the snapshot; other records are validated as Go does. A later
+ * 'x' member replaces (does not extend) the records of an earlier one, as in Go. */
+static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int global,
+                     struct cairn_err *err)
+{
+    const char *s = (const char *)buf;
+    if (!global)
+        clear_pax(t);
+    while (len > 0) {
+        const char *sp = memchr(s, ' ', len);
+        int64_t n;
+        if (sp == NULL || parse_dec(s, (size_t)(sp - s), &n) != 0 || n < 5 ||
+            (uint64_t)n > len)
+            goto bad;
+        size_t nlen = (size_t)(sp - s) + 1;
+        if ((uint64_t)n <= nlen)
+            goto bad;
+        const char *rec = sp + 1;
+        size_t reclen = (size_t)n - nlen - 1; /* without the final newline */
+        if (rec[reclen] != '\n')
+            goto bad;
+        const char *eq = memchr(rec, '=', reclen);
+        if (eq == NULL || eq == rec)
+            goto bad;
+        const char *k = rec, *v = eq + 1;
+        size_t klen = (size_t)(eq - rec), vlen = reclen - klen - 1;
+        int is_str = keyeq(k, klen, "path") || keyeq(k, klen, "linkpath") ||
+                     keyeq(k, klen, "uname") || keyeq(k, klen, "gname");
+        if (is_str ? memchr(v, 0, vlen) != NULL : memchr(k, 0, klen) != NULL)
+            goto bad;
+        s += n;
+        len -= (size_t)n;
+        if (global || vlen == 0)
+            continue; /* an empty value keeps the header's own field */
+        int64_t num;
+        if (keyeq(k, klen, "path")) {
+            free(t->pax_path);
+            t->pax_path = cairn_xmalloc(vlen + 1);
+            memcpy(t->pax_path, v, vlen);
+            t->pax_path[vlen] = 0;
+            t->pax_path_set = 1;
+        } else if (keyeq(k, klen, "size")) {
+            if (parse_dec(v, vlen, &num) != 0)
+                goto bad;
+            t->pax_size = num;
+            t->pax_size_set = 1;
+        } else if (keyeq(k, klen, "uid") || keyeq(k, klen, "gid")) {
+            if (parse_dec(v, vlen, &num) != 0)
+                goto bad;
+        } else if (keyeq(k, klen, "atime") || keyeq(k, klen, "mtime") ||
+                   keyeq(k, klen, "ctime")) {
+            if (!valid_pax_time(v, vlen))
+                goto bad;
+        } else if (has_prefix(k, klen, "GNU.sparse.")) {
+            t->pax_sparse = 1;
+        }
+    }
+    return CAIRN_OK;
+bad:
+    return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+}
+
+int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct cairn_err *err)
+{
+    int rc;
+    size_t got;
+    *ent = NULL;
+    if (t->ended)
+        return CAIRN_OK;
+    for (;;) {
+        if ((rc = skip_data(t, t->remaining, err)) != CAIRN_OK)
+            return rc;
+        t->remaining = 0;
+        if (t->pad > 0) {
+            /* Go's tryReadFull: a stream ending inside the padding is a normal end. */
+            if ((rc = read_upto(t, t->blk, (size_t)t->pad, &got, err)) != CAIRN_OK)
+                return rc;
+            if (got < t->pad) {
+                t->ended = 1;
+                return CAIRN_OK;
+            }
+            t->pad = 0;
+        }
+        if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
+            return rc;
+        if (got == 0) {
+            t->ended = 1; /* EOF at a header boundary: Go treats it as the end */
+            return CAIRN_OK;
+        }
+        if (got < TAR_BLOCK)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+        if (memcmp(t->blk, zero_block, TAR_BLOCK) == 0) {
+            if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
+                return rc;
+            if (got == 0 || (got == TAR_BLOCK && memcmp(t->blk, zero_block, TAR_BLOCK) == 0)) {
+                t->ended = 1;
+                return CAIRN_OK;
+            }
+            if (got < TAR_BLOCK)
+                return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+        }
+        free(t->ent.name);
+        t->ent.name = NULL;
+        int64_t size = 0;
+        if ((rc = parse_header(t->blk, &t->ent, &size, err)) != CAIRN_OK)
+            return rc;
+        if (header_only(t->ent.typeflag))
+            size = 0;
+        if (size < 0)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+        t->remaining = (uint64_t)size;
+        t->pad = (TAR_BLOCK - t->remaining % TAR_BLOCK) % TAR_BLOCK;
+
+        char type = t->ent.typeflag;
+        if (type == 'x' || type == 'g') {
+            uint8_t *body;
+            size_t blen;
+            if ((rc = read_special(t, &body, &blen, err)) != CAIRN_OK)
+                return rc;
+            rc = parse_pax(t, body, blen, type == 'g', err);
+            free(body);
+            if (rc != CAIRN_OK)
+                return rc;
+            if (type == 'x')
+                continue;
+            /* A global header is returned as an entry (with no data), as Go does; the
+             * snapshot reader then rejects it. */
+            t->ent.size = 0;
+            *ent = &t->ent;
+            return CAIRN_OK;
+        }
+        if (type == 'L' || type == 'K') {
+            uint8_t *body;
+            size_t blen;
+            if ((rc = read_special(t, &body, &blen, err)) != CAIRN_OK)
+                return rc;
+            if (type == 'L') {
+                free(t->long_name);
+                t->long_name = parse_string(body, blen);
+            }
+            free(body);
+            continue;
+        }
+        if (type == 'S' || t->pax_sparse)
+            return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                                 "archive/tar: sparse member \"%s\" is not supported",
+                                 t->ent.name);
+        /* mergePAX, GNU long name, then the legacy NUL typeflag. */
+        if (t->pax_path_set) {
+            free(t->ent.name);
+            t->ent.name = cairn_xstrdup(t->pax_path);
+        }
+        if (t->pax_size_set)
+            size = t->pax_size;
+        if (t->long_name != NULL && t->long_name[0] != 0) {
+            free(t->ent.name);
+            t->ent.name = cairn_xstrdup(t->long_name);
+        }
+        clear_meta_headers(t);
+        if (type == 0) {
+            size_t n = strlen(t->ent.name);
+            t->ent.typeflag = n > 0 && t->ent.name[n - 1] == '/' ? '5' : '0';
+        }
+        if (header_only(t->ent.typeflag))
+            size = 0;
+        if (size < 0)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+        t->remaining = (uint64_t)size;
+        t->pad = (TAR_BLOCK - t->remaining % TAR_BLOCK) % TAR_BLOCK;
+        t->ent.size = (uint64_t)size;
+        *ent = &t->ent;
+        return CAIRN_OK;
+    }
+}
+
+int tar_reader_read(struct tar_reader *t, void *buf, size_t cap, size_t *got,
+                    struct cairn_err *err)
+{
+    *got = 0;
+    if (t->remaining == 0 || cap == 0)
+        return CAIRN_OK;
+    size_t want = cap < t->remaining ? cap : (size_t)t->remaining;
+    size_t n;
+    int rc = cairn_reader_read(t->src, buf, want, &n, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    if (n == 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+    t->remaining -= n;
+    *got = n;
+    return CAIRN_OK;
+}
