@@ -69,20 +69,6 @@ static void free_names(char **v, size_t n)
     free(v);
 }
 
-static int parse_id(const char *s, uint64_t *id)
-{
-    if (*s == '\0' || (s[0] == '0' && s[1] != '\0'))
-        return -1;
-    uint64_t v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *id = v;
-    return 0;
-}
-
 static int is_dir(const char *path)
 {
     struct stat st;
@@ -138,7 +124,7 @@ static int derive_meta(const struct dirprov *p, struct meta_data *m, struct cair
                     break;
                 for (size_t k = 0; k < nid; k++) {
                     uint64_t id;
-                    if (parse_id(ids[k], &id) != 0)
+                    if (snap_parse_id(ids[k], &id) != 0)
                         continue;
                     r->sgs = cairn_xrealloc(r->sgs, (r->nsgs + 1) * sizeof(*r->sgs));
                     struct meta_sg *g = &r->sgs[r->nsgs++];

@@ -25,6 +25,8 @@ void sbuf_free(struct sbuf *b);
 void snap_json_string(struct sbuf *b, const char *s);
 void snap_u64be_put(uint8_t *p, uint64_t v);
 uint64_t snap_u64be_get(const uint8_t *p);
+/* Canonical decimal shard ID (no sign, no leading zeros); 0 or -1. */
+int snap_parse_id(const char *s, uint64_t *id);
 /* Go's time.Time RFC 3339 (nano, trimmed) text. */
 void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap);
 

@@ -56,6 +56,20 @@ uint64_t snap_u64be_get(const uint8_t *p)
     return v;
 }
 
+int snap_parse_id(const char *s, uint64_t *id)
+{
+    if (*s == '\0' || (s[0] == '0' && s[1] != '\0'))
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *id = v;
+    return 0;
+}
+
 void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap)
 {
     cairn_format_rfc3339(t->sec, t->nsec, out, cap);
