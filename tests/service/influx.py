@@ -135,7 +135,18 @@ class Influxd:
         urllib.request.urlopen(req, timeout=30).read()
 
     def points(self, db):
-        """Every point of every measurement in db, all RPs, as a sorted list."""
+        """Every point of every measurement in db, all RPs, as a sorted list. Shards just
+        restored online are briefly disabled while influxd reopens them: retry then."""
+        end = time.time() + 20
+        while True:
+            try:
+                return self._points(db)
+            except RuntimeError as e:
+                if "disabled" not in str(e) or time.time() > end:
+                    raise
+                time.sleep(0.2)
+
+    def _points(self, db):
         out = []
         rps = [v[0] for v in self.series_values("SHOW RETENTION POLICIES", db)]
         for rp in rps:
