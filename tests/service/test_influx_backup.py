@@ -18,14 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from influx import CAIRN, Cairnd, Influxd, need_influxd, populate, run  # noqa: E402
-
-
-def check(cond, msg):
-    if not cond:
-        print("FAIL: " + msg)
-        sys.exit(1)
-    print("ok: " + msg)
+from influx import CAIRN, Cairnd, check, Influxd, need_influxd, populate, run  # noqa: E402
 
 
 def cairn(*args, check_rc=True):
