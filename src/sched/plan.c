@@ -84,5 +84,5 @@ void cairn_run_name(const char *schedule, int64_t at, char *out, size_t cap)
     gmtime_r(&tt, &tm);
     char stamp[32];
     strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(out, cap, "%s-%s", schedule, stamp);
+    snprintf(out, cap, "%s-%s", stamp, schedule);
 }

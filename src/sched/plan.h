@@ -30,7 +30,8 @@ void cairn_ratelimit_init(struct cairn_ratelimit *rl, double rate);
 /* Reserve the next start slot: returns how long to wait (ns) from now_ns. */
 uint64_t cairn_ratelimit_reserve(struct cairn_ratelimit *rl, uint64_t now_ns);
 
-/* Deterministic backup name for a schedule's instant: "NAME-YYYYMMDDTHHMMSSZ". */
+/* Deterministic backup name for a schedule's instant: "YYYYMMDDTHHMMSSZ-NAME" (the project's
+ * time-first convention, so a shared location lists in time order). */
 void cairn_run_name(const char *schedule, int64_t at, char *out, size_t cap);
 
 #endif

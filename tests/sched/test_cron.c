@@ -199,7 +199,7 @@ TEST(rate_limit_spaces_starts)
     CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now + 100000000), 400000000);
     char name[128];
     cairn_run_name("nightly", ts("2026-01-02T03:04:05Z"), name, sizeof(name));
-    CHECK_EQ_STR(name, "nightly-20260102T030405Z");
+    CHECK_EQ_STR(name, "20260102T030405Z-nightly");
 }
 
 static const char k_conf[] = "# example\n"
