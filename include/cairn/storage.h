@@ -1,0 +1,307 @@
+/* cairn: backup storage (Vitess backupstorage shape, pgBackRest-style driver vtable).
+ *
+ * Two levels:
+ *   struct cairn_storage  one location (a URL): list / start / open / remove backups. Reusable
+ *                         after cairn_storage_close() (connections are re-created lazily).
+ *   struct cairn_backup   one backup (a "directory" of files plus a MANIFEST). Read-write
+ *                         handles come from cairn_storage_start(); read-only handles from
+ *                         cairn_storage_open_backup(). Each kind refuses the other's calls.
+ *
+ * Completeness rule: a backup is complete exactly when its MANIFEST exists and parses. The
+ * MANIFEST is written last, atomically, by cairn_backup_end(), and only when every file was
+ * stored without error. A crash or failure at any point leaves at worst an *incomplete*
+ * backup (listed as such, removed by prune), never one that looks complete.
+ *
+ * URLs:
+ *   file:///abs/path           or a plain absolute path "/abs/path"
+ *   s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1
+ *      other S3 options: part_size=8M (multipart part floor), parts=4 (parts in flight per
+ *      file), retries=5 (attempts per request), insecure=1 (skip TLS verification).
+ *      Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, region from
+ *      the URL or AWS_REGION / AWS_DEFAULT_REGION (default us-east-1); otherwise the
+ *      [AWS_PROFILE or default] section of AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials.
+ *
+ * Names: backup names and file names are single safe path components: 1..200 characters of
+ * [A-Za-z0-9._+@=-], not starting with '.'; file names "MANIFEST*" are reserved. Names
+ * sort by time when they start with a timestamp (see cairn_backup_name_now()).
+ *
+ * Threads: one cairn_backup may be used from many threads at once for add_file / put_stream
+ * and for reading; a cairn_storage may be shared too. Every writer returned by add_file must be
+ * closed (commit) or freed (discard); cairn_backup_end() waits for all of them.
+ *
+ * See docs/STORAGE.md for the MANIFEST format and the guarantees of each driver.
+ */
+#ifndef CAIRN_STORAGE_H
+#define CAIRN_STORAGE_H
+
+#include <stdint.h>
+
+#include "cairn/common.h"
+#include "cairn/err.h"
+#include "cairn/io.h"
+
+struct json_t; /* jansson */
+
+struct cairn_storage;
+struct cairn_backup;
+
+#define CAIRN_MANIFEST_NAME "MANIFEST"
+#define CAIRN_MANIFEST_VERSION 1
+#define CAIRN_NAME_MAX 200
+#define CAIRN_SEAL_KEY_LEN 32
+
+/* ---- drivers ----
+ * A driver stores opaque files under <location>/<backup>/<file>. It knows nothing of
+ * MANIFESTs, statuses or read-only handles: the generic layer adds those. All names passed in
+ * were validated with cairn_name_valid(). */
+struct cairn_storage_driver {
+    const char *name; /* URL scheme, e.g. "file", "s3" */
+    /* Parse url (scheme included) and create the driver state. No I/O needed yet. */
+    int (*open)(const char *url, void **state, struct cairn_err *err);
+    /* Call fn(arg, name) for every backup (any order; duplicates allowed). A missing location
+     * is an empty list, not an error. fn returning non-zero stops the listing with that rc. */
+    int (*list)(void *state, int (*fn)(void *arg, const char *name), void *arg,
+                struct cairn_err *err);
+    /* Reserve a new backup; CAIRN_E_EXISTS when it already exists. */
+    int (*start)(void *state, const char *backup, struct cairn_err *err);
+    /* Delete everything of a backup; CAIRN_E_NOTFOUND when nothing exists. */
+    int (*remove)(void *state, const char *backup, struct cairn_err *err);
+    /* Writer for one new file. cairn_writer_close() commits it durably and atomically (the
+     * file is either absent or complete); freeing it unclosed discards it. size_hint is the
+     * expected size or -1 when unknown (only used for sizing, e.g. S3 parts). Must be callable
+     * from many threads at once. CAIRN_E_EXISTS if the file exists (drivers may only detect
+     * this at commit). */
+    int (*create)(void *state, const char *backup, const char *file, int64_t size_hint,
+                  struct cairn_writer **w, struct cairn_err *err);
+    /* Reader over the stored bytes; CAIRN_E_NOTFOUND when absent. */
+    int (*read)(void *state, const char *backup, const char *file, struct cairn_reader **r,
+                struct cairn_err *err);
+    /* Release sessions and caches; the state must stay usable. May be NULL. */
+    void (*close)(void *state);
+    void (*free)(void *state);
+};
+
+/* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the
+ * name is taken. The driver struct must outlive the process' use of it. Thread-safe. */
+CAIRN_API int cairn_storage_register(const struct cairn_storage_driver *drv,
+                                     struct cairn_err *err);
+CAIRN_API const struct cairn_storage_driver *cairn_storage_driver_find(const char *name);
+
+/* 1 when s is a valid backup or file name (see the header comment), else 0. */
+CAIRN_API int cairn_name_valid(const char *s);
+/* "YYYYMMDDTHHMMSSZ" (UTC now) plus "-tag" when tag is non-NULL; out needs 17 + strlen(tag)
+ * + 1 bytes. Such names sort by time. Returns CAIRN_E_INVALID when the result is not valid. */
+CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap,
+                                    struct cairn_err *err);
+
+/* ---- storage ---- */
+
+/* Open a location by URL (no network I/O yet; S3 checks the bucket with HeadBucket at first
+ * use). */
+CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st,
+                                 struct cairn_err *err);
+/* Release sessions; st stays usable. */
+CAIRN_API void cairn_storage_close(struct cairn_storage *st);
+CAIRN_API void cairn_storage_free(struct cairn_storage *st);
+CAIRN_API const char *cairn_storage_url(const struct cairn_storage *st);
+/* HMAC-SHA-256 key for sealing MANIFESTs written through st and checking those read (NULL
+ * clears). With a key, an unsealed or mis-sealed MANIFEST is CAIRN_E_SEAL. */
+CAIRN_API void cairn_storage_set_seal_key(struct cairn_storage *st,
+                                          const uint8_t key[CAIRN_SEAL_KEY_LEN]);
+
+enum cairn_backup_status {
+    CAIRN_BACKUP_COMPLETE = 0,   /* MANIFEST present and valid */
+    CAIRN_BACKUP_INCOMPLETE = 1, /* no MANIFEST: in progress, failed or crashed */
+    CAIRN_BACKUP_CORRUPT = 2,    /* MANIFEST unreadable, invalid or its seal does not match */
+};
+CAIRN_API const char *cairn_backup_status_name(enum cairn_backup_status s);
+
+struct cairn_backup_info {
+    char *name;
+    enum cairn_backup_status status;
+    int64_t created;     /* MANIFEST creation time (unix seconds), -1 when not complete */
+    uint64_t size;       /* sum of stored file sizes from the MANIFEST (0 when not complete) */
+    uint64_t files;      /* number of files in the MANIFEST */
+    char *kind;          /* NULL when not complete */
+    char *parent;        /* NULL when none */
+    int sealed;          /* MANIFEST carries an HMAC seal */
+    char *error;         /* why CORRUPT (NULL otherwise) */
+};
+
+struct cairn_backup_list {
+    size_t count;
+    struct cairn_backup_info *items; /* sorted by name, ascending (oldest first) */
+};
+
+/* List every backup with its status (reads each MANIFEST). A missing location is empty. */
+CAIRN_API int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
+                                 struct cairn_err *err);
+CAIRN_API void cairn_backup_list_free(struct cairn_backup_list *l);
+
+/* Start a new backup: a read-write handle. CAIRN_E_EXISTS when the name exists,
+ * CAIRN_E_INVALID for an unsafe name. */
+CAIRN_API int cairn_storage_start(struct cairn_storage *st, const char *name,
+                                  struct cairn_backup **b, struct cairn_err *err);
+/* Open an existing backup read-only. A complete backup has its MANIFEST loaded (and checked
+ * against the seal key); an incomplete one opens too (status INCOMPLETE, only read_file
+ * works). A corrupt MANIFEST is CAIRN_E_CORRUPT (CAIRN_E_SEAL for a seal mismatch); a
+ * missing backup CAIRN_E_NOTFOUND. */
+CAIRN_API int cairn_storage_open_backup(struct cairn_storage *st, const char *name,
+                                        struct cairn_backup **b, struct cairn_err *err);
+/* Remove every file of a backup. CAIRN_E_NOTFOUND when it does not exist. */
+CAIRN_API int cairn_storage_remove(struct cairn_storage *st, const char *name,
+                                   struct cairn_err *err);
+
+/* ---- backup handles ---- */
+
+CAIRN_API const char *cairn_backup_name(const struct cairn_backup *b);
+/* The storage location (URL) the backup lives in. */
+CAIRN_API const char *cairn_backup_directory(const struct cairn_backup *b);
+CAIRN_API int cairn_backup_read_only(const struct cairn_backup *b);
+CAIRN_API enum cairn_backup_status cairn_backup_status(const struct cairn_backup *b);
+
+/* Descriptive MANIFEST fields; read-write handles only, before cairn_backup_end().
+ * kind: what the files are ("files", "influxdb", "snapshot"...), default "files".
+ * source: where they came from (host:path, service URL). parent: the backup this one is
+ * incremental to (NULL: full). meta: caller JSON object stored as "meta" (the handle takes
+ * its own reference; put_path adds its "tree" key to it). */
+CAIRN_API int cairn_backup_set_kind(struct cairn_backup *b, const char *kind,
+                                    struct cairn_err *err);
+CAIRN_API int cairn_backup_set_source(struct cairn_backup *b, const char *source,
+                                      struct cairn_err *err);
+CAIRN_API int cairn_backup_set_parent(struct cairn_backup *b, const char *parent,
+                                      struct cairn_err *err);
+CAIRN_API int cairn_backup_set_meta(struct cairn_backup *b, struct json_t *meta,
+                                    struct cairn_err *err);
+
+/* MANIFEST accessors (complete read-only handles; read-write handles see what was set). */
+CAIRN_API const char *cairn_backup_kind(const struct cairn_backup *b);
+CAIRN_API const char *cairn_backup_source(const struct cairn_backup *b);
+CAIRN_API const char *cairn_backup_parent(const struct cairn_backup *b); /* NULL if none */
+CAIRN_API int64_t cairn_backup_created(const struct cairn_backup *b);    /* unix seconds */
+/* Borrowed; never NULL (an empty object when nothing was set). */
+CAIRN_API struct json_t *cairn_backup_meta(const struct cairn_backup *b);
+
+struct cairn_manifest_file {
+    char *name;
+    uint64_t size;              /* stored bytes */
+    char sha256[65];            /* hex SHA-256 of the stored bytes */
+    enum cairn_compression compression; /* NONE or ZSTD */
+    uint64_t logical_size;      /* bytes before compression */
+    char logical_sha256[65];
+};
+CAIRN_API size_t cairn_backup_file_count(const struct cairn_backup *b);
+CAIRN_API const struct cairn_manifest_file *cairn_backup_file_at(const struct cairn_backup *b,
+                                                                 size_t i);
+CAIRN_API const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_backup *b,
+                                                                   const char *name);
+
+/* Options of a stored file. Zero-initialised means: no compression. */
+struct cairn_file_opts {
+    enum cairn_compression compression; /* CAIRN_COMPRESS_NONE or CAIRN_COMPRESS_ZSTD */
+    int level;                          /* zstd level, 0 = 3 */
+    int threads;                        /* zstd worker threads, 0 = 1 (none) */
+};
+
+/* Add a file: returns a writer taking the file's (logical) bytes. Thread-safe. Closing the
+ * writer commits the file and records its sizes and SHA-256s for the MANIFEST; its error is
+ * also recorded on the handle (per file), so it is reported again by cairn_backup_end() and
+ * never lost. Freeing the writer unclosed discards the file and records "not committed".
+ * size_hint: expected size in bytes, -1 unknown. Read-write handles only; CAIRN_E_EXISTS
+ * when the file name was already added. opts may be NULL. */
+CAIRN_API int cairn_backup_add_file(struct cairn_backup *b, const char *file, int64_t size_hint,
+                                    struct cairn_writer **w, struct cairn_err *err);
+CAIRN_API int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file,
+                                         int64_t size_hint, const struct cairn_file_opts *opts,
+                                         struct cairn_writer **w, struct cairn_err *err);
+
+/* Stream src (read to EOF, not freed) into the backup as file, compressing per opts and
+ * hashing logical and stored bytes in the same pass. Bounded memory. Thread-safe. */
+CAIRN_API int cairn_backup_put_stream(struct cairn_backup *b, const char *file,
+                                      struct cairn_reader *src, int64_t size_hint,
+                                      const struct cairn_file_opts *opts,
+                                      struct cairn_err *err);
+
+/* Barrier: wait until every writer from add_file was closed or freed, then return the
+ * combined per-file errors ("file 'a': ...; file 'b': ..."). Only when there are none, write
+ * the MANIFEST (atomically, last; sealed when the storage has a seal key). After success the
+ * handle is read-only-like: further add_file calls fail. Calling it again after a failure
+ * reports the same errors. */
+CAIRN_API int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err);
+/* Remove everything written so far (waits for writers first). Read-write handles only. */
+CAIRN_API int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err);
+/* Frees the handle. An unfinished read-write handle is NOT aborted: its files stay as an
+ * incomplete backup (call abort to remove them). Waits for outstanding writers. */
+CAIRN_API void cairn_backup_free(struct cairn_backup *b);
+
+/* Raw stored bytes of a file (read-only handles). Works on incomplete backups too. */
+CAIRN_API int cairn_backup_read_file(struct cairn_backup *b, const char *file,
+                                     struct cairn_reader **r, struct cairn_err *err);
+/* The file's logical bytes: decompressed and verified against the MANIFEST while streaming
+ * (stored size + SHA-256, logical size + SHA-256). A mismatch surfaces as CAIRN_E_CORRUPT
+ * naming the backup and file at the latest on the read that returns EOF, so consume the
+ * reader to the end before trusting the data. Complete read-only handles only. */
+CAIRN_API int cairn_backup_get_file(struct cairn_backup *b, const char *file,
+                                    struct cairn_reader **r, struct cairn_err *err);
+/* get_file copied into dst (not closed); *copied (may be NULL) = logical bytes. */
+CAIRN_API int cairn_backup_get_stream(struct cairn_backup *b, const char *file,
+                                      struct cairn_writer *dst, uint64_t *copied,
+                                      struct cairn_err *err);
+
+/* Re-read every file of a complete backup and check it against the MANIFEST. Calls cb (may
+ * be NULL) once per file with its result; keeps going after failures and returns the first
+ * failure's code with all failures combined in err (CAIRN_E_CORRUPT for mismatches). */
+typedef void (*cairn_verify_cb)(void *arg, const struct cairn_manifest_file *f, int rc,
+                                const struct cairn_err *file_err);
+CAIRN_API int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_cb cb,
+                                  void *arg, struct cairn_err *err);
+
+/* ---- local paths ---- */
+
+struct cairn_path_opts {
+    struct cairn_file_opts file; /* compression of every stored file */
+    unsigned workers;            /* files transferred in parallel, 0 = 4 */
+    /* Called from worker threads with bytes transferred since the last call (may be NULL). */
+    void (*progress)(void *arg, uint64_t bytes);
+    void *progress_arg;
+};
+
+/* Back up a local regular file or directory tree into b (read-write). Regular files are stored
+ * as files "f000000", "f000001"...; their relative paths, types and modes go into meta.tree
+ * (see docs/STORAGE.md). Symlinks, devices, FIFOs and sockets are skipped with a warning in
+ * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b. */
+CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
+                                    const struct cairn_path_opts *opts, struct cairn_err *err);
+/* Restore a backup made by put_path into target, which must not exist or be an empty
+ * directory. Every file is verified (size + SHA-256); no path from the MANIFEST can write
+ * outside target (absolute paths, "..", and symlinks are refused). Read-only handles. */
+CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
+                                        const struct cairn_path_opts *opts,
+                                        struct cairn_err *err);
+/* One call: start `name`, put_path, end; aborts (removes) the backup on failure. kind
+ * "files", source "<hostname>:<abs path>". */
+CAIRN_API int cairn_storage_backup_path(struct cairn_storage *st, const char *name,
+                                        const char *path, const struct cairn_path_opts *opts,
+                                        struct cairn_err *err);
+/* One call: open_backup + restore_path. */
+CAIRN_API int cairn_storage_restore_path(struct cairn_storage *st, const char *name,
+                                         const char *target, const struct cairn_path_opts *opts,
+                                         struct cairn_err *err);
+
+/* ---- retention ---- */
+
+struct cairn_prune_policy {
+    unsigned keep_last;   /* newest N complete backups */
+    unsigned keep_daily;  /* newest complete backup of each of the last D days that have one */
+    unsigned keep_weekly; /* same per ISO week (UTC) */
+};
+
+/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. Rules: only
+ * complete backups count for keep-*; the newest complete backup is always kept (so the only
+ * one is too); incomplete backups sorting before the newest complete one are removed, newer
+ * ones (possibly in progress) are kept; corrupt ones are kept (never delete what cannot be
+ * read). With no complete backup nothing is removed. Returns the number to remove. */
+CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,
+                                  const struct cairn_prune_policy *p, uint8_t *remove);
+
+#endif

@@ -1,0 +1,178 @@
+/* File storage driver: <root>/<backup>/<file>. Each file is written to a temp file in the
+ * backup directory, fsync'd, renamed into place without replacing, and the directory fsync'd
+ * (cairn_atomic_file_writer_open). A crash leaves at most ".<file>.tmp.*" debris inside an
+ * incomplete backup; a file name is either absent or complete. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "storage/internal.h"
+
+struct file_store {
+    char *root;
+};
+
+static int file_open(const char *url, void **state, struct cairn_err *err)
+{
+    const char *path = url;
+    if (strncmp(url, "file://", 7) == 0)
+        path = url + 7;
+    if (path[0] != '/')
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "file storage URL '%s' needs an absolute path (file:///path)", url);
+    if (strchr(path, '?') != NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID, "file storage URL '%s' takes no options",
+                             url);
+    /* No component may be "..": the root is what the user named, nothing above it. */
+    for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2)
+        if (p[-1] == '/' && (p[2] == '/' || p[2] == '\0'))
+            return cairn_err_set(err, CAIRN_E_INVALID,
+                                 "file storage path '%s' must not contain '..'", path);
+    struct file_store *fs = cairn_xcalloc(1, sizeof(*fs));
+    fs->root = cairn_xstrdup(path);
+    size_t n = strlen(fs->root);
+    while (n > 1 && fs->root[n - 1] == '/')
+        fs->root[--n] = '\0';
+    *state = fs;
+    return CAIRN_OK;
+}
+
+static int file_list(void *state, int (*fn)(void *arg, const char *name), void *arg,
+                     struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    DIR *d = opendir(fs->root);
+    if (d == NULL) {
+        if (errno == ENOENT)
+            return CAIRN_OK;
+        return cairn_err_sys(err, 0, errno, "open storage directory '%s'", fs->root);
+    }
+    int rc = CAIRN_OK;
+    struct dirent *e;
+    while (rc == CAIRN_OK && (errno = 0, e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int isdir = e->d_type == DT_DIR;
+        if (e->d_type == DT_UNKNOWN) {
+            struct stat sb;
+            char *p = cairn_path_join(fs->root, e->d_name);
+            isdir = lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+            free(p);
+        }
+        if (isdir)
+            rc = fn(arg, e->d_name);
+    }
+    if (rc == CAIRN_OK && errno != 0)
+        rc = cairn_err_sys(err, 0, errno, "read storage directory '%s'", fs->root);
+    closedir(d);
+    return rc;
+}
+
+static int file_start(void *state, const char *backup, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    int rc = cairn_mkdir_p(fs->root, 0755, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    char *dir = cairn_path_join(fs->root, backup);
+    if (mkdir(dir, 0755) != 0) {
+        if (errno == EEXIST)
+            rc = cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s' already exists in '%s'", backup,
+                               fs->root);
+        else
+            rc = cairn_err_sys(err, 0, errno, "create backup directory '%s'", dir);
+    } else {
+        rc = cairn_fsync_dir(fs->root, err);
+    }
+    free(dir);
+    return rc;
+}
+
+static int file_remove(void *state, const char *backup, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    struct stat sb;
+    int rc = CAIRN_OK;
+    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup,
+                           fs->root);
+        goto out;
+    }
+    /* The MANIFEST goes first, so an interrupted remove never leaves a complete-looking
+     * backup with missing files. */
+    char *man = cairn_path_join(dir, CAIRN_MANIFEST_NAME);
+    if (unlink(man) != 0 && errno != ENOENT)
+        rc = cairn_err_sys(err, 0, errno, "remove '%s'", man);
+    free(man);
+    if (rc == CAIRN_OK)
+        rc = cairn_fsync_dir(dir, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_rmtree(dir, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_fsync_dir(fs->root, err);
+out:
+    free(dir);
+    return rc;
+}
+
+static int file_create(void *state, const char *backup, const char *file, int64_t size_hint,
+                       struct cairn_writer **w, struct cairn_err *err)
+{
+    (void)size_hint;
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    char *path = cairn_path_join(dir, file);
+    struct stat sb;
+    int rc = CAIRN_OK;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND,
+                           "backup directory '%s' is missing (removed while writing?)", dir);
+        goto out;
+    }
+    *w = cairn_atomic_file_writer_open(path, 0644, 0, err);
+    if (*w == NULL)
+        rc = err ? err->code : CAIRN_E_IO;
+out:
+    free(path);
+    free(dir);
+    return rc;
+}
+
+static int file_read(void *state, const char *backup, const char *file, struct cairn_reader **r,
+                     struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    char *path = cairn_path_join(dir, file);
+    *r = cairn_file_reader_open(path, err);
+    int rc = *r ? CAIRN_OK : (err ? err->code : CAIRN_E_IO);
+    free(path);
+    free(dir);
+    return rc;
+}
+
+static void file_free(void *state)
+{
+    struct file_store *fs = state;
+    if (fs == NULL)
+        return;
+    free(fs->root);
+    free(fs);
+}
+
+const struct cairn_storage_driver cairn_storage_file_driver = {
+    .name = "file",
+    .open = file_open,
+    .list = file_list,
+    .start = file_start,
+    .remove = file_remove,
+    .create = file_create,
+    .read = file_read,
+    .close = NULL,
+    .free = file_free,
+};

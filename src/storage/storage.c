@@ -1,0 +1,772 @@
+/* Storage front end: driver registry, URL dispatch, listing with status, read-write and
+ * read-only backup handles, the per-file error recorder and the end() barrier. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cairn/digest.h"
+#include "cairn/log.h"
+#include "common/util.h"
+#include "internal.h"
+
+/* ---- registry ---- */
+
+#define MAX_DRIVERS 16
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static const struct cairn_storage_driver *drivers[MAX_DRIVERS] = {
+    &cairn_storage_file_driver,
+    &cairn_storage_s3_driver,
+};
+static size_t ndrivers = 2;
+
+int cairn_storage_register(const struct cairn_storage_driver *drv, struct cairn_err *err)
+{
+    if (drv == NULL || drv->name == NULL || drv->open == NULL || drv->list == NULL ||
+        drv->start == NULL || drv->remove == NULL || drv->create == NULL || drv->read == NULL ||
+        drv->free == NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID, "storage driver lacks a name or operation");
+    int rc = CAIRN_OK;
+    pthread_mutex_lock(&reg_mu);
+    for (size_t i = 0; i < ndrivers; i++)
+        if (strcmp(drivers[i]->name, drv->name) == 0) {
+            rc = cairn_err_set(err, CAIRN_E_EXISTS, "storage driver '%s' is already registered",
+                               drv->name);
+            goto out;
+        }
+    if (ndrivers == MAX_DRIVERS) {
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "too many storage drivers");
+        goto out;
+    }
+    drivers[ndrivers++] = drv;
+out:
+    pthread_mutex_unlock(&reg_mu);
+    return rc;
+}
+
+const struct cairn_storage_driver *cairn_storage_driver_find(const char *name)
+{
+    const struct cairn_storage_driver *d = NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (size_t i = 0; i < ndrivers && d == NULL; i++)
+        if (strcmp(drivers[i]->name, name) == 0)
+            d = drivers[i];
+    pthread_mutex_unlock(&reg_mu);
+    return d;
+}
+
+/* ---- names ---- */
+
+int cairn_name_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > CAIRN_NAME_MAX || s[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-' || c == '+' || c == '@' || c == '='))
+            return 0;
+    }
+    return 1;
+}
+
+int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    int n = tag ? snprintf(out, cap, "%s-%s", stamp, tag) : snprintf(out, cap, "%s", stamp);
+    if (n < 0 || (size_t)n >= cap)
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup name buffer too small");
+    if (!cairn_name_valid(out))
+        return cairn_err_set(err, CAIRN_E_INVALID, "invalid backup name '%s'", out);
+    return CAIRN_OK;
+}
+
+static int check_backup_name(const char *name, struct cairn_err *err)
+{
+    if (!cairn_name_valid(name))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "invalid backup name '%s': use 1-%d characters of A-Z a-z 0-9 . _ - "
+                             "+ @ =, not starting with '.'",
+                             name ? name : "", CAIRN_NAME_MAX);
+    return CAIRN_OK;
+}
+
+static int check_file_name(const struct cairn_backup *b, const char *file, struct cairn_err *err)
+{
+    if (!cairn_name_valid(file))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "backup '%s': invalid file name '%s': use 1-%d characters of A-Z a-z "
+                             "0-9 . _ - + @ =, not starting with '.'",
+                             b->name, file ? file : "", CAIRN_NAME_MAX);
+    if (strncmp(file, CAIRN_MANIFEST_NAME, strlen(CAIRN_MANIFEST_NAME)) == 0)
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': file name '%s' is reserved",
+                             b->name, file);
+    return CAIRN_OK;
+}
+
+/* ---- storage ---- */
+
+int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn_err *err)
+{
+    *out = NULL;
+    if (url == NULL || *url == '\0')
+        return cairn_err_set(err, CAIRN_E_INVALID, "empty storage URL");
+    char scheme[32];
+    const char *sep = strstr(url, "://");
+    if (url[0] == '/') {
+        snprintf(scheme, sizeof(scheme), "file");
+    } else if (sep != NULL && (size_t)(sep - url) < sizeof(scheme)) {
+        memcpy(scheme, url, (size_t)(sep - url));
+        scheme[sep - url] = '\0';
+    } else {
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "storage URL '%s' has no scheme (use file:///path, an absolute path "
+                             "or s3://bucket/prefix)",
+                             url);
+    }
+    const struct cairn_storage_driver *drv = cairn_storage_driver_find(scheme);
+    if (drv == NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "no storage driver for '%s://' (storage URL '%s')", scheme, url);
+    void *state = NULL;
+    int rc = drv->open(url, &state, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct cairn_storage *st = cairn_xcalloc(1, sizeof(*st));
+    st->drv = drv;
+    st->state = state;
+    st->url = cairn_xstrdup(url);
+    *out = st;
+    return CAIRN_OK;
+}
+
+void cairn_storage_close(struct cairn_storage *st)
+{
+    if (st != NULL && st->drv->close != NULL)
+        st->drv->close(st->state);
+}
+
+void cairn_storage_free(struct cairn_storage *st)
+{
+    if (st == NULL)
+        return;
+    st->drv->free(st->state);
+    free(st->url);
+    free(st);
+}
+
+const char *cairn_storage_url(const struct cairn_storage *st)
+{
+    return st->url;
+}
+
+void cairn_storage_set_seal_key(struct cairn_storage *st, const uint8_t key[CAIRN_SEAL_KEY_LEN])
+{
+    st->has_key = key != NULL;
+    if (key != NULL)
+        memcpy(st->key, key, CAIRN_SEAL_KEY_LEN);
+    else
+        memset(st->key, 0, sizeof(st->key));
+}
+
+const char *cairn_backup_status_name(enum cairn_backup_status s)
+{
+    switch (s) {
+    case CAIRN_BACKUP_COMPLETE: return "complete";
+    case CAIRN_BACKUP_INCOMPLETE: return "incomplete";
+    case CAIRN_BACKUP_CORRUPT: return "corrupt";
+    }
+    return "unknown";
+}
+
+/* ---- handles ---- */
+
+struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
+                                             int read_only)
+{
+    struct cairn_backup *b = cairn_xcalloc(1, sizeof(*b));
+    b->st = st;
+    b->name = cairn_xstrdup(name);
+    b->read_only = read_only;
+    b->status = CAIRN_BACKUP_INCOMPLETE;
+    b->created = -1;
+    b->meta = json_object();
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->idle, NULL);
+    return b;
+}
+
+void cairn_file_rec_free(struct file_rec *r)
+{
+    if (r == NULL)
+        return;
+    free(r->f.name);
+    free(r->error);
+    free(r);
+}
+
+void cairn_backup_free(struct cairn_backup *b)
+{
+    if (b == NULL)
+        return;
+    pthread_mutex_lock(&b->mu);
+    while (b->open_writers > 0)
+        pthread_cond_wait(&b->idle, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < b->nfiles; i++)
+        cairn_file_rec_free(b->files[i]);
+    free(b->files);
+    free(b->name);
+    free(b->kind);
+    free(b->source);
+    free(b->parent);
+    json_decref(b->meta);
+    pthread_cond_destroy(&b->idle);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+struct name_vec {
+    char **v;
+    size_t n, cap;
+};
+
+static int collect_name(void *arg, const char *name)
+{
+    struct name_vec *nv = arg;
+    if (!cairn_name_valid(name))
+        return 0; /* not ours: temp files, stray objects */
+    if (nv->n == nv->cap) {
+        nv->cap = nv->cap ? nv->cap * 2 : 16;
+        nv->v = cairn_xrealloc(nv->v, nv->cap * sizeof(*nv->v));
+    }
+    nv->v[nv->n++] = cairn_xstrdup(name);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void cairn_backup_list_free(struct cairn_backup_list *l)
+{
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->count; i++) {
+        free(l->items[i].name);
+        free(l->items[i].kind);
+        free(l->items[i].parent);
+        free(l->items[i].error);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
+                       struct cairn_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    struct name_vec nv = {0};
+    int rc = st->drv->list(st->state, collect_name, &nv, err);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "list backups in '%s'", st->url);
+        goto out;
+    }
+    qsort(nv.v, nv.n, sizeof(*nv.v), cmp_str);
+    out->items = cairn_xcalloc(nv.n ? nv.n : 1, sizeof(*out->items));
+    for (size_t i = 0; i < nv.n; i++) {
+        if (i > 0 && strcmp(nv.v[i], nv.v[i - 1]) == 0)
+            continue;
+        struct cairn_backup_info *info = &out->items[out->count++];
+        info->name = cairn_xstrdup(nv.v[i]);
+        info->created = -1;
+        struct cairn_backup *b = cairn_backup_new_handle(st, nv.v[i], 1);
+        struct cairn_err e;
+        cairn_err_clear(&e);
+        int lrc = cairn_manifest_load(b, &e);
+        if (lrc == CAIRN_OK) {
+            info->status = CAIRN_BACKUP_COMPLETE;
+            info->created = b->created;
+            info->files = b->nfiles;
+            for (size_t j = 0; j < b->nfiles; j++)
+                info->size += b->files[j]->f.size;
+            info->kind = cairn_xstrdup(b->kind ? b->kind : "");
+            info->parent = b->parent ? cairn_xstrdup(b->parent) : NULL;
+            info->sealed = b->sealed;
+        } else if (lrc == CAIRN_E_NOTFOUND) {
+            info->status = CAIRN_BACKUP_INCOMPLETE;
+        } else if (lrc == CAIRN_E_CORRUPT || lrc == CAIRN_E_SEAL) {
+            info->status = CAIRN_BACKUP_CORRUPT;
+            info->error = cairn_xstrdup(e.msg);
+        } else {
+            cairn_err_copy(err, &e);
+            rc = lrc;
+            cairn_backup_free(b);
+            cairn_backup_list_free(out);
+            goto out;
+        }
+        cairn_backup_free(b);
+    }
+out:
+    for (size_t i = 0; i < nv.n; i++)
+        free(nv.v[i]);
+    free(nv.v);
+    return rc;
+}
+
+int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn_backup **out,
+                        struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = check_backup_name(name, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = st->drv->start(st->state, name, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct cairn_backup *b = cairn_backup_new_handle(st, name, 0);
+    b->kind = cairn_xstrdup("files");
+    b->source = cairn_xstrdup("");
+    *out = b;
+    return CAIRN_OK;
+}
+
+int cairn_storage_open_backup(struct cairn_storage *st, const char *name,
+                              struct cairn_backup **out, struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = check_backup_name(name, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct cairn_backup *b = cairn_backup_new_handle(st, name, 1);
+    rc = cairn_manifest_load(b, err);
+    if (rc == CAIRN_E_NOTFOUND) {
+        /* No MANIFEST: incomplete if anything of the backup exists, else not found. */
+        struct name_vec nv = {0};
+        struct cairn_err le;
+        rc = st->drv->list(st->state, collect_name, &nv, &le);
+        int found = 0;
+        for (size_t i = 0; i < nv.n; i++) {
+            found |= strcmp(nv.v[i], name) == 0;
+            free(nv.v[i]);
+        }
+        free(nv.v);
+        if (rc != CAIRN_OK) {
+            cairn_err_copy(err, &le);
+        } else if (!found) {
+            rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", name,
+                               st->url);
+        } else {
+            cairn_err_clear(err);
+            b->status = CAIRN_BACKUP_INCOMPLETE;
+        }
+    }
+    if (rc != CAIRN_OK) {
+        cairn_backup_free(b);
+        return rc;
+    }
+    *out = b;
+    return CAIRN_OK;
+}
+
+int cairn_storage_remove(struct cairn_storage *st, const char *name, struct cairn_err *err)
+{
+    int rc = check_backup_name(name, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = st->drv->remove(st->state, name, err);
+    if (rc == CAIRN_OK)
+        cairn_log(CAIRN_LOG_INFO, "storage", "removed backup '%s' from '%s'", name, st->url);
+    return rc;
+}
+
+const char *cairn_backup_name(const struct cairn_backup *b)
+{
+    return b->name;
+}
+
+const char *cairn_backup_directory(const struct cairn_backup *b)
+{
+    return b->st->url;
+}
+
+int cairn_backup_read_only(const struct cairn_backup *b)
+{
+    return b->read_only;
+}
+
+enum cairn_backup_status cairn_backup_status(const struct cairn_backup *b)
+{
+    return b->status;
+}
+
+static int need_rw(struct cairn_backup *b, const char *op, struct cairn_err *err)
+{
+    if (b->read_only)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "%s cannot be called on read-only backup '%s' (open it with "
+                             "cairn_storage_start)",
+                             op, b->name);
+    if (b->ended)
+        return cairn_err_set(err, CAIRN_E_INVALID, "%s: backup '%s' has already ended", op,
+                             b->name);
+    return CAIRN_OK;
+}
+
+static int set_str(struct cairn_backup *b, char **field, const char *v, const char *op,
+                   struct cairn_err *err)
+{
+    int rc = need_rw(b, op, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    free(*field);
+    *field = v ? cairn_xstrdup(v) : NULL;
+    pthread_mutex_unlock(&b->mu);
+    return CAIRN_OK;
+}
+
+int cairn_backup_set_kind(struct cairn_backup *b, const char *kind, struct cairn_err *err)
+{
+    if (kind == NULL || *kind == '\0')
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': empty kind", b->name);
+    return set_str(b, &b->kind, kind, "set_kind", err);
+}
+
+int cairn_backup_set_source(struct cairn_backup *b, const char *source, struct cairn_err *err)
+{
+    return set_str(b, &b->source, source ? source : "", "set_source", err);
+}
+
+int cairn_backup_set_parent(struct cairn_backup *b, const char *parent, struct cairn_err *err)
+{
+    if (parent != NULL && !cairn_name_valid(parent))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid parent name '%s'",
+                             b->name, parent);
+    return set_str(b, &b->parent, parent, "set_parent", err);
+}
+
+int cairn_backup_set_meta(struct cairn_backup *b, json_t *meta, struct cairn_err *err)
+{
+    int rc = need_rw(b, "set_meta", err);
+    if (rc != CAIRN_OK)
+        return rc;
+    if (!json_is_object(meta))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': meta must be a JSON object",
+                             b->name);
+    pthread_mutex_lock(&b->mu);
+    json_decref(b->meta);
+    b->meta = json_deep_copy(meta);
+    pthread_mutex_unlock(&b->mu);
+    return CAIRN_OK;
+}
+
+const char *cairn_backup_kind(const struct cairn_backup *b)
+{
+    return b->kind;
+}
+
+const char *cairn_backup_source(const struct cairn_backup *b)
+{
+    return b->source;
+}
+
+const char *cairn_backup_parent(const struct cairn_backup *b)
+{
+    return b->parent;
+}
+
+int64_t cairn_backup_created(const struct cairn_backup *b)
+{
+    return b->created;
+}
+
+json_t *cairn_backup_meta(const struct cairn_backup *b)
+{
+    return b->meta;
+}
+
+size_t cairn_backup_file_count(const struct cairn_backup *b)
+{
+    return b->nfiles;
+}
+
+const struct cairn_manifest_file *cairn_backup_file_at(const struct cairn_backup *b, size_t i)
+{
+    return i < b->nfiles ? &b->files[i]->f : NULL;
+}
+
+const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_backup *b,
+                                                         const char *name)
+{
+    for (size_t i = 0; i < b->nfiles; i++)
+        if (strcmp(b->files[i]->f.name, name) == 0)
+            return &b->files[i]->f;
+    return NULL;
+}
+
+/* ---- add_file: the recording stage on top of each file's chain ----
+ * Chain: record -> hash(logical) -> [zstd] -> hash(stored) -> driver sink. The record stage
+ * closes the chain itself in finish so it sees the sink's commit result, and it reports the
+ * file's outcome to the handle exactly once (commit, failure, or free without close). */
+
+struct record_writer {
+    struct cairn_writer base;
+    struct cairn_backup *b;
+    struct file_rec *rec;
+    struct cairn_writer *logical, *stored; /* hash stages inside the chain */
+    int done;
+};
+
+static void record_outcome(struct record_writer *r, int rc, const struct cairn_err *e)
+{
+    if (r->done)
+        return;
+    r->done = 1;
+    struct cairn_backup *b = r->b;
+    pthread_mutex_lock(&b->mu);
+    if (rc == CAIRN_OK) {
+        uint8_t d[32];
+        r->rec->state = FILE_COMMITTED;
+        r->rec->f.size = r->stored->bytes;
+        cairn_hash_writer_digest(r->stored, d);
+        cairn_hex_encode(d, 32, r->rec->f.sha256);
+        r->rec->f.logical_size = r->logical->bytes;
+        cairn_hash_writer_digest(r->logical, d);
+        cairn_hex_encode(d, 32, r->rec->f.logical_sha256);
+    } else {
+        r->rec->state = FILE_FAILED;
+        r->rec->code = rc;
+        free(r->rec->error);
+        r->rec->error = cairn_xstrdup(e && e->msg[0] ? e->msg : "failed");
+    }
+    if (--b->open_writers == 0)
+        pthread_cond_broadcast(&b->idle);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static int record_write(struct cairn_writer *w, const void *buf, size_t len,
+                        struct cairn_err *err)
+{
+    struct record_writer *r = (struct record_writer *)w;
+    int rc = cairn_writer_write(w->next, buf, len, err);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
+        record_outcome(r, rc, err);
+    }
+    return rc;
+}
+
+static int record_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct record_writer *r = (struct record_writer *)w;
+    int rc = cairn_writer_close(w->next, err);
+    if (rc != CAIRN_OK)
+        cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
+    record_outcome(r, rc, err);
+    return rc;
+}
+
+static void record_free(struct cairn_writer *w)
+{
+    struct record_writer *r = (struct record_writer *)w;
+    if (!r->done) {
+        struct cairn_err e;
+        cairn_err_set(&e, CAIRN_E_CANCELLED, "backup '%s' file '%s': writer freed before close",
+                      r->b->name, r->rec->f.name);
+        record_outcome(r, e.code, &e);
+    }
+    free(r);
+}
+
+static const struct cairn_writer_ops record_ops = {"backup-file", record_write, record_finish,
+                                                   record_free};
+
+void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e)
+{
+    if (w != NULL && w->ops == &record_ops)
+        record_outcome((struct record_writer *)w, e->code ? e->code : CAIRN_E_IO, e);
+}
+
+int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t size_hint,
+                               const struct cairn_file_opts *opts, struct cairn_writer **out,
+                               struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = need_rw(b, "add_file", err);
+    if (rc == CAIRN_OK)
+        rc = check_file_name(b, file, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    enum cairn_compression comp = opts ? opts->compression : CAIRN_COMPRESS_NONE;
+    if (comp != CAIRN_COMPRESS_NONE && comp != CAIRN_COMPRESS_ZSTD)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "backup '%s' file '%s': compression '%s' is not supported for "
+                             "stored files (use none or zstd)",
+                             b->name, file, cairn_compression_name(comp));
+    /* Reserve the name (duplicates are refused, failed ones may be retried). */
+    pthread_mutex_lock(&b->mu);
+    struct file_rec *rec = NULL;
+    for (size_t i = 0; i < b->nfiles; i++) {
+        if (strcmp(b->files[i]->f.name, file) != 0)
+            continue;
+        if (b->files[i]->state != FILE_FAILED) {
+            pthread_mutex_unlock(&b->mu);
+            return cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s': file '%s' already added",
+                                 b->name, file);
+        }
+        rec = b->files[i]; /* retry of a failed file */
+    }
+    if (rec == NULL) {
+        if (b->nfiles == b->cap) {
+            b->cap = b->cap ? b->cap * 2 : 16;
+            b->files = cairn_xrealloc(b->files, b->cap * sizeof(*b->files));
+        }
+        rec = cairn_xcalloc(1, sizeof(*rec));
+        rec->f.name = cairn_xstrdup(file);
+        b->files[b->nfiles++] = rec;
+    }
+    rec->state = FILE_WRITING;
+    free(rec->error);
+    rec->error = NULL;
+    rec->f.compression = comp;
+    b->open_writers++;
+    pthread_mutex_unlock(&b->mu);
+
+    struct cairn_writer *sink = NULL;
+    rc = b->st->drv->create(b->st->state, b->name, file, size_hint, &sink, err);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);
+        pthread_mutex_lock(&b->mu);
+        rec->state = FILE_FAILED;
+        rec->code = rc;
+        rec->error = cairn_xstrdup(err ? err->msg : "create failed");
+        if (--b->open_writers == 0)
+            pthread_cond_broadcast(&b->idle);
+        pthread_mutex_unlock(&b->mu);
+        return rc;
+    }
+    struct record_writer *r = cairn_xcalloc(1, sizeof(*r));
+    r->stored = cairn_hash_writer_new(sink);
+    struct cairn_writer *mid = r->stored;
+    if (comp == CAIRN_COMPRESS_ZSTD)
+        mid = cairn_zstd_writer_new(mid, opts->level ? opts->level : 3,
+                                    opts->threads ? opts->threads : 1);
+    r->logical = cairn_hash_writer_new(mid);
+    cairn_writer_init(&r->base, &record_ops, r->logical);
+    r->b = b;
+    r->rec = rec;
+    *out = &r->base;
+    return CAIRN_OK;
+}
+
+int cairn_backup_add_file(struct cairn_backup *b, const char *file, int64_t size_hint,
+                          struct cairn_writer **w, struct cairn_err *err)
+{
+    return cairn_backup_add_file_opts(b, file, size_hint, NULL, w, err);
+}
+
+/* Wait for writers and gather per-file errors ("file 'a': ...; ..."). Caller holds b->mu. */
+static int collect_errors_locked(struct cairn_backup *b, struct cairn_err *err)
+{
+    while (b->open_writers > 0)
+        pthread_cond_wait(&b->idle, &b->mu);
+    int rc = CAIRN_OK;
+    size_t nfailed = 0;
+    char msg[CAIRN_ERR_MSG_MAX] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < b->nfiles; i++) {
+        struct file_rec *f = b->files[i];
+        if (f->state != FILE_FAILED)
+            continue;
+        nfailed++;
+        if (rc == CAIRN_OK)
+            rc = f->code ? f->code : CAIRN_E_IO;
+        int n = snprintf(msg + off, sizeof(msg) - off, "%s%s", off ? "; " : "", f->error);
+        if (n > 0)
+            off = off + (size_t)n < sizeof(msg) ? off + (size_t)n : sizeof(msg) - 1;
+    }
+    if (nfailed > 0) /* the first failure's code: ENOSPC, network... */
+        cairn_err_set(err, rc, "backup '%s': %zu file(s) failed: %s", b->name, nfailed, msg);
+    return rc;
+}
+
+int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
+{
+    int rc = need_rw(b, "end", err);
+    if (rc != CAIRN_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    rc = collect_errors_locked(b, err);
+    pthread_mutex_unlock(&b->mu);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "MANIFEST not written");
+        return rc;
+    }
+    b->created = (int64_t)(cairn_now_ms() / 1000);
+    char *text = cairn_manifest_build(b, b->st->has_key ? b->st->key : NULL);
+    size_t len = strlen(text);
+    struct cairn_writer *w = NULL;
+    rc = b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, text, len, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    free(text);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
+    b->ended = 1;
+    b->status = CAIRN_BACKUP_COMPLETE;
+    b->sealed = b->st->has_key;
+    cairn_log(CAIRN_LOG_INFO, "storage", "backup '%s' complete in '%s' (%zu files)", b->name,
+              b->st->url, b->nfiles);
+    return CAIRN_OK;
+}
+
+int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
+{
+    int rc = need_rw(b, "abort", err);
+    if (rc != CAIRN_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    while (b->open_writers > 0)
+        pthread_cond_wait(&b->idle, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+    rc = b->st->drv->remove(b->st->state, b->name, err);
+    if (rc == CAIRN_E_NOTFOUND)
+        rc = CAIRN_OK; /* nothing was written */
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, "abort backup '%s'", b->name);
+    b->ended = 1;
+    cairn_log(CAIRN_LOG_INFO, "storage", "aborted backup '%s' in '%s'", b->name, b->st->url);
+    return CAIRN_OK;
+}
+
+int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cairn_reader **r,
+                           struct cairn_err *err)
+{
+    *r = NULL;
+    if (!b->read_only)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "read_file cannot be called on read-write backup '%s' (open it "
+                             "with cairn_storage_open_backup)",
+                             b->name);
+    if (!cairn_name_valid(file))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'",
+                             b->name, file ? file : "");
+    int rc = b->st->drv->read(b->st->state, b->name, file, r, err);
+    if (rc != CAIRN_OK)
+        cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);
+    return rc;
+}
