@@ -12,8 +12,11 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+int cairnd_cmd_serve(int argc, char **argv);
+
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
+    {"serve", "serve a data directory with the InfluxDB 1.6 snapshot protocol", cairnd_cmd_serve},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,104 @@
+/* cairn: one entry point for taking and restoring InfluxDB-style backups.
+ *
+ * Both `cairn backup` / `cairn restore` and the cairnd scheduler call these two functions, so
+ * a scheduled backup is byte for byte what the command line takes.
+ *
+ * A backup's source is either a snapshot service ("HOST:PORT": cairnd serve or a real influxd
+ * 1.5+ speaking the 1.6 snapshotter protocol) or a local file/directory path. A source is a
+ * local path when it starts with '/' or '.', or names an existing file; anything else must be
+ * HOST:PORT (IPv6 as [addr]:port).
+ *
+ * Service backups store, in a new backup of kind "influxdb":
+ *   meta           the raw metastore response (0x59590101 envelope: meta.Data + node JSON)
+ *   s<ID>.tar      one ustar stream per shard, as the service sent it
+ * and the MANIFEST's meta records the source, the since time, the databases, retention
+ * policies and shard ids (see docs/PROTOCOL.md). With has_since the backup is incremental:
+ * only files modified after `since` are in the shard tars and the MANIFEST records as parent
+ * the newest complete backup in the same storage.
+ */
+#ifndef CAIRN_BACKUP_H
+#define CAIRN_BACKUP_H
+
+#include <stdint.h>
+
+#include "cairn/common.h"
+#include "cairn/err.h"
+
+#define CAIRN_BACKUP_NAME_MAX 128
+
+/* Progress report; called from worker threads, possibly concurrently (serialise inside). */
+struct cairn_backup_progress {
+    const char *phase;      /* "meta", "shard", "verify", "apply" */
+    const char *item;       /* e.g. "mydb/autogen/3"; may be NULL */
+    uint64_t bytes;         /* bytes moved since the previous call (a delta) */
+    unsigned items_done;    /* shards (or files) finished so far */
+    unsigned items_total;   /* 0 when not known yet */
+};
+typedef void (*cairn_backup_progress_fn)(void *ctx, const struct cairn_backup_progress *p);
+
+struct cairn_backup_opts {
+    const char *source;      /* "HOST:PORT" or a local path (see above) */
+    const char *storage_url; /* file:///dir, s3://bucket/prefix, ... */
+    const char *name;        /* NULL: the UTC start time "YYYYMMDDTHHMMSSZ" */
+    const char *db;          /* NULL: every database except _internal */
+    const char *rp;          /* NULL: every retention policy (needs db) */
+    int has_since;           /* incremental: only files modified after since */
+    int64_t since_sec;       /* Unix seconds */
+    long since_nsec;
+    unsigned parallelism;    /* concurrent shard downloads; 0 = 4 */
+    int connect_timeout_ms;  /* 0 = 10000 */
+    int io_timeout_ms;       /* idle read/write timeout per connection; 0 = 60000 */
+    cairn_backup_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+    const volatile int *cancel; /* may be NULL; nonzero stops with CAIRN_E_CANCELLED */
+};
+
+struct cairn_backup_result {
+    char name[CAIRN_BACKUP_NAME_MAX];
+    char parent[CAIRN_BACKUP_NAME_MAX]; /* "" for a full backup */
+    unsigned databases;
+    unsigned shards;
+    uint64_t files;          /* files stored, meta included */
+    uint64_t bytes;          /* logical bytes stored (before compression) */
+    double seconds;
+};
+
+/* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */
+CAIRN_API int cairn_backup_run(const struct cairn_backup_opts *opts, struct cairn_backup_result *res,
+                               struct cairn_err *err);
+
+struct cairn_restore_opts {
+    const char *storage_url;
+    const char *name;        /* backup to restore; incremental chains are followed to the base */
+    /* Exactly one target: */
+    const char *target;      /* online: "HOST:PORT" of cairnd serve or influxd (requests 6, 7) */
+    const char *into_dir;    /* offline: legacy `influxd backup` layout for `influxd restore` */
+    const char *db;          /* source database (NULL: all; needed for newdb/rp) */
+    const char *newdb;       /* online only: restore db under this name */
+    const char *rp;          /* online only: single retention policy ... */
+    const char *newrp;       /* ... renamed to this (NULL: same name) */
+    int connect_timeout_ms;  /* 0 = 10000 */
+    int io_timeout_ms;       /* 0 = 60000 */
+    cairn_backup_progress_fn progress;
+    void *progress_ctx;
+    const volatile int *cancel;
+};
+
+struct cairn_restore_result {
+    unsigned backups;        /* backups in the applied chain (1 for a full backup) */
+    unsigned databases;
+    unsigned shards;         /* shard streams applied */
+    uint64_t bytes;
+    double seconds;
+};
+
+/* Verify the whole chain (every file's size and SHA-256), then apply it. Offline restores write
+ * into a temporary directory inside into_dir and move files into place only when all are
+ * written; nothing is applied when verification fails. */
+CAIRN_API int cairn_restore_run(const struct cairn_restore_opts *opts,
+                                struct cairn_restore_result *res, struct cairn_err *err);
+
+/* Default backup name for a Unix time: "YYYYMMDDTHHMMSSZ". out needs 17 bytes. */
+CAIRN_API void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,195 @@
+/* cairn: snapshot service and client, wire-compatible with the InfluxDB 1.6 snapshotter.
+ *
+ * Wire format in short (docs/PROTOCOL.md has the details): a connection starts with the mux
+ * byte 3, then a request type byte, then (except for type 7) one JSON object and '\n'. One
+ * request per connection; every response ends at EOF. The server never sends error text: a
+ * failed request is logged with the peer address and the connection closed.
+ *
+ * Unlike influxd, the server puts an idle deadline on every read and write, caps concurrent
+ * connections and bounds the JSON request and upload sizes.
+ */
+#ifndef CAIRN_SERVICE_H
+#define CAIRN_SERVICE_H
+
+#include <stdint.h>
+
+#include "cairn/common.h"
+#include "cairn/err.h"
+#include "cairn/io.h"
+
+#define CAIRN_SNAP_MUX_HEADER 3
+#define CAIRN_SNAP_META_MAGIC 0x59590101ULL
+/* Go's zero time.Time, 0001-01-01T00:00:00Z, in Unix seconds. */
+#define CAIRN_SNAP_ZERO_TIME (-62135596800LL)
+/* Largest JSON request line the server reads. */
+#define CAIRN_SNAP_MAX_JSON (64u * 1024u)
+
+enum cairn_snap_type {
+    CAIRN_SNAP_SHARD_BACKUP = 0,
+    CAIRN_SNAP_METASTORE_BACKUP = 1,
+    CAIRN_SNAP_SERIES_FILE_BACKUP = 2, /* defined by 1.6, never served */
+    CAIRN_SNAP_DATABASE_INFO = 3,
+    CAIRN_SNAP_RP_INFO = 4,
+    CAIRN_SNAP_SHARD_EXPORT = 5,
+    CAIRN_SNAP_META_UPDATE = 6,
+    CAIRN_SNAP_SHARD_UPDATE = 7,
+};
+
+/* A point in time as Go's time.Time: Unix seconds (may be negative) plus nanoseconds. */
+struct cairn_snap_time {
+    int64_t sec;
+    long nsec;
+};
+
+/* snapshotter.Request of 1.5+. Strings are "" when absent, never NULL after decode. */
+struct cairn_snap_request {
+    uint8_t type;            /* JSON "Type" (the type byte is what the server dispatches on) */
+    char *backup_db;
+    char *restore_db;
+    char *backup_rp;
+    char *restore_rp;
+    uint64_t shard_id;
+    struct cairn_snap_time since, export_start, export_end;
+    int64_t upload_size;
+};
+
+/* Zero a request: every time is Go's zero time, every string "". */
+CAIRN_API void cairn_snap_request_init(struct cairn_snap_request *req);
+CAIRN_API void cairn_snap_request_clear(struct cairn_snap_request *req);
+
+/* Find the end of the first JSON value in buf (leading whitespace allowed). Returns 1 and sets
+ * *end (one past the value) when complete, 0 when more bytes are needed, CAIRN_E_PROTOCOL when
+ * the bytes can never form a JSON object. */
+CAIRN_API int cairn_snap_json_scan(const uint8_t *buf, size_t len, size_t *end);
+
+/* Decode a request object as Go's encoding/json would: keys case-insensitive, unknown keys
+ * ignored, null leaves a field zero, times RFC 3339, numbers range-checked. */
+CAIRN_API int cairn_snap_request_decode(const char *json, size_t len, struct cairn_snap_request *req,
+                                        struct cairn_err *err);
+
+/* Encode as the Go client does: all ten keys in order, compact, followed by '\n'. malloc'd. */
+CAIRN_API char *cairn_snap_request_encode(const struct cairn_snap_request *req, size_t *len);
+
+/* Old shard ID -> new shard ID pairs returned by a metastore upload. */
+struct cairn_snap_idmap {
+    size_t n;
+    uint64_t (*pairs)[2];
+};
+CAIRN_API void cairn_snap_idmap_free(struct cairn_snap_idmap *m);
+/* New ID for old, or 0 when absent. */
+CAIRN_API uint64_t cairn_snap_idmap_get(const struct cairn_snap_idmap *m, uint64_t old_id);
+
+/* ---- Provider: where the served data comes from ----
+ *
+ * The server calls these from connection threads, concurrently. A callback returning
+ * CAIRN_E_NOTFOUND makes the server log "... not found" and close, as influxd does. */
+struct cairn_snap_provider {
+    void *ctx;
+    /* The raw meta.Data protobuf (malloc'd into *blob). */
+    int (*meta_data)(void *ctx, uint8_t **blob, size_t *len, struct cairn_err *err);
+    /* Shard paths "<db>/<rp>/<id>" for db (NULL or "": all databases) and rp (NULL: all),
+     * in meta order, only shards present locally. *paths is a malloc'd array of malloc'd
+     * strings. Missing db or rp: CAIRN_E_NOTFOUND. */
+    int (*shard_paths)(void *ctx, const char *db, const char *rp, char ***paths, size_t *n,
+                       struct cairn_err *err);
+    /* Write a ustar stream of the shard's files modified strictly after since into out
+     * (without closing it). Entry names "<db>/<rp>/<id>/<file>". */
+    int (*shard_backup)(void *ctx, uint64_t shard_id, const struct cairn_snap_time *since,
+                        struct cairn_writer *out, struct cairn_err *err);
+    /* Optional (NULL: type 5 is logged as unsupported). Files whose time range overlaps
+     * [start, end]. */
+    int (*shard_export)(void *ctx, uint64_t shard_id, const struct cairn_snap_time *start,
+                        const struct cairn_snap_time *end, struct cairn_writer *out,
+                        struct cairn_err *err);
+    /* Import a meta.Data blob per the request's BackupDatabase/RestoreDatabase/... fields and
+     * fill the shard ID map. Optional (NULL: restore requests are refused). */
+    int (*meta_import)(void *ctx, const uint8_t *blob, size_t len,
+                       const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
+                       struct cairn_err *err);
+    /* Install the shard files of a ustar stream; all or nothing. Optional. */
+    int (*shard_import)(void *ctx, uint64_t shard_id, struct cairn_reader *tar,
+                        struct cairn_err *err);
+    void (*free)(void *ctx);
+};
+
+/* The directory provider: data_dir laid out <db>/<rp>/<shard-id>/<files>. Its metadata is
+ * the meta.Data protobuf in meta_path (NULL: <data_dir>/meta.db), the format influxd keeps
+ * in its meta directory; when that file does not exist the metadata is derived from the
+ * directory tree (see docs/PROTOCOL.md). Shard backups hard-link the shard's files into
+ * <data_dir>/.cairn-snap/ first, so files replaced while streaming do not tear the tar. */
+CAIRN_API int cairn_snap_dir_provider_new(const char *data_dir, const char *meta_path,
+                                          struct cairn_snap_provider *out, struct cairn_err *err);
+
+/* ---- Server ---- */
+
+struct cairn_snap_server_opts {
+    const char *listen;       /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
+    unsigned max_conns;       /* 0 = 64; connections beyond are closed at once, with a log line */
+    int idle_timeout_ms;      /* per read/write; 0 = 30000 */
+    int request_timeout_ms;   /* to receive mux byte, type and JSON; 0 = 30000 */
+    uint64_t max_upload;      /* largest metastore upload accepted; 0 = 256 MiB */
+};
+
+struct cairn_snap_server;
+
+/* Bind and listen (the port is known when this returns). The provider is owned by the server
+ * from then on, also when this fails. */
+CAIRN_API int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
+                                    const struct cairn_snap_provider *provider,
+                                    struct cairn_snap_server **out, struct cairn_err *err);
+/* Bound address, e.g. "127.0.0.1:41235". */
+CAIRN_API const char *cairn_snap_server_address(const struct cairn_snap_server *s);
+/* Accept and serve until cairn_snap_server_stop; then waits for open connections (they end
+ * at their deadlines at the latest). */
+CAIRN_API int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err);
+/* Async-signal-safe: makes run() return. */
+CAIRN_API void cairn_snap_server_stop(struct cairn_snap_server *s);
+CAIRN_API void cairn_snap_server_free(struct cairn_snap_server *s);
+
+/* ---- Client ---- */
+
+struct cairn_snap_client {
+    const char *addr;        /* "HOST:PORT" */
+    int connect_timeout_ms;  /* 0 = 10000 */
+    int io_timeout_ms;       /* idle timeout per read/write; 0 = 60000 */
+};
+
+/* Type 1: the whole response (envelope) into out, not closed. Checks the magic and lengths. */
+CAIRN_API int cairn_snap_metastore_backup(const struct cairn_snap_client *c,
+                                          struct cairn_writer *out, uint64_t *bytes,
+                                          struct cairn_err *err);
+/* Types 3 (rp NULL) and 4: shard paths, split into db, rp and id. A server closing without a
+ * reply (missing db/rp) is CAIRN_E_NOTFOUND. */
+struct cairn_snap_shard_ref {
+    char *db;
+    char *rp;
+    uint64_t id;
+};
+CAIRN_API int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db,
+                                    const char *rp, struct cairn_snap_shard_ref **refs, size_t *n,
+                                    struct cairn_err *err);
+CAIRN_API void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, size_t n);
+/* Type 0: the shard's tar stream into out (not closed). since NULL = everything. The stream
+ * must end with the tar trailer; a truncated stream is CAIRN_E_PROTOCOL. */
+CAIRN_API int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db,
+                                      const char *rp, uint64_t shard_id,
+                                      const struct cairn_snap_time *since,
+                                      struct cairn_writer *out, uint64_t *bytes,
+                                      struct cairn_err *err);
+/* Type 6: upload a raw meta.Data blob (JSON, '\n' and blob in one write) and read the ID map.
+ * An empty map is CAIRN_E_EXISTS ("database may already exist"). */
+CAIRN_API int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db,
+                                     const char *newdb, const char *rp, const char *newrp,
+                                     const uint8_t *blob, size_t len, struct cairn_snap_idmap *map,
+                                     struct cairn_err *err);
+/* Type 7: stream the tar from src to shard new_id, renaming every entry to
+ * <db>/<rp>/<new_id>/<rest> (db or rp NULL keeps the entry's own). */
+CAIRN_API int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id,
+                                      const char *db, const char *rp, struct cairn_reader *src,
+                                      uint64_t *bytes, struct cairn_err *err);
+
+/* Split a metastore envelope into its meta.Data blob (pointer into buf). */
+CAIRN_API int cairn_snap_meta_envelope_blob(const uint8_t *buf, size_t len, const uint8_t **blob,
+                                            size_t *blob_len, struct cairn_err *err);
+
+#endif

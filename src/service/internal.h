@@ -1,0 +1,135 @@
+/* Internal pieces of the snapshot service: growable buffers, Go-style JSON strings, the
+ * meta.proto subset, sockets with deadlines and ustar streams. Not installed. */
+#ifndef CAIRN_SERVICE_INTERNAL_H
+#define CAIRN_SERVICE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn/err.h"
+#include "cairn/io.h"
+#include "cairn/service.h"
+
+/* ---- growable byte buffer ---- */
+struct sbuf {
+    uint8_t *p;
+    size_t len, cap;
+};
+void sbuf_add(struct sbuf *b, const void *data, size_t len);
+void sbuf_addc(struct sbuf *b, uint8_t c);
+void sbuf_adds(struct sbuf *b, const char *s);
+void sbuf_free(struct sbuf *b);
+
+/* Append s as a JSON string the way Go's encoding/json does (HTML-safe escapes, invalid
+ * UTF-8 replaced by U+FFFD). */
+void snap_json_string(struct sbuf *b, const char *s);
+void snap_u64be_put(uint8_t *p, uint64_t v);
+uint64_t snap_u64be_get(const uint8_t *p);
+/* Canonical decimal shard ID (no sign, no leading zeros); 0 or -1. */
+int snap_parse_id(const char *s, uint64_t *id);
+/* Go's time.Time RFC 3339 (nano, trimmed) text. */
+void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap);
+
+/* ---- meta.proto subset (services/meta/internal/meta.proto) ----
+ * Fields this code does not model are kept as raw encoded fields and written back in field
+ * number order, so a round trip preserves users, nodes, CQs and subscriptions. */
+struct pb_raw {
+    uint32_t field;
+    uint8_t *bytes; /* tag + value as read */
+    size_t len;
+};
+struct pb_raws {
+    struct pb_raw *v;
+    size_t n;
+};
+
+struct meta_shard {
+    uint64_t id;
+    struct pb_raws raw; /* OwnerIDs, Owners */
+};
+struct meta_sg {
+    uint64_t id;
+    int64_t start, end, deleted_at, truncated_at;
+    int has_truncated;
+    struct meta_shard *shards;
+    size_t nshards;
+    struct pb_raws raw;
+};
+struct meta_rp {
+    char *name;
+    int64_t duration, sg_duration;
+    uint32_t replica_n;
+    struct meta_sg *sgs;
+    size_t nsgs;
+    struct pb_raws raw; /* Subscriptions */
+};
+struct meta_db {
+    char *name;
+    char *default_rp;
+    struct meta_rp *rps;
+    size_t nrps;
+    struct pb_raws raw; /* ContinuousQueries */
+};
+struct meta_data {
+    uint64_t term, index, cluster_id, max_node_id, max_sg_id, max_shard_id;
+    struct meta_db *dbs;
+    size_t ndbs;
+    struct pb_raws raw; /* Nodes, Users, DataNodes, MetaNodes */
+};
+
+int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cairn_err *err);
+void meta_encode(const struct meta_data *m, struct sbuf *out);
+void meta_free(struct meta_data *m);
+struct meta_db *meta_find_db(const struct meta_data *m, const char *name);
+struct meta_rp *meta_find_rp(const struct meta_db *d, const char *name);
+/* Where a shard lives; returns 0 and sets db and rp, or -1. */
+int meta_find_shard(const struct meta_data *m, uint64_t id, const struct meta_db **db,
+                    const struct meta_rp **rp);
+/* ImportData of influxd 1.6 (see the spec, 4.7): copies the selected dbs/rps of src into dst
+ * under their new names, renumbers shard groups and shards from dst's maxima, drops owners,
+ * CQs and subscriptions. Fills map. dst is unchanged on failure. */
+int meta_import(struct meta_data *dst, const struct meta_data *src,
+                const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
+                struct cairn_err *err);
+
+/* ---- sockets ---- */
+/* Split "host:port" or "[v6]:port". */
+int snap_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                    struct cairn_err *err);
+int snap_dial(const char *addr, int timeout_ms, int *fd, struct cairn_err *err);
+/* Wait until fd is readable (events POLLIN) or writable (POLLOUT) before deadline_ns
+ * (monotonic; 0 = only timeout_ms). */
+int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const char *what,
+              struct cairn_err *err);
+/* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
+int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                   uint64_t deadline_ns, struct cairn_err *err);
+int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct cairn_err *err);
+/* Writer/reader stages on a socket, each read/write bounded by timeout_ms of inactivity. The
+ * reader first returns the `pre` bytes (copied). Neither owns the fd. */
+struct cairn_writer *snap_sock_writer_new(int fd, int timeout_ms);
+struct cairn_reader *snap_sock_reader_new(int fd, int timeout_ms, const void *pre, size_t prelen);
+
+/* ---- ustar streams (libarchive) ---- */
+struct snap_tar_out;
+/* Go archive/tar style ustar into w (not owned): 512-byte blocks, no record padding. */
+struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w);
+int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path,
+                      struct cairn_err *err);
+/* Write the two zero blocks. */
+int snap_tar_out_close(struct snap_tar_out *t, struct cairn_err *err);
+void snap_tar_out_free(struct snap_tar_out *t);
+
+/* Read entries from r: for each regular file, cb gets its name and a reader over its data
+ * (valid only during the call; unread data is skipped). Non-regular entries are skipped. */
+typedef int (*snap_tar_entry_fn)(void *ctx, const char *name, int64_t mtime, uint64_t size,
+                                 struct cairn_reader *data, struct cairn_err *err);
+int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx,
+                  struct cairn_err *err);
+
+/* Copy a whole tar stream from r to w, renaming entries to <db>/<rp>/<id>/<rest> (see
+ * cairn_snap_shard_upload). */
+int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
+                    const char *rp, uint64_t id, struct cairn_err *err);
+
+#endif

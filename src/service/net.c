@@ -1,0 +1,235 @@
+/* TCP helpers with deadlines: every wait is bounded, so a silent peer can never hold a thread
+ * for ever. Sockets stay blocking; each transfer uses MSG_DONTWAIT after poll(). */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "internal.h"
+
+int snap_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                    struct cairn_err *err)
+{
+    const char *colon;
+    size_t hl;
+    const char *h = addr;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close[1] != ':')
+            goto bad;
+        h = addr + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL)
+            goto bad;
+        hl = (size_t)(colon - addr);
+    }
+    if (hl >= hcap || strlen(colon + 1) >= pcap || colon[1] == '\0')
+        goto bad;
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            goto bad;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    snprintf(port, pcap, "%s", colon + 1);
+    return CAIRN_OK;
+bad:
+    return cairn_err_set(err, CAIRN_E_INVALID, "invalid address '%s': expected HOST:PORT", addr);
+}
+
+int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const char *what,
+              struct cairn_err *err)
+{
+    for (;;) {
+        int wait = timeout_ms;
+        if (deadline_ns != 0) {
+            uint64_t now = cairn_mono_ns();
+            if (now >= deadline_ns)
+                return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: deadline exceeded", what);
+            uint64_t left = (deadline_ns - now) / 1000000u + 1;
+            if (left < (uint64_t)wait)
+                wait = (int)left;
+        }
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, wait);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "%s: poll", what);
+        }
+        if (n == 0) {
+            if (deadline_ns != 0 && cairn_mono_ns() < deadline_ns)
+                continue;
+            return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
+                                 timeout_ms);
+        }
+        return CAIRN_OK;
+    }
+}
+
+int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                   uint64_t deadline_ns, struct cairn_err *err)
+{
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
+        if (n >= 0) {
+            *got = (size_t)n;
+            return CAIRN_OK;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "read from peer");
+        int rc = snap_wait(fd, POLLIN, timeout_ms, deadline_ns, "read from peer", err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
+}
+
+int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct cairn_err *err)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
+        int rc = snap_wait(fd, POLLOUT, timeout_ms, 0, "write to peer", err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
+    return CAIRN_OK;
+}
+
+int snap_dial(const char *addr, int timeout_ms, int *out, struct cairn_err *err)
+{
+    char host[256], port[16];
+    int rc = snap_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (gai != 0)
+        return cairn_err_set(err, CAIRN_E_NETWORK, "resolve '%s': %s", addr, gai_strerror(gai));
+    rc = cairn_err_set(err, CAIRN_E_NETWORK, "connect %s: no address", addr);
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            rc = cairn_err_sys(err, CAIRN_E_NETWORK, errno, "socket");
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            if (errno != EINPROGRESS) {
+                rc = cairn_err_sys(err, CAIRN_E_NETWORK, errno, "connect %s", addr);
+                close(fd);
+                continue;
+            }
+            rc = snap_wait(fd, POLLOUT, timeout_ms, 0, "connect", err);
+            int soerr = 0;
+            socklen_t sl = sizeof(soerr);
+            if (rc == CAIRN_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+                soerr != 0)
+                rc = cairn_err_sys(err, CAIRN_E_NETWORK, soerr, "connect %s", addr);
+            if (rc != CAIRN_OK) {
+                if (rc == CAIRN_E_TIMEOUT)
+                    cairn_err_wrap(err, "connect %s", addr);
+                close(fd);
+                continue;
+            }
+        }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        *out = fd;
+        rc = CAIRN_OK;
+        break;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* ---- stages ---- */
+
+struct sock_writer {
+    struct cairn_writer base;
+    int fd, timeout_ms;
+};
+
+static int sock_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    struct sock_writer *s = (struct sock_writer *)w;
+    return snap_write_full(s->fd, buf, len, s->timeout_ms, err);
+}
+
+static const struct cairn_writer_ops sock_writer_ops = {"socket", sock_write, NULL, NULL};
+
+struct cairn_writer *snap_sock_writer_new(int fd, int timeout_ms)
+{
+    struct sock_writer *s = cairn_xcalloc(1, sizeof(*s));
+    cairn_writer_init(&s->base, &sock_writer_ops, NULL);
+    s->fd = fd;
+    s->timeout_ms = timeout_ms;
+    return &s->base;
+}
+
+struct sock_reader {
+    struct cairn_reader base;
+    int fd, timeout_ms;
+    uint8_t *pre;
+    size_t prelen, preoff;
+};
+
+static int sock_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                     struct cairn_err *err)
+{
+    struct sock_reader *s = (struct sock_reader *)r;
+    if (s->preoff < s->prelen) {
+        size_t n = s->prelen - s->preoff < cap ? s->prelen - s->preoff : cap;
+        memcpy(buf, s->pre + s->preoff, n);
+        s->preoff += n;
+        *got = n;
+        return CAIRN_OK;
+    }
+    return snap_read_some(s->fd, buf, cap, got, s->timeout_ms, 0, err);
+}
+
+static void sock_reader_free(struct cairn_reader *r)
+{
+    struct sock_reader *s = (struct sock_reader *)r;
+    free(s->pre);
+    free(s);
+}
+
+static const struct cairn_reader_ops sock_reader_ops = {"socket", sock_read, sock_reader_free};
+
+struct cairn_reader *snap_sock_reader_new(int fd, int timeout_ms, const void *pre, size_t prelen)
+{
+    struct sock_reader *s = cairn_xcalloc(1, sizeof(*s));
+    cairn_reader_init(&s->base, &sock_reader_ops, NULL);
+    s->fd = fd;
+    s->timeout_ms = timeout_ms;
+    if (prelen > 0) {
+        s->pre = cairn_xmalloc(prelen);
+        memcpy(s->pre, pre, prelen);
+        s->prelen = prelen;
+    }
+    return &s->base;
+}
