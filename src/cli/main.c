@@ -13,8 +13,13 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
+    {"backup", "back up an InfluxDB snapshot service or a local path", cmd_backup},
+    {"restore", "restore an InfluxDB backup online (--to) or as files (--into)", cmd_restore},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,110 @@
+/* cairn restore: apply an InfluxDB backup online (cairnd serve or influxd, requests 6 and 7)
+ * or offline into the legacy `influxd backup` layout that `influxd restore` reads. */
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cairn/backup.h"
+#include "cli.h"
+#include "common/util.h"
+
+static volatile int g_cancel;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    g_cancel = 1;
+}
+
+static void restore_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: cairn restore STORAGE_URL NAME --to HOST:PORT [--db X [--newdb Y]\n"
+            "                     [--rp R [--newrp S]]] [--timeout MS] [--json]\n"
+            "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--json]\n\n"
+            "Every file of NAME and of the backups it is incremental to is verified (size and\n"
+            "SHA-256) before anything is applied.\n\n"
+            "  --to     online restore through the snapshot service of cairnd serve or influxd\n"
+            "           1.6; the target database must not exist (rename it with --newdb)\n"
+            "  --into   offline: write meta.NN and <db>.<rp>.<id>.NN files (one NN per backup\n"
+            "           of the chain) for `influxd restore -metadir M -datadir D -database X DIR`;\n"
+            "           files are moved into DIR only once all of them are written\n"
+            "           (a backup of a local path is restored into DIR as it was)\n"
+            "  --db     only this database; --rp only this retention policy (online)\n\n%s",
+            cli_exit_codes_help);
+}
+
+static void on_progress(void *ctx, const struct cairn_backup_progress *p)
+{
+    cli_progress_add(ctx, p->bytes);
+}
+
+int cmd_restore(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"to", required_argument, NULL, 't'},    {"into", required_argument, NULL, 'i'},
+        {"db", required_argument, NULL, 'd'},    {"newdb", required_argument, NULL, 'D'},
+        {"rp", required_argument, NULL, 'r'},    {"newrp", required_argument, NULL, 'R'},
+        {"timeout", required_argument, NULL, 'T'}, {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+    struct cairn_restore_opts o = {0};
+    uint64_t v;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': o.target = optarg; break;
+        case 'i': o.into_dir = optarg; break;
+        case 'd': o.db = optarg; break;
+        case 'D': o.newdb = optarg; break;
+        case 'r': o.rp = optarg; break;
+        case 'R': o.newrp = optarg; break;
+        case 'T':
+            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 3600000)
+                return cli_usage("restore", "invalid --timeout '%s'", optarg);
+            o.connect_timeout_ms = o.io_timeout_ms = (int)v;
+            break;
+        case 'j': cli_json = 1; break;
+        case 'h': restore_usage(stdout); return 0;
+        default: return cli_usage("restore", "invalid option");
+        }
+    }
+    if (argc - optind != 2)
+        return cli_usage("restore", "expected STORAGE_URL and NAME");
+    o.storage_url = argv[optind];
+    o.name = argv[optind + 1];
+    if ((o.target == NULL) == (o.into_dir == NULL))
+        return cli_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
+
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+    signal(SIGPIPE, SIG_IGN);
+    o.cancel = &g_cancel;
+    struct cli_progress *prog = cli_progress_new("restore", 0);
+    o.progress = on_progress;
+    o.progress_ctx = prog;
+    struct cairn_restore_result res;
+    struct cairn_err err = {0};
+    int rc = cairn_restore_run(&o, &res, &err);
+    cli_progress_done(prog);
+    if (rc != CAIRN_OK)
+        return cli_fail(&err);
+    if (cli_json) {
+        json_t *j = json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name", o.name,
+                              "target", o.target ? o.target : o.into_dir, "backups",
+                              (int)res.backups, "databases", (int)res.databases, "shards",
+                              (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
+                              res.seconds);
+        json_dumpf(j, stdout, JSON_COMPACT);
+        fputc('\n', stdout);
+        json_decref(j);
+    } else {
+        char sz[32];
+        cairn_format_bytes(res.bytes, sz, sizeof(sz));
+        printf("restored %s (%u backup(s)) to %s: %u shard stream(s), %s in %.1f s\n", o.name,
+               res.backups, o.target ? o.target : o.into_dir, res.shards, sz, res.seconds);
+    }
+    return 0;
+}
