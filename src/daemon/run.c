@@ -49,6 +49,9 @@ static const char k_help[] =
     "every snapshot-interval when it changed, and at shutdown; the newest state-keep\n"
     "snapshots are kept and a corrupt one falls back to the previous good one.\n"
     "\n"
+    "State written by a newer cairnd (snapshot payload or schema version) is refused with\n"
+    "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
+    "\n"
     "On SIGTERM running backups get shutdown-timeout to finish, then are cancelled: a\n"
     "cancelled backup stays incomplete (never looks complete) and runs again after restart.\n"
     "\n"
@@ -94,6 +97,14 @@ static int prepare_state_dir(const struct cairn_config *cfg, struct cairn_err *e
     char dir[4096];
     cairn_dirname(u, dir, sizeof(dir));
     return cairn_mkdir_p(dir, 0700, err);
+}
+
+/* State written by a newer cairnd is a deployment problem, not a transient one: exit 2 so
+ * systemd (RestartPreventExitStatus=2) does not restart-loop on it. */
+static int state_fail(const struct cairn_err *err)
+{
+    int code = cli_fail(err);
+    return err->code == CAIRN_E_UNSUPPORTED ? CAIRN_EXIT_USAGE : code;
 }
 
 int cairnd_cmd_run(int argc, char **argv)
@@ -161,7 +172,7 @@ int cairnd_cmd_run(int argc, char **argv)
         rc = cairn_state_store_open(cfg->state_url, cfg->state_keep, &store, &err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(&err, "state store");
-        code = cli_fail(&err);
+        code = state_fail(&err);
         goto out;
     }
     metrics = cairn_metrics_new();
@@ -169,7 +180,7 @@ int cairnd_cmd_run(int argc, char **argv)
     cairn_backup_runner(&runner);
     rc = cairn_sched_new(cfg, store, &runner, &clock, metrics, &s, &err);
     if (rc != CAIRN_OK) {
-        code = cli_fail(&err);
+        code = state_fail(&err);
         goto out;
     }
     if (dry_run) {

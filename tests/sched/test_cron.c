@@ -292,6 +292,23 @@ TEST(config_errors_name_file_and_line)
     config_err("[cairnd]\n", "no [schedule NAME] sections");
 }
 
+/* The documented example must stay valid. */
+TEST(example_config_parses)
+{
+    char *path = cairn_xasprintf("%s/docs/cairnd.conf.example", test_source_dir());
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(cairn_config_load(path, &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->n_schedules, 2);
+        CHECK_EQ_STR(c->state_url, "sqlite:/var/lib/cairnd/state.db");
+        CHECK_EQ_INT(c->schedules[1].catchup, CAIRN_CATCHUP_LATEST);
+        CHECK(c->schedules[1].timing.is_cron);
+    }
+    cairn_config_free(c);
+    free(path);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
