@@ -48,7 +48,7 @@ CONF
 set_clock 2026-03-01T09:50:00Z
 "$B/cairnd" run --config "$T/cairnd.conf" --fake-clock "$T/clock" >"$T/run.log" 2>&1 &
 RUN_PID=$!
-wait_for 20 grep -q "metrics on http://" "$T/run.log" || fail "cairnd did not start: $(cat "$T/run.log")"
+wait_for 20 grep -qs "metrics on http://" "$T/run.log" || fail "cairnd did not start: $(cat "$T/run.log")"
 MPORT=$(sed -n 's/.*metrics on http:\/\/127.0.0.1:\([0-9]*\)\/metrics.*/\1/p' "$T/run.log" | head -n 1)
 # JSON log lines.
 head -n 1 "$T/run.log" | python3 -c 'import json,sys; json.loads(sys.stdin.readline())' || fail "log is not JSON lines"

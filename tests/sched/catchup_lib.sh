@@ -47,7 +47,7 @@ start_run() {
     local log=$1
     "$B/cairnd" run --config "$T/cairnd.conf" --fake-clock "$T/clock" >"$log" 2>&1 &
     RUN_PID=$!
-    wait_for 20 grep -q "metrics on http://" "$log" || fail "cairnd run did not start: $(cat "$log")"
+    wait_for 20 grep -qs "metrics on http://" "$log" || fail "cairnd run did not start: $(cat "$log")"
     MPORT=$(sed -n 's/.*metrics on http:\/\/127.0.0.1:\([0-9]*\)\/metrics.*/\1/p' "$log" | head -n 1)
 }
 
@@ -66,7 +66,7 @@ catchup_main() {
     head -c 200000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
     "$B/cairnd" serve --data "$T/data" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
     SERVE_PID=$!
-    wait_for 20 grep -q "listening on" "$T/serve.out" || fail "cairnd serve did not start"
+    wait_for 20 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
     ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)
 
     cat >"$T/cairnd.conf" <<CONF
