@@ -31,6 +31,7 @@ struct cairn_sched {
     struct cairn_state_store *store;
     const struct cairn_runner *runner;
     const struct cairn_clock *clock;
+    struct cairn_metrics *metrics;
 
     pthread_mutex_t mu; /* state, gate, flags, counters below */
     pthread_cond_t cond;
@@ -507,6 +508,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     s->store = store;
     s->runner = runner;
     s->clock = clock;
+    s->metrics = m;
     s->last_save_at = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->store_mu, NULL);
@@ -732,6 +734,8 @@ void cairn_sched_free(struct cairn_sched *s)
 {
     if (s == NULL)
         return;
+    /* The registry may outlive us: stop it calling back into freed memory. */
+    cairn_metrics_on_collect(s->metrics, NULL, NULL);
     for (size_t i = 0; i < s->n; i++) {
         if (s->w[i].started) /* never started or already joined in the normal path */
             pthread_join(s->w[i].thread, NULL);
