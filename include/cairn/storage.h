@@ -100,7 +100,8 @@ CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap,
  * use). */
 CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st,
                                  struct cairn_err *err);
-/* Release sessions; st stays usable. */
+/* Release sessions (connections, credentials); st stays usable and re-creates them lazily.
+ * Call it between operations, not while another thread is using st. */
 CAIRN_API void cairn_storage_close(struct cairn_storage *st);
 CAIRN_API void cairn_storage_free(struct cairn_storage *st);
 CAIRN_API const char *cairn_storage_url(const struct cairn_storage *st);
@@ -296,11 +297,12 @@ struct cairn_prune_policy {
     unsigned keep_weekly; /* same per ISO week (UTC) */
 };
 
-/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. Rules: only
- * complete backups count for keep-*; the newest complete backup is always kept (so the only
- * one is too); incomplete backups sorting before the newest complete one are removed, newer
- * ones (possibly in progress) are kept; corrupt ones are kept (never delete what cannot be
- * read). With no complete backup nothing is removed. Returns the number to remove. */
+/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. "Newest" is
+ * by name (names sort by time); days and weeks come from the MANIFEST creation time (UTC).
+ * Rules: only complete backups count for keep-*; the newest complete backup is always kept
+ * (so the only one is too); incomplete backups sorting before the newest complete one are
+ * removed, newer ones (possibly in progress) are kept; corrupt ones are kept (never delete
+ * what cannot be read). With no complete backup nothing is removed. Returns the number to remove. */
 CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,
                                   const struct cairn_prune_policy *p, uint8_t *remove);
 

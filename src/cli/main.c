@@ -15,11 +15,23 @@ static int cmd_version(int argc, char **argv)
 
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_list(int argc, char **argv);   /* cmd_storage.c */
+int cmd_rm(int argc, char **argv);     /* cmd_storage.c */
+int cmd_verify(int argc, char **argv); /* cmd_storage.c */
+int cmd_prune(int argc, char **argv);  /* cmd_storage.c */
+int cmd_put(int argc, char **argv);    /* cmd_storage.c */
+int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
     {"backup", "back up an InfluxDB snapshot service or a local path", cmd_backup},
     {"restore", "restore an InfluxDB backup online (--to) or as files (--into)", cmd_restore},
+    {"list", "list backups in a storage location with their status", cmd_list},
+    {"rm", "remove one backup from a storage location", cmd_rm},
+    {"verify", "re-read a backup and check every file against its MANIFEST", cmd_verify},
+    {"prune", "remove old backups (--keep-last/--keep-daily/--keep-weekly)", cmd_prune},
+    {"put", "store a local file or directory as a backup (low level)", cmd_put},
+    {"get", "restore a backup made by 'put' into a directory", cmd_get},
 };
 
 static void usage(FILE *out)

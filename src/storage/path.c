@@ -165,7 +165,8 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
     }
     int rc = errno ? cairn_err_sys(err, 0, errno, "read directory '%s'", abs) : CAIRN_OK;
     closedir(d);
-    qsort(names, n, sizeof(*names), cmp_cstr);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_cstr);
     for (size_t i = 0; i < n; i++) {
         char *a = cairn_path_join(abs, names[i]);
         char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, names[i]) : cairn_xstrdup(names[i]);

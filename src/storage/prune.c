@@ -12,12 +12,12 @@ struct cand {
     const char *name;
 };
 
-/* Newest first: by creation time, then by name. */
+/* Newest first. Names sort by time (cairn_backup_name_now), and the list order is what users
+ * see and what decides which incomplete backups are old, so order by name, not by the
+ * MANIFEST's clock. */
 static int cmp_newest(const void *a, const void *b)
 {
     const struct cand *x = a, *y = b;
-    if (x->created != y->created)
-        return x->created < y->created ? 1 : -1;
     return -strcmp(x->name, y->name);
 }
 

@@ -282,7 +282,8 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
         cairn_err_wrap(err, "list backups in '%s'", st->url);
         goto out;
     }
-    qsort(nv.v, nv.n, sizeof(*nv.v), cmp_str);
+    if (nv.n > 1)
+        qsort(nv.v, nv.n, sizeof(*nv.v), cmp_str);
     out->items = cairn_xcalloc(nv.n ? nv.n : 1, sizeof(*out->items));
     for (size_t i = 0; i < nv.n; i++) {
         if (i > 0 && strcmp(nv.v[i], nv.v[i - 1]) == 0)

@@ -550,8 +550,9 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
         CURL *h = handle_get(s);
         struct curl_slist *hl = NULL;
         snprintf(hdrbuf, sizeof(hdrbuf), "x-amz-content-sha256: %s", sumhex);
+        /* Every header given here is signed by libcurl, so only ever add headers that are
+         * really sent (a removal like "Expect:" would be signed but not sent). */
         hl = curl_slist_append(hl, hdrbuf);
-        hl = curl_slist_append(hl, "Expect:");
         if (s->token != NULL) {
             char *t = cairn_xasprintf("x-amz-security-token: %s", s->token);
             hl = curl_slist_append(hl, t);

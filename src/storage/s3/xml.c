@@ -1,6 +1,7 @@
 /* Minimal S3 XML extraction; see xml.h. */
 #include "xml.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,17 +58,6 @@ int s3_xml_next(const char **pos, const char *end, const char *tag, struct xml_s
         p = q + 1; /* a longer tag with the same prefix, e.g. <KeyCount> for <Key> */
     }
     return 0;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static size_t put_utf8(uint32_t cp, char *out)
@@ -129,26 +119,17 @@ char *s3_xml_text(struct xml_span s)
         else if (elen == 4 && memcmp(e, "apos", 4) == 0)
             out[o++] = '\'';
         else if (elen >= 2 && e[0] == '#') {
-            uint32_t cp = 0;
             int hex = e[1] == 'x' || e[1] == 'X';
-            size_t k = hex ? 2 : 1;
-            if (k >= elen) {
+            const char *digits = e + (hex ? 2 : 1), *dend = e + elen;
+            char *stop = NULL;
+            unsigned long cp = 0;
+            if (digits < dend && isxdigit((unsigned char)*digits))
+                cp = strtoul(digits, &stop, hex ? 16 : 10); /* stops at ';' */
+            if (stop != dend || cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
                 free(out);
                 return NULL;
             }
-            for (; k < elen; k++) {
-                int v = hex ? hexval(e[k]) : (e[k] >= '0' && e[k] <= '9' ? e[k] - '0' : -1);
-                if (v < 0 || cp > 0x10ffff) {
-                    free(out);
-                    return NULL;
-                }
-                cp = cp * (hex ? 16u : 10u) + (uint32_t)v;
-            }
-            if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-                free(out);
-                return NULL;
-            }
-            o += put_utf8(cp, out + o);
+            o += put_utf8((uint32_t)cp, out + o);
         } else {
             free(out);
             return NULL;
