@@ -2,22 +2,14 @@
  * backup in backup storage. */
 #include <getopt.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cairn/backup.h"
 #include "cairn/log.h"
 #include "cli.h"
+#include "interrupt.h"
 #include "common/util.h"
-
-static volatile int g_cancel;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    g_cancel = 1;
-}
 
 static void backup_usage(FILE *out)
 {
@@ -37,11 +29,6 @@ static void backup_usage(FILE *out)
             "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
             "  --json       print a JSON summary on stdout\n\n%s",
             cli_exit_codes_help);
-}
-
-static void on_progress(void *ctx, const struct cairn_backup_progress *p)
-{
-    cli_progress_add(ctx, p->bytes);
 }
 
 int cmd_backup(int argc, char **argv)
@@ -92,12 +79,10 @@ int cmd_backup(int argc, char **argv)
     if (o.rp != NULL && o.db == NULL)
         return cli_usage("backup", "--rp needs --db");
 
-    signal(SIGINT, on_interrupt);
-    signal(SIGTERM, on_interrupt);
-    signal(SIGPIPE, SIG_IGN);
-    o.cancel = &g_cancel;
+    cli_catch_interrupts();
+    o.cancel = &cli_cancel;
     struct cli_progress *prog = cli_progress_new("backup", 0);
-    o.progress = on_progress;
+    o.progress = cli_backup_progress;
     o.progress_ctx = prog;
     struct cairn_backup_result res;
     struct cairn_err err = {0};

@@ -2,21 +2,13 @@
  * or offline into the legacy `influxd backup` layout that `influxd restore` reads. */
 #include <getopt.h>
 #include <jansson.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cairn/backup.h"
 #include "cli.h"
+#include "interrupt.h"
 #include "common/util.h"
-
-static volatile int g_cancel;
-
-static void on_interrupt(int sig)
-{
-    (void)sig;
-    g_cancel = 1;
-}
 
 static void restore_usage(FILE *out)
 {
@@ -34,11 +26,6 @@ static void restore_usage(FILE *out)
             "           (a backup of a local path is restored into DIR as it was)\n"
             "  --db     only this database; --rp only this retention policy (online)\n\n%s",
             cli_exit_codes_help);
-}
-
-static void on_progress(void *ctx, const struct cairn_backup_progress *p)
-{
-    cli_progress_add(ctx, p->bytes);
 }
 
 int cmd_restore(int argc, char **argv)
@@ -78,12 +65,10 @@ int cmd_restore(int argc, char **argv)
     if ((o.target == NULL) == (o.into_dir == NULL))
         return cli_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
 
-    signal(SIGINT, on_interrupt);
-    signal(SIGTERM, on_interrupt);
-    signal(SIGPIPE, SIG_IGN);
-    o.cancel = &g_cancel;
+    cli_catch_interrupts();
+    o.cancel = &cli_cancel;
     struct cli_progress *prog = cli_progress_new("restore", 0);
-    o.progress = on_progress;
+    o.progress = cli_backup_progress;
     o.progress_ctx = prog;
     struct cairn_restore_result res;
     struct cairn_err err = {0};

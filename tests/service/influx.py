@@ -223,26 +223,36 @@ class Cairnd:
         self.proc = None
 
 
-def probe(addr, payload, timeout=10):
-    """Send raw bytes, half-close, read to EOF."""
+def check(cond, msg):
+    if not cond:
+        print("FAIL: " + msg)
+        sys.exit(1)
+    print("ok: " + msg)
+
+
+def probe_port(addr, payload, timeout=10):
+    """Send raw bytes, half-close, read to EOF (a reset ends it too). Returns the bytes and
+    the local port, which the server's log names."""
     host, port = addr.rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=timeout)
-    s.sendall(payload)
-    try:
-        s.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+    local = s.getsockname()[1]
     out = b""
     try:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
         while True:
             b = s.recv(65536)
             if not b:
                 break
             out += b
-    except ConnectionResetError:
+    except OSError:
         pass
     s.close()
-    return out
+    return out, local
+
+
+def probe(addr, payload, timeout=10):
+    return probe_port(addr, payload, timeout)[0]
 
 
 def request(rtype, **kw):

@@ -18,14 +18,7 @@ import tarfile
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from influx import (Cairnd, Influxd, need_influxd, populate, probe, request, run)  # noqa: E402
-
-
-def check(cond, msg):
-    if not cond:
-        print("FAIL: " + msg)
-        sys.exit(1)
-    print("ok: " + msg)
+from influx import (Cairnd, Influxd, check, need_influxd, populate, probe, request, run)  # noqa: E402
 
 
 def tar_members(data):

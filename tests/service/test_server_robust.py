@@ -11,7 +11,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from influx import Cairnd, probe, request  # noqa: E402
+from influx import Cairnd, probe, probe_port, request  # noqa: E402
 
 failures = []
 
@@ -25,29 +25,6 @@ def check(cond, msg):
 def connect(addr):
     host, port = addr.rsplit(":", 1)
     return socket.create_connection((host, int(port)), timeout=10)
-
-
-def send_raw(addr, payload, half_close=True):
-    """Returns (reply bytes, local port)."""
-    s = connect(addr)
-    port = s.getsockname()[1]
-    try:
-        s.sendall(payload)
-        if half_close:
-            s.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except OSError:
-        pass
-    s.close()
-    return out, port
 
 
 def wait_log(path, needle, timeout=5):
@@ -101,7 +78,7 @@ def main():
              "shard not found: 77"),
         ]
         for name, payload, needle in cases:
-            out, port = send_raw(c.addr, payload)
+            out, port = probe_port(c.addr, payload)
             if name == "garbage blob":
                 check(out == bytes.fromhex("0000000059590101") + bytes(8),
                       name + ": empty ID map, as influxd")
