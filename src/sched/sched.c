@@ -468,7 +468,7 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
     D(existing, "cairn_backups_already_complete_total", CAIRN_COUNTER,
       "Runs skipped because their backup already existed complete (idempotent re-runs).",
       "schedule");
-    D(bytes, "cairn_backup_bytes_total", CAIRN_COUNTER, "Bytes written by completed backups.",
+    D(bytes, "cairn_backup_bytes_total", CAIRN_COUNTER, "Logical bytes (before compression) stored by completed backups.",
       "schedule");
     D(duration, "cairn_backup_duration_seconds", CAIRN_HISTOGRAM,
       "Wall time of completed backups.", "schedule");
