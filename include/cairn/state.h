@@ -32,9 +32,9 @@
 #include "cairn/err.h"
 
 #define CAIRN_STATE_ENVELOPE_VERSION 1
-#define CAIRN_STATE_PAYLOAD_VERSION 1 /* newest payload this build reads and writes */
-#define CAIRN_STATE_PAYLOAD_MAX (16u << 20)
-#define CAIRN_STATE_NAME_MAX 100      /* schedule names: [A-Za-z0-9._-], 1..100 bytes */
+#define CAIRN_STATE_PAYLOAD_VERSION  1 /* newest payload this build reads and writes */
+#define CAIRN_STATE_PAYLOAD_MAX      (16u << 20)
+#define CAIRN_STATE_NAME_MAX         100 /* schedule names: [A-Za-z0-9._-], 1..100 bytes */
 
 struct cairn_state;
 
@@ -71,16 +71,16 @@ CAIRN_API int cairn_state_decode(const uint8_t *buf, size_t len, struct cairn_st
 struct cairn_state_store;
 
 struct cairn_state_load_report {
-    int found;           /* a good snapshot was loaded */
-    unsigned rows;       /* rows looked at */
-    unsigned skipped;    /* corrupt rows skipped (newest first) before the good one */
-    int64_t row_id;      /* id of the row loaded */
-    int64_t created_at;  /* its creation time (Unix seconds, the writer's clock) */
+    int found;          /* a good snapshot was loaded */
+    unsigned rows;      /* rows looked at */
+    unsigned skipped;   /* corrupt rows skipped (newest first) before the good one */
+    int64_t row_id;     /* id of the row loaded */
+    int64_t created_at; /* its creation time (Unix seconds, the writer's clock) */
     unsigned payload_version;
 };
 
-CAIRN_API int cairn_state_store_open(const char *url, unsigned keep,
-                                     struct cairn_state_store **out, struct cairn_err *err);
+CAIRN_API int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
+                                     struct cairn_err *err);
 CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
 CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
 /* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all

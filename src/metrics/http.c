@@ -65,8 +65,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 }
 
 int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_health_fn health,
-                        void *health_ctx, struct cairn_metrics_server **out,
-                        struct cairn_err *err)
+                        void *health_ctx, struct cairn_metrics_server **out, struct cairn_err *err)
 {
     *out = NULL;
     char host[256];
@@ -95,10 +94,10 @@ int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_healt
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    s->d =
+        MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)32, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (s->d == NULL) {
         free(s);

@@ -39,8 +39,7 @@ char *cairn_metrics_render(struct cairn_metrics *m);
 typedef int (*cairn_health_fn)(void *ctx, char *body, size_t cap);
 struct cairn_metrics_server;
 int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_health_fn health,
-                        void *health_ctx, struct cairn_metrics_server **out,
-                        struct cairn_err *err);
+                        void *health_ctx, struct cairn_metrics_server **out, struct cairn_err *err);
 /* The port actually bound. */
 unsigned cairn_metrics_server_port(const struct cairn_metrics_server *s);
 void cairn_metrics_server_stop(struct cairn_metrics_server *s);

@@ -114,10 +114,11 @@ static void set_str(char **dst, const char *v)
 }
 
 static const char *const k_daemon_keys[] = {
-    "state", "state-dir", "state-keep", "snapshot-interval", "metrics-listen", "log-format",
-    "log-level", "catch-up-max", "catch-up-rate", "max-concurrent", "shutdown-timeout", NULL};
-static const char *const k_schedule_keys[] = {"source", "to", "every", "cron", "keep-last",
-                                              "keep-daily", "keep-weekly", "catch-up", NULL};
+    "state",          "state-dir",      "state-keep",       "snapshot-interval",
+    "metrics-listen", "log-format",     "log-level",        "catch-up-max",
+    "catch-up-rate",  "max-concurrent", "shutdown-timeout", NULL};
+static const char *const k_schedule_keys[] = {
+    "source", "to", "every", "cron", "keep-last", "keep-daily", "keep-weekly", "catch-up", NULL};
 
 static int key_index(const char *const *keys, const char *k)
 {
@@ -132,8 +133,12 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
     struct cairn_config *c = p->c;
     unsigned u;
     switch (idx) {
-    case 0: set_str(&c->state_url, v); return CAIRN_OK;
-    case 1: set_str(&c->state_dir, v); return CAIRN_OK;
+    case 0:
+        set_str(&c->state_url, v);
+        return CAIRN_OK;
+    case 1:
+        set_str(&c->state_dir, v);
+        return CAIRN_OK;
     case 2:
         if (parse_uint(v, 100000, &u) != 0 || u == 0)
             return bad(p, "%s = '%s': expected a count from 1 to 100000", k, v);
@@ -190,8 +195,12 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
     struct cairn_err cerr;
     unsigned *keep = NULL;
     switch (idx) {
-    case 0: set_str(&s->source, v); return CAIRN_OK;
-    case 1: set_str(&s->to, v); return CAIRN_OK;
+    case 0:
+        set_str(&s->source, v);
+        return CAIRN_OK;
+    case 1:
+        set_str(&s->to, v);
+        return CAIRN_OK;
     case 2:
         if (cairn_parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
             return bad(p, "%s = '%s': expected an interval such as 30s, 15m, 1h, 1d", k, v);
@@ -204,9 +213,15 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
         s->timing.is_cron = 1;
         set_str(&s->timing_text, v);
         return CAIRN_OK;
-    case 4: keep = &s->keep_last; break;
-    case 5: keep = &s->keep_daily; break;
-    case 6: keep = &s->keep_weekly; break;
+    case 4:
+        keep = &s->keep_last;
+        break;
+    case 5:
+        keep = &s->keep_daily;
+        break;
+    case 6:
+        keep = &s->keep_weekly;
+        break;
     default:
         if (strcmp(v, "all") == 0)
             s->catchup = CAIRN_CATCHUP_ALL;
@@ -228,8 +243,8 @@ static int finish_schedule(struct parser *p)
     struct cairn_schedule_cfg *s = p->sc;
     if (s == NULL)
         return CAIRN_OK;
-    const char *missing = s->source == NULL  ? "source"
-                          : s->to == NULL    ? "to"
+    const char *missing = s->source == NULL        ? "source"
+                          : s->to == NULL          ? "to"
                           : s->timing_text == NULL ? "every or cron"
                           : !(p->seen & (1u << 4)) ? "keep-last"
                                                    : NULL;
@@ -238,8 +253,8 @@ static int finish_schedule(struct parser *p)
                              s->line, s->name, missing);
     if (s->keep_last == 0)
         return cairn_err_set(p->err, CAIRN_E_INVALID,
-                             "%s:%d: [schedule %s]: keep-last must be at least 1", p->path,
-                             s->line, s->name);
+                             "%s:%d: [schedule %s]: keep-last must be at least 1", p->path, s->line,
+                             s->name);
     return CAIRN_OK;
 }
 
@@ -301,7 +316,8 @@ static int line(struct parser *p, char *s)
     p->seen |= 1u << idx;
     if (*v == '\0')
         return bad(p, "'%s' has an empty value", k);
-    if (!p->in_daemon && ((idx == 2 && (p->seen & (1u << 3))) || (idx == 3 && (p->seen & (1u << 2)))))
+    if (!p->in_daemon &&
+        ((idx == 2 && (p->seen & (1u << 3))) || (idx == 3 && (p->seen & (1u << 2)))))
         return bad(p, "use either every or cron, not both");
     return p->in_daemon ? daemon_key(p, idx, k, v) : schedule_key(p, idx, k, v);
 }

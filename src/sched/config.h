@@ -23,27 +23,27 @@ enum cairn_catchup_policy {
 
 struct cairn_schedule_cfg {
     char *name;
-    char *source;    /* "HOST:PORT" or a local path */
-    char *to;        /* storage URL */
+    char *source; /* "HOST:PORT" or a local path */
+    char *to;     /* storage URL */
     char *timing_text;
     struct cairn_timing timing;
     unsigned keep_last, keep_daily, keep_weekly; /* 0 = rule off; keep-last is required */
     enum cairn_catchup_policy catchup;
-    int line;        /* where the section starts, for messages */
+    int line; /* where the section starts, for messages */
 };
 
 struct cairn_config {
-    char *path;           /* file it came from (for messages) */
-    char *state_dir;      /* default /var/lib/cairnd */
-    char *state_url;      /* default sqlite:<state_dir>/state.db */
-    unsigned state_keep;  /* snapshots kept in the database, default 10 */
+    char *path;                /* file it came from (for messages) */
+    char *state_dir;           /* default /var/lib/cairnd */
+    char *state_url;           /* default sqlite:<state_dir>/state.db */
+    unsigned state_keep;       /* snapshots kept in the database, default 10 */
     int64_t snapshot_interval; /* periodic save, default 30 s */
-    char *metrics_listen; /* "HOST:PORT"; NULL = off; default 127.0.0.1:9469 */
+    char *metrics_listen;      /* "HOST:PORT"; NULL = off; default 127.0.0.1:9469 */
     int log_json;
-    int log_level;        /* enum cairn_log_level, default info */
-    unsigned catchup_max; /* per schedule and boot, default 24 */
-    double catchup_rate;  /* catch-up runs started per second, default 1 */
-    unsigned max_concurrent; /* backups running at once, default 2 */
+    int log_level;            /* enum cairn_log_level, default info */
+    unsigned catchup_max;     /* per schedule and boot, default 24 */
+    double catchup_rate;      /* catch-up runs started per second, default 1 */
+    unsigned max_concurrent;  /* backups running at once, default 2 */
     int64_t shutdown_timeout; /* wait for in-flight backups on SIGTERM, default 60 s */
     struct cairn_schedule_cfg *schedules;
     size_t n_schedules;

@@ -18,11 +18,8 @@ static const char *const k_months[] = {"jan", "feb", "mar", "apr", "may", "jun",
 static const char *const k_days[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
 
 static const struct field k_fields[5] = {
-    {"minute", 0, 59, NULL},
-    {"hour", 0, 23, NULL},
-    {"day of month", 1, 31, NULL},
-    {"month", 1, 12, k_months},
-    {"day of week", 0, 7, k_days},
+    {"minute", 0, 59, NULL},    {"hour", 0, 23, NULL},         {"day of month", 1, 31, NULL},
+    {"month", 1, 12, k_months}, {"day of week", 0, 7, k_days},
 };
 
 /* A number or a name; advances *p. Returns 0 or -1. */
@@ -52,8 +49,7 @@ static int parse_value(const struct field *f, const char **p, int *out)
     return -1;
 }
 
-static int parse_field(int idx, const char *text, uint64_t *bits, int *star,
-                       struct cairn_err *err)
+static int parse_field(int idx, const char *text, uint64_t *bits, int *star, struct cairn_err *err)
 {
     const struct field *f = &k_fields[idx];
     *bits = 0;
@@ -233,13 +229,31 @@ int cairn_parse_duration(const char *s, int64_t *sec)
         }
         int64_t mult;
         switch (*s) {
-        case '\0': mult = 1; break;
-        case 's': mult = 1; s++; break;
-        case 'm': mult = 60; s++; break;
-        case 'h': mult = 3600; s++; break;
-        case 'd': mult = 86400; s++; break;
-        case 'w': mult = 7 * 86400; s++; break;
-        default: return -1;
+        case '\0':
+            mult = 1;
+            break;
+        case 's':
+            mult = 1;
+            s++;
+            break;
+        case 'm':
+            mult = 60;
+            s++;
+            break;
+        case 'h':
+            mult = 3600;
+            s++;
+            break;
+        case 'd':
+            mult = 86400;
+            s++;
+            break;
+        case 'w':
+            mult = 7 * 86400;
+            s++;
+            break;
+        default:
+            return -1;
         }
         total += v * mult;
         if (total > 100LL * 365 * 86400)

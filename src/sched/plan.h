@@ -9,10 +9,10 @@
 
 /* The scheduled instants in (last, now] of one schedule, split by policy and cap. */
 struct cairn_plan {
-    int64_t *runs;          /* to run, oldest first */
+    int64_t *runs; /* to run, oldest first */
     size_t n;
-    uint64_t skipped;       /* older instants dropped by the policy or the cap */
-    int64_t skipped_until;  /* newest dropped instant (valid when skipped > 0) */
+    uint64_t skipped;      /* older instants dropped by the policy or the cap */
+    int64_t skipped_until; /* newest dropped instant (valid when skipped > 0) */
 };
 
 /* cap bounds the runs kept (the newest ones); CAIRN_CATCHUP_LATEST keeps one, _NONE none. */

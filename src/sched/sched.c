@@ -55,8 +55,8 @@ struct cairn_sched {
 
     struct {
         struct cairn_metric *save_errors, *creation_errors, *saves, *load_fallbacks, *age,
-            *last_save, *started, *succeeded, *failed, *existing, *bytes, *duration,
-            *last_success, *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight;
+            *last_save, *started, *succeeded, *failed, *existing, *bytes, *duration, *last_success,
+            *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight;
     } m;
 };
 
@@ -213,8 +213,7 @@ int cairn_sched_health(void *ctx, char *body, size_t cap)
         snprintf(body, cap, "shutting down\n");
     } else if (s->last_save_failed) {
         status = 503;
-        snprintf(body, cap, "degraded: last state snapshot save failed: %s\n",
-                 s->last_save_error);
+        snprintf(body, cap, "degraded: last state snapshot save failed: %s\n", s->last_save_error);
     } else {
         snprintf(body, cap, "ok\n%u backups running, %u schedules catching up\n", s->running,
                  s->booting);
@@ -296,8 +295,8 @@ static int execute(struct worker *w, int64_t at, int catchup)
     int complete = 0;
     int rc = s->runner->check(s->runner->ctx, &run, &complete, &err);
     if (rc != CAIRN_OK) {
-        cairn_warn("sched", "schedule %s: checking for backup %s failed: %s; running it",
-                   sn, run.name, err.msg);
+        cairn_warn("sched", "schedule %s: checking for backup %s failed: %s; running it", sn,
+                   run.name, err.msg);
         complete = 0;
     }
     if (complete) {
@@ -334,8 +333,10 @@ static int execute(struct worker *w, int64_t at, int catchup)
                 cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
             }
         } else if (rc == CAIRN_E_CANCELLED) {
-            cairn_warn("sched", "schedule %s: backup %s aborted by shutdown; it runs again after "
-                       "restart", sn, run.name);
+            cairn_warn("sched",
+                       "schedule %s: backup %s aborted by shutdown; it runs again after "
+                       "restart",
+                       sn, run.name);
         } else {
             cairn_metric_add(s->m.failed, sn, 1);
             cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run.name,
@@ -462,16 +463,15 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
     D(last_save, "cairn_snapshot_last_save_timestamp_seconds", CAIRN_GAUGE,
       "Unix time of the last saved state snapshot.", NULL);
     D(started, "cairn_backups_started_total", CAIRN_COUNTER, "Backups started.", "schedule");
-    D(succeeded, "cairn_backups_succeeded_total", CAIRN_COUNTER, "Backups completed.",
-      "schedule");
+    D(succeeded, "cairn_backups_succeeded_total", CAIRN_COUNTER, "Backups completed.", "schedule");
     D(failed, "cairn_backups_failed_total", CAIRN_COUNTER, "Backups that failed.", "schedule");
     D(existing, "cairn_backups_already_complete_total", CAIRN_COUNTER,
       "Runs skipped because their backup already existed complete (idempotent re-runs).",
       "schedule");
-    D(bytes, "cairn_backup_bytes_total", CAIRN_COUNTER, "Logical bytes (before compression) stored by completed backups.",
+    D(bytes, "cairn_backup_bytes_total", CAIRN_COUNTER,
+      "Logical bytes (before compression) stored by completed backups.", "schedule");
+    D(duration, "cairn_backup_duration_seconds", CAIRN_HISTOGRAM, "Wall time of completed backups.",
       "schedule");
-    D(duration, "cairn_backup_duration_seconds", CAIRN_HISTOGRAM,
-      "Wall time of completed backups.", "schedule");
     D(last_success, "cairn_backup_last_success_timestamp_seconds", CAIRN_GAUGE,
       "Unix time the last backup of the schedule completed.", "schedule");
     D(catchup_runs, "cairn_catchup_runs_total", CAIRN_COUNTER,
@@ -489,9 +489,9 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
                                          s->m.load_fallbacks, s->m.in_flight};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         cairn_metric_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,      s->m.succeeded,       s->m.failed,
-                                  s->m.existing,     s->m.bytes,           s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,       s->m.prune_errors};
+    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
+                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
+                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             cairn_metric_add(per[i], s->cfg->schedules[j].name, 0);
@@ -534,8 +534,8 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
         char when[40];
         fmt_time(rep.created_at, when, sizeof(when));
         cairn_info("sched", "loaded state snapshot %lld from %s (%s, payload v%u, %zu schedules%s)",
-                   (long long)rep.row_id, when, cairn_state_store_kind(store),
-                   rep.payload_version, cairn_state_count(loaded),
+                   (long long)rep.row_id, when, cairn_state_store_kind(store), rep.payload_version,
+                   cairn_state_count(loaded),
                    rep.skipped ? ", after skipping corrupt newer rows" : "");
         s->last_save_at = rep.created_at;
     } else {
@@ -548,8 +548,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
         for (size_t j = 0; j < cfg->n_schedules; j++)
             known |= strcmp(cfg->schedules[j].name, name) == 0;
         if (!known)
-            cairn_info("sched", "forgetting the state of schedule %s (no longer configured)",
-                       name);
+            cairn_info("sched", "forgetting the state of schedule %s (no longer configured)", name);
     }
 
     s->boot_now = now_of(s);
@@ -587,9 +586,9 @@ void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json)
         const struct worker *w = &s->w[i];
         char last[40], next[40];
         fmt_time(w->boot_last, last, sizeof(last));
-        int64_t after = w->boot_plan.n ? w->boot_plan.runs[w->boot_plan.n - 1]
-                                       : w->boot_plan.skipped ? w->boot_plan.skipped_until
-                                                              : w->boot_last;
+        int64_t after = w->boot_plan.n         ? w->boot_plan.runs[w->boot_plan.n - 1]
+                        : w->boot_plan.skipped ? w->boot_plan.skipped_until
+                                               : w->boot_last;
         fmt_time(cairn_timing_next(&w->cfg->timing, after), next, sizeof(next));
         json_t *runs = json ? json_array() : NULL;
         if (!json)
@@ -606,11 +605,11 @@ void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json)
                 fprintf(out, "  catch-up %s -> %s\n", at, name);
         }
         if (json)
-            json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:s, s:b, s:o, s:I, s:s}", "schedule", w->cfg->name,
-                               "timing", w->cfg->timing_text, "last", last, "new", !w->had_entry,
-                               "catchup", runs, "skipped", (json_int_t)w->boot_plan.skipped,
-                               "next", next));
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:s, s:s, s:b, s:o, s:I, s:s}", "schedule",
+                                            w->cfg->name, "timing", w->cfg->timing_text, "last",
+                                            last, "new", !w->had_entry, "catchup", runs, "skipped",
+                                            (json_int_t)w->boot_plan.skipped, "next", next));
     }
     if (json) {
         json_object_set_new(root, "now", json_string(now));

@@ -63,8 +63,7 @@ struct cairn_runner {
     int (*run)(void *ctx, const struct cairn_run *run, const volatile int *cancel,
                struct cairn_run_result *res, struct cairn_err *err);
     /* Apply the schedule's keep-* rules after a successful backup. */
-    int (*prune)(void *ctx, const struct cairn_run *run, unsigned *removed,
-                 struct cairn_err *err);
+    int (*prune)(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err);
 };
 
 struct cairn_sched;

@@ -56,8 +56,7 @@ static int pg_exec(struct cairn_state_store *s, const char *sql, struct cairn_er
         return rc;
     PGresult *r = PQexec(s->db, sql);
     ExecStatusType st = PQresultStatus(r);
-    rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? CAIRN_OK
-                                                            : pg_fail(s->db, r, sql, err);
+    rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? CAIRN_OK : pg_fail(s->db, r, sql, err);
     PQclear(r);
     return rc;
 }
@@ -113,8 +112,8 @@ static int64_t be64(const char *p)
     return (int64_t)v;
 }
 
-static int pg_rows(struct cairn_state_store *s, unsigned limit, struct state_row **rows,
-                   size_t *n, struct cairn_err *err)
+static int pg_rows(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
+                   struct cairn_err *err)
 {
     *rows = NULL;
     *n = 0;

@@ -23,17 +23,28 @@ static int sq_err(sqlite3 *db, int rc, const char *what, struct cairn_err *err)
 {
     int code;
     switch (rc & 0xff) {
-    case SQLITE_FULL: code = CAIRN_E_NOSPACE; break;
+    case SQLITE_FULL:
+        code = CAIRN_E_NOSPACE;
+        break;
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_AUTH: code = CAIRN_E_PERM; break;
+    case SQLITE_AUTH:
+        code = CAIRN_E_PERM;
+        break;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: code = CAIRN_E_CORRUPT; break;
+    case SQLITE_NOTADB:
+        code = CAIRN_E_CORRUPT;
+        break;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: code = CAIRN_E_TIMEOUT; break;
-    default: code = CAIRN_E_IO; break;
+    case SQLITE_LOCKED:
+        code = CAIRN_E_TIMEOUT;
+        break;
+    default:
+        code = CAIRN_E_IO;
+        break;
     }
-    return cairn_err_set(err, code, "sqlite %s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    return cairn_err_set(err, code, "sqlite %s: %s", what,
+                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 }
 
 static int sq_exec(struct cairn_state_store *s, const char *sql, struct cairn_err *err)
@@ -85,8 +96,8 @@ static int sq_insert(struct cairn_state_store *s, int64_t created_at, unsigned p
     return rc;
 }
 
-static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row **rows,
-                   size_t *n, struct cairn_err *err)
+static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
+                   struct cairn_err *err)
 {
     *rows = NULL;
     *n = 0;
@@ -147,9 +158,8 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
     if (*path == '\0')
         return cairn_err_set(err, CAIRN_E_INVALID, "empty SQLite state path");
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(path, &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK) {
         int code = sq_err(db, rc, "open", err);
         cairn_err_wrap(err, "state database '%s'", path);

@@ -98,8 +98,7 @@ int cairn_state_get(const struct cairn_state *st, const char *name, int64_t *sec
     return found;
 }
 
-int cairn_state_update(struct cairn_state *st, const char *name, int64_t sec,
-                       struct cairn_err *err)
+int cairn_state_update(struct cairn_state *st, const char *name, int64_t sec, struct cairn_err *err)
 {
     if (!cairn_state_name_valid(name))
         return cairn_err_set(err, CAIRN_E_INVALID,
@@ -247,8 +246,8 @@ static int decode_v1(const uint8_t *p, size_t len, struct cairn_state *st, struc
 /* One decoder per released payload version, indexed by version. A future v2 adds a
  * decode_v2 here and keeps decode_v1, upgrading old entries in memory. */
 static int (*const k_decoders[CAIRN_STATE_PAYLOAD_VERSION + 1])(const uint8_t *, size_t,
-                                                                 struct cairn_state *,
-                                                                 struct cairn_err *) = {
+                                                                struct cairn_state *,
+                                                                struct cairn_err *) = {
     [1] = decode_v1,
 };
 

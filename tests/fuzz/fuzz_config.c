@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         return 0;
     }
-    if (c->n_schedules == 0 || c->state_url == NULL || c->state_keep == 0 ||
-        c->max_concurrent == 0)
+    if (c->n_schedules == 0 || c->state_url == NULL || c->state_keep == 0 || c->max_concurrent == 0)
         abort();
     for (size_t i = 0; i < c->n_schedules; i++) {
         const struct cairn_schedule_cfg *s = &c->schedules[i];

@@ -10,13 +10,13 @@
 TEST(render_exposition_format)
 {
     struct cairn_metrics *m = cairn_metrics_new();
-    struct cairn_metric *c = cairn_metrics_declare(m, "x_total", CAIRN_COUNTER, "Things.", NULL,
-                                                   NULL, 0);
-    struct cairn_metric *g = cairn_metrics_declare(m, "y_seconds", CAIRN_GAUGE, "Age.",
-                                                   "schedule", NULL, 0);
+    struct cairn_metric *c =
+        cairn_metrics_declare(m, "x_total", CAIRN_COUNTER, "Things.", NULL, NULL, 0);
+    struct cairn_metric *g =
+        cairn_metrics_declare(m, "y_seconds", CAIRN_GAUGE, "Age.", "schedule", NULL, 0);
     const double b[] = {1, 10};
-    struct cairn_metric *h = cairn_metrics_declare(m, "d_seconds", CAIRN_HISTOGRAM, "Durations.",
-                                                   "schedule", b, 2);
+    struct cairn_metric *h =
+        cairn_metrics_declare(m, "d_seconds", CAIRN_HISTOGRAM, "Durations.", "schedule", b, 2);
     cairn_metric_add(c, NULL, 2);
     cairn_metric_set(g, "a\"b", 1.5);
     cairn_metric_observe(h, "s", 0.5);

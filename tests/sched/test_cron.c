@@ -167,8 +167,7 @@ TEST(catchup_cap_keeps_newest_and_policies)
         CHECK(pl.n == 5 && pl.runs[0] == ts("2026-01-07T23:20:00Z") &&
               pl.runs[4] == ts("2026-01-08T00:00:00Z"));
         cairn_plan_free(&pl);
-        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_LATEST, 5,
-             &pl);
+        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_LATEST, 5, &pl);
         CHECK(pl.n == 1 && pl.runs[0] == ts("2026-01-01T01:00:00Z"));
         CHECK_EQ_INT(pl.skipped, 5);
         CHECK_EQ_INT(pl.skipped_until, ts("2026-01-01T00:50:00Z"));
@@ -262,19 +261,21 @@ static void config_err(const char *text, const char *want)
     struct cairn_err err;
     int rc = cairn_config_parse(text, strlen(text), "bad.conf", &c, &err);
     if (rc != CAIRN_E_INVALID || strstr(err.msg, want) == NULL)
-        test_fail(__FILE__, __LINE__, "config %s: got '%s', want '%s'", text,
-                  rc ? err.msg : "ok", want);
+        test_fail(__FILE__, __LINE__, "config %s: got '%s', want '%s'", text, rc ? err.msg : "ok",
+                  want);
     cairn_config_free(c);
 }
 
 TEST(config_errors_name_file_and_line)
 {
-    config_err("[schedule a]\nsource=/x\nto=file:///y\nevery=5m\n", "bad.conf:1: [schedule a] needs keep-last");
+    config_err("[schedule a]\nsource=/x\nto=file:///y\nevery=5m\n",
+               "bad.conf:1: [schedule a] needs keep-last");
     config_err("[schedule a]\nsource=/x\nevery=5m\nkeep-last=1\n", "needs to");
     config_err("[schedule a]\nsource=/x\nto=y\nkeep-last=1\n", "needs every or cron");
     config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\ncron=* * * * *\nkeep-last=1\n",
                "bad.conf:5: use either every or cron");
-    config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\nkeep-last=0\n", "keep-last must be at least 1");
+    config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\nkeep-last=0\n",
+               "keep-last must be at least 1");
     config_err("[schedule a]\nsource=/x\nto=y\ncron=61 * * * *\nkeep-last=1\n",
                "bad.conf:4: cron minute field '61'");
     config_err("[schedule a]\nbogus=1\n", "bad.conf:2: unknown key 'bogus' in [schedule]");

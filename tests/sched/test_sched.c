@@ -39,9 +39,9 @@ struct recorder {
     char names[256][CAIRN_RUN_NAME_MAX];
     int catchup[256];
     int n;
-    const char *fail_schedule;   /* runs of this schedule fail */
-    const char *complete_name;   /* check() reports this one as complete */
-    int block_until_cancel;      /* run() waits for the cancel flag */
+    const char *fail_schedule; /* runs of this schedule fail */
+    const char *complete_name; /* check() reports this one as complete */
+    int block_until_cancel;    /* run() waits for the cancel flag */
     int pruned;
 };
 
@@ -378,8 +378,7 @@ TEST(shutdown_cancels_stuck_backup_without_advancing)
     fx_boot(&f);
     pthread_create(&t, NULL, waiter, &f);
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
-    CHECK_EQ_STR(f.rec.names[0][17] == 'a' ? f.rec.names[0] : f.rec.names[1],
-                 "20260101T110000Z-a");
+    CHECK_EQ_STR(f.rec.names[0][17] == 'a' ? f.rec.names[0] : f.rec.names[1], "20260101T110000Z-a");
     cairn_sched_stop(f.s);
     pthread_join(t, NULL);
     cairn_sched_free(f.s);

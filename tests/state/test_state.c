@@ -201,14 +201,12 @@ TEST(corruption_is_not_a_version_problem)
     /* A sealed but malformed payload: duplicate order. */
     g[16 + 4 + 2] = 'z'; /* "daily" -> "zaily" sorts after "hourly" */
     reseal(g, len);
-    CHECK_ERR(cairn_state_decode(g, len, &st, NULL, &err), CAIRN_E_CORRUPT, &err,
-              "out of order");
+    CHECK_ERR(cairn_state_decode(g, len, &st, NULL, &err), CAIRN_E_CORRUPT, &err, "out of order");
     /* A huge count is refused before allocating. */
     g[16 + 4 + 2] = 'd';
     g[16 + 3] = 0x7f;
     reseal(g, len);
-    CHECK_ERR(cairn_state_decode(g, len, &st, NULL, &err), CAIRN_E_CORRUPT, &err,
-              "cannot fit");
+    CHECK_ERR(cairn_state_decode(g, len, &st, NULL, &err), CAIRN_E_CORRUPT, &err, "cannot fit");
     free(g);
 }
 

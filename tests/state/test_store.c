@@ -156,7 +156,8 @@ TEST(newer_row_version_is_refused_not_skipped)
     char hex[512];
     cairn_hex_encode(buf, len, hex);
     char *sql = cairn_xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
-                                " snapshot) VALUES (1, 9, x'%s')", hex);
+                                " snapshot) VALUES (1, 9, x'%s')",
+                                hex);
     sql_exec(path, sql);
     struct cairn_state_load_report rep;
     struct cairn_state *got = NULL;
@@ -193,7 +194,8 @@ TEST(schema_migrates_from_v1_and_refuses_newer)
     char hex[1024];
     cairn_hex_encode(g, glen, hex);
     char *sql = cairn_xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
-                                " snapshot) VALUES (5, 1, x'%s')", hex);
+                                " snapshot) VALUES (5, 1, x'%s')",
+                                hex);
     sql_exec(path, sql);
     struct cairn_state_store *s = NULL;
     CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
