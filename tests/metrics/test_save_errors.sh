@@ -4,30 +4,8 @@
 # counters keep moving, /healthz reports the degradation and the final save failure is the
 # exit status.
 set -euo pipefail
-B=${CAIRN_BIN:?CAIRN_BIN not set}
-T=$(mktemp -d /tmp/cairn-metrics-XXXXXX)
-RUN_PID=""
-cleanup() {
-    local rc=$?
-    [ -n "$RUN_PID" ] && kill -9 "$RUN_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    if [ $rc -eq 0 ]; then rm -rf "$T"; else echo "(kept $T)"; tail -n 30 "$T/run.log" || true; fi
-    exit $rc
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-wait_for() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do [ $SECONDS -lt $end ] || return 1; sleep 0.1; done
-}
-set_clock() { echo "$1" >"$T/clock.tmp" && mv "$T/clock.tmp" "$T/clock"; }
+source "$(dirname "$0")/../sched/cairnd_lib.sh"
 scrape() { curl -fsS "http://127.0.0.1:$MPORT/metrics"; }
-metric() {
-    local key=$1
-    [ $# -gt 1 ] && key="$1{schedule=\"$2\"}"
-    scrape | awk -v k="$key" '$1 == k { print $2 }'
-}
-metric_is() { [ "$(metric "${@:2}")" = "$1" ]; }
 
 mkdir -p "$T/src/sub" "$T/state" "$T/backups"
 echo "hello" >"$T/src/a.txt"
@@ -46,10 +24,7 @@ cron = */15 * * * *
 keep-last = 2
 CONF
 set_clock 2026-03-01T09:50:00Z
-"$B/cairnd" run --config "$T/cairnd.conf" --fake-clock "$T/clock" >"$T/run.log" 2>&1 &
-RUN_PID=$!
-wait_for 20 grep -qs "metrics on http://" "$T/run.log" || fail "cairnd did not start: $(cat "$T/run.log")"
-MPORT=$(sed -n 's/.*metrics on http:\/\/127.0.0.1:\([0-9]*\)\/metrics.*/\1/p' "$T/run.log" | head -n 1)
+start_run "$T/run.log"
 # JSON log lines.
 head -n 1 "$T/run.log" | python3 -c 'import json,sys; json.loads(sys.stdin.readline())' || fail "log is not JSON lines"
 

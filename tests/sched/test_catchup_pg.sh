@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cairnd killed (SIGKILL) and restarted after missing three runs performs exactly those three,
 # with the state in a real PostgreSQL server started here on loopback.
-source "$(dirname "$0")/catchup_lib.sh"
+source "$(dirname "$0")/cairnd_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"
 extra_cleanup() { pg_stop; }
 pg_start

@@ -125,6 +125,8 @@ struct fixture {
     struct cairn_runner runner;
     struct recorder rec;
     struct cairn_sched *s;
+    pthread_t waiter;
+    int has_waiter;
 };
 
 static void fx_open(struct fixture *f, const char *extra, const char *db)
@@ -154,20 +156,6 @@ static int fx_boot(struct fixture *f)
     return rc;
 }
 
-static void fx_close(struct fixture *f)
-{
-    struct cairn_err err;
-    if (f->s) {
-        cairn_sched_stop(f->s);
-        CHECK_OK(cairn_sched_wait(f->s, &err), &err);
-        cairn_sched_free(f->s);
-    }
-    cairn_metrics_free(f->m);
-    cairn_state_store_close(f->store);
-    cairn_config_free(f->cfg);
-    pthread_mutex_destroy(&f->rec.mu);
-}
-
 /* Start the scheduler loop in a thread, as cairnd's main thread would. */
 static void *waiter(void *arg)
 {
@@ -175,6 +163,47 @@ static void *waiter(void *arg)
     struct cairn_err err;
     cairn_sched_wait(f->s, &err);
     return NULL;
+}
+
+static void fx_run(struct fixture *f)
+{
+    if (fx_boot(f) == CAIRN_OK) {
+        pthread_create(&f->waiter, NULL, waiter, f);
+        f->has_waiter = 1;
+    }
+}
+
+/* Stop (as SIGTERM would) and free the scheduler; the store and recorder stay. */
+static void fx_halt(struct fixture *f)
+{
+    struct cairn_err err;
+    if (f->s == NULL)
+        return;
+    cairn_sched_stop(f->s);
+    if (f->has_waiter)
+        pthread_join(f->waiter, NULL);
+    else
+        CHECK_OK(cairn_sched_wait(f->s, &err), &err);
+    f->has_waiter = 0;
+    cairn_sched_free(f->s);
+    f->s = NULL;
+}
+
+/* Boot once at `when` and stop: the schedules get their baseline in the store. */
+static void fx_baseline(struct fixture *f, const char *when)
+{
+    set_now(when);
+    if (fx_boot(f) == CAIRN_OK)
+        fx_halt(f);
+}
+
+static void fx_close(struct fixture *f)
+{
+    fx_halt(f);
+    cairn_metrics_free(f->m);
+    cairn_state_store_close(f->store);
+    cairn_config_free(f->cfg);
+    pthread_mutex_destroy(&f->rec.mu);
 }
 
 static double metric(struct fixture *f, const char *name, const char *label)
@@ -208,25 +237,19 @@ TEST(restart_after_three_missed_runs_runs_exactly_those)
     struct fixture f;
     fx_open(&f, "", "state.db");
     set_now("2026-01-01T10:30:00Z");
-    fx_boot(&f);
-    pthread_t t;
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     usleep(100000);
     CHECK_EQ_INT(rec_count(&f.rec), 0); /* new schedules do not replay history */
     set_now("2026-01-01T11:00:00Z");
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T11:00:00Z"));
     CHECK_EQ_INT(f.rec.catchup[0] + f.rec.catchup[1], 0);
 
     /* Down for three instants. */
     set_now("2026-01-01T14:10:00Z");
     f.rec.n = 0;
-    fx_boot(&f);
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 6), 6);
     usleep(100000);
     CHECK_EQ_INT(rec_count(&f.rec), 6);
@@ -248,10 +271,7 @@ TEST(restart_after_three_missed_runs_runs_exactly_those)
     set_now("2026-01-01T15:00:00Z");
     CHECK_EQ_INT(wait_count(&f.rec, 8), 8);
     CHECK_EQ_INT(f.rec.catchup[6] + f.rec.catchup[7], 0);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     CHECK_EQ_INT(stored(f.store, "b"), ts("2026-01-01T15:00:00Z"));
     CHECK_EQ_INT(f.rec.pruned, 10); /* 2 before the restart, 8 after */
     fx_close(&f);
@@ -261,28 +281,17 @@ TEST(one_failing_schedule_does_not_stop_the_others)
 {
     struct fixture f;
     fx_open(&f, "", "state.db");
-    set_now("2026-01-01T10:30:00Z");
-    fx_boot(&f);
-    cairn_sched_stop(f.s);
-    struct cairn_err err;
-    CHECK_OK(cairn_sched_wait(f.s, &err), &err);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_baseline(&f, "2026-01-01T10:30:00Z");
 
     f.rec.fail_schedule = "a";
     set_now("2026-01-01T13:30:00Z");
-    fx_boot(&f);
-    pthread_t t;
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 6), 6);
     usleep(50000);
     CHECK_EQ_INT(metric(&f, "cairn_backups_failed_total", "a"), 3);
     CHECK_EQ_INT(metric(&f, "cairn_backups_succeeded_total", "b"), 3);
     CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "a"), 3);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     /* Failed runs are not retried forever: the cursor moved on. */
     CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T13:00:00Z"));
     fx_close(&f);
@@ -292,19 +301,11 @@ TEST(existing_complete_backup_counts_as_done_and_cap_keeps_newest)
 {
     struct fixture f;
     fx_open(&f, "catch-up-max = 2", "state.db");
-    set_now("2026-01-01T10:00:00Z");
-    fx_boot(&f);
-    cairn_sched_stop(f.s);
-    struct cairn_err err;
-    CHECK_OK(cairn_sched_wait(f.s, &err), &err);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_baseline(&f, "2026-01-01T10:00:00Z");
 
     f.rec.complete_name = "20260101T150000Z-a";
     set_now("2026-01-01T15:00:00Z"); /* 5 missed each, cap 2: 14:00 and 15:00 */
-    fx_boot(&f);
-    pthread_t t;
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 3), 3);
     usleep(100000);
     CHECK_EQ_INT(rec_count(&f.rec), 3);
@@ -312,10 +313,7 @@ TEST(existing_complete_backup_counts_as_done_and_cap_keeps_newest)
     CHECK_EQ_INT(metric(&f, "cairn_backups_already_complete_total", "a"), 1);
     CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "a"), 1);
     CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "b"), 2);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T15:00:00Z"));
     fx_close(&f);
 }
@@ -329,25 +327,15 @@ TEST(catchup_rate_limit_spaces_runs)
                        "every=1m\nkeep-last=1\n";
     struct cairn_err err;
     CHECK_OK(cairn_config_parse(text, strlen(text), "t", &f.cfg, &err), &err);
-    set_now("2026-01-01T10:00:00Z");
-    fx_boot(&f);
-    cairn_sched_stop(f.s);
-    CHECK_OK(cairn_sched_wait(f.s, &err), &err);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_baseline(&f, "2026-01-01T10:00:00Z");
     set_now("2026-01-01T10:05:00Z");
     uint64_t t0 = cairn_mono_ns();
-    fx_boot(&f);
-    pthread_t t;
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 5), 5);
     double secs = (double)(cairn_mono_ns() - t0) / 1e9;
     CHECK(secs >= 0.75); /* 5 starts at 5/s: 4 gaps of 200 ms */
     CHECK(secs < 5);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     fx_close(&f);
 }
 
@@ -358,7 +346,6 @@ TEST(shutdown_cancels_stuck_backup_without_advancing)
     set_now("2026-01-01T10:30:00Z");
     fx_boot(&f);
     f.rec.block_until_cancel = 1;
-    pthread_t t;
     struct cairn_err err;
     set_now("2026-01-01T11:00:00Z");
     usleep(300000);
@@ -375,14 +362,10 @@ TEST(shutdown_cancels_stuck_backup_without_advancing)
     CHECK_EQ_INT(metric(&f, "cairn_backups_failed_total", "a"), 0);
     f.rec.block_until_cancel = 0;
     set_now("2026-01-01T11:10:00Z");
-    fx_boot(&f);
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
     CHECK_EQ_STR(f.rec.names[0][17] == 'a' ? f.rec.names[0] : f.rec.names[1], "20260101T110000Z-a");
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     fx_close(&f);
 }
 
@@ -394,9 +377,7 @@ TEST(save_errors_are_counted_and_reported_by_health)
     CHECK_OK(cairn_mkdir_p(dir, 0700, &err), &err);
     fx_open(&f, "", "db/state.db");
     set_now("2026-01-01T10:30:00Z");
-    fx_boot(&f);
-    pthread_t t;
-    pthread_create(&t, NULL, waiter, &f);
+    fx_run(&f);
     usleep(200000);
     CHECK_EQ_INT(metric(&f, "cairn_snapshot_saves_total", NULL), 1); /* after catch-up */
     char body[512];
@@ -411,10 +392,7 @@ TEST(save_errors_are_counted_and_reported_by_health)
     CHECK_EQ_INT(metric(&f, "cairn_backups_succeeded_total", "a"), 1);
     CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 503);
     CHECK(strstr(body, "last state snapshot save failed") != NULL);
-    cairn_sched_stop(f.s);
-    pthread_join(t, NULL);
-    cairn_sched_free(f.s);
-    f.s = NULL;
+    fx_halt(&f);
     free(dir);
     fx_close(&f);
 }

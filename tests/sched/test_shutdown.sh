@@ -3,15 +3,12 @@
 # promptly, nothing that looks complete is left, cairnd exits 0, and after a restart the same
 # run (same name) is taken again and completes.
 set -euo pipefail
-source "$(dirname "$0")/catchup_lib.sh"
+source "$(dirname "$0")/cairnd_lib.sh"
 
 mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
 # A 2 GiB sparse shard: a few seconds of backup, no disk space used.
 truncate -s 2G "$T/data/mydb/autogen/1/000000001-000000001.tsm"
-"$B/cairnd" serve --data "$T/data" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
-SERVE_PID=$!
-wait_for 20 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
-ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)
+start_serve "$T/data"
 cat >"$T/cairnd.conf" <<CONF
 [cairnd]
 state = sqlite:$T/state.db

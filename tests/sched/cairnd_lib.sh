@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Shared by test_catchup_sqlite.sh and test_catchup_pg.sh: a real cairnd run, with a fake
-# clock, backing up a real cairnd serve into file:// storage; killed with SIGKILL after one
-# run, restarted after missing three scheduled runs; must perform exactly those three.
+# Helpers for the tests that drive real cairnd processes (sourced): a temp dir $T cleaned up
+# on exit with every process started here, a fake clock, /metrics scraping, cairnd serve.
 #
-# The caller sets STATE_URL (and may define extra_cleanup) and then calls catchup_main.
+# catchup_main is shared by test_catchup_sqlite.sh and test_catchup_pg.sh: a real cairnd run,
+# with a fake clock, backing up a real cairnd serve into file:// storage; killed with SIGKILL
+# after one run, restarted after missing three scheduled runs; must perform exactly those
+# three. The caller sets STATE_URL (and may define extra_cleanup) and calls catchup_main.
 set -euo pipefail
 B=${CAIRN_BIN:?CAIRN_BIN not set}
-T=$(mktemp -d /tmp/cairn-catchup-XXXXXX)
+T=$(mktemp -d /tmp/cairn-test-XXXXXX)
 SERVE_PID=""
 RUN_PID=""
 
@@ -58,16 +60,21 @@ dry_last() {
 }
 dry_last_is() { [ "$(dry_last)" = "$1" ]; }
 
+# start_serve DATA_DIR: cairnd serve on a free loopback port; sets ADDR.
+start_serve() {
+    "$B/cairnd" serve --data "$1" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
+    SERVE_PID=$!
+    wait_for 20 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
+    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)
+}
+
 backups() { (cd "$T/backups" && ls -1 | sort | tr '\n' ' '); }
 
 catchup_main() {
     # A sample InfluxDB-style data directory served by the real snapshot service.
     mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
     head -c 200000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
-    "$B/cairnd" serve --data "$T/data" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
-    SERVE_PID=$!
-    wait_for 20 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
-    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)
+    start_serve "$T/data"
 
     cat >"$T/cairnd.conf" <<CONF
 [cairnd]
