@@ -8,7 +8,7 @@
 # three. The caller sets STATE_URL (and may define extra_cleanup) and calls catchup_main.
 set -euo pipefail
 B=${CAIRN_BIN:?CAIRN_BIN not set}
-T=$(mktemp -d /tmp/cairn-test-XXXXXX)
+T=$(mktemp -d /tmp/cairnd-test-XXXXXX)
 SERVE_PID=""
 RUN_PID=""
 
