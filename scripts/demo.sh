@@ -3,3 +3,4 @@
 set -euo pipefail
 build=${1:-build}
 "$build/cairn" --version
+scripts/demo_cairnd.sh "$build"

@@ -13,10 +13,12 @@ static int cmd_version(int argc, char **argv)
 }
 
 int cairnd_cmd_serve(int argc, char **argv);
+int cairnd_cmd_run(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
     {"version", "print the version", cmd_version},
     {"serve", "serve a data directory with the InfluxDB 1.6 snapshot protocol", cairnd_cmd_serve},
+    {"run", "run scheduled backups from a config file (catch-up, state, metrics)", cairnd_cmd_run},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,96 @@
+/* cairn: the scheduler's versioned state snapshot and where it is persisted.
+ *
+ * The state is a map from schedule name to the last scheduled instant cairnd has dealt with
+ * (ran, found already done, or deliberately skipped). It is written as an envelope whose
+ * layout never changes (all integers little-endian):
+ *
+ *   off  size  field
+ *     0     8  magic "CAIRNST\x1a"
+ *     8     2  envelope version (1)
+ *    10     2  payload version  (1 = the only released payload so far)
+ *    12     4  payload length N (at most CAIRN_STATE_PAYLOAD_MAX)
+ *    16     N  payload
+ *  16+N    32  SHA-256 of bytes [0, 16+N)
+ *
+ * Payload v1: u32 count, then count entries sorted by name (bytewise, no duplicates), each
+ * u16 name length, name bytes (a valid schedule name), i64 Unix seconds.
+ *
+ * Decoders exist for every released payload version; the encoder always writes the newest.
+ * Errors are distinct: CAIRN_E_CORRUPT for truncation, bad magic, checksum mismatch or a
+ * malformed payload; CAIRN_E_UNSUPPORTED for an envelope or payload version newer than this
+ * build ("snapshot payload version N is newer than this cairnd supports (max M)"). The
+ * checksum is verified before the payload version is looked at, so a flipped version byte is
+ * reported as corruption, not as a version problem.
+ */
+#ifndef CAIRN_STATE_H
+#define CAIRN_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn/common.h"
+#include "cairn/err.h"
+
+#define CAIRN_STATE_ENVELOPE_VERSION 1
+#define CAIRN_STATE_PAYLOAD_VERSION  1 /* newest payload this build reads and writes */
+#define CAIRN_STATE_PAYLOAD_MAX      (16u << 20)
+#define CAIRN_STATE_NAME_MAX         100 /* schedule names: [A-Za-z0-9._-], 1..100 bytes */
+
+struct cairn_state;
+
+CAIRN_API struct cairn_state *cairn_state_new(void);
+CAIRN_API struct cairn_state *cairn_state_dup(const struct cairn_state *st);
+CAIRN_API void cairn_state_free(struct cairn_state *st);
+
+/* 1 when name is a valid schedule name, else 0. */
+CAIRN_API int cairn_state_name_valid(const char *name);
+/* 1 and *sec when name has an entry, else 0. */
+CAIRN_API int cairn_state_get(const struct cairn_state *st, const char *name, int64_t *sec);
+/* Record sec for name, but only forward: returns 1 when the entry was created or moved
+ * forward, 0 when sec is not later than the stored time, CAIRN_E_INVALID for a bad name. */
+CAIRN_API int cairn_state_update(struct cairn_state *st, const char *name, int64_t sec,
+                                 struct cairn_err *err);
+CAIRN_API int cairn_state_is_empty(const struct cairn_state *st);
+CAIRN_API size_t cairn_state_count(const struct cairn_state *st);
+/* The i-th entry in name order; returns its name and stores its time. */
+CAIRN_API const char *cairn_state_entry(const struct cairn_state *st, size_t i, int64_t *sec);
+
+/* Serialise into a malloc'd envelope (newest payload version). */
+CAIRN_API int cairn_state_encode(const struct cairn_state *st, uint8_t **out, size_t *len,
+                                 struct cairn_err *err);
+/* Parse an envelope of any supported version. payload_version may be NULL. */
+CAIRN_API int cairn_state_decode(const uint8_t *buf, size_t len, struct cairn_state **out,
+                                 unsigned *payload_version, struct cairn_err *err);
+
+/* Persistence: the last `keep` snapshots as rows in SQLite or PostgreSQL.
+ *
+ * URLs: "sqlite:///abs/path.db", "sqlite:rel/path.db", a plain file path (SQLite), or
+ * "postgresql://..." / "postgres://..." (libpq connection URI). Opening creates the schema
+ * or migrates it (table cairn_schema_version, numbered migrations); a schema newer than this
+ * build is refused. Not thread-safe: callers serialise access to one store. */
+struct cairn_state_store;
+
+struct cairn_state_load_report {
+    int found;          /* a good snapshot was loaded */
+    unsigned rows;      /* rows looked at */
+    unsigned skipped;   /* corrupt rows skipped (newest first) before the good one */
+    int64_t row_id;     /* id of the row loaded */
+    int64_t created_at; /* its creation time (Unix seconds, the writer's clock) */
+    unsigned payload_version;
+};
+
+CAIRN_API int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
+                                     struct cairn_err *err);
+CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
+CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
+/* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all
+ * but the newest `keep` rows, in one transaction. */
+CAIRN_API int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_t len,
+                                    int64_t created_at, struct cairn_err *err);
+/* Load the newest row that decodes. Corrupt rows are skipped (logged, counted in rep); a row
+ * of a newer version stops the load with CAIRN_E_UNSUPPORTED (an older cairnd must not guess).
+ * No rows, or only corrupt ones, gives an empty state with rep->found = 0. */
+CAIRN_API int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out,
+                                     struct cairn_state_load_report *rep, struct cairn_err *err);
+
+#endif

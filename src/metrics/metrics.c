@@ -1,0 +1,275 @@
+/* Metrics registry and Prometheus text rendering. One mutex guards everything: updates are a
+ * few per backup, scrapes a few per minute, so contention is not a concern. */
+#include "metrics.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+
+struct series {
+    char *label_value; /* NULL when unlabelled */
+    double value;      /* counter/gauge */
+    uint64_t *counts;  /* histogram: per bucket (not cumulative) + overflow */
+    double sum;
+    uint64_t count;
+};
+
+struct cairn_metric {
+    struct cairn_metrics *reg;
+    char *name, *help, *label;
+    enum cairn_metric_type type;
+    double *buckets;
+    size_t n_buckets;
+    struct series *s;
+    size_t n, cap;
+};
+
+struct cairn_metrics {
+    pthread_mutex_t mu;
+    struct cairn_metric **f;
+    size_t n;
+    void (*collect)(void *);
+    void *collect_ctx;
+};
+
+struct cairn_metrics *cairn_metrics_new(void)
+{
+    struct cairn_metrics *m = cairn_xcalloc(1, sizeof(*m));
+    pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+void cairn_metrics_free(struct cairn_metrics *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        struct cairn_metric *f = m->f[i];
+        for (size_t j = 0; j < f->n; j++) {
+            free(f->s[j].label_value);
+            free(f->s[j].counts);
+        }
+        free(f->s);
+        free(f->name);
+        free(f->help);
+        free(f->label);
+        free(f->buckets);
+        free(f);
+    }
+    free(m->f);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+struct cairn_metric *cairn_metrics_declare(struct cairn_metrics *m, const char *name,
+                                           enum cairn_metric_type type, const char *help,
+                                           const char *label, const double *buckets,
+                                           size_t n_buckets)
+{
+    struct cairn_metric *f = cairn_xcalloc(1, sizeof(*f));
+    f->reg = m;
+    f->name = cairn_xstrdup(name);
+    f->help = cairn_xstrdup(help);
+    f->label = label ? cairn_xstrdup(label) : NULL;
+    f->type = type;
+    if (type == CAIRN_HISTOGRAM && n_buckets > 0) {
+        f->buckets = cairn_xmalloc(n_buckets * sizeof(double));
+        memcpy(f->buckets, buckets, n_buckets * sizeof(double));
+        f->n_buckets = n_buckets;
+    }
+    pthread_mutex_lock(&m->mu);
+    m->f = cairn_xrealloc(m->f, (m->n + 1) * sizeof(*m->f));
+    m->f[m->n++] = f;
+    pthread_mutex_unlock(&m->mu);
+    return f;
+}
+
+/* Caller holds the lock. */
+static struct series *series_get(struct cairn_metric *f, const char *lv)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        const char *x = f->s[i].label_value;
+        if ((x == NULL && lv == NULL) || (x && lv && strcmp(x, lv) == 0))
+            return &f->s[i];
+    }
+    if (f->n == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 4;
+        f->s = cairn_xrealloc(f->s, f->cap * sizeof(*f->s));
+    }
+    struct series *s = &f->s[f->n++];
+    memset(s, 0, sizeof(*s));
+    s->label_value = lv ? cairn_xstrdup(lv) : NULL;
+    if (f->type == CAIRN_HISTOGRAM)
+        s->counts = cairn_xcalloc(f->n_buckets + 1, sizeof(uint64_t));
+    return s;
+}
+
+void cairn_metric_add(struct cairn_metric *f, const char *lv, double v)
+{
+    pthread_mutex_lock(&f->reg->mu);
+    series_get(f, lv)->value += v;
+    pthread_mutex_unlock(&f->reg->mu);
+}
+
+void cairn_metric_set(struct cairn_metric *f, const char *lv, double v)
+{
+    pthread_mutex_lock(&f->reg->mu);
+    series_get(f, lv)->value = v;
+    pthread_mutex_unlock(&f->reg->mu);
+}
+
+void cairn_metric_observe(struct cairn_metric *f, const char *lv, double v)
+{
+    pthread_mutex_lock(&f->reg->mu);
+    struct series *s = series_get(f, lv);
+    size_t b = 0;
+    while (b < f->n_buckets && v > f->buckets[b])
+        b++;
+    if (s->counts)
+        s->counts[b]++;
+    s->sum += v;
+    s->count++;
+    pthread_mutex_unlock(&f->reg->mu);
+}
+
+double cairn_metric_get(struct cairn_metric *f, const char *lv)
+{
+    double v = 0;
+    pthread_mutex_lock(&f->reg->mu);
+    for (size_t i = 0; i < f->n; i++) {
+        const char *x = f->s[i].label_value;
+        if ((x == NULL && lv == NULL) || (x && lv && strcmp(x, lv) == 0))
+            v = f->type == CAIRN_HISTOGRAM ? (double)f->s[i].count : f->s[i].value;
+    }
+    pthread_mutex_unlock(&f->reg->mu);
+    return v;
+}
+
+void cairn_metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&m->mu);
+    m->collect = fn;
+    m->collect_ctx = ctx;
+    pthread_mutex_unlock(&m->mu);
+}
+
+struct buf {
+    char *p;
+    size_t n, cap;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (k >= 0 && (size_t)k < b->cap - b->n) {
+            b->n += (size_t)k;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)(k > 0 ? k : 0) + 256;
+        b->p = cairn_xrealloc(b->p, b->cap);
+    }
+}
+
+/* Label values: escape backslash, double quote and newline. */
+static void escaped(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            bprintf(b, "\\%c", *s);
+        else if (*s == '\n')
+            bprintf(b, "\\n");
+        else
+            bprintf(b, "%c", *s);
+    }
+}
+
+static void number(struct buf *b, double v)
+{
+    if (isinf(v))
+        bprintf(b, v > 0 ? "+Inf" : "-Inf");
+    else if (isnan(v))
+        bprintf(b, "NaN");
+    else if (v == floor(v) && fabs(v) < 1e15)
+        bprintf(b, "%.0f", v);
+    else
+        bprintf(b, "%.17g", v);
+}
+
+/* name{label="x",le="y"} with either part optional. */
+static void labels(struct buf *b, const struct cairn_metric *f, const struct series *s,
+                   const char *le)
+{
+    int lab = f->label && s->label_value;
+    if (!lab && le == NULL)
+        return;
+    bprintf(b, "{");
+    if (lab) {
+        bprintf(b, "%s=\"", f->label);
+        escaped(b, s->label_value);
+        bprintf(b, "\"");
+    }
+    if (le)
+        bprintf(b, "%sle=\"%s\"", lab ? "," : "", le);
+    bprintf(b, "}");
+}
+
+char *cairn_metrics_render(struct cairn_metrics *m)
+{
+    pthread_mutex_lock(&m->mu);
+    void (*collect)(void *) = m->collect;
+    void *ctx = m->collect_ctx;
+    pthread_mutex_unlock(&m->mu);
+    if (collect)
+        collect(ctx);
+
+    static const char *const types[] = {"counter", "gauge", "histogram"};
+    struct buf b = {cairn_xmalloc(4096), 0, 4096};
+    b.p[0] = '\0';
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n; i++) {
+        const struct cairn_metric *f = m->f[i];
+        bprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->type]);
+        for (size_t j = 0; j < f->n; j++) {
+            const struct series *s = &f->s[j];
+            if (f->type != CAIRN_HISTOGRAM) {
+                bprintf(&b, "%s", f->name);
+                labels(&b, f, s, NULL);
+                bprintf(&b, " ");
+                number(&b, s->value);
+                bprintf(&b, "\n");
+                continue;
+            }
+            uint64_t cum = 0;
+            for (size_t k = 0; k <= f->n_buckets; k++) {
+                char le[64];
+                if (k < f->n_buckets)
+                    snprintf(le, sizeof(le), "%g", f->buckets[k]);
+                else
+                    snprintf(le, sizeof(le), "+Inf");
+                cum += s->counts[k];
+                bprintf(&b, "%s_bucket", f->name);
+                labels(&b, f, s, le);
+                bprintf(&b, " %llu\n", (unsigned long long)cum);
+            }
+            bprintf(&b, "%s_sum", f->name);
+            labels(&b, f, s, NULL);
+            bprintf(&b, " ");
+            number(&b, s->sum);
+            bprintf(&b, "\n%s_count", f->name);
+            labels(&b, f, s, NULL);
+            bprintf(&b, " %llu\n", (unsigned long long)s->count);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return b.p;
+}

@@ -1,0 +1,58 @@
+/* Internal: the cairnd configuration file (format documented in docs/cairnd.conf.example).
+ *
+ *   # comment            ; comment
+ *   [cairnd]             daemon-wide settings
+ *   key = value
+ *   [schedule NAME]      one backup schedule; NAME is [A-Za-z0-9._-], at most 100 bytes
+ *   key = value
+ */
+#ifndef CAIRN_SCHED_CONFIG_H
+#define CAIRN_SCHED_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn/err.h"
+#include "cron.h"
+
+enum cairn_catchup_policy {
+    CAIRN_CATCHUP_ALL = 0, /* every missed run, oldest first, up to catch-up-max */
+    CAIRN_CATCHUP_LATEST,  /* only the newest missed run */
+    CAIRN_CATCHUP_NONE,    /* skip missed runs */
+};
+
+struct cairn_schedule_cfg {
+    char *name;
+    char *source; /* "HOST:PORT" or a local path */
+    char *to;     /* storage URL */
+    char *timing_text;
+    struct cairn_timing timing;
+    unsigned keep_last, keep_daily, keep_weekly; /* 0 = rule off; keep-last is required */
+    enum cairn_catchup_policy catchup;
+    int line; /* where the section starts, for messages */
+};
+
+struct cairn_config {
+    char *path;                /* file it came from (for messages) */
+    char *state_dir;           /* default /var/lib/cairnd */
+    char *state_url;           /* default sqlite:<state_dir>/state.db */
+    unsigned state_keep;       /* snapshots kept in the database, default 10 */
+    int64_t snapshot_interval; /* periodic save, default 30 s */
+    char *metrics_listen;      /* "HOST:PORT"; NULL = off; default 127.0.0.1:9469 */
+    int log_json;
+    int log_level;            /* enum cairn_log_level, default info */
+    unsigned catchup_max;     /* per schedule and boot, default 24 */
+    double catchup_rate;      /* catch-up runs started per second, default 1 */
+    unsigned max_concurrent;  /* backups running at once, default 2 */
+    int64_t shutdown_timeout; /* wait for in-flight backups on SIGTERM, default 60 s */
+    struct cairn_schedule_cfg *schedules;
+    size_t n_schedules;
+};
+
+/* Parse text (need not be NUL-terminated). Errors name "file:line". */
+int cairn_config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
+                       struct cairn_err *err);
+int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
+void cairn_config_free(struct cairn_config *c);
+
+#endif

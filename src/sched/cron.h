@@ -1,0 +1,41 @@
+/* Internal: standard 5-field cron expressions and fixed intervals, evaluated in UTC. */
+#ifndef CAIRN_SCHED_CRON_H
+#define CAIRN_SCHED_CRON_H
+
+#include <stdint.h>
+
+#include "cairn/err.h"
+
+struct cairn_cron {
+    uint64_t minute; /* bit n: minute n (0-59) */
+    uint32_t hour;   /* 0-23 */
+    uint32_t dom;    /* 1-31 */
+    uint16_t month;  /* 1-12 */
+    uint8_t dow;     /* 0-6, Sunday = 0 (7 is accepted as Sunday) */
+    /* Vixie semantics: when both day fields are restricted (neither starts with '*'), a day
+     * matches if EITHER matches; otherwise both must. */
+    int dom_star, dow_star;
+};
+
+/* "m h dom mon dow" with '*', N, N-M, lists, /step, month and weekday names (jan, mon...),
+ * or one of @hourly @daily @midnight @weekly @monthly @yearly @annually. An expression that
+ * can never fire (e.g. "0 0 30 2 *") is refused. */
+int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *err);
+/* The first matching minute strictly after `after` (Unix seconds, UTC); -1 when there is
+ * none within 100 years. */
+int64_t cairn_cron_next(const struct cairn_cron *c, int64_t after);
+
+/* A schedule's timing: a cron expression or a fixed interval. Intervals fire at multiples of
+ * the interval since 1970-01-01T00:00:00Z, so restarts never shift their phase. */
+struct cairn_timing {
+    int is_cron;
+    struct cairn_cron cron;
+    int64_t every; /* seconds, when !is_cron */
+};
+
+int64_t cairn_timing_next(const struct cairn_timing *t, int64_t after);
+
+/* Durations: "90", "90s", "15m", "1h30m", "2d", "1w". Returns 0 or -1. */
+int cairn_parse_duration(const char *s, int64_t *sec);
+
+#endif

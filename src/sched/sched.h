@@ -1,0 +1,92 @@
+/* Internal: the cairnd backup scheduler.
+ *
+ * One worker thread per schedule runs that schedule's instants strictly in order; a gate
+ * admits at most max-concurrent backups at once, oldest scheduled instant first across all
+ * schedules. The state (schedule -> last instant dealt with) is guarded by one mutex and
+ * saved to the state store after every run, right after boot catch-up, periodically when it
+ * changed, and at shutdown.
+ *
+ * Boot: the newest good snapshot is loaded (corrupt rows fall back, a newer version refuses
+ * to start). A schedule with an entry catches up the instants in (last, now] per its policy,
+ * the catch-up-max cap (newest kept) and the catch-up-rate limiter; a schedule without one
+ * starts from now (no replay of history it never had). Failures are per run: they are logged
+ * and counted and never stop the other runs or schedules.
+ *
+ * Runs are idempotent: the backup name is derived from (schedule, instant), and a complete
+ * backup of that name already in the storage counts as done. A run cancelled by shutdown does
+ * not advance the state, so it is run again after the restart.
+ */
+#ifndef CAIRN_SCHED_SCHED_H
+#define CAIRN_SCHED_SCHED_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cairn/state.h"
+#include "config.h"
+#include "metrics/metrics.h"
+
+/* Where "now" comes from (Unix seconds). Waiting threads re-read it every poll_ms. */
+struct cairn_clock {
+    int64_t (*now)(void *ctx);
+    void *ctx;
+    unsigned poll_ms;
+};
+
+/* The real clock (poll 1000 ms), or a file holding Unix seconds or RFC 3339 (poll 50 ms;
+ * tests move time by rewriting it). */
+void cairn_clock_real(struct cairn_clock *c);
+void cairn_clock_file(struct cairn_clock *c, const char *path);
+
+#define CAIRN_RUN_NAME_MAX 128
+
+struct cairn_run {
+    const struct cairn_schedule_cfg *schedule;
+    int64_t at;  /* scheduled instant */
+    int catchup; /* missed while cairnd was down or busy */
+    char name[CAIRN_RUN_NAME_MAX];
+};
+
+struct cairn_run_result {
+    uint64_t bytes;
+};
+
+/* What a run does; the daemon plugs in backups to storage (runner.c), tests a recorder. All
+ * callbacks may be called from several worker threads at once. */
+struct cairn_runner {
+    void *ctx;
+    /* Is there already a complete backup named run->name? Leftovers of an incomplete one are
+     * cleared so the run can start again. */
+    int (*check)(void *ctx, const struct cairn_run *run, int *complete, struct cairn_err *err);
+    /* Take the backup; a nonzero *cancel asks it to stop (CAIRN_E_CANCELLED), leaving nothing
+     * that looks complete. */
+    int (*run)(void *ctx, const struct cairn_run *run, const volatile int *cancel,
+               struct cairn_run_result *res, struct cairn_err *err);
+    /* Apply the schedule's keep-* rules after a successful backup. */
+    int (*prune)(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err);
+};
+
+struct cairn_sched;
+
+/* Declare metrics, load the newest good snapshot and plan boot catch-up. The config, store,
+ * runner, clock and metrics must outlive the scheduler. */
+int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
+                    const struct cairn_runner *runner, const struct cairn_clock *clock,
+                    struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err);
+/* Print the loaded state and the boot plan (plain text, or one JSON object). */
+void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json);
+/* Start the workers (catch-up first). */
+int cairn_sched_start(struct cairn_sched *s, struct cairn_err *err);
+/* Ask for a clean shutdown; callable from any thread (not from a signal handler). */
+void cairn_sched_stop(struct cairn_sched *s);
+/* Run the periodic snapshot loop until stopped, then shut down: wait up to shutdown-timeout
+ * for in-flight backups, cancel the rest, wait briefly, save a final snapshot. Returns
+ * CAIRN_E_TIMEOUT when some backup would not stop (its threads are left running; the caller
+ * should exit, the backup stays incomplete). */
+int cairn_sched_wait(struct cairn_sched *s, struct cairn_err *err);
+/* HTTP status and body for /healthz. */
+int cairn_sched_health(void *s, char *body, size_t cap);
+/* Frees a scheduler whose wait returned CAIRN_OK (or that was never started). */
+void cairn_sched_free(struct cairn_sched *s);
+
+#endif

@@ -1,0 +1,180 @@
+/* State store driver: SQLite (the embedded default). One connection, rollback journal, full
+ * sync: a state snapshot is small and written rarely, durability matters more than speed. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "store.h"
+
+static const char *const k_migrations[] = {
+    /* 1: one row per saved snapshot; the blob is a cairn/state.h envelope. */
+    "CREATE TABLE cairn_state_snapshots ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " created_at INTEGER NOT NULL,"
+    " payload_version INTEGER NOT NULL,"
+    " snapshot BLOB NOT NULL)",
+    /* 2: which build wrote the row, for diagnosing downgrades. */
+    "ALTER TABLE cairn_state_snapshots ADD COLUMN writer TEXT NOT NULL DEFAULT ''",
+};
+
+static int sq_err(sqlite3 *db, int rc, const char *what, struct cairn_err *err)
+{
+    int code;
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        code = CAIRN_E_NOSPACE;
+        break;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        code = CAIRN_E_PERM;
+        break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        code = CAIRN_E_CORRUPT;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        code = CAIRN_E_TIMEOUT;
+        break;
+    default:
+        code = CAIRN_E_IO;
+        break;
+    }
+    return cairn_err_set(err, code, "sqlite %s: %s", what,
+                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+}
+
+static int sq_exec(struct cairn_state_store *s, const char *sql, struct cairn_err *err)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? CAIRN_OK : sq_err(s->db, rc, sql, err);
+}
+
+static int sq_query_int(struct cairn_state_store *s, const char *sql, int64_t *out, int *is_null,
+                        struct cairn_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sq_err(s->db, rc, sql, err);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *is_null = sqlite3_column_type(st, 0) == SQLITE_NULL;
+        *out = sqlite3_column_int64(st, 0);
+        rc = CAIRN_OK;
+    } else if (rc == SQLITE_DONE) {
+        *is_null = 1;
+        rc = CAIRN_OK;
+    } else {
+        rc = sq_err(s->db, rc, sql, err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_insert(struct cairn_state_store *s, int64_t created_at, unsigned payload_version,
+                     const uint8_t *data, size_t len, struct cairn_err *err)
+{
+    static const char sql[] = "INSERT INTO cairn_state_snapshots "
+                              "(created_at, payload_version, snapshot, writer) VALUES (?,?,?,?)";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sq_err(s->db, rc, "insert snapshot", err);
+    char writer[64];
+    snprintf(writer, sizeof(writer), "cairnd %s", cairn_version());
+    sqlite3_bind_int64(st, 1, created_at);
+    sqlite3_bind_int(st, 2, (int)payload_version);
+    sqlite3_bind_blob64(st, 3, data, len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, writer, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? CAIRN_OK : sq_err(s->db, rc, "insert snapshot", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
+                   struct cairn_err *err)
+{
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT id, created_at, snapshot FROM cairn_state_snapshots "
+                                "ORDER BY id DESC LIMIT ?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sq_err(s->db, rc, "read snapshots", err);
+    sqlite3_bind_int64(st, 1, limit);
+    size_t cap = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *rows = cairn_xrealloc(*rows, cap * sizeof(**rows));
+        }
+        struct state_row *r = &(*rows)[(*n)++];
+        r->id = sqlite3_column_int64(st, 0);
+        r->created_at = sqlite3_column_int64(st, 1);
+        const void *b = sqlite3_column_blob(st, 2);
+        r->len = (size_t)sqlite3_column_bytes(st, 2);
+        r->data = cairn_xmalloc(r->len ? r->len : 1);
+        if (r->len)
+            memcpy(r->data, b, r->len);
+    }
+    if (rc != SQLITE_DONE) {
+        rc = sq_err(s->db, rc, "read snapshots", err);
+        state_rows_free(*rows, *n);
+        *rows = NULL;
+        *n = 0;
+    } else {
+        rc = CAIRN_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void sq_close(struct cairn_state_store *s)
+{
+    sqlite3_close_v2(s->db);
+}
+
+static const struct store_ops k_sqlite_ops = {
+    .kind = "sqlite",
+    .begin_sql = "BEGIN IMMEDIATE",
+    .migrations = k_migrations,
+    .n_migrations = sizeof(k_migrations) / sizeof(k_migrations[0]),
+    .exec = sq_exec,
+    .query_int = sq_query_int,
+    .insert = sq_insert,
+    .rows = sq_rows,
+    .close = sq_close,
+};
+
+int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struct cairn_err *err)
+{
+    if (*path == '\0')
+        return cairn_err_set(err, CAIRN_E_INVALID, "empty SQLite state path");
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(
+        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        int code = sq_err(db, rc, "open", err);
+        cairn_err_wrap(err, "state database '%s'", path);
+        sqlite3_close_v2(db);
+        return code;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 5000);
+    s->db = db;
+    s->ops = &k_sqlite_ops;
+    rc = sq_exec(s, "PRAGMA synchronous=FULL", err);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "state database '%s'", path);
+        sqlite3_close_v2(db);
+        s->db = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,316 @@
+/* Cron parsing and next-fire times, intervals, catch-up windows, cap, rate limit, config. */
+#include <stdlib.h>
+
+#include "common/util.h"
+#include "sched/config.h"
+#include "sched/cron.h"
+#include "sched/plan.h"
+#include "test.h"
+
+static int64_t ts(const char *s)
+{
+    int64_t sec;
+    long ns;
+    if (cairn_parse_rfc3339(s, &sec, &ns) != 0)
+        test_fail(__FILE__, __LINE__, "bad time %s", s);
+    return sec;
+}
+
+/* next(expr, after) formatted, or "never"/"invalid: msg". */
+static const char *next_of(const char *expr, const char *after)
+{
+    static char out[256];
+    struct cairn_cron c;
+    struct cairn_err err;
+    if (cairn_cron_parse(expr, &c, &err) != CAIRN_OK) {
+        snprintf(out, sizeof(out), "invalid: %s", err.msg);
+        return out;
+    }
+    int64_t t = cairn_cron_next(&c, ts(after));
+    if (t < 0)
+        return "never";
+    cairn_format_rfc3339(t, 0, out, sizeof(out));
+    return out;
+}
+
+TEST(cron_next_basic)
+{
+    CHECK_EQ_STR(next_of("*/15 * * * *", "2026-01-01T10:07:00Z"), "2026-01-01T10:15:00Z");
+    CHECK_EQ_STR(next_of("*/15 * * * *", "2026-01-01T10:45:00Z"), "2026-01-01T11:00:00Z");
+    /* Strictly after, including within the same minute. */
+    CHECK_EQ_STR(next_of("@hourly", "2026-01-01T10:00:00Z"), "2026-01-01T11:00:00Z");
+    CHECK_EQ_STR(next_of("0 * * * *", "2026-01-01T09:59:59Z"), "2026-01-01T10:00:00Z");
+    CHECK_EQ_STR(next_of("5-10/2 * * * *", "2026-01-01T10:07:00Z"), "2026-01-01T10:09:00Z");
+    CHECK_EQ_STR(next_of("5-10/2 * * * *", "2026-01-01T10:09:00Z"), "2026-01-01T11:05:00Z");
+    CHECK_EQ_STR(next_of("50/5 * * * *", "2026-01-01T10:56:00Z"), "2026-01-01T11:50:00Z");
+    CHECK_EQ_STR(next_of("0 3,15 * * *", "2026-01-01T03:00:00Z"), "2026-01-01T15:00:00Z");
+    CHECK_EQ_STR(next_of("@daily", "2026-01-01T00:00:00Z"), "2026-01-02T00:00:00Z");
+    CHECK_EQ_STR(next_of("@weekly", "2026-01-01T00:00:00Z"), "2026-01-04T00:00:00Z");
+    CHECK_EQ_STR(next_of("@monthly", "2026-01-15T00:00:00Z"), "2026-02-01T00:00:00Z");
+    CHECK_EQ_STR(next_of("@yearly", "2026-01-01T00:00:00Z"), "2027-01-01T00:00:00Z");
+}
+
+TEST(cron_next_month_and_day_edges)
+{
+    /* The 31st skips months without one. */
+    CHECK_EQ_STR(next_of("0 0 31 * *", "2026-01-31T00:00:00Z"), "2026-03-31T00:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 31 * *", "2026-04-01T00:00:00Z"), "2026-05-31T00:00:00Z");
+    /* Feb 29 only in leap years. */
+    CHECK_EQ_STR(next_of("0 0 29 2 *", "2026-01-01T00:00:00Z"), "2028-02-29T00:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 29 feb *", "2028-02-29T00:00:00Z"), "2032-02-29T00:00:00Z");
+    /* Year rollover. */
+    CHECK_EQ_STR(next_of("59 23 31 12 *", "2026-12-31T23:59:00Z"), "2027-12-31T23:59:00Z");
+    CHECK_EQ_STR(next_of("0 0 1 1 *", "2026-12-31T23:59:59Z"), "2027-01-01T00:00:00Z");
+    /* Day steps: 1, 11, 21, 31. */
+    CHECK_EQ_STR(next_of("0 0 */10 * *", "2026-01-21T00:00:00Z"), "2026-01-31T00:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 */10 * *", "2026-02-21T00:00:00Z"), "2026-03-01T00:00:00Z");
+    /* Weekdays by name and range (2026-01-03 is a Saturday). */
+    CHECK_EQ_STR(next_of("0 12 * * mon-fri", "2026-01-03T12:00:00Z"), "2026-01-05T12:00:00Z");
+    CHECK_EQ_STR(next_of("0 12 * * MON-FRI", "2026-01-05T12:00:00Z"), "2026-01-06T12:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 * * 7", "2026-01-01T00:00:00Z"), "2026-01-04T00:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 * * sun", "2026-01-01T00:00:00Z"), "2026-01-04T00:00:00Z");
+    /* Both day fields restricted: either matches (Vixie). 2026-01-02 is a Friday. */
+    CHECK_EQ_STR(next_of("0 0 13 * fri", "2026-01-01T00:00:00Z"), "2026-01-02T00:00:00Z");
+    CHECK_EQ_STR(next_of("0 0 13 * fri", "2026-01-09T00:00:00Z"), "2026-01-13T00:00:00Z");
+    /* One restricted: both must hold ("*" day of month). */
+    CHECK_EQ_STR(next_of("0 0 * jan,jul sun", "2026-01-31T12:00:00Z"), "2026-07-05T00:00:00Z");
+    CHECK_EQ_STR(next_of("30 2 1-7 * *", "2026-01-07T02:30:00Z"), "2026-02-01T02:30:00Z");
+    CHECK_EQ_STR(next_of("0 0 30 2 *", "2026-01-01T00:00:00Z"),
+                 "invalid: cron expression '0 0 30 2 *' never fires");
+}
+
+TEST(cron_parse_errors)
+{
+    struct cairn_cron c;
+    struct cairn_err err;
+    CHECK_ERR(cairn_cron_parse("60 * * * *", &c, &err), CAIRN_E_INVALID, &err,
+              "minute field '60': values must be 0-59");
+    CHECK_ERR(cairn_cron_parse("* * * *", &c, &err), CAIRN_E_INVALID, &err,
+              "needs exactly 5 fields");
+    CHECK_ERR(cairn_cron_parse("* * * * * *", &c, &err), CAIRN_E_INVALID, &err,
+              "needs exactly 5 fields");
+    CHECK_ERR(cairn_cron_parse("a * * * *", &c, &err), CAIRN_E_INVALID, &err,
+              "minute field 'a' is not valid");
+    CHECK_ERR(cairn_cron_parse("*/0 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
+    CHECK_ERR(cairn_cron_parse("5-1 * * * *", &c, &err), CAIRN_E_INVALID, &err, "ascending");
+    CHECK_ERR(cairn_cron_parse("* 24 * * *", &c, &err), CAIRN_E_INVALID, &err, "hour field");
+    CHECK_ERR(cairn_cron_parse("* * 0 * *", &c, &err), CAIRN_E_INVALID, &err, "day of month");
+    CHECK_ERR(cairn_cron_parse("* * * foo *", &c, &err), CAIRN_E_INVALID, &err, "month field");
+    CHECK_ERR(cairn_cron_parse("* * * * 8", &c, &err), CAIRN_E_INVALID, &err, "day of week");
+    CHECK_ERR(cairn_cron_parse("1,,2 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
+    CHECK_ERR(cairn_cron_parse("@often", &c, &err), CAIRN_E_INVALID, &err, "unknown cron macro");
+    CHECK_OK(cairn_cron_parse("  0  0  *  *  *  ", &c, &err), &err);
+}
+
+TEST(intervals_are_epoch_aligned)
+{
+    struct cairn_timing t = {.is_cron = 0, .every = 3600};
+    CHECK_EQ_INT(cairn_timing_next(&t, ts("2026-01-01T10:30:00Z")), ts("2026-01-01T11:00:00Z"));
+    CHECK_EQ_INT(cairn_timing_next(&t, ts("2026-01-01T11:00:00Z")), ts("2026-01-01T12:00:00Z"));
+    CHECK_EQ_INT(cairn_timing_next(&t, -1), 0);
+    CHECK_EQ_INT(cairn_timing_next(&t, -3600), 0);
+    CHECK_EQ_INT(cairn_timing_next(&t, -3601), -3600);
+    int64_t d;
+    CHECK(cairn_parse_duration("1h30m", &d) == 0 && d == 5400);
+    CHECK(cairn_parse_duration("90", &d) == 0 && d == 90);
+    CHECK(cairn_parse_duration("2d", &d) == 0 && d == 172800);
+    CHECK(cairn_parse_duration("1w", &d) == 0 && d == 604800);
+    CHECK(cairn_parse_duration("", &d) == -1);
+    CHECK(cairn_parse_duration("h", &d) == -1);
+    CHECK(cairn_parse_duration("5x", &d) == -1);
+    CHECK(cairn_parse_duration("99999999999999d", &d) == -1);
+}
+
+static void plan(const struct cairn_timing *t, const char *last, const char *now,
+                 enum cairn_catchup_policy p, unsigned cap, struct cairn_plan *out)
+{
+    cairn_plan_build(t, ts(last), ts(now), p, cap, out);
+}
+
+TEST(catchup_window_is_last_exclusive_now_inclusive)
+{
+    struct cairn_timing t = {.is_cron = 0, .every = 3600};
+    struct cairn_plan pl;
+    plan(&t, "2026-01-01T11:00:00Z", "2026-01-01T14:00:00Z", CAIRN_CATCHUP_ALL, 10, &pl);
+    CHECK_EQ_INT(pl.n, 3);
+    CHECK_EQ_INT(pl.skipped, 0);
+    CHECK(pl.n == 3 && pl.runs[0] == ts("2026-01-01T12:00:00Z") &&
+          pl.runs[2] == ts("2026-01-01T14:00:00Z"));
+    cairn_plan_free(&pl);
+    plan(&t, "2026-01-01T11:00:00Z", "2026-01-01T11:59:59Z", CAIRN_CATCHUP_ALL, 10, &pl);
+    CHECK_EQ_INT(pl.n, 0);
+    cairn_plan_free(&pl);
+    /* The same through cron. */
+    struct cairn_timing c = {.is_cron = 1};
+    struct cairn_err err;
+    CHECK_OK(cairn_cron_parse("0 * * * *", &c.cron, &err), &err);
+    plan(&c, "2026-01-01T11:00:00Z", "2026-01-01T14:00:00Z", CAIRN_CATCHUP_ALL, 10, &pl);
+    CHECK(pl.n == 3 && pl.runs[0] == ts("2026-01-01T12:00:00Z") &&
+          pl.runs[1] == ts("2026-01-01T13:00:00Z") && pl.runs[2] == ts("2026-01-01T14:00:00Z"));
+    cairn_plan_free(&pl);
+}
+
+TEST(catchup_cap_keeps_newest_and_policies)
+{
+    struct cairn_err err;
+    struct cairn_timing c = {.is_cron = 1};
+    CHECK_OK(cairn_cron_parse("*/10 * * * *", &c.cron, &err), &err);
+    struct cairn_timing iv = {.is_cron = 0, .every = 600};
+    const struct cairn_timing *both[2] = {&c, &iv};
+    for (int k = 0; k < 2; k++) {
+        struct cairn_plan pl;
+        /* A week of downtime: 1008 instants, capped to the newest 5. */
+        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-08T00:05:00Z", CAIRN_CATCHUP_ALL, 5, &pl);
+        CHECK_EQ_INT(pl.n, 5);
+        CHECK_EQ_INT(pl.skipped, 1003);
+        CHECK_EQ_INT(pl.skipped_until, ts("2026-01-07T23:10:00Z"));
+        CHECK(pl.n == 5 && pl.runs[0] == ts("2026-01-07T23:20:00Z") &&
+              pl.runs[4] == ts("2026-01-08T00:00:00Z"));
+        cairn_plan_free(&pl);
+        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_LATEST, 5, &pl);
+        CHECK(pl.n == 1 && pl.runs[0] == ts("2026-01-01T01:00:00Z"));
+        CHECK_EQ_INT(pl.skipped, 5);
+        CHECK_EQ_INT(pl.skipped_until, ts("2026-01-01T00:50:00Z"));
+        cairn_plan_free(&pl);
+        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_NONE, 5, &pl);
+        CHECK_EQ_INT(pl.n, 0);
+        CHECK_EQ_INT(pl.skipped, 6);
+        CHECK_EQ_INT(pl.skipped_until, ts("2026-01-01T01:00:00Z"));
+        cairn_plan_free(&pl);
+        /* catch-up-max = 0 behaves like none. */
+        plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_ALL, 0, &pl);
+        CHECK(pl.n == 0 && pl.skipped == 6);
+        cairn_plan_free(&pl);
+    }
+}
+
+TEST(rate_limit_spaces_starts)
+{
+    struct cairn_ratelimit rl;
+    cairn_ratelimit_init(&rl, 2.0); /* 2 per second: 500 ms apart */
+    uint64_t now = 1000000000ull;
+    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 0);
+    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 500000000);
+    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 1000000000);
+    /* After an idle period there is no accumulated burst beyond one. */
+    now += 10000000000ull;
+    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 0);
+    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now + 100000000), 400000000);
+    char name[128];
+    cairn_run_name("nightly", ts("2026-01-02T03:04:05Z"), name, sizeof(name));
+    CHECK_EQ_STR(name, "20260102T030405Z-nightly");
+}
+
+static const char k_conf[] = "# example\n"
+                             "[cairnd]\n"
+                             "state = sqlite:/tmp/x.db\n"
+                             "metrics-listen = off\n"
+                             "log-format = json\n"
+                             "catch-up-max = 3\n"
+                             "catch-up-rate = 10/m\n"
+                             "\n"
+                             "[schedule hourly]\n"
+                             "source = 127.0.0.1:8088\n"
+                             "to = file:///backups\n"
+                             "every = 1h\n"
+                             "keep-last = 24\n"
+                             "keep-daily = 7\n"
+                             "  ; indented comment\n"
+                             "[schedule nightly]\n"
+                             "source = /var/lib/influxdb\n"
+                             "to = s3://bucket/prefix\n"
+                             "cron = 30 2 * * mon-fri\n"
+                             "keep-last = 7\n"
+                             "catch-up = latest\n";
+
+TEST(config_parses_and_defaults)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(cairn_config_parse(k_conf, strlen(k_conf), "t.conf", &c, &err), &err);
+    if (c == NULL)
+        return;
+    CHECK_EQ_STR(c->state_url, "sqlite:/tmp/x.db");
+    CHECK(c->metrics_listen == NULL);
+    CHECK(c->log_json == 1);
+    CHECK_EQ_INT(c->catchup_max, 3);
+    CHECK(c->catchup_rate > 0.166 && c->catchup_rate < 0.167);
+    CHECK_EQ_INT(c->state_keep, 10);
+    CHECK_EQ_INT(c->n_schedules, 2);
+    CHECK_EQ_STR(c->schedules[0].name, "hourly");
+    CHECK_EQ_INT(c->schedules[0].timing.every, 3600);
+    CHECK_EQ_INT(c->schedules[0].keep_daily, 7);
+    CHECK_EQ_STR(c->schedules[1].to, "s3://bucket/prefix");
+    CHECK(c->schedules[1].timing.is_cron);
+    CHECK_EQ_INT(c->schedules[1].catchup, CAIRN_CATCHUP_LATEST);
+    cairn_config_free(c);
+
+    const char *minimal = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1";
+    CHECK_OK(cairn_config_parse(minimal, strlen(minimal), "m.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_STR(c->state_url, "sqlite:/var/lib/cairnd/state.db");
+        CHECK_EQ_STR(c->metrics_listen, "127.0.0.1:9469");
+        CHECK_EQ_INT(c->snapshot_interval, 30);
+    }
+    cairn_config_free(c);
+}
+
+static void config_err(const char *text, const char *want)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    int rc = cairn_config_parse(text, strlen(text), "bad.conf", &c, &err);
+    if (rc != CAIRN_E_INVALID || strstr(err.msg, want) == NULL)
+        test_fail(__FILE__, __LINE__, "config %s: got '%s', want '%s'", text, rc ? err.msg : "ok",
+                  want);
+    cairn_config_free(c);
+}
+
+TEST(config_errors_name_file_and_line)
+{
+    config_err("[schedule a]\nsource=/x\nto=file:///y\nevery=5m\n",
+               "bad.conf:1: [schedule a] needs keep-last");
+    config_err("[schedule a]\nsource=/x\nevery=5m\nkeep-last=1\n", "needs to");
+    config_err("[schedule a]\nsource=/x\nto=y\nkeep-last=1\n", "needs every or cron");
+    config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\ncron=* * * * *\nkeep-last=1\n",
+               "bad.conf:5: use either every or cron");
+    config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\nkeep-last=0\n",
+               "keep-last must be at least 1");
+    config_err("[schedule a]\nsource=/x\nto=y\ncron=61 * * * *\nkeep-last=1\n",
+               "bad.conf:4: cron minute field '61'");
+    config_err("[schedule a]\nbogus=1\n", "bad.conf:2: unknown key 'bogus' in [schedule]");
+    config_err("[schedule a/b]\n", "schedule name 'a/b' is not valid");
+    config_err("[schedule a]\nsource=/x\nto=y\nevery=1m\nkeep-last=1\n[schedule a]\n",
+               "bad.conf:6: schedule 'a' defined twice");
+    config_err("[cairnd]\nlog-format=xml\n", "expected plain or json");
+    config_err("[cairnd]\ncatch-up-rate=fast\n", "expected runs per time");
+    config_err("[cairnd]\nstate-keep=0\n", "expected a count from 1");
+    config_err("key=1\n", "bad.conf:1: 'key' outside a section");
+    config_err("[other]\n", "unknown section [other]");
+    config_err("[cairnd\n", "malformed section header");
+    config_err("[cairnd]\nlog-level\n", "expected 'key = value'");
+    config_err("[cairnd]\nlog-level=info\nlog-level=info\n", "'log-level' set twice");
+    config_err("[cairnd]\n", "no [schedule NAME] sections");
+}
+
+/* The documented example must stay valid. */
+TEST(example_config_parses)
+{
+    char *path = cairn_xasprintf("%s/docs/cairnd.conf.example", test_source_dir());
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(cairn_config_load(path, &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->n_schedules, 2);
+        CHECK_EQ_STR(c->state_url, "sqlite:/var/lib/cairnd/state.db");
+        CHECK_EQ_INT(c->schedules[1].catchup, CAIRN_CATCHUP_LATEST);
+        CHECK(c->schedules[1].timing.is_cron);
+    }
+    cairn_config_free(c);
+    free(path);
+}
+
+int main(int argc, char **argv)
+{
+    return test_main(argc, argv);
+}

@@ -1,0 +1,404 @@
+/* The scheduler engine with a recording runner and a settable clock: boot catch-up, restart
+ * without duplicates, failure isolation, idempotent re-runs, cap, rate, shutdown, save errors.
+ * The end-to-end tests with real cairnd, real backups, SQLite and PostgreSQL are the scripts
+ * next to this file. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "cairn/log.h"
+#include "common/util.h"
+#include "sched/plan.h"
+#include "sched/sched.h"
+#include "test.h"
+
+static int64_t ts(const char *s)
+{
+    int64_t sec;
+    long ns;
+    cairn_parse_rfc3339(s, &sec, &ns);
+    return sec;
+}
+
+/* ---- settable clock ---- */
+static int64_t g_now;
+static int64_t clock_now(void *ctx)
+{
+    (void)ctx;
+    return __atomic_load_n(&g_now, __ATOMIC_SEQ_CST);
+}
+static void set_now(const char *t)
+{
+    __atomic_store_n(&g_now, ts(t), __ATOMIC_SEQ_CST);
+}
+static const struct cairn_clock k_clock = {clock_now, NULL, 10};
+
+/* ---- recording runner ---- */
+struct recorder {
+    pthread_mutex_t mu;
+    char names[256][CAIRN_RUN_NAME_MAX];
+    int catchup[256];
+    int n;
+    const char *fail_schedule; /* runs of this schedule fail */
+    const char *complete_name; /* check() reports this one as complete */
+    int block_until_cancel;    /* run() waits for the cancel flag */
+    int pruned;
+};
+
+static int rec_check(void *ctx, const struct cairn_run *run, int *complete, struct cairn_err *err)
+{
+    (void)err;
+    struct recorder *r = ctx;
+    *complete = r->complete_name && strcmp(run->name, r->complete_name) == 0;
+    return CAIRN_OK;
+}
+
+static int rec_run(void *ctx, const struct cairn_run *run, const volatile int *cancel,
+                   struct cairn_run_result *res, struct cairn_err *err)
+{
+    struct recorder *r = ctx;
+    if (r->block_until_cancel) {
+        while (!__atomic_load_n((const int *)cancel, __ATOMIC_SEQ_CST))
+            usleep(10000);
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
+    }
+    pthread_mutex_lock(&r->mu);
+    if (r->n < 256) {
+        snprintf(r->names[r->n], CAIRN_RUN_NAME_MAX, "%s", run->name);
+        r->catchup[r->n] = run->catchup;
+        r->n++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    res->bytes = 1000;
+    if (r->fail_schedule && strcmp(run->schedule->name, r->fail_schedule) == 0)
+        return cairn_err_set(err, CAIRN_E_NETWORK, "source unreachable");
+    return CAIRN_OK;
+}
+
+static int rec_prune(void *ctx, const struct cairn_run *run, unsigned *removed,
+                     struct cairn_err *err)
+{
+    (void)run, (void)err;
+    struct recorder *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    r->pruned++;
+    pthread_mutex_unlock(&r->mu);
+    *removed = 0;
+    return CAIRN_OK;
+}
+
+static int rec_count(struct recorder *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->n;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static int wait_count(struct recorder *r, int n)
+{
+    for (int i = 0; i < 1000 && rec_count(r) < n; i++)
+        usleep(10000);
+    return rec_count(r);
+}
+
+static struct cairn_config *config(const char *extra)
+{
+    char *text = cairn_xasprintf("[cairnd]\nmetrics-listen = off\ncatch-up-rate = 1000/s\n%s\n"
+                                 "[schedule a]\nsource = /src\nto = file:///dst\nevery = 1h\n"
+                                 "keep-last = 3\n"
+                                 "[schedule b]\nsource = /src\nto = file:///dst\n"
+                                 "cron = 0 * * * *\nkeep-last = 3\n",
+                                 extra);
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    if (cairn_config_parse(text, strlen(text), "test.conf", &c, &err) != CAIRN_OK)
+        test_fail(__FILE__, __LINE__, "%s", err.msg);
+    free(text);
+    return c;
+}
+
+struct fixture {
+    struct cairn_config *cfg;
+    struct cairn_state_store *store;
+    struct cairn_metrics *m;
+    struct cairn_runner runner;
+    struct recorder rec;
+    struct cairn_sched *s;
+    pthread_t waiter;
+    int has_waiter;
+};
+
+static void fx_open(struct fixture *f, const char *extra, const char *db)
+{
+    memset(f, 0, sizeof(*f));
+    pthread_mutex_init(&f->rec.mu, NULL);
+    f->cfg = config(extra);
+    struct cairn_err err;
+    char *path = cairn_path_join(test_tmpdir(), db);
+    CHECK_OK(cairn_state_store_open(path, 5, &f->store, &err), &err);
+    free(path);
+    f->m = cairn_metrics_new();
+    f->runner = (struct cairn_runner){&f->rec, rec_check, rec_run, rec_prune};
+}
+
+static int fx_boot(struct fixture *f)
+{
+    struct cairn_err err;
+    /* One registry per scheduler, as in cairnd (one per process). */
+    cairn_metrics_free(f->m);
+    f->m = cairn_metrics_new();
+    int rc = cairn_sched_new(f->cfg, f->store, &f->runner, &k_clock, f->m, &f->s, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_sched_start(f->s, &err);
+    if (rc != CAIRN_OK)
+        test_fail(__FILE__, __LINE__, "boot: %s", err.msg);
+    return rc;
+}
+
+/* Start the scheduler loop in a thread, as cairnd's main thread would. */
+static void *waiter(void *arg)
+{
+    struct fixture *f = arg;
+    struct cairn_err err;
+    cairn_sched_wait(f->s, &err);
+    return NULL;
+}
+
+static void fx_run(struct fixture *f)
+{
+    if (fx_boot(f) == CAIRN_OK) {
+        pthread_create(&f->waiter, NULL, waiter, f);
+        f->has_waiter = 1;
+    }
+}
+
+/* Stop (as SIGTERM would) and free the scheduler; the store and recorder stay. */
+static void fx_halt(struct fixture *f)
+{
+    struct cairn_err err;
+    if (f->s == NULL)
+        return;
+    cairn_sched_stop(f->s);
+    if (f->has_waiter)
+        pthread_join(f->waiter, NULL);
+    else
+        CHECK_OK(cairn_sched_wait(f->s, &err), &err);
+    f->has_waiter = 0;
+    cairn_sched_free(f->s);
+    f->s = NULL;
+}
+
+/* Boot once at `when` and stop: the schedules get their baseline in the store. */
+static void fx_baseline(struct fixture *f, const char *when)
+{
+    set_now(when);
+    if (fx_boot(f) == CAIRN_OK)
+        fx_halt(f);
+}
+
+static void fx_close(struct fixture *f)
+{
+    fx_halt(f);
+    cairn_metrics_free(f->m);
+    cairn_state_store_close(f->store);
+    cairn_config_free(f->cfg);
+    pthread_mutex_destroy(&f->rec.mu);
+}
+
+static double metric(struct fixture *f, const char *name, const char *label)
+{
+    char *text = cairn_metrics_render(f->m);
+    char key[256];
+    if (label)
+        snprintf(key, sizeof(key), "\n%s{schedule=\"%s\"} ", name, label);
+    else
+        snprintf(key, sizeof(key), "\n%s ", name);
+    char *p = strstr(text, key);
+    double v = p ? strtod(p + strlen(key), NULL) : -1;
+    free(text);
+    return v;
+}
+
+static int64_t stored(struct cairn_state_store *store, const char *name)
+{
+    struct cairn_state *st = NULL;
+    struct cairn_state_load_report rep;
+    struct cairn_err err;
+    int64_t t = -1;
+    if (cairn_state_store_load(store, &st, &rep, &err) == CAIRN_OK)
+        cairn_state_get(st, name, &t);
+    cairn_state_free(st);
+    return t;
+}
+
+TEST(restart_after_three_missed_runs_runs_exactly_those)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    set_now("2026-01-01T10:30:00Z");
+    fx_run(&f);
+    usleep(100000);
+    CHECK_EQ_INT(rec_count(&f.rec), 0); /* new schedules do not replay history */
+    set_now("2026-01-01T11:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    fx_halt(&f);
+    CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T11:00:00Z"));
+    CHECK_EQ_INT(f.rec.catchup[0] + f.rec.catchup[1], 0);
+
+    /* Down for three instants. */
+    set_now("2026-01-01T14:10:00Z");
+    f.rec.n = 0;
+    fx_run(&f);
+    CHECK_EQ_INT(wait_count(&f.rec, 6), 6);
+    usleep(100000);
+    CHECK_EQ_INT(rec_count(&f.rec), 6);
+    int a = 0, b = 0;
+    const char *want_a[] = {"20260101T120000Z-a", "20260101T130000Z-a", "20260101T140000Z-a"};
+    const char *want_b[] = {"20260101T120000Z-b", "20260101T130000Z-b", "20260101T140000Z-b"};
+    for (int i = 0; i < 6; i++) {
+        if (f.rec.names[i][17] == 'a' && a < 3)
+            CHECK_EQ_STR(f.rec.names[i], want_a[a++]); /* oldest first, no duplicates */
+        else if (b < 3)
+            CHECK_EQ_STR(f.rec.names[i], want_b[b++]);
+        CHECK_EQ_INT(f.rec.catchup[i], 1);
+    }
+    CHECK(a == 3 && b == 3);
+    CHECK_EQ_INT(metric(&f, "cairn_catchup_runs_total", "a"), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_succeeded_total", "b"), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_snapshot_save_errors_total", NULL), 0);
+    /* The next live tick is a normal run. */
+    set_now("2026-01-01T15:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 8), 8);
+    CHECK_EQ_INT(f.rec.catchup[6] + f.rec.catchup[7], 0);
+    fx_halt(&f);
+    CHECK_EQ_INT(stored(f.store, "b"), ts("2026-01-01T15:00:00Z"));
+    CHECK_EQ_INT(f.rec.pruned, 10); /* 2 before the restart, 8 after */
+    fx_close(&f);
+}
+
+TEST(one_failing_schedule_does_not_stop_the_others)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    fx_baseline(&f, "2026-01-01T10:30:00Z");
+
+    f.rec.fail_schedule = "a";
+    set_now("2026-01-01T13:30:00Z");
+    fx_run(&f);
+    CHECK_EQ_INT(wait_count(&f.rec, 6), 6);
+    usleep(50000);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_failed_total", "a"), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_succeeded_total", "b"), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "a"), 3);
+    fx_halt(&f);
+    /* Failed runs are not retried forever: the cursor moved on. */
+    CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T13:00:00Z"));
+    fx_close(&f);
+}
+
+TEST(existing_complete_backup_counts_as_done_and_cap_keeps_newest)
+{
+    struct fixture f;
+    fx_open(&f, "catch-up-max = 2", "state.db");
+    fx_baseline(&f, "2026-01-01T10:00:00Z");
+
+    f.rec.complete_name = "20260101T150000Z-a";
+    set_now("2026-01-01T15:00:00Z"); /* 5 missed each, cap 2: 14:00 and 15:00 */
+    fx_run(&f);
+    CHECK_EQ_INT(wait_count(&f.rec, 3), 3);
+    usleep(100000);
+    CHECK_EQ_INT(rec_count(&f.rec), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_catchup_skipped_total", "a"), 3);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_already_complete_total", "a"), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "a"), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_started_total", "b"), 2);
+    fx_halt(&f);
+    CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T15:00:00Z"));
+    fx_close(&f);
+}
+
+TEST(catchup_rate_limit_spaces_runs)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    cairn_config_free(f.cfg);
+    const char *text = "[cairnd]\ncatch-up-rate = 5/s\n[schedule a]\nsource=/s\nto=file:///d\n"
+                       "every=1m\nkeep-last=1\n";
+    struct cairn_err err;
+    CHECK_OK(cairn_config_parse(text, strlen(text), "t", &f.cfg, &err), &err);
+    fx_baseline(&f, "2026-01-01T10:00:00Z");
+    set_now("2026-01-01T10:05:00Z");
+    uint64_t t0 = cairn_mono_ns();
+    fx_run(&f);
+    CHECK_EQ_INT(wait_count(&f.rec, 5), 5);
+    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    CHECK(secs >= 0.75); /* 5 starts at 5/s: 4 gaps of 200 ms */
+    CHECK(secs < 5);
+    fx_halt(&f);
+    fx_close(&f);
+}
+
+TEST(shutdown_cancels_stuck_backup_without_advancing)
+{
+    struct fixture f;
+    fx_open(&f, "shutdown-timeout = 1s", "state.db");
+    set_now("2026-01-01T10:30:00Z");
+    fx_boot(&f);
+    f.rec.block_until_cancel = 1;
+    struct cairn_err err;
+    set_now("2026-01-01T11:00:00Z");
+    usleep(300000);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_in_flight", NULL), 2);
+    uint64_t t0 = cairn_mono_ns();
+    cairn_sched_stop(f.s);
+    CHECK_OK(cairn_sched_wait(f.s, &err), &err);
+    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    CHECK(secs >= 0.9 && secs < 5);
+    cairn_sched_free(f.s);
+    f.s = NULL;
+    /* Cancelled runs are not recorded as done: they run again after restart. */
+    CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T10:30:00Z"));
+    CHECK_EQ_INT(metric(&f, "cairn_backups_failed_total", "a"), 0);
+    f.rec.block_until_cancel = 0;
+    set_now("2026-01-01T11:10:00Z");
+    fx_run(&f);
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    CHECK_EQ_STR(f.rec.names[0][17] == 'a' ? f.rec.names[0] : f.rec.names[1], "20260101T110000Z-a");
+    fx_halt(&f);
+    fx_close(&f);
+}
+
+TEST(save_errors_are_counted_and_reported_by_health)
+{
+    struct fixture f;
+    struct cairn_err err;
+    char *dir = cairn_path_join(test_tmpdir(), "db");
+    CHECK_OK(cairn_mkdir_p(dir, 0700, &err), &err);
+    fx_open(&f, "", "db/state.db");
+    set_now("2026-01-01T10:30:00Z");
+    fx_run(&f);
+    usleep(200000);
+    CHECK_EQ_INT(metric(&f, "cairn_snapshot_saves_total", NULL), 1); /* after catch-up */
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_OK(cairn_rmtree(dir, &err), &err);
+    set_now("2026-01-01T11:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    for (int i = 0; i < 200 && metric(&f, "cairn_snapshot_save_errors_total", NULL) < 2; i++)
+        usleep(10000);
+    CHECK_EQ_INT(metric(&f, "cairn_snapshot_save_errors_total", NULL), 2);
+    CHECK_EQ_INT(metric(&f, "cairn_snapshot_creation_errors_total", NULL), 0);
+    CHECK_EQ_INT(metric(&f, "cairn_backups_succeeded_total", "a"), 1);
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 503);
+    CHECK(strstr(body, "last state snapshot save failed") != NULL);
+    fx_halt(&f);
+    free(dir);
+    fx_close(&f);
+}
+
+int main(int argc, char **argv)
+{
+    cairn_log_setup(CAIRN_LOG_WARN, 0, NULL);
+    return test_main(argc, argv);
+}
