@@ -41,9 +41,10 @@ static int is_local_source(const char *s)
     return s[0] == '/' || s[0] == '.' || access(s, F_OK) == 0;
 }
 
+/* The flag is set from signal handlers and other threads: read it atomically. */
 static int cancelled(const volatile int *flag)
 {
-    return flag != NULL && *flag != 0;
+    return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
 }
 
 /* ---- progress + cancel stage ---- */
