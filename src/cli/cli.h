@@ -13,6 +13,11 @@ struct cli_cmd {
     int (*run)(int argc, char **argv); /* argv[0] is the command name; returns an exit code */
 };
 
+/* The main() of both programs: --help/-h/help, --version, then the command table.
+ * intro is printed under the usage line (may be ""). Returns the exit code. */
+int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc,
+                 char **argv);
+
 /* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
 int cli_fail(const struct cairn_err *err);
 /* Print "cairn <cmd>: <msg>" plus a hint to use --help; returns CAIRN_EXIT_USAGE. */

@@ -6,13 +6,6 @@
 #include "cairn/common.h"
 #include "cli.h"
 
-static int cmd_version(int argc, char **argv)
-{
-    (void)argc, (void)argv;
-    printf("cairn %s\n", cairn_version());
-    return 0;
-}
-
 int cmd_snapshot(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
@@ -24,7 +17,7 @@ int cmd_put(int argc, char **argv);    /* cmd_storage.c */
 int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 
 static const struct cli_cmd commands[] = {
-    {"version", "print the version", cmd_version},
+    {"version", "print the version", NULL}, /* answered by cli_dispatch */
     {"snapshot", "write, inspect, verify and extract raft snapshot archives", cmd_snapshot},
     {"backup", "back up an InfluxDB snapshot service or a local path", cmd_backup},
     {"restore", "restore an InfluxDB backup online (--to) or as files (--into)", cmd_restore},
@@ -36,34 +29,10 @@ static const struct cli_cmd commands[] = {
     {"get", "restore a backup made by 'put' into a directory", cmd_get},
 };
 
-static void usage(FILE *out)
-{
-    fprintf(out, "usage: cairn <command> [options]\n\n"
-                 "cairn takes, stores, verifies and restores snapshots of stateful services.\n\n"
-                 "Commands:\n");
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nRun 'cairn <command> --help' for the options of one command.\n\n%s",
-            cli_exit_codes_help);
-}
-
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        usage(stdout);
-        return 0;
-    }
-    if (strcmp(argv[1], "--version") == 0)
-        return cmd_version(argc, argv);
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "cairn: unknown command '%s'\n\n", argv[1]);
-    usage(stderr);
-    return 2;
+    return cli_dispatch(commands, sizeof(commands) / sizeof(commands[0]),
+                        "cairn takes, stores, verifies and restores snapshots of stateful "
+                        "services.\n\n",
+                        argc, argv);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cairn/common.h"
 #include "cli.h"
 #include "common/util.h"
 
@@ -24,6 +25,39 @@ const char cli_exit_codes_help[] =
     "  6  already exists\n"
     "  7  local I/O error (disk full, permission denied)\n"
     "  8  network, protocol or timeout error talking to a peer\n";
+
+static void dispatch_usage(FILE *out, const struct cli_cmd *cmds, size_t ncmds, const char *intro)
+{
+    fprintf(out, "usage: %s <command> [options]\n\n%sCommands:\n", cli_progname, intro);
+    for (size_t i = 0; i < ncmds; i++)
+        fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+    fprintf(out, "\nRun '%s <command> --help' for the options of one command.\n\n%s",
+            cli_progname, cli_exit_codes_help);
+}
+
+int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc,
+                 char **argv)
+{
+    if (argc < 2) {
+        dispatch_usage(stderr, cmds, ncmds, intro);
+        return CAIRN_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        dispatch_usage(stdout, cmds, ncmds, intro);
+        return CAIRN_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("%s %s\n", cli_progname, cairn_version());
+        return CAIRN_EXIT_OK;
+    }
+    for (size_t i = 0; i < ncmds; i++)
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "%s: unknown command '%s'\n\n", cli_progname, argv[1]);
+    dispatch_usage(stderr, cmds, ncmds, intro);
+    return CAIRN_EXIT_USAGE;
+}
 
 int cli_fail(const struct cairn_err *err)
 {
