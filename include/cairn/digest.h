@@ -34,6 +34,10 @@ CAIRN_API size_t cairn_base64_encode(const uint8_t *in, size_t len, char *out);
 CAIRN_API int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_cap,
                                   size_t *out_len);
 
+/* HMAC-SHA256 with a 32-byte key over prefix || data (either may be empty). */
+CAIRN_API void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
+                                 const void *data, size_t len, uint8_t out[32]);
+
 /* Load a 32-byte key from a file holding 32 raw bytes or 64 hex digits (trailing newline
  * allowed). Refuses group/world-readable files with a clear CAIRN_E_PERM error. */
 struct cairn_err;

@@ -7,7 +7,6 @@
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,18 +43,10 @@ static struct cairn_sealer *key_sealer_new(const struct cairn_sealer_ops *ops, c
 
 /* ---- HMAC-SHA256 ---- */
 
+/* The magic is covered too, so the construction cannot be confused with another. */
 static void hmac_tag(const struct key_sealer *k, const uint8_t *in, size_t len, uint8_t tag[32])
 {
-    /* The magic is covered too, so the construction cannot be confused with another. */
-    uint8_t *msg = cairn_xmalloc(MAGIC_LEN + len);
-    memcpy(msg, hmac_magic, MAGIC_LEN);
-    if (len > 0)
-        memcpy(msg + MAGIC_LEN, in, len);
-    unsigned int tlen = 32;
-    if (HMAC(EVP_sha256(), k->key, CAIRN_SEALER_KEY_LEN, msg, MAGIC_LEN + len, tag, &tlen) ==
-        NULL)
-        abort();
-    free(msg);
+    cairn_hmac_sha256(k->key, hmac_magic, MAGIC_LEN, in, len, tag);
 }
 
 static int hmac_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8_t **out,

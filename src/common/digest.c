@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -140,6 +142,22 @@ int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_
     if (out_len != NULL)
         *out_len = len;
     return 0;
+}
+
+void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
+                       const void *data, size_t len, uint8_t out[32])
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    size_t outl = 0;
+    if (ctx == NULL || EVP_MAC_init(ctx, key, 32, params) != 1 ||
+        (prefix_len > 0 && EVP_MAC_update(ctx, prefix, prefix_len) != 1) ||
+        (len > 0 && EVP_MAC_update(ctx, data, len) != 1) || EVP_MAC_final(ctx, out, &outl, 32) != 1)
+        abort(); /* only allocation failure gets here */
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
 }
 
 int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)

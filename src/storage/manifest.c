@@ -2,8 +2,6 @@
  * HMAC-SHA-256 over its canonical form (compact, sorted keys, without the "seal" field). */
 #include <jansson.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,12 +22,10 @@ static int cmp_rec(const void *a, const void *b)
 static void seal_mac(const json_t *m, const uint8_t *key, char out[65])
 {
     char *canon = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
-    uint8_t mac[EVP_MAX_MD_SIZE];
-    unsigned maclen = 0;
-    if (canon == NULL ||
-        HMAC(EVP_sha256(), key, CAIRN_SEAL_KEY_LEN, (const uint8_t *)canon, strlen(canon), mac,
-             &maclen) == NULL)
+    if (canon == NULL)
         abort(); /* allocation failure */
+    uint8_t mac[32];
+    cairn_hmac_sha256(key, NULL, 0, canon, strlen(canon), mac);
     cairn_hex_encode(mac, 32, out);
     free(canon);
 }
