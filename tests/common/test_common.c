@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "cairn/digest.h"
+#include "cairn/log.h"
 #include "common/pool.h"
 #include "common/util.h"
 #include "test.h"
@@ -106,6 +107,31 @@ TEST(pool_runs_every_job)
     cairn_pool_wait(p);
     CHECK_EQ_INT(atomic_load(&g_counter), 1000);
     cairn_pool_free(p);
+}
+
+TEST(log_levels_and_json_lines)
+{
+    char *path = cairn_path_join(test_tmpdir(), "log");
+    FILE *f = fopen(path, "w+");
+    cairn_log_setup(CAIRN_LOG_INFO, 1, f);
+    cairn_debug("test", "hidden");
+    cairn_info("test", "quote \" and newline\n");
+    cairn_log_setup(CAIRN_LOG_WARN, 0, f);
+    cairn_info("test", "hidden too");
+    cairn_warn("test", "plain %d", 7);
+    cairn_log_setup(CAIRN_LOG_WARN, 0, NULL);
+    rewind(f);
+    char line[512];
+    CHECK(fgets(line, sizeof(line), f) != NULL);
+    CHECK(strstr(line, "\"level\":\"info\"") != NULL);
+    CHECK(strstr(line, "\"msg\":\"quote \\\" and newline\\n\"") != NULL);
+    CHECK(fgets(line, sizeof(line), f) != NULL);
+    CHECK(strstr(line, " warn  test: plain 7") != NULL);
+    CHECK(fgets(line, sizeof(line), f) == NULL);
+    fclose(f);
+    CHECK_EQ_INT(cairn_log_level_parse("WARNING"), CAIRN_LOG_WARN);
+    CHECK_EQ_INT(cairn_log_level_parse("loud"), -1);
+    free(path);
 }
 
 int main(int argc, char **argv)
