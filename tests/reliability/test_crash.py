@@ -6,7 +6,7 @@ are each killed at random moments spread over a whole backup. After every kill:
 - the earlier backup's stored bytes are unchanged (checksums before and after).
 At the end `cairn verify` passes on every complete backup, and `cairn prune` removes every
 incomplete one (once a newer complete backup exists), leaving no debris.
-100 kills in all (25 per storage and victim; 40 in all under the sanitizer build, whose
+100 kills in all (25 per storage and victim; 40 in all under the sanitizer builds, whose
 binaries are several times slower); CAIRN_CRASH_KILLS overrides the count.
 Prints "figures:" lines for docs/RELIABILITY.md."""
 import os
@@ -20,7 +20,8 @@ from rel import (CAIRN, Cairnd, S3rver, cairn, check, finish, influx_data, statu
                  tree_sums)
 
 T = tmpdir("cairn-crash-")
-KILLS = int(os.environ.get("CAIRN_CRASH_KILLS", "40" if "ASAN_OPTIONS" in os.environ else "100"))
+SANITIZED = "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ
+KILLS = int(os.environ.get("CAIRN_CRASH_KILLS", "40" if SANITIZED else "100"))
 rnd = random.Random(int(os.environ.get("CAIRN_CRASH_SEED", "7")))
 figures = []
 
