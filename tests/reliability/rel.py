@@ -41,6 +41,20 @@ def finish():
     print("all checks passed")
 
 
+def run_parts(tmp, figures, *parts):
+    """Run each part (timed), then remove tmp, print the figures and the verdict."""
+    try:
+        for part in parts:
+            t0 = time.time()
+            part()
+            print("--- %s took %.1fs" % (part.__name__, time.time() - t0), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for f in figures:
+        print("figures: " + f)
+    finish()
+
+
 def tmpdir(prefix):
     return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TMPDIR", "/tmp"))
 

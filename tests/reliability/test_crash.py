@@ -11,12 +11,11 @@ binaries are several times slower); CAIRN_CRASH_KILLS overrides the count.
 Prints "figures:" lines for docs/RELIABILITY.md."""
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
 
-from rel import (CAIRN, Cairnd, S3rver, cairn, check, finish, influx_data, statuses, tmpdir,
+from rel import (CAIRN, Cairnd, S3rver, cairn, check, influx_data, run_parts, statuses, tmpdir,
                  tree_sums)
 
 T = tmpdir("cairn-crash-")
@@ -124,30 +123,37 @@ def campaign(t, data, kills):
                        len(sts) - len(complete)))
 
 
-def main():
-    per = KILLS // 2
-    data = influx_data(os.path.join(T, "svc"), shards=8, size=3 << 20)
+DATA = os.path.join(T, "svc")
+
+
+def data_dir():
+    d = os.path.join(DATA, "data")
+    return d if os.path.isdir(d) else influx_data(DATA, shards=8, size=3 << 20)
+
+
+def file_part():
+    store = os.path.join(T, "store")
+    os.makedirs(store)
+    ft = Target("file", store, lambda n: tree_sums(os.path.join(store, n)), store)
+    campaign(ft, data_dir(), KILLS // 2)
+
+
+def s3_part():
+    s3 = S3rver(T)
+    if not s3.available():
+        print("*** SKIPPED: S3 crash half: s3rver not installed (scripts/deps.sh test)")
+        return
+    s3.start()
     try:
-        store = os.path.join(T, "store")
-        os.makedirs(store)
-        ft = Target("file", store, lambda n: tree_sums(os.path.join(store, n)), store)
-        campaign(ft, data, per)
-        s3 = S3rver(T)
-        if not s3.available():
-            print("*** SKIPPED: S3 crash half: s3rver not installed (scripts/deps.sh test)")
-        else:
-            s3.start()
-            try:
-                st = Target("s3", s3.url("crash", retry_base_ms=20),
-                            lambda n: s3.backup_sums("crash", n), None)
-                campaign(st, data, KILLS - per)
-            finally:
-                s3.stop()
+        st = Target("s3", s3.url("crash", retry_base_ms=20),
+                    lambda n: s3.backup_sums("crash", n), None)
+        campaign(st, data_dir(), KILLS - KILLS // 2)
     finally:
-        shutil.rmtree(T, ignore_errors=True)
-    for f in figures:
-        print("figures: " + f)
-    finish()
+        s3.stop()
+
+
+def main():
+    run_parts(T, figures, file_part, s3_part)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@
   device" (exit 7), nothing partial is complete, the earlier backup still verifies.
 Prints "figures:" lines for docs/RELIABILITY.md."""
 import os
-import shutil
 import subprocess
 import threading
 import time
 
-from rel import (CAIRN, Cairnd, FaultProxy, S3rver, cairn, check, finish, influx_data, run,
-                 statuses, tmpdir, tree_sums)
+from rel import (Cairnd, FaultProxy, S3rver, cairn, check, influx_data, run_parts, statuses,
+                 tmpdir, tree_sums)
 
 T = tmpdir("cairn-faults-")
 figures = []
@@ -211,16 +210,7 @@ def enospc():
 
 
 def main():
-    try:
-        for part in (s3_faults, service_faults, enospc):
-            t0 = time.time()
-            part()
-            print("--- %s took %.1fs" % (part.__name__, time.time() - t0), flush=True)
-    finally:
-        shutil.rmtree(T, ignore_errors=True)
-    for f in figures:
-        print("figures: " + f)
-    finish()
+    run_parts(T, figures, s3_faults, service_faults, enospc)
 
 
 if __name__ == "__main__":

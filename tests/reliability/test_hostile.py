@@ -18,11 +18,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tarfile
 import time
 
-from rel import Cairnd, cairn, check, finish, influx_data, tmpdir, tree_sums
+from rel import Cairnd, cairn, check, influx_data, run_parts, tmpdir, tree_sums
 
 T = tmpdir("cairn-hostile-")
 SANDBOX = os.path.join(T, "sandbox")
@@ -289,15 +288,7 @@ def main():
     os.makedirs(CANARY)
     with open(os.path.join(CANARY, "file"), "wb") as f:
         f.write(b"canary")
-    try:
-        archive_cases()
-        restore_into_case()
-        shard_upload_cases()
-    finally:
-        shutil.rmtree(T, ignore_errors=True)
-    for f in figures:
-        print("figures: " + f)
-    finish()
+    run_parts(T, figures, archive_cases, restore_into_case, shard_upload_cases)
 
 
 if __name__ == "__main__":
