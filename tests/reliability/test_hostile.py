@@ -9,7 +9,7 @@ that are symlinks, hardlinks or devices, a huge declared size, a zstd decompress
 after the end marker, an oversized meta.json.
 `cairn restore --into`: a MANIFEST whose shard db/rp names are paths ("../../x").
 cairnd serve shard uploads: `..` and absolute entry names, symlinks, hardlinks, devices, and a
-GNU sparse entry declaring 10 GiB (a sparse bomb), each refused or skipped, cairnd still
+GNU sparse entry declaring 4 GiB (a sparse bomb), each refused or skipped, cairnd still
 answering afterwards."""
 import gzip
 import hashlib
@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import tarfile
 import time
 
@@ -218,6 +219,7 @@ def sparse_entry(name, realsize, data=b"tail"):
     h[483:495] = b"%011o\0" % realsize
     h[148:156] = b"        "
     h[148:155] = b"%06o\0" % sum(h)
+    assert len(h) == 512, "a numeric field overflowed its width"
     return bytes(h) + data.ljust(512, b"\0")
 
 
@@ -261,14 +263,31 @@ def shard_upload_cases():
                       what, ", ".join(names)))
         # the sparse bomb
         t0 = time.time()
-        in_sandbox(lambda: upload(c.addr, 1, sparse_entry(pre + "bomb.tsm", 10 << 30) +
+        in_sandbox(lambda: upload(c.addr, 1, sparse_entry(pre + "bomb.tsm", 4 << 30) +
                                   b"\0" * 1024))
         with open(log, errors="replace") as f:
             logtxt = f.read()
         check(not os.path.exists(os.path.join(shard, "bomb.tsm")) and
               "sparse entry" in logtxt and time.time() - t0 < 20,
-              "sparse 10 GiB entry refused: %s" % [l for l in logtxt.splitlines()
+              "sparse 4 GiB entry refused: %s" % [l for l in logtxt.splitlines()
                                                    if "sparse" in l][-1:])
+        # GNU tar's own sparse output, old-GNU and PAX 1.0 formats
+        sp = os.path.join(T, "sparse")
+        os.makedirs(os.path.join(sp, pre))
+        with open(os.path.join(sp, pre, "gnubomb.tsm"), "wb") as f:
+            f.truncate(4 << 30)
+            f.seek(0, 2)
+            f.write(b"tail")
+        ntar = 0
+        for fmt in ("gnu", "pax") if shutil.which("tar") else ():
+            tb = subprocess.run(["tar", "--sparse", "--format=" + fmt, "-cf", "-", "-C", sp,
+                                 pre + "gnubomb.tsm"], stdout=subprocess.PIPE).stdout
+            in_sandbox(lambda: upload(c.addr, 1, tb))
+            ntar += 1
+            with open(log, errors="replace") as f:
+                n = f.read().count("sparse entry '%sgnubomb.tsm' refused" % pre)
+            check(n == ntar and not os.path.exists(os.path.join(shard, "gnubomb.tsm")),
+                  "GNU tar --sparse --format=%s upload refused" % fmt)
         left = [n for n in os.listdir(shard) if n.startswith(".")]
         check(left == [], "no temporary files left in the shard (%s)" % left)
         for p in list(before_data):
@@ -278,8 +297,9 @@ def shard_upload_cases():
         check(after == before_data, "other shards untouched")
         rc, _, err, _ = cairn("backup", "--from", c.addr, "--to", os.path.join(T, "st2"))
         check(rc == 0, "cairnd still serves backups after the hostile uploads")
-        figures.append("%d hostile shard uploads (incl. a 10 GiB sparse bomb) refused or "
-                       "skipped, nothing outside the shard" % (len(tars) + 1))
+        figures.append("%d hostile shard uploads (incl. sparse bombs: a crafted one and GNU "
+                       "tar's gnu and pax output) refused or skipped, nothing outside the shard"
+                       % (len(tars) + 1 + ntar))
     finally:
         c.stop()
 
