@@ -51,6 +51,49 @@ static struct pass_reader *pass_new(struct cairn_reader *owned, struct cairn_rea
     return p;
 }
 
+/* Decompression bomb guard: once the tar passes RATIO_FLOOR bytes, it may be at most `ratio`
+ * times the compressed bytes read so far (gzip cannot exceed ~1032:1; real snapshots are far
+ * below the default). Without it a small archive could fill the disk of extract or restore
+ * before its hashes are checked at the end. */
+#define RATIO_FLOOR (64u << 20)
+#define RATIO_DEFAULT 4096u
+
+struct ratio_reader {
+    struct cairn_reader base;
+    const struct cairn_reader *compressed;
+    uint64_t out;
+    unsigned ratio;
+};
+
+static int ratio_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                      struct cairn_err *err)
+{
+    struct ratio_reader *q = (struct ratio_reader *)r;
+    int rc = cairn_reader_read(r->next, buf, cap, got, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    q->out += *got;
+    if (q->out > RATIO_FLOOR && q->out / q->ratio > q->compressed->bytes)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "failed to decompress snapshot: %llu bytes from %llu compressed "
+                             "bytes is over the %u:1 limit (a decompression bomb?)",
+                             (unsigned long long)q->out,
+                             (unsigned long long)q->compressed->bytes, q->ratio);
+    return CAIRN_OK;
+}
+
+static const struct cairn_reader_ops ratio_reader_ops = {"ratio-limit", ratio_read, NULL};
+
+static struct cairn_reader *ratio_new(struct cairn_reader *next,
+                                      const struct cairn_reader *compressed, unsigned ratio)
+{
+    struct ratio_reader *q = cairn_xcalloc(1, sizeof(*q));
+    cairn_reader_init(&q->base, &ratio_reader_ops, next);
+    q->compressed = compressed;
+    q->ratio = ratio ? ratio : RATIO_DEFAULT;
+    return &q->base;
+}
+
 struct snap_input {
     struct cairn_reader *hash; /* raw input bytes, hashed */
     struct cairn_reader *top;  /* the tar stream; freeing it frees the chain */
@@ -59,8 +102,8 @@ struct snap_input {
 
 /* Detect the flavour by magic and stack the decompressor. The gzip header checks reproduce
  * Go's gzip.NewReader errors, reported as "failed to decompress snapshot: ...". */
-static int open_input(struct cairn_reader *in, int raw_tar, struct snap_input *si,
-                      struct cairn_err *err)
+static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
+                      struct snap_input *si, struct cairn_err *err)
 {
     si->hash = cairn_hash_reader_new(&pass_new(NULL, in)->base);
     if (raw_tar) {
@@ -83,7 +126,7 @@ static int open_input(struct cairn_reader *in, int raw_tar, struct snap_input *s
     const uint8_t *b = replay->prefix;
     if (cairn_detect_compression(b, replay->plen) == CAIRN_COMPRESS_ZSTD) {
         si->flavour = CAIRN_SNAPSHOT_ZSTD;
-        si->top = cairn_zstd_reader_new(&replay->base);
+        si->top = ratio_new(cairn_zstd_reader_new(&replay->base), si->hash, max_ratio);
         return CAIRN_OK;
     }
     si->flavour = CAIRN_SNAPSHOT_GZIP;
@@ -94,7 +137,7 @@ static int open_input(struct cairn_reader *in, int raw_tar, struct snap_input *s
     if (b[0] != 0x1f || b[1] != 0x8b || b[2] != 8)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "failed to decompress snapshot: gzip: invalid header");
-    si->top = cairn_gzip_reader_new(&replay->base);
+    si->top = ratio_new(cairn_gzip_reader_new(&replay->base), si->hash, max_ratio);
     return CAIRN_OK;
 }
 
@@ -304,7 +347,7 @@ static int snap_read(struct cairn_reader *in, const struct cairn_snapshot_read_o
     memset(info, 0, sizeof(*info));
     struct snap_input si = {0};
     struct tar_reader *t = NULL;
-    int rc = open_input(in, opts->raw_tar, &si, err);
+    int rc = open_input(in, opts->raw_tar, opts->max_ratio, &si, err);
     info->flavour = si.flavour;
     if (rc != CAIRN_OK)
         goto out;

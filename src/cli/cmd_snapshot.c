@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,7 +67,7 @@ static const char save_help[] =
 
 static const char inspect_help[] =
     "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
-    "                              [--json]\n"
+    "                              [--max-ratio N] [--json]\n"
     "\n"
     "Verify FILE completely, then print its metadata (ID, Size, Index, Term, Version,\n"
     "configuration), its checksum (sha-256=<base64>, as raft-snapshot's Checksum()) and its\n"
@@ -80,13 +81,15 @@ static const char inspect_help[] =
 
 static const char verify_help[] =
     "usage: cairn snapshot verify FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
-    "                             [--json]\n"
+    "                             [--max-ratio N] [--json]\n"
     "\n"
     "Check FILE as Consul's and raft-snapshot's Verify do: every member hash against\n"
     "SHA256SUMS, no unexpected or repeated members, and no byte after the tar end marker\n"
     "(\"N unread uncompressed bytes remain\"). With --seal-key the SHA256SUMS.sealed member is\n"
     "required and must open with the key and match. --tar reads a bare tar. --consul applies\n"
     "Consul's and Nomad's rule of exactly three members (a Vault snapshot is then rejected).\n"
+    "Past 64 MiB the decompressed tar may be at most --max-ratio times the compressed bytes\n"
+    "(default 4096; a decompression bomb is refused before it is written anywhere).\n"
     "\n"
     "Examples:\n"
     "  cairn snapshot verify backup.snap && echo good\n"
@@ -95,10 +98,11 @@ static const char verify_help[] =
 
 static const char extract_help[] =
     "usage: cairn snapshot extract FILE OUT [--seal-key FILE [--seal hmac|aes-gcm]] [--tar]\n"
-    "                              [--force] [--json]\n"
+    "                              [--force] [--max-ratio N] [--json]\n"
     "\n"
     "Write state.bin of FILE to OUT. OUT is written through a temp file and appears only if\n"
-    "the whole archive verified; a bad archive leaves nothing behind.\n"
+    "the whole archive verified; a bad archive leaves nothing behind. --max-ratio as for\n"
+    "verify.\n"
     "\n"
     "Example:\n"
     "  cairn snapshot extract backup.snap state.bin\n"
@@ -132,7 +136,7 @@ static struct cairn_reader *progress_reader_new(struct cairn_reader *src, struct
 struct opts {
     const char *verb;
     int json, zstd, force, raw_tar, consul, have_index, have_term, have_size;
-    uint64_t index, term, conf_index, size, level, threads;
+    uint64_t index, term, conf_index, size, level, threads, max_ratio;
     int have_conf_index, have_level, have_threads;
     const char *id, *seal_key, *seal, *tmpdir;
     struct cairn_snapshot_server *servers;
@@ -179,7 +183,7 @@ static int add_server(struct opts *o, const char *spec)
 }
 
 enum { O_INDEX = 256, O_TERM, O_ID, O_CONF, O_SERVER, O_SIZE, O_ZSTD, O_LEVEL, O_THREADS,
-       O_SEALKEY, O_SEAL, O_TMPDIR, O_FORCE, O_JSON, O_TAR, O_CONSUL, O_HELP };
+       O_SEALKEY, O_SEAL, O_TMPDIR, O_FORCE, O_JSON, O_TAR, O_CONSUL, O_HELP, O_MAXRATIO };
 
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. */
 static int parse(int argc, char **argv, struct opts *o, const char *help, int npos)
@@ -202,6 +206,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         {"tar", no_argument, NULL, O_TAR},
         {"consul", no_argument, NULL, O_CONSUL},
         {"help", no_argument, NULL, O_HELP},
+        {"max-ratio", required_argument, NULL, O_MAXRATIO},
         {NULL, 0, NULL, 0},
     };
     int save = strcmp(o->verb, "save") == 0;
@@ -236,6 +241,10 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_JSON: o->json = cli_json = 1; break;
         case O_TAR: o->raw_tar = 1; break;
         case O_CONSUL: o->consul = 1; break;
+        case O_MAXRATIO:
+            bad = cli_parse_u64(a, &o->max_ratio) || o->max_ratio == 0 ||
+                  o->max_ratio > UINT_MAX;
+            break;
         default:
             return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
@@ -252,8 +261,8 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
     }
     if (o->npos != npos)
         return cli_usage(cmd, "needs %s", npos == 2 ? "two arguments" : "one argument");
-    if (save && (o->raw_tar || o->consul))
-        return cli_usage(cmd, "--tar and --consul are for reading");
+    if (save && (o->raw_tar || o->consul || o->max_ratio))
+        return cli_usage(cmd, "--tar, --consul and --max-ratio are for reading");
     if (save && (!o->have_index || !o->have_term))
         return cli_usage(cmd, "--index and --term are required");
     if (o->seal != NULL && o->seal_key == NULL)
@@ -474,6 +483,7 @@ static int run_read(struct opts *o)
     ro.raw_tar = o->raw_tar;
     ro.three_members = o->consul;
     ro.tmpdir = o->tmpdir;
+    ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
         struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
         if (out == NULL) {

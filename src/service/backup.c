@@ -430,8 +430,10 @@ static int shard_list(struct cairn_backup *b, const char *db, const char *rp,
     json_array_foreach(shards, i, v) {
         struct shard_ent e = {0};
         json_int_t id = 0;
+        /* db and rp become parts of file names under --into: never a path */
         if (json_unpack(v, "{s:I, s:s, s:s, s:s}", "id", &id, "db", &e.db, "rp", &e.rp, "file",
-                        &e.file) != 0 || id <= 0 || !cairn_name_valid(e.file)) {
+                        &e.file) != 0 || id <= 0 || !cairn_name_valid(e.file) ||
+            !cairn_name_is_safe(e.db) || !cairn_name_is_safe(e.rp)) {
             free(*out);
             return cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': malformed shard entry %zu",
                                  cairn_backup_name(b), i);

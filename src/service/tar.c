@@ -195,6 +195,15 @@ int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struc
         }
         if (archive_entry_filetype(e) != AE_IFREG)
             continue;
+        /* A sparse entry expands holes to zeros when read: a few bytes sent could become
+         * terabytes written. Go's tar writer (influxd) never makes them. */
+        if (archive_entry_sparse_count(e) > 0) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "invalid tar stream: sparse entry '%s' refused (%lld bytes "
+                               "declared)",
+                               archive_entry_pathname(e), (long long)archive_entry_size(e));
+            goto out;
+        }
         struct entry_reader er;
         cairn_reader_init(&er.base, &entry_reader_ops, NULL);
         er.a = a;

@@ -611,19 +611,33 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
             handle_put(s, h);
         } else {
             handle_put(s, h);
-            if (c->status >= 200 && c->status < 300) {
+            /* A connection closed inside the response headers ends a transfer "successfully"
+             * for libcurl (no Content-Length seen: the body runs to the close), so a cut 2xx
+             * answer to a ranged GET or an object HEAD is caught here and retried. */
+            int ok = c->status >= 200 && c->status < 300;
+            int cut = ok && ((c->dst != NULL && c->body_out_len != c->dst_cap) ||
+                             (strcmp(c->method, "HEAD") == 0 && c->key != NULL && c->clen < 0));
+            if (ok && !cut) {
                 rc = CAIRN_OK;
                 break;
             }
-            const char *b = c->dst ? NULL : c->body_out;
-            char *code = b ? s3_xml_get(b, b + c->body_out_len, "Code") : NULL;
-            char *msg = b ? s3_xml_get(b, b + c->body_out_len, "Message") : NULL;
-            rc = cairn_err_set(err, status_code(c->status), "%s: HTTP %ld%s%s%s%s", what,
-                               c->status, code ? " " : "", code ? code : "", msg ? ": " : "",
-                               msg ? msg : "");
-            retry = c->status >= 500 || c->status == 429 || retryable_s3_code(code);
-            free(code);
-            free(msg);
+            if (cut) {
+                rc = cairn_err_set(err, CAIRN_E_NETWORK,
+                                   "%s: HTTP %ld answer cut short (%zu body bytes%s)", what,
+                                   c->status, c->body_out_len,
+                                   c->clen < 0 ? ", no Content-Length" : "");
+                retry = 1;
+            } else {
+                const char *b = c->dst ? NULL : c->body_out;
+                char *code = b ? s3_xml_get(b, b + c->body_out_len, "Code") : NULL;
+                char *msg = b ? s3_xml_get(b, b + c->body_out_len, "Message") : NULL;
+                rc = cairn_err_set(err, status_code(c->status), "%s: HTTP %ld%s%s%s%s", what,
+                                   c->status, code ? " " : "", code ? code : "",
+                                   msg ? ": " : "", msg ? msg : "");
+                retry = c->status >= 500 || c->status == 429 || retryable_s3_code(code);
+                free(code);
+                free(msg);
+            }
         }
         if (!retry || attempt >= s->attempts)
             break;

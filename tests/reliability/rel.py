@@ -1,0 +1,167 @@
+"""Helpers for the reliability tests: s3rver on a free port, cairn runs with deadlines, backup
+status from `cairn list --json`, checksums of stored backups, sample InfluxDB-style data
+directories for cairnd serve. Reuses tests/service/influx.py (Cairnd) and
+tests/harness/faultproxy.py."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "service"))
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+from influx import CAIRN, CAIRND, Cairnd, free_port  # noqa: E402,F401
+from faultproxy import FaultProxy  # noqa: E402,F401
+
+SRC = os.environ.get("CAIRN_SOURCE_DIR", os.path.join(HERE, "..", ".."))
+S3RVER = os.path.join(SRC, ".cache", "node", "node_modules", ".bin", "s3rver")
+
+failures = []
+
+
+def check(cond, msg):
+    print(("ok: " if cond else "FAIL: ") + msg, flush=True)
+    if not cond:
+        failures.append(msg)
+    return cond
+
+
+def finish():
+    if failures:
+        print("%d check(s) failed:" % len(failures))
+        for f in failures:
+            print("  " + f)
+        sys.exit(1)
+    print("all checks passed")
+
+
+def run_parts(tmp, figures, *parts):
+    """Run each part (timed), then remove tmp, print the figures and the verdict."""
+    try:
+        for part in parts:
+            t0 = time.time()
+            part()
+            print("--- %s took %.1fs" % (part.__name__, time.time() - t0), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for f in figures:
+        print("figures: " + f)
+    finish()
+
+
+def tmpdir(prefix):
+    return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TMPDIR", "/tmp"))
+
+
+def run(args, timeout=120, env=None):
+    """Run a command; returns (rc, stdout, stderr, seconds). rc is -9 on timeout (killed)."""
+    t0 = time.time()
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        rc = -9
+    return rc, out.decode(errors="replace"), err.decode(errors="replace"), time.time() - t0
+
+
+def cairn(*args, timeout=120):
+    return run([CAIRN] + list(args), timeout=timeout)
+
+
+def statuses(url):
+    """name -> status from `cairn list --json` (raises when list itself fails)."""
+    rc, out, err, _ = cairn("list", url, "--json")
+    if rc != 0:
+        raise RuntimeError("cairn list %s: %s" % (url, err))
+    return {b["name"]: b["status"] for b in json.loads(out)["backups"]}
+
+
+def tree_sums(path):
+    """{relative path: sha256} of every file under path."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+class S3rver:
+    """A real s3rver on a free loopback port, data under root/s3data."""
+
+    def __init__(self, root, bucket="rel"):
+        self.root = root
+        self.bucket = bucket
+        self.proc = None
+
+    def available(self):
+        return os.access(S3RVER, os.X_OK) and shutil.which("node") is not None
+
+    def start(self):
+        self.data = os.path.join(self.root, "s3data")
+        os.makedirs(self.data, exist_ok=True)
+        self.log_path = os.path.join(self.root, "s3rver.log")
+        env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([S3RVER, "-d", self.data, "-a", "127.0.0.1", "-p", "0",
+                                      "--configure-bucket", self.bucket],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        for _ in range(300):
+            with open(self.log_path, errors="replace") as f:
+                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", f.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("s3rver exited: " + open(self.log_path).read())
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("s3rver did not start")
+        os.environ.update(AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER")
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+        return self
+
+    def url(self, prefix, port=None, **opts):
+        q = "endpoint=http://127.0.0.1:%d&region=us-east-1&path_style=1" % (port or self.port)
+        for k, v in opts.items():
+            q += "&%s=%s" % (k, v)
+        return "s3://%s/%s?%s" % (self.bucket, prefix, q)
+
+    def backup_sums(self, prefix, name):
+        """Checksums of the objects (and their metadata) of one backup as s3rver stores them."""
+        return tree_sums(os.path.join(self.data, self.bucket, prefix, name))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def influx_data(root, shards=4, size=200000, seed=1):
+    """An InfluxDB-1.x-shaped data directory (db/rp/shard/*.tsm) for cairnd serve."""
+    import random
+    rnd = random.Random(seed)
+    data = os.path.join(root, "data")
+    for sid in range(1, shards + 1):
+        d = os.path.join(data, "db1", "autogen" if sid % 2 else "week", str(sid))
+        os.makedirs(d, exist_ok=True)
+        for k in range(2):
+            with open(os.path.join(d, "%09d-%09d.tsm" % (k + 1, 1)), "wb") as f:
+                f.write(b"\x16\xd1\x16\xd1\x01" + rnd.randbytes(size))
+    return data
