@@ -307,9 +307,12 @@ struct get_job {
     int mode;
 };
 
+/* Reports progress and starts writeback of the restored file early (it is fsync'd at the end). */
 struct progress_writer {
     struct cairn_writer base;
     const struct cairn_path_opts *o;
+    int fd;
+    struct cairn_writeback wb;
 };
 
 static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
@@ -317,7 +320,10 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
 {
     struct progress_writer *p = (struct progress_writer *)w;
     int rc = cairn_writer_write(w->next, buf, len, err);
-    if (rc == CAIRN_OK && p->o->progress)
+    if (rc != CAIRN_OK)
+        return rc;
+    cairn_writeback(p->fd, &p->wb, len);
+    if (p->o->progress)
         p->o->progress(p->o->progress_arg, len);
     return rc;
 }
@@ -353,6 +359,7 @@ static void get_one(void *arg)
     struct progress_writer *pw = cairn_xcalloc(1, sizeof(*pw));
     cairn_writer_init(&pw->base, &progress_writer_ops, cairn_fd_writer_new(fd, 0));
     pw->o = j->o;
+    pw->fd = fd;
     int rc = cairn_backup_get_stream(j->b, j->file, &pw->base, NULL, &e);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(&pw->base, &e);
