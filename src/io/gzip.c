@@ -13,7 +13,7 @@
 
 #define GZ_BLOCK (1u << 20)
 /* Incompressible-block probe: a level-1 trial on GZ_PROBE samples of GZ_PROBE_LEN bytes. */
-#define GZ_PROBE 4
+#define GZ_PROBE     4
 #define GZ_PROBE_LEN (16u << 10)
 
 struct gz_slot {

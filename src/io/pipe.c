@@ -157,8 +157,7 @@ static void pipe_free(struct cairn_writer *w)
     free(p);
 }
 
-static const struct cairn_writer_ops pipe_writer_ops = {"pipe", pipe_write, pipe_finish,
-                                                        pipe_free};
+static const struct cairn_writer_ops pipe_writer_ops = {"pipe", pipe_write, pipe_finish, pipe_free};
 
 struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next)
 {

@@ -105,8 +105,8 @@ TEST(pipelined_file_reports_disk_full)
     uint8_t *junk = cairn_xcalloc(1, n);
     struct cairn_reader *r = cairn_mem_reader_new(junk, n);
     struct cairn_file_opts fo = {.pipeline = 1};
-    CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, &fo, &err), CAIRN_E_NOSPACE,
-              &err, "No space left on device");
+    CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, &fo, &err), CAIRN_E_NOSPACE, &err,
+              "No space left on device");
     CHECK(strstr(err.msg, "file 'big'") != NULL);
     cairn_reader_free(r);
     CHECK_ERR(cairn_backup_end(b, &err), CAIRN_E_NOSPACE, &err, "file 'big'");
