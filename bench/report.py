@@ -25,7 +25,8 @@ def main(path):
     for phase in phases:
         tools = [t for (p, t) in rows if p == phase]
         med = {t: statistics.median(s for s, _ in rows[(phase, t)]) for t in tools}
-        base = next((t for t in tools if t.startswith("cairn")), None)
+        # the ratio's base: "cairn" (or "cairnd"), else the first cairn-* flavour by name
+        base = next((t for t in sorted(tools) if t.startswith("cairn")), None)
         print(f"\n### {phase} ({size[phase] / 1e6:.0f} MB input, {len(rows[(phase, tools[0])])} runs)\n")
         print("| tool | median s | MB/s | time vs cairn | peak RSS MiB |")
         print("|---|---:|---:|---:|---:|")

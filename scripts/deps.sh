@@ -16,7 +16,7 @@ test_pkgs=(python3 clang libclang-rt-14-dev influxdb influxdb-client postgresql 
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
 # images ship NodeSource's nodejs, which bundles npm and conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
-bench_pkgs=(hyperfine restic borgbackup zstd pigz time)
+bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")
 case "$what" in

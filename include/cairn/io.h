@@ -156,6 +156,11 @@ CAIRN_API struct cairn_writer *cairn_aead_writer_new(struct cairn_writer *next,
 CAIRN_API struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
                                                      const uint8_t key[CAIRN_AEAD_KEY_LEN]);
 
+/* Pipe stage: writes reach next on a helper thread (one per stage, 768 KiB of buffers), so the
+ * stages below it run in parallel with the caller and the stages above it. Errors of next come
+ * back on a later write or on close. */
+CAIRN_API struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next);
+
 /* Pump r into w until EOF; does not close w. *copied may be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);

@@ -202,6 +202,8 @@ struct cairn_file_opts {
     enum cairn_compression compression; /* CAIRN_COMPRESS_NONE or CAIRN_COMPRESS_ZSTD */
     int level;                          /* zstd level, 0 = 3 */
     int threads;                        /* zstd worker threads, 0 = 1 (none) */
+    int pipeline; /* compress, hash and store on a helper thread while the caller reads and
+                   * hashes the logical bytes (cairn_pipe_writer_new): for large files */
 };
 
 /* Add a file: returns a writer taking the file's (logical) bytes. Thread-safe. Closing the

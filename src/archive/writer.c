@@ -105,6 +105,10 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
             ? cairn_zstd_writer_new(hashw, opts->level ? opts->level : 3,
                                     opts->threads ? opts->threads : 1)
             : cairn_gzip_writer_new(hashw, opts->level ? opts->level : 6, opts->threads);
+    /* Single-threaded zstd: compress and hash the archive on a second thread while this one
+     * reads, hashes and frames the state (the gzip stage has its own workers). */
+    if (opts->flavour == CAIRN_SNAPSHOT_ZSTD && opts->threads <= 1)
+        comp = cairn_pipe_writer_new(comp);
     struct tar_writer t;
     tar_writer_init(&t, comp, opts->mtime > 0 ? opts->mtime : now_rounded());
 

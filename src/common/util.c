@@ -72,6 +72,18 @@ int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struc
     return CAIRN_OK;
 }
 
+#define WRITEBACK_CHUNK (8u << 20)
+
+void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written)
+{
+    wb->written += just_written;
+    if (wb->written - wb->started < WRITEBACK_CHUNK)
+        return;
+    (void)sync_file_range(fd, (off_t)wb->started, (off_t)(wb->written - wb->started),
+                          SYNC_FILE_RANGE_WRITE);
+    wb->started = wb->written;
+}
+
 int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
                    struct cairn_err *err)
 {

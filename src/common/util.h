@@ -25,6 +25,15 @@ int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
 int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
                     struct cairn_err *err);
 
+/* Early writeback for files that are fsync'd when complete: after every 8 MiB written, ask the
+ * kernel to start writing that range (sync_file_range, asynchronous), so the disk works while
+ * we compress and the final fsync has little left to wait for. Best effort: errors are left
+ * to that fsync. Zero-initialise the struct per file. */
+struct cairn_writeback {
+    uint64_t written, started;
+};
+void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written);
+
 /* mkdir -p with mode for created components. */
 int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
 /* fsync the directory containing path (or path itself when it is a directory). */

@@ -132,12 +132,15 @@ struct atomic_writer {
     int replace;
     char *path;
     char *tmp;
+    struct cairn_writeback wb;
 };
 
 static int atomic_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct atomic_writer *a = (struct atomic_writer *)w;
     int rc = cairn_write_all(a->fd, buf, len, a->tmp, err);
+    if (rc == CAIRN_OK)
+        cairn_writeback(a->fd, &a->wb, len);
     return rc;
 }
 

@@ -51,6 +51,9 @@ struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w)
         abort();
     /* pax_restricted writes plain ustar unless a name or value does not fit. */
     archive_write_set_format_pax_restricted(t->a);
+    /* No 10 KiB reblocking: file data reaches the socket in CAIRN_IO_BUFSIZE writes. The bytes
+     * are the same (with bytes_in_last_block 1 the end was never padded to a block). */
+    archive_write_set_bytes_per_block(t->a, 0);
     archive_write_set_bytes_in_last_block(t->a, 1);
     if (archive_write_open(t->a, t, NULL, tar_write_cb, NULL) != ARCHIVE_OK)
         abort(); /* cannot fail: no open callback, memory only */

@@ -663,8 +663,14 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     if (comp == CAIRN_COMPRESS_ZSTD)
         mid = cairn_zstd_writer_new(mid, opts->level ? opts->level : 3,
                                     opts->threads ? opts->threads : 1);
-    r->logical = cairn_hash_writer_new(mid);
-    cairn_writer_init(&r->base, &record_ops, r->logical);
+    if (opts != NULL && opts->pipeline)
+        mid = cairn_pipe_writer_new(mid);
+    /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
+     * on the helper thread when pipelined). */
+    r->logical = r->stored;
+    if (comp == CAIRN_COMPRESS_ZSTD)
+        r->logical = mid = cairn_hash_writer_new(mid);
+    cairn_writer_init(&r->base, &record_ops, mid);
     r->b = b;
     r->rec = rec;
     *out = &r->base;
