@@ -69,7 +69,7 @@ static void flips(enum cairn_snapshot_flavour f, struct cairn_sealer *sealer, in
     CHECK(accepted(a.p, a.len, sealer));
     uint8_t *copy = cairn_xmalloc(a.len);
     uint32_t x = seed;
-    int accepted_inert = 0;
+    int accepted_inert = 0, accepted_same = 0;
     for (int i = 0; i < count; i++) {
         x = x * 1103515245u + 12345u;
         size_t off = (x >> 8) % a.len;
@@ -89,11 +89,19 @@ static void flips(enum cairn_snapshot_flavour f, struct cairn_sealer *sealer, in
             accepted_inert++;
             continue;
         }
-        test_fail(__FILE__, __LINE__, "flip %d: byte %zu ^ 0x%02x accepted (%s)", i, off, mask,
-                  same ? "same content" : "CHANGED content");
+        /* Deflate has don't-care bits too (the padding after the final block's end code);
+         * a flip there decodes to the same tar and is not a corruption. It must stay rare. */
+        if (same) {
+            accepted_same++;
+            continue;
+        }
+        test_fail(__FILE__, __LINE__, "flip %d: byte %zu ^ 0x%02x accepted (CHANGED content)", i,
+                  off, mask);
     }
-    printf("    %d flips of a %zu-byte archive, %d accepted in inert header bytes\n", count,
-           a.len, accepted_inert);
+    printf("    %d flips of a %zu-byte archive, %d accepted in inert header bytes, %d elsewhere "
+           "with identical content\n",
+           count, a.len, accepted_inert, accepted_same);
+    CHECK(accepted_same <= count / 100);
     free(copy);
     bytes_free(&tar);
     bytes_free(&a);
