@@ -88,8 +88,12 @@ int cmd_restore(int argc, char **argv)
     } else {
         char sz[32];
         cairn_format_bytes(res.bytes, sz, sizeof(sz));
-        printf("restored %s (%u backup(s)) to %s: %u shard stream(s), %s in %.1f s\n", o.name,
-               res.backups, o.target ? o.target : o.into_dir, res.shards, sz, res.seconds);
+        if (res.shards == 0 && res.databases == 0)
+            printf("restored %s to %s: %s in %.1f s\n", o.name, o.target ? o.target : o.into_dir,
+                   sz, res.seconds);
+        else
+            printf("restored %s (%u backup(s)) to %s: %u shard stream(s), %s in %.1f s\n", o.name,
+                   res.backups, o.target ? o.target : o.into_dir, res.shards, sz, res.seconds);
     }
     return 0;
 }

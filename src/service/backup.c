@@ -645,6 +645,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
         else
             rc = cairn_backup_restore_path(c.b[0], o->into_dir, NULL, err);
         res->backups = 1;
+        for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(c.b[0]); i++)
+            res->bytes += cairn_backup_file_at(c.b[0], i)->logical_size;
         goto out;
     }
     for (size_t k = 0; k < c.n && rc == CAIRN_OK; k++)
