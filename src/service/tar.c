@@ -20,14 +20,16 @@ struct snap_tar_out {
     int closed;
 };
 
+/* Never report failure to libarchive: 3.6 leaks its client buffer when a failed callback makes
+ * the handle FATAL. A failure of w is kept in werr, later bytes are dropped, and every call
+ * site checks werr (tar_check). */
 static la_ssize_t tar_write_cb(struct archive *a, void *ctx, const void *buf, size_t len)
 {
     struct snap_tar_out *t = ctx;
     (void)a;
-    if (t->w == NULL) /* freeing an unfinished tar: never let a trailer make it look whole */
-        return -1;
-    if (cairn_writer_write(t->w, buf, len, &t->werr) != CAIRN_OK)
-        return -1;
+    /* t->w NULL: freeing an unfinished tar, so no trailer may make it look whole */
+    if (t->w != NULL && t->werr.code == 0)
+        cairn_writer_write(t->w, buf, len, &t->werr);
     return (la_ssize_t)len;
 }
 
@@ -40,6 +42,14 @@ static int tar_fail(struct archive *a, const struct cairn_err *werr, const char 
     }
     return cairn_err_set(err, CAIRN_E_IO, "%s: %s", what,
                          archive_error_string(a) ? archive_error_string(a) : "tar error");
+}
+
+/* ok: libarchive's own verdict on the call; the writer's failure is checked as well. */
+static int tar_check(struct snap_tar_out *t, int ok, const char *what, struct cairn_err *err)
+{
+    if (ok && t->werr.code == 0)
+        return CAIRN_OK;
+    return tar_fail(t->a, &t->werr, what, err);
 }
 
 struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w)
@@ -75,10 +85,10 @@ static int tar_copy_fd(struct snap_tar_out *t, int fd, uint64_t size, const char
             rc = cairn_err_set(err, CAIRN_E_IO, "'%s' shrank while being read", path);
             break;
         }
-        if (archive_write_data(t->a, buf, got) != (la_ssize_t)got) {
-            rc = tar_fail(t->a, &t->werr, "write tar data", err);
+        rc = tar_check(t, archive_write_data(t->a, buf, got) == (la_ssize_t)got,
+                       "write tar data", err);
+        if (rc != CAIRN_OK)
             break;
-        }
         size -= got;
     }
     free(buf);
@@ -108,9 +118,8 @@ int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path
     archive_entry_set_uname(e, "root");
     archive_entry_set_gname(e, "root");
     int rc = CAIRN_OK;
-    if (archive_write_header(t->a, e) != ARCHIVE_OK)
-        rc = tar_fail(t->a, &t->werr, "write tar header", err);
-    else
+    rc = tar_check(t, archive_write_header(t->a, e) == ARCHIVE_OK, "write tar header", err);
+    if (rc == CAIRN_OK)
         rc = tar_copy_fd(t, fd, (uint64_t)st.st_size, path, err);
     archive_entry_free(e);
     close(fd);
@@ -119,8 +128,9 @@ int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path
 
 int snap_tar_out_close(struct snap_tar_out *t, struct cairn_err *err)
 {
-    if (archive_write_close(t->a) != ARCHIVE_OK)
-        return tar_fail(t->a, &t->werr, "finish tar", err);
+    int rc = tar_check(t, archive_write_close(t->a) == ARCHIVE_OK, "finish tar", err);
+    if (rc != CAIRN_OK)
+        return rc;
     t->closed = 1;
     return CAIRN_OK;
 }
@@ -255,10 +265,10 @@ static int rename_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
     archive_entry_set_uname(e, "root");
     archive_entry_set_gname(e, "root");
     int rc = CAIRN_OK;
-    if (archive_write_header(c->out->a, e) != ARCHIVE_OK) {
-        rc = tar_fail(c->out->a, &c->out->werr, "write tar header", err);
+    rc = tar_check(c->out, archive_write_header(c->out->a, e) == ARCHIVE_OK, "write tar header",
+                   err);
+    if (rc != CAIRN_OK)
         goto out;
-    }
     uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
     uint64_t left = size;
     while (left > 0) {
@@ -270,10 +280,10 @@ static int rename_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
             rc = cairn_err_set(err, CAIRN_E_CORRUPT, "tar entry '%s' is truncated", name);
             break;
         }
-        if (archive_write_data(c->out->a, buf, got) != (la_ssize_t)got) {
-            rc = tar_fail(c->out->a, &c->out->werr, "write tar data", err);
+        rc = tar_check(c->out, archive_write_data(c->out->a, buf, got) == (la_ssize_t)got,
+                       "write tar data", err);
+        if (rc != CAIRN_OK)
             break;
-        }
         left -= got;
     }
     free(buf);

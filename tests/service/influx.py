@@ -219,7 +219,11 @@ class Cairnd:
                 self.proc.kill()
                 raise RuntimeError("cairnd did not stop on SIGTERM")
             if rc != 0:
-                raise RuntimeError("cairnd exited %d" % rc)
+                tail = ""
+                if self.log_path:
+                    with open(self.log_path, "rb") as f:
+                        tail = f.read()[-4000:].decode(errors="replace")
+                raise RuntimeError("cairnd exited %d; end of its log:\n%s" % (rc, tail))
         self.proc = None
 
 
