@@ -331,7 +331,8 @@ TEST(file_driver_permission_error)
     free(ro);
 }
 
-TEST(file_driver_disk_full)
+/* Disk full, for the plain file writer and for the pipelined one (large files). */
+static void disk_full(int pipeline)
 {
     struct cairn_err err;
     char *mnt = cairn_path_join(test_tmpdir(), "small");
@@ -350,8 +351,9 @@ TEST(file_driver_disk_full)
     size_t n = 3u << 20;
     uint8_t *junk = cairn_xcalloc(1, n);
     struct cairn_reader *r = cairn_mem_reader_new(junk, n);
-    CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, NULL, &err), CAIRN_E_NOSPACE,
-              &err, "No space left on device");
+    struct cairn_file_opts fo = {.pipeline = pipeline};
+    CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, &fo, &err), CAIRN_E_NOSPACE, &err,
+              "No space left on device");
     CHECK(strstr(err.msg, "file 'big'") != NULL);
     cairn_reader_free(r);
     CHECK_ERR(cairn_backup_end(b, &err), CAIRN_E_NOSPACE, &err, "file 'big'");
@@ -370,6 +372,16 @@ TEST(file_driver_disk_full)
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     free(mnt);
+}
+
+TEST(file_driver_disk_full)
+{
+    disk_full(0);
+}
+
+TEST(file_driver_disk_full_pipelined)
+{
+    disk_full(1);
 }
 
 int main(int argc, char **argv)
