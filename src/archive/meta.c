@@ -254,6 +254,22 @@ static void jp_ws(struct jp *p)
         p->pos++;
 }
 
+/* After an element: ',' means another follows (1), close ends the container (0), anything
+ * else is a syntax error (-1) with Go's text. */
+static int jp_next(struct jp *p, char close, const char *context)
+{
+    jp_ws(p);
+    if (p->pos < p->len && p->s[p->pos] == ',') {
+        p->pos++;
+        return 1;
+    }
+    if (p->pos < p->len && p->s[p->pos] == close) {
+        p->pos++;
+        return 0;
+    }
+    return jp_syntax(p, context);
+}
+
 static int hexval(uint8_t c)
 {
     return c >= '0' && c <= '9' ? c - '0'
@@ -681,17 +697,13 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
             uint8_t byte = (uint8_t)v;
             buf_put(&b, &byte, 1);
             first = 0;
-            jp_ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                continue;
+            int more = jp_next(p, ']', "after array element");
+            if (more < 0) {
+                free(b.p);
+                return -1;
             }
-            if (p->pos < p->len && p->s[p->pos] == ']') {
-                p->pos++;
+            if (!more)
                 break;
-            }
-            free(b.p);
-            return jp_syntax(p, "after array element");
         }
         p->depth--;
         free(*dst);
@@ -765,17 +777,13 @@ static int jp_object(struct jp *p, field_fn fn, void *ctx)
         free(key);
         if (rc != 0)
             return -1;
-        jp_ws(p);
-        if (p->pos < p->len && p->s[p->pos] == ',') {
-            p->pos++;
-            continue;
-        }
-        if (p->pos < p->len && p->s[p->pos] == '}') {
-            p->pos++;
+        int more = jp_next(p, '}', "after object key:value pair");
+        if (more < 0)
+            return -1;
+        if (!more) {
             p->depth--;
             return 0;
         }
-        return jp_syntax(p, "after object key:value pair");
     }
 }
 
@@ -849,16 +857,11 @@ static int jp_servers(struct jp *p, struct cairn_snapshot_meta *m)
             if (rc != 0)
                 return -1;
             i++;
-            jp_ws(p);
-            if (p->pos < p->len && p->s[p->pos] == ',') {
-                p->pos++;
-                continue;
-            }
-            if (p->pos < p->len && p->s[p->pos] == ']') {
-                p->pos++;
+            int more = jp_next(p, ']', "after array element");
+            if (more < 0)
+                return -1;
+            if (!more)
                 break;
-            }
-            return jp_syntax(p, "after array element");
         }
     }
     p->depth--;
