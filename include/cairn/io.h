@@ -118,6 +118,9 @@ enum cairn_compression {
     CAIRN_COMPRESS_NONE = 0,
     CAIRN_COMPRESS_GZIP = 1,
     CAIRN_COMPRESS_ZSTD = 2,
+    /* Stored files only: zstd where it pays (see cairn_file_opts), else none. Never recorded
+     * in a MANIFEST: the choice made is. */
+    CAIRN_COMPRESS_AUTO = 3,
 };
 
 /* Classify a stream by its first bytes (gzip 1f8b, zstd 28b52ffd); NONE otherwise. */

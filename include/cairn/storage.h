@@ -199,7 +199,11 @@ CAIRN_API const struct cairn_manifest_file *cairn_backup_file_find(const struct 
 
 /* Options of a stored file. Zero-initialised means: no compression. */
 struct cairn_file_opts {
-    enum cairn_compression compression; /* CAIRN_COMPRESS_NONE or CAIRN_COMPRESS_ZSTD */
+    /* CAIRN_COMPRESS_NONE, CAIRN_COMPRESS_ZSTD, or CAIRN_COMPRESS_AUTO: zstd only when level 1
+     * saves at least 1/8 on a sample of the first 256 KiB written (ZFS's rule per block), so
+     * random, encrypted and already-compressed data (TSM: 3 %) is stored as is, with one hash
+     * and no codec. The MANIFEST records the choice. */
+    enum cairn_compression compression;
     int level;                          /* zstd level, 0 = 3 */
     int threads;                        /* zstd worker threads, 0 = 1 (none) */
     int pipeline; /* compress, hash and store on a helper thread while the caller reads and

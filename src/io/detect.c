@@ -20,6 +20,7 @@ const char *cairn_compression_name(enum cairn_compression c)
     switch (c) {
     case CAIRN_COMPRESS_GZIP: return "gzip";
     case CAIRN_COMPRESS_ZSTD: return "zstd";
+    case CAIRN_COMPRESS_AUTO: return "auto";
     default: return "none";
     }
 }

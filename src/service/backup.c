@@ -117,12 +117,11 @@ struct shard_job {
 };
 
 /* zstd level 1: on log-like text it compresses as well as level 3 (4.32x vs 4.10x on the bench
- * data) at 1.5-2.5x the speed, and on incompressible data (TSM, random) it is several times
- * faster; see docs/PERFORMANCE.md. */
+ * data) at 1.5-2.5x the speed; see docs/PERFORMANCE.md. The metastore always compresses. */
 static const struct cairn_file_opts zstd_opts = {CAIRN_COMPRESS_ZSTD, 1, 1, 0};
-/* Shard streams are large: compression and the stored hash run on a second thread while this
- * one receives and hashes the tar. */
-static const struct cairn_file_opts shard_opts = {CAIRN_COMPRESS_ZSTD, 1, 1, 1};
+/* Files and shards: zstd only where it pays. TSM saves 3 % for three times the work of a
+ * hashed copy, so shards of compressed TSM are stored as they come. */
+static const struct cairn_file_opts auto_opts = {CAIRN_COMPRESS_AUTO, 1, 1, 0};
 
 static void shard_job_run(void *arg)
 {
@@ -132,7 +131,7 @@ static void shard_job_run(void *arg)
         j->rc = cairn_err_set(&j->err, CAIRN_E_CANCELLED, "cancelled");
         return;
     }
-    j->rc = cairn_backup_add_file_opts(j->b, j->file, -1, &shard_opts, &w, &j->err);
+    j->rc = cairn_backup_add_file_opts(j->b, j->file, -1, &auto_opts, &w, &j->err);
     if (j->rc != CAIRN_OK)
         return;
     w = prog_writer_new(w, j->prog, "shard", j->item);
@@ -324,7 +323,7 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
     if (o->db != NULL || o->rp != NULL || o->has_since)
         return cairn_err_set(err, CAIRN_E_INVALID, "--db, --rp and --since apply to snapshot "
                              "services, not to the local path '%s'", o->source);
-    struct cairn_path_opts po = {zstd_opts, o->parallelism, path_progress, prog};
+    struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
     int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
     if (rc != CAIRN_OK)
         return rc;

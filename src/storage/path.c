@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zstd.h>
 
 #include "cairn/log.h"
 #include "common/pool.h"
@@ -24,10 +23,8 @@
 /* Files this large get a second thread (compression and the stored hash) next to the one that
  * reads and hashes them; the thread costs about 50 us, nothing next to 8 MiB of work. */
 #define PIPELINE_MIN (8 << 20)
-/* Compressibility probe of files this large: PROBES samples of PROBE_LEN bytes. */
+/* Files this large are probed before they are compressed (compress_pays). */
 #define PROBE_MIN (1 << 20)
-#define PROBES 4
-#define PROBE_LEN (64 << 10)
 
 /* Errors of jobs that never reached add_file (open failures), combined. */
 struct job_errors {
@@ -90,29 +87,24 @@ struct put_job {
     uint64_t size;
 };
 
-/* Random or already-compressed files (media, archives, encrypted data) gain nothing from zstd
- * but still cost its pass and a second SHA-256 over the stored bytes. When zstd level 1 saves
- * under 3 % on every sample (spread over the file), the file is stored uncompressed: one hash,
- * no codec, and restore copies it straight. Any readable sample that compresses keeps zstd. */
-static int incompressible(int fd, uint64_t size)
+/* Files of PROBE_MIN bytes or more are judged on CAIRN_PROBE_LEN bytes sampled evenly across
+ * them (cairn_compress_pays); smaller ones are compressed without asking. A sample that
+ * cannot be read keeps zstd. */
+static int compress_pays(int fd, uint64_t size)
 {
     if (size < PROBE_MIN)
-        return 0;
-    uint8_t *in = cairn_xmalloc(PROBE_LEN), *out = cairn_xmalloc(ZSTD_compressBound(PROBE_LEN));
-    ZSTD_CCtx *cctx = ZSTD_createCCtx();
-    int verdict = cctx != NULL;
-    for (unsigned i = 0; i < PROBES && verdict; i++) {
-        off_t at = (off_t)((size - PROBE_LEN) / (PROBES - 1) * i);
-        ssize_t n = pread(fd, in, PROBE_LEN, at);
-        size_t c = n == PROBE_LEN ? ZSTD_compressCCtx(cctx, out, ZSTD_compressBound(PROBE_LEN),
-                                                      in, PROBE_LEN, 1)
-                                  : 0;
-        verdict = !ZSTD_isError(c) && c > 0 && c >= PROBE_LEN - PROBE_LEN / 32;
+        return 1;
+    const unsigned n = CAIRN_PROBE_LEN / CAIRN_PROBE_SAMPLE;
+    uint8_t *buf = cairn_xmalloc(CAIRN_PROBE_LEN);
+    int readable = 1;
+    for (unsigned i = 0; i < n && readable; i++) {
+        off_t at = (off_t)((size - CAIRN_PROBE_SAMPLE) / (n - 1) * i);
+        readable = pread(fd, buf + (size_t)i * CAIRN_PROBE_SAMPLE, CAIRN_PROBE_SAMPLE, at) ==
+                   (ssize_t)CAIRN_PROBE_SAMPLE;
     }
-    ZSTD_freeCCtx(cctx);
-    free(out);
-    free(in);
-    return verdict;
+    int pays = !readable || cairn_compress_pays(buf, CAIRN_PROBE_LEN);
+    free(buf);
+    return pays;
 }
 
 static void put_one(void *arg)
@@ -134,8 +126,9 @@ static void put_one(void *arg)
         struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 1), j->o);
         struct cairn_file_opts fo = j->o->file;
         fo.pipeline = fo.pipeline || sb.st_size >= PIPELINE_MIN;
-        if (fo.compression == CAIRN_COMPRESS_ZSTD && incompressible(fd, (uint64_t)sb.st_size))
-            fo.compression = CAIRN_COMPRESS_NONE;
+        if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
+            fo.compression = compress_pays(fd, (uint64_t)sb.st_size) ? CAIRN_COMPRESS_ZSTD
+                                                                      : CAIRN_COMPRESS_NONE;
         /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
         if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) !=
             CAIRN_OK)

@@ -519,15 +519,53 @@ const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_back
 /* ---- add_file: the recording stage on top of each file's chain ----
  * Chain: record -> hash(logical) -> [zstd] -> hash(stored) -> driver sink. The record stage
  * closes the chain itself in finish so it sees the sink's commit result, and it reports the
- * file's outcome to the handle exactly once (commit, failure, or free without close). */
+ * file's outcome to the handle exactly once (commit, failure, or free without close). With
+ * CAIRN_COMPRESS_AUTO the rest of the chain is built once the first CAIRN_PROBE_LEN bytes (or
+ * all of a shorter file) are buffered and judged. */
 
 struct record_writer {
     struct cairn_writer base;
     struct cairn_backup *b;
     struct file_rec *rec;
+    struct cairn_file_opts opts;
+    struct cairn_writer *sink;             /* the driver's, until the chain owns it */
     struct cairn_writer *logical, *stored; /* hash stages inside the chain */
+    uint8_t *probe;                        /* AUTO, undecided: the first bytes */
+    size_t nprobe;
     int done;
 };
+
+static void record_chain(struct record_writer *r, enum cairn_compression comp)
+{
+    pthread_mutex_lock(&r->b->mu);
+    r->rec->f.compression = comp;
+    pthread_mutex_unlock(&r->b->mu);
+    r->stored = cairn_hash_writer_new(r->sink);
+    r->sink = NULL;
+    struct cairn_writer *mid = r->stored;
+    if (comp == CAIRN_COMPRESS_ZSTD)
+        mid = cairn_zstd_writer_new(mid, r->opts.level ? r->opts.level : 3,
+                                    r->opts.threads ? r->opts.threads : 1);
+    if (r->opts.pipeline)
+        mid = cairn_pipe_writer_new(mid);
+    /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
+     * on the helper thread when pipelined). */
+    r->logical = r->stored;
+    if (comp == CAIRN_COMPRESS_ZSTD)
+        r->logical = mid = cairn_hash_writer_new(mid);
+    r->base.next = mid;
+}
+
+/* AUTO: choose from the buffered bytes, build the chain and pass them on. */
+static int record_decide(struct record_writer *r, struct cairn_err *err)
+{
+    record_chain(r, cairn_compress_pays(r->probe, r->nprobe) ? CAIRN_COMPRESS_ZSTD
+                                                             : CAIRN_COMPRESS_NONE);
+    int rc = cairn_writer_write(r->base.next, r->probe, r->nprobe, err);
+    free(r->probe);
+    r->probe = NULL;
+    return rc;
+}
 
 static void record_outcome(struct record_writer *r, int rc, const struct cairn_err *e)
 {
@@ -560,7 +598,18 @@ static int record_write(struct cairn_writer *w, const void *buf, size_t len,
                         struct cairn_err *err)
 {
     struct record_writer *r = (struct record_writer *)w;
-    int rc = cairn_writer_write(w->next, buf, len, err);
+    int rc = CAIRN_OK;
+    if (r->probe != NULL) {
+        size_t n = len < CAIRN_PROBE_LEN - r->nprobe ? len : CAIRN_PROBE_LEN - r->nprobe;
+        memcpy(r->probe + r->nprobe, buf, n);
+        r->nprobe += n;
+        buf = (const uint8_t *)buf + n;
+        len -= n;
+        if (r->nprobe == CAIRN_PROBE_LEN)
+            rc = record_decide(r, err);
+    }
+    if (rc == CAIRN_OK && len > 0)
+        rc = cairn_writer_write(w->next, buf, len, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
         record_outcome(r, rc, err);
@@ -571,7 +620,9 @@ static int record_write(struct cairn_writer *w, const void *buf, size_t len,
 static int record_finish(struct cairn_writer *w, struct cairn_err *err)
 {
     struct record_writer *r = (struct record_writer *)w;
-    int rc = cairn_writer_close(w->next, err);
+    int rc = r->probe != NULL ? record_decide(r, err) : CAIRN_OK;
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w->next, err);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
     record_outcome(r, rc, err);
@@ -587,6 +638,8 @@ static void record_free(struct cairn_writer *w)
                       r->b->name, r->rec->f.name);
         record_outcome(r, e.code, &e);
     }
+    cairn_writer_free(r->sink); /* AUTO, undecided: the chain never took it */
+    free(r->probe);
     free(r);
 }
 
@@ -610,10 +663,11 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     if (rc != CAIRN_OK)
         return rc;
     enum cairn_compression comp = opts ? opts->compression : CAIRN_COMPRESS_NONE;
-    if (comp != CAIRN_COMPRESS_NONE && comp != CAIRN_COMPRESS_ZSTD)
+    if (comp != CAIRN_COMPRESS_NONE && comp != CAIRN_COMPRESS_ZSTD &&
+        comp != CAIRN_COMPRESS_AUTO)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "backup '%s' file '%s': compression '%s' is not supported for "
-                             "stored files (use none or zstd)",
+                             "stored files (use none, zstd or auto)",
                              b->name, file, cairn_compression_name(comp));
     /* Reserve the name (duplicates are refused, failed ones may be retried). */
     pthread_mutex_lock(&b->mu);
@@ -640,7 +694,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     rec->state = FILE_WRITING;
     free(rec->error);
     rec->error = NULL;
-    rec->f.compression = comp;
+    rec->f.compression = comp == CAIRN_COMPRESS_AUTO ? CAIRN_COMPRESS_NONE : comp;
     b->open_writers++;
     pthread_mutex_unlock(&b->mu);
 
@@ -658,21 +712,16 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
         return rc;
     }
     struct record_writer *r = cairn_xcalloc(1, sizeof(*r));
-    r->stored = cairn_hash_writer_new(sink);
-    struct cairn_writer *mid = r->stored;
-    if (comp == CAIRN_COMPRESS_ZSTD)
-        mid = cairn_zstd_writer_new(mid, opts->level ? opts->level : 3,
-                                    opts->threads ? opts->threads : 1);
-    if (opts != NULL && opts->pipeline)
-        mid = cairn_pipe_writer_new(mid);
-    /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
-     * on the helper thread when pipelined). */
-    r->logical = r->stored;
-    if (comp == CAIRN_COMPRESS_ZSTD)
-        r->logical = mid = cairn_hash_writer_new(mid);
-    cairn_writer_init(&r->base, &record_ops, mid);
+    cairn_writer_init(&r->base, &record_ops, NULL);
     r->b = b;
     r->rec = rec;
+    r->sink = sink;
+    if (opts != NULL)
+        r->opts = *opts;
+    if (comp == CAIRN_COMPRESS_AUTO)
+        r->probe = cairn_xmalloc(CAIRN_PROBE_LEN);
+    else
+        record_chain(r, comp);
     *out = &r->base;
     return CAIRN_OK;
 }

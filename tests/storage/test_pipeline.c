@@ -1,10 +1,12 @@
 /* Large files go through the pipe stage (compression and the stored hash on a helper thread):
  * local-path backup and restore stay byte-exact with several large files in flight, with and
  * without compression, incompressible files are stored as is, and a sink error (disk full)
- * still fails the file with its reason.
+ * still fails the file with its reason. Streams with CAIRN_COMPRESS_AUTO are judged on their
+ * first bytes.
  * Labelled concurrent: runs under TSan. */
 #define _GNU_SOURCE
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,8 +60,8 @@ static void backup_restore(const char *tmp, const char *tag, enum cairn_compress
     CHECK_OK(cairn_backup_verify(b, 2, NULL, NULL, &err), &err);
     /* Files are f000000... in name order. Noise is stored as is (the probe finds nothing to
      * gain); text, the mixed file and the small file (not probed) keep zstd. */
-    const enum cairn_compression want[] = {CAIRN_COMPRESS_NONE, comp, CAIRN_COMPRESS_NONE, comp,
-                                           comp};
+    const enum cairn_compression z = comp == CAIRN_COMPRESS_NONE ? comp : CAIRN_COMPRESS_ZSTD;
+    const enum cairn_compression want[] = {CAIRN_COMPRESS_NONE, z, CAIRN_COMPRESS_NONE, z, z};
     for (size_t i = 0; i < 5 && b; i++) {
         char name[16];
         snprintf(name, sizeof(name), "f%06zu", i);
@@ -83,6 +85,98 @@ TEST(large_files_pipelined_round_trip)
 {
     backup_restore(test_tmpdir(), "zstd", CAIRN_COMPRESS_ZSTD);
     backup_restore(test_tmpdir(), "none", CAIRN_COMPRESS_NONE);
+    backup_restore(test_tmpdir(), "auto", CAIRN_COMPRESS_AUTO);
+}
+
+/* n bytes like make_file's, in memory. */
+static uint8_t *make_bytes(size_t n, int random)
+{
+    uint8_t *p = cairn_xmalloc(n ? n : 1);
+    uint32_t x = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        int noise = random == 1 || (random == 2 && i < n / 4 * 3);
+        p[i] = noise ? (uint8_t)(x >> 24) : (uint8_t) "ts=1700000000 level=info msg=ok\n"[i % 32];
+    }
+    return p;
+}
+
+TEST(auto_compression_judges_streams_on_their_first_bytes)
+{
+    struct cairn_err err;
+    char *url = cairn_xasprintf("file://%s/store-streams", test_tmpdir());
+    struct cairn_storage *st = NULL;
+    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
+    const size_t kib = 1024;
+    const struct {
+        const char *name;
+        size_t size;
+        int random;
+        size_t piece; /* written in pieces of this size */
+        enum cairn_compression want;
+    } cases[] = {
+        {"noise", 3000 * kib + 5, 1, 4096, CAIRN_COMPRESS_NONE},
+        {"text", 3000 * kib, 0, 100000, CAIRN_COMPRESS_ZSTD},
+        {"probe-exact", 256 * kib, 0, 256 * kib, CAIRN_COMPRESS_ZSTD},
+        {"short-text", 100, 0, 7, CAIRN_COMPRESS_ZSTD},
+        {"short-noise", 42, 1, 42, CAIRN_COMPRESS_NONE},
+        {"empty", 0, 0, 1, CAIRN_COMPRESS_NONE},
+        /* noise for the first 3/4: the first 256 KiB decide, text later does not count */
+        {"noise-then-text", 4096 * kib, 2, 65536, CAIRN_COMPRESS_NONE},
+    };
+    const size_t ncases = sizeof(cases) / sizeof(cases[0]);
+    struct cairn_backup *b = NULL;
+    CHECK_OK(cairn_storage_start(st, "b", &b, &err), &err);
+    const struct cairn_file_opts auto_opts = {.compression = CAIRN_COMPRESS_AUTO, .level = 1,
+                                              .pipeline = 1};
+    uint8_t *data[sizeof(cases) / sizeof(cases[0])];
+    for (size_t i = 0; i < ncases && b; i++) {
+        data[i] = make_bytes(cases[i].size, cases[i].random);
+        struct cairn_writer *w = NULL;
+        CHECK_OK(cairn_backup_add_file_opts(b, cases[i].name, -1, &auto_opts, &w, &err), &err);
+        for (size_t off = 0; w && off < cases[i].size; off += cases[i].piece) {
+            size_t n = cases[i].size - off < cases[i].piece ? cases[i].size - off : cases[i].piece;
+            CHECK_OK(cairn_writer_write(w, data[i] + off, n, &err), &err);
+        }
+        CHECK_OK(cairn_writer_close(w, &err), &err);
+        cairn_writer_free(w);
+    }
+    /* A writer freed before it decided: the file is not committed, nothing leaks. */
+    struct cairn_writer *w = NULL;
+    CHECK_OK(cairn_backup_add_file_opts(b, "dropped", -1, &auto_opts, &w, &err), &err);
+    CHECK_OK(cairn_writer_write(w, "abc", 3, &err), &err);
+    cairn_writer_free(w);
+    CHECK_ERR(cairn_backup_end(b, &err), CAIRN_E_CANCELLED, &err, "dropped");
+    cairn_backup_free(b);
+    CHECK_OK(cairn_storage_remove(st, "b", &err), &err);
+
+    /* Again without the dropped file, then read every stream back through its MANIFEST. */
+    CHECK_OK(cairn_storage_start(st, "b", &b, &err), &err);
+    for (size_t i = 0; i < ncases; i++) {
+        struct cairn_reader *r = cairn_mem_reader_new(data[i], cases[i].size);
+        CHECK_OK(cairn_backup_put_stream(b, cases[i].name, r, -1, &auto_opts, &err), &err);
+        cairn_reader_free(r);
+    }
+    CHECK_OK(cairn_backup_end(b, &err), &err);
+    cairn_backup_free(b);
+    CHECK_OK(cairn_storage_open_backup(st, "b", &b, &err), &err);
+    for (size_t i = 0; i < ncases && b; i++) {
+        const struct cairn_manifest_file *f = cairn_backup_file_find(b, cases[i].name);
+        CHECK(f != NULL && f->compression == cases[i].want);
+        CHECK(f != NULL && f->logical_size == cases[i].size);
+        CHECK(f != NULL && (f->compression == CAIRN_COMPRESS_ZSTD) == (f->size < f->logical_size));
+        struct cairn_writer *m = cairn_mem_writer_new(cases[i].size + 1);
+        CHECK_OK(cairn_backup_get_stream(b, cases[i].name, m, NULL, &err), &err);
+        size_t len = 0;
+        const uint8_t *got = cairn_mem_writer_data(m, &len);
+        CHECK(len == cases[i].size && (len == 0 || memcmp(got, data[i], len) == 0));
+        cairn_writer_free(m);
+    }
+    cairn_backup_free(b);
+    for (size_t i = 0; i < ncases; i++)
+        free(data[i]);
+    cairn_storage_free(st);
+    free(url);
 }
 
 int main(int argc, char **argv)
