@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <jansson.h>
 
 #include "cairn/err.h"
 
@@ -18,6 +19,9 @@ struct cli_cmd {
 int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc,
                  char **argv);
 
+/* Print j (taken; NULL prints nothing) as one compact line on stdout: every --json result
+ * is one JSON object per line. */
+void cli_print_json(json_t *j);
 /* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
 int cli_fail(const struct cairn_err *err);
 /* Print "cairn <cmd>: <msg>" plus a hint to use --help; returns CAIRN_EXIT_USAGE. */

@@ -77,14 +77,11 @@ int cmd_restore(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (cli_json) {
-        json_t *j = json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name", o.name,
-                              "target", o.target ? o.target : o.into_dir, "backups",
-                              (int)res.backups, "databases", (int)res.databases, "shards",
-                              (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
-                              res.seconds);
-        json_dumpf(j, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(j);
+        cli_print_json(json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
+                                 o.name, "target", o.target ? o.target : o.into_dir, "backups",
+                                 (int)res.backups, "databases", (int)res.databases, "shards",
+                                 (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
+                                 res.seconds));
     } else {
         char sz[32];
         cairn_format_bytes(res.bytes, sz, sizeof(sz));

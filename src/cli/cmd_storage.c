@@ -137,13 +137,6 @@ static int open_storage(const struct sopts *o, struct cairn_storage **st, struct
     return rc;
 }
 
-static void print_json(json_t *o)
-{
-    json_dumpf(o, stdout, JSON_INDENT(2));
-    fputc('\n', stdout);
-    json_decref(o);
-}
-
 /* ---- list ---- */
 
 static const char list_help[] =
@@ -193,7 +186,7 @@ int cmd_list(int argc, char **argv)
         json_t *arr = json_array();
         for (size_t i = 0; i < l.count; i++)
             json_array_append_new(arr, info_json(&l.items[i]));
-        print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
+        cli_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
     } else {
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
@@ -242,7 +235,7 @@ int cmd_rm(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (o.json)
-        print_json(json_pack("{s:b, s:s}", "ok", 1, "removed", o.pos[1]));
+        cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "removed", o.pos[1]));
     else
         printf("removed %s\n", o.pos[1]);
     return 0;
@@ -304,9 +297,9 @@ int cmd_verify(int argc, char **argv)
     if (rc != CAIRN_OK) {
         if (o.json && json_array_size(v.files) > 0) {
             int code = cairn_exit_code(rc);
-            print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup", o.pos[1],
-                                 "files", v.files, "error", err.msg, "status",
-                                 cairn_status_name(rc), "exit_code", code));
+            cli_print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup", o.pos[1],
+                                     "files", v.files, "error", err.msg, "status",
+                                     cairn_status_name(rc), "exit_code", code));
             fprintf(stderr, "cairn: error: %s\n", err.msg);
             return code;
         }
@@ -314,7 +307,7 @@ int cmd_verify(int argc, char **argv)
         return cli_fail(&err);
     }
     if (o.json)
-        print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
+        cli_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
     else {
         json_decref(v.files);
         printf("backup %s verified: %zu file(s) match the MANIFEST\n", o.pos[1], nfiles);
@@ -403,8 +396,8 @@ int cmd_prune(int argc, char **argv)
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
     if (o.json)
-        print_json(json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", first_rc == CAIRN_OK, "dry_run",
-                             o.dry_run, "removed", removed, "kept", kept, "failed", failed));
+        cli_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", first_rc == CAIRN_OK, "dry_run",
+                                 o.dry_run, "removed", removed, "kept", kept, "failed", failed));
     else {
         json_decref(removed);
         json_decref(kept);
@@ -465,7 +458,7 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (o.json)
-        print_json(json_pack("{s:b, s:s}", "ok", 1, "backup", name));
+        cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "backup", name));
     else
         printf("backup %s complete\n", name);
     return 0;
@@ -499,8 +492,8 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (o.json)
-        print_json(json_pack("{s:b, s:s, s:s}", "ok", 1, "backup", o.pos[1], "target",
-                             o.pos[2]));
+        cli_print_json(
+            json_pack("{s:b, s:s, s:s}", "ok", 1, "backup", o.pos[1], "target", o.pos[2]));
     else
         printf("restored %s into %s\n", o.pos[1], o.pos[2]);
     return 0;

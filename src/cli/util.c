@@ -59,16 +59,21 @@ int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, in
     return CAIRN_EXIT_USAGE;
 }
 
+void cli_print_json(json_t *j)
+{
+    if (j == NULL)
+        return;
+    json_dumpf(j, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+    json_decref(j);
+}
+
 int cli_fail(const struct cairn_err *err)
 {
     int code = cairn_exit_code(err->code ? err->code : CAIRN_E_INTERNAL);
-    if (cli_json) {
-        json_t *o = json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "error", err->msg, "status",
-                              cairn_status_name(err->code), "exit_code", code);
-        json_dumpf(o, stdout, JSON_COMPACT);
-        fputc('\n', stdout);
-        json_decref(o);
-    }
+    if (cli_json)
+        cli_print_json(json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "error", err->msg, "status",
+                                 cairn_status_name(err->code), "exit_code", code));
     fprintf(stderr, "%s: error: %s\n", cli_progname, err->msg[0] ? err->msg : "unknown error");
     return code;
 }
