@@ -417,7 +417,8 @@ static const char put_help[] =
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
     "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n\n"
     "Options:\n"
-    "  --zstd[=LEVEL]   compress every file with zstd (default level 3)\n"
+    "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
+    "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"
     "  --workers N      files in parallel (default 4)\n"
     "  --seal-key FILE  seal the MANIFEST with HMAC-SHA-256\n\n"
     "Example:\n"
@@ -449,7 +450,7 @@ int cmd_put(int argc, char **argv)
     struct cairn_path_opts po = {.workers = (unsigned)o.workers, .progress = progress_cb,
                                  .progress_arg = pr};
     if (o.zstd) {
-        po.file.compression = CAIRN_COMPRESS_ZSTD;
+        po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
     }
     rc = cairn_storage_backup_path(st, name, o.pos[2], &po, &err);
