@@ -389,6 +389,20 @@ static int header_only(char type)
            type == '6';
 }
 
+/* The entry's data: none for header-only types, else size bytes plus padding to a block.
+ * Called for the raw header (to skip a PAX/GNU body) and again after merging PAX. */
+static int set_data_size(struct tar_reader *t, int64_t size, struct cairn_err *err)
+{
+    if (header_only(t->ent.typeflag))
+        size = 0;
+    if (size < 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
+    t->remaining = (uint64_t)size;
+    t->pad = (TAR_BLOCK - t->remaining % TAR_BLOCK) % TAR_BLOCK;
+    t->ent.size = (uint64_t)size;
+    return CAIRN_OK;
+}
+
 /* Go's readSpecialFile: the whole body of a PAX or GNU long-name member, at most 1 MiB. */
 static int read_special(struct tar_reader *t, uint8_t **out, size_t *out_len,
                         struct cairn_err *err)
@@ -567,12 +581,8 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
         int64_t size = 0;
         if ((rc = parse_header(t->blk, &t->ent, &size, err)) != CAIRN_OK)
             return rc;
-        if (header_only(t->ent.typeflag))
-            size = 0;
-        if (size < 0)
-            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
-        t->remaining = (uint64_t)size;
-        t->pad = (TAR_BLOCK - t->remaining % TAR_BLOCK) % TAR_BLOCK;
+        if ((rc = set_data_size(t, size, err)) != CAIRN_OK)
+            return rc;
 
         char type = t->ent.typeflag;
         if (type == 'x' || type == 'g') {
@@ -624,13 +634,8 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
             size_t n = strlen(t->ent.name);
             t->ent.typeflag = n > 0 && t->ent.name[n - 1] == '/' ? '5' : '0';
         }
-        if (header_only(t->ent.typeflag))
-            size = 0;
-        if (size < 0)
-            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
-        t->remaining = (uint64_t)size;
-        t->pad = (TAR_BLOCK - t->remaining % TAR_BLOCK) % TAR_BLOCK;
-        t->ent.size = (uint64_t)size;
+        if ((rc = set_data_size(t, size, err)) != CAIRN_OK)
+            return rc;
         *ent = &t->ent;
         return CAIRN_OK;
     }
