@@ -14,6 +14,7 @@
     "Storage URLs:\n"                                                                              \
     "  file:///var/backups/db   (or a plain absolute path)\n"                                     \
     "  s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1\n"         \
+    "  more S3 options: part_size, parts, retries, retry_base_ms, stall_timeout, insecure\n"     \
     "  S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else\n"     \
     "  ~/.aws/credentials [AWS_PROFILE]. See docs/STORAGE.md.\n\n"
 

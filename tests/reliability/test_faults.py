@@ -42,12 +42,13 @@ def s3_faults():
         check(rc == 0, "S3: earlier backup written directly: " + err.strip()[-200:])
         base_sums = s3.backup_sums("pfx", "20260101T000000Z-base")
 
-        # Stall: runs in the background (the driver's stall deadline is 60 s per request).
+        # Stall: runs in the background, with a 5 s stall deadline (default 60 s).
         stall = FaultProxy(("127.0.0.1", s3.port), plan=["stall"], http=True).start()
         stall_res = {}
 
         def stalled():
-            stall_res["r"] = cairn("put", s3.url("pfx", port=stall.port, retries=1),
+            stall_res["r"] = cairn("put", s3.url("pfx", port=stall.port, retries=1,
+                                                 stall_timeout=5),
                                    "20260101T000003Z-stall", src, timeout=150)
         st = threading.Thread(target=stalled)
         st.start()
@@ -96,10 +97,10 @@ def s3_faults():
 
         st.join()
         rc, out, err, secs = stall_res["r"]
-        check(rc not in (0, -9) and secs < 100,
-              "S3: a stalled server fails at the stall deadline, not never (exit %d after "
-              "%.1fs): %s" % (rc, secs, err.strip()[-200:]))
-        figures.append("S3 stalled server: put failed after %.1f s (60 s stall deadline, "
+        check(rc == 8 and 5 <= secs < 40 and "stall_timeout" in err,
+              "S3: a stalled server fails with exit 8 at the 5 s stall deadline, not never "
+              "(after %.1fs): %s" % (secs, err.strip()[-200:]))
+        figures.append("S3 stalled server: put failed after %.1f s (stall_timeout=5, "
                        "retries=1), exit %d" % (secs, rc))
         stall.stop()
 

@@ -46,6 +46,7 @@ struct s3 {
     unsigned parts;
     unsigned attempts;
     unsigned retry_base_ms;
+    unsigned stall_s; /* a request that moves no byte for this long fails (and is retried) */
 
     pthread_mutex_t mu;
     int ready; /* credentials loaded and bucket checked */
@@ -150,6 +151,7 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
     s->parts = 4;
     s->attempts = 6;
     s->retry_base_ms = 100;
+    s->stall_s = 60;
     s->path_style = -1;
     s->seed = (unsigned)(cairn_mono_ns() ^ (uint64_t)getpid());
     int rc = CAIRN_OK;
@@ -235,11 +237,16 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
                     rc = cairn_err_set(err, CAIRN_E_INVALID, "S3 retry_base_ms '%s' is invalid",
                                        v);
                 s->retry_base_ms = (unsigned)n;
+            } else if (strcmp(kv, "stall_timeout") == 0) {
+                if (parse_size(v, &n) != 0 || n < 1 || n > 3600)
+                    rc = cairn_err_set(err, CAIRN_E_INVALID,
+                                       "S3 stall_timeout '%s' must be 1 to 3600 seconds", v);
+                s->stall_s = (unsigned)n;
             } else {
                 rc = cairn_err_set(err, CAIRN_E_INVALID,
                                    "unknown S3 URL option '%s' (known: endpoint, region, "
                                    "path_style, insecure, part_size, parts, retries, "
-                                   "retry_base_ms)",
+                                   "retry_base_ms, stall_timeout)",
                                    kv);
             }
             free(v);
@@ -576,8 +583,8 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
         curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(h, CURLOPT_HEADERDATA, c);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* stalled for 60 s: give up */
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* no byte for stall_s: give up */
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->stall_s);
         if (s->insecure) {
             curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
             curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -605,8 +612,14 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
                 curl_easy_cleanup(h); /* the connection is mid-response */
                 break;
             }
-            rc = cairn_err_set(err, CAIRN_E_NETWORK, "%s: %s", what,
-                               curlerr[0] ? curlerr : curl_easy_strerror(cc));
+            /* A timeout once connected is the stall deadline: name the option. */
+            curl_off_t connected = 0;
+            curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connected);
+            int stalled = cc == CURLE_OPERATION_TIMEDOUT && connected > 0;
+            rc = cairn_err_set(err, CAIRN_E_NETWORK, "%s: %s%s", what,
+                               curlerr[0] ? curlerr : curl_easy_strerror(cc),
+                               stalled ? " (the S3 URL option stall_timeout sets this limit)"
+                                       : "");
             retry = retryable_curl(cc);
             handle_put(s, h);
         } else {
