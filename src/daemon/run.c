@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cairn/log.h"
@@ -32,11 +33,12 @@ static const char k_help[] =
     "  log-format = json                    # plain (default) or json lines\n"
     "  catch-up-max = 24                    # missed runs replayed per schedule at boot\n"
     "  catch-up-rate = 1/s                  # how fast catch-up runs start\n"
+    "  timezone = Europe/Berlin             # cron schedules on this wall clock (default UTC)\n"
     "\n"
     "  [schedule influx-hourly]\n"
     "  source = 127.0.0.1:8088\n"
     "  to = file:///srv/backups/influx\n"
-    "  every = 1h                           # or: cron = 15 */6 * * mon-fri (UTC)\n"
+    "  every = 1h                           # or: cron = 15 */6 * * mon-fri\n"
     "  keep-last = 48\n"
     "  keep-daily = 14\n"
     "\n"
@@ -158,6 +160,12 @@ int cairnd_cmd_run(int argc, char **argv)
     int json = log_format ? strcmp(log_format, "json") == 0 : cfg->log_json;
     int level = log_level ? cairn_log_level_parse(log_level) : cfg->log_level;
     cairn_log_setup((enum cairn_log_level)level, json, NULL);
+    /* Cron schedules follow this zone; set while this is the only thread (setenv is not
+     * thread-safe), and for good, so localtime_r sees one zone everywhere. */
+    setenv("TZ", cfg->timezone ? cfg->timezone : "UTC", 1);
+    tzset();
+    if (cfg->timezone != NULL)
+        cairn_info("cairnd", "cron schedules use the time zone %s", cfg->timezone);
 
     struct cairn_clock clock;
     if (fake_clock != NULL) {

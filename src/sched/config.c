@@ -2,10 +2,12 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cairn/log.h"
 #include "cairn/state.h"
@@ -29,6 +31,7 @@ void cairn_config_free(struct cairn_config *c)
     free(c->state_dir);
     free(c->state_url);
     free(c->metrics_listen);
+    free(c->timezone);
     free(c);
 }
 
@@ -116,7 +119,7 @@ static void set_str(char **dst, const char *v)
 static const char *const k_daemon_keys[] = {
     "state",          "state-dir",      "state-keep",       "snapshot-interval",
     "metrics-listen", "log-format",     "log-level",        "catch-up-max",
-    "catch-up-rate",  "max-concurrent", "shutdown-timeout", NULL};
+    "catch-up-rate",  "max-concurrent", "shutdown-timeout", "timezone",      NULL};
 static const char *const k_schedule_keys[] = {
     "source", "to", "every", "cron", "keep-last", "keep-daily", "keep-weekly", "catch-up", NULL};
 
@@ -126,6 +129,37 @@ static int key_index(const char *const *keys, const char *k)
         if (strcmp(keys[i], k) == 0)
             return i;
     return -1;
+}
+
+/* An IANA zone name with a TZif file under TZDIR (default /usr/share/zoneinfo): glibc would
+ * silently take an unknown name as UTC. UTC itself needs no file. */
+static int timezone_key(struct parser *p, const char *k, const char *v)
+{
+    struct cairn_config *c = p->c;
+    free(c->timezone);
+    c->timezone = NULL;
+    if (strcmp(v, "UTC") == 0)
+        return CAIRN_OK;
+    int ok = v[0] != '/' && strstr(v, "..") == NULL;
+    for (const char *q = v; *q && ok; q++)
+        ok = isalnum((unsigned char)*q) || strchr("/_+-", *q) != NULL;
+    if (!ok)
+        return bad(p, "%s = '%s': expected an IANA time zone name such as Europe/Berlin", k, v);
+    const char *dir = getenv("TZDIR");
+    char *path = cairn_xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
+    char magic[4] = "";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, magic, sizeof(magic)) : -1;
+    if (fd >= 0)
+        close(fd);
+    int found = n == 4 && memcmp(magic, "TZif", 4) == 0;
+    int rc = found ? CAIRN_OK
+                   : bad(p, "%s = '%s': unknown time zone (no zone file %s; package tzdata)", k,
+                         v, path);
+    free(path);
+    if (found)
+        c->timezone = cairn_xstrdup(v);
+    return rc;
 }
 
 static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
@@ -182,10 +216,12 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
             return bad(p, "%s = '%s': expected a count from 1 to 64", k, v);
         c->max_concurrent = u;
         return CAIRN_OK;
-    default:
+    case 10:
         if (cairn_parse_duration(v, &c->shutdown_timeout) != 0)
             return bad(p, "%s = '%s': expected a duration such as 60s", k, v);
         return CAIRN_OK;
+    default:
+        return timezone_key(p, k, v);
     }
 }
 
@@ -366,6 +402,8 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     }
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
+    for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++)
+        c->schedules[i].timing.local = c->schedules[i].timing.is_cron && c->timezone != NULL;
     if (rc != CAIRN_OK) {
         cairn_config_free(c);
         return rc;

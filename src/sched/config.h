@@ -45,6 +45,7 @@ struct cairn_config {
     double catchup_rate;      /* catch-up runs started per second, default 1 */
     unsigned max_concurrent;  /* backups running at once, default 2 */
     int64_t shutdown_timeout; /* wait for in-flight backups on SIGTERM, default 60 s */
+    char *timezone;           /* IANA zone for cron schedules (TZ); NULL = UTC */
     struct cairn_schedule_cfg *schedules;
     size_t n_schedules;
 };

@@ -1,4 +1,5 @@
-/* Internal: standard 5-field cron expressions and fixed intervals, evaluated in UTC. */
+/* Internal: standard 5-field cron expressions and fixed intervals, evaluated in UTC or, for
+ * cron, in the process's local time zone (TZ, set by cairnd from its config). */
 #ifndef CAIRN_SCHED_CRON_H
 #define CAIRN_SCHED_CRON_H
 
@@ -24,11 +25,17 @@ int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *e
 /* The first matching minute strictly after `after` (Unix seconds, UTC); -1 when there is
  * none within 100 years. */
 int64_t cairn_cron_next(const struct cairn_cron *c, int64_t after);
+/* The same on the local wall clock (TZ, after tzset()): the first instant strictly after
+ * `after` whose local time matches. A wall-clock time that a DST change skips fires at the
+ * end of the gap (02:30 -> the instant clocks jump to 03:00); one that occurs twice fires
+ * once, at its first occurrence. -1 when there is none. */
+int64_t cairn_cron_next_local(const struct cairn_cron *c, int64_t after);
 
 /* A schedule's timing: a cron expression or a fixed interval. Intervals fire at multiples of
  * the interval since 1970-01-01T00:00:00Z, so restarts never shift their phase. */
 struct cairn_timing {
     int is_cron;
+    int local; /* cron on the local wall clock (cairn_cron_next_local) */
     struct cairn_cron cron;
     int64_t every; /* seconds, when !is_cron */
 };

@@ -1,5 +1,8 @@
 /* Cron parsing and next-fire times, intervals, catch-up windows, cap, rate limit, config. */
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "sched/config.h"
@@ -291,6 +294,86 @@ TEST(config_errors_name_file_and_line)
     config_err("[cairnd]\nlog-level\n", "expected 'key = value'");
     config_err("[cairnd]\nlog-level=info\nlog-level=info\n", "'log-level' set twice");
     config_err("[cairnd]\n", "no [schedule NAME] sections");
+}
+
+/* cron on a local wall clock (cairnd's timezone), here Europe/Berlin: DST starts on
+ * 2026-03-29 (02:00 CET -> 03:00 CEST, at 01:00Z) and ends on 2026-10-25 (03:00 CEST ->
+ * 02:00 CET, at 01:00Z). */
+static const char *next_local(const char *expr, const char *after)
+{
+    static char out[256];
+    struct cairn_cron c;
+    struct cairn_err err;
+    if (cairn_cron_parse(expr, &c, &err) != CAIRN_OK)
+        return "invalid";
+    struct cairn_timing t = {.is_cron = 1, .local = 1, .cron = c};
+    int64_t at = cairn_timing_next(&t, ts(after));
+    if (at < 0)
+        return "never";
+    cairn_format_rfc3339(at, 0, out, sizeof(out));
+    return out;
+}
+
+TEST(cron_on_a_local_wall_clock_across_dst)
+{
+    if (access("/usr/share/zoneinfo/Europe/Berlin", R_OK) != 0) {
+        SKIP("no /usr/share/zoneinfo/Europe/Berlin (package tzdata)");
+    }
+    setenv("TZ", "Europe/Berlin", 1);
+    tzset();
+    /* 09:00 local is 08:00Z in winter, 07:00Z in summer. */
+    CHECK_EQ_STR(next_local("0 9 * * *", "2026-01-10T12:00:00Z"), "2026-01-11T08:00:00Z");
+    CHECK_EQ_STR(next_local("0 9 * * *", "2026-07-10T12:00:00Z"), "2026-07-11T07:00:00Z");
+    /* 02:30 does not exist on 2026-03-29: it runs when the clocks jump (03:00 CEST), once. */
+    CHECK_EQ_STR(next_local("30 2 * * *", "2026-03-28T12:00:00Z"), "2026-03-29T01:00:00Z");
+    CHECK_EQ_STR(next_local("30 2 * * *", "2026-03-29T01:00:00Z"), "2026-03-30T00:30:00Z");
+    /* Hourly after 01:00 CET (00:00Z): 02:00 is skipped, so it runs at the jump (01:00Z, 03:00
+     * CEST), then at 04:00 CEST: still one run an hour. */
+    CHECK_EQ_STR(next_local("0 * * * *", "2026-03-29T00:00:00Z"), "2026-03-29T01:00:00Z");
+    CHECK_EQ_STR(next_local("0 * * * *", "2026-03-29T01:00:00Z"), "2026-03-29T02:00:00Z");
+    /* 02:30 occurs twice on 2026-10-25 (00:30Z CEST, 01:30Z CET): it runs at the first. */
+    CHECK_EQ_STR(next_local("30 2 * * *", "2026-10-24T12:00:00Z"), "2026-10-25T00:30:00Z");
+    CHECK_EQ_STR(next_local("30 2 * * *", "2026-10-25T00:30:00Z"), "2026-10-26T01:30:00Z");
+    /* Every 30 minutes through the repeated hour: 02:00, 02:30 CEST, then 03:00 CET. */
+    CHECK_EQ_STR(next_local("*/30 * * * *", "2026-10-25T00:00:00Z"), "2026-10-25T00:30:00Z");
+    CHECK_EQ_STR(next_local("*/30 * * * *", "2026-10-25T00:30:00Z"), "2026-10-25T02:00:00Z");
+    /* From inside the repeat (a state saved at 02:10 CET) the next wall time is next. */
+    CHECK_EQ_STR(next_local("*/30 * * * *", "2026-10-25T01:10:00Z"), "2026-10-25T01:30:00Z");
+    /* Weekday and day-of-month fields are local too: Monday 00:15 in Berlin is Sunday UTC. */
+    CHECK_EQ_STR(next_local("15 0 * * mon", "2026-01-01T00:00:00Z"), "2026-01-04T23:15:00Z");
+    CHECK_EQ_STR(next_local("0 0 1 * *", "2026-06-15T00:00:00Z"), "2026-06-30T22:00:00Z");
+    /* A zone without DST: a fixed offset. */
+    setenv("TZ", "Asia/Tokyo", 1);
+    tzset();
+    CHECK_EQ_STR(next_local("0 9 * * *", "2026-03-29T00:00:00Z"), "2026-03-30T00:00:00Z");
+    setenv("TZ", "UTC", 1);
+    tzset();
+    CHECK_EQ_STR(next_local("30 2 * * *", "2026-03-29T00:00:00Z"), "2026-03-29T02:30:00Z");
+}
+
+TEST(config_timezone)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *utc = "[cairnd]\ntimezone = UTC\n[schedule a]\nsource=/x\nto=file:///y\n"
+                      "cron=0 3 * * *\nkeep-last=1\n";
+    CHECK_OK(cairn_config_parse(utc, strlen(utc), "t.conf", &c, &err), &err);
+    CHECK(c != NULL && c->timezone == NULL && !c->schedules[0].timing.local);
+    cairn_config_free(c);
+    config_err("[cairnd]\ntimezone=../../etc/passwd\n", "expected an IANA time zone name");
+    config_err("[cairnd]\ntimezone=/etc/localtime\n", "expected an IANA time zone name");
+    config_err("[cairnd]\ntimezone=Mars/Olympus_Mons\n", "unknown time zone");
+    if (access("/usr/share/zoneinfo/Europe/Berlin", R_OK) != 0) {
+        SKIP("no /usr/share/zoneinfo/Europe/Berlin (package tzdata)");
+    }
+    /* The zone applies to cron schedules only; intervals stay aligned to the epoch. */
+    const char *berlin = "[schedule a]\nsource=/x\nto=file:///y\ncron=0 3 * * *\nkeep-last=1\n"
+                         "[schedule b]\nsource=/x\nto=file:///y\nevery=1h\nkeep-last=1\n"
+                         "[cairnd]\ntimezone = Europe/Berlin\n";
+    CHECK_OK(cairn_config_parse(berlin, strlen(berlin), "t.conf", &c, &err), &err);
+    CHECK(c != NULL && c->timezone != NULL && strcmp(c->timezone, "Europe/Berlin") == 0);
+    CHECK(c != NULL && c->schedules[0].timing.local && !c->schedules[1].timing.local);
+    cairn_config_free(c);
 }
 
 /* The documented example must stay valid. */
