@@ -25,6 +25,15 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# expect_fail CODE TEXT CMD...: CMD exits with status CODE and says TEXT on stderr.
+expect_fail() {
+    local want=$1 text=$2 rc=0
+    shift 2
+    "$@" >/dev/null 2>"$T/expect.err" || rc=$?
+    [ $rc -eq "$want" ] || fail "$*: exit $rc, want $want: $(cat "$T/expect.err")"
+    grep -qF -- "$text" "$T/expect.err" || fail "$*: message: $(cat "$T/expect.err")"
+}
+
 # wait_for SECONDS CMD...: poll CMD every 0.1 s.
 wait_for() {
     local limit=$1; shift

@@ -19,21 +19,26 @@ static int64_t ts(const char *s)
     return sec;
 }
 
-/* next(expr, after) formatted, or "never"/"invalid: msg". */
-static const char *next_of(const char *expr, const char *after)
+/* next(expr, after) formatted, or "never"/"invalid: msg"; on the UTC or the local clock. */
+static const char *next_on(const char *expr, const char *after, int local)
 {
     static char out[256];
-    struct cairn_cron c;
+    struct cairn_timing t = {.is_cron = 1, .local = local};
     struct cairn_err err;
-    if (cairn_cron_parse(expr, &c, &err) != CAIRN_OK) {
+    if (cairn_cron_parse(expr, &t.cron, &err) != CAIRN_OK) {
         snprintf(out, sizeof(out), "invalid: %s", err.msg);
         return out;
     }
-    int64_t t = cairn_cron_next(&c, ts(after));
-    if (t < 0)
+    int64_t at = cairn_timing_next(&t, ts(after));
+    if (at < 0)
         return "never";
-    cairn_format_rfc3339(t, 0, out, sizeof(out));
+    cairn_format_rfc3339(at, 0, out, sizeof(out));
     return out;
+}
+
+static const char *next_of(const char *expr, const char *after)
+{
+    return next_on(expr, after, 0);
 }
 
 TEST(cron_next_basic)
@@ -301,17 +306,7 @@ TEST(config_errors_name_file_and_line)
  * 02:00 CET, at 01:00Z). */
 static const char *next_local(const char *expr, const char *after)
 {
-    static char out[256];
-    struct cairn_cron c;
-    struct cairn_err err;
-    if (cairn_cron_parse(expr, &c, &err) != CAIRN_OK)
-        return "invalid";
-    struct cairn_timing t = {.is_cron = 1, .local = 1, .cron = c};
-    int64_t at = cairn_timing_next(&t, ts(after));
-    if (at < 0)
-        return "never";
-    cairn_format_rfc3339(at, 0, out, sizeof(out));
-    return out;
+    return next_on(expr, after, 1);
 }
 
 TEST(cron_on_a_local_wall_clock_across_dst)
