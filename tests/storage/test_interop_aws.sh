@@ -20,6 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$tmp/s3data"
+: >"$tmp/s3rver.log" # exists before the poll below reads it (the redirect runs in the child)
 # s3rver's continuation tokens need DES from OpenSSL's legacy provider on Node >= 17.
 NODE_OPTIONS=--openssl-legacy-provider "$S3RVER" -d "$tmp/s3data" -a 127.0.0.1 -p 0 \
     --configure-bucket interop >"$tmp/s3rver.log" 2>&1 &
