@@ -100,7 +100,11 @@ static char *pb_string(const struct pb_field *f)
                       memset(&(arr)[(n)], 0, sizeof(*(arr))), &(arr)[(n)++])
 
 /* A field with the expected wire type; anything else is corrupt. */
-#define WANT(f, w) if ((f).wt != (w)) return -1
+#define WANT(f, w)                                                                                 \
+    do {                                                                                           \
+        if ((f).wt != (w))                                                                         \
+            return -1;                                                                             \
+    } while (0)
 
 static int dec_shard(struct pb r, struct meta_shard *s)
 {
