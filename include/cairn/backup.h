@@ -28,11 +28,11 @@
 
 /* Progress report; called from worker threads, possibly concurrently (serialise inside). */
 struct cairn_backup_progress {
-    const char *phase;      /* "meta", "shard", "verify", "apply" */
-    const char *item;       /* e.g. "mydb/autogen/3"; may be NULL */
-    uint64_t bytes;         /* bytes moved since the previous call (a delta) */
-    unsigned items_done;    /* shards (or files) finished so far */
-    unsigned items_total;   /* 0 when not known yet */
+    const char *phase;    /* "meta", "shard", "verify", "apply" */
+    const char *item;     /* e.g. "mydb/autogen/3"; may be NULL */
+    uint64_t bytes;       /* bytes moved since the previous call (a delta) */
+    unsigned items_done;  /* shards (or files) finished so far */
+    unsigned items_total; /* 0 when not known yet */
 };
 typedef void (*cairn_backup_progress_fn)(void *ctx, const struct cairn_backup_progress *p);
 
@@ -45,9 +45,9 @@ struct cairn_backup_opts {
     int has_since;           /* incremental: only files modified after since */
     int64_t since_sec;       /* Unix seconds */
     long since_nsec;
-    unsigned parallelism;    /* concurrent shard downloads; 0 = 4 */
-    int connect_timeout_ms;  /* 0 = 10000 */
-    int io_timeout_ms;       /* idle read/write timeout per connection; 0 = 60000 */
+    unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */
+    int connect_timeout_ms;            /* 0 = 10000 */
+    int io_timeout_ms;                 /* idle read/write timeout per connection; 0 = 60000 */
     cairn_backup_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     const volatile int *cancel; /* may be NULL; nonzero stops with CAIRN_E_CANCELLED */
@@ -58,36 +58,36 @@ struct cairn_backup_result {
     char parent[CAIRN_BACKUP_NAME_MAX]; /* "" for a full backup */
     unsigned databases;
     unsigned shards;
-    uint64_t files;          /* files stored, meta included */
-    uint64_t bytes;          /* logical bytes stored (before compression) */
+    uint64_t files; /* files stored, meta included */
+    uint64_t bytes; /* logical bytes stored (before compression) */
     double seconds;
 };
 
 /* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */
-CAIRN_API int cairn_backup_run(const struct cairn_backup_opts *opts, struct cairn_backup_result *res,
-                               struct cairn_err *err);
+CAIRN_API int cairn_backup_run(const struct cairn_backup_opts *opts,
+                               struct cairn_backup_result *res, struct cairn_err *err);
 
 struct cairn_restore_opts {
     const char *storage_url;
-    const char *name;        /* backup to restore; incremental chains are followed to the base */
+    const char *name; /* backup to restore; incremental chains are followed to the base */
     /* Exactly one target: */
-    const char *target;      /* online: "HOST:PORT" of cairnd serve or influxd (requests 6, 7) */
-    const char *into_dir;    /* offline: legacy `influxd backup` layout for `influxd restore` */
-    const char *db;          /* source database (NULL: all; needed for newdb/rp) */
-    const char *newdb;       /* online only: restore db under this name */
-    const char *rp;          /* online only: single retention policy ... */
-    const char *newrp;       /* ... renamed to this (NULL: same name) */
-    int connect_timeout_ms;  /* 0 = 10000 */
-    int io_timeout_ms;       /* 0 = 60000 */
+    const char *target;     /* online: "HOST:PORT" of cairnd serve or influxd (requests 6, 7) */
+    const char *into_dir;   /* offline: legacy `influxd backup` layout for `influxd restore` */
+    const char *db;         /* source database (NULL: all; needed for newdb/rp) */
+    const char *newdb;      /* online only: restore db under this name */
+    const char *rp;         /* online only: single retention policy ... */
+    const char *newrp;      /* ... renamed to this (NULL: same name) */
+    int connect_timeout_ms; /* 0 = 10000 */
+    int io_timeout_ms;      /* 0 = 60000 */
     cairn_backup_progress_fn progress;
     void *progress_ctx;
     const volatile int *cancel;
 };
 
 struct cairn_restore_result {
-    unsigned backups;        /* backups in the applied chain (1 for a full backup) */
+    unsigned backups; /* backups in the applied chain (1 for a full backup) */
     unsigned databases;
-    unsigned shards;         /* shard streams applied */
+    unsigned shards; /* shard streams applied */
     uint64_t bytes;
     double seconds;
 };

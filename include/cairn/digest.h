@@ -7,7 +7,7 @@
 
 #include "cairn/common.h"
 
-#define CAIRN_SHA256_LEN 32
+#define CAIRN_SHA256_LEN     32
 #define CAIRN_SHA256_HEX_LEN 64
 
 struct cairn_sha256 {

@@ -12,19 +12,19 @@
 
 enum cairn_status {
     CAIRN_OK = 0,
-    CAIRN_E_INVALID = -1,     /* bad argument, usage or configuration */
-    CAIRN_E_IO = -2,          /* local I/O failure */
-    CAIRN_E_CORRUPT = -3,     /* input failed parsing or verification */
-    CAIRN_E_SEAL = -4,        /* sealed sums missing, tampered or wrong key */
+    CAIRN_E_INVALID = -1, /* bad argument, usage or configuration */
+    CAIRN_E_IO = -2,      /* local I/O failure */
+    CAIRN_E_CORRUPT = -3, /* input failed parsing or verification */
+    CAIRN_E_SEAL = -4,    /* sealed sums missing, tampered or wrong key */
     CAIRN_E_NOTFOUND = -5,
     CAIRN_E_EXISTS = -6,
-    CAIRN_E_NOSPACE = -7,     /* ENOSPC / EDQUOT */
-    CAIRN_E_NETWORK = -8,     /* connection, DNS, reset */
-    CAIRN_E_PROTOCOL = -9,    /* peer spoke something unexpected */
+    CAIRN_E_NOSPACE = -7,  /* ENOSPC / EDQUOT */
+    CAIRN_E_NETWORK = -8,  /* connection, DNS, reset */
+    CAIRN_E_PROTOCOL = -9, /* peer spoke something unexpected */
     CAIRN_E_TIMEOUT = -10,
     CAIRN_E_UNSUPPORTED = -11,
     CAIRN_E_NOMEM = -12,
-    CAIRN_E_PERM = -13,       /* EACCES / EPERM / 403 */
+    CAIRN_E_PERM = -13, /* EACCES / EPERM / 403 */
     CAIRN_E_CANCELLED = -14,
     CAIRN_E_INTERNAL = -15,
 };

@@ -43,7 +43,7 @@ struct cairn_snap_time {
 
 /* snapshotter.Request of 1.5+. Strings are "" when absent, never NULL after decode. */
 struct cairn_snap_request {
-    uint8_t type;            /* JSON "Type" (the type byte is what the server dispatches on) */
+    uint8_t type; /* JSON "Type" (the type byte is what the server dispatches on) */
     char *backup_db;
     char *restore_db;
     char *backup_rp;
@@ -64,8 +64,8 @@ CAIRN_API int cairn_snap_json_scan(const uint8_t *buf, size_t len, size_t *end);
 
 /* Decode a request object as Go's encoding/json would: keys case-insensitive, unknown keys
  * ignored, null leaves a field zero, times RFC 3339, numbers range-checked. */
-CAIRN_API int cairn_snap_request_decode(const char *json, size_t len, struct cairn_snap_request *req,
-                                        struct cairn_err *err);
+CAIRN_API int cairn_snap_request_decode(const char *json, size_t len,
+                                        struct cairn_snap_request *req, struct cairn_err *err);
 
 /* Encode as the Go client does: all ten keys in order, compact, followed by '\n'. malloc'd. */
 CAIRN_API char *cairn_snap_request_encode(const struct cairn_snap_request *req, size_t *len);
@@ -123,11 +123,11 @@ CAIRN_API int cairn_snap_dir_provider_new(const char *data_dir, const char *meta
 /* ---- Server ---- */
 
 struct cairn_snap_server_opts {
-    const char *listen;       /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
-    unsigned max_conns;       /* 0 = 64; connections beyond are closed at once, with a log line */
-    int idle_timeout_ms;      /* per read/write; 0 = 30000 */
-    int request_timeout_ms;   /* to receive mux byte, type and JSON; 0 = 30000 */
-    uint64_t max_upload;      /* largest metastore upload accepted; 0 = 256 MiB */
+    const char *listen;     /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
+    unsigned max_conns;     /* 0 = 64; connections beyond are closed at once, with a log line */
+    int idle_timeout_ms;    /* per read/write; 0 = 30000 */
+    int request_timeout_ms; /* to receive mux byte, type and JSON; 0 = 30000 */
+    uint64_t max_upload;    /* largest metastore upload accepted; 0 = 256 MiB */
 };
 
 struct cairn_snap_server;
@@ -149,9 +149,9 @@ CAIRN_API void cairn_snap_server_free(struct cairn_snap_server *s);
 /* ---- Client ---- */
 
 struct cairn_snap_client {
-    const char *addr;        /* "HOST:PORT" */
-    int connect_timeout_ms;  /* 0 = 10000 */
-    int io_timeout_ms;       /* idle timeout per read/write; 0 = 60000 */
+    const char *addr;       /* "HOST:PORT" */
+    int connect_timeout_ms; /* 0 = 10000 */
+    int io_timeout_ms;      /* idle timeout per read/write; 0 = 60000 */
 };
 
 /* Type 1: the whole response (envelope) into out, not closed. Checks the magic and lengths. */
@@ -173,9 +173,8 @@ CAIRN_API void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, siz
  * must end with the tar trailer; a truncated stream is CAIRN_E_PROTOCOL. */
 CAIRN_API int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db,
                                       const char *rp, uint64_t shard_id,
-                                      const struct cairn_snap_time *since,
-                                      struct cairn_writer *out, uint64_t *bytes,
-                                      struct cairn_err *err);
+                                      const struct cairn_snap_time *since, struct cairn_writer *out,
+                                      uint64_t *bytes, struct cairn_err *err);
 /* Type 6: upload a raw meta.Data blob (JSON, '\n' and blob in one write) and read the ID map.
  * An empty map is CAIRN_E_EXISTS ("database may already exist"). */
 CAIRN_API int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db,

@@ -92,7 +92,7 @@ enum cairn_snapshot_flavour {
 
 struct cairn_snapshot_write_opts {
     enum cairn_snapshot_flavour flavour;
-    int level;                   /* 0: gzip 6 (Go's default), zstd 3 */
+    int level;   /* 0: gzip 6 (Go's default), zstd 3 */
     int threads; /* compression workers. 0: gzip one per CPU (1 MiB blocks, ~3 MiB each);
                   * zstd 1, because each libzstd worker holds a job buffer of many MiB and
                   * 2 workers already pass 48 MiB peak RSS (docs/PERFORMANCE.md) */
@@ -121,8 +121,7 @@ CAIRN_API int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_
 /* Copy a stream of unknown length into an unlinked temp file in tmpdir (NULL: $TMPDIR or /tmp)
  * and return a reader over it, positioned at the start, plus its length. */
 CAIRN_API int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir,
-                                   struct cairn_reader **out, uint64_t *len,
-                                   struct cairn_err *err);
+                                   struct cairn_reader **out, uint64_t *len, struct cairn_err *err);
 
 /* A finished archive in a temp file (Go's snapshot.New / NewWithSealer). */
 struct cairn_snapshot;
@@ -161,7 +160,7 @@ struct cairn_snapshot_read_opts {
     /* Consul/Nomad reader: exactly the three members, so a SHA256SUMS.sealed member (Vault) is
      * `unexpected file "SHA256SUMS.sealed" in snapshot`. 0: raft-snapshot (Vault) rules. */
     int three_members;
-    size_t member_cap; /* cap on meta.json / SHA256SUMS / SHA256SUMS.sealed; 0 = 1 MiB */
+    size_t member_cap;  /* cap on meta.json / SHA256SUMS / SHA256SUMS.sealed; 0 = 1 MiB */
     const char *tmpdir; /* restore's spool directory; NULL: $TMPDIR or /tmp */
     /* Decompression bomb guard: past 64 MiB, the tar may be at most max_ratio times the
      * compressed bytes read so far, else CAIRN_E_CORRUPT. 0 = 4096; UINT_MAX = no limit. */

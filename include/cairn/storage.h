@@ -45,10 +45,10 @@ struct json_t; /* jansson */
 struct cairn_storage;
 struct cairn_backup;
 
-#define CAIRN_MANIFEST_NAME "MANIFEST"
+#define CAIRN_MANIFEST_NAME    "MANIFEST"
 #define CAIRN_MANIFEST_VERSION 1
-#define CAIRN_NAME_MAX 200
-#define CAIRN_SEAL_KEY_LEN 32
+#define CAIRN_NAME_MAX         200
+#define CAIRN_SEAL_KEY_LEN     32
 
 /* ---- drivers ----
  * A driver stores opaque files under <location>/<backup>/<file>. It knows nothing of
@@ -83,23 +83,20 @@ struct cairn_storage_driver {
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the
  * name is taken. The driver struct must outlive the process' use of it. Thread-safe. */
-CAIRN_API int cairn_storage_register(const struct cairn_storage_driver *drv,
-                                     struct cairn_err *err);
+CAIRN_API int cairn_storage_register(const struct cairn_storage_driver *drv, struct cairn_err *err);
 CAIRN_API const struct cairn_storage_driver *cairn_storage_driver_find(const char *name);
 
 /* 1 when s is a valid backup or file name (see the header comment), else 0. */
 CAIRN_API int cairn_name_valid(const char *s);
 /* "YYYYMMDDTHHMMSSZ" (UTC now) plus "-tag" when tag is non-NULL; out needs 17 + strlen(tag)
  * + 1 bytes. Such names sort by time. Returns CAIRN_E_INVALID when the result is not valid. */
-CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap,
-                                    struct cairn_err *err);
+CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err);
 
 /* ---- storage ---- */
 
 /* Open a location by URL (no network I/O yet; S3 checks the bucket with HeadBucket at first
  * use). */
-CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st,
-                                 struct cairn_err *err);
+CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st, struct cairn_err *err);
 /* Release sessions (connections, credentials); st stays usable and re-creates them lazily.
  * Call it between operations, not while another thread is using st. */
 CAIRN_API void cairn_storage_close(struct cairn_storage *st);
@@ -120,13 +117,13 @@ CAIRN_API const char *cairn_backup_status_name(enum cairn_backup_status s);
 struct cairn_backup_info {
     char *name;
     enum cairn_backup_status status;
-    int64_t created;     /* MANIFEST creation time (unix seconds), -1 when not complete */
-    uint64_t size;       /* sum of stored file sizes from the MANIFEST (0 when not complete) */
-    uint64_t files;      /* number of files in the MANIFEST */
-    char *kind;          /* NULL when not complete */
-    char *parent;        /* NULL when none */
-    int sealed;          /* MANIFEST carries an HMAC seal */
-    char *error;         /* why CORRUPT (NULL otherwise) */
+    int64_t created; /* MANIFEST creation time (unix seconds), -1 when not complete */
+    uint64_t size;   /* sum of stored file sizes from the MANIFEST (0 when not complete) */
+    uint64_t files;  /* number of files in the MANIFEST */
+    char *kind;      /* NULL when not complete */
+    char *parent;    /* NULL when none */
+    int sealed;      /* MANIFEST carries an HMAC seal */
+    char *error;     /* why CORRUPT (NULL otherwise) */
 };
 
 struct cairn_backup_list {
@@ -185,10 +182,10 @@ CAIRN_API struct json_t *cairn_backup_meta(const struct cairn_backup *b);
 
 struct cairn_manifest_file {
     char *name;
-    uint64_t size;              /* stored bytes */
-    char sha256[65];            /* hex SHA-256 of the stored bytes */
+    uint64_t size;                      /* stored bytes */
+    char sha256[65];                    /* hex SHA-256 of the stored bytes */
     enum cairn_compression compression; /* NONE or ZSTD */
-    uint64_t logical_size;      /* bytes before compression */
+    uint64_t logical_size;              /* bytes before compression */
     char logical_sha256[65];
 };
 CAIRN_API size_t cairn_backup_file_count(const struct cairn_backup *b);
@@ -204,8 +201,8 @@ struct cairn_file_opts {
      * random, encrypted and already-compressed data (TSM: 3 %) is stored as is, with one hash
      * and no codec. The MANIFEST records the choice. */
     enum cairn_compression compression;
-    int level;                          /* zstd level, 0 = 3 */
-    int threads;                        /* zstd worker threads, 0 = 1 (none) */
+    int level;    /* zstd level, 0 = 3 */
+    int threads;  /* zstd worker threads, 0 = 1 (none) */
     int pipeline; /* compress, hash and store on a helper thread while the caller reads and
                    * hashes the logical bytes (cairn_pipe_writer_new): for large files */
 };
@@ -226,8 +223,7 @@ CAIRN_API int cairn_backup_add_file_opts(struct cairn_backup *b, const char *fil
  * hashing logical and stored bytes in the same pass. Bounded memory. Thread-safe. */
 CAIRN_API int cairn_backup_put_stream(struct cairn_backup *b, const char *file,
                                       struct cairn_reader *src, int64_t size_hint,
-                                      const struct cairn_file_opts *opts,
-                                      struct cairn_err *err);
+                                      const struct cairn_file_opts *opts, struct cairn_err *err);
 
 /* Barrier: wait until every writer from add_file was closed or freed, then return the
  * combined per-file errors ("file 'a': ...; file 'b': ..."). Only when there are none, write
@@ -283,8 +279,7 @@ CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
  * directory. Every file is verified (size + SHA-256); no path from the MANIFEST can write
  * outside target (absolute paths, "..", and symlinks are refused). Read-only handles. */
 CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
-                                        const struct cairn_path_opts *opts,
-                                        struct cairn_err *err);
+                                        const struct cairn_path_opts *opts, struct cairn_err *err);
 /* One call: start `name`, put_path, end; aborts (removes) the backup on failure. kind
  * "files", source "<hostname>:<abs path>". */
 CAIRN_API int cairn_storage_backup_path(struct cairn_storage *st, const char *name,
@@ -308,7 +303,8 @@ struct cairn_prune_policy {
  * Rules: only complete backups count for keep-*; the newest complete backup is always kept
  * (so the only one is too); incomplete backups sorting before the newest complete one are
  * removed, newer ones (possibly in progress) are kept; corrupt ones are kept (never delete
- * what cannot be read). With no complete backup nothing is removed. Returns the number to remove. */
+ * what cannot be read). With no complete backup nothing is removed. Returns the number to remove.
+ */
 CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,
                                   const struct cairn_prune_policy *p, uint8_t *remove);
 

@@ -7,9 +7,9 @@
 
 #include "cairn/err.h"
 
-#define SNAP_META "meta.json"
-#define SNAP_STATE "state.bin"
-#define SNAP_SUMS "SHA256SUMS"
+#define SNAP_META   "meta.json"
+#define SNAP_STATE  "state.bin"
+#define SNAP_SUMS   "SHA256SUMS"
 #define SNAP_SEALED "SHA256SUMS.sealed"
 
 /* Go's %q for a name in an error message, into out (always NUL-terminated). */

@@ -124,7 +124,11 @@ static void put_json_string(struct buf *b, const char *str)
                 buf_put(b, esc, 2);
             } else if (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
                 esc[0] = '\\';
-                esc[1] = c == '\b' ? 'b' : c == '\f' ? 'f' : c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+                esc[1] = c == '\b'   ? 'b'
+                         : c == '\f' ? 'f'
+                         : c == '\n' ? 'n'
+                         : c == '\r' ? 'r'
+                                     : 't';
                 buf_put(b, esc, 2);
             } else {
                 memcpy(esc, "\\u00", 4);
@@ -272,7 +276,7 @@ static int jp_next(struct jp *p, char close, const char *context)
 
 static int hexval(uint8_t c)
 {
-    return c >= '0' && c <= '9' ? c - '0'
+    return c >= '0' && c <= '9'   ? c - '0'
            : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                   : -1;
@@ -458,7 +462,7 @@ static int jp_skip(struct jp *p, char *kind)
             if (c == '{')
                 stack[d / 8] |= (uint8_t)(1u << (d % 8));
             else
-                stack[d / 8] &= (uint8_t)~(1u << (d % 8));
+                stack[d / 8] &= (uint8_t) ~(1u << (d % 8));
             top++;
             p->pos++;
             jp_ws(p);
@@ -546,7 +550,8 @@ static char jp_peek(struct jp *p)
     case '"': return 's';
     case '{': return 'o';
     case '[': return 'a';
-    case 't': case 'f': return 'b';
+    case 't':
+    case 'f': return 'b';
     case 'n': return 'z';
     case '-': return 'n';
     default: return p->s[p->pos] >= '0' && p->s[p->pos] <= '9' ? 'n' : '?';
@@ -654,8 +659,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
             free(out);
             free(s);
             if (!p->typed)
-                cairn_err_set(&p->type_err, CAIRN_E_CORRUPT, "illegal base64 data in %s",
-                              field);
+                cairn_err_set(&p->type_err, CAIRN_E_CORRUPT, "illegal base64 data in %s", field);
             p->typed = 1;
             return 0;
         }

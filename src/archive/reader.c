@@ -55,7 +55,7 @@ static struct pass_reader *pass_new(struct cairn_reader *owned, struct cairn_rea
  * times the compressed bytes read so far (gzip cannot exceed ~1032:1; real snapshots are far
  * below the default). Without it a small archive could fill the disk of extract or restore
  * before its hashes are checked at the end. */
-#define RATIO_FLOOR (64u << 20)
+#define RATIO_FLOOR   (64u << 20)
 #define RATIO_DEFAULT 4096u
 
 struct ratio_reader {
@@ -77,8 +77,8 @@ static int ratio_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "failed to decompress snapshot: %llu bytes from %llu compressed "
                              "bytes is over the %u:1 limit (a decompression bomb?)",
-                             (unsigned long long)q->out,
-                             (unsigned long long)q->compressed->bytes, q->ratio);
+                             (unsigned long long)q->out, (unsigned long long)q->compressed->bytes,
+                             q->ratio);
     return CAIRN_OK;
 }
 
@@ -239,8 +239,8 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
             info->meta_json = (char *)meta.p;
             info->meta_json_len = meta.len;
             meta.p = NULL;
-            if ((rc = cairn_snapshot_meta_decode(info->meta_json, info->meta_json_len,
-                                                 &info->meta, err)) != CAIRN_OK) {
+            if ((rc = cairn_snapshot_meta_decode(info->meta_json, info->meta_json_len, &info->meta,
+                                                 err)) != CAIRN_OK) {
                 cairn_err_wrap(err, "failed to decode snapshot metadata");
                 goto out;
             }
@@ -281,8 +281,8 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
         }
         info->sealed_verified = 1;
     }
-    if ((rc = snap_sums_verify(sums.p ? sums.p : (const uint8_t *)"", sums.len,
-                               info->meta_sha256, info->state_sha256, err)) != CAIRN_OK) {
+    if ((rc = snap_sums_verify(sums.p ? sums.p : (const uint8_t *)"", sums.len, info->meta_sha256,
+                               info->state_sha256, err)) != CAIRN_OK) {
         cairn_err_wrap(err, "failed checking integrity of snapshot");
         goto out;
     }
@@ -318,8 +318,7 @@ static int conclude(struct snap_input *si, struct cairn_err *err)
     struct cairn_reader *r = raw ? si->hash : si->top;
     for (;;) {
         size_t got;
-        if ((rc = cairn_reader_read(r, buf, CAIRN_IO_BUFSIZE, &got, err)) != CAIRN_OK ||
-            got == 0)
+        if ((rc = cairn_reader_read(r, buf, CAIRN_IO_BUFSIZE, &got, err)) != CAIRN_OK || got == 0)
             break;
         extra += got;
         if (!raw && extra >= CONCLUDE_MAX)

@@ -19,7 +19,7 @@
 static const char hmac_magic[MAGIC_LEN] = "CRNHMAC1";
 static const char gcm_magic[MAGIC_LEN] = "CRNGCM01";
 #define GCM_NONCE 12
-#define GCM_TAG 16
+#define GCM_TAG   16
 
 struct key_sealer {
     struct cairn_sealer base;
@@ -143,8 +143,8 @@ static int gcm_open(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8
     uint8_t tag[GCM_TAG];
     memcpy(tag, in + len - GCM_TAG, GCM_TAG);
     uint8_t *o = cairn_xmalloc(n + 1);
-    if (gcm_run((struct key_sealer *)s, 0, in + MAGIC_LEN, in + MAGIC_LEN + GCM_NONCE, n, o,
-                tag) != 0) {
+    if (gcm_run((struct key_sealer *)s, 0, in + MAGIC_LEN, in + MAGIC_LEN + GCM_NONCE, n, o, tag) !=
+        0) {
         free(o);
         return cairn_err_set(err, CAIRN_E_SEAL,
                              "aes-256-gcm authentication failed: wrong key or tampered hashes");
@@ -154,8 +154,7 @@ static int gcm_open(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8
     return CAIRN_OK;
 }
 
-static const struct cairn_sealer_ops gcm_ops = {"aes-256-gcm", gcm_seal, gcm_open,
-                                                key_sealer_free};
+static const struct cairn_sealer_ops gcm_ops = {"aes-256-gcm", gcm_seal, gcm_open, key_sealer_free};
 
 struct cairn_sealer *cairn_sealer_aes_gcm_new(const uint8_t key[CAIRN_SEALER_KEY_LEN])
 {

@@ -67,8 +67,10 @@ static long scan_rune(struct scan *sc, size_t *width)
     if (b[0] < 0x80) {
         r = b[0];
     } else {
-        size_t need = b[0] >= 0xc2 && b[0] <= 0xdf ? 1 : b[0] >= 0xe0 && b[0] <= 0xef ? 2
-                      : b[0] >= 0xf0 && b[0] <= 0xf4 ? 3 : 0;
+        size_t need = b[0] >= 0xc2 && b[0] <= 0xdf   ? 1
+                      : b[0] >= 0xe0 && b[0] <= 0xef ? 2
+                      : b[0] >= 0xf0 && b[0] <= 0xf4 ? 3
+                                                     : 0;
         long v = need == 1 ? (b[0] & 0x1f) : need == 2 ? (b[0] & 0x0f) : (b[0] & 0x07);
         long min = need == 1 ? 0x80 : need == 2 ? 0x800 : 0x10000;
         int ok = need > 0 && n > need;
@@ -109,7 +111,7 @@ static int go_space(long r)
 
 static int hexdig(long r)
 {
-    return r >= '0' && r <= '9' ? (int)(r - '0')
+    return r >= '0' && r <= '9'   ? (int)(r - '0')
            : r >= 'a' && r <= 'f' ? (int)(r - 'a' + 10)
            : r >= 'A' && r <= 'F' ? (int)(r - 'A' + 10)
                                   : -1;

@@ -17,18 +17,32 @@
 
 /* Header field offsets and widths (POSIX ustar; GNU and star reuse the same first 345 bytes). */
 enum {
-    OFF_NAME = 0, LEN_NAME = 100,
-    OFF_MODE = 100, OFF_UID = 108, OFF_GID = 116, LEN_ID = 8,
-    OFF_SIZE = 124, OFF_MTIME = 136, LEN_NUM12 = 12,
-    OFF_CHKSUM = 148, LEN_CHKSUM = 8,
+    OFF_NAME = 0,
+    LEN_NAME = 100,
+    OFF_MODE = 100,
+    OFF_UID = 108,
+    OFF_GID = 116,
+    LEN_ID = 8,
+    OFF_SIZE = 124,
+    OFF_MTIME = 136,
+    LEN_NUM12 = 12,
+    OFF_CHKSUM = 148,
+    LEN_CHKSUM = 8,
     OFF_TYPE = 156,
-    OFF_MAGIC = 257, OFF_VERSION = 263,
-    OFF_DEVMAJOR = 329, OFF_DEVMINOR = 337,
-    OFF_PREFIX = 345, LEN_PREFIX = 155,
+    OFF_MAGIC = 257,
+    OFF_VERSION = 263,
+    OFF_DEVMAJOR = 329,
+    OFF_DEVMINOR = 337,
+    OFF_PREFIX = 345,
+    LEN_PREFIX = 155,
     /* star: prefix is 131 bytes, then atime and ctime, trailer "tar\0" at 508 */
-    LEN_STAR_PREFIX = 131, OFF_STAR_ATIME = 476, OFF_STAR_CTIME = 488, OFF_STAR_TRAILER = 508,
+    LEN_STAR_PREFIX = 131,
+    OFF_STAR_ATIME = 476,
+    OFF_STAR_CTIME = 488,
+    OFF_STAR_TRAILER = 508,
     /* GNU: atime and ctime where ustar has its prefix */
-    OFF_GNU_ATIME = 345, OFF_GNU_CTIME = 357,
+    OFF_GNU_ATIME = 345,
+    OFF_GNU_CTIME = 357,
 };
 
 static const uint8_t zero_block[TAR_BLOCK];
@@ -68,7 +82,10 @@ void tar_header_format(uint8_t blk[TAR_BLOCK], const char *name, char typeflag, 
     put_octal(blk + OFF_SIZE, LEN_NUM12, size > TAR_MAX_OCTAL_SIZE ? 0 : size);
     put_octal(blk + OFF_MTIME, LEN_NUM12, file_defaults && mtime > 0 ? (uint64_t)mtime : 0);
     blk[OFF_TYPE] = (uint8_t)typeflag;
-    memcpy(blk + OFF_MAGIC, "ustar\0" "00", 8);
+    memcpy(blk + OFF_MAGIC,
+           "ustar\0"
+           "00",
+           8);
     if (file_defaults) {
         put_octal(blk + OFF_DEVMAJOR, LEN_ID, 0);
         put_octal(blk + OFF_DEVMINOR, LEN_ID, 0);
@@ -330,8 +347,7 @@ static int is_ascii(const char *s)
 }
 
 /* Go's readHeader for one non-zero block: name (with prefix), typeflag and size. */
-static int parse_header(const uint8_t *b, struct tar_entry *e, int64_t *size,
-                        struct cairn_err *err)
+static int parse_header(const uint8_t *b, struct tar_entry *e, int64_t *size, struct cairn_err *err)
 {
     enum fmt f = block_format(b);
     if (f == FMT_UNKNOWN)
@@ -385,8 +401,7 @@ static int parse_header(const uint8_t *b, struct tar_entry *e, int64_t *size,
 /* Go's isHeaderOnlyType: links, devices, directories and FIFOs carry no data. */
 static int header_only(char type)
 {
-    return type == '1' || type == '2' || type == '3' || type == '4' || type == '5' ||
-           type == '6';
+    return type == '1' || type == '2' || type == '3' || type == '4' || type == '5' || type == '6';
 }
 
 /* The entry's data: none for header-only types, else size bytes plus padding to a block.
@@ -404,8 +419,7 @@ static int set_data_size(struct tar_reader *t, int64_t size, struct cairn_err *e
 }
 
 /* Go's readSpecialFile: the whole body of a PAX or GNU long-name member, at most 1 MiB. */
-static int read_special(struct tar_reader *t, uint8_t **out, size_t *out_len,
-                        struct cairn_err *err)
+static int read_special(struct tar_reader *t, uint8_t **out, size_t *out_len, struct cairn_err *err)
 {
     if (t->remaining > TAR_MAX_SPECIAL)
         return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_TOO_LONG);
@@ -485,8 +499,7 @@ static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int g
     while (len > 0) {
         const char *sp = memchr(s, ' ', len);
         int64_t n;
-        if (sp == NULL || parse_dec(s, (size_t)(sp - s), &n) != 0 || n < 5 ||
-            (uint64_t)n > len)
+        if (sp == NULL || parse_dec(s, (size_t)(sp - s), &n) != 0 || n < 5 || (uint64_t)n > len)
             goto bad;
         size_t nlen = (size_t)(sp - s) + 1;
         if ((uint64_t)n <= nlen)
@@ -523,8 +536,7 @@ static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int g
         } else if (keyeq(k, klen, "uid") || keyeq(k, klen, "gid")) {
             if (parse_dec(v, vlen, &num) != 0)
                 goto bad;
-        } else if (keyeq(k, klen, "atime") || keyeq(k, klen, "mtime") ||
-                   keyeq(k, klen, "ctime")) {
+        } else if (keyeq(k, klen, "atime") || keyeq(k, klen, "mtime") || keyeq(k, klen, "ctime")) {
             if (!valid_pax_time(v, vlen))
                 goto bad;
         } else if (has_prefix(k, klen, "GNU.sparse.")) {
@@ -616,8 +628,7 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
         }
         if (type == 'S' || t->pax_sparse)
             return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
-                                 "archive/tar: sparse member \"%s\" is not supported",
-                                 t->ent.name);
+                                 "archive/tar: sparse member \"%s\" is not supported", t->ent.name);
         /* mergePAX, GNU long name, then the legacy NUL typeflag. */
         if (t->pax_path_set) {
             free(t->ent.name);
@@ -641,8 +652,7 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
     }
 }
 
-int tar_reader_read(struct tar_reader *t, void *buf, size_t cap, size_t *got,
-                    struct cairn_err *err)
+int tar_reader_read(struct tar_reader *t, void *buf, size_t cap, size_t *got, struct cairn_err *err)
 {
     *got = 0;
     if (t->remaining == 0 || cap == 0)

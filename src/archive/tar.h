@@ -17,8 +17,8 @@
 #define TAR_MAX_SPECIAL (1u << 20)
 
 /* Go's error texts. */
-#define TAR_ERR_HEADER "archive/tar: invalid tar header"
-#define TAR_ERR_TOO_LONG "archive/tar: header field too long"
+#define TAR_ERR_HEADER         "archive/tar: invalid tar header"
+#define TAR_ERR_TOO_LONG       "archive/tar: header field too long"
 #define TAR_ERR_UNEXPECTED_EOF "unexpected EOF"
 
 /* ---- writer: a sequence of calls over a borrowed cairn_writer ---- */

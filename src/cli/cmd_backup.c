@@ -13,35 +13,40 @@
 
 static void backup_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: cairn backup --from HOST:PORT|PATH --to STORAGE_URL [--name NAME]\n"
-            "                    [--db NAME [--rp RP]] [--since TIME] [--parallel N]\n"
-            "                    [--timeout MS] [--json]\n\n"
-            "Back up a snapshot service (cairnd serve, or influxd 1.5+ on its bind-address, by\n"
-            "default port 8088) or a local file/directory into a new backup in STORAGE_URL\n"
-            "(file:///dir or s3://bucket/prefix?...). The MANIFEST is written last. Every byte\n"
-            "is hashed with SHA-256; files and shards are compressed with zstd -1 where that\n"
-            "saves 1/8 or more and stored as they are otherwise (TSM, random or encrypted data).\n\n"
-            "  --from       HOST:PORT of the service, or a path (starting with / or ., or existing)\n"
-            "  --name       backup name (default: UTC start time YYYYMMDDTHHMMSSZ)\n"
-            "  --db, --rp   only this database (and retention policy); default all but _internal\n"
-            "  --since      RFC 3339 time: incremental backup of shard files modified after it;\n"
-            "               the newest complete backup in STORAGE_URL is recorded as parent\n"
-            "  --parallel   shards downloaded at once (default 4)\n"
-            "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
-            "  --json       print a JSON summary on stdout\n\n%s",
-            cli_exit_codes_help);
+    fprintf(
+        out,
+        "usage: cairn backup --from HOST:PORT|PATH --to STORAGE_URL [--name NAME]\n"
+        "                    [--db NAME [--rp RP]] [--since TIME] [--parallel N]\n"
+        "                    [--timeout MS] [--json]\n\n"
+        "Back up a snapshot service (cairnd serve, or influxd 1.5+ on its bind-address, by\n"
+        "default port 8088) or a local file/directory into a new backup in STORAGE_URL\n"
+        "(file:///dir or s3://bucket/prefix?...). The MANIFEST is written last. Every byte\n"
+        "is hashed with SHA-256; files and shards are compressed with zstd -1 where that\n"
+        "saves 1/8 or more and stored as they are otherwise (TSM, random or encrypted data).\n\n"
+        "  --from       HOST:PORT of the service, or a path (starting with / or ., or existing)\n"
+        "  --name       backup name (default: UTC start time YYYYMMDDTHHMMSSZ)\n"
+        "  --db, --rp   only this database (and retention policy); default all but _internal\n"
+        "  --since      RFC 3339 time: incremental backup of shard files modified after it;\n"
+        "               the newest complete backup in STORAGE_URL is recorded as parent\n"
+        "  --parallel   shards downloaded at once (default 4)\n"
+        "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
+        "  --json       print a JSON summary on stdout\n\n%s",
+        cli_exit_codes_help);
 }
 
 int cmd_backup(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"from", required_argument, NULL, 'f'},   {"to", required_argument, NULL, 't'},
-        {"name", required_argument, NULL, 'n'},   {"db", required_argument, NULL, 'd'},
-        {"rp", required_argument, NULL, 'r'},     {"since", required_argument, NULL, 's'},
-        {"parallel", required_argument, NULL, 'p'}, {"timeout", required_argument, NULL, 'T'},
-        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"from", required_argument, NULL, 'f'},
+                                         {"to", required_argument, NULL, 't'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"db", required_argument, NULL, 'd'},
+                                         {"rp", required_argument, NULL, 'r'},
+                                         {"since", required_argument, NULL, 's'},
+                                         {"parallel", required_argument, NULL, 'p'},
+                                         {"timeout", required_argument, NULL, 'T'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct cairn_backup_opts o = {0};
     uint64_t v;
     int c;
@@ -55,8 +60,10 @@ int cmd_backup(int argc, char **argv)
         case 'r': o.rp = optarg; break;
         case 's':
             if (cairn_parse_rfc3339(optarg, &o.since_sec, &o.since_nsec) != 0)
-                return cli_usage("backup", "invalid --since '%s' (want RFC 3339, e.g. "
-                                 "2024-05-01T00:00:00Z)", optarg);
+                return cli_usage("backup",
+                                 "invalid --since '%s' (want RFC 3339, e.g. "
+                                 "2024-05-01T00:00:00Z)",
+                                 optarg);
             o.has_since = 1;
             break;
         case 'p':
@@ -101,9 +108,9 @@ int cmd_backup(int argc, char **argv)
     } else {
         char sz[32];
         cairn_format_bytes(res.bytes, sz, sizeof(sz));
-        printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n",
-               res.name, res.databases, res.shards, (unsigned long long)res.files, sz,
-               res.seconds, res.parent[0] ? ", incremental to " : "", res.parent);
+        printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", res.name,
+               res.databases, res.shards, (unsigned long long)res.files, sz, res.seconds,
+               res.parent[0] ? ", incremental to " : "", res.parent);
     }
     return 0;
 }

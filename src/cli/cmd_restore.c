@@ -12,30 +12,31 @@
 
 static void restore_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: cairn restore STORAGE_URL NAME --to HOST:PORT [--db X [--newdb Y]\n"
-            "                     [--rp R [--newrp S]]] [--timeout MS] [--json]\n"
-            "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--json]\n\n"
-            "Every file of NAME and of the backups it is incremental to is verified (size and\n"
-            "SHA-256) before anything is applied.\n\n"
-            "  --to     online restore through the snapshot service of cairnd serve or influxd\n"
-            "           1.6; the target database must not exist (rename it with --newdb)\n"
-            "  --into   offline: write meta.NN and <db>.<rp>.<id>.NN files (one NN per backup\n"
-            "           of the chain) for `influxd restore -metadir M -datadir D -database X DIR`;\n"
-            "           files are moved into DIR only once all of them are written\n"
-            "           (a backup of a local path is restored into DIR as it was)\n"
-            "  --db     only this database; --rp only this retention policy (online)\n\n%s",
-            cli_exit_codes_help);
+    fprintf(
+        out,
+        "usage: cairn restore STORAGE_URL NAME --to HOST:PORT [--db X [--newdb Y]\n"
+        "                     [--rp R [--newrp S]]] [--timeout MS] [--json]\n"
+        "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--json]\n\n"
+        "Every file of NAME and of the backups it is incremental to is verified (size and\n"
+        "SHA-256) before anything is applied.\n\n"
+        "  --to     online restore through the snapshot service of cairnd serve or influxd\n"
+        "           1.6; the target database must not exist (rename it with --newdb)\n"
+        "  --into   offline: write meta.NN and <db>.<rp>.<id>.NN files (one NN per backup\n"
+        "           of the chain) for `influxd restore -metadir M -datadir D -database X DIR`;\n"
+        "           files are moved into DIR only once all of them are written\n"
+        "           (a backup of a local path is restored into DIR as it was)\n"
+        "  --db     only this database; --rp only this retention policy (online)\n\n%s",
+        cli_exit_codes_help);
 }
 
 int cmd_restore(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"to", required_argument, NULL, 't'},    {"into", required_argument, NULL, 'i'},
-        {"db", required_argument, NULL, 'd'},    {"newdb", required_argument, NULL, 'D'},
-        {"rp", required_argument, NULL, 'r'},    {"newrp", required_argument, NULL, 'R'},
+        {"to", required_argument, NULL, 't'},      {"into", required_argument, NULL, 'i'},
+        {"db", required_argument, NULL, 'd'},      {"newdb", required_argument, NULL, 'D'},
+        {"rp", required_argument, NULL, 'r'},      {"newrp", required_argument, NULL, 'R'},
         {"timeout", required_argument, NULL, 'T'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0}};
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     struct cairn_restore_opts o = {0};
     uint64_t v;
     int c;

@@ -62,11 +62,13 @@ static const char save_help[] =
     "Examples:\n"
     "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"
     "  dump-fsm | cairn snapshot save - backup.snap --index 38 --term 3 --zstd\n"
-    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key k.key --seal aes-gcm\n"
+    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key k.key --seal "
+    "aes-gcm\n"
     "\n";
 
 static const char inspect_help[] =
-    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
+    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] "
+    "[--consul]\n"
     "                              [--max-ratio N] [--json]\n"
     "\n"
     "Verify FILE completely, then print its metadata (ID, Size, Index, Term, Version,\n"
@@ -182,8 +184,26 @@ static int add_server(struct opts *o, const char *spec)
     return 0;
 }
 
-enum { O_INDEX = 256, O_TERM, O_ID, O_CONF, O_SERVER, O_SIZE, O_ZSTD, O_LEVEL, O_THREADS,
-       O_SEALKEY, O_SEAL, O_TMPDIR, O_FORCE, O_JSON, O_TAR, O_CONSUL, O_HELP, O_MAXRATIO };
+enum {
+    O_INDEX = 256,
+    O_TERM,
+    O_ID,
+    O_CONF,
+    O_SERVER,
+    O_SIZE,
+    O_ZSTD,
+    O_LEVEL,
+    O_THREADS,
+    O_SEALKEY,
+    O_SEAL,
+    O_TMPDIR,
+    O_FORCE,
+    O_JSON,
+    O_TAR,
+    O_CONSUL,
+    O_HELP,
+    O_MAXRATIO
+};
 
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. */
 static int parse(int argc, char **argv, struct opts *o, const char *help, int npos)
@@ -220,7 +240,10 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         int bad = 0, save_only = 0;
         switch (c) {
         case 'h':
-        case O_HELP: fputs(help, stdout); fputs(cli_exit_codes_help, stdout); return -1;
+        case O_HELP:
+            fputs(help, stdout);
+            fputs(cli_exit_codes_help, stdout);
+            return -1;
         case O_INDEX: save_only = 1, o->have_index = 1, bad = cli_parse_u64(a, &o->index); break;
         case O_TERM: save_only = 1, o->have_term = 1, bad = cli_parse_u64(a, &o->term); break;
         case O_ID: save_only = 1, o->id = a; break;
@@ -242,11 +265,9 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_TAR: o->raw_tar = 1; break;
         case O_CONSUL: o->consul = 1; break;
         case O_MAXRATIO:
-            bad = cli_parse_u64(a, &o->max_ratio) || o->max_ratio == 0 ||
-                  o->max_ratio > UINT_MAX;
+            bad = cli_parse_u64(a, &o->max_ratio) || o->max_ratio == 0 || o->max_ratio > UINT_MAX;
             break;
-        default:
-            return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return cli_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
         if (bad)
             return cli_usage(cmd, "bad value '%s' for --%s", a, longopts[c - O_INDEX].name);
@@ -285,8 +306,8 @@ static int load_sealer(const struct opts *o, struct cairn_sealer **s, struct cai
 static struct cli_progress *progress_for_fd(const char *label, int fd)
 {
     struct stat st;
-    return cli_progress_new(label, fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
-                                       ? (uint64_t)st.st_size : 0);
+    return cli_progress_new(label,
+                            fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
 }
 
 static void print_json_str(const char *s)
@@ -366,9 +387,9 @@ static int run_save(struct opts *o)
         print_json_str(o->pos[1]);
         printf(",\"flavour\":\"%s\",\"index\":%llu,\"term\":%llu,\"state_bytes\":%llu,"
                "\"archive_bytes\":%llu,\"checksum\":\"%s\",\"sealed\":%s}\n",
-               o->zstd ? "zstd" : "gzip", (unsigned long long)o->index,
-               (unsigned long long)o->term, (unsigned long long)size,
-               (unsigned long long)res.archive_bytes, res.checksum, sealer ? "true" : "false");
+               o->zstd ? "zstd" : "gzip", (unsigned long long)o->index, (unsigned long long)o->term,
+               (unsigned long long)size, (unsigned long long)res.archive_bytes, res.checksum,
+               sealer ? "true" : "false");
     } else {
         char sb[32], ab[32];
         cairn_format_bytes(size, sb, sizeof(sb));
@@ -400,8 +421,7 @@ static void print_info_text(const char *file, const struct cairn_snapshot_info *
     const struct cairn_snapshot_meta *m = &in->meta;
     if (!verbose) {
         printf("%s: OK (%s, index %llu, term %llu, state %llu bytes, %s)\n", file,
-               flavour_name(in->flavour),
-               (unsigned long long)m->index, (unsigned long long)m->term,
+               flavour_name(in->flavour), (unsigned long long)m->index, (unsigned long long)m->term,
                (unsigned long long)in->state_len, in->checksum);
         if (in->sealed_present && !in->sealed_verified)
             printf("%s: note: SHA256SUMS.sealed (%zu bytes) present but not checked "

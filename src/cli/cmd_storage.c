@@ -12,10 +12,10 @@
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \
-    "  file:///var/backups/db   (or a plain absolute path)\n"                                     \
-    "  s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1\n"         \
-    "  more S3 options: part_size, parts, retries, retry_base_ms, stall_timeout, insecure\n"     \
-    "  S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else\n"     \
+    "  file:///var/backups/db   (or a plain absolute path)\n"                                      \
+    "  s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1\n"          \
+    "  more S3 options: part_size, parts, retries, retry_base_ms, stall_timeout, insecure\n"       \
+    "  S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else\n"      \
     "  ~/.aws/credentials [AWS_PROFILE]. See docs/STORAGE.md.\n\n"
 
 /* Common options of the storage commands. */
@@ -163,8 +163,8 @@ static json_t *info_json(const struct cairn_backup_info *i)
                      i->created >= 0 ? json_string(created) : json_null(), "size",
                      (json_int_t)i->size, "files", (json_int_t)i->files, "kind",
                      i->kind ? json_string(i->kind) : json_null(), "parent",
-                     i->parent ? json_string(i->parent) : json_null(), "sealed", i->sealed,
-                     "error", i->error ? json_string(i->error) : json_null());
+                     i->parent ? json_string(i->parent) : json_null(), "sealed", i->sealed, "error",
+                     i->error ? json_string(i->error) : json_null());
 }
 
 int cmd_list(int argc, char **argv)
@@ -192,8 +192,8 @@ int cmd_list(int argc, char **argv)
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
         else
-            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "SIZE",
-                   "FILES", "KIND");
+            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "SIZE", "FILES",
+                   "KIND");
         for (size_t i = 0; i < l.count; i++) {
             const struct cairn_backup_info *it = &l.items[i];
             char created[64] = "-", size[32] = "-";
@@ -203,8 +203,8 @@ int cmd_list(int argc, char **argv)
                 cairn_format_bytes(it->size, size, sizeof(size));
             printf("%-32s %-10s %-20s %10s %6llu  %s%s%s\n", it->name,
                    cairn_backup_status_name(it->status), created, size,
-                   (unsigned long long)it->files, it->kind ? it->kind : "-",
-                   it->error ? "  " : "", it->error ? it->error : "");
+                   (unsigned long long)it->files, it->kind ? it->kind : "-", it->error ? "  " : "",
+                   it->error ? it->error : "");
         }
     }
     cairn_backup_list_free(&l);
@@ -223,8 +223,8 @@ static const char rm_help[] =
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, rm_help, "--json ", 2,
-                      "expected a storage URL and a backup name", &o);
+    int ec =
+        prologue(argc, argv, rm_help, "--json ", 2, "expected a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -265,10 +265,10 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
 {
     struct verify_out *v = arg;
     if (v->json) {
-        json_array_append_new(v->files, json_pack("{s:s, s:I, s:b, s:o}", "name", f->name, "size",
-                                                  (json_int_t)f->size, "ok", rc == CAIRN_OK,
-                                                  "error", rc == CAIRN_OK ? json_null()
-                                                                          : json_string(e->msg)));
+        json_array_append_new(v->files,
+                              json_pack("{s:s, s:I, s:b, s:o}", "name", f->name, "size",
+                                        (json_int_t)f->size, "ok", rc == CAIRN_OK, "error",
+                                        rc == CAIRN_OK ? json_null() : json_string(e->msg)));
     } else if (rc == CAIRN_OK) {
         printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
     } else {
@@ -377,8 +377,8 @@ int cmd_prune(int argc, char **argv)
         if (!o.dry_run)
             r = cairn_storage_remove(st, it->name, &err);
         if (r != CAIRN_OK) {
-            json_array_append_new(failed, json_pack("{s:s, s:s}", "name", it->name, "error",
-                                                    err.msg));
+            json_array_append_new(failed,
+                                  json_pack("{s:s, s:s}", "name", it->name, "error", err.msg));
             if (first_rc == CAIRN_OK) {
                 first_rc = r;
                 cairn_err_copy(&first_err, &err);
@@ -448,8 +448,8 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("put", 0);
-    struct cairn_path_opts po = {.workers = (unsigned)o.workers, .progress = progress_cb,
-                                 .progress_arg = pr};
+    struct cairn_path_opts po = {
+        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
     if (o.zstd) {
         po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
@@ -486,8 +486,8 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("get", 0);
-    struct cairn_path_opts po = {.workers = (unsigned)o.workers, .progress = progress_cb,
-                                 .progress_arg = pr};
+    struct cairn_path_opts po = {
+        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
     rc = cairn_storage_restore_path(st, o.pos[1], o.pos[2], &po, &err);
     cli_progress_done(pr);
     cairn_storage_free(st);

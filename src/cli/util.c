@@ -31,12 +31,11 @@ static void dispatch_usage(FILE *out, const struct cli_cmd *cmds, size_t ncmds, 
     fprintf(out, "usage: %s <command> [options]\n\n%sCommands:\n", cli_progname, intro);
     for (size_t i = 0; i < ncmds; i++)
         fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
-    fprintf(out, "\nRun '%s <command> --help' for the options of one command.\n\n%s",
-            cli_progname, cli_exit_codes_help);
+    fprintf(out, "\nRun '%s <command> --help' for the options of one command.\n\n%s", cli_progname,
+            cli_exit_codes_help);
 }
 
-int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc,
-                 char **argv)
+int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc, char **argv)
 {
     if (argc < 2) {
         dispatch_usage(stderr, cmds, ncmds, intro);
@@ -114,10 +113,14 @@ int cli_parse_size(const char *s, uint64_t *out)
     uint64_t mult = 1;
     if (*end) {
         switch (*end) {
-        case 'k': case 'K': mult = 1ull << 10; break;
-        case 'm': case 'M': mult = 1ull << 20; break;
-        case 'g': case 'G': mult = 1ull << 30; break;
-        case 't': case 'T': mult = 1ull << 40; break;
+        case 'k':
+        case 'K': mult = 1ull << 10; break;
+        case 'm':
+        case 'M': mult = 1ull << 20; break;
+        case 'g':
+        case 'G': mult = 1ull << 30; break;
+        case 't':
+        case 'T': mult = 1ull << 40; break;
         default: return -1;
         }
         end++;

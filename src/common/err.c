@@ -101,14 +101,21 @@ int cairn_status_from_errno(int errnum)
 {
     switch (errnum) {
     case ENOENT: return CAIRN_E_NOTFOUND;
-    case EEXIST: case ENOTEMPTY: return CAIRN_E_EXISTS;
-    case ENOSPC: case EDQUOT: return CAIRN_E_NOSPACE;
-    case EACCES: case EPERM: case EROFS: return CAIRN_E_PERM;
+    case EEXIST:
+    case ENOTEMPTY: return CAIRN_E_EXISTS;
+    case ENOSPC:
+    case EDQUOT: return CAIRN_E_NOSPACE;
+    case EACCES:
+    case EPERM:
+    case EROFS: return CAIRN_E_PERM;
     case ENOMEM: return CAIRN_E_NOMEM;
     case EINVAL: return CAIRN_E_INVALID;
     case ETIMEDOUT: return CAIRN_E_TIMEOUT;
-    case ECONNREFUSED: case ECONNRESET: case EPIPE: case EHOSTUNREACH: case ENETUNREACH:
-        return CAIRN_E_NETWORK;
+    case ECONNREFUSED:
+    case ECONNRESET:
+    case EPIPE:
+    case EHOSTUNREACH:
+    case ENETUNREACH: return CAIRN_E_NETWORK;
     default: return CAIRN_E_IO;
     }
 }
@@ -122,8 +129,12 @@ int cairn_exit_code(int code)
     case CAIRN_E_SEAL: return CAIRN_EXIT_SEAL;
     case CAIRN_E_NOTFOUND: return CAIRN_EXIT_NOTFOUND;
     case CAIRN_E_EXISTS: return CAIRN_EXIT_EXISTS;
-    case CAIRN_E_IO: case CAIRN_E_NOSPACE: case CAIRN_E_PERM: return CAIRN_EXIT_IO;
-    case CAIRN_E_NETWORK: case CAIRN_E_PROTOCOL: case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
+    case CAIRN_E_IO:
+    case CAIRN_E_NOSPACE:
+    case CAIRN_E_PERM: return CAIRN_EXIT_IO;
+    case CAIRN_E_NETWORK:
+    case CAIRN_E_PROTOCOL:
+    case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
     default: return CAIRN_EXIT_FAILURE;
     }
 }

@@ -115,8 +115,8 @@ int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
     for (;;) {
         if (off == cap) {
             if (cap > max) {
-                rc = cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %zu bytes", path,
-                                   max);
+                rc =
+                    cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %zu bytes", path, max);
                 goto out;
             }
             cap *= 2;
@@ -309,9 +309,8 @@ int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec)
 {
     int Y, M, D, h, m, sc;
     if (parse_digits(&s, 4, &Y) || *s++ != '-' || parse_digits(&s, 2, &M) || *s++ != '-' ||
-        parse_digits(&s, 2, &D) || (*s != 'T' && *s != 't') || !*s++ ||
-        parse_digits(&s, 2, &h) || *s++ != ':' || parse_digits(&s, 2, &m) || *s++ != ':' ||
-        parse_digits(&s, 2, &sc))
+        parse_digits(&s, 2, &D) || (*s != 'T' && *s != 't') || !*s++ || parse_digits(&s, 2, &h) ||
+        *s++ != ':' || parse_digits(&s, 2, &m) || *s++ != ':' || parse_digits(&s, 2, &sc))
         return -1;
     if (M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sc > 60)
         return -1;

@@ -48,8 +48,8 @@ char *cairn_path_join(const char *a, const char *b);
 int cairn_name_is_safe(const char *name);
 
 /* Clocks. */
-uint64_t cairn_now_ms(void);      /* CLOCK_REALTIME in ms */
-uint64_t cairn_mono_ns(void);     /* CLOCK_MONOTONIC in ns */
+uint64_t cairn_now_ms(void);  /* CLOCK_REALTIME in ms */
+uint64_t cairn_mono_ns(void); /* CLOCK_MONOTONIC in ns */
 /* RFC 3339 UTC "2006-01-02T15:04:05Z" (with .nnnnnnnnn when nsec != 0). */
 void cairn_format_rfc3339(int64_t sec, long nsec, char *out, size_t cap);
 /* Parse RFC 3339 (Z or +hh:mm offsets, optional fraction). Returns 0 or -1. */

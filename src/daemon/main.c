@@ -18,6 +18,6 @@ int main(int argc, char **argv)
 {
     cli_progname = "cairnd";
     return cli_dispatch(commands, sizeof(commands) / sizeof(commands[0]),
-                        "cairnd serves the snapshot protocol and runs scheduled backups.\n\n",
-                        argc, argv);
+                        "cairnd serves the snapshot protocol and runs scheduled backups.\n\n", argc,
+                        argv);
 }

@@ -38,13 +38,16 @@ static void serve_usage(FILE *out)
 
 int cairnd_cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"data", required_argument, NULL, 'd'},      {"meta", required_argument, NULL, 'm'},
-        {"listen", required_argument, NULL, 'l'},    {"max-conns", required_argument, NULL, 'c'},
-        {"idle-timeout", required_argument, NULL, 't'},
-        {"max-upload", required_argument, NULL, 'u'}, {"log-json", no_argument, NULL, 'j'},
-        {"log-level", required_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
+                                         {"meta", required_argument, NULL, 'm'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"max-conns", required_argument, NULL, 'c'},
+                                         {"idle-timeout", required_argument, NULL, 't'},
+                                         {"max-upload", required_argument, NULL, 'u'},
+                                         {"log-json", no_argument, NULL, 'j'},
+                                         {"log-level", required_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct cairn_snap_server_opts so = {0};
     const char *data = NULL, *meta = NULL;
     int log_json = 0, level = CAIRN_LOG_INFO, c;

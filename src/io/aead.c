@@ -9,10 +9,10 @@
 #include "common/util.h"
 
 #define AEAD_MAGIC "CRNAEAD1"
-#define AEAD_HDR 16
+#define AEAD_HDR   16
 #define AEAD_CHUNK (64u * 1024u)
-#define AEAD_TAG 16
-#define AEAD_LAST 0x80000000u
+#define AEAD_TAG   16
+#define AEAD_LAST  0x80000000u
 
 struct aead_state {
     EVP_CIPHER_CTX *ctx;
@@ -100,8 +100,7 @@ static int aead_emit(struct aead_writer *w, int last, struct cairn_err *err)
     return rc;
 }
 
-static int aead_write(struct cairn_writer *base, const void *buf, size_t len,
-                      struct cairn_err *err)
+static int aead_write(struct cairn_writer *base, const void *buf, size_t len, struct cairn_err *err)
 {
     struct aead_writer *w = (struct aead_writer *)base;
     const uint8_t *p = buf;
@@ -153,9 +152,9 @@ struct aead_reader {
     struct cairn_reader base;
     struct aead_state st;
     int started, done;
-    size_t have;      /* bytes in buf */
-    size_t out_off;   /* plaintext bytes of the current chunk already returned */
-    size_t out_len;   /* plaintext bytes of the current chunk */
+    size_t have;    /* bytes in buf */
+    size_t out_off; /* plaintext bytes of the current chunk already returned */
+    size_t out_len; /* plaintext bytes of the current chunk */
     uint8_t buf[AEAD_CHUNK + AEAD_TAG + 1]; /* one byte of look-ahead finds the last chunk */
 };
 

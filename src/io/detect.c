@@ -63,8 +63,8 @@ static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
         cairn_reader_init(&p->base, &prefix_reader_ops, r->next);
         while (p->len < sizeof(p->prefix)) {
             size_t n;
-            int rc = cairn_reader_read(r->next, p->prefix + p->len, sizeof(p->prefix) - p->len,
-                                       &n, err);
+            int rc =
+                cairn_reader_read(r->next, p->prefix + p->len, sizeof(p->prefix) - p->len, &n, err);
             if (rc != CAIRN_OK) {
                 p->base.next = NULL;
                 free(p);

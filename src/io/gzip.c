@@ -223,8 +223,8 @@ static int gz_fill(struct gzip_reader *g, size_t want, struct cairn_err *err)
             memmove(g->in, g->zs.next_in, g->zs.avail_in);
         g->zs.next_in = g->in;
         size_t got;
-        int rc = cairn_reader_read(g->base.next, g->in + g->zs.avail_in,
-                                   g->in_cap - g->zs.avail_in, &got, err);
+        int rc = cairn_reader_read(g->base.next, g->in + g->zs.avail_in, g->in_cap - g->zs.avail_in,
+                                   &got, err);
         if (rc != CAIRN_OK)
             return rc;
         if (got == 0)

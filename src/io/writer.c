@@ -271,8 +271,7 @@ const uint8_t *cairn_mem_writer_data(struct cairn_writer *w, size_t *len)
     return m->data;
 }
 
-static int discard_write(struct cairn_writer *w, const void *buf, size_t len,
-                         struct cairn_err *err)
+static int discard_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     (void)w, (void)buf, (void)len, (void)err;
     return CAIRN_OK;

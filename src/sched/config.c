@@ -116,10 +116,19 @@ static void set_str(char **dst, const char *v)
     *dst = cairn_xstrdup(v);
 }
 
-static const char *const k_daemon_keys[] = {
-    "state",          "state-dir",      "state-keep",       "snapshot-interval",
-    "metrics-listen", "log-format",     "log-level",        "catch-up-max",
-    "catch-up-rate",  "max-concurrent", "shutdown-timeout", "timezone",      NULL};
+static const char *const k_daemon_keys[] = {"state",
+                                            "state-dir",
+                                            "state-keep",
+                                            "snapshot-interval",
+                                            "metrics-listen",
+                                            "log-format",
+                                            "log-level",
+                                            "catch-up-max",
+                                            "catch-up-rate",
+                                            "max-concurrent",
+                                            "shutdown-timeout",
+                                            "timezone",
+                                            NULL};
 static const char *const k_schedule_keys[] = {
     "source", "to", "every", "cron", "keep-last", "keep-daily", "keep-weekly", "catch-up", NULL};
 
@@ -154,8 +163,8 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
         close(fd);
     int found = n == 4 && memcmp(magic, "TZif", 4) == 0;
     int rc = found ? CAIRN_OK
-                   : bad(p, "%s = '%s': unknown time zone (no zone file %s; package tzdata)", k,
-                         v, path);
+                   : bad(p, "%s = '%s': unknown time zone (no zone file %s; package tzdata)", k, v,
+                         path);
     free(path);
     if (found)
         c->timezone = cairn_xstrdup(v);
@@ -167,12 +176,8 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
     struct cairn_config *c = p->c;
     unsigned u;
     switch (idx) {
-    case 0:
-        set_str(&c->state_url, v);
-        return CAIRN_OK;
-    case 1:
-        set_str(&c->state_dir, v);
-        return CAIRN_OK;
+    case 0: set_str(&c->state_url, v); return CAIRN_OK;
+    case 1: set_str(&c->state_dir, v); return CAIRN_OK;
     case 2:
         if (parse_uint(v, 100000, &u) != 0 || u == 0)
             return bad(p, "%s = '%s': expected a count from 1 to 100000", k, v);
@@ -220,8 +225,7 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
         if (cairn_parse_duration(v, &c->shutdown_timeout) != 0)
             return bad(p, "%s = '%s': expected a duration such as 60s", k, v);
         return CAIRN_OK;
-    default:
-        return timezone_key(p, k, v);
+    default: return timezone_key(p, k, v);
     }
 }
 
@@ -231,12 +235,8 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
     struct cairn_err cerr;
     unsigned *keep = NULL;
     switch (idx) {
-    case 0:
-        set_str(&s->source, v);
-        return CAIRN_OK;
-    case 1:
-        set_str(&s->to, v);
-        return CAIRN_OK;
+    case 0: set_str(&s->source, v); return CAIRN_OK;
+    case 1: set_str(&s->to, v); return CAIRN_OK;
     case 2:
         if (cairn_parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
             return bad(p, "%s = '%s': expected an interval such as 30s, 15m, 1h, 1d", k, v);
@@ -249,15 +249,9 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
         s->timing.is_cron = 1;
         set_str(&s->timing_text, v);
         return CAIRN_OK;
-    case 4:
-        keep = &s->keep_last;
-        break;
-    case 5:
-        keep = &s->keep_daily;
-        break;
-    case 6:
-        keep = &s->keep_weekly;
-        break;
+    case 4: keep = &s->keep_last; break;
+    case 5: keep = &s->keep_daily; break;
+    case 6: keep = &s->keep_weekly; break;
     default:
         if (strcmp(v, "all") == 0)
             s->catchup = CAIRN_CATCHUP_ALL;

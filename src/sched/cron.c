@@ -259,8 +259,7 @@ int64_t cairn_cron_next_local(const struct cairn_cron *c, int64_t after)
 int64_t cairn_timing_next(const struct cairn_timing *t, int64_t after)
 {
     if (t->is_cron)
-        return t->local ? cairn_cron_next_local(&t->cron, after)
-                        : cairn_cron_next(&t->cron, after);
+        return t->local ? cairn_cron_next_local(&t->cron, after) : cairn_cron_next(&t->cron, after);
     int64_t q = after / t->every;
     if (after < 0 && after % t->every != 0)
         q--; /* floor division */
@@ -283,9 +282,7 @@ int cairn_parse_duration(const char *s, int64_t *sec)
         }
         int64_t mult;
         switch (*s) {
-        case '\0':
-            mult = 1;
-            break;
+        case '\0': mult = 1; break;
         case 's':
             mult = 1;
             s++;
@@ -306,8 +303,7 @@ int cairn_parse_duration(const char *s, int64_t *sec)
             mult = 7 * 86400;
             s++;
             break;
-        default:
-            return -1;
+        default: return -1;
         }
         total += v * mult;
         if (total > 100LL * 365 * 86400)

@@ -22,11 +22,11 @@
 #include "common/util.h"
 #include "internal.h"
 
-#define LOGC "backup"
+#define LOGC      "backup"
 #define META_FILE "meta"
-#define META_MAX (256u << 20)
+#define META_MAX  (256u << 20)
 #define CHAIN_MAX 1000
-#define KIND "influxdb"
+#define KIND      "influxdb"
 
 void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap)
 {
@@ -57,8 +57,8 @@ struct progress {
     unsigned done, total;
 };
 
-static void progress_report(struct progress *p, const char *phase, const char *item,
-                            uint64_t bytes, int finished)
+static void progress_report(struct progress *p, const char *phase, const char *item, uint64_t bytes,
+                            int finished)
 {
     if (p->fn == NULL)
         return;
@@ -162,8 +162,10 @@ static int find_parent(struct cairn_storage *st, char *out, size_t cap, struct c
         }
     cairn_backup_list_free(&l);
     if (out[0] == '\0')
-        return cairn_err_set(err, CAIRN_E_NOTFOUND, "an incremental backup (--since) needs an "
-                             "earlier complete %s backup in '%s'", KIND, cairn_storage_url(st));
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "an incremental backup (--since) needs an "
+                             "earlier complete %s backup in '%s'",
+                             KIND, cairn_storage_url(st));
     return CAIRN_OK;
 }
 
@@ -196,9 +198,8 @@ static json_t *backup_meta(const struct cairn_backup_opts *o, struct shard_job *
         }
         json_array_append_new(ids, json_integer((json_int_t)r->id));
         json_array_append_new(shards, json_pack("{s:I, s:s, s:s, s:s, s:I}", "id",
-                                                (json_int_t)r->id, "db", r->db, "rp", r->rp,
-                                                "file", jobs[i].file, "bytes",
-                                                (json_int_t)jobs[i].bytes));
+                                                (json_int_t)r->id, "db", r->db, "rp", r->rp, "file",
+                                                jobs[i].file, "bytes", (json_int_t)jobs[i].bytes));
     }
     *ndb = (unsigned)json_object_size(dbs);
     json_object_set_new(meta, "databases", dbs);
@@ -321,8 +322,10 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
                         struct cairn_err *err)
 {
     if (o->db != NULL || o->rp != NULL || o->has_since)
-        return cairn_err_set(err, CAIRN_E_INVALID, "--db, --rp and --since apply to snapshot "
-                             "services, not to the local path '%s'", o->source);
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "--db, --rp and --since apply to snapshot "
+                             "services, not to the local path '%s'",
+                             o->source);
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
     int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
     if (rc != CAIRN_OK)
@@ -357,15 +360,15 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct progress prog = {PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel,
-                            0, 0};
+    struct progress prog = {
+        PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
                                     : backup_service(st, o, &prog, res, err);
     cairn_storage_free(st);
     res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK)
-        cairn_info(LOGC, "backup '%s' of %s: %u shards, %llu bytes in %.1f s", res->name,
-                   o->source, res->shards, (unsigned long long)res->bytes, res->seconds);
+        cairn_info(LOGC, "backup '%s' of %s: %u shards, %llu bytes in %.1f s", res->name, o->source,
+                   res->shards, (unsigned long long)res->bytes, res->seconds);
     return rc;
 }
 
@@ -393,8 +396,10 @@ static int chain_open(struct cairn_storage *st, const char *name, struct chain *
         if (n == CHAIN_MAX) {
             for (size_t i = 0; i < n; i++)
                 cairn_backup_free(tmp[i]);
-            return cairn_err_set(err, CAIRN_E_CORRUPT, "backup chain of '%s' is longer than %d "
-                                 "(a parent loop?)", name, CHAIN_MAX);
+            return cairn_err_set(err, CAIRN_E_CORRUPT,
+                                 "backup chain of '%s' is longer than %d "
+                                 "(a parent loop?)",
+                                 name, CHAIN_MAX);
         }
         int rc = cairn_storage_open_backup(st, next, &tmp[n], err);
         if (rc == CAIRN_OK && cairn_backup_status(tmp[n]) != CAIRN_BACKUP_COMPLETE) {
@@ -428,17 +433,21 @@ static int shard_list(struct cairn_backup *b, const char *db, const char *rp,
     *out = NULL;
     *n = 0;
     if (!json_is_array(shards))
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s' has no shard list in its "
-                             "MANIFEST", cairn_backup_name(b));
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "backup '%s' has no shard list in its "
+                             "MANIFEST",
+                             cairn_backup_name(b));
     size_t i;
     json_t *v;
-    json_array_foreach(shards, i, v) {
+    json_array_foreach(shards, i, v)
+    {
         struct shard_ent e = {0};
         json_int_t id = 0;
         /* db and rp become parts of file names under --into: never a path */
         if (json_unpack(v, "{s:I, s:s, s:s, s:s}", "id", &id, "db", &e.db, "rp", &e.rp, "file",
-                        &e.file) != 0 || id <= 0 || !cairn_name_valid(e.file) ||
-            !cairn_name_is_safe(e.db) || !cairn_name_is_safe(e.rp)) {
+                        &e.file) != 0 ||
+            id <= 0 || !cairn_name_valid(e.file) || !cairn_name_is_safe(e.db) ||
+            !cairn_name_is_safe(e.rp)) {
             free(*out);
             return cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': malformed shard entry %zu",
                                  cairn_backup_name(b), i);
@@ -475,8 +484,8 @@ static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
         const uint8_t *env = cairn_mem_writer_data(mem, &len), *blob;
         rc = cairn_snap_meta_envelope_blob(env, len, &blob, &blen, err);
         if (rc == CAIRN_OK)
-            rc = cairn_snap_meta_upload(&client, o->db, o->newdb, o->rp, o->newrp, blob, blen,
-                                        &map, err);
+            rc = cairn_snap_meta_upload(&client, o->db, o->newdb, o->rp, o->newrp, blob, blen, &map,
+                                        err);
     }
     cairn_writer_free(mem);
     if (rc != CAIRN_OK)
@@ -517,8 +526,10 @@ static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
     }
     cairn_snap_idmap_free(&map);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "online restore to %s stopped part-way (the new database exists "
-                       "with the shards sent so far)", o->target);
+        cairn_err_wrap(err,
+                       "online restore to %s stopped part-way (the new database exists "
+                       "with the shards sent so far)",
+                       o->target);
     return rc;
 }
 
@@ -528,11 +539,14 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
                            struct cairn_err *err)
 {
     if (o->newdb != NULL || o->newrp != NULL)
-        return cairn_err_set(err, CAIRN_E_INVALID, "--newdb/--newrp need an online restore "
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "--newdb/--newrp need an online restore "
                              "(--to); for --into, rename with `influxd restore -newdb`");
     if (c->n > 100)
-        return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "the legacy layout numbers at most 100 "
-                             "backups (.00-.99); this chain has %zu", c->n);
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "the legacy layout numbers at most 100 "
+                             "backups (.00-.99); this chain has %zu",
+                             c->n);
     int rc = cairn_mkdir_p(o->into_dir, 0755, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -551,9 +565,8 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
         prog->total += (unsigned)n + 1;
         for (size_t i = 0; i <= n && rc == CAIRN_OK; i++) {
             char *name = i == 0 ? cairn_xasprintf("meta.%02zu", k)
-                                : cairn_xasprintf("%s.%s.%05llu.%02zu", sh[i - 1].db,
-                                                  sh[i - 1].rp, (unsigned long long)sh[i - 1].id,
-                                                  k);
+                                : cairn_xasprintf("%s.%s.%05llu.%02zu", sh[i - 1].db, sh[i - 1].rp,
+                                                  (unsigned long long)sh[i - 1].id, k);
             char *final = cairn_path_join(o->into_dir, name);
             if (access(final, F_OK) == 0)
                 rc = cairn_err_set(err, CAIRN_E_EXISTS, "'%s' already exists", final);
@@ -571,8 +584,8 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
             }
             uint64_t bytes = 0;
             w = prog_writer_new(w, prog, "apply", name);
-            rc = cairn_backup_get_stream(c->b[k], i == 0 ? META_FILE : sh[i - 1].file, w,
-                                         &bytes, err);
+            rc = cairn_backup_get_stream(c->b[k], i == 0 ? META_FILE : sh[i - 1].file, w, &bytes,
+                                         err);
             if (rc == CAIRN_OK)
                 rc = cairn_writer_close(w, err);
             cairn_writer_free(w);
@@ -620,7 +633,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
     if (o->storage_url == NULL || o->name == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "restore needs a storage URL and a name");
     if ((o->target == NULL) == (o->into_dir == NULL))
-        return cairn_err_set(err, CAIRN_E_INVALID, "restore needs exactly one target: an "
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "restore needs exactly one target: an "
                              "address (--to) or a directory (--into)");
     if ((o->newdb != NULL || o->rp != NULL) && o->db == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "--newdb and --rp need --db");
@@ -631,16 +645,18 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
     if (rc != CAIRN_OK)
         return rc;
     struct chain c = {.n = 0};
-    struct progress prog = {PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel,
-                            0, 0};
+    struct progress prog = {
+        PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = chain_open(st, o->name, &c, err);
     if (rc != CAIRN_OK)
         goto out;
     const char *kind = cairn_backup_kind(c.b[c.n - 1]);
     if (strcmp(kind, "files") == 0 && c.n == 1) {
         if (o->into_dir == NULL || o->db != NULL)
-            rc = cairn_err_set(err, CAIRN_E_INVALID, "backup '%s' is of a local path: restore "
-                               "it with --into DIR only", o->name);
+            rc = cairn_err_set(err, CAIRN_E_INVALID,
+                               "backup '%s' is of a local path: restore "
+                               "it with --into DIR only",
+                               o->name);
         else
             rc = cairn_backup_restore_path(c.b[0], o->into_dir, NULL, err);
         res->backups = 1;
@@ -664,8 +680,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
     prog.done = prog.total = 0;
     res->backups = (unsigned)c.n;
     json_t *dbs = json_object_get(cairn_backup_meta(c.b[c.n - 1]), "databases");
-    res->databases = o->db != NULL ? json_object_get(dbs, o->db) != NULL
-                                   : (unsigned)json_object_size(dbs);
+    res->databases =
+        o->db != NULL ? json_object_get(dbs, o->db) != NULL : (unsigned)json_object_size(dbs);
     rc = o->target ? restore_online(o, &c, &prog, res, err)
                    : restore_offline(o, &c, &prog, res, err);
 out:

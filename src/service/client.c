@@ -104,7 +104,8 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                 if (hdr_have < (part == 0 ? 16u : 8u))
                     continue;
                 if (part == 0 && snap_u64be_get(hdr) != CAIRN_SNAP_META_MAGIC) {
-                    rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: invalid metadata received "
+                    rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                                       "%s: invalid metadata received "
                                        "(no 0x59590101 magic); is it the snapshot port?",
                                        c->addr);
                     goto out;
@@ -117,8 +118,10 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                 i += n;
                 left -= n;
             } else {
-                rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: bytes after the metastore "
-                                   "response", c->addr);
+                rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                                   "%s: bytes after the metastore "
+                                   "response",
+                                   c->addr);
                 goto out;
             }
             if ((part == 1 || part == 3) && left == 0)
@@ -130,8 +133,10 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
         total += got;
     }
     if (part != 4)
-        rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: metastore response truncated after %llu "
-                           "bytes", c->addr, (unsigned long long)total);
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                           "%s: metastore response truncated after %llu "
+                           "bytes",
+                           c->addr, (unsigned long long)total);
     else if (bytes != NULL)
         *bytes = total;
 out:
@@ -161,7 +166,8 @@ static int parse_paths(const char *addr, const struct sbuf *b, struct cairn_snap
     json_t *paths = NULL;
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (strcasecmp(key, "Paths") == 0)
             paths = v;
     }
@@ -177,8 +183,8 @@ static int parse_paths(const char *addr, const struct sbuf *b, struct cairn_snap
         const char *s = json_string_value(json_array_get(paths, i));
         const char *a = s ? strchr(s, '/') : NULL, *b2 = a ? strchr(a + 1, '/') : NULL;
         uint64_t id = 0;
-        if (b2 == NULL || strchr(b2 + 1, '/') != NULL || b2[1] == '\0' || a == s ||
-            b2 == a + 1 || snap_parse_id(b2 + 1, &id) != 0) {
+        if (b2 == NULL || strchr(b2 + 1, '/') != NULL || b2[1] == '\0' || a == s || b2 == a + 1 ||
+            snap_parse_id(b2 + 1, &id) != 0) {
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: invalid shard path '%s'", addr,
                                s ? s : "(not a string)");
             cairn_snap_shard_refs_free(*refs, *n);
@@ -216,8 +222,10 @@ int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, con
         close(fd);
     }
     if (rc == CAIRN_OK && b.len == 0)
-        rc = rp != NULL ? cairn_err_set(err, CAIRN_E_NOTFOUND, "%s: retention policy not found: "
-                                        "%s.%s", c->addr, db ? db : "", rp)
+        rc = rp != NULL ? cairn_err_set(err, CAIRN_E_NOTFOUND,
+                                        "%s: retention policy not found: "
+                                        "%s.%s",
+                                        c->addr, db ? db : "", rp)
                         : cairn_err_set(err, CAIRN_E_NOTFOUND, "%s: database not found: %s",
                                         c->addr, db ? db : "");
     if (rc == CAIRN_OK)
@@ -272,13 +280,16 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     if (rc != CAIRN_OK)
         return rc;
     if (total == 0)
-        return cairn_err_set(err, CAIRN_E_NOTFOUND, "%s closed without sending shard %llu "
-                             "(missing shard?)", c->addr, (unsigned long long)shard_id);
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "%s closed without sending shard %llu "
+                             "(missing shard?)",
+                             c->addr, (unsigned long long)shard_id);
     /* A tar ends with two zero blocks; anything else was cut off. */
     if (total % 512 != 0 || zeros < 1024)
-        return cairn_err_set(err, CAIRN_E_PROTOCOL, "shard %llu from %s: tar stream truncated "
-                             "after %llu bytes", (unsigned long long)shard_id, c->addr,
-                             (unsigned long long)total);
+        return cairn_err_set(err, CAIRN_E_PROTOCOL,
+                             "shard %llu from %s: tar stream truncated "
+                             "after %llu bytes",
+                             (unsigned long long)shard_id, c->addr, (unsigned long long)total);
     if (bytes != NULL)
         *bytes = total;
     return CAIRN_OK;
@@ -312,20 +323,26 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
     if (rc != CAIRN_OK)
         goto out;
     if (b.len < 16) {
-        rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "updating metadata on %s failed: %zu-byte "
-                           "reply (see the server log)", c->addr, b.len);
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                           "updating metadata on %s failed: %zu-byte "
+                           "reply (see the server log)",
+                           c->addr, b.len);
         goto out;
     }
     uint64_t npairs = snap_u64be_get(b.p + 8);
     if (snap_u64be_get(b.p) != CAIRN_SNAP_META_MAGIC || npairs > (b.len - 16) / 16 ||
         b.len - 16 != npairs * 16) {
-        rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "updating metadata on %s: malformed ID map "
-                           "(%zu bytes)", c->addr, b.len);
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                           "updating metadata on %s: malformed ID map "
+                           "(%zu bytes)",
+                           c->addr, b.len);
         goto out;
     }
     if (npairs == 0) {
-        rc = cairn_err_set(err, CAIRN_E_EXISTS, "%s did not change its metadata: the database "
-                           "may already exist, or has no shards", c->addr);
+        rc = cairn_err_set(err, CAIRN_E_EXISTS,
+                           "%s did not change its metadata: the database "
+                           "may already exist, or has no shards",
+                           c->addr);
         goto out;
     }
     map->pairs = cairn_xmalloc(npairs * sizeof(*map->pairs));

@@ -231,8 +231,8 @@ static int dp_shard_paths(void *ctx, const char *db, const char *rp, char ***pat
                     if (!present)
                         continue;
                     *paths = cairn_xrealloc(*paths, (*n + 1) * sizeof(char *));
-                    (*paths)[(*n)++] = cairn_xasprintf("%s/%s/%llu", d->name, r->name,
-                                                       (unsigned long long)id);
+                    (*paths)[(*n)++] =
+                        cairn_xasprintf("%s/%s/%llu", d->name, r->name, (unsigned long long)id);
                 }
         }
     }
@@ -465,16 +465,15 @@ static int import_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
     return rc;
 }
 
-static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar,
-                           struct cairn_err *err)
+static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, struct cairn_err *err)
 {
     struct dirprov *p = ctx;
     char *db, *rp, *dir;
     int rc = find_shard(p, id, &db, &rp, &dir, err);
     if (rc != CAIRN_OK)
-        return rc == CAIRN_E_NOTFOUND ? cairn_err_set(err, rc, "shard not found: %llu",
-                                                      (unsigned long long)id)
-                                      : rc;
+        return rc == CAIRN_E_NOTFOUND
+                   ? cairn_err_set(err, rc, "shard not found: %llu", (unsigned long long)id)
+                   : rc;
     char *prefix = cairn_xasprintf("%s/%s/%llu/", db, rp, (unsigned long long)id);
     struct import_ctx c = {prefix, dir, NULL, 0};
     rc = cairn_mkdir_p(dir, 0755, err);
@@ -520,8 +519,7 @@ int cairn_snap_dir_provider_new(const char *data_dir, const char *meta_path,
                                 struct cairn_snap_provider *out, struct cairn_err *err)
 {
     if (!is_dir(data_dir))
-        return cairn_err_set(err, CAIRN_E_NOTFOUND, "data directory '%s' does not exist",
-                             data_dir);
+        return cairn_err_set(err, CAIRN_E_NOTFOUND, "data directory '%s' does not exist", data_dir);
     struct dirprov *p = cairn_xcalloc(1, sizeof(*p));
     p->dir = cairn_xstrdup(data_dir);
     p->meta_path = meta_path ? cairn_xstrdup(meta_path) : cairn_path_join(data_dir, "meta.db");

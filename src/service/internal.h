@@ -102,8 +102,8 @@ int snap_dial(const char *addr, int timeout_ms, int *fd, struct cairn_err *err);
 int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const char *what,
               struct cairn_err *err);
 /* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
-int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                   uint64_t deadline_ns, struct cairn_err *err);
+int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms, uint64_t deadline_ns,
+                   struct cairn_err *err);
 int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct cairn_err *err);
 /* Writer/reader stages on a socket, each read/write bounded by timeout_ms of inactivity. The
  * reader first returns the `pre` bytes (copied). Neither owns the fd. */
@@ -124,12 +124,11 @@ void snap_tar_out_free(struct snap_tar_out *t);
  * (valid only during the call; unread data is skipped). Non-regular entries are skipped. */
 typedef int (*snap_tar_entry_fn)(void *ctx, const char *name, int64_t mtime, uint64_t size,
                                  struct cairn_reader *data, struct cairn_err *err);
-int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx,
-                  struct cairn_err *err);
+int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struct cairn_err *err);
 
 /* Copy a whole tar stream from r to w, renaming entries to <db>/<rp>/<id>/<rest> (see
  * cairn_snap_shard_upload). */
-int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
-                    const char *rp, uint64_t id, struct cairn_err *err);
+int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db, const char *rp,
+                    uint64_t id, struct cairn_err *err);
 
 #endif

@@ -47,8 +47,7 @@ static int pb_next(struct pb *r, struct pb_field *f)
     f->num = (uint32_t)(tag >> 3);
     f->wt = (unsigned)(tag & 7);
     switch (f->wt) {
-    case 0:
-        return pb_varint(r, &f->v);
+    case 0: return pb_varint(r, &f->v);
     case 1:
     case 5:
         n = f->wt == 1 ? 8 : 4;
@@ -63,8 +62,7 @@ static int pb_next(struct pb *r, struct pb_field *f)
         f->sub.end = r->p + n;
         r->p += n;
         return 0;
-    default:
-        return -1; /* groups are not used by meta.proto */
+    default: return -1; /* groups are not used by meta.proto */
     }
 }
 
@@ -96,8 +94,9 @@ static char *pb_string(const struct pb_field *f)
     return s;
 }
 
-#define GROW(arr, n) ((arr) = cairn_xrealloc((arr), ((n) + 1) * sizeof(*(arr))), \
-                      memset(&(arr)[(n)], 0, sizeof(*(arr))), &(arr)[(n)++])
+#define GROW(arr, n)                                                                               \
+    ((arr) = cairn_xrealloc((arr), ((n) + 1) * sizeof(*(arr))),                                    \
+     memset(&(arr)[(n)], 0, sizeof(*(arr))), &(arr)[(n)++])
 
 /* A field with the expected wire type; anything else is corrupt. */
 #define WANT(f, w)                                                                                 \
@@ -129,10 +128,22 @@ static int dec_sg(struct pb r, struct meta_sg *g)
         if (pb_next(&r, &f) != 0)
             return -1;
         switch (f.num) {
-        case 1: WANT(f, 0); g->id = f.v; break;
-        case 2: WANT(f, 0); g->start = (int64_t)f.v; break;
-        case 3: WANT(f, 0); g->end = (int64_t)f.v; break;
-        case 4: WANT(f, 0); g->deleted_at = (int64_t)f.v; break;
+        case 1:
+            WANT(f, 0);
+            g->id = f.v;
+            break;
+        case 2:
+            WANT(f, 0);
+            g->start = (int64_t)f.v;
+            break;
+        case 3:
+            WANT(f, 0);
+            g->end = (int64_t)f.v;
+            break;
+        case 4:
+            WANT(f, 0);
+            g->deleted_at = (int64_t)f.v;
+            break;
         case 5: {
             WANT(f, 2);
             struct meta_shard *s = GROW(g->shards, g->nshards);
@@ -140,7 +151,11 @@ static int dec_sg(struct pb r, struct meta_sg *g)
                 return -1;
             break;
         }
-        case 6: WANT(f, 0); g->truncated_at = (int64_t)f.v; g->has_truncated = 1; break;
+        case 6:
+            WANT(f, 0);
+            g->truncated_at = (int64_t)f.v;
+            g->has_truncated = 1;
+            break;
         default: raw_keep(&g->raw, &f, r.p);
         }
     }
@@ -154,10 +169,23 @@ static int dec_rp(struct pb r, struct meta_rp *p)
         if (pb_next(&r, &f) != 0)
             return -1;
         switch (f.num) {
-        case 1: WANT(f, 2); free(p->name); p->name = pb_string(&f); break;
-        case 2: WANT(f, 0); p->duration = (int64_t)f.v; break;
-        case 3: WANT(f, 0); p->sg_duration = (int64_t)f.v; break;
-        case 4: WANT(f, 0); p->replica_n = (uint32_t)f.v; break;
+        case 1:
+            WANT(f, 2);
+            free(p->name);
+            p->name = pb_string(&f);
+            break;
+        case 2:
+            WANT(f, 0);
+            p->duration = (int64_t)f.v;
+            break;
+        case 3:
+            WANT(f, 0);
+            p->sg_duration = (int64_t)f.v;
+            break;
+        case 4:
+            WANT(f, 0);
+            p->replica_n = (uint32_t)f.v;
+            break;
         case 5: {
             WANT(f, 2);
             struct meta_sg *g = GROW(p->sgs, p->nsgs);
@@ -180,8 +208,16 @@ static int dec_db(struct pb r, struct meta_db *d)
         if (pb_next(&r, &f) != 0)
             return -1;
         switch (f.num) {
-        case 1: WANT(f, 2); free(d->name); d->name = pb_string(&f); break;
-        case 2: WANT(f, 2); free(d->default_rp); d->default_rp = pb_string(&f); break;
+        case 1:
+            WANT(f, 2);
+            free(d->name);
+            d->name = pb_string(&f);
+            break;
+        case 2:
+            WANT(f, 2);
+            free(d->default_rp);
+            d->default_rp = pb_string(&f);
+            break;
         case 3: {
             WANT(f, 2);
             struct meta_rp *p = GROW(d->rps, d->nrps);
@@ -223,9 +259,21 @@ int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cair
         if (pb_next(&r, &f) != 0)
             goto bad;
         switch (f.num) {
-        case 1: if (f.wt != 0) goto bad; m->term = f.v; break;
-        case 2: if (f.wt != 0) goto bad; m->index = f.v; break;
-        case 3: if (f.wt != 0) goto bad; m->cluster_id = f.v; break;
+        case 1:
+            if (f.wt != 0)
+                goto bad;
+            m->term = f.v;
+            break;
+        case 2:
+            if (f.wt != 0)
+                goto bad;
+            m->index = f.v;
+            break;
+        case 3:
+            if (f.wt != 0)
+                goto bad;
+            m->cluster_id = f.v;
+            break;
         case 5: {
             if (f.wt != 2)
                 goto bad;
@@ -234,9 +282,21 @@ int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cair
                 goto bad;
             break;
         }
-        case 7: if (f.wt != 0) goto bad; m->max_node_id = f.v; break;
-        case 8: if (f.wt != 0) goto bad; m->max_sg_id = f.v; break;
-        case 9: if (f.wt != 0) goto bad; m->max_shard_id = f.v; break;
+        case 7:
+            if (f.wt != 0)
+                goto bad;
+            m->max_node_id = f.v;
+            break;
+        case 8:
+            if (f.wt != 0)
+                goto bad;
+            m->max_sg_id = f.v;
+            break;
+        case 9:
+            if (f.wt != 0)
+                goto bad;
+            m->max_shard_id = f.v;
+            break;
         default: raw_keep(&m->raw, &f, r.p);
         }
     }
@@ -249,8 +309,10 @@ int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cair
     return CAIRN_OK;
 bad:
     meta_free(m);
-    return cairn_err_set(err, CAIRN_E_CORRUPT, "failed to decode meta: malformed protobuf at "
-                         "byte %zu", (size_t)(r.p - buf));
+    return cairn_err_set(err, CAIRN_E_CORRUPT,
+                         "failed to decode meta: malformed protobuf at "
+                         "byte %zu",
+                         (size_t)(r.p - buf));
 }
 
 static void free_shard(struct meta_shard *s)
@@ -480,8 +542,7 @@ static void import_db(struct meta_data *dst, const struct meta_db *src, const ch
     d->name = cairn_xstrdup(name);
     if (only_rp != NULL) {
         d->default_rp = cairn_xstrdup(rp_name);
-        copy_rp(GROW(d->rps, d->nrps), only_rp, rp_name, &dst->max_sg_id, &dst->max_shard_id,
-                map);
+        copy_rp(GROW(d->rps, d->nrps), only_rp, rp_name, &dst->max_sg_id, &dst->max_shard_id, map);
         return;
     }
     d->default_rp = cairn_xstrdup(src->default_rp);
@@ -499,8 +560,10 @@ int meta_import(struct meta_data *dst, const struct meta_data *src,
         const char *name = req->restore_db[0] ? req->restore_db : req->backup_db;
         const struct meta_db *sdb = meta_find_db(src, req->backup_db);
         if (sdb == NULL)
-            return cairn_err_set(err, CAIRN_E_NOTFOUND, "imported metadata does not have "
-                                 "database '%s'", req->backup_db);
+            return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                                 "imported metadata does not have "
+                                 "database '%s'",
+                                 req->backup_db);
         if (meta_find_db(dst, name) != NULL)
             return cairn_err_set(err, CAIRN_E_EXISTS, "database already exists: %s", name);
         const struct meta_rp *srp = NULL;
@@ -508,8 +571,10 @@ int meta_import(struct meta_data *dst, const struct meta_data *src,
         if (req->backup_rp[0] != '\0') {
             srp = meta_find_rp(sdb, req->backup_rp);
             if (srp == NULL)
-                return cairn_err_set(err, CAIRN_E_NOTFOUND, "retention policy not found in "
-                                     "meta backup: %s.%s", req->backup_db, req->backup_rp);
+                return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                                     "retention policy not found in "
+                                     "meta backup: %s.%s",
+                                     req->backup_db, req->backup_rp);
             rp_name = req->restore_rp[0] ? req->restore_rp : req->backup_rp;
         }
         import_db(dst, sdb, name, srp, rp_name, map);

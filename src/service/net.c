@@ -77,8 +77,8 @@ int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const 
     }
 }
 
-int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                   uint64_t deadline_ns, struct cairn_err *err)
+int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms, uint64_t deadline_ns,
+                   struct cairn_err *err)
 {
     for (;;) {
         ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);

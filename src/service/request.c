@@ -251,8 +251,7 @@ static int dec_uint(const char *key, json_t *v, uint64_t max, uint64_t *dst, con
 {
     if (json_is_null(v))
         return CAIRN_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) > max)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
         return bad_type(key, v, go_type, err);
     *dst = (uint64_t)json_integer_value(v);
     return CAIRN_OK;
@@ -283,14 +282,17 @@ int cairn_snap_request_decode(const char *json, size_t len, struct cairn_snap_re
         return cairn_err_set(err, CAIRN_E_PROTOCOL, "invalid JSON: %s", jerr.text);
     int rc = CAIRN_OK;
     if (!json_is_object(root)) {
-        rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "json: cannot unmarshal %s into Go value of "
-                                                  "type snapshotter.Request", json_kind(root));
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                           "json: cannot unmarshal %s into Go value of "
+                           "type snapshotter.Request",
+                           json_kind(root));
         goto out;
     }
     const char *key;
     json_t *v;
     /* Go applies keys in document order, matching field names case-insensitively. */
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         uint64_t u;
         if (strcasecmp(key, "Type") == 0) {
             u = req->type;
@@ -386,13 +388,16 @@ int cairn_snap_meta_envelope_blob(const uint8_t *buf, size_t len, const uint8_t 
                              "invalid metadata blob: missing 0x59590101 magic");
     uint64_t mlen = snap_u64be_get(buf + 8);
     if (mlen > len - 16 || len - 16 - mlen < 8)
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "invalid metadata blob: meta length %llu "
-                             "exceeds the %zu bytes received", (unsigned long long)mlen, len);
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "invalid metadata blob: meta length %llu "
+                             "exceeds the %zu bytes received",
+                             (unsigned long long)mlen, len);
     uint64_t nlen = snap_u64be_get(buf + 16 + mlen);
     if (nlen != len - 24 - mlen)
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "invalid metadata blob: node length %llu "
-                             "does not match the %llu bytes left", (unsigned long long)nlen,
-                             (unsigned long long)(len - 24 - mlen));
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "invalid metadata blob: node length %llu "
+                             "does not match the %llu bytes left",
+                             (unsigned long long)nlen, (unsigned long long)(len - 24 - mlen));
     *blob = buf + 16;
     *blob_len = (size_t)mlen;
     return CAIRN_OK;

@@ -150,7 +150,7 @@ void cairn_snap_server_free(struct cairn_snap_server *s)
 struct req_io {
     struct conn *c;
     uint64_t deadline;
-    uint8_t *buf;     /* bytes read so far past the type byte */
+    uint8_t *buf; /* bytes read so far past the type byte */
     size_t len, cap;
 };
 
@@ -187,8 +187,8 @@ static int read_json(struct req_io *io, size_t *json_len, struct cairn_err *err)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "JSON request exceeds %u bytes",
                                  CAIRN_SNAP_MAX_JSON);
         size_t got;
-        int rc = snap_read_some(io->c->fd, io->buf + io->len, CAIRN_SNAP_MAX_JSON - io->len,
-                                &got, io->c->srv->opts.idle_timeout_ms, io->deadline, err);
+        int rc = snap_read_some(io->c->fd, io->buf + io->len, CAIRN_SNAP_MAX_JSON - io->len, &got,
+                                io->c->srv->opts.idle_timeout_ms, io->deadline, err);
         if (rc != CAIRN_OK)
             return rc;
         if (got == 0)
@@ -256,11 +256,12 @@ static int serve_shard(struct conn *c, const struct cairn_snap_request *req, int
 {
     const struct cairn_snap_provider *p = &c->srv->prov;
     if (export && p->shard_export == NULL)
-        return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "shard export is not supported by "
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "shard export is not supported by "
                              "this provider");
     struct cairn_writer *w = snap_sock_writer_new(c->fd, c->srv->opts.idle_timeout_ms);
-    int rc = export ? p->shard_export(p->ctx, req->shard_id, &req->export_start,
-                                      &req->export_end, w, err)
+    int rc = export ? p->shard_export(p->ctx, req->shard_id, &req->export_start, &req->export_end,
+                                      w, err)
                     : p->shard_backup(p->ctx, req->shard_id, &req->since, w, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w, err);
@@ -307,8 +308,7 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     struct cairn_err ierr = {0};
     rc = c->srv->prov.meta_import(c->srv->prov.ctx, blob, size, req, &map, &ierr);
     free(blob);
-    if (rc != CAIRN_OK && rc != CAIRN_E_CORRUPT && rc != CAIRN_E_EXISTS &&
-        rc != CAIRN_E_NOTFOUND) {
+    if (rc != CAIRN_OK && rc != CAIRN_E_CORRUPT && rc != CAIRN_E_EXISTS && rc != CAIRN_E_NOTFOUND) {
         cairn_err_copy(err, &ierr); /* commit failed: no reply at all, as influxd */
         return rc;
     }
@@ -399,9 +399,7 @@ static void handle(struct conn *c)
         stage = "metastore upload";
         rc = serve_meta_update(c, &io, json_len, &req, &err);
         break;
-    default:
-        cairn_warn(LOGC, "peer %s: request type unknown: %u", c->peer, req.type);
-        goto out;
+    default: cairn_warn(LOGC, "peer %s: request type unknown: %u", c->peer, req.type); goto out;
     }
 done:
     if (rc == CAIRN_OK) {

@@ -85,8 +85,8 @@ static int tar_copy_fd(struct snap_tar_out *t, int fd, uint64_t size, const char
             rc = cairn_err_set(err, CAIRN_E_IO, "'%s' shrank while being read", path);
             break;
         }
-        rc = tar_check(t, archive_write_data(t->a, buf, got) == (la_ssize_t)got,
-                       "write tar data", err);
+        rc = tar_check(t, archive_write_data(t->a, buf, got) == (la_ssize_t)got, "write tar data",
+                       err);
         if (rc != CAIRN_OK)
             break;
         size -= got;
@@ -251,8 +251,7 @@ static int rename_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
         return cairn_err_set(err, CAIRN_E_CORRUPT, "tar entry '%s' is not <db>/<rp>/<id>/<file>",
                              name);
     char *db = c->db ? cairn_xstrdup(c->db) : cairn_xasprintf("%.*s", (int)(p1 - name), name);
-    char *rp = c->rp ? cairn_xstrdup(c->rp)
-                     : cairn_xasprintf("%.*s", (int)(p2 - p1 - 1), p1 + 1);
+    char *rp = c->rp ? cairn_xstrdup(c->rp) : cairn_xasprintf("%.*s", (int)(p2 - p1 - 1), p1 + 1);
     char *nn = cairn_xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)c->id, p3 + 1);
     free(db);
     free(rp);
@@ -293,8 +292,8 @@ out:
     return rc;
 }
 
-int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
-                    const char *rp, uint64_t id, struct cairn_err *err)
+int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db, const char *rp,
+                    uint64_t id, struct cairn_err *err)
 {
     struct rename_ctx c = {snap_tar_out_new(w), db, rp, id};
     int rc = snap_tar_each(r, rename_entry, &c, err);

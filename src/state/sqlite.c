@@ -23,25 +23,15 @@ static int sq_err(sqlite3 *db, int rc, const char *what, struct cairn_err *err)
 {
     int code;
     switch (rc & 0xff) {
-    case SQLITE_FULL:
-        code = CAIRN_E_NOSPACE;
-        break;
+    case SQLITE_FULL: code = CAIRN_E_NOSPACE; break;
     case SQLITE_READONLY:
     case SQLITE_PERM:
-    case SQLITE_AUTH:
-        code = CAIRN_E_PERM;
-        break;
+    case SQLITE_AUTH: code = CAIRN_E_PERM; break;
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        code = CAIRN_E_CORRUPT;
-        break;
+    case SQLITE_NOTADB: code = CAIRN_E_CORRUPT; break;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        code = CAIRN_E_TIMEOUT;
-        break;
-    default:
-        code = CAIRN_E_IO;
-        break;
+    case SQLITE_LOCKED: code = CAIRN_E_TIMEOUT; break;
+    default: code = CAIRN_E_IO; break;
     }
     return cairn_err_set(err, code, "sqlite %s: %s", what,
                          db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));

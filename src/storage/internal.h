@@ -51,8 +51,8 @@ struct cairn_backup {
  * Returns a malloc'd string. */
 char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key);
 /* Parse text into b (name must match). CAIRN_E_CORRUPT / CAIRN_E_SEAL on failure. */
-int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len,
-                         const uint8_t *key, struct cairn_err *err);
+int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
+                         struct cairn_err *err);
 /* Read and parse the MANIFEST of b; CAIRN_E_NOTFOUND when absent. */
 int cairn_manifest_load(struct cairn_backup *b, struct cairn_err *err);
 
@@ -65,7 +65,7 @@ void cairn_file_rec_free(struct file_rec *r);
  * is. Samples are the CAIRN_PROBE_SAMPLE-byte pieces of buf; a stream is judged on its first
  * CAIRN_PROBE_LEN bytes, a file on CAIRN_PROBE_LEN bytes sampled across it. */
 #define CAIRN_PROBE_SAMPLE (64u << 10)
-#define CAIRN_PROBE_LEN (4 * CAIRN_PROBE_SAMPLE)
+#define CAIRN_PROBE_LEN    (4 * CAIRN_PROBE_SAMPLE)
 int cairn_compress_pays(const void *buf, size_t len);
 
 /* Record e as the failure of the file behind w (a writer from add_file) before it is freed. */

@@ -41,21 +41,21 @@ char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
     json_t *files = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct cairn_manifest_file *f = &sorted[i]->f;
-        json_array_append_new(
-            files, json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name, "size",
-                             (json_int_t)f->size, "sha256", f->sha256, "compression",
-                             f->compression == CAIRN_COMPRESS_ZSTD ? "zstd" : "none",
-                             "logical_size", (json_int_t)f->logical_size, "logical_sha256",
-                             f->logical_sha256));
+        json_array_append_new(files,
+                              json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name, "size",
+                                        (json_int_t)f->size, "sha256", f->sha256, "compression",
+                                        f->compression == CAIRN_COMPRESS_ZSTD ? "zstd" : "none",
+                                        "logical_size", (json_int_t)f->logical_size,
+                                        "logical_sha256", f->logical_sha256));
     }
     free(sorted);
     char created[64];
     cairn_format_rfc3339(b->created, 0, created, sizeof(created));
     json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:O, s:o}", "version",
                           CAIRN_MANIFEST_VERSION, "name", b->name, "created", created, "source",
-                          b->source ? b->source : "", "kind", b->kind ? b->kind : "files",
-                          "parent", b->parent ? json_string(b->parent) : json_null(), "meta",
-                          b->meta, "files", files);
+                          b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
+                          b->parent ? json_string(b->parent) : json_null(), "meta", b->meta,
+                          "files", files);
     if (m == NULL)
         abort();
     if (key != NULL) {
@@ -88,8 +88,8 @@ static int is_hex64(const char *s)
 
 #define BAD(...) cairn_err_set(err, CAIRN_E_CORRUPT, __VA_ARGS__)
 
-int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len,
-                         const uint8_t *key, struct cairn_err *err)
+int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
+                         struct cairn_err *err)
 {
     json_error_t je;
     json_t *m = json_loadb(text, len, 0, &je);
@@ -125,8 +125,8 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len,
         rc = BAD("backup '%s': MANIFEST has a bad creation time '%s'", b->name, created);
         goto out;
     }
-    if (!(json_is_null(parent) || (json_is_string(parent) &&
-                                   cairn_name_valid(json_string_value(parent)))) ||
+    if (!(json_is_null(parent) ||
+          (json_is_string(parent) && cairn_name_valid(json_string_value(parent)))) ||
         !json_is_object(meta) || !json_is_array(files)) {
         rc = BAD("backup '%s': MANIFEST has a bad parent, meta or files field", b->name);
         goto out;
@@ -155,8 +155,7 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len,
         }
     } else if (key != NULL) {
         rc = cairn_err_set(err, CAIRN_E_SEAL,
-                           "backup '%s': MANIFEST is not sealed but a seal key was given",
-                           b->name);
+                           "backup '%s': MANIFEST is not sealed but a seal key was given", b->name);
         goto out;
     }
     size_t n = json_array_size(files);

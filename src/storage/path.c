@@ -41,8 +41,8 @@ static void job_error(struct job_errors *je, const struct cairn_err *e)
     if (je->rc == CAIRN_OK)
         je->rc = e->code ? e->code : CAIRN_E_IO;
     je->n++;
-    int n = snprintf(je->msg + je->off, sizeof(je->msg) - je->off, "%s%s", je->off ? "; " : "",
-                     e->msg);
+    int n =
+        snprintf(je->msg + je->off, sizeof(je->msg) - je->off, "%s%s", je->off ? "; " : "", e->msg);
     if (n > 0)
         je->off = je->off + (size_t)n < sizeof(je->msg) ? je->off + (size_t)n : sizeof(je->msg) - 1;
     pthread_mutex_unlock(&je->mu);
@@ -118,8 +118,8 @@ static void put_one(void *arg)
         cairn_err_sys(&e, 0, errno, "backup '%s': open '%s'", j->b->name, j->abs);
         job_error(j->je, &e);
     } else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        cairn_err_set(&e, CAIRN_E_IO, "backup '%s': '%s' is no longer a regular file",
-                      j->b->name, j->abs);
+        cairn_err_set(&e, CAIRN_E_IO, "backup '%s': '%s' is no longer a regular file", j->b->name,
+                      j->abs);
         job_error(j->je, &e);
         close(fd);
     } else {
@@ -127,11 +127,10 @@ static void put_one(void *arg)
         struct cairn_file_opts fo = j->o->file;
         fo.pipeline = fo.pipeline || sb.st_size >= PIPELINE_MIN;
         if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
-            fo.compression = compress_pays(fd, (uint64_t)sb.st_size) ? CAIRN_COMPRESS_ZSTD
-                                                                      : CAIRN_COMPRESS_NONE;
+            fo.compression =
+                compress_pays(fd, (uint64_t)sb.st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
         /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
-        if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) !=
-            CAIRN_OK)
+        if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) != CAIRN_OK)
             job_error(j->je, &e);
         cairn_reader_free(r);
     }
@@ -155,8 +154,12 @@ static int cmp_cstr(const void *a, const void *b)
 
 static const char *type_name(mode_t m)
 {
-    return S_ISLNK(m) ? "symlink" : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device"
-           : S_ISFIFO(m) ? "FIFO" : S_ISSOCK(m) ? "socket" : "special file";
+    return S_ISLNK(m)    ? "symlink"
+           : S_ISCHR(m)  ? "character device"
+           : S_ISBLK(m)  ? "block device"
+           : S_ISFIFO(m) ? "FIFO"
+           : S_ISSOCK(m) ? "socket"
+                         : "special file";
 }
 
 static void add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb)
@@ -168,11 +171,10 @@ static void add_file_entry(struct walk *w, const char *abs, const char *rel, con
     j->abs = cairn_xstrdup(abs);
     j->size = (uint64_t)sb->st_size;
     snprintf(j->file, sizeof(j->file), "f%06u", w->nfiles++);
-    json_array_append_new(w->entries,
-                          json_pack("{s:s, s:s, s:i, s:I, s:I, s:s}", "path", rel, "type", "file",
-                                    "mode", (int)(sb->st_mode & 07777), "size",
-                                    (json_int_t)sb->st_size, "mtime", (json_int_t)sb->st_mtime,
-                                    "file", j->file));
+    json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s}", "path", rel,
+                                                "type", "file", "mode", (int)(sb->st_mode & 07777),
+                                                "size", (json_int_t)sb->st_size, "mtime",
+                                                (json_int_t)sb->st_mtime, "file", j->file));
     cairn_pool_submit(w->pool, put_one, j);
 }
 
@@ -205,22 +207,23 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             /* skip: already failed */
         } else if (!cairn_name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
             cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': unsupported file name", a);
-            json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", a, "reason",
-                                                        "unsupported name"));
+            json_array_append_new(w->skipped,
+                                  json_pack("{s:s, s:s}", "path", a, "reason", "unsupported name"));
         } else if (lstat(a, &sb) != 0) {
             rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
         } else if (S_ISDIR(sb.st_mode)) {
-            json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i}", "path", r, "type",
-                                                        "dir", "mode",
-                                                        (int)(sb.st_mode & 07777)));
+            json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir",
+                                                        "mode", (int)(sb.st_mode & 07777)));
             rc = walk_dir(w, a, r, err);
         } else if (S_ISREG(sb.st_mode)) {
             add_file_entry(w, a, r, &sb);
         } else {
-            cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': %s (only regular files and "
-                      "directories are backed up)", a, type_name(sb.st_mode));
-            json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", r, "reason",
-                                                        type_name(sb.st_mode)));
+            cairn_log(CAIRN_LOG_WARN, "storage",
+                      "skipping '%s': %s (only regular files and "
+                      "directories are backed up)",
+                      a, type_name(sb.st_mode));
+            json_array_append_new(
+                w->skipped, json_pack("{s:s, s:s}", "path", r, "reason", type_name(sb.st_mode)));
         }
         free(a);
         free(r);
@@ -248,8 +251,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                              b->name, path, type_name(sb.st_mode));
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
-    struct walk w = {.b = b, .o = &o, .je = &je, .entries = json_array(),
-                     .skipped = json_array()};
+    struct walk w = {.b = b, .o = &o, .je = &je, .entries = json_array(), .skipped = json_array()};
     w.pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
@@ -263,13 +265,12 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     }
     cairn_pool_free(w.pool); /* waits for every transfer */
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)
-        rc = cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n,
-                           je.msg);
+        rc =
+            cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
     pthread_mutex_destroy(&je.mu);
     json_t *tree = json_pack("{s:s, s:s, s:i, s:o, s:o}", "root", base, "type",
                              S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
-                             (int)(sb.st_mode & 07777), "entries", w.entries, "skipped",
-                             w.skipped);
+                             (int)(sb.st_mode & 07777), "entries", w.entries, "skipped", w.skipped);
     pthread_mutex_lock(&b->mu);
     json_object_set_new(b->meta, "tree", tree);
     pthread_mutex_unlock(&b->mu);
@@ -358,8 +359,7 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
     return rc;
 }
 
-static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL,
-                                                            NULL};
+static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL, NULL};
 
 static void get_one(void *arg)
 {
@@ -446,10 +446,9 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
 {
     struct cairn_path_opts o = opts ? *opts : (struct cairn_path_opts){0};
     if (!b->read_only || b->status != CAIRN_BACKUP_COMPLETE)
-        return cairn_err_set(err, CAIRN_E_INVALID,
-                             "restore needs a complete backup opened read-only ('%s' is %s)",
-                             b->name, b->read_only ? cairn_backup_status_name(b->status)
-                                                   : "read-write");
+        return cairn_err_set(
+            err, CAIRN_E_INVALID, "restore needs a complete backup opened read-only ('%s' is %s)",
+            b->name, b->read_only ? cairn_backup_status_name(b->status) : "read-write");
     json_t *tree = json_object_get(b->meta, "tree");
     json_t *entries = json_object_get(tree, "entries");
     if (!json_is_array(entries))
@@ -460,7 +459,8 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     /* Validate everything before touching the disk. */
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) {
+    json_array_foreach(entries, i, e)
+    {
         const char *path = NULL, *type = NULL, *file = NULL;
         int mode = 0;
         if (json_unpack(e, "{s:s, s:s, s:i, s?s}", "path", &path, "type", &type, "mode", &mode,
@@ -485,7 +485,8 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
     struct cairn_err derr;
-    json_array_foreach(entries, i, e) {
+    json_array_foreach(entries, i, e)
+    {
         const char *type = json_string_value(json_object_get(e, "type"));
         const char *path = json_string_value(json_object_get(e, "path"));
         if (strcmp(type, "dir") == 0) {
@@ -499,7 +500,8 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         }
     }
     struct cairn_pool *pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
-    json_array_foreach(entries, i, e) {
+    json_array_foreach(entries, i, e)
+    {
         const char *type = json_string_value(json_object_get(e, "type"));
         if (strcmp(type, "file") != 0)
             continue;
@@ -533,9 +535,9 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     fsync(rootfd);
     close(rootfd);
     if (je.rc != CAIRN_OK)
-        rc = cairn_err_set(err, je.rc,
-                           "restore of backup '%s' into '%s' failed for %zu item(s): %s", b->name,
-                           target, je.n, je.msg);
+        rc =
+            cairn_err_set(err, je.rc, "restore of backup '%s' into '%s' failed for %zu item(s): %s",
+                          b->name, target, je.n, je.msg);
     pthread_mutex_destroy(&je.mu);
     return rc;
 }
@@ -567,8 +569,8 @@ int cairn_storage_backup_path(struct cairn_storage *st, const char *name, const 
     if (rc != CAIRN_OK) {
         struct cairn_err ae;
         if (cairn_backup_abort(b, &ae) != CAIRN_OK)
-            cairn_log(CAIRN_LOG_ERROR, "storage", "could not remove failed backup '%s': %s",
-                      name, ae.msg);
+            cairn_log(CAIRN_LOG_ERROR, "storage", "could not remove failed backup '%s': %s", name,
+                      ae.msg);
     }
     cairn_backup_free(b);
     free(source);

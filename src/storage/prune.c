@@ -37,8 +37,8 @@ static long week_key(int64_t t)
 }
 
 /* Keep the newest backup of each of the first `count` distinct periods. */
-static void keep_per_period(const struct cand *c, size_t n, unsigned count,
-                            long (*key)(int64_t), uint8_t *keep)
+static void keep_per_period(const struct cand *c, size_t n, unsigned count, long (*key)(int64_t),
+                            uint8_t *keep)
 {
     long last = 0;
     unsigned seen = 0;

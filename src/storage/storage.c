@@ -342,8 +342,8 @@ int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn
     return CAIRN_OK;
 }
 
-int cairn_storage_open_backup(struct cairn_storage *st, const char *name,
-                              struct cairn_backup **out, struct cairn_err *err)
+int cairn_storage_open_backup(struct cairn_storage *st, const char *name, struct cairn_backup **out,
+                              struct cairn_err *err)
 {
     *out = NULL;
     int rc = check_backup_name(name, err);
@@ -452,8 +452,8 @@ int cairn_backup_set_source(struct cairn_backup *b, const char *source, struct c
 int cairn_backup_set_parent(struct cairn_backup *b, const char *parent, struct cairn_err *err)
 {
     if (parent != NULL && !cairn_name_valid(parent))
-        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid parent name '%s'",
-                             b->name, parent);
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid parent name '%s'", b->name,
+                             parent);
     return set_str(b, &b->parent, parent, "set_parent", err);
 }
 
@@ -594,8 +594,7 @@ static void record_outcome(struct record_writer *r, int rc, const struct cairn_e
     pthread_mutex_unlock(&b->mu);
 }
 
-static int record_write(struct cairn_writer *w, const void *buf, size_t len,
-                        struct cairn_err *err)
+static int record_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct record_writer *r = (struct record_writer *)w;
     int rc = CAIRN_OK;
@@ -663,8 +662,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     if (rc != CAIRN_OK)
         return rc;
     enum cairn_compression comp = opts ? opts->compression : CAIRN_COMPRESS_NONE;
-    if (comp != CAIRN_COMPRESS_NONE && comp != CAIRN_COMPRESS_ZSTD &&
-        comp != CAIRN_COMPRESS_AUTO)
+    if (comp != CAIRN_COMPRESS_NONE && comp != CAIRN_COMPRESS_ZSTD && comp != CAIRN_COMPRESS_AUTO)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "backup '%s' file '%s': compression '%s' is not supported for "
                              "stored files (use none, zstd or auto)",
@@ -819,8 +817,8 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
                              "with cairn_storage_open_backup)",
                              b->name);
     if (!cairn_name_valid(file))
-        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'",
-                             b->name, file ? file : "");
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'", b->name,
+                             file ? file : "");
     int rc = b->st->drv->read(b->st->state, b->name, file, r, err);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);

@@ -54,8 +54,8 @@ static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *go
     if (*got > 0) {
         if (*got > v->want_size - v->n)
             return cairn_err_set(err, CAIRN_E_CORRUPT,
-                                 "%s: %s size exceeds the MANIFEST's %llu bytes", v->label,
-                                 v->what, (unsigned long long)v->want_size);
+                                 "%s: %s size exceeds the MANIFEST's %llu bytes", v->label, v->what,
+                                 (unsigned long long)v->want_size);
         v->n += *got;
         cairn_sha256_update(&v->h, buf, *got);
         return CAIRN_OK;
@@ -171,11 +171,11 @@ static void verify_one(void *arg)
         if (va->rc == CAIRN_OK)
             va->rc = rc;
         va->nfailed++;
-        int n = snprintf(va->msg + va->off, sizeof(va->msg) - va->off, "%s%s",
-                         va->off ? "; " : "", e.msg);
+        int n = snprintf(va->msg + va->off, sizeof(va->msg) - va->off, "%s%s", va->off ? "; " : "",
+                         e.msg);
         if (n > 0)
-            va->off = va->off + (size_t)n < sizeof(va->msg) ? va->off + (size_t)n
-                                                            : sizeof(va->msg) - 1;
+            va->off =
+                va->off + (size_t)n < sizeof(va->msg) ? va->off + (size_t)n : sizeof(va->msg) - 1;
     }
     if (va->cb)
         va->cb(va->arg, j->f, rc, &e);

@@ -59,8 +59,7 @@ static inline int capture_finish(struct cairn_writer *w, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-static const struct cairn_writer_ops capture_ops = {"capture", capture_write, capture_finish,
-                                                    NULL};
+static const struct cairn_writer_ops capture_ops = {"capture", capture_write, capture_finish, NULL};
 
 static inline struct cairn_writer *capture_new(struct bytes *b)
 {

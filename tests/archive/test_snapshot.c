@@ -192,7 +192,10 @@ static void check_header(const uint8_t *h, const char *name, uint64_t size, int6
     CHECK(h[156] == '0');
     for (int i = 157; i < 257; i++)
         CHECK(h[i] == 0);
-    CHECK(memcmp(h + 257, "ustar\0" "00", 8) == 0);
+    CHECK(memcmp(h + 257,
+                 "ustar\0"
+                 "00",
+                 8) == 0);
     for (int i = 265; i < 329; i++)
         CHECK(h[i] == 0);
     CHECK(memcmp(h + 329, "0000000\0", 8) == 0);
@@ -207,8 +210,8 @@ TEST(tar_layout_is_go_archive_tar)
     uint8_t *state = gen_state(n);
     struct cairn_sealer *s = cairn_sealer_hmac_new(key1);
     for (int sealed = 0; sealed < 2; sealed++) {
-        struct bytes a = write_archive(CAIRN_SNAPSHOT_GZIP, state, n, sealed ? s : NULL,
-                                       1695407178);
+        struct bytes a =
+            write_archive(CAIRN_SNAPSHOT_GZIP, state, n, sealed ? s : NULL, 1695407178);
         /* gzip header exactly as Go writes it */
         CHECK(memcmp(a.p, "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", 10) == 0);
         struct bytes t = inflate_all(&a);
@@ -267,7 +270,10 @@ TEST(pax_size_header_over_8gib)
     CHECK(memcmp(x + 100, "0000000\0", 8) == 0);      /* mode 0 */
     CHECK(memcmp(x + 124, "00000000023\0", 12) == 0); /* 19 bytes of records */
     CHECK(memcmp(x + 136, "00000000000\0", 12) == 0); /* mtime 0 */
-    CHECK(memcmp(x + 257, "ustar\0" "00", 8) == 0);
+    CHECK(memcmp(x + 257,
+                 "ustar\0"
+                 "00",
+                 8) == 0);
     for (int i = 329; i < 345; i++)
         CHECK(x[i] == 0); /* Go leaves the dev fields of the PAX header empty */
     CHECK(memcmp(out.p + 512, "19 size=8589934592\n", 19) == 0);
@@ -625,7 +631,8 @@ TEST(meta_encoding_matches_go)
     m.id = (char *)"a<b>&c\xe2\x80\xa8\x01\b\f\n\r\t\"\\\x7f\xff";
     m.index = UINT64_MAX;
     m.term = 1;
-    m.peers = (uint8_t *)"\x91\xae" "127.0.0.1:8300";
+    m.peers = (uint8_t *)"\x91\xae"
+                         "127.0.0.1:8300";
     m.peers_len = 16;
     struct cairn_snapshot_server sv[2] = {{0, (char *)"n1", (char *)"10.0.0.1:8300"},
                                           {2, (char *)"n2", (char *)"x"}};
@@ -678,9 +685,17 @@ TEST(meta_decoding_follows_go_unmarshal)
     CHECK(d.peers_len == 3 && d.peers[2] == 3);
     CHECK_EQ_INT(d.size, 4);
     cairn_snapshot_meta_free(&d);
-    const char *bad[] = {"{\"Index\":-0}", "{\"Index\":1e2}", "{\"Size\":9223372036854775808}",
-                         "{\"Peers\":[256]}", "{\"ID\":5}", "{\"Index\":01}", "{\"a\":\"\x01\"}",
-                         "{\"a\":tru}", "{,}", "", "  "};
+    const char *bad[] = {"{\"Index\":-0}",
+                         "{\"Index\":1e2}",
+                         "{\"Size\":9223372036854775808}",
+                         "{\"Peers\":[256]}",
+                         "{\"ID\":5}",
+                         "{\"Index\":01}",
+                         "{\"a\":\"\x01\"}",
+                         "{\"a\":tru}",
+                         "{,}",
+                         "",
+                         "  "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK(cairn_snapshot_meta_decode(bad[i], strlen(bad[i]), &d, &err) == CAIRN_E_CORRUPT);
     }
@@ -689,8 +704,8 @@ TEST(meta_decoding_follows_go_unmarshal)
     bytes_str(&deep, "{\"x\":");
     for (int i = 0; i < 20000; i++)
         bytes_str(&deep, "[");
-    CHECK_ERR(cairn_snapshot_meta_decode((char *)deep.p, deep.len, &d, &err), CAIRN_E_CORRUPT,
-              &err, "exceeded max depth");
+    CHECK_ERR(cairn_snapshot_meta_decode((char *)deep.p, deep.len, &d, &err), CAIRN_E_CORRUPT, &err,
+              "exceeded max depth");
     bytes_free(&deep);
 }
 

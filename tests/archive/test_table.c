@@ -20,7 +20,7 @@ static void expect_tar(struct bytes *tar, int rc_want, const char *want, int lin
     bytes_free(&gz);
     bytes_free(tar);
 }
-#define ACCEPT(tar) expect_tar(&(tar), CAIRN_OK, NULL, __LINE__)
+#define ACCEPT(tar)      expect_tar(&(tar), CAIRN_OK, NULL, __LINE__)
 #define REJECT(tar, msg) expect_tar(&(tar), CAIRN_E_CORRUPT, msg, __LINE__)
 
 /* A standard archive's tar with optional replacements for meta.json and SHA256SUMS. */
@@ -290,7 +290,8 @@ TEST(sums_missing_or_incomplete_rejected)
     tar_add(&t, "meta.json", '0', m, strlen(m), NULL);
     tar_add(&t, "state.bin", '0', STATE_TEXT, strlen(STATE_TEXT), NULL);
     tar_zero_blocks(&t, 2);
-    REJECT(t, "failed to read snapshot file: failed checking integrity of snapshot: file missing for \"meta.json\"");
+    REJECT(t, "failed to read snapshot file: failed checking integrity of snapshot: file missing "
+              "for \"meta.json\"");
     char *hm = hex_sha(m, strlen(m));
     char *only = cairn_xasprintf("%s  meta.json\n", hm);
     struct bytes t2 = std_tar(NULL, only, 2);
@@ -328,7 +329,8 @@ TEST(digest_mismatch_rejected)
     char *p = strstr(bad, "  state.bin") - 1;
     *p = *p == '0' ? '1' : '0';
     struct bytes t = std_tar(NULL, bad, 2);
-    REJECT(t, "failed to read snapshot file: failed checking integrity of snapshot: hash check failed for \"state.bin\"");
+    REJECT(t, "failed to read snapshot file: failed checking integrity of snapshot: hash check "
+              "failed for \"state.bin\"");
     free(m);
     free(good);
     free(bad);
@@ -375,14 +377,14 @@ TEST(lenient_sums_lines_accepted)
     upper(uhm);
     upper(uhs);
     char *cases[] = {
-        cairn_xasprintf("%s meta.json\n%s state.bin\n", hm, hs),              /* one space */
-        cairn_xasprintf("%s\tmeta.json\n%s\t\tstate.bin\n", hm, hs),          /* tabs */
-        cairn_xasprintf("%s  meta.json\n%s  state.bin\n", uhm, uhs),          /* uppercase */
-        cairn_xasprintf("%s  meta.json\r\n%s  state.bin\r\n", hm, hs),        /* CRLF */
-        cairn_xasprintf("%s  meta.json\n%s  state.bin", hm, hs),              /* no final \n */
+        cairn_xasprintf("%s meta.json\n%s state.bin\n", hm, hs),       /* one space */
+        cairn_xasprintf("%s\tmeta.json\n%s\t\tstate.bin\n", hm, hs),   /* tabs */
+        cairn_xasprintf("%s  meta.json\n%s  state.bin\n", uhm, uhs),   /* uppercase */
+        cairn_xasprintf("%s  meta.json\r\n%s  state.bin\r\n", hm, hs), /* CRLF */
+        cairn_xasprintf("%s  meta.json\n%s  state.bin", hm, hs),       /* no final \n */
         cairn_xasprintf("%s  state.bin\n%s  meta.json\n%s  state.bin\n", hs, hm, hs), /* dup */
         cairn_xasprintf("%s  meta.json trailing words\n%s  state.bin x\n", hm, hs),
-        cairn_xasprintf("  %s  meta.json\n%s  state.bin\n", hm, hs),          /* indent */
+        cairn_xasprintf("  %s  meta.json\n%s  state.bin\n", hm, hs), /* indent */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct bytes t = std_tar(NULL, cases[i], 2);
@@ -420,7 +422,8 @@ TEST(large_meta_and_sums_accepted_up_to_the_cap)
         bytes_str(&huge, "0123456789012345678901234567890123456789012345678901234567890123");
     bytes_str(&huge, "\"}");
     struct bytes t3 = std_tar((char *)huge.p, NULL, 2);
-    REJECT(t3, "failed to read snapshot metadata: meta.json is 1048585 bytes, over the 1048576-byte limit");
+    REJECT(t3, "failed to read snapshot metadata: meta.json is 1048585 bytes, over the "
+               "1048576-byte limit");
     bytes_free(&pad);
     bytes_free(&sums);
     bytes_free(&huge);
@@ -451,7 +454,8 @@ TEST(meta_json_errors_rejected)
 TEST(meta_json_lenient_forms_accepted)
 {
     const char *good[] = {
-        " { \"id\" : \"lenient\" , \"INDEX\" : 18446744073709551615 , \"Unknown\" : [1,{\"a\":null}] }\n\n",
+        " { \"id\" : \"lenient\" , \"INDEX\" : 18446744073709551615 , \"Unknown\" : "
+        "[1,{\"a\":null}] }\n\n",
         "{\"ID\":\"first\",\"iD\":\"lenient\",\"Peers\":null,\"Configuration\":null}",
         "{\"\xc5\xbfize\":3,\"ID\":\"lenient\"}",
     };

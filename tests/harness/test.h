@@ -55,7 +55,7 @@ static inline const char *test_errmsg(const struct cairn_err *e)
     do {                                                                                           \
         const char *sa_ = (a), *sb_ = (b);                                                         \
         if (sa_ == NULL || sb_ == NULL || strcmp(sa_, sb_) != 0)                                   \
-            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                   \
+            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,                    \
                       sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");                                 \
     } while (0)
 
@@ -65,7 +65,7 @@ static inline const char *test_errmsg(const struct cairn_err *e)
         int rc_ = (rc);                                                                            \
         if (rc_ != CAIRN_OK)                                                                       \
             test_fail(__FILE__, __LINE__, "%s failed (%s): %s", #rc, cairn_status_name(rc_),       \
-                      test_errmsg(errp));                                                  \
+                      test_errmsg(errp));                                                          \
     } while (0)
 
 /* rc must be the given code and the message must contain substr. */

@@ -27,8 +27,8 @@ static uint8_t *compress_with(int zstd, int threads, const uint8_t *data, size_t
 {
     struct cairn_err err;
     struct cairn_writer *mem = cairn_mem_writer_new(SIZE_MAX);
-    struct cairn_writer *w = zstd ? cairn_zstd_writer_new(mem, 3, threads)
-                                  : cairn_gzip_writer_new(mem, 6, threads);
+    struct cairn_writer *w =
+        zstd ? cairn_zstd_writer_new(mem, 3, threads) : cairn_gzip_writer_new(mem, 6, threads);
     /* odd write sizes cross block boundaries */
     for (size_t off = 0; off < len;) {
         size_t n = len - off < 77777 ? len - off : 77777;
@@ -67,7 +67,8 @@ static void round_trip(int zstd, int threads, size_t len)
     uint8_t *data = make_data(len);
     size_t clen;
     uint8_t *c = compress_with(zstd, threads, data, len, &clen);
-    CHECK_EQ_INT(cairn_detect_compression(c, clen), zstd ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_GZIP);
+    CHECK_EQ_INT(cairn_detect_compression(c, clen),
+                 zstd ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_GZIP);
     if (!zstd) {
         /* Go's header bytes on the first member */
         static const uint8_t hdr[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};

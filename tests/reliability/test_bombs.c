@@ -39,8 +39,8 @@ TEST(zstd_bomb_is_refused_by_the_ratio_limit)
 
     struct bytes out = {0};
     struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
-    CHECK_ERR(cairn_snapshot_extract(r, &o, capture_new(&out), NULL, &err), CAIRN_E_CORRUPT,
-              &err, "4096:1");
+    CHECK_ERR(cairn_snapshot_extract(r, &o, capture_new(&out), NULL, &err), CAIRN_E_CORRUPT, &err,
+              "4096:1");
     cairn_reader_free(r);
     CHECK(!out.committed);
     CHECK(out.len <= (65u << 20)); /* stopped soon after the 64 MiB floor */
@@ -48,8 +48,8 @@ TEST(zstd_bomb_is_refused_by_the_ratio_limit)
 
     int called = 0;
     r = cairn_mem_reader_new(a.p, a.len);
-    CHECK_ERR(cairn_snapshot_restore(r, &o, restore_discard, &called, NULL, &err),
-              CAIRN_E_CORRUPT, &err, "4096:1");
+    CHECK_ERR(cairn_snapshot_restore(r, &o, restore_discard, &called, NULL, &err), CAIRN_E_CORRUPT,
+              &err, "4096:1");
     cairn_reader_free(r);
     CHECK(!called);
 

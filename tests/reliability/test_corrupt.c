@@ -639,9 +639,7 @@ static long data_campaign(struct stored *s, int count)
             bytes_add(&c, s->data[fj].p, s->data[fj].len);
             snprintf(what, sizeof(what), "file %zu replaced by file %zu", fi, fj);
             break;
-        default:
-            snprintf(what, sizeof(what), "file %zu removed", fi);
-            break;
+        default: snprintf(what, sizeof(what), "file %zu removed", fi); break;
         }
         if (kind == 6)
             unlink(s->files[fi]);

@@ -26,7 +26,8 @@ TEST(request_decode_go_semantics)
     cairn_snap_request_init(&req);
     CHECK_OK(decode("{\"type\":4,\"BACKUPDATABASE\":\"db\",\"shardId\":7,\"Unknown\":[1,{}],"
                     "\"Since\":\"2020-09-13T12:26:40.5+02:00\",\"RestoreDatabase\":null}",
-                    &req, &err), &err);
+                    &req, &err),
+             &err);
     CHECK_EQ_INT(req.type, 4);
     CHECK_EQ_STR(req.backup_db, "db");
     CHECK_EQ_STR(req.restore_db, "");

@@ -123,14 +123,14 @@ struct fault_proxy {
     int lfd;
     int port;
     int upstream_port;
-    atomic_int faults;     /* requests still to fail */
-    atomic_int injected;   /* requests failed so far */
-    atomic_int passed;     /* requests relayed */
+    atomic_int faults;   /* requests still to fail */
+    atomic_int injected; /* requests failed so far */
+    atomic_int passed;   /* requests relayed */
     enum fault_mode mode;
-    char match[32];        /* only requests starting with this ("PUT ") fail; "" = any */
+    char match[32]; /* only requests starting with this ("PUT ") fail; "" = any */
     pthread_t th;
     atomic_int stop;
-    atomic_int active; /* connection threads alive */
+    atomic_int active;       /* connection threads alive */
     atomic_int sig_failures; /* requests whose SigV4 signature did not verify */
     char sig_error[512];     /* the first reason */
 };
@@ -451,8 +451,7 @@ static void *proxy_conn_thread(void *arg)
                 break;
             }
             if (p->mode == FAULT_503)
-                proxy_reply(c->fd, "503 Slow Down", "SlowDown",
-                            "Please reduce your request rate.");
+                proxy_reply(c->fd, "503 Slow Down", "SlowDown", "Please reduce your request rate.");
             else
                 proxy_reply(c->fd, "500 Internal Server Error", "InternalError", "injected");
             continue; /* keep-alive: next request on this connection */

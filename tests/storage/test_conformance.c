@@ -39,8 +39,8 @@ static char *s3_url_opts(int port, const char *extra)
         int port = s3rver_start();                                                                 \
         if (port == 0)                                                                             \
             SKIP(s3rver_skip);                                                                     \
-        /* Through a proxy that verifies every request's SigV4 signature and payload hash. */   \
-        struct fault_proxy *px = fault_proxy_start(port, FAULT_503, 0, NULL);                    \
+        /* Through a proxy that verifies every request's SigV4 signature and payload hash. */      \
+        struct fault_proxy *px = fault_proxy_start(port, FAULT_503, 0, NULL);                      \
         char *u = s3_url_opts(px->port, NULL);                                                     \
         conf_##name(u, 1);                                                                         \
         free(u);                                                                                   \
@@ -158,8 +158,7 @@ CONFORMANCE(roundtrip_and_manifest)
     cairn_reader_free(src);
     /* Read-write handles refuse reads; duplicate names are refused. */
     struct cairn_reader *r = NULL;
-    CHECK_ERR(cairn_backup_read_file(b, "data.bin", &r, &err), CAIRN_E_INVALID, &err,
-              "read-write");
+    CHECK_ERR(cairn_backup_read_file(b, "data.bin", &r, &err), CAIRN_E_INVALID, &err, "read-write");
     CHECK_ERR(put_bytes(b, "data.bin", "x", 1, &err), CAIRN_E_EXISTS, &err, "already added");
     CHECK_ERR(put_bytes(b, "MANIFEST", "x", 1, &err), CAIRN_E_INVALID, &err, "reserved");
     CHECK_ERR(put_bytes(b, "../evil", "x", 1, &err), CAIRN_E_INVALID, &err, "invalid file name");
@@ -244,8 +243,7 @@ CONFORMANCE(names_exists_remove)
     CHECK_OK(cairn_storage_remove(st, "x+y=z@w_v-u.t", &err), &err);
     CHECK_OK(cairn_storage_remove(st, "b1", &err), &err);
     CHECK_ERR(cairn_storage_remove(st, "b1", &err), CAIRN_E_NOTFOUND, &err, "not found");
-    CHECK_ERR(cairn_storage_open_backup(st, "b1", &b, &err), CAIRN_E_NOTFOUND, &err,
-              "not found");
+    CHECK_ERR(cairn_storage_open_backup(st, "b1", &b, &err), CAIRN_E_NOTFOUND, &err, "not found");
     struct cairn_backup_list l;
     CHECK_OK(cairn_storage_list(st, &l, &err), &err);
     CHECK_EQ_INT(l.count, 1);
@@ -477,8 +475,7 @@ CONFORMANCE(corruption_detected)
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_open_backup(st, "c1", &b, &err), &err);
     struct vcount vc = {0};
-    CHECK_ERR(cairn_backup_verify(b, 2, count_cb, &vc, &err), CAIRN_E_CORRUPT, &err,
-              "file 'f1'");
+    CHECK_ERR(cairn_backup_verify(b, 2, count_cb, &vc, &err), CAIRN_E_CORRUPT, &err, "file 'f1'");
     CHECK(strstr(err.msg, "file 'f2'") != NULL);
     CHECK(strstr(err.msg, "SHA-256") != NULL);
     CHECK(vc.ok == 1 && vc.bad == 2);
@@ -726,8 +723,8 @@ TEST(s3_bad_bucket_and_credentials)
     if (port == 0)
         SKIP(s3rver_skip);
     struct cairn_err err;
-    char *url = cairn_xasprintf("s3://no-such-bucket/x?endpoint=http://127.0.0.1:%d&retries=1",
-                                port);
+    char *url =
+        cairn_xasprintf("s3://no-such-bucket/x?endpoint=http://127.0.0.1:%d&retries=1", port);
     struct cairn_storage *st = open_store(url);
     struct cairn_backup_list l;
     CHECK_ERR(cairn_storage_list(st, &l, &err), CAIRN_E_NOTFOUND, &err, "no-such-bucket");
@@ -770,8 +767,7 @@ TEST(url_parsing)
 {
     struct cairn_err err;
     struct cairn_storage *st = NULL;
-    CHECK_ERR(cairn_storage_open("relative/path", &st, &err), CAIRN_E_INVALID, &err,
-              "no scheme");
+    CHECK_ERR(cairn_storage_open("relative/path", &st, &err), CAIRN_E_INVALID, &err, "no scheme");
     CHECK_ERR(cairn_storage_open("gcs://b/x", &st, &err), CAIRN_E_UNSUPPORTED, &err,
               "no storage driver for 'gcs://'");
     CHECK_ERR(cairn_storage_open("file:///a/../b", &st, &err), CAIRN_E_INVALID, &err, "..");

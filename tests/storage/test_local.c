@@ -53,8 +53,12 @@ TEST(prune_keep_last_and_incomplete)
 {
     const int64_t t0 = 1767225600; /* 2026-01-01 00:00 UTC */
     struct fake f[] = {
-        {"a", C, t0},          {"b", I, 0},           {"c", C, t0 + DAY},
-        {"d", X, 0},           {"e", C, t0 + 2 * DAY}, {"f", C, t0 + 3 * DAY},
+        {"a", C, t0},
+        {"b", I, 0},
+        {"c", C, t0 + DAY},
+        {"d", X, 0},
+        {"e", C, t0 + 2 * DAY},
+        {"f", C, t0 + 3 * DAY},
         {"g", I, 0}, /* newer than the newest complete: may be running */
     };
     struct cairn_backup_list l;
@@ -94,12 +98,12 @@ TEST(prune_daily_weekly)
     const int64_t mon = 1767571200; /* Monday 2026-01-05 00:00 UTC */
     struct fake f[] = {
         {"01", C, mon - 7 * DAY + 3600}, /* previous week, Monday */
-        {"02", C, mon - 2 * DAY},         /* previous week, Saturday */
-        {"03", C, mon + 3600},            /* Monday 01:00 */
-        {"04", C, mon + 7200},            /* Monday 02:00 (newest of Monday) */
-        {"05", C, mon + DAY + 100},       /* Tuesday */
-        {"06", C, mon + 2 * DAY + 100},   /* Wednesday 1 */
-        {"07", C, mon + 2 * DAY + 200},   /* Wednesday 2 (newest overall) */
+        {"02", C, mon - 2 * DAY},        /* previous week, Saturday */
+        {"03", C, mon + 3600},           /* Monday 01:00 */
+        {"04", C, mon + 7200},           /* Monday 02:00 (newest of Monday) */
+        {"05", C, mon + DAY + 100},      /* Tuesday */
+        {"06", C, mon + 2 * DAY + 100},  /* Wednesday 1 */
+        {"07", C, mon + 2 * DAY + 200},  /* Wednesday 2 (newest overall) */
     };
     struct cairn_backup_list l;
     fake_list(&l, f, 7);
@@ -233,9 +237,9 @@ static void hostile(struct cairn_storage *st, const char *name, const char *path
     CHECK_OK(cairn_writer_write(w, "evil", 4, &err), &err);
     CHECK_OK(cairn_writer_close(w, &err), &err);
     cairn_writer_free(w);
-    json_t *meta = json_pack("{s:{s:s, s:s, s:i, s:[{s:s, s:s, s:i, s:s}], s:[]}}", "tree",
-                             "root", "x", "type", "dir", "mode", 0755, "entries", "path", path,
-                             "type", "file", "mode", 0644, "file", "f000000", "skipped");
+    json_t *meta = json_pack("{s:{s:s, s:s, s:i, s:[{s:s, s:s, s:i, s:s}], s:[]}}", "tree", "root",
+                             "x", "type", "dir", "mode", 0755, "entries", "path", path, "type",
+                             "file", "mode", 0644, "file", "f000000", "skipped");
     CHECK_OK(cairn_backup_set_meta(b, meta, &err), &err);
     json_decref(meta);
     CHECK_OK(cairn_backup_end(b, &err), &err);
@@ -256,8 +260,8 @@ TEST(restore_refuses_escaping_paths)
         hostile(st, name, bad[i]);
         snprintf(out, sizeof(out), "out%zu", i);
         char *target = cairn_path_join(tmp, out);
-        CHECK_ERR(cairn_storage_restore_path(st, name, target, NULL, &err), CAIRN_E_CORRUPT,
-                  &err, "unsafe");
+        CHECK_ERR(cairn_storage_restore_path(st, name, target, NULL, &err), CAIRN_E_CORRUPT, &err,
+                  "unsafe");
         CHECK(access(target, F_OK) != 0); /* refused before touching the disk */
         free(target);
     }
@@ -284,8 +288,7 @@ TEST(restore_refuses_escaping_paths)
     /* Restore needs a read-only, complete handle. */
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "rw", &b, &err), &err);
-    CHECK_ERR(cairn_backup_restore_path(b, tmp, NULL, &err), CAIRN_E_INVALID, &err,
-              "read-only");
+    CHECK_ERR(cairn_backup_restore_path(b, tmp, NULL, &err), CAIRN_E_INVALID, &err, "read-only");
     cairn_backup_free(b);
     cairn_storage_free(st);
     free(url);

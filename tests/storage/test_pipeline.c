@@ -127,8 +127,8 @@ TEST(auto_compression_judges_streams_on_their_first_bytes)
     const size_t ncases = sizeof(cases) / sizeof(cases[0]);
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "b", &b, &err), &err);
-    const struct cairn_file_opts auto_opts = {.compression = CAIRN_COMPRESS_AUTO, .level = 1,
-                                              .pipeline = 1};
+    const struct cairn_file_opts auto_opts = {
+        .compression = CAIRN_COMPRESS_AUTO, .level = 1, .pipeline = 1};
     uint8_t *data[sizeof(cases) / sizeof(cases[0])];
     for (size_t i = 0; i < ncases && b; i++) {
         data[i] = make_bytes(cases[i].size, cases[i].random);

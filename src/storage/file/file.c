@@ -25,8 +25,7 @@ static int file_open(const char *url, void **state, struct cairn_err *err)
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "file storage URL '%s' needs an absolute path (file:///path)", url);
     if (strchr(path, '?') != NULL)
-        return cairn_err_set(err, CAIRN_E_INVALID, "file storage URL '%s' takes no options",
-                             url);
+        return cairn_err_set(err, CAIRN_E_INVALID, "file storage URL '%s' takes no options", url);
     /* No component may be "..": the root is what the user named, nothing above it. */
     for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2)
         if (p[-1] == '/' && (p[2] == '/' || p[2] == '\0'))
@@ -99,8 +98,8 @@ static int file_remove(void *state, const char *backup, struct cairn_err *err)
     struct stat sb;
     int rc = CAIRN_OK;
     if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup,
-                           fs->root);
+        rc =
+            cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup, fs->root);
         goto out;
     }
     /* The MANIFEST goes first, so an interrupted remove never leaves a complete-looking

@@ -28,16 +28,16 @@
 #include "storage/internal.h"
 #include "xml.h"
 
-#define MIB (1024ull * 1024ull)
-#define MAX_PARTS 10000
+#define MIB           (1024ull * 1024ull)
+#define MAX_PARTS     10000
 #define MAX_PART_SIZE (5ull * 1024 * MIB)
-#define XML_MAX (16u << 20)
-#define DELETE_BATCH 1000
+#define XML_MAX       (16u << 20)
+#define DELETE_BATCH  1000
 
 struct s3 {
     char *url;
     char *bucket;
-    char *prefix; /* "" or "a/b/" */
+    char *prefix;   /* "" or "a/b/" */
     char *endpoint; /* "scheme://host[:port]" without trailing '/' */
     char *region;   /* from the URL, else resolved at first use */
     int path_style;
@@ -194,8 +194,7 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
              kv = strtok_r(NULL, "&", &save)) {
             char *eq = strchr(kv, '=');
             if (eq == NULL) {
-                rc = cairn_err_set(err, CAIRN_E_INVALID, "S3 URL option '%s' needs a value",
-                                   kv);
+                rc = cairn_err_set(err, CAIRN_E_INVALID, "S3 URL option '%s' needs a value", kv);
                 break;
             }
             *eq = '\0';
@@ -234,8 +233,7 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
                 s->attempts = (unsigned)n;
             } else if (strcmp(kv, "retry_base_ms") == 0) {
                 if (parse_size(v, &n) != 0 || n > 60000)
-                    rc = cairn_err_set(err, CAIRN_E_INVALID, "S3 retry_base_ms '%s' is invalid",
-                                       v);
+                    rc = cairn_err_set(err, CAIRN_E_INVALID, "S3 retry_base_ms '%s' is invalid", v);
                 s->retry_base_ms = (unsigned)n;
             } else if (strcmp(kv, "stall_timeout") == 0) {
                 if (parse_size(v, &n) != 0 || n < 1 || n > 3600)
@@ -401,8 +399,8 @@ struct call {
     const char *content_type;
     const char *hdr[4]; /* extra headers, NULL-terminated */
     /* response */
-    size_t max;          /* body bytes kept (XML); 0 = discard */
-    uint8_t *dst;        /* or: body goes here (ranged GET), at most dst_cap bytes */
+    size_t max;   /* body bytes kept (XML); 0 = discard */
+    uint8_t *dst; /* or: body goes here (ranged GET), at most dst_cap bytes */
     size_t dst_cap;
     long status;
     char *body_out;
@@ -464,16 +462,15 @@ static char *object_url(struct s3 *s, const char *key, const char *query)
     char *ekey = uri_encode(key ? key : "", 1);
     char *base;
     if (s->endpoint == NULL) {
-        base = s->path_style ? cairn_xasprintf("https://s3.%s.amazonaws.com/%s", s->region,
-                                               s->bucket)
-                             : cairn_xasprintf("https://%s.s3.%s.amazonaws.com", s->bucket,
-                                               s->region);
+        base = s->path_style
+                   ? cairn_xasprintf("https://s3.%s.amazonaws.com/%s", s->region, s->bucket)
+                   : cairn_xasprintf("https://%s.s3.%s.amazonaws.com", s->bucket, s->region);
     } else if (s->path_style) {
         base = cairn_xasprintf("%s/%s", s->endpoint, s->bucket);
     } else {
         const char *host = strstr(s->endpoint, "://") + 3;
-        base = cairn_xasprintf("%.*s%s.%s", (int)(host - s->endpoint), s->endpoint, s->bucket,
-                               host);
+        base =
+            cairn_xasprintf("%.*s%s.%s", (int)(host - s->endpoint), s->endpoint, s->bucket, host);
     }
     char *url = cairn_xasprintf("%s/%s%s%s", base, ekey, query ? "?" : "", query ? query : "");
     free(base);
@@ -513,10 +510,8 @@ static int retryable_curl(CURLcode cc)
     case CURLE_OPERATION_TIMEDOUT:
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return 1;
-    default:
-        return 0;
+    case CURLE_HTTP2_STREAM: return 1;
+    default: return 0;
     }
 }
 
@@ -545,8 +540,8 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
 {
     char *url = object_url(s, c->key, c->query);
     char what[512];
-    snprintf(what, sizeof(what), "s3 %s s3://%s/%s%s%s", c->method, s->bucket,
-             c->key ? c->key : "", c->query ? "?" : "", c->query ? c->query : "");
+    snprintf(what, sizeof(what), "s3 %s s3://%s/%s%s%s", c->method, s->bucket, c->key ? c->key : "",
+             c->query ? "?" : "", c->query ? c->query : "");
     uint8_t sum[32];
     char sumhex[65], hdrbuf[128];
     cairn_sha256_oneshot(c->body ? c->body : "", c->body_len, sum);
@@ -607,8 +602,8 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
         int retry = 0;
         if (cc != CURLE_OK) {
             if (cc == CURLE_WRITE_ERROR && c->overflow) {
-                rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: response larger than expected",
-                                   what);
+                rc =
+                    cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: response larger than expected", what);
                 curl_easy_cleanup(h); /* the connection is mid-response */
                 break;
             }
@@ -618,8 +613,7 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
             int stalled = cc == CURLE_OPERATION_TIMEDOUT && connected > 0;
             rc = cairn_err_set(err, CAIRN_E_NETWORK, "%s: %s%s", what,
                                curlerr[0] ? curlerr : curl_easy_strerror(cc),
-                               stalled ? " (the S3 URL option stall_timeout sets this limit)"
-                                       : "");
+                               stalled ? " (the S3 URL option stall_timeout sets this limit)" : "");
             retry = retryable_curl(cc);
             handle_put(s, h);
         } else {
@@ -635,18 +629,17 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
                 break;
             }
             if (cut) {
-                rc = cairn_err_set(err, CAIRN_E_NETWORK,
-                                   "%s: HTTP %ld answer cut short (%zu body bytes%s)", what,
-                                   c->status, c->body_out_len,
-                                   c->clen < 0 ? ", no Content-Length" : "");
+                rc = cairn_err_set(
+                    err, CAIRN_E_NETWORK, "%s: HTTP %ld answer cut short (%zu body bytes%s)", what,
+                    c->status, c->body_out_len, c->clen < 0 ? ", no Content-Length" : "");
                 retry = 1;
             } else {
                 const char *b = c->dst ? NULL : c->body_out;
                 char *code = b ? s3_xml_get(b, b + c->body_out_len, "Code") : NULL;
                 char *msg = b ? s3_xml_get(b, b + c->body_out_len, "Message") : NULL;
                 rc = cairn_err_set(err, status_code(c->status), "%s: HTTP %ld%s%s%s%s", what,
-                                   c->status, code ? " " : "", code ? code : "",
-                                   msg ? ": " : "", msg ? msg : "");
+                                   c->status, code ? " " : "", code ? code : "", msg ? ": " : "",
+                                   msg ? msg : "");
                 retry = c->status >= 500 || c->status == 429 || retryable_s3_code(code);
                 free(code);
                 free(msg);
@@ -732,10 +725,10 @@ static int s3_list_objects(struct s3 *s, const char *prefix, int delimit, unsign
     char *eprefix = uri_encode(prefix, 0);
     do {
         char *etoken = token ? uri_encode(token, 0) : NULL;
-        char *q = cairn_xasprintf("%s%s%s%slist-type=2&max-keys=%u&prefix=%s",
-                                  etoken ? "continuation-token=" : "", etoken ? etoken : "",
-                                  etoken ? "&" : "", delimit ? "delimiter=%2F&" : "", max_keys,
-                                  eprefix);
+        char *q =
+            cairn_xasprintf("%s%s%s%slist-type=2&max-keys=%u&prefix=%s",
+                            etoken ? "continuation-token=" : "", etoken ? etoken : "",
+                            etoken ? "&" : "", delimit ? "delimiter=%2F&" : "", max_keys, eprefix);
         free(etoken);
         struct call c = {.method = "GET", .query = q, .max = XML_MAX};
         rc = s3_call(s, &c, err);
@@ -873,8 +866,12 @@ static int delete_flush(void *arg)
     char md5[32], hdr[64];
     md5_base64(xml, len, md5);
     snprintf(hdr, sizeof(hdr), "Content-MD5: %s", md5);
-    struct call c = {.method = "POST", .query = "delete=", .body = xml, .body_len = len,
-                     .content_type = "application/xml", .max = XML_MAX};
+    struct call c = {.method = "POST",
+                     .query = "delete=",
+                     .body = xml,
+                     .body_len = len,
+                     .content_type = "application/xml",
+                     .max = XML_MAX};
     c.hdr[0] = hdr;
     int rc = s3_call(d->s, &c, d->err);
     if (rc == CAIRN_OK && c.body_out != NULL) {
@@ -946,8 +943,7 @@ static int s3_remove(void *state, const char *backup, struct cairn_err *err)
     free(d.keys);
     free(pfx);
     if (rc == CAIRN_OK && d.total == 0)
-        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup,
-                           s->url);
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup, s->url);
     return rc;
 }
 
@@ -1001,8 +997,12 @@ static void *part_thread(void *arg)
     struct s3_writer *w = j->w;
     char q[1200];
     snprintf(q, sizeof(q), "partNumber=%u&uploadId=%s", j->no, w->upload_id);
-    struct call c = {.method = "PUT", .key = w->key, .query = q, .body = j->buf,
-                     .body_len = j->len, .content_type = "application/octet-stream",
+    struct call c = {.method = "PUT",
+                     .key = w->key,
+                     .query = q,
+                     .body = j->buf,
+                     .body_len = j->len,
+                     .content_type = "application/octet-stream",
                      .max = 64 * 1024};
     struct cairn_err e;
     cairn_err_clear(&e);
@@ -1038,8 +1038,11 @@ static int async_error(struct s3_writer *w, struct cairn_err *err)
 
 static int create_upload(struct s3_writer *w, struct cairn_err *err)
 {
-    struct call c = {.method = "POST", .key = w->key, .query = "uploads=",
-                     .content_type = "application/octet-stream", .max = XML_MAX};
+    struct call c = {.method = "POST",
+                     .key = w->key,
+                     .query = "uploads=",
+                     .content_type = "application/octet-stream",
+                     .max = XML_MAX};
     int rc = s3_call(w->s, &c, err);
     if (rc == CAIRN_OK) {
         const char *b = c.body_out ? c.body_out : "";
@@ -1048,8 +1051,7 @@ static int create_upload(struct s3_writer *w, struct cairn_err *err)
             free(w->upload_id);
             w->upload_id = NULL;
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
-                               "s3 CreateMultipartUpload of '%s': no UploadId in response",
-                               w->key);
+                               "s3 CreateMultipartUpload of '%s': no UploadId in response", w->key);
         } else {
             /* Encode once for every later query string. */
             char *enc = uri_encode(w->upload_id, 0);
@@ -1116,8 +1118,7 @@ static void wait_parts(struct s3_writer *w)
     pthread_mutex_unlock(&w->mu);
 }
 
-static int s3w_write(struct cairn_writer *base, const void *data, size_t len,
-                     struct cairn_err *err)
+static int s3w_write(struct cairn_writer *base, const void *data, size_t len, struct cairn_err *err)
 {
     struct s3_writer *w = (struct s3_writer *)base;
     const uint8_t *p = data;
@@ -1153,8 +1154,7 @@ static void abort_upload(struct s3_writer *w)
     struct call c = {.method = "DELETE", .key = w->key, .query = q, .max = 64 * 1024};
     struct cairn_err e;
     if (s3_call(w->s, &c, &e) != CAIRN_OK)
-        cairn_log(CAIRN_LOG_WARN, "s3", "abort multipart upload of '%s' failed: %s", w->key,
-                  e.msg);
+        cairn_log(CAIRN_LOG_WARN, "s3", "abort multipart upload of '%s' failed: %s", w->key, e.msg);
     call_done(&c);
     free(w->upload_id);
     w->upload_id = NULL;
@@ -1173,8 +1173,12 @@ static int is_manifest_key(const char *key)
 static int put_via_copy(struct s3_writer *w, struct cairn_err *err)
 {
     char *tmp = cairn_xasprintf("%s.tmp", w->key);
-    struct call c = {.method = "PUT", .key = tmp, .body = w->buf, .body_len = w->len,
-                     .content_type = "application/octet-stream", .max = 64 * 1024};
+    struct call c = {.method = "PUT",
+                     .key = tmp,
+                     .body = w->buf,
+                     .body_len = w->len,
+                     .content_type = "application/octet-stream",
+                     .max = 64 * 1024};
     int rc = s3_call(w->s, &c, err);
     call_done(&c);
     /* S3 wants the copy source percent-encoded; servers that decode it with JavaScript's
@@ -1186,8 +1190,8 @@ static int put_via_copy(struct s3_writer *w, struct cairn_err *err)
         cp.hdr[0] = hdr;
         rc = s3_call(w->s, &cp, err);
         /* S3 may answer 200 and still report an error in the body. */
-        if (rc == CAIRN_OK && (cp.body_out == NULL ||
-                               strstr(cp.body_out, "<CopyObjectResult") == NULL))
+        if (rc == CAIRN_OK &&
+            (cp.body_out == NULL || strstr(cp.body_out, "<CopyObjectResult") == NULL))
             rc = cairn_err_set(err, CAIRN_E_NETWORK, "s3 copy of '%s' to '%s' did not complete",
                                tmp, w->key);
         call_done(&cp);
@@ -1214,8 +1218,12 @@ static int s3w_finish(struct cairn_writer *base, struct cairn_err *err)
         if (is_manifest_key(w->key))
             rc = put_via_copy(w, err);
         else {
-            struct call c = {.method = "PUT", .key = w->key, .body = w->buf, .body_len = w->len,
-                             .content_type = "application/octet-stream", .max = 64 * 1024};
+            struct call c = {.method = "PUT",
+                             .key = w->key,
+                             .body = w->buf,
+                             .body_len = w->len,
+                             .content_type = "application/octet-stream",
+                             .max = 64 * 1024};
             rc = s3_call(w->s, &c, err);
             call_done(&c);
         }
@@ -1238,16 +1246,21 @@ static int s3w_finish(struct cairn_writer *base, struct cairn_err *err)
     len += (size_t)sprintf(xml, "<CompleteMultipartUpload>");
     for (unsigned i = 0; i < nparts; i++) {
         char *et = s3_xml_escape(w->etags[i]);
-        len += (size_t)snprintf(xml + len, cap - len,
-                                "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>", i + 1,
-                                et);
+        len +=
+            (size_t)snprintf(xml + len, cap - len,
+                             "<Part><PartNumber>%u</PartNumber><ETag>%s</ETag></Part>", i + 1, et);
         free(et);
     }
     len += (size_t)snprintf(xml + len, cap - len, "</CompleteMultipartUpload>");
     char q[1100];
     snprintf(q, sizeof(q), "uploadId=%s", w->upload_id);
-    struct call c = {.method = "POST", .key = w->key, .query = q, .body = xml, .body_len = len,
-                     .content_type = "application/xml", .max = XML_MAX};
+    struct call c = {.method = "POST",
+                     .key = w->key,
+                     .query = q,
+                     .body = xml,
+                     .body_len = len,
+                     .content_type = "application/xml",
+                     .max = XML_MAX};
     rc = s3_call(w->s, &c, err);
     /* S3 may answer 200 and still report an error in the body. */
     if (rc == CAIRN_OK && c.body_out != NULL &&
@@ -1356,8 +1369,8 @@ static int s3r_read(struct cairn_reader *base, void *out, size_t cap, size_t *go
                                "(object changed or truncated?)",
                                r->key, c.body_out_len, (unsigned long long)r->off,
                                (unsigned long long)want);
-        if (rc == CAIRN_OK && c.status != 206 && !(c.status == 200 && r->off == 0 &&
-                                                   want == r->size))
+        if (rc == CAIRN_OK && c.status != 206 &&
+            !(c.status == 200 && r->off == 0 && want == r->size))
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
                                "s3 GET '%s': range request answered with HTTP %ld", r->key,
                                c.status);
