@@ -692,7 +692,6 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     rec->state = FILE_WRITING;
     free(rec->error);
     rec->error = NULL;
-    rec->f.compression = comp == CAIRN_COMPRESS_AUTO ? CAIRN_COMPRESS_NONE : comp;
     b->open_writers++;
     pthread_mutex_unlock(&b->mu);
 

@@ -15,18 +15,27 @@
 #include "test.h"
 
 /* n bytes: text-like lines (random 0), noise (1), or noise with a text last quarter (2). */
+static uint8_t *make_bytes(size_t n, int random)
+{
+    uint8_t *p = cairn_xmalloc(n ? n : 1);
+    uint32_t x = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        int noise = random == 1 || (random == 2 && i < n / 4 * 3);
+        p[i] = noise ? (uint8_t)(x >> 24) : (uint8_t) "ts=1700000000 level=info msg=ok\n"[i % 32];
+    }
+    return p;
+}
+
 static void make_file(const char *path, size_t n, int random)
 {
     FILE *f = fopen(path, "wb");
     CHECK(f != NULL);
     if (f == NULL)
         return;
-    uint32_t x = (uint32_t)n;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 1103515245u + 12345u;
-        int noise = random == 1 || (random == 2 && i < n / 4 * 3);
-        fputc(noise ? (int)(x >> 24) : "ts=1700000000 level=info msg=ok\n"[i % 32], f);
-    }
+    uint8_t *p = make_bytes(n, random);
+    CHECK(fwrite(p, 1, n, f) == n);
+    free(p);
     fclose(f);
 }
 
@@ -86,19 +95,6 @@ TEST(large_files_pipelined_round_trip)
     backup_restore(test_tmpdir(), "zstd", CAIRN_COMPRESS_ZSTD);
     backup_restore(test_tmpdir(), "none", CAIRN_COMPRESS_NONE);
     backup_restore(test_tmpdir(), "auto", CAIRN_COMPRESS_AUTO);
-}
-
-/* n bytes like make_file's, in memory. */
-static uint8_t *make_bytes(size_t n, int random)
-{
-    uint8_t *p = cairn_xmalloc(n ? n : 1);
-    uint32_t x = (uint32_t)n;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 1103515245u + 12345u;
-        int noise = random == 1 || (random == 2 && i < n / 4 * 3);
-        p[i] = noise ? (uint8_t)(x >> 24) : (uint8_t) "ts=1700000000 level=info msg=ok\n"[i % 32];
-    }
-    return p;
 }
 
 TEST(auto_compression_judges_streams_on_their_first_bytes)
