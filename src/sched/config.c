@@ -2,12 +2,10 @@
 #include "config.h"
 
 #include <ctype.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cairn/log.h"
 #include "cairn/state.h"
@@ -156,18 +154,18 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
         return bad(p, "%s = '%s': expected an IANA time zone name such as Europe/Berlin", k, v);
     const char *dir = getenv("TZDIR");
     char *path = cairn_xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
-    char magic[4] = "";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, magic, sizeof(magic)) : -1;
-    if (fd >= 0)
-        close(fd);
-    int found = n == 4 && memcmp(magic, "TZif", 4) == 0;
-    int rc = found ? CAIRN_OK
-                   : bad(p, "%s = '%s': unknown time zone (no zone file %s; package tzdata)", k, v,
-                         path);
-    free(path);
-    if (found)
+    uint8_t *data = NULL;
+    size_t len = 0;
+    struct cairn_err rerr;
+    int rc = cairn_read_file(path, 1u << 20, &data, &len, &rerr);
+    if (rc == CAIRN_OK && (len < 4 || memcmp(data, "TZif", 4) != 0))
+        rc = cairn_err_set(&rerr, CAIRN_E_INVALID, "'%s' is not a TZif zone file", path);
+    if (rc == CAIRN_OK)
         c->timezone = cairn_xstrdup(v);
+    else
+        rc = bad(p, "%s = '%s': unknown time zone (%s; package tzdata)", k, v, rerr.msg);
+    free(data);
+    free(path);
     return rc;
 }
 
