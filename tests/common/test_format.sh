@@ -3,8 +3,9 @@
 # source and header is already formatted.
 set -euo pipefail
 cd "$CAIRN_SOURCE_DIR"
-command -v clang-format >/dev/null || { echo "*** SKIPPED: clang-format not installed (scripts/deps.sh test)"; exit 0; }
-[ -d .git ] || { echo "*** SKIPPED: not a git checkout, no list of tracked files"; exit 0; }
+source tests/harness/skips.sh
+command -v clang-format >/dev/null || missing "clang-format not installed (scripts/deps.sh test)"
+[ -e .git ] || skip "not a git checkout, no list of tracked files"
 bad=()
 while IFS= read -r f; do
     clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || bad+=("$f")

@@ -4,8 +4,13 @@
  *   int main(int argc, char **argv) { return test_main(argc, argv); }
  *
  * Tests register themselves through a constructor, run in file order, and the binary prints
- * "N passed, N failed[, N skipped]" last. A failed CHECK prints file:line and continues.
- * SKIP("why") marks the current test skipped (loudly) and returns. `binary NAME` runs one test.
+ * "N passed, N failed, N skipped" last. A failed CHECK prints file:line and continues.
+ * SKIP("why") marks the current test skipped (loudly) and returns: this machine cannot run it.
+ * MISSING("why") is the same for something `scripts/deps.sh test` installs (s3rver, tzdata):
+ * under CI=true it is a failure, since its absence there is a broken install step.
+ * The binary exits 1 on any failure, else 77 (ctest's SKIP_RETURN_CODE here) if any test was
+ * skipped, else 0. `binary PATTERN[,PATTERN...]` runs the tests whose names match a glob;
+ * a pattern starting with '!' excludes (tests/CMakeLists.txt splits binaries with it).
  */
 #ifndef CAIRN_TEST_H
 #define CAIRN_TEST_H
@@ -20,6 +25,7 @@ void test_register(const char *name, test_fn fn);
 int test_main(int argc, char **argv);
 void test_fail(const char *file, int line, const char *fmt, ...) CAIRN_PRINTF(3, 4);
 void test_skip(const char *why);
+void test_missing(const char *why);
 /* A fresh empty directory for the current test (removed after a passing run). */
 const char *test_tmpdir(void);
 /* Path under ../shared (CAIRN_SHARED env or a search from the source tree); NULL if absent. */
@@ -83,6 +89,12 @@ static inline const char *test_errmsg(const struct cairn_err *e)
 #define SKIP(why)                                                                                  \
     do {                                                                                           \
         test_skip(why);                                                                            \
+        return;                                                                                    \
+    } while (0)
+
+#define MISSING(why)                                                                               \
+    do {                                                                                           \
+        test_missing(why);                                                                         \
         return;                                                                                    \
     } while (0)
 

@@ -17,6 +17,7 @@ import time
 
 from rel import (CAIRN, Cairnd, S3rver, cairn, check, influx_data, run_parts, statuses, tmpdir,
                  tree_sums)
+import skips  # noqa: E402  (tests/harness, on the path through rel)
 
 T = tmpdir("cairn-crash-")
 SANITIZED = "ASAN_OPTIONS" in os.environ or "TSAN_OPTIONS" in os.environ
@@ -141,7 +142,7 @@ def file_part():
 def s3_part():
     s3 = S3rver(T)
     if not s3.available():
-        print("*** SKIPPED: S3 crash half: s3rver not installed (scripts/deps.sh test)")
+        skips.missing_part("S3 crash half: s3rver not installed (scripts/deps.sh test)")
         return
     s3.start()
     try:

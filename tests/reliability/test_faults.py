@@ -16,6 +16,7 @@ import time
 
 from rel import (Cairnd, FaultProxy, S3rver, cairn, check, influx_data, run_parts, statuses,
                  tmpdir, tree_sums)
+import skips  # noqa: E402  (tests/harness, on the path through rel)
 
 T = tmpdir("cairn-faults-")
 figures = []
@@ -31,7 +32,7 @@ def make_src(path, n=6, size=300000):
 def s3_faults():
     s3 = S3rver(T)
     if not s3.available():
-        print("*** SKIPPED: S3 faults: s3rver not installed (scripts/deps.sh test)")
+        skips.missing_part("S3 faults: s3rver not installed (scripts/deps.sh test)")
         return
     s3.start()
     try:
@@ -171,7 +172,7 @@ def enospc():
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        print("*** SKIPPED: ENOSPC: cannot mount a tmpfs (%s)" % r.stdout.decode().strip())
+        skips.skip_part("ENOSPC: cannot mount a tmpfs (%s)" % r.stdout.decode().strip())
         return
     try:
         small = os.path.join(T, "smallsrc")

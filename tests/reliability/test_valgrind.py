@@ -10,6 +10,7 @@ import signal
 import subprocess
 
 from rel import CAIRN, CAIRND, check, finish, free_port, influx_data, tmpdir
+import skips  # noqa: E402  (tests/harness, on the path through rel)
 
 VG = shutil.which("valgrind")
 VGARGS = ["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
@@ -32,8 +33,7 @@ def vg(args, want=0, what=None):
 
 def main():
     if VG is None:
-        print("*** SKIPPED: valgrind not installed (scripts/deps.sh test)")
-        return
+        skips.missing("valgrind not installed (scripts/deps.sh test)")
     try:
         st = os.path.join(T, "state.bin")
         with open(st, "wb") as f:

@@ -18,7 +18,7 @@ cleanup() {
     [ -n "$SERVE_PID" ] && kill "$SERVE_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     if declare -F extra_cleanup >/dev/null; then extra_cleanup || true; fi
-    if [ $rc -eq 0 ]; then rm -rf "$T"; else echo "(kept $T)"; tail -n 30 "$T"/run*.log 2>/dev/null || true; fi
+    if [ $rc -eq 0 ] || [ $rc -eq 77 ]; then rm -rf "$T"; else echo "(kept $T)"; tail -n 30 "$T"/run*.log 2>/dev/null || true; fi
     exit $rc
 }
 trap cleanup EXIT

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL 15 on loopback for a test: data and unix socket inside a temp
 # dir owned by the postgres user, a free TCP port on 127.0.0.1. Sets PG_URL and defines
-# pg_stop. Skips loudly (exit 0 with "*** SKIPPED") only when the server truly cannot run.
+# pg_stop. Without a usable server the test is skipped (exit 77), and fails under CI=true,
+# where scripts/deps.sh has installed PostgreSQL.
+source "$(dirname "${BASH_SOURCE[0]}")/../harness/skips.sh"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_DIR=""
 
 pg_skip() {
-    echo "*** SKIPPED: $* (PostgreSQL part of $(basename "$0"))"
-    exit 0
+    missing "$* (PostgreSQL part of $(basename "$0"))"
 }
 
 pg_stop() {

@@ -2,10 +2,9 @@
 # cairnd's timezone setting: cron schedules follow the local wall clock of that zone across
 # DST changes (Europe/Berlin, 2026), an unknown zone is a configuration error (exit 2).
 source "$(dirname "$0")/cairnd_lib.sh"
-if [ ! -r /usr/share/zoneinfo/Europe/Berlin ]; then
-    echo "*** SKIPPED: no /usr/share/zoneinfo/Europe/Berlin (scripts/deps.sh installs tzdata)"
-    exit 0
-fi
+source "$(dirname "$0")/../harness/skips.sh"
+[ -r /usr/share/zoneinfo/Europe/Berlin ] ||
+    missing "no /usr/share/zoneinfo/Europe/Berlin (scripts/deps.sh installs tzdata)"
 mkdir -p "$T/src" && echo data >"$T/src/f"
 conf() {
     cat >"$T/cairnd.conf" <<CONF

@@ -15,16 +15,13 @@ BIN = os.environ.get("CAIRN_BIN", os.path.join(os.path.dirname(__file__), "../..
 CAIRN = os.path.join(BIN, "cairn")
 CAIRND = os.path.join(BIN, "cairnd")
 INFLUXD = shutil.which("influxd")
-
-
-def skip(why):
-    print("*** SKIPPED: " + why)
-    sys.exit(0)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from skips import missing  # noqa: E402
 
 
 def need_influxd():
     if INFLUXD is None:
-        skip("influxd (Debian package influxdb) is not installed; run scripts/deps.sh test")
+        missing("influxd (Debian package influxdb) is not installed; run scripts/deps.sh test")
 
 
 def free_port():

@@ -6,10 +6,10 @@ set -euo pipefail
 C="$CAIRN_BIN/cairn"
 AWS=/usr/bin/aws # a pip `aws` may shadow the Debian one on PATH
 S3RVER="$CAIRN_SOURCE_DIR/.cache/node/node_modules/.bin/s3rver"
-skip() { echo "*** SKIPPED: $*"; exit 0; }
-[ -x "$AWS" ] || skip "Debian awscli not installed at $AWS (scripts/deps.sh test)"
-[ -x "$S3RVER" ] || skip "s3rver not installed at $S3RVER (scripts/deps.sh test)"
-command -v node >/dev/null || skip "node not installed"
+source "$(dirname "$0")/../harness/skips.sh"
+[ -x "$AWS" ] || missing "Debian awscli not installed at $AWS (scripts/deps.sh test)"
+[ -x "$S3RVER" ] || missing "s3rver not installed at $S3RVER (scripts/deps.sh test)"
+command -v node >/dev/null || missing "node not installed (scripts/deps.sh test)"
 
 tmp=$(mktemp -d /tmp/cairn-interop-XXXXXX)
 spid=
@@ -29,10 +29,10 @@ port=
 for _ in $(seq 1 300); do
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/s3rver.log" | head -1)
     [ -n "$port" ] && break
-    kill -0 "$spid" 2>/dev/null || skip "s3rver exited at startup: $(cat "$tmp/s3rver.log")"
+    kill -0 "$spid" 2>/dev/null || missing "s3rver exited at startup: $(cat "$tmp/s3rver.log")"
     sleep 0.1
 done
-[ -n "$port" ] || skip "s3rver did not start"
+[ -n "$port" ] || missing "s3rver did not start"
 endpoint="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE="$tmp/awsconfig" AWS_SHARED_CREDENTIALS_FILE="$tmp/awscreds"
