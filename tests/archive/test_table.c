@@ -454,8 +454,9 @@ TEST(meta_json_errors_rejected)
 TEST(meta_json_lenient_forms_accepted)
 {
     const char *good[] = {
-        " { \"id\" : \"lenient\" , \"INDEX\" : 18446744073709551615 , \"Unknown\" : "
-        "[1,{\"a\":null}] }\n\n",
+        /* One element, wrapped: the parentheses mark the concatenation as intended. */
+        (" { \"id\" : \"lenient\" , \"INDEX\" : 18446744073709551615 , \"Unknown\" : "
+         "[1,{\"a\":null}] }\n\n"),
         "{\"ID\":\"first\",\"iD\":\"lenient\",\"Peers\":null,\"Configuration\":null}",
         "{\"\xc5\xbfize\":3,\"ID\":\"lenient\"}",
     };

@@ -167,6 +167,11 @@ struct sbuf {
 
 static void sb_add(struct sbuf *b, const char *s, size_t n)
 {
+    /* The doubling below must not wrap (nor let len + n + 1 wrap past the check). */
+    if (n > SIZE_MAX / 4 - b->len) {
+        fprintf(stderr, "sigv4 proxy: %zu + %zu bytes do not fit a buffer\n", b->len, n);
+        abort();
+    }
     if (b->len + n + 1 > b->cap) {
         b->cap = (b->len + n + 1) * 2;
         b->p = cairn_xrealloc(b->p, b->cap);

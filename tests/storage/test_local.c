@@ -31,17 +31,24 @@ static void fake_list(struct cairn_backup_list *l, const struct fake *f, size_t 
     }
 }
 
+/* out gets one character per backup ('x' removed, '.' kept); outsz bounds it. */
 static void plan_str(const struct cairn_backup_list *l, const struct cairn_prune_policy *p,
-                     char *out)
+                     char *out, size_t outsz)
 {
     uint8_t rm[64];
+    const size_t count = l->count;
+    out[0] = '\0';
+    if (count >= outsz || count > sizeof(rm)) {
+        test_fail(__FILE__, __LINE__, "plan_str: %zu backups do not fit", count);
+        return;
+    }
     size_t n = cairn_prune_plan(l, p, rm);
     size_t cnt = 0;
-    for (size_t i = 0; i < l->count; i++) {
+    for (size_t i = 0; i < count; i++) {
         out[i] = rm[i] ? 'x' : '.';
         cnt += rm[i];
     }
-    out[l->count] = '\0';
+    out[count] = '\0';
     CHECK_EQ_INT(n, cnt);
 }
 
@@ -64,14 +71,14 @@ TEST(prune_keep_last_and_incomplete)
     struct cairn_backup_list l;
     fake_list(&l, f, 7);
     char s[16];
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 2}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 2}, s, sizeof(s));
     CHECK_EQ_STR(s, "xxx....");
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s, sizeof(s));
     CHECK_EQ_STR(s, "xxx.x..");
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 10}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 10}, s, sizeof(s));
     CHECK_EQ_STR(s, ".x.....");
     /* keep_last 0 still keeps the newest complete one. */
-    plan_str(&l, &(struct cairn_prune_policy){0}, s);
+    plan_str(&l, &(struct cairn_prune_policy){0}, s, sizeof(s));
     CHECK_EQ_STR(s, "xxx.x..");
     free(l.items);
 }
@@ -82,13 +89,13 @@ TEST(prune_never_removes_only_complete)
     struct cairn_backup_list l;
     fake_list(&l, f, 3);
     char s[8];
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s, sizeof(s));
     CHECK_EQ_STR(s, "x..");
     free(l.items);
     /* No complete backup at all: nothing is removed, not even incomplete ones. */
     struct fake g[] = {{"a", I, 0}, {"b", X, 0}, {"c", I, 0}};
     fake_list(&l, g, 3);
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1}, s, sizeof(s));
     CHECK_EQ_STR(s, "...");
     free(l.items);
 }
@@ -109,14 +116,14 @@ TEST(prune_daily_weekly)
     fake_list(&l, f, 7);
     char s[16];
     /* 3 days: Wednesday(07), Tuesday(05), Monday(04). */
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1, .keep_daily = 3}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1, .keep_daily = 3}, s, sizeof(s));
     CHECK_EQ_STR(s, "xxx..x.");
     /* 2 weeks: this week's newest (07) and last week's newest (02). */
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1, .keep_weekly = 2}, s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 1, .keep_weekly = 2}, s, sizeof(s));
     CHECK_EQ_STR(s, "x.xxxx.");
     /* Rules combine as a union: last 2 (07, 06), weeks (07, 02; only two weeks exist). */
-    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 2, .keep_daily = 1, .keep_weekly = 3},
-             s);
+    plan_str(&l, &(struct cairn_prune_policy){.keep_last = 2, .keep_daily = 1, .keep_weekly = 3}, s,
+             sizeof(s));
     CHECK_EQ_STR(s, "x.xxx..");
     free(l.items);
 }
