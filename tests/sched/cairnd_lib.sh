@@ -96,6 +96,9 @@ start_serve() {
 
 backups() { (cd "$T/backups" && ls -1 | sort | tr '\n' ' '); }
 
+# catchup_done LOG: cairnd run has finished its boot catch-up (every catch-up run is over).
+catchup_done() { grep -q "sched: catch-up finished" "$1"; }
+
 catchup_main() {
     # A sample InfluxDB-style data directory served by the real snapshot service.
     mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
@@ -117,11 +120,12 @@ keep-last = 10
 CONF
     set_clock 2026-01-01T10:30:00Z
     start_run "$T/run1.log"
-    sleep 0.5
+    # Nothing is backed up by the end of the boot catch-up.
+    wait_for 120 catchup_done "$T/run1.log" || fail "boot catch-up did not finish"
     [ "$(backups)" = "" ] || fail "a new schedule must not replay history: $(backups)"
     set_clock 2026-01-01T11:00:00Z
-    wait_for 30 metric_is 1 cairn_backups_succeeded_total hourly || fail "11:00 run did not complete"
-    wait_for 20 dry_last_is 2026-01-01T11:00:00Z || fail "state not persisted: $(dry_last)"
+    wait_for 300 metric_is 1 cairn_backups_succeeded_total hourly || fail "11:00 run did not complete"
+    wait_for 120 dry_last_is 2026-01-01T11:00:00Z || fail "state not persisted: $(dry_last)"
 
     kill -9 "$RUN_PID"
     wait "$RUN_PID" 2>/dev/null || true
@@ -139,8 +143,9 @@ assert [r["name"] for r in p["catchup"]] == want, p
 assert p["skipped"] == 0 and p["last"] == "2026-01-01T11:00:00Z", p
 PY
     start_run "$T/run2.log"
-    wait_for 60 metric_is 3 cairn_backups_succeeded_total hourly || fail "catch-up did not finish: $(metric cairn_backups_succeeded_total hourly)"
-    sleep 1.5 # a periodic snapshot and any stray extra run would show up now
+    wait_for 300 metric_is 3 cairn_backups_succeeded_total hourly || fail "catch-up did not finish: $(metric cairn_backups_succeeded_total hourly)"
+    # The catch-up is over: a stray extra run would show now.
+    wait_for 120 catchup_done "$T/run2.log" || fail "catch-up did not finish"
     metric_is 3 cairn_backups_started_total hourly || fail "started != 3: $(metric cairn_backups_started_total hourly)"
     metric_is 3 cairn_catchup_runs_total hourly || fail "catch-up runs != 3"
     metric_is 0 cairn_backups_already_complete_total hourly || fail "a run was attempted twice"
