@@ -39,7 +39,11 @@ head -c 3000000 /dev/urandom >"$d/state.bin"
 "$cairn" snapshot inspect "$d/state.snap"
 "$cairn" snapshot verify "$d/state.snap"
 cp "$d/state.snap" "$d/tampered.snap"
-printf '\x00' | dd of="$d/tampered.snap" bs=1 seek=2000 conv=notrunc status=none
+# XOR one byte with 0xff so the copy differs for certain (writing a fixed value would leave it
+# unchanged whenever the byte already has that value).
+byte=$(od -An -tu1 -j2000 -N1 "$d/tampered.snap" | tr -d ' ')
+printf "\\$(printf '%03o' $((byte ^ 0xff)))" | dd of="$d/tampered.snap" bs=1 seek=2000 conv=notrunc status=none
+cmp -s "$d/state.snap" "$d/tampered.snap" && { echo "demo: the tampered copy is unchanged" >&2; exit 1; }
 if "$cairn" snapshot verify "$d/tampered.snap"; then
     echo "demo: a tampered archive was accepted" >&2
     exit 1
@@ -55,7 +59,7 @@ for f in autogen/1/000000001-000000001.tsm autogen/1/000000002-000000001.tsm \
 done
 "$cairnd" serve --data "$d/data" --listen 127.0.0.1:0 >"$d/serve.out" 2>"$d/serve.log" &
 serve_pid=$!
-wait_until 20 grep -qs "listening on" "$d/serve.out"
+wait_until 120 grep -qs "listening on" "$d/serve.out"
 addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$d/serve.out" | head -n 1)
 echo "demo: cairnd serve listening on $addr"
 
@@ -74,7 +78,7 @@ CONF
 "$cairnd" run --config "$d/cairnd.conf" 2>"$d/run.log" &
 run_pid=$!
 complete() { [ "$(ls "$d"/backups/*/MANIFEST 2>/dev/null | wc -l)" -ge "$1" ]; }
-wait_until 40 complete 2
+wait_until 300 complete 2
 port=$(sed -n 's/.*metrics on http:\/\/127.0.0.1:\([0-9]*\)\/metrics.*/\1/p' "$d/run.log" | head -n 1)
 if command -v curl >/dev/null && [ -n "$port" ]; then
     echo "demo: metrics (excerpt):"

@@ -28,15 +28,15 @@ start_run "$T/run.log"
 # JSON log lines.
 head -n 1 "$T/run.log" | python3 -c 'import json,sys; json.loads(sys.stdin.readline())' || fail "log is not JSON lines"
 
-wait_for 10 metric_is 1 cairn_snapshot_saves_total || fail "no snapshot after catch-up"
+wait_for 120 metric_is 1 cairn_snapshot_saves_total || fail "no snapshot after catch-up"
 metric_is 0 cairn_snapshot_save_errors_total || fail "save errors before the fault"
 metric_is 0 cairn_snapshot_creation_errors_total || fail "creation errors"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/healthz")" = 200 ] || fail "healthz not 200"
 
 # One good run: counters, bytes, duration histogram, last success time (the fake clock's).
 set_clock 2026-03-01T10:00:00Z
-wait_for 30 metric_is 1 cairn_backups_succeeded_total files || fail "10:00 run"
-wait_for 10 metric_is 2 cairn_snapshot_saves_total || fail "no snapshot after the run"
+wait_for 300 metric_is 1 cairn_backups_succeeded_total files || fail "10:00 run"
+wait_for 120 metric_is 2 cairn_snapshot_saves_total || fail "no snapshot after the run"
 [ "$(metric cairn_backup_bytes_total files)" -gt 100000 ] || fail "bytes: $(metric cairn_backup_bytes_total files)"
 metric_is 1 cairn_backup_duration_seconds_count files || fail "duration histogram"
 scrape | grep -q '^cairn_backup_duration_seconds_bucket{schedule="files",le="+Inf"} 1$' || fail "+Inf bucket"
@@ -45,13 +45,13 @@ metric_is 1772359200 cairn_backup_last_success_timestamp_seconds files || fail "
 # The state directory disappears: the next saves fail, backups go on.
 rm -rf "$T/state"
 set_clock 2026-03-01T10:15:00Z
-wait_for 30 metric_is 2 cairn_backups_succeeded_total files || fail "10:15 run"
-wait_for 10 metric_is 1 cairn_snapshot_save_errors_total || fail "save error not counted: $(metric cairn_snapshot_save_errors_total)"
+wait_for 300 metric_is 2 cairn_backups_succeeded_total files || fail "10:15 run"
+wait_for 120 metric_is 1 cairn_snapshot_save_errors_total || fail "save error not counted: $(metric cairn_snapshot_save_errors_total)"
 metric_is 2 cairn_snapshot_saves_total || fail "a failed save was counted as saved"
 metric_is 0 cairn_snapshot_creation_errors_total || fail "creation errors moved"
 set_clock 2026-03-01T10:30:00Z
-wait_for 30 metric_is 3 cairn_backups_succeeded_total files || fail "10:30 run"
-wait_for 10 metric_is 2 cairn_snapshot_save_errors_total || fail "second save error not counted"
+wait_for 300 metric_is 3 cairn_backups_succeeded_total files || fail "10:30 run"
+wait_for 120 metric_is 2 cairn_snapshot_save_errors_total || fail "second save error not counted"
 code=$(curl -s -o "$T/health" -w '%{http_code}' "http://127.0.0.1:$MPORT/healthz")
 [ "$code" = 503 ] || fail "healthz $code, want 503"
 grep -q "last state snapshot save failed" "$T/health" || fail "healthz body: $(cat "$T/health")"

@@ -68,7 +68,8 @@ def campaign(t, data, kills):
                 srv.proc.wait()
                 srv.proc = None
             try:
-                _, err = p.communicate(timeout=30)
+                # A hang, not slowness: cairn's own --timeout is 3000 ms.
+                _, err = p.communicate(timeout=300)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()

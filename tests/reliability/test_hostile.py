@@ -225,7 +225,7 @@ def sparse_entry(name, realsize, data=b"tail"):
 
 def upload(addr, shard_id, tar):
     host, port = addr.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=20)
+    s = socket.create_connection((host, int(port)), timeout=120)
     s.sendall(bytes([3, 7]) + shard_id.to_bytes(8, "big") + tar)
     s.shutdown(socket.SHUT_WR)
     try:

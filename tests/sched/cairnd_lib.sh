@@ -34,7 +34,9 @@ expect_fail() {
     grep -qF -- "$text" "$T/expect.err" || fail "$*: message: $(cat "$T/expect.err")"
 }
 
-# wait_for SECONDS CMD...: poll CMD every 0.1 s.
+# wait_for SECONDS CMD...: poll CMD every 0.1 s. Deadlines are generous (minutes): the tests
+# run on loaded machines and under sanitizers (ASan 2-3x, TSan 5-15x slower); a deadline is
+# only a bound on a hang, never a measure of speed.
 wait_for() {
     local limit=$1; shift
     local end=$((SECONDS + limit))
@@ -42,6 +44,21 @@ wait_for() {
         [ $SECONDS -lt $end ] || return 1
         sleep 0.1
     done
+}
+
+# exited PID: PID is gone (or a zombie not yet reaped).
+exited() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || true
+    [ -z "$st" ] || [ "$st" = Z ]
+}
+
+# wait_exit SECONDS PID: wait up to SECONDS for PID (a child of this shell) to exit and set
+# EXIT_RC to its status; returns 1 (leaving it running) when it has not exited by then.
+wait_exit() {
+    wait_for "$1" exited "$2" || return 1
+    EXIT_RC=0
+    wait "$2" || EXIT_RC=$?
 }
 
 set_clock() { echo "$1" >"$T/clock.tmp" && mv "$T/clock.tmp" "$T/clock"; }
@@ -58,7 +75,7 @@ start_run() {
     local log=$1
     "$B/cairnd" run --config "$T/cairnd.conf" --fake-clock "$T/clock" >"$log" 2>&1 &
     RUN_PID=$!
-    wait_for 20 grep -qs "metrics on http://" "$log" || fail "cairnd run did not start: $(cat "$log")"
+    wait_for 120 grep -qs "metrics on http://" "$log" || fail "cairnd run did not start: $(cat "$log")"
     MPORT=$(sed -n 's/.*metrics on http:\/\/127.0.0.1:\([0-9]*\)\/metrics.*/\1/p' "$log" | head -n 1)
 }
 
@@ -73,11 +90,14 @@ dry_last_is() { [ "$(dry_last)" = "$1" ]; }
 start_serve() {
     "$B/cairnd" serve --data "$1" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
     SERVE_PID=$!
-    wait_for 20 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
+    wait_for 120 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
     ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)
 }
 
 backups() { (cd "$T/backups" && ls -1 | sort | tr '\n' ' '); }
+
+# catchup_done LOG: cairnd run has finished its boot catch-up (every catch-up run is over).
+catchup_done() { grep -q "sched: catch-up finished" "$1"; }
 
 catchup_main() {
     # A sample InfluxDB-style data directory served by the real snapshot service.
@@ -100,11 +120,12 @@ keep-last = 10
 CONF
     set_clock 2026-01-01T10:30:00Z
     start_run "$T/run1.log"
-    sleep 0.5
+    # Nothing is backed up by the end of the boot catch-up.
+    wait_for 120 catchup_done "$T/run1.log" || fail "boot catch-up did not finish"
     [ "$(backups)" = "" ] || fail "a new schedule must not replay history: $(backups)"
     set_clock 2026-01-01T11:00:00Z
-    wait_for 30 metric_is 1 cairn_backups_succeeded_total hourly || fail "11:00 run did not complete"
-    wait_for 20 dry_last_is 2026-01-01T11:00:00Z || fail "state not persisted: $(dry_last)"
+    wait_for 300 metric_is 1 cairn_backups_succeeded_total hourly || fail "11:00 run did not complete"
+    wait_for 120 dry_last_is 2026-01-01T11:00:00Z || fail "state not persisted: $(dry_last)"
 
     kill -9 "$RUN_PID"
     wait "$RUN_PID" 2>/dev/null || true
@@ -122,8 +143,9 @@ assert [r["name"] for r in p["catchup"]] == want, p
 assert p["skipped"] == 0 and p["last"] == "2026-01-01T11:00:00Z", p
 PY
     start_run "$T/run2.log"
-    wait_for 60 metric_is 3 cairn_backups_succeeded_total hourly || fail "catch-up did not finish: $(metric cairn_backups_succeeded_total hourly)"
-    sleep 1.5 # a periodic snapshot and any stray extra run would show up now
+    wait_for 300 metric_is 3 cairn_backups_succeeded_total hourly || fail "catch-up did not finish: $(metric cairn_backups_succeeded_total hourly)"
+    # The catch-up is over: a stray extra run would show now.
+    wait_for 120 catchup_done "$T/run2.log" || fail "catch-up did not finish"
     metric_is 3 cairn_backups_started_total hourly || fail "started != 3: $(metric cairn_backups_started_total hourly)"
     metric_is 3 cairn_catchup_runs_total hourly || fail "catch-up runs != 3"
     metric_is 0 cairn_backups_already_complete_total hourly || fail "a run was attempted twice"

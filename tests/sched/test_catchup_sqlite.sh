@@ -17,8 +17,9 @@ db.commit()
 PY
 dry_last_is 2026-01-01T10:30:00Z || fail "rollback: $(dry_last)"
 start_run "$T/run3.log"
-wait_for 30 metric_is 4 cairn_backups_already_complete_total hourly ||
+wait_for 300 metric_is 4 cairn_backups_already_complete_total hourly ||
     fail "replayed runs: $(metric cairn_backups_already_complete_total hourly) found complete"
+wait_for 120 catchup_done "$T/run3.log" || fail "replay catch-up did not finish"
 metric_is 0 cairn_backups_started_total hourly || fail "a complete backup was taken again"
 [ "$(backups)" = "$want" ] || fail "backups changed: $(backups)"
 kill -TERM "$RUN_PID"

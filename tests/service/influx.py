@@ -32,13 +32,19 @@ def free_port():
     return port
 
 
-def wait_port(port, proc, timeout=30.0):
+# Deadlines and socket timeouts are generous (minutes): the tests run on loaded machines and
+# under sanitizers (ASan 2-3x, TSan 5-15x slower). They only bound a hang; nothing here measures
+# speed.
+WAIT = 120
+
+
+def wait_port(port, proc, timeout=WAIT):
     end = time.time() + timeout
     while time.time() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("process exited with %s before listening" % proc.returncode)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
             return
         except OSError:
             time.sleep(0.1)
@@ -88,10 +94,10 @@ class Influxd:
         wait_port(self.http, self.proc)
         wait_port(self.snap, self.proc)
         # The HTTP port answers before the meta store is open: wait for /ping 204.
-        end = time.time() + 30
+        end = time.time() + WAIT
         while time.time() < end:
             try:
-                urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.http, timeout=2)
+                urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.http, timeout=10)
                 return self
             except Exception:
                 time.sleep(0.1)
@@ -105,7 +111,7 @@ class Influxd:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=WAIT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -117,7 +123,7 @@ class Influxd:
             params["db"] = db
         data = urllib.parse.urlencode(params).encode()
         with urllib.request.urlopen("http://127.0.0.1:%d/query" % self.http, data=data,
-                                    timeout=30) as r:
+                                    timeout=WAIT) as r:
             out = json.loads(r.read())
         for res in out.get("results", []):
             if "error" in res:
@@ -129,12 +135,12 @@ class Influxd:
         if rp:
             url += "&rp=" + rp
         req = urllib.request.Request(url, data=lines.encode(), method="POST")
-        urllib.request.urlopen(req, timeout=30).read()
+        urllib.request.urlopen(req, timeout=WAIT).read()
 
     def points(self, db):
         """Every point of every measurement in db, all RPs, as a sorted list. Shards just
         restored online are briefly disabled while influxd reopens them: retry then."""
-        end = time.time() + 20
+        end = time.time() + WAIT
         while True:
             try:
                 return self._points(db)
@@ -161,7 +167,7 @@ class Influxd:
             vals.extend(s.get("values") or [])
         return vals
 
-    def wait_tsm(self, timeout=30):
+    def wait_tsm(self, timeout=WAIT):
         """Wait until the WAL has been snapshotted to TSM files (cold duration 1s)."""
         end = time.time() + timeout
         while time.time() < end:
@@ -211,7 +217,7 @@ class Cairnd:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                rc = self.proc.wait(timeout=20)
+                rc = self.proc.wait(timeout=WAIT)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 raise RuntimeError("cairnd did not stop on SIGTERM")
@@ -231,9 +237,10 @@ def check(cond, msg):
     print("ok: " + msg)
 
 
-def probe_port(addr, payload, timeout=10):
+def probe_port(addr, payload, timeout=WAIT):
     """Send raw bytes, half-close, read to EOF (a reset ends it too). Returns the bytes and
-    the local port, which the server's log names."""
+    the local port, which the server's log names. No EOF within timeout raises: a hung server
+    must not pass for one that closed without a reply."""
     host, port = addr.rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=timeout)
     local = s.getsockname()[1]
@@ -246,13 +253,16 @@ def probe_port(addr, payload, timeout=10):
             if not b:
                 break
             out += b
+    except socket.timeout:
+        s.close()
+        raise RuntimeError("%s: no EOF within %.0f s (%d bytes read)" % (addr, timeout, len(out)))
     except OSError:
         pass
     s.close()
     return out, local
 
 
-def probe(addr, payload, timeout=10):
+def probe(addr, payload, timeout=WAIT):
     return probe_port(addr, payload, timeout)[0]
 
 

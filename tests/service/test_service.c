@@ -194,14 +194,16 @@ TEST(server_client_roundtrip)
 
     struct cairn_snap_provider prov;
     CHECK_OK(cairn_snap_dir_provider_new(data, NULL, &prov, &err), &err);
-    struct cairn_snap_server_opts so = {.listen = "127.0.0.1:0", .idle_timeout_ms = 2000};
+    /* Timeouts only bound a hang (nothing here tests them): generous, as this also runs under
+     * TSan on loaded machines. */
+    struct cairn_snap_server_opts so = {.listen = "127.0.0.1:0", .idle_timeout_ms = 60000};
     struct cairn_snap_server *srv = NULL;
     CHECK_OK(cairn_snap_server_new(&so, &prov, &srv, &err), &err);
     if (srv == NULL)
         return;
     pthread_t th;
     pthread_create(&th, NULL, run_server, srv);
-    struct cairn_snap_client c = {cairn_snap_server_address(srv), 2000, 2000};
+    struct cairn_snap_client c = {cairn_snap_server_address(srv), 60000, 60000};
 
     struct cairn_snap_shard_ref *refs;
     size_t n;

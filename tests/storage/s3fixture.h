@@ -88,7 +88,9 @@ static int s3rver_start(void)
     }
     s3rver_pid = pid;
     atexit(s3rver_stop);
-    for (int i = 0; i < 300 && s3rver_port == 0; i++) { /* up to 30 s */
+    /* up to 120 s: a deadline for a hang, generous on a loaded machine */
+    for (uint64_t end = cairn_mono_ns() + 120000000000ull;
+         s3rver_port == 0 && cairn_mono_ns() < end;) {
         usleep(100000);
         uint8_t *txt = NULL;
         size_t len = 0;
@@ -565,7 +567,8 @@ static void fault_proxy_stop(struct fault_proxy *p)
 {
     atomic_store(&p->stop, 1);
     pthread_join(p->th, NULL);
-    for (int i = 0; i < 3000 && atomic_load(&p->active) > 0; i++)
+    for (uint64_t end = cairn_mono_ns() + 120000000000ull;
+         atomic_load(&p->active) > 0 && cairn_mono_ns() < end;)
         usleep(10000);
     close(p->lfd);
     free(p);

@@ -317,8 +317,8 @@ CONFORMANCE(multithreaded_add_file)
     struct cairn_writer *w = NULL;
     CHECK_OK(cairn_backup_add_file(b, "slow", -1, &w, &err), &err);
     pthread_t slow;
+    uint64_t t0 = cairn_mono_ns(); /* before the writer's 300 ms sleep can begin */
     pthread_create(&slow, NULL, slow_close, w);
-    uint64_t t0 = cairn_mono_ns();
     CHECK_OK(cairn_backup_end(b, &err), &err);
     CHECK(cairn_mono_ns() - t0 > 200000000u);
     pthread_join(slow, NULL);

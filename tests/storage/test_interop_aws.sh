@@ -26,7 +26,8 @@ NODE_OPTIONS=--openssl-legacy-provider "$S3RVER" -d "$tmp/s3data" -a 127.0.0.1 -
     --configure-bucket interop >"$tmp/s3rver.log" 2>&1 &
 spid=$!
 port=
-for _ in $(seq 1 300); do
+end=$((SECONDS + 120)) # a deadline for a hang, generous on a loaded machine
+while [ $SECONDS -lt $end ]; do
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/s3rver.log" | head -1)
     [ -n "$port" ] && break
     kill -0 "$spid" 2>/dev/null || missing "s3rver exited at startup: $(cat "$tmp/s3rver.log")"
