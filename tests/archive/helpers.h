@@ -16,15 +16,52 @@ struct bytes {
     uint8_t *p;
     size_t len;
     int committed; /* set by a capture sink's finish */
+    size_t cap;    /* allocated size; 0 when p was not allocated here */
 };
 
+/* The spare room past the terminating NUL stays poisoned under ASan, so a read beyond len + 1
+ * is caught as with an exact-size allocation. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BYTES_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BYTES_ASAN 1
+#endif
+#endif
+#ifdef BYTES_ASAN
+#include <sanitizer/asan_interface.h>
+#define BYTES_POISON(p, n)   __asan_poison_memory_region((p), (n))
+#define BYTES_UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define BYTES_POISON(p, n)   ((void)(p), (void)(n))
+#define BYTES_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Appends grow the buffer geometrically: one realloc per append made building a MiB from
+ * small pieces quadratic (minutes under ASan, whose realloc always copies). */
 static inline void bytes_add(struct bytes *b, const void *d, size_t n)
 {
-    b->p = cairn_xrealloc(b->p, b->len + n + 1);
+    size_t need = b->len + n + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = cairn_xmalloc(cap);
+        if (b->p != NULL) {
+            memcpy(p, b->p, b->len);
+            if (b->cap)
+                BYTES_UNPOISON(b->p, b->cap);
+            free(b->p);
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    BYTES_UNPOISON(b->p + b->len, n + 1);
     if (n)
         memcpy(b->p + b->len, d, n);
     b->len += n;
     b->p[b->len] = 0;
+    BYTES_POISON(b->p + b->len + 1, b->cap - b->len - 1);
 }
 
 static inline void bytes_str(struct bytes *b, const char *s)
@@ -34,6 +71,8 @@ static inline void bytes_str(struct bytes *b, const char *s)
 
 static inline void bytes_free(struct bytes *b)
 {
+    if (b->p != NULL && b->cap)
+        BYTES_UNPOISON(b->p, b->cap);
     free(b->p);
     memset(b, 0, sizeof(*b));
 }
