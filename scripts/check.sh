@@ -126,23 +126,36 @@ unset TSAN_OPTIONS
 phase "fuzz smoke (libFuzzer)"
 if command -v clang >/dev/null 2>&1; then
     if build build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCAIRN_FUZZ=ON -DCAIRN_TESTS=OFF; then
-        for f in build-fuzz/tests/fuzz/fuzz_*; do
-            [ -x "$f" ] || continue
+        # One target per core at a time; each writes its verdict to the results.
+        fuzz_one() {
+            local f=$1 name corpus fwork t0 st
             name=$(basename "$f")
             corpus=tests/fuzz/corpus/${name#fuzz_}
             fwork=$(mktemp -d)
-            echo "--- $name (${CAIRN_FUZZ_SECONDS:-20}s)"
             t0=$SECONDS
-            if "$f" -max_total_time="${CAIRN_FUZZ_SECONDS:-20}" -print_final_stats=0 "$fwork" ${corpus:+$( [ -d "$corpus" ] && echo "$corpus")} >"$work/fuzz.log" 2>&1; then
+            if "$f" -max_total_time="${CAIRN_FUZZ_SECONDS:-20}" -print_final_stats=0 "$fwork" \
+                $([ -d "$corpus" ] && echo "$corpus") >"$work/$name.log" 2>&1; then
                 st=pass
             else
-                tail -n 40 "$work/fuzz.log"
+                tail -n 40 "$work/$name.log"
                 echo "*** $name found a crash"
                 st=fail
             fi
+            echo "--- $name: $st ($((SECONDS - t0)) s)"
             printf 'fuzz\t%s\t%s\t%s\n' "$name" $st $((SECONDS - t0)) >>"$work/results"
             rm -rf "$fwork"
+        }
+        running=0
+        for f in build-fuzz/tests/fuzz/fuzz_*; do
+            [ -x "$f" ] || continue
+            fuzz_one "$f" &
+            running=$((running + 1))
+            if [ $running -ge "$jobs" ]; then
+                wait -n
+                running=$((running - 1))
+            fi
         done
+        wait
     fi
 else
     echo "*** clang not available: no fuzz smoke"
