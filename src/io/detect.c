@@ -84,7 +84,17 @@ static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
     return cairn_reader_read(r->next, buf, cap, got, err);
 }
 
-static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read, NULL};
+/* The chosen decoder's consumption; the prefix stage below it passes bytes through. */
+static uint64_t auto_consumed(const struct cairn_reader *r)
+{
+    const struct auto_reader *a = (const struct auto_reader *)r;
+    if (!a->chosen)
+        return 0;
+    return r->next->ops == &prefix_reader_ops ? r->next->bytes : cairn_reader_consumed(r->next);
+}
+
+static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read, NULL,
+                                                        auto_consumed};
 
 struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src)
 {
