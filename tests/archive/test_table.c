@@ -322,6 +322,52 @@ TEST(sums_naming_other_files_rejected)
     free(named);
 }
 
+/* A tar whose SHA256SUMS is the given bytes (which may hold NULs). */
+static struct bytes sums_tar(const char *sums, size_t len)
+{
+    struct bytes t = {0};
+    char *m = default_meta_json();
+    tar_add(&t, "meta.json", '0', m, strlen(m), NULL);
+    tar_add(&t, "state.bin", '0', STATE_TEXT, strlen(STATE_TEXT), NULL);
+    tar_add(&t, "SHA256SUMS", '0', sums, len, NULL);
+    tar_zero_blocks(&t, 2);
+    free(m);
+    return t;
+}
+
+TEST(sums_names_with_a_nul_rejected)
+{
+    /* Go's Sscanf("%s") stops only at space, so "meta.json\x00" is a name of its own, which
+     * the hash map does not hold: list missing hash. Compared as C strings it would pass. */
+    char *m = default_meta_json();
+    char *hm = hex_sha(m, strlen(m)), *hs = hex_sha(STATE_TEXT, strlen(STATE_TEXT));
+    struct bytes s = {0};
+    bytes_str(&s, hm);
+    bytes_add(&s, "  meta.json\0\n", 13);
+    bytes_str(&s, hs);
+    bytes_str(&s, "  state.bin\n");
+    struct bytes t = sums_tar((const char *)s.p, s.len);
+    REJECT(t, "list missing hash for \"meta.json\\x00\"");
+    bytes_free(&s);
+    bytes_str(&s, hm);
+    bytes_str(&s, "  meta.json\n");
+    bytes_str(&s, hs);
+    bytes_add(&s, "  state\0.bin\n", 13);
+    t = sums_tar((const char *)s.p, s.len);
+    REJECT(t, "list missing hash for \"state\\x00.bin\"");
+    bytes_free(&s);
+    bytes_str(&s, hm);
+    bytes_str(&s, "  meta.json\n");
+    bytes_str(&s, hs);
+    bytes_add(&s, "  state.bin\0\0\0", 14); /* a last line without '\n' */
+    t = sums_tar((const char *)s.p, s.len);
+    REJECT(t, "list missing hash for \"state.bin\\x00\\x00\\x00\"");
+    bytes_free(&s);
+    free(m);
+    free(hm);
+    free(hs);
+}
+
 TEST(digest_mismatch_rejected)
 {
     char *m = default_meta_json(), *good = sums_for(m, STATE_TEXT);
