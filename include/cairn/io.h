@@ -130,7 +130,8 @@ enum cairn_compression {
     CAIRN_COMPRESS_AUTO = 3,
 };
 
-/* Classify a stream by its first bytes (gzip 1f8b, zstd 28b52ffd); NONE otherwise. */
+/* Classify a stream by its first bytes (gzip 1f8b; zstd 28b52ffd, or a skippable frame
+ * 5?2a4d18 as pzstd and seekable zstd write); NONE otherwise. */
 CAIRN_API enum cairn_compression cairn_detect_compression(const void *buf, size_t len);
 CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
 
@@ -138,7 +139,8 @@ CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
  * or more standard zstd frames. level: 1..19 or negative for the fast levels. */
 CAIRN_API struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
                                                      int threads);
-/* Decodes concatenated zstd frames; truncation or trailing garbage is CAIRN_E_CORRUPT. */
+/* Decodes concatenated zstd frames, skipping skippable frames anywhere (pzstd, seekable zstd);
+ * truncation or trailing garbage is CAIRN_E_CORRUPT. */
 CAIRN_API struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src);
 
 /* gzip compressed with libdeflate in independent 1 MiB blocks on `threads` workers (0 = one

@@ -12,6 +12,10 @@ enum cairn_compression cairn_detect_compression(const void *buf, size_t len)
         return CAIRN_COMPRESS_GZIP;
     if (len >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
         return CAIRN_COMPRESS_ZSTD;
+    /* A skippable frame (0x184D2A50..0x184D2A5F, little endian) first: pzstd writes one in
+     * front of every frame. libzstd's decoder skips them wherever they are. */
+    if (len >= 4 && (b[0] & 0xf0) == 0x50 && b[1] == 0x2a && b[2] == 0x4d && b[3] == 0x18)
+        return CAIRN_COMPRESS_ZSTD;
     return CAIRN_COMPRESS_NONE;
 }
 
