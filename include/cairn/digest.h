@@ -39,7 +39,8 @@ CAIRN_API void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size
                                  const void *data, size_t len, uint8_t out[32]);
 
 /* Load a 32-byte key from a file holding 32 raw bytes or 64 hex digits (trailing newline
- * allowed). Refuses group/world-readable files with a clear CAIRN_E_PERM error. */
+ * allowed). Refuses anything but a regular file (a FIFO, directory or device) with
+ * CAIRN_E_INVALID without blocking, and group/world-readable files with CAIRN_E_PERM. */
 struct cairn_err;
 CAIRN_API int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err);
 

@@ -83,6 +83,9 @@ struct cairn_reader_ops {
     /* Read up to cap bytes; *got = 0 means end of stream. */
     int (*read)(struct cairn_reader *r, void *buf, size_t cap, size_t *got, struct cairn_err *err);
     void (*free)(struct cairn_reader *r);
+    /* Optional: bytes of next this stage has used so far, excluding input read ahead and still
+     * buffered (see cairn_reader_consumed). NULL: everything read from next counts. */
+    uint64_t (*consumed)(const struct cairn_reader *r);
 };
 
 struct cairn_reader {
@@ -102,6 +105,10 @@ CAIRN_API int cairn_reader_read(struct cairn_reader *r, void *buf, size_t cap, s
 CAIRN_API int cairn_reader_read_full(struct cairn_reader *r, void *buf, size_t len,
                                      const char *what, struct cairn_err *err);
 CAIRN_API void cairn_reader_free(struct cairn_reader *r);
+/* Bytes of its source that stage r has consumed: for the decompressors, the compressed bytes
+ * the decoder has taken in (not those read ahead into the stage's input buffer), so a ratio
+ * of output to input is judged against what produced the output. 0 for a source stage. */
+CAIRN_API uint64_t cairn_reader_consumed(const struct cairn_reader *r);
 
 CAIRN_API struct cairn_reader *cairn_fd_reader_new(int fd, int own_fd);
 CAIRN_API struct cairn_reader *cairn_file_reader_open(const char *path, struct cairn_err *err);
@@ -123,7 +130,8 @@ enum cairn_compression {
     CAIRN_COMPRESS_AUTO = 3,
 };
 
-/* Classify a stream by its first bytes (gzip 1f8b, zstd 28b52ffd); NONE otherwise. */
+/* Classify a stream by its first bytes (gzip 1f8b; zstd 28b52ffd, or a skippable frame
+ * 5?2a4d18 as pzstd and seekable zstd write); NONE otherwise. */
 CAIRN_API enum cairn_compression cairn_detect_compression(const void *buf, size_t len);
 CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
 
@@ -131,7 +139,8 @@ CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
  * or more standard zstd frames. level: 1..19 or negative for the fast levels. */
 CAIRN_API struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
                                                      int threads);
-/* Decodes concatenated zstd frames; truncation or trailing garbage is CAIRN_E_CORRUPT. */
+/* Decodes concatenated zstd frames, skipping skippable frames anywhere (pzstd, seekable zstd);
+ * truncation or trailing garbage is CAIRN_E_CORRUPT. */
 CAIRN_API struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src);
 
 /* gzip compressed with libdeflate in independent 1 MiB blocks on `threads` workers (0 = one

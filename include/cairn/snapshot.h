@@ -163,7 +163,8 @@ struct cairn_snapshot_read_opts {
     size_t member_cap;  /* cap on meta.json / SHA256SUMS / SHA256SUMS.sealed; 0 = 1 MiB */
     const char *tmpdir; /* restore's spool directory; NULL: $TMPDIR or /tmp */
     /* Decompression bomb guard: past 64 MiB, the tar may be at most max_ratio times the
-     * compressed bytes read so far, else CAIRN_E_CORRUPT. 0 = 4096; UINT_MAX = no limit. */
+     * compressed bytes the decoder consumed so far (not read ahead), else CAIRN_E_CORRUPT.
+     * 0 = 4096; UINT_MAX = no limit. */
     unsigned max_ratio;
 };
 

@@ -14,6 +14,8 @@
 
 /* Go's %q for a name in an error message, into out (always NUL-terminated). */
 void snap_quote(const char *s, char *out, size_t cap);
+/* The same for len bytes that may hold NULs (shown as \x00). */
+void snap_quote_n(const char *s, size_t len, char *out, size_t cap);
 
 /* Go's hashList.Encode: "<hex>  meta.json\n<hex>  state.bin\n" (we fix this order). *out is
  * malloc'd. */

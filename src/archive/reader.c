@@ -52,15 +52,17 @@ static struct pass_reader *pass_new(struct cairn_reader *owned, struct cairn_rea
 }
 
 /* Decompression bomb guard: once the tar passes RATIO_FLOOR bytes, it may be at most `ratio`
- * times the compressed bytes read so far (gzip cannot exceed ~1032:1; real snapshots are far
- * below the default). Without it a small archive could fill the disk of extract or restore
- * before its hashes are checked at the end. */
+ * times the compressed bytes the decoder has consumed so far (gzip cannot exceed ~1032:1; real
+ * snapshots are far below the default). Without it a small archive could fill the disk of
+ * extract or restore before its hashes are checked at the end. Consumed, not read: the decoder
+ * stages read ahead (zstd 128 KiB, gzip 256 KiB at a time), and ratio times that read-ahead
+ * (512 MiB for zstd at 4096:1) would pass before a refusal. Counted this way the output stops
+ * within one read (256 KiB) of the floor or of ratio times the input that produced it. */
 #define RATIO_FLOOR   (64u << 20)
 #define RATIO_DEFAULT 4096u
 
 struct ratio_reader {
-    struct cairn_reader base;
-    const struct cairn_reader *compressed;
+    struct cairn_reader base; /* next: the decompressor */
     uint64_t out;
     unsigned ratio;
 };
@@ -73,23 +75,23 @@ static int ratio_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got
     if (rc != CAIRN_OK)
         return rc;
     q->out += *got;
-    if (q->out > RATIO_FLOOR && q->out / q->ratio > q->compressed->bytes)
+    if (q->out <= RATIO_FLOOR)
+        return CAIRN_OK;
+    uint64_t in = cairn_reader_consumed(r->next);
+    if (q->out / q->ratio > in)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "failed to decompress snapshot: %llu bytes from %llu compressed "
                              "bytes is over the %u:1 limit (a decompression bomb?)",
-                             (unsigned long long)q->out, (unsigned long long)q->compressed->bytes,
-                             q->ratio);
+                             (unsigned long long)q->out, (unsigned long long)in, q->ratio);
     return CAIRN_OK;
 }
 
 static const struct cairn_reader_ops ratio_reader_ops = {"ratio-limit", ratio_read, NULL};
 
-static struct cairn_reader *ratio_new(struct cairn_reader *next,
-                                      const struct cairn_reader *compressed, unsigned ratio)
+static struct cairn_reader *ratio_new(struct cairn_reader *next, unsigned ratio)
 {
     struct ratio_reader *q = cairn_xcalloc(1, sizeof(*q));
     cairn_reader_init(&q->base, &ratio_reader_ops, next);
-    q->compressed = compressed;
     q->ratio = ratio ? ratio : RATIO_DEFAULT;
     return &q->base;
 }
@@ -126,7 +128,7 @@ static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
     const uint8_t *b = replay->prefix;
     if (cairn_detect_compression(b, replay->plen) == CAIRN_COMPRESS_ZSTD) {
         si->flavour = CAIRN_SNAPSHOT_ZSTD;
-        si->top = ratio_new(cairn_zstd_reader_new(&replay->base), si->hash, max_ratio);
+        si->top = ratio_new(cairn_zstd_reader_new(&replay->base), max_ratio);
         return CAIRN_OK;
     }
     si->flavour = CAIRN_SNAPSHOT_GZIP;
@@ -137,7 +139,7 @@ static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
     if (b[0] != 0x1f || b[1] != 0x8b || b[2] != 8)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "failed to decompress snapshot: gzip: invalid header");
-    si->top = ratio_new(cairn_gzip_reader_new(&replay->base), si->hash, max_ratio);
+    si->top = ratio_new(cairn_gzip_reader_new(&replay->base), max_ratio);
     return CAIRN_OK;
 }
 

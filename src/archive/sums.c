@@ -9,14 +9,14 @@
 #include "cairn/digest.h"
 #include "common/util.h"
 
-void snap_quote(const char *s, char *out, size_t cap)
+void snap_quote_n(const char *s, size_t len, char *out, size_t cap)
 {
-    size_t o = 0;
+    size_t o = 0, i = 0;
     const unsigned char *p = (const unsigned char *)s;
 #define PUT(...) (o += (size_t)snprintf(out + o, o < cap ? cap - o : 0, __VA_ARGS__))
     PUT("\"");
-    for (; *p && o + 8 < cap; p++) {
-        unsigned char c = *p;
+    for (; i < len && o + 8 < cap; i++) {
+        unsigned char c = p[i];
         if (c == '"' || c == '\\')
             PUT("\\%c", c);
         else if (c == '\n')
@@ -30,11 +30,16 @@ void snap_quote(const char *s, char *out, size_t cap)
         else
             PUT("%c", c);
     }
-    if (*p)
+    if (i < len)
         PUT("...");
     PUT("\"");
 #undef PUT
     out[cap - 1] = 0;
+}
+
+void snap_quote(const char *s, char *out, size_t cap)
+{
+    snap_quote_n(s, strlen(s), out, cap);
 }
 
 void snap_sums_encode(const uint8_t meta[32], const uint8_t state[32], char **out, size_t *len)
@@ -123,9 +128,10 @@ static void skip_space(struct scan *sc)
         scan_get(sc);
 }
 
-/* fmt.Sscanf(line, "%x  %s", &digest, &name). Returns 0 or sets err (Go's texts). */
+/* fmt.Sscanf(line, "%x  %s", &digest, &name). Returns 0 or sets err (Go's texts). The name
+ * is every byte up to a space, NUL included, as in Go: *name_len, not strlen, is its length. */
 static int scan_line(struct scan *sc, uint8_t *digest, size_t *dlen, size_t dcap, char **name,
-                     struct cairn_err *err)
+                     size_t *name_len, struct cairn_err *err)
 {
     *dlen = 0;
     skip_space(sc);
@@ -163,6 +169,7 @@ static int scan_line(struct scan *sc, uint8_t *digest, size_t *dlen, size_t dcap
     *name = cairn_xmalloc(n + 1);
     memcpy(*name, sc->s + start, n);
     (*name)[n] = 0;
+    *name_len = n;
     return CAIRN_OK;
 }
 
@@ -188,12 +195,17 @@ int snap_sums_verify(const uint8_t *text, size_t len, const uint8_t meta[32],
         uint8_t digest[32];
         size_t dlen;
         char *name = NULL;
-        int rc = scan_line(&sc, digest, &dlen, sizeof(digest), &name, err);
+        size_t nlen = 0;
+        int rc = scan_line(&sc, digest, &dlen, sizeof(digest), &name, &nlen, err);
         if (rc != CAIRN_OK)
             return rc;
-        int which = strcmp(name, names[0]) == 0 ? 0 : strcmp(name, names[1]) == 0 ? 1 : -1;
+        /* Exact bytes, as Go's map lookup: "meta.json\x00" is another name. */
+        int which = -1;
+        for (int i = 0; i < 2; i++)
+            if (nlen == strlen(names[i]) && memcmp(name, names[i], nlen) == 0)
+                which = i;
         char q[160];
-        snap_quote(name, q, sizeof(q));
+        snap_quote_n(name, nlen, q, sizeof(q));
         free(name);
         if (which < 0)
             return cairn_err_set(err, CAIRN_E_CORRUPT, "list missing hash for %s", q);

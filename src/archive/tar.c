@@ -8,6 +8,7 @@
  * remain" rule), and its error texts are not Go's. A few hundred lines following Go's reader
  * give byte-exact control; the writer is simpler still because only four fixed members exist. */
 #include "archive/tar.h"
+#include "archive/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,7 @@ struct tar_reader {
     int64_t pax_size;
     int pax_size_set;
     int pax_sparse;
+    char *pax_sparse_name; /* GNU.sparse.name (PAX sparse 1.0): the member's real name */
     char *long_name;
 };
 
@@ -198,6 +200,8 @@ static void clear_pax(struct tar_reader *t)
     t->pax_path_set = 0;
     t->pax_size_set = 0;
     t->pax_sparse = 0;
+    free(t->pax_sparse_name);
+    t->pax_sparse_name = NULL;
 }
 
 static void clear_meta_headers(struct tar_reader *t)
@@ -541,6 +545,12 @@ static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int g
                 goto bad;
         } else if (has_prefix(k, klen, "GNU.sparse.")) {
             t->pax_sparse = 1;
+            if (keyeq(k, klen, "GNU.sparse.name")) {
+                free(t->pax_sparse_name);
+                t->pax_sparse_name = cairn_xmalloc(vlen + 1);
+                memcpy(t->pax_sparse_name, v, vlen);
+                t->pax_sparse_name[vlen] = 0;
+            }
         }
     }
     return CAIRN_OK;
@@ -626,9 +636,6 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
             free(body);
             continue;
         }
-        if (type == 'S' || t->pax_sparse)
-            return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
-                                 "archive/tar: sparse member \"%s\" is not supported", t->ent.name);
         /* mergePAX, GNU long name, then the legacy NUL typeflag. */
         if (t->pax_path_set) {
             free(t->ent.name);
@@ -639,6 +646,18 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
         if (t->long_name != NULL && t->long_name[0] != 0) {
             free(t->ent.name);
             t->ent.name = cairn_xstrdup(t->long_name);
+        }
+        /* Sparse members (old GNU 'S', or PAX GNU.sparse.* records) would expand holes a few
+         * bytes describe into any size; no snapshot writer makes them. Damaged or hostile
+         * input, so CAIRN_E_CORRUPT (exit 3), naming the member by its real name. */
+        if (type == 'S' || t->pax_sparse) {
+            char q[160];
+            snap_quote(t->pax_sparse_name ? t->pax_sparse_name : t->ent.name, q, sizeof(q));
+            clear_meta_headers(t);
+            return cairn_err_set(err, CAIRN_E_CORRUPT,
+                                 "archive/tar: sparse member %s refused (snapshots have no sparse "
+                                 "members and cairn does not expand them)",
+                                 q);
         }
         clear_meta_headers(t);
         if (type == 0) {

@@ -4,14 +4,17 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static EVP_MD *g_sha256;
 static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
@@ -160,21 +163,52 @@ void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_
     EVP_MAC_free(mac);
 }
 
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a plain file";
+}
+
+#define KEY_FILE_MAX 256
+
+/* One open, then fstat and read on that descriptor: O_NONBLOCK so a FIFO cannot block the
+ * open (it is refused right after), and nothing can swap the file between check and read. */
 int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
 {
-    struct stat st;
-    if (stat(path, &st) != 0)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
         return cairn_err_sys(err, 0, errno, "key file '%s'", path);
-    if (st.st_mode & 077)
-        return cairn_err_set(err, CAIRN_E_PERM,
-                             "key file '%s' is readable by group or others (mode %04o); "
-                             "chmod 600 it",
-                             path, (unsigned)(st.st_mode & 07777));
-    uint8_t *data;
-    size_t len;
-    int rc = cairn_read_file(path, 256, &data, &len, err);
-    if (rc != CAIRN_OK)
+    struct stat st;
+    int rc = CAIRN_OK;
+    uint8_t data[KEY_FILE_MAX + 1];
+    size_t len = 0;
+    if (fstat(fd, &st) != 0)
+        rc = cairn_err_sys(err, 0, errno, "key file '%s'", path);
+    else if (!S_ISREG(st.st_mode))
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (%s)", path,
+                           file_kind(st.st_mode));
+    else if (st.st_mode & 077)
+        rc = cairn_err_set(err, CAIRN_E_PERM,
+                           "key file '%s' is readable by group or others (mode %04o); "
+                           "chmod 600 it",
+                           path, (unsigned)(st.st_mode & 07777));
+    else {
+        char what[4200];
+        snprintf(what, sizeof(what), "key file '%s'", path);
+        rc = cairn_read_all(fd, data, sizeof(data), &len, what, err);
+    }
+    close(fd);
+    if (rc == CAIRN_OK && len > KEY_FILE_MAX)
+        rc =
+            cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %d bytes", path, KEY_FILE_MAX);
+    if (rc != CAIRN_OK) {
+        OPENSSL_cleanse(data, sizeof(data));
         return rc;
+    }
     size_t n = len;
     while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
         n--;
@@ -188,7 +222,6 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
                            "key file '%s' must hold 32 raw bytes or 64 hex digits (has %zu bytes)",
                            path, len);
     }
-    OPENSSL_cleanse(data, len);
-    free(data);
+    OPENSSL_cleanse(data, sizeof(data));
     return rc;
 }

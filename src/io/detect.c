@@ -12,6 +12,10 @@ enum cairn_compression cairn_detect_compression(const void *buf, size_t len)
         return CAIRN_COMPRESS_GZIP;
     if (len >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
         return CAIRN_COMPRESS_ZSTD;
+    /* A skippable frame (0x184D2A50..0x184D2A5F, little endian) first: pzstd writes one in
+     * front of every frame. libzstd's decoder skips them wherever they are. */
+    if (len >= 4 && (b[0] & 0xf0) == 0x50 && b[1] == 0x2a && b[2] == 0x4d && b[3] == 0x18)
+        return CAIRN_COMPRESS_ZSTD;
     return CAIRN_COMPRESS_NONE;
 }
 
@@ -84,7 +88,17 @@ static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
     return cairn_reader_read(r->next, buf, cap, got, err);
 }
 
-static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read, NULL};
+/* The chosen decoder's consumption; the prefix stage below it passes bytes through. */
+static uint64_t auto_consumed(const struct cairn_reader *r)
+{
+    const struct auto_reader *a = (const struct auto_reader *)r;
+    if (!a->chosen)
+        return 0;
+    return r->next->ops == &prefix_reader_ops ? r->next->bytes : cairn_reader_consumed(r->next);
+}
+
+static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read, NULL,
+                                                        auto_consumed};
 
 struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src)
 {

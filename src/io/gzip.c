@@ -298,7 +298,15 @@ static void gzip_reader_free(struct cairn_reader *r)
     free(g);
 }
 
-static const struct cairn_reader_ops gzip_reader_ops = {"gzip", gzip_read, gzip_reader_free};
+/* What inflate (and the member header checks) took in: not the unused rest of the buffer. */
+static uint64_t gzip_reader_consumed(const struct cairn_reader *r)
+{
+    const struct gzip_reader *g = (const struct gzip_reader *)r;
+    return r->next->bytes - g->zs.avail_in;
+}
+
+static const struct cairn_reader_ops gzip_reader_ops = {"gzip", gzip_read, gzip_reader_free,
+                                                        gzip_reader_consumed};
 
 struct cairn_reader *cairn_gzip_reader_new(struct cairn_reader *src)
 {

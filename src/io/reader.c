@@ -63,6 +63,13 @@ int cairn_reader_read_full(struct cairn_reader *r, void *buf, size_t len, const 
     return CAIRN_OK;
 }
 
+uint64_t cairn_reader_consumed(const struct cairn_reader *r)
+{
+    if (r->ops->consumed != NULL)
+        return r->ops->consumed(r);
+    return r->next != NULL ? r->next->bytes : 0;
+}
+
 void cairn_reader_free(struct cairn_reader *r)
 {
     while (r != NULL) {

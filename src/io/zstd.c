@@ -132,7 +132,15 @@ static void zstd_reader_free(struct cairn_reader *r)
     free(z);
 }
 
-static const struct cairn_reader_ops zstd_reader_ops = {"zstd", zstd_read, zstd_reader_free};
+/* What the decoder took in: zstd's inBuffer.pos, so not the rest of the last read. */
+static uint64_t zstd_reader_consumed(const struct cairn_reader *r)
+{
+    const struct zstd_reader *z = (const struct zstd_reader *)r;
+    return r->next->bytes - (z->inb.size - z->inb.pos);
+}
+
+static const struct cairn_reader_ops zstd_reader_ops = {"zstd", zstd_read, zstd_reader_free,
+                                                        zstd_reader_consumed};
 
 struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src)
 {

@@ -545,6 +545,114 @@ TEST(restore_hands_over_only_verified_state)
     free(state);
 }
 
+/* A zstd skippable frame (magic 0x184D2A50..5F, 32-bit length, payload). */
+static void skippable(struct bytes *b, unsigned nibble, const void *payload, uint32_t len)
+{
+    uint8_t h[8] = {(uint8_t)(0x50 | nibble),
+                    0x2a,
+                    0x4d,
+                    0x18,
+                    (uint8_t)len,
+                    (uint8_t)(len >> 8),
+                    (uint8_t)(len >> 16),
+                    (uint8_t)(len >> 24)};
+    bytes_add(b, h, 8);
+    bytes_add(b, payload, len);
+}
+
+static struct bytes zstd_frame(const void *d, size_t n)
+{
+    struct bytes out = {0};
+    struct cairn_err err;
+    struct cairn_writer *w = cairn_zstd_writer_new(capture_new(&out), 3, 1);
+    CHECK_OK(cairn_writer_write(w, d, n, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    cairn_writer_free(w);
+    return out;
+}
+
+TEST(zstd_skippable_frames_are_skipped)
+{
+    /* Real pzstd output (pzstd -p 2 -3 of a cairn tar; tests/archive/data/README): three
+     * frames, each behind a skippable frame holding its size. */
+    struct cairn_err err;
+    struct cairn_snapshot_info info;
+    char *path = cairn_xasprintf("%s/tests/archive/data/pzstd.snap", test_source_dir());
+    struct bytes p = {0};
+    size_t plen;
+    CHECK_OK(cairn_read_file(path, 1u << 20, &p.p, &plen, &err), &err);
+    p.len = plen;
+    free(path);
+    CHECK(cairn_detect_compression(p.p, p.len) == CAIRN_COMPRESS_ZSTD);
+    struct bytes line = {0};
+    for (int i = 0; i < 100; i++) {
+        char l[32];
+        snprintf(l, sizeof(l), "raft fsm record %04d\n", i);
+        bytes_str(&line, l);
+    }
+    struct bytes want = {cairn_xmalloc(line.len * 8000), line.len * 8000, 0};
+    for (int i = 0; i < 8000; i++)
+        memcpy(want.p + (size_t)i * line.len, line.p, line.len);
+    bytes_free(&line);
+    uint8_t state_sha[32];
+    cairn_sha256_oneshot(want.p, want.len, state_sha);
+    CHECK_OK(verify_bytes(&p, NULL, &info, &err), &err);
+    CHECK_EQ_INT(info.flavour, CAIRN_SNAPSHOT_ZSTD);
+    CHECK_EQ_INT(info.meta.index, 42);
+    CHECK_EQ_INT(info.meta.term, 3);
+    CHECK_EQ_STR(info.meta.id, "3-42-1700000000000");
+    CHECK_EQ_INT(info.state_len, want.len);
+    CHECK(memcmp(info.state_sha256, state_sha, 32) == 0);
+    CHECK_EQ_INT(info.archive_bytes, p.len);
+    cairn_snapshot_info_free(&info);
+
+    /* Constructed: a skippable frame first, another between two frames, and a seekable-zstd
+     * seek table (magic ...5E, footer 0x8F92EAB1) after the last. */
+    uint8_t *state = gen_state(300000);
+    struct bytes gz = write_archive(CAIRN_SNAPSHOT_GZIP, state, 300000, NULL, 1700000000);
+    struct bytes tar = inflate_all(&gz);
+    bytes_free(&gz);
+    struct bytes f1 = zstd_frame(tar.p, tar.len / 2);
+    struct bytes f2 = zstd_frame(tar.p + tar.len / 2, tar.len - tar.len / 2);
+    struct bytes a = {0};
+    skippable(&a, 0x0, "pzstd\0\0", 7);
+    bytes_add(&a, f1.p, f1.len);
+    skippable(&a, 0x3, "", 0);
+    bytes_add(&a, f2.p, f2.len);
+    uint8_t seek[2 * 8 + 9] = {0};
+    uint32_t sizes[4] = {(uint32_t)f1.len, (uint32_t)(tar.len / 2), (uint32_t)f2.len,
+                         (uint32_t)(tar.len - tar.len / 2)};
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 4; k++)
+            seek[i * 4 + k] = (uint8_t)(sizes[i] >> (8 * k));
+    seek[16] = 2; /* frames */
+    memcpy(seek + 21, "\xb1\xea\x92\x8f", 4);
+    skippable(&a, 0xe, seek, sizeof(seek));
+    CHECK(cairn_detect_compression(a.p, a.len) == CAIRN_COMPRESS_ZSTD);
+    CHECK_OK(verify_bytes(&a, NULL, &info, &err), &err);
+    CHECK_EQ_INT(info.flavour, CAIRN_SNAPSHOT_ZSTD);
+    CHECK_EQ_INT(info.state_len, 300000);
+    cairn_snapshot_info_free(&info);
+    struct bytes out = {0};
+    struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
+    CHECK_OK(cairn_snapshot_extract(r, NULL, capture_new(&out), NULL, &err), &err);
+    cairn_reader_free(r);
+    CHECK(out.committed && out.len == 300000 && memcmp(out.p, state, 300000) == 0);
+    bytes_free(&out);
+    /* A skippable frame cut short is truncation. */
+    struct bytes cut = {0};
+    bytes_add(&cut, a.p, a.len - 3);
+    CHECK_ERR(verify_bytes(&cut, NULL, NULL, &err), CAIRN_E_CORRUPT, &err, "zstd");
+    bytes_free(&cut);
+    bytes_free(&a);
+    bytes_free(&f1);
+    bytes_free(&f2);
+    bytes_free(&tar);
+    bytes_free(&want);
+    bytes_free(&p);
+    free(state);
+}
+
 TEST(extract_discards_output_of_a_bad_archive)
 {
     uint8_t *state = gen_state(5000);

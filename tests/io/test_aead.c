@@ -130,6 +130,35 @@ TEST(key_file_formats_and_permissions)
     free(path);
 }
 
+/* Only a regular file is a key file: a FIFO would block the open (and the read) forever,
+ * a directory or device is a mistake. Refused at once with a usage error naming the file.
+ * The alarm only turns a hang into a failure; the calls return immediately. */
+TEST(key_file_must_be_a_regular_file)
+{
+    struct cairn_err err;
+    uint8_t key[32];
+    char *fifo = cairn_path_join(test_tmpdir(), "fifo.key");
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(300);
+    CHECK_ERR(cairn_key_load(fifo, key, &err), CAIRN_E_INVALID, &err, "is not a regular file");
+    CHECK(strstr(err.msg, fifo) != NULL);
+    CHECK(strstr(err.msg, "a FIFO") != NULL);
+    /* with a writer holding it open and the key in the pipe: still refused, never read */
+    int w = open(fifo, O_RDWR | O_NONBLOCK);
+    CHECK(w >= 0);
+    const char *hex = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20\n";
+    CHECK(write(w, hex, strlen(hex)) == (ssize_t)strlen(hex));
+    CHECK_ERR(cairn_key_load(fifo, key, &err), CAIRN_E_INVALID, &err, "is not a regular file");
+    close(w);
+    CHECK_ERR(cairn_key_load(test_tmpdir(), key, &err), CAIRN_E_INVALID, &err,
+              "is not a regular file (a directory)");
+    CHECK_ERR(cairn_key_load("/dev/null", key, &err), CAIRN_E_INVALID, &err,
+              "is not a regular file (a character device)");
+    alarm(0);
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_INVALID), 2);
+    free(fifo);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

@@ -7,6 +7,9 @@
 
 #include <limits.h>
 
+/* What the zstd stage asks of its source at once (ZSTD_DStreamInSize()). */
+#define ZSTD_BLOCK_READ ((128u << 10) + 3)
+
 static struct bytes zero_archive(enum cairn_snapshot_flavour f, size_t len)
 {
     uint8_t *z = cairn_xcalloc(1, len);
@@ -70,6 +73,114 @@ TEST(gzip_stays_under_the_default_ratio)
     struct cairn_snapshot_read_opts o = {0};
     o.max_ratio = 100;
     CHECK_ERR(verify_bytes(&a, &o, NULL, &err), CAIRN_E_CORRUPT, &err, "over the 100:1 limit");
+    bytes_free(&a);
+}
+
+/* A sink that only counts what reaches it, so a bomb's output costs no memory. */
+struct count_writer {
+    struct cairn_writer base;
+    uint64_t *n;
+    int *committed;
+};
+
+static int count_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    (void)buf, (void)err;
+    *((struct count_writer *)w)->n += len;
+    return CAIRN_OK;
+}
+
+static int count_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    (void)err;
+    *((struct count_writer *)w)->committed = 1;
+    return CAIRN_OK;
+}
+
+static const struct cairn_writer_ops count_ops = {"count", count_write, count_finish, NULL};
+
+static struct cairn_writer *count_new(uint64_t *n, int *committed)
+{
+    struct count_writer *c = cairn_xcalloc(1, sizeof(*c));
+    cairn_writer_init(&c->base, &count_ops, NULL);
+    c->n = n;
+    c->committed = committed;
+    return &c->base;
+}
+
+/* The ratio is judged against the compressed bytes the decoder consumed, not those it read
+ * ahead (the zstd stage reads 128 KiB at a time, the gzip stage 256 KiB): against read-ahead
+ * a bomb larger than one read could produce ratio x 128 KiB (512 MiB at 4096:1) before the
+ * refusal. Extract must stop within a few MiB of the 64 MiB floor. */
+#define BOMB_FLOOR (64ull << 20)
+#define BOMB_SLACK (4ull << 20)
+
+static void bomb_extract(const struct bytes *a, unsigned ratio, const char *what)
+{
+    struct cairn_err err;
+    struct cairn_snapshot_read_opts o = {0};
+    o.max_ratio = ratio;
+    uint64_t out = 0;
+    int committed = 0;
+    struct cairn_reader *r = cairn_mem_reader_new(a->p, a->len);
+    char want[32];
+    snprintf(want, sizeof(want), "over the %u:1 limit", ratio);
+    CHECK_ERR(cairn_snapshot_extract(r, &o, count_new(&out, &committed), NULL, &err),
+              CAIRN_E_CORRUPT, &err, want);
+    cairn_reader_free(r);
+    printf("    %s bomb of %zu bytes: %llu bytes of state.bin written before the refusal\n", what,
+           a->len, (unsigned long long)out);
+    CHECK(!committed);
+    CHECK(out <= BOMB_FLOOR + BOMB_SLACK);
+}
+
+TEST(zstd_bomb_larger_than_the_read_ahead_stops_near_the_floor)
+{
+    /* One zstd frame: the tar header of a state.bin declared 8 GiB - 1 as a raw block, then
+     * 65536 RLE blocks of 128 KiB of zeros (4 bytes each, 32768:1): 257 KiB of input, twice
+     * what the zstd stage reads at once. It is never decoded to its end. */
+    enum { NBLK = 65536, BLK = 128 << 10 };
+    struct bytes a = {0};
+    static const uint8_t fh[6] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38}; /* window 128 KiB */
+    bytes_add(&a, fh, sizeof(fh));
+    uint8_t hdr[TAR_BLOCK];
+    tar_header_format(hdr, "state.bin", '0', TAR_MAX_OCTAL_SIZE, 1700000000, 1);
+    uint32_t raw = TAR_BLOCK << 3; /* raw block, not last */
+    uint8_t bh[3] = {(uint8_t)raw, (uint8_t)(raw >> 8), (uint8_t)(raw >> 16)};
+    bytes_add(&a, bh, 3);
+    bytes_add(&a, hdr, sizeof(hdr));
+    uint8_t *blocks = cairn_xmalloc((size_t)NBLK * 4);
+    for (int i = 0; i < NBLK; i++) {
+        uint32_t rle = (uint32_t)BLK << 3 | 1u << 1 | (i == NBLK - 1); /* RLE block */
+        uint8_t *b = blocks + (size_t)i * 4;
+        b[0] = (uint8_t)rle, b[1] = (uint8_t)(rle >> 8), b[2] = (uint8_t)(rle >> 16), b[3] = 0;
+    }
+    bytes_add(&a, blocks, (size_t)NBLK * 4);
+    free(blocks);
+    CHECK(a.len > 2 * ZSTD_BLOCK_READ);
+    bomb_extract(&a, 4096, "zstd");
+    bytes_free(&a);
+}
+
+TEST(gzip_bomb_larger_than_the_read_ahead_stops_near_the_floor)
+{
+    /* deflate cannot pass ~1032:1, so only a limit below that refuses gzip: 800. The bomb is
+     * the tar header of a state.bin declared 8 GiB - 1, then 72 gzip members of 8 MiB of zeros
+     * each (8.1 KiB, ~1030:1): 585 KiB of input, twice what the gzip stage reads at once. */
+    struct bytes a = {0};
+    uint8_t hdr[TAR_BLOCK];
+    tar_header_format(hdr, "state.bin", '0', TAR_MAX_OCTAL_SIZE, 1700000000, 1);
+    struct bytes first = gzip_bytes(hdr, sizeof(hdr), NULL, NULL);
+    bytes_add(&a, first.p, first.len);
+    bytes_free(&first);
+    uint8_t *z = cairn_xcalloc(1, 8u << 20);
+    struct bytes member = gzip_bytes(z, 8u << 20, NULL, NULL);
+    free(z);
+    for (int i = 0; i < 72; i++)
+        bytes_add(&a, member.p, member.len);
+    bytes_free(&member);
+    CHECK(a.len > 2 * CAIRN_IO_BUFSIZE);
+    bomb_extract(&a, 800, "gzip");
     bytes_free(&a);
 }
 
