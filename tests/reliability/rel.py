@@ -21,7 +21,8 @@ from faultproxy import FaultProxy  # noqa: E402,F401
 import skips  # noqa: E402
 
 SRC = os.environ.get("CAIRN_SOURCE_DIR", os.path.join(HERE, "..", ".."))
-S3RVER = os.path.join(SRC, ".cache", "node", "node_modules", ".bin", "s3rver")
+S3RVER = os.environ.get("CAIRN_S3RVER") or os.path.join(SRC, ".cache", "node", "node_modules",
+                                                         ".bin", "s3rver")
 
 failures = []
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 C="$CAIRN_BIN/cairn"
 AWS=/usr/bin/aws # a pip `aws` may shadow the Debian one on PATH
-S3RVER="$CAIRN_SOURCE_DIR/.cache/node/node_modules/.bin/s3rver"
+S3RVER=${CAIRN_S3RVER:-$CAIRN_SOURCE_DIR/.cache/node/node_modules/.bin/s3rver}
 source "$(dirname "$0")/../harness/skips.sh"
 [ -x "$AWS" ] || missing "Debian awscli not installed at $AWS (scripts/deps.sh test)"
 [ -x "$S3RVER" ] || missing "s3rver not installed at $S3RVER (scripts/deps.sh test)"
