@@ -124,6 +124,7 @@ struct cairn_backup_info {
     char *parent;    /* NULL when none */
     int sealed;      /* MANIFEST carries an HMAC seal */
     char *error;     /* why CORRUPT (NULL otherwise) */
+    char *source;    /* MANIFEST source ("" when unset; NULL when not complete) */
 };
 
 struct cairn_backup_list {
@@ -298,14 +299,75 @@ struct cairn_prune_policy {
     unsigned keep_weekly; /* same per ISO week (UTC) */
 };
 
-/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. "Newest" is
- * by name (names sort by time); days and weeks come from the MANIFEST creation time (UTC).
- * Rules: only complete backups count for keep-*; the newest complete backup is always kept
- * (so the only one is too); incomplete backups sorting before the newest complete one are
- * removed, newer ones (possibly in progress) are kept; corrupt ones are kept (never delete
- * what cannot be read). With no complete backup nothing is removed. Returns the number to remove.
- */
+/* Decide what to remove from a sorted list: remove[i] = 1 for items to delete. The older
+ * interface, kept for callers that need only yes/no: cairn_retention_plan() with these three
+ * rules, one group (no grouping by source), no name filter and "now" = the current time.
+ * Returns the number to remove. */
 CAIRN_API size_t cairn_prune_plan(const struct cairn_backup_list *l,
                                   const struct cairn_prune_policy *p, uint8_t *remove);
+
+/* Backups dated more than this after "now" are future-dated (a clock that was ahead). */
+#define CAIRN_RETENTION_FUTURE_SLACK 300
+
+struct cairn_retention_policy {
+    unsigned keep_last;    /* the N newest complete backups (by MANIFEST creation time) */
+    unsigned keep_hourly;  /* the newest of each of the N newest hours (UTC) that have one */
+    unsigned keep_daily;   /* ... days (UTC) */
+    unsigned keep_weekly;  /* ... ISO weeks (UTC) */
+    unsigned keep_monthly; /* ... months (UTC) */
+    unsigned keep_yearly;  /* ... years (UTC) */
+    int64_t keep_within;   /* seconds: every complete backup created in [now - this, now]; 0 off */
+    int group_by_source;   /* 1: rules apply per MANIFEST source; 0: one group */
+    const char *name_glob; /* fnmatch(3) pattern: only matching backups are considered; NULL all */
+    /* Further filter (NULL: none): only backups it returns nonzero for are considered. */
+    int (*filter)(const char *name, void *arg);
+    void *filter_arg;
+    int64_t now;          /* unix seconds: the window of keep-within and the future check */
+    int64_t future_slack; /* seconds; 0 means CAIRN_RETENTION_FUTURE_SLACK */
+};
+
+/* Does the policy keep anything by itself (some count or keep-within)? */
+CAIRN_API int cairn_retention_policy_keeps(const struct cairn_retention_policy *p);
+
+enum cairn_retention_action {
+    CAIRN_RETAIN_KEEP = 0,
+    CAIRN_RETAIN_REMOVE = 1,
+    CAIRN_RETAIN_SKIP = 2, /* not considered (name filter): left alone */
+};
+
+struct cairn_retention_decision {
+    enum cairn_retention_action action;
+    char *reason;  /* why kept ("keep-daily 2026-11-30; parent of X") or removed */
+    char *warning; /* NULL, or a problem to report (future-dated, missing parent) */
+};
+
+struct cairn_retention_plan {
+    size_t count; /* = the list's count; items[i] is about list item i */
+    struct cairn_retention_decision *items;
+    size_t removed;  /* items with CAIRN_RETAIN_REMOVE */
+    size_t warnings; /* items with a warning */
+};
+
+/* Decide, for every backup of l, whether it is kept and why.
+ *  - Age is the MANIFEST creation time, ties broken by name; names never date a backup.
+ *  - Only complete, considered backups count for the keep-* rules, per group (source).
+ *  - The newest complete backup of each group is always kept.
+ *  - A backup created more than future_slack after now is future-dated: kept, reported, and
+ *    left out of every rule, so a clock that was ahead never pushes fresh backups out.
+ *  - Incomplete backups whose name sorts before the newest complete one (by name) are removed
+ *    as failed attempts; the others may be running and are kept. Corrupt ones are kept.
+ *  - With no complete considered backup nothing is removed.
+ *  - Anything kept (or not considered) keeps its whole parent chain, across groups; a parent
+ *    that is not in the list is reported.
+ * CAIRN_E_INVALID when the policy keeps nothing (cairn_retention_policy_keeps() is 0). */
+CAIRN_API int cairn_retention_plan(const struct cairn_backup_list *l,
+                                   const struct cairn_retention_policy *p,
+                                   struct cairn_retention_plan *out, struct cairn_err *err);
+CAIRN_API void cairn_retention_plan_free(struct cairn_retention_plan *plan);
+
+/* Mark in mark[] (l->count bytes, zeroed first) every backup whose parent chain leads to
+ * list item idx (its dependents, transitively; idx itself is not marked). Returns how many. */
+CAIRN_API size_t cairn_backup_dependents(const struct cairn_backup_list *l, size_t idx,
+                                         uint8_t *mark);
 
 #endif

@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cairn/digest.h"
 #include "cairn/storage.h"
 #include "cli.h"
 #include "common/util.h"
+#include "sched/cron.h"
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \
@@ -24,8 +26,10 @@ struct sopts {
     int npos;
     int json, dry_run, zstd, zstd_level;
     const char *seal_key;
-    uint64_t workers, keep_last, keep_daily, keep_weekly;
-    int have_keep_last;
+    uint64_t workers;
+    struct cairn_retention_policy keep; /* prune's rules */
+    const char *group_by;
+    int with_dependents;
 };
 
 static int help_requested(int argc, char **argv)
@@ -64,7 +68,7 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             continue;
         }
         int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
-                    strcmp(name, "--zstd") != 0;
+                    strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
                 return cli_usage(cmd, "option %s needs a value", name);
@@ -84,6 +88,18 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             }
         } else if (strcmp(name, "--seal-key") == 0) {
             o->seal_key = val;
+        } else if (strcmp(name, "--with-dependents") == 0) {
+            o->with_dependents = 1;
+        } else if (strcmp(name, "--name") == 0) {
+            o->keep.name_glob = val;
+        } else if (strcmp(name, "--group-by") == 0) {
+            if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
+                return cli_usage(cmd, "--group-by must be source or none, got '%s'", val);
+            o->group_by = val;
+        } else if (strcmp(name, "--keep-within") == 0) {
+            if (cairn_parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
+                return cli_usage(cmd, "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
+                                      "got '%s'", val);
         } else {
             if (cli_parse_u64(val, &n) != 0 || n > 1000000)
                 return cli_usage(cmd, "option %s needs a number, got '%s'", name, val);
@@ -92,12 +108,17 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
                     return cli_usage(cmd, "--workers must be 1..64");
                 o->workers = n;
             } else if (strcmp(name, "--keep-last") == 0) {
-                o->keep_last = n;
-                o->have_keep_last = 1;
+                o->keep.keep_last = (unsigned)n;
+            } else if (strcmp(name, "--keep-hourly") == 0) {
+                o->keep.keep_hourly = (unsigned)n;
             } else if (strcmp(name, "--keep-daily") == 0) {
-                o->keep_daily = n;
+                o->keep.keep_daily = (unsigned)n;
             } else if (strcmp(name, "--keep-weekly") == 0) {
-                o->keep_weekly = n;
+                o->keep.keep_weekly = (unsigned)n;
+            } else if (strcmp(name, "--keep-monthly") == 0) {
+                o->keep.keep_monthly = (unsigned)n;
+            } else if (strcmp(name, "--keep-yearly") == 0) {
+                o->keep.keep_yearly = (unsigned)n;
             }
         }
     }
@@ -214,31 +235,119 @@ int cmd_list(int argc, char **argv)
 /* ---- rm ---- */
 
 static const char rm_help[] =
-    "usage: cairn rm URL NAME [--json]\n\n"
+    "usage: cairn rm URL NAME [--with-dependents] [--json]\n\n"
     "Remove one backup (complete or not) and every file in it. The MANIFEST goes first, so an\n"
-    "interrupted removal leaves an incomplete backup, never a complete-looking partial one.\n\n"
+    "interrupted removal leaves an incomplete backup, never a complete-looking partial one.\n"
+    "A backup that incrementals depend on (their parent, directly or through others) is not\n"
+    "removed: the command fails with exit code 2 and names them, as removing it would make them\n"
+    "impossible to restore.\n\n"
+    "Options:\n"
+    "  --with-dependents  also remove every backup that depends on NAME (newest links first)\n"
+    "  --json             JSON output\n\n"
     "Example:\n"
     "  cairn rm /var/backups/db 20260101T000000Z\n\n" URL_HELP;
+
+/* Steps from item i up its parent chain to the backup being removed (for removal order). */
+static size_t chain_depth(const struct cairn_backup_list *l, size_t i, const char *target)
+{
+    size_t d = 0;
+    const char *cur = l->items[i].name;
+    while (d <= l->count && strcmp(cur, target) != 0) {
+        const char *par = NULL;
+        for (size_t j = 0; j < l->count && par == NULL; j++)
+            if (strcmp(l->items[j].name, cur) == 0)
+                par = l->items[j].parent;
+        if (par == NULL)
+            break;
+        cur = par;
+        d++;
+    }
+    return d;
+}
+
+/* The backups to remove for `rm NAME`, children before parents; NULL-terminated names
+ * borrowed from l. CAIRN_E_INVALID when NAME has dependents and they were not asked for. */
+static int rm_targets(const struct cairn_backup_list *l, const char *name, int with_dependents,
+                      const char ***out, struct cairn_err *err)
+{
+    size_t idx = l->count;
+    for (size_t i = 0; i < l->count; i++)
+        if (strcmp(l->items[i].name, name) == 0)
+            idx = i;
+    const char **v = cairn_xcalloc(l->count + 2, sizeof(*v));
+    size_t n = 0;
+    if (idx < l->count) {
+        uint8_t *mark = cairn_xcalloc(l->count, 1);
+        size_t nd = cairn_backup_dependents(l, idx, mark);
+        if (nd > 0 && !with_dependents) {
+            char list[1024] = "";
+            for (size_t i = 0, shown = 0; i < l->count; i++)
+                if (mark[i] && shown++ < 10)
+                    snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+                             shown > 1 ? ", " : "", l->items[i].name);
+            free(mark);
+            free(v);
+            return cairn_err_set(err, CAIRN_E_INVALID,
+                                 "backup '%s' is the parent of %zu backup(s) that need it to "
+                                 "restore: %s%s; nothing removed (use --with-dependents to remove "
+                                 "them too)",
+                                 name, nd, list, nd > 10 ? ", ..." : "");
+        }
+        size_t maxd = 0, *depth = cairn_xcalloc(l->count, sizeof(*depth));
+        for (size_t i = 0; i < l->count; i++)
+            if (mark[i] && (depth[i] = chain_depth(l, i, name)) > maxd)
+                maxd = depth[i];
+        for (size_t d = maxd; d > 0; d--) /* deepest first: never an orphan left behind */
+            for (size_t i = 0; i < l->count; i++)
+                if (mark[i] && depth[i] == d)
+                    v[n++] = l->items[i].name;
+        free(depth);
+        free(mark);
+    }
+    v[n] = name; /* not listed: removal says "not found" */
+    *out = v;
+    return CAIRN_OK;
+}
 
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
-    int ec =
-        prologue(argc, argv, rm_help, "--json ", 2, "expected a storage URL and a backup name", &o);
+    int ec = prologue(argc, argv, rm_help, "--json --with-dependents ", 2,
+                      "expected a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
     struct cairn_storage *st = NULL;
+    struct cairn_backup_list l = {0};
+    const char **targets = NULL;
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
-        rc = cairn_storage_remove(st, o.pos[1], &err);
+        rc = cairn_storage_list(st, &l, &err);
+    if (rc == CAIRN_OK)
+        rc = rm_targets(&l, o.pos[1], o.with_dependents, &targets, &err);
+    json_t *deps = json_array();
+    for (size_t i = 0; rc == CAIRN_OK && targets[i] != NULL; i++) {
+        rc = cairn_storage_remove(st, targets[i], &err);
+        if (rc == CAIRN_OK && targets[i + 1] != NULL) {
+            json_array_append_new(deps, json_string(targets[i]));
+            if (!o.json)
+                printf("removed %s (depended on %s)\n", targets[i], o.pos[1]);
+        }
+    }
+    free(targets);
+    cairn_backup_list_free(&l);
     cairn_storage_free(st);
-    if (rc != CAIRN_OK)
+    if (rc != CAIRN_OK) {
+        json_decref(deps);
         return cli_fail(&err);
+    }
     if (o.json)
-        cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "removed", o.pos[1]));
-    else
+        cli_print_json(
+            json_pack("{s:b, s:s, s:o}", "ok", 1, "removed", o.pos[1], "dependents_removed", deps));
+    else {
+        json_decref(deps);
         printf("removed %s\n", o.pos[1]);
+    }
     return 0;
 }
 
@@ -319,63 +428,109 @@ int cmd_verify(int argc, char **argv)
 /* ---- prune ---- */
 
 static const char prune_help[] =
-    "usage: cairn prune URL --keep-last N [--keep-daily D] [--keep-weekly W] [--dry-run]\n"
-    "                   [--json] [--seal-key FILE]\n\n"
-    "Remove old backups. Only complete backups count for the --keep rules; a backup is kept\n"
-    "when any rule keeps it:\n"
-    "  --keep-last N    the N newest complete backups\n"
-    "  --keep-daily D   the newest complete backup of each of the last D days that have one\n"
-    "  --keep-weekly W  the same per ISO week (UTC)\n"
-    "Always: the newest complete backup is never removed (so neither is the only one);\n"
-    "incomplete backups older than the newest complete one are removed (failed attempts),\n"
-    "newer ones are kept (they may be running); corrupt ones are kept for a human to inspect.\n"
-    "With no complete backup at all nothing is removed.\n\n"
+    "usage: cairn prune URL [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
+    "                   [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
+    "                   [--keep-within DURATION] [--group-by source|none] [--name GLOB]\n"
+    "                   [--dry-run] [--json] [--seal-key FILE]\n\n"
+    "Remove old backups. Age is the creation time in each MANIFEST, never the name. Only\n"
+    "complete backups count for the --keep rules, which apply per group (the MANIFEST's source,\n"
+    "unless --group-by none); a backup is kept when any rule keeps it:\n"
+    "  --keep-last N           the N newest\n"
+    "  --keep-hourly N         the newest of each of the N newest hours that have one (UTC)\n"
+    "  --keep-daily N          the same per day, --keep-weekly per ISO week, --keep-monthly\n"
+    "  --keep-monthly N        per month and --keep-yearly per year\n"
+    "  --keep-yearly N\n"
+    "  --keep-within DURATION  every backup created within DURATION of now (7d, 36h, 2w, 1y)\n"
+    "At least one rule is required: a policy that keeps nothing is refused (exit code 2).\n"
+    "Always: the newest complete backup of each group is kept; a kept backup keeps its whole\n"
+    "parent chain (incrementals need it to restore), whatever its group; backups created more\n"
+    "than 5 minutes in the future (a clock that was ahead) are kept, reported, and counted by\n"
+    "no rule; incomplete backups whose name sorts before the newest complete one are removed\n"
+    "(failed attempts), later ones are kept (they may be running); corrupt ones are kept for a\n"
+    "human to inspect. With no complete backup at all nothing is removed.\n\n"
     "Options:\n"
-    "  --dry-run  only print what would be removed\n"
-    "  --json     JSON output\n\n"
+    "  --name GLOB  only consider backups whose name matches (fnmatch); others are untouched\n"
+    "  --dry-run    only print, for every backup, what would happen and why\n"
+    "  --json       JSON output (with a decision and reason per backup)\n\n"
     "Examples:\n"
     "  cairn prune /var/backups/db --keep-last 7 --dry-run\n"
-    "  cairn prune s3://b/db --keep-last 3 --keep-daily 7 --keep-weekly 4\n\n" URL_HELP;
+    "  cairn prune s3://b/db --keep-last 3 --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n"
+    "  cairn prune /var/backups/db --keep-within 2w --name 'nightly-*'\n\n" URL_HELP;
+
+static const char *action_name(enum cairn_retention_action a)
+{
+    return a == CAIRN_RETAIN_REMOVE ? "remove" : a == CAIRN_RETAIN_SKIP ? "skip" : "keep";
+}
+
+/* Print (text) or record (JSON) one decision; remove the backup unless dry-run. */
+static int prune_one(struct cairn_storage *st, const struct sopts *o,
+                     const struct cairn_backup_info *it, const struct cairn_retention_decision *d,
+                     json_t *decisions, struct cairn_err *err)
+{
+    const char *status = cairn_backup_status_name(it->status);
+    if (d->warning != NULL)
+        fprintf(stderr, "cairn: warning: %s: %s\n", it->name, d->warning);
+    int r = CAIRN_OK;
+    if (d->action == CAIRN_RETAIN_REMOVE && !o->dry_run)
+        r = cairn_storage_remove(st, it->name, err);
+    char created[64] = "";
+    if (it->created >= 0)
+        cairn_format_rfc3339(it->created, 0, created, sizeof(created));
+    json_array_append_new(
+        decisions,
+        json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "name", it->name, "status", status,
+                  "created", created[0] ? json_string(created) : json_null(), "action",
+                  action_name(d->action), "reason", d->reason ? d->reason : "", "warning",
+                  d->warning ? json_string(d->warning) : json_null(), "error",
+                  r != CAIRN_OK ? json_string(err->msg) : json_null()));
+    if (o->json)
+        return r;
+    const char *verb = d->action != CAIRN_RETAIN_REMOVE ? "keep   "
+                       : r != CAIRN_OK                  ? "FAILED "
+                       : o->dry_run                     ? "would remove"
+                                                        : "removed";
+    printf("%s %s (%s): %s%s%s\n", verb, it->name, status, d->reason ? d->reason : "",
+           r != CAIRN_OK ? ": " : "", r != CAIRN_OK ? err->msg : "");
+    return r;
+}
 
 int cmd_prune(int argc, char **argv)
 {
     struct sopts o;
     int ec = prologue(argc, argv, prune_help,
-                      "--json --dry-run --keep-last --keep-daily --keep-weekly --seal-key ", 1,
-                      "expected exactly one storage URL", &o);
+                      "--json --dry-run --keep-last --keep-hourly --keep-daily --keep-weekly "
+                      "--keep-monthly --keep-yearly --keep-within --group-by --name --seal-key ",
+                      1, "expected exactly one storage URL", &o);
     if (ec >= 0)
         return ec;
-    if (!o.have_keep_last || o.keep_last < 1)
-        return cli_usage("prune", "--keep-last N (N >= 1) is required");
+    o.keep.group_by_source = o.group_by == NULL || strcmp(o.group_by, "source") == 0;
+    o.keep.now = (int64_t)time(NULL);
+    if (!cairn_retention_policy_keeps(&o.keep))
+        return cli_usage("prune", "this policy keeps nothing: give at least one of --keep-last, "
+                                  "--keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, "
+                                  "--keep-yearly (N >= 1) or --keep-within");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
+    struct cairn_retention_plan plan = {0};
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_list(st, &l, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_retention_plan(&l, &o.keep, &plan, &err);
     if (rc != CAIRN_OK) {
+        cairn_backup_list_free(&l);
         cairn_storage_free(st);
         return cli_fail(&err);
     }
-    struct cairn_prune_policy p = {(unsigned)o.keep_last, (unsigned)o.keep_daily,
-                                   (unsigned)o.keep_weekly};
-    uint8_t *rm = cairn_xcalloc(l.count ? l.count : 1, 1);
-    cairn_prune_plan(&l, &p, rm);
     json_t *removed = json_array(), *kept = json_array(), *failed = json_array();
+    json_t *decisions = json_array();
     int first_rc = CAIRN_OK;
     struct cairn_err first_err;
     cairn_err_clear(&first_err);
     for (size_t i = 0; i < l.count; i++) {
         const struct cairn_backup_info *it = &l.items[i];
-        if (!rm[i]) {
-            json_array_append_new(kept, json_string(it->name));
-            if (!o.json)
-                printf("keep    %s (%s)\n", it->name, cairn_backup_status_name(it->status));
-            continue;
-        }
-        int r = CAIRN_OK;
-        if (!o.dry_run)
-            r = cairn_storage_remove(st, it->name, &err);
+        int r = prune_one(st, &o, it, &plan.items[i], decisions, &err);
         if (r != CAIRN_OK) {
             json_array_append_new(failed,
                                   json_pack("{s:s, s:s}", "name", it->name, "error", err.msg));
@@ -383,26 +538,25 @@ int cmd_prune(int argc, char **argv)
                 first_rc = r;
                 cairn_err_copy(&first_err, &err);
             }
-            if (!o.json)
-                printf("FAILED  %s: %s\n", it->name, err.msg);
-            continue;
+        } else {
+            json_array_append_new(plan.items[i].action == CAIRN_RETAIN_REMOVE ? removed : kept,
+                                  json_string(it->name));
         }
-        json_array_append_new(removed, json_string(it->name));
-        if (!o.json)
-            printf("%s %s (%s)\n", o.dry_run ? "would remove" : "removed", it->name,
-                   cairn_backup_status_name(it->status));
     }
-    free(rm);
+    size_t nwarn = plan.warnings;
+    cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&l);
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
     if (o.json)
-        cli_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o}", "ok", first_rc == CAIRN_OK, "dry_run",
-                                 o.dry_run, "removed", removed, "kept", kept, "failed", failed));
+        cli_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o, s:o, s:I}", "ok", first_rc == CAIRN_OK,
+                                 "dry_run", o.dry_run, "removed", removed, "kept", kept, "failed",
+                                 failed, "decisions", decisions, "warnings", (json_int_t)nwarn));
     else {
         json_decref(removed);
         json_decref(kept);
         json_decref(failed);
+        json_decref(decisions);
     }
     if (first_rc != CAIRN_OK)
         fprintf(stderr, "cairn: error: %s\n", first_err.msg);

@@ -24,7 +24,7 @@ static const struct cli_cmd commands[] = {
     {"list", "list backups in a storage location with their status", cmd_list},
     {"rm", "remove one backup from a storage location", cmd_rm},
     {"verify", "re-read a backup and check every file against its MANIFEST", cmd_verify},
-    {"prune", "remove old backups (--keep-last/--keep-daily/--keep-weekly)", cmd_prune},
+    {"prune", "remove old backups by creation time (--keep-last/--keep-daily/...)", cmd_prune},
     {"put", "store a local file or directory as a backup (low level)", cmd_put},
     {"get", "restore a backup made by 'put' into a directory", cmd_get},
 };

@@ -303,6 +303,10 @@ int cairn_parse_duration(const char *s, int64_t *sec)
             mult = 7 * 86400;
             s++;
             break;
+        case 'y':
+            mult = 365 * 86400; /* retention windows ("keep-within 1y"); no calendar years */
+            s++;
+            break;
         default: return -1;
         }
         total += v * mult;

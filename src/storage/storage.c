@@ -266,6 +266,7 @@ void cairn_backup_list_free(struct cairn_backup_list *l)
         free(l->items[i].kind);
         free(l->items[i].parent);
         free(l->items[i].error);
+        free(l->items[i].source);
     }
     free(l->items);
     l->items = NULL;
@@ -303,6 +304,7 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
                 info->size += b->files[j]->f.size;
             info->kind = cairn_xstrdup(b->kind ? b->kind : "");
             info->parent = b->parent ? cairn_xstrdup(b->parent) : NULL;
+            info->source = cairn_xstrdup(b->source ? b->source : "");
             info->sealed = b->sealed;
         } else if (lrc == CAIRN_E_NOTFOUND) {
             info->status = CAIRN_BACKUP_INCOMPLETE;

@@ -123,6 +123,8 @@ TEST(intervals_are_epoch_aligned)
     CHECK(cairn_parse_duration("90", &d) == 0 && d == 90);
     CHECK(cairn_parse_duration("2d", &d) == 0 && d == 172800);
     CHECK(cairn_parse_duration("1w", &d) == 0 && d == 604800);
+    CHECK(cairn_parse_duration("1y", &d) == 0 && d == 365 * 86400);
+    CHECK(cairn_parse_duration("36h", &d) == 0 && d == 36 * 3600);
     CHECK(cairn_parse_duration("", &d) == -1);
     CHECK(cairn_parse_duration("h", &d) == -1);
     CHECK(cairn_parse_duration("5x", &d) == -1);
