@@ -98,8 +98,10 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             o->group_by = val;
         } else if (strcmp(name, "--keep-within") == 0) {
             if (cairn_parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
-                return cli_usage(cmd, "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
-                                      "got '%s'", val);
+                return cli_usage(cmd,
+                                 "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
+                                 "got '%s'",
+                                 val);
         } else {
             if (cli_parse_u64(val, &n) != 0 || n > 1000000)
                 return cli_usage(cmd, "option %s needs a number, got '%s'", name, val);
@@ -477,12 +479,11 @@ static int prune_one(struct cairn_storage *st, const struct sopts *o,
     if (it->created >= 0)
         cairn_format_rfc3339(it->created, 0, created, sizeof(created));
     json_array_append_new(
-        decisions,
-        json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "name", it->name, "status", status,
-                  "created", created[0] ? json_string(created) : json_null(), "action",
-                  action_name(d->action), "reason", d->reason ? d->reason : "", "warning",
-                  d->warning ? json_string(d->warning) : json_null(), "error",
-                  r != CAIRN_OK ? json_string(err->msg) : json_null()));
+        decisions, json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "name", it->name, "status",
+                             status, "created", created[0] ? json_string(created) : json_null(),
+                             "action", action_name(d->action), "reason", d->reason ? d->reason : "",
+                             "warning", d->warning ? json_string(d->warning) : json_null(), "error",
+                             r != CAIRN_OK ? json_string(err->msg) : json_null()));
     if (o->json)
         return r;
     const char *verb = d->action != CAIRN_RETAIN_REMOVE ? "keep   "

@@ -128,7 +128,9 @@ static const char *const k_daemon_keys[] = {"state",
                                             "timezone",
                                             NULL};
 static const char *const k_schedule_keys[] = {
-    "source", "to", "every", "cron", "keep-last", "keep-daily", "keep-weekly", "catch-up", NULL};
+    "source",      "to",          "every",    "cron",        "keep-last",
+    "keep-daily",  "keep-weekly", "catch-up", "keep-hourly", "keep-monthly",
+    "keep-yearly", "keep-within", NULL};
 
 static int key_index(const char *const *keys, const char *k)
 {
@@ -232,6 +234,11 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
     struct cairn_schedule_cfg *s = p->sc;
     struct cairn_err cerr;
     unsigned *keep = NULL;
+    if (idx == 11) {
+        if (cairn_parse_duration(v, &s->keep_within) != 0 || s->keep_within < 1)
+            return bad(p, "%s = '%s': expected a duration such as 7d, 36h, 2w, 1y", k, v);
+        return CAIRN_OK;
+    }
     switch (idx) {
     case 0: set_str(&s->source, v); return CAIRN_OK;
     case 1: set_str(&s->to, v); return CAIRN_OK;
@@ -250,6 +257,9 @@ static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
     case 4: keep = &s->keep_last; break;
     case 5: keep = &s->keep_daily; break;
     case 6: keep = &s->keep_weekly; break;
+    case 8: keep = &s->keep_hourly; break;
+    case 9: keep = &s->keep_monthly; break;
+    case 10: keep = &s->keep_yearly; break;
     default:
         if (strcmp(v, "all") == 0)
             s->catchup = CAIRN_CATCHUP_ALL;

@@ -28,6 +28,8 @@ struct cairn_schedule_cfg {
     char *timing_text;
     struct cairn_timing timing;
     unsigned keep_last, keep_daily, keep_weekly; /* 0 = rule off; keep-last is required */
+    unsigned keep_hourly, keep_monthly, keep_yearly;
+    int64_t keep_within; /* seconds; 0 = off */
     enum cairn_catchup_policy catchup;
     int line; /* where the section starts, for messages */
 };

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cairn/backup.h"
 #include "cairn/log.h"
@@ -61,13 +62,18 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
 
 /* Does name belong to this schedule ("YYYYMMDDTHHMMSSZ-<schedule>")? Other schedules and
  * hand-made backups in a shared location are never pruned by this schedule. */
-static int owned(const char *name, const char *schedule)
+static int owned(const char *name, void *arg)
 {
+    const char *schedule = arg;
     size_t n = strlen(name), sn = strlen(schedule);
     return n == 17 + sn && name[8] == 'T' && name[15] == 'Z' && name[16] == '-' &&
            strcmp(name + 17, schedule) == 0;
 }
 
+/* The schedule's keep-* rules over its own backups, grouped by source. The whole list is
+ * planned (not only this schedule's) so that a chain reaching into other backups is seen.
+ * "now" is the real clock, the one that stamps MANIFEST creation times (the scheduler's test
+ * clock only moves the schedule's instants). */
 static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err)
 {
     (void)ctx;
@@ -77,32 +83,41 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
     int rc = cairn_storage_open(c->to, &st, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_backup_list all = {0}, mine = {0};
+    struct cairn_backup_list all = {0};
+    struct cairn_retention_plan plan = {0};
+    struct cairn_retention_policy p = {
+        .keep_last = c->keep_last,
+        .keep_hourly = c->keep_hourly,
+        .keep_daily = c->keep_daily,
+        .keep_weekly = c->keep_weekly,
+        .keep_monthly = c->keep_monthly,
+        .keep_yearly = c->keep_yearly,
+        .keep_within = c->keep_within,
+        .group_by_source = 1,
+        .filter = owned,
+        .filter_arg = c->name,
+        .now = (int64_t)time(NULL),
+    };
     rc = cairn_storage_list(st, &all, err);
-    if (rc != CAIRN_OK)
-        goto out;
-    mine.items = cairn_xcalloc(all.count ? all.count : 1, sizeof(*mine.items));
-    for (size_t i = 0; i < all.count; i++)
-        if (owned(all.items[i].name, c->name))
-            mine.items[mine.count++] = all.items[i]; /* shallow: `all` owns the strings */
-    uint8_t *drop = cairn_xcalloc(mine.count ? mine.count : 1, 1);
-    struct cairn_prune_policy p = {c->keep_last, c->keep_daily, c->keep_weekly};
-    cairn_prune_plan(&mine, &p, drop);
-    for (size_t i = 0; i < mine.count && rc == CAIRN_OK; i++) {
-        if (!drop[i])
+    if (rc == CAIRN_OK)
+        rc = cairn_retention_plan(&all, &p, &plan, err);
+    for (size_t i = 0; i < plan.count && rc == CAIRN_OK; i++) {
+        const struct cairn_retention_decision *d = &plan.items[i];
+        if (d->warning != NULL)
+            cairn_warn("sched", "schedule %s: backup %s: %s", c->name, all.items[i].name,
+                       d->warning);
+        if (d->action != CAIRN_RETAIN_REMOVE)
             continue;
-        rc = cairn_storage_remove(st, mine.items[i].name, err);
+        rc = cairn_storage_remove(st, all.items[i].name, err);
         if (rc == CAIRN_OK) {
             (*removed)++;
-            cairn_info("sched", "schedule %s: removed %s backup %s", c->name,
-                       cairn_backup_status_name(mine.items[i].status), mine.items[i].name);
+            cairn_info("sched", "schedule %s: removed %s backup %s (%s)", c->name,
+                       cairn_backup_status_name(all.items[i].status), all.items[i].name, d->reason);
         } else {
-            cairn_err_wrap(err, "removing %s", mine.items[i].name);
+            cairn_err_wrap(err, "removing %s", all.items[i].name);
         }
     }
-    free(drop);
-    free(mine.items);
-out:
+    cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&all);
     cairn_storage_free(st);
     return rc;

@@ -83,8 +83,8 @@ static void format_duration(int64_t s, char *out, size_t cap)
 
 int cairn_retention_policy_keeps(const struct cairn_retention_policy *p)
 {
-    return p->keep_last || p->keep_hourly || p->keep_daily || p->keep_weekly ||
-           p->keep_monthly || p->keep_yearly || p->keep_within > 0;
+    return p->keep_last || p->keep_hourly || p->keep_daily || p->keep_weekly || p->keep_monthly ||
+           p->keep_yearly || p->keep_within > 0;
 }
 
 /* The keep-* rules over one group c[0..n), newest first. */
