@@ -534,6 +534,166 @@ TEST(property_random_histories)
     CHECK(prunes > 5000 && removed > 1000 && future > 100 && chained > 100);
 }
 
+/* ---- the same with real file storage ---- */
+
+static void file_data(const char *backup, int f, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/f%d: contents of file %d of backup %s", backup, f, f, backup);
+}
+
+/* Rewrite a stored MANIFEST (test-only raw access): set its creation time, or break it. */
+static void rewrite_manifest(const char *root, const char *name, int64_t created, int corrupt)
+{
+    char *p = cairn_xasprintf("%s/%s/MANIFEST", root, name);
+    json_error_t je;
+    json_t *m = json_load_file(p, 0, &je);
+    CHECK(m != NULL);
+    char t[64];
+    cairn_format_rfc3339(created, 0, t, sizeof(t));
+    if (m != NULL) {
+        json_object_set_new(m, "created", json_string(t));
+        CHECK(json_dump_file(m, p, JSON_INDENT(2)) == 0);
+        json_decref(m);
+    }
+    if (corrupt) {
+        FILE *f = fopen(p, "w");
+        CHECK(f != NULL);
+        if (f) {
+            fputs("{\"version\": ", f);
+            fclose(f);
+        }
+    }
+    free(p);
+}
+
+/* Store sim backup b for real: files, source, parent; then its creation time. */
+static void store_backup(struct cairn_storage *st, const char *root, const struct sim *b)
+{
+    struct cairn_err err;
+    struct cairn_backup *h = NULL;
+    CHECK_OK(cairn_storage_start(st, b->name, &h, &err), &err);
+    if (h == NULL)
+        return;
+    CHECK_OK(cairn_backup_set_source(h, b->source, &err), &err);
+    if (b->parent[0])
+        CHECK_OK(cairn_backup_set_parent(h, b->parent, &err), &err);
+    for (int f = 0; f < 2; f++) {
+        char fn[8], data[128];
+        snprintf(fn, sizeof(fn), "f%d", f);
+        file_data(b->name, f, data, sizeof(data));
+        struct cairn_writer *w = NULL;
+        CHECK_OK(cairn_backup_add_file(h, fn, (int64_t)strlen(data), &w, &err), &err);
+        if (w != NULL) {
+            CHECK_OK(cairn_writer_write(w, data, strlen(data), &err), &err);
+            CHECK_OK(cairn_writer_close(w, &err), &err);
+            cairn_writer_free(w);
+        }
+    }
+    if (b->st != I) {
+        CHECK_OK(cairn_backup_end(h, &err), &err);
+        rewrite_manifest(root, b->name, b->created, b->st == X);
+    }
+    cairn_backup_free(h); /* incomplete: no end, no abort, as after a crash */
+}
+
+/* Open, verify, and read back every file of a kept complete backup. */
+static int check_restores(struct cairn_storage *st, const char *name)
+{
+    struct cairn_err err;
+    struct cairn_backup *b = NULL;
+    int rc = cairn_storage_open_backup(st, name, &b, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_verify(b, 2, NULL, NULL, &err);
+    for (int f = 0; f < 2 && rc == CAIRN_OK; f++) {
+        char fn[8], want[128];
+        snprintf(fn, sizeof(fn), "f%d", f);
+        file_data(name, f, want, sizeof(want));
+        struct cairn_writer *mem = cairn_mem_writer_new(1u << 20);
+        rc = cairn_backup_get_stream(b, fn, mem, NULL, &err);
+        size_t n = 0;
+        const uint8_t *got = cairn_mem_writer_data(mem, &n);
+        if (rc == CAIRN_OK && (n != strlen(want) || memcmp(got, want, n) != 0))
+            rc = cairn_err_set(&err, CAIRN_E_CORRUPT, "%s/%s: wrong contents", name, fn);
+        cairn_writer_free(mem);
+    }
+    if (rc != CAIRN_OK)
+        test_fail(__FILE__, __LINE__, "kept backup %s: %s", name, err.msg);
+    cairn_backup_free(b);
+    return rc;
+}
+
+/* Every kept complete backup verifies and reads back, and so does every link of its chain. */
+static unsigned check_store(struct cairn_storage *st, const struct hist *h)
+{
+    unsigned links = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->v[i].st != C)
+            continue;
+        const struct sim *cur = &h->v[i];
+        for (size_t depth = 0; cur != NULL && depth <= h->n; depth++) {
+            if (check_restores(st, cur->name) != CAIRN_OK || !cur->parent[0] ||
+                strcmp(cur->parent, "never-existed") == 0)
+                break;
+            const struct sim *next = NULL;
+            for (size_t j = 0; j < h->n && next == NULL; j++)
+                if (strcmp(h->v[j].name, cur->parent) == 0)
+                    next = &h->v[j];
+            if (next == NULL)
+                test_fail(__FILE__, __LINE__, "%s: parent %s is gone", cur->name, cur->parent);
+            else if (next->st == C)
+                links++;
+            cur = next && next->st == C ? next : NULL;
+        }
+    }
+    return links;
+}
+
+TEST(property_file_storage)
+{
+    uint64_t seed = seed_from_env() + 1;
+    rng_state = seed;
+    unsigned prunes = 0, removed = 0, links = 0;
+    for (unsigned hist = 0; hist < 20 && prop_failures == 0; hist++) {
+        char *root = cairn_xasprintf("%s/h%u", test_tmpdir(), hist);
+        struct cairn_storage *st = NULL;
+        struct cairn_err err;
+        CHECK_OK(cairn_storage_open(root, &st, &err), &err);
+        struct hist h = {.now = 1700000000 + (int64_t)below(300 * DAY)};
+        for (unsigned e = 0; st != NULL && e < 16; e++) {
+            h.now += below(6) == 0 ? (int64_t)below(10 * DAY) : (int64_t)below(12 * 3600);
+            if (below(3) != 0 || h.n == 0) {
+                add_backup(&h);
+                store_backup(st, root, &h.v[h.n - 1]);
+                continue;
+            }
+            struct cairn_backup_list l;
+            CHECK_OK(cairn_storage_list(st, &l, &err), &err);
+            CHECK_EQ_INT(l.count, h.n);
+            struct cairn_retention_policy p;
+            random_policy(&p, h.now);
+            struct cairn_retention_plan plan;
+            CHECK_OK(cairn_retention_plan(&l, &p, &plan, &err), &err);
+            check_plan(&l, &p, &plan, seed, hist);
+            for (size_t i = 0; i < l.count; i++)
+                if (plan.items[i].action == CAIRN_RETAIN_REMOVE)
+                    CHECK_OK(cairn_storage_remove(st, l.items[i].name, &err), &err);
+            removed += (unsigned)plan.removed;
+            prunes++;
+            qsort(h.v, h.n, sizeof(*h.v), cmp_sim); /* the order of l */
+            apply_plan(&h, &plan);
+            cairn_retention_plan_free(&plan);
+            cairn_backup_list_free(&l);
+            links += check_store(st, &h);
+        }
+        free(h.v);
+        cairn_storage_free(st);
+        free(root);
+    }
+    printf("20 stored histories: %u prunes, %u backups removed, %u parent links restored\n", prunes,
+           removed, links);
+    CHECK(prunes > 20 && removed > 10 && links > 10);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
