@@ -276,6 +276,22 @@ static void config_err(const char *text, const char *want)
     cairn_config_free(c);
 }
 
+TEST(config_retention_keys)
+{
+    const char *t = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=2\n"
+                    "keep-hourly=24\nkeep-monthly=12\nkeep-yearly=3\nkeep-within=36h\n";
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(cairn_config_parse(t, strlen(t), "r.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->schedules[0].keep_hourly, 24);
+        CHECK_EQ_INT(c->schedules[0].keep_monthly, 12);
+        CHECK_EQ_INT(c->schedules[0].keep_yearly, 3);
+        CHECK_EQ_INT(c->schedules[0].keep_within, 36 * 3600);
+    }
+    cairn_config_free(c);
+}
+
 TEST(config_errors_name_file_and_line)
 {
     config_err("[schedule a]\nsource=/x\nto=file:///y\nevery=5m\n",
@@ -288,6 +304,8 @@ TEST(config_errors_name_file_and_line)
                "keep-last must be at least 1");
     config_err("[schedule a]\nsource=/x\nto=y\ncron=61 * * * *\nkeep-last=1\n",
                "bad.conf:4: cron minute field '61'");
+    config_err("[schedule a]\nsource=/x\nto=y\nevery=5m\nkeep-last=1\nkeep-within=soon\n",
+               "bad.conf:6: keep-within = 'soon': expected a duration");
     config_err("[schedule a]\nbogus=1\n", "bad.conf:2: unknown key 'bogus' in [schedule]");
     config_err("[schedule a/b]\n", "schedule name 'a/b' is not valid");
     config_err("[schedule a]\nsource=/x\nto=y\nevery=1m\nkeep-last=1\n[schedule a]\n",
