@@ -66,11 +66,16 @@ done
 echo "$midway kills landed mid-backup"
 [ "$midway" -ge 1 ] || { echo "FAIL: no kill landed mid-backup"; exit 1; }
 
-# Prune removes the interrupted (older, incomplete) ones and keeps the complete base.
+# Prune removes the interrupted (incomplete, sorting before the newest complete) ones and
+# keeps the complete base. Retention goes by creation time, and the base was created first:
+# keep every complete backup (the crash runs that completed too) so that the check is about
+# the debris.
 "$C" list "$store"
-"$C" prune "$store" --keep-last 1
+complete=$("$C" list "$store" --json | python3 -c 'import json,sys; print(" ".join(b["name"] for b in json.load(sys.stdin)["backups"] if b["status"] == "complete"))')
+"$C" prune "$store" --keep-last 100
 left=$("$C" list "$store" --json | python3 -c 'import json,sys; print(" ".join(b["name"] for b in json.load(sys.stdin)["backups"]))')
-[ "$left" = "$base" ] || { echo "FAIL: after prune: $left"; exit 1; }
+[ "$left" = "$complete" ] || { echo "FAIL: after prune: $left, want $complete"; exit 1; }
+case " $left " in *" $base "*) ;; *) echo "FAIL: base removed"; exit 1 ;; esac
 "$C" get "$store" "$base" "$tmp/restored" >/dev/null
 diff -r "$tmp/src" "$tmp/restored"
 echo "crash test passed"
