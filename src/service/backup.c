@@ -547,7 +547,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
                              "the legacy layout numbers at most 100 "
                              "backups (.00-.99); this chain has %zu",
                              c->n);
-    int rc = cairn_mkdir_p(o->into_dir, 0755, err);
+    int rc = cairn_mkdir_p(o->into_dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
     char *tmp = cairn_xasprintf("%s/.cairn-restore.XXXXXX", o->into_dir);
@@ -576,7 +576,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
             if (rc != CAIRN_OK)
                 break;
             char *path = cairn_path_join(tmp, name);
-            struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0644, 0, err);
+            struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
             free(path);
             if (w == NULL) {
                 rc = err->code;

@@ -358,7 +358,7 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
 {
     struct sbuf b = {0};
     meta_encode(m, &b);
-    struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0644, 1, err);
+    struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, err);
     int rc = w ? CAIRN_OK : err->code;
     if (w != NULL) {
         rc = cairn_writer_write(w, b.p, b.len, err);
@@ -403,7 +403,7 @@ static int dp_meta_import(void *ctx, const uint8_t *blob, size_t len,
         if (meta_find_shard(&cur, map->pairs[i][1], &d, &r) != 0)
             continue;
         char *dir = shard_dir(p, d->name, r->name, map->pairs[i][1]);
-        rc = cairn_mkdir_p(dir, 0755, err);
+        rc = cairn_mkdir_p(dir, 0700, err);
         free(dir);
     }
     if (rc == CAIRN_OK)
@@ -476,7 +476,7 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
                    : rc;
     char *prefix = cairn_xasprintf("%s/%s/%llu/", db, rp, (unsigned long long)id);
     struct import_ctx c = {prefix, dir, NULL, 0};
-    rc = cairn_mkdir_p(dir, 0755, err);
+    rc = cairn_mkdir_p(dir, 0700, err);
     if (rc == CAIRN_OK)
         rc = snap_tar_each(tar, import_entry, &c, err);
     /* Only a complete stream is installed; then every file is renamed into place at once. */
