@@ -163,7 +163,7 @@ TEST(sealer_key_files)
     cairn_sealer_free(s);
     free(sealed);
     free(opened);
-    CHECK_ERR(cairn_sealer_from_keyfile("aes-gcm", bad, &s, &err), CAIRN_E_PERM, &err,
+    CHECK_ERR(cairn_sealer_from_keyfile("aes-gcm", bad, &s, &err), CAIRN_E_INVALID, &err,
               "readable by group or others");
     CHECK_ERR(cairn_sealer_from_keyfile("rot13", hex, &s, &err), CAIRN_E_INVALID, &err,
               "unknown sealer");

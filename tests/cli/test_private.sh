@@ -93,3 +93,16 @@ grep -q '^out/state/deep/state.db$' "$T/new" || fail "state.db not listed"
 grep -q '^in/data/copy/' "$T/new" || fail "online restore wrote no shard: $(cat "$T/new")"
 [ $bad -eq 0 ] || fail "$bad of $checked created paths are not private"
 echo "$checked created paths checked: all 0600 files / 0700 directories"
+
+# A key file others can read is refused, as ssh does: exit 2, naming the file and the fix.
+head -c 32 /dev/urandom >"$T/key"
+chmod 640 "$T/key"
+expect_fail 2 "chmod 600 '$T/key'" "$B/cairn" snapshot save "$T/in/state.bin" "$T/k.snap" \
+    --index 1 --term 1 --seal hmac --seal-key "$T/key"
+expect_fail 2 "readable by group or others" "$B/cairn" put "file://$O/store" k1 "$T/in/files" \
+    --seal-key "$T/key"
+[ ! -e "$T/k.snap" ] && [ ! -e "$O/store/k1" ] || fail "a refused key still wrote output"
+chmod 600 "$T/key"
+"$B/cairn" snapshot save "$T/in/state.bin" "$T/k.snap" --index 1 --term 1 --seal hmac \
+    --seal-key "$T/key" >/dev/null || fail "a 0600 key is refused"
+echo "loose key files refused with exit 2"
