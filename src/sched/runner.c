@@ -63,9 +63,8 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
  * hand-made backups in a shared location are never pruned by this schedule. */
 static int owned(const char *name, const char *schedule)
 {
-    size_t n = strlen(name), sn = strlen(schedule);
-    return n == 17 + sn && name[8] == 'T' && name[15] == 'Z' && name[16] == '-' &&
-           strcmp(name + 17, schedule) == 0;
+    const char *tag;
+    return cairn_backup_name_parse(name, NULL, &tag) && strcmp(tag, schedule) == 0;
 }
 
 static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err)

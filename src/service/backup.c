@@ -30,10 +30,8 @@
 
 void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap)
 {
-    time_t t = (time_t)unix_sec;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, cap, "%Y%m%dT%H%M%SZ", &tm);
+    if (cairn_backup_name_make(unix_sec * 1000, 0, NULL, out, cap, NULL) != CAIRN_OK && cap > 0)
+        out[0] = '\0';
 }
 
 static int is_local_source(const char *s)
@@ -232,7 +230,9 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
     if (o->has_since)
         rc = find_parent(st, res->parent, sizeof(res->parent), err);
     if (rc == CAIRN_OK)
-        rc = cairn_storage_start(st, res->name, &b, err);
+        rc = o->name != NULL
+                 ? cairn_storage_start(st, res->name, &b, err)
+                 : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), &b, err);
     if (rc != CAIRN_OK)
         return rc;
     rc = cairn_backup_set_kind(b, KIND, err);
@@ -327,7 +327,9 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
                              "services, not to the local path '%s'",
                              o->source);
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
-    int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
+    int rc = o->name != NULL ? cairn_storage_backup_path(st, res->name, o->source, &po, err)
+                             : cairn_storage_backup_path_auto(
+                                   st, NULL, res->name, sizeof(res->name), o->source, &po, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b;
@@ -350,12 +352,17 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
         return cairn_err_set(err, CAIRN_E_INVALID, "backup needs a source and a storage URL");
     if (o->rp != NULL && o->db == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "a retention policy filter needs a database");
+    /* A default name is made when the backup starts (cairn_storage_start_auto). */
+    if (o->name != NULL && strlen(o->name) >= sizeof(res->name))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup name of %zu characters: at most %zu",
+                             strlen(o->name), sizeof(res->name) - 1);
+    if (o->name != NULL && !cairn_name_valid(o->name))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "invalid backup name '%s': use A-Z a-z 0-9 . _ - + @ =, not "
+                             "starting with '.'",
+                             o->name);
     if (o->name != NULL)
         snprintf(res->name, sizeof(res->name), "%s", o->name);
-    else
-        cairn_backup_default_name((int64_t)(cairn_now_ms() / 1000), res->name, sizeof(res->name));
-    if (!cairn_name_valid(res->name))
-        return cairn_err_set(err, CAIRN_E_INVALID, "invalid backup name '%s'", res->name);
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK)

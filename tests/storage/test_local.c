@@ -398,3 +398,70 @@ int main(int argc, char **argv)
 {
     return test_main(argc, argv);
 }
+
+TEST(backup_names_make_and_parse)
+{
+    struct cairn_err err;
+    char name[64];
+    int64_t ms = 0;
+    const char *tag = NULL;
+    /* 2026-01-02T03:04:05.678Z */
+    CHECK_OK(cairn_backup_name_make(1767323045678LL, 1, NULL, name, sizeof(name), &err), &err);
+    CHECK_EQ_STR(name, "20260102T030405.678Z");
+    CHECK(cairn_backup_name_parse(name, &ms, &tag) && ms == 1767323045678LL && *tag == '\0');
+    CHECK_OK(cairn_backup_name_make(1767323045678LL, 0, "nightly", name, sizeof(name), &err),
+             &err);
+    CHECK_EQ_STR(name, "20260102T030405Z-nightly");
+    CHECK(cairn_backup_name_parse(name, &ms, &tag) && ms == 1767323045000LL);
+    CHECK_EQ_STR(tag, "nightly");
+    /* Old names (scheduler's and default ones) still parse; others do not. */
+    CHECK(cairn_backup_name_parse("20260101T110000Z-hourly", NULL, NULL));
+    CHECK(cairn_backup_name_parse("20260101T110000Z", NULL, NULL));
+    CHECK(!cairn_backup_name_parse("20260231T110000Z", NULL, NULL));
+    CHECK(!cairn_backup_name_parse("20260101T110000Z-", NULL, NULL));
+    CHECK(!cairn_backup_name_parse("20260101T110000.12Z", NULL, NULL));
+    CHECK(!cairn_backup_name_parse("weekly-old", NULL, NULL));
+    CHECK(!cairn_backup_name_parse("20260101T1100Z", NULL, NULL));
+    /* Too small a buffer is an error, never a truncated name. */
+    CHECK_ERR(cairn_backup_name_make(1767323045678LL, 1, "tag", name, 20, &err), CAIRN_E_INVALID,
+              &err, "longer than");
+    CHECK_ERR(cairn_backup_name_make(0, 0, "bad/tag", name, sizeof(name), &err), CAIRN_E_INVALID,
+              &err, "invalid");
+    /* The same ms shape sorts by time. */
+    char a[64], b[64];
+    CHECK_OK(cairn_backup_name_make(1767323045999LL, 1, NULL, a, sizeof(a), &err), &err);
+    CHECK_OK(cairn_backup_name_make(1767323046000LL, 1, NULL, b, sizeof(b), &err), &err);
+    CHECK(strcmp(a, b) < 0);
+}
+
+TEST(start_auto_never_collides)
+{
+    struct cairn_err err;
+    char *url = cairn_xasprintf("file://%s/auto-store", test_tmpdir());
+    struct cairn_storage *st;
+    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
+    /* Another writer holds the next 50 milliseconds' names. */
+    int64_t now = (int64_t)cairn_now_ms();
+    for (int i = 0; i < 50; i++) {
+        char name[64];
+        struct cairn_backup *b;
+        CHECK_OK(cairn_backup_name_make(now + i, 1, NULL, name, sizeof(name), &err), &err);
+        CHECK_OK(cairn_storage_start(st, name, &b, &err), &err);
+        cairn_backup_free(b);
+    }
+    char prev[64] = "";
+    for (int i = 0; i < 20; i++) {
+        char name[64];
+        struct cairn_backup *b;
+        CHECK_OK(cairn_storage_start_auto(st, NULL, name, sizeof(name), &b, &err), &err);
+        CHECK(strcmp(name, prev) > 0); /* unique and in creation order */
+        snprintf(prev, sizeof(prev), "%s", name);
+        cairn_backup_free(b);
+    }
+    struct cairn_backup_list l;
+    CHECK_OK(cairn_storage_list(st, &l, &err), &err);
+    CHECK_EQ_INT(l.count, 70);
+    cairn_backup_list_free(&l);
+    cairn_storage_free(st);
+    free(url);
+}
