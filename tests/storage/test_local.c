@@ -2,6 +2,8 @@
  * confinement against hostile MANIFESTs). */
 #define _GNU_SOURCE
 #include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -409,8 +411,7 @@ TEST(backup_names_make_and_parse)
     CHECK_OK(cairn_backup_name_make(1767323045678LL, 1, NULL, name, sizeof(name), &err), &err);
     CHECK_EQ_STR(name, "20260102T030405.678Z");
     CHECK(cairn_backup_name_parse(name, &ms, &tag) && ms == 1767323045678LL && *tag == '\0');
-    CHECK_OK(cairn_backup_name_make(1767323045678LL, 0, "nightly", name, sizeof(name), &err),
-             &err);
+    CHECK_OK(cairn_backup_name_make(1767323045678LL, 0, "nightly", name, sizeof(name), &err), &err);
     CHECK_EQ_STR(name, "20260102T030405Z-nightly");
     CHECK(cairn_backup_name_parse(name, &ms, &tag) && ms == 1767323045000LL);
     CHECK_EQ_STR(tag, "nightly");
@@ -464,4 +465,37 @@ TEST(start_auto_never_collides)
     cairn_backup_list_free(&l);
     cairn_storage_free(st);
     free(url);
+}
+
+/* The scheduler opens storages from several threads at once: S3 URL parsing must not share
+ * state between them (it used strtok). Half the threads parse a prefix with "..", which must
+ * always fail; the other half a deep valid one, which must always parse. */
+static void *open_s3_urls(void *arg)
+{
+    int bad = *(int *)arg, wrong = 0;
+    for (int i = 0; i < 3000; i++) {
+        struct cairn_err err;
+        struct cairn_storage *st = NULL;
+        int rc = cairn_storage_open(bad ? "s3://bkt/a/../b/c/d/e?endpoint=http://127.0.0.1:9"
+                                        : "s3://bkt/p/q/r/s/t/u/v?endpoint=http://127.0.0.1:9",
+                                    &st, &err);
+        wrong += bad ? rc != CAIRN_E_INVALID : rc != CAIRN_OK;
+        cairn_storage_free(st);
+    }
+    return (void *)(intptr_t)wrong;
+}
+
+TEST(s3_url_parsing_is_thread_safe)
+{
+    pthread_t t[4];
+    int kinds[4] = {0, 1, 0, 1};
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&t[i], NULL, open_s3_urls, &kinds[i]) == 0);
+    intptr_t wrong = 0;
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        wrong += (intptr_t)r;
+    }
+    CHECK_EQ_INT(wrong, 0);
 }

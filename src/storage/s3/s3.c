@@ -174,7 +174,9 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
     {
         char *pfx = cairn_xcalloc(1, pathlen + 2);
         size_t o = 0;
-        for (char *tok = slash ? strtok(slash + 1, "/") : NULL; tok; tok = strtok(NULL, "/")) {
+        char *save = NULL;
+        for (char *tok = slash ? strtok_r(slash + 1, "/", &save) : NULL; tok;
+             tok = strtok_r(NULL, "/", &save)) {
             if (strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0) {
                 rc = cairn_err_set(err, CAIRN_E_INVALID,
                                    "S3 URL '%s': prefix must not contain '.' or '..'", url);
