@@ -586,7 +586,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
             struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
             free(path);
             if (w == NULL) {
-                rc = err->code;
+                rc = err ? err->code : CAIRN_E_IO;
                 break;
             }
             uint64_t bytes = 0;

@@ -359,7 +359,7 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
     struct sbuf b = {0};
     meta_encode(m, &b);
     struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, err);
-    int rc = w ? CAIRN_OK : err->code;
+    int rc = w ? CAIRN_OK : err ? err->code : CAIRN_E_IO;
     if (w != NULL) {
         rc = cairn_writer_write(w, b.p, b.len, err);
         if (rc == CAIRN_OK)

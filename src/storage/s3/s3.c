@@ -540,6 +540,9 @@ static void call_done(struct call *c)
  * request, the HTTP status and the S3 error code. The response body stays in c. */
 static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
 {
+    struct cairn_err local; /* the retry log needs the message even when the caller does not */
+    if (err == NULL)
+        err = &local;
     char *url = object_url(s, c->key, c->query);
     char what[512];
     snprintf(what, sizeof(what), "s3 %s s3://%s/%s%s%s", c->method, s->bucket, c->key ? c->key : "",
