@@ -46,8 +46,10 @@ static int file_list(void *state, int (*fn)(void *arg, const char *name), void *
     struct file_store *fs = state;
     DIR *d = opendir(fs->root);
     if (d == NULL) {
+        /* A typo must not look like an empty location (as restic and borg): start()
+         * creates the root, so only a location never written to is missing. */
         if (errno == ENOENT)
-            return CAIRN_OK;
+            return cairn_err_set(err, CAIRN_E_NOTFOUND, "no such storage location '%s'", fs->root);
         return cairn_err_sys(err, 0, errno, "open storage directory '%s'", fs->root);
     }
     int rc = CAIRN_OK;
