@@ -632,6 +632,41 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
     progress_report(p, "verify", f->name, f->size, 1);
 }
 
+/* --db / --rp name what the backup holds: anything else is "not in this backup" (a server
+ * would otherwise get an empty restore and answer as if the database existed). */
+static int check_scope(const struct cairn_restore_opts *o, const struct chain *c,
+                       struct cairn_err *err)
+{
+    struct cairn_backup *b = c->b[c->n - 1];
+    json_t *dbs = json_object_get(cairn_backup_meta(b), "databases");
+    if (o->db == NULL || !json_is_object(dbs))
+        return CAIRN_OK;
+    json_t *rps = NULL;
+    for (size_t k = c->n; k-- > 0 && rps == NULL;) /* any link of the chain */
+        rps = json_object_get(json_object_get(cairn_backup_meta(c->b[k]), "databases"), o->db);
+    if (rps == NULL) {
+        char have[512] = "";
+        size_t n = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(dbs, k, v)
+        {
+            int w = snprintf(have + n, sizeof(have) - n, "%s%s", n ? ", " : "", k);
+            if (w < 0 || (size_t)w >= sizeof(have) - n)
+                break;
+            n += (size_t)w;
+        }
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "database '%s' is not in backup '%s' (it has: %s)", o->db,
+                             cairn_backup_name(b), n ? have : "no databases");
+    }
+    if (o->rp != NULL && json_is_object(rps) && json_object_get(rps, o->rp) == NULL)
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "retention policy '%s.%s' is not in backup '%s'", o->db, o->rp,
+                             cairn_backup_name(b));
+    return CAIRN_OK;
+}
+
 int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_result *res,
                       struct cairn_err *err)
 {
@@ -675,6 +710,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
         if (strcmp(cairn_backup_kind(c.b[k]), KIND) != 0)
             rc = cairn_err_set(err, CAIRN_E_INVALID, "backup '%s' is of kind '%s', not %s",
                                cairn_backup_name(c.b[k]), cairn_backup_kind(c.b[k]), KIND);
+    if (rc == CAIRN_OK)
+        rc = check_scope(o, &c, err);
     /* Verify every file of the whole chain before anything is applied. */
     for (size_t k = 0; k < c.n && rc == CAIRN_OK; k++) {
         prog.total += (unsigned)cairn_backup_file_count(c.b[k]);
