@@ -293,12 +293,16 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
         goto out;
     }
     /* Hard-link the selected files into a private directory first: files replaced or
-     * deleted while the tar streams (compactions) then cannot tear it. */
-    rc = cairn_mkdir_p(p->snap_dir, 0700, err);
+     * deleted while the tar streams (compactions) then cannot tear it. The links must be on
+     * the data's file system; a data directory we cannot write (a read-only file system
+     * snapshot) cannot change under us either, so its files are streamed in place. */
+    int in_place = access(p->dir, W_OK) != 0;
+    if (!in_place)
+        rc = cairn_mkdir_p(p->snap_dir, 0700, err);
     if (rc != CAIRN_OK)
         goto out;
-    snap = cairn_xasprintf("%s/%llu.XXXXXX", p->snap_dir, (unsigned long long)id);
-    if (mkdtemp(snap) == NULL) {
+    snap = in_place ? NULL : cairn_xasprintf("%s/%llu.XXXXXX", p->snap_dir, (unsigned long long)id);
+    if (snap != NULL && mkdtemp(snap) == NULL) {
         rc = cairn_err_sys(err, 0, errno, "create snapshot directory in '%s'", p->snap_dir);
         free(snap);
         snap = NULL;
@@ -310,10 +314,10 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
     size_t kept = 0;
     for (size_t i = 0; i < nfiles; i++) {
         char *src = cairn_path_join(dir, files[i]);
-        char *dst = cairn_path_join(snap, files[i]);
+        char *dst = in_place ? NULL : cairn_path_join(snap, files[i]);
         struct stat st;
         int keep = !skip_file(files[i]) && stat(src, &st) == 0 && time_after(&st, since);
-        if (keep && link(src, dst) != 0) {
+        if (keep && !in_place && link(src, dst) != 0) {
             keep = 0;
             if (errno != ENOENT) /* a compaction removed it: not part of this view */
                 rc = cairn_err_sys(err, 0, errno, "hard-link '%s' into '%s'", src, snap);
@@ -331,7 +335,7 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
     t = snap_tar_out_new(out);
     for (size_t i = 0; i < nfiles && rc == CAIRN_OK; i++) {
         char *name = cairn_xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)id, files[i]);
-        char *path = cairn_path_join(snap, files[i]);
+        char *path = cairn_path_join(in_place ? dir : snap, files[i]);
         rc = snap_tar_add_file(t, name, path, err);
         free(name);
         free(path);
