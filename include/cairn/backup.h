@@ -39,7 +39,8 @@ typedef void (*cairn_backup_progress_fn)(void *ctx, const struct cairn_backup_pr
 struct cairn_backup_opts {
     const char *source;      /* "HOST:PORT" or a local path (see above) */
     const char *storage_url; /* file:///dir, s3://bucket/prefix, ... */
-    const char *name;        /* NULL: the UTC start time "YYYYMMDDTHHMMSSZ" */
+    const char *name;        /* NULL: the UTC start time "YYYYMMDDTHHMMSS.mmmZ", unique in the
+                              * location (cairn_storage_start_auto); else at most 127 chars */
     const char *db;          /* NULL: every database except _internal */
     const char *rp;          /* NULL: every retention policy (needs db) */
     int has_since;           /* incremental: only files modified after since */
@@ -98,7 +99,8 @@ struct cairn_restore_result {
 CAIRN_API int cairn_restore_run(const struct cairn_restore_opts *opts,
                                 struct cairn_restore_result *res, struct cairn_err *err);
 
-/* Default backup name for a Unix time: "YYYYMMDDTHHMMSSZ". out needs 17 bytes. */
+/* Backup name for a Unix time: "YYYYMMDDTHHMMSSZ" (cairn_backup_name_make). out needs 17
+ * bytes. */
 CAIRN_API void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap);
 
 #endif

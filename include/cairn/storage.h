@@ -88,8 +88,17 @@ CAIRN_API const struct cairn_storage_driver *cairn_storage_driver_find(const cha
 
 /* 1 when s is a valid backup or file name (see the header comment), else 0. */
 CAIRN_API int cairn_name_valid(const char *s);
-/* "YYYYMMDDTHHMMSSZ" (UTC now) plus "-tag" when tag is non-NULL; out needs 17 + strlen(tag)
- * + 1 bytes. Such names sort by time. Returns CAIRN_E_INVALID when the result is not valid. */
+/* Backup names made from a time (the one place that knows the shape):
+ * "YYYYMMDDTHHMMSSZ[-tag]" (UTC seconds; the scheduler's names, one per scheduled instant) or,
+ * with with_ms, "YYYYMMDDTHHMMSS.mmmZ[-tag]" (default names: several a second). Names of one
+ * shape sort by time. CAIRN_E_INVALID when out is too small (never truncated) or the result
+ * is not a valid name. */
+CAIRN_API int cairn_backup_name_make(int64_t unix_ms, int with_ms, const char *tag, char *out,
+                                     size_t cap, struct cairn_err *err);
+/* 1 when name has either shape above (with a real date): *unix_ms (may be NULL) gets its time
+ * and *tag (may be NULL) what follows "Z-", or "" without a tag; else 0. */
+CAIRN_API int cairn_backup_name_parse(const char *name, int64_t *unix_ms, const char **tag);
+/* cairn_backup_name_make(now, with_ms = 0, tag, ...): "YYYYMMDDTHHMMSSZ[-tag]". */
 CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err);
 
 /* ---- storage ---- */
@@ -132,7 +141,9 @@ struct cairn_backup_list {
     struct cairn_backup_info *items; /* sorted by name, ascending (oldest first) */
 };
 
-/* List every backup with its status (reads each MANIFEST). A missing location is empty. */
+/* List every backup with its status (reads each MANIFEST). A missing file location (or S3
+ * bucket) is CAIRN_E_NOTFOUND; an existing empty one (or an S3 prefix with no object) is
+ * empty. */
 CAIRN_API int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
                                  struct cairn_err *err);
 CAIRN_API void cairn_backup_list_free(struct cairn_backup_list *l);
@@ -141,6 +152,11 @@ CAIRN_API void cairn_backup_list_free(struct cairn_backup_list *l);
  * CAIRN_E_INVALID for an unsafe name. */
 CAIRN_API int cairn_storage_start(struct cairn_storage *st, const char *name,
                                   struct cairn_backup **b, struct cairn_err *err);
+/* Start a backup under a default name, "YYYYMMDDTHHMMSS.mmmZ[-tag]" for now (written to
+ * name; cairn_backup_name_make with_ms): when another writer took that name, the next
+ * millisecond's is tried, so two backups started in the same second never collide. */
+CAIRN_API int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *name,
+                                       size_t cap, struct cairn_backup **b, struct cairn_err *err);
 /* Open an existing backup read-only. A complete backup has its MANIFEST loaded (and checked
  * against the seal key); an incomplete one opens too (status INCOMPLETE, only read_file
  * works). A corrupt MANIFEST is CAIRN_E_CORRUPT (CAIRN_E_SEAL for a seal mismatch); a
@@ -286,6 +302,11 @@ CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *targ
 CAIRN_API int cairn_storage_backup_path(struct cairn_storage *st, const char *name,
                                         const char *path, const struct cairn_path_opts *opts,
                                         struct cairn_err *err);
+/* The same under a default name (cairn_storage_start_auto), returned in name. */
+CAIRN_API int cairn_storage_backup_path_auto(struct cairn_storage *st, const char *tag, char *name,
+                                             size_t cap, const char *path,
+                                             const struct cairn_path_opts *opts,
+                                             struct cairn_err *err);
 /* One call: open_backup + restore_path. */
 CAIRN_API int cairn_storage_restore_path(struct cairn_storage *st, const char *name,
                                          const char *target, const struct cairn_path_opts *opts,

@@ -96,14 +96,25 @@ static void buf_puts(struct buf *b, const char *s)
 }
 
 static void buf_printf(struct buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+/* Prints straight into the growing buffer, sized by a first measuring pass: no fixed-size
+ * scratch to overflow (two 20-digit uint64s already pass 64 bytes). */
 static void buf_printf(struct buf *b, const char *fmt, ...)
 {
-    char tmp[64];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    buf_put(b, tmp, (size_t)n);
+    if (n <= 0)
+        return;
+    buf_put(b, "", 0); /* b->p exists */
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->p = cairn_xrealloc(b->p, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
 }
 
 /* encoding/json appendString with escapeHTML (Go 1.22+: \b and \f get short escapes). */

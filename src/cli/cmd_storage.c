@@ -594,10 +594,13 @@ int cmd_put(int argc, char **argv)
         return ec;
     struct cairn_err err;
     char name[CAIRN_NAME_MAX + 1];
-    snprintf(name, sizeof(name), "%s", o.pos[1]);
-    if (strcmp(o.pos[1], "auto") == 0 &&
-        cairn_backup_name_now(NULL, name, sizeof(name), &err) != CAIRN_OK)
+    int autoname = strcmp(o.pos[1], "auto") == 0;
+    if (!autoname && strlen(o.pos[1]) >= sizeof(name)) { /* refused, never truncated */
+        cairn_err_set(&err, CAIRN_E_INVALID, "backup name of %zu characters: at most %d",
+                      strlen(o.pos[1]), CAIRN_NAME_MAX);
         return cli_fail(&err);
+    }
+    snprintf(name, sizeof(name), "%s", o.pos[1]);
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
     if (rc != CAIRN_OK)
@@ -609,7 +612,9 @@ int cmd_put(int argc, char **argv)
         po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
     }
-    rc = cairn_storage_backup_path(st, name, o.pos[2], &po, &err);
+    rc = autoname
+             ? cairn_storage_backup_path_auto(st, NULL, name, sizeof(name), o.pos[2], &po, &err)
+             : cairn_storage_backup_path(st, name, o.pos[2], &po, &err);
     cli_progress_done(pr);
     cairn_storage_free(st);
     if (rc != CAIRN_OK)

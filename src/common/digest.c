@@ -191,11 +191,11 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
     else if (!S_ISREG(st.st_mode))
         rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (%s)", path,
                            file_kind(st.st_mode));
-    else if (st.st_mode & 077)
-        rc = cairn_err_set(err, CAIRN_E_PERM,
+    else if (st.st_mode & 077) /* as ssh: a key others can read is no secret; a usage error */
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
                            "key file '%s' is readable by group or others (mode %04o); "
-                           "chmod 600 it",
-                           path, (unsigned)(st.st_mode & 07777));
+                           "fix it with: chmod 600 '%s'",
+                           path, (unsigned)(st.st_mode & 07777), path);
     else {
         char what[4200];
         snprintf(what, sizeof(what), "key file '%s'", path);

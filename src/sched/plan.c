@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cairn/storage.h"
 #include "common/util.h"
 
 void cairn_plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
@@ -79,10 +80,7 @@ uint64_t cairn_ratelimit_reserve(struct cairn_ratelimit *rl, uint64_t now_ns)
 
 void cairn_run_name(const char *schedule, int64_t at, char *out, size_t cap)
 {
-    time_t tt = (time_t)at;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    char stamp[32];
-    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(out, cap, "%s-%s", stamp, schedule);
+    /* Schedule names are checked at config load, so the result fits and is valid. */
+    if (cairn_backup_name_make(at * 1000, 0, schedule, out, cap, NULL) != CAIRN_OK && cap > 0)
+        out[0] = '\0';
 }

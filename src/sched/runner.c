@@ -65,9 +65,8 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
 static int owned(const char *name, void *arg)
 {
     const char *schedule = arg;
-    size_t n = strlen(name), sn = strlen(schedule);
-    return n == 17 + sn && name[8] == 'T' && name[15] == 'Z' && name[16] == '-' &&
-           strcmp(name + 17, schedule) == 0;
+    const char *tag;
+    return cairn_backup_name_parse(name, NULL, &tag) && strcmp(tag, schedule) == 0;
 }
 
 /* The schedule's keep-* rules over its own backups, grouped by source. The whole list is

@@ -30,10 +30,8 @@
 
 void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap)
 {
-    time_t t = (time_t)unix_sec;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, cap, "%Y%m%dT%H%M%SZ", &tm);
+    if (cairn_backup_name_make(unix_sec * 1000, 0, NULL, out, cap, NULL) != CAIRN_OK && cap > 0)
+        out[0] = '\0';
 }
 
 static int is_local_source(const char *s)
@@ -232,7 +230,9 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
     if (o->has_since)
         rc = find_parent(st, res->parent, sizeof(res->parent), err);
     if (rc == CAIRN_OK)
-        rc = cairn_storage_start(st, res->name, &b, err);
+        rc = o->name != NULL
+                 ? cairn_storage_start(st, res->name, &b, err)
+                 : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), &b, err);
     if (rc != CAIRN_OK)
         return rc;
     rc = cairn_backup_set_kind(b, KIND, err);
@@ -327,7 +327,9 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
                              "services, not to the local path '%s'",
                              o->source);
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
-    int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
+    int rc = o->name != NULL ? cairn_storage_backup_path(st, res->name, o->source, &po, err)
+                             : cairn_storage_backup_path_auto(
+                                   st, NULL, res->name, sizeof(res->name), o->source, &po, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b;
@@ -350,12 +352,17 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
         return cairn_err_set(err, CAIRN_E_INVALID, "backup needs a source and a storage URL");
     if (o->rp != NULL && o->db == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "a retention policy filter needs a database");
+    /* A default name is made when the backup starts (cairn_storage_start_auto). */
+    if (o->name != NULL && strlen(o->name) >= sizeof(res->name))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup name of %zu characters: at most %zu",
+                             strlen(o->name), sizeof(res->name) - 1);
+    if (o->name != NULL && !cairn_name_valid(o->name))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "invalid backup name '%s': use A-Z a-z 0-9 . _ - + @ =, not "
+                             "starting with '.'",
+                             o->name);
     if (o->name != NULL)
         snprintf(res->name, sizeof(res->name), "%s", o->name);
-    else
-        cairn_backup_default_name((int64_t)(cairn_now_ms() / 1000), res->name, sizeof(res->name));
-    if (!cairn_name_valid(res->name))
-        return cairn_err_set(err, CAIRN_E_INVALID, "invalid backup name '%s'", res->name);
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK)
@@ -547,7 +554,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
                              "the legacy layout numbers at most 100 "
                              "backups (.00-.99); this chain has %zu",
                              c->n);
-    int rc = cairn_mkdir_p(o->into_dir, 0755, err);
+    int rc = cairn_mkdir_p(o->into_dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
     char *tmp = cairn_xasprintf("%s/.cairn-restore.XXXXXX", o->into_dir);
@@ -576,10 +583,10 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
             if (rc != CAIRN_OK)
                 break;
             char *path = cairn_path_join(tmp, name);
-            struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0644, 0, err);
+            struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
             free(path);
             if (w == NULL) {
-                rc = err->code;
+                rc = err ? err->code : CAIRN_E_IO;
                 break;
             }
             uint64_t bytes = 0;
@@ -625,6 +632,41 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
     progress_report(p, "verify", f->name, f->size, 1);
 }
 
+/* --db / --rp name what the backup holds: anything else is "not in this backup" (a server
+ * would otherwise get an empty restore and answer as if the database existed). */
+static int check_scope(const struct cairn_restore_opts *o, const struct chain *c,
+                       struct cairn_err *err)
+{
+    struct cairn_backup *b = c->b[c->n - 1];
+    json_t *dbs = json_object_get(cairn_backup_meta(b), "databases");
+    if (o->db == NULL || !json_is_object(dbs))
+        return CAIRN_OK;
+    json_t *rps = NULL;
+    for (size_t k = c->n; k-- > 0 && rps == NULL;) /* any link of the chain */
+        rps = json_object_get(json_object_get(cairn_backup_meta(c->b[k]), "databases"), o->db);
+    if (rps == NULL) {
+        char have[512] = "";
+        size_t n = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(dbs, k, v)
+        {
+            int w = snprintf(have + n, sizeof(have) - n, "%s%s", n ? ", " : "", k);
+            if (w < 0 || (size_t)w >= sizeof(have) - n)
+                break;
+            n += (size_t)w;
+        }
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "database '%s' is not in backup '%s' (it has: %s)", o->db,
+                             cairn_backup_name(b), n ? have : "no databases");
+    }
+    if (o->rp != NULL && json_is_object(rps) && json_object_get(rps, o->rp) == NULL)
+        return cairn_err_set(err, CAIRN_E_NOTFOUND,
+                             "retention policy '%s.%s' is not in backup '%s'", o->db, o->rp,
+                             cairn_backup_name(b));
+    return CAIRN_OK;
+}
+
 int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_result *res,
                       struct cairn_err *err)
 {
@@ -668,6 +710,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
         if (strcmp(cairn_backup_kind(c.b[k]), KIND) != 0)
             rc = cairn_err_set(err, CAIRN_E_INVALID, "backup '%s' is of kind '%s', not %s",
                                cairn_backup_name(c.b[k]), cairn_backup_kind(c.b[k]), KIND);
+    if (rc == CAIRN_OK)
+        rc = check_scope(o, &c, err);
     /* Verify every file of the whole chain before anything is applied. */
     for (size_t k = 0; k < c.n && rc == CAIRN_OK; k++) {
         prog.total += (unsigned)cairn_backup_file_count(c.b[k]);

@@ -282,7 +282,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     if (total == 0)
         return cairn_err_set(err, CAIRN_E_NOTFOUND,
                              "%s closed without sending shard %llu "
-                             "(missing shard?)",
+                             "(missing shard, or the server failed to read it: see its log)",
                              c->addr, (unsigned long long)shard_id);
     /* A tar ends with two zero blocks; anything else was cut off. */
     if (total % 512 != 0 || zeros < 1024)

@@ -293,12 +293,16 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
         goto out;
     }
     /* Hard-link the selected files into a private directory first: files replaced or
-     * deleted while the tar streams (compactions) then cannot tear it. */
-    rc = cairn_mkdir_p(p->snap_dir, 0700, err);
+     * deleted while the tar streams (compactions) then cannot tear it. The links must be on
+     * the data's file system; a data directory we cannot write (a read-only file system
+     * snapshot) cannot change under us either, so its files are streamed in place. */
+    int in_place = access(p->dir, W_OK) != 0;
+    if (!in_place)
+        rc = cairn_mkdir_p(p->snap_dir, 0700, err);
     if (rc != CAIRN_OK)
         goto out;
-    snap = cairn_xasprintf("%s/%llu.XXXXXX", p->snap_dir, (unsigned long long)id);
-    if (mkdtemp(snap) == NULL) {
+    snap = in_place ? NULL : cairn_xasprintf("%s/%llu.XXXXXX", p->snap_dir, (unsigned long long)id);
+    if (snap != NULL && mkdtemp(snap) == NULL) {
         rc = cairn_err_sys(err, 0, errno, "create snapshot directory in '%s'", p->snap_dir);
         free(snap);
         snap = NULL;
@@ -310,10 +314,10 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
     size_t kept = 0;
     for (size_t i = 0; i < nfiles; i++) {
         char *src = cairn_path_join(dir, files[i]);
-        char *dst = cairn_path_join(snap, files[i]);
+        char *dst = in_place ? NULL : cairn_path_join(snap, files[i]);
         struct stat st;
         int keep = !skip_file(files[i]) && stat(src, &st) == 0 && time_after(&st, since);
-        if (keep && link(src, dst) != 0) {
+        if (keep && !in_place && link(src, dst) != 0) {
             keep = 0;
             if (errno != ENOENT) /* a compaction removed it: not part of this view */
                 rc = cairn_err_sys(err, 0, errno, "hard-link '%s' into '%s'", src, snap);
@@ -331,7 +335,7 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
     t = snap_tar_out_new(out);
     for (size_t i = 0; i < nfiles && rc == CAIRN_OK; i++) {
         char *name = cairn_xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)id, files[i]);
-        char *path = cairn_path_join(snap, files[i]);
+        char *path = cairn_path_join(in_place ? dir : snap, files[i]);
         rc = snap_tar_add_file(t, name, path, err);
         free(name);
         free(path);
@@ -358,8 +362,8 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
 {
     struct sbuf b = {0};
     meta_encode(m, &b);
-    struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0644, 1, err);
-    int rc = w ? CAIRN_OK : err->code;
+    struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, err);
+    int rc = w ? CAIRN_OK : err ? err->code : CAIRN_E_IO;
     if (w != NULL) {
         rc = cairn_writer_write(w, b.p, b.len, err);
         if (rc == CAIRN_OK)
@@ -403,7 +407,7 @@ static int dp_meta_import(void *ctx, const uint8_t *blob, size_t len,
         if (meta_find_shard(&cur, map->pairs[i][1], &d, &r) != 0)
             continue;
         char *dir = shard_dir(p, d->name, r->name, map->pairs[i][1]);
-        rc = cairn_mkdir_p(dir, 0755, err);
+        rc = cairn_mkdir_p(dir, 0700, err);
         free(dir);
     }
     if (rc == CAIRN_OK)
@@ -476,7 +480,7 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
                    : rc;
     char *prefix = cairn_xasprintf("%s/%s/%llu/", db, rp, (unsigned long long)id);
     struct import_ctx c = {prefix, dir, NULL, 0};
-    rc = cairn_mkdir_p(dir, 0755, err);
+    rc = cairn_mkdir_p(dir, 0700, err);
     if (rc == CAIRN_OK)
         rc = snap_tar_each(tar, import_entry, &c, err);
     /* Only a complete stream is installed; then every file is renamed into place at once. */

@@ -1,9 +1,11 @@
 /* State store driver: SQLite (the embedded default). One connection, rollback journal, full
  * sync: a state snapshot is small and written rarely, durability matters more than speed. */
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "store.h"
@@ -147,6 +149,13 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
 {
     if (*path == '\0')
         return cairn_err_set(err, CAIRN_E_INVALID, "empty SQLite state path");
+    /* SQLite creates its file (and journals, which copy the file's mode) with 0644 & ~umask:
+     * create it first so the state is private whatever the umask. */
+    if (path[0] != ':' && strncmp(path, "file:", 5) != 0) { /* not ":memory:" or a URI */
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0)
+            close(fd);
+    }
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);

@@ -544,14 +544,19 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
 
 /* ---- one-call helpers ---- */
 
-int cairn_storage_backup_path(struct cairn_storage *st, const char *name, const char *path,
-                              const struct cairn_path_opts *opts, struct cairn_err *err)
+/* name: the backup's name, or NULL for a default one (tag, written to out). */
+static int backup_path(struct cairn_storage *st, const char *name, const char *tag, char *out,
+                       size_t cap, const char *path, const struct cairn_path_opts *opts,
+                       struct cairn_err *err)
 {
     char *abs = realpath(path, NULL);
     if (abs == NULL)
         return cairn_err_sys(err, 0, errno, "backup source '%s'", path);
     struct cairn_backup *b = NULL;
-    int rc = cairn_storage_start(st, name, &b, err);
+    int rc = name != NULL ? cairn_storage_start(st, name, &b, err)
+                          : cairn_storage_start_auto(st, tag, out, cap, &b, err);
+    if (name == NULL)
+        name = out;
     if (rc != CAIRN_OK) {
         free(abs);
         return rc;
@@ -576,6 +581,21 @@ int cairn_storage_backup_path(struct cairn_storage *st, const char *name, const 
     free(source);
     free(abs);
     return rc;
+}
+
+int cairn_storage_backup_path(struct cairn_storage *st, const char *name, const char *path,
+                              const struct cairn_path_opts *opts, struct cairn_err *err)
+{
+    if (name == NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup needs a name");
+    return backup_path(st, name, NULL, NULL, 0, path, opts, err);
+}
+
+int cairn_storage_backup_path_auto(struct cairn_storage *st, const char *tag, char *name,
+                                   size_t cap, const char *path, const struct cairn_path_opts *opts,
+                                   struct cairn_err *err)
+{
+    return backup_path(st, NULL, tag, name, cap, path, opts, err);
 }
 
 int cairn_storage_restore_path(struct cairn_storage *st, const char *name, const char *target,

@@ -74,19 +74,79 @@ int cairn_name_valid(const char *s)
     return 1;
 }
 
-int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err)
+#define STAMP_LEN 16 /* "YYYYMMDDTHHMMSSZ" */
+
+int cairn_backup_name_make(int64_t unix_ms, int with_ms, const char *tag, char *out, size_t cap,
+                           struct cairn_err *err)
 {
-    time_t now = time(NULL);
+    time_t t = (time_t)(unix_ms / 1000);
     struct tm tm;
-    gmtime_r(&now, &tm);
+    if (unix_ms < 0 || gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999)
+        return cairn_err_set(err, CAIRN_E_INVALID, "no backup name for time %lld ms",
+                             (long long)unix_ms);
     char stamp[32];
-    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
-    int n = tag ? snprintf(out, cap, "%s-%s", stamp, tag) : snprintf(out, cap, "%s", stamp);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+    char frac[8] = "";
+    if (with_ms)
+        snprintf(frac, sizeof(frac), ".%03d", (int)(unix_ms % 1000));
+    int n = snprintf(out, cap, "%s%sZ%s%s", stamp, frac, tag ? "-" : "", tag ? tag : "");
     if (n < 0 || (size_t)n >= cap)
-        return cairn_err_set(err, CAIRN_E_INVALID, "backup name buffer too small");
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "backup name '%s%sZ-%s' is longer than %zu "
+                             "characters",
+                             stamp, frac, tag ? tag : "", cap ? cap - 1 : 0);
     if (!cairn_name_valid(out))
         return cairn_err_set(err, CAIRN_E_INVALID, "invalid backup name '%s'", out);
     return CAIRN_OK;
+}
+
+static int digits(const char *s, int n, int *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return 1;
+}
+
+int cairn_backup_name_parse(const char *name, int64_t *unix_ms, const char **tag)
+{
+    int y, mo, d, h, mi, sec, ms = 0;
+    if (name == NULL || strlen(name) < STAMP_LEN || !digits(name, 4, &y) ||
+        !digits(name + 4, 2, &mo) || !digits(name + 6, 2, &d) || name[8] != 'T' ||
+        !digits(name + 9, 2, &h) || !digits(name + 11, 2, &mi) || !digits(name + 13, 2, &sec))
+        return 0;
+    const char *p = name + 15;
+    if (*p == '.') {
+        if (!digits(p + 1, 3, &ms))
+            return 0;
+        p += 4;
+    }
+    if (*p++ != 'Z' || (*p != '\0' && (*p != '-' || p[1] == '\0')))
+        return 0;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    /* timegm normalises 20260231 to March 3rd: a real date round-trips. */
+    if (tm.tm_year != y - 1900 || tm.tm_mon != mo - 1 || tm.tm_mday != d || tm.tm_hour != h ||
+        tm.tm_min != mi || tm.tm_sec != sec)
+        return 0;
+    if (unix_ms != NULL)
+        *unix_ms = (int64_t)t * 1000 + ms;
+    if (tag != NULL)
+        *tag = *p == '-' ? p + 1 : p;
+    return 1;
+}
+
+int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err)
+{
+    return cairn_backup_name_make((int64_t)cairn_now_ms(), 0, tag, out, cap, err);
 }
 
 static int check_backup_name(const char *name, struct cairn_err *err)
@@ -342,6 +402,21 @@ int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn
     b->source = cairn_xstrdup("");
     *out = b;
     return CAIRN_OK;
+}
+
+int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *name, size_t cap,
+                             struct cairn_backup **out, struct cairn_err *err)
+{
+    *out = NULL;
+    int64_t ms = (int64_t)cairn_now_ms();
+    int rc = CAIRN_E_EXISTS;
+    /* A taken name is another writer's, started this millisecond: take the next one. */
+    for (int i = 0; i < 1000 && rc == CAIRN_E_EXISTS; i++) {
+        rc = cairn_backup_name_make(ms + i, 1, tag, name, cap, err);
+        if (rc == CAIRN_OK)
+            rc = cairn_storage_start(st, name, out, err);
+    }
+    return rc;
 }
 
 int cairn_storage_open_backup(struct cairn_storage *st, const char *name, struct cairn_backup **out,

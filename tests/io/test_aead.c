@@ -116,7 +116,12 @@ TEST(key_file_formats_and_permissions)
     CHECK_OK(cairn_key_load(path, key, &err), &err);
     CHECK(memcmp(key, key1, 32) == 0);
     chmod(path, 0644);
-    CHECK_ERR(cairn_key_load(path, key, &err), CAIRN_E_PERM, &err, "chmod 600");
+    CHECK_ERR(cairn_key_load(path, key, &err), CAIRN_E_INVALID, &err, "chmod 600");
+    char *fix = cairn_xasprintf("chmod 600 '%s'", path);
+    CHECK(strstr(err.msg, fix) != NULL);
+    free(fix);
+    chmod(path, 0604); /* others alone are enough */
+    CHECK_ERR(cairn_key_load(path, key, &err), CAIRN_E_INVALID, &err, "mode 0604");
     f = fopen(path, "w");
     fprintf(f, "short");
     fclose(f);

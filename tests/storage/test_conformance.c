@@ -131,7 +131,14 @@ CONFORMANCE(roundtrip_and_manifest)
     struct cairn_err err;
     struct cairn_storage *st = open_store(url);
     struct cairn_backup_list l;
-    CHECK_OK(cairn_storage_list(st, &l, &err), &err); /* a missing location is empty */
+    if (!is_s3) {
+        /* A missing directory is an error (a typo is not an empty location); an S3 prefix
+         * has no existence of its own, so there it is just empty. */
+        CHECK_ERR(cairn_storage_list(st, &l, &err), CAIRN_E_NOTFOUND, &err,
+                  "no such storage location");
+        CHECK_OK(cairn_mkdir_p(url + strlen("file://"), 0700, &err), &err);
+    }
+    CHECK_OK(cairn_storage_list(st, &l, &err), &err); /* an empty location is empty */
     CHECK_EQ_INT(l.count, 0);
     cairn_backup_list_free(&l);
 

@@ -46,8 +46,10 @@ static int file_list(void *state, int (*fn)(void *arg, const char *name), void *
     struct file_store *fs = state;
     DIR *d = opendir(fs->root);
     if (d == NULL) {
+        /* A typo must not look like an empty location (as restic and borg): start()
+         * creates the root, so only a location never written to is missing. */
         if (errno == ENOENT)
-            return CAIRN_OK;
+            return cairn_err_set(err, CAIRN_E_NOTFOUND, "no such storage location '%s'", fs->root);
         return cairn_err_sys(err, 0, errno, "open storage directory '%s'", fs->root);
     }
     int rc = CAIRN_OK;
@@ -74,11 +76,11 @@ static int file_list(void *state, int (*fn)(void *arg, const char *name), void *
 static int file_start(void *state, const char *backup, struct cairn_err *err)
 {
     struct file_store *fs = state;
-    int rc = cairn_mkdir_p(fs->root, 0755, err);
+    int rc = cairn_mkdir_p(fs->root, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
     char *dir = cairn_path_join(fs->root, backup);
-    if (mkdir(dir, 0755) != 0) {
+    if (mkdir(dir, 0700) != 0) {
         if (errno == EEXIST)
             rc = cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s' already exists in '%s'", backup,
                                fs->root);
@@ -133,7 +135,7 @@ static int file_create(void *state, const char *backup, const char *file, int64_
                            "backup directory '%s' is missing (removed while writing?)", dir);
         goto out;
     }
-    *w = cairn_atomic_file_writer_open(path, 0644, 0, err);
+    *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
     if (*w == NULL)
         rc = err ? err->code : CAIRN_E_IO;
 out:

@@ -174,7 +174,9 @@ static int s3_open(const char *url, void **state, struct cairn_err *err)
     {
         char *pfx = cairn_xcalloc(1, pathlen + 2);
         size_t o = 0;
-        for (char *tok = slash ? strtok(slash + 1, "/") : NULL; tok; tok = strtok(NULL, "/")) {
+        char *save = NULL;
+        for (char *tok = slash ? strtok_r(slash + 1, "/", &save) : NULL; tok;
+             tok = strtok_r(NULL, "/", &save)) {
             if (strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0) {
                 rc = cairn_err_set(err, CAIRN_E_INVALID,
                                    "S3 URL '%s': prefix must not contain '.' or '..'", url);
@@ -538,6 +540,9 @@ static void call_done(struct call *c)
  * request, the HTTP status and the S3 error code. The response body stays in c. */
 static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
 {
+    struct cairn_err local; /* the retry log needs the message even when the caller does not */
+    if (err == NULL)
+        err = &local;
     char *url = object_url(s, c->key, c->query);
     char what[512];
     snprintf(what, sizeof(what), "s3 %s s3://%s/%s%s%s", c->method, s->bucket, c->key ? c->key : "",
