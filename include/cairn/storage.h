@@ -267,6 +267,8 @@ struct cairn_path_opts {
     /* Called from worker threads with bytes transferred since the last call (may be NULL). */
     void (*progress)(void *arg, uint64_t bytes);
     void *progress_arg;
+    /* Restore only: into a non-empty directory, replacing files of the same name. */
+    int force;
 };
 
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored
@@ -276,8 +278,12 @@ struct cairn_path_opts {
 CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                                     const struct cairn_path_opts *opts, struct cairn_err *err);
 /* Restore a backup made by put_path into target, which must not exist or be an empty
- * directory. Every file is verified (size + SHA-256); no path from the MANIFEST can write
- * outside target (absolute paths, "..", and symlinks are refused). Read-only handles. */
+ * directory (or, with opts->force, a directory whose files of the same name are replaced).
+ * All or nothing: the tree is written into a temporary directory beside target, every file is
+ * verified (size + SHA-256) and fsync'd, and only then is it renamed into place; on failure the
+ * target is as it was (see docs/STORAGE.md). No path from the MANIFEST can write outside target
+ * (absolute paths, "..", and symlinks are refused; a symlink at target is not followed).
+ * Read-only handles. */
 CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
                                         const struct cairn_path_opts *opts, struct cairn_err *err);
 /* One call: start `name`, put_path, end; aborts (removes) the backup on failure. kind

@@ -22,7 +22,7 @@
 struct sopts {
     const char *pos[4];
     int npos;
-    int json, dry_run, zstd, zstd_level;
+    int json, dry_run, zstd, zstd_level, force;
     const char *seal_key;
     uint64_t workers, keep_last, keep_daily, keep_weekly;
     int have_keep_last;
@@ -64,7 +64,7 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             continue;
         }
         int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
-                    strcmp(name, "--zstd") != 0;
+                    strcmp(name, "--zstd") != 0 && strcmp(name, "--force") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
                 return cli_usage(cmd, "option %s needs a value", name);
@@ -75,6 +75,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             o->json = cli_json = 1;
         } else if (strcmp(name, "--dry-run") == 0) {
             o->dry_run = 1;
+        } else if (strcmp(name, "--force") == 0) {
+            o->force = 1;
         } else if (strcmp(name, "--zstd") == 0) {
             o->zstd = 1;
             if (val != NULL) {
@@ -467,16 +469,21 @@ int cmd_put(int argc, char **argv)
 }
 
 static const char get_help[] =
-    "usage: cairn get URL NAME DIR [--workers N] [--seal-key FILE] [--json]\n\n"
-    "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. Every\n"
-    "file is verified against the MANIFEST; nothing is written outside DIR.\n\n"
+    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. The\n"
+    "tree is written into a temporary directory beside DIR, every file is verified against\n"
+    "the MANIFEST, and only then is it moved into place: on any failure DIR is as it was.\n"
+    "Nothing is written outside DIR and no symlink in it is followed.\n\n"
+    "Options:\n"
+    "  --force  restore into a non-empty DIR, replacing files of the same name (exit 6\n"
+    "           without it, naming what is in the way)\n\n"
     "Example:\n"
     "  cairn get /var/backups/etc 20260101T000000Z /tmp/etc-restored\n\n" URL_HELP;
 
 int cmd_get(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key ", 3,
+    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key --force ", 3,
                       "expected a storage URL, a backup name and a target directory", &o);
     if (ec >= 0)
         return ec;
@@ -486,8 +493,10 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("get", 0);
-    struct cairn_path_opts po = {
-        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
+    struct cairn_path_opts po = {.workers = (unsigned)o.workers,
+                                 .progress = progress_cb,
+                                 .progress_arg = pr,
+                                 .force = o.force};
     rc = cairn_storage_restore_path(st, o.pos[1], o.pos[2], &po, &err);
     cli_progress_done(pr);
     cairn_storage_free(st);

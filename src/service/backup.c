@@ -542,6 +542,10 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "--newdb/--newrp need an online restore "
                              "(--to); for --into, rename with `influxd restore -newdb`");
+    if (o->force)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "--force applies to backups of a local path; an InfluxDB restore "
+                             "--into never replaces files");
     if (c->n > 100)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "the legacy layout numbers at most 100 "
@@ -616,6 +620,15 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
     return rc;
 }
 
+/* A backup of a local path, all or nothing (cairn_backup_restore_path). */
+static int restore_files(const struct cairn_restore_opts *o, struct cairn_backup *b,
+                         struct progress *prog, struct cairn_err *err)
+{
+    struct cairn_path_opts po = {
+        .progress = path_progress, .progress_arg = prog, .force = o->force};
+    return cairn_backup_restore_path(b, o->into_dir, &po, err);
+}
+
 static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
                       const struct cairn_err *ferr)
 {
@@ -658,7 +671,7 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
                                "it with --into DIR only",
                                o->name);
         else
-            rc = cairn_backup_restore_path(c.b[0], o->into_dir, NULL, err);
+            rc = restore_files(o, c.b[0], &prog, err);
         res->backups = 1;
         for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(c.b[0]); i++)
             res->bytes += cairn_backup_file_at(c.b[0], i)->logical_size;
