@@ -61,6 +61,8 @@ struct cairn_backup_result {
     uint64_t files; /* files stored, meta included */
     uint64_t bytes; /* logical bytes stored (before compression) */
     double seconds;
+    /* Local paths: files gone before they were read (skipped), and changed while read. */
+    uint64_t vanished, changed;
 };
 
 /* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */

@@ -261,6 +261,12 @@ CAIRN_API int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cair
 
 /* ---- local paths ---- */
 
+/* What a local-path backup met in a live tree (see docs/STORAGE.md, "Live data"). */
+struct cairn_path_stats {
+    uint64_t vanished; /* files or directories gone between the walk and their read: skipped */
+    uint64_t changed;  /* files whose size or mtime changed while read: stored as read */
+};
+
 struct cairn_path_opts {
     struct cairn_file_opts file; /* compression of every stored file */
     unsigned workers;            /* files transferred in parallel, 0 = 4 */
@@ -269,12 +275,17 @@ struct cairn_path_opts {
     void *progress_arg;
     /* Restore only: into a non-empty directory, replacing files of the same name. */
     int force;
+    /* Backup only: filled in when not NULL (also recorded in meta.tree). */
+    struct cairn_path_stats *stats;
 };
 
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored
  * as files "f000000", "f000001"...; their relative paths, types and modes go into meta.tree
  * (see docs/STORAGE.md). Symlinks, devices, FIFOs and sockets are skipped with a warning in
- * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b. */
+ * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b.
+ * A live tree is no failure: a file that vanishes before it is read, or is no longer a regular
+ * file when opened (never read: O_NONBLOCK, then a type check), is skipped and counted
+ * (vanished); one that changes while read is stored as read and counted (changed). */
 CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                                     const struct cairn_path_opts *opts, struct cairn_err *err);
 /* Restore a backup made by put_path into target, which must not exist or be an empty

@@ -418,6 +418,8 @@ static const char put_help[] =
     "Store a local file or directory tree as backup NAME (regular files and directories;\n"
     "symlinks, devices, FIFOs and sockets are skipped with a warning). Files are transferred\n"
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
+    "A live tree is fine: files that vanish before they are read are skipped and counted\n"
+    "(\"vanished\"), files that change while read are stored as read and counted (\"changed\").\n"
     "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n\n"
     "Options:\n"
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
@@ -450,8 +452,11 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("put", 0);
-    struct cairn_path_opts po = {
-        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
+    struct cairn_path_stats stats = {0};
+    struct cairn_path_opts po = {.workers = (unsigned)o.workers,
+                                 .progress = progress_cb,
+                                 .progress_arg = pr,
+                                 .stats = &stats};
     if (o.zstd) {
         po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
@@ -461,10 +466,16 @@ int cmd_put(int argc, char **argv)
     cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return cli_fail(&err);
-    if (o.json)
-        cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "backup", name));
-    else
+    if (o.json) {
+        cli_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
+                                 (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
+    } else {
         printf("backup %s complete\n", name);
+        if (stats.vanished || stats.changed)
+            printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
+                   "changed while read (stored as read)\n",
+                   (unsigned long long)stats.vanished, (unsigned long long)stats.changed);
+    }
     return 0;
 }
 

@@ -326,8 +326,12 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
                              "--db, --rp and --since apply to snapshot "
                              "services, not to the local path '%s'",
                              o->source);
+    struct cairn_path_stats stats = {0};
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
+    po.stats = &stats;
     int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
+    res->vanished = stats.vanished;
+    res->changed = stats.changed;
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b;

@@ -86,10 +86,32 @@ static struct cairn_reader *progress_wrap(struct cairn_reader *src, const struct
 
 /* ---- backup ---- */
 
+/* Live data: files that vanished (or stopped being regular files) between the walk and their
+ * read, and files that changed while they were read. Shared by the workers. */
+struct live {
+    pthread_mutex_t mu;
+    char **gone; /* file ids ("f000012") whose entries leave the tree */
+    size_t ngone, cap;
+    uint64_t vanished, changed;
+};
+
+static void live_gone(struct live *l, const char *file)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->ngone == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->gone = cairn_xrealloc(l->gone, l->cap * sizeof(*l->gone));
+    }
+    l->gone[l->ngone++] = cairn_xstrdup(file);
+    l->vanished++;
+    pthread_mutex_unlock(&l->mu);
+}
+
 struct put_job {
     struct cairn_backup *b;
     const struct cairn_path_opts *o;
     struct job_errors *je;
+    struct live *live;
     char *abs;
     char file[16];
     uint64_t size;
@@ -115,32 +137,67 @@ static int compress_pays(int fd, uint64_t size)
     return pays;
 }
 
+/* Open a file found by the walk. O_NONBLOCK: a file swapped for a FIFO must not block the
+ * open; O_NOFOLLOW: nor for a symlink. Anything but a regular file is closed unread. Returns
+ * the fd, -1 with errno (ENOENT/ELOOP: it is gone), or -2 for a special file. */
+static int open_regular(const char *path, struct stat *sb)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, sb) != 0 || !S_ISREG(sb->st_mode)) {
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
+static int same_version(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino;
+}
+
 static void put_one(void *arg)
 {
     struct put_job *j = arg;
     struct cairn_err e;
     cairn_err_clear(&e);
-    int fd = open(j->abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0) {
+    struct stat sb, after;
+    int fd = open_regular(j->abs, &sb);
+    if (fd == -1 && (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)) {
+        cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished before it was read",
+                  j->b->name, j->abs);
+        live_gone(j->live, j->file);
+    } else if (fd == -1) {
         cairn_err_sys(&e, 0, errno, "backup '%s': open '%s'", j->b->name, j->abs);
         job_error(j->je, &e);
-    } else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        cairn_err_set(&e, CAIRN_E_IO, "backup '%s': '%s' is no longer a regular file", j->b->name,
-                      j->abs);
-        job_error(j->je, &e);
-        close(fd);
+    } else if (fd == -2) {
+        cairn_log(CAIRN_LOG_WARN, "storage",
+                  "backup '%s': '%s' is no longer a regular file: skipped unread", j->b->name,
+                  j->abs);
+        live_gone(j->live, j->file);
     } else {
-        struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 1), j->o);
+        struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
         struct cairn_file_opts fo = j->o->file;
         fo.pipeline = fo.pipeline || sb.st_size >= PIPELINE_MIN;
         if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
             fo.compression =
                 compress_pays(fd, (uint64_t)sb.st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
         /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
-        if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) != CAIRN_OK)
+        if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) != CAIRN_OK) {
             job_error(j->je, &e);
+        } else if (fstat(fd, &after) == 0 && !same_version(&sb, &after)) {
+            /* What was read is stored and hashed as read; the file was being written. */
+            cairn_log(CAIRN_LOG_WARN, "storage",
+                      "backup '%s': '%s' changed while it was read (stored as read)", j->b->name,
+                      j->abs);
+            pthread_mutex_lock(&j->live->mu);
+            j->live->changed++;
+            pthread_mutex_unlock(&j->live->mu);
+        }
         cairn_reader_free(r);
+        close(fd);
     }
     free(j->abs);
     free(j);
@@ -151,6 +208,7 @@ struct walk {
     const struct cairn_path_opts *o;
     struct cairn_pool *pool;
     struct job_errors *je;
+    struct live *live;
     json_t *entries, *skipped;
     unsigned nfiles;
 };
@@ -176,6 +234,7 @@ static void add_file_entry(struct walk *w, const char *abs, const char *rel, con
     j->b = w->b;
     j->o = w->o;
     j->je = w->je;
+    j->live = w->live;
     j->abs = cairn_xstrdup(abs);
     j->size = (uint64_t)sb->st_size;
     snprintf(j->file, sizeof(j->file), "f%06u", w->nfiles++);
@@ -186,11 +245,22 @@ static void add_file_entry(struct walk *w, const char *abs, const char *rel, con
     cairn_pool_submit(w->pool, put_one, j);
 }
 
-static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cairn_err *err)
+/* Entries of dir, sorted. A directory that vanished (or became something else) since it was
+ * seen is not an error: *gone is set. */
+static int read_names(const char *dir, char ***out, size_t *count, int *gone, struct cairn_err *err)
 {
-    DIR *d = opendir(abs);
-    if (d == NULL)
-        return cairn_err_sys(err, 0, errno, "open directory '%s'", abs);
+    *out = NULL;
+    *count = 0;
+    *gone = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        *gone = e == ENOENT || e == ENOTDIR || e == ELOOP;
+        return *gone ? CAIRN_OK : cairn_err_sys(err, 0, e, "open directory '%s'", dir);
+    }
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *e;
@@ -203,10 +273,36 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
         }
         names[n++] = cairn_xstrdup(e->d_name);
     }
-    int rc = errno ? cairn_err_sys(err, 0, errno, "read directory '%s'", abs) : CAIRN_OK;
+    int rc = errno ? cairn_err_sys(err, 0, errno, "read directory '%s'", dir) : CAIRN_OK;
     closedir(d);
     if (n > 1)
         qsort(names, n, sizeof(*names), cmp_cstr);
+    *out = names;
+    *count = n;
+    return rc;
+}
+
+static void vanished(struct walk *w, const char *abs)
+{
+    cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished during the walk", w->b->name,
+              abs);
+    pthread_mutex_lock(&w->live->mu);
+    w->live->vanished++;
+    pthread_mutex_unlock(&w->live->mu);
+}
+
+static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cairn_err *err)
+{
+    char **names;
+    size_t n;
+    int gone;
+    int rc = read_names(abs, &names, &n, &gone, err);
+    if (gone && rel[0] != '\0') {
+        /* Its entry is already in the tree: an empty directory is restored for it. */
+        vanished(w, abs);
+    } else if (gone) {
+        rc = cairn_err_sys(err, 0, ENOENT, "backup source '%s'", abs);
+    }
     for (size_t i = 0; i < n; i++) {
         char *a = cairn_path_join(abs, names[i]);
         char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, names[i]) : cairn_xstrdup(names[i]);
@@ -218,7 +314,10 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             json_array_append_new(w->skipped,
                                   json_pack("{s:s, s:s}", "path", a, "reason", "unsupported name"));
         } else if (lstat(a, &sb) != 0) {
-            rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
+            if (errno == ENOENT)
+                vanished(w, a);
+            else
+                rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
         } else if (S_ISDIR(sb.st_mode)) {
             json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir",
                                                         "mode", (int)(sb.st_mode & 07777)));
@@ -241,6 +340,25 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
     return rc;
 }
 
+/* The tree without the entries of files that vanished before they were read. */
+static json_t *drop_gone(json_t *entries, struct live *l)
+{
+    if (l->ngone == 0)
+        return entries;
+    qsort(l->gone, l->ngone, sizeof(*l->gone), cmp_cstr);
+    json_t *kept = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+    {
+        const char *f = json_string_value(json_object_get(e, "file"));
+        if (f == NULL || bsearch(&f, l->gone, l->ngone, sizeof(*l->gone), cmp_cstr) == NULL)
+            json_array_append(kept, e);
+    }
+    json_decref(entries);
+    return kept;
+}
+
 int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                           const struct cairn_path_opts *opts, struct cairn_err *err)
 {
@@ -259,7 +377,14 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                              b->name, path, type_name(sb.st_mode));
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
-    struct walk w = {.b = b, .o = &o, .je = &je, .entries = json_array(), .skipped = json_array()};
+    struct live live = {.gone = NULL};
+    pthread_mutex_init(&live.mu, NULL);
+    struct walk w = {.b = b,
+                     .o = &o,
+                     .je = &je,
+                     .live = &live,
+                     .entries = json_array(),
+                     .skipped = json_array()};
     w.pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
@@ -276,9 +401,19 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
         rc =
             cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
     pthread_mutex_destroy(&je.mu);
-    json_t *tree = json_pack("{s:s, s:s, s:i, s:o, s:o}", "root", base, "type",
-                             S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
-                             (int)(sb.st_mode & 07777), "entries", w.entries, "skipped", w.skipped);
+    if (o.stats != NULL) {
+        o.stats->vanished = live.vanished;
+        o.stats->changed = live.changed;
+    }
+    json_t *tree =
+        json_pack("{s:s, s:s, s:i, s:o, s:o, s:I, s:I}", "root", base, "type",
+                  S_ISDIR(sb.st_mode) ? "dir" : "file", "mode", (int)(sb.st_mode & 07777),
+                  "entries", drop_gone(w.entries, &live), "skipped", w.skipped, "vanished",
+                  (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
+    for (size_t i = 0; i < live.ngone; i++)
+        free(live.gone[i]);
+    free(live.gone);
+    pthread_mutex_destroy(&live.mu);
     pthread_mutex_lock(&b->mu);
     json_object_set_new(b->meta, "tree", tree);
     pthread_mutex_unlock(&b->mu);
