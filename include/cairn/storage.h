@@ -277,6 +277,9 @@ struct cairn_path_opts {
     int force;
     /* Backup only: filled in when not NULL (also recorded in meta.tree). */
     struct cairn_path_stats *stats;
+    /* May be NULL; nonzero (set by a signal handler) stops with CAIRN_E_CANCELLED: a backup
+     * stops reading, a restore removes its temporary and leaves the target as it was. */
+    const volatile int *cancel;
 };
 
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored

@@ -9,6 +9,7 @@
 #include "cairn/storage.h"
 #include "cli.h"
 #include "common/util.h"
+#include "interrupt.h"
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \
@@ -456,7 +457,9 @@ int cmd_put(int argc, char **argv)
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
                                  .progress_arg = pr,
-                                 .stats = &stats};
+                                 .stats = &stats,
+                                 .cancel = &cli_cancel};
+    cli_catch_interrupts();
     if (o.zstd) {
         po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
@@ -507,7 +510,9 @@ int cmd_get(int argc, char **argv)
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
                                  .progress_arg = pr,
-                                 .force = o.force};
+                                 .force = o.force,
+                                 .cancel = &cli_cancel};
+    cli_catch_interrupts();
     rc = cairn_storage_restore_path(st, o.pos[1], o.pos[2], &po, &err);
     cli_progress_done(pr);
     cairn_storage_free(st);

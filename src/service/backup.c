@@ -329,6 +329,7 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
     struct cairn_path_stats stats = {0};
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
     po.stats = &stats;
+    po.cancel = o->cancel;
     int rc = cairn_storage_backup_path(st, res->name, o->source, &po, err);
     res->vanished = stats.vanished;
     res->changed = stats.changed;
@@ -629,7 +630,7 @@ static int restore_files(const struct cairn_restore_opts *o, struct cairn_backup
                          struct progress *prog, struct cairn_err *err)
 {
     struct cairn_path_opts po = {
-        .progress = path_progress, .progress_arg = prog, .force = o->force};
+        .progress = path_progress, .progress_arg = prog, .force = o->force, .cancel = o->cancel};
     return cairn_backup_restore_path(b, o->into_dir, &po, err);
 }
 

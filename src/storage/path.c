@@ -48,6 +48,12 @@ static void job_error(struct job_errors *je, const struct cairn_err *e)
     pthread_mutex_unlock(&je->mu);
 }
 
+/* The flag is set from a signal handler: read it atomically. */
+static int path_cancelled(const struct cairn_path_opts *o)
+{
+    return o->cancel != NULL && __atomic_load_n(o->cancel, __ATOMIC_RELAXED) != 0;
+}
+
 static int job_failed(struct job_errors *je)
 {
     pthread_mutex_lock(&je->mu);
@@ -66,6 +72,8 @@ static int progress_read(struct cairn_reader *r, void *buf, size_t cap, size_t *
                          struct cairn_err *err)
 {
     struct progress_reader *p = (struct progress_reader *)r;
+    if (path_cancelled(p->o))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc == CAIRN_OK && *got > 0 && p->o->progress)
         p->o->progress(p->o->progress_arg, *got);
@@ -76,7 +84,7 @@ static const struct cairn_reader_ops progress_ops = {"progress", progress_read, 
 
 static struct cairn_reader *progress_wrap(struct cairn_reader *src, const struct cairn_path_opts *o)
 {
-    if (o->progress == NULL)
+    if (o->progress == NULL && o->cancel == NULL)
         return src;
     struct progress_reader *p = cairn_xcalloc(1, sizeof(*p));
     cairn_reader_init(&p->base, &progress_ops, src);
@@ -164,6 +172,13 @@ static void put_one(void *arg)
     struct cairn_err e;
     cairn_err_clear(&e);
     struct stat sb, after;
+    if (path_cancelled(j->o)) {
+        cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
+        job_error(j->je, &e);
+        free(j->abs);
+        free(j);
+        return;
+    }
     int fd = open_regular(j->abs, &sb);
     if (fd == -1 && (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)) {
         cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished before it was read",
@@ -307,6 +322,8 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
         char *a = cairn_path_join(abs, names[i]);
         char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, names[i]) : cairn_xstrdup(names[i]);
         struct stat sb;
+        if (rc == CAIRN_OK && path_cancelled(w->o))
+            rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", w->b->name);
         if (rc != CAIRN_OK) {
             /* skip: already failed */
         } else if (!cairn_name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
@@ -397,6 +414,8 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
         rc = walk_dir(&w, path, "", err);
     }
     cairn_pool_free(w.pool); /* waits for every transfer */
+    if (rc == CAIRN_OK && path_cancelled(&o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", b->name);
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)
         rc =
             cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
@@ -493,6 +512,8 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
                           struct cairn_err *err)
 {
     struct progress_writer *p = (struct progress_writer *)w;
+    if (path_cancelled(p->o))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
     int rc = cairn_writer_write(w->next, buf, len, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -513,6 +534,10 @@ static void get_one(void *arg)
     char *dir = NULL;
     if (job_failed(j->je))
         goto out; /* the restore has failed already */
+    if (path_cancelled(j->o)) {
+        cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
+        goto fail;
+    }
     dir = cairn_xstrdup(j->rel);
     char *slash = strrchr(dir, '/');
     const char *base = j->rel;
@@ -916,7 +941,11 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target, 
     }
     cairn_pool_free(pool);
     int rc = CAIRN_OK;
-    if (je.rc != CAIRN_OK)
+    if (path_cancelled(o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED,
+                           "restore of backup '%s' into '%s' cancelled, nothing was restored",
+                           b->name, target);
+    else if (je.rc != CAIRN_OK)
         rc = cairn_err_set(err, je.rc,
                            "restore of backup '%s' into '%s' failed for %zu item(s), nothing "
                            "was restored: %s",
@@ -963,6 +992,9 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         rc = restore_tree(b, rootfd, p.target, entries, &o, err);
     if (rc == CAIRN_OK && p.how < LAND_INSIDE)
         set_dir_modes(rootfd, entries, 0);
+    if (rc == CAIRN_OK && path_cancelled(&o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED,
+                           "restore into '%s' cancelled, nothing was restored", p.target);
     if (rc == CAIRN_OK)
         rc = landing_commit(&p, rootfd, tree, err);
     if (rootfd >= 0)
