@@ -667,6 +667,8 @@ static int landing_prepare(const char *target, int force, struct landing_plan *p
     struct stat ps;
     if (p->how == LAND_REPLACE && (stat(dir, &ps) != 0 || ps.st_dev != p->old.st_dev))
         p->how = LAND_INSIDE; /* a mount point: beside it is another file system */
+    if (p->how == LAND_REPLACE && (strcmp(base, ".") == 0 || strcmp(base, "..") == 0))
+        p->how = LAND_INSIDE; /* "." cannot be renamed over */
     p->tmp = p->how >= LAND_INSIDE ? cairn_xasprintf("%s/.cairn-tmp-XXXXXX", p->target)
                                    : cairn_xasprintf("%s/.%s.cairn-tmp-XXXXXX", dir, base);
     if (mkdtemp(p->tmp) != NULL)

@@ -273,6 +273,31 @@ TEST(planted_symlinks_are_not_followed)
     cairn_storage_free(st);
 }
 
+/* "." (an empty current directory) cannot be renamed over: the temporary goes inside it. */
+TEST(restore_into_dot)
+{
+    struct cairn_err err;
+    const char *tmp = test_tmpdir();
+    struct cairn_storage *st = seven(tmp);
+    char *here = cairn_path_join(tmp, "here"), *src = cairn_path_join(tmp, "src");
+    mkdir(here, 0700);
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof(cwd)) != NULL);
+    CHECK_EQ_INT(chdir(here), 0);
+    CHECK_OK(cairn_storage_restore_path(st, "b", ".", NULL, &err), &err);
+    CHECK_EQ_INT(chdir(cwd), 0);
+    struct dump a = tree_dump(src), b = tree_dump(here);
+    /* the same entries (the roots' own modes may differ) */
+    const char *ea = strchr(a.p, '\n'), *eb = strchr(b.p, '\n');
+    CHECK(ea && eb && strcmp(ea, eb) == 0);
+    free(a.p);
+    free(b.p);
+    CHECK(no_temporaries(here));
+    free(src);
+    free(here);
+    cairn_storage_free(st);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
