@@ -59,10 +59,9 @@ struct dump {
 
 static struct dump tree_dump(const char *dir)
 {
-    struct dump d = {cairn_xstrdup(""), 0};
+    struct dump d = {NULL, 0};
     struct stat sb;
     if (lstat(dir, &sb) != 0) {
-        free(d.p);
         d.p = cairn_xstrdup("(absent)");
         d.len = strlen(d.p);
         return d;
