@@ -62,6 +62,8 @@ struct cairn_backup_result {
     uint64_t files; /* files stored, meta included */
     uint64_t bytes; /* logical bytes stored (before compression) */
     double seconds;
+    /* Local paths: files gone before they were read (skipped), and changed while read. */
+    uint64_t vanished, changed;
 };
 
 /* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */
@@ -83,6 +85,7 @@ struct cairn_restore_opts {
     cairn_backup_progress_fn progress;
     void *progress_ctx;
     const volatile int *cancel;
+    int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
 };
 
 struct cairn_restore_result {
@@ -95,7 +98,9 @@ struct cairn_restore_result {
 
 /* Verify the whole chain (every file's size and SHA-256), then apply it. Offline restores write
  * into a temporary directory inside into_dir and move files into place only when all are
- * written; nothing is applied when verification fails. */
+ * written; nothing is applied when verification fails. A backup of a local path is restored
+ * into a temporary directory beside into_dir and renamed into place once every file verified
+ * (cairn_backup_restore_path): on failure or cancellation into_dir is as it was. */
 CAIRN_API int cairn_restore_run(const struct cairn_restore_opts *opts,
                                 struct cairn_restore_result *res, struct cairn_err *err);
 

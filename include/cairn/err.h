@@ -62,6 +62,8 @@ enum cairn_exit {
     CAIRN_EXIT_EXISTS = 6,   /* target already exists */
     CAIRN_EXIT_IO = 7,       /* local I/O error, disk full, permission */
     CAIRN_EXIT_NETWORK = 8,  /* network, protocol or timeout error talking to a peer */
+    /* stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command) */
+    CAIRN_EXIT_CANCELLED = 130,
 };
 CAIRN_API int cairn_exit_code(int code);
 

@@ -278,23 +278,43 @@ CAIRN_API int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cair
 
 /* ---- local paths ---- */
 
+/* What a local-path backup met in a live tree (see docs/STORAGE.md, "Live data"). */
+struct cairn_path_stats {
+    uint64_t vanished; /* files or directories gone between the walk and their read: skipped */
+    uint64_t changed;  /* files whose size or mtime changed while read: stored as read */
+};
+
 struct cairn_path_opts {
     struct cairn_file_opts file; /* compression of every stored file */
     unsigned workers;            /* files transferred in parallel, 0 = 4 */
     /* Called from worker threads with bytes transferred since the last call (may be NULL). */
     void (*progress)(void *arg, uint64_t bytes);
     void *progress_arg;
+    /* Restore only: into a non-empty directory, replacing files of the same name. */
+    int force;
+    /* Backup only: filled in when not NULL (also recorded in meta.tree). */
+    struct cairn_path_stats *stats;
+    /* May be NULL; nonzero (set by a signal handler) stops with CAIRN_E_CANCELLED: a backup
+     * stops reading, a restore removes its temporary and leaves the target as it was. */
+    const volatile int *cancel;
 };
 
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored
  * as files "f000000", "f000001"...; their relative paths, types and modes go into meta.tree
  * (see docs/STORAGE.md). Symlinks, devices, FIFOs and sockets are skipped with a warning in
- * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b. */
+ * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b.
+ * A live tree is no failure: a file that vanishes before it is read, or is no longer a regular
+ * file when opened (never read: O_NONBLOCK, then a type check), is skipped and counted
+ * (vanished); one that changes while read is stored as read and counted (changed). */
 CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                                     const struct cairn_path_opts *opts, struct cairn_err *err);
 /* Restore a backup made by put_path into target, which must not exist or be an empty
- * directory. Every file is verified (size + SHA-256); no path from the MANIFEST can write
- * outside target (absolute paths, "..", and symlinks are refused). Read-only handles. */
+ * directory (or, with opts->force, a directory whose files of the same name are replaced).
+ * All or nothing: the tree is written into a temporary directory beside target, every file is
+ * verified (size + SHA-256) and fsync'd, and only then is it renamed into place; on failure the
+ * target is as it was (see docs/STORAGE.md). No path from the MANIFEST can write outside target
+ * (absolute paths, "..", and symlinks are refused; a symlink at target is not followed).
+ * Read-only handles. */
 CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
                                         const struct cairn_path_opts *opts, struct cairn_err *err);
 /* One call: start `name`, put_path, end; aborts (removes) the backup on failure. kind

@@ -101,17 +101,22 @@ int cmd_backup(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (cli_json) {
-        cli_print_json(json_pack("{s:b, s:s, s:s?, s:s, s:i, s:i, s:I, s:I, s:f}", "ok", 1, "name",
-                                 res.name, "parent", res.parent[0] ? res.parent : NULL, "source",
-                                 o.source, "databases", (int)res.databases, "shards",
+        cli_print_json(json_pack("{s:b, s:s, s:s?, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok",
+                                 1, "name", res.name, "parent", res.parent[0] ? res.parent : NULL,
+                                 "source", o.source, "databases", (int)res.databases, "shards",
                                  (int)res.shards, "files", (json_int_t)res.files, "bytes",
-                                 (json_int_t)res.bytes, "seconds", res.seconds));
+                                 (json_int_t)res.bytes, "seconds", res.seconds, "vanished",
+                                 (json_int_t)res.vanished, "changed", (json_int_t)res.changed));
     } else {
         char sz[32];
         cairn_format_bytes(res.bytes, sz, sizeof(sz));
         printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", res.name,
                res.databases, res.shards, (unsigned long long)res.files, sz, res.seconds,
                res.parent[0] ? ", incremental to " : "", res.parent);
+        if (res.vanished || res.changed)
+            printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
+                   "changed while read (stored as read)\n",
+                   (unsigned long long)res.vanished, (unsigned long long)res.changed);
     }
     return 0;
 }

@@ -16,7 +16,7 @@ static void restore_usage(FILE *out)
         out,
         "usage: cairn restore STORAGE_URL NAME --to HOST:PORT [--db X [--newdb Y]\n"
         "                     [--rp R [--newrp S]]] [--timeout MS] [--json]\n"
-        "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--json]\n\n"
+        "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--force] [--json]\n\n"
         "Every file of NAME and of the backups it is incremental to is verified (size and\n"
         "SHA-256) before anything is applied.\n\n"
         "  --to     online restore through the snapshot service of cairnd serve or influxd\n"
@@ -24,19 +24,27 @@ static void restore_usage(FILE *out)
         "  --into   offline: write meta.NN and <db>.<rp>.<id>.NN files (one NN per backup\n"
         "           of the chain) for `influxd restore -metadir M -datadir D -database X DIR`;\n"
         "           files are moved into DIR only once all of them are written\n"
-        "           (a backup of a local path is restored into DIR as it was)\n"
+        "           (a backup of a local path is restored into DIR as it was: into a\n"
+        "           temporary directory beside DIR, moved into place only once every\n"
+        "           file verified; DIR must not exist or be empty)\n"
+        "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
         "  --db     only this database; --rp only this retention policy (online)\n\n%s",
         cli_exit_codes_help);
 }
 
 int cmd_restore(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"to", required_argument, NULL, 't'},      {"into", required_argument, NULL, 'i'},
-        {"db", required_argument, NULL, 'd'},      {"newdb", required_argument, NULL, 'D'},
-        {"rp", required_argument, NULL, 'r'},      {"newrp", required_argument, NULL, 'R'},
-        {"timeout", required_argument, NULL, 'T'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"to", required_argument, NULL, 't'},
+                                         {"into", required_argument, NULL, 'i'},
+                                         {"db", required_argument, NULL, 'd'},
+                                         {"newdb", required_argument, NULL, 'D'},
+                                         {"rp", required_argument, NULL, 'r'},
+                                         {"newrp", required_argument, NULL, 'R'},
+                                         {"timeout", required_argument, NULL, 'T'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"force", no_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     struct cairn_restore_opts o = {0};
     uint64_t v;
     int c;
@@ -54,6 +62,7 @@ int cmd_restore(int argc, char **argv)
                 return cli_usage("restore", "invalid --timeout '%s'", optarg);
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
+        case 'f': o.force = 1; break;
         case 'j': cli_json = 1; break;
         case 'h': restore_usage(stdout); return 0;
         default: return cli_usage("restore", "invalid option");

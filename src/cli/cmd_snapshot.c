@@ -16,6 +16,7 @@
 #include "cairn/snapshot.h"
 #include "cli.h"
 #include "common/util.h"
+#include "interrupt.h"
 
 int cmd_snapshot(int argc, char **argv);
 
@@ -120,6 +121,9 @@ struct progress_reader {
 static int progress_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
                          struct cairn_err *err)
 {
+    /* Armed for extract only: the temporary output is then discarded. */
+    if (__atomic_load_n(&cli_cancel, __ATOMIC_RELAXED))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc == CAIRN_OK)
         cli_progress_add(((struct progress_reader *)r)->p, *got);
@@ -506,6 +510,7 @@ static int run_read(struct opts *o)
     ro.tmpdir = o->tmpdir;
     ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
+        cli_catch_interrupts();
         struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
         if (out == NULL) {
             rc = err.code ? err.code : CAIRN_E_IO;

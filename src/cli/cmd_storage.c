@@ -10,6 +10,7 @@
 #include "cairn/storage.h"
 #include "cli.h"
 #include "common/util.h"
+#include "interrupt.h"
 #include "sched/cron.h"
 
 #define URL_HELP                                                                                   \
@@ -24,7 +25,7 @@
 struct sopts {
     const char *pos[4];
     int npos;
-    int json, dry_run, zstd, zstd_level;
+    int json, dry_run, zstd, zstd_level, force;
     const char *seal_key;
     uint64_t workers;
     struct cairn_retention_policy keep; /* prune's rules */
@@ -68,7 +69,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             continue;
         }
         int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
-                    strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0;
+                    strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0 &&
+                    strcmp(name, "--force") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
                 return cli_usage(cmd, "option %s needs a value", name);
@@ -79,6 +81,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             o->json = cli_json = 1;
         } else if (strcmp(name, "--dry-run") == 0) {
             o->dry_run = 1;
+        } else if (strcmp(name, "--force") == 0) {
+            o->force = 1;
         } else if (strcmp(name, "--zstd") == 0) {
             o->zstd = 1;
             if (val != NULL) {
@@ -571,6 +575,8 @@ static const char put_help[] =
     "Store a local file or directory tree as backup NAME (regular files and directories;\n"
     "symlinks, devices, FIFOs and sockets are skipped with a warning). Files are transferred\n"
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
+    "A live tree is fine: files that vanish before they are read are skipped and counted\n"
+    "(\"vanished\"), files that change while read are stored as read and counted (\"changed\").\n"
     "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n\n"
     "Options:\n"
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
@@ -606,8 +612,13 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("put", 0);
-    struct cairn_path_opts po = {
-        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
+    struct cairn_path_stats stats = {0};
+    struct cairn_path_opts po = {.workers = (unsigned)o.workers,
+                                 .progress = progress_cb,
+                                 .progress_arg = pr,
+                                 .stats = &stats,
+                                 .cancel = &cli_cancel};
+    cli_catch_interrupts();
     if (o.zstd) {
         po.file.compression = CAIRN_COMPRESS_AUTO;
         po.file.level = o.zstd_level;
@@ -619,24 +630,35 @@ int cmd_put(int argc, char **argv)
     cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return cli_fail(&err);
-    if (o.json)
-        cli_print_json(json_pack("{s:b, s:s}", "ok", 1, "backup", name));
-    else
+    if (o.json) {
+        cli_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
+                                 (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
+    } else {
         printf("backup %s complete\n", name);
+        if (stats.vanished || stats.changed)
+            printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
+                   "changed while read (stored as read)\n",
+                   (unsigned long long)stats.vanished, (unsigned long long)stats.changed);
+    }
     return 0;
 }
 
 static const char get_help[] =
-    "usage: cairn get URL NAME DIR [--workers N] [--seal-key FILE] [--json]\n\n"
-    "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. Every\n"
-    "file is verified against the MANIFEST; nothing is written outside DIR.\n\n"
+    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. The\n"
+    "tree is written into a temporary directory beside DIR, every file is verified against\n"
+    "the MANIFEST, and only then is it moved into place: on any failure DIR is as it was.\n"
+    "Nothing is written outside DIR and no symlink in it is followed.\n\n"
+    "Options:\n"
+    "  --force  restore into a non-empty DIR, replacing files of the same name (exit 6\n"
+    "           without it, naming what is in the way)\n\n"
     "Example:\n"
     "  cairn get /var/backups/etc 20260101T000000Z /tmp/etc-restored\n\n" URL_HELP;
 
 int cmd_get(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key ", 3,
+    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key --force ", 3,
                       "expected a storage URL, a backup name and a target directory", &o);
     if (ec >= 0)
         return ec;
@@ -646,8 +668,12 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     struct cli_progress *pr = cli_progress_new("get", 0);
-    struct cairn_path_opts po = {
-        .workers = (unsigned)o.workers, .progress = progress_cb, .progress_arg = pr};
+    struct cairn_path_opts po = {.workers = (unsigned)o.workers,
+                                 .progress = progress_cb,
+                                 .progress_arg = pr,
+                                 .force = o.force,
+                                 .cancel = &cli_cancel};
+    cli_catch_interrupts();
     rc = cairn_storage_restore_path(st, o.pos[1], o.pos[2], &po, &err);
     cli_progress_done(pr);
     cairn_storage_free(st);

@@ -24,7 +24,8 @@ const char cli_exit_codes_help[] =
     "  5  not found (backup, file, object, database)\n"
     "  6  already exists\n"
     "  7  local I/O error (disk full, permission denied)\n"
-    "  8  network, protocol or timeout error talking to a peer\n";
+    "  8  network, protocol or timeout error talking to a peer\n"
+    "  130  cancelled by SIGINT or SIGTERM (temporaries removed, nothing left complete)\n";
 
 static void dispatch_usage(FILE *out, const struct cli_cmd *cmds, size_t ncmds, const char *intro)
 {

@@ -135,6 +135,7 @@ int cairn_exit_code(int code)
     case CAIRN_E_NETWORK:
     case CAIRN_E_PROTOCOL:
     case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
+    case CAIRN_E_CANCELLED: return CAIRN_EXIT_CANCELLED;
     default: return CAIRN_EXIT_FAILURE;
     }
 }

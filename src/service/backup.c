@@ -326,10 +326,15 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
                              "--db, --rp and --since apply to snapshot "
                              "services, not to the local path '%s'",
                              o->source);
+    struct cairn_path_stats stats = {0};
     struct cairn_path_opts po = {auto_opts, o->parallelism, path_progress, prog};
+    po.stats = &stats;
+    po.cancel = o->cancel;
     int rc = o->name != NULL ? cairn_storage_backup_path(st, res->name, o->source, &po, err)
                              : cairn_storage_backup_path_auto(
                                    st, NULL, res->name, sizeof(res->name), o->source, &po, err);
+    res->vanished = stats.vanished;
+    res->changed = stats.changed;
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b;
@@ -549,6 +554,10 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "--newdb/--newrp need an online restore "
                              "(--to); for --into, rename with `influxd restore -newdb`");
+    if (o->force)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "--force applies to backups of a local path; an InfluxDB restore "
+                             "--into never replaces files");
     if (c->n > 100)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "the legacy layout numbers at most 100 "
@@ -621,6 +630,15 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
         free(names[i]);
     free(names);
     return rc;
+}
+
+/* A backup of a local path, all or nothing (cairn_backup_restore_path). */
+static int restore_files(const struct cairn_restore_opts *o, struct cairn_backup *b,
+                         struct progress *prog, struct cairn_err *err)
+{
+    struct cairn_path_opts po = {
+        .progress = path_progress, .progress_arg = prog, .force = o->force, .cancel = o->cancel};
+    return cairn_backup_restore_path(b, o->into_dir, &po, err);
 }
 
 static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
@@ -700,7 +718,7 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
                                "it with --into DIR only",
                                o->name);
         else
-            rc = cairn_backup_restore_path(c.b[0], o->into_dir, NULL, err);
+            rc = restore_files(o, c.b[0], &prog, err);
         res->backups = 1;
         for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(c.b[0]); i++)
             res->bytes += cairn_backup_file_at(c.b[0], i)->logical_size;

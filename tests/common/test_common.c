@@ -22,6 +22,7 @@ TEST(err_format_and_wrap)
     CHECK(strstr(err.msg, "write: ") == err.msg);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_CORRUPT), 3);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_NOSPACE), 7);
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_CANCELLED), 130); /* README: cancelled by a signal */
     CHECK_EQ_INT(cairn_err_set(NULL, CAIRN_E_IO, "ignored"), CAIRN_E_IO);
 }
 

@@ -4,6 +4,7 @@
  * incomplete backup; a file name is either absent or complete. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -107,8 +108,12 @@ static int file_remove(void *state, const char *backup, struct cairn_err *err)
     /* The MANIFEST goes first, so an interrupted remove never leaves a complete-looking
      * backup with missing files. */
     char *man = cairn_path_join(dir, CAIRN_MANIFEST_NAME);
-    if (unlink(man) != 0 && errno != ENOENT)
-        rc = cairn_err_sys(err, 0, errno, "remove '%s'", man);
+    if (unlink(man) != 0) {
+        if (errno == EISDIR)
+            rc = cairn_rmtree(man, err); /* a damaged backup: a directory named MANIFEST */
+        else if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "remove '%s'", man);
+    }
     free(man);
     if (rc == CAIRN_OK)
         rc = cairn_fsync_dir(dir, err);
@@ -150,8 +155,30 @@ static int file_read(void *state, const char *backup, const char *file, struct c
     struct file_store *fs = state;
     char *dir = cairn_path_join(fs->root, backup);
     char *path = cairn_path_join(dir, file);
-    *r = cairn_file_reader_open(path, err);
-    int rc = *r ? CAIRN_OK : (err ? err->code : CAIRN_E_IO);
+    /* O_NONBLOCK and a type check: a FIFO (or a directory) planted under a stored name is a
+     * damaged backup, reported as corrupt, never a read that blocks the whole store. */
+    int rc = CAIRN_OK;
+    struct stat sb;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ELOOP)
+        rc =
+            cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is a symbolic link, not a stored file", path);
+    else if (fd < 0)
+        rc = cairn_err_sys(err, 0, errno, "open '%s'", path);
+    else if (fstat(fd, &sb) != 0)
+        rc = cairn_err_sys(err, 0, errno, "stat '%s'", path);
+    else if (!S_ISREG(sb.st_mode))
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is a %s, not a regular file", path,
+                           S_ISDIR(sb.st_mode)    ? "directory"
+                           : S_ISFIFO(sb.st_mode) ? "FIFO"
+                                                  : "special file");
+    if (rc == CAIRN_OK) {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        *r = cairn_fd_reader_new(fd, 1);
+    } else if (fd >= 0) {
+        close(fd);
+    }
     free(path);
     free(dir);
     return rc;
