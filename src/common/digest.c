@@ -163,16 +163,6 @@ void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_
     EVP_MAC_free(mac);
 }
 
-static const char *file_kind(mode_t m)
-{
-    return S_ISDIR(m)    ? "a directory"
-           : S_ISFIFO(m) ? "a FIFO"
-           : S_ISCHR(m)  ? "a character device"
-           : S_ISBLK(m)  ? "a block device"
-           : S_ISSOCK(m) ? "a socket"
-                         : "not a plain file";
-}
-
 #define KEY_FILE_MAX 256
 
 /* One open, then fstat and read on that descriptor: O_NONBLOCK so a FIFO cannot block the
@@ -189,8 +179,8 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
     if (fstat(fd, &st) != 0)
         rc = cairn_err_sys(err, 0, errno, "key file '%s'", path);
     else if (!S_ISREG(st.st_mode))
-        rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (%s)", path,
-                           file_kind(st.st_mode));
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (a %s)", path,
+                           cairn_file_type_name(st.st_mode));
     else if (st.st_mode & 077) /* as ssh: a key others can read is no secret; a usage error */
         rc = cairn_err_set(err, CAIRN_E_INVALID,
                            "key file '%s' is readable by group or others (mode %04o); "

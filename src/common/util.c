@@ -147,6 +147,18 @@ out:
     return rc;
 }
 
+const char *cairn_file_type_name(mode_t m)
+{
+    return S_ISREG(m)    ? "regular file"
+           : S_ISDIR(m)  ? "directory"
+           : S_ISLNK(m)  ? "symlink"
+           : S_ISFIFO(m) ? "FIFO"
+           : S_ISSOCK(m) ? "socket"
+           : S_ISCHR(m)  ? "character device"
+           : S_ISBLK(m)  ? "block device"
+                         : "special file";
+}
+
 int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err)
 {
     char *tmp = cairn_xstrdup(path);

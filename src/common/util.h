@@ -36,6 +36,9 @@ void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written);
 
 /* mkdir -p with mode for created components. */
 int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
+/* What kind of file a mode is, for messages: "directory", "symlink", "FIFO", "socket",
+ * "character device", "block device", "regular file" ("special file" for anything else). */
+const char *cairn_file_type_name(mode_t mode);
 /* fsync the directory containing path (or path itself when it is a directory). */
 int cairn_fsync_dir(const char *dir, struct cairn_err *err);
 /* rm -rf; a missing path is not an error. */

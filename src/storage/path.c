@@ -233,16 +233,6 @@ static int cmp_cstr(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static const char *type_name(mode_t m)
-{
-    return S_ISLNK(m)    ? "symlink"
-           : S_ISCHR(m)  ? "character device"
-           : S_ISBLK(m)  ? "block device"
-           : S_ISFIFO(m) ? "FIFO"
-           : S_ISSOCK(m) ? "socket"
-                         : "special file";
-}
-
 static void add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb)
 {
     struct put_job *j = cairn_xcalloc(1, sizeof(*j));
@@ -345,9 +335,9 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             cairn_log(CAIRN_LOG_WARN, "storage",
                       "skipping '%s': %s (only regular files and "
                       "directories are backed up)",
-                      a, type_name(sb.st_mode));
-            json_array_append_new(
-                w->skipped, json_pack("{s:s, s:s}", "path", r, "reason", type_name(sb.st_mode)));
+                      a, cairn_file_type_name(sb.st_mode));
+            json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", r, "reason",
+                                                        cairn_file_type_name(sb.st_mode)));
         }
         free(a);
         free(r);
@@ -391,7 +381,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "backup '%s': source '%s' is a %s; only regular files and "
                              "directories can be backed up",
-                             b->name, path, type_name(sb.st_mode));
+                             b->name, path, cairn_file_type_name(sb.st_mode));
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
     struct live live = {.gone = NULL};
