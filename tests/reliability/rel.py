@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,28 @@ def statuses(url):
     if rc != 0:
         raise RuntimeError("cairn list %s: %s" % (url, err))
     return {b["name"]: b["status"] for b in json.loads(out)["backups"]}
+
+
+def tree_state(path):
+    """Everything observable of a tree: [(rel path, mode, bytes)], or None when absent; to
+    compare a restore target before and after."""
+    if not os.path.lexists(path):
+        return None
+    out = [("", os.lstat(path).st_mode, b"")]
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for n in sorted(dirs + files):
+            p = os.path.join(root, n)
+            st = os.lstat(p)
+            data = open(p, "rb").read() if stat.S_ISREG(st.st_mode) else b""
+            out.append((os.path.relpath(p, path), st.st_mode, data))
+    return out
+
+
+def temporaries(*dirs):
+    """cairn's temporaries (restore landings, storage temp files) directly inside dirs."""
+    return [os.path.join(d, n) for d in dirs if os.path.isdir(d) for n in os.listdir(d)
+            if "cairn-tmp-" in n or ".tmp." in n]
 
 
 def tree_sums(path):

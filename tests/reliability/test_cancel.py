@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 
-from rel import CAIRN, check, cairn, run_parts, statuses, tmpdir
+from rel import CAIRN, check, cairn, run_parts, statuses, temporaries, tmpdir, tree_state
 
 T = tmpdir("cairn-cancel-")
 figures = []
@@ -40,25 +40,6 @@ def count_files(path):
     for _, _, files in os.walk(path):
         n += len(files)
     return n
-
-
-def debris(*dirs):
-    return [os.path.join(d, n) for d in dirs if os.path.isdir(d) for n in os.listdir(d)
-            if "cairn-tmp-" in n or ".tmp." in n]
-
-
-def snapshot(path):
-    if not os.path.lexists(path):
-        return None
-    out = [("", os.lstat(path).st_mode, b"")]
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for n in sorted(dirs + files):
-            p = os.path.join(root, n)
-            st = os.lstat(p)
-            out.append((os.path.relpath(p, path), st.st_mode,
-                        open(p, "rb").read() if os.path.isfile(p) else b""))
-    return out
 
 
 def interrupt(args, ready):
@@ -104,7 +85,7 @@ def backups():
             check(rc == 0 and man, "%s %s: exit 130, or 0 when it finished first (got %d): %s"
                   % (args[0], name, rc, err.strip()[-300:]))
             finished.append(name)
-        check(not debris(store, bdir), "no temporaries: %s" % debris(store, bdir))
+        check(not temporaries(store, bdir), "no temporaries: %s" % temporaries(store, bdir))
     sts = statuses(store)
     check(sorted(sts) == finished and set(sts.values()) <= {"complete"},
           "only the finished backups are listed, complete: %s" % sts)
@@ -127,11 +108,11 @@ def restores():
         target = os.path.join(T, "r%02d" % i)
         if i % 4 >= 2:
             os.mkdir(target, 0o750)
-        before = snapshot(target)
+        before = tree_state(target)
         at = rnd.randrange(1, NFILES // 2)
 
         def written():
-            return sum(count_files(d) for d in debris(T))
+            return sum(count_files(d) for d in temporaries(T))
         args = (["restore", store, "full", "--into", target, "--json"] if i % 2 == 0
                 else ["get", store, "full", target, "--workers", "2"])
         rc, err, secs = interrupt(args, lambda: written() >= at)
@@ -139,14 +120,14 @@ def restores():
         if rc == 130:
             cancelled += 1
             lat.append(secs)
-            check(snapshot(target) == before, "%s %d cancelled after %d files: target as before"
+            check(tree_state(target) == before, "%s %d cancelled after %d files: target as before"
                   % (args[0], i, at))
         else:
             check(rc == 0 and count_files(target) == NFILES,
                   "%s %d: exit 130, or 0 and complete when it finished first (got %d): %s"
                   % (args[0], i, rc, err.strip()[-300:]))
             finished += 1
-        check(not debris(T, target), "no temporaries: %s" % debris(T, target))
+        check(not temporaries(T, target), "no temporaries: %s" % temporaries(T, target))
     check(cancelled >= 5, "at least half the restores were cancelled: %d of 10" % cancelled)
     figures.append("SIGINT/SIGTERM at 10 random points of restore --into/get: %d cancelled "
                    "(exit 130, target unchanged), %d finished first; signal to exit max %.2f s"

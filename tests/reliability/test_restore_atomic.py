@@ -6,32 +6,11 @@ DIR. The same backup, repaired, restores complete."""
 import os
 import random
 import shutil
-import stat
 
-from rel import cairn, check, run_parts, tmpdir
+from rel import cairn, check, run_parts, temporaries, tmpdir, tree_state
 
 T = tmpdir("cairn-restore-atomic-")
 figures = []
-
-
-def snapshot(path):
-    """Everything observable of a tree: [(rel path, mode, bytes)], or None when absent."""
-    if not os.path.lexists(path):
-        return None
-    out = [("", os.lstat(path).st_mode, b"")]
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for n in sorted(dirs + files):
-            p = os.path.join(root, n)
-            st = os.lstat(p)
-            data = open(p, "rb").read() if stat.S_ISREG(st.st_mode) else b""
-            out.append((os.path.relpath(p, path), st.st_mode, data))
-    return out
-
-
-def debris(*dirs):
-    return [os.path.join(d, n) for d in dirs if os.path.isdir(d) for n in os.listdir(d)
-            if "cairn-tmp-" in n]
 
 
 def repro():
@@ -66,28 +45,28 @@ def repro():
              ("restore", full, ["--force"]), ("get", os.path.join(T, "absent2"), []),
              ("get", full, ["--force"])]
     for cmd, target, extra in cases:
-        before = snapshot(target)
+        before = tree_state(target)
         args = ([cmd, store, "b", "--into", target] if cmd == "restore"
                 else [cmd, store, "b", target]) + extra
         rc, _, err, _ = cairn(*args)
         check(rc == 3, "%s into %s %s: exit 3 (got %d): %s" % (
             cmd, os.path.basename(target), extra, rc, err.strip()[-300:]))
-        check(snapshot(target) == before,
+        check(tree_state(target) == before,
               "%s into %s: target unchanged byte for byte" % (cmd, os.path.basename(target)))
-        check(not debris(T, target), "no temporaries left: %s" % debris(T, target))
+        check(not temporaries(T, target), "no temporaries left: %s" % temporaries(T, target))
     # Without --force a non-empty target is refused (exit 6) naming what is in it.
-    before = snapshot(full)
+    before = tree_state(full)
     rc, _, err, _ = cairn("restore", store, "b", "--into", full)
     check(rc == 6 and "not empty" in err and "holds" in err,
           "non-empty target without --force: exit 6 naming an entry: %d %s" % (rc, err.strip()))
-    check(snapshot(full) == before, "refused target unchanged")
+    check(tree_state(full) == before, "refused target unchanged")
     # Repaired (flip back by restoring the stored file from a fresh backup): restores whole.
     shutil.rmtree(store)
     rc, _, err, _ = cairn("put", store, "b", src)
     out = os.path.join(T, "good")
     rc, _, err, _ = cairn("restore", store, "b", "--into", out)
     check(rc == 0, "good backup restores: " + err.strip())
-    check(snapshot(out)[1:] == snapshot(src)[1:], "restored tree equals the source")
+    check(tree_state(out)[1:] == tree_state(src)[1:], "restored tree equals the source")
     figures.append("corrupt stored file: restore --into/get exit 3 with the target unchanged "
                    "in %d cases" % len(cases))
 
