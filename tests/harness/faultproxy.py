@@ -15,7 +15,10 @@ choice from weighted actions:
 
 With http=True each connection carries exactly one request: "Connection: close" is added to
 the request head, so a client with keep-alive (libcurl) opens a new connection for every
-request and the plan applies per request.
+request and the plan applies per request. With alternate=True as well, the plan applies per
+request line instead: each request's attempts alternate fault and pass, the faults taken in
+turn from the plan, so a retrying client always gets through however its concurrent requests
+interleave.
 
 Use from Python:
     p = FaultProxy(("127.0.0.1", 9000), plan=["reset", "pass"], http=True).start()
@@ -40,7 +43,7 @@ ACTIONS = ("pass", "reset", "reset_mid", "short", "stall", "http500", "http503",
 
 class FaultProxy:
     def __init__(self, upstream, plan=None, weights=None, seed=0, http=False, stall_s=120.0,
-                 short_range=(1, 600)):
+                 short_range=(1, 600), alternate=False):
         self.upstream = upstream
         self.http = http
         self.stall_s = stall_s
@@ -50,13 +53,17 @@ class FaultProxy:
         self.stats = {a: 0 for a in ACTIONS}
         self.stats["connections"] = 0
         self.stats["cut"] = 0  # reset_mid/short that did cut an answer (not all of it passed)
-        self.set_plan(plan, weights)
+        self.set_plan(plan, weights, alternate)
         self.stopping = threading.Event()
         self.conns = set()
         self.sock = None
         self.port = None
 
-    def set_plan(self, plan=None, weights=None):
+    def set_plan(self, plan=None, weights=None, alternate=False):
+        """alternate (HTTP only): each request, told apart by its request line, alternates
+        fault and pass from its own first attempt on, the faults taken in turn from the plan's
+        non-pass actions. Unlike a plan cycled over connections, this cannot hand one request
+        a fault at every attempt when concurrent requests interleave in step with the plan."""
         with getattr(self, "lock", threading.Lock()):
             for a in (plan or []) + list((weights or {}).keys()):
                 if a not in ACTIONS:
@@ -64,11 +71,22 @@ class FaultProxy:
             self.plan = list(plan or [])
             self.weights = dict(weights or {})
             self.index = 0
+            self.alternate = alternate
+            self.attempts = {}
 
-    def _next_action(self):
+    def _next_action(self, request=None):
         with self.lock:
             self.stats["connections"] += 1
-            if self.plan:
+            faults = [x for x in self.plan if x != "pass"]
+            if request is not None and faults:
+                n = self.attempts.get(request, 0)
+                self.attempts[request] = n + 1
+                if n % 2 == 0:
+                    a = faults[self.index % len(faults)]
+                    self.index += 1
+                else:
+                    a = "pass"
+            elif self.plan:
                 a = self.plan[self.index % len(self.plan)]
                 self.index += 1
             elif self.weights:
@@ -119,10 +137,18 @@ class FaultProxy:
     def _serve(self, c):
         up = None
         try:
-            a = self._next_action()
             c.settimeout(30)
+            head = None
+            if self.http and self.alternate:
+                head = self._read_head(c)
+                if head is None:
+                    return
+                a = self._next_action(head.split(b"\r\n", 1)[0])
+            else:
+                a = self._next_action()
             if a == "reset":
-                c.recv(4096)
+                if head is None:
+                    c.recv(4096)
                 _rst(c)
                 return
             if a == "stall":
@@ -136,17 +162,19 @@ class FaultProxy:
                         continue
                 return
             if a in ("http500", "http503"):
-                self._http_error(c, 500 if a == "http500" else 503)
+                self._http_error(c, 500 if a == "http500" else 503, head)
                 return
             up = socket.create_connection(self.upstream, timeout=30)
             with self.lock:
                 self.conns.add(up)
-            head = b""
             if self.http:
-                head = self._read_head(c)
+                if head is None:
+                    head = self._read_head(c)
                 if head is None:
                     return
                 head = _add_close(head)
+            else:
+                head = b""
             limit = None
             if a in ("reset_mid", "short"):
                 with self.lock:
@@ -204,8 +232,9 @@ class FaultProxy:
                 return None
         return buf
 
-    def _http_error(self, c, status):
-        head = self._read_head(c)
+    def _http_error(self, c, status, head=None):
+        if head is None:
+            head = self._read_head(c)
         if head is None:
             return
         code = "InternalError" if status == 500 else "SlowDown"
