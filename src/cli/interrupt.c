@@ -7,10 +7,13 @@
 
 volatile int cli_cancel;
 
+/* Readers in worker threads load the flag atomically; the store must be atomic too (a plain
+ * store races with them, and ThreadSanitizer says so). A lock-free int store is
+ * async-signal-safe. */
 static void on_interrupt(int sig)
 {
     (void)sig;
-    cli_cancel = 1;
+    __atomic_store_n(&cli_cancel, 1, __ATOMIC_RELAXED);
 }
 
 void cli_catch_interrupts(void)
