@@ -11,7 +11,6 @@
 #include "cli.h"
 #include "common/util.h"
 #include "interrupt.h"
-#include "sched/cron.h"
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -374,4 +375,55 @@ void cairn_format_bytes(uint64_t n, char *out, size_t cap)
         snprintf(out, cap, "%llu B", (unsigned long long)n);
     else
         snprintf(out, cap, "%.1f %s", v, units[u]);
+}
+
+int cairn_parse_duration(const char *s, int64_t *sec)
+{
+    if (s == NULL || !isdigit((unsigned char)*s))
+        return -1;
+    int64_t total = 0;
+    while (*s) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        int64_t v = 0;
+        while (isdigit((unsigned char)*s)) {
+            v = v * 10 + (*s++ - '0');
+            if (v > 100LL * 365 * 86400)
+                return -1;
+        }
+        int64_t mult;
+        switch (*s) {
+        case '\0': mult = 1; break;
+        case 's':
+            mult = 1;
+            s++;
+            break;
+        case 'm':
+            mult = 60;
+            s++;
+            break;
+        case 'h':
+            mult = 3600;
+            s++;
+            break;
+        case 'd':
+            mult = 86400;
+            s++;
+            break;
+        case 'w':
+            mult = 7 * 86400;
+            s++;
+            break;
+        case 'y':
+            mult = 365 * 86400; /* retention windows ("keep-within 1y"); no calendar years */
+            s++;
+            break;
+        default: return -1;
+        }
+        total += v * mult;
+        if (total > 100LL * 365 * 86400)
+            return -1;
+    }
+    *sec = total;
+    return 0;
 }

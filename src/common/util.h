@@ -39,6 +39,8 @@ int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
 /* What kind of file a mode is, for messages: "directory", "symlink", "FIFO", "socket",
  * "character device", "block device", "regular file" ("special file" for anything else). */
 const char *cairn_file_type_name(mode_t mode);
+/* Durations: "90", "90s", "15m", "1h30m", "2d", "1w", "1y" (365 days). Returns 0 or -1. */
+int cairn_parse_duration(const char *s, int64_t *sec);
 /* fsync the directory containing path (or path itself when it is a directory). */
 int cairn_fsync_dir(const char *dir, struct cairn_err *err);
 /* rm -rf; a missing path is not an error. */

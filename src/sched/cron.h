@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "common/util.h"
+
 #include "cairn/err.h"
 
 struct cairn_cron {
@@ -41,8 +43,5 @@ struct cairn_timing {
 };
 
 int64_t cairn_timing_next(const struct cairn_timing *t, int64_t after);
-
-/* Durations: "90", "90s", "15m", "1h30m", "2d", "1w", "1y" (365 days). Returns 0 or -1. */
-int cairn_parse_duration(const char *s, int64_t *sec);
 
 #endif
