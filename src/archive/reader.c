@@ -119,8 +119,10 @@ static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
     while (replay->plen < 10) {
         size_t got;
         if ((rc = cairn_reader_read(si->hash, replay->prefix + replay->plen, 10 - replay->plen,
-                                    &got, err)) != CAIRN_OK)
-            return cairn_err_wrap(err, "failed to decompress snapshot");
+                                    &got, err)) != CAIRN_OK) {
+            cairn_err_wrap(err, "failed to decompress snapshot");
+            return rc;
+        }
         if (got == 0)
             break;
         replay->plen += got;

@@ -188,7 +188,8 @@ int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir, struct cai
         rc = cairn_err_sys(err, 0, errno, "rewind spooled state");
     if (rc != CAIRN_OK) {
         close(fd);
-        return cairn_err_wrap(err, "spool state to a temp file");
+        cairn_err_wrap(err, "spool state to a temp file");
+        return rc;
     }
     *out = cairn_fd_reader_new(fd, 1);
     return CAIRN_OK;

@@ -419,8 +419,10 @@ int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_
     uint8_t *data = NULL;
     size_t len = 0;
     int rc = cairn_read_file(path, CONFIG_MAX, &data, &len, err);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "config");
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "config");
+        return rc;
+    }
     rc = cairn_config_parse((const char *)data, len, path, out, err);
     free(data);
     return rc;

@@ -45,7 +45,8 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
     if (rc != CAIRN_OK) {
         close(*fd);
         *fd = -1;
-        return cairn_err_wrap(err, "send request to %s", c->addr);
+        cairn_err_wrap(err, "send request to %s", c->addr);
+        return rc;
     }
     return CAIRN_OK;
 }
@@ -58,8 +59,10 @@ static int read_reply(const struct cairn_snap_client *c, int fd, size_t max, str
     for (;;) {
         size_t got;
         int rc = snap_read_some(fd, buf, sizeof(buf), &got, iotimeout(c), 0, err);
-        if (rc != CAIRN_OK)
-            return cairn_err_wrap(err, "%s", c->addr);
+        if (rc != CAIRN_OK) {
+            cairn_err_wrap(err, "%s", c->addr);
+            return rc;
+        }
         if (got == 0)
             return CAIRN_OK;
         if (out->len + got > max)

@@ -302,7 +302,8 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     int rc = read_exact(io, blob + have, size - have, err);
     if (rc != CAIRN_OK) {
         free(blob);
-        return cairn_err_wrap(err, "read upload");
+        cairn_err_wrap(err, "read upload");
+        return rc;
     }
     struct cairn_snap_idmap map = {0};
     struct cairn_err ierr = {0};
@@ -338,8 +339,10 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "restore is not supported here");
     uint8_t idb[8];
     int rc = read_exact(io, idb, 8, err);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "read shard id");
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "read shard id");
+        return rc;
+    }
     uint64_t id = snap_u64be_get(idb);
     struct cairn_reader *r = snap_sock_reader_new(c->fd, c->srv->opts.idle_timeout_ms, NULL, 0);
     rc = c->srv->prov.shard_import(c->srv->prov.ctx, id, r, err);

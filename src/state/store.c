@@ -126,8 +126,10 @@ int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_
     unsigned ver = 0;
     int rc = cairn_state_decode(env, len, &check, &ver, err);
     cairn_state_free(check);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "refusing to store an invalid snapshot");
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "refusing to store an invalid snapshot");
+        return rc;
+    }
 
     const struct store_ops *o = s->ops;
     rc = o->exec(s, o->begin_sql, err);

@@ -854,8 +854,10 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
         rc = cairn_writer_close(w, err);
     cairn_writer_free(w);
     free(text);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
+        return rc;
+    }
     b->ended = 1;
     b->status = CAIRN_BACKUP_COMPLETE;
     b->sealed = b->st->has_key;
@@ -876,8 +878,10 @@ int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
     rc = b->st->drv->remove(b->st->state, b->name, err);
     if (rc == CAIRN_E_NOTFOUND)
         rc = CAIRN_OK; /* nothing was written */
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "abort backup '%s'", b->name);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "abort backup '%s'", b->name);
+        return rc;
+    }
     b->ended = 1;
     cairn_log(CAIRN_LOG_INFO, "storage", "aborted backup '%s' in '%s'", b->name, b->st->url);
     return CAIRN_OK;

@@ -49,8 +49,10 @@ static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *go
 {
     struct verify_reader *v = (struct verify_reader *)r;
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "%s", v->label);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(err, "%s", v->label);
+        return rc;
+    }
     if (*got > 0) {
         if (*got > v->want_size - v->n)
             return cairn_err_set(err, CAIRN_E_CORRUPT,

@@ -408,6 +408,17 @@ TEST(example_config_parses)
     free(path);
 }
 
+/* err may be NULL everywhere: a wrapped failure still returns its own code, not
+ * CAIRN_E_INTERNAL (cairn_err_wrap cannot know the code without an err). */
+TEST(config_load_keeps_the_code_without_err)
+{
+    struct cairn_config *c = NULL;
+    CHECK_EQ_INT(cairn_config_load("/nonexistent/cairnd.conf", &c, NULL), CAIRN_E_NOTFOUND);
+    CHECK(c == NULL);
+    struct cairn_err err;
+    CHECK_EQ_INT(cairn_config_load("/nonexistent/cairnd.conf", &c, &err), CAIRN_E_NOTFOUND);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

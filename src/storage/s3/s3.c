@@ -705,7 +705,8 @@ static int ensure_ready(struct s3 *s, struct cairn_err *err)
                                  "S3 bucket '%s' rejected the request (HTTP %ld): wrong region "
                                  "'%s'?",
                                  s->bucket, c.status, s->region);
-        return cairn_err_wrap(err, "check S3 bucket '%s'", s->bucket);
+        cairn_err_wrap(err, "check S3 bucket '%s'", s->bucket);
+        return rc;
     }
     pthread_mutex_lock(&s->mu);
     s->ready = 1;
