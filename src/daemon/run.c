@@ -197,7 +197,9 @@ static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char 
         cairn_run_name(c->name, ms / 1000, want, sizeof(want));
         if (strcmp(want, b->name) == 0 && ms / 1000 > *last) {
             *last = ms / 1000;
-            snprintf(name, cap, "%s (created %lld)", b->name, (long long)b->created);
+            char created[40];
+            cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+            snprintf(name, cap, "%s (MANIFEST created %s)", b->name, created);
         }
     }
     cairn_backup_list_free(&l);

@@ -256,6 +256,8 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
     s->db = db;
     s->ops = &k_sqlite_ops;
     rc = sq_exec(s, "PRAGMA synchronous=FULL", err);
+    if (rc == CAIRN_E_CORRUPT) /* a damaged file: left to the check (and heal) after open */
+        return CAIRN_OK;
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "state database '%s'", path);
         sqlite3_close_v2(db);
