@@ -67,7 +67,15 @@ CAIRN_API int cairn_state_decode(const uint8_t *buf, size_t len, struct cairn_st
  * URLs: "sqlite:///abs/path.db", "sqlite:rel/path.db", a plain file path (SQLite), or
  * "postgresql://..." / "postgres://..." (libpq connection URI). Opening creates the schema
  * or migrates it (table cairn_schema_version, numbered migrations); a schema newer than this
- * build is refused. Not thread-safe: callers serialise access to one store. */
+ * build is refused. Thread-safe: operations on one store are serialised inside.
+ *
+ * Healing (CAIRN_STATE_HEAL, SQLite only): the database is checked (PRAGMA quick_check) at
+ * open, by cairn_state_store_check() and after any statement fails with SQLITE_CORRUPT or
+ * SQLITE_NOTADB. A damaged database is moved aside as PATH.corrupt-YYYYMMDDTHHMMSSZ (with its
+ * -journal/-wal/-shm, mode 0600, kept for inspection) and a fresh one is created in its place;
+ * the newest snapshot that still verifies (the last one stored by this process, else the
+ * newest row of the damaged file whose SHA-256 matches) is stored again in the fresh one.
+ * Without the flag a damaged database is CAIRN_E_CORRUPT, as before. */
 struct cairn_state_store;
 
 struct cairn_state_load_report {
@@ -79,9 +87,25 @@ struct cairn_state_load_report {
     unsigned payload_version;
 };
 
+#define CAIRN_STATE_HEAL 1u /* cairn_state_store_open_ex: heal a damaged database */
+
+/* Called (from the thread that found the damage) after each heal: aside is where the damaged
+ * file went, reason what the check said, restored 1 when a snapshot was stored again. */
+typedef void (*cairn_state_heal_fn)(void *ctx, const char *aside, const char *reason, int restored);
+
 CAIRN_API int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
                                      struct cairn_err *err);
+CAIRN_API int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
+                                        struct cairn_state_store **out, struct cairn_err *err);
 CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
+/* Check the database's integrity now (and heal it when opened with CAIRN_STATE_HEAL).
+ * CAIRN_OK when healthy or healed; CAIRN_E_CORRUPT when damaged and not healed. */
+CAIRN_API int cairn_state_store_check(struct cairn_state_store *s, struct cairn_err *err);
+/* Heals since open (including one at open); the last heal's message into msg (may be NULL). */
+CAIRN_API unsigned cairn_state_store_heals(struct cairn_state_store *s, char *msg, size_t cap);
+/* Register the heal callback (NULL clears). */
+CAIRN_API void cairn_state_store_on_heal(struct cairn_state_store *s, cairn_state_heal_fn fn,
+                                         void *ctx);
 CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
 /* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all
  * but the newest `keep` rows, in one transaction. */

@@ -10,10 +10,12 @@
 
 #include "cairn/log.h"
 #include "cairn/state.h"
+#include "cairn/storage.h"
 #include "cli/cli.h"
 #include "common/util.h"
 #include "metrics/metrics.h"
 #include "sched/config.h"
+#include "sched/plan.h"
 #include "sched/runner.h"
 #include "sched/sched.h"
 
@@ -50,6 +52,10 @@ static const char k_help[] =
     "The state (last instant per schedule) is saved after every run, after catch-up,\n"
     "every snapshot-interval when it changed, and at shutdown; the newest state-keep\n"
     "snapshots are kept and a corrupt one falls back to the previous good one.\n"
+    "A damaged SQLite state database (PRAGMA quick_check at start, every\n"
+    "state-check-interval and after any corruption error) is moved aside to\n"
+    "state.db.corrupt-<time>, replaced by a fresh one, and each schedule's last run is taken\n"
+    "from its complete backups in storage; /healthz then says degraded (503) until restart.\n"
     "\n"
     "State written by a newer cairnd (snapshot payload or schema version) is refused with\n"
     "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
@@ -109,6 +115,137 @@ static int state_fail(const struct cairn_err *err)
     return err->code == CAIRN_E_UNSUPPORTED ? CAIRN_EXIT_USAGE : code;
 }
 
+/* ---- a state database that heals (docs/RELIABILITY.md) ---- */
+
+struct heal_ctx {
+    struct cairn_state_store *store;
+    struct cairn_sched *sched;
+    struct cairn_metric *recovered;
+    const struct cairn_config *cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int stop;
+};
+
+static void on_heal(void *ctx, const char *aside, const char *reason, int restored)
+{
+    struct heal_ctx *h = ctx;
+    (void)aside, (void)reason, (void)restored; /* the store logged them */
+    cairn_metric_add(h->recovered, NULL, 1);
+}
+
+/* /healthz: the scheduler's verdict, degraded (503) once the state database was rebuilt. */
+static int run_health(void *ctx, char *body, size_t cap)
+{
+    struct heal_ctx *h = ctx;
+    char msg[512];
+    unsigned heals = cairn_state_store_heals(h->store, msg, sizeof(msg));
+    if (heals == 0)
+        return cairn_sched_health(h->sched, body, cap);
+    int n =
+        snprintf(body, cap, "degraded: state database damaged and rebuilt %u times (last: %s)\n",
+                 heals, msg);
+    if (n >= 0 && (size_t)n < cap)
+        cairn_sched_health(h->sched, body + n, cap - (size_t)n);
+    return 503;
+}
+
+/* Periodic integrity check of the state database, until heal_stop(). */
+static void *checker_main(void *arg)
+{
+    struct heal_ctx *h = arg;
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)h->cfg->state_check_interval;
+        while (!h->stop && pthread_cond_timedwait(&h->cond, &h->mu, &ts) != ETIMEDOUT) {
+        }
+        if (h->stop)
+            break;
+        pthread_mutex_unlock(&h->mu);
+        struct cairn_err err;
+        if (cairn_state_store_check(h->store, &err) != CAIRN_OK)
+            cairn_error("state", "state database check failed: %s", err.msg);
+        pthread_mutex_lock(&h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* The newest instant the schedule has a complete backup for, from the names the scheduler
+ * gives its backups (cairn_run_name) and their MANIFESTs; -1 when there is none. */
+static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char *name, size_t cap,
+                        struct cairn_err *err)
+{
+    *last = -1;
+    struct cairn_storage *st = NULL;
+    struct cairn_backup_list l = {0};
+    int rc = cairn_storage_open(c->to, &st, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_list(st, &l, err);
+    if (rc == CAIRN_E_NOTFOUND)
+        rc = CAIRN_OK; /* no backup was ever written there */
+    for (size_t i = 0; i < l.count && rc == CAIRN_OK; i++) {
+        const struct cairn_backup_info *b = &l.items[i];
+        int64_t ms = 0;
+        const char *tag = NULL;
+        char want[CAIRN_RUN_NAME_MAX];
+        if (b->status != CAIRN_BACKUP_COMPLETE || !cairn_backup_name_parse(b->name, &ms, &tag) ||
+            strcmp(tag, c->name) != 0 || ms % 1000 != 0)
+            continue;
+        cairn_run_name(c->name, ms / 1000, want, sizeof(want));
+        if (strcmp(want, b->name) == 0 && ms / 1000 > *last) {
+            *last = ms / 1000;
+            char created[40];
+            cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+            snprintf(name, cap, "%s (MANIFEST created %s)", b->name, created);
+        }
+    }
+    cairn_backup_list_free(&l);
+    cairn_storage_free(st);
+    return rc;
+}
+
+/* After the state database was rebuilt, or every stored snapshot was corrupt: move each
+ * schedule's last instant forward to its newest complete backup in storage, so that no
+ * instant already backed up runs again and missed ones are caught up (per catch-up). */
+static void recover_from_storage(const struct cairn_config *cfg, struct cairn_state_store *store,
+                                 int64_t now)
+{
+    struct cairn_err err;
+    struct cairn_state *st = NULL;
+    struct cairn_state_load_report rep;
+    if (cairn_state_store_load(store, &st, &rep, &err) != CAIRN_OK) {
+        cairn_error("state", "rebuilding the state from storage: %s", err.msg);
+        return;
+    }
+    if (cairn_state_store_heals(store, NULL, 0) == 0 && (rep.found || rep.skipped == 0)) {
+        cairn_state_free(st);
+        return; /* the state is intact: it, not the storage, is the record */
+    }
+    for (size_t i = 0; i < cfg->n_schedules; i++) {
+        const struct cairn_schedule_cfg *c = &cfg->schedules[i];
+        int64_t last = -1;
+        char name[256] = "";
+        if (storage_last(c, &last, name, sizeof(name), &err) != CAIRN_OK)
+            cairn_error("state", "schedule %s: listing %s to recover its last run: %s", c->name,
+                        c->to, err.msg);
+        else if (last < 0)
+            cairn_warn("state", "schedule %s: no complete backup in %s to recover its last run",
+                       c->name, c->to);
+        else if (cairn_state_update(st, c->name, last, NULL) > 0)
+            cairn_warn("state", "schedule %s: last run recovered from storage: %s", c->name, name);
+    }
+    uint8_t *env = NULL;
+    size_t len = 0;
+    if (cairn_state_encode(st, &env, &len, &err) != CAIRN_OK ||
+        cairn_state_store_put(store, env, len, now, &err) != CAIRN_OK)
+        cairn_error("state", "saving the state recovered from storage: %s", err.msg);
+    free(env);
+    cairn_state_free(st);
+}
+
 int cairnd_cmd_run(int argc, char **argv)
 {
     const char *config = NULL, *fake_clock = getenv("CAIRND_FAKE_CLOCK");
@@ -150,7 +287,15 @@ int cairnd_cmd_run(int argc, char **argv)
     struct cairn_metrics *metrics = NULL;
     struct cairn_metrics_server *http = NULL;
     struct cairn_sched *s = NULL;
-    int code = 0, rc;
+    struct heal_ctx heal = {0};
+    pthread_t checker;
+    int checker_started = 0, code = 0, rc;
+    pthread_mutex_init(&heal.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&heal.cond, &ca);
+    pthread_condattr_destroy(&ca);
 
     rc = cairn_config_load(config, &cfg, &err);
     if (rc != CAIRN_OK) {
@@ -175,15 +320,26 @@ int cairnd_cmd_run(int argc, char **argv)
         cairn_clock_real(&clock);
     }
 
+    metrics = cairn_metrics_new();
+    heal.cfg = cfg;
+    heal.recovered = cairn_metrics_declare(
+        metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
+        "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
+    cairn_metric_add(heal.recovered, NULL, 0);
     rc = prepare_state_dir(cfg, &err);
-    if (rc == CAIRN_OK)
-        rc = cairn_state_store_open(cfg->state_url, cfg->state_keep, &store, &err);
+    if (rc == CAIRN_OK) /* --dry-run changes nothing: a damaged database is only reported */
+        rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep,
+                                       dry_run ? 0 : CAIRN_STATE_HEAL, &store, &err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(&err, "state store");
         code = state_fail(&err);
         goto out;
     }
-    metrics = cairn_metrics_new();
+    heal.store = store;
+    cairn_metric_add(heal.recovered, NULL, cairn_state_store_heals(store, NULL, 0));
+    cairn_state_store_on_heal(store, on_heal, &heal);
+    if (!dry_run)
+        recover_from_storage(cfg, store, clock.now(clock.ctx));
     struct cairn_runner runner;
     cairn_backup_runner(&runner);
     rc = cairn_sched_new(cfg, store, &runner, &clock, metrics, &s, &err);
@@ -191,6 +347,7 @@ int cairnd_cmd_run(int argc, char **argv)
         code = state_fail(&err);
         goto out;
     }
+    heal.sched = s;
     if (dry_run) {
         cairn_sched_describe(s, stdout, cli_json);
         goto out;
@@ -213,7 +370,7 @@ int cairnd_cmd_run(int argc, char **argv)
     }
 
     if (cfg->metrics_listen != NULL) {
-        rc = cairn_metrics_serve(metrics, cfg->metrics_listen, cairn_sched_health, s, &http, &err);
+        rc = cairn_metrics_serve(metrics, cfg->metrics_listen, run_health, &heal, &http, &err);
         if (rc != CAIRN_OK) {
             cairn_sched_stop(s);
             pthread_kill(sig_thread, SIGTERM);
@@ -226,6 +383,8 @@ int cairnd_cmd_run(int argc, char **argv)
                    cfg->metrics_listen, cairn_metrics_server_port(http));
     }
     rc = cairn_sched_start(s, &err);
+    if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &heal) == 0)
+        checker_started = 1;
     if (rc == CAIRN_OK) {
         cairn_info("cairnd", "scheduler running: %zu schedules, state in %s (pid %d)",
                    cfg->n_schedules, cairn_state_store_kind(store), (int)getpid());
@@ -236,6 +395,13 @@ int cairnd_cmd_run(int argc, char **argv)
     }
     int wrc = cairn_sched_wait(s, rc == CAIRN_OK ? &err : NULL);
     pthread_join(sig_thread, NULL);
+    if (checker_started) {
+        pthread_mutex_lock(&heal.mu);
+        heal.stop = 1;
+        pthread_cond_broadcast(&heal.cond);
+        pthread_mutex_unlock(&heal.mu);
+        pthread_join(checker, NULL);
+    }
     cairn_metrics_server_stop(http);
     http = NULL;
     if (wrc == CAIRN_E_TIMEOUT) {
@@ -254,5 +420,7 @@ out:
     cairn_metrics_free(metrics);
     cairn_state_store_close(store);
     cairn_config_free(cfg);
+    pthread_cond_destroy(&heal.cond);
+    pthread_mutex_destroy(&heal.mu);
     return code;
 }

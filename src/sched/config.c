@@ -126,6 +126,7 @@ static const char *const k_daemon_keys[] = {"state",
                                             "max-concurrent",
                                             "shutdown-timeout",
                                             "timezone",
+                                            "state-check-interval",
                                             NULL};
 static const char *const k_schedule_keys[] = {
     "source",      "to",          "every",    "cron",        "keep-last",
@@ -224,6 +225,10 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
     case 10:
         if (cairn_parse_duration(v, &c->shutdown_timeout) != 0)
             return bad(p, "%s = '%s': expected a duration such as 60s", k, v);
+        return CAIRN_OK;
+    case 12:
+        if (cairn_parse_duration(v, &c->state_check_interval) != 0 || c->state_check_interval < 1)
+            return bad(p, "%s = '%s': expected a duration such as 5m", k, v);
         return CAIRN_OK;
     default: return timezone_key(p, k, v);
     }
@@ -369,6 +374,7 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     c->state_dir = cairn_xstrdup("/var/lib/cairnd");
     c->state_keep = 10;
     c->snapshot_interval = 30;
+    c->state_check_interval = 300;
     c->metrics_listen = cairn_xstrdup("127.0.0.1:9469");
     c->log_level = CAIRN_LOG_INFO;
     c->catchup_max = 24;

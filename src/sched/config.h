@@ -48,6 +48,8 @@ struct cairn_config {
     unsigned max_concurrent;  /* backups running at once, default 2 */
     int64_t shutdown_timeout; /* wait for in-flight backups on SIGTERM, default 60 s */
     char *timezone;           /* IANA zone for cron schedules (TZ); NULL = UTC */
+    /* SQLite state integrity check (quick_check) interval, default 5 min. */
+    int64_t state_check_interval;
     struct cairn_schedule_cfg *schedules;
     size_t n_schedules;
 };

@@ -1,10 +1,13 @@
 /* State store driver: SQLite (the embedded default). One connection, rollback journal, full
  * sync: a state snapshot is small and written rarely, durability matters more than speed. */
+#include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -131,6 +134,85 @@ static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row
 static void sq_close(struct cairn_state_store *s)
 {
     sqlite3_close_v2(s->db);
+    s->db = NULL;
+}
+
+static int sq_check(struct cairn_state_store *s, struct cairn_err *err)
+{
+    /* Drop cached pages first: they may predate damage to the file, and the check must read
+     * what is on disk (SQLite keeps its cache while the file's change counter is unchanged). */
+    sqlite3_db_release_memory(s->db);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return sq_err(s->db, rc, "quick_check", err);
+    char first[256] = "";
+    int rows = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        if (rows++ == 0)
+            snprintf(first, sizeof(first), "%s", t ? (const char *)t : "");
+    }
+    if (rc != SQLITE_DONE)
+        rc = sq_err(s->db, rc, "quick_check", err);
+    else if (rows == 1 && strcmp(first, "ok") == 0)
+        rc = CAIRN_OK;
+    else
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "sqlite quick_check: %s%s", first,
+                           rows > 1 ? " (and more)" : "");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Rename path+suffix to aside+suffix when it exists, private to the owner. */
+static int rename_aside(const char *path, const char *aside, const char *suffix,
+                        struct cairn_err *err)
+{
+    char *from = cairn_xasprintf("%s%s", path, suffix);
+    char *to = cairn_xasprintf("%s%s", aside, suffix);
+    int rc = CAIRN_OK;
+    if (rename(from, to) == 0)
+        chmod(to, 0600);
+    else if (errno != ENOENT || suffix[0] == '\0')
+        rc = cairn_err_sys(err, CAIRN_E_IO, errno, "moving '%s' aside to '%s'", from, to);
+    free(from);
+    free(to);
+    return rc;
+}
+
+static int sq_move_aside(struct cairn_state_store *s, char *aside, size_t cap,
+                         struct cairn_err *err)
+{
+    const char *path = s->path;
+    sqlite3_close_v2(s->db); /* releases its file descriptors and locks */
+    s->db = NULL;
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    struct stat sb;
+    snprintf(aside, cap, "%s.corrupt-%s", path, stamp);
+    for (int i = 2; lstat(aside, &sb) == 0 && i < 1000; i++) /* never overwrite an older one */
+        snprintf(aside, cap, "%s.corrupt-%s.%d", path, stamp, i);
+    /* The journal goes with the file: a hot journal left behind would be rolled back into the
+     * fresh database. */
+    static const char *const k_suffixes[] = {"", "-journal", "-wal", "-shm"};
+    int rc = CAIRN_OK;
+    for (size_t i = 0; i < sizeof(k_suffixes) / sizeof(k_suffixes[0]) && rc == CAIRN_OK; i++)
+        rc = rename_aside(path, aside, k_suffixes[i], err);
+    if (rc == CAIRN_OK) {
+        char dir[4096];
+        cairn_dirname(path, dir, sizeof(dir));
+        cairn_fsync_dir(dir, NULL);
+    }
+    struct cairn_err oerr;
+    int orc = state_store_sqlite_open(path, s, &oerr); /* fresh, or the old one on failure */
+    if (rc == CAIRN_OK && orc != CAIRN_OK) {
+        cairn_err_copy(err, &oerr);
+        rc = orc;
+    }
+    return rc;
 }
 
 static const struct store_ops k_sqlite_ops = {
@@ -143,12 +225,16 @@ static const struct store_ops k_sqlite_ops = {
     .insert = sq_insert,
     .rows = sq_rows,
     .close = sq_close,
+    .check = sq_check,
+    .move_aside = sq_move_aside,
 };
 
 int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struct cairn_err *err)
 {
     if (*path == '\0')
         return cairn_err_set(err, CAIRN_E_INVALID, "empty SQLite state path");
+    if (s->path == NULL)
+        s->path = cairn_xstrdup(path);
     /* SQLite creates its file (and journals, which copy the file's mode) with 0644 & ~umask:
      * create it first so the state is private whatever the umask. */
     if (path[0] != ':' && strncmp(path, "file:", 5) != 0) { /* not ":memory:" or a URI */
@@ -170,6 +256,8 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
     s->db = db;
     s->ops = &k_sqlite_ops;
     rc = sq_exec(s, "PRAGMA synchronous=FULL", err);
+    if (rc == CAIRN_E_CORRUPT) /* a damaged file: left to the check (and heal) after open */
+        return CAIRN_OK;
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "state database '%s'", path);
         sqlite3_close_v2(db);

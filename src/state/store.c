@@ -1,4 +1,5 @@
 /* State store: URL dispatch, schema migrations, insert+prune, newest-good-row loading. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +69,139 @@ static int is_prefix(const char *s, const char *p)
     return strncmp(s, p, strlen(p)) == 0;
 }
 
-int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
-                           struct cairn_err *err)
+/* The insert+prune transaction (s->mu held). */
+static int put_locked(struct cairn_state_store *s, const uint8_t *env, size_t len, unsigned ver,
+                      int64_t created_at, struct cairn_err *err)
+{
+    const struct store_ops *o = s->ops;
+    int rc = o->exec(s, o->begin_sql, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = o->insert(s, created_at, ver, env, len, err);
+    if (rc == CAIRN_OK) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM cairn_state_snapshots WHERE id NOT IN "
+                 "(SELECT id FROM cairn_state_snapshots ORDER BY id DESC LIMIT %u)",
+                 s->keep);
+        rc = o->exec(s, sql, err);
+    }
+    if (rc == CAIRN_OK)
+        rc = o->exec(s, "COMMIT", err);
+    if (rc != CAIRN_OK)
+        rollback(s);
+    return rc;
+}
+
+/* The newest row of a damaged database that still verifies (its SHA-256 matches), if any. */
+static int salvage(struct cairn_state_store *s, uint8_t **env, size_t *len, int64_t *at)
+{
+    struct state_row *rows = NULL;
+    size_t n = 0;
+    struct cairn_err ignored;
+    if (s->ops->rows(s, s->keep, &rows, &n, &ignored) != CAIRN_OK)
+        return 0;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        struct cairn_state *st = NULL;
+        if (cairn_state_decode(rows[i].data, rows[i].len, &st, NULL, &ignored) != CAIRN_OK)
+            continue;
+        cairn_state_free(st);
+        *env = rows[i].data;
+        *len = rows[i].len;
+        *at = rows[i].created_at;
+        rows[i].data = NULL;
+        found = 1;
+    }
+    state_rows_free(rows, n);
+    return found;
+}
+
+/* Move a damaged database aside, start a fresh one and store the newest snapshot that still
+ * verifies in it (s->mu held). Without CAIRN_STATE_HEAL the damage is the error. */
+static int heal(struct cairn_state_store *s, const char *reason, struct cairn_err *err)
+{
+    const char *kind = s->ops->kind;
+    if (!(s->flags & CAIRN_STATE_HEAL) || s->ops->move_aside == NULL)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "%s state database is damaged: %s", kind,
+                             reason);
+    uint8_t *env = NULL;
+    size_t len = 0;
+    int64_t at = 0;
+    if (s->last_env != NULL) {
+        len = s->last_len;
+        at = s->last_at;
+        env = cairn_xmalloc(len);
+        memcpy(env, s->last_env, len);
+    } else {
+        salvage(s, &env, &len, &at);
+    }
+    char aside[4200];
+    int rc = s->ops->move_aside(s, aside, sizeof(aside), err);
+    if (rc != CAIRN_OK) {
+        free(env);
+        cairn_error("state", "%s state database is damaged (%s) and could not be moved aside", kind,
+                    reason);
+        cairn_err_wrap(err, "%s state database is damaged (%s)", kind, reason);
+        return rc;
+    }
+    rc = migrate(s, err);
+    int restored = 0;
+    if (rc == CAIRN_OK && env != NULL) {
+        unsigned ver = 0;
+        struct cairn_state *st = NULL;
+        if (cairn_state_decode(env, len, &st, &ver, NULL) == CAIRN_OK)
+            rc = put_locked(s, env, len, ver, at, err);
+        cairn_state_free(st);
+        restored = rc == CAIRN_OK;
+    }
+    free(env);
+    cairn_error("state",
+                "STATE DATABASE DAMAGED: %s; moved aside to '%s' (kept for inspection), "
+                "continuing with a fresh %s state database%s",
+                reason, aside, kind,
+                restored ? " holding the newest snapshot that still verifies"
+                         : " (no snapshot survived: the schedules' last runs are taken from "
+                           "the backups in storage)");
+    pthread_mutex_lock(&s->status_mu);
+    s->heals++;
+    snprintf(s->heal_msg, sizeof(s->heal_msg), "%s; moved aside to '%s'", reason, aside);
+    cairn_state_heal_fn fn = s->on_heal;
+    void *ctx = s->on_heal_ctx;
+    pthread_mutex_unlock(&s->status_mu);
+    if (fn != NULL)
+        fn(ctx, aside, reason, restored);
+    return rc;
+}
+
+/* Heal when rc is a corruption error from the database (s->mu held); err keeps rc's message
+ * when there is nothing to heal. */
+static int heal_on_corrupt(struct cairn_state_store *s, int rc, struct cairn_err *err)
+{
+    if (rc != CAIRN_E_CORRUPT || !(s->flags & CAIRN_STATE_HEAL) || s->ops->move_aside == NULL)
+        return rc;
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s", err ? err->msg : "corrupt");
+    return heal(s, reason, err);
+}
+
+static int open_driver(struct cairn_state_store *s, const char *url, struct cairn_err *err)
+{
+    if (is_prefix(url, "postgresql://") || is_prefix(url, "postgres://"))
+        return state_store_pg_open(url, s, err);
+    if (is_prefix(url, "sqlite://"))
+        return state_store_sqlite_open(url + strlen("sqlite://"), s, err);
+    if (is_prefix(url, "sqlite:"))
+        return state_store_sqlite_open(url + strlen("sqlite:"), s, err);
+    if (strstr(url, "://") != NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "unsupported state store URL '%s' (use sqlite:PATH or postgresql://)",
+                             url);
+    return state_store_sqlite_open(url, s, err);
+}
+
+int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
+                              struct cairn_state_store **out, struct cairn_err *err)
 {
     *out = NULL;
     if (url == NULL || *url == '\0')
@@ -78,25 +210,21 @@ int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_st
         return cairn_err_set(err, CAIRN_E_INVALID, "state store must keep at least 1 snapshot");
     struct cairn_state_store *s = cairn_xcalloc(1, sizeof(*s));
     s->keep = keep;
-    int rc;
-    if (is_prefix(url, "postgresql://") || is_prefix(url, "postgres://")) {
-        rc = state_store_pg_open(url, s, err);
-    } else if (is_prefix(url, "sqlite://")) {
-        rc = state_store_sqlite_open(url + strlen("sqlite://"), s, err);
-    } else if (is_prefix(url, "sqlite:")) {
-        rc = state_store_sqlite_open(url + strlen("sqlite:"), s, err);
-    } else if (strstr(url, "://") != NULL) {
-        rc = cairn_err_set(err, CAIRN_E_INVALID,
-                           "unsupported state store URL '%s' (use sqlite:PATH or postgresql://)",
-                           url);
-    } else {
-        rc = state_store_sqlite_open(url, s, err);
-    }
+    s->flags = flags;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->status_mu, NULL);
+    int rc = open_driver(s, url, err);
     if (rc != CAIRN_OK) {
+        free(s->path);
+        pthread_mutex_destroy(&s->mu);
+        pthread_mutex_destroy(&s->status_mu);
         free(s);
         return rc;
     }
-    rc = migrate(s, err);
+    if ((flags & CAIRN_STATE_HEAL) && s->ops->check != NULL)
+        rc = heal_on_corrupt(s, s->ops->check(s, err), err);
+    if (rc == CAIRN_OK)
+        rc = heal_on_corrupt(s, migrate(s, err), err);
     if (rc != CAIRN_OK) {
         cairn_state_store_close(s);
         return rc;
@@ -105,12 +233,51 @@ int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_st
     return CAIRN_OK;
 }
 
+int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
+                           struct cairn_err *err)
+{
+    return cairn_state_store_open_ex(url, keep, 0, out, err);
+}
+
 void cairn_state_store_close(struct cairn_state_store *s)
 {
     if (s == NULL)
         return;
-    s->ops->close(s);
+    if (s->db != NULL)
+        s->ops->close(s);
+    free(s->path);
+    free(s->last_env);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->status_mu);
     free(s);
+}
+
+int cairn_state_store_check(struct cairn_state_store *s, struct cairn_err *err)
+{
+    if (s->ops->check == NULL)
+        return CAIRN_OK;
+    pthread_mutex_lock(&s->mu);
+    int rc = heal_on_corrupt(s, s->ops->check(s, err), err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+unsigned cairn_state_store_heals(struct cairn_state_store *s, char *msg, size_t cap)
+{
+    pthread_mutex_lock(&s->status_mu);
+    unsigned n = s->heals;
+    if (msg != NULL && cap > 0)
+        snprintf(msg, cap, "%s", s->heal_msg);
+    pthread_mutex_unlock(&s->status_mu);
+    return n;
+}
+
+void cairn_state_store_on_heal(struct cairn_state_store *s, cairn_state_heal_fn fn, void *ctx)
+{
+    pthread_mutex_lock(&s->status_mu);
+    s->on_heal = fn;
+    s->on_heal_ctx = ctx;
+    pthread_mutex_unlock(&s->status_mu);
 }
 
 const char *cairn_state_store_kind(const struct cairn_state_store *s)
@@ -131,23 +298,21 @@ int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_
         return rc;
     }
 
-    const struct store_ops *o = s->ops;
-    rc = o->exec(s, o->begin_sql, err);
-    if (rc != CAIRN_OK)
-        return rc;
-    rc = o->insert(s, created_at, ver, env, len, err);
-    if (rc == CAIRN_OK) {
-        char sql[256];
-        snprintf(sql, sizeof(sql),
-                 "DELETE FROM cairn_state_snapshots WHERE id NOT IN "
-                 "(SELECT id FROM cairn_state_snapshots ORDER BY id DESC LIMIT %u)",
-                 s->keep);
-        rc = o->exec(s, sql, err);
+    pthread_mutex_lock(&s->mu);
+    rc = put_locked(s, env, len, ver, created_at, err);
+    if (rc == CAIRN_E_CORRUPT && (s->flags & CAIRN_STATE_HEAL)) {
+        rc = heal_on_corrupt(s, rc, err);
+        if (rc == CAIRN_OK)
+            rc = put_locked(s, env, len, ver, created_at, err);
     }
-    if (rc == CAIRN_OK)
-        rc = o->exec(s, "COMMIT", err);
-    if (rc != CAIRN_OK)
-        rollback(s);
+    if (rc == CAIRN_OK) {
+        free(s->last_env);
+        s->last_env = cairn_xmalloc(len);
+        memcpy(s->last_env, env, len);
+        s->last_len = len;
+        s->last_at = created_at;
+    }
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
@@ -158,7 +323,15 @@ int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out
     memset(rep, 0, sizeof(*rep));
     struct state_row *rows = NULL;
     size_t n = 0;
-    int rc = s->ops->rows(s, s->keep > 1000 ? s->keep : 1000, &rows, &n, err);
+    unsigned limit = s->keep > 1000 ? s->keep : 1000;
+    pthread_mutex_lock(&s->mu);
+    int rc = s->ops->rows(s, limit, &rows, &n, err);
+    if (rc == CAIRN_E_CORRUPT && (s->flags & CAIRN_STATE_HEAL)) {
+        rc = heal_on_corrupt(s, rc, err);
+        if (rc == CAIRN_OK)
+            rc = s->ops->rows(s, limit, &rows, &n, err);
+    }
+    pthread_mutex_unlock(&s->mu);
     if (rc != CAIRN_OK)
         return rc;
     for (size_t i = 0; i < n; i++) {

@@ -1,8 +1,10 @@
 /* Internal: the state store driver interface. A driver speaks SQL to one database; the
- * generic layer (store.c) owns migrations, pruning and the corrupt-row fallback. */
+ * generic layer (store.c) owns migrations, pruning, the corrupt-row fallback and healing a
+ * damaged database (check + move_aside). */
 #ifndef CAIRN_STATE_STORE_H
 #define CAIRN_STATE_STORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,12 +34,29 @@ struct store_ops {
     int (*rows)(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
                 struct cairn_err *err);
     void (*close)(struct cairn_state_store *s);
+    /* Integrity check of the whole database: CAIRN_E_CORRUPT when damaged. NULL: none. */
+    int (*check)(struct cairn_state_store *s, struct cairn_err *err);
+    /* Close the database, rename its files aside (name written to aside) and open a fresh,
+     * empty one in its place. NULL: the driver cannot (the store is not healed). */
+    int (*move_aside)(struct cairn_state_store *s, char *aside, size_t cap, struct cairn_err *err);
 };
 
 struct cairn_state_store {
     const struct store_ops *ops;
     unsigned keep;
-    void *db; /* driver handle */
+    unsigned flags;     /* CAIRN_STATE_HEAL */
+    void *db;           /* driver handle */
+    char *path;         /* SQLite: the database file */
+    pthread_mutex_t mu; /* serialises every operation (the checker runs in its own thread) */
+    uint8_t *last_env;  /* the last envelope stored, re-stored into a fresh database */
+    size_t last_len;
+    int64_t last_at;
+    /* Heal status, read by other threads (/healthz) under status_mu. */
+    pthread_mutex_t status_mu;
+    unsigned heals;
+    char heal_msg[512];
+    cairn_state_heal_fn on_heal;
+    void *on_heal_ctx;
 };
 
 void state_rows_free(struct state_row *rows, size_t n);

@@ -1,8 +1,11 @@
 /* State persistence on SQLite: migrations, insert+prune, corrupt-row fallback, save errors.
  * (PostgreSQL runs the same generic code; tests/sched/test_catchup_pg.sh covers it end to end
  * against a real server.) */
+#include <dirent.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "cairn/digest.h"
@@ -235,6 +238,77 @@ TEST(save_errors_are_returned)
     CHECK_ERR(cairn_state_store_open(path, 4, &s, &err), CAIRN_E_IO, &err, "state database");
     free(path);
     free(dir);
+}
+
+/* XOR the first 8 bytes of page `page` (1-based) with nonzero bytes: every byte changes. */
+static void xor_page(const char *path, int64_t page, int64_t page_size)
+{
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    uint8_t b[8];
+    CHECK(fseek(f, (long)((page - 1) * page_size), SEEK_SET) == 0);
+    CHECK(fread(b, 1, sizeof(b), f) == sizeof(b));
+    for (size_t i = 0; i < sizeof(b); i++)
+        b[i] ^= (uint8_t)(0x5a + i);
+    CHECK(fseek(f, (long)((page - 1) * page_size), SEEK_SET) == 0);
+    CHECK(fwrite(b, 1, sizeof(b), f) == sizeof(b));
+    fclose(f);
+}
+
+static int count_asides(const char *dir, unsigned *mode)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "state.db.corrupt-", 17) != 0)
+            continue;
+        char *p = cairn_path_join(dir, e->d_name);
+        struct stat sb;
+        if (stat(p, &sb) == 0 && strchr(e->d_name + 17, '-') == NULL) /* not -journal etc. */
+            *mode = sb.st_mode & 07777, n++;
+        free(p);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+TEST(damaged_database_is_moved_aside_and_the_newest_good_snapshot_kept)
+{
+    struct cairn_err err;
+    char *path = db_path("state.db");
+    struct cairn_state_store *s = NULL;
+    CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
+    for (int i = 1; i <= 3; i++)
+        CHECK_OK(save(s, "hourly", i * 3600, &err), &err);
+    cairn_state_store_close(s);
+    sql_exec(path, "CREATE TABLE junk (x); INSERT INTO junk VALUES (randomblob(100))");
+    xor_page(path, sql_int(path, "SELECT rootpage FROM sqlite_master WHERE name = 'junk'"),
+             sql_int(path, "PRAGMA page_size"));
+
+    /* Without the flag nothing changes: the damage is reported, the file stays. */
+    CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
+    CHECK_EQ_INT(cairn_state_store_check(s, &err), CAIRN_E_CORRUPT);
+    CHECK_EQ_INT(cairn_state_store_heals(s, NULL, 0), 0);
+    cairn_state_store_close(s);
+    unsigned mode = 0;
+    CHECK_EQ_INT(count_asides(test_tmpdir(), &mode), 0);
+
+    /* With it: moved aside (0600), a fresh database, the newest row that verifies kept. */
+    CHECK_OK(cairn_state_store_open_ex(path, 4, CAIRN_STATE_HEAL, &s, &err), &err);
+    char msg[512];
+    CHECK_EQ_INT(cairn_state_store_heals(s, msg, sizeof(msg)), 1);
+    CHECK(strstr(msg, "quick_check") != NULL && strstr(msg, "moved aside") != NULL);
+    CHECK_EQ_INT(count_asides(test_tmpdir(), &mode), 1);
+    CHECK_EQ_INT(mode, 0600);
+    struct cairn_state_load_report rep;
+    CHECK_EQ_INT(loaded_time(s, "hourly", &rep, &err), 3 * 3600);
+    CHECK_OK(cairn_state_store_check(s, &err), &err);
+    CHECK_OK(save(s, "hourly", 4 * 3600, &err), &err);
+    CHECK_EQ_INT(cairn_state_store_heals(s, NULL, 0), 1);
+    cairn_state_store_close(s);
+    CHECK_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM cairn_state_snapshots"), 2);
+    free(path);
 }
 
 int main(int argc, char **argv)
