@@ -49,7 +49,8 @@ struct cairn_backup_opts {
     int has_since;           /* incremental: only files modified after since */
     int64_t since_sec;       /* Unix seconds */
     long since_nsec;
-    int full_if_no_parent; /* has_since without a parent of the same source and scope: full */
+    /* has_since and no parent of the same source and scope: take a full backup, not fail */
+    int full_if_no_parent;
     unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */
     int connect_timeout_ms;            /* 0 = 10000 */
     int io_timeout_ms;                 /* idle read/write timeout per connection; 0 = 60000 */
@@ -102,8 +103,8 @@ struct cairn_restore_result {
 };
 
 /* Check every link of the chain (each parent exists, is complete and has its child's kind,
- * source and scope: CAIRN_E_NOTFOUND / CAIRN_E_CORRUPT otherwise) and verify the whole chain
- * (every file's size and SHA-256), then apply it. Offline restores write
+ * source and scope: CAIRN_E_NOTFOUND / CAIRN_E_CORRUPT otherwise, nothing applied), verify
+ * the whole chain (every file's size and SHA-256), then apply it. Offline restores write
  * into a temporary directory inside into_dir and move files into place only when all are
  * written; nothing is applied when verification fails. A backup of a local path is restored
  * into a temporary directory beside into_dir and renamed into place once every file verified

@@ -243,7 +243,8 @@ static int find_parent(struct cairn_storage *st, const char *source, const json_
     size_t n = 0;
     for (size_t i = 0; i < l.count; i++)
         if (l.items[i].status == CAIRN_BACKUP_COMPLETE && l.items[i].kind != NULL &&
-            strcmp(l.items[i].kind, KIND) == 0 && strcmp(l.items[i].source, source) == 0)
+            strcmp(l.items[i].kind, KIND) == 0 && strcmp(l.items[i].source, source) == 0 &&
+            strlen(l.items[i].name) < cap) /* never a truncated name */
             cand[n++] = &l.items[i];
     qsort(cand, n, sizeof(*cand), cmp_newest_first);
     for (size_t i = 0; i < n && out[0] == '\0'; i++)
