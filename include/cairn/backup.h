@@ -15,8 +15,9 @@
  * policies and shard ids (see docs/PROTOCOL.md). Its scope records the filters,
  * {"db": NAME|null, "rp": NAME|null} (docs/STORAGE.md). With has_since the backup is
  * incremental: only files modified after `since` are in the shard tars and the MANIFEST records
- * as parent the newest complete backup (by creation time) in the same storage of the same kind,
- * source (as given) and scope. With none the backup fails with CAIRN_E_NOTFOUND, or, with
+ * as parent the newest complete backup (by creation time) in the same storage of the same kind
+ * and source (as given) whose scope covers this one's (the same, or all databases, or the same
+ * database with every retention policy). With none the backup fails with CAIRN_E_NOTFOUND, or, with
  * full_if_no_parent, is taken in full.
  */
 #ifndef CAIRN_BACKUP_H
@@ -103,8 +104,8 @@ struct cairn_restore_result {
 };
 
 /* Check every link of the chain (each parent exists, is complete and has its child's kind,
- * source and scope: CAIRN_E_NOTFOUND / CAIRN_E_CORRUPT otherwise, nothing applied), verify
- * the whole chain (every file's size and SHA-256), then apply it. Offline restores write
+ * source and covers its scope: CAIRN_E_NOTFOUND / CAIRN_E_CORRUPT otherwise, nothing applied),
+ * verify the whole chain (every file's size and SHA-256), then apply it. Offline restores write
  * into a temporary directory inside into_dir and move files into place only when all are
  * written; nothing is applied when verification fails. A backup of a local path is restored
  * into a temporary directory beside into_dir and renamed into place once every file verified

@@ -167,9 +167,23 @@ static json_t *scope_of(struct cairn_backup *b)
                         json_string_value(json_object_get(m, "filter_rp")));
 }
 
-static int scope_equal(const json_t *a, const json_t *b)
+/* Does a backup of scope parent hold everything a backup of scope child does? An influxdb
+ * parent of every database (or of the child's database, every retention policy) does: a chain
+ * that restores the child's databases whole. Other scopes must be equal. */
+static int scope_covers(const json_t *parent, const json_t *child)
 {
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && json_equal(a, b));
+    if (parent == NULL || child == NULL)
+        return parent == NULL && child == NULL;
+    if (json_equal(parent, child))
+        return 1;
+    const json_t *pdb = json_object_get(parent, "db"), *prp = json_object_get(parent, "rp"),
+                 *cdb = json_object_get(child, "db"), *crp = json_object_get(child, "rp");
+    if (json_object_size(parent) != 2 || json_object_size(child) != 2 || !json_is_null(prp) ||
+        !json_is_string(cdb) || !(json_is_null(crp) || json_is_string(crp)))
+        return 0;
+    if (json_is_null(pdb)) /* every database but _internal */
+        return strcmp(json_string_value(cdb), "_internal") != 0;
+    return json_is_string(pdb) && json_equal(pdb, cdb);
 }
 
 /* "influxdb backup of HOST:PORT (database 'x', all retention policies)", for messages. */
@@ -198,7 +212,7 @@ static char *identity_text(const char *kind, const char *source, const json_t *s
     return out;
 }
 
-/* Does the listed backup hold scope? Old MANIFESTs (no scope in the listing) are opened. */
+/* Does the listed backup cover scope? Old MANIFESTs (no scope in the listing) are opened. */
 static int info_scope_matches(struct cairn_storage *st, const struct cairn_backup_info *in,
                               const json_t *scope)
 {
@@ -215,7 +229,7 @@ static int info_scope_matches(struct cairn_storage *st, const struct cairn_backu
         have = scope_of(b);
         cairn_backup_free(b);
     }
-    int eq = scope_equal(have, scope);
+    int eq = scope_covers(have, scope);
     json_decref(have);
     return eq;
 }
@@ -230,7 +244,8 @@ static int cmp_newest_first(const void *pa, const void *pb)
 }
 
 /* The parent of an incremental backup: the newest (by MANIFEST creation time) complete backup
- * of the same kind, source and scope. CAIRN_E_NOTFOUND names what was looked for. */
+ * of the same kind and source whose scope covers this one's. CAIRN_E_NOTFOUND names what was
+ * looked for. */
 static int find_parent(struct cairn_storage *st, const char *source, const json_t *scope, char *out,
                        size_t cap, struct cairn_err *err)
 {
@@ -556,8 +571,9 @@ static int chain_open(struct cairn_storage *st, const char *name, struct chain *
     return CAIRN_OK;
 }
 
-/* Every parent has its child's kind, source and scope: a chain that mixes them would restore
- * without the data the child did not take again (say, databases outside a parent's filter). */
+/* Every parent has its child's kind and source and covers its scope: a chain that mixes them
+ * would restore without the data the child did not take again (databases outside a parent's
+ * filter). */
 static int chain_check(const struct chain *c, struct cairn_err *err)
 {
     int rc = CAIRN_OK;
@@ -566,13 +582,13 @@ static int chain_check(const struct chain *c, struct cairn_err *err)
         json_t *cs = scope_of(child), *ps = scope_of(parent);
         if (strcmp(cairn_backup_kind(child), cairn_backup_kind(parent)) != 0 ||
             strcmp(cairn_backup_source(child), cairn_backup_source(parent)) != 0 ||
-            !scope_equal(cs, ps)) {
+            !scope_covers(ps, cs)) {
             char *ct = identity_text(cairn_backup_kind(child), cairn_backup_source(child), cs),
                  *pt = identity_text(cairn_backup_kind(parent), cairn_backup_source(parent), ps);
             rc = cairn_err_set(err, CAIRN_E_CORRUPT,
                                "backup chain is inconsistent: '%s' (%s) has as parent '%s' "
-                               "(%s), not a backup of the same kind, source and scope; nothing "
-                               "was restored",
+                               "(%s), not a backup of the same kind and source holding the "
+                               "child's scope; nothing was restored",
                                cairn_backup_name(child), ct, cairn_backup_name(parent), pt);
             free(ct);
             free(pt);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# An incremental backup's parent is the newest complete backup of the same kind, source and
-# scope (--db/--rp). `backup --db sensors` then `backup --since T` (all databases) took the
+# An incremental backup's parent is the newest complete backup of the same kind and source
+# whose scope (--db/--rp) covers its own (the same, or all databases). `backup --db sensors` then `backup --since T` (all databases) took the
 # sensors-only backup as parent, and restoring the chain exited 0 without the other databases.
 # Restores check every link of a chain; MANIFESTs without a scope (older cairn) still list,
 # restore and serve as parents.
@@ -48,9 +48,17 @@ out=$(cairn backup --from "$ADDR" --to "$U" --since "$SINCE" --name e-inc --json
 [ "$(parent_of <<<"$out")" = c-full ] || fail "e-inc chained to the wrong parent: $out"
 out=$(cairn backup --from "$ADDR" --to "$U" --since "$SINCE" --name f-inc --json) || fail "f"
 [ "$(parent_of <<<"$out")" = e-inc ] || fail "f-inc chained to the wrong parent: $out"
+# A sensors-only incremental may chain to a newer all-databases backup (it holds sensors).
 out=$(cairn backup --from "$ADDR" --to "$U" --db sensors --since "$SINCE" --name g-sens --json) ||
     fail "backup g"
-[ "$(parent_of <<<"$out")" = d-sensors ] || fail "g-sens chained to the wrong parent: $out"
+[ "$(parent_of <<<"$out")" = f-inc ] || fail "g-sens chained to the wrong parent: $out"
+out=$(cairn backup --from "$ADDR" --to "$U" --db sensors --rp autogen --since "$SINCE" \
+    --name g2-sens --json) || fail "backup g2"
+[ "$(parent_of <<<"$out")" = g-sens ] || fail "g2-sens chained to the wrong parent: $out"
+out=$(cairn backup --from "$ADDR" --to "$U" --db other --since "$SINCE" --name g3-oth --json) ||
+    fail "backup g3"
+[ "$(parent_of <<<"$out")" = g2-sens ] && fail "g3-oth (other) chained to a sensors backup"
+[ "$(parent_of <<<"$out")" = f-inc ] || fail "g3-oth chained to the wrong parent: $out"
 # The same server under another address is another source.
 PORT=${ADDR##*:}
 expect_fail 5 "influxdb backup of localhost:$PORT (database 'sensors', retention policy 'autogen')" \
@@ -102,9 +110,17 @@ cairn restore "$U" f-inc --into "$T/r5" >/dev/null || fail "restore of old MANIF
 cmp "$T/r1/other.autogen.00002.00" "$T/r5/other.autogen.00002.00" || fail "old restore differs"
 out=$(cairn backup --from "$ADDR" --to "$U" --since "$SINCE" --name i-inc --json) || fail "i"
 [ "$(parent_of <<<"$out")" = f-inc ] || fail "i-inc did not chain to the old f-inc: $out"
-out=$(cairn backup --from "$ADDR" --to "$U" --db sensors --since "$SINCE" --name j-sens --json) ||
-    fail "backup j"
-[ "$(parent_of <<<"$out")" = g-sens ] || fail "j-sens chained to the wrong parent: $out"
+for n in g-sens g2-sens g3-oth; do manifest_edit $n 'm.pop("scope")'; done
+out=$(cairn backup --from "$ADDR" --to "$U" --db sensors --rp autogen --since "$SINCE" \
+    --name j-sens --json) || fail "backup j"
+[ "$(parent_of <<<"$out")" = i-inc ] || fail "j-sens chained to the wrong parent: $out"
+out=$(cairn backup --from "$ADDR" --to "$U" --db other --rp autogen --since "$SINCE" \
+    --name j2-oth --json) || fail "backup j2"
+[ "$(parent_of <<<"$out")" = i-inc ] || fail "j2-oth chained to the wrong parent: $out"
+# A chain whose parent holds the child's database is fine; a narrower parent (tampered) is not.
+cairn restore "$U" j-sens --into "$T/r7" --db sensors >/dev/null || fail "restore j-sens"
+manifest_edit j2-oth 'm["parent"] = "g2-sens"'
+expect_fail 3 "backup chain is inconsistent" cairn restore "$U" j2-oth --into "$T/r8"
 cairn restore "$U" i-inc --into "$T/r6" >/dev/null || fail "restore of a mixed chain"
 
 # Local-path backups record their path as scope.
