@@ -12,9 +12,13 @@
  *   meta           the raw metastore response (0x59590101 envelope: meta.Data + node JSON)
  *   s<ID>.tar      one ustar stream per shard, as the service sent it
  * and the MANIFEST's meta records the source, the since time, the databases, retention
- * policies and shard ids (see docs/PROTOCOL.md). With has_since the backup is incremental:
- * only files modified after `since` are in the shard tars and the MANIFEST records as parent
- * the newest complete backup in the same storage.
+ * policies and shard ids (see docs/PROTOCOL.md). Its scope records the filters,
+ * {"db": NAME|null, "rp": NAME|null} (docs/STORAGE.md). With has_since the backup is
+ * incremental: only files modified after `since` are in the shard tars and the MANIFEST records
+ * as parent the newest complete backup (by creation time) in the same storage of the same kind
+ * and source (as given) whose scope covers this one's (the same, or all databases, or the same
+ * database with every retention policy). With none the backup fails with CAIRN_E_NOTFOUND, or, with
+ * full_if_no_parent, is taken in full.
  */
 #ifndef CAIRN_BACKUP_H
 #define CAIRN_BACKUP_H
@@ -46,6 +50,8 @@ struct cairn_backup_opts {
     int has_since;           /* incremental: only files modified after since */
     int64_t since_sec;       /* Unix seconds */
     long since_nsec;
+    /* has_since and no parent of the same source and scope: take a full backup, not fail */
+    int full_if_no_parent;
     unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */
     int connect_timeout_ms;            /* 0 = 10000 */
     int io_timeout_ms;                 /* idle read/write timeout per connection; 0 = 60000 */
@@ -64,6 +70,7 @@ struct cairn_backup_result {
     double seconds;
     /* Local paths: files gone before they were read (skipped), and changed while read. */
     uint64_t vanished, changed;
+    int full_no_parent; /* has_since, no parent, full_if_no_parent: a full backup was taken */
 };
 
 /* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */
@@ -96,7 +103,9 @@ struct cairn_restore_result {
     double seconds;
 };
 
-/* Verify the whole chain (every file's size and SHA-256), then apply it. Offline restores write
+/* Check every link of the chain (each parent exists, is complete and has its child's kind,
+ * source and covers its scope: CAIRN_E_NOTFOUND / CAIRN_E_CORRUPT otherwise, nothing applied),
+ * verify the whole chain (every file's size and SHA-256), then apply it. Offline restores write
  * into a temporary directory inside into_dir and move files into place only when all are
  * written; nothing is applied when verification fails. A backup of a local path is restored
  * into a temporary directory beside into_dir and renamed into place once every file verified

@@ -134,6 +134,8 @@ struct cairn_backup_info {
     int sealed;      /* MANIFEST carries an HMAC seal */
     char *error;     /* why CORRUPT (NULL otherwise) */
     char *source;    /* MANIFEST source ("" when unset; NULL when not complete) */
+    char *scope;     /* MANIFEST scope as compact JSON with sorted keys; NULL when not complete
+                      * or not recorded (MANIFESTs written before scopes) */
 };
 
 struct cairn_backup_list {
@@ -188,6 +190,11 @@ CAIRN_API int cairn_backup_set_parent(struct cairn_backup *b, const char *parent
                                       struct cairn_err *err);
 CAIRN_API int cairn_backup_set_meta(struct cairn_backup *b, struct json_t *meta,
                                     struct cairn_err *err);
+/* scope: which part of the source the backup holds, a JSON object (the handle keeps a copy;
+ * NULL: none recorded). With kind and source it is the backup's identity: an incremental
+ * backup's parent has the same three. Its keys are the kind's business (docs/STORAGE.md). */
+CAIRN_API int cairn_backup_set_scope(struct cairn_backup *b, struct json_t *scope,
+                                     struct cairn_err *err);
 
 /* MANIFEST accessors (complete read-only handles; read-write handles see what was set). */
 CAIRN_API const char *cairn_backup_kind(const struct cairn_backup *b);
@@ -196,6 +203,8 @@ CAIRN_API const char *cairn_backup_parent(const struct cairn_backup *b); /* NULL
 CAIRN_API int64_t cairn_backup_created(const struct cairn_backup *b);    /* unix seconds */
 /* Borrowed; never NULL (an empty object when nothing was set). */
 CAIRN_API struct json_t *cairn_backup_meta(const struct cairn_backup *b);
+/* Borrowed; NULL when the MANIFEST records no scope (written before scopes existed). */
+CAIRN_API struct json_t *cairn_backup_scope(const struct cairn_backup *b);
 
 struct cairn_manifest_file {
     char *name;

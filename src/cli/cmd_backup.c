@@ -16,8 +16,8 @@ static void backup_usage(FILE *out)
     fprintf(
         out,
         "usage: cairn backup --from HOST:PORT|PATH --to STORAGE_URL [--name NAME]\n"
-        "                    [--db NAME [--rp RP]] [--since TIME] [--parallel N]\n"
-        "                    [--timeout MS] [--json]\n\n"
+        "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
+        "                    [--parallel N] [--timeout MS] [--json]\n\n"
         "Back up a snapshot service (cairnd serve, or influxd 1.5+ on its bind-address, by\n"
         "default port 8088) or a local file/directory into a new backup in STORAGE_URL\n"
         "(file:///dir or s3://bucket/prefix?...). The MANIFEST is written last. Every byte\n"
@@ -28,7 +28,10 @@ static void backup_usage(FILE *out)
         "               YYYYMMDDTHHMMSS.mmmZ, never one that exists)\n"
         "  --db, --rp   only this database (and retention policy); default all but _internal\n"
         "  --since      RFC 3339 time: incremental backup of shard files modified after it;\n"
-        "               the newest complete backup in STORAGE_URL is recorded as parent\n"
+        "               its parent is the newest complete backup in STORAGE_URL of the same\n"
+        "               --from (as written) holding the --db/--rp asked for (the same or\n"
+        "               wider filters); with none it fails (exit 5)\n"
+        "  --full-if-no-parent  with --since and no such parent, take a full backup\n"
         "  --parallel   shards downloaded at once (default 4)\n"
         "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
         "  --json       print a JSON summary on stdout\n\n%s",
@@ -43,6 +46,7 @@ int cmd_backup(int argc, char **argv)
                                          {"db", required_argument, NULL, 'd'},
                                          {"rp", required_argument, NULL, 'r'},
                                          {"since", required_argument, NULL, 's'},
+                                         {"full-if-no-parent", no_argument, NULL, 'F'},
                                          {"parallel", required_argument, NULL, 'p'},
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
@@ -67,6 +71,7 @@ int cmd_backup(int argc, char **argv)
                                  optarg);
             o.has_since = 1;
             break;
+        case 'F': o.full_if_no_parent = 1; break;
         case 'p':
             if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 256)
                 return cli_usage("backup", "invalid --parallel '%s'", optarg);
@@ -88,6 +93,8 @@ int cmd_backup(int argc, char **argv)
         return cli_usage("backup", "--from and --to are required");
     if (o.rp != NULL && o.db == NULL)
         return cli_usage("backup", "--rp needs --db");
+    if (o.full_if_no_parent && !o.has_since)
+        return cli_usage("backup", "--full-if-no-parent needs --since");
 
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
@@ -101,18 +108,21 @@ int cmd_backup(int argc, char **argv)
     if (rc != CAIRN_OK)
         return cli_fail(&err);
     if (cli_json) {
-        cli_print_json(json_pack("{s:b, s:s, s:s?, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok",
-                                 1, "name", res.name, "parent", res.parent[0] ? res.parent : NULL,
-                                 "source", o.source, "databases", (int)res.databases, "shards",
-                                 (int)res.shards, "files", (json_int_t)res.files, "bytes",
-                                 (json_int_t)res.bytes, "seconds", res.seconds, "vanished",
-                                 (json_int_t)res.vanished, "changed", (json_int_t)res.changed));
+        cli_print_json(
+            json_pack("{s:b, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1,
+                      "name", res.name, "parent", res.parent[0] ? res.parent : NULL,
+                      "full_no_parent", res.full_no_parent, "source", o.source, "databases",
+                      (int)res.databases, "shards", (int)res.shards, "files", (json_int_t)res.files,
+                      "bytes", (json_int_t)res.bytes, "seconds", res.seconds, "vanished",
+                      (json_int_t)res.vanished, "changed", (json_int_t)res.changed));
     } else {
         char sz[32];
         cairn_format_bytes(res.bytes, sz, sizeof(sz));
         printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", res.name,
                res.databases, res.shards, (unsigned long long)res.files, sz, res.seconds,
                res.parent[0] ? ", incremental to " : "", res.parent);
+        if (res.full_no_parent)
+            printf("no parent of the same source and scope: took a full backup\n");
         if (res.vanished || res.changed)
             printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
                    "changed while read (stored as read)\n",

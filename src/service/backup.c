@@ -144,27 +144,161 @@ static void shard_job_run(void *arg)
         progress_report(j->prog, "shard", j->item, 0, 1);
 }
 
-/* Newest complete backup of our kind: the parent of an incremental one. */
-static int find_parent(struct cairn_storage *st, char *out, size_t cap, struct cairn_err *err)
+/* ---- identity: kind, source and scope ---- */
+
+/* The part of the source an influxdb backup holds: {"db": NAME|null, "rp": NAME|null}, null
+ * meaning every one (every database but _internal). New reference. */
+static json_t *influx_scope(const char *db, const char *rp)
+{
+    return json_pack("{s:s?, s:s?}", "db", db, "rp", rp);
+}
+
+/* b's scope, new reference. MANIFESTs written before scopes existed hold an influxdb backup's
+ * filters in meta (filter_db, filter_rp), which say the same. NULL: none known. */
+static json_t *scope_of(struct cairn_backup *b)
+{
+    json_t *s = cairn_backup_scope(b);
+    if (s != NULL)
+        return json_incref(s);
+    if (strcmp(cairn_backup_kind(b), KIND) != 0)
+        return NULL;
+    json_t *m = cairn_backup_meta(b);
+    return influx_scope(json_string_value(json_object_get(m, "filter_db")),
+                        json_string_value(json_object_get(m, "filter_rp")));
+}
+
+/* Does a backup of scope parent hold everything a backup of scope child does? An influxdb
+ * parent of every database (or of the child's database, every retention policy) does: a chain
+ * that restores the child's databases whole. Other scopes must be equal. */
+static int scope_covers(const json_t *parent, const json_t *child)
+{
+    if (parent == NULL || child == NULL)
+        return parent == NULL && child == NULL;
+    if (json_equal(parent, child))
+        return 1;
+    const json_t *pdb = json_object_get(parent, "db"), *prp = json_object_get(parent, "rp"),
+                 *cdb = json_object_get(child, "db"), *crp = json_object_get(child, "rp");
+    if (json_object_size(parent) != 2 || json_object_size(child) != 2 || !json_is_null(prp) ||
+        !json_is_string(cdb) || !(json_is_null(crp) || json_is_string(crp)))
+        return 0;
+    if (json_is_null(pdb)) /* every database but _internal */
+        return strcmp(json_string_value(cdb), "_internal") != 0;
+    return json_is_string(pdb) && json_equal(pdb, cdb);
+}
+
+/* "influxdb backup of HOST:PORT (database 'x', all retention policies)", for messages. */
+static char *identity_text(const char *kind, const char *source, const json_t *scope)
+{
+    char *sc;
+    const json_t *db = json_object_get(scope, "db"), *rp = json_object_get(scope, "rp");
+    if (strcmp(kind, KIND) == 0 && scope != NULL && json_object_size(scope) == 2 &&
+        (json_is_null(db) || json_is_string(db)) && (json_is_null(rp) || json_is_string(rp))) {
+        if (json_is_null(db))
+            sc = cairn_xstrdup("all databases");
+        else if (json_is_null(rp))
+            sc = cairn_xasprintf("database '%s', all retention policies", json_string_value(db));
+        else
+            sc = cairn_xasprintf("database '%s', retention policy '%s'", json_string_value(db),
+                                 json_string_value(rp));
+    } else if (scope != NULL) {
+        char *j = json_dumps(scope, JSON_COMPACT | JSON_SORT_KEYS);
+        sc = cairn_xasprintf("scope %s", j ? j : "?");
+        free(j);
+    } else {
+        sc = cairn_xstrdup("no recorded scope");
+    }
+    char *out = cairn_xasprintf("%s backup of %s (%s)", kind, source, sc);
+    free(sc);
+    return out;
+}
+
+/* Does the listed backup cover scope? Old MANIFESTs (no scope in the listing) are opened. */
+static int info_scope_matches(struct cairn_storage *st, const struct cairn_backup_info *in,
+                              const json_t *scope)
+{
+    json_t *have = NULL;
+    if (in->scope != NULL) {
+        have = json_loads(in->scope, 0, NULL);
+    } else {
+        struct cairn_backup *b;
+        struct cairn_err e;
+        if (cairn_storage_open_backup(st, in->name, &b, &e) != CAIRN_OK) {
+            cairn_warn(LOGC, "not a parent candidate: %s", e.msg);
+            return 0;
+        }
+        have = scope_of(b);
+        cairn_backup_free(b);
+    }
+    int eq = scope_covers(have, scope);
+    json_decref(have);
+    return eq;
+}
+
+static int cmp_newest_first(const void *pa, const void *pb)
+{
+    const struct cairn_backup_info *a = *(struct cairn_backup_info *const *)pa,
+                                   *b = *(struct cairn_backup_info *const *)pb;
+    if (a->created != b->created)
+        return a->created > b->created ? -1 : 1;
+    return -strcmp(a->name, b->name);
+}
+
+/* The parent of an incremental backup: the newest (by MANIFEST creation time) complete backup
+ * of the same kind and source whose scope covers this one's. CAIRN_E_NOTFOUND names what was
+ * looked for. */
+static int find_parent(struct cairn_storage *st, const char *source, const json_t *scope, char *out,
+                       size_t cap, struct cairn_err *err)
 {
     struct cairn_backup_list l;
     int rc = cairn_storage_list(st, &l, err);
     if (rc != CAIRN_OK)
         return rc;
     out[0] = '\0';
-    for (size_t i = l.count; i-- > 0;)
+    struct cairn_backup_info **cand = cairn_xcalloc(l.count ? l.count : 1, sizeof(*cand));
+    size_t n = 0;
+    for (size_t i = 0; i < l.count; i++)
         if (l.items[i].status == CAIRN_BACKUP_COMPLETE && l.items[i].kind != NULL &&
-            strcmp(l.items[i].kind, KIND) == 0) {
-            snprintf(out, cap, "%s", l.items[i].name);
-            break;
-        }
+            strcmp(l.items[i].kind, KIND) == 0 && strcmp(l.items[i].source, source) == 0 &&
+            strlen(l.items[i].name) < cap) /* never a truncated name */
+            cand[n++] = &l.items[i];
+    qsort(cand, n, sizeof(*cand), cmp_newest_first);
+    for (size_t i = 0; i < n && out[0] == '\0'; i++)
+        if (info_scope_matches(st, cand[i], scope))
+            snprintf(out, cap, "%s", cand[i]->name);
+    free(cand);
     cairn_backup_list_free(&l);
-    if (out[0] == '\0')
-        return cairn_err_set(err, CAIRN_E_NOTFOUND,
-                             "an incremental backup (--since) needs an "
-                             "earlier complete %s backup in '%s'",
-                             KIND, cairn_storage_url(st));
-    return CAIRN_OK;
+    if (out[0] == '\0') {
+        char *want = identity_text(KIND, source, scope);
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND,
+                           "no parent for an incremental backup (--since): no complete %s in "
+                           "'%s'",
+                           want, cairn_storage_url(st));
+        free(want);
+    }
+    return rc;
+}
+
+/* With has_since, find the parent (res->parent); with none and full_if_no_parent, o becomes a
+ * full backup. */
+static int choose_parent(struct cairn_storage *st, struct cairn_backup_opts *o, const json_t *scope,
+                         struct cairn_backup_result *res, struct cairn_err *err)
+{
+    if (!o->has_since)
+        return CAIRN_OK;
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    int rc = find_parent(st, o->source, scope, res->parent, sizeof(res->parent), &e);
+    if (rc == CAIRN_E_NOTFOUND && o->full_if_no_parent) {
+        cairn_warn(LOGC, "%s: taking a full backup (--full-if-no-parent)", e.msg);
+        o->has_since = 0;
+        res->full_no_parent = 1;
+        return CAIRN_OK;
+    }
+    if (rc == CAIRN_E_NOTFOUND)
+        return cairn_err_set(err, rc, "%s: take a full backup first, or pass --full-if-no-parent",
+                             e.msg);
+    cairn_err_copy(err, &e);
+    return rc;
 }
 
 static json_t *backup_meta(const struct cairn_backup_opts *o, struct shard_job *jobs, size_t n,
@@ -225,19 +359,24 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
     size_t nrefs = 0, njobs = 0;
     struct cairn_writer *w = NULL;
     struct cairn_snap_time since = {o->since_sec, o->since_nsec};
-    int rc = CAIRN_OK;
-
-    if (o->has_since)
-        rc = find_parent(st, res->parent, sizeof(res->parent), err);
+    json_t *scope = influx_scope(o->db, o->rp);
+    struct cairn_backup_opts eff = *o; /* full when no parent and full_if_no_parent */
+    int rc = choose_parent(st, &eff, scope, res, err);
+    o = &eff;
     if (rc == CAIRN_OK)
         rc = o->name != NULL
                  ? cairn_storage_start(st, res->name, &b, err)
                  : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), &b, err);
-    if (rc != CAIRN_OK)
+    if (rc != CAIRN_OK) {
+        json_decref(scope);
         return rc;
+    }
     rc = cairn_backup_set_kind(b, KIND, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_set_source(b, o->source, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_set_scope(b, scope, err);
+    json_decref(scope);
     if (rc == CAIRN_OK && res->parent[0] != '\0')
         rc = cairn_backup_set_parent(b, res->parent, err);
 
@@ -430,6 +569,34 @@ static int chain_open(struct cairn_storage *st, const char *name, struct chain *
         c->b[i] = tmp[n - 1 - i];
     c->n = n;
     return CAIRN_OK;
+}
+
+/* Every parent has its child's kind and source and covers its scope: a chain that mixes them
+ * would restore without the data the child did not take again (databases outside a parent's
+ * filter). */
+static int chain_check(const struct chain *c, struct cairn_err *err)
+{
+    int rc = CAIRN_OK;
+    for (size_t k = c->n; k-- > 1 && rc == CAIRN_OK;) {
+        struct cairn_backup *child = c->b[k], *parent = c->b[k - 1];
+        json_t *cs = scope_of(child), *ps = scope_of(parent);
+        if (strcmp(cairn_backup_kind(child), cairn_backup_kind(parent)) != 0 ||
+            strcmp(cairn_backup_source(child), cairn_backup_source(parent)) != 0 ||
+            !scope_covers(ps, cs)) {
+            char *ct = identity_text(cairn_backup_kind(child), cairn_backup_source(child), cs),
+                 *pt = identity_text(cairn_backup_kind(parent), cairn_backup_source(parent), ps);
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "backup chain is inconsistent: '%s' (%s) has as parent '%s' "
+                               "(%s), not a backup of the same kind and source holding the "
+                               "child's scope; nothing was restored",
+                               cairn_backup_name(child), ct, cairn_backup_name(parent), pt);
+            free(ct);
+            free(pt);
+        }
+        json_decref(cs);
+        json_decref(ps);
+    }
+    return rc;
 }
 
 struct shard_ent {
@@ -708,6 +875,8 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
     struct progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = chain_open(st, o->name, &c, err);
+    if (rc == CAIRN_OK)
+        rc = chain_check(&c, err);
     if (rc != CAIRN_OK)
         goto out;
     const char *kind = cairn_backup_kind(c.b[c.n - 1]);

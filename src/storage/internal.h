@@ -41,6 +41,7 @@ struct cairn_backup {
     size_t nfiles, cap;
     char *kind, *source, *parent;
     json_t *meta;
+    json_t *scope; /* NULL: not recorded (MANIFESTs written before scopes) */
     int64_t created;
     int sealed;
 };

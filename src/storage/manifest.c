@@ -58,6 +58,9 @@ char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
                           "files", files);
     if (m == NULL)
         abort();
+    /* Optional, so MANIFESTs without it (older cairn) still read; the version stays 1. */
+    if (b->scope != NULL)
+        json_object_set(m, "scope", b->scope);
     if (key != NULL) {
         char mac[65];
         seal_mac(m, key, mac);
@@ -99,7 +102,7 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, c
                    je.text);
     json_int_t version = 0;
     const char *name = NULL, *created = NULL, *source = NULL, *kind = NULL;
-    json_t *parent = NULL, *meta = NULL, *files = NULL, *seal = NULL;
+    json_t *parent = NULL, *meta = NULL, *files = NULL, *seal = NULL, *scope = NULL;
     if (!json_is_object(m) || json_unpack_ex(m, &je, 0, "{s:I}", "version", &version) != 0) {
         rc = BAD("backup '%s': MANIFEST has no version", b->name);
         goto out;
@@ -109,9 +112,9 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, c
                  b->name, (long long)version, CAIRN_MANIFEST_VERSION);
         goto out;
     }
-    if (json_unpack_ex(m, &je, 0, "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s?o}", "name", &name,
+    if (json_unpack_ex(m, &je, 0, "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s?o, s?o}", "name", &name,
                        "created", &created, "source", &source, "kind", &kind, "parent", &parent,
-                       "meta", &meta, "files", &files, "seal", &seal) != 0) {
+                       "meta", &meta, "files", &files, "seal", &seal, "scope", &scope) != 0) {
         rc = BAD("backup '%s': MANIFEST is missing fields: %s", b->name, je.text);
         goto out;
     }
@@ -127,8 +130,9 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, c
     }
     if (!(json_is_null(parent) ||
           (json_is_string(parent) && cairn_name_valid(json_string_value(parent)))) ||
-        !json_is_object(meta) || !json_is_array(files)) {
-        rc = BAD("backup '%s': MANIFEST has a bad parent, meta or files field", b->name);
+        !json_is_object(meta) || !json_is_array(files) ||
+        (scope != NULL && !json_is_object(scope))) {
+        rc = BAD("backup '%s': MANIFEST has a bad parent, meta, scope or files field", b->name);
         goto out;
     }
     if (seal != NULL) {
@@ -204,6 +208,8 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, c
     b->parent = json_is_string(parent) ? cairn_xstrdup(json_string_value(parent)) : NULL;
     json_decref(b->meta);
     b->meta = json_incref(meta);
+    json_decref(b->scope);
+    b->scope = scope != NULL ? json_incref(scope) : NULL;
     b->created = sec;
     b->status = CAIRN_BACKUP_COMPLETE;
 out:

@@ -1038,6 +1038,11 @@ static int backup_path(struct cairn_storage *st, const char *name, const char *t
     rc = cairn_backup_set_source(b, source, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_set_kind(b, "files", err);
+    if (rc == CAIRN_OK) { /* the whole tree at abs */
+        json_t *scope = json_pack("{s:s}", "path", abs);
+        rc = cairn_backup_set_scope(b, scope, err);
+        json_decref(scope);
+    }
     if (rc == CAIRN_OK)
         rc = cairn_backup_put_path(b, abs, opts, err);
     if (rc == CAIRN_OK)

@@ -289,6 +289,7 @@ void cairn_backup_free(struct cairn_backup *b)
     free(b->source);
     free(b->parent);
     json_decref(b->meta);
+    json_decref(b->scope);
     pthread_cond_destroy(&b->idle);
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -327,6 +328,7 @@ void cairn_backup_list_free(struct cairn_backup_list *l)
         free(l->items[i].parent);
         free(l->items[i].error);
         free(l->items[i].source);
+        free(l->items[i].scope);
     }
     free(l->items);
     l->items = NULL;
@@ -365,6 +367,8 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
             info->kind = cairn_xstrdup(b->kind ? b->kind : "");
             info->parent = b->parent ? cairn_xstrdup(b->parent) : NULL;
             info->source = cairn_xstrdup(b->source ? b->source : "");
+            if (b->scope != NULL)
+                info->scope = json_dumps(b->scope, JSON_COMPACT | JSON_SORT_KEYS);
             info->sealed = b->sealed;
         } else if (lrc == CAIRN_E_NOTFOUND) {
             info->status = CAIRN_BACKUP_INCOMPLETE;
@@ -547,6 +551,26 @@ int cairn_backup_set_meta(struct cairn_backup *b, json_t *meta, struct cairn_err
     b->meta = json_deep_copy(meta);
     pthread_mutex_unlock(&b->mu);
     return CAIRN_OK;
+}
+
+int cairn_backup_set_scope(struct cairn_backup *b, json_t *scope, struct cairn_err *err)
+{
+    int rc = need_rw(b, "set_scope", err);
+    if (rc != CAIRN_OK)
+        return rc;
+    if (scope != NULL && !json_is_object(scope))
+        return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': scope must be a JSON object",
+                             b->name);
+    pthread_mutex_lock(&b->mu);
+    json_decref(b->scope);
+    b->scope = scope != NULL ? json_deep_copy(scope) : NULL;
+    pthread_mutex_unlock(&b->mu);
+    return CAIRN_OK;
+}
+
+json_t *cairn_backup_scope(const struct cairn_backup *b)
+{
+    return b->scope;
 }
 
 const char *cairn_backup_kind(const struct cairn_backup *b)
