@@ -1,5 +1,6 @@
 /* The scheduler engine with a recording runner and a settable clock: boot catch-up, restart
- * without duplicates, failure isolation, idempotent re-runs, cap, rate, shutdown, save errors, clock steps.
+ * without duplicates, failure isolation, idempotent re-runs, cap, rate, shutdown, save errors,
+ * clock steps.
  * The end-to-end tests with real cairnd, real backups, SQLite and PostgreSQL are the scripts
  * next to this file. */
 #include <pthread.h>
