@@ -55,6 +55,7 @@ struct cairn_sched {
     int64_t seen_now, seen_offset_ms;
     int64_t step_from, step_to; /* the last wall-clock step */
     uint64_t step_mono;         /* when it was seen (cairn_mono_ns), 0 never */
+    uint64_t prune_hold_until;  /* no retention before this (cairn_mono_ns), after a jump */
 
     struct worker *w;
     size_t n;
@@ -143,6 +144,10 @@ static void clock_step(struct cairn_sched *s, int64_t from, int64_t to, const ch
     s->step_from = from;
     s->step_to = to;
     s->step_mono = cairn_mono_ns();
+    /* After a jump forward every earlier backup looks older than it is: hold retention until
+     * the clock steps back or the notice period ends, rather than remove fresh backups. */
+    s->prune_hold_until =
+        to > from ? s->step_mono + (uint64_t)CAIRN_CLOCK_NOTICE_SECONDS * 1000000000ull : 0;
     pthread_mutex_unlock(&s->clock_mu);
     long long secs = (long long)(to - from);
     cairn_metric_add(secs < 0 ? s->m.clock_back : s->m.clock_fwd, NULL, 1);
@@ -293,9 +298,10 @@ int cairn_sched_health(void *ctx, char *body, size_t cap)
             fmt_time(s->step_from, a, sizeof(a));
             fmt_time(s->step_to, b, sizeof(b));
             snprintf(notice, sizeof(notice),
-                     "notice: the wall clock went %s by %llds (from %s to %s) %llus ago",
+                     "notice: the wall clock went %s by %llds (from %s to %s) %llus ago%s",
                      secs < 0 ? "back" : "forward", secs < 0 ? -secs : secs, a, b,
-                     (unsigned long long)((mono - s->step_mono) / 1000000000ull));
+                     (unsigned long long)((mono - s->step_mono) / 1000000000ull),
+                     s->prune_hold_until > mono ? "; retention held" : "");
         }
         pthread_mutex_unlock(&s->clock_mu);
         snprintf(body, cap, "%s\n%u backups running, %u schedules catching up\n", notice,
@@ -362,6 +368,14 @@ static int rate_wait(struct cairn_sched *s)
 
 /* ---- one run ---- */
 
+static int prune_held(struct cairn_sched *s)
+{
+    pthread_mutex_lock(&s->clock_mu);
+    int held = s->prune_hold_until != 0 && cairn_mono_ns() < s->prune_hold_until;
+    pthread_mutex_unlock(&s->clock_mu);
+    return held;
+}
+
 static int execute(struct worker *w, int64_t at, int catchup)
 {
     struct cairn_sched *s = w->s;
@@ -408,7 +422,12 @@ static int execute(struct worker *w, int64_t at, int catchup)
                        secs);
             unsigned removed = 0;
             struct cairn_err perr;
-            if (s->runner->prune(s->runner->ctx, &run, &removed, &perr) != CAIRN_OK) {
+            if (prune_held(s)) {
+                cairn_warn("sched",
+                           "schedule %s: retention held: the wall clock jumped forward less "
+                           "than %ds ago",
+                           sn, CAIRN_CLOCK_NOTICE_SECONDS);
+            } else if (s->runner->prune(s->runner->ctx, &run, &removed, &perr) != CAIRN_OK) {
                 cairn_metric_add(s->m.prune_errors, sn, 1);
                 cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
             } else if (removed > 0) {

@@ -17,7 +17,9 @@
  * cairn_clock_backwards_total and named by /healthz (still 200); each schedule whose last
  * instant is now in the future continues from the current time instead of waiting for the
  * clock to catch up. A forward step (seen with offset_ms) is logged and counted too; the runs
- * it skipped follow the catch-up policy like any missed runs.
+ * it skipped follow the catch-up policy like any missed runs, and retention is held until the
+ * clock steps back or CAIRN_CLOCK_NOTICE_SECONDS pass (every earlier backup looks older than
+ * it is).
  *
  * Runs are idempotent: the backup name is derived from (schedule, instant), and a complete
  * backup of that name already in the storage counts as done. A run cancelled by shutdown does

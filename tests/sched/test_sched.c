@@ -489,7 +489,8 @@ TEST(saved_state_ahead_of_the_clock_is_reported_and_not_waited_for)
 }
 
 /* With a steady reference (offset_ms), time passing is not a step and a forward step is seen;
- * the runs it skipped follow the catch-up policy (cap 2 here), not a burst. */
+ * the runs it skipped follow the catch-up policy (cap 2 here), not a burst, and retention is
+ * held. */
 static int64_t g_offset_ms;
 static int64_t clock_offset(void *ctx)
 {
@@ -525,7 +526,13 @@ TEST(forward_step_is_counted_and_catch_up_stays_capped)
     CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), 2 * 86400);
     CHECK_EQ_INT(metric(&f, "cairn_catchup_runs_total", "a"), 2);
     CHECK_EQ_INT(metric(&f, "cairn_catchup_skipped_total", "a"), 45);
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "went forward by 172800s") != NULL);
+    CHECK(strstr(body, "retention held") != NULL);
     fx_halt(&f);
+    /* Retention is held after the jump: the earlier backups only look 2 days old. */
+    CHECK_EQ_INT(f.rec.pruned, 2);
     __atomic_store_n(&g_offset_ms, 0, __ATOMIC_SEQ_CST);
     fx_close(&f);
 }
