@@ -644,6 +644,30 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
     cairn_metrics_on_collect(m, collect, s);
 }
 
+/* A schedule's boot baseline: its saved last instant; now for a new schedule (it has no
+ * history to replay, Flyte #4285) or for one saved by a clock that was ahead (it continues
+ * from now, not from the future). Returns how far ahead the saved instant was, else 0. */
+static int64_t boot_baseline(struct cairn_sched *s, struct worker *w,
+                             const struct cairn_state *loaded)
+{
+    w->had_entry = cairn_state_get(loaded, w->cfg->name, &w->boot_last);
+    if (!w->had_entry) {
+        w->boot_last = s->boot_now;
+        return 0;
+    }
+    if (w->boot_last <= s->boot_now + CAIRN_CLOCK_STEP_TOLERANCE)
+        return 0;
+    int64_t lead = w->boot_last - s->boot_now;
+    char a[40];
+    fmt_time(w->boot_last, a, sizeof(a));
+    cairn_info("sched",
+               "schedule %s: saved last instant %s is after the current time: continuing from "
+               "the current time",
+               w->cfg->name, a);
+    w->boot_last = s->boot_now;
+    return lead;
+}
+
 int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
                     const struct cairn_runner *runner, const struct cairn_clock *clock,
                     struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err)
@@ -703,28 +727,15 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     s->n = cfg->n_schedules;
     s->w = cairn_xcalloc(s->n, sizeof(*s->w));
     struct worker *ahead = NULL; /* the schedule saved furthest ahead of the clock */
-    int64_t ahead_last = 0;
+    int64_t ahead_lead = 0;
     for (size_t i = 0; i < s->n; i++) {
         struct worker *w = &s->w[i];
         w->s = s;
         w->cfg = &cfg->schedules[i];
-        w->had_entry = cairn_state_get(loaded, w->cfg->name, &w->boot_last);
-        if (!w->had_entry) {
-            /* A new schedule starts now: it has no history to replay (Flyte #4285). */
-            w->boot_last = s->boot_now;
-        } else if (w->boot_last > s->boot_now + CAIRN_CLOCK_STEP_TOLERANCE) {
-            /* Saved by a clock that was ahead: continue from now, not from the future. */
-            if (ahead == NULL || w->boot_last > ahead_last) {
-                ahead = w;
-                ahead_last = w->boot_last;
-            }
-            char a[40];
-            fmt_time(w->boot_last, a, sizeof(a));
-            cairn_info("sched",
-                       "schedule %s: saved last instant %s is after the current time: "
-                       "continuing from the current time",
-                       w->cfg->name, a);
-            w->boot_last = s->boot_now;
+        int64_t lead = boot_baseline(s, w, loaded);
+        if (lead > ahead_lead) {
+            ahead = w;
+            ahead_lead = lead;
         }
         cairn_state_update(s->state, w->cfg->name, w->boot_last, NULL);
         cairn_plan_build(&w->cfg->timing, w->boot_last, s->boot_now, w->cfg->catchup,
@@ -732,7 +743,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     }
     cairn_state_free(loaded);
     if (ahead != NULL)
-        clock_step(s, ahead_last, s->boot_now, ahead->cfg->name);
+        clock_step(s, s->boot_now + ahead_lead, s->boot_now, ahead->cfg->name);
     s->gen = 1; /* the boot state (baselines, dropped schedules) is not saved yet */
     *out = s;
     return CAIRN_OK;
