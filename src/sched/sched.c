@@ -50,13 +50,21 @@ struct cairn_sched {
 
     pthread_mutex_t store_mu; /* the store connection is single-threaded */
 
+    pthread_mutex_t clock_mu; /* clock readings and the last step, below */
+    int clock_seen;
+    int64_t seen_now, seen_offset_ms;
+    int64_t step_from, step_to; /* the last wall-clock step */
+    uint64_t step_mono;         /* when it was seen (cairn_mono_ns), 0 never */
+    uint64_t prune_hold_until;  /* no retention before this (cairn_mono_ns), after a jump */
+
     struct worker *w;
     size_t n;
 
     struct {
         struct cairn_metric *save_errors, *creation_errors, *saves, *load_fallbacks, *age,
             *last_save, *started, *succeeded, *failed, *existing, *bytes, *duration, *last_success,
-            *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight;
+            *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight, *clock_back,
+            *clock_fwd, *clock_step;
     } m;
 };
 
@@ -70,11 +78,21 @@ static int64_t real_now(void *ctx)
     return (int64_t)time(NULL);
 }
 
+static int64_t real_offset_ms(void *ctx)
+{
+    (void)ctx;
+    struct timespec w, b;
+    clock_gettime(CLOCK_REALTIME, &w);
+    clock_gettime(CLOCK_BOOTTIME, &b);
+    return ((int64_t)w.tv_sec - (int64_t)b.tv_sec) * 1000 + (w.tv_nsec - b.tv_nsec) / 1000000;
+}
+
 void cairn_clock_real(struct cairn_clock *c)
 {
     c->now = real_now;
     c->ctx = NULL;
     c->poll_ms = 1000;
+    c->offset_ms = real_offset_ms;
 }
 
 static int64_t file_now(void *ctx)
@@ -108,18 +126,72 @@ void cairn_clock_file(struct cairn_clock *c, const char *path)
     c->now = file_now;
     c->ctx = (void *)path;
     c->poll_ms = 50;
+    c->offset_ms = NULL;
 }
 
 /* ---- helpers (callers hold s->mu where noted) ---- */
 
-static int64_t now_of(const struct cairn_sched *s)
-{
-    return s->clock->now(s->clock->ctx);
-}
-
 static void fmt_time(int64_t t, char *out, size_t cap)
 {
     cairn_format_rfc3339(t, 0, out, cap);
+}
+
+/* Record, count and log a wall-clock step from `from` to `to` (clock_mu not held). `saved`
+ * names the schedule whose saved last instant showed it (boot), or is NULL. */
+static void clock_step(struct cairn_sched *s, int64_t from, int64_t to, const char *saved)
+{
+    pthread_mutex_lock(&s->clock_mu);
+    s->step_from = from;
+    s->step_to = to;
+    s->step_mono = cairn_mono_ns();
+    /* After a jump forward every earlier backup looks older than it is: hold retention until
+     * the clock steps back or the notice period ends, rather than remove fresh backups. */
+    s->prune_hold_until =
+        to > from ? s->step_mono + (uint64_t)CAIRN_CLOCK_NOTICE_SECONDS * 1000000000ull : 0;
+    pthread_mutex_unlock(&s->clock_mu);
+    long long secs = (long long)(to - from);
+    cairn_metric_add(secs < 0 ? s->m.clock_back : s->m.clock_fwd, NULL, 1);
+    cairn_metric_set(s->m.clock_step, NULL, (double)secs);
+    char a[40], b[40];
+    fmt_time(from, a, sizeof(a));
+    fmt_time(to, b, sizeof(b));
+    if (saved != NULL)
+        cairn_warn("sched",
+                   "the wall clock is %llds behind the saved state (schedule %s last ran at %s, "
+                   "now is %s): schedules continue from the current time",
+                   -secs, saved, a, b);
+    else if (secs < 0)
+        cairn_warn("sched",
+                   "the wall clock went back by %llds (from %s to %s): schedules continue from "
+                   "the current time",
+                   -secs, a, b);
+    else
+        cairn_warn("sched",
+                   "the wall clock jumped forward by %llds (from %s to %s): the runs it skipped "
+                   "follow the catch-up policy",
+                   secs, a, b);
+}
+
+/* Read the clock and watch it for steps. Readings are serialised so that a reader delayed
+ * between its reading and its check never reports an older reading as a step back. */
+static int64_t now_of(struct cairn_sched *s)
+{
+    const struct cairn_clock *c = s->clock;
+    pthread_mutex_lock(&s->clock_mu);
+    int64_t now = c->now(c->ctx);
+    int64_t off = c->offset_ms ? c->offset_ms(c->ctx) : 0;
+    int64_t step = 0;
+    if (s->clock_seen && c->offset_ms)
+        step = (off - s->seen_offset_ms) / 1000;
+    else if (s->clock_seen && now < s->seen_now)
+        step = now - s->seen_now;
+    s->clock_seen = 1;
+    s->seen_now = now;
+    s->seen_offset_ms = off;
+    pthread_mutex_unlock(&s->clock_mu);
+    if (step > CAIRN_CLOCK_STEP_TOLERANCE || step < -CAIRN_CLOCK_STEP_TOLERANCE)
+        clock_step(s, now - step, now, NULL);
+    return now;
 }
 
 /* Wait on s->cond for at most ms milliseconds (mu held). */
@@ -215,8 +287,25 @@ int cairn_sched_health(void *ctx, char *body, size_t cap)
         status = 503;
         snprintf(body, cap, "degraded: last state snapshot save failed: %s\n", s->last_save_error);
     } else {
-        snprintf(body, cap, "ok\n%u backups running, %u schedules catching up\n", s->running,
-                 s->booting);
+        /* A recent clock step is a notice, not a failure: the schedules keep running. */
+        char notice[200] = "ok";
+        pthread_mutex_lock(&s->clock_mu);
+        uint64_t mono = cairn_mono_ns();
+        if (s->step_mono != 0 &&
+            mono - s->step_mono < (uint64_t)CAIRN_CLOCK_NOTICE_SECONDS * 1000000000ull) {
+            char a[40], b[40];
+            long long secs = (long long)(s->step_to - s->step_from);
+            fmt_time(s->step_from, a, sizeof(a));
+            fmt_time(s->step_to, b, sizeof(b));
+            snprintf(notice, sizeof(notice),
+                     "notice: the wall clock went %s by %llds (from %s to %s) %llus ago%s",
+                     secs < 0 ? "back" : "forward", secs < 0 ? -secs : secs, a, b,
+                     (unsigned long long)((mono - s->step_mono) / 1000000000ull),
+                     s->prune_hold_until > mono ? "; retention held" : "");
+        }
+        pthread_mutex_unlock(&s->clock_mu);
+        snprintf(body, cap, "%s\n%u backups running, %u schedules catching up\n", notice,
+                 s->running, s->booting);
     }
     pthread_mutex_unlock(&s->mu);
     return status;
@@ -279,6 +368,14 @@ static int rate_wait(struct cairn_sched *s)
 
 /* ---- one run ---- */
 
+static int prune_held(struct cairn_sched *s)
+{
+    pthread_mutex_lock(&s->clock_mu);
+    int held = s->prune_hold_until != 0 && cairn_mono_ns() < s->prune_hold_until;
+    pthread_mutex_unlock(&s->clock_mu);
+    return held;
+}
+
 static int execute(struct worker *w, int64_t at, int catchup)
 {
     struct cairn_sched *s = w->s;
@@ -325,7 +422,12 @@ static int execute(struct worker *w, int64_t at, int catchup)
                        secs);
             unsigned removed = 0;
             struct cairn_err perr;
-            if (s->runner->prune(s->runner->ctx, &run, &removed, &perr) != CAIRN_OK) {
+            if (prune_held(s)) {
+                cairn_warn("sched",
+                           "schedule %s: retention held: the wall clock jumped forward less "
+                           "than %ds ago",
+                           sn, CAIRN_CLOCK_NOTICE_SECONDS);
+            } else if (s->runner->prune(s->runner->ctx, &run, &removed, &perr) != CAIRN_OK) {
                 cairn_metric_add(s->m.prune_errors, sn, 1);
                 cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
             } else if (removed > 0) {
@@ -385,6 +487,39 @@ static int run_plan(struct worker *w, const int64_t *runs, size_t n, int all_cat
     return CAIRN_OK;
 }
 
+/* Move a schedule's entry back to `to` (mu held). cairn_state_update only moves forward, on
+ * purpose; a wall clock that went back is the one reason to go back, so the state is rebuilt. */
+static void state_rewind(struct cairn_sched *s, const char *name, int64_t to)
+{
+    struct cairn_state *st = cairn_state_new();
+    for (size_t i = 0; i < cairn_state_count(s->state); i++) {
+        int64_t sec = 0;
+        const char *n = cairn_state_entry(s->state, i, &sec);
+        cairn_state_update(st, n, strcmp(n, name) == 0 ? to : sec, NULL);
+    }
+    cairn_state_free(s->state);
+    s->state = st;
+    s->gen++;
+}
+
+/* The schedule's last instant is in the future of a clock that went back: continue from the
+ * current time (the instants in between run again unless their backup is complete already)
+ * rather than wait for the clock to catch up. */
+static void rewind_schedule(struct worker *w, int64_t cursor, int64_t now)
+{
+    struct cairn_sched *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    state_rewind(s, w->cfg->name, now - 1); /* an instant due right now still runs */
+    pthread_mutex_unlock(&s->mu);
+    char a[40], b[40];
+    fmt_time(cursor, a, sizeof(a));
+    fmt_time(now, b, sizeof(b));
+    cairn_info("sched",
+               "schedule %s: last instant %s is after the current time %s: continuing "
+               "from the current time",
+               w->cfg->name, a, b);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -407,6 +542,10 @@ static void *worker_main(void *arg)
             break;
         int64_t next = cairn_timing_next(&c->timing, cursor);
         int64_t now = now_of(s);
+        if (cursor > now + CAIRN_CLOCK_STEP_TOLERANCE) {
+            rewind_schedule(w, cursor, now);
+            continue;
+        }
         if (next < 0 || next > now) {
             pthread_mutex_lock(&s->mu);
             if (!s->stopping) {
@@ -483,10 +622,17 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
     D(prune_errors, "cairn_prune_errors_total", CAIRN_COUNTER, "Prune passes that failed.",
       "schedule");
     D(in_flight, "cairn_backups_in_flight", CAIRN_GAUGE, "Backups running now.", NULL);
+    D(clock_back, "cairn_clock_backwards_total", CAIRN_COUNTER,
+      "Wall-clock steps back seen (schedules then continue from the current time).", NULL);
+    D(clock_fwd, "cairn_clock_forwards_total", CAIRN_COUNTER,
+      "Wall-clock steps forward seen (not counting suspend).", NULL);
+    D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
+      "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
 #undef D
     /* Export every series from the start, so rates and alerts work before the first event. */
-    struct cairn_metric *unlabelled[] = {s->m.save_errors, s->m.creation_errors, s->m.saves,
-                                         s->m.load_fallbacks, s->m.in_flight};
+    struct cairn_metric *unlabelled[] = {s->m.save_errors,    s->m.creation_errors, s->m.saves,
+                                         s->m.load_fallbacks, s->m.in_flight,       s->m.clock_back,
+                                         s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         cairn_metric_add(unlabelled[i], NULL, 0);
     struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
@@ -496,6 +642,30 @@ static void declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             cairn_metric_add(per[i], s->cfg->schedules[j].name, 0);
     cairn_metrics_on_collect(m, collect, s);
+}
+
+/* A schedule's boot baseline: its saved last instant; now for a new schedule (it has no
+ * history to replay, Flyte #4285) or for one saved by a clock that was ahead (it continues
+ * from now, not from the future). Returns how far ahead the saved instant was, else 0. */
+static int64_t boot_baseline(struct cairn_sched *s, struct worker *w,
+                             const struct cairn_state *loaded)
+{
+    w->had_entry = cairn_state_get(loaded, w->cfg->name, &w->boot_last);
+    if (!w->had_entry) {
+        w->boot_last = s->boot_now;
+        return 0;
+    }
+    if (w->boot_last <= s->boot_now + CAIRN_CLOCK_STEP_TOLERANCE)
+        return 0;
+    int64_t lead = w->boot_last - s->boot_now;
+    char a[40];
+    fmt_time(w->boot_last, a, sizeof(a));
+    cairn_info("sched",
+               "schedule %s: saved last instant %s is after the current time: continuing from "
+               "the current time",
+               w->cfg->name, a);
+    w->boot_last = s->boot_now;
+    return lead;
 }
 
 int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
@@ -512,6 +682,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     s->last_save_at = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->store_mu, NULL);
+    pthread_mutex_init(&s->clock_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -555,20 +726,24 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     s->state = cairn_state_new();
     s->n = cfg->n_schedules;
     s->w = cairn_xcalloc(s->n, sizeof(*s->w));
+    struct worker *ahead = NULL; /* the schedule saved furthest ahead of the clock */
+    int64_t ahead_lead = 0;
     for (size_t i = 0; i < s->n; i++) {
         struct worker *w = &s->w[i];
         w->s = s;
         w->cfg = &cfg->schedules[i];
-        w->had_entry = cairn_state_get(loaded, w->cfg->name, &w->boot_last);
-        if (!w->had_entry) {
-            /* A new schedule starts now: it has no history to replay (Flyte #4285). */
-            w->boot_last = s->boot_now;
+        int64_t lead = boot_baseline(s, w, loaded);
+        if (lead > ahead_lead) {
+            ahead = w;
+            ahead_lead = lead;
         }
         cairn_state_update(s->state, w->cfg->name, w->boot_last, NULL);
         cairn_plan_build(&w->cfg->timing, w->boot_last, s->boot_now, w->cfg->catchup,
                          cfg->catchup_max, &w->boot_plan);
     }
     cairn_state_free(loaded);
+    if (ahead != NULL)
+        clock_step(s, s->boot_now + ahead_lead, s->boot_now, ahead->cfg->name);
     s->gen = 1; /* the boot state (baselines, dropped schedules) is not saved yet */
     *out = s;
     return CAIRN_OK;
@@ -745,5 +920,6 @@ void cairn_sched_free(struct cairn_sched *s)
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->store_mu);
+    pthread_mutex_destroy(&s->clock_mu);
     free(s);
 }

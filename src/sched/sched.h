@@ -12,6 +12,15 @@
  * starts from now (no replay of history it never had). Failures are per run: they are logged
  * and counted and never stop the other runs or schedules.
  *
+ * Clock steps: a wall clock that went back (earlier than the previous reading, or than a
+ * schedule's last instant, also the saved one at boot) is logged once per step, counted in
+ * cairn_clock_backwards_total and named by /healthz (still 200); each schedule whose last
+ * instant is now in the future continues from the current time instead of waiting for the
+ * clock to catch up. A forward step (seen with offset_ms) is logged and counted too; the runs
+ * it skipped follow the catch-up policy like any missed runs, and retention is held until the
+ * clock steps back or CAIRN_CLOCK_NOTICE_SECONDS pass (every earlier backup looks older than
+ * it is).
+ *
  * Runs are idempotent: the backup name is derived from (schedule, instant), and a complete
  * backup of that name already in the storage counts as done. A run cancelled by shutdown does
  * not advance the state, so it is run again after the restart.
@@ -26,15 +35,26 @@
 #include "config.h"
 #include "metrics/metrics.h"
 
-/* Where "now" comes from (Unix seconds). Waiting threads re-read it every poll_ms. */
+/* Where "now" comes from (Unix seconds). Waiting threads re-read it every poll_ms.
+ *
+ * offset_ms, when set, returns the wall clock minus a steady clock that also counts suspend
+ * (CLOCK_BOOTTIME), in ms: a change of it between two readings is a step of the wall clock
+ * (NTP, an operator, a VM restored), forward or back, told apart from time passing or a
+ * suspend. Without it only backward steps are seen (now earlier than the last reading). */
 struct cairn_clock {
     int64_t (*now)(void *ctx);
     void *ctx;
     unsigned poll_ms;
+    int64_t (*offset_ms)(void *ctx);
 };
 
-/* The real clock (poll 1000 ms), or a file holding Unix seconds or RFC 3339 (poll 50 ms;
- * tests move time by rewriting it). */
+/* A wall-clock step larger than this (seconds) is reported; smaller ones are noise. */
+#define CAIRN_CLOCK_STEP_TOLERANCE 5
+/* How long /healthz names the last clock step (seconds of steady time). */
+#define CAIRN_CLOCK_NOTICE_SECONDS 3600
+
+/* The real clock (poll 1000 ms, with offset_ms), or a file holding Unix seconds or RFC 3339
+ * (poll 50 ms, no offset_ms: tests move time by rewriting it). */
 void cairn_clock_real(struct cairn_clock *c);
 void cairn_clock_file(struct cairn_clock *c, const char *path);
 

@@ -1,5 +1,6 @@
 /* The scheduler engine with a recording runner and a settable clock: boot catch-up, restart
- * without duplicates, failure isolation, idempotent re-runs, cap, rate, shutdown, save errors.
+ * without duplicates, failure isolation, idempotent re-runs, cap, rate, shutdown, save errors,
+ * clock steps.
  * The end-to-end tests with real cairnd, real backups, SQLite and PostgreSQL are the scripts
  * next to this file. */
 #include <pthread.h>
@@ -427,6 +428,112 @@ TEST(save_errors_are_counted_and_reported_by_health)
     CHECK(strstr(body, "last state snapshot save failed") != NULL);
     fx_halt(&f);
     free(dir);
+    fx_close(&f);
+}
+
+/* The issue's report: a clock 1h50m behind the last run left the schedules waiting for it to
+ * catch up, /healthz "ok" and nothing logged. Now the step is counted and named by /healthz
+ * (still 200), and the next instant of the current clock runs. */
+TEST(clock_step_back_keeps_schedules_running_and_is_reported)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    set_now("2026-01-01T10:30:00Z");
+    fx_run(&f);
+    wait_caught_up(&f);
+    set_now("2026-01-01T11:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_backwards_total", NULL), 0);
+
+    set_now("2026-01-01T09:10:00Z");
+    CHECK_EQ_INT(wait_metric(&f, "cairn_clock_backwards_total", NULL, 1), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -6600);
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "notice: the wall clock went back by 6600s (from 2026-01-01T11:00:00Z to "
+                       "2026-01-01T09:10:00Z)") != NULL);
+    CHECK(strstr(body, " 0 schedules catching up") != NULL);
+    /* Not 12:00, the instant after the old cursor: 10:00, the next one of the current clock. */
+    set_now("2026-01-01T10:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 4), 4);
+    CHECK(strncmp(f.rec.names[2], "20260101T100000Z-", 17) == 0);
+    CHECK(strncmp(f.rec.names[3], "20260101T100000Z-", 17) == 0);
+    CHECK_EQ_INT(f.rec.catchup[2] + f.rec.catchup[3], 0);
+    fx_halt(&f);
+    /* The saved state follows the clock back, so a restart does not wait either. */
+    CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T10:00:00Z"));
+    CHECK_EQ_INT(metric(&f, "cairn_clock_backwards_total", NULL), 1); /* once per step */
+    fx_close(&f);
+}
+
+/* cairnd restarted with its clock an hour behind the saved state. */
+TEST(saved_state_ahead_of_the_clock_is_reported_and_not_waited_for)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    fx_baseline(&f, "2026-01-01T12:00:00Z");
+    set_now("2026-01-01T10:50:00Z");
+    fx_run(&f);
+    wait_caught_up(&f);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_backwards_total", NULL), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -4200);
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "went back by 4200s") != NULL);
+    CHECK_EQ_INT(rec_count(&f.rec), 0); /* nothing replayed */
+    set_now("2026-01-01T11:00:00Z");
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    CHECK(strncmp(f.rec.names[0], "20260101T110000Z-", 17) == 0);
+    fx_halt(&f);
+    fx_close(&f);
+}
+
+/* With a steady reference (offset_ms), time passing is not a step and a forward step is seen;
+ * the runs it skipped follow the catch-up policy (cap 2 here), not a burst, and retention is
+ * held. */
+static int64_t g_offset_ms;
+static int64_t clock_offset(void *ctx)
+{
+    (void)ctx;
+    return __atomic_load_n(&g_offset_ms, __ATOMIC_SEQ_CST);
+}
+
+TEST(forward_step_is_counted_and_catch_up_stays_capped)
+{
+    struct fixture f;
+    fx_open(&f, "catch-up-max = 2", "state.db");
+    struct cairn_clock steady = k_clock;
+    steady.offset_ms = clock_offset;
+    set_now("2026-01-01T10:30:00Z");
+    struct cairn_err err;
+    cairn_metrics_free(f.m);
+    f.m = cairn_metrics_new();
+    CHECK_OK(cairn_sched_new(f.cfg, f.store, &f.runner, &steady, f.m, &f.s, &err), &err);
+    CHECK_OK(cairn_sched_start(f.s, &err), &err);
+    pthread_create(&f.waiter, NULL, waiter, &f);
+    f.has_waiter = 1;
+    wait_caught_up(&f);
+    set_now("2026-01-01T11:00:00Z"); /* time passing: the offset stays */
+    CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_forwards_total", NULL), 0);
+
+    __atomic_store_n(&g_offset_ms, 2 * 86400 * 1000, __ATOMIC_SEQ_CST);
+    set_now("2026-01-03T11:00:00Z");
+    CHECK_EQ_INT(wait_metric(&f, "cairn_clock_forwards_total", NULL, 1), 1);
+    CHECK_EQ_INT(wait_metric(&f, "cairn_backups_succeeded_total", "a", 4), 4);
+    CHECK_EQ_INT(wait_metric(&f, "cairn_backups_succeeded_total", "b", 4), 4);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_backwards_total", NULL), 0);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), 2 * 86400);
+    CHECK_EQ_INT(metric(&f, "cairn_catchup_runs_total", "a"), 2);
+    CHECK_EQ_INT(metric(&f, "cairn_catchup_skipped_total", "a"), 45);
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "went forward by 172800s") != NULL);
+    CHECK(strstr(body, "retention held") != NULL);
+    fx_halt(&f);
+    /* Retention is held after the jump: the earlier backups only look 2 days old. */
+    CHECK_EQ_INT(f.rec.pruned, 2);
+    __atomic_store_n(&g_offset_ms, 0, __ATOMIC_SEQ_CST);
     fx_close(&f);
 }
 
