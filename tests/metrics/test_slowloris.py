@@ -3,7 +3,8 @@ up as the server closes them) and 40 tricklers sending one header byte every 4 s
 127.0.0.1, a scraper on 127.0.0.2 (all of 127/8 is loopback on Linux) fetches /metrics and
 /healthz once a second, and every scrape succeeds within a generous per-scrape timeout. The
 per-address limit (default 8) keeps the attackers to a few slots, far below the connection
-limit (default 128); before it, 32 tricklers held every slot and scrapes were refused.
+limit (default 128); with the old settings (32 connections, no per-address limit) the
+attackers held every slot and each scrape timed out.
 
 Bounded: at most 1,000 + 40 attacker sockets, 36 scrapes, attacker reconnects rate-limited."""
 import os
@@ -178,7 +179,7 @@ def main():
         if proc.poll() is not None:
             failures.append("cairnd exited during the attack: %s" % proc.returncode)
         if attack.held_max < 1:
-            failures.append("no attacker connection was ever held (was the attack refused outright?)")
+            failures.append("no attacker connection was held (the attack was refused outright?)")
         print("figures: %d/%d scrapes succeeded during the attack (slowest %.2fs); at most %d "
               "attacker connections held open at once, %d attacker sockets closed by the server, "
               "%d bytes trickled" % (ok, SCRAPES, worst, attack.held_max,
