@@ -434,7 +434,10 @@ static void print_info_text(const char *file, const struct cairn_snapshot_info *
                    file, in->sealed_len);
         return;
     }
-    printf(" %-20s %s\n", "ID", m->id ? m->id : "");
+    /* ID and servers come from the archive's meta.json: escaped for the terminal. */
+    char *id = cairn_escape_dup(m->id ? m->id : "");
+    printf(" %-20s %s\n", "ID", id);
+    free(id);
     printf(" %-20s %lld\n", "Size", (long long)m->size);
     printf(" %-20s %llu\n", "Index", (unsigned long long)m->index);
     printf(" %-20s %llu\n", "Term", (unsigned long long)m->term);
@@ -448,9 +451,14 @@ static void print_info_text(const char *file, const struct cairn_snapshot_info *
         printf(" %-20s %s\n", "Peers", b);
         free(b);
     }
-    for (size_t i = 0; i < m->nservers; i++)
-        printf(" %-20s %s %s %s\n", i == 0 ? "Servers" : "", m->servers[i].id,
-               m->servers[i].address, suffrage_name(m->servers[i].suffrage));
+    for (size_t i = 0; i < m->nservers; i++) {
+        char *sid = cairn_escape_dup(m->servers[i].id),
+             *addr = cairn_escape_dup(m->servers[i].address);
+        printf(" %-20s %s %s %s\n", i == 0 ? "Servers" : "", sid, addr,
+               suffrage_name(m->servers[i].suffrage));
+        free(sid);
+        free(addr);
+    }
     printf(" %-20s %s\n", "Checksum", in->checksum);
     printf(" %-20s %s\n", "Format", flavour_name(in->flavour));
     printf(" %-20s %llu\n", "State bytes", (unsigned long long)in->state_len);

@@ -6,9 +6,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
+
 const char *cairn_version(void)
 {
     return CAIRN_VERSION_STRING;
+}
+
+/* Messages embed peer text (S3 error texts, names from archives, MANIFESTs and listings) and
+ * end up in logs and on terminals: escape it here, once for every call site. */
+static void msg_escape(struct cairn_err *err)
+{
+    char tmp[CAIRN_ERR_MSG_MAX];
+    cairn_escape(tmp, sizeof(tmp), err->msg, strnlen(err->msg, sizeof(err->msg)));
+    memcpy(err->msg, tmp, sizeof(tmp));
 }
 
 int cairn_err_set(struct cairn_err *err, int code, const char *fmt, ...)
@@ -19,6 +30,7 @@ int cairn_err_set(struct cairn_err *err, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     va_end(ap);
+    msg_escape(err);
     err->code = code;
     err->sys_errno = 0;
     return code;
@@ -36,6 +48,7 @@ int cairn_err_sys(struct cairn_err *err, int code, int errnum, const char *fmt, 
     va_end(ap);
     if (n >= 0 && (size_t)n < sizeof(err->msg))
         snprintf(err->msg + n, sizeof(err->msg) - (size_t)n, ": %s", strerror(errnum));
+    msg_escape(err);
     err->code = code;
     err->sys_errno = errnum;
     return code;
@@ -54,6 +67,7 @@ int cairn_err_wrap(struct cairn_err *err, const char *fmt, ...)
     memcpy(old, err->msg, sizeof(old));
     old[sizeof(old) - 1] = '\0';
     snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    msg_escape(err);
     if (err->code == 0)
         err->code = CAIRN_E_INTERNAL;
     return err->code;
@@ -93,6 +107,7 @@ const char *cairn_status_name(int code)
     case CAIRN_E_PERM: return "permission";
     case CAIRN_E_CANCELLED: return "cancelled";
     case CAIRN_E_INTERNAL: return "internal";
+    case CAIRN_E_DENIED: return "denied";
     default: return "unknown";
     }
 }
@@ -135,6 +150,7 @@ int cairn_exit_code(int code)
     case CAIRN_E_NETWORK:
     case CAIRN_E_PROTOCOL:
     case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
+    case CAIRN_E_DENIED: return CAIRN_EXIT_DENIED;
     case CAIRN_E_CANCELLED: return CAIRN_EXIT_CANCELLED;
     default: return CAIRN_EXIT_FAILURE;
     }

@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/util.h"
+
 static struct {
     pthread_mutex_t mu;
     enum cairn_log_level min;
@@ -46,11 +48,15 @@ void cairn_log(enum cairn_log_level level, const char *component, const char *fm
 {
     if (!cairn_log_enabled(level))
         return;
-    char msg[4096];
+    char raw[4096], msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
+    /* Plain lines: one line per call whatever peer text the message holds (no forged lines,
+     * no terminal control). JSON escapes controls itself but needs valid UTF-8 (else
+     * json_pack fails and the line is lost): the raw text when valid, else the escaped. */
+    cairn_escape(msg, sizeof(msg), raw, strlen(raw));
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -64,7 +70,10 @@ void cairn_log(enum cairn_log_level level, const char *component, const char *fm
     FILE *out = g_log.out ? g_log.out : stderr;
     if (g_log.json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[level],
-                              "component", component ? component : "cairn", "msg", msg);
+                              "component", component ? component : "cairn", "msg", raw);
+        if (o == NULL)
+            o = json_pack("{s:s, s:s, s:s, s:s}", "ts", when, "level", level_names[level],
+                          "component", component ? component : "cairn", "msg", msg);
         char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (line != NULL)
             fprintf(out, "%s\n", line);

@@ -260,6 +260,78 @@ int cairn_name_is_safe(const char *name)
     return strlen(name) <= 255;
 }
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes) and its code point; 0 if invalid
+ * (overlong, surrogate, beyond U+10FFFF, truncated). */
+static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
+{
+    size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    if (len == 0 || p[0] > 0xf4 || len > n)
+        return 0;
+    uint32_t c = p[0] & (0x7f >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        c = c << 6 | (p[i] & 0x3f);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < min[len] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
+/* Code points a terminal acts on: C1, bidi embeddings/overrides/isolates, line separators. */
+static int cp_is_control(uint32_t c)
+{
+    return (c >= 0x80 && c <= 0x9f) || c == 0x200e || c == 0x200f || c == 0x2028 || c == 0x2029 ||
+           (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+char *cairn_escape(char *dst, size_t cap, const char *src, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)src;
+    size_t o = 0, i = 0;
+    while (i < len) {
+        char tmp[8];
+        size_t tn, step = 1;
+        uint32_t cp = 0;
+        if (p[i] == '\n' || p[i] == '\r' || p[i] == '\t') {
+            tn = (size_t)snprintf(tmp, sizeof(tmp), "\\%c",
+                                  p[i] == '\n'   ? 'n'
+                                  : p[i] == '\r' ? 'r'
+                                                 : 't');
+        } else if (p[i] < 0x20 || p[i] == 0x7f) {
+            tn = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", p[i]);
+        } else if (p[i] < 0x80) {
+            tmp[0] = (char)p[i];
+            tn = 1;
+        } else if ((step = utf8_seq(p + i, len - i, &cp)) == 0) {
+            step = 1;
+            tn = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", p[i]);
+        } else if (cp_is_control(cp)) {
+            tn = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", (unsigned)cp);
+        } else {
+            memcpy(tmp, p + i, step);
+            tn = step;
+        }
+        if (o + tn >= cap)
+            break;
+        memcpy(dst + o, tmp, tn);
+        o += tn;
+        i += step;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
+char *cairn_escape_dup(const char *src)
+{
+    if (src == NULL)
+        return NULL;
+    size_t n = strlen(src), cap = n * 6 + 1; /* \uNNNN for 3 bytes, \xNN for 1: at most 4x */
+    return cairn_escape(cairn_xmalloc(cap), cap, src, n);
+}
+
 uint64_t cairn_now_ms(void)
 {
     struct timespec ts;

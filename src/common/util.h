@@ -52,6 +52,15 @@ char *cairn_path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
 int cairn_name_is_safe(const char *name);
 
+/* Peer text made safe for a log line or a terminal: C0 controls, DEL, C1 (raw bytes
+ * 0x80-0x9f and encoded U+0080-U+009F), bidi and line-separator code points and invalid UTF-8
+ * become visible escapes (\n \r \t \xNN \uNNNN); other valid UTF-8 passes through. The
+ * output is valid UTF-8 without controls, so escaping again changes nothing. Writes at most
+ * cap bytes to dst (cap > 0) including the NUL, never cutting an escape; returns dst. */
+char *cairn_escape(char *dst, size_t cap, const char *src, size_t len);
+/* cairn_escape of a whole string into a malloc'd one (NULL stays NULL). */
+char *cairn_escape_dup(const char *src);
+
 /* Clocks. */
 uint64_t cairn_now_ms(void);  /* CLOCK_REALTIME in ms */
 uint64_t cairn_mono_ns(void); /* CLOCK_MONOTONIC in ns */

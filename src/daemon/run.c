@@ -375,7 +375,10 @@ int cairnd_cmd_run(int argc, char **argv)
     }
 
     if (cfg->metrics_listen != NULL) {
-        rc = cairn_metrics_serve(metrics, cfg->metrics_listen, run_health, &heal, &http, &err);
+        struct cairn_http_limits lim = {cfg->metrics_timeout, cfg->metrics_max_conn,
+                                        cfg->metrics_per_ip};
+        rc =
+            cairn_metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, &heal, &http, &err);
         if (rc != CAIRN_OK) {
             cairn_sched_stop(s);
             pthread_kill(sig_thread, SIGTERM);

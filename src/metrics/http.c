@@ -64,7 +64,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n", 0);
 }
 
-int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_health_fn health,
+static unsigned or_default(unsigned v, unsigned def)
+{
+    return v ? v : def;
+}
+
+int cairn_metrics_serve(struct cairn_metrics *m, const char *listen,
+                        const struct cairn_http_limits *lim, cairn_health_fn health,
                         void *health_ctx, struct cairn_metrics_server **out, struct cairn_err *err)
 {
     *out = NULL;
@@ -91,13 +97,20 @@ int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_healt
     s->m = m;
     s->health = health;
     s->health_ctx = health_ctx;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* MHD_USE_AUTO picks epoll on Linux: one polling thread, no FD_SETSIZE ceiling, so a
+     * connection limit far above the per-address one leaves room for scrapers while one
+     * address holds all it may. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->d =
-        MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)32, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    struct cairn_http_limits l = lim ? *lim : (struct cairn_http_limits){0};
+    unsigned timeout = or_default(l.timeout_s, CAIRN_HTTP_TIMEOUT_DEFAULT);
+    unsigned max_conn = or_default(l.max_conn, CAIRN_HTTP_MAX_CONN_DEFAULT);
+    unsigned per_ip = or_default(l.per_ip, CAIRN_HTTP_PER_IP_DEFAULT);
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_LIMIT,
+                            max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (s->d == NULL) {
         free(s);

@@ -34,11 +34,22 @@ void cairn_metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), vo
 /* The whole registry as exposition text (malloc'd). */
 char *cairn_metrics_render(struct cairn_metrics *m);
 
+/* Bounds on the HTTP listener, so idle or trickling clients cannot keep scrapers out: a
+ * connection silent for timeout_s is closed, at most max_conn are open and at most per_ip from
+ * one address (refused ones are closed at once). 0 = the default below. */
+struct cairn_http_limits {
+    unsigned timeout_s, max_conn, per_ip;
+};
+#define CAIRN_HTTP_TIMEOUT_DEFAULT  10u
+#define CAIRN_HTTP_MAX_CONN_DEFAULT 128u
+#define CAIRN_HTTP_PER_IP_DEFAULT   8u
+
 /* HTTP: GET /metrics and GET /healthz on listen "HOST:PORT" (PORT 0 = any free port).
- * health returns an HTTP status and writes a short body. */
+ * health returns an HTTP status and writes a short body. lim may be NULL (defaults). */
 typedef int (*cairn_health_fn)(void *ctx, char *body, size_t cap);
 struct cairn_metrics_server;
-int cairn_metrics_serve(struct cairn_metrics *m, const char *listen, cairn_health_fn health,
+int cairn_metrics_serve(struct cairn_metrics *m, const char *listen,
+                        const struct cairn_http_limits *lim, cairn_health_fn health,
                         void *health_ctx, struct cairn_metrics_server **out, struct cairn_err *err);
 /* The port actually bound. */
 unsigned cairn_metrics_server_port(const struct cairn_metrics_server *s);

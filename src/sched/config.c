@@ -127,6 +127,9 @@ static const char *const k_daemon_keys[] = {"state",
                                             "shutdown-timeout",
                                             "timezone",
                                             "state-check-interval",
+                                            "metrics-timeout",
+                                            "metrics-max-connections",
+                                            "metrics-connections-per-ip",
                                             NULL};
 static const char *const k_schedule_keys[] = {
     "source",      "to",          "every",    "cron",        "keep-last",
@@ -170,6 +173,23 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
     free(data);
     free(path);
     return rc;
+}
+
+/* The /metrics listener's bounds (keys 12-14). */
+static int metrics_limit_key(struct parser *p, int idx, const char *k, const char *v)
+{
+    struct cairn_config *c = p->c;
+    int64_t secs;
+    if (idx == 13) {
+        if (cairn_parse_duration(v, &secs) != 0 || secs < 1 || secs > 3600)
+            return bad(p, "%s = '%s': expected a duration from 1s to 1h", k, v);
+        c->metrics_timeout = (unsigned)secs;
+        return CAIRN_OK;
+    }
+    unsigned *dst = idx == 14 ? &c->metrics_max_conn : &c->metrics_per_ip;
+    if (parse_uint(v, 10000, dst) != 0 || *dst == 0)
+        return bad(p, "%s = '%s': expected a count from 1 to 10000", k, v);
+    return CAIRN_OK;
 }
 
 static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
@@ -230,6 +250,9 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
         if (cairn_parse_duration(v, &c->state_check_interval) != 0 || c->state_check_interval < 1)
             return bad(p, "%s = '%s': expected a duration such as 5m", k, v);
         return CAIRN_OK;
+    case 13:
+    case 14:
+    case 15: return metrics_limit_key(p, idx, k, v);
     default: return timezone_key(p, k, v);
     }
 }

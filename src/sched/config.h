@@ -41,6 +41,9 @@ struct cairn_config {
     unsigned state_keep;       /* snapshots kept in the database, default 10 */
     int64_t snapshot_interval; /* periodic save, default 30 s */
     char *metrics_listen;      /* "HOST:PORT"; NULL = off; default 127.0.0.1:9469 */
+    unsigned metrics_timeout;  /* seconds an HTTP connection may be silent; 0 = default 10 */
+    unsigned metrics_max_conn; /* HTTP connections open at once; 0 = default 128 */
+    unsigned metrics_per_ip;   /* of those from one address; 0 = default 8 */
     int log_json;
     int log_level;            /* enum cairn_log_level, default info */
     unsigned catchup_max;     /* per schedule and boot, default 24 */

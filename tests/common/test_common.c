@@ -26,6 +26,56 @@ TEST(err_format_and_wrap)
     CHECK_EQ_INT(cairn_err_set(NULL, CAIRN_E_IO, "ignored"), CAIRN_E_IO);
 }
 
+/* Peer text in logs and on terminals: controls, C1, bidi and invalid UTF-8 made visible,
+ * other UTF-8 kept, never an escape cut by truncation, idempotent; error records and the
+ * JSON log path apply it; a peer's refusal has its own exit code. */
+TEST(escape_peer_text)
+{
+    char out[128];
+    const char in[] = "a\n2026-01-01 forged\x1b[31m\r\t\x7f\x01\xc2\x9b\xe2\x80\xae\xff\xc3\xa9\\z";
+    cairn_escape(out, sizeof(out), in, sizeof(in) - 1);
+    CHECK_EQ_STR(out,
+                 "a\\n2026-01-01 forged\\x1b[31m\\r\\t\\x7f\\x01\\u009b\\u202e\\xff\xc3\xa9\\z");
+    char again[128];
+    cairn_escape(again, sizeof(again), out, strlen(out));
+    CHECK_EQ_STR(again, out);
+    cairn_escape(out, 6, "abc\x1b", 4); /* "abc\x1b" needs 8: the escape is left out whole */
+    CHECK_EQ_STR(out, "abc");
+    cairn_escape(out, sizeof(out), "\xe2\x82", 2); /* truncated sequence */
+    CHECK_EQ_STR(out, "\\xe2\\x82");
+    cairn_escape(out, sizeof(out), "\xc0\xaf\xed\xa0\x80", 5); /* overlong, surrogate */
+    CHECK_EQ_STR(out, "\\xc0\\xaf\\xed\\xa0\\x80");
+    char *d = cairn_escape_dup("\xe2\x80\xae\xe2\x80\xae");
+    CHECK_EQ_STR(d, "\\u202e\\u202e");
+    free(d);
+    CHECK(cairn_escape_dup(NULL) == NULL);
+
+    struct cairn_err err;
+    cairn_err_set(&err, CAIRN_E_DENIED, "S3: %s", "denied\n2026-01-01 forged\x1b[31m");
+    CHECK_EQ_STR(err.msg, "S3: denied\\n2026-01-01 forged\\x1b[31m");
+    cairn_err_wrap(&err, "list '%s'", "x\ry");
+    CHECK_EQ_STR(err.msg, "list 'x\\ry': S3: denied\\n2026-01-01 forged\\x1b[31m");
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_DENIED), 9);
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_PERM), 7); /* a local permission error stays 7 */
+
+    char *path = cairn_path_join(test_tmpdir(), "esclog");
+    FILE *f = fopen(path, "w+");
+    cairn_log_setup(CAIRN_LOG_INFO, 0, f);
+    cairn_info("test", "peer: %s", "x\n2026-01-01 forged\x1b[31m");
+    cairn_log_setup(CAIRN_LOG_INFO, 1, f);
+    cairn_info("test", "bad utf-8: %s", "\xff\xfe");
+    cairn_log_setup(CAIRN_LOG_WARN, 0, NULL);
+    rewind(f);
+    char line[512];
+    CHECK(fgets(line, sizeof(line), f) != NULL);
+    CHECK(strstr(line, "test: peer: x\\n2026-01-01 forged\\x1b[31m\n") != NULL);
+    CHECK(fgets(line, sizeof(line), f) != NULL); /* was lost: jansson refuses invalid UTF-8 */
+    CHECK(strstr(line, "\"msg\":\"bad utf-8: \\\\xff\\\\xfe\"}") != NULL);
+    CHECK(fgets(line, sizeof(line), f) == NULL);
+    fclose(f);
+    free(path);
+}
+
 TEST(sha256_known_vectors)
 {
     uint8_t d[32];

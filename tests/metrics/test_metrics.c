@@ -129,7 +129,7 @@ TEST(http_metrics_and_healthz)
     cairn_metrics_on_collect(m, on_collect, g);
     struct cairn_metrics_server *s = NULL;
     struct cairn_err err;
-    CHECK_OK(cairn_metrics_serve(m, "127.0.0.1:0", health, NULL, &s, &err), &err);
+    CHECK_OK(cairn_metrics_serve(m, "127.0.0.1:0", NULL, health, NULL, &s, &err), &err);
     if (s == NULL) {
         cairn_metrics_free(m);
         return;
@@ -148,10 +148,10 @@ TEST(http_metrics_and_healthz)
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     struct cairn_metrics_server *s2 = NULL;
-    CHECK_ERR(cairn_metrics_serve(m, addr, NULL, NULL, &s2, &err), CAIRN_E_IO, &err,
+    CHECK_ERR(cairn_metrics_serve(m, addr, NULL, NULL, NULL, &s2, &err), CAIRN_E_IO, &err,
               "cannot listen for metrics");
-    CHECK_ERR(cairn_metrics_serve(m, "nohostport", NULL, NULL, &s2, &err), CAIRN_E_INVALID, &err,
-              "not HOST:PORT");
+    CHECK_ERR(cairn_metrics_serve(m, "nohostport", NULL, NULL, NULL, &s2, &err), CAIRN_E_INVALID,
+              &err, "not HOST:PORT");
     cairn_metrics_server_stop(s);
     cairn_metrics_free(m);
 }

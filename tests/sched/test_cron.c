@@ -419,6 +419,39 @@ TEST(config_load_keeps_the_code_without_err)
     CHECK_EQ_INT(cairn_config_load("/nonexistent/cairnd.conf", &c, &err), CAIRN_E_NOTFOUND);
 }
 
+/* The /metrics listener's bounds: parsed, range-checked, 0 (= the listener's default) when
+ * absent. */
+TEST(config_metrics_limits)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *none = "[cairnd]\nstate = sqlite:/tmp/x.db\n"
+                       "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
+    CHECK_OK(cairn_config_parse(none, strlen(none), "n.conf", &c, &err), &err);
+    if (c != NULL)
+        CHECK(c->metrics_timeout == 0 && c->metrics_max_conn == 0 && c->metrics_per_ip == 0);
+    cairn_config_free(c);
+    const char *set = "[cairnd]\nstate = sqlite:/tmp/x.db\nmetrics-timeout = 1m\n"
+                      "metrics-max-connections = 300\nmetrics-connections-per-ip = 4\n"
+                      "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
+    CHECK_OK(cairn_config_parse(set, strlen(set), "s.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->metrics_timeout, 60);
+        CHECK_EQ_INT(c->metrics_max_conn, 300);
+        CHECK_EQ_INT(c->metrics_per_ip, 4);
+    }
+    cairn_config_free(c);
+    const char *bad[] = {"metrics-timeout = 0s", "metrics-timeout = 2h",
+                         "metrics-max-connections = 0", "metrics-connections-per-ip = x",
+                         "metrics-connections-per-ip = 10001"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *text = cairn_xasprintf("[cairnd]\n%s\n", bad[i]);
+        CHECK_ERR(cairn_config_parse(text, strlen(text), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+                  "b.conf:2:");
+        free(text);
+    }
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

@@ -483,7 +483,7 @@ static char *object_url(struct s3 *s, const char *key, const char *query)
 static int status_code(long http)
 {
     if (http == 403 || http == 401)
-        return CAIRN_E_PERM;
+        return CAIRN_E_DENIED;
     if (http == 404)
         return CAIRN_E_NOTFOUND;
     if (http == 409 || http == 412)
@@ -696,7 +696,7 @@ static int ensure_ready(struct s3 *s, struct cairn_err *err)
             return cairn_err_set(err, CAIRN_E_NOTFOUND, "S3 bucket '%s' does not exist (%s)",
                                  s->bucket, s->endpoint ? s->endpoint : "AWS");
         if (c.status == 403 || c.status == 401)
-            return cairn_err_set(err, CAIRN_E_PERM,
+            return cairn_err_set(err, CAIRN_E_DENIED,
                                  "access to S3 bucket '%s' denied (HTTP %ld): check the "
                                  "credentials and region '%s'",
                                  s->bucket, c.status, s->region);
