@@ -733,7 +733,8 @@ static int ensure_ready(struct s3 *s, struct cairn_err *err)
     pthread_mutex_unlock(&s->mu);
     if (rc != CAIRN_OK)
         return rc;
-    struct call c = {.method = "HEAD"};
+    /* Cancellable: a session not yet ready has started nothing to clean up. */
+    struct call c = {.method = "HEAD", .cancellable = 1};
     c.key = NULL;
     rc = s3_call(s, &c, err);
     call_done(&c);
@@ -1463,7 +1464,7 @@ static int s3_read(void *state, const char *backup, const char *file, struct cai
     if (rc != CAIRN_OK)
         return rc;
     char *key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
-    struct call c = {.method = "HEAD", .key = key};
+    struct call c = {.method = "HEAD", .key = key, .cancellable = 1};
     rc = s3_call(s, &c, err);
     call_done(&c);
     if (rc == CAIRN_E_NOTFOUND)
