@@ -568,6 +568,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
                              "the legacy layout numbers at most 100 "
                              "backups (.00-.99); this chain has %zu",
                              c->n);
+    int created = access(o->into_dir, F_OK) != 0; /* removed again on failure */
     int rc = cairn_mkdir_p(o->into_dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -631,6 +632,8 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
     struct cairn_err ignored;
     cairn_rmtree(tmp, &ignored);
     free(tmp);
+    if (rc != CAIRN_OK && created)
+        rmdir(o->into_dir); /* only when still empty: a failed restore leaves no new directory */
     for (size_t i = 0; i < nnames; i++)
         free(names[i]);
     free(names);
