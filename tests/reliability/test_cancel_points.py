@@ -1,6 +1,7 @@
 """SIGINT/SIGTERM at seeded random points of every long command (README: exit 130), file and
 S3 storage (s3rver), N runs each (CAIRN_CANCEL_RUNS, default 20; CAIRN_SEED reproduces a run):
-put, get, verify, prune, backup from a real influxd, restore --into, snapshot extract.
+put, get, verify, prune, backup from a real influxd, restore --into, snapshot extract; and
+RUNS/4 restores to that influxd (--to --newdb), which stop part-way by design.
 
 Points are progress points, not times, so they do not depend on the machine's speed: once
 the command has installed its signal handlers (SigCgt in /proc/PID/status), the signal goes
