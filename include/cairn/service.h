@@ -152,6 +152,9 @@ struct cairn_snap_client {
     const char *addr;       /* "HOST:PORT" */
     int connect_timeout_ms; /* 0 = 10000 */
     int io_timeout_ms;      /* idle timeout per read/write; 0 = 60000 */
+    /* May be NULL; once nonzero (read atomically), connects, reads and request writes stop
+     * with CAIRN_E_CANCELLED within a fraction of a second, even while the peer is silent. */
+    const volatile int *cancel;
 };
 
 /* Type 1: the whole response (envelope) into out, not closed. Checks the magic and lengths. */

@@ -79,6 +79,10 @@ struct cairn_storage_driver {
     /* Release sessions and caches; the state must stay usable. May be NULL. */
     void (*close)(void *state);
     void (*free)(void *state);
+    /* cairn_storage_set_cancel: transfers in progress (reads and writes of file data) stop
+     * with CAIRN_E_CANCELLED soon after *cancel becomes nonzero; removals are never cut
+     * short. May be NULL (then only the generic checks between reads apply). */
+    void (*set_cancel)(void *state, const volatile int *cancel);
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the
@@ -115,6 +119,11 @@ CAIRN_API const char *cairn_storage_url(const struct cairn_storage *st);
  * clears). With a key, an unsealed or mis-sealed MANIFEST is CAIRN_E_SEAL. */
 CAIRN_API void cairn_storage_set_seal_key(struct cairn_storage *st,
                                           const uint8_t key[CAIRN_SEAL_KEY_LEN]);
+/* Cancel flag (NULL clears), typically set by a SIGINT handler and read atomically: once
+ * nonzero, reads of stored files (get, verify, restore) and the driver's transfers stop with
+ * CAIRN_E_CANCELLED. Removing a backup (rm, prune, the cleanup of a failed backup) is never
+ * cut short. Set it before the operations it should stop. */
+CAIRN_API void cairn_storage_set_cancel(struct cairn_storage *st, const volatile int *cancel);
 
 enum cairn_backup_status {
     CAIRN_BACKUP_COMPLETE = 0,   /* MANIFEST present and valid */

@@ -150,7 +150,11 @@ static int prologue(int argc, char **argv, const char *help, const char *allowed
 static int open_storage(const struct sopts *o, struct cairn_storage **st, struct cairn_err *err)
 {
     int rc = cairn_storage_open(o->pos[0], st, err);
-    if (rc != CAIRN_OK || o->seal_key == NULL)
+    if (rc != CAIRN_OK)
+        return rc;
+    /* Only commands that call cli_catch_interrupts() ever see the flag set. */
+    cairn_storage_set_cancel(*st, &cli_cancel);
+    if (o->seal_key == NULL)
         return rc;
     uint8_t key[32];
     rc = cairn_key_load(o->seal_key, key, err);
@@ -401,6 +405,7 @@ int cmd_verify(int argc, char **argv)
     struct cairn_storage *st = NULL;
     struct cairn_backup *b = NULL;
     struct verify_out v = {json_array(), o.json};
+    cli_catch_interrupts();
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_open_backup(st, o.pos[1], &b, &err);
@@ -517,6 +522,7 @@ int cmd_prune(int argc, char **argv)
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
     struct cairn_retention_plan plan = {0};
+    cli_catch_interrupts();
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_list(st, &l, &err);
@@ -534,6 +540,15 @@ int cmd_prune(int argc, char **argv)
     cairn_err_clear(&first_err);
     for (size_t i = 0; i < l.count; i++) {
         const struct cairn_backup_info *it = &l.items[i];
+        /* Between backups only: a removal once started is finished (MANIFEST first), so an
+         * interrupted prune leaves every backup either complete or gone. */
+        if (__atomic_load_n(&cli_cancel, __ATOMIC_RELAXED)) {
+            first_rc = cairn_err_set(&first_err, CAIRN_E_CANCELLED,
+                                     "prune cancelled: %zu backup(s) not considered, none of "
+                                     "them removed",
+                                     l.count - i);
+            break;
+        }
         int r = prune_one(st, &o, it, &plan.items[i], decisions, &err);
         if (r != CAIRN_OK) {
             json_array_append_new(failed,

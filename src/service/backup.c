@@ -352,7 +352,8 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
                           struct progress *prog, struct cairn_backup_result *res,
                           struct cairn_err *err)
 {
-    struct cairn_snap_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms};
+    struct cairn_snap_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms,
+                                       o->cancel};
     struct cairn_backup *b = NULL;
     struct cairn_snap_shard_ref *refs = NULL;
     struct shard_job *jobs = NULL;
@@ -422,7 +423,7 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
             if (rc == CAIRN_OK) {
                 cairn_err_copy(err, &jobs[i].err);
                 rc = jobs[i].rc;
-            } else {
+            } else if (jobs[i].rc != CAIRN_E_CANCELLED) {
                 cairn_warn(LOGC, "also failed: %s", jobs[i].err.msg);
             }
         }
@@ -476,6 +477,8 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
     res->changed = stats.changed;
     if (rc != CAIRN_OK)
         return rc;
+    /* The backup is complete: a late signal must not turn the summary into a failure. */
+    cairn_storage_set_cancel(st, NULL);
     struct cairn_backup *b;
     rc = cairn_storage_open_backup(st, res->name, &b, err);
     if (rc != CAIRN_OK)
@@ -511,6 +514,7 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK)
         return rc;
+    cairn_storage_set_cancel(st, o->cancel);
     struct progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
@@ -654,7 +658,8 @@ static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
                           struct progress *prog, struct cairn_restore_result *res,
                           struct cairn_err *err)
 {
-    struct cairn_snap_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms};
+    struct cairn_snap_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms,
+                                       o->cancel};
     struct cairn_writer *mem;
     struct cairn_snap_idmap map = {0};
     int rc = read_meta_envelope(c->b[c->n - 1], &mem, err);
@@ -730,6 +735,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
                              "the legacy layout numbers at most 100 "
                              "backups (.00-.99); this chain has %zu",
                              c->n);
+    int created = access(o->into_dir, F_OK) != 0; /* removed again on failure */
     int rc = cairn_mkdir_p(o->into_dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -793,6 +799,8 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
     struct cairn_err ignored;
     cairn_rmtree(tmp, &ignored);
     free(tmp);
+    if (rc != CAIRN_OK && created)
+        rmdir(o->into_dir); /* only when still empty: a failed restore leaves no new directory */
     for (size_t i = 0; i < nnames; i++)
         free(names[i]);
     free(names);
@@ -871,6 +879,7 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK)
         return rc;
+    cairn_storage_set_cancel(st, o->cancel);
     struct chain c = {.n = 0};
     struct progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};

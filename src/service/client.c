@@ -28,7 +28,7 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
                         uint8_t type, const void *extra, size_t extra_len, int *fd,
                         struct cairn_err *err)
 {
-    int rc = snap_dial(c->addr, ctimeout(c), fd, err);
+    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, fd, err);
     if (rc != CAIRN_OK)
         return rc;
     size_t jlen;
@@ -40,7 +40,7 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
     if (extra_len > 0)
         sbuf_add(&b, extra, extra_len);
     free(json);
-    rc = snap_write_full(*fd, b.p, b.len, iotimeout(c), err);
+    rc = snap_write_full_c(*fd, b.p, b.len, iotimeout(c), c->cancel, err);
     sbuf_free(&b);
     if (rc != CAIRN_OK) {
         close(*fd);
@@ -58,7 +58,7 @@ static int read_reply(const struct cairn_snap_client *c, int fd, size_t max, str
     uint8_t buf[16384];
     for (;;) {
         size_t got;
-        int rc = snap_read_some(fd, buf, sizeof(buf), &got, iotimeout(c), 0, err);
+        int rc = snap_read_some_c(fd, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "%s", c->addr);
             return rc;
@@ -90,7 +90,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     int part = 0; /* 0 header, 1 meta, 2 node length, 3 node, 4 done */
     for (;;) {
         size_t got;
-        rc = snap_read_some(fd, buf, sizeof(buf), &got, iotimeout(c), 0, err);
+        rc = snap_read_some_c(fd, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "metastore backup from %s", c->addr);
             goto out;
@@ -262,7 +262,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     uint64_t total = 0, zeros = 0; /* length of the run of zero bytes at the end */
     for (;;) {
         size_t got;
-        rc = snap_read_some(fd, buf, cap, &got, iotimeout(c), 0, err);
+        rc = snap_read_some_c(fd, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
             break;
@@ -364,7 +364,7 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
                             struct cairn_err *err)
 {
     int fd;
-    int rc = snap_dial(c->addr, ctimeout(c), &fd, err);
+    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, &fd, err);
     if (rc != CAIRN_OK)
         return rc;
     uint8_t hdr[10] = {CAIRN_SNAP_MUX_HEADER, CAIRN_SNAP_SHARD_UPDATE};

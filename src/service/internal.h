@@ -96,15 +96,40 @@ int meta_import(struct meta_data *dst, const struct meta_data *src,
 /* Split "host:port" or "[v6]:port". */
 int snap_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
                     struct cairn_err *err);
-int snap_dial(const char *addr, int timeout_ms, int *fd, struct cairn_err *err);
+/* The _c variants take a cancel flag (may be NULL; read atomically): once it is nonzero they
+ * stop with CAIRN_E_CANCELLED within about SNAP_CANCEL_POLL_MS, even while the peer is silent
+ * (a signal may land on another thread, so EINTR alone cannot be relied on). */
+#define SNAP_CANCEL_POLL_MS 200
+int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *fd,
+                struct cairn_err *err);
 /* Wait until fd is readable (events POLLIN) or writable (POLLOUT) before deadline_ns
  * (monotonic; 0 = only timeout_ms). */
-int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const char *what,
-              struct cairn_err *err);
+int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                const volatile int *cancel, const char *what, struct cairn_err *err);
 /* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
-int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms, uint64_t deadline_ns,
-                   struct cairn_err *err);
-int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct cairn_err *err);
+int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                     uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err);
+int snap_write_full_c(int fd, const void *buf, size_t len, int timeout_ms,
+                      const volatile int *cancel, struct cairn_err *err);
+static inline int snap_dial(const char *addr, int timeout_ms, int *fd, struct cairn_err *err)
+{
+    return snap_dial_c(addr, timeout_ms, NULL, fd, err);
+}
+static inline int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                            const char *what, struct cairn_err *err)
+{
+    return snap_wait_c(fd, events, timeout_ms, deadline_ns, NULL, what, err);
+}
+static inline int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                                 uint64_t deadline_ns, struct cairn_err *err)
+{
+    return snap_read_some_c(fd, buf, cap, got, timeout_ms, deadline_ns, NULL, err);
+}
+static inline int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms,
+                                  struct cairn_err *err)
+{
+    return snap_write_full_c(fd, buf, len, timeout_ms, NULL, err);
+}
 /* Writer/reader stages on a socket, each read/write bounded by timeout_ms of inactivity. The
  * reader first returns the `pre` bytes (copied). Neither owns the fd. */
 struct cairn_writer *snap_sock_writer_new(int fd, int timeout_ms);

@@ -47,11 +47,23 @@ bad:
     return cairn_err_set(err, CAIRN_E_INVALID, "invalid address '%s': expected HOST:PORT", addr);
 }
 
-int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const char *what,
-              struct cairn_err *err)
+int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                const volatile int *cancel, const char *what, struct cairn_err *err)
 {
+    /* With a cancel flag the idle timeout is kept as a deadline and polled in slices. */
+    uint64_t idle_end = cairn_mono_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
         int wait = timeout_ms;
+        if (cancel != NULL) {
+            if (__atomic_load_n(cancel, __ATOMIC_RELAXED) != 0)
+                return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
+            uint64_t now = cairn_mono_ns();
+            if (now >= idle_end)
+                return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
+                                     timeout_ms);
+            uint64_t left = (idle_end - now) / 1000000u + 1;
+            wait = left < SNAP_CANCEL_POLL_MS ? (int)left : SNAP_CANCEL_POLL_MS;
+        }
         if (deadline_ns != 0) {
             uint64_t now = cairn_mono_ns();
             if (now >= deadline_ns)
@@ -68,7 +80,7 @@ int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const 
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "%s: poll", what);
         }
         if (n == 0) {
-            if (deadline_ns != 0 && cairn_mono_ns() < deadline_ns)
+            if (cancel != NULL || (deadline_ns != 0 && cairn_mono_ns() < deadline_ns))
                 continue;
             return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
                                  timeout_ms);
@@ -77,8 +89,8 @@ int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const 
     }
 }
 
-int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms, uint64_t deadline_ns,
-                   struct cairn_err *err)
+int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                     uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err)
 {
     for (;;) {
         ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
@@ -90,13 +102,14 @@ int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms, u
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "read from peer");
-        int rc = snap_wait(fd, POLLIN, timeout_ms, deadline_ns, "read from peer", err);
+        int rc = snap_wait_c(fd, POLLIN, timeout_ms, deadline_ns, cancel, "read from peer", err);
         if (rc != CAIRN_OK)
             return rc;
     }
 }
 
-int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct cairn_err *err)
+int snap_write_full_c(int fd, const void *buf, size_t len, int timeout_ms,
+                      const volatile int *cancel, struct cairn_err *err)
 {
     const uint8_t *p = buf;
     while (len > 0) {
@@ -110,14 +123,15 @@ int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms, struct 
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
-        int rc = snap_wait(fd, POLLOUT, timeout_ms, 0, "write to peer", err);
+        int rc = snap_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "write to peer", err);
         if (rc != CAIRN_OK)
             return rc;
     }
     return CAIRN_OK;
 }
 
-int snap_dial(const char *addr, int timeout_ms, int *out, struct cairn_err *err)
+int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
+                struct cairn_err *err)
 {
     char host[256], port[16];
     int rc = snap_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
@@ -142,12 +156,16 @@ int snap_dial(const char *addr, int timeout_ms, int *out, struct cairn_err *err)
                 close(fd);
                 continue;
             }
-            rc = snap_wait(fd, POLLOUT, timeout_ms, 0, "connect", err);
+            rc = snap_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "connect", err);
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
             if (rc == CAIRN_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
                 soerr != 0)
                 rc = cairn_err_sys(err, CAIRN_E_NETWORK, soerr, "connect %s", addr);
+            if (rc == CAIRN_E_CANCELLED) {
+                close(fd);
+                break;
+            }
             if (rc != CAIRN_OK) {
                 if (rc == CAIRN_E_TIMEOUT)
                     cairn_err_wrap(err, "connect %s", addr);

@@ -16,7 +16,14 @@ struct cairn_storage {
     char *url;
     int has_key;
     uint8_t key[CAIRN_SEAL_KEY_LEN];
+    const volatile int *cancel; /* cairn_storage_set_cancel; may be NULL */
 };
+
+/* 1 when the cancel flag (may be NULL) is set; read atomically (set by signal handlers). */
+static inline int cairn_storage_cancelled(const volatile int *flag)
+{
+    return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
+}
 
 /* One file of a backup: its MANIFEST entry plus write state. */
 enum { FILE_WRITING = 0, FILE_COMMITTED = 1, FILE_FAILED = 2 };

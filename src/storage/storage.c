@@ -237,6 +237,13 @@ void cairn_storage_set_seal_key(struct cairn_storage *st, const uint8_t key[CAIR
         memset(st->key, 0, sizeof(st->key));
 }
 
+void cairn_storage_set_cancel(struct cairn_storage *st, const volatile int *cancel)
+{
+    st->cancel = cancel;
+    if (st->drv->set_cancel != NULL)
+        st->drv->set_cancel(st->state, cancel);
+}
+
 const char *cairn_backup_status_name(enum cairn_backup_status s)
 {
     switch (s) {

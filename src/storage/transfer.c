@@ -40,14 +40,17 @@ struct verify_reader {
     struct cairn_sha256 h;
     uint64_t n, want_size;
     char want_sha[65];
-    const char *what; /* "stored" or "logical" */
-    char *label;      /* "backup 'b' file 'f'" */
+    const char *what;           /* "stored" or "logical" */
+    char *label;                /* "backup 'b' file 'f'" */
+    const volatile int *cancel; /* the storage's (cairn_storage_set_cancel) */
 };
 
 static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
                        struct cairn_err *err)
 {
     struct verify_reader *v = (struct verify_reader *)r;
+    if (cairn_storage_cancelled(v->cancel))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", v->label);
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "%s", v->label);
@@ -99,6 +102,7 @@ static struct cairn_reader *verify_reader_new(struct cairn_reader *src, uint64_t
     memcpy(v->want_sha, sha, 65);
     v->what = what;
     v->label = cairn_xasprintf("backup '%s' file '%s'", b->name, file);
+    v->cancel = b->st->cancel;
     return &v->base;
 }
 
@@ -165,9 +169,17 @@ static void verify_one(void *arg)
     struct verify_all *va = j->va;
     struct cairn_err e;
     cairn_err_clear(&e);
+    if (cairn_storage_cancelled(va->b->st->cancel)) {
+        free(j); /* cancelled: the remaining files are neither ok nor failed */
+        return;
+    }
     struct cairn_writer *sink = cairn_discard_writer_new();
     int rc = cairn_backup_get_stream(va->b, j->f->name, sink, NULL, &e);
     cairn_writer_free(sink);
+    if (rc == CAIRN_E_CANCELLED) {
+        free(j);
+        return;
+    }
     pthread_mutex_lock(&va->mu);
     if (rc != CAIRN_OK) {
         if (va->rc == CAIRN_OK)
@@ -206,6 +218,8 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
     }
     cairn_pool_free(pool);
     pthread_mutex_destroy(&va.mu);
+    if (cairn_storage_cancelled(b->st->cancel))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);
     if (va.rc != CAIRN_OK)
         return cairn_err_set(err, va.rc, "backup '%s': %zu of %zu file(s) failed verification: %s",
                              b->name, va.nfailed, b->nfiles, va.msg);

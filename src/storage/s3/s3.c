@@ -54,6 +54,7 @@ struct s3 {
     CURL **pool;
     size_t npool, cappool;
     unsigned seed;
+    const volatile int *cancel; /* cairn_storage_set_cancel: stops data transfers */
 };
 
 /* ---- helpers ---- */
@@ -105,6 +106,33 @@ static void sleep_ms(unsigned ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+static int s3_cancelled(const struct s3 *s)
+{
+    return s->cancel != NULL && __atomic_load_n(s->cancel, __ATOMIC_RELAXED) != 0;
+}
+
+/* A retry backoff that a cancellation cuts short (in 50 ms steps). */
+static void sleep_ms_cancel(const struct s3 *s, unsigned ms)
+{
+    while (ms > 0 && !s3_cancelled(s)) {
+        unsigned step = ms < 50 ? ms : 50;
+        sleep_ms(step);
+        ms -= step;
+    }
+}
+
+/* libcurl's progress callback: non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK). It
+ * is called at least once a second, and whenever data moves. */
+static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return s3_cancelled(arg);
 }
 
 /* ---- URL and credentials ---- */
@@ -410,6 +438,7 @@ struct call {
     char etag[256];
     int64_t clen;
     int overflow;
+    int cancellable; /* a data transfer: cairn_storage_set_cancel's flag stops it */
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *arg)
@@ -554,6 +583,10 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
     int rc = CAIRN_OK;
     for (unsigned attempt = 1;; attempt++) {
         call_reset(c);
+        if (c->cancellable && s3_cancelled(s)) {
+            rc = cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
+            break;
+        }
         CURL *h = handle_get(s);
         struct curl_slist *hl = NULL;
         snprintf(hdrbuf, sizeof(hdrbuf), "x-amz-content-sha256: %s", sumhex);
@@ -585,6 +618,11 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* no byte for stall_s: give up */
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)s->stall_s);
+        if (c->cancellable && s->cancel != NULL) {
+            curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+            curl_easy_setopt(h, CURLOPT_XFERINFODATA, s);
+            curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        }
         if (s->insecure) {
             curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
             curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -610,6 +648,11 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
                 rc =
                     cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: response larger than expected", what);
                 curl_easy_cleanup(h); /* the connection is mid-response */
+                break;
+            }
+            if (cc == CURLE_ABORTED_BY_CALLBACK) {
+                rc = cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
+                curl_easy_cleanup(h); /* mid-transfer: not reusable */
                 break;
             }
             /* A timeout once connected is the stall deadline: name the option. */
@@ -662,7 +705,10 @@ static int s3_call(struct s3 *s, struct call *c, struct cairn_err *err)
         delay = delay / 2 + (delay > 1 ? r % (delay / 2 + 1) : 0);
         cairn_log(CAIRN_LOG_WARN, "s3", "%s (attempt %u of %u), retrying in %llu ms", err->msg,
                   attempt, s->attempts, (unsigned long long)delay);
-        sleep_ms((unsigned)delay);
+        if (c->cancellable)
+            sleep_ms_cancel(s, (unsigned)delay);
+        else
+            sleep_ms((unsigned)delay);
     }
     free(url);
     if (rc == CAIRN_OK && c->overflow && c->dst == NULL)
@@ -687,7 +733,8 @@ static int ensure_ready(struct s3 *s, struct cairn_err *err)
     pthread_mutex_unlock(&s->mu);
     if (rc != CAIRN_OK)
         return rc;
-    struct call c = {.method = "HEAD"};
+    /* Cancellable: a session not yet ready has started nothing to clean up. */
+    struct call c = {.method = "HEAD", .cancellable = 1};
     c.key = NULL;
     rc = s3_call(s, &c, err);
     call_done(&c);
@@ -1009,7 +1056,8 @@ static void *part_thread(void *arg)
                      .body = j->buf,
                      .body_len = j->len,
                      .content_type = "application/octet-stream",
-                     .max = 64 * 1024};
+                     .max = 64 * 1024,
+                     .cancellable = 1};
     struct cairn_err e;
     cairn_err_clear(&e);
     int rc = s3_call(w->s, &c, &e);
@@ -1229,7 +1277,8 @@ static int s3w_finish(struct cairn_writer *base, struct cairn_err *err)
                              .body = w->buf,
                              .body_len = w->len,
                              .content_type = "application/octet-stream",
-                             .max = 64 * 1024};
+                             .max = 64 * 1024,
+                             .cancellable = 1};
             rc = s3_call(w->s, &c, err);
             call_done(&c);
         }
@@ -1362,7 +1411,11 @@ static int s3r_read(struct cairn_reader *base, void *out, size_t cap, size_t *go
         char range[96], ifm[300];
         snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)r->off,
                  (unsigned long long)(r->off + want - 1));
-        struct call c = {.method = "GET", .key = r->key, .dst = r->buf, .dst_cap = (size_t)want};
+        struct call c = {.method = "GET",
+                         .key = r->key,
+                         .dst = r->buf,
+                         .dst_cap = (size_t)want,
+                         .cancellable = 1};
         c.hdr[0] = range;
         if (r->etag[0]) {
             snprintf(ifm, sizeof(ifm), "If-Match: %s", r->etag);
@@ -1412,7 +1465,7 @@ static int s3_read(void *state, const char *backup, const char *file, struct cai
     if (rc != CAIRN_OK)
         return rc;
     char *key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
-    struct call c = {.method = "HEAD", .key = key};
+    struct call c = {.method = "HEAD", .key = key, .cancellable = 1};
     rc = s3_call(s, &c, err);
     call_done(&c);
     if (rc == CAIRN_E_NOTFOUND)
@@ -1469,6 +1522,11 @@ static void s3_free(void *state)
     free(s);
 }
 
+static void s3_set_cancel(void *state, const volatile int *cancel)
+{
+    ((struct s3 *)state)->cancel = cancel;
+}
+
 const struct cairn_storage_driver cairn_storage_s3_driver = {
     .name = "s3",
     .open = s3_open,
@@ -1479,4 +1537,5 @@ const struct cairn_storage_driver cairn_storage_s3_driver = {
     .read = s3_read,
     .close = s3_close,
     .free = s3_free,
+    .set_cancel = s3_set_cancel,
 };
