@@ -635,8 +635,11 @@ const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_back
                                                          const char *name)
 {
     struct file_rec *r = NULL;
-    if (!b->read_only) {
+    if (!b->read_only) { /* add_file may grow the index meanwhile */
+        pthread_mutex_t *mu = (pthread_mutex_t *)&b->mu;
+        pthread_mutex_lock(mu);
         r = index_get(b, name);
+        pthread_mutex_unlock(mu);
     } else { /* the MANIFEST's files, sorted by name when loaded */
         struct file_rec **p = bsearch(name, b->files, b->nfiles, sizeof(*b->files), cmp_name_rec);
         r = p ? *p : NULL;
