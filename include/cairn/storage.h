@@ -152,9 +152,10 @@ struct cairn_backup_list {
     struct cairn_backup_info *items; /* sorted by name, ascending (oldest first) */
 };
 
-/* List every backup with its status (reads each MANIFEST). A missing file location (or S3
- * bucket) is CAIRN_E_NOTFOUND; an existing empty one (or an S3 prefix with no object) is
- * empty. */
+/* List every backup with its status (reads each MANIFEST; of a split one only its header,
+ * so a damaged file-list part shows when the backup is opened or verified). A missing file
+ * location (or S3 bucket) is CAIRN_E_NOTFOUND; an existing empty one (or an S3 prefix with
+ * no object) is empty. */
 CAIRN_API int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
                                  struct cairn_err *err);
 CAIRN_API void cairn_backup_list_free(struct cairn_backup_list *l);

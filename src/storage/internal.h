@@ -51,18 +51,37 @@ struct cairn_backup {
     json_t *scope; /* NULL: not recorded (MANIFESTs written before scopes) */
     int64_t created;
     int sealed;
+    /* From the MANIFEST: file count and stored bytes (a split MANIFEST's header has them
+     * without its file list), and a split MANIFEST's parts until they are loaded. */
+    uint64_t sum_files, sum_size;
+    json_t *parts;
+    /* Read-write handles: open-addressing index of files by name (add_file's duplicate
+     * check, file_find). Read-only handles keep files sorted by name and bsearch. */
+    struct file_rec **slots;
+    size_t nslots;
 };
 
-/* MANIFEST (manifest.c). */
-#define MANIFEST_MAX (64u << 20)
+/* MANIFEST (manifest.c). A MANIFEST is read whole, so it is at most MANIFEST_MAX bytes; the
+ * writer keeps it far below: a backup whose one-document MANIFEST (version 1) could exceed
+ * MANIFEST_INLINE_MAX gets a split one (version 2): a small header plus its file list and
+ * meta streamed into parts "MANIFEST.partNNNNNN" of MANIFEST_PART_SIZE bytes, each named
+ * with its size and SHA-256 in the header and written before it. */
+#define MANIFEST_MAX           (64u << 20)
+#define MANIFEST_INLINE_MAX    (8u << 20)
+#define MANIFEST_PART_SIZE     (16u << 20)
+#define MANIFEST_SPLIT_VERSION 2
 /* JSON text of b's MANIFEST (committed files sorted by name), sealed with key when non-NULL.
  * Returns a malloc'd string. */
 char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key);
-/* Parse text into b (name must match). CAIRN_E_CORRUPT / CAIRN_E_SEAL on failure. */
+/* Write b's MANIFEST (one document, or parts then header), last. */
+int cairn_manifest_write(struct cairn_backup *b, struct cairn_err *err);
+/* Parse text into b (name must match). CAIRN_E_CORRUPT / CAIRN_E_SEAL on failure. A split
+ * MANIFEST's header leaves b->parts for cairn_manifest_load to read. */
 int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
                          struct cairn_err *err);
-/* Read and parse the MANIFEST of b; CAIRN_E_NOTFOUND when absent. */
-int cairn_manifest_load(struct cairn_backup *b, struct cairn_err *err);
+/* Read and parse the MANIFEST of b; CAIRN_E_NOTFOUND when absent. header_only: a split
+ * MANIFEST's parts are not read (b has the header fields and sum_*, no files, no meta). */
+int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err);
 
 struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
                                              int read_only);

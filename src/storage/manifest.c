@@ -30,23 +30,55 @@ static void seal_mac(const json_t *m, const uint8_t *key, char out[65])
     free(canon);
 }
 
-char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
+static const char *comp_name(enum cairn_compression c)
+{
+    return c == CAIRN_COMPRESS_ZSTD ? "zstd" : "none";
+}
+
+/* The committed files of b sorted by name (*n of them); free the array. */
+static struct file_rec **sorted_committed(const struct cairn_backup *b, size_t *n)
 {
     struct file_rec **sorted = cairn_xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*sorted));
-    size_t n = 0;
+    *n = 0;
     for (size_t i = 0; i < b->nfiles; i++)
         if (b->files[i]->state == FILE_COMMITTED)
-            sorted[n++] = b->files[i];
-    qsort(sorted, n, sizeof(*sorted), cmp_rec);
+            sorted[(*n)++] = b->files[i];
+    qsort(sorted, *n, sizeof(*sorted), cmp_rec);
+    return sorted;
+}
+
+/* The indented text of m plus a newline, sealed with key when non-NULL (m gains "seal"). */
+static char *finish_text(json_t *m, const uint8_t *key)
+{
+    if (key != NULL) {
+        char mac[65];
+        seal_mac(m, key, mac);
+        json_object_set_new(m, "seal", json_pack("{s:s, s:s}", "alg", SEAL_ALG, "mac", mac));
+    }
+    char *text = json_dumps(m, JSON_INDENT(2));
+    if (text == NULL)
+        abort();
+    size_t len = strlen(text);
+    char *out = cairn_xmalloc(len + 2);
+    memcpy(out, text, len);
+    out[len] = '\n';
+    out[len + 1] = '\0';
+    free(text);
+    return out;
+}
+
+char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
+{
+    size_t n;
+    struct file_rec **sorted = sorted_committed(b, &n);
     json_t *files = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct cairn_manifest_file *f = &sorted[i]->f;
-        json_array_append_new(files,
-                              json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name, "size",
-                                        (json_int_t)f->size, "sha256", f->sha256, "compression",
-                                        f->compression == CAIRN_COMPRESS_ZSTD ? "zstd" : "none",
-                                        "logical_size", (json_int_t)f->logical_size,
-                                        "logical_sha256", f->logical_sha256));
+        json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name,
+                                               "size", (json_int_t)f->size, "sha256", f->sha256,
+                                               "compression", comp_name(f->compression),
+                                               "logical_size", (json_int_t)f->logical_size,
+                                               "logical_sha256", f->logical_sha256));
     }
     free(sorted);
     char created[64];
@@ -61,22 +93,223 @@ char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
     /* Optional, so MANIFESTs without it (older cairn) still read; the version stays 1. */
     if (b->scope != NULL)
         json_object_set(m, "scope", b->scope);
-    if (key != NULL) {
-        char mac[65];
-        seal_mac(m, key, mac);
-        json_object_set_new(m, "seal", json_pack("{s:s, s:s}", "alg", SEAL_ALG, "mac", mac));
-    }
-    char *text = json_dumps(m, JSON_INDENT(2));
+    char *out = finish_text(m, key);
     json_decref(m);
-    if (text == NULL)
-        abort();
-    size_t len = strlen(text);
-    char *out = cairn_xmalloc(len + 2);
-    memcpy(out, text, len);
-    out[len] = '\n';
-    out[len + 1] = '\0';
-    free(text);
     return out;
+}
+
+/* ---- writing ---- */
+
+#define BUF_CAP  (1u << 20)
+#define LINE_CAP 1024 /* a file line: a name of at most CAIRN_NAME_MAX bytes, fixed fields */
+
+struct count {
+    size_t n, max;
+};
+
+static int count_cb(const char *buf, size_t len, void *arg)
+{
+    struct count *c = arg;
+    (void)buf;
+    c->n += len;
+    return c->n > c->max ? -1 : 0; /* enough: stop dumping */
+}
+
+/* Whether b's one-document MANIFEST surely stays under MANIFEST_INLINE_MAX: a generous bound
+ * per indented file entry, and twice the meta's own indented size (it is nested deeper). */
+static int fits_inline(const struct cairn_backup *b)
+{
+    size_t est = 4096 + strlen(b->name) + (b->source ? strlen(b->source) : 0) +
+                 (b->kind ? strlen(b->kind) : 0) + (b->parent ? strlen(b->parent) : 0);
+    for (size_t i = 0; i < b->nfiles && est <= MANIFEST_INLINE_MAX; i++)
+        est += 400 + strlen(b->files[i]->f.name);
+    if (est > MANIFEST_INLINE_MAX)
+        return 0;
+    struct count c = {0, (MANIFEST_INLINE_MAX - est) / 2};
+    return json_dump_callback(b->meta, count_cb, &c, JSON_INDENT(2)) == 0;
+}
+
+/* Body of a split MANIFEST being written: buffered, cut into parts of MANIFEST_PART_SIZE. */
+struct body_out {
+    struct cairn_backup *b;
+    json_t *parts;
+    struct cairn_writer *w; /* the part being written, NULL between parts */
+    uint64_t n;             /* its bytes so far */
+    struct cairn_sha256 h;
+    char *buf;
+    size_t len;
+    int rc;
+    struct cairn_err *err;
+};
+
+static void part_name(size_t i, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s.part%06zu", CAIRN_MANIFEST_NAME, i);
+}
+
+static int part_open(struct body_out *o)
+{
+    char name[64];
+    part_name(json_array_size(o->parts), name, sizeof(name));
+    struct cairn_backup *b = o->b;
+    int rc = b->st->drv->create(b->st->state, b->name, name, -1, &o->w, o->err);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(o->err, "backup '%s': write %s", b->name, name);
+        return rc;
+    }
+    o->n = 0;
+    cairn_sha256_init(&o->h);
+    return CAIRN_OK;
+}
+
+static int part_close(struct body_out *o)
+{
+    char name[64], hex[65];
+    uint8_t d[32];
+    part_name(json_array_size(o->parts), name, sizeof(name));
+    int rc = cairn_writer_close(o->w, o->err);
+    cairn_writer_free(o->w);
+    o->w = NULL;
+    cairn_sha256_final(&o->h, d);
+    cairn_hex_encode(d, 32, hex);
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(o->err, "backup '%s': write %s", o->b->name, name);
+        return rc;
+    }
+    json_array_append_new(o->parts, json_pack("{s:s, s:I, s:s}", "name", name, "size",
+                                              (json_int_t)o->n, "sha256", hex));
+    return CAIRN_OK;
+}
+
+static int out_flush(struct body_out *o)
+{
+    for (size_t off = 0; o->rc == CAIRN_OK && off < o->len;) {
+        if (o->w == NULL && (o->rc = part_open(o)) != CAIRN_OK)
+            break;
+        size_t k = o->len - off;
+        if (k > MANIFEST_PART_SIZE - o->n)
+            k = (size_t)(MANIFEST_PART_SIZE - o->n);
+        o->rc = cairn_writer_write(o->w, o->buf + off, k, o->err);
+        cairn_sha256_update(&o->h, o->buf + off, k);
+        o->n += k;
+        off += k;
+        if (o->rc == CAIRN_OK && o->n == MANIFEST_PART_SIZE)
+            o->rc = part_close(o);
+    }
+    o->len = 0;
+    return o->rc;
+}
+
+static int out_put(struct body_out *o, const void *p, size_t len)
+{
+    while (len > 0 && o->rc == CAIRN_OK) {
+        size_t k = len < BUF_CAP - o->len ? len : BUF_CAP - o->len;
+        memcpy(o->buf + o->len, p, k);
+        o->len += k;
+        p = (const char *)p + k;
+        len -= k;
+        if (o->len == BUF_CAP)
+            out_flush(o);
+    }
+    return o->rc;
+}
+
+static int dump_out(const char *buf, size_t len, void *arg)
+{
+    return out_put(arg, buf, len) == CAIRN_OK ? 0 : -1;
+}
+
+/* The body: one line per committed file, sorted by name ("name size sha256 compression
+ * logical_size logical_sha256"), then the meta as compact JSON and a newline. */
+static int write_body(struct body_out *o, uint64_t *nfiles, uint64_t *total)
+{
+    size_t n;
+    struct file_rec **sorted = sorted_committed(o->b, &n);
+    char line[LINE_CAP];
+    *total = 0;
+    for (size_t i = 0; i < n && o->rc == CAIRN_OK; i++) {
+        const struct cairn_manifest_file *f = &sorted[i]->f;
+        int k = snprintf(line, sizeof(line), "%s %llu %s %s %llu %s\n", f->name,
+                         (unsigned long long)f->size, f->sha256, comp_name(f->compression),
+                         (unsigned long long)f->logical_size, f->logical_sha256);
+        out_put(o, line, (size_t)k);
+        *total += f->size;
+    }
+    free(sorted);
+    *nfiles = n;
+    if (json_dump_callback(o->b->meta, dump_out, o, JSON_COMPACT) != 0 && o->rc == CAIRN_OK)
+        o->rc =
+            cairn_err_set(o->err, CAIRN_E_INTERNAL, "backup '%s': cannot encode meta", o->b->name);
+    out_put(o, "\n", 1);
+    out_flush(o);
+    if (o->rc == CAIRN_OK && o->w != NULL)
+        o->rc = part_close(o);
+    return o->rc;
+}
+
+static int write_text(struct cairn_backup *b, const char *text, struct cairn_err *err)
+{
+    size_t len = strlen(text);
+    struct cairn_writer *w = NULL;
+    int rc = b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, text, len, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    return rc;
+}
+
+/* Split MANIFEST: the parts first, then the header naming them (size, SHA-256), last. */
+static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_err *err)
+{
+    struct body_out o = {.b = b, .parts = json_array(), .rc = CAIRN_OK, .err = err};
+    o.buf = cairn_xmalloc(BUF_CAP);
+    uint64_t nfiles = 0, total = 0;
+    int rc = write_body(&o, &nfiles, &total);
+    if (o.w != NULL) { /* failed mid-part: discard it */
+        cairn_writer_free(o.w);
+        cairn_sha256_free(&o.h);
+    }
+    free(o.buf);
+    if (rc != CAIRN_OK) {
+        json_decref(o.parts);
+        return rc;
+    }
+    char created[64];
+    cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:o}", "version",
+                          MANIFEST_SPLIT_VERSION, "name", b->name, "created", created, "source",
+                          b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
+                          b->parent ? json_string(b->parent) : json_null(), "files", "count",
+                          (json_int_t)nfiles, "size", (json_int_t)total, "parts", o.parts);
+    if (m == NULL)
+        abort();
+    if (b->scope != NULL) /* in the header: list and parent lookup read headers only */
+        json_object_set(m, "scope", b->scope);
+    char *text = finish_text(m, key);
+    json_decref(m);
+    /* Never reached in practice (one part entry of ~150 bytes per 16 MiB of file list), but
+     * the reader refuses a header this large, so the writer must not call it complete. */
+    if (strlen(text) > MANIFEST_MAX)
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
+                           "backup '%s': MANIFEST header would exceed %u bytes", b->name,
+                           MANIFEST_MAX);
+    else
+        rc = write_text(b, text, err);
+    free(text);
+    return rc;
+}
+
+int cairn_manifest_write(struct cairn_backup *b, struct cairn_err *err)
+{
+    const uint8_t *key = b->st->has_key ? b->st->key : NULL;
+    if (!fits_inline(b))
+        return write_split(b, key, err);
+    char *text = cairn_manifest_build(b, key);
+    int rc = write_text(b, text, err);
+    free(text);
+    return rc;
 }
 
 static int is_hex64(const char *s)
@@ -91,133 +324,430 @@ static int is_hex64(const char *s)
 
 #define BAD(...) cairn_err_set(err, CAIRN_E_CORRUPT, __VA_ARGS__)
 
-int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
-                         struct cairn_err *err)
+/* ---- reading ---- */
+
+static int check_seal(struct cairn_backup *b, json_t *m, json_t *seal, const uint8_t *key,
+                      struct cairn_err *err)
 {
-    json_error_t je;
-    json_t *m = json_loadb(text, len, 0, &je);
-    int rc = CAIRN_OK;
-    if (m == NULL)
-        return BAD("backup '%s': MANIFEST is not valid JSON (line %d: %s)", b->name, je.line,
-                   je.text);
-    json_int_t version = 0;
-    const char *name = NULL, *created = NULL, *source = NULL, *kind = NULL;
-    json_t *parent = NULL, *meta = NULL, *files = NULL, *seal = NULL, *scope = NULL;
-    if (!json_is_object(m) || json_unpack_ex(m, &je, 0, "{s:I}", "version", &version) != 0) {
-        rc = BAD("backup '%s': MANIFEST has no version", b->name);
-        goto out;
-    }
-    if (version != CAIRN_MANIFEST_VERSION) {
-        rc = BAD("backup '%s': unsupported MANIFEST version %lld (this cairn reads version %d)",
-                 b->name, (long long)version, CAIRN_MANIFEST_VERSION);
-        goto out;
-    }
-    if (json_unpack_ex(m, &je, 0, "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s?o, s?o}", "name", &name,
-                       "created", &created, "source", &source, "kind", &kind, "parent", &parent,
-                       "meta", &meta, "files", &files, "seal", &seal, "scope", &scope) != 0) {
-        rc = BAD("backup '%s': MANIFEST is missing fields: %s", b->name, je.text);
-        goto out;
-    }
-    if (strcmp(name, b->name) != 0) {
-        rc = BAD("backup '%s': MANIFEST names another backup '%s'", b->name, name);
-        goto out;
-    }
-    int64_t sec;
-    long nsec;
-    if (cairn_parse_rfc3339(created, &sec, &nsec) != 0) {
-        rc = BAD("backup '%s': MANIFEST has a bad creation time '%s'", b->name, created);
-        goto out;
-    }
-    if (!(json_is_null(parent) ||
-          (json_is_string(parent) && cairn_name_valid(json_string_value(parent)))) ||
-        !json_is_object(meta) || !json_is_array(files) ||
-        (scope != NULL && !json_is_object(scope))) {
-        rc = BAD("backup '%s': MANIFEST has a bad parent, meta, scope or files field", b->name);
-        goto out;
-    }
-    if (seal != NULL) {
-        const char *alg = NULL, *mac = NULL;
-        if (json_unpack(seal, "{s:s, s:s}", "alg", &alg, "mac", &mac) != 0 ||
-            strcmp(alg, SEAL_ALG) != 0 || !is_hex64(mac)) {
-            rc = BAD("backup '%s': MANIFEST seal is malformed", b->name);
-            goto out;
-        }
-        b->sealed = 1;
-        if (key != NULL) {
-            char want[65];
-            json_t *copy = json_copy(m);
-            json_object_del(copy, "seal");
-            seal_mac(copy, key, want);
-            json_decref(copy);
-            if (CRYPTO_memcmp(want, mac, 64) != 0) {
-                rc = cairn_err_set(err, CAIRN_E_SEAL,
-                                   "backup '%s': MANIFEST seal does not match (tampered or "
-                                   "wrong key)",
-                                   b->name);
-                goto out;
-            }
-        }
-    } else if (key != NULL) {
-        rc = cairn_err_set(err, CAIRN_E_SEAL,
-                           "backup '%s': MANIFEST is not sealed but a seal key was given", b->name);
-        goto out;
-    }
+    if (seal == NULL)
+        return key == NULL ? CAIRN_OK
+                           : cairn_err_set(err, CAIRN_E_SEAL,
+                                           "backup '%s': MANIFEST is not sealed but a seal key "
+                                           "was given",
+                                           b->name);
+    const char *alg = NULL, *mac = NULL;
+    if (json_unpack(seal, "{s:s, s:s}", "alg", &alg, "mac", &mac) != 0 ||
+        strcmp(alg, SEAL_ALG) != 0 || !is_hex64(mac))
+        return BAD("backup '%s': MANIFEST seal is malformed", b->name);
+    b->sealed = 1;
+    if (key == NULL)
+        return CAIRN_OK;
+    char want[65];
+    json_t *copy = json_copy(m);
+    json_object_del(copy, "seal");
+    seal_mac(copy, key, want);
+    json_decref(copy);
+    if (CRYPTO_memcmp(want, mac, 64) != 0)
+        return cairn_err_set(err, CAIRN_E_SEAL,
+                             "backup '%s': MANIFEST seal does not match (tampered or wrong key)",
+                             b->name);
+    return CAIRN_OK;
+}
+
+static struct file_rec *new_rec(const char *name, json_int_t size, const char *sha,
+                                const char *comp, json_int_t lsize, const char *lsha)
+{
+    if (!cairn_name_valid(name) || size < 0 || lsize < 0 || !is_hex64(sha) || !is_hex64(lsha) ||
+        (strcmp(comp, "none") != 0 && strcmp(comp, "zstd") != 0))
+        return NULL;
+    struct file_rec *r = cairn_xcalloc(1, sizeof(*r));
+    r->f.name = cairn_xstrdup(name);
+    r->f.size = (uint64_t)size;
+    memcpy(r->f.sha256, sha, 65);
+    r->f.compression = strcmp(comp, "zstd") == 0 ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
+    r->f.logical_size = (uint64_t)lsize;
+    memcpy(r->f.logical_sha256, lsha, 65);
+    r->state = FILE_COMMITTED;
+    return r;
+}
+
+static void free_recs(struct file_rec **recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        cairn_file_rec_free(recs[i]);
+    free(recs);
+}
+
+/* Sorted by name (a binary search finds them), each name once: O(n log n). */
+static int sort_unique(struct cairn_backup *b, struct file_rec **recs, size_t n,
+                       struct cairn_err *err)
+{
+    qsort(recs, n, sizeof(*recs), cmp_rec);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(recs[i - 1]->f.name, recs[i]->f.name) == 0)
+            return BAD("backup '%s': MANIFEST lists file '%s' twice", b->name, recs[i]->f.name);
+    return CAIRN_OK;
+}
+
+/* Version 1: the file list inline. */
+static int parse_files(struct cairn_backup *b, json_t *files, struct file_rec ***out, size_t *nout,
+                       struct cairn_err *err)
+{
     size_t n = json_array_size(files);
     struct file_rec **recs = cairn_xcalloc(n ? n : 1, sizeof(*recs));
     for (size_t i = 0; i < n; i++) {
-        json_t *e = json_array_get(files, i);
         const char *fname = NULL, *sha = NULL, *comp = NULL, *lsha = NULL;
         json_int_t size = -1, lsize = -1;
-        if (json_unpack(e, "{s:s, s:I, s:s, s:s, s:I, s:s}", "name", &fname, "size", &size,
-                        "sha256", &sha, "compression", &comp, "logical_size", &lsize,
+        if (json_unpack(json_array_get(files, i), "{s:s, s:I, s:s, s:s, s:I, s:s}", "name", &fname,
+                        "size", &size, "sha256", &sha, "compression", &comp, "logical_size", &lsize,
                         "logical_sha256", &lsha) != 0 ||
-            !cairn_name_valid(fname) || size < 0 || lsize < 0 || !is_hex64(sha) ||
-            !is_hex64(lsha) || (strcmp(comp, "none") != 0 && strcmp(comp, "zstd") != 0)) {
-            rc = BAD("backup '%s': MANIFEST file entry %zu is invalid", b->name, i);
-        } else {
-            for (size_t j = 0; j < i && rc == CAIRN_OK; j++)
-                if (strcmp(recs[j]->f.name, fname) == 0)
-                    rc = BAD("backup '%s': MANIFEST lists file '%s' twice", b->name, fname);
+            (recs[i] = new_rec(fname, size, sha, comp, lsize, lsha)) == NULL) {
+            free_recs(recs, i);
+            return BAD("backup '%s': MANIFEST file entry %zu is invalid", b->name, i);
         }
-        if (rc != CAIRN_OK) {
-            for (size_t j = 0; j < i; j++)
-                cairn_file_rec_free(recs[j]);
-            free(recs);
-            goto out;
-        }
-        struct file_rec *r = cairn_xcalloc(1, sizeof(*r));
-        r->f.name = cairn_xstrdup(fname);
-        r->f.size = (uint64_t)size;
-        memcpy(r->f.sha256, sha, 65);
-        r->f.compression = strcmp(comp, "zstd") == 0 ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
-        r->f.logical_size = (uint64_t)lsize;
-        memcpy(r->f.logical_sha256, lsha, 65);
-        r->state = FILE_COMMITTED;
-        recs[i] = r;
     }
-    for (size_t i = 0; i < b->nfiles; i++)
-        cairn_file_rec_free(b->files[i]);
-    free(b->files);
-    b->files = recs;
-    b->nfiles = b->cap = n;
+    int rc = sort_unique(b, recs, n, err);
+    if (rc != CAIRN_OK) {
+        free_recs(recs, n);
+        return rc;
+    }
+    *out = recs;
+    *nout = n;
+    return CAIRN_OK;
+}
+
+/* Version 2 header: the file summary and the parts. */
+static int parse_parts(struct cairn_backup *b, json_t *files, json_t *parts, struct cairn_err *err)
+{
+    json_int_t count = -1, size = -1;
+    if (json_unpack(files, "{s:I, s:I}", "count", &count, "size", &size) != 0 || count < 0 ||
+        size < 0 || !json_is_array(parts))
+        return BAD("backup '%s': MANIFEST has a bad files or parts field", b->name);
+    size_t i;
+    json_t *p;
+    json_array_foreach(parts, i, p)
+    {
+        const char *name = NULL, *sha = NULL;
+        json_int_t psize = -1;
+        char want[64];
+        part_name(i, want, sizeof(want));
+        if (json_unpack(p, "{s:s, s:I, s:s}", "name", &name, "size", &psize, "sha256", &sha) != 0 ||
+            strcmp(name, want) != 0 || psize < 0 || !is_hex64(sha))
+            return BAD("backup '%s': MANIFEST part %zu is invalid", b->name, i);
+    }
+    b->sum_files = (uint64_t)count;
+    b->sum_size = (uint64_t)size;
+    json_decref(b->parts);
+    b->parts = json_incref(parts);
+    return CAIRN_OK;
+}
+
+static void set_header(struct cairn_backup *b, const char *kind, const char *source, json_t *parent,
+                       json_t *scope, int64_t created)
+{
     free(b->kind);
     free(b->source);
     free(b->parent);
     b->kind = cairn_xstrdup(kind);
     b->source = cairn_xstrdup(source);
     b->parent = json_is_string(parent) ? cairn_xstrdup(json_string_value(parent)) : NULL;
-    json_decref(b->meta);
-    b->meta = json_incref(meta);
     json_decref(b->scope);
     b->scope = scope != NULL ? json_incref(scope) : NULL;
-    b->created = sec;
+    b->created = created;
     b->status = CAIRN_BACKUP_COMPLETE;
-out:
+}
+
+static void set_files(struct cairn_backup *b, struct file_rec **recs, size_t n)
+{
+    for (size_t i = 0; i < b->nfiles; i++)
+        cairn_file_rec_free(b->files[i]);
+    free(b->files);
+    b->files = recs;
+    b->nfiles = b->cap = n;
+}
+
+/* The fields both versions share; the rest is left in *meta, *files, *parts (NULL if absent). */
+static int parse_common(struct cairn_backup *b, json_t *m, json_int_t version, const uint8_t *key,
+                        json_t **meta, json_t **files, json_t **parts, struct cairn_err *err)
+{
+    json_error_t je;
+    const char *name = NULL, *created = NULL, *source = NULL, *kind = NULL;
+    json_t *parent = NULL, *seal = NULL, *scope = NULL;
+    *meta = *files = *parts = NULL;
+    int bad =
+        version == CAIRN_MANIFEST_VERSION
+            ? json_unpack_ex(m, &je, 0, "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s?o, s?o}", "name",
+                             &name, "created", &created, "source", &source, "kind", &kind, "parent",
+                             &parent, "meta", meta, "files", files, "seal", &seal, "scope", &scope)
+            : json_unpack_ex(m, &je, 0, "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s?o, s?o}", "name",
+                             &name, "created", &created, "source", &source, "kind", &kind, "parent",
+                             &parent, "files", files, "parts", parts, "seal", &seal, "scope",
+                             &scope);
+    if (bad)
+        return BAD("backup '%s': MANIFEST is missing fields: %s", b->name, je.text);
+    if (strcmp(name, b->name) != 0)
+        return BAD("backup '%s': MANIFEST names another backup '%s'", b->name, name);
+    int64_t sec;
+    long nsec;
+    if (cairn_parse_rfc3339(created, &sec, &nsec) != 0)
+        return BAD("backup '%s': MANIFEST has a bad creation time '%s'", b->name, created);
+    if (!(json_is_null(parent) ||
+          (json_is_string(parent) && cairn_name_valid(json_string_value(parent)))) ||
+        (*meta != NULL && !json_is_object(*meta)) || (scope != NULL && !json_is_object(scope)) ||
+        (version == CAIRN_MANIFEST_VERSION && !json_is_array(*files)))
+        return BAD("backup '%s': MANIFEST has a bad parent, meta, scope or files field", b->name);
+    int rc = check_seal(b, m, seal, key, err);
+    if (rc == CAIRN_OK)
+        set_header(b, kind, source, parent, scope, sec);
+    return rc;
+}
+
+int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
+                         struct cairn_err *err)
+{
+    json_error_t je;
+    json_t *m = json_loadb(text, len, 0, &je);
+    if (m == NULL)
+        return BAD("backup '%s': MANIFEST is not valid JSON (line %d: %s)", b->name, je.line,
+                   je.text);
+    json_int_t version = 0;
+    json_t *meta, *files, *parts;
+    struct file_rec **recs = NULL;
+    size_t n = 0;
+    int rc = CAIRN_OK;
+    if (!json_is_object(m) || json_unpack_ex(m, &je, 0, "{s:I}", "version", &version) != 0)
+        rc = BAD("backup '%s': MANIFEST has no version", b->name);
+    else if (version != CAIRN_MANIFEST_VERSION && version != MANIFEST_SPLIT_VERSION)
+        rc = BAD("backup '%s': unsupported MANIFEST version %lld (this cairn reads versions %d "
+                 "and %d)",
+                 b->name, (long long)version, CAIRN_MANIFEST_VERSION, MANIFEST_SPLIT_VERSION);
+    if (rc == CAIRN_OK)
+        rc = parse_common(b, m, version, key, &meta, &files, &parts, err);
+    if (rc == CAIRN_OK && version == MANIFEST_SPLIT_VERSION)
+        rc = parse_parts(b, files, parts, err);
+    else if (rc == CAIRN_OK)
+        rc = parse_files(b, files, &recs, &n, err);
+    if (rc == CAIRN_OK && version == CAIRN_MANIFEST_VERSION) {
+        set_files(b, recs, n);
+        b->sum_files = n;
+        b->sum_size = 0;
+        for (size_t i = 0; i < n; i++)
+            b->sum_size += recs[i]->f.size;
+        json_decref(b->meta);
+        b->meta = json_incref(meta);
+    }
+    if (rc != CAIRN_OK)
+        b->status = CAIRN_BACKUP_INCOMPLETE; /* nothing of a refused MANIFEST counts */
     json_decref(m);
     return rc;
 }
 
-int cairn_manifest_load(struct cairn_backup *b, struct cairn_err *err)
+/* Body of a split MANIFEST being read: its parts in order, each checked against the size and
+ * SHA-256 the (already checked, maybe sealed) header gives when its end is reached. */
+struct body_in {
+    struct cairn_backup *b;
+    size_t ipart;           /* next part to open */
+    struct cairn_reader *r; /* the part being read */
+    const char *pname, *psha;
+    uint64_t n, want;
+    struct cairn_sha256 h;
+    char *buf;
+    size_t len, pos;
+    int rc;
+    struct cairn_err e; /* the first failure */
+};
+
+static int in_open(struct body_in *in)
+{
+    struct cairn_backup *b = in->b;
+    json_t *p = json_array_get(b->parts, in->ipart++);
+    in->pname = json_string_value(json_object_get(p, "name"));
+    in->psha = json_string_value(json_object_get(p, "sha256"));
+    in->want = (uint64_t)json_integer_value(json_object_get(p, "size"));
+    in->n = 0;
+    int rc = b->st->drv->read(b->st->state, b->name, in->pname, &in->r, &in->e);
+    if (rc == CAIRN_E_NOTFOUND)
+        return cairn_err_set(&in->e, CAIRN_E_CORRUPT, "backup '%s': %s is missing", b->name,
+                             in->pname);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(&in->e, "backup '%s': read %s", b->name, in->pname);
+    cairn_sha256_init(&in->h);
+    return CAIRN_OK;
+}
+
+static int in_close(struct body_in *in)
+{
+    uint8_t d[32];
+    char hex[65];
+    cairn_sha256_final(&in->h, d);
+    cairn_hex_encode(d, 32, hex);
+    cairn_reader_free(in->r);
+    in->r = NULL;
+    if (in->n != in->want || strcmp(hex, in->psha) != 0)
+        return cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                             "backup '%s': %s does not match the MANIFEST (%llu bytes, "
+                             "expected %llu; or its SHA-256 differs)",
+                             in->b->name, in->pname, (unsigned long long)in->n,
+                             (unsigned long long)in->want);
+    return CAIRN_OK;
+}
+
+/* Refill buf; len 0 after the last part (all of them checked). */
+static int in_fill(struct body_in *in)
+{
+    in->pos = in->len = 0;
+    while (in->rc == CAIRN_OK) {
+        if (in->r == NULL && in->ipart == json_array_size(in->b->parts))
+            break;
+        if (in->r == NULL && (in->rc = in_open(in)) != CAIRN_OK)
+            break;
+        size_t got = 0;
+        in->rc = cairn_reader_read(in->r, in->buf, BUF_CAP, &got, &in->e);
+        if (in->rc != CAIRN_OK) {
+            cairn_err_wrap(&in->e, "backup '%s': read %s", in->b->name, in->pname);
+        } else if (got == 0) {
+            in->rc = in_close(in);
+        } else if ((in->n += got) > in->want) {
+            in->rc = cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                                   "backup '%s': %s is longer than the MANIFEST says", in->b->name,
+                                   in->pname);
+        } else {
+            cairn_sha256_update(&in->h, in->buf, got);
+            in->len = got;
+            break;
+        }
+    }
+    return in->rc;
+}
+
+/* The next line without its newline, NUL-terminated in line[LINE_CAP]. */
+static int in_line(struct body_in *in, char *line)
+{
+    for (size_t k = 0;;) {
+        if (in->pos == in->len && in_fill(in) != CAIRN_OK)
+            return in->rc;
+        if (in->len == 0)
+            return in->rc =
+                       cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                                     "backup '%s': MANIFEST file list ends early", in->b->name);
+        char c = in->buf[in->pos++];
+        if (c == '\n') {
+            line[k] = '\0';
+            return CAIRN_OK;
+        }
+        if (k == LINE_CAP - 1)
+            return in->rc = cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                                          "backup '%s': MANIFEST file list has a line longer "
+                                          "than %d bytes",
+                                          in->b->name, LINE_CAP - 1);
+        line[k++] = c;
+    }
+}
+
+static size_t in_json(void *buffer, size_t buflen, void *data)
+{
+    struct body_in *in = data;
+    if (in->pos == in->len && in_fill(in) != CAIRN_OK)
+        return (size_t)-1;
+    size_t k = buflen < in->len - in->pos ? buflen : in->len - in->pos;
+    memcpy(buffer, in->buf + in->pos, k);
+    in->pos += k;
+    return k;
+}
+
+/* "name size sha256 compression logical_size logical_sha256" */
+static struct file_rec *parse_line(char *line)
+{
+    char *f[6], *save = NULL, *tok = strtok_r(line, " ", &save);
+    int n = 0;
+    for (; tok != NULL && n < 6; tok = strtok_r(NULL, " ", &save))
+        f[n++] = tok;
+    json_int_t v[2] = {-1, -1};
+    for (int i = 0; n == 6 && tok == NULL && i < 2; i++) {
+        const char *s = f[i == 0 ? 1 : 4];
+        char *endp;
+        unsigned long long x = strtoull(s, &endp, 10);
+        v[i] = s[0] >= '0' && s[0] <= '9' && *endp == '\0' && x <= INT64_MAX ? (json_int_t)x : -1;
+    }
+    if (n != 6 || tok != NULL)
+        return NULL;
+    return new_rec(f[0], v[0], f[2], f[3], v[1], f[5]);
+}
+
+static int read_file_list(struct body_in *in, struct file_rec ***out, size_t *nout)
+{
+    struct cairn_backup *b = in->b;
+    struct file_rec **recs = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+    char line[LINE_CAP];
+    while (in->rc == CAIRN_OK && n < b->sum_files && in_line(in, line) == CAIRN_OK) {
+        struct file_rec *r = parse_line(line);
+        if (r == NULL || (n > 0 && strcmp(recs[n - 1]->f.name, r->f.name) >= 0)) {
+            in->rc = cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                                   "backup '%s': MANIFEST file entry %zu is invalid, out of "
+                                   "order or listed twice",
+                                   b->name, n);
+            cairn_file_rec_free(r);
+            break;
+        }
+        if (n == cap) { /* grown, not sized from the header's count */
+            cap = cap ? cap * 2 : 1024;
+            recs = cairn_xrealloc(recs, cap * sizeof(*recs));
+        }
+        recs[n++] = r;
+        total += r->f.size;
+    }
+    if (in->rc == CAIRN_OK && total != b->sum_size)
+        in->rc =
+            cairn_err_set(&in->e, CAIRN_E_CORRUPT,
+                          "backup '%s': MANIFEST file sizes do not add up to its total", b->name);
+    if (in->rc != CAIRN_OK) {
+        free_recs(recs, n);
+        return in->rc;
+    }
+    *out = recs;
+    *nout = n;
+    return CAIRN_OK;
+}
+
+/* Read a split MANIFEST's parts: the file list, streamed line by line, then the meta. */
+static int load_body(struct cairn_backup *b, struct cairn_err *err)
+{
+    struct body_in in = {.b = b, .rc = CAIRN_OK};
+    in.buf = cairn_xmalloc(BUF_CAP);
+    struct file_rec **recs = NULL;
+    size_t n = 0;
+    json_t *meta = NULL;
+    if (read_file_list(&in, &recs, &n) == CAIRN_OK) {
+        json_error_t je;
+        meta = json_load_callback(in_json, &in, 0, &je);
+        if (in.rc == CAIRN_OK &&
+            (!json_is_object(meta) || in.r != NULL || in.ipart != json_array_size(b->parts)))
+            in.rc =
+                cairn_err_set(&in.e, CAIRN_E_CORRUPT, "backup '%s': MANIFEST meta is invalid (%s)",
+                              b->name, meta ? "not an object" : je.text);
+    }
+    if (in.r != NULL) {
+        cairn_reader_free(in.r);
+        cairn_sha256_free(&in.h);
+    }
+    free(in.buf);
+    if (in.rc != CAIRN_OK) {
+        free_recs(recs, n);
+        json_decref(meta);
+        cairn_err_copy(err, &in.e);
+        return in.rc;
+    }
+    set_files(b, recs, n);
+    json_decref(b->meta);
+    b->meta = meta;
+    json_decref(b->parts);
+    b->parts = NULL;
+    return CAIRN_OK;
+}
+
+int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err)
 {
     struct cairn_reader *r = NULL;
     int rc = b->st->drv->read(b->st->state, b->name, CAIRN_MANIFEST_NAME, &r, err);
@@ -249,6 +779,8 @@ int cairn_manifest_load(struct cairn_backup *b, struct cairn_err *err)
         len += got;
     }
     rc = cairn_manifest_parse(b, buf, len, b->st->has_key ? b->st->key : NULL, err);
+    if (rc == CAIRN_OK && b->parts != NULL && !header_only)
+        rc = load_body(b, err);
 out:
     free(buf);
     cairn_reader_free(r);

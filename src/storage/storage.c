@@ -291,6 +291,8 @@ void cairn_backup_free(struct cairn_backup *b)
     for (size_t i = 0; i < b->nfiles; i++)
         cairn_file_rec_free(b->files[i]);
     free(b->files);
+    free(b->slots);
+    json_decref(b->parts);
     free(b->name);
     free(b->kind);
     free(b->source);
@@ -364,13 +366,13 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
         struct cairn_backup *b = cairn_backup_new_handle(st, nv.v[i], 1);
         struct cairn_err e;
         cairn_err_clear(&e);
-        int lrc = cairn_manifest_load(b, &e);
+        /* Headers only: a split MANIFEST's file list is not needed to list. */
+        int lrc = cairn_manifest_load(b, 1, &e);
         if (lrc == CAIRN_OK) {
             info->status = CAIRN_BACKUP_COMPLETE;
             info->created = b->created;
-            info->files = b->nfiles;
-            for (size_t j = 0; j < b->nfiles; j++)
-                info->size += b->files[j]->f.size;
+            info->files = b->sum_files;
+            info->size = b->sum_size;
             info->kind = cairn_xstrdup(b->kind ? b->kind : "");
             info->parent = b->parent ? cairn_xstrdup(b->parent) : NULL;
             info->source = cairn_xstrdup(b->source ? b->source : "");
@@ -438,7 +440,7 @@ int cairn_storage_open_backup(struct cairn_storage *st, const char *name, struct
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b = cairn_backup_new_handle(st, name, 1);
-    rc = cairn_manifest_load(b, err);
+    rc = cairn_manifest_load(b, 0, err);
     if (rc == CAIRN_E_NOTFOUND) {
         /* No MANIFEST: incomplete if anything of the backup exists, else not found. */
         struct name_vec nv = {0};
@@ -615,13 +617,65 @@ const struct cairn_manifest_file *cairn_backup_file_at(const struct cairn_backup
     return i < b->nfiles ? &b->files[i]->f : NULL;
 }
 
+/* ---- file index of read-write handles (open addressing, linear probing) ---- */
+
+static size_t name_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return (size_t)h;
+}
+
+/* The slot holding name, or the empty slot where it goes. nslots is a power of two. */
+static struct file_rec **index_slot(struct file_rec **slots, size_t nslots, const char *name)
+{
+    size_t i = name_hash(name) & (nslots - 1);
+    while (slots[i] != NULL && strcmp(slots[i]->f.name, name) != 0)
+        i = (i + 1) & (nslots - 1);
+    return &slots[i];
+}
+
+/* Add rec (its name not yet indexed), keeping the table at most half full. Caller holds mu. */
+static void index_add(struct cairn_backup *b, struct file_rec *rec)
+{
+    if (2 * (b->nfiles + 1) > b->nslots) {
+        size_t n = b->nslots ? 2 * b->nslots : 64;
+        struct file_rec **slots = cairn_xcalloc(n, sizeof(*slots));
+        for (size_t i = 0; i < b->nslots; i++)
+            if (b->slots[i] != NULL)
+                *index_slot(slots, n, b->slots[i]->f.name) = b->slots[i];
+        free(b->slots);
+        b->slots = slots;
+        b->nslots = n;
+    }
+    *index_slot(b->slots, b->nslots, rec->f.name) = rec;
+}
+
+static struct file_rec *index_get(const struct cairn_backup *b, const char *name)
+{
+    return b->nslots ? *index_slot(b->slots, b->nslots, name) : NULL;
+}
+
+static int cmp_name_rec(const void *key, const void *rec)
+{
+    return strcmp(key, (*(struct file_rec *const *)rec)->f.name);
+}
+
 const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_backup *b,
                                                          const char *name)
 {
-    for (size_t i = 0; i < b->nfiles; i++)
-        if (strcmp(b->files[i]->f.name, name) == 0)
-            return &b->files[i]->f;
-    return NULL;
+    struct file_rec *r = NULL;
+    if (!b->read_only) { /* add_file may grow the index meanwhile */
+        pthread_mutex_t *mu = (pthread_mutex_t *)&b->mu;
+        pthread_mutex_lock(mu);
+        r = index_get(b, name);
+        pthread_mutex_unlock(mu);
+    } else { /* the MANIFEST's files, sorted by name when loaded */
+        struct file_rec **p = bsearch(name, b->files, b->nfiles, sizeof(*b->files), cmp_name_rec);
+        r = p ? *p : NULL;
+    }
+    return r ? &r->f : NULL;
 }
 
 /* ---- add_file: the recording stage on top of each file's chain ----
@@ -777,16 +831,11 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
                              b->name, file, cairn_compression_name(comp));
     /* Reserve the name (duplicates are refused, failed ones may be retried). */
     pthread_mutex_lock(&b->mu);
-    struct file_rec *rec = NULL;
-    for (size_t i = 0; i < b->nfiles; i++) {
-        if (strcmp(b->files[i]->f.name, file) != 0)
-            continue;
-        if (b->files[i]->state != FILE_FAILED) {
-            pthread_mutex_unlock(&b->mu);
-            return cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s': file '%s' already added",
-                                 b->name, file);
-        }
-        rec = b->files[i]; /* retry of a failed file */
+    struct file_rec *rec = index_get(b, file);
+    if (rec != NULL && rec->state != FILE_FAILED) { /* a failed one may be retried */
+        pthread_mutex_unlock(&b->mu);
+        return cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s': file '%s' already added", b->name,
+                             file);
     }
     if (rec == NULL) {
         if (b->nfiles == b->cap) {
@@ -795,6 +844,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
         }
         rec = cairn_xcalloc(1, sizeof(*rec));
         rec->f.name = cairn_xstrdup(file);
+        index_add(b, rec);
         b->files[b->nfiles++] = rec;
     }
     rec->state = FILE_WRITING;
@@ -875,16 +925,7 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
         return rc;
     }
     b->created = (int64_t)(cairn_now_ms() / 1000);
-    char *text = cairn_manifest_build(b, b->st->has_key ? b->st->key : NULL);
-    size_t len = strlen(text);
-    struct cairn_writer *w = NULL;
-    rc = b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &w, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_write(w, text, len, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w, err);
-    cairn_writer_free(w);
-    free(text);
+    rc = cairn_manifest_write(b, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
         return rc;
