@@ -70,6 +70,10 @@ static int write_backup(struct cairn_storage *st, const char *name, json_t *meta
     }
     if (rc == CAIRN_OK)
         rc = cairn_backup_set_meta(b, meta, err);
+    json_t *scope = json_pack("{s:s}", "path", "/scale");
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_set_scope(b, scope, err);
+    json_decref(scope);
     if (rc == CAIRN_OK) {
         /* The one-document form would be over the old reader's limit. */
         char *v1 = cairn_manifest_build(b, NULL);
@@ -91,6 +95,8 @@ static void check_readable(struct cairn_storage *st, const char *name, json_t *m
         CHECK_EQ_INT(l.items[0].status, CAIRN_BACKUP_COMPLETE);
         CHECK_EQ_INT(l.items[0].files, NFILES);
         CHECK(l.items[0].size > 0);
+        /* The parent lookup reads the scope from the listing, i.e. from the header. */
+        CHECK(l.items[0].scope != NULL && strcmp(l.items[0].scope, "{\"path\":\"/scale\"}") == 0);
     }
     cairn_backup_list_free(&l);
     struct cairn_backup *b = NULL;
