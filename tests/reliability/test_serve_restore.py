@@ -5,6 +5,7 @@ already holds files (a live TSM file) is refused unless --allow-overwrite is giv
 --allow-overwrite alone is a usage error (exit 2)."""
 import io
 import os
+import shutil
 import socket
 import tarfile
 
@@ -111,6 +112,5 @@ def main():
 try:
     main()
 finally:
-    import shutil
     shutil.rmtree(T, ignore_errors=True)
 finish()
