@@ -51,68 +51,87 @@ static void serve_usage(FILE *out)
             "Prints \"listening on ADDR\" on stdout once bound; stops on SIGTERM or SIGINT.\n");
 }
 
+/* The numeric limits of serve's options into so: 0, or cli_usage's exit code. */
+static int limit_opt(int c, const char *arg, struct cairn_snap_server_opts *so)
+{
+    uint64_t v;
+    switch (c) {
+    case 'c':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return cli_usage("serve", "invalid --max-conns '%s'", arg);
+        so->max_conns = (unsigned)v;
+        break;
+    case 't':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000)
+            return cli_usage("serve", "invalid --idle-timeout '%s'", arg);
+        so->idle_timeout_ms = so->request_timeout_ms = (int)v;
+        break;
+    case 'u':
+        if (cli_parse_size(arg, &v) != 0 || v == 0)
+            return cli_usage("serve", "invalid --max-upload '%s'", arg);
+        so->max_upload = v;
+        break;
+    case 'p':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return cli_usage("serve", "invalid --max-conns-per-addr '%s'", arg);
+        so->max_per_addr = (unsigned)v;
+        break;
+    case 'D':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 604800000)
+            return cli_usage("serve", "invalid --request-deadline '%s'", arg);
+        so->request_deadline_ms = (int)v;
+        break;
+    case 's':
+        if (cli_parse_u64(arg, &v) != 0 || v > (1ull << 40))
+            return cli_usage("serve", "invalid --slow-rate '%s'", arg);
+        so->slow_rate = v == 0 ? -1 : (int64_t)v;
+        break;
+    case 'b':
+        if (cli_parse_size(arg, &v) != 0 || v == 0)
+            return cli_usage("serve", "invalid --mem-budget '%s'", arg);
+        so->mem_budget = v;
+        break;
+    }
+    return 0;
+}
+
+static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'},
+                                           {"meta", required_argument, NULL, 'm'},
+                                           {"listen", required_argument, NULL, 'l'},
+                                           {"max-conns", required_argument, NULL, 'c'},
+                                           {"idle-timeout", required_argument, NULL, 't'},
+                                           {"max-upload", required_argument, NULL, 'u'},
+                                           {"max-conns-per-addr", required_argument, NULL, 'p'},
+                                           {"request-deadline", required_argument, NULL, 'D'},
+                                           {"slow-rate", required_argument, NULL, 's'},
+                                           {"mem-budget", required_argument, NULL, 'b'},
+                                           {"allow-restore", no_argument, NULL, 'R'},
+                                           {"allow-overwrite", no_argument, NULL, 'O'},
+                                           {"log-json", no_argument, NULL, 'j'},
+                                           {"log-level", required_argument, NULL, 'v'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
+
 int cairnd_cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
-                                         {"meta", required_argument, NULL, 'm'},
-                                         {"listen", required_argument, NULL, 'l'},
-                                         {"max-conns", required_argument, NULL, 'c'},
-                                         {"idle-timeout", required_argument, NULL, 't'},
-                                         {"max-upload", required_argument, NULL, 'u'},
-                                         {"max-conns-per-addr", required_argument, NULL, 'p'},
-                                         {"request-deadline", required_argument, NULL, 'D'},
-                                         {"slow-rate", required_argument, NULL, 's'},
-                                         {"mem-budget", required_argument, NULL, 'b'},
-                                         {"allow-restore", no_argument, NULL, 'R'},
-                                         {"allow-overwrite", no_argument, NULL, 'O'},
-                                         {"log-json", no_argument, NULL, 'j'},
-                                         {"log-level", required_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     struct cairn_snap_server_opts so = {0};
     const char *data = NULL, *meta = NULL;
-    int log_json = 0, level = CAIRN_LOG_INFO, c;
-    uint64_t v;
+    int log_json = 0, level = CAIRN_LOG_INFO, c, rc;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", serve_opts, NULL)) != -1) {
         switch (c) {
         case 'd': data = optarg; break;
         case 'm': meta = optarg; break;
         case 'l': so.listen = optarg; break;
         case 'c':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 100000)
-                return cli_usage("serve", "invalid --max-conns '%s'", optarg);
-            so.max_conns = (unsigned)v;
-            break;
         case 't':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 86400000)
-                return cli_usage("serve", "invalid --idle-timeout '%s'", optarg);
-            so.idle_timeout_ms = so.request_timeout_ms = (int)v;
-            break;
         case 'u':
-            if (cli_parse_size(optarg, &v) != 0 || v == 0)
-                return cli_usage("serve", "invalid --max-upload '%s'", optarg);
-            so.max_upload = v;
-            break;
         case 'p':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 100000)
-                return cli_usage("serve", "invalid --max-conns-per-addr '%s'", optarg);
-            so.max_per_addr = (unsigned)v;
-            break;
         case 'D':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 604800000)
-                return cli_usage("serve", "invalid --request-deadline '%s'", optarg);
-            so.request_deadline_ms = (int)v;
-            break;
         case 's':
-            if (cli_parse_u64(optarg, &v) != 0 || v > (1ull << 40))
-                return cli_usage("serve", "invalid --slow-rate '%s'", optarg);
-            so.slow_rate = v == 0 ? -1 : (int64_t)v;
-            break;
         case 'b':
-            if (cli_parse_size(optarg, &v) != 0 || v == 0)
-                return cli_usage("serve", "invalid --mem-budget '%s'", optarg);
-            so.mem_budget = v;
+            if ((rc = limit_opt(c, optarg, &so)) != 0)
+                return rc;
             break;
         case 'R': so.allow_restore = 1; break;
         case 'O': so.allow_overwrite = 1; break;
@@ -160,7 +179,7 @@ int cairnd_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     printf("listening on %s\n", cairn_snap_server_address(srv));
     fflush(stdout);
-    int rc = cairn_snap_server_run(srv, &err);
+    rc = cairn_snap_server_run(srv, &err);
     g_server = NULL;
     cairn_snap_server_free(srv);
     free(staging);

@@ -39,6 +39,7 @@ struct conn {
     uint64_t start_ns, deadline; /* deadline: the whole request */
     _Atomic uint64_t progress;   /* bytes moved either way, for the slow-client test */
     atomic_int dropped;          /* shut down to make room for another client */
+    int refused;                 /* answered with a refusal (logged already) */
     char peer[80];
     char host[64];
 };
@@ -317,6 +318,7 @@ static int reply(struct conn *c, const void *buf, size_t len, struct cairn_err *
 static void refuse(struct conn *c, const char *stage, const char *why)
 {
     cairn_warn(LOGC, "peer %s: %s refused: %s", c->peer, stage, why);
+    c->refused = 1;
     char msg[512];
     int n = snprintf(msg, sizeof(msg), REFUSED "%s\n", why);
     struct cairn_err ignored = {0};
@@ -582,7 +584,8 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     return wrc;
 }
 
-/* 1 when the shard upload was refused (and answered), 0 to go on, or an error. */
+/* Refuses (and answers) an upload that would replace a shard's files: 0 to go on, or an
+ * error; c->refused says whether it refused. */
 static int refuse_overwrite(struct conn *c, uint64_t id, struct cairn_err *err)
 {
     const struct cairn_snap_provider *p = &c->srv->prov;
@@ -601,7 +604,7 @@ static int refuse_overwrite(struct conn *c, uint64_t id, struct cairn_err *err)
              "replace them",
              (unsigned long long)id);
     refuse(c, "shard upload", why);
-    return 1;
+    return 0;
 }
 
 static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_err *err)
@@ -614,8 +617,8 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
         return cairn_err_wrap(err, "read shard id");
     uint64_t id = snap_u64be_get(idb);
     rc = refuse_overwrite(c, id, err);
-    if (rc != 0)
-        return rc == 1 ? CAIRN_E_PERM : rc;
+    if (rc != CAIRN_OK || c->refused)
+        return rc;
     /* The tar is read through the connection: bounded by the request's deadline. */
     struct conn_reader *cr = cairn_xcalloc(1, sizeof(*cr));
     cairn_reader_init(&cr->base, &conn_reader_ops, NULL);
@@ -628,15 +631,12 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
 }
 
 /* Requests that write are refused unless the server allows restores. */
-static int refuse_write(struct conn *c, uint8_t type)
+static void refuse_write(struct conn *c, uint8_t type)
 {
-    if (type != CAIRN_SNAP_META_UPDATE && type != CAIRN_SNAP_SHARD_UPDATE)
-        return 0;
-    if (c->srv->opts.allow_restore)
-        return 0;
-    refuse(c, type == CAIRN_SNAP_META_UPDATE ? "metastore upload" : "shard upload",
-           "restore uploads are disabled; start cairnd serve with --allow-restore");
-    return 1;
+    if ((type == CAIRN_SNAP_META_UPDATE || type == CAIRN_SNAP_SHARD_UPDATE) &&
+        !c->srv->opts.allow_restore)
+        refuse(c, type == CAIRN_SNAP_META_UPDATE ? "metastore upload" : "shard upload",
+               "restore uploads are disabled; start cairnd serve with --allow-restore");
 }
 
 static void handle(struct conn *c)
@@ -659,14 +659,15 @@ static void handle(struct conn *c)
         rc = read_exact(&io, hdr + 1, 1, &err);
     if (rc != CAIRN_OK)
         goto fail;
-    if (refuse_write(c, hdr[1]))
+    refuse_write(c, hdr[1]);
+    if (c->refused)
         goto out;
     uint64_t t0 = cairn_mono_ns();
     if (hdr[1] == CAIRN_SNAP_SHARD_UPDATE) {
         stage = "shard upload";
         rc = serve_shard_update(c, &io, &err);
-        if (rc == CAIRN_E_PERM)
-            goto out; /* refused and logged */
+        if (c->refused)
+            goto out;
         goto done;
     }
     size_t json_len = 0;
