@@ -109,6 +109,10 @@ struct cairn_snap_provider {
     /* Install the shard files of a ustar stream; all or nothing. Optional. */
     int (*shard_import)(void *ctx, uint64_t shard_id, struct cairn_reader *tar,
                         struct cairn_err *err);
+    /* 1 when the shard already holds files (an upload would replace live data), 0 when it
+     * holds none, or a CAIRN_E_* code. Optional: without it, shard uploads are refused unless
+     * the server allows overwrites. */
+    int (*shard_has_files)(void *ctx, uint64_t shard_id, struct cairn_err *err);
     void (*free)(void *ctx);
 };
 
@@ -123,11 +127,21 @@ CAIRN_API int cairn_snap_dir_provider_new(const char *data_dir, const char *meta
 /* ---- Server ---- */
 
 struct cairn_snap_server_opts {
-    const char *listen;     /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
-    unsigned max_conns;     /* 0 = 64; connections beyond are closed at once, with a log line */
-    int idle_timeout_ms;    /* per read/write; 0 = 30000 */
-    int request_timeout_ms; /* to receive mux byte, type and JSON; 0 = 30000 */
-    uint64_t max_upload;    /* largest metastore upload accepted; 0 = 256 MiB */
+    const char *listen;      /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
+    unsigned max_conns;      /* 0 = 64; connections beyond are closed at once, with a log line */
+    int idle_timeout_ms;     /* per read/write; 0 = 30000 */
+    int request_timeout_ms;  /* to receive mux byte, type and JSON; 0 = 30000 */
+    uint64_t max_upload;     /* largest metastore upload accepted; 0 = 256 MiB */
+    int request_deadline_ms; /* whole request, accept to close; 0 = 3600000 */
+    unsigned max_per_addr;   /* connections from one address; 0 = min(16, max_conns) */
+    uint64_t mem_budget;     /* metastore imports in memory at once; 0 = 64 MiB (a larger
+                              * single upload runs alone) */
+    int64_t slow_rate;       /* when the slots (or an address's) are full, the slowest
+                              * connection under this many bytes/s, 2 s or older, is dropped
+                              * for the newcomer; 0 = 1024, negative = never drop */
+    const char *staging_dir; /* uploads are received into unnamed files here; NULL = /tmp */
+    int allow_restore;       /* accept restore uploads (types 6, 7); off = refused */
+    int allow_overwrite;     /* shard uploads may replace a shard's existing files */
 };
 
 struct cairn_snap_server;

@@ -8,6 +8,7 @@
 #include "cairn/log.h"
 #include "cairn/service.h"
 #include "cli/cli.h"
+#include "common/util.h"
 
 static struct cairn_snap_server *g_server;
 
@@ -22,57 +23,118 @@ static void serve_usage(FILE *out)
 {
     fprintf(out,
             "usage: cairnd serve --data DIR [--meta FILE] [--listen HOST:PORT] [--max-conns N]\n"
-            "                    [--idle-timeout MS] [--max-upload SIZE] [--log-json]\n"
-            "                    [--log-level LEVEL]\n\n"
+            "                    [--max-conns-per-addr N] [--idle-timeout MS]\n"
+            "                    [--request-deadline MS] [--slow-rate BYTES] [--max-upload SIZE]\n"
+            "                    [--mem-budget SIZE] [--allow-restore [--allow-overwrite]]\n"
+            "                    [--log-json] [--log-level LEVEL]\n\n"
             "Serve DIR (<db>/<rp>/<shard-id>/<files>) with the InfluxDB 1.6 snapshot protocol,\n"
-            "so `influxd backup`, `influxd restore -online|-portable` and `cairn backup|restore`\n"
-            "can use it. Metadata is the meta.Data protobuf in --meta (default DIR/meta.db), or\n"
-            "derived from the tree when that file does not exist.\n\n"
+            "so `influxd backup` and `cairn backup` can use it (and, with --allow-restore,\n"
+            "`influxd restore -online|-portable` and `cairn restore`). Metadata is the meta.Data\n"
+            "protobuf in --meta (default DIR/meta.db), or derived from the tree when that file\n"
+            "does not exist. The protocol has no authentication: keep it on loopback or a\n"
+            "trusted network.\n\n"
             "  --listen       address to bind (default 127.0.0.1:8088; port 0 picks one)\n"
-            "  --max-conns    concurrent connections; more are closed at once (default 64)\n"
+            "  --max-conns    concurrent connections (default 64)\n"
+            "  --max-conns-per-addr  concurrent connections from one address (default 16)\n"
             "  --idle-timeout per read/write and per request header, in ms (default 30000)\n"
-            "  --max-upload   largest metastore upload (default 256M)\n"
+            "  --request-deadline  whole request, accept to close, in ms (default 3600000)\n"
+            "  --slow-rate    when the slots (or an address's) are full, the slowest connection\n"
+            "                 under this many bytes/s, 2 s or older, is dropped for the new one\n"
+            "                 (default 1024; 0 = never drop: more are refused at once)\n"
+            "  --max-upload   largest metastore upload, received into DIR/.cairn-snap (256M)\n"
+            "  --mem-budget   metastore imports in memory at once (default 64M; one larger\n"
+            "                 upload runs alone)\n"
+            "  --allow-restore   accept restore uploads (read-only without it: refused)\n"
+            "  --allow-overwrite shard uploads may replace files of shards that hold some\n"
+            "                 (without it only new, empty shards are written)\n"
             "  --log-json     log JSON lines; --log-level debug|info|warn|error (default info)\n\n"
             "Prints \"listening on ADDR\" on stdout once bound; stops on SIGTERM or SIGINT.\n");
 }
 
+/* The numeric limits of serve's options into so: 0, or cli_usage's exit code. */
+static int limit_opt(int c, const char *arg, struct cairn_snap_server_opts *so)
+{
+    uint64_t v;
+    switch (c) {
+    case 'c':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return cli_usage("serve", "invalid --max-conns '%s'", arg);
+        so->max_conns = (unsigned)v;
+        break;
+    case 't':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000)
+            return cli_usage("serve", "invalid --idle-timeout '%s'", arg);
+        so->idle_timeout_ms = so->request_timeout_ms = (int)v;
+        break;
+    case 'u':
+        if (cli_parse_size(arg, &v) != 0 || v == 0)
+            return cli_usage("serve", "invalid --max-upload '%s'", arg);
+        so->max_upload = v;
+        break;
+    case 'p':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return cli_usage("serve", "invalid --max-conns-per-addr '%s'", arg);
+        so->max_per_addr = (unsigned)v;
+        break;
+    case 'D':
+        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 604800000)
+            return cli_usage("serve", "invalid --request-deadline '%s'", arg);
+        so->request_deadline_ms = (int)v;
+        break;
+    case 's':
+        if (cli_parse_u64(arg, &v) != 0 || v > (1ull << 40))
+            return cli_usage("serve", "invalid --slow-rate '%s'", arg);
+        so->slow_rate = v == 0 ? -1 : (int64_t)v;
+        break;
+    case 'b':
+        if (cli_parse_size(arg, &v) != 0 || v == 0)
+            return cli_usage("serve", "invalid --mem-budget '%s'", arg);
+        so->mem_budget = v;
+        break;
+    }
+    return 0;
+}
+
+static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'},
+                                           {"meta", required_argument, NULL, 'm'},
+                                           {"listen", required_argument, NULL, 'l'},
+                                           {"max-conns", required_argument, NULL, 'c'},
+                                           {"idle-timeout", required_argument, NULL, 't'},
+                                           {"max-upload", required_argument, NULL, 'u'},
+                                           {"max-conns-per-addr", required_argument, NULL, 'p'},
+                                           {"request-deadline", required_argument, NULL, 'D'},
+                                           {"slow-rate", required_argument, NULL, 's'},
+                                           {"mem-budget", required_argument, NULL, 'b'},
+                                           {"allow-restore", no_argument, NULL, 'R'},
+                                           {"allow-overwrite", no_argument, NULL, 'O'},
+                                           {"log-json", no_argument, NULL, 'j'},
+                                           {"log-level", required_argument, NULL, 'v'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
+
 int cairnd_cmd_serve(int argc, char **argv)
 {
-    static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
-                                         {"meta", required_argument, NULL, 'm'},
-                                         {"listen", required_argument, NULL, 'l'},
-                                         {"max-conns", required_argument, NULL, 'c'},
-                                         {"idle-timeout", required_argument, NULL, 't'},
-                                         {"max-upload", required_argument, NULL, 'u'},
-                                         {"log-json", no_argument, NULL, 'j'},
-                                         {"log-level", required_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     struct cairn_snap_server_opts so = {0};
     const char *data = NULL, *meta = NULL;
-    int log_json = 0, level = CAIRN_LOG_INFO, c;
-    uint64_t v;
+    int log_json = 0, level = CAIRN_LOG_INFO, c, rc;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", serve_opts, NULL)) != -1) {
         switch (c) {
         case 'd': data = optarg; break;
         case 'm': meta = optarg; break;
         case 'l': so.listen = optarg; break;
         case 'c':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 100000)
-                return cli_usage("serve", "invalid --max-conns '%s'", optarg);
-            so.max_conns = (unsigned)v;
-            break;
         case 't':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 86400000)
-                return cli_usage("serve", "invalid --idle-timeout '%s'", optarg);
-            so.idle_timeout_ms = so.request_timeout_ms = (int)v;
-            break;
         case 'u':
-            if (cli_parse_size(optarg, &v) != 0 || v == 0)
-                return cli_usage("serve", "invalid --max-upload '%s'", optarg);
-            so.max_upload = v;
+        case 'p':
+        case 'D':
+        case 's':
+        case 'b':
+            if ((rc = limit_opt(c, optarg, &so)) != 0)
+                return rc;
             break;
+        case 'R': so.allow_restore = 1; break;
+        case 'O': so.allow_overwrite = 1; break;
         case 'j': log_json = 1; break;
         case 'v':
             level = cairn_log_level_parse(optarg);
@@ -87,15 +149,26 @@ int cairnd_cmd_serve(int argc, char **argv)
         return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
     if (data == NULL)
         return cli_usage("serve", "--data DIR is required");
+    if (so.allow_overwrite && !so.allow_restore)
+        return cli_usage("serve", "--allow-overwrite needs --allow-restore");
+    if (so.max_per_addr > (so.max_conns ? so.max_conns : 64))
+        return cli_usage("serve", "--max-conns-per-addr exceeds --max-conns");
     cairn_log_setup((enum cairn_log_level)level, log_json, NULL);
 
     struct cairn_err err = {0};
     struct cairn_snap_provider prov;
     if (cairn_snap_dir_provider_new(data, meta, &prov, &err) != CAIRN_OK)
         return cli_fail(&err);
+    /* Uploads are received beside the data they become (same file system), not in memory. */
+    char *staging = cairn_xasprintf("%s/.cairn-snap", data);
+    so.staging_dir = staging;
     struct cairn_snap_server *srv;
-    if (cairn_snap_server_new(&so, &prov, &srv, &err) != CAIRN_OK)
+    if (cairn_snap_server_new(&so, &prov, &srv, &err) != CAIRN_OK) {
+        free(staging);
         return cli_fail(&err);
+    }
+    if (!so.allow_restore)
+        cairn_info("snapshot", "read-only: restore uploads are refused (--allow-restore)");
     g_server = srv;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -106,8 +179,9 @@ int cairnd_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     printf("listening on %s\n", cairn_snap_server_address(srv));
     fflush(stdout);
-    int rc = cairn_snap_server_run(srv, &err);
+    rc = cairn_snap_server_run(srv, &err);
     g_server = NULL;
     cairn_snap_server_free(srv);
+    free(staging);
     return rc == CAIRN_OK ? 0 : cli_fail(&err);
 }

@@ -298,6 +298,21 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     return CAIRN_OK;
 }
 
+/* A cairnd refusal ("cairnd: refused: why\n") as CAIRN_E_DENIED (exit 9), printable ASCII only; 0
+ * when the reply is something else. */
+static int refused(const struct cairn_snap_client *c, const struct sbuf *b, struct cairn_err *err)
+{
+    static const char pre[] = "cairnd: refused: ";
+    if (b->len < sizeof(pre) - 1 || memcmp(b->p, pre, sizeof(pre) - 1) != 0)
+        return 0;
+    char why[400];
+    size_t n = 0;
+    for (size_t i = sizeof(pre) - 1; i < b->len && b->p[i] != '\n' && n + 1 < sizeof(why); i++)
+        why[n++] = b->p[i] >= 0x20 && b->p[i] < 0x7f ? (char)b->p[i] : '?';
+    why[n] = 0;
+    return cairn_err_set(err, CAIRN_E_DENIED, "%s refused the restore: %s", c->addr, why);
+}
+
 int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, const char *newdb,
                            const char *rp, const char *newrp, const uint8_t *blob, size_t len,
                            struct cairn_snap_idmap *map, struct cairn_err *err)
@@ -324,6 +339,8 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
     close(fd);
     memset(map, 0, sizeof(*map));
     if (rc != CAIRN_OK)
+        goto out;
+    if ((rc = refused(c, &b, err)) != 0)
         goto out;
     if (b.len < 16) {
         rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
@@ -384,6 +401,8 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
         shutdown(fd, SHUT_WR);
         struct sbuf b = {0};
         rc = read_reply(c, fd, 4096, &b, err);
+        if (rc == CAIRN_OK)
+            rc = refused(c, &b, err);
         sbuf_free(&b);
     }
     close(fd);

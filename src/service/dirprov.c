@@ -509,6 +509,25 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
     return rc;
 }
 
+static int dp_shard_has_files(void *ctx, uint64_t id, struct cairn_err *err)
+{
+    struct dirprov *p = ctx;
+    char *db, *rp, *dir;
+    int rc = find_shard(p, id, &db, &rp, &dir, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    char **names = NULL;
+    size_t n = 0;
+    if (is_dir(dir)) {
+        rc = list_dir(dir, 0, &names, &n, err);
+        free_names(names, n);
+    }
+    free(db);
+    free(rp);
+    free(dir);
+    return rc != CAIRN_OK ? rc : n > 0;
+}
+
 static void dp_free(void *ctx)
 {
     struct dirprov *p = ctx;
@@ -539,6 +558,7 @@ int cairn_snap_dir_provider_new(const char *data_dir, const char *meta_path,
     out->shard_backup = dp_shard_backup;
     out->meta_import = dp_meta_import;
     out->shard_import = dp_shard_import;
+    out->shard_has_files = dp_shard_has_files;
     out->free = dp_free;
     return CAIRN_OK;
 }

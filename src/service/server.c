@@ -1,6 +1,10 @@
 /* The snapshot server: one listener, one thread per connection up to a cap, one request per
- * connection, dispatched on the type byte as InfluxDB 1.6 does. Every read and write has a
- * deadline; malformed requests are logged with the peer address and the connection closed. */
+ * connection, dispatched on the type byte as InfluxDB 1.6 does. Every read and write has an
+ * idle timeout and every request a whole deadline; malformed requests are logged with the
+ * peer address and the connection closed. Bounds against hostile clients: a per-address
+ * connection cap, slow connections dropped when the slots are needed, uploads streamed to an
+ * unnamed file (memory does not follow a declared size) and a memory budget for imports.
+ * Restore uploads (the only writes) are refused unless the server allows them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -9,9 +13,11 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,12 +26,22 @@
 #include "internal.h"
 
 #define LOGC "snapshot"
+/* A connection younger than this is never dropped as slow. */
+#define SLOW_GRACE_NS 2000000000ull
+/* How long a new connection waits for a dropped one to leave. */
+#define ADMIT_WAIT_NS 2000000000ull
+#define REFUSED       "cairnd: refused: "
 
 struct conn {
     struct cairn_snap_server *srv;
     int fd;
     size_t slot;
+    uint64_t start_ns, deadline; /* deadline: the whole request */
+    _Atomic uint64_t progress;   /* bytes moved either way, for the slow-client test */
+    atomic_int dropped;          /* shut down to make room for another client */
+    int refused;                 /* answered with a refusal (logged already) */
     char peer[80];
+    char host[64];
 };
 
 struct cairn_snap_server {
@@ -35,20 +51,39 @@ struct cairn_snap_server {
     struct cairn_snap_provider prov;
     struct cairn_snap_server_opts opts;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv; /* a connection ended or memory budget was released */
     unsigned active;
-    int *conn_fds; /* slot -> fd of open connections, -1 when free (for shutdown) */
+    struct conn **conns;  /* slot -> open connection, NULL when free; under mu */
+    uint64_t budget_used; /* bytes of imports in memory, under mu */
 };
 
-static void format_sockaddr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap)
+/* "host:port" into out; the host alone into host (the per-address limit's key). */
+static void format_sockaddr(const struct sockaddr *sa, socklen_t len, char *out, size_t cap,
+                            char *host, size_t hcap)
 {
-    char host[64], port[16];
-    if (getnameinfo(sa, len, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    char port[16];
+    if (getnameinfo(sa, len, host, hcap, port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) !=
+        0) {
         snprintf(out, cap, "?");
+        snprintf(host, hcap, "?");
         return;
     }
     snprintf(out, cap, sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+}
+
+/* Wait on the server's condition until deadline_ns (monotonic); 0 when woken, -1 past it. */
+static int cv_wait_until(struct cairn_snap_server *s, uint64_t deadline_ns)
+{
+    uint64_t now = cairn_mono_ns();
+    if (now >= deadline_ns)
+        return -1;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (deadline_ns - now);
+    ts.tv_sec = (time_t)(t / 1000000000u);
+    ts.tv_nsec = (long)(t % 1000000000u);
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    return 0;
 }
 
 int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
@@ -71,11 +106,23 @@ int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
         s->opts.request_timeout_ms = 30000;
     if (s->opts.max_upload == 0)
         s->opts.max_upload = 256u << 20;
+    if (s->opts.request_deadline_ms <= 0)
+        s->opts.request_deadline_ms = 3600000;
+    if (s->opts.max_per_addr == 0)
+        s->opts.max_per_addr = s->opts.max_conns < 16 ? s->opts.max_conns : 16;
+    if (s->opts.mem_budget == 0)
+        s->opts.mem_budget = 64u << 20;
+    if (s->opts.slow_rate == 0)
+        s->opts.slow_rate = 1024;
+    if (s->opts.staging_dir == NULL)
+        s->opts.staging_dir = "/tmp";
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->conn_fds = cairn_xmalloc(s->opts.max_conns * sizeof(int));
-    for (unsigned i = 0; i < s->opts.max_conns; i++)
-        s->conn_fds[i] = -1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    s->conns = cairn_xcalloc(s->opts.max_conns, sizeof(*s->conns));
 
     char host[256], port[16];
     struct addrinfo hints = {0}, *res = NULL;
@@ -103,7 +150,8 @@ int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
     getsockname(s->lfd, (struct sockaddr *)&ss, &sl);
-    format_sockaddr((struct sockaddr *)&ss, sl, s->addr, sizeof(s->addr));
+    char lhost[64];
+    format_sockaddr((struct sockaddr *)&ss, sl, s->addr, sizeof(s->addr), lhost, sizeof(lhost));
     if (pipe2(s->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         rc = cairn_err_sys(err, CAIRN_E_IO, errno, "pipe");
         goto fail;
@@ -141,16 +189,79 @@ void cairn_snap_server_free(struct cairn_snap_server *s)
         s->prov.free(s->prov.ctx);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->conn_fds);
+    free(s->conns);
     free(s);
 }
+
+/* ---- connection I/O ----
+ * Every byte to and from a peer goes through conn_read and conn_write (a TLS layer wraps
+ * these two): each wait is bounded by the idle timeout and by the request's deadline, and
+ * every byte counts as progress for the slow-client test. */
+
+static int conn_read(struct conn *c, void *buf, size_t cap, size_t *got, uint64_t deadline,
+                     struct cairn_err *err)
+{
+    int rc = snap_read_some(c->fd, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline, err);
+    if (rc == CAIRN_OK)
+        atomic_fetch_add(&c->progress, *got);
+    return rc;
+}
+
+static int conn_write(struct conn *c, const void *buf, size_t len, struct cairn_err *err)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            atomic_fetch_add(&c->progress, (uint64_t)n);
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
+        int rc = snap_wait(c->fd, POLLOUT, c->srv->opts.idle_timeout_ms, c->deadline,
+                           "write to peer", err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
+    return CAIRN_OK;
+}
+
+struct conn_writer {
+    struct cairn_writer base;
+    struct conn *c;
+};
+
+static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    return conn_write(((struct conn_writer *)w)->c, buf, len, err);
+}
+
+static const struct cairn_writer_ops conn_writer_ops = {"connection", cw_write, NULL, NULL};
+
+struct conn_reader {
+    struct cairn_reader base;
+    struct conn *c;
+};
+
+static int cr_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                   struct cairn_err *err)
+{
+    struct conn *c = ((struct conn_reader *)r)->c;
+    return conn_read(c, buf, cap, got, c->deadline, err);
+}
+
+static const struct cairn_reader_ops conn_reader_ops = {"connection", cr_read, NULL};
 
 /* ---- one connection ---- */
 
 struct req_io {
     struct conn *c;
-    uint64_t deadline;
-    uint8_t *buf; /* bytes read so far past the type byte */
+    uint64_t deadline; /* for the request header: the header timeout or the whole deadline */
+    uint8_t *buf;      /* bytes read so far past the type byte; later the copy buffer */
     size_t len, cap;
 };
 
@@ -159,8 +270,7 @@ static int read_exact(struct req_io *io, void *dst, size_t n, struct cairn_err *
     uint8_t *p = dst;
     while (n > 0) {
         size_t got;
-        int rc = snap_read_some(io->c->fd, p, n, &got, io->c->srv->opts.idle_timeout_ms,
-                                io->deadline, err);
+        int rc = conn_read(io->c, p, n, &got, io->deadline, err);
         if (rc != CAIRN_OK)
             return rc;
         if (got == 0)
@@ -187,8 +297,8 @@ static int read_json(struct req_io *io, size_t *json_len, struct cairn_err *err)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "JSON request exceeds %u bytes",
                                  CAIRN_SNAP_MAX_JSON);
         size_t got;
-        int rc = snap_read_some(io->c->fd, io->buf + io->len, CAIRN_SNAP_MAX_JSON - io->len, &got,
-                                io->c->srv->opts.idle_timeout_ms, io->deadline, err);
+        int rc = conn_read(io->c, io->buf + io->len, CAIRN_SNAP_MAX_JSON - io->len, &got,
+                           io->deadline, err);
         if (rc != CAIRN_OK)
             return rc;
         if (got == 0)
@@ -199,7 +309,31 @@ static int read_json(struct req_io *io, size_t *json_len, struct cairn_err *err)
 
 static int reply(struct conn *c, const void *buf, size_t len, struct cairn_err *err)
 {
-    return snap_write_full(c->fd, buf, len, c->srv->opts.idle_timeout_ms, err);
+    return conn_write(c, buf, len, err);
+}
+
+/* Refuse a request with a log line and a one-line text reply ("cairnd: refused: why"),
+ * which cairn's client reports and influxd's rejects as a bad reply. The rest of the upload
+ * is drained briefly so the reply is not lost to a reset. */
+static void refuse(struct conn *c, const char *stage, const char *why)
+{
+    cairn_warn(LOGC, "peer %s: %s refused: %s", c->peer, stage, why);
+    c->refused = 1;
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), REFUSED "%s\n", why);
+    struct cairn_err ignored = {0};
+    if (conn_write(c, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, &ignored) !=
+        CAIRN_OK)
+        return;
+    shutdown(c->fd, SHUT_WR);
+    uint64_t until = cairn_mono_ns() + 2000000000ull;
+    if (until > c->deadline)
+        until = c->deadline;
+    uint8_t buf[4096];
+    size_t got = 1, total = 0;
+    while (got > 0 && total < (1u << 20) &&
+           conn_read(c, buf, sizeof(buf), &got, until, &ignored) == CAIRN_OK)
+        total += got;
 }
 
 static int serve_meta(struct conn *c, struct cairn_err *err)
@@ -259,13 +393,129 @@ static int serve_shard(struct conn *c, const struct cairn_snap_request *req, int
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "shard export is not supported by "
                              "this provider");
-    struct cairn_writer *w = snap_sock_writer_new(c->fd, c->srv->opts.idle_timeout_ms);
+    struct conn_writer *cw = cairn_xcalloc(1, sizeof(*cw));
+    cairn_writer_init(&cw->base, &conn_writer_ops, NULL);
+    cw->c = c;
+    struct cairn_writer *w = &cw->base;
     int rc = export ? p->shard_export(p->ctx, req->shard_id, &req->export_start, &req->export_end,
                                       w, err)
                     : p->shard_backup(p->ctx, req->shard_id, &req->since, w, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w, err);
     cairn_writer_free(w);
+    return rc;
+}
+
+/* ---- memory budget ---- */
+
+/* Take n bytes of the import budget, waiting (up to the request's deadline) while other
+ * imports hold it; one import larger than the whole budget runs when it is alone. */
+static int budget_take(struct conn *c, uint64_t n, struct cairn_err *err)
+{
+    struct cairn_snap_server *s = c->srv;
+    int rc = CAIRN_OK;
+    pthread_mutex_lock(&s->mu);
+    while (s->budget_used > 0 && s->budget_used + n > s->opts.mem_budget) {
+        if (atomic_load(&c->dropped) || cv_wait_until(s, c->deadline) != 0) {
+            rc = cairn_err_set(err, CAIRN_E_TIMEOUT,
+                               "memory budget (%llu bytes) still in use by other uploads",
+                               (unsigned long long)s->opts.mem_budget);
+            break;
+        }
+    }
+    if (rc == CAIRN_OK)
+        s->budget_used += n;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void budget_give(struct cairn_snap_server *s, uint64_t n)
+{
+    pthread_mutex_lock(&s->mu);
+    s->budget_used -= n;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- restore uploads ---- */
+
+/* An unnamed file in the staging directory: gone when closed, whatever happens. */
+static int staging_file(struct conn *c, int *out, struct cairn_err *err)
+{
+    const char *dir = c->srv->opts.staging_dir;
+    int rc = cairn_mkdir_p(dir, 0700, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        char *tmp = cairn_xasprintf("%s/upload.XXXXXX", dir);
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd >= 0)
+            unlink(tmp);
+        free(tmp);
+    }
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "create an upload file in '%s'", dir);
+    *out = fd;
+    return CAIRN_OK;
+}
+
+static int write_fd(int fd, const uint8_t *p, size_t n, struct cairn_err *err)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return cairn_err_sys(err, 0, errno, "write the upload file");
+        p += w;
+        n -= (size_t)w;
+    }
+    return CAIRN_OK;
+}
+
+/* Receive size bytes (the first `have` already in io->buf at off) into fd, reusing io->buf
+ * as the copy buffer: memory stays the same whatever size the peer declared. */
+static int receive_upload(struct req_io *io, size_t off, size_t have, uint64_t size, int fd,
+                          struct cairn_err *err)
+{
+    int rc = write_fd(fd, io->buf + off, have, err);
+    for (uint64_t left = size - have; rc == CAIRN_OK && left > 0;) {
+        size_t got;
+        size_t want = left < CAIRN_SNAP_MAX_JSON ? (size_t)left : CAIRN_SNAP_MAX_JSON;
+        rc = conn_read(io->c, io->buf, want, &got, io->c->deadline, err);
+        if (rc == CAIRN_OK && got == 0)
+            rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "EOF after %llu of %llu bytes",
+                               (unsigned long long)(size - left), (unsigned long long)size);
+        if (rc == CAIRN_OK)
+            rc = write_fd(fd, io->buf, got, err);
+        left -= rc == CAIRN_OK ? got : 0;
+    }
+    return rc;
+}
+
+/* Import the received blob: mapped from its file, under the memory budget (the mapping and
+ * the decoded copy, about twice its size). */
+static int import_upload(struct conn *c, int fd, size_t size, const struct cairn_snap_request *req,
+                         struct cairn_snap_idmap *map, struct cairn_err *ierr)
+{
+    int rc = budget_take(c, 2 * (uint64_t)size, ierr);
+    if (rc != CAIRN_OK)
+        return rc;
+    static const uint8_t empty[1];
+    const uint8_t *blob = empty;
+    void *m = NULL;
+    if (size > 0) {
+        m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED)
+            rc = cairn_err_sys(ierr, CAIRN_E_IO, errno, "map the upload file");
+        blob = m;
+    }
+    if (rc == CAIRN_OK)
+        rc = c->srv->prov.meta_import(c->srv->prov.ctx, blob, size, req, map, ierr);
+    if (m != NULL && m != MAP_FAILED)
+        munmap(m, size);
+    budget_give(c->srv, 2 * (uint64_t)size);
     return rc;
 }
 
@@ -297,18 +547,20 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     if (have > size)
         return cairn_err_set(err, CAIRN_E_PROTOCOL, "%zu bytes beyond the %zu-byte upload",
                              have - size, size);
-    uint8_t *blob = cairn_xmalloc(size ? size : 1);
-    memcpy(blob, io->buf + off, have);
-    int rc = read_exact(io, blob + have, size - have, err);
+    int fd = -1;
+    int rc = staging_file(c, &fd, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = receive_upload(io, off, have, size, fd, err);
     if (rc != CAIRN_OK) {
-        free(blob);
+        close(fd);
         cairn_err_wrap(err, "read upload");
         return rc;
     }
     struct cairn_snap_idmap map = {0};
     struct cairn_err ierr = {0};
-    rc = c->srv->prov.meta_import(c->srv->prov.ctx, blob, size, req, &map, &ierr);
-    free(blob);
+    rc = import_upload(c, fd, size, req, &map, &ierr);
+    close(fd);
     if (rc != CAIRN_OK && rc != CAIRN_E_CORRUPT && rc != CAIRN_E_EXISTS && rc != CAIRN_E_NOTFOUND) {
         cairn_err_copy(err, &ierr); /* commit failed: no reply at all, as influxd */
         return rc;
@@ -333,6 +585,29 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     return wrc;
 }
 
+/* Refuses (and answers) an upload that would replace a shard's files: 0 to go on, or an
+ * error; c->refused says whether it refused. */
+static int refuse_overwrite(struct conn *c, uint64_t id, struct cairn_err *err)
+{
+    const struct cairn_snap_provider *p = &c->srv->prov;
+    if (c->srv->opts.allow_overwrite)
+        return 0;
+    int has = p->shard_has_files ? p->shard_has_files(p->ctx, id, err) : 1;
+    if (has == CAIRN_E_NOTFOUND)
+        return 0; /* shard_import reports it, as before */
+    if (has < 0)
+        return has;
+    if (has == 0)
+        return 0;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "shard %llu already holds files; start cairnd serve with --allow-overwrite to "
+             "replace them",
+             (unsigned long long)id);
+    refuse(c, "shard upload", why);
+    return 0;
+}
+
 static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_err *err)
 {
     if (c->srv->prov.shard_import == NULL)
@@ -344,19 +619,35 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
         return rc;
     }
     uint64_t id = snap_u64be_get(idb);
-    struct cairn_reader *r = snap_sock_reader_new(c->fd, c->srv->opts.idle_timeout_ms, NULL, 0);
-    rc = c->srv->prov.shard_import(c->srv->prov.ctx, id, r, err);
-    cairn_reader_free(r);
+    rc = refuse_overwrite(c, id, err);
+    if (rc != CAIRN_OK || c->refused)
+        return rc;
+    /* The tar is read through the connection: bounded by the request's deadline. */
+    struct conn_reader *cr = cairn_xcalloc(1, sizeof(*cr));
+    cairn_reader_init(&cr->base, &conn_reader_ops, NULL);
+    cr->c = c;
+    rc = c->srv->prov.shard_import(c->srv->prov.ctx, id, &cr->base, err);
+    cairn_reader_free(&cr->base);
     if (rc == CAIRN_OK)
         cairn_info(LOGC, "peer %s: restored shard %llu", c->peer, (unsigned long long)id);
     return rc;
+}
+
+/* Requests that write are refused unless the server allows restores. */
+static void refuse_write(struct conn *c, uint8_t type)
+{
+    if ((type == CAIRN_SNAP_META_UPDATE || type == CAIRN_SNAP_SHARD_UPDATE) &&
+        !c->srv->opts.allow_restore)
+        refuse(c, type == CAIRN_SNAP_META_UPDATE ? "metastore upload" : "shard upload",
+               "restore uploads are disabled; start cairnd serve with --allow-restore");
 }
 
 static void handle(struct conn *c)
 {
     struct cairn_snap_server *s = c->srv;
     struct cairn_err err = {0};
-    struct req_io io = {c, cairn_mono_ns() + (uint64_t)s->opts.request_timeout_ms * 1000000u,
+    uint64_t hdr_deadline = c->start_ns + (uint64_t)s->opts.request_timeout_ms * 1000000u;
+    struct req_io io = {c, hdr_deadline < c->deadline ? hdr_deadline : c->deadline,
                         cairn_xmalloc(CAIRN_SNAP_MAX_JSON + 1), 0, CAIRN_SNAP_MAX_JSON};
     struct cairn_snap_request req;
     cairn_snap_request_init(&req);
@@ -371,10 +662,15 @@ static void handle(struct conn *c)
         rc = read_exact(&io, hdr + 1, 1, &err);
     if (rc != CAIRN_OK)
         goto fail;
+    refuse_write(c, hdr[1]);
+    if (c->refused)
+        goto out;
     uint64_t t0 = cairn_mono_ns();
     if (hdr[1] == CAIRN_SNAP_SHARD_UPDATE) {
         stage = "shard upload";
         rc = serve_shard_update(c, &io, &err);
+        if (c->refused)
+            goto out;
         goto done;
     }
     size_t json_len = 0;
@@ -411,7 +707,8 @@ done:
         goto out;
     }
 fail:
-    cairn_warn(LOGC, "peer %s: %s: %s", c->peer, stage, err.msg);
+    cairn_warn(LOGC, "peer %s: %s: %s%s", c->peer, stage, err.msg,
+               atomic_load(&c->dropped) ? " (dropped as slow)" : "");
 out:
     cairn_snap_request_clear(&req);
     free(io.buf);
@@ -423,12 +720,83 @@ static void *conn_main(void *arg)
     struct cairn_snap_server *s = c->srv;
     handle(c);
     pthread_mutex_lock(&s->mu);
-    s->conn_fds[c->slot] = -1;
-    close(c->fd); /* under the lock: stop() may shutdown() slots it sees */
+    s->conns[c->slot] = NULL;
+    close(c->fd); /* under the lock: stop() and drops may shutdown() slots they see */
     s->active--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     free(c);
+    return NULL;
+}
+
+/* ---- admission ---- */
+
+/* The slowest connection (from host, or any when NULL) that has moved fewer than
+ * --slow-rate bytes per second since it was accepted, after a grace period; NULL when none
+ * is that slow or dropping is off. Under s->mu. */
+static struct conn *slowest(struct cairn_snap_server *s, const char *host, uint64_t now)
+{
+    struct conn *best = NULL;
+    double best_rate = 0;
+    if (s->opts.slow_rate < 0)
+        return NULL;
+    for (unsigned i = 0; i < s->opts.max_conns; i++) {
+        struct conn *c = s->conns[i];
+        if (c == NULL || atomic_load(&c->dropped) || (host && strcmp(c->host, host) != 0) ||
+            now - c->start_ns < SLOW_GRACE_NS)
+            continue;
+        double rate = (double)atomic_load(&c->progress) / ((double)(now - c->start_ns) / 1e9);
+        if (rate < (double)s->opts.slow_rate && (best == NULL || rate < best_rate))
+            best = c, best_rate = rate;
+    }
+    return best;
+}
+
+/* Connections open (all, or from host), less those already dropped and about to leave. */
+static unsigned count_live(const struct cairn_snap_server *s, const char *host, unsigned *all)
+{
+    unsigned same = 0;
+    *all = 0;
+    for (unsigned i = 0; i < s->opts.max_conns; i++) {
+        const struct conn *c = s->conns[i];
+        if (c == NULL || atomic_load(&c->dropped))
+            continue;
+        (*all)++;
+        same += strcmp(c->host, host) == 0;
+    }
+    return same;
+}
+
+/* Find a slot for nc, dropping the slowest connection when the server or nc's address is
+ * full. NULL when admitted, else why not. Under s->mu. */
+static const char *admit(struct cairn_snap_server *s, struct conn *nc)
+{
+    uint64_t until = nc->start_ns + ADMIT_WAIT_NS;
+    for (;;) {
+        unsigned all, same = count_live(s, nc->host, &all);
+        int host_full = same >= s->opts.max_per_addr;
+        if (s->active < s->opts.max_conns && !host_full)
+            break;
+        if (all >= s->opts.max_conns || host_full) {
+            struct conn *v = slowest(s, host_full ? nc->host : NULL, cairn_mono_ns());
+            if (v == NULL)
+                return host_full ? "max-conns-per-addr" : "max-conns";
+            atomic_store(&v->dropped, 1);
+            shutdown(v->fd, SHUT_RDWR);
+            pthread_cond_broadcast(&s->cv); /* a budget wait notices too */
+            cairn_warn(LOGC, "peer %s: dropped: %llu bytes in %.1f s is too slow while %s waits",
+                       v->peer, (unsigned long long)atomic_load(&v->progress),
+                       (double)(cairn_mono_ns() - v->start_ns) / 1e9, nc->peer);
+        }
+        if (cv_wait_until(s, until) != 0)
+            return "max-conns: a dropped connection did not leave in time";
+    }
+    size_t slot = 0;
+    while (s->conns[slot] != NULL)
+        slot++;
+    nc->slot = slot;
+    s->conns[slot] = nc;
+    s->active++;
     return NULL;
 }
 
@@ -447,25 +815,26 @@ static void accept_one(struct cairn_snap_server *s)
     struct conn *c = cairn_xcalloc(1, sizeof(*c));
     c->srv = s;
     c->fd = fd;
-    format_sockaddr((struct sockaddr *)&ss, sl, c->peer, sizeof(c->peer));
+    c->start_ns = cairn_mono_ns();
+    c->deadline = c->start_ns + (uint64_t)s->opts.request_deadline_ms * 1000000u;
+    format_sockaddr((struct sockaddr *)&ss, sl, c->peer, sizeof(c->peer), c->host, sizeof(c->host));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     pthread_mutex_lock(&s->mu);
-    if (s->active >= s->opts.max_conns) {
-        pthread_mutex_unlock(&s->mu);
-        cairn_warn(LOGC, "peer %s: refused: %u connections open (max-conns)", c->peer,
-                   s->opts.max_conns);
+    const char *why = admit(s, c);
+    pthread_mutex_unlock(&s->mu);
+    if (why != NULL) {
+        if (strncmp(why, "max-conns-per-addr", 18) == 0)
+            cairn_warn(LOGC, "peer %s: refused: %u connections open from %s (%s)", c->peer,
+                       s->opts.max_per_addr, c->host, why);
+        else
+            cairn_warn(LOGC, "peer %s: refused: %u connections open (%s)", c->peer,
+                       s->opts.max_conns, why);
         close(fd);
         free(c);
         return;
     }
-    size_t slot = 0;
-    while (s->conn_fds[slot] >= 0)
-        slot++;
-    c->slot = slot;
-    s->conn_fds[slot] = fd;
-    s->active++;
-    pthread_mutex_unlock(&s->mu);
+    size_t slot = c->slot;
 
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -477,7 +846,7 @@ static void accept_one(struct cairn_snap_server *s)
     if (e != 0) {
         cairn_warn(LOGC, "peer %s: cannot start a thread: %s", c->peer, strerror(e));
         pthread_mutex_lock(&s->mu);
-        s->conn_fds[slot] = -1;
+        s->conns[slot] = NULL;
         s->active--;
         pthread_mutex_unlock(&s->mu);
         close(fd);
@@ -504,19 +873,11 @@ int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err)
     /* Give open requests a moment, then cut them off: their threads see EOF/EPIPE. */
     pthread_mutex_lock(&s->mu);
     uint64_t until = cairn_mono_ns() + 5000000000ull;
-    while (s->active > 0 && cairn_mono_ns() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    while (s->active > 0 && cv_wait_until(s, until) == 0) {
     }
     for (unsigned i = 0; i < s->opts.max_conns; i++)
-        if (s->conn_fds[i] >= 0)
-            shutdown(s->conn_fds[i], SHUT_RDWR);
+        if (s->conns[i] != NULL)
+            shutdown(s->conns[i]->fd, SHUT_RDWR);
     while (s->active > 0)
         pthread_cond_wait(&s->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);

@@ -58,7 +58,7 @@ keep-last = 2
 CONF
 "$B/cairnd" run --config "$T/cairnd.conf" --dry-run >/dev/null || fail "cairnd run --dry-run"
 [ -f "$O/state/deep/state.db" ] || fail "no state.db: $(ls -la "$O/state/deep")"
-start_serve "$T/in/data"
+start_serve "$T/in/data" --allow-restore
 "$B/cairn" backup --from "$ADDR" --to "file://$O/influx" --name i1 >/dev/null || fail "influx backup"
 "$B/cairn" restore "file://$O/influx" i1 --into "$O/legacy" >/dev/null || fail "restore --into (influx)"
 "$B/cairn" restore "file://$O/influx" i1 --to "$ADDR" --db mydb --newdb copy >/dev/null ||

@@ -84,7 +84,8 @@ def mem(pid):
 
 def main():
     data = influx_data(os.path.join(T, "svc"), shards=4, size=64 << 10)
-    c = Cairnd(data, extra=["--max-conns", "600", "--idle-timeout", "2000"],
+    c = Cairnd(data, extra=["--max-conns", "600", "--max-conns-per-addr", "600",
+                            "--idle-timeout", "2000"],
                log=os.path.join(T, "cairnd.log")).start()
     pid = c.proc.pid
     samples, probes = [], []

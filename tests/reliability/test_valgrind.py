@@ -73,7 +73,7 @@ def main():
         addr = "127.0.0.1:%d" % free_port()
         dlog = os.path.join(T, "cairnd.vg")
         d = subprocess.Popen([VG] + VGARGS + ["--log-file=" + dlog, CAIRND, "serve", "--data",
-                                              data, "--listen", addr],
+                                              data, "--listen", addr, "--allow-restore"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
             line = d.stdout.readline().decode()

@@ -86,9 +86,9 @@ dry_last() {
 }
 dry_last_is() { [ "$(dry_last)" = "$1" ]; }
 
-# start_serve DATA_DIR: cairnd serve on a free loopback port; sets ADDR.
+# start_serve DATA_DIR [OPTION...]: cairnd serve on a free loopback port; sets ADDR.
 start_serve() {
-    "$B/cairnd" serve --data "$1" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
+    "$B/cairnd" serve --data "$1" --listen 127.0.0.1:0 "${@:2}" >"$T/serve.out" 2>"$T/serve.log" &
     SERVE_PID=$!
     wait_for 120 grep -qs "listening on" "$T/serve.out" || fail "cairnd serve did not start"
     ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$T/serve.out" | head -n 1)

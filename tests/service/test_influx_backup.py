@@ -98,7 +98,7 @@ def main():
         # Online into cairnd serve, then back up cairnd and compare the shards' files.
         cdir = os.path.join(tmp, "cairnd-data")
         os.makedirs(cdir)
-        c = Cairnd(cdir, log=os.path.join(tmp, "cairnd.log"))
+        c = Cairnd(cdir, extra=["--allow-restore"], log=os.path.join(tmp, "cairnd.log"))
         procs.append(c)
         c.start()
         cairn("restore", store, "full1", "--to", c.addr)

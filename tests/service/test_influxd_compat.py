@@ -68,7 +68,7 @@ def main():
         data = os.path.join(tmp, "cairnd")
         shutil.copytree(os.path.join(a.root, "data"), data)
         shutil.copy(os.path.join(a.root, "meta", "meta.db"), os.path.join(data, "meta.db"))
-        c = Cairnd(data, log=os.path.join(tmp, "cairnd.log"))
+        c = Cairnd(data, extra=["--allow-restore"], log=os.path.join(tmp, "cairnd.log"))
         procs.append(c)
         c.start()
 

@@ -7,7 +7,7 @@ source "$(dirname "$0")/../sched/cairnd_lib.sh"
 
 mkdir -p "$T/data/mydb/autogen/1"
 head -c 50000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
-start_serve "$T/data"
+start_serve "$T/data" --allow-restore
 U=file://$T/store
 "$B/cairn" backup --from "$ADDR" --to "$U" --name full >/dev/null || fail "backup"
 

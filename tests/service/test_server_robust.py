@@ -88,10 +88,15 @@ def main():
         with open(os.path.join(d, "000000001-000000001.tsm"), "wb") as f:
             f.write(b"\x16\xd1\x16\xd1\x01" + bytes(range(256)) * 40)
     log = os.path.join(tmp, "cairnd.log")
-    # Half-open connections are held for an hour here: longer than any wait below.
-    c = Cairnd(data, extra=["--max-conns", "350", "--idle-timeout", "3600000"], log=log)
+    # Half-open connections are held for an hour here: longer than any wait below. All come
+    # from one address, slow ones are not dropped (--slow-rate 0: the refusal at --max-conns
+    # is tested) and uploads are allowed (their parsers are tested).
+    c = Cairnd(data, extra=["--max-conns", "350", "--max-conns-per-addr", "350", "--slow-rate",
+                            "0", "--idle-timeout", "3600000", "--allow-restore",
+                            "--allow-overwrite"], log=log)
     log2 = os.path.join(tmp, "cairnd-idle.log")
-    c2 = Cairnd(data, extra=["--max-conns", "350", "--idle-timeout", "2000"], log=log2)
+    c2 = Cairnd(data, extra=["--max-conns", "350", "--max-conns-per-addr", "350",
+                             "--idle-timeout", "2000"], log=log2)
     try:
         c.start()
         meta = probe(c.addr, request(1))

@@ -196,7 +196,8 @@ TEST(server_client_roundtrip)
     CHECK_OK(cairn_snap_dir_provider_new(data, NULL, &prov, &err), &err);
     /* Timeouts only bound a hang (nothing here tests them): generous, as this also runs under
      * TSan on loaded machines. */
-    struct cairn_snap_server_opts so = {.listen = "127.0.0.1:0", .idle_timeout_ms = 60000};
+    struct cairn_snap_server_opts so = {
+        .listen = "127.0.0.1:0", .idle_timeout_ms = 60000, .allow_restore = 1};
     struct cairn_snap_server *srv = NULL;
     CHECK_OK(cairn_snap_server_new(&so, &prov, &srv, &err), &err);
     if (srv == NULL)
