@@ -93,6 +93,7 @@ const char *cairn_status_name(int code)
     case CAIRN_E_PERM: return "permission";
     case CAIRN_E_CANCELLED: return "cancelled";
     case CAIRN_E_INTERNAL: return "internal";
+    case CAIRN_E_LOCKED: return "locked";
     default: return "unknown";
     }
 }
@@ -136,6 +137,7 @@ int cairn_exit_code(int code)
     case CAIRN_E_PROTOCOL:
     case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
     case CAIRN_E_CANCELLED: return CAIRN_EXIT_CANCELLED;
+    case CAIRN_E_LOCKED: return CAIRN_EXIT_LOCKED;
     default: return CAIRN_EXIT_FAILURE;
     }
 }

@@ -43,6 +43,7 @@ struct cairn_backup {
     json_t *meta;
     int64_t created;
     int sealed;
+    struct cairn_lock *lock; /* read-write handles: the shared lock on the location (lock.c) */
 };
 
 /* MANIFEST (manifest.c). */

@@ -184,6 +184,51 @@ static int file_read(void *state, const char *backup, const char *file, struct c
     return rc;
 }
 
+/* Lock objects: regular files of <root>/<backup> (CAIRN_LOCK_DIR), temporaries skipped. */
+static int file_list_files(void *state, const char *backup, int (*fn)(void *arg, const char *file),
+                           void *arg, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    DIR *d = opendir(dir);
+    int rc = CAIRN_OK;
+    if (d == NULL) {
+        struct stat sb;
+        if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "open directory '%s'", dir);
+        else if (stat(fs->root, &sb) != 0)
+            rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "no such storage location '%s'", fs->root);
+        free(dir);
+        return rc;
+    }
+    struct dirent *e;
+    while (rc == CAIRN_OK && (errno = 0, e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && (e->d_type == DT_REG || e->d_type == DT_UNKNOWN))
+            rc = fn(arg, e->d_name);
+    if (rc == CAIRN_OK && errno != 0)
+        rc = cairn_err_sys(err, 0, errno, "read directory '%s'", dir);
+    closedir(d);
+    free(dir);
+    return rc;
+}
+
+static int file_remove_file(void *state, const char *backup, const char *file,
+                            struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    char *path = cairn_path_join(dir, file);
+    int rc = CAIRN_OK;
+    if (unlink(path) != 0)
+        rc = errno == ENOENT ? cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path)
+                             : cairn_err_sys(err, 0, errno, "remove '%s'", path);
+    else
+        rc = cairn_fsync_dir(dir, err);
+    free(path);
+    free(dir);
+    return rc;
+}
+
 static void file_free(void *state)
 {
     struct file_store *fs = state;
@@ -203,4 +248,6 @@ const struct cairn_storage_driver cairn_storage_file_driver = {
     .read = file_read,
     .close = NULL,
     .free = file_free,
+    .list_files = file_list_files,
+    .remove_file = file_remove_file,
 };
