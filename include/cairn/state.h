@@ -82,6 +82,15 @@ struct cairn_state_load_report {
 CAIRN_API int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_store **out,
                                      struct cairn_err *err);
 CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
+/* Make this process the only owner of the state until close, so two cairnd never run one
+ * state's schedules: SQLite, an exclusive flock(2) on "<path>.lock" (beside the database; it
+ * names the owner's pid and host); PostgreSQL, a session advisory lock
+ * (pg_try_advisory_lock(CAIRN_STATE_OWNER_KEY)), taken again after a reconnect.
+ * CAIRN_E_LOCKED (exit code 9) when another live process owns it, naming the state. The
+ * lock goes with the process: a crashed owner never blocks the next one. */
+#define CAIRN_STATE_OWNER_KEY 4242424202LL
+CAIRN_API int cairn_state_store_lock(struct cairn_state_store *s, const char *url,
+                                     struct cairn_err *err);
 CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
 /* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all
  * but the newest `keep` rows, in one transaction. */

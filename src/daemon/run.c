@@ -178,6 +178,9 @@ int cairnd_cmd_run(int argc, char **argv)
     rc = prepare_state_dir(cfg, &err);
     if (rc == CAIRN_OK)
         rc = cairn_state_store_open(cfg->state_url, cfg->state_keep, &store, &err);
+    /* One cairnd per state: two would both run every schedule. A dry run only reads. */
+    if (rc == CAIRN_OK && !dry_run)
+        rc = cairn_state_store_lock(store, cfg->state_url, &err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(&err, "state store");
         code = state_fail(&err);

@@ -1,12 +1,15 @@
 /* State store driver: SQLite (the embedded default). One connection, rollback journal, full
  * sync: a state snapshot is small and written rarely, durability matters more than speed. */
+#include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include "cairn/log.h"
 #include "common/util.h"
 #include "store.h"
 
@@ -131,6 +134,44 @@ static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row
 static void sq_close(struct cairn_state_store *s)
 {
     sqlite3_close_v2(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+}
+
+/* flock on a sibling file: SQLite's own fcntl locks on the database are left alone (closing
+ * any descriptor of a file drops a process' fcntl locks), and the file names the owner. */
+static int sq_lock(struct cairn_state_store *s, struct cairn_err *err)
+{
+    const char *db = sqlite3_db_filename(s->db, "main");
+    if (db == NULL || *db == '\0')
+        return CAIRN_OK; /* ":memory:": nothing to share */
+    char *path = cairn_xasprintf("%s.lock", db);
+    int rc = CAIRN_OK;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rc = cairn_err_sys(err, 0, errno, "open lock file '%s'", path);
+    } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char owner[300] = "";
+        ssize_t n = errno == EWOULDBLOCK ? pread(fd, owner, sizeof(owner) - 1, 0) : -1;
+        while (n > 0 && (owner[n - 1] == '\n' || owner[n - 1] == '\0'))
+            n--;
+        owner[n > 0 ? n : 0] = '\0';
+        rc = errno == EWOULDBLOCK || n >= 0
+                 ? cairn_err_set(err, CAIRN_E_LOCKED, "'%s' is held by %s", path,
+                                 owner[0] ? owner : "another process")
+                 : cairn_err_sys(err, 0, errno, "lock '%s'", path);
+        close(fd);
+    } else {
+        char host[256] = "";
+        gethostname(host, sizeof(host) - 1);
+        char *who = cairn_xasprintf("pid %d on host %s\n", (int)getpid(), host);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, who, strlen(who), 0) < 0)
+            cairn_warn("state", "could not write the owner into '%s'", path);
+        free(who);
+        s->lock_fd = fd;
+    }
+    free(path);
+    return rc;
 }
 
 static const struct store_ops k_sqlite_ops = {
@@ -143,6 +184,7 @@ static const struct store_ops k_sqlite_ops = {
     .insert = sq_insert,
     .rows = sq_rows,
     .close = sq_close,
+    .lock = sq_lock,
 };
 
 int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struct cairn_err *err)

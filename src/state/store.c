@@ -78,6 +78,7 @@ int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_st
         return cairn_err_set(err, CAIRN_E_INVALID, "state store must keep at least 1 snapshot");
     struct cairn_state_store *s = cairn_xcalloc(1, sizeof(*s));
     s->keep = keep;
+    s->lock_fd = -1;
     int rc;
     if (is_prefix(url, "postgresql://") || is_prefix(url, "postgres://")) {
         rc = state_store_pg_open(url, s, err);
@@ -111,6 +112,18 @@ void cairn_state_store_close(struct cairn_state_store *s)
         return;
     s->ops->close(s);
     free(s);
+}
+
+int cairn_state_store_lock(struct cairn_state_store *s, const char *url, struct cairn_err *err)
+{
+    if (s->ops->lock == NULL)
+        return CAIRN_OK;
+    int rc = s->ops->lock(s, err);
+    if (rc == CAIRN_OK)
+        s->owner = 1;
+    else if (rc == CAIRN_E_LOCKED)
+        cairn_err_wrap(err, "state '%s' is in use by another cairnd (one cairnd per state)", url);
+    return rc;
 }
 
 const char *cairn_state_store_kind(const struct cairn_state_store *s)

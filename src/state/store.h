@@ -32,12 +32,17 @@ struct store_ops {
     int (*rows)(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
                 struct cairn_err *err);
     void (*close)(struct cairn_state_store *s);
+    /* Make this process the store's only owner until close (cairn_state_store_lock);
+     * CAIRN_E_LOCKED when another process is. */
+    int (*lock)(struct cairn_state_store *s, struct cairn_err *err);
 };
 
 struct cairn_state_store {
     const struct store_ops *ops;
     unsigned keep;
-    void *db; /* driver handle */
+    void *db;    /* driver handle */
+    int owner;   /* lock() succeeded (PostgreSQL re-takes it after a reconnect) */
+    int lock_fd; /* SQLite: the flock'd "<path>.lock", -1 when none */
 };
 
 void state_rows_free(struct state_row *rows, size_t n);
