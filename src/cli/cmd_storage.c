@@ -608,8 +608,8 @@ static const char unlock_help[] =
 
 static json_t *lock_json(const struct cairn_lock_info *li, int removed)
 {
-    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:b, s:b}", "object", li->object,
-                     "mode", li->exclusive ? "exclusive" : "shared", "host", li->host, "pid",
+    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:b, s:b}", "object", li->object, "mode",
+                     li->exclusive ? "exclusive" : "shared", "host", li->host, "pid",
                      (json_int_t)li->pid, "command", li->command, "started_ms",
                      (json_int_t)li->started_ms, "refreshed_ms", (json_int_t)li->refreshed_ms,
                      "stale", li->stale, "removed", removed);

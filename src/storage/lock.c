@@ -172,6 +172,10 @@ static int list_locks(struct cairn_storage *st, const char *skip_id, struct cair
         char *text = NULL;
         struct cairn_err e;
         int r = read_object(st, obj, &text, &e);
+        /* An object removed while read (a refresh or release) can fail otherwise on S3
+         * (HEAD, then a GET that finds it gone): a second read tells. */
+        if (r != CAIRN_OK && r != CAIRN_E_NOTFOUND && r != CAIRN_E_CORRUPT)
+            r = read_object(st, obj, &text, &e);
         if (r == CAIRN_E_NOTFOUND)
             continue; /* released (or refreshed) since the listing */
         if (r != CAIRN_OK && r != CAIRN_E_CORRUPT) {
@@ -258,12 +262,15 @@ static int refresh(struct cairn_lock *l, struct cairn_err *err)
         free(next);
         return rc;
     }
-    l->st->drv->remove_file(l->st->state, CAIRN_LOCK_DIR, l->object, NULL);
+    /* The new name first, so cairn_lock_check never mistakes the old one's removal for a
+     * takeover. */
     pthread_mutex_lock(&l->mu);
-    free(l->object);
+    char *old = l->object;
     l->object = next;
     l->seq++;
     pthread_mutex_unlock(&l->mu);
+    l->st->drv->remove_file(l->st->state, CAIRN_LOCK_DIR, old, NULL);
+    free(old);
     return CAIRN_OK;
 }
 
@@ -311,7 +318,8 @@ static int try_take(struct cairn_lock *l, struct cairn_err *err)
     struct cairn_lock_list others;
     rc = list_locks(l->st, l->id, &others, err);
     int64_t now = (int64_t)cairn_now_ms();
-    for (size_t i = 0; rc == CAIRN_OK && i < others.count; i++) {
+    int live = 0; /* the first live conflict is reported; every stale one is removed */
+    for (size_t i = 0; (rc == CAIRN_OK || rc == CAIRN_E_LOCKED) && i < others.count; i++) {
         struct cairn_lock_info *o = &others.items[i];
         if (!l->exclusive && !o->exclusive && o->problem == NULL)
             continue;
@@ -319,17 +327,20 @@ static int try_take(struct cairn_lock *l, struct cairn_err *err)
         cairn_lock_describe(o, now, desc, sizeof(desc));
         if (o->stale) {
             cairn_warn("lock", "'%s': removing stale lock: %s", l->st->url, desc);
-            int r = l->st->drv->remove_file(l->st->state, CAIRN_LOCK_DIR, o->object, err);
+            struct cairn_err re;
+            int r = l->st->drv->remove_file(l->st->state, CAIRN_LOCK_DIR, o->object, &re);
             if (r != CAIRN_OK && r != CAIRN_E_NOTFOUND)
-                rc = r;
+                rc = cairn_err_set(err, r, "remove stale lock %s: %s", o->object, re.msg);
             continue;
         }
-        rc = cairn_err_set(err, CAIRN_E_LOCKED,
-                           "storage '%s' is locked by another process: %s (cannot take %s "
-                           "lock; if that process is gone, 'cairn unlock %s' removes stale "
-                           "locks)",
-                           l->st->url, desc, l->exclusive ? "an exclusive" : "a shared",
-                           l->st->url);
+        if (live++ > 0)
+            continue;
+        rc =
+            cairn_err_set(err, CAIRN_E_LOCKED,
+                          "storage '%s' is locked by another process: %s (cannot take %s "
+                          "lock; if that process is gone, 'cairn unlock %s' removes stale "
+                          "locks)",
+                          l->st->url, desc, l->exclusive ? "an exclusive" : "a shared", l->st->url);
     }
     cairn_lock_list_free(&others);
     if (rc != CAIRN_OK)
@@ -418,29 +429,31 @@ int cairn_lock_check(struct cairn_lock *l, struct cairn_err *err)
 {
     if (l == NULL)
         return CAIRN_OK;
-    pthread_mutex_lock(&l->mu);
-    int lost = l->lost;
-    char *obj = cairn_xstrdup(l->object);
-    pthread_mutex_unlock(&l->mu);
-    char *text = NULL;
-    int rc = lost ? CAIRN_E_NOTFOUND : read_object(l->st, obj, &text, err);
-    free(text);
-    if (rc == CAIRN_E_NOTFOUND) {
-        /* The refresher may have just replaced it: look again under the newer name. */
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        int lost = l->lost;
+        char *obj = cairn_xstrdup(l->object);
+        pthread_mutex_unlock(&l->mu);
+        char *text = NULL;
+        int rc = lost ? CAIRN_E_NOTFOUND : read_object(l->st, obj, &text, err);
+        free(text);
+        /* The refresher may have just replaced it (a read racing the old one's removal can
+         * fail in other ways on S3): look again under the newer name. */
         pthread_mutex_lock(&l->mu);
         int moved = !l->lost && strcmp(obj, l->object) != 0;
         pthread_mutex_unlock(&l->mu);
-        if (moved) {
+        if (rc != CAIRN_OK && moved) {
             free(obj);
-            return cairn_lock_check(l, err);
+            continue;
         }
-        rc = cairn_err_set(err, CAIRN_E_LOCKED,
-                           "lock %s on '%s' was removed by another process (taken over as "
-                           "stale, or cairn unlock --all)",
-                           obj, l->st->url);
+        if (rc == CAIRN_E_NOTFOUND)
+            rc = cairn_err_set(err, CAIRN_E_LOCKED,
+                               "lock %s on '%s' was removed by another process (taken over as "
+                               "stale, or cairn unlock --all)",
+                               obj, l->st->url);
+        free(obj);
+        return rc;
     }
-    free(obj);
-    return rc;
 }
 
 void cairn_lock_release(struct cairn_lock *l)

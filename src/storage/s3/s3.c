@@ -983,8 +983,7 @@ static int s3_list_files(void *state, const char *backup, int (*fn)(void *arg, c
     return rc;
 }
 
-static int s3_remove_file(void *state, const char *backup, const char *file,
-                          struct cairn_err *err)
+static int s3_remove_file(void *state, const char *backup, const char *file, struct cairn_err *err)
 {
     struct s3 *s = state;
     int rc = ensure_ready(s, err);
