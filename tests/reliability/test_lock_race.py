@@ -107,6 +107,8 @@ def one_round(url, srcs, rnd, wait, r, stats):
 def race(url, label):
     srcs = trees()
     rnd = random.Random(SEED)
+    # The location exists before the first prune (prune of a missing one is exit 5).
+    check(cairn("put", url, "seed", srcs[0])[0] == 0, "%s: first backup" % label)
     stats = dict(puts_ok=0, puts_locked=0, prune_locked=0, removed=0, verified=0)
     t0 = time.time()
     failed = 0
