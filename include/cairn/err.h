@@ -27,7 +27,7 @@ enum cairn_status {
     CAIRN_E_PERM = -13, /* EACCES / EPERM / 403 */
     CAIRN_E_CANCELLED = -14,
     CAIRN_E_INTERNAL = -15,
-    CAIRN_E_LOCKED = -16, /* another process holds a conflicting lock (storage or state) */
+    CAIRN_E_LOCKED = -17, /* another process holds a conflicting lock (storage or state) */
 };
 
 #define CAIRN_ERR_MSG_MAX 1024
@@ -63,7 +63,7 @@ enum cairn_exit {
     CAIRN_EXIT_EXISTS = 6,   /* target already exists */
     CAIRN_EXIT_IO = 7,       /* local I/O error, disk full, permission */
     CAIRN_EXIT_NETWORK = 8,  /* network, protocol or timeout error talking to a peer */
-    CAIRN_EXIT_LOCKED = 9,   /* storage location or state locked by another live process */
+    CAIRN_EXIT_LOCKED = 10,  /* storage location or state locked by another live process */
     /* stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command) */
     CAIRN_EXIT_CANCELLED = 130,
 };

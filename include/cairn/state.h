@@ -86,7 +86,7 @@ CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
  * state's schedules: SQLite, an exclusive flock(2) on "<path>.lock" (beside the database; it
  * names the owner's pid and host); PostgreSQL, a session advisory lock
  * (pg_try_advisory_lock(CAIRN_STATE_OWNER_KEY)), taken again after a reconnect.
- * CAIRN_E_LOCKED (exit code 9) when another live process owns it, naming the state. The
+ * CAIRN_E_LOCKED (exit code 10) when another live process owns it, naming the state. The
  * lock goes with the process: a crashed owner never blocks the next one. */
 #define CAIRN_STATE_OWNER_KEY 4242424202LL
 CAIRN_API int cairn_state_store_lock(struct cairn_state_store *s, const char *url,

@@ -446,7 +446,7 @@ struct cairn_lock_opts {
     const char *command; /* what holds it ("backup", "prune"), shown to others; may be NULL */
 };
 
-/* Take a lock on st's location (opts may be NULL). CAIRN_E_LOCKED (exit code 9) when another
+/* Take a lock on st's location (opts may be NULL). CAIRN_E_LOCKED (exit code 10) when another
  * live lock conflicts: the message names its host, pid, command and age. *out is NULL when
  * the driver has no lock support. An exclusive lock on a missing location is
  * CAIRN_E_NOTFOUND (it creates nothing). */

@@ -54,7 +54,7 @@ static const char k_help[] =
     "State written by a newer cairnd (snapshot payload or schema version) is refused with\n"
     "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
     "One cairnd per state: a second `cairnd run` on a state a live one holds exits with\n"
-    "status 9 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
+    "status 10 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
     "Backups hold a shared lock on their storage location, retention an exclusive one.\n"
     "\n"
     "On SIGTERM running backups get shutdown-timeout to finish, then are cancelled: a\n"

@@ -2,8 +2,8 @@
 s3rver, of `cairn prune --keep-last 2` started at a random moment among 4 concurrent
 `cairn put` of tiny trees under random names (so running backups often sort before the newest
 complete one: the names prune once took for failed attempts). Even rounds wait for locks
-(CAIRN_LOCK_WAIT_MS), odd ones do not (a command locked out exits 9). After every round:
-- every put exited 0 or 9, the prune 0 or 9;
+(CAIRN_LOCK_WAIT_MS), odd ones do not (a command locked out exits 10). After every round:
+- every put exited 0 or 10, the prune 0 or 10;
 - no complete backup is lost: each put that exited 0 is listed complete, or a prune that
   started after it said "removed" it;
 - no backup is listed complete that is not: each one listed complete passes `cairn verify`;
@@ -67,13 +67,13 @@ def one_round(url, srcs, rnd, wait, r, stats):
     for t in threads:
         t.join()
     prc, pout, perr, _ = results.pop("<prune>")
-    ok = check(prc in (0, 9), "round %d: prune exit %d (0 or 9): %s" % (r, prc, perr.strip()))
-    stats["prune_locked"] += prc == 9
+    ok = check(prc in (0, 10), "round %d: prune exit %d (0 or 10): %s" % (r, prc, perr.strip()))
+    stats["prune_locked"] += prc == 10
     removed = {ln.split()[1] for ln in pout.splitlines() if ln.startswith("removed ")}
     stats["removed"] += len(removed)
     st = statuses(url)
     for name, (rc, out, err, _) in sorted(results.items()):
-        ok &= check(rc in (0, 9), "round %d: put %s exit %d (0 or 9): %s" % (r, name, rc, err.strip()))
+        ok &= check(rc in (0, 10), "round %d: put %s exit %d (0 or 10): %s" % (r, name, rc, err.strip()))
         if rc == 0:
             stats["puts_ok"] += 1
             ok &= check(st.get(name) == "complete" or name in removed,

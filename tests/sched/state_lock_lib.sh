@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared by test_state_lock.sh (SQLite) and test_state_lock_pg.sh (sourced after
-# cairnd_lib.sh): two `cairnd run` on one state. The second exits 9 naming the state and the
+# cairnd_lib.sh): two `cairnd run` on one state. The second exits 10 naming the state and the
 # owner, touching nothing; a dry run still reads the state; once the first is killed
 # (SIGKILL: no clean release) a new one starts. The caller sets STATE_URL and calls
 # state_lock_main.
@@ -21,7 +21,7 @@ CONF
     set_clock 2026-01-01T10:30:00Z
     start_run "$T/run1.log"
     first=$RUN_PID
-    expect_fail 9 "state '$STATE_URL' is in use by another cairnd" \
+    expect_fail 10 "state '$STATE_URL' is in use by another cairnd" \
         "$B/cairnd" run --config "$T/cairnd.conf" --fake-clock "$T/clock"
     cat "$T/expect.err"
     if [ "$STATE_KIND" = sqlite ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two `cairnd run` on one PostgreSQL state: the second refuses to start (exit 9): the first
+# Two `cairnd run` on one PostgreSQL state: the second refuses to start (exit 10): the first
 # holds a session advisory lock; see state_lock_lib.sh.
 source "$(dirname "$0")/cairnd_lib.sh"
 source "$(dirname "$0")/pg_lib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Locks through the CLI on file storage: prune and rm refuse a location a backup holds, with
-# exit code 9 and the holder named; put refuses one a prune holds; a lock of a dead process
+# exit code 10 and the holder named; put refuses one a prune holds; a lock of a dead process
 # is taken over with a warning; cairn unlock removes stale locks and keeps live ones (--all
 # removes those too); lock objects are never listed as backups.
 set -euo pipefail
@@ -33,12 +33,12 @@ PY
 plant live-000000 shared $$ 0
 rc=0
 "$C" prune "$S" --keep-last 1 >"$tmp/out" 2>"$tmp/err" || rc=$?
-[ $rc -eq 9 ] || fail "prune under a live backup lock: exit $rc: $(cat "$tmp/err")"
+[ $rc -eq 10 ] || fail "prune under a live backup lock: exit $rc: $(cat "$tmp/err")"
 grep -q "locked by another process: shared lock of host $(hostname) pid $$ (backup), started" "$tmp/err" ||
     fail "prune message: $(cat "$tmp/err")"
 rc=0
 "$C" rm "$S" first 2>"$tmp/err" || rc=$?
-[ $rc -eq 9 ] || fail "rm under a live lock: exit $rc"
+[ $rc -eq 10 ] || fail "rm under a live lock: exit $rc"
 "$C" prune "$S" --keep-last 1 --dry-run >/dev/null || fail "a dry run takes no lock"
 "$C" put "$S" second "$tmp/src" >/dev/null || fail "put beside another backup"
 out=$("$C" list "$S")
@@ -57,7 +57,7 @@ grep -q "0 lock(s) removed, 1 left" <<<"$out" || fail "unlock: $out"
 plant prune-000000 exclusive $$ 0
 rc=0
 "$C" put "$S" third "$tmp/src" 2>"$tmp/err" || rc=$?
-[ $rc -eq 9 ] || fail "put under a prune lock: exit $rc"
+[ $rc -eq 10 ] || fail "put under a prune lock: exit $rc"
 [ ! -e "$S/third" ] || fail "put created its backup although locked out"
 rm "$S/.locks/prune-000000"
 
