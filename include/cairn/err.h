@@ -28,6 +28,7 @@ enum cairn_status {
     CAIRN_E_CANCELLED = -14,
     CAIRN_E_INTERNAL = -15,
     CAIRN_E_DENIED = -16, /* a peer refused our credentials or permissions (S3 401/403) */
+    CAIRN_E_LOCKED = -17, /* another process holds a conflicting lock (storage or state) */
 };
 
 #define CAIRN_ERR_MSG_MAX 1024
@@ -65,6 +66,7 @@ enum cairn_exit {
     CAIRN_EXIT_IO = 7,       /* local I/O error, disk full, permission */
     CAIRN_EXIT_NETWORK = 8,  /* network, protocol or timeout error talking to a peer */
     CAIRN_EXIT_DENIED = 9,   /* permission denied by a peer (S3 AccessDenied, 401/403) */
+    CAIRN_EXIT_LOCKED = 10,  /* storage location or state locked by another live process */
     /* stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command) */
     CAIRN_EXIT_CANCELLED = 130,
 };

@@ -88,6 +88,10 @@ struct cairn_state_load_report {
 };
 
 #define CAIRN_STATE_HEAL 1u /* cairn_state_store_open_ex: heal a damaged database */
+/* cairn_state_store_open_ex: take cairn_state_store_lock() right after connecting, before
+ * any check, heal or migration touches the database (a second cairnd must not move aside
+ * the database the first one is using). */
+#define CAIRN_STATE_OWN 2u
 
 /* Called (from the thread that found the damage) after each heal: aside is where the damaged
  * file went, reason what the check said, restored 1 when a snapshot was stored again. */
@@ -106,6 +110,15 @@ CAIRN_API unsigned cairn_state_store_heals(struct cairn_state_store *s, char *ms
 /* Register the heal callback (NULL clears). */
 CAIRN_API void cairn_state_store_on_heal(struct cairn_state_store *s, cairn_state_heal_fn fn,
                                          void *ctx);
+/* Make this process the only owner of the state until close, so two cairnd never run one
+ * state's schedules: SQLite, an exclusive flock(2) on "<path>.lock" (beside the database; it
+ * names the owner's pid and host); PostgreSQL, a session advisory lock
+ * (pg_try_advisory_lock(CAIRN_STATE_OWNER_KEY)), taken again after a reconnect.
+ * CAIRN_E_LOCKED (exit code 10) when another live process owns it, naming the state. The
+ * lock goes with the process: a crashed owner never blocks the next one. */
+#define CAIRN_STATE_OWNER_KEY 4242424202LL
+CAIRN_API int cairn_state_store_lock(struct cairn_state_store *s, const char *url,
+                                     struct cairn_err *err);
 CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
 /* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all
  * but the newest `keep` rows, in one transaction. */

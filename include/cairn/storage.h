@@ -83,6 +83,15 @@ struct cairn_storage_driver {
      * with CAIRN_E_CANCELLED soon after *cancel becomes nonzero; removals are never cut
      * short. May be NULL (then only the generic checks between reads apply). */
     void (*set_cancel)(void *state, const volatile int *cancel);
+    /* Lock objects (see "locks" below) live as files of the pseudo-backup CAIRN_LOCK_DIR,
+     * which is never a valid backup name, so it is never listed as a backup. These two are
+     * optional: a driver without them has no locks (every lock call succeeds without one).
+     * Call fn(arg, file) for every file of backup; a missing backup is an empty list, a
+     * missing location CAIRN_E_NOTFOUND. */
+    int (*list_files)(void *state, const char *backup, int (*fn)(void *arg, const char *file),
+                      void *arg, struct cairn_err *err);
+    /* Delete one file; CAIRN_E_NOTFOUND when absent (drivers may not know: then CAIRN_OK). */
+    int (*remove_file)(void *state, const char *backup, const char *file, struct cairn_err *err);
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the
@@ -429,5 +438,72 @@ CAIRN_API void cairn_retention_plan_free(struct cairn_retention_plan *plan);
  * list item idx (its dependents, transitively; idx itself is not marked). Returns how many. */
 CAIRN_API size_t cairn_backup_dependents(const struct cairn_backup_list *l, size_t idx,
                                          uint8_t *mark);
+
+/* ---- locks ----
+ * Between processes and hosts sharing a location (restic's design): a lock is an object
+ * "<CAIRN_LOCK_DIR>/<id>-<seq>" holding JSON (host, pid, start and refresh times, refresh
+ * period, mode, command). Taking one writes it first, then lists the others: a conflicting
+ * lock that is not stale makes the taker remove its own and back off (retrying with random
+ * pauses up to wait_ms), so two racing takers may both back off but never both proceed.
+ * Shared locks (backups: cairn_storage_start takes one, cairn_backup_free releases it)
+ * conflict only with exclusive ones (prune, rm). A held lock is refreshed by a background
+ * thread every refresh_ms (a new object, then the old one removed); a lock not refreshed for
+ * CAIRN_LOCK_STALE_FACTOR times its own period, or held by a dead process on this host, is
+ * stale: a taker removes it with a warning. A holder whose lock was removed finds out at its
+ * next refresh (or cairn_lock_check) and must not complete: cairn_backup_end then fails. */
+#define CAIRN_LOCK_DIR                ".locks"
+#define CAIRN_LOCK_REFRESH_MS_DEFAULT 30000
+#define CAIRN_LOCK_STALE_FACTOR       4
+
+enum cairn_lock_mode { CAIRN_LOCK_SHARED = 0, CAIRN_LOCK_EXCLUSIVE = 1 };
+
+struct cairn_lock;
+
+struct cairn_lock_opts {
+    int64_t refresh_ms;  /* 0: $CAIRN_LOCK_REFRESH_MS, else CAIRN_LOCK_REFRESH_MS_DEFAULT */
+    int64_t wait_ms;     /* keep trying this long when held; 0: $CAIRN_LOCK_WAIT_MS, else 0 */
+    const char *command; /* what holds it ("backup", "prune"), shown to others; may be NULL */
+};
+
+/* Take a lock on st's location (opts may be NULL). CAIRN_E_LOCKED (exit code 10) when another
+ * live lock conflicts: the message names its host, pid, command and age. *out is NULL when
+ * the driver has no lock support. An exclusive lock on a missing location is
+ * CAIRN_E_NOTFOUND (it creates nothing). */
+CAIRN_API int cairn_storage_lock(struct cairn_storage *st, enum cairn_lock_mode mode,
+                                 const struct cairn_lock_opts *opts, struct cairn_lock **out,
+                                 struct cairn_err *err);
+/* CAIRN_OK while the lock is held; CAIRN_E_LOCKED once another process removed it as stale
+ * (checked against the storage, not only the last refresh). NULL is held. */
+CAIRN_API int cairn_lock_check(struct cairn_lock *l, struct cairn_err *err);
+/* Stop refreshing and remove the lock object. NULL is fine. */
+CAIRN_API void cairn_lock_release(struct cairn_lock *l);
+
+struct cairn_lock_info {
+    char *object; /* object name under CAIRN_LOCK_DIR */
+    int exclusive;
+    char *host;
+    long pid;
+    char *command;
+    int64_t started_ms, refreshed_ms, refresh_ms;
+    int stale;     /* not refreshed for CAIRN_LOCK_STALE_FACTOR periods, or a dead local pid */
+    char *problem; /* NULL, or why the object could not be read (it counts as stale) */
+};
+struct cairn_lock_list {
+    size_t count;
+    struct cairn_lock_info *items;
+};
+/* Every lock object of st's location, with its staleness judged now. */
+CAIRN_API int cairn_storage_locks(struct cairn_storage *st, struct cairn_lock_list *out,
+                                  struct cairn_err *err);
+CAIRN_API void cairn_lock_list_free(struct cairn_lock_list *l);
+/* Remove stale lock objects, or every one with all (dangerous: a live holder loses its lock
+ * and its backup fails, or a prune runs beside a backup). removed (may be NULL) gets those
+ * removed. */
+CAIRN_API int cairn_storage_unlock(struct cairn_storage *st, int all,
+                                   struct cairn_lock_list *removed, struct cairn_err *err);
+/* One line about a lock for messages: "host H pid P (prune), started 12s ago, refreshed 3s
+ * ago". */
+CAIRN_API void cairn_lock_describe(const struct cairn_lock_info *li, int64_t now_ms, char *out,
+                                   size_t cap);
 
 #endif

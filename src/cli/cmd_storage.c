@@ -30,6 +30,7 @@ struct sopts {
     struct cairn_retention_policy keep; /* prune's rules */
     const char *group_by;
     int with_dependents;
+    int all;
 };
 
 static int help_requested(int argc, char **argv)
@@ -69,7 +70,7 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
         }
         int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
                     strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0 &&
-                    strcmp(name, "--force") != 0;
+                    strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
                 return cli_usage(cmd, "option %s needs a value", name);
@@ -82,6 +83,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             o->dry_run = 1;
         } else if (strcmp(name, "--force") == 0) {
             o->force = 1;
+        } else if (strcmp(name, "--all") == 0) {
+            o->all = 1;
         } else if (strcmp(name, "--zstd") == 0) {
             o->zstd = 1;
             if (val != NULL) {
@@ -249,7 +252,9 @@ static const char rm_help[] =
     "interrupted removal leaves an incomplete backup, never a complete-looking partial one.\n"
     "A backup that incrementals depend on (their parent, directly or through others) is not\n"
     "removed: the command fails with exit code 2 and names them, as removing it would make them\n"
-    "impossible to restore.\n\n"
+    "impossible to restore.\n"
+    "It takes an exclusive lock on the location: while a backup runs there it fails with exit\n"
+    "code 10, naming the lock's holder (set CAIRN_LOCK_WAIT_MS to wait; see 'cairn unlock').\n\n"
     "Options:\n"
     "  --with-dependents  also remove every backup that depends on NAME (newest links first)\n"
     "  --json             JSON output\n\n"
@@ -318,6 +323,8 @@ static int rm_targets(const struct cairn_backup_list *l, const char *name, int w
     return CAIRN_OK;
 }
 
+static const struct cairn_lock_opts rm_lock_opts = {.command = "rm"};
+
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
@@ -329,7 +336,10 @@ int cmd_rm(int argc, char **argv)
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
     const char **targets = NULL;
+    struct cairn_lock *lock = NULL;
     int rc = open_storage(&o, &st, &err);
+    if (rc == CAIRN_OK) /* no backup runs while we decide and remove */
+        rc = cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, &rm_lock_opts, &lock, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_list(st, &l, &err);
     if (rc == CAIRN_OK)
@@ -345,6 +355,7 @@ int cmd_rm(int argc, char **argv)
     }
     free(targets);
     cairn_backup_list_free(&l);
+    cairn_lock_release(lock);
     cairn_storage_free(st);
     if (rc != CAIRN_OK) {
         json_decref(deps);
@@ -457,7 +468,10 @@ static const char prune_help[] =
     "than 5 minutes in the future (a clock that was ahead) are kept, reported, and counted by\n"
     "no rule; incomplete backups whose name sorts before the newest complete one are removed\n"
     "(failed attempts), later ones are kept (they may be running); corrupt ones are kept for a\n"
-    "human to inspect. With no complete backup at all nothing is removed.\n\n"
+    "human to inspect. With no complete backup at all nothing is removed.\n"
+    "Unless --dry-run, prune takes an exclusive lock on the location: while a backup runs there\n"
+    "it fails with exit code 10, naming the lock's holder (CAIRN_LOCK_WAIT_MS=N waits up to N\n"
+    "ms; see 'cairn unlock').\n\n"
     "Options:\n"
     "  --name GLOB  only consider backups whose name matches (fnmatch); others are untouched\n"
     "  --dry-run    only print, for every backup, what would happen and why\n"
@@ -523,13 +537,20 @@ int cmd_prune(int argc, char **argv)
     struct cairn_backup_list l = {0};
     struct cairn_retention_plan plan = {0};
     cli_catch_interrupts();
+    struct cairn_lock *lock = NULL;
+    static const struct cairn_lock_opts lock_opts = {.command = "prune"};
     int rc = open_storage(&o, &st, &err);
+    /* Exclusive: no backup is running, so an incomplete one is a failed attempt, and no
+     * backup can name as its parent one that is being removed. A dry run only reads. */
+    if (rc == CAIRN_OK && !o.dry_run)
+        rc = cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, &lock_opts, &lock, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_list(st, &l, &err);
     if (rc == CAIRN_OK)
         rc = cairn_retention_plan(&l, &o.keep, &plan, &err);
     if (rc != CAIRN_OK) {
         cairn_backup_list_free(&l);
+        cairn_lock_release(lock);
         cairn_storage_free(st);
         return cli_fail(&err);
     }
@@ -565,6 +586,7 @@ int cmd_prune(int argc, char **argv)
     size_t nwarn = plan.warnings;
     cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&l);
+    cairn_lock_release(lock);
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
     if (o.json)
@@ -582,6 +604,76 @@ int cmd_prune(int argc, char **argv)
     return code;
 }
 
+/* ---- unlock ---- */
+
+static const char unlock_help[] =
+    "usage: cairn unlock URL [--all] [--json]\n\n"
+    "Remove stale locks from a storage location. Backups (backup, put, cairnd) hold a shared\n"
+    "lock while they run; prune and rm an exclusive one. A lock is refreshed every 30 s while\n"
+    "held; one not refreshed for 4 periods, or held by a process of this host that no longer\n"
+    "exists, is stale. Commands take stale locks over by themselves (with a warning); this\n"
+    "command removes them and lists every lock it finds.\n\n"
+    "Options:\n"
+    "  --all    remove every lock, also live ones. DANGEROUS: only when you know no cairn\n"
+    "           process uses the location (a running backup then fails; a prune could run\n"
+    "           beside a backup). --force means the same.\n"
+    "  --json   JSON output\n\n"
+    "Example:\n"
+    "  cairn unlock /var/backups/db\n\n" URL_HELP;
+
+static json_t *lock_json(const struct cairn_lock_info *li, int removed)
+{
+    return json_pack("{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:b, s:b}", "object", li->object, "mode",
+                     li->exclusive ? "exclusive" : "shared", "host", li->host, "pid",
+                     (json_int_t)li->pid, "command", li->command, "started_ms",
+                     (json_int_t)li->started_ms, "refreshed_ms", (json_int_t)li->refreshed_ms,
+                     "stale", li->stale, "removed", removed);
+}
+
+int cmd_unlock(int argc, char **argv)
+{
+    struct sopts o;
+    int ec = prologue(argc, argv, unlock_help, "--json --all --force ", 1,
+                      "expected exactly one storage URL", &o);
+    if (ec >= 0)
+        return ec;
+    struct cairn_err err;
+    struct cairn_storage *st = NULL;
+    struct cairn_lock_list removed = {0}, left = {0};
+    int rc = open_storage(&o, &st, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_unlock(st, o.all || o.force, &removed, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_locks(st, &left, &err);
+    cairn_storage_free(st);
+    if (rc != CAIRN_OK) {
+        cairn_lock_list_free(&removed);
+        return cli_fail(&err);
+    }
+    int64_t now = (int64_t)cairn_now_ms();
+    json_t *arr = json_array();
+    char desc[700];
+    for (size_t i = 0; i < removed.count + left.count; i++) {
+        const struct cairn_lock_info *li =
+            i < removed.count ? &removed.items[i] : &left.items[i - removed.count];
+        cairn_lock_describe(li, now, desc, sizeof(desc));
+        if (o.json)
+            json_array_append_new(arr, lock_json(li, i < removed.count));
+        else
+            printf("%s %s: %s\n", i < removed.count ? "removed" : "kept   ", li->object, desc);
+    }
+    if (o.json)
+        cli_print_json(json_pack("{s:b, s:I, s:o}", "ok", 1, "removed", (json_int_t)removed.count,
+                                 "locks", arr));
+    else {
+        json_decref(arr);
+        printf("%zu lock(s) removed, %zu left\n", removed.count, left.count);
+    }
+    cairn_lock_list_free(&removed);
+    cairn_lock_list_free(&left);
+    return 0;
+}
+
 /* ---- put / get (local paths) ---- */
 
 static const char put_help[] =
@@ -591,7 +683,9 @@ static const char put_help[] =
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
     "A live tree is fine: files that vanish before they are read are skipped and counted\n"
     "(\"vanished\"), files that change while read are stored as read and counted (\"changed\").\n"
-    "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n\n"
+    "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n"
+    "A shared lock on the location is held while it runs: prune and rm wait for it (exit\n"
+    "code 10 while one of them holds the location).\n\n"
     "Options:\n"
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
     "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"

@@ -15,6 +15,7 @@ int cmd_verify(int argc, char **argv); /* cmd_storage.c */
 int cmd_prune(int argc, char **argv);  /* cmd_storage.c */
 int cmd_put(int argc, char **argv);    /* cmd_storage.c */
 int cmd_get(int argc, char **argv);    /* cmd_storage.c */
+int cmd_unlock(int argc, char **argv); /* cmd_storage.c */
 
 static const struct cli_cmd commands[] = {
     {"version", "print the version", NULL}, /* answered by cli_dispatch */
@@ -27,6 +28,7 @@ static const struct cli_cmd commands[] = {
     {"prune", "remove old backups by creation time (--keep-last/--keep-daily/...)", cmd_prune},
     {"put", "store a local file or directory as a backup (low level)", cmd_put},
     {"get", "restore a backup made by 'put' into a directory", cmd_get},
+    {"unlock", "remove stale locks from a storage location", cmd_unlock},
 };
 
 int main(int argc, char **argv)

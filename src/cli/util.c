@@ -26,6 +26,7 @@ const char cli_exit_codes_help[] =
     "  7  local I/O error (disk full, permission denied)\n"
     "  8  network, protocol or timeout error talking to a peer\n"
     "  9  permission denied by a peer (S3 AccessDenied, HTTP 401/403)\n"
+    "  10  locked: another live process holds the storage location (or the daemon state)\n"
     "  130  cancelled by SIGINT or SIGTERM (temporaries removed, nothing left complete)\n";
 
 static void dispatch_usage(FILE *out, const struct cli_cmd *cmds, size_t ncmds, const char *intro)

@@ -108,6 +108,7 @@ const char *cairn_status_name(int code)
     case CAIRN_E_CANCELLED: return "cancelled";
     case CAIRN_E_INTERNAL: return "internal";
     case CAIRN_E_DENIED: return "denied";
+    case CAIRN_E_LOCKED: return "locked";
     default: return "unknown";
     }
 }
@@ -152,6 +153,7 @@ int cairn_exit_code(int code)
     case CAIRN_E_TIMEOUT: return CAIRN_EXIT_NETWORK;
     case CAIRN_E_DENIED: return CAIRN_EXIT_DENIED;
     case CAIRN_E_CANCELLED: return CAIRN_EXIT_CANCELLED;
+    case CAIRN_E_LOCKED: return CAIRN_EXIT_LOCKED;
     default: return CAIRN_EXIT_FAILURE;
     }
 }

@@ -64,6 +64,9 @@ static const char k_help[] =
     "\n"
     "State written by a newer cairnd (snapshot payload or schema version) is refused with\n"
     "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
+    "One cairnd per state: a second `cairnd run` on a state a live one holds exits with\n"
+    "status 10 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
+    "Backups hold a shared lock on their storage location, retention an exclusive one.\n"
     "\n"
     "On SIGTERM running backups get shutdown-timeout to finish, then are cancelled: a\n"
     "cancelled backup stays incomplete (never looks complete) and runs again after restart.\n"
@@ -332,9 +335,13 @@ int cairnd_cmd_run(int argc, char **argv)
         "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
     cairn_metric_add(heal.recovered, NULL, 0);
     rc = prepare_state_dir(cfg, &err);
-    if (rc == CAIRN_OK) /* --dry-run changes nothing: a damaged database is only reported */
+    /* One cairnd per state (two would both run every schedule), taken before any check or
+     * heal touches the database. --dry-run changes nothing and takes no lock: a damaged
+     * database is only reported. */
+    if (rc == CAIRN_OK)
         rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep,
-                                       dry_run ? 0 : CAIRN_STATE_HEAL, &store, &err);
+                                       dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, &store,
+                                       &err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(&err, "state store");
         code = state_fail(&err);

@@ -97,7 +97,13 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
         .filter_arg = c->name,
         .now = (int64_t)time(NULL),
     };
-    rc = cairn_storage_list(st, &all, err);
+    /* Exclusive, as cairn prune: no backup (of any schedule, process or host) runs meanwhile.
+     * A run that cannot get it prunes at its next run. */
+    static const struct cairn_lock_opts lock_opts = {.command = "cairnd prune"};
+    struct cairn_lock *lock = NULL;
+    rc = cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, &lock_opts, &lock, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_list(st, &all, err);
     if (rc == CAIRN_OK)
         rc = cairn_retention_plan(&all, &p, &plan, err);
     for (size_t i = 0; i < plan.count && rc == CAIRN_OK; i++) {
@@ -118,6 +124,7 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
     }
     cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&all);
+    cairn_lock_release(lock);
     cairn_storage_free(st);
     return rc;
 }

@@ -37,7 +37,10 @@ static int pg_fail(PGconn *c, const PGresult *r, const char *what, struct cairn_
     return cairn_err_set(err, code, "postgresql %s: %s", what, clean);
 }
 
-/* Reconnect when the server went away since the last statement. */
+static int pg_lock(struct cairn_state_store *s, struct cairn_err *err);
+
+/* Reconnect when the server went away since the last statement; an owner takes its session
+ * lock again (another cairnd may have taken it meanwhile: then this one must stop). */
 static int pg_ready(struct cairn_state_store *s, struct cairn_err *err)
 {
     if (PQstatus(s->db) == CONNECTION_OK)
@@ -46,7 +49,25 @@ static int pg_ready(struct cairn_state_store *s, struct cairn_err *err)
     PQreset(s->db);
     if (PQstatus(s->db) != CONNECTION_OK)
         return pg_fail(s->db, NULL, "reconnect", err);
-    return CAIRN_OK;
+    return s->owner ? pg_lock(s, err) : CAIRN_OK;
+}
+
+/* A session advisory lock: held while this connection lives, gone with the process. */
+static int pg_lock(struct cairn_state_store *s, struct cairn_err *err)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%lld)::int",
+             (long long)CAIRN_STATE_OWNER_KEY);
+    PGresult *r = PQexec(s->db, sql);
+    int rc = CAIRN_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        rc = pg_fail(s->db, r, "advisory lock", err);
+    else if (strcmp(PQgetvalue(r, 0, 0), "1") != 0)
+        rc = cairn_err_set(err, CAIRN_E_LOCKED,
+                           "postgresql advisory lock %lld is held by another session",
+                           (long long)CAIRN_STATE_OWNER_KEY);
+    PQclear(r);
+    return rc;
 }
 
 static int pg_exec(struct cairn_state_store *s, const char *sql, struct cairn_err *err)
@@ -165,6 +186,7 @@ static const struct store_ops k_pg_ops = {
     .insert = pg_insert,
     .rows = pg_rows,
     .close = pg_close,
+    .lock = pg_lock,
 };
 
 static void pg_notice(void *arg, const char *msg)

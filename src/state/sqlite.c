@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cairn/log.h"
 #include "common/util.h"
 #include "store.h"
 
@@ -135,6 +137,8 @@ static void sq_close(struct cairn_state_store *s)
 {
     sqlite3_close_v2(s->db);
     s->db = NULL;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
 }
 
 static int sq_check(struct cairn_state_store *s, struct cairn_err *err)
@@ -215,6 +219,42 @@ static int sq_move_aside(struct cairn_state_store *s, char *aside, size_t cap,
     return rc;
 }
 
+/* flock on a sibling file: SQLite's own fcntl locks on the database are left alone (closing
+ * any descriptor of a file drops a process' fcntl locks), and the file names the owner. */
+static int sq_lock(struct cairn_state_store *s, struct cairn_err *err)
+{
+    const char *db = sqlite3_db_filename(s->db, "main");
+    if (db == NULL || *db == '\0')
+        return CAIRN_OK; /* ":memory:": nothing to share */
+    char *path = cairn_xasprintf("%s.lock", db);
+    int rc = CAIRN_OK;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rc = cairn_err_sys(err, 0, errno, "open lock file '%s'", path);
+    } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char owner[300] = "";
+        ssize_t n = errno == EWOULDBLOCK ? pread(fd, owner, sizeof(owner) - 1, 0) : -1;
+        while (n > 0 && (owner[n - 1] == '\n' || owner[n - 1] == '\0'))
+            n--;
+        owner[n > 0 ? n : 0] = '\0';
+        rc = errno == EWOULDBLOCK || n >= 0
+                 ? cairn_err_set(err, CAIRN_E_LOCKED, "'%s' is held by %s", path,
+                                 owner[0] ? owner : "another process")
+                 : cairn_err_sys(err, 0, errno, "lock '%s'", path);
+        close(fd);
+    } else {
+        char host[256] = "";
+        gethostname(host, sizeof(host) - 1);
+        char *who = cairn_xasprintf("pid %d on host %s\n", (int)getpid(), host);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, who, strlen(who), 0) < 0)
+            cairn_warn("state", "could not write the owner into '%s'", path);
+        free(who);
+        s->lock_fd = fd;
+    }
+    free(path);
+    return rc;
+}
+
 static const struct store_ops k_sqlite_ops = {
     .kind = "sqlite",
     .begin_sql = "BEGIN IMMEDIATE",
@@ -227,6 +267,7 @@ static const struct store_ops k_sqlite_ops = {
     .close = sq_close,
     .check = sq_check,
     .move_aside = sq_move_aside,
+    .lock = sq_lock,
 };
 
 int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struct cairn_err *err)

@@ -209,6 +209,7 @@ int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
     if (keep == 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "state store must keep at least 1 snapshot");
     struct cairn_state_store *s = cairn_xcalloc(1, sizeof(*s));
+    s->lock_fd = -1;
     s->keep = keep;
     s->flags = flags;
     pthread_mutex_init(&s->mu, NULL);
@@ -221,7 +222,9 @@ int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
         free(s);
         return rc;
     }
-    if ((flags & CAIRN_STATE_HEAL) && s->ops->check != NULL)
+    if (flags & CAIRN_STATE_OWN)
+        rc = cairn_state_store_lock(s, url, err);
+    if (rc == CAIRN_OK && (flags & CAIRN_STATE_HEAL) && s->ops->check != NULL)
         rc = heal_on_corrupt(s, s->ops->check(s, err), err);
     if (rc == CAIRN_OK)
         rc = heal_on_corrupt(s, migrate(s, err), err);
@@ -278,6 +281,18 @@ void cairn_state_store_on_heal(struct cairn_state_store *s, cairn_state_heal_fn 
     s->on_heal = fn;
     s->on_heal_ctx = ctx;
     pthread_mutex_unlock(&s->status_mu);
+}
+
+int cairn_state_store_lock(struct cairn_state_store *s, const char *url, struct cairn_err *err)
+{
+    if (s->ops->lock == NULL)
+        return CAIRN_OK;
+    int rc = s->ops->lock(s, err);
+    if (rc == CAIRN_OK)
+        s->owner = 1;
+    else if (rc == CAIRN_E_LOCKED)
+        cairn_err_wrap(err, "state '%s' is in use by another cairnd (one cairnd per state)", url);
+    return rc;
 }
 
 const char *cairn_state_store_kind(const struct cairn_state_store *s)

@@ -39,12 +39,15 @@ struct store_ops {
     /* Close the database, rename its files aside (name written to aside) and open a fresh,
      * empty one in its place. NULL: the driver cannot (the store is not healed). */
     int (*move_aside)(struct cairn_state_store *s, char *aside, size_t cap, struct cairn_err *err);
+    /* Make this process the store's only owner until close (cairn_state_store_lock);
+     * CAIRN_E_LOCKED when another process is. */
+    int (*lock)(struct cairn_state_store *s, struct cairn_err *err);
 };
 
 struct cairn_state_store {
     const struct store_ops *ops;
     unsigned keep;
-    unsigned flags;     /* CAIRN_STATE_HEAL */
+    unsigned flags;     /* CAIRN_STATE_HEAL, CAIRN_STATE_OWN */
     void *db;           /* driver handle */
     char *path;         /* SQLite: the database file */
     pthread_mutex_t mu; /* serialises every operation (the checker runs in its own thread) */
@@ -57,6 +60,8 @@ struct cairn_state_store {
     char heal_msg[512];
     cairn_state_heal_fn on_heal;
     void *on_heal_ctx;
+    int owner;   /* lock() succeeded (PostgreSQL re-takes it after a reconnect) */
+    int lock_fd; /* SQLite: the flock'd "<path>.lock", -1 when none */
 };
 
 void state_rows_free(struct state_row *rows, size_t n);

@@ -59,6 +59,7 @@ struct cairn_backup {
      * check, file_find). Read-only handles keep files sorted by name and bsearch. */
     struct file_rec **slots;
     size_t nslots;
+    struct cairn_lock *lock; /* read-write handles: the shared lock on the location (lock.c) */
 };
 
 /* MANIFEST (manifest.c). A MANIFEST is read whole, so it is at most MANIFEST_MAX bytes; the

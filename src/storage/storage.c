@@ -288,6 +288,7 @@ void cairn_backup_free(struct cairn_backup *b)
     while (b->open_writers > 0)
         pthread_cond_wait(&b->idle, &b->mu);
     pthread_mutex_unlock(&b->mu);
+    cairn_lock_release(b->lock);
     for (size_t i = 0; i < b->nfiles; i++)
         cairn_file_rec_free(b->files[i]);
     free(b->files);
@@ -400,10 +401,12 @@ out:
     return rc;
 }
 
-int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn_backup **out,
-                        struct cairn_err *err)
+static const struct cairn_lock_opts backup_lock_opts = {.command = "backup"};
+
+/* Start under the shared lock *lock (taken over by the handle on success). */
+static int start_locked(struct cairn_storage *st, const char *name, struct cairn_lock **lock,
+                        struct cairn_backup **out, struct cairn_err *err)
 {
-    *out = NULL;
     int rc = check_backup_name(name, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -413,8 +416,26 @@ int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn
     struct cairn_backup *b = cairn_backup_new_handle(st, name, 0);
     b->kind = cairn_xstrdup("files");
     b->source = cairn_xstrdup("");
+    b->lock = *lock;
+    *lock = NULL;
     *out = b;
     return CAIRN_OK;
+}
+
+int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn_backup **out,
+                        struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = check_backup_name(name, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    /* Held until the handle is freed: no prune or rm removes what is being written. */
+    struct cairn_lock *lock = NULL;
+    rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &backup_lock_opts, &lock, err);
+    if (rc == CAIRN_OK)
+        rc = start_locked(st, name, &lock, out, err);
+    cairn_lock_release(lock);
+    return rc;
 }
 
 int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *name, size_t cap,
@@ -422,13 +443,18 @@ int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *na
 {
     *out = NULL;
     int64_t ms = (int64_t)cairn_now_ms();
-    int rc = CAIRN_E_EXISTS;
+    struct cairn_lock *lock = NULL;
+    int rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &backup_lock_opts, &lock, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = CAIRN_E_EXISTS;
     /* A taken name is another writer's, started this millisecond: take the next one. */
     for (int i = 0; i < 1000 && rc == CAIRN_E_EXISTS; i++) {
         rc = cairn_backup_name_make(ms + i, 1, tag, name, cap, err);
         if (rc == CAIRN_OK)
-            rc = cairn_storage_start(st, name, out, err);
+            rc = start_locked(st, name, &lock, out, err);
     }
+    cairn_lock_release(lock);
     return rc;
 }
 
@@ -924,6 +950,11 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
         cairn_err_wrap(err, "MANIFEST not written");
         return rc;
     }
+    /* A backup whose lock was taken over (it looked stale) may have been pruned meanwhile:
+     * it must not be declared complete. */
+    rc = cairn_lock_check(b->lock, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, "backup '%s': MANIFEST not written", b->name);
     b->created = (int64_t)(cairn_now_ms() / 1000);
     rc = cairn_manifest_write(b, err);
     if (rc != CAIRN_OK) {

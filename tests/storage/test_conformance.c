@@ -699,11 +699,13 @@ TEST(s3_retries_are_bounded_and_errors_clear)
     if (port == 0)
         MISSING(s3rver_skip);
     struct cairn_err err;
-    struct fault_proxy *p = fault_proxy_start(port, FAULT_503, 1000000, "PUT ");
+    struct fault_proxy *p = fault_proxy_start(port, FAULT_503, 0, "PUT ");
     char *url = s3_url_opts(p->port, "&retries=3&part_size=5M");
     struct cairn_storage *st = open_store(url);
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "doomed", &b, &err), &err);
+    /* Every PUT after the start's (its lock object) fails. */
+    atomic_store(&p->faults, 1000000);
     CHECK_ERR(put_bytes(b, "small", "payload", 7, &err), CAIRN_E_NETWORK, &err, "HTTP 503");
     CHECK(strstr(err.msg, "SlowDown") != NULL && strstr(err.msg, "doomed/small") != NULL);
     CHECK_EQ_INT(atomic_load(&p->injected), 3);

@@ -126,6 +126,61 @@ out:
     return rc;
 }
 
+/* Lock objects (CAIRN_LOCK_DIR) are small and ephemeral: buffered in memory, then written to
+ * a temporary and renamed in one go at close, without fsync (a lock means nothing after a
+ * machine crash), so a process killed while taking a lock almost never leaves a temporary. */
+struct lock_writer {
+    struct cairn_writer base;
+    char *path;
+    char buf[4096];
+    size_t len;
+};
+
+static int lockw_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    struct lock_writer *lw = (struct lock_writer *)w;
+    if (len > sizeof(lw->buf) - lw->len)
+        return cairn_err_set(err, CAIRN_E_INVALID, "lock object '%s' over %zu bytes", lw->path,
+                             sizeof(lw->buf));
+    memcpy(lw->buf + lw->len, buf, len);
+    lw->len += len;
+    return CAIRN_OK;
+}
+
+static int lockw_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct lock_writer *lw = (struct lock_writer *)w;
+    char dir[4096];
+    cairn_dirname(lw->path, dir, sizeof(dir));
+    char *tmp = cairn_xasprintf("%s/.lock.tmp.XXXXXX", dir);
+    int fd = mkstemp(tmp); /* closed right below: no exec can inherit it */
+    int rc = CAIRN_OK;
+    if (fd < 0)
+        rc = cairn_err_sys(err, 0, errno, "create '%s'", tmp);
+    else if (fchmod(fd, 0600) != 0)
+        rc = cairn_err_sys(err, 0, errno, "chmod '%s'", tmp);
+    else
+        rc = cairn_write_all(fd, lw->buf, lw->len, tmp, err);
+    if (fd >= 0 && close(fd) != 0 && rc == CAIRN_OK)
+        rc = cairn_err_sys(err, 0, errno, "close '%s'", tmp);
+    if (rc == CAIRN_OK && rename(tmp, lw->path) != 0)
+        rc = cairn_err_sys(err, 0, errno, "rename '%s' to '%s'", tmp, lw->path);
+    if (rc != CAIRN_OK && fd >= 0)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+static void lockw_free(struct cairn_writer *w)
+{
+    struct lock_writer *lw = (struct lock_writer *)w;
+    free(lw->path);
+    free(lw);
+}
+
+static const struct cairn_writer_ops lock_writer_ops = {"lock", lockw_write, lockw_finish,
+                                                        lockw_free};
+
 static int file_create(void *state, const char *backup, const char *file, int64_t size_hint,
                        struct cairn_writer **w, struct cairn_err *err)
 {
@@ -138,6 +193,14 @@ static int file_create(void *state, const char *backup, const char *file, int64_
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         rc = cairn_err_set(err, CAIRN_E_NOTFOUND,
                            "backup directory '%s' is missing (removed while writing?)", dir);
+        goto out;
+    }
+    if (strcmp(backup, CAIRN_LOCK_DIR) == 0) {
+        struct lock_writer *lw = cairn_xcalloc(1, sizeof(*lw));
+        cairn_writer_init(&lw->base, &lock_writer_ops, NULL);
+        lw->path = path;
+        path = NULL;
+        *w = &lw->base;
         goto out;
     }
     *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
@@ -184,6 +247,51 @@ static int file_read(void *state, const char *backup, const char *file, struct c
     return rc;
 }
 
+/* Lock objects: regular files of <root>/<backup> (CAIRN_LOCK_DIR), temporaries skipped. */
+static int file_list_files(void *state, const char *backup, int (*fn)(void *arg, const char *file),
+                           void *arg, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    DIR *d = opendir(dir);
+    int rc = CAIRN_OK;
+    if (d == NULL) {
+        struct stat sb;
+        if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "open directory '%s'", dir);
+        else if (stat(fs->root, &sb) != 0)
+            rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "no such storage location '%s'", fs->root);
+        free(dir);
+        return rc;
+    }
+    struct dirent *e;
+    while (rc == CAIRN_OK && (errno = 0, e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.' && (e->d_type == DT_REG || e->d_type == DT_UNKNOWN))
+            rc = fn(arg, e->d_name);
+    if (rc == CAIRN_OK && errno != 0)
+        rc = cairn_err_sys(err, 0, errno, "read directory '%s'", dir);
+    closedir(d);
+    free(dir);
+    return rc;
+}
+
+static int file_remove_file(void *state, const char *backup, const char *file,
+                            struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = cairn_path_join(fs->root, backup);
+    char *path = cairn_path_join(dir, file);
+    int rc = CAIRN_OK;
+    if (unlink(path) != 0)
+        rc = errno == ENOENT ? cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path)
+                             : cairn_err_sys(err, 0, errno, "remove '%s'", path);
+    else
+        rc = cairn_fsync_dir(dir, err);
+    free(path);
+    free(dir);
+    return rc;
+}
+
 static void file_free(void *state)
 {
     struct file_store *fs = state;
@@ -203,4 +311,6 @@ const struct cairn_storage_driver cairn_storage_file_driver = {
     .read = file_read,
     .close = NULL,
     .free = file_free,
+    .list_files = file_list_files,
+    .remove_file = file_remove_file,
 };

@@ -1000,6 +1000,51 @@ static int s3_remove(void *state, const char *backup, struct cairn_err *err)
     return rc;
 }
 
+struct files_ctx {
+    size_t skip; /* length of "<prefix><backup>/" */
+    int (*fn)(void *arg, const char *file);
+    void *arg;
+};
+
+static int files_key_cb(void *arg, const char *key)
+{
+    struct files_ctx *fc = arg;
+    const char *name = key + fc->skip;
+    if (strlen(key) <= fc->skip || strchr(name, '/') != NULL)
+        return 0;
+    return fc->fn(fc->arg, name);
+}
+
+/* Lock objects: the keys under "<prefix><backup>/". */
+static int s3_list_files(void *state, const char *backup, int (*fn)(void *arg, const char *file),
+                         void *arg, struct cairn_err *err)
+{
+    struct s3 *s = state;
+    int rc = ensure_ready(s, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    char *pfx = cairn_xasprintf("%s%s/", s->prefix, backup);
+    struct files_ctx fc = {strlen(pfx), fn, arg};
+    struct lister l = {.on_key = files_key_cb, .arg = &fc};
+    rc = s3_list_objects(s, pfx, 0, 1000, 0, &l, err);
+    free(pfx);
+    return rc;
+}
+
+static int s3_remove_file(void *state, const char *backup, const char *file, struct cairn_err *err)
+{
+    struct s3 *s = state;
+    int rc = ensure_ready(s, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    char *key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
+    struct call c = {.method = "DELETE", .key = key, .max = 64 * 1024};
+    rc = s3_call(s, &c, err);
+    call_done(&c);
+    free(key);
+    return rc;
+}
+
 /* ---- writer: single PUT or multipart upload ---- */
 
 struct s3_writer {
@@ -1538,4 +1583,6 @@ const struct cairn_storage_driver cairn_storage_s3_driver = {
     .close = s3_close,
     .free = s3_free,
     .set_cancel = s3_set_cancel,
+    .list_files = s3_list_files,
+    .remove_file = s3_remove_file,
 };
