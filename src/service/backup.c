@@ -362,17 +362,19 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
     struct cairn_snap_time since = {o->since_sec, o->since_nsec};
     json_t *scope = influx_scope(o->db, o->rp);
     struct cairn_backup_opts eff = *o; /* full when no parent and full_if_no_parent */
-    int rc = choose_parent(st, &eff, scope, res, err);
-    o = &eff;
-    if (rc == CAIRN_OK)
-        rc = o->name != NULL
+    int rc = o->name != NULL
                  ? cairn_storage_start(st, res->name, &b, err)
                  : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), &b, err);
     if (rc != CAIRN_OK) {
         json_decref(scope);
         return rc;
     }
-    rc = cairn_backup_set_kind(b, KIND, err);
+    /* The parent is chosen under the shared lock the start took: a prune (exclusive) cannot
+     * remove it between the choice and our MANIFEST naming it. */
+    rc = choose_parent(st, &eff, scope, res, err);
+    o = &eff;
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_set_kind(b, KIND, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_set_source(b, o->source, err);
     if (rc == CAIRN_OK)
