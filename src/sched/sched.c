@@ -48,7 +48,7 @@ struct cairn_sched {
     char last_save_error[256];
     struct cairn_ratelimit rl;
 
-    pthread_mutex_t store_mu; /* the store connection is single-threaded */
+    pthread_mutex_t store_mu; /* one save at a time, copy to status (taken before mu) */
 
     pthread_mutex_t clock_mu; /* clock readings and the last step, below */
     int clock_seen;
@@ -212,6 +212,10 @@ static void timed_wait(struct cairn_sched *s, uint64_t ms)
 
 static int save_snapshot(struct cairn_sched *s, const char *why)
 {
+    /* Held from the copy to the status: saves from several threads copy, land and report
+     * in one order, so an older copy never lands after a newer one and a save that failed
+     * later is never hidden by an earlier one that reports late. */
+    pthread_mutex_lock(&s->store_mu);
     pthread_mutex_lock(&s->mu);
     struct cairn_state *copy = cairn_state_dup(s->state);
     uint64_t gen = s->gen;
@@ -228,9 +232,7 @@ static int save_snapshot(struct cairn_sched *s, const char *why)
         cairn_metric_add(s->m.creation_errors, NULL, 1);
         cairn_error("sched", "state snapshot (%s) not created: %s", why, err.msg);
     } else {
-        pthread_mutex_lock(&s->store_mu);
         rc = cairn_state_store_put(s->store, buf, len, now, &err);
-        pthread_mutex_unlock(&s->store_mu);
         if (rc != CAIRN_OK) {
             cairn_metric_add(s->m.save_errors, NULL, 1);
             cairn_error("sched", "state snapshot (%s) not saved: %s", why, err.msg);
@@ -248,6 +250,7 @@ static int save_snapshot(struct cairn_sched *s, const char *why)
         snprintf(s->last_save_error, sizeof(s->last_save_error), "%s", err.msg);
     }
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->store_mu);
     if (rc == CAIRN_OK) {
         cairn_metric_add(s->m.saves, NULL, 1);
         cairn_metric_set(s->m.last_save, NULL, (double)now);
