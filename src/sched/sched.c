@@ -78,13 +78,36 @@ static int64_t real_now(void *ctx)
     return (int64_t)time(NULL);
 }
 
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+/* a / b rounded to the nearest integer (b > 0), halves away from zero. */
+static int64_t div_round(int64_t a, int64_t b)
+{
+    return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b);
+}
+
 static int64_t real_offset_ms(void *ctx)
 {
     (void)ctx;
-    struct timespec w, b;
-    clock_gettime(CLOCK_REALTIME, &w);
-    clock_gettime(CLOCK_BOOTTIME, &b);
-    return ((int64_t)w.tv_sec - (int64_t)b.tv_sec) * 1000 + (w.tv_nsec - b.tv_nsec) / 1000000;
+    /* The two clocks cannot be read at once: the boot clock is read on both sides of the wall
+     * clock and the midpoint taken, retrying while a preemption widened the gap, so a reading
+     * is off by at most half the narrowest gap, not by however long the thread was stalled. */
+    int64_t best = 0, best_gap = INT64_MAX;
+    for (int i = 0; i < 8 && best_gap > 1000000; i++) {
+        struct timespec b1, w, b2;
+        clock_gettime(CLOCK_BOOTTIME, &b1);
+        clock_gettime(CLOCK_REALTIME, &w);
+        clock_gettime(CLOCK_BOOTTIME, &b2);
+        int64_t gap = ts_ns(&b2) - ts_ns(&b1);
+        if (gap < best_gap) {
+            best_gap = gap;
+            best = ts_ns(&w) - (ts_ns(&b1) + gap / 2);
+        }
+    }
+    return div_round(best, 1000000);
 }
 
 void cairn_clock_real(struct cairn_clock *c)
@@ -182,7 +205,7 @@ static int64_t now_of(struct cairn_sched *s)
     int64_t off = c->offset_ms ? c->offset_ms(c->ctx) : 0;
     int64_t step = 0;
     if (s->clock_seen && c->offset_ms)
-        step = (off - s->seen_offset_ms) / 1000;
+        step = div_round(off - s->seen_offset_ms, 1000); /* truncating made 2 days 172799s */
     else if (s->clock_seen && now < s->seen_now)
         step = now - s->seen_now;
     s->clock_seen = 1;

@@ -537,6 +537,44 @@ TEST(forward_step_is_counted_and_catch_up_stays_capped)
     fx_close(&f);
 }
 
+/* The offset is read in ms, and two readings of one exact step differ by a few ms of jitter
+ * (the wall and boot clocks cannot be read at once): the step is reported rounded to the
+ * second, both ways. Truncating reported 2 days as 172799s (cairnd under faketime, 1 run in 5). */
+TEST(step_size_is_rounded_not_truncated)
+{
+    struct fixture f;
+    fx_open(&f, "", "state.db");
+    struct cairn_clock steady = k_clock;
+    steady.offset_ms = clock_offset;
+    set_now("2026-01-01T10:30:00Z");
+    struct cairn_err err;
+    cairn_metrics_free(f.m);
+    f.m = cairn_metrics_new();
+    CHECK_OK(cairn_sched_new(f.cfg, f.store, &f.runner, &steady, f.m, &f.s, &err), &err);
+    CHECK_OK(cairn_sched_start(f.s, &err), &err);
+    pthread_create(&f.waiter, NULL, waiter, &f);
+    f.has_waiter = 1;
+    wait_caught_up(&f);
+
+    __atomic_store_n(&g_offset_ms, 2 * 86400 * 1000 - 1, __ATOMIC_SEQ_CST);
+    set_now("2026-01-03T10:30:00Z");
+    CHECK_EQ_INT(wait_metric(&f, "cairn_clock_forwards_total", NULL, 1), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), 2 * 86400);
+    char body[512];
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "went forward by 172800s") != NULL);
+
+    __atomic_store_n(&g_offset_ms, 1, __ATOMIC_SEQ_CST);
+    set_now("2026-01-01T10:30:00Z");
+    CHECK_EQ_INT(wait_metric(&f, "cairn_clock_backwards_total", NULL, 1), 1);
+    CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -2 * 86400);
+    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK(strstr(body, "went back by 172800s") != NULL);
+    fx_halt(&f);
+    __atomic_store_n(&g_offset_ms, 0, __ATOMIC_SEQ_CST);
+    fx_close(&f);
+}
+
 int main(int argc, char **argv)
 {
     cairn_log_setup(CAIRN_LOG_WARN, 0, NULL);
