@@ -45,5 +45,14 @@ if [ "$what" != build ]; then
         mkdir -p "$here/.cache/node"
         (cd "$here/.cache/node" && npm install --silent --no-audit --no-fund s3rver@3 >/dev/null)
     fi
+    # s3rver 3.7.1 (the last release) dies when a PUT races a DELETE that empties the key's
+    # directory: the object's write stream fails to open (ENOENT) with no 'error' listener, an
+    # uncaught exception (seen with many processes taking and dropping lock objects under
+    # .locks/ at once, reliability/test_lock_race.py). Real S3 answers such a race; here the
+    # PUT now fails with a 500, which the client retries. docs/TESTING.md says why.
+    fsjs="$here/.cache/node/node_modules/s3rver/lib/stores/filesystem.js"
+    if [ -f "$fsjs" ] && grep -q 'const writeStream = fs.createWriteStream(objectPath);' "$fsjs"; then
+        sed -i "s|const writeStream = fs.createWriteStream(objectPath);|const writeStream = fs.createWriteStream(objectPath).on('error', reject); // patched by cairn scripts/deps.sh|" "$fsjs"
+    fi
 fi
 echo "deps: $what dependencies present"

@@ -4,7 +4,10 @@
  * a taken-over backup never completes, cairn_storage_unlock, waiting for a lock. */
 #define _GNU_SOURCE
 #include <jansson.h>
+#include <ctype.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "s3fixture.h"
 
@@ -356,6 +359,55 @@ TEST(file_modes)
     cairn_lock_release(s1);
     cairn_storage_free(st);
     free(f);
+    free(dir);
+    free(url);
+    free(root);
+}
+
+/* A process killed between writing its lock temporary and renaming it leaves
+ * ".lock.tmp.<pid>.<host>.*": the next lock taken from this host removes it when that pid is
+ * gone, and leaves a live process's and another host's alone (reliability/test_crash.py found
+ * such debris after SIGKILLs). */
+TEST(file_dead_lock_temporaries_swept)
+{
+    char *root = cairn_xasprintf("%s/sweep", test_tmpdir());
+    char *url = cairn_xasprintf("file://%s", root);
+    struct cairn_storage *st = fresh(url);
+    struct cairn_err e;
+    struct cairn_lock *s1 = NULL;
+    CHECK_OK(cairn_storage_lock(st, CAIRN_LOCK_SHARED, NULL, &s1, &e), &e); /* makes the dir */
+    cairn_lock_release(s1);
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0); /* a pid that no longer runs */
+    char host[256], tag[64];
+    this_host(host, sizeof(host));
+    size_t n = 0;
+    for (const char *p = host; *p != '\0' && n + 1 < sizeof(tag); p++)
+        tag[n++] = isalnum((unsigned char)*p) || *p == '-' ? *p : '-';
+    tag[n] = '\0';
+    char *dir = cairn_path_join(root, CAIRN_LOCK_DIR);
+    char *dead = cairn_xasprintf("%s/.lock.tmp.%ld.%s.aaaaaa", dir, (long)child, tag);
+    char *live = cairn_xasprintf("%s/.lock.tmp.%ld.%s.bbbbbb", dir, (long)getppid(), tag);
+    char *other = cairn_xasprintf("%s/.lock.tmp.%ld.%s-elsewhere.cccccc", dir, (long)child, tag);
+    const char *paths[] = {dead, live, other};
+    for (size_t i = 0; i < 3; i++) {
+        FILE *fp = fopen(paths[i], "w");
+        CHECK(fp != NULL);
+        if (fp != NULL)
+            fclose(fp);
+    }
+    CHECK_OK(cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, NULL, &s1, &e), &e);
+    cairn_lock_release(s1);
+    struct stat sb;
+    CHECK(stat(dead, &sb) != 0);
+    CHECK(stat(live, &sb) == 0);
+    CHECK(stat(other, &sb) == 0);
+    cairn_storage_free(st);
+    free(dead);
+    free(live);
+    free(other);
     free(dir);
     free(url);
     free(root);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,7 +129,8 @@ out:
 
 /* Lock objects (CAIRN_LOCK_DIR) are small and ephemeral: buffered in memory, then written to
  * a temporary and renamed in one go at close, without fsync (a lock means nothing after a
- * machine crash), so a process killed while taking a lock almost never leaves a temporary. */
+ * machine crash). A process killed in that instant leaves a temporary named with its pid and
+ * host, which the next lock written from this host removes. */
 struct lock_writer {
     struct cairn_writer base;
     char *path;
@@ -147,12 +149,56 @@ static int lockw_write(struct cairn_writer *w, const void *buf, size_t len, stru
     return CAIRN_OK;
 }
 
+#define LOCK_TMP_PREFIX ".lock.tmp."
+
+/* This host's name as it goes into a lock temporary's name: [A-Za-z0-9-] only. */
+static void host_tag(char *out, size_t cap)
+{
+    char h[256] = "";
+    if (gethostname(h, sizeof(h) - 1) != 0 || h[0] == '\0')
+        snprintf(h, sizeof(h), "unknown");
+    size_t n = 0;
+    for (const char *p = h; *p != '\0' && n + 1 < cap; p++)
+        out[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                           (*p >= '0' && *p <= '9') || *p == '-'
+                       ? *p
+                       : '-';
+    out[n] = '\0';
+}
+
+/* Remove the lock temporaries ".lock.tmp.<pid>.<host>.*" that processes of this host which
+ * no longer exist left behind (killed between mkstemp and rename). Another host's, or a live
+ * process's, are never touched: it may be writing them right now. */
+static void sweep_lock_temps(const char *dir, const char *host)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    size_t hl = strlen(host);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, LOCK_TMP_PREFIX, strlen(LOCK_TMP_PREFIX)) != 0)
+            continue;
+        char *end;
+        long pid = strtol(e->d_name + strlen(LOCK_TMP_PREFIX), &end, 10);
+        if (pid <= 0 || *end != '.' || strncmp(end + 1, host, hl) != 0 || end[1 + hl] != '.' ||
+            pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *p = cairn_path_join(dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+}
+
 static int lockw_finish(struct cairn_writer *w, struct cairn_err *err)
 {
     struct lock_writer *lw = (struct lock_writer *)w;
-    char dir[4096];
+    char dir[4096], host[64];
     cairn_dirname(lw->path, dir, sizeof(dir));
-    char *tmp = cairn_xasprintf("%s/.lock.tmp.XXXXXX", dir);
+    host_tag(host, sizeof(host));
+    sweep_lock_temps(dir, host);
+    char *tmp = cairn_xasprintf("%s/" LOCK_TMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), host);
     int fd = mkstemp(tmp); /* closed right below: no exec can inherit it */
     int rc = CAIRN_OK;
     if (fd < 0)
