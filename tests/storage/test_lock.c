@@ -252,7 +252,9 @@ LOCK_CASE(refresh_and_lost)
     /* A backup whose lock another process removed never completes. */
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "victim", &b, &e), &e);
-    CHECK_OK(cairn_backup_put_stream(b, "f", cairn_mem_reader_new("data", 4), 4, NULL, &e), &e);
+    struct cairn_reader *data = cairn_mem_reader_new("data", 4);
+    CHECK_OK(cairn_backup_put_stream(b, "f", data, 4, NULL, &e), &e);
+    cairn_reader_free(data); /* verbs never take ownership */
     struct cairn_lock_list gone;
     CHECK_OK(cairn_storage_unlock(st, 1, &gone, &e), &e);
     CHECK_EQ_INT(gone.count, 1);
