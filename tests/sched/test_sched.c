@@ -498,21 +498,29 @@ static int64_t clock_offset(void *ctx)
     return __atomic_load_n(&g_offset_ms, __ATOMIC_SEQ_CST);
 }
 
+/* Start f's scheduler at 10:30 on a clock whose wall-minus-boot offset the test sets
+ * (g_offset_ms), then wait for its boot catch-up. */
+static void fx_run_offset(struct fixture *f)
+{
+    static struct cairn_clock steady; /* the scheduler keeps a pointer to it */
+    steady = k_clock;
+    steady.offset_ms = clock_offset;
+    set_now("2026-01-01T10:30:00Z");
+    struct cairn_err err;
+    cairn_metrics_free(f->m);
+    f->m = cairn_metrics_new();
+    CHECK_OK(cairn_sched_new(f->cfg, f->store, &f->runner, &steady, f->m, &f->s, &err), &err);
+    CHECK_OK(cairn_sched_start(f->s, &err), &err);
+    pthread_create(&f->waiter, NULL, waiter, f);
+    f->has_waiter = 1;
+    wait_caught_up(f);
+}
+
 TEST(forward_step_is_counted_and_catch_up_stays_capped)
 {
     struct fixture f;
     fx_open(&f, "catch-up-max = 2", "state.db");
-    struct cairn_clock steady = k_clock;
-    steady.offset_ms = clock_offset;
-    set_now("2026-01-01T10:30:00Z");
-    struct cairn_err err;
-    cairn_metrics_free(f.m);
-    f.m = cairn_metrics_new();
-    CHECK_OK(cairn_sched_new(f.cfg, f.store, &f.runner, &steady, f.m, &f.s, &err), &err);
-    CHECK_OK(cairn_sched_start(f.s, &err), &err);
-    pthread_create(&f.waiter, NULL, waiter, &f);
-    f.has_waiter = 1;
-    wait_caught_up(&f);
+    fx_run_offset(&f);
     set_now("2026-01-01T11:00:00Z"); /* time passing: the offset stays */
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
     CHECK_EQ_INT(metric(&f, "cairn_clock_forwards_total", NULL), 0);
@@ -544,17 +552,7 @@ TEST(step_size_is_rounded_not_truncated)
 {
     struct fixture f;
     fx_open(&f, "", "state.db");
-    struct cairn_clock steady = k_clock;
-    steady.offset_ms = clock_offset;
-    set_now("2026-01-01T10:30:00Z");
-    struct cairn_err err;
-    cairn_metrics_free(f.m);
-    f.m = cairn_metrics_new();
-    CHECK_OK(cairn_sched_new(f.cfg, f.store, &f.runner, &steady, f.m, &f.s, &err), &err);
-    CHECK_OK(cairn_sched_start(f.s, &err), &err);
-    pthread_create(&f.waiter, NULL, waiter, &f);
-    f.has_waiter = 1;
-    wait_caught_up(&f);
+    fx_run_offset(&f);
 
     __atomic_store_n(&g_offset_ms, 2 * 86400 * 1000 - 1, __ATOMIC_SEQ_CST);
     set_now("2026-01-03T10:30:00Z");
