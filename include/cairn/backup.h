@@ -58,6 +58,9 @@ struct cairn_backup_opts {
     cairn_backup_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     const volatile int *cancel; /* may be NULL; nonzero stops with CAIRN_E_CANCELLED */
+    /* Wait this long for a conflicting storage lock (a prune, an rm) to go; 0: see
+     * cairn_storage_set_lock_wait. */
+    int64_t lock_wait_ms;
 };
 
 struct cairn_backup_result {

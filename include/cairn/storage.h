@@ -133,6 +133,10 @@ CAIRN_API void cairn_storage_set_seal_key(struct cairn_storage *st,
  * CAIRN_E_CANCELLED. Removing a backup (rm, prune, the cleanup of a failed backup) is never
  * cut short. Set it before the operations it should stop. */
 CAIRN_API void cairn_storage_set_cancel(struct cairn_storage *st, const volatile int *cancel);
+/* The shared lock a backup started through st takes waits up to ms for a conflicting lock
+ * (a prune, an rm) to go, instead of failing at once with CAIRN_E_LOCKED; the cancel flag
+ * ends the wait. 0 (the default): $CAIRN_LOCK_WAIT_MS, else no wait. */
+CAIRN_API void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms);
 
 enum cairn_backup_status {
     CAIRN_BACKUP_COMPLETE = 0,   /* MANIFEST present and valid */

@@ -66,7 +66,9 @@ static const char k_help[] =
     "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
     "One cairnd per state: a second `cairnd run` on a state a live one holds exits with\n"
     "status 10 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
-    "Backups hold a shared lock on their storage location, retention an exclusive one.\n"
+    "Backups hold a shared lock on their storage location, retention an exclusive one; a\n"
+    "backup waits up to lock-wait (default 10m) for a retention pass to end, and retention\n"
+    "that finds a backup running is postponed to the schedule's next run.\n"
     "\n"
     "On SIGTERM running backups get shutdown-timeout to finish, then are cancelled: a\n"
     "cancelled backup stays incomplete (never looks complete) and runs again after restart.\n"
@@ -353,7 +355,7 @@ int cairnd_cmd_run(int argc, char **argv)
     if (!dry_run)
         recover_from_storage(cfg, store, clock.now(clock.ctx));
     struct cairn_runner runner;
-    cairn_backup_runner(&runner);
+    cairn_backup_runner(&runner, cfg);
     rc = cairn_sched_new(cfg, store, &runner, &clock, metrics, &s, &err);
     if (rc != CAIRN_OK) {
         code = state_fail(&err);

@@ -130,6 +130,7 @@ static const char *const k_daemon_keys[] = {"state",
                                             "metrics-timeout",
                                             "metrics-max-connections",
                                             "metrics-connections-per-ip",
+                                            "lock-wait",
                                             NULL};
 static const char *const k_schedule_keys[] = {
     "source",      "to",          "every",    "cron",        "keep-last",
@@ -253,6 +254,10 @@ static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
     case 13:
     case 14:
     case 15: return metrics_limit_key(p, idx, k, v);
+    case 16:
+        if (cairn_parse_duration(v, &c->lock_wait) != 0)
+            return bad(p, "%s = '%s': expected a duration such as 10m (0 fails at once)", k, v);
+        return CAIRN_OK;
     default: return timezone_key(p, k, v);
     }
 }
@@ -404,6 +409,7 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     c->catchup_rate = 1;
     c->max_concurrent = 2;
     c->shutdown_timeout = 60;
+    c->lock_wait = 600;
     struct parser p = {.c = c, .path = path, .err = err};
     int rc = CAIRN_OK;
     char buf[4096];

@@ -45,12 +45,15 @@ static int check(void *ctx, const struct cairn_run *run, int *complete, struct c
 static int run_backup(void *ctx, const struct cairn_run *run, const volatile int *cancel,
                       struct cairn_run_result *res, struct cairn_err *err)
 {
-    (void)ctx;
+    const struct cairn_config *cfg = ctx;
+    /* A prune (this cairnd's other schedules', or anyone's) holds the location briefly:
+     * the run waits for it rather than fail. */
     struct cairn_backup_opts o = {
         .source = run->schedule->source,
         .storage_url = run->schedule->to,
         .name = run->name,
         .cancel = cancel,
+        .lock_wait_ms = cfg != NULL ? cfg->lock_wait * 1000 : 0,
     };
     struct cairn_backup_result r;
     memset(&r, 0, sizeof(r));
@@ -95,10 +98,11 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
         .group_by_source = 1,
         .filter = owned,
         .filter_arg = c->name,
-        .now = (int64_t)time(NULL),
+        .now = run->wall_now != 0 ? run->wall_now : (int64_t)time(NULL),
     };
     /* Exclusive, as cairn prune: no backup (of any schedule, process or host) runs meanwhile.
-     * A run that cannot get it prunes at its next run. */
+     * It does not wait: a backup may hold the location for hours, and a run that cannot get
+     * it prunes at its next run (the scheduler logs CAIRN_E_LOCKED as a postponement). */
     static const struct cairn_lock_opts lock_opts = {.command = "cairnd prune"};
     struct cairn_lock *lock = NULL;
     rc = cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, &lock_opts, &lock, err);
@@ -129,9 +133,9 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
     return rc;
 }
 
-void cairn_backup_runner(struct cairn_runner *r)
+void cairn_backup_runner(struct cairn_runner *r, const struct cairn_config *cfg)
 {
-    r->ctx = NULL;
+    r->ctx = (void *)cfg;
     r->check = check;
     r->run = run_backup;
     r->prune = prune;

@@ -4,6 +4,7 @@
 
 #include "sched.h"
 
-void cairn_backup_runner(struct cairn_runner *r);
+/* Backups wait up to cfg->lock_wait for a prune's (or rm's) lock; cfg outlives r. */
+void cairn_backup_runner(struct cairn_runner *r, const struct cairn_config *cfg);
 
 #endif

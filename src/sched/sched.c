@@ -441,19 +441,26 @@ static int execute(struct worker *w, int64_t at, int catchup)
             cairn_metric_add(s->m.succeeded, sn, 1);
             cairn_metric_add(s->m.bytes, sn, (double)res.bytes);
             cairn_metric_observe(s->m.duration, sn, secs);
+            run.wall_now = (int64_t)time(NULL); /* before now_of: see struct cairn_run */
             cairn_metric_set(s->m.last_success, sn, (double)now_of(s));
             char size[32];
             cairn_format_bytes(res.bytes, size, sizeof(size));
             cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run.name, size,
                        secs);
             unsigned removed = 0;
+            int prc;
             struct cairn_err perr;
             if (prune_held(s)) {
                 cairn_warn("sched",
                            "schedule %s: retention held: the wall clock jumped forward less "
                            "than %ds ago",
                            sn, CAIRN_CLOCK_NOTICE_SECONDS);
-            } else if (s->runner->prune(s->runner->ctx, &run, &removed, &perr) != CAIRN_OK) {
+            } else if ((prc = s->runner->prune(s->runner->ctx, &run, &removed, &perr)) ==
+                       CAIRN_E_LOCKED) {
+                /* Another backup holds the location: normal when schedules share it. */
+                cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn,
+                           perr.msg);
+            } else if (prc != CAIRN_OK) {
                 cairn_metric_add(s->m.prune_errors, sn, 1);
                 cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
             } else if (removed > 0) {

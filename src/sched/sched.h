@@ -65,6 +65,10 @@ struct cairn_run {
     int64_t at;  /* scheduled instant */
     int catchup; /* missed while cairnd was down or busy */
     char name[CAIRN_RUN_NAME_MAX];
+    /* For prune: the real wall clock (Unix s, the one stamping MANIFESTs), read before the
+     * scheduler last looked for a clock step, so a step after that look cannot reach
+     * retention unheld. 0: the runner reads it. */
+    int64_t wall_now;
 };
 
 struct cairn_run_result {

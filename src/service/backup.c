@@ -517,6 +517,7 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
     if (rc != CAIRN_OK)
         return rc;
     cairn_storage_set_cancel(st, o->cancel);
+    cairn_storage_set_lock_wait(st, o->lock_wait_ms);
     struct progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)

@@ -472,7 +472,7 @@ static int import_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
 static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, struct cairn_err *err)
 {
     struct dirprov *p = ctx;
-    char *db, *rp, *dir;
+    char *db = NULL, *rp = NULL, *dir = NULL;
     int rc = find_shard(p, id, &db, &rp, &dir, err);
     if (rc != CAIRN_OK)
         return rc == CAIRN_E_NOTFOUND
@@ -512,7 +512,7 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
 static int dp_shard_has_files(void *ctx, uint64_t id, struct cairn_err *err)
 {
     struct dirprov *p = ctx;
-    char *db, *rp, *dir;
+    char *db = NULL, *rp = NULL, *dir = NULL;
     int rc = find_shard(p, id, &db, &rp, &dir, err);
     if (rc != CAIRN_OK)
         return rc;

@@ -17,6 +17,7 @@ struct cairn_storage {
     int has_key;
     uint8_t key[CAIRN_SEAL_KEY_LEN];
     const volatile int *cancel; /* cairn_storage_set_cancel; may be NULL */
+    int64_t lock_wait_ms;       /* cairn_storage_set_lock_wait; 0: $CAIRN_LOCK_WAIT_MS */
 };
 
 /* 1 when the cancel flag (may be NULL) is set; read atomically (set by signal handlers). */

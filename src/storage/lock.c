@@ -408,9 +408,19 @@ int cairn_storage_lock(struct cairn_storage *st, enum cairn_lock_mode mode,
     int64_t wait = opts && opts->wait_ms > 0 ? opts->wait_ms : env_ms("CAIRN_LOCK_WAIT_MS", 0);
     uint64_t deadline = cairn_mono_ns() + (uint64_t)wait * 1000000u;
     unsigned seed = (unsigned)(cairn_mono_ns() ^ (uint64_t)getpid());
-    /* Two takers that saw each other both back off: random pauses break the tie. */
-    while ((rc = try_take(l, err)) == CAIRN_E_LOCKED && cairn_mono_ns() < deadline)
-        pause_ms(20 + rand_r(&seed) % 230);
+    /* Two takers that saw each other both back off: random pauses break the tie; they grow
+     * to 2 s so a long wait costs few requests. The caller's cancel flag ends a wait
+     * (cairnd's shutdown, the CLI's Ctrl-C). */
+    unsigned spread = 230;
+    while ((rc = try_take(l, err)) == CAIRN_E_LOCKED && cairn_mono_ns() < deadline) {
+        if (cairn_storage_cancelled(st->cancel)) {
+            rc = cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled while waiting for a lock on '%s'",
+                               st->url);
+            break;
+        }
+        pause_ms(20 + rand_r(&seed) % spread);
+        spread = spread < 1000 ? spread * 2 : 2000;
+    }
     if (rc == CAIRN_OK && pthread_create(&l->thread, NULL, refresher, l) == 0)
         l->has_thread = 1;
     else if (rc == CAIRN_OK)

@@ -244,6 +244,11 @@ void cairn_storage_set_cancel(struct cairn_storage *st, const volatile int *canc
         st->drv->set_cancel(st->state, cancel);
 }
 
+void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms)
+{
+    st->lock_wait_ms = ms > 0 ? ms : 0;
+}
+
 const char *cairn_backup_status_name(enum cairn_backup_status s)
 {
     switch (s) {
@@ -401,8 +406,6 @@ out:
     return rc;
 }
 
-static const struct cairn_lock_opts backup_lock_opts = {.command = "backup"};
-
 /* Start under the shared lock *lock (taken over by the handle on success). */
 static int start_locked(struct cairn_storage *st, const char *name, struct cairn_lock **lock,
                         struct cairn_backup **out, struct cairn_err *err)
@@ -431,7 +434,8 @@ int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn
         return rc;
     /* Held until the handle is freed: no prune or rm removes what is being written. */
     struct cairn_lock *lock = NULL;
-    rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &backup_lock_opts, &lock, err);
+    struct cairn_lock_opts lo = {.command = "backup", .wait_ms = st->lock_wait_ms};
+    rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &lo, &lock, err);
     if (rc == CAIRN_OK)
         rc = start_locked(st, name, &lock, out, err);
     cairn_lock_release(lock);
@@ -444,7 +448,8 @@ int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *na
     *out = NULL;
     int64_t ms = (int64_t)cairn_now_ms();
     struct cairn_lock *lock = NULL;
-    int rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &backup_lock_opts, &lock, err);
+    struct cairn_lock_opts lo = {.command = "backup", .wait_ms = st->lock_wait_ms};
+    int rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &lo, &lock, err);
     if (rc != CAIRN_OK)
         return rc;
     rc = CAIRN_E_EXISTS;

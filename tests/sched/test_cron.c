@@ -452,6 +452,27 @@ TEST(config_metrics_limits)
     }
 }
 
+/* lock-wait: 10 minutes unless set; 0 (fail at once) allowed; a non-duration refused. */
+TEST(config_lock_wait)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *sched = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
+    const char *vals[] = {"", "lock-wait = 30s\n", "lock-wait = 0\n"};
+    const int64_t want[] = {600, 30, 0};
+    for (size_t i = 0; i < 3; i++) {
+        char *text = cairn_xasprintf("[cairnd]\nstate = sqlite:/tmp/x.db\n%s%s", vals[i], sched);
+        CHECK_OK(cairn_config_parse(text, strlen(text), "l.conf", &c, &err), &err);
+        if (c != NULL)
+            CHECK_EQ_INT(c->lock_wait, want[i]);
+        cairn_config_free(c);
+        free(text);
+    }
+    const char *bad = "[cairnd]\nlock-wait = soon\n";
+    CHECK_ERR(cairn_config_parse(bad, strlen(bad), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+              "b.conf:2: lock-wait");
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

@@ -323,6 +323,39 @@ LOCK_CASE(wait)
     cairn_storage_free(st);
 }
 
+/* A backup started on a handle with a lock wait waits out a prune's exclusive lock (cairnd:
+ * one schedule's retention never fails another's backup); the cancel flag ends the wait;
+ * without a wait it fails at once. */
+LOCK_CASE(backup_waits_for_prune)
+{
+    (void)is_s3;
+    struct cairn_storage *st = fresh(url);
+    struct cairn_err e;
+    const struct cairn_lock_opts pr = {.command = "prune"};
+    struct delayed d = {NULL, 300};
+    CHECK_OK(cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, &pr, &d.l, &e), &e);
+
+    struct cairn_backup *b = NULL;
+    CHECK_EQ_INT(cairn_storage_start(st, "nowait", &b, &e), CAIRN_E_LOCKED);
+    CHECK(strstr(e.msg, "(prune)") != NULL);
+
+    volatile int cancel = 1;
+    cairn_storage_set_lock_wait(st, 600000);
+    cairn_storage_set_cancel(st, &cancel);
+    CHECK_EQ_INT(cairn_storage_start(st, "cancelled", &b, &e), CAIRN_E_CANCELLED);
+    CHECK(strstr(e.msg, "waiting for a lock") != NULL);
+    cairn_storage_set_cancel(st, NULL);
+
+    pthread_t t;
+    pthread_create(&t, NULL, release_later, &d);
+    CHECK_OK(cairn_storage_start(st, "waited", &b, &e), &e);
+    pthread_join(t, NULL);
+    CHECK(b != NULL);
+    cairn_backup_free(b);
+    CHECK_EQ_INT(nlocks(st), 0);
+    cairn_storage_free(st);
+}
+
 /* An exclusive lock creates nothing: a typo'd location stays "not found". */
 TEST(file_missing_location)
 {
