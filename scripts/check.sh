@@ -51,7 +51,7 @@ command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
 # missing one is a failure here, named, and again in every test that needs it.
 preflight() {
     local missing=() t
-    for t in influxd "${PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" /usr/bin/aws clang clang-format valgrind faketime \
+    for t in influxd "${PG_BIN:-/usr/lib/postgresql/15/bin}/initdb" /usr/bin/aws clang clang-format valgrind faketime openssl \
         node "${CAIRN_S3RVER:-$PWD/.cache/node/node_modules/.bin/s3rver}" \
         /usr/share/zoneinfo/Europe/Berlin; do
         case $t in

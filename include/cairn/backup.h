@@ -28,6 +28,8 @@
 #include "cairn/common.h"
 #include "cairn/err.h"
 
+struct cairn_tls_opts; /* cairn/service.h */
+
 #define CAIRN_BACKUP_NAME_MAX 128
 
 /* Progress report; called from worker threads, possibly concurrently (serialise inside). */
@@ -61,6 +63,7 @@ struct cairn_backup_opts {
     /* Wait this long for a conflicting storage lock (a prune, an rm) to go; 0: see
      * cairn_storage_set_lock_wait. */
     int64_t lock_wait_ms;
+    const struct cairn_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
 };
 
 struct cairn_backup_result {
@@ -96,6 +99,7 @@ struct cairn_restore_opts {
     void *progress_ctx;
     const volatile int *cancel;
     int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
+    const struct cairn_tls_opts *tls; /* an online target over TLS; NULL: plain */
 };
 
 struct cairn_restore_result {

@@ -126,6 +126,26 @@ CAIRN_API int cairn_snap_dir_provider_new(const char *data_dir, const char *meta
 
 /* ---- Server ---- */
 
+/* ---- TLS (optional, OpenSSL) ----
+ * cairnd serve with a certificate speaks TLS to clients that open with a TLS handshake and,
+ * given a CA file, requires client certificates that chain to it. cairn backup and restore
+ * connect with TLS when given TLS options. influxd speaks only the plain protocol. */
+struct cairn_tls_opts {
+    const char *ca_file;     /* PEM. Client: the CAs the server's certificate must chain to
+                              * (NULL: the system's). Server: the CAs client certificates must
+                              * chain to (NULL: none are asked for). */
+    const char *cert_file;   /* PEM chain. Server: required. Client: shown when asked. */
+    const char *key_file;    /* PEM private key; NULL: in cert_file */
+    const char *server_name; /* client: the DNS name or IP the server's certificate must name;
+                              * NULL: the host of the address */
+};
+struct cairn_tls;
+CAIRN_API int cairn_tls_server_new(const struct cairn_tls_opts *opts, struct cairn_tls **out,
+                                   struct cairn_err *err);
+CAIRN_API int cairn_tls_client_new(const struct cairn_tls_opts *opts, struct cairn_tls **out,
+                                   struct cairn_err *err);
+CAIRN_API void cairn_tls_free(struct cairn_tls *t);
+
 struct cairn_snap_server_opts {
     const char *listen;      /* "HOST:PORT"; NULL = "127.0.0.1:8088"; port 0 picks one */
     unsigned max_conns;      /* 0 = 64; connections beyond are closed at once, with a log line */
@@ -142,6 +162,8 @@ struct cairn_snap_server_opts {
     const char *staging_dir; /* uploads are received into unnamed files here; NULL = /tmp */
     int allow_restore;       /* accept restore uploads (types 6, 7); off = refused */
     int allow_overwrite;     /* shard uploads may replace a shard's existing files */
+    struct cairn_tls *tls;   /* not owned, outlives the server; NULL: plain only */
+    int allow_plain;         /* with tls: also serve plain connections (influxd clients) */
 };
 
 struct cairn_snap_server;
@@ -169,6 +191,7 @@ struct cairn_snap_client {
     /* May be NULL; once nonzero (read atomically), connects, reads and request writes stop
      * with CAIRN_E_CANCELLED within a fraction of a second, even while the peer is silent. */
     const volatile int *cancel;
+    struct cairn_tls *tls; /* from cairn_tls_client_new, not owned; NULL: plain */
 };
 
 /* Type 1: the whole response (envelope) into out, not closed. Checks the magic and lengths. */

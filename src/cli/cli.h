@@ -45,4 +45,18 @@ void cli_progress_done(struct cli_progress *p); /* clears the line and frees */
 /* The exit code table, printed by --help of both programs. */
 extern const char cli_exit_codes_help[];
 
+/* The TLS options of commands that talk to a snapshot service (backup, restore): put
+ * CLI_TLS_OPTIONS in the getopt_long table and give every option to cli_tls_option. */
+struct cairn_tls_opts;
+#define CLI_TLS_OPTIONS                                                                            \
+    {"tls", no_argument, NULL, 0x7101}, {"tls-ca", required_argument, NULL, 0x7102},               \
+        {"tls-cert", required_argument, NULL, 0x7103},                                             \
+        {"tls-key", required_argument, NULL, 0x7104},                                              \
+    {                                                                                              \
+        "tls-server-name", required_argument, NULL, 0x7105                                         \
+    }
+/* 1 when c was a TLS option (stored in t, and *on set), else 0. */
+int cli_tls_option(int c, const char *arg, struct cairn_tls_opts *t, int *on);
+extern const char cli_tls_help[];
+
 #endif

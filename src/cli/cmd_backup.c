@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/backup.h"
+#include "cairn/service.h"
 #include "cairn/log.h"
 #include "cli.h"
 #include "interrupt.h"
@@ -17,7 +18,7 @@ static void backup_usage(FILE *out)
         out,
         "usage: cairn backup --from HOST:PORT|PATH --to STORAGE_URL [--name NAME]\n"
         "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
-        "                    [--parallel N] [--timeout MS] [--json]\n\n"
+        "                    [--parallel N] [--timeout MS] [--tls...] [--json]\n\n"
         "Back up a snapshot service (cairnd serve, or influxd 1.5+ on its bind-address, by\n"
         "default port 8088) or a local file/directory into a new backup in STORAGE_URL\n"
         "(file:///dir or s3://bucket/prefix?...). The MANIFEST is written last. Every byte\n"
@@ -34,8 +35,11 @@ static void backup_usage(FILE *out)
         "  --full-if-no-parent  with --since and no such parent, take a full backup\n"
         "  --parallel   shards downloaded at once (default 4)\n"
         "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
-        "  --json       print a JSON summary on stdout\n\n%s",
-        cli_exit_codes_help);
+        "  --json       print a JSON summary on stdout\n\n%s"
+        "Example, over TLS with a client certificate:\n"
+        "  cairn backup --from db1.example:8088 --to file:///srv/backups \\\n"
+        "      --tls-ca ca.pem --tls-cert client.pem --tls-key client.key\n\n%s",
+        cli_tls_help, cli_exit_codes_help);
 }
 
 int cmd_backup(int argc, char **argv)
@@ -51,12 +55,17 @@ int cmd_backup(int argc, char **argv)
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
+                                         CLI_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_backup_opts o = {0};
+    struct cairn_tls_opts tls = {0};
+    int tls_on = 0;
     uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (cli_tls_option(c, optarg, &tls, &tls_on))
+            continue;
         switch (c) {
         case 'f': o.source = optarg; break;
         case 't': o.storage_url = optarg; break;
@@ -96,6 +105,8 @@ int cmd_backup(int argc, char **argv)
     if (o.full_if_no_parent && !o.has_since)
         return cli_usage("backup", "--full-if-no-parent needs --since");
 
+    if (tls_on)
+        o.tls = &tls;
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
     struct cli_progress *prog = cli_progress_new("backup", 0);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/backup.h"
+#include "cairn/service.h"
 #include "cli.h"
 #include "interrupt.h"
 #include "common/util.h"
@@ -15,7 +16,7 @@ static void restore_usage(FILE *out)
     fprintf(
         out,
         "usage: cairn restore STORAGE_URL NAME --to HOST:PORT [--db X [--newdb Y]\n"
-        "                     [--rp R [--newrp S]]] [--timeout MS] [--json]\n"
+        "                     [--rp R [--newrp S]]] [--timeout MS] [--tls...] [--json]\n"
         "       cairn restore STORAGE_URL NAME --into DIR [--db X] [--force] [--json]\n\n"
         "Every file of NAME and of the backups it is incremental to is verified (size and\n"
         "SHA-256) before anything is applied.\n\n"
@@ -28,8 +29,8 @@ static void restore_usage(FILE *out)
         "           temporary directory beside DIR, moved into place only once every\n"
         "           file verified; DIR must not exist or be empty)\n"
         "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
-        "  --db     only this database; --rp only this retention policy (online)\n\n%s",
-        cli_exit_codes_help);
+        "  --db     only this database; --rp only this retention policy (online)\n\n%s%s",
+        cli_tls_help, cli_exit_codes_help);
 }
 
 int cmd_restore(int argc, char **argv)
@@ -44,12 +45,17 @@ int cmd_restore(int argc, char **argv)
                                          {"json", no_argument, NULL, 'j'},
                                          {"force", no_argument, NULL, 'f'},
                                          {"help", no_argument, NULL, 'h'},
+                                         CLI_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_restore_opts o = {0};
+    struct cairn_tls_opts tls = {0};
+    int tls_on = 0;
     uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (cli_tls_option(c, optarg, &tls, &tls_on))
+            continue;
         switch (c) {
         case 't': o.target = optarg; break;
         case 'i': o.into_dir = optarg; break;
@@ -74,6 +80,10 @@ int cmd_restore(int argc, char **argv)
     o.name = argv[optind + 1];
     if ((o.target == NULL) == (o.into_dir == NULL))
         return cli_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
+    if (tls_on && o.target == NULL)
+        return cli_usage("restore", "the --tls options need --to HOST:PORT");
+    if (tls_on)
+        o.tls = &tls;
 
     cli_catch_interrupts();
     o.cancel = &cli_cancel;

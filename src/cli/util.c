@@ -8,11 +8,35 @@
 #include <unistd.h>
 
 #include "cairn/common.h"
+#include "cairn/service.h"
 #include "cli.h"
 #include "common/util.h"
 
 const char *cli_progname = "cairn";
 int cli_json;
+
+int cli_tls_option(int c, const char *arg, struct cairn_tls_opts *t, int *on)
+{
+    switch (c) {
+    case 0x7101: break;
+    case 0x7102: t->ca_file = arg; break;
+    case 0x7103: t->cert_file = arg; break;
+    case 0x7104: t->key_file = arg; break;
+    case 0x7105: t->server_name = arg; break;
+    default: return 0;
+    }
+    *on = 1;
+    return 1;
+}
+
+const char cli_tls_help[] =
+    "TLS (to cairnd serve --tls-cert; influxd speaks only plain), on with any of:\n"
+    "  --tls              verify the server against the system's CAs\n"
+    "  --tls-ca FILE      PEM CAs the server's certificate must chain to\n"
+    "  --tls-cert FILE    PEM client certificate (chain), for a server that requires one\n"
+    "  --tls-key FILE     its private key (default: in --tls-cert)\n"
+    "  --tls-server-name NAME  the name or IP the server's certificate must carry\n"
+    "                     (default: the host of the address)\n\n";
 
 const char cli_exit_codes_help[] =
     "Exit codes:\n"

@@ -26,13 +26,14 @@ static void serve_usage(FILE *out)
             "                    [--max-conns-per-addr N] [--idle-timeout MS]\n"
             "                    [--request-deadline MS] [--slow-rate BYTES] [--max-upload SIZE]\n"
             "                    [--mem-budget SIZE] [--allow-restore [--allow-overwrite]]\n"
-            "                    [--log-json] [--log-level LEVEL]\n\n"
+            "                    [--tls-cert FILE [--tls-key FILE] [--tls-client-ca FILE]\n"
+            "                    [--tls-allow-plain]] [--log-json] [--log-level LEVEL]\n\n"
             "Serve DIR (<db>/<rp>/<shard-id>/<files>) with the InfluxDB 1.6 snapshot protocol,\n"
             "so `influxd backup` and `cairn backup` can use it (and, with --allow-restore,\n"
             "`influxd restore -online|-portable` and `cairn restore`). Metadata is the meta.Data\n"
             "protobuf in --meta (default DIR/meta.db), or derived from the tree when that file\n"
-            "does not exist. The protocol has no authentication: keep it on loopback or a\n"
-            "trusted network.\n\n"
+            "does not exist. The plain protocol has no authentication: keep it on loopback or a\n"
+            "trusted network, or use TLS with client certificates beyond one host.\n\n"
             "  --listen       address to bind (default 127.0.0.1:8088; port 0 picks one)\n"
             "  --max-conns    concurrent connections (default 64)\n"
             "  --max-conns-per-addr  concurrent connections from one address (default 16)\n"
@@ -47,8 +48,16 @@ static void serve_usage(FILE *out)
             "  --allow-restore   accept restore uploads (read-only without it: refused)\n"
             "  --allow-overwrite shard uploads may replace files of shards that hold some\n"
             "                 (without it only new, empty shards are written)\n"
+            "  --tls-cert     PEM certificate (chain): serve TLS (cairn backup/restore --tls...)\n"
+            "  --tls-key      its private key (default: in --tls-cert)\n"
+            "  --tls-client-ca PEM CAs: require a client certificate that chains to them\n"
+            "  --tls-allow-plain also serve plain connections (influxd backup/restore, which\n"
+            "                 speak no TLS); without it they are refused\n"
             "  --log-json     log JSON lines; --log-level debug|info|warn|error (default info)\n\n"
-            "Prints \"listening on ADDR\" on stdout once bound; stops on SIGTERM or SIGINT.\n");
+            "Prints \"listening on ADDR\" on stdout once bound; stops on SIGTERM or SIGINT.\n\n"
+            "Example, TLS with client certificates, read-only:\n"
+            "  cairnd serve --data /var/lib/influxdb/data --listen 0.0.0.0:8088 \\\n"
+            "      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n");
 }
 
 /* The numeric limits of serve's options into so: 0, or cli_usage's exit code. */
@@ -110,11 +119,16 @@ static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'
                                            {"log-json", no_argument, NULL, 'j'},
                                            {"log-level", required_argument, NULL, 'v'},
                                            {"help", no_argument, NULL, 'h'},
+                                           {"tls-cert", required_argument, NULL, 'C'},
+                                           {"tls-key", required_argument, NULL, 'K'},
+                                           {"tls-client-ca", required_argument, NULL, 'A'},
+                                           {"tls-allow-plain", no_argument, NULL, 'P'},
                                            {NULL, 0, NULL, 0}};
 
 int cairnd_cmd_serve(int argc, char **argv)
 {
     struct cairn_snap_server_opts so = {0};
+    struct cairn_tls_opts tls = {0};
     const char *data = NULL, *meta = NULL;
     int log_json = 0, level = CAIRN_LOG_INFO, c, rc;
     optind = 1;
@@ -135,6 +149,10 @@ int cairnd_cmd_serve(int argc, char **argv)
             break;
         case 'R': so.allow_restore = 1; break;
         case 'O': so.allow_overwrite = 1; break;
+        case 'C': tls.cert_file = optarg; break;
+        case 'K': tls.key_file = optarg; break;
+        case 'A': tls.ca_file = optarg; break;
+        case 'P': so.allow_plain = 1; break;
         case 'j': log_json = 1; break;
         case 'v':
             level = cairn_log_level_parse(optarg);
@@ -153,18 +171,28 @@ int cairnd_cmd_serve(int argc, char **argv)
         return cli_usage("serve", "--allow-overwrite needs --allow-restore");
     if (so.max_per_addr > (so.max_conns ? so.max_conns : 64))
         return cli_usage("serve", "--max-conns-per-addr exceeds --max-conns");
+    if ((tls.key_file || tls.ca_file || so.allow_plain) && tls.cert_file == NULL)
+        return cli_usage("serve",
+                         "--tls-key, --tls-client-ca and --tls-allow-plain need --tls-cert");
     cairn_log_setup((enum cairn_log_level)level, log_json, NULL);
 
     struct cairn_err err = {0};
-    struct cairn_snap_provider prov;
-    if (cairn_snap_dir_provider_new(data, meta, &prov, &err) != CAIRN_OK)
+    struct cairn_tls *server_tls = NULL;
+    if (tls.cert_file != NULL && cairn_tls_server_new(&tls, &server_tls, &err) != CAIRN_OK)
         return cli_fail(&err);
+    so.tls = server_tls;
+    struct cairn_snap_provider prov;
+    if (cairn_snap_dir_provider_new(data, meta, &prov, &err) != CAIRN_OK) {
+        cairn_tls_free(server_tls);
+        return cli_fail(&err);
+    }
     /* Uploads are received beside the data they become (same file system), not in memory. */
     char *staging = cairn_xasprintf("%s/.cairn-snap", data);
     so.staging_dir = staging;
     struct cairn_snap_server *srv;
     if (cairn_snap_server_new(&so, &prov, &srv, &err) != CAIRN_OK) {
         free(staging);
+        cairn_tls_free(server_tls);
         return cli_fail(&err);
     }
     if (!so.allow_restore)
@@ -182,6 +210,7 @@ int cairnd_cmd_serve(int argc, char **argv)
     rc = cairn_snap_server_run(srv, &err);
     g_server = NULL;
     cairn_snap_server_free(srv);
+    cairn_tls_free(server_tls);
     free(staging);
     return rc == CAIRN_OK ? 0 : cli_fail(&err);
 }

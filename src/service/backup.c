@@ -349,11 +349,11 @@ static void path_progress(void *arg, uint64_t bytes)
 }
 
 static int backup_service(struct cairn_storage *st, const struct cairn_backup_opts *o,
-                          struct progress *prog, struct cairn_backup_result *res,
-                          struct cairn_err *err)
+                          struct cairn_tls *tls, struct progress *prog,
+                          struct cairn_backup_result *res, struct cairn_err *err)
 {
     struct cairn_snap_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms,
-                                       o->cancel};
+                                       o->cancel, tls};
     struct cairn_backup *b = NULL;
     struct cairn_snap_shard_ref *refs = NULL;
     struct shard_job *jobs = NULL;
@@ -512,17 +512,26 @@ int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_resu
                              o->name);
     if (o->name != NULL)
         snprintf(res->name, sizeof(res->name), "%s", o->name);
+    struct cairn_tls *tls = NULL;
+    if (o->tls != NULL && !is_local_source(o->source)) {
+        int rc = cairn_tls_client_new(o->tls, &tls, err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
-    if (rc != CAIRN_OK)
+    if (rc != CAIRN_OK) {
+        cairn_tls_free(tls);
         return rc;
+    }
     cairn_storage_set_cancel(st, o->cancel);
     cairn_storage_set_lock_wait(st, o->lock_wait_ms);
     struct progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
-                                    : backup_service(st, o, &prog, res, err);
+                                    : backup_service(st, o, tls, &prog, res, err);
     cairn_storage_free(st);
+    cairn_tls_free(tls);
     res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK)
         cairn_info(LOGC, "backup '%s' of %s: %u shards, %llu bytes in %.1f s", res->name, o->source,
@@ -657,12 +666,12 @@ static int read_meta_envelope(struct cairn_backup *b, struct cairn_writer **mem,
     return rc;
 }
 
-static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
-                          struct progress *prog, struct cairn_restore_result *res,
-                          struct cairn_err *err)
+static int restore_online_tls(const struct cairn_restore_opts *o, struct chain *c,
+                              struct cairn_tls *tls, struct progress *prog,
+                              struct cairn_restore_result *res, struct cairn_err *err)
 {
     struct cairn_snap_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms,
-                                       o->cancel};
+                                       o->cancel, tls};
     struct cairn_writer *mem;
     struct cairn_snap_idmap map = {0};
     int rc = read_meta_envelope(c->b[c->n - 1], &mem, err);
@@ -717,6 +726,21 @@ static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
                        "online restore to %s stopped part-way (the new database exists "
                        "with the shards sent so far)",
                        o->target);
+    return rc;
+}
+
+static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
+                          struct progress *prog, struct cairn_restore_result *res,
+                          struct cairn_err *err)
+{
+    struct cairn_tls *tls = NULL;
+    if (o->tls != NULL) {
+        int rc = cairn_tls_client_new(o->tls, &tls, err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
+    int rc = restore_online_tls(o, c, tls, prog, res, err);
+    cairn_tls_free(tls);
     return rc;
 }
 

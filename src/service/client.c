@@ -22,13 +22,32 @@ static int iotimeout(const struct cairn_snap_client *c)
     return c->io_timeout_ms > 0 ? c->io_timeout_ms : 60000;
 }
 
+/* Connect (and handshake when c->tls is set). */
+static int dial(const struct cairn_snap_client *c, struct snap_conn *sc, struct cairn_err *err)
+{
+    sc->fd = -1;
+    sc->ssl = NULL;
+    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, &sc->fd, err);
+    if (rc != CAIRN_OK || c->tls == NULL)
+        return rc;
+    char host[256], port[16];
+    rc = snap_split_addr(c->addr, host, sizeof(host), port, sizeof(port), err);
+    if (rc == CAIRN_OK)
+        rc = snap_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
+    if (rc != CAIRN_OK) {
+        snap_conn_close(sc);
+        cairn_err_wrap(err, "%s", c->addr);
+    }
+    return rc;
+}
+
 /* Connect and send mux byte, type byte and the request JSON (plus extra bytes, in the same
  * write). */
 static int send_request(const struct cairn_snap_client *c, const struct cairn_snap_request *req,
-                        uint8_t type, const void *extra, size_t extra_len, int *fd,
+                        uint8_t type, const void *extra, size_t extra_len, struct snap_conn *sc,
                         struct cairn_err *err)
 {
-    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, fd, err);
+    int rc = dial(c, sc, err);
     if (rc != CAIRN_OK)
         return rc;
     size_t jlen;
@@ -40,11 +59,10 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
     if (extra_len > 0)
         sbuf_add(&b, extra, extra_len);
     free(json);
-    rc = snap_write_full_c(*fd, b.p, b.len, iotimeout(c), c->cancel, err);
+    rc = snap_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
     sbuf_free(&b);
     if (rc != CAIRN_OK) {
-        close(*fd);
-        *fd = -1;
+        snap_conn_close(sc);
         cairn_err_wrap(err, "send request to %s", c->addr);
         return rc;
     }
@@ -52,13 +70,13 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
 }
 
 /* Read the whole response (at most max bytes). */
-static int read_reply(const struct cairn_snap_client *c, int fd, size_t max, struct sbuf *out,
-                      struct cairn_err *err)
+static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, size_t max,
+                      struct sbuf *out, struct cairn_err *err)
 {
     uint8_t buf[16384];
     for (;;) {
         size_t got;
-        int rc = snap_read_some_c(fd, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        int rc = snap_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "%s", c->addr);
             return rc;
@@ -78,8 +96,8 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     struct cairn_snap_request req;
     cairn_snap_request_init(&req);
     req.type = CAIRN_SNAP_METASTORE_BACKUP;
-    int fd;
-    int rc = send_request(c, &req, req.type, NULL, 0, &fd, err);
+    struct snap_conn sc;
+    int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     cairn_snap_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
@@ -90,7 +108,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     int part = 0; /* 0 header, 1 meta, 2 node length, 3 node, 4 done */
     for (;;) {
         size_t got;
-        rc = snap_read_some_c(fd, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        rc = snap_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "metastore backup from %s", c->addr);
             goto out;
@@ -143,7 +161,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     else if (bytes != NULL)
         *bytes = total;
 out:
-    close(fd);
+    snap_conn_close(&sc);
     return rc;
 }
 
@@ -217,12 +235,12 @@ int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, con
         free(req.backup_rp);
         req.backup_rp = cairn_xstrdup(rp);
     }
-    int fd;
+    struct snap_conn sc;
     struct sbuf b = {0};
-    int rc = send_request(c, &req, req.type, NULL, 0, &fd, err);
+    int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     if (rc == CAIRN_OK) {
-        rc = read_reply(c, fd, LIST_MAX, &b, err);
-        close(fd);
+        rc = read_reply(c, &sc, LIST_MAX, &b, err);
+        snap_conn_close(&sc);
     }
     if (rc == CAIRN_OK && b.len == 0)
         rc = rp != NULL ? cairn_err_set(err, CAIRN_E_NOTFOUND,
@@ -252,8 +270,8 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     req.shard_id = shard_id;
     if (since != NULL)
         req.since = *since;
-    int fd;
-    int rc = send_request(c, &req, req.type, NULL, 0, &fd, err);
+    struct snap_conn sc;
+    int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     cairn_snap_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
@@ -262,7 +280,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     uint64_t total = 0, zeros = 0; /* length of the run of zero bytes at the end */
     for (;;) {
         size_t got;
-        rc = snap_read_some_c(fd, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
+        rc = snap_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
             break;
@@ -279,7 +297,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
             break;
     }
     free(buf);
-    close(fd);
+    snap_conn_close(&sc);
     if (rc != CAIRN_OK)
         return rc;
     if (total == 0)
@@ -328,15 +346,15 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
             *dst[i] = cairn_xstrdup(vals[i]);
         }
     req.upload_size = (int64_t)len;
-    int fd;
+    struct snap_conn sc;
     struct sbuf b = {0};
     /* JSON + '\n' + blob in one write: 1.6 servers read the blob with a single Read. */
-    int rc = send_request(c, &req, req.type, blob, len, &fd, err);
+    int rc = send_request(c, &req, req.type, blob, len, &sc, err);
     cairn_snap_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
-    rc = read_reply(c, fd, LIST_MAX, &b, err);
-    close(fd);
+    rc = read_reply(c, &sc, LIST_MAX, &b, err);
+    snap_conn_close(&sc);
     memset(map, 0, sizeof(*map));
     if (rc != CAIRN_OK)
         goto out;
@@ -380,13 +398,13 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
                             const char *rp, struct cairn_reader *src, uint64_t *bytes,
                             struct cairn_err *err)
 {
-    int fd;
-    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, &fd, err);
+    struct snap_conn sc;
+    int rc = dial(c, &sc, err);
     if (rc != CAIRN_OK)
         return rc;
     uint8_t hdr[10] = {CAIRN_SNAP_MUX_HEADER, CAIRN_SNAP_SHARD_UPDATE};
     snap_u64be_put(hdr + 2, new_id);
-    struct cairn_writer *w = snap_sock_writer_new(fd, iotimeout(c));
+    struct cairn_writer *w = snap_conn_writer_new(&sc, iotimeout(c), c->cancel);
     rc = cairn_writer_write(w, hdr, sizeof(hdr), err);
     if (rc == CAIRN_OK)
         rc = snap_tar_rename(src, w, db, rp, new_id, err);
@@ -398,14 +416,15 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
     if (rc == CAIRN_OK) {
         /* No reply exists; waiting for the server's close at least orders shard uploads
          * after the server finished reading (cairnd installs before closing). */
-        shutdown(fd, SHUT_WR);
         struct sbuf b = {0};
-        rc = read_reply(c, fd, 4096, &b, err);
+        rc = snap_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
+        if (rc == CAIRN_OK)
+            rc = read_reply(c, &sc, 4096, &b, err);
         if (rc == CAIRN_OK)
             rc = refused(c, &b, err);
         sbuf_free(&b);
     }
-    close(fd);
+    snap_conn_close(&sc);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, "upload shard %llu", (unsigned long long)new_id);
     return rc;

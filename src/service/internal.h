@@ -130,10 +130,39 @@ static inline int snap_write_full(int fd, const void *buf, size_t len, int timeo
 {
     return snap_write_full_c(fd, buf, len, timeout_ms, NULL, err);
 }
-/* Writer/reader stages on a socket, each read/write bounded by timeout_ms of inactivity. The
- * reader first returns the `pre` bytes (copied). Neither owns the fd. */
-struct cairn_writer *snap_sock_writer_new(int fd, int timeout_ms);
-struct cairn_reader *snap_sock_reader_new(int fd, int timeout_ms, const void *pre, size_t prelen);
+/* A connection, plain (ssl NULL) or TLS (tls.c). The snap_conn_ calls behave like the
+ * plain ones above whichever it is; under TLS the end of a stream is a close_notify. */
+struct ssl_st;
+struct snap_conn {
+    int fd;
+    struct ssl_st *ssl;
+};
+/* Handshake on c->fd (made non-blocking) as t's side: a client verifies the server's
+ * certificate against host (or t's server name), a server asks for a client certificate
+ * when t has a CA. A certificate the peer refused is CAIRN_E_DENIED. */
+int snap_conn_tls(struct snap_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
+                  uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+int snap_tls_verifies_clients(const struct cairn_tls *t);
+/* The peer certificate's subject ("" when none). */
+void snap_conn_peer_subject(const struct snap_conn *c, char *out, size_t cap);
+int snap_conn_read_some(struct snap_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
+                        uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+/* Write at least one byte (waiting as needed); *done says how many. */
+int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_t *done,
+                         int timeout_ms, uint64_t deadline, const volatile int *cancel,
+                         struct cairn_err *err);
+int snap_conn_write_full(struct snap_conn *c, const void *buf, size_t len, int timeout_ms,
+                         uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+/* Tell the peer nothing more comes (TCP half-close, or a TLS close_notify); reading goes on. */
+int snap_conn_end_write(struct snap_conn *c, int timeout_ms, uint64_t deadline,
+                        const volatile int *cancel, struct cairn_err *err);
+/* Free the TLS session and close the socket (no close_notify: see snap_conn_end_write). */
+void snap_conn_close(struct snap_conn *c);
+
+/* A writer stage on a connection (not owned), each write bounded by timeout_ms of
+ * inactivity and the cancel flag (may be NULL). */
+struct cairn_writer *snap_conn_writer_new(struct snap_conn *c, int timeout_ms,
+                                          const volatile int *cancel);
 
 /* ---- ustar streams (libarchive) ---- */
 struct snap_tar_out;

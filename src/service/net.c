@@ -186,68 +186,28 @@ int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, in
 
 /* ---- stages ---- */
 
-struct sock_writer {
+struct conn_writer {
     struct cairn_writer base;
-    int fd, timeout_ms;
+    struct snap_conn *c;
+    int timeout_ms;
+    const volatile int *cancel;
 };
 
-static int sock_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+static int conn_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
-    struct sock_writer *s = (struct sock_writer *)w;
-    return snap_write_full(s->fd, buf, len, s->timeout_ms, err);
+    struct conn_writer *s = (struct conn_writer *)w;
+    return snap_conn_write_full(s->c, buf, len, s->timeout_ms, 0, s->cancel, err);
 }
 
-static const struct cairn_writer_ops sock_writer_ops = {"socket", sock_write, NULL, NULL};
+static const struct cairn_writer_ops conn_writer_ops = {"socket", conn_write, NULL, NULL};
 
-struct cairn_writer *snap_sock_writer_new(int fd, int timeout_ms)
+struct cairn_writer *snap_conn_writer_new(struct snap_conn *c, int timeout_ms,
+                                          const volatile int *cancel)
 {
-    struct sock_writer *s = cairn_xcalloc(1, sizeof(*s));
-    cairn_writer_init(&s->base, &sock_writer_ops, NULL);
-    s->fd = fd;
+    struct conn_writer *s = cairn_xcalloc(1, sizeof(*s));
+    cairn_writer_init(&s->base, &conn_writer_ops, NULL);
+    s->c = c;
     s->timeout_ms = timeout_ms;
-    return &s->base;
-}
-
-struct sock_reader {
-    struct cairn_reader base;
-    int fd, timeout_ms;
-    uint8_t *pre;
-    size_t prelen, preoff;
-};
-
-static int sock_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
-                     struct cairn_err *err)
-{
-    struct sock_reader *s = (struct sock_reader *)r;
-    if (s->preoff < s->prelen) {
-        size_t n = s->prelen - s->preoff < cap ? s->prelen - s->preoff : cap;
-        memcpy(buf, s->pre + s->preoff, n);
-        s->preoff += n;
-        *got = n;
-        return CAIRN_OK;
-    }
-    return snap_read_some(s->fd, buf, cap, got, s->timeout_ms, 0, err);
-}
-
-static void sock_reader_free(struct cairn_reader *r)
-{
-    struct sock_reader *s = (struct sock_reader *)r;
-    free(s->pre);
-    free(s);
-}
-
-static const struct cairn_reader_ops sock_reader_ops = {"socket", sock_read, sock_reader_free};
-
-struct cairn_reader *snap_sock_reader_new(int fd, int timeout_ms, const void *pre, size_t prelen)
-{
-    struct sock_reader *s = cairn_xcalloc(1, sizeof(*s));
-    cairn_reader_init(&s->base, &sock_reader_ops, NULL);
-    s->fd = fd;
-    s->timeout_ms = timeout_ms;
-    if (prelen > 0) {
-        s->pre = cairn_xmalloc(prelen);
-        memcpy(s->pre, pre, prelen);
-        s->prelen = prelen;
-    }
+    s->cancel = cancel;
     return &s->base;
 }

@@ -34,7 +34,7 @@
 
 struct conn {
     struct cairn_snap_server *srv;
-    int fd;
+    struct snap_conn io; /* plain, or TLS once handle() saw a handshake */
     size_t slot;
     uint64_t start_ns, deadline; /* deadline: the whole request */
     _Atomic uint64_t progress;   /* bytes moved either way, for the slow-client test */
@@ -194,14 +194,15 @@ void cairn_snap_server_free(struct cairn_snap_server *s)
 }
 
 /* ---- connection I/O ----
- * Every byte to and from a peer goes through conn_read and conn_write (a TLS layer wraps
- * these two): each wait is bounded by the idle timeout and by the request's deadline, and
+ * Every byte to and from a peer goes through conn_read and conn_write (plain or TLS, see
+ * snap_conn_*): each wait is bounded by the idle timeout and by the request's deadline, and
  * every byte counts as progress for the slow-client test. */
 
 static int conn_read(struct conn *c, void *buf, size_t cap, size_t *got, uint64_t deadline,
                      struct cairn_err *err)
 {
-    int rc = snap_read_some(c->fd, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline, err);
+    int rc = snap_conn_read_some(&c->io, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline,
+                                 NULL, err);
     if (rc == CAIRN_OK)
         atomic_fetch_add(&c->progress, *got);
     return rc;
@@ -211,21 +212,14 @@ static int conn_write(struct conn *c, const void *buf, size_t len, struct cairn_
 {
     const uint8_t *p = buf;
     while (len > 0) {
-        ssize_t n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0) {
-            p += n;
-            len -= (size_t)n;
-            atomic_fetch_add(&c->progress, (uint64_t)n);
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
-        int rc = snap_wait(c->fd, POLLOUT, c->srv->opts.idle_timeout_ms, c->deadline,
-                           "write to peer", err);
+        size_t n;
+        int rc = snap_conn_write_some(&c->io, p, len, &n, c->srv->opts.idle_timeout_ms, c->deadline,
+                                      NULL, err);
         if (rc != CAIRN_OK)
             return rc;
+        p += n;
+        len -= n;
+        atomic_fetch_add(&c->progress, (uint64_t)n);
     }
     return CAIRN_OK;
 }
@@ -325,10 +319,12 @@ static void refuse(struct conn *c, const char *stage, const char *why)
     if (conn_write(c, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, &ignored) !=
         CAIRN_OK)
         return;
-    shutdown(c->fd, SHUT_WR);
     uint64_t until = cairn_mono_ns() + 2000000000ull;
     if (until > c->deadline)
         until = c->deadline;
+    if (snap_conn_end_write(&c->io, c->srv->opts.idle_timeout_ms, until, NULL, &ignored) !=
+        CAIRN_OK)
+        return;
     uint8_t buf[4096];
     size_t got = 1, total = 0;
     while (got > 0 && total < (1u << 20) &&
@@ -642,6 +638,49 @@ static void refuse_write(struct conn *c, uint8_t type)
                "restore uploads are disabled; start cairnd serve with --allow-restore");
 }
 
+/* With TLS configured: a connection opening with a TLS handshake record gets TLS (and its
+ * client certificate checked when a CA was given); any other is plain, served only with
+ * allow_plain. The handshake counts against the request timeout. Logged when refused. */
+static int start_tls(struct conn *c, uint64_t deadline)
+{
+    struct cairn_snap_server *s = c->srv;
+    struct cairn_err err = {0};
+    uint8_t first = 0;
+    int rc;
+    for (;;) {
+        rc = snap_wait(c->io.fd, POLLIN, s->opts.idle_timeout_ms, deadline, "read request", &err);
+        if (rc != CAIRN_OK)
+            break;
+        ssize_t n = recv(c->io.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 1)
+            break;
+        if (n == 0)
+            return CAIRN_E_NETWORK; /* closed before a byte: nothing to log */
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+            rc = cairn_err_sys(&err, CAIRN_E_NETWORK, errno, "read request");
+            break;
+        }
+    }
+    if (rc == CAIRN_OK && first != 0x16) { /* TLS record type 22: handshake */
+        if (s->opts.allow_plain)
+            return CAIRN_OK;
+        refuse(c, "plain connection", "TLS is required (cairnd serve --tls-cert)");
+        return CAIRN_E_DENIED;
+    }
+    if (rc == CAIRN_OK)
+        rc =
+            snap_conn_tls(&c->io, s->opts.tls, NULL, s->opts.idle_timeout_ms, deadline, NULL, &err);
+    if (rc != CAIRN_OK) {
+        cairn_warn(LOGC, "peer %s: TLS handshake failed: %s", c->peer, err.msg);
+        return rc;
+    }
+    char subject[256];
+    snap_conn_peer_subject(&c->io, subject, sizeof(subject));
+    if (subject[0] != '\0')
+        cairn_info(LOGC, "peer %s: TLS client certificate %s", c->peer, subject);
+    return CAIRN_OK;
+}
+
 static void handle(struct conn *c)
 {
     struct cairn_snap_server *s = c->srv;
@@ -653,6 +692,8 @@ static void handle(struct conn *c)
     cairn_snap_request_init(&req);
     uint8_t hdr[2];
     const char *stage = "read request";
+    if (s->opts.tls != NULL && start_tls(c, io.deadline) != CAIRN_OK)
+        goto out;
     int rc = read_exact(&io, hdr, 1, &err);
     if (rc == CAIRN_OK && hdr[0] != CAIRN_SNAP_MUX_HEADER) {
         cairn_warn(LOGC, "peer %s: tcp.Mux: handler not registered: %u", c->peer, hdr[0]);
@@ -719,9 +760,13 @@ static void *conn_main(void *arg)
     struct conn *c = arg;
     struct cairn_snap_server *s = c->srv;
     handle(c);
+    if (c->io.ssl != NULL) { /* the end of a TLS reply: without it the client sees truncation */
+        struct cairn_err ignored;
+        snap_conn_end_write(&c->io, s->opts.idle_timeout_ms, c->deadline, NULL, &ignored);
+    }
     pthread_mutex_lock(&s->mu);
     s->conns[c->slot] = NULL;
-    close(c->fd); /* under the lock: stop() and drops may shutdown() slots they see */
+    snap_conn_close(&c->io); /* under the lock: stop() and drops may shutdown() slots they see */
     s->active--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -782,7 +827,7 @@ static const char *admit(struct cairn_snap_server *s, struct conn *nc)
             if (v == NULL)
                 return host_full ? "max-conns-per-addr" : "max-conns";
             atomic_store(&v->dropped, 1);
-            shutdown(v->fd, SHUT_RDWR);
+            shutdown(v->io.fd, SHUT_RDWR);
             pthread_cond_broadcast(&s->cv); /* a budget wait notices too */
             cairn_warn(LOGC, "peer %s: dropped: %llu bytes in %.1f s is too slow while %s waits",
                        v->peer, (unsigned long long)atomic_load(&v->progress),
@@ -814,7 +859,7 @@ static void accept_one(struct cairn_snap_server *s)
     }
     struct conn *c = cairn_xcalloc(1, sizeof(*c));
     c->srv = s;
-    c->fd = fd;
+    c->io.fd = fd;
     c->start_ns = cairn_mono_ns();
     c->deadline = c->start_ns + (uint64_t)s->opts.request_deadline_ms * 1000000u;
     format_sockaddr((struct sockaddr *)&ss, sl, c->peer, sizeof(c->peer), c->host, sizeof(c->host));
@@ -857,7 +902,10 @@ static void accept_one(struct cairn_snap_server *s)
 int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err)
 {
     (void)err;
-    cairn_info(LOGC, "listening on %s (max %u connections)", s->addr, s->opts.max_conns);
+    cairn_info(LOGC, "listening on %s (max %u connections%s%s%s)", s->addr, s->opts.max_conns,
+               s->opts.tls ? ", TLS" : "",
+               snap_tls_verifies_clients(s->opts.tls) ? " with client certificates" : "",
+               s->opts.tls && s->opts.allow_plain ? ", plain too" : "");
     for (;;) {
         struct pollfd p[2] = {{s->lfd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
         if (poll(p, 2, -1) < 0) {
@@ -877,7 +925,7 @@ int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err)
     }
     for (unsigned i = 0; i < s->opts.max_conns; i++)
         if (s->conns[i] != NULL)
-            shutdown(s->conns[i]->fd, SHUT_RDWR);
+            shutdown(s->conns[i]->io.fd, SHUT_RDWR);
     while (s->active > 0)
         pthread_cond_wait(&s->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
