@@ -64,6 +64,9 @@ static const char k_help[] =
     "\n"
     "State written by a newer cairnd (snapshot payload or schema version) is refused with\n"
     "exit status 2 rather than guessed at; run the newer cairnd or move the state away.\n"
+    "A state store that cannot be reached at start (PostgreSQL down) is waited for: tried\n"
+    "again 1 s, 2 s ... 30 s apart, logged each time, with /healthz 503 and\n"
+    "cairn_state_store_up 0 meanwhile; SIGTERM then stops cairnd (exit 0).\n"
     "One cairnd per state: a second `cairnd run` on a state a live one holds exits with\n"
     "status 10 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
     "Backups hold a shared lock on their storage location, retention an exclusive one; a\n"
@@ -128,13 +131,14 @@ static int state_fail(const struct cairn_err *err)
 /* ---- a state database that heals (docs/RELIABILITY.md) ---- */
 
 struct heal_ctx {
-    struct cairn_state_store *store;
+    struct cairn_state_store *store; /* set under mu: /healthz may run before they are */
     struct cairn_sched *sched;
     struct cairn_metric *recovered;
     const struct cairn_config *cfg;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     int stop;
+    char waiting[600]; /* why the state store cannot be reached at start; "" once it is */
 };
 
 static void on_heal(void *ctx, const char *aside, const char *reason, int restored)
@@ -144,20 +148,91 @@ static void on_heal(void *ctx, const char *aside, const char *reason, int restor
     cairn_metric_add(h->recovered, NULL, 1);
 }
 
-/* /healthz: the scheduler's verdict, degraded (503) once the state database was rebuilt. */
+/* /healthz: the scheduler's verdict, degraded (503) once the state database was rebuilt;
+ * 503 while cairnd waits for its state store at start. */
 static int run_health(void *ctx, char *body, size_t cap)
 {
     struct heal_ctx *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    struct cairn_state_store *store = h->store;
+    struct cairn_sched *sched = h->sched;
+    if (h->waiting[0] != '\0' || sched == NULL)
+        snprintf(body, cap, "starting: %s%s\n",
+                 h->waiting[0] ? "waiting for the state store: " : "loading the state", h->waiting);
+    pthread_mutex_unlock(&h->mu);
+    if (sched == NULL)
+        return 503;
     char msg[512];
-    unsigned heals = cairn_state_store_heals(h->store, msg, sizeof(msg));
+    unsigned heals = cairn_state_store_heals(store, msg, sizeof(msg));
     if (heals == 0)
-        return cairn_sched_health(h->sched, body, cap);
+        return cairn_sched_health(sched, body, cap);
     int n =
         snprintf(body, cap, "degraded: state database damaged and rebuilt %u times (last: %s)\n",
                  heals, msg);
     if (n >= 0 && (size_t)n < cap)
-        cairn_sched_health(h->sched, body + n, cap - (size_t)n);
+        cairn_sched_health(sched, body + n, cap - (size_t)n);
     return 503;
+}
+
+/* /metrics and /healthz on cfg->metrics_listen (logged with the port). */
+static int start_metrics(const struct cairn_config *cfg, struct cairn_metrics *metrics,
+                         struct heal_ctx *h, struct cairn_metrics_server **http,
+                         struct cairn_err *err)
+{
+    struct cairn_http_limits lim = {cfg->metrics_timeout, cfg->metrics_max_conn,
+                                    cfg->metrics_per_ip};
+    int rc = cairn_metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, h, http, err);
+    if (rc == CAIRN_OK)
+        cairn_info("cairnd", "metrics on http://%.*s:%u/metrics",
+                   (int)(strrchr(cfg->metrics_listen, ':') - cfg->metrics_listen),
+                   cfg->metrics_listen, cairn_metrics_server_port(*http));
+    return rc;
+}
+
+/* Open the state store. One that cannot be reached (PostgreSQL down, not yet up, or across
+ * a network that is not) is waited for rather than fatal: tries 1 s apart, doubling to 30 s,
+ * with /metrics and /healthz (503, naming the error) up meanwhile, until it answers or
+ * SIGTERM/SIGINT arrives (CAIRN_E_CANCELLED). Any other error is returned at once. */
+static int open_state(const struct cairn_config *cfg, unsigned flags, struct cairn_metrics *metrics,
+                      struct heal_ctx *h, const sigset_t *sigs, struct cairn_metrics_server **http,
+                      struct cairn_state_store **store, struct cairn_err *err)
+{
+    struct cairn_metric *up = cairn_metrics_declare(
+        metrics, "cairn_state_store_up", CAIRN_GAUGE,
+        "1 once the state store answered at start; 0 while cairnd waits for it.", NULL, NULL, 0);
+    struct cairn_metric *fails = cairn_metrics_declare(
+        metrics, "cairn_state_store_connect_failures_total", CAIRN_COUNTER,
+        "Attempts to reach the state store at start that failed.", NULL, NULL, 0);
+    cairn_metric_set(up, NULL, 0);
+    cairn_metric_add(fails, NULL, 0);
+    unsigned delay = 1;
+    for (;;) {
+        int rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep, flags, store, err);
+        if (rc != CAIRN_E_NETWORK || !(flags & CAIRN_STATE_OWN)) { /* --dry-run: report */
+            pthread_mutex_lock(&h->mu);
+            h->waiting[0] = '\0';
+            pthread_mutex_unlock(&h->mu);
+            if (rc == CAIRN_OK)
+                cairn_metric_set(up, NULL, 1);
+            return rc;
+        }
+        cairn_metric_add(fails, NULL, 1);
+        pthread_mutex_lock(&h->mu);
+        snprintf(h->waiting, sizeof(h->waiting), "%s", err->msg);
+        pthread_mutex_unlock(&h->mu);
+        struct cairn_err merr;
+        if (*http == NULL && cfg->metrics_listen != NULL &&
+            start_metrics(cfg, metrics, h, http, &merr) != CAIRN_OK)
+            cairn_error("cairnd", "%s", merr.msg);
+        cairn_error("state", "state store unreachable: %s; trying again in %us", err->msg, delay);
+        struct timespec ts = {(time_t)delay, 0};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT)
+            return cairn_err_set(err, CAIRN_E_CANCELLED,
+                                 "received %s while waiting for the state store",
+                                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        delay = delay >= 15 ? 30 : delay * 2;
+    }
 }
 
 /* Periodic integrity check of the state database, until heal_stop(). */
@@ -336,20 +411,35 @@ int cairnd_cmd_run(int argc, char **argv)
         metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
         "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
     cairn_metric_add(heal.recovered, NULL, 0);
+    /* Signals go to one thread; block them before any other thread exists (the metrics
+     * server may start while the state store is waited for). */
+    struct sigctx sc = {.s = NULL};
+    sigemptyset(&sc.set);
+    sigaddset(&sc.set, SIGTERM);
+    sigaddset(&sc.set, SIGINT);
+    sigaddset(&sc.set, SIGHUP);
+    if (!dry_run)
+        pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+    signal(SIGPIPE, SIG_IGN);
     rc = prepare_state_dir(cfg, &err);
     /* One cairnd per state (two would both run every schedule), taken before any check or
      * heal touches the database. --dry-run changes nothing and takes no lock: a damaged
      * database is only reported. */
     if (rc == CAIRN_OK)
-        rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep,
-                                       dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, &store,
-                                       &err);
+        rc = open_state(cfg, dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, metrics, &heal,
+                        &sc.set, &http, &store, &err);
+    if (rc == CAIRN_E_CANCELLED) {
+        cairn_info("cairnd", "stopped: %s", err.msg);
+        goto out;
+    }
     if (rc != CAIRN_OK) {
         cairn_err_wrap(&err, "state store");
         code = state_fail(&err);
         goto out;
     }
+    pthread_mutex_lock(&heal.mu);
     heal.store = store;
+    pthread_mutex_unlock(&heal.mu);
     cairn_metric_add(heal.recovered, NULL, cairn_state_store_heals(store, NULL, 0));
     cairn_state_store_on_heal(store, on_heal, &heal);
     if (!dry_run)
@@ -361,20 +451,15 @@ int cairnd_cmd_run(int argc, char **argv)
         code = state_fail(&err);
         goto out;
     }
+    pthread_mutex_lock(&heal.mu);
     heal.sched = s;
+    pthread_mutex_unlock(&heal.mu);
     if (dry_run) {
         cairn_sched_describe(s, stdout, cli_json);
         goto out;
     }
 
-    /* Signals go to one thread; block them before any other thread exists. */
-    struct sigctx sc = {.s = s};
-    sigemptyset(&sc.set);
-    sigaddset(&sc.set, SIGTERM);
-    sigaddset(&sc.set, SIGINT);
-    sigaddset(&sc.set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    sc.s = s;
     pthread_t sig_thread;
     int e = pthread_create(&sig_thread, NULL, signal_thread, &sc);
     if (e != 0) {
@@ -383,21 +468,13 @@ int cairnd_cmd_run(int argc, char **argv)
         goto out;
     }
 
-    if (cfg->metrics_listen != NULL) {
-        struct cairn_http_limits lim = {cfg->metrics_timeout, cfg->metrics_max_conn,
-                                        cfg->metrics_per_ip};
-        rc =
-            cairn_metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, &heal, &http, &err);
-        if (rc != CAIRN_OK) {
-            cairn_sched_stop(s);
-            pthread_kill(sig_thread, SIGTERM);
-            pthread_join(sig_thread, NULL);
-            code = cli_fail(&err);
-            goto out;
-        }
-        cairn_info("cairnd", "metrics on http://%.*s:%u/metrics",
-                   (int)(strrchr(cfg->metrics_listen, ':') - cfg->metrics_listen),
-                   cfg->metrics_listen, cairn_metrics_server_port(http));
+    if (cfg->metrics_listen != NULL && http == NULL &&
+        (rc = start_metrics(cfg, metrics, &heal, &http, &err)) != CAIRN_OK) {
+        cairn_sched_stop(s);
+        pthread_kill(sig_thread, SIGTERM);
+        pthread_join(sig_thread, NULL);
+        code = cli_fail(&err);
+        goto out;
     }
     rc = cairn_sched_start(s, &err);
     if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &heal) == 0)

@@ -47,3 +47,12 @@ pg_start() {
     PG_URL="postgresql://postgres@127.0.0.1:$port/postgres?connect_timeout=5"
     echo "postgres up on 127.0.0.1:$port"
 }
+
+# pg_down / pg_up: stop the server (data kept) and start it again on the same port.
+pg_down() {
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/db" -m fast -w stop >/dev/null 2>&1
+}
+pg_up() {
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/db" -l "$PG_DIR/pg.log" -w -t 60 \
+        -o "-k $PG_DIR -p $PG_PORT -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+}
