@@ -90,6 +90,22 @@ static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, s
     }
 }
 
+/* A cairnd refusal ("cairnd: refused: why\n") as CAIRN_E_DENIED (exit 9), printable ASCII only; 0
+ * when the reply is something else. */
+static int refused(const struct cairn_snap_client *c, const struct sbuf *b, const char *what,
+                   struct cairn_err *err)
+{
+    static const char pre[] = "cairnd: refused: ";
+    if (b->len < sizeof(pre) - 1 || memcmp(b->p, pre, sizeof(pre) - 1) != 0)
+        return 0;
+    char why[400];
+    size_t n = 0;
+    for (size_t i = sizeof(pre) - 1; i < b->len && b->p[i] != '\n' && n + 1 < sizeof(why); i++)
+        why[n++] = b->p[i] >= 0x20 && b->p[i] < 0x7f ? (char)b->p[i] : '?';
+    why[n] = 0;
+    return cairn_err_set(err, CAIRN_E_DENIED, "%s refused the %s: %s", c->addr, what, why);
+}
+
 int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_writer *out,
                                 uint64_t *bytes, struct cairn_err *err)
 {
@@ -125,10 +141,17 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                 if (hdr_have < (part == 0 ? 16u : 8u))
                     continue;
                 if (part == 0 && snap_u64be_get(hdr) != CAIRN_SNAP_META_MAGIC) {
-                    rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
-                                       "%s: invalid metadata received "
-                                       "(no 0x59590101 magic); is it the snapshot port?",
-                                       c->addr);
+                    /* cairnd's one-line refusal (TLS required, ...) says more than "no magic" */
+                    struct sbuf rb = {0};
+                    sbuf_add(&rb, hdr, sizeof(hdr));
+                    sbuf_add(&rb, buf + i, got - i);
+                    rc = refused(c, &rb, "backup", err);
+                    sbuf_free(&rb);
+                    if (rc == 0)
+                        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                                           "%s: invalid metadata received "
+                                           "(no 0x59590101 magic); is it the snapshot port?",
+                                           c->addr);
                     goto out;
                 }
                 left = snap_u64be_get(part == 0 ? hdr + 8 : hdr);
@@ -316,21 +339,6 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     return CAIRN_OK;
 }
 
-/* A cairnd refusal ("cairnd: refused: why\n") as CAIRN_E_DENIED (exit 9), printable ASCII only; 0
- * when the reply is something else. */
-static int refused(const struct cairn_snap_client *c, const struct sbuf *b, struct cairn_err *err)
-{
-    static const char pre[] = "cairnd: refused: ";
-    if (b->len < sizeof(pre) - 1 || memcmp(b->p, pre, sizeof(pre) - 1) != 0)
-        return 0;
-    char why[400];
-    size_t n = 0;
-    for (size_t i = sizeof(pre) - 1; i < b->len && b->p[i] != '\n' && n + 1 < sizeof(why); i++)
-        why[n++] = b->p[i] >= 0x20 && b->p[i] < 0x7f ? (char)b->p[i] : '?';
-    why[n] = 0;
-    return cairn_err_set(err, CAIRN_E_DENIED, "%s refused the restore: %s", c->addr, why);
-}
-
 int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, const char *newdb,
                            const char *rp, const char *newrp, const uint8_t *blob, size_t len,
                            struct cairn_snap_idmap *map, struct cairn_err *err)
@@ -358,7 +366,7 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
     memset(map, 0, sizeof(*map));
     if (rc != CAIRN_OK)
         goto out;
-    if ((rc = refused(c, &b, err)) != 0)
+    if ((rc = refused(c, &b, "restore", err)) != 0)
         goto out;
     if (b.len < 16) {
         rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
@@ -421,7 +429,7 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
         if (rc == CAIRN_OK)
             rc = read_reply(c, &sc, 4096, &b, err);
         if (rc == CAIRN_OK)
-            rc = refused(c, &b, err);
+            rc = refused(c, &b, "restore", err);
         sbuf_free(&b);
     }
     snap_conn_close(&sc);

@@ -224,6 +224,21 @@ int snap_conn_read_some(struct snap_conn *c, void *buf, size_t cap, size_t *got,
     }
 }
 
+/* A server that turned our certificate away (TLS 1.3 checks it after the client's handshake
+ * ends) sent an alert and closed; a write can fail on the reset that followed, while the
+ * alert still waits unread. Read it: it says why, and is a refusal (exit 9). */
+static int alert_behind(struct snap_conn *c, int rc, struct cairn_err *err)
+{
+    char b;
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, &b, 1);
+    if (n <= 0 && SSL_get_error(c->ssl, n) == SSL_ERROR_SSL &&
+        refused_by_peer(ERR_peek_last_error()))
+        return tls_fail(err, CAIRN_E_DENIED, "write to peer");
+    ERR_clear_error();
+    return rc;
+}
+
 int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_t *done,
                          int timeout_ms, uint64_t deadline, const volatile int *cancel,
                          struct cairn_err *err)
@@ -250,6 +265,8 @@ int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_
                 return CAIRN_OK;
             }
             rc = tls_wait(c, n, timeout_ms, deadline, cancel, "write to peer", err);
+            if (rc != CAIRN_OK)
+                return alert_behind(c, rc, err);
         }
         if (rc != CAIRN_OK)
             return rc;

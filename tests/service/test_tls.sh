@@ -70,8 +70,8 @@ echo "PASS: online restore over TLS"
 
 # 3. Turned away, each for its own reason; none leaves a complete backup.
 rc=$(backup plain)
-echo "plain: exit $rc: $(cat "$T/plain.err")"
-[ "$rc" != 0 ] || fail "a plain client was served"
+[ "$rc" = 9 ] || fail "a plain client: exit $rc, want 9: $(cat "$T/plain.err")"
+grep -q "refused the backup: TLS is required" "$T/plain.err" || fail "plain: $(cat "$T/plain.err")"
 wait_for 60 grep -q "plain connection refused: TLS is required" "$T/serve.log" ||
     fail "plain refusal not logged"
 rc=$(backup nocert --tls-ca "$T/ca.pem")
