@@ -46,6 +46,7 @@ static int refused_by_peer(unsigned long e)
 
 /* Set err from OpenSSL's error queue (emptied): "what: reason". A certificate the peer
  * refused is CAIRN_E_DENIED (exit 9), whatever code says. */
+static int tls_fail(struct cairn_err *err, int code, const char *fmt, ...) CAIRN_PRINTF(3, 4);
 static int tls_fail(struct cairn_err *err, int code, const char *fmt, ...)
 {
     char what[600];
