@@ -109,26 +109,10 @@ int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
 /* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
 int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
                      uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err);
-int snap_write_full_c(int fd, const void *buf, size_t len, int timeout_ms,
-                      const volatile int *cancel, struct cairn_err *err);
-static inline int snap_dial(const char *addr, int timeout_ms, int *fd, struct cairn_err *err)
-{
-    return snap_dial_c(addr, timeout_ms, NULL, fd, err);
-}
 static inline int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns,
                             const char *what, struct cairn_err *err)
 {
     return snap_wait_c(fd, events, timeout_ms, deadline_ns, NULL, what, err);
-}
-static inline int snap_read_some(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                                 uint64_t deadline_ns, struct cairn_err *err)
-{
-    return snap_read_some_c(fd, buf, cap, got, timeout_ms, deadline_ns, NULL, err);
-}
-static inline int snap_write_full(int fd, const void *buf, size_t len, int timeout_ms,
-                                  struct cairn_err *err)
-{
-    return snap_write_full_c(fd, buf, len, timeout_ms, NULL, err);
 }
 /* A connection, plain (ssl NULL) or TLS (tls.c). The snap_conn_ calls behave like the
  * plain ones above whichever it is; under TLS the end of a stream is a close_notify. */

@@ -108,28 +108,6 @@ int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
     }
 }
 
-int snap_write_full_c(int fd, const void *buf, size_t len, int timeout_ms,
-                      const volatile int *cancel, struct cairn_err *err)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
-        int rc = snap_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "write to peer", err);
-        if (rc != CAIRN_OK)
-            return rc;
-    }
-    return CAIRN_OK;
-}
-
 int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
                 struct cairn_err *err)
 {
