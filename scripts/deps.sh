@@ -12,7 +12,7 @@ build_pkgs=(build-essential cmake ninja-build pkg-config
     libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
     libarchive-dev libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata)
 test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-client postgresql awscli
-    curl xxd procps iproute2 valgrind faketime openssl)
+    curl xxd procps iproute2 valgrind faketime openssl zstd)
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
 # images ship NodeSource's nodejs, which bundles npm and conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)

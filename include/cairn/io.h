@@ -139,6 +139,12 @@ CAIRN_API const char *cairn_compression_name(enum cairn_compression c);
  * or more standard zstd frames. level: 1..19 or negative for the fast levels. */
 CAIRN_API struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
                                                      int threads);
+/* The same, with the input's expected size (size_hint >= 0; -1: unknown): the match tables
+ * and window are sized for it, as libzstd does for a known size, so a small input does not
+ * pay for (allocate and clear) the tables of a large one. Any actual size is still correct;
+ * past the hint only the ratio may suffer. */
+CAIRN_API struct cairn_writer *cairn_zstd_writer_new_sized(struct cairn_writer *next, int level,
+                                                           int threads, int64_t size_hint);
 /* Decodes concatenated zstd frames, skipping skippable frames anywhere (pzstd, seekable zstd);
  * truncation or trailing garbage is CAIRN_E_CORRUPT. */
 CAIRN_API struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src);

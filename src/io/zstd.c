@@ -1,5 +1,8 @@
 /* zstd compression and decompression stages (libzstd streaming API). */
 #include <stdlib.h>
+/* For ZSTD_getCParams: in zstd.h's "experimental" section, but exported by the shared library
+ * and unchanged since zstd 1.0; it is how the ratio/speed of a level is sized to an input. */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include "cairn/io.h"
@@ -55,7 +58,28 @@ static void zstd_writer_free(struct cairn_writer *w)
 static const struct cairn_writer_ops zstd_writer_ops = {"zstd", zstd_write, zstd_finish,
                                                         zstd_writer_free};
 
+/* What ZSTD_c_srcSizeHint (experimental) would do, with stable parameters only: the level's
+ * parameters for a source of this size. Nothing is pledged, so a file that grows while it is
+ * read still compresses. */
+static void size_params(ZSTD_CCtx *cctx, int level, int64_t size_hint)
+{
+    ZSTD_compressionParameters p = ZSTD_getCParams(level, (unsigned long long)size_hint, 0);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, (int)p.windowLog);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_chainLog, (int)p.chainLog);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_hashLog, (int)p.hashLog);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_searchLog, (int)p.searchLog);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_minMatch, (int)p.minMatch);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_targetLength, (int)p.targetLength);
+    ZSTD_CCtx_setParameter(cctx, ZSTD_c_strategy, (int)p.strategy);
+}
+
 struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level, int threads)
+{
+    return cairn_zstd_writer_new_sized(next, level, threads, -1);
+}
+
+struct cairn_writer *cairn_zstd_writer_new_sized(struct cairn_writer *next, int level, int threads,
+                                                 int64_t size_hint)
 {
     struct zstd_writer *z = cairn_xcalloc(1, sizeof(*z));
     cairn_writer_init(&z->base, &zstd_writer_ops, next);
@@ -64,6 +88,8 @@ struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
         abort();
     ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_checksumFlag, 1);
+    if (size_hint >= 0)
+        size_params(z->cctx, level, size_hint);
     if (threads == 0)
         threads = (int)cairn_cpu_count();
     /* Without ZSTD_MULTITHREAD support this fails and zstd stays single-threaded. */

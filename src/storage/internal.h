@@ -27,7 +27,21 @@ static inline int cairn_storage_cancelled(const volatile int *flag)
 }
 
 /* One file of a backup: its MANIFEST entry plus write state. */
-enum { FILE_WRITING = 0, FILE_COMMITTED = 1, FILE_FAILED = 2 };
+/* RESERVED: named in order by backup_reserve, not yet added (it holds back streaming like
+ * WRITING); DROPPED: a reservation given up, never part of the backup. */
+enum { FILE_WRITING = 0, FILE_COMMITTED = 1, FILE_FAILED = 2, FILE_RESERVED = 3, FILE_DROPPED = 4 };
+
+struct body_out; /* manifest.c: a split MANIFEST body being written */
+
+/* An order-independent digest of a set of MANIFEST file entries: the sum mod 2^256 of the
+ * SHA-256 of each entry's body line, and their count. Two sets with equal sums are equal
+ * (short of a SHA-256 break), however each was read. */
+struct files_sum {
+    uint8_t v[32];
+    uint64_t n;
+};
+void files_sum_add(struct files_sum *s, const struct cairn_manifest_file *f);
+int files_sum_equal(const struct files_sum *a, const struct files_sum *b);
 
 struct file_rec {
     struct cairn_manifest_file f;
@@ -53,9 +67,24 @@ struct cairn_backup {
     int64_t created;
     int sealed;
     /* From the MANIFEST: file count and stored bytes (a split MANIFEST's header has them
-     * without its file list), and a split MANIFEST's parts until they are loaded. */
+     * without its file list), and a split MANIFEST's parts. A split MANIFEST's file list
+     * stays in storage: it is streamed (manifest_scan) and loaded only when files_loaded is
+     * asked for (cairn_backup_file_at/find), so opening and verifying take bounded memory. */
     uint64_t sum_files, sum_size;
     json_t *parts;
+    int files_loaded;
+    struct files_sum list_sum; /* read-only handles: of the whole file list */
+    /* Streaming writers (put_path): committed files that sort below every file still being
+     * written leave memory as lines of a split MANIFEST body (body, its own lock), in
+     * batches; a file added later must sort after flushed_name. */
+    int stream;
+    pthread_mutex_t body_mu;
+    struct body_out *body;
+    char *flushed_name;
+    uint64_t nflushed, flushed_size;
+    size_t flush_at; /* in-memory records that trigger the next batch */
+    int stream_rc;   /* the first body write failure */
+    char *stream_msg;
     /* Read-write handles: open-addressing index of files by name (add_file's duplicate
      * check, file_find). Read-only handles keep files sorted by name and bsearch. */
     struct file_rec **slots;
@@ -82,8 +111,25 @@ int cairn_manifest_write(struct cairn_backup *b, struct cairn_err *err);
 int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
                          struct cairn_err *err);
 /* Read and parse the MANIFEST of b; CAIRN_E_NOTFOUND when absent. header_only: a split
- * MANIFEST's parts are not read (b has the header fields and sum_*, no files, no meta). */
+ * MANIFEST's parts are not read (b has the header fields and sum_*, no files, no meta).
+ * Otherwise a split body is read through once (every part checked, the meta kept) without
+ * keeping its file list. */
 int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err);
+/* Each file of a split MANIFEST's body, in name order: fn takes ownership of r and returns
+ * CAIRN_OK to go on (or a code, with e set, to stop). Every part is checked as it ends. */
+typedef int (*manifest_file_fn)(void *arg, struct file_rec *r, struct cairn_err *e);
+int manifest_scan(struct cairn_backup *b, manifest_file_fn fn, void *arg, struct cairn_err *err);
+/* Load a split MANIFEST's file list into b->files (once; caller holds b->mu). */
+int manifest_load_files(struct cairn_backup *b, struct cairn_err *err);
+/* Streaming writers: write recs (sorted, each above every line already written) as body
+ * lines; takes the records. Caller holds b->body_mu. */
+int manifest_put_files(struct cairn_backup *b, struct file_rec **recs, size_t n,
+                       struct cairn_err *err);
+void manifest_body_free(struct body_out *o);
+/* A file entry as JSON ({"name", "size", "sha256", "compression", "logical_size",
+ * "logical_sha256"}, as in a version 1 MANIFEST) and back; NULL when invalid. */
+json_t *manifest_file_json(const struct cairn_manifest_file *f);
+struct file_rec *manifest_file_parse(json_t *j);
 
 struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
                                              int read_only);
@@ -99,5 +145,33 @@ int cairn_compress_pays(const void *buf, size_t len);
 
 /* Record e as the failure of the file behind w (a writer from add_file) before it is freed. */
 void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e);
+/* A local-path backup whose tree is a stored file (meta.tree.entries_file): check that the
+ * tree's file entries, with the tree file's own entry, are exactly the MANIFEST's file list
+ * (restore takes each file's entry from the tree). One pass over the tree; CAIRN_E_CORRUPT
+ * when they differ. CAIRN_OK for backups without such a tree. */
+int backup_check_tree(struct cairn_backup *b, struct cairn_err *err);
+/* Make b a streaming writer (see struct cairn_backup): for callers that add files in
+ * ascending name order, such as put_path, whose MANIFEST then takes bounded memory. Records
+ * leave memory in batches of STREAM_BATCH (about 1 MiB of them). */
+#define STREAM_BATCH 4096
+void backup_set_streaming(struct cairn_backup *b);
+/* Reserve file's name now (in the order the caller walks) for an add_file that comes later,
+ * maybe from another thread: a streaming writer flushes no name above it meanwhile. Checks
+ * as add_file does. backup_unreserve gives a reservation up (the file is not added). */
+int backup_reserve(struct cairn_backup *b, const char *file, struct cairn_err *err);
+void backup_unreserve(struct cairn_backup *b, const char *file);
+/* When w (from add_file) commits, copy its MANIFEST entry (sizes, hashes, compression; not
+ * the name) into *dst, taken under the handle's lock: a streaming writer may flush the
+ * record itself right after. */
+void backup_writer_record_to(struct cairn_writer *w, struct cairn_manifest_file *dst);
+/* Stream into a new file like cairn_backup_put_stream, and on success copy its entry (as
+ * backup_writer_record_to) into *rec when non-NULL. */
+int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn_reader *src,
+                          int64_t size_hint, const struct cairn_file_opts *opts,
+                          struct cairn_manifest_file *rec, struct cairn_err *err);
+/* A reader of file f of read-only backup b verified against f (stored and logical size and
+ * SHA-256, at its end), as cairn_backup_get_file without the lookup. */
+int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,
+                         struct cairn_reader **out, struct cairn_err *err);
 
 #endif

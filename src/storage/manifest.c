@@ -67,19 +67,20 @@ static char *finish_text(json_t *m, const uint8_t *key)
     return out;
 }
 
+json_t *manifest_file_json(const struct cairn_manifest_file *f)
+{
+    return json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name, "size", (json_int_t)f->size,
+                     "sha256", f->sha256, "compression", comp_name(f->compression), "logical_size",
+                     (json_int_t)f->logical_size, "logical_sha256", f->logical_sha256);
+}
+
 char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
 {
     size_t n;
     struct file_rec **sorted = sorted_committed(b, &n);
     json_t *files = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const struct cairn_manifest_file *f = &sorted[i]->f;
-        json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:I, s:s}", "name", f->name,
-                                               "size", (json_int_t)f->size, "sha256", f->sha256,
-                                               "compression", comp_name(f->compression),
-                                               "logical_size", (json_int_t)f->logical_size,
-                                               "logical_sha256", f->logical_sha256));
-    }
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(files, manifest_file_json(&sorted[i]->f));
     free(sorted);
     char created[64];
     cairn_format_rfc3339(b->created, 0, created, sizeof(created));
@@ -119,6 +120,8 @@ static int count_cb(const char *buf, size_t len, void *arg)
  * per indented file entry, and twice the meta's own indented size (it is nested deeper). */
 static int fits_inline(const struct cairn_backup *b)
 {
+    if (b->body != NULL)
+        return 0; /* a streaming writer has started a split body */
     size_t est = 4096 + strlen(b->name) + (b->source ? strlen(b->source) : 0) +
                  (b->kind ? strlen(b->kind) : 0) + (b->parent ? strlen(b->parent) : 0);
     for (size_t i = 0; i < b->nfiles && est <= MANIFEST_INLINE_MAX; i++)
@@ -219,24 +222,92 @@ static int dump_out(const char *buf, size_t len, void *arg)
     return out_put(arg, buf, len) == CAIRN_OK ? 0 : -1;
 }
 
-/* The body: one line per committed file, sorted by name ("name size sha256 compression
- * logical_size logical_sha256"), then the meta as compact JSON and a newline. */
+static struct body_out *body_new(struct cairn_backup *b)
+{
+    struct body_out *o = cairn_xcalloc(1, sizeof(*o));
+    o->b = b;
+    o->parts = json_array();
+    o->rc = CAIRN_OK;
+    o->buf = cairn_xmalloc(BUF_CAP);
+    return o;
+}
+
+void manifest_body_free(struct body_out *o)
+{
+    if (o == NULL)
+        return;
+    if (o->w != NULL) { /* failed or abandoned mid-part: discard it */
+        cairn_writer_free(o->w);
+        cairn_sha256_free(&o->h);
+    }
+    json_decref(o->parts);
+    free(o->buf);
+    free(o);
+}
+
+/* f's body line with its newline: "name size sha256 compression logical_size
+ * logical_sha256\n". Returns its length. */
+static size_t file_line(const struct cairn_manifest_file *f, char line[LINE_CAP])
+{
+    int k = snprintf(line, LINE_CAP, "%s %llu %s %s %llu %s\n", f->name,
+                     (unsigned long long)f->size, f->sha256, comp_name(f->compression),
+                     (unsigned long long)f->logical_size, f->logical_sha256);
+    return k < 0 ? 0 : (size_t)k < LINE_CAP ? (size_t)k : LINE_CAP - 1;
+}
+
+void files_sum_add(struct files_sum *s, const struct cairn_manifest_file *f)
+{
+    char line[LINE_CAP];
+    uint8_t d[32];
+    cairn_sha256_oneshot(line, file_line(f, line), d);
+    unsigned carry = 0;
+    for (int i = 31; i >= 0; i--) {
+        carry += (unsigned)s->v[i] + d[i];
+        s->v[i] = (uint8_t)carry;
+        carry >>= 8;
+    }
+    s->n++;
+}
+
+int files_sum_equal(const struct files_sum *a, const struct files_sum *b)
+{
+    return a->n == b->n && memcmp(a->v, b->v, sizeof(a->v)) == 0;
+}
+
+static void put_lines(struct body_out *o, struct file_rec **recs, size_t n, uint64_t *total)
+{
+    char line[LINE_CAP];
+    for (size_t i = 0; i < n && o->rc == CAIRN_OK; i++) {
+        out_put(o, line, file_line(&recs[i]->f, line));
+        *total += recs[i]->f.size;
+    }
+}
+
+int manifest_put_files(struct cairn_backup *b, struct file_rec **recs, size_t n,
+                       struct cairn_err *err)
+{
+    if (b->body == NULL)
+        b->body = body_new(b);
+    struct body_out *o = b->body;
+    o->err = err;
+    uint64_t total = 0;
+    put_lines(o, recs, n, &total);
+    for (size_t i = 0; i < n; i++)
+        cairn_file_rec_free(recs[i]);
+    o->err = NULL;
+    return o->rc;
+}
+
+/* The body: one line per committed file, sorted by name (after the lines a streaming writer
+ * flushed already), then the meta as compact JSON and a newline. */
 static int write_body(struct body_out *o, uint64_t *nfiles, uint64_t *total)
 {
     size_t n;
     struct file_rec **sorted = sorted_committed(o->b, &n);
-    char line[LINE_CAP];
-    *total = 0;
-    for (size_t i = 0; i < n && o->rc == CAIRN_OK; i++) {
-        const struct cairn_manifest_file *f = &sorted[i]->f;
-        int k = snprintf(line, sizeof(line), "%s %llu %s %s %llu %s\n", f->name,
-                         (unsigned long long)f->size, f->sha256, comp_name(f->compression),
-                         (unsigned long long)f->logical_size, f->logical_sha256);
-        out_put(o, line, (size_t)k);
-        *total += f->size;
-    }
+    *total = o->b->flushed_size;
+    put_lines(o, sorted, n, total);
     free(sorted);
-    *nfiles = n;
+    *nfiles = o->b->nflushed + n;
     if (json_dump_callback(o->b->meta, dump_out, o, JSON_COMPACT) != 0 && o->rc == CAIRN_OK)
         o->rc =
             cairn_err_set(o->err, CAIRN_E_INTERNAL, "backup '%s': cannot encode meta", o->b->name);
@@ -260,29 +331,29 @@ static int write_text(struct cairn_backup *b, const char *text, struct cairn_err
     return rc;
 }
 
-/* Split MANIFEST: the parts first, then the header naming them (size, SHA-256), last. */
+/* Split MANIFEST: the parts first (a streaming writer has written some already), then the
+ * header naming them (size, SHA-256), last. */
 static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_err *err)
 {
-    struct body_out o = {.b = b, .parts = json_array(), .rc = CAIRN_OK, .err = err};
-    o.buf = cairn_xmalloc(BUF_CAP);
+    if (b->body == NULL)
+        b->body = body_new(b);
+    struct body_out *o = b->body;
+    o->err = err;
+    if (o->rc != CAIRN_OK) /* a flush failed: its error is on the handle (stream_msg) */
+        return cairn_err_set(err, o->rc, "backup '%s': %s", b->name,
+                             b->stream_msg ? b->stream_msg : "writing the file list failed");
     uint64_t nfiles = 0, total = 0;
-    int rc = write_body(&o, &nfiles, &total);
-    if (o.w != NULL) { /* failed mid-part: discard it */
-        cairn_writer_free(o.w);
-        cairn_sha256_free(&o.h);
-    }
-    free(o.buf);
-    if (rc != CAIRN_OK) {
-        json_decref(o.parts);
+    int rc = write_body(o, &nfiles, &total);
+    o->err = NULL;
+    if (rc != CAIRN_OK)
         return rc;
-    }
     char created[64];
     cairn_format_rfc3339(b->created, 0, created, sizeof(created));
-    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:o}", "version",
+    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:O}", "version",
                           MANIFEST_SPLIT_VERSION, "name", b->name, "created", created, "source",
                           b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
                           b->parent ? json_string(b->parent) : json_null(), "files", "count",
-                          (json_int_t)nfiles, "size", (json_int_t)total, "parts", o.parts);
+                          (json_int_t)nfiles, "size", (json_int_t)total, "parts", o->parts);
     if (m == NULL)
         abort();
     if (b->scope != NULL) /* in the header: list and parent lookup read headers only */
@@ -389,6 +460,17 @@ static int sort_unique(struct cairn_backup *b, struct file_rec **recs, size_t n,
     return CAIRN_OK;
 }
 
+struct file_rec *manifest_file_parse(json_t *j)
+{
+    const char *fname = NULL, *sha = NULL, *comp = NULL, *lsha = NULL;
+    json_int_t size = -1, lsize = -1;
+    if (json_unpack(j, "{s:s, s:I, s:s, s:s, s:I, s:s}", "name", &fname, "size", &size, "sha256",
+                    &sha, "compression", &comp, "logical_size", &lsize, "logical_sha256",
+                    &lsha) != 0)
+        return NULL;
+    return new_rec(fname, size, sha, comp, lsize, lsha);
+}
+
 /* Version 1: the file list inline. */
 static int parse_files(struct cairn_backup *b, json_t *files, struct file_rec ***out, size_t *nout,
                        struct cairn_err *err)
@@ -396,12 +478,7 @@ static int parse_files(struct cairn_backup *b, json_t *files, struct file_rec **
     size_t n = json_array_size(files);
     struct file_rec **recs = cairn_xcalloc(n ? n : 1, sizeof(*recs));
     for (size_t i = 0; i < n; i++) {
-        const char *fname = NULL, *sha = NULL, *comp = NULL, *lsha = NULL;
-        json_int_t size = -1, lsize = -1;
-        if (json_unpack(json_array_get(files, i), "{s:s, s:I, s:s, s:s, s:I, s:s}", "name", &fname,
-                        "size", &size, "sha256", &sha, "compression", &comp, "logical_size", &lsize,
-                        "logical_sha256", &lsha) != 0 ||
-            (recs[i] = new_rec(fname, size, sha, comp, lsize, lsha)) == NULL) {
+        if ((recs[i] = manifest_file_parse(json_array_get(files, i))) == NULL) {
             free_recs(recs, i);
             return BAD("backup '%s': MANIFEST file entry %zu is invalid", b->name, i);
         }
@@ -529,6 +606,10 @@ int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, c
         rc = parse_files(b, files, &recs, &n, err);
     if (rc == CAIRN_OK && version == CAIRN_MANIFEST_VERSION) {
         set_files(b, recs, n);
+        b->files_loaded = 1;
+        memset(&b->list_sum, 0, sizeof(b->list_sum));
+        for (size_t i = 0; i < n; i++)
+            files_sum_add(&b->list_sum, &recs[i]->f);
         b->sum_files = n;
         b->sum_size = 0;
         for (size_t i = 0; i < n; i++)
@@ -674,76 +755,122 @@ static struct file_rec *parse_line(char *line)
     return new_rec(f[0], v[0], f[2], f[3], v[1], f[5]);
 }
 
-static int read_file_list(struct body_in *in, struct file_rec ***out, size_t *nout)
+/* Every file line in order (strictly ascending, so each name once), each handed to fn (or
+ * freed), then their count and total checked against the header. */
+static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
 {
     struct cairn_backup *b = in->b;
-    struct file_rec **recs = NULL;
-    size_t n = 0, cap = 0;
-    uint64_t total = 0;
-    char line[LINE_CAP];
+    uint64_t n = 0, total = 0;
+    struct files_sum sum = {{0}, 0};
+    char line[LINE_CAP], prev[LINE_CAP] = "";
     while (in->rc == CAIRN_OK && n < b->sum_files && in_line(in, line) == CAIRN_OK) {
         struct file_rec *r = parse_line(line);
-        if (r == NULL || (n > 0 && strcmp(recs[n - 1]->f.name, r->f.name) >= 0)) {
+        if (r == NULL || (n > 0 && strcmp(prev, r->f.name) >= 0)) {
             in->rc = cairn_err_set(&in->e, CAIRN_E_CORRUPT,
-                                   "backup '%s': MANIFEST file entry %zu is invalid, out of "
+                                   "backup '%s': MANIFEST file entry %llu is invalid, out of "
                                    "order or listed twice",
-                                   b->name, n);
+                                   b->name, (unsigned long long)n);
             cairn_file_rec_free(r);
             break;
         }
-        if (n == cap) { /* grown, not sized from the header's count */
-            cap = cap ? cap * 2 : 1024;
-            recs = cairn_xrealloc(recs, cap * sizeof(*recs));
-        }
-        recs[n++] = r;
+        snprintf(prev, sizeof(prev), "%s", r->f.name);
+        n++;
         total += r->f.size;
+        files_sum_add(&sum, &r->f);
+        if (fn == NULL)
+            cairn_file_rec_free(r);
+        else
+            in->rc = fn(arg, r, &in->e);
     }
     if (in->rc == CAIRN_OK && total != b->sum_size)
         in->rc =
             cairn_err_set(&in->e, CAIRN_E_CORRUPT,
                           "backup '%s': MANIFEST file sizes do not add up to its total", b->name);
-    if (in->rc != CAIRN_OK) {
-        free_recs(recs, n);
-        return in->rc;
-    }
-    *out = recs;
-    *nout = n;
-    return CAIRN_OK;
+    if (in->rc == CAIRN_OK)
+        b->list_sum = sum; /* the same on every pass */
+    return in->rc;
 }
 
-/* Read a split MANIFEST's parts: the file list, streamed line by line, then the meta. */
-static int load_body(struct cairn_backup *b, struct cairn_err *err)
+/* Read a split MANIFEST's body through: the file list, streamed line by line (to fn), then
+ * the meta (kept in *meta when non-NULL). */
+static int scan_body(struct cairn_backup *b, manifest_file_fn fn, void *arg, json_t **meta,
+                     struct cairn_err *err)
 {
     struct body_in in = {.b = b, .rc = CAIRN_OK};
     in.buf = cairn_xmalloc(BUF_CAP);
-    struct file_rec **recs = NULL;
-    size_t n = 0;
-    json_t *meta = NULL;
-    if (read_file_list(&in, &recs, &n) == CAIRN_OK) {
+    json_t *m = NULL;
+    if (scan_file_list(&in, fn, arg) == CAIRN_OK) {
         json_error_t je;
-        meta = json_load_callback(in_json, &in, 0, &je);
+        m = json_load_callback(in_json, &in, 0, &je);
         if (in.rc == CAIRN_OK &&
-            (!json_is_object(meta) || in.r != NULL || in.ipart != json_array_size(b->parts)))
+            (!json_is_object(m) || in.r != NULL || in.ipart != json_array_size(b->parts)))
             in.rc =
                 cairn_err_set(&in.e, CAIRN_E_CORRUPT, "backup '%s': MANIFEST meta is invalid (%s)",
-                              b->name, meta ? "not an object" : je.text);
+                              b->name, m ? "not an object" : je.text);
     }
     if (in.r != NULL) {
         cairn_reader_free(in.r);
         cairn_sha256_free(&in.h);
     }
     free(in.buf);
+    if (in.rc != CAIRN_OK || meta == NULL)
+        json_decref(m);
     if (in.rc != CAIRN_OK) {
-        free_recs(recs, n);
-        json_decref(meta);
         cairn_err_copy(err, &in.e);
         return in.rc;
     }
-    set_files(b, recs, n);
+    if (meta != NULL)
+        *meta = m;
+    return CAIRN_OK;
+}
+
+int manifest_scan(struct cairn_backup *b, manifest_file_fn fn, void *arg, struct cairn_err *err)
+{
+    return scan_body(b, fn, arg, NULL, err);
+}
+
+struct collect {
+    struct file_rec **recs;
+    size_t n, cap;
+};
+
+static int collect_rec(void *arg, struct file_rec *r, struct cairn_err *e)
+{
+    struct collect *c = arg;
+    (void)e;
+    if (c->n == c->cap) { /* grown, not sized from the header's count */
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->recs = cairn_xrealloc(c->recs, c->cap * sizeof(*c->recs));
+    }
+    c->recs[c->n++] = r;
+    return CAIRN_OK;
+}
+
+int manifest_load_files(struct cairn_backup *b, struct cairn_err *err)
+{
+    if (b->files_loaded)
+        return CAIRN_OK;
+    struct collect c = {0};
+    int rc = manifest_scan(b, collect_rec, &c, err);
+    if (rc != CAIRN_OK) {
+        free_recs(c.recs, c.n);
+        return rc;
+    }
+    set_files(b, c.recs, c.n); /* in name order already */
+    b->files_loaded = 1;
+    return CAIRN_OK;
+}
+
+/* Open a split MANIFEST: its body read through once (so a damaged part is found now, as
+ * before), the meta kept, the file list not (it is streamed again when needed). */
+static int load_body(struct cairn_backup *b, struct cairn_err *err)
+{
+    json_t *meta = NULL;
+    int rc = scan_body(b, NULL, NULL, &meta, err);
+    if (rc != CAIRN_OK)
+        return rc;
     json_decref(b->meta);
     b->meta = meta;
-    json_decref(b->parts);
-    b->parts = NULL;
     return CAIRN_OK;
 }
 

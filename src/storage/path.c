@@ -98,21 +98,55 @@ static struct cairn_reader *progress_wrap(struct cairn_reader *src, const struct
  * read, and files that changed while they were read. Shared by the workers. */
 struct live {
     pthread_mutex_t mu;
-    char **gone; /* file ids ("f000012") whose entries leave the tree */
-    size_t ngone, cap;
     uint64_t vanished, changed;
 };
 
-static void live_gone(struct live *l, const char *file)
+static void live_count(struct live *l, uint64_t *counter)
 {
     pthread_mutex_lock(&l->mu);
-    if (l->ngone == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 16;
-        l->gone = cairn_xrealloc(l->gone, l->cap * sizeof(*l->gone));
-    }
-    l->gone[l->ngone++] = cairn_xstrdup(file);
-    l->vanished++;
+    (*counter)++;
     pthread_mutex_unlock(&l->mu);
+}
+
+/* The tree, written as it is found: one compact JSON line per entry into the backup's file
+ * TREE_FILE, directories by the walk before anything inside them, files by the workers once
+ * stored (with their MANIFEST entry, so a restore needs no lookup). Memory stays bounded
+ * however large the tree; a file that vanished before it was read never gets a line. */
+#define TREE_FILE "tree"
+
+struct tree_out {
+    pthread_mutex_t mu;
+    struct cairn_writer *w;
+    struct cairn_manifest_file rec; /* of TREE_FILE, once committed */
+    int rc;
+    struct cairn_err e; /* the first failure */
+    uint64_t n;
+};
+
+/* Append entry (taken) as a line. */
+static void tree_put(struct tree_out *t, json_t *entry)
+{
+    char *text = json_dumps(entry, JSON_COMPACT);
+    json_decref(entry);
+    if (text == NULL)
+        abort(); /* allocation failure */
+    size_t len = strlen(text);
+    text[len] = '\n'; /* replaces the NUL: written by length */
+    pthread_mutex_lock(&t->mu);
+    if (t->rc == CAIRN_OK && (t->rc = cairn_writer_write(t->w, text, len + 1, &t->e)) == CAIRN_OK)
+        t->n++;
+    pthread_mutex_unlock(&t->mu);
+    free(text);
+}
+
+/* File ids sort in the order they are given ("f000000".."f999999", then "g0001000000"...), as
+ * a streaming MANIFEST needs. */
+static void file_id(unsigned n, char out[16])
+{
+    if (n < 1000000)
+        snprintf(out, 16, "f%06u", n);
+    else
+        snprintf(out, 16, "g%010u", n);
 }
 
 struct put_job {
@@ -120,9 +154,11 @@ struct put_job {
     const struct cairn_path_opts *o;
     struct job_errors *je;
     struct live *live;
-    char *abs;
+    struct tree_out *tree;
+    char *abs, *rel;
     char file[16];
-    uint64_t size;
+    int mode;
+    int64_t size, mtime;
 };
 
 /* Files of PROBE_MIN bytes or more are judged on CAIRN_PROBE_LEN bytes sampled evenly across
@@ -166,24 +202,63 @@ static int same_version(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino;
 }
 
+static void put_job_free(struct put_job *j)
+{
+    free(j->abs);
+    free(j->rel);
+    free(j);
+}
+
+/* Store the opened file, then give its tree line. */
+static void put_opened(struct put_job *j, int fd, const struct stat *sb)
+{
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    struct stat after;
+    struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
+    struct cairn_file_opts fo = j->o->file;
+    fo.pipeline = fo.pipeline || sb->st_size >= PIPELINE_MIN;
+    if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
+        fo.compression =
+            compress_pays(fd, (uint64_t)sb->st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
+    struct cairn_manifest_file rec = {.name = j->file};
+    /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
+    if (backup_put_stream_rec(j->b, j->file, r, (int64_t)sb->st_size, &fo, &rec, &e) != CAIRN_OK) {
+        job_error(j->je, &e);
+    } else {
+        if (fstat(fd, &after) == 0 && !same_version(sb, &after)) {
+            /* What was read is stored and hashed as read; the file was being written. */
+            cairn_log(CAIRN_LOG_WARN, "storage",
+                      "backup '%s': '%s' changed while it was read (stored as read)", j->b->name,
+                      j->abs);
+            live_count(j->live, &j->live->changed);
+        }
+        tree_put(j->tree, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:o}", "path", j->rel, "type",
+                                    "file", "mode", j->mode, "size", (json_int_t)j->size, "mtime",
+                                    (json_int_t)j->mtime, "file", j->file, "stored",
+                                    manifest_file_json(&rec)));
+    }
+    cairn_reader_free(r);
+}
+
 static void put_one(void *arg)
 {
     struct put_job *j = arg;
     struct cairn_err e;
     cairn_err_clear(&e);
-    struct stat sb, after;
+    struct stat sb;
     if (path_cancelled(j->o)) {
         cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
         job_error(j->je, &e);
-        free(j->abs);
-        free(j);
+        backup_unreserve(j->b, j->file);
+        put_job_free(j);
         return;
     }
     int fd = open_regular(j->abs, &sb);
     if (fd == -1 && (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)) {
         cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished before it was read",
                   j->b->name, j->abs);
-        live_gone(j->live, j->file);
+        live_count(j->live, &j->live->vanished);
     } else if (fd == -1) {
         cairn_err_sys(&e, 0, errno, "backup '%s': open '%s'", j->b->name, j->abs);
         job_error(j->je, &e);
@@ -191,31 +266,13 @@ static void put_one(void *arg)
         cairn_log(CAIRN_LOG_WARN, "storage",
                   "backup '%s': '%s' is no longer a regular file: skipped unread", j->b->name,
                   j->abs);
-        live_gone(j->live, j->file);
+        live_count(j->live, &j->live->vanished);
     } else {
-        struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
-        struct cairn_file_opts fo = j->o->file;
-        fo.pipeline = fo.pipeline || sb.st_size >= PIPELINE_MIN;
-        if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
-            fo.compression =
-                compress_pays(fd, (uint64_t)sb.st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
-        /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
-        if (cairn_backup_put_stream(j->b, j->file, r, (int64_t)sb.st_size, &fo, &e) != CAIRN_OK) {
-            job_error(j->je, &e);
-        } else if (fstat(fd, &after) == 0 && !same_version(&sb, &after)) {
-            /* What was read is stored and hashed as read; the file was being written. */
-            cairn_log(CAIRN_LOG_WARN, "storage",
-                      "backup '%s': '%s' changed while it was read (stored as read)", j->b->name,
-                      j->abs);
-            pthread_mutex_lock(&j->live->mu);
-            j->live->changed++;
-            pthread_mutex_unlock(&j->live->mu);
-        }
-        cairn_reader_free(r);
+        put_opened(j, fd, &sb);
         close(fd);
     }
-    free(j->abs);
-    free(j);
+    backup_unreserve(j->b, j->file); /* when it was never added */
+    put_job_free(j);
 }
 
 struct walk {
@@ -224,7 +281,8 @@ struct walk {
     struct cairn_pool *pool;
     struct job_errors *je;
     struct live *live;
-    json_t *entries, *skipped;
+    struct tree_out *tree;
+    json_t *skipped;
     unsigned nfiles;
 };
 
@@ -233,21 +291,30 @@ static int cmp_cstr(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb)
+/* The file's id is reserved here, in walk order, so ids reach the MANIFEST ascending
+ * whichever worker stores them first. */
+static int add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb,
+                          struct cairn_err *err)
 {
     struct put_job *j = cairn_xcalloc(1, sizeof(*j));
     j->b = w->b;
     j->o = w->o;
     j->je = w->je;
     j->live = w->live;
+    j->tree = w->tree;
+    file_id(w->nfiles++, j->file);
+    int rc = backup_reserve(w->b, j->file, err);
+    if (rc != CAIRN_OK) {
+        free(j);
+        return rc;
+    }
     j->abs = cairn_xstrdup(abs);
-    j->size = (uint64_t)sb->st_size;
-    snprintf(j->file, sizeof(j->file), "f%06u", w->nfiles++);
-    json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s}", "path", rel,
-                                                "type", "file", "mode", (int)(sb->st_mode & 07777),
-                                                "size", (json_int_t)sb->st_size, "mtime",
-                                                (json_int_t)sb->st_mtime, "file", j->file));
+    j->rel = cairn_xstrdup(rel);
+    j->mode = (int)(sb->st_mode & 07777);
+    j->size = (int64_t)sb->st_size;
+    j->mtime = (int64_t)sb->st_mtime;
     cairn_pool_submit(w->pool, put_one, j);
+    return CAIRN_OK;
 }
 
 /* Entries of dir, sorted. A directory that vanished (or became something else) since it was
@@ -291,9 +358,7 @@ static void vanished(struct walk *w, const char *abs)
 {
     cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished during the walk", w->b->name,
               abs);
-    pthread_mutex_lock(&w->live->mu);
-    w->live->vanished++;
-    pthread_mutex_unlock(&w->live->mu);
+    live_count(w->live, &w->live->vanished);
 }
 
 static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cairn_err *err)
@@ -326,11 +391,11 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             else
                 rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
         } else if (S_ISDIR(sb.st_mode)) {
-            json_array_append_new(w->entries, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir",
-                                                        "mode", (int)(sb.st_mode & 07777)));
+            tree_put(w->tree, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir", "mode",
+                                        (int)(sb.st_mode & 07777)));
             rc = walk_dir(w, a, r, err);
         } else if (S_ISREG(sb.st_mode)) {
-            add_file_entry(w, a, r, &sb);
+            rc = add_file_entry(w, a, r, &sb, err);
         } else {
             cairn_log(CAIRN_LOG_WARN, "storage",
                       "skipping '%s': %s (only regular files and "
@@ -347,25 +412,37 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
     return rc;
 }
 
-/* The tree without the entries of files that vanished before they were read. */
-static json_t *drop_gone(json_t *entries, struct live *l)
+/* Walk path (a directory or one file) into the pool and the tree. */
+static int walk_source(struct walk *w, const char *path, const char *base, const struct stat *sb,
+                       struct cairn_err *err)
 {
-    if (l->ngone == 0)
-        return entries;
-    qsort(l->gone, l->ngone, sizeof(*l->gone), cmp_cstr);
-    json_t *kept = json_array();
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *f = json_string_value(json_object_get(e, "file"));
-        if (f == NULL || bsearch(&f, l->gone, l->ngone, sizeof(*l->gone), cmp_cstr) == NULL)
-            json_array_append(kept, e);
-    }
-    json_decref(entries);
-    return kept;
+    if (!S_ISREG(sb->st_mode))
+        return walk_dir(w, path, "", err);
+    char *name = cairn_xstrdup(base);
+    int rc = add_file_entry(w, path, name, sb, err);
+    free(name);
+    return rc;
 }
 
+/* Close the tree file: its MANIFEST entry lands in meta.tree.entries_file. */
+static int tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct cairn_err *err)
+{
+    if (rc == CAIRN_OK && t->rc != CAIRN_OK) {
+        cairn_err_copy(err, &t->e);
+        rc = t->rc;
+    }
+    if (rc == CAIRN_OK) {
+        rc = cairn_writer_close(t->w, err);
+        if (rc != CAIRN_OK)
+            cairn_err_wrap(err, "backup '%s': write the tree", b->name);
+    }
+    cairn_writer_free(t->w); /* unclosed: recorded as failed, so end() refuses */
+    t->w = NULL;
+    return rc;
+}
+
+/* Files are stored by a worker pool while the walk goes on; the tree and the MANIFEST's file
+ * list are streamed (backup_set_streaming), so memory does not grow with the tree. */
 int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                           const struct cairn_path_opts *opts, struct cairn_err *err)
 {
@@ -382,53 +459,48 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                              "backup '%s': source '%s' is a %s; only regular files and "
                              "directories can be backed up",
                              b->name, path, cairn_file_type_name(sb.st_mode));
+    struct tree_out t = {.rc = CAIRN_OK, .rec = {.name = TREE_FILE}};
+    const struct cairn_file_opts zo = {.compression = CAIRN_COMPRESS_ZSTD};
+    int rc = cairn_backup_add_file_opts(b, TREE_FILE, -1, &zo, &t.w, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    backup_writer_record_to(t.w, &t.rec);
+    backup_set_streaming(b);
+    pthread_mutex_init(&t.mu, NULL);
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
-    struct live live = {.gone = NULL};
+    struct live live = {.vanished = 0};
     pthread_mutex_init(&live.mu, NULL);
-    struct walk w = {.b = b,
-                     .o = &o,
-                     .je = &je,
-                     .live = &live,
-                     .entries = json_array(),
-                     .skipped = json_array()};
+    struct walk w = {
+        .b = b, .o = &o, .je = &je, .live = &live, .tree = &t, .skipped = json_array()};
     w.pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
-    int rc = CAIRN_OK;
-    if (S_ISREG(sb.st_mode)) {
-        char *name = cairn_xstrdup(base);
-        add_file_entry(&w, path, name, &sb);
-        free(name);
-    } else {
-        rc = walk_dir(&w, path, "", err);
-    }
+    rc = walk_source(&w, path, base, &sb, err);
     cairn_pool_free(w.pool); /* waits for every transfer */
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", b->name);
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)
         rc =
             cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
+    rc = tree_finish(b, &t, rc, err);
     pthread_mutex_destroy(&je.mu);
+    pthread_mutex_destroy(&t.mu);
     if (o.stats != NULL) {
         o.stats->vanished = live.vanished;
         o.stats->changed = live.changed;
     }
-    json_t *tree =
-        json_pack("{s:s, s:s, s:i, s:o, s:o, s:I, s:I}", "root", base, "type",
-                  S_ISDIR(sb.st_mode) ? "dir" : "file", "mode", (int)(sb.st_mode & 07777),
-                  "entries", drop_gone(w.entries, &live), "skipped", w.skipped, "vanished",
-                  (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
-    for (size_t i = 0; i < live.ngone; i++)
-        free(live.gone[i]);
-    free(live.gone);
+    json_t *tree = json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:I, s:I}", "root", base, "type",
+                             S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
+                             (int)(sb.st_mode & 07777), "entries_file", manifest_file_json(&t.rec),
+                             "count", (json_int_t)t.n, "skipped", w.skipped, "vanished",
+                             (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
     pthread_mutex_destroy(&live.mu);
     pthread_mutex_lock(&b->mu);
     json_object_set_new(b->meta, "tree", tree);
     pthread_mutex_unlock(&b->mu);
     return rc;
 }
-
 /* ---- restore ---- */
 
 /* Validate a relative path from the MANIFEST: components are safe names. */
@@ -480,13 +552,178 @@ static int open_dir_at(int rootfd, const char *rel, int create)
     return fd;
 }
 
+/* ---- reading the tree ----
+ * Either TREE_FILE (meta.tree.entries_file: read as a stream, verified against its MANIFEST
+ * entry, so a pass over it ends in an error if anything of it was altered) or, in backups of
+ * older cairn, the array meta.tree.entries. Every entry is checked on every pass. */
+
+#define TREE_LINE_MAX (64 << 10)
+#define TREE_BUF      (256 << 10)
+
+struct tree_ent {
+    const char *path;
+    int isdir, mode;
+    const struct cairn_manifest_file *f; /* files: the stored file */
+};
+
+struct tree_iter {
+    struct cairn_backup *b;
+    json_t *entries; /* older MANIFESTs */
+    struct cairn_reader *r;
+    char *buf, *line;
+    size_t len, pos, nline;
+    json_t *cur;
+    struct file_rec *rec;
+    size_t i; /* entries so far */
+};
+
+static void tree_iter_free(struct tree_iter *it)
+{
+    cairn_reader_free(it->r);
+    free(it->buf);
+    free(it->line);
+    json_decref(it->cur);
+    cairn_file_rec_free(it->rec);
+    memset(it, 0, sizeof(*it));
+}
+
+static int tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err)
+{
+    memset(it, 0, sizeof(*it));
+    it->b = b;
+    json_t *tree = json_object_get(b->meta, "tree");
+    json_t *file = json_object_get(tree, "entries_file");
+    it->entries = json_object_get(tree, "entries");
+    if (file == NULL && json_is_array(it->entries))
+        return CAIRN_OK;
+    if (file == NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "backup '%s' (kind '%s') was not made from a local path: no "
+                             "meta.tree in its MANIFEST",
+                             b->name, b->kind ? b->kind : "?");
+    it->entries = NULL;
+    struct file_rec *rec = manifest_file_parse(file);
+    if (rec == NULL)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "backup '%s': MANIFEST meta.tree.entries_file is invalid", b->name);
+    int rc = backup_open_verified(b, &rec->f, &it->r, err);
+    cairn_file_rec_free(rec);
+    if (rc != CAIRN_OK)
+        return rc;
+    it->buf = cairn_xmalloc(TREE_BUF);
+    it->line = cairn_xmalloc(TREE_LINE_MAX);
+    return CAIRN_OK;
+}
+
+/* The next line of TREE_FILE into it->line; *eof at its verified end. */
+static int tree_read_line(struct tree_iter *it, int *eof, struct cairn_err *err)
+{
+    it->nline = 0;
+    *eof = 0;
+    for (;;) {
+        if (it->pos == it->len) {
+            int rc = cairn_reader_read(it->r, it->buf, TREE_BUF, &it->len, err);
+            it->pos = 0;
+            if (rc != CAIRN_OK)
+                return rc;
+            if (it->len == 0 && it->nline == 0) {
+                *eof = 1;
+                return CAIRN_OK;
+            }
+            if (it->len == 0)
+                break; /* a last line without its newline */
+        }
+        char c = it->buf[it->pos++];
+        if (c == '\n') {
+            it->line[it->nline] = '\0';
+            return CAIRN_OK;
+        }
+        if (it->nline == TREE_LINE_MAX - 1)
+            break;
+        it->line[it->nline++] = c;
+    }
+    return cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': tree entry %zu is cut or too long",
+                         it->b->name, it->i);
+}
+
+/* The next entry, checked (a safe relative path, a known type, and for a file its stored
+ * file), into *e; *done at the end. */
+static int tree_next(struct tree_iter *it, struct tree_ent *e, int *done, struct cairn_err *err)
+{
+    json_decref(it->cur);
+    it->cur = NULL;
+    cairn_file_rec_free(it->rec);
+    it->rec = NULL;
+    *done = 0;
+    if (it->entries != NULL) {
+        *done = it->i == json_array_size(it->entries);
+        it->cur = *done ? NULL : json_incref(json_array_get(it->entries, it->i));
+    } else {
+        int rc = tree_read_line(it, done, err);
+        if (rc != CAIRN_OK)
+            return rc;
+        it->cur = *done ? NULL : json_loads(it->line, 0, NULL);
+    }
+    if (*done)
+        return CAIRN_OK;
+    const char *type = NULL, *file = NULL;
+    json_t *stored = NULL;
+    e->path = NULL;
+    e->f = NULL;
+    int ok = json_unpack(it->cur, "{s:s, s:s, s:i, s?s, s?o}", "path", &e->path, "type", &type,
+                         "mode", &e->mode, "file", &file, "stored", &stored) == 0 &&
+             rel_path_ok(e->path) && (strcmp(type, "dir") == 0 || strcmp(type, "file") == 0);
+    e->isdir = ok && strcmp(type, "dir") == 0;
+    if (ok && !e->isdir && it->entries == NULL) { /* the stored file is in the line */
+        it->rec = stored != NULL ? manifest_file_parse(stored) : NULL;
+        e->f = it->rec != NULL ? &it->rec->f : NULL;
+    } else if (ok && !e->isdir) { /* older MANIFESTs: looked up */
+        e->f = file != NULL ? cairn_backup_file_find(it->b, file) : NULL;
+    }
+    if (!ok || (!e->isdir && e->f == NULL))
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
+                             "(path '%s')",
+                             it->b->name, it->i, e->path ? e->path : "?");
+    it->i++;
+    return CAIRN_OK;
+}
+
+/* Directories seen by a restore, in tree order (their modes are set last, deepest first).
+ * The one list a restore keeps: it grows with the directories, not the files. */
+struct dir_list {
+    char **path;
+    int *mode;
+    size_t n, cap;
+};
+
+static void dir_list_add(struct dir_list *d, const char *path, int mode)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 64;
+        d->path = cairn_xrealloc(d->path, d->cap * sizeof(*d->path));
+        d->mode = cairn_xrealloc(d->mode, d->cap * sizeof(*d->mode));
+    }
+    d->path[d->n] = cairn_xstrdup(path);
+    d->mode[d->n++] = mode;
+}
+
+static void dir_list_free(struct dir_list *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->path[i]);
+    free(d->path);
+    free(d->mode);
+}
+
 struct get_job {
     struct cairn_backup *b;
     const struct cairn_path_opts *o;
     struct job_errors *je;
     int rootfd;
     const char *target;
-    char *rel, *file;
+    char *rel;
+    struct cairn_manifest_file f; /* its name owned */
     int mode;
 };
 
@@ -551,7 +788,11 @@ static void get_one(void *arg)
     cairn_writer_init(&pw->base, &progress_writer_ops, cairn_fd_writer_new(fd, 0));
     pw->o = j->o;
     pw->fd = fd;
-    int rc = cairn_backup_get_stream(j->b, j->file, &pw->base, NULL, &e);
+    struct cairn_reader *r = NULL;
+    int rc = backup_open_verified(j->b, &j->f, &r, &e);
+    if (rc == CAIRN_OK)
+        rc = cairn_copy(r, &pw->base, NULL, &e);
+    cairn_reader_free(r);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(&pw->base, &e);
     cairn_writer_free(&pw->base);
@@ -573,7 +814,7 @@ out:
         close(dfd);
     free(dir);
     free(j->rel);
-    free(j->file);
+    free(j->f.name);
     free(j);
 }
 
@@ -686,16 +927,12 @@ static void landing_free(struct landing_plan *p)
 
 /* Directory modes, deepest first (read-only directories must not block writes into them), or
  * 0700 everywhere to let a failed temporary be removed. Every directory is fsync'd. */
-static void set_dir_modes(int rootfd, json_t *entries, int reset)
+static void set_dir_modes(int rootfd, const struct dir_list *dirs, int reset)
 {
-    for (size_t k = json_array_size(entries); k-- > 0;) {
-        json_t *e = json_array_get(entries, k);
-        if (strcmp(json_string_value(json_object_get(e, "type")), "dir") != 0)
-            continue;
-        int fd = open_dir_at(rootfd, json_string_value(json_object_get(e, "path")), 0);
+    for (size_t k = dirs->n; k-- > 0;) {
+        int fd = open_dir_at(rootfd, dirs->path[k], 0);
         if (fd >= 0) {
-            mode_t m = (mode_t)(json_integer_value(json_object_get(e, "mode")) & 07777);
-            fchmod(fd, reset ? 0700 : m);
+            fchmod(fd, reset ? 0700 : (mode_t)(dirs->mode[k] & 07777));
             if (!reset)
                 fsync(fd);
             close(fd);
@@ -760,90 +997,130 @@ static int open_parent_at(int rootfd, const char *rel, const char **base)
 /* --force: before anything is written, every path of the tree must be absent from the target
  * or of the same kind (a directory for a directory; a file or symlink, which is replaced and
  * never followed, for a file). A symlink where a directory goes is refused. */
-static int merge_check(const char *target, json_t *entries, struct cairn_err *err)
+static int merge_check_one(int tfd, const char *target, const struct tree_ent *e,
+                           struct cairn_err *err)
 {
-    int tfd = open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (tfd < 0)
-        return cairn_err_sys(err, 0, errno, "open restore target '%s'", target);
+    const char *base;
     int rc = CAIRN_OK;
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *path = json_string_value(json_object_get(e, "path")), *base;
-        int isdir = strcmp(json_string_value(json_object_get(e, "type")), "dir") == 0;
-        int dfd = open_parent_at(tfd, path, &base);
-        struct stat sb;
-        if (dfd < 0) {
-            if (errno != ENOENT) /* ELOOP, ENOTDIR: a symlink or a file on the way */
-                rc = cairn_err_set(err, CAIRN_E_EXISTS,
-                                   "'%s/%s': a parent directory is a symlink or not a "
-                                   "directory (not followed)",
-                                   target, path);
-        } else if (fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno != ENOENT)
-                rc = cairn_err_sys(err, 0, errno, "stat '%s/%s'", target, path);
-        } else if (isdir ? !S_ISDIR(sb.st_mode) : S_ISDIR(sb.st_mode)) {
-            rc = cairn_err_set(err, CAIRN_E_EXISTS, "'%s/%s' exists and is %s", target, path,
-                               S_ISDIR(sb.st_mode)   ? "a directory"
-                               : S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)"
-                                                     : "not a directory");
-        }
-        if (dfd >= 0)
-            close(dfd);
-        if (rc != CAIRN_OK)
-            break;
+    int dfd = open_parent_at(tfd, e->path, &base);
+    struct stat sb;
+    if (dfd < 0) {
+        if (errno != ENOENT) /* ELOOP, ENOTDIR: a symlink or a file on the way */
+            rc = cairn_err_set(err, CAIRN_E_EXISTS,
+                               "'%s/%s': a parent directory is a symlink or not a "
+                               "directory (not followed)",
+                               target, e->path);
+    } else if (fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "stat '%s/%s'", target, e->path);
+    } else if (e->isdir ? !S_ISDIR(sb.st_mode) : S_ISDIR(sb.st_mode)) {
+        rc = cairn_err_set(err, CAIRN_E_EXISTS, "'%s/%s' exists and is %s", target, e->path,
+                           S_ISDIR(sb.st_mode)   ? "a directory"
+                           : S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)"
+                                                 : "not a directory");
     }
-    close(tfd);
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
 /* --force: directories are created in the target as needed, files replace those of the same
  * name (rename(2): atomic per file, a symlink is replaced, never followed). */
-static int merge_commit(struct landing_plan *p, int srcfd, json_t *entries, struct cairn_err *err)
+static int merge_commit_one(struct landing_plan *p, int srcfd, int tfd, const struct tree_ent *e,
+                            struct cairn_err *err)
 {
-    int tfd = open(p->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (tfd < 0)
-        return cairn_err_sys(err, 0, errno, "open restore target '%s'", p->target);
+    const char *base;
     int rc = CAIRN_OK;
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *path = json_string_value(json_object_get(e, "path")), *base;
-        if (strcmp(json_string_value(json_object_get(e, "type")), "dir") == 0) {
-            int fd = open_dir_at(tfd, path, 1);
-            if (fd < 0)
-                rc = cairn_err_sys(err, 0, errno, "create directory '%s/%s'", p->target, path);
-            else
-                close(fd);
-        } else {
-            int sd = open_parent_at(srcfd, path, &base), td = open_parent_at(tfd, path, &base);
-            if (sd < 0 || td < 0 || renameat(sd, base, td, base) != 0)
-                rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", path, p->target);
-            if (sd >= 0)
-                close(sd);
-            if (td >= 0)
-                close(td);
-        }
-        if (rc != CAIRN_OK)
-            break;
+    if (e->isdir) {
+        int fd = open_dir_at(tfd, e->path, 1);
+        if (fd < 0)
+            return cairn_err_sys(err, 0, errno, "create directory '%s/%s'", p->target, e->path);
+        close(fd);
+        return CAIRN_OK;
     }
-    if (rc == CAIRN_OK && fsync(tfd) != 0)
-        rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
-    close(tfd);
+    int sd = open_parent_at(srcfd, e->path, &base), td = open_parent_at(tfd, e->path, &base);
+    if (sd < 0 || td < 0 || renameat(sd, base, td, base) != 0)
+        rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", e->path, p->target);
+    if (sd >= 0)
+        close(sd);
+    if (td >= 0)
+        close(td);
     return rc;
 }
 
-/* Put the finished temporary in place of the target. */
-static int landing_commit(struct landing_plan *p, int rootfd, json_t *tree, struct cairn_err *err)
+/* The tree's file entries (sum) plus the tree file's own entry must be the MANIFEST's file
+ * list exactly: a restore takes its entries from the tree, verify from the list, and the two
+ * must never disagree about an edited MANIFEST. */
+static int tree_matches_list(struct cairn_backup *b, struct files_sum *sum, struct cairn_err *err)
 {
+    struct file_rec *self =
+        manifest_file_parse(json_object_get(json_object_get(b->meta, "tree"), "entries_file"));
+    if (self != NULL)
+        files_sum_add(sum, &self->f);
+    cairn_file_rec_free(self);
+    if (self == NULL || !files_sum_equal(sum, &b->list_sum))
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "backup '%s': the tree's %llu stored files differ from the "
+                             "MANIFEST's file list of %llu (edited MANIFEST?)",
+                             b->name, (unsigned long long)sum->n,
+                             (unsigned long long)b->list_sum.n);
+    return CAIRN_OK;
+}
+
+enum tree_pass { PASS_CHECK, PASS_MERGE_CHECK, PASS_MERGE_COMMIT };
+
+/* One pass over the whole tree: check it (its TREE_FILE is verified by reaching its end), or
+ * check the --force target against it, or move the restored files into that target. */
+static int tree_pass(struct cairn_backup *b, enum tree_pass pass, struct landing_plan *p, int srcfd,
+                     struct cairn_err *err)
+{
+    struct tree_iter it;
+    int rc = tree_iter_open(b, &it, err);
+    int tfd = -1;
+    if (rc == CAIRN_OK && pass != PASS_CHECK &&
+        (tfd = open(p->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        rc = cairn_err_sys(err, 0, errno, "open restore target '%s'", p->target);
+    struct tree_ent e;
+    struct files_sum sum = {{0}, 0};
+    for (int done = 0; rc == CAIRN_OK;) {
+        rc = tree_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        if (pass == PASS_CHECK && !e.isdir)
+            files_sum_add(&sum, e.f);
+        if (pass == PASS_MERGE_CHECK)
+            rc = merge_check_one(tfd, p->target, &e, err);
+        else if (pass == PASS_MERGE_COMMIT)
+            rc = merge_commit_one(p, srcfd, tfd, &e, err);
+    }
+    if (rc == CAIRN_OK && pass == PASS_CHECK && it.entries == NULL)
+        rc = tree_matches_list(b, &sum, err);
+    if (rc == CAIRN_OK && pass == PASS_MERGE_COMMIT && fsync(tfd) != 0)
+        rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
+    if (tfd >= 0)
+        close(tfd);
+    tree_iter_free(&it);
+    return rc;
+}
+
+int backup_check_tree(struct cairn_backup *b, struct cairn_err *err)
+{
+    if (json_object_get(json_object_get(b->meta, "tree"), "entries_file") == NULL)
+        return CAIRN_OK;
+    return tree_pass(b, PASS_CHECK, NULL, -1, err);
+}
+
+/* Put the finished temporary in place of the target. */
+static int landing_commit(struct landing_plan *p, int rootfd, struct cairn_backup *b,
+                          struct cairn_err *err)
+{
+    json_t *tree = json_object_get(b->meta, "tree");
     json_t *rmode = json_object_get(tree, "mode");
     const char *rtype = json_string_value(json_object_get(tree, "type"));
     if (p->how == LAND_INSIDE)
         return land_inside(p, err);
     if (p->how == LAND_MERGE)
-        return merge_commit(p, rootfd, json_object_get(tree, "entries"), err);
+        return tree_pass(b, PASS_MERGE_COMMIT, p, rootfd, err);
     if (p->how == LAND_REPLACE) {
         /* The target keeps its mode (and owner, where we may set it). */
         fchmod(rootfd, p->old.st_mode & 07777);
@@ -868,72 +1145,56 @@ static int landing_commit(struct landing_plan *p, int rootfd, json_t *tree, stru
     return cairn_fsync_dir(dir, err);
 }
 
-/* Every entry's path, type, mode and stored file, checked before anything touches the disk. */
-static int tree_check(struct cairn_backup *b, json_t *entries, struct cairn_err *err)
+static void submit_file(struct cairn_pool *pool, const struct get_job *proto,
+                        const struct tree_ent *e)
 {
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *path = NULL, *type = NULL, *file = NULL;
-        int mode = 0;
-        if (json_unpack(e, "{s:s, s:s, s:i, s?s}", "path", &path, "type", &type, "mode", &mode,
-                        "file", &file) != 0 ||
-            !rel_path_ok(path) || (strcmp(type, "dir") != 0 && strcmp(type, "file") != 0) ||
-            (strcmp(type, "file") == 0 &&
-             (file == NULL || cairn_backup_file_find(b, file) == NULL)))
-            return cairn_err_set(err, CAIRN_E_CORRUPT,
-                                 "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
-                                 "(path '%s')",
-                                 b->name, i, path ? path : "?");
-    }
-    return CAIRN_OK;
+    struct get_job *j = cairn_xcalloc(1, sizeof(*j));
+    *j = *proto;
+    j->rel = cairn_xstrdup(e->path);
+    j->f = *e->f;
+    j->f.name = cairn_xstrdup(e->f->name);
+    j->mode = e->mode;
+    cairn_pool_submit(pool, get_one, j);
 }
 
-/* Write every directory and file of the tree under rootfd; each file is verified as it is
- * written (size + SHA-256) and fsync'd. */
-static int restore_tree(struct cairn_backup *b, int rootfd, const char *target, json_t *entries,
-                        const struct cairn_path_opts *o, struct cairn_err *err)
+/* Write every directory and file of the tree under rootfd, in one pass (a directory comes
+ * before anything inside it); each file is verified as it is written (size + SHA-256) and
+ * fsync'd. The directories are listed in dirs. */
+static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
+                        const struct cairn_path_opts *o, struct dir_list *dirs,
+                        struct cairn_err *err)
 {
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
+    const struct get_job proto = {.b = b, .o = o, .je = &je, .rootfd = rootfd, .target = target};
+    struct tree_iter it;
+    struct tree_ent e;
     struct cairn_err derr;
-    size_t i;
-    json_t *e;
-    json_array_foreach(entries, i, e)
-    {
-        const char *type = json_string_value(json_object_get(e, "type"));
-        const char *path = json_string_value(json_object_get(e, "path"));
-        if (strcmp(type, "dir") == 0) {
-            int fd = open_dir_at(rootfd, path, 1);
-            if (fd < 0) {
-                cairn_err_sys(&derr, 0, errno, "create directory '%s/%s'", target, path);
-                job_error(&je, &derr);
-            } else {
-                close(fd);
-            }
-        }
-    }
+    int rc = tree_iter_open(b, &it, err);
     struct cairn_pool *pool = cairn_pool_new(o->workers ? o->workers : 4, 0);
-    json_array_foreach(entries, i, e)
-    {
-        const char *type = json_string_value(json_object_get(e, "type"));
-        if (strcmp(type, "file") != 0 || job_failed(&je))
-            continue; /* one failure fails the restore: stop early */
-        struct get_job *j = cairn_xcalloc(1, sizeof(*j));
-        j->b = b;
-        j->o = o;
-        j->je = &je;
-        j->rootfd = rootfd;
-        j->target = target;
-        j->rel = cairn_xstrdup(json_string_value(json_object_get(e, "path")));
-        j->file = cairn_xstrdup(json_string_value(json_object_get(e, "file")));
-        j->mode = (int)json_integer_value(json_object_get(e, "mode"));
-        cairn_pool_submit(pool, get_one, j);
+    for (int done = 0; rc == CAIRN_OK && !job_failed(&je) && !path_cancelled(o);) {
+        rc = tree_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        if (!e.isdir) {
+            submit_file(pool, &proto, &e);
+            continue;
+        }
+        int fd = open_dir_at(rootfd, e.path, 1);
+        if (fd < 0) {
+            cairn_err_sys(&derr, 0, errno, "create directory '%s/%s'", target, e.path);
+            job_error(&je, &derr);
+        } else {
+            close(fd);
+        }
+        dir_list_add(dirs, e.path, e.mode);
     }
-    cairn_pool_free(pool);
-    int rc = CAIRN_OK;
-    if (path_cancelled(o))
+    cairn_pool_free(pool); /* one failure fails the restore: the pass stopped early */
+    tree_iter_free(&it);
+    if (rc != CAIRN_OK)
+        cairn_err_wrap(err, "restore of backup '%s' into '%s' failed, nothing was restored",
+                       b->name, target);
+    else if (path_cancelled(o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED,
                            "restore of backup '%s' into '%s' cancelled, nothing was restored",
                            b->name, target);
@@ -948,7 +1209,8 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target, 
 
 /* All or nothing: the tree is written into a temporary directory beside the target (or inside
  * an empty target that is a mount point), verified and fsync'd, and only then renamed into
- * place. On any failure the temporary is removed and the target is as it was. */
+ * place. On any failure the temporary is removed and the target is as it was. The tree is
+ * read in passes (checked whole first, then written), never held in memory. */
 int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
                               const struct cairn_path_opts *opts, struct cairn_err *err)
 {
@@ -957,38 +1219,32 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         return cairn_err_set(
             err, CAIRN_E_INVALID, "restore needs a complete backup opened read-only ('%s' is %s)",
             b->name, b->read_only ? cairn_backup_status_name(b->status) : "read-write");
-    json_t *tree = json_object_get(b->meta, "tree");
-    json_t *entries = json_object_get(tree, "entries");
-    if (!json_is_array(entries))
-        return cairn_err_set(err, CAIRN_E_INVALID,
-                             "backup '%s' (kind '%s') was not made from a local path: no "
-                             "meta.tree in its MANIFEST",
-                             b->name, b->kind ? b->kind : "?");
-    int rc = tree_check(b, entries, err);
+    int rc = tree_pass(b, PASS_CHECK, NULL, -1, err);
     if (rc != CAIRN_OK)
         return rc;
     struct landing_plan p;
     rc = landing_prepare(target, o.force, &p, err);
     if (rc == CAIRN_OK && p.how == LAND_MERGE)
-        rc = merge_check(p.target, entries, err);
+        rc = tree_pass(b, PASS_MERGE_CHECK, &p, -1, err);
     if (rc != CAIRN_OK) {
         if (p.tmp != NULL)
             rmdir(p.tmp);
         landing_free(&p);
         return rc;
     }
+    struct dir_list dirs = {0};
     int rootfd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (rootfd < 0)
         rc = cairn_err_sys(err, 0, errno, "open '%s'", p.tmp);
     if (rc == CAIRN_OK)
-        rc = restore_tree(b, rootfd, p.target, entries, &o, err);
+        rc = restore_tree(b, rootfd, p.target, &o, &dirs, err);
     if (rc == CAIRN_OK && p.how < LAND_INSIDE)
-        set_dir_modes(rootfd, entries, 0);
+        set_dir_modes(rootfd, &dirs, 0);
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED,
                            "restore into '%s' cancelled, nothing was restored", p.target);
     if (rc == CAIRN_OK)
-        rc = landing_commit(&p, rootfd, tree, err);
+        rc = landing_commit(&p, rootfd, b, err);
     if (rootfd >= 0)
         close(rootfd);
     if (rc == CAIRN_OK && p.how >= LAND_INSIDE) {
@@ -996,19 +1252,20 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         cairn_rmtree(p.tmp, &ignored); /* empty directories left by a merge */
         int tfd = open(p.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (tfd >= 0) {
-            set_dir_modes(tfd, entries, 0);
+            set_dir_modes(tfd, &dirs, 0);
             close(tfd);
         }
     } else if (rc != CAIRN_OK) {
         int fd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd >= 0) {
-            set_dir_modes(fd, entries, 1);
+            set_dir_modes(fd, &dirs, 1);
             close(fd);
         }
         struct cairn_err ignored;
         if (cairn_rmtree(p.tmp, &ignored) != CAIRN_OK)
             cairn_log(CAIRN_LOG_WARN, "storage", "could not remove '%s': %s", p.tmp, ignored.msg);
     }
+    dir_list_free(&dirs);
     landing_free(&p);
     return rc;
 }

@@ -272,6 +272,7 @@ struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const cha
     b->created = -1;
     b->meta = json_object();
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->body_mu, NULL);
     pthread_cond_init(&b->idle, NULL);
     return b;
 }
@@ -299,6 +300,9 @@ void cairn_backup_free(struct cairn_backup *b)
     free(b->files);
     free(b->slots);
     json_decref(b->parts);
+    manifest_body_free(b->body);
+    free(b->flushed_name);
+    free(b->stream_msg);
     free(b->name);
     free(b->kind);
     free(b->source);
@@ -306,6 +310,7 @@ void cairn_backup_free(struct cairn_backup *b)
     json_decref(b->meta);
     json_decref(b->scope);
     pthread_cond_destroy(&b->idle);
+    pthread_mutex_destroy(&b->body_mu);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -640,11 +645,32 @@ json_t *cairn_backup_meta(const struct cairn_backup *b)
 
 size_t cairn_backup_file_count(const struct cairn_backup *b)
 {
-    return b->nfiles;
+    if (b->read_only) /* a split MANIFEST's list may not be loaded: its header counts it */
+        return b->files_loaded ? b->nfiles : (size_t)b->sum_files;
+    return (size_t)b->nflushed + b->nfiles;
+}
+
+/* Read-only handles of a split MANIFEST load its file list on first use (under the lock:
+ * threads may ask at once). A list that no longer reads is logged, and the files are not
+ * found. */
+static int files_ready(const struct cairn_backup *cb)
+{
+    struct cairn_backup *b = (struct cairn_backup *)cb;
+    if (!b->read_only || __atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE) || b->parts == NULL)
+        return 1;
+    pthread_mutex_lock(&b->mu);
+    struct cairn_err e;
+    int rc = manifest_load_files(b, &e);
+    pthread_mutex_unlock(&b->mu);
+    if (rc != CAIRN_OK)
+        cairn_log(CAIRN_LOG_ERROR, "storage", "%s", e.msg);
+    return rc == CAIRN_OK;
 }
 
 const struct cairn_manifest_file *cairn_backup_file_at(const struct cairn_backup *b, size_t i)
 {
+    if (!files_ready(b))
+        return NULL;
     return i < b->nfiles ? &b->files[i]->f : NULL;
 }
 
@@ -688,6 +714,11 @@ static struct file_rec *index_get(const struct cairn_backup *b, const char *name
     return b->nslots ? *index_slot(b->slots, b->nslots, name) : NULL;
 }
 
+static int cmp_rec_name(const void *a, const void *b)
+{
+    return strcmp((*(struct file_rec *const *)a)->f.name, (*(struct file_rec *const *)b)->f.name);
+}
+
 static int cmp_name_rec(const void *key, const void *rec)
 {
     return strcmp(key, (*(struct file_rec *const *)rec)->f.name);
@@ -702,7 +733,7 @@ const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_back
         pthread_mutex_lock(mu);
         r = index_get(b, name);
         pthread_mutex_unlock(mu);
-    } else { /* the MANIFEST's files, sorted by name when loaded */
+    } else if (files_ready(b)) { /* the MANIFEST's files, sorted by name when loaded */
         struct file_rec **p = bsearch(name, b->files, b->nfiles, sizeof(*b->files), cmp_name_rec);
         r = p ? *p : NULL;
     }
@@ -723,9 +754,11 @@ struct record_writer {
     struct cairn_file_opts opts;
     struct cairn_writer *sink;             /* the driver's, until the chain owns it */
     struct cairn_writer *logical, *stored; /* hash stages inside the chain */
+    int64_t size_hint;                     /* add_file's, for the compressor */
     uint8_t *probe;                        /* AUTO, undecided: the first bytes */
     size_t nprobe;
     int done;
+    struct cairn_manifest_file *copy; /* backup_writer_record_to */
 };
 
 static void record_chain(struct record_writer *r, enum cairn_compression comp)
@@ -737,8 +770,8 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     r->sink = NULL;
     struct cairn_writer *mid = r->stored;
     if (comp == CAIRN_COMPRESS_ZSTD)
-        mid = cairn_zstd_writer_new(mid, r->opts.level ? r->opts.level : 3,
-                                    r->opts.threads ? r->opts.threads : 1);
+        mid = cairn_zstd_writer_new_sized(mid, r->opts.level ? r->opts.level : 3,
+                                          r->opts.threads ? r->opts.threads : 1, r->size_hint);
     if (r->opts.pipeline)
         mid = cairn_pipe_writer_new(mid);
     /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
@@ -760,6 +793,63 @@ static int record_decide(struct record_writer *r, struct cairn_err *err)
     return rc;
 }
 
+/* Streaming writers: the committed records below every file still being written, sorted,
+ * leave memory as body lines. body_mu orders the batches (taken before mu, and batches are
+ * cut in order under it); mu is not held while they are written. */
+static void stream_flush(struct cairn_backup *b)
+{
+    if (pthread_mutex_trylock(&b->body_mu) != 0)
+        return; /* another thread is flushing: it or a later commit takes these */
+    pthread_mutex_lock(&b->mu);
+    if (!b->stream) { /* end() is writing the rest */
+        pthread_mutex_unlock(&b->mu);
+        pthread_mutex_unlock(&b->body_mu);
+        return;
+    }
+    const char *low = NULL; /* the least name still being written */
+    for (size_t i = 0; i < b->nfiles; i++)
+        if ((b->files[i]->state == FILE_WRITING || b->files[i]->state == FILE_RESERVED) &&
+            (low == NULL || strcmp(b->files[i]->f.name, low) < 0))
+            low = b->files[i]->f.name;
+    struct file_rec **batch = cairn_xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*batch));
+    size_t n = 0, kept = 0;
+    for (size_t i = 0; i < b->nfiles; i++) {
+        struct file_rec *r = b->files[i];
+        int below = low == NULL || strcmp(r->f.name, low) < 0;
+        if (r->state == FILE_COMMITTED && below)
+            batch[n++] = r;
+        else if (r->state == FILE_DROPPED && below)
+            cairn_file_rec_free(r);
+        else
+            b->files[kept++] = r;
+    }
+    if (kept < b->nfiles) {
+        memset(b->slots, 0, b->nslots * sizeof(*b->slots));
+        for (size_t i = 0; i < kept; i++)
+            *index_slot(b->slots, b->nslots, b->files[i]->f.name) = b->files[i];
+    }
+    b->nfiles = kept;
+    if (n > 0) {
+        qsort(batch, n, sizeof(*batch), cmp_rec_name);
+        free(b->flushed_name);
+        b->flushed_name = cairn_xstrdup(batch[n - 1]->f.name);
+        b->nflushed += n;
+        for (size_t i = 0; i < n; i++)
+            b->flushed_size += batch[i]->f.size;
+    }
+    b->flush_at = kept + STREAM_BATCH;
+    pthread_mutex_unlock(&b->mu);
+    struct cairn_err e;
+    if (n > 0 && b->stream_rc == CAIRN_OK &&
+        (b->stream_rc = manifest_put_files(b, batch, n, &e)) != CAIRN_OK)
+        b->stream_msg = cairn_xstrdup(e.msg);
+    else if (n > 0 && b->stream_rc != CAIRN_OK)
+        for (size_t i = 0; i < n; i++)
+            cairn_file_rec_free(batch[i]);
+    free(batch);
+    pthread_mutex_unlock(&b->body_mu);
+}
+
 static void record_outcome(struct record_writer *r, int rc, const struct cairn_err *e)
 {
     if (r->done)
@@ -776,15 +866,29 @@ static void record_outcome(struct record_writer *r, int rc, const struct cairn_e
         r->rec->f.logical_size = r->logical->bytes;
         cairn_hash_writer_digest(r->logical, d);
         cairn_hex_encode(d, 32, r->rec->f.logical_sha256);
+        if (r->copy != NULL) {
+            char *name = r->copy->name;
+            *r->copy = r->rec->f;
+            r->copy->name = name;
+        }
     } else {
         r->rec->state = FILE_FAILED;
         r->rec->code = rc;
         free(r->rec->error);
         r->rec->error = cairn_xstrdup(e && e->msg[0] ? e->msg : "failed");
     }
-    if (--b->open_writers == 0)
+    /* A flushing writer still counts as open, so end() and free() wait for its batch. */
+    int flush = b->stream && rc == CAIRN_OK && b->nfiles >= b->flush_at;
+    if (!flush && --b->open_writers == 0)
         pthread_cond_broadcast(&b->idle);
     pthread_mutex_unlock(&b->mu);
+    if (flush) {
+        stream_flush(b);
+        pthread_mutex_lock(&b->mu);
+        if (--b->open_writers == 0)
+            pthread_cond_broadcast(&b->idle);
+        pthread_mutex_unlock(&b->mu);
+    }
 }
 
 static int record_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
@@ -838,10 +942,81 @@ static void record_free(struct cairn_writer *w)
 static const struct cairn_writer_ops record_ops = {"backup-file", record_write, record_finish,
                                                    record_free};
 
+void backup_set_streaming(struct cairn_backup *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->stream = 1;
+    b->flush_at = b->nfiles + STREAM_BATCH;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void backup_writer_record_to(struct cairn_writer *w, struct cairn_manifest_file *dst)
+{
+    if (w != NULL && w->ops == &record_ops)
+        ((struct record_writer *)w)->copy = dst;
+}
+
 void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e)
 {
     if (w != NULL && w->ops == &record_ops)
         record_outcome((struct record_writer *)w, e->code ? e->code : CAIRN_E_IO, e);
+}
+
+/* The record for file, new or reused: a failed one may be retried, a reserved one is taken
+ * up when reserved says so; a name at or below the streamed ones is refused. Caller holds mu. */
+static int take_name_locked(struct cairn_backup *b, const char *file, int reserved,
+                            struct file_rec **out, struct cairn_err *err)
+{
+    struct file_rec *rec = index_get(b, file);
+    if (rec != NULL && (rec->state == FILE_FAILED || (reserved && rec->state == FILE_RESERVED))) {
+        *out = rec;
+        return CAIRN_OK;
+    }
+    if (rec != NULL && rec->state != FILE_DROPPED)
+        return cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s': file '%s' already added", b->name,
+                             file);
+    if (b->flushed_name != NULL && strcmp(file, b->flushed_name) <= 0)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "backup '%s': file '%s' sorts before files whose MANIFEST entries "
+                             "are written already (a streamed file list takes ascending names)",
+                             b->name, file);
+    if (rec == NULL) {
+        if (b->nfiles == b->cap) {
+            b->cap = b->cap ? b->cap * 2 : 16;
+            b->files = cairn_xrealloc(b->files, b->cap * sizeof(*b->files));
+        }
+        rec = cairn_xcalloc(1, sizeof(*rec));
+        rec->f.name = cairn_xstrdup(file);
+        index_add(b, rec);
+        b->files[b->nfiles++] = rec;
+    }
+    *out = rec;
+    return CAIRN_OK;
+}
+
+int backup_reserve(struct cairn_backup *b, const char *file, struct cairn_err *err)
+{
+    int rc = need_rw(b, "add_file", err);
+    if (rc == CAIRN_OK)
+        rc = check_file_name(b, file, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    struct file_rec *rec = NULL;
+    rc = take_name_locked(b, file, 0, &rec, err);
+    if (rc == CAIRN_OK)
+        rec->state = FILE_RESERVED;
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+void backup_unreserve(struct cairn_backup *b, const char *file)
+{
+    pthread_mutex_lock(&b->mu);
+    struct file_rec *rec = index_get(b, file);
+    if (rec != NULL && rec->state == FILE_RESERVED)
+        rec->state = FILE_DROPPED;
+    pthread_mutex_unlock(&b->mu);
 }
 
 int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t size_hint,
@@ -862,21 +1037,11 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
                              b->name, file, cairn_compression_name(comp));
     /* Reserve the name (duplicates are refused, failed ones may be retried). */
     pthread_mutex_lock(&b->mu);
-    struct file_rec *rec = index_get(b, file);
-    if (rec != NULL && rec->state != FILE_FAILED) { /* a failed one may be retried */
+    struct file_rec *rec = NULL;
+    rc = take_name_locked(b, file, 1, &rec, err);
+    if (rc != CAIRN_OK) {
         pthread_mutex_unlock(&b->mu);
-        return cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s': file '%s' already added", b->name,
-                             file);
-    }
-    if (rec == NULL) {
-        if (b->nfiles == b->cap) {
-            b->cap = b->cap ? b->cap * 2 : 16;
-            b->files = cairn_xrealloc(b->files, b->cap * sizeof(*b->files));
-        }
-        rec = cairn_xcalloc(1, sizeof(*rec));
-        rec->f.name = cairn_xstrdup(file);
-        index_add(b, rec);
-        b->files[b->nfiles++] = rec;
+        return rc;
     }
     rec->state = FILE_WRITING;
     free(rec->error);
@@ -902,6 +1067,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     r->b = b;
     r->rec = rec;
     r->sink = sink;
+    r->size_hint = size_hint;
     if (opts != NULL)
         r->opts = *opts;
     if (comp == CAIRN_COMPRESS_AUTO)
@@ -961,7 +1127,12 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, "backup '%s': MANIFEST not written", b->name);
     b->created = (int64_t)(cairn_now_ms() / 1000);
+    pthread_mutex_lock(&b->body_mu); /* after any batch being flushed; no more batches */
+    pthread_mutex_lock(&b->mu);
+    b->stream = 0;
+    pthread_mutex_unlock(&b->mu);
     rc = cairn_manifest_write(b, err);
+    pthread_mutex_unlock(&b->body_mu);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
         return rc;
@@ -969,8 +1140,8 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     b->ended = 1;
     b->status = CAIRN_BACKUP_COMPLETE;
     b->sealed = b->st->has_key;
-    cairn_log(CAIRN_LOG_INFO, "storage", "backup '%s' complete in '%s' (%zu files)", b->name,
-              b->st->url, b->nfiles);
+    cairn_log(CAIRN_LOG_INFO, "storage", "backup '%s' complete in '%s' (%llu files)", b->name,
+              b->st->url, (unsigned long long)(b->nflushed + b->nfiles));
     return CAIRN_OK;
 }
 

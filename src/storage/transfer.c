@@ -10,14 +10,16 @@
 #include "common/util.h"
 #include "internal.h"
 
-int cairn_backup_put_stream(struct cairn_backup *b, const char *file, struct cairn_reader *src,
-                            int64_t size_hint, const struct cairn_file_opts *opts,
-                            struct cairn_err *err)
+int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn_reader *src,
+                          int64_t size_hint, const struct cairn_file_opts *opts,
+                          struct cairn_manifest_file *rec, struct cairn_err *err)
 {
     struct cairn_writer *w = NULL;
     struct cairn_err e;
     cairn_err_clear(&e);
     int rc = cairn_backup_add_file_opts(b, file, size_hint, opts, &w, &e);
+    if (rc == CAIRN_OK && rec != NULL)
+        backup_writer_record_to(w, rec);
     if (rc == CAIRN_OK)
         rc = cairn_copy(src, w, NULL, &e);
     if (rc == CAIRN_OK) {
@@ -31,6 +33,13 @@ int cairn_backup_put_stream(struct cairn_backup *b, const char *file, struct cai
     if (rc != CAIRN_OK)
         cairn_err_copy(err, &e);
     return rc;
+}
+
+int cairn_backup_put_stream(struct cairn_backup *b, const char *file, struct cairn_reader *src,
+                            int64_t size_hint, const struct cairn_file_opts *opts,
+                            struct cairn_err *err)
+{
+    return backup_put_stream_rec(b, file, src, size_hint, opts, NULL, err);
 }
 
 /* ---- verifying reader stage ---- */
@@ -115,10 +124,20 @@ int cairn_backup_get_file(struct cairn_backup *b, const char *file, struct cairn
                              "backup '%s' is incomplete (no MANIFEST): its files cannot be "
                              "verified",
                              b->name);
+    if (!b->read_only) /* refused there, with the reason */
+        return cairn_backup_read_file(b, file, out, err);
     const struct cairn_manifest_file *f = cairn_backup_file_find(b, file);
-    if (b->read_only && f == NULL)
+    if (f == NULL)
         return cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' has no file '%s'", b->name,
                              file ? file : "");
+    return backup_open_verified(b, f, out, err);
+}
+
+int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,
+                         struct cairn_reader **out, struct cairn_err *err)
+{
+    const char *file = f->name;
+    *out = NULL;
     struct cairn_reader *r = NULL;
     int rc = cairn_backup_read_file(b, file, &r, err);
     if (rc != CAIRN_OK)
@@ -160,43 +179,80 @@ struct verify_all {
 
 struct verify_job {
     struct verify_all *va;
-    const struct cairn_manifest_file *f;
+    struct file_rec *r; /* owned */
 };
 
 static void verify_one(void *arg)
 {
     struct verify_job *j = arg;
     struct verify_all *va = j->va;
+    const struct cairn_manifest_file *f = &j->r->f;
     struct cairn_err e;
     cairn_err_clear(&e);
-    if (cairn_storage_cancelled(va->b->st->cancel)) {
-        free(j); /* cancelled: the remaining files are neither ok nor failed */
-        return;
+    struct cairn_reader *r = NULL;
+    int rc = CAIRN_E_CANCELLED; /* cancelled: the remaining files are neither ok nor failed */
+    if (!cairn_storage_cancelled(va->b->st->cancel)) {
+        struct cairn_writer *sink = cairn_discard_writer_new();
+        rc = backup_open_verified(va->b, f, &r, &e);
+        if (rc == CAIRN_OK)
+            rc = cairn_copy(r, sink, NULL, &e);
+        cairn_reader_free(r);
+        cairn_writer_free(sink);
     }
-    struct cairn_writer *sink = cairn_discard_writer_new();
-    int rc = cairn_backup_get_stream(va->b, j->f->name, sink, NULL, &e);
-    cairn_writer_free(sink);
-    if (rc == CAIRN_E_CANCELLED) {
-        free(j);
-        return;
+    if (rc != CAIRN_E_CANCELLED) {
+        pthread_mutex_lock(&va->mu);
+        if (rc != CAIRN_OK) {
+            if (va->rc == CAIRN_OK)
+                va->rc = rc;
+            va->nfailed++;
+            int n = snprintf(va->msg + va->off, sizeof(va->msg) - va->off, "%s%s",
+                             va->off ? "; " : "", e.msg);
+            if (n > 0)
+                va->off = va->off + (size_t)n < sizeof(va->msg) ? va->off + (size_t)n
+                                                                : sizeof(va->msg) - 1;
+        }
+        if (va->cb)
+            va->cb(va->arg, f, rc, &e);
+        pthread_mutex_unlock(&va->mu);
     }
-    pthread_mutex_lock(&va->mu);
-    if (rc != CAIRN_OK) {
-        if (va->rc == CAIRN_OK)
-            va->rc = rc;
-        va->nfailed++;
-        int n = snprintf(va->msg + va->off, sizeof(va->msg) - va->off, "%s%s", va->off ? "; " : "",
-                         e.msg);
-        if (n > 0)
-            va->off =
-                va->off + (size_t)n < sizeof(va->msg) ? va->off + (size_t)n : sizeof(va->msg) - 1;
-    }
-    if (va->cb)
-        va->cb(va->arg, j->f, rc, &e);
-    pthread_mutex_unlock(&va->mu);
+    cairn_file_rec_free(j->r);
     free(j);
 }
 
+struct verify_feed {
+    struct verify_all *va;
+    struct cairn_pool *pool;
+    size_t n;
+};
+
+/* Each file of the MANIFEST becomes a job (the pool's queue bounds how many wait). */
+static int verify_submit(void *arg, struct file_rec *r, struct cairn_err *e)
+{
+    struct verify_feed *fd = arg;
+    if (cairn_storage_cancelled(fd->va->b->st->cancel)) {
+        cairn_file_rec_free(r);
+        return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled",
+                             fd->va->b->name);
+    }
+    struct verify_job *j = cairn_xcalloc(1, sizeof(*j));
+    j->va = fd->va;
+    j->r = r;
+    fd->n++;
+    cairn_pool_submit(fd->pool, verify_one, j);
+    return CAIRN_OK;
+}
+
+static struct file_rec *rec_copy(const struct cairn_manifest_file *f)
+{
+    struct file_rec *r = cairn_xcalloc(1, sizeof(*r));
+    r->f = *f;
+    r->f.name = cairn_xstrdup(f->name);
+    r->state = FILE_COMMITTED;
+    return r;
+}
+
+/* Files are streamed from a split MANIFEST (never all in memory), or taken from the loaded
+ * list of a one-document one. */
 int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_cb cb, void *arg,
                         struct cairn_err *err)
 {
@@ -209,19 +265,26 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
                              b->name);
     struct verify_all va = {.b = b, .cb = cb, .arg = arg};
     pthread_mutex_init(&va.mu, NULL);
-    struct cairn_pool *pool = cairn_pool_new(workers ? workers : 4, 0);
-    for (size_t i = 0; i < b->nfiles; i++) {
-        struct verify_job *j = cairn_xcalloc(1, sizeof(*j));
-        j->va = &va;
-        j->f = &b->files[i]->f;
-        cairn_pool_submit(pool, verify_one, j);
+    struct verify_feed fd = {&va, cairn_pool_new(workers ? workers : 4, 0), 0};
+    struct cairn_err le;
+    int rc = CAIRN_OK;
+    if (__atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE)) {
+        for (size_t i = 0; i < b->nfiles && rc == CAIRN_OK; i++)
+            rc = verify_submit(&fd, rec_copy(&b->files[i]->f), &le);
+    } else {
+        rc = manifest_scan(b, verify_submit, &fd, &le);
     }
-    cairn_pool_free(pool);
+    cairn_pool_free(fd.pool);
     pthread_mutex_destroy(&va.mu);
     if (cairn_storage_cancelled(b->st->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);
+    if (rc != CAIRN_OK) /* the file list itself no longer reads */
+        return cairn_err_set(err, rc, "%s", le.msg);
+    /* A local-path backup is verified as its restore reads it: the tree against the list. */
+    if (va.rc == CAIRN_OK && (rc = backup_check_tree(b, &le)) != CAIRN_OK)
+        return cairn_err_set(err, rc, "backup '%s' failed verification: %s", b->name, le.msg);
     if (va.rc != CAIRN_OK)
         return cairn_err_set(err, va.rc, "backup '%s': %zu of %zu file(s) failed verification: %s",
-                             b->name, va.nfailed, b->nfiles, va.msg);
+                             b->name, va.nfailed, fd.n, va.msg);
     return CAIRN_OK;
 }

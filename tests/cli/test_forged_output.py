@@ -191,9 +191,23 @@ def manifest_part(tmp, env):
         f.write("hi\n")
     rc, out, err = run([CAIRN, "put", "file://" + st, "good", src], env)
     check(rc == 0, "put a backup: %s" % err[-200:])
-    mpath = os.path.join(st, "good", "MANIFEST")
+    # The tree is a stored file (zstd, one JSON line per entry) named by the MANIFEST with
+    # its hashes: forge a line, store it uncompressed, and give the MANIFEST its new hashes
+    # (an unsealed MANIFEST can be rewritten whole), so only the hostile path can refuse it.
+    mpath, tpath = os.path.join(st, "good", "MANIFEST"), os.path.join(st, "good", "tree")
     m = json.load(open(mpath))
-    m["meta"]["tree"]["entries"][0]["path"] = "a" + HOSTILE
+    lines = subprocess.run(["zstd", "-dc", tpath], check=True,
+                           stdout=subprocess.PIPE).stdout.decode().splitlines()
+    first = json.loads(lines[0])
+    first["path"] = "a" + HOSTILE
+    data = ("\n".join([json.dumps(first)] + lines[1:]) + "\n").encode()
+    with open(tpath, "wb") as f:
+        f.write(data)
+    digest = hashlib.sha256(data).hexdigest()
+    entry = {"name": "tree", "size": len(data), "sha256": digest, "compression": "none",
+             "logical_size": len(data), "logical_sha256": digest}
+    m["files"] = [entry if e["name"] == "tree" else e for e in m["files"]]
+    m["meta"]["tree"]["entries_file"] = entry
     with open(mpath, "w") as f:
         json.dump(m, f)
     rc, out, err = run([CAIRN, "get", "file://" + st, "good", os.path.join(tmp, "out")], env)

@@ -50,12 +50,12 @@ head -c 100000 /dev/urandom >"$tmp/src/d/mid.bin"
 "$C" put "$URL" b1 "$tmp/src" >/dev/null
 aws s3 ls --recursive s3://interop/pfx/ >"$tmp/ls.txt"
 cat "$tmp/ls.txt"
-for k in pfx/b1/MANIFEST pfx/b1/f000000 pfx/b1/f000001 pfx/b1/f000002; do
+for k in pfx/b1/MANIFEST pfx/b1/f000000 pfx/b1/f000001 pfx/b1/f000002 pfx/b1/tree; do
     grep -q " $k\$" "$tmp/ls.txt" || { echo "FAIL: aws s3 ls lacks $k"; exit 1; }
 done
 aws s3 cp --recursive --only-show-errors s3://interop/pfx/b1 "$tmp/dl"
 python3 - "$tmp/dl" "$tmp/src" <<'PY'
-import hashlib, json, os, sys
+import hashlib, json, os, subprocess, sys
 dl, src = sys.argv[1], sys.argv[2]
 m = json.load(open(os.path.join(dl, "MANIFEST")))
 def sha(p):
@@ -68,7 +68,10 @@ for f in m["files"]:
     p = os.path.join(dl, f["name"])
     assert os.path.getsize(p) == f["size"], f
     assert sha(p) == f["sha256"], f
-by_file = {e["file"]: e["path"] for e in m["meta"]["tree"]["entries"] if e["type"] == "file"}
+tree = subprocess.run(["zstd", "-dc", os.path.join(dl, "tree")], check=True,
+                      stdout=subprocess.PIPE).stdout.decode().splitlines()
+entries = [json.loads(ln) for ln in tree]
+by_file = {e["file"]: e["path"] for e in entries if e["type"] == "file"}
 for name, rel in by_file.items():
     assert sha(os.path.join(dl, name)) == sha(os.path.join(src, rel)), rel
 print("aws downloaded %d files intact" % len(m["files"]))
