@@ -28,6 +28,10 @@
 #include "cairn/common.h"
 #include "cairn/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct cairn_tls_opts; /* cairn/service.h */
 
 #define CAIRN_BACKUP_NAME_MAX 128
@@ -123,5 +127,9 @@ CAIRN_API int cairn_restore_run(const struct cairn_restore_opts *opts,
 /* Backup name for a Unix time: "YYYYMMDDTHHMMSSZ" (cairn_backup_name_make). out needs 17
  * bytes. */
 CAIRN_API void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__)
 #define CAIRN_API          __attribute__((visibility("default")))
 #define CAIRN_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -19,5 +23,9 @@
 #define CAIRN_VERSION_STRING "0.1.0"
 
 CAIRN_API const char *cairn_version(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

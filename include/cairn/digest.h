@@ -7,6 +7,10 @@
 
 #include "cairn/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CAIRN_SHA256_LEN     32
 #define CAIRN_SHA256_HEX_LEN 64
 
@@ -43,5 +47,9 @@ CAIRN_API void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size
  * CAIRN_E_INVALID without blocking, and group/world-readable files with CAIRN_E_PERM. */
 struct cairn_err;
 CAIRN_API int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include "cairn/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum cairn_status {
     CAIRN_OK = 0,
     CAIRN_E_INVALID = -1, /* bad argument, usage or configuration */
@@ -71,5 +75,9 @@ enum cairn_exit {
     CAIRN_EXIT_CANCELLED = 130,
 };
 CAIRN_API int cairn_exit_code(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -24,6 +24,10 @@
 #include "cairn/common.h"
 #include "cairn/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CAIRN_IO_BUFSIZE (256u * 1024u)
 
 struct cairn_writer;
@@ -182,5 +186,9 @@ CAIRN_API struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next);
 /* Pump r into w until EOF; does not close w. *copied may be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 
 #include "cairn/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum cairn_log_level {
     CAIRN_LOG_DEBUG = 0,
     CAIRN_LOG_INFO = 1,
@@ -27,5 +31,9 @@ CAIRN_API void cairn_log(enum cairn_log_level level, const char *component, cons
 #define cairn_info(c, ...)  cairn_log(CAIRN_LOG_INFO, c, __VA_ARGS__)
 #define cairn_warn(c, ...)  cairn_log(CAIRN_LOG_WARN, c, __VA_ARGS__)
 #define cairn_error(c, ...) cairn_log(CAIRN_LOG_ERROR, c, __VA_ARGS__)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "cairn/err.h"
 #include "cairn/io.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CAIRN_SNAP_MUX_HEADER 3
 #define CAIRN_SNAP_META_MAGIC 0x59590101ULL
 /* Go's zero time.Time, 0001-01-01T00:00:00Z, in Unix seconds. */
@@ -230,5 +234,9 @@ CAIRN_API int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_
 /* Split a metastore envelope into its meta.Data blob (pointer into buf). */
 CAIRN_API int cairn_snap_meta_envelope_blob(const uint8_t *buf, size_t len, const uint8_t **blob,
                                             size_t *blob_len, struct cairn_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 #include "cairn/err.h"
 #include "cairn/io.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* raft.Server inside meta.json's Configuration. */
 struct cairn_snapshot_server {
     int64_t suffrage; /* 0 voter, 1 nonvoter, 2 staging */
@@ -208,5 +212,9 @@ CAIRN_API int cairn_snapshot_restore(struct cairn_reader *in,
                                      const struct cairn_snapshot_read_opts *opts,
                                      cairn_snapshot_restore_fn fn, void *arg,
                                      struct cairn_snapshot_info *info, struct cairn_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

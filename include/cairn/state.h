@@ -31,6 +31,10 @@
 #include "cairn/common.h"
 #include "cairn/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define CAIRN_STATE_ENVELOPE_VERSION 1
 #define CAIRN_STATE_PAYLOAD_VERSION  1 /* newest payload this build reads and writes */
 #define CAIRN_STATE_PAYLOAD_MAX      (16u << 20)
@@ -129,5 +133,9 @@ CAIRN_API int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *
  * No rows, or only corrupt ones, gives an empty state with rep->found = 0. */
 CAIRN_API int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out,
                                      struct cairn_state_load_report *rep, struct cairn_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

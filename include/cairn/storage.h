@@ -40,6 +40,10 @@
 #include "cairn/err.h"
 #include "cairn/io.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 struct json_t; /* jansson */
 
 struct cairn_storage;
@@ -509,5 +513,9 @@ CAIRN_API int cairn_storage_unlock(struct cairn_storage *st, int all,
  * ago". */
 CAIRN_API void cairn_lock_describe(const struct cairn_lock_info *li, int64_t now_ms, char *out,
                                    size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

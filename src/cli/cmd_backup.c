@@ -6,11 +6,11 @@
 #include <string.h>
 
 #include "cairn/backup.h"
-#include "cairn/service.h"
 #include "cairn/log.h"
-#include "cli.h"
-#include "interrupt.h"
+#include "cairn/service.h"
 #include "common/util.h"
+#include "interrupt.h"
+#include "progs/progs.h"
 
 static void backup_usage(FILE *out)
 {

@@ -7,9 +7,9 @@
 
 #include "cairn/backup.h"
 #include "cairn/service.h"
-#include "cli.h"
-#include "interrupt.h"
 #include "common/util.h"
+#include "interrupt.h"
+#include "progs/progs.h"
 
 static void restore_usage(FILE *out)
 {

@@ -14,9 +14,9 @@
 
 #include "cairn/digest.h"
 #include "cairn/snapshot.h"
-#include "cli.h"
 #include "common/util.h"
 #include "interrupt.h"
+#include "progs/progs.h"
 
 int cmd_snapshot(int argc, char **argv);
 

@@ -8,9 +8,9 @@
 
 #include "cairn/digest.h"
 #include "cairn/storage.h"
-#include "cli.h"
 #include "common/util.h"
 #include "interrupt.h"
+#include "progs/progs.h"
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \

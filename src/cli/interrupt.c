@@ -3,7 +3,7 @@
 
 #include <signal.h>
 
-#include "cli.h"
+#include "progs/progs.h"
 
 volatile int cli_cancel;
 

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cairn/common.h"
-#include "cli.h"
+#include "progs/progs.h"
 
 int cmd_snapshot(int argc, char **argv);
 int cmd_backup(int argc, char **argv);

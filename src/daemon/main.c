@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "cairn/common.h"
-#include "cli/cli.h"
+#include "progs/progs.h"
 
 int cairnd_cmd_serve(int argc, char **argv);
 int cairnd_cmd_run(int argc, char **argv);

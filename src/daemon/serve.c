@@ -7,8 +7,8 @@
 
 #include "cairn/log.h"
 #include "cairn/service.h"
-#include "cli/cli.h"
 #include "common/util.h"
+#include "progs/progs.h"
 
 static struct cairn_snap_server *g_server;
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # `cmake --install` into a temporary prefix yields a usable libcairn: headers, static and
-# shared libraries, pkg-config file; a consumer compiles against it and runs.
+# shared libraries, pkg-config file; a C and a C++ consumer compile against it (by pkg-config
+# alone) and run, linked to libcairn.so and, by `pkg-config --static`, to libcairn.a.
 set -euo pipefail
 : "${CAIRN_BIN:?}" "${CAIRN_SOURCE_DIR:?}"
+. "$CAIRN_SOURCE_DIR/tests/harness/skips.sh"
+command -v cc >/dev/null 2>&1 || missing "no C compiler (cc)"
+command -v c++ >/dev/null 2>&1 || missing "no C++ compiler (c++, Debian package g++)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$CAIRN_BIN" --prefix "$tmp/prefix" >/dev/null
@@ -35,14 +39,72 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 # shared
 cc -std=c11 -Wall -Werror "$tmp/consumer.c" -o "$tmp/consumer" $(pkg-config --define-variable=prefix="$tmp/prefix" --cflags --libs cairn)
 LD_LIBRARY_PATH="$libdir" "$tmp/consumer"
-# static
+# static: libcairn.a and the libraries cairn.pc names for it
 cc -std=c11 -Wall -Werror "$tmp/consumer.c" -o "$tmp/consumer-static" $(pkg-config --define-variable=prefix="$tmp/prefix" --cflags cairn) \
-    "$libdir/libcairn.a" $(pkg-config --libs $(sed -n 's/^Requires.private: //p' "$libdir/pkgconfig/cairn.pc")) -lpthread -lm
+    "$libdir/libcairn.a" $(pkg-config --define-variable=prefix="$tmp/prefix" --static --libs cairn | sed 's/-lcairn\b//')
 "$tmp/consumer-static"
 # internal symbols stay hidden in the shared library
 if nm -D --defined-only "$libdir/libcairn.so" | grep -q ' cairn_xmalloc$'; then
     echo "internal symbol cairn_xmalloc is exported" >&2
     exit 1
 fi
+
+# Every public header, in C (pedantic) and in C++ (extern "C": the symbols link unmangled).
+cat >"$tmp/headers.c" <<'C'
+#include <cairn/backup.h>
+#include <cairn/common.h>
+#include <cairn/digest.h>
+#include <cairn/err.h>
+#include <cairn/io.h>
+#include <cairn/log.h>
+#include <cairn/service.h>
+#include <cairn/snapshot.h>
+#include <cairn/state.h>
+#include <cairn/storage.h>
+#include <stdio.h>
+#include <string.h>
+/* Opens a file:// storage in the directory argv[1] and lists it (empty). */
+int main(int argc, char **argv)
+{
+    struct cairn_err err;
+    struct cairn_storage *st = NULL;
+    struct cairn_backup_list l;
+    char url[4096];
+    if (argc != 2)
+        return 2;
+    snprintf(url, sizeof url, "file://%s", argv[1]);
+    if (cairn_storage_open(url, &st, &err) != CAIRN_OK) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        return 1;
+    }
+    if (cairn_storage_list(st, &l, &err) != CAIRN_OK) {
+        fprintf(stderr, "list: %s\n", err.msg);
+        cairn_storage_free(st);
+        return 1;
+    }
+    printf("%s %s %zu\n", cairn_version(), cairn_storage_url(st), l.count);
+    cairn_backup_list_free(&l);
+    cairn_storage_free(st);
+    return l.count != 0 || strcmp(cairn_version(), CAIRN_VERSION_STRING) != 0;
+}
+C
+cp "$tmp/headers.c" "$tmp/headers.cpp"
+mkdir "$tmp/store"
+pc() { pkg-config --define-variable=prefix="$tmp/prefix" "$@" cairn; }
+cc -std=c11 -Wall -Wextra -pedantic -Werror "$tmp/headers.c" -o "$tmp/headers-c" $(pc --cflags --libs)
+c++ -std=c++11 -Wall -Wextra -Werror -x c++ "$tmp/headers.cpp" -o "$tmp/headers-cxx" $(pc --cflags --libs)
+LD_LIBRARY_PATH="$libdir" "$tmp/headers-c" "$tmp/store"
+LD_LIBRARY_PATH="$libdir" "$tmp/headers-cxx" "$tmp/store"
+# Without libcairn.so (a static-only install), `pkg-config --static` alone links libcairn.a.
+rm "$libdir"/libcairn.so*
+c++ -std=c++11 -Wall -Wextra -Werror -x c++ "$tmp/headers.cpp" -o "$tmp/headers-cxx-static" $(pc --cflags --static --libs)
+cc -std=c11 -Wall -Werror "$tmp/headers.c" -o "$tmp/headers-c-static" $(pc --cflags --static --libs)
+for exe in headers-cxx-static headers-c-static; do
+    if readelf -d "$tmp/$exe" | grep -q 'NEEDED.*libcairn'; then
+        echo "$exe needs libcairn.so: not a static link" >&2
+        exit 1
+    fi
+    "$tmp/$exe" "$tmp/store"
+done
 "$tmp/prefix/bin/cairn" --version
 echo "1 passed, 0 failed"

@@ -9,8 +9,8 @@
 
 #include "cairn/common.h"
 #include "cairn/service.h"
-#include "cli.h"
 #include "common/util.h"
+#include "progs/progs.h"
 
 const char *cli_progname = "cairn";
 int cli_json;

@@ -1,6 +1,6 @@
-/* Shared pieces of the cairn and cairnd command lines. */
-#ifndef CAIRN_CLI_H
-#define CAIRN_CLI_H
+/* Program plumbing shared by the cairn and cairnd command lines (src/progs). */
+#ifndef CAIRN_PROGS_H
+#define CAIRN_PROGS_H
 
 #include <stdint.h>
 #include <stdio.h>
