@@ -448,7 +448,13 @@ def extracts():
         frac = rnd.random()
 
         def written():
-            return sum(os.path.getsize(t) for t in temporaries(d) if os.path.isfile(t))
+            n = 0
+            for t in temporaries(d):
+                try:  # renamed into place (or removed) since it was listed: not counted
+                    n += os.path.getsize(t) if os.path.isfile(t) else 0
+                except FileNotFoundError:
+                    pass
+            return n
 
         def after(rc):
             ok = quiet_fail(not temporaries(d), "extract %d: no temporaries: %s"

@@ -171,14 +171,23 @@ class Influxd:
         """Wait until the WAL has been snapshotted to TSM files (cold duration 1s)."""
         end = time.time() + timeout
         while time.time() < end:
-            wal = 0
-            for dp, _, files in os.walk(os.path.join(self.root, "wal")):
-                wal += sum(os.path.getsize(os.path.join(dp, f)) for f in files
-                           if f.endswith(".wal"))
-            if wal == 0:
+            if self._wal_bytes() == 0:
                 return
             time.sleep(0.3)
         raise RuntimeError("WAL not flushed to TSM in time")
+
+    def _wal_bytes(self):
+        """Bytes in WAL segments now. influxd removes a segment once it is snapshotted, maybe
+        between the listing and the stat: a segment gone is a segment flushed."""
+        wal = 0
+        for dp, _, files in os.walk(os.path.join(self.root, "wal")):
+            for f in files:
+                if f.endswith(".wal"):
+                    try:
+                        wal += os.path.getsize(os.path.join(dp, f))
+                    except FileNotFoundError:
+                        pass
+        return wal
 
 
 def populate(ifx):
