@@ -19,57 +19,10 @@
 /* Go's utf8.DecodeRune: returns the length; invalid input gives U+FFFD with length 1. */
 static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
 {
-    uint8_t c = s[0];
-    *r = 0xfffd;
-    if (c < 0x80) {
-        *r = c;
-        return 1;
-    }
-    size_t need;
-    uint32_t v, min;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 1, v = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        need = 2, v = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        need = 3, v = c & 0x07, min = 0x10000;
-    else
-        return 1;
-    if (n < need + 1)
-        return 1;
-    for (size_t i = 1; i <= need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 1;
-        v = v << 6 | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 1;
-    *r = v;
-    return need + 1;
-}
-
-static size_t utf8_encode(uint32_t r, char *out)
-{
-    if (r < 0x80) {
-        out[0] = (char)r;
-        return 1;
-    }
-    if (r < 0x800) {
-        out[0] = (char)(0xc0 | r >> 6);
-        out[1] = (char)(0x80 | (r & 0x3f));
-        return 2;
-    }
-    if (r < 0x10000) {
-        out[0] = (char)(0xe0 | r >> 12);
-        out[1] = (char)(0x80 | ((r >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (r & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | r >> 18);
-    out[1] = (char)(0x80 | ((r >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((r >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (r & 0x3f));
-    return 4;
+    size_t len = cairn_utf8_decode(s, n, r);
+    if (len == 0)
+        *r = 0xfffd, len = 1;
+    return len;
 }
 
 /* ---------------------------------------------------------------- encoder */
@@ -359,7 +312,7 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
                 }
             }
             char enc[4];
-            buf_put(&b, enc, utf8_encode(r, enc));
+            buf_put(&b, enc, cairn_utf8_encode(r, enc));
             continue;
         }
         uint32_t r;

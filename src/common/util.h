@@ -52,6 +52,14 @@ char *cairn_path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
 int cairn_name_is_safe(const char *name);
 
+/* UTF-8, strict (RFC 3629): the sequence at p (n >= 1 bytes available) is 1..4 bytes long and
+ * its code point goes to *cp; 0 when it is not valid UTF-8 (overlong, surrogate, beyond
+ * U+10FFFF, truncated, a stray continuation byte). Go's utf8.DecodeRune is this with 0 read as
+ * "U+FFFD, length 1". */
+size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
+/* Writes cp (at most U+10FFFF, not a surrogate) as 1..4 bytes into out; returns the length. */
+size_t cairn_utf8_encode(uint32_t cp, char *out);
+
 /* Peer text made safe for a log line or a terminal: C0 controls, DEL, C1 (raw bytes
  * 0x80-0x9f and encoded U+0080-U+009F), bidi and line-separator code points and invalid UTF-8
  * become visible escapes (\n \r \t \xNN \uNNNN); other valid UTF-8 passes through. The

@@ -75,37 +75,6 @@ void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap)
     cairn_format_rfc3339(t->sec, t->nsec, out, cap);
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_len(const uint8_t *s, size_t avail, uint32_t *cp)
-{
-    uint8_t c = s[0];
-    size_t n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n > avail)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return n;
-}
-
 void snap_json_string(struct sbuf *b, const char *str)
 {
     static const char hex[] = "0123456789abcdef";
@@ -114,7 +83,7 @@ void snap_json_string(struct sbuf *b, const char *str)
     sbuf_addc(b, '"');
     for (size_t i = 0; i < len;) {
         uint32_t cp;
-        size_t n = utf8_len(s + i, len - i, &cp);
+        size_t n = cairn_utf8_decode(s + i, len - i, &cp);
         if (n == 0) {
             sbuf_adds(b, "\\ufffd");
             i++;

@@ -1,0 +1,55 @@
+/* The shared text helpers of src/common: UTF-8, the byte buffer, JSON strings, error joining
+ * and sizes. Each had two to four private copies before; these pin the one behaviour. */
+#include <stdint.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "test.h"
+
+static size_t dec(const char *s, size_t n, uint32_t *cp)
+{
+    *cp = 0xdead;
+    return cairn_utf8_decode((const uint8_t *)s, n, cp);
+}
+
+TEST(utf8_decode_valid_and_invalid)
+{
+    uint32_t cp;
+    CHECK(dec("A", 1, &cp) == 1 && cp == 'A');
+    CHECK(dec("\0", 1, &cp) == 1 && cp == 0);
+    CHECK(dec("\xc3\xa9", 2, &cp) == 2 && cp == 0xe9);
+    CHECK(dec("\xe2\x80\xa8", 3, &cp) == 3 && cp == 0x2028);
+    CHECK(dec("\xf0\x9f\x98\x80", 4, &cp) == 4 && cp == 0x1f600);
+    CHECK(dec("\xf4\x8f\xbf\xbf", 4, &cp) == 4 && cp == 0x10ffff);
+    /* invalid: *cp untouched, length 0 */
+    CHECK(dec("\x80", 1, &cp) == 0 && cp == 0xdead); /* stray continuation */
+    CHECK(dec("\xc0\xaf", 2, &cp) == 0);             /* overlong '/' */
+    CHECK(dec("\xc1\xbf", 2, &cp) == 0);             /* overlong */
+    CHECK(dec("\xe0\x80\xaf", 3, &cp) == 0);         /* overlong, 3 bytes */
+    CHECK(dec("\xf0\x80\x80\xaf", 4, &cp) == 0);     /* overlong, 4 bytes */
+    CHECK(dec("\xed\xa0\x80", 3, &cp) == 0);         /* surrogate U+D800 */
+    CHECK(dec("\xf4\x90\x80\x80", 4, &cp) == 0);     /* U+110000 */
+    CHECK(dec("\xf5\x80\x80\x80", 4, &cp) == 0);     /* lead beyond F4 */
+    CHECK(dec("\xff", 1, &cp) == 0);
+    CHECK(dec("\xe2\x82", 2, &cp) == 0);                     /* truncated by n */
+    CHECK(dec("\xe2\x82\xac", 2, &cp) == 0);                 /* n cuts it */
+    CHECK(dec("\xe2\x28\xa1", 3, &cp) == 0);                 /* bad continuation */
+    CHECK(dec("\xe2\x82\xac", 3, &cp) == 3 && cp == 0x20ac); /* and whole it is fine */
+}
+
+TEST(utf8_encode_round_trip)
+{
+    const uint32_t cps[] = {0, 'z', 0x7f, 0x80, 0x7ff, 0x800, 0xfffd, 0xffff, 0x10000, 0x10ffff};
+    for (size_t i = 0; i < sizeof(cps) / sizeof(cps[0]); i++) {
+        char out[4];
+        size_t n = cairn_utf8_encode(cps[i], out);
+        uint32_t back = 0;
+        CHECK(n >= 1 && n <= 4 && cairn_utf8_decode((const uint8_t *)out, n, &back) == n);
+        CHECK(back == cps[i]);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    return test_main(argc, argv);
+}
