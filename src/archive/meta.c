@@ -12,6 +12,7 @@
 
 #include "cairn/digest.h"
 #include "cairn/snapshot.h"
+#include "common/buf.h"
 #include "common/util.h"
 
 /* ---------------------------------------------------------------- UTF-8 */
@@ -27,65 +28,22 @@ static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
 
 /* ---------------------------------------------------------------- encoder */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_put(struct buf *b, const void *data, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = cairn_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
-/* Prints straight into the growing buffer, sized by a first measuring pass: no fixed-size
- * scratch to overflow (two 20-digit uint64s already pass 64 bytes). */
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    buf_put(b, "", 0); /* b->p exists */
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->p = cairn_xrealloc(b->p, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 /* encoding/json appendString with escapeHTML (Go 1.22+: \b and \f get short escapes). */
-static void put_json_string(struct buf *b, const char *str)
+static void put_json_string(struct cairn_buf *b, const char *str)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *s = (const uint8_t *)(str ? str : "");
     size_t n = strlen((const char *)s);
-    buf_put(b, "\"", 1);
+    cairn_buf_add(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         uint8_t c = s[i];
         if (c < 0x80) {
             char esc[6];
             if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
-                buf_put(b, &s[i], 1);
+                cairn_buf_add(b, &s[i], 1);
             } else if (c == '"' || c == '\\') {
                 esc[0] = '\\', esc[1] = (char)c;
-                buf_put(b, esc, 2);
+                cairn_buf_add(b, esc, 2);
             } else if (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
                 esc[0] = '\\';
                 esc[1] = c == '\b'   ? 'b'
@@ -93,11 +51,11 @@ static void put_json_string(struct buf *b, const char *str)
                          : c == '\n' ? 'n'
                          : c == '\r' ? 'r'
                                      : 't';
-                buf_put(b, esc, 2);
+                cairn_buf_add(b, esc, 2);
             } else {
                 memcpy(esc, "\\u00", 4);
                 esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
-                buf_put(b, esc, 6);
+                cairn_buf_add(b, esc, 6);
             }
             i++;
             continue;
@@ -105,51 +63,51 @@ static void put_json_string(struct buf *b, const char *str)
         uint32_t r;
         size_t len = utf8_decode(s + i, n - i, &r);
         if (r == 0xfffd && len == 1)
-            buf_puts(b, "\\ufffd");
+            cairn_buf_adds(b, "\\ufffd");
         else if (r == 0x2028 || r == 0x2029)
-            buf_puts(b, r == 0x2028 ? "\\u2028" : "\\u2029");
+            cairn_buf_adds(b, r == 0x2028 ? "\\u2028" : "\\u2029");
         else
-            buf_put(b, s + i, len);
+            cairn_buf_add(b, s + i, len);
         i += len;
     }
-    buf_put(b, "\"", 1);
+    cairn_buf_add(b, "\"", 1);
 }
 
 void cairn_snapshot_meta_encode(const struct cairn_snapshot_meta *m, char **out, size_t *len)
 {
-    struct buf b = {0};
-    buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
+    struct cairn_buf b = {0};
+    cairn_buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
     put_json_string(&b, m->id);
-    buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
-               (unsigned long long)m->term);
+    cairn_buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
+                     (unsigned long long)m->term);
     if (m->peers == NULL) {
-        buf_puts(&b, "null");
+        cairn_buf_adds(&b, "null");
     } else {
         char *enc = cairn_xmalloc(4 * ((m->peers_len + 2) / 3) + 1);
         size_t n = cairn_base64_encode(m->peers, m->peers_len, enc);
-        buf_put(&b, "\"", 1);
-        buf_put(&b, enc, n);
-        buf_put(&b, "\"", 1);
+        cairn_buf_add(&b, "\"", 1);
+        cairn_buf_add(&b, enc, n);
+        cairn_buf_add(&b, "\"", 1);
         free(enc);
     }
-    buf_puts(&b, ",\"Configuration\":{\"Servers\":");
+    cairn_buf_adds(&b, ",\"Configuration\":{\"Servers\":");
     if (m->nservers == 0) {
-        buf_puts(&b, "null");
+        cairn_buf_adds(&b, "null");
     } else {
-        buf_put(&b, "[", 1);
+        cairn_buf_add(&b, "[", 1);
         for (size_t i = 0; i < m->nservers; i++) {
-            buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
-                       (long long)m->servers[i].suffrage);
+            cairn_buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
+                             (long long)m->servers[i].suffrage);
             put_json_string(&b, m->servers[i].id);
-            buf_puts(&b, ",\"Address\":");
+            cairn_buf_adds(&b, ",\"Address\":");
             put_json_string(&b, m->servers[i].address);
-            buf_put(&b, "}", 1);
+            cairn_buf_add(&b, "}", 1);
         }
-        buf_put(&b, "]", 1);
+        cairn_buf_add(&b, "]", 1);
     }
-    buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
-               (unsigned long long)m->configuration_index, (long long)m->size);
-    *out = b.p;
+    cairn_buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
+                     (unsigned long long)m->configuration_index, (long long)m->size);
+    *out = (char *)b.p;
     *len = b.len;
 }
 
@@ -249,7 +207,7 @@ static int hexval(uint8_t c)
 /* A string at p->pos; *out (may be NULL) gets Go's unquoted value, malloc'd. */
 static int jp_string(struct jp *p, char **out, size_t *out_len)
 {
-    struct buf b = {0};
+    struct cairn_buf b = {0};
     p->pos++; /* opening quote */
     for (;;) {
         if (p->pos >= p->len)
@@ -272,7 +230,7 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
             if (c != 0 && simple != NULL) {
                 static const char map[] = "\"\\/\b\f\n\r\t";
                 char ch = map[simple - "\"\\/bfnrt"];
-                buf_put(&b, &ch, 1);
+                cairn_buf_add(&b, &ch, 1);
                 p->pos++;
                 continue;
             }
@@ -312,21 +270,21 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
                 }
             }
             char enc[4];
-            buf_put(&b, enc, cairn_utf8_encode(r, enc));
+            cairn_buf_add(&b, enc, cairn_utf8_encode(r, enc));
             continue;
         }
         uint32_t r;
         size_t n = utf8_decode(p->s + p->pos, p->len - p->pos, &r);
         if (r == 0xfffd && n == 1)
-            buf_put(&b, "\xef\xbf\xbd", 3);
+            cairn_buf_add(&b, "\xef\xbf\xbd", 3);
         else
-            buf_put(&b, p->s + p->pos, n);
+            cairn_buf_add(&b, p->s + p->pos, n);
         p->pos += n;
     }
     if (out != NULL) {
         if (b.p == NULL)
-            b.p = cairn_xstrdup("");
-        *out = b.p;
+            b.p = (uint8_t *)cairn_xstrdup("");
+        *out = (char *)b.p;
         if (out_len)
             *out_len = b.len;
     } else {
@@ -634,7 +592,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         return 0;
     }
     if (k == 'a') {
-        struct buf b = {0};
+        struct cairn_buf b = {0};
         p->pos++;
         if (++p->depth > MAX_DEPTH) {
             free(b.p);
@@ -663,7 +621,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
                 jp_type(p, what, field, "uint8");
             }
             uint8_t byte = (uint8_t)v;
-            buf_put(&b, &byte, 1);
+            cairn_buf_add(&b, &byte, 1);
             first = 0;
             int more = jp_next(p, ']', "after array element");
             if (more < 0) {
@@ -675,7 +633,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         }
         p->depth--;
         free(*dst);
-        *dst = b.p ? (uint8_t *)b.p : cairn_xmalloc(1);
+        *dst = b.p ? b.p : cairn_xmalloc(1);
         *dst_len = b.len;
         return 0;
     }

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/util.h"
 #include "test.h"
 
@@ -47,6 +48,29 @@ TEST(utf8_encode_round_trip)
         CHECK(n >= 1 && n <= 4 && cairn_utf8_decode((const uint8_t *)out, n, &back) == n);
         CHECK(back == cps[i]);
     }
+}
+
+TEST(buf_appends_and_stays_terminated)
+{
+    struct cairn_buf b = {0};
+    cairn_buf_add(&b, "", 0); /* an empty append still gives a string */
+    CHECK(b.p != NULL && b.len == 0 && b.p[0] == 0);
+    cairn_buf_adds(&b, "ab");
+    cairn_buf_addc(&b, 0); /* bytes, not only text: a NUL is counted */
+    cairn_buf_add(&b, "\xff", 1);
+    CHECK(b.len == 4 && memcmp(b.p, "ab\0\xff", 4) == 0 && b.p[4] == 0);
+    /* printf longer than any first guess (no fixed scratch) */
+    char big[1000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = 0;
+    cairn_buf_printf(&b, "%s|%llu", big, 18446744073709551615ull);
+    CHECK(b.len == 4 + 999 + 1 + 20 && b.p[b.len] == 0);
+    CHECK(strcmp((char *)b.p + 4 + 999, "|18446744073709551615") == 0);
+    for (int i = 0; i < 10000; i++)
+        cairn_buf_addc(&b, 'y');
+    CHECK(b.len == 1024 + 10000 && b.cap > b.len && b.p[b.len] == 0);
+    cairn_buf_free(&b);
+    CHECK(b.p == NULL && b.len == 0 && b.cap == 0);
 }
 
 int main(int argc, char **argv)

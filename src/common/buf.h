@@ -1,0 +1,24 @@
+/* Internal: the growable byte buffer every module builds text and wire data in. Not
+ * installed. */
+#ifndef CAIRN_BUF_H
+#define CAIRN_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cairn/err.h"
+
+/* Zero-initialise; grows by doubling, aborts on OOM like cairn_xmalloc. After any append p is
+ * non-NULL and NUL-terminated (the NUL is not counted in len), so text can be used as is.
+ * The memory is the caller's: free(p) or cairn_buf_free. */
+struct cairn_buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+void cairn_buf_add(struct cairn_buf *b, const void *data, size_t len);
+void cairn_buf_addc(struct cairn_buf *b, uint8_t c);
+void cairn_buf_adds(struct cairn_buf *b, const char *s);
+void cairn_buf_printf(struct cairn_buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+void cairn_buf_free(struct cairn_buf *b);
+
+#endif
