@@ -28,56 +28,11 @@ static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
 
 /* ---------------------------------------------------------------- encoder */
 
-/* encoding/json appendString with escapeHTML (Go 1.22+: \b and \f get short escapes). */
-static void put_json_string(struct cairn_buf *b, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    const uint8_t *s = (const uint8_t *)(str ? str : "");
-    size_t n = strlen((const char *)s);
-    cairn_buf_add(b, "\"", 1);
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            char esc[6];
-            if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
-                cairn_buf_add(b, &s[i], 1);
-            } else if (c == '"' || c == '\\') {
-                esc[0] = '\\', esc[1] = (char)c;
-                cairn_buf_add(b, esc, 2);
-            } else if (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
-                esc[0] = '\\';
-                esc[1] = c == '\b'   ? 'b'
-                         : c == '\f' ? 'f'
-                         : c == '\n' ? 'n'
-                         : c == '\r' ? 'r'
-                                     : 't';
-                cairn_buf_add(b, esc, 2);
-            } else {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
-                cairn_buf_add(b, esc, 6);
-            }
-            i++;
-            continue;
-        }
-        uint32_t r;
-        size_t len = utf8_decode(s + i, n - i, &r);
-        if (r == 0xfffd && len == 1)
-            cairn_buf_adds(b, "\\ufffd");
-        else if (r == 0x2028 || r == 0x2029)
-            cairn_buf_adds(b, r == 0x2028 ? "\\u2028" : "\\u2029");
-        else
-            cairn_buf_add(b, s + i, len);
-        i += len;
-    }
-    cairn_buf_add(b, "\"", 1);
-}
-
 void cairn_snapshot_meta_encode(const struct cairn_snapshot_meta *m, char **out, size_t *len)
 {
     struct cairn_buf b = {0};
     cairn_buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
-    put_json_string(&b, m->id);
+    cairn_buf_json_string(&b, m->id, CAIRN_JSON_SHORT_BF);
     cairn_buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
                      (unsigned long long)m->term);
     if (m->peers == NULL) {
@@ -98,9 +53,9 @@ void cairn_snapshot_meta_encode(const struct cairn_snapshot_meta *m, char **out,
         for (size_t i = 0; i < m->nservers; i++) {
             cairn_buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
                              (long long)m->servers[i].suffrage);
-            put_json_string(&b, m->servers[i].id);
+            cairn_buf_json_string(&b, m->servers[i].id, CAIRN_JSON_SHORT_BF);
             cairn_buf_adds(&b, ",\"Address\":");
-            put_json_string(&b, m->servers[i].address);
+            cairn_buf_json_string(&b, m->servers[i].address, CAIRN_JSON_SHORT_BF);
             cairn_buf_add(&b, "}", 1);
         }
         cairn_buf_add(&b, "]", 1);

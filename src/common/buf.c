@@ -60,3 +60,56 @@ void cairn_buf_free(struct cairn_buf *b)
     free(b->p);
     memset(b, 0, sizeof(*b));
 }
+
+/* The escape of an ASCII byte, or NULL when it stands for itself; tmp holds \u00XX. */
+static const char *json_ascii_escape(uint8_t c, unsigned flags, char tmp[7])
+{
+    static const char hex[] = "0123456789abcdef";
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\r': return "\\r";
+    case '\t': return "\\t";
+    case '\b':
+        if (flags & CAIRN_JSON_SHORT_BF)
+            return "\\b";
+        break;
+    case '\f':
+        if (flags & CAIRN_JSON_SHORT_BF)
+            return "\\f";
+        break;
+    case '<':
+    case '>':
+    case '&': break;
+    default:
+        if (c >= 0x20)
+            return NULL;
+    }
+    memcpy(tmp, "\\u00", 4);
+    tmp[4] = hex[c >> 4], tmp[5] = hex[c & 15], tmp[6] = 0;
+    return tmp;
+}
+
+void cairn_buf_json_string(struct cairn_buf *b, const char *str, unsigned flags)
+{
+    const uint8_t *s = (const uint8_t *)(str ? str : "");
+    size_t n = strlen((const char *)s);
+    cairn_buf_addc(b, '"');
+    for (size_t i = 0; i < n;) {
+        char tmp[7];
+        uint32_t cp;
+        size_t len = cairn_utf8_decode(s + i, n - i, &cp);
+        const char *esc = len == 1 ? json_ascii_escape(s[i], flags, tmp) : NULL;
+        if (len == 0)
+            cairn_buf_adds(b, "\\ufffd"), len = 1;
+        else if (esc)
+            cairn_buf_adds(b, esc);
+        else if (cp == 0x2028 || cp == 0x2029)
+            cairn_buf_adds(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
+        else
+            cairn_buf_add(b, s + i, len);
+        i += len;
+    }
+    cairn_buf_addc(b, '"');
+}

@@ -1,5 +1,5 @@
-/* Internal pieces of the snapshot service: Go-style JSON strings, the
- * meta.proto subset, sockets with deadlines and ustar streams. Not installed. */
+/* Internal pieces of the snapshot service: big-endian integers, shard IDs, the meta.proto
+ * subset, sockets with deadlines and ustar streams. Not installed. */
 #ifndef CAIRN_SERVICE_INTERNAL_H
 #define CAIRN_SERVICE_INTERNAL_H
 
@@ -11,9 +11,6 @@
 #include "cairn/service.h"
 #include "common/buf.h"
 
-/* Append s as a JSON string the way Go's encoding/json does (HTML-safe escapes, invalid
- * UTF-8 replaced by U+FFFD). */
-void snap_json_string(struct cairn_buf *b, const char *s);
 void snap_u64be_put(uint8_t *p, uint64_t v);
 uint64_t snap_u64be_get(const uint8_t *p);
 /* Canonical decimal shard ID (no sign, no leading zeros); 0 or -1. */

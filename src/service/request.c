@@ -42,42 +42,6 @@ void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap)
     cairn_format_rfc3339(t->sec, t->nsec, out, cap);
 }
 
-void snap_json_string(struct cairn_buf *b, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    const uint8_t *s = (const uint8_t *)str;
-    size_t len = strlen(str);
-    cairn_buf_addc(b, '"');
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        size_t n = cairn_utf8_decode(s + i, len - i, &cp);
-        if (n == 0) {
-            cairn_buf_adds(b, "\\ufffd");
-            i++;
-            continue;
-        }
-        if (cp == '"' || cp == '\\') {
-            cairn_buf_addc(b, '\\');
-            cairn_buf_addc(b, (uint8_t)cp);
-        } else if (cp == '\n') {
-            cairn_buf_adds(b, "\\n");
-        } else if (cp == '\r') {
-            cairn_buf_adds(b, "\\r");
-        } else if (cp == '\t') {
-            cairn_buf_adds(b, "\\t");
-        } else if (cp < 0x20 || cp == '<' || cp == '>' || cp == '&') {
-            char e[7] = {'\\', 'u', '0', '0', hex[cp >> 4], hex[cp & 15], 0};
-            cairn_buf_adds(b, e);
-        } else if (cp == 0x2028 || cp == 0x2029) {
-            cairn_buf_adds(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
-        } else {
-            cairn_buf_add(b, s + i, n);
-        }
-        i += n;
-    }
-    cairn_buf_addc(b, '"');
-}
-
 /* ---- requests ---- */
 
 static void time_zero(struct cairn_snap_time *t)
@@ -274,13 +238,13 @@ char *cairn_snap_request_encode(const struct cairn_snap_request *req, size_t *le
     cairn_buf_adds(&b, "{\"Type\":");
     cairn_buf_adds(&b, num);
     cairn_buf_adds(&b, ",\"BackupDatabase\":");
-    snap_json_string(&b, req->backup_db ? req->backup_db : "");
+    cairn_buf_json_string(&b, req->backup_db ? req->backup_db : "", 0);
     cairn_buf_adds(&b, ",\"RestoreDatabase\":");
-    snap_json_string(&b, req->restore_db ? req->restore_db : "");
+    cairn_buf_json_string(&b, req->restore_db ? req->restore_db : "", 0);
     cairn_buf_adds(&b, ",\"BackupRetentionPolicy\":");
-    snap_json_string(&b, req->backup_rp ? req->backup_rp : "");
+    cairn_buf_json_string(&b, req->backup_rp ? req->backup_rp : "", 0);
     cairn_buf_adds(&b, ",\"RestoreRetentionPolicy\":");
-    snap_json_string(&b, req->restore_rp ? req->restore_rp : "");
+    cairn_buf_json_string(&b, req->restore_rp ? req->restore_rp : "", 0);
     snprintf(num, sizeof(num), "%llu", (unsigned long long)req->shard_id);
     cairn_buf_adds(&b, ",\"ShardID\":");
     cairn_buf_adds(&b, num);

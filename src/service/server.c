@@ -369,7 +369,7 @@ static int serve_paths(struct conn *c, const struct cairn_snap_request *req, int
         cairn_buf_adds(&b, "null");
     for (size_t i = 0; i < n; i++) {
         cairn_buf_addc(&b, i == 0 ? '[' : ',');
-        snap_json_string(&b, paths[i]);
+        cairn_buf_json_string(&b, paths[i], 0);
         free(paths[i]);
     }
     free(paths);

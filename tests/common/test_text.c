@@ -1,6 +1,7 @@
 /* The shared text helpers of src/common: UTF-8, the byte buffer, JSON strings, error joining
  * and sizes. Each had two to four private copies before; these pin the one behaviour. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -71,6 +72,37 @@ TEST(buf_appends_and_stays_terminated)
     CHECK(b.len == 1024 + 10000 && b.cap > b.len && b.p[b.len] == 0);
     cairn_buf_free(&b);
     CHECK(b.p == NULL && b.len == 0 && b.cap == 0);
+}
+
+static char *json(const char *s, unsigned flags)
+{
+    struct cairn_buf b = {0};
+    cairn_buf_json_string(&b, s, flags);
+    return (char *)b.p;
+}
+
+/* Go's encoding/json (HTMLEscape on): the two flavours differ only on \b and \f. */
+TEST(json_string_go_escaping)
+{
+    const char *in = "a<b>&c\"\\\n\r\t\b\f\x01\x1f\x7f\xe2\x80\xa8\xe2\x80\xa9\xc3\xa9";
+    char *go122 = json(in, CAIRN_JSON_SHORT_BF), *go110 = json(in, 0);
+    CHECK_EQ_STR(go122, "\"a\\u003cb\\u003e\\u0026c\\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u001f\x7f"
+                        "\\u2028\\u2029\xc3\xa9\"");
+    CHECK_EQ_STR(go110, "\"a\\u003cb\\u003e\\u0026c\\\"\\\\\\n\\r\\t\\u0008\\u000c\\u0001"
+                        "\\u001f\x7f\\u2028\\u2029\xc3\xa9\"");
+    free(go122);
+    free(go110);
+    /* invalid UTF-8: each bad byte is one U+FFFD, a valid sequence after it survives */
+    const char *bad = "\xff\xc0\xaf\xed\xa0\x80x\xe2\x82\xf0\x9f\x98\x80";
+    for (unsigned f = 0; f <= CAIRN_JSON_SHORT_BF; f++) {
+        char *j = json(bad, f);
+        CHECK_EQ_STR(
+            j, "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffdx\\ufffd\\ufffd\xf0\x9f\x98\x80\"");
+        free(j);
+    }
+    char *e = json(NULL, 0);
+    CHECK_EQ_STR(e, "\"\"");
+    free(e);
 }
 
 int main(int argc, char **argv)

@@ -72,7 +72,7 @@ TEST(request_scan_and_encode)
     cairn_snap_request_clear(&req);
 
     struct cairn_buf b = {0};
-    snap_json_string(&b, "a<b>&\"\\\n\x01\xff");
+    cairn_buf_json_string(&b, "a<b>&\"\\\n\x01\xff", 0);
     CHECK_EQ_STR((char *)b.p, "\"a\\u003cb\\u003e\\u0026\\\"\\\\\\n\\u0001\\ufffd\"");
     cairn_buf_free(&b);
 }
