@@ -358,6 +358,13 @@ char *cairn_escape_dup(const char *src)
     return cairn_escape(cairn_xmalloc(cap), cap, src, n);
 }
 
+void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s)
+{
+    int n = snprintf(buf + *off, cap - *off, "%s%s", *off ? sep : "", s);
+    if (n > 0)
+        *off = *off + (size_t)n < cap ? *off + (size_t)n : cap - 1;
+}
+
 uint64_t cairn_now_ms(void)
 {
     struct timespec ts;

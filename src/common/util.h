@@ -69,6 +69,12 @@ char *cairn_escape(char *dst, size_t cap, const char *src, size_t len);
 /* cairn_escape of a whole string into a malloc'd one (NULL stays NULL). */
 char *cairn_escape_dup(const char *src);
 
+/* Appends s to a list such as "a; b; c" in buf (cap bytes, *off its length so far, 0 to
+ * start), with sep before every item but the first. What does not fit is cut: *off stays
+ * below cap and buf NUL-terminated, so a list of failures fills a CAIRN_ERR_MSG_MAX message
+ * and stops there. */
+void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s);
+
 /* Clocks. */
 uint64_t cairn_now_ms(void);  /* CLOCK_REALTIME in ms */
 uint64_t cairn_mono_ns(void); /* CLOCK_MONOTONIC in ns */

@@ -41,10 +41,7 @@ static void job_error(struct job_errors *je, const struct cairn_err *e)
     if (je->rc == CAIRN_OK)
         je->rc = e->code ? e->code : CAIRN_E_IO;
     je->n++;
-    int n =
-        snprintf(je->msg + je->off, sizeof(je->msg) - je->off, "%s%s", je->off ? "; " : "", e->msg);
-    if (n > 0)
-        je->off = je->off + (size_t)n < sizeof(je->msg) ? je->off + (size_t)n : sizeof(je->msg) - 1;
+    cairn_join(je->msg, sizeof(je->msg), &je->off, "; ", e->msg);
     pthread_mutex_unlock(&je->mu);
 }
 

@@ -105,6 +105,28 @@ TEST(json_string_go_escaping)
     free(e);
 }
 
+TEST(join_fills_and_cuts)
+{
+    char msg[16] = "";
+    size_t off = 0;
+    cairn_join(msg, sizeof(msg), &off, "; ", "a");
+    CHECK_EQ_STR(msg, "a");
+    cairn_join(msg, sizeof(msg), &off, "; ", "bb");
+    cairn_join(msg, sizeof(msg), &off, "; ", "ccc");
+    CHECK_EQ_STR(msg, "a; bb; ccc");
+    CHECK(off == 10);
+    cairn_join(msg, sizeof(msg), &off, "; ", "dddddddd"); /* cut at the buffer's end */
+    CHECK_EQ_STR(msg, "a; bb; ccc; ddd");
+    CHECK(off == sizeof(msg) - 1);
+    cairn_join(msg, sizeof(msg), &off, "; ", "e"); /* full: nothing more, still terminated */
+    CHECK_EQ_STR(msg, "a; bb; ccc; ddd");
+    CHECK(off == sizeof(msg) - 1);
+    char one[8] = "";
+    off = 0;
+    cairn_join(one, sizeof(one), &off, ", ", "0123456789");
+    CHECK_EQ_STR(one, "0123456");
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
