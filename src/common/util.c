@@ -482,6 +482,30 @@ void cairn_format_bytes(uint64_t n, char *out, size_t cap)
         snprintf(out, cap, "%.1f %s", v, units[u]);
 }
 
+int cairn_parse_size(const char *s, uint64_t *out)
+{
+    if (s == NULL || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    const char *units = "kmgt", *u = *end ? strchr(units, tolower((unsigned char)*end)) : NULL;
+    uint64_t mult = 1;
+    if (u != NULL) {
+        mult = 1ull << (10 * (u - units + 1));
+        if (*++end == 'i')
+            end++;
+    }
+    if (*end == 'B')
+        end++;
+    if (*end != '\0' || v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
 int cairn_parse_duration(const char *s, int64_t *sec)
 {
     if (s == NULL || !isdigit((unsigned char)*s))

@@ -39,6 +39,11 @@ int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
 /* What kind of file a mode is, for messages: "directory", "symlink", "FIFO", "socket",
  * "character device", "block device", "regular file" ("special file" for anything else). */
 const char *cairn_file_type_name(mode_t mode);
+/* Sizes in bytes, the one grammar of every size option and key: decimal digits (no sign, no
+ * space), then optionally a binary unit K, M, G or T (either case: 2^10, 2^20, 2^30, 2^40)
+ * followed by an optional "i", then an optional "B". So "4096", "4096B", "64M", "64m",
+ * "64MB", "64MiB", "64Mi", "1GiB", "1T". Returns 0, or -1 for anything else or overflow. */
+int cairn_parse_size(const char *s, uint64_t *out);
 /* Durations: "90", "90s", "15m", "1h30m", "2d", "1w", "1y" (365 days). Returns 0 or -1. */
 int cairn_parse_duration(const char *s, int64_t *sec);
 /* fsync the directory containing path (or path itself when it is a directory). */

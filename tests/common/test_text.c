@@ -127,6 +127,41 @@ TEST(join_fills_and_cuts)
     CHECK_EQ_STR(one, "0123456");
 }
 
+static int size_is(const char *s, uint64_t want)
+{
+    uint64_t v = 0xdeadbeef;
+    return cairn_parse_size(s, &v) == 0 && v == want;
+}
+
+static int size_bad(const char *s)
+{
+    uint64_t v = 0xdeadbeef;
+    return cairn_parse_size(s, &v) == -1 && v == 0xdeadbeef;
+}
+
+/* Every spelling the programs (--max-upload, --mem-budget, --size) and the S3 driver's
+ * part_size documented or accepted: one grammar. */
+TEST(size_grammar)
+{
+    CHECK(size_is("0", 0));
+    CHECK(size_is("4096", 4096));
+    CHECK(size_is("4096B", 4096));
+    CHECK(size_is("1k", 1024) && size_is("1K", 1024) && size_is("1KB", 1024));
+    CHECK(size_is("64M", 64ull << 20) && size_is("64m", 64ull << 20));
+    CHECK(size_is("64MB", 64ull << 20) && size_is("64MiB", 64ull << 20));
+    CHECK(size_is("64Mi", 64ull << 20));
+    CHECK(size_is("5G", 5ull << 30) && size_is("1GiB", 1ull << 30) && size_is("2g", 2ull << 30));
+    CHECK(size_is("1T", 1ull << 40) && size_is("3tib", 0) == 0); /* "b" is not bytes */
+    CHECK(size_is("2147483648", 2147483648ull));
+    CHECK(size_is("18446744073709551615", UINT64_MAX));
+    CHECK(size_is("16777215T", 16777215ull << 40));
+    CHECK(size_bad("16777216T") && size_bad("18446744073709551616")); /* overflow */
+    CHECK(size_bad("") && size_bad("M") && size_bad("-1") && size_bad("+1") && size_bad(" 1"));
+    CHECK(size_bad("1 M") && size_bad("1MM") && size_bad("1iB") && size_bad("1Mb"));
+    CHECK(size_bad("1P") && size_bad("1.5M") && size_bad("1M ") && size_bad("1x"));
+    CHECK(cairn_parse_size(NULL, &(uint64_t){0}) == -1);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
