@@ -215,7 +215,8 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
     struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
     struct cairn_file_opts fo = j->o->file;
     fo.pipeline = fo.pipeline || sb->st_size >= PIPELINE_MIN;
-    if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
+    /* Only AUTO asks the sample: an explicit ZSTD compresses every file, as for streams. */
+    if (fo.compression == CAIRN_COMPRESS_AUTO)
         fo.compression =
             compress_pays(fd, (uint64_t)sb->st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
     struct cairn_manifest_file rec = {.name = j->file};
