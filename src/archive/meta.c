@@ -12,6 +12,7 @@
 
 #include "cairn/digest.h"
 #include "cairn/snapshot.h"
+#include "common/buf.h"
 #include "common/util.h"
 
 /* ---------------------------------------------------------------- UTF-8 */
@@ -19,184 +20,49 @@
 /* Go's utf8.DecodeRune: returns the length; invalid input gives U+FFFD with length 1. */
 static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
 {
-    uint8_t c = s[0];
-    *r = 0xfffd;
-    if (c < 0x80) {
-        *r = c;
-        return 1;
-    }
-    size_t need;
-    uint32_t v, min;
-    if (c >= 0xc2 && c <= 0xdf)
-        need = 1, v = c & 0x1f, min = 0x80;
-    else if (c >= 0xe0 && c <= 0xef)
-        need = 2, v = c & 0x0f, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        need = 3, v = c & 0x07, min = 0x10000;
-    else
-        return 1;
-    if (n < need + 1)
-        return 1;
-    for (size_t i = 1; i <= need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 1;
-        v = v << 6 | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 1;
-    *r = v;
-    return need + 1;
-}
-
-static size_t utf8_encode(uint32_t r, char *out)
-{
-    if (r < 0x80) {
-        out[0] = (char)r;
-        return 1;
-    }
-    if (r < 0x800) {
-        out[0] = (char)(0xc0 | r >> 6);
-        out[1] = (char)(0x80 | (r & 0x3f));
-        return 2;
-    }
-    if (r < 0x10000) {
-        out[0] = (char)(0xe0 | r >> 12);
-        out[1] = (char)(0x80 | ((r >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (r & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | r >> 18);
-    out[1] = (char)(0x80 | ((r >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((r >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (r & 0x3f));
-    return 4;
+    size_t len = cairn_utf8_decode(s, n, r);
+    if (len == 0)
+        *r = 0xfffd, len = 1;
+    return len;
 }
 
 /* ---------------------------------------------------------------- encoder */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_put(struct buf *b, const void *data, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = cairn_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void buf_puts(struct buf *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
-/* Prints straight into the growing buffer, sized by a first measuring pass: no fixed-size
- * scratch to overflow (two 20-digit uint64s already pass 64 bytes). */
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    buf_put(b, "", 0); /* b->p exists */
-    if (b->len + (size_t)n + 1 > b->cap) {
-        b->cap = (b->len + (size_t)n + 1) * 2;
-        b->p = cairn_xrealloc(b->p, b->cap);
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-/* encoding/json appendString with escapeHTML (Go 1.22+: \b and \f get short escapes). */
-static void put_json_string(struct buf *b, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    const uint8_t *s = (const uint8_t *)(str ? str : "");
-    size_t n = strlen((const char *)s);
-    buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            char esc[6];
-            if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
-                buf_put(b, &s[i], 1);
-            } else if (c == '"' || c == '\\') {
-                esc[0] = '\\', esc[1] = (char)c;
-                buf_put(b, esc, 2);
-            } else if (c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') {
-                esc[0] = '\\';
-                esc[1] = c == '\b'   ? 'b'
-                         : c == '\f' ? 'f'
-                         : c == '\n' ? 'n'
-                         : c == '\r' ? 'r'
-                                     : 't';
-                buf_put(b, esc, 2);
-            } else {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
-                buf_put(b, esc, 6);
-            }
-            i++;
-            continue;
-        }
-        uint32_t r;
-        size_t len = utf8_decode(s + i, n - i, &r);
-        if (r == 0xfffd && len == 1)
-            buf_puts(b, "\\ufffd");
-        else if (r == 0x2028 || r == 0x2029)
-            buf_puts(b, r == 0x2028 ? "\\u2028" : "\\u2029");
-        else
-            buf_put(b, s + i, len);
-        i += len;
-    }
-    buf_put(b, "\"", 1);
-}
-
 void cairn_snapshot_meta_encode(const struct cairn_snapshot_meta *m, char **out, size_t *len)
 {
-    struct buf b = {0};
-    buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
-    put_json_string(&b, m->id);
-    buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
-               (unsigned long long)m->term);
+    struct cairn_buf b = {0};
+    cairn_buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
+    cairn_buf_json_string(&b, m->id, CAIRN_JSON_SHORT_BF);
+    cairn_buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
+                     (unsigned long long)m->term);
     if (m->peers == NULL) {
-        buf_puts(&b, "null");
+        cairn_buf_adds(&b, "null");
     } else {
         char *enc = cairn_xmalloc(4 * ((m->peers_len + 2) / 3) + 1);
         size_t n = cairn_base64_encode(m->peers, m->peers_len, enc);
-        buf_put(&b, "\"", 1);
-        buf_put(&b, enc, n);
-        buf_put(&b, "\"", 1);
+        cairn_buf_add(&b, "\"", 1);
+        cairn_buf_add(&b, enc, n);
+        cairn_buf_add(&b, "\"", 1);
         free(enc);
     }
-    buf_puts(&b, ",\"Configuration\":{\"Servers\":");
+    cairn_buf_adds(&b, ",\"Configuration\":{\"Servers\":");
     if (m->nservers == 0) {
-        buf_puts(&b, "null");
+        cairn_buf_adds(&b, "null");
     } else {
-        buf_put(&b, "[", 1);
+        cairn_buf_add(&b, "[", 1);
         for (size_t i = 0; i < m->nservers; i++) {
-            buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
-                       (long long)m->servers[i].suffrage);
-            put_json_string(&b, m->servers[i].id);
-            buf_puts(&b, ",\"Address\":");
-            put_json_string(&b, m->servers[i].address);
-            buf_put(&b, "}", 1);
+            cairn_buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
+                             (long long)m->servers[i].suffrage);
+            cairn_buf_json_string(&b, m->servers[i].id, CAIRN_JSON_SHORT_BF);
+            cairn_buf_adds(&b, ",\"Address\":");
+            cairn_buf_json_string(&b, m->servers[i].address, CAIRN_JSON_SHORT_BF);
+            cairn_buf_add(&b, "}", 1);
         }
-        buf_put(&b, "]", 1);
+        cairn_buf_add(&b, "]", 1);
     }
-    buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
-               (unsigned long long)m->configuration_index, (long long)m->size);
-    *out = b.p;
+    cairn_buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
+                     (unsigned long long)m->configuration_index, (long long)m->size);
+    *out = (char *)b.p;
     *len = b.len;
 }
 
@@ -296,7 +162,7 @@ static int hexval(uint8_t c)
 /* A string at p->pos; *out (may be NULL) gets Go's unquoted value, malloc'd. */
 static int jp_string(struct jp *p, char **out, size_t *out_len)
 {
-    struct buf b = {0};
+    struct cairn_buf b = {0};
     p->pos++; /* opening quote */
     for (;;) {
         if (p->pos >= p->len)
@@ -319,7 +185,7 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
             if (c != 0 && simple != NULL) {
                 static const char map[] = "\"\\/\b\f\n\r\t";
                 char ch = map[simple - "\"\\/bfnrt"];
-                buf_put(&b, &ch, 1);
+                cairn_buf_add(&b, &ch, 1);
                 p->pos++;
                 continue;
             }
@@ -359,21 +225,21 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
                 }
             }
             char enc[4];
-            buf_put(&b, enc, utf8_encode(r, enc));
+            cairn_buf_add(&b, enc, cairn_utf8_encode(r, enc));
             continue;
         }
         uint32_t r;
         size_t n = utf8_decode(p->s + p->pos, p->len - p->pos, &r);
         if (r == 0xfffd && n == 1)
-            buf_put(&b, "\xef\xbf\xbd", 3);
+            cairn_buf_add(&b, "\xef\xbf\xbd", 3);
         else
-            buf_put(&b, p->s + p->pos, n);
+            cairn_buf_add(&b, p->s + p->pos, n);
         p->pos += n;
     }
     if (out != NULL) {
         if (b.p == NULL)
-            b.p = cairn_xstrdup("");
-        *out = b.p;
+            b.p = (uint8_t *)cairn_xstrdup("");
+        *out = (char *)b.p;
         if (out_len)
             *out_len = b.len;
     } else {
@@ -681,7 +547,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         return 0;
     }
     if (k == 'a') {
-        struct buf b = {0};
+        struct cairn_buf b = {0};
         p->pos++;
         if (++p->depth > MAX_DEPTH) {
             free(b.p);
@@ -710,7 +576,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
                 jp_type(p, what, field, "uint8");
             }
             uint8_t byte = (uint8_t)v;
-            buf_put(&b, &byte, 1);
+            cairn_buf_add(&b, &byte, 1);
             first = 0;
             int more = jp_next(p, ']', "after array element");
             if (more < 0) {
@@ -722,7 +588,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         }
         p->depth--;
         free(*dst);
-        *dst = b.p ? (uint8_t *)b.p : cairn_xmalloc(1);
+        *dst = b.p ? b.p : cairn_xmalloc(1);
         *dst_len = b.len;
         return 0;
     }

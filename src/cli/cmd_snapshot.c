@@ -256,7 +256,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
             save_only = 1, o->have_conf_index = 1, bad = cli_parse_u64(a, &o->conf_index);
             break;
         case O_SERVER: save_only = 1, bad = add_server(o, a); break;
-        case O_SIZE: save_only = 1, o->have_size = 1, bad = cli_parse_size(a, &o->size); break;
+        case O_SIZE: save_only = 1, o->have_size = 1, bad = cairn_parse_size(a, &o->size); break;
         case O_ZSTD: save_only = 1, o->zstd = 1; break;
         case O_LEVEL: save_only = 1, o->have_level = 1, bad = cli_parse_u64(a, &o->level); break;
         case O_THREADS:

@@ -260,10 +260,12 @@ int cairn_name_is_safe(const char *name)
     return strlen(name) <= 255;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes) and its code point; 0 if invalid
- * (overlong, surrogate, beyond U+10FFFF, truncated). */
-static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
+size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp)
 {
+    if (p[0] < 0x80) {
+        *cp = p[0];
+        return 1;
+    }
     size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
     if (len == 0 || p[0] > 0xf4 || len > n)
         return 0;
@@ -278,6 +280,30 @@ static size_t utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
         return 0;
     *cp = c;
     return len;
+}
+
+size_t cairn_utf8_encode(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
 }
 
 /* Code points a terminal acts on: C1, bidi embeddings/overrides/isolates, line separators. */
@@ -305,7 +331,7 @@ char *cairn_escape(char *dst, size_t cap, const char *src, size_t len)
         } else if (p[i] < 0x80) {
             tmp[0] = (char)p[i];
             tn = 1;
-        } else if ((step = utf8_seq(p + i, len - i, &cp)) == 0) {
+        } else if ((step = cairn_utf8_decode(p + i, len - i, &cp)) == 0) {
             step = 1;
             tn = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", p[i]);
         } else if (cp_is_control(cp)) {
@@ -330,6 +356,13 @@ char *cairn_escape_dup(const char *src)
         return NULL;
     size_t n = strlen(src), cap = n * 6 + 1; /* \uNNNN for 3 bytes, \xNN for 1: at most 4x */
     return cairn_escape(cairn_xmalloc(cap), cap, src, n);
+}
+
+void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s)
+{
+    int n = snprintf(buf + *off, cap - *off, "%s%s", *off ? sep : "", s);
+    if (n > 0)
+        *off = *off + (size_t)n < cap ? *off + (size_t)n : cap - 1;
 }
 
 uint64_t cairn_now_ms(void)
@@ -447,6 +480,30 @@ void cairn_format_bytes(uint64_t n, char *out, size_t cap)
         snprintf(out, cap, "%llu B", (unsigned long long)n);
     else
         snprintf(out, cap, "%.1f %s", v, units[u]);
+}
+
+int cairn_parse_size(const char *s, uint64_t *out)
+{
+    if (s == NULL || !isdigit((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    const char *units = "kmgt", *u = *end ? strchr(units, tolower((unsigned char)*end)) : NULL;
+    uint64_t mult = 1;
+    if (u != NULL) {
+        mult = 1ull << (10 * (u - units + 1));
+        if (*++end == 'i')
+            end++;
+    }
+    if (*end == 'B')
+        end++;
+    if (*end != '\0' || v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
 }
 
 int cairn_parse_duration(const char *s, int64_t *sec)

@@ -39,6 +39,11 @@ int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
 /* What kind of file a mode is, for messages: "directory", "symlink", "FIFO", "socket",
  * "character device", "block device", "regular file" ("special file" for anything else). */
 const char *cairn_file_type_name(mode_t mode);
+/* Sizes in bytes, the one grammar of every size option and key: decimal digits (no sign, no
+ * space), then optionally a binary unit K, M, G or T (either case: 2^10, 2^20, 2^30, 2^40)
+ * followed by an optional "i", then an optional "B". So "4096", "4096B", "64M", "64m",
+ * "64MB", "64MiB", "64Mi", "1GiB", "1T". Returns 0, or -1 for anything else or overflow. */
+int cairn_parse_size(const char *s, uint64_t *out);
 /* Durations: "90", "90s", "15m", "1h30m", "2d", "1w", "1y" (365 days). Returns 0 or -1. */
 int cairn_parse_duration(const char *s, int64_t *sec);
 /* fsync the directory containing path (or path itself when it is a directory). */
@@ -52,6 +57,14 @@ char *cairn_path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
 int cairn_name_is_safe(const char *name);
 
+/* UTF-8, strict (RFC 3629): the sequence at p (n >= 1 bytes available) is 1..4 bytes long and
+ * its code point goes to *cp; 0 when it is not valid UTF-8 (overlong, surrogate, beyond
+ * U+10FFFF, truncated, a stray continuation byte). Go's utf8.DecodeRune is this with 0 read as
+ * "U+FFFD, length 1". */
+size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
+/* Writes cp (at most U+10FFFF, not a surrogate) as 1..4 bytes into out; returns the length. */
+size_t cairn_utf8_encode(uint32_t cp, char *out);
+
 /* Peer text made safe for a log line or a terminal: C0 controls, DEL, C1 (raw bytes
  * 0x80-0x9f and encoded U+0080-U+009F), bidi and line-separator code points and invalid UTF-8
  * become visible escapes (\n \r \t \xNN \uNNNN); other valid UTF-8 passes through. The
@@ -60,6 +73,12 @@ int cairn_name_is_safe(const char *name);
 char *cairn_escape(char *dst, size_t cap, const char *src, size_t len);
 /* cairn_escape of a whole string into a malloc'd one (NULL stays NULL). */
 char *cairn_escape_dup(const char *src);
+
+/* Appends s to a list such as "a; b; c" in buf (cap bytes, *off its length so far, 0 to
+ * start), with sep before every item but the first. What does not fit is cut: *off stays
+ * below cap and buf NUL-terminated, so a list of failures fills a CAIRN_ERR_MSG_MAX message
+ * and stops there. */
+void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s);
 
 /* Clocks. */
 uint64_t cairn_now_ms(void);  /* CLOCK_REALTIME in ms */

@@ -76,7 +76,7 @@ static int limit_opt(int c, const char *arg, struct cairn_snap_server_opts *so)
         so->idle_timeout_ms = so->request_timeout_ms = (int)v;
         break;
     case 'u':
-        if (cli_parse_size(arg, &v) != 0 || v == 0)
+        if (cairn_parse_size(arg, &v) != 0 || v == 0)
             return cli_usage("serve", "invalid --max-upload '%s'", arg);
         so->max_upload = v;
         break;
@@ -96,7 +96,7 @@ static int limit_opt(int c, const char *arg, struct cairn_snap_server_opts *so)
         so->slow_rate = v == 0 ? -1 : (int64_t)v;
         break;
     case 'b':
-        if (cli_parse_size(arg, &v) != 0 || v == 0)
+        if (cairn_parse_size(arg, &v) != 0 || v == 0)
             return cli_usage("serve", "invalid --mem-budget '%s'", arg);
         so->mem_budget = v;
         break;

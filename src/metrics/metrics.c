@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/util.h"
 
 struct series {
@@ -158,69 +159,47 @@ void cairn_metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), vo
     pthread_mutex_unlock(&m->mu);
 }
 
-struct buf {
-    char *p;
-    size_t n, cap;
-};
-
-static void bprintf(struct buf *b, const char *fmt, ...) CAIRN_PRINTF(2, 3);
-static void bprintf(struct buf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k >= 0 && (size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)(k > 0 ? k : 0) + 256;
-        b->p = cairn_xrealloc(b->p, b->cap);
-    }
-}
-
 /* Label values: escape backslash, double quote and newline. */
-static void escaped(struct buf *b, const char *s)
+static void escaped(struct cairn_buf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\' || *s == '"')
-            bprintf(b, "\\%c", *s);
+            cairn_buf_printf(b, "\\%c", *s);
         else if (*s == '\n')
-            bprintf(b, "\\n");
+            cairn_buf_printf(b, "\\n");
         else
-            bprintf(b, "%c", *s);
+            cairn_buf_printf(b, "%c", *s);
     }
 }
 
-static void number(struct buf *b, double v)
+static void number(struct cairn_buf *b, double v)
 {
     if (isinf(v))
-        bprintf(b, v > 0 ? "+Inf" : "-Inf");
+        cairn_buf_printf(b, v > 0 ? "+Inf" : "-Inf");
     else if (isnan(v))
-        bprintf(b, "NaN");
+        cairn_buf_printf(b, "NaN");
     else if (v == floor(v) && fabs(v) < 1e15)
-        bprintf(b, "%.0f", v);
+        cairn_buf_printf(b, "%.0f", v);
     else
-        bprintf(b, "%.17g", v);
+        cairn_buf_printf(b, "%.17g", v);
 }
 
 /* name{label="x",le="y"} with either part optional. */
-static void labels(struct buf *b, const struct cairn_metric *f, const struct series *s,
+static void labels(struct cairn_buf *b, const struct cairn_metric *f, const struct series *s,
                    const char *le)
 {
     int lab = f->label && s->label_value;
     if (!lab && le == NULL)
         return;
-    bprintf(b, "{");
+    cairn_buf_printf(b, "{");
     if (lab) {
-        bprintf(b, "%s=\"", f->label);
+        cairn_buf_printf(b, "%s=\"", f->label);
         escaped(b, s->label_value);
-        bprintf(b, "\"");
+        cairn_buf_printf(b, "\"");
     }
     if (le)
-        bprintf(b, "%sle=\"%s\"", lab ? "," : "", le);
-    bprintf(b, "}");
+        cairn_buf_printf(b, "%sle=\"%s\"", lab ? "," : "", le);
+    cairn_buf_printf(b, "}");
 }
 
 char *cairn_metrics_render(struct cairn_metrics *m)
@@ -233,20 +212,21 @@ char *cairn_metrics_render(struct cairn_metrics *m)
         collect(ctx);
 
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    struct buf b = {cairn_xmalloc(4096), 0, 4096};
-    b.p[0] = '\0';
+    struct cairn_buf b = {0};
+    cairn_buf_add(&b, "", 0);
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < m->n; i++) {
         const struct cairn_metric *f = m->f[i];
-        bprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->type]);
+        cairn_buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
+                         types[f->type]);
         for (size_t j = 0; j < f->n; j++) {
             const struct series *s = &f->s[j];
             if (f->type != CAIRN_HISTOGRAM) {
-                bprintf(&b, "%s", f->name);
+                cairn_buf_printf(&b, "%s", f->name);
                 labels(&b, f, s, NULL);
-                bprintf(&b, " ");
+                cairn_buf_printf(&b, " ");
                 number(&b, s->value);
-                bprintf(&b, "\n");
+                cairn_buf_printf(&b, "\n");
                 continue;
             }
             uint64_t cum = 0;
@@ -257,19 +237,19 @@ char *cairn_metrics_render(struct cairn_metrics *m)
                 else
                     snprintf(le, sizeof(le), "+Inf");
                 cum += s->counts[k];
-                bprintf(&b, "%s_bucket", f->name);
+                cairn_buf_printf(&b, "%s_bucket", f->name);
                 labels(&b, f, s, le);
-                bprintf(&b, " %llu\n", (unsigned long long)cum);
+                cairn_buf_printf(&b, " %llu\n", (unsigned long long)cum);
             }
-            bprintf(&b, "%s_sum", f->name);
+            cairn_buf_printf(&b, "%s_sum", f->name);
             labels(&b, f, s, NULL);
-            bprintf(&b, " ");
+            cairn_buf_printf(&b, " ");
             number(&b, s->sum);
-            bprintf(&b, "\n%s_count", f->name);
+            cairn_buf_printf(&b, "\n%s_count", f->name);
             labels(&b, f, s, NULL);
-            bprintf(&b, " %llu\n", (unsigned long long)s->count);
+            cairn_buf_printf(&b, " %llu\n", (unsigned long long)s->count);
         }
     }
     pthread_mutex_unlock(&m->mu);
-    return b.p;
+    return (char *)b.p;
 }

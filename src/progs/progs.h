@@ -31,8 +31,6 @@ extern const char *cli_progname;
 /* Set by commands that took --json: errors are then printed as JSON on stdout too. */
 extern int cli_json;
 
-/* Parse sizes like "64M", "1GiB", "4096"; returns 0 or -1. */
-int cli_parse_size(const char *s, uint64_t *out);
 /* Parse unsigned decimal; returns 0 or -1. */
 int cli_parse_u64(const char *s, uint64_t *out);
 

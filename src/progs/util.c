@@ -128,38 +128,6 @@ int cli_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-int cli_parse_size(const char *s, uint64_t *out)
-{
-    if (s == NULL || *s < '0' || *s > '9')
-        return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0)
-        return -1;
-    uint64_t mult = 1;
-    if (*end) {
-        switch (*end) {
-        case 'k':
-        case 'K': mult = 1ull << 10; break;
-        case 'm':
-        case 'M': mult = 1ull << 20; break;
-        case 'g':
-        case 'G': mult = 1ull << 30; break;
-        case 't':
-        case 'T': mult = 1ull << 40; break;
-        default: return -1;
-        }
-        end++;
-        if (strcmp(end, "") != 0 && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0)
-            return -1;
-    }
-    if (v > UINT64_MAX / mult)
-        return -1;
-    *out = v * mult;
-    return 0;
-}
-
 struct cli_progress {
     pthread_mutex_t mu;
     char label[64];

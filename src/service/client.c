@@ -52,15 +52,15 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
         return rc;
     size_t jlen;
     char *json = cairn_snap_request_encode(req, &jlen);
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     uint8_t hdr[2] = {CAIRN_SNAP_MUX_HEADER, type};
-    sbuf_add(&b, hdr, 2);
-    sbuf_add(&b, json, jlen);
+    cairn_buf_add(&b, hdr, 2);
+    cairn_buf_add(&b, json, jlen);
     if (extra_len > 0)
-        sbuf_add(&b, extra, extra_len);
+        cairn_buf_add(&b, extra, extra_len);
     free(json);
     rc = snap_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     if (rc != CAIRN_OK) {
         snap_conn_close(sc);
         cairn_err_wrap(err, "send request to %s", c->addr);
@@ -71,7 +71,7 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
 
 /* Read the whole response (at most max bytes). */
 static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, size_t max,
-                      struct sbuf *out, struct cairn_err *err)
+                      struct cairn_buf *out, struct cairn_err *err)
 {
     uint8_t buf[16384];
     for (;;) {
@@ -86,13 +86,13 @@ static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, s
         if (out->len + got > max)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: reply exceeds %zu bytes", c->addr,
                                  max);
-        sbuf_add(out, buf, got);
+        cairn_buf_add(out, buf, got);
     }
 }
 
 /* A cairnd refusal ("cairnd: refused: why\n") as CAIRN_E_DENIED (exit 9), printable ASCII only; 0
  * when the reply is something else. */
-static int refused(const struct cairn_snap_client *c, const struct sbuf *b, const char *what,
+static int refused(const struct cairn_snap_client *c, const struct cairn_buf *b, const char *what,
                    struct cairn_err *err)
 {
     static const char pre[] = "cairnd: refused: ";
@@ -142,11 +142,11 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                     continue;
                 if (part == 0 && snap_u64be_get(hdr) != CAIRN_SNAP_META_MAGIC) {
                     /* cairnd's one-line refusal (TLS required, ...) says more than "no magic" */
-                    struct sbuf rb = {0};
-                    sbuf_add(&rb, hdr, sizeof(hdr));
-                    sbuf_add(&rb, buf + i, got - i);
+                    struct cairn_buf rb = {0};
+                    cairn_buf_add(&rb, hdr, sizeof(hdr));
+                    cairn_buf_add(&rb, buf + i, got - i);
                     rc = refused(c, &rb, "backup", err);
-                    sbuf_free(&rb);
+                    cairn_buf_free(&rb);
                     if (rc == 0)
                         rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
                                            "%s: invalid metadata received "
@@ -197,8 +197,8 @@ void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, size_t n)
     free(refs);
 }
 
-static int parse_paths(const char *addr, const struct sbuf *b, struct cairn_snap_shard_ref **refs,
-                       size_t *n, struct cairn_err *err)
+static int parse_paths(const char *addr, const struct cairn_buf *b,
+                       struct cairn_snap_shard_ref **refs, size_t *n, struct cairn_err *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb((const char *)b->p, b->len, 0, &jerr);
@@ -259,7 +259,7 @@ int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, con
         req.backup_rp = cairn_xstrdup(rp);
     }
     struct snap_conn sc;
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     if (rc == CAIRN_OK) {
         rc = read_reply(c, &sc, LIST_MAX, &b, err);
@@ -274,7 +274,7 @@ int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, con
                                         c->addr, db ? db : "");
     if (rc == CAIRN_OK)
         rc = parse_paths(c->addr, &b, refs, n, err);
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     cairn_snap_request_clear(&req);
     return rc;
 }
@@ -355,7 +355,7 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
         }
     req.upload_size = (int64_t)len;
     struct snap_conn sc;
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     /* JSON + '\n' + blob in one write: 1.6 servers read the blob with a single Read. */
     int rc = send_request(c, &req, req.type, blob, len, &sc, err);
     cairn_snap_request_clear(&req);
@@ -398,7 +398,7 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
         map->pairs[i][1] = snap_u64be_get(b.p + 24 + 16 * i);
     }
 out:
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     return rc;
 }
 
@@ -424,13 +424,13 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
     if (rc == CAIRN_OK) {
         /* No reply exists; waiting for the server's close at least orders shard uploads
          * after the server finished reading (cairnd installs before closing). */
-        struct sbuf b = {0};
+        struct cairn_buf b = {0};
         rc = snap_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
         if (rc == CAIRN_OK)
             rc = read_reply(c, &sc, 4096, &b, err);
         if (rc == CAIRN_OK)
             rc = refused(c, &b, "restore", err);
-        sbuf_free(&b);
+        cairn_buf_free(&b);
     }
     snap_conn_close(&sc);
     if (rc != CAIRN_OK)

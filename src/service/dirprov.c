@@ -187,7 +187,7 @@ static int dp_meta_data(void *ctx, uint8_t **blob, size_t *len, struct cairn_err
     rc = derive_meta(p, &m, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     meta_encode(&m, &b);
     meta_free(&m);
     *blob = b.p;
@@ -360,7 +360,7 @@ out:
 
 static int write_meta(const struct dirprov *p, const struct meta_data *m, struct cairn_err *err)
 {
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     meta_encode(m, &b);
     struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, err);
     int rc = w ? CAIRN_OK : err ? err->code : CAIRN_E_IO;
@@ -370,7 +370,7 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
             rc = cairn_writer_close(w, err);
         cairn_writer_free(w);
     }
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     return rc;
 }
 

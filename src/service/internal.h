@@ -1,5 +1,5 @@
-/* Internal pieces of the snapshot service: growable buffers, Go-style JSON strings, the
- * meta.proto subset, sockets with deadlines and ustar streams. Not installed. */
+/* Internal pieces of the snapshot service: big-endian integers, shard IDs, the meta.proto
+ * subset, sockets with deadlines and ustar streams. Not installed. */
 #ifndef CAIRN_SERVICE_INTERNAL_H
 #define CAIRN_SERVICE_INTERNAL_H
 
@@ -9,20 +9,8 @@
 #include "cairn/err.h"
 #include "cairn/io.h"
 #include "cairn/service.h"
+#include "common/buf.h"
 
-/* ---- growable byte buffer ---- */
-struct sbuf {
-    uint8_t *p;
-    size_t len, cap;
-};
-void sbuf_add(struct sbuf *b, const void *data, size_t len);
-void sbuf_addc(struct sbuf *b, uint8_t c);
-void sbuf_adds(struct sbuf *b, const char *s);
-void sbuf_free(struct sbuf *b);
-
-/* Append s as a JSON string the way Go's encoding/json does (HTML-safe escapes, invalid
- * UTF-8 replaced by U+FFFD). */
-void snap_json_string(struct sbuf *b, const char *s);
 void snap_u64be_put(uint8_t *p, uint64_t v);
 uint64_t snap_u64be_get(const uint8_t *p);
 /* Canonical decimal shard ID (no sign, no leading zeros); 0 or -1. */
@@ -78,7 +66,7 @@ struct meta_data {
 };
 
 int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cairn_err *err);
-void meta_encode(const struct meta_data *m, struct sbuf *out);
+void meta_encode(const struct meta_data *m, struct cairn_buf *out);
 void meta_free(struct meta_data *m);
 struct meta_db *meta_find_db(const struct meta_data *m, const char *name);
 struct meta_rp *meta_find_rp(const struct meta_db *d, const char *name);

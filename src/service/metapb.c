@@ -358,7 +358,7 @@ void meta_free(struct meta_data *m)
 
 /* ---- writer ---- */
 
-static void put_varint(struct sbuf *b, uint64_t v)
+static void put_varint(struct cairn_buf *b, uint64_t v)
 {
     uint8_t tmp[10];
     size_t n = 0;
@@ -366,45 +366,45 @@ static void put_varint(struct sbuf *b, uint64_t v)
         tmp[n++] = (uint8_t)((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
         v >>= 7;
     } while (v != 0);
-    sbuf_add(b, tmp, n);
+    cairn_buf_add(b, tmp, n);
 }
 
-static void put_u(struct sbuf *b, uint32_t num, uint64_t v)
+static void put_u(struct cairn_buf *b, uint32_t num, uint64_t v)
 {
     put_varint(b, (uint64_t)num << 3);
     put_varint(b, v);
 }
 
-static void put_bytes(struct sbuf *b, uint32_t num, const void *p, size_t len)
+static void put_bytes(struct cairn_buf *b, uint32_t num, const void *p, size_t len)
 {
     put_varint(b, (uint64_t)num << 3 | 2);
     put_varint(b, len);
-    sbuf_add(b, p, len);
+    cairn_buf_add(b, p, len);
 }
 
-static void put_sub(struct sbuf *b, uint32_t num, struct sbuf *sub)
+static void put_sub(struct cairn_buf *b, uint32_t num, struct cairn_buf *sub)
 {
     put_bytes(b, num, sub->p, sub->len);
-    sbuf_free(sub);
+    cairn_buf_free(sub);
 }
 
 /* Emit the raw fields numbered below `upto`, advancing *i. */
-static void put_raws(struct sbuf *b, const struct pb_raws *raws, size_t *i, uint32_t upto)
+static void put_raws(struct cairn_buf *b, const struct pb_raws *raws, size_t *i, uint32_t upto)
 {
     while (*i < raws->n && raws->v[*i].field < upto) {
-        sbuf_add(b, raws->v[*i].bytes, raws->v[*i].len);
+        cairn_buf_add(b, raws->v[*i].bytes, raws->v[*i].len);
         (*i)++;
     }
 }
 
-static void enc_shard(const struct meta_shard *s, struct sbuf *b)
+static void enc_shard(const struct meta_shard *s, struct cairn_buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, s->id);
     put_raws(b, &s->raw, &ri, UINT32_MAX);
 }
 
-static void enc_sg(const struct meta_sg *g, struct sbuf *b)
+static void enc_sg(const struct meta_sg *g, struct cairn_buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, g->id);
@@ -412,7 +412,7 @@ static void enc_sg(const struct meta_sg *g, struct sbuf *b)
     put_u(b, 3, (uint64_t)g->end);
     put_u(b, 4, (uint64_t)g->deleted_at);
     for (size_t i = 0; i < g->nshards; i++) {
-        struct sbuf sub = {0};
+        struct cairn_buf sub = {0};
         enc_shard(&g->shards[i], &sub);
         put_sub(b, 5, &sub);
     }
@@ -421,7 +421,7 @@ static void enc_sg(const struct meta_sg *g, struct sbuf *b)
     put_raws(b, &g->raw, &ri, UINT32_MAX);
 }
 
-static void enc_rp(const struct meta_rp *p, struct sbuf *b)
+static void enc_rp(const struct meta_rp *p, struct cairn_buf *b)
 {
     size_t ri = 0;
     put_bytes(b, 1, p->name, strlen(p->name));
@@ -429,27 +429,27 @@ static void enc_rp(const struct meta_rp *p, struct sbuf *b)
     put_u(b, 3, (uint64_t)p->sg_duration);
     put_u(b, 4, p->replica_n);
     for (size_t i = 0; i < p->nsgs; i++) {
-        struct sbuf sub = {0};
+        struct cairn_buf sub = {0};
         enc_sg(&p->sgs[i], &sub);
         put_sub(b, 5, &sub);
     }
     put_raws(b, &p->raw, &ri, UINT32_MAX);
 }
 
-static void enc_db(const struct meta_db *d, struct sbuf *b)
+static void enc_db(const struct meta_db *d, struct cairn_buf *b)
 {
     size_t ri = 0;
     put_bytes(b, 1, d->name, strlen(d->name));
     put_bytes(b, 2, d->default_rp, strlen(d->default_rp));
     for (size_t i = 0; i < d->nrps; i++) {
-        struct sbuf sub = {0};
+        struct cairn_buf sub = {0};
         enc_rp(&d->rps[i], &sub);
         put_sub(b, 3, &sub);
     }
     put_raws(b, &d->raw, &ri, UINT32_MAX);
 }
 
-void meta_encode(const struct meta_data *m, struct sbuf *b)
+void meta_encode(const struct meta_data *m, struct cairn_buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, m->term);
@@ -457,7 +457,7 @@ void meta_encode(const struct meta_data *m, struct sbuf *b)
     put_u(b, 3, m->cluster_id);
     put_raws(b, &m->raw, &ri, 5); /* Nodes */
     for (size_t i = 0; i < m->ndbs; i++) {
-        struct sbuf sub = {0};
+        struct cairn_buf sub = {0};
         enc_db(&m->dbs[i], &sub);
         put_sub(b, 5, &sub);
     }
@@ -467,7 +467,7 @@ void meta_encode(const struct meta_data *m, struct sbuf *b)
     put_u(b, 9, m->max_shard_id);
     put_raws(b, &m->raw, &ri, UINT32_MAX);
     if (b->p == NULL)
-        sbuf_add(b, "", 0);
+        cairn_buf_add(b, "", 0);
 }
 
 /* ---- queries and import ---- */

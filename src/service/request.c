@@ -9,39 +9,6 @@
 #include "common/util.h"
 #include "internal.h"
 
-/* ---- buffers ---- */
-
-void sbuf_add(struct sbuf *b, const void *data, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        b->p = cairn_xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    if (len > 0)
-        memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = 0; /* keeps text NUL-terminated */
-}
-
-void sbuf_addc(struct sbuf *b, uint8_t c)
-{
-    sbuf_add(b, &c, 1);
-}
-
-void sbuf_adds(struct sbuf *b, const char *s)
-{
-    sbuf_add(b, s, strlen(s));
-}
-
-void sbuf_free(struct sbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(*b));
-}
-
 void snap_u64be_put(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -73,73 +40,6 @@ int snap_parse_id(const char *s, uint64_t *id)
 void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap)
 {
     cairn_format_rfc3339(t->sec, t->nsec, out, cap);
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_len(const uint8_t *s, size_t avail, uint32_t *cp)
-{
-    uint8_t c = s[0];
-    size_t n;
-    uint32_t v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    } else if ((c & 0xE0) == 0xC0) {
-        n = 2, v = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        n = 3, v = c & 0x0F, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-        n = 4, v = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n > avail)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return n;
-}
-
-void snap_json_string(struct sbuf *b, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    const uint8_t *s = (const uint8_t *)str;
-    size_t len = strlen(str);
-    sbuf_addc(b, '"');
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        size_t n = utf8_len(s + i, len - i, &cp);
-        if (n == 0) {
-            sbuf_adds(b, "\\ufffd");
-            i++;
-            continue;
-        }
-        if (cp == '"' || cp == '\\') {
-            sbuf_addc(b, '\\');
-            sbuf_addc(b, (uint8_t)cp);
-        } else if (cp == '\n') {
-            sbuf_adds(b, "\\n");
-        } else if (cp == '\r') {
-            sbuf_adds(b, "\\r");
-        } else if (cp == '\t') {
-            sbuf_adds(b, "\\t");
-        } else if (cp < 0x20 || cp == '<' || cp == '>' || cp == '&') {
-            char e[7] = {'\\', 'u', '0', '0', hex[cp >> 4], hex[cp & 15], 0};
-            sbuf_adds(b, e);
-        } else if (cp == 0x2028 || cp == 0x2029) {
-            sbuf_adds(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
-        } else {
-            sbuf_add(b, s + i, n);
-        }
-        i += n;
-    }
-    sbuf_addc(b, '"');
 }
 
 /* ---- requests ---- */
@@ -332,33 +232,33 @@ out:
 
 char *cairn_snap_request_encode(const struct cairn_snap_request *req, size_t *len)
 {
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     char num[32], t[64];
     snprintf(num, sizeof(num), "%u", (unsigned)req->type);
-    sbuf_adds(&b, "{\"Type\":");
-    sbuf_adds(&b, num);
-    sbuf_adds(&b, ",\"BackupDatabase\":");
-    snap_json_string(&b, req->backup_db ? req->backup_db : "");
-    sbuf_adds(&b, ",\"RestoreDatabase\":");
-    snap_json_string(&b, req->restore_db ? req->restore_db : "");
-    sbuf_adds(&b, ",\"BackupRetentionPolicy\":");
-    snap_json_string(&b, req->backup_rp ? req->backup_rp : "");
-    sbuf_adds(&b, ",\"RestoreRetentionPolicy\":");
-    snap_json_string(&b, req->restore_rp ? req->restore_rp : "");
+    cairn_buf_adds(&b, "{\"Type\":");
+    cairn_buf_adds(&b, num);
+    cairn_buf_adds(&b, ",\"BackupDatabase\":");
+    cairn_buf_json_string(&b, req->backup_db ? req->backup_db : "", 0);
+    cairn_buf_adds(&b, ",\"RestoreDatabase\":");
+    cairn_buf_json_string(&b, req->restore_db ? req->restore_db : "", 0);
+    cairn_buf_adds(&b, ",\"BackupRetentionPolicy\":");
+    cairn_buf_json_string(&b, req->backup_rp ? req->backup_rp : "", 0);
+    cairn_buf_adds(&b, ",\"RestoreRetentionPolicy\":");
+    cairn_buf_json_string(&b, req->restore_rp ? req->restore_rp : "", 0);
     snprintf(num, sizeof(num), "%llu", (unsigned long long)req->shard_id);
-    sbuf_adds(&b, ",\"ShardID\":");
-    sbuf_adds(&b, num);
+    cairn_buf_adds(&b, ",\"ShardID\":");
+    cairn_buf_adds(&b, num);
     const struct cairn_snap_time *times[3] = {&req->since, &req->export_start, &req->export_end};
     static const char *names[3] = {",\"Since\":\"", "\",\"ExportStart\":\"", "\",\"ExportEnd\":\""};
     for (int i = 0; i < 3; i++) {
         snap_time_format(times[i], t, sizeof(t));
-        sbuf_adds(&b, names[i]);
-        sbuf_adds(&b, t);
+        cairn_buf_adds(&b, names[i]);
+        cairn_buf_adds(&b, t);
     }
     snprintf(num, sizeof(num), "%lld", (long long)req->upload_size);
-    sbuf_adds(&b, "\",\"UploadSize\":");
-    sbuf_adds(&b, num);
-    sbuf_adds(&b, "}\n");
+    cairn_buf_adds(&b, "\",\"UploadSize\":");
+    cairn_buf_adds(&b, num);
+    cairn_buf_adds(&b, "}\n");
     *len = b.len;
     return (char *)b.p;
 }

@@ -339,18 +339,18 @@ static int serve_meta(struct conn *c, struct cairn_err *err)
     int rc = c->srv->prov.meta_data(c->srv->prov.ctx, &blob, &len, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     uint8_t hdr[16];
     snap_u64be_put(hdr, CAIRN_SNAP_META_MAGIC);
     snap_u64be_put(hdr + 8, len);
-    sbuf_add(&b, hdr, 16);
-    sbuf_add(&b, blob, len);
+    cairn_buf_add(&b, hdr, 16);
+    cairn_buf_add(&b, blob, len);
     snap_u64be_put(hdr, 5); /* OSS influxd never sets Node: its JSON is "null\n" */
-    sbuf_add(&b, hdr, 8);
-    sbuf_adds(&b, "null\n");
+    cairn_buf_add(&b, hdr, 8);
+    cairn_buf_adds(&b, "null\n");
     free(blob);
     rc = reply(c, b.p, b.len, err);
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     return rc;
 }
 
@@ -363,21 +363,21 @@ static int serve_paths(struct conn *c, const struct cairn_snap_request *req, int
                                       with_rp ? req->backup_rp : NULL, &paths, &n, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct sbuf b = {0};
-    sbuf_adds(&b, "{\"Paths\":");
+    struct cairn_buf b = {0};
+    cairn_buf_adds(&b, "{\"Paths\":");
     if (n == 0)
-        sbuf_adds(&b, "null");
+        cairn_buf_adds(&b, "null");
     for (size_t i = 0; i < n; i++) {
-        sbuf_addc(&b, i == 0 ? '[' : ',');
-        snap_json_string(&b, paths[i]);
+        cairn_buf_addc(&b, i == 0 ? '[' : ',');
+        cairn_buf_json_string(&b, paths[i], 0);
         free(paths[i]);
     }
     free(paths);
     if (n > 0)
-        sbuf_addc(&b, ']');
-    sbuf_adds(&b, "}\n");
+        cairn_buf_addc(&b, ']');
+    cairn_buf_adds(&b, "}\n");
     rc = reply(c, b.p, b.len, err);
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     return rc;
 }
 
@@ -563,21 +563,21 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     }
     if (rc != CAIRN_OK)
         cairn_warn(LOGC, "peer %s: metastore upload refused: %s", c->peer, ierr.msg);
-    struct sbuf b = {0};
+    struct cairn_buf b = {0};
     uint8_t u[8];
     snap_u64be_put(u, CAIRN_SNAP_META_MAGIC);
-    sbuf_add(&b, u, 8);
+    cairn_buf_add(&b, u, 8);
     snap_u64be_put(u, map.n);
-    sbuf_add(&b, u, 8);
+    cairn_buf_add(&b, u, 8);
     for (size_t i = 0; i < map.n; i++) {
         snap_u64be_put(u, map.pairs[i][0]);
-        sbuf_add(&b, u, 8);
+        cairn_buf_add(&b, u, 8);
         snap_u64be_put(u, map.pairs[i][1]);
-        sbuf_add(&b, u, 8);
+        cairn_buf_add(&b, u, 8);
     }
     cairn_snap_idmap_free(&map);
     int wrc = reply(c, b.p, b.len, err);
-    sbuf_free(&b);
+    cairn_buf_free(&b);
     return wrc;
 }
 

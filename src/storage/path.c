@@ -41,10 +41,7 @@ static void job_error(struct job_errors *je, const struct cairn_err *e)
     if (je->rc == CAIRN_OK)
         je->rc = e->code ? e->code : CAIRN_E_IO;
     je->n++;
-    int n =
-        snprintf(je->msg + je->off, sizeof(je->msg) - je->off, "%s%s", je->off ? "; " : "", e->msg);
-    if (n > 0)
-        je->off = je->off + (size_t)n < sizeof(je->msg) ? je->off + (size_t)n : sizeof(je->msg) - 1;
+    cairn_join(je->msg, sizeof(je->msg), &je->off, "; ", e->msg);
     pthread_mutex_unlock(&je->mu);
 }
 
@@ -218,7 +215,8 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
     struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
     struct cairn_file_opts fo = j->o->file;
     fo.pipeline = fo.pipeline || sb->st_size >= PIPELINE_MIN;
-    if (fo.compression == CAIRN_COMPRESS_ZSTD || fo.compression == CAIRN_COMPRESS_AUTO)
+    /* Only AUTO asks the sample: an explicit ZSTD compresses every file, as for streams. */
+    if (fo.compression == CAIRN_COMPRESS_AUTO)
         fo.compression =
             compress_pays(fd, (uint64_t)sb->st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
     struct cairn_manifest_file rec = {.name = j->file};

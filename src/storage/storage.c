@@ -1100,9 +1100,7 @@ static int collect_errors_locked(struct cairn_backup *b, struct cairn_err *err)
         nfailed++;
         if (rc == CAIRN_OK)
             rc = f->code ? f->code : CAIRN_E_IO;
-        int n = snprintf(msg + off, sizeof(msg) - off, "%s%s", off ? "; " : "", f->error);
-        if (n > 0)
-            off = off + (size_t)n < sizeof(msg) ? off + (size_t)n : sizeof(msg) - 1;
+        cairn_join(msg, sizeof(msg), &off, "; ", f->error);
     }
     if (nfailed > 0) /* the first failure's code: ENOSPC, network... */
         cairn_err_set(err, rc, "backup '%s': %zu file(s) failed: %s", b->name, nfailed, msg);

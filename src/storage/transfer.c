@@ -205,11 +205,7 @@ static void verify_one(void *arg)
             if (va->rc == CAIRN_OK)
                 va->rc = rc;
             va->nfailed++;
-            int n = snprintf(va->msg + va->off, sizeof(va->msg) - va->off, "%s%s",
-                             va->off ? "; " : "", e.msg);
-            if (n > 0)
-                va->off = va->off + (size_t)n < sizeof(va->msg) ? va->off + (size_t)n
-                                                                : sizeof(va->msg) - 1;
+            cairn_join(va->msg, sizeof(va->msg), &va->off, "; ", e.msg);
         }
         if (va->cb)
             va->cb(va->arg, f, rc, &e);

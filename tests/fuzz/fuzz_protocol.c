@@ -41,7 +41,7 @@ static void check_meta(const uint8_t *data, size_t size)
     struct cairn_err err;
     if (meta_decode(data, size, &m, &err) != CAIRN_OK)
         return;
-    struct sbuf a = {0}, b = {0};
+    struct cairn_buf a = {0}, b = {0};
     meta_encode(&m, &a);
     if (meta_decode(a.p, a.len, &m2, &err) != CAIRN_OK)
         abort();
@@ -50,8 +50,8 @@ static void check_meta(const uint8_t *data, size_t size)
         abort();
     meta_free(&m);
     meta_free(&m2);
-    sbuf_free(&a);
-    sbuf_free(&b);
+    cairn_buf_free(&a);
+    cairn_buf_free(&b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

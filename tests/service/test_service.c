@@ -71,10 +71,10 @@ TEST(request_scan_and_encode)
     free(json);
     cairn_snap_request_clear(&req);
 
-    struct sbuf b = {0};
-    snap_json_string(&b, "a<b>&\"\\\n\x01\xff");
+    struct cairn_buf b = {0};
+    cairn_buf_json_string(&b, "a<b>&\"\\\n\x01\xff", 0);
     CHECK_EQ_STR((char *)b.p, "\"a\\u003cb\\u003e\\u0026\\\"\\\\\\n\\u0001\\ufffd\"");
-    sbuf_free(&b);
+    cairn_buf_free(&b);
 }
 
 /* A meta blob as influxd 1.6 wrote it for mydb (2 RPs, shards 1-3). */
@@ -111,13 +111,13 @@ static struct meta_data sample_meta(void)
 TEST(meta_roundtrip_and_import)
 {
     struct meta_data m = sample_meta(), back, dst = {0};
-    struct sbuf a = {0}, b = {0};
+    struct cairn_buf a = {0}, b = {0};
     struct cairn_err err;
     meta_encode(&m, &a);
     CHECK(a.len > 4 && a.p[0] == 0x08 && a.p[1] == 0x00);
     /* An unknown field (Users = 6) is kept and written back in order. */
     uint8_t user[] = {0x32, 0x03, 0x0a, 0x01, 'u'};
-    sbuf_add(&a, user, sizeof(user));
+    cairn_buf_add(&a, user, sizeof(user));
     CHECK_OK(meta_decode(a.p, a.len, &back, &err), &err);
     CHECK_EQ_INT(back.raw.n, 1);
     CHECK_EQ_INT(back.dbs[0].rps[0].sgs[0].start, -5);
@@ -148,8 +148,8 @@ TEST(meta_roundtrip_and_import)
     meta_free(&m);
     meta_free(&back);
     meta_free(&dst);
-    sbuf_free(&a);
-    sbuf_free(&b);
+    cairn_buf_free(&a);
+    cairn_buf_free(&b);
 }
 
 static void *run_server(void *arg)

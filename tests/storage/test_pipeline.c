@@ -67,10 +67,12 @@ static void backup_restore(const char *tmp, const char *tag, enum cairn_compress
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_open_backup(st, "b", &b, &err), &err);
     CHECK_OK(cairn_backup_verify(b, 2, NULL, NULL, &err), &err);
-    /* Files are f000000... in name order. Noise is stored as is (the probe finds nothing to
-     * gain); text, the mixed file and the small file (not probed) keep zstd. */
+    /* Files are f000000... in name order. With AUTO noise is stored as is (the probe finds
+     * nothing to gain); text, the mixed file and the small file (not probed) keep zstd. An
+     * explicit ZSTD compresses every file, noise too: it is not AUTO (storage.h). */
     const enum cairn_compression z = comp == CAIRN_COMPRESS_NONE ? comp : CAIRN_COMPRESS_ZSTD;
-    const enum cairn_compression want[] = {CAIRN_COMPRESS_NONE, z, CAIRN_COMPRESS_NONE, z, z};
+    const enum cairn_compression noise = comp == CAIRN_COMPRESS_AUTO ? CAIRN_COMPRESS_NONE : z;
+    const enum cairn_compression want[] = {noise, z, noise, z, z};
     for (size_t i = 0; i < 5 && b; i++) {
         char name[16];
         snprintf(name, sizeof(name), "f%06zu", i);
