@@ -1064,6 +1064,7 @@ struct s3_writer {
     int failed;
     struct cairn_err async_err;
     int committed;
+    int atomic; /* CAIRN_STORAGE_WRITE_ATOMIC: a single PUT is published by a copy */
 };
 
 struct part_job {
@@ -1259,15 +1260,9 @@ static void abort_upload(struct s3_writer *w)
     w->upload_id = NULL;
 }
 
-static int is_manifest_key(const char *key)
-{
-    size_t n = strlen(key), m = strlen("/" CAIRN_MANIFEST_NAME);
-    return n >= m && strcmp(key + n - m, "/" CAIRN_MANIFEST_NAME) == 0;
-}
-
-/* The MANIFEST decides completeness, so it must appear whole or not at all. S3 never exposes a
+/* CAIRN_STORAGE_WRITE_ATOMIC (the MANIFEST header): whole or not at all. S3 never exposes a
  * partial PUT, but some S3-compatible servers (s3rver, seen in the crash tests) store the bytes
- * of an interrupted upload. So the MANIFEST goes to a temporary key first and is published by a
+ * of an interrupted upload. So the object goes to a temporary key first and is published by a
  * server-side copy, which the server completes even if this process dies. */
 static int put_via_copy(struct s3_writer *w, struct cairn_err *err)
 {
@@ -1314,7 +1309,7 @@ static int s3w_finish(struct cairn_writer *base, struct cairn_err *err)
     struct s3_writer *w = (struct s3_writer *)base;
     int rc = CAIRN_OK;
     if (w->upload_id == NULL) {
-        if (is_manifest_key(w->key))
+        if (w->atomic)
             rc = put_via_copy(w, err);
         else {
             struct call c = {.method = "PUT",
@@ -1405,8 +1400,11 @@ static void s3w_free(struct cairn_writer *base)
 
 static const struct cairn_writer_ops s3_writer_ops = {"s3", s3w_write, s3w_finish, s3w_free};
 
+/* SYNC and REPLACE need nothing: a completed PUT is durable and replaces. ATOMIC needs
+ * nothing for a multipart upload either: CompleteMultipartUpload publishes it whole. */
 static int s3_create(void *state, const char *backup, const char *file, int64_t size_hint,
-                     struct cairn_writer **out, struct cairn_err *err)
+                     const struct cairn_storage_write_opts *opts, struct cairn_writer **out,
+                     struct cairn_err *err)
 {
     struct s3 *s = state;
     int rc = ensure_ready(s, err);
@@ -1416,6 +1414,7 @@ static int s3_create(void *state, const char *backup, const char *file, int64_t 
     cairn_writer_init(&w->base, &s3_writer_ops, NULL);
     w->s = s;
     w->key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
+    w->atomic = opts != NULL && (opts->flags & CAIRN_STORAGE_WRITE_ATOMIC);
     uint64_t base = s->part_floor;
     if (size_hint > 0) {
         uint64_t need = ((uint64_t)size_hint + MAX_PARTS - 1) / MAX_PARTS;
@@ -1585,4 +1584,5 @@ const struct cairn_storage_driver cairn_storage_s3_driver = {
     .set_cancel = s3_set_cancel,
     .list_files = s3_list_files,
     .remove_file = s3_remove_file,
+    .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
 };
