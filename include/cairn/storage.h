@@ -56,8 +56,34 @@ struct cairn_backup;
 
 /* ---- drivers ----
  * A driver stores opaque files under <location>/<backup>/<file>. It knows nothing of
- * MANIFESTs, statuses or read-only handles: the generic layer adds those. All names passed in
- * were validated with cairn_name_valid(). */
+ * MANIFESTs, statuses or read-only handles: the generic layer adds those, and says what a
+ * write needs through write options, so a driver never looks at a name to decide how to
+ * store it. All names passed in were validated with cairn_name_valid(). */
+
+/* Write options for create (flags, or'ed). Every committed file is absent or complete to
+ * readers of a live writer; these ask for more:
+ *   ATOMIC   absent or complete even when the writing process dies during the commit, on
+ *            every server (the MANIFEST header, which decides completeness). S3: uploaded
+ *            to a temporary key and published by a server-side copy. A driver without
+ *            CAIRN_STORAGE_FEATURE_ATOMIC_WRITE does its best.
+ *   SYNC     durable once cairn_writer_close returns: it survives a machine crash (data
+ *            files, the MANIFEST and its parts). Without it a driver may skip flushes (lock
+ *            objects: a lock means nothing after a machine crash); it may always do more.
+ *   REPLACE  an existing file of that name is replaced; without it CAIRN_E_EXISTS where
+ *            the driver can tell (at commit at the latest; S3 cannot and always replaces).
+ * File driver: temp file + rename always; fsync of file and directory unless the write is
+ * REPLACE without SYNC (then buffered in memory, at most 4 KiB, and renamed over). */
+#define CAIRN_STORAGE_WRITE_ATOMIC  0x1u
+#define CAIRN_STORAGE_WRITE_SYNC    0x2u
+#define CAIRN_STORAGE_WRITE_REPLACE 0x4u
+
+struct cairn_storage_write_opts {
+    unsigned flags; /* CAIRN_STORAGE_WRITE_* */
+};
+
+/* Driver features (the features field). */
+#define CAIRN_STORAGE_FEATURE_ATOMIC_WRITE 0x1u /* create honours CAIRN_STORAGE_WRITE_ATOMIC */
+
 struct cairn_storage_driver {
     const char *name; /* URL scheme, e.g. "file", "s3" */
     /* Parse url (scheme included) and create the driver state. No I/O needed yet. */
@@ -70,13 +96,15 @@ struct cairn_storage_driver {
     int (*start)(void *state, const char *backup, struct cairn_err *err);
     /* Delete everything of a backup; CAIRN_E_NOTFOUND when nothing exists. */
     int (*remove)(void *state, const char *backup, struct cairn_err *err);
-    /* Writer for one new file. cairn_writer_close() commits it durably and atomically (the
-     * file is either absent or complete); freeing it unclosed discards it. size_hint is the
-     * expected size or -1 when unknown (only used for sizing, e.g. S3 parts). Must be callable
-     * from many threads at once. CAIRN_E_EXISTS if the file exists (drivers may only detect
-     * this at commit). */
+    /* Writer for one new file. cairn_writer_close() commits it (the file is either absent or
+     * complete to readers; durable with SYNC); freeing it unclosed discards it. size_hint is the
+     * expected size or -1 when unknown (only used for sizing, e.g. S3 parts). opts (NULL:
+     * no flags) says what else the write needs (see CAIRN_STORAGE_WRITE_*). Must be callable
+     * from many threads at once. CAIRN_E_EXISTS if the file exists and opts has no REPLACE
+     * (drivers may only detect this at commit). */
     int (*create)(void *state, const char *backup, const char *file, int64_t size_hint,
-                  struct cairn_writer **w, struct cairn_err *err);
+                  const struct cairn_storage_write_opts *opts, struct cairn_writer **w,
+                  struct cairn_err *err);
     /* Reader over the stored bytes; CAIRN_E_NOTFOUND when absent. */
     int (*read)(void *state, const char *backup, const char *file, struct cairn_reader **r,
                 struct cairn_err *err);
@@ -96,6 +124,10 @@ struct cairn_storage_driver {
                       void *arg, struct cairn_err *err);
     /* Delete one file; CAIRN_E_NOTFOUND when absent (drivers may not know: then CAIRN_OK). */
     int (*remove_file)(void *state, const char *backup, const char *file, struct cairn_err *err);
+    /* CAIRN_STORAGE_FEATURE_* the driver provides. Without ATOMIC_WRITE a crash while a
+     * backup ends may leave a MANIFEST cut short (listed as corrupt, not incomplete);
+     * cairn_storage_register warns about it. */
+    unsigned features;
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the

@@ -218,11 +218,14 @@ static int write_object(struct cairn_lock *l, const char *obj, struct cairn_err 
     size_t len = strlen(text);
     struct cairn_storage *st = l->st;
     struct cairn_writer *w = NULL;
-    int rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &w, err);
+    /* Neither SYNC (a lock means nothing after a machine crash) nor ATOMIC (one cut short by
+     * a dying writer reads as garbage, which counts as stale). */
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_REPLACE};
+    int rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &wo, &w, err);
     if (rc == CAIRN_E_NOTFOUND) { /* no lock directory yet (file driver) */
         rc = st->drv->start(st->state, CAIRN_LOCK_DIR, err);
         if (rc == CAIRN_OK || rc == CAIRN_E_EXISTS)
-            rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &w, err);
+            rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &wo, &w, err);
     }
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(w, text, len, err);

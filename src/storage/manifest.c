@@ -155,7 +155,10 @@ static int part_open(struct body_out *o)
     char name[64];
     part_name(json_array_size(o->parts), name, sizeof(name));
     struct cairn_backup *b = o->b;
-    int rc = b->st->drv->create(b->st->state, b->name, name, -1, &o->w, o->err);
+    /* Not ATOMIC: the header names each part with its size and SHA-256, so a torn one is
+     * caught, and the header is published only after every part. */
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    int rc = b->st->drv->create(b->st->state, b->name, name, -1, &wo, &o->w, o->err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(o->err, "backup '%s': write %s", b->name, name);
         return rc;
@@ -322,7 +325,11 @@ static int write_text(struct cairn_backup *b, const char *text, struct cairn_err
 {
     size_t len = strlen(text);
     struct cairn_writer *w = NULL;
-    int rc = b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &w, err);
+    /* The header decides completeness: it must appear whole or not at all. */
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_ATOMIC |
+                                                CAIRN_STORAGE_WRITE_SYNC};
+    int rc =
+        b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &wo, &w, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(w, text, len, err);
     if (rc == CAIRN_OK)

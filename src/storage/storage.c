@@ -44,6 +44,11 @@ int cairn_storage_register(const struct cairn_storage_driver *drv, struct cairn_
     drivers[ndrivers++] = drv;
 out:
     pthread_mutex_unlock(&reg_mu);
+    if (rc == CAIRN_OK && !(drv->features & CAIRN_STORAGE_FEATURE_ATOMIC_WRITE))
+        cairn_log(CAIRN_LOG_WARN, "storage",
+                  "storage driver '%s' cannot publish a MANIFEST atomically: a crash while a "
+                  "backup ends may leave it listed as corrupt",
+                  drv->name);
     return rc;
 }
 
@@ -1050,7 +1055,8 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     pthread_mutex_unlock(&b->mu);
 
     struct cairn_writer *sink = NULL;
-    rc = b->st->drv->create(b->st->state, b->name, file, size_hint, &sink, err);
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    rc = b->st->drv->create(b->st->state, b->name, file, size_hint, &wo, &sink, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);
         pthread_mutex_lock(&b->mu);

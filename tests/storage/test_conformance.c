@@ -450,7 +450,7 @@ static void tamper(const char *url, int is_s3, const char *backup, const char *f
     void *state = NULL;
     CHECK_OK(d->open(url, &state, &err), &err);
     struct cairn_writer *w = NULL;
-    CHECK_OK(d->create(state, backup, file, -1, &w, &err), &err);
+    CHECK_OK(d->create(state, backup, file, -1, NULL, &w, &err), &err);
     CHECK_OK(cairn_writer_write(w, data, strlen(data), &err), &err);
     CHECK_OK(cairn_writer_close(w, &err), &err);
     cairn_writer_free(w);

@@ -15,6 +15,8 @@
 #include "storage/internal.h"
 
 static int url_seq;
+/* What lock.c asks for when it writes a lock object. */
+static const struct cairn_storage_write_opts lock_wo = {CAIRN_STORAGE_WRITE_REPLACE};
 
 static char *s3_url(int port)
 {
@@ -85,10 +87,10 @@ static void plant(struct cairn_storage *st, const char *obj, const char *host, l
     json_decref(j);
     struct cairn_err e;
     struct cairn_writer *w = NULL;
-    int rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, -1, &w, &e);
+    int rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, -1, &lock_wo, &w, &e);
     if (rc == CAIRN_E_NOTFOUND) {
         st->drv->start(st->state, CAIRN_LOCK_DIR, NULL);
-        rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, -1, &w, &e);
+        rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, -1, &lock_wo, &w, &e);
     }
     CHECK_OK(rc, &e);
     CHECK_OK(cairn_writer_write(w, text, strlen(text), &e), &e);
@@ -194,7 +196,7 @@ LOCK_CASE(stale_takeover)
     plant(st, "dead-000000", host, child, 0, (int64_t)cairn_now_ms());
     /* An object that is no lock: stale (it must not block anybody forever). */
     struct cairn_writer *w = NULL;
-    CHECK_OK(st->drv->create(st->state, CAIRN_LOCK_DIR, "garbage", -1, &w, &e), &e);
+    CHECK_OK(st->drv->create(st->state, CAIRN_LOCK_DIR, "garbage", -1, &lock_wo, &w, &e), &e);
     CHECK_OK(cairn_writer_write(w, "{", 1, &e), &e);
     CHECK_OK(cairn_writer_close(w, &e), &e);
     cairn_writer_free(w);

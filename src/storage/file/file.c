@@ -1,7 +1,8 @@
 /* File storage driver: <root>/<backup>/<file>. Each file is written to a temp file in the
- * backup directory, fsync'd, renamed into place without replacing, and the directory fsync'd
- * (cairn_atomic_file_writer_open). A crash leaves at most ".<file>.tmp.*" debris inside an
- * incomplete backup; a file name is either absent or complete. */
+ * backup directory, fsync'd, renamed into place (without replacing unless asked to), and the
+ * directory fsync'd (cairn_atomic_file_writer_open). A crash leaves at most ".<file>.tmp.*"
+ * debris inside an incomplete backup; a file name is either absent or complete, so every
+ * write is CAIRN_STORAGE_WRITE_ATOMIC. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -127,10 +128,10 @@ out:
     return rc;
 }
 
-/* Lock objects (CAIRN_LOCK_DIR) are small and ephemeral: buffered in memory, then written to
- * a temporary and renamed in one go at close, without fsync (a lock means nothing after a
- * machine crash). A process killed in that instant leaves a temporary named with its pid and
- * host, which the next lock written from this host removes. */
+/* Writes that ask for REPLACE without SYNC (lock objects: small and ephemeral) are buffered
+ * in memory, then written to a temporary and renamed over in one go at close, without fsync.
+ * A process killed in that instant leaves a temporary named with its pid and host, which the
+ * next such write from this host into the same directory removes. */
 struct lock_writer {
     struct cairn_writer base;
     char *path;
@@ -228,9 +229,11 @@ static const struct cairn_writer_ops lock_writer_ops = {"lock", lockw_write, loc
                                                         lockw_free};
 
 static int file_create(void *state, const char *backup, const char *file, int64_t size_hint,
-                       struct cairn_writer **w, struct cairn_err *err)
+                       const struct cairn_storage_write_opts *opts, struct cairn_writer **w,
+                       struct cairn_err *err)
 {
     (void)size_hint;
+    unsigned flags = opts ? opts->flags : 0;
     struct file_store *fs = state;
     char *dir = cairn_path_join(fs->root, backup);
     char *path = cairn_path_join(dir, file);
@@ -241,7 +244,8 @@ static int file_create(void *state, const char *backup, const char *file, int64_
                            "backup directory '%s' is missing (removed while writing?)", dir);
         goto out;
     }
-    if (strcmp(backup, CAIRN_LOCK_DIR) == 0) {
+    /* Without REPLACE a synced writer is used anyway: it refuses an existing name. */
+    if ((flags & CAIRN_STORAGE_WRITE_REPLACE) && !(flags & CAIRN_STORAGE_WRITE_SYNC)) {
         struct lock_writer *lw = cairn_xcalloc(1, sizeof(*lw));
         cairn_writer_init(&lw->base, &lock_writer_ops, NULL);
         lw->path = path;
@@ -249,7 +253,7 @@ static int file_create(void *state, const char *backup, const char *file, int64_
         *w = &lw->base;
         goto out;
     }
-    *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
+    *w = cairn_atomic_file_writer_open(path, 0600, (flags & CAIRN_STORAGE_WRITE_REPLACE) != 0, err);
     if (*w == NULL)
         rc = err ? err->code : CAIRN_E_IO;
 out:
@@ -359,4 +363,5 @@ const struct cairn_storage_driver cairn_storage_file_driver = {
     .free = file_free,
     .list_files = file_list_files,
     .remove_file = file_remove_file,
+    .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
 };

@@ -1,0 +1,60 @@
+/* S3 driver: session lifecycle and the driver table. */
+#define _GNU_SOURCE
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "s3.h"
+
+static void s3_close(void *state)
+{
+    struct s3 *s = state;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->npool; i++)
+        curl_easy_cleanup(s->pool[i]);
+    s->npool = 0;
+    s3_wipe_free(s->access);
+    s3_wipe_free(s->secret);
+    s3_wipe_free(s->token);
+    free(s->sigv4);
+    s->access = s->secret = s->token = s->sigv4 = NULL;
+    s->ready = 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void s3_free(void *state)
+{
+    struct s3 *s = state;
+    if (s == NULL)
+        return;
+    s3_close(s);
+    free(s->pool);
+    free(s->url);
+    free(s->bucket);
+    free(s->prefix);
+    free(s->endpoint);
+    free(s->region);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static void s3_set_cancel(void *state, const volatile int *cancel)
+{
+    ((struct s3 *)state)->cancel = cancel;
+}
+
+const struct cairn_storage_driver cairn_storage_s3_driver = {
+    .name = "s3",
+    .open = s3_open,
+    .list = s3_list,
+    .start = s3_start,
+    .remove = s3_remove,
+    .create = s3_create,
+    .read = s3_read,
+    .close = s3_close,
+    .free = s3_free,
+    .set_cancel = s3_set_cancel,
+    .list_files = s3_list_files,
+    .remove_file = s3_remove_file,
+    .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
+};
