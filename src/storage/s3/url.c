@@ -50,30 +50,6 @@ static int parse_bool(const char *v)
     return strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0;
 }
 
-static int parse_size(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno != 0 || end == v)
-        return -1;
-    uint64_t mult = 1;
-    if (*end == 'k' || *end == 'K')
-        mult = 1024, end++;
-    else if (*end == 'm' || *end == 'M')
-        mult = MIB, end++;
-    else if (*end == 'g' || *end == 'G')
-        mult = 1024 * MIB, end++;
-    if (*end == 'i')
-        end++;
-    if (*end == 'B')
-        end++;
-    if (*end != '\0' || n > UINT64_MAX / mult)
-        return -1;
-    *out = n * mult;
-    return 0;
-}
-
 /* bucket and prefix from the path part of an s3:// URL (between "s3://" and '?'). */
 static int parse_location(struct s3 *s, const char *url, const char *rest, size_t pathlen,
                           struct cairn_err *err)
@@ -112,7 +88,7 @@ static int parse_location(struct s3 *s, const char *url, const char *rest, size_
 static int parse_num(const char *key, const char *v, uint64_t lo, uint64_t hi, uint64_t *n,
                      const char *rule, struct cairn_err *err)
 {
-    if (parse_size(v, n) != 0 || *n < lo || *n > hi)
+    if (cairn_parse_size(v, n) != 0 || *n < lo || *n > hi)
         return cairn_err_set(err, CAIRN_E_INVALID, "S3 %s '%s' %s", key, v, rule);
     return CAIRN_OK;
 }

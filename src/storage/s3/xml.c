@@ -60,30 +60,6 @@ int s3_xml_next(const char **pos, const char *end, const char *tag, struct xml_s
     return 0;
 }
 
-static size_t put_utf8(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 char *s3_xml_text(struct xml_span s)
 {
     /* Decoded text is never longer than the source (an entity is >= 4 bytes, UTF-8 <= 4). */
@@ -129,7 +105,7 @@ char *s3_xml_text(struct xml_span s)
                 free(out);
                 return NULL;
             }
-            o += put_utf8((uint32_t)cp, out + o);
+            o += cairn_utf8_encode((uint32_t)cp, out + o);
         } else {
             free(out);
             return NULL;
