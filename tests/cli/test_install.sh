@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `cmake --install` into a temporary prefix yields a usable libcairn: headers, static and
 # shared libraries, pkg-config file; a C and a C++ consumer compile against it (by pkg-config
-# alone) and run, linked to libcairn.so and, by `pkg-config --static`, to libcairn.a.
+# alone) and run, linked to libcairn.so and, by `pkg-config --static`, to libcairn.a; the man
+# pages cairn(1) and cairnd(8) are installed and render without warnings.
 set -euo pipefail
 : "${CAIRN_BIN:?}" "${CAIRN_SOURCE_DIR:?}"
 . "$CAIRN_SOURCE_DIR/tests/harness/skips.sh"
@@ -107,4 +108,25 @@ for exe in headers-cxx-static headers-c-static; do
     "$tmp/$exe" "$tmp/store"
 done
 "$tmp/prefix/bin/cairn" --version
+
+# Man pages: generated from the programs' --help at build time (help2man), installed.
+if [ ! -f "$CAIRN_BIN/man/cairn.1" ]; then
+    command -v help2man >/dev/null 2>&1 && { echo "FAIL: help2man is here but no man pages were built"; exit 1; }
+    missing "no help2man (Debian package help2man): no man pages to check"
+fi
+m1="$tmp/prefix/share/man/man1/cairn.1" m8="$tmp/prefix/share/man/man8/cairnd.8"
+test -f "$m1" && test -f "$m8" || { echo "FAIL: man pages not installed"; exit 1; }
+for want in '^\.SH COMMANDS' '^\.SS "cairn backup"' '^\.SS "cairn snapshot save"' \
+    '^\.SH ENVIRONMENT' '^\.SH EXAMPLES' 'verification failed'; do
+    grep -q "$want" "$m1" || { echo "FAIL: cairn.1 lacks $want"; exit 1; }
+done
+for want in '^\.SS "cairnd run"' '^\.SS "cairnd serve"' '^\.SH FILES' 'keep-last'; do
+    grep -q "$want" "$m8" || { echo "FAIL: cairnd.8 lacks $want"; exit 1; }
+done
+if command -v groff >/dev/null 2>&1; then
+    for page in "$m1" "$m8"; do
+        warn=$(groff -man -ww -z "$page" 2>&1)
+        [ -z "$warn" ] || { echo "FAIL: groff warns on $page: $warn"; exit 1; }
+    done
+fi
 echo "1 passed, 0 failed"
