@@ -82,9 +82,8 @@ struct cairn_backup {
     struct body_out *body;
     char *flushed_name;
     uint64_t nflushed, flushed_size;
-    size_t flush_at; /* in-memory records that trigger the next batch */
-    int stream_rc;   /* the first body write failure */
-    char *stream_msg;
+    size_t flush_at;  /* in-memory records that trigger the next batch */
+    char *stream_msg; /* the first body write failure (the body keeps its code) */
     /* Read-write handles: open-addressing index of files by name (add_file's duplicate
      * check, file_find). Read-only handles keep files sorted by name and bsearch. */
     struct file_rec **slots;
@@ -122,10 +121,12 @@ int manifest_scan(struct cairn_backup *b, manifest_file_fn fn, void *arg, struct
 /* Load a split MANIFEST's file list into b->files (once; caller holds b->mu). */
 int manifest_load_files(struct cairn_backup *b, struct cairn_err *err);
 /* Streaming writers: write recs (sorted, each above every line already written) as body
- * lines; takes the records. Caller holds b->body_mu. */
+ * lines; the records stay the caller's. Caller holds b->body_mu. */
 int manifest_put_files(struct cairn_backup *b, struct file_rec **recs, size_t n,
                        struct cairn_err *err);
 void manifest_body_free(struct body_out *o);
+/* qsort order of struct file_rec pointers: by name. */
+int manifest_cmp_rec(const void *a, const void *b);
 /* A file entry as JSON ({"name", "size", "sha256", "compression", "logical_size",
  * "logical_sha256"}, as in a version 1 MANIFEST) and back; NULL when invalid. */
 json_t *manifest_file_json(const struct cairn_manifest_file *f);

@@ -11,7 +11,7 @@
 
 #define SEAL_ALG "hmac-sha256"
 
-static int cmp_rec(const void *a, const void *b)
+int manifest_cmp_rec(const void *a, const void *b)
 {
     return strcmp((*(struct file_rec *const *)a)->f.name, (*(struct file_rec *const *)b)->f.name);
 }
@@ -43,7 +43,7 @@ static struct file_rec **sorted_committed(const struct cairn_backup *b, size_t *
     for (size_t i = 0; i < b->nfiles; i++)
         if (b->files[i]->state == FILE_COMMITTED)
             sorted[(*n)++] = b->files[i];
-    qsort(sorted, *n, sizeof(*sorted), cmp_rec);
+    qsort(sorted, *n, sizeof(*sorted), manifest_cmp_rec);
     return sorted;
 }
 
@@ -295,8 +295,6 @@ int manifest_put_files(struct cairn_backup *b, struct file_rec **recs, size_t n,
     o->err = err;
     uint64_t total = 0;
     put_lines(o, recs, n, &total);
-    for (size_t i = 0; i < n; i++)
-        cairn_file_rec_free(recs[i]);
     o->err = NULL;
     return o->rc;
 }
@@ -460,7 +458,7 @@ static void free_recs(struct file_rec **recs, size_t n)
 static int sort_unique(struct cairn_backup *b, struct file_rec **recs, size_t n,
                        struct cairn_err *err)
 {
-    qsort(recs, n, sizeof(*recs), cmp_rec);
+    qsort(recs, n, sizeof(*recs), manifest_cmp_rec);
     for (size_t i = 1; i < n; i++)
         if (strcmp(recs[i - 1]->f.name, recs[i]->f.name) == 0)
             return BAD("backup '%s': MANIFEST lists file '%s' twice", b->name, recs[i]->f.name);
@@ -762,13 +760,12 @@ static struct file_rec *parse_line(char *line)
     return new_rec(f[0], v[0], f[2], f[3], v[1], f[5]);
 }
 
-/* Every file line in order (strictly ascending, so each name once), each handed to fn (or
- * freed), then their count and total checked against the header. */
+/* Every file line in order (strictly ascending, so each name once), each handed to fn, then
+ * their count and total checked against the header. */
 static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
 {
     struct cairn_backup *b = in->b;
     uint64_t n = 0, total = 0;
-    struct files_sum sum = {{0}, 0};
     char line[LINE_CAP], prev[LINE_CAP] = "";
     while (in->rc == CAIRN_OK && n < b->sum_files && in_line(in, line) == CAIRN_OK) {
         struct file_rec *r = parse_line(line);
@@ -783,18 +780,12 @@ static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
         snprintf(prev, sizeof(prev), "%s", r->f.name);
         n++;
         total += r->f.size;
-        files_sum_add(&sum, &r->f);
-        if (fn == NULL)
-            cairn_file_rec_free(r);
-        else
-            in->rc = fn(arg, r, &in->e);
+        in->rc = fn(arg, r, &in->e);
     }
     if (in->rc == CAIRN_OK && total != b->sum_size)
         in->rc =
             cairn_err_set(&in->e, CAIRN_E_CORRUPT,
                           "backup '%s': MANIFEST file sizes do not add up to its total", b->name);
-    if (in->rc == CAIRN_OK)
-        b->list_sum = sum; /* the same on every pass */
     return in->rc;
 }
 
@@ -868,16 +859,27 @@ int manifest_load_files(struct cairn_backup *b, struct cairn_err *err)
     return CAIRN_OK;
 }
 
+static int sum_rec(void *arg, struct file_rec *r, struct cairn_err *e)
+{
+    (void)e;
+    files_sum_add(arg, &r->f);
+    cairn_file_rec_free(r);
+    return CAIRN_OK;
+}
+
 /* Open a split MANIFEST: its body read through once (so a damaged part is found now, as
- * before), the meta kept, the file list not (it is streamed again when needed). */
+ * before), the meta and the list's sum kept, the file list not (it is streamed again when
+ * needed). */
 static int load_body(struct cairn_backup *b, struct cairn_err *err)
 {
     json_t *meta = NULL;
-    int rc = scan_body(b, NULL, NULL, &meta, err);
+    struct files_sum sum = {{0}, 0};
+    int rc = scan_body(b, sum_rec, &sum, &meta, err);
     if (rc != CAIRN_OK)
         return rc;
     json_decref(b->meta);
     b->meta = meta;
+    b->list_sum = sum;
     return CAIRN_OK;
 }
 

@@ -416,10 +416,7 @@ static int walk_source(struct walk *w, const char *path, const char *base, const
 {
     if (!S_ISREG(sb->st_mode))
         return walk_dir(w, path, "", err);
-    char *name = cairn_xstrdup(base);
-    int rc = add_file_entry(w, path, name, sb, err);
-    free(name);
-    return rc;
+    return add_file_entry(w, path, base, sb, err);
 }
 
 /* Close the tree file: its MANIFEST entry lands in meta.tree.entries_file. */

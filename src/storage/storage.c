@@ -719,11 +719,6 @@ static struct file_rec *index_get(const struct cairn_backup *b, const char *name
     return b->nslots ? *index_slot(b->slots, b->nslots, name) : NULL;
 }
 
-static int cmp_rec_name(const void *a, const void *b)
-{
-    return strcmp((*(struct file_rec *const *)a)->f.name, (*(struct file_rec *const *)b)->f.name);
-}
-
 static int cmp_name_rec(const void *key, const void *rec)
 {
     return strcmp(key, (*(struct file_rec *const *)rec)->f.name);
@@ -835,7 +830,7 @@ static void stream_flush(struct cairn_backup *b)
     }
     b->nfiles = kept;
     if (n > 0) {
-        qsort(batch, n, sizeof(*batch), cmp_rec_name);
+        qsort(batch, n, sizeof(*batch), manifest_cmp_rec);
         free(b->flushed_name);
         b->flushed_name = cairn_xstrdup(batch[n - 1]->f.name);
         b->nflushed += n;
@@ -845,12 +840,11 @@ static void stream_flush(struct cairn_backup *b)
     b->flush_at = kept + STREAM_BATCH;
     pthread_mutex_unlock(&b->mu);
     struct cairn_err e;
-    if (n > 0 && b->stream_rc == CAIRN_OK &&
-        (b->stream_rc = manifest_put_files(b, batch, n, &e)) != CAIRN_OK)
+    /* After a failure the body writes nothing more; end() reports the first message. */
+    if (n > 0 && manifest_put_files(b, batch, n, &e) != CAIRN_OK && b->stream_msg == NULL)
         b->stream_msg = cairn_xstrdup(e.msg);
-    else if (n > 0 && b->stream_rc != CAIRN_OK)
-        for (size_t i = 0; i < n; i++)
-            cairn_file_rec_free(batch[i]);
+    for (size_t i = 0; i < n; i++)
+        cairn_file_rec_free(batch[i]);
     free(batch);
     pthread_mutex_unlock(&b->body_mu);
 }
