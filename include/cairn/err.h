@@ -49,9 +49,11 @@ CAIRN_API int cairn_err_set(struct cairn_err *err, int code, const char *fmt, ..
 /* As cairn_err_set, appending ": strerror(errnum)". code 0 derives the code from errnum. */
 CAIRN_API int cairn_err_sys(struct cairn_err *err, int code, int errnum, const char *fmt, ...)
     CAIRN_PRINTF(4, 5);
-/* Prefix the existing message with context ("ctx: old message"); returns err->code, or
- * CAIRN_E_INTERNAL when err is NULL: callers return the status they already hold. */
-CAIRN_API int cairn_err_wrap(struct cairn_err *err, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+/* Prefix the existing message with context ("ctx: old message") and return code, the status
+ * the caller already holds, so `return cairn_err_wrap(err, rc, "reading '%s'", p)` keeps the
+ * real code whether or not err is NULL. err->code becomes code. */
+CAIRN_API int cairn_err_wrap(struct cairn_err *err, int code, const char *fmt, ...)
+    CAIRN_PRINTF(3, 4);
 CAIRN_API void cairn_err_clear(struct cairn_err *err);
 CAIRN_API void cairn_err_copy(struct cairn_err *dst, const struct cairn_err *src);
 

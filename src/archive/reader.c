@@ -120,7 +120,7 @@ static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
         size_t got;
         if ((rc = cairn_reader_read(si->hash, replay->prefix + replay->plen, 10 - replay->plen,
                                     &got, err)) != CAIRN_OK) {
-            cairn_err_wrap(err, "failed to decompress snapshot");
+            cairn_err_wrap(err, rc, "failed to decompress snapshot");
             return rc;
         }
         if (got == 0)
@@ -216,7 +216,7 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
     for (;;) {
         const struct tar_entry *e;
         if ((rc = tar_reader_next(t, &e, err)) != CAIRN_OK) {
-            cairn_err_wrap(err, "failed reading snapshot");
+            cairn_err_wrap(err, rc, "failed reading snapshot");
             goto out;
         }
         if (e == NULL)
@@ -237,7 +237,7 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
         switch (m) {
         case M_META:
             if ((rc = read_small(t, e, cap, &meta_h, &meta, err)) != CAIRN_OK) {
-                cairn_err_wrap(err, "failed to read snapshot metadata");
+                cairn_err_wrap(err, rc, "failed to read snapshot metadata");
                 goto out;
             }
             info->meta_json = (char *)meta.p;
@@ -245,20 +245,20 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
             meta.p = NULL;
             if ((rc = cairn_snapshot_meta_decode(info->meta_json, info->meta_json_len, &info->meta,
                                                  err)) != CAIRN_OK) {
-                cairn_err_wrap(err, "failed to decode snapshot metadata");
+                cairn_err_wrap(err, rc, "failed to decode snapshot metadata");
                 goto out;
             }
             break;
         case M_STATE:
             if ((rc = stream_state(t, &state_h, sink, &info->state_len, err)) != CAIRN_OK) {
-                cairn_err_wrap(err, "failed to read or write snapshot data");
+                cairn_err_wrap(err, rc, "failed to read or write snapshot data");
                 goto out;
             }
             break;
         default:
             if ((rc = read_small(t, e, cap, NULL, m == M_SUMS ? &sums : &sealed, err)) !=
                 CAIRN_OK) {
-                cairn_err_wrap(err, "failed to read snapshot hashes");
+                cairn_err_wrap(err, rc, "failed to read snapshot hashes");
                 goto out;
             }
             if (m == M_SEALED) {
@@ -275,19 +275,19 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
         size_t olen;
         if ((rc = cairn_sealer_open(o->sealer, sealed.p ? sealed.p : (const uint8_t *)"",
                                     sealed.len, &opened, &olen, err)) != CAIRN_OK) {
-            cairn_err_wrap(err, "failed to open the sealed hashes");
+            cairn_err_wrap(err, rc, "failed to open the sealed hashes");
             goto out;
         }
         if ((rc = snap_sums_verify(opened, olen, info->meta_sha256, info->state_sha256, err)) !=
             CAIRN_OK) {
-            cairn_err_wrap(err, "failed checking integrity of snapshot (sealed hashes)");
+            cairn_err_wrap(err, rc, "failed checking integrity of snapshot (sealed hashes)");
             goto out;
         }
         info->sealed_verified = 1;
     }
     if ((rc = snap_sums_verify(sums.p ? sums.p : (const uint8_t *)"", sums.len, info->meta_sha256,
                                info->state_sha256, err)) != CAIRN_OK) {
-        cairn_err_wrap(err, "failed checking integrity of snapshot");
+        cairn_err_wrap(err, rc, "failed checking integrity of snapshot");
         goto out;
     }
     for (int m = M_META; m <= M_STATE; m++)
@@ -356,7 +356,7 @@ static int snap_read(struct cairn_reader *in, const struct cairn_snapshot_read_o
         goto out;
     t = tar_reader_new(si.top);
     if ((rc = read_members(t, opts, sink, info, err)) != CAIRN_OK) {
-        cairn_err_wrap(err, "failed to read snapshot file");
+        cairn_err_wrap(err, rc, "failed to read snapshot file");
         goto out;
     }
     if ((rc = conclude(&si, err)) != CAIRN_OK)

@@ -128,7 +128,7 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     if ((rc = tar_writer_begin(&t, SNAP_STATE, (uint64_t)meta->size, err)) != CAIRN_OK)
         goto out;
     if ((rc = copy_state(&t, state, (uint64_t)meta->size, &state_h, err)) != CAIRN_OK) {
-        cairn_err_wrap(err, "failed to write snapshot data");
+        cairn_err_wrap(err, rc, "failed to write snapshot data");
         goto out;
     }
     if ((rc = tar_writer_end(&t, err)) != CAIRN_OK)
@@ -142,7 +142,7 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
         snap_sums_encode(meta_sum, state_sum, &sums2, &sums2_len);
         if ((rc = cairn_sealer_seal(opts->sealer, (const uint8_t *)sums2, sums2_len, &sealed,
                                     &sealed_len, err)) != CAIRN_OK) {
-            cairn_err_wrap(err, "failed to seal hashes");
+            cairn_err_wrap(err, rc, "failed to seal hashes");
             goto out;
         }
         if ((rc = write_member(&t, SNAP_SEALED, sealed, sealed_len, err)) != CAIRN_OK)
@@ -188,7 +188,7 @@ int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir, struct cai
         rc = cairn_err_sys(err, 0, errno, "rewind spooled state");
     if (rc != CAIRN_OK) {
         close(fd);
-        cairn_err_wrap(err, "spool state to a temp file");
+        cairn_err_wrap(err, rc, "spool state to a temp file");
         return rc;
     }
     *out = cairn_fd_reader_new(fd, 1);

@@ -384,7 +384,7 @@ static int run_save(struct opts *o)
     cli_progress_done(prog);
     prog = NULL;
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(&err, "save '%s'", o->pos[1]);
+        cairn_err_wrap(&err, rc, "save '%s'", o->pos[1]);
         goto out;
     }
     if (o->json) {
@@ -531,7 +531,7 @@ static int run_read(struct opts *o)
     cli_progress_done(prog);
     prog = NULL;
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(&err, "%s '%s'", o->verb, o->pos[0]);
+        cairn_err_wrap(&err, rc, "%s '%s'", o->verb, o->pos[0]);
         goto out;
     }
     if (o->json)

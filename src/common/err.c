@@ -54,10 +54,10 @@ int cairn_err_sys(struct cairn_err *err, int code, int errnum, const char *fmt, 
     return code;
 }
 
-int cairn_err_wrap(struct cairn_err *err, const char *fmt, ...)
+int cairn_err_wrap(struct cairn_err *err, int code, const char *fmt, ...)
 {
     if (err == NULL)
-        return CAIRN_E_INTERNAL;
+        return code;
     char prefix[CAIRN_ERR_MSG_MAX];
     char old[CAIRN_ERR_MSG_MAX];
     va_list ap;
@@ -68,9 +68,8 @@ int cairn_err_wrap(struct cairn_err *err, const char *fmt, ...)
     old[sizeof(old) - 1] = '\0';
     snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
     msg_escape(err);
-    if (err->code == 0)
-        err->code = CAIRN_E_INTERNAL;
-    return err->code;
+    err->code = code;
+    return code;
 }
 
 void cairn_err_clear(struct cairn_err *err)

@@ -433,7 +433,7 @@ int cairnd_cmd_run(int argc, char **argv)
         goto out;
     }
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(&err, "state store");
+        cairn_err_wrap(&err, rc, "state store");
         code = state_fail(&err);
         goto out;
     }

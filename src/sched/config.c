@@ -455,7 +455,7 @@ int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_
     size_t len = 0;
     int rc = cairn_read_file(path, CONFIG_MAX, &data, &len, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "config");
+        cairn_err_wrap(err, rc, "config");
         return rc;
     }
     rc = cairn_config_parse((const char *)data, len, path, out, err);

@@ -123,7 +123,7 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
             cairn_info("sched", "schedule %s: removed %s backup %s (%s)", c->name,
                        cairn_backup_status_name(all.items[i].status), all.items[i].name, d->reason);
         } else {
-            cairn_err_wrap(err, "removing %s", all.items[i].name);
+            cairn_err_wrap(err, rc, "removing %s", all.items[i].name);
         }
     }
     cairn_retention_plan_free(&plan);

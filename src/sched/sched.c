@@ -728,7 +728,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     struct cairn_state_load_report rep;
     int rc = cairn_state_store_load(store, &loaded, &rep, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "loading scheduler state");
+        cairn_err_wrap(err, rc, "loading scheduler state");
         cairn_sched_free(s);
         return rc;
     }

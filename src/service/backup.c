@@ -139,7 +139,7 @@ static void shard_job_run(void *arg)
         j->rc = cairn_writer_close(w, &j->err);
     cairn_writer_free(w);
     if (j->rc != CAIRN_OK)
-        cairn_err_wrap(&j->err, "shard %s", j->item);
+        cairn_err_wrap(&j->err, j->rc, "shard %s", j->item);
     else
         progress_report(j->prog, "shard", j->item, 0, 1);
 }
@@ -447,7 +447,7 @@ out:
         struct cairn_err ae;
         if (cairn_backup_abort(b, &ae) != CAIRN_OK)
             cairn_warn(LOGC, "could not remove failed backup '%s': %s", res->name, ae.msg);
-        cairn_err_wrap(err, "backup '%s' of %s", res->name, o->source);
+        cairn_err_wrap(err, rc, "backup '%s' of %s", res->name, o->source);
     }
     cairn_backup_free(b);
     for (size_t i = 0; i < njobs; i++) {
@@ -576,7 +576,7 @@ static int chain_open(struct cairn_storage *st, const char *name, struct chain *
         if (rc != CAIRN_OK) {
             for (size_t i = 0; i < n; i++)
                 cairn_backup_free(tmp[i]);
-            return n > 0 ? cairn_err_wrap(err, "parent of '%s'", name) : rc;
+            return n > 0 ? cairn_err_wrap(err, rc, "parent of '%s'", name) : rc;
         }
         next = cairn_backup_parent(tmp[n]);
         n++;
@@ -722,7 +722,7 @@ static int restore_online_tls(const struct cairn_restore_opts *o, struct chain *
     }
     cairn_snap_idmap_free(&map);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err,
+        cairn_err_wrap(err, rc,
                        "online restore to %s stopped part-way (the new database exists "
                        "with the shards sent so far)",
                        o->target);
@@ -940,7 +940,7 @@ int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_r
         prog.total += (unsigned)cairn_backup_file_count(c.b[k]);
         rc = cairn_backup_verify(c.b[k], 4, verify_cb, &prog, err);
         if (rc != CAIRN_OK)
-            cairn_err_wrap(err, "verification failed, nothing was restored");
+            cairn_err_wrap(err, rc, "verification failed, nothing was restored");
     }
     if (rc != CAIRN_OK)
         goto out;

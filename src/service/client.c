@@ -36,7 +36,7 @@ static int dial(const struct cairn_snap_client *c, struct snap_conn *sc, struct 
         rc = snap_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
     if (rc != CAIRN_OK) {
         snap_conn_close(sc);
-        cairn_err_wrap(err, "%s", c->addr);
+        cairn_err_wrap(err, rc, "%s", c->addr);
     }
     return rc;
 }
@@ -63,7 +63,7 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
     cairn_buf_free(&b);
     if (rc != CAIRN_OK) {
         snap_conn_close(sc);
-        cairn_err_wrap(err, "send request to %s", c->addr);
+        cairn_err_wrap(err, rc, "send request to %s", c->addr);
         return rc;
     }
     return CAIRN_OK;
@@ -78,7 +78,7 @@ static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, s
         size_t got;
         int rc = snap_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
-            cairn_err_wrap(err, "%s", c->addr);
+            cairn_err_wrap(err, rc, "%s", c->addr);
             return rc;
         }
         if (got == 0)
@@ -126,7 +126,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
         size_t got;
         rc = snap_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
-            cairn_err_wrap(err, "metastore backup from %s", c->addr);
+            cairn_err_wrap(err, rc, "metastore backup from %s", c->addr);
             goto out;
         }
         if (got == 0)
@@ -305,7 +305,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
         size_t got;
         rc = snap_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
-            cairn_err_wrap(err, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
+            cairn_err_wrap(err, rc, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
             break;
         }
         if (got == 0)
@@ -434,6 +434,6 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
     }
     snap_conn_close(&sc);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "upload shard %llu", (unsigned long long)new_id);
+        cairn_err_wrap(err, rc, "upload shard %llu", (unsigned long long)new_id);
     return rc;
 }

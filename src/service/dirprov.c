@@ -173,7 +173,7 @@ static int load_meta(const struct dirprov *p, struct meta_data *m, struct cairn_
     rc = meta_decode(blob, len, m, err);
     free(blob);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "'%s'", p->meta_path);
+        cairn_err_wrap(err, rc, "'%s'", p->meta_path);
     return rc;
 }
 

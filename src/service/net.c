@@ -146,7 +146,7 @@ int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, in
             }
             if (rc != CAIRN_OK) {
                 if (rc == CAIRN_E_TIMEOUT)
-                    cairn_err_wrap(err, "connect %s", addr);
+                    cairn_err_wrap(err, rc, "connect %s", addr);
                 close(fd);
                 continue;
             }

@@ -550,7 +550,7 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     rc = receive_upload(io, off, have, size, fd, err);
     if (rc != CAIRN_OK) {
         close(fd);
-        cairn_err_wrap(err, "read upload");
+        cairn_err_wrap(err, rc, "read upload");
         return rc;
     }
     struct cairn_snap_idmap map = {0};
@@ -611,7 +611,7 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
     uint8_t idb[8];
     int rc = read_exact(io, idb, 8, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "read shard id");
+        cairn_err_wrap(err, rc, "read shard id");
         return rc;
     }
     uint64_t id = snap_u64be_get(idb);

@@ -201,7 +201,7 @@ int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struc
             break;
         if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
             rc = tar_fail(a, &in.rerr, "read tar", err);
-            cairn_err_wrap(err, "invalid tar stream");
+            cairn_err_wrap(err, rc, "invalid tar stream");
             if (rc == CAIRN_E_IO && in.rerr.code == 0)
                 rc = err != NULL ? (err->code = CAIRN_E_CORRUPT) : CAIRN_E_CORRUPT;
             goto out;

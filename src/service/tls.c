@@ -188,7 +188,7 @@ int snap_conn_tls(struct snap_conn *c, struct cairn_tls *t, const char *host, in
             continue;
         long v = SSL_get_verify_result(c->ssl);
         if (v != X509_V_OK)
-            cairn_err_wrap(err, "%s certificate: %s", t->server ? "client" : "server",
+            cairn_err_wrap(err, rc, "%s certificate: %s", t->server ? "client" : "server",
                            X509_verify_cert_error_string(v));
         return rc;
     }

@@ -288,7 +288,7 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
         path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (rc != SQLITE_OK) {
         int code = sq_err(db, rc, "open", err);
-        cairn_err_wrap(err, "state database '%s'", path);
+        cairn_err_wrap(err, rc, "state database '%s'", path);
         sqlite3_close_v2(db);
         return code;
     }
@@ -300,7 +300,7 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
     if (rc == CAIRN_E_CORRUPT) /* a damaged file: left to the check (and heal) after open */
         return CAIRN_OK;
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "state database '%s'", path);
+        cairn_err_wrap(err, rc, "state database '%s'", path);
         sqlite3_close_v2(db);
         s->db = NULL;
     }

@@ -51,7 +51,7 @@ static int migrate(struct cairn_state_store *s, struct cairn_err *err)
         if (rc == CAIRN_OK)
             rc = o->exec(s, sql, err);
         if (rc != CAIRN_OK) {
-            cairn_err_wrap(err, "schema migration %u", i + 1);
+            cairn_err_wrap(err, rc, "schema migration %u", i + 1);
             goto fail;
         }
         cairn_info("state", "%s state schema migrated to version %u", o->kind, i + 1);
@@ -142,7 +142,7 @@ static int heal(struct cairn_state_store *s, const char *reason, struct cairn_er
         free(env);
         cairn_error("state", "%s state database is damaged (%s) and could not be moved aside", kind,
                     reason);
-        cairn_err_wrap(err, "%s state database is damaged (%s)", kind, reason);
+        cairn_err_wrap(err, rc, "%s state database is damaged (%s)", kind, reason);
         return rc;
     }
     rc = migrate(s, err);
@@ -291,7 +291,7 @@ int cairn_state_store_lock(struct cairn_state_store *s, const char *url, struct 
     if (rc == CAIRN_OK)
         s->owner = 1;
     else if (rc == CAIRN_E_LOCKED)
-        cairn_err_wrap(err, "state '%s' is in use by another cairnd (one cairnd per state)", url);
+        cairn_err_wrap(err, rc, "state '%s' is in use by another cairnd (one cairnd per state)", url);
     return rc;
 }
 
@@ -309,7 +309,7 @@ int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_
     int rc = cairn_state_decode(env, len, &check, &ver, err);
     cairn_state_free(check);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "refusing to store an invalid snapshot");
+        cairn_err_wrap(err, rc, "refusing to store an invalid snapshot");
         return rc;
     }
 
@@ -365,7 +365,7 @@ int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out
         }
         if (rc != CAIRN_E_CORRUPT) {
             cairn_err_copy(err, &derr);
-            cairn_err_wrap(err, "%s state snapshot row %lld", s->ops->kind, (long long)rows[i].id);
+            cairn_err_wrap(err, rc, "%s state snapshot row %lld", s->ops->kind, (long long)rows[i].id);
             goto out;
         }
         rep->skipped++;

@@ -160,7 +160,7 @@ static int part_open(struct body_out *o)
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
     int rc = b->st->drv->create(b->st->state, b->name, name, -1, &wo, &o->w, o->err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(o->err, "backup '%s': write %s", b->name, name);
+        cairn_err_wrap(o->err, rc, "backup '%s': write %s", b->name, name);
         return rc;
     }
     o->n = 0;
@@ -179,7 +179,7 @@ static int part_close(struct body_out *o)
     cairn_sha256_final(&o->h, d);
     cairn_hex_encode(d, 32, hex);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(o->err, "backup '%s': write %s", o->b->name, name);
+        cairn_err_wrap(o->err, rc, "backup '%s': write %s", o->b->name, name);
         return rc;
     }
     json_array_append_new(o->parts, json_pack("{s:s, s:I, s:s}", "name", name, "size",
@@ -656,7 +656,7 @@ static int in_open(struct body_in *in)
         return cairn_err_set(&in->e, CAIRN_E_CORRUPT, "backup '%s': %s is missing", b->name,
                              in->pname);
     if (rc != CAIRN_OK)
-        return cairn_err_wrap(&in->e, "backup '%s': read %s", b->name, in->pname);
+        return cairn_err_wrap(&in->e, rc, "backup '%s': read %s", b->name, in->pname);
     cairn_sha256_init(&in->h);
     return CAIRN_OK;
 }
@@ -690,7 +690,7 @@ static int in_fill(struct body_in *in)
         size_t got = 0;
         in->rc = cairn_reader_read(in->r, in->buf, BUF_CAP, &got, &in->e);
         if (in->rc != CAIRN_OK) {
-            cairn_err_wrap(&in->e, "backup '%s': read %s", in->b->name, in->pname);
+            cairn_err_wrap(&in->e, in->rc, "backup '%s': read %s", in->b->name, in->pname);
         } else if (got == 0) {
             in->rc = in_close(in);
         } else if ((in->n += got) > in->want) {
@@ -888,7 +888,7 @@ int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_er
     struct cairn_reader *r = NULL;
     int rc = b->st->drv->read(b->st->state, b->name, CAIRN_MANIFEST_NAME, &r, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "backup '%s' MANIFEST", b->name);
+        cairn_err_wrap(err, rc, "backup '%s' MANIFEST", b->name);
         return rc;
     }
     size_t cap = 64 * 1024, len = 0;
@@ -907,7 +907,7 @@ int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_er
         size_t got = 0;
         rc = cairn_reader_read(r, buf + len, cap - len, &got, err);
         if (rc != CAIRN_OK) {
-            cairn_err_wrap(err, "backup '%s': read MANIFEST", b->name);
+            cairn_err_wrap(err, rc, "backup '%s': read MANIFEST", b->name);
             goto out;
         }
         if (got == 0)

@@ -429,7 +429,7 @@ static int tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struc
     if (rc == CAIRN_OK) {
         rc = cairn_writer_close(t->w, err);
         if (rc != CAIRN_OK)
-            cairn_err_wrap(err, "backup '%s': write the tree", b->name);
+            cairn_err_wrap(err, rc, "backup '%s': write the tree", b->name);
     }
     cairn_writer_free(t->w); /* unclosed: recorded as failed, so end() refuses */
     t->w = NULL;
@@ -1187,7 +1187,7 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
     cairn_pool_free(pool); /* one failure fails the restore: the pass stopped early */
     tree_iter_free(&it);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "restore of backup '%s' into '%s' failed, nothing was restored",
+        cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
                        b->name, target);
     else if (path_cancelled(o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED,

@@ -367,7 +367,7 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
     struct name_vec nv = {0};
     int rc = st->drv->list(st->state, collect_name, &nv, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "list backups in '%s'", st->url);
+        cairn_err_wrap(err, rc, "list backups in '%s'", st->url);
         goto out;
     }
     if (nv.n > 1)
@@ -906,7 +906,7 @@ static int record_write(struct cairn_writer *w, const void *buf, size_t len, str
     if (rc == CAIRN_OK && len > 0)
         rc = cairn_writer_write(w->next, buf, len, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
+        cairn_err_wrap(err, rc, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
         record_outcome(r, rc, err);
     }
     return rc;
@@ -919,7 +919,7 @@ static int record_finish(struct cairn_writer *w, struct cairn_err *err)
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w->next, err);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
+        cairn_err_wrap(err, rc, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
     record_outcome(r, rc, err);
     return rc;
 }
@@ -1052,7 +1052,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
     rc = b->st->drv->create(b->st->state, b->name, file, size_hint, &wo, &sink, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);
+        cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
         pthread_mutex_lock(&b->mu);
         rec->state = FILE_FAILED;
         rec->code = rc;
@@ -1116,14 +1116,14 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     rc = collect_errors_locked(b, err);
     pthread_mutex_unlock(&b->mu);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "MANIFEST not written");
+        cairn_err_wrap(err, rc, "MANIFEST not written");
         return rc;
     }
     /* A backup whose lock was taken over (it looked stale) may have been pruned meanwhile:
      * it must not be declared complete. */
     rc = cairn_lock_check(b->lock, err);
     if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, "backup '%s': MANIFEST not written", b->name);
+        return cairn_err_wrap(err, rc, "backup '%s': MANIFEST not written", b->name);
     b->created = (int64_t)(cairn_now_ms() / 1000);
     pthread_mutex_lock(&b->body_mu); /* after any batch being flushed; no more batches */
     pthread_mutex_lock(&b->mu);
@@ -1132,7 +1132,7 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     rc = cairn_manifest_write(b, err);
     pthread_mutex_unlock(&b->body_mu);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "backup '%s': write MANIFEST", b->name);
+        cairn_err_wrap(err, rc, "backup '%s': write MANIFEST", b->name);
         return rc;
     }
     b->ended = 1;
@@ -1156,7 +1156,7 @@ int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
     if (rc == CAIRN_E_NOTFOUND)
         rc = CAIRN_OK; /* nothing was written */
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "abort backup '%s'", b->name);
+        cairn_err_wrap(err, rc, "abort backup '%s'", b->name);
         return rc;
     }
     b->ended = 1;
@@ -1178,6 +1178,6 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
                              file ? file : "");
     int rc = b->st->drv->read(b->st->state, b->name, file, r, err);
     if (rc != CAIRN_OK)
-        cairn_err_wrap(err, "backup '%s' file '%s'", b->name, file);
+        cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
     return rc;
 }

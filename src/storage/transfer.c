@@ -26,7 +26,7 @@ int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn
         rc = cairn_writer_close(w, &e);
     } else if (w != NULL && w->state == CAIRN_IO_OPEN) {
         /* A source failure leaves the writer open: record it as the file's error. */
-        cairn_err_wrap(&e, "backup '%s' file '%s': read source", b->name, file);
+        cairn_err_wrap(&e, rc, "backup '%s' file '%s': read source", b->name, file);
         cairn_backup_writer_fail(w, &e);
     }
     cairn_writer_free(w);
@@ -62,7 +62,7 @@ static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *go
         return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", v->label);
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, "%s", v->label);
+        cairn_err_wrap(err, rc, "%s", v->label);
         return rc;
     }
     if (*got > 0) {

@@ -15,9 +15,11 @@ TEST(err_format_and_wrap)
     cairn_err_clear(&err);
     CHECK_EQ_INT(cairn_err_set(&err, CAIRN_E_CORRUPT, "bad %s", "thing"), CAIRN_E_CORRUPT);
     CHECK_EQ_STR(err.msg, "bad thing");
-    cairn_err_wrap(&err, "reading '%s'", "x");
+    CHECK_EQ_INT(cairn_err_wrap(&err, CAIRN_E_CORRUPT, "reading '%s'", "x"), CAIRN_E_CORRUPT);
     CHECK_EQ_STR(err.msg, "reading 'x': bad thing");
     CHECK_EQ_INT(err.code, CAIRN_E_CORRUPT);
+    /* err may be NULL: the wrap still returns the caller's code, never CAIRN_E_INTERNAL. */
+    CHECK_EQ_INT(cairn_err_wrap(NULL, CAIRN_E_NOTFOUND, "reading '%s'", "x"), CAIRN_E_NOTFOUND);
     CHECK_EQ_INT(cairn_err_sys(&err, 0, ENOSPC, "write"), CAIRN_E_NOSPACE);
     CHECK(strstr(err.msg, "write: ") == err.msg);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_CORRUPT), 3);
@@ -53,7 +55,7 @@ TEST(escape_peer_text)
     struct cairn_err err;
     cairn_err_set(&err, CAIRN_E_DENIED, "S3: %s", "denied\n2026-01-01 forged\x1b[31m");
     CHECK_EQ_STR(err.msg, "S3: denied\\n2026-01-01 forged\\x1b[31m");
-    cairn_err_wrap(&err, "list '%s'", "x\ry");
+    cairn_err_wrap(&err, CAIRN_E_DENIED, "list '%s'", "x\ry");
     CHECK_EQ_STR(err.msg, "list 'x\\ry': S3: denied\\n2026-01-01 forged\\x1b[31m");
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_DENIED), 9);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_PERM), 7); /* a local permission error stays 7 */

@@ -409,7 +409,7 @@ TEST(example_config_parses)
 }
 
 /* err may be NULL everywhere: a wrapped failure still returns its own code, not
- * CAIRN_E_INTERNAL (cairn_err_wrap cannot know the code without an err). */
+ * CAIRN_E_INTERNAL. */
 TEST(config_load_keeps_the_code_without_err)
 {
     struct cairn_config *c = NULL;

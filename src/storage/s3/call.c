@@ -418,7 +418,7 @@ int s3_ready(struct s3 *s, struct cairn_err *err)
                                  "S3 bucket '%s' rejected the request (HTTP %ld): wrong region "
                                  "'%s'?",
                                  s->bucket, c.status, s->region);
-        cairn_err_wrap(err, "check S3 bucket '%s'", s->bucket);
+        cairn_err_wrap(err, rc, "check S3 bucket '%s'", s->bucket);
         return rc;
     }
     pthread_mutex_lock(&s->mu);
