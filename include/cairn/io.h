@@ -62,6 +62,11 @@ CAIRN_API int cairn_writer_write(struct cairn_writer *w, const void *buf, size_t
 CAIRN_API int cairn_writer_close(struct cairn_writer *w, struct cairn_err *err);
 /* Free the whole chain; aborts sinks that were not closed successfully. NULL is fine. */
 CAIRN_API void cairn_writer_free(struct cairn_writer *w);
+/* The explicit borrow: a stage that passes bytes through to w, which the caller keeps.
+ * Closing a chain built on it flushes into w but does not close w; freeing it does not free
+ * w. A function given a writer builds its stages on cairn_writer_borrow(w), so it never
+ * closes or frees what it was given. */
+CAIRN_API struct cairn_writer *cairn_writer_borrow(struct cairn_writer *w);
 
 /* Sinks. Constructors taking a `next` return NULL (and free next) only on allocation failure,
  * which aborts; constructors that open files report through err and return NULL. */
@@ -109,6 +114,9 @@ CAIRN_API int cairn_reader_read(struct cairn_reader *r, void *buf, size_t cap, s
 CAIRN_API int cairn_reader_read_full(struct cairn_reader *r, void *buf, size_t len,
                                      const char *what, struct cairn_err *err);
 CAIRN_API void cairn_reader_free(struct cairn_reader *r);
+/* The explicit borrow for readers: reads pass through to r, which the caller keeps; freeing
+ * the stage (or a chain built on it) does not free r. */
+CAIRN_API struct cairn_reader *cairn_reader_borrow(struct cairn_reader *r);
 /* Bytes of its source that stage r has consumed: for the decompressors, the compressed bytes
  * the decoder has taken in (not those read ahead into the stage's input buffer), so a ratio
  * of output to input is judged against what produced the output. 0 for a source stage. */
@@ -120,7 +128,8 @@ CAIRN_API struct cairn_reader *cairn_file_reader_open(const char *path, struct c
 CAIRN_API struct cairn_reader *cairn_mem_reader_new(const void *data, size_t len);
 CAIRN_API struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src);
 CAIRN_API void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32]);
-/* Returns at most limit bytes from src, then EOF (src stays positioned after them). */
+/* Returns at most limit bytes from src, then EOF, leaving src positioned after them. Like every
+ * stage it takes src (freeing the limit frees src): to keep src, pass cairn_reader_borrow(src). */
 CAIRN_API struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t limit);
 
 /* ---- compression stages ---- */

@@ -206,6 +206,29 @@ void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32])
     cairn_sha256_peek(&((struct hash_reader *)r)->h, out);
 }
 
+/* ---- borrow: a pass-through whose source is not part of the chain ---- */
+
+struct borrow_reader {
+    struct cairn_reader base; /* base.next stays NULL: free stops here */
+    struct cairn_reader *source;
+};
+
+static int borrow_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                       struct cairn_err *err)
+{
+    return cairn_reader_read(((struct borrow_reader *)r)->source, buf, cap, got, err);
+}
+
+static const struct cairn_reader_ops borrow_reader_ops = {"borrow", borrow_read, NULL, NULL};
+
+struct cairn_reader *cairn_reader_borrow(struct cairn_reader *r)
+{
+    struct borrow_reader *b = cairn_xcalloc(1, sizeof(*b));
+    cairn_reader_init(&b->base, &borrow_reader_ops, NULL);
+    b->source = r;
+    return &b->base;
+}
+
 /* ---- limit ---- */
 
 struct limit_reader {

@@ -91,6 +91,29 @@ void cairn_writer_free(struct cairn_writer *w)
     }
 }
 
+/* ---- borrow: a pass-through whose target is not part of the chain ---- */
+
+struct borrow_writer {
+    struct cairn_writer base; /* base.next stays NULL: close and free stop here */
+    struct cairn_writer *target;
+};
+
+static int borrow_write(struct cairn_writer *w, const void *buf, size_t len,
+                        struct cairn_err *err)
+{
+    return cairn_writer_write(((struct borrow_writer *)w)->target, buf, len, err);
+}
+
+static const struct cairn_writer_ops borrow_writer_ops = {"borrow", borrow_write, NULL, NULL};
+
+struct cairn_writer *cairn_writer_borrow(struct cairn_writer *w)
+{
+    struct borrow_writer *b = cairn_xcalloc(1, sizeof(*b));
+    cairn_writer_init(&b->base, &borrow_writer_ops, NULL);
+    b->target = w;
+    return &b->base;
+}
+
 /* ---- fd sink ---- */
 
 struct fd_writer {

@@ -98,6 +98,43 @@ TEST(copy_counts_bytes)
     cairn_reader_free(r);
 }
 
+/* A chain built on cairn_writer_borrow flushes into the borrowed writer but neither closes
+ * nor frees it: the caller can keep writing, then closes and frees it itself. */
+TEST(borrowed_writer_stays_with_its_owner)
+{
+    struct cairn_err err;
+    struct cairn_writer *mem = cairn_mem_writer_new(1 << 20);
+    struct cairn_writer *h = cairn_hash_writer_new(cairn_writer_borrow(mem));
+    CHECK_OK(cairn_writer_write(h, "ab", 2, &err), &err);
+    CHECK_OK(cairn_writer_close(h, &err), &err);
+    cairn_writer_free(h);
+    CHECK_EQ_INT(mem->state, CAIRN_IO_OPEN);
+    CHECK_OK(cairn_writer_write(mem, "c", 1, &err), &err);
+    CHECK_OK(cairn_writer_close(mem, &err), &err);
+    size_t len;
+    const uint8_t *data = cairn_mem_writer_data(mem, &len);
+    CHECK(len == 3 && memcmp(data, "abc", 3) == 0);
+    cairn_writer_free(mem);
+}
+
+/* cairn_limit_reader_new takes its source; over cairn_reader_borrow it leaves the source
+ * with the caller, positioned after the limited bytes. */
+TEST(borrowed_reader_stays_with_its_owner)
+{
+    struct cairn_err err;
+    struct cairn_reader *src = cairn_mem_reader_new("abcdef", 6);
+    struct cairn_reader *lim = cairn_limit_reader_new(cairn_reader_borrow(src), 4);
+    char buf[8];
+    size_t got;
+    CHECK_OK(cairn_reader_read_full(lim, buf, 4, "limited", &err), &err);
+    CHECK_OK(cairn_reader_read(lim, buf, sizeof(buf), &got, &err), &err);
+    CHECK_EQ_INT(got, 0);
+    cairn_reader_free(lim);
+    CHECK_OK(cairn_reader_read(src, buf, sizeof(buf), &got, &err), &err);
+    CHECK(got == 2 && memcmp(buf, "ef", 2) == 0);
+    cairn_reader_free(src);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
