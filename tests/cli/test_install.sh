@@ -20,10 +20,20 @@ cat >"$tmp/consumer.c" <<'C'
 #include <cairn/err.h>
 #include <cairn/io.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+/* Names libcairn uses internally: a consumer's own definitions must not clash with them in a
+ * static link (the installed libcairn.a has only the public symbols global). */
+void *xmalloc(size_t n);
+void *xmalloc(size_t n) { return malloc(n); }
+int utf8_decode;
+int pool_new;
 int main(void)
 {
     struct cairn_err err;
+    free(xmalloc(1));
+    (void)utf8_decode;
+    (void)pool_new;
     struct cairn_writer *w = cairn_hash_writer_new(cairn_discard_writer_new());
     if (cairn_writer_write(w, "abc", 3, &err) || cairn_writer_close(w, &err))
         return 1;
@@ -44,9 +54,13 @@ LD_LIBRARY_PATH="$libdir" "$tmp/consumer"
 cc -std=c11 -Wall -Werror "$tmp/consumer.c" -o "$tmp/consumer-static" $(pkg-config --define-variable=prefix="$tmp/prefix" --cflags cairn) \
     "$libdir/libcairn.a" $(pkg-config --define-variable=prefix="$tmp/prefix" --static --libs cairn | sed 's/-lcairn\b//')
 "$tmp/consumer-static"
-# internal symbols stay hidden in the shared library
-if nm -D --defined-only "$libdir/libcairn.so" | grep -q ' cairn_xmalloc$'; then
-    echo "internal symbol cairn_xmalloc is exported" >&2
+# internal symbols stay hidden: libcairn.so exports and libcairn.a defines globally the same
+# set, all of them cairn_ (the public API)
+nm -D --defined-only "$libdir/libcairn.so" | awk '{print $3}' | sort >"$tmp/so.syms"
+nm --defined-only "$libdir/libcairn.a" | awk 'NF == 3 && $2 ~ /[A-TV-Z]/ {print $3}' | sort >"$tmp/a.syms"
+if ! cmp -s "$tmp/so.syms" "$tmp/a.syms" || grep -v '^cairn_' "$tmp/so.syms"; then
+    echo "libcairn.so and libcairn.a do not expose exactly the cairn_ API:" >&2
+    diff "$tmp/so.syms" "$tmp/a.syms" >&2 || true
     exit 1
 fi
 
