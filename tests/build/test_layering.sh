@@ -9,7 +9,7 @@ set -euo pipefail
 : "${CAIRN_SOURCE_DIR:?}"
 
 # Who may include whom (a module may always include itself). Layers, low to high:
-#   common -> io -> archive | storage | state (peers: none includes another) -> service
+#   common -> io -> archive | storage | state (peers: none includes another) -> service | source
 #   -> programs (progs, cli, daemon). sched and metrics are daemon-private: outside them,
 #   only the daemon includes them.
 declare -A may=(
@@ -19,17 +19,18 @@ declare -A may=(
     [storage]="common io"
     [state]="common io"
     [service]="common io archive storage state"
-    [metrics]="common io archive storage state service"
-    [sched]="common io archive storage state service metrics"
-    [progs]="common io archive storage state service"
-    [cli]="common io archive storage state service progs"
-    [daemon]="common io archive storage state service progs sched metrics"
+    [source]="common io archive storage state"
+    [metrics]="common io archive storage state service source"
+    [sched]="common io archive storage state service source metrics"
+    [progs]="common io archive storage state service source"
+    [cli]="common io archive storage state service source progs"
+    [daemon]="common io archive storage state service source progs sched metrics"
 )
 # The module each public header belongs to (the one whose sources implement it).
 declare -A public=(
     [common.h]=common [err.h]=common [log.h]=common [digest.h]=common
     [io.h]=io [snapshot.h]=archive [storage.h]=storage [state.h]=state
-    [service.h]=service [backup.h]=service
+    [service.h]=service [backup.h]=service [source.h]=source
 )
 
 # module_of ROOT FILE: the module owning FILE (a path under ROOT), or "" when none.

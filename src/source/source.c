@@ -1,0 +1,224 @@
+/* The source driver registry and the source handle: open by URL scheme, redact credentials,
+ * dispatch backup and restore to the driver. */
+#include "cairn/source.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/util.h"
+#include "source/internal.h"
+
+#define MAX_DRIVERS 32
+
+/* Built-ins first, in the order --help lists them. */
+static const struct cairn_source_driver *const builtin[] = {&source_exec_driver};
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static const struct cairn_source_driver *registered[MAX_DRIVERS];
+static size_t nregistered;
+
+struct cairn_source {
+    const struct cairn_source_driver *drv;
+    void *state;
+    char *url; /* redacted */
+};
+
+const struct cairn_source_driver *cairn_source_driver_find(const char *scheme)
+{
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strcmp(builtin[i]->scheme, scheme) == 0)
+            return builtin[i];
+    const struct cairn_source_driver *d = NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (size_t i = 0; i < nregistered && d == NULL; i++)
+        if (strcmp(registered[i]->scheme, scheme) == 0)
+            d = registered[i];
+    pthread_mutex_unlock(&reg_mu);
+    return d;
+}
+
+int cairn_source_register(const struct cairn_source_driver *drv, struct cairn_err *err)
+{
+    if (drv == NULL || drv->scheme == NULL || drv->open == NULL || drv->backup == NULL ||
+        drv->free == NULL)
+        return cairn_err_set(err, CAIRN_E_INVALID, "source driver lacks a scheme or operation");
+    if (cairn_source_driver_find(drv->scheme) != NULL)
+        return cairn_err_set(err, CAIRN_E_EXISTS, "source driver '%s' is already registered",
+                             drv->scheme);
+    int rc = CAIRN_OK;
+    pthread_mutex_lock(&reg_mu);
+    if (nregistered == MAX_DRIVERS)
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "too many source drivers");
+    else
+        registered[nregistered++] = drv;
+    pthread_mutex_unlock(&reg_mu);
+    return rc;
+}
+
+void cairn_source_drivers(void (*fn)(void *arg, const struct cairn_source_driver *d), void *arg)
+{
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        fn(arg, builtin[i]);
+    pthread_mutex_lock(&reg_mu);
+    size_t n = nregistered;
+    const struct cairn_source_driver *copy[MAX_DRIVERS];
+    memcpy(copy, registered, n * sizeof(copy[0]));
+    pthread_mutex_unlock(&reg_mu);
+    for (size_t i = 0; i < n; i++)
+        fn(arg, copy[i]);
+}
+
+/* The scheme of url ("etcd" of "etcd://h:2379", "exec" of "exec:cmd"), or 0 when url has
+ * none: letters, digits, '+', '-', '.' before a ':' (RFC 3986), starting with a letter. */
+static size_t scheme_len(const char *url)
+{
+    size_t n = 0;
+    if (!((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z')))
+        return 0;
+    while (url[n] != '\0' && url[n] != ':') {
+        char c = url[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '-' || c == '.'))
+            return 0;
+        n++;
+    }
+    return url[n] == ':' ? n : 0;
+}
+
+/* Replace the value of every "KEY=" in the query (after '?') whose key names a secret. */
+static void redact_query(struct cairn_buf *b, const char *q)
+{
+    static const char *const secret[] = {"password=", "token=", "secret=", "key="};
+    while (*q != '\0') {
+        size_t seg = strcspn(q, "&");
+        size_t k = 0;
+        for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]) && k == 0; i++)
+            if (strncmp(q, secret[i], strlen(secret[i])) == 0)
+                k = strlen(secret[i]);
+        if (k > 0) {
+            cairn_buf_add(b, q, k);
+            cairn_buf_adds(b, "***");
+        } else {
+            cairn_buf_add(b, q, seg);
+        }
+        q += seg;
+        if (*q == '&')
+            cairn_buf_addc(b, *q++);
+    }
+}
+
+int cairn_source_redact(const char *url, char *out, size_t cap)
+{
+    struct cairn_buf b = {0};
+    const char *p = url;
+    size_t sl = scheme_len(url);
+    if (sl > 0 && strncmp(url + sl, "://", 3) == 0) {
+        const char *auth = url + sl + 3;
+        size_t alen = strcspn(auth, "/?#");
+        const char *at = NULL; /* the last '@' ends the user-info (a password may hold one) */
+        for (size_t i = 0; i < alen; i++)
+            if (auth[i] == '@')
+                at = auth + i;
+        cairn_buf_add(&b, url, (size_t)(auth - url));
+        if (at != NULL) {
+            const char *colon = memchr(auth, ':', (size_t)(at - auth));
+            if (colon != NULL) {
+                cairn_buf_add(&b, auth, (size_t)(colon - auth) + 1);
+                cairn_buf_adds(&b, "***");
+            } else {
+                cairn_buf_add(&b, auth, (size_t)(at - auth));
+            }
+            cairn_buf_addc(&b, '@');
+            auth = at + 1;
+            alen = strcspn(auth, "/?#");
+        }
+        p = auth;
+    }
+    const char *q = strchr(p, '?');
+    if (q == NULL) {
+        cairn_buf_adds(&b, p);
+    } else {
+        cairn_buf_add(&b, p, (size_t)(q - p) + 1);
+        redact_query(&b, q + 1);
+    }
+    int rc = CAIRN_OK;
+    if (b.len + 1 > cap)
+        rc = CAIRN_E_INVALID;
+    else
+        memcpy(out, b.p ? (char *)b.p : "", b.len + 1);
+    cairn_buf_free(&b);
+    return rc;
+}
+
+int cairn_source_open(const char *url, const struct cairn_source_opts *o, struct cairn_source **out,
+                      struct cairn_err *err)
+{
+    static const struct cairn_source_opts defaults;
+    *out = NULL;
+    size_t sl = url != NULL ? scheme_len(url) : 0;
+    if (sl == 0 || sl >= 32)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "source '%s' has no scheme (for example etcd://host:2379)",
+                             url != NULL ? url : "");
+    char scheme[32];
+    memcpy(scheme, url, sl);
+    scheme[sl] = '\0';
+    const struct cairn_source_driver *d = cairn_source_driver_find(scheme);
+    size_t cap = strlen(url) + 64;
+    char *shown = cairn_xmalloc(cap);
+    if (cairn_source_redact(url, shown, cap) != CAIRN_OK)
+        snprintf(shown, cap, "%s:(redacted)", scheme);
+    if (d == NULL) {
+        int rc = cairn_err_set(err, CAIRN_E_UNSUPPORTED, "source '%s': no driver for '%s:'", shown,
+                               scheme);
+        free(shown);
+        return rc;
+    }
+    void *state = NULL;
+    int rc = d->open(url, o != NULL ? o : &defaults, &state, err);
+    if (rc != CAIRN_OK) {
+        free(shown);
+        return rc;
+    }
+    struct cairn_source *s = cairn_xcalloc(1, sizeof(*s));
+    s->drv = d;
+    s->state = state;
+    s->url = shown;
+    *out = s;
+    return CAIRN_OK;
+}
+
+const char *cairn_source_url(const struct cairn_source *s)
+{
+    return s->url;
+}
+
+const char *cairn_source_scheme(const struct cairn_source *s)
+{
+    return s->drv->scheme;
+}
+
+int cairn_source_backup(struct cairn_source *s, struct cairn_backup *b, struct cairn_err *err)
+{
+    return s->drv->backup(s->state, b, err);
+}
+
+int cairn_source_restore(struct cairn_source *s, struct cairn_backup *b, const char *into,
+                         struct cairn_err *err)
+{
+    if (s->drv->restore == NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "source '%s' cannot restore", s->url);
+    return s->drv->restore(s->state, b, into, err);
+}
+
+void cairn_source_free(struct cairn_source *s)
+{
+    if (s == NULL)
+        return;
+    s->drv->free(s->state);
+    free(s->url);
+    free(s);
+}
