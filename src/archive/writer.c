@@ -23,10 +23,9 @@ int snap_tmpfile(const char *dir, int *fd, struct cairn_err *err)
     char *path = cairn_xasprintf("%s/cairn-snapshot-XXXXXX", dir);
     *fd = mkstemp(path);
     if (*fd < 0) {
-        int e = errno;
-        cairn_err_sys(err, 0, e, "create temp file in '%s'", dir);
+        int rc = cairn_err_sys(err, 0, errno, "create temp file in '%s'", dir);
         free(path);
-        return err ? err->code : cairn_status_from_errno(e);
+        return rc;
     }
     unlink(path);
     free(path);

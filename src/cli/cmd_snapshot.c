@@ -374,11 +374,9 @@ static int run_save(struct opts *o)
     wo.level = o->have_level ? (int)o->level : 0;
     wo.threads = o->have_threads ? (int)o->threads : 0;
     wo.sealer = sealer;
-    struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
-    if (out == NULL) {
-        rc = err.code ? err.code : CAIRN_E_IO;
+    struct cairn_writer *out;
+    if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) != CAIRN_OK)
         goto out;
-    }
     struct cairn_snapshot_write_result res;
     rc = cairn_snapshot_write(out, &meta, spooled ? spooled : state, &wo, &res, &err);
     cli_progress_done(prog);
@@ -519,11 +517,10 @@ static int run_read(struct opts *o)
     ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
         cli_catch_interrupts();
-        struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
-        if (out == NULL) {
-            rc = err.code ? err.code : CAIRN_E_IO;
+        struct cairn_writer *out;
+        rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
+        if (rc != CAIRN_OK)
             goto out;
-        }
         rc = cairn_snapshot_extract(in, &ro, out, &info, &err);
     } else {
         rc = cairn_snapshot_verify(in, &ro, &info, &err);
