@@ -89,16 +89,14 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     static const struct cairn_snapshot_write_opts defaults = {0};
     if (opts == NULL)
         opts = &defaults;
-    if (meta->size < 0) {
-        cairn_writer_free(out);
+    if (meta->size < 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "snapshot meta Size %lld is negative",
                              (long long)meta->size);
-    }
-    if (opts->flavour != CAIRN_SNAPSHOT_GZIP && opts->flavour != CAIRN_SNAPSHOT_ZSTD) {
-        cairn_writer_free(out);
+    if (opts->flavour != CAIRN_SNAPSHOT_GZIP && opts->flavour != CAIRN_SNAPSHOT_ZSTD)
         return cairn_err_set(err, CAIRN_E_INVALID, "snapshots are written as gzip or zstd");
-    }
-    struct cairn_writer *hashw = cairn_hash_writer_new(out);
+    /* out is the caller's: the stages sit on a borrow, so closing them flushes into out and
+     * freeing them leaves it alone. */
+    struct cairn_writer *hashw = cairn_hash_writer_new(cairn_writer_borrow(out));
     struct cairn_writer *comp =
         opts->flavour == CAIRN_SNAPSHOT_ZSTD
             ? cairn_zstd_writer_new(hashw, opts->level ? opts->level : 3,
@@ -162,7 +160,7 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     }
 out:
     cairn_sha256_free(&state_h);
-    cairn_writer_free(comp); /* aborts the sink unless the close above succeeded */
+    cairn_writer_free(comp); /* our stages only: out stays with the caller */
     free(json);
     free(sums);
     free(sums2);
@@ -223,7 +221,11 @@ int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
     struct cairn_snapshot_meta m = *meta;
     m.size = (int64_t)len;
     struct cairn_snapshot_write_result res;
-    rc = cairn_snapshot_write(cairn_fd_writer_new(fd, 0), &m, state, opts, &res, err);
+    struct cairn_writer *w = cairn_fd_writer_new(fd, 0);
+    rc = cairn_snapshot_write(w, &m, state, opts, &res, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
     cairn_reader_free(spooled);
     if (rc == CAIRN_OK && lseek(fd, 0, SEEK_SET) != 0)
         rc = cairn_err_sys(err, 0, errno, "rewind snapshot temp file");
