@@ -196,7 +196,8 @@ CAIRN_API struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
  * back on a later write or on close. */
 CAIRN_API struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next);
 
-/* Pump r into w until EOF; does not close w. *copied may be NULL. */
+/* Pump r into w until EOF. Both are borrowed: w is not closed, neither is freed. *copied may
+ * be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);
 
