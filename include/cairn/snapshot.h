@@ -133,7 +133,7 @@ CAIRN_API int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir,
 struct cairn_snapshot;
 /* state (borrowed) holds state_size bytes; state_size < 0: unknown length, the state is spooled
  * to a temp file first. meta->size is ignored (set from the state). The archive temp file is
- * deleted by cairn_snapshot_close. */
+ * deleted by cairn_snapshot_free. */
 CAIRN_API int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
                                  const struct cairn_snapshot_meta *meta,
                                  const struct cairn_snapshot_write_opts *opts, const char *tmpdir,
@@ -150,8 +150,8 @@ CAIRN_API struct cairn_reader *cairn_snapshot_reader(struct cairn_snapshot *s);
 /* Read the archive bytes from the start (each call continues where the last stopped). */
 CAIRN_API int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t *got,
                                   struct cairn_err *err);
-/* Close and delete the temp file. NULL is fine. */
-CAIRN_API void cairn_snapshot_close(struct cairn_snapshot *s);
+/* Destroy s: its temp file goes with it. NULL is fine. */
+CAIRN_API void cairn_snapshot_free(struct cairn_snapshot *s);
 
 /* ---- reading ---- */
 #define CAIRN_SNAPSHOT_MEMBER_CAP (1u << 20)

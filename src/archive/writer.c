@@ -280,7 +280,7 @@ int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t 
     return cairn_reader_read(s->r, buf, cap, got, err);
 }
 
-void cairn_snapshot_close(struct cairn_snapshot *s)
+void cairn_snapshot_free(struct cairn_snapshot *s)
 {
     if (s == NULL)
         return;

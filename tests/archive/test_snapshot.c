@@ -779,7 +779,7 @@ TEST(snapshot_object_spools_unknown_length)
     CHECK_OK(verify_bytes(&a, NULL, &info, &err), &err);
     CHECK_EQ_INT(info.meta.size, n);
     cairn_snapshot_info_free(&info);
-    cairn_snapshot_close(s);
+    cairn_snapshot_free(s);
     /* temp files are unlinked at creation: the directory stays empty */
     char *ls = cairn_xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
     CHECK(system(ls) == 0);
