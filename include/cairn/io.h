@@ -8,7 +8,8 @@
  * Freeing a writer that was never closed successfully ABORTS it: sinks with commit semantics
  * (the atomic file writer, storage objects) then discard what was written. So a typical use is
  *
- *     w = cairn_hash_writer_new(cairn_atomic_file_writer_open(path, 0600, &err), ...);
+ *     if (cairn_atomic_file_writer_open(path, 0600, 0, &f, &err) != CAIRN_OK) ... report ...
+ *     w = cairn_hash_writer_new(f);  // takes f: freeing w frees f
  *     if (write fails || cairn_writer_close(w, &err) != CAIRN_OK) ... report ...
  *     cairn_writer_free(w);          // commits nothing that did not close cleanly
  *
@@ -68,13 +69,14 @@ CAIRN_API void cairn_writer_free(struct cairn_writer *w);
  * closes or frees what it was given. */
 CAIRN_API struct cairn_writer *cairn_writer_borrow(struct cairn_writer *w);
 
-/* Sinks. Constructors taking a `next` return NULL (and free next) only on allocation failure,
- * which aborts; constructors that open files report through err and return NULL. */
+/* Sinks. Constructors that cannot fail (allocation failure aborts) return the stage.
+ * Constructors that open files are fallible: they return CAIRN_OK and set *out, or a CAIRN_E_*
+ * code (also when err is NULL) and leave *out NULL. */
 CAIRN_API struct cairn_writer *cairn_fd_writer_new(int fd, int own_fd);
 /* Write to path via a temp file in the same directory; close = fsync, rename, fsync dir.
  * Refuses to replace an existing path unless replace is set. */
-CAIRN_API struct cairn_writer *cairn_atomic_file_writer_open(const char *path, int mode,
-                                                             int replace, struct cairn_err *err);
+CAIRN_API int cairn_atomic_file_writer_open(const char *path, int mode, int replace,
+                                            struct cairn_writer **out, struct cairn_err *err);
 CAIRN_API struct cairn_writer *cairn_discard_writer_new(void);
 /* Growable memory sink; max_size caps it (CAIRN_E_INVALID beyond). */
 CAIRN_API struct cairn_writer *cairn_mem_writer_new(size_t max_size);
@@ -123,7 +125,9 @@ CAIRN_API struct cairn_reader *cairn_reader_borrow(struct cairn_reader *r);
 CAIRN_API uint64_t cairn_reader_consumed(const struct cairn_reader *r);
 
 CAIRN_API struct cairn_reader *cairn_fd_reader_new(int fd, int own_fd);
-CAIRN_API struct cairn_reader *cairn_file_reader_open(const char *path, struct cairn_err *err);
+/* Open path for reading (fallible: *out is NULL unless CAIRN_OK). */
+CAIRN_API int cairn_file_reader_open(const char *path, struct cairn_reader **out,
+                                     struct cairn_err *err);
 /* Reads from caller-owned memory; the memory must outlive the reader. */
 CAIRN_API struct cairn_reader *cairn_mem_reader_new(const void *data, size_t len);
 CAIRN_API struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src);
@@ -192,7 +196,8 @@ CAIRN_API struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
  * back on a later write or on close. */
 CAIRN_API struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next);
 
-/* Pump r into w until EOF; does not close w. *copied may be NULL. */
+/* Pump r into w until EOF. Both are borrowed: w is not closed, neither is freed. *copied may
+ * be NULL. */
 CAIRN_API int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                          struct cairn_err *err);
 

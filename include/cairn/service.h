@@ -97,11 +97,11 @@ struct cairn_snap_provider {
     int (*shard_paths)(void *ctx, const char *db, const char *rp, char ***paths, size_t *n,
                        struct cairn_err *err);
     /* Write a ustar stream of the shard's files modified strictly after since into out
-     * (without closing it). Entry names "<db>/<rp>/<id>/<file>". */
+     * (borrowed: never closed or freed). Entry names "<db>/<rp>/<id>/<file>". */
     int (*shard_backup)(void *ctx, uint64_t shard_id, const struct cairn_snap_time *since,
                         struct cairn_writer *out, struct cairn_err *err);
     /* Optional (NULL: type 5 is logged as unsupported). Files whose time range overlaps
-     * [start, end]. */
+     * [start, end], into out (borrowed, as for shard_backup). */
     int (*shard_export)(void *ctx, uint64_t shard_id, const struct cairn_snap_time *start,
                         const struct cairn_snap_time *end, struct cairn_writer *out,
                         struct cairn_err *err);
@@ -110,7 +110,8 @@ struct cairn_snap_provider {
     int (*meta_import)(void *ctx, const uint8_t *blob, size_t len,
                        const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
                        struct cairn_err *err);
-    /* Install the shard files of a ustar stream; all or nothing. Optional. */
+    /* Install the shard files of a ustar stream (tar borrowed: read, never freed); all or
+     * nothing. Optional. */
     int (*shard_import)(void *ctx, uint64_t shard_id, struct cairn_reader *tar,
                         struct cairn_err *err);
     /* 1 when the shard already holds files (an upload would replace live data), 0 when it
@@ -198,7 +199,8 @@ struct cairn_snap_client {
     struct cairn_tls *tls; /* from cairn_tls_client_new, not owned; NULL: plain */
 };
 
-/* Type 1: the whole response (envelope) into out, not closed. Checks the magic and lengths. */
+/* Type 1: the whole response (envelope) into out (borrowed: written, never closed or freed).
+ * Checks the magic and lengths. */
 CAIRN_API int cairn_snap_metastore_backup(const struct cairn_snap_client *c,
                                           struct cairn_writer *out, uint64_t *bytes,
                                           struct cairn_err *err);
@@ -213,8 +215,9 @@ CAIRN_API int cairn_snap_shard_list(const struct cairn_snap_client *c, const cha
                                     const char *rp, struct cairn_snap_shard_ref **refs, size_t *n,
                                     struct cairn_err *err);
 CAIRN_API void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, size_t n);
-/* Type 0: the shard's tar stream into out (not closed). since NULL = everything. The stream
- * must end with the tar trailer; a truncated stream is CAIRN_E_PROTOCOL. */
+/* Type 0: the shard's tar stream into out (borrowed: written, never closed or freed). since
+ * NULL = everything. The stream must end with the tar trailer; a truncated stream is
+ * CAIRN_E_PROTOCOL. */
 CAIRN_API int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db,
                                       const char *rp, uint64_t shard_id,
                                       const struct cairn_snap_time *since, struct cairn_writer *out,
@@ -225,8 +228,8 @@ CAIRN_API int cairn_snap_meta_upload(const struct cairn_snap_client *c, const ch
                                      const char *newdb, const char *rp, const char *newrp,
                                      const uint8_t *blob, size_t len, struct cairn_snap_idmap *map,
                                      struct cairn_err *err);
-/* Type 7: stream the tar from src to shard new_id, renaming every entry to
- * <db>/<rp>/<new_id>/<rest> (db or rp NULL keeps the entry's own). */
+/* Type 7: stream the tar from src (borrowed: read, never freed) to shard new_id, renaming
+ * every entry to <db>/<rp>/<new_id>/<rest> (db or rp NULL keeps the entry's own). */
 CAIRN_API int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id,
                                       const char *db, const char *rp, struct cairn_reader *src,
                                       uint64_t *bytes, struct cairn_err *err);

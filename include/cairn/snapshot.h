@@ -112,25 +112,28 @@ struct cairn_snapshot_write_result {
     uint8_t state_sha256[32];
 };
 
-/* Write one archive. meta->size must be the exact state length: exactly that many bytes are
- * copied from state, and a state stream shorter or longer than that is an error. Takes
- * ownership of out: on success it is closed (an atomic file commits), on failure it is freed
- * unclosed (an atomic file is discarded). opts and result may be NULL. */
+/* Write one archive into out. meta->size must be the exact state length: exactly that many
+ * bytes are copied from state, and a state stream shorter or longer than that is an error.
+ * out and state are borrowed: the archive is flushed into out, which is neither closed nor
+ * freed. The caller commits it with cairn_writer_close after CAIRN_OK, and frees it (unclosed
+ * after a failure, so an atomic file is discarded). opts and result may be NULL. */
 CAIRN_API int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_meta *meta,
                                    struct cairn_reader *state,
                                    const struct cairn_snapshot_write_opts *opts,
                                    struct cairn_snapshot_write_result *result,
                                    struct cairn_err *err);
 
-/* Copy a stream of unknown length into an unlinked temp file in tmpdir (NULL: $TMPDIR or /tmp)
- * and return a reader over it, positioned at the start, plus its length. */
+/* Copy a stream of unknown length (in, borrowed, read to its end) into an unlinked temp file in
+ * tmpdir (NULL: $TMPDIR or /tmp) and return a reader over it, positioned at the start, plus its
+ * length. */
 CAIRN_API int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir,
                                    struct cairn_reader **out, uint64_t *len, struct cairn_err *err);
 
 /* A finished archive in a temp file (Go's snapshot.New / NewWithSealer). */
 struct cairn_snapshot;
-/* state_size < 0: unknown length, the state is spooled to a temp file first. meta->size is
- * ignored (set from the state). The archive temp file is deleted by cairn_snapshot_close. */
+/* state (borrowed) holds state_size bytes; state_size < 0: unknown length, the state is spooled
+ * to a temp file first. meta->size is ignored (set from the state). The archive temp file is
+ * deleted by cairn_snapshot_free. */
 CAIRN_API int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
                                  const struct cairn_snapshot_meta *meta,
                                  const struct cairn_snapshot_write_opts *opts, const char *tmpdir,
@@ -147,8 +150,8 @@ CAIRN_API struct cairn_reader *cairn_snapshot_reader(struct cairn_snapshot *s);
 /* Read the archive bytes from the start (each call continues where the last stopped). */
 CAIRN_API int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t *got,
                                   struct cairn_err *err);
-/* Close and delete the temp file. NULL is fine. */
-CAIRN_API void cairn_snapshot_close(struct cairn_snapshot *s);
+/* Destroy s: its temp file goes with it. NULL is fine. */
+CAIRN_API void cairn_snapshot_free(struct cairn_snapshot *s);
 
 /* ---- reading ---- */
 #define CAIRN_SNAPSHOT_MEMBER_CAP (1u << 20)
@@ -195,8 +198,9 @@ CAIRN_API void cairn_snapshot_info_free(struct cairn_snapshot_info *info);
 CAIRN_API int cairn_snapshot_verify(struct cairn_reader *in,
                                     const struct cairn_snapshot_read_opts *opts,
                                     struct cairn_snapshot_info *info, struct cairn_err *err);
-/* As verify, streaming state.bin into out. out is owned: closed only if verification succeeded
- * (so an atomic file appears only for a good archive), otherwise freed unclosed. */
+/* As verify, streaming state.bin into out. in and out are borrowed: out is written to but
+ * neither closed nor freed. Close it only after CAIRN_OK (so an atomic file appears only for a
+ * good archive); after a failure free it unclosed. */
 CAIRN_API int cairn_snapshot_extract(struct cairn_reader *in,
                                      const struct cairn_snapshot_read_opts *opts,
                                      struct cairn_writer *out, struct cairn_snapshot_info *info,
@@ -207,7 +211,7 @@ typedef int (*cairn_snapshot_restore_fn)(void *arg, const struct cairn_snapshot_
                                          struct cairn_reader *state, struct cairn_err *err);
 /* Spool state.bin to a temp file while verifying; only when everything verified, and Version is
  * 0..1 and Size equals the state length (raft's restore checks), call fn. Nothing reaches fn
- * otherwise. */
+ * otherwise. in is borrowed; the reader fn gets is freed after fn returns. */
 CAIRN_API int cairn_snapshot_restore(struct cairn_reader *in,
                                      const struct cairn_snapshot_read_opts *opts,
                                      cairn_snapshot_restore_fn fn, void *arg,

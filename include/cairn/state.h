@@ -105,7 +105,8 @@ CAIRN_API int cairn_state_store_open(const char *url, unsigned keep, struct cair
                                      struct cairn_err *err);
 CAIRN_API int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
                                         struct cairn_state_store **out, struct cairn_err *err);
-CAIRN_API void cairn_state_store_close(struct cairn_state_store *s);
+/* Destroy s: disconnect from the database (releasing the owner lock) and free. NULL is fine. */
+CAIRN_API void cairn_state_store_free(struct cairn_state_store *s);
 /* Check the database's integrity now (and heal it when opened with CAIRN_STATE_HEAL).
  * CAIRN_OK when healthy or healed; CAIRN_E_CORRUPT when damaged and not healed. */
 CAIRN_API int cairn_state_store_check(struct cairn_state_store *s, struct cairn_err *err);

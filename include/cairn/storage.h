@@ -2,7 +2,7 @@
  *
  * Two levels:
  *   struct cairn_storage  one location (a URL): list / start / open / remove backups. Reusable
- *                         after cairn_storage_close() (connections are re-created lazily).
+ *                         after cairn_storage_disconnect() (connections are re-created lazily).
  *   struct cairn_backup   one backup (a "directory" of files plus a MANIFEST). Read-write
  *                         handles come from cairn_storage_start(); read-only handles from
  *                         cairn_storage_open_backup(). Each kind refuses the other's calls.
@@ -108,8 +108,9 @@ struct cairn_storage_driver {
     /* Reader over the stored bytes; CAIRN_E_NOTFOUND when absent. */
     int (*read)(void *state, const char *backup, const char *file, struct cairn_reader **r,
                 struct cairn_err *err);
-    /* Release sessions and caches; the state must stay usable. May be NULL. */
-    void (*close)(void *state);
+    /* Drop connections, sessions and cached credentials (cairn_storage_disconnect); the state
+     * must stay usable and re-create them when next needed. May be NULL. */
+    void (*disconnect)(void *state);
     void (*free)(void *state);
     /* cairn_storage_set_cancel: transfers in progress (reads and writes of file data) stop
      * with CAIRN_E_CANCELLED soon after *cancel becomes nonzero; removals are never cut
@@ -155,9 +156,10 @@ CAIRN_API int cairn_backup_name_now(const char *tag, char *out, size_t cap, stru
 /* Open a location by URL (no network I/O yet; S3 checks the bucket with HeadBucket at first
  * use). */
 CAIRN_API int cairn_storage_open(const char *url, struct cairn_storage **st, struct cairn_err *err);
-/* Release sessions (connections, credentials); st stays usable and re-creates them lazily.
- * Call it between operations, not while another thread is using st. */
-CAIRN_API void cairn_storage_close(struct cairn_storage *st);
+/* Drop st's connections and sessions (cached credentials too): st stays usable and re-creates
+ * them lazily on its next operation; cairn_storage_free destroys it. For a long-lived handle
+ * between operations (cairnd between runs); not while another thread is using st. */
+CAIRN_API void cairn_storage_disconnect(struct cairn_storage *st);
 CAIRN_API void cairn_storage_free(struct cairn_storage *st);
 CAIRN_API const char *cairn_storage_url(const struct cairn_storage *st);
 /* HMAC-SHA-256 key for sealing MANIFESTs written through st and checking those read (NULL
@@ -231,8 +233,8 @@ CAIRN_API int cairn_storage_remove(struct cairn_storage *st, const char *name,
 /* ---- backup handles ---- */
 
 CAIRN_API const char *cairn_backup_name(const struct cairn_backup *b);
-/* The storage location (URL) the backup lives in. */
-CAIRN_API const char *cairn_backup_directory(const struct cairn_backup *b);
+/* The URL of the storage location the backup lives in (its storage's cairn_storage_url). */
+CAIRN_API const char *cairn_backup_url(const struct cairn_backup *b);
 CAIRN_API int cairn_backup_read_only(const struct cairn_backup *b);
 CAIRN_API enum cairn_backup_status cairn_backup_status(const struct cairn_backup *b);
 

@@ -18,19 +18,17 @@
 #include "cairn/snapshot.h"
 #include "common/util.h"
 
-/* A pass-through stage that either borrows the caller's reader (never freeing it) or replays
- * the bytes read for flavour detection in front of its owned next stage. */
-struct pass_reader {
+/* Replays the bytes read for flavour detection in front of its next stage. */
+struct replay_reader {
     struct cairn_reader base;
-    struct cairn_reader *borrowed;
     uint8_t prefix[16];
     size_t plen, poff;
 };
 
-static int pass_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
-                     struct cairn_err *err)
+static int replay_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                       struct cairn_err *err)
 {
-    struct pass_reader *p = (struct pass_reader *)r;
+    struct replay_reader *p = (struct replay_reader *)r;
     if (p->poff < p->plen) {
         size_t n = p->plen - p->poff < cap ? p->plen - p->poff : cap;
         memcpy(buf, p->prefix + p->poff, n);
@@ -38,16 +36,15 @@ static int pass_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
         *got = n;
         return CAIRN_OK;
     }
-    return cairn_reader_read(p->borrowed ? p->borrowed : r->next, buf, cap, got, err);
+    return cairn_reader_read(r->next, buf, cap, got, err);
 }
 
-static const struct cairn_reader_ops pass_reader_ops = {"snapshot-input", pass_read, NULL};
+static const struct cairn_reader_ops replay_reader_ops = {"snapshot-input", replay_read, NULL};
 
-static struct pass_reader *pass_new(struct cairn_reader *owned, struct cairn_reader *borrowed)
+static struct replay_reader *replay_new(struct cairn_reader *next)
 {
-    struct pass_reader *p = cairn_xcalloc(1, sizeof(*p));
-    cairn_reader_init(&p->base, &pass_reader_ops, owned);
-    p->borrowed = borrowed;
+    struct replay_reader *p = cairn_xcalloc(1, sizeof(*p));
+    cairn_reader_init(&p->base, &replay_reader_ops, next);
     return p;
 }
 
@@ -107,13 +104,13 @@ struct snap_input {
 static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
                       struct snap_input *si, struct cairn_err *err)
 {
-    si->hash = cairn_hash_reader_new(&pass_new(NULL, in)->base);
+    si->hash = cairn_hash_reader_new(cairn_reader_borrow(in)); /* in stays the caller's */
     if (raw_tar) {
         si->top = si->hash;
         si->flavour = CAIRN_SNAPSHOT_TAR;
         return CAIRN_OK;
     }
-    struct pass_reader *replay = pass_new(si->hash, NULL);
+    struct replay_reader *replay = replay_new(si->hash);
     si->top = &replay->base;
     int rc;
     while (replay->plen < 10) {
@@ -397,9 +394,6 @@ int cairn_snapshot_extract(struct cairn_reader *in, const struct cairn_snapshot_
 {
     struct cairn_snapshot_info local;
     int rc = snap_read(in, opts, out, info ? info : &local, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(out, err);
-    cairn_writer_free(out); /* unclosed on failure: an atomic file is discarded */
     if (info == NULL)
         cairn_snapshot_info_free(&local);
     return rc;

@@ -23,10 +23,9 @@ int snap_tmpfile(const char *dir, int *fd, struct cairn_err *err)
     char *path = cairn_xasprintf("%s/cairn-snapshot-XXXXXX", dir);
     *fd = mkstemp(path);
     if (*fd < 0) {
-        int e = errno;
-        cairn_err_sys(err, 0, e, "create temp file in '%s'", dir);
+        int rc = cairn_err_sys(err, 0, errno, "create temp file in '%s'", dir);
         free(path);
-        return err ? err->code : cairn_status_from_errno(e);
+        return rc;
     }
     unlink(path);
     free(path);
@@ -90,16 +89,14 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     static const struct cairn_snapshot_write_opts defaults = {0};
     if (opts == NULL)
         opts = &defaults;
-    if (meta->size < 0) {
-        cairn_writer_free(out);
+    if (meta->size < 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "snapshot meta Size %lld is negative",
                              (long long)meta->size);
-    }
-    if (opts->flavour != CAIRN_SNAPSHOT_GZIP && opts->flavour != CAIRN_SNAPSHOT_ZSTD) {
-        cairn_writer_free(out);
+    if (opts->flavour != CAIRN_SNAPSHOT_GZIP && opts->flavour != CAIRN_SNAPSHOT_ZSTD)
         return cairn_err_set(err, CAIRN_E_INVALID, "snapshots are written as gzip or zstd");
-    }
-    struct cairn_writer *hashw = cairn_hash_writer_new(out);
+    /* out is the caller's: the stages sit on a borrow, so closing them flushes into out and
+     * freeing them leaves it alone. */
+    struct cairn_writer *hashw = cairn_hash_writer_new(cairn_writer_borrow(out));
     struct cairn_writer *comp =
         opts->flavour == CAIRN_SNAPSHOT_ZSTD
             ? cairn_zstd_writer_new(hashw, opts->level ? opts->level : 3,
@@ -163,7 +160,7 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     }
 out:
     cairn_sha256_free(&state_h);
-    cairn_writer_free(comp); /* aborts the sink unless the close above succeeded */
+    cairn_writer_free(comp); /* our stages only: out stays with the caller */
     free(json);
     free(sums);
     free(sums2);
@@ -224,7 +221,11 @@ int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
     struct cairn_snapshot_meta m = *meta;
     m.size = (int64_t)len;
     struct cairn_snapshot_write_result res;
-    rc = cairn_snapshot_write(cairn_fd_writer_new(fd, 0), &m, state, opts, &res, err);
+    struct cairn_writer *w = cairn_fd_writer_new(fd, 0);
+    rc = cairn_snapshot_write(w, &m, state, opts, &res, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
     cairn_reader_free(spooled);
     if (rc == CAIRN_OK && lseek(fd, 0, SEEK_SET) != 0)
         rc = cairn_err_sys(err, 0, errno, "rewind snapshot temp file");
@@ -279,7 +280,7 @@ int cairn_snapshot_read(struct cairn_snapshot *s, void *buf, size_t cap, size_t 
     return cairn_reader_read(s->r, buf, cap, got, err);
 }
 
-void cairn_snapshot_close(struct cairn_snapshot *s)
+void cairn_snapshot_free(struct cairn_snapshot *s)
 {
     if (s == NULL)
         return;

@@ -329,6 +329,7 @@ static int run_save(struct opts *o)
     struct cairn_err err = {0};
     struct cairn_sealer *sealer = NULL;
     struct cairn_reader *state = NULL, *spooled = NULL;
+    struct cairn_writer *out = NULL;
     struct cli_progress *prog = NULL;
     int rc = load_sealer(o, &sealer, &err);
     if (rc != CAIRN_OK)
@@ -374,13 +375,12 @@ static int run_save(struct opts *o)
     wo.level = o->have_level ? (int)o->level : 0;
     wo.threads = o->have_threads ? (int)o->threads : 0;
     wo.sealer = sealer;
-    struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
-    if (out == NULL) {
-        rc = err.code ? err.code : CAIRN_E_IO;
+    if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) != CAIRN_OK)
         goto out;
-    }
     struct cairn_snapshot_write_result res;
     rc = cairn_snapshot_write(out, &meta, spooled ? spooled : state, &wo, &res, &err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(out, &err); /* commits the file */
     cli_progress_done(prog);
     prog = NULL;
     if (rc != CAIRN_OK) {
@@ -405,6 +405,7 @@ static int run_save(struct opts *o)
     }
 out:
     cli_progress_done(prog);
+    cairn_writer_free(out); /* unclosed after a failure: the file is discarded */
     cairn_reader_free(spooled);
     cairn_reader_free(state);
     cairn_sealer_free(sealer);
@@ -500,6 +501,7 @@ static int run_read(struct opts *o)
     memset(&info, 0, sizeof(info));
     struct cli_progress *prog = NULL;
     struct cairn_reader *in = NULL;
+    struct cairn_writer *out = NULL;
     int extract = strcmp(o->verb, "extract") == 0;
     int rc = load_sealer(o, &sealer, &err);
     if (rc != CAIRN_OK)
@@ -519,12 +521,12 @@ static int run_read(struct opts *o)
     ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
         cli_catch_interrupts();
-        struct cairn_writer *out = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &err);
-        if (out == NULL) {
-            rc = err.code ? err.code : CAIRN_E_IO;
+        rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
+        if (rc != CAIRN_OK)
             goto out;
-        }
         rc = cairn_snapshot_extract(in, &ro, out, &info, &err);
+        if (rc == CAIRN_OK)
+            rc = cairn_writer_close(out, &err); /* the file appears only for a good archive */
     } else {
         rc = cairn_snapshot_verify(in, &ro, &info, &err);
     }
@@ -543,6 +545,7 @@ static int run_read(struct opts *o)
         print_info_text(o->pos[0], &info, strcmp(o->verb, "inspect") == 0);
 out:
     cli_progress_done(prog);
+    cairn_writer_free(out); /* unclosed after a failure: the file is discarded */
     cairn_reader_free(in);
     cairn_snapshot_info_free(&info);
     cairn_sealer_free(sealer);

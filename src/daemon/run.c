@@ -512,7 +512,7 @@ out:
     cairn_metrics_server_stop(http);
     cairn_sched_free(s);
     cairn_metrics_free(metrics);
-    cairn_state_store_close(store);
+    cairn_state_store_free(store);
     cairn_config_free(cfg);
     pthread_cond_destroy(&heal.cond);
     pthread_mutex_destroy(&heal.mu);

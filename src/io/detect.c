@@ -30,9 +30,10 @@ const char *cairn_compression_name(enum cairn_compression c)
 }
 
 /* Replays the bytes read for detection, then continues with the source. */
+#define MAGIC_LEN 4 /* what cairn_detect_compression needs */
 struct prefix_reader {
     struct cairn_reader base;
-    uint8_t prefix[4];
+    uint8_t prefix[MAGIC_LEN];
     size_t len, off;
 };
 
@@ -63,22 +64,23 @@ static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
 {
     struct auto_reader *a = (struct auto_reader *)r;
     if (!a->chosen) {
-        struct prefix_reader *p = cairn_xcalloc(1, sizeof(*p));
-        cairn_reader_init(&p->base, &prefix_reader_ops, r->next);
-        while (p->len < sizeof(p->prefix)) {
+        /* The magic is read before the prefix stage exists: a failure leaves r->next ours. */
+        uint8_t head[MAGIC_LEN];
+        size_t len = 0;
+        while (len < sizeof(head)) {
             size_t n;
-            int rc =
-                cairn_reader_read(r->next, p->prefix + p->len, sizeof(p->prefix) - p->len, &n, err);
-            if (rc != CAIRN_OK) {
-                p->base.next = NULL;
-                free(p);
+            int rc = cairn_reader_read(r->next, head + len, sizeof(head) - len, &n, err);
+            if (rc != CAIRN_OK)
                 return rc;
-            }
             if (n == 0)
                 break;
-            p->len += n;
+            len += n;
         }
-        switch (cairn_detect_compression(p->prefix, p->len)) {
+        struct prefix_reader *p = cairn_xcalloc(1, sizeof(*p));
+        cairn_reader_init(&p->base, &prefix_reader_ops, r->next);
+        memcpy(p->prefix, head, len);
+        p->len = len;
+        switch (cairn_detect_compression(head, len)) {
         case CAIRN_COMPRESS_GZIP: r->next = cairn_gzip_reader_new(&p->base); break;
         case CAIRN_COMPRESS_ZSTD: r->next = cairn_zstd_reader_new(&p->base); break;
         default: r->next = &p->base; break;

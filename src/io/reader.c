@@ -125,15 +125,15 @@ struct cairn_reader *cairn_fd_reader_new(int fd, int own_fd)
     return &f->base;
 }
 
-struct cairn_reader *cairn_file_reader_open(const char *path, struct cairn_err *err)
+int cairn_file_reader_open(const char *path, struct cairn_reader **out, struct cairn_err *err)
 {
+    *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        cairn_err_sys(err, 0, errno, "open '%s'", path);
-        return NULL;
-    }
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "open '%s'", path);
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    return cairn_fd_reader_new(fd, 1);
+    *out = cairn_fd_reader_new(fd, 1);
+    return CAIRN_OK;
 }
 
 /* ---- memory source ---- */

@@ -98,8 +98,7 @@ struct borrow_writer {
     struct cairn_writer *target;
 };
 
-static int borrow_write(struct cairn_writer *w, const void *buf, size_t len,
-                        struct cairn_err *err)
+static int borrow_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     return cairn_writer_write(((struct borrow_writer *)w)->target, buf, len, err);
 }
@@ -211,13 +210,12 @@ static void atomic_free(struct cairn_writer *w)
 static const struct cairn_writer_ops atomic_writer_ops = {"file", atomic_write, atomic_finish,
                                                           atomic_free};
 
-struct cairn_writer *cairn_atomic_file_writer_open(const char *path, int mode, int replace,
-                                                   struct cairn_err *err)
+int cairn_atomic_file_writer_open(const char *path, int mode, int replace,
+                                  struct cairn_writer **out, struct cairn_err *err)
 {
-    if (!replace && access(path, F_OK) == 0) {
-        cairn_err_set(err, CAIRN_E_EXISTS, "'%s' already exists", path);
-        return NULL;
-    }
+    *out = NULL;
+    if (!replace && access(path, F_OK) == 0)
+        return cairn_err_set(err, CAIRN_E_EXISTS, "'%s' already exists", path);
     char dir[4096];
     cairn_dirname(path, dir, sizeof(dir));
     const char *base = strrchr(path, '/');
@@ -225,16 +223,16 @@ struct cairn_writer *cairn_atomic_file_writer_open(const char *path, int mode, i
     char *tmp = cairn_xasprintf("%s/.%s.tmp.XXXXXX", dir, base);
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        cairn_err_sys(err, 0, errno, "create temporary file in '%s'", dir);
+        int rc = cairn_err_sys(err, 0, errno, "create temporary file in '%s'", dir);
         free(tmp);
-        return NULL;
+        return rc;
     }
     if (fchmod(fd, (mode_t)mode) != 0) {
-        cairn_err_sys(err, 0, errno, "chmod '%s'", tmp);
+        int rc = cairn_err_sys(err, 0, errno, "chmod '%s'", tmp);
         close(fd);
         unlink(tmp);
         free(tmp);
-        return NULL;
+        return rc;
     }
     struct atomic_writer *a = cairn_xcalloc(1, sizeof(*a));
     cairn_writer_init(&a->base, &atomic_writer_ops, NULL);
@@ -242,7 +240,8 @@ struct cairn_writer *cairn_atomic_file_writer_open(const char *path, int mode, i
     a->replace = replace;
     a->path = cairn_xstrdup(path);
     a->tmp = tmp;
-    return &a->base;
+    *out = &a->base;
+    return CAIRN_OK;
 }
 
 /* ---- memory and discard sinks ---- */

@@ -792,12 +792,11 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
             if (rc != CAIRN_OK)
                 break;
             char *path = cairn_path_join(tmp, name);
-            struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0600, 0, err);
+            struct cairn_writer *w;
+            rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
             free(path);
-            if (w == NULL) {
-                rc = err ? err->code : CAIRN_E_IO;
+            if (rc != CAIRN_OK)
                 break;
-            }
             uint64_t bytes = 0;
             w = prog_writer_new(w, prog, "apply", name);
             rc = cairn_backup_get_stream(c->b[k], i == 0 ? META_FILE : sh[i - 1].file, w, &bytes,

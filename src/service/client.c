@@ -249,6 +249,8 @@ out:
 int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, const char *rp,
                           struct cairn_snap_shard_ref **refs, size_t *n, struct cairn_err *err)
 {
+    *refs = NULL;
+    *n = 0;
     struct cairn_snap_request req;
     cairn_snap_request_init(&req);
     req.type = rp != NULL ? CAIRN_SNAP_RP_INFO : CAIRN_SNAP_DATABASE_INFO;

@@ -362,9 +362,9 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
 {
     struct cairn_buf b = {0};
     meta_encode(m, &b);
-    struct cairn_writer *w = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, err);
-    int rc = w ? CAIRN_OK : err ? err->code : CAIRN_E_IO;
-    if (w != NULL) {
+    struct cairn_writer *w;
+    int rc = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, &w, err);
+    if (rc == CAIRN_OK) {
         rc = cairn_writer_write(w, b.p, b.len, err);
         if (rc == CAIRN_OK)
             rc = cairn_writer_close(w, err);

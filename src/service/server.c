@@ -90,6 +90,7 @@ int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
                           const struct cairn_snap_provider *provider,
                           struct cairn_snap_server **out, struct cairn_err *err)
 {
+    *out = NULL;
     struct cairn_snap_server *s = cairn_xcalloc(1, sizeof(*s));
     s->prov = *provider;
     s->lfd = -1;

@@ -229,7 +229,7 @@ int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
     if (rc == CAIRN_OK)
         rc = heal_on_corrupt(s, migrate(s, err), err);
     if (rc != CAIRN_OK) {
-        cairn_state_store_close(s);
+        cairn_state_store_free(s);
         return rc;
     }
     *out = s;
@@ -242,7 +242,7 @@ int cairn_state_store_open(const char *url, unsigned keep, struct cairn_state_st
     return cairn_state_store_open_ex(url, keep, 0, out, err);
 }
 
-void cairn_state_store_close(struct cairn_state_store *s)
+void cairn_state_store_free(struct cairn_state_store *s)
 {
     if (s == NULL)
         return;
@@ -291,7 +291,8 @@ int cairn_state_store_lock(struct cairn_state_store *s, const char *url, struct 
     if (rc == CAIRN_OK)
         s->owner = 1;
     else if (rc == CAIRN_E_LOCKED)
-        cairn_err_wrap(err, rc, "state '%s' is in use by another cairnd (one cairnd per state)", url);
+        cairn_err_wrap(err, rc, "state '%s' is in use by another cairnd (one cairnd per state)",
+                       url);
     return rc;
 }
 
@@ -365,7 +366,8 @@ int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out
         }
         if (rc != CAIRN_E_CORRUPT) {
             cairn_err_copy(err, &derr);
-            cairn_err_wrap(err, rc, "%s state snapshot row %lld", s->ops->kind, (long long)rows[i].id);
+            cairn_err_wrap(err, rc, "%s state snapshot row %lld", s->ops->kind,
+                           (long long)rows[i].id);
             goto out;
         }
         rep->skipped++;

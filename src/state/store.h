@@ -33,6 +33,7 @@ struct store_ops {
     /* Up to limit rows, newest (highest id) first; caller frees with state_rows_free. */
     int (*rows)(struct cairn_state_store *s, unsigned limit, struct state_row **rows, size_t *n,
                 struct cairn_err *err);
+    /* End the database session: close the connection (and the owner lock). */
     void (*close)(struct cairn_state_store *s);
     /* Integrity check of the whole database: CAIRN_E_CORRUPT when damaged. NULL: none. */
     int (*check)(struct cairn_state_store *s, struct cairn_err *err);

@@ -213,10 +213,10 @@ int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn
     return CAIRN_OK;
 }
 
-void cairn_storage_close(struct cairn_storage *st)
+void cairn_storage_disconnect(struct cairn_storage *st)
 {
-    if (st != NULL && st->drv->close != NULL)
-        st->drv->close(st->state);
+    if (st != NULL && st->drv->disconnect != NULL)
+        st->drv->disconnect(st->state);
 }
 
 void cairn_storage_free(struct cairn_storage *st)
@@ -527,7 +527,7 @@ const char *cairn_backup_name(const struct cairn_backup *b)
     return b->name;
 }
 
-const char *cairn_backup_directory(const struct cairn_backup *b)
+const char *cairn_backup_url(const struct cairn_backup *b)
 {
     return b->st->url;
 }

@@ -119,6 +119,36 @@ static inline void test_meta(struct cairn_snapshot_meta *m, size_t state_len)
     m->size = (int64_t)state_len;
 }
 
+/* cairn_snapshot_write and _extract borrow their writer: they never close or free it. These
+ * use them as a caller does (commit w only after CAIRN_OK, free it either way), checking that
+ * the call left w open. */
+static inline int snapshot_write_into(struct cairn_writer *w, const struct cairn_snapshot_meta *m,
+                                      struct cairn_reader *state,
+                                      const struct cairn_snapshot_write_opts *o,
+                                      struct cairn_snapshot_write_result *res,
+                                      struct cairn_err *err)
+{
+    int rc = cairn_snapshot_write(w, m, state, o, res, err);
+    CHECK(w->state != CAIRN_IO_CLOSED);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    return rc;
+}
+
+static inline int snapshot_extract_into(struct cairn_reader *in,
+                                        const struct cairn_snapshot_read_opts *o,
+                                        struct cairn_writer *w, struct cairn_snapshot_info *info,
+                                        struct cairn_err *err)
+{
+    int rc = cairn_snapshot_extract(in, o, w, info, err);
+    CHECK(w->state != CAIRN_IO_CLOSED);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    return rc;
+}
+
 /* A cairn-written archive of state. */
 static inline struct bytes write_archive(enum cairn_snapshot_flavour f, const void *state,
                                          size_t len, struct cairn_sealer *sealer, int64_t mtime)
@@ -133,7 +163,7 @@ static inline struct bytes write_archive(enum cairn_snapshot_flavour f, const vo
     o.mtime = mtime;
     o.threads = 1;
     struct cairn_reader *r = cairn_mem_reader_new(state, len);
-    CHECK_OK(cairn_snapshot_write(capture_new(&out), &m, r, &o, NULL, &err), &err);
+    CHECK_OK(snapshot_write_into(capture_new(&out), &m, r, &o, NULL, &err), &err);
     cairn_reader_free(r);
     return out;
 }

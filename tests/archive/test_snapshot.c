@@ -49,7 +49,7 @@ static void roundtrip(enum cairn_snapshot_flavour f, size_t n, struct cairn_seal
     /* extract returns the state byte for byte */
     struct bytes out = {0};
     struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
-    CHECK_OK(cairn_snapshot_extract(r, &o, capture_new(&out), NULL, &err), &err);
+    CHECK_OK(snapshot_extract_into(r, &o, capture_new(&out), NULL, &err), &err);
     CHECK(out.committed);
     CHECK_EQ_INT(out.len, n);
     CHECK(n == 0 || memcmp(out.p, state, n) == 0);
@@ -362,7 +362,7 @@ TEST(vault_fixture_tar_is_reproduced_byte_for_byte)
     o.mtime = 1695407178;
     o.threads = 1;
     struct cairn_reader *r = cairn_mem_reader_new(state, 16274);
-    CHECK_OK(cairn_snapshot_write(capture_new(&ours), &m, r, &o, NULL, &err), &err);
+    CHECK_OK(snapshot_write_into(capture_new(&ours), &m, r, &o, NULL, &err), &err);
     cairn_reader_free(r);
     struct bytes our_tar = inflate_all(&ours);
     CHECK_EQ_INT(our_tar.len, tar.len);
@@ -635,7 +635,7 @@ TEST(zstd_skippable_frames_are_skipped)
     cairn_snapshot_info_free(&info);
     struct bytes out = {0};
     struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
-    CHECK_OK(cairn_snapshot_extract(r, NULL, capture_new(&out), NULL, &err), &err);
+    CHECK_OK(snapshot_extract_into(r, NULL, capture_new(&out), NULL, &err), &err);
     cairn_reader_free(r);
     CHECK(out.committed && out.len == 300000 && memcmp(out.p, state, 300000) == 0);
     bytes_free(&out);
@@ -661,7 +661,7 @@ TEST(extract_discards_output_of_a_bad_archive)
     struct bytes out = {0};
     struct cairn_err err;
     struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
-    CHECK(cairn_snapshot_extract(r, NULL, capture_new(&out), NULL, &err) != CAIRN_OK);
+    CHECK(snapshot_extract_into(r, NULL, capture_new(&out), NULL, &err) != CAIRN_OK);
     CHECK_EQ_INT(out.committed, 0);
     cairn_reader_free(r);
     bytes_free(&out);
@@ -676,17 +676,73 @@ TEST(write_refuses_a_state_of_the_wrong_length)
     test_meta(&m, 100);
     struct bytes out = {0};
     struct cairn_reader *r = cairn_mem_reader_new("short", 5);
-    CHECK_ERR(cairn_snapshot_write(capture_new(&out), &m, r, NULL, NULL, &err), CAIRN_E_INVALID,
+    CHECK_ERR(snapshot_write_into(capture_new(&out), &m, r, NULL, NULL, &err), CAIRN_E_INVALID,
               &err, "state stream ended after 5 of the 100 bytes declared");
     CHECK_EQ_INT(out.committed, 0);
     cairn_reader_free(r);
     bytes_free(&out);
     test_meta(&m, 3);
     r = cairn_mem_reader_new("longer", 6);
-    CHECK_ERR(cairn_snapshot_write(capture_new(&out), &m, r, NULL, NULL, &err), CAIRN_E_INVALID,
+    CHECK_ERR(snapshot_write_into(capture_new(&out), &m, r, NULL, NULL, &err), CAIRN_E_INVALID,
               &err, "state stream is longer than the 3 bytes declared");
     CHECK_EQ_INT(out.committed, 0);
     cairn_reader_free(r);
+    bytes_free(&out);
+}
+
+/* Write and extract borrow their writer: it is flushed into but stays open, so the caller can
+ * go on writing, and only the caller's close commits it. The same after a failure. */
+TEST(write_and_extract_leave_the_callers_writer_open)
+{
+    struct cairn_err err;
+    const char state[] = "the state";
+    struct cairn_snapshot_meta m;
+    test_meta(&m, sizeof(state) - 1);
+    struct bytes out = {0};
+    struct cairn_writer *w = capture_new(&out);
+    struct cairn_reader *r = cairn_mem_reader_new(state, sizeof(state) - 1);
+    struct cairn_snapshot_write_result res;
+    CHECK_OK(cairn_snapshot_write(w, &m, r, NULL, &res, &err), &err);
+    cairn_reader_free(r);
+    CHECK_EQ_INT(w->state, CAIRN_IO_OPEN);
+    CHECK_EQ_INT(out.committed, 0);
+    CHECK_EQ_INT(out.len, res.archive_bytes); /* everything was flushed into it */
+    CHECK_OK(cairn_writer_write(w, "after", 5, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    CHECK(out.committed);
+    cairn_writer_free(w);
+    CHECK(memcmp(out.p + res.archive_bytes, "after", 5) == 0);
+    out.len = (size_t)res.archive_bytes;
+    CHECK_OK(verify_bytes(&out, NULL, NULL, &err), &err);
+
+    struct bytes st = {0};
+    w = capture_new(&st);
+    r = cairn_mem_reader_new(out.p, out.len);
+    CHECK_OK(cairn_snapshot_extract(r, NULL, w, NULL, &err), &err);
+    CHECK_EQ_INT(w->state, CAIRN_IO_OPEN);
+    CHECK_EQ_INT(st.committed, 0);
+    CHECK_OK(cairn_writer_write(w, "!", 1, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    cairn_writer_free(w);
+    cairn_reader_free(r);
+    CHECK_EQ_STR((const char *)st.p, "the state!");
+    bytes_free(&st);
+
+    /* A failed write (state too short) or extract (truncated archive) leaves it open too. */
+    test_meta(&m, 100);
+    struct bytes junk = {0};
+    w = capture_new(&junk);
+    r = cairn_mem_reader_new(state, sizeof(state) - 1);
+    CHECK_EQ_INT(cairn_snapshot_write(w, &m, r, NULL, NULL, NULL), CAIRN_E_INVALID);
+    cairn_reader_free(r);
+    CHECK_EQ_INT(w->state, CAIRN_IO_OPEN);
+    r = cairn_mem_reader_new(out.p, out.len - 1);
+    CHECK(cairn_snapshot_extract(r, NULL, w, NULL, NULL) != CAIRN_OK);
+    cairn_reader_free(r);
+    CHECK_EQ_INT(w->state, CAIRN_IO_OPEN);
+    CHECK_EQ_INT(junk.committed, 0);
+    cairn_writer_free(w);
+    bytes_free(&junk);
     bytes_free(&out);
 }
 
@@ -723,7 +779,7 @@ TEST(snapshot_object_spools_unknown_length)
     CHECK_OK(verify_bytes(&a, NULL, &info, &err), &err);
     CHECK_EQ_INT(info.meta.size, n);
     cairn_snapshot_info_free(&info);
-    cairn_snapshot_close(s);
+    cairn_snapshot_free(s);
     /* temp files are unlinked at creation: the directory stays empty */
     char *ls = cairn_xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
     CHECK(system(ls) == 0);

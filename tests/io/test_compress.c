@@ -263,6 +263,48 @@ TEST(zstd_errors)
     free(data);
 }
 
+/* A source that fails on its first read, counting frees (the chain must free it once). */
+struct failing_source {
+    struct cairn_reader base;
+    int *freed;
+};
+
+static int failing_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                        struct cairn_err *err)
+{
+    (void)r, (void)buf, (void)cap, (void)got;
+    return cairn_err_set(err, CAIRN_E_NETWORK, "connection reset");
+}
+
+static void failing_free(struct cairn_reader *r)
+{
+    ++*((struct failing_source *)r)->freed;
+    free(r);
+}
+
+static const struct cairn_reader_ops failing_ops = {"failing", failing_read, failing_free, NULL};
+
+/* The auto-detecting reader reads the magic before it builds its prefix stage: a failing first
+ * read returns the source's code (also without an err) and the source is freed once, by the
+ * chain. */
+TEST(decompress_reader_failing_source_is_freed_once)
+{
+    int freed = 0;
+    struct failing_source *f = cairn_xcalloc(1, sizeof(*f));
+    cairn_reader_init(&f->base, &failing_ops, NULL);
+    f->freed = &freed;
+    struct cairn_reader *r = cairn_decompress_reader_new(&f->base);
+    uint8_t buf[16];
+    size_t got;
+    CHECK_EQ_INT(cairn_reader_read(r, buf, sizeof(buf), &got, NULL), CAIRN_E_NETWORK);
+    struct cairn_err err;
+    CHECK_ERR(cairn_reader_read(r, buf, sizeof(buf), &got, &err), CAIRN_E_NETWORK, &err,
+              "connection reset");
+    CHECK_EQ_INT(freed, 0);
+    cairn_reader_free(r);
+    CHECK_EQ_INT(freed, 1);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

@@ -44,7 +44,8 @@ TEST(atomic_file_commit_and_abort)
     struct cairn_err err;
     char *path = cairn_path_join(test_tmpdir(), "out.bin");
     /* Abort: freed before close leaves nothing behind. */
-    struct cairn_writer *w = cairn_atomic_file_writer_open(path, 0600, 0, &err);
+    struct cairn_writer *w;
+    CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 0, &w, &err), &err);
     CHECK(w != NULL);
     CHECK_OK(cairn_writer_write(w, "partial", 7, &err), &err);
     cairn_writer_free(w);
@@ -53,7 +54,7 @@ TEST(atomic_file_commit_and_abort)
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     /* Commit. */
-    w = cairn_atomic_file_writer_open(path, 0640, 0, &err);
+    CHECK_OK(cairn_atomic_file_writer_open(path, 0640, 0, &w, &err), &err);
     CHECK_OK(cairn_writer_write(w, "hello", 5, &err), &err);
     CHECK_OK(cairn_writer_close(w, &err), &err);
     cairn_writer_free(w);
@@ -62,11 +63,12 @@ TEST(atomic_file_commit_and_abort)
     CHECK_EQ_INT(st.st_size, 5);
     CHECK_EQ_INT(st.st_mode & 0777, 0640);
     /* No replace by default. */
-    w = cairn_atomic_file_writer_open(path, 0600, 0, &err);
+    CHECK_EQ_INT(cairn_atomic_file_writer_open(path, 0600, 0, &w, &err), CAIRN_E_EXISTS);
     CHECK(w == NULL);
     CHECK_EQ_INT(err.code, CAIRN_E_EXISTS);
     /* Reading it back through the hash and limit readers. */
-    struct cairn_reader *r = cairn_file_reader_open(path, &err);
+    struct cairn_reader *r;
+    CHECK_OK(cairn_file_reader_open(path, &r, &err), &err);
     CHECK(r != NULL);
     struct cairn_reader *h = cairn_hash_reader_new(cairn_limit_reader_new(r, 4));
     char buf[16];
@@ -75,6 +77,41 @@ TEST(atomic_file_commit_and_abort)
     CHECK_ERR(cairn_reader_read_full(h, buf, 1, "file", &err), CAIRN_E_CORRUPT, &err,
               "unexpected end of file");
     cairn_reader_free(h);
+    free(path);
+}
+
+/* Fallible constructors return the real code whether or not the caller passed an err, and
+ * leave *out NULL on failure (also when it held something before). */
+TEST(fallible_constructors_return_their_code_without_err)
+{
+    char *path = cairn_path_join(test_tmpdir(), "ctor.bin");
+    char *missing = cairn_path_join(test_tmpdir(), "no-such-dir/x.bin");
+    struct cairn_reader *r = (struct cairn_reader *)&r;
+    CHECK_EQ_INT(cairn_file_reader_open(missing, &r, NULL), CAIRN_E_NOTFOUND);
+    CHECK(r == NULL);
+    struct cairn_writer *w = (struct cairn_writer *)&w;
+    CHECK_EQ_INT(cairn_atomic_file_writer_open(missing, 0600, 0, &w, NULL), CAIRN_E_NOTFOUND);
+    CHECK(w == NULL);
+
+    /* An existing file without replace: CAIRN_E_EXISTS, nothing created beside it. */
+    CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 0, &w, NULL), NULL);
+    CHECK_OK(cairn_writer_close(w, NULL), NULL);
+    cairn_writer_free(w);
+    w = (struct cairn_writer *)&w;
+    CHECK_EQ_INT(cairn_atomic_file_writer_open(path, 0600, 0, &w, NULL), CAIRN_E_EXISTS);
+    CHECK(w == NULL);
+    /* With replace it opens; the same with an err gives the message too. */
+    struct cairn_err err;
+    CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 1, &w, &err), &err);
+    cairn_writer_free(w);
+    CHECK_ERR(cairn_file_reader_open(missing, &r, &err), CAIRN_E_NOTFOUND, &err,
+              "No such file or directory");
+    CHECK(r == NULL);
+    CHECK_OK(cairn_file_reader_open(path, &r, NULL), NULL);
+    CHECK(r != NULL);
+    cairn_reader_free(r);
+    unlink(path);
+    free(missing);
     free(path);
 }
 

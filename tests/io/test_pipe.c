@@ -94,7 +94,8 @@ TEST(unclosed_pipe_aborts_its_sink)
 {
     struct cairn_err err;
     char *path = cairn_path_join(test_tmpdir(), "piped.bin");
-    struct cairn_writer *f = cairn_atomic_file_writer_open(path, 0600, 0, &err);
+    struct cairn_writer *f;
+    CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 0, &f, &err), &err);
     CHECK(f != NULL);
     struct cairn_writer *p = cairn_pipe_writer_new(f);
     uint8_t *data = pattern(2 << 20);

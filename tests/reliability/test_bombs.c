@@ -42,7 +42,7 @@ TEST(zstd_bomb_is_refused_by_the_ratio_limit)
 
     struct bytes out = {0};
     struct cairn_reader *r = cairn_mem_reader_new(a.p, a.len);
-    CHECK_ERR(cairn_snapshot_extract(r, &o, capture_new(&out), NULL, &err), CAIRN_E_CORRUPT, &err,
+    CHECK_ERR(snapshot_extract_into(r, &o, capture_new(&out), NULL, &err), CAIRN_E_CORRUPT, &err,
               "4096:1");
     cairn_reader_free(r);
     CHECK(!out.committed);
@@ -125,7 +125,7 @@ static void bomb_extract(const struct bytes *a, unsigned ratio, const char *what
     struct cairn_reader *r = cairn_mem_reader_new(a->p, a->len);
     char want[32];
     snprintf(want, sizeof(want), "over the %u:1 limit", ratio);
-    CHECK_ERR(cairn_snapshot_extract(r, &o, count_new(&out, &committed), NULL, &err),
+    CHECK_ERR(snapshot_extract_into(r, &o, count_new(&out, &committed), NULL, &err),
               CAIRN_E_CORRUPT, &err, want);
     cairn_reader_free(r);
     printf("    %s bomb of %zu bytes: %llu bytes of state.bin written before the refusal\n", what,

@@ -351,7 +351,7 @@ static int judge_archive(const struct sample *s, const struct bytes *c, int do_r
 
     struct bytes st = {0};
     struct cairn_reader *r = cairn_mem_reader_new(c->p, c->len);
-    int x = cairn_snapshot_extract(r, &o, capture_new(&st), NULL, &err) == CAIRN_OK;
+    int x = snapshot_extract_into(r, &o, capture_new(&st), NULL, &err) == CAIRN_OK;
     cairn_reader_free(r);
     if (x != st.committed)
         test_fail(__FILE__, __LINE__, "%s: extract returned %d but committed=%d", what, x,

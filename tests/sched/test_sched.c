@@ -207,7 +207,7 @@ static void fx_close(struct fixture *f)
 {
     fx_halt(f);
     cairn_metrics_free(f->m);
-    cairn_state_store_close(f->store);
+    cairn_state_store_free(f->store);
     cairn_config_free(f->cfg);
     pthread_mutex_destroy(&f->rec.mu);
 }

@@ -282,6 +282,26 @@ TEST(server_client_roundtrip)
     free(data);
 }
 
+static void count_free(void *ctx)
+{
+    ++*(int *)ctx;
+}
+
+/* A constructor that fails returns its code without an err, leaves *out NULL, and (as the
+ * header says) still frees the provider it was given. */
+TEST(server_new_failure_without_err)
+{
+    int freed = 0;
+    struct cairn_snap_provider prov = {0};
+    prov.ctx = &freed;
+    prov.free = count_free;
+    struct cairn_snap_server_opts so = {.listen = "no-port-here"};
+    struct cairn_snap_server *srv = (struct cairn_snap_server *)&srv;
+    CHECK_EQ_INT(cairn_snap_server_new(&so, &prov, &srv, NULL), CAIRN_E_INVALID);
+    CHECK(srv == NULL);
+    CHECK_EQ_INT(freed, 1);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

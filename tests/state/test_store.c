@@ -82,11 +82,11 @@ TEST(fresh_store_is_empty_and_migrated)
     CHECK_OK(cairn_state_store_load(s, &st, &rep, &err), &err);
     CHECK(st && cairn_state_is_empty(st) && !rep.found && rep.rows == 0);
     cairn_state_free(st);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     CHECK_EQ_INT(sql_int(path, "SELECT MAX(version) FROM cairn_schema_version"), 2);
     /* Re-opening is a no-op migration. */
     CHECK_OK(cairn_state_store_open(path, 5, &s, &err), &err);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     CHECK_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM cairn_schema_version"), 2);
     free(url);
     free(path);
@@ -105,7 +105,7 @@ TEST(saves_are_pruned_to_keep_in_the_same_transaction)
     struct cairn_state_load_report rep;
     CHECK_EQ_INT(loaded_time(s, "hourly", &rep, &err), 20 * 3600);
     CHECK(rep.found && rep.skipped == 0 && rep.payload_version == 1);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     free(path);
 }
 
@@ -138,7 +138,7 @@ TEST(corrupt_newest_row_falls_back_to_previous_good)
     /* And saving again works. */
     CHECK_OK(save(s, "a", 400, &err), &err);
     CHECK_EQ_INT(loaded_time(s, "a", &rep, &err), 400);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     free(path);
 }
 
@@ -176,7 +176,7 @@ TEST(newer_row_version_is_refused_not_skipped)
     free(sql);
     free(buf);
     cairn_state_free(st);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     free(path);
 }
 
@@ -206,7 +206,7 @@ TEST(schema_migrates_from_v1_and_refuses_newer)
     struct cairn_state_load_report rep;
     CHECK_EQ_INT(loaded_time(s, "hourly", &rep, &err), 1767268800);
     CHECK_EQ_INT(rep.created_at, 5);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     CHECK_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM cairn_state_snapshots WHERE writer = ''"), 1);
 
     sql_exec(path, "INSERT INTO cairn_schema_version VALUES (3)");
@@ -232,7 +232,7 @@ TEST(save_errors_are_returned)
     int rc = save(s, "a", 200, &err);
     CHECK(rc != CAIRN_OK);
     CHECK(strstr(err.msg, "sqlite") != NULL);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     CHECK_ERR(cairn_state_store_open("nosuchscheme://x", 4, &s, &err), CAIRN_E_INVALID, &err,
               "unsupported state store URL");
     CHECK_ERR(cairn_state_store_open(path, 4, &s, &err), CAIRN_E_IO, &err, "state database");
@@ -281,7 +281,7 @@ TEST(damaged_database_is_moved_aside_and_the_newest_good_snapshot_kept)
     CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
     for (int i = 1; i <= 3; i++)
         CHECK_OK(save(s, "hourly", i * 3600, &err), &err);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     sql_exec(path, "CREATE TABLE junk (x); INSERT INTO junk VALUES (randomblob(100))");
     xor_page(path, sql_int(path, "SELECT rootpage FROM sqlite_master WHERE name = 'junk'"),
              sql_int(path, "PRAGMA page_size"));
@@ -290,7 +290,7 @@ TEST(damaged_database_is_moved_aside_and_the_newest_good_snapshot_kept)
     CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
     CHECK_EQ_INT(cairn_state_store_check(s, &err), CAIRN_E_CORRUPT);
     CHECK_EQ_INT(cairn_state_store_heals(s, NULL, 0), 0);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     unsigned mode = 0;
     CHECK_EQ_INT(count_asides(test_tmpdir(), &mode), 0);
 
@@ -306,7 +306,7 @@ TEST(damaged_database_is_moved_aside_and_the_newest_good_snapshot_kept)
     CHECK_OK(cairn_state_store_check(s, &err), &err);
     CHECK_OK(save(s, "hourly", 4 * 3600, &err), &err);
     CHECK_EQ_INT(cairn_state_store_heals(s, NULL, 0), 1);
-    cairn_state_store_close(s);
+    cairn_state_store_free(s);
     CHECK_EQ_INT(sql_int(path, "SELECT COUNT(*) FROM cairn_state_snapshots"), 2);
     free(path);
 }

@@ -145,7 +145,7 @@ CONFORMANCE(roundtrip_and_manifest)
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "20260101T000000Z-a", &b, &err), &err);
     CHECK_EQ_STR(cairn_backup_name(b), "20260101T000000Z-a");
-    CHECK_EQ_STR(cairn_backup_directory(b), url);
+    CHECK_EQ_STR(cairn_backup_url(b), url);
     CHECK_OK(cairn_backup_set_kind(b, "influxdb", &err), &err);
     CHECK_OK(cairn_backup_set_source(b, "host:8086", &err), &err);
     CHECK_OK(cairn_backup_set_parent(b, "20251231T000000Z-a", &err), &err);
@@ -218,11 +218,11 @@ CONFORMANCE(roundtrip_and_manifest)
     }
     free(txt);
     /* The storage object stays usable after close. */
-    cairn_storage_close(st);
+    cairn_storage_disconnect(st);
     CHECK_OK(cairn_storage_list(st, &l, &err), &err);
     CHECK_EQ_INT(l.count, 1);
     cairn_backup_list_free(&l);
-    cairn_storage_close(st);
+    cairn_storage_disconnect(st);
     cairn_storage_free(st);
 }
 

@@ -253,9 +253,8 @@ static int file_create(void *state, const char *backup, const char *file, int64_
         *w = &lw->base;
         goto out;
     }
-    *w = cairn_atomic_file_writer_open(path, 0600, (flags & CAIRN_STORAGE_WRITE_REPLACE) != 0, err);
-    if (*w == NULL)
-        rc = err ? err->code : CAIRN_E_IO;
+    rc = cairn_atomic_file_writer_open(path, 0600, (flags & CAIRN_STORAGE_WRITE_REPLACE) != 0, w,
+                                       err);
 out:
     free(path);
     free(dir);
@@ -359,7 +358,7 @@ const struct cairn_storage_driver cairn_storage_file_driver = {
     .remove = file_remove,
     .create = file_create,
     .read = file_read,
-    .close = NULL,
+    .disconnect = NULL,
     .free = file_free,
     .list_files = file_list_files,
     .remove_file = file_remove_file,

@@ -6,7 +6,7 @@
 
 #include "s3.h"
 
-static void s3_close(void *state)
+static void s3_disconnect(void *state)
 {
     struct s3 *s = state;
     pthread_mutex_lock(&s->mu);
@@ -27,7 +27,7 @@ void s3_free(void *state)
     struct s3 *s = state;
     if (s == NULL)
         return;
-    s3_close(s);
+    s3_disconnect(s);
     free(s->pool);
     free(s->url);
     free(s->bucket);
@@ -51,7 +51,7 @@ const struct cairn_storage_driver cairn_storage_s3_driver = {
     .remove = s3_remove,
     .create = s3_create,
     .read = s3_read,
-    .close = s3_close,
+    .disconnect = s3_disconnect,
     .free = s3_free,
     .set_cancel = s3_set_cancel,
     .list_files = s3_list_files,
