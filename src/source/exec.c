@@ -343,9 +343,7 @@ static int exec_restore(void *state, struct cairn_backup *b, const char *into,
         struct cairn_writer *w = NULL;
         int rc = cairn_mkdir_p(into, 0700, err);
         if (rc == CAIRN_OK)
-            w = cairn_atomic_file_writer_open(path, 0600, 0, err);
-        if (rc == CAIRN_OK && w == NULL)
-            rc = err != NULL && err->code != 0 ? err->code : CAIRN_E_IO;
+            rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
         if (rc == CAIRN_OK)
             rc = cairn_backup_get_stream(b, EXEC_FILE, w, NULL, err);
         if (rc == CAIRN_OK)
