@@ -12,6 +12,8 @@ choice from weighted actions:
   http500    answer an HTTP request with 500 InternalError (S3 XML body), then close
   http503    answer with 503 SlowDown, then close
   slow       relay, with a delay before every chunk of the answer
+  flip       relay both ways, but XOR one byte of the answer with 0x01, at an offset drawn as
+             short's cut is (short_range=(N, N) flips byte N)
 
 With http=True each connection carries exactly one request: "Connection: close" is added to
 the request head, so a client with keep-alive (libcurl) opens a new connection for every
@@ -38,7 +40,7 @@ import sys
 import threading
 import time
 
-ACTIONS = ("pass", "reset", "reset_mid", "short", "stall", "http500", "http503", "slow")
+ACTIONS = ("pass", "reset", "reset_mid", "short", "stall", "http500", "http503", "slow", "flip")
 
 
 class FaultProxy:
@@ -176,7 +178,7 @@ class FaultProxy:
             else:
                 head = b""
             limit = None
-            if a in ("reset_mid", "short"):
+            if a in ("reset_mid", "short", "flip"):
                 with self.lock:
                     limit = self.rng.randint(*self.short_range)
             t = threading.Thread(target=_pump, args=(c, up, head), daemon=True)
@@ -192,7 +194,10 @@ class FaultProxy:
                     break
                 if a == "slow":
                     time.sleep(0.05)
-                if limit is not None and sent + len(data) > limit:
+                if a == "flip" and sent <= limit < sent + len(data):
+                    i = limit - sent
+                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+                elif limit is not None and a != "flip" and sent + len(data) > limit:
                     c.sendall(data[:limit - sent])
                     with self.lock:
                         self.stats["cut"] += 1

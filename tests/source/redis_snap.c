@@ -4,7 +4,9 @@
  *
  * takes one RDB snapshot with redis_snapshot into OUT (an atomic file: it exists only when
  * the snapshot succeeded). The password comes from the environment (REDIS_SNAP_PASSWORD), so
- * it is never on a command line. Success prints "ok BYTES progress=CALLS last=DONE/TOTAL";
+ * it is never on a command line. Success prints "ok BYTES progress=CALLS last=DONE/TOTAL
+ * vmhwm=KIB" (the peak RSS of this program image, from /proc: a parent's os.wait4 also counts
+ * the forked parent's memory from before the exec);
  * failure prints "error STATUS: MESSAGE" on stderr and exits with cairn's exit code for it.
  * --cancel-at sets the cancel flag from the progress callback once that many bytes are in. */
 #include <stdio.h>
@@ -20,6 +22,20 @@ struct prog {
     uint64_t done, total, cancel_at;
     volatile int cancel;
 };
+
+/* VmHWM of /proc/self/status in KiB, 0 if unknown. */
+static unsigned long vm_hwm(void)
+{
+    char line[256];
+    unsigned long kib = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmHWM: %lu kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
 
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
 {
@@ -73,7 +89,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "error %s: %s\n", cairn_status_name(rc), err.msg);
         return cairn_exit_code(rc);
     }
-    printf("ok %llu progress=%u last=%llu/%llu\n", (unsigned long long)bytes, pr.calls,
-           (unsigned long long)pr.done, (unsigned long long)pr.total);
+    printf("ok %llu progress=%u last=%llu/%llu vmhwm=%lu\n", (unsigned long long)bytes, pr.calls,
+           (unsigned long long)pr.done, (unsigned long long)pr.total, vm_hwm());
     return 0;
 }

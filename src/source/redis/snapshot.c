@@ -17,7 +17,7 @@
 #define REDIS_EOF_MARK 40           /* RDB_EOF_MARK_SIZE: the diskless form's end marker */
 #define REDIS_CHUNK    (128u << 10) /* RDB bytes per read */
 #define REDIS_PROGRESS (1u << 20)   /* report progress about once per MiB */
-#define REDIS_EXCERPT  60           /* bytes of a reply quoted in a message */
+#define REDIS_EXCERPT  120          /* bytes of a reply quoted in a message */
 
 /* Append one command as a RESP array of bulk strings. */
 static void resp_cmd(struct cairn_buf *b, int argc, const char *const *argv)
