@@ -152,6 +152,20 @@ TEST(rdb_check_framing_errors)
     CHECK_ERR(check_rdb(rdb, n - 20, 3, &has_crc, &err), CAIRN_E_CORRUPT, &err, "EOF opcode");
 }
 
+TEST(snapshot_refuses_bad_options_before_connecting)
+{
+    struct cairn_writer *out = cairn_discard_writer_new();
+    struct cairn_err err = {0};
+    uint64_t bytes = 1;
+    struct redis_conn_opts o = {.host = "127.0.0.1", .port = 70000};
+    CHECK_ERR(redis_snapshot(&o, out, &bytes, &err), CAIRN_E_INVALID, &err, "port 70000");
+    CHECK_EQ_INT(bytes, 0);
+    struct redis_conn_opts u = {.host = "127.0.0.1", .port = 6379, .user = "backup"};
+    CHECK_ERR(redis_snapshot(&u, out, NULL, &err), CAIRN_E_INVALID, &err,
+              "ACL user 'backup' given without a password");
+    cairn_writer_free(out);
+}
+
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);

@@ -21,7 +21,8 @@ struct redis_conn {
     int io_timeout_ms;
     const volatile int *cancel;
     uint8_t buf[REDIS_BUF];
-    size_t pos, len; /* unread bytes are buf[pos, len) */
+    size_t pos, len;     /* unread bytes are buf[pos, len) */
+    unsigned keepalives; /* bare newlines the protocol code skipped (for the debug log) */
 };
 
 /* Connect; messages say "redis HOST:PORT: ...". On failure c->fd is -1. */

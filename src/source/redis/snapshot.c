@@ -133,10 +133,12 @@ static int handshake(struct redis_conn *c, const struct redis_conn_opts *o, stru
 static int next_line(struct redis_conn *c, char *line, size_t cap, size_t *n, struct cairn_err *err)
 {
     int rc;
-    do
+    for (;;) {
         rc = redis_conn_line(c, line, cap, n, err);
-    while (rc == CAIRN_OK && *n == 0);
-    return rc;
+        if (rc != CAIRN_OK || *n > 0)
+            return rc;
+        c->keepalives++;
+    }
 }
 
 /* Ask for a full resync and return the line that announces the RDB ("$..."): PSYNC ? -1,
@@ -286,6 +288,9 @@ static int fetch(struct xfer *x, struct cairn_err *err)
     rc = handshake(x->c, o, err);
     if (rc == CAIRN_OK)
         rc = request_sync(x->c, o->password != NULL, line, sizeof(line), &n, err);
+    if (rc == CAIRN_OK && x->c->keepalives > 0)
+        cairn_debug("redis", "redis %s: skipped %u keepalive newlines while the RDB was prepared",
+                    x->c->addr, x->c->keepalives);
     if (rc == CAIRN_OK)
         rc = transfer(x, line, n, err);
     redis_conn_close(x->c);
@@ -297,6 +302,8 @@ int redis_snapshot(const struct redis_conn_opts *o, struct cairn_writer *out, ui
 {
     if (bytes != NULL)
         *bytes = 0;
+    if (o->port > 65535)
+        return cairn_err_set(err, CAIRN_E_INVALID, "redis: port %u is out of range", o->port);
     if (o->user != NULL && o->user[0] && o->password == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "redis: ACL user '%s' given without a password",
                              o->user);
