@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "cairn/log.h"
 #include "common/buf.h"
 #include "common/util.h"
@@ -94,19 +92,25 @@ static int expect_ok(struct redis_conn *c, const char *what, int optional, int h
 }
 
 /* AUTH, then the REPLCONFs a replica that only wants the RDB sends (redis-cli --rdb), written
- * back to back, then every reply read: the master refuses PSYNC while replies are pending. */
+ * back to back, then every reply read: the master refuses PSYNC while replies are pending.
+ * The password goes to the socket straight from the caller's string: no buffer of ours holds
+ * a copy (a growing buffer would leave old copies in freed memory). */
 static int handshake(struct redis_conn *c, const struct redis_conn_opts *o, struct cairn_err *err)
 {
     struct cairn_buf b = {0};
     const char *pw = o->password;
-    int have_user = o->user != NULL && o->user[0] != 0;
+    int rc = CAIRN_OK;
     if (pw != NULL) {
-        const char *auth_user[] = {"AUTH", o->user, pw};
-        const char *auth[] = {"AUTH", pw};
+        int have_user = o->user != NULL && o->user[0] != 0;
+        cairn_buf_printf(&b, "*%d\r\n$4\r\nAUTH\r\n", have_user ? 3 : 2);
         if (have_user)
-            resp_cmd(&b, 3, auth_user);
-        else
-            resp_cmd(&b, 2, auth);
+            cairn_buf_printf(&b, "$%zu\r\n%s\r\n", strlen(o->user), o->user);
+        cairn_buf_printf(&b, "$%zu\r\n", strlen(pw));
+        rc = redis_conn_send(c, b.p, b.len, err);
+        if (rc == CAIRN_OK)
+            rc = redis_conn_send(c, pw, strlen(pw), err);
+        b.len = 0;
+        cairn_buf_add(&b, "\r\n", 2);
     }
     const char *port[] = {"REPLCONF", "listening-port", "0"};
     const char *capa[] = {"REPLCONF", "capa", "eof", "capa", "psync2"};
@@ -114,8 +118,8 @@ static int handshake(struct redis_conn *c, const struct redis_conn_opts *o, stru
     resp_cmd(&b, 3, port);
     resp_cmd(&b, 5, capa);
     resp_cmd(&b, 3, rdb_only);
-    int rc = redis_conn_send(c, b.p, b.len, err);
-    OPENSSL_cleanse(b.p, b.cap); /* the password */
+    if (rc == CAIRN_OK)
+        rc = redis_conn_send(c, b.p, b.len, err);
     cairn_buf_free(&b);
     if (rc == CAIRN_OK && pw != NULL)
         rc = expect_ok(c, "AUTH", 0, 1, err);
