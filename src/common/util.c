@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 void *cairn_xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
@@ -555,4 +557,18 @@ int cairn_parse_duration(const char *s, int64_t *sec)
     }
     *sec = total;
     return 0;
+}
+
+void cairn_wipe(void *p, size_t len)
+{
+    if (p != NULL)
+        OPENSSL_cleanse(p, len);
+}
+
+void cairn_wipe_free(char *s)
+{
+    if (s != NULL) {
+        cairn_wipe(s, strlen(s));
+        free(s);
+    }
 }

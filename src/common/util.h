@@ -56,6 +56,10 @@ void cairn_dirname(const char *path, char *out, size_t cap);
 char *cairn_path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
 int cairn_name_is_safe(const char *name);
+/* Overwrite len bytes (not optimised away: OPENSSL_cleanse); for secrets before free. */
+void cairn_wipe(void *p, size_t len);
+/* Wipe a NUL-terminated secret and free it; NULL is fine. */
+void cairn_wipe_free(char *s);
 
 /* UTF-8, strict (RFC 3629): the sequence at p (n >= 1 bytes available) is 1..4 bytes long and
  * its code point goes to *cp; 0 when it is not valid UTF-8 (overlong, surrogate, beyond

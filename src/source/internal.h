@@ -5,5 +5,24 @@
 #include "cairn/source.h"
 
 extern const struct cairn_source_driver source_exec_driver;
+extern const struct cairn_source_driver source_redis_driver;
+
+/* A network source's URL, parsed (source_url_parse): every field malloc'd or NULL. */
+struct source_url {
+    char *scheme;
+    char *user;     /* percent-decoded; NULL when absent or empty */
+    char *password; /* percent-decoded; NULL when absent. Never logged */
+    char *host;     /* without brackets for IPv6 */
+    unsigned port;  /* default_port when the URL has none */
+    char *path;     /* "" or "/..." */
+    char *query;    /* after '?', raw; NULL when absent */
+};
+int source_url_parse(const char *url, unsigned default_port, struct source_url *u,
+                     struct cairn_err *err);
+/* The value of "name=" in the query, malloc'd and decoded; NULL when absent. */
+char *source_url_param(const struct source_url *u, const char *name);
+void source_url_free(struct source_url *u); /* wipes the password */
+/* First line of a password file that only its owner may read (else CAIRN_E_PERM). */
+int source_read_secret(const char *path, char **out, struct cairn_err *err);
 
 #endif

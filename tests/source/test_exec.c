@@ -9,7 +9,65 @@
 
 #include "cairn/source.h"
 #include "common/util.h"
+#include "source/internal.h"
 #include "test.h"
+
+TEST(url_parse_for_network_sources)
+{
+    struct cairn_err err;
+    struct source_url u;
+    CHECK_OK(
+        source_url_parse("redis://app:p%40ss:w@db1.example:6380/2?x=1&y=a%20b", 6379, &u, &err),
+        &err);
+    CHECK_EQ_STR(u.scheme, "redis");
+    CHECK_EQ_STR(u.user, "app");
+    CHECK_EQ_STR(u.password, "p@ss:w");
+    CHECK_EQ_STR(u.host, "db1.example");
+    CHECK_EQ_INT(u.port, 6380);
+    CHECK_EQ_STR(u.path, "/2");
+    char *y = source_url_param(&u, "y");
+    CHECK_EQ_STR(y, "a b");
+    free(y);
+    CHECK(source_url_param(&u, "z") == NULL);
+    source_url_free(&u);
+    CHECK_OK(source_url_parse("etcd://[::1]", 2379, &u, &err), &err);
+    CHECK_EQ_STR(u.host, "::1");
+    CHECK_EQ_INT(u.port, 2379);
+    CHECK(u.user == NULL && u.password == NULL);
+    source_url_free(&u);
+    CHECK_OK(source_url_parse("redis://:only@h", 6379, &u, &err), &err);
+    CHECK(u.user == NULL);
+    CHECK_EQ_STR(u.password, "only");
+    source_url_free(&u);
+    /* Errors name the URL redacted, never the password. */
+    CHECK_ERR(source_url_parse("redis://:secret@h:99999", 6379, &u, &err), CAIRN_E_INVALID, &err,
+              "port out of range");
+    CHECK(strstr(err.msg, "secret") == NULL && strstr(err.msg, ":***@") != NULL);
+    CHECK_ERR(source_url_parse("redis://:s%zz@h", 6379, &u, &err), CAIRN_E_INVALID, &err,
+              "percent-escape");
+    CHECK_ERR(source_url_parse("redis://h:", 6379, &u, &err), CAIRN_E_INVALID, &err, "bad port");
+    CHECK_ERR(source_url_parse("redis://[::1", 6379, &u, &err), CAIRN_E_INVALID, &err, "unclosed");
+    CHECK_ERR(source_url_parse("redis://:pw@", 6379, &u, &err), CAIRN_E_INVALID, &err, "no host");
+    CHECK_ERR(source_url_parse("h:6379", 6379, &u, &err), CAIRN_E_INVALID, &err, "SCHEME://");
+}
+
+TEST(password_file_must_be_private)
+{
+    struct cairn_err err;
+    char *p = cairn_path_join(test_tmpdir(), "pw");
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    fputs("s3cret\nignored\n", f);
+    fclose(f);
+    chmod(p, 0640);
+    char *pw = NULL;
+    CHECK_ERR(source_read_secret(p, &pw, &err), CAIRN_E_PERM, &err, "chmod 600");
+    chmod(p, 0600);
+    CHECK_OK(source_read_secret(p, &pw, &err), &err);
+    CHECK_EQ_STR(pw, "s3cret");
+    free(pw);
+    free(p);
+}
 
 TEST(redact_hides_passwords_and_secret_queries)
 {

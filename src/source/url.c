@@ -1,0 +1,202 @@
+/* One URL parser for every network source:
+ * scheme://[user[:password]@]host[:port][/path][?query], the user-info percent-decoded, IPv6
+ * literals in brackets. Errors name the URL only in its redacted form. */
+#include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "source/internal.h"
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* malloc'd percent-decoded copy of s[0..n); NULL for a bad escape or an encoded NUL. */
+static char *pct_decode(const char *s, size_t n)
+{
+    char *out = cairn_xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            *o++ = s[i];
+            continue;
+        }
+        int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+        int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+static int bad(const char *url, const char *why, struct cairn_err *err)
+{
+    char shown[512];
+    if (cairn_source_redact(url, shown, sizeof(shown)) != CAIRN_OK)
+        snprintf(shown, sizeof(shown), "(a long URL)");
+    return cairn_err_set(err, CAIRN_E_INVALID, "source '%s': %s", shown, why);
+}
+
+/* Split "user[:password]" at the first ':' (a user name holds none; a password may). */
+static int parse_userinfo(const char *url, const char *ui, size_t n, struct source_url *u,
+                          struct cairn_err *err)
+{
+    const char *colon = memchr(ui, ':', n);
+    size_t ulen = colon ? (size_t)(colon - ui) : n;
+    u->user = pct_decode(ui, ulen);
+    if (colon != NULL)
+        u->password = pct_decode(colon + 1, n - ulen - 1);
+    if (u->user == NULL || (colon != NULL && u->password == NULL))
+        return bad(url, "bad percent-escape in the user-info", err);
+    if (u->user[0] == '\0') {
+        free(u->user);
+        u->user = NULL;
+    }
+    return CAIRN_OK;
+}
+
+static int parse_hostport(const char *url, const char *h, size_t n, unsigned default_port,
+                          struct source_url *u, struct cairn_err *err)
+{
+    const char *port = NULL;
+    if (n > 0 && h[0] == '[') {
+        const char *close = memchr(h, ']', n);
+        if (close == NULL)
+            return bad(url, "unclosed '[' in the host", err);
+        u->host = pct_decode(h + 1, (size_t)(close - h - 1));
+        if (close + 1 < h + n) {
+            if (close[1] != ':')
+                return bad(url, "junk after the IPv6 address", err);
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(h, ':', n);
+        u->host = pct_decode(h, colon ? (size_t)(colon - h) : n);
+        if (colon != NULL)
+            port = colon + 1;
+    }
+    if (u->host == NULL || u->host[0] == '\0')
+        return bad(url, "no host", err);
+    u->port = default_port;
+    if (port != NULL) {
+        size_t plen = (size_t)(h + n - port);
+        unsigned long v = 0;
+        if (plen == 0 || plen > 5)
+            return bad(url, "bad port", err);
+        for (size_t i = 0; i < plen; i++) {
+            if (port[i] < '0' || port[i] > '9')
+                return bad(url, "bad port", err);
+            v = v * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (v == 0 || v > 65535)
+            return bad(url, "port out of range 1-65535", err);
+        u->port = (unsigned)v;
+    }
+    return CAIRN_OK;
+}
+
+int source_url_parse(const char *url, unsigned default_port, struct source_url *u,
+                     struct cairn_err *err)
+{
+    memset(u, 0, sizeof(*u));
+    const char *sep = strstr(url, "://");
+    if (sep == NULL)
+        return bad(url, "expected SCHEME://HOST[:PORT]", err);
+    u->scheme = pct_decode(url, (size_t)(sep - url));
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = NULL; /* the last '@' ends the user-info */
+    for (size_t i = 0; i < alen; i++)
+        if (auth[i] == '@')
+            at = auth + i;
+    int rc = CAIRN_OK;
+    if (at != NULL)
+        rc = parse_userinfo(url, auth, (size_t)(at - auth), u, err);
+    const char *h = at ? at + 1 : auth;
+    if (rc == CAIRN_OK)
+        rc = parse_hostport(url, h, (size_t)(auth + alen - h), default_port, u, err);
+    const char *rest = auth + alen;
+    if (rc == CAIRN_OK && *rest == '#')
+        rc = bad(url, "a fragment ('#') has no meaning here", err);
+    if (rc == CAIRN_OK) {
+        size_t plen = strcspn(rest, "?#");
+        u->path = pct_decode(rest, plen);
+        u->query = rest[plen] == '?' ? cairn_xstrdup(rest + plen + 1) : NULL;
+        if (u->path == NULL)
+            rc = bad(url, "bad percent-escape in the path", err);
+    }
+    if (rc != CAIRN_OK)
+        source_url_free(u);
+    return rc;
+}
+
+/* The value of "name=" in the query, malloc'd and percent-decoded; NULL when absent. */
+char *source_url_param(const struct source_url *u, const char *name)
+{
+    size_t nl = strlen(name);
+    for (const char *q = u->query; q != NULL && *q != '\0';) {
+        size_t seg = strcspn(q, "&");
+        if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
+            return pct_decode(q + nl + 1, seg - nl - 1);
+        if (seg == nl && strncmp(q, name, nl) == 0)
+            return cairn_xstrdup("");
+        q += seg;
+        if (*q == '&')
+            q++;
+    }
+    return NULL;
+}
+
+void source_url_free(struct source_url *u)
+{
+    free(u->scheme);
+    free(u->user);
+    cairn_wipe_free(u->password);
+    free(u->host);
+    free(u->path);
+    free(u->query);
+    memset(u, 0, sizeof(*u));
+}
+
+/* First line of path, without its newline: a secret kept in a file. The file must not be
+ * readable by group or others (as ssh and restic insist for keys). */
+int source_read_secret(const char *path, char **out, struct cairn_err *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return cairn_err_sys(err, 0, errno, "password file '%s'", path);
+    if (st.st_mode & 077)
+        return cairn_err_set(err, CAIRN_E_PERM,
+                             "password file '%s' is readable by group or others: chmod 600 it",
+                             path);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = cairn_read_file(path, 64 * 1024, &data, &len, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "password file");
+    size_t n = 0;
+    while (n < len && data[n] != '\n' && data[n] != '\r')
+        n++;
+    char *s = cairn_xmalloc(n + 1);
+    memcpy(s, data, n);
+    s[n] = '\0';
+    cairn_wipe(data, len);
+    free(data);
+    *out = s;
+    return CAIRN_OK;
+}
