@@ -19,6 +19,9 @@ command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 # The Redis source tests (tests/source/test_redis*.py) start a real redis-server and check
 # its RDBs with redis-check-rdb.
 test_pkgs+=(redis-server redis-tools)
+# The etcd source tests (tests/source/test_etcd*.py) start a real etcd 3.4 and restore its
+# snapshots with etcdctl.
+test_pkgs+=(etcd-server etcd-client)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")
