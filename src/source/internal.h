@@ -6,6 +6,8 @@
 
 extern const struct cairn_source_driver source_exec_driver;
 extern const struct cairn_source_driver source_redis_driver;
+extern const struct cairn_source_driver source_etcd_driver;
+extern const struct cairn_source_driver source_etcds_driver;
 
 /* A network source's URL, parsed (source_url_parse): every field malloc'd or NULL. */
 struct source_url {
