@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cairn/backup.h"
+#include "cairn/engine.h"
 #include "cairn/log.h"
 #include "cairn/service.h"
 #include "common/util.h"

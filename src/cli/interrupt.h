@@ -3,7 +3,7 @@
 #ifndef CAIRN_CLI_INTERRUPT_H
 #define CAIRN_CLI_INTERRUPT_H
 
-#include "cairn/backup.h"
+#include "cairn/engine.h"
 
 extern volatile int cli_cancel;
 /* Route SIGINT and SIGTERM to cli_cancel and ignore SIGPIPE. */

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cairn/backup.h"
+#include "cairn/engine.h"
 #include "cairn/log.h"
 #include "cairn/storage.h"
 #include "common/util.h"

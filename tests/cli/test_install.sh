@@ -66,9 +66,9 @@ fi
 
 # Every public header, in C (pedantic) and in C++ (extern "C": the symbols link unmangled).
 cat >"$tmp/headers.c" <<'C'
-#include <cairn/backup.h>
 #include <cairn/common.h>
 #include <cairn/digest.h>
+#include <cairn/engine.h>
 #include <cairn/err.h>
 #include <cairn/io.h>
 #include <cairn/log.h>

@@ -2,7 +2,7 @@
  * into backup storage, and back out again (online through requests 6/7, offline into the
  * legacy `influxd backup` layout). Local paths go to the storage module's path helpers. */
 #define _GNU_SOURCE
-#include "cairn/backup.h"
+#include "cairn/engine.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +20,6 @@
 #include "cairn/storage.h"
 #include "common/pool.h"
 #include "common/util.h"
-#include "internal.h"
 
 #define LOGC      "backup"
 #define META_FILE "meta"
@@ -308,8 +307,7 @@ static json_t *backup_meta(const struct cairn_backup_opts *o, struct shard_job *
     char t[64];
     json_object_set_new(meta, "format", json_string("influxdb-snapshot/1"));
     if (o->has_since) {
-        struct cairn_snap_time s = {o->since_sec, o->since_nsec};
-        snap_time_format(&s, t, sizeof(t));
+        cairn_format_rfc3339(o->since_sec, o->since_nsec, t, sizeof(t));
         json_object_set_new(meta, "since", json_string(t));
     }
     if (o->db != NULL)

@@ -20,8 +20,8 @@
  * database with every retention policy). With none the backup fails with CAIRN_E_NOTFOUND, or, with
  * full_if_no_parent, is taken in full.
  */
-#ifndef CAIRN_BACKUP_H
-#define CAIRN_BACKUP_H
+#ifndef CAIRN_ENGINE_H
+#define CAIRN_ENGINE_H
 
 #include <stdint.h>
 
