@@ -1,7 +1,20 @@
-/* cairn: one entry point for taking and restoring InfluxDB-style backups.
+/* cairn: the engine, one entry point for taking and one for restoring InfluxDB-style backups.
  *
  * Both `cairn backup` / `cairn restore` and the cairnd scheduler call these two functions, so
- * a scheduled backup is byte for byte what the command line takes.
+ * a scheduled backup is byte for byte what the command line takes. The engine sits above the
+ * snapshot protocol (cairn/service.h) and backup storage (cairn/storage.h) and uses only them.
+ *
+ * Ownership: the engine is given no writer or reader. It opens the storage, connections,
+ * files and streams it needs and closes and frees each of them before it returns; everything
+ * in the options (strings, tls, cancel, progress_ctx) is borrowed for the call and never
+ * freed. Inside, every function given a writer or reader only writes to or reads from it:
+ * the storage and protocol calls it is passed to borrow it (cairn_backup_get_stream,
+ * cairn_snap_shard_backup, cairn_snap_shard_upload), and a stage the engine builds over a
+ * stream it opened itself takes that stream, as every stage does (cairn/io.h).
+ *
+ * Names: a backup without opts->name gets the default name of cairn_storage_start_auto
+ * ("YYYYMMDDTHHMMSS.mmmZ"); backup names made from a time have one home,
+ * cairn_backup_name_make (cairn/storage.h).
  *
  * A backup's source is either a snapshot service ("HOST:PORT": cairnd serve or a real influxd
  * 1.5+ speaking the 1.6 snapshotter protocol) or a local file/directory path. A source is a
@@ -34,19 +47,19 @@ extern "C" {
 
 struct cairn_tls_opts; /* cairn/service.h */
 
-#define CAIRN_BACKUP_NAME_MAX 128
+#define CAIRN_ENGINE_NAME_MAX 128
 
 /* Progress report; called from worker threads, possibly concurrently (serialise inside). */
-struct cairn_backup_progress {
+struct cairn_engine_progress {
     const char *phase;    /* "meta", "shard", "verify", "apply" */
     const char *item;     /* e.g. "mydb/autogen/3"; may be NULL */
     uint64_t bytes;       /* bytes moved since the previous call (a delta) */
     unsigned items_done;  /* shards (or files) finished so far */
     unsigned items_total; /* 0 when not known yet */
 };
-typedef void (*cairn_backup_progress_fn)(void *ctx, const struct cairn_backup_progress *p);
+typedef void (*cairn_engine_progress_fn)(void *ctx, const struct cairn_engine_progress *p);
 
-struct cairn_backup_opts {
+struct cairn_engine_backup_opts {
     const char *source;      /* "HOST:PORT" or a local path (see above) */
     const char *storage_url; /* file:///dir, s3://bucket/prefix, ... */
     const char *name;        /* NULL: the UTC start time "YYYYMMDDTHHMMSS.mmmZ", unique in the
@@ -61,7 +74,7 @@ struct cairn_backup_opts {
     unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */
     int connect_timeout_ms;            /* 0 = 10000 */
     int io_timeout_ms;                 /* idle read/write timeout per connection; 0 = 60000 */
-    cairn_backup_progress_fn progress; /* may be NULL */
+    cairn_engine_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     const volatile int *cancel; /* may be NULL; nonzero stops with CAIRN_E_CANCELLED */
     /* Wait this long for a conflicting storage lock (a prune, an rm) to go; 0: see
@@ -70,9 +83,9 @@ struct cairn_backup_opts {
     const struct cairn_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
 };
 
-struct cairn_backup_result {
-    char name[CAIRN_BACKUP_NAME_MAX];
-    char parent[CAIRN_BACKUP_NAME_MAX]; /* "" for a full backup */
+struct cairn_engine_backup_result {
+    char name[CAIRN_ENGINE_NAME_MAX];
+    char parent[CAIRN_ENGINE_NAME_MAX]; /* "" for a full backup */
     unsigned databases;
     unsigned shards;
     uint64_t files; /* files stored, meta included */
@@ -84,10 +97,10 @@ struct cairn_backup_result {
 };
 
 /* Take one backup. On failure nothing that looks complete is left behind (no MANIFEST). */
-CAIRN_API int cairn_backup_run(const struct cairn_backup_opts *opts,
-                               struct cairn_backup_result *res, struct cairn_err *err);
+CAIRN_API int cairn_engine_backup(const struct cairn_engine_backup_opts *opts,
+                                  struct cairn_engine_backup_result *res, struct cairn_err *err);
 
-struct cairn_restore_opts {
+struct cairn_engine_restore_opts {
     const char *storage_url;
     const char *name; /* backup to restore; incremental chains are followed to the base */
     /* Exactly one target: */
@@ -99,14 +112,14 @@ struct cairn_restore_opts {
     const char *newrp;      /* ... renamed to this (NULL: same name) */
     int connect_timeout_ms; /* 0 = 10000 */
     int io_timeout_ms;      /* 0 = 60000 */
-    cairn_backup_progress_fn progress;
+    cairn_engine_progress_fn progress;
     void *progress_ctx;
     const volatile int *cancel;
     int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
     const struct cairn_tls_opts *tls; /* an online target over TLS; NULL: plain */
 };
 
-struct cairn_restore_result {
+struct cairn_engine_restore_result {
     unsigned backups; /* backups in the applied chain (1 for a full backup) */
     unsigned databases;
     unsigned shards; /* shard streams applied */
@@ -121,12 +134,8 @@ struct cairn_restore_result {
  * written; nothing is applied when verification fails. A backup of a local path is restored
  * into a temporary directory beside into_dir and renamed into place once every file verified
  * (cairn_backup_restore_path): on failure or cancellation into_dir is as it was. */
-CAIRN_API int cairn_restore_run(const struct cairn_restore_opts *opts,
-                                struct cairn_restore_result *res, struct cairn_err *err);
-
-/* Backup name for a Unix time: "YYYYMMDDTHHMMSSZ" (cairn_backup_name_make). out needs 17
- * bytes. */
-CAIRN_API void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap);
+CAIRN_API int cairn_engine_restore(const struct cairn_engine_restore_opts *opts,
+                                   struct cairn_engine_restore_result *res, struct cairn_err *err);
 
 #ifdef __cplusplus
 }

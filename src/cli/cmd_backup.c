@@ -57,7 +57,7 @@ int cmd_backup(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
-    struct cairn_backup_opts o = {0};
+    struct cairn_engine_backup_opts o = {0};
     struct cairn_tls_opts tls = {0};
     int tls_on = 0;
     uint64_t v;
@@ -110,11 +110,11 @@ int cmd_backup(int argc, char **argv)
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
     struct cli_progress *prog = cli_progress_new("backup", 0);
-    o.progress = cli_backup_progress;
+    o.progress = cli_engine_progress;
     o.progress_ctx = prog;
-    struct cairn_backup_result res;
+    struct cairn_engine_backup_result res;
     struct cairn_err err = {0};
-    int rc = cairn_backup_run(&o, &res, &err);
+    int rc = cairn_engine_backup(&o, &res, &err);
     cli_progress_done(prog);
     if (rc != CAIRN_OK)
         return cli_fail(&err);

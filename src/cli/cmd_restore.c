@@ -47,7 +47,7 @@ int cmd_restore(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
-    struct cairn_restore_opts o = {0};
+    struct cairn_engine_restore_opts o = {0};
     struct cairn_tls_opts tls = {0};
     int tls_on = 0;
     uint64_t v;
@@ -88,11 +88,11 @@ int cmd_restore(int argc, char **argv)
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
     struct cli_progress *prog = cli_progress_new("restore", 0);
-    o.progress = cli_backup_progress;
+    o.progress = cli_engine_progress;
     o.progress_ctx = prog;
-    struct cairn_restore_result res;
+    struct cairn_engine_restore_result res;
     struct cairn_err err = {0};
-    int rc = cairn_restore_run(&o, &res, &err);
+    int rc = cairn_engine_restore(&o, &res, &err);
     cli_progress_done(prog);
     if (rc != CAIRN_OK)
         return cli_fail(&err);

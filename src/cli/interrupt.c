@@ -23,7 +23,7 @@ void cli_catch_interrupts(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-void cli_backup_progress(void *ctx, const struct cairn_backup_progress *p)
+void cli_engine_progress(void *ctx, const struct cairn_engine_progress *p)
 {
     cli_progress_add(ctx, p->bytes);
 }

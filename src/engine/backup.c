@@ -1,4 +1,4 @@
-/* cairn_backup_run / cairn_restore_run: InfluxDB-style backups through the snapshot client
+/* cairn_engine_backup / cairn_engine_restore: InfluxDB-style backups through the snapshot client
  * into backup storage, and back out again (online through requests 6/7, offline into the
  * legacy `influxd backup` layout). Local paths go to the storage module's path helpers. */
 #define _GNU_SOURCE
@@ -27,12 +27,6 @@
 #define CHAIN_MAX 1000
 #define KIND      "influxdb"
 
-void cairn_backup_default_name(int64_t unix_sec, char *out, size_t cap)
-{
-    if (cairn_backup_name_make(unix_sec * 1000, 0, NULL, out, cap, NULL) != CAIRN_OK && cap > 0)
-        out[0] = '\0';
-}
-
 static int is_local_source(const char *s)
 {
     return s[0] == '/' || s[0] == '.' || access(s, F_OK) == 0;
@@ -48,7 +42,7 @@ static int cancelled(const volatile int *flag)
 
 struct progress {
     pthread_mutex_t mu;
-    cairn_backup_progress_fn fn;
+    cairn_engine_progress_fn fn;
     void *ctx;
     const volatile int *cancel;
     unsigned done, total;
@@ -62,7 +56,7 @@ static void progress_report(struct progress *p, const char *phase, const char *i
     pthread_mutex_lock(&p->mu);
     if (finished)
         p->done++;
-    struct cairn_backup_progress ev = {phase, item, bytes, p->done, p->total};
+    struct cairn_engine_progress ev = {phase, item, bytes, p->done, p->total};
     p->fn(p->ctx, &ev);
     pthread_mutex_unlock(&p->mu);
 }
@@ -279,8 +273,9 @@ static int find_parent(struct cairn_storage *st, const char *source, const json_
 
 /* With has_since, find the parent (res->parent); with none and full_if_no_parent, o becomes a
  * full backup. */
-static int choose_parent(struct cairn_storage *st, struct cairn_backup_opts *o, const json_t *scope,
-                         struct cairn_backup_result *res, struct cairn_err *err)
+static int choose_parent(struct cairn_storage *st, struct cairn_engine_backup_opts *o,
+                         const json_t *scope, struct cairn_engine_backup_result *res,
+                         struct cairn_err *err)
 {
     if (!o->has_since)
         return CAIRN_OK;
@@ -300,8 +295,8 @@ static int choose_parent(struct cairn_storage *st, struct cairn_backup_opts *o, 
     return rc;
 }
 
-static json_t *backup_meta(const struct cairn_backup_opts *o, struct shard_job *jobs, size_t n,
-                           unsigned *ndb)
+static json_t *backup_meta(const struct cairn_engine_backup_opts *o, struct shard_job *jobs,
+                           size_t n, unsigned *ndb)
 {
     json_t *meta = json_object(), *dbs = json_object(), *shards = json_array();
     char t[64];
@@ -337,8 +332,8 @@ static json_t *backup_meta(const struct cairn_backup_opts *o, struct shard_job *
     return meta;
 }
 
-static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts *o,
-                        struct progress *prog, struct cairn_backup_result *res,
+static int backup_local(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
+                        struct progress *prog, struct cairn_engine_backup_result *res,
                         struct cairn_err *err);
 
 static void path_progress(void *arg, uint64_t bytes)
@@ -346,9 +341,9 @@ static void path_progress(void *arg, uint64_t bytes)
     progress_report(arg, "file", NULL, bytes, 0);
 }
 
-static int backup_service(struct cairn_storage *st, const struct cairn_backup_opts *o,
+static int backup_service(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
                           struct cairn_tls *tls, struct progress *prog,
-                          struct cairn_backup_result *res, struct cairn_err *err)
+                          struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
     struct cairn_snap_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms,
                                        o->cancel, tls};
@@ -359,7 +354,7 @@ static int backup_service(struct cairn_storage *st, const struct cairn_backup_op
     struct cairn_writer *w = NULL;
     struct cairn_snap_time since = {o->since_sec, o->since_nsec};
     json_t *scope = influx_scope(o->db, o->rp);
-    struct cairn_backup_opts eff = *o; /* full when no parent and full_if_no_parent */
+    struct cairn_engine_backup_opts eff = *o; /* full when no parent and full_if_no_parent */
     int rc = o->name != NULL
                  ? cairn_storage_start(st, res->name, &b, err)
                  : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), &b, err);
@@ -457,8 +452,8 @@ out:
     return rc;
 }
 
-static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts *o,
-                        struct progress *prog, struct cairn_backup_result *res,
+static int backup_local(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
+                        struct progress *prog, struct cairn_engine_backup_result *res,
                         struct cairn_err *err)
 {
     if (o->db != NULL || o->rp != NULL || o->has_since)
@@ -490,8 +485,8 @@ static int backup_local(struct cairn_storage *st, const struct cairn_backup_opts
     return CAIRN_OK;
 }
 
-int cairn_backup_run(const struct cairn_backup_opts *o, struct cairn_backup_result *res,
-                     struct cairn_err *err)
+int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
+                        struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
     memset(res, 0, sizeof(*res));
     uint64_t t0 = cairn_mono_ns();
@@ -664,9 +659,9 @@ static int read_meta_envelope(struct cairn_backup *b, struct cairn_writer **mem,
     return rc;
 }
 
-static int restore_online_tls(const struct cairn_restore_opts *o, struct chain *c,
+static int restore_online_tls(const struct cairn_engine_restore_opts *o, struct chain *c,
                               struct cairn_tls *tls, struct progress *prog,
-                              struct cairn_restore_result *res, struct cairn_err *err)
+                              struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
     struct cairn_snap_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms,
                                        o->cancel, tls};
@@ -727,8 +722,8 @@ static int restore_online_tls(const struct cairn_restore_opts *o, struct chain *
     return rc;
 }
 
-static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
-                          struct progress *prog, struct cairn_restore_result *res,
+static int restore_online(const struct cairn_engine_restore_opts *o, struct chain *c,
+                          struct progress *prog, struct cairn_engine_restore_result *res,
                           struct cairn_err *err)
 {
     struct cairn_tls *tls = NULL;
@@ -743,8 +738,8 @@ static int restore_online(const struct cairn_restore_opts *o, struct chain *c,
 }
 
 /* Legacy `influxd backup` file names: meta.NN and <db>.<rp>.<%05d id>.NN, NN = chain index. */
-static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
-                           struct progress *prog, struct cairn_restore_result *res,
+static int restore_offline(const struct cairn_engine_restore_opts *o, struct chain *c,
+                           struct progress *prog, struct cairn_engine_restore_result *res,
                            struct cairn_err *err)
 {
     if (o->newdb != NULL || o->newrp != NULL)
@@ -832,7 +827,7 @@ static int restore_offline(const struct cairn_restore_opts *o, struct chain *c,
 }
 
 /* A backup of a local path, all or nothing (cairn_backup_restore_path). */
-static int restore_files(const struct cairn_restore_opts *o, struct cairn_backup *b,
+static int restore_files(const struct cairn_engine_restore_opts *o, struct cairn_backup *b,
                          struct progress *prog, struct cairn_err *err)
 {
     struct cairn_path_opts po = {
@@ -851,7 +846,7 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
 
 /* --db / --rp name what the backup holds: anything else is "not in this backup" (a server
  * would otherwise get an empty restore and answer as if the database existed). */
-static int check_scope(const struct cairn_restore_opts *o, const struct chain *c,
+static int check_scope(const struct cairn_engine_restore_opts *o, const struct chain *c,
                        struct cairn_err *err)
 {
     struct cairn_backup *b = c->b[c->n - 1];
@@ -884,8 +879,8 @@ static int check_scope(const struct cairn_restore_opts *o, const struct chain *c
     return CAIRN_OK;
 }
 
-int cairn_restore_run(const struct cairn_restore_opts *o, struct cairn_restore_result *res,
-                      struct cairn_err *err)
+int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
+                         struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
     memset(res, 0, sizeof(*res));
     uint64_t t0 = cairn_mono_ns();

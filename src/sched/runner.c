@@ -1,4 +1,4 @@
-/* The scheduler's real runner: backups through cairn_backup_run() (the same entry point as
+/* The scheduler's real runner: backups through cairn_engine_backup() (the same entry point as
  * `cairn backup`), idempotency checks and retention through the storage API. */
 #include "runner.h"
 
@@ -48,16 +48,16 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
     const struct cairn_config *cfg = ctx;
     /* A prune (this cairnd's other schedules', or anyone's) holds the location briefly:
      * the run waits for it rather than fail. */
-    struct cairn_backup_opts o = {
+    struct cairn_engine_backup_opts o = {
         .source = run->schedule->source,
         .storage_url = run->schedule->to,
         .name = run->name,
         .cancel = cancel,
         .lock_wait_ms = cfg != NULL ? cfg->lock_wait * 1000 : 0,
     };
-    struct cairn_backup_result r;
+    struct cairn_engine_backup_result r;
     memset(&r, 0, sizeof(r));
-    int rc = cairn_backup_run(&o, &r, err);
+    int rc = cairn_engine_backup(&o, &r, err);
     if (rc == CAIRN_OK)
         res->bytes = r.bytes;
     return rc;

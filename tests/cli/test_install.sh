@@ -78,15 +78,23 @@ cat >"$tmp/headers.c" <<'C'
 #include <cairn/storage.h>
 #include <stdio.h>
 #include <string.h>
-/* Opens a file:// storage in the directory argv[1] and lists it (empty). */
+/* Opens a file:// storage in the directory argv[1] and lists it (empty); the engine refuses
+ * options without a source. */
 int main(int argc, char **argv)
 {
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l;
+    struct cairn_engine_backup_opts bo;
+    struct cairn_engine_backup_result br;
     char url[4096];
     if (argc != 2)
         return 2;
+    memset(&bo, 0, sizeof bo);
+    if (cairn_engine_backup(&bo, &br, &err) != CAIRN_E_INVALID) {
+        fprintf(stderr, "engine: options without a source were not refused\n");
+        return 1;
+    }
     snprintf(url, sizeof url, "file://%s", argv[1]);
     if (cairn_storage_open(url, &st, &err) != CAIRN_OK) {
         fprintf(stderr, "open: %s\n", err.msg);
