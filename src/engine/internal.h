@@ -1,0 +1,56 @@
+/* What the engine's backup and restore share: the cancel flag, the progress and cancel stage,
+ * and the identity (kind, source, scope) of an influxdb backup. Not installed. */
+#ifndef CAIRN_ENGINE_INTERNAL_H
+#define CAIRN_ENGINE_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "cairn/engine.h"
+#include "cairn/io.h"
+#include "cairn/storage.h"
+
+#define ENGINE_LOGC      "backup"   /* the log component of backups and restores */
+#define ENGINE_KIND      "influxdb" /* the kind of a snapshot-service backup */
+#define ENGINE_META_FILE "meta"     /* its metastore envelope */
+
+/* 1 when the flag (may be NULL) asks to stop. It is set from signal handlers and other
+ * threads, so it is read atomically. */
+int engine_cancelled(const volatile int *flag);
+
+/* The caller's progress callback, serialised, with the counts it reports. Initialise mu with
+ * PTHREAD_MUTEX_INITIALIZER. */
+struct engine_progress {
+    pthread_mutex_t mu;
+    cairn_engine_progress_fn fn; /* may be NULL: nothing is reported */
+    void *ctx;
+    const volatile int *cancel;
+    unsigned done, total;
+};
+
+/* Report bytes moved (a delta) in phase/item; finished counts one more item done. */
+void engine_progress_report(struct engine_progress *p, const char *phase, const char *item,
+                            uint64_t bytes, int finished);
+/* A stage over next that reports the bytes written through it and fails with
+ * CAIRN_E_CANCELLED once p's cancel flag is set. Like every stage it takes next; phase and
+ * item must outlive it. */
+struct cairn_writer *engine_progress_writer_new(struct cairn_writer *next,
+                                                struct engine_progress *p, const char *phase,
+                                                const char *item);
+/* cairn_path_opts.progress for a struct engine_progress (arg): phase "file". */
+void engine_path_progress(void *arg, uint64_t bytes);
+
+/* The part of the source an influxdb backup holds: {"db": NAME|null, "rp": NAME|null}, null
+ * meaning every one (every database but _internal). New reference. */
+json_t *engine_scope_new(const char *db, const char *rp);
+/* b's scope, new reference; MANIFESTs older than scopes give it from their meta. NULL: none
+ * known. */
+json_t *engine_scope_of(struct cairn_backup *b);
+/* 1 when a backup of scope parent holds everything a backup of scope child does. */
+int engine_scope_covers(const json_t *parent, const json_t *child);
+/* "influxdb backup of HOST:PORT (database 'x', all retention policies)", for messages;
+ * the caller frees it. */
+char *engine_identity_text(const char *kind, const char *source, const json_t *scope);
+
+#endif
