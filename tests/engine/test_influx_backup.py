@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service"))
 from influx import CAIRN, Cairnd, check, Influxd, need_influxd, populate, run  # noqa: E402
 
 

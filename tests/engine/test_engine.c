@@ -1,0 +1,397 @@
+/* The engine through its public API, in process: backups of an in-process snapshot server
+ * (the directory provider, as cairnd serve runs it) and of a local path into file:// storage,
+ * full and incremental; restores offline into the legacy layout and online into the server;
+ * cancellation, refused options (with and without an err), and the scope rules a chain is
+ * checked by. The command-line and real-influxd tests are the scripts beside this file. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "cairn/engine.h"
+#include "cairn/service.h"
+#include "cairn/storage.h"
+#include "common/util.h"
+#include "engine/internal.h"
+#include "test.h"
+
+static void put_file(const char *dir, const char *name, const char *content, int64_t mtime)
+{
+    struct cairn_err err;
+    cairn_mkdir_p(dir, 0755, &err);
+    char *p = cairn_path_join(dir, name);
+    FILE *f = fopen(p, "wb");
+    fputs(content, f);
+    fclose(f);
+    if (mtime > 0) {
+        struct timeval tv[2] = {{(time_t)mtime, 0}, {(time_t)mtime, 0}};
+        utimes(p, tv);
+    }
+    free(p);
+}
+
+static int exists(const char *dir, const char *name)
+{
+    char *p = cairn_path_join(dir, name);
+    struct stat sb;
+    int ok = stat(p, &sb) == 0;
+    free(p);
+    return ok;
+}
+
+/* Entries of dir, hidden ones (temporaries) included; the first one's name into first. */
+static size_t entries(const char *dir, char *first, size_t cap)
+{
+    DIR *d = opendir(dir);
+    size_t n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n++ == 0 && first != NULL)
+            snprintf(first, cap, "%s", de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Complete backups in url. */
+static size_t complete_backups(const char *url)
+{
+    struct cairn_err err;
+    struct cairn_storage *st;
+    struct cairn_backup_list l = {0};
+    size_t n = 0;
+    if (cairn_storage_open(url, &st, &err) != CAIRN_OK)
+        return 0;
+    if (cairn_storage_list(st, &l, &err) == CAIRN_OK)
+        for (size_t i = 0; i < l.count; i++)
+            n += l.items[i].status == CAIRN_BACKUP_COMPLETE;
+    cairn_backup_list_free(&l);
+    cairn_storage_free(st);
+    return n;
+}
+
+/* ---- a data directory served by an in-process snapshot server, and a storage URL ---- */
+
+struct fixture {
+    char *data, *url;
+    const char *addr; /* the server's HOST:PORT */
+    struct cairn_snap_provider prov;
+    struct cairn_snap_server *srv;
+    pthread_t th;
+};
+
+static void *run_server(void *arg)
+{
+    struct cairn_err err;
+    cairn_snap_server_run(arg, &err);
+    return NULL;
+}
+
+/* Two shards of "db" written long ago, and one of _internal, served; storage in "store". */
+static int fixture_start(struct fixture *f)
+{
+    struct cairn_err err;
+    f->data = cairn_path_join(test_tmpdir(), "data");
+    f->url = cairn_xasprintf("file://%s/store", test_tmpdir());
+    char *s1 = cairn_path_join(f->data, "db/autogen/1"),
+         *s2 = cairn_path_join(f->data, "db/week/2"),
+         *s3 = cairn_path_join(f->data, "_internal/monitor/3");
+    put_file(s1, "000000001-000000001.tsm", "tsm one", 1000000000);
+    put_file(s2, "000000001-000000001.tsm", "tsm two", 1000000000);
+    put_file(s3, "000000001-000000001.tsm", "monitor", 1000000000);
+    free(s1);
+    free(s2);
+    free(s3);
+    /* Timeouts only bound a hang: generous, as this may run on a loaded machine. */
+    struct cairn_snap_server_opts so = {
+        .listen = "127.0.0.1:0", .idle_timeout_ms = 60000, .allow_restore = 1};
+    f->srv = NULL;
+    CHECK_OK(cairn_snap_dir_provider_new(f->data, NULL, &f->prov, &err), &err);
+    CHECK_OK(cairn_snap_server_new(&so, &f->prov, &f->srv, &err), &err);
+    if (f->srv == NULL) {
+        free(f->data);
+        free(f->url);
+        return -1;
+    }
+    f->addr = cairn_snap_server_address(f->srv);
+    pthread_create(&f->th, NULL, run_server, f->srv);
+    return 0;
+}
+
+static void fixture_stop(struct fixture *f)
+{
+    cairn_snap_server_stop(f->srv);
+    pthread_join(f->th, NULL);
+    cairn_snap_server_free(f->srv);
+    free(f->data);
+    free(f->url);
+}
+
+struct counts {
+    unsigned calls, meta, shard, apply, verify;
+    uint64_t bytes;
+};
+
+static void count_progress(void *ctx, const struct cairn_engine_progress *p)
+{
+    struct counts *c = ctx; /* the engine serialises the calls */
+    c->calls++;
+    c->bytes += p->bytes;
+    c->meta += strcmp(p->phase, "meta") == 0;
+    c->shard += strcmp(p->phase, "shard") == 0;
+    c->apply += strcmp(p->phase, "apply") == 0;
+    c->verify += strcmp(p->phase, "verify") == 0;
+}
+
+TEST(options_refused_with_and_without_err)
+{
+    struct cairn_err err;
+    struct cairn_engine_backup_opts b = {0};
+    struct cairn_engine_backup_result br;
+    CHECK_ERR(cairn_engine_backup(&b, &br, &err), CAIRN_E_INVALID, &err, "needs a source");
+    CHECK_EQ_INT(cairn_engine_backup(&b, &br, NULL), CAIRN_E_INVALID);
+    b.source = "127.0.0.1:1";
+    b.storage_url = "file:///nonexistent";
+    b.rp = "autogen";
+    CHECK_ERR(cairn_engine_backup(&b, &br, &err), CAIRN_E_INVALID, &err, "needs a database");
+    b.rp = NULL;
+    b.name = ".hidden";
+    CHECK_ERR(cairn_engine_backup(&b, &br, &err), CAIRN_E_INVALID, &err, "invalid backup name");
+
+    struct cairn_engine_restore_opts r = {.storage_url = "file:///x", .name = "n"};
+    struct cairn_engine_restore_result rr;
+    CHECK_ERR(cairn_engine_restore(&r, &rr, &err), CAIRN_E_INVALID, &err, "exactly one target");
+    r.target = "127.0.0.1:1";
+    r.into_dir = "/tmp";
+    CHECK_EQ_INT(cairn_engine_restore(&r, &rr, NULL), CAIRN_E_INVALID);
+    r.into_dir = NULL;
+    r.newrp = "x";
+    CHECK_ERR(cairn_engine_restore(&r, &rr, &err), CAIRN_E_INVALID, &err, "--newrp needs --rp");
+}
+
+TEST(service_backup_then_offline_restore)
+{
+    struct cairn_err err;
+    struct fixture f;
+    if (fixture_start(&f) != 0)
+        return;
+    char *into = cairn_path_join(test_tmpdir(), "into");
+    struct counts bc = {0}, rc = {0};
+    struct cairn_engine_backup_opts o = {.source = f.addr,
+                                         .storage_url = f.url,
+                                         .name = "full",
+                                         .parallelism = 2,
+                                         .progress = count_progress,
+                                         .progress_ctx = &bc};
+    struct cairn_engine_backup_result res;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK_EQ_STR(res.name, "full");
+    CHECK_EQ_STR(res.parent, "");
+    CHECK_EQ_INT(res.shards, 2); /* _internal only when asked for by name */
+    CHECK_EQ_INT(res.files, 3);
+    CHECK_EQ_INT(res.databases, 1);
+    CHECK(bc.meta > 0 && bc.shard > 0);
+    CHECK_EQ_INT(bc.bytes, res.bytes); /* every byte stored passed the progress stage */
+
+    struct cairn_engine_restore_opts ro = {.storage_url = f.url,
+                                           .name = "full",
+                                           .into_dir = into,
+                                           .progress = count_progress,
+                                           .progress_ctx = &rc};
+    struct cairn_engine_restore_result rres;
+    CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
+    CHECK_EQ_INT(rres.backups, 1);
+    CHECK_EQ_INT(rres.shards, 2);
+    CHECK_EQ_INT(rres.databases, 1);
+    CHECK(rc.verify == 3 && rc.apply > 0);
+    CHECK(exists(into, "meta.00"));
+    CHECK(exists(into, "db.autogen.00001.00"));
+    CHECK(exists(into, "db.week.00002.00"));
+    CHECK_EQ_INT(entries(into, NULL, 0), 3); /* no temporary directory left */
+
+    /* Again into the same directory: refused before anything is moved, nothing left over. */
+    CHECK_ERR(cairn_engine_restore(&ro, &rres, &err), CAIRN_E_EXISTS, &err, "already exists");
+    CHECK_EQ_INT(entries(into, NULL, 0), 3);
+    /* --newdb needs an online restore. */
+    ro.db = "db";
+    ro.newdb = "db2";
+    CHECK_ERR(cairn_engine_restore(&ro, &rres, &err), CAIRN_E_INVALID, &err, "online restore");
+
+    fixture_stop(&f);
+    free(into);
+}
+
+TEST(incremental_chain)
+{
+    struct cairn_err err;
+    struct fixture f;
+    if (fixture_start(&f) != 0)
+        return;
+    struct cairn_engine_backup_opts o = {.source = f.addr,
+                                         .storage_url = f.url,
+                                         .name = "inc",
+                                         .has_since = 1,
+                                         .since_sec = 1500000000};
+    struct cairn_engine_backup_result res;
+    /* No parent: refused (err or not), or taken in full when allowed. */
+    CHECK_ERR(cairn_engine_backup(&o, &res, &err), CAIRN_E_NOTFOUND, &err, "no parent");
+    CHECK_EQ_INT(cairn_engine_backup(&o, &res, NULL), CAIRN_E_NOTFOUND);
+    CHECK_EQ_INT(complete_backups(f.url), 0);
+    o.name = "base";
+    o.full_if_no_parent = 1;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK_EQ_INT(res.full_no_parent, 1);
+    CHECK_EQ_STR(res.parent, "");
+
+    /* A file newer than since: the incremental backup names base as its parent. */
+    char *s1 = cairn_path_join(f.data, "db/autogen/1");
+    put_file(s1, "000000002-000000001.tsm", "tsm one, later", 0);
+    o.name = "inc";
+    o.full_if_no_parent = 0;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK_EQ_STR(res.parent, "base");
+    CHECK_EQ_INT(res.full_no_parent, 0);
+
+    char *into = cairn_path_join(test_tmpdir(), "into");
+    struct cairn_engine_restore_opts ro = {.storage_url = f.url, .name = "inc", .into_dir = into};
+    struct cairn_engine_restore_result rres;
+    CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
+    CHECK_EQ_INT(rres.backups, 2);
+    CHECK(exists(into, "meta.00") && exists(into, "meta.01"));
+    CHECK(exists(into, "db.autogen.00001.00") && exists(into, "db.autogen.00001.01"));
+    /* A database the chain does not hold is "not in this backup", nothing applied. */
+    char *into2 = cairn_path_join(test_tmpdir(), "into2");
+    ro.into_dir = into2;
+    ro.db = "nosuchdb";
+    CHECK_ERR(cairn_engine_restore(&ro, &rres, &err), CAIRN_E_NOTFOUND, &err, "(it has: db)");
+    CHECK(!exists(into2, "meta.00"));
+
+    fixture_stop(&f);
+    free(s1);
+    free(into);
+    free(into2);
+}
+
+TEST(online_restore_into_the_server)
+{
+    struct cairn_err err;
+    struct fixture f;
+    if (fixture_start(&f) != 0)
+        return;
+    struct cairn_engine_backup_opts o = {
+        .source = f.addr, .storage_url = f.url, .db = "db", .rp = "week"};
+    struct cairn_engine_backup_result res;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err); /* a default name */
+    CHECK(strlen(res.name) > 0 && cairn_backup_name_parse(res.name, NULL, NULL));
+    CHECK_EQ_INT(res.shards, 1);
+
+    struct cairn_engine_restore_opts ro = {
+        .storage_url = f.url, .name = res.name, .target = f.addr, .db = "db", .newdb = "db2"};
+    struct cairn_engine_restore_result rres;
+    CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
+    CHECK_EQ_INT(rres.shards, 1);
+    char *rp = cairn_path_join(f.data, "db2/week");
+    char shard[64] = "";
+    CHECK_EQ_INT(entries(rp, shard, sizeof(shard)), 1);
+    char *sd = cairn_path_join(rp, shard);
+    CHECK(exists(sd, "000000001-000000001.tsm"));
+    /* The same again: the server already has db2. */
+    CHECK(cairn_engine_restore(&ro, &rres, &err) != CAIRN_OK);
+
+    fixture_stop(&f);
+    free(sd);
+    free(rp);
+}
+
+TEST(cancelled_backup_leaves_nothing_complete)
+{
+    struct cairn_err err;
+    struct fixture f;
+    if (fixture_start(&f) != 0)
+        return;
+    volatile int cancel = 1;
+    struct cairn_engine_backup_opts o = {
+        .source = f.addr, .storage_url = f.url, .name = "c", .cancel = &cancel};
+    struct cairn_engine_backup_result res;
+    CHECK_EQ_INT(cairn_engine_backup(&o, &res, &err), CAIRN_E_CANCELLED);
+    CHECK_EQ_INT(cairn_engine_backup(&o, &res, NULL), CAIRN_E_CANCELLED);
+    CHECK_EQ_INT(complete_backups(f.url), 0);
+    fixture_stop(&f);
+}
+
+TEST(local_path_backup_and_restore)
+{
+    struct cairn_err err;
+    char *src = cairn_path_join(test_tmpdir(), "src");
+    char *sub = cairn_path_join(src, "sub");
+    put_file(src, "a.txt", "alpha", 0);
+    put_file(sub, "b.txt", "beta", 0);
+    char *url = cairn_xasprintf("file://%s/store", test_tmpdir());
+    struct cairn_engine_backup_opts o = {.source = src, .storage_url = url, .name = "files"};
+    struct cairn_engine_backup_result res;
+    o.db = "db";
+    CHECK_ERR(cairn_engine_backup(&o, &res, &err), CAIRN_E_INVALID, &err, "local path");
+    o.db = NULL;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK(res.files >= 2 && res.bytes >= 9); /* the two files, and how storage lists the tree */
+
+    char *into = cairn_path_join(test_tmpdir(), "restored");
+    struct cairn_engine_restore_opts ro = {.storage_url = url, .name = "files", .into_dir = into};
+    struct cairn_engine_restore_result rres;
+    ro.db = "db";
+    CHECK_ERR(cairn_engine_restore(&ro, &rres, &err), CAIRN_E_INVALID, &err, "--into DIR only");
+    ro.db = NULL;
+    CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
+    CHECK_EQ_INT(rres.backups, 1);
+    CHECK_EQ_INT(rres.bytes, res.bytes);
+    char *b = cairn_path_join(into, "sub/b.txt");
+    uint8_t *got;
+    size_t len;
+    CHECK_OK(cairn_read_file(b, 100, &got, &len, &err), &err);
+    CHECK_EQ_STR((char *)got, "beta");
+    free(got);
+    free(b);
+    free(into);
+    free(url);
+    free(sub);
+    free(src);
+}
+
+TEST(scope_rules)
+{
+    json_t *all = engine_scope_new(NULL, NULL), *db = engine_scope_new("x", NULL),
+           *dbrp = engine_scope_new("x", "y"), *other = engine_scope_new("z", NULL),
+           *internal = engine_scope_new("_internal", NULL);
+    CHECK(engine_scope_covers(all, all));
+    CHECK(engine_scope_covers(all, db));
+    CHECK(engine_scope_covers(all, dbrp));
+    CHECK(!engine_scope_covers(all, internal)); /* every database but _internal */
+    CHECK(engine_scope_covers(db, dbrp));
+    CHECK(!engine_scope_covers(dbrp, db));
+    CHECK(!engine_scope_covers(db, other));
+    CHECK(!engine_scope_covers(db, all));
+    CHECK(engine_scope_covers(NULL, NULL));
+    CHECK(!engine_scope_covers(NULL, db));
+    char *t = engine_identity_text("influxdb", "h:1", db);
+    CHECK_EQ_STR(t, "influxdb backup of h:1 (database 'x', all retention policies)");
+    free(t);
+    t = engine_identity_text("files", "h:/p", NULL);
+    CHECK_EQ_STR(t, "files backup of h:/p (no recorded scope)");
+    free(t);
+    json_decref(all);
+    json_decref(db);
+    json_decref(dbrp);
+    json_decref(other);
+    json_decref(internal);
+}
+
+int main(int argc, char **argv)
+{
+    return test_main(argc, argv);
+}
