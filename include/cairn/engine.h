@@ -4,13 +4,13 @@
  * a scheduled backup is byte for byte what the command line takes. The engine sits above the
  * snapshot protocol (cairn/service.h) and backup storage (cairn/storage.h) and uses only them.
  *
- * Ownership: the engine is given no writer or reader. It opens the storage, connections,
- * files and streams it needs and closes and frees each of them before it returns; everything
- * in the options (strings, tls, cancel, progress_ctx) is borrowed for the call and never
- * freed. Inside, every function given a writer or reader only writes to or reads from it:
- * the storage and protocol calls it is passed to borrow it (cairn_backup_get_stream,
- * cairn_snap_shard_backup, cairn_snap_shard_upload), and a stage the engine builds over a
- * stream it opened itself takes that stream, as every stage does (cairn/io.h).
+ * Ownership: neither function is given a writer or reader. Each opens the storage,
+ * connections, files and streams it needs and closes and frees them before it returns; what
+ * the options point to (strings, tls, cancel, progress_ctx) is only borrowed for the call.
+ * Inside, a stream goes only to calls that borrow it (cairn_backup_get_stream,
+ * cairn_snap_shard_backup, cairn_snap_shard_upload write or read it, never close or free
+ * it); the progress stage put over a stream the engine opened takes it, as every stage does.
+ * err may be NULL: the code returned is the same.
  *
  * Names: a backup without opts->name gets the default name of cairn_storage_start_auto
  * ("YYYYMMDDTHHMMSS.mmmZ"); backup names made from a time have one home,
