@@ -16,10 +16,13 @@
  * ("YYYYMMDDTHHMMSS.mmmZ"); backup names made from a time have one home,
  * cairn_backup_name_make (cairn/storage.h).
  *
- * A backup's source is either a snapshot service ("HOST:PORT": cairnd serve or a real influxd
- * 1.5+ speaking the 1.6 snapshotter protocol) or a local file/directory path. A source is a
- * local path when it starts with '/' or '.', or names an existing file; anything else must be
- * HOST:PORT (IPv6 as [addr]:port).
+ * A backup's source is a URL whose scheme names a source driver (cairn/source.h: etcd://,
+ * redis://, exec:..., docs/SOURCES.md), a snapshot service ("HOST:PORT" or
+ * "influxdb://HOST:PORT": cairnd serve or a real influxd 1.5+ speaking the 1.6 snapshotter
+ * protocol) or a local file/directory path ("file:///path" or a path). A source is a local
+ * path when it starts with '/' or '.', or names an existing file; anything else must be
+ * HOST:PORT (IPv6 as [addr]:port). A driver's backup is restored by the driver its kind
+ * names: into_dir for the files the service loads, or target, a URL of that driver.
  *
  * Service backups store, in a new backup of kind "influxdb":
  *   meta           the raw metastore response (0x59590101 envelope: meta.Data + node JSON)
@@ -81,6 +84,7 @@ struct cairn_engine_backup_opts {
      * cairn_storage_set_lock_wait. */
     int64_t lock_wait_ms;
     const struct cairn_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
+    const char *password_file;        /* a source driver's secret kept in a file (cairn/source.h) */
 };
 
 struct cairn_engine_backup_result {
@@ -117,6 +121,7 @@ struct cairn_engine_restore_opts {
     const volatile int *cancel;
     int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
     const struct cairn_tls_opts *tls; /* an online target over TLS; NULL: plain */
+    const char *password_file;        /* a source driver's secret kept in a file */
 };
 
 struct cairn_engine_restore_result {

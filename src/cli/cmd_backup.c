@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/engine.h"
+#include "cairn/source.h"
 #include "cairn/log.h"
 #include "cairn/service.h"
 #include "common/util.h"
@@ -16,15 +17,23 @@ static void backup_usage(FILE *out)
 {
     fprintf(
         out,
-        "usage: cairn backup --from HOST:PORT|PATH --to STORAGE_URL [--name NAME]\n"
+        "usage: cairn backup --from SOURCE --to STORAGE_URL [--name NAME]\n"
         "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
-        "                    [--parallel N] [--timeout MS] [--tls...] [--json]\n\n"
-        "Back up a snapshot service (cairnd serve, or influxd 1.5+ on its bind-address, by\n"
-        "default port 8088) or a local file/directory into a new backup in STORAGE_URL\n"
+        "                    [--parallel N] [--timeout MS] [--password-file FILE]\n"
+        "                    [--tls...] [--json]\n\n"
+        "Back up a service (etcd, Redis, any command, an InfluxDB snapshot service: cairnd\n"
+        "serve, or influxd 1.5+ on its bind-address, by default port 8088) or a local\n"
+        "file/directory into a new backup in STORAGE_URL\n"
         "(file:///dir or s3://bucket/prefix?...). The MANIFEST is written last. Every byte\n"
         "is hashed with SHA-256; files and shards are compressed with zstd -1 where that\n"
         "saves 1/8 or more and stored as they are otherwise (TSM, random or encrypted data).\n\n"
-        "  --from       HOST:PORT of the service, or a path (starting with / or ., or existing)\n"
+        "  --from       the source (docs/SOURCES.md):\n"
+        "                 etcd://[USER:PASSWORD@]HOST[:2379]  (etcds:// over TLS)\n"
+        "                 redis://[[USER]:PASSWORD@]HOST[:6379]\n"
+        "                 exec:COMMAND      stores COMMAND's stdout (run by sh -c)\n"
+        "                 HOST:PORT or influxdb://HOST:PORT  an InfluxDB snapshot service\n"
+        "                 a path (starting with / or ., or existing) or file:///path\n"
+        "  --password-file FILE  the source's password, first line of FILE (mode 0600)\n"
         "  --name       backup name, at most 127 characters (default: UTC start time\n"
         "               YYYYMMDDTHHMMSS.mmmZ, never one that exists)\n"
         "  --db, --rp   only this database (and retention policy); default all but _internal\n"
@@ -34,9 +43,14 @@ static void backup_usage(FILE *out)
         "               wider filters); with none it fails (exit 5)\n"
         "  --full-if-no-parent  with --since and no such parent, take a full backup\n"
         "  --parallel   shards downloaded at once (default 4)\n"
-        "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
+        "  --timeout    connect and idle timeout in ms (default 10000 / 60000); for exec:\n"
+        "               the whole run\n"
         "  --json       print a JSON summary on stdout\n\n%s"
-        "Example, over TLS with a client certificate:\n"
+        "Examples:\n"
+        "  cairn backup --from etcd://10.0.0.5:2379 --to s3://bkt/etcd\n"
+        "  REDISCLI_AUTH=... cairn backup --from redis://cache1 --to file:///srv/backups\n"
+        "  cairn backup --from 'exec:pg_dump -Fc app' --to file:///srv/backups --name app\n"
+        "Over TLS with a client certificate:\n"
         "  cairn backup --from db1.example:8088 --to file:///srv/backups \\\n"
         "      --tls-ca ca.pem --tls-cert client.pem --tls-key client.key\n\n%s",
         cli_tls_help, cli_exit_codes_help);
@@ -54,6 +68,7 @@ int cmd_backup(int argc, char **argv)
                                          {"parallel", required_argument, NULL, 'p'},
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"password-file", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          CLI_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
@@ -92,6 +107,7 @@ int cmd_backup(int argc, char **argv)
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
         case 'j': cli_json = 1; break;
+        case 'P': o.password_file = optarg; break;
         case 'h': backup_usage(stdout); return 0;
         default: return cli_usage("backup", "invalid option");
         }
@@ -118,11 +134,14 @@ int cmd_backup(int argc, char **argv)
     cli_progress_done(prog);
     if (rc != CAIRN_OK)
         return cli_fail(&err);
+    char shown[4096]; /* the source as logs and MANIFESTs show it: no password */
+    if (cairn_source_redact(o.source, shown, sizeof(shown)) != CAIRN_OK)
+        snprintf(shown, sizeof(shown), "(redacted)");
     if (cli_json) {
         cli_print_json(
             json_pack("{s:b, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1,
                       "name", res.name, "parent", res.parent[0] ? res.parent : NULL,
-                      "full_no_parent", res.full_no_parent, "source", o.source, "databases",
+                      "full_no_parent", res.full_no_parent, "source", shown, "databases",
                       (int)res.databases, "shards", (int)res.shards, "files", (json_int_t)res.files,
                       "bytes", (json_int_t)res.bytes, "seconds", res.seconds, "vanished",
                       (json_int_t)res.vanished, "changed", (json_int_t)res.changed));

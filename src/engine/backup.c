@@ -371,6 +371,10 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     uint64_t t0 = cairn_mono_ns();
     if (o->source == NULL || o->storage_url == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "backup needs a source and a storage URL");
+    char plain[4096];
+    struct cairn_engine_backup_opts po = *o;
+    po.source = engine_source_plain(o->source, plain, sizeof(plain));
+    o = &po;
     if (o->rp != NULL && o->db == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "a retention policy filter needs a database");
     /* A default name is made when the backup starts (cairn_storage_start_auto). */
@@ -385,7 +389,7 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     if (o->name != NULL)
         snprintf(res->name, sizeof(res->name), "%s", o->name);
     struct cairn_tls *tls = NULL;
-    if (o->tls != NULL && !is_local_source(o->source)) {
+    if (o->tls != NULL && !is_local_source(o->source) && engine_source_driver(o->source) == NULL) {
         int rc = cairn_tls_client_new(o->tls, &tls, err);
         if (rc != CAIRN_OK)
             return rc;
@@ -400,13 +404,19 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     cairn_storage_set_lock_wait(st, o->lock_wait_ms);
     struct engine_progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
-    rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
-                                    : backup_service(st, o, tls, &prog, res, err);
+    if (engine_source_driver(o->source) != NULL)
+        rc = engine_backup_source(st, o, &prog, res, err); /* etcd://, redis://, exec:... */
+    else
+        rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
+                                        : backup_service(st, o, tls, &prog, res, err);
     cairn_storage_free(st);
     cairn_tls_free(tls);
     res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;
+    char shown[4096]; /* logs never show a source's password */
+    if (cairn_source_redact(o->source, shown, sizeof(shown)) != CAIRN_OK)
+        snprintf(shown, sizeof(shown), "(redacted)");
     if (rc == CAIRN_OK)
         cairn_info(ENGINE_LOGC, "backup '%s' of %s: %u shards, %llu bytes in %.1f s", res->name,
-                   o->source, res->shards, (unsigned long long)res->bytes, res->seconds);
+                   shown, res->shards, (unsigned long long)res->bytes, res->seconds);
     return rc;
 }

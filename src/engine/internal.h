@@ -9,6 +9,7 @@
 
 #include "cairn/engine.h"
 #include "cairn/io.h"
+#include "cairn/source.h"
 #include "cairn/storage.h"
 
 #define ENGINE_LOGC      "backup"   /* the log component of backups and restores */
@@ -52,5 +53,18 @@ int engine_scope_covers(const json_t *parent, const json_t *child);
 /* "influxdb backup of HOST:PORT (database 'x', all retention policies)", for messages;
  * the caller frees it. */
 char *engine_identity_text(const char *kind, const char *source, const json_t *scope);
+
+/* Sources behind a driver (cairn/source.h). The driver of a source URL by its scheme, or
+ * NULL for the InfluxDB forms (HOST:PORT) and local paths. */
+const struct cairn_source_driver *engine_source_driver(const char *source);
+/* "influxdb://HOST:PORT" as HOST:PORT and "file:///path" as /path (in buf), else source. */
+const char *engine_source_plain(const char *source, char *buf, size_t cap);
+/* A backup through the source driver of o->source into st. */
+int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
+                         struct engine_progress *prog, struct cairn_engine_backup_result *res,
+                         struct cairn_err *err);
+/* Restore b (a backup of a source driver's kind) into o->into_dir or to o->target. */
+int engine_restore_source(struct cairn_backup *b, const struct cairn_engine_restore_opts *o,
+                          struct cairn_engine_restore_result *res, struct cairn_err *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include "cairn/log.h"
 #include "cairn/service.h"
 #include "common/util.h"
+#include "cairn/source.h"
 #include "internal.h"
 
 #define META_MAX  (256u << 20)
@@ -481,6 +482,11 @@ int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
 {
     memset(res, 0, sizeof(*res));
     uint64_t t0 = cairn_mono_ns();
+    char plain[4096];
+    struct cairn_engine_restore_opts po = *o;
+    if (o->target != NULL)
+        po.target = engine_source_plain(o->target, plain, sizeof(plain));
+    o = &po;
     int rc = restore_opts_check(o, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -495,10 +501,13 @@ int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
     rc = chain_open(st, o->name, &c, err);
     if (rc == CAIRN_OK)
         rc = chain_check(&c, err);
-    if (rc == CAIRN_OK)
-        rc = strcmp(cairn_backup_kind(c.b[c.n - 1]), "files") == 0 && c.n == 1
-                 ? restore_files(o, c.b[0], &prog, res, err)
-                 : restore_influx(o, &c, &prog, res, err);
+    const char *kind = rc == CAIRN_OK ? cairn_backup_kind(c.b[c.n - 1]) : "";
+    if (rc == CAIRN_OK && c.n == 1 && strcmp(kind, "files") == 0)
+        rc = restore_files(o, c.b[0], &prog, res, err);
+    else if (rc == CAIRN_OK && c.n == 1 && cairn_source_driver_find(kind) != NULL)
+        rc = engine_restore_source(c.b[0], o, res, err); /* etcd, redis, exec... */
+    else if (rc == CAIRN_OK)
+        rc = restore_influx(o, &c, &prog, res, err);
     chain_free(&c);
     cairn_storage_free(st);
     res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;

@@ -1,8 +1,9 @@
 /* The exec source: "exec:COMMAND" runs COMMAND with /bin/sh -c (so pipes and environment
  * assignments work as in cron) and stores its stdout as the backup's one file, "snapshot".
  * A non-zero exit, a signal, a timeout or a cancel fails the backup; stderr goes to the log
- * line by line. A restore verifies the whole backup first, then feeds the stream to the
- * restore command's stdin, or writes it into DIR/snapshot atomically. */
+ * line by line. A restore verifies the whole backup first, then feeds the stream to the stdin
+ * of the restore command (the options' restore_command, else the URL's COMMAND), or writes it
+ * into DIR/snapshot atomically. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -313,7 +314,8 @@ static const struct cairn_writer_ops stdin_writer_ops = {"exec-stdin", stdin_wri
 static int restore_to_command(struct exec_src *e, struct cairn_backup *b, struct cairn_err *err)
 {
     struct child c;
-    int rc = child_start(e->restore_command, 1, 0, &c, err);
+    /* Restoring to "exec:CMD" runs CMD, unless the options name another restore command. */
+    int rc = child_start(e->restore_command ? e->restore_command : e->command, 1, 0, &c, err);
     if (rc != CAIRN_OK)
         return rc;
     fcntl(c.in, F_SETFL, O_NONBLOCK);
@@ -352,9 +354,6 @@ static int exec_restore(void *state, struct cairn_backup *b, const char *into,
         free(path);
         return rc;
     }
-    if (e->restore_command == NULL)
-        return cairn_err_set(err, CAIRN_E_INVALID,
-                             "exec source: restoring needs a restore command or a directory");
     /* The command acts on what it reads: let it see only a backup already checked whole. */
     int rc = cairn_backup_verify(b, 1, NULL, NULL, err);
     return rc == CAIRN_OK ? restore_to_command(e, b, err) : rc;

@@ -208,12 +208,21 @@ TEST(exec_failure_never_completes_and_spares_earlier_backups)
     CHECK_EQ_INT((int)status_of(st, "bad"), -1); /* aborted: nothing left */
     CHECK_EQ_INT((int)status_of(st, "slow"), -1);
 
-    /* Without a restore command there is nothing to restore to. */
+    /* Without a restore command in the options, restoring to exec:CMD runs CMD. */
     struct cairn_backup *b = NULL;
     struct cairn_source *s = NULL;
     CHECK_OK(cairn_storage_open_backup(st, "good", &b, &err), &err);
-    CHECK_OK(cairn_source_open("exec:true", NULL, &s, &err), &err);
-    CHECK_ERR(cairn_source_restore(s, b, NULL, &err), CAIRN_E_INVALID, &err, "restore command");
+    char *got = cairn_path_join(test_tmpdir(), "exec-got");
+    char *url = cairn_xasprintf("exec:cat > %s", got);
+    CHECK_OK(cairn_source_open(url, NULL, &s, &err), &err);
+    CHECK_OK(cairn_source_restore(s, b, NULL, &err), &err);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    CHECK_OK(cairn_read_file(got, 64, &data, &len, &err), &err);
+    CHECK(len == 6 && memcmp(data, "hello\n", 6) == 0);
+    free(data);
+    free(url);
+    free(got);
     cairn_source_free(s);
     /* A restore command that fails is reported. */
     struct cairn_source_opts ro = {.restore_command = "cat >/dev/null; exit 4"};
