@@ -147,11 +147,23 @@ int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_
     return 0;
 }
 
+/* The HMAC helper of the library: the archive's hmac sealer and the storage MANIFEST seal
+ * both compute and check their tags here. */
+static EVP_MAC *g_hmac;
+static pthread_once_t g_hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_fetch(void)
+{
+    g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (g_hmac == NULL)
+        abort();
+}
+
 void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
                        const void *data, size_t len, uint8_t out[32])
 {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    pthread_once(&g_hmac_once, hmac_fetch);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(g_hmac);
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
                            OSSL_PARAM_construct_end()};
     size_t outl = 0;
@@ -160,7 +172,16 @@ void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_
         (len > 0 && EVP_MAC_update(ctx, data, len) != 1) || EVP_MAC_final(ctx, out, &outl, 32) != 1)
         abort(); /* only allocation failure gets here */
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+}
+
+int cairn_hmac_sha256_check(const uint8_t key[32], const void *prefix, size_t prefix_len,
+                            const void *data, size_t len, const uint8_t tag[32])
+{
+    uint8_t want[32];
+    cairn_hmac_sha256(key, prefix, prefix_len, data, len, want);
+    int ok = CRYPTO_memcmp(want, tag, 32) == 0; /* constant time: no tag guessing byte by byte */
+    OPENSSL_cleanse(want, sizeof(want));
+    return ok;
 }
 
 #define KEY_FILE_MAX 256
