@@ -91,7 +91,9 @@ static int write_hand(struct cairn_writer *out, const struct member *m, size_t n
     for (size_t i = 0; i < n; i++)
         for (unsigned long c = 0; c < m[i].count; c++, k++) {
             snprintf(name, sizeof(name), "db/rp/1/%09lu.tsm", k);
-            int rc = tar_writer_begin(&t, name, m[i].size, err);
+            /* the shard stream's member fields, as the libarchive side writes them */
+            struct tar_member tm = {name, m[i].size, 1700000000, 0644, "root", "root"};
+            int rc = tar_writer_add(&t, &tm, err);
             for (uint64_t off = 0; rc == CAIRN_OK && off < m[i].size;) {
                 const uint8_t *p;
                 size_t len = chunk(off, m[i].size - off, &p);
