@@ -17,19 +17,22 @@
 #include <unistd.h>
 
 static EVP_MD *g_sha256;
-static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *g_hmac;
+static pthread_once_t g_fetch_once = PTHREAD_ONCE_INIT;
 
-/* Fetch the implementation once: EVP_sha256() re-resolves the provider on every init. */
-static void sha256_fetch(void)
+/* Fetch the implementations once: EVP_sha256() and a fetch per HMAC would re-resolve the
+ * provider on every use. */
+static void crypto_fetch(void)
 {
     g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (g_sha256 == NULL)
+    g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (g_sha256 == NULL || g_hmac == NULL)
         abort();
 }
 
 void cairn_sha256_init(struct cairn_sha256 *h)
 {
-    pthread_once(&g_sha256_once, sha256_fetch);
+    pthread_once(&g_fetch_once, crypto_fetch);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx == NULL || EVP_DigestInit_ex(ctx, g_sha256, NULL) != 1)
         abort();
@@ -149,20 +152,10 @@ int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_
 
 /* The HMAC helper of the library: the archive's hmac sealer and the storage MANIFEST seal
  * both compute and check their tags here. */
-static EVP_MAC *g_hmac;
-static pthread_once_t g_hmac_once = PTHREAD_ONCE_INIT;
-
-static void hmac_fetch(void)
-{
-    g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (g_hmac == NULL)
-        abort();
-}
-
 void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
                        const void *data, size_t len, uint8_t out[32])
 {
-    pthread_once(&g_hmac_once, hmac_fetch);
+    pthread_once(&g_fetch_once, crypto_fetch);
     EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(g_hmac);
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
                            OSSL_PARAM_construct_end()};
