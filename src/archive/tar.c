@@ -792,49 +792,59 @@ static int refuse_sparse(struct tar_reader *t, int64_t size, const struct tar_en
                          q);
 }
 
-int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct cairn_err *err)
+/* Finish the current member (unread data, then padding) and read the next header block into
+ * t->blk; t->ended when the archive ends there. Go's ends: EOF at a header boundary or inside
+ * the padding (unless TAR_READ_WHOLE_PADDING), one zero block then EOF, or two zero blocks. */
+static int next_block(struct tar_reader *t, struct cairn_err *err)
 {
     int rc;
     size_t got;
-    *ent = NULL;
-    if (t->ended)
-        return CAIRN_OK;
-    for (;;) {
-        if ((rc = skip_data(t, t->remaining, err)) != CAIRN_OK)
+    if ((rc = skip_data(t, t->remaining, err)) != CAIRN_OK)
+        return rc;
+    t->remaining = 0;
+    if (t->pad > 0) {
+        /* Go's tryReadFull: a stream ending inside the padding is a normal end. */
+        if ((rc = read_upto(t, t->blk, (size_t)t->pad, &got, err)) != CAIRN_OK)
             return rc;
-        t->remaining = 0;
-        if (t->pad > 0) {
-            /* Go's tryReadFull: a stream ending inside the padding is a normal end. */
-            if ((rc = read_upto(t, t->blk, (size_t)t->pad, &got, err)) != CAIRN_OK)
-                return rc;
-            if (got < t->pad && t->whole_padding)
-                return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
-            if (got < t->pad) {
-                t->ended = 1;
-                return CAIRN_OK;
-            }
-            t->pad = 0;
-        }
-        if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
-            return rc;
-        if (got == 0) {
-            t->ended = 1; /* EOF at a header boundary: Go treats it as the end */
-            return CAIRN_OK;
-        }
-        if (got < TAR_BLOCK)
+        if (got < t->pad && t->whole_padding)
             return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
-        if (memcmp(t->blk, zero_block, TAR_BLOCK) == 0) {
-            extend_limit(t, TAR_BLOCK); /* the end marker's second block, if any */
-            if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
-                return rc;
-            if (got == 0 || (got == TAR_BLOCK && memcmp(t->blk, zero_block, TAR_BLOCK) == 0)) {
-                t->ended = 1;
-                return CAIRN_OK;
-            }
-            if (got < TAR_BLOCK)
-                return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
-            return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_HEADER);
-        }
+        t->ended = got < t->pad;
+        t->pad = 0;
+        if (t->ended)
+            return CAIRN_OK;
+    }
+    if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
+        return rc;
+    if (got == 0) {
+        t->ended = 1; /* EOF at a header boundary: Go treats it as the end */
+        return CAIRN_OK;
+    }
+    if (got < TAR_BLOCK)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
+    if (memcmp(t->blk, zero_block, TAR_BLOCK) != 0)
+        return CAIRN_OK;
+    extend_limit(t, TAR_BLOCK); /* the end marker's second block, if any */
+    if ((rc = read_upto(t, t->blk, TAR_BLOCK, &got, err)) != CAIRN_OK)
+        return rc;
+    if (got == 0 || (got == TAR_BLOCK && memcmp(t->blk, zero_block, TAR_BLOCK) == 0)) {
+        t->ended = 1;
+        return CAIRN_OK;
+    }
+    return cairn_err_set(err, CAIRN_E_CORRUPT,
+                         got < TAR_BLOCK ? TAR_ERR_UNEXPECTED_EOF : TAR_ERR_HEADER);
+}
+
+int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct cairn_err *err)
+{
+    int rc;
+    *ent = NULL;
+    for (;;) {
+        if (t->ended)
+            return CAIRN_OK;
+        if ((rc = next_block(t, err)) != CAIRN_OK)
+            return rc;
+        if (t->ended)
+            return CAIRN_OK;
         free(t->ent.name);
         t->ent.name = NULL;
         t->ent.sparse = 0;
