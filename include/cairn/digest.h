@@ -41,6 +41,9 @@ CAIRN_API int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, s
 /* HMAC-SHA256 with a 32-byte key over prefix || data (either may be empty). */
 CAIRN_API void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
                                  const void *data, size_t len, uint8_t out[32]);
+/* 1 when tag is that HMAC of prefix || data, compared in constant time; else 0. */
+CAIRN_API int cairn_hmac_sha256_check(const uint8_t key[32], const void *prefix, size_t prefix_len,
+                                      const void *data, size_t len, const uint8_t tag[32]);
 
 /* Load a 32-byte key from a file holding 32 raw bytes or 64 hex digits (trailing newline
  * allowed). Refuses anything but a regular file (a FIFO, directory or device) with

@@ -351,7 +351,7 @@ static int snap_read(struct cairn_reader *in, const struct cairn_snapshot_read_o
     info->flavour = si.flavour;
     if (rc != CAIRN_OK)
         goto out;
-    t = tar_reader_new(si.top);
+    t = tar_reader_new(si.top, 0);
     if ((rc = read_members(t, opts, sink, info, err)) != CAIRN_OK) {
         cairn_err_wrap(err, rc, "failed to read snapshot file");
         goto out;

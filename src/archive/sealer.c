@@ -1,12 +1,12 @@
 /* Sealers for the SHA256SUMS.sealed member: the vtable plus HMAC-SHA256 and AES-256-GCM
- * built-ins (OpenSSL EVP). Vault seals with its seal keys; ours take a 32-byte key file.
+ * built-ins, on the library's one HMAC helper (cairn_hmac_sha256, common/digest.c) and one
+ * AES-GCM core (io/aead.h). Vault seals with its seal keys; ours take a 32-byte key file.
  *
  *   hmac:    "CRNHMAC1" || HMAC-SHA256(key, "CRNHMAC1" || sums) || sums
  *   aes-gcm: "CRNGCM01" || nonce(12, random) || AES-256-GCM(key, nonce, aad="CRNGCM01", sums)
  *            || tag(16)
  */
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +14,13 @@
 #include "cairn/digest.h"
 #include "cairn/snapshot.h"
 #include "common/util.h"
+#include "io/aead.h"
 
 #define MAGIC_LEN 8
 static const char hmac_magic[MAGIC_LEN] = "CRNHMAC1";
 static const char gcm_magic[MAGIC_LEN] = "CRNGCM01";
-#define GCM_NONCE 12
-#define GCM_TAG   16
+#define GCM_NONCE AEAD_GCM_NONCE
+#define GCM_TAG   AEAD_GCM_TAG
 
 struct key_sealer {
     struct cairn_sealer base;
@@ -43,19 +44,14 @@ static struct cairn_sealer *key_sealer_new(const struct cairn_sealer_ops *ops, c
 
 /* ---- HMAC-SHA256 ---- */
 
-/* The magic is covered too, so the construction cannot be confused with another. */
-static void hmac_tag(const struct key_sealer *k, const uint8_t *in, size_t len, uint8_t tag[32])
-{
-    cairn_hmac_sha256(k->key, hmac_magic, MAGIC_LEN, in, len, tag);
-}
-
 static int hmac_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8_t **out,
                      size_t *out_len, struct cairn_err *err)
 {
     (void)err;
     uint8_t *o = cairn_xmalloc(MAGIC_LEN + 32 + len);
     memcpy(o, hmac_magic, MAGIC_LEN);
-    hmac_tag((struct key_sealer *)s, in, len, o + MAGIC_LEN);
+    /* The magic is covered too, so the construction cannot be confused with another. */
+    cairn_hmac_sha256(((struct key_sealer *)s)->key, hmac_magic, MAGIC_LEN, in, len, o + MAGIC_LEN);
     if (len > 0)
         memcpy(o + MAGIC_LEN + 32, in, len);
     *out = o;
@@ -70,10 +66,9 @@ static int hmac_open(struct cairn_sealer *s, const uint8_t *in, size_t len, uint
         return cairn_err_set(err, CAIRN_E_SEAL,
                              len == 0 ? "no sealed hashes (SHA256SUMS.sealed missing or empty)"
                                       : "sealed hashes are not an hmac-sha256 seal");
-    uint8_t tag[32];
     size_t n = len - MAGIC_LEN - 32;
-    hmac_tag((struct key_sealer *)s, in + MAGIC_LEN + 32, n, tag);
-    if (CRYPTO_memcmp(tag, in + MAGIC_LEN, 32) != 0)
+    if (!cairn_hmac_sha256_check(((struct key_sealer *)s)->key, hmac_magic, MAGIC_LEN,
+                                 in + MAGIC_LEN + 32, n, in + MAGIC_LEN))
         return cairn_err_set(err, CAIRN_E_SEAL,
                              "hmac-sha256 check failed: wrong key or tampered hashes");
     *out = cairn_xmalloc(n + 1);
@@ -92,24 +87,14 @@ struct cairn_sealer *cairn_sealer_hmac_new(const uint8_t key[CAIRN_SEALER_KEY_LE
 
 /* ---- AES-256-GCM ---- */
 
+/* One message through the AES-GCM core, the magic as additional data. */
 static int gcm_run(const struct key_sealer *k, int enc, const uint8_t nonce[GCM_NONCE],
                    const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[GCM_TAG])
 {
-    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-    int ok = c != NULL, n = 0;
-    ok = ok && EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) == 1;
-    ok = ok && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, GCM_NONCE, NULL) == 1;
-    ok = ok && EVP_CipherInit_ex(c, NULL, NULL, k->key, nonce, enc) == 1;
-    ok = ok && EVP_CipherUpdate(c, NULL, &n, (const uint8_t *)gcm_magic, MAGIC_LEN) == 1;
-    if (ok && len > 0)
-        ok = EVP_CipherUpdate(c, out, &n, in, (int)len) == 1;
-    if (ok && !enc)
-        ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, GCM_TAG, tag) == 1;
-    ok = ok && EVP_CipherFinal_ex(c, out + (len > 0 ? n : 0), &n) == 1;
-    if (ok && enc)
-        ok = EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, tag) == 1;
-    EVP_CIPHER_CTX_free(c);
-    return ok ? 0 : -1;
+    struct aead_gcm *g = aead_gcm_new(k->key);
+    int rc = aead_gcm_run(g, enc, nonce, gcm_magic, MAGIC_LEN, in, out, len, tag);
+    aead_gcm_free(g);
+    return rc == CAIRN_OK ? 0 : -1;
 }
 
 static int gcm_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8_t **out,

@@ -17,19 +17,22 @@
 #include <unistd.h>
 
 static EVP_MD *g_sha256;
-static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *g_hmac;
+static pthread_once_t g_fetch_once = PTHREAD_ONCE_INIT;
 
-/* Fetch the implementation once: EVP_sha256() re-resolves the provider on every init. */
-static void sha256_fetch(void)
+/* Fetch the implementations once: EVP_sha256() and a fetch per HMAC would re-resolve the
+ * provider on every use. */
+static void crypto_fetch(void)
 {
     g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (g_sha256 == NULL)
+    g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (g_sha256 == NULL || g_hmac == NULL)
         abort();
 }
 
 void cairn_sha256_init(struct cairn_sha256 *h)
 {
-    pthread_once(&g_sha256_once, sha256_fetch);
+    pthread_once(&g_fetch_once, crypto_fetch);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx == NULL || EVP_DigestInit_ex(ctx, g_sha256, NULL) != 1)
         abort();
@@ -147,11 +150,13 @@ int cairn_base64_decode(const char *in, size_t in_len, uint8_t *out, size_t out_
     return 0;
 }
 
+/* The HMAC helper of the library: the archive's hmac sealer and the storage MANIFEST seal
+ * both compute and check their tags here. */
 void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_len,
                        const void *data, size_t len, uint8_t out[32])
 {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    pthread_once(&g_fetch_once, crypto_fetch);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(g_hmac);
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
                            OSSL_PARAM_construct_end()};
     size_t outl = 0;
@@ -160,7 +165,16 @@ void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size_t prefix_
         (len > 0 && EVP_MAC_update(ctx, data, len) != 1) || EVP_MAC_final(ctx, out, &outl, 32) != 1)
         abort(); /* only allocation failure gets here */
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+}
+
+int cairn_hmac_sha256_check(const uint8_t key[32], const void *prefix, size_t prefix_len,
+                            const void *data, size_t len, const uint8_t tag[32])
+{
+    uint8_t want[32];
+    cairn_hmac_sha256(key, prefix, prefix_len, data, len, want);
+    int ok = CRYPTO_memcmp(want, tag, 32) == 0; /* constant time: no tag guessing byte by byte */
+    OPENSSL_cleanse(want, sizeof(want));
+    return ok;
 }
 
 #define KEY_FILE_MAX 256

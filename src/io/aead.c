@@ -1,4 +1,5 @@
-/* Chunked AES-256-GCM stages (see include/cairn/io.h for the format). */
+/* The AES-256-GCM core (aead.h) and the chunked stream stages built on it (see
+ * include/cairn/io.h for the format). */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -7,16 +8,64 @@
 
 #include "cairn/io.h"
 #include "common/util.h"
+#include "io/aead.h"
 
 #define AEAD_MAGIC "CRNAEAD1"
 #define AEAD_HDR   16
 #define AEAD_CHUNK (64u * 1024u)
-#define AEAD_TAG   16
+#define AEAD_TAG   AEAD_GCM_TAG
 #define AEAD_LAST  0x80000000u
 
-struct aead_state {
+/* ---- the core ---- */
+
+struct aead_gcm {
     EVP_CIPHER_CTX *ctx;
-    uint8_t key[CAIRN_AEAD_KEY_LEN];
+};
+
+struct aead_gcm *aead_gcm_new(const uint8_t key[AEAD_GCM_KEY])
+{
+    struct aead_gcm *g = cairn_xcalloc(1, sizeof(*g));
+    g->ctx = EVP_CIPHER_CTX_new();
+    /* The cipher's default IV length is the 12 bytes both formats use. */
+    if (g->ctx == NULL || EVP_CipherInit_ex(g->ctx, EVP_aes_256_gcm(), NULL, key, NULL, 1) != 1)
+        abort();
+    return g;
+}
+
+void aead_gcm_free(struct aead_gcm *g)
+{
+    if (g == NULL)
+        return;
+    EVP_CIPHER_CTX_free(g->ctx); /* cleanses the key schedule */
+    free(g);
+}
+
+int aead_gcm_run(struct aead_gcm *g, int enc, const uint8_t nonce[AEAD_GCM_NONCE], const void *aad,
+                 size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
+                 uint8_t tag[AEAD_GCM_TAG])
+{
+    EVP_CIPHER_CTX *c = g->ctx;
+    int n;
+    if (len > (size_t)1 << 30 || aad_len > (size_t)1 << 30)
+        return CAIRN_E_INVALID; /* EVP counts in int */
+    /* A new nonce starts a new message under the same key. */
+    if (EVP_CipherInit_ex(c, NULL, NULL, NULL, nonce, enc) != 1 ||
+        (aad_len > 0 && EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1) ||
+        (len > 0 && EVP_CipherUpdate(c, out, &n, in, (int)len) != 1))
+        return CAIRN_E_INTERNAL;
+    if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, AEAD_GCM_TAG, tag) != 1)
+        return CAIRN_E_INTERNAL;
+    if (EVP_CipherFinal_ex(c, out + len, &n) != 1) /* GCM writes nothing here */
+        return enc ? CAIRN_E_INTERNAL : CAIRN_E_SEAL;
+    if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, AEAD_GCM_TAG, tag) != 1)
+        return CAIRN_E_INTERNAL;
+    return CAIRN_OK;
+}
+
+/* ---- the chunked stream (the STREAM construction) ---- */
+
+struct aead_state {
+    struct aead_gcm *gcm;
     uint8_t hdr[AEAD_HDR];
     uint32_t counter;
 };
@@ -42,21 +91,16 @@ static int aead_chunk_limit(struct aead_state *a, struct cairn_err *err)
 static int aead_chunk(struct aead_state *a, int enc, int last, uint8_t *data, size_t len,
                       uint8_t tag[AEAD_TAG], struct cairn_err *err)
 {
-    uint8_t nonce[12];
-    int outl;
+    uint8_t nonce[AEAD_GCM_NONCE];
     aead_nonce(a, last, nonce);
-    if (EVP_CipherInit_ex(a->ctx, EVP_aes_256_gcm(), NULL, a->key, nonce, enc) != 1 ||
-        EVP_CipherUpdate(a->ctx, NULL, &outl, a->hdr, AEAD_HDR) != 1 ||
-        (len > 0 && EVP_CipherUpdate(a->ctx, data, &outl, data, (int)len) != 1))
-        return cairn_err_set(err, CAIRN_E_INTERNAL, "aead: cipher failure");
-    if (!enc && EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG, tag) != 1)
-        return cairn_err_set(err, CAIRN_E_INTERNAL, "aead: cipher failure");
-    if (EVP_CipherFinal_ex(a->ctx, data + len, &outl) != 1)
+    /* The header is the additional data of every chunk: chunks cannot move between streams. */
+    int rc = aead_gcm_run(a->gcm, enc, nonce, a->hdr, AEAD_HDR, data, data, len, tag);
+    if (rc == CAIRN_E_SEAL)
         return cairn_err_set(err, CAIRN_E_SEAL,
                              "aead: authentication failed for chunk %u (wrong key, or the data "
                              "was changed, truncated or reordered)",
                              a->counter);
-    if (enc && EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG, tag) != 1)
+    if (rc != CAIRN_OK)
         return cairn_err_set(err, CAIRN_E_INTERNAL, "aead: cipher failure");
     a->counter++;
     return CAIRN_OK;
@@ -64,16 +108,12 @@ static int aead_chunk(struct aead_state *a, int enc, int last, uint8_t *data, si
 
 static void aead_state_init(struct aead_state *a, const uint8_t key[CAIRN_AEAD_KEY_LEN])
 {
-    a->ctx = EVP_CIPHER_CTX_new();
-    if (a->ctx == NULL)
-        abort();
-    memcpy(a->key, key, CAIRN_AEAD_KEY_LEN);
+    a->gcm = aead_gcm_new(key);
 }
 
 static void aead_state_free(struct aead_state *a)
 {
-    EVP_CIPHER_CTX_free(a->ctx);
-    OPENSSL_cleanse(a->key, sizeof(a->key));
+    aead_gcm_free(a->gcm);
 }
 
 struct aead_writer {

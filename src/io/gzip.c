@@ -10,16 +10,16 @@
 #include "cairn/io.h"
 #include "common/pool.h"
 #include "common/util.h"
+#include "io/probe.h"
 
 #define GZ_BLOCK (1u << 20)
-/* Incompressible-block probe: a level-1 trial on GZ_PROBE samples of GZ_PROBE_LEN bytes. */
-#define GZ_PROBE     4
-#define GZ_PROBE_LEN (16u << 10)
+/* Incompressible-block probe: GZ_PROBE samples spread across the block (io/probe.h). */
+#define GZ_PROBE 4
 
 struct gz_slot {
     struct gzip_writer *gz;
     struct libdeflate_compressor *c;
-    struct libdeflate_compressor *probe; /* level 1, for the trial */
+    struct io_probe *probe;              /* the deflate -1 trial */
     struct libdeflate_compressor *store; /* level 0: stored blocks */
     uint8_t *in, *out;
     size_t in_len, out_len, out_cap;
@@ -40,20 +40,18 @@ struct gzip_writer {
 };
 
 /* Random or already-compressed blocks cost a level-6 deflate its full match search for
- * nothing (about 14 ms per MiB, as long as text). A fast level-1 trial on a few samples spots
- * them, and they are written as stored blocks (what deflate would emit for them anyway). The
- * first sample decides for compressible data, so text pays one 16 KiB trial per MiB. */
+ * nothing (about 14 ms per MiB, as long as text). The library's compression trial
+ * (IO_PROBE_DEFLATE: deflate -1 must save 1/32 of a sample) spots them, and they are written as
+ * stored blocks (what deflate would emit for them anyway). The first sample decides for
+ * compressible data, so text pays one 16 KiB trial per MiB. */
 static int gz_incompressible(struct gz_slot *s)
 {
     if (s->in_len < GZ_BLOCK)
         return 0;
-    for (unsigned i = 0; i < GZ_PROBE; i++) {
-        const uint8_t *p = s->in + (size_t)i * (GZ_BLOCK / GZ_PROBE);
-        /* Output room of 31/32 of the input: a sample that does not fit saved under 3 %. */
-        if (libdeflate_deflate_compress(s->probe, p, GZ_PROBE_LEN, s->out,
-                                        GZ_PROBE_LEN - GZ_PROBE_LEN / 32) != 0)
+    for (unsigned i = 0; i < GZ_PROBE; i++)
+        if (io_probe_pays(s->probe, s->in + (size_t)i * (GZ_BLOCK / GZ_PROBE),
+                          IO_PROBE_DEFLATE_SAMPLE))
             return 0;
-    }
     return 1;
 }
 
@@ -159,7 +157,7 @@ static void gzip_writer_free(struct cairn_writer *w)
     cairn_pool_free(g->pool); /* waits for in-flight blocks before their buffers go */
     for (unsigned i = 0; i < g->nslots; i++) {
         libdeflate_free_compressor(g->slots[i].c);
-        libdeflate_free_compressor(g->slots[i].probe);
+        io_probe_free(g->slots[i].probe);
         libdeflate_free_compressor(g->slots[i].store);
         free(g->slots[i].in);
         free(g->slots[i].out);
@@ -190,9 +188,9 @@ struct cairn_writer *cairn_gzip_writer_new(struct cairn_writer *next, int level,
         struct gz_slot *s = &g->slots[i];
         s->gz = g;
         s->c = libdeflate_alloc_compressor(level);
-        s->probe = libdeflate_alloc_compressor(1);
+        s->probe = io_probe_new(IO_PROBE_DEFLATE);
         s->store = libdeflate_alloc_compressor(0);
-        if (s->c == NULL || s->probe == NULL || s->store == NULL)
+        if (s->c == NULL || s->store == NULL)
             abort();
         s->out_cap = libdeflate_gzip_compress_bound(s->c, GZ_BLOCK);
         s->in = cairn_xmalloc(GZ_BLOCK);

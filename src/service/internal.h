@@ -136,9 +136,9 @@ void snap_conn_close(struct snap_conn *c);
 struct cairn_writer *snap_conn_writer_new(struct snap_conn *c, int timeout_ms,
                                           const volatile int *cancel);
 
-/* ---- ustar streams (libarchive) ---- */
+/* ---- shard tar streams (shard_tar.c, over archive/tar.h) ---- */
 struct snap_tar_out;
-/* Go archive/tar style ustar into w (not owned): 512-byte blocks, no record padding. */
+/* Go archive/tar ustar into w (borrowed): 512-byte blocks, no record padding. */
 struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w);
 int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path,
                       struct cairn_err *err);

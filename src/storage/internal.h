@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include "cairn/storage.h"
+#include "io/probe.h"
 
 extern const struct cairn_storage_driver cairn_storage_file_driver;
 extern const struct cairn_storage_driver cairn_storage_s3_driver;
@@ -135,14 +136,11 @@ struct file_rec *manifest_file_parse(json_t *j);
 struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
                                              int read_only);
 void cairn_file_rec_free(struct file_rec *r);
-/* Compression probe (probe.c). zstd is worth its CPU when level 1 saves at least 1/8 of one
- * of the samples (the threshold ZFS applies per block): log text saves 77 %, while random
- * bytes, encrypted data and InfluxDB's TSM (3 %, for 3x the time of a copy) are stored as
- * is. Samples are the CAIRN_PROBE_SAMPLE-byte pieces of buf; a stream is judged on its first
- * CAIRN_PROBE_LEN bytes, a file on CAIRN_PROBE_LEN bytes sampled across it. */
-#define CAIRN_PROBE_SAMPLE (64u << 10)
+/* The compression probe is io's (io/probe.h, IO_PROBE_ZSTD): a stream is judged on its first
+ * CAIRN_PROBE_LEN bytes, a file on CAIRN_PROBE_LEN bytes sampled across it, in pieces of the
+ * probe's sample size. */
+#define CAIRN_PROBE_SAMPLE IO_PROBE_ZSTD_SAMPLE
 #define CAIRN_PROBE_LEN    (4 * CAIRN_PROBE_SAMPLE)
-int cairn_compress_pays(const void *buf, size_t len);
 
 /* Record e as the failure of the file behind w (a writer from add_file) before it is freed. */
 void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e);

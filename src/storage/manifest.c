@@ -1,7 +1,6 @@
 /* The MANIFEST: versioned JSON describing a complete backup, optionally sealed with
  * HMAC-SHA-256 over its canonical form (compact, sorted keys, without the "seal" field). */
 #include <jansson.h>
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,18 +15,15 @@ int manifest_cmp_rec(const void *a, const void *b)
     return strcmp((*(struct file_rec *const *)a)->f.name, (*(struct file_rec *const *)b)->f.name);
 }
 
-/* HMAC-SHA-256 of the canonical JSON of m (which must not hold "seal"), hex into out[65].
- * Kept local on purpose until the archive module's sealers land in main; then this becomes a
- * call to them (the canonical form and the "seal" field stay). */
-static void seal_mac(const json_t *m, const uint8_t *key, char out[65])
+/* What the seal covers: the canonical JSON of m (which must not hold "seal"). Its HMAC is
+ * made and checked by the library's HMAC helper (common/digest.c), as the archive's hmac
+ * sealer's is. */
+static char *seal_text(const json_t *m)
 {
     char *canon = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
     if (canon == NULL)
         abort(); /* allocation failure */
-    uint8_t mac[32];
-    cairn_hmac_sha256(key, NULL, 0, canon, strlen(canon), mac);
-    cairn_hex_encode(mac, 32, out);
-    free(canon);
+    return canon;
 }
 
 static const char *comp_name(enum cairn_compression c)
@@ -51,9 +47,12 @@ static struct file_rec **sorted_committed(const struct cairn_backup *b, size_t *
 static char *finish_text(json_t *m, const uint8_t *key)
 {
     if (key != NULL) {
-        char mac[65];
-        seal_mac(m, key, mac);
-        json_object_set_new(m, "seal", json_pack("{s:s, s:s}", "alg", SEAL_ALG, "mac", mac));
+        uint8_t mac[32];
+        char hex[65], *canon = seal_text(m);
+        cairn_hmac_sha256(key, NULL, 0, canon, strlen(canon), mac);
+        free(canon);
+        cairn_hex_encode(mac, 32, hex);
+        json_object_set_new(m, "seal", json_pack("{s:s, s:s}", "alg", SEAL_ALG, "mac", hex));
     }
     char *text = json_dumps(m, JSON_INDENT(2));
     if (text == NULL)
@@ -418,12 +417,15 @@ static int check_seal(struct cairn_backup *b, json_t *m, json_t *seal, const uin
     b->sealed = 1;
     if (key == NULL)
         return CAIRN_OK;
-    char want[65];
+    uint8_t tag[32];
+    cairn_hex_decode(mac, 64, tag, sizeof(tag), NULL); /* is_hex64: it decodes */
     json_t *copy = json_copy(m);
     json_object_del(copy, "seal");
-    seal_mac(copy, key, want);
+    char *canon = seal_text(copy);
     json_decref(copy);
-    if (CRYPTO_memcmp(want, mac, 64) != 0)
+    int ok = cairn_hmac_sha256_check(key, NULL, 0, canon, strlen(canon), tag);
+    free(canon);
+    if (!ok)
         return cairn_err_set(err, CAIRN_E_SEAL,
                              "backup '%s': MANIFEST seal does not match (tampered or wrong key)",
                              b->name);

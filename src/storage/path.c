@@ -159,7 +159,7 @@ struct put_job {
 };
 
 /* Files of PROBE_MIN bytes or more are judged on CAIRN_PROBE_LEN bytes sampled evenly across
- * them (cairn_compress_pays); smaller ones are compressed without asking. A sample that
+ * them (io_compress_pays); smaller ones are compressed without asking. A sample that
  * cannot be read keeps zstd. */
 static int compress_pays(int fd, uint64_t size)
 {
@@ -173,7 +173,7 @@ static int compress_pays(int fd, uint64_t size)
         readable = pread(fd, buf + (size_t)i * CAIRN_PROBE_SAMPLE, CAIRN_PROBE_SAMPLE, at) ==
                    (ssize_t)CAIRN_PROBE_SAMPLE;
     }
-    int pays = !readable || cairn_compress_pays(buf, CAIRN_PROBE_LEN);
+    int pays = !readable || io_compress_pays(IO_PROBE_ZSTD, buf, CAIRN_PROBE_LEN);
     free(buf);
     return pays;
 }

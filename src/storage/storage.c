@@ -785,8 +785,8 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
 /* AUTO: choose from the buffered bytes, build the chain and pass them on. */
 static int record_decide(struct record_writer *r, struct cairn_err *err)
 {
-    record_chain(r, cairn_compress_pays(r->probe, r->nprobe) ? CAIRN_COMPRESS_ZSTD
-                                                             : CAIRN_COMPRESS_NONE);
+    record_chain(r, io_compress_pays(IO_PROBE_ZSTD, r->probe, r->nprobe) ? CAIRN_COMPRESS_ZSTD
+                                                                         : CAIRN_COMPRESS_NONE);
     int rc = cairn_writer_write(r->base.next, r->probe, r->nprobe, err);
     free(r->probe);
     r->probe = NULL;

@@ -1,0 +1,28 @@
+/* The one AES-256-GCM core of libcairn (OpenSSL EVP): under the chunked stream stages of
+ * aead.c and under the archive's aes-gcm sealer (src/archive/sealer.c). Internal. */
+#ifndef CAIRN_IO_AEAD_H
+#define CAIRN_IO_AEAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AEAD_GCM_KEY   32
+#define AEAD_GCM_NONCE 12
+#define AEAD_GCM_TAG   16
+
+struct aead_gcm;
+
+/* A cipher context keyed once (the key schedule is not redone per message); aborts only when
+ * OpenSSL cannot allocate. Not for use by two threads at once. */
+struct aead_gcm *aead_gcm_new(const uint8_t key[AEAD_GCM_KEY]);
+void aead_gcm_free(struct aead_gcm *g);
+
+/* One message: aad is authenticated, len bytes of in are encrypted (enc) or decrypted into out
+ * (which may be in). Encrypting writes tag; decrypting checks it. CAIRN_OK, CAIRN_E_SEAL when
+ * the tag does not match (wrong key, changed data), CAIRN_E_INVALID for a message over 1 GiB,
+ * CAIRN_E_INTERNAL when OpenSSL fails. No message is set: callers say what was sealed. */
+int aead_gcm_run(struct aead_gcm *g, int enc, const uint8_t nonce[AEAD_GCM_NONCE], const void *aad,
+                 size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
+                 uint8_t tag[AEAD_GCM_TAG]);
+
+#endif
