@@ -390,10 +390,8 @@ int cairnd_cmd_run(int argc, char **argv)
     int json = log_format ? strcmp(log_format, "json") == 0 : cfg->log_json;
     int level = log_level ? cairn_log_level_parse(log_level) : cfg->log_level;
     cairn_log_setup((enum cairn_log_level)level, json, NULL);
-    /* Cron schedules follow this zone; set while this is the only thread (setenv is not
-     * thread-safe), and for good, so localtime_r sees one zone everywhere. */
-    setenv("TZ", cfg->timezone ? cfg->timezone : "UTC", 1);
-    tzset();
+    /* Cron schedules follow this zone, loaded with the config (sched/zone.h): the process's
+     * TZ is neither read nor set. */
     if (cfg->timezone != NULL)
         cairn_info("cairnd", "cron schedules use the time zone %s", cfg->timezone);
 

@@ -30,6 +30,7 @@ void cairn_config_free(struct cairn_config *c)
     free(c->state_url);
     free(c->metrics_listen);
     free(c->timezone);
+    cron_zone_free(c->zone);
     free(c);
 }
 
@@ -145,13 +146,16 @@ static int key_index(const char *const *keys, const char *k)
     return -1;
 }
 
-/* An IANA zone name with a TZif file under TZDIR (default /usr/share/zoneinfo): glibc would
- * silently take an unknown name as UTC. UTC itself needs no file. */
+/* An IANA zone name with a TZif file under TZDIR (default /usr/share/zoneinfo), loaded here
+ * so that cron schedules compute its offsets themselves (zone.h), never through the process's
+ * TZ; glibc would also have taken an unknown name silently as UTC. UTC itself needs no file. */
 static int timezone_key(struct parser *p, const char *k, const char *v)
 {
     struct cairn_config *c = p->c;
     free(c->timezone);
     c->timezone = NULL;
+    cron_zone_free(c->zone);
+    c->zone = NULL;
     if (strcmp(v, "UTC") == 0)
         return CAIRN_OK;
     int ok = v[0] != '/' && strstr(v, "..") == NULL;
@@ -161,17 +165,12 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
         return bad(p, "%s = '%s': expected an IANA time zone name such as Europe/Berlin", k, v);
     const char *dir = getenv("TZDIR");
     char *path = cairn_xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
-    uint8_t *data = NULL;
-    size_t len = 0;
     struct cairn_err rerr;
-    int rc = cairn_read_file(path, 1u << 20, &data, &len, &rerr);
-    if (rc == CAIRN_OK && (len < 4 || memcmp(data, "TZif", 4) != 0))
-        rc = cairn_err_set(&rerr, CAIRN_E_INVALID, "'%s' is not a TZif zone file", path);
+    int rc = cron_zone_load(path, &c->zone, &rerr);
     if (rc == CAIRN_OK)
         c->timezone = cairn_xstrdup(v);
     else
         rc = bad(p, "%s = '%s': unknown time zone (%s; package tzdata)", k, v, rerr.msg);
-    free(data);
     free(path);
     return rc;
 }
@@ -440,7 +439,7 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
     for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++)
-        c->schedules[i].timing.local = c->schedules[i].timing.is_cron && c->timezone != NULL;
+        c->schedules[i].timing.zone = c->schedules[i].timing.is_cron ? c->zone : NULL;
     if (rc != CAIRN_OK) {
         cairn_config_free(c);
         return rc;

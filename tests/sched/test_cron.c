@@ -19,11 +19,11 @@ static int64_t ts(const char *s)
     return sec;
 }
 
-/* next(expr, after) formatted, or "never"/"invalid: msg"; on the UTC or the local clock. */
-static const char *next_on(const char *expr, const char *after, int local)
+/* next(expr, after) formatted, or "never"/"invalid: msg"; on the UTC clock or zone's. */
+static const char *next_on(const char *expr, const char *after, const struct cron_zone *zone)
 {
     static char out[256];
-    struct cairn_timing t = {.is_cron = 1, .local = local};
+    struct cairn_timing t = {.is_cron = 1, .zone = zone};
     struct cairn_err err;
     if (cairn_cron_parse(expr, &t.cron, &err) != CAIRN_OK) {
         snprintf(out, sizeof(out), "invalid: %s", err.msg);
@@ -38,7 +38,7 @@ static const char *next_on(const char *expr, const char *after, int local)
 
 static const char *next_of(const char *expr, const char *after)
 {
-    return next_on(expr, after, 0);
+    return next_on(expr, after, NULL);
 }
 
 TEST(cron_next_basic)
@@ -324,9 +324,23 @@ TEST(config_errors_name_file_and_line)
 /* cron on a local wall clock (cairnd's timezone), here Europe/Berlin: DST starts on
  * 2026-03-29 (02:00 CET -> 03:00 CEST, at 01:00Z) and ends on 2026-10-25 (03:00 CEST ->
  * 02:00 CET, at 01:00Z). */
+static struct cron_zone *g_zone;
+
 static const char *next_local(const char *expr, const char *after)
 {
-    return next_on(expr, after, 1);
+    return next_on(expr, after, g_zone);
+}
+
+/* The zone `name` from /usr/share/zoneinfo in place of g_zone. */
+static void use_zone(const char *name)
+{
+    cron_zone_free(g_zone);
+    g_zone = NULL;
+    char *path = cairn_xasprintf("/usr/share/zoneinfo/%s", name);
+    struct cairn_err err;
+    if (cron_zone_load(path, &g_zone, &err) != CAIRN_OK)
+        test_fail(__FILE__, __LINE__, "loading %s: %s", name, err.msg);
+    free(path);
 }
 
 TEST(cron_on_a_local_wall_clock_across_dst)
@@ -334,8 +348,10 @@ TEST(cron_on_a_local_wall_clock_across_dst)
     if (access("/usr/share/zoneinfo/Europe/Berlin", R_OK) != 0) {
         MISSING("no /usr/share/zoneinfo/Europe/Berlin (package tzdata)");
     }
-    setenv("TZ", "Europe/Berlin", 1);
+    /* The zone comes from its file alone: the process's TZ (here another zone) plays no part. */
+    setenv("TZ", "America/New_York", 1);
     tzset();
+    use_zone("Europe/Berlin");
     /* 09:00 local is 08:00Z in winter, 07:00Z in summer. */
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-01-10T12:00:00Z"), "2026-01-11T08:00:00Z");
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-07-10T12:00:00Z"), "2026-07-11T07:00:00Z");
@@ -358,12 +374,37 @@ TEST(cron_on_a_local_wall_clock_across_dst)
     CHECK_EQ_STR(next_local("15 0 * * mon", "2026-01-01T00:00:00Z"), "2026-01-04T23:15:00Z");
     CHECK_EQ_STR(next_local("0 0 1 * *", "2026-06-15T00:00:00Z"), "2026-06-30T22:00:00Z");
     /* A zone without DST: a fixed offset. */
-    setenv("TZ", "Asia/Tokyo", 1);
-    tzset();
+    use_zone("Asia/Tokyo");
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-03-29T00:00:00Z"), "2026-03-30T00:00:00Z");
-    setenv("TZ", "UTC", 1);
-    tzset();
+    use_zone("UTC");
     CHECK_EQ_STR(next_local("30 2 * * *", "2026-03-29T00:00:00Z"), "2026-03-29T02:30:00Z");
+    cron_zone_free(g_zone);
+    g_zone = NULL;
+    unsetenv("TZ");
+    tzset();
+}
+
+/* Changes of a zone's standard offset (no daylight time on either side) follow the same rules:
+ * America/Cancun moved from -06 to -05 on 2015-02-01 at 02:00 (08:00Z); Africa/Juba from +03
+ * to +02 on 2021-02-01 at 00:00 (2021-01-31T21:00Z), repeating 23:00-24:00. */
+TEST(cron_across_a_change_of_standard_offset)
+{
+    if (access("/usr/share/zoneinfo/America/Cancun", R_OK) != 0 ||
+        access("/usr/share/zoneinfo/Africa/Juba", R_OK) != 0) {
+        MISSING("no /usr/share/zoneinfo/America/Cancun or Africa/Juba (package tzdata)");
+    }
+    use_zone("America/Cancun");
+    /* 02:30 is skipped: it runs at the jump (03:00 -05), as with daylight time. */
+    CHECK_EQ_STR(next_local("30 2 * * *", "2015-01-31T20:00:00Z"), "2015-02-01T08:00:00Z");
+    CHECK_EQ_STR(next_local("30 2 * * *", "2015-02-01T08:00:00Z"), "2015-02-02T07:30:00Z");
+    use_zone("Africa/Juba");
+    /* 23:30 occurs twice; from before the change it runs once, at the first. */
+    CHECK_EQ_STR(next_local("30 23 * * *", "2021-01-31T12:00:00Z"), "2021-01-31T20:30:00Z");
+    CHECK_EQ_STR(next_local("30 23 * * *", "2021-01-31T20:30:00Z"), "2021-02-01T21:30:00Z");
+    /* From inside the repeat (23:00 the second time) the next wall time is next. */
+    CHECK_EQ_STR(next_local("*/30 * * * *", "2021-01-31T21:00:00Z"), "2021-01-31T21:30:00Z");
+    cron_zone_free(g_zone);
+    g_zone = NULL;
 }
 
 TEST(config_timezone)
@@ -373,7 +414,7 @@ TEST(config_timezone)
     const char *utc = "[cairnd]\ntimezone = UTC\n[schedule a]\nsource=/x\nto=file:///y\n"
                       "cron=0 3 * * *\nkeep-last=1\n";
     CHECK_OK(cairn_config_parse(utc, strlen(utc), "t.conf", &c, &err), &err);
-    CHECK(c != NULL && c->timezone == NULL && !c->schedules[0].timing.local);
+    CHECK(c != NULL && c->timezone == NULL && c->schedules[0].timing.zone == NULL);
     cairn_config_free(c);
     config_err("[cairnd]\ntimezone=../../etc/passwd\n", "expected an IANA time zone name");
     config_err("[cairnd]\ntimezone=/etc/localtime\n", "expected an IANA time zone name");
@@ -387,7 +428,7 @@ TEST(config_timezone)
                          "[cairnd]\ntimezone = Europe/Berlin\n";
     CHECK_OK(cairn_config_parse(berlin, strlen(berlin), "t.conf", &c, &err), &err);
     CHECK(c != NULL && c->timezone != NULL && strcmp(c->timezone, "Europe/Berlin") == 0);
-    CHECK(c != NULL && c->schedules[0].timing.local && !c->schedules[1].timing.local);
+    CHECK(c != NULL && c->schedules[0].timing.zone != NULL && c->schedules[1].timing.zone == NULL);
     cairn_config_free(c);
 }
 
