@@ -7,6 +7,70 @@
 #include "common/util.h"
 #include "internal.h"
 
+/* Retention after a successful backup: held after a forward clock step, postponed while
+ * another backup holds the location; failures are counted and logged, never fatal. */
+static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
+{
+    const char *sn = run->schedule->name;
+    unsigned removed = 0;
+    int prc;
+    struct cairn_err perr;
+    if (sched_prune_held(s)) {
+        cairn_warn("sched",
+                   "schedule %s: retention held: the wall clock jumped forward less "
+                   "than %ds ago",
+                   sn, CAIRN_CLOCK_NOTICE_SECONDS);
+    } else if ((prc = s->runner->prune(s->runner->ctx, run, &removed, &perr)) == CAIRN_E_LOCKED) {
+        /* Another backup holds the location: normal when schedules share it. */
+        cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn, perr.msg);
+    } else if (prc != CAIRN_OK) {
+        cairn_metric_add(s->m.prune_errors, sn, 1);
+        cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
+    } else if (removed > 0) {
+        cairn_metric_add(s->m.pruned, sn, removed);
+        cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
+    }
+}
+
+/* Take the backup of run (admitted by the gate, not complete yet): count and log it, then
+ * prune after a success. Returns the runner's code. */
+static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
+{
+    const char *sn = run->schedule->name;
+    cairn_metric_add(s->m.started, sn, 1);
+    if (run->catchup)
+        cairn_metric_add(s->m.catchup_runs, sn, 1);
+    cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
+               run->catchup ? "catch-up" : "scheduled", when);
+    struct cairn_run_result res = {0};
+    struct cairn_err err;
+    uint64_t t0 = cairn_mono_ns();
+    int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    if (rc == CAIRN_OK) {
+        cairn_metric_add(s->m.succeeded, sn, 1);
+        cairn_metric_add(s->m.bytes, sn, (double)res.bytes);
+        cairn_metric_observe(s->m.duration, sn, secs);
+        run->wall_now = (int64_t)time(NULL); /* before sched_now: see struct cairn_run */
+        cairn_metric_set(s->m.last_success, sn, (double)sched_now(s));
+        char size[32];
+        cairn_format_bytes(res.bytes, size, sizeof(size));
+        cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run->name, size,
+                   secs);
+        prune_after(s, run);
+    } else if (rc == CAIRN_E_CANCELLED) {
+        cairn_warn("sched",
+                   "schedule %s: backup %s aborted by shutdown; it runs again after "
+                   "restart",
+                   sn, run->name);
+    } else {
+        cairn_metric_add(s->m.failed, sn, 1);
+        cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
+                    err.msg);
+    }
+    return rc;
+}
+
 static int execute(struct worker *w, int64_t at, int catchup)
 {
     struct cairn_sched *s = w->s;
@@ -33,55 +97,7 @@ static int execute(struct worker *w, int64_t at, int catchup)
                    sn, run.name, when);
         rc = CAIRN_OK;
     } else {
-        cairn_metric_add(s->m.started, sn, 1);
-        if (catchup)
-            cairn_metric_add(s->m.catchup_runs, sn, 1);
-        cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run.name,
-                   catchup ? "catch-up" : "scheduled", when);
-        struct cairn_run_result res = {0};
-        uint64_t t0 = cairn_mono_ns();
-        rc = s->runner->run(s->runner->ctx, &run, &s->abort, &res, &err);
-        double secs = (double)(cairn_mono_ns() - t0) / 1e9;
-        if (rc == CAIRN_OK) {
-            cairn_metric_add(s->m.succeeded, sn, 1);
-            cairn_metric_add(s->m.bytes, sn, (double)res.bytes);
-            cairn_metric_observe(s->m.duration, sn, secs);
-            run.wall_now = (int64_t)time(NULL); /* before sched_now: see struct cairn_run */
-            cairn_metric_set(s->m.last_success, sn, (double)sched_now(s));
-            char size[32];
-            cairn_format_bytes(res.bytes, size, sizeof(size));
-            cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run.name, size,
-                       secs);
-            unsigned removed = 0;
-            int prc;
-            struct cairn_err perr;
-            if (sched_prune_held(s)) {
-                cairn_warn("sched",
-                           "schedule %s: retention held: the wall clock jumped forward less "
-                           "than %ds ago",
-                           sn, CAIRN_CLOCK_NOTICE_SECONDS);
-            } else if ((prc = s->runner->prune(s->runner->ctx, &run, &removed, &perr)) ==
-                       CAIRN_E_LOCKED) {
-                /* Another backup holds the location: normal when schedules share it. */
-                cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn,
-                           perr.msg);
-            } else if (prc != CAIRN_OK) {
-                cairn_metric_add(s->m.prune_errors, sn, 1);
-                cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
-            } else if (removed > 0) {
-                cairn_metric_add(s->m.pruned, sn, removed);
-                cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
-            }
-        } else if (rc == CAIRN_E_CANCELLED) {
-            cairn_warn("sched",
-                       "schedule %s: backup %s aborted by shutdown; it runs again after "
-                       "restart",
-                       sn, run.name);
-        } else {
-            cairn_metric_add(s->m.failed, sn, 1);
-            cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run.name,
-                        secs, err.msg);
-        }
+        rc = take_backup(s, &run, when);
     }
     cairn_metric_add(s->m.in_flight, NULL, -1);
     sched_gate_leave(s);
