@@ -99,7 +99,7 @@ static void *signal_thread(void *arg)
             continue;
         }
         cairn_info("cairnd", "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        cairn_sched_stop(c->s);
+        sched_stop(c->s);
         break;
     }
     return NULL;
@@ -145,7 +145,7 @@ static void on_heal(void *ctx, const char *aside, const char *reason, int restor
 {
     struct heal_ctx *h = ctx;
     (void)aside, (void)reason, (void)restored; /* the store logged them */
-    cairn_metric_add(h->recovered, NULL, 1);
+    metrics_add(h->recovered, NULL, 1);
 }
 
 /* /healthz: the scheduler's verdict, degraded (503) once the state database was rebuilt;
@@ -165,12 +165,12 @@ static int run_health(void *ctx, char *body, size_t cap)
     char msg[512];
     unsigned heals = cairn_state_store_heals(store, msg, sizeof(msg));
     if (heals == 0)
-        return cairn_sched_health(sched, body, cap);
+        return sched_health(sched, body, cap);
     int n =
         snprintf(body, cap, "degraded: state database damaged and rebuilt %u times (last: %s)\n",
                  heals, msg);
     if (n >= 0 && (size_t)n < cap)
-        cairn_sched_health(sched, body + n, cap - (size_t)n);
+        sched_health(sched, body + n, cap - (size_t)n);
     return 503;
 }
 
@@ -181,11 +181,11 @@ static int start_metrics(const struct cairn_config *cfg, struct cairn_metrics *m
 {
     struct cairn_http_limits lim = {cfg->metrics_timeout, cfg->metrics_max_conn,
                                     cfg->metrics_per_ip};
-    int rc = cairn_metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, h, http, err);
+    int rc = metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, h, http, err);
     if (rc == CAIRN_OK)
         cairn_info("cairnd", "metrics on http://%.*s:%u/metrics",
                    (int)(strrchr(cfg->metrics_listen, ':') - cfg->metrics_listen),
-                   cfg->metrics_listen, cairn_metrics_server_port(*http));
+                   cfg->metrics_listen, metrics_server_port(*http));
     return rc;
 }
 
@@ -197,14 +197,14 @@ static int open_state(const struct cairn_config *cfg, unsigned flags, struct cai
                       struct heal_ctx *h, const sigset_t *sigs, struct cairn_metrics_server **http,
                       struct cairn_state_store **store, struct cairn_err *err)
 {
-    struct cairn_metric *up = cairn_metrics_declare(
+    struct cairn_metric *up = metrics_declare(
         metrics, "cairn_state_store_up", CAIRN_GAUGE,
         "1 once the state store answered at start; 0 while cairnd waits for it.", NULL, NULL, 0);
-    struct cairn_metric *fails = cairn_metrics_declare(
-        metrics, "cairn_state_store_connect_failures_total", CAIRN_COUNTER,
-        "Attempts to reach the state store at start that failed.", NULL, NULL, 0);
-    cairn_metric_set(up, NULL, 0);
-    cairn_metric_add(fails, NULL, 0);
+    struct cairn_metric *fails =
+        metrics_declare(metrics, "cairn_state_store_connect_failures_total", CAIRN_COUNTER,
+                        "Attempts to reach the state store at start that failed.", NULL, NULL, 0);
+    metrics_set(up, NULL, 0);
+    metrics_add(fails, NULL, 0);
     unsigned delay = 1;
     for (;;) {
         int rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep, flags, store, err);
@@ -213,10 +213,10 @@ static int open_state(const struct cairn_config *cfg, unsigned flags, struct cai
             h->waiting[0] = '\0';
             pthread_mutex_unlock(&h->mu);
             if (rc == CAIRN_OK)
-                cairn_metric_set(up, NULL, 1);
+                metrics_set(up, NULL, 1);
             return rc;
         }
-        cairn_metric_add(fails, NULL, 1);
+        metrics_add(fails, NULL, 1);
         pthread_mutex_lock(&h->mu);
         snprintf(h->waiting, sizeof(h->waiting), "%s", err->msg);
         pthread_mutex_unlock(&h->mu);
@@ -259,7 +259,7 @@ static void *checker_main(void *arg)
 }
 
 /* The newest instant the schedule has a complete backup for, from the names the scheduler
- * gives its backups (cairn_run_name) and their MANIFESTs; -1 when there is none. */
+ * gives its backups (plan_run_name) and their MANIFESTs; -1 when there is none. */
 static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char *name, size_t cap,
                         struct cairn_err *err)
 {
@@ -279,7 +279,7 @@ static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char 
         if (b->status != CAIRN_BACKUP_COMPLETE || !cairn_backup_name_parse(b->name, &ms, &tag) ||
             strcmp(tag, c->name) != 0 || ms % 1000 != 0)
             continue;
-        cairn_run_name(c->name, ms / 1000, want, sizeof(want));
+        plan_run_name(c->name, ms / 1000, want, sizeof(want));
         if (strcmp(want, b->name) == 0 && ms / 1000 > *last) {
             *last = ms / 1000;
             char created[40];
@@ -396,11 +396,11 @@ static void run_init(struct run_ctx *r)
 
 static void run_free(struct run_ctx *r)
 {
-    cairn_metrics_server_stop(r->http);
-    cairn_sched_free(r->s);
-    cairn_metrics_free(r->metrics);
+    metrics_server_stop(r->http);
+    sched_free(r->s);
+    metrics_free(r->metrics);
     cairn_state_store_free(r->store);
-    cairn_config_free(r->cfg);
+    config_free(r->cfg);
     pthread_cond_destroy(&r->heal.cond);
     pthread_mutex_destroy(&r->heal.mu);
 }
@@ -409,7 +409,7 @@ static void run_free(struct run_ctx *r)
  * thread: -1 to go on, else the exit code. */
 static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
 {
-    int rc = cairn_config_load(o->config, &r->cfg, err);
+    int rc = config_load(o->config, &r->cfg, err);
     if (rc != CAIRN_OK)
         return cli_fail(err);
     const struct cairn_config *cfg = r->cfg;
@@ -421,17 +421,17 @@ static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_e
     if (cfg->timezone != NULL)
         cairn_info("cairnd", "cron schedules use the time zone %s", cfg->timezone);
     if (o->fake_clock != NULL) {
-        cairn_clock_file(&r->clock, o->fake_clock);
+        sched_clock_file(&r->clock, o->fake_clock);
         cairn_warn("cairnd", "using the fake clock in '%s' (tests only)", o->fake_clock);
     } else {
-        cairn_clock_real(&r->clock);
+        sched_clock_real(&r->clock);
     }
-    r->metrics = cairn_metrics_new();
+    r->metrics = metrics_new();
     r->heal.cfg = cfg;
-    r->heal.recovered = cairn_metrics_declare(
+    r->heal.recovered = metrics_declare(
         r->metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
         "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
-    cairn_metric_add(r->heal.recovered, NULL, 0);
+    metrics_add(r->heal.recovered, NULL, 0);
     /* Signals go to one thread; block them before any other thread exists (the metrics
      * server may start while the state store is waited for). */
     sigemptyset(&r->sc.set);
@@ -467,12 +467,12 @@ static int run_boot(struct run_ctx *r, const struct run_opts *o, struct cairn_er
     pthread_mutex_lock(&r->heal.mu);
     r->heal.store = r->store;
     pthread_mutex_unlock(&r->heal.mu);
-    cairn_metric_add(r->heal.recovered, NULL, cairn_state_store_heals(r->store, NULL, 0));
+    metrics_add(r->heal.recovered, NULL, cairn_state_store_heals(r->store, NULL, 0));
     cairn_state_store_on_heal(r->store, on_heal, &r->heal);
     if (!o->dry_run)
         recover_from_storage(cfg, r->store, r->clock.now(r->clock.ctx));
-    cairn_backup_runner(&r->runner, cfg);
-    rc = cairn_sched_new(cfg, r->store, &r->runner, &r->clock, r->metrics, &r->s, err);
+    runner_backup_init(&r->runner, cfg);
+    rc = sched_new(cfg, r->store, &r->runner, &r->clock, r->metrics, &r->s, err);
     if (rc != CAIRN_OK)
         return state_fail(err);
     pthread_mutex_lock(&r->heal.mu);
@@ -505,12 +505,12 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
     }
     if (r->cfg->metrics_listen != NULL && r->http == NULL &&
         (rc = start_metrics(r->cfg, r->metrics, &r->heal, &r->http, err)) != CAIRN_OK) {
-        cairn_sched_stop(r->s);
+        sched_stop(r->s);
         pthread_kill(sig_thread, SIGTERM);
         pthread_join(sig_thread, NULL);
         return cli_fail(err);
     }
-    rc = cairn_sched_start(r->s, err);
+    rc = sched_start(r->s, err);
     if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
         checker_started = 1;
     if (rc == CAIRN_OK) {
@@ -518,14 +518,14 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
                    r->cfg->n_schedules, cairn_state_store_kind(r->store), (int)getpid());
     } else {
         cairn_error("cairnd", "%s", err->msg);
-        cairn_sched_stop(r->s);
+        sched_stop(r->s);
         pthread_kill(sig_thread, SIGTERM);
     }
-    int wrc = cairn_sched_wait(r->s, rc == CAIRN_OK ? err : NULL);
+    int wrc = sched_wait(r->s, rc == CAIRN_OK ? err : NULL);
     pthread_join(sig_thread, NULL);
     if (checker_started)
         heal_stop(&r->heal, checker);
-    cairn_metrics_server_stop(r->http);
+    metrics_server_stop(r->http);
     r->http = NULL;
     if (wrc == CAIRN_E_TIMEOUT) {
         /* Worker threads are still inside a backup: exit without tearing down what they use. */
@@ -552,7 +552,7 @@ int cairnd_cmd_run(int argc, char **argv)
     if (code < 0)
         code = run_boot(&r, &o, &err);
     if (code < 0 && o.dry_run) {
-        cairn_sched_describe(r.s, stdout, cli_json);
+        sched_describe(r.s, stdout, cli_json);
         code = 0;
     } else if (code < 0) {
         code = run_schedules(&r, &err);

@@ -45,7 +45,7 @@ static int64_t real_offset_ms(void *ctx)
     return div_round(best, 1000000);
 }
 
-void cairn_clock_real(struct cairn_clock *c)
+void sched_clock_real(struct cairn_clock *c)
 {
     c->now = real_now;
     c->ctx = NULL;
@@ -79,7 +79,7 @@ static int64_t file_now(void *ctx)
     return v;
 }
 
-void cairn_clock_file(struct cairn_clock *c, const char *path)
+void sched_clock_file(struct cairn_clock *c, const char *path)
 {
     c->now = file_now;
     c->ctx = (void *)path;
@@ -101,8 +101,8 @@ void sched_clock_step(struct cairn_sched *s, int64_t from, int64_t to, const cha
         to > from ? s->step_mono + (uint64_t)CAIRN_CLOCK_NOTICE_SECONDS * 1000000000ull : 0;
     pthread_mutex_unlock(&s->clock_mu);
     long long secs = (long long)(to - from);
-    cairn_metric_add(secs < 0 ? s->m.clock_back : s->m.clock_fwd, NULL, 1);
-    cairn_metric_set(s->m.clock_step, NULL, (double)secs);
+    metrics_add(secs < 0 ? s->m.clock_back : s->m.clock_fwd, NULL, 1);
+    metrics_set(s->m.clock_step, NULL, (double)secs);
     char a[40], b[40];
     sched_fmt_time(from, a, sizeof(a));
     sched_fmt_time(to, b, sizeof(b));

@@ -14,7 +14,7 @@
 
 #define CONFIG_MAX (1u << 20)
 
-void cairn_config_free(struct cairn_config *c)
+void config_free(struct cairn_config *c)
 {
     if (c == NULL)
         return;
@@ -215,7 +215,7 @@ static int cron_key(struct parser *p, const char *k, const char *v)
     struct cairn_err cerr;
     if (seen(p, "every"))
         return bad(p, "use either every or cron, not both");
-    if (cairn_cron_parse(v, &s->timing.cron, &cerr) != CAIRN_OK)
+    if (cron_parse(v, &s->timing.cron, &cerr) != CAIRN_OK)
         return bad(p, "%s", cerr.msg);
     s->timing.is_cron = 1;
     set_str(&s->timing_text, v);
@@ -429,8 +429,8 @@ static int line(struct parser *p, char *s)
     return set_key(p, &keys[idx], p->in_daemon ? (void *)p->c : (void *)p->sc, v);
 }
 
-int cairn_config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
-                       struct cairn_err *err)
+int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
+                 struct cairn_err *err)
 {
     *out = NULL;
     struct cairn_config *c = cairn_xcalloc(1, sizeof(*c));
@@ -478,14 +478,14 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++)
         c->schedules[i].timing.zone = c->schedules[i].timing.is_cron ? c->zone : NULL;
     if (rc != CAIRN_OK) {
-        cairn_config_free(c);
+        config_free(c);
         return rc;
     }
     *out = c;
     return CAIRN_OK;
 }
 
-int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_err *err)
+int config_load(const char *path, struct cairn_config **out, struct cairn_err *err)
 {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -494,7 +494,7 @@ int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_
         cairn_err_wrap(err, rc, "config");
         return rc;
     }
-    rc = cairn_config_parse((const char *)data, len, path, out, err);
+    rc = config_parse((const char *)data, len, path, out, err);
     free(data);
     return rc;
 }

@@ -60,9 +60,9 @@ struct cairn_config {
 };
 
 /* Parse text (need not be NUL-terminated). Errors name "file:line". */
-int cairn_config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
-                       struct cairn_err *err);
-int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
-void cairn_config_free(struct cairn_config *c);
+int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
+                 struct cairn_err *err);
+int config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
+void config_free(struct cairn_config *c);
 
 #endif

@@ -100,7 +100,7 @@ bad:
     return cairn_err_set(err, CAIRN_E_INVALID, "cron %s field '%s' is not valid", f->what, text);
 }
 
-int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *err)
+int cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *err)
 {
     static const struct {
         const char *name, *expr;
@@ -115,7 +115,7 @@ int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *e
             size_t n = strlen(macros[i].name);
             if (strncasecmp(expr, macros[i].name, n) == 0 &&
                 (expr[n] == '\0' || isspace((unsigned char)expr[n])))
-                return cairn_cron_parse(macros[i].expr, c, err);
+                return cron_parse(macros[i].expr, c, err);
         }
         return cairn_err_set(err, CAIRN_E_INVALID, "unknown cron macro '%s'", expr);
     }
@@ -158,7 +158,7 @@ int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *e
     c->dow = (uint8_t)b[4];
     c->dom_star = star[2];
     c->dow_star = star[4];
-    if (cairn_cron_next(c, 0) < 0)
+    if (cron_next(c, 0) < 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "cron expression '%s' never fires", expr);
     return CAIRN_OK;
 }
@@ -172,7 +172,7 @@ static int day_matches(const struct cairn_cron *c, const struct tm *tm)
     return dom && dow;
 }
 
-int64_t cairn_cron_next(const struct cairn_cron *c, int64_t after)
+int64_t cron_next(const struct cairn_cron *c, int64_t after)
 {
     int64_t t = after - (((after % 60) + 60) % 60) + 60;
     time_t tt = (time_t)t;
@@ -225,13 +225,13 @@ static int64_t instant_of(const struct cron_zone *z, int64_t wall, int64_t after
     return gap_end > after ? gap_end : -1;
 }
 
-int64_t cairn_cron_next_local(const struct cairn_cron *c, const struct cron_zone *z, int64_t after)
+int64_t cron_next_local(const struct cairn_cron *c, const struct cron_zone *z, int64_t after)
 {
     /* Search matching wall-clock minutes, then map each to an instant; a wall clock that
      * maps to nothing after `after` (the repeat of an hour already passed) is skipped. */
     int64_t wall = wall_of(z, after);
     for (;;) {
-        wall = cairn_cron_next(c, wall);
+        wall = cron_next(c, wall);
         if (wall < 0)
             return -1;
         int64_t t = instant_of(z, wall, after);
@@ -240,11 +240,10 @@ int64_t cairn_cron_next_local(const struct cairn_cron *c, const struct cron_zone
     }
 }
 
-int64_t cairn_timing_next(const struct cairn_timing *t, int64_t after)
+int64_t cron_timing_next(const struct cairn_timing *t, int64_t after)
 {
     if (t->is_cron)
-        return t->zone ? cairn_cron_next_local(&t->cron, t->zone, after)
-                       : cairn_cron_next(&t->cron, after);
+        return t->zone ? cron_next_local(&t->cron, t->zone, after) : cron_next(&t->cron, after);
     int64_t q = after / t->every;
     if (after < 0 && after % t->every != 0)
         q--; /* floor division */

@@ -3,7 +3,7 @@
 
 #include "internal.h"
 
-void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json)
+void sched_describe(const struct cairn_sched *s, FILE *out, int json)
 {
     json_t *root = json ? json_object() : NULL;
     json_t *arr = json ? json_array() : NULL;
@@ -18,7 +18,7 @@ void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json)
         int64_t after = w->boot_plan.n         ? w->boot_plan.runs[w->boot_plan.n - 1]
                         : w->boot_plan.skipped ? w->boot_plan.skipped_until
                                                : w->boot_last;
-        sched_fmt_time(cairn_timing_next(&w->cfg->timing, after), next, sizeof(next));
+        sched_fmt_time(cron_timing_next(&w->cfg->timing, after), next, sizeof(next));
         json_t *runs = json ? json_array() : NULL;
         if (!json)
             fprintf(out, "schedule %s (%s): last %s%s, catch-up %zu, skip %llu, next %s\n",
@@ -27,7 +27,7 @@ void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json)
         for (size_t k = 0; k < w->boot_plan.n; k++) {
             char at[40], name[CAIRN_RUN_NAME_MAX];
             sched_fmt_time(w->boot_plan.runs[k], at, sizeof(at));
-            cairn_run_name(w->cfg->name, w->boot_plan.runs[k], name, sizeof(name));
+            plan_run_name(w->cfg->name, w->boot_plan.runs[k], name, sizeof(name));
             if (json)
                 json_array_append_new(runs, json_pack("{s:s, s:s}", "at", at, "name", name));
             else

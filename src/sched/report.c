@@ -12,10 +12,10 @@ static void collect(void *ctx)
     int64_t at = s->last_save_at;
     pthread_mutex_unlock(&s->mu);
     if (at >= 0)
-        cairn_metric_set(s->m.age, NULL, (double)(sched_now(s) - at));
+        metrics_set(s->m.age, NULL, (double)(sched_now(s) - at));
 }
 
-int cairn_sched_health(void *ctx, char *body, size_t cap)
+int sched_health(void *ctx, char *body, size_t cap)
 {
     struct cairn_sched *s = ctx;
     pthread_mutex_lock(&s->mu);
@@ -56,7 +56,7 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
     static const double buckets[] = {1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400};
     const size_t nb = sizeof(buckets) / sizeof(buckets[0]);
 #define D(field, name, type, help, label)                                                          \
-    s->m.field = cairn_metrics_declare(m, name, type, help, label, buckets, nb)
+    s->m.field = metrics_declare(m, name, type, help, label, buckets, nb)
     D(save_errors, "cairn_snapshot_save_errors_total", CAIRN_COUNTER,
       "State snapshots that could not be written to the state store.", NULL);
     D(creation_errors, "cairn_snapshot_creation_errors_total", CAIRN_COUNTER,
@@ -101,12 +101,12 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
                                          s->m.load_fallbacks, s->m.in_flight,       s->m.clock_back,
                                          s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
-        cairn_metric_add(unlabelled[i], NULL, 0);
+        metrics_add(unlabelled[i], NULL, 0);
     struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
                                   s->m.existing,        s->m.bytes,     s->m.catchup_runs,
                                   s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
-            cairn_metric_add(per[i], s->cfg->schedules[j].name, 0);
-    cairn_metrics_on_collect(m, collect, s);
+            metrics_add(per[i], s->cfg->schedules[j].name, 0);
+    metrics_on_collect(m, collect, s);
 }

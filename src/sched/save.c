@@ -26,12 +26,12 @@ int sched_save(struct cairn_sched *s, const char *why)
     cairn_state_free(copy);
     if (rc != CAIRN_OK) {
         /* Nothing is written when serialisation fails. */
-        cairn_metric_add(s->m.creation_errors, NULL, 1);
+        metrics_add(s->m.creation_errors, NULL, 1);
         cairn_error("sched", "state snapshot (%s) not created: %s", why, err.msg);
     } else {
         rc = cairn_state_store_put(s->store, buf, len, now, &err);
         if (rc != CAIRN_OK) {
-            cairn_metric_add(s->m.save_errors, NULL, 1);
+            metrics_add(s->m.save_errors, NULL, 1);
             cairn_error("sched", "state snapshot (%s) not saved: %s", why, err.msg);
         }
     }
@@ -49,8 +49,8 @@ int sched_save(struct cairn_sched *s, const char *why)
     pthread_mutex_unlock(&s->mu);
     pthread_mutex_unlock(&s->store_mu);
     if (rc == CAIRN_OK) {
-        cairn_metric_add(s->m.saves, NULL, 1);
-        cairn_metric_set(s->m.last_save, NULL, (double)now);
+        metrics_add(s->m.saves, NULL, 1);
+        metrics_set(s->m.last_save, NULL, (double)now);
         cairn_debug("sched", "state snapshot saved (%s, %zu bytes)", why, len);
     }
     return rc;

@@ -32,9 +32,9 @@ static int64_t boot_baseline(struct cairn_sched *s, struct worker *w,
     return lead;
 }
 
-int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
-                    const struct cairn_runner *runner, const struct cairn_clock *clock,
-                    struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err)
+int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
+              const struct cairn_runner *runner, const struct cairn_clock *clock,
+              struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err)
 {
     *out = NULL;
     struct cairn_sched *s = cairn_xcalloc(1, sizeof(*s));
@@ -52,7 +52,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cond, &ca);
     pthread_condattr_destroy(&ca);
-    cairn_ratelimit_init(&s->rl, cfg->catchup_rate);
+    plan_ratelimit_init(&s->rl, cfg->catchup_rate);
     sched_declare_metrics(s, m);
 
     struct cairn_state *loaded = NULL;
@@ -60,11 +60,11 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     int rc = cairn_state_store_load(store, &loaded, &rep, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "loading scheduler state");
-        cairn_sched_free(s);
+        sched_free(s);
         return rc;
     }
     if (rep.skipped > 0)
-        cairn_metric_add(s->m.load_fallbacks, NULL, rep.skipped);
+        metrics_add(s->m.load_fallbacks, NULL, rep.skipped);
     if (rep.found) {
         char when[40];
         sched_fmt_time(rep.created_at, when, sizeof(when));
@@ -102,8 +102,8 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
             ahead_lead = lead;
         }
         cairn_state_update(s->state, w->cfg->name, w->boot_last, NULL);
-        cairn_plan_build(&w->cfg->timing, w->boot_last, s->boot_now, w->cfg->catchup,
-                         cfg->catchup_max, &w->boot_plan);
+        plan_build(&w->cfg->timing, w->boot_last, s->boot_now, w->cfg->catchup, cfg->catchup_max,
+                   &w->boot_plan);
     }
     cairn_state_free(loaded);
     if (ahead != NULL)
@@ -113,7 +113,7 @@ int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *st
     return CAIRN_OK;
 }
 
-int cairn_sched_start(struct cairn_sched *s, struct cairn_err *err)
+int sched_start(struct cairn_sched *s, struct cairn_err *err)
 {
     /* Skips decided at boot are applied before any run, so the first snapshot has them. */
     for (size_t i = 0; i < s->n; i++)
@@ -135,7 +135,7 @@ int cairn_sched_start(struct cairn_sched *s, struct cairn_err *err)
             s->active--;
             s->booting -= (unsigned)(s->n - i);
             pthread_mutex_unlock(&s->mu);
-            cairn_sched_stop(s);
+            sched_stop(s);
             return cairn_err_sys(err, CAIRN_E_INTERNAL, e, "starting the worker of schedule %s",
                                  w->cfg->name);
         }
@@ -144,7 +144,7 @@ int cairn_sched_start(struct cairn_sched *s, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-void cairn_sched_stop(struct cairn_sched *s)
+void sched_stop(struct cairn_sched *s)
 {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
@@ -164,7 +164,7 @@ static void wait_workers(struct cairn_sched *s, uint64_t deadline_ns)
     }
 }
 
-int cairn_sched_wait(struct cairn_sched *s, struct cairn_err *err)
+int sched_wait(struct cairn_sched *s, struct cairn_err *err)
 {
     uint64_t interval_ns = (uint64_t)s->cfg->snapshot_interval * 1000000000ull;
     uint64_t next_periodic = cairn_mono_ns() + interval_ns;
@@ -221,16 +221,16 @@ int cairn_sched_wait(struct cairn_sched *s, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-void cairn_sched_free(struct cairn_sched *s)
+void sched_free(struct cairn_sched *s)
 {
     if (s == NULL)
         return;
     /* The registry may outlive us: stop it calling back into freed memory. */
-    cairn_metrics_on_collect(s->metrics, NULL, NULL);
+    metrics_on_collect(s->metrics, NULL, NULL);
     for (size_t i = 0; i < s->n; i++) {
         if (s->w[i].started) /* never started or already joined in the normal path */
             pthread_join(s->w[i].thread, NULL);
-        cairn_plan_free(&s->w[i].boot_plan);
+        plan_free(&s->w[i].boot_plan);
     }
     free(s->w);
     cairn_state_free(s->state);

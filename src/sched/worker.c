@@ -24,10 +24,10 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
         /* Another backup holds the location: normal when schedules share it. */
         cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn, perr.msg);
     } else if (prc != CAIRN_OK) {
-        cairn_metric_add(s->m.prune_errors, sn, 1);
+        metrics_add(s->m.prune_errors, sn, 1);
         cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
     } else if (removed > 0) {
-        cairn_metric_add(s->m.pruned, sn, removed);
+        metrics_add(s->m.pruned, sn, removed);
         cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
     }
 }
@@ -37,9 +37,9 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
 static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
 {
     const char *sn = run->schedule->name;
-    cairn_metric_add(s->m.started, sn, 1);
+    metrics_add(s->m.started, sn, 1);
     if (run->catchup)
-        cairn_metric_add(s->m.catchup_runs, sn, 1);
+        metrics_add(s->m.catchup_runs, sn, 1);
     cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
                run->catchup ? "catch-up" : "scheduled", when);
     struct cairn_run_result res = {0};
@@ -48,11 +48,11 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
     int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
     double secs = (double)(cairn_mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK) {
-        cairn_metric_add(s->m.succeeded, sn, 1);
-        cairn_metric_add(s->m.bytes, sn, (double)res.bytes);
-        cairn_metric_observe(s->m.duration, sn, secs);
+        metrics_add(s->m.succeeded, sn, 1);
+        metrics_add(s->m.bytes, sn, (double)res.bytes);
+        metrics_observe(s->m.duration, sn, secs);
         run->wall_now = (int64_t)time(NULL); /* before sched_now: see struct cairn_run */
-        cairn_metric_set(s->m.last_success, sn, (double)sched_now(s));
+        metrics_set(s->m.last_success, sn, (double)sched_now(s));
         char size[32];
         cairn_format_bytes(res.bytes, size, sizeof(size));
         cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run->name, size,
@@ -64,7 +64,7 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
                    "restart",
                    sn, run->name);
     } else {
-        cairn_metric_add(s->m.failed, sn, 1);
+        metrics_add(s->m.failed, sn, 1);
         cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
                     err.msg);
     }
@@ -76,13 +76,13 @@ static int execute(struct worker *w, int64_t at, int catchup)
     struct cairn_sched *s = w->s;
     const char *sn = w->cfg->name;
     struct cairn_run run = {.schedule = w->cfg, .at = at, .catchup = catchup};
-    cairn_run_name(sn, at, run.name, sizeof(run.name));
+    plan_run_name(sn, at, run.name, sizeof(run.name));
     char when[40];
     sched_fmt_time(at, when, sizeof(when));
 
     if (!sched_gate_enter(s, w, at))
         return CAIRN_E_CANCELLED;
-    cairn_metric_add(s->m.in_flight, NULL, 1);
+    metrics_add(s->m.in_flight, NULL, 1);
     struct cairn_err err;
     int complete = 0;
     int rc = s->runner->check(s->runner->ctx, &run, &complete, &err);
@@ -92,14 +92,14 @@ static int execute(struct worker *w, int64_t at, int catchup)
         complete = 0;
     }
     if (complete) {
-        cairn_metric_add(s->m.existing, sn, 1);
+        metrics_add(s->m.existing, sn, 1);
         cairn_info("sched", "schedule %s: backup %s for %s is already complete, counted as done",
                    sn, run.name, when);
         rc = CAIRN_OK;
     } else {
         rc = take_backup(s, &run, when);
     }
-    cairn_metric_add(s->m.in_flight, NULL, -1);
+    metrics_add(s->m.in_flight, NULL, -1);
     sched_gate_leave(s);
     if (rc == CAIRN_E_CANCELLED)
         return rc;
@@ -124,7 +124,7 @@ void sched_apply_skips(struct worker *w, const struct cairn_plan *p)
                : w->cfg->catchup == CAIRN_CATCHUP_LATEST ? "latest"
                                                          : "none",
                s->cfg->catchup_max);
-    cairn_metric_add(s->m.catchup_skipped, w->cfg->name, (double)p->skipped);
+    metrics_add(s->m.catchup_skipped, w->cfg->name, (double)p->skipped);
     sched_advance(s, w->cfg->name, p->skipped_until);
 }
 
@@ -179,7 +179,7 @@ void *sched_worker_main(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (stop)
             break;
-        int64_t next = cairn_timing_next(&c->timing, cursor);
+        int64_t next = cron_timing_next(&c->timing, cursor);
         int64_t now = sched_now(s);
         if (cursor > now + CAIRN_CLOCK_STEP_TOLERANCE) {
             rewind_schedule(w, cursor, now);
@@ -199,19 +199,19 @@ void *sched_worker_main(void *arg)
         /* The newest due instant runs on time; older ones were missed while busy or while
          * the clock jumped (suspend), and follow the catch-up policy, cap and rate. */
         struct cairn_plan newest, missed;
-        cairn_plan_build(&c->timing, cursor, now, CAIRN_CATCHUP_ALL, 1, &newest);
+        plan_build(&c->timing, cursor, now, CAIRN_CATCHUP_ALL, 1, &newest);
         if (newest.n == 0) {
-            cairn_plan_free(&newest);
+            plan_free(&newest);
             continue;
         }
         int64_t due = newest.runs[0];
-        cairn_plan_build(&c->timing, cursor, due - 1, c->catchup, s->cfg->catchup_max, &missed);
+        plan_build(&c->timing, cursor, due - 1, c->catchup, s->cfg->catchup_max, &missed);
         sched_apply_skips(w, &missed);
         rc = run_plan(w, missed.runs, missed.n, 1);
         if (rc == CAIRN_OK)
             rc = run_plan(w, &due, 1, 0);
-        cairn_plan_free(&missed);
-        cairn_plan_free(&newest);
+        plan_free(&missed);
+        plan_free(&newest);
     }
 
     pthread_mutex_lock(&s->mu);
