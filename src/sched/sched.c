@@ -32,6 +32,40 @@ static int64_t boot_baseline(struct cairn_sched *s, struct worker *w,
     return lead;
 }
 
+/* The newest good state snapshot into *loaded (empty when there is none), logged and counted;
+ * schedules no longer configured are named (the boot state drops them). */
+static int load_state(struct cairn_sched *s, struct cairn_state **loaded, struct cairn_err *err)
+{
+    const struct cairn_config *cfg = s->cfg;
+    struct cairn_state_load_report rep;
+    int rc = cairn_state_store_load(s->store, loaded, &rep, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "loading scheduler state");
+    if (rep.skipped > 0)
+        metrics_add(s->m.load_fallbacks, NULL, rep.skipped);
+    if (rep.found) {
+        char when[40];
+        sched_fmt_time(rep.created_at, when, sizeof(when));
+        cairn_info("sched", "loaded state snapshot %lld from %s (%s, payload v%u, %zu schedules%s)",
+                   (long long)rep.row_id, when, cairn_state_store_kind(s->store),
+                   rep.payload_version, cairn_state_count(*loaded),
+                   rep.skipped ? ", after skipping corrupt newer rows" : "");
+        s->last_save_at = rep.created_at;
+    } else {
+        cairn_info("sched", "no state snapshot in the %s store yet: starting fresh",
+                   cairn_state_store_kind(s->store));
+    }
+    for (size_t i = 0; i < cairn_state_count(*loaded); i++) {
+        const char *name = cairn_state_entry(*loaded, i, NULL);
+        int known = 0;
+        for (size_t j = 0; j < cfg->n_schedules; j++)
+            known |= strcmp(cfg->schedules[j].name, name) == 0;
+        if (!known)
+            cairn_info("sched", "forgetting the state of schedule %s (no longer configured)", name);
+    }
+    return CAIRN_OK;
+}
+
 int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
               const struct cairn_runner *runner, const struct cairn_clock *clock,
               struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err)
@@ -56,34 +90,10 @@ int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
     sched_declare_metrics(s, m);
 
     struct cairn_state *loaded = NULL;
-    struct cairn_state_load_report rep;
-    int rc = cairn_state_store_load(store, &loaded, &rep, err);
+    int rc = load_state(s, &loaded, err);
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(err, rc, "loading scheduler state");
         sched_free(s);
         return rc;
-    }
-    if (rep.skipped > 0)
-        metrics_add(s->m.load_fallbacks, NULL, rep.skipped);
-    if (rep.found) {
-        char when[40];
-        sched_fmt_time(rep.created_at, when, sizeof(when));
-        cairn_info("sched", "loaded state snapshot %lld from %s (%s, payload v%u, %zu schedules%s)",
-                   (long long)rep.row_id, when, cairn_state_store_kind(store), rep.payload_version,
-                   cairn_state_count(loaded),
-                   rep.skipped ? ", after skipping corrupt newer rows" : "");
-        s->last_save_at = rep.created_at;
-    } else {
-        cairn_info("sched", "no state snapshot in the %s store yet: starting fresh",
-                   cairn_state_store_kind(store));
-    }
-    for (size_t i = 0; i < cairn_state_count(loaded); i++) {
-        const char *name = cairn_state_entry(loaded, i, NULL);
-        int known = 0;
-        for (size_t j = 0; j < cfg->n_schedules; j++)
-            known |= strcmp(cfg->schedules[j].name, name) == 0;
-        if (!known)
-            cairn_info("sched", "forgetting the state of schedule %s (no longer configured)", name);
     }
 
     s->boot_now = sched_now(s);
