@@ -99,7 +99,7 @@ static void *signal_thread(void *arg)
             continue;
         }
         cairn_info("cairnd", "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        cairn_sched_stop(c->s);
+        sched_stop(c->s);
         break;
     }
     return NULL;
@@ -145,7 +145,7 @@ static void on_heal(void *ctx, const char *aside, const char *reason, int restor
 {
     struct heal_ctx *h = ctx;
     (void)aside, (void)reason, (void)restored; /* the store logged them */
-    cairn_metric_add(h->recovered, NULL, 1);
+    metrics_add(h->recovered, NULL, 1);
 }
 
 /* /healthz: the scheduler's verdict, degraded (503) once the state database was rebuilt;
@@ -165,12 +165,12 @@ static int run_health(void *ctx, char *body, size_t cap)
     char msg[512];
     unsigned heals = cairn_state_store_heals(store, msg, sizeof(msg));
     if (heals == 0)
-        return cairn_sched_health(sched, body, cap);
+        return sched_health(sched, body, cap);
     int n =
         snprintf(body, cap, "degraded: state database damaged and rebuilt %u times (last: %s)\n",
                  heals, msg);
     if (n >= 0 && (size_t)n < cap)
-        cairn_sched_health(sched, body + n, cap - (size_t)n);
+        sched_health(sched, body + n, cap - (size_t)n);
     return 503;
 }
 
@@ -181,11 +181,11 @@ static int start_metrics(const struct cairn_config *cfg, struct cairn_metrics *m
 {
     struct cairn_http_limits lim = {cfg->metrics_timeout, cfg->metrics_max_conn,
                                     cfg->metrics_per_ip};
-    int rc = cairn_metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, h, http, err);
+    int rc = metrics_serve(metrics, cfg->metrics_listen, &lim, run_health, h, http, err);
     if (rc == CAIRN_OK)
         cairn_info("cairnd", "metrics on http://%.*s:%u/metrics",
                    (int)(strrchr(cfg->metrics_listen, ':') - cfg->metrics_listen),
-                   cfg->metrics_listen, cairn_metrics_server_port(*http));
+                   cfg->metrics_listen, metrics_server_port(*http));
     return rc;
 }
 
@@ -197,14 +197,14 @@ static int open_state(const struct cairn_config *cfg, unsigned flags, struct cai
                       struct heal_ctx *h, const sigset_t *sigs, struct cairn_metrics_server **http,
                       struct cairn_state_store **store, struct cairn_err *err)
 {
-    struct cairn_metric *up = cairn_metrics_declare(
+    struct cairn_metric *up = metrics_declare(
         metrics, "cairn_state_store_up", CAIRN_GAUGE,
         "1 once the state store answered at start; 0 while cairnd waits for it.", NULL, NULL, 0);
-    struct cairn_metric *fails = cairn_metrics_declare(
-        metrics, "cairn_state_store_connect_failures_total", CAIRN_COUNTER,
-        "Attempts to reach the state store at start that failed.", NULL, NULL, 0);
-    cairn_metric_set(up, NULL, 0);
-    cairn_metric_add(fails, NULL, 0);
+    struct cairn_metric *fails =
+        metrics_declare(metrics, "cairn_state_store_connect_failures_total", CAIRN_COUNTER,
+                        "Attempts to reach the state store at start that failed.", NULL, NULL, 0);
+    metrics_set(up, NULL, 0);
+    metrics_add(fails, NULL, 0);
     unsigned delay = 1;
     for (;;) {
         int rc = cairn_state_store_open_ex(cfg->state_url, cfg->state_keep, flags, store, err);
@@ -213,10 +213,10 @@ static int open_state(const struct cairn_config *cfg, unsigned flags, struct cai
             h->waiting[0] = '\0';
             pthread_mutex_unlock(&h->mu);
             if (rc == CAIRN_OK)
-                cairn_metric_set(up, NULL, 1);
+                metrics_set(up, NULL, 1);
             return rc;
         }
-        cairn_metric_add(fails, NULL, 1);
+        metrics_add(fails, NULL, 1);
         pthread_mutex_lock(&h->mu);
         snprintf(h->waiting, sizeof(h->waiting), "%s", err->msg);
         pthread_mutex_unlock(&h->mu);
@@ -259,7 +259,7 @@ static void *checker_main(void *arg)
 }
 
 /* The newest instant the schedule has a complete backup for, from the names the scheduler
- * gives its backups (cairn_run_name) and their MANIFESTs; -1 when there is none. */
+ * gives its backups (plan_run_name) and their MANIFESTs; -1 when there is none. */
 static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char *name, size_t cap,
                         struct cairn_err *err)
 {
@@ -279,7 +279,7 @@ static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char 
         if (b->status != CAIRN_BACKUP_COMPLETE || !cairn_backup_name_parse(b->name, &ms, &tag) ||
             strcmp(tag, c->name) != 0 || ms % 1000 != 0)
             continue;
-        cairn_run_name(c->name, ms / 1000, want, sizeof(want));
+        plan_run_name(c->name, ms / 1000, want, sizeof(want));
         if (strcmp(want, b->name) == 0 && ms / 1000 > *last) {
             *last = ms / 1000;
             char created[40];
@@ -331,11 +331,14 @@ static void recover_from_storage(const struct cairn_config *cfg, struct cairn_st
     cairn_state_free(st);
 }
 
-int cairnd_cmd_run(int argc, char **argv)
+struct run_opts {
+    const char *config, *fake_clock, *log_format, *log_level;
+    int dry_run;
+};
+
+/* cairnd run's options into o: -1 to go on, else the exit code (--help, a usage error). */
+static int run_args(int argc, char **argv, struct run_opts *o)
 {
-    const char *config = NULL, *fake_clock = getenv("CAIRND_FAKE_CLOCK");
-    const char *log_format = NULL, *log_level = NULL;
-    int dry_run = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -343,178 +346,217 @@ int cairnd_cmd_run(int argc, char **argv)
             fputs(cli_exit_codes_help, stdout);
             return 0;
         } else if (strcmp(a, "--dry-run") == 0) {
-            dry_run = 1;
+            o->dry_run = 1;
         } else if (strcmp(a, "--json") == 0) {
             cli_json = 1;
         } else if (i + 1 < argc && strcmp(a, "--config") == 0) {
-            config = argv[++i];
+            o->config = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--log-format") == 0) {
-            log_format = argv[++i];
+            o->log_format = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--log-level") == 0) {
-            log_level = argv[++i];
+            o->log_level = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--fake-clock") == 0) {
-            fake_clock = argv[++i]; /* tests only: "now" is read from this file */
+            o->fake_clock = argv[++i]; /* tests only: "now" is read from this file */
         } else {
             return cli_usage("run", "unknown or incomplete option '%s'", a);
         }
     }
-    if (config == NULL)
+    if (o->config == NULL)
         return cli_usage("run", "--config FILE is required");
-    if (log_format && strcmp(log_format, "plain") != 0 && strcmp(log_format, "json") != 0)
+    if (o->log_format && strcmp(o->log_format, "plain") != 0 && strcmp(o->log_format, "json") != 0)
         return cli_usage("run", "--log-format must be plain or json");
-    if (log_level && cairn_log_level_parse(log_level) < 0)
+    if (o->log_level && cairn_log_level_parse(o->log_level) < 0)
         return cli_usage("run", "--log-level must be debug, info, warn or error");
+    return -1;
+}
 
-    struct cairn_err err;
-    cairn_err_clear(&err);
-    struct cairn_config *cfg = NULL;
-    struct cairn_state_store *store = NULL;
-    struct cairn_metrics *metrics = NULL;
-    struct cairn_metrics_server *http = NULL;
-    struct cairn_sched *s = NULL;
-    struct heal_ctx heal = {0};
-    pthread_t checker;
-    int checker_started = 0, code = 0, rc;
-    pthread_mutex_init(&heal.mu, NULL);
+/* What cairnd run holds; run_free releases it. */
+struct run_ctx {
+    struct cairn_config *cfg;
+    struct cairn_clock clock;
+    struct cairn_metrics *metrics;
+    struct cairn_metrics_server *http;
+    struct cairn_state_store *store;
+    struct cairn_runner runner;
+    struct cairn_sched *s;
+    struct heal_ctx heal;
+    struct sigctx sc;
+};
+
+static void run_init(struct run_ctx *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->heal.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&heal.cond, &ca);
+    pthread_cond_init(&r->heal.cond, &ca);
     pthread_condattr_destroy(&ca);
+}
 
-    rc = cairn_config_load(config, &cfg, &err);
-    if (rc != CAIRN_OK) {
-        code = cli_fail(&err);
-        goto out;
-    }
-    int json = log_format ? strcmp(log_format, "json") == 0 : cfg->log_json;
-    int level = log_level ? cairn_log_level_parse(log_level) : cfg->log_level;
+static void run_free(struct run_ctx *r)
+{
+    metrics_server_stop(r->http);
+    sched_free(r->s);
+    metrics_free(r->metrics);
+    cairn_state_store_free(r->store);
+    config_free(r->cfg);
+    pthread_cond_destroy(&r->heal.cond);
+    pthread_mutex_destroy(&r->heal.mu);
+}
+
+/* The config, logging, the clock, the metrics registry, and signals blocked for the signal
+ * thread: -1 to go on, else the exit code. */
+static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
+{
+    int rc = config_load(o->config, &r->cfg, err);
+    if (rc != CAIRN_OK)
+        return cli_fail(err);
+    const struct cairn_config *cfg = r->cfg;
+    int json = o->log_format ? strcmp(o->log_format, "json") == 0 : cfg->log_json;
+    int level = o->log_level ? cairn_log_level_parse(o->log_level) : cfg->log_level;
     cairn_log_setup((enum cairn_log_level)level, json, NULL);
-    /* Cron schedules follow this zone; set while this is the only thread (setenv is not
-     * thread-safe), and for good, so localtime_r sees one zone everywhere. */
-    setenv("TZ", cfg->timezone ? cfg->timezone : "UTC", 1);
-    tzset();
+    /* Cron schedules follow this zone, loaded with the config (sched/zone.h): the process's
+     * TZ is neither read nor set. */
     if (cfg->timezone != NULL)
         cairn_info("cairnd", "cron schedules use the time zone %s", cfg->timezone);
-
-    struct cairn_clock clock;
-    if (fake_clock != NULL) {
-        cairn_clock_file(&clock, fake_clock);
-        cairn_warn("cairnd", "using the fake clock in '%s' (tests only)", fake_clock);
+    if (o->fake_clock != NULL) {
+        sched_clock_file(&r->clock, o->fake_clock);
+        cairn_warn("cairnd", "using the fake clock in '%s' (tests only)", o->fake_clock);
     } else {
-        cairn_clock_real(&clock);
+        sched_clock_real(&r->clock);
     }
-
-    metrics = cairn_metrics_new();
-    heal.cfg = cfg;
-    heal.recovered = cairn_metrics_declare(
-        metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
+    r->metrics = metrics_new();
+    r->heal.cfg = cfg;
+    r->heal.recovered = metrics_declare(
+        r->metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
         "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
-    cairn_metric_add(heal.recovered, NULL, 0);
+    metrics_add(r->heal.recovered, NULL, 0);
     /* Signals go to one thread; block them before any other thread exists (the metrics
      * server may start while the state store is waited for). */
-    struct sigctx sc = {.s = NULL};
-    sigemptyset(&sc.set);
-    sigaddset(&sc.set, SIGTERM);
-    sigaddset(&sc.set, SIGINT);
-    sigaddset(&sc.set, SIGHUP);
-    if (!dry_run)
-        pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+    sigemptyset(&r->sc.set);
+    sigaddset(&r->sc.set, SIGTERM);
+    sigaddset(&r->sc.set, SIGINT);
+    sigaddset(&r->sc.set, SIGHUP);
+    if (!o->dry_run)
+        pthread_sigmask(SIG_BLOCK, &r->sc.set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    rc = prepare_state_dir(cfg, &err);
+    return -1;
+}
+
+/* The state store (waited for), its healing, and the scheduler loaded from it: -1 to go on,
+ * else the exit code. */
+static int run_boot(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
+{
+    const struct cairn_config *cfg = r->cfg;
+    int rc = prepare_state_dir(cfg, err);
     /* One cairnd per state (two would both run every schedule), taken before any check or
      * heal touches the database. --dry-run changes nothing and takes no lock: a damaged
      * database is only reported. */
     if (rc == CAIRN_OK)
-        rc = open_state(cfg, dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, metrics, &heal,
-                        &sc.set, &http, &store, &err);
+        rc = open_state(cfg, o->dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, r->metrics,
+                        &r->heal, &r->sc.set, &r->http, &r->store, err);
     if (rc == CAIRN_E_CANCELLED) {
-        cairn_info("cairnd", "stopped: %s", err.msg);
-        goto out;
+        cairn_info("cairnd", "stopped: %s", err->msg);
+        return 0;
     }
     if (rc != CAIRN_OK) {
-        cairn_err_wrap(&err, rc, "state store");
-        code = state_fail(&err);
-        goto out;
+        cairn_err_wrap(err, rc, "state store");
+        return state_fail(err);
     }
-    pthread_mutex_lock(&heal.mu);
-    heal.store = store;
-    pthread_mutex_unlock(&heal.mu);
-    cairn_metric_add(heal.recovered, NULL, cairn_state_store_heals(store, NULL, 0));
-    cairn_state_store_on_heal(store, on_heal, &heal);
-    if (!dry_run)
-        recover_from_storage(cfg, store, clock.now(clock.ctx));
-    struct cairn_runner runner;
-    cairn_backup_runner(&runner, cfg);
-    rc = cairn_sched_new(cfg, store, &runner, &clock, metrics, &s, &err);
-    if (rc != CAIRN_OK) {
-        code = state_fail(&err);
-        goto out;
-    }
-    pthread_mutex_lock(&heal.mu);
-    heal.sched = s;
-    pthread_mutex_unlock(&heal.mu);
-    if (dry_run) {
-        cairn_sched_describe(s, stdout, cli_json);
-        goto out;
-    }
+    pthread_mutex_lock(&r->heal.mu);
+    r->heal.store = r->store;
+    pthread_mutex_unlock(&r->heal.mu);
+    metrics_add(r->heal.recovered, NULL, cairn_state_store_heals(r->store, NULL, 0));
+    cairn_state_store_on_heal(r->store, on_heal, &r->heal);
+    if (!o->dry_run)
+        recover_from_storage(cfg, r->store, r->clock.now(r->clock.ctx));
+    runner_backup_init(&r->runner, cfg);
+    rc = sched_new(cfg, r->store, &r->runner, &r->clock, r->metrics, &r->s, err);
+    if (rc != CAIRN_OK)
+        return state_fail(err);
+    pthread_mutex_lock(&r->heal.mu);
+    r->heal.sched = r->s;
+    pthread_mutex_unlock(&r->heal.mu);
+    return -1;
+}
 
-    sc.s = s;
-    pthread_t sig_thread;
-    int e = pthread_create(&sig_thread, NULL, signal_thread, &sc);
+/* Stop the state checker thread and wait for it. */
+static void heal_stop(struct heal_ctx *h, pthread_t checker)
+{
+    pthread_mutex_lock(&h->mu);
+    h->stop = 1;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(checker, NULL);
+}
+
+/* Run the schedules until SIGTERM/SIGINT: the signal thread, /metrics, the workers and the
+ * state checker; then shut down. Returns the exit code. */
+static int run_schedules(struct run_ctx *r, struct cairn_err *err)
+{
+    r->sc.s = r->s;
+    pthread_t sig_thread, checker;
+    int checker_started = 0, rc;
+    int e = pthread_create(&sig_thread, NULL, signal_thread, &r->sc);
     if (e != 0) {
-        cairn_err_sys(&err, CAIRN_E_INTERNAL, e, "starting the signal thread");
-        code = cli_fail(&err);
-        goto out;
+        cairn_err_sys(err, CAIRN_E_INTERNAL, e, "starting the signal thread");
+        return cli_fail(err);
     }
-
-    if (cfg->metrics_listen != NULL && http == NULL &&
-        (rc = start_metrics(cfg, metrics, &heal, &http, &err)) != CAIRN_OK) {
-        cairn_sched_stop(s);
+    if (r->cfg->metrics_listen != NULL && r->http == NULL &&
+        (rc = start_metrics(r->cfg, r->metrics, &r->heal, &r->http, err)) != CAIRN_OK) {
+        sched_stop(r->s);
         pthread_kill(sig_thread, SIGTERM);
         pthread_join(sig_thread, NULL);
-        code = cli_fail(&err);
-        goto out;
+        return cli_fail(err);
     }
-    rc = cairn_sched_start(s, &err);
-    if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &heal) == 0)
+    rc = sched_start(r->s, err);
+    if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
         checker_started = 1;
     if (rc == CAIRN_OK) {
         cairn_info("cairnd", "scheduler running: %zu schedules, state in %s (pid %d)",
-                   cfg->n_schedules, cairn_state_store_kind(store), (int)getpid());
+                   r->cfg->n_schedules, cairn_state_store_kind(r->store), (int)getpid());
     } else {
-        cairn_error("cairnd", "%s", err.msg);
-        cairn_sched_stop(s);
+        cairn_error("cairnd", "%s", err->msg);
+        sched_stop(r->s);
         pthread_kill(sig_thread, SIGTERM);
     }
-    int wrc = cairn_sched_wait(s, rc == CAIRN_OK ? &err : NULL);
+    int wrc = sched_wait(r->s, rc == CAIRN_OK ? err : NULL);
     pthread_join(sig_thread, NULL);
-    if (checker_started) {
-        pthread_mutex_lock(&heal.mu);
-        heal.stop = 1;
-        pthread_cond_broadcast(&heal.cond);
-        pthread_mutex_unlock(&heal.mu);
-        pthread_join(checker, NULL);
-    }
-    cairn_metrics_server_stop(http);
-    http = NULL;
+    if (checker_started)
+        heal_stop(&r->heal, checker);
+    metrics_server_stop(r->http);
+    r->http = NULL;
     if (wrc == CAIRN_E_TIMEOUT) {
         /* Worker threads are still inside a backup: exit without tearing down what they use. */
-        cairn_error("cairnd", "%s", err.msg);
+        cairn_error("cairnd", "%s", err->msg);
         _exit(CAIRN_EXIT_FAILURE);
     }
-    if (rc != CAIRN_OK || wrc != CAIRN_OK) {
-        code = cli_fail(&err);
-    } else {
-        cairn_info("cairnd", "stopped cleanly");
+    if (rc != CAIRN_OK || wrc != CAIRN_OK)
+        return cli_fail(err);
+    cairn_info("cairnd", "stopped cleanly");
+    return 0;
+}
+
+int cairnd_cmd_run(int argc, char **argv)
+{
+    struct run_opts o = {.fake_clock = getenv("CAIRND_FAKE_CLOCK")};
+    int code = run_args(argc, argv, &o);
+    if (code >= 0)
+        return code;
+    struct cairn_err err;
+    cairn_err_clear(&err);
+    struct run_ctx r;
+    run_init(&r);
+    code = run_setup(&r, &o, &err);
+    if (code < 0)
+        code = run_boot(&r, &o, &err);
+    if (code < 0 && o.dry_run) {
+        sched_describe(r.s, stdout, cli_json);
+        code = 0;
+    } else if (code < 0) {
+        code = run_schedules(&r, &err);
     }
-out:
-    cairn_metrics_server_stop(http);
-    cairn_sched_free(s);
-    cairn_metrics_free(metrics);
-    cairn_state_store_free(store);
-    cairn_config_free(cfg);
-    pthread_cond_destroy(&heal.cond);
-    pthread_mutex_destroy(&heal.mu);
+    run_free(&r);
     return code;
 }

@@ -125,18 +125,25 @@ static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'
                                            {"tls-allow-plain", no_argument, NULL, 'P'},
                                            {NULL, 0, NULL, 0}};
 
-int cairnd_cmd_serve(int argc, char **argv)
+struct serve_args {
+    struct cairn_snap_server_opts so;
+    struct cairn_tls_opts tls;
+    const char *data, *meta;
+    int log_json, level;
+};
+
+/* serve's options into a: -1 to go on, else the exit code (--help, a usage error). */
+static int parse_serve_args(int argc, char **argv, struct serve_args *a)
 {
-    struct cairn_snap_server_opts so = {0};
-    struct cairn_tls_opts tls = {0};
-    const char *data = NULL, *meta = NULL;
-    int log_json = 0, level = CAIRN_LOG_INFO, c, rc;
+    struct cairn_snap_server_opts *so = &a->so;
+    int c, rc;
+    a->level = CAIRN_LOG_INFO;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", serve_opts, NULL)) != -1) {
         switch (c) {
-        case 'd': data = optarg; break;
-        case 'm': meta = optarg; break;
-        case 'l': so.listen = optarg; break;
+        case 'd': a->data = optarg; break;
+        case 'm': a->meta = optarg; break;
+        case 'l': so->listen = optarg; break;
         case 'c':
         case 't':
         case 'u':
@@ -144,19 +151,19 @@ int cairnd_cmd_serve(int argc, char **argv)
         case 'D':
         case 's':
         case 'b':
-            if ((rc = limit_opt(c, optarg, &so)) != 0)
+            if ((rc = limit_opt(c, optarg, so)) != 0)
                 return rc;
             break;
-        case 'R': so.allow_restore = 1; break;
-        case 'O': so.allow_overwrite = 1; break;
-        case 'C': tls.cert_file = optarg; break;
-        case 'K': tls.key_file = optarg; break;
-        case 'A': tls.ca_file = optarg; break;
-        case 'P': so.allow_plain = 1; break;
-        case 'j': log_json = 1; break;
+        case 'R': so->allow_restore = 1; break;
+        case 'O': so->allow_overwrite = 1; break;
+        case 'C': a->tls.cert_file = optarg; break;
+        case 'K': a->tls.key_file = optarg; break;
+        case 'A': a->tls.ca_file = optarg; break;
+        case 'P': so->allow_plain = 1; break;
+        case 'j': a->log_json = 1; break;
         case 'v':
-            level = cairn_log_level_parse(optarg);
-            if (level < 0)
+            a->level = cairn_log_level_parse(optarg);
+            if (a->level < 0)
                 return cli_usage("serve", "invalid --log-level '%s'", optarg);
             break;
         case 'h': serve_usage(stdout); return 0;
@@ -165,15 +172,28 @@ int cairnd_cmd_serve(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
-    if (data == NULL)
+    if (a->data == NULL)
         return cli_usage("serve", "--data DIR is required");
-    if (so.allow_overwrite && !so.allow_restore)
+    if (so->allow_overwrite && !so->allow_restore)
         return cli_usage("serve", "--allow-overwrite needs --allow-restore");
-    if (so.max_per_addr > (so.max_conns ? so.max_conns : 64))
+    if (so->max_per_addr > (so->max_conns ? so->max_conns : 64))
         return cli_usage("serve", "--max-conns-per-addr exceeds --max-conns");
-    if ((tls.key_file || tls.ca_file || so.allow_plain) && tls.cert_file == NULL)
+    if ((a->tls.key_file || a->tls.ca_file || so->allow_plain) && a->tls.cert_file == NULL)
         return cli_usage("serve",
                          "--tls-key, --tls-client-ca and --tls-allow-plain need --tls-cert");
+    return -1;
+}
+
+int cairnd_cmd_serve(int argc, char **argv)
+{
+    struct serve_args a = {0};
+    int rc = parse_serve_args(argc, argv, &a);
+    if (rc >= 0)
+        return rc;
+    struct cairn_snap_server_opts so = a.so;
+    struct cairn_tls_opts tls = a.tls;
+    const char *data = a.data, *meta = a.meta;
+    int log_json = a.log_json, level = a.level;
     cairn_log_setup((enum cairn_log_level)level, log_json, NULL);
 
     struct cairn_err err = {0};

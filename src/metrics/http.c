@@ -55,7 +55,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n", 0);
     if (strcmp(url, "/metrics") == 0)
         return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                     cairn_metrics_render(s->m), 1);
+                     metrics_render(s->m), 1);
     if (strcmp(url, "/healthz") == 0) {
         char body[512] = "ok\n";
         int status = s->health ? s->health(s->health_ctx, body, sizeof(body)) : 200;
@@ -69,9 +69,9 @@ static unsigned or_default(unsigned v, unsigned def)
     return v ? v : def;
 }
 
-int cairn_metrics_serve(struct cairn_metrics *m, const char *listen,
-                        const struct cairn_http_limits *lim, cairn_health_fn health,
-                        void *health_ctx, struct cairn_metrics_server **out, struct cairn_err *err)
+int metrics_serve(struct cairn_metrics *m, const char *listen, const struct cairn_http_limits *lim,
+                  cairn_health_fn health, void *health_ctx, struct cairn_metrics_server **out,
+                  struct cairn_err *err)
 {
     *out = NULL;
     char host[256];
@@ -124,12 +124,12 @@ int cairn_metrics_serve(struct cairn_metrics *m, const char *listen,
     return CAIRN_OK;
 }
 
-unsigned cairn_metrics_server_port(const struct cairn_metrics_server *s)
+unsigned metrics_server_port(const struct cairn_metrics_server *s)
 {
     return s->port;
 }
 
-void cairn_metrics_server_stop(struct cairn_metrics_server *s)
+void metrics_server_stop(struct cairn_metrics_server *s)
 {
     if (s == NULL)
         return;

@@ -38,14 +38,14 @@ struct cairn_metrics {
     void *collect_ctx;
 };
 
-struct cairn_metrics *cairn_metrics_new(void)
+struct cairn_metrics *metrics_new(void)
 {
     struct cairn_metrics *m = cairn_xcalloc(1, sizeof(*m));
     pthread_mutex_init(&m->mu, NULL);
     return m;
 }
 
-void cairn_metrics_free(struct cairn_metrics *m)
+void metrics_free(struct cairn_metrics *m)
 {
     if (m == NULL)
         return;
@@ -67,10 +67,9 @@ void cairn_metrics_free(struct cairn_metrics *m)
     free(m);
 }
 
-struct cairn_metric *cairn_metrics_declare(struct cairn_metrics *m, const char *name,
-                                           enum cairn_metric_type type, const char *help,
-                                           const char *label, const double *buckets,
-                                           size_t n_buckets)
+struct cairn_metric *metrics_declare(struct cairn_metrics *m, const char *name,
+                                     enum cairn_metric_type type, const char *help,
+                                     const char *label, const double *buckets, size_t n_buckets)
 {
     struct cairn_metric *f = cairn_xcalloc(1, sizeof(*f));
     f->reg = m;
@@ -110,21 +109,21 @@ static struct series *series_get(struct cairn_metric *f, const char *lv)
     return s;
 }
 
-void cairn_metric_add(struct cairn_metric *f, const char *lv, double v)
+void metrics_add(struct cairn_metric *f, const char *lv, double v)
 {
     pthread_mutex_lock(&f->reg->mu);
     series_get(f, lv)->value += v;
     pthread_mutex_unlock(&f->reg->mu);
 }
 
-void cairn_metric_set(struct cairn_metric *f, const char *lv, double v)
+void metrics_set(struct cairn_metric *f, const char *lv, double v)
 {
     pthread_mutex_lock(&f->reg->mu);
     series_get(f, lv)->value = v;
     pthread_mutex_unlock(&f->reg->mu);
 }
 
-void cairn_metric_observe(struct cairn_metric *f, const char *lv, double v)
+void metrics_observe(struct cairn_metric *f, const char *lv, double v)
 {
     pthread_mutex_lock(&f->reg->mu);
     struct series *s = series_get(f, lv);
@@ -138,7 +137,7 @@ void cairn_metric_observe(struct cairn_metric *f, const char *lv, double v)
     pthread_mutex_unlock(&f->reg->mu);
 }
 
-double cairn_metric_get(struct cairn_metric *f, const char *lv)
+double metrics_get(struct cairn_metric *f, const char *lv)
 {
     double v = 0;
     pthread_mutex_lock(&f->reg->mu);
@@ -151,7 +150,7 @@ double cairn_metric_get(struct cairn_metric *f, const char *lv)
     return v;
 }
 
-void cairn_metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), void *ctx)
+void metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), void *ctx)
 {
     pthread_mutex_lock(&m->mu);
     m->collect = fn;
@@ -202,7 +201,7 @@ static void labels(struct cairn_buf *b, const struct cairn_metric *f, const stru
     cairn_buf_printf(b, "}");
 }
 
-char *cairn_metrics_render(struct cairn_metrics *m)
+char *metrics_render(struct cairn_metrics *m)
 {
     pthread_mutex_lock(&m->mu);
     void (*collect)(void *) = m->collect;

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 
 #define CONFIG_MAX (1u << 20)
 
-void cairn_config_free(struct cairn_config *c)
+void config_free(struct cairn_config *c)
 {
     if (c == NULL)
         return;
@@ -30,6 +31,7 @@ void cairn_config_free(struct cairn_config *c)
     free(c->state_url);
     free(c->metrics_listen);
     free(c->timezone);
+    cron_zone_free(c->zone);
     free(c);
 }
 
@@ -114,44 +116,18 @@ static void set_str(char **dst, const char *v)
     *dst = cairn_xstrdup(v);
 }
 
-static const char *const k_daemon_keys[] = {"state",
-                                            "state-dir",
-                                            "state-keep",
-                                            "snapshot-interval",
-                                            "metrics-listen",
-                                            "log-format",
-                                            "log-level",
-                                            "catch-up-max",
-                                            "catch-up-rate",
-                                            "max-concurrent",
-                                            "shutdown-timeout",
-                                            "timezone",
-                                            "state-check-interval",
-                                            "metrics-timeout",
-                                            "metrics-max-connections",
-                                            "metrics-connections-per-ip",
-                                            "lock-wait",
-                                            NULL};
-static const char *const k_schedule_keys[] = {
-    "source",      "to",          "every",    "cron",        "keep-last",
-    "keep-daily",  "keep-weekly", "catch-up", "keep-hourly", "keep-monthly",
-    "keep-yearly", "keep-within", NULL};
+/* ---- keys with their own grammar (table kind KEY_FUNC) ---- */
 
-static int key_index(const char *const *keys, const char *k)
-{
-    for (int i = 0; keys[i]; i++)
-        if (strcmp(keys[i], k) == 0)
-            return i;
-    return -1;
-}
-
-/* An IANA zone name with a TZif file under TZDIR (default /usr/share/zoneinfo): glibc would
- * silently take an unknown name as UTC. UTC itself needs no file. */
+/* An IANA zone name with a TZif file under TZDIR (default /usr/share/zoneinfo), loaded here
+ * so that cron schedules compute its offsets themselves (zone.h), never through the process's
+ * TZ; glibc would also have taken an unknown name silently as UTC. UTC itself needs no file. */
 static int timezone_key(struct parser *p, const char *k, const char *v)
 {
     struct cairn_config *c = p->c;
     free(c->timezone);
     c->timezone = NULL;
+    cron_zone_free(c->zone);
+    c->zone = NULL;
     if (strcmp(v, "UTC") == 0)
         return CAIRN_OK;
     int ok = v[0] != '/' && strstr(v, "..") == NULL;
@@ -161,152 +137,215 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
         return bad(p, "%s = '%s': expected an IANA time zone name such as Europe/Berlin", k, v);
     const char *dir = getenv("TZDIR");
     char *path = cairn_xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
-    uint8_t *data = NULL;
-    size_t len = 0;
     struct cairn_err rerr;
-    int rc = cairn_read_file(path, 1u << 20, &data, &len, &rerr);
-    if (rc == CAIRN_OK && (len < 4 || memcmp(data, "TZif", 4) != 0))
-        rc = cairn_err_set(&rerr, CAIRN_E_INVALID, "'%s' is not a TZif zone file", path);
+    int rc = cron_zone_load(path, &c->zone, &rerr);
     if (rc == CAIRN_OK)
         c->timezone = cairn_xstrdup(v);
     else
         rc = bad(p, "%s = '%s': unknown time zone (%s; package tzdata)", k, v, rerr.msg);
-    free(data);
     free(path);
     return rc;
 }
 
-/* The /metrics listener's bounds (keys 12-14). */
-static int metrics_limit_key(struct parser *p, int idx, const char *k, const char *v)
+static int metrics_listen_key(struct parser *p, const char *k, const char *v)
 {
     struct cairn_config *c = p->c;
-    int64_t secs;
-    if (idx == 13) {
-        if (cairn_parse_duration(v, &secs) != 0 || secs < 1 || secs > 3600)
-            return bad(p, "%s = '%s': expected a duration from 1s to 1h", k, v);
-        c->metrics_timeout = (unsigned)secs;
+    free(c->metrics_listen);
+    c->metrics_listen = NULL;
+    if (strcmp(v, "off") == 0)
         return CAIRN_OK;
-    }
-    unsigned *dst = idx == 14 ? &c->metrics_max_conn : &c->metrics_per_ip;
-    if (parse_uint(v, 10000, dst) != 0 || *dst == 0)
-        return bad(p, "%s = '%s': expected a count from 1 to 10000", k, v);
+    if (strrchr(v, ':') == NULL)
+        return bad(p, "%s = '%s': expected HOST:PORT or off", k, v);
+    c->metrics_listen = cairn_xstrdup(v);
     return CAIRN_OK;
 }
 
-static int daemon_key(struct parser *p, int idx, const char *k, const char *v)
+/* A duration kept in an unsigned field, bounded above. */
+static int metrics_timeout_key(struct parser *p, const char *k, const char *v)
 {
-    struct cairn_config *c = p->c;
-    unsigned u;
-    switch (idx) {
-    case 0: set_str(&c->state_url, v); return CAIRN_OK;
-    case 1: set_str(&c->state_dir, v); return CAIRN_OK;
-    case 2:
-        if (parse_uint(v, 100000, &u) != 0 || u == 0)
-            return bad(p, "%s = '%s': expected a count from 1 to 100000", k, v);
-        c->state_keep = u;
-        return CAIRN_OK;
-    case 3:
-        if (cairn_parse_duration(v, &c->snapshot_interval) != 0 || c->snapshot_interval < 1)
-            return bad(p, "%s = '%s': expected a duration such as 30s, 5m", k, v);
-        return CAIRN_OK;
-    case 4:
-        free(c->metrics_listen);
-        c->metrics_listen = NULL;
-        if (strcmp(v, "off") == 0)
-            return CAIRN_OK;
-        if (strrchr(v, ':') == NULL)
-            return bad(p, "%s = '%s': expected HOST:PORT or off", k, v);
-        c->metrics_listen = cairn_xstrdup(v);
-        return CAIRN_OK;
-    case 5:
-        if (strcmp(v, "plain") != 0 && strcmp(v, "json") != 0)
-            return bad(p, "%s = '%s': expected plain or json", k, v);
-        c->log_json = strcmp(v, "json") == 0;
-        return CAIRN_OK;
-    case 6: {
-        int l = cairn_log_level_parse(v);
-        if (l < 0)
-            return bad(p, "%s = '%s': expected debug, info, warn, error or off", k, v);
-        c->log_level = l;
-        return CAIRN_OK;
-    }
-    case 7:
-        if (parse_uint(v, 1000000, &c->catchup_max) != 0)
-            return bad(p, "%s = '%s': expected a count (0 disables catch-up)", k, v);
-        return CAIRN_OK;
-    case 8:
-        if (parse_rate(v, &c->catchup_rate) != 0)
-            return bad(p, "%s = '%s': expected runs per time such as 1/s, 10/m, 100/h", k, v);
-        return CAIRN_OK;
-    case 9:
-        if (parse_uint(v, 64, &u) != 0 || u == 0)
-            return bad(p, "%s = '%s': expected a count from 1 to 64", k, v);
-        c->max_concurrent = u;
-        return CAIRN_OK;
-    case 10:
-        if (cairn_parse_duration(v, &c->shutdown_timeout) != 0)
-            return bad(p, "%s = '%s': expected a duration such as 60s", k, v);
-        return CAIRN_OK;
-    case 12:
-        if (cairn_parse_duration(v, &c->state_check_interval) != 0 || c->state_check_interval < 1)
-            return bad(p, "%s = '%s': expected a duration such as 5m", k, v);
-        return CAIRN_OK;
-    case 13:
-    case 14:
-    case 15: return metrics_limit_key(p, idx, k, v);
-    case 16:
-        if (cairn_parse_duration(v, &c->lock_wait) != 0)
-            return bad(p, "%s = '%s': expected a duration such as 10m (0 fails at once)", k, v);
-        return CAIRN_OK;
-    default: return timezone_key(p, k, v);
-    }
+    int64_t secs;
+    if (cairn_parse_duration(v, &secs) != 0 || secs < 1 || secs > 3600)
+        return bad(p, "%s = '%s': expected a duration from 1s to 1h", k, v);
+    p->c->metrics_timeout = (unsigned)secs;
+    return CAIRN_OK;
 }
 
-static int schedule_key(struct parser *p, int idx, const char *k, const char *v)
+static int log_format_key(struct parser *p, const char *k, const char *v)
+{
+    if (strcmp(v, "plain") != 0 && strcmp(v, "json") != 0)
+        return bad(p, "%s = '%s': expected plain or json", k, v);
+    p->c->log_json = strcmp(v, "json") == 0;
+    return CAIRN_OK;
+}
+
+static int log_level_key(struct parser *p, const char *k, const char *v)
+{
+    int l = cairn_log_level_parse(v);
+    if (l < 0)
+        return bad(p, "%s = '%s': expected debug, info, warn, error or off", k, v);
+    p->c->log_level = l;
+    return CAIRN_OK;
+}
+
+static int catchup_rate_key(struct parser *p, const char *k, const char *v)
+{
+    if (parse_rate(v, &p->c->catchup_rate) != 0)
+        return bad(p, "%s = '%s': expected runs per time such as 1/s, 10/m, 100/h", k, v);
+    return CAIRN_OK;
+}
+
+static int seen(const struct parser *p, const char *key);
+
+static int every_key(struct parser *p, const char *k, const char *v)
 {
     struct cairn_schedule_cfg *s = p->sc;
-    struct cairn_err cerr;
-    unsigned *keep = NULL;
-    if (idx == 11) {
-        if (cairn_parse_duration(v, &s->keep_within) != 0 || s->keep_within < 1)
-            return bad(p, "%s = '%s': expected a duration such as 7d, 36h, 2w, 1y", k, v);
-        return CAIRN_OK;
-    }
-    switch (idx) {
-    case 0: set_str(&s->source, v); return CAIRN_OK;
-    case 1: set_str(&s->to, v); return CAIRN_OK;
-    case 2:
-        if (cairn_parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
-            return bad(p, "%s = '%s': expected an interval such as 30s, 15m, 1h, 1d", k, v);
-        s->timing.is_cron = 0;
-        set_str(&s->timing_text, v);
-        return CAIRN_OK;
-    case 3:
-        if (cairn_cron_parse(v, &s->timing.cron, &cerr) != CAIRN_OK)
-            return bad(p, "%s", cerr.msg);
-        s->timing.is_cron = 1;
-        set_str(&s->timing_text, v);
-        return CAIRN_OK;
-    case 4: keep = &s->keep_last; break;
-    case 5: keep = &s->keep_daily; break;
-    case 6: keep = &s->keep_weekly; break;
-    case 8: keep = &s->keep_hourly; break;
-    case 9: keep = &s->keep_monthly; break;
-    case 10: keep = &s->keep_yearly; break;
-    default:
-        if (strcmp(v, "all") == 0)
-            s->catchup = CAIRN_CATCHUP_ALL;
-        else if (strcmp(v, "latest") == 0)
-            s->catchup = CAIRN_CATCHUP_LATEST;
-        else if (strcmp(v, "none") == 0)
-            s->catchup = CAIRN_CATCHUP_NONE;
-        else
-            return bad(p, "%s = '%s': expected all, latest or none", k, v);
-        return CAIRN_OK;
-    }
-    if (parse_uint(v, 1000000, keep) != 0)
-        return bad(p, "%s = '%s': expected a count", k, v);
+    if (seen(p, "cron"))
+        return bad(p, "use either every or cron, not both");
+    if (cairn_parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
+        return bad(p, "%s = '%s': expected an interval such as 30s, 15m, 1h, 1d", k, v);
+    s->timing.is_cron = 0;
+    set_str(&s->timing_text, v);
     return CAIRN_OK;
+}
+
+static int cron_key(struct parser *p, const char *k, const char *v)
+{
+    (void)k;
+    struct cairn_schedule_cfg *s = p->sc;
+    struct cairn_err cerr;
+    if (seen(p, "every"))
+        return bad(p, "use either every or cron, not both");
+    if (cron_parse(v, &s->timing.cron, &cerr) != CAIRN_OK)
+        return bad(p, "%s", cerr.msg);
+    s->timing.is_cron = 1;
+    set_str(&s->timing_text, v);
+    return CAIRN_OK;
+}
+
+static int catchup_key(struct parser *p, const char *k, const char *v)
+{
+    struct cairn_schedule_cfg *s = p->sc;
+    if (strcmp(v, "all") == 0)
+        s->catchup = CAIRN_CATCHUP_ALL;
+    else if (strcmp(v, "latest") == 0)
+        s->catchup = CAIRN_CATCHUP_LATEST;
+    else if (strcmp(v, "none") == 0)
+        s->catchup = CAIRN_CATCHUP_NONE;
+    else
+        return bad(p, "%s = '%s': expected all, latest or none", k, v);
+    return CAIRN_OK;
+}
+
+/* ---- the key tables: adding a key is one line ---- */
+
+enum key_kind {
+    KEY_STRING,   /* char *, replaced */
+    KEY_COUNT,    /* unsigned from lo to hi */
+    KEY_DURATION, /* int64_t seconds, at least lo */
+    KEY_FUNC,     /* fn parses and stores */
+};
+
+struct key {
+    const char *name;
+    enum key_kind kind;
+    size_t off;           /* the field in struct cairn_config or struct cairn_schedule_cfg */
+    unsigned lo, hi;      /* bounds (KEY_COUNT, KEY_DURATION) */
+    const char *expected; /* the message when the value is refused: "KEY = 'V': expected ..." */
+    int (*fn)(struct parser *p, const char *k, const char *v);
+};
+
+#define CFG(field) offsetof(struct cairn_config, field)
+#define SCH(field) offsetof(struct cairn_schedule_cfg, field)
+
+static const struct key k_daemon_keys[] = {
+    {"state", KEY_STRING, CFG(state_url), 0, 0, NULL, NULL},
+    {"state-dir", KEY_STRING, CFG(state_dir), 0, 0, NULL, NULL},
+    {"state-keep", KEY_COUNT, CFG(state_keep), 1, 100000, "a count from 1 to 100000", NULL},
+    {"snapshot-interval", KEY_DURATION, CFG(snapshot_interval), 1, 0, "a duration such as 30s, 5m",
+     NULL},
+    {"metrics-listen", KEY_FUNC, 0, 0, 0, NULL, metrics_listen_key},
+    {"log-format", KEY_FUNC, 0, 0, 0, NULL, log_format_key},
+    {"log-level", KEY_FUNC, 0, 0, 0, NULL, log_level_key},
+    {"catch-up-max", KEY_COUNT, CFG(catchup_max), 0, 1000000, "a count (0 disables catch-up)",
+     NULL},
+    {"catch-up-rate", KEY_FUNC, 0, 0, 0, NULL, catchup_rate_key},
+    {"max-concurrent", KEY_COUNT, CFG(max_concurrent), 1, 64, "a count from 1 to 64", NULL},
+    {"shutdown-timeout", KEY_DURATION, CFG(shutdown_timeout), 0, 0, "a duration such as 60s", NULL},
+    {"timezone", KEY_FUNC, 0, 0, 0, NULL, timezone_key},
+    {"state-check-interval", KEY_DURATION, CFG(state_check_interval), 1, 0, "a duration such as 5m",
+     NULL},
+    {"metrics-timeout", KEY_FUNC, 0, 0, 0, NULL, metrics_timeout_key},
+    {"metrics-max-connections", KEY_COUNT, CFG(metrics_max_conn), 1, 10000,
+     "a count from 1 to 10000", NULL},
+    {"metrics-connections-per-ip", KEY_COUNT, CFG(metrics_per_ip), 1, 10000,
+     "a count from 1 to 10000", NULL},
+    {"lock-wait", KEY_DURATION, CFG(lock_wait), 0, 0, "a duration such as 10m (0 fails at once)",
+     NULL},
+    {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
+};
+
+static const struct key k_schedule_keys[] = {
+    {"source", KEY_STRING, SCH(source), 0, 0, NULL, NULL},
+    {"to", KEY_STRING, SCH(to), 0, 0, NULL, NULL},
+    {"every", KEY_FUNC, 0, 0, 0, NULL, every_key},
+    {"cron", KEY_FUNC, 0, 0, 0, NULL, cron_key},
+    {"keep-last", KEY_COUNT, SCH(keep_last), 0, 1000000, "a count", NULL},
+    {"keep-daily", KEY_COUNT, SCH(keep_daily), 0, 1000000, "a count", NULL},
+    {"keep-weekly", KEY_COUNT, SCH(keep_weekly), 0, 1000000, "a count", NULL},
+    {"catch-up", KEY_FUNC, 0, 0, 0, NULL, catchup_key},
+    {"keep-hourly", KEY_COUNT, SCH(keep_hourly), 0, 1000000, "a count", NULL},
+    {"keep-monthly", KEY_COUNT, SCH(keep_monthly), 0, 1000000, "a count", NULL},
+    {"keep-yearly", KEY_COUNT, SCH(keep_yearly), 0, 1000000, "a count", NULL},
+    {"keep-within", KEY_DURATION, SCH(keep_within), 1, 0, "a duration such as 7d, 36h, 2w, 1y",
+     NULL},
+    {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
+};
+
+/* Keys seen in a section are bits of an unsigned. */
+_Static_assert(sizeof(k_daemon_keys) / sizeof(k_daemon_keys[0]) <= 32, "too many [cairnd] keys");
+_Static_assert(sizeof(k_schedule_keys) / sizeof(k_schedule_keys[0]) <= 32,
+               "too many [schedule] keys");
+
+static const struct key *section_keys(const struct parser *p)
+{
+    return p->in_daemon ? k_daemon_keys : k_schedule_keys;
+}
+
+static int key_index(const struct key *keys, const char *k)
+{
+    for (int i = 0; keys[i].name; i++)
+        if (strcmp(keys[i].name, k) == 0)
+            return i;
+    return -1;
+}
+
+/* Has the current section set `key` already? */
+static int seen(const struct parser *p, const char *key)
+{
+    int i = key_index(section_keys(p), key);
+    return i >= 0 && (p->seen & (1u << i));
+}
+
+/* Store v into the field of key (in base: the config or the schedule). */
+static int set_key(struct parser *p, const struct key *key, void *base, const char *v)
+{
+    char *field = (char *)base + key->off;
+    unsigned u;
+    switch (key->kind) {
+    case KEY_STRING: set_str((char **)(void *)field, v); return CAIRN_OK;
+    case KEY_COUNT:
+        if (parse_uint(v, key->hi, &u) != 0 || u < key->lo)
+            break;
+        *(unsigned *)(void *)field = u;
+        return CAIRN_OK;
+    case KEY_DURATION:
+        if (cairn_parse_duration(v, (int64_t *)(void *)field) != 0 ||
+            *(int64_t *)(void *)field < (int64_t)key->lo)
+            break;
+        return CAIRN_OK;
+    case KEY_FUNC: return key->fn(p, key->name, v);
+    }
+    return bad(p, "%s = '%s': expected %s", key->name, v, key->expected);
 }
 
 static int finish_schedule(struct parser *p)
@@ -317,7 +356,7 @@ static int finish_schedule(struct parser *p)
     const char *missing = s->source == NULL        ? "source"
                           : s->to == NULL          ? "to"
                           : s->timing_text == NULL ? "every or cron"
-                          : !(p->seen & (1u << 4)) ? "keep-last"
+                          : !seen(p, "keep-last")  ? "keep-last"
                                                    : NULL;
     if (missing != NULL)
         return cairn_err_set(p->err, CAIRN_E_INVALID, "%s:%d: [schedule %s] needs %s", p->path,
@@ -378,7 +417,7 @@ static int line(struct parser *p, char *s)
     char *k = trim(s), *v = trim(eq + 1);
     if (!p->in_daemon && p->sc == NULL)
         return bad(p, "'%s' outside a section", k);
-    const char *const *keys = p->in_daemon ? k_daemon_keys : k_schedule_keys;
+    const struct key *keys = section_keys(p);
     int idx = key_index(keys, k);
     if (idx < 0)
         return bad(p, "unknown key '%s' in [%s]", k, p->in_daemon ? "cairnd" : "schedule");
@@ -387,14 +426,11 @@ static int line(struct parser *p, char *s)
     p->seen |= 1u << idx;
     if (*v == '\0')
         return bad(p, "'%s' has an empty value", k);
-    if (!p->in_daemon &&
-        ((idx == 2 && (p->seen & (1u << 3))) || (idx == 3 && (p->seen & (1u << 2)))))
-        return bad(p, "use either every or cron, not both");
-    return p->in_daemon ? daemon_key(p, idx, k, v) : schedule_key(p, idx, k, v);
+    return set_key(p, &keys[idx], p->in_daemon ? (void *)p->c : (void *)p->sc, v);
 }
 
-int cairn_config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
-                       struct cairn_err *err)
+int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
+                 struct cairn_err *err)
 {
     *out = NULL;
     struct cairn_config *c = cairn_xcalloc(1, sizeof(*c));
@@ -440,16 +476,16 @@ int cairn_config_parse(const char *text, size_t len, const char *path, struct ca
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
     for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++)
-        c->schedules[i].timing.local = c->schedules[i].timing.is_cron && c->timezone != NULL;
+        c->schedules[i].timing.zone = c->schedules[i].timing.is_cron ? c->zone : NULL;
     if (rc != CAIRN_OK) {
-        cairn_config_free(c);
+        config_free(c);
         return rc;
     }
     *out = c;
     return CAIRN_OK;
 }
 
-int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_err *err)
+int config_load(const char *path, struct cairn_config **out, struct cairn_err *err)
 {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -458,7 +494,7 @@ int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_
         cairn_err_wrap(err, rc, "config");
         return rc;
     }
-    rc = cairn_config_parse((const char *)data, len, path, out, err);
+    rc = config_parse((const char *)data, len, path, out, err);
     free(data);
     return rc;
 }

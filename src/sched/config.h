@@ -51,7 +51,8 @@ struct cairn_config {
     unsigned max_concurrent;  /* backups running at once, default 2 */
     int64_t shutdown_timeout; /* wait for in-flight backups on SIGTERM, default 60 s */
     int64_t lock_wait;        /* a backup waits this long for a prune's lock, default 10 min */
-    char *timezone;           /* IANA zone for cron schedules (TZ); NULL = UTC */
+    char *timezone;           /* IANA zone name for cron schedules; NULL = UTC */
+    struct cron_zone *zone;   /* its data (schedules' timing.zone points here); NULL = UTC */
     /* SQLite state integrity check (quick_check) interval, default 5 min. */
     int64_t state_check_interval;
     struct cairn_schedule_cfg *schedules;
@@ -59,9 +60,9 @@ struct cairn_config {
 };
 
 /* Parse text (need not be NUL-terminated). Errors name "file:line". */
-int cairn_config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
-                       struct cairn_err *err);
-int cairn_config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
-void cairn_config_free(struct cairn_config *c);
+int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
+                 struct cairn_err *err);
+int config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
+void config_free(struct cairn_config *c);
 
 #endif

@@ -1,4 +1,4 @@
-/* Cron parsing and next-fire computation (UTC or local wall clock, minute resolution). */
+/* Cron parsing and next-fire computation (UTC or a zone's wall clock, minute resolution). */
 #include "cron.h"
 
 #include <ctype.h>
@@ -100,7 +100,7 @@ bad:
     return cairn_err_set(err, CAIRN_E_INVALID, "cron %s field '%s' is not valid", f->what, text);
 }
 
-int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *err)
+int cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *err)
 {
     static const struct {
         const char *name, *expr;
@@ -115,7 +115,7 @@ int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *e
             size_t n = strlen(macros[i].name);
             if (strncasecmp(expr, macros[i].name, n) == 0 &&
                 (expr[n] == '\0' || isspace((unsigned char)expr[n])))
-                return cairn_cron_parse(macros[i].expr, c, err);
+                return cron_parse(macros[i].expr, c, err);
         }
         return cairn_err_set(err, CAIRN_E_INVALID, "unknown cron macro '%s'", expr);
     }
@@ -158,7 +158,7 @@ int cairn_cron_parse(const char *expr, struct cairn_cron *c, struct cairn_err *e
     c->dow = (uint8_t)b[4];
     c->dom_star = star[2];
     c->dow_star = star[4];
-    if (cairn_cron_next(c, 0) < 0)
+    if (cron_next(c, 0) < 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "cron expression '%s' never fires", expr);
     return CAIRN_OK;
 }
@@ -172,7 +172,7 @@ static int day_matches(const struct cairn_cron *c, const struct tm *tm)
     return dom && dow;
 }
 
-int64_t cairn_cron_next(const struct cairn_cron *c, int64_t after)
+int64_t cron_next(const struct cairn_cron *c, int64_t after)
 {
     int64_t t = after - (((after % 60) + 60) % 60) + 60;
     time_t tt = (time_t)t;
@@ -203,63 +203,47 @@ int64_t cairn_cron_next(const struct cairn_cron *c, int64_t after)
     }
 }
 
-/* Local wall-clock time of t, as seconds that read as that wall clock in UTC. */
-static int64_t wall_of(int64_t t)
+/* The zone's wall clock at t, as seconds that read as that wall clock in UTC. */
+static int64_t wall_of(const struct cron_zone *z, int64_t t)
 {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    localtime_r(&tt, &tm);
-    return (int64_t)timegm(&tm);
+    return t + cron_zone_offset(z, t);
 }
 
 /* The earliest instant after `after` whose wall clock is `wall`; for a wall clock skipped by
- * a DST change, the instant the gap ends. -1 when wall exists only at or before `after`. */
-static int64_t instant_of(int64_t wall, int64_t after)
+ * a change forward, the instant the gap ends (on the minute, as cron runs). -1 when wall exists
+ * only at or before `after`. */
+static int64_t instant_of(const struct cron_zone *z, int64_t wall, int64_t after)
 {
-    int64_t best = -1, past_gap = -1;
-    int exists = 0;
-    for (int dst = 0; dst <= 1; dst++) { /* standard and daylight readings of the wall clock */
-        time_t tt = (time_t)wall;
-        struct tm tm;
-        gmtime_r(&tt, &tm);
-        tm.tm_isdst = dst;
-        int64_t t = (int64_t)mktime(&tm);
-        int64_t w = wall_of(t);
-        if (w == wall) {
-            exists = 1;
-            if (t > after && (best < 0 || t < best))
-                best = t;
-        } else if (w > wall) {
-            past_gap = t;
-        }
-    }
-    if (exists || past_gap < 0)
-        return best;
-    /* Step back to the first minute after the gap (gaps are an hour or two). */
-    for (int i = 0; i < 24 * 60 && wall_of(past_gap - 60) > wall; i++)
-        past_gap -= 60;
-    return past_gap > after ? past_gap : -1;
+    int64_t t[4], gap_end = -1;
+    size_t n = cron_zone_instants(z, wall, t, &gap_end);
+    for (size_t i = 0; i < n; i++)
+        if (t[i] > after)
+            return t[i];
+    if (n > 0 || gap_end < 0)
+        return -1;
+    gap_end += (60 - ((gap_end % 60) + 60) % 60) % 60; /* up to a minute (changes since 1970 are) */
+    return gap_end > after ? gap_end : -1;
 }
 
-int64_t cairn_cron_next_local(const struct cairn_cron *c, int64_t after)
+int64_t cron_next_local(const struct cairn_cron *c, const struct cron_zone *z, int64_t after)
 {
     /* Search matching wall-clock minutes, then map each to an instant; a wall clock that
      * maps to nothing after `after` (the repeat of an hour already passed) is skipped. */
-    int64_t wall = wall_of(after);
+    int64_t wall = wall_of(z, after);
     for (;;) {
-        wall = cairn_cron_next(c, wall);
+        wall = cron_next(c, wall);
         if (wall < 0)
             return -1;
-        int64_t t = instant_of(wall, after);
+        int64_t t = instant_of(z, wall, after);
         if (t >= 0)
             return t;
     }
 }
 
-int64_t cairn_timing_next(const struct cairn_timing *t, int64_t after)
+int64_t cron_timing_next(const struct cairn_timing *t, int64_t after)
 {
     if (t->is_cron)
-        return t->local ? cairn_cron_next_local(&t->cron, after) : cairn_cron_next(&t->cron, after);
+        return t->zone ? cron_next_local(&t->cron, t->zone, after) : cron_next(&t->cron, after);
     int64_t q = after / t->every;
     if (after < 0 && after % t->every != 0)
         q--; /* floor division */

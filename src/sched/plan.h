@@ -16,9 +16,9 @@ struct cairn_plan {
 };
 
 /* cap bounds the runs kept (the newest ones); CAIRN_CATCHUP_LATEST keeps one, _NONE none. */
-void cairn_plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
-                      enum cairn_catchup_policy policy, unsigned cap, struct cairn_plan *out);
-void cairn_plan_free(struct cairn_plan *p);
+void plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
+                enum cairn_catchup_policy policy, unsigned cap, struct cairn_plan *out);
+void plan_free(struct cairn_plan *p);
 
 /* Spacing limiter for catch-up runs: at most `rate` starts per second, no burst. */
 struct cairn_ratelimit {
@@ -26,12 +26,12 @@ struct cairn_ratelimit {
     uint64_t next_ns; /* earliest start of the next run (monotonic ns) */
 };
 
-void cairn_ratelimit_init(struct cairn_ratelimit *rl, double rate);
+void plan_ratelimit_init(struct cairn_ratelimit *rl, double rate);
 /* Reserve the next start slot: returns how long to wait (ns) from now_ns. */
-uint64_t cairn_ratelimit_reserve(struct cairn_ratelimit *rl, uint64_t now_ns);
+uint64_t plan_ratelimit_reserve(struct cairn_ratelimit *rl, uint64_t now_ns);
 
 /* Deterministic backup name for a schedule's instant: "YYYYMMDDTHHMMSSZ-NAME" (the project's
  * time-first convention, so a shared location lists in time order). */
-void cairn_run_name(const char *schedule, int64_t at, char *out, size_t cap);
+void plan_run_name(const char *schedule, int64_t at, char *out, size_t cap);
 
 #endif

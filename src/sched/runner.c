@@ -133,7 +133,7 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
     return rc;
 }
 
-void cairn_backup_runner(struct cairn_runner *r, const struct cairn_config *cfg)
+void runner_backup_init(struct cairn_runner *r, const struct cairn_config *cfg)
 {
     r->ctx = (void *)cfg;
     r->check = check;

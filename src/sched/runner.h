@@ -5,6 +5,6 @@
 #include "sched.h"
 
 /* Backups wait up to cfg->lock_wait for a prune's (or rm's) lock; cfg outlives r. */
-void cairn_backup_runner(struct cairn_runner *r, const struct cairn_config *cfg);
+void runner_backup_init(struct cairn_runner *r, const struct cairn_config *cfg);
 
 #endif

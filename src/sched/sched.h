@@ -55,8 +55,8 @@ struct cairn_clock {
 
 /* The real clock (poll 1000 ms, with offset_ms), or a file holding Unix seconds or RFC 3339
  * (poll 50 ms, no offset_ms: tests move time by rewriting it). */
-void cairn_clock_real(struct cairn_clock *c);
-void cairn_clock_file(struct cairn_clock *c, const char *path);
+void sched_clock_real(struct cairn_clock *c);
+void sched_clock_file(struct cairn_clock *c, const char *path);
 
 #define CAIRN_RUN_NAME_MAX 128
 
@@ -94,23 +94,23 @@ struct cairn_sched;
 
 /* Declare metrics, load the newest good snapshot and plan boot catch-up. The config, store,
  * runner, clock and metrics must outlive the scheduler. */
-int cairn_sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
-                    const struct cairn_runner *runner, const struct cairn_clock *clock,
-                    struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err);
+int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
+              const struct cairn_runner *runner, const struct cairn_clock *clock,
+              struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err);
 /* Print the loaded state and the boot plan (plain text, or one JSON object). */
-void cairn_sched_describe(const struct cairn_sched *s, FILE *out, int json);
+void sched_describe(const struct cairn_sched *s, FILE *out, int json);
 /* Start the workers (catch-up first). */
-int cairn_sched_start(struct cairn_sched *s, struct cairn_err *err);
+int sched_start(struct cairn_sched *s, struct cairn_err *err);
 /* Ask for a clean shutdown; callable from any thread (not from a signal handler). */
-void cairn_sched_stop(struct cairn_sched *s);
+void sched_stop(struct cairn_sched *s);
 /* Run the periodic snapshot loop until stopped, then shut down: wait up to shutdown-timeout
  * for in-flight backups, cancel the rest, wait briefly, save a final snapshot. Returns
  * CAIRN_E_TIMEOUT when some backup would not stop (its threads are left running; the caller
  * should exit, the backup stays incomplete). */
-int cairn_sched_wait(struct cairn_sched *s, struct cairn_err *err);
+int sched_wait(struct cairn_sched *s, struct cairn_err *err);
 /* HTTP status and body for /healthz. */
-int cairn_sched_health(void *s, char *body, size_t cap);
+int sched_health(void *s, char *body, size_t cap);
 /* Frees a scheduler whose wait returned CAIRN_OK (or that was never started). */
-void cairn_sched_free(struct cairn_sched *s);
+void sched_free(struct cairn_sched *s);
 
 #endif

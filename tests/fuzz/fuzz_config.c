@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    int rc = cairn_config_parse((const char *)data, size, "fuzz.conf", &c, &err);
+    int rc = config_parse((const char *)data, size, "fuzz.conf", &c, &err);
     if (rc != CAIRN_OK) {
         if (rc != CAIRN_E_INVALID || c != NULL || strncmp(err.msg, "fuzz.conf", 9) != 0)
             abort();
@@ -25,10 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!cairn_state_name_valid(s->name) || !s->source || !s->to || s->keep_last == 0)
             abort();
         /* Timing always yields a strictly later instant. */
-        int64_t t = cairn_timing_next(&s->timing, 1767225600);
+        int64_t t = cron_timing_next(&s->timing, 1767225600);
         if (t <= 1767225600)
             abort();
     }
-    cairn_config_free(c);
+    config_free(c);
     return 0;
 }

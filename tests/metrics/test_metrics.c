@@ -9,20 +9,19 @@
 
 TEST(render_exposition_format)
 {
-    struct cairn_metrics *m = cairn_metrics_new();
-    struct cairn_metric *c =
-        cairn_metrics_declare(m, "x_total", CAIRN_COUNTER, "Things.", NULL, NULL, 0);
+    struct cairn_metrics *m = metrics_new();
+    struct cairn_metric *c = metrics_declare(m, "x_total", CAIRN_COUNTER, "Things.", NULL, NULL, 0);
     struct cairn_metric *g =
-        cairn_metrics_declare(m, "y_seconds", CAIRN_GAUGE, "Age.", "schedule", NULL, 0);
+        metrics_declare(m, "y_seconds", CAIRN_GAUGE, "Age.", "schedule", NULL, 0);
     const double b[] = {1, 10};
     struct cairn_metric *h =
-        cairn_metrics_declare(m, "d_seconds", CAIRN_HISTOGRAM, "Durations.", "schedule", b, 2);
-    cairn_metric_add(c, NULL, 2);
-    cairn_metric_set(g, "a\"b", 1.5);
-    cairn_metric_observe(h, "s", 0.5);
-    cairn_metric_observe(h, "s", 5);
-    cairn_metric_observe(h, "s", 50);
-    char *text = cairn_metrics_render(m);
+        metrics_declare(m, "d_seconds", CAIRN_HISTOGRAM, "Durations.", "schedule", b, 2);
+    metrics_add(c, NULL, 2);
+    metrics_set(g, "a\"b", 1.5);
+    metrics_observe(h, "s", 0.5);
+    metrics_observe(h, "s", 5);
+    metrics_observe(h, "s", 50);
+    char *text = metrics_render(m);
     CHECK(strstr(text, "# HELP x_total Things.\n# TYPE x_total counter\nx_total 2\n") != NULL);
     CHECK(strstr(text, "# TYPE y_seconds gauge\ny_seconds{schedule=\"a\\\"b\"} 1.5\n") != NULL);
     CHECK(strstr(text, "d_seconds_bucket{schedule=\"s\",le=\"1\"} 1\n"
@@ -30,11 +29,11 @@ TEST(render_exposition_format)
                        "d_seconds_bucket{schedule=\"s\",le=\"+Inf\"} 3\n"
                        "d_seconds_sum{schedule=\"s\"} 55.5\n"
                        "d_seconds_count{schedule=\"s\"} 3\n") != NULL);
-    CHECK_EQ_INT(cairn_metric_get(h, "s"), 3);
-    CHECK_EQ_INT(cairn_metric_get(c, NULL), 2);
-    CHECK_EQ_INT(cairn_metric_get(g, "none"), 0);
+    CHECK_EQ_INT(metrics_get(h, "s"), 3);
+    CHECK_EQ_INT(metrics_get(c, NULL), 2);
+    CHECK_EQ_INT(metrics_get(g, "none"), 0);
     free(text);
-    cairn_metrics_free(m);
+    metrics_free(m);
 }
 
 struct worker {
@@ -46,21 +45,21 @@ static void *hammer(void *arg)
 {
     struct worker *w = arg;
     for (int i = 0; i < 20000; i++) {
-        cairn_metric_add(w->c, (i & 1) ? "a" : "b", 1);
-        cairn_metric_observe(w->h, NULL, i % 7);
+        metrics_add(w->c, (i & 1) ? "a" : "b", 1);
+        metrics_observe(w->h, NULL, i % 7);
         if (i % 1000 == 0)
-            free(cairn_metrics_render(w->m));
+            free(metrics_render(w->m));
     }
     return NULL;
 }
 
 TEST(concurrent_updates_are_not_lost)
 {
-    struct cairn_metrics *m = cairn_metrics_new();
+    struct cairn_metrics *m = metrics_new();
     const double b[] = {3};
     struct worker w = {
-        cairn_metrics_declare(m, "n_total", CAIRN_COUNTER, "N.", "k", NULL, 0),
-        cairn_metrics_declare(m, "h", CAIRN_HISTOGRAM, "H.", NULL, b, 1),
+        metrics_declare(m, "n_total", CAIRN_COUNTER, "N.", "k", NULL, 0),
+        metrics_declare(m, "h", CAIRN_HISTOGRAM, "H.", NULL, b, 1),
         m,
     };
     pthread_t t[4];
@@ -68,9 +67,9 @@ TEST(concurrent_updates_are_not_lost)
         pthread_create(&t[i], NULL, hammer, &w);
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
-    CHECK_EQ_INT(cairn_metric_get(w.c, "a") + cairn_metric_get(w.c, "b"), 80000);
-    CHECK_EQ_INT(cairn_metric_get(w.h, NULL), 80000);
-    cairn_metrics_free(m);
+    CHECK_EQ_INT(metrics_get(w.c, "a") + metrics_get(w.c, "b"), 80000);
+    CHECK_EQ_INT(metrics_get(w.h, NULL), 80000);
+    metrics_free(m);
 }
 
 static size_t collect_body(char *p, size_t sz, size_t n, void *ud)
@@ -112,7 +111,7 @@ static long get(unsigned port, const char *path, char *out, size_t cap)
 static int collected;
 static void on_collect(void *ctx)
 {
-    cairn_metric_set(ctx, NULL, ++collected);
+    metrics_set(ctx, NULL, ++collected);
 }
 
 static int health(void *ctx, char *body, size_t cap)
@@ -124,17 +123,17 @@ static int health(void *ctx, char *body, size_t cap)
 
 TEST(http_metrics_and_healthz)
 {
-    struct cairn_metrics *m = cairn_metrics_new();
-    struct cairn_metric *g = cairn_metrics_declare(m, "scrapes", CAIRN_GAUGE, "S.", NULL, NULL, 0);
-    cairn_metrics_on_collect(m, on_collect, g);
+    struct cairn_metrics *m = metrics_new();
+    struct cairn_metric *g = metrics_declare(m, "scrapes", CAIRN_GAUGE, "S.", NULL, NULL, 0);
+    metrics_on_collect(m, on_collect, g);
     struct cairn_metrics_server *s = NULL;
     struct cairn_err err;
-    CHECK_OK(cairn_metrics_serve(m, "127.0.0.1:0", NULL, health, NULL, &s, &err), &err);
+    CHECK_OK(metrics_serve(m, "127.0.0.1:0", NULL, health, NULL, &s, &err), &err);
     if (s == NULL) {
-        cairn_metrics_free(m);
+        metrics_free(m);
         return;
     }
-    unsigned port = cairn_metrics_server_port(s);
+    unsigned port = metrics_server_port(s);
     CHECK(port > 0);
     char body[65536];
     CHECK_EQ_INT(get(port, "/metrics", body, sizeof(body)), 200);
@@ -148,12 +147,12 @@ TEST(http_metrics_and_healthz)
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
     struct cairn_metrics_server *s2 = NULL;
-    CHECK_ERR(cairn_metrics_serve(m, addr, NULL, NULL, NULL, &s2, &err), CAIRN_E_IO, &err,
+    CHECK_ERR(metrics_serve(m, addr, NULL, NULL, NULL, &s2, &err), CAIRN_E_IO, &err,
               "cannot listen for metrics");
-    CHECK_ERR(cairn_metrics_serve(m, "nohostport", NULL, NULL, NULL, &s2, &err), CAIRN_E_INVALID,
-              &err, "not HOST:PORT");
-    cairn_metrics_server_stop(s);
-    cairn_metrics_free(m);
+    CHECK_ERR(metrics_serve(m, "nohostport", NULL, NULL, NULL, &s2, &err), CAIRN_E_INVALID, &err,
+              "not HOST:PORT");
+    metrics_server_stop(s);
+    metrics_free(m);
 }
 
 int main(int argc, char **argv)

@@ -19,17 +19,17 @@ static int64_t ts(const char *s)
     return sec;
 }
 
-/* next(expr, after) formatted, or "never"/"invalid: msg"; on the UTC or the local clock. */
-static const char *next_on(const char *expr, const char *after, int local)
+/* next(expr, after) formatted, or "never"/"invalid: msg"; on the UTC clock or zone's. */
+static const char *next_on(const char *expr, const char *after, const struct cron_zone *zone)
 {
     static char out[256];
-    struct cairn_timing t = {.is_cron = 1, .local = local};
+    struct cairn_timing t = {.is_cron = 1, .zone = zone};
     struct cairn_err err;
-    if (cairn_cron_parse(expr, &t.cron, &err) != CAIRN_OK) {
+    if (cron_parse(expr, &t.cron, &err) != CAIRN_OK) {
         snprintf(out, sizeof(out), "invalid: %s", err.msg);
         return out;
     }
-    int64_t at = cairn_timing_next(&t, ts(after));
+    int64_t at = cron_timing_next(&t, ts(after));
     if (at < 0)
         return "never";
     cairn_format_rfc3339(at, 0, out, sizeof(out));
@@ -38,7 +38,7 @@ static const char *next_on(const char *expr, const char *after, int local)
 
 static const char *next_of(const char *expr, const char *after)
 {
-    return next_on(expr, after, 0);
+    return next_on(expr, after, NULL);
 }
 
 TEST(cron_next_basic)
@@ -91,33 +91,31 @@ TEST(cron_parse_errors)
 {
     struct cairn_cron c;
     struct cairn_err err;
-    CHECK_ERR(cairn_cron_parse("60 * * * *", &c, &err), CAIRN_E_INVALID, &err,
+    CHECK_ERR(cron_parse("60 * * * *", &c, &err), CAIRN_E_INVALID, &err,
               "minute field '60': values must be 0-59");
-    CHECK_ERR(cairn_cron_parse("* * * *", &c, &err), CAIRN_E_INVALID, &err,
-              "needs exactly 5 fields");
-    CHECK_ERR(cairn_cron_parse("* * * * * *", &c, &err), CAIRN_E_INVALID, &err,
-              "needs exactly 5 fields");
-    CHECK_ERR(cairn_cron_parse("a * * * *", &c, &err), CAIRN_E_INVALID, &err,
+    CHECK_ERR(cron_parse("* * * *", &c, &err), CAIRN_E_INVALID, &err, "needs exactly 5 fields");
+    CHECK_ERR(cron_parse("* * * * * *", &c, &err), CAIRN_E_INVALID, &err, "needs exactly 5 fields");
+    CHECK_ERR(cron_parse("a * * * *", &c, &err), CAIRN_E_INVALID, &err,
               "minute field 'a' is not valid");
-    CHECK_ERR(cairn_cron_parse("*/0 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
-    CHECK_ERR(cairn_cron_parse("5-1 * * * *", &c, &err), CAIRN_E_INVALID, &err, "ascending");
-    CHECK_ERR(cairn_cron_parse("* 24 * * *", &c, &err), CAIRN_E_INVALID, &err, "hour field");
-    CHECK_ERR(cairn_cron_parse("* * 0 * *", &c, &err), CAIRN_E_INVALID, &err, "day of month");
-    CHECK_ERR(cairn_cron_parse("* * * foo *", &c, &err), CAIRN_E_INVALID, &err, "month field");
-    CHECK_ERR(cairn_cron_parse("* * * * 8", &c, &err), CAIRN_E_INVALID, &err, "day of week");
-    CHECK_ERR(cairn_cron_parse("1,,2 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
-    CHECK_ERR(cairn_cron_parse("@often", &c, &err), CAIRN_E_INVALID, &err, "unknown cron macro");
-    CHECK_OK(cairn_cron_parse("  0  0  *  *  *  ", &c, &err), &err);
+    CHECK_ERR(cron_parse("*/0 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
+    CHECK_ERR(cron_parse("5-1 * * * *", &c, &err), CAIRN_E_INVALID, &err, "ascending");
+    CHECK_ERR(cron_parse("* 24 * * *", &c, &err), CAIRN_E_INVALID, &err, "hour field");
+    CHECK_ERR(cron_parse("* * 0 * *", &c, &err), CAIRN_E_INVALID, &err, "day of month");
+    CHECK_ERR(cron_parse("* * * foo *", &c, &err), CAIRN_E_INVALID, &err, "month field");
+    CHECK_ERR(cron_parse("* * * * 8", &c, &err), CAIRN_E_INVALID, &err, "day of week");
+    CHECK_ERR(cron_parse("1,,2 * * * *", &c, &err), CAIRN_E_INVALID, &err, "not valid");
+    CHECK_ERR(cron_parse("@often", &c, &err), CAIRN_E_INVALID, &err, "unknown cron macro");
+    CHECK_OK(cron_parse("  0  0  *  *  *  ", &c, &err), &err);
 }
 
 TEST(intervals_are_epoch_aligned)
 {
     struct cairn_timing t = {.is_cron = 0, .every = 3600};
-    CHECK_EQ_INT(cairn_timing_next(&t, ts("2026-01-01T10:30:00Z")), ts("2026-01-01T11:00:00Z"));
-    CHECK_EQ_INT(cairn_timing_next(&t, ts("2026-01-01T11:00:00Z")), ts("2026-01-01T12:00:00Z"));
-    CHECK_EQ_INT(cairn_timing_next(&t, -1), 0);
-    CHECK_EQ_INT(cairn_timing_next(&t, -3600), 0);
-    CHECK_EQ_INT(cairn_timing_next(&t, -3601), -3600);
+    CHECK_EQ_INT(cron_timing_next(&t, ts("2026-01-01T10:30:00Z")), ts("2026-01-01T11:00:00Z"));
+    CHECK_EQ_INT(cron_timing_next(&t, ts("2026-01-01T11:00:00Z")), ts("2026-01-01T12:00:00Z"));
+    CHECK_EQ_INT(cron_timing_next(&t, -1), 0);
+    CHECK_EQ_INT(cron_timing_next(&t, -3600), 0);
+    CHECK_EQ_INT(cron_timing_next(&t, -3601), -3600);
     int64_t d;
     CHECK(cairn_parse_duration("1h30m", &d) == 0 && d == 5400);
     CHECK(cairn_parse_duration("90", &d) == 0 && d == 90);
@@ -134,7 +132,7 @@ TEST(intervals_are_epoch_aligned)
 static void plan(const struct cairn_timing *t, const char *last, const char *now,
                  enum cairn_catchup_policy p, unsigned cap, struct cairn_plan *out)
 {
-    cairn_plan_build(t, ts(last), ts(now), p, cap, out);
+    plan_build(t, ts(last), ts(now), p, cap, out);
 }
 
 TEST(catchup_window_is_last_exclusive_now_inclusive)
@@ -146,25 +144,25 @@ TEST(catchup_window_is_last_exclusive_now_inclusive)
     CHECK_EQ_INT(pl.skipped, 0);
     CHECK(pl.n == 3 && pl.runs[0] == ts("2026-01-01T12:00:00Z") &&
           pl.runs[2] == ts("2026-01-01T14:00:00Z"));
-    cairn_plan_free(&pl);
+    plan_free(&pl);
     plan(&t, "2026-01-01T11:00:00Z", "2026-01-01T11:59:59Z", CAIRN_CATCHUP_ALL, 10, &pl);
     CHECK_EQ_INT(pl.n, 0);
-    cairn_plan_free(&pl);
+    plan_free(&pl);
     /* The same through cron. */
     struct cairn_timing c = {.is_cron = 1};
     struct cairn_err err;
-    CHECK_OK(cairn_cron_parse("0 * * * *", &c.cron, &err), &err);
+    CHECK_OK(cron_parse("0 * * * *", &c.cron, &err), &err);
     plan(&c, "2026-01-01T11:00:00Z", "2026-01-01T14:00:00Z", CAIRN_CATCHUP_ALL, 10, &pl);
     CHECK(pl.n == 3 && pl.runs[0] == ts("2026-01-01T12:00:00Z") &&
           pl.runs[1] == ts("2026-01-01T13:00:00Z") && pl.runs[2] == ts("2026-01-01T14:00:00Z"));
-    cairn_plan_free(&pl);
+    plan_free(&pl);
 }
 
 TEST(catchup_cap_keeps_newest_and_policies)
 {
     struct cairn_err err;
     struct cairn_timing c = {.is_cron = 1};
-    CHECK_OK(cairn_cron_parse("*/10 * * * *", &c.cron, &err), &err);
+    CHECK_OK(cron_parse("*/10 * * * *", &c.cron, &err), &err);
     struct cairn_timing iv = {.is_cron = 0, .every = 600};
     const struct cairn_timing *both[2] = {&c, &iv};
     for (int k = 0; k < 2; k++) {
@@ -176,38 +174,38 @@ TEST(catchup_cap_keeps_newest_and_policies)
         CHECK_EQ_INT(pl.skipped_until, ts("2026-01-07T23:10:00Z"));
         CHECK(pl.n == 5 && pl.runs[0] == ts("2026-01-07T23:20:00Z") &&
               pl.runs[4] == ts("2026-01-08T00:00:00Z"));
-        cairn_plan_free(&pl);
+        plan_free(&pl);
         plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_LATEST, 5, &pl);
         CHECK(pl.n == 1 && pl.runs[0] == ts("2026-01-01T01:00:00Z"));
         CHECK_EQ_INT(pl.skipped, 5);
         CHECK_EQ_INT(pl.skipped_until, ts("2026-01-01T00:50:00Z"));
-        cairn_plan_free(&pl);
+        plan_free(&pl);
         plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_NONE, 5, &pl);
         CHECK_EQ_INT(pl.n, 0);
         CHECK_EQ_INT(pl.skipped, 6);
         CHECK_EQ_INT(pl.skipped_until, ts("2026-01-01T01:00:00Z"));
-        cairn_plan_free(&pl);
+        plan_free(&pl);
         /* catch-up-max = 0 behaves like none. */
         plan(both[k], "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", CAIRN_CATCHUP_ALL, 0, &pl);
         CHECK(pl.n == 0 && pl.skipped == 6);
-        cairn_plan_free(&pl);
+        plan_free(&pl);
     }
 }
 
 TEST(rate_limit_spaces_starts)
 {
     struct cairn_ratelimit rl;
-    cairn_ratelimit_init(&rl, 2.0); /* 2 per second: 500 ms apart */
+    plan_ratelimit_init(&rl, 2.0); /* 2 per second: 500 ms apart */
     uint64_t now = 1000000000ull;
-    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 0);
-    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 500000000);
-    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 1000000000);
+    CHECK_EQ_INT(plan_ratelimit_reserve(&rl, now), 0);
+    CHECK_EQ_INT(plan_ratelimit_reserve(&rl, now), 500000000);
+    CHECK_EQ_INT(plan_ratelimit_reserve(&rl, now), 1000000000);
     /* After an idle period there is no accumulated burst beyond one. */
     now += 10000000000ull;
-    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now), 0);
-    CHECK_EQ_INT(cairn_ratelimit_reserve(&rl, now + 100000000), 400000000);
+    CHECK_EQ_INT(plan_ratelimit_reserve(&rl, now), 0);
+    CHECK_EQ_INT(plan_ratelimit_reserve(&rl, now + 100000000), 400000000);
     char name[128];
-    cairn_run_name("nightly", ts("2026-01-02T03:04:05Z"), name, sizeof(name));
+    plan_run_name("nightly", ts("2026-01-02T03:04:05Z"), name, sizeof(name));
     CHECK_EQ_STR(name, "20260102T030405Z-nightly");
 }
 
@@ -237,7 +235,7 @@ TEST(config_parses_and_defaults)
 {
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    CHECK_OK(cairn_config_parse(k_conf, strlen(k_conf), "t.conf", &c, &err), &err);
+    CHECK_OK(config_parse(k_conf, strlen(k_conf), "t.conf", &c, &err), &err);
     if (c == NULL)
         return;
     CHECK_EQ_STR(c->state_url, "sqlite:/tmp/x.db");
@@ -253,27 +251,27 @@ TEST(config_parses_and_defaults)
     CHECK_EQ_STR(c->schedules[1].to, "s3://bucket/prefix");
     CHECK(c->schedules[1].timing.is_cron);
     CHECK_EQ_INT(c->schedules[1].catchup, CAIRN_CATCHUP_LATEST);
-    cairn_config_free(c);
+    config_free(c);
 
     const char *minimal = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1";
-    CHECK_OK(cairn_config_parse(minimal, strlen(minimal), "m.conf", &c, &err), &err);
+    CHECK_OK(config_parse(minimal, strlen(minimal), "m.conf", &c, &err), &err);
     if (c != NULL) {
         CHECK_EQ_STR(c->state_url, "sqlite:/var/lib/cairnd/state.db");
         CHECK_EQ_STR(c->metrics_listen, "127.0.0.1:9469");
         CHECK_EQ_INT(c->snapshot_interval, 30);
     }
-    cairn_config_free(c);
+    config_free(c);
 }
 
 static void config_err(const char *text, const char *want)
 {
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    int rc = cairn_config_parse(text, strlen(text), "bad.conf", &c, &err);
+    int rc = config_parse(text, strlen(text), "bad.conf", &c, &err);
     if (rc != CAIRN_E_INVALID || strstr(err.msg, want) == NULL)
         test_fail(__FILE__, __LINE__, "config %s: got '%s', want '%s'", text, rc ? err.msg : "ok",
                   want);
-    cairn_config_free(c);
+    config_free(c);
 }
 
 TEST(config_retention_keys)
@@ -282,14 +280,14 @@ TEST(config_retention_keys)
                     "keep-hourly=24\nkeep-monthly=12\nkeep-yearly=3\nkeep-within=36h\n";
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    CHECK_OK(cairn_config_parse(t, strlen(t), "r.conf", &c, &err), &err);
+    CHECK_OK(config_parse(t, strlen(t), "r.conf", &c, &err), &err);
     if (c != NULL) {
         CHECK_EQ_INT(c->schedules[0].keep_hourly, 24);
         CHECK_EQ_INT(c->schedules[0].keep_monthly, 12);
         CHECK_EQ_INT(c->schedules[0].keep_yearly, 3);
         CHECK_EQ_INT(c->schedules[0].keep_within, 36 * 3600);
     }
-    cairn_config_free(c);
+    config_free(c);
 }
 
 TEST(config_errors_name_file_and_line)
@@ -324,9 +322,23 @@ TEST(config_errors_name_file_and_line)
 /* cron on a local wall clock (cairnd's timezone), here Europe/Berlin: DST starts on
  * 2026-03-29 (02:00 CET -> 03:00 CEST, at 01:00Z) and ends on 2026-10-25 (03:00 CEST ->
  * 02:00 CET, at 01:00Z). */
+static struct cron_zone *g_zone;
+
 static const char *next_local(const char *expr, const char *after)
 {
-    return next_on(expr, after, 1);
+    return next_on(expr, after, g_zone);
+}
+
+/* The zone `name` from /usr/share/zoneinfo in place of g_zone. */
+static void use_zone(const char *name)
+{
+    cron_zone_free(g_zone);
+    g_zone = NULL;
+    char *path = cairn_xasprintf("/usr/share/zoneinfo/%s", name);
+    struct cairn_err err;
+    if (cron_zone_load(path, &g_zone, &err) != CAIRN_OK)
+        test_fail(__FILE__, __LINE__, "loading %s: %s", name, err.msg);
+    free(path);
 }
 
 TEST(cron_on_a_local_wall_clock_across_dst)
@@ -334,8 +346,10 @@ TEST(cron_on_a_local_wall_clock_across_dst)
     if (access("/usr/share/zoneinfo/Europe/Berlin", R_OK) != 0) {
         MISSING("no /usr/share/zoneinfo/Europe/Berlin (package tzdata)");
     }
-    setenv("TZ", "Europe/Berlin", 1);
+    /* The zone comes from its file alone: the process's TZ (here another zone) plays no part. */
+    setenv("TZ", "America/New_York", 1);
     tzset();
+    use_zone("Europe/Berlin");
     /* 09:00 local is 08:00Z in winter, 07:00Z in summer. */
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-01-10T12:00:00Z"), "2026-01-11T08:00:00Z");
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-07-10T12:00:00Z"), "2026-07-11T07:00:00Z");
@@ -358,12 +372,37 @@ TEST(cron_on_a_local_wall_clock_across_dst)
     CHECK_EQ_STR(next_local("15 0 * * mon", "2026-01-01T00:00:00Z"), "2026-01-04T23:15:00Z");
     CHECK_EQ_STR(next_local("0 0 1 * *", "2026-06-15T00:00:00Z"), "2026-06-30T22:00:00Z");
     /* A zone without DST: a fixed offset. */
-    setenv("TZ", "Asia/Tokyo", 1);
-    tzset();
+    use_zone("Asia/Tokyo");
     CHECK_EQ_STR(next_local("0 9 * * *", "2026-03-29T00:00:00Z"), "2026-03-30T00:00:00Z");
-    setenv("TZ", "UTC", 1);
-    tzset();
+    use_zone("UTC");
     CHECK_EQ_STR(next_local("30 2 * * *", "2026-03-29T00:00:00Z"), "2026-03-29T02:30:00Z");
+    cron_zone_free(g_zone);
+    g_zone = NULL;
+    unsetenv("TZ");
+    tzset();
+}
+
+/* Changes of a zone's standard offset (no daylight time on either side) follow the same rules:
+ * America/Cancun moved from -06 to -05 on 2015-02-01 at 02:00 (08:00Z); Africa/Juba from +03
+ * to +02 on 2021-02-01 at 00:00 (2021-01-31T21:00Z), repeating 23:00-24:00. */
+TEST(cron_across_a_change_of_standard_offset)
+{
+    if (access("/usr/share/zoneinfo/America/Cancun", R_OK) != 0 ||
+        access("/usr/share/zoneinfo/Africa/Juba", R_OK) != 0) {
+        MISSING("no /usr/share/zoneinfo/America/Cancun or Africa/Juba (package tzdata)");
+    }
+    use_zone("America/Cancun");
+    /* 02:30 is skipped: it runs at the jump (03:00 -05), as with daylight time. */
+    CHECK_EQ_STR(next_local("30 2 * * *", "2015-01-31T20:00:00Z"), "2015-02-01T08:00:00Z");
+    CHECK_EQ_STR(next_local("30 2 * * *", "2015-02-01T08:00:00Z"), "2015-02-02T07:30:00Z");
+    use_zone("Africa/Juba");
+    /* 23:30 occurs twice; from before the change it runs once, at the first. */
+    CHECK_EQ_STR(next_local("30 23 * * *", "2021-01-31T12:00:00Z"), "2021-01-31T20:30:00Z");
+    CHECK_EQ_STR(next_local("30 23 * * *", "2021-01-31T20:30:00Z"), "2021-02-01T21:30:00Z");
+    /* From inside the repeat (23:00 the second time) the next wall time is next. */
+    CHECK_EQ_STR(next_local("*/30 * * * *", "2021-01-31T21:00:00Z"), "2021-01-31T21:30:00Z");
+    cron_zone_free(g_zone);
+    g_zone = NULL;
 }
 
 TEST(config_timezone)
@@ -372,9 +411,9 @@ TEST(config_timezone)
     struct cairn_err err;
     const char *utc = "[cairnd]\ntimezone = UTC\n[schedule a]\nsource=/x\nto=file:///y\n"
                       "cron=0 3 * * *\nkeep-last=1\n";
-    CHECK_OK(cairn_config_parse(utc, strlen(utc), "t.conf", &c, &err), &err);
-    CHECK(c != NULL && c->timezone == NULL && !c->schedules[0].timing.local);
-    cairn_config_free(c);
+    CHECK_OK(config_parse(utc, strlen(utc), "t.conf", &c, &err), &err);
+    CHECK(c != NULL && c->timezone == NULL && c->schedules[0].timing.zone == NULL);
+    config_free(c);
     config_err("[cairnd]\ntimezone=../../etc/passwd\n", "expected an IANA time zone name");
     config_err("[cairnd]\ntimezone=/etc/localtime\n", "expected an IANA time zone name");
     config_err("[cairnd]\ntimezone=Mars/Olympus_Mons\n", "unknown time zone");
@@ -385,10 +424,10 @@ TEST(config_timezone)
     const char *berlin = "[schedule a]\nsource=/x\nto=file:///y\ncron=0 3 * * *\nkeep-last=1\n"
                          "[schedule b]\nsource=/x\nto=file:///y\nevery=1h\nkeep-last=1\n"
                          "[cairnd]\ntimezone = Europe/Berlin\n";
-    CHECK_OK(cairn_config_parse(berlin, strlen(berlin), "t.conf", &c, &err), &err);
+    CHECK_OK(config_parse(berlin, strlen(berlin), "t.conf", &c, &err), &err);
     CHECK(c != NULL && c->timezone != NULL && strcmp(c->timezone, "Europe/Berlin") == 0);
-    CHECK(c != NULL && c->schedules[0].timing.local && !c->schedules[1].timing.local);
-    cairn_config_free(c);
+    CHECK(c != NULL && c->schedules[0].timing.zone != NULL && c->schedules[1].timing.zone == NULL);
+    config_free(c);
 }
 
 /* The documented example must stay valid. */
@@ -397,14 +436,14 @@ TEST(example_config_parses)
     char *path = cairn_xasprintf("%s/docs/cairnd.conf.example", test_source_dir());
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    CHECK_OK(cairn_config_load(path, &c, &err), &err);
+    CHECK_OK(config_load(path, &c, &err), &err);
     if (c != NULL) {
         CHECK_EQ_INT(c->n_schedules, 2);
         CHECK_EQ_STR(c->state_url, "sqlite:/var/lib/cairnd/state.db");
         CHECK_EQ_INT(c->schedules[1].catchup, CAIRN_CATCHUP_LATEST);
         CHECK(c->schedules[1].timing.is_cron);
     }
-    cairn_config_free(c);
+    config_free(c);
     free(path);
 }
 
@@ -413,10 +452,10 @@ TEST(example_config_parses)
 TEST(config_load_keeps_the_code_without_err)
 {
     struct cairn_config *c = NULL;
-    CHECK_EQ_INT(cairn_config_load("/nonexistent/cairnd.conf", &c, NULL), CAIRN_E_NOTFOUND);
+    CHECK_EQ_INT(config_load("/nonexistent/cairnd.conf", &c, NULL), CAIRN_E_NOTFOUND);
     CHECK(c == NULL);
     struct cairn_err err;
-    CHECK_EQ_INT(cairn_config_load("/nonexistent/cairnd.conf", &c, &err), CAIRN_E_NOTFOUND);
+    CHECK_EQ_INT(config_load("/nonexistent/cairnd.conf", &c, &err), CAIRN_E_NOTFOUND);
 }
 
 /* The /metrics listener's bounds: parsed, range-checked, 0 (= the listener's default) when
@@ -427,26 +466,26 @@ TEST(config_metrics_limits)
     struct cairn_err err;
     const char *none = "[cairnd]\nstate = sqlite:/tmp/x.db\n"
                        "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
-    CHECK_OK(cairn_config_parse(none, strlen(none), "n.conf", &c, &err), &err);
+    CHECK_OK(config_parse(none, strlen(none), "n.conf", &c, &err), &err);
     if (c != NULL)
         CHECK(c->metrics_timeout == 0 && c->metrics_max_conn == 0 && c->metrics_per_ip == 0);
-    cairn_config_free(c);
+    config_free(c);
     const char *set = "[cairnd]\nstate = sqlite:/tmp/x.db\nmetrics-timeout = 1m\n"
                       "metrics-max-connections = 300\nmetrics-connections-per-ip = 4\n"
                       "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
-    CHECK_OK(cairn_config_parse(set, strlen(set), "s.conf", &c, &err), &err);
+    CHECK_OK(config_parse(set, strlen(set), "s.conf", &c, &err), &err);
     if (c != NULL) {
         CHECK_EQ_INT(c->metrics_timeout, 60);
         CHECK_EQ_INT(c->metrics_max_conn, 300);
         CHECK_EQ_INT(c->metrics_per_ip, 4);
     }
-    cairn_config_free(c);
+    config_free(c);
     const char *bad[] = {"metrics-timeout = 0s", "metrics-timeout = 2h",
                          "metrics-max-connections = 0", "metrics-connections-per-ip = x",
                          "metrics-connections-per-ip = 10001"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *text = cairn_xasprintf("[cairnd]\n%s\n", bad[i]);
-        CHECK_ERR(cairn_config_parse(text, strlen(text), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+        CHECK_ERR(config_parse(text, strlen(text), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
                   "b.conf:2:");
         free(text);
     }
@@ -462,14 +501,14 @@ TEST(config_lock_wait)
     const int64_t want[] = {600, 30, 0};
     for (size_t i = 0; i < 3; i++) {
         char *text = cairn_xasprintf("[cairnd]\nstate = sqlite:/tmp/x.db\n%s%s", vals[i], sched);
-        CHECK_OK(cairn_config_parse(text, strlen(text), "l.conf", &c, &err), &err);
+        CHECK_OK(config_parse(text, strlen(text), "l.conf", &c, &err), &err);
         if (c != NULL)
             CHECK_EQ_INT(c->lock_wait, want[i]);
-        cairn_config_free(c);
+        config_free(c);
         free(text);
     }
     const char *bad = "[cairnd]\nlock-wait = soon\n";
-    CHECK_ERR(cairn_config_parse(bad, strlen(bad), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+    CHECK_ERR(config_parse(bad, strlen(bad), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
               "b.conf:2: lock-wait");
 }
 

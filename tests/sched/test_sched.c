@@ -118,7 +118,7 @@ static struct cairn_config *config(const char *extra)
                                  extra);
     struct cairn_config *c = NULL;
     struct cairn_err err;
-    if (cairn_config_parse(text, strlen(text), "test.conf", &c, &err) != CAIRN_OK)
+    if (config_parse(text, strlen(text), "test.conf", &c, &err) != CAIRN_OK)
         test_fail(__FILE__, __LINE__, "%s", err.msg);
     free(text);
     return c;
@@ -144,7 +144,7 @@ static void fx_open(struct fixture *f, const char *extra, const char *db)
     char *path = cairn_path_join(test_tmpdir(), db);
     CHECK_OK(cairn_state_store_open(path, 5, &f->store, &err), &err);
     free(path);
-    f->m = cairn_metrics_new();
+    f->m = metrics_new();
     f->runner = (struct cairn_runner){&f->rec, rec_check, rec_run, rec_prune};
 }
 
@@ -152,11 +152,11 @@ static int fx_boot(struct fixture *f)
 {
     struct cairn_err err;
     /* One registry per scheduler, as in cairnd (one per process). */
-    cairn_metrics_free(f->m);
-    f->m = cairn_metrics_new();
-    int rc = cairn_sched_new(f->cfg, f->store, &f->runner, &k_clock, f->m, &f->s, &err);
+    metrics_free(f->m);
+    f->m = metrics_new();
+    int rc = sched_new(f->cfg, f->store, &f->runner, &k_clock, f->m, &f->s, &err);
     if (rc == CAIRN_OK)
-        rc = cairn_sched_start(f->s, &err);
+        rc = sched_start(f->s, &err);
     if (rc != CAIRN_OK)
         test_fail(__FILE__, __LINE__, "boot: %s", err.msg);
     return rc;
@@ -167,7 +167,7 @@ static void *waiter(void *arg)
 {
     struct fixture *f = arg;
     struct cairn_err err;
-    cairn_sched_wait(f->s, &err);
+    sched_wait(f->s, &err);
     return NULL;
 }
 
@@ -185,13 +185,13 @@ static void fx_halt(struct fixture *f)
     struct cairn_err err;
     if (f->s == NULL)
         return;
-    cairn_sched_stop(f->s);
+    sched_stop(f->s);
     if (f->has_waiter)
         pthread_join(f->waiter, NULL);
     else
-        CHECK_OK(cairn_sched_wait(f->s, &err), &err);
+        CHECK_OK(sched_wait(f->s, &err), &err);
     f->has_waiter = 0;
-    cairn_sched_free(f->s);
+    sched_free(f->s);
     f->s = NULL;
 }
 
@@ -206,15 +206,15 @@ static void fx_baseline(struct fixture *f, const char *when)
 static void fx_close(struct fixture *f)
 {
     fx_halt(f);
-    cairn_metrics_free(f->m);
+    metrics_free(f->m);
     cairn_state_store_free(f->store);
-    cairn_config_free(f->cfg);
+    config_free(f->cfg);
     pthread_mutex_destroy(&f->rec.mu);
 }
 
 static double metric(struct fixture *f, const char *name, const char *label)
 {
-    char *text = cairn_metrics_render(f->m);
+    char *text = metrics_render(f->m);
     char key[256];
     if (label)
         snprintf(key, sizeof(key), "\n%s{schedule=\"%s\"} ", name, label);
@@ -243,7 +243,7 @@ static int wait_caught_up(struct fixture *f)
     uint64_t end = cairn_mono_ns() + WAIT_NS;
     char body[512];
     for (;;) {
-        cairn_sched_health(f->s, body, sizeof(body));
+        sched_health(f->s, body, sizeof(body));
         if (strstr(body, " 0 schedules catching up") != NULL)
             return 1;
         if (cairn_mono_ns() >= end) {
@@ -359,11 +359,11 @@ TEST(catchup_rate_limit_spaces_runs)
 {
     struct fixture f;
     fx_open(&f, "", "state.db");
-    cairn_config_free(f.cfg);
+    config_free(f.cfg);
     const char *text = "[cairnd]\ncatch-up-rate = 5/s\n[schedule a]\nsource=/s\nto=file:///d\n"
                        "every=1m\nkeep-last=1\n";
     struct cairn_err err;
-    CHECK_OK(cairn_config_parse(text, strlen(text), "t", &f.cfg, &err), &err);
+    CHECK_OK(config_parse(text, strlen(text), "t", &f.cfg, &err), &err);
     fx_baseline(&f, "2026-01-01T10:00:00Z");
     set_now("2026-01-01T10:05:00Z");
     uint64_t t0 = cairn_mono_ns();
@@ -387,12 +387,12 @@ TEST(shutdown_cancels_stuck_backup_without_advancing)
     set_now("2026-01-01T11:00:00Z");
     CHECK_EQ_INT(wait_metric(&f, "cairn_backups_in_flight", NULL, 2), 2);
     uint64_t t0 = cairn_mono_ns();
-    cairn_sched_stop(f.s);
-    CHECK_OK(cairn_sched_wait(f.s, &err), &err);
+    sched_stop(f.s);
+    CHECK_OK(sched_wait(f.s, &err), &err);
     double secs = (double)(cairn_mono_ns() - t0) / 1e9;
     /* It waits the 1 s shutdown-timeout, not the default 60 s, then cancels. */
     CHECK(secs >= 0.9 && secs < 30);
-    cairn_sched_free(f.s);
+    sched_free(f.s);
     f.s = NULL;
     /* Cancelled runs are not recorded as done: they run again after restart. */
     CHECK_EQ_INT(stored(f.store, "a"), ts("2026-01-01T10:30:00Z"));
@@ -417,14 +417,14 @@ TEST(save_errors_are_counted_and_reported_by_health)
     fx_run(&f);
     CHECK_EQ_INT(wait_metric(&f, "cairn_snapshot_saves_total", NULL, 1), 1); /* after catch-up */
     char body[512];
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK_OK(cairn_rmtree(dir, &err), &err);
     set_now("2026-01-01T11:00:00Z");
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
     CHECK_EQ_INT(wait_metric(&f, "cairn_snapshot_save_errors_total", NULL, 2), 2);
     CHECK_EQ_INT(metric(&f, "cairn_snapshot_creation_errors_total", NULL), 0);
     CHECK_EQ_INT(wait_metric(&f, "cairn_backups_succeeded_total", "a", 1), 1);
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 503);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 503);
     CHECK(strstr(body, "last state snapshot save failed") != NULL);
     fx_halt(&f);
     free(dir);
@@ -449,7 +449,7 @@ TEST(clock_step_back_keeps_schedules_running_and_is_reported)
     CHECK_EQ_INT(wait_metric(&f, "cairn_clock_backwards_total", NULL, 1), 1);
     CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -6600);
     char body[512];
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK(strstr(body, "notice: the wall clock went back by 6600s (from 2026-01-01T11:00:00Z to "
                        "2026-01-01T09:10:00Z)") != NULL);
     CHECK(strstr(body, " 0 schedules catching up") != NULL);
@@ -478,7 +478,7 @@ TEST(saved_state_ahead_of_the_clock_is_reported_and_not_waited_for)
     CHECK_EQ_INT(metric(&f, "cairn_clock_backwards_total", NULL), 1);
     CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -4200);
     char body[512];
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK(strstr(body, "went back by 4200s") != NULL);
     CHECK_EQ_INT(rec_count(&f.rec), 0); /* nothing replayed */
     set_now("2026-01-01T11:00:00Z");
@@ -507,10 +507,10 @@ static void fx_run_offset(struct fixture *f)
     steady.offset_ms = clock_offset;
     set_now("2026-01-01T10:30:00Z");
     struct cairn_err err;
-    cairn_metrics_free(f->m);
-    f->m = cairn_metrics_new();
-    CHECK_OK(cairn_sched_new(f->cfg, f->store, &f->runner, &steady, f->m, &f->s, &err), &err);
-    CHECK_OK(cairn_sched_start(f->s, &err), &err);
+    metrics_free(f->m);
+    f->m = metrics_new();
+    CHECK_OK(sched_new(f->cfg, f->store, &f->runner, &steady, f->m, &f->s, &err), &err);
+    CHECK_OK(sched_start(f->s, &err), &err);
     pthread_create(&f->waiter, NULL, waiter, f);
     f->has_waiter = 1;
     wait_caught_up(f);
@@ -535,7 +535,7 @@ TEST(forward_step_is_counted_and_catch_up_stays_capped)
     CHECK_EQ_INT(metric(&f, "cairn_catchup_runs_total", "a"), 2);
     CHECK_EQ_INT(metric(&f, "cairn_catchup_skipped_total", "a"), 45);
     char body[512];
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK(strstr(body, "went forward by 172800s") != NULL);
     CHECK(strstr(body, "retention held") != NULL);
     fx_halt(&f);
@@ -559,14 +559,14 @@ TEST(step_size_is_rounded_not_truncated)
     CHECK_EQ_INT(wait_metric(&f, "cairn_clock_forwards_total", NULL, 1), 1);
     CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), 2 * 86400);
     char body[512];
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK(strstr(body, "went forward by 172800s") != NULL);
 
     __atomic_store_n(&g_offset_ms, 1, __ATOMIC_SEQ_CST);
     set_now("2026-01-01T10:30:00Z");
     CHECK_EQ_INT(wait_metric(&f, "cairn_clock_backwards_total", NULL, 1), 1);
     CHECK_EQ_INT(metric(&f, "cairn_clock_last_step_seconds", NULL), -2 * 86400);
-    CHECK_EQ_INT(cairn_sched_health(f.s, body, sizeof(body)), 200);
+    CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
     CHECK(strstr(body, "went back by 172800s") != NULL);
     fx_halt(&f);
     __atomic_store_n(&g_offset_ms, 0, __ATOMIC_SEQ_CST);

@@ -1,0 +1,222 @@
+/* One worker thread per schedule: its boot catch-up, then each due instant in order through
+ * the run gate; skips, clock rewinds, and the run itself (check, backup, prune). */
+#include <string.h>
+#include <time.h>
+
+#include "cairn/log.h"
+#include "common/util.h"
+#include "internal.h"
+
+/* Retention after a successful backup: held after a forward clock step, postponed while
+ * another backup holds the location; failures are counted and logged, never fatal. */
+static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
+{
+    const char *sn = run->schedule->name;
+    unsigned removed = 0;
+    int prc;
+    struct cairn_err perr;
+    if (sched_prune_held(s)) {
+        cairn_warn("sched",
+                   "schedule %s: retention held: the wall clock jumped forward less "
+                   "than %ds ago",
+                   sn, CAIRN_CLOCK_NOTICE_SECONDS);
+    } else if ((prc = s->runner->prune(s->runner->ctx, run, &removed, &perr)) == CAIRN_E_LOCKED) {
+        /* Another backup holds the location: normal when schedules share it. */
+        cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn, perr.msg);
+    } else if (prc != CAIRN_OK) {
+        metrics_add(s->m.prune_errors, sn, 1);
+        cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
+    } else if (removed > 0) {
+        metrics_add(s->m.pruned, sn, removed);
+        cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
+    }
+}
+
+/* Take the backup of run (admitted by the gate, not complete yet): count and log it, then
+ * prune after a success. Returns the runner's code. */
+static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
+{
+    const char *sn = run->schedule->name;
+    metrics_add(s->m.started, sn, 1);
+    if (run->catchup)
+        metrics_add(s->m.catchup_runs, sn, 1);
+    cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
+               run->catchup ? "catch-up" : "scheduled", when);
+    struct cairn_run_result res = {0};
+    struct cairn_err err;
+    uint64_t t0 = cairn_mono_ns();
+    int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    if (rc == CAIRN_OK) {
+        metrics_add(s->m.succeeded, sn, 1);
+        metrics_add(s->m.bytes, sn, (double)res.bytes);
+        metrics_observe(s->m.duration, sn, secs);
+        run->wall_now = (int64_t)time(NULL); /* before sched_now: see struct cairn_run */
+        metrics_set(s->m.last_success, sn, (double)sched_now(s));
+        char size[32];
+        cairn_format_bytes(res.bytes, size, sizeof(size));
+        cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run->name, size,
+                   secs);
+        prune_after(s, run);
+    } else if (rc == CAIRN_E_CANCELLED) {
+        cairn_warn("sched",
+                   "schedule %s: backup %s aborted by shutdown; it runs again after "
+                   "restart",
+                   sn, run->name);
+    } else {
+        metrics_add(s->m.failed, sn, 1);
+        cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
+                    err.msg);
+    }
+    return rc;
+}
+
+static int execute(struct worker *w, int64_t at, int catchup)
+{
+    struct cairn_sched *s = w->s;
+    const char *sn = w->cfg->name;
+    struct cairn_run run = {.schedule = w->cfg, .at = at, .catchup = catchup};
+    plan_run_name(sn, at, run.name, sizeof(run.name));
+    char when[40];
+    sched_fmt_time(at, when, sizeof(when));
+
+    if (!sched_gate_enter(s, w, at))
+        return CAIRN_E_CANCELLED;
+    metrics_add(s->m.in_flight, NULL, 1);
+    struct cairn_err err;
+    int complete = 0;
+    int rc = s->runner->check(s->runner->ctx, &run, &complete, &err);
+    if (rc != CAIRN_OK) {
+        cairn_warn("sched", "schedule %s: checking for backup %s failed: %s; running it", sn,
+                   run.name, err.msg);
+        complete = 0;
+    }
+    if (complete) {
+        metrics_add(s->m.existing, sn, 1);
+        cairn_info("sched", "schedule %s: backup %s for %s is already complete, counted as done",
+                   sn, run.name, when);
+        rc = CAIRN_OK;
+    } else {
+        rc = take_backup(s, &run, when);
+    }
+    metrics_add(s->m.in_flight, NULL, -1);
+    sched_gate_leave(s);
+    if (rc == CAIRN_E_CANCELLED)
+        return rc;
+    /* A failed run is not retried: it is counted and logged, and the next instant tries again
+     * (retrying forever would starve the schedule). */
+    sched_advance(s, sn, at);
+    sched_save(s, "after run");
+    return CAIRN_OK;
+}
+
+void sched_apply_skips(struct worker *w, const struct cairn_plan *p)
+{
+    if (p->skipped == 0)
+        return;
+    struct cairn_sched *s = w->s;
+    char until[40];
+    sched_fmt_time(p->skipped_until, until, sizeof(until));
+    cairn_warn("sched",
+               "schedule %s: skipping %llu missed runs up to %s (catch-up = %s, catch-up-max = %u)",
+               w->cfg->name, (unsigned long long)p->skipped, until,
+               w->cfg->catchup == CAIRN_CATCHUP_ALL      ? "all"
+               : w->cfg->catchup == CAIRN_CATCHUP_LATEST ? "latest"
+                                                         : "none",
+               s->cfg->catchup_max);
+    metrics_add(s->m.catchup_skipped, w->cfg->name, (double)p->skipped);
+    sched_advance(s, w->cfg->name, p->skipped_until);
+}
+
+/* Run a plan's instants in order; catch-up runs go through the rate limiter. */
+static int run_plan(struct worker *w, const int64_t *runs, size_t n, int all_catchup)
+{
+    for (size_t i = 0; i < n; i++) {
+        int catchup = all_catchup || i + 1 < n;
+        if (catchup && !sched_rate_wait(w->s))
+            return CAIRN_E_CANCELLED;
+        if (execute(w, runs[i], catchup) == CAIRN_E_CANCELLED)
+            return CAIRN_E_CANCELLED;
+    }
+    return CAIRN_OK;
+}
+
+/* The schedule's last instant is in the future of a clock that went back: continue from the
+ * current time (the instants in between run again unless their backup is complete already)
+ * rather than wait for the clock to catch up. */
+static void rewind_schedule(struct worker *w, int64_t cursor, int64_t now)
+{
+    struct cairn_sched *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    sched_state_rewind(s, w->cfg->name, now - 1); /* an instant due right now still runs */
+    pthread_mutex_unlock(&s->mu);
+    char a[40], b[40];
+    sched_fmt_time(cursor, a, sizeof(a));
+    sched_fmt_time(now, b, sizeof(b));
+    cairn_info("sched",
+               "schedule %s: last instant %s is after the current time %s: continuing "
+               "from the current time",
+               w->cfg->name, a, b);
+}
+
+void *sched_worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct cairn_sched *s = w->s;
+    const struct cairn_schedule_cfg *c = w->cfg;
+    int rc = run_plan(w, w->boot_plan.runs, w->boot_plan.n, 1);
+
+    pthread_mutex_lock(&s->mu);
+    s->booting--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+
+    while (rc == CAIRN_OK) {
+        pthread_mutex_lock(&s->mu);
+        int64_t cursor = 0;
+        cairn_state_get(s->state, c->name, &cursor);
+        int stop = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        int64_t next = cron_timing_next(&c->timing, cursor);
+        int64_t now = sched_now(s);
+        if (cursor > now + CAIRN_CLOCK_STEP_TOLERANCE) {
+            rewind_schedule(w, cursor, now);
+            continue;
+        }
+        if (next < 0 || next > now) {
+            pthread_mutex_lock(&s->mu);
+            if (!s->stopping) {
+                uint64_t ms = s->clock->poll_ms;
+                if (next >= 0 && (uint64_t)(next - now) * 1000 < ms)
+                    ms = (uint64_t)(next - now) * 1000;
+                sched_timed_wait(s, ms);
+            }
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        /* The newest due instant runs on time; older ones were missed while busy or while
+         * the clock jumped (suspend), and follow the catch-up policy, cap and rate. */
+        struct cairn_plan newest, missed;
+        plan_build(&c->timing, cursor, now, CAIRN_CATCHUP_ALL, 1, &newest);
+        if (newest.n == 0) {
+            plan_free(&newest);
+            continue;
+        }
+        int64_t due = newest.runs[0];
+        plan_build(&c->timing, cursor, due - 1, c->catchup, s->cfg->catchup_max, &missed);
+        sched_apply_skips(w, &missed);
+        rc = run_plan(w, missed.runs, missed.n, 1);
+        if (rc == CAIRN_OK)
+            rc = run_plan(w, &due, 1, 0);
+        plan_free(&missed);
+        plan_free(&newest);
+    }
+
+    pthread_mutex_lock(&s->mu);
+    s->active--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
