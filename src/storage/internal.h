@@ -133,9 +133,26 @@ int manifest_cmp_rec(const void *a, const void *b);
 json_t *manifest_file_json(const struct cairn_manifest_file *f);
 struct file_rec *manifest_file_parse(json_t *j);
 
+/* Names (name.c): CAIRN_E_INVALID with a message naming the rule, unless name is a valid
+ * backup name; the same for a file of b, whose name must not start with "MANIFEST". */
+int storage_check_backup_name(const char *name, struct cairn_err *err);
+int storage_check_file_name(const struct cairn_backup *b, const char *file, struct cairn_err *err);
+/* list.c: *found = 1 when st lists backup name, with a MANIFEST or not (anything of it exists). */
+int storage_backup_exists(struct cairn_storage *st, const char *name, int *found,
+                          struct cairn_err *err);
+
+/* The backup handle (backup.c). */
 struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
                                              int read_only);
 void cairn_file_rec_free(struct file_rec *r);
+/* CAIRN_E_INVALID naming op unless b is a read-write handle that has not ended. */
+int backup_need_rw(struct cairn_backup *b, const char *op, struct cairn_err *err);
+/* The name index of read-write handles (open addressing; caller holds b->mu): the record of
+ * name or NULL; add rec, whose name is not indexed yet; index b->files[0..nfiles) afresh
+ * after records left b->files (a streaming writer's flush). */
+struct file_rec *backup_index_get(const struct cairn_backup *b, const char *name);
+void backup_index_add(struct cairn_backup *b, struct file_rec *rec);
+void backup_index_rebuild(struct cairn_backup *b);
 /* The compression probe is io's (io/probe.h, IO_PROBE_ZSTD): a stream is judged on its first
  * CAIRN_PROBE_LEN bytes, a file on CAIRN_PROBE_LEN bytes sampled across it, in pieces of the
  * probe's sample size. */
