@@ -1,0 +1,599 @@
+/* Local-path restore, all or nothing: the tree is written into a temporary directory beside
+ * the target (or inside it), every file verified as it is written, and only then put in
+ * place; every path component is opened with O_NOFOLLOW under the temporary directory, so
+ * nothing can be written outside it. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cairn/log.h"
+#include "common/pool.h"
+#include "common/util.h"
+#include "internal.h"
+#include "path.h"
+
+/* Open (creating when asked) the directory rel under rootfd, never following symlinks.
+ * Returns an fd or -1 with errno. */
+static int open_dir_at(int rootfd, const char *rel, int create)
+{
+    int fd = dup(rootfd);
+    if (fd < 0 || rel == NULL || *rel == '\0')
+        return fd;
+    char *copy = cairn_xstrdup(rel), *save = NULL;
+    for (char *t = strtok_r(copy, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
+        if (create && mkdirat(fd, t, 0700) != 0 && errno != EEXIST) {
+            int e = errno;
+            close(fd);
+            free(copy);
+            errno = e;
+            return -1;
+        }
+        int nfd = openat(fd, t, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        close(fd);
+        if (nfd < 0) {
+            free(copy);
+            errno = e;
+            return -1;
+        }
+        fd = nfd;
+    }
+    free(copy);
+    return fd;
+}
+
+/* Directories seen by a restore, in tree order (their modes are set last, deepest first).
+ * The one list a restore keeps: it grows with the directories, not the files. */
+struct dir_list {
+    char **path;
+    int *mode;
+    size_t n, cap;
+};
+
+static void dir_list_add(struct dir_list *d, const char *path, int mode)
+{
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 64;
+        d->path = cairn_xrealloc(d->path, d->cap * sizeof(*d->path));
+        d->mode = cairn_xrealloc(d->mode, d->cap * sizeof(*d->mode));
+    }
+    d->path[d->n] = cairn_xstrdup(path);
+    d->mode[d->n++] = mode;
+}
+
+static void dir_list_free(struct dir_list *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->path[i]);
+    free(d->path);
+    free(d->mode);
+}
+
+struct get_job {
+    struct cairn_backup *b;
+    const struct cairn_path_opts *o;
+    struct job_errors *je;
+    int rootfd;
+    const char *target;
+    char *rel;
+    struct cairn_manifest_file f; /* its name owned */
+    int mode;
+};
+
+/* Reports progress and starts writeback of the restored file early (it is fsync'd at the end). */
+struct progress_writer {
+    struct cairn_writer base;
+    const struct cairn_path_opts *o;
+    int fd;
+    struct cairn_writeback wb;
+};
+
+static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
+                          struct cairn_err *err)
+{
+    struct progress_writer *p = (struct progress_writer *)w;
+    if (path_cancelled(p->o))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
+    int rc = cairn_writer_write(w->next, buf, len, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    cairn_writeback(p->fd, &p->wb, len);
+    if (p->o->progress)
+        p->o->progress(p->o->progress_arg, len);
+    return rc;
+}
+
+static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL, NULL};
+
+static void get_one(void *arg)
+{
+    struct get_job *j = arg;
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    int dfd = -1, fd = -1;
+    char *dir = NULL;
+    if (job_failed(j->je))
+        goto out; /* the restore has failed already */
+    if (path_cancelled(j->o)) {
+        cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
+        goto fail;
+    }
+    dir = cairn_xstrdup(j->rel);
+    char *slash = strrchr(dir, '/');
+    const char *base = j->rel;
+    if (slash) {
+        *slash = '\0';
+        base = j->rel + (slash + 1 - dir);
+    } else {
+        dir[0] = '\0';
+    }
+    dfd = open_dir_at(j->rootfd, dir, 1);
+    if (dfd < 0) {
+        cairn_err_sys(&e, 0, errno, "restore '%s/%s'", j->target, dir);
+        goto fail;
+    }
+    fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        cairn_err_sys(&e, 0, errno, "create '%s/%s'", j->target, j->rel);
+        goto fail;
+    }
+    struct progress_writer *pw = cairn_xcalloc(1, sizeof(*pw));
+    cairn_writer_init(&pw->base, &progress_writer_ops, cairn_fd_writer_new(fd, 0));
+    pw->o = j->o;
+    pw->fd = fd;
+    struct cairn_reader *r = NULL;
+    int rc = backup_open_verified(j->b, &j->f, &r, &e);
+    if (rc == CAIRN_OK)
+        rc = cairn_copy(r, &pw->base, NULL, &e);
+    cairn_reader_free(r);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(&pw->base, &e);
+    cairn_writer_free(&pw->base);
+    if (rc == CAIRN_OK && fsync(fd) != 0)
+        rc = cairn_err_sys(&e, 0, errno, "fsync '%s/%s'", j->target, j->rel);
+    if (rc == CAIRN_OK && fchmod(fd, (mode_t)(j->mode & 0777)) != 0)
+        rc = cairn_err_sys(&e, 0, errno, "chmod '%s/%s'", j->target, j->rel);
+    if (rc != CAIRN_OK) {
+        unlinkat(dfd, base, 0); /* never leave a file that did not verify */
+        goto fail;
+    }
+    goto out;
+fail:
+    job_error(j->je, &e);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    free(j->rel);
+    free(j->f.name);
+    free(j);
+}
+
+/* How a finished temporary directory lands on the target (see docs/STORAGE.md). */
+enum landing {
+    LAND_NEW,     /* no target: rename the temporary into its place */
+    LAND_REPLACE, /* an empty directory: rename the temporary over it (rename(2) replaces an
+                     empty directory atomically) */
+    LAND_INSIDE,  /* an empty directory whose parent we cannot use (a mount point, or not
+                     writable): the temporary is inside it and its entries move up at the end */
+    LAND_MERGE,   /* --force into a non-empty directory: the temporary is inside it; files
+                     replace those of the same name one by one at the end */
+};
+
+struct landing_plan {
+    enum landing how;
+    char *target;    /* without trailing slashes */
+    char *tmp;       /* the temporary directory */
+    struct stat old; /* of an existing target */
+};
+
+/* The first entry of an existing directory (opened without following a symlink), or "". */
+static int first_entry(const char *path, char *name, size_t cap, struct cairn_err *err)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return cairn_err_sys(err, 0, e, "restore target '%s'", path);
+    }
+    name[0] = '\0';
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && name[0] == '\0')
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            snprintf(name, cap, "%s", e->d_name);
+    closedir(d);
+    return CAIRN_OK;
+}
+
+/* Decide how the restore lands and create the temporary directory: beside the target
+ * (".NAME.cairn-tmp-XXXXXX", same file system), or inside an empty target that is a mount
+ * point or whose parent is not writable. A symlink at the target is never followed. */
+static int landing_prepare(const char *target, int force, struct landing_plan *p,
+                           struct cairn_err *err)
+{
+    memset(p, 0, sizeof(*p));
+    p->target = cairn_xstrdup(target);
+    for (size_t n = strlen(p->target); n > 1 && p->target[n - 1] == '/';)
+        p->target[--n] = '\0';
+    p->how = LAND_NEW;
+    if (lstat(p->target, &p->old) == 0) {
+        char first[256];
+        if (S_ISLNK(p->old.st_mode))
+            return cairn_err_set(err, CAIRN_E_EXISTS,
+                                 "restore target '%s' is a symbolic link (not followed; restore "
+                                 "into a new or empty directory)",
+                                 p->target);
+        if (!S_ISDIR(p->old.st_mode))
+            return cairn_err_set(err, CAIRN_E_EXISTS,
+                                 "restore target '%s' already exists and is not a directory",
+                                 p->target);
+        int rc = first_entry(p->target, first, sizeof(first), err);
+        if (rc != CAIRN_OK)
+            return rc;
+        if (first[0] != '\0' && !force)
+            return cairn_err_set(err, CAIRN_E_EXISTS,
+                                 "restore target '%s' is not empty (it holds '%s'; restore into "
+                                 "a new or empty directory, or use --force to replace files of "
+                                 "the same name)",
+                                 p->target, first);
+        p->how = first[0] != '\0' ? LAND_MERGE : LAND_REPLACE;
+    } else if (errno != ENOENT) {
+        return cairn_err_sys(err, 0, errno, "restore target '%s'", p->target);
+    }
+    char dir[4096];
+    cairn_dirname(p->target, dir, sizeof(dir));
+    const char *base = strrchr(p->target, '/');
+    base = base ? base + 1 : p->target;
+    struct stat ps;
+    if (p->how == LAND_REPLACE && (stat(dir, &ps) != 0 || ps.st_dev != p->old.st_dev))
+        p->how = LAND_INSIDE; /* a mount point: beside it is another file system */
+    if (p->how == LAND_REPLACE && (strcmp(base, ".") == 0 || strcmp(base, "..") == 0))
+        p->how = LAND_INSIDE; /* "." cannot be renamed over */
+    p->tmp = p->how >= LAND_INSIDE ? cairn_xasprintf("%s/.cairn-tmp-XXXXXX", p->target)
+                                   : cairn_xasprintf("%s/.%s.cairn-tmp-XXXXXX", dir, base);
+    if (mkdtemp(p->tmp) != NULL)
+        return CAIRN_OK;
+    int e = errno;
+    if (p->how == LAND_REPLACE && (e == EACCES || e == EPERM || e == EROFS)) {
+        free(p->tmp);
+        p->how = LAND_INSIDE;
+        p->tmp = cairn_xasprintf("%s/.cairn-tmp-XXXXXX", p->target);
+        if (mkdtemp(p->tmp) != NULL)
+            return CAIRN_OK;
+        e = errno;
+    }
+    int rc = cairn_err_sys(err, 0, e, "create a temporary directory for '%s'", p->target);
+    free(p->tmp);
+    p->tmp = NULL;
+    return rc;
+}
+
+static void landing_free(struct landing_plan *p)
+{
+    free(p->target);
+    free(p->tmp);
+}
+
+/* Directory modes, deepest first (read-only directories must not block writes into them), or
+ * 0700 everywhere to let a failed temporary be removed. Every directory is fsync'd. */
+static void set_dir_modes(int rootfd, const struct dir_list *dirs, int reset)
+{
+    for (size_t k = dirs->n; k-- > 0;) {
+        int fd = open_dir_at(rootfd, dirs->path[k], 0);
+        if (fd >= 0) {
+            fchmod(fd, reset ? 0700 : (mode_t)(dirs->mode[k] & 07777));
+            if (!reset)
+                fsync(fd);
+            close(fd);
+        }
+    }
+}
+
+/* Move the entries of the temporary (inside the target) up into the target, never replacing;
+ * on failure the ones already moved go back. */
+static int land_inside(struct landing_plan *p, struct cairn_err *err)
+{
+    int tfd = open(p->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int sfd = tfd >= 0 ? open(p->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    DIR *d = sfd >= 0 ? fdopendir(dup(sfd)) : NULL;
+    if (d == NULL) {
+        int rc = cairn_err_sys(err, 0, errno, "open '%s'", p->tmp);
+        if (sfd >= 0)
+            close(sfd);
+        if (tfd >= 0)
+            close(tfd);
+        return rc;
+    }
+    char **moved = NULL;
+    size_t n = 0;
+    int rc = CAIRN_OK;
+    struct dirent *e;
+    while (rc == CAIRN_OK && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (renameat2(sfd, e->d_name, tfd, e->d_name, RENAME_NOREPLACE) != 0) {
+            rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", e->d_name, p->target);
+            break;
+        }
+        moved = cairn_xrealloc(moved, (n + 1) * sizeof(*moved));
+        moved[n++] = cairn_xstrdup(e->d_name);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (rc != CAIRN_OK)
+            renameat2(tfd, moved[i], sfd, moved[i], RENAME_NOREPLACE);
+        free(moved[i]);
+    }
+    free(moved);
+    closedir(d);
+    if (rc == CAIRN_OK && fsync(tfd) != 0)
+        rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
+    close(sfd);
+    close(tfd);
+    return rc;
+}
+
+/* Opens the parent directory of rel under rootfd (no symlink followed); *base points into rel. */
+static int open_parent_at(int rootfd, const char *rel, const char **base)
+{
+    const char *slash = strrchr(rel, '/');
+    *base = slash ? slash + 1 : rel;
+    char *dir = cairn_xasprintf("%.*s", slash ? (int)(slash - rel) : 0, rel);
+    int fd = open_dir_at(rootfd, dir, 0);
+    free(dir);
+    return fd;
+}
+
+/* --force: before anything is written, every path of the tree must be absent from the target
+ * or of the same kind (a directory for a directory; a file or symlink, which is replaced and
+ * never followed, for a file). A symlink where a directory goes is refused. */
+static int merge_check_one(int tfd, const char *target, const struct tree_ent *e,
+                           struct cairn_err *err)
+{
+    const char *base;
+    int rc = CAIRN_OK;
+    int dfd = open_parent_at(tfd, e->path, &base);
+    struct stat sb;
+    if (dfd < 0) {
+        if (errno != ENOENT) /* ELOOP, ENOTDIR: a symlink or a file on the way */
+            rc = cairn_err_set(err, CAIRN_E_EXISTS,
+                               "'%s/%s': a parent directory is a symlink or not a "
+                               "directory (not followed)",
+                               target, e->path);
+    } else if (fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "stat '%s/%s'", target, e->path);
+    } else if (e->isdir ? !S_ISDIR(sb.st_mode) : S_ISDIR(sb.st_mode)) {
+        rc = cairn_err_set(err, CAIRN_E_EXISTS, "'%s/%s' exists and is %s", target, e->path,
+                           S_ISDIR(sb.st_mode)   ? "a directory"
+                           : S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)"
+                                                 : "not a directory");
+    }
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+/* --force: directories are created in the target as needed, files replace those of the same
+ * name (rename(2): atomic per file, a symlink is replaced, never followed). */
+static int merge_commit_one(struct landing_plan *p, int srcfd, int tfd, const struct tree_ent *e,
+                            struct cairn_err *err)
+{
+    const char *base;
+    int rc = CAIRN_OK;
+    if (e->isdir) {
+        int fd = open_dir_at(tfd, e->path, 1);
+        if (fd < 0)
+            return cairn_err_sys(err, 0, errno, "create directory '%s/%s'", p->target, e->path);
+        close(fd);
+        return CAIRN_OK;
+    }
+    int sd = open_parent_at(srcfd, e->path, &base), td = open_parent_at(tfd, e->path, &base);
+    if (sd < 0 || td < 0 || renameat(sd, base, td, base) != 0)
+        rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", e->path, p->target);
+    if (sd >= 0)
+        close(sd);
+    if (td >= 0)
+        close(td);
+    return rc;
+}
+
+enum merge_pass { MERGE_CHECK, MERGE_COMMIT };
+
+/* --force: one pass over the whole tree, checking the target against it or moving the
+ * restored files (in the temporary under srcfd) into that target. */
+static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landing_plan *p,
+                      int srcfd, struct cairn_err *err)
+{
+    struct tree_iter it;
+    int rc = tree_iter_open(b, &it, err);
+    int tfd = -1;
+    if (rc == CAIRN_OK &&
+        (tfd = open(p->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+        rc = cairn_err_sys(err, 0, errno, "open restore target '%s'", p->target);
+    struct tree_ent e;
+    for (int done = 0; rc == CAIRN_OK;) {
+        rc = tree_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        rc = pass == MERGE_CHECK ? merge_check_one(tfd, p->target, &e, err)
+                                 : merge_commit_one(p, srcfd, tfd, &e, err);
+    }
+    if (rc == CAIRN_OK && pass == MERGE_COMMIT && fsync(tfd) != 0)
+        rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
+    if (tfd >= 0)
+        close(tfd);
+    tree_iter_free(&it);
+    return rc;
+}
+
+/* Put the finished temporary in place of the target. */
+static int landing_commit(struct landing_plan *p, int rootfd, struct cairn_backup *b,
+                          struct cairn_err *err)
+{
+    json_t *tree = json_object_get(b->meta, "tree");
+    json_t *rmode = json_object_get(tree, "mode");
+    const char *rtype = json_string_value(json_object_get(tree, "type"));
+    if (p->how == LAND_INSIDE)
+        return land_inside(p, err);
+    if (p->how == LAND_MERGE)
+        return merge_pass(b, MERGE_COMMIT, p, rootfd, err);
+    if (p->how == LAND_REPLACE) {
+        /* The target keeps its mode (and owner, where we may set it). */
+        fchmod(rootfd, p->old.st_mode & 07777);
+        if (geteuid() == 0 && fchown(rootfd, p->old.st_uid, p->old.st_gid) != 0)
+            cairn_log(CAIRN_LOG_WARN, "storage", "could not keep the owner of '%s'", p->target);
+    } else if (rtype && strcmp(rtype, "dir") == 0 && json_is_integer(rmode)) {
+        fchmod(rootfd, (mode_t)(json_integer_value(rmode) & 07777));
+    }
+    if (fsync(rootfd) != 0)
+        return cairn_err_sys(err, 0, errno, "fsync '%s'", p->tmp);
+    int r = p->how == LAND_NEW ? renameat2(AT_FDCWD, p->tmp, AT_FDCWD, p->target, RENAME_NOREPLACE)
+                               : rename(p->tmp, p->target);
+    if (r != 0) {
+        int e = errno == ENOTEMPTY ? EEXIST : errno;
+        return cairn_err_sys(err, 0, e,
+                             "move the restored tree into '%s' (did it appear or fill up "
+                             "meanwhile?)",
+                             p->target);
+    }
+    char dir[4096];
+    cairn_dirname(p->target, dir, sizeof(dir));
+    return cairn_fsync_dir(dir, err);
+}
+
+static void submit_file(struct cairn_pool *pool, const struct get_job *proto,
+                        const struct tree_ent *e)
+{
+    struct get_job *j = cairn_xcalloc(1, sizeof(*j));
+    *j = *proto;
+    j->rel = cairn_xstrdup(e->path);
+    j->f = *e->f;
+    j->f.name = cairn_xstrdup(e->f->name);
+    j->mode = e->mode;
+    cairn_pool_submit(pool, get_one, j);
+}
+
+/* Write every directory and file of the tree under rootfd, in one pass (a directory comes
+ * before anything inside it); each file is verified as it is written (size + SHA-256) and
+ * fsync'd. The directories are listed in dirs. */
+static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
+                        const struct cairn_path_opts *o, struct dir_list *dirs,
+                        struct cairn_err *err)
+{
+    struct job_errors je = {.rc = CAIRN_OK};
+    pthread_mutex_init(&je.mu, NULL);
+    const struct get_job proto = {.b = b, .o = o, .je = &je, .rootfd = rootfd, .target = target};
+    struct tree_iter it;
+    struct tree_ent e;
+    struct cairn_err derr;
+    int rc = tree_iter_open(b, &it, err);
+    struct cairn_pool *pool = cairn_pool_new(o->workers ? o->workers : 4, 0);
+    for (int done = 0; rc == CAIRN_OK && !job_failed(&je) && !path_cancelled(o);) {
+        rc = tree_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        if (!e.isdir) {
+            submit_file(pool, &proto, &e);
+            continue;
+        }
+        int fd = open_dir_at(rootfd, e.path, 1);
+        if (fd < 0) {
+            cairn_err_sys(&derr, 0, errno, "create directory '%s/%s'", target, e.path);
+            job_error(&je, &derr);
+        } else {
+            close(fd);
+        }
+        dir_list_add(dirs, e.path, e.mode);
+    }
+    cairn_pool_free(pool); /* one failure fails the restore: the pass stopped early */
+    tree_iter_free(&it);
+    if (rc != CAIRN_OK)
+        cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
+                       b->name, target);
+    else if (path_cancelled(o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED,
+                           "restore of backup '%s' into '%s' cancelled, nothing was restored",
+                           b->name, target);
+    else if (je.rc != CAIRN_OK)
+        rc = cairn_err_set(err, je.rc,
+                           "restore of backup '%s' into '%s' failed for %zu item(s), nothing "
+                           "was restored: %s",
+                           b->name, target, je.n, je.msg);
+    pthread_mutex_destroy(&je.mu);
+    return rc;
+}
+
+/* All or nothing: the tree is written into a temporary directory beside the target (or inside
+ * an empty target that is a mount point), verified and fsync'd, and only then renamed into
+ * place. On any failure the temporary is removed and the target is as it was. The tree is
+ * read in passes (checked whole first, then written), never held in memory. */
+int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
+                              const struct cairn_path_opts *opts, struct cairn_err *err)
+{
+    struct cairn_path_opts o = opts ? *opts : (struct cairn_path_opts){0};
+    if (!b->read_only || b->status != CAIRN_BACKUP_COMPLETE)
+        return cairn_err_set(
+            err, CAIRN_E_INVALID, "restore needs a complete backup opened read-only ('%s' is %s)",
+            b->name, b->read_only ? cairn_backup_status_name(b->status) : "read-write");
+    int rc = tree_check(b, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct landing_plan p;
+    rc = landing_prepare(target, o.force, &p, err);
+    if (rc == CAIRN_OK && p.how == LAND_MERGE)
+        rc = merge_pass(b, MERGE_CHECK, &p, -1, err);
+    if (rc != CAIRN_OK) {
+        if (p.tmp != NULL)
+            rmdir(p.tmp);
+        landing_free(&p);
+        return rc;
+    }
+    struct dir_list dirs = {0};
+    int rootfd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (rootfd < 0)
+        rc = cairn_err_sys(err, 0, errno, "open '%s'", p.tmp);
+    if (rc == CAIRN_OK)
+        rc = restore_tree(b, rootfd, p.target, &o, &dirs, err);
+    if (rc == CAIRN_OK && p.how < LAND_INSIDE)
+        set_dir_modes(rootfd, &dirs, 0);
+    if (rc == CAIRN_OK && path_cancelled(&o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED,
+                           "restore into '%s' cancelled, nothing was restored", p.target);
+    if (rc == CAIRN_OK)
+        rc = landing_commit(&p, rootfd, b, err);
+    if (rootfd >= 0)
+        close(rootfd);
+    if (rc == CAIRN_OK && p.how >= LAND_INSIDE) {
+        struct cairn_err ignored;
+        cairn_rmtree(p.tmp, &ignored); /* empty directories left by a merge */
+        int tfd = open(p.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (tfd >= 0) {
+            set_dir_modes(tfd, &dirs, 0);
+            close(tfd);
+        }
+    } else if (rc != CAIRN_OK) {
+        int fd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            set_dir_modes(fd, &dirs, 1);
+            close(fd);
+        }
+        struct cairn_err ignored;
+        if (cairn_rmtree(p.tmp, &ignored) != CAIRN_OK)
+            cairn_log(CAIRN_LOG_WARN, "storage", "could not remove '%s': %s", p.tmp, ignored.msg);
+    }
+    dir_list_free(&dirs);
+    landing_free(&p);
+    return rc;
+}

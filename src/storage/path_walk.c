@@ -1,0 +1,414 @@
+/* Local-path backup: walk a file or directory tree and store each regular file as f000000...
+ * on a bounded worker pool, with the tree (relative paths, types, modes) in the stored file
+ * TREE_FILE; live data (files vanishing or changing under the walk) is counted, not fatal. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cairn/log.h"
+#include "common/pool.h"
+#include "common/util.h"
+#include "internal.h"
+#include "path.h"
+
+/* Files this large get a second thread (compression and the stored hash) next to the one that
+ * reads and hashes them; the thread costs about 50 us, nothing next to 8 MiB of work. */
+#define PIPELINE_MIN (8 << 20)
+/* Files this large are probed before they are compressed (compress_pays). */
+#define PROBE_MIN (1 << 20)
+
+/* Progress reporting reader stage. */
+struct progress_reader {
+    struct cairn_reader base;
+    const struct cairn_path_opts *o;
+};
+
+static int progress_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                         struct cairn_err *err)
+{
+    struct progress_reader *p = (struct progress_reader *)r;
+    if (path_cancelled(p->o))
+        return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
+    int rc = cairn_reader_read(r->next, buf, cap, got, err);
+    if (rc == CAIRN_OK && *got > 0 && p->o->progress)
+        p->o->progress(p->o->progress_arg, *got);
+    return rc;
+}
+
+static const struct cairn_reader_ops progress_ops = {"progress", progress_read, NULL};
+
+static struct cairn_reader *progress_wrap(struct cairn_reader *src, const struct cairn_path_opts *o)
+{
+    if (o->progress == NULL && o->cancel == NULL)
+        return src;
+    struct progress_reader *p = cairn_xcalloc(1, sizeof(*p));
+    cairn_reader_init(&p->base, &progress_ops, src);
+    p->o = o;
+    return &p->base;
+}
+
+/* Live data: files that vanished (or stopped being regular files) between the walk and their
+ * read, and files that changed while they were read. Shared by the workers. */
+struct live {
+    pthread_mutex_t mu;
+    uint64_t vanished, changed;
+};
+
+static void live_count(struct live *l, uint64_t *counter)
+{
+    pthread_mutex_lock(&l->mu);
+    (*counter)++;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* File ids sort in the order they are given ("f000000".."f999999", then "g0001000000"...), as
+ * a streaming MANIFEST needs. */
+static void file_id(unsigned n, char out[16])
+{
+    if (n < 1000000)
+        snprintf(out, 16, "f%06u", n);
+    else
+        snprintf(out, 16, "g%010u", n);
+}
+
+struct put_job {
+    struct cairn_backup *b;
+    const struct cairn_path_opts *o;
+    struct job_errors *je;
+    struct live *live;
+    struct tree_out *tree;
+    char *abs, *rel;
+    char file[16];
+    int mode;
+    int64_t size, mtime;
+};
+
+/* Files of PROBE_MIN bytes or more are judged on CAIRN_PROBE_LEN bytes sampled evenly across
+ * them (io_compress_pays); smaller ones are compressed without asking. A sample that
+ * cannot be read keeps zstd. */
+static int compress_pays(int fd, uint64_t size)
+{
+    if (size < PROBE_MIN)
+        return 1;
+    const unsigned n = CAIRN_PROBE_LEN / CAIRN_PROBE_SAMPLE;
+    uint8_t *buf = cairn_xmalloc(CAIRN_PROBE_LEN);
+    int readable = 1;
+    for (unsigned i = 0; i < n && readable; i++) {
+        off_t at = (off_t)((size - CAIRN_PROBE_SAMPLE) / (n - 1) * i);
+        readable = pread(fd, buf + (size_t)i * CAIRN_PROBE_SAMPLE, CAIRN_PROBE_SAMPLE, at) ==
+                   (ssize_t)CAIRN_PROBE_SAMPLE;
+    }
+    int pays = !readable || io_compress_pays(IO_PROBE_ZSTD, buf, CAIRN_PROBE_LEN);
+    free(buf);
+    return pays;
+}
+
+/* Open a file found by the walk. O_NONBLOCK: a file swapped for a FIFO must not block the
+ * open; O_NOFOLLOW: nor for a symlink. Anything but a regular file is closed unread. Returns
+ * the fd, -1 with errno (ENOENT/ELOOP: it is gone), or -2 for a special file. */
+static int open_regular(const char *path, struct stat *sb)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, sb) != 0 || !S_ISREG(sb->st_mode)) {
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
+static int same_version(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ino == b->st_ino;
+}
+
+static void put_job_free(struct put_job *j)
+{
+    free(j->abs);
+    free(j->rel);
+    free(j);
+}
+
+/* Store the opened file, then give its tree line. */
+static void put_opened(struct put_job *j, int fd, const struct stat *sb)
+{
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    struct stat after;
+    struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
+    struct cairn_file_opts fo = j->o->file;
+    fo.pipeline = fo.pipeline || sb->st_size >= PIPELINE_MIN;
+    /* Only AUTO asks the sample: an explicit ZSTD compresses every file, as for streams. */
+    if (fo.compression == CAIRN_COMPRESS_AUTO)
+        fo.compression =
+            compress_pays(fd, (uint64_t)sb->st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
+    struct cairn_manifest_file rec = {.name = j->file};
+    /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
+    if (backup_put_stream_rec(j->b, j->file, r, (int64_t)sb->st_size, &fo, &rec, &e) != CAIRN_OK) {
+        job_error(j->je, &e);
+    } else {
+        if (fstat(fd, &after) == 0 && !same_version(sb, &after)) {
+            /* What was read is stored and hashed as read; the file was being written. */
+            cairn_log(CAIRN_LOG_WARN, "storage",
+                      "backup '%s': '%s' changed while it was read (stored as read)", j->b->name,
+                      j->abs);
+            live_count(j->live, &j->live->changed);
+        }
+        tree_put(j->tree, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:o}", "path", j->rel, "type",
+                                    "file", "mode", j->mode, "size", (json_int_t)j->size, "mtime",
+                                    (json_int_t)j->mtime, "file", j->file, "stored",
+                                    manifest_file_json(&rec)));
+    }
+    cairn_reader_free(r);
+}
+
+static void put_one(void *arg)
+{
+    struct put_job *j = arg;
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    struct stat sb;
+    if (path_cancelled(j->o)) {
+        cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
+        job_error(j->je, &e);
+        backup_unreserve(j->b, j->file);
+        put_job_free(j);
+        return;
+    }
+    int fd = open_regular(j->abs, &sb);
+    if (fd == -1 && (errno == ENOENT || errno == ELOOP || errno == ENOTDIR)) {
+        cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished before it was read",
+                  j->b->name, j->abs);
+        live_count(j->live, &j->live->vanished);
+    } else if (fd == -1) {
+        cairn_err_sys(&e, 0, errno, "backup '%s': open '%s'", j->b->name, j->abs);
+        job_error(j->je, &e);
+    } else if (fd == -2) {
+        cairn_log(CAIRN_LOG_WARN, "storage",
+                  "backup '%s': '%s' is no longer a regular file: skipped unread", j->b->name,
+                  j->abs);
+        live_count(j->live, &j->live->vanished);
+    } else {
+        put_opened(j, fd, &sb);
+        close(fd);
+    }
+    backup_unreserve(j->b, j->file); /* when it was never added */
+    put_job_free(j);
+}
+
+struct walk {
+    struct cairn_backup *b;
+    const struct cairn_path_opts *o;
+    struct cairn_pool *pool;
+    struct job_errors *je;
+    struct live *live;
+    struct tree_out *tree;
+    json_t *skipped;
+    unsigned nfiles;
+};
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The file's id is reserved here, in walk order, so ids reach the MANIFEST ascending
+ * whichever worker stores them first. */
+static int add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb,
+                          struct cairn_err *err)
+{
+    struct put_job *j = cairn_xcalloc(1, sizeof(*j));
+    j->b = w->b;
+    j->o = w->o;
+    j->je = w->je;
+    j->live = w->live;
+    j->tree = w->tree;
+    file_id(w->nfiles++, j->file);
+    int rc = backup_reserve(w->b, j->file, err);
+    if (rc != CAIRN_OK) {
+        free(j);
+        return rc;
+    }
+    j->abs = cairn_xstrdup(abs);
+    j->rel = cairn_xstrdup(rel);
+    j->mode = (int)(sb->st_mode & 07777);
+    j->size = (int64_t)sb->st_size;
+    j->mtime = (int64_t)sb->st_mtime;
+    cairn_pool_submit(w->pool, put_one, j);
+    return CAIRN_OK;
+}
+
+/* Entries of dir, sorted. A directory that vanished (or became something else) since it was
+ * seen is not an error: *gone is set. */
+static int read_names(const char *dir, char ***out, size_t *count, int *gone, struct cairn_err *err)
+{
+    *out = NULL;
+    *count = 0;
+    *gone = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        *gone = e == ENOENT || e == ENOTDIR || e == ELOOP;
+        return *gone ? CAIRN_OK : cairn_err_sys(err, 0, e, "open directory '%s'", dir);
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((errno = 0, e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            names = cairn_xrealloc(names, cap * sizeof(*names));
+        }
+        names[n++] = cairn_xstrdup(e->d_name);
+    }
+    int rc = errno ? cairn_err_sys(err, 0, errno, "read directory '%s'", dir) : CAIRN_OK;
+    closedir(d);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_cstr);
+    *out = names;
+    *count = n;
+    return rc;
+}
+
+static void vanished(struct walk *w, const char *abs)
+{
+    cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s': '%s' vanished during the walk", w->b->name,
+              abs);
+    live_count(w->live, &w->live->vanished);
+}
+
+static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cairn_err *err)
+{
+    char **names;
+    size_t n;
+    int gone;
+    int rc = read_names(abs, &names, &n, &gone, err);
+    if (gone && rel[0] != '\0') {
+        /* Its entry is already in the tree: an empty directory is restored for it. */
+        vanished(w, abs);
+    } else if (gone) {
+        rc = cairn_err_sys(err, 0, ENOENT, "backup source '%s'", abs);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *a = cairn_path_join(abs, names[i]);
+        char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, names[i]) : cairn_xstrdup(names[i]);
+        struct stat sb;
+        if (rc == CAIRN_OK && path_cancelled(w->o))
+            rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", w->b->name);
+        if (rc != CAIRN_OK) {
+            /* skip: already failed */
+        } else if (!cairn_name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
+            cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': unsupported file name", a);
+            json_array_append_new(w->skipped,
+                                  json_pack("{s:s, s:s}", "path", a, "reason", "unsupported name"));
+        } else if (lstat(a, &sb) != 0) {
+            if (errno == ENOENT)
+                vanished(w, a);
+            else
+                rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
+        } else if (S_ISDIR(sb.st_mode)) {
+            tree_put(w->tree, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir", "mode",
+                                        (int)(sb.st_mode & 07777)));
+            rc = walk_dir(w, a, r, err);
+        } else if (S_ISREG(sb.st_mode)) {
+            rc = add_file_entry(w, a, r, &sb, err);
+        } else {
+            cairn_log(CAIRN_LOG_WARN, "storage",
+                      "skipping '%s': %s (only regular files and "
+                      "directories are backed up)",
+                      a, cairn_file_type_name(sb.st_mode));
+            json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", r, "reason",
+                                                        cairn_file_type_name(sb.st_mode)));
+        }
+        free(a);
+        free(r);
+        free(names[i]);
+    }
+    free(names);
+    return rc;
+}
+
+/* Walk path (a directory or one file) into the pool and the tree. */
+static int walk_source(struct walk *w, const char *path, const char *base, const struct stat *sb,
+                       struct cairn_err *err)
+{
+    if (!S_ISREG(sb->st_mode))
+        return walk_dir(w, path, "", err);
+    return add_file_entry(w, path, base, sb, err);
+}
+
+/* Files are stored by a worker pool while the walk goes on; the tree and the MANIFEST's file
+ * list are streamed (backup_set_streaming), so memory does not grow with the tree. */
+int cairn_backup_put_path(struct cairn_backup *b, const char *path,
+                          const struct cairn_path_opts *opts, struct cairn_err *err)
+{
+    struct cairn_path_opts o = opts ? *opts : (struct cairn_path_opts){0};
+    if (b->read_only || b->ended)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "put_path needs a read-write backup that has not ended ('%s')",
+                             b->name);
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return cairn_err_sys(err, 0, errno, "backup '%s': source '%s'", b->name, path);
+    if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "backup '%s': source '%s' is a %s; only regular files and "
+                             "directories can be backed up",
+                             b->name, path, cairn_file_type_name(sb.st_mode));
+    struct tree_out t = {.rc = CAIRN_OK, .rec = {.name = TREE_FILE}};
+    const struct cairn_file_opts zo = {.compression = CAIRN_COMPRESS_ZSTD};
+    int rc = cairn_backup_add_file_opts(b, TREE_FILE, -1, &zo, &t.w, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    backup_writer_record_to(t.w, &t.rec);
+    backup_set_streaming(b);
+    pthread_mutex_init(&t.mu, NULL);
+    struct job_errors je = {.rc = CAIRN_OK};
+    pthread_mutex_init(&je.mu, NULL);
+    struct live live = {.vanished = 0};
+    pthread_mutex_init(&live.mu, NULL);
+    struct walk w = {
+        .b = b, .o = &o, .je = &je, .live = &live, .tree = &t, .skipped = json_array()};
+    w.pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
+    const char *base = strrchr(path, '/');
+    base = base && base[1] ? base + 1 : path;
+    rc = walk_source(&w, path, base, &sb, err);
+    cairn_pool_free(w.pool); /* waits for every transfer */
+    if (rc == CAIRN_OK && path_cancelled(&o))
+        rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", b->name);
+    if (rc == CAIRN_OK && je.rc != CAIRN_OK)
+        rc =
+            cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
+    rc = tree_finish(b, &t, rc, err);
+    pthread_mutex_destroy(&je.mu);
+    pthread_mutex_destroy(&t.mu);
+    if (o.stats != NULL) {
+        o.stats->vanished = live.vanished;
+        o.stats->changed = live.changed;
+    }
+    json_t *tree = json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:I, s:I}", "root", base, "type",
+                             S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
+                             (int)(sb.st_mode & 07777), "entries_file", manifest_file_json(&t.rec),
+                             "count", (json_int_t)t.n, "skipped", w.skipped, "vanished",
+                             (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
+    pthread_mutex_destroy(&live.mu);
+    pthread_mutex_lock(&b->mu);
+    json_object_set_new(b->meta, "tree", tree);
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
