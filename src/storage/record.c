@@ -10,18 +10,21 @@
 #include "internal.h"
 
 /* ---- add_file: the recording stage on top of each file's chain ----
- * Chain: record -> hash(logical) -> [zstd] -> hash(stored) -> driver sink. The record stage
- * closes the chain itself in finish so it sees the sink's commit result, and it reports the
- * file's outcome to the handle exactly once (commit, failure, or free without close). With
- * CAIRN_COMPRESS_AUTO the rest of the chain is built once the first CAIRN_PROBE_LEN bytes (or
- * all of a shorter file) are buffered and judged. */
+ * Chain: record -> hash(logical) -> [pipe] -> [zstd] -> hash(stored) -> driver sink. The
+ * record stage owns the sink and the stages in front of it, which are built on
+ * cairn_writer_borrow(sink): closing or freeing them stops there, so finish commits the sink
+ * itself and sees the commit result, and free discards it unless committed. The record
+ * reports the file's outcome to the handle exactly once (commit, failure, or free without
+ * close). With CAIRN_COMPRESS_AUTO the stages are built once the first CAIRN_PROBE_LEN bytes
+ * (or all of a shorter file) are buffered and judged. */
 
 struct record_writer {
-    struct cairn_writer base;
+    struct cairn_writer base; /* base.next stays NULL: the stages below are the record's */
     struct cairn_backup *b;
     struct file_rec *rec;
     struct cairn_file_opts opts;
-    struct cairn_writer *sink;             /* the driver's, until the chain owns it */
+    struct cairn_writer *sink;             /* the driver's, committed by finish */
+    struct cairn_writer *chain;            /* the stages in front of sink; NULL until built */
     struct cairn_writer *logical, *stored; /* hash stages inside the chain */
     int64_t size_hint;                     /* add_file's, for the compressor */
     uint8_t *probe;                        /* AUTO, undecided: the first bytes */
@@ -35,8 +38,7 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     pthread_mutex_lock(&r->b->mu);
     r->rec->f.compression = comp;
     pthread_mutex_unlock(&r->b->mu);
-    r->stored = cairn_hash_writer_new(r->sink);
-    r->sink = NULL;
+    r->stored = cairn_hash_writer_new(cairn_writer_borrow(r->sink));
     struct cairn_writer *mid = r->stored;
     if (comp == CAIRN_COMPRESS_ZSTD)
         mid = cairn_zstd_writer_new_sized(mid, r->opts.level ? r->opts.level : 3,
@@ -48,7 +50,7 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     r->logical = r->stored;
     if (comp == CAIRN_COMPRESS_ZSTD)
         r->logical = mid = cairn_hash_writer_new(mid);
-    r->base.next = mid;
+    r->chain = mid;
 }
 
 /* AUTO: choose from the buffered bytes, build the chain and pass them on. */
@@ -56,7 +58,7 @@ static int record_decide(struct record_writer *r, struct cairn_err *err)
 {
     record_chain(r, io_compress_pays(IO_PROBE_ZSTD, r->probe, r->nprobe) ? CAIRN_COMPRESS_ZSTD
                                                                          : CAIRN_COMPRESS_NONE);
-    int rc = cairn_writer_write(r->base.next, r->probe, r->nprobe, err);
+    int rc = cairn_writer_write(r->chain, r->probe, r->nprobe, err);
     free(r->probe);
     r->probe = NULL;
     return rc;
@@ -171,7 +173,7 @@ static int record_write(struct cairn_writer *w, const void *buf, size_t len, str
             rc = record_decide(r, err);
     }
     if (rc == CAIRN_OK && len > 0)
-        rc = cairn_writer_write(w->next, buf, len, err);
+        rc = cairn_writer_write(r->chain, buf, len, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
         record_outcome(r, rc, err);
@@ -184,7 +186,9 @@ static int record_finish(struct cairn_writer *w, struct cairn_err *err)
     struct record_writer *r = (struct record_writer *)w;
     int rc = r->probe != NULL ? record_decide(r, err) : CAIRN_OK;
     if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w->next, err);
+        rc = cairn_writer_close(r->chain, err); /* flushes into the sink */
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(r->sink, err); /* commits the file */
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
     record_outcome(r, rc, err);
@@ -194,13 +198,14 @@ static int record_finish(struct cairn_writer *w, struct cairn_err *err)
 static void record_free(struct cairn_writer *w)
 {
     struct record_writer *r = (struct record_writer *)w;
-    if (!r->done) {
+    cairn_writer_free(r->chain); /* stops at the borrow */
+    cairn_writer_free(r->sink);  /* discards the file unless finish committed it */
+    if (!r->done) {              /* reported once the file is discarded */
         struct cairn_err e;
         cairn_err_set(&e, CAIRN_E_CANCELLED, "backup '%s' file '%s': writer freed before close",
                       r->b->name, r->rec->f.name);
         record_outcome(r, e.code, &e);
     }
-    cairn_writer_free(r->sink); /* AUTO, undecided: the chain never took it */
     free(r->probe);
     free(r);
 }
