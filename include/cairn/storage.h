@@ -94,7 +94,8 @@ struct cairn_storage_driver {
                 struct cairn_err *err);
     /* Reserve a new backup; CAIRN_E_EXISTS when it already exists. */
     int (*start)(void *state, const char *backup, struct cairn_err *err);
-    /* Delete everything of a backup; CAIRN_E_NOTFOUND when nothing exists. */
+    /* Delete everything of a backup, in any order: the generic layer has deleted its MANIFEST
+     * first (with remove_file). CAIRN_E_NOTFOUND when nothing exists. */
     int (*remove)(void *state, const char *backup, struct cairn_err *err);
     /* Writer for one new file. cairn_writer_close() commits it (the file is either absent or
      * complete to readers; durable with SYNC); freeing it unclosed discards it. size_hint is the
@@ -118,7 +119,9 @@ struct cairn_storage_driver {
     void (*set_cancel)(void *state, const volatile int *cancel);
     /* Lock objects (see "locks" below) live as files of the pseudo-backup CAIRN_LOCK_DIR,
      * which is never a valid backup name, so it is never listed as a backup. These two are
-     * optional: a driver without them has no locks (every lock call succeeds without one).
+     * optional: a driver without them has no locks (every lock call succeeds without one),
+     * and without remove_file a backup's MANIFEST is not removed before the rest (so an
+     * interrupted remove may leave a backup that lists as complete with files missing).
      * Call fn(arg, file) for every file of backup; a missing backup is an empty list, a
      * missing location CAIRN_E_NOTFOUND. */
     int (*list_files)(void *state, const char *backup, int (*fn)(void *arg, const char *file),

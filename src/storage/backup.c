@@ -360,7 +360,7 @@ int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
     while (b->open_writers > 0)
         pthread_cond_wait(&b->idle, &b->mu);
     pthread_mutex_unlock(&b->mu);
-    rc = b->st->drv->remove(b->st->state, b->name, err);
+    rc = storage_remove_backup(b->st, b->name, err);
     if (rc == CAIRN_E_NOTFOUND)
         rc = CAIRN_OK; /* nothing was written */
     if (rc != CAIRN_OK) {

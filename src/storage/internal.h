@@ -137,6 +137,11 @@ struct file_rec *manifest_file_parse(json_t *j);
  * backup name; the same for a file of b, whose name must not start with "MANIFEST". */
 int storage_check_backup_name(const char *name, struct cairn_err *err);
 int storage_check_file_name(const struct cairn_backup *b, const char *file, struct cairn_err *err);
+/* Remove backup name (storage.c): its MANIFEST first, through the driver's remove_file, so
+ * that a remove cut short (a crash, a failed request) leaves an incomplete backup, never one
+ * that lists as complete with files missing; then the driver's remove deletes the rest in any
+ * order. A driver without remove_file deletes everything in its own order. */
+int storage_remove_backup(struct cairn_storage *st, const char *name, struct cairn_err *err);
 /* list.c: *found = 1 when st lists backup name, with a MANIFEST or not (anything of it exists). */
 int storage_backup_exists(struct cairn_storage *st, const char *name, int *found,
                           struct cairn_err *err);

@@ -47,6 +47,12 @@ out:
                   "storage driver '%s' cannot publish a MANIFEST atomically: a crash while a "
                   "backup ends may leave it listed as corrupt",
                   drv->name);
+    if (rc == CAIRN_OK && drv->remove_file == NULL)
+        cairn_log(CAIRN_LOG_WARN, "storage",
+                  "storage driver '%s' has no remove_file: a backup's MANIFEST cannot be removed "
+                  "first, so an interrupted remove may leave it listed as complete with files "
+                  "missing",
+                  drv->name);
     return rc;
 }
 
@@ -234,8 +240,19 @@ int cairn_storage_remove(struct cairn_storage *st, const char *name, struct cair
     int rc = storage_check_backup_name(name, err);
     if (rc != CAIRN_OK)
         return rc;
-    rc = st->drv->remove(st->state, name, err);
+    rc = storage_remove_backup(st, name, err);
     if (rc == CAIRN_OK)
         cairn_log(CAIRN_LOG_INFO, "storage", "removed backup '%s' from '%s'", name, st->url);
     return rc;
+}
+
+int storage_remove_backup(struct cairn_storage *st, const char *name, struct cairn_err *err)
+{
+    if (st->drv->remove_file != NULL) {
+        int rc = st->drv->remove_file(st->state, name, CAIRN_MANIFEST_NAME, err);
+        if (rc != CAIRN_OK && rc != CAIRN_E_NOTFOUND)
+            return rc; /* the MANIFEST is still there, and so is every file it names */
+        cairn_err_clear(err);
+    }
+    return st->drv->remove(st->state, name, err);
 }

@@ -96,34 +96,21 @@ static int file_start(void *state, const char *backup, struct cairn_err *err)
     return rc;
 }
 
+/* The backup's directory and everything in it, in any order (the generic layer has removed
+ * its MANIFEST first). */
 static int file_remove(void *state, const char *backup, struct cairn_err *err)
 {
     struct file_store *fs = state;
     char *dir = cairn_path_join(fs->root, backup);
     struct stat sb;
-    int rc = CAIRN_OK;
-    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    int rc;
+    if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         rc =
             cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup, fs->root);
-        goto out;
-    }
-    /* The MANIFEST goes first, so an interrupted remove never leaves a complete-looking
-     * backup with missing files. */
-    char *man = cairn_path_join(dir, CAIRN_MANIFEST_NAME);
-    if (unlink(man) != 0) {
-        if (errno == EISDIR)
-            rc = cairn_rmtree(man, err); /* a damaged backup: a directory named MANIFEST */
-        else if (errno != ENOENT)
-            rc = cairn_err_sys(err, 0, errno, "remove '%s'", man);
-    }
-    free(man);
-    if (rc == CAIRN_OK)
-        rc = cairn_fsync_dir(dir, err);
-    if (rc == CAIRN_OK)
+    else
         rc = cairn_rmtree(dir, err);
     if (rc == CAIRN_OK)
         rc = cairn_fsync_dir(fs->root, err);
-out:
     free(dir);
     return rc;
 }
@@ -331,10 +318,15 @@ static int file_remove_file(void *state, const char *backup, const char *file,
     char *dir = cairn_path_join(fs->root, backup);
     char *path = cairn_path_join(dir, file);
     int rc = CAIRN_OK;
-    if (unlink(path) != 0)
-        rc = errno == ENOENT ? cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path)
-                             : cairn_err_sys(err, 0, errno, "remove '%s'", path);
+    if (unlink(path) == 0)
+        rc = CAIRN_OK;
+    else if (errno == EISDIR) /* whatever is at the name goes: a damaged backup's directory */
+        rc = cairn_rmtree(path, err);
+    else if (errno == ENOENT || errno == ENOTDIR) /* no such file, or no such backup */
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path);
     else
+        rc = cairn_err_sys(err, 0, errno, "remove '%s'", path);
+    if (rc == CAIRN_OK)
         rc = cairn_fsync_dir(dir, err);
     free(path);
     free(dir);

@@ -217,21 +217,12 @@ static int delete_collect(void *arg, const char *key)
     return 0;
 }
 
+/* Every object under the backup's prefix, a listed page at a time, in any order (the generic
+ * layer has removed its MANIFEST first). */
 int s3_remove(void *state, const char *backup, struct cairn_err *err)
 {
     struct s3 *s = state;
     int rc = s3_ready(s, err);
-    if (rc != CAIRN_OK)
-        return rc;
-    /* MANIFEST first: an interrupted remove leaves an incomplete backup, never a complete
-     * one with missing files. */
-    char *man = cairn_xasprintf("%s%s/%s", s->prefix, backup, CAIRN_MANIFEST_NAME);
-    struct call c = {.method = "DELETE", .key = man, .max = 64 * 1024};
-    rc = s3_call(s, &c, err);
-    s3_call_done(&c);
-    free(man);
-    if (rc == CAIRN_E_NOTFOUND)
-        rc = CAIRN_OK;
     if (rc != CAIRN_OK)
         return rc;
     char *pfx = cairn_xasprintf("%s%s/", s->prefix, backup);
