@@ -262,6 +262,21 @@ int cairn_name_is_safe(const char *name)
     return strlen(name) <= 255;
 }
 
+void cairn_host_name(char *out, size_t cap, int name_safe)
+{
+    char h[256] = "";
+    if (gethostname(h, sizeof(h) - 1) != 0 || h[0] == '\0')
+        snprintf(h, sizeof(h), "unknown");
+    size_t n = 0;
+    for (const char *p = h; *p != '\0' && n + 1 < cap; p++) {
+        int safe = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-';
+        out[n++] = safe || !name_safe ? *p : '-';
+    }
+    if (cap > 0)
+        out[n] = '\0';
+}
+
 size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp)
 {
     if (p[0] < 0x80) {

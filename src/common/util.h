@@ -56,6 +56,9 @@ void cairn_dirname(const char *path, char *out, size_t cap);
 char *cairn_path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
 int cairn_name_is_safe(const char *name);
+/* This host's name (gethostname), "unknown" when it has none, truncated to cap. With
+ * name_safe every byte but [A-Za-z0-9-] becomes '-', so it can go into a file name. */
+void cairn_host_name(char *out, size_t cap, int name_safe);
 /* Overwrite len bytes (not optimised away: OPENSSL_cleanse); for secrets before free. */
 void cairn_wipe(void *p, size_t len);
 /* Wipe a NUL-terminated secret and free it; NULL is fine. */

@@ -243,8 +243,8 @@ static int sq_lock(struct cairn_state_store *s, struct cairn_err *err)
                  : cairn_err_sys(err, 0, errno, "lock '%s'", path);
         close(fd);
     } else {
-        char host[256] = "";
-        gethostname(host, sizeof(host) - 1);
+        char host[256];
+        cairn_host_name(host, sizeof(host), 0);
         char *who = cairn_xasprintf("pid %d on host %s\n", (int)getpid(), host);
         if (ftruncate(fd, 0) != 0 || pwrite(fd, who, strlen(who), 0) < 0)
             cairn_warn("state", "could not write the owner into '%s'", path);

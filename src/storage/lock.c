@@ -47,13 +47,6 @@ static int64_t env_ms(const char *name, int64_t dflt)
     return *end == '\0' && n >= 0 ? (int64_t)n : dflt;
 }
 
-static void local_host(char *out, size_t cap)
-{
-    if (gethostname(out, cap - 1) != 0)
-        snprintf(out, cap, "unknown");
-    out[cap - 1] = '\0';
-}
-
 static void random_id(char out[33])
 {
     uint8_t b[16];
@@ -163,7 +156,7 @@ static int list_locks(struct cairn_storage *st, const char *skip_id, struct cair
     struct cairn_lock_list names = {0};
     int rc = st->drv->list_files(st->state, CAIRN_LOCK_DIR, add_name, &names, err);
     char host[256];
-    local_host(host, sizeof(host));
+    cairn_host_name(host, sizeof(host), 0);
     int64_t now = (int64_t)cairn_now_ms();
     for (size_t i = 0; rc == CAIRN_OK && i < names.count; i++) {
         const char *obj = names.items[i].object;
@@ -374,7 +367,7 @@ static struct cairn_lock *lock_new(struct cairn_storage *own, enum cairn_lock_mo
     l->st = own;
     l->exclusive = mode == CAIRN_LOCK_EXCLUSIVE;
     l->command = cairn_xstrdup(opts && opts->command ? opts->command : "cairn");
-    local_host(l->host, sizeof(l->host));
+    cairn_host_name(l->host, sizeof(l->host), 0);
     random_id(l->id);
     l->object = object_name(l, 0);
     l->started_ms = (int64_t)cairn_now_ms();

@@ -53,8 +53,8 @@ static int backup_path(struct cairn_storage *st, const char *name, const char *t
         free(abs);
         return rc;
     }
-    char host[256] = "localhost";
-    gethostname(host, sizeof(host) - 1);
+    char host[256];
+    cairn_host_name(host, sizeof(host), 0);
     char *source = cairn_xasprintf("%s:%s", host, abs);
     rc = cairn_backup_set_source(b, source, err);
     if (rc == CAIRN_OK)

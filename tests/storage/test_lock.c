@@ -105,6 +105,22 @@ static void this_host(char *h, size_t cap)
     gethostname(h, cap - 1);
 }
 
+/* The one host-name helper (lock objects, lock temporaries, sources): as gethostname gives
+ * it, or made safe for a file name, and never over cap. */
+TEST(host_name)
+{
+    char want[256], got[256], safe[256], small[4];
+    this_host(want, sizeof(want));
+    cairn_host_name(got, sizeof(got), 0);
+    CHECK_EQ_STR(got, want[0] ? want : "unknown");
+    cairn_host_name(safe, sizeof(safe), 1);
+    CHECK_EQ_INT(strlen(safe), strlen(got));
+    for (size_t i = 0; safe[i] != '\0'; i++)
+        CHECK(isalnum((unsigned char)safe[i]) || safe[i] == '-');
+    cairn_host_name(small, sizeof(small), 0);
+    CHECK(strlen(small) <= 3 && strncmp(small, got, strlen(small)) == 0);
+}
+
 LOCK_CASE(conflicts)
 {
     (void)is_s3;

@@ -139,21 +139,6 @@ static int lockw_write(struct cairn_writer *w, const void *buf, size_t len, stru
 
 #define LOCK_TMP_PREFIX ".lock.tmp."
 
-/* This host's name as it goes into a lock temporary's name: [A-Za-z0-9-] only. */
-static void host_tag(char *out, size_t cap)
-{
-    char h[256] = "";
-    if (gethostname(h, sizeof(h) - 1) != 0 || h[0] == '\0')
-        snprintf(h, sizeof(h), "unknown");
-    size_t n = 0;
-    for (const char *p = h; *p != '\0' && n + 1 < cap; p++)
-        out[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                           (*p >= '0' && *p <= '9') || *p == '-'
-                       ? *p
-                       : '-';
-    out[n] = '\0';
-}
-
 /* Remove the lock temporaries ".lock.tmp.<pid>.<host>.*" that processes of this host which
  * no longer exist left behind (killed between mkstemp and rename). Another host's, or a live
  * process's, are never touched: it may be writing them right now. */
@@ -184,7 +169,7 @@ static int lockw_finish(struct cairn_writer *w, struct cairn_err *err)
     struct lock_writer *lw = (struct lock_writer *)w;
     char dir[4096], host[64];
     cairn_dirname(lw->path, dir, sizeof(dir));
-    host_tag(host, sizeof(host));
+    cairn_host_name(host, sizeof(host), 1); /* it goes into a file name */
     sweep_lock_temps(dir, host);
     char *tmp = cairn_xasprintf("%s/" LOCK_TMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), host);
     int fd = mkstemp(tmp); /* closed right below: no exec can inherit it */
