@@ -11,8 +11,7 @@
 
 /* ---- handles ---- */
 
-struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
-                                             int read_only)
+struct cairn_backup *backup_new_handle(struct cairn_storage *st, const char *name, int read_only)
 {
     struct cairn_backup *b = cairn_xcalloc(1, sizeof(*b));
     b->st = st;
@@ -27,7 +26,7 @@ struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const cha
     return b;
 }
 
-void cairn_file_rec_free(struct file_rec *r)
+void file_rec_free(struct file_rec *r)
 {
     if (r == NULL)
         return;
@@ -46,7 +45,7 @@ void cairn_backup_free(struct cairn_backup *b)
     pthread_mutex_unlock(&b->mu);
     cairn_lock_release(b->lock);
     for (size_t i = 0; i < b->nfiles; i++)
-        cairn_file_rec_free(b->files[i]);
+        file_rec_free(b->files[i]);
     free(b->files);
     free(b->slots);
     json_decref(b->parts);
@@ -337,7 +336,7 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     pthread_mutex_lock(&b->mu);
     b->stream = 0;
     pthread_mutex_unlock(&b->mu);
-    rc = cairn_manifest_write(b, err);
+    rc = manifest_write(b, err);
     pthread_mutex_unlock(&b->body_mu);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "backup '%s': write MANIFEST", b->name);

@@ -8,8 +8,8 @@
 #include "cairn/storage.h"
 #include "io/probe.h"
 
-extern const struct cairn_storage_driver cairn_storage_file_driver;
-extern const struct cairn_storage_driver cairn_storage_s3_driver;
+extern const struct cairn_storage_driver storage_file_driver;
+extern const struct cairn_storage_driver storage_s3_driver;
 
 struct cairn_storage {
     const struct cairn_storage_driver *drv;
@@ -22,7 +22,7 @@ struct cairn_storage {
 };
 
 /* 1 when the cancel flag (may be NULL) is set; read atomically (set by signal handlers). */
-static inline int cairn_storage_cancelled(const volatile int *flag)
+static inline int storage_cancelled(const volatile int *flag)
 {
     return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
 }
@@ -103,18 +103,18 @@ struct cairn_backup {
 #define MANIFEST_SPLIT_VERSION 2
 /* JSON text of b's MANIFEST (committed files sorted by name), sealed with key when non-NULL.
  * Returns a malloc'd string. */
-char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key);
+char *manifest_build(const struct cairn_backup *b, const uint8_t *key);
 /* Write b's MANIFEST (one document, or parts then header), last. */
-int cairn_manifest_write(struct cairn_backup *b, struct cairn_err *err);
+int manifest_write(struct cairn_backup *b, struct cairn_err *err);
 /* Parse text into b (name must match). CAIRN_E_CORRUPT / CAIRN_E_SEAL on failure. A split
- * MANIFEST's header leaves b->parts for cairn_manifest_load to read. */
-int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
-                         struct cairn_err *err);
+ * MANIFEST's header leaves b->parts for manifest_load to read. */
+int manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
+                   struct cairn_err *err);
 /* Read and parse the MANIFEST of b; CAIRN_E_NOTFOUND when absent. header_only: a split
  * MANIFEST's parts are not read (b has the header fields and sum_*, no files, no meta).
  * Otherwise a split body is read through once (every part checked, the meta kept) without
  * keeping its file list. */
-int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err);
+int manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err);
 /* Each file of a split MANIFEST's body, in name order: fn takes ownership of r and returns
  * CAIRN_OK to go on (or a code, with e set, to stop). Every part is checked as it ends. */
 typedef int (*manifest_file_fn)(void *arg, struct file_rec *r, struct cairn_err *e);
@@ -147,9 +147,8 @@ int storage_backup_exists(struct cairn_storage *st, const char *name, int *found
                           struct cairn_err *err);
 
 /* The backup handle (backup.c). */
-struct cairn_backup *cairn_backup_new_handle(struct cairn_storage *st, const char *name,
-                                             int read_only);
-void cairn_file_rec_free(struct file_rec *r);
+struct cairn_backup *backup_new_handle(struct cairn_storage *st, const char *name, int read_only);
+void file_rec_free(struct file_rec *r);
 /* CAIRN_E_INVALID naming op unless b is a read-write handle that has not ended. */
 int backup_need_rw(struct cairn_backup *b, const char *op, struct cairn_err *err);
 /* The name index of read-write handles (open addressing; caller holds b->mu): the record of
@@ -159,13 +158,13 @@ struct file_rec *backup_index_get(const struct cairn_backup *b, const char *name
 void backup_index_add(struct cairn_backup *b, struct file_rec *rec);
 void backup_index_rebuild(struct cairn_backup *b);
 /* The compression probe is io's (io/probe.h, IO_PROBE_ZSTD): a stream is judged on its first
- * CAIRN_PROBE_LEN bytes, a file on CAIRN_PROBE_LEN bytes sampled across it, in pieces of the
- * probe's sample size. */
-#define CAIRN_PROBE_SAMPLE IO_PROBE_ZSTD_SAMPLE
-#define CAIRN_PROBE_LEN    (4 * CAIRN_PROBE_SAMPLE)
+ * PROBE_LEN bytes, a file on PROBE_LEN bytes sampled across it, in pieces of the probe's
+ * sample size. */
+#define PROBE_SAMPLE IO_PROBE_ZSTD_SAMPLE
+#define PROBE_LEN    (4 * PROBE_SAMPLE)
 
 /* Record e as the failure of the file behind w (a writer from add_file) before it is freed. */
-void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e);
+void backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e);
 /* A local-path backup whose tree is a stored file (meta.tree.entries_file): check that the
  * tree's file entries, with the tree file's own entry, are exactly the MANIFEST's file list
  * (restore takes each file's entry from the tree). One pass over the tree; CAIRN_E_CORRUPT

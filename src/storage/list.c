@@ -76,11 +76,11 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
         struct cairn_backup_info *info = &out->items[out->count++];
         info->name = cairn_xstrdup(nv.v[i]);
         info->created = -1;
-        struct cairn_backup *b = cairn_backup_new_handle(st, nv.v[i], 1);
+        struct cairn_backup *b = backup_new_handle(st, nv.v[i], 1);
         struct cairn_err e;
         cairn_err_clear(&e);
         /* Headers only: a split MANIFEST's file list is not needed to list. */
-        int lrc = cairn_manifest_load(b, 1, &e);
+        int lrc = manifest_load(b, 1, &e);
         if (lrc == CAIRN_OK) {
             info->status = CAIRN_BACKUP_COMPLETE;
             info->created = b->created;

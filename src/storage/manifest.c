@@ -73,7 +73,7 @@ json_t *manifest_file_json(const struct cairn_manifest_file *f)
                      (json_int_t)f->logical_size, "logical_sha256", f->logical_sha256);
 }
 
-char *cairn_manifest_build(const struct cairn_backup *b, const uint8_t *key)
+char *manifest_build(const struct cairn_backup *b, const uint8_t *key)
 {
     size_t n;
     struct file_rec **sorted = sorted_committed(b, &n);
@@ -376,12 +376,12 @@ static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_
     return rc;
 }
 
-int cairn_manifest_write(struct cairn_backup *b, struct cairn_err *err)
+int manifest_write(struct cairn_backup *b, struct cairn_err *err)
 {
     const uint8_t *key = b->st->has_key ? b->st->key : NULL;
     if (!fits_inline(b))
         return write_split(b, key, err);
-    char *text = cairn_manifest_build(b, key);
+    char *text = manifest_build(b, key);
     int rc = write_text(b, text, err);
     free(text);
     return rc;
@@ -452,7 +452,7 @@ static struct file_rec *new_rec(const char *name, json_int_t size, const char *s
 static void free_recs(struct file_rec **recs, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        cairn_file_rec_free(recs[i]);
+        file_rec_free(recs[i]);
     free(recs);
 }
 
@@ -544,7 +544,7 @@ static void set_header(struct cairn_backup *b, const char *kind, const char *sou
 static void set_files(struct cairn_backup *b, struct file_rec **recs, size_t n)
 {
     for (size_t i = 0; i < b->nfiles; i++)
-        cairn_file_rec_free(b->files[i]);
+        file_rec_free(b->files[i]);
     free(b->files);
     b->files = recs;
     b->nfiles = b->cap = n;
@@ -586,8 +586,8 @@ static int parse_common(struct cairn_backup *b, json_t *m, json_int_t version, c
     return rc;
 }
 
-int cairn_manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
-                         struct cairn_err *err)
+int manifest_parse(struct cairn_backup *b, const char *text, size_t len, const uint8_t *key,
+                   struct cairn_err *err)
 {
     json_error_t je;
     json_t *m = json_loadb(text, len, 0, &je);
@@ -776,7 +776,7 @@ static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
                                    "backup '%s': MANIFEST file entry %llu is invalid, out of "
                                    "order or listed twice",
                                    b->name, (unsigned long long)n);
-            cairn_file_rec_free(r);
+            file_rec_free(r);
             break;
         }
         snprintf(prev, sizeof(prev), "%s", r->f.name);
@@ -865,7 +865,7 @@ static int sum_rec(void *arg, struct file_rec *r, struct cairn_err *e)
 {
     (void)e;
     files_sum_add(arg, &r->f);
-    cairn_file_rec_free(r);
+    file_rec_free(r);
     return CAIRN_OK;
 }
 
@@ -885,7 +885,7 @@ static int load_body(struct cairn_backup *b, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err)
+int manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err)
 {
     struct cairn_reader *r = NULL;
     int rc = b->st->drv->read(b->st->state, b->name, CAIRN_MANIFEST_NAME, &r, err);
@@ -916,7 +916,7 @@ int cairn_manifest_load(struct cairn_backup *b, int header_only, struct cairn_er
             break;
         len += got;
     }
-    rc = cairn_manifest_parse(b, buf, len, b->st->has_key ? b->st->key : NULL, err);
+    rc = manifest_parse(b, buf, len, b->st->has_key ? b->st->key : NULL, err);
     if (rc == CAIRN_OK && b->parts != NULL && !header_only)
         rc = load_body(b, err);
 out:

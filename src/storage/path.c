@@ -11,7 +11,7 @@
 
 /* ---- job errors ---- */
 
-void job_error(struct job_errors *je, const struct cairn_err *e)
+void path_job_error(struct job_errors *je, const struct cairn_err *e)
 {
     pthread_mutex_lock(&je->mu);
     if (je->rc == CAIRN_OK)
@@ -26,7 +26,7 @@ int path_cancelled(const struct cairn_path_opts *o)
     return o->cancel != NULL && __atomic_load_n(o->cancel, __ATOMIC_RELAXED) != 0;
 }
 
-int job_failed(struct job_errors *je)
+int path_job_failed(struct job_errors *je)
 {
     pthread_mutex_lock(&je->mu);
     int failed = je->rc != CAIRN_OK;

@@ -21,8 +21,8 @@ struct job_errors {
     char msg[CAIRN_ERR_MSG_MAX];
     size_t off;
 };
-void job_error(struct job_errors *je, const struct cairn_err *e);
-int job_failed(struct job_errors *je);
+void path_job_error(struct job_errors *je, const struct cairn_err *e);
+int path_job_failed(struct job_errors *je);
 /* 1 when the options' cancel flag is set (read atomically: a signal handler sets it). */
 int path_cancelled(const struct cairn_path_opts *o);
 
@@ -43,10 +43,10 @@ struct tree_out {
     uint64_t n;
 };
 /* Append entry (taken) as a line; the first failure stays in t (rc, e) and stops the rest. */
-void tree_put(struct tree_out *t, json_t *entry);
+void path_tree_put(struct tree_out *t, json_t *entry);
 /* Close the tree file (after rc, the walk's result): its MANIFEST entry lands in t->rec. An
  * unclosed tree is freed, so its file is recorded as failed and end() refuses. */
-int tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct cairn_err *err);
+int path_tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct cairn_err *err);
 
 /* Reading the tree: either TREE_FILE (meta.tree.entries_file: read as a stream, verified
  * against its MANIFEST entry, so a pass over it ends in an error if anything of it was
@@ -68,13 +68,13 @@ struct tree_iter {
     struct file_rec *rec;
     size_t i; /* entries so far */
 };
-int tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err);
+int path_tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err);
 /* The next entry into *e (valid until the next call); *done at the end, which for TREE_FILE
  * is its verified end. */
-int tree_next(struct tree_iter *it, struct tree_ent *e, int *done, struct cairn_err *err);
-void tree_iter_free(struct tree_iter *it);
+int path_tree_iter_next(struct tree_iter *it, struct tree_ent *e, int *done, struct cairn_err *err);
+void path_tree_iter_free(struct tree_iter *it);
 /* One pass over the whole tree, checking every entry; a TREE_FILE is verified by reaching its
  * end, and its files must be the MANIFEST's file list (backup_check_tree). */
-int tree_check(struct cairn_backup *b, struct cairn_err *err);
+int path_tree_check(struct cairn_backup *b, struct cairn_err *err);
 
 #endif

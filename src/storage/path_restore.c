@@ -120,7 +120,7 @@ static void get_one(void *arg)
     cairn_err_clear(&e);
     int dfd = -1, fd = -1;
     char *dir = NULL;
-    if (job_failed(j->je))
+    if (path_job_failed(j->je))
         goto out; /* the restore has failed already */
     if (path_cancelled(j->o)) {
         cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
@@ -167,7 +167,7 @@ static void get_one(void *arg)
     }
     goto out;
 fail:
-    job_error(j->je, &e);
+    path_job_error(j->je, &e);
 out:
     if (fd >= 0)
         close(fd);
@@ -417,14 +417,14 @@ static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landi
                       int srcfd, struct cairn_err *err)
 {
     struct tree_iter it;
-    int rc = tree_iter_open(b, &it, err);
+    int rc = path_tree_iter_open(b, &it, err);
     int tfd = -1;
     if (rc == CAIRN_OK &&
         (tfd = open(p->target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
         rc = cairn_err_sys(err, 0, errno, "open restore target '%s'", p->target);
     struct tree_ent e;
     for (int done = 0; rc == CAIRN_OK;) {
-        rc = tree_next(&it, &e, &done, err);
+        rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
         rc = pass == MERGE_CHECK ? merge_check_one(tfd, p->target, &e, err)
@@ -434,7 +434,7 @@ static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landi
         rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
     if (tfd >= 0)
         close(tfd);
-    tree_iter_free(&it);
+    path_tree_iter_free(&it);
     return rc;
 }
 
@@ -498,10 +498,10 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
     struct tree_iter it;
     struct tree_ent e;
     struct cairn_err derr;
-    int rc = tree_iter_open(b, &it, err);
+    int rc = path_tree_iter_open(b, &it, err);
     struct cairn_pool *pool = cairn_pool_new(o->workers ? o->workers : 4, 0);
-    for (int done = 0; rc == CAIRN_OK && !job_failed(&je) && !path_cancelled(o);) {
-        rc = tree_next(&it, &e, &done, err);
+    for (int done = 0; rc == CAIRN_OK && !path_job_failed(&je) && !path_cancelled(o);) {
+        rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
         if (!e.isdir) {
@@ -511,14 +511,14 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
         int fd = open_dir_at(rootfd, e.path, 1);
         if (fd < 0) {
             cairn_err_sys(&derr, 0, errno, "create directory '%s/%s'", target, e.path);
-            job_error(&je, &derr);
+            path_job_error(&je, &derr);
         } else {
             close(fd);
         }
         dir_list_add(dirs, e.path, e.mode);
     }
     cairn_pool_free(pool); /* one failure fails the restore: the pass stopped early */
-    tree_iter_free(&it);
+    path_tree_iter_free(&it);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
                        b->name, target);
@@ -547,7 +547,7 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         return cairn_err_set(
             err, CAIRN_E_INVALID, "restore needs a complete backup opened read-only ('%s' is %s)",
             b->name, b->read_only ? cairn_backup_status_name(b->status) : "read-write");
-    int rc = tree_check(b, err);
+    int rc = path_tree_check(b, err);
     if (rc != CAIRN_OK)
         return rc;
     struct landing_plan p;

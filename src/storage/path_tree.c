@@ -13,7 +13,7 @@
 /* ---- writing ---- */
 
 /* Append entry (taken) as a line. */
-void tree_put(struct tree_out *t, json_t *entry)
+void path_tree_put(struct tree_out *t, json_t *entry)
 {
     char *text = json_dumps(entry, JSON_COMPACT);
     json_decref(entry);
@@ -29,7 +29,7 @@ void tree_put(struct tree_out *t, json_t *entry)
 }
 
 /* Close the tree file: its MANIFEST entry lands in meta.tree.entries_file. */
-int tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct cairn_err *err)
+int path_tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct cairn_err *err)
 {
     if (rc == CAIRN_OK && t->rc != CAIRN_OK) {
         cairn_err_copy(err, &t->e);
@@ -69,17 +69,17 @@ static int rel_path_ok(const char *p)
     return ok && ncomp > 0;
 }
 
-void tree_iter_free(struct tree_iter *it)
+void path_tree_iter_free(struct tree_iter *it)
 {
     cairn_reader_free(it->r);
     free(it->buf);
     free(it->line);
     json_decref(it->cur);
-    cairn_file_rec_free(it->rec);
+    file_rec_free(it->rec);
     memset(it, 0, sizeof(*it));
 }
 
-int tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err)
+int path_tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err)
 {
     memset(it, 0, sizeof(*it));
     it->b = b;
@@ -99,7 +99,7 @@ int tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_er
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "backup '%s': MANIFEST meta.tree.entries_file is invalid", b->name);
     int rc = backup_open_verified(b, &rec->f, &it->r, err);
-    cairn_file_rec_free(rec);
+    file_rec_free(rec);
     if (rc != CAIRN_OK)
         return rc;
     it->buf = cairn_xmalloc(TREE_BUF);
@@ -140,11 +140,11 @@ static int tree_read_line(struct tree_iter *it, int *eof, struct cairn_err *err)
 
 /* The next entry, checked (a safe relative path, a known type, and for a file its stored
  * file), into *e; *done at the end. */
-int tree_next(struct tree_iter *it, struct tree_ent *e, int *done, struct cairn_err *err)
+int path_tree_iter_next(struct tree_iter *it, struct tree_ent *e, int *done, struct cairn_err *err)
 {
     json_decref(it->cur);
     it->cur = NULL;
-    cairn_file_rec_free(it->rec);
+    file_rec_free(it->rec);
     it->rec = NULL;
     *done = 0;
     if (it->entries != NULL) {
@@ -190,7 +190,7 @@ static int tree_matches_list(struct cairn_backup *b, struct files_sum *sum, stru
         manifest_file_parse(json_object_get(json_object_get(b->meta, "tree"), "entries_file"));
     if (self != NULL)
         files_sum_add(sum, &self->f);
-    cairn_file_rec_free(self);
+    file_rec_free(self);
     if (self == NULL || !files_sum_equal(sum, &b->list_sum))
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "backup '%s': the tree's %llu stored files differ from the "
@@ -200,14 +200,14 @@ static int tree_matches_list(struct cairn_backup *b, struct files_sum *sum, stru
     return CAIRN_OK;
 }
 
-int tree_check(struct cairn_backup *b, struct cairn_err *err)
+int path_tree_check(struct cairn_backup *b, struct cairn_err *err)
 {
     struct tree_iter it;
-    int rc = tree_iter_open(b, &it, err);
+    int rc = path_tree_iter_open(b, &it, err);
     struct tree_ent e;
     struct files_sum sum = {{0}, 0};
     for (int done = 0; rc == CAIRN_OK;) {
-        rc = tree_next(&it, &e, &done, err);
+        rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
         if (!e.isdir)
@@ -215,7 +215,7 @@ int tree_check(struct cairn_backup *b, struct cairn_err *err)
     }
     if (rc == CAIRN_OK && it.entries == NULL)
         rc = tree_matches_list(b, &sum, err);
-    tree_iter_free(&it);
+    path_tree_iter_free(&it);
     return rc;
 }
 
@@ -223,5 +223,5 @@ int backup_check_tree(struct cairn_backup *b, struct cairn_err *err)
 {
     if (json_object_get(json_object_get(b->meta, "tree"), "entries_file") == NULL)
         return CAIRN_OK;
-    return tree_check(b, err);
+    return path_tree_check(b, err);
 }

@@ -91,22 +91,22 @@ struct put_job {
     int64_t size, mtime;
 };
 
-/* Files of PROBE_MIN bytes or more are judged on CAIRN_PROBE_LEN bytes sampled evenly across
+/* Files of PROBE_MIN bytes or more are judged on PROBE_LEN bytes sampled evenly across
  * them (io_compress_pays); smaller ones are compressed without asking. A sample that
  * cannot be read keeps zstd. */
 static int compress_pays(int fd, uint64_t size)
 {
     if (size < PROBE_MIN)
         return 1;
-    const unsigned n = CAIRN_PROBE_LEN / CAIRN_PROBE_SAMPLE;
-    uint8_t *buf = cairn_xmalloc(CAIRN_PROBE_LEN);
+    const unsigned n = PROBE_LEN / PROBE_SAMPLE;
+    uint8_t *buf = cairn_xmalloc(PROBE_LEN);
     int readable = 1;
     for (unsigned i = 0; i < n && readable; i++) {
-        off_t at = (off_t)((size - CAIRN_PROBE_SAMPLE) / (n - 1) * i);
-        readable = pread(fd, buf + (size_t)i * CAIRN_PROBE_SAMPLE, CAIRN_PROBE_SAMPLE, at) ==
-                   (ssize_t)CAIRN_PROBE_SAMPLE;
+        off_t at = (off_t)((size - PROBE_SAMPLE) / (n - 1) * i);
+        readable =
+            pread(fd, buf + (size_t)i * PROBE_SAMPLE, PROBE_SAMPLE, at) == (ssize_t)PROBE_SAMPLE;
     }
-    int pays = !readable || io_compress_pays(IO_PROBE_ZSTD, buf, CAIRN_PROBE_LEN);
+    int pays = !readable || io_compress_pays(IO_PROBE_ZSTD, buf, PROBE_LEN);
     free(buf);
     return pays;
 }
@@ -155,7 +155,7 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
     struct cairn_manifest_file rec = {.name = j->file};
     /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
     if (backup_put_stream_rec(j->b, j->file, r, (int64_t)sb->st_size, &fo, &rec, &e) != CAIRN_OK) {
-        job_error(j->je, &e);
+        path_job_error(j->je, &e);
     } else {
         if (fstat(fd, &after) == 0 && !same_version(sb, &after)) {
             /* What was read is stored and hashed as read; the file was being written. */
@@ -164,10 +164,10 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
                       j->abs);
             live_count(j->live, &j->live->changed);
         }
-        tree_put(j->tree, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:o}", "path", j->rel, "type",
-                                    "file", "mode", j->mode, "size", (json_int_t)j->size, "mtime",
-                                    (json_int_t)j->mtime, "file", j->file, "stored",
-                                    manifest_file_json(&rec)));
+        path_tree_put(j->tree, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:o}", "path", j->rel,
+                                         "type", "file", "mode", j->mode, "size",
+                                         (json_int_t)j->size, "mtime", (json_int_t)j->mtime, "file",
+                                         j->file, "stored", manifest_file_json(&rec)));
     }
     cairn_reader_free(r);
 }
@@ -180,7 +180,7 @@ static void put_one(void *arg)
     struct stat sb;
     if (path_cancelled(j->o)) {
         cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
-        job_error(j->je, &e);
+        path_job_error(j->je, &e);
         backup_unreserve(j->b, j->file);
         put_job_free(j);
         return;
@@ -192,7 +192,7 @@ static void put_one(void *arg)
         live_count(j->live, &j->live->vanished);
     } else if (fd == -1) {
         cairn_err_sys(&e, 0, errno, "backup '%s': open '%s'", j->b->name, j->abs);
-        job_error(j->je, &e);
+        path_job_error(j->je, &e);
     } else if (fd == -2) {
         cairn_log(CAIRN_LOG_WARN, "storage",
                   "backup '%s': '%s' is no longer a regular file: skipped unread", j->b->name,
@@ -322,8 +322,8 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             else
                 rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
         } else if (S_ISDIR(sb.st_mode)) {
-            tree_put(w->tree, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir", "mode",
-                                        (int)(sb.st_mode & 07777)));
+            path_tree_put(w->tree, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir", "mode",
+                                             (int)(sb.st_mode & 07777)));
             rc = walk_dir(w, a, r, err);
         } else if (S_ISREG(sb.st_mode)) {
             rc = add_file_entry(w, a, r, &sb, err);
@@ -394,7 +394,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)
         rc =
             cairn_err_set(err, je.rc, "backup '%s': %zu file(s) failed: %s", b->name, je.n, je.msg);
-    rc = tree_finish(b, &t, rc, err);
+    rc = path_tree_finish(b, &t, rc, err);
     pthread_mutex_destroy(&je.mu);
     pthread_mutex_destroy(&t.mu);
     if (o.stats != NULL) {

@@ -15,7 +15,7 @@
  * cairn_writer_borrow(sink): closing or freeing them stops there, so finish commits the sink
  * itself and sees the commit result, and free discards it unless committed. The record
  * reports the file's outcome to the handle exactly once (commit, failure, or free without
- * close). With CAIRN_COMPRESS_AUTO the stages are built once the first CAIRN_PROBE_LEN bytes
+ * close). With CAIRN_COMPRESS_AUTO the stages are built once the first PROBE_LEN bytes
  * (or all of a shorter file) are buffered and judged. */
 
 struct record_writer {
@@ -90,7 +90,7 @@ static void stream_flush(struct cairn_backup *b)
         if (r->state == FILE_COMMITTED && below)
             batch[n++] = r;
         else if (r->state == FILE_DROPPED && below)
-            cairn_file_rec_free(r);
+            file_rec_free(r);
         else
             b->files[kept++] = r;
     }
@@ -113,7 +113,7 @@ static void stream_flush(struct cairn_backup *b)
     if (n > 0 && manifest_put_files(b, batch, n, &e) != CAIRN_OK && b->stream_msg == NULL)
         b->stream_msg = cairn_xstrdup(e.msg);
     for (size_t i = 0; i < n; i++)
-        cairn_file_rec_free(batch[i]);
+        file_rec_free(batch[i]);
     free(batch);
     pthread_mutex_unlock(&b->body_mu);
 }
@@ -164,12 +164,12 @@ static int record_write(struct cairn_writer *w, const void *buf, size_t len, str
     struct record_writer *r = (struct record_writer *)w;
     int rc = CAIRN_OK;
     if (r->probe != NULL) {
-        size_t n = len < CAIRN_PROBE_LEN - r->nprobe ? len : CAIRN_PROBE_LEN - r->nprobe;
+        size_t n = len < PROBE_LEN - r->nprobe ? len : PROBE_LEN - r->nprobe;
         memcpy(r->probe + r->nprobe, buf, n);
         r->nprobe += n;
         buf = (const uint8_t *)buf + n;
         len -= n;
-        if (r->nprobe == CAIRN_PROBE_LEN)
+        if (r->nprobe == PROBE_LEN)
             rc = record_decide(r, err);
     }
     if (rc == CAIRN_OK && len > 0)
@@ -227,7 +227,7 @@ void backup_writer_record_to(struct cairn_writer *w, struct cairn_manifest_file 
         ((struct record_writer *)w)->copy = dst;
 }
 
-void cairn_backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e)
+void backup_writer_fail(struct cairn_writer *w, const struct cairn_err *e)
 {
     if (w != NULL && w->ops == &record_ops)
         record_outcome((struct record_writer *)w, e->code ? e->code : CAIRN_E_IO, e);
@@ -343,7 +343,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     if (opts != NULL)
         r->opts = *opts;
     if (comp == CAIRN_COMPRESS_AUTO)
-        r->probe = cairn_xmalloc(CAIRN_PROBE_LEN);
+        r->probe = cairn_xmalloc(PROBE_LEN);
     else
         record_chain(r, comp);
     *out = &r->base;

@@ -16,8 +16,8 @@
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static const struct cairn_storage_driver *drivers[MAX_DRIVERS] = {
-    &cairn_storage_file_driver,
-    &cairn_storage_s3_driver,
+    &storage_file_driver,
+    &storage_s3_driver,
 };
 static size_t ndrivers = 2;
 
@@ -156,7 +156,7 @@ static int start_locked(struct cairn_storage *st, const char *name, struct cairn
     rc = st->drv->start(st->state, name, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_backup *b = cairn_backup_new_handle(st, name, 0);
+    struct cairn_backup *b = backup_new_handle(st, name, 0);
     b->kind = cairn_xstrdup("files");
     b->source = cairn_xstrdup("");
     b->lock = *lock;
@@ -210,8 +210,8 @@ int cairn_storage_open_backup(struct cairn_storage *st, const char *name, struct
     int rc = storage_check_backup_name(name, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_backup *b = cairn_backup_new_handle(st, name, 1);
-    rc = cairn_manifest_load(b, 0, err);
+    struct cairn_backup *b = backup_new_handle(st, name, 1);
+    rc = manifest_load(b, 0, err);
     if (rc == CAIRN_E_NOTFOUND) {
         /* No MANIFEST: incomplete if anything of the backup exists, else not found. */
         struct cairn_err le;

@@ -27,7 +27,7 @@ int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn
     } else if (w != NULL && w->state == CAIRN_IO_OPEN) {
         /* A source failure leaves the writer open: record it as the file's error. */
         cairn_err_wrap(&e, rc, "backup '%s' file '%s': read source", b->name, file);
-        cairn_backup_writer_fail(w, &e);
+        backup_writer_fail(w, &e);
     }
     cairn_writer_free(w);
     if (rc != CAIRN_OK)
@@ -58,7 +58,7 @@ static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *go
                        struct cairn_err *err)
 {
     struct verify_reader *v = (struct verify_reader *)r;
-    if (cairn_storage_cancelled(v->cancel))
+    if (storage_cancelled(v->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", v->label);
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc != CAIRN_OK) {
@@ -191,7 +191,7 @@ static void verify_one(void *arg)
     cairn_err_clear(&e);
     struct cairn_reader *r = NULL;
     int rc = CAIRN_E_CANCELLED; /* cancelled: the remaining files are neither ok nor failed */
-    if (!cairn_storage_cancelled(va->b->st->cancel)) {
+    if (!storage_cancelled(va->b->st->cancel)) {
         struct cairn_writer *sink = cairn_discard_writer_new();
         rc = backup_open_verified(va->b, f, &r, &e);
         if (rc == CAIRN_OK)
@@ -211,7 +211,7 @@ static void verify_one(void *arg)
             va->cb(va->arg, f, rc, &e);
         pthread_mutex_unlock(&va->mu);
     }
-    cairn_file_rec_free(j->r);
+    file_rec_free(j->r);
     free(j);
 }
 
@@ -225,8 +225,8 @@ struct verify_feed {
 static int verify_submit(void *arg, struct file_rec *r, struct cairn_err *e)
 {
     struct verify_feed *fd = arg;
-    if (cairn_storage_cancelled(fd->va->b->st->cancel)) {
-        cairn_file_rec_free(r);
+    if (storage_cancelled(fd->va->b->st->cancel)) {
+        file_rec_free(r);
         return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled",
                              fd->va->b->name);
     }
@@ -272,7 +272,7 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
     }
     cairn_pool_free(fd.pool);
     pthread_mutex_destroy(&va.mu);
-    if (cairn_storage_cancelled(b->st->cancel))
+    if (storage_cancelled(b->st->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);
     if (rc != CAIRN_OK) /* the file list itself no longer reads */
         return cairn_err_set(err, rc, "%s", le.msg);

@@ -77,7 +77,7 @@ static int write_backup(struct cairn_storage *st, const char *name, json_t *meta
     json_decref(scope);
     if (rc == CAIRN_OK) {
         /* The one-document form would be over the old reader's limit. */
-        char *v1 = cairn_manifest_build(b, NULL);
+        char *v1 = manifest_build(b, NULL);
         CHECK(strlen(v1) > MANIFEST_MAX);
         free(v1);
         rc = cairn_backup_end(b, err);
@@ -288,8 +288,8 @@ TEST(duplicate_names_refused)
         "{\"name\": \"z\", \"size\": 1, \"sha256\": \"%s\", \"compression\": \"none\", "
         "\"logical_size\": 1, \"logical_sha256\": \"%s\"}]}",
         sha, sha, sha, sha, sha, sha);
-    b = cairn_backup_new_handle(&fake, "b", 1);
-    CHECK_ERR(cairn_manifest_parse(b, text, strlen(text), NULL, &err), CAIRN_E_CORRUPT, &err,
+    b = backup_new_handle(&fake, "b", 1);
+    CHECK_ERR(manifest_parse(b, text, strlen(text), NULL, &err), CAIRN_E_CORRUPT, &err,
               "lists file 'z' twice");
     CHECK(cairn_backup_status(b) != CAIRN_BACKUP_COMPLETE);
     cairn_backup_free(b);

@@ -327,7 +327,7 @@ static void file_free(void *state)
     free(fs);
 }
 
-const struct cairn_storage_driver cairn_storage_file_driver = {
+const struct cairn_storage_driver storage_file_driver = {
     .name = "file",
     .open = file_open,
     .list = file_list,

@@ -43,7 +43,7 @@ static void s3_set_cancel(void *state, const volatile int *cancel)
     ((struct s3 *)state)->cancel = cancel;
 }
 
-const struct cairn_storage_driver cairn_storage_s3_driver = {
+const struct cairn_storage_driver storage_s3_driver = {
     .name = "s3",
     .open = s3_open,
     .list = s3_list,
