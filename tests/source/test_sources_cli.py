@@ -9,6 +9,8 @@ data (DBSIZE, DEBUG DIGEST, every key's DUMP). A wrong password fails with exit 
 port with exit 8, and neither leaves a complete backup nor touches the earlier one.
 etcd: 2,000 keys with revisions, backed up, restored into a new data directory with
 `--into`, a second etcd started on it returns the same keys and revisions.
+cairnd: a schedule with `source = redis://...` (password in a 0600 file) takes a complete
+backup; its log never shows the password.
 SKIP (77) without the servers, a failure under CI=true.
 """
 import json
@@ -16,7 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
+import signal
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -136,6 +140,48 @@ def etcd_case(tmp):
             e2.stop()
 
 
+def cairnd_case(tmp):
+    srv = rs.RedisServer(os.path.join(tmp, "r3"), password=PASSWORD)
+    proc = None
+    try:
+        rs.fill(srv.client(), 2000)
+        pwfile = os.path.join(tmp, "redis.pw")
+        with open(pwfile, "w") as f:
+            f.write(PASSWORD + "\n")
+        os.chmod(pwfile, 0o600)
+        store = os.path.join(tmp, "dstore")
+        conf = os.path.join(tmp, "cairnd.conf")
+        with open(conf, "w") as f:
+            f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
+                    "[schedule cache]\nsource = redis://:%s@127.0.0.1:%d\nto = file://%s\n"
+                    "every = 1s\nkeep-last = 2\n" % (os.path.join(tmp, "dstate"), PASSWORD,
+                                                     srv.port, store))
+        log = open(os.path.join(tmp, "cairnd.log"), "w+")
+        proc = subprocess.Popen([os.path.join(os.environ["CAIRN_BIN"], "cairnd"), "run",
+                                 "--config", conf, "--log-level", "debug"], stdout=log,
+                                stderr=subprocess.STDOUT)
+        # The condition: a complete backup listed (a new schedule runs at once).
+        end = time.monotonic() + 300
+        done = []
+        while not done and time.monotonic() < end and proc.poll() is None:
+            rc, out, _ = cairn("list", "file://" + store, "--json")
+            if rc == 0:
+                done = [b for b in json.loads(out)["backups"] if b["status"] == "complete"]
+            if not done:
+                time.sleep(0.2)
+        check(done and done[0]["kind"] == "redis", "cairnd took no redis backup: %s" % done)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+        log.seek(0)
+        text = log.read()
+        check(PASSWORD not in text, "the password shows in cairnd's log")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        srv.stop()
+
+
 def main():
     have_redis = os.access(rs.REDIS_SERVER, os.X_OK)
     have_etcd = et.ETCD is not None and et.ETCDCTL is not None
@@ -145,6 +191,7 @@ def main():
     try:
         redis_case(tmp)
         etcd_case(tmp)
+        cairnd_case(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
