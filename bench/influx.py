@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/service"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/influx"))
 import influx  # noqa: E402  (the tests' helpers: config, free ports, waits)
 
 SERIES = 1000
@@ -99,7 +99,7 @@ def start(root):
     ifx.start()
     with open(os.path.join(root, "pid"), "w") as f:
         f.write("%d\n" % ifx.proc.pid)
-    print(ifx.snap_addr)
+    print(ifx.influx_addr)
 
 
 def serve(data, pidfile):

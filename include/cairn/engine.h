@@ -2,13 +2,13 @@
  *
  * Both `cairn backup` / `cairn restore` and the cairnd scheduler call these two functions, so
  * a scheduled backup is byte for byte what the command line takes. The engine sits above the
- * snapshot protocol (cairn/service.h) and backup storage (cairn/storage.h) and uses only them.
+ * snapshot protocol (cairn/influx.h) and backup storage (cairn/storage.h) and uses only them.
  *
  * Ownership: neither function is given a writer or reader. Each opens the storage,
  * connections, files and streams it needs and closes and frees them before it returns; what
  * the options point to (strings, tls, cancel, progress_ctx) is only borrowed for the call.
  * Inside, a stream goes only to calls that borrow it (cairn_backup_get_stream,
- * cairn_snap_shard_backup, cairn_snap_shard_upload write or read it, never close or free
+ * cairn_influx_shard_backup, cairn_influx_shard_upload write or read it, never close or free
  * it); the progress stage put over a stream the engine opened takes it, as every stage does.
  * err may be NULL: the code returned is the same.
  *
@@ -48,7 +48,7 @@
 extern "C" {
 #endif
 
-struct cairn_tls_opts; /* cairn/service.h */
+struct cairn_influx_tls_opts; /* cairn/influx.h */
 
 #define CAIRN_ENGINE_NAME_MAX 128
 
@@ -83,8 +83,8 @@ struct cairn_engine_backup_opts {
     /* Wait this long for a conflicting storage lock (a prune, an rm) to go; 0: see
      * cairn_storage_set_lock_wait. */
     int64_t lock_wait_ms;
-    const struct cairn_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
-    const char *password_file;        /* a source driver's secret kept in a file (cairn/source.h) */
+    const struct cairn_influx_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
+    const char *password_file; /* a source driver's secret kept in a file (cairn/source.h) */
 };
 
 struct cairn_engine_backup_result {
@@ -120,8 +120,8 @@ struct cairn_engine_restore_opts {
     void *progress_ctx;
     const volatile int *cancel;
     int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
-    const struct cairn_tls_opts *tls; /* an online target over TLS; NULL: plain */
-    const char *password_file;        /* a source driver's secret kept in a file */
+    const struct cairn_influx_tls_opts *tls; /* an online target over TLS; NULL: plain */
+    const char *password_file;               /* a source driver's secret kept in a file */
 };
 
 struct cairn_engine_restore_result {

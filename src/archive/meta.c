@@ -18,9 +18,9 @@
 /* ---------------------------------------------------------------- UTF-8 */
 
 /* Go's utf8.DecodeRune: returns the length; invalid input gives U+FFFD with length 1. */
-static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
+static size_t go_decode_rune(const uint8_t *s, size_t n, uint32_t *r)
 {
-    size_t len = cairn_utf8_decode(s, n, r);
+    size_t len = utf8_decode(s, n, r);
     if (len == 0)
         *r = 0xfffd, len = 1;
     return len;
@@ -30,38 +30,38 @@ static size_t utf8_decode(const uint8_t *s, size_t n, uint32_t *r)
 
 void cairn_snapshot_meta_encode(const struct cairn_snapshot_meta *m, char **out, size_t *len)
 {
-    struct cairn_buf b = {0};
-    cairn_buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
-    cairn_buf_json_string(&b, m->id, CAIRN_JSON_SHORT_BF);
-    cairn_buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
-                     (unsigned long long)m->term);
+    struct buf b = {0};
+    buf_printf(&b, "{\"Version\":%lld,\"ID\":", (long long)m->version);
+    buf_json_string(&b, m->id, BUF_JSON_SHORT_BF);
+    buf_printf(&b, ",\"Index\":%llu,\"Term\":%llu,\"Peers\":", (unsigned long long)m->index,
+               (unsigned long long)m->term);
     if (m->peers == NULL) {
-        cairn_buf_adds(&b, "null");
+        buf_adds(&b, "null");
     } else {
-        char *enc = cairn_xmalloc(4 * ((m->peers_len + 2) / 3) + 1);
+        char *enc = xmalloc(4 * ((m->peers_len + 2) / 3) + 1);
         size_t n = cairn_base64_encode(m->peers, m->peers_len, enc);
-        cairn_buf_add(&b, "\"", 1);
-        cairn_buf_add(&b, enc, n);
-        cairn_buf_add(&b, "\"", 1);
+        buf_add(&b, "\"", 1);
+        buf_add(&b, enc, n);
+        buf_add(&b, "\"", 1);
         free(enc);
     }
-    cairn_buf_adds(&b, ",\"Configuration\":{\"Servers\":");
+    buf_adds(&b, ",\"Configuration\":{\"Servers\":");
     if (m->nservers == 0) {
-        cairn_buf_adds(&b, "null");
+        buf_adds(&b, "null");
     } else {
-        cairn_buf_add(&b, "[", 1);
+        buf_add(&b, "[", 1);
         for (size_t i = 0; i < m->nservers; i++) {
-            cairn_buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
-                             (long long)m->servers[i].suffrage);
-            cairn_buf_json_string(&b, m->servers[i].id, CAIRN_JSON_SHORT_BF);
-            cairn_buf_adds(&b, ",\"Address\":");
-            cairn_buf_json_string(&b, m->servers[i].address, CAIRN_JSON_SHORT_BF);
-            cairn_buf_add(&b, "}", 1);
+            buf_printf(&b, "%s{\"Suffrage\":%lld,\"ID\":", i ? "," : "",
+                       (long long)m->servers[i].suffrage);
+            buf_json_string(&b, m->servers[i].id, BUF_JSON_SHORT_BF);
+            buf_adds(&b, ",\"Address\":");
+            buf_json_string(&b, m->servers[i].address, BUF_JSON_SHORT_BF);
+            buf_add(&b, "}", 1);
         }
-        cairn_buf_add(&b, "]", 1);
+        buf_add(&b, "]", 1);
     }
-    cairn_buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
-                     (unsigned long long)m->configuration_index, (long long)m->size);
+    buf_printf(&b, "},\"ConfigurationIndex\":%llu,\"Size\":%lld}\n",
+               (unsigned long long)m->configuration_index, (long long)m->size);
     *out = (char *)b.p;
     *len = b.len;
 }
@@ -159,10 +159,12 @@ static int hexval(uint8_t c)
                                   : -1;
 }
 
-/* A string at p->pos; *out (may be NULL) gets Go's unquoted value, malloc'd. */
+/* A string at p->pos; *out (may be NULL) gets Go's unquoted value, malloc'd. Long (90 lines)
+ * because it is one pass over Go's whole string grammar (escapes, surrogate pairs, invalid UTF-8
+ * as U+FFFD): the rules are easier to check against encoding/json side by side. */
 static int jp_string(struct jp *p, char **out, size_t *out_len)
 {
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     p->pos++; /* opening quote */
     for (;;) {
         if (p->pos >= p->len)
@@ -185,7 +187,7 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
             if (c != 0 && simple != NULL) {
                 static const char map[] = "\"\\/\b\f\n\r\t";
                 char ch = map[simple - "\"\\/bfnrt"];
-                cairn_buf_add(&b, &ch, 1);
+                buf_add(&b, &ch, 1);
                 p->pos++;
                 continue;
             }
@@ -225,20 +227,20 @@ static int jp_string(struct jp *p, char **out, size_t *out_len)
                 }
             }
             char enc[4];
-            cairn_buf_add(&b, enc, cairn_utf8_encode(r, enc));
+            buf_add(&b, enc, utf8_encode(r, enc));
             continue;
         }
         uint32_t r;
-        size_t n = utf8_decode(p->s + p->pos, p->len - p->pos, &r);
+        size_t n = go_decode_rune(p->s + p->pos, p->len - p->pos, &r);
         if (r == 0xfffd && n == 1)
-            cairn_buf_add(&b, "\xef\xbf\xbd", 3);
+            buf_add(&b, "\xef\xbf\xbd", 3);
         else
-            cairn_buf_add(&b, p->s + p->pos, n);
+            buf_add(&b, p->s + p->pos, n);
         p->pos += n;
     }
     if (out != NULL) {
         if (b.p == NULL)
-            b.p = (uint8_t *)cairn_xstrdup("");
+            b.p = (uint8_t *)xstrdup("");
         *out = (char *)b.p;
         if (out_len)
             *out_len = b.len;
@@ -302,7 +304,8 @@ static int jp_literal(struct jp *p, const char *word)
 }
 
 /* Skip any value iteratively (bounded by MAX_DEPTH without recursion). Kinds: 's' string,
- * 'n' number, 'b' bool, 'z' null, 'o' object, 'a' array. */
+ * 'n' number, 'b' bool, 'z' null, 'o' object, 'a' array. Long (100 lines): one explicit
+ * stack machine, whose state would only be scattered by splitting it. */
 static int jp_skip(struct jp *p, char *kind)
 {
     uint8_t stack[MAX_DEPTH / 8 + 1]; /* bit set: 1 = inside an object */
@@ -508,7 +511,7 @@ static int jp_str_field(struct jp *p, char **dst, const char *field, const char 
 }
 
 /* Go's []byte: a base64 string (StdEncoding, which skips \r and \n), null, or an array of
- * uint8 numbers. */
+ * uint8 numbers. Long (83 lines): the three forms Go accepts, each checked as Go does. */
 static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
 {
     const char *field = "SnapshotMeta.Peers";
@@ -530,7 +533,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         for (size_t i = 0; i < n; i++)
             if (s[i] != '\r' && s[i] != '\n')
                 s[w++] = s[i];
-        uint8_t *out = cairn_xmalloc(w / 4 * 3 + 3);
+        uint8_t *out = xmalloc(w / 4 * 3 + 3);
         size_t olen = 0;
         if (cairn_base64_decode(s, w, out, w / 4 * 3 + 3, &olen) != 0) {
             free(out);
@@ -547,7 +550,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         return 0;
     }
     if (k == 'a') {
-        struct cairn_buf b = {0};
+        struct buf b = {0};
         p->pos++;
         if (++p->depth > MAX_DEPTH) {
             free(b.p);
@@ -576,7 +579,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
                 jp_type(p, what, field, "uint8");
             }
             uint8_t byte = (uint8_t)v;
-            cairn_buf_add(&b, &byte, 1);
+            buf_add(&b, &byte, 1);
             first = 0;
             int more = jp_next(p, ']', "after array element");
             if (more < 0) {
@@ -588,7 +591,7 @@ static int jp_bytes(struct jp *p, uint8_t **dst, size_t *dst_len)
         }
         p->depth--;
         free(*dst);
-        *dst = b.p ? b.p : cairn_xmalloc(1);
+        *dst = b.p ? b.p : xmalloc(1);
         *dst_len = b.len;
         return 0;
     }
@@ -723,7 +726,7 @@ static int jp_servers(struct jp *p, struct cairn_snapshot_meta *m)
         for (;;) {
             if (i == cap) {
                 cap = cap ? cap * 2 : 4;
-                m->servers = cairn_xrealloc(m->servers, cap * sizeof(*m->servers));
+                m->servers = xrealloc(m->servers, cap * sizeof(*m->servers));
             }
             if (i >= m->nservers) {
                 memset(&m->servers[i], 0, sizeof(m->servers[i]));

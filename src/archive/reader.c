@@ -43,7 +43,7 @@ static const struct cairn_reader_ops replay_reader_ops = {"snapshot-input", repl
 
 static struct replay_reader *replay_new(struct cairn_reader *next)
 {
-    struct replay_reader *p = cairn_xcalloc(1, sizeof(*p));
+    struct replay_reader *p = xcalloc(1, sizeof(*p));
     cairn_reader_init(&p->base, &replay_reader_ops, next);
     return p;
 }
@@ -87,13 +87,13 @@ static const struct cairn_reader_ops ratio_reader_ops = {"ratio-limit", ratio_re
 
 static struct cairn_reader *ratio_new(struct cairn_reader *next, unsigned ratio)
 {
-    struct ratio_reader *q = cairn_xcalloc(1, sizeof(*q));
+    struct ratio_reader *q = xcalloc(1, sizeof(*q));
     cairn_reader_init(&q->base, &ratio_reader_ops, next);
     q->ratio = ratio ? ratio : RATIO_DEFAULT;
     return &q->base;
 }
 
-struct snap_input {
+struct archive_input {
     struct cairn_reader *hash; /* raw input bytes, hashed */
     struct cairn_reader *top;  /* the tar stream; freeing it frees the chain */
     enum cairn_snapshot_flavour flavour;
@@ -102,7 +102,7 @@ struct snap_input {
 /* Detect the flavour by magic and stack the decompressor. The gzip header checks reproduce
  * Go's gzip.NewReader errors, reported as "failed to decompress snapshot: ...". */
 static int open_input(struct cairn_reader *in, int raw_tar, unsigned max_ratio,
-                      struct snap_input *si, struct cairn_err *err)
+                      struct archive_input *si, struct cairn_err *err)
 {
     si->hash = cairn_hash_reader_new(cairn_reader_borrow(in)); /* in stays the caller's */
     if (raw_tar) {
@@ -159,7 +159,7 @@ static int read_small(struct tar_reader *t, const struct tar_entry *e, size_t ca
     for (;;) {
         if (b->len + 4096 > bcap) {
             bcap = bcap ? bcap * 2 : 8192;
-            b->p = cairn_xrealloc(b->p, bcap + 1);
+            b->p = xrealloc(b->p, bcap + 1);
         }
         size_t got;
         int rc = tar_reader_read(t, b->p + b->len, bcap - b->len, &got, err);
@@ -178,7 +178,7 @@ static int read_small(struct tar_reader *t, const struct tar_entry *e, size_t ca
 static int stream_state(struct tar_reader *t, struct cairn_sha256 *h, struct cairn_writer *sink,
                         uint64_t *len, struct cairn_err *err)
 {
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     int rc;
     for (;;) {
         size_t got;
@@ -221,7 +221,7 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
         int m = 0;
         while (m < M_COUNT && strcmp(e->name, member_names[m]) != 0)
             m++;
-        snap_quote(e->name, q, sizeof(q));
+        archive_quote(e->name, q, sizeof(q));
         if (m == M_COUNT || e->typeflag == 'g' || (m == M_SEALED && o->three_members)) {
             rc = cairn_err_set(err, CAIRN_E_CORRUPT, "unexpected file %s in snapshot", q);
             goto out;
@@ -275,15 +275,15 @@ static int read_members(struct tar_reader *t, const struct cairn_snapshot_read_o
             cairn_err_wrap(err, rc, "failed to open the sealed hashes");
             goto out;
         }
-        if ((rc = snap_sums_verify(opened, olen, info->meta_sha256, info->state_sha256, err)) !=
+        if ((rc = archive_sums_verify(opened, olen, info->meta_sha256, info->state_sha256, err)) !=
             CAIRN_OK) {
             cairn_err_wrap(err, rc, "failed checking integrity of snapshot (sealed hashes)");
             goto out;
         }
         info->sealed_verified = 1;
     }
-    if ((rc = snap_sums_verify(sums.p ? sums.p : (const uint8_t *)"", sums.len, info->meta_sha256,
-                               info->state_sha256, err)) != CAIRN_OK) {
+    if ((rc = archive_sums_verify(sums.p ? sums.p : (const uint8_t *)"", sums.len,
+                                  info->meta_sha256, info->state_sha256, err)) != CAIRN_OK) {
         cairn_err_wrap(err, rc, "failed checking integrity of snapshot");
         goto out;
     }
@@ -310,9 +310,9 @@ out:
 #define CONCLUDE_MAX (64ull << 20)
 
 /* Go's concludeGzipRead: every decompressed byte after the tar must be absent. */
-static int conclude(struct snap_input *si, struct cairn_err *err)
+static int conclude(struct archive_input *si, struct cairn_err *err)
 {
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     uint64_t extra = 0;
     int rc;
     int raw = si->flavour == CAIRN_SNAPSHOT_TAR;
@@ -337,15 +337,15 @@ static int conclude(struct snap_input *si, struct cairn_err *err)
     return rc;
 }
 
-static int snap_read(struct cairn_reader *in, const struct cairn_snapshot_read_opts *opts,
-                     struct cairn_writer *sink, struct cairn_snapshot_info *info,
-                     struct cairn_err *err)
+static int archive_read(struct cairn_reader *in, const struct cairn_snapshot_read_opts *opts,
+                        struct cairn_writer *sink, struct cairn_snapshot_info *info,
+                        struct cairn_err *err)
 {
     static const struct cairn_snapshot_read_opts defaults = {0};
     if (opts == NULL)
         opts = &defaults;
     memset(info, 0, sizeof(*info));
-    struct snap_input si = {0};
+    struct archive_input si = {0};
     struct tar_reader *t = NULL;
     int rc = open_input(in, opts->raw_tar, opts->max_ratio, &si, err);
     info->flavour = si.flavour;
@@ -382,7 +382,7 @@ int cairn_snapshot_verify(struct cairn_reader *in, const struct cairn_snapshot_r
                           struct cairn_snapshot_info *info, struct cairn_err *err)
 {
     struct cairn_snapshot_info local;
-    int rc = snap_read(in, opts, NULL, info ? info : &local, err);
+    int rc = archive_read(in, opts, NULL, info ? info : &local, err);
     if (info == NULL)
         cairn_snapshot_info_free(&local);
     return rc;
@@ -393,7 +393,7 @@ int cairn_snapshot_extract(struct cairn_reader *in, const struct cairn_snapshot_
                            struct cairn_err *err)
 {
     struct cairn_snapshot_info local;
-    int rc = snap_read(in, opts, out, info ? info : &local, err);
+    int rc = archive_read(in, opts, out, info ? info : &local, err);
     if (info == NULL)
         cairn_snapshot_info_free(&local);
     return rc;
@@ -406,13 +406,13 @@ int cairn_snapshot_restore(struct cairn_reader *in, const struct cairn_snapshot_
     struct cairn_snapshot_info local;
     struct cairn_snapshot_info *inf = info ? info : &local;
     int fd;
-    int rc = snap_tmpfile(opts ? opts->tmpdir : NULL, &fd, err);
+    int rc = archive_tmpfile(opts ? opts->tmpdir : NULL, &fd, err);
     if (rc != CAIRN_OK) {
         memset(inf, 0, sizeof(*inf));
         goto out;
     }
     struct cairn_writer *spool = cairn_fd_writer_new(fd, 0);
-    rc = snap_read(in, opts, spool, inf, err);
+    rc = archive_read(in, opts, spool, inf, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(spool, err);
     cairn_writer_free(spool);

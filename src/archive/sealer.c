@@ -36,7 +36,7 @@ static void key_sealer_free(struct cairn_sealer *s)
 
 static struct cairn_sealer *key_sealer_new(const struct cairn_sealer_ops *ops, const uint8_t *key)
 {
-    struct key_sealer *k = cairn_xcalloc(1, sizeof(*k));
+    struct key_sealer *k = xcalloc(1, sizeof(*k));
     k->base.ops = ops;
     memcpy(k->key, key, CAIRN_SEALER_KEY_LEN);
     return &k->base;
@@ -48,7 +48,7 @@ static int hmac_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uint
                      size_t *out_len, struct cairn_err *err)
 {
     (void)err;
-    uint8_t *o = cairn_xmalloc(MAGIC_LEN + 32 + len);
+    uint8_t *o = xmalloc(MAGIC_LEN + 32 + len);
     memcpy(o, hmac_magic, MAGIC_LEN);
     /* The magic is covered too, so the construction cannot be confused with another. */
     cairn_hmac_sha256(((struct key_sealer *)s)->key, hmac_magic, MAGIC_LEN, in, len, o + MAGIC_LEN);
@@ -71,7 +71,7 @@ static int hmac_open(struct cairn_sealer *s, const uint8_t *in, size_t len, uint
                                  in + MAGIC_LEN + 32, n, in + MAGIC_LEN))
         return cairn_err_set(err, CAIRN_E_SEAL,
                              "hmac-sha256 check failed: wrong key or tampered hashes");
-    *out = cairn_xmalloc(n + 1);
+    *out = xmalloc(n + 1);
     memcpy(*out, in + MAGIC_LEN + 32, n);
     *out_len = n;
     return CAIRN_OK;
@@ -102,7 +102,7 @@ static int gcm_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8
 {
     if (len > (size_t)1 << 30)
         return cairn_err_set(err, CAIRN_E_INVALID, "aes-gcm seal: input too large");
-    uint8_t *o = cairn_xmalloc(MAGIC_LEN + GCM_NONCE + len + GCM_TAG);
+    uint8_t *o = xmalloc(MAGIC_LEN + GCM_NONCE + len + GCM_TAG);
     memcpy(o, gcm_magic, MAGIC_LEN);
     if (RAND_bytes(o + MAGIC_LEN, GCM_NONCE) != 1 ||
         gcm_run((struct key_sealer *)s, 1, o + MAGIC_LEN, in, len, o + MAGIC_LEN + GCM_NONCE,
@@ -127,7 +127,7 @@ static int gcm_open(struct cairn_sealer *s, const uint8_t *in, size_t len, uint8
         return cairn_err_set(err, CAIRN_E_SEAL, "sealed hashes too large");
     uint8_t tag[GCM_TAG];
     memcpy(tag, in + len - GCM_TAG, GCM_TAG);
-    uint8_t *o = cairn_xmalloc(n + 1);
+    uint8_t *o = xmalloc(n + 1);
     if (gcm_run((struct key_sealer *)s, 0, in + MAGIC_LEN, in + MAGIC_LEN + GCM_NONCE, n, o, tag) !=
         0) {
         free(o);

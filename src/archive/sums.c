@@ -9,7 +9,7 @@
 #include "cairn/digest.h"
 #include "common/util.h"
 
-void snap_quote_n(const char *s, size_t len, char *out, size_t cap)
+void archive_quote_n(const char *s, size_t len, char *out, size_t cap)
 {
     size_t o = 0, i = 0;
     const unsigned char *p = (const unsigned char *)s;
@@ -37,17 +37,17 @@ void snap_quote_n(const char *s, size_t len, char *out, size_t cap)
     out[cap - 1] = 0;
 }
 
-void snap_quote(const char *s, char *out, size_t cap)
+void archive_quote(const char *s, char *out, size_t cap)
 {
-    snap_quote_n(s, strlen(s), out, cap);
+    archive_quote_n(s, strlen(s), out, cap);
 }
 
-void snap_sums_encode(const uint8_t meta[32], const uint8_t state[32], char **out, size_t *len)
+void archive_sums_encode(const uint8_t meta[32], const uint8_t state[32], char **out, size_t *len)
 {
     char hm[65], hs[65];
     cairn_hex_encode(meta, 32, hm);
     cairn_hex_encode(state, 32, hs);
-    *out = cairn_xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
+    *out = xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
     *len = strlen(*out);
 }
 
@@ -166,15 +166,15 @@ static int scan_line(struct scan *sc, uint8_t *digest, size_t *dlen, size_t dcap
     while (sc->pos < sc->len && !go_space(scan_peek(sc)))
         scan_get(sc);
     size_t n = sc->pos - start;
-    *name = cairn_xmalloc(n + 1);
+    *name = xmalloc(n + 1);
     memcpy(*name, sc->s + start, n);
     (*name)[n] = 0;
     *name_len = n;
     return CAIRN_OK;
 }
 
-int snap_sums_verify(const uint8_t *text, size_t len, const uint8_t meta[32],
-                     const uint8_t state[32], struct cairn_err *err)
+int archive_sums_verify(const uint8_t *text, size_t len, const uint8_t meta[32],
+                        const uint8_t state[32], struct cairn_err *err)
 {
     static const char *names[2] = {"meta.json", "state.bin"};
     const uint8_t *want[2] = {meta, state};
@@ -205,7 +205,7 @@ int snap_sums_verify(const uint8_t *text, size_t len, const uint8_t meta[32],
             if (nlen == strlen(names[i]) && memcmp(name, names[i], nlen) == 0)
                 which = i;
         char q[160];
-        snap_quote_n(name, nlen, q, sizeof(q));
+        archive_quote_n(name, nlen, q, sizeof(q));
         free(name);
         if (which < 0)
             return cairn_err_set(err, CAIRN_E_CORRUPT, "list missing hash for %s", q);

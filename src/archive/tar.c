@@ -172,7 +172,7 @@ static size_t split_ustar(const char *name, size_t len)
 /* Go's toASCII: the name without its non-ASCII bytes, for header fields PAX overrides. */
 static char *to_ascii(const char *s)
 {
-    char *o = cairn_xmalloc(strlen(s) + 1), *p = o;
+    char *o = xmalloc(strlen(s) + 1), *p = o;
     for (; *s; s++)
         if ((unsigned char)*s < 0x80)
             *p++ = *s;
@@ -181,25 +181,24 @@ static char *to_ascii(const char *s)
 }
 
 /* Go's formatPAXRecord: "<len> <key>=<value>\n", len counting itself. */
-static void pax_record(struct cairn_buf *b, const char *k, const char *v)
+static void pax_record(struct buf *b, const char *k, const char *v)
 {
     char num[24];
     size_t base = strlen(k) + strlen(v) + 3; /* ' ', '=' and '\n' */
     size_t size = base + (size_t)snprintf(num, sizeof(num), "%zu", base);
     size_t actual = base + (size_t)snprintf(num, sizeof(num), "%zu", size);
-    cairn_buf_printf(b, "%zu %s=%s\n", actual, k, v); /* actual: the length grew a digit */
+    buf_printf(b, "%zu %s=%s\n", actual, k, v); /* actual: the length grew a digit */
 }
 
 /* Go's writePAXHeader: the records in an 'x' member named dir/PaxHeaders.0/file. */
-static int write_pax(struct tar_writer *t, const char *name, const struct cairn_buf *recs,
+static int write_pax(struct tar_writer *t, const char *name, const struct buf *recs,
                      struct cairn_err *err)
 {
     if (recs->len > TAR_MAX_SPECIAL)
         return cairn_err_set(err, CAIRN_E_INVALID, TAR_ERR_TOO_LONG);
     const char *slash = strrchr(name, '/');
-    char *joined =
-        slash ? cairn_xasprintf("%.*s/PaxHeaders.0/%s", (int)(slash - name), name, slash + 1)
-              : cairn_xasprintf("PaxHeaders.0/%s", name);
+    char *joined = slash ? xasprintf("%.*s/PaxHeaders.0/%s", (int)(slash - name), name, slash + 1)
+                         : xasprintf("PaxHeaders.0/%s", name);
     char *raw = to_ascii(joined);
     size_t n = strlen(raw);
     if (n > LEN_NAME)
@@ -236,11 +235,11 @@ int tar_writer_add(struct tar_writer *t, const struct tar_member *m, struct cair
     uint8_t blk[TAR_BLOCK];
     int rc;
     if ((!long_name || cut > 0) && size_ok && mtime_ok) {
-        char *prefix = cut ? cairn_xasprintf("%.*s", (int)cut, m->name) : NULL;
+        char *prefix = cut ? xasprintf("%.*s", (int)cut, m->name) : NULL;
         header_fill(blk, m->name + (cut ? cut + 1 : 0), prefix, '0', m->size, m);
         free(prefix);
     } else {
-        struct cairn_buf recs = {0};
+        struct buf recs = {0};
         char num[24];
         if (!mtime_ok) {
             snprintf(num, sizeof(num), "%lld", (long long)m->mtime);
@@ -253,7 +252,7 @@ int tar_writer_add(struct tar_writer *t, const struct tar_member *m, struct cair
             pax_record(&recs, "size", num);
         }
         rc = write_pax(t, m->name, &recs, err);
-        cairn_buf_free(&recs);
+        buf_free(&recs);
         if (rc != CAIRN_OK)
             return rc;
         char *ascii = to_ascii(m->name);
@@ -337,9 +336,9 @@ struct tar_reader {
 
 struct tar_reader *tar_reader_new(struct cairn_reader *src, unsigned flags)
 {
-    struct tar_reader *t = cairn_xcalloc(1, sizeof(*t));
+    struct tar_reader *t = xcalloc(1, sizeof(*t));
     t->src = src;
-    t->buf = cairn_xmalloc(READ_BUF);
+    t->buf = xmalloc(READ_BUF);
     t->ahead = (flags & TAR_READ_AHEAD) != 0;
     t->whole_padding = (flags & TAR_READ_WHOLE_PADDING) != 0;
     t->limit = t->ahead ? UINT64_MAX : TAR_BLOCK; /* the first header */
@@ -467,7 +466,7 @@ static char *parse_string(const uint8_t *b, size_t len)
 {
     const uint8_t *nul = memchr(b, 0, len);
     size_t n = nul ? (size_t)(nul - b) : len;
-    char *s = cairn_xmalloc(n + 1);
+    char *s = xmalloc(n + 1);
     memcpy(s, b, n);
     s[n] = 0;
     return s;
@@ -586,7 +585,7 @@ static int parse_header(const uint8_t *b, struct tar_entry *e, int64_t *size, st
         }
     }
     if (prefix != NULL && prefix[0] != 0) {
-        char *full = cairn_xasprintf("%s/%s", prefix, e->name);
+        char *full = xasprintf("%s/%s", prefix, e->name);
         free(e->name);
         e->name = full;
     }
@@ -623,7 +622,7 @@ static int read_special(struct tar_reader *t, uint8_t **out, size_t *out_len, st
     if (t->remaining > TAR_MAX_SPECIAL)
         return cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_TOO_LONG);
     size_t n = (size_t)t->remaining, got;
-    uint8_t *buf = cairn_xmalloc(n + 1);
+    uint8_t *buf = xmalloc(n + 1);
     int rc = read_upto(t, buf, n, &got, err);
     if (rc == CAIRN_OK && got < n)
         rc = cairn_err_set(err, CAIRN_E_CORRUPT, TAR_ERR_UNEXPECTED_EOF);
@@ -728,7 +727,7 @@ static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int g
         int64_t num;
         if (keyeq(k, klen, "path")) {
             free(t->pax_path);
-            t->pax_path = cairn_xmalloc(vlen + 1);
+            t->pax_path = xmalloc(vlen + 1);
             memcpy(t->pax_path, v, vlen);
             t->pax_path[vlen] = 0;
             t->pax_path_set = 1;
@@ -754,7 +753,7 @@ static int parse_pax(struct tar_reader *t, const uint8_t *buf, size_t len, int g
                 t->pax_sparse_size = num;
             if (keyeq(k, klen, "GNU.sparse.name")) {
                 free(t->pax_sparse_name);
-                t->pax_sparse_name = cairn_xmalloc(vlen + 1);
+                t->pax_sparse_name = xmalloc(vlen + 1);
                 memcpy(t->pax_sparse_name, v, vlen);
                 t->pax_sparse_name[vlen] = 0;
             }
@@ -778,14 +777,14 @@ static int refuse_sparse(struct tar_reader *t, int64_t size, const struct tar_en
         size = t->pax_sparse_size;
     if (t->pax_sparse_name != NULL) {
         free(t->ent.name);
-        t->ent.name = cairn_xstrdup(t->pax_sparse_name);
+        t->ent.name = xstrdup(t->pax_sparse_name);
     }
     clear_meta_headers(t);
     t->ent.sparse = 1;
     t->ent.size = size > 0 ? (uint64_t)size : 0;
     *ent = &t->ent;
     char q[160];
-    snap_quote(t->ent.name, q, sizeof(q));
+    archive_quote(t->ent.name, q, sizeof(q));
     return cairn_err_set(err, CAIRN_E_CORRUPT,
                          "archive/tar: sparse member %s refused (snapshots have no sparse "
                          "members and cairn does not expand them)",
@@ -887,7 +886,7 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
         /* mergePAX, GNU long name, then the legacy NUL typeflag. */
         if (t->pax_path_set) {
             free(t->ent.name);
-            t->ent.name = cairn_xstrdup(t->pax_path);
+            t->ent.name = xstrdup(t->pax_path);
         }
         if (t->pax_size_set)
             size = t->pax_size;
@@ -895,7 +894,7 @@ int tar_reader_next(struct tar_reader *t, const struct tar_entry **ent, struct c
             t->ent.mtime = t->pax_mtime;
         if (t->long_name != NULL && t->long_name[0] != 0) {
             free(t->ent.name);
-            t->ent.name = cairn_xstrdup(t->long_name);
+            t->ent.name = xstrdup(t->long_name);
         }
         /* Sparse members (old GNU 'S', or PAX GNU.sparse.* records) would expand holes a few
          * bytes describe into any size; no snapshot writer makes them. Damaged or hostile

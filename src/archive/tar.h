@@ -1,5 +1,5 @@
 /* The one tar layer of libcairn (spec: consul-snapshot-format.md sections 3, 8, 12): the Raft
- * snapshot archive and the InfluxDB shard streams of src/service both use it.
+ * snapshot archive and the InfluxDB shard streams of src/influx both use it.
  *
  * The writer emits exactly the bytes Go's archive/tar writes for a regular file: USTAR when the
  * name (or a prefix/name split of it), the size and the mtime fit, else a PAX 'x' record set

@@ -14,13 +14,13 @@
 #include "cairn/snapshot.h"
 #include "common/util.h"
 
-int snap_tmpfile(const char *dir, int *fd, struct cairn_err *err)
+int archive_tmpfile(const char *dir, int *fd, struct cairn_err *err)
 {
     if (dir == NULL || dir[0] == 0)
         dir = getenv("TMPDIR");
     if (dir == NULL || dir[0] == 0)
         dir = "/tmp";
-    char *path = cairn_xasprintf("%s/cairn-snapshot-XXXXXX", dir);
+    char *path = xasprintf("%s/cairn-snapshot-XXXXXX", dir);
     *fd = mkstemp(path);
     if (*fd < 0) {
         int rc = cairn_err_sys(err, 0, errno, "create temp file in '%s'", dir);
@@ -53,7 +53,7 @@ static int write_member(struct tar_writer *t, const char *name, const void *data
 static int copy_state(struct tar_writer *t, struct cairn_reader *state, uint64_t size,
                       struct cairn_sha256 *h, struct cairn_err *err)
 {
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     uint64_t left = size;
     int rc = CAIRN_OK;
     while (left > 0) {
@@ -131,12 +131,12 @@ int cairn_snapshot_write(struct cairn_writer *out, const struct cairn_snapshot_m
     if ((rc = tar_writer_end(&t, err)) != CAIRN_OK)
         goto out;
     cairn_sha256_final(&state_h, state_sum);
-    snap_sums_encode(meta_sum, state_sum, &sums, &sums_len);
+    archive_sums_encode(meta_sum, state_sum, &sums, &sums_len);
     if ((rc = write_member(&t, SNAP_SUMS, sums, sums_len, err)) != CAIRN_OK)
         goto out;
     if (opts->sealer != NULL) {
         /* Go encodes the list a second time for the sealer. */
-        snap_sums_encode(meta_sum, state_sum, &sums2, &sums2_len);
+        archive_sums_encode(meta_sum, state_sum, &sums2, &sums2_len);
         if ((rc = cairn_sealer_seal(opts->sealer, (const uint8_t *)sums2, sums2_len, &sealed,
                                     &sealed_len, err)) != CAIRN_OK) {
             cairn_err_wrap(err, rc, "failed to seal hashes");
@@ -173,7 +173,7 @@ int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir, struct cai
 {
     int fd;
     *out = NULL;
-    int rc = snap_tmpfile(tmpdir, &fd, err);
+    int rc = archive_tmpfile(tmpdir, &fd, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_writer *w = cairn_fd_writer_new(fd, 0);
@@ -214,7 +214,7 @@ int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
             return rc;
         state = spooled;
     }
-    if ((rc = snap_tmpfile(tmpdir, &fd, err)) != CAIRN_OK) {
+    if ((rc = archive_tmpfile(tmpdir, &fd, err)) != CAIRN_OK) {
         cairn_reader_free(spooled);
         return rc;
     }
@@ -233,7 +233,7 @@ int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
         close(fd);
         return rc;
     }
-    struct cairn_snapshot *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_snapshot *s = xcalloc(1, sizeof(*s));
     s->r = cairn_fd_reader_new(fd, 1);
     s->index = meta->index;
     s->term = meta->term;

@@ -8,7 +8,7 @@
 #include "cairn/engine.h"
 #include "cairn/source.h"
 #include "cairn/log.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/util.h"
 #include "interrupt.h"
 #include "progs/progs.h"
@@ -53,7 +53,35 @@ static void backup_usage(FILE *out)
         "Over TLS with a client certificate:\n"
         "  cairn backup --from db1.example:8088 --to file:///srv/backups \\\n"
         "      --tls-ca ca.pem --tls-cert client.pem --tls-key client.key\n\n%s",
-        cli_tls_help, cli_exit_codes_help);
+        progs_tls_help, progs_exit_codes_help);
+}
+
+/* The summary on stdout, as --json or a line; the source shown redacted, as in the log. */
+static void print_result(const char *source, const struct cairn_engine_backup_result *r)
+{
+    char shown[4096]; /* the source as logs and MANIFESTs show it: no password */
+    if (cairn_source_redact(source, shown, sizeof(shown)) != CAIRN_OK)
+        snprintf(shown, sizeof(shown), "(redacted)");
+    if (progs_json) {
+        progs_print_json(json_pack(
+            "{s:b, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1, "name",
+            r->name, "parent", r->parent[0] ? r->parent : NULL, "full_no_parent", r->full_no_parent,
+            "source", shown, "databases", (int)r->databases, "shards", (int)r->shards, "files",
+            (json_int_t)r->files, "bytes", (json_int_t)r->bytes, "seconds", r->seconds, "vanished",
+            (json_int_t)r->vanished, "changed", (json_int_t)r->changed));
+    } else {
+        char sz[32];
+        format_bytes(r->bytes, sz, sizeof(sz));
+        printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", r->name,
+               r->databases, r->shards, (unsigned long long)r->files, sz, r->seconds,
+               r->parent[0] ? ", incremental to " : "", r->parent);
+        if (r->full_no_parent)
+            printf("no parent of the same source and scope: took a full backup\n");
+        if (r->vanished || r->changed)
+            printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
+                   "changed while read (stored as read)\n",
+                   (unsigned long long)r->vanished, (unsigned long long)r->changed);
+    }
 }
 
 int cmd_backup(int argc, char **argv)
@@ -70,16 +98,16 @@ int cmd_backup(int argc, char **argv)
                                          {"json", no_argument, NULL, 'j'},
                                          {"password-file", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
-                                         CLI_TLS_OPTIONS,
+                                         PROGS_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_engine_backup_opts o = {0};
-    struct cairn_tls_opts tls = {0};
+    struct cairn_influx_tls_opts tls = {0};
     int tls_on = 0;
     uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (cli_tls_option(c, optarg, &tls, &tls_on))
+        if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
         case 'f': o.source = optarg; break;
@@ -88,75 +116,52 @@ int cmd_backup(int argc, char **argv)
         case 'd': o.db = optarg; break;
         case 'r': o.rp = optarg; break;
         case 's':
-            if (cairn_parse_rfc3339(optarg, &o.since_sec, &o.since_nsec) != 0)
-                return cli_usage("backup",
-                                 "invalid --since '%s' (want RFC 3339, e.g. "
-                                 "2024-05-01T00:00:00Z)",
-                                 optarg);
+            if (parse_rfc3339(optarg, &o.since_sec, &o.since_nsec) != 0)
+                return progs_usage("backup",
+                                   "invalid --since '%s' (want RFC 3339, e.g. "
+                                   "2024-05-01T00:00:00Z)",
+                                   optarg);
             o.has_since = 1;
             break;
         case 'F': o.full_if_no_parent = 1; break;
         case 'p':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 256)
-                return cli_usage("backup", "invalid --parallel '%s'", optarg);
+            if (progs_parse_u64(optarg, &v) != 0 || v == 0 || v > 256)
+                return progs_usage("backup", "invalid --parallel '%s'", optarg);
             o.parallelism = (unsigned)v;
             break;
         case 'T':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 3600000)
-                return cli_usage("backup", "invalid --timeout '%s'", optarg);
+            if (progs_parse_u64(optarg, &v) != 0 || v == 0 || v > 3600000)
+                return progs_usage("backup", "invalid --timeout '%s'", optarg);
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
-        case 'j': cli_json = 1; break;
+        case 'j': progs_json = 1; break;
         case 'P': o.password_file = optarg; break;
         case 'h': backup_usage(stdout); return 0;
-        default: return cli_usage("backup", "invalid option");
+        default: return progs_usage("backup", "invalid option");
         }
     }
     if (optind != argc)
-        return cli_usage("backup", "unexpected argument '%s'", argv[optind]);
+        return progs_usage("backup", "unexpected argument '%s'", argv[optind]);
     if (o.source == NULL || o.storage_url == NULL)
-        return cli_usage("backup", "--from and --to are required");
+        return progs_usage("backup", "--from and --to are required");
     if (o.rp != NULL && o.db == NULL)
-        return cli_usage("backup", "--rp needs --db");
+        return progs_usage("backup", "--rp needs --db");
     if (o.full_if_no_parent && !o.has_since)
-        return cli_usage("backup", "--full-if-no-parent needs --since");
+        return progs_usage("backup", "--full-if-no-parent needs --since");
 
     if (tls_on)
         o.tls = &tls;
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
-    struct cli_progress *prog = cli_progress_new("backup", 0);
+    struct progs_progress *prog = progs_progress_new("backup", 0);
     o.progress = cli_engine_progress;
     o.progress_ctx = prog;
     struct cairn_engine_backup_result res;
     struct cairn_err err = {0};
     int rc = cairn_engine_backup(&o, &res, &err);
-    cli_progress_done(prog);
+    progs_progress_done(prog);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
-    char shown[4096]; /* the source as logs and MANIFESTs show it: no password */
-    if (cairn_source_redact(o.source, shown, sizeof(shown)) != CAIRN_OK)
-        snprintf(shown, sizeof(shown), "(redacted)");
-    if (cli_json) {
-        cli_print_json(
-            json_pack("{s:b, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1,
-                      "name", res.name, "parent", res.parent[0] ? res.parent : NULL,
-                      "full_no_parent", res.full_no_parent, "source", shown, "databases",
-                      (int)res.databases, "shards", (int)res.shards, "files", (json_int_t)res.files,
-                      "bytes", (json_int_t)res.bytes, "seconds", res.seconds, "vanished",
-                      (json_int_t)res.vanished, "changed", (json_int_t)res.changed));
-    } else {
-        char sz[32];
-        cairn_format_bytes(res.bytes, sz, sizeof(sz));
-        printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", res.name,
-               res.databases, res.shards, (unsigned long long)res.files, sz, res.seconds,
-               res.parent[0] ? ", incremental to " : "", res.parent);
-        if (res.full_no_parent)
-            printf("no parent of the same source and scope: took a full backup\n");
-        if (res.vanished || res.changed)
-            printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
-                   "changed while read (stored as read)\n",
-                   (unsigned long long)res.vanished, (unsigned long long)res.changed);
-    }
+        return progs_fail(&err);
+    print_result(o.source, &res);
     return 0;
 }

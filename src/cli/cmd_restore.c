@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cairn/engine.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/util.h"
 #include "interrupt.h"
 #include "progs/progs.h"
@@ -30,7 +30,7 @@ static void restore_usage(FILE *out)
         "           file verified; DIR must not exist or be empty)\n"
         "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
         "  --db     only this database; --rp only this retention policy (online)\n\n%s%s",
-        cli_tls_help, cli_exit_codes_help);
+        progs_tls_help, progs_exit_codes_help);
 }
 
 int cmd_restore(int argc, char **argv)
@@ -45,16 +45,16 @@ int cmd_restore(int argc, char **argv)
                                          {"json", no_argument, NULL, 'j'},
                                          {"force", no_argument, NULL, 'f'},
                                          {"help", no_argument, NULL, 'h'},
-                                         CLI_TLS_OPTIONS,
+                                         PROGS_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_engine_restore_opts o = {0};
-    struct cairn_tls_opts tls = {0};
+    struct cairn_influx_tls_opts tls = {0};
     int tls_on = 0;
     uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (cli_tls_option(c, optarg, &tls, &tls_on))
+        if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
         case 't': o.target = optarg; break;
@@ -64,47 +64,47 @@ int cmd_restore(int argc, char **argv)
         case 'r': o.rp = optarg; break;
         case 'R': o.newrp = optarg; break;
         case 'T':
-            if (cli_parse_u64(optarg, &v) != 0 || v == 0 || v > 3600000)
-                return cli_usage("restore", "invalid --timeout '%s'", optarg);
+            if (progs_parse_u64(optarg, &v) != 0 || v == 0 || v > 3600000)
+                return progs_usage("restore", "invalid --timeout '%s'", optarg);
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
         case 'f': o.force = 1; break;
-        case 'j': cli_json = 1; break;
+        case 'j': progs_json = 1; break;
         case 'h': restore_usage(stdout); return 0;
-        default: return cli_usage("restore", "invalid option");
+        default: return progs_usage("restore", "invalid option");
         }
     }
     if (argc - optind != 2)
-        return cli_usage("restore", "expected STORAGE_URL and NAME");
+        return progs_usage("restore", "expected STORAGE_URL and NAME");
     o.storage_url = argv[optind];
     o.name = argv[optind + 1];
     if ((o.target == NULL) == (o.into_dir == NULL))
-        return cli_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
+        return progs_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
     if (tls_on && o.target == NULL)
-        return cli_usage("restore", "the --tls options need --to HOST:PORT");
+        return progs_usage("restore", "the --tls options need --to HOST:PORT");
     if (tls_on)
         o.tls = &tls;
 
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
-    struct cli_progress *prog = cli_progress_new("restore", 0);
+    struct progs_progress *prog = progs_progress_new("restore", 0);
     o.progress = cli_engine_progress;
     o.progress_ctx = prog;
     struct cairn_engine_restore_result res;
     struct cairn_err err = {0};
     int rc = cairn_engine_restore(&o, &res, &err);
-    cli_progress_done(prog);
+    progs_progress_done(prog);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
-    if (cli_json) {
-        cli_print_json(json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
-                                 o.name, "target", o.target ? o.target : o.into_dir, "backups",
-                                 (int)res.backups, "databases", (int)res.databases, "shards",
-                                 (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
-                                 res.seconds));
+        return progs_fail(&err);
+    if (progs_json) {
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
+                                   o.name, "target", o.target ? o.target : o.into_dir, "backups",
+                                   (int)res.backups, "databases", (int)res.databases, "shards",
+                                   (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
+                                   res.seconds));
     } else {
         char sz[32];
-        cairn_format_bytes(res.bytes, sz, sizeof(sz));
+        format_bytes(res.bytes, sz, sizeof(sz));
         if (res.shards == 0 && res.databases == 0)
             printf("restored %s to %s: %s in %.1f s\n", o.name, o.target ? o.target : o.into_dir,
                    sz, res.seconds);

@@ -41,7 +41,9 @@ static int help_requested(int argc, char **argv)
     return 0;
 }
 
-/* Parse argv; returns 0 or an exit code. Only options listed in `allowed` are accepted. */
+/* Parse argv; returns 0 or an exit code. Only options listed in `allowed` are accepted. Long
+ * (88 lines): one getopt case per option of the storage commands (the CLI issue moves options
+ * into tables). */
 static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
 {
     memset(o, 0, sizeof(*o));
@@ -54,17 +56,17 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             const char *eq = strchr(a, '=');
             size_t n = eq ? (size_t)(eq - a) : strlen(a);
             if (n >= sizeof(name))
-                return cli_usage(cmd, "unknown option '%s'", a);
+                return progs_usage(cmd, "unknown option '%s'", a);
             memcpy(name, a, n);
             name[n] = '\0';
             val = eq ? eq + 1 : NULL;
             char pat[40];
             snprintf(pat, sizeof(pat), "%s ", name);
             if (strstr(allowed, pat) == NULL)
-                return cli_usage(cmd, "unknown option '%s'", name);
+                return progs_usage(cmd, "unknown option '%s'", name);
         } else {
             if (o->npos == 4)
-                return cli_usage(cmd, "too many arguments");
+                return progs_usage(cmd, "too many arguments");
             o->pos[o->npos++] = a;
             continue;
         }
@@ -73,12 +75,12 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
                     strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
-                return cli_usage(cmd, "option %s needs a value", name);
+                return progs_usage(cmd, "option %s needs a value", name);
             val = argv[++i];
         }
         uint64_t n = 0;
         if (strcmp(name, "--json") == 0) {
-            o->json = cli_json = 1;
+            o->json = progs_json = 1;
         } else if (strcmp(name, "--dry-run") == 0) {
             o->dry_run = 1;
         } else if (strcmp(name, "--force") == 0) {
@@ -88,8 +90,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
         } else if (strcmp(name, "--zstd") == 0) {
             o->zstd = 1;
             if (val != NULL) {
-                if (cli_parse_u64(val, &n) != 0 || n < 1 || n > 19)
-                    return cli_usage(cmd, "--zstd level must be 1..19");
+                if (progs_parse_u64(val, &n) != 0 || n < 1 || n > 19)
+                    return progs_usage(cmd, "--zstd level must be 1..19");
                 o->zstd_level = (int)n;
             }
         } else if (strcmp(name, "--seal-key") == 0) {
@@ -100,20 +102,20 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             o->keep.name_glob = val;
         } else if (strcmp(name, "--group-by") == 0) {
             if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
-                return cli_usage(cmd, "--group-by must be source or none, got '%s'", val);
+                return progs_usage(cmd, "--group-by must be source or none, got '%s'", val);
             o->group_by = val;
         } else if (strcmp(name, "--keep-within") == 0) {
-            if (cairn_parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
-                return cli_usage(cmd,
-                                 "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
-                                 "got '%s'",
-                                 val);
+            if (parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
+                return progs_usage(cmd,
+                                   "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
+                                   "got '%s'",
+                                   val);
         } else {
-            if (cli_parse_u64(val, &n) != 0 || n > 1000000)
-                return cli_usage(cmd, "option %s needs a number, got '%s'", name, val);
+            if (progs_parse_u64(val, &n) != 0 || n > 1000000)
+                return progs_usage(cmd, "option %s needs a number, got '%s'", name, val);
             if (strcmp(name, "--workers") == 0) {
                 if (n < 1 || n > 64)
-                    return cli_usage(cmd, "--workers must be 1..64");
+                    return progs_usage(cmd, "--workers must be 1..64");
                 o->workers = n;
             } else if (strcmp(name, "--keep-last") == 0) {
                 o->keep.keep_last = (unsigned)n;
@@ -139,14 +141,14 @@ static int prologue(int argc, char **argv, const char *help, const char *allowed
                     const char *npos_msg, struct sopts *o)
 {
     if (help_requested(argc, argv)) {
-        printf("%s%s", help, cli_exit_codes_help);
+        printf("%s%s", help, progs_exit_codes_help);
         return 0;
     }
     int ec = parse(argc, argv, allowed, o);
     if (ec)
         return ec;
     if (o->npos != npos)
-        return cli_usage(argv[0], "%s", npos_msg);
+        return progs_usage(argv[0], "%s", npos_msg);
     return -1;
 }
 
@@ -190,7 +192,7 @@ static json_t *info_json(const struct cairn_backup_info *i)
 {
     char created[64] = "";
     if (i->created >= 0)
-        cairn_format_rfc3339(i->created, 0, created, sizeof(created));
+        format_rfc3339(i->created, 0, created, sizeof(created));
     return json_pack("{s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:b, s:o}", "name", i->name, "status",
                      cairn_backup_status_name(i->status), "created",
                      i->created >= 0 ? json_string(created) : json_null(), "size",
@@ -215,12 +217,12 @@ int cmd_list(int argc, char **argv)
         rc = cairn_storage_list(st, &l, &err);
     cairn_storage_free(st);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
+        return progs_fail(&err);
     if (o.json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < l.count; i++)
             json_array_append_new(arr, info_json(&l.items[i]));
-        cli_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
+        progs_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
     } else {
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
@@ -231,9 +233,9 @@ int cmd_list(int argc, char **argv)
             const struct cairn_backup_info *it = &l.items[i];
             char created[64] = "-", size[32] = "-";
             if (it->created >= 0)
-                cairn_format_rfc3339(it->created, 0, created, sizeof(created));
+                format_rfc3339(it->created, 0, created, sizeof(created));
             if (it->status == CAIRN_BACKUP_COMPLETE)
-                cairn_format_bytes(it->size, size, sizeof(size));
+                format_bytes(it->size, size, sizeof(size));
             printf("%-32s %-10s %-20s %10s %6llu  %s%s%s\n", it->name,
                    cairn_backup_status_name(it->status), created, size,
                    (unsigned long long)it->files, it->kind ? it->kind : "-", it->error ? "  " : "",
@@ -288,10 +290,10 @@ static int rm_targets(const struct cairn_backup_list *l, const char *name, int w
     for (size_t i = 0; i < l->count; i++)
         if (strcmp(l->items[i].name, name) == 0)
             idx = i;
-    const char **v = cairn_xcalloc(l->count + 2, sizeof(*v));
+    const char **v = xcalloc(l->count + 2, sizeof(*v));
     size_t n = 0;
     if (idx < l->count) {
-        uint8_t *mark = cairn_xcalloc(l->count, 1);
+        uint8_t *mark = xcalloc(l->count, 1);
         size_t nd = cairn_backup_dependents(l, idx, mark);
         if (nd > 0 && !with_dependents) {
             char list[1024] = "";
@@ -307,7 +309,7 @@ static int rm_targets(const struct cairn_backup_list *l, const char *name, int w
                                  "them too)",
                                  name, nd, list, nd > 10 ? ", ..." : "");
         }
-        size_t maxd = 0, *depth = cairn_xcalloc(l->count, sizeof(*depth));
+        size_t maxd = 0, *depth = xcalloc(l->count, sizeof(*depth));
         for (size_t i = 0; i < l->count; i++)
             if (mark[i] && (depth[i] = chain_depth(l, i, name)) > maxd)
                 maxd = depth[i];
@@ -359,10 +361,10 @@ int cmd_rm(int argc, char **argv)
     cairn_storage_free(st);
     if (rc != CAIRN_OK) {
         json_decref(deps);
-        return cli_fail(&err);
+        return progs_fail(&err);
     }
     if (o.json)
-        cli_print_json(
+        progs_print_json(
             json_pack("{s:b, s:s, s:o}", "ok", 1, "removed", o.pos[1], "dependents_removed", deps));
     else {
         json_decref(deps);
@@ -428,17 +430,18 @@ int cmd_verify(int argc, char **argv)
     if (rc != CAIRN_OK) {
         if (o.json && json_array_size(v.files) > 0) {
             int code = cairn_exit_code(rc);
-            cli_print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup", o.pos[1],
-                                     "files", v.files, "error", err.msg, "status",
-                                     cairn_status_name(rc), "exit_code", code));
+            progs_print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup",
+                                       o.pos[1], "files", v.files, "error", err.msg, "status",
+                                       cairn_status_name(rc), "exit_code", code));
             fprintf(stderr, "cairn: error: %s\n", err.msg);
             return code;
         }
         json_decref(v.files);
-        return cli_fail(&err);
+        return progs_fail(&err);
     }
     if (o.json)
-        cli_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
+        progs_print_json(
+            json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
     else {
         json_decref(v.files);
         printf("backup %s verified: %zu file(s) match the MANIFEST\n", o.pos[1], nfiles);
@@ -499,7 +502,7 @@ static int prune_one(struct cairn_storage *st, const struct sopts *o,
         r = cairn_storage_remove(st, it->name, err);
     char created[64] = "";
     if (it->created >= 0)
-        cairn_format_rfc3339(it->created, 0, created, sizeof(created));
+        format_rfc3339(it->created, 0, created, sizeof(created));
     json_array_append_new(
         decisions, json_pack("{s:s, s:s, s:o, s:s, s:s, s:o, s:o}", "name", it->name, "status",
                              status, "created", created[0] ? json_string(created) : json_null(),
@@ -517,6 +520,8 @@ static int prune_one(struct cairn_storage *st, const struct sopts *o,
     return r;
 }
 
+/* cairn prune: plan, print, then remove. Long (85 lines): the plan and its two outputs (table
+ * and --json) read in order; the CLI issue splits it. */
 int cmd_prune(int argc, char **argv)
 {
     struct sopts o;
@@ -529,9 +534,9 @@ int cmd_prune(int argc, char **argv)
     o.keep.group_by_source = o.group_by == NULL || strcmp(o.group_by, "source") == 0;
     o.keep.now = (int64_t)time(NULL);
     if (!cairn_retention_policy_keeps(&o.keep))
-        return cli_usage("prune", "this policy keeps nothing: give at least one of --keep-last, "
-                                  "--keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, "
-                                  "--keep-yearly (N >= 1) or --keep-within");
+        return progs_usage("prune", "this policy keeps nothing: give at least one of --keep-last, "
+                                    "--keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, "
+                                    "--keep-yearly (N >= 1) or --keep-within");
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
@@ -552,7 +557,7 @@ int cmd_prune(int argc, char **argv)
         cairn_backup_list_free(&l);
         cairn_lock_release(lock);
         cairn_storage_free(st);
-        return cli_fail(&err);
+        return progs_fail(&err);
     }
     json_t *removed = json_array(), *kept = json_array(), *failed = json_array();
     json_t *decisions = json_array();
@@ -590,9 +595,10 @@ int cmd_prune(int argc, char **argv)
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
     if (o.json)
-        cli_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o, s:o, s:I}", "ok", first_rc == CAIRN_OK,
-                                 "dry_run", o.dry_run, "removed", removed, "kept", kept, "failed",
-                                 failed, "decisions", decisions, "warnings", (json_int_t)nwarn));
+        progs_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o, s:o, s:I}", "ok",
+                                   first_rc == CAIRN_OK, "dry_run", o.dry_run, "removed", removed,
+                                   "kept", kept, "failed", failed, "decisions", decisions,
+                                   "warnings", (json_int_t)nwarn));
     else {
         json_decref(removed);
         json_decref(kept);
@@ -648,9 +654,9 @@ int cmd_unlock(int argc, char **argv)
     cairn_storage_free(st);
     if (rc != CAIRN_OK) {
         cairn_lock_list_free(&removed);
-        return cli_fail(&err);
+        return progs_fail(&err);
     }
-    int64_t now = (int64_t)cairn_now_ms();
+    int64_t now = (int64_t)now_ms();
     json_t *arr = json_array();
     char desc[700];
     for (size_t i = 0; i < removed.count + left.count; i++) {
@@ -663,8 +669,8 @@ int cmd_unlock(int argc, char **argv)
             printf("%s %s: %s\n", i < removed.count ? "removed" : "kept   ", li->object, desc);
     }
     if (o.json)
-        cli_print_json(json_pack("{s:b, s:I, s:o}", "ok", 1, "removed", (json_int_t)removed.count,
-                                 "locks", arr));
+        progs_print_json(json_pack("{s:b, s:I, s:o}", "ok", 1, "removed", (json_int_t)removed.count,
+                                   "locks", arr));
     else {
         json_decref(arr);
         printf("%zu lock(s) removed, %zu left\n", removed.count, left.count);
@@ -696,7 +702,7 @@ static const char put_help[] =
 
 static void progress_cb(void *arg, uint64_t bytes)
 {
-    cli_progress_add(arg, bytes);
+    progs_progress_add(arg, bytes);
 }
 
 int cmd_put(int argc, char **argv)
@@ -712,14 +718,14 @@ int cmd_put(int argc, char **argv)
     if (!autoname && strlen(o.pos[1]) >= sizeof(name)) { /* refused, never truncated */
         cairn_err_set(&err, CAIRN_E_INVALID, "backup name of %zu characters: at most %d",
                       strlen(o.pos[1]), CAIRN_NAME_MAX);
-        return cli_fail(&err);
+        return progs_fail(&err);
     }
     snprintf(name, sizeof(name), "%s", o.pos[1]);
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
-    struct cli_progress *pr = cli_progress_new("put", 0);
+        return progs_fail(&err);
+    struct progs_progress *pr = progs_progress_new("put", 0);
     struct cairn_path_stats stats = {0};
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
@@ -734,13 +740,14 @@ int cmd_put(int argc, char **argv)
     rc = autoname
              ? cairn_storage_backup_path_auto(st, NULL, name, sizeof(name), o.pos[2], &po, &err)
              : cairn_storage_backup_path(st, name, o.pos[2], &po, &err);
-    cli_progress_done(pr);
+    progs_progress_done(pr);
     cairn_storage_free(st);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
+        return progs_fail(&err);
     if (o.json) {
-        cli_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
-                                 (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
+        progs_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
+                                   (json_int_t)stats.vanished, "changed",
+                                   (json_int_t)stats.changed));
     } else {
         printf("backup %s complete\n", name);
         if (stats.vanished || stats.changed)
@@ -774,8 +781,8 @@ int cmd_get(int argc, char **argv)
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
-    struct cli_progress *pr = cli_progress_new("get", 0);
+        return progs_fail(&err);
+    struct progs_progress *pr = progs_progress_new("get", 0);
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
                                  .progress_arg = pr,
@@ -783,12 +790,12 @@ int cmd_get(int argc, char **argv)
                                  .cancel = &cli_cancel};
     cli_catch_interrupts();
     rc = cairn_storage_restore_path(st, o.pos[1], o.pos[2], &po, &err);
-    cli_progress_done(pr);
+    progs_progress_done(pr);
     cairn_storage_free(st);
     if (rc != CAIRN_OK)
-        return cli_fail(&err);
+        return progs_fail(&err);
     if (o.json)
-        cli_print_json(
+        progs_print_json(
             json_pack("{s:b, s:s, s:s}", "ok", 1, "backup", o.pos[1], "target", o.pos[2]));
     else
         printf("restored %s into %s\n", o.pos[1], o.pos[2]);

@@ -25,5 +25,5 @@ void cli_catch_interrupts(void)
 
 void cli_engine_progress(void *ctx, const struct cairn_engine_progress *p)
 {
-    cli_progress_add(ctx, p->bytes);
+    progs_progress_add(ctx, p->bytes);
 }

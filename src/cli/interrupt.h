@@ -8,7 +8,7 @@
 extern volatile int cli_cancel;
 /* Route SIGINT and SIGTERM to cli_cancel and ignore SIGPIPE. */
 void cli_catch_interrupts(void);
-/* cairn_engine_progress_fn feeding a struct cli_progress (ctx). */
+/* cairn_engine_progress_fn feeding a struct progs_progress (ctx). */
 void cli_engine_progress(void *ctx, const struct cairn_engine_progress *p);
 
 #endif

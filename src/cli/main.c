@@ -17,8 +17,8 @@ int cmd_put(int argc, char **argv);    /* cmd_storage.c */
 int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 int cmd_unlock(int argc, char **argv); /* cmd_storage.c */
 
-static const struct cli_cmd commands[] = {
-    {"version", "print the version", NULL}, /* answered by cli_dispatch */
+static const struct progs_cmd commands[] = {
+    {"version", "print the version", NULL}, /* answered by progs_dispatch */
     {"snapshot", "write, inspect, verify and extract raft snapshot archives", cmd_snapshot},
     {"backup", "back up an InfluxDB snapshot service or a local path", cmd_backup},
     {"restore", "restore an InfluxDB backup online (--to) or as files (--into)", cmd_restore},
@@ -33,8 +33,8 @@ static const struct cli_cmd commands[] = {
 
 int main(int argc, char **argv)
 {
-    return cli_dispatch(commands, sizeof(commands) / sizeof(commands[0]),
-                        "cairn takes, stores, verifies and restores snapshots of stateful "
-                        "services.\n\n",
-                        argc, argv);
+    return progs_dispatch(commands, sizeof(commands) / sizeof(commands[0]),
+                          "cairn takes, stores, verifies and restores snapshots of stateful "
+                          "services.\n\n",
+                          argc, argv);
 }

@@ -9,18 +9,18 @@
 #include "common/util.h"
 
 /* Room for n more bytes and the NUL. */
-static void buf_reserve(struct cairn_buf *b, size_t n)
+static void buf_reserve(struct buf *b, size_t n)
 {
     if (b->len + n + 1 <= b->cap)
         return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + n + 1)
         cap *= 2;
-    b->p = cairn_xrealloc(b->p, cap);
+    b->p = xrealloc(b->p, cap);
     b->cap = cap;
 }
 
-void cairn_buf_add(struct cairn_buf *b, const void *data, size_t len)
+void buf_add(struct buf *b, const void *data, size_t len)
 {
     buf_reserve(b, len);
     if (len > 0)
@@ -29,18 +29,18 @@ void cairn_buf_add(struct cairn_buf *b, const void *data, size_t len)
     b->p[b->len] = 0;
 }
 
-void cairn_buf_addc(struct cairn_buf *b, uint8_t c)
+void buf_addc(struct buf *b, uint8_t c)
 {
-    cairn_buf_add(b, &c, 1);
+    buf_add(b, &c, 1);
 }
 
-void cairn_buf_adds(struct cairn_buf *b, const char *s)
+void buf_adds(struct buf *b, const char *s)
 {
-    cairn_buf_add(b, s, strlen(s));
+    buf_add(b, s, strlen(s));
 }
 
 /* Printed straight into the buffer, sized by a measuring pass: no fixed-size scratch. */
-void cairn_buf_printf(struct cairn_buf *b, const char *fmt, ...)
+void buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -55,7 +55,7 @@ void cairn_buf_printf(struct cairn_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void cairn_buf_free(struct cairn_buf *b)
+void buf_free(struct buf *b)
 {
     free(b->p);
     memset(b, 0, sizeof(*b));
@@ -72,11 +72,11 @@ static const char *json_ascii_escape(uint8_t c, unsigned flags, char tmp[7])
     case '\r': return "\\r";
     case '\t': return "\\t";
     case '\b':
-        if (flags & CAIRN_JSON_SHORT_BF)
+        if (flags & BUF_JSON_SHORT_BF)
             return "\\b";
         break;
     case '\f':
-        if (flags & CAIRN_JSON_SHORT_BF)
+        if (flags & BUF_JSON_SHORT_BF)
             return "\\f";
         break;
     case '<':
@@ -91,25 +91,25 @@ static const char *json_ascii_escape(uint8_t c, unsigned flags, char tmp[7])
     return tmp;
 }
 
-void cairn_buf_json_string(struct cairn_buf *b, const char *str, unsigned flags)
+void buf_json_string(struct buf *b, const char *str, unsigned flags)
 {
     const uint8_t *s = (const uint8_t *)(str ? str : "");
     size_t n = strlen((const char *)s);
-    cairn_buf_addc(b, '"');
+    buf_addc(b, '"');
     for (size_t i = 0; i < n;) {
         char tmp[7];
         uint32_t cp;
-        size_t len = cairn_utf8_decode(s + i, n - i, &cp);
+        size_t len = utf8_decode(s + i, n - i, &cp);
         const char *esc = len == 1 ? json_ascii_escape(s[i], flags, tmp) : NULL;
         if (len == 0)
-            cairn_buf_adds(b, "\\ufffd"), len = 1;
+            buf_adds(b, "\\ufffd"), len = 1;
         else if (esc)
-            cairn_buf_adds(b, esc);
+            buf_adds(b, esc);
         else if (cp == 0x2028 || cp == 0x2029)
-            cairn_buf_adds(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
+            buf_adds(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
         else
-            cairn_buf_add(b, s + i, len);
+            buf_add(b, s + i, len);
         i += len;
     }
-    cairn_buf_addc(b, '"');
+    buf_addc(b, '"');
 }

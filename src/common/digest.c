@@ -194,7 +194,7 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
         rc = cairn_err_sys(err, 0, errno, "key file '%s'", path);
     else if (!S_ISREG(st.st_mode))
         rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (a %s)", path,
-                           cairn_file_type_name(st.st_mode));
+                           file_type_name(st.st_mode));
     else if (st.st_mode & 077) /* as ssh: a key others can read is no secret; a usage error */
         rc = cairn_err_set(err, CAIRN_E_INVALID,
                            "key file '%s' is readable by group or others (mode %04o); "
@@ -203,7 +203,7 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
     else {
         char what[4200];
         snprintf(what, sizeof(what), "key file '%s'", path);
-        rc = cairn_read_all(fd, data, sizeof(data), &len, what, err);
+        rc = read_all(fd, data, sizeof(data), &len, what, err);
     }
     close(fd);
     if (rc == CAIRN_OK && len > KEY_FILE_MAX)

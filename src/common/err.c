@@ -18,7 +18,7 @@ const char *cairn_version(void)
 static void msg_escape(struct cairn_err *err)
 {
     char tmp[CAIRN_ERR_MSG_MAX];
-    cairn_escape(tmp, sizeof(tmp), err->msg, strnlen(err->msg, sizeof(err->msg)));
+    str_escape(tmp, sizeof(tmp), err->msg, strnlen(err->msg, sizeof(err->msg)));
     memcpy(err->msg, tmp, sizeof(tmp));
 }
 

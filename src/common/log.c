@@ -56,7 +56,7 @@ void cairn_log(enum cairn_log_level level, const char *component, const char *fm
     /* Plain lines: one line per call whatever peer text the message holds (no forged lines,
      * no terminal control). JSON escapes controls itself but needs valid UTF-8 (else
      * json_pack fails and the line is lost): the raw text when valid, else the escaped. */
-    cairn_escape(msg, sizeof(msg), raw, strlen(raw));
+    str_escape(msg, sizeof(msg), raw, strlen(raw));
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

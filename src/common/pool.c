@@ -8,11 +8,11 @@
 #include "util.h"
 
 struct job {
-    cairn_pool_fn fn;
+    pool_fn fn;
     void *arg;
 };
 
-struct cairn_pool {
+struct pool {
     pthread_mutex_t mu;
     pthread_cond_t work;    /* a job was queued or the pool is stopping */
     pthread_cond_t changed; /* a slot freed or a job finished */
@@ -24,7 +24,7 @@ struct cairn_pool {
     pthread_t *threads;
 };
 
-unsigned cairn_cpu_count(void)
+unsigned cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (unsigned)n : 1;
@@ -32,7 +32,7 @@ unsigned cairn_cpu_count(void)
 
 static void *worker(void *arg)
 {
-    struct cairn_pool *p = arg;
+    struct pool *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->len == 0 && !p->stop)
@@ -54,19 +54,19 @@ static void *worker(void *arg)
     return NULL;
 }
 
-struct cairn_pool *cairn_pool_new(unsigned workers, size_t queue_max)
+struct pool *pool_new(unsigned workers, size_t queue_max)
 {
     if (workers == 0)
-        workers = cairn_cpu_count();
+        workers = cpu_count();
     if (queue_max == 0)
         queue_max = 2 * (size_t)workers;
-    struct cairn_pool *p = cairn_xcalloc(1, sizeof(*p));
+    struct pool *p = xcalloc(1, sizeof(*p));
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->changed, NULL);
     p->cap = queue_max;
-    p->ring = cairn_xcalloc(queue_max, sizeof(*p->ring));
-    p->threads = cairn_xcalloc(workers, sizeof(*p->threads));
+    p->ring = xcalloc(queue_max, sizeof(*p->ring));
+    p->threads = xcalloc(workers, sizeof(*p->threads));
     for (unsigned i = 0; i < workers; i++) {
         if (pthread_create(&p->threads[i], NULL, worker, p) != 0)
             abort();
@@ -75,7 +75,7 @@ struct cairn_pool *cairn_pool_new(unsigned workers, size_t queue_max)
     return p;
 }
 
-void cairn_pool_submit(struct cairn_pool *p, cairn_pool_fn fn, void *arg)
+void pool_submit(struct pool *p, pool_fn fn, void *arg)
 {
     pthread_mutex_lock(&p->mu);
     while (p->len == p->cap)
@@ -86,7 +86,7 @@ void cairn_pool_submit(struct cairn_pool *p, cairn_pool_fn fn, void *arg)
     pthread_mutex_unlock(&p->mu);
 }
 
-void cairn_pool_wait(struct cairn_pool *p)
+void pool_wait(struct pool *p)
 {
     pthread_mutex_lock(&p->mu);
     while (p->len > 0 || p->running > 0)
@@ -94,16 +94,16 @@ void cairn_pool_wait(struct cairn_pool *p)
     pthread_mutex_unlock(&p->mu);
 }
 
-unsigned cairn_pool_workers(const struct cairn_pool *p)
+unsigned pool_workers(const struct pool *p)
 {
     return p->nworkers;
 }
 
-void cairn_pool_free(struct cairn_pool *p)
+void pool_free(struct pool *p)
 {
     if (p == NULL)
         return;
-    cairn_pool_wait(p);
+    pool_wait(p);
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
     pthread_cond_broadcast(&p->work);

@@ -15,7 +15,7 @@
 
 #include <openssl/crypto.h>
 
-void *cairn_xmalloc(size_t n)
+void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (p == NULL)
@@ -23,7 +23,7 @@ void *cairn_xmalloc(size_t n)
     return p;
 }
 
-void *cairn_xcalloc(size_t n, size_t size)
+void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (p == NULL)
@@ -31,7 +31,7 @@ void *cairn_xcalloc(size_t n, size_t size)
     return p;
 }
 
-void *cairn_xrealloc(void *p, size_t n)
+void *xrealloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);
     if (p == NULL)
@@ -39,7 +39,7 @@ void *cairn_xrealloc(void *p, size_t n)
     return p;
 }
 
-char *cairn_xstrdup(const char *s)
+char *xstrdup(const char *s)
 {
     char *p = strdup(s);
     if (p == NULL)
@@ -47,7 +47,7 @@ char *cairn_xstrdup(const char *s)
     return p;
 }
 
-char *cairn_xasprintf(const char *fmt, ...)
+char *xasprintf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -59,7 +59,7 @@ char *cairn_xasprintf(const char *fmt, ...)
     return p;
 }
 
-int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err)
+int write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err)
 {
     const char *p = buf;
     while (len > 0) {
@@ -77,7 +77,7 @@ int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struc
 
 #define WRITEBACK_CHUNK (8u << 20)
 
-void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written)
+void writeback(int fd, struct writeback *wb, size_t just_written)
 {
     wb->written += just_written;
     if (wb->written - wb->started < WRITEBACK_CHUNK)
@@ -87,8 +87,7 @@ void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written)
     wb->started = wb->written;
 }
 
-int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
-                   struct cairn_err *err)
+int read_all(int fd, void *buf, size_t cap, size_t *got, const char *what, struct cairn_err *err)
 {
     size_t off = 0;
     while (off < cap) {
@@ -106,14 +105,13 @@ int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
     return CAIRN_OK;
 }
 
-int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
-                    struct cairn_err *err)
+int read_file_max(const char *path, size_t max, uint8_t **data, size_t *len, struct cairn_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return cairn_err_sys(err, 0, errno, "open '%s'", path);
     size_t cap = 4096, off = 0;
-    uint8_t *buf = cairn_xmalloc(cap + 1);
+    uint8_t *buf = xmalloc(cap + 1);
     int rc = CAIRN_OK;
     for (;;) {
         if (off == cap) {
@@ -123,7 +121,7 @@ int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
                 goto out;
             }
             cap *= 2;
-            buf = cairn_xrealloc(buf, cap + 1);
+            buf = xrealloc(buf, cap + 1);
         }
         ssize_t n = read(fd, buf + off, cap - off);
         if (n < 0) {
@@ -150,7 +148,7 @@ out:
     return rc;
 }
 
-const char *cairn_file_type_name(mode_t m)
+const char *file_type_name(mode_t m)
 {
     return S_ISREG(m)    ? "regular file"
            : S_ISDIR(m)  ? "directory"
@@ -162,9 +160,9 @@ const char *cairn_file_type_name(mode_t m)
                          : "special file";
 }
 
-int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err)
+int mkdir_p(const char *path, mode_t mode, struct cairn_err *err)
 {
-    char *tmp = cairn_xstrdup(path);
+    char *tmp = xstrdup(path);
     int rc = CAIRN_OK;
     for (char *p = tmp + 1;; p++) {
         if (*p == '/' || *p == '\0') {
@@ -187,7 +185,7 @@ out:
     return rc;
 }
 
-int cairn_fsync_dir(const char *dir, struct cairn_err *err)
+int fsync_dir(const char *dir, struct cairn_err *err)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -199,7 +197,7 @@ int cairn_fsync_dir(const char *dir, struct cairn_err *err)
     return rc;
 }
 
-int cairn_rmtree(const char *path, struct cairn_err *err)
+int rmtree(const char *path, struct cairn_err *err)
 {
     struct stat st;
     if (lstat(path, &st) != 0) {
@@ -220,8 +218,8 @@ int cairn_rmtree(const char *path, struct cairn_err *err)
     while (rc == CAIRN_OK && (de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        char *child = cairn_path_join(path, de->d_name);
-        rc = cairn_rmtree(child, err);
+        char *child = path_join(path, de->d_name);
+        rc = rmtree(child, err);
         free(child);
     }
     closedir(d);
@@ -230,7 +228,7 @@ int cairn_rmtree(const char *path, struct cairn_err *err)
     return rc;
 }
 
-void cairn_dirname(const char *path, char *out, size_t cap)
+void path_dirname(const char *path, char *out, size_t cap)
 {
     const char *slash = strrchr(path, '/');
     if (slash == NULL) {
@@ -242,17 +240,17 @@ void cairn_dirname(const char *path, char *out, size_t cap)
     }
 }
 
-char *cairn_path_join(const char *a, const char *b)
+char *path_join(const char *a, const char *b)
 {
     size_t la = strlen(a);
     while (la > 1 && a[la - 1] == '/')
         la--;
     while (*b == '/')
         b++;
-    return cairn_xasprintf("%.*s/%s", (int)la, a, b);
+    return xasprintf("%.*s/%s", (int)la, a, b);
 }
 
-int cairn_name_is_safe(const char *name)
+int name_is_safe(const char *name)
 {
     if (name == NULL || name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return 0;
@@ -262,7 +260,7 @@ int cairn_name_is_safe(const char *name)
     return strlen(name) <= 255;
 }
 
-void cairn_host_name(char *out, size_t cap, int name_safe)
+void host_name(char *out, size_t cap, int name_safe)
 {
     char h[256] = "";
     if (gethostname(h, sizeof(h) - 1) != 0 || h[0] == '\0')
@@ -277,7 +275,7 @@ void cairn_host_name(char *out, size_t cap, int name_safe)
         out[n] = '\0';
 }
 
-size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp)
+size_t utf8_decode(const uint8_t *p, size_t n, uint32_t *cp)
 {
     if (p[0] < 0x80) {
         *cp = p[0];
@@ -299,7 +297,7 @@ size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp)
     return len;
 }
 
-size_t cairn_utf8_encode(uint32_t cp, char *out)
+size_t utf8_encode(uint32_t cp, char *out)
 {
     if (cp < 0x80) {
         out[0] = (char)cp;
@@ -330,7 +328,7 @@ static int cp_is_control(uint32_t c)
            (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
-char *cairn_escape(char *dst, size_t cap, const char *src, size_t len)
+char *str_escape(char *dst, size_t cap, const char *src, size_t len)
 {
     const unsigned char *p = (const unsigned char *)src;
     size_t o = 0, i = 0;
@@ -348,7 +346,7 @@ char *cairn_escape(char *dst, size_t cap, const char *src, size_t len)
         } else if (p[i] < 0x80) {
             tmp[0] = (char)p[i];
             tn = 1;
-        } else if ((step = cairn_utf8_decode(p + i, len - i, &cp)) == 0) {
+        } else if ((step = utf8_decode(p + i, len - i, &cp)) == 0) {
             step = 1;
             tn = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", p[i]);
         } else if (cp_is_control(cp)) {
@@ -367,36 +365,36 @@ char *cairn_escape(char *dst, size_t cap, const char *src, size_t len)
     return dst;
 }
 
-char *cairn_escape_dup(const char *src)
+char *str_escape_dup(const char *src)
 {
     if (src == NULL)
         return NULL;
     size_t n = strlen(src), cap = n * 6 + 1; /* \uNNNN for 3 bytes, \xNN for 1: at most 4x */
-    return cairn_escape(cairn_xmalloc(cap), cap, src, n);
+    return str_escape(xmalloc(cap), cap, src, n);
 }
 
-void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s)
+void str_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s)
 {
     int n = snprintf(buf + *off, cap - *off, "%s%s", *off ? sep : "", s);
     if (n > 0)
         *off = *off + (size_t)n < cap ? *off + (size_t)n : cap - 1;
 }
 
-uint64_t cairn_now_ms(void)
+uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t cairn_mono_ns(void)
+uint64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void cairn_format_rfc3339(int64_t sec, long nsec, char *out, size_t cap)
+void format_rfc3339(int64_t sec, long nsec, char *out, size_t cap)
 {
     time_t t = (time_t)sec;
     struct tm tm;
@@ -440,7 +438,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec)
+int parse_rfc3339(const char *s, int64_t *sec, long *nsec)
 {
     int Y, M, D, h, m, sc;
     if (parse_digits(&s, 4, &Y) || *s++ != '-' || parse_digits(&s, 2, &M) || *s++ != '-' ||
@@ -484,7 +482,7 @@ int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec)
     return 0;
 }
 
-void cairn_format_bytes(uint64_t n, char *out, size_t cap)
+void format_bytes(uint64_t n, char *out, size_t cap)
 {
     static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = (double)n;
@@ -499,7 +497,7 @@ void cairn_format_bytes(uint64_t n, char *out, size_t cap)
         snprintf(out, cap, "%.1f %s", v, units[u]);
 }
 
-int cairn_parse_size(const char *s, uint64_t *out)
+int parse_size(const char *s, uint64_t *out)
 {
     if (s == NULL || !isdigit((unsigned char)*s))
         return -1;
@@ -523,7 +521,7 @@ int cairn_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-int cairn_parse_duration(const char *s, int64_t *sec)
+int parse_duration(const char *s, int64_t *sec)
 {
     if (s == NULL || !isdigit((unsigned char)*s))
         return -1;
@@ -574,16 +572,16 @@ int cairn_parse_duration(const char *s, int64_t *sec)
     return 0;
 }
 
-void cairn_wipe(void *p, size_t len)
+void wipe(void *p, size_t len)
 {
     if (p != NULL)
         OPENSSL_cleanse(p, len);
 }
 
-void cairn_wipe_free(char *s)
+void wipe_free(char *s)
 {
     if (s != NULL) {
-        cairn_wipe(s, strlen(s));
+        wipe(s, strlen(s));
         free(s);
     }
 }

@@ -10,92 +10,90 @@
 #include "cairn/err.h"
 
 /* Allocation that aborts on OOM (Redis zmalloc style): callers never check for NULL. */
-void *cairn_xmalloc(size_t n);
-void *cairn_xcalloc(size_t n, size_t size);
-void *cairn_xrealloc(void *p, size_t n);
-char *cairn_xstrdup(const char *s);
-char *cairn_xasprintf(const char *fmt, ...) CAIRN_PRINTF(1, 2);
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) CAIRN_PRINTF(1, 2);
 
 /* Write/read all bytes, retrying EINTR and short transfers. */
-int cairn_write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err);
+int write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err);
 /* Reads up to cap bytes; *got < cap only at EOF. */
-int cairn_read_all(int fd, void *buf, size_t cap, size_t *got, const char *what,
-                   struct cairn_err *err);
+int read_all(int fd, void *buf, size_t cap, size_t *got, const char *what, struct cairn_err *err);
 /* Read a whole small file (at most max bytes, else CAIRN_E_INVALID). NUL-terminated. */
-int cairn_read_file(const char *path, size_t max, uint8_t **data, size_t *len,
-                    struct cairn_err *err);
+int read_file_max(const char *path, size_t max, uint8_t **data, size_t *len, struct cairn_err *err);
 
 /* Early writeback for files that are fsync'd when complete: after every 8 MiB written, ask the
  * kernel to start writing that range (sync_file_range, asynchronous), so the disk works while
  * we compress and the final fsync has little left to wait for. Best effort: errors are left
  * to that fsync. Zero-initialise the struct per file. */
-struct cairn_writeback {
+struct writeback {
     uint64_t written, started;
 };
-void cairn_writeback(int fd, struct cairn_writeback *wb, size_t just_written);
+void writeback(int fd, struct writeback *wb, size_t just_written);
 
 /* mkdir -p with mode for created components. */
-int cairn_mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
+int mkdir_p(const char *path, mode_t mode, struct cairn_err *err);
 /* What kind of file a mode is, for messages: "directory", "symlink", "FIFO", "socket",
  * "character device", "block device", "regular file" ("special file" for anything else). */
-const char *cairn_file_type_name(mode_t mode);
+const char *file_type_name(mode_t mode);
 /* Sizes in bytes, the one grammar of every size option and key: decimal digits (no sign, no
  * space), then optionally a binary unit K, M, G or T (either case: 2^10, 2^20, 2^30, 2^40)
  * followed by an optional "i", then an optional "B". So "4096", "4096B", "64M", "64m",
  * "64MB", "64MiB", "64Mi", "1GiB", "1T". Returns 0, or -1 for anything else or overflow. */
-int cairn_parse_size(const char *s, uint64_t *out);
+int parse_size(const char *s, uint64_t *out);
 /* Durations: "90", "90s", "15m", "1h30m", "2d", "1w", "1y" (365 days). Returns 0 or -1. */
-int cairn_parse_duration(const char *s, int64_t *sec);
+int parse_duration(const char *s, int64_t *sec);
 /* fsync the directory containing path (or path itself when it is a directory). */
-int cairn_fsync_dir(const char *dir, struct cairn_err *err);
+int fsync_dir(const char *dir, struct cairn_err *err);
 /* rm -rf; a missing path is not an error. */
-int cairn_rmtree(const char *path, struct cairn_err *err);
+int rmtree(const char *path, struct cairn_err *err);
 /* Directory part of path into out ("." when none). */
-void cairn_dirname(const char *path, char *out, size_t cap);
+void path_dirname(const char *path, char *out, size_t cap);
 /* Path join with exactly one '/' between parts; returns malloc'd string. */
-char *cairn_path_join(const char *a, const char *b);
+char *path_join(const char *a, const char *b);
 /* A name safe as one path component: non-empty, no '/', not "." or "..", no NUL/control. */
-int cairn_name_is_safe(const char *name);
+int name_is_safe(const char *name);
 /* This host's name (gethostname), "unknown" when it has none, truncated to cap. With
  * name_safe every byte but [A-Za-z0-9-] becomes '-', so it can go into a file name. */
-void cairn_host_name(char *out, size_t cap, int name_safe);
+void host_name(char *out, size_t cap, int name_safe);
 /* Overwrite len bytes (not optimised away: OPENSSL_cleanse); for secrets before free. */
-void cairn_wipe(void *p, size_t len);
+void wipe(void *p, size_t len);
 /* Wipe a NUL-terminated secret and free it; NULL is fine. */
-void cairn_wipe_free(char *s);
+void wipe_free(char *s);
 
 /* UTF-8, strict (RFC 3629): the sequence at p (n >= 1 bytes available) is 1..4 bytes long and
  * its code point goes to *cp; 0 when it is not valid UTF-8 (overlong, surrogate, beyond
  * U+10FFFF, truncated, a stray continuation byte). Go's utf8.DecodeRune is this with 0 read as
  * "U+FFFD, length 1". */
-size_t cairn_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
+size_t utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
 /* Writes cp (at most U+10FFFF, not a surrogate) as 1..4 bytes into out; returns the length. */
-size_t cairn_utf8_encode(uint32_t cp, char *out);
+size_t utf8_encode(uint32_t cp, char *out);
 
 /* Peer text made safe for a log line or a terminal: C0 controls, DEL, C1 (raw bytes
  * 0x80-0x9f and encoded U+0080-U+009F), bidi and line-separator code points and invalid UTF-8
  * become visible escapes (\n \r \t \xNN \uNNNN); other valid UTF-8 passes through. The
  * output is valid UTF-8 without controls, so escaping again changes nothing. Writes at most
  * cap bytes to dst (cap > 0) including the NUL, never cutting an escape; returns dst. */
-char *cairn_escape(char *dst, size_t cap, const char *src, size_t len);
-/* cairn_escape of a whole string into a malloc'd one (NULL stays NULL). */
-char *cairn_escape_dup(const char *src);
+char *str_escape(char *dst, size_t cap, const char *src, size_t len);
+/* str_escape of a whole string into a malloc'd one (NULL stays NULL). */
+char *str_escape_dup(const char *src);
 
 /* Appends s to a list such as "a; b; c" in buf (cap bytes, *off its length so far, 0 to
  * start), with sep before every item but the first. What does not fit is cut: *off stays
  * below cap and buf NUL-terminated, so a list of failures fills a CAIRN_ERR_MSG_MAX message
  * and stops there. */
-void cairn_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s);
+void str_join(char *buf, size_t cap, size_t *off, const char *sep, const char *s);
 
 /* Clocks. */
-uint64_t cairn_now_ms(void);  /* CLOCK_REALTIME in ms */
-uint64_t cairn_mono_ns(void); /* CLOCK_MONOTONIC in ns */
+uint64_t now_ms(void);  /* CLOCK_REALTIME in ms */
+uint64_t mono_ns(void); /* CLOCK_MONOTONIC in ns */
 /* RFC 3339 UTC "2006-01-02T15:04:05Z" (with .nnnnnnnnn when nsec != 0). */
-void cairn_format_rfc3339(int64_t sec, long nsec, char *out, size_t cap);
+void format_rfc3339(int64_t sec, long nsec, char *out, size_t cap);
 /* Parse RFC 3339 (Z or +hh:mm offsets, optional fraction). Returns 0 or -1. */
-int cairn_parse_rfc3339(const char *s, int64_t *sec, long *nsec);
+int parse_rfc3339(const char *s, int64_t *sec, long *nsec);
 
 /* Human sizes "1.5 MiB". */
-void cairn_format_bytes(uint64_t n, char *out, size_t cap);
+void format_bytes(uint64_t n, char *out, size_t cap);
 
 #endif

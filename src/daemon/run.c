@@ -24,7 +24,8 @@ static const char k_help[] =
     "                  [--log-level debug|info|warn|error]\n"
     "\n"
     "Run scheduled backups until SIGTERM/SIGINT. Each [schedule NAME] section of the config\n"
-    "backs up a source (HOST:PORT of cairnd serve or influxd, or a local file/directory) into\n"
+    "backs up a source (etcd://, redis://, exec:COMMAND, HOST:PORT of cairnd serve or\n"
+    "influxd, or a local file/directory; docs/SOURCES.md) into\n"
     "a storage URL (file:///dir or s3://bucket/prefix) and keeps the newest keep-last backups\n"
     "(plus keep-daily / keep-weekly). Example (docs/cairnd.conf.example has every key):\n"
     "\n"
@@ -116,15 +117,15 @@ static int prepare_state_dir(const struct cairn_config *cfg, struct cairn_err *e
     else if (strncmp(u, "sqlite:", 7) == 0)
         u += 7;
     char dir[4096];
-    cairn_dirname(u, dir, sizeof(dir));
-    return cairn_mkdir_p(dir, 0700, err);
+    path_dirname(u, dir, sizeof(dir));
+    return mkdir_p(dir, 0700, err);
 }
 
 /* State written by a newer cairnd is a deployment problem, not a transient one: exit 2 so
  * systemd (RestartPreventExitStatus=2) does not restart-loop on it. */
 static int state_fail(const struct cairn_err *err)
 {
-    int code = cli_fail(err);
+    int code = progs_fail(err);
     return err->code == CAIRN_E_UNSUPPORTED ? CAIRN_EXIT_USAGE : code;
 }
 
@@ -283,7 +284,7 @@ static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char 
         if (strcmp(want, b->name) == 0 && ms / 1000 > *last) {
             *last = ms / 1000;
             char created[40];
-            cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+            format_rfc3339(b->created, 0, created, sizeof(created));
             snprintf(name, cap, "%s (MANIFEST created %s)", b->name, created);
         }
     }
@@ -343,12 +344,12 @@ static int run_args(int argc, char **argv, struct run_opts *o)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs(k_help, stdout);
-            fputs(cli_exit_codes_help, stdout);
+            fputs(progs_exit_codes_help, stdout);
             return 0;
         } else if (strcmp(a, "--dry-run") == 0) {
             o->dry_run = 1;
         } else if (strcmp(a, "--json") == 0) {
-            cli_json = 1;
+            progs_json = 1;
         } else if (i + 1 < argc && strcmp(a, "--config") == 0) {
             o->config = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--log-format") == 0) {
@@ -358,15 +359,15 @@ static int run_args(int argc, char **argv, struct run_opts *o)
         } else if (i + 1 < argc && strcmp(a, "--fake-clock") == 0) {
             o->fake_clock = argv[++i]; /* tests only: "now" is read from this file */
         } else {
-            return cli_usage("run", "unknown or incomplete option '%s'", a);
+            return progs_usage("run", "unknown or incomplete option '%s'", a);
         }
     }
     if (o->config == NULL)
-        return cli_usage("run", "--config FILE is required");
+        return progs_usage("run", "--config FILE is required");
     if (o->log_format && strcmp(o->log_format, "plain") != 0 && strcmp(o->log_format, "json") != 0)
-        return cli_usage("run", "--log-format must be plain or json");
+        return progs_usage("run", "--log-format must be plain or json");
     if (o->log_level && cairn_log_level_parse(o->log_level) < 0)
-        return cli_usage("run", "--log-level must be debug, info, warn or error");
+        return progs_usage("run", "--log-level must be debug, info, warn or error");
     return -1;
 }
 
@@ -411,7 +412,7 @@ static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_e
 {
     int rc = config_load(o->config, &r->cfg, err);
     if (rc != CAIRN_OK)
-        return cli_fail(err);
+        return progs_fail(err);
     const struct cairn_config *cfg = r->cfg;
     int json = o->log_format ? strcmp(o->log_format, "json") == 0 : cfg->log_json;
     int level = o->log_level ? cairn_log_level_parse(o->log_level) : cfg->log_level;
@@ -501,14 +502,14 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
     int e = pthread_create(&sig_thread, NULL, signal_thread, &r->sc);
     if (e != 0) {
         cairn_err_sys(err, CAIRN_E_INTERNAL, e, "starting the signal thread");
-        return cli_fail(err);
+        return progs_fail(err);
     }
     if (r->cfg->metrics_listen != NULL && r->http == NULL &&
         (rc = start_metrics(r->cfg, r->metrics, &r->heal, &r->http, err)) != CAIRN_OK) {
         sched_stop(r->s);
         pthread_kill(sig_thread, SIGTERM);
         pthread_join(sig_thread, NULL);
-        return cli_fail(err);
+        return progs_fail(err);
     }
     rc = sched_start(r->s, err);
     if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
@@ -533,7 +534,7 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
         _exit(CAIRN_EXIT_FAILURE);
     }
     if (rc != CAIRN_OK || wrc != CAIRN_OK)
-        return cli_fail(err);
+        return progs_fail(err);
     cairn_info("cairnd", "stopped cleanly");
     return 0;
 }
@@ -552,7 +553,7 @@ int cairnd_cmd_run(int argc, char **argv)
     if (code < 0)
         code = run_boot(&r, &o, &err);
     if (code < 0 && o.dry_run) {
-        sched_describe(r.s, stdout, cli_json);
+        sched_describe(r.s, stdout, progs_json);
         code = 0;
     } else if (code < 0) {
         code = run_schedules(&r, &err);

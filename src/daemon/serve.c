@@ -6,17 +6,17 @@
 #include <string.h>
 
 #include "cairn/log.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/util.h"
 #include "progs/progs.h"
 
-static struct cairn_snap_server *g_server;
+static struct cairn_influx_server *g_server;
 
 static void on_signal(int sig)
 {
     (void)sig;
     if (g_server != NULL)
-        cairn_snap_server_stop(g_server);
+        cairn_influx_server_stop(g_server);
 }
 
 static void serve_usage(FILE *out)
@@ -60,44 +60,44 @@ static void serve_usage(FILE *out)
             "      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n");
 }
 
-/* The numeric limits of serve's options into so: 0, or cli_usage's exit code. */
-static int limit_opt(int c, const char *arg, struct cairn_snap_server_opts *so)
+/* The numeric limits of serve's options into so: 0, or progs_usage's exit code. */
+static int limit_opt(int c, const char *arg, struct cairn_influx_server_opts *so)
 {
     uint64_t v;
     switch (c) {
     case 'c':
-        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
-            return cli_usage("serve", "invalid --max-conns '%s'", arg);
+        if (progs_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return progs_usage("serve", "invalid --max-conns '%s'", arg);
         so->max_conns = (unsigned)v;
         break;
     case 't':
-        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000)
-            return cli_usage("serve", "invalid --idle-timeout '%s'", arg);
+        if (progs_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000)
+            return progs_usage("serve", "invalid --idle-timeout '%s'", arg);
         so->idle_timeout_ms = so->request_timeout_ms = (int)v;
         break;
     case 'u':
-        if (cairn_parse_size(arg, &v) != 0 || v == 0)
-            return cli_usage("serve", "invalid --max-upload '%s'", arg);
+        if (parse_size(arg, &v) != 0 || v == 0)
+            return progs_usage("serve", "invalid --max-upload '%s'", arg);
         so->max_upload = v;
         break;
     case 'p':
-        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
-            return cli_usage("serve", "invalid --max-conns-per-addr '%s'", arg);
+        if (progs_parse_u64(arg, &v) != 0 || v == 0 || v > 100000)
+            return progs_usage("serve", "invalid --max-conns-per-addr '%s'", arg);
         so->max_per_addr = (unsigned)v;
         break;
     case 'D':
-        if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 604800000)
-            return cli_usage("serve", "invalid --request-deadline '%s'", arg);
+        if (progs_parse_u64(arg, &v) != 0 || v == 0 || v > 604800000)
+            return progs_usage("serve", "invalid --request-deadline '%s'", arg);
         so->request_deadline_ms = (int)v;
         break;
     case 's':
-        if (cli_parse_u64(arg, &v) != 0 || v > (1ull << 40))
-            return cli_usage("serve", "invalid --slow-rate '%s'", arg);
+        if (progs_parse_u64(arg, &v) != 0 || v > (1ull << 40))
+            return progs_usage("serve", "invalid --slow-rate '%s'", arg);
         so->slow_rate = v == 0 ? -1 : (int64_t)v;
         break;
     case 'b':
-        if (cairn_parse_size(arg, &v) != 0 || v == 0)
-            return cli_usage("serve", "invalid --mem-budget '%s'", arg);
+        if (parse_size(arg, &v) != 0 || v == 0)
+            return progs_usage("serve", "invalid --mem-budget '%s'", arg);
         so->mem_budget = v;
         break;
     }
@@ -126,8 +126,8 @@ static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'
                                            {NULL, 0, NULL, 0}};
 
 struct serve_args {
-    struct cairn_snap_server_opts so;
-    struct cairn_tls_opts tls;
+    struct cairn_influx_server_opts so;
+    struct cairn_influx_tls_opts tls;
     const char *data, *meta;
     int log_json, level;
 };
@@ -135,7 +135,7 @@ struct serve_args {
 /* serve's options into a: -1 to go on, else the exit code (--help, a usage error). */
 static int parse_serve_args(int argc, char **argv, struct serve_args *a)
 {
-    struct cairn_snap_server_opts *so = &a->so;
+    struct cairn_influx_server_opts *so = &a->so;
     int c, rc;
     a->level = CAIRN_LOG_INFO;
     optind = 1;
@@ -164,23 +164,23 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
         case 'v':
             a->level = cairn_log_level_parse(optarg);
             if (a->level < 0)
-                return cli_usage("serve", "invalid --log-level '%s'", optarg);
+                return progs_usage("serve", "invalid --log-level '%s'", optarg);
             break;
         case 'h': serve_usage(stdout); return 0;
-        default: return cli_usage("serve", "invalid option");
+        default: return progs_usage("serve", "invalid option");
         }
     }
     if (optind != argc)
-        return cli_usage("serve", "unexpected argument '%s'", argv[optind]);
+        return progs_usage("serve", "unexpected argument '%s'", argv[optind]);
     if (a->data == NULL)
-        return cli_usage("serve", "--data DIR is required");
+        return progs_usage("serve", "--data DIR is required");
     if (so->allow_overwrite && !so->allow_restore)
-        return cli_usage("serve", "--allow-overwrite needs --allow-restore");
+        return progs_usage("serve", "--allow-overwrite needs --allow-restore");
     if (so->max_per_addr > (so->max_conns ? so->max_conns : 64))
-        return cli_usage("serve", "--max-conns-per-addr exceeds --max-conns");
+        return progs_usage("serve", "--max-conns-per-addr exceeds --max-conns");
     if ((a->tls.key_file || a->tls.ca_file || so->allow_plain) && a->tls.cert_file == NULL)
-        return cli_usage("serve",
-                         "--tls-key, --tls-client-ca and --tls-allow-plain need --tls-cert");
+        return progs_usage("serve",
+                           "--tls-key, --tls-client-ca and --tls-allow-plain need --tls-cert");
     return -1;
 }
 
@@ -190,30 +190,30 @@ int cairnd_cmd_serve(int argc, char **argv)
     int rc = parse_serve_args(argc, argv, &a);
     if (rc >= 0)
         return rc;
-    struct cairn_snap_server_opts so = a.so;
-    struct cairn_tls_opts tls = a.tls;
+    struct cairn_influx_server_opts so = a.so;
+    struct cairn_influx_tls_opts tls = a.tls;
     const char *data = a.data, *meta = a.meta;
     int log_json = a.log_json, level = a.level;
     cairn_log_setup((enum cairn_log_level)level, log_json, NULL);
 
     struct cairn_err err = {0};
     struct cairn_tls *server_tls = NULL;
-    if (tls.cert_file != NULL && cairn_tls_server_new(&tls, &server_tls, &err) != CAIRN_OK)
-        return cli_fail(&err);
+    if (tls.cert_file != NULL && cairn_influx_tls_server_new(&tls, &server_tls, &err) != CAIRN_OK)
+        return progs_fail(&err);
     so.tls = server_tls;
-    struct cairn_snap_provider prov;
-    if (cairn_snap_dir_provider_new(data, meta, &prov, &err) != CAIRN_OK) {
-        cairn_tls_free(server_tls);
-        return cli_fail(&err);
+    struct cairn_influx_provider prov;
+    if (cairn_influx_dir_provider_new(data, meta, &prov, &err) != CAIRN_OK) {
+        cairn_influx_tls_free(server_tls);
+        return progs_fail(&err);
     }
     /* Uploads are received beside the data they become (same file system), not in memory. */
-    char *staging = cairn_xasprintf("%s/.cairn-snap", data);
+    char *staging = xasprintf("%s/.cairn-snap", data);
     so.staging_dir = staging;
-    struct cairn_snap_server *srv;
-    if (cairn_snap_server_new(&so, &prov, &srv, &err) != CAIRN_OK) {
+    struct cairn_influx_server *srv;
+    if (cairn_influx_server_new(&so, &prov, &srv, &err) != CAIRN_OK) {
         free(staging);
-        cairn_tls_free(server_tls);
-        return cli_fail(&err);
+        cairn_influx_tls_free(server_tls);
+        return progs_fail(&err);
     }
     if (!so.allow_restore)
         cairn_info("snapshot", "read-only: restore uploads are refused (--allow-restore)");
@@ -225,12 +225,12 @@ int cairnd_cmd_serve(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    printf("listening on %s\n", cairn_snap_server_address(srv));
+    printf("listening on %s\n", cairn_influx_server_address(srv));
     fflush(stdout);
-    rc = cairn_snap_server_run(srv, &err);
+    rc = cairn_influx_server_run(srv, &err);
     g_server = NULL;
-    cairn_snap_server_free(srv);
-    cairn_tls_free(server_tls);
+    cairn_influx_server_free(srv);
+    cairn_influx_tls_free(server_tls);
     free(staging);
-    return rc == CAIRN_OK ? 0 : cli_fail(&err);
+    return rc == CAIRN_OK ? 0 : progs_fail(&err);
 }

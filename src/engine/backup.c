@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/pool.h"
 #include "common/util.h"
 #include "internal.h"
@@ -17,7 +17,7 @@ static int is_local_source(const char *s)
 }
 
 struct shard_job {
-    struct cairn_snap_shard_ref ref;
+    struct cairn_influx_shard_ref ref;
     char file[64];
     char item[512];
     uint64_t bytes;
@@ -25,8 +25,8 @@ struct shard_job {
     struct cairn_err err;
     /* shared */
     struct cairn_backup *b;
-    const struct cairn_snap_client *client;
-    const struct cairn_snap_time *since;
+    const struct cairn_influx_client *client;
+    const struct cairn_influx_time *since;
     struct engine_progress *prog;
 };
 
@@ -49,8 +49,8 @@ static void shard_job_run(void *arg)
     if (j->rc != CAIRN_OK)
         return;
     w = engine_progress_writer_new(w, j->prog, "shard", j->item);
-    j->rc = cairn_snap_shard_backup(j->client, j->ref.db, j->ref.rp, j->ref.id, j->since, w,
-                                    &j->bytes, &j->err);
+    j->rc = cairn_influx_shard_backup(j->client, j->ref.db, j->ref.rp, j->ref.id, j->since, w,
+                                      &j->bytes, &j->err);
     if (j->rc == CAIRN_OK)
         j->rc = cairn_writer_close(w, &j->err);
     cairn_writer_free(w);
@@ -102,7 +102,7 @@ static int find_parent(struct cairn_storage *st, const char *source, const json_
     if (rc != CAIRN_OK)
         return rc;
     out[0] = '\0';
-    struct cairn_backup_info **cand = cairn_xcalloc(l.count ? l.count : 1, sizeof(*cand));
+    struct cairn_backup_info **cand = xcalloc(l.count ? l.count : 1, sizeof(*cand));
     size_t n = 0;
     for (size_t i = 0; i < l.count; i++)
         if (l.items[i].status == CAIRN_BACKUP_COMPLETE && l.items[i].kind != NULL &&
@@ -157,7 +157,7 @@ static json_t *backup_meta(const struct cairn_engine_backup_opts *o, struct shar
     char t[64];
     json_object_set_new(meta, "format", json_string("influxdb-snapshot/1"));
     if (o->has_since) {
-        cairn_format_rfc3339(o->since_sec, o->since_nsec, t, sizeof(t));
+        format_rfc3339(o->since_sec, o->since_nsec, t, sizeof(t));
         json_object_set_new(meta, "since", json_string(t));
     }
     if (o->db != NULL)
@@ -165,7 +165,7 @@ static json_t *backup_meta(const struct cairn_engine_backup_opts *o, struct shar
     if (o->rp != NULL)
         json_object_set_new(meta, "filter_rp", json_string(o->rp));
     for (size_t i = 0; i < n; i++) {
-        const struct cairn_snap_shard_ref *r = &jobs[i].ref;
+        const struct cairn_influx_shard_ref *r = &jobs[i].ref;
         json_t *d = json_object_get(dbs, r->db);
         if (d == NULL) {
             d = json_object();
@@ -217,7 +217,7 @@ static int service_start(struct cairn_storage *st, const struct cairn_engine_bac
 }
 
 /* The metastore first: it describes every shard taken after it. */
-static int service_metastore(const struct cairn_snap_client *client, struct cairn_backup *b,
+static int service_metastore(const struct cairn_influx_client *client, struct cairn_backup *b,
                              struct engine_progress *prog, struct cairn_engine_backup_result *res,
                              struct cairn_err *err)
 {
@@ -227,7 +227,7 @@ static int service_metastore(const struct cairn_snap_client *client, struct cair
     if (rc != CAIRN_OK)
         return rc;
     w = engine_progress_writer_new(w, prog, "meta", NULL);
-    rc = cairn_snap_metastore_backup(client, w, &bytes, err);
+    rc = cairn_influx_metastore_backup(client, w, &bytes, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w, err);
     cairn_writer_free(w);
@@ -241,10 +241,10 @@ static int shard_jobs_run(struct shard_job *jobs, size_t n, unsigned parallelism
                           struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
     int rc = CAIRN_OK;
-    struct cairn_pool *pool = cairn_pool_new(parallelism ? parallelism : 4, 0);
+    struct pool *pool = pool_new(parallelism ? parallelism : 4, 0);
     for (size_t i = 0; i < n; i++)
-        cairn_pool_submit(pool, shard_job_run, &jobs[i]);
-    cairn_pool_free(pool);
+        pool_submit(pool, shard_job_run, &jobs[i]);
+    pool_free(pool);
     for (size_t i = 0; i < n; i++) {
         if (jobs[i].rc != CAIRN_OK) {
             if (rc == CAIRN_OK) {
@@ -261,17 +261,17 @@ static int shard_jobs_run(struct shard_job *jobs, size_t n, unsigned parallelism
 
 /* Every shard the service lists (_internal only when asked for by name) into its own file,
  * then the MANIFEST meta that describes them. */
-static int service_shards(const struct cairn_snap_client *client, struct cairn_backup *b,
+static int service_shards(const struct cairn_influx_client *client, struct cairn_backup *b,
                           const struct cairn_engine_backup_opts *o, struct engine_progress *prog,
                           struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
-    struct cairn_snap_shard_ref *refs = NULL;
+    struct cairn_influx_shard_ref *refs = NULL;
     size_t nrefs = 0, njobs = 0;
-    struct cairn_snap_time since = {o->since_sec, o->since_nsec};
-    int rc = cairn_snap_shard_list(client, o->db, o->db ? o->rp : NULL, &refs, &nrefs, err);
+    struct cairn_influx_time since = {o->since_sec, o->since_nsec};
+    int rc = cairn_influx_shard_list(client, o->db, o->db ? o->rp : NULL, &refs, &nrefs, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct shard_job *jobs = cairn_xcalloc(nrefs ? nrefs : 1, sizeof(*jobs));
+    struct shard_job *jobs = xcalloc(nrefs ? nrefs : 1, sizeof(*jobs));
     for (size_t i = 0; i < nrefs; i++) {
         if (o->db == NULL && strcmp(refs[i].db, "_internal") == 0)
             continue; /* monitoring data: only when asked for by name */
@@ -286,7 +286,7 @@ static int service_shards(const struct cairn_snap_client *client, struct cairn_b
         j->since = o->has_since ? &since : NULL;
         j->prog = prog;
     }
-    cairn_snap_shard_refs_free(refs, nrefs);
+    cairn_influx_shard_refs_free(refs, nrefs);
     prog->total = (unsigned)njobs;
     rc = shard_jobs_run(jobs, njobs, o->parallelism, res, err);
     if (rc == CAIRN_OK && engine_cancelled(o->cancel))
@@ -310,8 +310,8 @@ static int backup_service(struct cairn_storage *st, const struct cairn_engine_ba
                           struct cairn_tls *tls, struct engine_progress *prog,
                           struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
-    struct cairn_snap_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms,
-                                       o->cancel, tls};
+    struct cairn_influx_client client = {o->source, o->connect_timeout_ms, o->io_timeout_ms,
+                                         o->cancel, tls};
     struct cairn_engine_backup_opts eff; /* o, full when no parent and full_if_no_parent */
     struct cairn_backup *b = NULL;
     int rc = service_start(st, o, &eff, &b, res, err);
@@ -368,7 +368,7 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
                         struct cairn_engine_backup_result *res, struct cairn_err *err)
 {
     memset(res, 0, sizeof(*res));
-    uint64_t t0 = cairn_mono_ns();
+    uint64_t t0 = mono_ns();
     if (o->source == NULL || o->storage_url == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "backup needs a source and a storage URL");
     char plain[4096];
@@ -390,14 +390,14 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
         snprintf(res->name, sizeof(res->name), "%s", o->name);
     struct cairn_tls *tls = NULL;
     if (o->tls != NULL && !is_local_source(o->source) && engine_source_driver(o->source) == NULL) {
-        int rc = cairn_tls_client_new(o->tls, &tls, err);
+        int rc = cairn_influx_tls_client_new(o->tls, &tls, err);
         if (rc != CAIRN_OK)
             return rc;
     }
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
     if (rc != CAIRN_OK) {
-        cairn_tls_free(tls);
+        cairn_influx_tls_free(tls);
         return rc;
     }
     cairn_storage_set_cancel(st, o->cancel);
@@ -410,8 +410,8 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
         rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)
                                         : backup_service(st, o, tls, &prog, res, err);
     cairn_storage_free(st);
-    cairn_tls_free(tls);
-    res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;
+    cairn_influx_tls_free(tls);
+    res->seconds = (double)(mono_ns() - t0) / 1e9;
     char shown[4096]; /* logs never show a source's password */
     if (cairn_source_redact(o->source, shown, sizeof(shown)) != CAIRN_OK)
         snprintf(shown, sizeof(shown), "(redacted)");

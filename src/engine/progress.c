@@ -52,7 +52,7 @@ struct cairn_writer *engine_progress_writer_new(struct cairn_writer *next,
                                                 struct engine_progress *p, const char *phase,
                                                 const char *item)
 {
-    struct progress_writer *pw = cairn_xcalloc(1, sizeof(*pw));
+    struct progress_writer *pw = xcalloc(1, sizeof(*pw));
     cairn_writer_init(&pw->base, &progress_writer_ops, next);
     pw->p = p;
     pw->phase = phase;

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/util.h"
 #include "cairn/source.h"
 #include "internal.h"
@@ -122,8 +122,7 @@ static int shard_list(struct cairn_backup *b, const char *db, const char *rp,
         /* db and rp become parts of file names under --into: never a path */
         if (json_unpack(v, "{s:I, s:s, s:s, s:s}", "id", &id, "db", &e.db, "rp", &e.rp, "file",
                         &e.file) != 0 ||
-            id <= 0 || !cairn_name_valid(e.file) || !cairn_name_is_safe(e.db) ||
-            !cairn_name_is_safe(e.rp)) {
+            id <= 0 || !cairn_name_valid(e.file) || !name_is_safe(e.db) || !name_is_safe(e.rp)) {
             free(*out);
             return cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': malformed shard entry %zu",
                                  cairn_backup_name(b), i);
@@ -131,7 +130,7 @@ static int shard_list(struct cairn_backup *b, const char *db, const char *rp,
         if ((db != NULL && strcmp(db, e.db) != 0) || (rp != NULL && strcmp(rp, e.rp) != 0))
             continue;
         e.id = (uint64_t)id;
-        *out = cairn_xrealloc(*out, (*n + 1) * sizeof(**out));
+        *out = xrealloc(*out, (*n + 1) * sizeof(**out));
         (*out)[(*n)++] = e;
     }
     return CAIRN_OK;
@@ -139,9 +138,9 @@ static int shard_list(struct cairn_backup *b, const char *db, const char *rp,
 
 /* The newest backup's metastore (its meta.Data blob) to the target, which answers with the
  * new ids of the shards it created (map). */
-static int online_meta(const struct cairn_snap_client *client,
+static int online_meta(const struct cairn_influx_client *client,
                        const struct cairn_engine_restore_opts *o, const struct chain *c,
-                       struct cairn_snap_idmap *map, struct cairn_err *err)
+                       struct cairn_influx_idmap *map, struct cairn_err *err)
 {
     struct cairn_writer *mem = cairn_mem_writer_new(META_MAX);
     int rc = cairn_backup_get_stream(c->b[c->n - 1], ENGINE_META_FILE, mem, NULL, err);
@@ -150,19 +149,19 @@ static int online_meta(const struct cairn_snap_client *client,
     if (rc == CAIRN_OK) {
         size_t len, blen;
         const uint8_t *env = cairn_mem_writer_data(mem, &len), *blob;
-        rc = cairn_snap_meta_envelope_blob(env, len, &blob, &blen, err);
+        rc = cairn_influx_meta_envelope_blob(env, len, &blob, &blen, err);
         if (rc == CAIRN_OK)
-            rc = cairn_snap_meta_upload(client, o->db, o->newdb, o->rp, o->newrp, blob, blen, map,
-                                        err);
+            rc = cairn_influx_meta_upload(client, o->db, o->newdb, o->rp, o->newrp, blob, blen, map,
+                                          err);
     }
     cairn_writer_free(mem);
     return rc;
 }
 
 /* The shards of backup b the metadata upload mapped, each under its new id. */
-static int online_shards(const struct cairn_snap_client *client,
+static int online_shards(const struct cairn_influx_client *client,
                          const struct cairn_engine_restore_opts *o, struct cairn_backup *b,
-                         const struct cairn_snap_idmap *map, struct engine_progress *prog,
+                         const struct cairn_influx_idmap *map, struct engine_progress *prog,
                          struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
     const char *tdb = o->newdb, *trp = o->rp != NULL ? (o->newrp ? o->newrp : o->rp) : NULL;
@@ -173,7 +172,7 @@ static int online_shards(const struct cairn_snap_client *client,
         return rc;
     prog->total += (unsigned)n;
     for (size_t i = 0; i < n && rc == CAIRN_OK; i++) {
-        uint64_t nid = cairn_snap_idmap_get(map, sh[i].id);
+        uint64_t nid = cairn_influx_idmap_get(map, sh[i].id);
         if (nid == 0) {
             cairn_warn(ENGINE_LOGC, "shard %llu (%s.%s) is not in the restored metadata: skipped",
                        (unsigned long long)sh[i].id, sh[i].db, sh[i].rp);
@@ -187,7 +186,7 @@ static int online_shards(const struct cairn_snap_client *client,
         uint64_t bytes = 0;
         rc = cairn_backup_get_file(b, sh[i].file, &r, err);
         if (rc == CAIRN_OK) {
-            rc = cairn_snap_shard_upload(client, nid, tdb, trp, r, &bytes, err);
+            rc = cairn_influx_shard_upload(client, nid, tdb, trp, r, &bytes, err);
             cairn_reader_free(r);
         }
         if (rc == CAIRN_OK) {
@@ -204,15 +203,15 @@ static int restore_online_tls(const struct cairn_engine_restore_opts *o, struct 
                               struct cairn_tls *tls, struct engine_progress *prog,
                               struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
-    struct cairn_snap_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms,
-                                       o->cancel, tls};
-    struct cairn_snap_idmap map = {0};
+    struct cairn_influx_client client = {o->target, o->connect_timeout_ms, o->io_timeout_ms,
+                                         o->cancel, tls};
+    struct cairn_influx_idmap map = {0};
     int rc = online_meta(&client, o, c, &map, err);
     if (rc != CAIRN_OK)
         return rc;
     for (size_t k = 0; k < c->n && rc == CAIRN_OK; k++)
         rc = online_shards(&client, o, c->b[k], &map, prog, res, err);
-    cairn_snap_idmap_free(&map);
+    cairn_influx_idmap_free(&map);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc,
                        "online restore to %s stopped part-way (the new database exists "
@@ -227,12 +226,12 @@ static int restore_online(const struct cairn_engine_restore_opts *o, struct chai
 {
     struct cairn_tls *tls = NULL;
     if (o->tls != NULL) {
-        int rc = cairn_tls_client_new(o->tls, &tls, err);
+        int rc = cairn_influx_tls_client_new(o->tls, &tls, err);
         if (rc != CAIRN_OK)
             return rc;
     }
     int rc = restore_online_tls(o, c, tls, prog, res, err);
-    cairn_tls_free(tls);
+    cairn_influx_tls_free(tls);
     return rc;
 }
 
@@ -260,7 +259,7 @@ static int offline_check(const struct cairn_engine_restore_opts *o, const struct
 static int offline_file(struct cairn_backup *b, const char *file, const char *dir, const char *name,
                         struct engine_progress *prog, uint64_t *bytes, struct cairn_err *err)
 {
-    char *path = cairn_path_join(dir, name);
+    char *path = path_join(dir, name);
     struct cairn_writer *w;
     int rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
     free(path);
@@ -293,14 +292,14 @@ static int offline_backup(const struct cairn_engine_restore_opts *o, struct cair
     int rc = shard_list(b, o->db, o->rp, &sh, &n, err);
     prog->total += (unsigned)n + 1;
     for (size_t i = 0; i <= n && rc == CAIRN_OK; i++) {
-        char *name = i == 0 ? cairn_xasprintf("meta.%02zu", k)
-                            : cairn_xasprintf("%s.%s.%05llu.%02zu", sh[i - 1].db, sh[i - 1].rp,
-                                              (unsigned long long)sh[i - 1].id, k);
-        char *final = cairn_path_join(o->into_dir, name);
+        char *name = i == 0 ? xasprintf("meta.%02zu", k)
+                            : xasprintf("%s.%s.%05llu.%02zu", sh[i - 1].db, sh[i - 1].rp,
+                                        (unsigned long long)sh[i - 1].id, k);
+        char *final = path_join(o->into_dir, name);
         if (access(final, F_OK) == 0)
             rc = cairn_err_set(err, CAIRN_E_EXISTS, "'%s' already exists", final);
         free(final);
-        names->v = cairn_xrealloc(names->v, (names->n + 1) * sizeof(char *));
+        names->v = xrealloc(names->v, (names->n + 1) * sizeof(char *));
         names->v[names->n++] = name;
         if (rc != CAIRN_OK)
             break;
@@ -323,14 +322,14 @@ static int offline_move(const char *tmp, const char *dir, const struct names *na
 {
     int rc = CAIRN_OK;
     for (size_t i = 0; i < names->n && rc == CAIRN_OK; i++) {
-        char *from = cairn_path_join(tmp, names->v[i]), *to = cairn_path_join(dir, names->v[i]);
+        char *from = path_join(tmp, names->v[i]), *to = path_join(dir, names->v[i]);
         if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) != 0)
             rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", names->v[i], dir);
         free(from);
         free(to);
     }
     if (rc == CAIRN_OK)
-        rc = cairn_fsync_dir(dir, err);
+        rc = fsync_dir(dir, err);
     return rc;
 }
 
@@ -344,10 +343,10 @@ static int restore_offline(const struct cairn_engine_restore_opts *o, struct cha
     if (rc != CAIRN_OK)
         return rc;
     int created = access(o->into_dir, F_OK) != 0; /* removed again on failure */
-    rc = cairn_mkdir_p(o->into_dir, 0700, err);
+    rc = mkdir_p(o->into_dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *tmp = cairn_xasprintf("%s/.cairn-restore.XXXXXX", o->into_dir);
+    char *tmp = xasprintf("%s/.cairn-restore.XXXXXX", o->into_dir);
     if (mkdtemp(tmp) == NULL) {
         rc = cairn_err_sys(err, 0, errno, "create a directory in '%s'", o->into_dir);
         free(tmp);
@@ -359,7 +358,7 @@ static int restore_offline(const struct cairn_engine_restore_opts *o, struct cha
     if (rc == CAIRN_OK)
         rc = offline_move(tmp, o->into_dir, &names, err);
     struct cairn_err ignored;
-    cairn_rmtree(tmp, &ignored);
+    rmtree(tmp, &ignored);
     free(tmp);
     if (rc != CAIRN_OK && created)
         rmdir(o->into_dir); /* only when still empty: a failed restore leaves no new directory */
@@ -398,7 +397,7 @@ static int check_scope(const struct cairn_engine_restore_opts *o, const struct c
         json_object_foreach(dbs, k, v)
         {
             (void)v;
-            cairn_join(have, sizeof(have), &n, ", ", k);
+            str_join(have, sizeof(have), &n, ", ", k);
         }
         return cairn_err_set(err, CAIRN_E_NOTFOUND,
                              "database '%s' is not in backup '%s' (it has: %s)", o->db,
@@ -481,7 +480,7 @@ int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
                          struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
     memset(res, 0, sizeof(*res));
-    uint64_t t0 = cairn_mono_ns();
+    uint64_t t0 = mono_ns();
     char plain[4096];
     struct cairn_engine_restore_opts po = *o;
     if (o->target != NULL)
@@ -510,6 +509,6 @@ int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
         rc = restore_influx(o, &c, &prog, res, err);
     chain_free(&c);
     cairn_storage_free(st);
-    res->seconds = (double)(cairn_mono_ns() - t0) / 1e9;
+    res->seconds = (double)(mono_ns() - t0) / 1e9;
     return rc;
 }

@@ -55,20 +55,20 @@ char *engine_identity_text(const char *kind, const char *source, const json_t *s
     if (strcmp(kind, ENGINE_KIND) == 0 && scope != NULL && json_object_size(scope) == 2 &&
         (json_is_null(db) || json_is_string(db)) && (json_is_null(rp) || json_is_string(rp))) {
         if (json_is_null(db))
-            sc = cairn_xstrdup("all databases");
+            sc = xstrdup("all databases");
         else if (json_is_null(rp))
-            sc = cairn_xasprintf("database '%s', all retention policies", json_string_value(db));
+            sc = xasprintf("database '%s', all retention policies", json_string_value(db));
         else
-            sc = cairn_xasprintf("database '%s', retention policy '%s'", json_string_value(db),
-                                 json_string_value(rp));
+            sc = xasprintf("database '%s', retention policy '%s'", json_string_value(db),
+                           json_string_value(rp));
     } else if (scope != NULL) {
         char *j = json_dumps(scope, JSON_COMPACT | JSON_SORT_KEYS);
-        sc = cairn_xasprintf("scope %s", j ? j : "?");
+        sc = xasprintf("scope %s", j ? j : "?");
         free(j);
     } else {
-        sc = cairn_xstrdup("no recorded scope");
+        sc = xstrdup("no recorded scope");
     }
-    char *out = cairn_xasprintf("%s backup of %s (%s)", kind, source, sc);
+    char *out = xasprintf("%s backup of %s (%s)", kind, source, sc);
     free(sc);
     return out;
 }

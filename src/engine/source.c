@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cairn/log.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "cairn/source.h"
 #include "common/util.h"
 #include "internal.h"

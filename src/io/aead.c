@@ -24,7 +24,7 @@ struct aead_gcm {
 
 struct aead_gcm *aead_gcm_new(const uint8_t key[AEAD_GCM_KEY])
 {
-    struct aead_gcm *g = cairn_xcalloc(1, sizeof(*g));
+    struct aead_gcm *g = xcalloc(1, sizeof(*g));
     g->ctx = EVP_CIPHER_CTX_new();
     /* The cipher's default IV length is the 12 bytes both formats use. */
     if (g->ctx == NULL || EVP_CipherInit_ex(g->ctx, EVP_aes_256_gcm(), NULL, key, NULL, 1) != 1)
@@ -179,7 +179,7 @@ static const struct cairn_writer_ops aead_writer_ops = {"aes-gcm", aead_write, a
 struct cairn_writer *cairn_aead_writer_new(struct cairn_writer *next,
                                            const uint8_t key[CAIRN_AEAD_KEY_LEN])
 {
-    struct aead_writer *w = cairn_xcalloc(1, sizeof(*w));
+    struct aead_writer *w = xcalloc(1, sizeof(*w));
     cairn_writer_init(&w->base, &aead_writer_ops, next);
     aead_state_init(&w->st, key);
     memcpy(w->st.hdr, AEAD_MAGIC, 8);
@@ -276,7 +276,7 @@ static const struct cairn_reader_ops aead_reader_ops = {"aes-gcm", aead_read, ae
 struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
                                            const uint8_t key[CAIRN_AEAD_KEY_LEN])
 {
-    struct aead_reader *r = cairn_xcalloc(1, sizeof(*r));
+    struct aead_reader *r = xcalloc(1, sizeof(*r));
     cairn_reader_init(&r->base, &aead_reader_ops, src);
     aead_state_init(&r->st, key);
     return &r->base;

@@ -76,7 +76,7 @@ static int auto_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
                 break;
             len += n;
         }
-        struct prefix_reader *p = cairn_xcalloc(1, sizeof(*p));
+        struct prefix_reader *p = xcalloc(1, sizeof(*p));
         cairn_reader_init(&p->base, &prefix_reader_ops, r->next);
         memcpy(p->prefix, head, len);
         p->len = len;
@@ -104,7 +104,7 @@ static const struct cairn_reader_ops auto_reader_ops = {"decompress", auto_read,
 
 struct cairn_reader *cairn_decompress_reader_new(struct cairn_reader *src)
 {
-    struct auto_reader *a = cairn_xcalloc(1, sizeof(*a));
+    struct auto_reader *a = xcalloc(1, sizeof(*a));
     cairn_reader_init(&a->base, &auto_reader_ops, src);
     return &a->base;
 }

@@ -29,7 +29,7 @@ struct gz_slot {
 
 struct gzip_writer {
     struct cairn_writer base;
-    struct cairn_pool *pool; /* NULL: compress inline */
+    struct pool *pool; /* NULL: compress inline */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct gz_slot *slots;
@@ -108,7 +108,7 @@ static int gz_submit(struct gzip_writer *g, struct cairn_err *err)
         s->done = 1;
         return gz_collect(g, err);
     }
-    cairn_pool_submit(g->pool, gz_job, s);
+    pool_submit(g->pool, gz_job, s);
     if (g->count == g->nslots)
         return gz_collect(g, err);
     return CAIRN_OK;
@@ -154,7 +154,7 @@ static int gzip_finish(struct cairn_writer *w, struct cairn_err *err)
 static void gzip_writer_free(struct cairn_writer *w)
 {
     struct gzip_writer *g = (struct gzip_writer *)w;
-    cairn_pool_free(g->pool); /* waits for in-flight blocks before their buffers go */
+    pool_free(g->pool); /* waits for in-flight blocks before their buffers go */
     for (unsigned i = 0; i < g->nslots; i++) {
         libdeflate_free_compressor(g->slots[i].c);
         io_probe_free(g->slots[i].probe);
@@ -176,14 +176,14 @@ struct cairn_writer *cairn_gzip_writer_new(struct cairn_writer *next, int level,
     if (level < 1 || level > 12)
         level = 6;
     if (threads <= 0)
-        threads = (int)cairn_cpu_count();
-    struct gzip_writer *g = cairn_xcalloc(1, sizeof(*g));
+        threads = (int)cpu_count();
+    struct gzip_writer *g = xcalloc(1, sizeof(*g));
     cairn_writer_init(&g->base, &gzip_writer_ops, next);
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     /* One slot per worker plus one being filled keeps every worker busy. */
     g->nslots = threads > 1 ? (unsigned)threads + 1 : 1;
-    g->slots = cairn_xcalloc(g->nslots, sizeof(*g->slots));
+    g->slots = xcalloc(g->nslots, sizeof(*g->slots));
     for (unsigned i = 0; i < g->nslots; i++) {
         struct gz_slot *s = &g->slots[i];
         s->gz = g;
@@ -193,11 +193,11 @@ struct cairn_writer *cairn_gzip_writer_new(struct cairn_writer *next, int level,
         if (s->c == NULL || s->store == NULL)
             abort();
         s->out_cap = libdeflate_gzip_compress_bound(s->c, GZ_BLOCK);
-        s->in = cairn_xmalloc(GZ_BLOCK);
-        s->out = cairn_xmalloc(s->out_cap);
+        s->in = xmalloc(GZ_BLOCK);
+        s->out = xmalloc(s->out_cap);
     }
     if (threads > 1)
-        g->pool = cairn_pool_new((unsigned)threads, g->nslots);
+        g->pool = pool_new((unsigned)threads, g->nslots);
     return &g->base;
 }
 
@@ -308,10 +308,10 @@ static const struct cairn_reader_ops gzip_reader_ops = {"gzip", gzip_read, gzip_
 
 struct cairn_reader *cairn_gzip_reader_new(struct cairn_reader *src)
 {
-    struct gzip_reader *g = cairn_xcalloc(1, sizeof(*g));
+    struct gzip_reader *g = xcalloc(1, sizeof(*g));
     cairn_reader_init(&g->base, &gzip_reader_ops, src);
     g->in_cap = CAIRN_IO_BUFSIZE;
-    g->in = cairn_xmalloc(g->in_cap);
+    g->in = xmalloc(g->in_cap);
     g->zs.next_in = g->in;
     if (inflateInit2(&g->zs, 15 + 16) != Z_OK)
         abort();

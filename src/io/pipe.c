@@ -161,12 +161,12 @@ static const struct cairn_writer_ops pipe_writer_ops = {"pipe", pipe_write, pipe
 
 struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next)
 {
-    struct pipe_writer *p = cairn_xcalloc(1, sizeof(*p));
+    struct pipe_writer *p = xcalloc(1, sizeof(*p));
     cairn_writer_init(&p->base, &pipe_writer_ops, next);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     for (unsigned i = 0; i < PIPE_BUFS; i++)
-        p->bufs[i].data = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+        p->bufs[i].data = xmalloc(CAIRN_IO_BUFSIZE);
     if (pthread_create(&p->thread, NULL, pipe_main, p) != 0)
         abort();
     return &p->base;

@@ -20,7 +20,7 @@ struct io_probe {
 
 struct io_probe *io_probe_new(enum io_probe_use use)
 {
-    struct io_probe *p = cairn_xcalloc(1, sizeof(*p));
+    struct io_probe *p = xcalloc(1, sizeof(*p));
     p->use = use;
     if (use == IO_PROBE_ZSTD) {
         p->sample = IO_PROBE_ZSTD_SAMPLE;
@@ -37,7 +37,7 @@ struct io_probe *io_probe_new(enum io_probe_use use)
         if (p->deflate == NULL)
             abort();
     }
-    p->out = cairn_xmalloc(p->out_cap);
+    p->out = xmalloc(p->out_cap);
     return p;
 }
 

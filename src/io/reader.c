@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/util.h"
+#include "common/util.h"
 
 void cairn_reader_init(struct cairn_reader *r, const struct cairn_reader_ops *ops,
                        struct cairn_reader *next)
@@ -118,7 +118,7 @@ static const struct cairn_reader_ops fd_reader_ops = {"fd", fd_read, fd_reader_f
 
 struct cairn_reader *cairn_fd_reader_new(int fd, int own_fd)
 {
-    struct fd_reader *f = cairn_xcalloc(1, sizeof(*f));
+    struct fd_reader *f = xcalloc(1, sizeof(*f));
     cairn_reader_init(&f->base, &fd_reader_ops, NULL);
     f->fd = fd;
     f->own = own_fd;
@@ -160,7 +160,7 @@ static const struct cairn_reader_ops mem_reader_ops = {"memory", mem_read, NULL}
 
 struct cairn_reader *cairn_mem_reader_new(const void *data, size_t len)
 {
-    struct mem_reader *m = cairn_xcalloc(1, sizeof(*m));
+    struct mem_reader *m = xcalloc(1, sizeof(*m));
     cairn_reader_init(&m->base, &mem_reader_ops, NULL);
     m->data = data;
     m->len = len;
@@ -195,7 +195,7 @@ static const struct cairn_reader_ops hash_reader_ops = {"sha256", hash_read, has
 
 struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src)
 {
-    struct hash_reader *h = cairn_xcalloc(1, sizeof(*h));
+    struct hash_reader *h = xcalloc(1, sizeof(*h));
     cairn_reader_init(&h->base, &hash_reader_ops, src);
     cairn_sha256_init(&h->h);
     return &h->base;
@@ -223,7 +223,7 @@ static const struct cairn_reader_ops borrow_reader_ops = {"borrow", borrow_read,
 
 struct cairn_reader *cairn_reader_borrow(struct cairn_reader *r)
 {
-    struct borrow_reader *b = cairn_xcalloc(1, sizeof(*b));
+    struct borrow_reader *b = xcalloc(1, sizeof(*b));
     cairn_reader_init(&b->base, &borrow_reader_ops, NULL);
     b->source = r;
     return &b->base;
@@ -256,7 +256,7 @@ static const struct cairn_reader_ops limit_reader_ops = {"limit", limit_read, NU
 
 struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t limit)
 {
-    struct limit_reader *l = cairn_xcalloc(1, sizeof(*l));
+    struct limit_reader *l = xcalloc(1, sizeof(*l));
     cairn_reader_init(&l->base, &limit_reader_ops, src);
     l->left = limit;
     return &l->base;
@@ -265,7 +265,7 @@ struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t l
 int cairn_copy(struct cairn_reader *r, struct cairn_writer *w, uint64_t *copied,
                struct cairn_err *err)
 {
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     uint64_t total = 0;
     int rc;
     for (;;) {

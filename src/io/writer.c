@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../common/util.h"
+#include "common/util.h"
 
 void cairn_writer_init(struct cairn_writer *w, const struct cairn_writer_ops *ops,
                        struct cairn_writer *next)
@@ -107,7 +107,7 @@ static const struct cairn_writer_ops borrow_writer_ops = {"borrow", borrow_write
 
 struct cairn_writer *cairn_writer_borrow(struct cairn_writer *w)
 {
-    struct borrow_writer *b = cairn_xcalloc(1, sizeof(*b));
+    struct borrow_writer *b = xcalloc(1, sizeof(*b));
     cairn_writer_init(&b->base, &borrow_writer_ops, NULL);
     b->target = w;
     return &b->base;
@@ -124,7 +124,7 @@ struct fd_writer {
 static int fd_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct fd_writer *f = (struct fd_writer *)w;
-    return cairn_write_all(f->fd, buf, len, "output", err);
+    return write_all(f->fd, buf, len, "output", err);
 }
 
 static void fd_writer_free(struct cairn_writer *w)
@@ -139,7 +139,7 @@ static const struct cairn_writer_ops fd_writer_ops = {"fd", fd_write, NULL, fd_w
 
 struct cairn_writer *cairn_fd_writer_new(int fd, int own_fd)
 {
-    struct fd_writer *f = cairn_xcalloc(1, sizeof(*f));
+    struct fd_writer *f = xcalloc(1, sizeof(*f));
     cairn_writer_init(&f->base, &fd_writer_ops, NULL);
     f->fd = fd;
     f->own = own_fd;
@@ -154,15 +154,15 @@ struct atomic_writer {
     int replace;
     char *path;
     char *tmp;
-    struct cairn_writeback wb;
+    struct writeback wb;
 };
 
 static int atomic_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct atomic_writer *a = (struct atomic_writer *)w;
-    int rc = cairn_write_all(a->fd, buf, len, a->tmp, err);
+    int rc = write_all(a->fd, buf, len, a->tmp, err);
     if (rc == CAIRN_OK)
-        cairn_writeback(a->fd, &a->wb, len);
+        writeback(a->fd, &a->wb, len);
     return rc;
 }
 
@@ -191,8 +191,8 @@ static int atomic_finish(struct cairn_writer *w, struct cairn_err *err)
     }
     free(a->tmp);
     a->tmp = NULL;
-    cairn_dirname(a->path, dir, sizeof(dir));
-    return cairn_fsync_dir(dir, err);
+    path_dirname(a->path, dir, sizeof(dir));
+    return fsync_dir(dir, err);
 }
 
 static void atomic_free(struct cairn_writer *w)
@@ -217,10 +217,10 @@ int cairn_atomic_file_writer_open(const char *path, int mode, int replace,
     if (!replace && access(path, F_OK) == 0)
         return cairn_err_set(err, CAIRN_E_EXISTS, "'%s' already exists", path);
     char dir[4096];
-    cairn_dirname(path, dir, sizeof(dir));
+    path_dirname(path, dir, sizeof(dir));
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    char *tmp = cairn_xasprintf("%s/.%s.tmp.XXXXXX", dir, base);
+    char *tmp = xasprintf("%s/.%s.tmp.XXXXXX", dir, base);
     int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int rc = cairn_err_sys(err, 0, errno, "create temporary file in '%s'", dir);
@@ -234,11 +234,11 @@ int cairn_atomic_file_writer_open(const char *path, int mode, int replace,
         free(tmp);
         return rc;
     }
-    struct atomic_writer *a = cairn_xcalloc(1, sizeof(*a));
+    struct atomic_writer *a = xcalloc(1, sizeof(*a));
     cairn_writer_init(&a->base, &atomic_writer_ops, NULL);
     a->fd = fd;
     a->replace = replace;
-    a->path = cairn_xstrdup(path);
+    a->path = xstrdup(path);
     a->tmp = tmp;
     *out = &a->base;
     return CAIRN_OK;
@@ -261,7 +261,7 @@ static int mem_write(struct cairn_writer *w, const void *buf, size_t len, struct
         size_t cap = m->cap ? m->cap : 4096;
         while (cap < m->len + len)
             cap *= 2;
-        m->data = cairn_xrealloc(m->data, cap);
+        m->data = xrealloc(m->data, cap);
         m->cap = cap;
     }
     memcpy(m->data + m->len, buf, len);
@@ -280,7 +280,7 @@ static const struct cairn_writer_ops mem_writer_ops = {"memory", mem_write, NULL
 
 struct cairn_writer *cairn_mem_writer_new(size_t max_size)
 {
-    struct mem_writer *m = cairn_xcalloc(1, sizeof(*m));
+    struct mem_writer *m = xcalloc(1, sizeof(*m));
     cairn_writer_init(&m->base, &mem_writer_ops, NULL);
     m->max = max_size;
     return &m->base;
@@ -303,7 +303,7 @@ static const struct cairn_writer_ops discard_writer_ops = {"discard", discard_wr
 
 struct cairn_writer *cairn_discard_writer_new(void)
 {
-    struct cairn_writer *w = cairn_xcalloc(1, sizeof(*w));
+    struct cairn_writer *w = xcalloc(1, sizeof(*w));
     cairn_writer_init(w, &discard_writer_ops, NULL);
     return w;
 }
@@ -345,7 +345,7 @@ static const struct cairn_writer_ops hash_writer_ops = {"sha256", hash_write, ha
 
 struct cairn_writer *cairn_hash_writer_new(struct cairn_writer *next)
 {
-    struct hash_writer *h = cairn_xcalloc(1, sizeof(*h));
+    struct hash_writer *h = xcalloc(1, sizeof(*h));
     cairn_writer_init(&h->base, &hash_writer_ops, next);
     cairn_sha256_init(&h->h);
     return &h->base;

@@ -81,7 +81,7 @@ struct cairn_writer *cairn_zstd_writer_new(struct cairn_writer *next, int level,
 struct cairn_writer *cairn_zstd_writer_new_sized(struct cairn_writer *next, int level, int threads,
                                                  int64_t size_hint)
 {
-    struct zstd_writer *z = cairn_xcalloc(1, sizeof(*z));
+    struct zstd_writer *z = xcalloc(1, sizeof(*z));
     cairn_writer_init(&z->base, &zstd_writer_ops, next);
     z->cctx = ZSTD_createCCtx();
     if (z->cctx == NULL)
@@ -91,12 +91,12 @@ struct cairn_writer *cairn_zstd_writer_new_sized(struct cairn_writer *next, int 
     if (size_hint >= 0)
         size_params(z->cctx, level, size_hint);
     if (threads == 0)
-        threads = (int)cairn_cpu_count();
+        threads = (int)cpu_count();
     /* Without ZSTD_MULTITHREAD support this fails and zstd stays single-threaded. */
     if (threads > 1)
         ZSTD_CCtx_setParameter(z->cctx, ZSTD_c_nbWorkers, threads);
     z->out_cap = ZSTD_CStreamOutSize();
-    z->out = cairn_xmalloc(z->out_cap);
+    z->out = xmalloc(z->out_cap);
     return &z->base;
 }
 
@@ -170,14 +170,14 @@ static const struct cairn_reader_ops zstd_reader_ops = {"zstd", zstd_read, zstd_
 
 struct cairn_reader *cairn_zstd_reader_new(struct cairn_reader *src)
 {
-    struct zstd_reader *z = cairn_xcalloc(1, sizeof(*z));
+    struct zstd_reader *z = xcalloc(1, sizeof(*z));
     cairn_reader_init(&z->base, &zstd_reader_ops, src);
     z->dctx = ZSTD_createDCtx();
     if (z->dctx == NULL)
         abort();
     /* Cap the window (128 MiB, zstd's own default) so hostile frames cannot demand more. */
     ZSTD_DCtx_setParameter(z->dctx, ZSTD_d_windowLogMax, 27);
-    z->in = cairn_xmalloc(ZSTD_DStreamInSize());
+    z->in = xmalloc(ZSTD_DStreamInSize());
     z->frame_done = 1; /* nothing to flush before the first read */
     return &z->base;
 }

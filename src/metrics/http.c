@@ -93,7 +93,7 @@ int metrics_serve(struct cairn_metrics *m, const char *listen, const struct cair
     if (g != 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "metrics listen address '%s': %s", listen,
                              gai_strerror(g));
-    struct cairn_metrics_server *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_metrics_server *s = xcalloc(1, sizeof(*s));
     s->m = m;
     s->health = health;
     s->health_ctx = health_ctx;

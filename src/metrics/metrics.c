@@ -40,7 +40,7 @@ struct cairn_metrics {
 
 struct cairn_metrics *metrics_new(void)
 {
-    struct cairn_metrics *m = cairn_xcalloc(1, sizeof(*m));
+    struct cairn_metrics *m = xcalloc(1, sizeof(*m));
     pthread_mutex_init(&m->mu, NULL);
     return m;
 }
@@ -71,19 +71,19 @@ struct cairn_metric *metrics_declare(struct cairn_metrics *m, const char *name,
                                      enum cairn_metric_type type, const char *help,
                                      const char *label, const double *buckets, size_t n_buckets)
 {
-    struct cairn_metric *f = cairn_xcalloc(1, sizeof(*f));
+    struct cairn_metric *f = xcalloc(1, sizeof(*f));
     f->reg = m;
-    f->name = cairn_xstrdup(name);
-    f->help = cairn_xstrdup(help);
-    f->label = label ? cairn_xstrdup(label) : NULL;
+    f->name = xstrdup(name);
+    f->help = xstrdup(help);
+    f->label = label ? xstrdup(label) : NULL;
     f->type = type;
     if (type == CAIRN_HISTOGRAM && n_buckets > 0) {
-        f->buckets = cairn_xmalloc(n_buckets * sizeof(double));
+        f->buckets = xmalloc(n_buckets * sizeof(double));
         memcpy(f->buckets, buckets, n_buckets * sizeof(double));
         f->n_buckets = n_buckets;
     }
     pthread_mutex_lock(&m->mu);
-    m->f = cairn_xrealloc(m->f, (m->n + 1) * sizeof(*m->f));
+    m->f = xrealloc(m->f, (m->n + 1) * sizeof(*m->f));
     m->f[m->n++] = f;
     pthread_mutex_unlock(&m->mu);
     return f;
@@ -99,13 +99,13 @@ static struct series *series_get(struct cairn_metric *f, const char *lv)
     }
     if (f->n == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 4;
-        f->s = cairn_xrealloc(f->s, f->cap * sizeof(*f->s));
+        f->s = xrealloc(f->s, f->cap * sizeof(*f->s));
     }
     struct series *s = &f->s[f->n++];
     memset(s, 0, sizeof(*s));
-    s->label_value = lv ? cairn_xstrdup(lv) : NULL;
+    s->label_value = lv ? xstrdup(lv) : NULL;
     if (f->type == CAIRN_HISTOGRAM)
-        s->counts = cairn_xcalloc(f->n_buckets + 1, sizeof(uint64_t));
+        s->counts = xcalloc(f->n_buckets + 1, sizeof(uint64_t));
     return s;
 }
 
@@ -159,46 +159,46 @@ void metrics_on_collect(struct cairn_metrics *m, void (*fn)(void *ctx), void *ct
 }
 
 /* Label values: escape backslash, double quote and newline. */
-static void escaped(struct cairn_buf *b, const char *s)
+static void escaped(struct buf *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\' || *s == '"')
-            cairn_buf_printf(b, "\\%c", *s);
+            buf_printf(b, "\\%c", *s);
         else if (*s == '\n')
-            cairn_buf_printf(b, "\\n");
+            buf_printf(b, "\\n");
         else
-            cairn_buf_printf(b, "%c", *s);
+            buf_printf(b, "%c", *s);
     }
 }
 
-static void number(struct cairn_buf *b, double v)
+static void number(struct buf *b, double v)
 {
     if (isinf(v))
-        cairn_buf_printf(b, v > 0 ? "+Inf" : "-Inf");
+        buf_printf(b, v > 0 ? "+Inf" : "-Inf");
     else if (isnan(v))
-        cairn_buf_printf(b, "NaN");
+        buf_printf(b, "NaN");
     else if (v == floor(v) && fabs(v) < 1e15)
-        cairn_buf_printf(b, "%.0f", v);
+        buf_printf(b, "%.0f", v);
     else
-        cairn_buf_printf(b, "%.17g", v);
+        buf_printf(b, "%.17g", v);
 }
 
 /* name{label="x",le="y"} with either part optional. */
-static void labels(struct cairn_buf *b, const struct cairn_metric *f, const struct series *s,
+static void labels(struct buf *b, const struct cairn_metric *f, const struct series *s,
                    const char *le)
 {
     int lab = f->label && s->label_value;
     if (!lab && le == NULL)
         return;
-    cairn_buf_printf(b, "{");
+    buf_printf(b, "{");
     if (lab) {
-        cairn_buf_printf(b, "%s=\"", f->label);
+        buf_printf(b, "%s=\"", f->label);
         escaped(b, s->label_value);
-        cairn_buf_printf(b, "\"");
+        buf_printf(b, "\"");
     }
     if (le)
-        cairn_buf_printf(b, "%sle=\"%s\"", lab ? "," : "", le);
-    cairn_buf_printf(b, "}");
+        buf_printf(b, "%sle=\"%s\"", lab ? "," : "", le);
+    buf_printf(b, "}");
 }
 
 char *metrics_render(struct cairn_metrics *m)
@@ -211,21 +211,20 @@ char *metrics_render(struct cairn_metrics *m)
         collect(ctx);
 
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    struct cairn_buf b = {0};
-    cairn_buf_add(&b, "", 0);
+    struct buf b = {0};
+    buf_add(&b, "", 0);
     pthread_mutex_lock(&m->mu);
     for (size_t i = 0; i < m->n; i++) {
         const struct cairn_metric *f = m->f[i];
-        cairn_buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
-                         types[f->type]);
+        buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->type]);
         for (size_t j = 0; j < f->n; j++) {
             const struct series *s = &f->s[j];
             if (f->type != CAIRN_HISTOGRAM) {
-                cairn_buf_printf(&b, "%s", f->name);
+                buf_printf(&b, "%s", f->name);
                 labels(&b, f, s, NULL);
-                cairn_buf_printf(&b, " ");
+                buf_printf(&b, " ");
                 number(&b, s->value);
-                cairn_buf_printf(&b, "\n");
+                buf_printf(&b, "\n");
                 continue;
             }
             uint64_t cum = 0;
@@ -236,17 +235,17 @@ char *metrics_render(struct cairn_metrics *m)
                 else
                     snprintf(le, sizeof(le), "+Inf");
                 cum += s->counts[k];
-                cairn_buf_printf(&b, "%s_bucket", f->name);
+                buf_printf(&b, "%s_bucket", f->name);
                 labels(&b, f, s, le);
-                cairn_buf_printf(&b, " %llu\n", (unsigned long long)cum);
+                buf_printf(&b, " %llu\n", (unsigned long long)cum);
             }
-            cairn_buf_printf(&b, "%s_sum", f->name);
+            buf_printf(&b, "%s_sum", f->name);
             labels(&b, f, s, NULL);
-            cairn_buf_printf(&b, " ");
+            buf_printf(&b, " ");
             number(&b, s->sum);
-            cairn_buf_printf(&b, "\n%s_count", f->name);
+            buf_printf(&b, "\n%s_count", f->name);
             labels(&b, f, s, NULL);
-            cairn_buf_printf(&b, " %llu\n", (unsigned long long)s->count);
+            buf_printf(&b, " %llu\n", (unsigned long long)s->count);
         }
     }
     pthread_mutex_unlock(&m->mu);

@@ -8,7 +8,7 @@
 
 #include "cairn/err.h"
 
-struct cli_cmd {
+struct progs_cmd {
     const char *name;
     const char *summary;
     int (*run)(int argc, char **argv); /* argv[0] is the command name; returns an exit code */
@@ -16,37 +16,37 @@ struct cli_cmd {
 
 /* The main() of both programs: --help/-h/help, --version, then the command table.
  * intro is printed under the usage line (may be ""). Returns the exit code. */
-int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc,
-                 char **argv);
+int progs_dispatch(const struct progs_cmd *cmds, size_t ncmds, const char *intro, int argc,
+                   char **argv);
 
 /* Print j (taken; NULL prints nothing) as one compact line on stdout: every --json result
  * is one JSON object per line. */
-void cli_print_json(json_t *j);
+void progs_print_json(json_t *j);
 /* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
-int cli_fail(const struct cairn_err *err);
+int progs_fail(const struct cairn_err *err);
 /* Print "cairn <cmd>: <msg>" plus a hint to use --help; returns CAIRN_EXIT_USAGE. */
-int cli_usage(const char *cmd, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+int progs_usage(const char *cmd, const char *fmt, ...) CAIRN_PRINTF(2, 3);
 /* Program name used in messages ("cairn" or "cairnd"). */
-extern const char *cli_progname;
+extern const char *progs_progname;
 /* Set by commands that took --json: errors are then printed as JSON on stdout too. */
-extern int cli_json;
+extern int progs_json;
 
 /* Parse unsigned decimal; returns 0 or -1. */
-int cli_parse_u64(const char *s, uint64_t *out);
+int progs_parse_u64(const char *s, uint64_t *out);
 
 /* Progress line on stderr when it is a TTY (and --json is off). Safe from several threads. */
-struct cli_progress;
-struct cli_progress *cli_progress_new(const char *label, uint64_t total_bytes);
-void cli_progress_add(struct cli_progress *p, uint64_t bytes);
-void cli_progress_done(struct cli_progress *p); /* clears the line and frees */
+struct progs_progress;
+struct progs_progress *progs_progress_new(const char *label, uint64_t total_bytes);
+void progs_progress_add(struct progs_progress *p, uint64_t bytes);
+void progs_progress_done(struct progs_progress *p); /* clears the line and frees */
 
 /* The exit code table, printed by --help of both programs. */
-extern const char cli_exit_codes_help[];
+extern const char progs_exit_codes_help[];
 
 /* The TLS options of commands that talk to a snapshot service (backup, restore): put
- * CLI_TLS_OPTIONS in the getopt_long table and give every option to cli_tls_option. */
-struct cairn_tls_opts;
-#define CLI_TLS_OPTIONS                                                                            \
+ * PROGS_TLS_OPTIONS in the getopt_long table and give every option to progs_tls_option. */
+struct cairn_influx_tls_opts;
+#define PROGS_TLS_OPTIONS                                                                          \
     {"tls", no_argument, NULL, 0x7101}, {"tls-ca", required_argument, NULL, 0x7102},               \
         {"tls-cert", required_argument, NULL, 0x7103},                                             \
         {"tls-key", required_argument, NULL, 0x7104},                                              \
@@ -54,7 +54,7 @@ struct cairn_tls_opts;
         "tls-server-name", required_argument, NULL, 0x7105                                         \
     }
 /* 1 when c was a TLS option (stored in t, and *on set), else 0. */
-int cli_tls_option(int c, const char *arg, struct cairn_tls_opts *t, int *on);
-extern const char cli_tls_help[];
+int progs_tls_option(int c, const char *arg, struct cairn_influx_tls_opts *t, int *on);
+extern const char progs_tls_help[];
 
 #endif

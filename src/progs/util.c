@@ -8,14 +8,14 @@
 #include <unistd.h>
 
 #include "cairn/common.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/util.h"
 #include "progs/progs.h"
 
-const char *cli_progname = "cairn";
-int cli_json;
+const char *progs_progname = "cairn";
+int progs_json;
 
-int cli_tls_option(int c, const char *arg, struct cairn_tls_opts *t, int *on)
+int progs_tls_option(int c, const char *arg, struct cairn_influx_tls_opts *t, int *on)
 {
     switch (c) {
     case 0x7101: break;
@@ -29,7 +29,7 @@ int cli_tls_option(int c, const char *arg, struct cairn_tls_opts *t, int *on)
     return 1;
 }
 
-const char cli_tls_help[] =
+const char progs_tls_help[] =
     "TLS (to cairnd serve --tls-cert; influxd speaks only plain), on with any of:\n"
     "  --tls              verify the server against the system's CAs\n"
     "  --tls-ca FILE      PEM CAs the server's certificate must chain to\n"
@@ -38,7 +38,7 @@ const char cli_tls_help[] =
     "  --tls-server-name NAME  the name or IP the server's certificate must carry\n"
     "                     (default: the host of the address)\n\n";
 
-const char cli_exit_codes_help[] =
+const char progs_exit_codes_help[] =
     "Exit codes:\n"
     "  0  success\n"
     "  1  failure not listed below\n"
@@ -53,16 +53,17 @@ const char cli_exit_codes_help[] =
     "  10  locked: another live process holds the storage location (or the daemon state)\n"
     "  130  cancelled by SIGINT or SIGTERM (temporaries removed, nothing left complete)\n";
 
-static void dispatch_usage(FILE *out, const struct cli_cmd *cmds, size_t ncmds, const char *intro)
+static void dispatch_usage(FILE *out, const struct progs_cmd *cmds, size_t ncmds, const char *intro)
 {
-    fprintf(out, "usage: %s <command> [options]\n\n%sCommands:\n", cli_progname, intro);
+    fprintf(out, "usage: %s <command> [options]\n\n%sCommands:\n", progs_progname, intro);
     for (size_t i = 0; i < ncmds; i++)
         fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
-    fprintf(out, "\nRun '%s <command> --help' for the options of one command.\n\n%s", cli_progname,
-            cli_exit_codes_help);
+    fprintf(out, "\nRun '%s <command> --help' for the options of one command.\n\n%s",
+            progs_progname, progs_exit_codes_help);
 }
 
-int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, int argc, char **argv)
+int progs_dispatch(const struct progs_cmd *cmds, size_t ncmds, const char *intro, int argc,
+                   char **argv)
 {
     if (argc < 2) {
         dispatch_usage(stderr, cmds, ncmds, intro);
@@ -74,18 +75,18 @@ int cli_dispatch(const struct cli_cmd *cmds, size_t ncmds, const char *intro, in
         return CAIRN_EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("%s %s\n", cli_progname, cairn_version());
+        printf("%s %s\n", progs_progname, cairn_version());
         return CAIRN_EXIT_OK;
     }
     for (size_t i = 0; i < ncmds; i++)
         if (strcmp(argv[1], cmds[i].name) == 0)
             return cmds[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "%s: unknown command '%s'\n\n", cli_progname, argv[1]);
+    fprintf(stderr, "%s: unknown command '%s'\n\n", progs_progname, argv[1]);
     dispatch_usage(stderr, cmds, ncmds, intro);
     return CAIRN_EXIT_USAGE;
 }
 
-void cli_print_json(json_t *j)
+void progs_print_json(json_t *j)
 {
     if (j == NULL)
         return;
@@ -94,28 +95,28 @@ void cli_print_json(json_t *j)
     json_decref(j);
 }
 
-int cli_fail(const struct cairn_err *err)
+int progs_fail(const struct cairn_err *err)
 {
     int code = cairn_exit_code(err->code ? err->code : CAIRN_E_INTERNAL);
-    if (cli_json)
-        cli_print_json(json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "error", err->msg, "status",
-                                 cairn_status_name(err->code), "exit_code", code));
-    fprintf(stderr, "%s: error: %s\n", cli_progname, err->msg[0] ? err->msg : "unknown error");
+    if (progs_json)
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:i}", "ok", 0, "error", err->msg, "status",
+                                   cairn_status_name(err->code), "exit_code", code));
+    fprintf(stderr, "%s: error: %s\n", progs_progname, err->msg[0] ? err->msg : "unknown error");
     return code;
 }
 
-int cli_usage(const char *cmd, const char *fmt, ...)
+int progs_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s %s: ", cli_progname, cmd);
+    fprintf(stderr, "%s %s: ", progs_progname, cmd);
     vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry '%s %s --help'.\n", cli_progname, cmd);
+    fprintf(stderr, "\nTry '%s %s --help'.\n", progs_progname, cmd);
     va_end(ap);
     return CAIRN_EXIT_USAGE;
 }
 
-int cli_parse_u64(const char *s, uint64_t *out)
+int progs_parse_u64(const char *s, uint64_t *out)
 {
     if (s == NULL || *s < '0' || *s > '9')
         return -1;
@@ -128,7 +129,7 @@ int cli_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-struct cli_progress {
+struct progs_progress {
     pthread_mutex_t mu;
     char label[64];
     uint64_t total, done;
@@ -136,26 +137,26 @@ struct cli_progress {
     int tty;
 };
 
-struct cli_progress *cli_progress_new(const char *label, uint64_t total_bytes)
+struct progs_progress *progs_progress_new(const char *label, uint64_t total_bytes)
 {
-    struct cli_progress *p = cairn_xcalloc(1, sizeof(*p));
+    struct progs_progress *p = xcalloc(1, sizeof(*p));
     pthread_mutex_init(&p->mu, NULL);
     snprintf(p->label, sizeof(p->label), "%s", label);
     p->total = total_bytes;
-    p->start_ns = cairn_mono_ns();
-    p->tty = !cli_json && isatty(STDERR_FILENO);
+    p->start_ns = mono_ns();
+    p->tty = !progs_json && isatty(STDERR_FILENO);
     return p;
 }
 
-static void progress_draw(struct cli_progress *p, uint64_t now)
+static void progress_draw(struct progs_progress *p, uint64_t now)
 {
     char done[32], rate[32];
     double secs = (double)(now - p->start_ns) / 1e9;
-    cairn_format_bytes(p->done, done, sizeof(done));
-    cairn_format_bytes(secs > 0 ? (uint64_t)((double)p->done / secs) : 0, rate, sizeof(rate));
+    format_bytes(p->done, done, sizeof(done));
+    format_bytes(secs > 0 ? (uint64_t)((double)p->done / secs) : 0, rate, sizeof(rate));
     if (p->total > 0) {
         char total[32];
-        cairn_format_bytes(p->total, total, sizeof(total));
+        format_bytes(p->total, total, sizeof(total));
         fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%) %s/s", p->label, done, total,
                 100.0 * (double)p->done / (double)p->total, rate);
     } else {
@@ -164,13 +165,13 @@ static void progress_draw(struct cli_progress *p, uint64_t now)
     fflush(stderr);
 }
 
-void cli_progress_add(struct cli_progress *p, uint64_t bytes)
+void progs_progress_add(struct progs_progress *p, uint64_t bytes)
 {
     if (p == NULL)
         return;
     pthread_mutex_lock(&p->mu);
     p->done += bytes;
-    uint64_t now = cairn_mono_ns();
+    uint64_t now = mono_ns();
     if (p->tty && now - p->last_ns > 200000000u) { /* redraw at most 5 times a second */
         p->last_ns = now;
         progress_draw(p, now);
@@ -178,7 +179,7 @@ void cli_progress_add(struct cli_progress *p, uint64_t bytes)
     pthread_mutex_unlock(&p->mu);
 }
 
-void cli_progress_done(struct cli_progress *p)
+void progs_progress_done(struct progs_progress *p)
 {
     if (p == NULL)
         return;

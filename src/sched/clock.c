@@ -59,7 +59,7 @@ static int64_t file_now(void *ctx)
     uint8_t *data = NULL;
     size_t len = 0;
     int64_t v = -1;
-    if (cairn_read_file(path, 256, &data, &len, NULL) == CAIRN_OK) {
+    if (read_file_max(path, 256, &data, &len, NULL) == CAIRN_OK) {
         char *s = (char *)data, *end;
         while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == ' '))
             s[--len] = '\0';
@@ -67,7 +67,7 @@ static int64_t file_now(void *ctx)
         long long x = strtoll(s, &end, 10);
         if (len > 0 && *end == '\0')
             v = x;
-        else if (cairn_parse_rfc3339(s, &v, &ns) != 0)
+        else if (parse_rfc3339(s, &v, &ns) != 0)
             v = -1;
     }
     free(data);
@@ -94,7 +94,7 @@ void sched_clock_step(struct cairn_sched *s, int64_t from, int64_t to, const cha
     pthread_mutex_lock(&s->clock_mu);
     s->step_from = from;
     s->step_to = to;
-    s->step_mono = cairn_mono_ns();
+    s->step_mono = mono_ns();
     /* After a jump forward every earlier backup looks older than it is: hold retention until
      * the clock steps back or the notice period ends, rather than remove fresh backups. */
     s->prune_hold_until =
@@ -148,7 +148,7 @@ int64_t sched_now(struct cairn_sched *s)
 int sched_prune_held(struct cairn_sched *s)
 {
     pthread_mutex_lock(&s->clock_mu);
-    int held = s->prune_hold_until != 0 && cairn_mono_ns() < s->prune_hold_until;
+    int held = s->prune_hold_until != 0 && mono_ns() < s->prune_hold_until;
     pthread_mutex_unlock(&s->clock_mu);
     return held;
 }

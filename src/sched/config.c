@@ -113,7 +113,7 @@ static int bad(struct parser *p, const char *fmt, ...)
 static void set_str(char **dst, const char *v)
 {
     free(*dst);
-    *dst = cairn_xstrdup(v);
+    *dst = xstrdup(v);
 }
 
 /* ---- keys with their own grammar (table kind KEY_FUNC) ---- */
@@ -136,11 +136,11 @@ static int timezone_key(struct parser *p, const char *k, const char *v)
     if (!ok)
         return bad(p, "%s = '%s': expected an IANA time zone name such as Europe/Berlin", k, v);
     const char *dir = getenv("TZDIR");
-    char *path = cairn_xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
+    char *path = xasprintf("%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", v);
     struct cairn_err rerr;
     int rc = cron_zone_load(path, &c->zone, &rerr);
     if (rc == CAIRN_OK)
-        c->timezone = cairn_xstrdup(v);
+        c->timezone = xstrdup(v);
     else
         rc = bad(p, "%s = '%s': unknown time zone (%s; package tzdata)", k, v, rerr.msg);
     free(path);
@@ -156,7 +156,7 @@ static int metrics_listen_key(struct parser *p, const char *k, const char *v)
         return CAIRN_OK;
     if (strrchr(v, ':') == NULL)
         return bad(p, "%s = '%s': expected HOST:PORT or off", k, v);
-    c->metrics_listen = cairn_xstrdup(v);
+    c->metrics_listen = xstrdup(v);
     return CAIRN_OK;
 }
 
@@ -164,7 +164,7 @@ static int metrics_listen_key(struct parser *p, const char *k, const char *v)
 static int metrics_timeout_key(struct parser *p, const char *k, const char *v)
 {
     int64_t secs;
-    if (cairn_parse_duration(v, &secs) != 0 || secs < 1 || secs > 3600)
+    if (parse_duration(v, &secs) != 0 || secs < 1 || secs > 3600)
         return bad(p, "%s = '%s': expected a duration from 1s to 1h", k, v);
     p->c->metrics_timeout = (unsigned)secs;
     return CAIRN_OK;
@@ -201,7 +201,7 @@ static int every_key(struct parser *p, const char *k, const char *v)
     struct cairn_schedule_cfg *s = p->sc;
     if (seen(p, "cron"))
         return bad(p, "use either every or cron, not both");
-    if (cairn_parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
+    if (parse_duration(v, &s->timing.every) != 0 || s->timing.every < 1)
         return bad(p, "%s = '%s': expected an interval such as 30s, 15m, 1h, 1d", k, v);
     s->timing.is_cron = 0;
     set_str(&s->timing_text, v);
@@ -339,7 +339,7 @@ static int set_key(struct parser *p, const struct key *key, void *base, const ch
         *(unsigned *)(void *)field = u;
         return CAIRN_OK;
     case KEY_DURATION:
-        if (cairn_parse_duration(v, (int64_t *)(void *)field) != 0 ||
+        if (parse_duration(v, (int64_t *)(void *)field) != 0 ||
             *(int64_t *)(void *)field < (int64_t)key->lo)
             break;
         return CAIRN_OK;
@@ -390,10 +390,10 @@ static int section(struct parser *p, char *hdr)
     for (size_t i = 0; i < c->n_schedules; i++)
         if (strcmp(c->schedules[i].name, name) == 0)
             return bad(p, "schedule '%s' defined twice", name);
-    c->schedules = cairn_xrealloc(c->schedules, (c->n_schedules + 1) * sizeof(*c->schedules));
+    c->schedules = xrealloc(c->schedules, (c->n_schedules + 1) * sizeof(*c->schedules));
     p->sc = &c->schedules[c->n_schedules++];
     memset(p->sc, 0, sizeof(*p->sc));
-    p->sc->name = cairn_xstrdup(name);
+    p->sc->name = xstrdup(name);
     p->sc->line = p->line;
     return CAIRN_OK;
 }
@@ -433,13 +433,13 @@ int config_parse(const char *text, size_t len, const char *path, struct cairn_co
                  struct cairn_err *err)
 {
     *out = NULL;
-    struct cairn_config *c = cairn_xcalloc(1, sizeof(*c));
-    c->path = cairn_xstrdup(path);
-    c->state_dir = cairn_xstrdup("/var/lib/cairnd");
+    struct cairn_config *c = xcalloc(1, sizeof(*c));
+    c->path = xstrdup(path);
+    c->state_dir = xstrdup("/var/lib/cairnd");
     c->state_keep = 10;
     c->snapshot_interval = 30;
     c->state_check_interval = 300;
-    c->metrics_listen = cairn_xstrdup("127.0.0.1:9469");
+    c->metrics_listen = xstrdup("127.0.0.1:9469");
     c->log_level = CAIRN_LOG_INFO;
     c->catchup_max = 24;
     c->catchup_rate = 1;
@@ -469,8 +469,8 @@ int config_parse(const char *text, size_t len, const char *path, struct cairn_co
     if (rc == CAIRN_OK)
         rc = finish_schedule(&p);
     if (rc == CAIRN_OK && c->state_url == NULL) {
-        char *db = cairn_path_join(c->state_dir, "state.db");
-        c->state_url = cairn_xasprintf("sqlite:%s", db);
+        char *db = path_join(c->state_dir, "state.db");
+        c->state_url = xasprintf("sqlite:%s", db);
         free(db);
     }
     if (rc == CAIRN_OK && c->n_schedules == 0)
@@ -489,7 +489,7 @@ int config_load(const char *path, struct cairn_config **out, struct cairn_err *e
 {
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = cairn_read_file(path, CONFIG_MAX, &data, &len, err);
+    int rc = read_file_max(path, CONFIG_MAX, &data, &len, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "config");
         return rc;

@@ -61,9 +61,9 @@ void sched_gate_leave(struct cairn_sched *s)
 int sched_rate_wait(struct cairn_sched *s)
 {
     pthread_mutex_lock(&s->mu);
-    uint64_t deadline = cairn_mono_ns() + plan_ratelimit_reserve(&s->rl, cairn_mono_ns());
+    uint64_t deadline = mono_ns() + plan_ratelimit_reserve(&s->rl, mono_ns());
     while (!s->stopping) {
-        uint64_t now = cairn_mono_ns();
+        uint64_t now = mono_ns();
         if (now >= deadline)
             break;
         sched_timed_wait(s, (deadline - now) / 1000000 + 1);

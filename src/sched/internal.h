@@ -64,8 +64,8 @@ struct cairn_sched {
     int clock_seen;
     int64_t seen_now, seen_offset_ms;
     int64_t step_from, step_to; /* the last wall-clock step */
-    uint64_t step_mono;         /* when it was seen (cairn_mono_ns), 0 never */
-    uint64_t prune_hold_until;  /* no retention before this (cairn_mono_ns), after a jump */
+    uint64_t step_mono;         /* when it was seen (mono_ns), 0 never */
+    uint64_t prune_hold_until;  /* no retention before this (mono_ns), after a jump */
 
     struct worker *w;
     size_t n;
@@ -80,7 +80,7 @@ struct cairn_sched {
 
 static inline void sched_fmt_time(int64_t t, char *out, size_t cap)
 {
-    cairn_format_rfc3339(t, 0, out, cap);
+    format_rfc3339(t, 0, out, cap);
 }
 
 /* clock.c. Read the clock and watch it for steps. */

@@ -24,7 +24,7 @@ void plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
             total = (uint64_t)((lastat - first) / t->every) + 1;
         n = total < keep ? (size_t)total : keep;
         if (n > 0) {
-            out->runs = cairn_xmalloc(n * sizeof(*out->runs));
+            out->runs = xmalloc(n * sizeof(*out->runs));
             for (size_t i = 0; i < n; i++)
                 out->runs[i] = lastat - (int64_t)(n - 1 - i) * t->every;
         }
@@ -32,7 +32,7 @@ void plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
             out->skipped_until = lastat - (int64_t)n * t->every;
     } else {
         /* A ring of the newest `keep` instants: the window may hold far more than we run. */
-        int64_t *ring = keep ? cairn_xmalloc(keep * sizeof(*ring)) : NULL;
+        int64_t *ring = keep ? xmalloc(keep * sizeof(*ring)) : NULL;
         int64_t newest_dropped = 0;
         for (int64_t at = cron_timing_next(t, last); at >= 0 && at <= now;
              at = cron_timing_next(t, at)) {
@@ -47,7 +47,7 @@ void plan_build(const struct cairn_timing *t, int64_t last, int64_t now,
         }
         n = total < keep ? (size_t)total : keep;
         if (n > 0) {
-            out->runs = cairn_xmalloc(n * sizeof(*out->runs));
+            out->runs = xmalloc(n * sizeof(*out->runs));
             for (size_t i = 0; i < n; i++)
                 out->runs[i] = ring[(total - n + i) % keep];
         }

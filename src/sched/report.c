@@ -30,7 +30,7 @@ int sched_health(void *ctx, char *body, size_t cap)
         /* A recent clock step is a notice, not a failure: the schedules keep running. */
         char notice[200] = "ok";
         pthread_mutex_lock(&s->clock_mu);
-        uint64_t mono = cairn_mono_ns();
+        uint64_t mono = mono_ns();
         if (s->step_mono != 0 &&
             mono - s->step_mono < (uint64_t)CAIRN_CLOCK_NOTICE_SECONDS * 1000000000ull) {
             char a[40], b[40];

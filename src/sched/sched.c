@@ -71,7 +71,7 @@ int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
               struct cairn_metrics *m, struct cairn_sched **out, struct cairn_err *err)
 {
     *out = NULL;
-    struct cairn_sched *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_sched *s = xcalloc(1, sizeof(*s));
     s->cfg = cfg;
     s->store = store;
     s->runner = runner;
@@ -99,7 +99,7 @@ int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
     s->boot_now = sched_now(s);
     s->state = cairn_state_new();
     s->n = cfg->n_schedules;
-    s->w = cairn_xcalloc(s->n, sizeof(*s->w));
+    s->w = xcalloc(s->n, sizeof(*s->w));
     struct worker *ahead = NULL; /* the schedule saved furthest ahead of the clock */
     int64_t ahead_lead = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -166,7 +166,7 @@ void sched_stop(struct cairn_sched *s)
 static void wait_workers(struct cairn_sched *s, uint64_t deadline_ns)
 {
     while (s->active > 0) {
-        uint64_t now = cairn_mono_ns();
+        uint64_t now = mono_ns();
         if (now >= deadline_ns)
             break;
         uint64_t ms = (deadline_ns - now) / 1000000 + 1;
@@ -177,7 +177,7 @@ static void wait_workers(struct cairn_sched *s, uint64_t deadline_ns)
 int sched_wait(struct cairn_sched *s, struct cairn_err *err)
 {
     uint64_t interval_ns = (uint64_t)s->cfg->snapshot_interval * 1000000000ull;
-    uint64_t next_periodic = cairn_mono_ns() + interval_ns;
+    uint64_t next_periodic = mono_ns() + interval_ns;
     int boot_saved = 0;
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
@@ -189,7 +189,7 @@ int sched_wait(struct cairn_sched *s, struct cairn_err *err)
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        if (cairn_mono_ns() >= next_periodic) {
+        if (mono_ns() >= next_periodic) {
             next_periodic += interval_ns;
             if (s->gen != s->saved_gen) {
                 pthread_mutex_unlock(&s->mu);
@@ -206,11 +206,11 @@ int sched_wait(struct cairn_sched *s, struct cairn_err *err)
     if (inflight > 0)
         cairn_info("sched", "shutting down: waiting up to %llds for %u running backups",
                    (long long)s->cfg->shutdown_timeout, inflight);
-    wait_workers(s, cairn_mono_ns() + (uint64_t)s->cfg->shutdown_timeout * 1000000000ull);
+    wait_workers(s, mono_ns() + (uint64_t)s->cfg->shutdown_timeout * 1000000000ull);
     if (s->active > 0) {
         cairn_warn("sched", "shutdown timeout: cancelling %u running backups", s->running);
         __atomic_store_n(&s->abort, 1, __ATOMIC_SEQ_CST);
-        wait_workers(s, cairn_mono_ns() + 10ull * 1000000000ull);
+        wait_workers(s, mono_ns() + 10ull * 1000000000ull);
     }
     unsigned stuck = s->active;
     pthread_mutex_unlock(&s->mu);

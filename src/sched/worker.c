@@ -44,9 +44,9 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
                run->catchup ? "catch-up" : "scheduled", when);
     struct cairn_run_result res = {0};
     struct cairn_err err;
-    uint64_t t0 = cairn_mono_ns();
+    uint64_t t0 = mono_ns();
     int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
-    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    double secs = (double)(mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK) {
         metrics_add(s->m.succeeded, sn, 1);
         metrics_add(s->m.bytes, sn, (double)res.bytes);
@@ -54,7 +54,7 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
         run->wall_now = (int64_t)time(NULL); /* before sched_now: see struct cairn_run */
         metrics_set(s->m.last_success, sn, (double)sched_now(s));
         char size[32];
-        cairn_format_bytes(res.bytes, size, sizeof(size));
+        format_bytes(res.bytes, size, sizeof(size));
         cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run->name, size,
                    secs);
         prune_after(s, run);

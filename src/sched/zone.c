@@ -308,9 +308,9 @@ static int read_block(struct cron_zone *z, const uint8_t *p, const struct counts
 {
     z->n_trans = c->time;
     z->n_types = c->type;
-    z->trans = cairn_xcalloc(c->time + 1, sizeof(*z->trans));
-    z->idx = cairn_xcalloc(c->time + 1, 1);
-    z->off = cairn_xcalloc(c->type, sizeof(*z->off));
+    z->trans = xcalloc(c->time + 1, sizeof(*z->trans));
+    z->idx = xcalloc(c->time + 1, 1);
+    z->off = xcalloc(c->type, sizeof(*z->off));
     for (size_t i = 0; i < c->time; i++) {
         z->trans[i] = tsize == 8 ? get64(p + i * 8) : (int32_t)get32(p + i * 4);
         if (i > 0 && z->trans[i] <= z->trans[i - 1])
@@ -365,7 +365,7 @@ int cron_zone_parse(const uint8_t *data, size_t len, const char *path, struct cr
         ok = read_header(p, (size_t)(end - p), &c) == 0 &&
              44 + block_size(&c, 8) <= (size_t)(end - p);
     }
-    struct cron_zone *z = cairn_xcalloc(1, sizeof(*z));
+    struct cron_zone *z = xcalloc(1, sizeof(*z));
     if (!ok || read_block(z, p + 44, &c, tsize) != 0) {
         cron_zone_free(z);
         return cairn_err_set(err, CAIRN_E_INVALID, "'%s' is a damaged TZif zone file", path);
@@ -384,7 +384,7 @@ int cron_zone_load(const char *path, struct cron_zone **out, struct cairn_err *e
     *out = NULL;
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = cairn_read_file(path, 1u << 20, &data, &len, err);
+    int rc = read_file_max(path, 1u << 20, &data, &len, err);
     if (rc == CAIRN_OK)
         rc = cron_zone_parse(data, len, path, out, err);
     free(data);

@@ -42,9 +42,9 @@ static int exec_open(const char *url, const struct cairn_source_opts *o, void **
     if (*cmd == '\0')
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "exec source needs a command (for example exec:pg_dump -Fc db)");
-    struct exec_src *e = cairn_xcalloc(1, sizeof(*e));
-    e->command = cairn_xstrdup(cmd);
-    e->restore_command = o->restore_command ? cairn_xstrdup(o->restore_command) : NULL;
+    struct exec_src *e = xcalloc(1, sizeof(*e));
+    e->command = xstrdup(cmd);
+    e->restore_command = o->restore_command ? xstrdup(o->restore_command) : NULL;
     e->o = *o;
     *state = e;
     return CAIRN_OK;
@@ -139,7 +139,7 @@ static void log_line(struct child *c)
     if (c->linelen == 0)
         return;
     char esc[LINE_MAX_LOG * 4 + 1];
-    cairn_escape(esc, sizeof(esc), c->line, c->linelen);
+    str_escape(esc, sizeof(esc), c->line, c->linelen);
     cairn_warn("source", "exec: %s", esc);
     c->linelen = 0;
 }
@@ -207,7 +207,7 @@ static int check_stop(const struct exec_src *e, uint64_t deadline_ms, const char
 {
     if (e->o.cancel != NULL && *e->o.cancel)
         return cairn_err_set(err, CAIRN_E_CANCELLED, "exec source: %s cancelled", what);
-    if (deadline_ms != 0 && cairn_mono_ns() / 1000000 >= deadline_ms)
+    if (deadline_ms != 0 && mono_ns() / 1000000 >= deadline_ms)
         return cairn_err_set(err, CAIRN_E_TIMEOUT, "exec source: %s timed out after %lld ms", what,
                              (long long)e->o.timeout_ms);
     return CAIRN_OK;
@@ -215,7 +215,7 @@ static int check_stop(const struct exec_src *e, uint64_t deadline_ms, const char
 
 static uint64_t deadline_of(const struct exec_src *e)
 {
-    return e->o.timeout_ms > 0 ? cairn_mono_ns() / 1000000 + (uint64_t)e->o.timeout_ms : 0;
+    return e->o.timeout_ms > 0 ? mono_ns() / 1000000 + (uint64_t)e->o.timeout_ms : 0;
 }
 
 /* Copy the child's stdout into w until both its stdout and stderr end. The poll wakes every
@@ -224,7 +224,7 @@ static int pump_out(const struct exec_src *e, struct child *c, struct cairn_writ
                     struct cairn_err *err)
 {
     uint64_t deadline = deadline_of(e), total = 0;
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     int rc = CAIRN_OK;
     while (rc == CAIRN_OK && (c->out >= 0 || c->errfd >= 0)) {
         struct pollfd p[2] = {{c->out, POLLIN, 0}, {c->errfd, POLLIN, 0}};
@@ -319,7 +319,7 @@ static int restore_to_command(struct exec_src *e, struct cairn_backup *b, struct
     if (rc != CAIRN_OK)
         return rc;
     fcntl(c.in, F_SETFL, O_NONBLOCK);
-    struct stdin_writer *s = cairn_xcalloc(1, sizeof(*s));
+    struct stdin_writer *s = xcalloc(1, sizeof(*s));
     cairn_writer_init(&s->base, &stdin_writer_ops, NULL);
     s->c = &c;
     s->e = e;
@@ -341,9 +341,9 @@ static int exec_restore(void *state, struct cairn_backup *b, const char *into,
 {
     struct exec_src *e = state;
     if (into != NULL) {
-        char *path = cairn_path_join(into, EXEC_FILE);
+        char *path = path_join(into, EXEC_FILE);
         struct cairn_writer *w = NULL;
-        int rc = cairn_mkdir_p(into, 0700, err);
+        int rc = mkdir_p(into, 0700, err);
         if (rc == CAIRN_OK)
             rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
         if (rc == CAIRN_OK)

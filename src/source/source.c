@@ -90,7 +90,7 @@ static size_t scheme_len(const char *url)
 }
 
 /* Replace the value of every "KEY=" in the query (after '?') whose key names a secret. */
-static void redact_query(struct cairn_buf *b, const char *q)
+static void redact_query(struct buf *b, const char *q)
 {
     static const char *const secret[] = {"password=", "token=", "secret=", "key="};
     while (*q != '\0') {
@@ -100,20 +100,20 @@ static void redact_query(struct cairn_buf *b, const char *q)
             if (strncmp(q, secret[i], strlen(secret[i])) == 0)
                 k = strlen(secret[i]);
         if (k > 0) {
-            cairn_buf_add(b, q, k);
-            cairn_buf_adds(b, "***");
+            buf_add(b, q, k);
+            buf_adds(b, "***");
         } else {
-            cairn_buf_add(b, q, seg);
+            buf_add(b, q, seg);
         }
         q += seg;
         if (*q == '&')
-            cairn_buf_addc(b, *q++);
+            buf_addc(b, *q++);
     }
 }
 
 int cairn_source_redact(const char *url, char *out, size_t cap)
 {
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     const char *p = url;
     size_t sl = scheme_len(url);
     if (sl > 0 && strncmp(url + sl, "://", 3) == 0) {
@@ -123,16 +123,16 @@ int cairn_source_redact(const char *url, char *out, size_t cap)
         for (size_t i = 0; i < alen; i++)
             if (auth[i] == '@')
                 at = auth + i;
-        cairn_buf_add(&b, url, (size_t)(auth - url));
+        buf_add(&b, url, (size_t)(auth - url));
         if (at != NULL) {
             const char *colon = memchr(auth, ':', (size_t)(at - auth));
             if (colon != NULL) {
-                cairn_buf_add(&b, auth, (size_t)(colon - auth) + 1);
-                cairn_buf_adds(&b, "***");
+                buf_add(&b, auth, (size_t)(colon - auth) + 1);
+                buf_adds(&b, "***");
             } else {
-                cairn_buf_add(&b, auth, (size_t)(at - auth));
+                buf_add(&b, auth, (size_t)(at - auth));
             }
-            cairn_buf_addc(&b, '@');
+            buf_addc(&b, '@');
             auth = at + 1;
             alen = strcspn(auth, "/?#");
         }
@@ -140,9 +140,9 @@ int cairn_source_redact(const char *url, char *out, size_t cap)
     }
     const char *q = strchr(p, '?');
     if (q == NULL) {
-        cairn_buf_adds(&b, p);
+        buf_adds(&b, p);
     } else {
-        cairn_buf_add(&b, p, (size_t)(q - p) + 1);
+        buf_add(&b, p, (size_t)(q - p) + 1);
         redact_query(&b, q + 1);
     }
     int rc = CAIRN_OK;
@@ -150,7 +150,7 @@ int cairn_source_redact(const char *url, char *out, size_t cap)
         rc = CAIRN_E_INVALID;
     else
         memcpy(out, b.p ? (char *)b.p : "", b.len + 1);
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
@@ -169,7 +169,7 @@ int cairn_source_open(const char *url, const struct cairn_source_opts *o, struct
     scheme[sl] = '\0';
     const struct cairn_source_driver *d = cairn_source_driver_find(scheme);
     size_t cap = strlen(url) + 64;
-    char *shown = cairn_xmalloc(cap);
+    char *shown = xmalloc(cap);
     if (cairn_source_redact(url, shown, cap) != CAIRN_OK)
         snprintf(shown, cap, "%s:(redacted)", scheme);
     if (d == NULL) {
@@ -184,7 +184,7 @@ int cairn_source_open(const char *url, const struct cairn_source_opts *o, struct
         free(shown);
         return rc;
     }
-    struct cairn_source *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_source *s = xcalloc(1, sizeof(*s));
     s->drv = d;
     s->state = state;
     s->url = shown;

@@ -24,7 +24,7 @@ static int hexval(char c)
 /* malloc'd percent-decoded copy of s[0..n); NULL for a bad escape or an encoded NUL. */
 static char *pct_decode(const char *s, size_t n)
 {
-    char *out = cairn_xmalloc(n + 1), *o = out;
+    char *out = xmalloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
         if (s[i] != '%') {
             *o++ = s[i];
@@ -135,7 +135,7 @@ int source_url_parse(const char *url, unsigned default_port, struct source_url *
     if (rc == CAIRN_OK) {
         size_t plen = strcspn(rest, "?#");
         u->path = pct_decode(rest, plen);
-        u->query = rest[plen] == '?' ? cairn_xstrdup(rest + plen + 1) : NULL;
+        u->query = rest[plen] == '?' ? xstrdup(rest + plen + 1) : NULL;
         if (u->path == NULL)
             rc = bad(url, "bad percent-escape in the path", err);
     }
@@ -153,7 +153,7 @@ char *source_url_param(const struct source_url *u, const char *name)
         if (seg > nl && strncmp(q, name, nl) == 0 && q[nl] == '=')
             return pct_decode(q + nl + 1, seg - nl - 1);
         if (seg == nl && strncmp(q, name, nl) == 0)
-            return cairn_xstrdup("");
+            return xstrdup("");
         q += seg;
         if (*q == '&')
             q++;
@@ -165,7 +165,7 @@ void source_url_free(struct source_url *u)
 {
     free(u->scheme);
     free(u->user);
-    cairn_wipe_free(u->password);
+    wipe_free(u->password);
     free(u->host);
     free(u->path);
     free(u->query);
@@ -186,16 +186,16 @@ int source_read_secret(const char *path, char **out, struct cairn_err *err)
                              path);
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = cairn_read_file(path, 64 * 1024, &data, &len, err);
+    int rc = read_file_max(path, 64 * 1024, &data, &len, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "password file");
     size_t n = 0;
     while (n < len && data[n] != '\n' && data[n] != '\r')
         n++;
-    char *s = cairn_xmalloc(n + 1);
+    char *s = xmalloc(n + 1);
     memcpy(s, data, n);
     s[n] = '\0';
-    cairn_wipe(data, len);
+    wipe(data, len);
     free(data);
     *out = s;
     return CAIRN_OK;

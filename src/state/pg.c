@@ -156,13 +156,13 @@ static int pg_rows(struct cairn_state_store *s, unsigned limit, struct state_row
     }
     int nt = PQntuples(r);
     if (nt > 0)
-        *rows = cairn_xcalloc((size_t)nt, sizeof(**rows));
+        *rows = xcalloc((size_t)nt, sizeof(**rows));
     for (int i = 0; i < nt; i++) {
         struct state_row *row = &(*rows)[i];
         row->id = be64(PQgetvalue(r, i, 0));
         row->created_at = be64(PQgetvalue(r, i, 1));
         row->len = (size_t)PQgetlength(r, i, 2);
-        row->data = cairn_xmalloc(row->len ? row->len : 1);
+        row->data = xmalloc(row->len ? row->len : 1);
         memcpy(row->data, PQgetvalue(r, i, 2), row->len);
     }
     *n = (size_t)nt;

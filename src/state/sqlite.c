@@ -110,14 +110,14 @@ static int sq_rows(struct cairn_state_store *s, unsigned limit, struct state_row
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (*n == cap) {
             cap = cap ? cap * 2 : 8;
-            *rows = cairn_xrealloc(*rows, cap * sizeof(**rows));
+            *rows = xrealloc(*rows, cap * sizeof(**rows));
         }
         struct state_row *r = &(*rows)[(*n)++];
         r->id = sqlite3_column_int64(st, 0);
         r->created_at = sqlite3_column_int64(st, 1);
         const void *b = sqlite3_column_blob(st, 2);
         r->len = (size_t)sqlite3_column_bytes(st, 2);
-        r->data = cairn_xmalloc(r->len ? r->len : 1);
+        r->data = xmalloc(r->len ? r->len : 1);
         if (r->len)
             memcpy(r->data, b, r->len);
     }
@@ -172,8 +172,8 @@ static int sq_check(struct cairn_state_store *s, struct cairn_err *err)
 static int rename_aside(const char *path, const char *aside, const char *suffix,
                         struct cairn_err *err)
 {
-    char *from = cairn_xasprintf("%s%s", path, suffix);
-    char *to = cairn_xasprintf("%s%s", aside, suffix);
+    char *from = xasprintf("%s%s", path, suffix);
+    char *to = xasprintf("%s%s", aside, suffix);
     int rc = CAIRN_OK;
     if (rename(from, to) == 0)
         chmod(to, 0600);
@@ -207,8 +207,8 @@ static int sq_move_aside(struct cairn_state_store *s, char *aside, size_t cap,
         rc = rename_aside(path, aside, k_suffixes[i], err);
     if (rc == CAIRN_OK) {
         char dir[4096];
-        cairn_dirname(path, dir, sizeof(dir));
-        cairn_fsync_dir(dir, NULL);
+        path_dirname(path, dir, sizeof(dir));
+        fsync_dir(dir, NULL);
     }
     struct cairn_err oerr;
     int orc = state_store_sqlite_open(path, s, &oerr); /* fresh, or the old one on failure */
@@ -226,7 +226,7 @@ static int sq_lock(struct cairn_state_store *s, struct cairn_err *err)
     const char *db = sqlite3_db_filename(s->db, "main");
     if (db == NULL || *db == '\0')
         return CAIRN_OK; /* ":memory:": nothing to share */
-    char *path = cairn_xasprintf("%s.lock", db);
+    char *path = xasprintf("%s.lock", db);
     int rc = CAIRN_OK;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
@@ -244,8 +244,8 @@ static int sq_lock(struct cairn_state_store *s, struct cairn_err *err)
         close(fd);
     } else {
         char host[256];
-        cairn_host_name(host, sizeof(host), 0);
-        char *who = cairn_xasprintf("pid %d on host %s\n", (int)getpid(), host);
+        host_name(host, sizeof(host), 0);
+        char *who = xasprintf("pid %d on host %s\n", (int)getpid(), host);
         if (ftruncate(fd, 0) != 0 || pwrite(fd, who, strlen(who), 0) < 0)
             cairn_warn("state", "could not write the owner into '%s'", path);
         free(who);
@@ -275,7 +275,7 @@ int state_store_sqlite_open(const char *path, struct cairn_state_store *s, struc
     if (*path == '\0')
         return cairn_err_set(err, CAIRN_E_INVALID, "empty SQLite state path");
     if (s->path == NULL)
-        s->path = cairn_xstrdup(path);
+        s->path = xstrdup(path);
     /* SQLite creates its file (and journals, which copy the file's mode) with 0644 & ~umask:
      * create it first so the state is private whatever the umask. */
     if (path[0] != ':' && strncmp(path, "file:", 5) != 0) { /* not ":memory:" or a URI */

@@ -24,7 +24,7 @@ struct cairn_state {
 
 struct cairn_state *cairn_state_new(void)
 {
-    return cairn_xcalloc(1, sizeof(struct cairn_state));
+    return xcalloc(1, sizeof(struct cairn_state));
 }
 
 struct cairn_state *cairn_state_dup(const struct cairn_state *st)
@@ -32,10 +32,10 @@ struct cairn_state *cairn_state_dup(const struct cairn_state *st)
     struct cairn_state *d = cairn_state_new();
     if (st->n == 0)
         return d;
-    d->v = cairn_xcalloc(st->n, sizeof(*d->v));
+    d->v = xcalloc(st->n, sizeof(*d->v));
     d->cap = d->n = st->n;
     for (size_t i = 0; i < st->n; i++) {
-        d->v[i].name = cairn_xstrdup(st->v[i].name);
+        d->v[i].name = xstrdup(st->v[i].name);
         d->v[i].sec = st->v[i].sec;
     }
     return d;
@@ -114,10 +114,10 @@ int cairn_state_update(struct cairn_state *st, const char *name, int64_t sec, st
     }
     if (st->n == st->cap) {
         st->cap = st->cap ? st->cap * 2 : 8;
-        st->v = cairn_xrealloc(st->v, st->cap * sizeof(*st->v));
+        st->v = xrealloc(st->v, st->cap * sizeof(*st->v));
     }
     memmove(&st->v[i + 1], &st->v[i], (st->n - i) * sizeof(*st->v));
-    st->v[i].name = cairn_xstrdup(name);
+    st->v[i].name = xstrdup(name);
     st->v[i].sec = sec;
     st->n++;
     return 1;
@@ -173,7 +173,7 @@ int cairn_state_encode(const struct cairn_state *st, uint8_t **out, size_t *len,
     if (plen > CAIRN_STATE_PAYLOAD_MAX)
         return cairn_err_set(err, CAIRN_E_INVALID, "state snapshot too large (%zu bytes)", plen);
 
-    uint8_t *b = cairn_xmalloc(HDR_LEN + plen + SUM_LEN);
+    uint8_t *b = xmalloc(HDR_LEN + plen + SUM_LEN);
     memcpy(b, k_magic, 8);
     put_le(b + 8, CAIRN_STATE_ENVELOPE_VERSION, 2);
     put_le(b + 10, CAIRN_STATE_PAYLOAD_VERSION, 2);
@@ -207,7 +207,7 @@ static int decode_v1(const uint8_t *p, size_t len, struct cairn_state *st, struc
                              "state payload v1: %llu entries cannot fit in %zu bytes",
                              (unsigned long long)count, len);
     if (count > 0) {
-        st->v = cairn_xcalloc(count, sizeof(*st->v));
+        st->v = xcalloc(count, sizeof(*st->v));
         st->cap = count;
     }
     for (uint64_t i = 0; i < count; i++) {
@@ -223,7 +223,7 @@ static int decode_v1(const uint8_t *p, size_t len, struct cairn_state *st, struc
             return cairn_err_set(err, CAIRN_E_CORRUPT,
                                  "state payload v1: entry %llu has an invalid name",
                                  (unsigned long long)i);
-        char *copy = cairn_xmalloc(nl + 1);
+        char *copy = xmalloc(nl + 1);
         memcpy(copy, name, nl);
         copy[nl] = '\0';
         if (st->n > 0 && strcmp(st->v[st->n - 1].name, copy) >= 0) {

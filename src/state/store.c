@@ -131,7 +131,7 @@ static int heal(struct cairn_state_store *s, const char *reason, struct cairn_er
     if (s->last_env != NULL) {
         len = s->last_len;
         at = s->last_at;
-        env = cairn_xmalloc(len);
+        env = xmalloc(len);
         memcpy(env, s->last_env, len);
     } else {
         salvage(s, &env, &len, &at);
@@ -208,7 +208,7 @@ int cairn_state_store_open_ex(const char *url, unsigned keep, unsigned flags,
         return cairn_err_set(err, CAIRN_E_INVALID, "empty state store URL");
     if (keep == 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "state store must keep at least 1 snapshot");
-    struct cairn_state_store *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_state_store *s = xcalloc(1, sizeof(*s));
     s->lock_fd = -1;
     s->keep = keep;
     s->flags = flags;
@@ -323,7 +323,7 @@ int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_
     }
     if (rc == CAIRN_OK) {
         free(s->last_env);
-        s->last_env = cairn_xmalloc(len);
+        s->last_env = xmalloc(len);
         memcpy(s->last_env, env, len);
         s->last_len = len;
         s->last_at = created_at;

@@ -13,9 +13,9 @@
 
 struct cairn_backup *backup_new_handle(struct cairn_storage *st, const char *name, int read_only)
 {
-    struct cairn_backup *b = cairn_xcalloc(1, sizeof(*b));
+    struct cairn_backup *b = xcalloc(1, sizeof(*b));
     b->st = st;
-    b->name = cairn_xstrdup(name);
+    b->name = xstrdup(name);
     b->read_only = read_only;
     b->status = CAIRN_BACKUP_INCOMPLETE;
     b->created = -1;
@@ -105,7 +105,7 @@ static int set_str(struct cairn_backup *b, char **field, const char *v, const ch
         return rc;
     pthread_mutex_lock(&b->mu);
     free(*field);
-    *field = v ? cairn_xstrdup(v) : NULL;
+    *field = v ? xstrdup(v) : NULL;
     pthread_mutex_unlock(&b->mu);
     return CAIRN_OK;
 }
@@ -245,7 +245,7 @@ void backup_index_add(struct cairn_backup *b, struct file_rec *rec)
 {
     if (2 * (b->nfiles + 1) > b->nslots) {
         size_t n = b->nslots ? 2 * b->nslots : 64;
-        struct file_rec **slots = cairn_xcalloc(n, sizeof(*slots));
+        struct file_rec **slots = xcalloc(n, sizeof(*slots));
         for (size_t i = 0; i < b->nslots; i++)
             if (b->slots[i] != NULL)
                 *index_slot(slots, n, b->slots[i]->f.name) = b->slots[i];
@@ -307,7 +307,7 @@ static int collect_errors_locked(struct cairn_backup *b, struct cairn_err *err)
         nfailed++;
         if (rc == CAIRN_OK)
             rc = f->code ? f->code : CAIRN_E_IO;
-        cairn_join(msg, sizeof(msg), &off, "; ", f->error);
+        str_join(msg, sizeof(msg), &off, "; ", f->error);
     }
     if (nfailed > 0) /* the first failure's code: ENOSPC, network... */
         cairn_err_set(err, rc, "backup '%s': %zu file(s) failed: %s", b->name, nfailed, msg);
@@ -331,7 +331,7 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     rc = cairn_lock_check(b->lock, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "backup '%s': MANIFEST not written", b->name);
-    b->created = (int64_t)(cairn_now_ms() / 1000);
+    b->created = (int64_t)(now_ms() / 1000);
     pthread_mutex_lock(&b->body_mu); /* after any batch being flushed; no more batches */
     pthread_mutex_lock(&b->mu);
     b->stream = 0;

@@ -29,9 +29,9 @@ static int collect_name(void *arg, const char *name)
         return 0; /* not ours: temp files, stray objects */
     if (nv->n == nv->cap) {
         nv->cap = nv->cap ? nv->cap * 2 : 16;
-        nv->v = cairn_xrealloc(nv->v, nv->cap * sizeof(*nv->v));
+        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
     }
-    nv->v[nv->n++] = cairn_xstrdup(name);
+    nv->v[nv->n++] = xstrdup(name);
     return 0;
 }
 
@@ -69,12 +69,12 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
     }
     if (nv.n > 1)
         qsort(nv.v, nv.n, sizeof(*nv.v), cmp_str);
-    out->items = cairn_xcalloc(nv.n ? nv.n : 1, sizeof(*out->items));
+    out->items = xcalloc(nv.n ? nv.n : 1, sizeof(*out->items));
     for (size_t i = 0; i < nv.n; i++) {
         if (i > 0 && strcmp(nv.v[i], nv.v[i - 1]) == 0)
             continue;
         struct cairn_backup_info *info = &out->items[out->count++];
-        info->name = cairn_xstrdup(nv.v[i]);
+        info->name = xstrdup(nv.v[i]);
         info->created = -1;
         struct cairn_backup *b = backup_new_handle(st, nv.v[i], 1);
         struct cairn_err e;
@@ -86,9 +86,9 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
             info->created = b->created;
             info->files = b->sum_files;
             info->size = b->sum_size;
-            info->kind = cairn_xstrdup(b->kind ? b->kind : "");
-            info->parent = b->parent ? cairn_xstrdup(b->parent) : NULL;
-            info->source = cairn_xstrdup(b->source ? b->source : "");
+            info->kind = xstrdup(b->kind ? b->kind : "");
+            info->parent = b->parent ? xstrdup(b->parent) : NULL;
+            info->source = xstrdup(b->source ? b->source : "");
             if (b->scope != NULL)
                 info->scope = json_dumps(b->scope, JSON_COMPACT | JSON_SORT_KEYS);
             info->sealed = b->sealed;
@@ -96,7 +96,7 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
             info->status = CAIRN_BACKUP_INCOMPLETE;
         } else if (lrc == CAIRN_E_CORRUPT || lrc == CAIRN_E_SEAL) {
             info->status = CAIRN_BACKUP_CORRUPT;
-            info->error = cairn_xstrdup(e.msg);
+            info->error = xstrdup(e.msg);
         } else {
             cairn_err_copy(err, &e);
             rc = lrc;

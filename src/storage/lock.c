@@ -51,7 +51,7 @@ static void random_id(char out[33])
 {
     uint8_t b[16];
     if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-        uint64_t x = cairn_mono_ns() ^ ((uint64_t)getpid() << 32) ^ cairn_now_ms();
+        uint64_t x = mono_ns() ^ ((uint64_t)getpid() << 32) ^ now_ms();
         for (size_t i = 0; i < sizeof(b); i++, x = x * 6364136223846793005ull + 1)
             b[i] = (uint8_t)(x >> 56);
     }
@@ -68,7 +68,7 @@ static int read_object(struct cairn_storage *st, const char *obj, char **text,
     int rc = st->drv->read(st->state, CAIRN_LOCK_DIR, obj, &r, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *buf = cairn_xmalloc(LOCK_MAX + 1);
+    char *buf = xmalloc(LOCK_MAX + 1);
     size_t len = 0, got = 0;
     do {
         rc = cairn_reader_read(r, buf + len, LOCK_MAX - len, &got, err);
@@ -94,23 +94,23 @@ static void parse_info(const char *obj, const char *text, int64_t now, const cha
                        struct cairn_lock_info *li)
 {
     memset(li, 0, sizeof(*li));
-    li->object = cairn_xstrdup(obj);
+    li->object = xstrdup(obj);
     json_t *j = text ? json_loads(text, 0, NULL) : NULL;
     const char *h = NULL, *cmd = NULL, *mode = NULL;
     json_int_t pid = 0, st = 0, rf = 0, per = 0;
     if (j == NULL || json_unpack(j, "{s:s, s:I, s:s, s:I, s:I, s:I, s?s}", "host", &h, "pid", &pid,
                                  "mode", &mode, "started_ms", &st, "refreshed_ms", &rf,
                                  "refresh_ms", &per, "command", &cmd) != 0) {
-        li->problem = cairn_xstrdup("not a lock object");
-        li->host = cairn_xstrdup("?");
-        li->command = cairn_xstrdup("?");
+        li->problem = xstrdup("not a lock object");
+        li->host = xstrdup("?");
+        li->command = xstrdup("?");
         li->stale = 1;
         json_decref(j);
         return;
     }
-    li->host = cairn_xstrdup(h);
+    li->host = xstrdup(h);
     li->pid = (long)pid;
-    li->command = cairn_xstrdup(cmd ? cmd : "?");
+    li->command = xstrdup(cmd ? cmd : "?");
     li->exclusive = strcmp(mode, "exclusive") == 0;
     li->started_ms = st;
     li->refreshed_ms = rf;
@@ -142,9 +142,9 @@ void cairn_lock_list_free(struct cairn_lock_list *l)
 static int add_name(void *arg, const char *name)
 {
     struct cairn_lock_list *l = arg;
-    l->items = cairn_xrealloc(l->items, (l->count + 1) * sizeof(*l->items));
+    l->items = xrealloc(l->items, (l->count + 1) * sizeof(*l->items));
     memset(&l->items[l->count], 0, sizeof(l->items[0]));
-    l->items[l->count++].object = cairn_xstrdup(name);
+    l->items[l->count++].object = xstrdup(name);
     return 0;
 }
 
@@ -156,8 +156,8 @@ static int list_locks(struct cairn_storage *st, const char *skip_id, struct cair
     struct cairn_lock_list names = {0};
     int rc = st->drv->list_files(st->state, CAIRN_LOCK_DIR, add_name, &names, err);
     char host[256];
-    cairn_host_name(host, sizeof(host), 0);
-    int64_t now = (int64_t)cairn_now_ms();
+    host_name(host, sizeof(host), 0);
+    int64_t now = (int64_t)now_ms();
     for (size_t i = 0; rc == CAIRN_OK && i < names.count; i++) {
         const char *obj = names.items[i].object;
         if (skip_id != NULL && strncmp(obj, skip_id, strlen(skip_id)) == 0)
@@ -175,7 +175,7 @@ static int list_locks(struct cairn_storage *st, const char *skip_id, struct cair
             rc = cairn_err_set(err, r, "read lock '%s': %s", obj, e.msg);
             break;
         }
-        out->items = cairn_xrealloc(out->items, (out->count + 1) * sizeof(*out->items));
+        out->items = xrealloc(out->items, (out->count + 1) * sizeof(*out->items));
         parse_info(obj, text, now, host, &out->items[out->count++]);
         free(text);
     }
@@ -205,7 +205,7 @@ static int write_object(struct cairn_lock *l, const char *obj, struct cairn_err 
                           l->id, "host", l->host, "pid", (json_int_t)getpid(), "mode",
                           l->exclusive ? "exclusive" : "shared", "command", l->command,
                           "started_ms", (json_int_t)l->started_ms, "refreshed_ms",
-                          (json_int_t)cairn_now_ms(), "refresh_ms", (json_int_t)l->refresh_ms);
+                          (json_int_t)now_ms(), "refresh_ms", (json_int_t)l->refresh_ms);
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     size_t len = strlen(text);
@@ -231,7 +231,7 @@ static int write_object(struct cairn_lock *l, const char *obj, struct cairn_err 
 
 static char *object_name(const struct cairn_lock *l, unsigned seq)
 {
-    return cairn_xasprintf("%s-%06u", l->id, seq);
+    return xasprintf("%s-%06u", l->id, seq);
 }
 
 /* A new object, then the old one removed. Our object gone means someone took the lock over
@@ -313,7 +313,7 @@ static int try_take(struct cairn_lock *l, struct cairn_err *err)
         return rc;
     struct cairn_lock_list others;
     rc = list_locks(l->st, l->id, &others, err);
-    int64_t now = (int64_t)cairn_now_ms();
+    int64_t now = (int64_t)now_ms();
     int live = 0; /* the first live conflict is reported; every stale one is removed */
     for (size_t i = 0; (rc == CAIRN_OK || rc == CAIRN_E_LOCKED) && i < others.count; i++) {
         struct cairn_lock_info *o = &others.items[i];
@@ -363,14 +363,14 @@ static int location_exists(struct cairn_storage *st, struct cairn_err *err)
 static struct cairn_lock *lock_new(struct cairn_storage *own, enum cairn_lock_mode mode,
                                    const struct cairn_lock_opts *opts)
 {
-    struct cairn_lock *l = cairn_xcalloc(1, sizeof(*l));
+    struct cairn_lock *l = xcalloc(1, sizeof(*l));
     l->st = own;
     l->exclusive = mode == CAIRN_LOCK_EXCLUSIVE;
-    l->command = cairn_xstrdup(opts && opts->command ? opts->command : "cairn");
-    cairn_host_name(l->host, sizeof(l->host), 0);
+    l->command = xstrdup(opts && opts->command ? opts->command : "cairn");
+    host_name(l->host, sizeof(l->host), 0);
     random_id(l->id);
     l->object = object_name(l, 0);
-    l->started_ms = (int64_t)cairn_now_ms();
+    l->started_ms = (int64_t)now_ms();
     l->refresh_ms = opts && opts->refresh_ms > 0
                         ? opts->refresh_ms
                         : env_ms("CAIRN_LOCK_REFRESH_MS", CAIRN_LOCK_REFRESH_MS_DEFAULT);
@@ -402,13 +402,13 @@ int cairn_storage_lock(struct cairn_storage *st, enum cairn_lock_mode mode,
     }
     struct cairn_lock *l = lock_new(own, mode, opts);
     int64_t wait = opts && opts->wait_ms > 0 ? opts->wait_ms : env_ms("CAIRN_LOCK_WAIT_MS", 0);
-    uint64_t deadline = cairn_mono_ns() + (uint64_t)wait * 1000000u;
-    unsigned seed = (unsigned)(cairn_mono_ns() ^ (uint64_t)getpid());
+    uint64_t deadline = mono_ns() + (uint64_t)wait * 1000000u;
+    unsigned seed = (unsigned)(mono_ns() ^ (uint64_t)getpid());
     /* Two takers that saw each other both back off: random pauses break the tie; they grow
      * to 2 s so a long wait costs few requests. The caller's cancel flag ends a wait
      * (cairnd's shutdown, the CLI's Ctrl-C). */
     unsigned spread = 230;
-    while ((rc = try_take(l, err)) == CAIRN_E_LOCKED && cairn_mono_ns() < deadline) {
+    while ((rc = try_take(l, err)) == CAIRN_E_LOCKED && mono_ns() < deadline) {
         if (storage_cancelled(st->cancel)) {
             rc = cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled while waiting for a lock on '%s'",
                                st->url);
@@ -438,7 +438,7 @@ int cairn_lock_check(struct cairn_lock *l, struct cairn_err *err)
     for (;;) {
         pthread_mutex_lock(&l->mu);
         int lost = l->lost;
-        char *obj = cairn_xstrdup(l->object);
+        char *obj = xstrdup(l->object);
         pthread_mutex_unlock(&l->mu);
         char *text = NULL;
         int rc = lost ? CAIRN_E_NOTFOUND : read_object(l->st, obj, &text, err);
@@ -509,7 +509,7 @@ int cairn_storage_unlock(struct cairn_storage *st, int all, struct cairn_lock_li
         rc = r;
         if (rc == CAIRN_OK && removed != NULL) {
             removed->items =
-                cairn_xrealloc(removed->items, (removed->count + 1) * sizeof(*removed->items));
+                xrealloc(removed->items, (removed->count + 1) * sizeof(*removed->items));
             removed->items[removed->count++] = l.items[i];
             memset(&l.items[i], 0, sizeof(l.items[i]));
         }

@@ -34,7 +34,7 @@ static const char *comp_name(enum cairn_compression c)
 /* The committed files of b sorted by name (*n of them); free the array. */
 static struct file_rec **sorted_committed(const struct cairn_backup *b, size_t *n)
 {
-    struct file_rec **sorted = cairn_xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*sorted));
+    struct file_rec **sorted = xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*sorted));
     *n = 0;
     for (size_t i = 0; i < b->nfiles; i++)
         if (b->files[i]->state == FILE_COMMITTED)
@@ -58,7 +58,7 @@ static char *finish_text(json_t *m, const uint8_t *key)
     if (text == NULL)
         abort();
     size_t len = strlen(text);
-    char *out = cairn_xmalloc(len + 2);
+    char *out = xmalloc(len + 2);
     memcpy(out, text, len);
     out[len] = '\n';
     out[len + 1] = '\0';
@@ -82,7 +82,7 @@ char *manifest_build(const struct cairn_backup *b, const uint8_t *key)
         json_array_append_new(files, manifest_file_json(&sorted[i]->f));
     free(sorted);
     char created[64];
-    cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+    format_rfc3339(b->created, 0, created, sizeof(created));
     json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:O, s:o}", "version",
                           CAIRN_MANIFEST_VERSION, "name", b->name, "created", created, "source",
                           b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
@@ -226,11 +226,11 @@ static int dump_out(const char *buf, size_t len, void *arg)
 
 static struct body_out *body_new(struct cairn_backup *b)
 {
-    struct body_out *o = cairn_xcalloc(1, sizeof(*o));
+    struct body_out *o = xcalloc(1, sizeof(*o));
     o->b = b;
     o->parts = json_array();
     o->rc = CAIRN_OK;
-    o->buf = cairn_xmalloc(BUF_CAP);
+    o->buf = xmalloc(BUF_CAP);
     return o;
 }
 
@@ -352,7 +352,7 @@ static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_
     if (rc != CAIRN_OK)
         return rc;
     char created[64];
-    cairn_format_rfc3339(b->created, 0, created, sizeof(created));
+    format_rfc3339(b->created, 0, created, sizeof(created));
     json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:O}", "version",
                           MANIFEST_SPLIT_VERSION, "name", b->name, "created", created, "source",
                           b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
@@ -438,8 +438,8 @@ static struct file_rec *new_rec(const char *name, json_int_t size, const char *s
     if (!cairn_name_valid(name) || size < 0 || lsize < 0 || !is_hex64(sha) || !is_hex64(lsha) ||
         (strcmp(comp, "none") != 0 && strcmp(comp, "zstd") != 0))
         return NULL;
-    struct file_rec *r = cairn_xcalloc(1, sizeof(*r));
-    r->f.name = cairn_xstrdup(name);
+    struct file_rec *r = xcalloc(1, sizeof(*r));
+    r->f.name = xstrdup(name);
     r->f.size = (uint64_t)size;
     memcpy(r->f.sha256, sha, 65);
     r->f.compression = strcmp(comp, "zstd") == 0 ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
@@ -483,7 +483,7 @@ static int parse_files(struct cairn_backup *b, json_t *files, struct file_rec **
                        struct cairn_err *err)
 {
     size_t n = json_array_size(files);
-    struct file_rec **recs = cairn_xcalloc(n ? n : 1, sizeof(*recs));
+    struct file_rec **recs = xcalloc(n ? n : 1, sizeof(*recs));
     for (size_t i = 0; i < n; i++) {
         if ((recs[i] = manifest_file_parse(json_array_get(files, i))) == NULL) {
             free_recs(recs, i);
@@ -532,9 +532,9 @@ static void set_header(struct cairn_backup *b, const char *kind, const char *sou
     free(b->kind);
     free(b->source);
     free(b->parent);
-    b->kind = cairn_xstrdup(kind);
-    b->source = cairn_xstrdup(source);
-    b->parent = json_is_string(parent) ? cairn_xstrdup(json_string_value(parent)) : NULL;
+    b->kind = xstrdup(kind);
+    b->source = xstrdup(source);
+    b->parent = json_is_string(parent) ? xstrdup(json_string_value(parent)) : NULL;
     json_decref(b->scope);
     b->scope = scope != NULL ? json_incref(scope) : NULL;
     b->created = created;
@@ -573,7 +573,7 @@ static int parse_common(struct cairn_backup *b, json_t *m, json_int_t version, c
         return BAD("backup '%s': MANIFEST names another backup '%s'", b->name, name);
     int64_t sec;
     long nsec;
-    if (cairn_parse_rfc3339(created, &sec, &nsec) != 0)
+    if (parse_rfc3339(created, &sec, &nsec) != 0)
         return BAD("backup '%s': MANIFEST has a bad creation time '%s'", b->name, created);
     if (!(json_is_null(parent) ||
           (json_is_string(parent) && cairn_name_valid(json_string_value(parent)))) ||
@@ -797,7 +797,7 @@ static int scan_body(struct cairn_backup *b, manifest_file_fn fn, void *arg, jso
                      struct cairn_err *err)
 {
     struct body_in in = {.b = b, .rc = CAIRN_OK};
-    in.buf = cairn_xmalloc(BUF_CAP);
+    in.buf = xmalloc(BUF_CAP);
     json_t *m = NULL;
     if (scan_file_list(&in, fn, arg) == CAIRN_OK) {
         json_error_t je;
@@ -840,7 +840,7 @@ static int collect_rec(void *arg, struct file_rec *r, struct cairn_err *e)
     (void)e;
     if (c->n == c->cap) { /* grown, not sized from the header's count */
         c->cap = c->cap ? c->cap * 2 : 1024;
-        c->recs = cairn_xrealloc(c->recs, c->cap * sizeof(*c->recs));
+        c->recs = xrealloc(c->recs, c->cap * sizeof(*c->recs));
     }
     c->recs[c->n++] = r;
     return CAIRN_OK;
@@ -894,7 +894,7 @@ int manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err
         return rc;
     }
     size_t cap = 64 * 1024, len = 0;
-    char *buf = cairn_xmalloc(cap);
+    char *buf = xmalloc(cap);
     for (;;) {
         if (len == cap) {
             if (cap >= MANIFEST_MAX) {
@@ -904,7 +904,7 @@ int manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err
                 goto out;
             }
             cap *= 2;
-            buf = cairn_xrealloc(buf, cap);
+            buf = xrealloc(buf, cap);
         }
         size_t got = 0;
         rc = cairn_reader_read(r, buf + len, cap - len, &got, err);

@@ -93,7 +93,7 @@ int cairn_backup_name_parse(const char *name, int64_t *unix_ms, const char **tag
 
 int cairn_backup_name_now(const char *tag, char *out, size_t cap, struct cairn_err *err)
 {
-    return cairn_backup_name_make((int64_t)cairn_now_ms(), 0, tag, out, cap, err);
+    return cairn_backup_name_make((int64_t)now_ms(), 0, tag, out, cap, err);
 }
 
 int storage_check_backup_name(const char *name, struct cairn_err *err)

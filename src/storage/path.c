@@ -17,7 +17,7 @@ void path_job_error(struct job_errors *je, const struct cairn_err *e)
     if (je->rc == CAIRN_OK)
         je->rc = e->code ? e->code : CAIRN_E_IO;
     je->n++;
-    cairn_join(je->msg, sizeof(je->msg), &je->off, "; ", e->msg);
+    str_join(je->msg, sizeof(je->msg), &je->off, "; ", e->msg);
     pthread_mutex_unlock(&je->mu);
 }
 
@@ -54,8 +54,8 @@ static int backup_path(struct cairn_storage *st, const char *name, const char *t
         return rc;
     }
     char host[256];
-    cairn_host_name(host, sizeof(host), 0);
-    char *source = cairn_xasprintf("%s:%s", host, abs);
+    host_name(host, sizeof(host), 0);
+    char *source = xasprintf("%s:%s", host, abs);
     rc = cairn_backup_set_source(b, source, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_set_kind(b, "files", err);

@@ -27,7 +27,7 @@ static int open_dir_at(int rootfd, const char *rel, int create)
     int fd = dup(rootfd);
     if (fd < 0 || rel == NULL || *rel == '\0')
         return fd;
-    char *copy = cairn_xstrdup(rel), *save = NULL;
+    char *copy = xstrdup(rel), *save = NULL;
     for (char *t = strtok_r(copy, "/", &save); t; t = strtok_r(NULL, "/", &save)) {
         if (create && mkdirat(fd, t, 0700) != 0 && errno != EEXIST) {
             int e = errno;
@@ -62,10 +62,10 @@ static void dir_list_add(struct dir_list *d, const char *path, int mode)
 {
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 64;
-        d->path = cairn_xrealloc(d->path, d->cap * sizeof(*d->path));
-        d->mode = cairn_xrealloc(d->mode, d->cap * sizeof(*d->mode));
+        d->path = xrealloc(d->path, d->cap * sizeof(*d->path));
+        d->mode = xrealloc(d->mode, d->cap * sizeof(*d->mode));
     }
-    d->path[d->n] = cairn_xstrdup(path);
+    d->path[d->n] = xstrdup(path);
     d->mode[d->n++] = mode;
 }
 
@@ -93,7 +93,7 @@ struct progress_writer {
     struct cairn_writer base;
     const struct cairn_path_opts *o;
     int fd;
-    struct cairn_writeback wb;
+    struct writeback wb;
 };
 
 static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
@@ -105,7 +105,7 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
     int rc = cairn_writer_write(w->next, buf, len, err);
     if (rc != CAIRN_OK)
         return rc;
-    cairn_writeback(p->fd, &p->wb, len);
+    writeback(p->fd, &p->wb, len);
     if (p->o->progress)
         p->o->progress(p->o->progress_arg, len);
     return rc;
@@ -126,7 +126,7 @@ static void get_one(void *arg)
         cairn_err_set(&e, CAIRN_E_CANCELLED, "cancelled");
         goto fail;
     }
-    dir = cairn_xstrdup(j->rel);
+    dir = xstrdup(j->rel);
     char *slash = strrchr(dir, '/');
     const char *base = j->rel;
     if (slash) {
@@ -145,7 +145,7 @@ static void get_one(void *arg)
         cairn_err_sys(&e, 0, errno, "create '%s/%s'", j->target, j->rel);
         goto fail;
     }
-    struct progress_writer *pw = cairn_xcalloc(1, sizeof(*pw));
+    struct progress_writer *pw = xcalloc(1, sizeof(*pw));
     cairn_writer_init(&pw->base, &progress_writer_ops, cairn_fd_writer_new(fd, 0));
     pw->o = j->o;
     pw->fd = fd;
@@ -224,7 +224,7 @@ static int landing_prepare(const char *target, int force, struct landing_plan *p
                            struct cairn_err *err)
 {
     memset(p, 0, sizeof(*p));
-    p->target = cairn_xstrdup(target);
+    p->target = xstrdup(target);
     for (size_t n = strlen(p->target); n > 1 && p->target[n - 1] == '/';)
         p->target[--n] = '\0';
     p->how = LAND_NEW;
@@ -253,7 +253,7 @@ static int landing_prepare(const char *target, int force, struct landing_plan *p
         return cairn_err_sys(err, 0, errno, "restore target '%s'", p->target);
     }
     char dir[4096];
-    cairn_dirname(p->target, dir, sizeof(dir));
+    path_dirname(p->target, dir, sizeof(dir));
     const char *base = strrchr(p->target, '/');
     base = base ? base + 1 : p->target;
     struct stat ps;
@@ -261,15 +261,15 @@ static int landing_prepare(const char *target, int force, struct landing_plan *p
         p->how = LAND_INSIDE; /* a mount point: beside it is another file system */
     if (p->how == LAND_REPLACE && (strcmp(base, ".") == 0 || strcmp(base, "..") == 0))
         p->how = LAND_INSIDE; /* "." cannot be renamed over */
-    p->tmp = p->how >= LAND_INSIDE ? cairn_xasprintf("%s/.cairn-tmp-XXXXXX", p->target)
-                                   : cairn_xasprintf("%s/.%s.cairn-tmp-XXXXXX", dir, base);
+    p->tmp = p->how >= LAND_INSIDE ? xasprintf("%s/.cairn-tmp-XXXXXX", p->target)
+                                   : xasprintf("%s/.%s.cairn-tmp-XXXXXX", dir, base);
     if (mkdtemp(p->tmp) != NULL)
         return CAIRN_OK;
     int e = errno;
     if (p->how == LAND_REPLACE && (e == EACCES || e == EPERM || e == EROFS)) {
         free(p->tmp);
         p->how = LAND_INSIDE;
-        p->tmp = cairn_xasprintf("%s/.cairn-tmp-XXXXXX", p->target);
+        p->tmp = xasprintf("%s/.cairn-tmp-XXXXXX", p->target);
         if (mkdtemp(p->tmp) != NULL)
             return CAIRN_OK;
         e = errno;
@@ -327,8 +327,8 @@ static int land_inside(struct landing_plan *p, struct cairn_err *err)
             rc = cairn_err_sys(err, 0, errno, "move '%s' into '%s'", e->d_name, p->target);
             break;
         }
-        moved = cairn_xrealloc(moved, (n + 1) * sizeof(*moved));
-        moved[n++] = cairn_xstrdup(e->d_name);
+        moved = xrealloc(moved, (n + 1) * sizeof(*moved));
+        moved[n++] = xstrdup(e->d_name);
     }
     for (size_t i = 0; i < n; i++) {
         if (rc != CAIRN_OK)
@@ -349,7 +349,7 @@ static int open_parent_at(int rootfd, const char *rel, const char **base)
 {
     const char *slash = strrchr(rel, '/');
     *base = slash ? slash + 1 : rel;
-    char *dir = cairn_xasprintf("%.*s", slash ? (int)(slash - rel) : 0, rel);
+    char *dir = xasprintf("%.*s", slash ? (int)(slash - rel) : 0, rel);
     int fd = open_dir_at(rootfd, dir, 0);
     free(dir);
     return fd;
@@ -469,20 +469,19 @@ static int landing_commit(struct landing_plan *p, int rootfd, struct cairn_backu
                              p->target);
     }
     char dir[4096];
-    cairn_dirname(p->target, dir, sizeof(dir));
-    return cairn_fsync_dir(dir, err);
+    path_dirname(p->target, dir, sizeof(dir));
+    return fsync_dir(dir, err);
 }
 
-static void submit_file(struct cairn_pool *pool, const struct get_job *proto,
-                        const struct tree_ent *e)
+static void submit_file(struct pool *pool, const struct get_job *proto, const struct tree_ent *e)
 {
-    struct get_job *j = cairn_xcalloc(1, sizeof(*j));
+    struct get_job *j = xcalloc(1, sizeof(*j));
     *j = *proto;
-    j->rel = cairn_xstrdup(e->path);
+    j->rel = xstrdup(e->path);
     j->f = *e->f;
-    j->f.name = cairn_xstrdup(e->f->name);
+    j->f.name = xstrdup(e->f->name);
     j->mode = e->mode;
-    cairn_pool_submit(pool, get_one, j);
+    pool_submit(pool, get_one, j);
 }
 
 /* Write every directory and file of the tree under rootfd, in one pass (a directory comes
@@ -499,7 +498,7 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
     struct tree_ent e;
     struct cairn_err derr;
     int rc = path_tree_iter_open(b, &it, err);
-    struct cairn_pool *pool = cairn_pool_new(o->workers ? o->workers : 4, 0);
+    struct pool *pool = pool_new(o->workers ? o->workers : 4, 0);
     for (int done = 0; rc == CAIRN_OK && !path_job_failed(&je) && !path_cancelled(o);) {
         rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
@@ -517,7 +516,7 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
         }
         dir_list_add(dirs, e.path, e.mode);
     }
-    cairn_pool_free(pool); /* one failure fails the restore: the pass stopped early */
+    pool_free(pool); /* one failure fails the restore: the pass stopped early */
     path_tree_iter_free(&it);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
@@ -577,7 +576,7 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         close(rootfd);
     if (rc == CAIRN_OK && p.how >= LAND_INSIDE) {
         struct cairn_err ignored;
-        cairn_rmtree(p.tmp, &ignored); /* empty directories left by a merge */
+        rmtree(p.tmp, &ignored); /* empty directories left by a merge */
         int tfd = open(p.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (tfd >= 0) {
             set_dir_modes(tfd, &dirs, 0);
@@ -590,7 +589,7 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
             close(fd);
         }
         struct cairn_err ignored;
-        if (cairn_rmtree(p.tmp, &ignored) != CAIRN_OK)
+        if (rmtree(p.tmp, &ignored) != CAIRN_OK)
             cairn_log(CAIRN_LOG_WARN, "storage", "could not remove '%s': %s", p.tmp, ignored.msg);
     }
     dir_list_free(&dirs);

@@ -55,14 +55,14 @@ static int rel_path_ok(const char *p)
 {
     if (p == NULL || *p == '\0' || *p == '/' || strlen(p) > PATH_MAX_LEN)
         return 0;
-    char *copy = cairn_xstrdup(p), *save = NULL;
+    char *copy = xstrdup(p), *save = NULL;
     int ok = 1;
     size_t ncomp = 0;
     for (const char *c = p; *c; c++)
         if (c[0] == '/' && (c[1] == '/' || c[1] == '\0'))
             ok = 0; /* empty component */
     for (char *t = strtok_r(copy, "/", &save); t && ok; t = strtok_r(NULL, "/", &save)) {
-        ok = cairn_name_is_safe(t);
+        ok = name_is_safe(t);
         ncomp++;
     }
     free(copy);
@@ -102,8 +102,8 @@ int path_tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cai
     file_rec_free(rec);
     if (rc != CAIRN_OK)
         return rc;
-    it->buf = cairn_xmalloc(TREE_BUF);
-    it->line = cairn_xmalloc(TREE_LINE_MAX);
+    it->buf = xmalloc(TREE_BUF);
+    it->line = xmalloc(TREE_LINE_MAX);
     return CAIRN_OK;
 }
 

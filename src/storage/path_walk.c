@@ -49,7 +49,7 @@ static struct cairn_reader *progress_wrap(struct cairn_reader *src, const struct
 {
     if (o->progress == NULL && o->cancel == NULL)
         return src;
-    struct progress_reader *p = cairn_xcalloc(1, sizeof(*p));
+    struct progress_reader *p = xcalloc(1, sizeof(*p));
     cairn_reader_init(&p->base, &progress_ops, src);
     p->o = o;
     return &p->base;
@@ -99,7 +99,7 @@ static int compress_pays(int fd, uint64_t size)
     if (size < PROBE_MIN)
         return 1;
     const unsigned n = PROBE_LEN / PROBE_SAMPLE;
-    uint8_t *buf = cairn_xmalloc(PROBE_LEN);
+    uint8_t *buf = xmalloc(PROBE_LEN);
     int readable = 1;
     for (unsigned i = 0; i < n && readable; i++) {
         off_t at = (off_t)((size - PROBE_SAMPLE) / (n - 1) * i);
@@ -209,7 +209,7 @@ static void put_one(void *arg)
 struct walk {
     struct cairn_backup *b;
     const struct cairn_path_opts *o;
-    struct cairn_pool *pool;
+    struct pool *pool;
     struct job_errors *je;
     struct live *live;
     struct tree_out *tree;
@@ -227,7 +227,7 @@ static int cmp_cstr(const void *a, const void *b)
 static int add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb,
                           struct cairn_err *err)
 {
-    struct put_job *j = cairn_xcalloc(1, sizeof(*j));
+    struct put_job *j = xcalloc(1, sizeof(*j));
     j->b = w->b;
     j->o = w->o;
     j->je = w->je;
@@ -239,12 +239,12 @@ static int add_file_entry(struct walk *w, const char *abs, const char *rel, cons
         free(j);
         return rc;
     }
-    j->abs = cairn_xstrdup(abs);
-    j->rel = cairn_xstrdup(rel);
+    j->abs = xstrdup(abs);
+    j->rel = xstrdup(rel);
     j->mode = (int)(sb->st_mode & 07777);
     j->size = (int64_t)sb->st_size;
     j->mtime = (int64_t)sb->st_mtime;
-    cairn_pool_submit(w->pool, put_one, j);
+    pool_submit(w->pool, put_one, j);
     return CAIRN_OK;
 }
 
@@ -272,9 +272,9 @@ static int read_names(const char *dir, char ***out, size_t *count, int *gone, st
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 32;
-            names = cairn_xrealloc(names, cap * sizeof(*names));
+            names = xrealloc(names, cap * sizeof(*names));
         }
-        names[n++] = cairn_xstrdup(e->d_name);
+        names[n++] = xstrdup(e->d_name);
     }
     int rc = errno ? cairn_err_sys(err, 0, errno, "read directory '%s'", dir) : CAIRN_OK;
     closedir(d);
@@ -305,14 +305,14 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
         rc = cairn_err_sys(err, 0, ENOENT, "backup source '%s'", abs);
     }
     for (size_t i = 0; i < n; i++) {
-        char *a = cairn_path_join(abs, names[i]);
-        char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, names[i]) : cairn_xstrdup(names[i]);
+        char *a = path_join(abs, names[i]);
+        char *r = rel[0] ? xasprintf("%s/%s", rel, names[i]) : xstrdup(names[i]);
         struct stat sb;
         if (rc == CAIRN_OK && path_cancelled(w->o))
             rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", w->b->name);
         if (rc != CAIRN_OK) {
             /* skip: already failed */
-        } else if (!cairn_name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
+        } else if (!name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
             cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': unsupported file name", a);
             json_array_append_new(w->skipped,
                                   json_pack("{s:s, s:s}", "path", a, "reason", "unsupported name"));
@@ -331,9 +331,9 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             cairn_log(CAIRN_LOG_WARN, "storage",
                       "skipping '%s': %s (only regular files and "
                       "directories are backed up)",
-                      a, cairn_file_type_name(sb.st_mode));
+                      a, file_type_name(sb.st_mode));
             json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", r, "reason",
-                                                        cairn_file_type_name(sb.st_mode)));
+                                                        file_type_name(sb.st_mode)));
         }
         free(a);
         free(r);
@@ -369,7 +369,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "backup '%s': source '%s' is a %s; only regular files and "
                              "directories can be backed up",
-                             b->name, path, cairn_file_type_name(sb.st_mode));
+                             b->name, path, file_type_name(sb.st_mode));
     struct tree_out t = {.rc = CAIRN_OK, .rec = {.name = TREE_FILE}};
     const struct cairn_file_opts zo = {.compression = CAIRN_COMPRESS_ZSTD};
     int rc = cairn_backup_add_file_opts(b, TREE_FILE, -1, &zo, &t.w, err);
@@ -384,11 +384,11 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     pthread_mutex_init(&live.mu, NULL);
     struct walk w = {
         .b = b, .o = &o, .je = &je, .live = &live, .tree = &t, .skipped = json_array()};
-    w.pool = cairn_pool_new(o.workers ? o.workers : 4, 0);
+    w.pool = pool_new(o.workers ? o.workers : 4, 0);
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
     rc = walk_source(&w, path, base, &sb, err);
-    cairn_pool_free(w.pool); /* waits for every transfer */
+    pool_free(w.pool); /* waits for every transfer */
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", b->name);
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)

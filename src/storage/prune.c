@@ -40,7 +40,7 @@ static void add_reason(char **r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    char *n = *r ? cairn_xasprintf("%s; %s", *r, buf) : cairn_xstrdup(buf);
+    char *n = *r ? xasprintf("%s; %s", *r, buf) : xstrdup(buf);
     free(*r);
     *r = n;
 }
@@ -48,7 +48,7 @@ static void add_reason(char **r, const char *fmt, ...)
 static void set_reason(char **r, const char *text)
 {
     free(*r);
-    *r = cairn_xstrdup(text);
+    *r = xstrdup(text);
 }
 
 /* The UTC period label of t for a rule: equal labels = same period. */
@@ -149,7 +149,7 @@ static int cmp_named(const void *a, const void *b)
 static void by_name_init(struct by_name *bn, const struct cairn_backup_list *l)
 {
     bn->n = l->count;
-    bn->v = cairn_xcalloc(l->count ? l->count : 1, sizeof(*bn->v));
+    bn->v = xcalloc(l->count ? l->count : 1, sizeof(*bn->v));
     for (size_t i = 0; i < l->count; i++)
         bn->v[i] = (struct named){l->items[i].name, i};
     qsort(bn->v, bn->n, sizeof(*bn->v), cmp_named); /* hand-made lists need not be sorted */
@@ -187,7 +187,7 @@ static void keep_chains(const struct cairn_backup_list *l, struct cairn_retentio
 {
     struct by_name bn;
     by_name_init(&bn, l);
-    uint8_t *done = cairn_xcalloc(l->count ? l->count : 1, 1);
+    uint8_t *done = xcalloc(l->count ? l->count : 1, 1);
     for (size_t i = 0; i < l->count; i++) {
         if (d[i].action == CAIRN_RETAIN_REMOVE || done[i])
             continue;
@@ -209,7 +209,7 @@ static void keep_chains(const struct cairn_backup_list *l, struct cairn_retentio
             if (d[j].action == CAIRN_RETAIN_REMOVE) {
                 d[j].action = CAIRN_RETAIN_KEEP;
                 free(d[j].reason);
-                d[j].reason = cairn_xasprintf("parent of %s", it->name);
+                d[j].reason = xasprintf("parent of %s", it->name);
             } else if (d[j].reason == NULL || strstr(d[j].reason, "parent of ") == NULL) {
                 add_reason(&d[j].reason, "parent of %s", it->name);
             }
@@ -261,7 +261,7 @@ static size_t classify(const struct cairn_backup_list *l, const struct cairn_ret
                 newest = it->name;
             if (it->created > p->now + slack) {
                 char t[64];
-                cairn_format_rfc3339(it->created, 0, t, sizeof(t));
+                format_rfc3339(it->created, 0, t, sizeof(t));
                 d[i].action = CAIRN_RETAIN_KEEP;
                 add_reason(&d[i].reason, "future-dated");
                 add_reason(&d[i].warning,
@@ -288,9 +288,9 @@ int cairn_retention_plan(const struct cairn_backup_list *l, const struct cairn_r
                              "keep-daily, keep-weekly, keep-monthly, keep-yearly or keep-within");
     size_t n = l->count;
     out->count = n;
-    out->items = cairn_xcalloc(n ? n : 1, sizeof(*out->items));
+    out->items = xcalloc(n ? n : 1, sizeof(*out->items));
     struct cairn_retention_decision *d = out->items;
-    struct cand *c = cairn_xcalloc(n ? n : 1, sizeof(*c));
+    struct cand *c = xcalloc(n ? n : 1, sizeof(*c));
     size_t nc = classify(l, p, d, c);
     qsort(c, nc, sizeof(*c), cmp_cand);
     for (size_t g = 0; g < nc;) {
@@ -347,8 +347,8 @@ size_t cairn_backup_dependents(const struct cairn_backup_list *l, size_t idx, ui
     memset(mark, 0, l->count);
     struct by_name bn;
     by_name_init(&bn, l);
-    uint8_t *st = cairn_xcalloc(l->count ? l->count : 1, 1);
-    size_t *path = cairn_xcalloc(l->count ? l->count : 1, sizeof(*path));
+    uint8_t *st = xcalloc(l->count ? l->count : 1, 1);
+    size_t *path = xcalloc(l->count ? l->count : 1, sizeof(*path));
     st[idx] = 1;
     size_t found = 0;
     for (size_t i = 0; i < l->count; i++) {

@@ -82,7 +82,7 @@ static void stream_flush(struct cairn_backup *b)
         if ((b->files[i]->state == FILE_WRITING || b->files[i]->state == FILE_RESERVED) &&
             (low == NULL || strcmp(b->files[i]->f.name, low) < 0))
             low = b->files[i]->f.name;
-    struct file_rec **batch = cairn_xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*batch));
+    struct file_rec **batch = xcalloc(b->nfiles ? b->nfiles : 1, sizeof(*batch));
     size_t n = 0, kept = 0;
     for (size_t i = 0; i < b->nfiles; i++) {
         struct file_rec *r = b->files[i];
@@ -101,7 +101,7 @@ static void stream_flush(struct cairn_backup *b)
     if (n > 0) {
         qsort(batch, n, sizeof(*batch), manifest_cmp_rec);
         free(b->flushed_name);
-        b->flushed_name = cairn_xstrdup(batch[n - 1]->f.name);
+        b->flushed_name = xstrdup(batch[n - 1]->f.name);
         b->nflushed += n;
         for (size_t i = 0; i < n; i++)
             b->flushed_size += batch[i]->f.size;
@@ -111,7 +111,7 @@ static void stream_flush(struct cairn_backup *b)
     struct cairn_err e;
     /* After a failure the body writes nothing more; end() reports the first message. */
     if (n > 0 && manifest_put_files(b, batch, n, &e) != CAIRN_OK && b->stream_msg == NULL)
-        b->stream_msg = cairn_xstrdup(e.msg);
+        b->stream_msg = xstrdup(e.msg);
     for (size_t i = 0; i < n; i++)
         file_rec_free(batch[i]);
     free(batch);
@@ -143,7 +143,7 @@ static void record_outcome(struct record_writer *r, int rc, const struct cairn_e
         r->rec->state = FILE_FAILED;
         r->rec->code = rc;
         free(r->rec->error);
-        r->rec->error = cairn_xstrdup(e && e->msg[0] ? e->msg : "failed");
+        r->rec->error = xstrdup(e && e->msg[0] ? e->msg : "failed");
     }
     /* A flushing writer still counts as open, so end() and free() wait for its batch. */
     int flush = b->stream && rc == CAIRN_OK && b->nfiles >= b->flush_at;
@@ -254,10 +254,10 @@ static int take_name_locked(struct cairn_backup *b, const char *file, int reserv
     if (rec == NULL) {
         if (b->nfiles == b->cap) {
             b->cap = b->cap ? b->cap * 2 : 16;
-            b->files = cairn_xrealloc(b->files, b->cap * sizeof(*b->files));
+            b->files = xrealloc(b->files, b->cap * sizeof(*b->files));
         }
-        rec = cairn_xcalloc(1, sizeof(*rec));
-        rec->f.name = cairn_xstrdup(file);
+        rec = xcalloc(1, sizeof(*rec));
+        rec->f.name = xstrdup(file);
         backup_index_add(b, rec);
         b->files[b->nfiles++] = rec;
     }
@@ -328,13 +328,13 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
         pthread_mutex_lock(&b->mu);
         rec->state = FILE_FAILED;
         rec->code = rc;
-        rec->error = cairn_xstrdup(err ? err->msg : "create failed");
+        rec->error = xstrdup(err ? err->msg : "create failed");
         if (--b->open_writers == 0)
             pthread_cond_broadcast(&b->idle);
         pthread_mutex_unlock(&b->mu);
         return rc;
     }
-    struct record_writer *r = cairn_xcalloc(1, sizeof(*r));
+    struct record_writer *r = xcalloc(1, sizeof(*r));
     cairn_writer_init(&r->base, &record_ops, NULL);
     r->b = b;
     r->rec = rec;
@@ -343,7 +343,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     if (opts != NULL)
         r->opts = *opts;
     if (comp == CAIRN_COMPRESS_AUTO)
-        r->probe = cairn_xmalloc(PROBE_LEN);
+        r->probe = xmalloc(PROBE_LEN);
     else
         record_chain(r, comp);
     *out = &r->base;

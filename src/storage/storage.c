@@ -95,10 +95,10 @@ int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn
     int rc = drv->open(url, &state, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_storage *st = cairn_xcalloc(1, sizeof(*st));
+    struct cairn_storage *st = xcalloc(1, sizeof(*st));
     st->drv = drv;
     st->state = state;
-    st->url = cairn_xstrdup(url);
+    st->url = xstrdup(url);
     *out = st;
     return CAIRN_OK;
 }
@@ -157,8 +157,8 @@ static int start_locked(struct cairn_storage *st, const char *name, struct cairn
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b = backup_new_handle(st, name, 0);
-    b->kind = cairn_xstrdup("files");
-    b->source = cairn_xstrdup("");
+    b->kind = xstrdup("files");
+    b->source = xstrdup("");
     b->lock = *lock;
     *lock = NULL;
     *out = b;
@@ -186,7 +186,7 @@ int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *na
                              struct cairn_backup **out, struct cairn_err *err)
 {
     *out = NULL;
-    int64_t ms = (int64_t)cairn_now_ms();
+    int64_t ms = (int64_t)now_ms();
     struct cairn_lock *lock = NULL;
     struct cairn_lock_opts lo = {.command = "backup", .wait_ms = st->lock_wait_ms};
     int rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &lo, &lock, err);

@@ -104,13 +104,13 @@ static struct cairn_reader *verify_reader_new(struct cairn_reader *src, uint64_t
                                               const char *sha, const char *what,
                                               const struct cairn_backup *b, const char *file)
 {
-    struct verify_reader *v = cairn_xcalloc(1, sizeof(*v));
+    struct verify_reader *v = xcalloc(1, sizeof(*v));
     cairn_reader_init(&v->base, &verify_ops, src);
     cairn_sha256_init(&v->h);
     v->want_size = size;
     memcpy(v->want_sha, sha, 65);
     v->what = what;
-    v->label = cairn_xasprintf("backup '%s' file '%s'", b->name, file);
+    v->label = xasprintf("backup '%s' file '%s'", b->name, file);
     v->cancel = b->st->cancel;
     return &v->base;
 }
@@ -205,7 +205,7 @@ static void verify_one(void *arg)
             if (va->rc == CAIRN_OK)
                 va->rc = rc;
             va->nfailed++;
-            cairn_join(va->msg, sizeof(va->msg), &va->off, "; ", e.msg);
+            str_join(va->msg, sizeof(va->msg), &va->off, "; ", e.msg);
         }
         if (va->cb)
             va->cb(va->arg, f, rc, &e);
@@ -217,7 +217,7 @@ static void verify_one(void *arg)
 
 struct verify_feed {
     struct verify_all *va;
-    struct cairn_pool *pool;
+    struct pool *pool;
     size_t n;
 };
 
@@ -230,19 +230,19 @@ static int verify_submit(void *arg, struct file_rec *r, struct cairn_err *e)
         return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled",
                              fd->va->b->name);
     }
-    struct verify_job *j = cairn_xcalloc(1, sizeof(*j));
+    struct verify_job *j = xcalloc(1, sizeof(*j));
     j->va = fd->va;
     j->r = r;
     fd->n++;
-    cairn_pool_submit(fd->pool, verify_one, j);
+    pool_submit(fd->pool, verify_one, j);
     return CAIRN_OK;
 }
 
 static struct file_rec *rec_copy(const struct cairn_manifest_file *f)
 {
-    struct file_rec *r = cairn_xcalloc(1, sizeof(*r));
+    struct file_rec *r = xcalloc(1, sizeof(*r));
     r->f = *f;
-    r->f.name = cairn_xstrdup(f->name);
+    r->f.name = xstrdup(f->name);
     r->state = FILE_COMMITTED;
     return r;
 }
@@ -261,7 +261,7 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
                              b->name);
     struct verify_all va = {.b = b, .cb = cb, .arg = arg};
     pthread_mutex_init(&va.mu, NULL);
-    struct verify_feed fd = {&va, cairn_pool_new(workers ? workers : 4, 0), 0};
+    struct verify_feed fd = {&va, pool_new(workers ? workers : 4, 0), 0};
     struct cairn_err le;
     int rc = CAIRN_OK;
     if (__atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE)) {
@@ -270,7 +270,7 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
     } else {
         rc = manifest_scan(b, verify_submit, &fd, &le);
     }
-    cairn_pool_free(fd.pool);
+    pool_free(fd.pool);
     pthread_mutex_destroy(&va.mu);
     if (storage_cancelled(b->st->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);

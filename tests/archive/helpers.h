@@ -46,7 +46,7 @@ static inline void bytes_add(struct bytes *b, const void *d, size_t n)
         size_t cap = b->cap ? b->cap : 64;
         while (cap < need)
             cap *= 2;
-        uint8_t *p = cairn_xmalloc(cap);
+        uint8_t *p = xmalloc(cap);
         if (b->p != NULL) {
             memcpy(p, b->p, b->len);
             if (b->cap)
@@ -102,7 +102,7 @@ static const struct cairn_writer_ops capture_ops = {"capture", capture_write, ca
 
 static inline struct cairn_writer *capture_new(struct bytes *b)
 {
-    struct capture_writer *c = cairn_xcalloc(1, sizeof(*c));
+    struct capture_writer *c = xcalloc(1, sizeof(*c));
     cairn_writer_init(&c->base, &capture_ops, NULL);
     c->b = b;
     return &c->base;
@@ -270,7 +270,7 @@ static inline char *hex_sha(const void *d, size_t n)
 {
     uint8_t s[32];
     cairn_sha256_oneshot(d, n, s);
-    char *h = cairn_xmalloc(65);
+    char *h = xmalloc(65);
     cairn_hex_encode(s, 32, h);
     return h;
 }
@@ -278,7 +278,7 @@ static inline char *hex_sha(const void *d, size_t n)
 static inline char *sums_for(const char *meta, const char *state)
 {
     char *hm = hex_sha(meta, strlen(meta)), *hs = hex_sha(state, strlen(state));
-    char *s = cairn_xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
+    char *s = xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
     free(hm);
     free(hs);
     return s;

@@ -67,7 +67,7 @@ static void flips(enum cairn_snapshot_flavour f, struct cairn_sealer *sealer, in
     struct bytes a = sample(f, sealer);
     struct bytes tar = inflate_all(&a);
     CHECK(accepted(a.p, a.len, sealer));
-    uint8_t *copy = cairn_xmalloc(a.len);
+    uint8_t *copy = xmalloc(a.len);
     uint32_t x = seed;
     int accepted_inert = 0, accepted_same = 0;
     for (int i = 0; i < count; i++) {

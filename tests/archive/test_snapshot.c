@@ -9,7 +9,7 @@
 
 static uint8_t *gen_state(size_t n)
 {
-    uint8_t *d = cairn_xmalloc(n ? n : 1);
+    uint8_t *d = xmalloc(n ? n : 1);
     uint32_t x = 7;
     for (size_t i = 0; i < n; i++) {
         x = x * 1664525u + 1013904223u;
@@ -134,9 +134,9 @@ TEST(sealer_key_files)
 {
     struct cairn_err err;
     struct cairn_sealer *s;
-    char *hex = cairn_path_join(test_tmpdir(), "hex.key");
-    char *raw = cairn_path_join(test_tmpdir(), "raw.key");
-    char *bad = cairn_path_join(test_tmpdir(), "bad.key");
+    char *hex = path_join(test_tmpdir(), "hex.key");
+    char *raw = path_join(test_tmpdir(), "raw.key");
+    char *bad = path_join(test_tmpdir(), "bad.key");
     int fd = open(hex, O_WRONLY | O_CREAT, 0600);
     CHECK(write(fd, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", 65) ==
           65);
@@ -233,7 +233,7 @@ TEST(tar_layout_is_go_archive_tar)
         off += 512 + (n + 511) / 512 * 512;
         check_header(t.p + off, "SHA256SUMS", 152, 1695407178);
         char *hm = hex_sha(meta, mlen), *hs = hex_sha(state, n);
-        char *sums = cairn_xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
+        char *sums = xasprintf("%s  meta.json\n%s  state.bin\n", hm, hs);
         free(hm);
         free(hs);
         CHECK(memcmp(t.p + off + 512, sums, 152) == 0);
@@ -304,7 +304,7 @@ static int fixed_seal(struct cairn_sealer *s, const uint8_t *in, size_t len, uin
 {
     (void)in, (void)len, (void)err;
     struct fixed_sealer *f = (struct fixed_sealer *)s;
-    *out = cairn_xmalloc(f->len);
+    *out = xmalloc(f->len);
     memcpy(*out, f->data, f->len);
     *out_len = f->len;
     return CAIRN_OK;
@@ -318,7 +318,7 @@ static struct bytes read_whole(const char *path)
     uint8_t *d;
     size_t n;
     struct cairn_err err;
-    if (cairn_read_file(path, 64 << 20, &d, &n, &err) == CAIRN_OK) {
+    if (read_file_max(path, 64 << 20, &d, &n, &err) == CAIRN_OK) {
         bytes_add(&b, d, n);
         free(d);
     }
@@ -328,7 +328,7 @@ static struct bytes read_whole(const char *path)
 static char *fixture(const char *name)
 {
     const char *shared = test_shared_dir();
-    return shared ? cairn_xasprintf("%s/testdata/peer-snapshots/%s", shared, name) : NULL;
+    return shared ? xasprintf("%s/testdata/peer-snapshots/%s", shared, name) : NULL;
 }
 
 TEST(vault_fixture_tar_is_reproduced_byte_for_byte)
@@ -536,7 +536,7 @@ TEST(restore_hands_over_only_verified_state)
     cairn_reader_free(r);
     CHECK_EQ_INT(c.called, 0);
     /* no temp file left behind */
-    char *ls = cairn_xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
+    char *ls = xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
     CHECK(system(ls) == 0);
     free(ls);
     bytes_free(&gz);
@@ -577,10 +577,10 @@ TEST(zstd_skippable_frames_are_skipped)
      * frames, each behind a skippable frame holding its size. */
     struct cairn_err err;
     struct cairn_snapshot_info info;
-    char *path = cairn_xasprintf("%s/tests/archive/data/pzstd.snap", test_source_dir());
+    char *path = xasprintf("%s/tests/archive/data/pzstd.snap", test_source_dir());
     struct bytes p = {0};
     size_t plen;
-    CHECK_OK(cairn_read_file(path, 1u << 20, &p.p, &plen, &err), &err);
+    CHECK_OK(read_file_max(path, 1u << 20, &p.p, &plen, &err), &err);
     p.len = plen;
     free(path);
     CHECK(cairn_detect_compression(p.p, p.len) == CAIRN_COMPRESS_ZSTD);
@@ -590,7 +590,7 @@ TEST(zstd_skippable_frames_are_skipped)
         snprintf(l, sizeof(l), "raft fsm record %04d\n", i);
         bytes_str(&line, l);
     }
-    struct bytes want = {cairn_xmalloc(line.len * 8000), line.len * 8000, 0};
+    struct bytes want = {xmalloc(line.len * 8000), line.len * 8000, 0};
     for (int i = 0; i < 8000; i++)
         memcpy(want.p + (size_t)i * line.len, line.p, line.len);
     bytes_free(&line);
@@ -781,7 +781,7 @@ TEST(snapshot_object_spools_unknown_length)
     cairn_snapshot_info_free(&info);
     cairn_snapshot_free(s);
     /* temp files are unlinked at creation: the directory stays empty */
-    char *ls = cairn_xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
+    char *ls = xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
     CHECK(system(ls) == 0);
     free(ls);
     bytes_free(&a);

@@ -27,8 +27,8 @@ static void expect_tar(struct bytes *tar, int rc_want, const char *want, int lin
 static struct bytes std_tar(const char *meta, const char *sums, int zero_blocks)
 {
     struct bytes t = {0};
-    char *m = meta ? cairn_xstrdup(meta) : default_meta_json();
-    char *s = sums ? cairn_xstrdup(sums) : sums_for(m, STATE_TEXT);
+    char *m = meta ? xstrdup(meta) : default_meta_json();
+    char *s = sums ? xstrdup(sums) : sums_for(m, STATE_TEXT);
     tar_add(&t, "meta.json", '0', m, strlen(m), NULL);
     tar_add(&t, "state.bin", '0', STATE_TEXT, strlen(STATE_TEXT), NULL);
     tar_add(&t, "SHA256SUMS", '0', s, strlen(s), NULL);
@@ -68,7 +68,7 @@ TEST(record_padding_after_end_marker_rejected)
 {
     struct bytes t = std_tar(NULL, NULL, 2);
     size_t pad = (10240 - t.len % 10240) % 10240;
-    uint8_t *z = cairn_xcalloc(1, pad + 1);
+    uint8_t *z = xcalloc(1, pad + 1);
     bytes_add(&t, z, pad);
     free(z);
     char want[64];
@@ -83,7 +83,7 @@ TEST(a_compression_bomb_after_the_end_is_not_counted_to_the_end)
     struct cairn_err err;
     struct cairn_writer *w = cairn_gzip_writer_new(capture_new(&gz), 9, 1);
     CHECK_OK(cairn_writer_write(w, t.p, t.len, &err), &err);
-    uint8_t *zeros = cairn_xcalloc(1, 1 << 20);
+    uint8_t *zeros = xcalloc(1, 1 << 20);
     for (int i = 0; i < 100; i++) /* 100 MiB of zeros after the end marker */
         CHECK_OK(cairn_writer_write(w, zeros, 1 << 20, &err), &err);
     CHECK_OK(cairn_writer_close(w, &err), &err);
@@ -279,7 +279,7 @@ static void pax_rec(struct bytes *b, const char *k, const char *v)
     size_t n = body + 1;
     while (n != body + (size_t)snprintf(NULL, 0, "%zu", n))
         n = body + (size_t)snprintf(NULL, 0, "%zu", n);
-    char *r = cairn_xasprintf("%zu %s=%s\n", n, k, v);
+    char *r = xasprintf("%zu %s=%s\n", n, k, v);
     CHECK_EQ_INT(strlen(r), n);
     bytes_str(b, r);
     free(r);
@@ -344,7 +344,7 @@ TEST(sums_missing_or_incomplete_rejected)
     REJECT(t, "failed to read snapshot file: failed checking integrity of snapshot: file missing "
               "for \"meta.json\"");
     char *hm = hex_sha(m, strlen(m));
-    char *only = cairn_xasprintf("%s  meta.json\n", hm);
+    char *only = xasprintf("%s  meta.json\n", hm);
     struct bytes t2 = std_tar(NULL, only, 2);
     REJECT(t2, "file missing for \"state.bin\"");
     free(only);
@@ -355,14 +355,14 @@ TEST(sums_missing_or_incomplete_rejected)
 TEST(sums_naming_other_files_rejected)
 {
     char *m = default_meta_json(), *good = sums_for(m, STATE_TEXT);
-    char *other = cairn_xasprintf("%s%s  other.bin\n", good, "00");
+    char *other = xasprintf("%s%s  other.bin\n", good, "00");
     struct bytes t = std_tar(NULL, other, 2);
     REJECT(t, "list missing hash for \"other.bin\"");
     char *hs = hex_sha(STATE_TEXT, strlen(STATE_TEXT));
-    char *star = cairn_xasprintf("%s  *state.bin\n", hs);
+    char *star = xasprintf("%s  *state.bin\n", hs);
     struct bytes t2 = std_tar(NULL, star, 2);
     REJECT(t2, "list missing hash for \"*state.bin\"");
-    char *named = cairn_xasprintf("%s  other.bin\n", hs);
+    char *named = xasprintf("%s  other.bin\n", hs);
     struct bytes t3 = std_tar(NULL, named, 2);
     REJECT(t3, "list missing hash for \"other.bin\"");
     free(m);
@@ -422,7 +422,7 @@ TEST(sums_names_with_a_nul_rejected)
 TEST(digest_mismatch_rejected)
 {
     char *m = default_meta_json(), *good = sums_for(m, STATE_TEXT);
-    char *bad = cairn_xstrdup(good);
+    char *bad = xstrdup(good);
     char *p = strstr(bad, "  state.bin") - 1;
     *p = *p == '0' ? '1' : '0';
     struct bytes t = std_tar(NULL, bad, 2);
@@ -441,13 +441,13 @@ TEST(malformed_sums_lines_rejected)
         char *sums;
         const char *want;
     } cases[] = {
-        {cairn_xasprintf("\n%s", good), "failed checking integrity of snapshot: EOF"},
-        {cairn_xasprintf("%s\n", good), "failed checking integrity of snapshot: EOF"},
-        {cairn_xasprintf("%s0  state.bin\n", hs), "illegal hex digit"},
-        {cairn_xasprintf("%s0\n", hs), "unexpected EOF"},
-        {cairn_xasprintf("zz  state.bin\n"), "no hex data for %x string"},
-        {cairn_xasprintf("%sq  state.bin\n", hs), "expected space in input to match format"},
-        {cairn_xasprintf("%s\n", hs), "failed checking integrity of snapshot: EOF"},
+        {xasprintf("\n%s", good), "failed checking integrity of snapshot: EOF"},
+        {xasprintf("%s\n", good), "failed checking integrity of snapshot: EOF"},
+        {xasprintf("%s0  state.bin\n", hs), "illegal hex digit"},
+        {xasprintf("%s0\n", hs), "unexpected EOF"},
+        {xasprintf("zz  state.bin\n"), "no hex data for %x string"},
+        {xasprintf("%sq  state.bin\n", hs), "expected space in input to match format"},
+        {xasprintf("%s\n", hs), "failed checking integrity of snapshot: EOF"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct bytes t = std_tar(NULL, cases[i].sums, 2);
@@ -470,18 +470,18 @@ TEST(lenient_sums_lines_accepted)
 {
     char *m = default_meta_json();
     char *hm = hex_sha(m, strlen(m)), *hs = hex_sha(STATE_TEXT, strlen(STATE_TEXT));
-    char *uhm = cairn_xstrdup(hm), *uhs = cairn_xstrdup(hs);
+    char *uhm = xstrdup(hm), *uhs = xstrdup(hs);
     upper(uhm);
     upper(uhs);
     char *cases[] = {
-        cairn_xasprintf("%s meta.json\n%s state.bin\n", hm, hs),       /* one space */
-        cairn_xasprintf("%s\tmeta.json\n%s\t\tstate.bin\n", hm, hs),   /* tabs */
-        cairn_xasprintf("%s  meta.json\n%s  state.bin\n", uhm, uhs),   /* uppercase */
-        cairn_xasprintf("%s  meta.json\r\n%s  state.bin\r\n", hm, hs), /* CRLF */
-        cairn_xasprintf("%s  meta.json\n%s  state.bin", hm, hs),       /* no final \n */
-        cairn_xasprintf("%s  state.bin\n%s  meta.json\n%s  state.bin\n", hs, hm, hs), /* dup */
-        cairn_xasprintf("%s  meta.json trailing words\n%s  state.bin x\n", hm, hs),
-        cairn_xasprintf("  %s  meta.json\n%s  state.bin\n", hm, hs), /* indent */
+        xasprintf("%s meta.json\n%s state.bin\n", hm, hs),                      /* one space */
+        xasprintf("%s\tmeta.json\n%s\t\tstate.bin\n", hm, hs),                  /* tabs */
+        xasprintf("%s  meta.json\n%s  state.bin\n", uhm, uhs),                  /* uppercase */
+        xasprintf("%s  meta.json\r\n%s  state.bin\r\n", hm, hs),                /* CRLF */
+        xasprintf("%s  meta.json\n%s  state.bin", hm, hs),                      /* no final \n */
+        xasprintf("%s  state.bin\n%s  meta.json\n%s  state.bin\n", hs, hm, hs), /* dup */
+        xasprintf("%s  meta.json trailing words\n%s  state.bin x\n", hm, hs),
+        xasprintf("  %s  meta.json\n%s  state.bin\n", hm, hs), /* indent */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct bytes t = std_tar(NULL, cases[i], 2);
@@ -568,7 +568,7 @@ TEST(absent_member_with_empty_hash_rejected)
     /* Go accepts (the absent member hashes as empty input); cairn refuses the quirk. */
     struct bytes t = {0};
     char *m = default_meta_json(), *hm = hex_sha(m, strlen(m)), *he = hex_sha("", 0);
-    char *s = cairn_xasprintf("%s  meta.json\n%s  state.bin\n", hm, he);
+    char *s = xasprintf("%s  meta.json\n%s  state.bin\n", hm, he);
     tar_add(&t, "meta.json", '0', m, strlen(m), NULL);
     tar_add(&t, "SHA256SUMS", '0', s, strlen(s), NULL);
     tar_zero_blocks(&t, 2);

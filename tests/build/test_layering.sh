@@ -9,7 +9,7 @@ set -euo pipefail
 : "${CAIRN_SOURCE_DIR:?}"
 
 # Who may include whom (a module may always include itself). Layers, low to high:
-#   common -> io -> archive | storage | state (peers: none includes another) -> service | source
+#   common -> io -> archive | storage | state (peers: none includes another) -> influx | source
 #   -> engine (the InfluxDB backup/restore engine) -> programs (progs, cli, daemon). sched and
 #   metrics are daemon-private: outside them, only the daemon includes them.
 declare -A may=(
@@ -18,20 +18,20 @@ declare -A may=(
     [archive]="common io"
     [storage]="common io"
     [state]="common io"
-    [service]="common io archive storage state"
+    [influx]="common io archive storage state"
     [source]="common io archive storage state"
-    [engine]="common io archive storage service source"
-    [metrics]="common io archive storage state service source engine"
-    [sched]="common io archive storage state service source engine metrics"
-    [progs]="common io archive storage state service source engine"
-    [cli]="common io archive storage state service source engine progs"
-    [daemon]="common io archive storage state service source engine progs sched metrics"
+    [engine]="common io archive storage influx source"
+    [metrics]="common io archive storage state influx source engine"
+    [sched]="common io archive storage state influx source engine metrics"
+    [progs]="common io archive storage state influx source engine"
+    [cli]="common io archive storage state influx source engine progs"
+    [daemon]="common io archive storage state influx source engine progs sched metrics"
 )
 # The module each public header belongs to (the one whose sources implement it).
 declare -A public=(
     [common.h]=common [err.h]=common [log.h]=common [digest.h]=common
     [io.h]=io [snapshot.h]=archive [storage.h]=storage [state.h]=state
-    [service.h]=service [engine.h]=engine [source.h]=source
+    [influx.h]=influx [engine.h]=engine [source.h]=source
 )
 
 # module_of ROOT FILE: the module owning FILE (a path under ROOT), or "" when none.
@@ -88,23 +88,23 @@ check() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/src/io" "$tmp/src/storage/s3" "$tmp/src/sched" "$tmp/src/daemon" \
-    "$tmp/src/service" "$tmp/src/engine" "$tmp/include/cairn"
-touch "$tmp/include/cairn/io.h" "$tmp/include/cairn/service.h" "$tmp/include/cairn/engine.h" \
+    "$tmp/src/influx" "$tmp/src/engine" "$tmp/include/cairn"
+touch "$tmp/include/cairn/io.h" "$tmp/include/cairn/influx.h" "$tmp/include/cairn/engine.h" \
     "$tmp/src/sched/sched.h" "$tmp/src/storage/s3/xml.h" "$tmp/src/daemon/x.c"
-printf '#include "cairn/service.h"\n' >"$tmp/src/io/a.c"      # io below service
+printf '#include "cairn/influx.h"\n' >"$tmp/src/io/a.c"      # io below influx
 printf '#include "sched/sched.h"\n#include "xml.h"\n' >"$tmp/src/storage/s3/b.c" # daemon-private
 printf '#include "../daemon/x.c"\n' >"$tmp/src/sched/c.c"     # sched above daemon
-printf '#include <cairn/engine.h>\n' >"$tmp/src/service/d.c"  # service below engine
-printf '#include "cairn/service.h"\n' >"$tmp/src/engine/e.c"  # engine above service: fine
+printf '#include <cairn/engine.h>\n' >"$tmp/src/influx/d.c"  # influx below engine
+printf '#include "cairn/influx.h"\n' >"$tmp/src/engine/e.c"  # engine above influx: fine
 if out=$(check "$tmp"); then
     echo "FAIL: the checker found nothing in a tree with violations" >&2
     exit 1
 fi
 echo "$out"
-for want in 'src/io/a.c: io includes "cairn/service.h" (service)' \
+for want in 'src/io/a.c: io includes "cairn/influx.h" (influx)' \
     'src/storage/s3/b.c: storage includes "sched/sched.h" (sched)' \
     'src/sched/c.c: sched includes "../daemon/x.c" (daemon)' \
-    'src/service/d.c: service includes "cairn/engine.h" (engine)'; do
+    'src/influx/d.c: influx includes "cairn/engine.h" (engine)'; do
     grep -qF "$tmp/$want" <<<"$out" || {
         echo "FAIL: the checker missed: $want" >&2
         exit 1

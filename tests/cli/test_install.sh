@@ -72,7 +72,7 @@ cat >"$tmp/headers.c" <<'C'
 #include <cairn/err.h>
 #include <cairn/io.h>
 #include <cairn/log.h>
-#include <cairn/service.h>
+#include <cairn/influx.h>
 #include <cairn/snapshot.h>
 #include <cairn/state.h>
 #include <cairn/storage.h>

@@ -35,22 +35,22 @@ TEST(escape_peer_text)
 {
     char out[128];
     const char in[] = "a\n2026-01-01 forged\x1b[31m\r\t\x7f\x01\xc2\x9b\xe2\x80\xae\xff\xc3\xa9\\z";
-    cairn_escape(out, sizeof(out), in, sizeof(in) - 1);
+    str_escape(out, sizeof(out), in, sizeof(in) - 1);
     CHECK_EQ_STR(out,
                  "a\\n2026-01-01 forged\\x1b[31m\\r\\t\\x7f\\x01\\u009b\\u202e\\xff\xc3\xa9\\z");
     char again[128];
-    cairn_escape(again, sizeof(again), out, strlen(out));
+    str_escape(again, sizeof(again), out, strlen(out));
     CHECK_EQ_STR(again, out);
-    cairn_escape(out, 6, "abc\x1b", 4); /* "abc\x1b" needs 8: the escape is left out whole */
+    str_escape(out, 6, "abc\x1b", 4); /* "abc\x1b" needs 8: the escape is left out whole */
     CHECK_EQ_STR(out, "abc");
-    cairn_escape(out, sizeof(out), "\xe2\x82", 2); /* truncated sequence */
+    str_escape(out, sizeof(out), "\xe2\x82", 2); /* truncated sequence */
     CHECK_EQ_STR(out, "\\xe2\\x82");
-    cairn_escape(out, sizeof(out), "\xc0\xaf\xed\xa0\x80", 5); /* overlong, surrogate */
+    str_escape(out, sizeof(out), "\xc0\xaf\xed\xa0\x80", 5); /* overlong, surrogate */
     CHECK_EQ_STR(out, "\\xc0\\xaf\\xed\\xa0\\x80");
-    char *d = cairn_escape_dup("\xe2\x80\xae\xe2\x80\xae");
+    char *d = str_escape_dup("\xe2\x80\xae\xe2\x80\xae");
     CHECK_EQ_STR(d, "\\u202e\\u202e");
     free(d);
-    CHECK(cairn_escape_dup(NULL) == NULL);
+    CHECK(str_escape_dup(NULL) == NULL);
 
     struct cairn_err err;
     cairn_err_set(&err, CAIRN_E_DENIED, "S3: %s", "denied\n2026-01-01 forged\x1b[31m");
@@ -60,7 +60,7 @@ TEST(escape_peer_text)
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_DENIED), 9);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_PERM), 7); /* a local permission error stays 7 */
 
-    char *path = cairn_path_join(test_tmpdir(), "esclog");
+    char *path = path_join(test_tmpdir(), "esclog");
     FILE *f = fopen(path, "w+");
     cairn_log_setup(CAIRN_LOG_INFO, 0, f);
     cairn_info("test", "peer: %s", "x\n2026-01-01 forged\x1b[31m");
@@ -118,30 +118,30 @@ TEST(rfc3339)
     int64_t s;
     long ns;
     char buf[64];
-    CHECK_EQ_INT(cairn_parse_rfc3339("0001-01-01T00:00:00Z", &s, &ns), 0);
+    CHECK_EQ_INT(parse_rfc3339("0001-01-01T00:00:00Z", &s, &ns), 0);
     CHECK_EQ_INT(s, -62135596800LL);
-    CHECK_EQ_INT(cairn_parse_rfc3339("2020-09-13T12:26:40Z", &s, &ns), 0);
+    CHECK_EQ_INT(parse_rfc3339("2020-09-13T12:26:40Z", &s, &ns), 0);
     CHECK_EQ_INT(s, 1600000000);
-    CHECK_EQ_INT(cairn_parse_rfc3339("2020-09-13T14:26:40.5+02:00", &s, &ns), 0);
+    CHECK_EQ_INT(parse_rfc3339("2020-09-13T14:26:40.5+02:00", &s, &ns), 0);
     CHECK_EQ_INT(s, 1600000000);
     CHECK_EQ_INT(ns, 500000000);
-    CHECK_EQ_INT(cairn_parse_rfc3339("", &s, &ns), -1);
-    CHECK_EQ_INT(cairn_parse_rfc3339("2020-13-01T00:00:00Z", &s, &ns), -1);
-    cairn_format_rfc3339(1600000000, 0, buf, sizeof(buf));
+    CHECK_EQ_INT(parse_rfc3339("", &s, &ns), -1);
+    CHECK_EQ_INT(parse_rfc3339("2020-13-01T00:00:00Z", &s, &ns), -1);
+    format_rfc3339(1600000000, 0, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "2020-09-13T12:26:40Z");
-    cairn_format_rfc3339(-62135596800LL, 0, buf, sizeof(buf));
+    format_rfc3339(-62135596800LL, 0, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "0001-01-01T00:00:00Z");
-    cairn_format_rfc3339(1600000000, 120000000, buf, sizeof(buf));
+    format_rfc3339(1600000000, 120000000, buf, sizeof(buf));
     CHECK_EQ_STR(buf, "2020-09-13T12:26:40.12Z");
 }
 
 TEST(safe_names)
 {
-    CHECK(cairn_name_is_safe("2026-11-21.120000.x"));
-    CHECK(!cairn_name_is_safe(".."));
-    CHECK(!cairn_name_is_safe("a/b"));
-    CHECK(!cairn_name_is_safe(""));
-    CHECK(!cairn_name_is_safe("a\nb"));
+    CHECK(name_is_safe("2026-11-21.120000.x"));
+    CHECK(!name_is_safe(".."));
+    CHECK(!name_is_safe("a/b"));
+    CHECK(!name_is_safe(""));
+    CHECK(!name_is_safe("a\nb"));
 }
 
 static atomic_int g_counter;
@@ -153,18 +153,18 @@ static void bump(void *arg)
 
 TEST(pool_runs_every_job)
 {
-    struct cairn_pool *p = cairn_pool_new(3, 2);
+    struct pool *p = pool_new(3, 2);
     int one = 1;
     for (int i = 0; i < 1000; i++)
-        cairn_pool_submit(p, bump, &one);
-    cairn_pool_wait(p);
+        pool_submit(p, bump, &one);
+    pool_wait(p);
     CHECK_EQ_INT(atomic_load(&g_counter), 1000);
-    cairn_pool_free(p);
+    pool_free(p);
 }
 
 TEST(log_levels_and_json_lines)
 {
-    char *path = cairn_path_join(test_tmpdir(), "log");
+    char *path = path_join(test_tmpdir(), "log");
     FILE *f = fopen(path, "w+");
     cairn_log_setup(CAIRN_LOG_INFO, 1, f);
     cairn_debug("test", "hidden");

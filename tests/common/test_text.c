@@ -11,7 +11,7 @@
 static size_t dec(const char *s, size_t n, uint32_t *cp)
 {
     *cp = 0xdead;
-    return cairn_utf8_decode((const uint8_t *)s, n, cp);
+    return utf8_decode((const uint8_t *)s, n, cp);
 }
 
 TEST(utf8_decode_valid_and_invalid)
@@ -44,40 +44,40 @@ TEST(utf8_encode_round_trip)
     const uint32_t cps[] = {0, 'z', 0x7f, 0x80, 0x7ff, 0x800, 0xfffd, 0xffff, 0x10000, 0x10ffff};
     for (size_t i = 0; i < sizeof(cps) / sizeof(cps[0]); i++) {
         char out[4];
-        size_t n = cairn_utf8_encode(cps[i], out);
+        size_t n = utf8_encode(cps[i], out);
         uint32_t back = 0;
-        CHECK(n >= 1 && n <= 4 && cairn_utf8_decode((const uint8_t *)out, n, &back) == n);
+        CHECK(n >= 1 && n <= 4 && utf8_decode((const uint8_t *)out, n, &back) == n);
         CHECK(back == cps[i]);
     }
 }
 
 TEST(buf_appends_and_stays_terminated)
 {
-    struct cairn_buf b = {0};
-    cairn_buf_add(&b, "", 0); /* an empty append still gives a string */
+    struct buf b = {0};
+    buf_add(&b, "", 0); /* an empty append still gives a string */
     CHECK(b.p != NULL && b.len == 0 && b.p[0] == 0);
-    cairn_buf_adds(&b, "ab");
-    cairn_buf_addc(&b, 0); /* bytes, not only text: a NUL is counted */
-    cairn_buf_add(&b, "\xff", 1);
+    buf_adds(&b, "ab");
+    buf_addc(&b, 0); /* bytes, not only text: a NUL is counted */
+    buf_add(&b, "\xff", 1);
     CHECK(b.len == 4 && memcmp(b.p, "ab\0\xff", 4) == 0 && b.p[4] == 0);
     /* printf longer than any first guess (no fixed scratch) */
     char big[1000];
     memset(big, 'x', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
-    cairn_buf_printf(&b, "%s|%llu", big, 18446744073709551615ull);
+    buf_printf(&b, "%s|%llu", big, 18446744073709551615ull);
     CHECK(b.len == 4 + 999 + 1 + 20 && b.p[b.len] == 0);
     CHECK(strcmp((char *)b.p + 4 + 999, "|18446744073709551615") == 0);
     for (int i = 0; i < 10000; i++)
-        cairn_buf_addc(&b, 'y');
+        buf_addc(&b, 'y');
     CHECK(b.len == 1024 + 10000 && b.cap > b.len && b.p[b.len] == 0);
-    cairn_buf_free(&b);
+    buf_free(&b);
     CHECK(b.p == NULL && b.len == 0 && b.cap == 0);
 }
 
 static char *json(const char *s, unsigned flags)
 {
-    struct cairn_buf b = {0};
-    cairn_buf_json_string(&b, s, flags);
+    struct buf b = {0};
+    buf_json_string(&b, s, flags);
     return (char *)b.p;
 }
 
@@ -85,7 +85,7 @@ static char *json(const char *s, unsigned flags)
 TEST(json_string_go_escaping)
 {
     const char *in = "a<b>&c\"\\\n\r\t\b\f\x01\x1f\x7f\xe2\x80\xa8\xe2\x80\xa9\xc3\xa9";
-    char *go122 = json(in, CAIRN_JSON_SHORT_BF), *go110 = json(in, 0);
+    char *go122 = json(in, BUF_JSON_SHORT_BF), *go110 = json(in, 0);
     CHECK_EQ_STR(go122, "\"a\\u003cb\\u003e\\u0026c\\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u001f\x7f"
                         "\\u2028\\u2029\xc3\xa9\"");
     CHECK_EQ_STR(go110, "\"a\\u003cb\\u003e\\u0026c\\\"\\\\\\n\\r\\t\\u0008\\u000c\\u0001"
@@ -94,7 +94,7 @@ TEST(json_string_go_escaping)
     free(go110);
     /* invalid UTF-8: each bad byte is one U+FFFD, a valid sequence after it survives */
     const char *bad = "\xff\xc0\xaf\xed\xa0\x80x\xe2\x82\xf0\x9f\x98\x80";
-    for (unsigned f = 0; f <= CAIRN_JSON_SHORT_BF; f++) {
+    for (unsigned f = 0; f <= BUF_JSON_SHORT_BF; f++) {
         char *j = json(bad, f);
         CHECK_EQ_STR(
             j, "\"\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffdx\\ufffd\\ufffd\xf0\x9f\x98\x80\"");
@@ -109,34 +109,34 @@ TEST(join_fills_and_cuts)
 {
     char msg[16] = "";
     size_t off = 0;
-    cairn_join(msg, sizeof(msg), &off, "; ", "a");
+    str_join(msg, sizeof(msg), &off, "; ", "a");
     CHECK_EQ_STR(msg, "a");
-    cairn_join(msg, sizeof(msg), &off, "; ", "bb");
-    cairn_join(msg, sizeof(msg), &off, "; ", "ccc");
+    str_join(msg, sizeof(msg), &off, "; ", "bb");
+    str_join(msg, sizeof(msg), &off, "; ", "ccc");
     CHECK_EQ_STR(msg, "a; bb; ccc");
     CHECK(off == 10);
-    cairn_join(msg, sizeof(msg), &off, "; ", "dddddddd"); /* cut at the buffer's end */
+    str_join(msg, sizeof(msg), &off, "; ", "dddddddd"); /* cut at the buffer's end */
     CHECK_EQ_STR(msg, "a; bb; ccc; ddd");
     CHECK(off == sizeof(msg) - 1);
-    cairn_join(msg, sizeof(msg), &off, "; ", "e"); /* full: nothing more, still terminated */
+    str_join(msg, sizeof(msg), &off, "; ", "e"); /* full: nothing more, still terminated */
     CHECK_EQ_STR(msg, "a; bb; ccc; ddd");
     CHECK(off == sizeof(msg) - 1);
     char one[8] = "";
     off = 0;
-    cairn_join(one, sizeof(one), &off, ", ", "0123456789");
+    str_join(one, sizeof(one), &off, ", ", "0123456789");
     CHECK_EQ_STR(one, "0123456");
 }
 
 static int size_is(const char *s, uint64_t want)
 {
     uint64_t v = 0xdeadbeef;
-    return cairn_parse_size(s, &v) == 0 && v == want;
+    return parse_size(s, &v) == 0 && v == want;
 }
 
 static int size_bad(const char *s)
 {
     uint64_t v = 0xdeadbeef;
-    return cairn_parse_size(s, &v) == -1 && v == 0xdeadbeef;
+    return parse_size(s, &v) == -1 && v == 0xdeadbeef;
 }
 
 /* Every spelling the programs (--max-upload, --mem-budget, --size) and the S3 driver's
@@ -159,7 +159,7 @@ TEST(size_grammar)
     CHECK(size_bad("") && size_bad("M") && size_bad("-1") && size_bad("+1") && size_bad(" 1"));
     CHECK(size_bad("1 M") && size_bad("1MM") && size_bad("1iB") && size_bad("1Mb"));
     CHECK(size_bad("1P") && size_bad("1.5M") && size_bad("1M ") && size_bad("1x"));
-    CHECK(cairn_parse_size(NULL, &(uint64_t){0}) == -1);
+    CHECK(parse_size(NULL, &(uint64_t){0}) == -1);
 }
 
 int main(int argc, char **argv)

@@ -12,7 +12,7 @@
 #include <sys/time.h>
 
 #include "cairn/engine.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "cairn/storage.h"
 #include "common/util.h"
 #include "engine/internal.h"
@@ -21,8 +21,8 @@
 static void put_file(const char *dir, const char *name, const char *content, int64_t mtime)
 {
     struct cairn_err err;
-    cairn_mkdir_p(dir, 0755, &err);
-    char *p = cairn_path_join(dir, name);
+    mkdir_p(dir, 0755, &err);
+    char *p = path_join(dir, name);
     FILE *f = fopen(p, "wb");
     fputs(content, f);
     fclose(f);
@@ -35,7 +35,7 @@ static void put_file(const char *dir, const char *name, const char *content, int
 
 static int exists(const char *dir, const char *name)
 {
-    char *p = cairn_path_join(dir, name);
+    char *p = path_join(dir, name);
     struct stat sb;
     int ok = stat(p, &sb) == 0;
     free(p);
@@ -81,15 +81,15 @@ static size_t complete_backups(const char *url)
 struct fixture {
     char *data, *url;
     const char *addr; /* the server's HOST:PORT */
-    struct cairn_snap_provider prov;
-    struct cairn_snap_server *srv;
+    struct cairn_influx_provider prov;
+    struct cairn_influx_server *srv;
     pthread_t th;
 };
 
 static void *run_server(void *arg)
 {
     struct cairn_err err;
-    cairn_snap_server_run(arg, &err);
+    cairn_influx_server_run(arg, &err);
     return NULL;
 }
 
@@ -97,11 +97,10 @@ static void *run_server(void *arg)
 static int fixture_start(struct fixture *f)
 {
     struct cairn_err err;
-    f->data = cairn_path_join(test_tmpdir(), "data");
-    f->url = cairn_xasprintf("file://%s/store", test_tmpdir());
-    char *s1 = cairn_path_join(f->data, "db/autogen/1"),
-         *s2 = cairn_path_join(f->data, "db/week/2"),
-         *s3 = cairn_path_join(f->data, "_internal/monitor/3");
+    f->data = path_join(test_tmpdir(), "data");
+    f->url = xasprintf("file://%s/store", test_tmpdir());
+    char *s1 = path_join(f->data, "db/autogen/1"), *s2 = path_join(f->data, "db/week/2"),
+         *s3 = path_join(f->data, "_internal/monitor/3");
     put_file(s1, "000000001-000000001.tsm", "tsm one", 1000000000);
     put_file(s2, "000000001-000000001.tsm", "tsm two", 1000000000);
     put_file(s3, "000000001-000000001.tsm", "monitor", 1000000000);
@@ -109,26 +108,26 @@ static int fixture_start(struct fixture *f)
     free(s2);
     free(s3);
     /* Timeouts only bound a hang: generous, as this may run on a loaded machine. */
-    struct cairn_snap_server_opts so = {
+    struct cairn_influx_server_opts so = {
         .listen = "127.0.0.1:0", .idle_timeout_ms = 60000, .allow_restore = 1};
     f->srv = NULL;
-    CHECK_OK(cairn_snap_dir_provider_new(f->data, NULL, &f->prov, &err), &err);
-    CHECK_OK(cairn_snap_server_new(&so, &f->prov, &f->srv, &err), &err);
+    CHECK_OK(cairn_influx_dir_provider_new(f->data, NULL, &f->prov, &err), &err);
+    CHECK_OK(cairn_influx_server_new(&so, &f->prov, &f->srv, &err), &err);
     if (f->srv == NULL) {
         free(f->data);
         free(f->url);
         return -1;
     }
-    f->addr = cairn_snap_server_address(f->srv);
+    f->addr = cairn_influx_server_address(f->srv);
     pthread_create(&f->th, NULL, run_server, f->srv);
     return 0;
 }
 
 static void fixture_stop(struct fixture *f)
 {
-    cairn_snap_server_stop(f->srv);
+    cairn_influx_server_stop(f->srv);
     pthread_join(f->th, NULL);
-    cairn_snap_server_free(f->srv);
+    cairn_influx_server_free(f->srv);
     free(f->data);
     free(f->url);
 }
@@ -181,7 +180,7 @@ TEST(service_backup_then_offline_restore)
     struct fixture f;
     if (fixture_start(&f) != 0)
         return;
-    char *into = cairn_path_join(test_tmpdir(), "into");
+    char *into = path_join(test_tmpdir(), "into");
     struct counts bc = {0}, rc = {0};
     struct cairn_engine_backup_opts o = {.source = f.addr,
                                          .storage_url = f.url,
@@ -250,7 +249,7 @@ TEST(incremental_chain)
     CHECK_EQ_STR(res.parent, "");
 
     /* A file newer than since: the incremental backup names base as its parent. */
-    char *s1 = cairn_path_join(f.data, "db/autogen/1");
+    char *s1 = path_join(f.data, "db/autogen/1");
     put_file(s1, "000000002-000000001.tsm", "tsm one, later", 0);
     o.name = "inc";
     o.full_if_no_parent = 0;
@@ -258,7 +257,7 @@ TEST(incremental_chain)
     CHECK_EQ_STR(res.parent, "base");
     CHECK_EQ_INT(res.full_no_parent, 0);
 
-    char *into = cairn_path_join(test_tmpdir(), "into");
+    char *into = path_join(test_tmpdir(), "into");
     struct cairn_engine_restore_opts ro = {.storage_url = f.url, .name = "inc", .into_dir = into};
     struct cairn_engine_restore_result rres;
     CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
@@ -266,7 +265,7 @@ TEST(incremental_chain)
     CHECK(exists(into, "meta.00") && exists(into, "meta.01"));
     CHECK(exists(into, "db.autogen.00001.00") && exists(into, "db.autogen.00001.01"));
     /* A database the chain does not hold is "not in this backup", nothing applied. */
-    char *into2 = cairn_path_join(test_tmpdir(), "into2");
+    char *into2 = path_join(test_tmpdir(), "into2");
     ro.into_dir = into2;
     ro.db = "nosuchdb";
     CHECK_ERR(cairn_engine_restore(&ro, &rres, &err), CAIRN_E_NOTFOUND, &err, "(it has: db)");
@@ -296,10 +295,10 @@ TEST(online_restore_into_the_server)
     struct cairn_engine_restore_result rres;
     CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
     CHECK_EQ_INT(rres.shards, 1);
-    char *rp = cairn_path_join(f.data, "db2/week");
+    char *rp = path_join(f.data, "db2/week");
     char shard[64] = "";
     CHECK_EQ_INT(entries(rp, shard, sizeof(shard)), 1);
-    char *sd = cairn_path_join(rp, shard);
+    char *sd = path_join(rp, shard);
     CHECK(exists(sd, "000000001-000000001.tsm"));
     /* The same again: the server already has db2. */
     CHECK(cairn_engine_restore(&ro, &rres, &err) != CAIRN_OK);
@@ -328,11 +327,11 @@ TEST(cancelled_backup_leaves_nothing_complete)
 TEST(local_path_backup_and_restore)
 {
     struct cairn_err err;
-    char *src = cairn_path_join(test_tmpdir(), "src");
-    char *sub = cairn_path_join(src, "sub");
+    char *src = path_join(test_tmpdir(), "src");
+    char *sub = path_join(src, "sub");
     put_file(src, "a.txt", "alpha", 0);
     put_file(sub, "b.txt", "beta", 0);
-    char *url = cairn_xasprintf("file://%s/store", test_tmpdir());
+    char *url = xasprintf("file://%s/store", test_tmpdir());
     struct cairn_engine_backup_opts o = {.source = src, .storage_url = url, .name = "files"};
     struct cairn_engine_backup_result res;
     o.db = "db";
@@ -341,7 +340,7 @@ TEST(local_path_backup_and_restore)
     CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
     CHECK(res.files >= 2 && res.bytes >= 9); /* the two files, and how storage lists the tree */
 
-    char *into = cairn_path_join(test_tmpdir(), "restored");
+    char *into = path_join(test_tmpdir(), "restored");
     struct cairn_engine_restore_opts ro = {.storage_url = url, .name = "files", .into_dir = into};
     struct cairn_engine_restore_result rres;
     ro.db = "db";
@@ -350,10 +349,10 @@ TEST(local_path_backup_and_restore)
     CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
     CHECK_EQ_INT(rres.backups, 1);
     CHECK_EQ_INT(rres.bytes, res.bytes);
-    char *b = cairn_path_join(into, "sub/b.txt");
+    char *b = path_join(into, "sub/b.txt");
     uint8_t *got;
     size_t len;
-    CHECK_OK(cairn_read_file(b, 100, &got, &len, &err), &err);
+    CHECK_OK(read_file_max(b, 100, &got, &len, &err), &err);
     CHECK_EQ_STR((char *)got, "beta");
     free(got);
     free(b);

@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "influx"))
 from influx import CAIRN, Cairnd, check, Influxd, need_influxd, populate, run  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def main():
         a.wait_tsm()
         want = {db: a.points(db) for db in ("mydb", "other")}
 
-        res = cairn_json("backup", "--from", a.snap_addr, "--to", store, "--name", "full1")
+        res = cairn_json("backup", "--from", a.influx_addr, "--to", store, "--name", "full1")
         check(res["ok"] and res["shards"] == 5 and res["databases"] == 2 and res["files"] == 6
               and res.get("parent") is None, "full backup: %s" % res)
         man = json.load(open(os.path.join(tmp, "store", "full1", "MANIFEST")))
@@ -64,7 +64,7 @@ def main():
         check(man["kind"] == "influxdb" and meta["databases"] == {
             "mydb": {"autogen": [1, 2], "short": [3, 4]}, "other": {"autogen": [5]}},
             "MANIFEST kind and meta databases/rps/shard ids")
-        p = cairn("backup", "--from", a.snap_addr, "--to", store, "--name", "full1",
+        p = cairn("backup", "--from", a.influx_addr, "--to", store, "--name", "full1",
                   check_rc=False)
         check(p.returncode == 6, "same name again: exit 6 (exists)")
 
@@ -83,13 +83,13 @@ def main():
         b.stop()
 
         # Online, renamed, into the running influxd.
-        cairn("restore", store, "full1", "--to", a.snap_addr, "--db", "mydb", "--newdb",
+        cairn("restore", store, "full1", "--to", a.influx_addr, "--db", "mydb", "--newdb",
               "mydb_copy")
         check(a.points("mydb_copy") == want["mydb"], "online restore --newdb into influxd")
-        p = cairn("restore", store, "full1", "--to", a.snap_addr, "--db", "mydb", "--newdb",
+        p = cairn("restore", store, "full1", "--to", a.influx_addr, "--db", "mydb", "--newdb",
                   "mydb_copy", check_rc=False)
         check(p.returncode == 6, "online restore onto an existing db: exit 6")
-        cairn("restore", store, "full1", "--to", a.snap_addr, "--db", "mydb", "--rp", "short",
+        cairn("restore", store, "full1", "--to", a.influx_addr, "--db", "mydb", "--rp", "short",
               "--newdb", "mydb_short", "--newrp", "s2")
         got = a.points("mydb_short")
         check(got == [("s2",) + x[1:] for x in want["mydb"] if x[0] == "short"],
@@ -120,11 +120,11 @@ def main():
         a.wait_tsm()
         want_new = a.points("mydb")
         check(len(want_new) == len(want["mydb"]) + 2, "two new points written")
-        res = cairn_json("backup", "--from", a.snap_addr, "--to", store, "--since", since,
+        res = cairn_json("backup", "--from", a.influx_addr, "--to", store, "--since", since,
                          "--name", "incr1", "--db", "mydb")
         check(res["parent"] == "full1", "incremental records the newest complete backup "
               "as parent: %s" % res.get("parent"))
-        res = cairn_json("backup", "--from", a.snap_addr, "--to", store, "--since", since,
+        res = cairn_json("backup", "--from", a.influx_addr, "--to", store, "--since", since,
                          "--name", "incr2", "--db", "mydb")
         check(res["parent"] == "incr1", "second incremental's parent is the first")
         into3 = os.path.join(tmp, "legacy3")
@@ -143,7 +143,7 @@ def main():
         offline_restore(d, into3, ["mydb"])
         check(d.points("mydb") == want_new, "offline chain restore: exactly the newer points")
         d.stop()
-        cairn("restore", store, "incr2", "--to", a.snap_addr, "--db", "mydb", "--newdb",
+        cairn("restore", store, "incr2", "--to", a.influx_addr, "--db", "mydb", "--newdb",
               "mydb_inc")
         check(a.points("mydb_inc") == want_new, "online chain restore: exactly the newer points")
 
@@ -157,7 +157,7 @@ def main():
         check(p.returncode == 3 and b"verification failed" in p.stderr,
               "corrupt file: exit 3, %r" % p.stderr[-200:])
         check(not os.path.exists(into4) or os.listdir(into4) == [], "nothing written")
-        p = cairn("restore", store, "incr2", "--to", a.snap_addr, "--db", "mydb", "--newdb",
+        p = cairn("restore", store, "incr2", "--to", a.influx_addr, "--db", "mydb", "--newdb",
                   "never", check_rc=False)
         check(p.returncode == 3 and not a.series_values("SHOW DATABASES") .count(["never"]),
               "corrupt chain: online restore refused before creating anything")

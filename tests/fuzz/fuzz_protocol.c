@@ -4,35 +4,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cairn/service.h"
-#include "service/internal.h"
+#include "cairn/influx.h"
+#include "influx/internal.h"
 
 static void check_request(const uint8_t *data, size_t size)
 {
     size_t end;
-    if (cairn_snap_json_scan(data, size, &end) != 1)
+    if (cairn_influx_json_scan(data, size, &end) != 1)
         return;
     if (end > size)
         abort();
-    struct cairn_snap_request req, again;
+    struct cairn_influx_request req, again;
     struct cairn_err err;
-    cairn_snap_request_init(&req);
-    if (cairn_snap_request_decode((const char *)data, end, &req, &err) == CAIRN_OK) {
+    cairn_influx_request_init(&req);
+    if (cairn_influx_request_decode((const char *)data, end, &req, &err) == CAIRN_OK) {
         /* What we encode must decode to the same request. */
         size_t len;
-        char *json = cairn_snap_request_encode(&req, &len);
-        cairn_snap_request_init(&again);
-        if (cairn_snap_request_decode(json, len, &again, &err) != CAIRN_OK)
+        char *json = cairn_influx_request_encode(&req, &len);
+        cairn_influx_request_init(&again);
+        if (cairn_influx_request_decode(json, len, &again, &err) != CAIRN_OK)
             abort();
         if (again.type != req.type || again.shard_id != req.shard_id ||
             again.upload_size != req.upload_size || again.since.sec != req.since.sec ||
             again.since.nsec != req.since.nsec || strcmp(again.backup_db, req.backup_db) != 0 ||
             strcmp(again.restore_rp, req.restore_rp) != 0)
             abort();
-        cairn_snap_request_clear(&again);
+        cairn_influx_request_clear(&again);
         free(json);
     }
-    cairn_snap_request_clear(&req);
+    cairn_influx_request_clear(&req);
 }
 
 static void check_meta(const uint8_t *data, size_t size)
@@ -41,7 +41,7 @@ static void check_meta(const uint8_t *data, size_t size)
     struct cairn_err err;
     if (meta_decode(data, size, &m, &err) != CAIRN_OK)
         return;
-    struct cairn_buf a = {0}, b = {0};
+    struct buf a = {0}, b = {0};
     meta_encode(&m, &a);
     if (meta_decode(a.p, a.len, &m2, &err) != CAIRN_OK)
         abort();
@@ -50,8 +50,8 @@ static void check_meta(const uint8_t *data, size_t size)
         abort();
     meta_free(&m);
     meta_free(&m2);
-    cairn_buf_free(&a);
-    cairn_buf_free(&b);
+    buf_free(&a);
+    buf_free(&b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -61,14 +61,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0)
         return 0;
     /* First byte picks the parser, like the type byte on the wire. */
-    if (data[0] == CAIRN_SNAP_META_UPDATE) {
+    if (data[0] == CAIRN_INFLUX_META_UPDATE) {
         check_meta(data + 1, size - 1);
     } else {
         check_request(data + 1, size - 1);
         const uint8_t *blob;
         size_t blen;
         struct cairn_err err;
-        if (cairn_snap_meta_envelope_blob(data + 1, size - 1, &blob, &blen, &err) == CAIRN_OK)
+        if (cairn_influx_meta_envelope_blob(data + 1, size - 1, &blob, &blen, &err) == CAIRN_OK)
             check_meta(blob, blen);
     }
     return 0;

@@ -1,6 +1,6 @@
 /* libFuzzer target: the tar layer (src/archive/tar.c) on arbitrary input, as the snapshot reads
  * it (exact: never past the end marker) and as the shard streams read it (read-ahead, whole
- * padding, through snap_tar_each). Nothing may crash, leak or read out of bounds; the exact
+ * padding, through influx_tar_each). Nothing may crash, leak or read out of bounds; the exact
  * reader never takes more than the input; every member read back is written again and must
  * read back with the same name and mtime. */
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include "archive/tar.h"
 #include "cairn/io.h"
-#include "service/internal.h"
+#include "influx/internal.h"
 
 /* A source that counts what it hands out, a few bytes at a time to vary the buffer edges. */
 struct src {
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     read_exact(data, size);
     struct cairn_err err;
     struct cairn_reader *r = cairn_mem_reader_new(data, size);
-    (void)snap_tar_each(r, drain, NULL, &err);
+    (void)influx_tar_each(r, drain, NULL, &err);
     cairn_reader_free(r);
     return 0;
 }

@@ -63,7 +63,7 @@ const char *test_tmpdir(void)
 {
     if (g_tmpdir == NULL) {
         const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        g_tmpdir = cairn_xasprintf("%s/cairn-test-XXXXXX", base);
+        g_tmpdir = xasprintf("%s/cairn-test-XXXXXX", base);
         if (mkdtemp(g_tmpdir) == NULL) {
             perror("mkdtemp");
             abort();
@@ -98,7 +98,7 @@ static int selected(const char *list, const char *name)
     if (list == NULL)
         return 1;
     int any_include = 0, included = 0;
-    char *copy = cairn_xstrdup(list), *save = NULL;
+    char *copy = xstrdup(list), *save = NULL;
     for (char *p = strtok_r(copy, ",", &save); p != NULL; p = strtok_r(NULL, ",", &save)) {
         if (*p == '!') {
             if (fnmatch(p + 1, name, 0) == 0) {
@@ -128,7 +128,7 @@ int test_main(int argc, char **argv)
         g_tests[i].fn();
         if (g_tmpdir != NULL) {
             if (g_cur_failed == 0)
-                cairn_rmtree(g_tmpdir, NULL);
+                rmtree(g_tmpdir, NULL);
             else
                 fprintf(stdout, "    (kept %s)\n", g_tmpdir);
             free(g_tmpdir);

@@ -21,7 +21,7 @@ static uint8_t *seal(const uint8_t *data, size_t len, size_t *out_len)
     CHECK_OK(cairn_writer_close(w, &err), &err);
     size_t n;
     const uint8_t *p = cairn_mem_writer_data(mem, &n);
-    uint8_t *c = cairn_xmalloc(n);
+    uint8_t *c = xmalloc(n);
     memcpy(c, p, n);
     *out_len = n;
     cairn_writer_free(w);
@@ -36,7 +36,7 @@ static int open_all(const uint8_t *c, size_t n, const uint8_t *key, uint8_t **ou
     int rc = cairn_copy(r, mem, NULL, err);
     size_t m;
     const uint8_t *p = cairn_mem_writer_data(mem, &m);
-    *out = cairn_xmalloc(m);
+    *out = xmalloc(m);
     if (m > 0)
         memcpy(*out, p, m);
     *len = m;
@@ -50,7 +50,7 @@ TEST(aead_round_trip_at_chunk_edges)
     static const size_t sizes[] = {0, 1, 65535, 65536, 65537, 3 * 65536, 200000};
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         size_t len = sizes[i], clen, plen;
-        uint8_t *data = cairn_xmalloc(len + 1);
+        uint8_t *data = xmalloc(len + 1);
         for (size_t j = 0; j < len; j++)
             data[j] = (uint8_t)(j * 31 + i);
         uint8_t *c = seal(data, len, &clen);
@@ -69,7 +69,7 @@ TEST(aead_round_trip_at_chunk_edges)
 TEST(aead_detects_tampering_truncation_and_wrong_key)
 {
     size_t len = 3 * 65536 + 100, clen, plen;
-    uint8_t *data = cairn_xcalloc(len, 1);
+    uint8_t *data = xcalloc(len, 1);
     uint8_t *c = seal(data, len, &clen);
     uint8_t *p;
     struct cairn_err err;
@@ -87,7 +87,7 @@ TEST(aead_detects_tampering_truncation_and_wrong_key)
         CHECK(rc == CAIRN_E_SEAL || rc == CAIRN_E_CORRUPT);
         free(p);
     }
-    uint8_t *t = cairn_xmalloc(clen + 1);
+    uint8_t *t = xmalloc(clen + 1);
     for (size_t pos = 8; pos < clen; pos += 7919) {
         memcpy(t, c, clen);
         t[pos] ^= 0x04;
@@ -108,7 +108,7 @@ TEST(key_file_formats_and_permissions)
 {
     struct cairn_err err;
     uint8_t key[32];
-    char *path = cairn_path_join(test_tmpdir(), "key");
+    char *path = path_join(test_tmpdir(), "key");
     FILE *f = fopen(path, "w");
     fprintf(f, "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20\n");
     fclose(f);
@@ -117,7 +117,7 @@ TEST(key_file_formats_and_permissions)
     CHECK(memcmp(key, key1, 32) == 0);
     chmod(path, 0644);
     CHECK_ERR(cairn_key_load(path, key, &err), CAIRN_E_INVALID, &err, "chmod 600");
-    char *fix = cairn_xasprintf("chmod 600 '%s'", path);
+    char *fix = xasprintf("chmod 600 '%s'", path);
     CHECK(strstr(err.msg, fix) != NULL);
     free(fix);
     chmod(path, 0604); /* others alone are enough */
@@ -142,7 +142,7 @@ TEST(key_file_must_be_a_regular_file)
 {
     struct cairn_err err;
     uint8_t key[32];
-    char *fifo = cairn_path_join(test_tmpdir(), "fifo.key");
+    char *fifo = path_join(test_tmpdir(), "fifo.key");
     CHECK(mkfifo(fifo, 0600) == 0);
     alarm(300);
     CHECK_ERR(cairn_key_load(fifo, key, &err), CAIRN_E_INVALID, &err, "is not a regular file");

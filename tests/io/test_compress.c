@@ -11,7 +11,7 @@
 
 static uint8_t *make_data(size_t n)
 {
-    uint8_t *d = cairn_xmalloc(n);
+    uint8_t *d = xmalloc(n);
     uint32_t x = 12345;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
@@ -38,7 +38,7 @@ static uint8_t *compress_with(int zstd, int threads, const uint8_t *data, size_t
     CHECK_OK(cairn_writer_close(w, &err), &err);
     size_t n;
     const uint8_t *p = cairn_mem_writer_data(mem, &n);
-    uint8_t *copy = cairn_xmalloc(n);
+    uint8_t *copy = xmalloc(n);
     if (n > 0)
         memcpy(copy, p, n);
     *out_len = n;
@@ -53,7 +53,7 @@ static int decompress_all(struct cairn_reader *r, uint8_t **out, size_t *out_len
     int rc = cairn_copy(r, mem, NULL, err);
     size_t n;
     const uint8_t *p = cairn_mem_writer_data(mem, &n);
-    *out = cairn_xmalloc(n);
+    *out = xmalloc(n);
     if (n > 0)
         memcpy(*out, p, n);
     *out_len = n;
@@ -101,7 +101,7 @@ TEST(gzip_round_trip_sizes_and_threads)
 TEST(gzip_stores_incompressible_blocks)
 {
     const size_t mib = 1 << 20, len = 5 * mib;
-    uint8_t *data = cairn_xmalloc(len);
+    uint8_t *data = xmalloc(len);
     uint32_t x = 777;
     for (size_t i = 0; i < len; i++) {
         x = x * 1103515245u + 12345u;
@@ -140,15 +140,15 @@ TEST(gzip_output_is_read_by_gnu_gzip)
     size_t len = 3 * (1 << 20) + 5, clen;
     uint8_t *data = make_data(len);
     uint8_t *c = compress_with(0, 2, data, len, &clen);
-    char *gz = cairn_path_join(test_tmpdir(), "x.gz");
-    char *raw = cairn_path_join(test_tmpdir(), "x.raw");
+    char *gz = path_join(test_tmpdir(), "x.gz");
+    char *raw = path_join(test_tmpdir(), "x.raw");
     FILE *f = fopen(gz, "wb");
     fwrite(c, 1, clen, f);
     fclose(f);
     f = fopen(raw, "wb");
     fwrite(data, 1, len, f);
     fclose(f);
-    char *cmd = cairn_xasprintf("gzip -t '%s' && gzip -dc '%s' | cmp -s - '%s'", gz, gz, raw);
+    char *cmd = xasprintf("gzip -t '%s' && gzip -dc '%s' | cmp -s - '%s'", gz, gz, raw);
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     free(gz);
@@ -180,7 +180,7 @@ TEST(gzip_errors_match_go)
         expect_gzip_error(c, cut, "unexpected EOF");
     expect_gzip_error(c, clen - 1, "unexpected EOF");
     /* trailing non-gzip bytes, even zeros */
-    uint8_t *t = cairn_xcalloc(clen + 16, 1);
+    uint8_t *t = xcalloc(clen + 16, 1);
     memcpy(t, c, clen);
     expect_gzip_error(t, clen + 16, "gzip: invalid header");
     /* bad CRC */
@@ -215,7 +215,7 @@ TEST(gzip_reads_fname_and_multiple_members)
     deflateEnd(&zs);
     size_t n2;
     uint8_t *c2 = compress_with(0, 1, (const uint8_t *)"world", 5, &n2);
-    uint8_t *all = cairn_xmalloc(n1 + n2);
+    uint8_t *all = xmalloc(n1 + n2);
     memcpy(all, zbuf, n1);
     memcpy(all + n1, c2, n2);
     struct cairn_reader *r = cairn_gzip_reader_new(cairn_mem_reader_new(all, n1 + n2));
@@ -243,7 +243,7 @@ TEST(zstd_errors)
         free(out);
         cairn_reader_free(r);
     }
-    uint8_t *t = cairn_xcalloc(clen + 8, 1);
+    uint8_t *t = xcalloc(clen + 8, 1);
     memcpy(t, c, clen);
     struct cairn_reader *r = cairn_zstd_reader_new(cairn_mem_reader_new(t, clen + 8));
     uint8_t *out;
@@ -290,7 +290,7 @@ static const struct cairn_reader_ops failing_ops = {"failing", failing_read, fai
 TEST(decompress_reader_failing_source_is_freed_once)
 {
     int freed = 0;
-    struct failing_source *f = cairn_xcalloc(1, sizeof(*f));
+    struct failing_source *f = xcalloc(1, sizeof(*f));
     cairn_reader_init(&f->base, &failing_ops, NULL);
     f->freed = &freed;
     struct cairn_reader *r = cairn_decompress_reader_new(&f->base);

@@ -30,7 +30,7 @@ static const char sums[] = "0123  meta.json\n4567  state.bin\n";
 
 static uint8_t *unhex(const char *h, size_t *n)
 {
-    uint8_t *b = cairn_xmalloc(strlen(h) / 2 + 1);
+    uint8_t *b = xmalloc(strlen(h) / 2 + 1);
     CHECK(cairn_hex_decode(h, strlen(h), b, strlen(h) / 2, n) == 0);
     return b;
 }
@@ -70,7 +70,7 @@ TEST(stream_chunks_decode_with_plain_openssl)
     /* 2.5 chunks: nonce = header[8..16) || be32(counter | 0x80000000 on the last), the
      * 16-byte header as additional data, each chunk ciphertext || tag */
     size_t len = 65536 * 2 + 30000;
-    uint8_t *data = cairn_xmalloc(len);
+    uint8_t *data = xmalloc(len);
     for (size_t i = 0; i < len; i++)
         data[i] = (uint8_t)(i * 7 + 3);
     struct cairn_err err;
@@ -82,7 +82,7 @@ TEST(stream_chunks_decode_with_plain_openssl)
     const uint8_t *c = cairn_mem_writer_data(mem, &clen);
     CHECK_EQ_INT(clen, 16 + len + 3 * 16);
     CHECK(memcmp(c, "CRNAEAD1", 8) == 0);
-    uint8_t *plain = cairn_xmalloc(65536);
+    uint8_t *plain = xmalloc(65536);
     size_t off = 16, at = 0;
     for (uint32_t k = 0; k < 3; k++) {
         size_t n = k < 2 ? 65536 : 30000;

@@ -42,7 +42,7 @@ TEST(memory_sink_cap_is_sticky)
 TEST(atomic_file_commit_and_abort)
 {
     struct cairn_err err;
-    char *path = cairn_path_join(test_tmpdir(), "out.bin");
+    char *path = path_join(test_tmpdir(), "out.bin");
     /* Abort: freed before close leaves nothing behind. */
     struct cairn_writer *w;
     CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 0, &w, &err), &err);
@@ -50,7 +50,7 @@ TEST(atomic_file_commit_and_abort)
     CHECK_OK(cairn_writer_write(w, "partial", 7, &err), &err);
     cairn_writer_free(w);
     CHECK(access(path, F_OK) != 0);
-    char *cmd = cairn_xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
+    char *cmd = xasprintf("test -z \"$(ls -A '%s')\"", test_tmpdir());
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     /* Commit. */
@@ -84,8 +84,8 @@ TEST(atomic_file_commit_and_abort)
  * leave *out NULL on failure (also when it held something before). */
 TEST(fallible_constructors_return_their_code_without_err)
 {
-    char *path = cairn_path_join(test_tmpdir(), "ctor.bin");
-    char *missing = cairn_path_join(test_tmpdir(), "no-such-dir/x.bin");
+    char *path = path_join(test_tmpdir(), "ctor.bin");
+    char *missing = path_join(test_tmpdir(), "no-such-dir/x.bin");
     struct cairn_reader *r = (struct cairn_reader *)&r;
     CHECK_EQ_INT(cairn_file_reader_open(missing, &r, NULL), CAIRN_E_NOTFOUND);
     CHECK(r == NULL);

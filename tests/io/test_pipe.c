@@ -11,7 +11,7 @@
 
 static uint8_t *pattern(size_t n)
 {
-    uint8_t *d = cairn_xmalloc(n);
+    uint8_t *d = xmalloc(n);
     uint32_t x = 99;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
@@ -93,7 +93,7 @@ TEST(pipe_reports_errors_from_below)
 TEST(unclosed_pipe_aborts_its_sink)
 {
     struct cairn_err err;
-    char *path = cairn_path_join(test_tmpdir(), "piped.bin");
+    char *path = path_join(test_tmpdir(), "piped.bin");
     struct cairn_writer *f;
     CHECK_OK(cairn_atomic_file_writer_open(path, 0600, 0, &f, &err), &err);
     CHECK(f != NULL);

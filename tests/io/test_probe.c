@@ -17,7 +17,7 @@ static uint8_t next_byte(void)
 /* Random bytes drawn from `alphabet` values: about log2(256/alphabet)/8 compressible. */
 static uint8_t *gen(size_t n, unsigned alphabet)
 {
-    uint8_t *b = cairn_xmalloc(n);
+    uint8_t *b = xmalloc(n);
     for (size_t i = 0; i < n; i++)
         b[i] = (uint8_t)(next_byte() % alphabet);
     return b;
@@ -27,7 +27,7 @@ TEST(random_data_never_pays_text_always_does)
 {
     size_t n = 256 << 10;
     uint8_t *rnd = gen(n, 256);
-    char *text = cairn_xmalloc(n);
+    char *text = xmalloc(n);
     for (size_t i = 0; i < n; i++)
         text[i] = "2026-12-02T10:00:00Z info request served in 12 ms\n"[i % 52];
     for (int use = IO_PROBE_ZSTD; use <= IO_PROBE_DEFLATE; use++) {

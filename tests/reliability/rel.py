@@ -1,6 +1,6 @@
 """Helpers for the reliability tests: s3rver on a free port, cairn runs with deadlines, backup
 status from `cairn list --json`, checksums of stored backups, sample InfluxDB-style data
-directories for cairnd serve. Reuses tests/service/influx.py (Cairnd) and
+directories for cairnd serve. Reuses tests/influx/influx.py (Cairnd) and
 tests/harness/faultproxy.py."""
 import hashlib
 import json
@@ -15,7 +15,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "service"))
+sys.path.insert(0, os.path.join(HERE, "..", "influx"))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 from influx import CAIRN, CAIRND, Cairnd, free_port  # noqa: E402,F401
 from faultproxy import FaultProxy  # noqa: E402,F401

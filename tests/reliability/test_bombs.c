@@ -3,7 +3,7 @@
  * can be lifted; gzip's own ~1032:1 stays under the default), and cairnd's shard-upload tar
  * reader refusing a sparse entry that would expand a few bytes into 4 GiB. */
 #include "../archive/helpers.h"
-#include "service/internal.h"
+#include "influx/internal.h"
 
 #include <limits.h>
 
@@ -12,7 +12,7 @@
 
 static struct bytes zero_archive(enum cairn_snapshot_flavour f, size_t len)
 {
-    uint8_t *z = cairn_xcalloc(1, len);
+    uint8_t *z = xcalloc(1, len);
     struct bytes a = write_archive(f, z, len, NULL, 1700000000);
     free(z);
     return a;
@@ -101,7 +101,7 @@ static const struct cairn_writer_ops count_ops = {"count", count_write, count_fi
 
 static struct cairn_writer *count_new(uint64_t *n, int *committed)
 {
-    struct count_writer *c = cairn_xcalloc(1, sizeof(*c));
+    struct count_writer *c = xcalloc(1, sizeof(*c));
     cairn_writer_init(&c->base, &count_ops, NULL);
     c->n = n;
     c->committed = committed;
@@ -149,7 +149,7 @@ TEST(zstd_bomb_larger_than_the_read_ahead_stops_near_the_floor)
     uint8_t bh[3] = {(uint8_t)raw, (uint8_t)(raw >> 8), (uint8_t)(raw >> 16)};
     bytes_add(&a, bh, 3);
     bytes_add(&a, hdr, sizeof(hdr));
-    uint8_t *blocks = cairn_xmalloc((size_t)NBLK * 4);
+    uint8_t *blocks = xmalloc((size_t)NBLK * 4);
     for (int i = 0; i < NBLK; i++) {
         uint32_t rle = (uint32_t)BLK << 3 | 1u << 1 | (i == NBLK - 1); /* RLE block */
         uint8_t *b = blocks + (size_t)i * 4;
@@ -173,7 +173,7 @@ TEST(gzip_bomb_larger_than_the_read_ahead_stops_near_the_floor)
     struct bytes first = gzip_bytes(hdr, sizeof(hdr), NULL, NULL);
     bytes_add(&a, first.p, first.len);
     bytes_free(&first);
-    uint8_t *z = cairn_xcalloc(1, 8u << 20);
+    uint8_t *z = xcalloc(1, 8u << 20);
     struct bytes member = gzip_bytes(z, 8u << 20, NULL, NULL);
     free(z);
     for (int i = 0; i < 72; i++)
@@ -229,7 +229,7 @@ TEST(sparse_shard_entry_is_refused)
     struct cairn_err err;
     int n = 0;
     struct cairn_reader *r = cairn_mem_reader_new(t, sizeof(t));
-    CHECK_ERR(snap_tar_each(r, count_entry, &n, &err), CAIRN_E_CORRUPT, &err,
+    CHECK_ERR(influx_tar_each(r, count_entry, &n, &err), CAIRN_E_CORRUPT, &err,
               "sparse entry 'db/rp/1/000000001-000000001.tsm' refused (4294967296 bytes");
     cairn_reader_free(r);
     CHECK_EQ_INT(n, 0);

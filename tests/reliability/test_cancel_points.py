@@ -32,7 +32,7 @@ import time
 from rel import (CAIRN, S3rver, check, cairn, run_parts, skips, statuses, temporaries, tmpdir,
                  tree_state)
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "service"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "influx"))
 import influx  # noqa: E402
 
 T = tmpdir("cairn-cancelpt-")
@@ -394,13 +394,13 @@ def influx_parts():
             ifx.write("big", lines)
         ifx.wait_tsm()
         for st in stores("ifx"):
-            rc, _, err, _ = cairn("backup", "--from", ifx.snap_addr, "--to", st.url, "--name",
+            rc, _, err, _ = cairn("backup", "--from", ifx.influx_addr, "--to", st.url, "--name",
                                   "full", "--db", "big")
             check(rc == 0, "backup %s full: %s" % (st.kind, err.strip()))
             nfiles = st.progress("full") - 1  # meta and one tar per shard, less the MANIFEST
             check(nfiles >= 16, "the InfluxDB backup has %d files" % nfiles)
             backup_campaign(st, "backup-influxd %s" % st.kind,
-                            lambda name: ["backup", "--from", ifx.snap_addr, "--to", st.url,
+                            lambda name: ["backup", "--from", ifx.influx_addr, "--to", st.url,
                                           "--name", name, "--db", "big", "--parallel", "2"],
                             nfiles + 1)
             restore_campaign(st, "restore-into %s" % st.kind,
@@ -427,7 +427,7 @@ def restore_to_server(ifx, st, shards):
         def after(rc):
             return rc != 0 or quiet_fail(shard_dirs(db) == shards, "restore --to %d exit 0: %d "
                                          "of %d shards" % (i, shard_dirs(db), shards))
-        return (["restore", st.url, "full", "--to", ifx.snap_addr, "--db", "big", "--newdb", db],
+        return (["restore", st.url, "full", "--to", ifx.influx_addr, "--db", "big", "--newdb", db],
                 lambda pid, t: shard_dirs(db) >= k, after)
     campaign("restore-to-influxd file", run_one, runs=max(RUNS // 4, 2))
 

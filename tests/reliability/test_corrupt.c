@@ -489,7 +489,7 @@ static struct bytes slurp(const char *path)
     struct bytes b = {0};
     uint8_t *p = NULL;
     size_t n = 0;
-    if (cairn_read_file(path, 64u << 20, &p, &n, NULL) == CAIRN_OK) {
+    if (read_file_max(path, 64u << 20, &p, &n, NULL) == CAIRN_OK) {
         bytes_add(&b, p, n);
         free(p);
     }
@@ -523,14 +523,14 @@ static void stored_make(struct stored *s, const char *name, int zstd, const uint
     struct cairn_err err;
     memset(s, 0, sizeof(*s));
     s->name = name;
-    s->root = cairn_path_join(test_tmpdir(), "store");
-    s->src = cairn_xasprintf("%s/src-%s", test_tmpdir(), name);
-    char *sub = cairn_path_join(s->src, "sub");
-    CHECK_OK(cairn_mkdir_p(sub, 0755, &err), &err);
+    s->root = path_join(test_tmpdir(), "store");
+    s->src = xasprintf("%s/src-%s", test_tmpdir(), name);
+    char *sub = path_join(s->src, "sub");
+    CHECK_OK(mkdir_p(sub, 0755, &err), &err);
     for (int i = 0; i < 4; i++) {
         struct bytes b = {0};
         sample_state(&b, 700 + 1500 * (size_t)i, 100 + (uint32_t)i);
-        char *p = cairn_xasprintf("%s/%s%d", i % 2 ? sub : s->src, "file", i);
+        char *p = xasprintf("%s/%s%d", i % 2 ? sub : s->src, "file", i);
         write_file(p, b.p, b.len);
         free(p);
         bytes_free(&b);
@@ -545,12 +545,12 @@ static void stored_make(struct stored *s, const char *name, int zstd, const uint
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_open_backup(s->st, name, &b, &err), &err);
     for (size_t i = 0; b && i < cairn_backup_file_count(b) && i < 8; i++) {
-        s->files[i] = cairn_xasprintf("%s/%s/%s", s->root, name, cairn_backup_file_at(b, i)->name);
+        s->files[i] = xasprintf("%s/%s/%s", s->root, name, cairn_backup_file_at(b, i)->name);
         s->data[i] = slurp(s->files[i]);
         s->nfiles++;
     }
     cairn_backup_free(b);
-    s->manifest_path = cairn_xasprintf("%s/%s/MANIFEST", s->root, name);
+    s->manifest_path = xasprintf("%s/%s/MANIFEST", s->root, name);
     s->manifest = slurp(s->manifest_path);
     s->canon = canonical(s->manifest.p, s->manifest.len);
     CHECK(s->canon != NULL && s->nfiles >= 4);
@@ -581,15 +581,15 @@ static int judge_backup(struct stored *s, const char *what)
         v = cairn_backup_verify(b, 1, NULL, NULL, &err) == CAIRN_OK;
         cairn_backup_free(b);
     }
-    char *target = cairn_xasprintf("%s/restore", test_tmpdir());
+    char *target = xasprintf("%s/restore", test_tmpdir());
     struct cairn_path_opts po = {0};
     po.workers = 1;
     int r = cairn_storage_restore_path(s->st, s->name, target, &po, &err) == CAIRN_OK;
     if (r) {
         /* same bytes as the source? */
         for (int i = 0; i < 4; i++) {
-            char *a = cairn_xasprintf("%s/%sfile%d", s->src, i % 2 ? "sub/" : "", i);
-            char *c = cairn_xasprintf("%s/%sfile%d", target, i % 2 ? "sub/" : "", i);
+            char *a = xasprintf("%s/%sfile%d", s->src, i % 2 ? "sub/" : "", i);
+            char *c = xasprintf("%s/%sfile%d", target, i % 2 ? "sub/" : "", i);
             struct bytes x = slurp(a), y = slurp(c);
             if (x.len != y.len || memcmp(x.p, y.p, x.len) != 0)
                 r = 2; /* accepted with different content */
@@ -599,7 +599,7 @@ static int judge_backup(struct stored *s, const char *what)
             free(c);
         }
     }
-    cairn_rmtree(target, &err);
+    rmtree(target, &err);
     free(target);
     if (r == 2) {
         test_fail(__FILE__, __LINE__, "%s: restore ACCEPTED with changed content", what);

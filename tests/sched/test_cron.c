@@ -14,7 +14,7 @@ static int64_t ts(const char *s)
 {
     int64_t sec;
     long ns;
-    if (cairn_parse_rfc3339(s, &sec, &ns) != 0)
+    if (parse_rfc3339(s, &sec, &ns) != 0)
         test_fail(__FILE__, __LINE__, "bad time %s", s);
     return sec;
 }
@@ -32,7 +32,7 @@ static const char *next_on(const char *expr, const char *after, const struct cro
     int64_t at = cron_timing_next(&t, ts(after));
     if (at < 0)
         return "never";
-    cairn_format_rfc3339(at, 0, out, sizeof(out));
+    format_rfc3339(at, 0, out, sizeof(out));
     return out;
 }
 
@@ -117,16 +117,16 @@ TEST(intervals_are_epoch_aligned)
     CHECK_EQ_INT(cron_timing_next(&t, -3600), 0);
     CHECK_EQ_INT(cron_timing_next(&t, -3601), -3600);
     int64_t d;
-    CHECK(cairn_parse_duration("1h30m", &d) == 0 && d == 5400);
-    CHECK(cairn_parse_duration("90", &d) == 0 && d == 90);
-    CHECK(cairn_parse_duration("2d", &d) == 0 && d == 172800);
-    CHECK(cairn_parse_duration("1w", &d) == 0 && d == 604800);
-    CHECK(cairn_parse_duration("1y", &d) == 0 && d == 365 * 86400);
-    CHECK(cairn_parse_duration("36h", &d) == 0 && d == 36 * 3600);
-    CHECK(cairn_parse_duration("", &d) == -1);
-    CHECK(cairn_parse_duration("h", &d) == -1);
-    CHECK(cairn_parse_duration("5x", &d) == -1);
-    CHECK(cairn_parse_duration("99999999999999d", &d) == -1);
+    CHECK(parse_duration("1h30m", &d) == 0 && d == 5400);
+    CHECK(parse_duration("90", &d) == 0 && d == 90);
+    CHECK(parse_duration("2d", &d) == 0 && d == 172800);
+    CHECK(parse_duration("1w", &d) == 0 && d == 604800);
+    CHECK(parse_duration("1y", &d) == 0 && d == 365 * 86400);
+    CHECK(parse_duration("36h", &d) == 0 && d == 36 * 3600);
+    CHECK(parse_duration("", &d) == -1);
+    CHECK(parse_duration("h", &d) == -1);
+    CHECK(parse_duration("5x", &d) == -1);
+    CHECK(parse_duration("99999999999999d", &d) == -1);
 }
 
 static void plan(const struct cairn_timing *t, const char *last, const char *now,
@@ -334,7 +334,7 @@ static void use_zone(const char *name)
 {
     cron_zone_free(g_zone);
     g_zone = NULL;
-    char *path = cairn_xasprintf("/usr/share/zoneinfo/%s", name);
+    char *path = xasprintf("/usr/share/zoneinfo/%s", name);
     struct cairn_err err;
     if (cron_zone_load(path, &g_zone, &err) != CAIRN_OK)
         test_fail(__FILE__, __LINE__, "loading %s: %s", name, err.msg);
@@ -433,7 +433,7 @@ TEST(config_timezone)
 /* The documented example must stay valid. */
 TEST(example_config_parses)
 {
-    char *path = cairn_xasprintf("%s/docs/cairnd.conf.example", test_source_dir());
+    char *path = xasprintf("%s/docs/cairnd.conf.example", test_source_dir());
     struct cairn_config *c = NULL;
     struct cairn_err err;
     CHECK_OK(config_load(path, &c, &err), &err);
@@ -484,7 +484,7 @@ TEST(config_metrics_limits)
                          "metrics-max-connections = 0", "metrics-connections-per-ip = x",
                          "metrics-connections-per-ip = 10001"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        char *text = cairn_xasprintf("[cairnd]\n%s\n", bad[i]);
+        char *text = xasprintf("[cairnd]\n%s\n", bad[i]);
         CHECK_ERR(config_parse(text, strlen(text), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
                   "b.conf:2:");
         free(text);
@@ -500,7 +500,7 @@ TEST(config_lock_wait)
     const char *vals[] = {"", "lock-wait = 30s\n", "lock-wait = 0\n"};
     const int64_t want[] = {600, 30, 0};
     for (size_t i = 0; i < 3; i++) {
-        char *text = cairn_xasprintf("[cairnd]\nstate = sqlite:/tmp/x.db\n%s%s", vals[i], sched);
+        char *text = xasprintf("[cairnd]\nstate = sqlite:/tmp/x.db\n%s%s", vals[i], sched);
         CHECK_OK(config_parse(text, strlen(text), "l.conf", &c, &err), &err);
         if (c != NULL)
             CHECK_EQ_INT(c->lock_wait, want[i]);

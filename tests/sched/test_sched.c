@@ -17,7 +17,7 @@ static int64_t ts(const char *s)
 {
     int64_t sec;
     long ns;
-    cairn_parse_rfc3339(s, &sec, &ns);
+    parse_rfc3339(s, &sec, &ns);
     return sec;
 }
 
@@ -102,20 +102,20 @@ static int rec_count(struct recorder *r)
 
 static int wait_count(struct recorder *r, int n)
 {
-    uint64_t end = cairn_mono_ns() + WAIT_NS;
-    while (rec_count(r) < n && cairn_mono_ns() < end)
+    uint64_t end = mono_ns() + WAIT_NS;
+    while (rec_count(r) < n && mono_ns() < end)
         usleep(10000);
     return rec_count(r);
 }
 
 static struct cairn_config *config(const char *extra)
 {
-    char *text = cairn_xasprintf("[cairnd]\nmetrics-listen = off\ncatch-up-rate = 1000/s\n%s\n"
-                                 "[schedule a]\nsource = /src\nto = file:///dst\nevery = 1h\n"
-                                 "keep-last = 3\n"
-                                 "[schedule b]\nsource = /src\nto = file:///dst\n"
-                                 "cron = 0 * * * *\nkeep-last = 3\n",
-                                 extra);
+    char *text = xasprintf("[cairnd]\nmetrics-listen = off\ncatch-up-rate = 1000/s\n%s\n"
+                           "[schedule a]\nsource = /src\nto = file:///dst\nevery = 1h\n"
+                           "keep-last = 3\n"
+                           "[schedule b]\nsource = /src\nto = file:///dst\n"
+                           "cron = 0 * * * *\nkeep-last = 3\n",
+                           extra);
     struct cairn_config *c = NULL;
     struct cairn_err err;
     if (config_parse(text, strlen(text), "test.conf", &c, &err) != CAIRN_OK)
@@ -141,7 +141,7 @@ static void fx_open(struct fixture *f, const char *extra, const char *db)
     pthread_mutex_init(&f->rec.mu, NULL);
     f->cfg = config(extra);
     struct cairn_err err;
-    char *path = cairn_path_join(test_tmpdir(), db);
+    char *path = path_join(test_tmpdir(), db);
     CHECK_OK(cairn_state_store_open(path, 5, &f->store, &err), &err);
     free(path);
     f->m = metrics_new();
@@ -229,9 +229,9 @@ static double metric(struct fixture *f, const char *name, const char *label)
 /* Wait until the metric reaches at least want (or the deadline passes); returns its value. */
 static double wait_metric(struct fixture *f, const char *name, const char *label, double want)
 {
-    uint64_t end = cairn_mono_ns() + WAIT_NS;
+    uint64_t end = mono_ns() + WAIT_NS;
     double v;
-    while ((v = metric(f, name, label)) < want && cairn_mono_ns() < end)
+    while ((v = metric(f, name, label)) < want && mono_ns() < end)
         usleep(10000);
     return v;
 }
@@ -240,13 +240,13 @@ static double wait_metric(struct fixture *f, const char *name, const char *label
  * /healthz reports it. The first state snapshot is no such sign: one is saved after every run. */
 static int wait_caught_up(struct fixture *f)
 {
-    uint64_t end = cairn_mono_ns() + WAIT_NS;
+    uint64_t end = mono_ns() + WAIT_NS;
     char body[512];
     for (;;) {
         sched_health(f->s, body, sizeof(body));
         if (strstr(body, " 0 schedules catching up") != NULL)
             return 1;
-        if (cairn_mono_ns() >= end) {
+        if (mono_ns() >= end) {
             test_fail(__FILE__, __LINE__, "catch-up not over: %s", body);
             return 0;
         }
@@ -366,10 +366,10 @@ TEST(catchup_rate_limit_spaces_runs)
     CHECK_OK(config_parse(text, strlen(text), "t", &f.cfg, &err), &err);
     fx_baseline(&f, "2026-01-01T10:00:00Z");
     set_now("2026-01-01T10:05:00Z");
-    uint64_t t0 = cairn_mono_ns();
+    uint64_t t0 = mono_ns();
     fx_run(&f);
     CHECK_EQ_INT(wait_count(&f.rec, 5), 5);
-    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    double secs = (double)(mono_ns() - t0) / 1e9;
     CHECK(secs >= 0.75); /* 5 starts at 5/s: 4 gaps of 200 ms */
     CHECK(secs < 30);    /* a limiter in the wrong unit (5/min) would need 48 s */
     fx_halt(&f);
@@ -386,10 +386,10 @@ TEST(shutdown_cancels_stuck_backup_without_advancing)
     struct cairn_err err;
     set_now("2026-01-01T11:00:00Z");
     CHECK_EQ_INT(wait_metric(&f, "cairn_backups_in_flight", NULL, 2), 2);
-    uint64_t t0 = cairn_mono_ns();
+    uint64_t t0 = mono_ns();
     sched_stop(f.s);
     CHECK_OK(sched_wait(f.s, &err), &err);
-    double secs = (double)(cairn_mono_ns() - t0) / 1e9;
+    double secs = (double)(mono_ns() - t0) / 1e9;
     /* It waits the 1 s shutdown-timeout, not the default 60 s, then cancels. */
     CHECK(secs >= 0.9 && secs < 30);
     sched_free(f.s);
@@ -410,15 +410,15 @@ TEST(save_errors_are_counted_and_reported_by_health)
 {
     struct fixture f;
     struct cairn_err err;
-    char *dir = cairn_path_join(test_tmpdir(), "db");
-    CHECK_OK(cairn_mkdir_p(dir, 0700, &err), &err);
+    char *dir = path_join(test_tmpdir(), "db");
+    CHECK_OK(mkdir_p(dir, 0700, &err), &err);
     fx_open(&f, "", "db/state.db");
     set_now("2026-01-01T10:30:00Z");
     fx_run(&f);
     CHECK_EQ_INT(wait_metric(&f, "cairn_snapshot_saves_total", NULL, 1), 1); /* after catch-up */
     char body[512];
     CHECK_EQ_INT(sched_health(f.s, body, sizeof(body)), 200);
-    CHECK_OK(cairn_rmtree(dir, &err), &err);
+    CHECK_OK(rmtree(dir, &err), &err);
     set_now("2026-01-01T11:00:00Z");
     CHECK_EQ_INT(wait_count(&f.rec, 2), 2);
     CHECK_EQ_INT(wait_metric(&f, "cairn_snapshot_save_errors_total", NULL, 2), 2);

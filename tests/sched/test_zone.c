@@ -33,7 +33,7 @@ static void compare_with_libc(const struct cron_zone *z, const char *tz, int64_t
 
 static struct cron_zone *load(const char *name)
 {
-    char *path = cairn_xasprintf("/usr/share/zoneinfo/%s", name);
+    char *path = xasprintf("/usr/share/zoneinfo/%s", name);
     struct cron_zone *z = NULL;
     struct cairn_err err;
     if (cron_zone_load(path, &z, &err) != CAIRN_OK)
@@ -55,7 +55,7 @@ TEST(real_zones_agree_with_libc)
                                         "Asia/Kolkata",        "Antarctica/Troll",
                                         "Africa/Juba",         "UTC"};
     for (size_t i = 0; i < sizeof(zones) / sizeof(zones[0]); i++) {
-        char *path = cairn_xasprintf("/usr/share/zoneinfo/%s", zones[i]);
+        char *path = xasprintf("/usr/share/zoneinfo/%s", zones[i]);
         int present = access(path, R_OK) == 0;
         free(path);
         if (!present) {

@@ -13,7 +13,7 @@
 
 static uint8_t *pattern(size_t n, uint32_t seed)
 {
-    uint8_t *d = cairn_xmalloc(n ? n : 1);
+    uint8_t *d = xmalloc(n ? n : 1);
     for (size_t i = 0; i < n; i++) {
         seed = seed * 1103515245u + 12345u;
         d[i] = (uint8_t)(seed >> 24);
@@ -21,19 +21,19 @@ static uint8_t *pattern(size_t n, uint32_t seed)
     return d;
 }
 
-static void add_message(struct cairn_buf *b, const uint8_t *blob, size_t n, uint64_t remaining)
+static void add_message(struct buf *b, const uint8_t *blob, size_t n, uint64_t remaining)
 {
-    char *b64 = cairn_xmalloc(4 * ((n + 2) / 3) + 1);
+    char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
     cairn_base64_encode(blob, n, b64);
-    cairn_buf_adds(b, "{\"result\":{");
+    buf_adds(b, "{\"result\":{");
     if (remaining != 0)
-        cairn_buf_printf(b, "\"remaining_bytes\":\"%llu\",", (unsigned long long)remaining);
-    cairn_buf_printf(b, "\"blob\":\"%s\"}}\n", b64);
+        buf_printf(b, "\"remaining_bytes\":\"%llu\",", (unsigned long long)remaining);
+    buf_printf(b, "\"blob\":\"%s\"}}\n", b64);
     free(b64);
 }
 
 /* The answer etcd gives for a database of db_len bytes; *snap gets db || sha256(db). */
-static void build(size_t db_len, struct cairn_buf *resp, uint8_t **snap)
+static void build(size_t db_len, struct buf *resp, uint8_t **snap)
 {
     uint8_t *db = pattern(db_len + 32, (uint32_t)db_len);
     cairn_sha256_oneshot(db, db_len, db + db_len);
@@ -46,7 +46,7 @@ static void build(size_t db_len, struct cairn_buf *resp, uint8_t **snap)
 }
 
 /* Feeds resp in pieces of the given sizes (cycled); returns what finish returns. */
-static int feed(const struct cairn_buf *resp, const size_t *steps, size_t nsteps,
+static int feed(const struct buf *resp, const size_t *steps, size_t nsteps,
                 struct cairn_writer *out, struct cairn_err *err)
 {
     struct etcd_stream *st = etcd_stream_new(out, "test stream");
@@ -64,13 +64,13 @@ static int feed(const struct cairn_buf *resp, const size_t *steps, size_t nsteps
 
 static int feed_text(const char *text, struct cairn_err *err)
 {
-    struct cairn_buf b = {0};
-    cairn_buf_adds(&b, text);
+    struct buf b = {0};
+    buf_adds(&b, text);
     struct cairn_writer *w = cairn_discard_writer_new();
     static const size_t whole[] = {SIZE_MAX};
     int rc = feed(&b, whole, 1, w, err);
     cairn_writer_free(w);
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
@@ -83,7 +83,7 @@ TEST(stream_round_trip_any_split)
     static const size_t steps_b[] = {65536};
     static const size_t steps_c[] = {SIZE_MAX};
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
-        struct cairn_buf resp = {0};
+        struct buf resp = {0};
         uint8_t *snap;
         build(sizes[s], &resp, &snap);
         for (int k = 0; k < 3; k++) {
@@ -98,7 +98,7 @@ TEST(stream_round_trip_any_split)
             CHECK(got == sizes[s] + 32 && memcmp(data, snap, got) == 0);
             cairn_writer_free(w);
         }
-        cairn_buf_free(&resp);
+        buf_free(&resp);
         free(snap);
     }
 }
@@ -106,7 +106,7 @@ TEST(stream_round_trip_any_split)
 /* A gateway that ends with a final line without '\n' is accepted (it ends errors so). */
 TEST(stream_last_line_unterminated)
 {
-    struct cairn_buf resp = {0};
+    struct buf resp = {0};
     uint8_t *snap;
     build(4096, &resp, &snap);
     resp.len--; /* drop the last '\n' */
@@ -116,14 +116,14 @@ TEST(stream_last_line_unterminated)
     CHECK_OK(feed(&resp, steps, 1, w, &err), &err);
     CHECK_EQ_INT(w->bytes, 4096 + 32);
     cairn_writer_free(w);
-    cairn_buf_free(&resp);
+    buf_free(&resp);
     free(snap);
 }
 
 /* Damage of every kind is refused with a message that says which. */
 TEST(stream_damage)
 {
-    struct cairn_buf good = {0};
+    struct buf good = {0};
     uint8_t *snap;
     build(3 * 32768 + 1024, &good, &snap);
     char *text = (char *)good.p;
@@ -140,7 +140,7 @@ TEST(stream_damage)
     *b = *b == 'A' ? 'B' : 'A';
 
     /* cut after the data (no trailer), and inside the last message */
-    struct cairn_buf cut = good;
+    struct buf cut = good;
     const char *last = text;
     for (const char *m; (m = strstr(last + 1, "{\"result\"")) != NULL;)
         last = m;
@@ -158,14 +158,14 @@ TEST(stream_damage)
     cairn_writer_free(w);
 
     /* a message after the trailer */
-    struct cairn_buf more = {0};
-    cairn_buf_add(&more, good.p, good.len);
-    cairn_buf_add(&more, good.p, strchr(text, '\n') - text + 1);
+    struct buf more = {0};
+    buf_add(&more, good.p, good.len);
+    buf_add(&more, good.p, strchr(text, '\n') - text + 1);
     w = cairn_discard_writer_new();
     CHECK_ERR(feed(&more, steps, 1, w, &err), CAIRN_E_PROTOCOL, &err, "after the sha256 trailer");
     cairn_writer_free(w);
-    cairn_buf_free(&more);
-    cairn_buf_free(&good);
+    buf_free(&more);
+    buf_free(&good);
     free(snap);
 
     CHECK_ERR(feed_text("{\"result\":{\"remaining_bytes\":\"512\",\"blob\":\"AAA=\"}}\n"
@@ -186,13 +186,13 @@ TEST(stream_damage)
     uint8_t small[132];
     memset(small, 1, 100);
     cairn_sha256_oneshot(small, 100, small + 100);
-    struct cairn_buf sb = {0};
+    struct buf sb = {0};
     add_message(&sb, small, 100, 0);
     add_message(&sb, small + 100, 32, 0);
     w = cairn_discard_writer_new();
     CHECK_ERR(feed(&sb, steps, 1, w, &err), CAIRN_E_CORRUPT, &err, "checksum not found");
     cairn_writer_free(w);
-    cairn_buf_free(&sb);
+    buf_free(&sb);
 }
 
 /* The gateway's two error forms, and etcd 3.4's auth failures (gRPC Unknown) as DENIED. */
@@ -221,7 +221,7 @@ TEST(stream_line_cap)
     struct cairn_err err;
     struct cairn_writer *w = cairn_discard_writer_new();
     struct etcd_stream *st = etcd_stream_new(w, "test stream");
-    char *junk = cairn_xmalloc(1 << 20);
+    char *junk = xmalloc(1 << 20);
     memset(junk, 'a', 1 << 20);
     int rc = CAIRN_OK;
     int i;
@@ -263,7 +263,7 @@ TEST(sum_any_split)
 /* The writer's own failure comes back, named. */
 TEST(stream_out_fails)
 {
-    struct cairn_buf resp = {0};
+    struct buf resp = {0};
     uint8_t *snap;
     build(65536, &resp, &snap);
     struct cairn_writer *w = cairn_mem_writer_new(1000);
@@ -273,7 +273,7 @@ TEST(stream_out_fails)
     CHECK(rc == CAIRN_E_INVALID);
     CHECK(strstr(err.msg, "writing the snapshot") != NULL);
     cairn_writer_free(w);
-    cairn_buf_free(&resp);
+    buf_free(&resp);
     free(snap);
 }
 

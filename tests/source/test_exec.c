@@ -54,7 +54,7 @@ TEST(url_parse_for_network_sources)
 TEST(password_file_must_be_private)
 {
     struct cairn_err err;
-    char *p = cairn_path_join(test_tmpdir(), "pw");
+    char *p = path_join(test_tmpdir(), "pw");
     FILE *f = fopen(p, "w");
     CHECK(f != NULL);
     fputs("s3cret\nignored\n", f);
@@ -104,7 +104,7 @@ TEST(open_needs_a_known_scheme)
 
 static struct cairn_storage *store(const char *sub)
 {
-    char *url = cairn_xasprintf("file://%s/%s", test_tmpdir(), sub);
+    char *url = xasprintf("file://%s/%s", test_tmpdir(), sub);
     struct cairn_storage *st = NULL;
     struct cairn_err err;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
@@ -162,20 +162,20 @@ TEST(exec_stores_stdout_and_restores_it)
     CHECK_OK(cairn_storage_open_backup(st, "b1", &b, &err), &err);
     CHECK_EQ_STR(b ? cairn_backup_kind(b) : NULL, "exec");
     /* Restore into a directory, and through a restore command that counts the bytes. */
-    char *dir = cairn_path_join(test_tmpdir(), "exec-into");
+    char *dir = path_join(test_tmpdir(), "exec-into");
     struct cairn_source *s = NULL;
-    char *cnt = cairn_path_join(test_tmpdir(), "exec-count");
-    char *cmd = cairn_xasprintf("wc -c > %s", cnt);
+    char *cnt = path_join(test_tmpdir(), "exec-count");
+    char *cmd = xasprintf("wc -c > %s", cnt);
     struct cairn_source_opts o = {.restore_command = cmd};
     CHECK_OK(cairn_source_open("exec:true", &o, &s, &err), &err);
     CHECK_OK(cairn_source_restore(s, b, dir, &err), &err);
     CHECK_OK(cairn_source_restore(s, b, NULL, &err), &err);
-    char *snap = cairn_path_join(dir, "snapshot");
+    char *snap = path_join(dir, "snapshot");
     struct stat sb;
     CHECK(stat(snap, &sb) == 0 && sb.st_size == 3145728);
     uint8_t *data = NULL;
     size_t len = 0;
-    CHECK_OK(cairn_read_file(cnt, 64, &data, &len, &err), &err);
+    CHECK_OK(read_file_max(cnt, 64, &data, &len, &err), &err);
     CHECK(data != NULL && atol((char *)data) == 3145728);
     free(data);
     cairn_source_free(s);
@@ -212,13 +212,13 @@ TEST(exec_failure_never_completes_and_spares_earlier_backups)
     struct cairn_backup *b = NULL;
     struct cairn_source *s = NULL;
     CHECK_OK(cairn_storage_open_backup(st, "good", &b, &err), &err);
-    char *got = cairn_path_join(test_tmpdir(), "exec-got");
-    char *url = cairn_xasprintf("exec:cat > %s", got);
+    char *got = path_join(test_tmpdir(), "exec-got");
+    char *url = xasprintf("exec:cat > %s", got);
     CHECK_OK(cairn_source_open(url, NULL, &s, &err), &err);
     CHECK_OK(cairn_source_restore(s, b, NULL, &err), &err);
     uint8_t *data = NULL;
     size_t len = 0;
-    CHECK_OK(cairn_read_file(got, 64, &data, &len, &err), &err);
+    CHECK_OK(read_file_max(got, 64, &data, &len, &err), &err);
     CHECK(len == 6 && memcmp(data, "hello\n", 6) == 0);
     free(data);
     free(url);

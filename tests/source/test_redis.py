@@ -48,7 +48,7 @@ def wait_for(what, cond, timeout=rs.WAIT):
     return True
 
 
-def snap_ok(name, code, out, err, path):
+def influx_ok(name, code, out, err, path):
     ok = check(code == 0 and out.startswith("ok "), "%s: redis_snap exit %d: %s%s" %
                (name, code, out, err))
     if ok:
@@ -59,7 +59,7 @@ def snap_ok(name, code, out, err, path):
     return ok
 
 
-def snap_fails(name, code, out, err, path, exit_code, status, *texts):
+def influx_fails(name, code, out, err, path, exit_code, status, *texts):
     print("%s: %s" % (name, err.strip().splitlines()[-1] if err.strip() else "(nothing)"),
           flush=True)
     check(code == exit_code, "%s: exit %d, want %d (%s)" % (name, code, exit_code, err.strip()))
@@ -110,7 +110,7 @@ def part_forms(tmp, a, ca):
         ca.call("CONFIG", "SET", "repl-diskless-sync-delay", delay)
         out = os.path.join(tmp, form + ".rdb")
         code, o, e = rs.snap("127.0.0.1", a.port, out, extra=["--debug"])
-        if not snap_ok(form, code, o, e, out):
+        if not influx_ok(form, code, o, e, out):
             continue
         want = "diskless transfer" if diskless == "yes" else "disk-based transfer"
         check(want in e, "%s: the server did not use the %s: %s" % (form, want, e))
@@ -140,7 +140,7 @@ def part_writes(tmp, a, ca):
         wait_for("writes after the snapshot", lambda: w.count > after + 100)
     finally:
         w.stop()
-    if not snap_ok("writes", code, o, e, out):
+    if not influx_ok("writes", code, o, e, out):
         return
     check_rdb("writes", out)
     keys = [k for k in rs.all_keys(ca) if not k.startswith(b"w:")]
@@ -172,26 +172,26 @@ def part_auth(tmp):
         c.call("ACL", "SETUSER", "reader", "on", ">rd-Pass-789", "-@all", "+get")
         out = os.path.join(d, "out.rdb")
         code, o, e = rs.snap("127.0.0.1", a.port, out)
-        snap_fails("no password", code, o, e, out, 9, "denied", "NOAUTH",
+        influx_fails("no password", code, o, e, out, 9, "denied", "NOAUTH",
                    "(no password was given)", "127.0.0.1:%d" % a.port)
         wrong = "wrong-Pw-99"
         code, o, e = rs.snap("127.0.0.1", a.port, out, password=wrong, extra=["--debug"])
-        snap_fails("wrong password", code, o, e, out, 9, "denied", "AUTH refused", "WRONGPASS")
+        influx_fails("wrong password", code, o, e, out, 9, "denied", "AUTH refused", "WRONGPASS")
         check(wrong not in o + e and PASSWORD not in o + e, "wrong password: printed it: " + e)
         code, o, e = rs.snap("127.0.0.1", a.port, out, password="rd-Pass-789", user="reader")
-        snap_fails("user without replication", code, o, e, out, 9, "denied", "NOPERM")
+        influx_fails("user without replication", code, o, e, out, 9, "denied", "NOPERM")
         code, o, e = rs.snap("127.0.0.1", a.port, out, password=PASSWORD, extra=["--debug"])
-        if snap_ok("password", code, o, e, out):
+        if influx_ok("password", code, o, e, out):
             check(PASSWORD not in o + e, "password: printed it")
             check_rdb("password", out)
             os.unlink(out)
         code, o, e = rs.snap("127.0.0.1", a.port, out, password="bk-Pass-123", user="backup",
                              extra=["--debug"])
-        if snap_ok("ACL user", code, o, e, out):
+        if influx_ok("ACL user", code, o, e, out):
             check("bk-Pass-123" not in o + e, "ACL user: printed the password")
             os.unlink(out)
         code, o, e = rs.snap("127.0.0.1", a.port, out, password="sy-Pass-456", user="syncer")
-        if snap_ok("ACL user with SYNC only", code, o, e, out):
+        if influx_ok("ACL user with SYNC only", code, o, e, out):
             check("PSYNC refused" in e and "trying SYNC" in e, "SYNC fallback not logged: " + e)
             b, cb = restore_and_compare("syncer", d, out, c)
             cb.close()
@@ -209,7 +209,7 @@ def part_no_checksum(tmp):
         rs.fill(c, 3000)
         out = os.path.join(d, "out.rdb")
         code, o, e = rs.snap("127.0.0.1", a.port, out)
-        if snap_ok("no checksum", code, o, e, out):
+        if influx_ok("no checksum", code, o, e, out):
             check("the RDB has no checksum" in e, "no checksum: not said: " + e)
             with open(out, "rb") as f:
                 f.seek(-8, 2)
@@ -228,7 +228,7 @@ def part_cancel(tmp, a):
     out = os.path.join(tmp, "cancel", "out.rdb")
     os.makedirs(os.path.dirname(out))
     code, o, e = rs.snap("127.0.0.1", a.port, out, extra=["--cancel-at", str(1 << 20)])
-    snap_fails("cancel", code, o, e, out, 130, "cancelled", "cancelled")
+    influx_fails("cancel", code, o, e, out, 130, "cancelled", "cancelled")
 
 
 def peer(reply):
@@ -253,14 +253,14 @@ def part_faults(tmp, a, ca):
     out = os.path.join(d, "out.rdb")
     port = rs.free_port()
     code, o, e = rs.snap("127.0.0.1", port, out)
-    snap_fails("refused", code, o, e, out, 8, "network", "127.0.0.1:%d" % port, "refused")
+    influx_fails("refused", code, o, e, out, 8, "network", "127.0.0.1:%d" % port, "refused")
     port = peer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     code, o, e = rs.snap("127.0.0.1", port, out)
-    snap_fails("not redis", code, o, e, out, 8, "protocol", "unexpected reply to REPLCONF",
+    influx_fails("not redis", code, o, e, out, 8, "protocol", "unexpected reply to REPLCONF",
                "HTTP/1.1 400 Bad Request")
     port = peer(b"+OK\r\n+OK\r\n+OK\r\n+FULLRESYNC x 0\r\n$12\r\nNOT-AN-RDB!!")
     code, o, e = rs.snap("127.0.0.1", port, out)
-    snap_fails("not an RDB", code, o, e, out, 3, "corrupt", "not an RDB file", "NOT-AN-RD")
+    influx_fails("not an RDB", code, o, e, out, 3, "corrupt", "not an RDB file", "NOT-AN-RD")
     for form, diskless in (("disk", "no"), ("diskless", "yes")):
         ca.call("CONFIG", "SET", "repl-diskless-sync", diskless)
         cases = [
@@ -274,7 +274,7 @@ def part_faults(tmp, a, ca):
             p = FaultProxy(("127.0.0.1", a.port), plan=[plan], short_range=(at, at)).start()
             try:
                 code, o, e = rs.snap("127.0.0.1", p.port, out)
-                snap_fails("%s %s@%d" % (form, plan, at), code, o, e, out, exit_code, status,
+                influx_fails("%s %s@%d" % (form, plan, at), code, o, e, out, exit_code, status,
                            "127.0.0.1:%d" % p.port, *texts)
                 check(p.stats[plan] == 1, "%s %s: the proxy did not act" % (form, plan))
             finally:
@@ -283,7 +283,7 @@ def part_faults(tmp, a, ca):
     p = FaultProxy(("127.0.0.1", a.port), plan=["stall"], stall_s=30).start()
     try:
         code, o, e = rs.snap("127.0.0.1", p.port, out, extra=["--io-timeout", "500"])
-        snap_fails("stall", code, o, e, out, 8, "timeout", "no progress for 500 ms")
+        influx_fails("stall", code, o, e, out, 8, "timeout", "no progress for 500 ms")
     finally:
         p.stop()
 

@@ -8,10 +8,10 @@
 
 static uint8_t *golden(const char *name, size_t *len)
 {
-    char *path = cairn_xasprintf("%s/tests/state/data/%s", test_source_dir(), name);
+    char *path = xasprintf("%s/tests/state/data/%s", test_source_dir(), name);
     uint8_t *data = NULL;
     struct cairn_err err;
-    if (cairn_read_file(path, 1 << 20, &data, len, &err) != CAIRN_OK)
+    if (read_file_max(path, 1 << 20, &data, len, &err) != CAIRN_OK)
         test_fail(__FILE__, __LINE__, "%s", err.msg);
     free(path);
     return data;
@@ -192,7 +192,7 @@ TEST(corruption_is_not_a_version_problem)
     CHECK_ERR(cairn_state_decode(g, len, &st, NULL, &err), CAIRN_E_CORRUPT, &err, "bad magic");
     g[0] = 'C';
     /* Trailing garbage. */
-    uint8_t *longer = cairn_xmalloc(len + 1);
+    uint8_t *longer = xmalloc(len + 1);
     memcpy(longer, g, len);
     longer[len] = 0;
     CHECK_ERR(cairn_state_decode(longer, len + 1, &st, NULL, &err), CAIRN_E_CORRUPT, &err,

@@ -15,7 +15,7 @@
 
 static char *db_path(const char *name)
 {
-    return cairn_path_join(test_tmpdir(), name);
+    return path_join(test_tmpdir(), name);
 }
 
 static int64_t sql_int(const char *path, const char *sql)
@@ -73,7 +73,7 @@ TEST(fresh_store_is_empty_and_migrated)
 {
     struct cairn_err err;
     char *path = db_path("state.db");
-    char *url = cairn_xasprintf("sqlite://%s", path);
+    char *url = xasprintf("sqlite://%s", path);
     struct cairn_state_store *s = NULL;
     CHECK_OK(cairn_state_store_open(url, 5, &s, &err), &err);
     CHECK_EQ_STR(cairn_state_store_kind(s), "sqlite");
@@ -158,9 +158,9 @@ TEST(newer_row_version_is_refused_not_skipped)
     cairn_sha256_oneshot(buf, len - 32, buf + len - 32);
     char hex[512];
     cairn_hex_encode(buf, len, hex);
-    char *sql = cairn_xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
-                                " snapshot) VALUES (1, 9, x'%s')",
-                                hex);
+    char *sql = xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
+                          " snapshot) VALUES (1, 9, x'%s')",
+                          hex);
     sql_exec(path, sql);
     struct cairn_state_load_report rep;
     struct cairn_state *got = NULL;
@@ -190,15 +190,15 @@ TEST(schema_migrates_from_v1_and_refuses_newer)
                    "CREATE TABLE cairn_state_snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                    " created_at INTEGER NOT NULL, payload_version INTEGER NOT NULL,"
                    " snapshot BLOB NOT NULL)");
-    char *gpath = cairn_xasprintf("%s/tests/state/data/state-v1.bin", test_source_dir());
+    char *gpath = xasprintf("%s/tests/state/data/state-v1.bin", test_source_dir());
     uint8_t *g;
     size_t glen;
-    CHECK_OK(cairn_read_file(gpath, 1 << 20, &g, &glen, &err), &err);
+    CHECK_OK(read_file_max(gpath, 1 << 20, &g, &glen, &err), &err);
     char hex[1024];
     cairn_hex_encode(g, glen, hex);
-    char *sql = cairn_xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
-                                " snapshot) VALUES (5, 1, x'%s')",
-                                hex);
+    char *sql = xasprintf("INSERT INTO cairn_state_snapshots (created_at, payload_version,"
+                          " snapshot) VALUES (5, 1, x'%s')",
+                          hex);
     sql_exec(path, sql);
     struct cairn_state_store *s = NULL;
     CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
@@ -222,13 +222,13 @@ TEST(save_errors_are_returned)
 {
     struct cairn_err err;
     char *dir = db_path("gone");
-    CHECK_OK(cairn_mkdir_p(dir, 0700, &err), &err);
-    char *path = cairn_path_join(dir, "state.db");
+    CHECK_OK(mkdir_p(dir, 0700, &err), &err);
+    char *path = path_join(dir, "state.db");
     struct cairn_state_store *s = NULL;
     CHECK_OK(cairn_state_store_open(path, 4, &s, &err), &err);
     CHECK_OK(save(s, "a", 100, &err), &err);
     /* The rollback journal cannot be created any more. */
-    CHECK_OK(cairn_rmtree(dir, &err), &err);
+    CHECK_OK(rmtree(dir, &err), &err);
     int rc = save(s, "a", 200, &err);
     CHECK(rc != CAIRN_OK);
     CHECK(strstr(err.msg, "sqlite") != NULL);
@@ -262,7 +262,7 @@ static int count_asides(const char *dir, unsigned *mode)
     for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
         if (strncmp(e->d_name, "state.db.corrupt-", 17) != 0)
             continue;
-        char *p = cairn_path_join(dir, e->d_name);
+        char *p = path_join(dir, e->d_name);
         struct stat sb;
         if (stat(p, &sb) == 0 && strchr(e->d_name + 17, '-') == NULL) /* not -journal etc. */
             *mode = sb.st_mode & 07777, n++;

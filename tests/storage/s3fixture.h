@@ -45,7 +45,7 @@ static void s3rver_stop(void)
     }
     if (s3rver_dir != NULL) {
         struct cairn_err e;
-        cairn_rmtree(s3rver_dir, &e);
+        rmtree(s3rver_dir, &e);
         free(s3rver_dir);
         s3rver_dir = NULL;
     }
@@ -59,8 +59,8 @@ static int s3rver_start(void)
     /* CAIRN_S3RVER names another s3rver (or a missing one, to test the skip rules). */
     const char *env = getenv("CAIRN_S3RVER");
     char *bin = env && *env
-                    ? cairn_xstrdup(env)
-                    : cairn_xasprintf("%s/.cache/node/node_modules/.bin/s3rver", test_source_dir());
+                    ? xstrdup(env)
+                    : xasprintf("%s/.cache/node/node_modules/.bin/s3rver", test_source_dir());
     if (access(bin, X_OK) != 0 || access("/usr/bin/node", X_OK) != 0) {
         snprintf(s3rver_skip, sizeof(s3rver_skip),
                  "s3rver not installed (%s); run scripts/deps.sh test", bin);
@@ -73,9 +73,9 @@ static int s3rver_start(void)
         free(bin);
         return 0;
     }
-    s3rver_dir = cairn_xstrdup(tmpl);
-    char *data = cairn_path_join(s3rver_dir, "data");
-    char *log = cairn_path_join(s3rver_dir, "log");
+    s3rver_dir = xstrdup(tmpl);
+    char *data = path_join(s3rver_dir, "data");
+    char *log = path_join(s3rver_dir, "log");
     mkdir(data, 0700);
     pid_t pid = fork();
     if (pid == 0) {
@@ -93,12 +93,11 @@ static int s3rver_start(void)
     s3rver_pid = pid;
     atexit(s3rver_stop);
     /* up to 120 s: a deadline for a hang, generous on a loaded machine */
-    for (uint64_t end = cairn_mono_ns() + 120000000000ull;
-         s3rver_port == 0 && cairn_mono_ns() < end;) {
+    for (uint64_t end = mono_ns() + 120000000000ull; s3rver_port == 0 && mono_ns() < end;) {
         usleep(100000);
         uint8_t *txt = NULL;
         size_t len = 0;
-        if (cairn_read_file(log, 1 << 20, &txt, &len, NULL) == CAIRN_OK) {
+        if (read_file_max(log, 1 << 20, &txt, &len, NULL) == CAIRN_OK) {
             const char *p = strstr((char *)txt, "listening on 127.0.0.1:");
             if (p != NULL)
                 s3rver_port = atoi(p + strlen("listening on 127.0.0.1:"));
@@ -180,7 +179,7 @@ static void sb_add(struct sbuf *b, const char *s, size_t n)
     }
     if (b->len + n + 1 > b->cap) {
         b->cap = (b->len + n + 1) * 2;
-        b->p = cairn_xrealloc(b->p, b->cap);
+        b->p = xrealloc(b->p, b->cap);
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -237,7 +236,7 @@ static char *head_get(const char *head, const char *name)
                 v++;
             while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
                 e--;
-            char *out = cairn_xmalloc((size_t)(e - v) + 1);
+            char *out = xmalloc((size_t)(e - v) + 1);
             memcpy(out, v, (size_t)(e - v));
             out[e - v] = '\0';
             return out;
@@ -290,7 +289,7 @@ static int sigv4_verify(const char *head, const uint8_t *body, size_t blen, cons
     sb_canon(&cr, target, (size_t)(pend - target), 1);
     sb_str(&cr, "\n");
     if (q != NULL) {
-        char *query = cairn_xmalloc((size_t)(sp2 - q));
+        char *query = xmalloc((size_t)(sp2 - q));
         memcpy(query, q + 1, (size_t)(sp2 - q - 1));
         query[sp2 - q - 1] = '\0';
         char *save = NULL;
@@ -301,7 +300,7 @@ static int sigv4_verify(const char *head, const uint8_t *body, size_t blen, cons
             sb_str(&one, "=");
             if (eq)
                 sb_canon(&one, eq + 1, strlen(eq + 1), 0);
-            qs = cairn_xrealloc(qs, (nq + 1) * sizeof(*qs));
+            qs = xrealloc(qs, (nq + 1) * sizeof(*qs));
             qs[nq++] = one.p;
         }
         free(query);
@@ -408,7 +407,7 @@ static void *proxy_conn_thread(void *arg)
 {
     struct proxy_conn *c = arg;
     struct fault_proxy *p = c->p;
-    char *buf = cairn_xmalloc(65536);
+    char *buf = xmalloc(65536);
     for (;;) {
         size_t len, hl;
         if (read_head(c->fd, buf, 65536, &len, &hl) != 0)
@@ -424,7 +423,7 @@ static void *proxy_conn_thread(void *arg)
         }
         free(expect);
         int small = blen <= (1u << 20);
-        uint8_t *body = cairn_xmalloc((small ? blen : have) + 1);
+        uint8_t *body = xmalloc((small ? blen : have) + 1);
         memcpy(body, buf + hl, have);
         while (small && have < blen) {
             ssize_t n = read(c->fd, body + have, blen - have);
@@ -535,7 +534,7 @@ static void *proxy_accept_thread(void *arg)
         int fd = accept(p->lfd, NULL, NULL);
         if (fd < 0)
             continue;
-        struct proxy_conn *c = cairn_xcalloc(1, sizeof(*c));
+        struct proxy_conn *c = xcalloc(1, sizeof(*c));
         c->p = p;
         c->fd = fd;
         atomic_fetch_add(&p->active, 1);
@@ -549,7 +548,7 @@ static void *proxy_accept_thread(void *arg)
 static struct fault_proxy *fault_proxy_start(int upstream_port, enum fault_mode mode, int faults,
                                              const char *match)
 {
-    struct fault_proxy *p = cairn_xcalloc(1, sizeof(*p));
+    struct fault_proxy *p = xcalloc(1, sizeof(*p));
     p->upstream_port = upstream_port;
     p->mode = mode;
     atomic_store(&p->faults, faults);
@@ -571,8 +570,8 @@ static void fault_proxy_stop(struct fault_proxy *p)
 {
     atomic_store(&p->stop, 1);
     pthread_join(p->th, NULL);
-    for (uint64_t end = cairn_mono_ns() + 120000000000ull;
-         atomic_load(&p->active) > 0 && cairn_mono_ns() < end;)
+    for (uint64_t end = mono_ns() + 120000000000ull;
+         atomic_load(&p->active) > 0 && mono_ns() < end;)
         usleep(10000);
     close(p->lfd);
     free(p);

@@ -16,10 +16,10 @@
 static struct cairn_storage *store_with_backup(const char *tmp)
 {
     struct cairn_err err;
-    char *src = cairn_path_join(tmp, "src");
-    cairn_mkdir_p(src, 0700, NULL);
+    char *src = path_join(tmp, "src");
+    mkdir_p(src, 0700, NULL);
     for (int i = 0; i < 6; i++) {
-        char *p = cairn_xasprintf("%s/f%d", src, i);
+        char *p = xasprintf("%s/f%d", src, i);
         FILE *f = fopen(p, "wb");
         CHECK(f != NULL);
         for (int k = 0; f && k < 4096; k++)
@@ -28,7 +28,7 @@ static struct cairn_storage *store_with_backup(const char *tmp)
             fclose(f);
         free(p);
     }
-    char *url = cairn_path_join(tmp, "store");
+    char *url = path_join(tmp, "store");
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     CHECK_OK(cairn_storage_backup_path(st, "b", src, NULL, &err), &err);
@@ -58,7 +58,7 @@ TEST(verify_and_restore_stop_when_cancelled)
     cairn_reader_free(r);
     cairn_backup_free(b);
     /* A restore through the storage's flag alone (no per-call flag): nothing is left. */
-    char *target = cairn_path_join(tmp, "target");
+    char *target = path_join(tmp, "target");
     CHECK_ERR(cairn_storage_restore_path(st, "b", target, NULL, &err), CAIRN_E_CANCELLED, &err,
               "cancelled");
     CHECK(access(target, F_OK) != 0);
@@ -76,7 +76,7 @@ TEST(removal_is_never_cut_short)
     volatile int flag = 1;
     cairn_storage_set_cancel(st, &flag);
     CHECK_OK(cairn_storage_remove(st, "b", &err), &err);
-    char *dir = cairn_path_join(tmp, "store/b");
+    char *dir = path_join(tmp, "store/b");
     CHECK(access(dir, F_OK) != 0);
     free(dir);
     struct cairn_backup_list l;

@@ -15,15 +15,15 @@ static int url_seq;
 
 static char *file_url(void)
 {
-    return cairn_xasprintf("file://%s/store%d", test_tmpdir(), url_seq++);
+    return xasprintf("file://%s/store%d", test_tmpdir(), url_seq++);
 }
 
 /* A fresh prefix per case on the shared s3rver; NULL when s3rver cannot run. */
 static char *s3_url_opts(int port, const char *extra)
 {
-    return cairn_xasprintf("s3://%s/t%d-%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
-                           "&path_style=1&retry_base_ms=5%s",
-                           S3_BUCKET, (int)getpid(), url_seq++, port, extra ? extra : "");
+    return xasprintf("s3://%s/t%d-%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
+                     "&path_style=1&retry_base_ms=5%s",
+                     S3_BUCKET, (int)getpid(), url_seq++, port, extra ? extra : "");
 }
 
 #define CONFORMANCE(name)                                                                          \
@@ -88,7 +88,7 @@ static int get_bytes(struct cairn_backup *b, const char *file, uint8_t **out, si
     if (rc == CAIRN_OK) {
         size_t n;
         const uint8_t *d = cairn_mem_writer_data(mem, &n);
-        *out = cairn_xmalloc(n + 1);
+        *out = xmalloc(n + 1);
         if (n > 0)
             memcpy(*out, d, n);
         *len = n;
@@ -136,7 +136,7 @@ CONFORMANCE(roundtrip_and_manifest)
          * has no existence of its own, so there it is just empty. */
         CHECK_ERR(cairn_storage_list(st, &l, &err), CAIRN_E_NOTFOUND, &err,
                   "no such storage location");
-        CHECK_OK(cairn_mkdir_p(url + strlen("file://"), 0700, &err), &err);
+        CHECK_OK(mkdir_p(url + strlen("file://"), 0700, &err), &err);
     }
     CHECK_OK(cairn_storage_list(st, &l, &err), &err); /* an empty location is empty */
     CHECK_EQ_INT(l.count, 0);
@@ -156,7 +156,7 @@ CONFORMANCE(roundtrip_and_manifest)
     CHECK_OK(put_bytes(b, "empty", "", 0, &err), &err);
     /* zstd through put_stream: logical and stored sizes differ. */
     size_t big = 300000;
-    char *txt = cairn_xmalloc(big);
+    char *txt = xmalloc(big);
     for (size_t i = 0; i < big; i++)
         txt[i] = "abcabcabd\n"[i % 10];
     struct cairn_reader *src = cairn_mem_reader_new(txt, big);
@@ -278,7 +278,7 @@ static void *mt_worker(void *p)
         char fn[32];
         snprintf(fn, sizeof(fn), "t%d-%d", a->id, i);
         size_t n = (size_t)(a->id * 7919 + i * 104729) % 200000 + 1;
-        uint8_t *d = cairn_xmalloc(n);
+        uint8_t *d = xmalloc(n);
         for (size_t k = 0; k < n; k++)
             d[k] = (uint8_t)(k * 31 + (size_t)a->id + (size_t)i);
         struct cairn_err err;
@@ -324,10 +324,10 @@ CONFORMANCE(multithreaded_add_file)
     struct cairn_writer *w = NULL;
     CHECK_OK(cairn_backup_add_file(b, "slow", -1, &w, &err), &err);
     pthread_t slow;
-    uint64_t t0 = cairn_mono_ns(); /* before the writer's 300 ms sleep can begin */
+    uint64_t t0 = mono_ns(); /* before the writer's 300 ms sleep can begin */
     pthread_create(&slow, NULL, slow_close, w);
     CHECK_OK(cairn_backup_end(b, &err), &err);
-    CHECK(cairn_mono_ns() - t0 > 200000000u);
+    CHECK(mono_ns() - t0 > 200000000u);
     pthread_join(slow, NULL);
     cairn_backup_free(b);
     CHECK_OK(cairn_storage_open_backup(st, "mt", &b, &err), &err);
@@ -436,7 +436,7 @@ static void tamper(const char *url, int is_s3, const char *backup, const char *f
 {
     struct cairn_err err;
     if (!is_s3) {
-        char *p = cairn_xasprintf("%s/%s/%s", url + 7, backup, file);
+        char *p = xasprintf("%s/%s/%s", url + 7, backup, file);
         FILE *f = fopen(p, "w");
         CHECK(f != NULL);
         if (f) {
@@ -601,7 +601,7 @@ static const struct cairn_reader_ops gen_ops = {"gen", gen_read, NULL};
 
 static struct cairn_reader *gen_new(uint64_t size, uint64_t seed)
 {
-    struct gen_reader *g = cairn_xcalloc(1, sizeof(*g));
+    struct gen_reader *g = xcalloc(1, sizeof(*g));
     cairn_reader_init(&g->base, &gen_ops, NULL);
     g->left = size;
     g->state = seed | 1;
@@ -732,8 +732,7 @@ TEST(s3_bad_bucket_and_credentials)
     if (port == 0)
         MISSING(s3rver_skip);
     struct cairn_err err;
-    char *url =
-        cairn_xasprintf("s3://no-such-bucket/x?endpoint=http://127.0.0.1:%d&retries=1", port);
+    char *url = xasprintf("s3://no-such-bucket/x?endpoint=http://127.0.0.1:%d&retries=1", port);
     struct cairn_storage *st = open_store(url);
     struct cairn_backup_list l;
     CHECK_ERR(cairn_storage_list(st, &l, &err), CAIRN_E_NOTFOUND, &err, "no-such-bucket");
@@ -750,7 +749,7 @@ TEST(s3_bad_bucket_and_credentials)
     /* Credentials from a profile file when the environment has none. */
     unsetenv("AWS_ACCESS_KEY_ID");
     unsetenv("AWS_SECRET_ACCESS_KEY");
-    char *cred = cairn_path_join(test_tmpdir(), "credentials");
+    char *cred = path_join(test_tmpdir(), "credentials");
     FILE *f = fopen(cred, "w");
     fprintf(f, "[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n"
                "[test]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n");

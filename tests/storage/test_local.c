@@ -25,7 +25,7 @@ struct fake {
 static void fake_list(struct cairn_backup_list *l, const struct fake *f, size_t n)
 {
     l->count = n;
-    l->items = cairn_xcalloc(n, sizeof(*l->items));
+    l->items = xcalloc(n, sizeof(*l->items));
     for (size_t i = 0; i < n; i++) {
         l->items[i].name = (char *)f[i].name;
         l->items[i].status = f[i].st;
@@ -134,7 +134,7 @@ TEST(prune_daily_weekly)
 
 static void write_file(const char *dir, const char *rel, const char *data, mode_t mode)
 {
-    char *p = cairn_path_join(dir, rel);
+    char *p = path_join(dir, rel);
     FILE *f = fopen(p, "w");
     CHECK(f != NULL);
     if (f) {
@@ -147,10 +147,10 @@ static void write_file(const char *dir, const char *rel, const char *data, mode_
 
 static char *slurp(const char *dir, const char *rel)
 {
-    char *p = cairn_path_join(dir, rel);
+    char *p = path_join(dir, rel);
     uint8_t *d = NULL;
     size_t n;
-    if (cairn_read_file(p, 1 << 20, &d, &n, NULL) != CAIRN_OK)
+    if (read_file_max(p, 1 << 20, &d, &n, NULL) != CAIRN_OK)
         d = NULL;
     free(p);
     return (char *)d;
@@ -160,19 +160,19 @@ TEST(path_backup_restore_tree)
 {
     struct cairn_err err;
     const char *tmp = test_tmpdir();
-    char *src = cairn_path_join(tmp, "src");
-    char *sub = cairn_path_join(src, "sub");
-    char *deep = cairn_path_join(sub, "deep");
-    cairn_mkdir_p(deep, 0755, NULL);
+    char *src = path_join(tmp, "src");
+    char *sub = path_join(src, "sub");
+    char *deep = path_join(sub, "deep");
+    mkdir_p(deep, 0755, NULL);
     chmod(sub, 0750);
     write_file(src, "a.txt", "alpha", 0600);
     write_file(sub, "b.txt", "beta", 0644);
     write_file(deep, "c.bin", "", 0755);
-    char *lnk = cairn_path_join(src, "link");
+    char *lnk = path_join(src, "link");
     CHECK_EQ_INT(symlink("/etc/passwd", lnk), 0);
-    char *fifo = cairn_path_join(src, "fifo");
+    char *fifo = path_join(src, "fifo");
     CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
-    char *url = cairn_xasprintf("file://%s/store", tmp);
+    char *url = xasprintf("file://%s/store", tmp);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     struct cairn_path_opts po = {.workers = 3, .file = {.compression = CAIRN_COMPRESS_ZSTD}};
@@ -188,7 +188,7 @@ TEST(path_backup_restore_tree)
     CHECK_EQ_STR(b ? cairn_backup_kind(b) : NULL, "files");
     CHECK(b && strstr(cairn_backup_source(b), src) != NULL);
     cairn_backup_free(b);
-    char *out = cairn_path_join(tmp, "out");
+    char *out = path_join(tmp, "out");
     CHECK_OK(cairn_storage_restore_path(st, "tree", out, &po, &err), &err);
     char *s1 = slurp(out, "a.txt"), *s2 = slurp(out, "sub/b.txt");
     char *s3 = slurp(out, "sub/deep/c.bin");
@@ -199,22 +199,22 @@ TEST(path_backup_restore_tree)
     free(s2);
     free(s3);
     struct stat sb;
-    char *p = cairn_path_join(out, "a.txt");
+    char *p = path_join(out, "a.txt");
     CHECK(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0600);
     free(p);
-    p = cairn_path_join(out, "sub");
+    p = path_join(out, "sub");
     CHECK(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0750);
     free(p);
-    p = cairn_path_join(out, "link");
+    p = path_join(out, "link");
     CHECK(lstat(p, &sb) != 0); /* skipped, not restored */
     free(p);
     /* Restoring again into the now non-empty target is refused. */
     CHECK_ERR(cairn_storage_restore_path(st, "tree", out, &po, &err), CAIRN_E_EXISTS, &err,
               "not empty");
     /* A single regular file. */
-    char *single = cairn_path_join(src, "a.txt");
+    char *single = path_join(src, "a.txt");
     CHECK_OK(cairn_storage_backup_path(st, "one", single, NULL, &err), &err);
-    char *out2 = cairn_path_join(tmp, "out2");
+    char *out2 = path_join(tmp, "out2");
     CHECK_OK(cairn_storage_restore_path(st, "one", out2, NULL, &err), &err);
     s1 = slurp(out2, "a.txt");
     CHECK(s1 && strcmp(s1, "alpha") == 0);
@@ -262,7 +262,7 @@ TEST(restore_refuses_escaping_paths)
 {
     struct cairn_err err;
     const char *tmp = test_tmpdir();
-    char *url = cairn_xasprintf("%s/store", tmp);
+    char *url = xasprintf("%s/store", tmp);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     const char *bad[] = {"../escape", "/etc/escape", "a/../../escape", "a//b", "./x", "a/."};
@@ -271,27 +271,27 @@ TEST(restore_refuses_escaping_paths)
         snprintf(name, sizeof(name), "h%zu", i);
         hostile(st, name, bad[i]);
         snprintf(out, sizeof(out), "out%zu", i);
-        char *target = cairn_path_join(tmp, out);
+        char *target = path_join(tmp, out);
         CHECK_ERR(cairn_storage_restore_path(st, name, target, NULL, &err), CAIRN_E_CORRUPT, &err,
                   "unsafe");
         CHECK(access(target, F_OK) != 0); /* refused before touching the disk */
         free(target);
     }
-    char *esc = cairn_path_join(tmp, "escape");
+    char *esc = path_join(tmp, "escape");
     CHECK(access(esc, F_OK) != 0);
     free(esc);
     /* A symlink planted inside the target is not followed. */
     hostile(st, "sym", "link/x");
-    char *target = cairn_path_join(tmp, "symout");
+    char *target = path_join(tmp, "symout");
     mkdir(target, 0700);
-    char *outside = cairn_path_join(tmp, "outside");
+    char *outside = path_join(tmp, "outside");
     mkdir(outside, 0700);
-    char *lnk = cairn_path_join(target, "link");
+    char *lnk = path_join(target, "link");
     CHECK_EQ_INT(symlink(outside, lnk), 0);
     /* The target is not empty now, which is refused outright... */
     CHECK_ERR(cairn_storage_restore_path(st, "sym", target, NULL, &err), CAIRN_E_EXISTS, &err,
               "not empty");
-    char *x = cairn_path_join(outside, "x");
+    char *x = path_join(outside, "x");
     CHECK(access(x, F_OK) != 0);
     free(x);
     free(lnk);
@@ -309,7 +309,7 @@ TEST(restore_refuses_escaping_paths)
 static int permission_probe(const char *ro)
 {
     struct cairn_err err;
-    char *url = cairn_xasprintf("file://%s", ro);
+    char *url = xasprintf("file://%s", ro);
     struct cairn_storage *st = NULL;
     struct cairn_backup *b = NULL;
     int ok = cairn_storage_open(url, &st, &err) == CAIRN_OK &&
@@ -324,7 +324,7 @@ static int permission_probe(const char *ro)
 
 TEST(file_driver_permission_error)
 {
-    char *ro = cairn_path_join(test_tmpdir(), "ro");
+    char *ro = path_join(test_tmpdir(), "ro");
     mkdir(ro, 0500);
     if (geteuid() != 0) {
         CHECK(permission_probe(ro));
@@ -350,9 +350,9 @@ TEST(file_driver_permission_error)
 static void disk_full(int pipeline)
 {
     struct cairn_err err;
-    char *mnt = cairn_path_join(test_tmpdir(), "small");
+    char *mnt = path_join(test_tmpdir(), "small");
     mkdir(mnt, 0700);
-    char *cmd = cairn_xasprintf("mount -t tmpfs -o size=1m tmpfs '%s' 2>/dev/null", mnt);
+    char *cmd = xasprintf("mount -t tmpfs -o size=1m tmpfs '%s' 2>/dev/null", mnt);
     if (system(cmd) != 0) {
         free(cmd);
         free(mnt);
@@ -364,7 +364,7 @@ static void disk_full(int pipeline)
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_start(st, "full", &b, &err), &err);
     size_t n = 3u << 20;
-    uint8_t *junk = cairn_xcalloc(1, n);
+    uint8_t *junk = xcalloc(1, n);
     struct cairn_reader *r = cairn_mem_reader_new(junk, n);
     struct cairn_file_opts fo = {.pipeline = pipeline};
     CHECK_ERR(cairn_backup_put_stream(b, "big", r, (int64_t)n, &fo, &err), CAIRN_E_NOSPACE, &err,
@@ -383,7 +383,7 @@ static void disk_full(int pipeline)
     cairn_backup_list_free(&l);
     cairn_storage_free(st);
     free(junk);
-    cmd = cairn_xasprintf("umount '%s'", mnt);
+    cmd = xasprintf("umount '%s'", mnt);
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     free(mnt);
@@ -441,11 +441,11 @@ TEST(backup_names_make_and_parse)
 TEST(start_auto_never_collides)
 {
     struct cairn_err err;
-    char *url = cairn_xasprintf("file://%s/auto-store", test_tmpdir());
+    char *url = xasprintf("file://%s/auto-store", test_tmpdir());
     struct cairn_storage *st;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     /* Another writer holds the next 50 milliseconds' names. */
-    int64_t now = (int64_t)cairn_now_ms();
+    int64_t now = (int64_t)now_ms();
     for (int i = 0; i < 50; i++) {
         char name[64];
         struct cairn_backup *b;

@@ -20,16 +20,16 @@ static const struct cairn_storage_write_opts lock_wo = {CAIRN_STORAGE_WRITE_REPL
 
 static char *s3_url(int port)
 {
-    return cairn_xasprintf("s3://%s/lk%d-%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
-                           "&path_style=1&retry_base_ms=5",
-                           S3_BUCKET, (int)getpid(), url_seq++, port);
+    return xasprintf("s3://%s/lk%d-%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
+                     "&path_style=1&retry_base_ms=5",
+                     S3_BUCKET, (int)getpid(), url_seq++, port);
 }
 
 #define LOCK_CASE(name)                                                                            \
     static void lk_##name(const char *url, int is_s3);                                             \
     TEST(file_##name)                                                                              \
     {                                                                                              \
-        char *u = cairn_xasprintf("file://%s/store%d", test_tmpdir(), url_seq++);                  \
+        char *u = xasprintf("file://%s/store%d", test_tmpdir(), url_seq++);                        \
         lk_##name(u, 0);                                                                           \
         free(u);                                                                                   \
     }                                                                                              \
@@ -111,13 +111,13 @@ TEST(host_name)
 {
     char want[256], got[256], safe[256], small[4];
     this_host(want, sizeof(want));
-    cairn_host_name(got, sizeof(got), 0);
+    host_name(got, sizeof(got), 0);
     CHECK_EQ_STR(got, want[0] ? want : "unknown");
-    cairn_host_name(safe, sizeof(safe), 1);
+    host_name(safe, sizeof(safe), 1);
     CHECK_EQ_INT(strlen(safe), strlen(got));
     for (size_t i = 0; safe[i] != '\0'; i++)
         CHECK(isalnum((unsigned char)safe[i]) || safe[i] == '-');
-    cairn_host_name(small, sizeof(small), 0);
+    host_name(small, sizeof(small), 0);
     CHECK(strlen(small) <= 3 && strncmp(small, got, strlen(small)) == 0);
 }
 
@@ -203,13 +203,13 @@ LOCK_CASE(stale_takeover)
     char host[256];
     this_host(host, sizeof(host));
     /* Not refreshed for 4 x 30 s: stale, whoever holds it. */
-    plant(st, "old-000000", "another-host", 4242, 1, (int64_t)cairn_now_ms() - 121000);
+    plant(st, "old-000000", "another-host", 4242, 1, (int64_t)now_ms() - 121000);
     /* A process of this host that no longer exists: stale at once. */
     pid_t child = fork();
     if (child == 0)
         _exit(0);
     waitpid(child, NULL, 0);
-    plant(st, "dead-000000", host, child, 0, (int64_t)cairn_now_ms());
+    plant(st, "dead-000000", host, child, 0, (int64_t)now_ms());
     /* An object that is no lock: stale (it must not block anybody forever). */
     struct cairn_writer *w = NULL;
     CHECK_OK(st->drv->create(st->state, CAIRN_LOCK_DIR, "garbage", -1, &lock_wo, &w, &e), &e);
@@ -217,7 +217,7 @@ LOCK_CASE(stale_takeover)
     CHECK_OK(cairn_writer_close(w, &e), &e);
     cairn_writer_free(w);
     /* A live one on another host, refreshed now: kept, and it blocks an exclusive lock. */
-    plant(st, "live-000000", "another-host", 4243, 0, (int64_t)cairn_now_ms());
+    plant(st, "live-000000", "another-host", 4243, 0, (int64_t)now_ms());
     struct cairn_lock_list l;
     CHECK_OK(cairn_storage_locks(st, &l, &e), &e);
     CHECK_EQ_INT(l.count, 4);
@@ -231,7 +231,7 @@ LOCK_CASE(stale_takeover)
               "host another-host pid 4243");
     CHECK_EQ_INT(nlocks(st), 1); /* the stale ones were taken over (removed) */
     CHECK_OK(st->drv->remove_file(st->state, CAIRN_LOCK_DIR, "live-000000", &e), &e);
-    plant(st, "old2-000000", "another-host", 4242, 0, (int64_t)cairn_now_ms() - 121000);
+    plant(st, "old2-000000", "another-host", 4242, 0, (int64_t)now_ms() - 121000);
     CHECK_OK(cairn_storage_lock(st, CAIRN_LOCK_EXCLUSIVE, NULL, &x, &e), &e);
     CHECK_EQ_INT(nlocks(st), 1); /* ours */
     cairn_lock_release(x);
@@ -248,8 +248,8 @@ LOCK_CASE(refresh_and_lost)
     const struct cairn_lock_opts fast = {.refresh_ms = 1000}; /* stale after 4 s unrefreshed */
     CHECK_OK(cairn_storage_lock(st, CAIRN_LOCK_SHARED, &fast, &s1, &e), &e);
     int64_t first = -1, later = -1;
-    uint64_t end = cairn_mono_ns() + 120ull * 1000000000ull;
-    while (later <= first && cairn_mono_ns() < end) {
+    uint64_t end = mono_ns() + 120ull * 1000000000ull;
+    while (later <= first && mono_ns() < end) {
         struct cairn_lock_list l;
         CHECK_OK(cairn_storage_locks(st, &l, &e), &e);
         for (size_t i = 0; i < l.count; i++) {
@@ -294,8 +294,8 @@ LOCK_CASE(unlock)
     (void)is_s3;
     struct cairn_storage *st = fresh(url);
     struct cairn_err e;
-    plant(st, "old-000000", "another-host", 7, 1, (int64_t)cairn_now_ms() - 200000);
-    plant(st, "live-000000", "another-host", 8, 1, (int64_t)cairn_now_ms());
+    plant(st, "old-000000", "another-host", 7, 1, (int64_t)now_ms() - 200000);
+    plant(st, "live-000000", "another-host", 8, 1, (int64_t)now_ms());
     struct cairn_lock_list rm;
     CHECK_OK(cairn_storage_unlock(st, 0, &rm, &e), &e);
     CHECK_EQ_INT(rm.count, 1);
@@ -377,8 +377,8 @@ LOCK_CASE(backup_waits_for_prune)
 /* An exclusive lock creates nothing: a typo'd location stays "not found". */
 TEST(file_missing_location)
 {
-    char *root = cairn_xasprintf("%s/nosuch", test_tmpdir());
-    char *url = cairn_xasprintf("file://%s", root);
+    char *root = xasprintf("%s/nosuch", test_tmpdir());
+    char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = open_st(url);
     struct cairn_err e;
     struct cairn_lock *x = NULL;
@@ -394,8 +394,8 @@ TEST(file_missing_location)
 /* The lock directory is private (0700) and lock files are 0600. */
 TEST(file_modes)
 {
-    char *root = cairn_xasprintf("%s/modes", test_tmpdir());
-    char *url = cairn_xasprintf("file://%s", root);
+    char *root = xasprintf("%s/modes", test_tmpdir());
+    char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = fresh(url);
     struct cairn_err e;
     struct cairn_lock *s1 = NULL;
@@ -403,8 +403,8 @@ TEST(file_modes)
     struct cairn_lock_list l;
     CHECK_OK(cairn_storage_locks(st, &l, &e), &e);
     CHECK_EQ_INT(l.count, 1);
-    char *dir = cairn_path_join(root, CAIRN_LOCK_DIR);
-    char *f = cairn_path_join(dir, l.items[0].object);
+    char *dir = path_join(root, CAIRN_LOCK_DIR);
+    char *f = path_join(dir, l.items[0].object);
     struct stat sb;
     CHECK(stat(dir, &sb) == 0 && (sb.st_mode & 0777) == 0700);
     CHECK(stat(f, &sb) == 0 && (sb.st_mode & 0777) == 0600);
@@ -423,8 +423,8 @@ TEST(file_modes)
  * such debris after SIGKILLs). */
 TEST(file_dead_lock_temporaries_swept)
 {
-    char *root = cairn_xasprintf("%s/sweep", test_tmpdir());
-    char *url = cairn_xasprintf("file://%s", root);
+    char *root = xasprintf("%s/sweep", test_tmpdir());
+    char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = fresh(url);
     struct cairn_err e;
     struct cairn_lock *s1 = NULL;
@@ -440,10 +440,10 @@ TEST(file_dead_lock_temporaries_swept)
     for (const char *p = host; *p != '\0' && n + 1 < sizeof(tag); p++)
         tag[n++] = isalnum((unsigned char)*p) || *p == '-' ? *p : '-';
     tag[n] = '\0';
-    char *dir = cairn_path_join(root, CAIRN_LOCK_DIR);
-    char *dead = cairn_xasprintf("%s/.lock.tmp.%ld.%s.aaaaaa", dir, (long)child, tag);
-    char *live = cairn_xasprintf("%s/.lock.tmp.%ld.%s.bbbbbb", dir, (long)getppid(), tag);
-    char *other = cairn_xasprintf("%s/.lock.tmp.%ld.%s-elsewhere.cccccc", dir, (long)child, tag);
+    char *dir = path_join(root, CAIRN_LOCK_DIR);
+    char *dead = xasprintf("%s/.lock.tmp.%ld.%s.aaaaaa", dir, (long)child, tag);
+    char *live = xasprintf("%s/.lock.tmp.%ld.%s.bbbbbb", dir, (long)getppid(), tag);
+    char *other = xasprintf("%s/.lock.tmp.%ld.%s-elsewhere.cccccc", dir, (long)child, tag);
     const char *paths[] = {dead, live, other};
     for (size_t i = 0; i < 3; i++) {
         FILE *fp = fopen(paths[i], "w");

@@ -22,11 +22,11 @@
 /* A tmpfs directory when there is one (each stored file is fsync'd: cheap there). */
 static char *store_dir(const char *tag)
 {
-    char *dir = cairn_xasprintf("/dev/shm/cairn-test-%s-XXXXXX", tag);
+    char *dir = xasprintf("/dev/shm/cairn-test-%s-XXXXXX", tag);
     if (access("/dev/shm", W_OK) == 0 && mkdtemp(dir) != NULL)
         return dir;
     free(dir);
-    return cairn_path_join(test_tmpdir(), tag);
+    return path_join(test_tmpdir(), tag);
 }
 
 static void file_name(unsigned i, char *out)
@@ -167,7 +167,7 @@ static void xor_byte(const char *path, off_t at)
 TEST(split_manifest_over_old_limit)
 {
     char *root = store_dir("split");
-    char *url = cairn_xasprintf("file://%s", root);
+    char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = NULL;
     struct cairn_err err;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
@@ -179,9 +179,9 @@ TEST(split_manifest_over_old_limit)
     CHECK_OK(write_backup(st, "big", meta, &err), &err);
 
     /* The header is small; the parts hold the rest. */
-    char *man = cairn_xasprintf("%s/big/MANIFEST", root);
-    char *part0 = cairn_xasprintf("%s/big/MANIFEST.part000000", root);
-    char *part3 = cairn_xasprintf("%s/big/MANIFEST.part000003", root);
+    char *man = xasprintf("%s/big/MANIFEST", root);
+    char *part0 = xasprintf("%s/big/MANIFEST.part000000", root);
+    char *part3 = xasprintf("%s/big/MANIFEST.part000003", root);
     struct stat sb;
     CHECK(stat(man, &sb) == 0 && sb.st_size < (1 << 20));
     CHECK(stat(part3, &sb) == 0);
@@ -195,7 +195,7 @@ TEST(split_manifest_over_old_limit)
     xor_byte(part3, 1000);
     check_readable(st, "big", meta);
     /* A missing part. */
-    char *moved = cairn_xasprintf("%s.away", part0);
+    char *moved = xasprintf("%s.away", part0);
     CHECK(rename(part0, moved) == 0);
     CHECK_ERR(cairn_storage_open_backup(st, "big", &b, &err), CAIRN_E_CORRUPT, &err,
               "MANIFEST.part000000 is missing");
@@ -209,7 +209,7 @@ TEST(split_manifest_over_old_limit)
 
     json_decref(meta);
     cairn_storage_free(st);
-    cairn_rmtree(root, &err);
+    rmtree(root, &err);
     free(moved);
     free(man);
     free(part0);
@@ -220,7 +220,7 @@ TEST(split_manifest_over_old_limit)
 
 TEST(small_manifest_stays_one_document)
 {
-    char *url = cairn_xasprintf("file://%s/store", test_tmpdir());
+    char *url = xasprintf("file://%s/store", test_tmpdir());
     struct cairn_storage *st = NULL;
     struct cairn_err err;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
@@ -233,7 +233,7 @@ TEST(small_manifest_stays_one_document)
     cairn_writer_free(w);
     CHECK_OK(cairn_backup_end(b, &err), &err);
     cairn_backup_free(b);
-    char *man = cairn_xasprintf("%s/store/small/MANIFEST", test_tmpdir());
+    char *man = xasprintf("%s/store/small/MANIFEST", test_tmpdir());
     json_error_t je;
     json_t *m = json_load_file(man, 0, &je);
     CHECK(json_integer_value(json_object_get(m, "version")) == CAIRN_MANIFEST_VERSION);
@@ -246,7 +246,7 @@ TEST(small_manifest_stays_one_document)
 
 TEST(duplicate_names_refused)
 {
-    char *url = cairn_xasprintf("file://%s/store", test_tmpdir());
+    char *url = xasprintf("file://%s/store", test_tmpdir());
     struct cairn_storage *st = NULL;
     struct cairn_err err;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
@@ -278,7 +278,7 @@ TEST(duplicate_names_refused)
     /* A MANIFEST that lists a file twice is corrupt, wherever the two are. */
     static struct cairn_storage fake;
     const char *sha = "0000000000000000000000000000000000000000000000000000000000000000";
-    char *text = cairn_xasprintf(
+    char *text = xasprintf(
         "{\"version\": 1, \"name\": \"b\", \"created\": \"2026-01-01T00:00:00Z\", "
         "\"source\": \"\", \"kind\": \"files\", \"parent\": null, \"meta\": {}, \"files\": ["
         "{\"name\": \"z\", \"size\": 1, \"sha256\": \"%s\", \"compression\": \"none\", "
@@ -303,7 +303,7 @@ TEST(duplicate_names_refused)
 
 static char *make_tree(const char *root)
 {
-    char *src = cairn_path_join(root, "src");
+    char *src = path_join(root, "src");
     CHECK(mkdir(src, 0700) == 0);
     char path[512], data[32];
     for (int d = 0; d < TREE_DIRS; d++) {
@@ -341,7 +341,7 @@ TEST(put_path_streams_tree_and_file_list)
     struct cairn_err err;
     char *root = store_dir("stream");
     char *src = make_tree(root);
-    char *url = cairn_xasprintf("file://%s/store", root);
+    char *url = xasprintf("file://%s/store", root);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     struct cairn_path_opts po = {.workers = 4, .file = {.compression = CAIRN_COMPRESS_ZSTD}};
@@ -349,7 +349,7 @@ TEST(put_path_streams_tree_and_file_list)
 
     /* Streamed: a split MANIFEST although its one-document form would be small, the tree in
      * its own stored file. */
-    char *mpath = cairn_xasprintf("%s/store/t/MANIFEST", root);
+    char *mpath = xasprintf("%s/store/t/MANIFEST", root);
     json_t *m = load_json(mpath);
     CHECK(m != NULL && json_integer_value(json_object_get(m, "version")) == 2);
     const size_t want = TREE_DIRS * TREE_FILES + 1;
@@ -371,7 +371,7 @@ TEST(put_path_streams_tree_and_file_list)
     CHECK(b && cairn_backup_file_find(b, last) != NULL); /* loaded on demand */
     cairn_backup_free(b);
 
-    char *out = cairn_path_join(root, "out");
+    char *out = path_join(root, "out");
     CHECK_OK(cairn_storage_restore_path(st, "t", out, &po, &err), &err);
     char path[512], buf[64];
     for (int d = 0; d < TREE_DIRS; d += 3)
@@ -391,14 +391,14 @@ TEST(put_path_streams_tree_and_file_list)
     CHECK(stat(path, &sb) == 0 && (sb.st_mode & 07777) == 0750);
 
     /* One flipped byte in the stored tree: verify and restore refuse it; nothing lands. */
-    char *tpath = cairn_xasprintf("%s/store/t/tree", root);
+    char *tpath = xasprintf("%s/store/t/tree", root);
     CHECK(stat(tpath, &sb) == 0);
     xor_byte(tpath, sb.st_size / 2);
     CHECK_OK(cairn_storage_open_backup(st, "t", &b, &err), &err);
     if (b != NULL)
         CHECK_ERR(cairn_backup_verify(b, 4, NULL, NULL, &err), CAIRN_E_CORRUPT, &err, "tree");
     cairn_backup_free(b);
-    char *out2 = cairn_path_join(root, "out2");
+    char *out2 = path_join(root, "out2");
     CHECK_ERR(cairn_storage_restore_path(st, "t", out2, &po, &err), CAIRN_E_CORRUPT, &err, "tree");
     CHECK(access(out2, F_OK) != 0 && errno == ENOENT);
 
@@ -409,7 +409,7 @@ TEST(put_path_streams_tree_and_file_list)
     free(mpath);
     free(url);
     free(src);
-    cairn_rmtree(root, &err);
+    rmtree(root, &err);
     free(root);
 }
 
@@ -418,7 +418,7 @@ TEST(streamed_names_must_ascend)
 {
     struct cairn_err err;
     char *root = store_dir("ascend");
-    char *url = cairn_xasprintf("file://%s", root);
+    char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     struct cairn_backup *b = NULL;
@@ -450,7 +450,7 @@ TEST(streamed_names_must_ascend)
     cairn_backup_free(b);
     cairn_storage_free(st);
     free(url);
-    cairn_rmtree(root, &err);
+    rmtree(root, &err);
     free(root);
 }
 

@@ -17,7 +17,7 @@
 /* n bytes: text-like lines (random 0), noise (1), or noise with a text last quarter (2). */
 static uint8_t *make_bytes(size_t n, int random)
 {
-    uint8_t *p = cairn_xmalloc(n ? n : 1);
+    uint8_t *p = xmalloc(n ? n : 1);
     uint32_t x = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
@@ -42,8 +42,8 @@ static void make_file(const char *path, size_t n, int random)
 static void backup_restore(const char *tmp, const char *tag, enum cairn_compression comp)
 {
     struct cairn_err err;
-    char *src = cairn_xasprintf("%s/src-%s", tmp, tag);
-    cairn_mkdir_p(src, 0755, NULL);
+    char *src = xasprintf("%s/src-%s", tmp, tag);
+    mkdir_p(src, 0755, NULL);
     const size_t mib = 1 << 20;
     const struct {
         const char *name;
@@ -55,11 +55,11 @@ static void backup_restore(const char *tmp, const char *tag, enum cairn_compress
                  {"mixed.bin", 2 * mib, 2},
                  {"small.txt", 5000, 0}};
     for (size_t i = 0; i < 5; i++) {
-        char *p = cairn_path_join(src, files[i].name);
+        char *p = path_join(src, files[i].name);
         make_file(p, files[i].size, files[i].random);
         free(p);
     }
-    char *url = cairn_xasprintf("file://%s/store-%s", tmp, tag);
+    char *url = xasprintf("file://%s/store-%s", tmp, tag);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     struct cairn_path_opts po = {.workers = 3, .file = {.compression = comp, .level = 1}};
@@ -81,9 +81,9 @@ static void backup_restore(const char *tmp, const char *tag, enum cairn_compress
         CHECK(f != NULL && f->logical_size == files[i].size);
     }
     cairn_backup_free(b);
-    char *out = cairn_xasprintf("%s/out-%s", tmp, tag);
+    char *out = xasprintf("%s/out-%s", tmp, tag);
     CHECK_OK(cairn_storage_restore_path(st, "b", out, &po, &err), &err);
-    char *cmd = cairn_xasprintf("diff -r '%s' '%s'", src, out);
+    char *cmd = xasprintf("diff -r '%s' '%s'", src, out);
     CHECK_EQ_INT(system(cmd), 0);
     free(cmd);
     cairn_storage_free(st);
@@ -102,7 +102,7 @@ TEST(large_files_pipelined_round_trip)
 TEST(auto_compression_judges_streams_on_their_first_bytes)
 {
     struct cairn_err err;
-    char *url = cairn_xasprintf("file://%s/store-streams", test_tmpdir());
+    char *url = xasprintf("file://%s/store-streams", test_tmpdir());
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     const size_t kib = 1024;

@@ -40,7 +40,7 @@ static int cut_open(const char *url, void **state, struct cairn_err *err)
     char scheme[16] = "";
     if (sep != NULL && (size_t)(sep - inner) < sizeof(scheme))
         memcpy(scheme, inner, (size_t)(sep - inner));
-    struct cut_state *cs = cairn_xcalloc(1, sizeof(*cs));
+    struct cut_state *cs = xcalloc(1, sizeof(*cs));
     cs->d = cairn_storage_driver_find(scheme);
     int rc = cs->d != NULL ? cs->d->open(inner, &cs->inner, err)
                            : cairn_err_set(err, CAIRN_E_INVALID, "cut: no driver for '%s'", inner);
@@ -135,7 +135,7 @@ static struct cairn_storage *open_cut(const char *inner)
     struct cairn_err err;
     if (cairn_storage_driver_find("cut") == NULL)
         CHECK_OK(cairn_storage_register(&cut_driver, &err), &err);
-    char *url = cairn_xasprintf("cut://%s", inner);
+    char *url = xasprintf("cut://%s", inner);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     free(url);
@@ -225,7 +225,7 @@ static void remove_cases(const char *inner)
 
 TEST(file_interrupted_remove_leaves_incomplete)
 {
-    char *inner = cairn_xasprintf("file://%s/store", test_tmpdir());
+    char *inner = xasprintf("file://%s/store", test_tmpdir());
     remove_cases(inner);
     free(inner);
 }
@@ -237,9 +237,9 @@ TEST(s3_interrupted_remove_leaves_incomplete)
         MISSING(s3rver_skip);
     /* Through a proxy that verifies every request's SigV4 signature (and injects nothing). */
     struct fault_proxy *px = fault_proxy_start(port, FAULT_503, 0, NULL);
-    char *inner = cairn_xasprintf("s3://%s/rm%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
-                                  "&path_style=1&retry_base_ms=5",
-                                  S3_BUCKET, (int)getpid(), px->port);
+    char *inner = xasprintf("s3://%s/rm%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
+                            "&path_style=1&retry_base_ms=5",
+                            S3_BUCKET, (int)getpid(), px->port);
     remove_cases(inner);
     free(inner);
     CHECK_EQ_INT(atomic_load(&px->sig_failures), 0);
@@ -252,7 +252,7 @@ TEST(file_driver_remove_takes_every_name)
 {
     const struct cairn_storage_driver *d = cairn_storage_driver_find("file");
     struct cairn_err err;
-    char *root = cairn_path_join(test_tmpdir(), "store");
+    char *root = path_join(test_tmpdir(), "store");
     void *state = NULL;
     CHECK_OK(d->open(root, &state, &err), &err);
     CHECK_OK(d->start(state, "b", &err), &err);
@@ -268,7 +268,7 @@ TEST(file_driver_remove_takes_every_name)
         cairn_writer_free(w);
     }
     CHECK_OK(d->remove(state, "b", &err), &err);
-    char *dir = cairn_path_join(root, "b");
+    char *dir = path_join(root, "b");
     CHECK(access(dir, F_OK) != 0);
     CHECK_ERR(d->remove(state, "b", &err), CAIRN_E_NOTFOUND, &err, "not found");
     d->free(state);

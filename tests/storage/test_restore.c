@@ -23,20 +23,20 @@ static void tree_dump_into(const char *dir, const char *rel, char **out, size_t 
     for (int i = 0; i < n; i++) {
         const char *nm = names[i]->d_name;
         if (strcmp(nm, ".") != 0 && strcmp(nm, "..") != 0) {
-            char *p = cairn_path_join(dir, nm);
-            char *r = rel[0] ? cairn_xasprintf("%s/%s", rel, nm) : cairn_xstrdup(nm);
+            char *p = path_join(dir, nm);
+            char *r = rel[0] ? xasprintf("%s/%s", rel, nm) : xstrdup(nm);
             struct stat sb;
             lstat(p, &sb);
-            char *line = cairn_xasprintf("%s %o\n", r, (unsigned)sb.st_mode);
+            char *line = xasprintf("%s %o\n", r, (unsigned)sb.st_mode);
             size_t ll = strlen(line);
-            *out = cairn_xrealloc(*out, *len + ll + 1);
+            *out = xrealloc(*out, *len + ll + 1);
             memcpy(*out + *len, line, ll + 1);
             *len += ll;
             free(line);
             uint8_t *d = NULL;
             size_t dl = 0;
-            if (S_ISREG(sb.st_mode) && cairn_read_file(p, 1 << 24, &d, &dl, NULL) == CAIRN_OK) {
-                *out = cairn_xrealloc(*out, *len + dl + 1);
+            if (S_ISREG(sb.st_mode) && read_file_max(p, 1 << 24, &d, &dl, NULL) == CAIRN_OK) {
+                *out = xrealloc(*out, *len + dl + 1);
                 memcpy(*out + *len, d, dl);
                 *len += dl;
                 (*out)[*len] = '\0';
@@ -62,11 +62,11 @@ static struct dump tree_dump(const char *dir)
     struct dump d = {NULL, 0};
     struct stat sb;
     if (lstat(dir, &sb) != 0) {
-        d.p = cairn_xstrdup("(absent)");
+        d.p = xstrdup("(absent)");
         d.len = strlen(d.p);
         return d;
     }
-    d.p = cairn_xasprintf("%o\n", (unsigned)sb.st_mode);
+    d.p = xasprintf("%o\n", (unsigned)sb.st_mode);
     d.len = strlen(d.p);
     if (S_ISDIR(sb.st_mode))
         tree_dump_into(dir, "", &d.p, &d.len);
@@ -98,7 +98,7 @@ static int no_temporaries(const char *dir)
 
 static void put(const char *dir, const char *name, const char *data)
 {
-    char *p = cairn_path_join(dir, name);
+    char *p = path_join(dir, name);
     FILE *f = fopen(p, "wb");
     if (f) {
         fputs(data, f);
@@ -111,15 +111,15 @@ static void put(const char *dir, const char *name, const char *data)
 static struct cairn_storage *seven(const char *tmp)
 {
     struct cairn_err err;
-    char *src = cairn_path_join(tmp, "src"), *sub = cairn_path_join(src, "sub");
-    cairn_mkdir_p(sub, 0755, NULL);
+    char *src = path_join(tmp, "src"), *sub = path_join(src, "sub");
+    mkdir_p(sub, 0755, NULL);
     for (int i = 0; i < 7; i++) {
         char name[16], data[64];
         snprintf(name, sizeof(name), "f%d", i);
         snprintf(data, sizeof(data), "content of file %d, long enough to matter", i);
         put(i < 4 ? src : sub, name, data);
     }
-    char *url = cairn_path_join(tmp, "store");
+    char *url = path_join(tmp, "store");
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     CHECK_OK(cairn_storage_backup_path(st, "b", src, NULL, &err), &err);
@@ -132,7 +132,7 @@ static struct cairn_storage *seven(const char *tmp)
 /* XOR one byte of stored file f000005. */
 static void corrupt(const char *tmp)
 {
-    char *p = cairn_xasprintf("%s/store/b/f000005", tmp);
+    char *p = xasprintf("%s/store/b/f000005", tmp);
     int fd = open(p, O_RDWR);
     uint8_t c = 0;
     CHECK(fd >= 0 && pread(fd, &c, 1, 3) == 1);
@@ -150,12 +150,12 @@ TEST(corrupt_file_leaves_target_unchanged)
     corrupt(tmp);
     struct cairn_path_opts force = {.force = 1, .workers = 1};
     /* Absent, empty (mode 0751), and holding content (with --force). */
-    char *absent = cairn_path_join(tmp, "absent"), *empty = cairn_path_join(tmp, "empty");
-    char *full = cairn_path_join(tmp, "full");
+    char *absent = path_join(tmp, "absent"), *empty = path_join(tmp, "empty");
+    char *full = path_join(tmp, "full");
     mkdir(empty, 0751);
     chmod(empty, 0751);
-    char *fsub = cairn_path_join(full, "sub");
-    cairn_mkdir_p(fsub, 0755, NULL);
+    char *fsub = path_join(full, "sub");
+    mkdir_p(fsub, 0755, NULL);
     put(full, "f0", "old f0");
     put(full, "mine", "not in the backup");
     put(fsub, "f6", "old f6");
@@ -180,10 +180,10 @@ TEST(restore_lands_whole)
     struct cairn_err err;
     const char *tmp = test_tmpdir();
     struct cairn_storage *st = seven(tmp);
-    char *src = cairn_path_join(tmp, "src");
+    char *src = path_join(tmp, "src");
     struct dump want = tree_dump(src);
     /* Into a new directory (with a trailing slash) and into an empty one. */
-    char *absent = cairn_path_join(tmp, "absent/"), *empty = cairn_path_join(tmp, "empty");
+    char *absent = path_join(tmp, "absent/"), *empty = path_join(tmp, "empty");
     mkdir(empty, 0700);
     chmod(empty, 0700);
     CHECK_OK(cairn_storage_restore_path(st, "b", absent, NULL, &err), &err);
@@ -191,7 +191,7 @@ TEST(restore_lands_whole)
     CHECK_OK(cairn_storage_restore_path(st, "b", empty, NULL, &err), &err);
     struct stat sb;
     CHECK(stat(empty, &sb) == 0 && (sb.st_mode & 07777) == 0700); /* keeps its own mode */
-    char *a = cairn_path_join(empty, "f1"), *b = cairn_path_join(src, "f1");
+    char *a = path_join(empty, "f1"), *b = path_join(src, "f1");
     struct dump x = tree_dump(a), y = tree_dump(b);
     CHECK(dump_eq(x, y));
     CHECK(no_temporaries(tmp));
@@ -208,7 +208,7 @@ TEST(restore_lands_whole)
     x = tree_dump(a);
     y = tree_dump(b);
     CHECK(dump_eq(x, y));
-    char *extra = cairn_path_join(empty, "extra");
+    char *extra = path_join(empty, "extra");
     CHECK(access(extra, F_OK) == 0);
     CHECK(no_temporaries(empty));
     free(want.p);
@@ -226,18 +226,18 @@ TEST(planted_symlinks_are_not_followed)
     struct cairn_err err;
     const char *tmp = test_tmpdir();
     struct cairn_storage *st = seven(tmp);
-    char *outside = cairn_path_join(tmp, "outside");
+    char *outside = path_join(tmp, "outside");
     mkdir(outside, 0700);
     /* A symlink at the target itself does not redirect the restore. */
-    char *lnk = cairn_path_join(tmp, "lnk");
+    char *lnk = path_join(tmp, "lnk");
     CHECK_EQ_INT(symlink(outside, lnk), 0);
     CHECK_ERR(cairn_storage_restore_path(st, "b", lnk, NULL, &err), CAIRN_E_EXISTS, &err,
               "symbolic link");
     /* Under --force: a symlink where a directory goes is refused before anything is written;
      * a symlink where a file goes is replaced, not written through. */
-    char *t = cairn_path_join(tmp, "t");
+    char *t = path_join(tmp, "t");
     mkdir(t, 0700);
-    char *sub = cairn_path_join(t, "sub");
+    char *sub = path_join(t, "sub");
     CHECK_EQ_INT(symlink(outside, sub), 0);
     struct cairn_path_opts force = {.force = 1};
     struct dump before = tree_dump(t);
@@ -245,7 +245,7 @@ TEST(planted_symlinks_are_not_followed)
               "symbolic link");
     CHECK(dump_eq(before, tree_dump(t)));
     unlink(sub);
-    char *victim = cairn_path_join(outside, "victim"), *f0 = cairn_path_join(t, "f0");
+    char *victim = path_join(outside, "victim"), *f0 = path_join(t, "f0");
     put(outside, "victim", "untouched");
     CHECK_EQ_INT(symlink(victim, f0), 0);
     CHECK_OK(cairn_storage_restore_path(st, "b", t, &force, &err), &err);
@@ -253,7 +253,7 @@ TEST(planted_symlinks_are_not_followed)
     CHECK(lstat(f0, &sb) == 0 && S_ISREG(sb.st_mode));
     uint8_t *d = NULL;
     size_t n = 0;
-    CHECK(cairn_read_file(victim, 100, &d, &n, NULL) == CAIRN_OK && n == 9 &&
+    CHECK(read_file_max(victim, 100, &d, &n, NULL) == CAIRN_OK && n == 9 &&
           memcmp(d, "untouched", 9) == 0);
     free(d);
     DIR *od = opendir(outside);
@@ -278,7 +278,7 @@ TEST(restore_into_dot)
     struct cairn_err err;
     const char *tmp = test_tmpdir();
     struct cairn_storage *st = seven(tmp);
-    char *here = cairn_path_join(tmp, "here"), *src = cairn_path_join(tmp, "src");
+    char *here = path_join(tmp, "here"), *src = path_join(tmp, "src");
     mkdir(here, 0700);
     char cwd[4096];
     CHECK(getcwd(cwd, sizeof(cwd)) != NULL);

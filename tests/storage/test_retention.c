@@ -28,7 +28,7 @@ struct fake {
 static void fake_list(struct cairn_backup_list *l, const struct fake *f, size_t n)
 {
     l->count = n;
-    l->items = cairn_xcalloc(n ? n : 1, sizeof(*l->items));
+    l->items = xcalloc(n ? n : 1, sizeof(*l->items));
     for (size_t i = 0; i < n; i++) {
         struct cairn_backup_info *it = &l->items[i];
         it->name = (char *)f[i].name;
@@ -232,7 +232,7 @@ static void add_backup(struct hist *h)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? 2 * h->cap : 32;
-        h->v = cairn_xrealloc(h->v, h->cap * sizeof(*h->v));
+        h->v = xrealloc(h->v, h->cap * sizeof(*h->v));
     }
     struct sim *b = &h->v[h->n];
     memset(b, 0, sizeof(*b));
@@ -263,7 +263,7 @@ static void to_list(struct hist *h, struct cairn_backup_list *l)
 {
     qsort(h->v, h->n, sizeof(*h->v), cmp_sim); /* cairn_storage_list() order */
     l->count = h->n;
-    l->items = cairn_xcalloc(h->n ? h->n : 1, sizeof(*l->items));
+    l->items = xcalloc(h->n ? h->n : 1, sizeof(*l->items));
     for (size_t i = 0; i < h->n; i++) {
         struct cairn_backup_info *it = &l->items[i];
         it->name = h->v[i].name;
@@ -367,8 +367,8 @@ static void oracle(const struct cairn_backup_list *l, const struct cairn_retenti
                    uint8_t *rem)
 {
     size_t n = l->count;
-    uint8_t *keep = cairn_xcalloc(n + 1, 1);
-    struct ranked *r = cairn_xcalloc(n + 1, sizeof(*r));
+    uint8_t *keep = xcalloc(n + 1, 1);
+    struct ranked *r = xcalloc(n + 1, sizeof(*r));
     const char *newest = NULL;
     for (size_t i = 0; i < n; i++)
         if (is_considered(p, l->items[i].name) && l->items[i].status == C &&
@@ -419,7 +419,7 @@ static int check_plan(const struct cairn_backup_list *l, const struct cairn_rete
                       const struct cairn_retention_plan *plan, uint64_t seed, unsigned hist)
 {
     size_t n = l->count;
-    uint8_t *rem = cairn_xcalloc(n + 1, 1);
+    uint8_t *rem = xcalloc(n + 1, 1);
     oracle(l, p, rem);
     int bad = 0;
     for (size_t i = 0; i < n && !bad; i++) {
@@ -544,12 +544,12 @@ static void file_data(const char *backup, int f, char *out, size_t cap)
 /* Rewrite a stored MANIFEST (test-only raw access): set its creation time, or break it. */
 static void rewrite_manifest(const char *root, const char *name, int64_t created, int corrupt)
 {
-    char *p = cairn_xasprintf("%s/%s/MANIFEST", root, name);
+    char *p = xasprintf("%s/%s/MANIFEST", root, name);
     json_error_t je;
     json_t *m = json_load_file(p, 0, &je);
     CHECK(m != NULL);
     char t[64];
-    cairn_format_rfc3339(created, 0, t, sizeof(t));
+    format_rfc3339(created, 0, t, sizeof(t));
     if (m != NULL) {
         json_object_set_new(m, "created", json_string(t));
         CHECK(json_dump_file(m, p, JSON_INDENT(2)) == 0);
@@ -654,7 +654,7 @@ TEST(property_file_storage)
     rng_state = seed;
     unsigned prunes = 0, removed = 0, links = 0;
     for (unsigned hist = 0; hist < 20 && prop_failures == 0; hist++) {
-        char *root = cairn_xasprintf("%s/h%u", test_tmpdir(), hist);
+        char *root = xasprintf("%s/h%u", test_tmpdir(), hist);
         struct cairn_storage *st = NULL;
         struct cairn_err err;
         CHECK_OK(cairn_storage_open(root, &st, &err), &err);

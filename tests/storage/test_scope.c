@@ -14,7 +14,7 @@ static struct cairn_storage *open_store(const char *dir)
 {
     struct cairn_storage *st = NULL;
     struct cairn_err err = {0};
-    char *url = cairn_xasprintf("file://%s", dir);
+    char *url = xasprintf("file://%s", dir);
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     free(url);
     return st;
@@ -53,7 +53,7 @@ static const struct cairn_backup_info *find_info(const struct cairn_backup_list 
 /* Rewrite a backup's MANIFEST with edit applied to its JSON. */
 static void manifest_edit(const char *dir, const char *name, void (*edit)(json_t *m))
 {
-    char *path = cairn_xasprintf("%s/%s/MANIFEST", dir, name);
+    char *path = xasprintf("%s/%s/MANIFEST", dir, name);
     json_t *m = json_load_file(path, 0, NULL);
     CHECK(m != NULL);
     if (m != NULL) {

@@ -37,7 +37,7 @@ static int rec_create(void *state, const char *backup, const char *file, int64_t
 {
     pthread_mutex_lock(&seen.mu);
     if (seen.n < MAX_SEEN) {
-        seen.where[seen.n] = cairn_xasprintf("%s/%s", backup, file);
+        seen.where[seen.n] = xasprintf("%s/%s", backup, file);
         seen.flags[seen.n++] = opts ? opts->flags : 0;
     }
     pthread_mutex_unlock(&seen.mu);
@@ -73,16 +73,16 @@ TEST(generic_layer_asks_for_what_each_write_needs)
     CHECK_OK(cairn_storage_register(&rec, &err), &err);
 
     const char *tmp = test_tmpdir();
-    char *src = cairn_path_join(tmp, "src");
-    CHECK_OK(cairn_mkdir_p(src, 0700, &err), &err);
-    char *f = cairn_path_join(src, "a");
+    char *src = path_join(tmp, "src");
+    CHECK_OK(mkdir_p(src, 0700, &err), &err);
+    char *f = path_join(src, "a");
     FILE *fp = fopen(f, "w");
     CHECK(fp != NULL);
     if (fp) {
         fputs("hello\n", fp);
         fclose(fp);
     }
-    char *url = cairn_xasprintf("rec://%s/store", tmp);
+    char *url = xasprintf("rec://%s/store", tmp);
     struct cairn_storage *st = NULL;
     CHECK_OK(cairn_storage_open(url, &st, &err), &err);
     CHECK_OK(cairn_storage_backup_path(st, "b1", src, NULL, &err), &err);
@@ -124,7 +124,7 @@ TEST(file_driver_replaces_only_when_asked)
 {
     const struct cairn_storage_driver *d = file_drv();
     struct cairn_err err;
-    char *url = cairn_path_join(test_tmpdir(), "store");
+    char *url = path_join(test_tmpdir(), "store");
     void *state = NULL;
     CHECK_OK(d->open(url, &state, &err), &err);
     CHECK_OK(d->start(state, "b", &err), &err);

@@ -25,7 +25,7 @@ struct etcd_src {
 static int ed_open(const char *url, const struct cairn_source_opts *o, void **state,
                    struct cairn_err *err)
 {
-    struct etcd_src *e = cairn_xcalloc(1, sizeof(*e));
+    struct etcd_src *e = xcalloc(1, sizeof(*e));
     int rc = source_url_parse(url, 2379, &e->u, err);
     if (rc == CAIRN_OK && e->u.user != NULL && e->u.password == NULL && o->password_file)
         rc = source_read_secret(o->password_file, &e->u.password, err);
@@ -36,8 +36,8 @@ static int ed_open(const char *url, const struct cairn_source_opts *o, void **st
     }
     int tls = strcmp(e->u.scheme, "etcds") == 0;
     int v6 = strchr(e->u.host, ':') != NULL;
-    e->endpoint = cairn_xasprintf("%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "",
-                                  e->u.host, v6 ? "]" : "", e->u.port);
+    e->endpoint = xasprintf("%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "", e->u.host,
+                            v6 ? "]" : "", e->u.port);
     e->o = *o;
     *state = e;
     return CAIRN_OK;
@@ -96,7 +96,7 @@ static int ed_restore(void *state, struct cairn_backup *b, const char *into, str
                              "(etcdctl snapshot restore), then start etcd with --data-dir DIR");
     /* The snapshot file goes next to the data directory, never inside it: etcdctl wants DIR
      * absent. It is removed whatever etcdctl does. */
-    char *file = cairn_xasprintf("%s.%s", into, SNAP_FILE);
+    char *file = xasprintf("%s.%s", into, SNAP_FILE);
     struct cairn_reader *r = NULL;
     int rc = cairn_backup_get_file(b, SNAP_FILE, &r, err);
     if (rc == CAIRN_OK)

@@ -26,10 +26,10 @@ int etcd_restore_file(struct cairn_reader *in, const char *path, uint64_t *bytes
     int rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "etcd snapshot file");
-    char *what = cairn_xasprintf("etcd snapshot file '%s'", path);
+    char *what = xasprintf("etcd snapshot file '%s'", path);
     struct etcd_sum sum;
     etcd_sum_init(&sum);
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     for (;;) {
         size_t got = 0;
         rc = cairn_reader_read(in, buf, CAIRN_IO_BUFSIZE, &got, err);
@@ -62,7 +62,7 @@ static char **child_env(void)
     size_t n = 0;
     while (environ[n] != NULL)
         n++;
-    char **env = cairn_xcalloc(n + 2, sizeof(*env));
+    char **env = xcalloc(n + 2, sizeof(*env));
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (strncmp(environ[i], "ETCDCTL_API=", 12) != 0)
@@ -127,7 +127,7 @@ static void output_summary(const char *out, char *dst, size_t cap)
     if (p == NULL)
         p = out;
     size_t n = strcspn(p, "\n");
-    cairn_escape(dst, cap, p, n);
+    str_escape(dst, cap, p, n);
 }
 
 int etcd_restore_into(const char *file, const char *data_dir, const struct etcd_restore_opts *o,
@@ -150,14 +150,14 @@ int etcd_restore_into(const char *file, const char *data_dir, const struct etcd_
     argv[n++] = "snapshot";
     argv[n++] = "restore";
     argv[n++] = file;
-    char *opt[5] = {cairn_xasprintf("--data-dir=%s", data_dir)};
+    char *opt[5] = {xasprintf("--data-dir=%s", data_dir)};
     const char *val[4] = {o->name, o->initial_cluster, o->initial_cluster_token,
                           o->initial_advertise_peer_urls};
     static const char *const flag[4] = {"--name", "--initial-cluster", "--initial-cluster-token",
                                         "--initial-advertise-peer-urls"};
     for (int i = 0; i < 4; i++)
         if (val[i] != NULL)
-            opt[i + 1] = cairn_xasprintf("%s=%s", flag[i], val[i]);
+            opt[i + 1] = xasprintf("%s=%s", flag[i], val[i]);
     for (int i = 0; i < 5; i++)
         if (opt[i] != NULL)
             argv[n++] = opt[i];
@@ -175,7 +175,7 @@ int etcd_restore_into(const char *file, const char *data_dir, const struct etcd_
         else
             rc = cairn_err_set(err, code, "etcd restore of '%s' into '%s': %s exited with %d: %s",
                                file, data_dir, argv[0], WEXITSTATUS(status), why);
-        cairn_rmtree(data_dir, NULL); /* it did not exist: leave nothing half-built */
+        rmtree(data_dir, NULL); /* it did not exist: leave nothing half-built */
     }
     for (int i = 0; i < 5; i++)
         free(opt[i]);

@@ -47,11 +47,11 @@ static int base_url(const char *url, char **out, struct cairn_err *err)
                              "as options");
     if (auth == 0 || (rest[auth] != '\0' && strcmp(rest + auth, "/") != 0)) {
         char safe[256];
-        cairn_escape(safe, sizeof(safe), url, strlen(url));
+        str_escape(safe, sizeof(safe), url, strlen(url));
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "etcd: '%s' is not a client URL (http(s)://host:port, no path)", safe);
     }
-    *out = cairn_xasprintf("%.*s", (int)(rest - url + auth), url);
+    *out = xasprintf("%.*s", (int)(rest - url + auth), url);
     return CAIRN_OK;
 }
 
@@ -62,7 +62,7 @@ struct xfer {
     const char *what;
     long status;                /* HTTP status, read at the first body byte */
     struct etcd_stream *stream; /* a 200 snapshot answer goes here; NULL: collect into body */
-    struct cairn_buf body;      /* an error answer or the authenticate answer (bounded) */
+    struct buf body;            /* an error answer or the authenticate answer (bounded) */
     int rc;                     /* a failure inside a callback */
     struct cairn_err err;
 };
@@ -81,7 +81,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
         curl_easy_getinfo(x->h, CURLINFO_CONTENT_TYPE, &ct);
         if (x->status == 200 && (ct == NULL || strncmp(ct, "application/json", 16) != 0)) {
             char safe[128];
-            cairn_escape(safe, sizeof(safe), ct ? ct : "none", ct ? strlen(ct) : 4);
+            str_escape(safe, sizeof(safe), ct ? ct : "none", ct ? strlen(ct) : 4);
             x->rc = cairn_err_set(&x->err, CAIRN_E_PROTOCOL,
                                   "%s: answer of type %s, not JSON: not an etcd v3 gRPC "
                                   "gateway (etcd 3.4 or later)",
@@ -92,7 +92,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
     if (x->stream == NULL || x->status != 200) {
         if (x->body.len + n > ETCD_ERRBODY_MAX) /* keep the start; it says what went wrong */
             n = x->body.len < ETCD_ERRBODY_MAX ? ETCD_ERRBODY_MAX - x->body.len : 0;
-        cairn_buf_add(&x->body, p, n);
+        buf_add(&x->body, p, n);
         return size * nmemb;
     }
     x->rc = etcd_stream_feed(x->stream, p, n, &x->err);
@@ -196,7 +196,7 @@ static int http_failed(const struct xfer *x, struct cairn_err *err)
     json_decref(root);
     char safe[256];
     size_t line = x->body.len ? strcspn((const char *)x->body.p, "\r\n") : 0;
-    cairn_escape(safe, sizeof(safe), x->body.len ? (const char *)x->body.p : "", line);
+    str_escape(safe, sizeof(safe), x->body.len ? (const char *)x->body.p : "", line);
     int code = CAIRN_E_PROTOCOL;
     const char *hint = ": not an etcd v3 gRPC gateway (etcd 3.4 or later)";
     if (x->status == 401 || x->status == 403) {
@@ -218,10 +218,10 @@ static int post(struct xfer *x, const char *base, const char *path, const char *
                 const char *token, struct cairn_err *err)
 {
     char curlerr[CURL_ERROR_SIZE] = "";
-    char *url = cairn_xasprintf("%s%s", base, path);
+    char *url = xasprintf("%s%s", base, path);
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
     if (token != NULL) {
-        char *a = cairn_xasprintf("Authorization: %s", token); /* raw token, no "Bearer" */
+        char *a = xasprintf("Authorization: %s", token); /* raw token, no "Bearer" */
         hdrs = curl_slist_append(hdrs, a);
         free(a);
     }
@@ -250,18 +250,18 @@ static int authenticate(const struct etcd_conn_opts *o, const char *base, const 
                         char **token, struct cairn_err *err)
 {
     *token = NULL;
-    struct cairn_buf req = {0};
-    cairn_buf_adds(&req, "{\"name\":");
-    cairn_buf_json_string(&req, o->user, 0);
-    cairn_buf_adds(&req, ",\"password\":");
-    cairn_buf_json_string(&req, o->password ? o->password : "", 0);
-    cairn_buf_adds(&req, "}");
-    char *awhat = cairn_xasprintf("%s: authenticating as user '%s'", what, o->user);
+    struct buf req = {0};
+    buf_adds(&req, "{\"name\":");
+    buf_json_string(&req, o->user, 0);
+    buf_adds(&req, ",\"password\":");
+    buf_json_string(&req, o->password ? o->password : "", 0);
+    buf_adds(&req, "}");
+    char *awhat = xasprintf("%s: authenticating as user '%s'", what, o->user);
     struct xfer x = {.o = o, .what = awhat};
     struct cairn_err e = {0};
     int rc = post(&x, base, "/v3/auth/authenticate", (const char *)req.p, NULL, &e);
     explicit_bzero(req.p, req.len);
-    cairn_buf_free(&req);
+    buf_free(&req);
     if (rc != CAIRN_OK && x.status != 0 && strstr(e.msg, "authentication is not enabled")) {
         rc = CAIRN_OK; /* auth is off: no token needed */
     } else if (rc != CAIRN_OK) {
@@ -271,12 +271,12 @@ static int authenticate(const struct etcd_conn_opts *o, const char *base, const 
         json_t *root = json_loadb((const char *)x.body.p, x.body.len, 0, NULL);
         const char *t = json_string_value(json_object_get(root, "token"));
         if (t != NULL && *t != '\0')
-            *token = cairn_xstrdup(t);
+            *token = xstrdup(t);
         else
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: the answer holds no token", awhat);
         json_decref(root);
     }
-    cairn_buf_free(&x.body);
+    buf_free(&x.body);
     free(awhat);
     return rc;
 }
@@ -291,7 +291,7 @@ int etcd_snapshot(const struct etcd_conn_opts *o, struct cairn_writer *out, uint
     if (rc != CAIRN_OK)
         return rc;
     pthread_once(&curl_once, curl_init_once);
-    char *what = cairn_xasprintf("etcd snapshot from %s", base);
+    char *what = xasprintf("etcd snapshot from %s", base);
     char *token = NULL;
     if (cancelled(o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
@@ -305,7 +305,7 @@ int etcd_snapshot(const struct etcd_conn_opts *o, struct cairn_writer *out, uint
         if (rc == CAIRN_OK && bytes != NULL)
             *bytes = etcd_stream_bytes(x.stream);
         etcd_stream_free(x.stream);
-        cairn_buf_free(&x.body);
+        buf_free(&x.body);
     }
     if (token != NULL) {
         explicit_bzero(token, strlen(token));

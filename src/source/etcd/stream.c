@@ -20,7 +20,7 @@
 void etcd_sum_init(struct etcd_sum *s)
 {
     memset(s, 0, sizeof(*s));
-    struct cairn_sha256 *h = cairn_xcalloc(1, sizeof(*h));
+    struct cairn_sha256 *h = xcalloc(1, sizeof(*h));
     cairn_sha256_init(h);
     s->h = h;
 }
@@ -79,8 +79,8 @@ void etcd_sum_free(struct etcd_sum *s)
 struct etcd_stream {
     struct cairn_writer *out; /* borrowed */
     char *what;
-    struct cairn_buf line; /* the message being assembled across feeds */
-    uint8_t *blob;         /* decoded blob of the current message */
+    struct buf line; /* the message being assembled across feeds */
+    uint8_t *blob;   /* decoded blob of the current message */
     size_t blob_cap;
     struct etcd_sum sum;
     uint64_t messages;
@@ -93,9 +93,9 @@ struct etcd_stream {
 
 struct etcd_stream *etcd_stream_new(struct cairn_writer *out, const char *what)
 {
-    struct etcd_stream *st = cairn_xcalloc(1, sizeof(*st));
+    struct etcd_stream *st = xcalloc(1, sizeof(*st));
     st->out = out;
-    st->what = cairn_xstrdup(what);
+    st->what = xstrdup(what);
     etcd_sum_init(&st->sum);
     return st;
 }
@@ -105,7 +105,7 @@ void etcd_stream_free(struct etcd_stream *st)
     if (st == NULL)
         return;
     etcd_sum_free(&st->sum);
-    cairn_buf_free(&st->line);
+    buf_free(&st->line);
     free(st->blob);
     free(st->what);
     free(st);
@@ -157,7 +157,7 @@ int etcd_gateway_error(const void *root_, long http_status, const char *what, st
             code = (long)json_integer_value(json_object_get(root, "code"));
     }
     char safe[512];
-    cairn_escape(safe, sizeof(safe), msg ? msg : "(no message)", msg ? strlen(msg) : 12);
+    str_escape(safe, sizeof(safe), msg ? msg : "(no message)", msg ? strlen(msg) : 12);
     char http[32] = "";
     if (http_status > 0)
         snprintf(http, sizeof(http), ", HTTP %ld", http_status);
@@ -242,7 +242,7 @@ static int on_result(struct etcd_stream *st, const json_t *res, struct cairn_err
     size_t cap = b64_len / 4 * 3;
     if (cap > st->blob_cap) {
         free(st->blob);
-        st->blob = cairn_xmalloc(cap);
+        st->blob = xmalloc(cap);
         st->blob_cap = cap;
     }
     size_t n = 0;
@@ -269,7 +269,7 @@ static int on_message(struct etcd_stream *st, const char *p, size_t n, struct ca
     json_t *root = json_loadb(p, n, 0, &je);
     if (root == NULL) {
         char safe[200];
-        cairn_escape(safe, sizeof(safe), je.text, strlen(je.text));
+        str_escape(safe, sizeof(safe), je.text, strlen(je.text));
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "%s: message %llu (%zu bytes) is not JSON (damaged in transit): %s",
                              st->what, (unsigned long long)st->messages, n, safe);
@@ -320,7 +320,7 @@ int etcd_stream_feed(struct etcd_stream *st, const void *p, size_t n, struct cai
         if (nl != NULL && st->line.len == 0) { /* a whole line in this piece: no copy */
             rc = on_message(st, c, take, err);
         } else {
-            cairn_buf_add(&st->line, c, take);
+            buf_add(&st->line, c, take);
             if (nl != NULL) {
                 rc = on_message(st, (const char *)st->line.p, st->line.len, err);
                 st->line.len = 0;

@@ -1,6 +1,6 @@
 /* TCP to a Redis server with bounded waits: every wait is a poll() limited by the idle timeout
  * and cut into slices so a cancel flag is seen within REDIS_CANCEL_POLL ms. The service module
- * has the same kind of helpers (src/service/net.c) but is a peer layer, so they are not
+ * has the same kind of helpers (src/influx/net.c) but is a peer layer, so they are not
  * shared; a common home for them would serve both. */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,11 +25,11 @@ static int cancelled(const struct redis_conn *c)
 static int conn_wait(struct redis_conn *c, short events, int timeout_ms, const char *what,
                      struct cairn_err *err)
 {
-    uint64_t end = cairn_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t end = mono_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
         if (cancelled(c))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "redis %s: %s: cancelled", c->addr, what);
-        uint64_t now = cairn_mono_ns();
+        uint64_t now = mono_ns();
         if (now >= end)
             return cairn_err_set(err, CAIRN_E_TIMEOUT, "redis %s: %s: no progress for %d ms",
                                  c->addr, what, timeout_ms);
@@ -186,7 +186,7 @@ int redis_conn_line(struct redis_conn *c, char *line, size_t cap, size_t *len,
             if (n + 1 >= cap) {
                 line[n] = 0;
                 char q[80];
-                cairn_escape(q, sizeof(q), line, n < 48 ? n : 48);
+                str_escape(q, sizeof(q), line, n < 48 ? n : 48);
                 return cairn_err_set(err, CAIRN_E_PROTOCOL,
                                      "redis %s: reply line longer than %zu bytes: \"%s...\"",
                                      c->addr, cap - 1, q);

@@ -22,12 +22,12 @@ struct redis_src {
 static int rd_open(const char *url, const struct cairn_source_opts *o, void **state,
                    struct cairn_err *err)
 {
-    struct redis_src *r = cairn_xcalloc(1, sizeof(*r));
+    struct redis_src *r = xcalloc(1, sizeof(*r));
     int rc = source_url_parse(url, 6379, &r->u, err);
     if (rc == CAIRN_OK && r->u.password == NULL && o->password_file != NULL)
         rc = source_read_secret(o->password_file, &r->u.password, err);
     if (rc == CAIRN_OK && r->u.password == NULL && getenv("REDISCLI_AUTH") != NULL)
-        r->u.password = cairn_xstrdup(getenv("REDISCLI_AUTH"));
+        r->u.password = xstrdup(getenv("REDISCLI_AUTH"));
     if (rc != CAIRN_OK) {
         source_url_free(&r->u);
         free(r);
@@ -87,9 +87,9 @@ static int rd_restore(void *state, struct cairn_backup *b, const char *into, str
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "redis cannot load an RDB while it runs: restore with --into DIR, "
                              "then start redis-server with --dir DIR --dbfilename " RDB_FILE);
-    char *path = cairn_path_join(into, RDB_FILE);
+    char *path = path_join(into, RDB_FILE);
     struct cairn_writer *w = NULL;
-    int rc = cairn_mkdir_p(into, 0700, err);
+    int rc = mkdir_p(into, 0700, err);
     if (rc == CAIRN_OK)
         rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
     if (rc == CAIRN_OK)

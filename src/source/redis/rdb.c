@@ -33,7 +33,7 @@ static int check_magic(struct redis_rdb_check *k, struct cairn_err *err)
         ok = h[i] >= '0' && h[i] <= '9';
     if (!ok) {
         char q[64];
-        cairn_escape(q, sizeof(q), (const char *)h, RDB_MAGIC_LEN);
+        str_escape(q, sizeof(q), (const char *)h, RDB_MAGIC_LEN);
         return cairn_err_set(err, CAIRN_E_CORRUPT, "not an RDB file: it starts with \"%s\"", q);
     }
     k->version = (h[5] - '0') * 1000 + (h[6] - '0') * 100 + (h[7] - '0') * 10 + (h[8] - '0');

@@ -18,14 +18,14 @@
 #define REDIS_EXCERPT  120          /* bytes of a reply quoted in a message */
 
 /* Append one command as a RESP array of bulk strings. */
-static void resp_cmd(struct cairn_buf *b, int argc, const char *const *argv)
+static void resp_cmd(struct buf *b, int argc, const char *const *argv)
 {
-    cairn_buf_printf(b, "*%d\r\n", argc);
+    buf_printf(b, "*%d\r\n", argc);
     for (int i = 0; i < argc; i++) {
         size_t n = strlen(argv[i]);
-        cairn_buf_printf(b, "$%zu\r\n", n);
-        cairn_buf_add(b, argv[i], n);
-        cairn_buf_add(b, "\r\n", 2);
+        buf_printf(b, "$%zu\r\n", n);
+        buf_add(b, argv[i], n);
+        buf_add(b, "\r\n", 2);
     }
 }
 
@@ -33,7 +33,7 @@ static void resp_cmd(struct cairn_buf *b, int argc, const char *const *argv)
 static const char *excerpt(char *q, size_t cap, const char *s, size_t n)
 {
     size_t k = n > REDIS_EXCERPT ? REDIS_EXCERPT : n;
-    cairn_escape(q, cap - 4, s, k);
+    str_escape(q, cap - 4, s, k);
     if (k < n)
         strcat(q, "...");
     return q;
@@ -97,20 +97,20 @@ static int expect_ok(struct redis_conn *c, const char *what, int optional, int h
  * a copy (a growing buffer would leave old copies in freed memory). */
 static int handshake(struct redis_conn *c, const struct redis_conn_opts *o, struct cairn_err *err)
 {
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     const char *pw = o->password;
     int rc = CAIRN_OK;
     if (pw != NULL) {
         int have_user = o->user != NULL && o->user[0] != 0;
-        cairn_buf_printf(&b, "*%d\r\n$4\r\nAUTH\r\n", have_user ? 3 : 2);
+        buf_printf(&b, "*%d\r\n$4\r\nAUTH\r\n", have_user ? 3 : 2);
         if (have_user)
-            cairn_buf_printf(&b, "$%zu\r\n%s\r\n", strlen(o->user), o->user);
-        cairn_buf_printf(&b, "$%zu\r\n", strlen(pw));
+            buf_printf(&b, "$%zu\r\n%s\r\n", strlen(o->user), o->user);
+        buf_printf(&b, "$%zu\r\n", strlen(pw));
         rc = redis_conn_send(c, b.p, b.len, err);
         if (rc == CAIRN_OK)
             rc = redis_conn_send(c, pw, strlen(pw), err);
         b.len = 0;
-        cairn_buf_add(&b, "\r\n", 2);
+        buf_add(&b, "\r\n", 2);
     }
     const char *port[] = {"REPLCONF", "listening-port", "0"};
     const char *capa[] = {"REPLCONF", "capa", "eof", "capa", "psync2"};
@@ -120,7 +120,7 @@ static int handshake(struct redis_conn *c, const struct redis_conn_opts *o, stru
     resp_cmd(&b, 3, rdb_only);
     if (rc == CAIRN_OK)
         rc = redis_conn_send(c, b.p, b.len, err);
-    cairn_buf_free(&b);
+    buf_free(&b);
     if (rc == CAIRN_OK && pw != NULL)
         rc = expect_ok(c, "AUTH", 0, 1, err);
     if (rc == CAIRN_OK)
@@ -311,11 +311,11 @@ int redis_snapshot(const struct redis_conn_opts *o, struct cairn_writer *out, ui
     if (o->user != NULL && o->user[0] && o->password == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "redis: ACL user '%s' given without a password",
                              o->user);
-    struct redis_conn *c = cairn_xcalloc(1, sizeof(*c));
+    struct redis_conn *c = xcalloc(1, sizeof(*c));
     struct xfer x = {.c = c, .o = o, .out = out};
     redis_rdb_check_init(&x.check);
-    x.buf = cairn_xmalloc(REDIS_CHUNK + REDIS_EOF_MARK);
-    uint64_t t0 = cairn_mono_ns();
+    x.buf = xmalloc(REDIS_CHUNK + REDIS_EOF_MARK);
+    uint64_t t0 = mono_ns();
     int rc = fetch(&x, err);
     int has_crc = 0;
     if (rc == CAIRN_OK) {
@@ -332,7 +332,7 @@ int redis_snapshot(const struct redis_conn_opts *o, struct cairn_writer *out, ui
                    c->addr);
     if (rc == CAIRN_OK)
         cairn_info("redis", "redis %s: RDB version %d, %" PRIu64 " bytes in %.2f s%s", c->addr,
-                   x.check.version, x.done, (double)(cairn_mono_ns() - t0) / 1e9,
+                   x.check.version, x.done, (double)(mono_ns() - t0) / 1e9,
                    has_crc ? ", CRC-64 verified" : "");
     if (bytes != NULL)
         *bytes = x.done;

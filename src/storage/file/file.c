@@ -34,8 +34,8 @@ static int file_open(const char *url, void **state, struct cairn_err *err)
         if (p[-1] == '/' && (p[2] == '/' || p[2] == '\0'))
             return cairn_err_set(err, CAIRN_E_INVALID,
                                  "file storage path '%s' must not contain '..'", path);
-    struct file_store *fs = cairn_xcalloc(1, sizeof(*fs));
-    fs->root = cairn_xstrdup(path);
+    struct file_store *fs = xcalloc(1, sizeof(*fs));
+    fs->root = xstrdup(path);
     size_t n = strlen(fs->root);
     while (n > 1 && fs->root[n - 1] == '/')
         fs->root[--n] = '\0';
@@ -63,7 +63,7 @@ static int file_list(void *state, int (*fn)(void *arg, const char *name), void *
         int isdir = e->d_type == DT_DIR;
         if (e->d_type == DT_UNKNOWN) {
             struct stat sb;
-            char *p = cairn_path_join(fs->root, e->d_name);
+            char *p = path_join(fs->root, e->d_name);
             isdir = lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
             free(p);
         }
@@ -79,10 +79,10 @@ static int file_list(void *state, int (*fn)(void *arg, const char *name), void *
 static int file_start(void *state, const char *backup, struct cairn_err *err)
 {
     struct file_store *fs = state;
-    int rc = cairn_mkdir_p(fs->root, 0700, err);
+    int rc = mkdir_p(fs->root, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *dir = cairn_path_join(fs->root, backup);
+    char *dir = path_join(fs->root, backup);
     if (mkdir(dir, 0700) != 0) {
         if (errno == EEXIST)
             rc = cairn_err_set(err, CAIRN_E_EXISTS, "backup '%s' already exists in '%s'", backup,
@@ -90,7 +90,7 @@ static int file_start(void *state, const char *backup, struct cairn_err *err)
         else
             rc = cairn_err_sys(err, 0, errno, "create backup directory '%s'", dir);
     } else {
-        rc = cairn_fsync_dir(fs->root, err);
+        rc = fsync_dir(fs->root, err);
     }
     free(dir);
     return rc;
@@ -101,16 +101,16 @@ static int file_start(void *state, const char *backup, struct cairn_err *err)
 static int file_remove(void *state, const char *backup, struct cairn_err *err)
 {
     struct file_store *fs = state;
-    char *dir = cairn_path_join(fs->root, backup);
+    char *dir = path_join(fs->root, backup);
     struct stat sb;
     int rc;
     if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         rc =
             cairn_err_set(err, CAIRN_E_NOTFOUND, "backup '%s' not found in '%s'", backup, fs->root);
     else
-        rc = cairn_rmtree(dir, err);
+        rc = rmtree(dir, err);
     if (rc == CAIRN_OK)
-        rc = cairn_fsync_dir(fs->root, err);
+        rc = fsync_dir(fs->root, err);
     free(dir);
     return rc;
 }
@@ -157,7 +157,7 @@ static void sweep_lock_temps(const char *dir, const char *host)
         if (pid <= 0 || *end != '.' || strncmp(end + 1, host, hl) != 0 || end[1 + hl] != '.' ||
             pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
             continue;
-        char *p = cairn_path_join(dir, e->d_name);
+        char *p = path_join(dir, e->d_name);
         unlink(p);
         free(p);
     }
@@ -168,10 +168,10 @@ static int lockw_finish(struct cairn_writer *w, struct cairn_err *err)
 {
     struct lock_writer *lw = (struct lock_writer *)w;
     char dir[4096], host[64];
-    cairn_dirname(lw->path, dir, sizeof(dir));
-    cairn_host_name(host, sizeof(host), 1); /* it goes into a file name */
+    path_dirname(lw->path, dir, sizeof(dir));
+    host_name(host, sizeof(host), 1); /* it goes into a file name */
     sweep_lock_temps(dir, host);
-    char *tmp = cairn_xasprintf("%s/" LOCK_TMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), host);
+    char *tmp = xasprintf("%s/" LOCK_TMP_PREFIX "%ld.%s.XXXXXX", dir, (long)getpid(), host);
     int fd = mkstemp(tmp); /* closed right below: no exec can inherit it */
     int rc = CAIRN_OK;
     if (fd < 0)
@@ -179,7 +179,7 @@ static int lockw_finish(struct cairn_writer *w, struct cairn_err *err)
     else if (fchmod(fd, 0600) != 0)
         rc = cairn_err_sys(err, 0, errno, "chmod '%s'", tmp);
     else
-        rc = cairn_write_all(fd, lw->buf, lw->len, tmp, err);
+        rc = write_all(fd, lw->buf, lw->len, tmp, err);
     if (fd >= 0 && close(fd) != 0 && rc == CAIRN_OK)
         rc = cairn_err_sys(err, 0, errno, "close '%s'", tmp);
     if (rc == CAIRN_OK && rename(tmp, lw->path) != 0)
@@ -207,8 +207,8 @@ static int file_create(void *state, const char *backup, const char *file, int64_
     (void)size_hint;
     unsigned flags = opts ? opts->flags : 0;
     struct file_store *fs = state;
-    char *dir = cairn_path_join(fs->root, backup);
-    char *path = cairn_path_join(dir, file);
+    char *dir = path_join(fs->root, backup);
+    char *path = path_join(dir, file);
     struct stat sb;
     int rc = CAIRN_OK;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
@@ -218,7 +218,7 @@ static int file_create(void *state, const char *backup, const char *file, int64_
     }
     /* Without REPLACE a synced writer is used anyway: it refuses an existing name. */
     if ((flags & CAIRN_STORAGE_WRITE_REPLACE) && !(flags & CAIRN_STORAGE_WRITE_SYNC)) {
-        struct lock_writer *lw = cairn_xcalloc(1, sizeof(*lw));
+        struct lock_writer *lw = xcalloc(1, sizeof(*lw));
         cairn_writer_init(&lw->base, &lock_writer_ops, NULL);
         lw->path = path;
         path = NULL;
@@ -237,8 +237,8 @@ static int file_read(void *state, const char *backup, const char *file, struct c
                      struct cairn_err *err)
 {
     struct file_store *fs = state;
-    char *dir = cairn_path_join(fs->root, backup);
-    char *path = cairn_path_join(dir, file);
+    char *dir = path_join(fs->root, backup);
+    char *path = path_join(dir, file);
     /* O_NONBLOCK and a type check: a FIFO (or a directory) planted under a stored name is a
      * damaged backup, reported as corrupt, never a read that blocks the whole store. */
     int rc = CAIRN_OK;
@@ -273,7 +273,7 @@ static int file_list_files(void *state, const char *backup, int (*fn)(void *arg,
                            void *arg, struct cairn_err *err)
 {
     struct file_store *fs = state;
-    char *dir = cairn_path_join(fs->root, backup);
+    char *dir = path_join(fs->root, backup);
     DIR *d = opendir(dir);
     int rc = CAIRN_OK;
     if (d == NULL) {
@@ -300,19 +300,19 @@ static int file_remove_file(void *state, const char *backup, const char *file,
                             struct cairn_err *err)
 {
     struct file_store *fs = state;
-    char *dir = cairn_path_join(fs->root, backup);
-    char *path = cairn_path_join(dir, file);
+    char *dir = path_join(fs->root, backup);
+    char *path = path_join(dir, file);
     int rc = CAIRN_OK;
     if (unlink(path) == 0)
         rc = CAIRN_OK;
     else if (errno == EISDIR) /* whatever is at the name goes: a damaged backup's directory */
-        rc = cairn_rmtree(path, err);
+        rc = rmtree(path, err);
     else if (errno == ENOENT || errno == ENOTDIR) /* no such file, or no such backup */
         rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path);
     else
         rc = cairn_err_sys(err, 0, errno, "remove '%s'", path);
     if (rc == CAIRN_OK)
-        rc = cairn_fsync_dir(dir, err);
+        rc = fsync_dir(dir, err);
     free(path);
     free(dir);
     return rc;

@@ -74,7 +74,7 @@ static void handle_put(struct s3 *s, CURL *c)
     pthread_mutex_lock(&s->mu);
     if (s->npool == s->cappool) {
         s->cappool = s->cappool ? s->cappool * 2 : 8;
-        s->pool = cairn_xrealloc(s->pool, s->cappool * sizeof(*s->pool));
+        s->pool = xrealloc(s->pool, s->cappool * sizeof(*s->pool));
     }
     s->pool[s->npool++] = c;
     pthread_mutex_unlock(&s->mu);
@@ -99,7 +99,7 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
             c->overflow = c->max > 0;
         return len;
     }
-    c->body_out = cairn_xrealloc(c->body_out, c->body_out_len + len + 1);
+    c->body_out = xrealloc(c->body_out, c->body_out_len + len + 1);
     memcpy(c->body_out + c->body_out_len, p, len);
     c->body_out_len += len;
     c->body_out[c->body_out_len] = '\0';
@@ -132,17 +132,15 @@ static char *object_url(struct s3 *s, const char *key, const char *query)
     char *ekey = s3_uri_encode(key ? key : "", 1);
     char *base;
     if (s->endpoint == NULL) {
-        base = s->path_style
-                   ? cairn_xasprintf("https://s3.%s.amazonaws.com/%s", s->region, s->bucket)
-                   : cairn_xasprintf("https://%s.s3.%s.amazonaws.com", s->bucket, s->region);
+        base = s->path_style ? xasprintf("https://s3.%s.amazonaws.com/%s", s->region, s->bucket)
+                             : xasprintf("https://%s.s3.%s.amazonaws.com", s->bucket, s->region);
     } else if (s->path_style) {
-        base = cairn_xasprintf("%s/%s", s->endpoint, s->bucket);
+        base = xasprintf("%s/%s", s->endpoint, s->bucket);
     } else {
         const char *host = strstr(s->endpoint, "://") + 3;
-        base =
-            cairn_xasprintf("%.*s%s.%s", (int)(host - s->endpoint), s->endpoint, s->bucket, host);
+        base = xasprintf("%.*s%s.%s", (int)(host - s->endpoint), s->endpoint, s->bucket, host);
     }
-    char *url = cairn_xasprintf("%s/%s%s%s", base, ekey, query ? "?" : "", query ? query : "");
+    char *url = xasprintf("%s/%s%s%s", base, ekey, query ? "?" : "", query ? query : "");
     free(base);
     free(ekey);
     return url;
@@ -212,12 +210,12 @@ static struct curl_slist *request_headers(const struct s3 *s, const struct call 
     snprintf(hdrbuf, sizeof(hdrbuf), "x-amz-content-sha256: %s", sumhex);
     hl = curl_slist_append(hl, hdrbuf);
     if (s->token != NULL) {
-        char *t = cairn_xasprintf("x-amz-security-token: %s", s->token);
+        char *t = xasprintf("x-amz-security-token: %s", s->token);
         hl = curl_slist_append(hl, t);
         free(t);
     }
     if (c->content_type != NULL) {
-        char *t = cairn_xasprintf("Content-Type: %s", c->content_type);
+        char *t = xasprintf("Content-Type: %s", c->content_type);
         hl = curl_slist_append(hl, t);
         free(t);
     }

@@ -44,7 +44,7 @@ static char *ini_get(const char *path, const char *section, const char *key)
         while (isspace((unsigned char)*v))
             v++;
         if (strcmp(k, key) == 0)
-            val = cairn_xstrdup(v);
+            val = xstrdup(v);
     }
     fclose(f);
     return val;
@@ -64,16 +64,16 @@ int s3_load_credentials(struct s3 *s, struct cairn_err *err)
 {
     const char *ak = getenv("AWS_ACCESS_KEY_ID"), *sk = getenv("AWS_SECRET_ACCESS_KEY");
     if (ak && *ak && sk && *sk) {
-        s->access = cairn_xstrdup(ak);
-        s->secret = cairn_xstrdup(sk);
+        s->access = xstrdup(ak);
+        s->secret = xstrdup(sk);
         const char *tok = getenv("AWS_SESSION_TOKEN");
-        s->token = tok && *tok ? cairn_xstrdup(tok) : NULL;
+        s->token = tok && *tok ? xstrdup(tok) : NULL;
     } else {
         const char *file = getenv("AWS_SHARED_CREDENTIALS_FILE");
         char *def = NULL;
         if (file == NULL || *file == '\0') {
             const char *home = getenv("HOME");
-            def = cairn_xasprintf("%s/.aws/credentials", home ? home : "");
+            def = xasprintf("%s/.aws/credentials", home ? home : "");
             file = def;
         }
         const char *profile = getenv("AWS_PROFILE");
@@ -104,7 +104,7 @@ int s3_load_credentials(struct s3 *s, struct cairn_err *err)
     if (region == NULL || *region == '\0')
         region = "us-east-1";
     if (s->region == NULL)
-        s->region = cairn_xstrdup(region);
-    s->sigv4 = cairn_xasprintf("aws:amz:%s:s3", s->region);
+        s->region = xstrdup(region);
+    s->sigv4 = xasprintf("aws:amz:%s:s3", s->region);
     return CAIRN_OK;
 }

@@ -27,8 +27,7 @@ static int s3_list_objects(struct s3 *s, const char *prefix, int delimit, unsign
     char *eprefix = s3_uri_encode(prefix, 0);
     do {
         char *etoken = token ? s3_uri_encode(token, 0) : NULL;
-        char *q =
-            cairn_xasprintf("%s%s%s%slist-type=2&max-keys=%u&prefix=%s",
+        char *q = xasprintf("%s%s%s%slist-type=2&max-keys=%u&prefix=%s",
                             etoken ? "continuation-token=" : "", etoken ? etoken : "",
                             etoken ? "&" : "", delimit ? "delimiter=%2F&" : "", max_keys, eprefix);
         free(etoken);
@@ -89,7 +88,7 @@ static int list_prefix_cb(void *arg, const char *pf)
     size_t pl = strlen(lc->s->prefix), l = strlen(pf);
     if (l <= pl + 1 || strncmp(pf, lc->s->prefix, pl) != 0 || pf[l - 1] != '/')
         return 0;
-    char *name = cairn_xstrdup(pf + pl);
+    char *name = xstrdup(pf + pl);
     name[l - pl - 1] = '\0';
     int rc = lc->fn(lc->arg, name);
     free(name);
@@ -120,7 +119,7 @@ int s3_start(void *state, const char *backup, struct cairn_err *err)
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *pfx = cairn_xasprintf("%s%s/", s->prefix, backup);
+    char *pfx = xasprintf("%s%s/", s->prefix, backup);
     int found = 0;
     struct lister l = {.on_key = found_cb, .arg = &found};
     rc = s3_list_objects(s, pfx, 0, 1, 1, &l, err);
@@ -156,7 +155,7 @@ static int delete_flush(void *arg)
     size_t cap = 64, len = 0;
     for (size_t i = 0; i < d->n; i++)
         cap += strlen(d->keys[i]) * 6 + 32;
-    char *xml = cairn_xmalloc(cap);
+    char *xml = xmalloc(cap);
     len += (size_t)sprintf(xml, "<Delete><Quiet>true</Quiet>");
     for (size_t i = 0; i < d->n; i++) {
         char *k = s3_xml_escape(d->keys[i]);
@@ -213,7 +212,7 @@ static int delete_collect(void *arg, const char *key)
         if (rc != CAIRN_OK)
             return rc;
     }
-    d->keys[d->n++] = cairn_xstrdup(key);
+    d->keys[d->n++] = xstrdup(key);
     return 0;
 }
 
@@ -225,9 +224,9 @@ int s3_remove(void *state, const char *backup, struct cairn_err *err)
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *pfx = cairn_xasprintf("%s%s/", s->prefix, backup);
+    char *pfx = xasprintf("%s%s/", s->prefix, backup);
     struct deleter d = {.s = s, .err = err};
-    d.keys = cairn_xcalloc(DELETE_BATCH, sizeof(*d.keys));
+    d.keys = xcalloc(DELETE_BATCH, sizeof(*d.keys));
     struct lister l = {.on_key = delete_collect, .on_page = delete_flush, .arg = &d};
     rc = s3_list_objects(s, pfx, 0, 1000, 0, &l, err);
     for (size_t i = 0; i < d.n; i++)
@@ -262,7 +261,7 @@ int s3_list_files(void *state, const char *backup, int (*fn)(void *arg, const ch
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *pfx = cairn_xasprintf("%s%s/", s->prefix, backup);
+    char *pfx = xasprintf("%s%s/", s->prefix, backup);
     struct files_ctx fc = {strlen(pfx), fn, arg};
     struct lister l = {.on_key = files_key_cb, .arg = &fc};
     rc = s3_list_objects(s, pfx, 0, 1000, 0, &l, err);
@@ -276,7 +275,7 @@ int s3_remove_file(void *state, const char *backup, const char *file, struct cai
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
+    char *key = xasprintf("%s%s/%s", s->prefix, backup, file);
     struct call c = {.method = "DELETE", .key = key, .max = 64 * 1024};
     rc = s3_call(s, &c, err);
     s3_call_done(&c);

@@ -82,7 +82,7 @@ int s3_read(void *state, const char *backup, const char *file, struct cairn_read
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    char *key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
+    char *key = xasprintf("%s%s/%s", s->prefix, backup, file);
     struct call c = {.method = "HEAD", .key = key, .cancellable = 1};
     rc = s3_call(s, &c, err);
     s3_call_done(&c);
@@ -94,13 +94,13 @@ int s3_read(void *state, const char *backup, const char *file, struct cairn_read
         free(key);
         return rc;
     }
-    struct s3_reader *r = cairn_xcalloc(1, sizeof(*r));
+    struct s3_reader *r = xcalloc(1, sizeof(*r));
     cairn_reader_init(&r->base, &s3_reader_ops, NULL);
     r->s = s;
     r->key = key;
     r->size = (uint64_t)c.clen;
     r->chunk = (size_t)s->part_floor;
-    r->buf = cairn_xmalloc(r->size < r->chunk ? (size_t)r->size + 1 : r->chunk);
+    r->buf = xmalloc(r->size < r->chunk ? (size_t)r->size + 1 : r->chunk);
     snprintf(r->etag, sizeof(r->etag), "%s", c.etag);
     *out = &r->base;
     return CAIRN_OK;

@@ -17,7 +17,7 @@ static int unreserved(unsigned char c)
 
 char *s3_uri_encode(const char *s, int keep_slash)
 {
-    char *out = cairn_xmalloc(strlen(s) * 3 + 1), *o = out;
+    char *out = xmalloc(strlen(s) * 3 + 1), *o = out;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (unreserved(*p) || (keep_slash && *p == '/'))
             *o++ = (char)*p;
@@ -30,7 +30,7 @@ char *s3_uri_encode(const char *s, int keep_slash)
 
 static char *uri_decode(const char *s, size_t n)
 {
-    char *out = cairn_xmalloc(n + 1), *o = out;
+    char *out = xmalloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
             isxdigit((unsigned char)s[i + 2])) {
@@ -54,20 +54,20 @@ static int parse_bool(const char *v)
 static int parse_location(struct s3 *s, const char *url, const char *rest, size_t pathlen,
                           struct cairn_err *err)
 {
-    char *path = cairn_xmalloc(pathlen + 1);
+    char *path = xmalloc(pathlen + 1);
     memcpy(path, rest, pathlen);
     path[pathlen] = '\0';
     char *slash = strchr(path, '/');
     if (slash)
         *slash = '\0';
-    s->bucket = cairn_xstrdup(path);
+    s->bucket = xstrdup(path);
     if (s->bucket[0] == '\0' || strlen(s->bucket) > 63) {
         free(path);
         return cairn_err_set(err, CAIRN_E_INVALID, "S3 URL '%s' has no valid bucket name", url);
     }
     /* Prefix: collapse slashes, forbid "." and ".." components; store with trailing '/'. */
     int rc = CAIRN_OK;
-    char *pfx = cairn_xcalloc(1, pathlen + 2);
+    char *pfx = xcalloc(1, pathlen + 2);
     size_t o = 0;
     char *save = NULL;
     for (char *tok = slash ? strtok_r(slash + 1, "/", &save) : NULL; tok;
@@ -88,7 +88,7 @@ static int parse_location(struct s3 *s, const char *url, const char *rest, size_
 static int parse_num(const char *key, const char *v, uint64_t lo, uint64_t hi, uint64_t *n,
                      const char *rule, struct cairn_err *err)
 {
-    if (cairn_parse_size(v, n) != 0 || *n < lo || *n > hi)
+    if (parse_size(v, n) != 0 || *n < lo || *n > hi)
         return cairn_err_set(err, CAIRN_E_INVALID, "S3 %s '%s' %s", key, v, rule);
     return CAIRN_OK;
 }
@@ -106,10 +106,10 @@ static int parse_option(struct s3 *s, const char *kv, char *v, struct cairn_err 
             rc = cairn_err_set(err, CAIRN_E_INVALID,
                                "S3 endpoint '%s' must start with http:// or https://", v);
         free(s->endpoint);
-        s->endpoint = cairn_xstrdup(v);
+        s->endpoint = xstrdup(v);
     } else if (strcmp(kv, "region") == 0) {
         free(s->region);
-        s->region = cairn_xstrdup(v);
+        s->region = xstrdup(v);
     } else if (strcmp(kv, "path_style") == 0) {
         s->path_style = parse_bool(v);
     } else if (strcmp(kv, "insecure") == 0) {
@@ -143,7 +143,7 @@ static int parse_option(struct s3 *s, const char *kv, char *v, struct cairn_err 
 static int parse_options(struct s3 *s, const char *query, struct cairn_err *err)
 {
     int rc = CAIRN_OK;
-    char *opts = cairn_xstrdup(query);
+    char *opts = xstrdup(query);
     char *save = NULL;
     for (char *kv = strtok_r(opts, "&", &save); kv && rc == CAIRN_OK;
          kv = strtok_r(NULL, "&", &save)) {
@@ -165,16 +165,16 @@ int s3_open(const char *url, void **state, struct cairn_err *err)
 {
     if (strncmp(url, "s3://", 5) != 0)
         return cairn_err_set(err, CAIRN_E_INVALID, "not an s3:// URL: '%s'", url);
-    struct s3 *s = cairn_xcalloc(1, sizeof(*s));
+    struct s3 *s = xcalloc(1, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
-    s->url = cairn_xstrdup(url);
+    s->url = xstrdup(url);
     s->part_floor = 8 * MIB;
     s->parts = 4;
     s->attempts = 6;
     s->retry_base_ms = 100;
     s->stall_s = 60;
     s->path_style = -1;
-    s->seed = (unsigned)(cairn_mono_ns() ^ (uint64_t)getpid());
+    s->seed = (unsigned)(mono_ns() ^ (uint64_t)getpid());
     const char *rest = url + 5;
     const char *q = strchr(rest, '?');
     int rc = parse_location(s, url, rest, q ? (size_t)(q - rest) : strlen(rest), err);

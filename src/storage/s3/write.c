@@ -76,7 +76,7 @@ static void *part_thread(void *arg)
                            j->no, w->key);
     pthread_mutex_lock(&w->mu);
     if (rc == CAIRN_OK) {
-        w->etags[j->no - 1] = cairn_xstrdup(c.etag);
+        w->etags[j->no - 1] = xstrdup(c.etag);
     } else if (!w->failed) {
         w->failed = 1;
         cairn_err_copy(&w->async_err, &e);
@@ -121,7 +121,7 @@ static int create_upload(struct s3_writer *w, struct cairn_err *err)
             char *enc = s3_uri_encode(w->upload_id, 0);
             free(w->upload_id);
             w->upload_id = enc;
-            w->etags = cairn_xcalloc(MAX_PARTS, sizeof(*w->etags));
+            w->etags = xcalloc(MAX_PARTS, sizeof(*w->etags));
         }
     }
     s3_call_done(&c);
@@ -149,7 +149,7 @@ static int dispatch_part(struct s3_writer *w, struct cairn_err *err)
         pthread_mutex_unlock(&w->mu);
         return rc;
     }
-    struct part_job *j = cairn_xcalloc(1, sizeof(*j));
+    struct part_job *j = xcalloc(1, sizeof(*j));
     j->w = w;
     j->no = w->next_part;
     j->buf = w->buf;
@@ -196,7 +196,7 @@ static int s3w_write(struct cairn_writer *base, const void *data, size_t len, st
                 cap *= 2;
             if (cap > w->part_size)
                 cap = (size_t)w->part_size;
-            w->buf = cairn_xrealloc(w->buf, cap);
+            w->buf = xrealloc(w->buf, cap);
             w->cap = cap;
         }
         memcpy(w->buf + w->len, p, n);
@@ -230,7 +230,7 @@ static void abort_upload(struct s3_writer *w)
  * server-side copy, which the server completes even if this process dies. */
 static int put_via_copy(struct s3_writer *w, struct cairn_err *err)
 {
-    char *tmp = cairn_xasprintf("%s.tmp", w->key);
+    char *tmp = xasprintf("%s.tmp", w->key);
     struct call c = {.method = "PUT",
                      .key = tmp,
                      .body = w->buf,
@@ -242,8 +242,8 @@ static int put_via_copy(struct s3_writer *w, struct cairn_err *err)
     /* S3 wants the copy source percent-encoded; servers that decode it with JavaScript's
      * decodeURI (s3rver) keep %2B, %3D, %40 as they are and only find the raw key. */
     for (int raw = 0; rc == CAIRN_OK && raw < 2; raw++) {
-        char *src = raw ? cairn_xstrdup(tmp) : s3_uri_encode(tmp, 1);
-        char *hdr = cairn_xasprintf("x-amz-copy-source: /%s/%s", w->s->bucket, src);
+        char *src = raw ? xstrdup(tmp) : s3_uri_encode(tmp, 1);
+        char *hdr = xasprintf("x-amz-copy-source: /%s/%s", w->s->bucket, src);
         struct call cp = {.method = "PUT", .key = w->key, .max = XML_MAX};
         cp.hdr[0] = hdr;
         rc = s3_call(w->s, &cp, err);
@@ -273,7 +273,7 @@ static int complete_upload(struct s3_writer *w, struct cairn_err *err)
 {
     unsigned nparts = w->next_part - 1;
     size_t cap = 128 + (size_t)nparts * 340, len = 0;
-    char *xml = cairn_xmalloc(cap);
+    char *xml = xmalloc(cap);
     len += (size_t)sprintf(xml, "<CompleteMultipartUpload>");
     for (unsigned i = 0; i < nparts; i++) {
         char *et = s3_xml_escape(w->etags[i]);
@@ -381,10 +381,10 @@ int s3_create(void *state, const char *backup, const char *file, int64_t size_hi
     int rc = s3_ready(s, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct s3_writer *w = cairn_xcalloc(1, sizeof(*w));
+    struct s3_writer *w = xcalloc(1, sizeof(*w));
     cairn_writer_init(&w->base, &s3_writer_ops, NULL);
     w->s = s;
-    w->key = cairn_xasprintf("%s%s/%s", s->prefix, backup, file);
+    w->key = xasprintf("%s%s/%s", s->prefix, backup, file);
     w->atomic = opts != NULL && (opts->flags & CAIRN_STORAGE_WRITE_ATOMIC);
     uint64_t base = s->part_floor;
     if (size_hint > 0) {

@@ -63,7 +63,7 @@ int s3_xml_next(const char **pos, const char *end, const char *tag, struct xml_s
 char *s3_xml_text(struct xml_span s)
 {
     /* Decoded text is never longer than the source (an entity is >= 4 bytes, UTF-8 <= 4). */
-    char *out = cairn_xmalloc(s.len + 1);
+    char *out = xmalloc(s.len + 1);
     size_t o = 0;
     for (size_t i = 0; i < s.len;) {
         char c = s.p[i];
@@ -105,7 +105,7 @@ char *s3_xml_text(struct xml_span s)
                 free(out);
                 return NULL;
             }
-            o += cairn_utf8_encode((uint32_t)cp, out + o);
+            o += utf8_encode((uint32_t)cp, out + o);
         } else {
             free(out);
             return NULL;
@@ -129,7 +129,7 @@ char *s3_xml_escape(const char *s)
     size_t n = 0;
     for (const char *p = s; *p; p++)
         n += (*p == '&') ? 5 : (*p == '<' || *p == '>') ? 4 : (*p == '"' || *p == '\'') ? 6 : 1;
-    char *out = cairn_xmalloc(n + 1), *o = out;
+    char *out = xmalloc(n + 1), *o = out;
     for (const char *p = s; *p; p++) {
         const char *rep = NULL;
         switch (*p) {

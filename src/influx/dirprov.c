@@ -24,7 +24,7 @@
 struct dirprov {
     char *dir;
     char *meta_path;
-    char *snap_dir;
+    char *influx_dir;
     pthread_mutex_t mu; /* serialises metadata updates and shard installs */
 };
 
@@ -53,8 +53,8 @@ static int list_dir(const char *dir, int want_dir, char ***out, size_t *n, struc
             continue; /* vanished meanwhile */
         if (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
             continue;
-        *out = cairn_xrealloc(*out, (*n + 1) * sizeof(char *));
-        (*out)[(*n)++] = cairn_xstrdup(de->d_name);
+        *out = xrealloc(*out, (*n + 1) * sizeof(char *));
+        (*out)[(*n)++] = xstrdup(de->d_name);
     }
     closedir(d);
     if (*n > 1)
@@ -77,7 +77,7 @@ static int is_dir(const char *path)
 
 static char *shard_dir(const struct dirprov *p, const char *db, const char *rp, uint64_t id)
 {
-    return cairn_xasprintf("%s/%s/%s/%llu", p->dir, db, rp, (unsigned long long)id);
+    return xasprintf("%s/%s/%s/%llu", p->dir, db, rp, (unsigned long long)id);
 }
 
 /* ---- metadata ---- */
@@ -92,30 +92,30 @@ static int derive_meta(const struct dirprov *p, struct meta_data *m, struct cair
     if (rc != CAIRN_OK)
         return rc;
     for (size_t i = 0; i < ndb && rc == CAIRN_OK; i++) {
-        char *dbp = cairn_path_join(p->dir, dbs[i]);
+        char *dbp = path_join(p->dir, dbs[i]);
         char **rps;
         size_t nrp;
         rc = list_dir(dbp, 1, &rps, &nrp, err);
         if (rc == CAIRN_OK) {
-            m->dbs = cairn_xrealloc(m->dbs, (m->ndbs + 1) * sizeof(*m->dbs));
+            m->dbs = xrealloc(m->dbs, (m->ndbs + 1) * sizeof(*m->dbs));
             struct meta_db *d = &m->dbs[m->ndbs++];
             memset(d, 0, sizeof(*d));
-            d->name = cairn_xstrdup(dbs[i]);
-            d->default_rp = cairn_xstrdup(nrp > 0 ? rps[0] : "autogen");
+            d->name = xstrdup(dbs[i]);
+            d->default_rp = xstrdup(nrp > 0 ? rps[0] : "autogen");
             for (size_t j = 0; j < nrp && rc == CAIRN_OK; j++) {
                 if (rps[j][0] == '_')
                     continue; /* influxd keeps the series file in <db>/_series */
                 if (strcmp(rps[j], "autogen") == 0) {
                     free(d->default_rp);
-                    d->default_rp = cairn_xstrdup("autogen");
+                    d->default_rp = xstrdup("autogen");
                 }
-                d->rps = cairn_xrealloc(d->rps, (d->nrps + 1) * sizeof(*d->rps));
+                d->rps = xrealloc(d->rps, (d->nrps + 1) * sizeof(*d->rps));
                 struct meta_rp *r = &d->rps[d->nrps++];
                 memset(r, 0, sizeof(*r));
-                r->name = cairn_xstrdup(rps[j]);
+                r->name = xstrdup(rps[j]);
                 r->sg_duration = 7LL * 24 * 3600 * 1000000000LL;
                 r->replica_n = 1;
-                char *rpp = cairn_path_join(dbp, rps[j]);
+                char *rpp = path_join(dbp, rps[j]);
                 char **ids;
                 size_t nid;
                 rc = list_dir(rpp, 1, &ids, &nid, err);
@@ -124,15 +124,15 @@ static int derive_meta(const struct dirprov *p, struct meta_data *m, struct cair
                     break;
                 for (size_t k = 0; k < nid; k++) {
                     uint64_t id;
-                    if (snap_parse_id(ids[k], &id) != 0)
+                    if (influx_parse_id(ids[k], &id) != 0)
                         continue;
-                    r->sgs = cairn_xrealloc(r->sgs, (r->nsgs + 1) * sizeof(*r->sgs));
+                    r->sgs = xrealloc(r->sgs, (r->nsgs + 1) * sizeof(*r->sgs));
                     struct meta_sg *g = &r->sgs[r->nsgs++];
                     memset(g, 0, sizeof(*g));
                     g->id = id;
                     g->start = MIN_NANO;
                     g->end = MAX_NANO;
-                    g->shards = cairn_xcalloc(1, sizeof(*g->shards));
+                    g->shards = xcalloc(1, sizeof(*g->shards));
                     g->shards[0].id = id;
                     g->nshards = 1;
                     if (id > m->max_shard_id)
@@ -158,7 +158,7 @@ static int read_meta_blob(const struct dirprov *p, uint8_t **blob, size_t *len,
     *len = 0;
     if (access(p->meta_path, F_OK) != 0 && errno == ENOENT)
         return CAIRN_OK;
-    return cairn_read_file(p->meta_path, META_MAX, blob, len, err);
+    return read_file_max(p->meta_path, META_MAX, blob, len, err);
 }
 
 static int load_meta(const struct dirprov *p, struct meta_data *m, struct cairn_err *err)
@@ -187,7 +187,7 @@ static int dp_meta_data(void *ctx, uint8_t **blob, size_t *len, struct cairn_err
     rc = derive_meta(p, &m, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     meta_encode(&m, &b);
     meta_free(&m);
     *blob = b.p;
@@ -230,9 +230,9 @@ static int dp_shard_paths(void *ctx, const char *db, const char *rp, char ***pat
                     free(dir);
                     if (!present)
                         continue;
-                    *paths = cairn_xrealloc(*paths, (*n + 1) * sizeof(char *));
+                    *paths = xrealloc(*paths, (*n + 1) * sizeof(char *));
                     (*paths)[(*n)++] =
-                        cairn_xasprintf("%s/%s/%llu", d->name, r->name, (unsigned long long)id);
+                        xasprintf("%s/%s/%llu", d->name, r->name, (unsigned long long)id);
                 }
         }
     }
@@ -256,14 +256,14 @@ static int find_shard(struct dirprov *p, uint64_t id, char **db, char **rp, char
         return cairn_err_set(err, CAIRN_E_NOTFOUND, "shard %llu doesn't exist on this server",
                              (unsigned long long)id);
     }
-    *db = cairn_xstrdup(d->name);
-    *rp = cairn_xstrdup(r->name);
+    *db = xstrdup(d->name);
+    *rp = xstrdup(r->name);
     *dir = shard_dir(p, d->name, r->name, id);
     meta_free(&m);
     return CAIRN_OK;
 }
 
-static int time_after(const struct stat *st, const struct cairn_snap_time *t)
+static int time_after(const struct stat *st, const struct cairn_influx_time *t)
 {
     if ((int64_t)st->st_mtim.tv_sec != t->sec)
         return (int64_t)st->st_mtim.tv_sec > t->sec;
@@ -276,14 +276,14 @@ static int skip_file(const char *name)
     return n >= 4 && strcmp(name + n - 4, ".tmp") == 0; /* files being written */
 }
 
-static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time *since,
+static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_influx_time *since,
                            struct cairn_writer *out, struct cairn_err *err)
 {
     struct dirprov *p = ctx;
     char *db = NULL, *rp = NULL, *dir = NULL, *snap = NULL;
     char **files = NULL;
     size_t nfiles = 0;
-    struct snap_tar_out *t = NULL;
+    struct influx_tar_out *t = NULL;
     int rc = find_shard(p, id, &db, &rp, &dir, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -298,12 +298,12 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
      * snapshot) cannot change under us either, so its files are streamed in place. */
     int in_place = access(p->dir, W_OK) != 0;
     if (!in_place)
-        rc = cairn_mkdir_p(p->snap_dir, 0700, err);
+        rc = mkdir_p(p->influx_dir, 0700, err);
     if (rc != CAIRN_OK)
         goto out;
-    snap = in_place ? NULL : cairn_xasprintf("%s/%llu.XXXXXX", p->snap_dir, (unsigned long long)id);
+    snap = in_place ? NULL : xasprintf("%s/%llu.XXXXXX", p->influx_dir, (unsigned long long)id);
     if (snap != NULL && mkdtemp(snap) == NULL) {
-        rc = cairn_err_sys(err, 0, errno, "create snapshot directory in '%s'", p->snap_dir);
+        rc = cairn_err_sys(err, 0, errno, "create snapshot directory in '%s'", p->influx_dir);
         free(snap);
         snap = NULL;
         goto out;
@@ -313,8 +313,8 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
         goto out;
     size_t kept = 0;
     for (size_t i = 0; i < nfiles; i++) {
-        char *src = cairn_path_join(dir, files[i]);
-        char *dst = in_place ? NULL : cairn_path_join(snap, files[i]);
+        char *src = path_join(dir, files[i]);
+        char *dst = in_place ? NULL : path_join(snap, files[i]);
         struct stat st;
         int keep = !skip_file(files[i]) && stat(src, &st) == 0 && time_after(&st, since);
         if (keep && !in_place && link(src, dst) != 0) {
@@ -332,21 +332,21 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_snap_time 
             free(files[i]);
     }
     nfiles = kept;
-    t = snap_tar_out_new(out);
+    t = influx_tar_out_new(out);
     for (size_t i = 0; i < nfiles && rc == CAIRN_OK; i++) {
-        char *name = cairn_xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)id, files[i]);
-        char *path = cairn_path_join(in_place ? dir : snap, files[i]);
-        rc = snap_tar_add_file(t, name, path, err);
+        char *name = xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)id, files[i]);
+        char *path = path_join(in_place ? dir : snap, files[i]);
+        rc = influx_tar_add_file(t, name, path, err);
         free(name);
         free(path);
     }
     if (rc == CAIRN_OK)
-        rc = snap_tar_out_close(t, err);
+        rc = influx_tar_out_close(t, err);
 out:
-    snap_tar_out_free(t);
+    influx_tar_out_free(t);
     if (snap != NULL) {
         struct cairn_err ignored;
-        cairn_rmtree(snap, &ignored);
+        rmtree(snap, &ignored);
         free(snap);
     }
     free_names(files, nfiles);
@@ -360,7 +360,7 @@ out:
 
 static int write_meta(const struct dirprov *p, const struct meta_data *m, struct cairn_err *err)
 {
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     meta_encode(m, &b);
     struct cairn_writer *w;
     int rc = cairn_atomic_file_writer_open(p->meta_path, 0600, 1, &w, err);
@@ -370,12 +370,12 @@ static int write_meta(const struct dirprov *p, const struct meta_data *m, struct
             rc = cairn_writer_close(w, err);
         cairn_writer_free(w);
     }
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
 static int dp_meta_import(void *ctx, const uint8_t *blob, size_t len,
-                          const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
+                          const struct cairn_influx_request *req, struct cairn_influx_idmap *map,
                           struct cairn_err *err)
 {
     struct dirprov *p = ctx;
@@ -393,10 +393,10 @@ static int dp_meta_import(void *ctx, const uint8_t *blob, size_t len,
     /* Names become directories: refuse anything that is not one safe path component. */
     for (size_t i = 0; i < cur.ndbs && rc == CAIRN_OK; i++) {
         const struct meta_db *d = &cur.dbs[i];
-        if (!cairn_name_is_safe(d->name))
+        if (!name_is_safe(d->name))
             rc = cairn_err_set(err, CAIRN_E_CORRUPT, "unsafe database name '%s'", d->name);
         for (size_t j = 0; j < d->nrps && rc == CAIRN_OK; j++)
-            if (!cairn_name_is_safe(d->rps[j].name))
+            if (!name_is_safe(d->rps[j].name))
                 rc = cairn_err_set(err, CAIRN_E_CORRUPT, "unsafe retention policy name '%s'",
                                    d->rps[j].name);
     }
@@ -407,7 +407,7 @@ static int dp_meta_import(void *ctx, const uint8_t *blob, size_t len,
         if (meta_find_shard(&cur, map->pairs[i][1], &d, &r) != 0)
             continue;
         char *dir = shard_dir(p, d->name, r->name, map->pairs[i][1]);
-        rc = cairn_mkdir_p(dir, 0700, err);
+        rc = mkdir_p(dir, 0700, err);
         free(dir);
     }
     if (rc == CAIRN_OK)
@@ -418,7 +418,7 @@ out_src:
     pthread_mutex_unlock(&p->mu);
     meta_free(&src);
     if (rc != CAIRN_OK)
-        cairn_snap_idmap_free(map);
+        cairn_influx_idmap_free(map);
     return rc;
 }
 
@@ -440,21 +440,21 @@ static int import_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
     (void)mtime;
     size_t pl = strlen(c->prefix);
     const char *rest = name + pl;
-    if (strncmp(name, c->prefix, pl) != 0 || !cairn_name_is_safe(rest) || skip_file(rest) ||
+    if (strncmp(name, c->prefix, pl) != 0 || !name_is_safe(rest) || skip_file(rest) ||
         rest[0] == '.') {
         cairn_debug("snapshot", "shard upload: skipping entry '%s'", name);
         return CAIRN_OK;
     }
-    char *tmp = cairn_xasprintf("%s/.%s.XXXXXX.tmp", c->dir, rest);
+    char *tmp = xasprintf("%s/.%s.XXXXXX.tmp", c->dir, rest);
     int fd = mkostemps(tmp, 4, O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         free(tmp);
         return cairn_err_sys(err, 0, e, "create temporary file in '%s'", c->dir);
     }
-    c->files = cairn_xrealloc(c->files, (c->n + 1) * sizeof(*c->files));
+    c->files = xrealloc(c->files, (c->n + 1) * sizeof(*c->files));
     c->files[c->n].tmp = tmp;
-    c->files[c->n].final = cairn_path_join(c->dir, rest);
+    c->files[c->n].final = path_join(c->dir, rest);
     c->n++;
     struct cairn_writer *w = cairn_fd_writer_new(fd, 1);
     uint64_t copied = 0;
@@ -478,11 +478,11 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
         return rc == CAIRN_E_NOTFOUND
                    ? cairn_err_set(err, rc, "shard not found: %llu", (unsigned long long)id)
                    : rc;
-    char *prefix = cairn_xasprintf("%s/%s/%llu/", db, rp, (unsigned long long)id);
+    char *prefix = xasprintf("%s/%s/%llu/", db, rp, (unsigned long long)id);
     struct import_ctx c = {prefix, dir, NULL, 0};
-    rc = cairn_mkdir_p(dir, 0700, err);
+    rc = mkdir_p(dir, 0700, err);
     if (rc == CAIRN_OK)
-        rc = snap_tar_each(tar, import_entry, &c, err);
+        rc = influx_tar_each(tar, import_entry, &c, err);
     /* Only a complete stream is installed; then every file is renamed into place at once. */
     if (rc == CAIRN_OK) {
         pthread_mutex_lock(&p->mu);
@@ -493,7 +493,7 @@ static int dp_shard_import(void *ctx, uint64_t id, struct cairn_reader *tar, str
                 c.files[i].tmp[0] = '\0';
         pthread_mutex_unlock(&p->mu);
         if (rc == CAIRN_OK)
-            rc = cairn_fsync_dir(dir, err);
+            rc = fsync_dir(dir, err);
     }
     for (size_t i = 0; i < c.n; i++) {
         if (c.files[i].tmp[0] != '\0')
@@ -534,23 +534,23 @@ static void dp_free(void *ctx)
     pthread_mutex_destroy(&p->mu);
     free(p->dir);
     free(p->meta_path);
-    free(p->snap_dir);
+    free(p->influx_dir);
     free(p);
 }
 
-int cairn_snap_dir_provider_new(const char *data_dir, const char *meta_path,
-                                struct cairn_snap_provider *out, struct cairn_err *err)
+int cairn_influx_dir_provider_new(const char *data_dir, const char *meta_path,
+                                  struct cairn_influx_provider *out, struct cairn_err *err)
 {
     if (!is_dir(data_dir))
         return cairn_err_set(err, CAIRN_E_NOTFOUND, "data directory '%s' does not exist", data_dir);
-    struct dirprov *p = cairn_xcalloc(1, sizeof(*p));
-    p->dir = cairn_xstrdup(data_dir);
-    p->meta_path = meta_path ? cairn_xstrdup(meta_path) : cairn_path_join(data_dir, "meta.db");
-    p->snap_dir = cairn_path_join(data_dir, ".cairn-snap");
+    struct dirprov *p = xcalloc(1, sizeof(*p));
+    p->dir = xstrdup(data_dir);
+    p->meta_path = meta_path ? xstrdup(meta_path) : path_join(data_dir, "meta.db");
+    p->influx_dir = path_join(data_dir, ".cairn-snap");
     pthread_mutex_init(&p->mu, NULL);
     /* Leftovers of a crash are only hard links: drop them. */
     struct cairn_err ignored;
-    cairn_rmtree(p->snap_dir, &ignored);
+    rmtree(p->influx_dir, &ignored);
     memset(out, 0, sizeof(*out));
     out->ctx = p;
     out->meta_data = dp_meta_data;

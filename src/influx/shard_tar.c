@@ -13,34 +13,34 @@
 #include "common/util.h"
 #include "internal.h"
 
-struct snap_tar_out {
+struct influx_tar_out {
     struct tar_writer tw;
 };
 
-struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w)
+struct influx_tar_out *influx_tar_out_new(struct cairn_writer *w)
 {
-    struct snap_tar_out *t = cairn_xcalloc(1, sizeof(*t));
+    struct influx_tar_out *t = xcalloc(1, sizeof(*t));
     tar_writer_init(&t->tw, w, 0);
     return t;
 }
 
 /* The header of an entry as influxd's readers expect it. */
-static int add_member(struct snap_tar_out *t, const char *name, uint64_t size, int64_t mtime,
+static int add_member(struct influx_tar_out *t, const char *name, uint64_t size, int64_t mtime,
                       struct cairn_err *err)
 {
     struct tar_member m = {name, size, mtime, 0644, "root", "root"};
     return tar_writer_add(&t->tw, &m, err);
 }
 
-static int copy_fd(struct snap_tar_out *t, int fd, uint64_t size, const char *path,
+static int copy_fd(struct influx_tar_out *t, int fd, uint64_t size, const char *path,
                    struct cairn_err *err)
 {
     size_t cap = CAIRN_IO_BUFSIZE;
-    uint8_t *buf = cairn_xmalloc(cap);
+    uint8_t *buf = xmalloc(cap);
     int rc = CAIRN_OK;
     while (size > 0) {
         size_t want = size < cap ? (size_t)size : cap, got;
-        rc = cairn_read_all(fd, buf, want, &got, path, err);
+        rc = read_all(fd, buf, want, &got, path, err);
         if (rc != CAIRN_OK)
             break;
         if (got < want) {
@@ -55,8 +55,8 @@ static int copy_fd(struct snap_tar_out *t, int fd, uint64_t size, const char *pa
     return rc;
 }
 
-int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path,
-                      struct cairn_err *err)
+int influx_tar_add_file(struct influx_tar_out *t, const char *name, const char *path,
+                        struct cairn_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -77,13 +77,13 @@ int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path
     return rc;
 }
 
-int snap_tar_out_close(struct snap_tar_out *t, struct cairn_err *err)
+int influx_tar_out_close(struct influx_tar_out *t, struct cairn_err *err)
 {
     return tar_writer_finish(&t->tw, err);
 }
 
 /* Unclosed, nothing more is written: no end marker makes a cut stream look whole. */
-void snap_tar_out_free(struct snap_tar_out *t)
+void influx_tar_out_free(struct influx_tar_out *t)
 {
     free(t);
 }
@@ -115,7 +115,8 @@ static int each_fail(int rc, const struct tar_entry *e, struct cairn_err *err)
     return rc == CAIRN_E_CORRUPT ? cairn_err_wrap(err, rc, "invalid tar stream") : rc;
 }
 
-int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struct cairn_err *err)
+int influx_tar_each(struct cairn_reader *r, influx_tar_entry_fn cb, void *ctx,
+                    struct cairn_err *err)
 {
     /* Nothing after the end marker matters here: read r a buffer at a time. */
     struct tar_reader *t = tar_reader_new(r, TAR_READ_AHEAD | TAR_READ_WHOLE_PADDING);
@@ -143,7 +144,7 @@ int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struc
 /* ---- renaming copy ---- */
 
 struct rename_ctx {
-    struct snap_tar_out *out;
+    struct influx_tar_out *out;
     const char *db, *rp;
     uint64_t id;
 };
@@ -158,16 +159,16 @@ static int rename_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
     if (p3 == NULL || p3[1] == '\0')
         return cairn_err_set(err, CAIRN_E_CORRUPT, "tar entry '%s' is not <db>/<rp>/<id>/<file>",
                              name);
-    char *db = c->db ? cairn_xstrdup(c->db) : cairn_xasprintf("%.*s", (int)(p1 - name), name);
-    char *rp = c->rp ? cairn_xstrdup(c->rp) : cairn_xasprintf("%.*s", (int)(p2 - p1 - 1), p1 + 1);
-    char *nn = cairn_xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)c->id, p3 + 1);
+    char *db = c->db ? xstrdup(c->db) : xasprintf("%.*s", (int)(p1 - name), name);
+    char *rp = c->rp ? xstrdup(c->rp) : xasprintf("%.*s", (int)(p2 - p1 - 1), p1 + 1);
+    char *nn = xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)c->id, p3 + 1);
     free(db);
     free(rp);
     int rc = add_member(c->out, nn, size, mtime, err);
     free(nn);
     if (rc != CAIRN_OK)
         return rc;
-    uint8_t *buf = cairn_xmalloc(CAIRN_IO_BUFSIZE);
+    uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     for (uint64_t left = size; left > 0;) {
         size_t got;
         if ((rc = cairn_reader_read(data, buf, CAIRN_IO_BUFSIZE, &got, err)) != CAIRN_OK)
@@ -184,13 +185,13 @@ static int rename_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
     return rc == CAIRN_OK ? tar_writer_end(&c->out->tw, err) : rc;
 }
 
-int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db, const char *rp,
-                    uint64_t id, struct cairn_err *err)
+int influx_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
+                      const char *rp, uint64_t id, struct cairn_err *err)
 {
-    struct rename_ctx c = {snap_tar_out_new(w), db, rp, id};
-    int rc = snap_tar_each(r, rename_entry, &c, err);
+    struct rename_ctx c = {influx_tar_out_new(w), db, rp, id};
+    int rc = influx_tar_each(r, rename_entry, &c, err);
     if (rc == CAIRN_OK)
-        rc = snap_tar_out_close(c.out, err);
-    snap_tar_out_free(c.out);
+        rc = influx_tar_out_close(c.out, err);
+    influx_tar_out_free(c.out);
     return rc;
 }

@@ -68,11 +68,11 @@ static int pb_next(struct pb *r, struct pb_field *f)
 
 static void raw_keep(struct pb_raws *raws, const struct pb_field *f, const uint8_t *end)
 {
-    raws->v = cairn_xrealloc(raws->v, (raws->n + 1) * sizeof(*raws->v));
+    raws->v = xrealloc(raws->v, (raws->n + 1) * sizeof(*raws->v));
     struct pb_raw *x = &raws->v[raws->n++];
     x->field = f->num;
     x->len = (size_t)(end - f->start);
-    x->bytes = cairn_xmalloc(x->len ? x->len : 1);
+    x->bytes = xmalloc(x->len ? x->len : 1);
     memcpy(x->bytes, f->start, x->len);
 }
 
@@ -88,15 +88,15 @@ static void raws_free(struct pb_raws *raws)
 static char *pb_string(const struct pb_field *f)
 {
     size_t n = (size_t)(f->sub.end - f->sub.p);
-    char *s = cairn_xmalloc(n + 1);
+    char *s = xmalloc(n + 1);
     memcpy(s, f->sub.p, n);
     s[n] = 0;
     return s;
 }
 
 #define GROW(arr, n)                                                                               \
-    ((arr) = cairn_xrealloc((arr), ((n) + 1) * sizeof(*(arr))),                                    \
-     memset(&(arr)[(n)], 0, sizeof(*(arr))), &(arr)[(n)++])
+    ((arr) = xrealloc((arr), ((n) + 1) * sizeof(*(arr))), memset(&(arr)[(n)], 0, sizeof(*(arr))),  \
+     &(arr)[(n)++])
 
 /* A field with the expected wire type; anything else is corrupt. */
 #define WANT(f, w)                                                                                 \
@@ -197,7 +197,7 @@ static int dec_rp(struct pb r, struct meta_rp *p)
         }
     }
     if (p->name == NULL)
-        p->name = cairn_xstrdup("");
+        p->name = xstrdup("");
     return 0;
 }
 
@@ -229,9 +229,9 @@ static int dec_db(struct pb r, struct meta_db *d)
         }
     }
     if (d->name == NULL)
-        d->name = cairn_xstrdup("");
+        d->name = xstrdup("");
     if (d->default_rp == NULL)
-        d->default_rp = cairn_xstrdup("");
+        d->default_rp = xstrdup("");
     return 0;
 }
 
@@ -358,7 +358,7 @@ void meta_free(struct meta_data *m)
 
 /* ---- writer ---- */
 
-static void put_varint(struct cairn_buf *b, uint64_t v)
+static void put_varint(struct buf *b, uint64_t v)
 {
     uint8_t tmp[10];
     size_t n = 0;
@@ -366,45 +366,45 @@ static void put_varint(struct cairn_buf *b, uint64_t v)
         tmp[n++] = (uint8_t)((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
         v >>= 7;
     } while (v != 0);
-    cairn_buf_add(b, tmp, n);
+    buf_add(b, tmp, n);
 }
 
-static void put_u(struct cairn_buf *b, uint32_t num, uint64_t v)
+static void put_u(struct buf *b, uint32_t num, uint64_t v)
 {
     put_varint(b, (uint64_t)num << 3);
     put_varint(b, v);
 }
 
-static void put_bytes(struct cairn_buf *b, uint32_t num, const void *p, size_t len)
+static void put_bytes(struct buf *b, uint32_t num, const void *p, size_t len)
 {
     put_varint(b, (uint64_t)num << 3 | 2);
     put_varint(b, len);
-    cairn_buf_add(b, p, len);
+    buf_add(b, p, len);
 }
 
-static void put_sub(struct cairn_buf *b, uint32_t num, struct cairn_buf *sub)
+static void put_sub(struct buf *b, uint32_t num, struct buf *sub)
 {
     put_bytes(b, num, sub->p, sub->len);
-    cairn_buf_free(sub);
+    buf_free(sub);
 }
 
 /* Emit the raw fields numbered below `upto`, advancing *i. */
-static void put_raws(struct cairn_buf *b, const struct pb_raws *raws, size_t *i, uint32_t upto)
+static void put_raws(struct buf *b, const struct pb_raws *raws, size_t *i, uint32_t upto)
 {
     while (*i < raws->n && raws->v[*i].field < upto) {
-        cairn_buf_add(b, raws->v[*i].bytes, raws->v[*i].len);
+        buf_add(b, raws->v[*i].bytes, raws->v[*i].len);
         (*i)++;
     }
 }
 
-static void enc_shard(const struct meta_shard *s, struct cairn_buf *b)
+static void enc_shard(const struct meta_shard *s, struct buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, s->id);
     put_raws(b, &s->raw, &ri, UINT32_MAX);
 }
 
-static void enc_sg(const struct meta_sg *g, struct cairn_buf *b)
+static void enc_sg(const struct meta_sg *g, struct buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, g->id);
@@ -412,7 +412,7 @@ static void enc_sg(const struct meta_sg *g, struct cairn_buf *b)
     put_u(b, 3, (uint64_t)g->end);
     put_u(b, 4, (uint64_t)g->deleted_at);
     for (size_t i = 0; i < g->nshards; i++) {
-        struct cairn_buf sub = {0};
+        struct buf sub = {0};
         enc_shard(&g->shards[i], &sub);
         put_sub(b, 5, &sub);
     }
@@ -421,7 +421,7 @@ static void enc_sg(const struct meta_sg *g, struct cairn_buf *b)
     put_raws(b, &g->raw, &ri, UINT32_MAX);
 }
 
-static void enc_rp(const struct meta_rp *p, struct cairn_buf *b)
+static void enc_rp(const struct meta_rp *p, struct buf *b)
 {
     size_t ri = 0;
     put_bytes(b, 1, p->name, strlen(p->name));
@@ -429,27 +429,27 @@ static void enc_rp(const struct meta_rp *p, struct cairn_buf *b)
     put_u(b, 3, (uint64_t)p->sg_duration);
     put_u(b, 4, p->replica_n);
     for (size_t i = 0; i < p->nsgs; i++) {
-        struct cairn_buf sub = {0};
+        struct buf sub = {0};
         enc_sg(&p->sgs[i], &sub);
         put_sub(b, 5, &sub);
     }
     put_raws(b, &p->raw, &ri, UINT32_MAX);
 }
 
-static void enc_db(const struct meta_db *d, struct cairn_buf *b)
+static void enc_db(const struct meta_db *d, struct buf *b)
 {
     size_t ri = 0;
     put_bytes(b, 1, d->name, strlen(d->name));
     put_bytes(b, 2, d->default_rp, strlen(d->default_rp));
     for (size_t i = 0; i < d->nrps; i++) {
-        struct cairn_buf sub = {0};
+        struct buf sub = {0};
         enc_rp(&d->rps[i], &sub);
         put_sub(b, 3, &sub);
     }
     put_raws(b, &d->raw, &ri, UINT32_MAX);
 }
 
-void meta_encode(const struct meta_data *m, struct cairn_buf *b)
+void meta_encode(const struct meta_data *m, struct buf *b)
 {
     size_t ri = 0;
     put_u(b, 1, m->term);
@@ -457,7 +457,7 @@ void meta_encode(const struct meta_data *m, struct cairn_buf *b)
     put_u(b, 3, m->cluster_id);
     put_raws(b, &m->raw, &ri, 5); /* Nodes */
     for (size_t i = 0; i < m->ndbs; i++) {
-        struct cairn_buf sub = {0};
+        struct buf sub = {0};
         enc_db(&m->dbs[i], &sub);
         put_sub(b, 5, &sub);
     }
@@ -467,7 +467,7 @@ void meta_encode(const struct meta_data *m, struct cairn_buf *b)
     put_u(b, 9, m->max_shard_id);
     put_raws(b, &m->raw, &ri, UINT32_MAX);
     if (b->p == NULL)
-        cairn_buf_add(b, "", 0);
+        buf_add(b, "", 0);
 }
 
 /* ---- queries and import ---- */
@@ -507,10 +507,10 @@ int meta_find_shard(const struct meta_data *m, uint64_t id, const struct meta_db
 
 /* Copy an RP under a new name with renumbered groups and shards; no subscriptions, owners. */
 static void copy_rp(struct meta_rp *dst, const struct meta_rp *src, const char *name,
-                    uint64_t *max_sg, uint64_t *max_shard, struct cairn_snap_idmap *map)
+                    uint64_t *max_sg, uint64_t *max_shard, struct cairn_influx_idmap *map)
 {
     memset(dst, 0, sizeof(*dst));
-    dst->name = cairn_xstrdup(name);
+    dst->name = xstrdup(name);
     dst->duration = src->duration;
     dst->sg_duration = src->sg_duration;
     dst->replica_n = src->replica_n;
@@ -526,7 +526,7 @@ static void copy_rp(struct meta_rp *dst, const struct meta_rp *src, const char *
         for (size_t s = 0; s < sg->nshards; s++) {
             struct meta_shard *sh = GROW(g->shards, g->nshards);
             sh->id = ++*max_shard;
-            map->pairs = cairn_xrealloc(map->pairs, (map->n + 1) * sizeof(*map->pairs));
+            map->pairs = xrealloc(map->pairs, (map->n + 1) * sizeof(*map->pairs));
             map->pairs[map->n][0] = sg->shards[s].id;
             map->pairs[map->n][1] = sh->id;
             map->n++;
@@ -536,23 +536,23 @@ static void copy_rp(struct meta_rp *dst, const struct meta_rp *src, const char *
 
 static void import_db(struct meta_data *dst, const struct meta_db *src, const char *name,
                       const struct meta_rp *only_rp, const char *rp_name,
-                      struct cairn_snap_idmap *map)
+                      struct cairn_influx_idmap *map)
 {
     struct meta_db *d = GROW(dst->dbs, dst->ndbs);
-    d->name = cairn_xstrdup(name);
+    d->name = xstrdup(name);
     if (only_rp != NULL) {
-        d->default_rp = cairn_xstrdup(rp_name);
+        d->default_rp = xstrdup(rp_name);
         copy_rp(GROW(d->rps, d->nrps), only_rp, rp_name, &dst->max_sg_id, &dst->max_shard_id, map);
         return;
     }
-    d->default_rp = cairn_xstrdup(src->default_rp);
+    d->default_rp = xstrdup(src->default_rp);
     for (size_t j = 0; j < src->nrps; j++)
         copy_rp(GROW(d->rps, d->nrps), &src->rps[j], src->rps[j].name, &dst->max_sg_id,
                 &dst->max_shard_id, map);
 }
 
 int meta_import(struct meta_data *dst, const struct meta_data *src,
-                const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
+                const struct cairn_influx_request *req, struct cairn_influx_idmap *map,
                 struct cairn_err *err)
 {
     /* Check every conflict first so a failure leaves dst untouched. */

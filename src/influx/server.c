@@ -33,8 +33,8 @@
 #define REFUSED       "cairnd: refused: "
 
 struct conn {
-    struct cairn_snap_server *srv;
-    struct snap_conn io; /* plain, or TLS once handle() saw a handshake */
+    struct cairn_influx_server *srv;
+    struct influx_conn io; /* plain, or TLS once handle() saw a handshake */
     size_t slot;
     uint64_t start_ns, deadline; /* deadline: the whole request */
     _Atomic uint64_t progress;   /* bytes moved either way, for the slow-client test */
@@ -44,12 +44,12 @@ struct conn {
     char host[64];
 };
 
-struct cairn_snap_server {
+struct cairn_influx_server {
     int lfd;
     int stop_pipe[2];
     char addr[96];
-    struct cairn_snap_provider prov;
-    struct cairn_snap_server_opts opts;
+    struct cairn_influx_provider prov;
+    struct cairn_influx_server_opts opts;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a connection ended or memory budget was released */
     unsigned active;
@@ -72,9 +72,9 @@ static void format_sockaddr(const struct sockaddr *sa, socklen_t len, char *out,
 }
 
 /* Wait on the server's condition until deadline_ns (monotonic); 0 when woken, -1 past it. */
-static int cv_wait_until(struct cairn_snap_server *s, uint64_t deadline_ns)
+static int cv_wait_until(struct cairn_influx_server *s, uint64_t deadline_ns)
 {
-    uint64_t now = cairn_mono_ns();
+    uint64_t now = mono_ns();
     if (now >= deadline_ns)
         return -1;
     struct timespec ts;
@@ -86,12 +86,12 @@ static int cv_wait_until(struct cairn_snap_server *s, uint64_t deadline_ns)
     return 0;
 }
 
-int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
-                          const struct cairn_snap_provider *provider,
-                          struct cairn_snap_server **out, struct cairn_err *err)
+int cairn_influx_server_new(const struct cairn_influx_server_opts *opts,
+                            const struct cairn_influx_provider *provider,
+                            struct cairn_influx_server **out, struct cairn_err *err)
 {
     *out = NULL;
-    struct cairn_snap_server *s = cairn_xcalloc(1, sizeof(*s));
+    struct cairn_influx_server *s = xcalloc(1, sizeof(*s));
     s->prov = *provider;
     s->lfd = -1;
     s->stop_pipe[0] = s->stop_pipe[1] = -1;
@@ -123,11 +123,11 @@ int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
-    s->conns = cairn_xcalloc(s->opts.max_conns, sizeof(*s->conns));
+    s->conns = xcalloc(s->opts.max_conns, sizeof(*s->conns));
 
     char host[256], port[16];
     struct addrinfo hints = {0}, *res = NULL;
-    int rc = snap_split_addr(s->opts.listen, host, sizeof(host), port, sizeof(port), err);
+    int rc = influx_split_addr(s->opts.listen, host, sizeof(host), port, sizeof(port), err);
     if (rc != CAIRN_OK)
         goto fail;
     hints.ai_family = AF_UNSPEC;
@@ -160,16 +160,16 @@ int cairn_snap_server_new(const struct cairn_snap_server_opts *opts,
     *out = s;
     return CAIRN_OK;
 fail:
-    cairn_snap_server_free(s);
+    cairn_influx_server_free(s);
     return rc;
 }
 
-const char *cairn_snap_server_address(const struct cairn_snap_server *s)
+const char *cairn_influx_server_address(const struct cairn_influx_server *s)
 {
     return s->addr;
 }
 
-void cairn_snap_server_stop(struct cairn_snap_server *s)
+void cairn_influx_server_stop(struct cairn_influx_server *s)
 {
     int saved = errno;
     ssize_t n = write(s->stop_pipe[1], "x", 1);
@@ -177,7 +177,7 @@ void cairn_snap_server_stop(struct cairn_snap_server *s)
     errno = saved;
 }
 
-void cairn_snap_server_free(struct cairn_snap_server *s)
+void cairn_influx_server_free(struct cairn_influx_server *s)
 {
     if (s == NULL)
         return;
@@ -196,14 +196,14 @@ void cairn_snap_server_free(struct cairn_snap_server *s)
 
 /* ---- connection I/O ----
  * Every byte to and from a peer goes through conn_read and conn_write (plain or TLS, see
- * snap_conn_*): each wait is bounded by the idle timeout and by the request's deadline, and
+ * influx_conn_*): each wait is bounded by the idle timeout and by the request's deadline, and
  * every byte counts as progress for the slow-client test. */
 
 static int conn_read(struct conn *c, void *buf, size_t cap, size_t *got, uint64_t deadline,
                      struct cairn_err *err)
 {
-    int rc = snap_conn_read_some(&c->io, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline,
-                                 NULL, err);
+    int rc = influx_conn_read_some(&c->io, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline,
+                                   NULL, err);
     if (rc == CAIRN_OK)
         atomic_fetch_add(&c->progress, *got);
     return rc;
@@ -214,8 +214,8 @@ static int conn_write(struct conn *c, const void *buf, size_t len, struct cairn_
     const uint8_t *p = buf;
     while (len > 0) {
         size_t n;
-        int rc = snap_conn_write_some(&c->io, p, len, &n, c->srv->opts.idle_timeout_ms, c->deadline,
-                                      NULL, err);
+        int rc = influx_conn_write_some(&c->io, p, len, &n, c->srv->opts.idle_timeout_ms,
+                                        c->deadline, NULL, err);
         if (rc != CAIRN_OK)
             return rc;
         p += n;
@@ -281,18 +281,18 @@ static int read_json(struct req_io *io, size_t *json_len, struct cairn_err *err)
 {
     for (;;) {
         size_t end;
-        int sr = cairn_snap_json_scan(io->buf, io->len, &end);
+        int sr = cairn_influx_json_scan(io->buf, io->len, &end);
         if (sr == 1) {
             *json_len = end;
             return CAIRN_OK;
         }
         if (sr < 0)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "invalid character in JSON request");
-        if (io->len >= CAIRN_SNAP_MAX_JSON)
+        if (io->len >= CAIRN_INFLUX_MAX_JSON)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "JSON request exceeds %u bytes",
-                                 CAIRN_SNAP_MAX_JSON);
+                                 CAIRN_INFLUX_MAX_JSON);
         size_t got;
-        int rc = conn_read(io->c, io->buf + io->len, CAIRN_SNAP_MAX_JSON - io->len, &got,
+        int rc = conn_read(io->c, io->buf + io->len, CAIRN_INFLUX_MAX_JSON - io->len, &got,
                            io->deadline, err);
         if (rc != CAIRN_OK)
             return rc;
@@ -320,10 +320,10 @@ static void refuse(struct conn *c, const char *stage, const char *why)
     if (conn_write(c, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, &ignored) !=
         CAIRN_OK)
         return;
-    uint64_t until = cairn_mono_ns() + 2000000000ull;
+    uint64_t until = mono_ns() + 2000000000ull;
     if (until > c->deadline)
         until = c->deadline;
-    if (snap_conn_end_write(&c->io, c->srv->opts.idle_timeout_ms, until, NULL, &ignored) !=
+    if (influx_conn_end_write(&c->io, c->srv->opts.idle_timeout_ms, until, NULL, &ignored) !=
         CAIRN_OK)
         return;
     uint8_t buf[4096];
@@ -340,22 +340,22 @@ static int serve_meta(struct conn *c, struct cairn_err *err)
     int rc = c->srv->prov.meta_data(c->srv->prov.ctx, &blob, &len, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     uint8_t hdr[16];
-    snap_u64be_put(hdr, CAIRN_SNAP_META_MAGIC);
-    snap_u64be_put(hdr + 8, len);
-    cairn_buf_add(&b, hdr, 16);
-    cairn_buf_add(&b, blob, len);
-    snap_u64be_put(hdr, 5); /* OSS influxd never sets Node: its JSON is "null\n" */
-    cairn_buf_add(&b, hdr, 8);
-    cairn_buf_adds(&b, "null\n");
+    influx_u64be_put(hdr, CAIRN_INFLUX_META_MAGIC);
+    influx_u64be_put(hdr + 8, len);
+    buf_add(&b, hdr, 16);
+    buf_add(&b, blob, len);
+    influx_u64be_put(hdr, 5); /* OSS influxd never sets Node: its JSON is "null\n" */
+    buf_add(&b, hdr, 8);
+    buf_adds(&b, "null\n");
     free(blob);
     rc = reply(c, b.p, b.len, err);
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
-static int serve_paths(struct conn *c, const struct cairn_snap_request *req, int with_rp,
+static int serve_paths(struct conn *c, const struct cairn_influx_request *req, int with_rp,
                        struct cairn_err *err)
 {
     char **paths = NULL;
@@ -364,33 +364,33 @@ static int serve_paths(struct conn *c, const struct cairn_snap_request *req, int
                                       with_rp ? req->backup_rp : NULL, &paths, &n, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct cairn_buf b = {0};
-    cairn_buf_adds(&b, "{\"Paths\":");
+    struct buf b = {0};
+    buf_adds(&b, "{\"Paths\":");
     if (n == 0)
-        cairn_buf_adds(&b, "null");
+        buf_adds(&b, "null");
     for (size_t i = 0; i < n; i++) {
-        cairn_buf_addc(&b, i == 0 ? '[' : ',');
-        cairn_buf_json_string(&b, paths[i], 0);
+        buf_addc(&b, i == 0 ? '[' : ',');
+        buf_json_string(&b, paths[i], 0);
         free(paths[i]);
     }
     free(paths);
     if (n > 0)
-        cairn_buf_addc(&b, ']');
-    cairn_buf_adds(&b, "}\n");
+        buf_addc(&b, ']');
+    buf_adds(&b, "}\n");
     rc = reply(c, b.p, b.len, err);
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
-static int serve_shard(struct conn *c, const struct cairn_snap_request *req, int export,
+static int serve_shard(struct conn *c, const struct cairn_influx_request *req, int export,
                        struct cairn_err *err)
 {
-    const struct cairn_snap_provider *p = &c->srv->prov;
+    const struct cairn_influx_provider *p = &c->srv->prov;
     if (export && p->shard_export == NULL)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "shard export is not supported by "
                              "this provider");
-    struct conn_writer *cw = cairn_xcalloc(1, sizeof(*cw));
+    struct conn_writer *cw = xcalloc(1, sizeof(*cw));
     cairn_writer_init(&cw->base, &conn_writer_ops, NULL);
     cw->c = c;
     struct cairn_writer *w = &cw->base;
@@ -409,7 +409,7 @@ static int serve_shard(struct conn *c, const struct cairn_snap_request *req, int
  * imports hold it; one import larger than the whole budget runs when it is alone. */
 static int budget_take(struct conn *c, uint64_t n, struct cairn_err *err)
 {
-    struct cairn_snap_server *s = c->srv;
+    struct cairn_influx_server *s = c->srv;
     int rc = CAIRN_OK;
     pthread_mutex_lock(&s->mu);
     while (s->budget_used > 0 && s->budget_used + n > s->opts.mem_budget) {
@@ -426,7 +426,7 @@ static int budget_take(struct conn *c, uint64_t n, struct cairn_err *err)
     return rc;
 }
 
-static void budget_give(struct cairn_snap_server *s, uint64_t n)
+static void budget_give(struct cairn_influx_server *s, uint64_t n)
 {
     pthread_mutex_lock(&s->mu);
     s->budget_used -= n;
@@ -440,12 +440,12 @@ static void budget_give(struct cairn_snap_server *s, uint64_t n)
 static int staging_file(struct conn *c, int *out, struct cairn_err *err)
 {
     const char *dir = c->srv->opts.staging_dir;
-    int rc = cairn_mkdir_p(dir, 0700, err);
+    int rc = mkdir_p(dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
     int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-        char *tmp = cairn_xasprintf("%s/upload.XXXXXX", dir);
+        char *tmp = xasprintf("%s/upload.XXXXXX", dir);
         fd = mkostemp(tmp, O_CLOEXEC);
         if (fd >= 0)
             unlink(tmp);
@@ -479,7 +479,7 @@ static int receive_upload(struct req_io *io, size_t off, size_t have, uint64_t s
     int rc = write_fd(fd, io->buf + off, have, err);
     for (uint64_t left = size - have; rc == CAIRN_OK && left > 0;) {
         size_t got;
-        size_t want = left < CAIRN_SNAP_MAX_JSON ? (size_t)left : CAIRN_SNAP_MAX_JSON;
+        size_t want = left < CAIRN_INFLUX_MAX_JSON ? (size_t)left : CAIRN_INFLUX_MAX_JSON;
         rc = conn_read(io->c, io->buf, want, &got, io->c->deadline, err);
         if (rc == CAIRN_OK && got == 0)
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "EOF after %llu of %llu bytes",
@@ -493,8 +493,9 @@ static int receive_upload(struct req_io *io, size_t off, size_t have, uint64_t s
 
 /* Import the received blob: mapped from its file, under the memory budget (the mapping and
  * the decoded copy, about twice its size). */
-static int import_upload(struct conn *c, int fd, size_t size, const struct cairn_snap_request *req,
-                         struct cairn_snap_idmap *map, struct cairn_err *ierr)
+static int import_upload(struct conn *c, int fd, size_t size,
+                         const struct cairn_influx_request *req, struct cairn_influx_idmap *map,
+                         struct cairn_err *ierr)
 {
     int rc = budget_take(c, 2 * (uint64_t)size, ierr);
     if (rc != CAIRN_OK)
@@ -517,9 +518,9 @@ static int import_upload(struct conn *c, int fd, size_t size, const struct cairn
 }
 
 static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
-                             const struct cairn_snap_request *req, struct cairn_err *err)
+                             const struct cairn_influx_request *req, struct cairn_err *err)
 {
-    const struct cairn_snap_server_opts *o = &c->srv->opts;
+    const struct cairn_influx_server_opts *o = &c->srv->opts;
     if (c->srv->prov.meta_import == NULL)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "restore is not supported here");
     if (req->upload_size < 0 || (uint64_t)req->upload_size > o->max_upload)
@@ -554,7 +555,7 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
         cairn_err_wrap(err, rc, "read upload");
         return rc;
     }
-    struct cairn_snap_idmap map = {0};
+    struct cairn_influx_idmap map = {0};
     struct cairn_err ierr = {0};
     rc = import_upload(c, fd, size, req, &map, &ierr);
     close(fd);
@@ -564,21 +565,21 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
     }
     if (rc != CAIRN_OK)
         cairn_warn(LOGC, "peer %s: metastore upload refused: %s", c->peer, ierr.msg);
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     uint8_t u[8];
-    snap_u64be_put(u, CAIRN_SNAP_META_MAGIC);
-    cairn_buf_add(&b, u, 8);
-    snap_u64be_put(u, map.n);
-    cairn_buf_add(&b, u, 8);
+    influx_u64be_put(u, CAIRN_INFLUX_META_MAGIC);
+    buf_add(&b, u, 8);
+    influx_u64be_put(u, map.n);
+    buf_add(&b, u, 8);
     for (size_t i = 0; i < map.n; i++) {
-        snap_u64be_put(u, map.pairs[i][0]);
-        cairn_buf_add(&b, u, 8);
-        snap_u64be_put(u, map.pairs[i][1]);
-        cairn_buf_add(&b, u, 8);
+        influx_u64be_put(u, map.pairs[i][0]);
+        buf_add(&b, u, 8);
+        influx_u64be_put(u, map.pairs[i][1]);
+        buf_add(&b, u, 8);
     }
-    cairn_snap_idmap_free(&map);
+    cairn_influx_idmap_free(&map);
     int wrc = reply(c, b.p, b.len, err);
-    cairn_buf_free(&b);
+    buf_free(&b);
     return wrc;
 }
 
@@ -586,7 +587,7 @@ static int serve_meta_update(struct conn *c, struct req_io *io, size_t json_len,
  * error; c->refused says whether it refused. */
 static int refuse_overwrite(struct conn *c, uint64_t id, struct cairn_err *err)
 {
-    const struct cairn_snap_provider *p = &c->srv->prov;
+    const struct cairn_influx_provider *p = &c->srv->prov;
     if (c->srv->opts.allow_overwrite)
         return 0;
     int has = p->shard_has_files ? p->shard_has_files(p->ctx, id, err) : 1;
@@ -615,12 +616,12 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
         cairn_err_wrap(err, rc, "read shard id");
         return rc;
     }
-    uint64_t id = snap_u64be_get(idb);
+    uint64_t id = influx_u64be_get(idb);
     rc = refuse_overwrite(c, id, err);
     if (rc != CAIRN_OK || c->refused)
         return rc;
     /* The tar is read through the connection: bounded by the request's deadline. */
-    struct conn_reader *cr = cairn_xcalloc(1, sizeof(*cr));
+    struct conn_reader *cr = xcalloc(1, sizeof(*cr));
     cairn_reader_init(&cr->base, &conn_reader_ops, NULL);
     cr->c = c;
     rc = c->srv->prov.shard_import(c->srv->prov.ctx, id, &cr->base, err);
@@ -633,9 +634,9 @@ static int serve_shard_update(struct conn *c, struct req_io *io, struct cairn_er
 /* Requests that write are refused unless the server allows restores. */
 static void refuse_write(struct conn *c, uint8_t type)
 {
-    if ((type == CAIRN_SNAP_META_UPDATE || type == CAIRN_SNAP_SHARD_UPDATE) &&
+    if ((type == CAIRN_INFLUX_META_UPDATE || type == CAIRN_INFLUX_SHARD_UPDATE) &&
         !c->srv->opts.allow_restore)
-        refuse(c, type == CAIRN_SNAP_META_UPDATE ? "metastore upload" : "shard upload",
+        refuse(c, type == CAIRN_INFLUX_META_UPDATE ? "metastore upload" : "shard upload",
                "restore uploads are disabled; start cairnd serve with --allow-restore");
 }
 
@@ -644,12 +645,12 @@ static void refuse_write(struct conn *c, uint8_t type)
  * allow_plain. The handshake counts against the request timeout. Logged when refused. */
 static int start_tls(struct conn *c, uint64_t deadline)
 {
-    struct cairn_snap_server *s = c->srv;
+    struct cairn_influx_server *s = c->srv;
     struct cairn_err err = {0};
     uint8_t first = 0;
     int rc;
     for (;;) {
-        rc = snap_wait(c->io.fd, POLLIN, s->opts.idle_timeout_ms, deadline, "read request", &err);
+        rc = influx_wait(c->io.fd, POLLIN, s->opts.idle_timeout_ms, deadline, "read request", &err);
         if (rc != CAIRN_OK)
             break;
         ssize_t n = recv(c->io.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -669,14 +670,14 @@ static int start_tls(struct conn *c, uint64_t deadline)
         return CAIRN_E_DENIED;
     }
     if (rc == CAIRN_OK)
-        rc =
-            snap_conn_tls(&c->io, s->opts.tls, NULL, s->opts.idle_timeout_ms, deadline, NULL, &err);
+        rc = influx_conn_tls(&c->io, s->opts.tls, NULL, s->opts.idle_timeout_ms, deadline, NULL,
+                             &err);
     if (rc != CAIRN_OK) {
         cairn_warn(LOGC, "peer %s: TLS handshake failed: %s", c->peer, err.msg);
         return rc;
     }
     char subject[256];
-    snap_conn_peer_subject(&c->io, subject, sizeof(subject));
+    influx_conn_peer_subject(&c->io, subject, sizeof(subject));
     if (subject[0] != '\0')
         cairn_info(LOGC, "peer %s: TLS client certificate %s", c->peer, subject);
     return CAIRN_OK;
@@ -684,19 +685,19 @@ static int start_tls(struct conn *c, uint64_t deadline)
 
 static void handle(struct conn *c)
 {
-    struct cairn_snap_server *s = c->srv;
+    struct cairn_influx_server *s = c->srv;
     struct cairn_err err = {0};
     uint64_t hdr_deadline = c->start_ns + (uint64_t)s->opts.request_timeout_ms * 1000000u;
     struct req_io io = {c, hdr_deadline < c->deadline ? hdr_deadline : c->deadline,
-                        cairn_xmalloc(CAIRN_SNAP_MAX_JSON + 1), 0, CAIRN_SNAP_MAX_JSON};
-    struct cairn_snap_request req;
-    cairn_snap_request_init(&req);
+                        xmalloc(CAIRN_INFLUX_MAX_JSON + 1), 0, CAIRN_INFLUX_MAX_JSON};
+    struct cairn_influx_request req;
+    cairn_influx_request_init(&req);
     uint8_t hdr[2];
     const char *stage = "read request";
     if (s->opts.tls != NULL && start_tls(c, io.deadline) != CAIRN_OK)
         goto out;
     int rc = read_exact(&io, hdr, 1, &err);
-    if (rc == CAIRN_OK && hdr[0] != CAIRN_SNAP_MUX_HEADER) {
+    if (rc == CAIRN_OK && hdr[0] != CAIRN_INFLUX_MUX_HEADER) {
         cairn_warn(LOGC, "peer %s: tcp.Mux: handler not registered: %u", c->peer, hdr[0]);
         goto out;
     }
@@ -707,8 +708,8 @@ static void handle(struct conn *c)
     refuse_write(c, hdr[1]);
     if (c->refused)
         goto out;
-    uint64_t t0 = cairn_mono_ns();
-    if (hdr[1] == CAIRN_SNAP_SHARD_UPDATE) {
+    uint64_t t0 = mono_ns();
+    if (hdr[1] == CAIRN_INFLUX_SHARD_UPDATE) {
         stage = "shard upload";
         rc = serve_shard_update(c, &io, &err);
         if (c->refused)
@@ -718,25 +719,25 @@ static void handle(struct conn *c)
     size_t json_len = 0;
     rc = read_json(&io, &json_len, &err);
     if (rc == CAIRN_OK)
-        rc = cairn_snap_request_decode((const char *)io.buf, json_len, &req, &err);
+        rc = cairn_influx_request_decode((const char *)io.buf, json_len, &req, &err);
     if (rc != CAIRN_OK)
         goto fail;
     switch (hdr[1]) {
-    case CAIRN_SNAP_SHARD_BACKUP:
-    case CAIRN_SNAP_SHARD_EXPORT:
-        stage = hdr[1] == CAIRN_SNAP_SHARD_BACKUP ? "shard backup" : "shard export";
-        rc = serve_shard(c, &req, hdr[1] == CAIRN_SNAP_SHARD_EXPORT, &err);
+    case CAIRN_INFLUX_SHARD_BACKUP:
+    case CAIRN_INFLUX_SHARD_EXPORT:
+        stage = hdr[1] == CAIRN_INFLUX_SHARD_BACKUP ? "shard backup" : "shard export";
+        rc = serve_shard(c, &req, hdr[1] == CAIRN_INFLUX_SHARD_EXPORT, &err);
         break;
-    case CAIRN_SNAP_METASTORE_BACKUP:
+    case CAIRN_INFLUX_METASTORE_BACKUP:
         stage = "metastore backup";
         rc = serve_meta(c, &err);
         break;
-    case CAIRN_SNAP_DATABASE_INFO:
-    case CAIRN_SNAP_RP_INFO:
-        stage = hdr[1] == CAIRN_SNAP_DATABASE_INFO ? "database info" : "retention policy info";
-        rc = serve_paths(c, &req, hdr[1] == CAIRN_SNAP_RP_INFO, &err);
+    case CAIRN_INFLUX_DATABASE_INFO:
+    case CAIRN_INFLUX_RP_INFO:
+        stage = hdr[1] == CAIRN_INFLUX_DATABASE_INFO ? "database info" : "retention policy info";
+        rc = serve_paths(c, &req, hdr[1] == CAIRN_INFLUX_RP_INFO, &err);
         break;
-    case CAIRN_SNAP_META_UPDATE:
+    case CAIRN_INFLUX_META_UPDATE:
         stage = "metastore upload";
         rc = serve_meta_update(c, &io, json_len, &req, &err);
         break;
@@ -745,29 +746,29 @@ static void handle(struct conn *c)
 done:
     if (rc == CAIRN_OK) {
         cairn_info(LOGC, "peer %s: %s done in %.3f s", c->peer, stage,
-                   (double)(cairn_mono_ns() - t0) / 1e9);
+                   (double)(mono_ns() - t0) / 1e9);
         goto out;
     }
 fail:
     cairn_warn(LOGC, "peer %s: %s: %s%s", c->peer, stage, err.msg,
                atomic_load(&c->dropped) ? " (dropped as slow)" : "");
 out:
-    cairn_snap_request_clear(&req);
+    cairn_influx_request_clear(&req);
     free(io.buf);
 }
 
 static void *conn_main(void *arg)
 {
     struct conn *c = arg;
-    struct cairn_snap_server *s = c->srv;
+    struct cairn_influx_server *s = c->srv;
     handle(c);
     if (c->io.ssl != NULL) { /* the end of a TLS reply: without it the client sees truncation */
         struct cairn_err ignored;
-        snap_conn_end_write(&c->io, s->opts.idle_timeout_ms, c->deadline, NULL, &ignored);
+        influx_conn_end_write(&c->io, s->opts.idle_timeout_ms, c->deadline, NULL, &ignored);
     }
     pthread_mutex_lock(&s->mu);
     s->conns[c->slot] = NULL;
-    snap_conn_close(&c->io); /* under the lock: stop() and drops may shutdown() slots they see */
+    influx_conn_close(&c->io); /* under the lock: stop() and drops may shutdown() slots they see */
     s->active--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -780,7 +781,7 @@ static void *conn_main(void *arg)
 /* The slowest connection (from host, or any when NULL) that has moved fewer than
  * --slow-rate bytes per second since it was accepted, after a grace period; NULL when none
  * is that slow or dropping is off. Under s->mu. */
-static struct conn *slowest(struct cairn_snap_server *s, const char *host, uint64_t now)
+static struct conn *slowest(struct cairn_influx_server *s, const char *host, uint64_t now)
 {
     struct conn *best = NULL;
     double best_rate = 0;
@@ -799,7 +800,7 @@ static struct conn *slowest(struct cairn_snap_server *s, const char *host, uint6
 }
 
 /* Connections open (all, or from host), less those already dropped and about to leave. */
-static unsigned count_live(const struct cairn_snap_server *s, const char *host, unsigned *all)
+static unsigned count_live(const struct cairn_influx_server *s, const char *host, unsigned *all)
 {
     unsigned same = 0;
     *all = 0;
@@ -815,7 +816,7 @@ static unsigned count_live(const struct cairn_snap_server *s, const char *host, 
 
 /* Find a slot for nc, dropping the slowest connection when the server or nc's address is
  * full. NULL when admitted, else why not. Under s->mu. */
-static const char *admit(struct cairn_snap_server *s, struct conn *nc)
+static const char *admit(struct cairn_influx_server *s, struct conn *nc)
 {
     uint64_t until = nc->start_ns + ADMIT_WAIT_NS;
     for (;;) {
@@ -824,7 +825,7 @@ static const char *admit(struct cairn_snap_server *s, struct conn *nc)
         if (s->active < s->opts.max_conns && !host_full)
             break;
         if (all >= s->opts.max_conns || host_full) {
-            struct conn *v = slowest(s, host_full ? nc->host : NULL, cairn_mono_ns());
+            struct conn *v = slowest(s, host_full ? nc->host : NULL, mono_ns());
             if (v == NULL)
                 return host_full ? "max-conns-per-addr" : "max-conns";
             atomic_store(&v->dropped, 1);
@@ -832,7 +833,7 @@ static const char *admit(struct cairn_snap_server *s, struct conn *nc)
             pthread_cond_broadcast(&s->cv); /* a budget wait notices too */
             cairn_warn(LOGC, "peer %s: dropped: %llu bytes in %.1f s is too slow while %s waits",
                        v->peer, (unsigned long long)atomic_load(&v->progress),
-                       (double)(cairn_mono_ns() - v->start_ns) / 1e9, nc->peer);
+                       (double)(mono_ns() - v->start_ns) / 1e9, nc->peer);
         }
         if (cv_wait_until(s, until) != 0)
             return "max-conns: a dropped connection did not leave in time";
@@ -846,7 +847,7 @@ static const char *admit(struct cairn_snap_server *s, struct conn *nc)
     return NULL;
 }
 
-static void accept_one(struct cairn_snap_server *s)
+static void accept_one(struct cairn_influx_server *s)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
@@ -858,10 +859,10 @@ static void accept_one(struct cairn_snap_server *s)
             usleep(100000); /* let connections finish instead of spinning */
         return;
     }
-    struct conn *c = cairn_xcalloc(1, sizeof(*c));
+    struct conn *c = xcalloc(1, sizeof(*c));
     c->srv = s;
     c->io.fd = fd;
-    c->start_ns = cairn_mono_ns();
+    c->start_ns = mono_ns();
     c->deadline = c->start_ns + (uint64_t)s->opts.request_deadline_ms * 1000000u;
     format_sockaddr((struct sockaddr *)&ss, sl, c->peer, sizeof(c->peer), c->host, sizeof(c->host));
     int one = 1;
@@ -900,12 +901,12 @@ static void accept_one(struct cairn_snap_server *s)
     }
 }
 
-int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err)
+int cairn_influx_server_run(struct cairn_influx_server *s, struct cairn_err *err)
 {
     (void)err;
     cairn_info(LOGC, "listening on %s (max %u connections%s%s%s)", s->addr, s->opts.max_conns,
                s->opts.tls ? ", TLS" : "",
-               snap_tls_verifies_clients(s->opts.tls) ? " with client certificates" : "",
+               influx_tls_verifies_clients(s->opts.tls) ? " with client certificates" : "",
                s->opts.tls && s->opts.allow_plain ? ", plain too" : "");
     for (;;) {
         struct pollfd p[2] = {{s->lfd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};
@@ -921,7 +922,7 @@ int cairn_snap_server_run(struct cairn_snap_server *s, struct cairn_err *err)
     }
     /* Give open requests a moment, then cut them off: their threads see EOF/EPIPE. */
     pthread_mutex_lock(&s->mu);
-    uint64_t until = cairn_mono_ns() + 5000000000ull;
+    uint64_t until = mono_ns() + 5000000000ull;
     while (s->active > 0 && cv_wait_until(s, until) == 0) {
     }
     for (unsigned i = 0; i < s->opts.max_conns; i++)

@@ -1,6 +1,6 @@
 /* Optional TLS for the snapshot protocol (OpenSSL): cairnd serve with client certificates,
  * cairn backup and restore as clients. Under TLS a socket is non-blocking and every wait goes
- * through snap_wait_c, so the idle timeouts, deadlines and cancel flags of the plain path hold
+ * through influx_wait_c, so the idle timeouts, deadlines and cancel flags of the plain path hold
  * unchanged. A stream ends with a close_notify: an EOF without one is an error (truncation),
  * since the protocol itself marks the end of most replies only by closing. */
 #include <arpa/inet.h>
@@ -64,7 +64,7 @@ static int tls_fail(struct cairn_err *err, int code, const char *fmt, ...)
     return cairn_err_set(err, code, "%s%s%s", what, reason[0] ? ": " : "", reason);
 }
 
-static int tls_new(const struct cairn_tls_opts *o, int server, struct cairn_tls **out,
+static int tls_new(const struct cairn_influx_tls_opts *o, int server, struct cairn_tls **out,
                    struct cairn_err *err)
 {
     *out = NULL;
@@ -105,27 +105,27 @@ static int tls_new(const struct cairn_tls_opts *o, int server, struct cairn_tls 
         SSL_CTX_free(ctx);
         return rc;
     }
-    struct cairn_tls *t = cairn_xcalloc(1, sizeof(*t));
+    struct cairn_tls *t = xcalloc(1, sizeof(*t));
     t->ctx = ctx;
     t->server = server;
-    t->server_name = o && o->server_name ? cairn_xstrdup(o->server_name) : NULL;
+    t->server_name = o && o->server_name ? xstrdup(o->server_name) : NULL;
     *out = t;
     return CAIRN_OK;
 }
 
-int cairn_tls_server_new(const struct cairn_tls_opts *opts, struct cairn_tls **out,
-                         struct cairn_err *err)
+int cairn_influx_tls_server_new(const struct cairn_influx_tls_opts *opts, struct cairn_tls **out,
+                                struct cairn_err *err)
 {
     return tls_new(opts, 1, out, err);
 }
 
-int cairn_tls_client_new(const struct cairn_tls_opts *opts, struct cairn_tls **out,
-                         struct cairn_err *err)
+int cairn_influx_tls_client_new(const struct cairn_influx_tls_opts *opts, struct cairn_tls **out,
+                                struct cairn_err *err)
 {
     return tls_new(opts, 0, out, err);
 }
 
-void cairn_tls_free(struct cairn_tls *t)
+void cairn_influx_tls_free(struct cairn_tls *t)
 {
     if (t == NULL)
         return;
@@ -134,20 +134,20 @@ void cairn_tls_free(struct cairn_tls *t)
     free(t);
 }
 
-int snap_tls_verifies_clients(const struct cairn_tls *t)
+int influx_tls_verifies_clients(const struct cairn_tls *t)
 {
     return t != NULL && (SSL_CTX_get_verify_mode(t->ctx) & SSL_VERIFY_FAIL_IF_NO_PEER_CERT) != 0;
 }
 
 /* After an SSL call returned r <= 0: wait for what it wants, or fail. */
-static int tls_wait(struct snap_conn *c, int r, int timeout_ms, uint64_t deadline,
+static int tls_wait(struct influx_conn *c, int r, int timeout_ms, uint64_t deadline,
                     const volatile int *cancel, const char *what, struct cairn_err *err)
 {
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_READ)
-        return snap_wait_c(c->fd, POLLIN, timeout_ms, deadline, cancel, what, err);
+        return influx_wait_c(c->fd, POLLIN, timeout_ms, deadline, cancel, what, err);
     if (e == SSL_ERROR_WANT_WRITE)
-        return snap_wait_c(c->fd, POLLOUT, timeout_ms, deadline, cancel, what, err);
+        return influx_wait_c(c->fd, POLLOUT, timeout_ms, deadline, cancel, what, err);
     if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
         int saved = errno;
         if (r < 0 && saved != 0)
@@ -158,8 +158,8 @@ static int tls_wait(struct snap_conn *c, int r, int timeout_ms, uint64_t deadlin
     return tls_fail(err, CAIRN_E_NETWORK, "%s", what);
 }
 
-int snap_conn_tls(struct snap_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
-                  uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
+int influx_conn_tls(struct influx_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
+                    uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
 {
     int fl = fcntl(c->fd, F_GETFL);
     if (fl < 0 || fcntl(c->fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -194,7 +194,7 @@ int snap_conn_tls(struct snap_conn *c, struct cairn_tls *t, const char *host, in
     }
 }
 
-void snap_conn_peer_subject(const struct snap_conn *c, char *out, size_t cap)
+void influx_conn_peer_subject(const struct influx_conn *c, char *out, size_t cap)
 {
     out[0] = '\0';
     X509 *x = c->ssl ? SSL_get1_peer_certificate(c->ssl) : NULL;
@@ -204,11 +204,11 @@ void snap_conn_peer_subject(const struct snap_conn *c, char *out, size_t cap)
     X509_free(x);
 }
 
-int snap_conn_read_some(struct snap_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
-                        uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
+int influx_conn_read_some(struct influx_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
+                          uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
 {
     if (c->ssl == NULL)
-        return snap_read_some_c(c->fd, buf, cap, got, timeout_ms, deadline, cancel, err);
+        return influx_read_some_c(c->fd, buf, cap, got, timeout_ms, deadline, cancel, err);
     *got = 0;
     for (;;) {
         ERR_clear_error();
@@ -228,7 +228,7 @@ int snap_conn_read_some(struct snap_conn *c, void *buf, size_t cap, size_t *got,
 /* A server that turned our certificate away (TLS 1.3 checks it after the client's handshake
  * ends) sent an alert and closed; a write can fail on the reset that followed, while the
  * alert still waits unread. Read it: it says why, and is a refusal (exit 9). */
-static int alert_behind(struct snap_conn *c, int rc, struct cairn_err *err)
+static int alert_behind(struct influx_conn *c, int rc, struct cairn_err *err)
 {
     char b;
     ERR_clear_error();
@@ -240,9 +240,9 @@ static int alert_behind(struct snap_conn *c, int rc, struct cairn_err *err)
     return rc;
 }
 
-int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_t *done,
-                         int timeout_ms, uint64_t deadline, const volatile int *cancel,
-                         struct cairn_err *err)
+int influx_conn_write_some(struct influx_conn *c, const void *buf, size_t len, size_t *done,
+                           int timeout_ms, uint64_t deadline, const volatile int *cancel,
+                           struct cairn_err *err)
 {
     *done = 0;
     for (;;) {
@@ -257,7 +257,7 @@ int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "write to peer");
-            rc = snap_wait_c(c->fd, POLLOUT, timeout_ms, deadline, cancel, "write to peer", err);
+            rc = influx_wait_c(c->fd, POLLOUT, timeout_ms, deadline, cancel, "write to peer", err);
         } else {
             ERR_clear_error();
             int n = SSL_write(c->ssl, buf, len < INT_MAX ? (int)len : INT_MAX);
@@ -274,13 +274,13 @@ int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_
     }
 }
 
-int snap_conn_write_full(struct snap_conn *c, const void *buf, size_t len, int timeout_ms,
-                         uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
+int influx_conn_write_full(struct influx_conn *c, const void *buf, size_t len, int timeout_ms,
+                           uint64_t deadline, const volatile int *cancel, struct cairn_err *err)
 {
     const uint8_t *p = buf;
     while (len > 0) {
         size_t n;
-        int rc = snap_conn_write_some(c, p, len, &n, timeout_ms, deadline, cancel, err);
+        int rc = influx_conn_write_some(c, p, len, &n, timeout_ms, deadline, cancel, err);
         if (rc != CAIRN_OK)
             return rc;
         p += n;
@@ -289,8 +289,8 @@ int snap_conn_write_full(struct snap_conn *c, const void *buf, size_t len, int t
     return CAIRN_OK;
 }
 
-int snap_conn_end_write(struct snap_conn *c, int timeout_ms, uint64_t deadline,
-                        const volatile int *cancel, struct cairn_err *err)
+int influx_conn_end_write(struct influx_conn *c, int timeout_ms, uint64_t deadline,
+                          const volatile int *cancel, struct cairn_err *err)
 {
     if (c->ssl == NULL) {
         shutdown(c->fd, SHUT_WR);
@@ -309,7 +309,7 @@ int snap_conn_end_write(struct snap_conn *c, int timeout_ms, uint64_t deadline,
     }
 }
 
-void snap_conn_close(struct snap_conn *c)
+void influx_conn_close(struct influx_conn *c)
 {
     if (c->ssl != NULL) {
         SSL_free(c->ssl);

@@ -12,30 +12,30 @@
 
 #define LIST_MAX (64u << 20)
 
-static int ctimeout(const struct cairn_snap_client *c)
+static int ctimeout(const struct cairn_influx_client *c)
 {
     return c->connect_timeout_ms > 0 ? c->connect_timeout_ms : 10000;
 }
 
-static int iotimeout(const struct cairn_snap_client *c)
+static int iotimeout(const struct cairn_influx_client *c)
 {
     return c->io_timeout_ms > 0 ? c->io_timeout_ms : 60000;
 }
 
 /* Connect (and handshake when c->tls is set). */
-static int dial(const struct cairn_snap_client *c, struct snap_conn *sc, struct cairn_err *err)
+static int dial(const struct cairn_influx_client *c, struct influx_conn *sc, struct cairn_err *err)
 {
     sc->fd = -1;
     sc->ssl = NULL;
-    int rc = snap_dial_c(c->addr, ctimeout(c), c->cancel, &sc->fd, err);
+    int rc = influx_dial_c(c->addr, ctimeout(c), c->cancel, &sc->fd, err);
     if (rc != CAIRN_OK || c->tls == NULL)
         return rc;
     char host[256], port[16];
-    rc = snap_split_addr(c->addr, host, sizeof(host), port, sizeof(port), err);
+    rc = influx_split_addr(c->addr, host, sizeof(host), port, sizeof(port), err);
     if (rc == CAIRN_OK)
-        rc = snap_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
+        rc = influx_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
     if (rc != CAIRN_OK) {
-        snap_conn_close(sc);
+        influx_conn_close(sc);
         cairn_err_wrap(err, rc, "%s", c->addr);
     }
     return rc;
@@ -43,26 +43,26 @@ static int dial(const struct cairn_snap_client *c, struct snap_conn *sc, struct 
 
 /* Connect and send mux byte, type byte and the request JSON (plus extra bytes, in the same
  * write). */
-static int send_request(const struct cairn_snap_client *c, const struct cairn_snap_request *req,
-                        uint8_t type, const void *extra, size_t extra_len, struct snap_conn *sc,
+static int send_request(const struct cairn_influx_client *c, const struct cairn_influx_request *req,
+                        uint8_t type, const void *extra, size_t extra_len, struct influx_conn *sc,
                         struct cairn_err *err)
 {
     int rc = dial(c, sc, err);
     if (rc != CAIRN_OK)
         return rc;
     size_t jlen;
-    char *json = cairn_snap_request_encode(req, &jlen);
-    struct cairn_buf b = {0};
-    uint8_t hdr[2] = {CAIRN_SNAP_MUX_HEADER, type};
-    cairn_buf_add(&b, hdr, 2);
-    cairn_buf_add(&b, json, jlen);
+    char *json = cairn_influx_request_encode(req, &jlen);
+    struct buf b = {0};
+    uint8_t hdr[2] = {CAIRN_INFLUX_MUX_HEADER, type};
+    buf_add(&b, hdr, 2);
+    buf_add(&b, json, jlen);
     if (extra_len > 0)
-        cairn_buf_add(&b, extra, extra_len);
+        buf_add(&b, extra, extra_len);
     free(json);
-    rc = snap_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
-    cairn_buf_free(&b);
+    rc = influx_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
+    buf_free(&b);
     if (rc != CAIRN_OK) {
-        snap_conn_close(sc);
+        influx_conn_close(sc);
         cairn_err_wrap(err, rc, "send request to %s", c->addr);
         return rc;
     }
@@ -70,13 +70,13 @@ static int send_request(const struct cairn_snap_client *c, const struct cairn_sn
 }
 
 /* Read the whole response (at most max bytes). */
-static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, size_t max,
-                      struct cairn_buf *out, struct cairn_err *err)
+static int read_reply(const struct cairn_influx_client *c, struct influx_conn *sc, size_t max,
+                      struct buf *out, struct cairn_err *err)
 {
     uint8_t buf[16384];
     for (;;) {
         size_t got;
-        int rc = snap_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        int rc = influx_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "%s", c->addr);
             return rc;
@@ -86,13 +86,13 @@ static int read_reply(const struct cairn_snap_client *c, struct snap_conn *sc, s
         if (out->len + got > max)
             return cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: reply exceeds %zu bytes", c->addr,
                                  max);
-        cairn_buf_add(out, buf, got);
+        buf_add(out, buf, got);
     }
 }
 
 /* A cairnd refusal ("cairnd: refused: why\n") as CAIRN_E_DENIED (exit 9), printable ASCII only; 0
  * when the reply is something else. */
-static int refused(const struct cairn_snap_client *c, const struct cairn_buf *b, const char *what,
+static int refused(const struct cairn_influx_client *c, const struct buf *b, const char *what,
                    struct cairn_err *err)
 {
     static const char pre[] = "cairnd: refused: ";
@@ -106,15 +106,15 @@ static int refused(const struct cairn_snap_client *c, const struct cairn_buf *b,
     return cairn_err_set(err, CAIRN_E_DENIED, "%s refused the %s: %s", c->addr, what, why);
 }
 
-int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_writer *out,
-                                uint64_t *bytes, struct cairn_err *err)
+int cairn_influx_metastore_backup(const struct cairn_influx_client *c, struct cairn_writer *out,
+                                  uint64_t *bytes, struct cairn_err *err)
 {
-    struct cairn_snap_request req;
-    cairn_snap_request_init(&req);
-    req.type = CAIRN_SNAP_METASTORE_BACKUP;
-    struct snap_conn sc;
+    struct cairn_influx_request req;
+    cairn_influx_request_init(&req);
+    req.type = CAIRN_INFLUX_METASTORE_BACKUP;
+    struct influx_conn sc;
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
-    cairn_snap_request_clear(&req);
+    cairn_influx_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
     /* Validate as it streams: magic, metaLen bytes, nodeLen, nodeLen bytes, then EOF. */
@@ -124,7 +124,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     int part = 0; /* 0 header, 1 meta, 2 node length, 3 node, 4 done */
     for (;;) {
         size_t got;
-        rc = snap_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        rc = influx_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "metastore backup from %s", c->addr);
             goto out;
@@ -140,13 +140,13 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                 i += n;
                 if (hdr_have < (part == 0 ? 16u : 8u))
                     continue;
-                if (part == 0 && snap_u64be_get(hdr) != CAIRN_SNAP_META_MAGIC) {
+                if (part == 0 && influx_u64be_get(hdr) != CAIRN_INFLUX_META_MAGIC) {
                     /* cairnd's one-line refusal (TLS required, ...) says more than "no magic" */
-                    struct cairn_buf rb = {0};
-                    cairn_buf_add(&rb, hdr, sizeof(hdr));
-                    cairn_buf_add(&rb, buf + i, got - i);
+                    struct buf rb = {0};
+                    buf_add(&rb, hdr, sizeof(hdr));
+                    buf_add(&rb, buf + i, got - i);
                     rc = refused(c, &rb, "backup", err);
-                    cairn_buf_free(&rb);
+                    buf_free(&rb);
                     if (rc == 0)
                         rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
                                            "%s: invalid metadata received "
@@ -154,7 +154,7 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
                                            c->addr);
                     goto out;
                 }
-                left = snap_u64be_get(part == 0 ? hdr + 8 : hdr);
+                left = influx_u64be_get(part == 0 ? hdr + 8 : hdr);
                 hdr_have = 0;
                 part++;
             } else if (part == 1 || part == 3) {
@@ -184,11 +184,11 @@ int cairn_snap_metastore_backup(const struct cairn_snap_client *c, struct cairn_
     else if (bytes != NULL)
         *bytes = total;
 out:
-    snap_conn_close(&sc);
+    influx_conn_close(&sc);
     return rc;
 }
 
-void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, size_t n)
+void cairn_influx_shard_refs_free(struct cairn_influx_shard_ref *refs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(refs[i].db);
@@ -197,8 +197,8 @@ void cairn_snap_shard_refs_free(struct cairn_snap_shard_ref *refs, size_t n)
     free(refs);
 }
 
-static int parse_paths(const char *addr, const struct cairn_buf *b,
-                       struct cairn_snap_shard_ref **refs, size_t *n, struct cairn_err *err)
+static int parse_paths(const char *addr, const struct buf *b, struct cairn_influx_shard_ref **refs,
+                       size_t *n, struct cairn_err *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb((const char *)b->p, b->len, 0, &jerr);
@@ -221,24 +221,24 @@ static int parse_paths(const char *addr, const struct cairn_buf *b,
         goto out;
     }
     size_t np = paths && json_is_array(paths) ? json_array_size(paths) : 0;
-    *refs = cairn_xcalloc(np ? np : 1, sizeof(**refs));
+    *refs = xcalloc(np ? np : 1, sizeof(**refs));
     *n = 0;
     for (size_t i = 0; i < np; i++) {
         const char *s = json_string_value(json_array_get(paths, i));
         const char *a = s ? strchr(s, '/') : NULL, *b2 = a ? strchr(a + 1, '/') : NULL;
         uint64_t id = 0;
         if (b2 == NULL || strchr(b2 + 1, '/') != NULL || b2[1] == '\0' || a == s || b2 == a + 1 ||
-            snap_parse_id(b2 + 1, &id) != 0) {
+            influx_parse_id(b2 + 1, &id) != 0) {
             rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: invalid shard path '%s'", addr,
                                s ? s : "(not a string)");
-            cairn_snap_shard_refs_free(*refs, *n);
+            cairn_influx_shard_refs_free(*refs, *n);
             *refs = NULL;
             *n = 0;
             goto out;
         }
-        struct cairn_snap_shard_ref *r = &(*refs)[(*n)++];
-        r->db = cairn_xasprintf("%.*s", (int)(a - s), s);
-        r->rp = cairn_xasprintf("%.*s", (int)(b2 - a - 1), a + 1);
+        struct cairn_influx_shard_ref *r = &(*refs)[(*n)++];
+        r->db = xasprintf("%.*s", (int)(a - s), s);
+        r->rp = xasprintf("%.*s", (int)(b2 - a - 1), a + 1);
         r->id = id;
     }
 out:
@@ -246,26 +246,26 @@ out:
     return rc;
 }
 
-int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, const char *rp,
-                          struct cairn_snap_shard_ref **refs, size_t *n, struct cairn_err *err)
+int cairn_influx_shard_list(const struct cairn_influx_client *c, const char *db, const char *rp,
+                            struct cairn_influx_shard_ref **refs, size_t *n, struct cairn_err *err)
 {
     *refs = NULL;
     *n = 0;
-    struct cairn_snap_request req;
-    cairn_snap_request_init(&req);
-    req.type = rp != NULL ? CAIRN_SNAP_RP_INFO : CAIRN_SNAP_DATABASE_INFO;
+    struct cairn_influx_request req;
+    cairn_influx_request_init(&req);
+    req.type = rp != NULL ? CAIRN_INFLUX_RP_INFO : CAIRN_INFLUX_DATABASE_INFO;
     free(req.backup_db);
-    req.backup_db = cairn_xstrdup(db ? db : "");
+    req.backup_db = xstrdup(db ? db : "");
     if (rp != NULL) {
         free(req.backup_rp);
-        req.backup_rp = cairn_xstrdup(rp);
+        req.backup_rp = xstrdup(rp);
     }
-    struct snap_conn sc;
-    struct cairn_buf b = {0};
+    struct influx_conn sc;
+    struct buf b = {0};
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     if (rc == CAIRN_OK) {
         rc = read_reply(c, &sc, LIST_MAX, &b, err);
-        snap_conn_close(&sc);
+        influx_conn_close(&sc);
     }
     if (rc == CAIRN_OK && b.len == 0)
         rc = rp != NULL ? cairn_err_set(err, CAIRN_E_NOTFOUND,
@@ -276,36 +276,36 @@ int cairn_snap_shard_list(const struct cairn_snap_client *c, const char *db, con
                                         c->addr, db ? db : "");
     if (rc == CAIRN_OK)
         rc = parse_paths(c->addr, &b, refs, n, err);
-    cairn_buf_free(&b);
-    cairn_snap_request_clear(&req);
+    buf_free(&b);
+    cairn_influx_request_clear(&req);
     return rc;
 }
 
-int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, const char *rp,
-                            uint64_t shard_id, const struct cairn_snap_time *since,
-                            struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
+int cairn_influx_shard_backup(const struct cairn_influx_client *c, const char *db, const char *rp,
+                              uint64_t shard_id, const struct cairn_influx_time *since,
+                              struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
 {
-    struct cairn_snap_request req;
-    cairn_snap_request_init(&req);
-    req.type = CAIRN_SNAP_SHARD_BACKUP;
+    struct cairn_influx_request req;
+    cairn_influx_request_init(&req);
+    req.type = CAIRN_INFLUX_SHARD_BACKUP;
     free(req.backup_db);
     free(req.backup_rp);
-    req.backup_db = cairn_xstrdup(db ? db : "");
-    req.backup_rp = cairn_xstrdup(rp ? rp : "");
+    req.backup_db = xstrdup(db ? db : "");
+    req.backup_rp = xstrdup(rp ? rp : "");
     req.shard_id = shard_id;
     if (since != NULL)
         req.since = *since;
-    struct snap_conn sc;
+    struct influx_conn sc;
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
-    cairn_snap_request_clear(&req);
+    cairn_influx_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
     size_t cap = CAIRN_IO_BUFSIZE;
-    uint8_t *buf = cairn_xmalloc(cap);
+    uint8_t *buf = xmalloc(cap);
     uint64_t total = 0, zeros = 0; /* length of the run of zero bytes at the end */
     for (;;) {
         size_t got;
-        rc = snap_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
+        rc = influx_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
             break;
@@ -322,7 +322,7 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
             break;
     }
     free(buf);
-    snap_conn_close(&sc);
+    influx_conn_close(&sc);
     if (rc != CAIRN_OK)
         return rc;
     if (total == 0)
@@ -341,30 +341,30 @@ int cairn_snap_shard_backup(const struct cairn_snap_client *c, const char *db, c
     return CAIRN_OK;
 }
 
-int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, const char *newdb,
-                           const char *rp, const char *newrp, const uint8_t *blob, size_t len,
-                           struct cairn_snap_idmap *map, struct cairn_err *err)
+int cairn_influx_meta_upload(const struct cairn_influx_client *c, const char *db, const char *newdb,
+                             const char *rp, const char *newrp, const uint8_t *blob, size_t len,
+                             struct cairn_influx_idmap *map, struct cairn_err *err)
 {
-    struct cairn_snap_request req;
-    cairn_snap_request_init(&req);
-    req.type = CAIRN_SNAP_META_UPDATE;
+    struct cairn_influx_request req;
+    cairn_influx_request_init(&req);
+    req.type = CAIRN_INFLUX_META_UPDATE;
     const char *vals[4] = {db, newdb, rp, newrp};
     char **dst[4] = {&req.backup_db, &req.restore_db, &req.backup_rp, &req.restore_rp};
     for (int i = 0; i < 4; i++)
         if (vals[i] != NULL) {
             free(*dst[i]);
-            *dst[i] = cairn_xstrdup(vals[i]);
+            *dst[i] = xstrdup(vals[i]);
         }
     req.upload_size = (int64_t)len;
-    struct snap_conn sc;
-    struct cairn_buf b = {0};
+    struct influx_conn sc;
+    struct buf b = {0};
     /* JSON + '\n' + blob in one write: 1.6 servers read the blob with a single Read. */
     int rc = send_request(c, &req, req.type, blob, len, &sc, err);
-    cairn_snap_request_clear(&req);
+    cairn_influx_request_clear(&req);
     if (rc != CAIRN_OK)
         return rc;
     rc = read_reply(c, &sc, LIST_MAX, &b, err);
-    snap_conn_close(&sc);
+    influx_conn_close(&sc);
     memset(map, 0, sizeof(*map));
     if (rc != CAIRN_OK)
         goto out;
@@ -377,8 +377,8 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
                            c->addr, b.len);
         goto out;
     }
-    uint64_t npairs = snap_u64be_get(b.p + 8);
-    if (snap_u64be_get(b.p) != CAIRN_SNAP_META_MAGIC || npairs > (b.len - 16) / 16 ||
+    uint64_t npairs = influx_u64be_get(b.p + 8);
+    if (influx_u64be_get(b.p) != CAIRN_INFLUX_META_MAGIC || npairs > (b.len - 16) / 16 ||
         b.len - 16 != npairs * 16) {
         rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
                            "updating metadata on %s: malformed ID map "
@@ -393,31 +393,31 @@ int cairn_snap_meta_upload(const struct cairn_snap_client *c, const char *db, co
                            c->addr);
         goto out;
     }
-    map->pairs = cairn_xmalloc(npairs * sizeof(*map->pairs));
+    map->pairs = xmalloc(npairs * sizeof(*map->pairs));
     map->n = npairs;
     for (uint64_t i = 0; i < npairs; i++) {
-        map->pairs[i][0] = snap_u64be_get(b.p + 16 + 16 * i);
-        map->pairs[i][1] = snap_u64be_get(b.p + 24 + 16 * i);
+        map->pairs[i][0] = influx_u64be_get(b.p + 16 + 16 * i);
+        map->pairs[i][1] = influx_u64be_get(b.p + 24 + 16 * i);
     }
 out:
-    cairn_buf_free(&b);
+    buf_free(&b);
     return rc;
 }
 
-int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, const char *db,
-                            const char *rp, struct cairn_reader *src, uint64_t *bytes,
-                            struct cairn_err *err)
+int cairn_influx_shard_upload(const struct cairn_influx_client *c, uint64_t new_id, const char *db,
+                              const char *rp, struct cairn_reader *src, uint64_t *bytes,
+                              struct cairn_err *err)
 {
-    struct snap_conn sc;
+    struct influx_conn sc;
     int rc = dial(c, &sc, err);
     if (rc != CAIRN_OK)
         return rc;
-    uint8_t hdr[10] = {CAIRN_SNAP_MUX_HEADER, CAIRN_SNAP_SHARD_UPDATE};
-    snap_u64be_put(hdr + 2, new_id);
-    struct cairn_writer *w = snap_conn_writer_new(&sc, iotimeout(c), c->cancel);
+    uint8_t hdr[10] = {CAIRN_INFLUX_MUX_HEADER, CAIRN_INFLUX_SHARD_UPDATE};
+    influx_u64be_put(hdr + 2, new_id);
+    struct cairn_writer *w = influx_conn_writer_new(&sc, iotimeout(c), c->cancel);
     rc = cairn_writer_write(w, hdr, sizeof(hdr), err);
     if (rc == CAIRN_OK)
-        rc = snap_tar_rename(src, w, db, rp, new_id, err);
+        rc = influx_tar_rename(src, w, db, rp, new_id, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w, err);
     if (rc == CAIRN_OK && bytes != NULL)
@@ -426,15 +426,15 @@ int cairn_snap_shard_upload(const struct cairn_snap_client *c, uint64_t new_id, 
     if (rc == CAIRN_OK) {
         /* No reply exists; waiting for the server's close at least orders shard uploads
          * after the server finished reading (cairnd installs before closing). */
-        struct cairn_buf b = {0};
-        rc = snap_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
+        struct buf b = {0};
+        rc = influx_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
         if (rc == CAIRN_OK)
             rc = read_reply(c, &sc, 4096, &b, err);
         if (rc == CAIRN_OK)
             rc = refused(c, &b, "restore", err);
-        cairn_buf_free(&b);
+        buf_free(&b);
     }
-    snap_conn_close(&sc);
+    influx_conn_close(&sc);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "upload shard %llu", (unsigned long long)new_id);
     return rc;

@@ -15,8 +15,8 @@
 #include "common/util.h"
 #include "internal.h"
 
-int snap_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
-                    struct cairn_err *err)
+int influx_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                      struct cairn_err *err)
 {
     const char *colon;
     size_t hl;
@@ -47,17 +47,17 @@ bad:
     return cairn_err_set(err, CAIRN_E_INVALID, "invalid address '%s': expected HOST:PORT", addr);
 }
 
-int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                const volatile int *cancel, const char *what, struct cairn_err *err)
+int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                  const volatile int *cancel, const char *what, struct cairn_err *err)
 {
     /* With a cancel flag the idle timeout is kept as a deadline and polled in slices. */
-    uint64_t idle_end = cairn_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t idle_end = mono_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
         int wait = timeout_ms;
         if (cancel != NULL) {
             if (__atomic_load_n(cancel, __ATOMIC_RELAXED) != 0)
                 return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
-            uint64_t now = cairn_mono_ns();
+            uint64_t now = mono_ns();
             if (now >= idle_end)
                 return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
                                      timeout_ms);
@@ -65,7 +65,7 @@ int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
             wait = left < SNAP_CANCEL_POLL_MS ? (int)left : SNAP_CANCEL_POLL_MS;
         }
         if (deadline_ns != 0) {
-            uint64_t now = cairn_mono_ns();
+            uint64_t now = mono_ns();
             if (now >= deadline_ns)
                 return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: deadline exceeded", what);
             uint64_t left = (deadline_ns - now) / 1000000u + 1;
@@ -80,7 +80,7 @@ int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "%s: poll", what);
         }
         if (n == 0) {
-            if (cancel != NULL || (deadline_ns != 0 && cairn_mono_ns() < deadline_ns))
+            if (cancel != NULL || (deadline_ns != 0 && mono_ns() < deadline_ns))
                 continue;
             return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
                                  timeout_ms);
@@ -89,8 +89,8 @@ int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
     }
 }
 
-int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                     uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err)
+int influx_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                       uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err)
 {
     for (;;) {
         ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
@@ -102,17 +102,17 @@ int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "read from peer");
-        int rc = snap_wait_c(fd, POLLIN, timeout_ms, deadline_ns, cancel, "read from peer", err);
+        int rc = influx_wait_c(fd, POLLIN, timeout_ms, deadline_ns, cancel, "read from peer", err);
         if (rc != CAIRN_OK)
             return rc;
     }
 }
 
-int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
-                struct cairn_err *err)
+int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
+                  struct cairn_err *err)
 {
     char host[256], port[16];
-    int rc = snap_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
+    int rc = influx_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
     if (rc != CAIRN_OK)
         return rc;
     struct addrinfo hints = {0}, *res = NULL;
@@ -134,7 +134,7 @@ int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, in
                 close(fd);
                 continue;
             }
-            rc = snap_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "connect", err);
+            rc = influx_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "connect", err);
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
             if (rc == CAIRN_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
@@ -166,7 +166,7 @@ int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, in
 
 struct conn_writer {
     struct cairn_writer base;
-    struct snap_conn *c;
+    struct influx_conn *c;
     int timeout_ms;
     const volatile int *cancel;
 };
@@ -174,15 +174,15 @@ struct conn_writer {
 static int conn_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct conn_writer *s = (struct conn_writer *)w;
-    return snap_conn_write_full(s->c, buf, len, s->timeout_ms, 0, s->cancel, err);
+    return influx_conn_write_full(s->c, buf, len, s->timeout_ms, 0, s->cancel, err);
 }
 
 static const struct cairn_writer_ops conn_writer_ops = {"socket", conn_write, NULL, NULL};
 
-struct cairn_writer *snap_conn_writer_new(struct snap_conn *c, int timeout_ms,
-                                          const volatile int *cancel)
+struct cairn_writer *influx_conn_writer_new(struct influx_conn *c, int timeout_ms,
+                                            const volatile int *cancel)
 {
-    struct conn_writer *s = cairn_xcalloc(1, sizeof(*s));
+    struct conn_writer *s = xcalloc(1, sizeof(*s));
     cairn_writer_init(&s->base, &conn_writer_ops, NULL);
     s->c = c;
     s->timeout_ms = timeout_ms;

@@ -9,13 +9,13 @@
 #include "common/util.h"
 #include "internal.h"
 
-void snap_u64be_put(uint8_t *p, uint64_t v)
+void influx_u64be_put(uint8_t *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
         p[i] = (uint8_t)v;
 }
 
-uint64_t snap_u64be_get(const uint8_t *p)
+uint64_t influx_u64be_get(const uint8_t *p)
 {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
@@ -23,7 +23,7 @@ uint64_t snap_u64be_get(const uint8_t *p)
     return v;
 }
 
-int snap_parse_id(const char *s, uint64_t *id)
+int influx_parse_id(const char *s, uint64_t *id)
 {
     if (*s == '\0' || (s[0] == '0' && s[1] != '\0'))
         return -1;
@@ -37,32 +37,32 @@ int snap_parse_id(const char *s, uint64_t *id)
     return 0;
 }
 
-void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap)
+void influx_time_format(const struct cairn_influx_time *t, char *out, size_t cap)
 {
-    cairn_format_rfc3339(t->sec, t->nsec, out, cap);
+    format_rfc3339(t->sec, t->nsec, out, cap);
 }
 
 /* ---- requests ---- */
 
-static void time_zero(struct cairn_snap_time *t)
+static void time_zero(struct cairn_influx_time *t)
 {
-    t->sec = CAIRN_SNAP_ZERO_TIME;
+    t->sec = CAIRN_INFLUX_ZERO_TIME;
     t->nsec = 0;
 }
 
-void cairn_snap_request_init(struct cairn_snap_request *req)
+void cairn_influx_request_init(struct cairn_influx_request *req)
 {
     memset(req, 0, sizeof(*req));
-    req->backup_db = cairn_xstrdup("");
-    req->restore_db = cairn_xstrdup("");
-    req->backup_rp = cairn_xstrdup("");
-    req->restore_rp = cairn_xstrdup("");
+    req->backup_db = xstrdup("");
+    req->restore_db = xstrdup("");
+    req->backup_rp = xstrdup("");
+    req->restore_rp = xstrdup("");
     time_zero(&req->since);
     time_zero(&req->export_start);
     time_zero(&req->export_end);
 }
 
-void cairn_snap_request_clear(struct cairn_snap_request *req)
+void cairn_influx_request_clear(struct cairn_influx_request *req)
 {
     free(req->backup_db);
     free(req->restore_db);
@@ -76,7 +76,7 @@ static int is_ws(uint8_t c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-int cairn_snap_json_scan(const uint8_t *buf, size_t len, size_t *end)
+int cairn_influx_json_scan(const uint8_t *buf, size_t len, size_t *end)
 {
     size_t i = 0;
     while (i < len && is_ws(buf[i]))
@@ -142,7 +142,7 @@ static int dec_string(const char *key, json_t *v, char **dst, struct cairn_err *
     if (!json_is_string(v))
         return bad_type(key, v, "string", err);
     free(*dst);
-    *dst = cairn_xstrdup(json_string_value(v));
+    *dst = xstrdup(json_string_value(v));
     return CAIRN_OK;
 }
 
@@ -157,7 +157,8 @@ static int dec_uint(const char *key, json_t *v, uint64_t max, uint64_t *dst, con
     return CAIRN_OK;
 }
 
-static int dec_time(const char *key, json_t *v, struct cairn_snap_time *dst, struct cairn_err *err)
+static int dec_time(const char *key, json_t *v, struct cairn_influx_time *dst,
+                    struct cairn_err *err)
 {
     if (json_is_null(v))
         return CAIRN_OK;
@@ -165,7 +166,7 @@ static int dec_time(const char *key, json_t *v, struct cairn_snap_time *dst, str
         return bad_type(key, v, "time.Time", err);
     int64_t sec;
     long nsec;
-    if (cairn_parse_rfc3339(json_string_value(v), &sec, &nsec) != 0)
+    if (parse_rfc3339(json_string_value(v), &sec, &nsec) != 0)
         return cairn_err_set(err, CAIRN_E_PROTOCOL, "parsing time \"%s\" as RFC 3339 failed",
                              json_string_value(v));
     dst->sec = sec;
@@ -173,8 +174,8 @@ static int dec_time(const char *key, json_t *v, struct cairn_snap_time *dst, str
     return CAIRN_OK;
 }
 
-int cairn_snap_request_decode(const char *json, size_t len, struct cairn_snap_request *req,
-                              struct cairn_err *err)
+int cairn_influx_request_decode(const char *json, size_t len, struct cairn_influx_request *req,
+                                struct cairn_err *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_DISABLE_EOF_CHECK, &jerr);
@@ -230,49 +231,49 @@ out:
     return rc;
 }
 
-char *cairn_snap_request_encode(const struct cairn_snap_request *req, size_t *len)
+char *cairn_influx_request_encode(const struct cairn_influx_request *req, size_t *len)
 {
-    struct cairn_buf b = {0};
+    struct buf b = {0};
     char num[32], t[64];
     snprintf(num, sizeof(num), "%u", (unsigned)req->type);
-    cairn_buf_adds(&b, "{\"Type\":");
-    cairn_buf_adds(&b, num);
-    cairn_buf_adds(&b, ",\"BackupDatabase\":");
-    cairn_buf_json_string(&b, req->backup_db ? req->backup_db : "", 0);
-    cairn_buf_adds(&b, ",\"RestoreDatabase\":");
-    cairn_buf_json_string(&b, req->restore_db ? req->restore_db : "", 0);
-    cairn_buf_adds(&b, ",\"BackupRetentionPolicy\":");
-    cairn_buf_json_string(&b, req->backup_rp ? req->backup_rp : "", 0);
-    cairn_buf_adds(&b, ",\"RestoreRetentionPolicy\":");
-    cairn_buf_json_string(&b, req->restore_rp ? req->restore_rp : "", 0);
+    buf_adds(&b, "{\"Type\":");
+    buf_adds(&b, num);
+    buf_adds(&b, ",\"BackupDatabase\":");
+    buf_json_string(&b, req->backup_db ? req->backup_db : "", 0);
+    buf_adds(&b, ",\"RestoreDatabase\":");
+    buf_json_string(&b, req->restore_db ? req->restore_db : "", 0);
+    buf_adds(&b, ",\"BackupRetentionPolicy\":");
+    buf_json_string(&b, req->backup_rp ? req->backup_rp : "", 0);
+    buf_adds(&b, ",\"RestoreRetentionPolicy\":");
+    buf_json_string(&b, req->restore_rp ? req->restore_rp : "", 0);
     snprintf(num, sizeof(num), "%llu", (unsigned long long)req->shard_id);
-    cairn_buf_adds(&b, ",\"ShardID\":");
-    cairn_buf_adds(&b, num);
-    const struct cairn_snap_time *times[3] = {&req->since, &req->export_start, &req->export_end};
+    buf_adds(&b, ",\"ShardID\":");
+    buf_adds(&b, num);
+    const struct cairn_influx_time *times[3] = {&req->since, &req->export_start, &req->export_end};
     static const char *names[3] = {",\"Since\":\"", "\",\"ExportStart\":\"", "\",\"ExportEnd\":\""};
     for (int i = 0; i < 3; i++) {
-        snap_time_format(times[i], t, sizeof(t));
-        cairn_buf_adds(&b, names[i]);
-        cairn_buf_adds(&b, t);
+        influx_time_format(times[i], t, sizeof(t));
+        buf_adds(&b, names[i]);
+        buf_adds(&b, t);
     }
     snprintf(num, sizeof(num), "%lld", (long long)req->upload_size);
-    cairn_buf_adds(&b, "\",\"UploadSize\":");
-    cairn_buf_adds(&b, num);
-    cairn_buf_adds(&b, "}\n");
+    buf_adds(&b, "\",\"UploadSize\":");
+    buf_adds(&b, num);
+    buf_adds(&b, "}\n");
     *len = b.len;
     return (char *)b.p;
 }
 
 /* ---- ID maps and the metastore envelope ---- */
 
-void cairn_snap_idmap_free(struct cairn_snap_idmap *m)
+void cairn_influx_idmap_free(struct cairn_influx_idmap *m)
 {
     free(m->pairs);
     m->pairs = NULL;
     m->n = 0;
 }
 
-uint64_t cairn_snap_idmap_get(const struct cairn_snap_idmap *m, uint64_t old_id)
+uint64_t cairn_influx_idmap_get(const struct cairn_influx_idmap *m, uint64_t old_id)
 {
     for (size_t i = 0; i < m->n; i++)
         if (m->pairs[i][0] == old_id)
@@ -280,19 +281,19 @@ uint64_t cairn_snap_idmap_get(const struct cairn_snap_idmap *m, uint64_t old_id)
     return 0;
 }
 
-int cairn_snap_meta_envelope_blob(const uint8_t *buf, size_t len, const uint8_t **blob,
-                                  size_t *blob_len, struct cairn_err *err)
+int cairn_influx_meta_envelope_blob(const uint8_t *buf, size_t len, const uint8_t **blob,
+                                    size_t *blob_len, struct cairn_err *err)
 {
-    if (len < 16 || snap_u64be_get(buf) != CAIRN_SNAP_META_MAGIC)
+    if (len < 16 || influx_u64be_get(buf) != CAIRN_INFLUX_META_MAGIC)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "invalid metadata blob: missing 0x59590101 magic");
-    uint64_t mlen = snap_u64be_get(buf + 8);
+    uint64_t mlen = influx_u64be_get(buf + 8);
     if (mlen > len - 16 || len - 16 - mlen < 8)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "invalid metadata blob: meta length %llu "
                              "exceeds the %zu bytes received",
                              (unsigned long long)mlen, len);
-    uint64_t nlen = snap_u64be_get(buf + 16 + mlen);
+    uint64_t nlen = influx_u64be_get(buf + 16 + mlen);
     if (nlen != len - 24 - mlen)
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "invalid metadata blob: node length %llu "

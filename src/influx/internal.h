@@ -8,15 +8,15 @@
 
 #include "cairn/err.h"
 #include "cairn/io.h"
-#include "cairn/service.h"
+#include "cairn/influx.h"
 #include "common/buf.h"
 
-void snap_u64be_put(uint8_t *p, uint64_t v);
-uint64_t snap_u64be_get(const uint8_t *p);
+void influx_u64be_put(uint8_t *p, uint64_t v);
+uint64_t influx_u64be_get(const uint8_t *p);
 /* Canonical decimal shard ID (no sign, no leading zeros); 0 or -1. */
-int snap_parse_id(const char *s, uint64_t *id);
+int influx_parse_id(const char *s, uint64_t *id);
 /* Go's time.Time RFC 3339 (nano, trimmed) text. */
-void snap_time_format(const struct cairn_snap_time *t, char *out, size_t cap);
+void influx_time_format(const struct cairn_influx_time *t, char *out, size_t cap);
 
 /* ---- meta.proto subset (services/meta/internal/meta.proto) ----
  * Fields this code does not model are kept as raw encoded fields and written back in field
@@ -66,7 +66,7 @@ struct meta_data {
 };
 
 int meta_decode(const uint8_t *buf, size_t len, struct meta_data *m, struct cairn_err *err);
-void meta_encode(const struct meta_data *m, struct cairn_buf *out);
+void meta_encode(const struct meta_data *m, struct buf *out);
 void meta_free(struct meta_data *m);
 struct meta_db *meta_find_db(const struct meta_data *m, const char *name);
 struct meta_rp *meta_find_rp(const struct meta_db *d, const char *name);
@@ -77,84 +77,85 @@ int meta_find_shard(const struct meta_data *m, uint64_t id, const struct meta_db
  * under their new names, renumbers shard groups and shards from dst's maxima, drops owners,
  * CQs and subscriptions. Fills map. dst is unchanged on failure. */
 int meta_import(struct meta_data *dst, const struct meta_data *src,
-                const struct cairn_snap_request *req, struct cairn_snap_idmap *map,
+                const struct cairn_influx_request *req, struct cairn_influx_idmap *map,
                 struct cairn_err *err);
 
 /* ---- sockets ---- */
 /* Split "host:port" or "[v6]:port". */
-int snap_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
-                    struct cairn_err *err);
+int influx_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                      struct cairn_err *err);
 /* The _c variants take a cancel flag (may be NULL; read atomically): once it is nonzero they
  * stop with CAIRN_E_CANCELLED within about SNAP_CANCEL_POLL_MS, even while the peer is silent
  * (a signal may land on another thread, so EINTR alone cannot be relied on). */
 #define SNAP_CANCEL_POLL_MS 200
-int snap_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *fd,
-                struct cairn_err *err);
+int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *fd,
+                  struct cairn_err *err);
 /* Wait until fd is readable (events POLLIN) or writable (POLLOUT) before deadline_ns
  * (monotonic; 0 = only timeout_ms). */
-int snap_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                const volatile int *cancel, const char *what, struct cairn_err *err);
+int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                  const volatile int *cancel, const char *what, struct cairn_err *err);
 /* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
-int snap_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                     uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err);
-static inline int snap_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                            const char *what, struct cairn_err *err)
+int influx_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                       uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err);
+static inline int influx_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns,
+                              const char *what, struct cairn_err *err)
 {
-    return snap_wait_c(fd, events, timeout_ms, deadline_ns, NULL, what, err);
+    return influx_wait_c(fd, events, timeout_ms, deadline_ns, NULL, what, err);
 }
-/* A connection, plain (ssl NULL) or TLS (tls.c). The snap_conn_ calls behave like the
+/* A connection, plain (ssl NULL) or TLS (tls.c). The influx_conn_ calls behave like the
  * plain ones above whichever it is; under TLS the end of a stream is a close_notify. */
 struct ssl_st;
-struct snap_conn {
+struct influx_conn {
     int fd;
     struct ssl_st *ssl;
 };
 /* Handshake on c->fd (made non-blocking) as t's side: a client verifies the server's
  * certificate against host (or t's server name), a server asks for a client certificate
  * when t has a CA. A certificate the peer refused is CAIRN_E_DENIED. */
-int snap_conn_tls(struct snap_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
-                  uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
-int snap_tls_verifies_clients(const struct cairn_tls *t);
+int influx_conn_tls(struct influx_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
+                    uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+int influx_tls_verifies_clients(const struct cairn_tls *t);
 /* The peer certificate's subject ("" when none). */
-void snap_conn_peer_subject(const struct snap_conn *c, char *out, size_t cap);
-int snap_conn_read_some(struct snap_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
-                        uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+void influx_conn_peer_subject(const struct influx_conn *c, char *out, size_t cap);
+int influx_conn_read_some(struct influx_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
+                          uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
 /* Write at least one byte (waiting as needed); *done says how many. */
-int snap_conn_write_some(struct snap_conn *c, const void *buf, size_t len, size_t *done,
-                         int timeout_ms, uint64_t deadline, const volatile int *cancel,
-                         struct cairn_err *err);
-int snap_conn_write_full(struct snap_conn *c, const void *buf, size_t len, int timeout_ms,
-                         uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
+int influx_conn_write_some(struct influx_conn *c, const void *buf, size_t len, size_t *done,
+                           int timeout_ms, uint64_t deadline, const volatile int *cancel,
+                           struct cairn_err *err);
+int influx_conn_write_full(struct influx_conn *c, const void *buf, size_t len, int timeout_ms,
+                           uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
 /* Tell the peer nothing more comes (TCP half-close, or a TLS close_notify); reading goes on. */
-int snap_conn_end_write(struct snap_conn *c, int timeout_ms, uint64_t deadline,
-                        const volatile int *cancel, struct cairn_err *err);
-/* Free the TLS session and close the socket (no close_notify: see snap_conn_end_write). */
-void snap_conn_close(struct snap_conn *c);
+int influx_conn_end_write(struct influx_conn *c, int timeout_ms, uint64_t deadline,
+                          const volatile int *cancel, struct cairn_err *err);
+/* Free the TLS session and close the socket (no close_notify: see influx_conn_end_write). */
+void influx_conn_close(struct influx_conn *c);
 
 /* A writer stage on a connection (not owned), each write bounded by timeout_ms of
  * inactivity and the cancel flag (may be NULL). */
-struct cairn_writer *snap_conn_writer_new(struct snap_conn *c, int timeout_ms,
-                                          const volatile int *cancel);
+struct cairn_writer *influx_conn_writer_new(struct influx_conn *c, int timeout_ms,
+                                            const volatile int *cancel);
 
 /* ---- shard tar streams (shard_tar.c, over archive/tar.h) ---- */
-struct snap_tar_out;
+struct influx_tar_out;
 /* Go archive/tar ustar into w (borrowed): 512-byte blocks, no record padding. */
-struct snap_tar_out *snap_tar_out_new(struct cairn_writer *w);
-int snap_tar_add_file(struct snap_tar_out *t, const char *name, const char *path,
-                      struct cairn_err *err);
+struct influx_tar_out *influx_tar_out_new(struct cairn_writer *w);
+int influx_tar_add_file(struct influx_tar_out *t, const char *name, const char *path,
+                        struct cairn_err *err);
 /* Write the two zero blocks. */
-int snap_tar_out_close(struct snap_tar_out *t, struct cairn_err *err);
-void snap_tar_out_free(struct snap_tar_out *t);
+int influx_tar_out_close(struct influx_tar_out *t, struct cairn_err *err);
+void influx_tar_out_free(struct influx_tar_out *t);
 
 /* Read entries from r: for each regular file, cb gets its name and a reader over its data
  * (valid only during the call; unread data is skipped). Non-regular entries are skipped. */
-typedef int (*snap_tar_entry_fn)(void *ctx, const char *name, int64_t mtime, uint64_t size,
-                                 struct cairn_reader *data, struct cairn_err *err);
-int snap_tar_each(struct cairn_reader *r, snap_tar_entry_fn cb, void *ctx, struct cairn_err *err);
+typedef int (*influx_tar_entry_fn)(void *ctx, const char *name, int64_t mtime, uint64_t size,
+                                   struct cairn_reader *data, struct cairn_err *err);
+int influx_tar_each(struct cairn_reader *r, influx_tar_entry_fn cb, void *ctx,
+                    struct cairn_err *err);
 
 /* Copy a whole tar stream from r to w, renaming entries to <db>/<rp>/<id>/<rest> (see
- * cairn_snap_shard_upload). */
-int snap_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db, const char *rp,
-                    uint64_t id, struct cairn_err *err);
+ * cairn_influx_shard_upload). */
+int influx_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
+                      const char *rp, uint64_t id, struct cairn_err *err);
 
 #endif

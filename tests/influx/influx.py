@@ -104,7 +104,7 @@ class Influxd:
         raise RuntimeError("influxd did not answer /ping")
 
     @property
-    def snap_addr(self):
+    def influx_addr(self):
         return "127.0.0.1:%d" % self.snap
 
     def stop(self):

@@ -62,7 +62,7 @@ def main():
                 "meta": request(1), "dbs": request(3), "mydb": request(3, BackupDatabase="mydb"),
                 "rp": request(4, BackupDatabase="mydb", BackupRetentionPolicy="short"),
                 "shard1": request(0, ShardID=1)}.items():
-            ref[key] = probe(a.snap_addr, payload)
+            ref[key] = probe(a.influx_addr, payload)
         a.stop()
 
         data = os.path.join(tmp, "cairnd")
@@ -112,7 +112,7 @@ def main():
         check(b.points("mydb") == want["mydb"], "influxd restore of cairnd's legacy backup")
         # Online portable restore into the running influxd, renamed.
         run(["influxd", "restore", "-portable", "-db", "other", "-newdb", "other2", "-host",
-             b.snap_addr, portable])
+             b.influx_addr, portable])
         check([p for p in b.points("other2")] == want["other"],
               "influxd restore -portable of cairnd's backup into influxd")
         b.stop()
