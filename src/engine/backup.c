@@ -351,10 +351,16 @@ static int backup_local(struct cairn_storage *st, const struct cairn_engine_back
     res->changed = stats.changed;
     if (rc != CAIRN_OK)
         return rc;
+    return engine_backup_summary(st, res, err);
+}
+
+int engine_backup_summary(struct cairn_storage *st, struct cairn_engine_backup_result *res,
+                          struct cairn_err *err)
+{
     /* The backup is complete: a late signal must not turn the summary into a failure. */
     cairn_storage_set_cancel(st, NULL);
     struct cairn_backup *b;
-    rc = cairn_storage_open_backup(st, res->name, &b, err);
+    int rc = cairn_storage_open_backup(st, res->name, &b, err);
     if (rc != CAIRN_OK)
         return rc;
     res->files = cairn_backup_file_count(b);

@@ -59,6 +59,10 @@ char *engine_identity_text(const char *kind, const char *source, const json_t *s
 const struct cairn_source_driver *engine_source_driver(const char *source);
 /* "influxdb://HOST:PORT" as HOST:PORT and "file:///path" as /path (in buf), else source. */
 const char *engine_source_plain(const char *source, char *buf, size_t cap);
+/* res->files and res->bytes of the complete backup res->name (the cancel flag is dropped
+ * first: the backup is done). */
+int engine_backup_summary(struct cairn_storage *st, struct cairn_engine_backup_result *res,
+                          struct cairn_err *err);
 /* A backup through the source driver of o->source into st. */
 int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
                          struct engine_progress *prog, struct cairn_engine_backup_result *res,

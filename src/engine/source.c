@@ -118,19 +118,7 @@ int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_bac
     sp.item = cairn_source_url(src);
     rc = fill_backup(st, o, src, res, err);
     cairn_source_free(src);
-    if (rc != CAIRN_OK)
-        return rc;
-    /* The backup is complete: a late signal must not turn the summary into a failure. */
-    cairn_storage_set_cancel(st, NULL);
-    struct cairn_backup *b = NULL;
-    rc = cairn_storage_open_backup(st, res->name, &b, err);
-    if (rc != CAIRN_OK)
-        return rc;
-    res->files = cairn_backup_file_count(b);
-    for (size_t i = 0; i < res->files; i++)
-        res->bytes += cairn_backup_file_at(b, i)->logical_size;
-    cairn_backup_free(b);
-    return CAIRN_OK;
+    return rc == CAIRN_OK ? engine_backup_summary(st, res, err) : rc;
 }
 
 /* Restore b through the driver its kind names (into a directory), or the driver of the

@@ -253,27 +253,23 @@ static int pump_out(const struct exec_src *e, struct child *c, struct cairn_writ
     return rc;
 }
 
-static int exec_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
+static int exec_fill(void *arg, struct cairn_writer *w, struct cairn_err *err)
 {
-    struct exec_src *e = state;
-    struct cairn_writer *w = NULL;
-    int rc = cairn_backup_set_kind(b, "exec", err);
-    if (rc == CAIRN_OK)
-        rc = cairn_backup_add_file(b, EXEC_FILE, -1, &w, err);
-    if (rc != CAIRN_OK)
-        return rc;
+    const struct exec_src *e = arg;
     struct child c;
-    rc = child_start(e->command, 0, 1, &c, err);
+    int rc = child_start(e->command, 0, 1, &c, err);
     if (rc == CAIRN_OK)
         rc = pump_out(e, &c, w, err);
     if (rc != CAIRN_OK)
         child_kill(&c);
     else
         rc = child_wait(&c, "command", err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w, err);
-    cairn_writer_free(w); /* unclosed: the file is discarded and the backup cannot end */
     return rc;
+}
+
+static int exec_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
+{
+    return source_put_one(b, "exec", EXEC_FILE, exec_fill, state, err);
 }
 
 /* A writer into the restore command's stdin; the command's stderr is logged as it comes. */
@@ -340,20 +336,8 @@ static int exec_restore(void *state, struct cairn_backup *b, const char *into,
                         struct cairn_err *err)
 {
     struct exec_src *e = state;
-    if (into != NULL) {
-        char *path = path_join(into, EXEC_FILE);
-        struct cairn_writer *w = NULL;
-        int rc = mkdir_p(into, 0700, err);
-        if (rc == CAIRN_OK)
-            rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
-        if (rc == CAIRN_OK)
-            rc = cairn_backup_get_stream(b, EXEC_FILE, w, NULL, err);
-        if (rc == CAIRN_OK)
-            rc = cairn_writer_close(w, err);
-        cairn_writer_free(w);
-        free(path);
-        return rc;
-    }
+    if (into != NULL)
+        return source_restore_into(b, EXEC_FILE, into, err);
     /* The command acts on what it reads: let it see only a backup already checked whole. */
     int rc = cairn_backup_verify(b, 1, NULL, NULL, err);
     return rc == CAIRN_OK ? restore_to_command(e, b, err) : rc;

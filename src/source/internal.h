@@ -2,12 +2,23 @@
 #ifndef CAIRN_SOURCE_INTERNAL_H
 #define CAIRN_SOURCE_INTERNAL_H
 
+#include "cairn/io.h"
 #include "cairn/source.h"
 
 extern const struct cairn_source_driver source_exec_driver;
 extern const struct cairn_source_driver source_redis_driver;
 extern const struct cairn_source_driver source_etcd_driver;
 extern const struct cairn_source_driver source_etcds_driver;
+
+/* A backup of one file (CAIRN_COMPRESS_AUTO) of the given kind: fill(arg, w, err) streams
+ * it in; the file is committed only when fill succeeded. */
+int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
+                   int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err), void *arg,
+                   struct cairn_err *err);
+/* Write b's file as INTO/file (mode 0600, INTO created), atomically: a stream that fails the
+ * MANIFEST's checks leaves no file. */
+int source_restore_into(struct cairn_backup *b, const char *file, const char *into,
+                        struct cairn_err *err);
 
 /* A network source's URL, parsed (source_url_parse): every field malloc'd or NULL. */
 struct source_url {

@@ -2,6 +2,8 @@
  * dispatch backup and restore to the driver. */
 #include "cairn/source.h"
 
+#include "cairn/io.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,4 +224,39 @@ void cairn_source_free(struct cairn_source *s)
     s->drv->free(s->state);
     free(s->url);
     free(s);
+}
+
+int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
+                   int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err), void *arg,
+                   struct cairn_err *err)
+{
+    struct cairn_writer *w = NULL;
+    /* Snapshots compress unevenly (bbolt pages well, RDBs partly): AUTO lets zstd decide. */
+    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO};
+    int rc = cairn_backup_set_kind(b, kind, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_add_file_opts(b, file, -1, &fo, &w, err);
+    if (rc == CAIRN_OK)
+        rc = fill(arg, w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w); /* unclosed after a failure: discarded, the backup cannot end */
+    return rc;
+}
+
+int source_restore_into(struct cairn_backup *b, const char *file, const char *into,
+                        struct cairn_err *err)
+{
+    char *path = path_join(into, file);
+    struct cairn_writer *w = NULL;
+    int rc = mkdir_p(into, 0700, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_get_stream(b, file, w, NULL, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w); /* a stream that failed its checks leaves no file behind */
+    free(path);
+    return rc;
 }

@@ -7,19 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn/digest.h"
 #include "common/util.h"
 #include "source/internal.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* malloc'd percent-decoded copy of s[0..n); NULL for a bad escape or an encoded NUL. */
 static char *pct_decode(const char *s, size_t n)
@@ -30,13 +20,12 @@ static char *pct_decode(const char *s, size_t n)
             *o++ = s[i];
             continue;
         }
-        int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-        int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+        uint8_t c = 0;
+        if (i + 2 >= n || cairn_hex_decode(s + i + 1, 2, &c, 1, NULL) != 0 || c == 0) {
             free(out);
             return NULL;
         }
-        *o++ = (char)(hi * 16 + lo);
+        *o++ = (char)c;
         i += 2;
     }
     *o = '\0';

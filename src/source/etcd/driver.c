@@ -58,6 +58,11 @@ static void ed_progress(void *arg, uint64_t bytes, uint64_t total)
     o->progress(o->progress_arg, bytes);
 }
 
+static int ed_fill(void *arg, struct cairn_writer *w, struct cairn_err *err)
+{
+    return etcd_snapshot(arg, w, NULL, err);
+}
+
 static int ed_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
 {
     struct etcd_src *e = state;
@@ -73,18 +78,7 @@ static int ed_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
         .progress = e->o.progress ? ed_progress : NULL,
         .progress_arg = &e->o,
     };
-    struct cairn_writer *w = NULL;
-    /* bbolt pages compress well (free pages, repeated keys): AUTO lets zstd decide. */
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO};
-    int rc = cairn_backup_set_kind(b, "etcd", err);
-    if (rc == CAIRN_OK)
-        rc = cairn_backup_add_file_opts(b, SNAP_FILE, -1, &fo, &w, err);
-    if (rc == CAIRN_OK)
-        rc = etcd_snapshot(&co, w, NULL, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w, err);
-    cairn_writer_free(w); /* unclosed after a failure: discarded, the backup cannot end */
-    return rc;
+    return source_put_one(b, "etcd", SNAP_FILE, ed_fill, &co, err);
 }
 
 static int ed_restore(void *state, struct cairn_backup *b, const char *into, struct cairn_err *err)

@@ -52,6 +52,11 @@ static void rd_progress(void *ctx, uint64_t done, uint64_t total)
     o->progress(o->progress_arg, done);
 }
 
+static int rd_fill(void *arg, struct cairn_writer *w, struct cairn_err *err)
+{
+    return redis_snapshot(arg, w, NULL, err);
+}
+
 static int rd_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
 {
     struct redis_src *r = state;
@@ -66,18 +71,7 @@ static int rd_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
         .progress = r->o.progress ? rd_progress : NULL,
         .progress_ctx = &r->o,
     };
-    struct cairn_writer *w = NULL;
-    /* An RDB is compressed in places (LZF strings) but mostly not: AUTO lets zstd decide. */
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO};
-    int rc = cairn_backup_set_kind(b, "redis", err);
-    if (rc == CAIRN_OK)
-        rc = cairn_backup_add_file_opts(b, RDB_FILE, -1, &fo, &w, err);
-    if (rc == CAIRN_OK)
-        rc = redis_snapshot(&co, w, NULL, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w, err);
-    cairn_writer_free(w); /* unclosed after a failure: discarded, the backup cannot end */
-    return rc;
+    return source_put_one(b, "redis", RDB_FILE, rd_fill, &co, err);
 }
 
 static int rd_restore(void *state, struct cairn_backup *b, const char *into, struct cairn_err *err)
@@ -87,18 +81,7 @@ static int rd_restore(void *state, struct cairn_backup *b, const char *into, str
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "redis cannot load an RDB while it runs: restore with --into DIR, "
                              "then start redis-server with --dir DIR --dbfilename " RDB_FILE);
-    char *path = path_join(into, RDB_FILE);
-    struct cairn_writer *w = NULL;
-    int rc = mkdir_p(into, 0700, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_atomic_file_writer_open(path, 0600, 0, &w, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_backup_get_stream(b, RDB_FILE, w, NULL, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(w, err);
-    cairn_writer_free(w); /* a failed stream leaves no dump.rdb behind */
-    free(path);
-    return rc;
+    return source_restore_into(b, RDB_FILE, into, err);
 }
 
 const struct cairn_source_driver source_redis_driver = {
