@@ -63,6 +63,9 @@ struct cairn_source_driver {
  * when the scheme is taken. The struct must outlive its use. */
 CAIRN_API int cairn_source_register(const struct cairn_source_driver *drv, struct cairn_err *err);
 CAIRN_API const struct cairn_source_driver *cairn_source_driver_find(const char *scheme);
+/* The driver of url's scheme (RFC 3986: a letter, then letters, digits, '+', '-', '.',
+ * before ':'), or NULL when url has no scheme or no driver serves it. */
+CAIRN_API const struct cairn_source_driver *cairn_source_driver_for(const char *url);
 /* Call fn for every registered driver (built-ins first), for --help listings. */
 CAIRN_API void cairn_source_drivers(void (*fn)(void *arg, const struct cairn_source_driver *d),
                                     void *arg);

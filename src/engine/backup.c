@@ -395,7 +395,8 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     if (o->name != NULL)
         snprintf(res->name, sizeof(res->name), "%s", o->name);
     struct cairn_tls *tls = NULL;
-    if (o->tls != NULL && !is_local_source(o->source) && engine_source_driver(o->source) == NULL) {
+    if (o->tls != NULL && !is_local_source(o->source) &&
+        cairn_source_driver_for(o->source) == NULL) {
         int rc = cairn_influx_tls_client_new(o->tls, &tls, err);
         if (rc != CAIRN_OK)
             return rc;
@@ -410,7 +411,7 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     cairn_storage_set_lock_wait(st, o->lock_wait_ms);
     struct engine_progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
-    if (engine_source_driver(o->source) != NULL)
+    if (cairn_source_driver_for(o->source) != NULL)
         rc = engine_backup_source(st, o, &prog, res, err); /* etcd://, redis://, exec:... */
     else
         rc = is_local_source(o->source) ? backup_local(st, o, &prog, res, err)

@@ -54,9 +54,8 @@ int engine_scope_covers(const json_t *parent, const json_t *child);
  * the caller frees it. */
 char *engine_identity_text(const char *kind, const char *source, const json_t *scope);
 
-/* Sources behind a driver (cairn/source.h). The driver of a source URL by its scheme, or
- * NULL for the InfluxDB forms (HOST:PORT) and local paths. */
-const struct cairn_source_driver *engine_source_driver(const char *source);
+/* Sources behind a driver (cairn/source.h): cairn_source_driver_for(source) is NULL for the
+ * InfluxDB forms (HOST:PORT) and local paths. */
 /* "influxdb://HOST:PORT" as HOST:PORT and "file:///path" as /path (in buf), else source. */
 const char *engine_source_plain(const char *source, char *buf, size_t cap);
 /* res->files and res->bytes of the complete backup res->name (the cancel flag is dropped

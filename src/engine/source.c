@@ -12,17 +12,6 @@
 #include "common/util.h"
 #include "internal.h"
 
-const struct cairn_source_driver *engine_source_driver(const char *source)
-{
-    char scheme[32];
-    size_t n = strcspn(source, ":/");
-    if (n == 0 || n >= sizeof(scheme) || source[n] != ':')
-        return NULL;
-    memcpy(scheme, source, n);
-    scheme[n] = '\0';
-    return cairn_source_driver_find(scheme);
-}
-
 const char *engine_source_plain(const char *source, char *buf, size_t cap)
 {
     const char *rest = NULL;
@@ -127,7 +116,7 @@ int engine_restore_source(struct cairn_backup *b, const struct cairn_engine_rest
                           struct cairn_engine_restore_result *res, struct cairn_err *err)
 {
     const char *url = o->target != NULL ? o->target : cairn_backup_source(b);
-    const struct cairn_source_driver *d = url ? engine_source_driver(url) : NULL;
+    const struct cairn_source_driver *d = url ? cairn_source_driver_for(url) : NULL;
     if (d == NULL ||
         (o->target == NULL && strcmp(d->scheme, cairn_backup_kind(b)) != 0 &&
          !(strcmp(d->scheme, "etcds") == 0 && strcmp(cairn_backup_kind(b), "etcd") == 0)))

@@ -113,6 +113,23 @@ static void redact_query(struct buf *b, const char *q)
     }
 }
 
+/* The scheme of url copied into out (cap bytes); 0 when url has none or it does not fit. */
+static size_t scheme_of(const char *url, char *out, size_t cap)
+{
+    size_t sl = url != NULL ? scheme_len(url) : 0;
+    if (sl == 0 || sl >= cap)
+        return 0;
+    memcpy(out, url, sl);
+    out[sl] = '\0';
+    return sl;
+}
+
+const struct cairn_source_driver *cairn_source_driver_for(const char *url)
+{
+    char scheme[32];
+    return scheme_of(url, scheme, sizeof(scheme)) ? cairn_source_driver_find(scheme) : NULL;
+}
+
 int cairn_source_redact(const char *url, char *out, size_t cap)
 {
     struct buf b = {0};
@@ -161,14 +178,11 @@ int cairn_source_open(const char *url, const struct cairn_source_opts *o, struct
 {
     static const struct cairn_source_opts defaults;
     *out = NULL;
-    size_t sl = url != NULL ? scheme_len(url) : 0;
-    if (sl == 0 || sl >= 32)
+    char scheme[32];
+    if (scheme_of(url, scheme, sizeof(scheme)) == 0)
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "source '%s' has no scheme (for example etcd://host:2379)",
                              url != NULL ? url : "");
-    char scheme[32];
-    memcpy(scheme, url, sl);
-    scheme[sl] = '\0';
     const struct cairn_source_driver *d = cairn_source_driver_find(scheme);
     size_t cap = strlen(url) + 64;
     char *shown = xmalloc(cap);

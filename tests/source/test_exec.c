@@ -98,6 +98,12 @@ TEST(open_needs_a_known_scheme)
     CHECK_ERR(cairn_source_open("exec:", NULL, &s, &err), CAIRN_E_INVALID, &err, "command");
     CHECK(s == NULL);
     CHECK(cairn_source_driver_find("exec") != NULL);
+    /* One scheme rule for the registry and the engine: HOST:PORT and paths are not sources. */
+    CHECK(cairn_source_driver_for("exec:true") == cairn_source_driver_find("exec"));
+    CHECK(cairn_source_driver_for("etcds://h:2379") == cairn_source_driver_find("etcds"));
+    CHECK(cairn_source_driver_for("db1.example:8088") == NULL);
+    CHECK(cairn_source_driver_for("127.0.0.1:8088") == NULL);
+    CHECK(cairn_source_driver_for("/var/lib/x") == NULL);
     static const struct cairn_source_driver dup = {.scheme = "exec"};
     CHECK_EQ_INT(cairn_source_register(&dup, NULL), CAIRN_E_INVALID); /* no operations */
 }
