@@ -47,20 +47,20 @@ static void src_progress(void *arg, uint64_t bytes)
     }
 }
 
-static void source_opts_of(const struct cairn_engine_backup_opts *o, struct src_progress *sp,
-                           struct cairn_source_opts *so)
+/* The source options both directions share: cancel, idle timeout, TLS files, password file. */
+static void source_opts_init(struct cairn_source_opts *so, const volatile int *cancel,
+                             int timeout_ms, const struct cairn_influx_tls_opts *tls,
+                             const char *password_file)
 {
     memset(so, 0, sizeof(*so));
-    so->cancel = o->cancel;
-    so->timeout_ms = o->io_timeout_ms;
-    if (o->tls != NULL) {
-        so->ca_file = o->tls->ca_file;
-        so->cert_file = o->tls->cert_file;
-        so->key_file = o->tls->key_file;
+    so->cancel = cancel;
+    so->timeout_ms = timeout_ms;
+    if (tls != NULL) {
+        so->ca_file = tls->ca_file;
+        so->cert_file = tls->cert_file;
+        so->key_file = tls->key_file;
     }
-    so->password_file = o->password_file;
-    so->progress = src_progress;
-    so->progress_arg = sp;
+    so->password_file = password_file;
 }
 
 /* Start b under o's name or a default one, then let the source fill it. */
@@ -99,7 +99,9 @@ int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_bac
                              "--db, --rp and --since apply to InfluxDB, not to this source");
     struct src_progress sp = {prog, NULL, 0};
     struct cairn_source_opts so;
-    source_opts_of(o, &sp, &so);
+    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->tls, o->password_file);
+    so.progress = src_progress;
+    so.progress_arg = &sp;
     struct cairn_source *src = NULL;
     int rc = cairn_source_open(o->source, &so, &src, err);
     if (rc != CAIRN_OK)
@@ -117,22 +119,18 @@ int engine_restore_source(struct cairn_backup *b, const struct cairn_engine_rest
 {
     const char *url = o->target != NULL ? o->target : cairn_backup_source(b);
     const struct cairn_source_driver *d = url ? cairn_source_driver_for(url) : NULL;
-    if (d == NULL ||
-        (o->target == NULL && strcmp(d->scheme, cairn_backup_kind(b)) != 0 &&
-         !(strcmp(d->scheme, "etcds") == 0 && strcmp(cairn_backup_kind(b), "etcd") == 0)))
+    /* Into a directory, the recorded source's driver must restore as the kind's driver does
+     * (etcds:// backups are of kind etcd: the same restore). */
+    const struct cairn_source_driver *kd = cairn_source_driver_find(cairn_backup_kind(b));
+    if (d == NULL || (o->target == NULL && (kd == NULL || d->restore != kd->restore)))
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "backup '%s' of kind '%s': no source driver restores it",
                              cairn_backup_name(b), cairn_backup_kind(b));
     if (o->db != NULL || o->newdb != NULL || o->rp != NULL || o->newrp != NULL)
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "--db, --newdb, --rp and --newrp apply to InfluxDB backups");
-    struct cairn_source_opts so = {.cancel = o->cancel, .timeout_ms = o->io_timeout_ms};
-    if (o->tls != NULL) {
-        so.ca_file = o->tls->ca_file;
-        so.cert_file = o->tls->cert_file;
-        so.key_file = o->tls->key_file;
-    }
-    so.password_file = o->password_file;
+    struct cairn_source_opts so;
+    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->tls, o->password_file);
     struct cairn_source *src = NULL;
     int rc = cairn_source_open(url, &so, &src, err);
     if (rc == CAIRN_OK)
