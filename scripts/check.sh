@@ -95,7 +95,18 @@ for tc in ET.parse(path).getroot().iter("testcase"):
     if st == "skip" and tc.find("skipped") is None:
         st = "fail"  # "notrun" without a skip code: not found or not runnable
     print("%s\t%s\t%s\t%s" % (phase, tc.get("name"), st, tc.get("time", "0")))
+    if st == "fail":
+        # The lines that say why, for the summary at the end (CI keeps a log's head and tail).
+        out = (tc.findtext("system-out") or "").splitlines()
+        why = [ln.strip() for ln in out
+               if ln.lstrip().startswith(("FAIL", "Traceback", "AssertionError", "***"))
+               or "Error:" in ln][:12]
+        with open(path + ".why", "a") as f:
+            for ln in why or out[-6:]:
+                f.write("  %s %s: %s\n" % (phase, tc.get("name"), ln[:300]))
 EOF
+    [ ! -f "$dir/junit.xml.why" ] || cat "$dir/junit.xml.why" >>"$work/why"
+    rm -f "$dir/junit.xml.why"
 }
 
 # build DIR cmake-args...: configure and build; a build failure counts as one failed test.
@@ -189,6 +200,10 @@ fi
 if grep -q $'\tfail\t' "$work/results"; then
     echo "=== failed"
     awk -F'\t' '$3 == "fail" { printf "  %s %s\n", $1, $2 }' "$work/results"
+    if [ -s "$work/why" ]; then
+        echo "=== why (their failing lines; the whole output is above)"
+        cat "$work/why"
+    fi
 fi
 total_pass=$((total_pass + $(grep -c $'\tpass\t' "$work/results")))
 total_fail=$((total_fail + $(grep -c $'\tfail\t' "$work/results")))
