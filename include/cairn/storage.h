@@ -531,7 +531,7 @@ struct cairn_lock_info {
     char *command;
     int64_t started_ms, refreshed_ms, refresh_ms;
     int stale;     /* not refreshed for CAIRN_LOCK_STALE_FACTOR periods, or a dead local pid */
-    char *problem; /* NULL, or why the object could not be read (it counts as stale) */
+    char *problem; /* NULL, or why the object is no lock (it conflicts; unlock removes it) */
 };
 struct cairn_lock_list {
     size_t count;
@@ -541,7 +541,7 @@ struct cairn_lock_list {
 CAIRN_API int cairn_storage_locks(struct cairn_storage *st, struct cairn_lock_list *out,
                                   struct cairn_err *err);
 CAIRN_API void cairn_lock_list_free(struct cairn_lock_list *l);
-/* Remove stale lock objects, or every one with all (dangerous: a live holder loses its lock
+/* Remove stale lock objects and objects that are no lock, or every one with all (dangerous: a live holder loses its lock
  * and its backup fails, or a prune runs beside a backup). removed (may be NULL) gets those
  * removed. */
 CAIRN_API int cairn_storage_unlock(struct cairn_storage *st, int all,

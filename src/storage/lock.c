@@ -89,7 +89,10 @@ static int pid_dead(long pid)
     return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Fill li from obj's text; problems make it stale (a torn or foreign object blocks nobody). */
+/* Fill li from obj's text. An object that is no lock is never stale: it may be one being
+ * written right now (s3rver, unlike S3, serves an object it is still writing, empty or cut
+ * short), and removing a live lock lets a prune run beside a backup. It conflicts with every
+ * taker until it reads as a lock or `cairn unlock` removes it. */
 static void parse_info(const char *obj, const char *text, int64_t now, const char *host,
                        struct cairn_lock_info *li)
 {
@@ -104,7 +107,6 @@ static void parse_info(const char *obj, const char *text, int64_t now, const cha
         li->problem = xstrdup("not a lock object");
         li->host = xstrdup("?");
         li->command = xstrdup("?");
-        li->stale = 1;
         json_decref(j);
         return;
     }
@@ -314,14 +316,16 @@ static int try_take(struct cairn_lock *l, struct cairn_err *err)
     struct cairn_lock_list others;
     rc = list_locks(l->st, l->id, &others, err);
     int64_t now = (int64_t)now_ms();
-    int live = 0; /* the first live conflict is reported; every stale one is removed */
-    for (size_t i = 0; (rc == CAIRN_OK || rc == CAIRN_E_LOCKED) && i < others.count; i++) {
+    /* Every stale conflict is removed; a live holder is reported before an object that is
+     * no lock (it names who to ask). */
+    const struct cairn_lock_info *conflict = NULL;
+    for (size_t i = 0; rc == CAIRN_OK && i < others.count; i++) {
         struct cairn_lock_info *o = &others.items[i];
         if (!l->exclusive && !o->exclusive && o->problem == NULL)
             continue;
-        char desc[600];
-        cairn_lock_describe(o, now, desc, sizeof(desc));
         if (o->stale) {
+            char desc[600];
+            cairn_lock_describe(o, now, desc, sizeof(desc));
             cairn_warn("lock", "'%s': removing stale lock: %s", l->st->url, desc);
             struct cairn_err re;
             int r = l->st->drv->remove_file(l->st->state, CAIRN_LOCK_DIR, o->object, &re);
@@ -329,14 +333,25 @@ static int try_take(struct cairn_lock *l, struct cairn_err *err)
                 rc = cairn_err_set(err, r, "remove stale lock %s: %s", o->object, re.msg);
             continue;
         }
-        if (live++ > 0)
-            continue;
-        rc =
-            cairn_err_set(err, CAIRN_E_LOCKED,
-                          "storage '%s' is locked by another process: %s (cannot take %s "
-                          "lock; if that process is gone, 'cairn unlock %s' removes stale "
-                          "locks)",
-                          l->st->url, desc, l->exclusive ? "an exclusive" : "a shared", l->st->url);
+        if (conflict == NULL || (conflict->problem != NULL && o->problem == NULL))
+            conflict = o;
+    }
+    if (rc == CAIRN_OK && conflict != NULL) {
+        char desc[600];
+        cairn_lock_describe(conflict, now, desc, sizeof(desc));
+        if (conflict->problem != NULL)
+            rc = cairn_err_set(err, CAIRN_E_LOCKED,
+                               "storage '%s' holds %s among its locks: it may be one being "
+                               "written now; if no cairn process uses the location, 'cairn "
+                               "unlock %s' removes it",
+                               l->st->url, desc, l->st->url);
+        else
+            rc = cairn_err_set(err, CAIRN_E_LOCKED,
+                               "storage '%s' is locked by another process: %s (cannot take %s "
+                               "lock; if that process is gone, 'cairn unlock %s' removes stale "
+                               "locks)",
+                               l->st->url, desc, l->exclusive ? "an exclusive" : "a shared",
+                               l->st->url);
     }
     cairn_lock_list_free(&others);
     if (rc != CAIRN_OK)
@@ -501,7 +516,7 @@ int cairn_storage_unlock(struct cairn_storage *st, int all, struct cairn_lock_li
     struct cairn_lock_list l;
     int rc = cairn_storage_locks(st, &l, err);
     for (size_t i = 0; rc == CAIRN_OK && i < l.count; i++) {
-        if (!all && !l.items[i].stale)
+        if (!all && !l.items[i].stale && l.items[i].problem == NULL)
             continue;
         int r = st->drv->remove_file(st->state, CAIRN_LOCK_DIR, l.items[i].object, err);
         if (r == CAIRN_E_NOTFOUND)
