@@ -179,40 +179,13 @@ int cairn_hmac_sha256_check(const uint8_t key[32], const void *prefix, size_t pr
 
 #define KEY_FILE_MAX 256
 
-/* One open, then fstat and read on that descriptor: O_NONBLOCK so a FIFO cannot block the
- * open (it is refused right after), and nothing can swap the file between check and read. */
 int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
 {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return cairn_err_sys(err, 0, errno, "key file '%s'", path);
-    struct stat st;
-    int rc = CAIRN_OK;
-    uint8_t data[KEY_FILE_MAX + 1];
+    uint8_t *data = NULL;
     size_t len = 0;
-    if (fstat(fd, &st) != 0)
-        rc = cairn_err_sys(err, 0, errno, "key file '%s'", path);
-    else if (!S_ISREG(st.st_mode))
-        rc = cairn_err_set(err, CAIRN_E_INVALID, "key file '%s' is not a regular file (a %s)", path,
-                           file_type_name(st.st_mode));
-    else if (st.st_mode & 077) /* as ssh: a key others can read is no secret; a usage error */
-        rc = cairn_err_set(err, CAIRN_E_INVALID,
-                           "key file '%s' is readable by group or others (mode %04o); "
-                           "fix it with: chmod 600 '%s'",
-                           path, (unsigned)(st.st_mode & 07777), path);
-    else {
-        char what[4200];
-        snprintf(what, sizeof(what), "key file '%s'", path);
-        rc = read_all(fd, data, sizeof(data), &len, what, err);
-    }
-    close(fd);
-    if (rc == CAIRN_OK && len > KEY_FILE_MAX)
-        rc =
-            cairn_err_set(err, CAIRN_E_INVALID, "'%s' is larger than %d bytes", path, KEY_FILE_MAX);
-    if (rc != CAIRN_OK) {
-        OPENSSL_cleanse(data, sizeof(data));
+    int rc = read_secret_file(path, "key file", KEY_FILE_MAX, &data, &len, err);
+    if (rc != CAIRN_OK)
         return rc;
-    }
     size_t n = len;
     while (n > 0 && (data[n - 1] == '\n' || data[n - 1] == '\r'))
         n--;
@@ -226,6 +199,7 @@ int cairn_key_load(const char *path, uint8_t key[32], struct cairn_err *err)
                            "key file '%s' must hold 32 raw bytes or 64 hex digits (has %zu bytes)",
                            path, len);
     }
-    OPENSSL_cleanse(data, sizeof(data));
+    OPENSSL_cleanse(data, len);
+    free(data);
     return rc;
 }

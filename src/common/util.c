@@ -148,6 +148,51 @@ out:
     return rc;
 }
 
+int read_secret_file(const char *path, const char *what, size_t max, uint8_t **data, size_t *len,
+                     struct cairn_err *err)
+{
+    *data = NULL;
+    *len = 0;
+    /* O_NONBLOCK: a FIFO cannot block the open (it is refused right after). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "%s '%s'", what, path);
+    struct stat st;
+    int rc = CAIRN_OK;
+    uint8_t *buf = NULL;
+    size_t got = 0;
+    if (fstat(fd, &st) != 0)
+        rc = cairn_err_sys(err, 0, errno, "%s '%s'", what, path);
+    else if (!S_ISREG(st.st_mode))
+        rc = cairn_err_set(err, CAIRN_E_INVALID, "%s '%s' is not a regular file (a %s)", what, path,
+                           file_type_name(st.st_mode));
+    else if (st.st_mode & 077) /* a secret others can read is no secret: a usage error */
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
+                           "%s '%s' is readable by group or others (mode %04o); fix it with: "
+                           "chmod 600 '%s'",
+                           what, path, (unsigned)(st.st_mode & 07777), path);
+    else {
+        buf = xmalloc(max + 2);
+        char *w = xasprintf("%s '%s'", what, path);
+        rc = read_all(fd, buf, max + 1, &got, w, err);
+        free(w);
+        if (rc == CAIRN_OK && got > max)
+            rc = cairn_err_set(err, CAIRN_E_INVALID, "%s '%s' is larger than %zu bytes", what, path,
+                               max);
+    }
+    close(fd);
+    if (rc != CAIRN_OK) {
+        if (buf != NULL)
+            wipe(buf, max + 2);
+        free(buf);
+        return rc;
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return CAIRN_OK;
+}
+
 const char *file_type_name(mode_t m)
 {
     return S_ISREG(m)    ? "regular file"

@@ -166,18 +166,11 @@ void source_url_free(struct source_url *u)
 int source_read_secret(const char *path, char **out, struct cairn_err *err)
 {
     *out = NULL;
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return cairn_err_sys(err, 0, errno, "password file '%s'", path);
-    if (st.st_mode & 077)
-        return cairn_err_set(err, CAIRN_E_PERM,
-                             "password file '%s' is readable by group or others: chmod 600 it",
-                             path);
     uint8_t *data = NULL;
     size_t len = 0;
-    int rc = read_file_max(path, 64 * 1024, &data, &len, err);
+    int rc = read_secret_file(path, "password file", 64 * 1024, &data, &len, err);
     if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, rc, "password file");
+        return rc;
     size_t n = 0;
     while (n < len && data[n] != '\n' && data[n] != '\r')
         n++;

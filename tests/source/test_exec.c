@@ -61,7 +61,7 @@ TEST(password_file_must_be_private)
     fclose(f);
     chmod(p, 0640);
     char *pw = NULL;
-    CHECK_ERR(source_read_secret(p, &pw, &err), CAIRN_E_PERM, &err, "chmod 600");
+    CHECK_ERR(source_read_secret(p, &pw, &err), CAIRN_E_INVALID, &err, "chmod 600");
     chmod(p, 0600);
     CHECK_OK(source_read_secret(p, &pw, &err), &err);
     CHECK_EQ_STR(pw, "s3cret");
