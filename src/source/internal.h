@@ -30,6 +30,17 @@ struct source_url {
     char *path;     /* "" or "/..." */
     char *query;    /* after '?', raw; NULL when absent */
 };
+/* The scheme's length when url starts with one (RFC 3986: a letter, then letters, digits,
+ * '+', '-', '.', before ':'), else 0. */
+size_t source_scheme_len(const char *url);
+/* Where a "scheme://authority..." URL's parts are, without copying: the one reading of the
+ * authority that parsing and redacting share. */
+struct source_url_span {
+    const char *auth; /* after "://" */
+    size_t auth_len;  /* up to the first '/', '?' or '#' */
+    const char *at;   /* the last '@' in the authority (a password may hold one), or NULL */
+};
+int source_url_split(const char *url, struct source_url_span *sp); /* 1: found; 0: not */
 int source_url_parse(const char *url, unsigned default_port, struct source_url *u,
                      struct cairn_err *err);
 /* The value of "name=" in the query, malloc'd and decoded; NULL when absent. */

@@ -76,21 +76,6 @@ void cairn_source_drivers(void (*fn)(void *arg, const struct cairn_source_driver
 
 /* The scheme of url ("etcd" of "etcd://h:2379", "exec" of "exec:cmd"), or 0 when url has
  * none: letters, digits, '+', '-', '.' before a ':' (RFC 3986), starting with a letter. */
-static size_t scheme_len(const char *url)
-{
-    size_t n = 0;
-    if (!((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z')))
-        return 0;
-    while (url[n] != '\0' && url[n] != ':') {
-        char c = url[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '+' || c == '-' || c == '.'))
-            return 0;
-        n++;
-    }
-    return url[n] == ':' ? n : 0;
-}
-
 /* Replace the value of every "KEY=" in the query (after '?') whose key names a secret. */
 static void redact_query(struct buf *b, const char *q)
 {
@@ -116,7 +101,7 @@ static void redact_query(struct buf *b, const char *q)
 /* The scheme of url copied into out (cap bytes); 0 when url has none or it does not fit. */
 static size_t scheme_of(const char *url, char *out, size_t cap)
 {
-    size_t sl = url != NULL ? scheme_len(url) : 0;
+    size_t sl = url != NULL ? source_scheme_len(url) : 0;
     if (sl == 0 || sl >= cap)
         return 0;
     memcpy(out, url, sl);
@@ -134,28 +119,17 @@ int cairn_source_redact(const char *url, char *out, size_t cap)
 {
     struct buf b = {0};
     const char *p = url;
-    size_t sl = scheme_len(url);
-    if (sl > 0 && strncmp(url + sl, "://", 3) == 0) {
-        const char *auth = url + sl + 3;
-        size_t alen = strcspn(auth, "/?#");
-        const char *at = NULL; /* the last '@' ends the user-info (a password may hold one) */
-        for (size_t i = 0; i < alen; i++)
-            if (auth[i] == '@')
-                at = auth + i;
-        buf_add(&b, url, (size_t)(auth - url));
-        if (at != NULL) {
-            const char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon != NULL) {
-                buf_add(&b, auth, (size_t)(colon - auth) + 1);
+    struct source_url_span sp;
+    if (source_url_split(url, &sp)) {
+        buf_add(&b, url, (size_t)(sp.auth - url));
+        p = sp.auth;
+        if (sp.at != NULL) {
+            const char *colon = memchr(sp.auth, ':', (size_t)(sp.at - sp.auth));
+            buf_add(&b, sp.auth, (size_t)((colon != NULL ? colon + 1 : sp.at) - sp.auth));
+            if (colon != NULL)
                 buf_adds(&b, "***");
-            } else {
-                buf_add(&b, auth, (size_t)(at - auth));
-            }
-            buf_addc(&b, '@');
-            auth = at + 1;
-            alen = strcspn(auth, "/?#");
+            p = sp.at; /* the '@' and what follows */
         }
-        p = auth;
     }
     const char *q = strchr(p, '?');
     if (q == NULL) {

@@ -98,20 +98,45 @@ static int parse_hostport(const char *url, const char *h, size_t n, unsigned def
     return CAIRN_OK;
 }
 
+size_t source_scheme_len(const char *url)
+{
+    size_t n = 0;
+    if (!((url[0] >= 'a' && url[0] <= 'z') || (url[0] >= 'A' && url[0] <= 'Z')))
+        return 0;
+    while (url[n] != '\0' && url[n] != ':') {
+        char c = url[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '-' || c == '.'))
+            return 0;
+        n++;
+    }
+    return url[n] == ':' ? n : 0;
+}
+
+int source_url_split(const char *url, struct source_url_span *sp)
+{
+    memset(sp, 0, sizeof(*sp));
+    size_t sl = source_scheme_len(url);
+    if (sl == 0 || strncmp(url + sl, "://", 3) != 0)
+        return 0;
+    sp->auth = url + sl + 3;
+    sp->auth_len = strcspn(sp->auth, "/?#");
+    for (size_t i = 0; i < sp->auth_len; i++)
+        if (sp->auth[i] == '@')
+            sp->at = sp->auth + i;
+    return 1;
+}
+
 int source_url_parse(const char *url, unsigned default_port, struct source_url *u,
                      struct cairn_err *err)
 {
     memset(u, 0, sizeof(*u));
-    const char *sep = strstr(url, "://");
-    if (sep == NULL)
+    struct source_url_span sp;
+    if (!source_url_split(url, &sp))
         return bad(url, "expected SCHEME://HOST[:PORT]", err);
-    u->scheme = pct_decode(url, (size_t)(sep - url));
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
-    const char *at = NULL; /* the last '@' ends the user-info */
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
+    u->scheme = xasprintf("%.*s", (int)(sp.auth - 3 - url), url);
+    const char *auth = sp.auth, *at = sp.at;
+    size_t alen = sp.auth_len;
     int rc = CAIRN_OK;
     if (at != NULL)
         rc = parse_userinfo(url, auth, (size_t)(at - auth), u, err);
