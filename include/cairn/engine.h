@@ -85,6 +85,7 @@ struct cairn_engine_backup_opts {
     int64_t lock_wait_ms;
     const struct cairn_influx_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
     const char *password_file; /* a source driver's secret kept in a file (cairn/source.h) */
+    int64_t source_timeout_ms; /* a source driver's whole snapshot; 0: no limit */
 };
 
 struct cairn_engine_backup_result {
@@ -122,6 +123,7 @@ struct cairn_engine_restore_opts {
     int force; /* a local-path backup into a non-empty into_dir, replacing same-named files */
     const struct cairn_influx_tls_opts *tls; /* an online target over TLS; NULL: plain */
     const char *password_file;               /* a source driver's secret kept in a file */
+    int64_t source_timeout_ms;               /* a source driver's whole restore; 0: none */
 };
 
 struct cairn_engine_restore_result {

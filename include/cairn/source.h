@@ -31,7 +31,9 @@ extern "C" {
  * borrowed for the handle's life. */
 struct cairn_source_opts {
     const volatile int *cancel;  /* nonzero: stop soon with CAIRN_E_CANCELLED */
-    int64_t timeout_ms;          /* whole snapshot; 0: none (connect timeouts still apply) */
+    int64_t timeout_ms;          /* the whole snapshot or restore; 0: none */
+    int64_t idle_timeout_ms;     /* no byte moving for this long fails; 0: the driver's
+                                  * default (60 s; exec: none, a command may think quietly) */
     const char *ca_file;         /* TLS: CA bundle for the server's certificate */
     const char *cert_file;       /* TLS: client certificate (etcds://) */
     const char *key_file;        /* TLS: client key */

@@ -47,13 +47,14 @@ static void src_progress(void *arg, uint64_t bytes)
     }
 }
 
-/* The source options both directions share: cancel, idle timeout, TLS files, password file. */
+/* The source options both directions share: cancel, timeouts, TLS files, password file. */
 static void source_opts_init(struct cairn_source_opts *so, const volatile int *cancel,
-                             int timeout_ms, const struct cairn_influx_tls_opts *tls,
-                             const char *password_file)
+                             int idle_timeout_ms, int64_t timeout_ms,
+                             const struct cairn_influx_tls_opts *tls, const char *password_file)
 {
     memset(so, 0, sizeof(*so));
     so->cancel = cancel;
+    so->idle_timeout_ms = idle_timeout_ms;
     so->timeout_ms = timeout_ms;
     if (tls != NULL) {
         so->ca_file = tls->ca_file;
@@ -99,7 +100,8 @@ int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_bac
                              "--db, --rp and --since apply to InfluxDB, not to this source");
     struct src_progress sp = {prog, NULL, 0};
     struct cairn_source_opts so;
-    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->tls, o->password_file);
+    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->source_timeout_ms, o->tls,
+                     o->password_file);
     so.progress = src_progress;
     so.progress_arg = &sp;
     struct cairn_source *src = NULL;
@@ -130,7 +132,8 @@ int engine_restore_source(struct cairn_backup *b, const struct cairn_engine_rest
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "--db, --newdb, --rp and --newrp apply to InfluxDB backups");
     struct cairn_source_opts so;
-    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->tls, o->password_file);
+    source_opts_init(&so, o->cancel, o->io_timeout_ms, o->source_timeout_ms, o->tls,
+                     o->password_file);
     struct cairn_source *src = NULL;
     int rc = cairn_source_open(url, &so, &src, err);
     if (rc == CAIRN_OK)

@@ -22,6 +22,10 @@ void config_free(struct cairn_config *c)
         struct cairn_schedule_cfg *s = &c->schedules[i];
         free(s->name);
         free(s->source);
+        free(s->password_file);
+        free(s->tls_ca);
+        free(s->tls_cert);
+        free(s->tls_key);
         free(s->to);
         free(s->timing_text);
     }
@@ -286,6 +290,12 @@ static const struct key k_daemon_keys[] = {
 
 static const struct key k_schedule_keys[] = {
     {"source", KEY_STRING, SCH(source), 0, 0, NULL, NULL},
+    /* The source's secret and TLS files, as cairn backup's --password-file and --tls-*. */
+    {"password-file", KEY_STRING, SCH(password_file), 0, 0, NULL, NULL},
+    {"tls-ca", KEY_STRING, SCH(tls_ca), 0, 0, NULL, NULL},
+    {"tls-cert", KEY_STRING, SCH(tls_cert), 0, 0, NULL, NULL},
+    {"tls-key", KEY_STRING, SCH(tls_key), 0, 0, NULL, NULL},
+    {"source-timeout", KEY_DURATION, SCH(source_timeout), 1, 0, "a duration such as 2h", NULL},
     {"to", KEY_STRING, SCH(to), 0, 0, NULL, NULL},
     {"every", KEY_FUNC, 0, 0, 0, NULL, every_key},
     {"cron", KEY_FUNC, 0, 0, 0, NULL, cron_key},

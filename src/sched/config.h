@@ -23,8 +23,11 @@ enum cairn_catchup_policy {
 
 struct cairn_schedule_cfg {
     char *name;
-    char *source; /* "HOST:PORT" or a local path */
-    char *to;     /* storage URL */
+    char *source;                      /* a source URL, "HOST:PORT" or a local path */
+    char *to;                          /* storage URL */
+    char *password_file;               /* the source's secret, first line (mode 0600); or NULL */
+    char *tls_ca, *tls_cert, *tls_key; /* the source's TLS files; NULL: none */
+    int64_t source_timeout;            /* seconds the whole snapshot may take; 0: no limit */
     char *timing_text;
     struct cairn_timing timing;
     unsigned keep_last, keep_daily, keep_weekly; /* 0 = rule off; keep-last is required */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cairn/engine.h"
+#include "cairn/influx.h"
 #include "cairn/log.h"
 #include "cairn/storage.h"
 #include "common/util.h"
@@ -48,12 +49,19 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
     const struct cairn_config *cfg = ctx;
     /* A prune (this cairnd's other schedules', or anyone's) holds the location briefly:
      * the run waits for it rather than fail. */
+    const struct cairn_schedule_cfg *c = run->schedule;
+    struct cairn_influx_tls_opts tls = {
+        .ca_file = c->tls_ca, .cert_file = c->tls_cert, .key_file = c->tls_key};
+    int has_tls = c->tls_ca != NULL || c->tls_cert != NULL || c->tls_key != NULL;
     struct cairn_engine_backup_opts o = {
-        .source = run->schedule->source,
-        .storage_url = run->schedule->to,
+        .source = c->source,
+        .storage_url = c->to,
         .name = run->name,
         .cancel = cancel,
         .lock_wait_ms = cfg != NULL ? cfg->lock_wait * 1000 : 0,
+        .tls = has_tls ? &tls : NULL,
+        .password_file = c->password_file,
+        .source_timeout_ms = c->source_timeout * 1000,
     };
     struct cairn_engine_backup_result r;
     memset(&r, 0, sizeof(r));

@@ -516,3 +516,34 @@ int main(int argc, char **argv)
 {
     return test_main(argc, argv);
 }
+
+/* A schedule's source secret, TLS files and whole-snapshot timeout (cairn backup's
+ * --password-file and --tls-*): parsed, absent by default, a bad duration named. */
+TEST(config_source_keys)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *t = "[cairnd]\nstate = sqlite:/tmp/x.db\n"
+                    "[schedule a]\nsource=redis://127.0.0.1:6379\nto=file:///y\nevery=5m\n"
+                    "keep-last=1\npassword-file = /etc/cairn/redis.pass\ntls-ca = /ca.pem\n"
+                    "tls-cert = /c.pem\ntls-key = /k.pem\nsource-timeout = 2h\n"
+                    "[schedule b]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
+    CHECK_OK(config_parse(t, strlen(t), "s.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_STR(c->schedules[0].password_file, "/etc/cairn/redis.pass");
+        CHECK_EQ_STR(c->schedules[0].tls_ca, "/ca.pem");
+        CHECK_EQ_STR(c->schedules[0].tls_cert, "/c.pem");
+        CHECK_EQ_STR(c->schedules[0].tls_key, "/k.pem");
+        CHECK_EQ_INT(c->schedules[0].source_timeout, 7200);
+        CHECK(c->schedules[1].password_file == NULL && c->schedules[1].tls_ca == NULL);
+        CHECK_EQ_INT(c->schedules[1].source_timeout, 0);
+    }
+    config_free(c);
+    c = NULL;
+    const char *bad = "[cairnd]\nstate = sqlite:/tmp/x.db\n"
+                      "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n"
+                      "source-timeout = soon\n";
+    CHECK_ERR(config_parse(bad, strlen(bad), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+              "source-timeout = 'soon': expected a duration");
+    CHECK(c == NULL);
+}

@@ -153,9 +153,9 @@ def cairnd_case(tmp):
         conf = os.path.join(tmp, "cairnd.conf")
         with open(conf, "w") as f:
             f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
-                    "[schedule cache]\nsource = redis://:%s@127.0.0.1:%d\nto = file://%s\n"
-                    "every = 1s\nkeep-last = 2\n" % (os.path.join(tmp, "dstate"), PASSWORD,
-                                                     srv.port, store))
+                    "[schedule cache]\nsource = redis://127.0.0.1:%d\nto = file://%s\n"
+                    "password-file = %s\nevery = 1s\nkeep-last = 2\n"
+                    % (os.path.join(tmp, "dstate"), srv.port, store, pwfile))
         log = open(os.path.join(tmp, "cairnd.log"), "w+")
         proc = subprocess.Popen([os.path.join(os.environ["CAIRN_BIN"], "cairnd"), "run",
                                  "--config", conf, "--log-level", "debug"], stdout=log,
