@@ -71,8 +71,8 @@ int http_curl_error(CURLcode cc, const char *curlerr, long status, const struct 
         return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
     if (cc == CURLE_OPERATION_TIMEDOUT)
         return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: %s", what, why);
-    if (cc == CURLE_RECV_ERROR && status == 0 && strstr(why, "SSL") != NULL)
-        /* TLS 1.3 servers reject a client certificate after the handshake, at the first read */
+    if (status == 0 && cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST &&
+        (o->tls || (cc == CURLE_RECV_ERROR && strstr(why, "SSL") != NULL)))
         return cairn_err_set(err, CAIRN_E_NETWORK, "%s: TLS failure: %s%s", what, why,
                              o->cert_file == NULL ? " (the server may require a client certificate)"
                                                   : "");

@@ -10,6 +10,7 @@
 
 /* How to reach a server; every string is borrowed. */
 struct http_opts {
+    int tls;                    /* https: a failure before any answer is reported as TLS's */
     const char *ca_file;        /* https: trust this CA bundle (NULL: the system's) */
     const char *cert_file;      /* https: client certificate */
     const char *key_file;       /* its key (NULL: in cert_file) */
@@ -30,8 +31,9 @@ int http_cancelled(const volatile int *cancel);
 
 /* A transfer libcurl did not complete, as a cairn error about what (the redacted URL and
  * action): cancelled, timed out (CAIRN_E_TIMEOUT), cannot connect, TLS failure, anything else
- * CAIRN_E_NETWORK. status: the HTTP status seen (0: none yet), for the TLS 1.3 case where a
- * server rejects a client certificate at the first read. */
+ * CAIRN_E_NETWORK. status: the HTTP status seen (0: none yet): over TLS 1.3 a server rejects a
+ * client certificate after the handshake, so the client sees an alert, a reset or a close at
+ * its first send or read, before any answer. */
 int http_curl_error(CURLcode cc, const char *curlerr, long status, const struct http_opts *o,
                     const char *what, struct cairn_err *err);
 
