@@ -114,6 +114,7 @@ int hashi_open(const struct hashi_service *svc, const char *url, const struct ca
     int v6 = strchr(s->u.host, ':') != NULL;
     s->base = xasprintf("%s://%s%s%s:%u", tls ? "https" : "http", v6 ? "[" : "", s->u.host,
                         v6 ? "]" : "", s->u.port);
+    s->ho.tls = tls;
     s->ho.ca_file = o->ca_file;
     s->ho.cert_file = o->cert_file;
     s->ho.key_file = o->key_file;
@@ -158,6 +159,14 @@ static int request(struct hashi_src *s, int restore, char **url, struct curl_sli
     if (*hdrs == NULL)
         abort();
     return CAIRN_OK;
+}
+
+/* The header list holds the token: wiped before it is freed. */
+static void free_headers(struct curl_slist *hdrs)
+{
+    for (struct curl_slist *h = hdrs; h != NULL; h = h->next)
+        wipe(h->data, strlen(h->data));
+    curl_slist_free_all(hdrs);
 }
 
 static const struct cairn_snapshot_read_opts *read_opts(const struct hashi_service *svc)
@@ -258,10 +267,11 @@ static int download(void *arg, struct cairn_writer *w, struct cairn_err *err)
     curl_easy_setopt(d.h, CURLOPT_WRITEFUNCTION, on_download);
     curl_easy_setopt(d.h, CURLOPT_WRITEDATA, &d);
     /* A Vault standby answers 307 with the active node's address: follow it (a GET has no
-     * body to re-send), as Vault's own client does. */
+     * body to re-send), as Vault's own client does; the token goes along, so never from
+     * https down to plain http. */
     curl_easy_setopt(d.h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(d.h, CURLOPT_MAXREDIRS, 3L);
-    curl_easy_setopt(d.h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(d.h, CURLOPT_REDIR_PROTOCOLS_STR, s->ho.tls ? "https" : "http,https");
     CURLcode cc = http_cancelled(s->ho.cancel) ? CURLE_ABORTED_BY_CALLBACK : curl_easy_perform(d.h);
     if (d.status == 0)
         curl_easy_getinfo(d.h, CURLINFO_RESPONSE_CODE, &d.status);
@@ -281,7 +291,7 @@ static int download(void *arg, struct cairn_writer *w, struct cairn_err *err)
     }
     cairn_writer_free(d.chk);
     curl_easy_cleanup(d.h);
-    curl_slist_free_all(hdrs);
+    free_headers(hdrs);
     buf_free(&d.body);
     free(what);
     free(url);
@@ -451,7 +461,7 @@ static int upload(struct hashi_src *s, struct cairn_backup *b, struct cairn_err 
     cairn_reader_free(u.r);
     free(u.cur);
     free(u.nxt);
-    curl_slist_free_all(hdrs);
+    free_headers(hdrs);
     free(what);
     free(url);
     return rc;
