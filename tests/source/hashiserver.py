@@ -15,10 +15,12 @@ Vault   GET /v1/sys/storage/raft/snapshot           X-Vault-Token or "Authorizat
                            403 {"errors":["permission denied"]}; 200 application/gzip,
                            Content-Disposition attachment, Cache-Control no-store.
         POST /v1/sys/storage/raft/snapshot[-force]  the raw archive; 204.
+A Vault standby is redirect_to: every snapshot call is 307 to the active node's address.
 Any other method on those paths is 405 (Consul with an Allow header), any other path 404.
 
 Every request is recorded (method, path, query, headers, body) for the test to check, and a
-test can make the next answers fail: status (with the server's body), "truncate" (declare the
+test can make the next answers fail: status (with the server's body), "stall" (half the body,
+then silence until stop() or release is set), "truncate" (declare the
 whole length, send part, close: a cut connection), "close" (no Content-Length, send part,
 close cleanly: only the archive check can tell), "append" (Consul's failure after the 200:
 the error text after the archive).
@@ -41,6 +43,9 @@ class Server:
         self.snapshot = snapshot
         self.token = token
         self.requests = []
+        self.redirect_to = None  # Vault standby: 307 to this base URL (the active node)
+        self.stalled = threading.Event()
+        self.release = threading.Event()
         self.faults = []  # consumed one per snapshot GET/PUT/POST
         self.lock = threading.Lock()
         outer = self
@@ -92,6 +97,7 @@ class Server:
         self.thread.start()
 
     def stop(self):
+        self.release.set()
         self.srv.shutdown()
         self.srv.server_close()
 
@@ -196,12 +202,23 @@ class Server:
         if (method, path) not in (("GET", VAULT_PATH), ("POST", VAULT_PATH),
                                   ("POST", VAULT_PATH + "-force")):
             return self._error(h, 405, "unsupported operation")
+        if self.redirect_to is not None:  # alwaysRedirectPaths: before the token check
+            loc = self.redirect_to + h.path
+            h.send_response(307)
+            h.send_header("Location", loc)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
         if self.token is not None and self._token(h, query) != self.token:
             return self._error(h, 403, "permission denied")
         fault = self._fault()
         if isinstance(fault, int):
             return self._error(h, fault, "raft storage is not in use" if fault == 400
                                else "internal error")
+        if method == "POST" and fault == "seal" and path == VAULT_PATH:
+            return self._error(h, 400, "could not verify hash file, possibly the snapshot is "
+                                       "using a different set of unseal keys; use the "
+                                       "snapshot-force API to bypass this check")
         if method == "POST":
             self.restored = body
             self.restored_path = path
@@ -226,6 +243,13 @@ class Server:
             data = data + b"failed to stream snapshot: EOF"
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
+        if fault == "stall":  # half the body, then nothing until the test lets go
+            h.wfile.write(data[:len(data) // 2])
+            h.wfile.flush()
+            self.stalled.set()
+            self.release.wait(300)
+            h.close_connection = True
+            return
         if fault == "truncate":
             h.wfile.write(data[:len(data) // 2])
             h.wfile.flush()

@@ -389,19 +389,25 @@ static size_t on_answer(char *p, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* A refused upload, with the hints the two servers' answers call for. */
+/* A refused upload, with the hints the two servers' answers call for, after their message. */
 static int upload_refused(struct hashi_src *s, CURL *h, long status, const struct buf *body,
                           const char *what, struct cairn_err *err)
 {
     int rc = http_status_error(status, body->p, body->len, what, err);
     const char *loc = NULL;
+    char hint[320] = "";
     if (status == 307 && curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK && loc) {
         char safe[256];
         str_escape(safe, sizeof(safe), loc, strlen(loc));
-        rc = cairn_err_wrap(err, rc, "a standby node: restore to the active node (%s)", safe);
+        snprintf(hint, sizeof(hint), "a standby node: restore to the active node (%s)", safe);
     } else if (s->svc->vault && status == 400 && err != NULL &&
                strstr(err->msg, "snapshot-force") != NULL) {
-        rc = cairn_err_wrap(err, rc, "add ?force=true to the target URL to bypass the seal check");
+        snprintf(hint, sizeof(hint), "add ?force=true to the target URL to bypass the seal check");
+    }
+    if (hint[0] != '\0' && err != NULL) {
+        char msg[CAIRN_ERR_MSG_MAX];
+        snprintf(msg, sizeof(msg), "%s", err->msg);
+        cairn_err_set(err, rc, "%s; %s", msg, hint);
     }
     return rc;
 }
