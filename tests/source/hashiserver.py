@@ -56,6 +56,12 @@ class Server:
             def log_message(self, *a):
                 pass
 
+            def handle_expect_100(self):
+                # Go's net/http sends "100 Continue" only when the handler reads the body
+                # (see _handle), not before it has looked at the request
+                self.expect_100 = True
+                return True
+
             def do_GET(self):
                 outer._handle(self, "GET")
 
@@ -144,6 +150,19 @@ class Server:
         u = urllib.parse.urlsplit(h.path)
         query = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         body = b""
+        if getattr(h, "expect_100", False):
+            # Go's order: a refused token is answered before the body is read (and the
+            # connection closed), else the 100 goes out when the body is read
+            if self.token is not None and self._token(h, query) != self.token:
+                with self.lock:
+                    self.requests.append({"method": method, "path": u.path, "query": query,
+                                          "raw_query": u.query, "body": None,
+                                          "headers": dict(h.headers.items())})
+                h.close_connection = True
+                return self._error(h, 403, "Permission denied" if self.flavour == "consul"
+                                   else "permission denied")
+            h.send_response_only(100)
+            h.end_headers()
         if h.headers.get("Content-Length"):
             body = h.rfile.read(int(h.headers["Content-Length"]))
         elif h.headers.get("Transfer-Encoding", "").lower() == "chunked":

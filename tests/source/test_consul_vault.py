@@ -220,6 +220,7 @@ def round_trip(tmp, svc, store):
                 check(q["method"] == svc.restore_method and q["path"] == path and
                       q["raw_query"] == "" and q["headers"].get(svc.header) == TOKEN and
                       q["headers"].get("Content-Type") == "application/octet-stream" and
+                      q["headers"].get("Expect") == "100-continue" and
                       int(q["headers"].get("Content-Length", -1)) == len(svc.snapshot),
                       "%s: restore is %s %s with the token, raw body of the right length (%s)" %
                       (svc.flavour, svc.restore_method, path,
@@ -232,9 +233,11 @@ def round_trip(tmp, svc, store):
             check(rc == 8 and "different set of unseal keys" in err and "?force=true" in err,
                   "vault: a seal mismatch (400) says to use ?force=true (%d: %s)" %
                   (rc, err.strip()))
+        before = len(srv.requests)
         rc, out, err = cairn("restore", store, "good", "--to", svc.url(srv), env=svc.env("bad"))
-        check(rc == 9 and "token rejected" in err,
-              "%s: restore with a wrong token: exit 9 (%d: %s)" % (svc.flavour, rc, err.strip()))
+        check(rc == 9 and "token rejected" in err and srv.requests[before]["body"] is None,
+              "%s: restore with a wrong token: exit 9, refused before the body was sent "
+              "(%d: %s)" % (svc.flavour, rc, err.strip()))
     finally:
         srv.stop()
 

@@ -154,8 +154,10 @@ static int request(struct hashi_src *s, int restore, char **url, struct curl_sli
         *hdrs = curl_slist_append(*hdrs, h);
         wipe_free(h);
     }
-    /* No 100-continue round trip: the servers read the body at once (Go's net/http). */
-    *hdrs = curl_slist_append(*hdrs, "Expect:");
+    /* A restore asks before it sends: Go's net/http answers 100 only when the handler reads
+     * the body, so a refused token is a 403 before any of a large snapshot goes out (not a
+     * reset in the middle of sending it). */
+    *hdrs = curl_slist_append(*hdrs, restore ? "Expect: 100-continue" : "Expect:");
     if (*hdrs == NULL)
         abort();
     return CAIRN_OK;
