@@ -10,6 +10,7 @@
 #include "cairn/source.h"
 #include "common/util.h"
 #include "source/hashi/hashi.h"
+#include "source/http/http.h"
 #include "test.h"
 
 static int open_url(const char *url, struct cairn_err *err)
@@ -165,6 +166,34 @@ TEST(check_stage)
     CHECK_OK(cairn_writer_write(c, snap, len / 2, &err), &err);
     cairn_writer_free(c);
     free(snap);
+}
+
+TEST(server_messages)
+{
+    char out[240];
+    const char *vault = "{\"errors\":[\"permission denied\",\"second\"]}";
+    http_error_text(vault, strlen(vault), out, sizeof(out));
+    CHECK_EQ_STR(out, "permission denied; second");
+    const char *consul = "No cluster leader\nmore lines";
+    http_error_text(consul, strlen(consul), out, sizeof(out));
+    CHECK_EQ_STR(out, "No cluster leader");
+    /* A hostile body: escaped (no terminal control reaches a log) and capped. */
+    char evil[4000];
+    memset(evil, 'A', sizeof(evil));
+    memcpy(evil, "\x1b[2Jgone", 8);
+    http_error_text(evil, sizeof(evil), out, sizeof(out));
+    CHECK(strchr(out, 0x1b) == NULL && strstr(out, "\\x1b[2Jgone") != NULL);
+    CHECK(strlen(out) < sizeof(out));
+    struct cairn_err err;
+    CHECK_ERR(http_status_error(403, vault, strlen(vault), "what", &err), CAIRN_E_DENIED, &err,
+              "what: HTTP 403, token rejected");
+    CHECK_ERR(http_status_error(401, "", 0, "what", &err), CAIRN_E_DENIED, &err, "HTTP 401");
+    CHECK_ERR(http_status_error(500, consul, strlen(consul), "what", &err), CAIRN_E_NETWORK, &err,
+              "HTTP 500, server error: \"No cluster leader\"");
+    CHECK_ERR(http_status_error(429, "", 0, "what", &err), CAIRN_E_NETWORK, &err, "rate limited");
+    CHECK_ERR(http_status_error(404, "", 0, "what", &err), CAIRN_E_PROTOCOL, &err, "HTTP 404");
+    CHECK(cairn_exit_code(CAIRN_E_DENIED) == CAIRN_EXIT_DENIED);
+    CHECK(cairn_exit_code(CAIRN_E_NETWORK) == CAIRN_EXIT_NETWORK);
 }
 
 int main(int argc, char **argv)
