@@ -1,8 +1,8 @@
-/* etcd: a snapshot over the v3 gateway with libcurl (POST /v3/maintenance/snapshot), the
- * response parsed as it arrives by stream.c; etcd auth through /v3/auth/authenticate. */
+/* etcd: a snapshot over the v3 gateway with libcurl (POST /v3/maintenance/snapshot, on the
+ * setup every HTTP source shares: source/http), the response parsed as it arrives by
+ * stream.c; etcd auth through /v3/auth/authenticate. */
 #include <curl/curl.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,19 +10,14 @@
 #include "common/buf.h"
 #include "common/util.h"
 #include "etcd.h"
+#include "source/http/http.h"
 
 /* An error answer's body is kept up to this size (the gateway's are a few hundred bytes). */
 #define ETCD_ERRBODY_MAX (64u * 1024u)
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static int cancelled(const struct etcd_conn_opts *o)
 {
-    return o->cancel != NULL && __atomic_load_n(o->cancel, __ATOMIC_RELAXED) != 0;
+    return http_cancelled(o->cancel);
 }
 
 /* The base URL without a trailing '/', checked: http(s)://host[:port], no user-info (a
@@ -58,6 +53,7 @@ static int base_url(const char *url, char **out, struct cairn_err *err)
 /* One request's state, shared with the callbacks. */
 struct xfer {
     const struct etcd_conn_opts *o;
+    struct http_opts ho; /* o's transport settings */
     CURL *h;
     const char *what;
     long status;                /* HTTP status, read at the first body byte */
@@ -104,46 +100,13 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* Called at least once a second, so a cancel stops a transfer that waits for bytes too. */
-static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
+/* The etcd request on the shared setup: a JSON POST whose answer goes to on_body. */
+static void setup(CURL *h, struct xfer *x, struct curl_slist *hdrs, const char *body)
 {
-    (void)dltotal;
-    (void)dlnow;
-    (void)ultotal;
-    (void)ulnow;
-    return cancelled(arg);
-}
-
-static void setup(CURL *h, struct xfer *x, const char *url, struct curl_slist *hdrs,
-                  const char *body, char *curlerr)
-{
-    const struct etcd_conn_opts *o = x->o;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curlerr);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)o);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* The gateway's documented transport; over TLS, HTTP/2 would be routed by content type. */
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 30000L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L); /* no byte for stall_timeout_s: give up */
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, o->stall_timeout_s > 0 ? o->stall_timeout_s : 120L);
-    if (o->timeout_ms > 0)
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    if (o->ca_file != NULL)
-        curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
-    if (o->cert_file != NULL)
-        curl_easy_setopt(h, CURLOPT_SSLCERT, o->cert_file);
-    if (o->key_file != NULL)
-        curl_easy_setopt(h, CURLOPT_SSLKEY, o->key_file);
 }
 
 /* A transfer libcurl did not complete, as a cairn error. */
@@ -156,32 +119,13 @@ static int curl_failed(const struct xfer *x, CURLcode cc, const char *curlerr,
         return x->rc;
     }
     const char *why = curlerr[0] ? curlerr : curl_easy_strerror(cc);
-    if (cc == CURLE_ABORTED_BY_CALLBACK)
-        return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", x->what);
-    if (cc == CURLE_OPERATION_TIMEDOUT)
-        return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: %s", x->what, why);
-    if (x->status == 200 && x->stream != NULL) /* the answer had begun: it was cut */
+    if (cc != CURLE_ABORTED_BY_CALLBACK && cc != CURLE_OPERATION_TIMEDOUT && x->status == 200 &&
+        x->stream != NULL) /* the answer had begun: it was cut */
         return cairn_err_set(err, CAIRN_E_NETWORK,
                              "%s: stream truncated after %llu of %llu snapshot bytes: %s", x->what,
                              (unsigned long long)etcd_stream_bytes(x->stream),
                              (unsigned long long)etcd_stream_expected(x->stream), why);
-    if (cc == CURLE_RECV_ERROR && x->status == 0 && strstr(why, "SSL") != NULL)
-        /* TLS 1.3 servers reject a client certificate after the handshake, at the first read */
-        return cairn_err_set(
-            err, CAIRN_E_NETWORK, "%s: TLS failure: %s%s", x->what, why,
-            x->o->cert_file == NULL ? " (the server may require a client certificate)" : "");
-    switch (cc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-        return cairn_err_set(err, CAIRN_E_NETWORK, "%s: cannot connect: %s", x->what, why);
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_CIPHER:
-        return cairn_err_set(err, CAIRN_E_NETWORK, "%s: TLS failure: %s", x->what, why);
-    default: return cairn_err_set(err, CAIRN_E_NETWORK, "%s: %s", x->what, why);
-    }
+    return http_curl_error(cc, curlerr, x->status, &x->ho, x->what, err);
 }
 
 /* A complete answer that is not 200: the gateway's JSON error when there is one. */
@@ -225,10 +169,18 @@ static int post(struct xfer *x, const char *base, const char *path, const char *
         hdrs = curl_slist_append(hdrs, a);
         free(a);
     }
-    x->h = curl_easy_init();
-    if (x->h == NULL || hdrs == NULL)
+    if (hdrs == NULL)
         abort();
-    setup(x->h, x, url, hdrs, body, curlerr);
+    x->ho = (struct http_opts){.tls = strncmp(base, "https://", 8) == 0,
+                               .ca_file = x->o->ca_file,
+                               .cert_file = x->o->cert_file,
+                               .key_file = x->o->key_file,
+                               .connect_timeout_ms = x->o->connect_timeout_ms,
+                               .stall_timeout_s = x->o->stall_timeout_s,
+                               .timeout_ms = x->o->timeout_ms,
+                               .cancel = x->o->cancel};
+    x->h = http_handle(url, &x->ho, curlerr);
+    setup(x->h, x, hdrs, body);
     CURLcode cc = curl_easy_perform(x->h);
     if (x->status == 0)
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
@@ -290,7 +242,6 @@ int etcd_snapshot(const struct etcd_conn_opts *o, struct cairn_writer *out, uint
     int rc = base_url(o->url, &base, err);
     if (rc != CAIRN_OK)
         return rc;
-    pthread_once(&curl_once, curl_init_once);
     char *what = xasprintf("etcd snapshot from %s", base);
     char *token = NULL;
     if (cancelled(o))
