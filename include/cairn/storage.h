@@ -541,9 +541,9 @@ struct cairn_lock_list {
 CAIRN_API int cairn_storage_locks(struct cairn_storage *st, struct cairn_lock_list *out,
                                   struct cairn_err *err);
 CAIRN_API void cairn_lock_list_free(struct cairn_lock_list *l);
-/* Remove stale lock objects and objects that are no lock, or every one with all (dangerous: a live holder loses its lock
- * and its backup fails, or a prune runs beside a backup). removed (may be NULL) gets those
- * removed. */
+/* Remove stale lock objects and objects that are no lock, or every one with all (dangerous: a live
+ * holder loses its lock and its backup fails, or a prune runs beside a backup). removed (may be
+ * NULL) gets those removed. */
 CAIRN_API int cairn_storage_unlock(struct cairn_storage *st, int all,
                                    struct cairn_lock_list *removed, struct cairn_err *err);
 /* One line about a lock for messages: "host H pid P (prune), started 12s ago, refreshed 3s

@@ -23,8 +23,8 @@ int read_all(int fd, void *buf, size_t cap, size_t *got, const char *what, struc
 /* Read a whole small file (at most max bytes, else CAIRN_E_INVALID). NUL-terminated. */
 int read_file_max(const char *path, size_t max, uint8_t **data, size_t *len, struct cairn_err *err);
 /* Read a secret (key or password file) of at most max bytes into *data (malloc'd,
- * NUL-terminated; wipe it, then free it). One open, then fstat and read on that descriptor, so nothing
- * can swap the file between check and read. CAIRN_E_INVALID, with the chmod that fixes it,
+ * NUL-terminated; wipe it, then free it). One open, then fstat and read on that descriptor, so
+ * nothing can swap the file between check and read. CAIRN_E_INVALID, with the chmod that fixes it,
  * for a file group or others may read (as ssh refuses keys), or one that is not a regular
  * file. what names it in errors ("key file"). */
 int read_secret_file(const char *path, const char *what, size_t max, uint8_t **data, size_t *len,

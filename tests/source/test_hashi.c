@@ -65,7 +65,7 @@ TEST(tokens)
     fclose(f);
     chmod(pw, 0644);
     struct cairn_source_opts o = {.password_file = pw};
-    CHECK_ERR(cairn_source_open("vault://h", &o, &s, &err), CAIRN_E_PERM, &err, "chmod 600");
+    CHECK_ERR(cairn_source_open("vault://h", &o, &s, &err), CAIRN_E_INVALID, &err, "chmod 600");
     chmod(pw, 0600);
     CHECK_OK(cairn_source_open("vault://h", &o, &s, &err), &err);
     cairn_source_free(s);
