@@ -72,6 +72,13 @@ struct cairn_engine_backup_opts {
     int has_since;           /* incremental: only files modified after since */
     int64_t since_sec;       /* Unix seconds */
     long since_nsec;
+    /* A time-bounded backup of an InfluxDB source: only the points whose time is in [start,
+     * end] (shard exports, request 5, each TSM file cut to exactly those points); without
+     * has_start (has_end) the window is open on that side. Not with has_since. The scope
+     * records the window, so such a backup is never the parent of an incremental one. */
+    int has_start, has_end;
+    int64_t start_sec, end_sec; /* Unix seconds */
+    long start_nsec, end_nsec;
     /* has_since and no parent of the same source and scope: take a full backup, not fail */
     int full_if_no_parent;
     unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */

@@ -27,6 +27,7 @@ struct shard_job {
     struct cairn_backup *b;
     const struct cairn_influx_client *client;
     const struct cairn_influx_time *since;
+    const struct cairn_influx_time *start, *end; /* an export: both set */
     struct engine_progress *prog;
 };
 
@@ -49,8 +50,10 @@ static void shard_job_run(void *arg)
     if (j->rc != CAIRN_OK)
         return;
     w = engine_progress_writer_new(w, j->prog, "shard", j->item);
-    j->rc = cairn_influx_shard_backup(j->client, j->ref.db, j->ref.rp, j->ref.id, j->since, w,
-                                      &j->bytes, &j->err);
+    j->rc = j->start != NULL ? cairn_influx_shard_export(j->client, j->ref.db, j->ref.rp, j->ref.id,
+                                                         j->start, j->end, w, &j->bytes, &j->err)
+                             : cairn_influx_shard_backup(j->client, j->ref.db, j->ref.rp, j->ref.id,
+                                                         j->since, w, &j->bytes, &j->err);
     if (j->rc == CAIRN_OK)
         j->rc = cairn_writer_close(w, &j->err);
     cairn_writer_free(w);
@@ -150,6 +153,25 @@ static int choose_parent(struct cairn_storage *st, struct cairn_engine_backup_op
     return rc;
 }
 
+/* The window of a time-bounded backup, {"start": T, "end": T} (a side left open is absent);
+ * NULL for other backups. New reference. */
+static json_t *backup_window(const struct cairn_engine_backup_opts *o)
+{
+    if (!o->has_start && !o->has_end)
+        return NULL;
+    json_t *w = json_object();
+    char t[64];
+    if (o->has_start) {
+        format_rfc3339(o->start_sec, o->start_nsec, t, sizeof(t));
+        json_object_set_new(w, "start", json_string(t));
+    }
+    if (o->has_end) {
+        format_rfc3339(o->end_sec, o->end_nsec, t, sizeof(t));
+        json_object_set_new(w, "end", json_string(t));
+    }
+    return w;
+}
+
 static json_t *backup_meta(const struct cairn_engine_backup_opts *o, struct shard_job *jobs,
                            size_t n, unsigned *ndb)
 {
@@ -160,6 +182,10 @@ static json_t *backup_meta(const struct cairn_engine_backup_opts *o, struct shar
         format_rfc3339(o->since_sec, o->since_nsec, t, sizeof(t));
         json_object_set_new(meta, "since", json_string(t));
     }
+    json_t *win = backup_window(o);
+    if (win != NULL)
+        json_object_update(meta, win);
+    json_decref(win);
     if (o->db != NULL)
         json_object_set_new(meta, "filter_db", json_string(o->db));
     if (o->rp != NULL)
@@ -200,7 +226,10 @@ static int service_start(struct cairn_storage *st, const struct cairn_engine_bac
                  : cairn_storage_start_auto(st, NULL, res->name, sizeof(res->name), b, err);
     if (rc != CAIRN_OK)
         return rc;
-    json_t *scope = engine_scope_new(o->db, o->rp);
+    json_t *scope = engine_scope_new(o->db, o->rp), *win = backup_window(o);
+    if (win != NULL) /* a scope no other covers: never a parent */
+        json_object_update(scope, win);
+    json_decref(win);
     /* The parent is chosen under the shared lock the start took: a prune (exclusive) cannot
      * remove it between the choice and our MANIFEST naming it. */
     rc = choose_parent(st, eff, scope, res, err);
@@ -268,6 +297,14 @@ static int service_shards(const struct cairn_influx_client *client, struct cairn
     struct cairn_influx_shard_ref *refs = NULL;
     size_t nrefs = 0, njobs = 0;
     struct cairn_influx_time since = {o->since_sec, o->since_nsec};
+    /* An open side is the end of the nanosecond range: influxd takes Go's zero time as a
+     * time, not as "open". */
+    struct cairn_influx_time start = {-9223372037LL, 145224192}, end = {9223372036LL, 854775807};
+    if (o->has_start)
+        start = (struct cairn_influx_time){o->start_sec, o->start_nsec};
+    if (o->has_end)
+        end = (struct cairn_influx_time){o->end_sec, o->end_nsec};
+    int window = o->has_start || o->has_end;
     int rc = cairn_influx_shard_list(client, o->db, o->db ? o->rp : NULL, &refs, &nrefs, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -284,6 +321,8 @@ static int service_shards(const struct cairn_influx_client *client, struct cairn
         j->b = b;
         j->client = client;
         j->since = o->has_since ? &since : NULL;
+        j->start = window ? &start : NULL;
+        j->end = window ? &end : NULL;
         j->prog = prog;
     }
     cairn_influx_shard_refs_free(refs, nrefs);
@@ -335,9 +374,9 @@ static int backup_local(struct cairn_storage *st, const struct cairn_engine_back
                         struct engine_progress *prog, struct cairn_engine_backup_result *res,
                         struct cairn_err *err)
 {
-    if (o->db != NULL || o->rp != NULL || o->has_since)
+    if (o->db != NULL || o->rp != NULL || o->has_since || o->has_start || o->has_end)
         return cairn_err_set(err, CAIRN_E_INVALID,
-                             "--db, --rp and --since apply to snapshot "
+                             "--db, --rp, --since, --start and --end apply to snapshot "
                              "services, not to the local path '%s'",
                              o->source);
     struct cairn_path_stats stats = {0};
@@ -383,6 +422,15 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     o = &po;
     if (o->rp != NULL && o->db == NULL)
         return cairn_err_set(err, CAIRN_E_INVALID, "a retention policy filter needs a database");
+    if (o->has_since && (o->has_start || o->has_end))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "a backup is incremental (--since) or time-bounded (--start, "
+                             "--end), not both");
+    if (o->has_start && o->has_end &&
+        (o->start_sec > o->end_sec || (o->start_sec == o->end_sec && o->start_nsec > o->end_nsec)))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "the window of a time-bounded backup ends "
+                             "(--end) before it starts (--start)");
     /* A default name is made when the backup starts (cairn_storage_start_auto). */
     if (o->name != NULL && strlen(o->name) >= sizeof(res->name))
         return cairn_err_set(err, CAIRN_E_INVALID, "backup name of %zu characters: at most %zu",

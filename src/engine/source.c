@@ -94,9 +94,10 @@ int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_bac
                          struct engine_progress *prog, struct cairn_engine_backup_result *res,
                          struct cairn_err *err)
 {
-    if (o->db != NULL || o->rp != NULL || o->has_since)
+    if (o->db != NULL || o->rp != NULL || o->has_since || o->has_start || o->has_end)
         return cairn_err_set(err, CAIRN_E_INVALID,
-                             "--db, --rp and --since apply to InfluxDB, not to this source");
+                             "--db, --rp, --since, --start and --end apply to InfluxDB, not to "
+                             "this source");
     struct src_progress sp = {prog, NULL, 0};
     struct cairn_source_opts so;
     source_opts_init(&so, o->cancel, o->io_timeout_ms, o->tls, o->password_file);
