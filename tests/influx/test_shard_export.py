@@ -167,6 +167,16 @@ def main():
         check(got == want, "cairn backup --start/--end from influxd: %d points, want %d" % (
             len(got), len(want)))
         check(len(b.points("mydb_win")) == len(want), "nothing outside the window")
+        # influxd's own export keeps whole blocks across the edges: more than the window.
+        bk2 = os.path.join(tmp, "bk-influxd")
+        run(["influxd", "backup", "-portable", "-database", "mydb", "-start", rfc(S), "-end",
+             rfc(E), "-host", a.influx_addr, bk2])
+        run(["influxd", "restore", "-portable", "-db", "mydb", "-newdb", "mydb_native", "-host",
+             b.influx_addr, bk2])
+        native = b.points("mydb_native")
+        check(len(native) > len(want) and window_points(b, "mydb_native") == want,
+              "influxd's export holds %d points: the window's %d and more" % (
+                  len(native), len(want)))
         # An open end: everything from S on.
         run([CAIRN, "backup", "--from", a.influx_addr, "--to", store, "--name", "from",
              "--db", "mydb", "--start", rfc(S)])
