@@ -17,6 +17,7 @@ serve --allow-restore`; then:
     points; --start after --end and --since with --start are usage errors.
 """
 import io
+import json
 import os
 import shutil
 import sys
@@ -184,6 +185,11 @@ def main():
              "--newdb", "mydb_from"])
         tail = [p for p in everything if p[3][0] >= S * 10**9]
         check(b.points("mydb_from") == tail, "--start alone: the %d points from S on" % len(tail))
+        # Time-bounded backups are never a parent: an incremental one chains to "full".
+        p = run([CAIRN, "backup", "--from", a.influx_addr, "--to", store, "--db", "mydb",
+                 "--since", rfc(S), "--json"])
+        parent = json.loads(p.stdout)["parent"]
+        check(parent == "full", "incremental after time-bounded ones: parent %r" % parent)
         p = run([CAIRN, "backup", "--from", a.influx_addr, "--to", store, "--start", rfc(E),
                  "--end", rfc(S)], check=False)
         check(p.returncode == 2, "--start after --end: exit %d" % p.returncode)
