@@ -16,12 +16,14 @@
  * ("YYYYMMDDTHHMMSS.mmmZ"); backup names made from a time have one home,
  * cairn_backup_name_make (cairn/storage.h).
  *
- * A backup's source is a URL whose scheme names a source driver (cairn/source.h: etcd://,
- * redis://, exec:..., docs/SOURCES.md), a snapshot service ("HOST:PORT" or
- * "influxdb://HOST:PORT": cairnd serve or a real influxd 1.5+ speaking the 1.6 snapshotter
- * protocol) or a local file/directory path ("file:///path" or a path). A source is a local
- * path when it starts with '/' or '.', or names an existing file; anything else must be
- * HOST:PORT (IPv6 as [addr]:port). A driver's backup is restored by the driver its kind
+ * A backup's source is a URL whose scheme names a source driver (cairn/source.h: influxdb://,
+ * etcd://, redis://, exec:..., docs/SOURCES.md) or a local file/directory path ("file:///path"
+ * or a path). A source without a driver's scheme is a local path when it starts with '/' or
+ * '.', or names an existing file; anything else is HOST:PORT of a snapshot service, opened as
+ * influxdb://HOST:PORT (cairnd serve or a real influxd 1.5+ speaking the 1.6 snapshotter
+ * protocol; IPv6 as [addr]:port). Every source but a local path goes through its driver's
+ * vtable; the InfluxDB driver is the engine's own (src/engine/influxdb), registered by the
+ * first call of either entry point. A driver's backup is restored by the driver its kind
  * names: into_dir for the files the service loads, or target, a URL of that driver.
  *
  * Service backups store, in a new backup of kind "influxdb":
@@ -72,6 +74,13 @@ struct cairn_engine_backup_opts {
     int has_since;           /* incremental: only files modified after since */
     int64_t since_sec;       /* Unix seconds */
     long since_nsec;
+    /* A time-bounded backup of an InfluxDB source: only the points whose time is in [start,
+     * end] (shard exports, request 5, each TSM file cut to exactly those points); without
+     * has_start (has_end) the window is open on that side. Not with has_since. The scope
+     * records the window, so such a backup is never the parent of an incremental one. */
+    int has_start, has_end;
+    int64_t start_sec, end_sec; /* Unix seconds */
+    long start_nsec, end_nsec;
     /* has_since and no parent of the same source and scope: take a full backup, not fail */
     int full_if_no_parent;
     unsigned parallelism;              /* concurrent shard downloads; 0 = 4 */

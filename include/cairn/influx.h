@@ -100,8 +100,8 @@ struct cairn_influx_provider {
      * (borrowed: never closed or freed). Entry names "<db>/<rp>/<id>/<file>". */
     int (*shard_backup)(void *ctx, uint64_t shard_id, const struct cairn_influx_time *since,
                         struct cairn_writer *out, struct cairn_err *err);
-    /* Optional (NULL: type 5 is logged as unsupported). Files whose time range overlaps
-     * [start, end], into out (borrowed, as for shard_backup). */
+    /* Optional (NULL: type 5 is logged as unsupported). The shard's files cut to [start, end]
+     * (Go's zero time: open on that side), into out (borrowed, as for shard_backup). */
     int (*shard_export)(void *ctx, uint64_t shard_id, const struct cairn_influx_time *start,
                         const struct cairn_influx_time *end, struct cairn_writer *out,
                         struct cairn_err *err);
@@ -222,6 +222,16 @@ CAIRN_API void cairn_influx_shard_refs_free(struct cairn_influx_shard_ref *refs,
 CAIRN_API int cairn_influx_shard_backup(const struct cairn_influx_client *c, const char *db,
                                         const char *rp, uint64_t shard_id,
                                         const struct cairn_influx_time *since,
+                                        struct cairn_writer *out, uint64_t *bytes,
+                                        struct cairn_err *err);
+/* Type 5: the shard's files cut to the window [start, end] (Go's zero time: open on that
+ * side) into out (borrowed). The reply is spooled to an unnamed file in $TMPDIR, then every
+ * TSM file is cut to exactly the values in the window: influxd keeps whole blocks across the
+ * window's edges, cairnd serve does not. *bytes is what was written to out. */
+CAIRN_API int cairn_influx_shard_export(const struct cairn_influx_client *c, const char *db,
+                                        const char *rp, uint64_t shard_id,
+                                        const struct cairn_influx_time *start,
+                                        const struct cairn_influx_time *end,
                                         struct cairn_writer *out, uint64_t *bytes,
                                         struct cairn_err *err);
 /* Type 6: upload a raw meta.Data blob (JSON, '\n' and blob in one write) and read the ID map.

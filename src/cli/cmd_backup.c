@@ -19,6 +19,7 @@ static void backup_usage(FILE *out)
         out,
         "usage: cairn backup --from SOURCE --to STORAGE_URL [--name NAME]\n"
         "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
+        "                    [--start TIME] [--end TIME]\n"
         "                    [--parallel N] [--timeout MS] [--password-file FILE]\n"
         "                    [--tls...] [--json]\n\n"
         "Back up a service (etcd, Redis, Consul, Vault, any command, an InfluxDB snapshot\n"
@@ -45,6 +46,9 @@ static void backup_usage(FILE *out)
         "               --from (as written) holding the --db/--rp asked for (the same or\n"
         "               wider filters); with none it fails (exit 5)\n"
         "  --full-if-no-parent  with --since and no such parent, take a full backup\n"
+        "  --start, --end  RFC 3339 times: a time-bounded InfluxDB backup holding exactly\n"
+        "               the points in [start, end] (shard exports, as influxd backup\n"
+        "               -start/-end; either side may be left open); not with --since\n"
         "  --parallel   shards downloaded at once (default 4)\n"
         "  --timeout    connect and idle timeout in ms (default 10000 / 60000); for exec:\n"
         "               the whole run\n"
@@ -96,6 +100,8 @@ int cmd_backup(int argc, char **argv)
                                          {"rp", required_argument, NULL, 'r'},
                                          {"since", required_argument, NULL, 's'},
                                          {"full-if-no-parent", no_argument, NULL, 'F'},
+                                         {"start", required_argument, NULL, 'S'},
+                                         {"end", required_argument, NULL, 'E'},
                                          {"parallel", required_argument, NULL, 'p'},
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
@@ -126,6 +132,16 @@ int cmd_backup(int argc, char **argv)
                                    optarg);
             o.has_since = 1;
             break;
+        case 'S':
+        case 'E':
+            if (parse_rfc3339(optarg, c == 'S' ? &o.start_sec : &o.end_sec,
+                              c == 'S' ? &o.start_nsec : &o.end_nsec) != 0)
+                return progs_usage("backup",
+                                   "invalid --%s '%s' (want RFC 3339, e.g. "
+                                   "2024-05-01T00:00:00Z)",
+                                   c == 'S' ? "start" : "end", optarg);
+            *(c == 'S' ? &o.has_start : &o.has_end) = 1;
+            break;
         case 'F': o.full_if_no_parent = 1; break;
         case 'p':
             if (progs_parse_u64(optarg, &v) != 0 || v == 0 || v > 256)
@@ -151,6 +167,8 @@ int cmd_backup(int argc, char **argv)
         return progs_usage("backup", "--rp needs --db");
     if (o.full_if_no_parent && !o.has_since)
         return progs_usage("backup", "--full-if-no-parent needs --since");
+    if (o.has_since && (o.has_start || o.has_end))
+        return progs_usage("backup", "--since cannot be combined with --start/--end");
 
     if (tls_on)
         o.tls = &tls;

@@ -12,9 +12,8 @@
 #include "cairn/source.h"
 #include "cairn/storage.h"
 
-#define ENGINE_LOGC      "backup"   /* the log component of backups and restores */
-#define ENGINE_KIND      "influxdb" /* the kind of a snapshot-service backup */
-#define ENGINE_META_FILE "meta"     /* its metastore envelope */
+#define ENGINE_LOGC "backup"   /* the log component of backups and restores */
+#define ENGINE_KIND "influxdb" /* the kind of a snapshot-service backup (old scopes) */
 
 /* 1 when the flag (may be NULL) asks to stop. It is set from signal handlers and other
  * threads, so it is read atomically. */
@@ -54,20 +53,32 @@ int engine_scope_covers(const json_t *parent, const json_t *child);
  * the caller frees it. */
 char *engine_identity_text(const char *kind, const char *source, const json_t *scope);
 
-/* Sources behind a driver (cairn/source.h): cairn_source_driver_for(source) is NULL for the
- * InfluxDB forms (HOST:PORT) and local paths. */
-/* "influxdb://HOST:PORT" as HOST:PORT and "file:///path" as /path (in buf), else source. */
+/* Register the engine's source drivers (influxdb://) once; every entry point calls it. */
+void engine_sources_init(void);
+/* "file:///path" as /path (in buf), else source. */
 const char *engine_source_plain(const char *source, char *buf, size_t cap);
+/* The URL a source is opened with: a bare HOST:PORT (no driver's scheme, no "://") is an
+ * InfluxDB snapshot service, influxdb://HOST:PORT (in buf); else source. */
+const char *engine_source_url(const char *source, char *buf, size_t cap);
 /* res->files and res->bytes of the complete backup res->name (the cancel flag is dropped
  * first: the backup is done). */
 int engine_backup_summary(struct cairn_storage *st, struct cairn_engine_backup_result *res,
                           struct cairn_err *err);
-/* A backup through the source driver of o->source into st. */
+/* With sel->has_since, find the parent (res->parent): the newest complete backup of kind and
+ * source whose scope covers scope; with none and full_if_no_parent, sel becomes a full
+ * backup (res->full_no_parent), else CAIRN_E_NOTFOUND. */
+int engine_choose_parent(struct cairn_storage *st, const char *kind, const char *source,
+                         const json_t *scope, int full_if_no_parent,
+                         struct cairn_source_select *sel, struct cairn_engine_backup_result *res,
+                         struct cairn_err *err);
+/* A backup through the source driver of o->source (a bare HOST:PORT: influxdb://) into st. */
 int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_backup_opts *o,
                          struct engine_progress *prog, struct cairn_engine_backup_result *res,
                          struct cairn_err *err);
-/* Restore b (a backup of a source driver's kind) into o->into_dir or to o->target. */
-int engine_restore_source(struct cairn_backup *b, const struct cairn_engine_restore_opts *o,
+/* Restore a checked chain (base first) into o->into_dir or to o->target through the driver
+ * of its kind or of the target. */
+int engine_restore_source(struct cairn_backup *const *chain, size_t n,
+                          const struct cairn_engine_restore_opts *o, struct engine_progress *prog,
                           struct cairn_engine_restore_result *res, struct cairn_err *err);
 
 #endif

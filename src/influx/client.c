@@ -1,5 +1,8 @@
 /* Snapshot client: the requests `influxd backup` / `influxd restore` send, with connect and
  * idle timeouts, and stricter checks of what comes back. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,23 +284,14 @@ int cairn_influx_shard_list(const struct cairn_influx_client *c, const char *db,
     return rc;
 }
 
-int cairn_influx_shard_backup(const struct cairn_influx_client *c, const char *db, const char *rp,
-                              uint64_t shard_id, const struct cairn_influx_time *since,
-                              struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
+/* Send req (types 0 and 5) and copy the shard's tar stream into out, checking that it ends
+ * as a tar does. */
+static int shard_request(const struct cairn_influx_client *c, struct cairn_influx_request *req,
+                         struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
 {
-    struct cairn_influx_request req;
-    cairn_influx_request_init(&req);
-    req.type = CAIRN_INFLUX_SHARD_BACKUP;
-    free(req.backup_db);
-    free(req.backup_rp);
-    req.backup_db = xstrdup(db ? db : "");
-    req.backup_rp = xstrdup(rp ? rp : "");
-    req.shard_id = shard_id;
-    if (since != NULL)
-        req.since = *since;
+    uint64_t shard_id = req->shard_id;
     struct influx_conn sc;
-    int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
-    cairn_influx_request_clear(&req);
+    int rc = send_request(c, req, req->type, NULL, 0, &sc, err);
     if (rc != CAIRN_OK)
         return rc;
     size_t cap = CAIRN_IO_BUFSIZE;
@@ -339,6 +333,77 @@ int cairn_influx_shard_backup(const struct cairn_influx_client *c, const char *d
     if (bytes != NULL)
         *bytes = total;
     return CAIRN_OK;
+}
+
+static void shard_req_init(struct cairn_influx_request *req, uint8_t type, const char *db,
+                           const char *rp, uint64_t shard_id)
+{
+    cairn_influx_request_init(req);
+    req->type = type;
+    free(req->backup_db);
+    free(req->backup_rp);
+    req->backup_db = xstrdup(db ? db : "");
+    req->backup_rp = xstrdup(rp ? rp : "");
+    req->shard_id = shard_id;
+}
+
+int cairn_influx_shard_backup(const struct cairn_influx_client *c, const char *db, const char *rp,
+                              uint64_t shard_id, const struct cairn_influx_time *since,
+                              struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
+{
+    struct cairn_influx_request req;
+    shard_req_init(&req, CAIRN_INFLUX_SHARD_BACKUP, db, rp, shard_id);
+    if (since != NULL)
+        req.since = *since;
+    int rc = shard_request(c, &req, out, bytes, err);
+    cairn_influx_request_clear(&req);
+    return rc;
+}
+
+int cairn_influx_shard_export(const struct cairn_influx_client *c, const char *db, const char *rp,
+                              uint64_t shard_id, const struct cairn_influx_time *start,
+                              const struct cairn_influx_time *end, struct cairn_writer *out,
+                              uint64_t *bytes, struct cairn_err *err)
+{
+    struct cairn_influx_request req;
+    shard_req_init(&req, CAIRN_INFLUX_SHARD_EXPORT, db, rp, shard_id);
+    req.export_start = *start;
+    req.export_end = *end;
+    /* The reply is spooled, then cut to the window: influxd's keeps whole blocks across the
+     * window's edges (see export.c). */
+    const char *tmpdir = getenv("TMPDIR");
+    if (tmpdir == NULL || tmpdir[0] == '\0')
+        tmpdir = "/tmp";
+    int fd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        cairn_influx_request_clear(&req);
+        return cairn_err_sys(err, CAIRN_E_IO, errno, "create a temporary file in '%s'", tmpdir);
+    }
+    struct cairn_writer *spool = cairn_fd_writer_new(fd, 0);
+    int rc = shard_request(c, &req, spool, NULL, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(spool, err);
+    cairn_writer_free(spool);
+    cairn_influx_request_clear(&req);
+    if (rc == CAIRN_OK && lseek(fd, 0, SEEK_SET) != 0)
+        rc = cairn_err_sys(err, CAIRN_E_IO, errno, "rewind the spooled shard %llu",
+                           (unsigned long long)shard_id);
+    if (rc == CAIRN_OK) {
+        struct cairn_reader *r = cairn_fd_reader_new(fd, 0);
+        struct cairn_writer *w = cairn_writer_borrow(out);
+        rc = influx_tar_export(r, w, influx_time_ns(start, INT64_MIN),
+                               influx_time_ns(end, INT64_MAX), tmpdir, err);
+        if (rc == CAIRN_OK)
+            rc = cairn_writer_close(w, err);
+        if (rc == CAIRN_OK && bytes != NULL)
+            *bytes = w->bytes;
+        cairn_writer_free(w);
+        cairn_reader_free(r);
+        if (rc != CAIRN_OK)
+            cairn_err_wrap(err, rc, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
+    }
+    close(fd);
+    return rc;
 }
 
 int cairn_influx_meta_upload(const struct cairn_influx_client *c, const char *db, const char *newdb,

@@ -263,6 +263,27 @@ static int find_shard(struct dirprov *p, uint64_t id, char **db, char **rp, char
     return CAIRN_OK;
 }
 
+/* A shard export's window in Unix ns, inclusive. */
+struct window {
+    int64_t start, end;
+};
+
+/* One file of an export; a TSM file rewritten is staged in tmpdir (NULL: $TMPDIR). */
+static int export_file(struct influx_tar_out *t, const char *name, const char *path,
+                       const struct window *win, const char *tmpdir, struct cairn_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cairn_err_sys(err, 0, errno, "open '%s'", path);
+    struct stat st;
+    int rc = fstat(fd, &st) == 0 ? CAIRN_OK : cairn_err_sys(err, 0, errno, "stat '%s'", path);
+    if (rc == CAIRN_OK)
+        rc =
+            influx_export_add(t, name, fd, (int64_t)st.st_mtime, win->start, win->end, tmpdir, err);
+    close(fd);
+    return rc;
+}
+
 static int time_after(const struct stat *st, const struct cairn_influx_time *t)
 {
     if ((int64_t)st->st_mtim.tv_sec != t->sec)
@@ -276,10 +297,11 @@ static int skip_file(const char *name)
     return n >= 4 && strcmp(name + n - 4, ".tmp") == 0; /* files being written */
 }
 
-static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_influx_time *since,
-                           struct cairn_writer *out, struct cairn_err *err)
+/* The tar of the shard's files into out: modified after since (a backup), or cut to win (an
+ * export, win not NULL). */
+static int shard_stream(struct dirprov *p, uint64_t id, const struct cairn_influx_time *since,
+                        const struct window *win, struct cairn_writer *out, struct cairn_err *err)
 {
-    struct dirprov *p = ctx;
     char *db = NULL, *rp = NULL, *dir = NULL, *snap = NULL;
     char **files = NULL;
     size_t nfiles = 0;
@@ -336,7 +358,8 @@ static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_influx_tim
     for (size_t i = 0; i < nfiles && rc == CAIRN_OK; i++) {
         char *name = xasprintf("%s/%s/%llu/%s", db, rp, (unsigned long long)id, files[i]);
         char *path = path_join(in_place ? dir : snap, files[i]);
-        rc = influx_tar_add_file(t, name, path, err);
+        rc = win ? export_file(t, name, path, win, snap, err)
+                 : influx_tar_add_file(t, name, path, err);
         free(name);
         free(path);
     }
@@ -354,6 +377,21 @@ out:
     free(rp);
     free(dir);
     return rc;
+}
+
+static int dp_shard_backup(void *ctx, uint64_t id, const struct cairn_influx_time *since,
+                           struct cairn_writer *out, struct cairn_err *err)
+{
+    return shard_stream(ctx, id, since, NULL, out, err);
+}
+
+static int dp_shard_export(void *ctx, uint64_t id, const struct cairn_influx_time *start,
+                           const struct cairn_influx_time *end, struct cairn_writer *out,
+                           struct cairn_err *err)
+{
+    struct cairn_influx_time zero = {CAIRN_INFLUX_ZERO_TIME, 0};
+    struct window win = {influx_time_ns(start, INT64_MIN), influx_time_ns(end, INT64_MAX)};
+    return shard_stream(ctx, id, &zero, &win, out, err);
 }
 
 /* ---- restore ---- */
@@ -556,6 +594,7 @@ int cairn_influx_dir_provider_new(const char *data_dir, const char *meta_path,
     out->meta_data = dp_meta_data;
     out->shard_paths = dp_shard_paths;
     out->shard_backup = dp_shard_backup;
+    out->shard_export = dp_shard_export;
     out->meta_import = dp_meta_import;
     out->shard_import = dp_shard_import;
     out->shard_has_files = dp_shard_has_files;

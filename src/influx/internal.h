@@ -142,6 +142,9 @@ struct influx_tar_out;
 struct influx_tar_out *influx_tar_out_new(struct cairn_writer *w);
 int influx_tar_add_file(struct influx_tar_out *t, const char *name, const char *path,
                         struct cairn_err *err);
+/* An entry of size bytes read from fd's current position (what names it in errors). */
+int influx_tar_add_fd(struct influx_tar_out *t, const char *name, int fd, uint64_t size,
+                      int64_t mtime, const char *what, struct cairn_err *err);
 /* Write the two zero blocks. */
 int influx_tar_out_close(struct influx_tar_out *t, struct cairn_err *err);
 void influx_tar_out_free(struct influx_tar_out *t);
@@ -157,5 +160,17 @@ int influx_tar_each(struct cairn_reader *r, influx_tar_entry_fn cb, void *ctx,
  * cairn_influx_shard_upload). */
 int influx_tar_rename(struct cairn_reader *r, struct cairn_writer *w, const char *db,
                       const char *rp, uint64_t id, struct cairn_err *err);
+
+/* ---- shard exports (export.c) ---- */
+/* t as Unix ns, saturated to int64; Go's zero time (a field left out) is if_zero. */
+int64_t influx_time_ns(const struct cairn_influx_time *t, int64_t if_zero);
+/* Add the shard file at fd (read by offset) to t as name, cut to [start, end] (Unix ns): a
+ * .tsm file keeps exactly the values in the window (left out when none), any other file is
+ * added as it is. tmpdir (NULL: $TMPDIR or /tmp) holds the rewritten file meanwhile. */
+int influx_export_add(struct influx_tar_out *t, const char *name, int fd, int64_t mtime,
+                      int64_t start, int64_t end, const char *tmpdir, struct cairn_err *err);
+/* Copy a shard tar stream from r to w with every entry cut as influx_export_add does. */
+int influx_tar_export(struct cairn_reader *r, struct cairn_writer *w, int64_t start, int64_t end,
+                      const char *tmpdir, struct cairn_err *err);
 
 #endif

@@ -390,6 +390,14 @@ static int serve_shard(struct conn *c, const struct cairn_influx_request *req, i
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "shard export is not supported by "
                              "this provider");
+    if (export && influx_time_ns(&req->export_start, INT64_MIN) >
+                      influx_time_ns(&req->export_end, INT64_MAX)) {
+        char a[64], b[64];
+        influx_time_format(&req->export_start, a, sizeof(a));
+        influx_time_format(&req->export_end, b, sizeof(b));
+        return cairn_err_set(err, CAIRN_E_INVALID, "export window starts (%s) after it ends (%s)",
+                             a, b);
+    }
     struct conn_writer *cw = xcalloc(1, sizeof(*cw));
     cairn_writer_init(&cw->base, &conn_writer_ops, NULL);
     cw->c = c;

@@ -55,6 +55,15 @@ static int copy_fd(struct influx_tar_out *t, int fd, uint64_t size, const char *
     return rc;
 }
 
+int influx_tar_add_fd(struct influx_tar_out *t, const char *name, int fd, uint64_t size,
+                      int64_t mtime, const char *what, struct cairn_err *err)
+{
+    int rc = add_member(t, name, size, mtime, err);
+    if (rc == CAIRN_OK)
+        rc = copy_fd(t, fd, size, what, err);
+    return rc == CAIRN_OK ? tar_writer_end(&t->tw, err) : rc;
+}
+
 int influx_tar_add_file(struct influx_tar_out *t, const char *name, const char *path,
                         struct cairn_err *err)
 {
@@ -68,11 +77,7 @@ int influx_tar_add_file(struct influx_tar_out *t, const char *name, const char *
         return cairn_err_sys(err, 0, e, "stat '%s'", path);
     }
     /* whole seconds, as Go's writer rounds them */
-    int rc = add_member(t, name, (uint64_t)st.st_size, (int64_t)st.st_mtime, err);
-    if (rc == CAIRN_OK)
-        rc = copy_fd(t, fd, (uint64_t)st.st_size, path, err);
-    if (rc == CAIRN_OK)
-        rc = tar_writer_end(&t->tw, err);
+    int rc = influx_tar_add_fd(t, name, fd, (uint64_t)st.st_size, (int64_t)st.st_mtime, path, err);
     close(fd);
     return rc;
 }

@@ -206,6 +206,33 @@ int cairn_source_restore(struct cairn_source *s, struct cairn_backup *b, const c
     return s->drv->restore(s->state, b, into, err);
 }
 
+const struct cairn_source_driver *cairn_source_driver_of(const struct cairn_source *s)
+{
+    return s->drv;
+}
+
+const char *cairn_source_recorded(const struct cairn_source *s)
+{
+    const char *r = s->drv->recorded != NULL ? s->drv->recorded(s->state) : NULL;
+    return r != NULL ? r : s->url;
+}
+
+struct json_t *cairn_source_scope(struct cairn_source *s)
+{
+    return s->drv->scope != NULL ? s->drv->scope(s->state) : NULL;
+}
+
+int cairn_source_restore_chain(struct cairn_source *s, struct cairn_backup *const *chain, size_t n,
+                               const char *into, struct cairn_err *err)
+{
+    if (s->drv->restore_chain != NULL)
+        return s->drv->restore_chain(s->state, chain, n, into, err);
+    if (n != 1)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "source '%s' restores single backups, not a chain of %zu", s->url, n);
+    return cairn_source_restore(s, chain[0], into, err);
+}
+
 void cairn_source_free(struct cairn_source *s)
 {
     if (s == NULL)

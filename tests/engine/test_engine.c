@@ -13,6 +13,7 @@
 
 #include "cairn/engine.h"
 #include "cairn/influx.h"
+#include "cairn/source.h"
 #include "cairn/storage.h"
 #include "common/util.h"
 #include "engine/internal.h"
@@ -275,6 +276,71 @@ TEST(incremental_chain)
     free(s1);
     free(into);
     free(into2);
+}
+
+/* The InfluxDB source is a driver like the others: influxdb://HOST:PORT[/] and a bare
+ * HOST:PORT are the same source (MANIFESTs record HOST:PORT, so one is the other's parent),
+ * restores go to an influxdb:// target, and a time-bounded backup is nobody's parent. */
+TEST(influxdb_driver_urls)
+{
+    struct cairn_err err;
+    struct fixture f;
+    if (fixture_start(&f) != 0)
+        return;
+    char *url = xasprintf("influxdb://%s/", f.addr);
+    struct cairn_engine_backup_opts o = {.source = url, .storage_url = f.url, .name = "u1"};
+    struct cairn_engine_backup_result res;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK_EQ_INT(res.shards, 2);
+    const struct cairn_source_driver *d = cairn_source_driver_find("influxdb");
+    CHECK(d != NULL && (d->flags & CAIRN_SOURCE_SELECT) && d->restore_chain != NULL);
+    struct cairn_storage *st;
+    struct cairn_backup *b;
+    CHECK_OK(cairn_storage_open(f.url, &st, &err), &err);
+    CHECK_OK(cairn_storage_open_backup(st, "u1", &b, &err), &err);
+    CHECK_EQ_STR(cairn_backup_source(b), f.addr);
+    CHECK_EQ_STR(cairn_backup_kind(b), "influxdb");
+    cairn_backup_free(b);
+    /* A time-bounded backup reads the TSM files; these are not: it fails, nothing kept. */
+    o.name = "w1";
+    o.has_start = 1;
+    o.start_sec = 1000000000;
+    CHECK_ERR(cairn_engine_backup(&o, &res, &err), CAIRN_E_NOTFOUND, &err, "closed without");
+    CHECK_ERR(cairn_storage_open_backup(st, "w1", &b, &err), CAIRN_E_NOTFOUND, &err, "w1");
+    cairn_storage_free(st);
+    o.has_start = 0;
+    o.source = f.addr; /* bare: the same source, so u1 is the parent */
+    o.name = "i1";
+    o.has_since = 1;
+    o.since_sec = 1500000000;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    CHECK_EQ_STR(res.parent, "u1");
+    struct cairn_engine_restore_opts ro = {
+        .storage_url = f.url, .name = "u1", .target = url, .db = "db", .newdb = "db3"};
+    struct cairn_engine_restore_result rres;
+    CHECK_OK(cairn_engine_restore(&ro, &rres, &err), &err);
+    CHECK_EQ_INT(rres.backups, 1);
+    CHECK_EQ_INT(rres.databases, 1);
+    CHECK_EQ_INT(rres.shards, 2);
+    char *into = path_join(test_tmpdir(), "chain");
+    struct cairn_engine_restore_opts co = {.storage_url = f.url, .name = "i1", .into_dir = into};
+    CHECK_OK(cairn_engine_restore(&co, &rres, &err), &err);
+    CHECK_EQ_INT(rres.backups, 2);
+    CHECK(exists(into, "meta.00") && exists(into, "meta.01"));
+    free(into);
+    /* What is not HOST:PORT is refused before anything is taken. */
+    const char *bad[] = {
+        "influxdb://user:pw@127.0.0.1:1", "influxdb://127.0.0.1:1/db", "influxdb://127.0.0.1:1?x=1",
+        "influxdb://127.0.0.1:x",         "influxdb://[::1",           "influxdb://"};
+    o.has_since = 0;
+    o.name = "bad";
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o.source = bad[i];
+        CHECK_ERR(cairn_engine_backup(&o, &res, &err), CAIRN_E_INVALID, &err, "influxdb://HOST");
+        CHECK(strstr(err.msg, ":pw@") == NULL); /* a password never shows */
+    }
+    fixture_stop(&f);
+    free(url);
 }
 
 TEST(online_restore_into_the_server)

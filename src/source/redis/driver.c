@@ -65,9 +65,8 @@ static int rd_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
         .port = r->u.port,
         .user = r->u.user,
         .password = r->u.password,
-        .io_timeout_ms = r->o.idle_timeout_ms > 0 && r->o.idle_timeout_ms < 0x7fffffff
-                             ? (int)r->o.idle_timeout_ms
-                             : 0,
+        .io_timeout_ms =
+            r->o.io_timeout_ms > 0 && r->o.io_timeout_ms < 0x7fffffff ? (int)r->o.io_timeout_ms : 0,
         .cancel = r->o.cancel,
         .progress = r->o.progress ? rd_progress : NULL,
         .progress_ctx = &r->o,
