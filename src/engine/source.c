@@ -20,10 +20,27 @@ const char *engine_source_plain(const char *source, char *buf, size_t cap)
     return buf;
 }
 
+/* HOST:PORT (a name, an IPv4 address or a bracketed IPv6 one, then 1-5 digits): an
+ * InfluxDB address even when HOST is also a scheme ("redis:8088" is the host named redis). */
+static int host_port_form(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || strstr(s, "://") != NULL)
+        return 0;
+    size_t digits = strspn(colon + 1, "0123456789");
+    if (digits == 0 || digits > 5 || colon[1 + digits] != '\0')
+        return 0;
+    if (s[0] == '[')
+        return colon[-1] == ']';
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") ==
+           (size_t)(colon - s);
+}
+
 const char *engine_source_url(const char *source, char *buf, size_t cap)
 {
-    if (cairn_source_driver_for(source) != NULL || strstr(source, "://") != NULL ||
-        strncmp(source, "exec:", 5) == 0)
+    if (!host_port_form(source) &&
+        (cairn_source_driver_for(source) != NULL || strstr(source, "://") != NULL ||
+         strncmp(source, "exec:", 5) == 0))
         return source;
     int n = snprintf(buf, cap, "influxdb://%s", source);
     return n > 0 && (size_t)n < cap ? buf : source;

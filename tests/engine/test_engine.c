@@ -460,3 +460,20 @@ int main(int argc, char **argv)
 {
     return test_main(argc, argv);
 }
+
+/* HOST:PORT is an InfluxDB address even when HOST is also a source scheme (docker-compose
+ * names services redis, etcd, vault...); URLs keep their driver. */
+TEST(host_port_is_influxdb_whatever_the_host)
+{
+    char buf[256];
+    CHECK_EQ_STR(engine_source_url("redis:8088", buf, sizeof(buf)), "influxdb://redis:8088");
+    CHECK_EQ_STR(engine_source_url("etcd:8088", buf, sizeof(buf)), "influxdb://etcd:8088");
+    CHECK_EQ_STR(engine_source_url("exec:8088", buf, sizeof(buf)), "influxdb://exec:8088");
+    CHECK_EQ_STR(engine_source_url("127.0.0.1:8088", buf, sizeof(buf)),
+                 "influxdb://127.0.0.1:8088");
+    CHECK_EQ_STR(engine_source_url("[::1]:8088", buf, sizeof(buf)), "influxdb://[::1]:8088");
+    CHECK_EQ_STR(engine_source_url("redis://h:6379", buf, sizeof(buf)), "redis://h:6379");
+    CHECK_EQ_STR(engine_source_url("exec:pg_dump -Fc db", buf, sizeof(buf)), "exec:pg_dump -Fc db");
+    CHECK_EQ_STR(engine_source_url("exec:sleep 1", buf, sizeof(buf)), "exec:sleep 1");
+    CHECK_EQ_STR(engine_source_url("influxdb://h:8088", buf, sizeof(buf)), "influxdb://h:8088");
+}
