@@ -26,8 +26,4 @@ void archive_sums_encode(const uint8_t meta[32], const uint8_t state[32], char *
 int archive_sums_verify(const uint8_t *text, size_t len, const uint8_t meta[32],
                         const uint8_t state[32], struct cairn_err *err);
 
-/* An anonymous temp file (created then unlinked, so nothing is left behind even on a crash)
- * in dir, or $TMPDIR, or /tmp. */
-int archive_tmpfile(const char *dir, int *fd, struct cairn_err *err);
-
 #endif

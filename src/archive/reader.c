@@ -406,7 +406,7 @@ int cairn_snapshot_restore(struct cairn_reader *in, const struct cairn_snapshot_
     struct cairn_snapshot_info local;
     struct cairn_snapshot_info *inf = info ? info : &local;
     int fd;
-    int rc = archive_tmpfile(opts ? opts->tmpdir : NULL, &fd, err);
+    int rc = tmpfile_open(opts ? opts->tmpdir : NULL, &fd, err);
     if (rc != CAIRN_OK) {
         memset(inf, 0, sizeof(*inf));
         goto out;

@@ -14,24 +14,6 @@
 #include "cairn/snapshot.h"
 #include "common/util.h"
 
-int archive_tmpfile(const char *dir, int *fd, struct cairn_err *err)
-{
-    if (dir == NULL || dir[0] == 0)
-        dir = getenv("TMPDIR");
-    if (dir == NULL || dir[0] == 0)
-        dir = "/tmp";
-    char *path = xasprintf("%s/cairn-snapshot-XXXXXX", dir);
-    *fd = mkstemp(path);
-    if (*fd < 0) {
-        int rc = cairn_err_sys(err, 0, errno, "create temp file in '%s'", dir);
-        free(path);
-        return rc;
-    }
-    unlink(path);
-    free(path);
-    return CAIRN_OK;
-}
-
 /* Go's time.Now().Round(time.Second): halves round up. */
 static int64_t now_rounded(void)
 {
@@ -173,7 +155,7 @@ int cairn_snapshot_spool(struct cairn_reader *in, const char *tmpdir, struct cai
 {
     int fd;
     *out = NULL;
-    int rc = archive_tmpfile(tmpdir, &fd, err);
+    int rc = tmpfile_open(tmpdir, &fd, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_writer *w = cairn_fd_writer_new(fd, 0);
@@ -214,7 +196,7 @@ int cairn_snapshot_new(struct cairn_reader *state, int64_t state_size,
             return rc;
         state = spooled;
     }
-    if ((rc = archive_tmpfile(tmpdir, &fd, err)) != CAIRN_OK) {
+    if ((rc = tmpfile_open(tmpdir, &fd, err)) != CAIRN_OK) {
         cairn_reader_free(spooled);
         return rc;
     }

@@ -148,6 +148,25 @@ out:
     return rc;
 }
 
+int tmpfile_open(const char *dir, int *fd, struct cairn_err *err)
+{
+    if (dir == NULL || dir[0] == '\0')
+        dir = getenv("TMPDIR");
+    if (dir == NULL || dir[0] == '\0')
+        dir = "/tmp";
+    *fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (*fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        char *tmp = xasprintf("%s/cairn-tmp.XXXXXX", dir);
+        *fd = mkostemp(tmp, O_CLOEXEC);
+        if (*fd >= 0)
+            unlink(tmp);
+        free(tmp);
+    }
+    if (*fd < 0)
+        return cairn_err_sys(err, CAIRN_E_IO, errno, "create a temporary file in '%s'", dir);
+    return CAIRN_OK;
+}
+
 int read_secret_file(const char *path, const char *what, size_t max, uint8_t **data, size_t *len,
                      struct cairn_err *err)
 {

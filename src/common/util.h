@@ -22,6 +22,9 @@ int write_all(int fd, const void *buf, size_t len, const char *what, struct cair
 int read_all(int fd, void *buf, size_t cap, size_t *got, const char *what, struct cairn_err *err);
 /* Read a whole small file (at most max bytes, else CAIRN_E_INVALID). NUL-terminated. */
 int read_file_max(const char *path, size_t max, uint8_t **data, size_t *len, struct cairn_err *err);
+/* An unnamed temporary file, gone once closed whatever happens: O_TMPFILE in dir (NULL or
+ * "": $TMPDIR, else /tmp), or where the file system has none, mkostemp then unlink. */
+int tmpfile_open(const char *dir, int *fd, struct cairn_err *err);
 /* Read a secret (key or password file) of at most max bytes into *data (malloc'd,
  * NUL-terminated; wipe it, then free it). One open, then fstat and read on that descriptor, so
  * nothing can swap the file between check and read. CAIRN_E_INVALID, with the chmod that fixes it,

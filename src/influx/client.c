@@ -371,16 +371,14 @@ int cairn_influx_shard_export(const struct cairn_influx_client *c, const char *d
     req.export_end = *end;
     /* The reply is spooled, then cut to the window: influxd's keeps whole blocks across the
      * window's edges (see export.c). */
-    const char *tmpdir = getenv("TMPDIR");
-    if (tmpdir == NULL || tmpdir[0] == '\0')
-        tmpdir = "/tmp";
-    int fd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    int fd = -1;
+    int rc = tmpfile_open(NULL, &fd, err);
+    if (rc != CAIRN_OK) {
         cairn_influx_request_clear(&req);
-        return cairn_err_sys(err, CAIRN_E_IO, errno, "create a temporary file in '%s'", tmpdir);
+        return rc;
     }
     struct cairn_writer *spool = cairn_fd_writer_new(fd, 0);
-    int rc = shard_request(c, &req, spool, NULL, err);
+    rc = shard_request(c, &req, spool, NULL, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(spool, err);
     cairn_writer_free(spool);
@@ -392,7 +390,7 @@ int cairn_influx_shard_export(const struct cairn_influx_client *c, const char *d
         struct cairn_reader *r = cairn_fd_reader_new(fd, 0);
         struct cairn_writer *w = cairn_writer_borrow(out);
         rc = influx_tar_export(r, w, influx_time_ns(start, INT64_MIN),
-                               influx_time_ns(end, INT64_MAX), tmpdir, err);
+                               influx_time_ns(end, INT64_MAX), NULL, err);
         if (rc == CAIRN_OK)
             rc = cairn_writer_close(w, err);
         if (rc == CAIRN_OK && bytes != NULL)

@@ -28,18 +28,6 @@ int64_t influx_time_ns(const struct cairn_influx_time *t, int64_t if_zero)
     return t->sec * 1000000000 + t->nsec;
 }
 
-static int tmp_fd(const char *tmpdir, int *fd, struct cairn_err *err)
-{
-    if (tmpdir == NULL)
-        tmpdir = getenv("TMPDIR");
-    if (tmpdir == NULL || tmpdir[0] == '\0')
-        tmpdir = "/tmp";
-    *fd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (*fd < 0)
-        return cairn_err_sys(err, CAIRN_E_IO, errno, "create a temporary file in '%s'", tmpdir);
-    return CAIRN_OK;
-}
-
 static int ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), k = strlen(suffix);
@@ -60,7 +48,7 @@ int influx_export_add(struct influx_tar_out *t, const char *name, int fd, int64_
     int out = -1;
     enum tsm_verdict v;
     uint64_t size;
-    int rc = tmp_fd(tmpdir, &out, err);
+    int rc = tmpfile_open(tmpdir, &out, err);
     if (rc == CAIRN_OK)
         rc = tsm_filter(fd, out, start, end, tmpdir, &v, &size, err);
     if (rc != CAIRN_OK) {
@@ -93,7 +81,7 @@ static int export_entry(void *vctx, const char *name, int64_t mtime, uint64_t si
 {
     struct export_ctx *c = vctx;
     int fd;
-    int rc = tmp_fd(c->tmpdir, &fd, err);
+    int rc = tmpfile_open(c->tmpdir, &fd, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_writer *w = cairn_fd_writer_new(fd, 0);

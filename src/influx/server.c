@@ -451,18 +451,7 @@ static int staging_file(struct conn *c, int *out, struct cairn_err *err)
     int rc = mkdir_p(dir, 0700, err);
     if (rc != CAIRN_OK)
         return rc;
-    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-        char *tmp = xasprintf("%s/upload.XXXXXX", dir);
-        fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd >= 0)
-            unlink(tmp);
-        free(tmp);
-    }
-    if (fd < 0)
-        return cairn_err_sys(err, 0, errno, "create an upload file in '%s'", dir);
-    *out = fd;
-    return CAIRN_OK;
+    return tmpfile_open(dir, out, err);
 }
 
 static int write_fd(int fd, const uint8_t *p, size_t n, struct cairn_err *err)

@@ -301,18 +301,6 @@ static int time_range(int in, uint64_t at, uint64_t end, struct key *k, int64_t 
     return rc;
 }
 
-static int open_spool(const char *tmpdir, int *fd, struct cairn_err *err)
-{
-    if (tmpdir == NULL)
-        tmpdir = getenv("TMPDIR");
-    if (tmpdir == NULL || tmpdir[0] == '\0')
-        tmpdir = "/tmp";
-    *fd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (*fd < 0)
-        return cairn_err_sys(err, CAIRN_E_IO, errno, "create a temporary file in '%s'", tmpdir);
-    return CAIRN_OK;
-}
-
 /* The new index after the blocks, then the footer. */
 static int finish(struct filter *f, struct cairn_err *err)
 {
@@ -367,7 +355,7 @@ int tsm_filter(int in, int out, int64_t start, int64_t end, const char *tmpdir,
     r->end = iend;
     struct buf entries = {0};
     uint8_t hdr[5] = {0x16, 0xd1, 0x16, 0xd1, 1};
-    rc = open_spool(tmpdir, &f->idx.fd, err);
+    rc = tmpfile_open(tmpdir, &f->idx.fd, err);
     if (rc == CAIRN_OK)
         rc = wr_add(&f->out, hdr, 5, err);
     while (rc == CAIRN_OK && !rd_done(r)) {
