@@ -9,6 +9,8 @@ extern const struct cairn_source_driver source_exec_driver;
 extern const struct cairn_source_driver source_redis_driver;
 extern const struct cairn_source_driver source_etcd_driver;
 extern const struct cairn_source_driver source_etcds_driver;
+extern const struct cairn_source_driver source_postgresql_driver;
+extern const struct cairn_source_driver source_postgres_driver;
 
 /* A backup of one file (CAIRN_COMPRESS_AUTO) of the given kind: fill(arg, w, err) streams
  * it in; the file is committed only when fill succeeded. */
