@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""The postgresql:// source against a real PostgreSQL 15 (Debian's) on loopback.
+
+A server filled by `pgbench -i -s 10` (~160 MB), a table of every common type (int, bigint,
+numeric, text, bytea, bool, timestamptz, date, jsonb, uuid, arrays, inet, interval, float8,
+NULLs) in its own tablespace, and a table a writer fills with sequential ids, is backed up
+with `cairn backup --from postgresql://backup:PASSWORD@...` (a REPLICATION role) while pgbench
+writes and the writer inserts. The backup holds base.tar, <oid>.tar, pg_wal.tar and
+backup_manifest; the password shows nowhere; no replication slot is left. Restored with
+`cairn restore --into DIR`, pg_verifybackup accepts DIR, and a second postgres started on it
+holds the backup's consistent point: pgbench's invariant (sum(abalance) = sum(bbalance) =
+sum(tbalance) = sum(delta)), the every-type table exactly (md5 of its ordered rows), and the
+writer's ids a contiguous 1..N with N at least what was committed before the backup began.
+The same through a cairnd schedule (source = postgres://..., password from PGPASSWORD).
+Bad input: refused, wrong password, a role without REPLICATION, the main stream cut, the WAL
+stream cut, a flipped byte (fault proxy): the documented exit code, a message naming the
+source, no complete backup, the earlier one intact, no slot left. Restoring to a live server
+says to use --into; into an existing directory is exit 6.
+SKIP (77) without PostgreSQL, a failure under CI=true.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+import pg_server as pg  # noqa: E402
+from faultproxy import FaultProxy  # noqa: E402
+
+CAIRN = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairn")
+CAIRND = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairnd")
+SCALE = int(os.environ.get("CAIRN_PG_SCALE", "10"))
+PASSWORD = "bk-Pw-9c1e-secret"
+PLAIN_PASSWORD = "pl-Pw-77aa"
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL: " + msg, flush=True)
+    return cond
+
+
+def cairn(*args, env=None):
+    p = subprocess.run([CAIRN] + list(args), capture_output=True, text=True, timeout=900,
+                       env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def listing(store):
+    rc, out, err = cairn("list", store, "--json")
+    check(rc == 0, "list %s: %s" % (store, err))
+    return {b["name"]: b for b in json.loads(out)["backups"]} if rc == 0 else {}
+
+
+TYPES_SQL = """
+CREATE TABLE types (id int PRIMARY KEY, i int, b bigint, n numeric(20,6), t text, by bytea,
+  bo bool, tz timestamptz, d date, j jsonb, u uuid, ai int[], at text[], ip inet,
+  iv interval, f float8) TABLESPACE ts1;
+INSERT INTO types SELECT g, g * 7, g::bigint * 1000000007, g / 7.0,
+  'row ' || g || repeat('x', g % 50), decode(md5(g::text), 'hex'), g % 2 = 0,
+  '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 minute', '2024-01-01'::date + g,
+  jsonb_build_object('g', g, 'a', jsonb_build_array(g, 'x', null)), md5(g::text)::uuid,
+  ARRAY[g, g + 1, NULL], ARRAY['a' || g, NULL], ('10.0.' || (g % 256) || '.' ||
+  (g / 256 % 256))::inet, g * interval '1 second' + interval '1 day', g * 0.1::float8
+  FROM generate_series(1, 20000) g;
+INSERT INTO types (id) VALUES (0);
+CREATE TABLE seqw (id int PRIMARY KEY);
+"""
+TYPES_MD5 = "SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM types t"
+INVARIANT = ("SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
+             "(SELECT sum(bbalance) FROM pgbench_branches), "
+             "(SELECT sum(tbalance) FROM pgbench_tellers), "
+             "(SELECT coalesce(sum(delta), 0) FROM pgbench_history)")
+
+
+class SeqWriter(threading.Thread):
+    """Inserts 1, 2, 3... into seqw, one autocommitted statement at a time; count is the
+    number the server has confirmed."""
+
+    def __init__(self, srv):
+        super().__init__(daemon=True)
+        self.p = subprocess.Popen(pg.as_pg([os.path.join(pg.PG_BIN, "psql"), "-h", srv.dir,
+                                            "-p", str(srv.port), "-X", "-Atq", "postgres"]),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  bufsize=1)
+        self.count = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            self.p.stdin.write("INSERT INTO seqw VALUES (%d) RETURNING id;\n" % n)
+            self.p.stdin.flush()
+            if self.p.stdout.readline().strip() != str(n):
+                break
+            self.count = n
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=60)
+        try:
+            self.p.stdin.close()
+        except OSError:
+            pass
+        self.p.wait(timeout=60)
+
+
+def wait_for(what, cond, timeout=pg.WAIT):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return check(False, "timed out waiting for " + what)
+        time.sleep(0.05)
+    return True
+
+
+def fill(a, tmp):
+    t0 = time.monotonic()
+    subprocess.run(a.pgbench("-i", "-q", "-s", str(SCALE)), check=True, capture_output=True)
+    ts = os.path.join(tmp, "ts1")
+    os.makedirs(ts)
+    pg.chown_pg(ts)
+    a.psql_file("CREATE TABLESPACE ts1 LOCATION '%s';\n%s\n"
+                "CREATE ROLE backup LOGIN REPLICATION PASSWORD '%s';\n"
+                "CREATE ROLE plain LOGIN PASSWORD '%s';\n" % (ts, TYPES_SQL, PASSWORD,
+                                                              PLAIN_PASSWORD))
+    print("filled: pgbench scale %d, %s in %.1f s" % (
+        SCALE, a.psql("SELECT pg_size_pretty(pg_database_size('postgres'))"),
+        time.monotonic() - t0), flush=True)
+
+
+def stored_manifest(store_dir, name):
+    with open(os.path.join(store_dir, name, "MANIFEST")) as f:
+        return json.load(f)
+
+
+def restored_server(tmp, name, into, want_md5, before):
+    """Verify the restored directory, start a postgres on it and check its data."""
+    rc, out = pg.verifybackup(into)
+    check(rc == 0 and "backup successfully verified" in out,
+          "%s: pg_verifybackup: %s" % (name, out[-2000:]))
+    pg.chown_pg(into)
+    if os.path.exists(into + ".tablespaces"):
+        pg.chown_pg(into + ".tablespaces")
+    b = pg.PgServer(os.path.join(tmp, name + "-run"), data_dir=into)
+    try:
+        b.start()
+        inv = b.psql(INVARIANT).split("|")
+        check(len(set(inv)) == 1, "%s: pgbench invariant broken: %s" % (name, inv))
+        counts = b.psql("SELECT (SELECT count(*) FROM pgbench_accounts), "
+                        "(SELECT count(*) FROM pgbench_branches), "
+                        "(SELECT count(*) FROM pgbench_tellers)")
+        check(counts == "%d|%d|%d" % (SCALE * 100000, SCALE, SCALE * 10),
+              "%s: pgbench row counts %s" % (name, counts))
+        check(b.psql(TYPES_MD5) == want_md5, "%s: the every-type table differs" % name)
+        n, lo, hi = [int(x or 0) for x in
+                     b.psql("SELECT count(*), min(id), max(id) FROM seqw").split("|")]
+        check(n == hi and (n == 0 or lo == 1), "%s: seqw ids not a prefix 1..N: count %d, "
+              "%d..%d" % (name, n, lo, hi))
+        check(n >= before, "%s: seqw holds %d ids, %d were committed before the backup" %
+              (name, n, before))
+        print("%s: restored and started: invariant %s, seqw 1..%d (>= %d committed before)" %
+              (name, inv[0], n, before), flush=True)
+    finally:
+        b.stop()
+
+
+def part_backup(tmp, a, store, want_md5):
+    w = SeqWriter(a)
+    w.start()
+    bench = subprocess.Popen(a.pgbench("-n", "-c", "2", "-j", "1", "-T", "600"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        wait_for("the writer", lambda: w.count >= 50)
+        before = w.count
+        url = "postgresql://backup:%s@127.0.0.1:%d" % (PASSWORD, a.port)
+        t0 = time.monotonic()
+        rc, out, err = cairn("backup", "--from", url, "--to", store, "--name", "p1", "--json")
+        secs = time.monotonic() - t0
+        after = w.count
+    finally:
+        os.killpg(bench.pid, signal.SIGKILL)  # runuser passes no SIGINT on
+        bench.wait(timeout=120)
+        w.stop()
+    if not check(rc == 0, "backup: rc %d %s" % (rc, err)):
+        return None
+    print("backup p1 in %.1f s while writing (seqw %d before, %d after)" % (secs, before, after),
+          flush=True)
+    check(PASSWORD not in out + err, "the password shows in backup's output")
+    check(json.loads(out)["source"] == "postgresql://backup:***@127.0.0.1:%d" % a.port,
+          "--json source is redacted: %s" % out)
+    store_dir = store[len("file://"):]
+    for d, _, files in os.walk(store_dir):
+        for f in files:
+            with open(os.path.join(d, f), "rb") as fh:
+                check(PASSWORD.encode() not in fh.read(), "the password is stored in %s" % f)
+    b = listing(store).get("p1", {})
+    check(b.get("status") == "complete" and b.get("kind") == "postgresql", "p1: %s" % b)
+    m = stored_manifest(store_dir, "p1")
+    names = sorted(f["name"] for f in m["files"])
+    oid = a.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'")
+    check(names == sorted(["backup_manifest", "base.tar", "pg_wal.tar", oid + ".tar"]),
+          "p1 files: %s" % names)
+    check(m["meta"].get("tablespaces") and m["meta"]["tablespaces"][0]["oid"] == int(oid),
+          "p1 meta: %s" % m["meta"])
+    check(a.wait_no_slot(), "a replication slot was left: %s" % a.psql(
+        "SELECT slot_name FROM pg_replication_slots"))
+    return before
+
+
+def part_restore(tmp, store, want_md5, before):
+    into = os.path.join(tmp, "r1")
+    rc, out, err = cairn("restore", store, "p1", "--into", into)
+    if not check(rc == 0, "restore: rc %d %s" % (rc, err)):
+        return
+    check(not [f for f in os.listdir(tmp) if ".cairn-" in f], "restore left temporaries")
+    spaces = os.listdir(into + ".tablespaces")
+    check(len(spaces) == 1 and os.path.islink(os.path.join(into, "pg_tblspc", spaces[0])),
+          "tablespace not restored beside the data directory: %s" % spaces)
+    restored_server(tmp, "p1", into, want_md5, before)
+    rc, out, err = cairn("restore", store, "p1", "--into", into)
+    check(rc == 6, "restore into an existing directory: exit %d (want 6): %s" % (rc, err))
+    rc, out, err = cairn("restore", store, "p1", "--to", "postgresql://127.0.0.1:1")
+    check(rc == 1 and "--into" in err, "restore to a running server explains: %d %s" % (rc, err))
+
+
+def fails(name, store, url, want_rc, texts, env=None, extra=()):
+    rc, out, err = cairn("backup", "--from", url, "--to", store, "--name", name, *extra, env=env)
+    print("%s: exit %d: %s" % (name, rc, err.strip().splitlines()[-1] if err.strip() else ""),
+          flush=True)
+    check(rc == want_rc, "%s: exit %d (want %d): %s" % (name, rc, want_rc, err))
+    for t in texts:
+        check(t in err, "%s: the error lacks %r: %s" % (name, t, err))
+    check(PASSWORD not in out + err and PLAIN_PASSWORD not in out + err,
+          "%s: a password shows: %s" % (name, err))
+    b = listing(store).get(name)
+    check(b is None or b.get("status") != "complete", "%s: a complete backup: %s" % (name, b))
+
+
+def part_faults(tmp, a, store):
+    port = pg.free_port()
+    fails("refused", store, "postgresql://backup@127.0.0.1:%d" % port, 8,
+          ["postgresql 127.0.0.1:%d" % port])
+    fails("wrong-password", store, "postgresql://backup:wrong-Pw-1@127.0.0.1:%d" % a.port, 9,
+          ["password authentication failed"])
+    fails("not-replication", store,
+          "postgresql://plain:%s@127.0.0.1:%d" % (PLAIN_PASSWORD, a.port), 9, ["replication"])
+    pwfile = os.path.join(tmp, "pg.pw")
+    with open(pwfile, "w") as f:
+        f.write(PASSWORD + "\n")
+    os.chmod(pwfile, 0o600)
+    cases = [
+        # (name, plan per connection: main first, then WAL; cut offset, exit, texts)
+        ("cut-main", ["short", "pass"], 3000000, 8, []),
+        ("cut-wal", ["pass", "short"], 1200, 8, []),
+        ("flip", ["flip", "pass"], 5000000, 3, []),
+    ]
+    for name, plan, at, want, texts in cases:
+        p = FaultProxy(("127.0.0.1", a.port), plan=plan, short_range=(at, at)).start()
+        try:
+            fails(name, store, "postgresql://backup@127.0.0.1:%d" % p.port, want,
+                  ["postgresql 127.0.0.1:%d" % p.port] + texts, extra=["--password-file",
+                                                                          pwfile])
+            act = plan[0] if plan[0] != "pass" else plan[1]
+            check(p.stats[act] == 1, "%s: the proxy did not act: %s" % (name, p.stats))
+        finally:
+            p.stop()
+        check(a.wait_no_slot(), "%s: a replication slot was left" % name)
+    rc, out, err = cairn("verify", store, "p1")
+    check(rc == 0, "p1 after the failures: %s" % err)
+
+
+def part_cairnd(tmp, a, want_md5):
+    store = os.path.join(tmp, "dstore")
+    conf = os.path.join(tmp, "cairnd.conf")
+    with open(conf, "w") as f:
+        f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
+                "[schedule pg]\nsource = postgres://backup@127.0.0.1:%d\nto = file://%s\n"
+                "every = 1s\nkeep-last = 2\n" % (os.path.join(tmp, "dstate"), a.port, store))
+    env = dict(os.environ, PGPASSWORD=PASSWORD)
+    log = open(os.path.join(tmp, "cairnd.log"), "w+")
+    proc = subprocess.Popen([CAIRND, "run", "--config", conf, "--log-level", "debug"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    done = []
+    try:
+        end = time.monotonic() + 600
+        while not done and time.monotonic() < end and proc.poll() is None:
+            rc, out, _ = cairn("list", "file://" + store, "--json")
+            if rc == 0:
+                done = [b for b in json.loads(out)["backups"] if b["status"] == "complete"]
+            if not done:
+                time.sleep(0.2)
+        check(done and done[0]["kind"] == "postgresql", "cairnd took no backup: %s" % done)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    text = log.read()
+    check(PASSWORD not in text, "the password shows in cairnd's log")
+    if not done:
+        print(text[-3000:])
+        return
+    into = os.path.join(tmp, "r2")
+    rc, out, err = cairn("restore", "file://" + store, done[0]["name"], "--into", into)
+    if check(rc == 0, "restore of cairnd's backup: %s" % err):
+        restored_server(tmp, "cairnd", into, want_md5, 0)
+
+
+def main():
+    pg.require_pg()
+    tmp = tempfile.mkdtemp(prefix="cairn-pg-")
+    os.chmod(tmp, 0o755)
+    a = None
+    try:
+        a = pg.PgServer(os.path.join(tmp, "a")).start()
+        fill(a, tmp)
+        want_md5 = a.psql(TYPES_MD5)
+        store = "file://" + os.path.join(tmp, "store")
+        before = part_backup(tmp, a, store, want_md5)
+        if before is not None:
+            part_restore(tmp, store, want_md5, before)
+            part_faults(tmp, a, store)
+        part_cairnd(tmp, a, want_md5)
+    finally:
+        if a is not None:
+            a.stop()
+    if failures:
+        print("postgresql: %d failure(s) (files kept in %s)" % (len(failures), tmp))
+        return 1
+    pg.rmtree(tmp)
+    print("postgresql: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
