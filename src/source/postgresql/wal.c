@@ -239,7 +239,7 @@ int pg_wal_open(const struct pg_params *p, struct cairn_backup *b, uint64_t seg_
         rc = pg_command(p, w->c, cmd, &r, err);
         PQclear(r);
     }
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO};
+    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO, .level = 1};
     if (rc == CAIRN_OK)
         rc = cairn_backup_add_file_opts(b, PG_WAL_TAR, -1, &fo, &w->w, err);
     if (rc == CAIRN_OK) {
