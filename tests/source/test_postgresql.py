@@ -13,8 +13,8 @@ sum(tbalance) = sum(delta)), the every-type table exactly (md5 of its ordered ro
 writer's ids a contiguous 1..N with N at least what was committed before the backup began.
 The same through a cairnd schedule (source = postgres://..., password from PGPASSWORD).
 Bad input: refused, wrong password, a role without REPLICATION, the main stream cut, the WAL
-stream cut, a flipped byte (fault proxy): the documented exit code, a message naming the
-source, no complete backup, the earlier one intact, no slot left. Restoring to a live server
+stream cut, a flipped byte (fault proxy), SIGINT: the documented exit code, a message naming
+the source, no complete backup, the earlier one intact, no slot left. Restoring to a live server
 says to use --into; into an existing directory is exit 6.
 SKIP (77) without PostgreSQL, a failure under CI=true.
 """
@@ -261,9 +261,9 @@ def part_faults(tmp, a, store):
     os.chmod(pwfile, 0o600)
     cases = [
         # (name, plan per connection: main first, then WAL; cut offset, exit, texts)
-        ("cut-main", ["short", "pass"], 3000000, 8, []),
-        ("cut-wal", ["pass", "short"], 1200, 8, []),
-        ("flip", ["flip", "pass"], 5000000, 3, []),
+        ("cut-main", ["short", "pass"], 3000000, 8, ["base backup stream"]),
+        ("cut-wal", ["pass", "short"], 1200, 8, ["WAL"]),
+        ("flip", ["flip", "pass"], 5000000, 3, ["checksum mismatch"]),
     ]
     for name, plan, at, want, texts in cases:
         p = FaultProxy(("127.0.0.1", a.port), plan=plan, short_range=(at, at)).start()
@@ -276,8 +276,26 @@ def part_faults(tmp, a, store):
         finally:
             p.stop()
         check(a.wait_no_slot(), "%s: a replication slot was left" % name)
+    part_cancel(a, store)
     rc, out, err = cairn("verify", store, "p1")
     check(rc == 0, "p1 after the failures: %s" % err)
+
+
+def part_cancel(a, store):
+    """SIGINT while the base backup streams: exit 130, nothing complete, no slot left."""
+    d = os.path.join(store[len("file://"):], "cancelled")
+    p = subprocess.Popen([CAIRN, "backup", "--from", "postgresql://postgres@127.0.0.1:%d" %
+                          a.port, "--to", store, "--name", "cancelled"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for("the backup to start", lambda: p.poll() is not None or (
+        os.path.isdir(d) and any("base.tar" in f for f in os.listdir(d))), timeout=pg.WAIT)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=pg.WAIT)
+    print("cancel: exit %d: %s" % (p.returncode, err.strip()[-300:]), flush=True)
+    check(p.returncode == 130, "cancel: exit %d (want 130): %s" % (p.returncode, err))
+    b = listing(store).get("cancelled")
+    check(b is None or b.get("status") != "complete", "cancel: a complete backup: %s" % b)
+    check(a.wait_no_slot(), "cancel: a replication slot was left")
 
 
 def part_cairnd(tmp, a, want_md5):

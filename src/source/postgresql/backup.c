@@ -236,7 +236,7 @@ static int receive(struct bb *x, struct cairn_err *err)
     for (;;) {
         char *m = NULL;
         int len = 0;
-        int rc = pg_copy_next(x->p, x->c, NULL, &m, &len, err);
+        int rc = pg_copy_next(x->p, x->c, "base backup stream", NULL, &m, &len, err);
         if (rc == CAIRN_OK && m == NULL)
             break;
         if (rc == CAIRN_OK)

@@ -268,8 +268,8 @@ int pg_command(const struct pg_params *p, PGconn *c, const char *sql, PGresult *
     return CAIRN_OK;
 }
 
-int pg_copy_next(const struct pg_params *p, PGconn *c, const volatile int *wake, char **msg,
-                 int *len, struct cairn_err *err)
+int pg_copy_next(const struct pg_params *p, PGconn *c, const char *what, const volatile int *wake,
+                 char **msg, int *len, struct cairn_err *err)
 {
     *msg = NULL;
     *len = 0;
@@ -285,14 +285,14 @@ int pg_copy_next(const struct pg_params *p, PGconn *c, const volatile int *wake,
         if (n == -1)
             return CAIRN_OK;
         if (n == -2)
-            return pg_fail(p, c, NULL, "stream", err);
+            return pg_fail(p, c, NULL, what, err);
         if (p->cancel != NULL && *p->cancel)
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
         if (wake != NULL && *wake)
             return CAIRN_OK;
         if (p->io_timeout_ms > 0 && mono_ns() - idle_since > (uint64_t)p->io_timeout_ms * 1000000u)
-            return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", p->where,
-                                 p->io_timeout_ms);
+            return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: %s: no progress for %d ms", p->where,
+                                 what, p->io_timeout_ms);
         struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
         int k = poll(&pfd, 1, PG_POLL_MS);
         if (k < 0 && errno != EINTR)
@@ -300,7 +300,7 @@ int pg_copy_next(const struct pg_params *p, PGconn *c, const volatile int *wake,
         if (k > 0) {
             idle_since = mono_ns();
             if (!PQconsumeInput(c))
-                return pg_fail(p, c, NULL, "stream", err);
+                return pg_fail(p, c, NULL, what, err);
         }
     }
 }

@@ -62,9 +62,10 @@ int pg_command(const struct pg_params *p, PGconn *c, const char *sql, PGresult *
 int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int *woken,
             struct cairn_err *err);
 /* The next CopyData message of c: *len > 0 and *msg (PQfreemem it); *msg = NULL at the copy's
- * end; *len = 0 and *msg = NULL when *wake became nonzero first. */
-int pg_copy_next(const struct pg_params *p, PGconn *c, const volatile int *wake, char **msg,
-                 int *len, struct cairn_err *err);
+ * end; *len = 0 and *msg = NULL when *wake became nonzero first. what names the stream in
+ * errors ("base backup stream"). */
+int pg_copy_next(const struct pg_params *p, PGconn *c, const char *what, const volatile int *wake,
+                 char **msg, int *len, struct cairn_err *err);
 /* "X/X" to an LSN; 0 on a bad string. */
 uint64_t pg_lsn_parse(const char *s);
 void pg_lsn_format(uint64_t lsn, char out[24]);

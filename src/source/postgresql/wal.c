@@ -150,7 +150,7 @@ static int wal_stream(struct pg_wal *w, struct cairn_err *err)
         char *m = NULL;
         int len = 0;
         /* Once the end is known, wait for the WAL up to it without waking again. */
-        rc = pg_copy_next(w->p, w->c, known ? NULL : &w->stop, &m, &len, err);
+        rc = pg_copy_next(w->p, w->c, "WAL stream", known ? NULL : &w->stop, &m, &len, err);
         if (rc == CAIRN_OK && m == NULL && len == 0 && (known || !w->stop)) {
             char at[24];
             pg_lsn_format(w->pos, at);
