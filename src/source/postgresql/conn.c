@@ -165,6 +165,10 @@ static int code_of(const char *msg, const char *state, int bad)
     for (size_t i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
         if (strstr(msg, denied[i]) != NULL)
             return CAIRN_E_DENIED;
+    if (strstr(msg, "role \"") != NULL && strstr(msg, "does not exist") != NULL)
+        return CAIRN_E_DENIED; /* as libpq reports an unknown user: 28000 */
+    if (strstr(msg, "database \"") != NULL && strstr(msg, "does not exist") != NULL)
+        return CAIRN_E_NOTFOUND;
     if (strstr(msg, "timeout expired") != NULL)
         return CAIRN_E_TIMEOUT;
     if (bad || strstr(msg, "server closed the connection") || strstr(msg, "could not receive") ||
@@ -219,9 +223,9 @@ int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int 
             return pg_fail(p, c, NULL, "read", err);
         if (!PQisBusy(c))
             return CAIRN_OK;
-        if (p->cancel != NULL && *p->cancel)
+        if (p->cancel != NULL && __atomic_load_n(p->cancel, __ATOMIC_RELAXED))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
-        if (wake != NULL && *wake) {
+        if (wake != NULL && __atomic_load_n(wake, __ATOMIC_ACQUIRE)) {
             *woken = 1;
             return CAIRN_OK;
         }
@@ -286,11 +290,12 @@ int pg_copy_next(const struct pg_params *p, PGconn *c, const char *what, const v
             return CAIRN_OK;
         if (n == -2)
             return pg_fail(p, c, NULL, what, err);
-        if (p->cancel != NULL && *p->cancel)
+        if (p->cancel != NULL && __atomic_load_n(p->cancel, __ATOMIC_RELAXED))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
-        if (wake != NULL && *wake)
+        if (wake != NULL && __atomic_load_n(wake, __ATOMIC_ACQUIRE))
             return CAIRN_OK;
-        if (p->io_timeout_ms > 0 && mono_ns() - idle_since > (uint64_t)p->io_timeout_ms * 1000000u)
+        if (wake == NULL && p->io_timeout_ms > 0 &&
+            mono_ns() - idle_since > (uint64_t)p->io_timeout_ms * 1000000u)
             return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: %s: no progress for %d ms", p->where,
                                  what, p->io_timeout_ms);
         struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};

@@ -63,7 +63,8 @@ int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int 
             struct cairn_err *err);
 /* The next CopyData message of c: *len > 0 and *msg (PQfreemem it); *msg = NULL at the copy's
  * end; *len = 0 and *msg = NULL when *wake became nonzero first. what names the stream in
- * errors ("base backup stream"). */
+ * errors ("base backup stream"). The idle timeout applies only without wake: a WAL stream
+ * may rightly be silent while the base backup goes on, and is paced by it. */
 int pg_copy_next(const struct pg_params *p, PGconn *c, const char *what, const volatile int *wake,
                  char **msg, int *len, struct cairn_err *err);
 /* "X/X" to an LSN; 0 on a bad string. */

@@ -26,9 +26,9 @@ struct pg_wal {
     int thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int go;            /* pg_wal_start was called */
-    volatile int stop; /* the end is known (or the backup was abandoned) */
-    uint64_t end;      /* under mu; 0: abandon */
+    int go;       /* pg_wal_start was called */
+    int stop;     /* atomic: the end is known (or the backup was abandoned) */
+    uint64_t end; /* under mu; 0: abandon */
     uint64_t start;
     uint32_t tli;
     uint64_t pos; /* the next WAL byte expected */
@@ -136,7 +136,7 @@ static int wal_stream(struct pg_wal *w, struct cairn_err *err)
     uint64_t end = 0;
     int known = 0;
     while (rc == CAIRN_OK) {
-        if (!known && w->stop) {
+        if (!known && __atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
             pthread_mutex_lock(&w->mu);
             end = w->end;
             pthread_mutex_unlock(&w->mu);
@@ -151,7 +151,8 @@ static int wal_stream(struct pg_wal *w, struct cairn_err *err)
         int len = 0;
         /* Once the end is known, wait for the WAL up to it without waking again. */
         rc = pg_copy_next(w->p, w->c, "WAL stream", known ? NULL : &w->stop, &m, &len, err);
-        if (rc == CAIRN_OK && m == NULL && len == 0 && (known || !w->stop)) {
+        if (rc == CAIRN_OK && m == NULL &&
+            (known || !__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE))) {
             char at[24];
             pg_lsn_format(w->pos, at);
             rc = cairn_err_set(err, CAIRN_E_NETWORK,
@@ -278,7 +279,7 @@ int pg_wal_finish(struct pg_wal *w, uint64_t end, struct cairn_err *err)
 {
     pthread_mutex_lock(&w->mu);
     w->end = end;
-    w->stop = 1;
+    __atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     if (w->thread)
