@@ -14,13 +14,19 @@ writer's ids a contiguous 1..N with N at least what was committed before the bac
 The same through a cairnd schedule (source = postgres://..., password from PGPASSWORD).
 Bad input: refused, wrong password, a role without REPLICATION, the main stream cut, the WAL
 stream cut, a flipped byte (fault proxy), SIGINT: the documented exit code, a message naming
-the source, no complete backup, the earlier one intact, no slot left. Restoring to a live server
+the source, no complete backup, the earlier one intact, no slot left. A restore of a stored
+base.tar with a flipped byte, or of hostile ones ("..", an absolute name, a symlink, a hard
+link) vouched for by their MANIFEST, is refused (exit 3) and leaves nothing behind. Restoring to a live server
 says to use --into; into an existing directory is exit 6.
 SKIP (77) without PostgreSQL, a failure under CI=true.
 """
+import hashlib
+import io
 import json
 import os
+import shutil
 import signal
+import tarfile
 import subprocess
 import sys
 import tempfile
@@ -228,10 +234,79 @@ def part_restore(tmp, store, want_md5, before):
     check(len(spaces) == 1 and os.path.islink(os.path.join(into, "pg_tblspc", spaces[0])),
           "tablespace not restored beside the data directory: %s" % spaces)
     restored_server(tmp, "p1", into, want_md5, before)
+    part_restore_faults(tmp, store)
     rc, out, err = cairn("restore", store, "p1", "--into", into)
     check(rc == 6, "restore into an existing directory: exit %d (want 6): %s" % (rc, err))
     rc, out, err = cairn("restore", store, "p1", "--to", "postgresql://127.0.0.1:1")
     check(rc == 1 and "--into" in err, "restore to a running server explains: %d %s" % (rc, err))
+
+
+def restore_fails(tmp, store, name, want_rc, texts):
+    into = os.path.join(tmp, "bad-" + name)
+    rc, out, err = cairn("restore", store, name, "--into", into)
+    print("restore %s: exit %d: %s" % (name, rc, err.strip()[-300:]), flush=True)
+    check(rc == want_rc, "restore %s: exit %d (want %d): %s" % (name, rc, want_rc, err))
+    for t in texts:
+        check(t in err, "restore %s: the error lacks %r: %s" % (name, t, err))
+    left = [f for f in os.listdir(tmp) if f.startswith(("bad-", ".bad-")) or f == "escaped"]
+    check(not left, "restore %s left %s" % (name, left))
+
+
+def hostile_tar(members):
+    """A ustar archive of (name, type, data-or-link) members, as a hostile server might send."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for name, kind, data in members:
+            ti = tarfile.TarInfo(name)
+            if kind == "file":
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+            else:
+                ti.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                ti.linkname = data
+                t.addfile(ti)
+    return buf.getvalue()
+
+
+def part_restore_faults(tmp, store):
+    """A damaged or hostile stored backup: refused, and nothing is left behind."""
+    store_dir = store[len("file://"):]
+    # A flipped byte (XOR) in the stored base.tar: the storage's SHA-256 catches it.
+    path = os.path.join(store_dir, "p1", "base.tar")
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    restore_fails(tmp, store, "p1", 3, ["base.tar"])
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b)
+    # Hostile base.tar files, stored with a MANIFEST that vouches for them.
+    hostile = {
+        "h-dotdot": [("base/1", "file", b"x"), ("../escaped", "file", b"evil")],
+        "h-absolute": [("/tmp/escaped-abs", "file", b"evil")],
+        "h-symlink": [("base", "symlink", "/tmp")],
+        "h-hardlink": [("base/1", "file", b"x"), ("base/2", "hardlink", "/etc/passwd")],
+    }
+    for name, members in hostile.items():
+        shutil.copytree(os.path.join(store_dir, "p1"), os.path.join(store_dir, name))
+        data = hostile_tar(members)
+        with open(os.path.join(store_dir, name, "base.tar"), "wb") as f:
+            f.write(data)
+        mpath = os.path.join(store_dir, name, "MANIFEST")
+        with open(mpath) as f:
+            m = json.load(f)
+        m["name"] = name
+        digest = hashlib.sha256(data).hexdigest()
+        for e in m["files"]:
+            if e["name"] == "base.tar":
+                e.update(size=len(data), sha256=digest, compression="none",
+                         logical_size=len(data), logical_sha256=digest)
+        with open(mpath, "w") as f:
+            json.dump(m, f)
+        restore_fails(tmp, store, name, 3, ["refused"])
+        check(not os.path.exists("/tmp/escaped-abs"), "%s: wrote outside" % name)
 
 
 def fails(name, store, url, want_rc, texts, env=None, extra=()):

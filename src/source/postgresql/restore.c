@@ -76,13 +76,12 @@ static int write_member(struct tar_reader *t, const char *path, uint8_t *buf, st
 }
 
 /* One member of an archive of the given kind into dir. */
-static int member(struct tar_reader *t, const struct tar_entry *e, const char *file,
-                  const char *dir, int kind, struct links *l, uint8_t *buf, struct cairn_err *err)
+static int member(struct tar_reader *t, const struct tar_entry *e, const char *dir, int kind,
+                  struct links *l, uint8_t *buf, struct cairn_err *err)
 {
     char rel[1024];
     if (!safe_name(e->name, rel, sizeof(rel)) || (kind == EX_WAL && strchr(rel, '/') != NULL))
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: refused member name '%.200s'", file,
-                             e->name);
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "refused member name '%.200s'", e->name);
     char *path = path_join(dir, rel);
     int rc = CAIRN_OK;
     if (e->typeflag == '0') {
@@ -94,8 +93,8 @@ static int member(struct tar_reader *t, const struct tar_entry *e, const char *f
                strlen(rel + 10) < sizeof(l->oid[0]) && l->n < 32) {
         snprintf(l->oid[l->n++], sizeof(l->oid[0]), "%s", rel + 10);
     } else {
-        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "%s: refused member '%.200s' of type '%c'", file,
-                           rel, e->typeflag > ' ' && e->typeflag < 127 ? e->typeflag : '?');
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "refused member '%.200s' of type '%c'", rel,
+                           e->typeflag > ' ' && e->typeflag < 127 ? e->typeflag : '?');
     }
     free(path);
     return rc;
@@ -119,14 +118,14 @@ static int extract(struct cairn_backup *b, const char *file, const char *dir, in
         rc = tar_reader_next(t, &e, err);
         if (rc != CAIRN_OK || e == NULL)
             break;
-        rc = member(t, e, file, dir, kind, l, buf, err);
+        rc = member(t, e, dir, kind, l, buf, err);
     }
     tar_reader_free(t);
     for (size_t got = 1; rc == CAIRN_OK && got > 0;)
         rc = cairn_reader_read(r, buf, CAIRN_IO_BUFSIZE, &got, err);
     free(buf);
     cairn_reader_free(r);
-    return rc == CAIRN_OK ? CAIRN_OK : cairn_err_wrap(err, rc, "restore of %s", file);
+    return rc == CAIRN_OK ? CAIRN_OK : cairn_err_wrap(err, rc, "postgresql restore of %s", file);
 }
 
 static int copy_file(struct cairn_backup *b, const char *file, const char *path,
