@@ -125,7 +125,10 @@ static int extract(struct cairn_backup *b, const char *file, const char *dir, in
         rc = cairn_reader_read(r, buf, CAIRN_IO_BUFSIZE, &got, err);
     free(buf);
     cairn_reader_free(r);
-    return rc == CAIRN_OK ? CAIRN_OK : cairn_err_wrap(err, rc, "postgresql restore of %s", file);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "postgresql restore of backup '%s', %s",
+                              cairn_backup_name(b), file);
+    return CAIRN_OK;
 }
 
 static int copy_file(struct cairn_backup *b, const char *file, const char *path,
