@@ -11,7 +11,8 @@ backup_manifest; the password shows nowhere; no replication slot is left. Restor
 holds the backup's consistent point: pgbench's invariant (sum(abalance) = sum(bbalance) =
 sum(tbalance) = sum(delta)), the every-type table exactly (md5 of its ordered rows), and the
 writer's ids a contiguous 1..N with N at least what was committed before the backup began.
-The same through a cairnd schedule (source = postgres://..., password from PGPASSWORD).
+The same through a cairnd schedule (source = postgres://..., password from PGPASSWORD), and
+from a server on timeline 2 (the restored copy promoted by archive recovery).
 Bad input: refused, wrong password, a role without REPLICATION, the main stream cut, the WAL
 stream cut, a flipped byte (fault proxy), SIGINT: the documented exit code, a message naming
 the source, no complete backup, the earlier one intact, no slot left. A restore of a stored
@@ -234,11 +235,46 @@ def part_restore(tmp, store, want_md5, before):
     check(len(spaces) == 1 and os.path.islink(os.path.join(into, "pg_tblspc", spaces[0])),
           "tablespace not restored beside the data directory: %s" % spaces)
     restored_server(tmp, "p1", into, want_md5, before)
+    part_timeline(tmp, store, want_md5)
     part_restore_faults(tmp, store)
     rc, out, err = cairn("restore", store, "p1", "--into", into)
     check(rc == 6, "restore into an existing directory: exit %d (want 6): %s" % (rc, err))
     rc, out, err = cairn("restore", store, "p1", "--to", "postgresql://127.0.0.1:1")
     check(rc == 1 and "--into" in err, "restore to a running server explains: %d %s" % (rc, err))
+
+
+def part_timeline(tmp, store, want_md5):
+    """A server on timeline 2 (p1 restored and promoted by archive recovery) backs up and
+    restores too: its pg_wal.tar carries 00000002.history, as pg_basebackup fetches it."""
+    into = os.path.join(tmp, "tl1")
+    rc, out, err = cairn("restore", store, "p1", "--into", into)
+    if not check(rc == 0, "timeline: restore: %s" % err):
+        return
+    open(os.path.join(into, "recovery.signal"), "w").close()
+    with open(os.path.join(into, "postgresql.auto.conf"), "a") as f:
+        f.write("restore_command = 'false'\n")
+    pg.chown_pg(into)
+    pg.chown_pg(into + ".tablespaces")
+    b = pg.PgServer(os.path.join(tmp, "tl1-run"), data_dir=into)
+    try:
+        b.start()
+        wait_for("the promotion", lambda: b.psql("SELECT pg_is_in_recovery()") == "f")
+        b.psql("CHECKPOINT")
+        tli = b.psql("SELECT timeline_id FROM pg_control_checkpoint()")
+        check(tli == "2", "timeline: the promoted server is on timeline %s" % tli)
+        tstore = "file://" + os.path.join(tmp, "tstore")
+        rc, out, err = cairn("backup", "--from", "postgresql://postgres@127.0.0.1:%d" % b.port,
+                             "--to", tstore, "--name", "t2")
+        if not check(rc == 0, "timeline: backup: %s" % err):
+            return
+        got = os.path.join(tmp, "tl2")
+        rc, out, err = cairn("restore", tstore, "t2", "--into", got)
+        if check(rc == 0, "timeline: restore of t2: %s" % err):
+            check(os.path.exists(os.path.join(got, "pg_wal", "00000002.history")),
+                  "timeline: no 00000002.history in pg_wal")
+            restored_server(tmp, "timeline-2", got, want_md5, 0)
+    finally:
+        b.stop()
 
 
 def restore_fails(tmp, store, name, want_rc, texts):

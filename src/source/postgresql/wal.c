@@ -119,10 +119,39 @@ static int wal_message(struct pg_wal *w, const char *m, int len, struct cairn_er
                          (uint8_t)m[0], len);
 }
 
+/* On a timeline after the first, its history file goes first into pg_wal.tar, as
+ * pg_basebackup fetches it: recovery reads it to follow the timeline's ancestry. */
+static int wal_history(struct pg_wal *w, struct cairn_err *err)
+{
+    char cmd[64], want[32];
+    snprintf(cmd, sizeof(cmd), "TIMELINE_HISTORY %u", w->tli);
+    snprintf(want, sizeof(want), "%08X.history", w->tli);
+    PGresult *r = NULL;
+    int rc = pg_command(w->p, w->c, cmd, &r, err);
+    if (rc == CAIRN_OK &&
+        (PQntuples(r) != 1 || PQnfields(r) != 2 || strcmp(PQgetvalue(r, 0, 0), want) != 0))
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: %s: unexpected reply", w->p->where, cmd);
+    if (rc == CAIRN_OK) {
+        size_t n = (size_t)PQgetlength(r, 0, 1);
+        rc = tar_writer_begin(&w->tw, want, n, err);
+        if (rc == CAIRN_OK)
+            rc = tar_writer_data(&w->tw, PQgetvalue(r, 0, 1), n, err);
+        if (rc == CAIRN_OK)
+            rc = tar_writer_end(&w->tw, err);
+    }
+    PQclear(r);
+    return rc;
+}
+
 /* Stream until pos reaches the end the main thread sets. */
 static int wal_stream(struct pg_wal *w, struct cairn_err *err)
 {
     char cmd[160], lsn[24];
+    if (w->tli > 1) {
+        int rc = wal_history(w, err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
     pg_lsn_format(w->start - w->start % w->seg_size, lsn);
     snprintf(cmd, sizeof(cmd), "START_REPLICATION SLOT \"%s\" PHYSICAL %s TIMELINE %u", w->slot,
              lsn, w->tli);
