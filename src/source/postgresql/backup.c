@@ -24,7 +24,6 @@ struct bb {
     struct pg_wal *wal;
     struct pg_files files;
     struct cairn_writer *w; /* the archive or manifest being received */
-    char cur[64];           /* its name */
     char what[400];         /* "base.tar of postgresql HOST:PORT" */
     struct pg_tar tar;
     int in_tar, in_man;
@@ -159,7 +158,6 @@ static int open_file(struct bb *x, const char *name, struct cairn_err *err)
 {
     /* zstd -1 on a helper thread: level 3 costs twice the CPU for a few percent on data pages. */
     struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO, .level = 1, .pipeline = 1};
-    snprintf(x->cur, sizeof(x->cur), "%s", name);
     snprintf(x->what, sizeof(x->what), "%s of %s", name, x->p->where);
     return cairn_backup_add_file_opts(x->b, name, -1, &fo, &x->w, err);
 }
