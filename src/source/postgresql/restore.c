@@ -218,10 +218,17 @@ static int build(struct restore *x, struct cairn_err *err)
     return rc;
 }
 
-int pg_restore_into(struct cairn_backup *b, const char *into, struct cairn_err *err)
+int pg_restore_into(struct cairn_backup *b, const char *dir, struct cairn_err *err)
 {
     struct stat st;
-    char parent[PATH_MAX], real[PATH_MAX];
+    char into[PATH_MAX], parent[PATH_MAX], real[PATH_MAX];
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--; /* "DIR/" names DIR */
+    if (n == 0 || n >= sizeof(into) || (n == 1 && dir[0] == '/'))
+        return cairn_err_set(err, CAIRN_E_INVALID, "postgresql restore: bad directory '%s'", dir);
+    memcpy(into, dir, n);
+    into[n] = '\0';
     if (lstat(into, &st) == 0)
         return cairn_err_set(err, CAIRN_E_EXISTS,
                              "postgresql restore: '%s' already exists (a restore builds a new "
