@@ -57,7 +57,7 @@ class PgServer:
     """postgres on 127.0.0.1:PORT with its socket in DIR; data in DIR/data unless data_dir
     names an existing one (a restored backup)."""
 
-    def __init__(self, dir, data_dir=None, init=True):
+    def __init__(self, dir, data_dir=None, init=True, hba=HBA):
         self.dir = dir
         os.makedirs(dir, exist_ok=True)
         chown_pg(dir)
@@ -71,17 +71,17 @@ class PgServer:
             if p.returncode != 0:
                 raise RuntimeError("initdb: " + p.stdout + p.stderr)
             with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
-                f.write(HBA)
+                f.write(hba)
 
-    def start(self):
+    def start(self, extra=""):
         for _ in range(5):
             self.port = free_port()
             p = subprocess.run(as_pg([
                 os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w", "-t",
                 str(WAIT), "-o",
                 "-k %s -p %d -c listen_addresses=127.0.0.1 -c wal_level=replica "
-                "-c max_wal_senders=10 -c fsync=off -c max_connections=40" % (self.dir,
-                                                                             self.port),
+                "-c max_wal_senders=10 -c fsync=off -c max_connections=40 %s" % (
+                    self.dir, self.port, extra),
                 "start"]), capture_output=True, text=True)
             if p.returncode == 0:
                 return self
