@@ -76,10 +76,12 @@ static int identify(struct bb *x, struct cairn_err *err)
     return rc;
 }
 
-/* The next result of the running BASE_BACKUP (NULL: the command is over). */
-static int next_result(struct bb *x, PGresult **r, struct cairn_err *err)
+/* The next result of the running BASE_BACKUP (NULL: the command is over). idle: whether the
+ * idle timeout applies (not while the server runs the start checkpoint, which may rightly
+ * take long on a large server, as it does for pg_basebackup). */
+static int next_result(struct bb *x, int idle, PGresult **r, struct cairn_err *err)
 {
-    int woken = 0, rc = pg_wait(x->p, x->c, NULL, &woken, err);
+    int rc = pg_wait(x->p, x->c, idle ? x->p->io_timeout_ms : 0, err);
     *r = rc == CAIRN_OK ? PQgetResult(x->c) : NULL;
     return rc;
 }
@@ -102,7 +104,7 @@ static int start_backup(struct bb *x, struct cairn_err *err)
     if (!PQsendQuery(x->c, cmd))
         return pg_fail(x->p, x->c, NULL, "BASE_BACKUP", err);
     PGresult *r = NULL;
-    int rc = next_result(x, &r, err);
+    int rc = next_result(x, 0, &r, err);
     if (rc == CAIRN_OK)
         rc = want_tuples(x, r, "its start position", err);
     if (rc == CAIRN_OK && (PQntuples(r) != 1 || PQnfields(r) < 2 ||
@@ -116,7 +118,7 @@ static int start_backup(struct bb *x, struct cairn_err *err)
     PQclear(r);
     r = NULL;
     if (rc == CAIRN_OK)
-        rc = next_result(x, &r, err);
+        rc = next_result(x, 1, &r, err);
     if (rc == CAIRN_OK)
         rc = want_tuples(x, r, "its tablespace list", err);
     for (int i = 0; rc == CAIRN_OK && i < PQntuples(r); i++) {
@@ -130,7 +132,7 @@ static int start_backup(struct bb *x, struct cairn_err *err)
     PQclear(r);
     r = NULL;
     if (rc == CAIRN_OK)
-        rc = next_result(x, &r, err);
+        rc = next_result(x, 1, &r, err);
     if (rc == CAIRN_OK && (r == NULL || PQresultStatus(r) != PGRES_COPY_OUT))
         rc = r != NULL ? pg_fail(x->p, x->c, r, "BASE_BACKUP", err)
                        : cairn_err_set(err, CAIRN_E_PROTOCOL, "%s: BASE_BACKUP sent no data",
@@ -255,7 +257,7 @@ static int receive(struct bb *x, struct cairn_err *err)
 static int finish_backup(struct bb *x, struct cairn_err *err)
 {
     PGresult *r = NULL;
-    int rc = next_result(x, &r, err);
+    int rc = next_result(x, 1, &r, err);
     if (rc == CAIRN_OK)
         rc = want_tuples(x, r, "its end position", err);
     if (rc == CAIRN_OK && (PQntuples(r) != 1 || PQnfields(r) < 2 ||
@@ -265,7 +267,7 @@ static int finish_backup(struct bb *x, struct cairn_err *err)
         x->end_tli = (uint32_t)strtoul(PQgetvalue(r, 0, 1), NULL, 10);
     PQclear(r);
     while (rc == CAIRN_OK) {
-        rc = next_result(x, &r, err);
+        rc = next_result(x, 1, &r, err);
         if (rc != CAIRN_OK || r == NULL)
             break;
         if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)

@@ -213,10 +213,8 @@ int pg_connect(const struct pg_params *p, PGconn **out, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int *woken,
-            struct cairn_err *err)
+int pg_wait(const struct pg_params *p, PGconn *c, int idle_ms, struct cairn_err *err)
 {
-    *woken = 0;
     uint64_t idle_since = mono_ns();
     for (;;) {
         if (!PQconsumeInput(c))
@@ -225,13 +223,8 @@ int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int 
             return CAIRN_OK;
         if (p->cancel != NULL && __atomic_load_n(p->cancel, __ATOMIC_RELAXED))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
-        if (wake != NULL && __atomic_load_n(wake, __ATOMIC_ACQUIRE)) {
-            *woken = 1;
-            return CAIRN_OK;
-        }
-        if (p->io_timeout_ms > 0 && mono_ns() - idle_since > (uint64_t)p->io_timeout_ms * 1000000u)
-            return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", p->where,
-                                 p->io_timeout_ms);
+        if (idle_ms > 0 && mono_ns() - idle_since > (uint64_t)idle_ms * 1000000u)
+            return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no reply for %d ms", p->where, idle_ms);
         struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
         int n = poll(&pfd, 1, PG_POLL_MS);
         if (n < 0 && errno != EINTR)
@@ -247,7 +240,7 @@ int pg_command(const struct pg_params *p, PGconn *c, const char *sql, PGresult *
     *out = NULL;
     if (!PQsendQuery(c, sql))
         return pg_fail(p, c, NULL, sql, err);
-    int woken = 0, rc = pg_wait(p, c, NULL, &woken, err);
+    int rc = pg_wait(p, c, p->io_timeout_ms, err);
     PGresult *r = NULL, *keep = NULL;
     /* Read every result up to the NULL that ends the command; keep the first. */
     while (rc == CAIRN_OK && (r = PQgetResult(c)) != NULL) {
@@ -262,7 +255,7 @@ int pg_command(const struct pg_params *p, PGconn *c, const char *sql, PGresult *
         if (rc == CAIRN_OK && keep != NULL && PQresultStatus(keep) == PGRES_COPY_BOTH)
             break; /* the stream follows: no NULL result until it ends */
         if (rc == CAIRN_OK)
-            rc = pg_wait(p, c, NULL, &woken, err);
+            rc = pg_wait(p, c, p->io_timeout_ms, err);
     }
     if (rc != CAIRN_OK) {
         PQclear(keep);

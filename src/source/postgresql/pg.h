@@ -57,10 +57,9 @@ int pg_fail(const struct pg_params *p, PGconn *c, const PGresult *r, const char 
 /* Run a replication command; *out gets a PGRES_TUPLES_OK/COMMAND_OK result (PQclear it). */
 int pg_command(const struct pg_params *p, PGconn *c, const char *sql, PGresult **out,
                struct cairn_err *err);
-/* Wait (polling, so cancel and the idle timeout apply) until c has a whole result ready, or
- * *wake becomes nonzero (wake may be NULL): then CAIRN_OK with *woken = 1. */
-int pg_wait(const struct pg_params *p, PGconn *c, const volatile int *wake, int *woken,
-            struct cairn_err *err);
+/* Wait (polling, so cancel applies) until c has a whole result ready; idle_ms > 0: fail with
+ * CAIRN_E_TIMEOUT after that long without a byte from the server. */
+int pg_wait(const struct pg_params *p, PGconn *c, int idle_ms, struct cairn_err *err);
 /* The next CopyData message of c: *len > 0 and *msg (PQfreemem it); *msg = NULL at the copy's
  * end; *len = 0 and *msg = NULL when *wake became nonzero first. what names the stream in
  * errors ("base backup stream"). The idle timeout applies only without wake: a WAL stream
