@@ -13,6 +13,8 @@ extern const struct cairn_source_driver source_consul_driver;
 extern const struct cairn_source_driver source_consuls_driver;
 extern const struct cairn_source_driver source_vault_driver;
 extern const struct cairn_source_driver source_vaults_driver;
+extern const struct cairn_source_driver source_postgresql_driver;
+extern const struct cairn_source_driver source_postgres_driver;
 
 /* A backup of one file (CAIRN_COMPRESS_AUTO) of the given kind: fill(arg, w, err) streams
  * it in; the file is committed only when fill succeeded. */
