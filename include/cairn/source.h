@@ -59,11 +59,12 @@ struct cairn_source_item {
 /* Options common to all sources; zero-initialise and set what you need. Strings are
  * borrowed for the handle's life. */
 struct cairn_source_opts {
-    const volatile int *cancel;  /* nonzero: stop soon with CAIRN_E_CANCELLED */
-    int64_t timeout_ms;          /* the whole snapshot or restore; 0: none */
-    const char *ca_file;         /* TLS: CA bundle for the server's certificate */
-    const char *cert_file;       /* TLS: client certificate (etcds://) */
-    const char *key_file;        /* TLS: client key */
+    const volatile int *cancel; /* nonzero: stop soon with CAIRN_E_CANCELLED */
+    int64_t timeout_ms;    /* the whole snapshot or restore, for every driver (the handle cancels
+                            * it and fails with CAIRN_E_TIMEOUT); 0: none */
+    const char *ca_file;   /* TLS: CA bundle for the server's certificate */
+    const char *cert_file; /* TLS: client certificate (etcds://) */
+    const char *key_file;  /* TLS: client key */
     const char *password_file;   /* a secret kept in a file (first line) instead of the URL */
     const char *restore_command; /* exec: the command a restore feeds the stream to */
     /* Called with the bytes taken from the source so far (monotonic). May be NULL. */

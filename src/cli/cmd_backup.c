@@ -20,7 +20,8 @@ static void backup_usage(FILE *out)
         "usage: cairn backup --from SOURCE --to STORAGE_URL [--name NAME]\n"
         "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
         "                    [--start TIME] [--end TIME]\n"
-        "                    [--parallel N] [--timeout MS] [--password-file FILE]\n"
+        "                    [--parallel N] [--timeout MS] [--source-timeout DURATION]\n"
+        "                    [--password-file FILE]\n"
         "                    [--tls...] [--json]\n\n"
         "Back up a service (etcd, Redis, PostgreSQL, Consul, Vault, any command, an\n"
         "InfluxDB snapshot service: cairnd serve, or influxd 1.5+ on its bind-address, by\n"
@@ -52,8 +53,9 @@ static void backup_usage(FILE *out)
         "               the points in [start, end] (shard exports, as influxd backup\n"
         "               -start/-end; either side may be left open); not with --since\n"
         "  --parallel   shards downloaded at once (default 4)\n"
-        "  --timeout    connect and idle timeout in ms (default 10000 / 60000); for exec:\n"
-        "               the whole run\n"
+        "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
+        "  --source-timeout DURATION  the longest a source's whole snapshot may take (30m,\n"
+        "               2h; default none): then it is cancelled and fails (exit 8)\n"
         "  --json       print a JSON summary on stdout\n\n%s"
         "Examples:\n"
         "  cairn backup --from etcd://10.0.0.5:2379 --to s3://bkt/etcd\n"
@@ -106,6 +108,7 @@ int cmd_backup(int argc, char **argv)
                                          {"end", required_argument, NULL, 'E'},
                                          {"parallel", required_argument, NULL, 'p'},
                                          {"timeout", required_argument, NULL, 'T'},
+                                         {"source-timeout", required_argument, NULL, 'W'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"password-file", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
@@ -155,6 +158,14 @@ int cmd_backup(int argc, char **argv)
                 return progs_usage("backup", "invalid --timeout '%s'", optarg);
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
+        case 'W': {
+            int64_t sec = 0;
+            if (parse_duration(optarg, &sec) != 0 || sec <= 0)
+                return progs_usage("backup", "invalid --source-timeout '%s' (e.g. 30m, 2h)",
+                                   optarg);
+            o.source_timeout_ms = sec * 1000;
+            break;
+        }
         case 'j': progs_json = 1; break;
         case 'P': o.password_file = optarg; break;
         case 'h': backup_usage(stdout); return 0;

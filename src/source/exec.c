@@ -201,29 +201,20 @@ static int child_wait(struct child *c, const char *what, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-/* Between polls: cancel and timeout. deadline_ms 0: none. */
-static int check_stop(const struct exec_src *e, uint64_t deadline_ms, const char *what,
-                      struct cairn_err *err)
+/* Between polls: cancel (the source handle also cancels at its whole-run timeout). */
+static int check_stop(const struct exec_src *e, const char *what, struct cairn_err *err)
 {
-    if (e->o.cancel != NULL && *e->o.cancel)
+    if (e->o.cancel != NULL && __atomic_load_n(e->o.cancel, __ATOMIC_RELAXED) != 0)
         return cairn_err_set(err, CAIRN_E_CANCELLED, "exec source: %s cancelled", what);
-    if (deadline_ms != 0 && mono_ns() / 1000000 >= deadline_ms)
-        return cairn_err_set(err, CAIRN_E_TIMEOUT, "exec source: %s timed out after %lld ms", what,
-                             (long long)e->o.timeout_ms);
     return CAIRN_OK;
 }
 
-static uint64_t deadline_of(const struct exec_src *e)
-{
-    return e->o.timeout_ms > 0 ? mono_ns() / 1000000 + (uint64_t)e->o.timeout_ms : 0;
-}
-
 /* Copy the child's stdout into w until both its stdout and stderr end. The poll wakes every
- * 200 ms only to look at cancel and the deadline. */
+ * 200 ms only to look at cancel. */
 static int pump_out(const struct exec_src *e, struct child *c, struct cairn_writer *w,
                     struct cairn_err *err)
 {
-    uint64_t deadline = deadline_of(e), total = 0;
+    uint64_t total = 0;
     uint8_t *buf = xmalloc(CAIRN_IO_BUFSIZE);
     int rc = CAIRN_OK;
     while (rc == CAIRN_OK && (c->out >= 0 || c->errfd >= 0)) {
@@ -232,7 +223,7 @@ static int pump_out(const struct exec_src *e, struct child *c, struct cairn_writ
             rc = cairn_err_sys(err, CAIRN_E_IO, errno, "exec source: poll");
             break;
         }
-        if ((rc = check_stop(e, deadline, "command", err)) != CAIRN_OK)
+        if ((rc = check_stop(e, "command", err)) != CAIRN_OK)
             break;
         if (c->errfd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
             read_stderr(c);
@@ -277,7 +268,6 @@ struct stdin_writer {
     struct cairn_writer base;
     struct child *c;
     const struct exec_src *e;
-    uint64_t deadline;
 };
 
 static int stdin_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
@@ -288,7 +278,7 @@ static int stdin_write(struct cairn_writer *w, const void *buf, size_t len, stru
         struct pollfd pf[2] = {{s->c->in, POLLOUT, 0}, {s->c->errfd, POLLIN, 0}};
         if (poll(pf, 2, 200) < 0 && errno != EINTR)
             return cairn_err_sys(err, CAIRN_E_IO, errno, "exec source: poll");
-        int rc = check_stop(s->e, s->deadline, "restore command", err);
+        int rc = check_stop(s->e, "restore command", err);
         if (rc != CAIRN_OK)
             return rc;
         if (s->c->errfd >= 0 && (pf[1].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -319,7 +309,6 @@ static int restore_to_command(struct exec_src *e, struct cairn_backup *b, struct
     cairn_writer_init(&s->base, &stdin_writer_ops, NULL);
     s->c = &c;
     s->e = e;
-    s->deadline = deadline_of(e);
     rc = cairn_backup_get_stream(b, EXEC_FILE, &s->base, NULL, err);
     cairn_writer_free(&s->base);
     if (rc != CAIRN_OK) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/buf.h"
 #include "common/util.h"
@@ -30,7 +31,77 @@ struct cairn_source {
     const struct cairn_source_driver *drv;
     void *state;
     char *url; /* redacted */
+    /* The whole-run timeout, for every driver: the driver watches `cancel`, which a watchdog
+     * sets when the caller's flag (outer) is set or the deadline passes. */
+    int64_t timeout_ms;
+    const volatile int *outer;
+    volatile int cancel;
 };
+
+struct watchdog {
+    struct cairn_source *s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, fired;
+    uint64_t deadline_ns;
+    pthread_t thread;
+};
+
+static void *watch(void *arg)
+{
+    struct watchdog *w = arg;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (w->s->outer != NULL && __atomic_load_n(w->s->outer, __ATOMIC_RELAXED) != 0)
+            __atomic_store_n(&w->s->cancel, 1, __ATOMIC_RELAXED);
+        if (mono_ns() >= w->deadline_ns && !w->fired) {
+            w->fired = 1;
+            __atomic_store_n(&w->s->cancel, 1, __ATOMIC_RELAXED);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50 * 1000000L; /* the caller's cancel is seen within 50 ms */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Run the driver's backup (into == NULL and restore == 0) or restore under the handle's
+ * whole-run timeout. */
+static int run_timed(struct cairn_source *s, int restore, struct cairn_backup *b, const char *into,
+                     struct cairn_err *err)
+{
+    if (s->timeout_ms <= 0)
+        return restore ? s->drv->restore(s->state, b, into, err) : s->drv->backup(s->state, b, err);
+    struct watchdog w = {.s = s};
+    w.deadline_ns = mono_ns() + (uint64_t)s->timeout_ms * 1000000u;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    __atomic_store_n(&s->cancel, 0, __ATOMIC_RELAXED);
+    int started = pthread_create(&w.thread, NULL, watch, &w) == 0;
+    int rc = restore ? s->drv->restore(s->state, b, into, err) : s->drv->backup(s->state, b, err);
+    pthread_mutex_lock(&w.mu);
+    w.done = 1;
+    pthread_cond_signal(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    if (started)
+        pthread_join(w.thread, NULL);
+    if (rc != CAIRN_OK && rc != CAIRN_E_TIMEOUT && w.fired) /* a driver's own says more */
+        rc = cairn_err_set(err, CAIRN_E_TIMEOUT, "source '%s': the %s took longer than %lld ms",
+                           s->url, restore ? "restore" : "snapshot", (long long)s->timeout_ms);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return rc;
+}
 
 const struct cairn_source_driver *cairn_source_driver_find(const char *scheme)
 {
@@ -171,15 +242,20 @@ int cairn_source_open(const char *url, const struct cairn_source_opts *o, struct
         free(shown);
         return rc;
     }
-    void *state = NULL;
-    int rc = d->open(url, o != NULL ? o : &defaults, &state, err);
+    struct cairn_source *s = xcalloc(1, sizeof(*s));
+    struct cairn_source_opts oo = o != NULL ? *o : defaults;
+    if (oo.timeout_ms > 0) { /* the driver watches our flag; run_timed mirrors the caller's */
+        s->timeout_ms = oo.timeout_ms;
+        s->outer = oo.cancel;
+        oo.cancel = &s->cancel;
+    }
+    int rc = d->open(url, &oo, &s->state, err);
     if (rc != CAIRN_OK) {
         free(shown);
+        free(s);
         return rc;
     }
-    struct cairn_source *s = xcalloc(1, sizeof(*s));
     s->drv = d;
-    s->state = state;
     s->url = shown;
     *out = s;
     return CAIRN_OK;
@@ -197,7 +273,7 @@ const char *cairn_source_scheme(const struct cairn_source *s)
 
 int cairn_source_backup(struct cairn_source *s, struct cairn_backup *b, struct cairn_err *err)
 {
-    return s->drv->backup(s->state, b, err);
+    return run_timed(s, 0, b, NULL, err);
 }
 
 int cairn_source_restore(struct cairn_source *s, struct cairn_backup *b, const char *into,
@@ -205,7 +281,7 @@ int cairn_source_restore(struct cairn_source *s, struct cairn_backup *b, const c
 {
     if (s->drv->restore == NULL)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED, "source '%s' cannot restore", s->url);
-    return s->drv->restore(s->state, b, into, err);
+    return run_timed(s, 1, b, into, err);
 }
 
 const struct cairn_source_driver *cairn_source_driver_of(const struct cairn_source *s)

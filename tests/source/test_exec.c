@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "cairn/source.h"
@@ -205,7 +206,7 @@ TEST(exec_failure_never_completes_and_spares_earlier_backups)
     /* A timeout kills the whole pipeline (its process group), not only the shell. */
     struct cairn_source_opts o = {.timeout_ms = 300};
     CHECK_ERR(backup(st, "slow", "exec:echo partial; sleep 600 | cat", &o, &err), CAIRN_E_TIMEOUT,
-              &err, "timed out");
+              &err, "took longer than 300 ms");
     volatile int cancel = 1;
     struct cairn_source_opts oc = {.cancel = &cancel};
     CHECK_ERR(backup(st, "cancelled", "exec:sleep 600", &oc, &err), CAIRN_E_CANCELLED, &err,
@@ -242,4 +243,50 @@ TEST(exec_failure_never_completes_and_spares_earlier_backups)
 int main(int argc, char **argv)
 {
     return test_main(argc, argv);
+}
+
+/* A driver that waits for its cancel flag and nothing else: only the handle's whole-run
+ * timeout (or the caller's cancel, which the handle passes on) ends it. */
+struct waiter {
+    const volatile int *cancel;
+};
+static int waiter_open(const char *url, const struct cairn_source_opts *o, void **state,
+                       struct cairn_err *err)
+{
+    (void)url;
+    (void)err;
+    struct waiter *w = xcalloc(1, sizeof(*w));
+    w->cancel = o->cancel;
+    *state = w;
+    return CAIRN_OK;
+}
+static int waiter_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
+{
+    (void)b;
+    struct waiter *w = state;
+    while (w->cancel == NULL || __atomic_load_n(w->cancel, __ATOMIC_RELAXED) == 0)
+        usleep(1000);
+    return cairn_err_set(err, CAIRN_E_CANCELLED, "waiter: cancelled");
+}
+static void waiter_free(void *state)
+{
+    free(state);
+}
+
+TEST(whole_run_timeout_applies_to_every_driver)
+{
+    static const struct cairn_source_driver drv = {
+        .scheme = "waiter", .open = waiter_open, .backup = waiter_backup, .free = waiter_free};
+    struct cairn_err err;
+    CHECK_OK(cairn_source_register(&drv, &err), &err);
+    struct cairn_storage *st = store("timeout");
+    struct cairn_source_opts o = {.timeout_ms = 200};
+    CHECK_ERR(backup(st, "w1", "waiter:x", &o, &err), CAIRN_E_TIMEOUT, &err,
+              "snapshot took longer than 200 ms");
+    CHECK_EQ_INT((int)status_of(st, "w1"), -1);
+    /* With a timeout, the caller's cancel still reaches the driver (through the handle). */
+    volatile int cancel = 1;
+    struct cairn_source_opts oc = {.timeout_ms = 3600000, .cancel = &cancel};
+    CHECK_ERR(backup(st, "w2", "waiter:x", &oc, &err), CAIRN_E_CANCELLED, &err, "cancelled");
+    cairn_storage_free(st);
 }

@@ -182,6 +182,20 @@ def cairnd_case(tmp):
         srv.stop()
 
 
+def timeout_case(tmp):
+    """--source-timeout cancels a source that runs too long, whatever the driver: exit 8,
+    the message says so, nothing is listed (test_exec checks the command's group is killed)."""
+    store = "file://" + os.path.join(tmp, "tstore")
+    rc, out, err = cairn("backup", "--from", "exec:sleep 600", "--to", store,
+                         "--source-timeout", "1s")
+    check(rc == 8, "--source-timeout: exit %d (want 8): %s" % (rc, err))
+    check("took longer than 1000 ms" in err, "--source-timeout: the message: %s" % err)
+    left = listing(store)
+    check(left == {}, "--source-timeout: something is listed: %s" % left)
+    rc, _, err = cairn("backup", "--from", "exec:true", "--to", store, "--source-timeout", "soon")
+    check(rc == 2 and "--source-timeout" in err, "a bad --source-timeout: exit %d: %s" % (rc, err))
+
+
 def main():
     have_redis = os.access(rs.REDIS_SERVER, os.X_OK)
     have_etcd = et.ETCD is not None and et.ETCDCTL is not None
@@ -189,6 +203,7 @@ def main():
         skips.missing("redis-server and etcd (Debian redis-server, etcd-server, etcd-client)")
     tmp = tempfile.mkdtemp(prefix="cairn-sources-")
     try:
+        timeout_case(tmp)
         redis_case(tmp)
         etcd_case(tmp)
         cairnd_case(tmp)

@@ -74,7 +74,6 @@ static int ed_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
         .user = e->u.user,
         .password = e->u.password,
         .stall_timeout_s = e->o.io_timeout_ms > 0 ? (long)((e->o.io_timeout_ms + 999) / 1000) : 0,
-        .timeout_ms = e->o.timeout_ms > 0 ? (long)e->o.timeout_ms : 0,
         .cancel = e->o.cancel,
         .progress = e->o.progress ? ed_progress : NULL,
         .progress_arg = &e->o,

@@ -119,7 +119,6 @@ int hashi_open(const struct hashi_service *svc, const char *url, const struct ca
     s->ho.cert_file = o->cert_file;
     s->ho.key_file = o->key_file;
     s->ho.stall_timeout_s = o->io_timeout_ms > 0 ? (long)((o->io_timeout_ms + 999) / 1000) : 0;
-    s->ho.timeout_ms = o->timeout_ms > 0 ? (long)o->timeout_ms : 0;
     s->ho.cancel = o->cancel;
     *state = s;
     return CAIRN_OK;
