@@ -19,6 +19,9 @@
 #include "internal.h"
 
 #define LOCK_MAX 4096 /* a lock object is a few hundred bytes */
+/* How long an object that is no lock has to change (finish being written) before it counts
+ * as a killed writer's leftover. */
+#define LOCK_GARBAGE_GRACE_MS 2000
 
 struct cairn_lock {
     struct cairn_storage *st; /* our own handle: the refresher never shares a driver state */
@@ -89,10 +92,10 @@ static int pid_dead(long pid)
     return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Fill li from obj's text. An object that is no lock is never stale: it may be one being
+/* Fill li from obj's text. An object that is no lock is not stale here: it may be one being
  * written right now (s3rver, unlike S3, serves an object it is still writing, empty or cut
- * short), and removing a live lock lets a prune run beside a backup. It conflicts with every
- * taker until it reads as a lock or `cairn unlock` removes it. */
+ * short), and removing a live lock lets a prune run beside a backup. list_locks reads it again
+ * after LOCK_GARBAGE_GRACE_MS and judges it stale only when it has not changed. */
 static void parse_info(const char *obj, const char *text, int64_t now, const char *host,
                        struct cairn_lock_info *li)
 {
@@ -178,7 +181,27 @@ static int list_locks(struct cairn_storage *st, const char *skip_id, struct cair
             break;
         }
         out->items = xrealloc(out->items, (out->count + 1) * sizeof(*out->items));
-        parse_info(obj, text, now, host, &out->items[out->count++]);
+        struct cairn_lock_info *li = &out->items[out->count++];
+        parse_info(obj, text, now, host, li);
+        if (li->problem != NULL) {
+            /* No lock: one being written (s3rver serves those empty or cut short) soon reads
+             * as one; one a killed writer left stays the same, and is stale. */
+            struct timespec ts = {LOCK_GARBAGE_GRACE_MS / 1000,
+                                  (LOCK_GARBAGE_GRACE_MS % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            char *again = NULL;
+            r = read_object(st, obj, &again, &e);
+            if (r == CAIRN_E_NOTFOUND) { /* released meanwhile */
+                info_free(li);
+                out->count--;
+            } else if (r == CAIRN_OK && strcmp(again, text) != 0) {
+                info_free(li);
+                parse_info(obj, again, (int64_t)now_ms(), host, li);
+            } else if (r == CAIRN_OK) {
+                li->stale = 1; /* unchanged garbage: its writer is gone */
+            }
+            free(again);
+        }
         free(text);
     }
     cairn_lock_list_free(&names);
