@@ -170,9 +170,10 @@ def etcd_faults(tmp):
                        9, ["127.0.0.1:%d" % e.client, "authentication failed"])
         check("wrong-Pw-9" not in err, "etcd: the password is not in the message")
         st.fails("etcd: a user without the root role",
-                 "etcd://bob:bob-Pw-2@127.0.0.1:%d" % e.client, 9, ["permission denied"])
+                 "etcd://bob:bob-Pw-2@127.0.0.1:%d" % e.client, 9,
+                 ["127.0.0.1:%d" % e.client, "permission denied"])
         st.fails("etcd: no user while auth is on", "etcd://127.0.0.1:%d" % e.client, 9,
-                 ["user name is empty"])
+                 ["127.0.0.1:%d" % e.client, "user name is empty"])
     finally:
         e.stop()
 
