@@ -8,7 +8,9 @@ source (its host:port) and what was expected, leave no complete backup behind, a
 good backup intact (`cairn verify`):
 
   etcd:  server down (refused port), a web server that is not etcd (unexpected reply),
-         a stream cut in the middle (clean close, reset: tests/harness/faultproxy.py),
+         a stream cut in the middle (clean close, reset: tests/harness/faultproxy.py), on
+         the gateway (an HTTP proxy: the gRPC attempt fails and the gateway is asked) and on
+         the gRPC transport (a TCP proxy),
          a byte flipped in transit (only etcd's SHA-256 trailer can tell), TLS failure
          (etcds:// to a plain-HTTP member), wrong credentials (auth on: wrong password, a
          user without the root role);
@@ -150,6 +152,23 @@ def etcd_faults(tmp):
                 check(p.stats["cut"] == 1, "etcd %s: the proxy cut the stream" % action)
             finally:
                 p.stop()
+        # The same cuts below HTTP (raw TCP, the proxy does not parse the request): they hit
+        # the gRPC transport over HTTP/2, which cairn tries first.
+        for action in ("short", "reset_mid"):
+            p = FaultProxy(("127.0.0.1", e.client), plan=[action],
+                           short_range=(300000, 300000)).start()
+            try:
+                st.fails("etcd: gRPC stream cut (%s)" % action, "etcd://" + p.addr, 8,
+                         [p.addr, "truncated"])
+                check(p.stats["cut"] == 1, "etcd gRPC %s: the proxy cut the stream" % action)
+            finally:
+                p.stop()
+        # The gateway alone (CAIRN_ETCD_GATEWAY): a complete backup too.
+        rc, _, err = cairn("backup", "--from", "etcd://127.0.0.1:%d" % e.client, "--to", st.url,
+                           "--name", "gateway", env=dict(os.environ, CAIRN_ETCD_GATEWAY="1"))
+        check(rc == 0, "etcd through the gateway only: exit %d (%s)" % (rc, err.strip()))
+        rc, _, err = cairn("rm", st.url, "gateway") if rc == 0 else (0, "", "")
+        check(rc == 0 and st.complete() == ["good"], "removed the gateway backup (%s)" % err)
         tp = et.TamperProxy(e.client, 200000, "flip")
         try:
             st.fails("etcd: a byte flipped in transit", "etcd://127.0.0.1:%d" % tp.port, 3,

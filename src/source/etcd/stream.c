@@ -125,7 +125,7 @@ uint64_t etcd_stream_expected(const struct etcd_stream *st)
 }
 
 /* gRPC status codes (google.golang.org/grpc/codes) as cairn codes. */
-static int grpc_code_status(long code, const char *msg)
+int etcd_grpc_code_status(long code, const char *msg)
 {
     /* etcd 3.4 returns its auth failures as plain errors (gRPC Unknown): match the text. */
     if (strncmp(msg, "auth: ", 6) == 0 || strstr(msg, "authentication failed") != NULL ||
@@ -164,7 +164,7 @@ int etcd_gateway_error(const void *root_, long http_status, const char *what, st
     char http[32] = "";
     if (http_status > 0)
         snprintf(http, sizeof(http), ", HTTP %ld", http_status);
-    return cairn_err_set(err, grpc_code_status(code, msg ? msg : ""),
+    return cairn_err_set(err, etcd_grpc_code_status(code, msg ? msg : ""),
                          "%s: etcd answered an error (grpc code %ld%s): %s", what, code, http,
                          safe);
 }
@@ -228,6 +228,45 @@ static int check_framing(struct etcd_stream *st, uint64_t remaining, size_t n,
     return CAIRN_OK;
 }
 
+static int fail(struct etcd_stream *st, int rc, struct cairn_err *err)
+{
+    st->rc = rc;
+    if (err != NULL)
+        cairn_err_copy(&st->err, err);
+    else
+        cairn_err_set(&st->err, rc, "%s: failed", st->what);
+    return rc;
+}
+
+/* A message's blob, decoded: check where it belongs, hash and write it. */
+static int put_blob(struct etcd_stream *st, uint64_t remaining, const uint8_t *blob, size_t n,
+                    struct cairn_err *err)
+{
+    int rc = check_framing(st, remaining, n, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    etcd_sum_update(&st->sum, blob, n);
+    rc = cairn_writer_write(st->out, blob, n, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "%s: writing the snapshot", st->what);
+    return CAIRN_OK;
+}
+
+int etcd_stream_message(struct etcd_stream *st, uint64_t remaining, const uint8_t *blob, size_t n,
+                        struct cairn_err *err)
+{
+    if (st->rc != CAIRN_OK)
+        return etcd_stream_feed(st, NULL, 0, err);
+    st->messages++;
+    int rc = put_blob(st, remaining, blob, n, err);
+    return rc == CAIRN_OK ? CAIRN_OK : fail(st, rc, err);
+}
+
+uint64_t etcd_stream_messages(const struct etcd_stream *st)
+{
+    return st->messages;
+}
+
 /* One result message: decode its blob, check where it belongs, hash and write it. b64, when
  * not NULL, is the blob cut out of the line by split_blob (res then holds "" in its place). */
 static int on_result(struct etcd_stream *st, const json_t *res, const char *b64, size_t b64_len,
@@ -257,14 +296,7 @@ static int on_result(struct etcd_stream *st, const json_t *res, const char *b64,
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "%s: message %llu: blob is not valid base64 (damaged in transit)",
                              st->what, (unsigned long long)st->messages);
-    int rc = check_framing(st, remaining, n, err);
-    if (rc != CAIRN_OK)
-        return rc;
-    etcd_sum_update(&st->sum, st->blob, n);
-    rc = cairn_writer_write(st->out, st->blob, n, err);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, rc, "%s: writing the snapshot", st->what);
-    return CAIRN_OK;
+    return put_blob(st, remaining, st->blob, n, err);
 }
 
 /* The gateway writes a result as {"result":{"remaining_bytes":"N","blob":"B64"}} (or with
@@ -338,16 +370,6 @@ static int on_message(struct etcd_stream *st, const char *p, size_t n, struct ca
                            "%s: message %llu is neither a result nor an error", st->what,
                            (unsigned long long)st->messages);
     json_decref(root);
-    return rc;
-}
-
-static int fail(struct etcd_stream *st, int rc, struct cairn_err *err)
-{
-    st->rc = rc;
-    if (err != NULL)
-        cairn_err_copy(&st->err, err);
-    else
-        cairn_err_set(&st->err, rc, "%s: failed", st->what);
     return rc;
 }
 
