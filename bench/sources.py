@@ -15,8 +15,9 @@ of bench/run), the table (bench/report.py) to stdout. cairn does more than the n
 it hashes every byte (SHA-256), checks the service's own checksum (etcd's SHA-256 trailer, the
 RDB's CRC-64), compresses what compresses (zstd -1) and stores durably (fsync, MANIFEST).
 
-The etcd phase also times `curl -o FILE` of the gateway's answer (POST /v3/maintenance/snapshot,
-what cairn reads): the least time any client of the gateway can take.
+The etcd phase also times `curl -o FILE` of the JSON gateway's answer (POST
+/v3/maintenance/snapshot, cairn's fallback when etcd does not answer in gRPC): the least time
+any client of the gateway can take.
 
 Data: etcd: 100,000 keys per 200 MB of JSON-like values of about 2 KiB (one revision each,
 compressible about 3:1). Redis: 1,000,000 string keys per 200 MB of about 200 bytes of
@@ -126,7 +127,7 @@ def bench_etcd(args, work, results):
         gw = os.path.join(work, "gateway.json")
         env = dict(os.environ, ETCDCTL_API="3")
         run_phase(results, "etcd", args.runs, size, [
-            # The floor of any client of the JSON gateway (what cairn uses): the answer
+            # The floor of any client of the JSON gateway (cairn's fallback): the answer
             # downloaded to a file, neither decoded, checked, nor made durable.
             ("curl (gateway floor)", rm(gw), ["curl", "-sS", "-X", "POST", "-d", "{}", "-o", gw,
                                               "http://%s/v3/maintenance/snapshot" % url], None),

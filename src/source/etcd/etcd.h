@@ -1,9 +1,10 @@
 /* Internal: the etcd 3.4 protocol core the etcd source driver wraps. Not installed.
  *
- * A snapshot is etcd's Maintenance.Snapshot stream read through the v3 gRPC gateway
- * (POST /v3/maintenance/snapshot): one JSON message per line, {"result":{"remaining_bytes":
- * "N","blob":"<base64>"}}, whose blobs concatenated are the bbolt database followed by a
- * 32-byte SHA-256 of it. The bytes are stored exactly as etcd sends them (trailer included),
+ * A snapshot is etcd's Maintenance.Snapshot stream, read over gRPC (HTTP/2, as etcdctl does)
+ * or, when the peer does not answer in gRPC, through the v3 gRPC gateway (POST
+ * /v3/maintenance/snapshot): one JSON message per line, {"result":{"remaining_bytes":
+ * "N","blob":"<base64>"}}. Either way the blobs concatenated are the bbolt database followed
+ * by a 32-byte SHA-256 of it. The bytes are stored exactly as etcd sends them (trailer included),
  * which is what `etcdctl snapshot save` writes and `etcdctl snapshot restore` expects.
  * Checked against etcd 3.4.23 (Debian): auth failures come as gRPC Unknown, HTTP 500, in the
  * in-stream error form; a database under 32 KiB is one message without remaining_bytes.
