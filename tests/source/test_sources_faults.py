@@ -160,7 +160,10 @@ def etcd_faults(tmp):
             try:
                 st.fails("etcd: gRPC stream cut (%s)" % action, "etcd://" + p.addr, 8,
                          [p.addr, "truncated"])
-                check(p.stats["cut"] == 1, "etcd gRPC %s: the proxy cut the stream" % action)
+                # A reset may discard what the client had not read yet: then nothing of the
+                # gRPC answer was seen and the gateway was asked too (a second connection).
+                check(p.stats["cut"] >= 1, "etcd gRPC %s: the proxy cut the stream (%s)" %
+                      (action, p.stats))
             finally:
                 p.stop()
         # The gateway alone (CAIRN_ETCD_GATEWAY): a complete backup too.

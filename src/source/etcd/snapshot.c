@@ -455,7 +455,7 @@ static int grpc_snapshot(const struct etcd_conn_opts *o, const char *base, const
     uint64_t got = etcd_stream_messages(st);
     int rc = CAIRN_OK;
     *fallback = 0;
-    if (got == 0 && x.rc != CAIRN_E_CANCELLED && g.status < 0 &&
+    if (got == 0 && !g.answered && x.rc != CAIRN_E_CANCELLED && g.status < 0 &&
         (g.refused ||
          (cc != CURLE_OK && cc != CURLE_COULDNT_CONNECT && cc != CURLE_COULDNT_RESOLVE_HOST &&
           cc != CURLE_OPERATION_TIMEDOUT && cc != CURLE_ABORTED_BY_CALLBACK &&
