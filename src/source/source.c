@@ -325,8 +325,11 @@ int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
                    struct cairn_err *err)
 {
     struct cairn_writer *w = NULL;
-    /* Snapshots compress unevenly (bbolt pages well, RDBs partly): AUTO lets zstd decide. */
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO};
+    /* Snapshots compress unevenly (bbolt pages well, RDBs partly): AUTO lets zstd decide.
+     * Pipelined: zstd, the stored bytes' hash and the writes run on a helper thread while
+     * this one reads the service and checks its checksum, so the service is not kept
+     * waiting while a block compresses (a snapshot is one large stream, as a large file). */
+    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO, .pipeline = 1};
     int rc = cairn_backup_set_kind(b, kind, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_add_file_opts(b, file, -1, &fo, &w, err);

@@ -53,8 +53,9 @@ class Etcd:
     """One etcd member on free ports; root holds its data directory and log. tls: a dict with
     cert, key, ca (client certificates required) or None for plain HTTP."""
 
-    def __init__(self, root, name="t1", data_dir=None, tls=None):
+    def __init__(self, root, name="t1", data_dir=None, tls=None, extra=()):
         self.root = root
+        self.extra = list(extra)
         self.name = name
         self.data_dir = data_dir or os.path.join(root, name + ".etcd")
         self.tls = tls
@@ -77,7 +78,8 @@ class Etcd:
                 "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                 "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
                 "--initial-cluster", "%s=%s" % (self.name, peer_url),
-                "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]
+                "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"
+                ] + self.extra
         if self.tls:
             args += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
                      "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]

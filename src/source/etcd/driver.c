@@ -1,6 +1,6 @@
-/* The etcd:// and etcds:// source driver: etcd://[user:password@]host[:2379] over the v3
- * gateway (etcds: TLS, with the CA and client certificate of the options). A backup is one
- * file, snapshot.db, exactly as `etcdctl snapshot save` writes it, its trailing SHA-256
+/* The etcd:// and etcds:// source driver: etcd://[user:password@]host[:2379] over gRPC, the
+ * v3 gateway as fallback (etcds: TLS, with the CA and client certificate of the options). A backup
+ * is one file, snapshot.db, exactly as `etcdctl snapshot save` writes it, its trailing SHA-256
  * checked before the backup can end. A restore builds a new member's data directory with
  * `etcdctl snapshot restore` (--into DIR); etcd has no API that restores a running cluster. */
 #include <stdio.h>
@@ -106,7 +106,8 @@ static int ed_restore(void *state, struct cairn_backup *b, const char *into, str
 
 const struct cairn_source_driver source_etcd_driver = {
     .scheme = "etcd",
-    .description = "etcd://[USER:PASSWORD@]HOST[:2379] snapshots through the v3 gateway",
+    .description =
+        "etcd://[USER:PASSWORD@]HOST[:2379] snapshots over gRPC (the v3 gateway as fallback)",
     .open = ed_open,
     .backup = ed_backup,
     .restore = ed_restore,

@@ -1,9 +1,10 @@
 /* Internal: the etcd 3.4 protocol core the etcd source driver wraps. Not installed.
  *
- * A snapshot is etcd's Maintenance.Snapshot stream read through the v3 gRPC gateway
- * (POST /v3/maintenance/snapshot): one JSON message per line, {"result":{"remaining_bytes":
- * "N","blob":"<base64>"}}, whose blobs concatenated are the bbolt database followed by a
- * 32-byte SHA-256 of it. The bytes are stored exactly as etcd sends them (trailer included),
+ * A snapshot is etcd's Maintenance.Snapshot stream, read over gRPC (HTTP/2, as etcdctl does)
+ * or, when the peer does not answer in gRPC, through the v3 gRPC gateway (POST
+ * /v3/maintenance/snapshot): one JSON message per line, {"result":{"remaining_bytes":
+ * "N","blob":"<base64>"}}. Either way the blobs concatenated are the bbolt database followed
+ * by a 32-byte SHA-256 of it. The bytes are stored exactly as etcd sends them (trailer included),
  * which is what `etcdctl snapshot save` writes and `etcdctl snapshot restore` expects.
  * Checked against etcd 3.4.23 (Debian): auth failures come as gRPC Unknown, HTTP 500, in the
  * in-stream error form; a database under 32 KiB is one message without remaining_bytes.
@@ -99,6 +100,11 @@ struct etcd_stream *etcd_stream_new(struct cairn_writer *out, const char *what);
 int etcd_stream_feed(struct etcd_stream *st, const void *p, size_t n, struct cairn_err *err);
 /* The response ended: parse a last unterminated line, check completeness and the trailer. */
 int etcd_stream_finish(struct etcd_stream *st, struct cairn_err *err);
+/* One message already decoded (the gRPC transport: SnapshotResponse's remaining_bytes and
+ * blob), checked and written as a gateway message would be. */
+int etcd_stream_message(struct etcd_stream *st, uint64_t remaining, const uint8_t *blob, size_t n,
+                        struct cairn_err *err);
+uint64_t etcd_stream_messages(const struct etcd_stream *st);
 /* Snapshot bytes written to out so far, and the total the messages announce (0: unknown). */
 uint64_t etcd_stream_bytes(const struct etcd_stream *st);
 uint64_t etcd_stream_expected(const struct etcd_stream *st);
@@ -108,5 +114,7 @@ void etcd_stream_free(struct etcd_stream *st);
  * {"error":{"grpc_code":N,"message":"m",...}} inside one), as a cairn code with its message;
  * http_status 0 when unknown. root is a json_t. */
 int etcd_gateway_error(const void *root, long http_status, const char *what, struct cairn_err *err);
+/* A gRPC status code (msg: its message) as a cairn code. */
+int etcd_grpc_code_status(long code, const char *msg);
 
 #endif
