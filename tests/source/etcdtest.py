@@ -71,6 +71,17 @@ class Etcd:
         return "%s://127.0.0.1:%d" % (self.scheme, self.client)
 
     def start(self, peer=None):
+        # A free port can be taken by another test between free_port() and etcd's bind:
+        # then etcd exits at once saying so, and new ports are picked.
+        for attempt in range(5):
+            try:
+                return self._start(peer)
+            except RuntimeError:
+                with open(os.path.join(self.root, self.name + ".log"), "rb") as f:
+                    if b"address already in use" not in f.read() or attempt == 4 or peer:
+                        raise
+
+    def _start(self, peer):
         self.client = free_port()
         self.peer = peer or free_port()
         peer_url = "http://127.0.0.1:%d" % self.peer

@@ -109,15 +109,25 @@ class RedisServer:
 
     def __init__(self, dir, *extra, password=None):
         self.dir = dir
-        self.port = free_port()
         self.password = password
         os.makedirs(dir, exist_ok=True)
+        # A free port can be taken by another test between free_port() and the server's bind:
+        # then it exits saying so, and another port is picked.
+        for attempt in range(5):
+            try:
+                return self._start(extra)
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
+
+    def _start(self, extra):
+        self.port = free_port()
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", dir, "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", "",
-                "--logfile", os.path.join(dir, "redis.log"), "--daemonize", "no",
+                "--dir", self.dir, "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", "",
+                "--logfile", os.path.join(self.dir, "redis.log"), "--daemonize", "no",
                 "--enable-debug-command", "local", "--repl-diskless-sync-delay", "0"]
-        if password is not None:
-            args += ["--requirepass", password]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self._wait_ready()
@@ -132,7 +142,9 @@ class RedisServer:
             try:
                 c = self.client()
                 try:
-                    if c.call("PING") == b"PONG":
+                    # PONG from our own process, not another test's server on the port.
+                    if (c.call("PING") == b"PONG" and
+                            b"process_id:%d\r\n" % self.proc.pid in c.call("INFO", "server")):
                         return
                 finally:
                     c.close()
