@@ -194,4 +194,19 @@ int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn
 int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,
                          struct cairn_reader **out, struct cairn_err *err);
 
+/* Repositories (repo.c): the keys an unlocked encrypted repository derives from its master
+ * key, and HKDF-SHA-256 (32 bytes out). */
+struct repo_keys {
+    uint8_t repo_id[32];
+    uint8_t data[32];       /* object encryption */
+    uint8_t config_mac[32]; /* the config's MAC */
+    uint8_t hash[32];       /* keyed content hashes (HMAC-SHA-256) */
+    uint32_t chunk_size;
+};
+struct cairn_repo;
+/* NULL when r is not encrypted. */
+const struct repo_keys *repo_keys(const struct cairn_repo *r);
+int repo_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+              const char *info, uint8_t out[32]);
+
 #endif

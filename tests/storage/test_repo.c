@@ -1,0 +1,355 @@
+/* Repositories (include/cairn/repo.h) on the file driver and a real s3rver: init with a key
+ * file, a password or no encryption; unlock with each key; a wrong key or password, a key for
+ * a plain location, no key for an encrypted one; key add, list, remove (never the last, never
+ * the current one), passwd; a config changed by one XOR'ed byte, a config of an unknown
+ * version, a damaged key object; key generate (0600, never overwrites). */
+#define _GNU_SOURCE
+#include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "s3fixture.h"
+
+#include "cairn/repo.h"
+#include "cairn/storage.h"
+#include "storage/internal.h"
+
+static int url_seq;
+
+static char *s3_url(int port)
+{
+    return xasprintf("s3://%s/rp%d-%d/p?endpoint=http://127.0.0.1:%d&region=us-east-1"
+                     "&path_style=1&retry_base_ms=5",
+                     S3_BUCKET, (int)getpid(), url_seq++, port);
+}
+
+#define REPO_CASE(name)                                                                            \
+    static void rp_##name(const char *url);                                                        \
+    TEST(file_##name)                                                                              \
+    {                                                                                              \
+        char *u = xasprintf("file://%s/store%d", test_tmpdir(), url_seq++);                        \
+        rp_##name(u);                                                                              \
+        free(u);                                                                                   \
+    }                                                                                              \
+    TEST(s3_##name)                                                                                \
+    {                                                                                              \
+        int port = s3rver_start();                                                                 \
+        if (port == 0)                                                                             \
+            MISSING(s3rver_skip);                                                                  \
+        char *u = s3_url(port);                                                                    \
+        rp_##name(u);                                                                              \
+        free(u);                                                                                   \
+    }                                                                                              \
+    static void rp_##name(const char *url)
+
+static struct cairn_storage *open_st(const char *url)
+{
+    struct cairn_storage *st = NULL;
+    struct cairn_err e;
+    CHECK_OK(cairn_storage_open(url, &st, &e), &e);
+    return st;
+}
+
+static const uint8_t key1[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+static const uint8_t key2[32] = {0xaa, 0xbb, 0xcc};
+
+static const struct cairn_repo_secret sec_k1 = {key1, NULL};
+static const struct cairn_repo_secret sec_k2 = {key2, NULL};
+static const struct cairn_repo_secret sec_pw = {NULL, "correct horse battery staple"};
+static const struct cairn_repo_secret sec_pw_bad = {NULL, "correct horse battery stapler"};
+
+/* The raw bytes of an object of the repository directory, and writing them back. */
+static char *raw_get(struct cairn_storage *st, const char *file, size_t *len)
+{
+    struct cairn_reader *r = NULL;
+    struct cairn_err e;
+    CHECK_OK(st->drv->read(st->state, CAIRN_REPO_DIR, file, &r, &e), &e);
+    if (r == NULL)
+        return NULL;
+    char *buf = xmalloc(65536);
+    size_t n = 0, got = 0;
+    do {
+        CHECK_OK(cairn_reader_read(r, buf + n, 65535 - n, &got, &e), &e);
+        n += got;
+    } while (got > 0);
+    cairn_reader_free(r);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static void raw_put(struct cairn_storage *st, const char *file, const char *buf, size_t len)
+{
+    struct cairn_writer *w = NULL;
+    struct cairn_err e;
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_REPLACE};
+    CHECK_OK(st->drv->create(st->state, CAIRN_REPO_DIR, file, (int64_t)len, &wo, &w, &e), &e);
+    CHECK_OK(cairn_writer_write(w, buf, len, &e), &e);
+    CHECK_OK(cairn_writer_close(w, &e), &e);
+    cairn_writer_free(w);
+}
+
+static size_t nkeys(struct cairn_repo *r)
+{
+    struct cairn_repo_key_list l;
+    struct cairn_err e;
+    CHECK_OK(cairn_repo_key_list(r, &l, &e), &e);
+    size_t n = l.count;
+    cairn_repo_key_list_free(&l);
+    return n;
+}
+
+REPO_CASE(init_unlock)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo *r = NULL, *r2 = NULL;
+    struct cairn_err e;
+    /* A plain location is no repository. */
+    CHECK_ERR(cairn_repo_open(st, NULL, &r, &e), CAIRN_E_NOTFOUND, &e, "no repository config");
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_SEAL, &e, "no repository config");
+    CHECK_OK(cairn_repo_init(st, NULL, &sec_k1, &r, &e), &e);
+    CHECK(r != NULL && cairn_repo_encrypted(r));
+    CHECK_EQ_INT(strlen(cairn_repo_id(r)), 64);
+    CHECK_EQ_INT(cairn_repo_chunk_size(r), CAIRN_REPO_CHUNK_DEFAULT);
+    CHECK_EQ_INT(nkeys(r), 1);
+    CHECK_ERR(cairn_repo_init(st, NULL, &sec_k2, NULL, &e), CAIRN_E_EXISTS, &e, "already");
+    /* Reopen: the same repository, the same derived keys. */
+    CHECK_OK(cairn_repo_open(st, &sec_k1, &r2, &e), &e);
+    CHECK_EQ_STR(cairn_repo_id(r2), cairn_repo_id(r));
+    CHECK(memcmp(repo_keys(r)->data, repo_keys(r2)->data, 32) == 0);
+    CHECK(memcmp(repo_keys(r)->data, repo_keys(r)->hash, 32) != 0);
+    CHECK(memcmp(repo_keys(r)->data, repo_keys(r)->config_mac, 32) != 0);
+    cairn_repo_free(r2);
+    r2 = NULL;
+    /* Wrong key, no key, wrong kind of key. */
+    CHECK_ERR(cairn_repo_open(st, &sec_k2, &r2, &e), CAIRN_E_SEAL, &e, "wrong key file");
+    CHECK(r2 == NULL);
+    CHECK_ERR(cairn_repo_open(st, NULL, &r2, &e), CAIRN_E_SEAL, &e, "is encrypted");
+    CHECK_ERR(cairn_repo_open(st, &sec_pw, &r2, &e), CAIRN_E_SEAL, &e, "password");
+    /* The repository directory is never listed as a backup. */
+    struct cairn_backup_list l;
+    CHECK_OK(cairn_storage_list(st, &l, &e), &e);
+    CHECK_EQ_INT(l.count, 0);
+    cairn_backup_list_free(&l);
+    cairn_repo_free(r);
+    cairn_storage_free(st);
+}
+
+REPO_CASE(keys)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo *r = NULL, *r2 = NULL;
+    struct cairn_err e;
+    char id1[17], id2[17], id3[17];
+    CHECK_OK(cairn_repo_init(st, NULL, &sec_pw, &r, &e), &e);
+    snprintf(id1, sizeof(id1), "%s", cairn_repo_key_id(r));
+    CHECK_ERR(cairn_repo_open(st, &sec_pw_bad, &r2, &e), CAIRN_E_SEAL, &e,
+              "wrong key file or password");
+    CHECK_OK(cairn_repo_key_add(r, &sec_k1, id2, &e), &e);
+    CHECK_EQ_INT(nkeys(r), 2);
+    /* Each key opens it. */
+    CHECK_OK(cairn_repo_open(st, &sec_k1, &r2, &e), &e);
+    CHECK_EQ_STR(cairn_repo_key_id(r2), id2);
+    struct cairn_repo_key_list kl;
+    CHECK_OK(cairn_repo_key_list(r2, &kl, &e), &e);
+    CHECK_EQ_INT(kl.count, 2);
+    for (size_t i = 0; i < kl.count; i++) {
+        CHECK_EQ_INT(kl.items[i].current, strcmp(kl.items[i].id, id2) == 0);
+        CHECK_EQ_STR(kl.items[i].type, strcmp(kl.items[i].id, id2) == 0 ? "key-file" : "password");
+    }
+    cairn_repo_key_list_free(&kl);
+    /* Never the current key, never an unknown one. */
+    CHECK_ERR(cairn_repo_key_remove(r2, id2, &e), CAIRN_E_INVALID, &e, "unlocked with");
+    CHECK_ERR(cairn_repo_key_remove(r2, "0123456789abcdef", &e), CAIRN_E_NOTFOUND, &e, "no key");
+    CHECK_OK(cairn_repo_key_remove(r2, id1, &e), &e);
+    CHECK_ERR(cairn_repo_open(st, &sec_pw, &r, &e), CAIRN_E_SEAL, &e, "password");
+    CHECK(r == NULL);
+    /* The last key stays. */
+    CHECK_ERR(cairn_repo_key_remove(r2, id2, &e), CAIRN_E_INVALID, &e, "last key");
+    CHECK_EQ_INT(nkeys(r2), 1);
+    /* passwd: key1 replaced by key2. */
+    CHECK_OK(cairn_repo_key_passwd(r2, &sec_k2, id3, &e), &e);
+    CHECK_EQ_STR(cairn_repo_key_id(r2), id3);
+    CHECK_EQ_INT(nkeys(r2), 1);
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_SEAL, &e, "wrong key");
+    CHECK_OK(cairn_repo_open(st, &sec_k2, &r, &e), &e);
+    CHECK(memcmp(repo_keys(r)->data, repo_keys(r2)->data, 32) == 0);
+    cairn_repo_free(r);
+    cairn_repo_free(r2);
+    cairn_storage_free(st);
+}
+
+REPO_CASE(plain)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo *r = NULL;
+    struct cairn_err e;
+    struct cairn_repo_init_opts o = {.no_encryption = 1};
+    CHECK_ERR(cairn_repo_init(st, &o, &sec_k1, NULL, &e), CAIRN_E_INVALID, &e, "no encryption");
+    CHECK_OK(cairn_repo_init(st, &o, NULL, &r, &e), &e);
+    CHECK(!cairn_repo_encrypted(r));
+    CHECK(repo_keys(r) == NULL);
+    CHECK_ERR(cairn_repo_key_add(r, &sec_k1, NULL, &e), CAIRN_E_INVALID, &e, "not encrypted");
+    cairn_repo_free(r);
+    CHECK_OK(cairn_repo_open(st, NULL, &r, &e), &e);
+    cairn_repo_free(r);
+    r = NULL;
+    /* A key given for a config that says none: a possible downgrade, refused. */
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_SEAL, &e, "not encrypted");
+    cairn_storage_free(st);
+}
+
+REPO_CASE(init_refuses_backups)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_backup *b = NULL;
+    struct cairn_err e;
+    CHECK_OK(cairn_storage_start(st, "old", &b, &e), &e);
+    CHECK_OK(cairn_backup_end(b, &e), &e);
+    cairn_backup_free(b);
+    CHECK_ERR(cairn_repo_init(st, NULL, &sec_k1, NULL, &e), CAIRN_E_EXISTS, &e, "holds backups");
+    cairn_storage_free(st);
+}
+
+REPO_CASE(config_tamper)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo *r = NULL;
+    struct cairn_err e;
+    struct cairn_repo_init_opts o = {.chunk_size = 128 * 1024};
+    CHECK_OK(cairn_repo_init(st, &o, &sec_k1, &r, &e), &e);
+    cairn_repo_free(r);
+    r = NULL;
+    size_t len = 0;
+    char *orig = raw_get(st, CAIRN_REPO_CONFIG, &len);
+    /* Every byte of the chunk size's digits and of the id, XOR'ed: refused, never accepted. */
+    json_t *j = json_loads(orig, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    const char *at[] = {strstr(orig, "131072"), strstr(orig, id), strstr(orig, "aes-256-gcm")};
+    for (size_t k = 0; k < 3; k++) {
+        CHECK(at[k] != NULL);
+        for (size_t i = 0; at[k] != NULL && i < 6; i++) {
+            char *t = xmalloc(len + 1);
+            memcpy(t, orig, len + 1);
+            size_t off = (size_t)(at[k] - orig) + i;
+            t[off] ^= (char)(k == 0 ? 0x01 : 0x02);
+            raw_put(st, CAIRN_REPO_CONFIG, t, len);
+            int rc = cairn_repo_open(st, &sec_k1, &r, &e);
+            CHECK(rc != CAIRN_OK);
+            CHECK(r == NULL);
+            free(t);
+        }
+    }
+    /* The chunk size changed to another valid one: the MAC says no. */
+    json_t *c = json_deep_copy(j);
+    json_object_set_new(c, "chunk_size", json_integer(65536));
+    char *t = json_dumps(c, 0);
+    raw_put(st, CAIRN_REPO_CONFIG, t, strlen(t));
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_CORRUPT, &e, "fails its MAC");
+    free(t);
+    /* Downgrade to none: refused to a caller holding a key. */
+    json_object_set_new(c, "encryption", json_string("none"));
+    json_object_del(c, "mac");
+    t = json_dumps(c, 0);
+    raw_put(st, CAIRN_REPO_CONFIG, t, strlen(t));
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_SEAL, &e, "not encrypted");
+    free(t);
+    /* An unknown version. */
+    json_object_set_new(c, "version", json_integer(7));
+    t = json_dumps(c, 0);
+    raw_put(st, CAIRN_REPO_CONFIG, t, strlen(t));
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_UNSUPPORTED, &e, "format version 7");
+    CHECK_ERR(cairn_repo_open(st, NULL, &r, &e), CAIRN_E_UNSUPPORTED, &e, "format version 7");
+    free(t);
+    json_decref(c);
+    /* Back as it was: opens again. */
+    raw_put(st, CAIRN_REPO_CONFIG, orig, len);
+    CHECK_OK(cairn_repo_open(st, &sec_k1, &r, &e), &e);
+    CHECK_EQ_INT(cairn_repo_chunk_size(r), 128 * 1024);
+    cairn_repo_free(r);
+    json_decref(j);
+    free(orig);
+    cairn_storage_free(st);
+}
+
+REPO_CASE(key_tamper)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo *r = NULL;
+    struct cairn_err e;
+    CHECK_OK(cairn_repo_init(st, NULL, &sec_k1, &r, &e), &e);
+    char *file = xasprintf("key-%s", cairn_repo_key_id(r));
+    cairn_repo_free(r);
+    r = NULL;
+    size_t len = 0;
+    char *orig = raw_get(st, file, &len);
+    const char *data = strstr(orig, "\"data\": \"");
+    CHECK(data != NULL);
+    char *t = xmalloc(len + 1);
+    memcpy(t, orig, len + 1);
+    t[data - orig + 10] ^= 0x01; /* a base64 digit of the wrapped key */
+    raw_put(st, file, t, len);
+    CHECK(cairn_repo_open(st, &sec_k1, &r, &e) != CAIRN_OK);
+    CHECK(r == NULL);
+    /* A key object of an unknown version. */
+    const char *ver = strstr(orig, "\"version\": 1");
+    CHECK(ver != NULL);
+    memcpy(t, orig, len + 1);
+    t[ver - orig + 11] = '3';
+    raw_put(st, file, t, len);
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_UNSUPPORTED, &e, "version 3");
+    /* No key object at all. */
+    CHECK_OK(st->drv->remove_file(st->state, CAIRN_REPO_DIR, file, &e), &e);
+    CHECK_ERR(cairn_repo_open(st, &sec_k1, &r, &e), CAIRN_E_SEAL, &e, "no key objects");
+    free(t);
+    free(orig);
+    free(file);
+    cairn_storage_free(st);
+}
+
+TEST(key_generate)
+{
+    char *p = path_join(test_tmpdir(), "k.key");
+    struct cairn_err e;
+    CHECK_OK(cairn_repo_key_generate(p, &e), &e);
+    struct stat sb;
+    CHECK(stat(p, &sb) == 0);
+    CHECK_EQ_INT(sb.st_mode & 0777, 0600);
+    CHECK_EQ_INT(sb.st_size, 32);
+    CHECK_ERR(cairn_repo_key_generate(p, &e), CAIRN_E_EXISTS, &e, "k.key");
+    uint8_t k[32];
+    CHECK_OK(cairn_key_load(p, k, &e), &e);
+    char *q = path_join(test_tmpdir(), "k2.key");
+    CHECK_OK(cairn_repo_key_generate(q, &e), &e);
+    uint8_t k2[32];
+    CHECK_OK(cairn_key_load(q, k2, &e), &e);
+    CHECK(memcmp(k, k2, 32) != 0);
+    free(p);
+    free(q);
+}
+
+/* The passphrase KDF's cost, for docs/FORMAT.md: printed, never judged (machine speed). */
+TEST(scrypt_cost)
+{
+    char *u = xasprintf("file://%s/s", test_tmpdir());
+    struct cairn_storage *st = open_st(u);
+    free(u);
+    struct cairn_repo *r = NULL;
+    struct cairn_err e;
+    CHECK_OK(cairn_repo_init(st, NULL, &sec_pw, &r, &e), &e);
+    cairn_repo_free(r);
+    uint64_t t0 = mono_ns();
+    CHECK_OK(cairn_repo_open(st, &sec_pw, &r, &e), &e);
+    printf("# unlock with a password (scrypt N=2^%d r=%d p=%d): %.0f ms\n", CAIRN_REPO_SCRYPT_LOG_N,
+           CAIRN_REPO_SCRYPT_R, CAIRN_REPO_SCRYPT_P, (double)(mono_ns() - t0) / 1e6);
+    cairn_repo_free(r);
+    cairn_storage_free(st);
+}
+
+int main(int argc, char **argv)
+{
+    (void)fault_proxy_start; /* the fixture's proxy is not needed here */
+    (void)fault_proxy_stop;
+    return test_main(argc, argv);
+}
