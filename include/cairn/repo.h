@@ -86,6 +86,20 @@ CAIRN_API uint32_t cairn_repo_chunk_size(const struct cairn_repo *r);
 /* The id of the key object that unlocked r ("" when not encrypted). */
 CAIRN_API const char *cairn_repo_key_id(const struct cairn_repo *r);
 
+/* ---- a storage handle's repository ----
+ * Every storage handle reads its location's config once, before its first operation that
+ * stores or reads bytes (start, open_backup, list, locks), and unlocks it with the secret set
+ * here (copied; NULL clears): without a config and without a secret the location is plain,
+ * as before; any other case is cairn_repo_open's. With an encrypted repository every stored
+ * byte (files, MANIFESTs, lock objects) goes through the AEAD stream (docs/FORMAT.md) and
+ * MANIFEST hashes are HMAC-SHA-256 under the content hash key. */
+CAIRN_API int cairn_storage_set_secret(struct cairn_storage *st,
+                                       const struct cairn_repo_secret *sec, struct cairn_err *err);
+/* Read (once) and unlock st's repository: *repo is borrowed from st, NULL for a plain
+ * location. */
+CAIRN_API int cairn_storage_repo(struct cairn_storage *st, struct cairn_repo **repo,
+                                 struct cairn_err *err);
+
 /* ---- keys (encrypted repositories, unlocked) ---- */
 
 struct cairn_repo_key_info {

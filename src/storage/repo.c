@@ -4,10 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,18 +39,8 @@ static void random_bytes(uint8_t *out, size_t n)
 int repo_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
               const char *info, uint8_t out[32])
 {
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    OSSL_PARAM p[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, strlen(info)),
-        OSSL_PARAM_construct_end()};
-    int ok = ctx != NULL && EVP_KDF_derive(ctx, out, 32, p) == 1;
-    EVP_KDF_CTX_free(ctx);
-    EVP_KDF_free(kdf);
-    return ok ? CAIRN_OK : CAIRN_E_INTERNAL;
+    cairn_hkdf_sha256(ikm, ikm_len, salt, salt_len, info, strlen(info), out);
+    return CAIRN_OK;
 }
 
 /* ---- small objects of the pseudo-backup CAIRN_REPO_DIR ---- */
@@ -539,17 +527,23 @@ int cairn_repo_open(struct cairn_storage *st, const struct cairn_repo_secret *se
     return CAIRN_OK;
 }
 
+static int count_backup(void *arg, const char *name)
+{
+    if (cairn_name_valid(name))
+        (*(int *)arg)++;
+    return 0;
+}
+
+/* Anything that lists as a backup (complete or not); not through cairn_storage_list, which
+ * would read the config first. */
 static int has_backups(struct cairn_storage *st, int *any, struct cairn_err *err)
 {
-    struct cairn_backup_list l;
-    int rc = cairn_storage_list(st, &l, err);
+    *any = 0;
+    int rc = st->drv->list(st->state, count_backup, any, err);
     if (rc == CAIRN_E_NOTFOUND) {
         cairn_err_clear(err);
-        *any = 0;
-        return CAIRN_OK;
+        rc = CAIRN_OK;
     }
-    *any = rc == CAIRN_OK && l.count > 0;
-    cairn_backup_list_free(&l);
     return rc;
 }
 

@@ -83,7 +83,8 @@ static void raw_put(struct cairn_storage *st, const char *file, const char *buf,
 {
     struct cairn_writer *w = NULL;
     struct cairn_err e;
-    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_REPLACE};
+    const struct cairn_storage_write_opts wo = {
+        CAIRN_STORAGE_WRITE_REPLACE | CAIRN_STORAGE_WRITE_SYNC | CAIRN_STORAGE_WRITE_ATOMIC};
     CHECK_OK(st->drv->create(st->state, CAIRN_REPO_DIR, file, (int64_t)len, &wo, &w, &e), &e);
     CHECK_OK(cairn_writer_write(w, buf, len, &e), &e);
     CHECK_OK(cairn_writer_close(w, &e), &e);
@@ -127,8 +128,10 @@ REPO_CASE(init_unlock)
     CHECK(r2 == NULL);
     CHECK_ERR(cairn_repo_open(st, NULL, &r2, &e), CAIRN_E_SEAL, &e, "is encrypted");
     CHECK_ERR(cairn_repo_open(st, &sec_pw, &r2, &e), CAIRN_E_SEAL, &e, "password");
-    /* The repository directory is never listed as a backup. */
+    /* The repository directory is never listed as a backup; listing needs the key. */
     struct cairn_backup_list l;
+    CHECK_ERR(cairn_storage_list(st, &l, &e), CAIRN_E_SEAL, &e, "is encrypted");
+    CHECK_OK(cairn_storage_set_secret(st, &sec_k1, &e), &e);
     CHECK_OK(cairn_storage_list(st, &l, &e), &e);
     CHECK_EQ_INT(l.count, 0);
     cairn_backup_list_free(&l);
@@ -305,6 +308,314 @@ REPO_CASE(key_tamper)
     free(t);
     free(orig);
     free(file);
+    cairn_storage_free(st);
+}
+
+/* ---- encrypted storage ---- */
+
+struct blob {
+    uint8_t *p;
+    size_t n;
+};
+
+static struct blob obj_get(struct cairn_storage *st, const char *backup, const char *file)
+{
+    struct blob b = {NULL, 0};
+    struct cairn_reader *r = NULL;
+    struct cairn_err e;
+    CHECK_OK(st->drv->read(st->state, backup, file, &r, &e), &e);
+    if (r == NULL)
+        return b;
+    size_t cap = 1 << 16, got = 0;
+    b.p = xmalloc(cap);
+    do {
+        if (b.n == cap)
+            b.p = xrealloc(b.p, cap *= 2);
+        CHECK_OK(cairn_reader_read(r, b.p + b.n, cap - b.n, &got, &e), &e);
+        b.n += got;
+    } while (got > 0);
+    cairn_reader_free(r);
+    return b;
+}
+
+static void obj_put(struct cairn_storage *st, const char *backup, const char *file, const void *p,
+                    size_t n)
+{
+    struct cairn_writer *w = NULL;
+    struct cairn_err e;
+    const struct cairn_storage_write_opts wo = {
+        CAIRN_STORAGE_WRITE_REPLACE | CAIRN_STORAGE_WRITE_SYNC | CAIRN_STORAGE_WRITE_ATOMIC};
+    CHECK_OK(st->drv->create(st->state, backup, file, (int64_t)n, &wo, &w, &e), &e);
+    CHECK_OK(cairn_writer_write(w, p, n, &e), &e);
+    CHECK_OK(cairn_writer_close(w, &e), &e);
+    cairn_writer_free(w);
+}
+
+static int has_bytes(const struct blob *b, const void *needle, size_t n)
+{
+    return b->n >= n && memmem(b->p, b->n, needle, n) != NULL;
+}
+
+struct scan {
+    struct cairn_storage *st;
+    const char *backup;
+    const char *const *needles; /* NULL-terminated strings */
+    const uint8_t (*digests)[32];
+    size_t ndigests;
+    size_t objects, found;
+};
+
+static int scan_file(void *arg, const char *file)
+{
+    struct scan *sc = arg;
+    struct blob b = obj_get(sc->st, sc->backup, file);
+    sc->objects++;
+    for (size_t i = 0; sc->needles[i] != NULL; i++)
+        if (has_bytes(&b, sc->needles[i], strlen(sc->needles[i]))) {
+            test_fail(__FILE__, __LINE__, "'%s' found in stored object %s/%s", sc->needles[i],
+                      sc->backup, file);
+            sc->found++;
+        }
+    for (size_t i = 0; i < sc->ndigests; i++) {
+        char hex[65];
+        cairn_hex_encode(sc->digests[i], 32, hex);
+        if (has_bytes(&b, sc->digests[i], 32) || has_bytes(&b, hex, 64)) {
+            test_fail(__FILE__, __LINE__, "a plaintext SHA-256 found in %s/%s", sc->backup, file);
+            sc->found++;
+        }
+    }
+    free(b.p);
+    return 0;
+}
+
+static int scan_backup(void *arg, const char *name)
+{
+    struct scan *sc = arg;
+    sc->backup = name;
+    struct cairn_err e;
+    CHECK_OK(sc->st->drv->list_files(sc->st->state, name, scan_file, sc, &e), &e);
+    return 0;
+}
+
+static void put_file(struct cairn_storage *st, const char *backup, const char *file,
+                     const void *data, size_t n, int zstd)
+{
+    struct cairn_backup *b = NULL;
+    struct cairn_writer *w = NULL;
+    struct cairn_err e;
+    struct cairn_file_opts fo = {.compression = zstd ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE};
+    CHECK_OK(cairn_storage_start(st, backup, &b, &e), &e);
+    CHECK_OK(cairn_backup_add_file_opts(b, file, (int64_t)n, &fo, &w, &e), &e);
+    CHECK_OK(cairn_writer_write(w, data, n, &e), &e);
+    CHECK_OK(cairn_writer_close(w, &e), &e);
+    cairn_writer_free(w);
+    CHECK_OK(cairn_backup_end(b, &e), &e);
+    cairn_backup_free(b);
+}
+
+/* The logical bytes of backup/file through the verified reader: its status, and the bytes. */
+static int get_all(struct cairn_storage *st, const char *backup, const char *file, struct blob *out,
+                   struct cairn_err *e)
+{
+    struct cairn_backup *b = NULL;
+    struct cairn_reader *r = NULL;
+    memset(out, 0, sizeof(*out));
+    int rc = cairn_storage_open_backup(st, backup, &b, e);
+    if (rc == CAIRN_OK)
+        rc = cairn_backup_get_file(b, file, &r, e);
+    size_t cap = 1 << 16, got = 0;
+    out->p = xmalloc(cap);
+    while (rc == CAIRN_OK) {
+        if (out->n == cap)
+            out->p = xrealloc(out->p, cap *= 2);
+        rc = cairn_reader_read(r, out->p + out->n, cap - out->n, &got, e);
+        if (rc != CAIRN_OK || got == 0)
+            break;
+        out->n += got;
+    }
+    cairn_reader_free(r);
+    cairn_backup_free(b);
+    return rc;
+}
+
+static struct cairn_storage *keyed_st(const char *url, const struct cairn_repo_secret *sec)
+{
+    struct cairn_storage *st = open_st(url);
+    struct cairn_err e;
+    CHECK_OK(cairn_storage_set_secret(st, sec, &e), &e);
+    return st;
+}
+
+#define MARKER "SECRET-TOKEN-7f3a"
+
+REPO_CASE(encrypted_objects)
+{
+    struct cairn_err e;
+    struct cairn_storage *st0 = open_st(url);
+    CHECK_OK(cairn_repo_init(st0, NULL, &sec_k1, NULL, &e), &e);
+    cairn_storage_free(st0);
+    struct cairn_storage *st = keyed_st(url, &sec_k1);
+    /* 3.5 chunks of text with the marker in every line (compressible) and 200 KiB uncompressed */
+    size_t n1 = 3 * 65536 + 32768, n2 = 200 * 1024;
+    char *d1 = xmalloc(n1);
+    for (size_t i = 0; i < n1; i++)
+        d1[i] = "line " MARKER " of the secret file\n"[i % 38];
+    uint8_t *d2 = xmalloc(n2);
+    for (size_t i = 0; i < n2; i++)
+        d2[i] = (uint8_t)(i * 2654435761u >> 13) ^ (uint8_t)(i % 251);
+    memcpy(d2 + 1000, MARKER, strlen(MARKER));
+    put_file(st, "b1", "secret-notes.txt", d1, n1, 1);
+    put_file(st, "b2", "secret-notes.txt", d2, n2, 0);
+    /* Back with the key: byte for byte. */
+    struct blob got;
+    CHECK_OK(get_all(st, "b1", "secret-notes.txt", &got, &e), &e);
+    CHECK(got.n == n1 && memcmp(got.p, d1, n1) == 0);
+    free(got.p);
+    CHECK_OK(get_all(st, "b2", "secret-notes.txt", &got, &e), &e);
+    CHECK(got.n == n2 && memcmp(got.p, d2, n2) == 0);
+    free(got.p);
+    struct cairn_backup_list l;
+    CHECK_OK(cairn_storage_list(st, &l, &e), &e);
+    CHECK_EQ_INT(l.count, 2);
+    for (size_t i = 0; i < l.count; i++)
+        CHECK_EQ_INT(l.items[i].status, CAIRN_BACKUP_COMPLETE);
+    cairn_backup_list_free(&l);
+    /* Nothing of the plaintext in any stored object: marker, file name, plaintext hashes. */
+    uint8_t dig[2][32];
+    cairn_sha256_oneshot(d1, n1, dig[0]);
+    cairn_sha256_oneshot(d2, n2, dig[1]);
+    const char *needles[] = {MARKER, "secret-notes", "files", "logical_sha256", NULL};
+    struct scan sc = {st, NULL, needles, (const uint8_t(*)[32])dig, 2, 0, 0};
+    CHECK_OK(st->drv->list(st->state, scan_backup, &sc, &e), &e);
+    CHECK(sc.objects >= 4); /* two data files, two MANIFESTs */
+    CHECK_EQ_INT(sc.found, 0);
+    /* Without the key, with the wrong one: exit 4's code. */
+    struct cairn_storage *nk = open_st(url);
+    struct cairn_backup *b = NULL;
+    CHECK_ERR(cairn_storage_open_backup(nk, "b1", &b, &e), CAIRN_E_SEAL, &e, "is encrypted");
+    CHECK_ERR(cairn_storage_list(nk, &l, &e), CAIRN_E_SEAL, &e, "is encrypted");
+    CHECK_ERR(cairn_storage_start(nk, "b9", &b, &e), CAIRN_E_SEAL, &e, "is encrypted");
+    cairn_storage_free(nk);
+    nk = keyed_st(url, &sec_k2);
+    CHECK_ERR(cairn_storage_open_backup(nk, "b1", &b, &e), CAIRN_E_SEAL, &e, "wrong key");
+    cairn_storage_free(nk);
+
+    /* Tampering: each detected as CAIRN_E_CORRUPT naming the object. */
+    struct blob o1 = obj_get(st, "b1", "secret-notes.txt");
+    struct blob o2 = obj_get(st, "b2", "secret-notes.txt");
+    CHECK(o1.n > 32 + 2 * (65536 + 16) || o1.n > 64); /* compressed: maybe one chunk */
+    struct blob t = {xmalloc(o2.n), o2.n};
+    size_t offs[] = {0, 9, 31, 32, 40, 65536, o2.n - 17, o2.n - 1};
+    for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+        memcpy(t.p, o2.p, o2.n);
+        t.p[offs[i]] ^= 0x20;
+        obj_put(st, "b2", "secret-notes.txt", t.p, t.n);
+        CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+                  "b2/secret-notes.txt");
+        free(got.p);
+    }
+    /* truncated: at a chunk boundary and inside one; one byte more */
+    size_t cuts[] = {32, 32 + 65536 + 16, 32 + 2 * (65536 + 16), o2.n - 1};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        obj_put(st, "b2", "secret-notes.txt", o2.p, cuts[i]);
+        CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+                  "b2/secret-notes.txt");
+        free(got.p);
+    }
+    memcpy(t.p, o2.p, o2.n);
+    /* two chunks swapped */
+    size_t cl = 65536 + 16;
+    memcpy(t.p + 32, o2.p + 32 + cl, cl);
+    memcpy(t.p + 32 + cl, o2.p + 32, cl);
+    obj_put(st, "b2", "secret-notes.txt", t.p, t.n);
+    CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+              "b2/secret-notes.txt");
+    free(got.p);
+    /* the last chunk dropped (the one before it is not marked last) */
+    obj_put(st, "b2", "secret-notes.txt", o2.p, 32 + 3 * cl);
+    CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+              "b2/secret-notes.txt");
+    free(got.p);
+    /* objects swapped between backups (same file name) */
+    obj_put(st, "b2", "secret-notes.txt", o1.p, o1.n);
+    CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+              "b2/secret-notes.txt");
+    free(got.p);
+    /* MANIFESTs swapped: each names its backup in its additional data */
+    struct blob m1 = obj_get(st, "b1", "MANIFEST"), m2 = obj_get(st, "b2", "MANIFEST");
+    obj_put(st, "b2", "MANIFEST", m1.p, m1.n);
+    CHECK_ERR(cairn_storage_open_backup(st, "b2", &b, &e), CAIRN_E_CORRUPT, &e, "b2/MANIFEST");
+    obj_put(st, "b2", "MANIFEST", m2.p, m2.n);
+    obj_put(st, "b2", "secret-notes.txt", o2.p, o2.n);
+    CHECK_OK(get_all(st, "b2", "secret-notes.txt", &got, &e), &e);
+    free(got.p);
+    /* A plaintext object put in place of an encrypted one. */
+    obj_put(st, "b2", "secret-notes.txt", d2, n2);
+    CHECK_ERR(get_all(st, "b2", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+              "not an encrypted cairn object");
+    free(got.p);
+    /* Replay: b1 removed and made again under the same name; its old MANIFEST put back. */
+    CHECK_OK(cairn_storage_remove(st, "b1", &e), &e);
+    put_file(st, "b1", "secret-notes.txt", d2, n2, 0);
+    obj_put(st, "b1", "MANIFEST", m1.p, m1.n);
+    CHECK_ERR(get_all(st, "b1", "secret-notes.txt", &got, &e), CAIRN_E_CORRUPT, &e,
+              "b1/secret-notes.txt");
+    free(got.p);
+    free(m1.p);
+    free(m2.p);
+    free(o1.p);
+    free(o2.p);
+    free(t.p);
+    free(d1);
+    free(d2);
+    cairn_storage_free(st);
+}
+
+/* A local tree (split MANIFEST machinery, the tree file, locks) round trip, encrypted. */
+REPO_CASE(encrypted_path)
+{
+    struct cairn_err e;
+    struct cairn_storage *st0 = open_st(url);
+    CHECK_OK(cairn_repo_init(st0, NULL, &sec_pw, NULL, &e), &e);
+    cairn_storage_free(st0);
+    struct cairn_storage *st = keyed_st(url, &sec_pw);
+    char *src = xasprintf("%s/src%d", test_tmpdir(), url_seq++);
+    CHECK(mkdir(src, 0700) == 0);
+    for (int i = 0; i < 5; i++) {
+        char *p = xasprintf("%s/confidential-%d.txt", src, i);
+        FILE *f = fopen(p, "w");
+        for (int j = 0; j < 1000 * (i + 1); j++)
+            fprintf(f, "%s %d\n", MARKER, j);
+        fclose(f);
+        free(p);
+    }
+    CHECK_OK(cairn_storage_backup_path(st, "tree", src, NULL, &e), &e);
+    char *dst = xasprintf("%s.out", src);
+    CHECK_OK(cairn_storage_restore_path(st, "tree", dst, NULL, &e), &e);
+    for (int i = 0; i < 5; i++) {
+        char *a = xasprintf("%s/confidential-%d.txt", src, i);
+        char *b = xasprintf("%s/confidential-%d.txt", dst, i);
+        uint8_t *da = NULL, *db = NULL;
+        size_t la = 0, lb = 0;
+        CHECK_OK(read_file_max(a, 1 << 20, &da, &la, &e), &e);
+        CHECK_OK(read_file_max(b, 1 << 20, &db, &lb, &e), &e);
+        CHECK(la == lb && la > 0 && memcmp(da, db, la) == 0);
+        free(da);
+        free(db);
+        free(a);
+        free(b);
+    }
+    const char *needles[] = {MARKER, "confidential", NULL};
+    struct scan sc = {st, NULL, needles, NULL, 0, 0, 0};
+    CHECK_OK(st->drv->list(st->state, scan_backup, &sc, &e), &e);
+    CHECK(sc.objects >= 6);
+    CHECK_EQ_INT(sc.found, 0);
+    struct cairn_backup *b = NULL;
+    CHECK_OK(cairn_storage_open_backup(st, "tree", &b, &e), &e);
+    CHECK_OK(cairn_backup_verify(b, 2, NULL, NULL, &e), &e);
+    cairn_backup_free(b);
+    free(src);
+    free(dst);
     cairn_storage_free(st);
 }
 
