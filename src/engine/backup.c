@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
+#include "cairn/repo.h"
 #include "cairn/influx.h"
 #include "common/pool.h"
 #include "common/util.h"
@@ -403,6 +404,9 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
     }
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
+    if (rc == CAIRN_OK && o->secret != NULL &&
+        (rc = cairn_storage_set_secret(st, o->secret, err)) != CAIRN_OK)
+        cairn_storage_free(st);
     if (rc != CAIRN_OK) {
         cairn_influx_tls_free(tls);
         return rc;
