@@ -619,6 +619,147 @@ REPO_CASE(encrypted_path)
     cairn_storage_free(st);
 }
 
+/* ---- 10,000 random changes, none accepted ---- */
+
+static void file_put(const char *path, const uint8_t *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    CHECK(fwrite(p, 1, n, f) == n);
+    fclose(f);
+}
+
+/* Every file of backup name read to its end through the verified reader: CAIRN_OK only when
+ * everything authenticated and matched. */
+static int read_backup(struct cairn_storage *st, const char *name)
+{
+    struct cairn_backup *b = NULL;
+    struct cairn_err e;
+    int rc = cairn_storage_open_backup(st, name, &b, &e);
+    for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(b); i++) {
+        struct cairn_reader *r = NULL;
+        rc = cairn_backup_get_file(b, cairn_backup_file_at(b, i)->name, &r, &e);
+        uint8_t buf[8192];
+        size_t got = 1;
+        while (rc == CAIRN_OK && got > 0)
+            rc = cairn_reader_read(r, buf, sizeof(buf), &got, &e);
+        cairn_reader_free(r);
+    }
+    cairn_backup_free(b);
+    return rc;
+}
+
+TEST(tamper_10000)
+{
+    struct cairn_err e;
+    char *root = xasprintf("%s/tamper", test_tmpdir());
+    char *url = xasprintf("file://%s", root);
+    struct cairn_storage *st = open_st(url);
+    struct cairn_repo_init_opts o = {.chunk_size = 4096};
+    CHECK_OK(cairn_repo_init(st, &o, &sec_k1, NULL, &e), &e);
+    CHECK_OK(cairn_storage_set_secret(st, &sec_k1, &e), &e);
+    size_t n = 5 * 4096 + 100;
+    uint8_t *d = xmalloc(n);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (uint8_t)(i * 31 + i / 7);
+    /* "r" made twice: its first MANIFEST is the replay; "s" the other backup */
+    put_file(st, "r", "a", d, n, 0);
+    char *rm_path = xasprintf("%s/r/MANIFEST", root);
+    uint8_t *old_m = NULL;
+    size_t old_mn = 0;
+    CHECK_OK(read_file_max(rm_path, 1 << 20, &old_m, &old_mn, &e), &e);
+    CHECK_OK(cairn_storage_remove(st, "r", &e), &e);
+    d[0] ^= 1;
+    struct cairn_backup *b = NULL;
+    CHECK_OK(cairn_storage_start(st, "r", &b, &e), &e);
+    const char *files[] = {"a", "b"};
+    for (int f = 0; f < 2; f++) {
+        struct cairn_writer *w = NULL;
+        CHECK_OK(cairn_backup_add_file(b, files[f], (int64_t)n, &w, &e), &e);
+        CHECK_OK(cairn_writer_write(w, d, n - (size_t)f * 3000, &e), &e);
+        CHECK_OK(cairn_writer_close(w, &e), &e);
+        cairn_writer_free(w);
+    }
+    CHECK_OK(cairn_backup_end(b, &e), &e);
+    cairn_backup_free(b);
+    put_file(st, "s", "a", d, n, 0);
+    CHECK_OK(read_backup(st, "r"), &e);
+    const char *objs[] = {"r/a", "r/b", "r/MANIFEST", "s/a", "s/MANIFEST"};
+    uint8_t *orig[5];
+    size_t on[5];
+    char *paths[5];
+    for (int k = 0; k < 5; k++) {
+        paths[k] = xasprintf("%s/%s", root, objs[k]);
+        CHECK_OK(read_file_max(paths[k], 1 << 20, &orig[k], &on[k], &e), &e);
+    }
+    unsigned seed = (unsigned)(getenv("CAIRN_SEED") ? atoi(getenv("CAIRN_SEED")) : (int)getpid());
+    printf("# seed %u\n", seed);
+    srand(seed);
+    size_t accepted = 0, kinds[5] = {0};
+    uint8_t *t = xmalloc(1 << 20);
+    for (int it = 0; it < 10000; it++) {
+        int k = rand() % 3; /* an object of r */
+        int kind = rand() % 5;
+        size_t len = on[k];
+        memcpy(t, orig[k], len);
+        size_t cl = 4096 + 16, nch = (len - 32 + cl - 1) / cl;
+        if (kind == 0) { /* flip */
+            t[(size_t)rand() % len] ^= (uint8_t)(1 + rand() % 255);
+        } else if (kind == 1) { /* truncate */
+            len = (size_t)rand() % len;
+        } else if (kind == 2 && nch >= 2) { /* swap two chunks (same size: not the last) */
+            size_t a = (size_t)rand() % (nch - 1), c = (size_t)rand() % (nch - 1);
+            if (a == c)
+                c = (a + 1) % (nch - 1);
+            if (a == c) { /* only one full chunk: swap it with the last */
+                c = nch - 1;
+            }
+            size_t lc = c == nch - 1 ? len - 32 - c * cl : cl;
+            size_t m = lc < cl ? lc : cl;
+            uint8_t tmp[4096 + 16];
+            memcpy(tmp, t + 32 + a * cl, m);
+            memcpy(t + 32 + a * cl, t + 32 + c * cl, m);
+            memcpy(t + 32 + c * cl, tmp, m);
+        } else if (kind == 3) { /* another object in its place */
+            int j = (k + 1 + rand() % 4) % 5;
+            len = on[j];
+            memcpy(t, orig[j], len);
+        } else { /* replay: r's older MANIFEST, or (for a data file) a flip */
+            if (k == 2) {
+                len = old_mn;
+                memcpy(t, old_m, len);
+            } else {
+                t[32 + (size_t)rand() % (len - 32)] ^= 0x80;
+            }
+        }
+        kinds[kind]++;
+        file_put(paths[k], t, len);
+        if (read_backup(st, "r") == CAIRN_OK) {
+            accepted++;
+            test_fail(__FILE__, __LINE__, "change %d (kind %d of %s) accepted", it, kind, objs[k]);
+        }
+        file_put(paths[k], orig[k], on[k]);
+    }
+    printf("# 10000 changes (flip %zu, cut %zu, chunk swap %zu, object swap %zu, replay %zu): "
+           "%zu accepted\n",
+           kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], accepted);
+    CHECK_EQ_INT(accepted, 0);
+    CHECK_OK(read_backup(st, "r"), &e);
+    for (int k = 0; k < 5; k++) {
+        free(orig[k]);
+        free(paths[k]);
+    }
+    free(t);
+    free(old_m);
+    free(rm_path);
+    free(d);
+    free(url);
+    free(root);
+    cairn_storage_free(st);
+}
+
 TEST(key_generate)
 {
     char *p = path_join(test_tmpdir(), "k.key");
