@@ -166,6 +166,7 @@ REPO_CASE(keys)
     CHECK_ERR(cairn_repo_key_remove(r2, id2, &e), CAIRN_E_INVALID, &e, "unlocked with");
     CHECK_ERR(cairn_repo_key_remove(r2, "0123456789abcdef", &e), CAIRN_E_NOTFOUND, &e, "no key");
     CHECK_OK(cairn_repo_key_remove(r2, id1, &e), &e);
+    cairn_repo_free(r);
     CHECK_ERR(cairn_repo_open(st, &sec_pw, &r, &e), CAIRN_E_SEAL, &e, "password");
     CHECK(r == NULL);
     /* The last key stays. */
