@@ -174,15 +174,22 @@ static void aead_state_free(struct aead_state *a)
     free(a->label);
 }
 
+/* Encrypted chunks are written downstream in batches of about AEAD_OUT bytes: one write per
+ * 64 KiB chunk doubled the system time of a backup to a file (8,202 writes of 64 KiB instead
+ * of 2,052 of 256 KiB for 512 MiB). */
+#define AEAD_OUT (256u * 1024u)
+
 struct aead_writer {
     struct cairn_writer base;
     struct aead_state st;
     int hdr_written;
-    size_t len;
-    uint8_t *buf; /* chunk + tag */
+    size_t done; /* encrypted bytes at the start of buf, not yet written */
+    size_t len;  /* plaintext bytes of the current chunk, at buf + done */
+    size_t cap;  /* a whole number of chunk + tag */
+    uint8_t *buf;
 };
 
-static int aead_emit(struct aead_writer *w, int last, struct cairn_err *err)
+static int aead_flush(struct aead_writer *w, struct cairn_err *err)
 {
     int rc;
     if (!w->hdr_written) {
@@ -190,12 +197,25 @@ static int aead_emit(struct aead_writer *w, int last, struct cairn_err *err)
             return rc;
         w->hdr_written = 1;
     }
-    if ((rc = aead_chunk_limit(&w->st, err)) != CAIRN_OK ||
-        (rc = aead_chunk(&w->st, 1, last, w->buf, w->len, w->buf + w->len, err)) != CAIRN_OK)
-        return rc;
-    rc = cairn_writer_write(w->base.next, w->buf, w->len + AEAD_TAG, err);
-    w->len = 0;
+    rc = w->done > 0 ? cairn_writer_write(w->base.next, w->buf, w->done, err) : CAIRN_OK;
+    w->done = 0;
     return rc;
+}
+
+/* Encrypt the current chunk in place (its tag after it); write the batch when it is full or
+ * this was the last chunk. */
+static int aead_emit(struct aead_writer *w, int last, struct cairn_err *err)
+{
+    uint8_t *p = w->buf + w->done;
+    int rc;
+    if ((rc = aead_chunk_limit(&w->st, err)) != CAIRN_OK ||
+        (rc = aead_chunk(&w->st, 1, last, p, w->len, p + w->len, err)) != CAIRN_OK)
+        return rc;
+    w->done += w->len + AEAD_TAG;
+    w->len = 0;
+    if (last || w->done + w->st.chunk + AEAD_TAG > w->cap)
+        return aead_flush(w, err);
+    return CAIRN_OK;
 }
 
 static int aead_write(struct cairn_writer *base, const void *buf, size_t len, struct cairn_err *err)
@@ -211,7 +231,7 @@ static int aead_write(struct cairn_writer *base, const void *buf, size_t len, st
                 return rc;
         }
         size_t n = chunk - w->len < len ? chunk - w->len : len;
-        memcpy(w->buf + w->len, p, n);
+        memcpy(w->buf + w->done + w->len, p, n);
         w->len += n;
         p += n;
         len -= n;
@@ -227,7 +247,7 @@ static int aead_finish(struct cairn_writer *base, struct cairn_err *err)
 static void aead_writer_free(struct cairn_writer *base)
 {
     struct aead_writer *w = (struct aead_writer *)base;
-    OPENSSL_cleanse(w->buf, w->st.chunk + AEAD_TAG);
+    OPENSSL_cleanse(w->buf, w->cap);
     aead_state_free(&w->st);
     free(w->buf);
     free(w);
@@ -242,7 +262,9 @@ static struct cairn_writer *writer_new(struct cairn_writer *next, const uint8_t 
     struct aead_writer *w = xcalloc(1, sizeof(*w));
     cairn_writer_init(&w->base, &aead_writer_ops, next);
     aead_state_init(&w->st, key, o);
-    w->buf = xmalloc(w->st.chunk + AEAD_TAG);
+    size_t cl = w->st.chunk + AEAD_TAG, n = AEAD_OUT / w->st.chunk;
+    w->cap = (n > 0 ? n : 1) * cl;
+    w->buf = xmalloc(w->cap);
     memcpy(w->st.hdr, o != NULL ? AEAD2_MAGIC : AEAD_MAGIC, 8);
     if (RAND_bytes(w->st.hdr + 8, (int)w->st.hdr_len - 8) != 1)
         abort();
