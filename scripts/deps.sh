@@ -16,6 +16,8 @@ test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-clien
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
 # images ship NodeSource's nodejs, which bundles npm and conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
+# tests/cli/test_encryption.py decrypts a repository with an independent Python decryptor.
+test_pkgs+=(python3-cryptography)
 # The Redis source tests (tests/source/test_redis*.py) start a real redis-server and check
 # its RDBs with redis-check-rdb.
 test_pkgs+=(redis-server redis-tools)

@@ -15,11 +15,15 @@ extern "C" {
 #define CAIRN_SHA256_HEX_LEN 64
 
 struct cairn_sha256 {
-    void *ctx; /* EVP_MD_CTX */
+    void *ctx; /* EVP_MD_CTX; NULL when keyed */
+    void *mac; /* EVP_MAC_CTX when keyed (HMAC-SHA-256), else NULL */
 };
 
 /* Aborts on allocation failure; never fails otherwise. */
 CAIRN_API void cairn_sha256_init(struct cairn_sha256 *h);
+/* The same interface computing HMAC-SHA-256 under a 32-byte key instead (the keyed content
+ * hashes of encrypted repositories). */
+CAIRN_API void cairn_sha256_init_keyed(struct cairn_sha256 *h, const uint8_t key[32]);
 CAIRN_API void cairn_sha256_update(struct cairn_sha256 *h, const void *data, size_t len);
 /* Writes the digest of everything so far without disturbing the running state. */
 CAIRN_API void cairn_sha256_peek(const struct cairn_sha256 *h, uint8_t out[32]);
@@ -44,6 +48,12 @@ CAIRN_API void cairn_hmac_sha256(const uint8_t key[32], const void *prefix, size
 /* 1 when tag is that HMAC of prefix || data, compared in constant time; else 0. */
 CAIRN_API int cairn_hmac_sha256_check(const uint8_t key[32], const void *prefix, size_t prefix_len,
                                       const void *data, size_t len, const uint8_t tag[32]);
+
+/* HKDF-SHA-256 (RFC 5869), 32 bytes out; salt may be empty. Aborts only when OpenSSL cannot
+ * allocate. */
+CAIRN_API void cairn_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt,
+                                 size_t salt_len, const void *info, size_t info_len,
+                                 uint8_t out[32]);
 
 /* Load a 32-byte key from a file holding 32 raw bytes or 64 hex digits (trailing newline
  * allowed). Refuses anything but a regular file (a FIFO, directory or device) with

@@ -64,6 +64,8 @@ struct cairn_engine_progress {
 };
 typedef void (*cairn_engine_progress_fn)(void *ctx, const struct cairn_engine_progress *p);
 
+struct cairn_repo_secret;
+
 struct cairn_engine_backup_opts {
     const char *source;      /* "HOST:PORT" or a local path (see above) */
     const char *storage_url; /* file:///dir, s3://bucket/prefix, ... */
@@ -95,6 +97,8 @@ struct cairn_engine_backup_opts {
     const struct cairn_influx_tls_opts *tls; /* a HOST:PORT source over TLS; NULL: plain */
     const char *password_file; /* a source driver's secret kept in a file (cairn/source.h) */
     int64_t source_timeout_ms; /* a source driver's whole snapshot; 0: no limit */
+    /* The storage's repository key (cairn/repo.h, cairn_storage_set_secret); NULL: none. */
+    const struct cairn_repo_secret *secret;
 };
 
 struct cairn_engine_backup_result {
@@ -133,6 +137,7 @@ struct cairn_engine_restore_opts {
     const struct cairn_influx_tls_opts *tls; /* an online target over TLS; NULL: plain */
     const char *password_file;               /* a source driver's secret kept in a file */
     int64_t source_timeout_ms;               /* a source driver's whole restore; 0: none */
+    const struct cairn_repo_secret *secret;  /* the storage's repository key; NULL: none */
 };
 
 struct cairn_engine_restore_result {

@@ -86,6 +86,9 @@ CAIRN_API const uint8_t *cairn_mem_writer_data(struct cairn_writer *w, size_t *l
 CAIRN_API struct cairn_writer *cairn_hash_writer_new(struct cairn_writer *next);
 /* SHA-256 of everything written so far (valid after close). */
 CAIRN_API void cairn_hash_writer_digest(struct cairn_writer *w, uint8_t out[32]);
+/* The same stage computing HMAC-SHA-256 under key (keyed content hashes). */
+CAIRN_API struct cairn_writer *cairn_hash_writer_new_keyed(struct cairn_writer *next,
+                                                           const uint8_t key[32]);
 
 struct cairn_reader;
 
@@ -132,6 +135,9 @@ CAIRN_API int cairn_file_reader_open(const char *path, struct cairn_reader **out
 CAIRN_API struct cairn_reader *cairn_mem_reader_new(const void *data, size_t len);
 CAIRN_API struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src);
 CAIRN_API void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32]);
+/* The same stage computing HMAC-SHA-256 under key. */
+CAIRN_API struct cairn_reader *cairn_hash_reader_new_keyed(struct cairn_reader *src,
+                                                           const uint8_t key[32]);
 /* Returns at most limit bytes from src, then EOF, leaving src positioned after them. Like every
  * stage it takes src (freeing the limit frees src): to keep src, pass cairn_reader_borrow(src). */
 CAIRN_API struct cairn_reader *cairn_limit_reader_new(struct cairn_reader *src, uint64_t limit);

@@ -56,7 +56,9 @@ static void backup_usage(FILE *out)
         "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
         "  --source-timeout DURATION  the longest a source's whole snapshot may take (30m,\n"
         "               2h; default none): then it is cancelled and fails (exit 8)\n"
-        "  --json       print a JSON summary on stdout\n\n%s"
+        "  --json       print a JSON summary on stdout\n"
+        "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n"
+        "               (--password-file is the source's); else the variables below\n\n%s%s"
         "Examples:\n"
         "  cairn backup --from etcd://10.0.0.5:2379 --to s3://bkt/etcd\n"
         "  REDISCLI_AUTH=... cairn backup --from redis://cache1 --to file:///srv/backups\n"
@@ -64,7 +66,7 @@ static void backup_usage(FILE *out)
         "Over TLS with a client certificate:\n"
         "  cairn backup --from db1.example:8088 --to file:///srv/backups \\\n"
         "      --tls-ca ca.pem --tls-cert client.pem --tls-key client.key\n\n%s",
-        progs_tls_help, progs_exit_codes_help);
+        progs_tls_help, progs_secret_help, progs_exit_codes_help);
 }
 
 /* The summary on stdout, as --json or a line; the source shown redacted, as in the log. */
@@ -108,14 +110,17 @@ int cmd_backup(int argc, char **argv)
                                          {"end", required_argument, NULL, 'E'},
                                          {"parallel", required_argument, NULL, 'p'},
                                          {"timeout", required_argument, NULL, 'T'},
-                                         {"source-timeout", required_argument, NULL, 'W'},
+                                         {"source-timeout", required_argument, NULL, 'O'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"password-file", required_argument, NULL, 'P'},
+                                         {"key-file", required_argument, NULL, 'K'},
+                                         {"repo-password-file", required_argument, NULL, 'W'},
                                          {"help", no_argument, NULL, 'h'},
                                          PROGS_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_engine_backup_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
+    const char *key_file = NULL, *repo_pw = NULL;
     int tls_on = 0;
     uint64_t v;
     int c;
@@ -158,7 +163,7 @@ int cmd_backup(int argc, char **argv)
                 return progs_usage("backup", "invalid --timeout '%s'", optarg);
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
-        case 'W': {
+        case 'O': {
             int64_t sec = 0;
             if (parse_duration(optarg, &sec) != 0 || sec <= 0)
                 return progs_usage("backup", "invalid --source-timeout '%s' (e.g. 30m, 2h)",
@@ -168,6 +173,8 @@ int cmd_backup(int argc, char **argv)
         }
         case 'j': progs_json = 1; break;
         case 'P': o.password_file = optarg; break;
+        case 'K': key_file = optarg; break;
+        case 'W': repo_pw = optarg; break;
         case 'h': backup_usage(stdout); return 0;
         default: return progs_usage("backup", "invalid option");
         }
@@ -185,6 +192,11 @@ int cmd_backup(int argc, char **argv)
 
     if (tls_on)
         o.tls = &tls;
+    struct progs_secret sec;
+    struct cairn_err serr = {0};
+    if (progs_secret_load(key_file, repo_pw, &sec, &serr) != CAIRN_OK)
+        return progs_fail(&serr);
+    o.secret = progs_secret(&sec);
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
     struct progs_progress *prog = progs_progress_new("backup", 0);
@@ -193,6 +205,7 @@ int cmd_backup(int argc, char **argv)
     struct cairn_engine_backup_result res;
     struct cairn_err err = {0};
     int rc = cairn_engine_backup(&o, &res, &err);
+    progs_secret_free(&sec);
     progs_progress_done(prog);
     if (rc != CAIRN_OK)
         return progs_fail(&err);

@@ -29,8 +29,10 @@ static void restore_usage(FILE *out)
         "           temporary directory beside DIR, moved into place only once every\n"
         "           file verified; DIR must not exist or be empty)\n"
         "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
-        "  --db     only this database; --rp only this retention policy (online)\n\n%s%s",
-        progs_tls_help, progs_exit_codes_help);
+        "  --db     only this database; --rp only this retention policy (online)\n"
+        "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n\n"
+        "%s%s%s",
+        progs_tls_help, progs_secret_help, progs_exit_codes_help);
 }
 
 int cmd_restore(int argc, char **argv)
@@ -44,11 +46,14 @@ int cmd_restore(int argc, char **argv)
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"force", no_argument, NULL, 'f'},
+                                         {"key-file", required_argument, NULL, 'K'},
+                                         {"repo-password-file", required_argument, NULL, 'W'},
                                          {"help", no_argument, NULL, 'h'},
                                          PROGS_TLS_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     struct cairn_engine_restore_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
+    const char *key_file = NULL, *repo_pw = NULL;
     int tls_on = 0;
     uint64_t v;
     int c;
@@ -69,6 +74,8 @@ int cmd_restore(int argc, char **argv)
             o.connect_timeout_ms = o.io_timeout_ms = (int)v;
             break;
         case 'f': o.force = 1; break;
+        case 'K': key_file = optarg; break;
+        case 'W': repo_pw = optarg; break;
         case 'j': progs_json = 1; break;
         case 'h': restore_usage(stdout); return 0;
         default: return progs_usage("restore", "invalid option");
@@ -84,6 +91,11 @@ int cmd_restore(int argc, char **argv)
         return progs_usage("restore", "the --tls options need --to HOST:PORT");
     if (tls_on)
         o.tls = &tls;
+    struct progs_secret sec;
+    struct cairn_err serr = {0};
+    if (progs_secret_load(key_file, repo_pw, &sec, &serr) != CAIRN_OK)
+        return progs_fail(&serr);
+    o.secret = progs_secret(&sec);
 
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
@@ -93,6 +105,7 @@ int cmd_restore(int argc, char **argv)
     struct cairn_engine_restore_result res;
     struct cairn_err err = {0};
     int rc = cairn_engine_restore(&o, &res, &err);
+    progs_secret_free(&sec);
     progs_progress_done(prog);
     if (rc != CAIRN_OK)
         return progs_fail(&err);

@@ -26,6 +26,7 @@ struct sopts {
     int npos;
     int json, dry_run, zstd, zstd_level, force;
     const char *seal_key;
+    const char *key_file, *password_file; /* the repository's key */
     uint64_t workers;
     struct cairn_retention_policy keep; /* prune's rules */
     const char *group_by;
@@ -96,6 +97,10 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
             }
         } else if (strcmp(name, "--seal-key") == 0) {
             o->seal_key = val;
+        } else if (strcmp(name, "--key-file") == 0) {
+            o->key_file = val;
+        } else if (strcmp(name, "--password-file") == 0) {
+            o->password_file = val;
         } else if (strcmp(name, "--with-dependents") == 0) {
             o->with_dependents = 1;
         } else if (strcmp(name, "--name") == 0) {
@@ -141,10 +146,13 @@ static int prologue(int argc, char **argv, const char *help, const char *allowed
                     const char *npos_msg, struct sopts *o)
 {
     if (help_requested(argc, argv)) {
-        printf("%s%s", help, progs_exit_codes_help);
+        printf("%s%s%s", help, progs_secret_help, progs_exit_codes_help);
         return 0;
     }
-    int ec = parse(argc, argv, allowed, o);
+    /* Every storage command opens storage, so every one takes the repository's key. */
+    char all[256];
+    snprintf(all, sizeof(all), "%s--key-file --password-file ", allowed);
+    int ec = parse(argc, argv, all, o);
     if (ec)
         return ec;
     if (o->npos != npos)
@@ -154,9 +162,19 @@ static int prologue(int argc, char **argv, const char *help, const char *allowed
 
 static int open_storage(const struct sopts *o, struct cairn_storage **st, struct cairn_err *err)
 {
-    int rc = cairn_storage_open(o->pos[0], st, err);
+    struct progs_secret sec;
+    int rc = progs_secret_load(o->key_file, o->password_file, &sec, err);
     if (rc != CAIRN_OK)
         return rc;
+    rc = cairn_storage_open(o->pos[0], st, err);
+    if (rc == CAIRN_OK && progs_secret(&sec) != NULL)
+        rc = cairn_storage_set_secret(*st, progs_secret(&sec), err);
+    progs_secret_free(&sec);
+    if (rc != CAIRN_OK) {
+        cairn_storage_free(*st);
+        *st = NULL;
+        return rc;
+    }
     /* Only commands that call cli_catch_interrupts() ever see the flag set. */
     cairn_storage_set_cancel(*st, &cli_cancel);
     if (o->seal_key == NULL)

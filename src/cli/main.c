@@ -16,6 +16,8 @@ int cmd_prune(int argc, char **argv);  /* cmd_storage.c */
 int cmd_put(int argc, char **argv);    /* cmd_storage.c */
 int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 int cmd_unlock(int argc, char **argv); /* cmd_storage.c */
+int cmd_init(int argc, char **argv);   /* cmd_repo.c */
+int cmd_key(int argc, char **argv);    /* cmd_repo.c */
 
 static const struct progs_cmd commands[] = {
     {"version", "print the version", NULL}, /* answered by progs_dispatch */
@@ -29,6 +31,8 @@ static const struct progs_cmd commands[] = {
     {"put", "store a local file or directory as a backup (low level)", cmd_put},
     {"get", "restore a backup made by 'put' into a directory", cmd_get},
     {"unlock", "remove stale locks from a storage location", cmd_unlock},
+    {"init", "make a storage location an (encrypted) repository", cmd_init},
+    {"key", "generate, add, list, remove or change the keys of a repository", cmd_key},
 };
 
 int main(int argc, char **argv)

@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -37,16 +38,39 @@ void cairn_sha256_init(struct cairn_sha256 *h)
     if (ctx == NULL || EVP_DigestInit_ex(ctx, g_sha256, NULL) != 1)
         abort();
     h->ctx = ctx;
+    h->mac = NULL;
+}
+
+void cairn_sha256_init_keyed(struct cairn_sha256 *h, const uint8_t key[32])
+{
+    pthread_once(&g_fetch_once, crypto_fetch);
+    EVP_MAC_CTX *mac = EVP_MAC_CTX_new(g_hmac);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    if (mac == NULL || EVP_MAC_init(mac, key, 32, params) != 1)
+        abort();
+    h->ctx = NULL;
+    h->mac = mac;
 }
 
 void cairn_sha256_update(struct cairn_sha256 *h, const void *data, size_t len)
 {
-    if (len > 0 && EVP_DigestUpdate(h->ctx, data, len) != 1)
+    if (len > 0 && h->mac != NULL && EVP_MAC_update(h->mac, data, len) != 1)
+        abort();
+    if (len > 0 && h->mac == NULL && EVP_DigestUpdate(h->ctx, data, len) != 1)
         abort();
 }
 
 void cairn_sha256_peek(const struct cairn_sha256 *h, uint8_t out[32])
 {
+    if (h->mac != NULL) {
+        size_t n = 0;
+        EVP_MAC_CTX *c = EVP_MAC_CTX_dup(h->mac);
+        if (c == NULL || EVP_MAC_final(c, out, &n, 32) != 1)
+            abort();
+        EVP_MAC_CTX_free(c);
+        return;
+    }
     EVP_MD_CTX *copy = EVP_MD_CTX_new();
     if (copy == NULL || EVP_MD_CTX_copy_ex(copy, h->ctx) != 1 ||
         EVP_DigestFinal_ex(copy, out, NULL) != 1)
@@ -56,7 +80,9 @@ void cairn_sha256_peek(const struct cairn_sha256 *h, uint8_t out[32])
 
 void cairn_sha256_final(struct cairn_sha256 *h, uint8_t out[32])
 {
-    if (EVP_DigestFinal_ex(h->ctx, out, NULL) != 1)
+    size_t n = 0;
+    if (h->mac != NULL ? EVP_MAC_final(h->mac, out, &n, 32) != 1
+                       : EVP_DigestFinal_ex(h->ctx, out, NULL) != 1)
         abort();
     cairn_sha256_free(h);
 }
@@ -64,7 +90,26 @@ void cairn_sha256_final(struct cairn_sha256 *h, uint8_t out[32])
 void cairn_sha256_free(struct cairn_sha256 *h)
 {
     EVP_MD_CTX_free(h->ctx);
+    EVP_MAC_CTX_free(h->mac);
     h->ctx = NULL;
+    h->mac = NULL;
+}
+
+void cairn_hkdf_sha256(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+                       const void *info, size_t info_len, uint8_t out[32])
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len),
+        OSSL_PARAM_construct_end()};
+    if (ctx == NULL || EVP_KDF_derive(ctx, out, 32, p) != 1)
+        abort(); /* only allocation failure gets here */
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
 }
 
 void cairn_sha256_oneshot(const void *data, size_t len, uint8_t out[32])

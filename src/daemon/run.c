@@ -267,7 +267,7 @@ static int storage_last(const struct cairn_schedule_cfg *c, int64_t *last, char 
     *last = -1;
     struct cairn_storage *st = NULL;
     struct cairn_backup_list l = {0};
-    int rc = cairn_storage_open(c->to, &st, err);
+    int rc = runner_storage_open(c, &st, err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_list(st, &l, err);
     if (rc == CAIRN_E_NOTFOUND)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
+#include "cairn/repo.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -183,6 +184,9 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
         snprintf(res->name, sizeof(res->name), "%s", o->name);
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
+    if (rc == CAIRN_OK && o->secret != NULL &&
+        (rc = cairn_storage_set_secret(st, o->secret, err)) != CAIRN_OK)
+        cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return rc;
     cairn_storage_set_cancel(st, o->cancel);

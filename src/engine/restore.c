@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
+#include "cairn/repo.h"
 #include "common/util.h"
 #include "cairn/source.h"
 #include "internal.h"
@@ -141,6 +142,9 @@ int cairn_engine_restore(const struct cairn_engine_restore_opts *o,
         return rc;
     struct cairn_storage *st;
     rc = cairn_storage_open(o->storage_url, &st, err);
+    if (rc == CAIRN_OK && o->secret != NULL &&
+        (rc = cairn_storage_set_secret(st, o->secret, err)) != CAIRN_OK)
+        cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return rc;
     cairn_storage_set_cancel(st, o->cancel);

@@ -25,4 +25,22 @@ int aead_gcm_run(struct aead_gcm *g, int enc, const uint8_t nonce[AEAD_GCM_NONCE
                  size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
                  uint8_t tag[AEAD_GCM_TAG]);
 
+/* The chunked stream, version 2 (docs/FORMAT.md "Encrypted objects"): a per-stream key from
+ * HKDF of key and a random salt, ad (the caller's) bound into every chunk, chunk bytes of
+ * plaintext per chunk (0: 64 KiB). An authentication failure or a missing header is bad_code
+ * (0: CAIRN_E_SEAL) with label (the object's name; required) in the message. */
+struct aead_stream_opts {
+    const void *ad;
+    size_t ad_len;
+    size_t chunk;
+    int bad_code;
+    const char *label;
+};
+struct cairn_writer;
+struct cairn_reader;
+struct cairn_writer *aead_stream_writer_new(struct cairn_writer *next, const uint8_t key[32],
+                                            const struct aead_stream_opts *o);
+struct cairn_reader *aead_stream_reader_new(struct cairn_reader *src, const uint8_t key[32],
+                                            const struct aead_stream_opts *o);
+
 #endif

@@ -201,6 +201,14 @@ struct cairn_reader *cairn_hash_reader_new(struct cairn_reader *src)
     return &h->base;
 }
 
+struct cairn_reader *cairn_hash_reader_new_keyed(struct cairn_reader *src, const uint8_t key[32])
+{
+    struct hash_reader *h = xcalloc(1, sizeof(*h));
+    cairn_reader_init(&h->base, &hash_reader_ops, src);
+    cairn_sha256_init_keyed(&h->h, key);
+    return &h->base;
+}
+
 void cairn_hash_reader_digest(struct cairn_reader *r, uint8_t out[32])
 {
     cairn_sha256_peek(&((struct hash_reader *)r)->h, out);

@@ -351,6 +351,14 @@ struct cairn_writer *cairn_hash_writer_new(struct cairn_writer *next)
     return &h->base;
 }
 
+struct cairn_writer *cairn_hash_writer_new_keyed(struct cairn_writer *next, const uint8_t key[32])
+{
+    struct hash_writer *h = xcalloc(1, sizeof(*h));
+    cairn_writer_init(&h->base, &hash_writer_ops, next);
+    cairn_sha256_init_keyed(&h->h, key);
+    return &h->base;
+}
+
 void cairn_hash_writer_digest(struct cairn_writer *w, uint8_t out[32])
 {
     struct hash_writer *h = (struct hash_writer *)w;

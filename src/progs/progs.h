@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "cairn/err.h"
+#include "cairn/repo.h"
 
 struct progs_cmd {
     const char *name;
@@ -56,5 +57,23 @@ struct cairn_influx_tls_opts;
 /* 1 when c was a TLS option (stored in t, and *on set), else 0. */
 int progs_tls_option(int c, const char *arg, struct cairn_influx_tls_opts *t, int *on);
 extern const char progs_tls_help[];
+
+/* The repository key of a command that opens storage: key_file or password_file (options;
+ * either may be NULL, not both set), else $CAIRN_KEY_FILE, $CAIRN_PASSWORD_FILE or
+ * $CAIRN_PASSWORD_COMMAND (run by sh -c; the first line of its output). Key and password
+ * files group or others may read are refused (CAIRN_E_INVALID, exit 2). progs_secret is
+ * NULL when none was given; progs_secret_free wipes it. */
+struct progs_secret {
+    struct cairn_repo_secret sec;
+    uint8_t key[CAIRN_REPO_KEY_LEN];
+    char *password;
+    int set;
+};
+int progs_secret_load(const char *key_file, const char *password_file, struct progs_secret *s,
+                      struct cairn_err *err);
+const struct cairn_repo_secret *progs_secret(const struct progs_secret *s);
+void progs_secret_free(struct progs_secret *s);
+/* The help text of those options and variables. */
+extern const char progs_secret_help[];
 
 #endif

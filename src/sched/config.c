@@ -23,6 +23,7 @@ void config_free(struct cairn_config *c)
         free(s->name);
         free(s->source);
         free(s->password_file);
+        free(s->key_file);
         free(s->tls_ca);
         free(s->tls_cert);
         free(s->tls_key);
@@ -32,6 +33,7 @@ void config_free(struct cairn_config *c)
     free(c->schedules);
     free(c->path);
     free(c->state_dir);
+    free(c->key_file);
     free(c->state_url);
     free(c->metrics_listen);
     free(c->timezone);
@@ -264,6 +266,10 @@ struct key {
 static const struct key k_daemon_keys[] = {
     {"state", KEY_STRING, CFG(state_url), 0, 0, NULL, NULL},
     {"state-dir", KEY_STRING, CFG(state_dir), 0, 0, NULL, NULL},
+    /* The key file of every schedule's encrypted repository that has none of its own
+     * (systemd: LoadCredential=repo.key:/etc/cairn/repo.key, then key-file =
+     * /run/credentials/cairnd.service/repo.key). */
+    {"key-file", KEY_STRING, CFG(key_file), 0, 0, NULL, NULL},
     {"state-keep", KEY_COUNT, CFG(state_keep), 1, 100000, "a count from 1 to 100000", NULL},
     {"snapshot-interval", KEY_DURATION, CFG(snapshot_interval), 1, 0, "a duration such as 30s, 5m",
      NULL},
@@ -292,6 +298,8 @@ static const struct key k_schedule_keys[] = {
     {"source", KEY_STRING, SCH(source), 0, 0, NULL, NULL},
     /* The source's secret and TLS files, as cairn backup's --password-file and --tls-*. */
     {"password-file", KEY_STRING, SCH(password_file), 0, 0, NULL, NULL},
+    /* The key file of the encrypted repository at `to`, as cairn backup's --key-file. */
+    {"key-file", KEY_STRING, SCH(key_file), 0, 0, NULL, NULL},
     {"tls-ca", KEY_STRING, SCH(tls_ca), 0, 0, NULL, NULL},
     {"tls-cert", KEY_STRING, SCH(tls_cert), 0, 0, NULL, NULL},
     {"tls-key", KEY_STRING, SCH(tls_key), 0, 0, NULL, NULL},
@@ -485,8 +493,11 @@ int config_parse(const char *text, size_t len, const char *path, struct cairn_co
     }
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
-    for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++)
+    for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++) {
         c->schedules[i].timing.zone = c->schedules[i].timing.is_cron ? c->zone : NULL;
+        if (c->schedules[i].key_file == NULL && c->key_file != NULL)
+            c->schedules[i].key_file = xstrdup(c->key_file);
+    }
     if (rc != CAIRN_OK) {
         config_free(c);
         return rc;

@@ -23,9 +23,11 @@ enum cairn_catchup_policy {
 
 struct cairn_schedule_cfg {
     char *name;
-    char *source;                      /* a source URL, "HOST:PORT" or a local path */
-    char *to;                          /* storage URL */
-    char *password_file;               /* the source's secret, first line (mode 0600); or NULL */
+    char *source;        /* a source URL, "HOST:PORT" or a local path */
+    char *to;            /* storage URL */
+    char *password_file; /* the source's secret, first line (mode 0600); or NULL */
+    char *key_file;      /* the key file of the encrypted repository at to (cairn init); NULL: the
+                          * [cairnd] key-file, if any */
     char *tls_ca, *tls_cert, *tls_key; /* the source's TLS files; NULL: none */
     int64_t source_timeout;            /* seconds the whole snapshot may take; 0: no limit */
     char *timing_text;
@@ -40,6 +42,7 @@ struct cairn_schedule_cfg {
 struct cairn_config {
     char *path;                /* file it came from (for messages) */
     char *state_dir;           /* default /var/lib/cairnd */
+    char *key_file;            /* repositories' key file of schedules without their own */
     char *state_url;           /* default sqlite:<state_dir>/state.db */
     unsigned state_keep;       /* snapshots kept in the database, default 10 */
     int64_t snapshot_interval; /* periodic save, default 30 s */

@@ -6,18 +6,40 @@
 #include <string.h>
 #include <time.h>
 
+#include "cairn/digest.h"
 #include "cairn/engine.h"
 #include "cairn/influx.h"
 #include "cairn/log.h"
+#include "cairn/repo.h"
 #include "cairn/storage.h"
 #include "common/util.h"
+
+int runner_storage_open(const struct cairn_schedule_cfg *c, struct cairn_storage **st,
+                        struct cairn_err *err)
+{
+    *st = NULL;
+    uint8_t key[CAIRN_REPO_KEY_LEN];
+    int rc = c->key_file != NULL ? cairn_key_load(c->key_file, key, err) : CAIRN_OK;
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_open(c->to, st, err);
+    if (rc == CAIRN_OK && c->key_file != NULL) {
+        struct cairn_repo_secret sec = {key, NULL};
+        rc = cairn_storage_set_secret(*st, &sec, err);
+    }
+    wipe(key, sizeof(key));
+    if (rc != CAIRN_OK) {
+        cairn_storage_free(*st);
+        *st = NULL;
+    }
+    return rc;
+}
 
 static int check(void *ctx, const struct cairn_run *run, int *complete, struct cairn_err *err)
 {
     (void)ctx;
     *complete = 0;
     struct cairn_storage *st = NULL;
-    int rc = cairn_storage_open(run->schedule->to, &st, err);
+    int rc = runner_storage_open(run->schedule, &st, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b = NULL;
@@ -63,9 +85,18 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
         .password_file = c->password_file,
         .source_timeout_ms = c->source_timeout * 1000,
     };
+    uint8_t key[CAIRN_REPO_KEY_LEN];
+    struct cairn_repo_secret sec = {key, NULL};
+    if (c->key_file != NULL) {
+        int krc = cairn_key_load(c->key_file, key, err);
+        if (krc != CAIRN_OK)
+            return krc;
+        o.secret = &sec;
+    }
     struct cairn_engine_backup_result r;
     memset(&r, 0, sizeof(r));
     int rc = cairn_engine_backup(&o, &r, err);
+    wipe(key, sizeof(key));
     if (rc == CAIRN_OK)
         res->bytes = r.bytes;
     return rc;
@@ -90,7 +121,7 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
     *removed = 0;
     const struct cairn_schedule_cfg *c = run->schedule;
     struct cairn_storage *st = NULL;
-    int rc = cairn_storage_open(c->to, &st, err);
+    int rc = runner_storage_open(c, &st, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup_list all = {0};

@@ -383,7 +383,7 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
     if (!cairn_name_valid(file))
         return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'", b->name,
                              file ? file : "");
-    int rc = b->st->drv->read(b->st->state, b->name, file, r, err);
+    int rc = storage_read(b->st, b->name, file, backup_bid(b), r, err);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
     return rc;

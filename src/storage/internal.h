@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <pthread.h>
 
+#include "cairn/digest.h"
 #include "cairn/storage.h"
 #include "io/probe.h"
 
@@ -19,6 +20,15 @@ struct cairn_storage {
     uint8_t key[CAIRN_SEAL_KEY_LEN];
     const volatile int *cancel; /* cairn_storage_set_cancel; may be NULL */
     int64_t lock_wait_ms;       /* cairn_storage_set_lock_wait; 0: $CAIRN_LOCK_WAIT_MS */
+    /* The repository (repo.c): read once, before the first operation that stores or reads
+     * bytes (storage_ready), with the secret of cairn_storage_set_secret. */
+    pthread_mutex_t repo_mu;
+    int repo_ready;
+    struct cairn_repo *repo;      /* owned; NULL for a plain location */
+    const struct repo_keys *keys; /* repo's keys when encrypted, else NULL */
+    struct repo_keys *keys_own;   /* storage_share_repo's copy */
+    uint8_t *sec_key;             /* the secret (wiped when freed) */
+    char *sec_password;
 };
 
 /* 1 when the cancel flag (may be NULL) is set; read atomically (set by signal handlers). */
@@ -90,6 +100,11 @@ struct cairn_backup {
     struct file_rec **slots;
     size_t nslots;
     struct cairn_lock *lock; /* read-write handles: the shared lock on the location (lock.c) */
+    /* Encrypted repositories: the backup's random id (MANIFEST "backup_id"), bound into the
+     * additional data of its data files and MANIFEST parts, so files cannot move between
+     * backups, not even between two of the same name. */
+    uint8_t bid[16];
+    int has_bid;
 };
 
 /* MANIFEST (manifest.c). A MANIFEST is read whole, so it is at most MANIFEST_MAX bytes; the
@@ -193,5 +208,45 @@ int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn
  * SHA-256, at its end), as cairn_backup_get_file without the lookup. */
 int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,
                          struct cairn_reader **out, struct cairn_err *err);
+
+/* Encryption (storage.c). storage_ready reads the location's repository config once (and
+ * unlocks it with the storage's secret): CAIRN_OK for a plain location or an unlocked one.
+ * storage_create and storage_read are the driver's create and read, wrapped, when the
+ * location is encrypted, in the chunked AEAD stream (version 2) whose additional data binds
+ * the repository id, backup, file and bid (NULL: 16 zero bytes; MANIFEST headers and lock
+ * objects). Authentication failures are CAIRN_E_CORRUPT naming the object. */
+int storage_ready(struct cairn_storage *st, struct cairn_err *err);
+/* Make own (a fresh handle on the same URL, such as a lock's) use ready st's keys. */
+void storage_share_repo(struct cairn_storage *own, const struct cairn_storage *st);
+int storage_create(struct cairn_storage *st, const char *backup, const char *file,
+                   const uint8_t *bid, int64_t size_hint, const struct cairn_storage_write_opts *wo,
+                   struct cairn_writer **w, struct cairn_err *err);
+int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
+                 struct cairn_reader **r, struct cairn_err *err);
+/* Content hashes of st's MANIFESTs: SHA-256, or HMAC-SHA-256 under the content hash key when
+ * st is encrypted (st must be ready). */
+void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h);
+struct cairn_writer *storage_hash_writer_new(const struct cairn_storage *st,
+                                             struct cairn_writer *next);
+/* b's bid for storage_create/storage_read: NULL when b has none. */
+static inline const uint8_t *backup_bid(const struct cairn_backup *b)
+{
+    return b->has_bid ? b->bid : NULL;
+}
+
+/* Repositories (repo.c): the keys an unlocked encrypted repository derives from its master
+ * key, and HKDF-SHA-256 (32 bytes out). */
+struct repo_keys {
+    uint8_t repo_id[32];
+    uint8_t data[32];       /* object encryption */
+    uint8_t config_mac[32]; /* the config's MAC */
+    uint8_t hash[32];       /* keyed content hashes (HMAC-SHA-256) */
+    uint32_t chunk_size;
+};
+struct cairn_repo;
+/* NULL when r is not encrypted. */
+const struct repo_keys *repo_keys(const struct cairn_repo *r);
+int repo_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
+              const char *info, uint8_t out[32]);
 
 #endif

@@ -62,7 +62,9 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
 {
     memset(out, 0, sizeof(*out));
     struct name_vec nv = {0};
-    int rc = st->drv->list(st->state, collect_name, &nv, err);
+    int rc = storage_ready(st, err);
+    if (rc == CAIRN_OK)
+        rc = st->drv->list(st->state, collect_name, &nv, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "list backups in '%s'", st->url);
         goto out;

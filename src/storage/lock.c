@@ -68,7 +68,7 @@ static int read_object(struct cairn_storage *st, const char *obj, char **text,
                        struct cairn_err *err)
 {
     struct cairn_reader *r = NULL;
-    int rc = st->drv->read(st->state, CAIRN_LOCK_DIR, obj, &r, err);
+    int rc = storage_read(st, CAIRN_LOCK_DIR, obj, NULL, &r, err);
     if (rc != CAIRN_OK)
         return rc;
     char *buf = xmalloc(LOCK_MAX + 1);
@@ -239,11 +239,11 @@ static int write_object(struct cairn_lock *l, const char *obj, struct cairn_err 
     /* Neither SYNC (a lock means nothing after a machine crash) nor ATOMIC (one cut short by
      * a dying writer reads as garbage, which counts as stale). */
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_REPLACE};
-    int rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &wo, &w, err);
+    int rc = storage_create(st, CAIRN_LOCK_DIR, obj, NULL, (int64_t)len, &wo, &w, err);
     if (rc == CAIRN_E_NOTFOUND) { /* no lock directory yet (file driver) */
         rc = st->drv->start(st->state, CAIRN_LOCK_DIR, err);
         if (rc == CAIRN_OK || rc == CAIRN_E_EXISTS)
-            rc = st->drv->create(st->state, CAIRN_LOCK_DIR, obj, (int64_t)len, &wo, &w, err);
+            rc = storage_create(st, CAIRN_LOCK_DIR, obj, NULL, (int64_t)len, &wo, &w, err);
     }
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(w, text, len, err);
@@ -430,8 +430,13 @@ int cairn_storage_lock(struct cairn_storage *st, enum cairn_lock_mode mode,
     *out = NULL;
     if (st->drv->list_files == NULL || st->drv->remove_file == NULL)
         return CAIRN_OK; /* a driver without lock objects */
+    int rc = storage_ready(st, err);
+    if (rc != CAIRN_OK)
+        return rc;
     struct cairn_storage *own = NULL;
-    int rc = cairn_storage_open(st->url, &own, err);
+    rc = cairn_storage_open(st->url, &own, err);
+    if (rc == CAIRN_OK)
+        storage_share_repo(own, st);
     if (rc == CAIRN_OK && mode == CAIRN_LOCK_EXCLUSIVE)
         rc = location_exists(own, err);
     if (rc != CAIRN_OK) {
@@ -528,7 +533,8 @@ int cairn_storage_locks(struct cairn_storage *st, struct cairn_lock_list *out,
     memset(out, 0, sizeof(*out));
     if (st->drv->list_files == NULL)
         return CAIRN_OK;
-    return list_locks(st, NULL, out, err);
+    int rc = storage_ready(st, err);
+    return rc != CAIRN_OK ? rc : list_locks(st, NULL, out, err);
 }
 
 int cairn_storage_unlock(struct cairn_storage *st, int all, struct cairn_lock_list *removed,

@@ -73,6 +73,16 @@ json_t *manifest_file_json(const struct cairn_manifest_file *f)
                      (json_int_t)f->logical_size, "logical_sha256", f->logical_sha256);
 }
 
+/* Encrypted repositories: the backup's random id, which its files' encryption binds. */
+static void set_bid(const struct cairn_backup *b, json_t *m)
+{
+    if (!b->has_bid)
+        return;
+    char hex[33];
+    cairn_hex_encode(b->bid, sizeof(b->bid), hex);
+    json_object_set_new(m, "backup_id", json_string(hex));
+}
+
 char *manifest_build(const struct cairn_backup *b, const uint8_t *key)
 {
     size_t n;
@@ -93,6 +103,7 @@ char *manifest_build(const struct cairn_backup *b, const uint8_t *key)
     /* Optional, so MANIFESTs without it (older cairn) still read; the version stays 1. */
     if (b->scope != NULL)
         json_object_set(m, "scope", b->scope);
+    set_bid(b, m);
     char *out = finish_text(m, key);
     json_decref(m);
     return out;
@@ -157,13 +168,13 @@ static int part_open(struct body_out *o)
     /* Not ATOMIC: the header names each part with its size and SHA-256, so a torn one is
      * caught, and the header is published only after every part. */
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
-    int rc = b->st->drv->create(b->st->state, b->name, name, -1, &wo, &o->w, o->err);
+    int rc = storage_create(b->st, b->name, name, backup_bid(b), -1, &wo, &o->w, o->err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(o->err, rc, "backup '%s': write %s", b->name, name);
         return rc;
     }
     o->n = 0;
-    cairn_sha256_init(&o->h);
+    storage_hash_init(b->st, &o->h);
     return CAIRN_OK;
 }
 
@@ -325,8 +336,7 @@ static int write_text(struct cairn_backup *b, const char *text, struct cairn_err
     /* The header decides completeness: it must appear whole or not at all. */
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_ATOMIC |
                                                 CAIRN_STORAGE_WRITE_SYNC};
-    int rc =
-        b->st->drv->create(b->st->state, b->name, CAIRN_MANIFEST_NAME, (int64_t)len, &wo, &w, err);
+    int rc = storage_create(b->st, b->name, CAIRN_MANIFEST_NAME, NULL, (int64_t)len, &wo, &w, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(w, text, len, err);
     if (rc == CAIRN_OK)
@@ -362,6 +372,7 @@ static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_
         abort();
     if (b->scope != NULL) /* in the header: list and parent lookup read headers only */
         json_object_set(m, "scope", b->scope);
+    set_bid(b, m);
     char *text = finish_text(m, key);
     json_decref(m);
     /* Never reached in practice (one part entry of ~150 bytes per 16 MiB of file list), but
@@ -581,6 +592,13 @@ static int parse_common(struct cairn_backup *b, json_t *m, json_int_t version, c
         (version == CAIRN_MANIFEST_VERSION && !json_is_array(*files)))
         return BAD("backup '%s': MANIFEST has a bad parent, meta, scope or files field", b->name);
     int rc = check_seal(b, m, seal, key, err);
+    if (rc == CAIRN_OK && b->st->keys != NULL) {
+        const char *bid = json_string_value(json_object_get(m, "backup_id"));
+        if (bid == NULL || strlen(bid) != 32 || cairn_hex_decode(bid, 32, b->bid, 16, NULL) != 0)
+            return BAD("backup '%s': MANIFEST of an encrypted repository lacks its backup_id",
+                       b->name);
+        b->has_bid = 1;
+    }
     if (rc == CAIRN_OK)
         set_header(b, kind, source, parent, scope, sec);
     return rc;
@@ -653,13 +671,13 @@ static int in_open(struct body_in *in)
     in->psha = json_string_value(json_object_get(p, "sha256"));
     in->want = (uint64_t)json_integer_value(json_object_get(p, "size"));
     in->n = 0;
-    int rc = b->st->drv->read(b->st->state, b->name, in->pname, &in->r, &in->e);
+    int rc = storage_read(b->st, b->name, in->pname, backup_bid(b), &in->r, &in->e);
     if (rc == CAIRN_E_NOTFOUND)
         return cairn_err_set(&in->e, CAIRN_E_CORRUPT, "backup '%s': %s is missing", b->name,
                              in->pname);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(&in->e, rc, "backup '%s': read %s", b->name, in->pname);
-    cairn_sha256_init(&in->h);
+    storage_hash_init(b->st, &in->h);
     return CAIRN_OK;
 }
 
@@ -888,7 +906,7 @@ static int load_body(struct cairn_backup *b, struct cairn_err *err)
 int manifest_load(struct cairn_backup *b, int header_only, struct cairn_err *err)
 {
     struct cairn_reader *r = NULL;
-    int rc = b->st->drv->read(b->st->state, b->name, CAIRN_MANIFEST_NAME, &r, err);
+    int rc = storage_read(b->st, b->name, CAIRN_MANIFEST_NAME, NULL, &r, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "backup '%s' MANIFEST", b->name);
         return rc;

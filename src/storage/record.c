@@ -38,7 +38,7 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     pthread_mutex_lock(&r->b->mu);
     r->rec->f.compression = comp;
     pthread_mutex_unlock(&r->b->mu);
-    r->stored = cairn_hash_writer_new(cairn_writer_borrow(r->sink));
+    r->stored = storage_hash_writer_new(r->b->st, cairn_writer_borrow(r->sink));
     struct cairn_writer *mid = r->stored;
     if (comp == CAIRN_COMPRESS_ZSTD)
         mid = cairn_zstd_writer_new_sized(mid, r->opts.level ? r->opts.level : 3,
@@ -49,7 +49,7 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
      * on the helper thread when pipelined). */
     r->logical = r->stored;
     if (comp == CAIRN_COMPRESS_ZSTD)
-        r->logical = mid = cairn_hash_writer_new(mid);
+        r->logical = mid = storage_hash_writer_new(r->b->st, mid);
     r->chain = mid;
 }
 
@@ -322,7 +322,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
 
     struct cairn_writer *sink = NULL;
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
-    rc = b->st->drv->create(b->st->state, b->name, file, size_hint, &wo, &sink, err);
+    rc = storage_create(b->st, b->name, file, backup_bid(b), size_hint, &wo, &sink, err);
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
         pthread_mutex_lock(&b->mu);

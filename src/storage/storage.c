@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "cairn/log.h"
+#include "cairn/repo.h"
+#include "io/aead.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -96,6 +100,7 @@ int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_storage *st = xcalloc(1, sizeof(*st));
+    pthread_mutex_init(&st->repo_mu, NULL);
     st->drv = drv;
     st->state = state;
     st->url = xstrdup(url);
@@ -109,11 +114,27 @@ void cairn_storage_disconnect(struct cairn_storage *st)
         st->drv->disconnect(st->state);
 }
 
+static void clear_secret(struct cairn_storage *st)
+{
+    if (st->sec_key != NULL)
+        wipe(st->sec_key, CAIRN_REPO_KEY_LEN);
+    free(st->sec_key);
+    wipe_free(st->sec_password);
+    st->sec_key = NULL;
+    st->sec_password = NULL;
+}
+
 void cairn_storage_free(struct cairn_storage *st)
 {
     if (st == NULL)
         return;
     st->drv->free(st->state);
+    cairn_repo_free(st->repo);
+    if (st->keys_own != NULL)
+        wipe(st->keys_own, sizeof(*st->keys_own));
+    free(st->keys_own);
+    clear_secret(st);
+    pthread_mutex_destroy(&st->repo_mu);
     free(st->url);
     free(st);
 }
@@ -144,6 +165,162 @@ void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms)
     st->lock_wait_ms = ms > 0 ? ms : 0;
 }
 
+/* ---- encryption ---- */
+
+int cairn_storage_set_secret(struct cairn_storage *st, const struct cairn_repo_secret *sec,
+                             struct cairn_err *err)
+{
+    if (sec != NULL && (sec->key == NULL) == (sec->password == NULL))
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "a repository key is either a key file or a password");
+    pthread_mutex_lock(&st->repo_mu);
+    clear_secret(st);
+    if (sec != NULL && sec->key != NULL) {
+        st->sec_key = xmalloc(CAIRN_REPO_KEY_LEN);
+        memcpy(st->sec_key, sec->key, CAIRN_REPO_KEY_LEN);
+    } else if (sec != NULL) {
+        st->sec_password = xstrdup(sec->password);
+    }
+    cairn_repo_free(st->repo);
+    st->repo = NULL;
+    st->keys = NULL;
+    st->repo_ready = 0;
+    pthread_mutex_unlock(&st->repo_mu);
+    return CAIRN_OK;
+}
+
+int storage_ready(struct cairn_storage *st, struct cairn_err *err)
+{
+    int rc = CAIRN_OK;
+    pthread_mutex_lock(&st->repo_mu);
+    if (!st->repo_ready) {
+        struct cairn_repo_secret sec = {st->sec_key, st->sec_password};
+        int has = st->sec_key != NULL || st->sec_password != NULL;
+        rc = cairn_repo_open(st, has ? &sec : NULL, &st->repo, err);
+        if (rc == CAIRN_E_NOTFOUND && !has) { /* a plain location, as before repositories */
+            cairn_err_clear(err);
+            rc = CAIRN_OK;
+        }
+        if (rc == CAIRN_OK) {
+            st->keys = st->repo != NULL ? repo_keys(st->repo) : NULL;
+            st->repo_ready = 1;
+        }
+    }
+    pthread_mutex_unlock(&st->repo_mu);
+    return rc;
+}
+
+void storage_share_repo(struct cairn_storage *own, const struct cairn_storage *st)
+{
+    pthread_mutex_lock(&own->repo_mu);
+    if (st->keys != NULL) {
+        own->keys_own = xmalloc(sizeof(*own->keys_own));
+        *own->keys_own = *st->keys;
+        own->keys = own->keys_own;
+    }
+    own->repo_ready = 1;
+    pthread_mutex_unlock(&own->repo_mu);
+}
+
+int cairn_storage_repo(struct cairn_storage *st, struct cairn_repo **repo, struct cairn_err *err)
+{
+    *repo = NULL;
+    int rc = storage_ready(st, err);
+    if (rc == CAIRN_OK)
+        *repo = st->repo;
+    return rc;
+}
+
+/* The additional data of an object: docs/FORMAT.md "Encrypted objects". */
+static uint8_t *object_ad(const struct repo_keys *k, const char *backup, const char *file,
+                          const uint8_t *bid, size_t *len)
+{
+    static const char label[] = "cairn object v1";
+    size_t bl = strlen(backup), fl = strlen(file);
+    *len = sizeof(label) + 32 + bl + 1 + fl + 1 + 16;
+    uint8_t *ad = xcalloc(1, *len), *p = ad;
+    memcpy(p, label, sizeof(label)); /* with its NUL */
+    p += sizeof(label);
+    memcpy(p, k->repo_id, 32);
+    p += 32;
+    memcpy(p, backup, bl + 1);
+    p += bl + 1;
+    memcpy(p, file, fl + 1);
+    p += fl + 1;
+    if (bid != NULL)
+        memcpy(p, bid, 16);
+    return ad;
+}
+
+static struct aead_stream_opts *object_opts(const struct repo_keys *k, const char *backup,
+                                            const char *file, const uint8_t *bid,
+                                            struct aead_stream_opts *o, char *label, size_t cap)
+{
+    snprintf(label, cap, "stored object '%s/%s'", backup, file);
+    memset(o, 0, sizeof(*o));
+    o->ad = object_ad(k, backup, file, bid, &o->ad_len);
+    o->chunk = k->chunk_size;
+    o->bad_code = CAIRN_E_CORRUPT;
+    o->label = label;
+    return o;
+}
+
+int storage_create(struct cairn_storage *st, const char *backup, const char *file,
+                   const uint8_t *bid, int64_t size_hint, const struct cairn_storage_write_opts *wo,
+                   struct cairn_writer **w, struct cairn_err *err)
+{
+    *w = NULL;
+    int rc = storage_ready(st, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    const struct repo_keys *k = st->keys;
+    if (k != NULL && size_hint >= 0) /* header, and a tag per chunk */
+        size_hint += 32 + 16 * (size_hint / k->chunk_size + 1);
+    rc = st->drv->create(st->state, backup, file, size_hint, wo, w, err);
+    if (rc != CAIRN_OK || k == NULL)
+        return rc;
+    struct aead_stream_opts o;
+    char label[2 * CAIRN_NAME_MAX + 32];
+    object_opts(k, backup, file, bid, &o, label, sizeof(label));
+    *w = aead_stream_writer_new(*w, k->data, &o);
+    free((void *)o.ad);
+    return CAIRN_OK;
+}
+
+int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
+                 struct cairn_reader **r, struct cairn_err *err)
+{
+    *r = NULL;
+    int rc = storage_ready(st, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    rc = st->drv->read(st->state, backup, file, r, err);
+    const struct repo_keys *k = st->keys;
+    if (rc != CAIRN_OK || k == NULL)
+        return rc;
+    struct aead_stream_opts o;
+    char label[2 * CAIRN_NAME_MAX + 32];
+    object_opts(k, backup, file, bid, &o, label, sizeof(label));
+    *r = aead_stream_reader_new(*r, k->data, &o);
+    free((void *)o.ad);
+    return CAIRN_OK;
+}
+
+void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h)
+{
+    if (st->keys != NULL)
+        cairn_sha256_init_keyed(h, st->keys->hash);
+    else
+        cairn_sha256_init(h);
+}
+
+struct cairn_writer *storage_hash_writer_new(const struct cairn_storage *st,
+                                             struct cairn_writer *next)
+{
+    return st->keys != NULL ? cairn_hash_writer_new_keyed(next, st->keys->hash)
+                            : cairn_hash_writer_new(next);
+}
+
 /* ---- whole backups ---- */
 
 /* Start under the shared lock *lock (taken over by the handle on success). */
@@ -157,6 +334,11 @@ static int start_locked(struct cairn_storage *st, const char *name, struct cairn
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b = backup_new_handle(st, name, 0);
+    if (st->keys != NULL) {
+        if (RAND_bytes(b->bid, sizeof(b->bid)) != 1)
+            abort();
+        b->has_bid = 1;
+    }
     b->kind = xstrdup("files");
     b->source = xstrdup("");
     b->lock = *lock;
@@ -170,6 +352,8 @@ int cairn_storage_start(struct cairn_storage *st, const char *name, struct cairn
 {
     *out = NULL;
     int rc = storage_check_backup_name(name, err);
+    if (rc == CAIRN_OK)
+        rc = storage_ready(st, err);
     if (rc != CAIRN_OK)
         return rc;
     /* Held until the handle is freed: no prune or rm removes what is being written. */
@@ -189,7 +373,9 @@ int cairn_storage_start_auto(struct cairn_storage *st, const char *tag, char *na
     int64_t ms = (int64_t)now_ms();
     struct cairn_lock *lock = NULL;
     struct cairn_lock_opts lo = {.command = "backup", .wait_ms = st->lock_wait_ms};
-    int rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &lo, &lock, err);
+    int rc = storage_ready(st, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_lock(st, CAIRN_LOCK_SHARED, &lo, &lock, err);
     if (rc != CAIRN_OK)
         return rc;
     rc = CAIRN_E_EXISTS;
@@ -208,6 +394,8 @@ int cairn_storage_open_backup(struct cairn_storage *st, const char *name, struct
 {
     *out = NULL;
     int rc = storage_check_backup_name(name, err);
+    if (rc == CAIRN_OK)
+        rc = storage_ready(st, err);
     if (rc != CAIRN_OK)
         return rc;
     struct cairn_backup *b = backup_new_handle(st, name, 1);

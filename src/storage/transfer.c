@@ -106,7 +106,7 @@ static struct cairn_reader *verify_reader_new(struct cairn_reader *src, uint64_t
 {
     struct verify_reader *v = xcalloc(1, sizeof(*v));
     cairn_reader_init(&v->base, &verify_ops, src);
-    cairn_sha256_init(&v->h);
+    storage_hash_init(b->st, &v->h);
     v->want_size = size;
     memcpy(v->want_sha, sha, 65);
     v->what = what;

@@ -30,7 +30,7 @@ declare -A may=(
 # The module each public header belongs to (the one whose sources implement it).
 declare -A public=(
     [common.h]=common [err.h]=common [log.h]=common [digest.h]=common
-    [io.h]=io [snapshot.h]=archive [storage.h]=storage [state.h]=state
+    [io.h]=io [snapshot.h]=archive [storage.h]=storage [repo.h]=storage [state.h]=state
     [influx.h]=influx [engine.h]=engine [source.h]=source
 )
 
