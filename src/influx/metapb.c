@@ -4,67 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pb.h"
 #include "common/util.h"
 #include "internal.h"
 
-/* ---- reader ---- */
-
-struct pb {
-    const uint8_t *p, *end;
-};
-
-static int pb_varint(struct pb *r, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (r->p >= r->end)
-            return -1;
-        uint8_t b = *r->p++;
-        x |= (uint64_t)(b & 0x7F) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Reads one field header and value. For length-delimited fields *sub is the payload. */
-struct pb_field {
-    uint32_t num;
-    unsigned wt;
-    uint64_t v;
-    struct pb sub;
-    const uint8_t *start;
-};
-
-static int pb_next(struct pb *r, struct pb_field *f)
-{
-    uint64_t tag, n;
-    f->start = r->p;
-    if (pb_varint(r, &tag) != 0 || (tag >> 3) == 0 || (tag >> 3) > 0x1FFFFFFF)
-        return -1;
-    f->num = (uint32_t)(tag >> 3);
-    f->wt = (unsigned)(tag & 7);
-    switch (f->wt) {
-    case 0: return pb_varint(r, &f->v);
-    case 1:
-    case 5:
-        n = f->wt == 1 ? 8 : 4;
-        if ((uint64_t)(r->end - r->p) < n)
-            return -1;
-        r->p += n;
-        return 0;
-    case 2:
-        if (pb_varint(r, &n) != 0 || n > (uint64_t)(r->end - r->p))
-            return -1;
-        f->sub.p = r->p;
-        f->sub.end = r->p + n;
-        r->p += n;
-        return 0;
-    default: return -1; /* groups are not used by meta.proto */
-    }
-}
+/* ---- reader (the wire format: common/pb.h) ---- */
 
 static void raw_keep(struct pb_raws *raws, const struct pb_field *f, const uint8_t *end)
 {
@@ -358,27 +302,16 @@ void meta_free(struct meta_data *m)
 
 /* ---- writer ---- */
 
-static void put_varint(struct buf *b, uint64_t v)
-{
-    uint8_t tmp[10];
-    size_t n = 0;
-    do {
-        tmp[n++] = (uint8_t)((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
-        v >>= 7;
-    } while (v != 0);
-    buf_add(b, tmp, n);
-}
-
 static void put_u(struct buf *b, uint32_t num, uint64_t v)
 {
-    put_varint(b, (uint64_t)num << 3);
-    put_varint(b, v);
+    buf_add_uvarint(b, (uint64_t)num << 3);
+    buf_add_uvarint(b, v);
 }
 
 static void put_bytes(struct buf *b, uint32_t num, const void *p, size_t len)
 {
-    put_varint(b, (uint64_t)num << 3 | 2);
-    put_varint(b, len);
+    buf_add_uvarint(b, (uint64_t)num << 3 | 2);
+    buf_add_uvarint(b, len);
     buf_add(b, p, len);
 }
 

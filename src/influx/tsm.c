@@ -180,7 +180,7 @@ static int cut_block(struct filter *f, uint8_t type, const uint8_t *d, size_t le
                      struct buf *entries, struct cairn_err *err)
 {
     uint64_t tslen;
-    size_t a = len > 1 ? tsm_uvarint(d + 1, len - 1, &tslen) : 0;
+    size_t a = len > 1 ? pb_uvarint(d + 1, len - 1, &tslen) : 0;
     if (a == 0 || d[0] != type || tslen > len - 1 - a)
         return corrupt(err, "block header does not match its index");
     const uint8_t *ts = d + 1 + a, *vals = ts + tslen;
@@ -202,7 +202,7 @@ static int cut_block(struct filter *f, uint8_t type, const uint8_t *d, size_t le
     struct buf tb = {0};
     tsm_encode_times(f->t.u + lo, hi - lo, &tb);
     buf_addc(&f->nb, type);
-    tsm_put_uvarint(&f->nb, tb.len);
+    buf_add_uvarint(&f->nb, tb.len);
     buf_add(&f->nb, tb.p, tb.len);
     buf_free(&tb);
     tsm_encode_values(type, &f->v, lo, hi, &f->nb);

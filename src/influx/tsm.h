@@ -8,6 +8,7 @@
 
 #include "cairn/err.h"
 #include "common/buf.h"
+#include "common/pb.h"
 
 /* Block types (tsm1/encoding.go). */
 #define TSM_FLOAT    0
@@ -29,9 +30,6 @@ struct tsm_values {
     struct buf str;
 };
 void tsm_values_free(struct tsm_values *v);
-
-size_t tsm_uvarint(const uint8_t *p, size_t len, uint64_t *v);
-void tsm_put_uvarint(struct buf *b, uint64_t v);
 
 int tsm_decode_times(const uint8_t *p, size_t len, struct tsm_values *t, struct cairn_err *err);
 void tsm_encode_times(const uint64_t *t, size_t n, struct buf *out);

@@ -39,31 +39,6 @@ static void put_be64(struct buf *b, uint64_t v)
     buf_add(b, p, 8);
 }
 
-/* Go's binary.Uvarint: 0 bytes used on a truncated or overlong varint. */
-size_t tsm_uvarint(const uint8_t *p, size_t len, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < len && i < 10; i++) {
-        if (i == 9 && p[i] > 1)
-            return 0;
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (p[i] < 0x80) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
-void tsm_put_uvarint(struct buf *b, uint64_t v)
-{
-    while (v >= 0x80) {
-        buf_addc(b, (uint8_t)(v | 0x80));
-        v >>= 7;
-    }
-    buf_addc(b, (uint8_t)v);
-}
-
 static int grow(struct tsm_values *v, size_t n, struct cairn_err *err)
 {
     if (n > TSM_MAX_VALUES)
@@ -137,8 +112,8 @@ int tsm_decode_times(const uint8_t *p, size_t len, struct tsm_values *t, struct 
     if (enc != TS_RLE)
         return bad(err, "unknown timestamp encoding");
     uint64_t delta, count;
-    size_t a = tsm_uvarint(p + 9, len - 9, &delta),
-           b = a ? tsm_uvarint(p + 9 + a, len - 9 - a, &count) : 0;
+    size_t a = pb_uvarint(p + 9, len - 9, &delta),
+           b = a ? pb_uvarint(p + 9 + a, len - 9 - a, &count) : 0;
     if (b == 0)
         return bad(err, "invalid run-length timestamps");
     if ((rc = grow(t, count, err)) != CAIRN_OK)
@@ -177,8 +152,8 @@ static int decode_ints(const uint8_t *p, size_t len, struct tsm_values *v, struc
     int rc;
     if (enc == INT_RLE) {
         uint64_t delta, count;
-        size_t a = len >= 9 ? tsm_uvarint(p + 9, len - 9, &delta) : 0;
-        size_t b = a ? tsm_uvarint(p + 9 + a, len - 9 - a, &count) : 0;
+        size_t a = len >= 9 ? pb_uvarint(p + 9, len - 9, &delta) : 0;
+        size_t b = a ? pb_uvarint(p + 9 + a, len - 9 - a, &count) : 0;
         if (b == 0 || count >= TSM_MAX_VALUES)
             return bad(err, "invalid run-length integers");
         if ((rc = grow(v, count + 1, err)) != CAIRN_OK)
@@ -340,7 +315,7 @@ static int decode_bools(const uint8_t *p, size_t len, struct tsm_values *v, stru
     if (len == 0)
         return CAIRN_OK;
     uint64_t count;
-    size_t a = tsm_uvarint(p + 1, len - 1, &count);
+    size_t a = pb_uvarint(p + 1, len - 1, &count);
     if (a == 0)
         return bad(err, "invalid boolean count");
     size_t bits = (len - 1 - a) * 8;
@@ -358,7 +333,7 @@ static int decode_bools(const uint8_t *p, size_t len, struct tsm_values *v, stru
 static void encode_bools(const uint64_t *u, size_t n, struct buf *out)
 {
     buf_addc(out, 1 << 4);
-    tsm_put_uvarint(out, n);
+    buf_add_uvarint(out, n);
     struct bits_out w = {out, 0, 0};
     for (size_t i = 0; i < n; i++)
         write_bits(&w, u[i] & 1u, 1);
@@ -371,7 +346,7 @@ static void encode_bools(const uint64_t *u, size_t n, struct buf *out)
 static int snappy_decode(const uint8_t *p, size_t len, struct buf *out, struct cairn_err *err)
 {
     uint64_t want;
-    size_t i = tsm_uvarint(p, len, &want);
+    size_t i = pb_uvarint(p, len, &want);
     if (i == 0 || want > TSM_MAX_BLOCK)
         return bad(err, "invalid snappy length");
     out->len = 0;
@@ -421,7 +396,7 @@ static int snappy_decode(const uint8_t *p, size_t len, struct buf *out, struct c
 /* Literals only: valid snappy, no compression (a boundary block is small). */
 static void snappy_encode(const uint8_t *p, size_t len, struct buf *out)
 {
-    tsm_put_uvarint(out, len);
+    buf_add_uvarint(out, len);
     while (len > 0) {
         size_t n = len < 65536 ? len : 65536;
         buf_addc(out, 61 << 2); /* literal, length-1 in 2 bytes */
@@ -444,7 +419,7 @@ static int decode_strings(const uint8_t *p, size_t len, struct tsm_values *v, st
     int rc = snappy_decode(p + 1, len - 1, &v->str, err);
     for (size_t off = 0; rc == CAIRN_OK && off < v->str.len;) {
         uint64_t sl;
-        size_t a = tsm_uvarint(v->str.p + off, v->str.len - off, &sl);
+        size_t a = pb_uvarint(v->str.p + off, v->str.len - off, &sl);
         if (a == 0 || sl > v->str.len - off - a)
             return bad(err, "invalid string length");
         if ((rc = grow(v, v->n + 1, err)) == CAIRN_OK)

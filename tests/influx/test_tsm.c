@@ -78,7 +78,7 @@ TEST(values_round_trip)
     for (size_t i = 0; i < 300; i++) {
         size_t len = i == 7 ? 70000 : i % 3 == 0 ? 0 : rnd() % 40;
         v.u[v.n++] = v.str.len;
-        tsm_put_uvarint(&v.str, len);
+        buf_add_uvarint(&v.str, len);
         for (size_t k = 0; k < len; k++)
             buf_addc(&v.str, (uint8_t)rnd());
     }
@@ -170,7 +170,7 @@ static int make_tsm(size_t n)
             struct buf blk = {0}, ts = {0};
             tsm_encode_times(t + lo, hi - lo, &ts);
             buf_addc(&blk, key ? TSM_INTEGER : TSM_FLOAT);
-            tsm_put_uvarint(&blk, ts.len);
+            buf_add_uvarint(&blk, ts.len);
             buf_add(&blk, ts.p, ts.len);
             tsm_encode_values(key ? TSM_INTEGER : TSM_FLOAT, &v, lo, hi, &blk);
             uint8_t e[28], crc[4];

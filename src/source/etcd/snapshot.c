@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "common/buf.h"
+#include "common/pb.h"
 #include "common/util.h"
 #include "etcd.h"
 #include "source/http/http.h"
@@ -186,51 +187,22 @@ struct grpc_rx {
     int refused;  /* not a gRPC answer: the gateway may be asked */
 };
 
-static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (int sh = 0; sh < 64 && *p < end; sh += 7) {
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << sh;
-        if (!(b & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /* SnapshotResponse: remaining_bytes (2, varint) and blob (3, bytes); the rest skipped. */
 static int pb_snapshot_response(const uint8_t *p, size_t n, uint64_t *remaining,
                                 const uint8_t **blob, size_t *blen)
 {
-    const uint8_t *end = p + n;
+    struct pb r = {p, p + n};
+    struct pb_field f;
     *remaining = 0;
     *blob = p;
     *blen = 0;
-    while (p < end) {
-        uint64_t key, v;
-        if (pb_varint(&p, end, &key) != 0)
+    while (r.p < r.end) {
+        if (pb_next(&r, &f) != 0 || (f.num == 2 && f.wt != 0) || (f.num == 3 && f.wt != 2))
             return -1;
-        unsigned field = (unsigned)(key >> 3), wt = (unsigned)(key & 7);
-        if ((field == 2 && wt != 0) || (field == 3 && wt != 2))
-            return -1;
-        if (wt == 0) {
-            if (pb_varint(&p, end, &v) != 0)
-                return -1;
-            if (field == 2)
-                *remaining = v;
-        } else if (wt == 2) {
-            if (pb_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return -1;
-            if (field == 3)
-                *blob = p, *blen = (size_t)v;
-            p += v;
-        } else if ((wt == 1 && end - p >= 8) || (wt == 5 && end - p >= 4)) {
-            p += wt == 1 ? 8 : 4;
-        } else {
-            return -1;
-        }
+        if (f.num == 2)
+            *remaining = f.v;
+        else if (f.num == 3)
+            *blob = f.sub.p, *blen = (size_t)(f.sub.end - f.sub.p);
     }
     return 0;
 }
