@@ -80,7 +80,7 @@ static void src_item_progress(void *arg, const struct cairn_source_item *it)
 /* The source options both directions share: cancel, timeouts, TLS, password file, progress
  * and the counts the driver fills. */
 static void source_opts_init(struct cairn_source_opts *so, const volatile int *cancel,
-                             int connect_timeout_ms, int io_timeout_ms,
+                             int connect_timeout_ms, int io_timeout_ms, int64_t timeout_ms,
                              const struct cairn_influx_tls_opts *tls, const char *password_file,
                              struct src_progress *sp, unsigned *databases, unsigned *items)
 {
@@ -88,6 +88,7 @@ static void source_opts_init(struct cairn_source_opts *so, const volatile int *c
     so->cancel = cancel;
     so->connect_timeout_ms = connect_timeout_ms;
     so->io_timeout_ms = io_timeout_ms;
+    so->timeout_ms = timeout_ms;
     if (tls != NULL) {
         so->tls = 1;
         so->ca_file = tls->ca_file;
@@ -169,10 +170,9 @@ int engine_backup_source(struct cairn_storage *st, const struct cairn_engine_bac
     };
     struct src_progress sp = {prog, NULL, 0, 0};
     struct cairn_source_opts so;
-    source_opts_init(&so, o->cancel, o->connect_timeout_ms, o->io_timeout_ms, o->tls,
-                     o->password_file, &sp, &res->databases, &res->shards);
+    source_opts_init(&so, o->cancel, o->connect_timeout_ms, o->io_timeout_ms, o->source_timeout_ms,
+                     o->tls, o->password_file, &sp, &res->databases, &res->shards);
     so.select = &sel;
-    so.timeout_ms = o->source_timeout_ms;
     so.parallelism = o->parallelism;
     struct cairn_source *src = NULL;
     int rc = cairn_source_open(url, &so, &src, err);
@@ -255,10 +255,9 @@ int engine_restore_source(struct cairn_backup *const *chain, size_t n,
         .db = o->db, .rp = o->rp, .newdb = o->newdb, .newrp = o->newrp};
     struct src_progress sp = {prog, NULL, 0, 0};
     struct cairn_source_opts so;
-    source_opts_init(&so, o->cancel, o->connect_timeout_ms, o->io_timeout_ms, o->tls,
-                     o->password_file, &sp, &res->databases, &res->shards);
+    source_opts_init(&so, o->cancel, o->connect_timeout_ms, o->io_timeout_ms, o->source_timeout_ms,
+                     o->tls, o->password_file, &sp, &res->databases, &res->shards);
     so.select = &sel;
-    so.timeout_ms = o->source_timeout_ms;
     struct cairn_source *src = NULL;
     rc = cairn_source_open(url, &so, &src, err);
     if (rc == CAIRN_OK)
