@@ -80,7 +80,7 @@ const struct cairn_source_driver source_consul_driver = {
 /* consuls:// is the same driver over HTTPS (hashi_open picks it from the scheme). */
 const struct cairn_source_driver source_consuls_driver = {
     .scheme = "consuls",
-    .description = "consuls://HOST[:8500] the same over HTTPS (--ca-file, --cert-file, --key-file)",
+    .description = "consuls://HOST[:8500] the same over HTTPS (--tls-ca, --tls-cert, --tls-key)",
     .open = consul_open,
     .backup = hashi_backup,
     .restore = hashi_restore,

@@ -117,7 +117,7 @@ const struct cairn_source_driver source_etcd_driver = {
 /* etcds:// is the same driver over TLS (the scheme picks https in ed_open). */
 const struct cairn_source_driver source_etcds_driver = {
     .scheme = "etcds",
-    .description = "etcds://HOST[:2379] the same over TLS (--ca-file, --cert-file, --key-file)",
+    .description = "etcds://HOST[:2379] the same over TLS (--tls-ca, --tls-cert, --tls-key)",
     .open = ed_open,
     .backup = ed_backup,
     .restore = ed_restore,

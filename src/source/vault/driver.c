@@ -58,7 +58,7 @@ const struct cairn_source_driver source_vault_driver = {
 /* vaults:// is the same driver over HTTPS (hashi_open picks it from the scheme). */
 const struct cairn_source_driver source_vaults_driver = {
     .scheme = "vaults",
-    .description = "vaults://HOST[:8200] the same over HTTPS (--ca-file, --cert-file, --key-file)",
+    .description = "vaults://HOST[:8200] the same over HTTPS (--tls-ca, --tls-cert, --tls-key)",
     .open = vault_open,
     .backup = hashi_backup,
     .restore = hashi_restore,
