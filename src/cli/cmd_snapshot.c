@@ -122,7 +122,7 @@ static int progress_read(struct cairn_reader *r, void *buf, size_t cap, size_t *
                          struct cairn_err *err)
 {
     /* Armed for extract only: the temporary output is then discarded. */
-    if (__atomic_load_n(&cli_cancel, __ATOMIC_RELAXED))
+    if (cancel_requested(&cli_cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc == CAIRN_OK)

@@ -586,7 +586,7 @@ int cmd_prune(int argc, char **argv)
         const struct cairn_backup_info *it = &l.items[i];
         /* Between backups only: a removal once started is finished (MANIFEST first), so an
          * interrupted prune leaves every backup either complete or gone. */
-        if (__atomic_load_n(&cli_cancel, __ATOMIC_RELAXED)) {
+        if (cancel_requested(&cli_cancel)) {
             first_rc = cairn_err_set(&first_err, CAIRN_E_CANCELLED,
                                      "prune cancelled: %zu backup(s) not considered, none of "
                                      "them removed",

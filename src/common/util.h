@@ -22,6 +22,13 @@ int write_all(int fd, const void *buf, size_t len, const char *what, struct cair
 int read_all(int fd, void *buf, size_t cap, size_t *got, const char *what, struct cairn_err *err);
 /* Read a whole small file (at most max bytes, else CAIRN_E_INVALID). NUL-terminated. */
 int read_file_max(const char *path, size_t max, uint8_t **data, size_t *len, struct cairn_err *err);
+/* 1 when the cancel flag (may be NULL) is set; read atomically (signal handlers and other
+ * threads set it). The one test of every module's cancel flag. */
+static inline int cancel_requested(const volatile int *flag)
+{
+    return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
+}
+
 /* An unnamed temporary file, gone once closed whatever happens: O_TMPFILE in dir (NULL or
  * "": $TMPDIR, else /tmp), or where the file system has none, mkostemp then unlink. */
 int tmpfile_open(const char *dir, int *fd, struct cairn_err *err);

@@ -17,7 +17,6 @@
 
 /* 1 when the flag (may be NULL) asks to stop. It is set from signal handlers and other
  * threads, so it is read atomically. */
-int engine_cancelled(const volatile int *flag);
 
 /* The caller's progress callback, serialised, with the counts it reports. Initialise mu with
  * PTHREAD_MUTEX_INITIALIZER. */

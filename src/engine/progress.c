@@ -5,11 +5,6 @@
 #include "common/util.h"
 #include "internal.h"
 
-int engine_cancelled(const volatile int *flag)
-{
-    return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
-}
-
 void engine_progress_report(struct engine_progress *p, const char *phase, const char *item,
                             uint64_t bytes, int finished)
 {
@@ -38,7 +33,7 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
                           struct cairn_err *err)
 {
     struct progress_writer *pw = (struct progress_writer *)w;
-    if (engine_cancelled(pw->p->cancel))
+    if (cancel_requested(pw->p->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled");
     int rc = cairn_writer_write(w->next, buf, len, err);
     if (rc == CAIRN_OK)

@@ -55,7 +55,7 @@ int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
     for (;;) {
         int wait = timeout_ms;
         if (cancel != NULL) {
-            if (__atomic_load_n(cancel, __ATOMIC_RELAXED) != 0)
+            if (cancel_requested(cancel))
                 return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
             uint64_t now = mono_ns();
             if (now >= idle_end)

@@ -204,7 +204,7 @@ static int child_wait(struct child *c, const char *what, struct cairn_err *err)
 /* Between polls: cancel (the source handle also cancels at its whole-run timeout). */
 static int check_stop(const struct exec_src *e, const char *what, struct cairn_err *err)
 {
-    if (e->o.cancel != NULL && __atomic_load_n(e->o.cancel, __ATOMIC_RELAXED) != 0)
+    if (cancel_requested(e->o.cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "exec source: %s cancelled", what);
     return CAIRN_OK;
 }

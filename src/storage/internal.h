@@ -31,12 +31,6 @@ struct cairn_storage {
     char *sec_password;
 };
 
-/* 1 when the cancel flag (may be NULL) is set; read atomically (set by signal handlers). */
-static inline int storage_cancelled(const volatile int *flag)
-{
-    return flag != NULL && __atomic_load_n(flag, __ATOMIC_RELAXED) != 0;
-}
-
 /* One file of a backup: its MANIFEST entry plus write state. */
 /* RESERVED: named in order by backup_reserve, not yet added (it holds back streaming like
  * WRITING); DROPPED: a reservation given up, never part of the backup. */

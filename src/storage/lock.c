@@ -452,7 +452,7 @@ int cairn_storage_lock(struct cairn_storage *st, enum cairn_lock_mode mode,
      * (cairnd's shutdown, the CLI's Ctrl-C). */
     unsigned spread = 230;
     while ((rc = try_take(l, err)) == CAIRN_E_LOCKED && mono_ns() < deadline) {
-        if (storage_cancelled(st->cancel)) {
+        if (cancel_requested(st->cancel)) {
             rc = cairn_err_set(err, CAIRN_E_CANCELLED, "cancelled while waiting for a lock on '%s'",
                                st->url);
             break;

@@ -23,7 +23,7 @@ void path_job_error(struct job_errors *je, const struct cairn_err *e)
 
 int path_cancelled(const struct cairn_path_opts *o)
 {
-    return o->cancel != NULL && __atomic_load_n(o->cancel, __ATOMIC_RELAXED) != 0;
+    return cancel_requested(o->cancel);
 }
 
 int path_job_failed(struct job_errors *je)

@@ -58,7 +58,7 @@ static int verify_read(struct cairn_reader *r, void *buf, size_t cap, size_t *go
                        struct cairn_err *err)
 {
     struct verify_reader *v = (struct verify_reader *)r;
-    if (storage_cancelled(v->cancel))
+    if (cancel_requested(v->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", v->label);
     int rc = cairn_reader_read(r->next, buf, cap, got, err);
     if (rc != CAIRN_OK) {
@@ -191,7 +191,7 @@ static void verify_one(void *arg)
     cairn_err_clear(&e);
     struct cairn_reader *r = NULL;
     int rc = CAIRN_E_CANCELLED; /* cancelled: the remaining files are neither ok nor failed */
-    if (!storage_cancelled(va->b->st->cancel)) {
+    if (!cancel_requested(va->b->st->cancel)) {
         struct cairn_writer *sink = cairn_discard_writer_new();
         rc = backup_open_verified(va->b, f, &r, &e);
         if (rc == CAIRN_OK)
@@ -225,7 +225,7 @@ struct verify_feed {
 static int verify_submit(void *arg, struct file_rec *r, struct cairn_err *e)
 {
     struct verify_feed *fd = arg;
-    if (storage_cancelled(fd->va->b->st->cancel)) {
+    if (cancel_requested(fd->va->b->st->cancel)) {
         file_rec_free(r);
         return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled",
                              fd->va->b->name);
@@ -272,7 +272,7 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
     }
     pool_free(fd.pool);
     pthread_mutex_destroy(&va.mu);
-    if (storage_cancelled(b->st->cancel))
+    if (cancel_requested(b->st->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);
     if (rc != CAIRN_OK) /* the file list itself no longer reads */
         return cairn_err_set(err, rc, "%s", le.msg);

@@ -23,7 +23,7 @@ const struct cairn_source_select *influxdb_select(const struct influxdb_src *s)
 
 int influxdb_cancelled(const struct influxdb_src *s)
 {
-    return s->o.cancel != NULL && __atomic_load_n(s->o.cancel, __ATOMIC_RELAXED) != 0;
+    return cancel_requested(s->o.cancel);
 }
 
 void influxdb_report(const struct influxdb_src *s, const char *phase, const char *item,

@@ -19,7 +19,7 @@
 
 static int cancelled(const struct etcd_conn_opts *o)
 {
-    return http_cancelled(o->cancel);
+    return cancel_requested(o->cancel);
 }
 
 /* The base URL without a trailing '/', checked: http(s)://host[:port], no user-info (a

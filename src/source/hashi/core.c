@@ -274,7 +274,8 @@ static int download(void *arg, struct cairn_writer *w, struct cairn_err *err)
     curl_easy_setopt(d.h, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(d.h, CURLOPT_MAXREDIRS, 3L);
     curl_easy_setopt(d.h, CURLOPT_REDIR_PROTOCOLS_STR, s->ho.tls ? "https" : "http,https");
-    CURLcode cc = http_cancelled(s->ho.cancel) ? CURLE_ABORTED_BY_CALLBACK : curl_easy_perform(d.h);
+    CURLcode cc =
+        cancel_requested(s->ho.cancel) ? CURLE_ABORTED_BY_CALLBACK : curl_easy_perform(d.h);
     if (d.status == 0)
         curl_easy_getinfo(d.h, CURLINFO_RESPONSE_CODE, &d.status);
     rc = download_result(&d, cc, curlerr, err);

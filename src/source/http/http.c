@@ -15,11 +15,6 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-int http_cancelled(const volatile int *cancel)
-{
-    return cancel != NULL && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0;
-}
-
 /* Called at least once a second, so a cancel stops a transfer that waits for bytes too. */
 static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
@@ -28,7 +23,7 @@ static int on_xferinfo(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    return http_cancelled(((const struct http_opts *)arg)->cancel);
+    return cancel_requested(((const struct http_opts *)arg)->cancel);
 }
 
 CURL *http_handle(const char *url, const struct http_opts *o, char *curlerr)

@@ -27,8 +27,6 @@ struct http_opts {
  * headers and the body callbacks. */
 CURL *http_handle(const char *url, const struct http_opts *o, char *curlerr);
 
-int http_cancelled(const volatile int *cancel);
-
 /* A transfer libcurl did not complete, as a cairn error about what (the redacted URL and
  * action): cancelled, timed out (CAIRN_E_TIMEOUT), cannot connect, TLS failure, anything else
  * CAIRN_E_NETWORK. status: the HTTP status seen (0: none yet): over TLS 1.3 a server rejects a

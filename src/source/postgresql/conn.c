@@ -221,7 +221,7 @@ int pg_wait(const struct pg_params *p, PGconn *c, int idle_ms, struct cairn_err 
             return pg_fail(p, c, NULL, "read", err);
         if (!PQisBusy(c))
             return CAIRN_OK;
-        if (p->cancel != NULL && __atomic_load_n(p->cancel, __ATOMIC_RELAXED))
+        if (cancel_requested(p->cancel))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
         if (idle_ms > 0 && mono_ns() - idle_since > (uint64_t)idle_ms * 1000000u)
             return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no reply for %d ms", p->where, idle_ms);
@@ -283,7 +283,7 @@ int pg_copy_next(const struct pg_params *p, PGconn *c, const char *what, const v
             return CAIRN_OK;
         if (n == -2)
             return pg_fail(p, c, NULL, what, err);
-        if (p->cancel != NULL && __atomic_load_n(p->cancel, __ATOMIC_RELAXED))
+        if (cancel_requested(p->cancel))
             return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", p->where);
         if (wake != NULL && __atomic_load_n(wake, __ATOMIC_ACQUIRE))
             return CAIRN_OK;

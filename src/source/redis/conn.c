@@ -18,7 +18,7 @@
 
 static int cancelled(const struct redis_conn *c)
 {
-    return c->cancel != NULL && __atomic_load_n(c->cancel, __ATOMIC_RELAXED) != 0;
+    return cancel_requested(c->cancel);
 }
 
 /* Wait for events on fd for at most timeout_ms of silence. */

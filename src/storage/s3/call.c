@@ -29,7 +29,7 @@ static void sleep_ms(unsigned ms)
 
 static int s3_cancelled(const struct s3 *s)
 {
-    return s->cancel != NULL && __atomic_load_n(s->cancel, __ATOMIC_RELAXED) != 0;
+    return cancel_requested(s->cancel);
 }
 
 /* A retry backoff that a cancellation cuts short (in 50 ms steps). */
