@@ -17,19 +17,12 @@ CAIRND = os.path.join(BIN, "cairnd")
 INFLUXD = shutil.which("influxd")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 from skips import missing  # noqa: E402
+from ports import free_port  # noqa: E402
 
 
 def need_influxd():
     if INFLUXD is None:
         missing("influxd (Debian package influxdb) is not installed; run scripts/deps.sh test")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # Deadlines and socket timeouts are generous (minutes): the tests run on loaded machines and

@@ -22,6 +22,7 @@ ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 from skips import missing  # noqa: E402
+from ports import free_port  # noqa: E402
 
 # Deadlines bound a hang on a loaded machine; nothing here measures speed.
 WAIT = 120
@@ -33,14 +34,6 @@ def need_etcd():
                 "run scripts/deps.sh test")
     if not os.access(ETCD_SNAP, os.X_OK):
         raise RuntimeError("%s is not built" % ETCD_SNAP)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def b64(s):

@@ -4,7 +4,6 @@ temp dir and started as the postgres user on a free loopback port, ready for rep
 a psql runner. Nothing here needs a Python PostgreSQL driver."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import skips  # noqa: E402
+from ports import free_port  # noqa: E402
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 WAIT = 120  # bounds a hang on a loaded machine; nothing measures speed by it
@@ -33,14 +33,6 @@ def require_pg():
             subprocess.run(["id", "postgres"], check=True, capture_output=True)
         except subprocess.CalledProcessError:
             skips.missing("a postgres user (Debian postgresql-15)")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def as_pg(args):

@@ -12,6 +12,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import skips  # noqa: E402
+from ports import free_port  # noqa: E402
 
 BIN = os.environ.get("CAIRN_BIN", "build")
 SNAP = os.path.join(BIN, "redis_snap")
@@ -27,14 +28,6 @@ def require_redis():
             skips.missing("%s (Debian redis-server, redis-tools)" % p)
     if not os.access(SNAP, os.X_OK):
         skips.skip("%s not built" % SNAP)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class RespError(Exception):
