@@ -202,17 +202,17 @@ void s3_call_done(struct call *c)
 
 /* The request's headers: every one given here is signed by libcurl, so only ever add
  * headers that are really sent (a removal like "Expect:" would be signed but not sent). */
-static struct curl_slist *request_headers(const struct s3 *s, const struct call *c,
+static struct curl_slist *request_headers(const struct s3_cred *cr, const struct call *c,
                                           const char *sumhex)
 {
     char hdrbuf[128];
     struct curl_slist *hl = NULL;
     snprintf(hdrbuf, sizeof(hdrbuf), "x-amz-content-sha256: %s", sumhex);
     hl = curl_slist_append(hl, hdrbuf);
-    if (s->token != NULL) {
-        char *t = xasprintf("x-amz-security-token: %s", s->token);
+    if (cr->token != NULL) {
+        char *t = xasprintf("x-amz-security-token: %s", cr->token);
         hl = curl_slist_append(hl, t);
-        free(t);
+        wipe_free(t);
     }
     if (c->content_type != NULL) {
         char *t = xasprintf("Content-Type: %s", c->content_type);
@@ -224,15 +224,15 @@ static struct curl_slist *request_headers(const struct s3 *s, const struct call 
     return hl;
 }
 
-static void setup_handle(struct s3 *s, CURL *h, struct call *c, const char *url,
-                         struct curl_slist *hl)
+static void setup_handle(struct s3 *s, const struct s3_cred *cr, CURL *h, struct call *c,
+                         const char *url, struct curl_slist *hl)
 {
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
-    curl_easy_setopt(h, CURLOPT_USERNAME, s->access);
-    curl_easy_setopt(h, CURLOPT_PASSWORD, s->secret);
+    curl_easy_setopt(h, CURLOPT_USERNAME, cr->access);
+    curl_easy_setopt(h, CURLOPT_PASSWORD, cr->secret);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
@@ -321,15 +321,20 @@ static int attempt_once(struct s3 *s, struct call *c, const char *url, const cha
     call_reset(c);
     if (c->cancellable && s3_cancelled(s))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "%s: cancelled", what);
+    struct s3_cred cr; /* this request's copy: a refresh may replace s->cred meanwhile */
+    int rc = s3_cred_get(s, &cr, err);
+    if (rc != CAIRN_OK)
+        return rc;
     CURL *h = handle_get(s);
-    struct curl_slist *hl = request_headers(s, c, sumhex);
-    setup_handle(s, h, c, url, hl);
+    struct curl_slist *hl = request_headers(&cr, c, sumhex);
+    setup_handle(s, &cr, h, c, url, hl);
     char curlerr[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curlerr);
     CURLcode cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &c->status);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(hl);
+    s3_cred_clear(&cr);
     if (cc != CURLE_OK)
         return transfer_failed(s, h, c, cc, curlerr, what, retry, err);
     handle_put(s, h);
@@ -390,11 +395,7 @@ int s3_ready(struct s3 *s, struct cairn_err *err)
     pthread_mutex_unlock(&s->mu);
     if (ready)
         return CAIRN_OK;
-    pthread_mutex_lock(&s->mu);
-    int rc = CAIRN_OK;
-    if (s->access == NULL)
-        rc = s3_load_credentials(s, err);
-    pthread_mutex_unlock(&s->mu);
+    int rc = s3_load_credentials(s, err);
     if (rc != CAIRN_OK)
         return rc;
     /* Cancellable: a session not yet ready has started nothing to clean up. */

@@ -13,11 +13,11 @@ static void s3_disconnect(void *state)
     for (size_t i = 0; i < s->npool; i++)
         curl_easy_cleanup(s->pool[i]);
     s->npool = 0;
-    s3_wipe_free(s->access);
-    s3_wipe_free(s->secret);
-    s3_wipe_free(s->token);
+    pthread_mutex_lock(&s->credmu);
+    s3_cred_clear(&s->cred);
+    pthread_mutex_unlock(&s->credmu);
     free(s->sigv4);
-    s->access = s->secret = s->token = s->sigv4 = NULL;
+    s->sigv4 = NULL;
     s->ready = 0;
     pthread_mutex_unlock(&s->mu);
 }
@@ -35,6 +35,7 @@ void s3_free(void *state)
     free(s->endpoint);
     free(s->region);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->credmu);
     free(s);
 }
 

@@ -12,7 +12,9 @@
  * Every request is retried on connection errors, 5xx, 429, SlowDown/RequestTimeout with
  * exponential backoff and jitter, up to `retries` attempts.
  *
- * Files: url.c (URL and options), cred.c (credentials), call.c (one request with retries,
+ * Files: url.c (URL and options), cred.c (the credential chain and its refresh),
+ * cred_file.c (shared config/credentials files, credential_process), cred_http.c (STS,
+ * ECS container and EC2 instance metadata providers), call.c (one request with retries,
  * the session), list.c (listing and deleting), write.c (single PUT or multipart upload),
  * read.c (HEAD and ranged GETs), driver.c (lifecycle and the driver table). */
 #ifndef CAIRN_STORAGE_S3_H
@@ -30,6 +32,13 @@
 #define MAX_PART_SIZE (5ull * 1024 * MIB)
 #define XML_MAX       (16u << 20)
 
+/* One set of credentials and where it came from. expires: Unix seconds, 0 = never. */
+struct s3_cred {
+    char *access, *secret, *token;
+    int64_t expires;
+    char provider[96]; /* "environment", "profile 'x' (AssumeRole arn:...)", ... */
+};
+
 struct s3 {
     char *url;
     char *bucket;
@@ -46,7 +55,12 @@ struct s3 {
 
     pthread_mutex_t mu;
     int ready; /* credentials loaded and bucket checked */
-    char *access, *secret, *token, *sigv4;
+    char *sigv4;
+    /* Credentials: every signing call takes a copy under credmu (s3_cred_get), which
+     * refreshes them first when they expire in less than 5 minutes. */
+    pthread_mutex_t credmu;
+    struct s3_cred cred;
+    int64_t cred_retry_at; /* a failed refresh of still-valid credentials: next try */
     CURL **pool;
     size_t npool, cappool;
     unsigned seed;
@@ -80,10 +94,53 @@ struct call {
 char *s3_uri_encode(const char *s, int keep_slash);
 
 /* cred.c */
-/* Credentials (environment, then the shared credentials file) and the region into s. */
+/* The region (URL, AWS_REGION, AWS_DEFAULT_REGION, the profile's region, us-east-1) and the
+ * first credentials of the chain into s. */
 int s3_load_credentials(struct s3 *s, struct cairn_err *err);
-/* Zero a secret, then free it. NULL is fine. */
-void s3_wipe_free(char *s);
+/* A copy of the current credentials for one request, refreshed first when they expire in
+ * less than 5 minutes (under credmu, so one thread refreshes and the others wait). */
+int s3_cred_get(struct s3 *s, struct s3_cred *out, struct cairn_err *err);
+/* Wipe and free the strings of c (c itself is not freed). */
+void s3_cred_clear(struct s3_cred *c);
+
+/* The chain (cred.c): resolve credentials as the AWS SDKs do. region is for STS. */
+int s3_cred_resolve(const char *region, struct s3_cred *out, struct cairn_err *err);
+
+/* cred_file.c: the shared config and credentials files. */
+struct s3_profiles;
+/* Load AWS_CONFIG_FILE (~/.aws/config) and AWS_SHARED_CREDENTIALS_FILE (~/.aws/credentials);
+ * missing files are empty. Never fails (unreadable files are logged and skipped). */
+struct s3_profiles *s3_profiles_load(void);
+void s3_profiles_free(struct s3_profiles *p);
+/* key of profile name (credentials file first, then config); NULL when unset. Borrowed. */
+const char *s3_profile_get(const struct s3_profiles *p, const char *name, const char *key);
+/* 1 when either file has a section for the profile. */
+int s3_profile_exists(const struct s3_profiles *p, const char *name);
+/* "'<config>' and '<credentials>'" for messages. */
+const char *s3_profiles_where(const struct s3_profiles *p);
+/* Run a credential_process command (split like a shell, no shell run) and parse its JSON
+ * Version 1 output. */
+int s3_cred_process(const char *cmd, const char *profile, struct s3_cred *out,
+                    struct cairn_err *err);
+/* Parse Version 1 / ECS / IMDS JSON credentials ({AccessKeyId, SecretAccessKey, Token or
+ * SessionToken, Expiration}); what names the provider in errors. */
+int s3_cred_from_json(const char *text, size_t len, const char *what, struct s3_cred *out,
+                      struct cairn_err *err);
+
+/* cred_http.c: the providers that talk HTTP. Each returns CAIRN_OK with *out set, or an
+ * error naming the provider. */
+/* STS AssumeRole signed with src. */
+int s3_cred_assume_role(const char *region, const struct s3_cred *src, const char *role_arn,
+                        const char *session_name, const char *external_id, const char *duration,
+                        struct s3_cred *out, struct cairn_err *err);
+/* STS AssumeRoleWithWebIdentity (unsigned) with the token in token_file. */
+int s3_cred_web_identity(const char *region, const char *token_file, const char *role_arn,
+                         const char *session_name, struct s3_cred *out, struct cairn_err *err);
+/* ECS container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI / _FULL_URI); 1 in
+ * *configured when either is set, else CAIRN_OK with *configured 0. */
+int s3_cred_container(int *configured, struct s3_cred *out, struct cairn_err *err);
+/* EC2 instance metadata, IMDSv2 only. */
+int s3_cred_imds(struct s3_cred *out, struct cairn_err *err);
 
 /* call.c */
 /* Perform one S3 request with retries. 2xx is success; anything else is an error naming the

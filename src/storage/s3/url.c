@@ -28,21 +28,32 @@ char *s3_uri_encode(const char *s, int keep_slash)
     return out;
 }
 
-static char *uri_decode(const char *s, size_t n)
+/* Percent-decode n bytes of s (RFC 3986: "%XX" is a byte; '+' stays '+'). A '%' not followed
+ * by two hex digits, or an escape that decodes to NUL, is an error naming part of url. */
+static int uri_decode(const char *url, const char *part, const char *s, size_t n, char **out,
+                      struct cairn_err *err)
 {
-    char *out = xmalloc(n + 1), *o = out;
+    char *o = xmalloc(n + 1), *w = o;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
-            isxdigit((unsigned char)s[i + 2])) {
-            char hx[3] = {s[i + 1], s[i + 2], 0};
-            *o++ = (char)strtol(hx, NULL, 16);
-            i += 2;
-        } else {
-            *o++ = s[i];
+        if (s[i] != '%') {
+            *w++ = s[i];
+            continue;
         }
+        if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+            !isxdigit((unsigned char)s[i + 2]) || (s[i + 1] == '0' && s[i + 2] == '0')) {
+            free(o);
+            return cairn_err_set(err, CAIRN_E_INVALID,
+                                 "S3 URL '%s': malformed percent-escape '%.3s' in the %s (write "
+                                 "'%%' as %%25; an escape is %% and two hex digits, not %%00)",
+                                 url, s + i, part);
+        }
+        char hx[3] = {s[i + 1], s[i + 2], 0};
+        *w++ = (char)strtol(hx, NULL, 16);
+        i += 2;
     }
-    *o = '\0';
-    return out;
+    *w = '\0';
+    *out = o;
+    return CAIRN_OK;
 }
 
 static int parse_bool(const char *v)
@@ -60,8 +71,11 @@ static int parse_location(struct s3 *s, const char *url, const char *rest, size_
     char *slash = strchr(path, '/');
     if (slash)
         *slash = '\0';
-    s->bucket = xstrdup(path);
-    if (s->bucket[0] == '\0' || strlen(s->bucket) > 63) {
+    if (uri_decode(url, "bucket", path, strlen(path), &s->bucket, err) != CAIRN_OK) {
+        free(path);
+        return CAIRN_E_INVALID;
+    }
+    if (s->bucket[0] == '\0' || strlen(s->bucket) > 63 || strchr(s->bucket, '/') != NULL) {
         free(path);
         return cairn_err_set(err, CAIRN_E_INVALID, "S3 URL '%s' has no valid bucket name", url);
     }
@@ -72,12 +86,19 @@ static int parse_location(struct s3 *s, const char *url, const char *rest, size_
     char *save = NULL;
     for (char *tok = slash ? strtok_r(slash + 1, "/", &save) : NULL; tok;
          tok = strtok_r(NULL, "/", &save)) {
-        if (strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0) {
+        char *dec = NULL;
+        rc = uri_decode(url, "prefix", tok, strlen(tok), &dec, err);
+        if (rc != CAIRN_OK)
+            break;
+        if (strcmp(dec, ".") == 0 || strcmp(dec, "..") == 0) {
+            free(dec);
             rc = cairn_err_set(err, CAIRN_E_INVALID,
                                "S3 URL '%s': prefix must not contain '.' or '..'", url);
             break;
         }
-        o += (size_t)sprintf(pfx + o, "%s/", tok);
+        /* A decoded component is never longer than its escaped form, so pfx has room. */
+        o += (size_t)sprintf(pfx + o, "%s/", dec);
+        free(dec);
     }
     s->prefix = pfx;
     free(path);
@@ -153,8 +174,13 @@ static int parse_options(struct s3 *s, const char *query, struct cairn_err *err)
             break;
         }
         *eq = '\0';
-        char *v = uri_decode(eq + 1, strlen(eq + 1));
-        rc = parse_option(s, kv, v, err);
+        char *k = NULL, *v = NULL;
+        rc = uri_decode(s->url, "query", kv, strlen(kv), &k, err);
+        if (rc == CAIRN_OK)
+            rc = uri_decode(s->url, "query", eq + 1, strlen(eq + 1), &v, err);
+        if (rc == CAIRN_OK)
+            rc = parse_option(s, k, v, err);
+        free(k);
         free(v);
     }
     free(opts);
@@ -167,6 +193,7 @@ int s3_open(const char *url, void **state, struct cairn_err *err)
         return cairn_err_set(err, CAIRN_E_INVALID, "not an s3:// URL: '%s'", url);
     struct s3 *s = xcalloc(1, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->credmu, NULL);
     s->url = xstrdup(url);
     s->part_floor = 8 * MIB;
     s->parts = 4;
