@@ -800,9 +800,9 @@ TEST(url_parsing)
     CHECK_ERR(cairn_storage_open("s3://b/%2E%2E/p", &st, &err), CAIRN_E_INVALID, &err, "..");
     CHECK_ERR(cairn_storage_open("s3://b/p?part%5Fsize=1M", &st, &err), CAIRN_E_INVALID, &err,
               "S3 part_size '1M'");
-    CHECK_OK(cairn_storage_open("s3://b/a%20b/c%2Bd?endpoint=http%3A%2F%2F127.0.0.1%3A9", &st,
-                                &err),
-             &err);
+    CHECK_OK(
+        cairn_storage_open("s3://b/a%20b/c%2Bd?endpoint=http%3A%2F%2F127.0.0.1%3A9", &st, &err),
+        &err);
     cairn_storage_free(st);
     CHECK_OK(cairn_storage_open("/plain/abs/path", &st, &err), &err);
     CHECK_EQ_STR(cairn_storage_url(st), "/plain/abs/path");
