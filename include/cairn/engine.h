@@ -61,6 +61,7 @@ struct cairn_engine_progress {
     uint64_t bytes;       /* bytes moved since the previous call (a delta) */
     unsigned items_done;  /* shards (or files) finished so far */
     unsigned items_total; /* 0 when not known yet */
+    uint64_t bytes_total; /* bytes the whole run moves; 0 when not known */
 };
 typedef void (*cairn_engine_progress_fn)(void *ctx, const struct cairn_engine_progress *p);
 

@@ -370,6 +370,12 @@ struct cairn_path_opts {
     /* May be NULL; nonzero (set by a signal handler) stops with CAIRN_E_CANCELLED: a backup
      * stops reading, a restore removes its temporary and leaves the target as it was. */
     const volatile int *cancel;
+    /* Restore only: called once before the first file is written with the number of files
+     * and their bytes, the totals of a progress display (progress_arg; may be NULL). */
+    void (*plan)(void *arg, uint64_t files, uint64_t bytes);
+    /* Called from worker threads each time one file is stored or restored (progress_arg; may
+     * be NULL). */
+    void (*file_done)(void *arg);
 };
 
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored

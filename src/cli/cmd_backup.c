@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cairn/engine.h"
 #include "cairn/source.h"
@@ -112,6 +113,7 @@ int cmd_backup(int argc, char **argv)
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"source-timeout", required_argument, NULL, 'O'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"quiet", no_argument, NULL, 'q'},
                                          {"password-file", required_argument, NULL, 'P'},
                                          {"key-file", required_argument, NULL, 'K'},
                                          {"repo-password-file", required_argument, NULL, 'W'},
@@ -172,6 +174,7 @@ int cmd_backup(int argc, char **argv)
             break;
         }
         case 'j': progs_json = 1; break;
+        case 'q': progs_quiet = 1; break;
         case 'P': o.password_file = optarg; break;
         case 'K': key_file = optarg; break;
         case 'W': repo_pw = optarg; break;
@@ -200,6 +203,9 @@ int cmd_backup(int argc, char **argv)
     cli_catch_interrupts();
     o.cancel = &cli_cancel;
     struct progs_progress *prog = progs_progress_new("backup", 0);
+    struct stat sb;
+    if (stat(o.source, &sb) == 0) /* a local path: its totals come from a scan */
+        progs_progress_scan(prog, o.source);
     o.progress = cli_engine_progress;
     o.progress_ctx = prog;
     struct cairn_engine_backup_result res;

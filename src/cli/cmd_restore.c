@@ -45,6 +45,7 @@ int cmd_restore(int argc, char **argv)
                                          {"newrp", required_argument, NULL, 'R'},
                                          {"timeout", required_argument, NULL, 'T'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"quiet", no_argument, NULL, 'q'},
                                          {"force", no_argument, NULL, 'f'},
                                          {"key-file", required_argument, NULL, 'K'},
                                          {"repo-password-file", required_argument, NULL, 'W'},
@@ -77,6 +78,7 @@ int cmd_restore(int argc, char **argv)
         case 'K': key_file = optarg; break;
         case 'W': repo_pw = optarg; break;
         case 'j': progs_json = 1; break;
+        case 'q': progs_quiet = 1; break;
         case 'h': restore_usage(stdout); return 0;
         default: return progs_usage("restore", "invalid option");
         }

@@ -207,7 +207,8 @@ enum {
     O_TAR,
     O_CONSUL,
     O_HELP,
-    O_MAXRATIO
+    O_MAXRATIO,
+    O_QUIET
 };
 
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. Long (86 lines):
@@ -234,6 +235,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         {"consul", no_argument, NULL, O_CONSUL},
         {"help", no_argument, NULL, O_HELP},
         {"max-ratio", required_argument, NULL, O_MAXRATIO},
+        {"quiet", no_argument, NULL, O_QUIET}, /* in enum order: longopts[c - O_INDEX] */
         {NULL, 0, NULL, 0},
     };
     int save = strcmp(o->verb, "save") == 0;
@@ -269,6 +271,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_TMPDIR: o->tmpdir = a; break;
         case O_FORCE: o->force = 1; break;
         case O_JSON: o->json = progs_json = 1; break;
+        case O_QUIET: progs_quiet = 1; break;
         case O_TAR: o->raw_tar = 1; break;
         case O_CONSUL: o->consul = 1; break;
         case O_MAXRATIO:

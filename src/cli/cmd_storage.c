@@ -73,7 +73,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
         }
         int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
                     strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0 &&
-                    strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0;
+                    strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0 &&
+                    strcmp(name, "--quiet") != 0;
         if (takes && val == NULL) {
             if (i + 1 >= argc)
                 return progs_usage(cmd, "option %s needs a value", name);
@@ -82,6 +83,8 @@ static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
         uint64_t n = 0;
         if (strcmp(name, "--json") == 0) {
             o->json = progs_json = 1;
+        } else if (strcmp(name, "--quiet") == 0) {
+            progs_quiet = 1; /* no progress line */
         } else if (strcmp(name, "--dry-run") == 0) {
             o->dry_run = 1;
         } else if (strcmp(name, "--force") == 0) {
@@ -407,12 +410,15 @@ static const char verify_help[] =
 struct verify_out {
     json_t *files;
     int json;
+    struct progs_progress *pr; /* per file: the API reports whole files */
 };
 
 static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
                       const struct cairn_err *e)
 {
     struct verify_out *v = arg;
+    progs_progress_add(v->pr, f->size);
+    progs_progress_item_done(v->pr);
     if (v->json) {
         json_array_append_new(v->files,
                               json_pack("{s:s, s:I, s:b, s:o}", "name", f->name, "size",
@@ -428,7 +434,7 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
 int cmd_verify(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, verify_help, "--json --workers --seal-key ", 2,
+    int ec = prologue(argc, argv, verify_help, "--json --quiet --workers --seal-key ", 2,
                       "expected a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
@@ -440,8 +446,15 @@ int cmd_verify(int argc, char **argv)
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_open_backup(st, o.pos[1], &b, &err);
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < cairn_backup_file_count(b); i++)
+            bytes += cairn_backup_file_at(b, i)->size;
+        v.pr = progs_progress_new("verify", bytes);
+        progs_progress_total(v.pr, 0, cairn_backup_file_count(b));
         rc = cairn_backup_verify(b, (unsigned)o.workers, verify_cb, &v, &err);
+        progs_progress_done(v.pr);
+    }
     size_t nfiles = b ? cairn_backup_file_count(b) : 0;
     cairn_backup_free(b);
     cairn_storage_free(st);
@@ -723,10 +736,20 @@ static void progress_cb(void *arg, uint64_t bytes)
     progs_progress_add(arg, bytes);
 }
 
+static void plan_cb(void *arg, uint64_t files, uint64_t bytes)
+{
+    progs_progress_total(arg, bytes, files);
+}
+
+static void file_done_cb(void *arg)
+{
+    progs_progress_item_done(arg);
+}
+
 int cmd_put(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, put_help, "--json --zstd --workers --seal-key ", 3,
+    int ec = prologue(argc, argv, put_help, "--json --quiet --zstd --workers --seal-key ", 3,
                       "expected a storage URL, a backup name and a local path", &o);
     if (ec >= 0)
         return ec;
@@ -744,10 +767,12 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     struct progs_progress *pr = progs_progress_new("put", 0);
+    progs_progress_scan(pr, o.pos[2]);
     struct cairn_path_stats stats = {0};
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
                                  .progress_arg = pr,
+                                 .file_done = file_done_cb,
                                  .stats = &stats,
                                  .cancel = &cli_cancel};
     cli_catch_interrupts();
@@ -791,7 +816,7 @@ static const char get_help[] =
 int cmd_get(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key --force ", 3,
+    int ec = prologue(argc, argv, get_help, "--json --quiet --workers --seal-key --force ", 3,
                       "expected a storage URL, a backup name and a target directory", &o);
     if (ec >= 0)
         return ec;
@@ -804,6 +829,8 @@ int cmd_get(int argc, char **argv)
     struct cairn_path_opts po = {.workers = (unsigned)o.workers,
                                  .progress = progress_cb,
                                  .progress_arg = pr,
+                                 .plan = plan_cb,
+                                 .file_done = file_done_cb,
                                  .force = o.force,
                                  .cancel = &cli_cancel};
     cli_catch_interrupts();

@@ -2,6 +2,7 @@
 #include "interrupt.h"
 
 #include <signal.h>
+#include <string.h>
 
 #include "progs/progs.h"
 
@@ -26,4 +27,7 @@ void cli_catch_interrupts(void)
 void cli_engine_progress(void *ctx, const struct cairn_engine_progress *p)
 {
     progs_progress_add(ctx, p->bytes);
+    progs_progress_total(ctx, p->bytes_total, 0);
+    progs_progress_items(ctx, p->items_done, p->items_total,
+                         p->phase && strcmp(p->phase, "file") == 0 ? "files" : "items");
 }

@@ -122,6 +122,7 @@ static int backup_local(struct cairn_storage *st, const struct cairn_engine_back
     struct cairn_path_opts po = {auto_opts, o->parallelism, engine_path_progress, prog};
     po.stats = &stats;
     po.cancel = o->cancel;
+    po.file_done = engine_path_file_done;
     int rc = o->name != NULL ? cairn_storage_backup_path(st, res->name, o->source, &po, err)
                              : cairn_storage_backup_path_auto(
                                    st, NULL, res->name, sizeof(res->name), o->source, &po, err);

@@ -26,6 +26,7 @@ struct engine_progress {
     void *ctx;
     const volatile int *cancel;
     unsigned done, total;
+    uint64_t bytes_total; /* 0: not known */
 };
 
 /* Report bytes moved (a delta) in phase/item; finished counts one more item done. */
@@ -39,6 +40,9 @@ struct cairn_writer *engine_progress_writer_new(struct cairn_writer *next,
                                                 const char *item);
 /* cairn_path_opts.progress for a struct engine_progress (arg): phase "file". */
 void engine_path_progress(void *arg, uint64_t bytes);
+/* cairn_path_opts.plan and .file_done for a struct engine_progress: the totals, a file done. */
+void engine_path_plan(void *arg, uint64_t files, uint64_t bytes);
+void engine_path_file_done(void *arg);
 
 /* The part of the source an influxdb backup holds: {"db": NAME|null, "rp": NAME|null}, null
  * meaning every one (every database but _internal). New reference. */

@@ -1,5 +1,6 @@
 /* The engine's progress reports and its cancel check, and the writer stage that does both for
  * every byte a backup or restore moves. */
+#include <limits.h>
 #include <stdlib.h>
 
 #include "common/util.h"
@@ -13,7 +14,7 @@ void engine_progress_report(struct engine_progress *p, const char *phase, const 
     pthread_mutex_lock(&p->mu);
     if (finished)
         p->done++;
-    struct cairn_engine_progress ev = {phase, item, bytes, p->done, p->total};
+    struct cairn_engine_progress ev = {phase, item, bytes, p->done, p->total, p->bytes_total};
     p->fn(p->ctx, &ev);
     pthread_mutex_unlock(&p->mu);
 }
@@ -21,6 +22,21 @@ void engine_progress_report(struct engine_progress *p, const char *phase, const 
 void engine_path_progress(void *arg, uint64_t bytes)
 {
     engine_progress_report(arg, "file", NULL, bytes, 0);
+}
+
+void engine_path_plan(void *arg, uint64_t files, uint64_t bytes)
+{
+    struct engine_progress *p = arg;
+    pthread_mutex_lock(&p->mu);
+    p->total = files > UINT_MAX ? UINT_MAX : (unsigned)files;
+    p->bytes_total = bytes;
+    pthread_mutex_unlock(&p->mu);
+    engine_progress_report(p, "file", NULL, 0, 0);
+}
+
+void engine_path_file_done(void *arg)
+{
+    engine_progress_report(arg, "file", NULL, 0, 1);
 }
 
 struct progress_writer {

@@ -35,10 +35,25 @@ extern int progs_json;
 /* Parse unsigned decimal; returns 0 or -1. */
 int progs_parse_u64(const char *s, uint64_t *out);
 
-/* Progress line on stderr when it is a TTY (and --json is off). Safe from several threads. */
+/* Progress of a long command on stderr, the one home of every command's progress: on a TTY
+ * one line redrawn at most 5 times a second ("backup: 1.2 GiB of 5.0 GiB (24%), 120 of 500
+ * files, 45.0 MiB/s, ETA 1m25s"); otherwise a plain line every 10 s; nothing under --json or
+ * --quiet (progs_json, progs_quiet). The totals are shown once known. Safe from several
+ * threads; every function takes NULL. */
 struct progs_progress;
+extern int progs_quiet;
 struct progs_progress *progs_progress_new(const char *label, uint64_t total_bytes);
 void progs_progress_add(struct progs_progress *p, uint64_t bytes);
+/* Totals: 0 leaves one as it is. */
+void progs_progress_total(struct progs_progress *p, uint64_t bytes, uint64_t items);
+/* Items done so far (absolute) and their total (0: unchanged); unit names them ("files"). */
+void progs_progress_items(struct progs_progress *p, uint64_t done, uint64_t total,
+                          const char *unit);
+void progs_progress_item_done(struct progs_progress *p);
+/* Count the regular files and bytes under path in a background thread (as restic's scanner
+ * does) and make them the totals when done; a backup of a local tree streams, so its totals
+ * are not known otherwise. */
+void progs_progress_scan(struct progs_progress *p, const char *path);
 void progs_progress_done(struct progs_progress *p); /* clears the line and frees */
 
 /* The exit code table, printed by --help of both programs. */

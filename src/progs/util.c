@@ -1,7 +1,6 @@
-/* Command-line helpers: error printing, number parsing, TTY progress. */
+/* Command-line helpers: error printing, number parsing (progress.c: the progress line). */
 #include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,66 +126,4 @@ int progs_parse_u64(const char *s, uint64_t *out)
         return -1;
     *out = v;
     return 0;
-}
-
-struct progs_progress {
-    pthread_mutex_t mu;
-    char label[64];
-    uint64_t total, done;
-    uint64_t start_ns, last_ns;
-    int tty;
-};
-
-struct progs_progress *progs_progress_new(const char *label, uint64_t total_bytes)
-{
-    struct progs_progress *p = xcalloc(1, sizeof(*p));
-    pthread_mutex_init(&p->mu, NULL);
-    snprintf(p->label, sizeof(p->label), "%s", label);
-    p->total = total_bytes;
-    p->start_ns = mono_ns();
-    p->tty = !progs_json && isatty(STDERR_FILENO);
-    return p;
-}
-
-static void progress_draw(struct progs_progress *p, uint64_t now)
-{
-    char done[32], rate[32];
-    double secs = (double)(now - p->start_ns) / 1e9;
-    format_bytes(p->done, done, sizeof(done));
-    format_bytes(secs > 0 ? (uint64_t)((double)p->done / secs) : 0, rate, sizeof(rate));
-    if (p->total > 0) {
-        char total[32];
-        format_bytes(p->total, total, sizeof(total));
-        fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%) %s/s", p->label, done, total,
-                100.0 * (double)p->done / (double)p->total, rate);
-    } else {
-        fprintf(stderr, "\r\033[K%s: %s %s/s", p->label, done, rate);
-    }
-    fflush(stderr);
-}
-
-void progs_progress_add(struct progs_progress *p, uint64_t bytes)
-{
-    if (p == NULL)
-        return;
-    pthread_mutex_lock(&p->mu);
-    p->done += bytes;
-    uint64_t now = mono_ns();
-    if (p->tty && now - p->last_ns > 200000000u) { /* redraw at most 5 times a second */
-        p->last_ns = now;
-        progress_draw(p, now);
-    }
-    pthread_mutex_unlock(&p->mu);
-}
-
-void progs_progress_done(struct progs_progress *p)
-{
-    if (p == NULL)
-        return;
-    if (p->tty) {
-        fprintf(stderr, "\r\033[K");
-        fflush(stderr);
-    }
-    pthread_mutex_destroy(&p->mu);
-    free(p);
 }

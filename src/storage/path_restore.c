@@ -165,6 +165,8 @@ static void get_one(void *arg)
         unlinkat(dfd, base, 0); /* never leave a file that did not verify */
         goto fail;
     }
+    if (j->o->file_done != NULL)
+        j->o->file_done(j->o->progress_arg);
     goto out;
 fail:
     path_job_error(j->je, &e);
@@ -558,6 +560,15 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
             rmdir(p.tmp);
         landing_free(&p);
         return rc;
+    }
+    if (o.plan != NULL) { /* every data file of the MANIFEST but the tree */
+        uint64_t files = 0, bytes = 0;
+        for (size_t i = 0; i < cairn_backup_file_count(b); i++) {
+            const struct cairn_manifest_file *f = cairn_backup_file_at(b, i);
+            if (strcmp(f->name, TREE_FILE) != 0)
+                files++, bytes += f->logical_size;
+        }
+        o.plan(o.progress_arg, files, bytes);
     }
     struct dir_list dirs = {0};
     int rootfd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -168,6 +168,8 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
                                          "type", "file", "mode", j->mode, "size",
                                          (json_int_t)j->size, "mtime", (json_int_t)j->mtime, "file",
                                          j->file, "stored", manifest_file_json(&rec)));
+        if (j->o->file_done != NULL)
+            j->o->file_done(j->o->progress_arg);
     }
     cairn_reader_free(r);
 }
