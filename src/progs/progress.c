@@ -17,6 +17,8 @@ int progs_quiet;
 #define TTY_REDRAW_NS   200000000ull   /* 5 times a second */
 #define PLAIN_PERIOD_NS 10000000000ull /* a plain line every 10 s */
 
+#define RATE_WINDOW 10 /* seconds of history behind the rate and the ETA */
+
 enum { MODE_OFF, MODE_TTY, MODE_PLAIN };
 
 struct progs_progress {
@@ -31,6 +33,9 @@ struct progs_progress {
     pthread_t tick;
     pthread_cond_t cv; /* with mu: the end of the run */
     int ticking, ending;
+    /* the rate: bytes over the last RATE_WINDOW samples, one a second from the ticker */
+    uint64_t sample_ns[RATE_WINDOW], sample_done[RATE_WINDOW];
+    unsigned nsamples, next_sample;
     /* the background scan of a local tree */
     pthread_t scan;
     int scanning;
@@ -49,8 +54,14 @@ static void *tick_main(void *arg)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += 1;
         pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-        if (!p->ending)
-            maybe_draw(p, 0);
+        if (p->ending)
+            break;
+        p->sample_ns[p->next_sample] = mono_ns();
+        p->sample_done[p->next_sample] = p->done;
+        p->next_sample = (p->next_sample + 1) % RATE_WINDOW;
+        if (p->nsamples < RATE_WINDOW)
+            p->nsamples++;
+        maybe_draw(p, 0);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -89,12 +100,24 @@ static void format_eta(double s, char *out, size_t cap)
         snprintf(out, cap, "%luh%02lum", t / 3600, t % 3600 / 60);
 }
 
-/* The line, without terminal codes. The rate is the average since the start. */
+/* Bytes a second over the last RATE_WINDOW seconds (since the start until there are
+ * samples), so the ETA follows the current speed rather than the read-ahead of the start. */
+static double rate_now(const struct progs_progress *p, uint64_t now)
+{
+    uint64_t t0 = p->start_ns, d0 = 0;
+    if (p->nsamples == RATE_WINDOW) { /* the oldest sample is the next to be overwritten */
+        t0 = p->sample_ns[p->next_sample];
+        d0 = p->sample_done[p->next_sample];
+    }
+    double secs = (double)(now - t0) / 1e9;
+    return secs > 0 ? (double)(p->done - d0) / secs : 0;
+}
+
+/* The line, without terminal codes. */
 static void format_line(const struct progs_progress *p, uint64_t now, char *out, size_t cap)
 {
     char done[32], rate[32], total[32], eta[32];
-    double secs = (double)(now - p->start_ns) / 1e9;
-    double bps = secs > 0 ? (double)p->done / secs : 0;
+    double bps = rate_now(p, now);
     format_bytes(p->done, done, sizeof(done));
     format_bytes((uint64_t)bps, rate, sizeof(rate));
     size_t o = 0;
@@ -117,6 +140,8 @@ static void format_line(const struct progs_progress *p, uint64_t now, char *out,
     if (o < cap && p->total > 0 && bps > 0) {
         format_eta((double)(p->total > p->done ? p->total - p->done : 0) / bps, eta, sizeof(eta));
         snprintf(out + o, cap - o, ", ETA %s", eta);
+    } else if (o < cap && p->total > 0 && p->done > 0 && p->done < p->total) {
+        snprintf(out + o, cap - o, ", stalled"); /* no byte for RATE_WINDOW seconds */
     }
 }
 

@@ -117,13 +117,13 @@ class Tmux:
                               check=False)
 
     def start(self, name, argv):
-#The pane stays after the command ends(remain - on - exit), so its output can be read.
+        # The pane stays after the command ends (cat waits on the terminal until the server is
+        # killed), so its output can be read.
         cmd = " ".join("'%s'" % a.replace("'", "'\\''") for a in argv)
         r = self.tmux("new-session", "-d", "-s", name, "-x", "200", "-y", "10",
-                      cmd + "; echo EXIT=$?")
+                      cmd + "; echo EXIT=$?; exec cat")
         if r.returncode != 0:
             raise RuntimeError("tmux new-session: " + r.stderr.decode())
-        self.tmux("set-option", "-t", name, "remain-on-exit", "on")
 
     def pane(self, name):
         return self.tmux("capture-pane", "-p", "-t", name).stdout.decode(errors="replace")
@@ -183,7 +183,7 @@ def parts(s3, gp, tm, env):
     rc, _, err, _ = run([CAIRN, "init", url, "--no-encryption"], timeout=WAIT, env=env)
     check(rc == 0, "init: %s" % err)
 
-#A long backup : uploads held after 12 MiB.
+    # A long backup: uploads held after 12 MiB.
     gp.close_gate("up", 12 * MIB)
     tm.start("backup", [CAIRN, "backup", "--from", src, "--to", url, "--name", "b1"])
     pane = wait(lambda: gp.held() and re.search(r"ETA", tm.pane("backup")) and
@@ -191,10 +191,10 @@ def parts(s3, gp, tm, env):
     check_line(pane, "backup", total)
     gp.open_gate()
     pane = wait(lambda: "EXIT=" in tm.pane("backup") and tm.pane("backup"), "backup to end")
-    check("EXIT=0" in pane and "ETA" not in pane, "backup: exit 0, progress line cleared: %r"
-          % pane.strip())
+    check(re.search(r"^backup b1: .*\nEXIT=0", pane, re.M) is not None and "ETA" not in pane,
+          "backup: its result, exit 0, the progress line cleared: %r" % pane.strip())
 
-#A long restore : downloads held after 12 MiB.
+    # A long restore: downloads held after 12 MiB.
     gp.close_gate("down", 12 * MIB)
     tm.start("restore", [CAIRN, "restore", url, "b1", "--into", os.path.join(T, "out")])
     pane = wait(lambda: gp.held() and re.search(r"ETA", tm.pane("restore")) and
@@ -202,17 +202,18 @@ def parts(s3, gp, tm, env):
     check_line(pane, "restore", total)
     gp.open_gate()
     pane = wait(lambda: "EXIT=" in tm.pane("restore") and tm.pane("restore"), "restore to end")
-    check("EXIT=0" in pane, "restore: exit 0: %r" % pane.strip())
+    check(re.search(r"^restored b1 to .*\nEXIT=0", pane, re.M) is not None and "ETA" not in pane,
+          "restore: its result, exit 0, the progress line cleared: %r" % pane.strip())
 
-#Without a TTY : a plain line every 10 s(held until one appears); --quiet and --json:
-#nothing on stderr.
+    # Without a TTY: a plain line every 10 s (held until one appears); --quiet and --json:
+    # nothing on stderr.
     gp.close_gate("down", 4 * MIB)
     errf = os.path.join(T, "get.err")
     with open(errf, "wb") as ef:
         p = subprocess.Popen([CAIRN, "get", url, "b1", os.path.join(T, "out2")], env=env,
                              stdout=subprocess.DEVNULL, stderr=ef)
     try:
-        wait(lambda: re.search(r"get: .* of %s .*ETA" % re.escape(total),
+        wait(lambda: re.search(r"get: .* of %s .*/s" % re.escape(total),
                                open(errf).read()), "a plain progress line of get", 90)
     finally:
         gp.open_gate()

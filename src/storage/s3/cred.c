@@ -291,10 +291,12 @@ static void log_cred(const struct s3 *s, const struct s3_cred *c, const char *ve
 
 int s3_load_credentials(struct s3 *s, struct cairn_err *err)
 {
+    pthread_mutex_lock(&s->mu); /* once per session: requests of other threads read both */
     if (s->region == NULL)
         s->region = resolve_region();
-    free(s->sigv4);
-    s->sigv4 = xasprintf("aws:amz:%s:s3", s->region);
+    if (s->sigv4 == NULL)
+        s->sigv4 = xasprintf("aws:amz:%s:s3", s->region);
+    pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&s->credmu);
     int rc = CAIRN_OK;
     if (s->cred.access == NULL) {
