@@ -58,6 +58,7 @@ static void backup_usage(FILE *out)
         "  --source-timeout DURATION  the longest a source's whole snapshot may take (30m,\n"
         "               2h; default none): then it is cancelled and fails (exit 8)\n"
         "  --json       print a JSON summary on stdout\n"
+        "  --quiet      no progress line (stderr)\n"
         "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n"
         "               (--password-file is the source's); else the variables below\n\n%s%s"
         "Examples:\n"

@@ -30,6 +30,7 @@ static void restore_usage(FILE *out)
         "           file verified; DIR must not exist or be empty)\n"
         "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
         "  --db     only this database; --rp only this retention policy (online)\n"
+        "  --quiet  no progress line (stderr)\n"
         "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n\n"
         "%s%s%s",
         progs_tls_help, progs_secret_help, progs_exit_codes_help);

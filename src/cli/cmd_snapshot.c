@@ -59,6 +59,7 @@ static const char save_help[] =
     "  --tmpdir DIR            where stdin is spooled (default $TMPDIR or /tmp)\n"
     "  --force                 replace OUT if it exists\n"
     "  --json                  print the result as one JSON object\n"
+    "  --quiet                 no progress line (stderr)\n"
     "\n"
     "Examples:\n"
     "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"

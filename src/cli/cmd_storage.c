@@ -403,7 +403,8 @@ static const char verify_help[] =
     "Options:\n"
     "  --workers N      files checked in parallel (default 4)\n"
     "  --seal-key FILE  also require the MANIFEST seal made with this key\n"
-    "  --json           per-file results as JSON\n\n"
+    "  --json           per-file results as JSON\n"
+    "  --quiet          no progress line (stderr)\n\n"
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
@@ -727,7 +728,8 @@ static const char put_help[] =
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
     "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"
     "  --workers N      files in parallel (default 4)\n"
-    "  --seal-key FILE  seal the MANIFEST with HMAC-SHA-256\n\n"
+    "  --seal-key FILE  seal the MANIFEST with HMAC-SHA-256\n"
+    "  --quiet          no progress line (stderr)\n\n"
     "Example:\n"
     "  cairn put /var/backups/etc auto /etc --zstd\n\n" URL_HELP;
 
@@ -809,7 +811,8 @@ static const char get_help[] =
     "Nothing is written outside DIR and no symlink in it is followed.\n\n"
     "Options:\n"
     "  --force  restore into a non-empty DIR, replacing files of the same name (exit 6\n"
-    "           without it, naming what is in the way)\n\n"
+    "           without it, naming what is in the way)\n"
+    "  --quiet  no progress line (stderr)\n\n"
     "Example:\n"
     "  cairn get /var/backups/etc 20260101T000000Z /tmp/etc-restored\n\n" URL_HELP;
 
