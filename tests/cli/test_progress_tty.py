@@ -143,7 +143,8 @@ def check_line(pane, label, total):
         return
     check(m.group(3) == total, "%s: total %s, wanted %s" % (label, m.group(3), total))
     check(int(m.group(6)) == 3, "%s: 3 files in total (%s)" % (label, m.group(6)))
-    check(0 < int(m.group(4)) < 100, "%s: mid-transfer (%s%%)" % (label, m.group(4)))
+    check(m.group(2) != "0 B" and int(m.group(4)) < 100,
+          "%s: mid-transfer (%s, %s%%)" % (label, m.group(2), m.group(4)))
     check(re.match(r"\d+(h\d\dm|m\d\ds|s)$", m.group(8)) is not None,
           "%s: ETA %s" % (label, m.group(8)))
 

@@ -128,7 +128,9 @@ static char *sts_endpoint(const char *region)
     size_t l = strlen(url);
     while (l > 0 && url[l - 1] == '/')
         url[--l] = '\0';
-    return xasprintf("%s/", url);
+    char *out = xasprintf("%s/", url);
+    free(url);
+    return out;
 }
 
 static void form_add(struct buf *b, const char *k, const char *v)
