@@ -258,7 +258,7 @@ def list_with(fa, url, env, want_token, what, rc_want=0, err_has=None):
     for secret in (SRC_SECRET, fa.ecs_token, fa.web_token, "imds-session-token"):
         check(secret not in err and secret not in out, "%s: no secret printed" % what)
     if err_has is not None:
-        check(err_has in err, "%s: stderr lacks %r: %s" % (what, err_has, err.strip()))
+        check(err_has in err, "%s: stderr names %r: %s" % (what, err_has, err.strip()))
     if want_token is not None:
         toks = [d["token"] for d in fa.entries("s3", m)]
         check(toks and all(t == want_token for t in toks),
@@ -304,8 +304,10 @@ def parts(s3, fa):
           "[profile denied]\nrole_arn = arn:aws:iam::123456789012:role/denied\n"
           "source_profile = src\n\n"
           "[profile proc]\ncredential_process = %s \"%s\" one\n\n"
+          "[profile proc2]\ncredential_process = '%s' %s 'two  words'\n\n"
           "[profile failproc]\ncredential_process = /bin/false\n\n"
-          "[sso-session x]\nsso_region = us-east-1\n" % (sys.executable, proc))
+          "[sso-session x]\nsso_region = us-east-1\n"
+          % (sys.executable, proc, sys.executable, proc.replace(" ", "\\ ")))
     wit = write(os.path.join(T, "web-token"), fa.web_token + "\n")
     ecs_tok = write(os.path.join(T, "ecs-token"), fa.ecs_token + "\n")
     ecs = dict(AWS_CONTAINER_CREDENTIALS_FULL_URI=fa.base + "/ecs/creds",
@@ -340,6 +342,8 @@ def parts(s3, fa):
           "chained: AssumeRole with the source's key, then with the first role's: %s" % st)
     list_with(fa, url, base_env(fa, AWS_PROFILE="proc", **files), "tok-proc-one",
               "credential_process")
+    list_with(fa, url, base_env(fa, AWS_PROFILE="proc2", **files), "tok-proc-two  words",
+              "credential_process: single quotes and a backslash-escaped blank")
     m = fa.mark()
     list_with(fa, url, base_env(fa, **webid), "tok-webid-%d" % (fa.n.get("webid", 0) + 1),
               "web identity")
@@ -442,14 +446,15 @@ def parts(s3, fa):
 
 
 def awscli_same(fa, files, proc, ecs, imds):
-    """The Debian awscli resolves the profiles cairn does (its 2.9 has no
-    AWS_ENDPOINT_URL_STS, so the STS profiles are left out of this part)."""
+    """The Debian awscli resolves the profiles cairn does, splitting credential_process the
+    same way (its 2.9 has no AWS_ENDPOINT_URL_STS, so the STS profiles are left out)."""
     aws = "/usr/bin/aws"
     if not os.access(aws, os.X_OK):
         return skips.missing_part("Debian awscli at /usr/bin/aws (scripts/deps.sh test)")
     cases = [("static", dict(AWS_PROFILE="static", **files), "tok-credfile"),
              ("cfgonly", dict(AWS_PROFILE="cfgonly", **files), "tok-config"),
-             ("proc", dict(AWS_PROFILE="proc", **files), "tok-proc-one")]
+             ("proc", dict(AWS_PROFILE="proc", **files), "tok-proc-one"),
+             ("proc2", dict(AWS_PROFILE="proc2", **files), "tok-proc-two  words")]
     for name, e, tok in cases:
         rc, out, err, _ = run([aws, "configure", "export-credentials", "--format", "process"],
                               timeout=WAIT, env=base_env(fa, **e))
