@@ -279,6 +279,10 @@ struct cairn_manifest_file {
     char logical_sha256[65];
 };
 CAIRN_API size_t cairn_backup_file_count(const struct cairn_backup *b);
+/* The sum of the stored sizes of a complete backup's files, from the MANIFEST header: a split
+ * MANIFEST's file list is not loaded for it (the total of a progress display). 0 for a
+ * read-write handle. */
+CAIRN_API uint64_t cairn_backup_stored_size(const struct cairn_backup *b);
 CAIRN_API const struct cairn_manifest_file *cairn_backup_file_at(const struct cairn_backup *b,
                                                                  size_t i);
 CAIRN_API const struct cairn_manifest_file *cairn_backup_file_find(const struct cairn_backup *b,

@@ -448,10 +448,7 @@ int cmd_verify(int argc, char **argv)
     if (rc == CAIRN_OK)
         rc = cairn_storage_open_backup(st, o.pos[1], &b, &err);
     if (rc == CAIRN_OK) {
-        uint64_t bytes = 0;
-        for (size_t i = 0; i < cairn_backup_file_count(b); i++)
-            bytes += cairn_backup_file_at(b, i)->size;
-        v.pr = progs_progress_new("verify", bytes);
+        v.pr = progs_progress_new("verify", cairn_backup_stored_size(b));
         progs_progress_total(v.pr, 0, cairn_backup_file_count(b));
         rc = cairn_backup_verify(b, (unsigned)o.workers, verify_cb, &v, &err);
         progs_progress_done(v.pr);

@@ -197,6 +197,11 @@ size_t cairn_backup_file_count(const struct cairn_backup *b)
     return (size_t)b->nflushed + b->nfiles;
 }
 
+uint64_t cairn_backup_stored_size(const struct cairn_backup *b)
+{
+    return b->read_only ? b->sum_size : 0;
+}
+
 /* Read-only handles of a split MANIFEST load its file list on first use (under the lock:
  * threads may ask at once). A list that no longer reads is logged, and the files are not
  * found. */

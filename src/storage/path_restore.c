@@ -536,6 +536,22 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
     return rc;
 }
 
+/* The totals for opts->plan: the files but the tree and their bytes before compression; for a
+ * split MANIFEST, whose list is never loaded whole, its header's stored size (the tree's
+ * included), near enough for a progress display. */
+static void restore_plan(struct cairn_backup *b, const struct cairn_path_opts *o)
+{
+    size_t n = cairn_backup_file_count(b);
+    uint64_t files = n > 0 ? n - 1 : 0, bytes = cairn_backup_stored_size(b);
+    if (__atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE)) {
+        bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(cairn_backup_file_at(b, i)->name, TREE_FILE) != 0)
+                bytes += cairn_backup_file_at(b, i)->logical_size;
+    }
+    o->plan(o->progress_arg, files, bytes);
+}
+
 /* All or nothing: the tree is written into a temporary directory beside the target (or inside
  * an empty target that is a mount point), verified and fsync'd, and only then renamed into
  * place. On any failure the temporary is removed and the target is as it was. The tree is
@@ -561,15 +577,8 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         landing_free(&p);
         return rc;
     }
-    if (o.plan != NULL) { /* every data file of the MANIFEST but the tree */
-        uint64_t files = 0, bytes = 0;
-        for (size_t i = 0; i < cairn_backup_file_count(b); i++) {
-            const struct cairn_manifest_file *f = cairn_backup_file_at(b, i);
-            if (strcmp(f->name, TREE_FILE) != 0)
-                files++, bytes += f->logical_size;
-        }
-        o.plan(o.progress_arg, files, bytes);
-    }
+    if (o.plan != NULL)
+        restore_plan(b, &o);
     struct dir_list dirs = {0};
     int rootfd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (rootfd < 0)
