@@ -204,8 +204,11 @@ int s3_cred_from_json(const char *text, size_t len, const char *what, struct s3_
     /* The secrets inside the JSON text are the caller's to wipe; jansson's copies go here. */
     const char *k;
     json_t *v;
-    json_object_foreach(o, k, v) if (json_is_string(v))
-        wipe((char *)json_string_value(v), json_string_length(v));
+    json_object_foreach(o, k, v)
+    {
+        if (json_is_string(v))
+            wipe((char *)json_string_value(v), json_string_length(v));
+    }
     json_decref(o);
     return rc;
 }

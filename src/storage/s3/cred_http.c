@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cairn/log.h"
 #include "common/buf.h"
@@ -366,7 +367,10 @@ static int imds_get(const char *base, const char *path, const char *tokhdr, long
 int s3_cred_imds(struct s3_cred *out, struct cairn_err *err)
 {
     const char *ep = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
-    char *base = xstrdup(ep && *ep ? ep : "http://169.254.169.254");
+    const char *mode = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+    const char *def =
+        mode && strcasecmp(mode, "IPv6") == 0 ? "http://[fd00:ec2::254]" : "http://169.254.169.254";
+    char *base = xstrdup(ep && *ep ? ep : def);
     size_t l = strlen(base);
     while (l > 0 && base[l - 1] == '/')
         base[--l] = '\0';
