@@ -334,7 +334,7 @@ static void recover_from_storage(const struct cairn_config *cfg, struct cairn_st
 
 struct run_opts {
     const char *config, *fake_clock, *log_format, *log_level;
-    int dry_run;
+    int dry_run, fake_clock_opt;
 };
 
 /* cairnd run's options into o: -1 to go on, else the exit code (--help, a usage error). */
@@ -358,6 +358,7 @@ static int run_args(int argc, char **argv, struct run_opts *o)
             o->log_level = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--fake-clock") == 0) {
             o->fake_clock = argv[++i]; /* tests only: "now" is read from this file */
+            o->fake_clock_opt = 1;
         } else {
             return progs_usage("run", "unknown or incomplete option '%s'", a);
         }
@@ -368,6 +369,14 @@ static int run_args(int argc, char **argv, struct run_opts *o)
         return progs_usage("run", "--log-format must be plain or json");
     if (o->log_level && cairn_log_level_parse(o->log_level) < 0)
         return progs_usage("run", "--log-level must be debug, info, warn or error");
+#ifndef CAIRN_TEST_HOOKS
+    /* A production cairnd must never take its time from a file someone left around. */
+    if (o->fake_clock != NULL)
+        return progs_usage("run",
+                           "%s is a test hook and this cairnd was built without test hooks "
+                           "(CMake -DCAIRN_TEST_HOOKS=ON, test builds only)",
+                           o->fake_clock_opt ? "--fake-clock" : "CAIRND_FAKE_CLOCK");
+#endif
     return -1;
 }
 
@@ -411,8 +420,12 @@ static void run_free(struct run_ctx *r)
 static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
 {
     int rc = config_load(o->config, &r->cfg, err);
-    if (rc != CAIRN_OK)
-        return progs_fail(err);
+    if (rc != CAIRN_OK) {
+        /* Missing, unreadable or invalid: a restart cannot fix it (the README's exit 2, which
+         * the unit's RestartPreventExitStatus=2 does not loop on). */
+        progs_fail(err);
+        return CAIRN_EXIT_USAGE;
+    }
     const struct cairn_config *cfg = r->cfg;
     int json = o->log_format ? strcmp(o->log_format, "json") == 0 : cfg->log_json;
     int level = o->log_level ? cairn_log_level_parse(o->log_level) : cfg->log_level;
@@ -539,12 +552,27 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
     return 0;
 }
 
+/* systemd credentials (LoadCredential=aws-credentials:/etc/cairn/aws-credentials): the S3
+ * driver reads the shared credentials file that AWS_SHARED_CREDENTIALS_FILE names, so point it
+ * there unless the unit says otherwise. Before any thread exists (setenv). */
+static void use_credentials_dir(void)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir == NULL || *dir == '\0' || getenv("AWS_SHARED_CREDENTIALS_FILE") != NULL)
+        return;
+    char *f = path_join(dir, "aws-credentials");
+    if (access(f, R_OK) == 0)
+        setenv("AWS_SHARED_CREDENTIALS_FILE", f, 0);
+    free(f);
+}
+
 int cairnd_cmd_run(int argc, char **argv)
 {
     struct run_opts o = {.fake_clock = getenv("CAIRND_FAKE_CLOCK")};
     int code = run_args(argc, argv, &o);
     if (code >= 0)
         return code;
+    use_credentials_dir();
     struct cairn_err err;
     cairn_err_clear(&err);
     struct run_ctx r;
