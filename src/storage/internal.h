@@ -20,6 +20,8 @@ struct cairn_storage {
     uint8_t key[CAIRN_SEAL_KEY_LEN];
     const volatile int *cancel; /* cairn_storage_set_cancel; may be NULL */
     int64_t lock_wait_ms;       /* cairn_storage_set_lock_wait; 0: $CAIRN_LOCK_WAIT_MS */
+    cairn_storage_commit_check_fn commit_check; /* cairn_storage_set_commit_check */
+    void *commit_ctx;
     /* The repository (repo.c): read once, before the first operation that stores or reads
      * bytes (storage_ready), with the secret of cairn_storage_set_secret. */
     pthread_mutex_t repo_mu;

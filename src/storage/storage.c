@@ -165,6 +165,13 @@ void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms)
     st->lock_wait_ms = ms > 0 ? ms : 0;
 }
 
+void cairn_storage_set_commit_check(struct cairn_storage *st, cairn_storage_commit_check_fn fn,
+                                    void *ctx)
+{
+    st->commit_check = fn;
+    st->commit_ctx = ctx;
+}
+
 /* ---- encryption ---- */
 
 int cairn_storage_set_secret(struct cairn_storage *st, const struct cairn_repo_secret *sec,
