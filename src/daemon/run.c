@@ -168,6 +168,37 @@ static void reload_signal(struct ctl *c)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* systemd's watchdog (WatchdogSec=): WATCHDOG=1 every half period while the control lock can
+ * be taken (the signal thread and the main loop take it; a deadlock there stops the pings and
+ * systemd restarts cairnd), until stop. */
+static void *watchdog_thread(void *arg)
+{
+    struct ctl *c = arg;
+#ifdef CAIRN_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return NULL;
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + usec * 500ull;
+        ts.tv_sec = (time_t)(at / 1000000000ull);
+        ts.tv_nsec = (long)(at % 1000000000ull);
+        pthread_mutex_lock(&c->mu);
+        while (!c->stop && pthread_cond_timedwait(&c->cond, &c->mu, &ts) != ETIMEDOUT) {
+        }
+        int stop = c->stop;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        sd_notify(0, "WATCHDOG=1");
+    }
+#else
+    (void)c;
+#endif
+    return NULL;
+}
+
 static void *signal_thread(void *arg)
 {
     struct ctl *c = arg;
@@ -758,6 +789,8 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
         code = progs_fail(err);
     if (code < 0 && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
         checker_started = 1;
+    pthread_t watchdog;
+    int watchdog_started = pthread_create(&watchdog, NULL, watchdog_thread, &r->ctl) == 0;
     while (code < 0) {
         if (r->ha_open && await_leadership(r) == CAIRN_E_CANCELLED) {
             code = 0;
@@ -777,6 +810,13 @@ static int run_schedules(struct run_ctx *r, struct cairn_err *err)
     pthread_join(sig_thread, NULL);
     if (checker_started)
         heal_stop(&r->heal, checker);
+    if (watchdog_started) {
+        pthread_mutex_lock(&r->ctl.mu);
+        r->ctl.stop = 1;
+        pthread_cond_broadcast(&r->ctl.cond);
+        pthread_mutex_unlock(&r->ctl.mu);
+        pthread_join(watchdog, NULL);
+    }
     metrics_server_stop(r->http);
     r->http = NULL;
     if (code == 0)
