@@ -103,6 +103,7 @@ struct cairn_engine_backup_opts {
      * none. */
     int (*commit_check)(void *ctx, struct cairn_err *err);
     void *commit_check_ctx;
+    uint64_t rate_limit; /* upload bytes per second (cairn_storage_set_rate_limit); 0: off */
 };
 
 struct cairn_engine_backup_result {

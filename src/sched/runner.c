@@ -86,6 +86,7 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
         .source_timeout_ms = c->source_timeout * 1000,
         .commit_check = run->commit_check,
         .commit_check_ctx = run->commit_ctx,
+        .rate_limit = c->rate_limit,
     };
     uint8_t key[CAIRN_REPO_KEY_LEN];
     struct cairn_repo_secret sec = {key, NULL};
