@@ -134,7 +134,8 @@ CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
  * (CAIRN_E_DENIED when another holder has taken the lease since), so a leader that was
  * stopped (SIGSTOP, a VM paused) and wakes up after losing the lease cannot write state.
  *
- * take: become the holder when the lease is free or expired (*token: the new token);
+ * take: become the holder when the lease is free, expired or already held by this holder
+ * (*token: the new token);
  * CAIRN_E_LOCKED naming the live holder otherwise. renew: extend it for lease_ms;
  * CAIRN_E_DENIED when token is no longer the current one (deposed). release: let it expire
  * now (a clean stop hands over at once). fence_check: CAIRN_OK when token is still current,

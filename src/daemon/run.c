@@ -731,6 +731,8 @@ static int await_leadership(struct run_ctx *r)
  * reload, a lost lease), shut it down. Returns the exit code, or -1 to go on with another. */
 static int run_term(struct run_ctx *r, struct cairn_err *err)
 {
+    if (r->ha_open) /* the state repair of sched_load writes as this term's leader too */
+        cairn_state_store_set_fence(r->store, r->ha.token);
     int code = sched_load(r, err);
     if (code >= 0)
         return code;

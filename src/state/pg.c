@@ -190,12 +190,14 @@ static int pg_rows(struct cairn_state_store *s, unsigned limit, struct state_row
 
 /* The lease statements (cairn/state.h). Expiry is the database's clock_timestamp(): the hosts'
  * clocks play no part. TAKE is one statement: concurrent takers serialise on the row, and the
- * WHERE is checked again on the newest version, so exactly one of them wins an expired lease. */
+ * WHERE is checked again on the newest version, so exactly one of them wins an expired lease.
+ * Its holder may take it again at once (a new term after a reload), with a new token. */
 static const char *const k_lease_sql[] = {
     [LEASE_TAKE] = "INSERT INTO cairn_leader AS l (id, holder, token, expires_at) "
                    "VALUES (1, $1, 1, clock_timestamp() + $2::bigint * interval '1 millisecond') "
                    "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, token = l.token + 1, "
                    "expires_at = EXCLUDED.expires_at WHERE l.expires_at < clock_timestamp() "
+                   "OR l.holder = EXCLUDED.holder "
                    "RETURNING token",
     [LEASE_RENEW] = "UPDATE cairn_leader SET expires_at = clock_timestamp() + $2::bigint * "
                     "interval '1 millisecond' WHERE id = 1 AND holder = $1 AND token = $3 "

@@ -2,7 +2,8 @@
 # High availability on a real PostgreSQL (issue 18): three `cairnd run` share one state with a
 # leader lease (lease = 2s). Each round the fake clock reaches the next scheduled minute and
 # the current leader is killed (SIGKILL) or stopped (SIGSTOP) at a random moment, often in
-# the middle of the backup; a follower takes over when the lease expires. A stopped leader is
+# the middle of the backup; a follower takes over when the lease expires. /healthz names the
+# roles, and a reload on the leader keeps it the leader. A stopped leader is
 # resumed (SIGCONT) after its successor finished the instant: it must step down without
 # writing anything (fencing). At the end every scheduled instant has exactly one complete
 # backup that verifies, none was completed twice, none is missing, and the state rows were
@@ -95,6 +96,18 @@ set_clock "$t0"
 for i in 0 1 2; do start_node $i; done
 wait_for 60 find_leader || fail "no single leader among three"
 echo "first leader: node $LEADER"
+# /healthz names the roles; a follower is healthy (200).
+f=$(((LEADER + 1) % 3))
+curl -fsS "http://127.0.0.1:${PORTS[$f]}/healthz" | grep -q "^follower: the leader is .* (lease token 1," ||
+    fail "follower /healthz: $(curl -sS "http://127.0.0.1:${PORTS[$f]}/healthz")"
+curl -fsS "http://127.0.0.1:${PORTS[$LEADER]}/healthz" | grep -q "^leader (lease token 1," ||
+    fail "leader /healthz: $(curl -sS "http://127.0.0.1:${PORTS[$LEADER]}/healthz")"
+# A reload on the leader keeps the leadership: a new term with the next token, no failover.
+kill -HUP "${PIDS[$LEADER]}"
+first=$LEADER
+wait_for 60 grep -q "configuration reloaded" "$(node_log "$first")" || fail "leader did not reload"
+leads_with() { find_leader && [ "$LEADER" = "$1" ] && [ "$(node_metric "$1" cairnd_lease_token)" = "$2" ]; }
+wait_for 60 leads_with "$first" 2 || fail "after a reload node $first does not lead with token 2 (leader $LEADER)"
 at=$((t0 + 30)) # 10:01:00, the first scheduled instant
 for round in $(seq 1 "$ROUNDS"); do
     old=$LEADER
