@@ -40,7 +40,7 @@ static int stderr_is_journal(void)
 void cairn_log_setup(enum cairn_log_level min, int json, FILE *out)
 {
     pthread_mutex_lock(&g_log.mu);
-    g_log.min = min;
+    __atomic_store_n(&g_log.min, min, __ATOMIC_RELAXED); /* read without the lock */
     g_log.json = json;
     g_log.out = out;
     pthread_mutex_unlock(&g_log.mu);
@@ -58,7 +58,8 @@ int cairn_log_level_parse(const char *s)
 
 int cairn_log_enabled(enum cairn_log_level level)
 {
-    return level >= g_log.min && level < CAIRN_LOG_OFF;
+    /* Atomic: cairnd sets the level again on a reload while other threads log. */
+    return level >= __atomic_load_n(&g_log.min, __ATOMIC_RELAXED) && level < CAIRN_LOG_OFF;
 }
 
 void cairn_log(enum cairn_log_level level, const char *component, const char *fmt, ...)

@@ -58,7 +58,9 @@ def main():
                 got.append(sock.recv(4096).decode())
             except socket.timeout:
                 if p.poll() is not None:
-                    fail("cairnd exited %d before %s" % (p.returncode, what))
+                    with open(err_path) as f:
+                        tail = f.read()[-3000:]
+                    fail("cairnd exited %d before %s: %s" % (p.returncode, what, tail))
         fail("no %s; got %r" % (what, got))
 
     try:
