@@ -185,6 +185,13 @@ for cfg in "release-gcc:-DCMAKE_BUILD_TYPE=Release" \
     build "build-$name" ${cfg#*:} &&
         printf 'builds\tbuild/build-%s\tpass\t%s\n' "$name" $((SECONDS - t0)) >>"$work/results"
 done
+# A Release cairnd has no test hooks (CAIRN_TEST_HOOKS off): it refuses --fake-clock.
+t0=$SECONDS
+st=fail
+[ -x build-release-gcc/cairnd ] && CAIRN_BIN=$PWD/build CAIRN_RELEASE_BIN=$PWD/build-release-gcc \
+    tests/sched/test_config_hygiene.sh >"$work/hooks.log" 2>&1 && st=pass
+[ $st = pass ] || { cat "$work/hooks.log"; echo "*** the Release cairnd accepts test hooks"; }
+printf 'builds\tsched/test_config_hygiene.sh (Release cairnd)\t%s\t%s\n' $st $((SECONDS - t0)) >>"$work/results"
 phase ""
 
 echo
