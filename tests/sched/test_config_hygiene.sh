@@ -36,6 +36,9 @@ expect_fail 2 "\${CREDENTIALS_DIRECTORY} is not set" env -u CREDENTIALS_DIRECTOR
     "$B/cairnd" run --config "$T/cred.conf" --dry-run
 CREDENTIALS_DIRECTORY=$T/creds "$B/cairnd" run --config "$T/cred.conf" --dry-run >/dev/null 2>"$T/cred.err" ||
     fail "a config naming \${CREDENTIALS_DIRECTORY} must load when it is set: $(cat "$T/cred.err")"
+# High availability needs PostgreSQL: a SQLite state allows one cairnd (enforced by a lock).
+good "file://$T/b" | sed 's#^metrics-listen = off#&\nlease = 15s#' >"$T/lease.conf"
+expect_fail 2 "lease needs a PostgreSQL state" "$B/cairnd" run --config "$T/lease.conf" --dry-run
 # A good config passes --dry-run.
 good "file://$T/b" >"$T/ok.conf"
 "$B/cairnd" run --config "$T/ok.conf" --dry-run >/dev/null 2>"$T/ok.err" || fail "good config: $(cat "$T/ok.err")"
