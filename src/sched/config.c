@@ -434,7 +434,8 @@ static int check_urls(struct parser *p, const struct cairn_schedule_cfg *s)
                              p->path, s->line, s->name, (int)sl, src);
     return cairn_err_set(p->err, CAIRN_E_INVALID,
                          "%s:%d: [schedule %s] source '%s': expected a source URL, HOST:PORT or "
-                         "an absolute path",
+                         "an absolute path (a relative one would depend on cairnd's working "
+                         "directory)",
                          p->path, s->line, s->name, src);
 }
 

@@ -332,6 +332,7 @@ TEST(config_urls_and_variables_checked_at_load)
     config_err(SCHED("/x", "ftp://host/b"), "no storage driver for 'ftp://'");
     config_err(SCHED("/x", "s3://"), "[schedule a] to:");
     config_err(SCHED("relative/dir", "file:///b"), "source 'relative/dir': expected a source URL");
+    config_err(SCHED("./data", "file:///b"), "would depend on cairnd's working directory");
     config_err(SCHED("nosuch://x", "file:///b"), "source 'nosuch:': unknown source scheme");
     config_err(SCHED("$HOST:8088", "file:///b"), "unexpanded variable '$HOST:8088'");
     const char *ok[] = {SCHED("127.0.0.1:8088", "file:///b"), SCHED("[::1]:8088", "/b"),
