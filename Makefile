@@ -16,7 +16,7 @@ deps:
 	scripts/deps.sh build
 
 build: deps
-	cmake -S . -B $(BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake -S . -B $(BUILD) $(GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX) -DCAIRN_TEST_HOOKS=OFF >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build

@@ -122,17 +122,17 @@ build() {
 }
 
 phase "tests (RelWithDebInfo)"
-build build -DCMAKE_BUILD_TYPE=RelWithDebInfo && run_ctest tests build
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_TEST_HOOKS=ON && run_ctest tests build
 
 phase "tests under ASan+UBSan"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-build build-asan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON && run_ctest asan build-asan -LE "nosan|slow"
+build build-asan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_SANITIZE=ON -DCAIRN_TEST_HOOKS=ON && run_ctest asan build-asan -LE "nosan|slow"
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 phase "concurrent tests under TSan"
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
-build build-tsan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON && run_ctest tsan build-tsan -L concurrent
+build build-tsan -DCMAKE_BUILD_TYPE=Debug -DCAIRN_TSAN=ON -DCAIRN_TEST_HOOKS=ON && run_ctest tsan build-tsan -L concurrent
 unset TSAN_OPTIONS
 
 phase "fuzz smoke (libFuzzer)"
@@ -185,6 +185,13 @@ for cfg in "release-gcc:-DCMAKE_BUILD_TYPE=Release" \
     build "build-$name" ${cfg#*:} &&
         printf 'builds\tbuild/build-%s\tpass\t%s\n' "$name" $((SECONDS - t0)) >>"$work/results"
 done
+# A Release cairnd has no test hooks (CAIRN_TEST_HOOKS off): it refuses --fake-clock.
+t0=$SECONDS
+st=fail
+[ -x build-release-gcc/cairnd ] && CAIRN_BIN=$PWD/build CAIRN_RELEASE_BIN=$PWD/build-release-gcc \
+    tests/sched/test_config_hygiene.sh >"$work/hooks.log" 2>&1 && st=pass
+[ $st = pass ] || { cat "$work/hooks.log"; echo "*** the Release cairnd accepts test hooks"; }
+printf 'builds\tsched/test_config_hygiene.sh (Release cairnd)\t%s\t%s\n' $st $((SECONDS - t0)) >>"$work/results"
 phase ""
 
 echo

@@ -18,6 +18,9 @@ test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-clien
 command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 # tests/cli/test_encryption.py decrypts a repository with an independent Python decryptor.
 test_pkgs+=(python3-cryptography)
+# cairnd's sd_notify (optional at build; tests/sched/test_systemd_notify.py needs it) and
+# tests/sched/test_unit.sh's `systemd-analyze verify/security` of dist/cairnd.service.
+test_pkgs+=(libsystemd-dev systemd)
 # The Redis source tests (tests/source/test_redis*.py) start a real redis-server and check
 # its RDBs with redis-check-rdb.
 test_pkgs+=(redis-server redis-tools)

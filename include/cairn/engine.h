@@ -100,6 +100,11 @@ struct cairn_engine_backup_opts {
     int64_t source_timeout_ms; /* a source driver's whole snapshot; 0: no limit */
     /* The storage's repository key (cairn/repo.h, cairn_storage_set_secret); NULL: none. */
     const struct cairn_repo_secret *secret;
+    /* Checked right before the MANIFEST is written (cairn_storage_set_commit_check); NULL:
+     * none. */
+    int (*commit_check)(void *ctx, struct cairn_err *err);
+    void *commit_check_ctx;
+    uint64_t rate_limit; /* upload bytes per second (cairn_storage_set_rate_limit); 0: off */
 };
 
 struct cairn_engine_backup_result {

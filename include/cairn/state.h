@@ -125,6 +125,40 @@ CAIRN_API void cairn_state_store_on_heal(struct cairn_state_store *s, cairn_stat
 CAIRN_API int cairn_state_store_lock(struct cairn_state_store *s, const char *url,
                                      struct cairn_err *err);
 CAIRN_API const char *cairn_state_store_kind(const struct cairn_state_store *s);
+
+/* High availability (PostgreSQL only; CAIRN_E_UNSUPPORTED elsewhere): several cairnd share one
+ * state and one of them, the holder of the leader lease, runs the schedules. The lease is one
+ * row (holder, token, expiry by the database's clock, so hosts' clocks play no part); the
+ * token grows by one with every new holder and fences the old ones: a store given a token
+ * with cairn_state_store_set_fence() checks it in the same transaction as every put
+ * (CAIRN_E_DENIED when another holder has taken the lease since), so a leader that was
+ * stopped (SIGSTOP, a VM paused) and wakes up after losing the lease cannot write state.
+ *
+ * take: become the holder when the lease is free, expired or already held by this holder
+ * (*token: the new token);
+ * CAIRN_E_LOCKED naming the live holder otherwise. renew: extend it for lease_ms;
+ * CAIRN_E_DENIED when token is no longer the current one (deposed). release: let it expire
+ * now (a clean stop hands over at once). fence_check: CAIRN_OK when token is still current,
+ * CAIRN_E_DENIED when not. lease_get: the current holder, token and the ms left (negative:
+ * expired); CAIRN_E_NOTFOUND when no cairnd ever held it. */
+struct cairn_state_lease {
+    char holder[256];
+    int64_t token;
+    int64_t remaining_ms;
+};
+CAIRN_API int cairn_state_store_lease_take(struct cairn_state_store *s, const char *holder,
+                                           int64_t lease_ms, int64_t *token, struct cairn_err *err);
+CAIRN_API int cairn_state_store_lease_renew(struct cairn_state_store *s, const char *holder,
+                                            int64_t token, int64_t lease_ms, struct cairn_err *err);
+CAIRN_API int cairn_state_store_lease_release(struct cairn_state_store *s, const char *holder,
+                                              int64_t token, struct cairn_err *err);
+CAIRN_API int cairn_state_store_lease_get(struct cairn_state_store *s,
+                                          struct cairn_state_lease *out, struct cairn_err *err);
+CAIRN_API int cairn_state_store_fence_check(struct cairn_state_store *s, int64_t token,
+                                            struct cairn_err *err);
+/* Every later put on s carries token (recorded with the row) and is refused unless it is the
+ * lease's current token; 0 turns fencing off. */
+CAIRN_API void cairn_state_store_set_fence(struct cairn_state_store *s, int64_t token);
 /* Insert one encoded envelope (from cairn_state_encode, checked again here) and delete all
  * but the newest `keep` rows, in one transaction. */
 CAIRN_API int cairn_state_store_put(struct cairn_state_store *s, const uint8_t *env, size_t len,

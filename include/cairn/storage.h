@@ -178,6 +178,17 @@ CAIRN_API void cairn_storage_set_cancel(struct cairn_storage *st, const volatile
  * (a prune, an rm) to go, instead of failing at once with CAIRN_E_LOCKED; the cancel flag
  * ends the wait. 0 (the default): $CAIRN_LOCK_WAIT_MS, else no wait. */
 CAIRN_API void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms);
+/* Called by cairn_backup_end of every backup started through st right before its MANIFEST is
+ * written: an error leaves the backup incomplete (cairnd's leader checks its lease token here,
+ * so a deposed leader never completes a backup). cairn_backup_abort calls it too, and removes
+ * nothing when it fails (the backup of that name may be the new leader's). NULL clears. */
+typedef int (*cairn_storage_commit_check_fn)(void *ctx, struct cairn_err *err);
+/* Upload at most bytes_per_sec (all the files written through st together, encrypted bytes
+ * as stored; lock objects are not paced); 0: unlimited, the default. A token bucket: a burst
+ * of a tenth of a second's worth, then the rate. Set before writing. */
+CAIRN_API void cairn_storage_set_rate_limit(struct cairn_storage *st, uint64_t bytes_per_sec);
+CAIRN_API void cairn_storage_set_commit_check(struct cairn_storage *st,
+                                              cairn_storage_commit_check_fn fn, void *ctx);
 
 enum cairn_backup_status {
     CAIRN_BACKUP_COMPLETE = 0,   /* MANIFEST present and valid */

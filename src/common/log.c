@@ -7,7 +7,9 @@
 #include <stdarg.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/util.h"
 
@@ -16,14 +18,29 @@ static struct {
     enum cairn_log_level min;
     int json;
     FILE *out;
-} g_log = {PTHREAD_MUTEX_INITIALIZER, CAIRN_LOG_WARN, 0, NULL};
+    int journal; /* stderr_is_journal(), -1 until looked at */
+} g_log = {PTHREAD_MUTEX_INITIALIZER, CAIRN_LOG_WARN, 0, NULL, -1};
 
 static const char *level_names[] = {"debug", "info", "warn", "error", "off"};
+/* syslog priorities of the levels (debug 7, info 6, warning 4, err 3). */
+static const int level_prio[] = {7, 6, 4, 3, 3};
+
+/* Is stderr the journal's stream (systemd sets JOURNAL_STREAM to its "device:inode")? Then
+ * plain lines start with "<N>", the priority journald reads (SyslogLevelPrefix=). */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev = 0, ino = 0;
+    struct stat st;
+    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void cairn_log_setup(enum cairn_log_level min, int json, FILE *out)
 {
     pthread_mutex_lock(&g_log.mu);
-    g_log.min = min;
+    __atomic_store_n(&g_log.min, min, __ATOMIC_RELAXED); /* read without the lock */
     g_log.json = json;
     g_log.out = out;
     pthread_mutex_unlock(&g_log.mu);
@@ -41,7 +58,8 @@ int cairn_log_level_parse(const char *s)
 
 int cairn_log_enabled(enum cairn_log_level level)
 {
-    return level >= g_log.min && level < CAIRN_LOG_OFF;
+    /* Atomic: cairnd sets the level again on a reload while other threads log. */
+    return level >= __atomic_load_n(&g_log.min, __ATOMIC_RELAXED) && level < CAIRN_LOG_OFF;
 }
 
 void cairn_log(enum cairn_log_level level, const char *component, const char *fmt, ...)
@@ -79,6 +97,11 @@ void cairn_log(enum cairn_log_level level, const char *component, const char *fm
             fprintf(out, "%s\n", line);
         free(line);
         json_decref(o);
+    } else if (out == stderr &&
+               (g_log.journal >= 0 ? g_log.journal : (g_log.journal = stderr_is_journal()))) {
+        /* journald stamps lines itself */
+        fprintf(out, "<%d>%-5s %s: %s\n", level_prio[level], level_names[level],
+                component ? component : "cairn", msg);
     } else {
         fprintf(out, "%s %-5s %s: %s\n", when, level_names[level], component ? component : "cairn",
                 msg);

@@ -1,5 +1,6 @@
 /* cairnd run: the backup scheduler daemon. */
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,10 @@
 #include "sched/plan.h"
 #include "sched/runner.h"
 #include "sched/sched.h"
+#include "ha.h"
+#ifdef CAIRN_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
 
 static const char k_help[] =
     "usage: cairnd run --config FILE [--dry-run [--json]] [--log-format plain|json]\n"
@@ -70,6 +75,13 @@ static const char k_help[] =
     "cairn_state_store_up 0 meanwhile; SIGTERM then stops cairnd (exit 0).\n"
     "One cairnd per state: a second `cairnd run` on a state a live one holds exits with\n"
     "status 10 naming it (SQLite: flock on <state>.lock; PostgreSQL: an advisory lock).\n"
+    "With `lease = 15s` and a PostgreSQL state, several cairnd share it instead: the holder\n"
+    "of the leader lease runs the schedules, the others follow and take over when it\n"
+    "expires; a fencing token stops a deposed leader from writing (docs/OPERATIONS.md).\n"
+    "SIGHUP reloads the config: an invalid one is logged and the running one kept; a valid\n"
+    "one takes effect once running backups have finished (state, metrics-listen and lease\n"
+    "need a restart). Under systemd: sd_notify READY/RELOADING/STOPPING/WATCHDOG and\n"
+    "journald priorities; dist/cairnd.service is the hardened unit.\n"
     "Backups hold a shared lock on their storage location, retention an exclusive one; a\n"
     "backup waits up to lock-wait (default 10m) for a retention pass to end, and retention\n"
     "that finds a backup running is postponed to the schedule's next run.\n"
@@ -85,22 +97,132 @@ static const char k_help[] =
     "  --log-level L        override the config's log-level\n"
     "\n";
 
-struct sigctx {
+/* systemd's notification socket (Type=notify): READY, RELOADING, STOPPING, STATUS. A no-op
+ * without libsystemd or outside systemd. */
+static void notify(const char *fmt, ...) CAIRN_PRINTF(1, 2);
+static void notify(const char *fmt, ...)
+{
+#ifdef CAIRN_HAVE_SYSTEMD
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sd_notify(0, msg);
+#else
+    (void)fmt;
+#endif
+}
+
+/* What the signal thread, the main loop and /healthz share (under mu). */
+struct ctl {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
     sigset_t set;
-    struct cairn_sched *s;
+    const char *config_path;
+    struct cairn_sched *s;          /* the running scheduler, or NULL */
+    int stop;                       /* SIGTERM/SIGINT */
+    int reload;                     /* SIGHUP: next_cfg is loaded and valid */
+    struct cairn_config *next_cfg;  /* owned until the main loop takes it */
+    const struct cairn_config *cfg; /* the running one (for what a reload may not change) */
 };
+
+/* What a reload cannot change in a running cairnd (the state store, the metrics listener, the
+ * lease): NULL when new is acceptable, else the key. */
+static const char *reload_fixed_key(const struct cairn_config *old, const struct cairn_config *nw)
+{
+    if (strcmp(old->state_url, nw->state_url) != 0)
+        return "state";
+    if ((old->metrics_listen == NULL) != (nw->metrics_listen == NULL) ||
+        (old->metrics_listen && strcmp(old->metrics_listen, nw->metrics_listen) != 0))
+        return "metrics-listen";
+    if (old->lease != nw->lease || old->lease_renew_ms != nw->lease_renew_ms)
+        return "lease";
+    return NULL;
+}
+
+/* SIGHUP: load and check the config; a valid one is handed to the main loop, which stops the
+ * scheduler without cancelling running backups and starts it again on the new config. */
+static void reload_signal(struct ctl *c)
+{
+    cairn_info("cairnd", "received SIGHUP: reloading '%s'", c->config_path);
+    notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading the configuration",
+           (unsigned long long)(mono_ns() / 1000));
+    struct cairn_config *nw = NULL;
+    struct cairn_err err;
+    int rc = config_load(c->config_path, &nw, &err);
+    pthread_mutex_lock(&c->mu);
+    const char *fixed = rc == CAIRN_OK ? reload_fixed_key(c->cfg, nw) : NULL;
+    if (rc != CAIRN_OK || fixed != NULL) {
+        pthread_mutex_unlock(&c->mu);
+        if (fixed != NULL)
+            cairn_error("cairnd",
+                        "reload refused: '%s' changed, which needs a restart; keeping the "
+                        "running configuration",
+                        fixed);
+        else
+            cairn_error("cairnd", "reload failed: %s; keeping the running configuration", err.msg);
+        config_free(nw);
+        notify("READY=1\nSTATUS=reload failed; running the previous configuration");
+        return;
+    }
+    config_free(c->next_cfg);
+    c->next_cfg = nw;
+    c->reload = 1;
+    if (c->s != NULL)
+        sched_stop_reload(c->s);
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* systemd's watchdog (WatchdogSec=): WATCHDOG=1 every half period while the control lock can
+ * be taken (the signal thread and the main loop take it; a deadlock there stops the pings and
+ * systemd restarts cairnd), until stop. */
+static void *watchdog_thread(void *arg)
+{
+    struct ctl *c = arg;
+#ifdef CAIRN_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+        return NULL;
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + usec * 500ull;
+        ts.tv_sec = (time_t)(at / 1000000000ull);
+        ts.tv_nsec = (long)(at % 1000000000ull);
+        pthread_mutex_lock(&c->mu);
+        while (!c->stop && pthread_cond_timedwait(&c->cond, &c->mu, &ts) != ETIMEDOUT) {
+        }
+        int stop = c->stop;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        sd_notify(0, "WATCHDOG=1");
+    }
+#else
+    (void)c;
+#endif
+    return NULL;
+}
 
 static void *signal_thread(void *arg)
 {
-    struct sigctx *c = arg;
+    struct ctl *c = arg;
     int sig = 0;
     while (sigwait(&c->set, &sig) == 0) {
         if (sig == SIGHUP) {
-            cairn_info("cairnd", "SIGHUP ignored: restart cairnd to reload the configuration");
+            reload_signal(c);
             continue;
         }
         cairn_info("cairnd", "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        sched_stop(c->s);
+        notify("STOPPING=1");
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        if (c->s != NULL)
+            sched_stop(c->s);
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->mu);
         break;
     }
     return NULL;
@@ -140,6 +262,7 @@ struct heal_ctx {
     pthread_cond_t cond;
     int stop;
     char waiting[600]; /* why the state store cannot be reached at start; "" once it is */
+    struct ha *ha;     /* high availability: who leads; NULL when off */
 };
 
 static void on_heal(void *ctx, const char *aside, const char *reason, int restored)
@@ -154,6 +277,18 @@ static void on_heal(void *ctx, const char *aside, const char *reason, int restor
 static int run_health(void *ctx, char *body, size_t cap)
 {
     struct heal_ctx *h = ctx;
+    char lead[400] = "";
+    /* A follower is healthy: it is ready to take over. */
+    if (h->ha != NULL && !ha_describe(h->ha, lead, sizeof(lead))) {
+        snprintf(body, cap, "%s", lead);
+        return 200;
+    }
+    size_t off = strlen(lead);
+    if (off >= cap)
+        off = 0;
+    memcpy(body, lead, off);
+    body += off;
+    cap -= off;
     pthread_mutex_lock(&h->mu);
     struct cairn_state_store *store = h->store;
     struct cairn_sched *sched = h->sched;
@@ -334,7 +469,7 @@ static void recover_from_storage(const struct cairn_config *cfg, struct cairn_st
 
 struct run_opts {
     const char *config, *fake_clock, *log_format, *log_level;
-    int dry_run;
+    int dry_run, fake_clock_opt;
 };
 
 /* cairnd run's options into o: -1 to go on, else the exit code (--help, a usage error). */
@@ -358,6 +493,7 @@ static int run_args(int argc, char **argv, struct run_opts *o)
             o->log_level = argv[++i];
         } else if (i + 1 < argc && strcmp(a, "--fake-clock") == 0) {
             o->fake_clock = argv[++i]; /* tests only: "now" is read from this file */
+            o->fake_clock_opt = 1;
         } else {
             return progs_usage("run", "unknown or incomplete option '%s'", a);
         }
@@ -368,11 +504,20 @@ static int run_args(int argc, char **argv, struct run_opts *o)
         return progs_usage("run", "--log-format must be plain or json");
     if (o->log_level && cairn_log_level_parse(o->log_level) < 0)
         return progs_usage("run", "--log-level must be debug, info, warn or error");
+#ifndef CAIRN_TEST_HOOKS
+    /* A production cairnd must never take its time from a file someone left around. */
+    if (o->fake_clock != NULL)
+        return progs_usage("run",
+                           "%s is a test hook and this cairnd was built without test hooks "
+                           "(CMake -DCAIRN_TEST_HOOKS=ON, test builds only)",
+                           o->fake_clock_opt ? "--fake-clock" : "CAIRND_FAKE_CLOCK");
+#endif
     return -1;
 }
 
 /* What cairnd run holds; run_free releases it. */
 struct run_ctx {
+    const struct run_opts *o;
     struct cairn_config *cfg;
     struct cairn_clock clock;
     struct cairn_metrics *metrics;
@@ -381,17 +526,21 @@ struct run_ctx {
     struct cairn_runner runner;
     struct cairn_sched *s;
     struct heal_ctx heal;
-    struct sigctx sc;
+    struct ctl ctl;
+    struct ha ha;
+    int ha_open;
 };
 
 static void run_init(struct run_ctx *r)
 {
     memset(r, 0, sizeof(*r));
     pthread_mutex_init(&r->heal.mu, NULL);
+    pthread_mutex_init(&r->ctl.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&r->heal.cond, &ca);
+    pthread_cond_init(&r->ctl.cond, &ca);
     pthread_condattr_destroy(&ca);
 }
 
@@ -399,24 +548,41 @@ static void run_free(struct run_ctx *r)
 {
     metrics_server_stop(r->http);
     sched_free(r->s);
+    if (r->ha_open)
+        ha_close(&r->ha);
     metrics_free(r->metrics);
     cairn_state_store_free(r->store);
     config_free(r->cfg);
+    config_free(r->ctl.next_cfg);
     pthread_cond_destroy(&r->heal.cond);
     pthread_mutex_destroy(&r->heal.mu);
+    pthread_cond_destroy(&r->ctl.cond);
+    pthread_mutex_destroy(&r->ctl.mu);
+}
+
+/* Logging as the config and the command line say. */
+static void setup_logging(const struct run_ctx *r)
+{
+    const struct run_opts *o = r->o;
+    int json = o->log_format ? strcmp(o->log_format, "json") == 0 : r->cfg->log_json;
+    int level = o->log_level ? cairn_log_level_parse(o->log_level) : r->cfg->log_level;
+    cairn_log_setup((enum cairn_log_level)level, json, NULL);
 }
 
 /* The config, logging, the clock, the metrics registry, and signals blocked for the signal
  * thread: -1 to go on, else the exit code. */
 static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
 {
+    r->o = o;
     int rc = config_load(o->config, &r->cfg, err);
-    if (rc != CAIRN_OK)
-        return progs_fail(err);
+    if (rc != CAIRN_OK) {
+        /* Missing, unreadable or invalid: a restart cannot fix it (the README's exit 2, which
+         * the unit's RestartPreventExitStatus=2 does not loop on). */
+        progs_fail(err);
+        return CAIRN_EXIT_USAGE;
+    }
     const struct cairn_config *cfg = r->cfg;
-    int json = o->log_format ? strcmp(o->log_format, "json") == 0 : cfg->log_json;
-    int level = o->log_level ? cairn_log_level_parse(o->log_level) : cfg->log_level;
-    cairn_log_setup((enum cairn_log_level)level, json, NULL);
+    setup_logging(r);
     /* Cron schedules follow this zone, loaded with the config (sched/zone.h): the process's
      * TZ is neither read nor set. */
     if (cfg->timezone != NULL)
@@ -433,30 +599,39 @@ static int run_setup(struct run_ctx *r, const struct run_opts *o, struct cairn_e
         r->metrics, "cairn_state_recovered_total", CAIRN_COUNTER,
         "Times the state database was found damaged, moved aside and rebuilt.", NULL, NULL, 0);
     metrics_add(r->heal.recovered, NULL, 0);
+    r->ctl.config_path = o->config;
+    r->ctl.cfg = cfg;
     /* Signals go to one thread; block them before any other thread exists (the metrics
      * server may start while the state store is waited for). */
-    sigemptyset(&r->sc.set);
-    sigaddset(&r->sc.set, SIGTERM);
-    sigaddset(&r->sc.set, SIGINT);
-    sigaddset(&r->sc.set, SIGHUP);
+    sigemptyset(&r->ctl.set);
+    sigaddset(&r->ctl.set, SIGTERM);
+    sigaddset(&r->ctl.set, SIGINT);
+    sigaddset(&r->ctl.set, SIGHUP);
     if (!o->dry_run)
-        pthread_sigmask(SIG_BLOCK, &r->sc.set, NULL);
+        pthread_sigmask(SIG_BLOCK, &r->ctl.set, NULL);
     signal(SIGPIPE, SIG_IGN);
     return -1;
 }
 
-/* The state store (waited for), its healing, and the scheduler loaded from it: -1 to go on,
- * else the exit code. */
+/* The state store (waited for) and its healing: -1 to go on, else the exit code. */
 static int run_boot(struct run_ctx *r, const struct run_opts *o, struct cairn_err *err)
 {
     const struct cairn_config *cfg = r->cfg;
     int rc = prepare_state_dir(cfg, err);
     /* One cairnd per state (two would both run every schedule), taken before any check or
-     * heal touches the database. --dry-run changes nothing and takes no lock: a damaged
+     * heal touches the database; with a lease (high availability) several share it and the
+     * lease decides who runs. --dry-run changes nothing and takes no lock: a damaged
      * database is only reported. */
+    unsigned flags = o->dry_run       ? 0
+                     : cfg->lease > 0 ? CAIRN_STATE_HEAL
+                                      : CAIRN_STATE_HEAL | CAIRN_STATE_OWN;
     if (rc == CAIRN_OK)
-        rc = open_state(cfg, o->dry_run ? 0 : CAIRN_STATE_HEAL | CAIRN_STATE_OWN, r->metrics,
-                        &r->heal, &r->sc.set, &r->http, &r->store, err);
+        rc = open_state(cfg, flags, r->metrics, &r->heal, &r->ctl.set, &r->http, &r->store, err);
+    if (rc == CAIRN_OK && cfg->lease > 0 && !o->dry_run) {
+        rc = ha_open(&r->ha, cfg, r->metrics, err);
+        r->ha_open = 1;
+        r->heal.ha = &r->ha;
+    }
     if (rc == CAIRN_E_CANCELLED) {
         cairn_info("cairnd", "stopped: %s", err->msg);
         return 0;
@@ -470,15 +645,19 @@ static int run_boot(struct run_ctx *r, const struct run_opts *o, struct cairn_er
     pthread_mutex_unlock(&r->heal.mu);
     metrics_add(r->heal.recovered, NULL, cairn_state_store_heals(r->store, NULL, 0));
     cairn_state_store_on_heal(r->store, on_heal, &r->heal);
-    if (!o->dry_run)
-        recover_from_storage(cfg, r->store, r->clock.now(r->clock.ctx));
-    runner_backup_init(&r->runner, cfg);
-    rc = sched_new(cfg, r->store, &r->runner, &r->clock, r->metrics, &r->s, err);
+    return -1;
+}
+
+/* A scheduler for the current config, loaded from the state (after a repair from storage
+ * when the state was damaged). */
+static int sched_load(struct run_ctx *r, struct cairn_err *err)
+{
+    if (!r->o->dry_run)
+        recover_from_storage(r->cfg, r->store, r->clock.now(r->clock.ctx));
+    runner_backup_init(&r->runner, r->cfg);
+    int rc = sched_new(r->cfg, r->store, &r->runner, &r->clock, r->metrics, &r->s, err);
     if (rc != CAIRN_OK)
         return state_fail(err);
-    pthread_mutex_lock(&r->heal.mu);
-    r->heal.sched = r->s;
-    pthread_mutex_unlock(&r->heal.mu);
     return -1;
 }
 
@@ -492,51 +671,180 @@ static void heal_stop(struct heal_ctx *h, pthread_t checker)
     pthread_join(checker, NULL);
 }
 
-/* Run the schedules until SIGTERM/SIGINT: the signal thread, /metrics, the workers and the
- * state checker; then shut down. Returns the exit code. */
-static int run_schedules(struct run_ctx *r, struct cairn_err *err)
+/* Take a reloaded config (ctl.mu held): the old one goes once no scheduler uses it. */
+static void take_reload(struct run_ctx *r)
 {
-    r->sc.s = r->s;
-    pthread_t sig_thread, checker;
-    int checker_started = 0, rc;
-    int e = pthread_create(&sig_thread, NULL, signal_thread, &r->sc);
-    if (e != 0) {
-        cairn_err_sys(err, CAIRN_E_INTERNAL, e, "starting the signal thread");
-        return progs_fail(err);
+    struct cairn_config *old = r->cfg;
+    r->cfg = r->ctl.next_cfg;
+    r->ctl.next_cfg = NULL;
+    r->ctl.reload = 0;
+    r->ctl.cfg = r->cfg;
+    pthread_mutex_lock(&r->heal.mu); /* the checker reads heal.cfg */
+    r->heal.cfg = r->cfg;
+    pthread_mutex_unlock(&r->heal.mu);
+    config_free(old);
+    setup_logging(r);
+    cairn_info("cairnd", "configuration reloaded: %zu schedules", r->cfg->n_schedules);
+}
+
+/* High availability: follow until this cairnd holds the lease (CAIRN_OK), or until stopped
+ * (CAIRN_E_CANCELLED). A reload while following is taken at once. */
+static int await_leadership(struct run_ctx *r)
+{
+    int announced = 0;
+    for (;;) {
+        pthread_mutex_lock(&r->ctl.mu);
+        if (r->ctl.reload) {
+            take_reload(r);
+            notify("READY=1");
+        }
+        int stop = r->ctl.stop;
+        pthread_mutex_unlock(&r->ctl.mu);
+        if (stop)
+            return CAIRN_E_CANCELLED;
+        struct cairn_err err;
+        int rc = ha_try_take(&r->ha, &err);
+        if (rc == CAIRN_OK)
+            return CAIRN_OK;
+        if (rc != CAIRN_E_LOCKED)
+            cairn_error("ha", "taking the leader lease: %s", err.msg);
+        if (!announced) {
+            char d[400];
+            ha_describe(&r->ha, d, sizeof(d));
+            notify("READY=1\nSTATUS=%s", d);
+            announced = 1;
+        }
+        pthread_mutex_lock(&r->ctl.mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec +
+                      (uint64_t)r->cfg->lease_renew_ms * 1000000ull;
+        ts.tv_sec = (time_t)(at / 1000000000ull);
+        ts.tv_nsec = (long)(at % 1000000000ull);
+        if (!r->ctl.stop && !r->ctl.reload)
+            pthread_cond_timedwait(&r->ctl.cond, &r->ctl.mu, &ts);
+        pthread_mutex_unlock(&r->ctl.mu);
     }
-    if (r->cfg->metrics_listen != NULL && r->http == NULL &&
-        (rc = start_metrics(r->cfg, r->metrics, &r->heal, &r->http, err)) != CAIRN_OK) {
+}
+
+/* One term of the scheduler: load it from the state, run it until it is stopped (SIGTERM, a
+ * reload, a lost lease), shut it down. Returns the exit code, or -1 to go on with another. */
+static int run_term(struct run_ctx *r, struct cairn_err *err)
+{
+    if (r->ha_open) /* the state repair of sched_load writes as this term's leader too */
+        cairn_state_store_set_fence(r->store, r->ha.token);
+    int code = sched_load(r, err);
+    if (code >= 0)
+        return code;
+    int rc = r->ha_open ? ha_term_start(&r->ha, r->s, r->store, err) : CAIRN_OK;
+    pthread_mutex_lock(&r->ctl.mu);
+    r->ctl.s = r->s;
+    if (r->ctl.stop)
         sched_stop(r->s);
-        pthread_kill(sig_thread, SIGTERM);
-        pthread_join(sig_thread, NULL);
-        return progs_fail(err);
-    }
-    rc = sched_start(r->s, err);
-    if (rc == CAIRN_OK && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
-        checker_started = 1;
+    else if (r->ctl.reload)
+        sched_stop_reload(r->s);
+    pthread_mutex_unlock(&r->ctl.mu);
+    pthread_mutex_lock(&r->heal.mu);
+    r->heal.sched = r->s;
+    pthread_mutex_unlock(&r->heal.mu);
+    if (rc == CAIRN_OK)
+        rc = sched_start(r->s, err);
     if (rc == CAIRN_OK) {
         cairn_info("cairnd", "scheduler running: %zu schedules, state in %s (pid %d)",
                    r->cfg->n_schedules, cairn_state_store_kind(r->store), (int)getpid());
+        notify("READY=1\nSTATUS=running %zu schedules%s", r->cfg->n_schedules,
+               r->ha_open ? " as the leader" : "");
     } else {
         cairn_error("cairnd", "%s", err->msg);
         sched_stop(r->s);
-        pthread_kill(sig_thread, SIGTERM);
     }
     int wrc = sched_wait(r->s, rc == CAIRN_OK ? err : NULL);
-    pthread_join(sig_thread, NULL);
-    if (checker_started)
-        heal_stop(&r->heal, checker);
-    metrics_server_stop(r->http);
-    r->http = NULL;
+    pthread_mutex_lock(&r->ctl.mu);
+    r->ctl.s = NULL;
+    int stop = r->ctl.stop || rc != CAIRN_OK;
+    pthread_mutex_unlock(&r->ctl.mu);
+    pthread_mutex_lock(&r->heal.mu);
+    r->heal.sched = NULL;
+    pthread_mutex_unlock(&r->heal.mu);
+    int lost = r->ha_open ? ha_term_end(&r->ha, stop) : 0;
     if (wrc == CAIRN_E_TIMEOUT) {
         /* Worker threads are still inside a backup: exit without tearing down what they use. */
         cairn_error("cairnd", "%s", err->msg);
         _exit(CAIRN_EXIT_FAILURE);
     }
-    if (rc != CAIRN_OK || wrc != CAIRN_OK)
+    sched_free(r->s);
+    r->s = NULL;
+    if (lost) /* the final save was fenced off: expected */
+        return -1;
+    if (rc != CAIRN_OK || (stop && wrc != CAIRN_OK))
         return progs_fail(err);
-    cairn_info("cairnd", "stopped cleanly");
-    return 0;
+    return stop ? 0 : -1;
+}
+
+/* Run the schedules until SIGTERM/SIGINT: the signal thread, /metrics, the state checker, and
+ * scheduler terms one after another (a reload or, with a lease, a new leadership starts a new
+ * one). Returns the exit code. */
+static int run_schedules(struct run_ctx *r, struct cairn_err *err)
+{
+    pthread_t sig_thread, checker;
+    int checker_started = 0, code = -1;
+    int e = pthread_create(&sig_thread, NULL, signal_thread, &r->ctl);
+    if (e != 0) {
+        cairn_err_sys(err, CAIRN_E_INTERNAL, e, "starting the signal thread");
+        return progs_fail(err);
+    }
+    if (r->cfg->metrics_listen != NULL && r->http == NULL &&
+        start_metrics(r->cfg, r->metrics, &r->heal, &r->http, err) != CAIRN_OK)
+        code = progs_fail(err);
+    if (code < 0 && pthread_create(&checker, NULL, checker_main, &r->heal) == 0)
+        checker_started = 1;
+    pthread_t watchdog;
+    int watchdog_started = pthread_create(&watchdog, NULL, watchdog_thread, &r->ctl) == 0;
+    while (code < 0) {
+        if (r->ha_open && await_leadership(r) == CAIRN_E_CANCELLED) {
+            code = 0;
+            break;
+        }
+        code = run_term(r, err);
+        pthread_mutex_lock(&r->ctl.mu);
+        if (code < 0 && r->ctl.reload)
+            take_reload(r);
+        pthread_mutex_unlock(&r->ctl.mu);
+    }
+    pthread_mutex_lock(&r->ctl.mu);
+    int signalled = r->ctl.stop;
+    pthread_mutex_unlock(&r->ctl.mu);
+    if (!signalled)
+        pthread_kill(sig_thread, SIGTERM);
+    pthread_join(sig_thread, NULL);
+    if (checker_started)
+        heal_stop(&r->heal, checker);
+    if (watchdog_started) {
+        pthread_mutex_lock(&r->ctl.mu);
+        r->ctl.stop = 1;
+        pthread_cond_broadcast(&r->ctl.cond);
+        pthread_mutex_unlock(&r->ctl.mu);
+        pthread_join(watchdog, NULL);
+    }
+    metrics_server_stop(r->http);
+    r->http = NULL;
+    if (code == 0)
+        cairn_info("cairnd", "stopped cleanly");
+    return code;
+}
+
+/* systemd credentials (LoadCredential=aws-credentials:/etc/cairn/aws-credentials): the S3
+ * driver reads the shared credentials file that AWS_SHARED_CREDENTIALS_FILE names, so point it
+ * there unless the unit says otherwise. Before any thread exists (setenv). */
+static void use_credentials_dir(void)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (dir == NULL || *dir == '\0' || getenv("AWS_SHARED_CREDENTIALS_FILE") != NULL)
+        return;
+    char *f = path_join(dir, "aws-credentials");
+    if (access(f, R_OK) == 0)
+        setenv("AWS_SHARED_CREDENTIALS_FILE", f, 0);
+    free(f);
 }
 
 int cairnd_cmd_run(int argc, char **argv)
@@ -545,6 +853,7 @@ int cairnd_cmd_run(int argc, char **argv)
     int code = run_args(argc, argv, &o);
     if (code >= 0)
         return code;
+    use_credentials_dir();
     struct cairn_err err;
     cairn_err_clear(&err);
     struct run_ctx r;
@@ -553,8 +862,11 @@ int cairnd_cmd_run(int argc, char **argv)
     if (code < 0)
         code = run_boot(&r, &o, &err);
     if (code < 0 && o.dry_run) {
-        sched_describe(r.s, stdout, progs_json);
-        code = 0;
+        code = sched_load(&r, &err);
+        if (code < 0) {
+            sched_describe(r.s, stdout, progs_json);
+            code = 0;
+        }
     } else if (code < 0) {
         code = run_schedules(&r, &err);
     }

@@ -192,6 +192,8 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
         return rc;
     cairn_storage_set_cancel(st, o->cancel);
     cairn_storage_set_lock_wait(st, o->lock_wait_ms);
+    cairn_storage_set_commit_check(st, o->commit_check, o->commit_check_ctx);
+    cairn_storage_set_rate_limit(st, o->rate_limit);
     struct engine_progress prog = {
         PTHREAD_MUTEX_INITIALIZER, o->progress, o->progress_ctx, o->cancel, 0, 0};
     /* Every source but a local path through its driver: influxdb:// (or HOST:PORT), etcd://,

@@ -71,6 +71,16 @@ struct cairn_metric *metrics_declare(struct cairn_metrics *m, const char *name,
                                      enum cairn_metric_type type, const char *help,
                                      const char *label, const double *buckets, size_t n_buckets)
 {
+    /* Declared again (cairnd's scheduler is rebuilt on a reload or a new leader term): the
+     * same family, so counters go on counting and /metrics lists it once. */
+    pthread_mutex_lock(&m->mu);
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->f[i]->name, name) == 0 && m->f[i]->type == type) {
+            struct cairn_metric *old = m->f[i];
+            pthread_mutex_unlock(&m->mu);
+            return old;
+        }
+    pthread_mutex_unlock(&m->mu);
     struct cairn_metric *f = xcalloc(1, sizeof(*f));
     f->reg = m;
     f->name = xstrdup(name);

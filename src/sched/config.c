@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "cairn/log.h"
+#include "cairn/source.h"
 #include "cairn/state.h"
+#include "cairn/storage.h"
 #include "common/util.h"
 
 #define CONFIG_MAX (1u << 20)
@@ -242,6 +244,41 @@ static int catchup_key(struct parser *p, const char *k, const char *v)
     return CAIRN_OK;
 }
 
+/* rate-limit = 50M: upload bytes per second (the size grammar), or off. */
+static int rate_limit_key(struct parser *p, const char *k, const char *v)
+{
+    if (strcmp(v, "off") == 0) {
+        p->sc->rate_limit = 0;
+        return CAIRN_OK;
+    }
+    if (parse_size(v, &p->sc->rate_limit) != 0 || p->sc->rate_limit < 1024)
+        return bad(p, "%s = '%s': expected bytes per second of at least 1K, such as 50M", k, v);
+    return CAIRN_OK;
+}
+
+/* lease-renew = 5s or 500ms: the tests renew fast. */
+static int lease_renew_key(struct parser *p, const char *k, const char *v)
+{
+    size_t n = strlen(v);
+    unsigned ms;
+    int64_t secs;
+    if (n > 2 && strcmp(v + n - 2, "ms") == 0) {
+        char num[16];
+        if (n - 2 >= sizeof(num))
+            return bad(p, "%s = '%s': expected a duration such as 5s or 500ms", k, v);
+        memcpy(num, v, n - 2);
+        num[n - 2] = '\0';
+        if (parse_uint(num, 3600000, &ms) != 0 || ms < 50)
+            return bad(p, "%s = '%s': expected a duration from 50ms to 1h", k, v);
+        p->c->lease_renew_ms = ms;
+    } else if (parse_duration(v, &secs) == 0 && secs >= 1 && secs <= 3600) {
+        p->c->lease_renew_ms = secs * 1000;
+    } else {
+        return bad(p, "%s = '%s': expected a duration such as 5s or 500ms", k, v);
+    }
+    return CAIRN_OK;
+}
+
 /* ---- the key tables: adding a key is one line ---- */
 
 enum key_kind {
@@ -291,6 +328,9 @@ static const struct key k_daemon_keys[] = {
      "a count from 1 to 10000", NULL},
     {"lock-wait", KEY_DURATION, CFG(lock_wait), 0, 0, "a duration such as 10m (0 fails at once)",
      NULL},
+    /* High availability on a PostgreSQL state (docs/OPERATIONS.md). */
+    {"lease", KEY_DURATION, CFG(lease), 1, 0, "a duration such as 15s", NULL},
+    {"lease-renew", KEY_FUNC, 0, 0, 0, NULL, lease_renew_key},
     {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
 };
 
@@ -316,6 +356,7 @@ static const struct key k_schedule_keys[] = {
     {"keep-yearly", KEY_COUNT, SCH(keep_yearly), 0, 1000000, "a count", NULL},
     {"keep-within", KEY_DURATION, SCH(keep_within), 1, 0, "a duration such as 7d, 36h, 2w, 1y",
      NULL},
+    {"rate-limit", KEY_FUNC, 0, 0, 0, NULL, rate_limit_key},
     {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
 };
 
@@ -366,6 +407,38 @@ static int set_key(struct parser *p, const struct key *key, void *base, const ch
     return bad(p, "%s = '%s': expected %s", key->name, v, key->expected);
 }
 
+/* Can a backup of s ever start? Its storage URL opens (the drivers only parse it here) and
+ * its source is a known scheme, HOST:PORT or an absolute path: a typo fails at load (and in
+ * --dry-run), not at the first run hours later. */
+static int check_urls(struct parser *p, const struct cairn_schedule_cfg *s)
+{
+    struct cairn_storage *st = NULL;
+    struct cairn_err serr;
+    if (cairn_storage_open(s->to, &st, &serr) != CAIRN_OK)
+        return cairn_err_set(p->err, CAIRN_E_INVALID, "%s:%d: [schedule %s] to: %s", p->path,
+                             s->line, s->name, serr.msg);
+    cairn_storage_free(st);
+    const char *src = s->source, *colon = strchr(src, ':');
+    size_t sl = strspn(src, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+    if (src[0] == '/' || cairn_source_driver_for(src) != NULL ||
+        strncmp(src, "influxdb://", 11) == 0) /* the engine registers influxdb:// itself */
+        return CAIRN_OK;
+    const char *port = strrchr(src, ':'); /* HOST:PORT (or [v6]:PORT) of a snapshot service */
+    if (port != NULL && port > src && port[1] != '\0' &&
+        strspn(port + 1, "0123456789") == strlen(port + 1))
+        return CAIRN_OK;
+    if (colon != NULL && sl == (size_t)(colon - src) && sl > 0)
+        return cairn_err_set(p->err, CAIRN_E_INVALID,
+                             "%s:%d: [schedule %s] source '%.*s:': unknown source scheme "
+                             "(docs/SOURCES.md lists them)",
+                             p->path, s->line, s->name, (int)sl, src);
+    return cairn_err_set(p->err, CAIRN_E_INVALID,
+                         "%s:%d: [schedule %s] source '%s': expected a source URL, HOST:PORT or "
+                         "an absolute path (a relative one would depend on cairnd's working "
+                         "directory)",
+                         p->path, s->line, s->name, src);
+}
+
 static int finish_schedule(struct parser *p)
 {
     struct cairn_schedule_cfg *s = p->sc;
@@ -383,7 +456,7 @@ static int finish_schedule(struct parser *p)
         return cairn_err_set(p->err, CAIRN_E_INVALID,
                              "%s:%d: [schedule %s]: keep-last must be at least 1", p->path, s->line,
                              s->name);
-    return CAIRN_OK;
+    return check_urls(p, s);
 }
 
 static int section(struct parser *p, char *hdr)
@@ -416,6 +489,40 @@ static int section(struct parser *p, char *hdr)
     return CAIRN_OK;
 }
 
+/* ${CREDENTIALS_DIRECTORY} (systemd's LoadCredential= directory) is the one variable a value
+ * may name; any other ${...} or $(...) was meant for a shell that never ran. Returns the value
+ * to use (out, malloc'd) or an error. */
+static int expand(struct parser *p, const char *k, const char *v, char **out)
+{
+    static const char var[] = "${CREDENTIALS_DIRECTORY}";
+    const size_t vn = sizeof(var) - 1;
+    *out = NULL;
+    const char *d = strchr(v, '$');
+    while (d != NULL && strncmp(d, var, vn) == 0)
+        d = strchr(d + vn, '$');
+    if (d != NULL) {
+        const char *end = d[1] == '{' ? strchr(d, '}') : d[1] == '(' ? strchr(d, ')') : NULL;
+        return bad(p,
+                   "%s = '%s': unexpanded variable '%.*s' (cairnd expands only "
+                   "${CREDENTIALS_DIRECTORY}; write the value itself)",
+                   k, v, end ? (int)(end - d + 1) : (int)strlen(d), d);
+    }
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (strstr(v, var) != NULL && (dir == NULL || *dir == '\0'))
+        return bad(p,
+                   "%s = '%s': ${CREDENTIALS_DIRECTORY} is not set (start cairnd from a systemd "
+                   "unit with LoadCredential=)",
+                   k, v);
+    char *res = xstrdup(v);
+    for (char *at; (at = strstr(res, var)) != NULL;) {
+        char *next = xasprintf("%.*s%s%s", (int)(at - res), res, dir, at + vn);
+        free(res);
+        res = next;
+    }
+    *out = res;
+    return CAIRN_OK;
+}
+
 static int line(struct parser *p, char *s)
 {
     s = trim(s);
@@ -444,7 +551,12 @@ static int line(struct parser *p, char *s)
     p->seen |= 1u << idx;
     if (*v == '\0')
         return bad(p, "'%s' has an empty value", k);
-    return set_key(p, &keys[idx], p->in_daemon ? (void *)p->c : (void *)p->sc, v);
+    char *ev = NULL;
+    int rc = expand(p, k, v, &ev);
+    if (rc == CAIRN_OK)
+        rc = set_key(p, &keys[idx], p->in_daemon ? (void *)p->c : (void *)p->sc, ev);
+    free(ev);
+    return rc;
 }
 
 int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
@@ -491,6 +603,17 @@ int config_parse(const char *text, size_t len, const char *path, struct cairn_co
         c->state_url = xasprintf("sqlite:%s", db);
         free(db);
     }
+    if (rc == CAIRN_OK && c->lease > 0 && strncmp(c->state_url, "postgres", 8) != 0)
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
+                           "%s: lease needs a PostgreSQL state (state = postgresql://...); a "
+                           "SQLite state allows one cairnd",
+                           path);
+    if (rc == CAIRN_OK && c->lease > 0 && c->lease_renew_ms == 0)
+        c->lease_renew_ms = c->lease * 1000 / 3;
+    if (rc == CAIRN_OK && c->lease > 0 && c->lease_renew_ms * 2 > c->lease * 1000)
+        rc = cairn_err_set(err, CAIRN_E_INVALID,
+                           "%s: lease-renew must be at most half the lease (%llds)", path,
+                           (long long)c->lease);
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
     for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++) {

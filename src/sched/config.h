@@ -36,7 +36,8 @@ struct cairn_schedule_cfg {
     unsigned keep_hourly, keep_monthly, keep_yearly;
     int64_t keep_within; /* seconds; 0 = off */
     enum cairn_catchup_policy catchup;
-    int line; /* where the section starts, for messages */
+    uint64_t rate_limit; /* upload bytes per second (rate-limit = 50M); 0 = unlimited */
+    int line;            /* where the section starts, for messages */
 };
 
 struct cairn_config {
@@ -61,6 +62,10 @@ struct cairn_config {
     struct cron_zone *zone;   /* its data (schedules' timing.zone points here); NULL = UTC */
     /* SQLite state integrity check (quick_check) interval, default 5 min. */
     int64_t state_check_interval;
+    /* High availability (PostgreSQL state only): the leader lease; 0 = off (one cairnd per
+     * state, enforced). lease_renew_ms: how often the leader renews it (default lease/3). */
+    int64_t lease;
+    int64_t lease_renew_ms;
     struct cairn_schedule_cfg *schedules;
     size_t n_schedules;
 };
@@ -68,6 +73,9 @@ struct cairn_config {
 /* Parse text (need not be NUL-terminated). Errors name "file:line". */
 int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
                  struct cairn_err *err);
+/* Read and parse path. Values may name ${CREDENTIALS_DIRECTORY} (systemd LoadCredential=);
+ * any other ${...} is refused, as are storage and source URLs that cannot work (relative,
+ * unknown scheme), so --dry-run and a SIGHUP reload catch them. */
 int config_load(const char *path, struct cairn_config **out, struct cairn_err *err);
 void config_free(struct cairn_config *c);
 

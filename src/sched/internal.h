@@ -48,6 +48,10 @@ struct cairn_sched {
     struct cairn_state *state;
     uint64_t gen, saved_gen; /* state changes made / covered by the last good save */
     int stopping;
+    int reloading;      /* sched_stop_reload: running backups are not cancelled */
+    uint64_t stop_mono; /* when a hard stop was asked (mono_ns) */
+    int (*fence)(void *ctx, struct cairn_err *err); /* sched_set_fence; NULL: none */
+    void *fence_ctx;
     volatile int abort; /* cancel flag handed to runners; written with __atomic */
     unsigned running;   /* backups admitted by the gate */
     unsigned active;    /* worker threads not yet finished */

@@ -84,6 +84,9 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
         .tls = has_tls ? &tls : NULL,
         .password_file = c->password_file,
         .source_timeout_ms = c->source_timeout * 1000,
+        .commit_check = run->commit_check,
+        .commit_check_ctx = run->commit_ctx,
+        .rate_limit = c->rate_limit,
     };
     uint8_t key[CAIRN_REPO_KEY_LEN];
     struct cairn_repo_secret sec = {key, NULL};

@@ -157,20 +157,46 @@ int sched_start(struct cairn_sched *s, struct cairn_err *err)
 void sched_stop(struct cairn_sched *s)
 {
     pthread_mutex_lock(&s->mu);
+    if (!s->stopping || s->reloading)
+        s->stop_mono = mono_ns();
+    s->stopping = 1;
+    s->reloading = 0;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_stop_reload(struct cairn_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->stopping)
+        s->reloading = 1;
     s->stopping = 1;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Wait (mu held) until no worker is active or the monotonic deadline passes. */
-static void wait_workers(struct cairn_sched *s, uint64_t deadline_ns)
+void sched_abort(struct cairn_sched *s)
+{
+    __atomic_store_n(&s->abort, 1, __ATOMIC_SEQ_CST);
+    sched_stop(s);
+}
+
+void sched_set_fence(struct cairn_sched *s, int (*fence)(void *ctx, struct cairn_err *err),
+                     void *ctx)
+{
+    s->fence = fence;
+    s->fence_ctx = ctx;
+}
+
+/* Wait (mu held) until no worker is active or timeout_ns passed since the hard stop; a reload
+ * waits for as long as they run (the timeout counts from a hard stop, should one come). */
+static void wait_workers(struct cairn_sched *s, uint64_t timeout_ns)
 {
     while (s->active > 0) {
         uint64_t now = mono_ns();
-        if (now >= deadline_ns)
+        if (!s->reloading && now >= s->stop_mono + timeout_ns)
             break;
-        uint64_t ms = (deadline_ns - now) / 1000000 + 1;
-        sched_timed_wait(s, ms < 200 ? ms : 200);
+        sched_timed_wait(s, 200); /* workers signal cond when they finish */
     }
 }
 
@@ -206,11 +232,12 @@ int sched_wait(struct cairn_sched *s, struct cairn_err *err)
     if (inflight > 0)
         cairn_info("sched", "shutting down: waiting up to %llds for %u running backups",
                    (long long)s->cfg->shutdown_timeout, inflight);
-    wait_workers(s, mono_ns() + (uint64_t)s->cfg->shutdown_timeout * 1000000000ull);
+    wait_workers(s, (uint64_t)s->cfg->shutdown_timeout * 1000000000ull);
     if (s->active > 0) {
         cairn_warn("sched", "shutdown timeout: cancelling %u running backups", s->running);
         __atomic_store_n(&s->abort, 1, __ATOMIC_SEQ_CST);
-        wait_workers(s, mono_ns() + 10ull * 1000000000ull);
+        s->stop_mono = mono_ns();
+        wait_workers(s, 10ull * 1000000000ull);
     }
     unsigned stuck = s->active;
     pthread_mutex_unlock(&s->mu);

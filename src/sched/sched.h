@@ -69,6 +69,10 @@ struct cairn_run {
      * scheduler last looked for a clock step, so a step after that look cannot reach
      * retention unheld. 0: the runner reads it. */
     int64_t wall_now;
+    /* Checked right before the backup's MANIFEST is written (the HA leader's fence); NULL:
+     * none. */
+    int (*commit_check)(void *ctx, struct cairn_err *err);
+    void *commit_ctx;
 };
 
 struct cairn_run_result {
@@ -103,6 +107,16 @@ void sched_describe(const struct cairn_sched *s, FILE *out, int json);
 int sched_start(struct cairn_sched *s, struct cairn_err *err);
 /* Ask for a clean shutdown; callable from any thread (not from a signal handler). */
 void sched_stop(struct cairn_sched *s);
+/* Stop for a reload: no new runs; running backups finish however long they take (a later
+ * sched_stop gives them shutdown-timeout from then). */
+void sched_stop_reload(struct cairn_sched *s);
+/* Stop now and cancel running backups (the leader lost its lease). */
+void sched_abort(struct cairn_sched *s);
+/* High availability: fence is called before each backup starts, before its MANIFEST is
+ * written and before retention; an error (the lease token is stale) stops the scheduler with
+ * sched_abort and nothing is written. Set before sched_start. */
+void sched_set_fence(struct cairn_sched *s, int (*fence)(void *ctx, struct cairn_err *err),
+                     void *ctx);
 /* Run the periodic snapshot loop until stopped, then shut down: wait up to shutdown-timeout
  * for in-flight backups, cancel the rest, wait briefly, save a final snapshot. Returns
  * CAIRN_E_TIMEOUT when some backup would not stop (its threads are left running; the caller

@@ -7,6 +7,20 @@
 #include "common/util.h"
 #include "internal.h"
 
+/* The HA leader's fence (sched_set_fence): CAIRN_OK to go on; else the lease was lost, the
+ * scheduler is aborted and nothing more is written. */
+static int fenced(struct cairn_sched *s, const char *sn, const char *what, const char *name)
+{
+    if (s->fence == NULL)
+        return 0;
+    struct cairn_err err;
+    if (s->fence(s->fence_ctx, &err) == CAIRN_OK)
+        return 0;
+    cairn_error("sched", "schedule %s: not %s %s: %s", sn, what, name, err.msg);
+    sched_abort(s);
+    return 1;
+}
+
 /* Retention after a successful backup: held after a forward clock step, postponed while
  * another backup holds the location; failures are counted and logged, never fatal. */
 static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
@@ -15,7 +29,9 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
     unsigned removed = 0;
     int prc;
     struct cairn_err perr;
-    if (sched_prune_held(s)) {
+    if (fenced(s, sn, "pruning after", run->name)) {
+        return;
+    } else if (sched_prune_held(s)) {
         cairn_warn("sched",
                    "schedule %s: retention held: the wall clock jumped forward less "
                    "than %ds ago",
@@ -75,13 +91,21 @@ static int execute(struct worker *w, int64_t at, int catchup)
 {
     struct cairn_sched *s = w->s;
     const char *sn = w->cfg->name;
-    struct cairn_run run = {.schedule = w->cfg, .at = at, .catchup = catchup};
+    struct cairn_run run = {.schedule = w->cfg,
+                            .at = at,
+                            .catchup = catchup,
+                            .commit_check = s->fence,
+                            .commit_ctx = s->fence_ctx};
     plan_run_name(sn, at, run.name, sizeof(run.name));
     char when[40];
     sched_fmt_time(at, when, sizeof(when));
 
     if (!sched_gate_enter(s, w, at))
         return CAIRN_E_CANCELLED;
+    if (fenced(s, sn, "starting backup", run.name)) {
+        sched_gate_leave(s);
+        return CAIRN_E_CANCELLED;
+    }
     metrics_add(s->m.in_flight, NULL, 1);
     struct cairn_err err;
     int complete = 0;

@@ -77,7 +77,13 @@ static int put_locked(struct cairn_state_store *s, const uint8_t *env, size_t le
     int rc = o->exec(s, o->begin_sql, err);
     if (rc != CAIRN_OK)
         return rc;
-    rc = o->insert(s, created_at, ver, env, len, err);
+    /* Fenced: the lease row is read (and share-locked, so no takeover commits meanwhile) in
+     * this transaction; a deposed leader's snapshot never lands. */
+    int64_t fence = s->fence;
+    if (fence > 0 && o->lease != NULL)
+        rc = o->lease(s, LEASE_FENCE, NULL, 0, &fence, NULL, err);
+    if (rc == CAIRN_OK)
+        rc = o->insert(s, created_at, ver, env, len, err);
     if (rc == CAIRN_OK) {
         char sql[256];
         snprintf(sql, sizeof(sql),
@@ -385,4 +391,57 @@ int cairn_state_store_load(struct cairn_state_store *s, struct cairn_state **out
 out:
     state_rows_free(rows, n);
     return rc;
+}
+
+/* The lease operations, serialised with the store's other statements. */
+static int lease_op(struct cairn_state_store *s, int op, const char *holder, int64_t lease_ms,
+                    int64_t *token, struct cairn_state_lease *cur, struct cairn_err *err)
+{
+    if (s->ops->lease == NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "a %s state has no leader lease (high availability needs a "
+                             "PostgreSQL state)",
+                             s->ops->kind);
+    pthread_mutex_lock(&s->mu);
+    int rc = s->ops->lease(s, op, holder, lease_ms, token, cur, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int cairn_state_store_lease_take(struct cairn_state_store *s, const char *holder, int64_t lease_ms,
+                                 int64_t *token, struct cairn_err *err)
+{
+    *token = 0;
+    return lease_op(s, LEASE_TAKE, holder, lease_ms, token, NULL, err);
+}
+
+int cairn_state_store_lease_renew(struct cairn_state_store *s, const char *holder, int64_t token,
+                                  int64_t lease_ms, struct cairn_err *err)
+{
+    return lease_op(s, LEASE_RENEW, holder, lease_ms, &token, NULL, err);
+}
+
+int cairn_state_store_lease_release(struct cairn_state_store *s, const char *holder, int64_t token,
+                                    struct cairn_err *err)
+{
+    return lease_op(s, LEASE_RELEASE, holder, 0, &token, NULL, err);
+}
+
+int cairn_state_store_lease_get(struct cairn_state_store *s, struct cairn_state_lease *out,
+                                struct cairn_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    return lease_op(s, LEASE_GET, NULL, 0, NULL, out, err);
+}
+
+int cairn_state_store_fence_check(struct cairn_state_store *s, int64_t token, struct cairn_err *err)
+{
+    return lease_op(s, LEASE_FENCE, NULL, 0, &token, NULL, err);
+}
+
+void cairn_state_store_set_fence(struct cairn_state_store *s, int64_t token)
+{
+    pthread_mutex_lock(&s->mu);
+    s->fence = token;
+    pthread_mutex_unlock(&s->mu);
 }

@@ -43,7 +43,12 @@ struct store_ops {
     /* Make this process the store's only owner until close (cairn_state_store_lock);
      * CAIRN_E_LOCKED when another process is. */
     int (*lock)(struct cairn_state_store *s, struct cairn_err *err);
+    /* The leader lease (cairn/state.h); NULL: the driver has none (SQLite). */
+    int (*lease)(struct cairn_state_store *s, int op, const char *holder, int64_t lease_ms,
+                 int64_t *token, struct cairn_state_lease *cur, struct cairn_err *err);
 };
+
+enum { LEASE_TAKE, LEASE_RENEW, LEASE_RELEASE, LEASE_GET, LEASE_FENCE };
 
 struct cairn_state_store {
     const struct store_ops *ops;
@@ -61,8 +66,9 @@ struct cairn_state_store {
     char heal_msg[512];
     cairn_state_heal_fn on_heal;
     void *on_heal_ctx;
-    int owner;   /* lock() succeeded (PostgreSQL re-takes it after a reconnect) */
-    int lock_fd; /* SQLite: the flock'd "<path>.lock", -1 when none */
+    int owner;     /* lock() succeeded (PostgreSQL re-takes it after a reconnect) */
+    int lock_fd;   /* SQLite: the flock'd "<path>.lock", -1 when none */
+    int64_t fence; /* cairn_state_store_set_fence: puts carry and check it; 0 none */
 };
 
 void state_rows_free(struct state_row *rows, size_t n);

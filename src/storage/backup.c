@@ -334,6 +334,8 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
     /* A backup whose lock was taken over (it looked stale) may have been pruned meanwhile:
      * it must not be declared complete. */
     rc = cairn_lock_check(b->lock, err);
+    if (rc == CAIRN_OK && b->st->commit_check != NULL)
+        rc = b->st->commit_check(b->st->commit_ctx, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "backup '%s': MANIFEST not written", b->name);
     b->created = (int64_t)(now_ms() / 1000);
@@ -364,6 +366,15 @@ int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
     while (b->open_writers > 0)
         pthread_cond_wait(&b->idle, &b->mu);
     pthread_mutex_unlock(&b->mu);
+    /* A writer that has lost its right to write (cairnd's deposed leader) removes nothing: the
+     * backup of this name may be the new leader's, complete. */
+    struct cairn_err cerr;
+    if (b->st->commit_check != NULL && b->st->commit_check(b->st->commit_ctx, &cerr) != CAIRN_OK) {
+        cairn_log(CAIRN_LOG_WARN, "storage", "backup '%s' abandoned, not removed: %s", b->name,
+                  cerr.msg);
+        b->ended = 1;
+        return CAIRN_OK;
+    }
     rc = storage_remove_backup(b->st, b->name, err);
     if (rc == CAIRN_E_NOTFOUND)
         rc = CAIRN_OK; /* nothing was written */

@@ -8,6 +8,7 @@
 #include "cairn/digest.h"
 #include "cairn/storage.h"
 #include "io/probe.h"
+#include "io/ratelimit.h"
 
 extern const struct cairn_storage_driver storage_file_driver;
 extern const struct cairn_storage_driver storage_s3_driver;
@@ -20,6 +21,9 @@ struct cairn_storage {
     uint8_t key[CAIRN_SEAL_KEY_LEN];
     const volatile int *cancel; /* cairn_storage_set_cancel; may be NULL */
     int64_t lock_wait_ms;       /* cairn_storage_set_lock_wait; 0: $CAIRN_LOCK_WAIT_MS */
+    cairn_storage_commit_check_fn commit_check; /* cairn_storage_set_commit_check */
+    struct tbucket *rate;                       /* cairn_storage_set_rate_limit; NULL: off */
+    void *commit_ctx;
     /* The repository (repo.c): read once, before the first operation that stores or reads
      * bytes (storage_ready), with the secret of cairn_storage_set_secret. */
     pthread_mutex_t repo_mu;

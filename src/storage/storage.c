@@ -134,6 +134,9 @@ void cairn_storage_free(struct cairn_storage *st)
         wipe(st->keys_own, sizeof(*st->keys_own));
     free(st->keys_own);
     clear_secret(st);
+    if (st->rate != NULL)
+        tbucket_destroy(st->rate);
+    free(st->rate);
     pthread_mutex_destroy(&st->repo_mu);
     free(st->url);
     free(st);
@@ -163,6 +166,25 @@ void cairn_storage_set_cancel(struct cairn_storage *st, const volatile int *canc
 void cairn_storage_set_lock_wait(struct cairn_storage *st, int64_t ms)
 {
     st->lock_wait_ms = ms > 0 ? ms : 0;
+}
+
+void cairn_storage_set_rate_limit(struct cairn_storage *st, uint64_t bytes_per_sec)
+{
+    if (st->rate != NULL)
+        tbucket_destroy(st->rate);
+    free(st->rate);
+    st->rate = NULL;
+    if (bytes_per_sec == 0)
+        return;
+    st->rate = xmalloc(sizeof(*st->rate));
+    tbucket_init(st->rate, bytes_per_sec, bytes_per_sec / 10 > 16384 ? bytes_per_sec / 10 : 16384);
+}
+
+void cairn_storage_set_commit_check(struct cairn_storage *st, cairn_storage_commit_check_fn fn,
+                                    void *ctx)
+{
+    st->commit_check = fn;
+    st->commit_ctx = ctx;
 }
 
 /* ---- encryption ---- */
@@ -277,6 +299,8 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
     if (k != NULL && size_hint >= 0) /* header, and a tag per chunk */
         size_hint += 32 + 16 * (size_hint / k->chunk_size + 1);
     rc = st->drv->create(st->state, backup, file, size_hint, wo, w, err);
+    if (rc == CAIRN_OK && st->rate != NULL && strcmp(backup, CAIRN_LOCK_DIR) != 0)
+        *w = ratelimit_writer_new(*w, st->rate, st->cancel); /* the bytes as stored */
     if (rc != CAIRN_OK || k == NULL)
         return rc;
     struct aead_stream_opts o;

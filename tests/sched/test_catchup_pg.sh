@@ -8,8 +8,8 @@ pg_start
 STATE_URL=$PG_URL
 STATE_KIND=postgresql
 catchup_main
-# The schema is cairnd's: migrated to the newest version, rows pruned to state-keep (10).
-[ "$(pg_sql "SELECT MAX(version) FROM cairn_schema_version")" = 2 ] || fail "schema version"
+# The schema is cairnd's: migrated to the newest version (4: the leader lease), rows pruned to state-keep (10).
+[ "$(pg_sql "SELECT MAX(version) FROM cairn_schema_version")" = 4 ] || fail "schema version"
 rows=$(pg_sql "SELECT COUNT(*) FROM cairn_state_snapshots")
 [ "$rows" -ge 2 ] && [ "$rows" -le 10 ] || fail "$rows snapshot rows, want 2..10"
 # A corrupt newest row falls back to the previous good one instead of refusing to start.

@@ -306,7 +306,7 @@ TEST(config_errors_name_file_and_line)
                "bad.conf:6: keep-within = 'soon': expected a duration");
     config_err("[schedule a]\nbogus=1\n", "bad.conf:2: unknown key 'bogus' in [schedule]");
     config_err("[schedule a/b]\n", "schedule name 'a/b' is not valid");
-    config_err("[schedule a]\nsource=/x\nto=y\nevery=1m\nkeep-last=1\n[schedule a]\n",
+    config_err("[schedule a]\nsource=/x\nto=file:///y\nevery=1m\nkeep-last=1\n[schedule a]\n",
                "bad.conf:6: schedule 'a' defined twice");
     config_err("[cairnd]\nlog-format=xml\n", "expected plain or json");
     config_err("[cairnd]\ncatch-up-rate=fast\n", "expected runs per time");
@@ -317,6 +317,69 @@ TEST(config_errors_name_file_and_line)
     config_err("[cairnd]\nlog-level\n", "expected 'key = value'");
     config_err("[cairnd]\nlog-level=info\nlog-level=info\n", "'log-level' set twice");
     config_err("[cairnd]\n", "no [schedule NAME] sections");
+}
+
+/* Storage and source URLs are checked at load (cairnd run --dry-run, SIGHUP), not at the first
+ * run; a value naming a shell variable was never expanded. */
+TEST(config_urls_and_variables_checked_at_load)
+{
+#define SCHED(src, to) "[schedule a]\nsource=" src "\nto=" to "\nevery=5m\nkeep-last=1\n"
+    config_err(SCHED("/x", "relative/b"), "bad.conf:1: [schedule a] to: storage URL 'relative/b'");
+    config_err(SCHED("/x", "${BACKUP_URL}"),
+               "bad.conf:3: to = '${BACKUP_URL}': unexpanded variable '${BACKUP_URL}'");
+    config_err(SCHED("/x", "file:///b/$(date)"), "unexpanded variable '$(date)'");
+    config_err(SCHED("/x", "file://rel"), "needs an absolute path");
+    config_err(SCHED("/x", "ftp://host/b"), "no storage driver for 'ftp://'");
+    config_err(SCHED("/x", "s3://"), "[schedule a] to:");
+    config_err(SCHED("relative/dir", "file:///b"), "source 'relative/dir': expected a source URL");
+    config_err(SCHED("./data", "file:///b"), "would depend on cairnd's working directory");
+    config_err(SCHED("nosuch://x", "file:///b"), "source 'nosuch:': unknown source scheme");
+    config_err(SCHED("$HOST:8088", "file:///b"), "unexpanded variable '$HOST:8088'");
+    const char *ok[] = {SCHED("127.0.0.1:8088", "file:///b"), SCHED("[::1]:8088", "/b"),
+                        SCHED("redis://127.0.0.1:6379", "s3://bucket/p"),
+                        SCHED("exec:echo hi", "file:///b"), SCHED("influxdb://h:8088", "/b")};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        struct cairn_config *c = NULL;
+        struct cairn_err err;
+        CHECK_OK(config_parse(ok[i], strlen(ok[i]), "ok.conf", &c, &err), &err);
+        config_free(c);
+    }
+    /* systemd's credentials directory is the one variable expanded. */
+    unsetenv("CREDENTIALS_DIRECTORY");
+    const char *cred = "[cairnd]\nkey-file = ${CREDENTIALS_DIRECTORY}/repo.key\n" SCHED("/x", "/b");
+    config_err(cred, "bad.conf:2: key-file = '${CREDENTIALS_DIRECTORY}/repo.key': "
+                     "${CREDENTIALS_DIRECTORY} is not set");
+    setenv("CREDENTIALS_DIRECTORY", "/run/credentials/cairnd.service", 1);
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(config_parse(cred, strlen(cred), "c.conf", &c, &err), &err);
+    if (c != NULL)
+        CHECK_EQ_STR(c->schedules[0].key_file, "/run/credentials/cairnd.service/repo.key");
+    config_free(c);
+    unsetenv("CREDENTIALS_DIRECTORY");
+#undef SCHED
+}
+
+TEST(config_rate_limit_and_lease)
+{
+    const char *t = "[cairnd]\nstate = postgresql://db/cairn\nlease = 15s\n"
+                    "[schedule a]\nsource=/x\nto=/b\nevery=5m\nkeep-last=1\nrate-limit = 50M\n";
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    CHECK_OK(config_parse(t, strlen(t), "r.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->schedules[0].rate_limit, 50u << 20);
+        CHECK_EQ_INT(c->lease, 15);
+        CHECK_EQ_INT(c->lease_renew_ms, 5000);
+    }
+    config_free(c);
+    config_err("[schedule a]\nsource=/x\nto=/b\nevery=5m\nkeep-last=1\nrate-limit=fast\n",
+               "bad.conf:6: rate-limit = 'fast': expected bytes per second");
+    config_err("[cairnd]\nlease = 15s\n[schedule a]\nsource=/x\nto=/b\nevery=5m\nkeep-last=1\n",
+               "lease needs a PostgreSQL state");
+    config_err("[cairnd]\nstate=postgresql://db\nlease=2s\nlease-renew=1500ms\n"
+               "[schedule a]\nsource=/x\nto=/b\nevery=5m\nkeep-last=1\n",
+               "lease-renew must be at most half the lease");
 }
 
 /* cron on a local wall clock (cairnd's timezone), here Europe/Berlin: DST starts on
