@@ -95,6 +95,19 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Wall-clock steps forward seen (not counting suspend).", NULL);
     D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
       "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
+    D(hook_failures, "cairnd_hook_failures_total", CAIRN_COUNTER,
+      "Hooks (before, after, on-failure) that failed or timed out.", "schedule");
+    D(webhook_failures, "cairnd_webhook_failures_total", CAIRN_COUNTER,
+      "Webhook notifications not delivered after every retry.", "schedule");
+    D(drill_last, "cairnd_drill_last_timestamp_seconds", CAIRN_GAUGE,
+      "Unix time the last restore drill of the schedule finished.", "schedule");
+    D(drill_ok, "cairnd_drill_last_success", CAIRN_GAUGE,
+      "1 when the last restore drill restored and probed the backup, 0 when it failed.",
+      "schedule");
+    D(drill_secs, "cairnd_drill_duration_seconds", CAIRN_GAUGE,
+      "Wall time of the last restore drill (restore and probe).", "schedule");
+    D(drill_failures, "cairnd_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
+      "schedule");
 #undef D
     /* Export every series from the start, so rates and alerts work before the first event. */
     struct cairn_metric *unlabelled[] = {s->m.save_errors,    s->m.creation_errors, s->m.saves,
@@ -102,11 +115,15 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
                                          s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         metrics_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
-                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors};
+    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded,       s->m.failed,
+                                  s->m.existing,        s->m.bytes,           s->m.catchup_runs,
+                                  s->m.catchup_skipped, s->m.pruned,          s->m.prune_errors,
+                                  s->m.hook_failures,   s->m.webhook_failures};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             metrics_add(per[i], s->cfg->schedules[j].name, 0);
+    for (size_t j = 0; j < s->cfg->n_schedules; j++)
+        if (s->cfg->schedules[j].drill_every > 0)
+            metrics_add(s->m.drill_failures, s->cfg->schedules[j].name, 0);
     metrics_on_collect(m, collect, s);
 }

@@ -5,6 +5,7 @@
 
 #include "cairn/log.h"
 #include "common/util.h"
+#include "hook.h"
 #include "internal.h"
 
 /* Retention after a successful backup: held after a forward clock step, postponed while
@@ -32,20 +33,89 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
     }
 }
 
-/* Take the backup of run (admitted by the gate, not complete yet): count and log it, then
- * prune after a success. Returns the runner's code. */
+/* The environment of a run's hooks (docs/OPERATIONS.md, "Hooks"). */
+static void run_env(const struct cairn_run *run, const char *when, struct hook_env *env)
+{
+    memset(env, 0, sizeof(*env));
+    hook_env_set(env, "CAIRN_SCHEDULE", "%s", run->schedule->name);
+    hook_env_set(env, "CAIRN_BACKUP", "%s", run->name);
+    hook_env_set(env, "CAIRN_SCHEDULED_AT", "%s", when);
+    hook_env_set(env, "CAIRN_CATCHUP", "%d", run->catchup ? 1 : 0);
+}
+
+/* Run one of a schedule's hooks (kind: "before", "after", "on-failure"); a failure is counted
+ * and returned with err naming the hook. */
+static int run_hook(struct cairn_sched *s, const struct cairn_run *run, const char *kind,
+                    const char *command, struct hook_env *env, struct cairn_err *err)
+{
+    if (command == NULL)
+        return CAIRN_OK;
+    const char *sn = run->schedule->name;
+    char what[200];
+    snprintf(what, sizeof(what), "%s hook of schedule %s", kind, sn);
+    hook_env_set(env, "CAIRN_HOOK", "%s", kind);
+    int rc = hook_run(command, env, run->schedule->hooks.timeout, &s->abort, what, err);
+    if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED)
+        metrics_add(s->m.hook_failures, sn, 1);
+    return rc;
+}
+
+/* After the run: the outcome into the environment, then after (success) or on-failure, and
+ * the webhook. A failing after hook is logged and counted; the backup stays complete. */
+static void finish_run(struct cairn_sched *s, const struct cairn_run *run, struct hook_env *env,
+                       int rc, uint64_t bytes, const char *error, int64_t started)
+{
+    const struct cairn_hooks_cfg *h = &run->schedule->hooks;
+    const char *sn = run->schedule->name;
+    int64_t finished = (int64_t)time(NULL);
+    char t0[40], t1[40];
+    format_rfc3339(started, 0, t0, sizeof(t0));
+    format_rfc3339(finished, 0, t1, sizeof(t1));
+    const char *status = rc == CAIRN_OK ? "success" : "failure";
+    hook_env_set(env, "CAIRN_STATUS", "%s", status);
+    hook_env_set(env, "CAIRN_BYTES", "%llu", (unsigned long long)bytes);
+    hook_env_set(env, "CAIRN_ERROR", "%s", error ? error : "");
+    hook_env_set(env, "CAIRN_STARTED", "%s", t0);
+    hook_env_set(env, "CAIRN_FINISHED", "%s", t1);
+    hook_env_set(env, "CAIRN_DURATION", "%lld", (long long)(finished - started));
+    struct cairn_err herr;
+    int hrc = run_hook(s, run, rc == CAIRN_OK ? "after" : "on-failure",
+                       rc == CAIRN_OK ? h->after : h->on_failure, env, &herr);
+    if (hrc != CAIRN_OK && hrc != CAIRN_E_CANCELLED)
+        cairn_error("sched", "schedule %s: %s%s", sn, herr.msg,
+                    rc == CAIRN_OK ? " (the backup stays complete)" : "");
+    if (h->webhook != NULL && (rc != CAIRN_OK || h->webhook_on == 2)) {
+        struct hook_report r = {"backup", sn, run->name, status, bytes, error, started, finished};
+        if (hook_webhook(h->webhook, &r, &s->abort, &herr) != CAIRN_OK) {
+            metrics_add(s->m.webhook_failures, sn, 1);
+            cairn_error("sched", "schedule %s: %s", sn, herr.msg);
+        }
+    }
+}
+
+/* Take the backup of run (admitted by the gate, not complete yet): the before hook, the
+ * backup, count and log it, prune after a success, then the after or on-failure hook and the
+ * webhook. Returns the runner's code (a before hook's failure is the run's). */
 static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
 {
     const char *sn = run->schedule->name;
     metrics_add(s->m.started, sn, 1);
     if (run->catchup)
         metrics_add(s->m.catchup_runs, sn, 1);
-    cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
-               run->catchup ? "catch-up" : "scheduled", when);
+    struct hook_env env;
+    run_env(run, when, &env);
+    int64_t started = (int64_t)time(NULL);
     struct cairn_run_result res = {0};
     struct cairn_err err;
     uint64_t t0 = mono_ns();
-    int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+    int rc = run_hook(s, run, "before", run->schedule->hooks.before, &env, &err);
+    if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED) {
+        cairn_err_wrap(&err, rc, "backup not started");
+    } else if (rc == CAIRN_OK) {
+        cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
+                   run->catchup ? "catch-up" : "scheduled", when);
+        rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+    }
     double secs = (double)(mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK) {
         metrics_add(s->m.succeeded, sn, 1);
@@ -68,6 +138,9 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
         cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
                     err.msg);
     }
+    if (rc != CAIRN_E_CANCELLED)
+        finish_run(s, run, &env, rc, res.bytes, rc == CAIRN_OK ? NULL : err.msg, started);
+    hook_env_free(&env);
     return rc;
 }
 
