@@ -281,6 +281,9 @@ static int drill_key(struct parser *p, const char *k, const char *v)
 {
     if (strncmp(v, "every", 5) == 0 && isspace((unsigned char)v[5]))
         v = trim((char *)v + 5);
+    if (strlen(p->sc->name) > CAIRN_STATE_NAME_MAX - 6)
+        return bad(p, "%s: the schedule's name is too long for drills (at most %d bytes)", k,
+                   CAIRN_STATE_NAME_MAX - 6);
     if (parse_duration(v, &p->sc->drill_every) != 0 || p->sc->drill_every < 60)
         return bad(p, "%s = '%s': expected every INTERVAL of at least 1m, such as every 1d", k, v);
     return CAIRN_OK;
@@ -465,6 +468,8 @@ static int section(struct parser *p, char *hdr)
     char *name = trim(hdr + 8);
     if (!cairn_state_name_valid(name))
         return bad(p, "schedule name '%s' is not valid (1-100 of A-Z a-z 0-9 . _ -)", name);
+    if (strncmp(name, "drill.", 6) == 0) /* the state's entries of restore drills */
+        return bad(p, "schedule name '%s': the prefix drill. is reserved", name);
     struct cairn_config *c = p->c;
     for (size_t i = 0; i < c->n_schedules; i++)
         if (strcmp(c->schedules[i].name, name) == 0)

@@ -118,4 +118,11 @@ void *sched_worker_main(void *arg);
 /* Log, count and record the instants a plan skips. */
 void sched_apply_skips(struct worker *w, const struct cairn_plan *p);
 
+/* drill.c. Run the restore drill of schedule c now (admitted by the gate): the outcome is
+ * logged, counted and notified; CAIRN_E_CANCELLED when shutdown cut it, else CAIRN_OK. */
+int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c);
+/* The state entry of a schedule's drills ("drill.<schedule>"; config.c keeps schedule names
+ * out of that prefix). */
+void sched_drill_key(const char *schedule, char *out, size_t cap);
+
 #endif

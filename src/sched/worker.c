@@ -232,6 +232,38 @@ static void rewind_schedule(struct worker *w, int64_t cursor, int64_t now)
                w->cfg->name, a, b);
 }
 
+/* The schedule's drill, when one is due and no backup is: through the gate (a drill is a
+ * restore and counts against max-concurrent), then its instant recorded. Returns 1 when it
+ * ran (or shutdown cut it: *rc says), 0 when none was due. */
+static int drill_if_due(struct worker *w, int64_t now, int *rc)
+{
+    struct cairn_sched *s = w->s;
+    const struct cairn_schedule_cfg *c = w->cfg;
+    if (c->drill_every <= 0)
+        return 0;
+    char key[CAIRN_STATE_NAME_MAX + 8];
+    sched_drill_key(c->name, key, sizeof(key));
+    int64_t last = now;
+    pthread_mutex_lock(&s->mu);
+    cairn_state_get(s->state, key, &last);
+    pthread_mutex_unlock(&s->mu);
+    struct cairn_timing t = {.every = c->drill_every};
+    int64_t due = cron_timing_next(&t, last);
+    if (due < 0 || due > now)
+        return 0;
+    if (!sched_gate_enter(s, w, due)) {
+        *rc = CAIRN_E_CANCELLED;
+        return 1;
+    }
+    *rc = sched_drill(s, c);
+    sched_gate_leave(s);
+    if (*rc == CAIRN_E_CANCELLED)
+        return 1;
+    sched_advance(s, key, now - now % c->drill_every); /* missed drills are not caught up */
+    sched_save(s, "after drill");
+    return 1;
+}
+
 void *sched_worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -258,6 +290,8 @@ void *sched_worker_main(void *arg)
             rewind_schedule(w, cursor, now);
             continue;
         }
+        if ((next < 0 || next > now) && drill_if_due(w, now, &rc))
+            continue;
         if (next < 0 || next > now) {
             pthread_mutex_lock(&s->mu);
             if (!s->stopping) {
