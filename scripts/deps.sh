@@ -24,6 +24,9 @@ test_pkgs+=(redis-server redis-tools)
 # The etcd source tests (tests/source/test_etcd*.py) start a real etcd 3.4 and restore its
 # snapshots with etcdctl.
 test_pkgs+=(etcd-server etcd-client)
+# The monitoring tests (tests/metrics/test_alert_rules.sh, test_prometheus_scrape.py) run
+# promtool on dist/prometheus and a real Prometheus scraping cairnd.
+test_pkgs+=(prometheus)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

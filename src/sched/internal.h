@@ -77,7 +77,7 @@ struct cairn_sched {
             *clock_fwd, *clock_step;
         /* Hooks, webhooks and restore drills (cairnd_*, docs/OPERATIONS.md). */
         struct cairn_metric *hook_failures, *webhook_failures, *drill_last, *drill_ok, *drill_secs,
-            *drill_failures;
+            *drill_failures, *interval, *drill_interval, *start_time;
     } m;
 };
 

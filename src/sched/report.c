@@ -1,6 +1,7 @@
 /* What the scheduler publishes: its metrics (declared at boot, refreshed before each scrape)
  * and the /healthz verdict. */
 #include <stdio.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "internal.h"
@@ -49,6 +50,21 @@ int sched_health(void *ctx, char *body, size_t cap)
     }
     pthread_mutex_unlock(&s->mu);
     return status;
+}
+
+/* The widest spacing of t's next 16 runs after `from` (an interval's own). */
+static int64_t widest_gap(const struct cairn_timing *t, int64_t from)
+{
+    if (!t->is_cron)
+        return t->every;
+    int64_t gap = 0, a = cron_timing_next(t, from);
+    for (int i = 0; i < 16 && a >= 0; i++) {
+        int64_t b = cron_timing_next(t, a);
+        if (b >= 0 && b - a > gap)
+            gap = b - a;
+        a = b;
+    }
+    return gap;
 }
 
 void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
@@ -108,7 +124,21 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Wall time of the last restore drill (restore and probe).", "schedule");
     D(drill_failures, "cairnd_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
       "schedule");
+    D(interval, "cairnd_schedule_interval_seconds", CAIRN_GAUGE,
+      "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), "
+      "for alerts on missing backups.",
+      "schedule");
+    D(drill_interval, "cairnd_drill_interval_seconds", CAIRN_GAUGE,
+      "Spacing of the schedule's restore drills (drill = every D).", "schedule");
+    D(start_time, "cairnd_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
 #undef D
+    metrics_set(s->m.start_time, NULL, (double)time(NULL));
+    for (size_t j = 0; j < s->cfg->n_schedules; j++) {
+        const struct cairn_schedule_cfg *c = &s->cfg->schedules[j];
+        metrics_set(s->m.interval, c->name, (double)widest_gap(&c->timing, time(NULL)));
+        if (c->drill_every > 0)
+            metrics_set(s->m.drill_interval, c->name, (double)c->drill_every);
+    }
     /* Export every series from the start, so rates and alerts work before the first event. */
     struct cairn_metric *unlabelled[] = {s->m.save_errors,    s->m.creation_errors, s->m.saves,
                                          s->m.load_fallbacks, s->m.in_flight,       s->m.clock_back,
