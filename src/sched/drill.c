@@ -220,8 +220,9 @@ void sched_drill_key(const char *schedule, char *out, size_t cap)
 /* Run the schedule's drill now (admitted by the gate). Returns CAIRN_E_CANCELLED when
  * shutdown cut it (nothing recorded), else CAIRN_OK: a failed drill is recorded, not
  * returned. */
-int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c)
+int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c, struct drill_note *note)
 {
+    memset(note, 0, sizeof(*note));
     char name[CAIRN_RUN_NAME_MAX], kind[64];
     struct cairn_err err;
     int64_t started = (int64_t)time(NULL);
@@ -258,16 +259,32 @@ int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c)
         cairn_error("sched", "schedule %s: restore drill of %s FAILED after %.1fs: %s", c->name,
                     name[0] ? name : "(none)", secs, err.msg);
     }
-    const struct cairn_hooks_cfg *h = &c->hooks;
-    if (h->webhook != NULL && (rc != CAIRN_OK || h->webhook_on == 2)) {
-        struct hook_report r = {"drill", c->name,
-                                name,    rc == CAIRN_OK ? "success" : "failure",
-                                0,       rc == CAIRN_OK ? NULL : err.msg,
-                                started, (int64_t)time(NULL)};
-        if (hook_webhook(h->webhook, &r, &s->abort, &rerr) != CAIRN_OK) {
-            metrics_add(s->m.webhook_failures, c->name, 1);
-            cairn_error("sched", "schedule %s: %s", c->name, rerr.msg);
-        }
-    }
+    snprintf(note->backup, sizeof(note->backup), "%s", name);
+    snprintf(note->error, sizeof(note->error), "%s", rc == CAIRN_OK ? "" : err.msg);
+    note->ok = rc == CAIRN_OK;
+    note->started = started;
+    note->finished = (int64_t)time(NULL);
+    note->ran = 1;
     return CAIRN_OK;
+}
+
+void sched_drill_notify(struct cairn_sched *s, const struct cairn_schedule_cfg *c,
+                        const struct drill_note *note)
+{
+    const struct cairn_hooks_cfg *h = &c->hooks;
+    if (!note->ran || h->webhook == NULL || (note->ok && h->webhook_on != 2))
+        return;
+    struct hook_report r = {"drill",
+                            c->name,
+                            note->backup,
+                            note->ok ? "success" : "failure",
+                            0,
+                            note->ok ? NULL : note->error,
+                            note->started,
+                            note->finished};
+    struct cairn_err err;
+    if (hook_webhook(h->webhook, &r, &s->abort, &err) != CAIRN_OK) {
+        metrics_add(s->m.webhook_failures, c->name, 1);
+        cairn_error("sched", "schedule %s: %s", c->name, err.msg);
+    }
 }

@@ -118,9 +118,19 @@ void *sched_worker_main(void *arg);
 /* Log, count and record the instants a plan skips. */
 void sched_apply_skips(struct worker *w, const struct cairn_plan *p);
 
-/* drill.c. Run the restore drill of schedule c now (admitted by the gate): the outcome is
- * logged, counted and notified; CAIRN_E_CANCELLED when shutdown cut it, else CAIRN_OK. */
-int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c);
+/* drill.c. A drill's outcome, for its webhook. */
+struct drill_note {
+    int ran, ok;
+    char backup[CAIRN_RUN_NAME_MAX];
+    char error[CAIRN_ERR_MSG_MAX];
+    int64_t started, finished;
+};
+/* Run the restore drill of schedule c now (admitted by the gate): the outcome is logged,
+ * counted and kept in note; CAIRN_E_CANCELLED when shutdown cut it, else CAIRN_OK. */
+int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c, struct drill_note *note);
+/* The webhook of a drill (after the gate was left). */
+void sched_drill_notify(struct cairn_sched *s, const struct cairn_schedule_cfg *c,
+                        const struct drill_note *note);
 /* The state entry of a schedule's drills ("drill.<schedule>"; config.c keeps schedule names
  * out of that prefix). */
 void sched_drill_key(const char *schedule, char *out, size_t cap);

@@ -93,28 +93,37 @@ static void finish_run(struct cairn_sched *s, const struct cairn_run *run, struc
     }
 }
 
+/* What take_backup leaves for finish_run, which runs after the gate is left. */
+struct outcome {
+    struct hook_env env;
+    int64_t started;
+    uint64_t bytes;
+    struct cairn_err err;
+};
+
 /* Take the backup of run (admitted by the gate, not complete yet): the before hook, the
- * backup, count and log it, prune after a success, then the after or on-failure hook and the
- * webhook. Returns the runner's code (a before hook's failure is the run's). */
-static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
+ * backup, count and log it, prune after a success. Returns the runner's code (a before
+ * hook's failure is the run's); out is for finish_run. */
+static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when,
+                       struct outcome *out)
 {
     const char *sn = run->schedule->name;
     metrics_add(s->m.started, sn, 1);
     if (run->catchup)
         metrics_add(s->m.catchup_runs, sn, 1);
-    struct hook_env env;
-    run_env(run, when, &env);
-    int64_t started = (int64_t)time(NULL);
+    struct hook_env *env = &out->env;
+    struct cairn_err *errp = &out->err;
+    run_env(run, when, env);
+    out->started = (int64_t)time(NULL);
     struct cairn_run_result res = {0};
-    struct cairn_err err;
     uint64_t t0 = mono_ns();
-    int rc = run_hook(s, run, "before", run->schedule->hooks.before, &env, &err);
+    int rc = run_hook(s, run, "before", run->schedule->hooks.before, env, errp);
     if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED) {
-        cairn_err_wrap(&err, rc, "backup not started");
+        cairn_err_wrap(errp, rc, "backup not started");
     } else if (rc == CAIRN_OK) {
         cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
                    run->catchup ? "catch-up" : "scheduled", when);
-        rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+        rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, errp);
     }
     double secs = (double)(mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK) {
@@ -136,11 +145,9 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
     } else {
         metrics_add(s->m.failed, sn, 1);
         cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
-                    err.msg);
+                    errp->msg);
     }
-    if (rc != CAIRN_E_CANCELLED)
-        finish_run(s, run, &env, rc, res.bytes, rc == CAIRN_OK ? NULL : err.msg, started);
-    hook_env_free(&env);
+    out->bytes = res.bytes;
     return rc;
 }
 
@@ -157,7 +164,8 @@ static int execute(struct worker *w, int64_t at, int catchup)
         return CAIRN_E_CANCELLED;
     metrics_add(s->m.in_flight, NULL, 1);
     struct cairn_err err;
-    int complete = 0;
+    struct outcome out = {0};
+    int complete = 0, took = 0;
     int rc = s->runner->check(s->runner->ctx, &run, &complete, &err);
     if (rc != CAIRN_OK) {
         cairn_warn("sched", "schedule %s: checking for backup %s failed: %s; running it", sn,
@@ -170,10 +178,16 @@ static int execute(struct worker *w, int64_t at, int catchup)
                    sn, run.name, when);
         rc = CAIRN_OK;
     } else {
-        rc = take_backup(s, &run, when);
+        rc = take_backup(s, &run, when, &out);
+        took = 1;
     }
     metrics_add(s->m.in_flight, NULL, -1);
     sched_gate_leave(s);
+    /* Outside the gate: a slow hook or webhook receiver holds no max-concurrent slot. */
+    if (took && rc != CAIRN_E_CANCELLED)
+        finish_run(s, &run, &out.env, rc, out.bytes, rc == CAIRN_OK ? NULL : out.err.msg,
+                   out.started);
+    hook_env_free(&out.env);
     if (rc == CAIRN_E_CANCELLED)
         return rc;
     /* A failed run is not retried: it is counted and logged, and the next instant tries again
@@ -255,10 +269,12 @@ static int drill_if_due(struct worker *w, int64_t now, int *rc)
         *rc = CAIRN_E_CANCELLED;
         return 1;
     }
-    *rc = sched_drill(s, c);
+    struct drill_note note;
+    *rc = sched_drill(s, c, &note);
     sched_gate_leave(s);
     if (*rc == CAIRN_E_CANCELLED)
         return 1;
+    sched_drill_notify(s, c, &note);
     sched_advance(s, key, now - now % c->drill_every); /* missed drills are not caught up */
     sched_save(s, "after drill");
     return 1;

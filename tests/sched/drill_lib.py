@@ -35,6 +35,14 @@ def epoch(rfc3339):
     return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
 
 
+def wait_until(what, cond, timeout=WAIT):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
 class Cairnd:
     def __init__(self, tmp, conf):
         self.tmp = tmp

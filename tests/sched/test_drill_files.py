@@ -4,6 +4,8 @@ drill_lib.py (a good backup passes, an XOR-damaged stored file fails, repaired p
 probe that compares the restored tree to the source and sees its environment; then a probe that
 fails, and one that hangs past drill-timeout (killed with its process group), each recorded as
 a failed drill with the probe's reason."""
+import atexit
+import json
 import os
 import re
 import shutil
@@ -35,9 +37,15 @@ check(env.get("CAIRN_SCHEDULE") == "db" and env.get("CAIRN_BACKUP") == "20260102
       env.get("CAIRN_DRILL_DIR") == os.path.join(tmp, "drill", "db") and
       int(env.get("CAIRN_DRILL_PORT", "0")) > 0, "the probe's environment: %s" % env)
 
-# A probe that fails, and one that hangs past drill-timeout.
+# A probe that fails (its webhook reports the drill), and one that hangs past drill-timeout.
+recv_port, recv_log = os.path.join(tmp, "recv.port"), os.path.join(tmp, "recv.log")
+recv = subprocess.Popen([sys.executable, os.path.join(HERE, "webhook_receiver.py"), recv_port,
+                         recv_log])
+atexit.register(recv.kill)  # also when a check raises
+drill_lib.wait_until("the webhook receiver", lambda: os.path.exists(recv_port))
+hook = "webhook = http://127.0.0.1:%s/drills" % open(recv_port).read()
 for name, extra, want in (
-        ("badprobe", "drill-probe = echo no such table >&2; exit 4",
+        ("badprobe", "drill-probe = echo no such table >&2; exit 4\n" + hook,
          r"FAILED after [0-9.]+s: drill probe of schedule badprobe exited with status 4"),
         ("hangprobe", "drill-timeout = 2s\ndrill-probe = sleep 600 & echo $! >%s/child; wait" % tmp,
          r"FAILED after [0-9.]+s: drill probe of schedule hangprobe timed out after [12]s")):
@@ -72,6 +80,13 @@ drill = every 1h
         check(c.stop() == 0, "%s: clean stop" % name)
 check("drill probe of schedule badprobe: no such table" in
       open(os.path.join(tmp, "badprobe", "run.log")).read(), "the probe's stderr is logged")
+drill_lib.wait_until("the drill's webhook", lambda: os.path.exists(recv_log))
+recv.terminate()
+recv.wait()
+body = json.loads(open(recv_log).readline())["body"]
+check(body["event"] == "drill" and body["schedule"] == "badprobe" and body["status"] == "failure"
+      and "exited with status 4" in body["error"] and body["backup"].endswith("-badprobe"),
+      "the failed drill's webhook: %s" % body)
 child = int(open(os.path.join(tmp, "child")).read())
 check(not os.path.exists("/proc/%d" % child) or
       open("/proc/%d/stat" % child).read().split(")")[1].split()[0] == "Z",
