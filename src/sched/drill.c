@@ -85,8 +85,45 @@ static const char k_probe_postgresql[] =
     "$as \"$bin/pg_ctl\" -D \"$CAIRN_DRILL_TARGET\" -m fast -w stop >/dev/null\n"
     "echo 'postgres recovered the restored data directory and accepted connections'\n";
 
+/* influxd restore of the legacy layout (meta, then each database's shards) into a new meta
+ * and data directory, then a throw-away influxd on them must list every database. */
+static const char k_probe_influxdb[] =
+    "set -eu\n"
+    "d=\"$CAIRN_DRILL_DIR\" t=\"$CAIRN_DRILL_TARGET\"\n"
+    "dbs=$(ls \"$t\" | sed -n 's/^\\(.*\\)\\.[^.]*\\.[0-9]*\\.[0-9][0-9]$/\\1/p' | sort -u)\n"
+    "[ -n \"$dbs\" ] || influxd restore -metadir \"$d/meta\" \"$t\"\n"
+    "for db in $dbs; do\n"
+    "  influxd restore -metadir \"$d/meta\" -datadir \"$d/data\" -database \"$db\" \"$t\"\n"
+    "done\n"
+    "cat >\"$d/influxdb.conf\" <<EOF\n"
+    "reporting-disabled = true\n"
+    "bind-address = \"127.0.0.1:$CAIRN_DRILL_PEER_PORT\"\n"
+    "[meta]\n  dir = \"$d/meta\"\n"
+    "[data]\n  dir = \"$d/data\"\n  wal-dir = \"$d/wal\"\n"
+    "[monitor]\n  store-enabled = false\n"
+    "[http]\n  bind-address = \"127.0.0.1:$CAIRN_DRILL_PORT\"\n  log-enabled = false\n"
+    "[continuous_queries]\n  enabled = false\n"
+    "[subscriber]\n  enabled = false\n"
+    "EOF\n"
+    "influxd run -config \"$d/influxdb.conf\" >\"$d/influxd.log\" 2>&1 &\n"
+    "pid=$!\n"
+    "q() { influx -host 127.0.0.1 -port $CAIRN_DRILL_PORT -format csv -execute \"$1\"; }\n"
+    "until have=$(q 'SHOW DATABASES' 2>/dev/null); do\n"
+    "  kill -0 $pid 2>/dev/null || { tail -n 5 \"$d/influxd.log\";\n"
+    "    echo 'influxd did not start on the restored data' >&2; exit 1; }\n"
+    "  sleep 0.2\n"
+    "done\n"
+    "for db in $dbs; do\n"
+    "  echo \"$have\" | grep -qx \"databases,$db\" || { echo \"database $db missing\" >&2; exit 1; "
+    "}\n"
+    "  n=$(q \"SHOW SERIES CARDINALITY ON \\\"$db\\\"\" | tail -n 1 | cut -d, -f3)\n"
+    "  echo \"influxd restored database $db: $n series\"\n"
+    "done\n";
+
 static const char *builtin_probe(const char *kind)
 {
+    if (strcmp(kind, "influxdb") == 0)
+        return k_probe_influxdb;
     if (strcmp(kind, "redis") == 0)
         return k_probe_redis;
     if (strcmp(kind, "etcd") == 0)
