@@ -27,6 +27,9 @@
 #include "internal.h"
 #include "runner.h"
 
+/* Exit status of a probe whose server found its port taken (EX_TEMPFAIL). */
+#define DRILL_RETRY 75
+
 /* The source kinds' own checks, run as a probe with the drill's environment (docs/OPERATIONS.md,
  * "Restore drills"). Each starts a throw-away server on loopback where that proves more than a
  * file check; the hook runner kills what is left of its process group when it ends. */
@@ -55,7 +58,8 @@ static const char k_probe_etcd[] =
     "  --initial-cluster default=$p >\"$CAIRN_DRILL_DIR/etcd.log\" 2>&1 &\n"
     "pid=$!\n"
     "until etcdctl --endpoints=$c --dial-timeout=2s endpoint health >/dev/null 2>&1; do\n"
-    "  kill -0 $pid 2>/dev/null || { tail -n 5 \"$CAIRN_DRILL_DIR/etcd.log\";\n"
+    "  kill -0 $pid 2>/dev/null || { log=\"$CAIRN_DRILL_DIR/etcd.log\";\n"
+    "    grep -q 'address already in use' \"$log\" && exit 75; tail -n 5 \"$log\";\n"
     "    echo 'etcd did not start on the restored data directory' >&2; exit 1; }\n"
     "  sleep 0.2\n"
     "done\n"
@@ -90,6 +94,7 @@ static const char k_probe_postgresql[] =
 static const char k_probe_influxdb[] =
     "set -eu\n"
     "d=\"$CAIRN_DRILL_DIR\" t=\"$CAIRN_DRILL_TARGET\"\n"
+    "rm -rf \"$d/meta\" \"$d/data\" \"$d/wal\" # a retry starts afresh\n"
     "dbs=$(ls \"$t\" | sed -n 's/^\\(.*\\)\\.[^.]*\\.[0-9]*\\.[0-9][0-9]$/\\1/p' | sort -u)\n"
     "[ -n \"$dbs\" ] || influxd restore -metadir \"$d/meta\" \"$t\"\n"
     "for db in $dbs; do\n"
@@ -109,7 +114,8 @@ static const char k_probe_influxdb[] =
     "pid=$!\n"
     "q() { influx -host 127.0.0.1 -port $CAIRN_DRILL_PORT -format csv -execute \"$1\"; }\n"
     "until have=$(q 'SHOW DATABASES' 2>/dev/null); do\n"
-    "  kill -0 $pid 2>/dev/null || { tail -n 5 \"$d/influxd.log\";\n"
+    "  kill -0 $pid 2>/dev/null || { grep -q 'address already in use' \"$d/influxd.log\" &&\n"
+    "    exit 75; tail -n 5 \"$d/influxd.log\";\n"
     "    echo 'influxd did not start on the restored data' >&2; exit 1; }\n"
     "  sleep 0.2\n"
     "done\n"
@@ -226,7 +232,11 @@ static int drill_in(struct cairn_sched *s, const struct cairn_schedule_cfg *c, c
     if (rc == CAIRN_OK && (rc = restore(s, c, name, target, timeout, err)) != CAIRN_OK)
         cairn_err_wrap(err, rc, "restore of %s", name);
     const char *probe = c->drill_probe ? c->drill_probe : builtin_probe(kind);
-    if (rc == CAIRN_OK && probe != NULL) {
+    if (rc == CAIRN_OK && probe != NULL && strcmp(kind, "postgresql") == 0 && !c->drill_probe)
+        rc = write_hba(dir, err);
+    /* A probe exits DRILL_RETRY when a server it started found its port taken between
+     * free_port() and its bind: it runs again with new ports. */
+    for (int attempt = 1; rc == CAIRN_OK && probe != NULL; attempt++) {
         int64_t left = timeout - (int64_t)((mono_ns() - t0) / 1000000000ull);
         struct hook_env env = {0};
         hook_env_set(&env, "CAIRN_SCHEDULE", "%s", c->name);
@@ -236,14 +246,15 @@ static int drill_in(struct cairn_sched *s, const struct cairn_schedule_cfg *c, c
         hook_env_set(&env, "CAIRN_DRILL_DIR", "%s", dir);
         hook_env_set(&env, "CAIRN_DRILL_PORT", "%u", free_port());
         hook_env_set(&env, "CAIRN_DRILL_PEER_PORT", "%u", free_port());
-        if (strcmp(kind, "postgresql") == 0 && c->drill_probe == NULL) {
-            rc = write_hba(dir, err);
-        }
         char what[200];
         snprintf(what, sizeof(what), "drill probe of schedule %s", c->name);
-        if (rc == CAIRN_OK)
-            rc = hook_run(probe, &env, left > 1 ? left : 1, &s->abort, what, err);
+        int status = -1;
+        rc = hook_run(probe, &env, left > 1 ? left : 1, &s->abort, what, &status, err);
         hook_env_free(&env);
+        if (rc == CAIRN_OK || status != DRILL_RETRY || attempt == 3)
+            break;
+        cairn_info("sched", "schedule %s: drill probe: a port was taken, trying new ones", c->name);
+        rc = CAIRN_OK;
     }
     free(target);
     return rc;

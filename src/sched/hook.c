@@ -145,8 +145,10 @@ static int exit_result(int st, const char *what, struct cairn_err *err)
  * group (what the shell left behind too) and drains the pipe. Longer than 50 lines because
  * the three ways out share the cleanup. */
 int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
-             const volatile int *cancel, const char *what, struct cairn_err *err)
+             const volatile int *cancel, const char *what, int *status, struct cairn_err *err)
 {
+    if (status != NULL)
+        *status = -1;
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0)
         return cairn_err_sys(err, CAIRN_E_IO, errno, "%s: pipe", what);
@@ -199,6 +201,8 @@ int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
     }
     log_line(&o);
     close(p[0]);
+    if (rc == CAIRN_OK && status != NULL && WIFEXITED(st))
+        *status = WEXITSTATUS(st);
     if (rc == CAIRN_OK)
         rc = exit_result(st, what, err);
     return rc;

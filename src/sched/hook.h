@@ -26,9 +26,10 @@ void hook_env_free(struct hook_env *e);
 
 /* Run command (what names it in logs and errors: "before hook of schedule x"). CAIRN_OK when
  * it exited 0; CAIRN_E_TIMEOUT after timeout_s (its group killed); CAIRN_E_CANCELLED when
- * *cancel became nonzero; CAIRN_E_IO for a non-zero exit or a signal, naming the status. */
+ * *cancel became nonzero; CAIRN_E_IO for a non-zero exit or a signal, naming the status.
+ * status (may be NULL): the exit status, -1 when it did not exit by itself. */
 int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
-             const volatile int *cancel, const char *what, struct cairn_err *err);
+             const volatile int *cancel, const char *what, int *status, struct cairn_err *err);
 
 /* One run's outcome, as the webhook's JSON and the hooks' environment name it. */
 struct hook_report {

@@ -54,7 +54,7 @@ static int run_hook(struct cairn_sched *s, const struct cairn_run *run, const ch
     char what[200];
     snprintf(what, sizeof(what), "%s hook of schedule %s", kind, sn);
     hook_env_set(env, "CAIRN_HOOK", "%s", kind);
-    int rc = hook_run(command, env, run->schedule->hooks.timeout, &s->abort, what, err);
+    int rc = hook_run(command, env, run->schedule->hooks.timeout, &s->abort, what, NULL, err);
     if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED)
         metrics_add(s->m.hook_failures, sn, 1);
     return rc;

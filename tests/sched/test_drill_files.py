@@ -80,6 +80,35 @@ drill = every 1h
         check(c.stop() == 0, "%s: clean stop" % name)
 check("drill probe of schedule badprobe: no such table" in
       open(os.path.join(tmp, "badprobe", "run.log")).read(), "the probe's stderr is logged")
+# A probe that exits 75 (its server found the port taken) runs again with new ports.
+t = os.path.join(tmp, "retry")
+os.makedirs(os.path.join(t, "backups"))
+subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "init", "file://%s/backups" % t,
+                "--no-encryption"], check=True, capture_output=True)
+c = drill_lib.Cairnd(t, """[cairnd]
+state = sqlite:%s/state.db
+metrics-listen = 127.0.0.1:0
+drill-dir = %s/drill
+
+[schedule retry]
+source = %s
+to = file://%s/backups
+every = 1d
+keep-last = 2
+drill = every 1h
+drill-probe = echo $CAIRN_DRILL_PORT >>%s/ports; [ $(wc -l <%s/ports) -ge 2 ] || exit 75
+""" % (t, t, src, t, t, t))
+c.set_clock("2026-01-01T10:30:00Z")
+c.start()
+try:
+    c.set_clock("2026-01-02T00:00:00Z")
+    c.wait("the drill", lambda: c.metric("cairnd_drill_last_success", "retry") is not None)
+    ports = open(os.path.join(t, "ports")).read().split()
+    check(c.metric("cairnd_drill_last_success", "retry") == 1 and len(ports) == 2 and
+          "drill probe: a port was taken, trying new ones" in c.text(),
+          "a probe exiting 75 runs again (ports %s) and passes" % ports)
+finally:
+    check(c.stop() == 0, "retry: clean stop")
 drill_lib.wait_until("the drill's webhook", lambda: os.path.exists(recv_log))
 recv.terminate()
 recv.wait()
