@@ -134,4 +134,8 @@ assert b["started"].endswith("Z") and b["finished"] >= b["started"], b
 PY
 ! grep -q "secret-token" "$T/run.log" || fail "the webhook URL's path was logged"
 metric_is 0 cairnd_webhook_failures_total ok || fail "webhook counted as failed"
+kill -TERM "$RUN_PID"
+wait_exit 120 "$RUN_PID" || fail "still running 120 s after SIGTERM"
+RUN_PID=""
+[ $EXIT_RC -eq 0 ] || fail "exit $EXIT_RC after SIGTERM: $(tail -n 20 "$T/run.log")"
 echo "PASS: before/after/on-failure hooks, timeout, global hooks, webhook retried"
