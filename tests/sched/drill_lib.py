@@ -128,13 +128,16 @@ def xor_largest(backup_dir):
     return path
 
 
-def run_drill_course(tmp, source, extra="", probe_says=None, schedule="db"):
+def run_drill_course(tmp, source, extra="", probe_says=None, schedule="db", key_file=None):
     """The course in the module docstring, for one source; probe_says: text the source's
-    probe logs on a good drill."""
+    probe logs on a good drill; key_file: the location is an encrypted repository."""
     backups = os.path.join(tmp, "backups")
     os.makedirs(backups, exist_ok=True)
-    subprocess.run([os.path.join(BIN, "cairn"), "init", "file://" + backups, "--no-encryption"],
+    subprocess.run([os.path.join(BIN, "cairn"), "init", "file://" + backups] +
+                   (["--key-file", key_file] if key_file else ["--no-encryption"]),
                    check=True, capture_output=True)
+    if key_file:
+        extra += "\nkey-file = %s\n" % key_file
     drill_dir = os.path.join(tmp, "drill")
     c = Cairnd(tmp, """[cairnd]
 state = sqlite:%s/state.db
@@ -176,7 +179,8 @@ drill = every 1h
         check(m("cairnd_drill_last_timestamp_seconds") == epoch("2026-01-02T01:00:00Z"),
               "the failed drill's time is recorded")
         check(re.search(r"restore drill of %s FAILED after [0-9.]+s: restore of %s: .*"
-                        r"(mismatch|corrupt|checksum)" % (name, name), c.text()) is not None,
+                        r"(mismatch|corrupt|checksum|authentic)" % (name, name), c.text())
+              is not None,
               "the failure is logged with its reason")
         check(not os.path.exists(os.path.join(drill_dir, schedule)), "scratch removed after a failure")
 

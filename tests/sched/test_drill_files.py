@@ -31,6 +31,15 @@ probe = ('env | grep ^CAIRN_ | sort > %s; diff -r "$CAIRN_DRILL_TARGET" %s && '
 drill_lib.run_drill_course(tmp, src, extra="drill-probe = " + probe,
                            probe_says="drill probe of schedule db: the tree matches")
 env = dict(l.rstrip("\n").split("=", 1) for l in open(envfile))
+
+# The same course on an encrypted repository (the schedule's key-file): the drill restores
+# with the key, and a damaged stored object fails its authentication.
+enc = os.path.join(tmp, "enc")
+os.makedirs(enc)
+key = os.path.join(enc, "repo.key")
+subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "key", "generate", key], check=True,
+               capture_output=True)
+drill_lib.run_drill_course(enc, src, key_file=key)
 check(env.get("CAIRN_SCHEDULE") == "db" and env.get("CAIRN_BACKUP") == "20260102T000000Z-db" and
       env.get("CAIRN_DRILL_KIND") == "files" and
       env.get("CAIRN_DRILL_TARGET") == os.path.join(tmp, "drill", "db", "restore") and
