@@ -29,6 +29,9 @@ test_pkgs+=(redis-server redis-tools)
 test_pkgs+=(etcd-server etcd-client)
 # tests/cli/test_progress_tty.py reads the progress line of backup and restore from a tmux pane.
 test_pkgs+=(tmux)
+# The monitoring tests (tests/metrics/test_alert_rules.sh, test_prometheus_scrape.py) run
+# promtool on dist/prometheus and a real Prometheus scraping cairnd.
+test_pkgs+=(prometheus)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

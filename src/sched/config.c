@@ -16,6 +16,14 @@
 
 #define CONFIG_MAX (1u << 20)
 
+static void hooks_free(struct cairn_hooks_cfg *h)
+{
+    free(h->before);
+    free(h->after);
+    free(h->on_failure);
+    free(h->webhook);
+}
+
 void config_free(struct cairn_config *c)
 {
     if (c == NULL)
@@ -31,6 +39,8 @@ void config_free(struct cairn_config *c)
         free(s->tls_key);
         free(s->to);
         free(s->timing_text);
+        hooks_free(&s->hooks);
+        free(s->drill_probe);
     }
     free(c->schedules);
     free(c->path);
@@ -40,6 +50,8 @@ void config_free(struct cairn_config *c)
     free(c->metrics_listen);
     free(c->timezone);
     cron_zone_free(c->zone);
+    hooks_free(&c->hooks);
+    free(c->drill_dir);
     free(c);
 }
 
@@ -279,6 +291,41 @@ static int lease_renew_key(struct parser *p, const char *k, const char *v)
     return CAIRN_OK;
 }
 
+/* The hooks of the current section: [cairnd]'s or the schedule's. */
+static struct cairn_hooks_cfg *section_hooks(struct parser *p)
+{
+    return p->in_daemon ? &p->c->hooks : &p->sc->hooks;
+}
+
+static int webhook_key(struct parser *p, const char *k, const char *v)
+{
+    if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+        return bad(p, "%s: expected an http:// or https:// URL", k);
+    set_str(&section_hooks(p)->webhook, v);
+    return CAIRN_OK;
+}
+
+static int webhook_on_key(struct parser *p, const char *k, const char *v)
+{
+    if (strcmp(v, "failure") != 0 && strcmp(v, "always") != 0)
+        return bad(p, "%s = '%s': expected failure or always", k, v);
+    section_hooks(p)->webhook_on = strcmp(v, "always") == 0 ? 2 : 1;
+    return CAIRN_OK;
+}
+
+/* "every 1d" (or a bare interval). */
+static int drill_key(struct parser *p, const char *k, const char *v)
+{
+    if (strncmp(v, "every", 5) == 0 && isspace((unsigned char)v[5]))
+        v = trim((char *)v + 5);
+    if (strlen(p->sc->name) > CAIRN_STATE_NAME_MAX - 6)
+        return bad(p, "%s: the schedule's name is too long for drills (at most %d bytes)", k,
+                   CAIRN_STATE_NAME_MAX - 6);
+    if (parse_duration(v, &p->sc->drill_every) != 0 || p->sc->drill_every < 60)
+        return bad(p, "%s = '%s': expected every INTERVAL of at least 1m, such as every 1d", k, v);
+    return CAIRN_OK;
+}
+
 /* ---- the key tables: adding a key is one line ---- */
 
 enum key_kind {
@@ -331,6 +378,14 @@ static const struct key k_daemon_keys[] = {
     /* High availability on a PostgreSQL state (docs/OPERATIONS.md). */
     {"lease", KEY_DURATION, CFG(lease), 1, 0, "a duration such as 15s", NULL},
     {"lease-renew", KEY_FUNC, 0, 0, 0, NULL, lease_renew_key},
+    /* Hooks and webhook of every schedule without its own (docs/OPERATIONS.md). */
+    {"before", KEY_STRING, CFG(hooks.before), 0, 0, NULL, NULL},
+    {"after", KEY_STRING, CFG(hooks.after), 0, 0, NULL, NULL},
+    {"on-failure", KEY_STRING, CFG(hooks.on_failure), 0, 0, NULL, NULL},
+    {"hook-timeout", KEY_DURATION, CFG(hooks.timeout), 1, 0, "a duration such as 5m", NULL},
+    {"webhook", KEY_FUNC, 0, 0, 0, NULL, webhook_key},
+    {"webhook-on", KEY_FUNC, 0, 0, 0, NULL, webhook_on_key},
+    {"drill-dir", KEY_STRING, CFG(drill_dir), 0, 0, NULL, NULL},
     {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
 };
 
@@ -357,6 +412,15 @@ static const struct key k_schedule_keys[] = {
     {"keep-within", KEY_DURATION, SCH(keep_within), 1, 0, "a duration such as 7d, 36h, 2w, 1y",
      NULL},
     {"rate-limit", KEY_FUNC, 0, 0, 0, NULL, rate_limit_key},
+    {"before", KEY_STRING, SCH(hooks.before), 0, 0, NULL, NULL},
+    {"after", KEY_STRING, SCH(hooks.after), 0, 0, NULL, NULL},
+    {"on-failure", KEY_STRING, SCH(hooks.on_failure), 0, 0, NULL, NULL},
+    {"hook-timeout", KEY_DURATION, SCH(hooks.timeout), 1, 0, "a duration such as 5m", NULL},
+    {"webhook", KEY_FUNC, 0, 0, 0, NULL, webhook_key},
+    {"webhook-on", KEY_FUNC, 0, 0, 0, NULL, webhook_on_key},
+    {"drill", KEY_FUNC, 0, 0, 0, NULL, drill_key},
+    {"drill-probe", KEY_STRING, SCH(drill_probe), 0, 0, NULL, NULL},
+    {"drill-timeout", KEY_DURATION, SCH(drill_timeout), 1, 0, "a duration such as 30m", NULL},
     {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
 };
 
@@ -477,6 +541,8 @@ static int section(struct parser *p, char *hdr)
     char *name = trim(hdr + 8);
     if (!cairn_state_name_valid(name))
         return bad(p, "schedule name '%s' is not valid (1-100 of A-Z a-z 0-9 . _ -)", name);
+    if (strncmp(name, "drill.", 6) == 0) /* the state's entries of restore drills */
+        return bad(p, "schedule name '%s': the prefix drill. is reserved", name);
     struct cairn_config *c = p->c;
     for (size_t i = 0; i < c->n_schedules; i++)
         if (strcmp(c->schedules[i].name, name) == 0)
@@ -559,6 +625,20 @@ static int line(struct parser *p, char *s)
     return rc;
 }
 
+/* A schedule's hooks: each key it does not set comes from [cairnd]. */
+static void hooks_inherit(struct cairn_hooks_cfg *h, const struct cairn_hooks_cfg *g)
+{
+    char **mine[] = {&h->before, &h->after, &h->on_failure, &h->webhook};
+    char *const theirs[] = {g->before, g->after, g->on_failure, g->webhook};
+    for (size_t i = 0; i < 4; i++)
+        if (*mine[i] == NULL && theirs[i] != NULL)
+            *mine[i] = xstrdup(theirs[i]);
+    if (h->timeout == 0)
+        h->timeout = g->timeout != 0 ? g->timeout : 300;
+    if (h->webhook_on == 0)
+        h->webhook_on = g->webhook_on != 0 ? g->webhook_on : 1;
+}
+
 int config_parse(const char *text, size_t len, const char *path, struct cairn_config **out,
                  struct cairn_err *err)
 {
@@ -614,12 +694,15 @@ int config_parse(const char *text, size_t len, const char *path, struct cairn_co
         rc = cairn_err_set(err, CAIRN_E_INVALID,
                            "%s: lease-renew must be at most half the lease (%llds)", path,
                            (long long)c->lease);
+    if (rc == CAIRN_OK && c->drill_dir == NULL)
+        c->drill_dir = path_join(c->state_dir, "drill");
     if (rc == CAIRN_OK && c->n_schedules == 0)
         rc = cairn_err_set(err, CAIRN_E_INVALID, "%s: no [schedule NAME] sections", path);
     for (size_t i = 0; rc == CAIRN_OK && i < c->n_schedules; i++) {
         c->schedules[i].timing.zone = c->schedules[i].timing.is_cron ? c->zone : NULL;
         if (c->schedules[i].key_file == NULL && c->key_file != NULL)
             c->schedules[i].key_file = xstrdup(c->key_file);
+        hooks_inherit(&c->schedules[i].hooks, &c->hooks);
     }
     if (rc != CAIRN_OK) {
         config_free(c);

@@ -21,6 +21,18 @@ enum cairn_catchup_policy {
     CAIRN_CATCHUP_NONE,    /* skip missed runs */
 };
 
+/* Hooks and notifications (docs/OPERATIONS.md), in [cairnd] and in a schedule; a schedule's
+ * key replaces the [cairnd] one (config_parse copies the [cairnd] values into schedules that
+ * have none). Commands run through /bin/sh -c (sched/hook.h). */
+struct cairn_hooks_cfg {
+    char *before;     /* before each backup; failing or timing out fails the run, no backup */
+    char *after;      /* after a complete backup; a failure is logged and counted */
+    char *on_failure; /* after a failed run (the before hook's failure included) */
+    int64_t timeout;  /* seconds each hook may take (its process group is killed); 0: 5m */
+    char *webhook;    /* http(s) URL: a JSON POST per run (sched/notify.c); NULL: none */
+    int webhook_on;   /* 0 unset (failure), 1 failure, 2 always */
+};
+
 struct cairn_schedule_cfg {
     char *name;
     char *source;        /* a source URL, "HOST:PORT" or a local path */
@@ -37,7 +49,14 @@ struct cairn_schedule_cfg {
     int64_t keep_within; /* seconds; 0 = off */
     enum cairn_catchup_policy catchup;
     uint64_t rate_limit; /* upload bytes per second (rate-limit = 50M); 0 = unlimited */
-    int line;            /* where the section starts, for messages */
+    struct cairn_hooks_cfg hooks;
+    /* Restore drills (sched/drill.c): every drill_every seconds (0: none) the newest complete
+     * backup is restored into a scratch directory under [cairnd] drill-dir and probed with
+     * drill_probe (NULL: the source kind's own check) within drill_timeout (0: 1h). */
+    int64_t drill_every;
+    char *drill_probe;
+    int64_t drill_timeout;
+    int line; /* where the section starts, for messages */
 };
 
 struct cairn_config {
@@ -66,6 +85,8 @@ struct cairn_config {
      * state, enforced). lease_renew_ms: how often the leader renews it (default lease/3). */
     int64_t lease;
     int64_t lease_renew_ms;
+    struct cairn_hooks_cfg hooks; /* every schedule's, unless it sets its own */
+    char *drill_dir;              /* scratch space of restore drills; <state-dir>/drill */
     struct cairn_schedule_cfg *schedules;
     size_t n_schedules;
 };

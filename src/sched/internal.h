@@ -79,6 +79,9 @@ struct cairn_sched {
             *last_save, *started, *succeeded, *failed, *existing, *bytes, *duration, *last_success,
             *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight, *clock_back,
             *clock_fwd, *clock_step;
+        /* Hooks, webhooks and restore drills (cairnd_*, docs/OPERATIONS.md). */
+        struct cairn_metric *hook_failures, *webhook_failures, *drill_last, *drill_ok, *drill_secs,
+            *drill_failures, *interval, *drill_interval, *start_time;
     } m;
 };
 
@@ -118,5 +121,22 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m);
 void *sched_worker_main(void *arg);
 /* Log, count and record the instants a plan skips. */
 void sched_apply_skips(struct worker *w, const struct cairn_plan *p);
+
+/* drill.c. A drill's outcome, for its webhook. */
+struct drill_note {
+    int ran, ok;
+    char backup[CAIRN_RUN_NAME_MAX];
+    char error[CAIRN_ERR_MSG_MAX];
+    int64_t started, finished;
+};
+/* Run the restore drill of schedule c now (admitted by the gate): the outcome is logged,
+ * counted and kept in note; CAIRN_E_CANCELLED when shutdown cut it, else CAIRN_OK. */
+int sched_drill(struct cairn_sched *s, const struct cairn_schedule_cfg *c, struct drill_note *note);
+/* The webhook of a drill (after the gate was left). */
+void sched_drill_notify(struct cairn_sched *s, const struct cairn_schedule_cfg *c,
+                        const struct drill_note *note);
+/* The state entry of a schedule's drills ("drill.<schedule>"; config.c keeps schedule names
+ * out of that prefix). */
+void sched_drill_key(const char *schedule, char *out, size_t cap);
 
 #endif

@@ -1,6 +1,7 @@
 /* What the scheduler publishes: its metrics (declared at boot, refreshed before each scrape)
  * and the /healthz verdict. */
 #include <stdio.h>
+#include <time.h>
 
 #include "common/util.h"
 #include "internal.h"
@@ -51,6 +52,21 @@ int sched_health(void *ctx, char *body, size_t cap)
     return status;
 }
 
+/* The widest spacing of t's next 16 runs after `from` (an interval's own). */
+static int64_t widest_gap(const struct cairn_timing *t, int64_t from)
+{
+    if (!t->is_cron)
+        return t->every;
+    int64_t gap = 0, a = cron_timing_next(t, from);
+    for (int i = 0; i < 16 && a >= 0; i++) {
+        int64_t b = cron_timing_next(t, a);
+        if (b >= 0 && b - a > gap)
+            gap = b - a;
+        a = b;
+    }
+    return gap;
+}
+
 void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
 {
     static const double buckets[] = {1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400};
@@ -95,18 +111,49 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Wall-clock steps forward seen (not counting suspend).", NULL);
     D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
       "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
+    D(hook_failures, "cairnd_hook_failures_total", CAIRN_COUNTER,
+      "Hooks (before, after, on-failure) that failed or timed out.", "schedule");
+    D(webhook_failures, "cairnd_webhook_failures_total", CAIRN_COUNTER,
+      "Webhook notifications not delivered after every retry.", "schedule");
+    D(drill_last, "cairnd_drill_last_timestamp_seconds", CAIRN_GAUGE,
+      "Unix time the last restore drill of the schedule finished.", "schedule");
+    D(drill_ok, "cairnd_drill_last_success", CAIRN_GAUGE,
+      "1 when the last restore drill restored and probed the backup, 0 when it failed.",
+      "schedule");
+    D(drill_secs, "cairnd_drill_duration_seconds", CAIRN_GAUGE,
+      "Wall time of the last restore drill (restore and probe).", "schedule");
+    D(drill_failures, "cairnd_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
+      "schedule");
+    D(interval, "cairnd_schedule_interval_seconds", CAIRN_GAUGE,
+      "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), "
+      "for alerts on missing backups.",
+      "schedule");
+    D(drill_interval, "cairnd_drill_interval_seconds", CAIRN_GAUGE,
+      "Spacing of the schedule's restore drills (drill = every D).", "schedule");
+    D(start_time, "cairnd_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
 #undef D
+    metrics_set(s->m.start_time, NULL, (double)time(NULL));
+    for (size_t j = 0; j < s->cfg->n_schedules; j++) {
+        const struct cairn_schedule_cfg *c = &s->cfg->schedules[j];
+        metrics_set(s->m.interval, c->name, (double)widest_gap(&c->timing, time(NULL)));
+        if (c->drill_every > 0)
+            metrics_set(s->m.drill_interval, c->name, (double)c->drill_every);
+    }
     /* Export every series from the start, so rates and alerts work before the first event. */
     struct cairn_metric *unlabelled[] = {s->m.save_errors,    s->m.creation_errors, s->m.saves,
                                          s->m.load_fallbacks, s->m.in_flight,       s->m.clock_back,
                                          s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         metrics_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
-                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors};
+    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded,       s->m.failed,
+                                  s->m.existing,        s->m.bytes,           s->m.catchup_runs,
+                                  s->m.catchup_skipped, s->m.pruned,          s->m.prune_errors,
+                                  s->m.hook_failures,   s->m.webhook_failures};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             metrics_add(per[i], s->cfg->schedules[j].name, 0);
+    for (size_t j = 0; j < s->cfg->n_schedules; j++)
+        if (s->cfg->schedules[j].drill_every > 0)
+            metrics_add(s->m.drill_failures, s->cfg->schedules[j].name, 0);
     metrics_on_collect(m, collect, s);
 }

@@ -58,8 +58,12 @@ static int load_state(struct cairn_sched *s, struct cairn_state **loaded, struct
     for (size_t i = 0; i < cairn_state_count(*loaded); i++) {
         const char *name = cairn_state_entry(*loaded, i, NULL);
         int known = 0;
-        for (size_t j = 0; j < cfg->n_schedules; j++)
-            known |= strcmp(cfg->schedules[j].name, name) == 0;
+        for (size_t j = 0; j < cfg->n_schedules; j++) {
+            char key[CAIRN_STATE_NAME_MAX + 8];
+            sched_drill_key(cfg->schedules[j].name, key, sizeof(key));
+            known |= strcmp(cfg->schedules[j].name, name) == 0 ||
+                     (cfg->schedules[j].drill_every > 0 && strcmp(key, name) == 0);
+        }
         if (!known)
             cairn_info("sched", "forgetting the state of schedule %s (no longer configured)", name);
     }
@@ -112,6 +116,13 @@ int sched_new(const struct cairn_config *cfg, struct cairn_state_store *store,
             ahead_lead = lead;
         }
         cairn_state_update(s->state, w->cfg->name, w->boot_last, NULL);
+        if (w->cfg->drill_every > 0) { /* the last drill, or now: the first one comes later */
+            char key[CAIRN_STATE_NAME_MAX + 8];
+            int64_t last = s->boot_now;
+            sched_drill_key(w->cfg->name, key, sizeof(key));
+            cairn_state_get(loaded, key, &last);
+            cairn_state_update(s->state, key, last, NULL);
+        }
         plan_build(&w->cfg->timing, w->boot_last, s->boot_now, w->cfg->catchup, cfg->catchup_max,
                    &w->boot_plan);
     }

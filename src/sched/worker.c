@@ -5,6 +5,7 @@
 
 #include "cairn/log.h"
 #include "common/util.h"
+#include "hook.h"
 #include "internal.h"
 
 /* The HA leader's fence (sched_set_fence): CAIRN_OK to go on; else the lease was lost, the
@@ -48,20 +49,98 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
     }
 }
 
-/* Take the backup of run (admitted by the gate, not complete yet): count and log it, then
- * prune after a success. Returns the runner's code. */
-static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when)
+/* The environment of a run's hooks (docs/OPERATIONS.md, "Hooks"). */
+static void run_env(const struct cairn_run *run, const char *when, struct hook_env *env)
+{
+    memset(env, 0, sizeof(*env));
+    hook_env_set(env, "CAIRN_SCHEDULE", "%s", run->schedule->name);
+    hook_env_set(env, "CAIRN_BACKUP", "%s", run->name);
+    hook_env_set(env, "CAIRN_SCHEDULED_AT", "%s", when);
+    hook_env_set(env, "CAIRN_CATCHUP", "%d", run->catchup ? 1 : 0);
+}
+
+/* Run one of a schedule's hooks (kind: "before", "after", "on-failure"); a failure is counted
+ * and returned with err naming the hook. */
+static int run_hook(struct cairn_sched *s, const struct cairn_run *run, const char *kind,
+                    const char *command, struct hook_env *env, struct cairn_err *err)
+{
+    if (command == NULL)
+        return CAIRN_OK;
+    const char *sn = run->schedule->name;
+    char what[200];
+    snprintf(what, sizeof(what), "%s hook of schedule %s", kind, sn);
+    hook_env_set(env, "CAIRN_HOOK", "%s", kind);
+    int rc = hook_run(command, env, run->schedule->hooks.timeout, &s->abort, what, NULL, err);
+    if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED)
+        metrics_add(s->m.hook_failures, sn, 1);
+    return rc;
+}
+
+/* After the run: the outcome into the environment, then after (success) or on-failure, and
+ * the webhook. A failing after hook is logged and counted; the backup stays complete. */
+static void finish_run(struct cairn_sched *s, const struct cairn_run *run, struct hook_env *env,
+                       int rc, uint64_t bytes, const char *error, int64_t started)
+{
+    const struct cairn_hooks_cfg *h = &run->schedule->hooks;
+    const char *sn = run->schedule->name;
+    int64_t finished = (int64_t)time(NULL);
+    char t0[40], t1[40];
+    format_rfc3339(started, 0, t0, sizeof(t0));
+    format_rfc3339(finished, 0, t1, sizeof(t1));
+    const char *status = rc == CAIRN_OK ? "success" : "failure";
+    hook_env_set(env, "CAIRN_STATUS", "%s", status);
+    hook_env_set(env, "CAIRN_BYTES", "%llu", (unsigned long long)bytes);
+    hook_env_set(env, "CAIRN_ERROR", "%s", error ? error : "");
+    hook_env_set(env, "CAIRN_STARTED", "%s", t0);
+    hook_env_set(env, "CAIRN_FINISHED", "%s", t1);
+    hook_env_set(env, "CAIRN_DURATION", "%lld", (long long)(finished - started));
+    struct cairn_err herr;
+    int hrc = run_hook(s, run, rc == CAIRN_OK ? "after" : "on-failure",
+                       rc == CAIRN_OK ? h->after : h->on_failure, env, &herr);
+    if (hrc != CAIRN_OK && hrc != CAIRN_E_CANCELLED)
+        cairn_error("sched", "schedule %s: %s%s", sn, herr.msg,
+                    rc == CAIRN_OK ? " (the backup stays complete)" : "");
+    if (h->webhook != NULL && (rc != CAIRN_OK || h->webhook_on == 2)) {
+        struct hook_report r = {"backup", sn, run->name, status, bytes, error, started, finished};
+        if (hook_webhook(h->webhook, &r, &s->abort, &herr) != CAIRN_OK) {
+            metrics_add(s->m.webhook_failures, sn, 1);
+            cairn_error("sched", "schedule %s: %s", sn, herr.msg);
+        }
+    }
+}
+
+/* What take_backup leaves for finish_run, which runs after the gate is left. */
+struct outcome {
+    struct hook_env env;
+    int64_t started;
+    uint64_t bytes;
+    struct cairn_err err;
+};
+
+/* Take the backup of run (admitted by the gate, not complete yet): the before hook, the
+ * backup, count and log it, prune after a success. Returns the runner's code (a before
+ * hook's failure is the run's); out is for finish_run. */
+static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char *when,
+                       struct outcome *out)
 {
     const char *sn = run->schedule->name;
     metrics_add(s->m.started, sn, 1);
     if (run->catchup)
         metrics_add(s->m.catchup_runs, sn, 1);
-    cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
-               run->catchup ? "catch-up" : "scheduled", when);
+    struct hook_env *env = &out->env;
+    struct cairn_err *errp = &out->err;
+    run_env(run, when, env);
+    out->started = (int64_t)time(NULL);
     struct cairn_run_result res = {0};
-    struct cairn_err err;
     uint64_t t0 = mono_ns();
-    int rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, &err);
+    int rc = run_hook(s, run, "before", run->schedule->hooks.before, env, errp);
+    if (rc != CAIRN_OK && rc != CAIRN_E_CANCELLED) {
+        cairn_err_wrap(errp, rc, "backup not started");
+    } else if (rc == CAIRN_OK) {
+        cairn_info("sched", "schedule %s: backup %s started (%s run for %s)", sn, run->name,
+                   run->catchup ? "catch-up" : "scheduled", when);
+        rc = s->runner->run(s->runner->ctx, run, &s->abort, &res, errp);
+    }
     double secs = (double)(mono_ns() - t0) / 1e9;
     if (rc == CAIRN_OK) {
         metrics_add(s->m.succeeded, sn, 1);
@@ -82,8 +161,9 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
     } else {
         metrics_add(s->m.failed, sn, 1);
         cairn_error("sched", "schedule %s: backup %s failed after %.1fs: %s", sn, run->name, secs,
-                    err.msg);
+                    errp->msg);
     }
+    out->bytes = res.bytes;
     return rc;
 }
 
@@ -108,7 +188,8 @@ static int execute(struct worker *w, int64_t at, int catchup)
     }
     metrics_add(s->m.in_flight, NULL, 1);
     struct cairn_err err;
-    int complete = 0;
+    struct outcome out = {0};
+    int complete = 0, took = 0;
     int rc = s->runner->check(s->runner->ctx, &run, &complete, &err);
     if (rc != CAIRN_OK) {
         cairn_warn("sched", "schedule %s: checking for backup %s failed: %s; running it", sn,
@@ -121,10 +202,16 @@ static int execute(struct worker *w, int64_t at, int catchup)
                    sn, run.name, when);
         rc = CAIRN_OK;
     } else {
-        rc = take_backup(s, &run, when);
+        rc = take_backup(s, &run, when, &out);
+        took = 1;
     }
     metrics_add(s->m.in_flight, NULL, -1);
     sched_gate_leave(s);
+    /* Outside the gate: a slow hook or webhook receiver holds no max-concurrent slot. */
+    if (took && rc != CAIRN_E_CANCELLED)
+        finish_run(s, &run, &out.env, rc, out.bytes, rc == CAIRN_OK ? NULL : out.err.msg,
+                   out.started);
+    hook_env_free(&out.env);
     if (rc == CAIRN_E_CANCELLED)
         return rc;
     /* A failed run is not retried: it is counted and logged, and the next instant tries again
@@ -183,6 +270,40 @@ static void rewind_schedule(struct worker *w, int64_t cursor, int64_t now)
                w->cfg->name, a, b);
 }
 
+/* The schedule's drill, when one is due and no backup is: through the gate (a drill is a
+ * restore and counts against max-concurrent), then its instant recorded. Returns 1 when it
+ * ran (or shutdown cut it: *rc says), 0 when none was due. */
+static int drill_if_due(struct worker *w, int64_t now, int *rc)
+{
+    struct cairn_sched *s = w->s;
+    const struct cairn_schedule_cfg *c = w->cfg;
+    if (c->drill_every <= 0)
+        return 0;
+    char key[CAIRN_STATE_NAME_MAX + 8];
+    sched_drill_key(c->name, key, sizeof(key));
+    int64_t last = now;
+    pthread_mutex_lock(&s->mu);
+    cairn_state_get(s->state, key, &last);
+    pthread_mutex_unlock(&s->mu);
+    struct cairn_timing t = {.every = c->drill_every};
+    int64_t due = cron_timing_next(&t, last);
+    if (due < 0 || due > now)
+        return 0;
+    if (!sched_gate_enter(s, w, due)) {
+        *rc = CAIRN_E_CANCELLED;
+        return 1;
+    }
+    struct drill_note note;
+    *rc = sched_drill(s, c, &note);
+    sched_gate_leave(s);
+    if (*rc == CAIRN_E_CANCELLED)
+        return 1;
+    sched_drill_notify(s, c, &note);
+    sched_advance(s, key, now - now % c->drill_every); /* missed drills are not caught up */
+    sched_save(s, "after drill");
+    return 1;
+}
+
 void *sched_worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -209,6 +330,8 @@ void *sched_worker_main(void *arg)
             rewind_schedule(w, cursor, now);
             continue;
         }
+        if ((next < 0 || next > now) && drill_if_due(w, now, &rc))
+            continue;
         if (next < 0 || next > now) {
             pthread_mutex_lock(&s->mu);
             if (!s->stopping) {

@@ -493,6 +493,66 @@ TEST(config_timezone)
     config_free(c);
 }
 
+/* Hooks, webhook and drills: a schedule's keys replace [cairnd]'s, defaults, refusals. */
+TEST(config_hooks_and_drills)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *t = "[cairnd]\nbefore = g-before\non-failure = g-fail\nhook-timeout = 1m\n"
+                    "webhook = https://hooks.example/x\nstate-dir = /s\n"
+                    "[schedule a]\nsource=/x\nto=file:///y\nevery=1h\nkeep-last=1\n"
+                    "before = a-before\nwebhook-on = always\ndrill = every 1d\n"
+                    "drill-probe = true\n"
+                    "[schedule b]\nsource=/x\nto=file:///y\nevery=1h\nkeep-last=1\n"
+                    "hook-timeout = 2s\nwebhook = http://other/\ndrill = 6h\n"
+                    "drill-timeout = 10m\n";
+    CHECK_OK(config_parse(t, strlen(t), "h.conf", &c, &err), &err);
+    if (c != NULL) {
+        const struct cairn_hooks_cfg *a = &c->schedules[0].hooks, *b = &c->schedules[1].hooks;
+        CHECK_EQ_STR(a->before, "a-before");
+        CHECK_EQ_STR(a->on_failure, "g-fail");
+        CHECK(a->after == NULL);
+        CHECK_EQ_INT(a->timeout, 60);
+        CHECK_EQ_STR(a->webhook, "https://hooks.example/x");
+        CHECK_EQ_INT(a->webhook_on, 2);
+        CHECK_EQ_STR(b->before, "g-before");
+        CHECK_EQ_INT(b->timeout, 2);
+        CHECK_EQ_STR(b->webhook, "http://other/");
+        CHECK_EQ_INT(b->webhook_on, 1);
+        CHECK_EQ_INT(c->schedules[0].drill_every, 86400);
+        CHECK_EQ_STR(c->schedules[0].drill_probe, "true");
+        CHECK_EQ_INT(c->schedules[1].drill_every, 6 * 3600);
+        CHECK_EQ_INT(c->schedules[1].drill_timeout, 600);
+        CHECK_EQ_STR(c->drill_dir, "/s/drill");
+    }
+    config_free(c);
+    const char *plain = "[schedule a]\nsource=/x\nto=file:///y\nevery=1h\nkeep-last=1\n";
+    CHECK_OK(config_parse(plain, strlen(plain), "p.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->schedules[0].hooks.timeout, 300);
+        CHECK(c->schedules[0].hooks.webhook == NULL && c->schedules[0].drill_every == 0);
+    }
+    config_free(c);
+    static const char *const bad[][2] = {
+        {"webhook = ftp://x/", "expected an http:// or https:// URL"},
+        {"webhook-on = sometimes", "expected failure or always"},
+        {"drill = every 10s", "expected every INTERVAL of at least 1m"},
+        {"drill = daily", "expected every INTERVAL"},
+        {"hook-timeout = 0s", "expected a duration such as 5m"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *text = xasprintf("[schedule a]\nsource=/x\nto=file:///y\nevery=1h\n"
+                               "keep-last=1\n%s\n",
+                               bad[i][0]);
+        CHECK_EQ_INT(config_parse(text, strlen(text), "b.conf", &c, &err), CAIRN_E_INVALID);
+        CHECK(strstr(err.msg, bad[i][1]) != NULL && strstr(err.msg, "b.conf:6") != NULL);
+        free(text);
+    }
+    const char *reserved = "[schedule drill.x]\nsource=/x\nto=file:///y\nevery=1h\n";
+    CHECK_EQ_INT(config_parse(reserved, strlen(reserved), "r.conf", &c, &err), CAIRN_E_INVALID);
+    CHECK(strstr(err.msg, "the prefix drill. is reserved") != NULL);
+}
+
 /* The documented example must stay valid. */
 TEST(example_config_parses)
 {

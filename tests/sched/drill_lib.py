@@ -1,0 +1,197 @@
+"""Shared by the restore-drill tests (tests/sched/test_drill_*.py): a real cairnd run with a
+fake clock and one schedule backing up SOURCE into file:// storage with `drill = every 1h`,
+its /metrics read over HTTP, and the drill's course: a drill on a good backup passes; the
+stored object XOR-damaged, the next drill fails (cairnd_drill_last_success 0, counted,
+logged); the damage undone, the next one passes again; the scratch directory is gone each
+time. Deadlines bound a hang on a loaded machine; nothing waits a fixed time."""
+import calendar
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+import skips  # noqa: E402,F401
+
+BIN = os.environ.get("CAIRN_BIN", os.path.join(HERE, "../../build"))
+WAIT = 120
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+        print("FAIL: " + msg, flush=True)
+    else:
+        print("ok: " + msg, flush=True)
+    return cond
+
+
+def epoch(rfc3339):
+    return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def wait_until(what, cond, timeout=WAIT):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+class Cairnd:
+    def __init__(self, tmp, conf):
+        self.tmp = tmp
+        self.conf = os.path.join(tmp, "cairnd.conf")
+        self.clock = os.path.join(tmp, "clock")
+        self.log = os.path.join(tmp, "run.log")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.proc = None
+
+    def set_clock(self, t):
+        with open(self.clock + ".tmp", "w") as f:
+            f.write(t + "\n")
+        os.rename(self.clock + ".tmp", self.clock)
+
+    def start(self):
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([os.path.join(BIN, "cairnd"), "run", "--config", self.conf,
+                                      "--fake-clock", self.clock], stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        self.port = None
+        self.wait("cairnd to listen", lambda: self._port() is not None)
+
+    def _port(self):
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", self.text())
+        if self.proc.poll() is not None:
+            raise RuntimeError("cairnd exited %d: %s" % (self.proc.returncode, self.text()[-2000:]))
+        if m:
+            self.port = int(m.group(1))
+        return self.port
+
+    def text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def metric(self, name, schedule=None):
+        key = name + ('{schedule="%s"}' % schedule if schedule else "")
+        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port,
+                                      timeout=30).read().decode()
+        for line in body.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return float(parts[1])
+        return None
+
+    def wait(self, what, cond, timeout=WAIT):
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > end:
+                raise RuntimeError("timed out waiting for %s; log tail:\n%s" %
+                                   (what, self.text()[-3000:]))
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self.logf.close()
+        return rc
+
+
+def xor_largest(backup_dir):
+    """XOR one byte in the middle of the largest stored data file (not the MANIFEST); calling
+    it again undoes it."""
+    files = []
+    for root, _, names in os.walk(backup_dir):
+        for n in names:
+            if not n.startswith("MANIFEST"):
+                p = os.path.join(root, n)
+                files.append((os.path.getsize(p), p))
+    size, path = max(files)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        b = f.read(1)
+        f.seek(size // 2)
+        f.write(bytes([b[0] ^ 0x5A]))
+    return path
+
+
+def run_drill_course(tmp, source, extra="", probe_says=None, schedule="db", key_file=None):
+    """The course in the module docstring, for one source; probe_says: text the source's
+    probe logs on a good drill; key_file: the location is an encrypted repository."""
+    backups = os.path.join(tmp, "backups")
+    os.makedirs(backups, exist_ok=True)
+    subprocess.run([os.path.join(BIN, "cairn"), "init", "file://" + backups] +
+                   (["--key-file", key_file] if key_file else ["--no-encryption"]),
+                   check=True, capture_output=True)
+    if key_file:
+        extra += "\nkey-file = %s\n" % key_file
+    drill_dir = os.path.join(tmp, "drill")
+    c = Cairnd(tmp, """[cairnd]
+state = sqlite:%s/state.db
+metrics-listen = 127.0.0.1:0
+drill-dir = %s
+
+[schedule %s]
+source = %s
+to = file://%s
+every = 1d
+catch-up = latest
+keep-last = 5
+drill = every 1h
+%s
+""" % (tmp, drill_dir, schedule, source, backups, extra))
+    name = "20260102T000000Z-" + schedule
+    c.set_clock("2026-01-01T10:30:00Z")
+    c.start()
+    try:
+        m = lambda n: c.metric(n, schedule)  # noqa: E731
+        c.set_clock("2026-01-02T00:00:00Z")
+        c.wait("the backup", lambda: m("cairn_backups_succeeded_total") == 1)
+        c.wait("the first drill", lambda: m("cairnd_drill_last_success") is not None)
+        check(m("cairnd_drill_last_success") == 1, "a drill of the good backup %s passes" % name)
+        check(m("cairnd_drill_last_timestamp_seconds") == epoch("2026-01-02T00:00:00Z"),
+              "cairnd_drill_last_timestamp_seconds is the drill's time")
+        check(m("cairnd_drill_duration_seconds") > 0, "cairnd_drill_duration_seconds is set")
+        check("restore drill of %s passed" % name in c.text(), "the passed drill is logged")
+        if probe_says:
+            check(probe_says in c.text(), "the probe says: %s" % probe_says)
+        check(not os.path.exists(os.path.join(drill_dir, schedule)), "scratch removed after a pass")
+
+        damaged = xor_largest(os.path.join(backups, name))
+        c.set_clock("2026-01-02T01:00:00Z")
+        c.wait("the drill of the damaged backup", lambda: m("cairnd_drill_failures_total") == 1)
+        check(m("cairnd_drill_last_success") == 0,
+              "the drill of a damaged backup (%s XOR 0x5a) fails: last_success 0" %
+              os.path.basename(damaged))
+        check(m("cairnd_drill_last_timestamp_seconds") == epoch("2026-01-02T01:00:00Z"),
+              "the failed drill's time is recorded")
+        check(re.search(r"restore drill of %s FAILED after [0-9.]+s: restore of %s: .*"
+                        r"(mismatch|corrupt|checksum|authentic)" % (name, name), c.text())
+              is not None,
+              "the failure is logged with its reason")
+        check(not os.path.exists(os.path.join(drill_dir, schedule)), "scratch removed after a failure")
+
+        xor_largest(os.path.join(backups, name))  # undone
+        c.set_clock("2026-01-02T02:00:00Z")
+        c.wait("the drill after repair", lambda: m("cairnd_drill_last_timestamp_seconds") ==
+               epoch("2026-01-02T02:00:00Z"))
+        check(m("cairnd_drill_last_success") == 1 and m("cairnd_drill_failures_total") == 1,
+              "the repaired backup's drill passes again")
+        check(m("cairn_backups_started_total") == 1, "drills took no backup")
+    finally:
+        rc = c.stop()
+    check(rc == 0, "cairnd stops cleanly on SIGTERM (exit %s)" % rc)
+    return c
