@@ -589,6 +589,17 @@ static int expand(struct parser *p, const char *k, const char *v, char **out)
     return CAIRN_OK;
 }
 
+/* Values a shell runs (hooks, drill probes, exec: sources) keep their $VARIABLES: the shell
+ * expands them, from cairnd's environment and the hook's CAIRN_* variables. */
+static int shell_value(const char *k, const char *v)
+{
+    static const char *const keys[] = {"before", "after", "on-failure", "drill-probe"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(k, keys[i]) == 0)
+            return 1;
+    return strcmp(k, "source") == 0 && strncmp(v, "exec:", 5) == 0;
+}
+
 static int line(struct parser *p, char *s)
 {
     s = trim(s);
@@ -618,7 +629,7 @@ static int line(struct parser *p, char *s)
     if (*v == '\0')
         return bad(p, "'%s' has an empty value", k);
     char *ev = NULL;
-    int rc = expand(p, k, v, &ev);
+    int rc = shell_value(k, v) ? (ev = xstrdup(v), CAIRN_OK) : expand(p, k, v, &ev);
     if (rc == CAIRN_OK)
         rc = set_key(p, &keys[idx], p->in_daemon ? (void *)p->c : (void *)p->sc, ev);
     free(ev);
