@@ -7,6 +7,7 @@
 
 extern const struct cairn_source_driver source_exec_driver;
 extern const struct cairn_source_driver source_redis_driver;
+extern const struct cairn_source_driver source_rediss_driver;
 extern const struct cairn_source_driver source_etcd_driver;
 extern const struct cairn_source_driver source_etcds_driver;
 extern const struct cairn_source_driver source_consul_driver;

@@ -18,10 +18,10 @@
 
 /* Built-ins first, in the order --help lists them. */
 static const struct cairn_source_driver *const builtin[] = {
-    &source_etcd_driver,       &source_etcds_driver,    &source_redis_driver,
-    &source_postgresql_driver, &source_postgres_driver, &source_consul_driver,
-    &source_consuls_driver,    &source_vault_driver,    &source_vaults_driver,
-    &source_exec_driver};
+    &source_etcd_driver,   &source_etcds_driver,      &source_redis_driver,
+    &source_rediss_driver, &source_postgresql_driver, &source_postgres_driver,
+    &source_consul_driver, &source_consuls_driver,    &source_vault_driver,
+    &source_vaults_driver, &source_exec_driver};
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static const struct cairn_source_driver *registered[MAX_DRIVERS];
