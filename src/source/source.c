@@ -328,8 +328,13 @@ int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
     /* Snapshots compress unevenly (bbolt pages well, RDBs partly): AUTO lets zstd decide.
      * Pipelined: zstd, the stored bytes' hash and the writes run on a helper thread while
      * this one reads the service and checks its checksum, so the service is not kept
-     * waiting while a block compresses (a snapshot is one large stream, as a large file). */
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO, .pipeline = 1};
+     * waiting while a block compresses (a snapshot is one large stream, as a large file).
+     * zstd -1, as for files and PostgreSQL's tars: the default -3 is the helper thread's
+     * limit, half -1's speed for 3 % less output on an etcd database (docs/PERFORMANCE.md).
+     * share_sha256: a driver whose service sends a SHA-256 of the same bytes (etcd) checks it
+     * against the stored file's own hash instead of hashing a second time. */
+    struct cairn_file_opts fo = {
+        .compression = CAIRN_COMPRESS_AUTO, .level = 1, .pipeline = 1, .share_sha256 = 1};
     int rc = cairn_backup_set_kind(b, kind, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_add_file_opts(b, file, -1, &fo, &w, err);
