@@ -310,6 +310,10 @@ struct cairn_file_opts {
     int threads;  /* zstd worker threads, 0 = 1 (none) */
     int pipeline; /* compress, hash and store on a helper thread while the caller reads and
                    * hashes the logical bytes (cairn_pipe_writer_new): for large files */
+    /* The logical bytes' SHA-256 so far can be read while writing (cairn_backup_file_sha256),
+     * so a caller checking a SHA-256 of its own over the same bytes (etcd's trailer) does not
+     * hash them a second time. */
+    int share_sha256;
 };
 
 /* Add a file: returns a writer taking the file's (logical) bytes. Thread-safe. Closing the
@@ -323,6 +327,13 @@ CAIRN_API int cairn_backup_add_file(struct cairn_backup *b, const char *file, in
 CAIRN_API int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file,
                                          int64_t size_hint, const struct cairn_file_opts *opts,
                                          struct cairn_writer **w, struct cairn_err *err);
+
+/* The plain SHA-256 of the bytes written so far to w, a writer of cairn_backup_add_file_opts
+ * with share_sha256 (out NULL: only whether it can be had). CAIRN_E_UNSUPPORTED for any other
+ * writer and in an encrypted location (whose content hashes are keyed); the writer's own
+ * error once it failed. Call it between writes, from the writing thread. */
+CAIRN_API int cairn_backup_file_sha256(struct cairn_writer *w, uint8_t out[32],
+                                       struct cairn_err *err);
 
 /* Stream src (read to EOF, not freed) into the backup as file, compressing per opts and
  * hashing logical and stored bytes in the same pass. Bounded memory. Thread-safe. */

@@ -33,7 +33,7 @@ static void backup_usage(FILE *out)
         "saves 1/8 or more and stored as they are otherwise (TSM, random or encrypted data).\n\n"
         "  --from       the source (docs/SOURCES.md):\n"
         "                 etcd://[USER:PASSWORD@]HOST[:2379]  (etcds:// over TLS)\n"
-        "                 redis://[[USER]:PASSWORD@]HOST[:6379]\n"
+        "                 redis://[[USER]:PASSWORD@]HOST[:6379]  (rediss:// over TLS)\n"
         "                 consul://[:TOKEN@]HOST[:8500][?stale][&dc=DC]  (consuls:// HTTPS)\n"
         "                 vault://[:TOKEN@]HOST[:8200]  (vaults:// HTTPS; raft storage)\n"
         "                 postgresql://[USER[:PASSWORD]@]HOST[:5432][/DB]  base backup + WAL\n"

@@ -26,19 +26,19 @@ static int iotimeout(const struct cairn_influx_client *c)
 }
 
 /* Connect (and handshake when c->tls is set). */
-static int dial(const struct cairn_influx_client *c, struct influx_conn *sc, struct cairn_err *err)
+static int dial(const struct cairn_influx_client *c, struct net_conn *sc, struct cairn_err *err)
 {
     sc->fd = -1;
     sc->ssl = NULL;
-    int rc = influx_dial_c(c->addr, ctimeout(c), c->cancel, &sc->fd, err);
+    int rc = net_dial(c->addr, ctimeout(c), c->cancel, &sc->fd, err);
     if (rc != CAIRN_OK || c->tls == NULL)
         return rc;
     char host[256], port[16];
-    rc = influx_split_addr(c->addr, host, sizeof(host), port, sizeof(port), err);
+    rc = net_split_addr(c->addr, host, sizeof(host), port, sizeof(port), err);
     if (rc == CAIRN_OK)
-        rc = influx_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
+        rc = net_conn_tls(sc, c->tls, host, ctimeout(c), 0, c->cancel, err);
     if (rc != CAIRN_OK) {
-        influx_conn_close(sc);
+        net_conn_close(sc);
         cairn_err_wrap(err, rc, "%s", c->addr);
     }
     return rc;
@@ -47,7 +47,7 @@ static int dial(const struct cairn_influx_client *c, struct influx_conn *sc, str
 /* Connect and send mux byte, type byte and the request JSON (plus extra bytes, in the same
  * write). */
 static int send_request(const struct cairn_influx_client *c, const struct cairn_influx_request *req,
-                        uint8_t type, const void *extra, size_t extra_len, struct influx_conn *sc,
+                        uint8_t type, const void *extra, size_t extra_len, struct net_conn *sc,
                         struct cairn_err *err)
 {
     int rc = dial(c, sc, err);
@@ -62,10 +62,10 @@ static int send_request(const struct cairn_influx_client *c, const struct cairn_
     if (extra_len > 0)
         buf_add(&b, extra, extra_len);
     free(json);
-    rc = influx_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
+    rc = net_conn_write_full(sc, b.p, b.len, iotimeout(c), 0, c->cancel, err);
     buf_free(&b);
     if (rc != CAIRN_OK) {
-        influx_conn_close(sc);
+        net_conn_close(sc);
         cairn_err_wrap(err, rc, "send request to %s", c->addr);
         return rc;
     }
@@ -73,13 +73,13 @@ static int send_request(const struct cairn_influx_client *c, const struct cairn_
 }
 
 /* Read the whole response (at most max bytes). */
-static int read_reply(const struct cairn_influx_client *c, struct influx_conn *sc, size_t max,
+static int read_reply(const struct cairn_influx_client *c, struct net_conn *sc, size_t max,
                       struct buf *out, struct cairn_err *err)
 {
     uint8_t buf[16384];
     for (;;) {
         size_t got;
-        int rc = influx_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        int rc = net_conn_read_some(sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "%s", c->addr);
             return rc;
@@ -115,7 +115,7 @@ int cairn_influx_metastore_backup(const struct cairn_influx_client *c, struct ca
     struct cairn_influx_request req;
     cairn_influx_request_init(&req);
     req.type = CAIRN_INFLUX_METASTORE_BACKUP;
-    struct influx_conn sc;
+    struct net_conn sc;
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     cairn_influx_request_clear(&req);
     if (rc != CAIRN_OK)
@@ -127,7 +127,7 @@ int cairn_influx_metastore_backup(const struct cairn_influx_client *c, struct ca
     int part = 0; /* 0 header, 1 meta, 2 node length, 3 node, 4 done */
     for (;;) {
         size_t got;
-        rc = influx_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
+        rc = net_conn_read_some(&sc, buf, sizeof(buf), &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "metastore backup from %s", c->addr);
             goto out;
@@ -187,7 +187,7 @@ int cairn_influx_metastore_backup(const struct cairn_influx_client *c, struct ca
     else if (bytes != NULL)
         *bytes = total;
 out:
-    influx_conn_close(&sc);
+    net_conn_close(&sc);
     return rc;
 }
 
@@ -263,12 +263,12 @@ int cairn_influx_shard_list(const struct cairn_influx_client *c, const char *db,
         free(req.backup_rp);
         req.backup_rp = xstrdup(rp);
     }
-    struct influx_conn sc;
+    struct net_conn sc;
     struct buf b = {0};
     int rc = send_request(c, &req, req.type, NULL, 0, &sc, err);
     if (rc == CAIRN_OK) {
         rc = read_reply(c, &sc, LIST_MAX, &b, err);
-        influx_conn_close(&sc);
+        net_conn_close(&sc);
     }
     if (rc == CAIRN_OK && b.len == 0)
         rc = rp != NULL ? cairn_err_set(err, CAIRN_E_NOTFOUND,
@@ -290,7 +290,7 @@ static int shard_request(const struct cairn_influx_client *c, struct cairn_influ
                          struct cairn_writer *out, uint64_t *bytes, struct cairn_err *err)
 {
     uint64_t shard_id = req->shard_id;
-    struct influx_conn sc;
+    struct net_conn sc;
     int rc = send_request(c, req, req->type, NULL, 0, &sc, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -299,7 +299,7 @@ static int shard_request(const struct cairn_influx_client *c, struct cairn_influ
     uint64_t total = 0, zeros = 0; /* length of the run of zero bytes at the end */
     for (;;) {
         size_t got;
-        rc = influx_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
+        rc = net_conn_read_some(&sc, buf, cap, &got, iotimeout(c), 0, c->cancel, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "shard %llu from %s", (unsigned long long)shard_id, c->addr);
             break;
@@ -316,7 +316,7 @@ static int shard_request(const struct cairn_influx_client *c, struct cairn_influ
             break;
     }
     free(buf);
-    influx_conn_close(&sc);
+    net_conn_close(&sc);
     if (rc != CAIRN_OK)
         return rc;
     if (total == 0)
@@ -419,7 +419,7 @@ int cairn_influx_meta_upload(const struct cairn_influx_client *c, const char *db
             *dst[i] = xstrdup(vals[i]);
         }
     req.upload_size = (int64_t)len;
-    struct influx_conn sc;
+    struct net_conn sc;
     struct buf b = {0};
     /* JSON + '\n' + blob in one write: 1.6 servers read the blob with a single Read. */
     int rc = send_request(c, &req, req.type, blob, len, &sc, err);
@@ -427,7 +427,7 @@ int cairn_influx_meta_upload(const struct cairn_influx_client *c, const char *db
     if (rc != CAIRN_OK)
         return rc;
     rc = read_reply(c, &sc, LIST_MAX, &b, err);
-    influx_conn_close(&sc);
+    net_conn_close(&sc);
     memset(map, 0, sizeof(*map));
     if (rc != CAIRN_OK)
         goto out;
@@ -471,13 +471,13 @@ int cairn_influx_shard_upload(const struct cairn_influx_client *c, uint64_t new_
                               const char *rp, struct cairn_reader *src, uint64_t *bytes,
                               struct cairn_err *err)
 {
-    struct influx_conn sc;
+    struct net_conn sc;
     int rc = dial(c, &sc, err);
     if (rc != CAIRN_OK)
         return rc;
     uint8_t hdr[10] = {CAIRN_INFLUX_MUX_HEADER, CAIRN_INFLUX_SHARD_UPDATE};
     influx_u64be_put(hdr + 2, new_id);
-    struct cairn_writer *w = influx_conn_writer_new(&sc, iotimeout(c), c->cancel);
+    struct cairn_writer *w = net_conn_writer_new(&sc, iotimeout(c), c->cancel);
     rc = cairn_writer_write(w, hdr, sizeof(hdr), err);
     if (rc == CAIRN_OK)
         rc = influx_tar_rename(src, w, db, rp, new_id, err);
@@ -490,14 +490,14 @@ int cairn_influx_shard_upload(const struct cairn_influx_client *c, uint64_t new_
         /* No reply exists; waiting for the server's close at least orders shard uploads
          * after the server finished reading (cairnd installs before closing). */
         struct buf b = {0};
-        rc = influx_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
+        rc = net_conn_end_write(&sc, iotimeout(c), 0, c->cancel, err);
         if (rc == CAIRN_OK)
             rc = read_reply(c, &sc, 4096, &b, err);
         if (rc == CAIRN_OK)
             rc = refused(c, &b, "restore", err);
         buf_free(&b);
     }
-    influx_conn_close(&sc);
+    net_conn_close(&sc);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "upload shard %llu", (unsigned long long)new_id);
     return rc;

@@ -10,6 +10,7 @@
 #include "cairn/io.h"
 #include "cairn/influx.h"
 #include "common/buf.h"
+#include "io/net.h"
 
 void influx_u64be_put(uint8_t *p, uint64_t v);
 uint64_t influx_u64be_get(const uint8_t *p);
@@ -80,61 +81,10 @@ int meta_import(struct meta_data *dst, const struct meta_data *src,
                 const struct cairn_influx_request *req, struct cairn_influx_idmap *map,
                 struct cairn_err *err);
 
-/* ---- sockets ---- */
-/* Split "host:port" or "[v6]:port". */
-int influx_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
-                      struct cairn_err *err);
-/* The _c variants take a cancel flag (may be NULL; read atomically): once it is nonzero they
- * stop with CAIRN_E_CANCELLED within about SNAP_CANCEL_POLL_MS, even while the peer is silent
- * (a signal may land on another thread, so EINTR alone cannot be relied on). */
-#define SNAP_CANCEL_POLL_MS 200
-int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *fd,
-                  struct cairn_err *err);
-/* Wait until fd is readable (events POLLIN) or writable (POLLOUT) before deadline_ns
- * (monotonic; 0 = only timeout_ms). */
-int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                  const volatile int *cancel, const char *what, struct cairn_err *err);
-/* One read of up to cap bytes with an idle timeout; *got 0 = EOF. */
-int influx_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                       uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err);
-static inline int influx_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                              const char *what, struct cairn_err *err)
-{
-    return influx_wait_c(fd, events, timeout_ms, deadline_ns, NULL, what, err);
-}
-/* A connection, plain (ssl NULL) or TLS (tls.c). The influx_conn_ calls behave like the
- * plain ones above whichever it is; under TLS the end of a stream is a close_notify. */
-struct ssl_st;
-struct influx_conn {
-    int fd;
-    struct ssl_st *ssl;
-};
-/* Handshake on c->fd (made non-blocking) as t's side: a client verifies the server's
- * certificate against host (or t's server name), a server asks for a client certificate
- * when t has a CA. A certificate the peer refused is CAIRN_E_DENIED. */
-int influx_conn_tls(struct influx_conn *c, struct cairn_tls *t, const char *host, int timeout_ms,
-                    uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
-int influx_tls_verifies_clients(const struct cairn_tls *t);
-/* The peer certificate's subject ("" when none). */
-void influx_conn_peer_subject(const struct influx_conn *c, char *out, size_t cap);
-int influx_conn_read_some(struct influx_conn *c, void *buf, size_t cap, size_t *got, int timeout_ms,
-                          uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
-/* Write at least one byte (waiting as needed); *done says how many. */
-int influx_conn_write_some(struct influx_conn *c, const void *buf, size_t len, size_t *done,
-                           int timeout_ms, uint64_t deadline, const volatile int *cancel,
-                           struct cairn_err *err);
-int influx_conn_write_full(struct influx_conn *c, const void *buf, size_t len, int timeout_ms,
-                           uint64_t deadline, const volatile int *cancel, struct cairn_err *err);
-/* Tell the peer nothing more comes (TCP half-close, or a TLS close_notify); reading goes on. */
-int influx_conn_end_write(struct influx_conn *c, int timeout_ms, uint64_t deadline,
-                          const volatile int *cancel, struct cairn_err *err);
-/* Free the TLS session and close the socket (no close_notify: see influx_conn_end_write). */
-void influx_conn_close(struct influx_conn *c);
-
-/* A writer stage on a connection (not owned), each write bounded by timeout_ms of
- * inactivity and the cancel flag (may be NULL). */
-struct cairn_writer *influx_conn_writer_new(struct influx_conn *c, int timeout_ms,
-                                            const volatile int *cancel);
+/* ---- sockets ----
+ * Connections, waits and TLS are io's (io/net.h: net_dial, net_wait, struct net_conn, the
+ * net_conn_ calls and tls_); cairn_influx_tls_* (tls.c) are the public names of its TLS
+ * contexts. */
 
 /* ---- shard tar streams (shard_tar.c, over archive/tar.h) ---- */
 struct influx_tar_out;

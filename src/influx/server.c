@@ -34,7 +34,7 @@
 
 struct conn {
     struct cairn_influx_server *srv;
-    struct influx_conn io; /* plain, or TLS once handle() saw a handshake */
+    struct net_conn io; /* plain, or TLS once handle() saw a handshake */
     size_t slot;
     uint64_t start_ns, deadline; /* deadline: the whole request */
     _Atomic uint64_t progress;   /* bytes moved either way, for the slow-client test */
@@ -127,7 +127,7 @@ int cairn_influx_server_new(const struct cairn_influx_server_opts *opts,
 
     char host[256], port[16];
     struct addrinfo hints = {0}, *res = NULL;
-    int rc = influx_split_addr(s->opts.listen, host, sizeof(host), port, sizeof(port), err);
+    int rc = net_split_addr(s->opts.listen, host, sizeof(host), port, sizeof(port), err);
     if (rc != CAIRN_OK)
         goto fail;
     hints.ai_family = AF_UNSPEC;
@@ -202,8 +202,8 @@ void cairn_influx_server_free(struct cairn_influx_server *s)
 static int conn_read(struct conn *c, void *buf, size_t cap, size_t *got, uint64_t deadline,
                      struct cairn_err *err)
 {
-    int rc = influx_conn_read_some(&c->io, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline,
-                                   NULL, err);
+    int rc = net_conn_read_some(&c->io, buf, cap, got, c->srv->opts.idle_timeout_ms, deadline, NULL,
+                                err);
     if (rc == CAIRN_OK)
         atomic_fetch_add(&c->progress, *got);
     return rc;
@@ -214,8 +214,8 @@ static int conn_write(struct conn *c, const void *buf, size_t len, struct cairn_
     const uint8_t *p = buf;
     while (len > 0) {
         size_t n;
-        int rc = influx_conn_write_some(&c->io, p, len, &n, c->srv->opts.idle_timeout_ms,
-                                        c->deadline, NULL, err);
+        int rc = net_conn_write_some(&c->io, p, len, &n, c->srv->opts.idle_timeout_ms, c->deadline,
+                                     NULL, err);
         if (rc != CAIRN_OK)
             return rc;
         p += n;
@@ -323,8 +323,7 @@ static void refuse(struct conn *c, const char *stage, const char *why)
     uint64_t until = mono_ns() + 2000000000ull;
     if (until > c->deadline)
         until = c->deadline;
-    if (influx_conn_end_write(&c->io, c->srv->opts.idle_timeout_ms, until, NULL, &ignored) !=
-        CAIRN_OK)
+    if (net_conn_end_write(&c->io, c->srv->opts.idle_timeout_ms, until, NULL, &ignored) != CAIRN_OK)
         return;
     uint8_t buf[4096];
     size_t got = 1, total = 0;
@@ -647,7 +646,8 @@ static int start_tls(struct conn *c, uint64_t deadline)
     uint8_t first = 0;
     int rc;
     for (;;) {
-        rc = influx_wait(c->io.fd, POLLIN, s->opts.idle_timeout_ms, deadline, "read request", &err);
+        rc = net_wait(c->io.fd, POLLIN, s->opts.idle_timeout_ms, deadline, NULL, "read request",
+                      &err);
         if (rc != CAIRN_OK)
             break;
         ssize_t n = recv(c->io.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -667,14 +667,13 @@ static int start_tls(struct conn *c, uint64_t deadline)
         return CAIRN_E_DENIED;
     }
     if (rc == CAIRN_OK)
-        rc = influx_conn_tls(&c->io, s->opts.tls, NULL, s->opts.idle_timeout_ms, deadline, NULL,
-                             &err);
+        rc = net_conn_tls(&c->io, s->opts.tls, NULL, s->opts.idle_timeout_ms, deadline, NULL, &err);
     if (rc != CAIRN_OK) {
         cairn_warn(LOGC, "peer %s: TLS handshake failed: %s", c->peer, err.msg);
         return rc;
     }
     char subject[256];
-    influx_conn_peer_subject(&c->io, subject, sizeof(subject));
+    net_conn_peer_subject(&c->io, subject, sizeof(subject));
     if (subject[0] != '\0')
         cairn_info(LOGC, "peer %s: TLS client certificate %s", c->peer, subject);
     return CAIRN_OK;
@@ -761,11 +760,11 @@ static void *conn_main(void *arg)
     handle(c);
     if (c->io.ssl != NULL) { /* the end of a TLS reply: without it the client sees truncation */
         struct cairn_err ignored;
-        influx_conn_end_write(&c->io, s->opts.idle_timeout_ms, c->deadline, NULL, &ignored);
+        net_conn_end_write(&c->io, s->opts.idle_timeout_ms, c->deadline, NULL, &ignored);
     }
     pthread_mutex_lock(&s->mu);
     s->conns[c->slot] = NULL;
-    influx_conn_close(&c->io); /* under the lock: stop() and drops may shutdown() slots they see */
+    net_conn_close(&c->io); /* under the lock: stop() and drops may shutdown() slots they see */
     s->active--;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
@@ -903,7 +902,7 @@ int cairn_influx_server_run(struct cairn_influx_server *s, struct cairn_err *err
     (void)err;
     cairn_info(LOGC, "listening on %s (max %u connections%s%s%s)", s->addr, s->opts.max_conns,
                s->opts.tls ? ", TLS" : "",
-               influx_tls_verifies_clients(s->opts.tls) ? " with client certificates" : "",
+               tls_verifies_clients(s->opts.tls) ? " with client certificates" : "",
                s->opts.tls && s->opts.allow_plain ? ", plain too" : "");
     for (;;) {
         struct pollfd p[2] = {{s->lfd, POLLIN, 0}, {s->stop_pipe[0], POLLIN, 0}};

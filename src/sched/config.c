@@ -242,6 +242,18 @@ static int cron_key(struct parser *p, const char *k, const char *v)
     return CAIRN_OK;
 }
 
+/* start, end: RFC 3339 instants, the edges of an InfluxDB source's time window. */
+static int edge_key(struct parser *p, const char *k, const char *v)
+{
+    struct cairn_schedule_cfg *s = p->sc;
+    int start = strcmp(k, "start") == 0;
+    if (parse_rfc3339(v, start ? &s->start_sec : &s->end_sec,
+                      start ? &s->start_nsec : &s->end_nsec) != 0)
+        return bad(p, "%s = '%s': expected an RFC 3339 time such as 2026-01-02T15:04:05Z", k, v);
+    *(start ? &s->has_start : &s->has_end) = 1;
+    return CAIRN_OK;
+}
+
 static int catchup_key(struct parser *p, const char *k, const char *v)
 {
     struct cairn_schedule_cfg *s = p->sc;
@@ -399,6 +411,10 @@ static const struct key k_schedule_keys[] = {
     {"tls-cert", KEY_STRING, SCH(tls_cert), 0, 0, NULL, NULL},
     {"tls-key", KEY_STRING, SCH(tls_key), 0, 0, NULL, NULL},
     {"source-timeout", KEY_DURATION, SCH(source_timeout), 1, 0, "a duration such as 2h", NULL},
+    /* An InfluxDB source's time window: fixed edges, or the last DURATION before each run. */
+    {"start", KEY_FUNC, 0, 0, 0, NULL, edge_key},
+    {"end", KEY_FUNC, 0, 0, 0, NULL, edge_key},
+    {"window", KEY_DURATION, SCH(window), 1, 0, "a duration such as 1h", NULL},
     {"to", KEY_STRING, SCH(to), 0, 0, NULL, NULL},
     {"every", KEY_FUNC, 0, 0, 0, NULL, every_key},
     {"cron", KEY_FUNC, 0, 0, 0, NULL, cron_key},
@@ -503,6 +519,31 @@ static int check_urls(struct parser *p, const struct cairn_schedule_cfg *s)
                          p->path, s->line, s->name, src);
 }
 
+/* A time window (start, end, window) belongs to an InfluxDB source (influxdb://HOST:PORT or
+ * a bare HOST:PORT), is fixed or relative, and does not end before it starts. */
+static int check_window(struct parser *p, const struct cairn_schedule_cfg *s)
+{
+    if (!s->has_start && !s->has_end && s->window == 0)
+        return CAIRN_OK;
+    const char *src = s->source;
+    int influx = strncmp(src, "influxdb://", 11) == 0 ||
+                 (strstr(src, "://") == NULL && strncmp(src, "exec:", 5) != 0 && src[0] != '/' &&
+                  src[0] != '.' && strchr(src, ':') != NULL);
+    const char *why = NULL;
+    if (!influx)
+        why = "start, end and window take an InfluxDB source (influxdb://HOST:PORT or HOST:PORT)";
+    else if (s->window != 0 && (s->has_start || s->has_end))
+        why = "use either window or start/end, not both";
+    else if (s->has_start && s->has_end &&
+             (s->start_sec > s->end_sec ||
+              (s->start_sec == s->end_sec && s->start_nsec > s->end_nsec)))
+        why = "start is after end";
+    if (why == NULL)
+        return CAIRN_OK;
+    return cairn_err_set(p->err, CAIRN_E_INVALID, "%s:%d: [schedule %s]: %s", p->path, s->line,
+                         s->name, why);
+}
+
 static int finish_schedule(struct parser *p)
 {
     struct cairn_schedule_cfg *s = p->sc;
@@ -520,7 +561,8 @@ static int finish_schedule(struct parser *p)
         return cairn_err_set(p->err, CAIRN_E_INVALID,
                              "%s:%d: [schedule %s]: keep-last must be at least 1", p->path, s->line,
                              s->name);
-    return check_urls(p, s);
+    int rc = check_window(p, s);
+    return rc != CAIRN_OK ? rc : check_urls(p, s);
 }
 
 static int section(struct parser *p, char *hdr)

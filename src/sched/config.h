@@ -42,6 +42,13 @@ struct cairn_schedule_cfg {
                           * [cairnd] key-file, if any */
     char *tls_ca, *tls_cert, *tls_key; /* the source's TLS files; NULL: none */
     int64_t source_timeout;            /* seconds the whole snapshot may take; 0: no limit */
+    /* An InfluxDB source's time window, as cairn backup --start/--end: fixed edges (start,
+     * end; either may be left open), or window: the last `window` seconds before the run's
+     * scheduled instant, [at - window, at), so consecutive runs cover time once. */
+    int has_start, has_end;
+    int64_t start_sec, end_sec;
+    long start_nsec, end_nsec;
+    int64_t window; /* seconds; 0: off */
     char *timing_text;
     struct cairn_timing timing;
     unsigned keep_last, keep_daily, keep_weekly; /* 0 = rule off; keep-last is required */

@@ -87,7 +87,20 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
         .commit_check = run->commit_check,
         .commit_check_ctx = run->commit_ctx,
         .rate_limit = c->rate_limit,
+        .has_start = c->has_start,
+        .start_sec = c->start_sec,
+        .start_nsec = c->start_nsec,
+        .has_end = c->has_end,
+        .end_sec = c->end_sec,
+        .end_nsec = c->end_nsec,
     };
+    if (c->window > 0) { /* [at - window, at): the next run starts where this one ends */
+        o.has_start = o.has_end = 1;
+        o.start_sec = run->at - c->window;
+        o.start_nsec = 0;
+        o.end_sec = run->at - 1;
+        o.end_nsec = 999999999;
+    }
     uint8_t key[CAIRN_REPO_KEY_LEN];
     struct cairn_repo_secret sec = {key, NULL};
     if (c->key_file != NULL) {

@@ -7,6 +7,7 @@
 
 extern const struct cairn_source_driver source_exec_driver;
 extern const struct cairn_source_driver source_redis_driver;
+extern const struct cairn_source_driver source_rediss_driver;
 extern const struct cairn_source_driver source_etcd_driver;
 extern const struct cairn_source_driver source_etcds_driver;
 extern const struct cairn_source_driver source_consul_driver;
@@ -21,6 +22,12 @@ extern const struct cairn_source_driver source_postgres_driver;
 int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
                    int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err), void *arg,
                    struct cairn_err *err);
+/* The same for a service that sends a SHA-256 of the bytes (etcd): w lends its hash to fill
+ * (cairn_backup_file_sha256). Not for the others: it keeps a separate logical hash in front of
+ * the pipe even when the file is stored as is, a second pass they would not use. */
+int source_put_one_hashed(struct cairn_backup *b, const char *kind, const char *file,
+                          int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err),
+                          void *arg, struct cairn_err *err);
 /* Write b's file as INTO/file (mode 0600, INTO created), atomically: a stream that fails the
  * MANIFEST's checks leaves no file. */
 int source_restore_into(struct cairn_backup *b, const char *file, const char *into,

@@ -18,10 +18,10 @@
 
 /* Built-ins first, in the order --help lists them. */
 static const struct cairn_source_driver *const builtin[] = {
-    &source_etcd_driver,       &source_etcds_driver,    &source_redis_driver,
-    &source_postgresql_driver, &source_postgres_driver, &source_consul_driver,
-    &source_consuls_driver,    &source_vault_driver,    &source_vaults_driver,
-    &source_exec_driver};
+    &source_etcd_driver,   &source_etcds_driver,      &source_redis_driver,
+    &source_rediss_driver, &source_postgresql_driver, &source_postgres_driver,
+    &source_consul_driver, &source_consuls_driver,    &source_vault_driver,
+    &source_vaults_driver, &source_exec_driver};
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static const struct cairn_source_driver *registered[MAX_DRIVERS];
@@ -320,7 +320,7 @@ void cairn_source_free(struct cairn_source *s)
     free(s);
 }
 
-int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
+static int put_one(struct cairn_backup *b, const char *kind, const char *file, int share,
                    int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err), void *arg,
                    struct cairn_err *err)
 {
@@ -328,8 +328,11 @@ int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
     /* Snapshots compress unevenly (bbolt pages well, RDBs partly): AUTO lets zstd decide.
      * Pipelined: zstd, the stored bytes' hash and the writes run on a helper thread while
      * this one reads the service and checks its checksum, so the service is not kept
-     * waiting while a block compresses (a snapshot is one large stream, as a large file). */
-    struct cairn_file_opts fo = {.compression = CAIRN_COMPRESS_AUTO, .pipeline = 1};
+     * waiting while a block compresses (a snapshot is one large stream, as a large file).
+     * zstd -1, as for files and PostgreSQL's tars: the default -3 is the helper thread's
+     * limit, half -1's speed for 3 % less output on an etcd database (docs/PERFORMANCE.md). */
+    struct cairn_file_opts fo = {
+        .compression = CAIRN_COMPRESS_AUTO, .level = 1, .pipeline = 1, .share_sha256 = share};
     int rc = cairn_backup_set_kind(b, kind, err);
     if (rc == CAIRN_OK)
         rc = cairn_backup_add_file_opts(b, file, -1, &fo, &w, err);
@@ -339,6 +342,20 @@ int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
         rc = cairn_writer_close(w, err);
     cairn_writer_free(w); /* unclosed after a failure: discarded, the backup cannot end */
     return rc;
+}
+
+int source_put_one(struct cairn_backup *b, const char *kind, const char *file,
+                   int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err), void *arg,
+                   struct cairn_err *err)
+{
+    return put_one(b, kind, file, 0, fill, arg, err);
+}
+
+int source_put_one_hashed(struct cairn_backup *b, const char *kind, const char *file,
+                          int (*fill)(void *arg, struct cairn_writer *w, struct cairn_err *err),
+                          void *arg, struct cairn_err *err)
+{
+    return put_one(b, kind, file, 1, fill, arg, err);
 }
 
 int source_restore_into(struct cairn_backup *b, const char *file, const char *into,

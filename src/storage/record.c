@@ -46,9 +46,9 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     if (r->opts.pipeline)
         mid = cairn_pipe_writer_new(mid);
     /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
-     * on the helper thread when pipelined). */
+     * on the helper thread when pipelined, unless the caller reads it as it writes). */
     r->logical = r->stored;
-    if (comp == CAIRN_COMPRESS_ZSTD)
+    if (comp == CAIRN_COMPRESS_ZSTD || (r->opts.pipeline && r->opts.share_sha256))
         r->logical = mid = storage_hash_writer_new(r->b->st, mid);
     r->chain = mid;
 }
@@ -212,6 +212,36 @@ static void record_free(struct cairn_writer *w)
 
 static const struct cairn_writer_ops record_ops = {"backup-file", record_write, record_finish,
                                                    record_free};
+
+int cairn_backup_file_sha256(struct cairn_writer *w, uint8_t out[32], struct cairn_err *err)
+{
+    struct record_writer *r = (struct record_writer *)w;
+    if (w == NULL || w->ops != &record_ops || !r->opts.share_sha256 || r->b->st->keys != NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "no shared SHA-256 on this writer (not a backup file's with "
+                             "share_sha256, or an encrypted location)");
+    if (w->state == CAIRN_IO_FAILED) {
+        cairn_err_copy(err, &w->err);
+        return w->err.code;
+    }
+    if (out == NULL)
+        return CAIRN_OK;
+    /* Still judging the compression: decide now, so the buffered bytes reach the hash. A
+     * failure fails the writer as a failed write would. */
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    int rc = r->probe != NULL ? record_decide(r, &e) : CAIRN_OK;
+    if (rc != CAIRN_OK) {
+        cairn_err_wrap(&e, rc, "backup '%s' file '%s'", r->b->name, r->rec->f.name);
+        record_outcome(r, rc, &e);
+        w->state = CAIRN_IO_FAILED;
+        cairn_err_copy(&w->err, &e);
+        cairn_err_copy(err, &e);
+        return rc;
+    }
+    cairn_hash_writer_digest(r->logical, out);
+    return CAIRN_OK;
+}
 
 void backup_set_streaming(struct cairn_backup *b)
 {

@@ -98,11 +98,14 @@ class Resp:
 
 
 class RedisServer:
-    """redis-server on 127.0.0.1:PORT in DIR, loading DIR/dump.rdb if it is there."""
+    """redis-server on 127.0.0.1:PORT in DIR, loading DIR/dump.rdb if it is there. With tls
+    (pki.make_pki's paths, plus "auth_clients": "yes" or "no") it also listens with TLS on
+    tls_port; the plain port stays for the test's own client."""
 
-    def __init__(self, dir, *extra, password=None):
+    def __init__(self, dir, *extra, password=None, tls=None):
         self.dir = dir
         self.password = password
+        self.tls = tls
         os.makedirs(dir, exist_ok=True)
         # A free port can be taken by another test between free_port() and the server's bind:
         # then it exits saying so, and another port is picked.
@@ -121,6 +124,11 @@ class RedisServer:
                 "--enable-debug-command", "local", "--repl-diskless-sync-delay", "0"]
         if self.password is not None:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            self.tls_port = free_port()
+            args += ["--tls-port", str(self.tls_port), "--tls-cert-file", self.tls["cert"],
+                     "--tls-key-file", self.tls["key"], "--tls-ca-cert-file", self.tls["ca"],
+                     "--tls-auth-clients", self.tls.get("auth_clients", "no")]
         self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self._wait_ready()

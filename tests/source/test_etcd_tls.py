@@ -8,13 +8,14 @@ etcd with --cert-file, --key-file, --trusted-ca-file and --client-cert-auth.
 """
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 from etcdtest import Etcd, etcd_snap, etcdctl_status, need_etcd  # noqa: E402
+from pki import make_pki, need_openssl  # noqa: E402
 
 failures = []
 
@@ -25,36 +26,9 @@ def check(cond, what):
         failures.append(what)
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl"] + list(args), cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1 (also usable as a client: etcd's gateway dials
-    its own gRPC port with it) and a client certificate."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=cairn test CA", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\n"
-                                 "extendedKeyUsage=serverAuth,clientAuth\n"),
-                      ("client", "extendedKeyUsage=clientAuth\n")):
-        with open(os.path.join(d, name + ".ext"), "w") as f:
-            f.write(ext)
-        openssl("req", *ec, "-keyout", name + ".key", "-out", name + ".csr", "-subj",
-                "/CN=cairn-" + name, cwd=d)
-        openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", name + ".crt", "-days", "2", "-extfile",
-                name + ".ext", cwd=d)
-    p = lambda n: os.path.join(d, n)  # noqa: E731
-    return {"ca": p("ca.crt"), "cert": p("server.crt"), "key": p("server.key"),
-            "client_cert": p("client.crt"), "client_key": p("client.key")}
-
-
 def main():
     need_etcd()
-    if shutil.which("openssl") is None:
-        from skips import missing
-        missing("openssl (Debian package openssl) is not installed")
+    need_openssl()
     tmp = tempfile.mkdtemp(prefix="cairn-etcd-tls-")
     tls = make_pki(tmp)
     e = Etcd(tmp, tls=tls)

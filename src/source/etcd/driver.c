@@ -78,7 +78,7 @@ static int ed_backup(void *state, struct cairn_backup *b, struct cairn_err *err)
         .progress = e->o.progress ? ed_progress : NULL,
         .progress_arg = &e->o,
     };
-    return source_put_one(b, "etcd", SNAP_FILE, ed_fill, &co, err);
+    return source_put_one_hashed(b, "etcd", SNAP_FILE, ed_fill, &co, err);
 }
 
 static int ed_restore(void *state, struct cairn_backup *b, const char *into, struct cairn_err *err)

@@ -77,12 +77,17 @@ int etcd_restore_into(const char *file, const char *data_dir, const struct etcd_
 /* ---- the stream, apart from HTTP (used by etcd_snapshot; tests feed it directly) ---- */
 
 /* The trailer check: every byte goes through etcd_sum_update; the last 32 are held back
- * from the hash until more arrive, so at the end they are etcd's digest of the rest. */
+ * from the hash until more arrive, so at the end they are etcd's digest of the rest. Shared
+ * (set after init): nothing is hashed here; the caller puts the SHA-256 of the bytes before
+ * the trailer, taken from the backup file's own hash, in data_sha. */
 struct etcd_sum {
     void *h; /* struct cairn_sha256 */
     uint8_t tail[32];
     size_t tail_len;
     uint64_t total; /* bytes seen */
+    int shared;
+    int have_data_sha;
+    uint8_t data_sha[32];
 };
 void etcd_sum_init(struct etcd_sum *s);
 void etcd_sum_update(struct etcd_sum *s, const uint8_t *p, size_t n);

@@ -1,7 +1,7 @@
 /* The Redis source's protocol core (internal, not installed): take an RDB snapshot of a live
  * Redis server the way a replica does, and verify it. The source driver (issue 15) wraps it.
  *
- * redis_snapshot connects over plain TCP (TLS is not supported yet), authenticates (AUTH
+ * redis_snapshot connects over TCP or TLS (io/net.h), authenticates (AUTH
  * PASSWORD, or AUTH USER PASSWORD for an ACL user), announces itself as an RDB-only replica
  * (REPLCONF listening-port 0, capa eof capa psync2, rdb-only 1, as redis-cli --rdb does), asks
  * for a full resync (PSYNC ? -1, falling back to SYNC when PSYNC is refused), and copies the
@@ -19,17 +19,20 @@
 
 #include "cairn/err.h"
 #include "cairn/io.h"
+#include "io/net.h"
 
 /* done: RDB bytes copied so far; total: the RDB's size, or 0 while it is not known (the
  * diskless form announces no length). Called about once per MiB and once at the end. */
 typedef void (*redis_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 struct redis_conn_opts {
-    const char *host;       /* name or address (IPv6 without brackets); NULL or "": 127.0.0.1 */
-    unsigned port;          /* 0: 6379 */
-    const char *user;       /* ACL user; NULL or "": AUTH with the password alone */
-    const char *password;   /* NULL: no AUTH. Never logged nor put in an error message */
-    int connect_timeout_ms; /* 0: 10000 */
+    const char *host;           /* name or address (IPv6 without brackets); NULL or "": 127.0.0.1 */
+    unsigned port;              /* 0: 6379 */
+    const char *user;           /* ACL user; NULL or "": AUTH with the password alone */
+    const char *password;       /* NULL: no AUTH. Never logged nor put in an error message */
+    const struct tls_opts *tls; /* NULL: plain TCP; else TLS, the server's certificate verified
+                                 * (rediss://) */
+    int connect_timeout_ms;     /* 0: 10000; the TLS handshake included */
     /* Longest silence while reading or writing; 0: 60000. The master sends a newline every
      * second while it prepares the RDB on disk, so a slow BGSAVE does not trip it. */
     int io_timeout_ms;

@@ -282,7 +282,7 @@ static int fetch(struct xfer *x, struct cairn_err *err)
 {
     const struct redis_conn_opts *o = x->o;
     const char *host = o->host != NULL && o->host[0] ? o->host : "127.0.0.1";
-    int rc = redis_conn_open(x->c, host, o->port ? o->port : 6379,
+    int rc = redis_conn_open(x->c, host, o->port ? o->port : 6379, o->tls,
                              o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000,
                              o->io_timeout_ms > 0 ? o->io_timeout_ms : 60000, o->cancel, err);
     if (rc != CAIRN_OK)

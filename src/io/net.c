@@ -1,5 +1,5 @@
-/* TCP helpers with deadlines: every wait is bounded, so a silent peer can never hold a thread
- * for ever. Sockets stay blocking; each transfer uses MSG_DONTWAIT after poll(). */
+/* TCP helpers with deadlines (net.h): every wait is bounded, so a silent peer can never hold a
+ * thread for ever. Sockets stay blocking; each transfer uses MSG_DONTWAIT after poll(). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include "common/util.h"
-#include "internal.h"
+#include "net.h"
 
-int influx_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
-                      struct cairn_err *err)
+int net_split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap,
+                   struct cairn_err *err)
 {
     const char *colon;
     size_t hl;
@@ -47,8 +47,8 @@ bad:
     return cairn_err_set(err, CAIRN_E_INVALID, "invalid address '%s': expected HOST:PORT", addr);
 }
 
-int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
-                  const volatile int *cancel, const char *what, struct cairn_err *err)
+int net_wait(int fd, short events, int timeout_ms, uint64_t deadline_ns, const volatile int *cancel,
+             const char *what, struct cairn_err *err)
 {
     /* With a cancel flag the idle timeout is kept as a deadline and polled in slices. */
     uint64_t idle_end = mono_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -62,7 +62,7 @@ int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
                 return cairn_err_set(err, CAIRN_E_TIMEOUT, "%s: no progress for %d ms", what,
                                      timeout_ms);
             uint64_t left = (idle_end - now) / 1000000u + 1;
-            wait = left < SNAP_CANCEL_POLL_MS ? (int)left : SNAP_CANCEL_POLL_MS;
+            wait = left < NET_CANCEL_POLL_MS ? (int)left : NET_CANCEL_POLL_MS;
         }
         if (deadline_ns != 0) {
             uint64_t now = mono_ns();
@@ -89,8 +89,8 @@ int influx_wait_c(int fd, short events, int timeout_ms, uint64_t deadline_ns,
     }
 }
 
-int influx_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
-                       uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err)
+int net_read_some_fd(int fd, void *buf, size_t cap, size_t *got, int timeout_ms,
+                     uint64_t deadline_ns, const volatile int *cancel, struct cairn_err *err)
 {
     for (;;) {
         ssize_t n = recv(fd, buf, cap, MSG_DONTWAIT);
@@ -102,17 +102,17 @@ int influx_read_some_c(int fd, void *buf, size_t cap, size_t *got, int timeout_m
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return cairn_err_sys(err, CAIRN_E_NETWORK, errno, "read from peer");
-        int rc = influx_wait_c(fd, POLLIN, timeout_ms, deadline_ns, cancel, "read from peer", err);
+        int rc = net_wait(fd, POLLIN, timeout_ms, deadline_ns, cancel, "read from peer", err);
         if (rc != CAIRN_OK)
             return rc;
     }
 }
 
-int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
-                  struct cairn_err *err)
+int net_dial(const char *addr, int timeout_ms, const volatile int *cancel, int *out,
+             struct cairn_err *err)
 {
     char host[256], port[16];
-    int rc = influx_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
+    int rc = net_split_addr(addr, host, sizeof(host), port, sizeof(port), err);
     if (rc != CAIRN_OK)
         return rc;
     struct addrinfo hints = {0}, *res = NULL;
@@ -134,7 +134,7 @@ int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, 
                 close(fd);
                 continue;
             }
-            rc = influx_wait_c(fd, POLLOUT, timeout_ms, 0, cancel, "connect", err);
+            rc = net_wait(fd, POLLOUT, timeout_ms, 0, cancel, "connect", err);
             int soerr = 0;
             socklen_t sl = sizeof(soerr);
             if (rc == CAIRN_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
@@ -166,7 +166,7 @@ int influx_dial_c(const char *addr, int timeout_ms, const volatile int *cancel, 
 
 struct conn_writer {
     struct cairn_writer base;
-    struct influx_conn *c;
+    struct net_conn *c;
     int timeout_ms;
     const volatile int *cancel;
 };
@@ -174,13 +174,13 @@ struct conn_writer {
 static int conn_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
 {
     struct conn_writer *s = (struct conn_writer *)w;
-    return influx_conn_write_full(s->c, buf, len, s->timeout_ms, 0, s->cancel, err);
+    return net_conn_write_full(s->c, buf, len, s->timeout_ms, 0, s->cancel, err);
 }
 
 static const struct cairn_writer_ops conn_writer_ops = {"socket", conn_write, NULL, NULL};
 
-struct cairn_writer *influx_conn_writer_new(struct influx_conn *c, int timeout_ms,
-                                            const volatile int *cancel)
+struct cairn_writer *net_conn_writer_new(struct net_conn *c, int timeout_ms,
+                                         const volatile int *cancel)
 {
     struct conn_writer *s = xcalloc(1, sizeof(*s));
     cairn_writer_init(&s->base, &conn_writer_ops, NULL);
