@@ -124,7 +124,11 @@ static int restore_files(const struct cairn_engine_restore_opts *o, struct cairn
     struct cairn_path_opts po = {.progress = engine_path_progress,
                                  .progress_arg = prog,
                                  .force = o->force,
-                                 .cancel = o->cancel};
+                                 .cancel = o->cancel,
+                                 .numeric_owner = o->numeric_owner,
+                                 .acls = o->acls,
+                                 .include = o->include,
+                                 .exclude = o->exclude};
     int rc = cairn_backup_restore_path(b, o->into_dir, &po, err);
     for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(b); i++)
         res->bytes += cairn_backup_file_at(b, i)->logical_size;
