@@ -210,11 +210,17 @@ int path_tree_iter_next(struct tree_iter *it, struct tree_ent *e, int *done, str
     } else if (isfile) { /* older MANIFESTs: looked up */
         e->f = file != NULL ? cairn_backup_file_find(it->b, file) : NULL;
     }
-    if (!ok || (isfile && e->f == NULL))
-        return cairn_err_set(err, CAIRN_E_CORRUPT,
-                             "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
-                             "(path '%s')",
-                             it->b->name, it->i, e->path ? e->path : "?");
+    if (!ok || (isfile && e->f == NULL)) {
+        char *shown = path_json_get(it->cur, "path", it->path, sizeof(it->path)) == 0
+                          ? str_escape_dup(it->path)
+                          : xstrdup("?");
+        int rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
+                               "(path '%s')",
+                               it->b->name, it->i, shown);
+        free(shown);
+        return rc;
+    }
     it->i++;
     return CAIRN_OK;
 }
