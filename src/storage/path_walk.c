@@ -395,6 +395,12 @@ static int add_file_entry(struct walk *w, const char *abs, const char *rel, cons
     }
     j->abs = xstrdup(abs);
     j->line = path_meta_new(abs, rel, sb, "file");
+    /* What restic's "did not change" rule compares against a parent backup's record (size,
+     * mtime, ctime, inode): recorded for the skip that comes with the chunk store. */
+    json_object_set_new(
+        j->line, "ctime_ns",
+        json_integer((json_int_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec));
+    json_object_set_new(j->line, "ino", json_integer((json_int_t)sb->st_ino));
     if (sb->st_nlink > 1)
         json_object_set_new(j->line, "nlink", json_integer((json_int_t)sb->st_nlink));
     pool_submit(w->pool, put_one, j);
