@@ -103,6 +103,10 @@ TEST(hostile_trees_are_refused_and_nothing_is_written)
         {"hard link to a dir",
          json_pack("[o, o]", ent("d", "dir"), link_ent("h", "hardlink", "link", "d"))},
         {"bad sparse extents", json_pack("[o]", sparse_bad)},
+        {"sparse extents not adding up",
+         json_pack("[o]",
+                   json_pack("{s:s, s:s, s:i, s:s, s:i, s:[[i, i]]}", "path", "s2", "type", "file",
+                             "mode", 0644, "file", "f000000", "size", 100, "sparse", 0, 2))},
         {"unknown type", json_pack("[o]", ent("s", "socket"))},
         {"device without numbers", json_pack("[o]", ent("c", "chr"))},
     };
@@ -204,6 +208,43 @@ TEST(include_and_exclude)
     cairn_storage_free(st);
     free(url);
     free(src);
+}
+
+/* A version 1 tree (cairn before this format: path, type, mode only) still restores. */
+TEST(version_1_trees_restore)
+{
+    struct cairn_err err;
+    const char *tmp = test_tmpdir();
+    char *url = xasprintf("%s/store", tmp);
+    struct cairn_storage *st = NULL;
+    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
+    struct cairn_backup *b = NULL;
+    CHECK_OK(cairn_storage_start(st, "v1", &b, &err), &err);
+    struct cairn_writer *w = NULL;
+    CHECK_OK(cairn_backup_add_file(b, "f000000", 4, &w, &err), &err);
+    CHECK_OK(cairn_writer_write(w, "data", 4, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    cairn_writer_free(w);
+    json_t *meta =
+        json_pack("{s:{s:s, s:s, s:i, s:[{s:s, s:s, s:i}, {s:s, s:s, s:i, s:i, s:i, s:s}], s:[]}}",
+                  "tree", "root", "x", "type", "dir", "mode", 0755, "entries", "path", "d", "type",
+                  "dir", "mode", 0710, "path", "d/f", "type", "file", "mode", 0640, "size", 4,
+                  "mtime", 1000, "file", "f000000", "skipped");
+    CHECK_OK(cairn_backup_set_meta(b, meta, &err), &err);
+    json_decref(meta);
+    CHECK_OK(cairn_backup_end(b, &err), &err);
+    cairn_backup_free(b);
+    char *out = path_join(tmp, "out");
+    CHECK_OK(cairn_storage_restore_path(st, "v1", out, NULL, &err), &err);
+    struct stat sb;
+    char *d = path_join(out, "d"), *f = path_join(out, "d/f");
+    CHECK(stat(d, &sb) == 0 && (sb.st_mode & 07777) == 0710);
+    CHECK(stat(f, &sb) == 0 && (sb.st_mode & 07777) == 0640 && sb.st_size == 4);
+    free(d);
+    free(f);
+    free(out);
+    cairn_storage_free(st);
+    free(url);
 }
 
 static int count_entry(void *arg, const struct cairn_tree_entry *e, struct cairn_err *err)
