@@ -656,18 +656,87 @@ static int open_parent_create(int rootfd, const char *rel, const char **base)
     return fd;
 }
 
-/* A hard link to the entry's first link, which must be a regular file restored already. */
-static int restore_hardlink(const struct meta_apply *m, int rootfd, int dfd, const char *base,
-                            const struct tree_ent *e, const char *target, struct cairn_err *err)
+/* Files a filter left out that have later hard links (nlink > 1): a later link that is
+ * restored gets the content instead, and links after it link to it. Memory grows with such
+ * files only, and only when a filter is given. */
+struct held_first {
+    char *path, *at; /* at: where its content was restored, or NULL */
+    json_t *line;
+    struct cairn_manifest_file f; /* its name owned */
+};
+
+struct held_list {
+    struct held_first *v;
+    size_t n;
+};
+
+static void held_add(struct held_list *h, const struct tree_ent *e)
 {
+    h->v = xrealloc(h->v, (h->n + 1) * sizeof(*h->v));
+    struct held_first *x = &h->v[h->n++];
+    x->path = xstrdup(e->path);
+    x->at = NULL;
+    x->line = json_incref(e->j);
+    x->f = *e->f;
+    x->f.name = xstrdup(e->f->name);
+}
+
+static void held_free(struct held_list *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->v[i].path);
+        free(h->v[i].at);
+        free(h->v[i].f.name);
+        json_decref(h->v[i].line);
+    }
+    free(h->v);
+}
+
+/* What pass 2 needs besides the entry. */
+struct others_ctx {
+    const struct meta_apply *m;
+    const struct get_job *proto;
+    struct held_list *held;
+    int rootfd;
+    const char *target;
+};
+
+/* A hard link to the entry's first link, which must be a regular file restored already; or,
+ * when a filter left the first link out, the file itself (held_first). */
+static int restore_hardlink(const struct others_ctx *c, int dfd, const char *base,
+                            const struct tree_ent *e, struct cairn_err *err)
+{
+    const char *from = e->link;
+    if (!present(c->rootfd, from)) {
+        struct held_first *h = NULL;
+        for (size_t i = 0; i < c->held->n && h == NULL; i++)
+            if (strcmp(c->held->v[i].path, e->link) == 0)
+                h = &c->held->v[i];
+        if (h == NULL) {
+            path_meta_warn(c->m, "'%s': hard link not made: its first link '%s' was not restored",
+                           e->path, e->link);
+            return CAIRN_OK;
+        }
+        if (h->at == NULL) { /* the content goes here; failures land in the job errors */
+            struct get_job *j = xcalloc(1, sizeof(*j));
+            *j = *c->proto;
+            j->rel = xstrdup(e->path);
+            j->f = h->f;
+            j->f.name = xstrdup(h->f.name);
+            j->mode = (int)json_integer_value(json_object_get(h->line, "mode"));
+            j->line = json_incref(h->line);
+            get_one(j);
+            if (!path_job_failed(c->proto->je))
+                h->at = xstrdup(e->path);
+            return CAIRN_OK;
+        }
+        from = h->at;
+    }
     const char *lbase;
-    int lfd = open_parent_at(rootfd, e->link, &lbase);
+    int lfd = open_parent_at(c->rootfd, from, &lbase);
     struct stat sb;
     int rc = CAIRN_OK;
-    if (lfd < 0 || fstatat(lfd, lbase, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-        path_meta_warn(m, "'%s': hard link not made: its first link '%s' was not restored", e->path,
-                       e->link);
-    } else if (!S_ISREG(sb.st_mode)) {
+    if (lfd < 0 || fstatat(lfd, lbase, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) {
         char *shown = str_escape_dup(e->path);
         rc = cairn_err_set(err, CAIRN_E_CORRUPT,
                            "tree entry '%s': a hard link to something that is not a file of "
@@ -675,7 +744,7 @@ static int restore_hardlink(const struct meta_apply *m, int rootfd, int dfd, con
                            shown);
         free(shown);
     } else if (linkat(lfd, lbase, dfd, base, 0) != 0) {
-        rc = create_failed(err, errno, target, e->path);
+        rc = create_failed(err, errno, c->target, e->path);
     }
     if (lfd >= 0)
         close(lfd);
@@ -685,9 +754,12 @@ static int restore_hardlink(const struct meta_apply *m, int rootfd, int dfd, con
 /* One symlink, hard link, FIFO or device node, after every file and directory is written:
  * nothing is ever created through it, and a hard link finds its first link in place. Device
  * nodes need root; without it they are warned about and counted. */
-static int restore_other(const struct meta_apply *m, int rootfd, const struct tree_ent *e,
-                         const char *target, struct cairn_err *err)
+static int restore_other(const struct others_ctx *c, const struct tree_ent *e,
+                         struct cairn_err *err)
 {
+    const struct meta_apply *m = c->m;
+    int rootfd = c->rootfd;
+    const char *target = c->target;
     if ((e->type == T_CHR || e->type == T_BLK) && !m->root) {
         path_meta_warn(m, "'%s': device node not created (needs root)", e->path);
         return CAIRN_OK;
@@ -706,7 +778,7 @@ static int restore_other(const struct meta_apply *m, int rootfd, const struct tr
                     makedev((unsigned)json_integer_value(json_object_get(e->j, "rdev_major")),
                             (unsigned)json_integer_value(json_object_get(e->j, "rdev_minor"))));
         break;
-    case T_HARDLINK: rc = restore_hardlink(m, rootfd, dfd, base, e, target, err); break;
+    case T_HARDLINK: rc = restore_hardlink(c, dfd, base, e, err); break;
     default: break;
     }
     if (r != 0)
@@ -720,12 +792,13 @@ static int restore_other(const struct meta_apply *m, int rootfd, const struct tr
 /* Pass 1: directories and files (a directory comes before anything inside it; each file
  * verified as it is written, size + SHA-256, and fsync'd, on the pool). The directories are
  * listed in dirs. */
-static int restore_files(struct cairn_backup *b, int rootfd, const char *target,
-                         const struct cairn_path_opts *o, const struct meta_apply *m,
-                         struct dir_list *dirs, struct job_errors *je, struct cairn_err *err)
+static int restore_files(struct cairn_backup *b, const struct get_job *proto, struct dir_list *dirs,
+                         struct held_list *held, struct cairn_err *err)
 {
-    const struct get_job proto = {
-        .b = b, .o = o, .je = je, .rootfd = rootfd, .target = target, .meta = m};
+    const struct cairn_path_opts *o = proto->o;
+    struct job_errors *je = proto->je;
+    int rootfd = proto->rootfd;
+    const char *target = proto->target;
     struct tree_iter it;
     struct tree_ent e;
     struct cairn_err derr;
@@ -737,7 +810,10 @@ static int restore_files(struct cairn_backup *b, int rootfd, const char *target,
             break;
         int want = path_filter_want(o, e.path);
         if (e.type == T_FILE && want)
-            submit_file(pool, &proto, &e);
+            submit_file(pool, proto, &e);
+        else if (e.type == T_FILE && path_filter_active(o) &&
+                 json_integer_value(json_object_get(e.j, "nlink")) > 1)
+            held_add(held, &e);
         if (!e.isdir)
             continue;
         int fd = want ? open_dir_at(rootfd, e.path, 1) : -2;
@@ -755,19 +831,18 @@ static int restore_files(struct cairn_backup *b, int rootfd, const char *target,
 }
 
 /* Pass 2: everything else (restore_other). */
-static int restore_others(struct cairn_backup *b, int rootfd, const char *target,
-                          const struct cairn_path_opts *o, const struct meta_apply *m,
-                          struct cairn_err *err)
+static int restore_others(struct cairn_backup *b, const struct others_ctx *c, struct cairn_err *err)
 {
+    const struct cairn_path_opts *o = c->proto->o;
     struct tree_iter it;
     struct tree_ent e;
     int rc = path_tree_iter_open(b, &it, err);
-    for (int done = 0; rc == CAIRN_OK && !path_cancelled(o);) {
+    for (int done = 0; rc == CAIRN_OK && !path_cancelled(o) && !path_job_failed(c->proto->je);) {
         rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
         if (e.type != T_DIR && e.type != T_FILE && path_filter_want(o, e.path))
-            rc = restore_other(m, rootfd, &e, target, err);
+            rc = restore_other(c, &e, err);
     }
     path_tree_iter_free(&it);
     return rc;
@@ -780,9 +855,14 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
 {
     struct job_errors je = {.rc = CAIRN_OK};
     pthread_mutex_init(&je.mu, NULL);
-    int rc = restore_files(b, rootfd, target, o, m, dirs, &je, err);
+    const struct get_job proto = {
+        .b = b, .o = o, .je = &je, .rootfd = rootfd, .target = target, .meta = m};
+    struct held_list held = {0};
+    int rc = restore_files(b, &proto, dirs, &held, err);
+    const struct others_ctx c = {m, &proto, &held, rootfd, target};
     if (rc == CAIRN_OK && je.rc == CAIRN_OK && !path_cancelled(o))
-        rc = restore_others(b, rootfd, target, o, m, err);
+        rc = restore_others(b, &c, err);
+    held_free(&held);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
                        b->name, target);

@@ -247,6 +247,43 @@ TEST(version_1_trees_restore)
     free(url);
 }
 
+/* A hard link whose first link a filter leaves out gets the content; later ones link to it. */
+TEST(hard_links_whose_first_is_left_out)
+{
+    struct cairn_err err;
+    const char *tmp = test_tmpdir();
+    char *src = path_join(tmp, "src");
+    write_at(src, "a/f", "shared");
+    char *f = path_join(src, "a/f"), *g = path_join(src, "b/g"), *h = path_join(src, "b/h");
+    mkdir_p(g, 0755, NULL);
+    rmdir(g);
+    CHECK_EQ_INT(link(f, g), 0);
+    CHECK_EQ_INT(link(f, h), 0);
+    char *url = xasprintf("%s/store", tmp);
+    struct cairn_storage *st = NULL;
+    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
+    CHECK_OK(cairn_storage_backup_path(st, "b", src, NULL, &err), &err);
+    char *out = path_join(tmp, "out");
+    const char *inc[] = {"/b", NULL};
+    struct cairn_path_opts po = {.include = inc};
+    CHECK_OK(cairn_storage_restore_path(st, "b", out, &po, &err), &err);
+    char *og = path_join(out, "b/g"), *oh = path_join(out, "b/h"), *of = path_join(out, "a");
+    struct stat sg, sh;
+    CHECK(stat(og, &sg) == 0 && stat(oh, &sh) == 0 && sg.st_ino == sh.st_ino && sg.st_nlink == 2 &&
+          sg.st_size == 6);
+    CHECK(access(of, F_OK) != 0);
+    free(og);
+    free(oh);
+    free(of);
+    free(out);
+    cairn_storage_free(st);
+    free(url);
+    free(f);
+    free(g);
+    free(h);
+    free(src);
+}
+
 static int count_entry(void *arg, const struct cairn_tree_entry *e, struct cairn_err *err)
 {
     (void)err;
