@@ -416,7 +416,11 @@ CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
  * All or nothing: the tree is written into a temporary directory beside target, every file is
  * verified (size + SHA-256) and fsync'd, and only then is it renamed into place; on failure the
  * target is as it was (see docs/STORAGE.md). No path from the MANIFEST can write outside target
- * (absolute paths, "..", and symlinks are refused; a symlink at target is not followed).
+ * (absolute paths, "..", an entry whose parent is not a directory of the tree, a path given
+ * twice are refused with CAIRN_E_CORRUPT before anything is written; symlinks are restored
+ * as links, created last, never followed; a symlink at target is not followed). Metadata as
+ * docs/STORAGE.md "What a directory backup records and restores"; opts->include/exclude
+ * restore part of the tree.
  * Read-only handles. */
 CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
                                         const struct cairn_path_opts *opts, struct cairn_err *err);
