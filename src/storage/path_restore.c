@@ -216,6 +216,9 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
 
 static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL, NULL};
 
+/* Restore one file (a pool job). Over 80 lines: one linear sequence (open its directory,
+ * create it, the sparse map, copy and verify, metadata, fsync) whose every failure must
+ * unlink the half-written file, kept in one place so no exit path forgets to. */
 static void get_one(void *arg)
 {
     struct get_job *j = arg;
