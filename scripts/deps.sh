@@ -32,6 +32,8 @@ test_pkgs+=(tmux)
 # The monitoring tests (tests/metrics/test_alert_rules.sh, test_prometheus_scrape.py) run
 # promtool on dist/prometheus and a real Prometheus scraping cairnd.
 test_pkgs+=(prometheus)
+# tests/storage/test_tree_fidelity.py sets a POSIX ACL (setfacl, as root) to check it survives.
+test_pkgs+=(acl)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

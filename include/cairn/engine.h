@@ -144,6 +144,12 @@ struct cairn_engine_restore_opts {
     const char *password_file;               /* a source driver's secret kept in a file */
     int64_t source_timeout_ms;               /* a source driver's whole restore; 0: none */
     const struct cairn_repo_secret *secret;  /* the storage's repository key; NULL: none */
+    /* A local-path backup only (struct cairn_path_opts): NULL-terminated pattern lists, owners
+     * by number, POSIX ACLs. */
+    const char *const *include;
+    const char *const *exclude;
+    int numeric_owner;
+    int acls;
 };
 
 struct cairn_engine_restore_result {

@@ -381,6 +381,10 @@ CAIRN_API int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cair
 struct cairn_path_stats {
     uint64_t vanished; /* files or directories gone between the walk and their read: skipped */
     uint64_t changed;  /* files whose size or mtime changed while read: stored as read */
+    /* Restore only: entries recorded but not created as they were (a device node when not
+     * root, an xattr or owner that could not be set, a hard link whose first link was not
+     * restored); each one is logged as a warning. */
+    uint64_t not_restored;
 };
 
 struct cairn_path_opts {
@@ -402,15 +406,41 @@ struct cairn_path_opts {
     /* Called from worker threads each time one file is stored or restored (progress_arg; may
      * be NULL). */
     void (*file_done)(void *arg);
+    /* Restore only: owners by uid/gid, never by user/group name (as root). */
+    int numeric_owner;
+    /* Restore only: POSIX ACLs (system.posix_acl_* xattrs, always recorded) are set too. */
+    int acls;
+    /* Restore only: fnmatch(3) patterns, NULL-terminated lists (NULL: none). An entry is
+     * restored when it or a directory above it matches an include (or there is none) and
+     * neither it nor a directory above it matches an exclude. A pattern without '/' matches a
+     * name at any depth, one with '/' the path from the backup's root (a leading '/' is
+     * optional). Directories above a restored entry are created. docs/STORAGE.md. */
+    const char *const *include;
+    const char *const *exclude;
 };
 
+/* One entry of a local-path backup's tree (cairn_backup_tree_each). */
+struct cairn_tree_entry {
+    const char *path; /* relative to the backup's root: raw bytes (any but NUL), NUL-ended */
+    const char *type; /* "dir", "file", "symlink", "hardlink", "fifo", "chr", "blk" */
+    const char *link; /* symlink: its target; hardlink: the first link's path; else NULL */
+    const struct json_t *json; /* the whole tree line (docs/FORMAT.md "Tree") */
+};
+typedef int (*cairn_tree_fn)(void *arg, const struct cairn_tree_entry *e, struct cairn_err *err);
+/* Call fn for every entry of the tree of b (read-only, complete, made by put_path), in tree
+ * order, each entry checked as a restore checks it; stops at fn's first error. */
+CAIRN_API int cairn_backup_tree_each(struct cairn_backup *b, cairn_tree_fn fn, void *arg,
+                                     struct cairn_err *err);
+
 /* Back up a local regular file or directory tree into b (read-write). Regular files are stored
- * as files "f000000", "f000001"...; their relative paths, types and modes go into meta.tree
- * (see docs/STORAGE.md). Symlinks, devices, FIFOs and sockets are skipped with a warning in
- * the log and listed in meta.tree.skipped. Files are transferred in parallel. Does not end b.
- * A live tree is no failure: a file that vanishes before it is read, or is no longer a regular
- * file when opened (never read: O_NONBLOCK, then a type check), is skipped and counted
- * (vanished); one that changes while read is stored as read and counted (changed). */
+ * as files "f000000", "f000001"...; the tree (every file, directory, symlink, hard link, FIFO
+ * and device node, with mode, owner, times in ns and xattrs) goes into the stored file "tree"
+ * (see docs/STORAGE.md, docs/FORMAT.md). Sockets are skipped with a warning in the log and
+ * listed in meta.tree.skipped. Sparse files are stored as their data extents. Files are transferred
+ * in parallel. Does not end b. A live tree is no failure: a file that vanishes before it is read,
+ * or is no longer a regular file when opened (never read: O_NONBLOCK, then a type check), is
+ * skipped and counted (vanished); one that changes while read is stored as read and counted
+ * (changed). */
 CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                                     const struct cairn_path_opts *opts, struct cairn_err *err);
 /* Restore a backup made by put_path into target, which must not exist or be an empty
@@ -418,7 +448,11 @@ CAIRN_API int cairn_backup_put_path(struct cairn_backup *b, const char *path,
  * All or nothing: the tree is written into a temporary directory beside target, every file is
  * verified (size + SHA-256) and fsync'd, and only then is it renamed into place; on failure the
  * target is as it was (see docs/STORAGE.md). No path from the MANIFEST can write outside target
- * (absolute paths, "..", and symlinks are refused; a symlink at target is not followed).
+ * (absolute paths, "..", an entry whose parent is not a directory of the tree, a path given
+ * twice are refused with CAIRN_E_CORRUPT before anything is written; symlinks are restored
+ * as links, created last, never followed; a symlink at target is not followed). Metadata as
+ * docs/STORAGE.md "What a directory backup records and restores"; opts->include/exclude
+ * restore part of the tree.
  * Read-only handles. */
 CAIRN_API int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
                                         const struct cairn_path_opts *opts, struct cairn_err *err);

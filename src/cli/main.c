@@ -18,6 +18,8 @@ int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 int cmd_unlock(int argc, char **argv); /* cmd_storage.c */
 int cmd_init(int argc, char **argv);   /* cmd_repo.c */
 int cmd_key(int argc, char **argv);    /* cmd_repo.c */
+int cmd_ls(int argc, char **argv);     /* cmd_tree.c */
+int cmd_diff(int argc, char **argv);   /* cmd_tree.c */
 
 static const struct progs_cmd commands[] = {
     {"version", "print the version", NULL}, /* answered by progs_dispatch */
@@ -33,6 +35,8 @@ static const struct progs_cmd commands[] = {
     {"unlock", "remove stale locks from a storage location", cmd_unlock},
     {"init", "make a storage location an (encrypted) repository", cmd_init},
     {"key", "generate, add, list, remove or change the keys of a repository", cmd_key},
+    {"ls", "list the files of a backup of a local path (-l style, or --json)", cmd_ls},
+    {"diff", "say what changed between two backups of a local path", cmd_diff},
 };
 
 int main(int argc, char **argv)

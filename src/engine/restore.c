@@ -126,7 +126,11 @@ static int restore_files(const struct cairn_engine_restore_opts *o, struct cairn
                                  .force = o->force,
                                  .cancel = o->cancel,
                                  .plan = engine_path_plan,
-                                 .file_done = engine_path_file_done};
+                                 .file_done = engine_path_file_done,
+                                 .numeric_owner = o->numeric_owner,
+                                 .acls = o->acls,
+                                 .include = o->include,
+                                 .exclude = o->exclude};
     int rc = cairn_backup_restore_path(b, o->into_dir, &po, err);
     for (size_t i = 0; rc == CAIRN_OK && i < cairn_backup_file_count(b); i++)
         res->bytes += cairn_backup_file_at(b, i)->logical_size;

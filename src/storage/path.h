@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -52,10 +53,15 @@ int path_tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct 
  * against its MANIFEST entry, so a pass over it ends in an error if anything of it was
  * altered) or, in backups of older cairn, the array meta.tree.entries. Every entry is checked
  * on every pass (a safe relative path, a known type, and for a file its stored file). */
+enum tree_type { T_DIR, T_FILE, T_SYMLINK, T_HARDLINK, T_FIFO, T_CHR, T_BLK };
+
 struct tree_ent {
-    const char *path;
+    const char *path; /* decoded (path or path_b64): raw bytes */
     int isdir, mode;
+    enum tree_type type;
+    const char *link; /* symlink target / hard link's first path (decoded), else NULL */
     const struct cairn_manifest_file *f; /* files: the stored file */
+    json_t *j;                           /* the whole line, valid until the next call */
 };
 
 struct tree_iter {
@@ -66,6 +72,7 @@ struct tree_iter {
     size_t len, pos, nline;
     json_t *cur;
     struct file_rec *rec;
+    char path[PATH_MAX_LEN + 1], link[PATH_MAX_LEN + 1];
     size_t i; /* entries so far */
 };
 int path_tree_iter_open(struct cairn_backup *b, struct tree_iter *it, struct cairn_err *err);
@@ -76,5 +83,40 @@ void path_tree_iter_free(struct tree_iter *it);
 /* One pass over the whole tree, checking every entry; a TREE_FILE is verified by reaching its
  * end, and its files must be the MANIFEST's file list (backup_check_tree). */
 int path_tree_check(struct cairn_backup *b, struct cairn_err *err);
+
+/* ---- metadata (path_meta.c) ---- */
+
+/* The tree format written (meta.tree.version); trees without one are version 1. */
+#define TREE_VERSION 2
+
+/* Set key to the bytes s: a JSON string when s is valid UTF-8, else key"_b64" (base64). */
+void path_json_set(json_t *o, const char *key, const char *s);
+/* The bytes of key or key"_b64" into out (NUL-ended): 0, or -1 when absent, invalid or
+ * longer than cap - 1. */
+int path_json_get(const json_t *o, const char *key, char *out, size_t cap);
+
+/* A tree line's metadata for an entry found by the walk at abs (lstat'd into sb): path,
+ * type, mode, owner (ids and names), times in ns, xattrs. */
+json_t *path_meta_new(const char *abs, const char *rel, const struct stat *sb, const char *type);
+
+/* Restoring metadata. Failures that leave the data right (an owner or xattr that cannot be
+ * set) are warnings, counted in *not_restored. */
+struct meta_apply {
+    const struct cairn_path_opts *o;
+    int root;               /* euid 0: owners, devices and non-user xattrs */
+    uint64_t *not_restored; /* atomically incremented */
+};
+/* Owner, xattrs, mode, then times, on an open file or directory (in that order: chown clears
+ * setuid bits, and times go last). */
+void path_meta_apply_fd(const struct meta_apply *m, int fd, const json_t *j, const char *what);
+/* The same on a symlink, FIFO or device node base in dirfd, never following it (owner,
+ * mode but for symlinks, times; no xattrs). */
+void path_meta_apply_at(const struct meta_apply *m, int dirfd, const char *base, const json_t *j,
+                        const char *what);
+void path_meta_warn(const struct meta_apply *m, const char *fmt, ...) CAIRN_PRINTF(2, 3);
+
+/* --include/--exclude: 1 when path is to be restored (struct cairn_path_opts). */
+int path_filter_want(const struct cairn_path_opts *o, const char *path);
+int path_filter_active(const struct cairn_path_opts *o);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "cairn/log.h"
@@ -55,26 +56,49 @@ static int open_dir_at(int rootfd, const char *rel, int create)
 struct dir_list {
     char **path;
     int *mode;
+    json_t **line; /* its tree line: owner, xattrs, times */
     size_t n, cap;
 };
 
-static void dir_list_add(struct dir_list *d, const char *path, int mode)
+static void dir_list_add(struct dir_list *d, const char *path, int mode, json_t *line)
 {
     if (d->n == d->cap) {
         d->cap = d->cap ? 2 * d->cap : 64;
         d->path = xrealloc(d->path, d->cap * sizeof(*d->path));
         d->mode = xrealloc(d->mode, d->cap * sizeof(*d->mode));
+        d->line = xrealloc(d->line, d->cap * sizeof(*d->line));
     }
     d->path[d->n] = xstrdup(path);
+    d->line[d->n] = json_incref(line);
     d->mode[d->n++] = mode;
 }
 
 static void dir_list_free(struct dir_list *d)
 {
-    for (size_t i = 0; i < d->n; i++)
+    for (size_t i = 0; i < d->n; i++) {
         free(d->path[i]);
+        json_decref(d->line[i]);
+    }
     free(d->path);
     free(d->mode);
+    free(d->line);
+}
+
+/* An entry the tree gives twice, or through something that is not a directory, collides in
+ * the fresh temporary: a hostile tree (docs/STORAGE.md), not an I/O failure. */
+static int create_failed(struct cairn_err *e, int errnum, const char *target, const char *rel)
+{
+    char *shown = str_escape_dup(rel);
+    int rc;
+    if (errnum == EEXIST || errnum == ENOTDIR || errnum == ELOOP)
+        rc = cairn_err_set(e, CAIRN_E_CORRUPT,
+                           "create '%s/%s': the tree gives this path twice or through a "
+                           "non-directory (invalid or unsafe tree)",
+                           target, shown);
+    else
+        rc = cairn_err_sys(e, 0, errnum, "create '%s/%s'", target, shown);
+    free(shown);
+    return rc;
 }
 
 struct get_job {
@@ -86,7 +110,86 @@ struct get_job {
     char *rel;
     struct cairn_manifest_file f; /* its name owned */
     int mode;
+    json_t *line; /* its tree line (a reference) */
+    const struct meta_apply *meta;
 };
+
+/* A sparse file's data: the stored stream is its extents one after the other (path_walk.c);
+ * each is written at its offset into a file already truncated to its size. */
+struct extent_writer {
+    struct cairn_writer base;
+    int fd;
+    const json_t *ext;
+    size_t i;
+    int64_t done; /* of extent i */
+};
+
+static int extent_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    struct extent_writer *x = (struct extent_writer *)w;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        json_t *e = json_array_get(x->ext, x->i);
+        int64_t off = json_integer_value(json_array_get(e, 0));
+        int64_t n = json_integer_value(json_array_get(e, 1));
+        if (e == NULL)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, "more data than its sparse extents");
+        size_t k = (size_t)(n - x->done) < len ? (size_t)(n - x->done) : len;
+        ssize_t wr = pwrite(x->fd, p, k, (off_t)(off + x->done));
+        if (wr <= 0)
+            return cairn_err_sys(err, 0, wr < 0 ? errno : EIO, "write");
+        p += wr;
+        len -= (size_t)wr;
+        x->done += wr;
+        if (x->done == n) {
+            x->i++;
+            x->done = 0;
+        }
+    }
+    return CAIRN_OK;
+}
+
+static int extent_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct extent_writer *x = (struct extent_writer *)w;
+    if (x->i != json_array_size(x->ext))
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "less data than its sparse extents");
+    return CAIRN_OK;
+}
+
+static const struct cairn_writer_ops extent_writer_ops = {"extents", extent_write, extent_finish,
+                                                          NULL};
+
+/* The extents of a sparse file's line: [[offset, length], ...] ascending, not overlapping,
+ * inside size, adding up to the stored file's logical size. NULL when the file is not sparse;
+ * *bad when the list is invalid. */
+static const json_t *sparse_of(const json_t *line, const struct cairn_manifest_file *f, int *bad)
+{
+    const json_t *ext = json_object_get(line, "sparse");
+    *bad = 0;
+    if (ext == NULL)
+        return NULL;
+    json_t *size = json_object_get(line, "size");
+    int64_t end = 0, sum = 0;
+    size_t i;
+    json_t *e;
+    *bad = !json_is_array(ext) || !json_is_integer(size);
+    json_array_foreach(ext, i, e)
+    {
+        json_t *o = json_array_get(e, 0), *n = json_array_get(e, 1);
+        if (*bad || !json_is_integer(o) || !json_is_integer(n) || json_integer_value(o) < end ||
+            json_integer_value(n) <= 0 ||
+            json_integer_value(n) > json_integer_value(size) - json_integer_value(o)) {
+            *bad = 1;
+            break;
+        }
+        end = json_integer_value(o) + json_integer_value(n);
+        sum += json_integer_value(n);
+    }
+    if (!*bad && (uint64_t)sum != f->logical_size)
+        *bad = 1;
+    return ext;
+}
 
 /* Reports progress and starts writeback of the restored file early (it is fsync'd at the end). */
 struct progress_writer {
@@ -113,6 +216,9 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
 
 static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL, NULL};
 
+/* Restore one file (a pool job). Over 80 lines: one linear sequence (open its directory,
+ * create it, the sparse map, copy and verify, metadata, fsync) whose every failure must
+ * unlink the half-written file, kept in one place so no exit path forgets to. */
 static void get_one(void *arg)
 {
     struct get_job *j = arg;
@@ -140,13 +246,36 @@ static void get_one(void *arg)
         cairn_err_sys(&e, 0, errno, "restore '%s/%s'", j->target, dir);
         goto fail;
     }
-    fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        cairn_err_sys(&e, 0, errno, "create '%s/%s'", j->target, j->rel);
+    int bad;
+    const json_t *ext = sparse_of(j->line, &j->f, &bad);
+    if (bad) {
+        char *shown = str_escape_dup(j->rel);
+        cairn_err_set(&e, CAIRN_E_CORRUPT, "tree entry '%s': invalid sparse extents", shown);
+        free(shown);
         goto fail;
     }
+    fd = openat(dfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        create_failed(&e, errno, j->target, j->rel);
+        goto fail;
+    }
+    struct cairn_writer *sink = cairn_fd_writer_new(fd, 0);
+    if (ext != NULL) {
+        struct extent_writer *x = xcalloc(1, sizeof(*x));
+        cairn_writer_init(&x->base, &extent_writer_ops, NULL);
+        x->fd = fd;
+        x->ext = ext;
+        cairn_writer_free(sink);
+        sink = &x->base;
+        if (ftruncate(fd, (off_t)json_integer_value(json_object_get(j->line, "size"))) != 0) {
+            cairn_err_sys(&e, 0, errno, "truncate '%s/%s'", j->target, j->rel);
+            cairn_writer_free(sink);
+            unlinkat(dfd, base, 0);
+            goto fail;
+        }
+    }
     struct progress_writer *pw = xcalloc(1, sizeof(*pw));
-    cairn_writer_init(&pw->base, &progress_writer_ops, cairn_fd_writer_new(fd, 0));
+    cairn_writer_init(&pw->base, &progress_writer_ops, sink);
     pw->o = j->o;
     pw->fd = fd;
     struct cairn_reader *r = NULL;
@@ -157,10 +286,13 @@ static void get_one(void *arg)
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(&pw->base, &e);
     cairn_writer_free(&pw->base);
+    if (rc == CAIRN_OK && json_object_get(j->line, "uid") == NULL &&
+        fchmod(fd, (mode_t)(j->mode & 0777)) != 0) /* version 1: the mode only */
+        rc = cairn_err_sys(&e, 0, errno, "chmod '%s/%s'", j->target, j->rel);
+    if (rc == CAIRN_OK)
+        path_meta_apply_fd(j->meta, fd, j->line, j->rel);
     if (rc == CAIRN_OK && fsync(fd) != 0)
         rc = cairn_err_sys(&e, 0, errno, "fsync '%s/%s'", j->target, j->rel);
-    if (rc == CAIRN_OK && fchmod(fd, (mode_t)(j->mode & 0777)) != 0)
-        rc = cairn_err_sys(&e, 0, errno, "chmod '%s/%s'", j->target, j->rel);
     if (rc != CAIRN_OK) {
         unlinkat(dfd, base, 0); /* never leave a file that did not verify */
         goto fail;
@@ -178,6 +310,7 @@ out:
     free(dir);
     free(j->rel);
     free(j->f.name);
+    json_decref(j->line);
     free(j);
 }
 
@@ -288,18 +421,26 @@ static void landing_free(struct landing_plan *p)
     free(p->tmp);
 }
 
-/* Directory modes, deepest first (read-only directories must not block writes into them), or
- * 0700 everywhere to let a failed temporary be removed. Every directory is fsync'd. */
-static void set_dir_modes(int rootfd, const struct dir_list *dirs, int reset)
+/* Directory metadata (owner, xattrs, mode, times), deepest first (read-only directories must
+ * not block writes into them, and a directory's mtime is set after everything inside it), or
+ * 0700 everywhere to let a failed temporary be removed. Every directory is fsync'd. A
+ * directory a filter left out (never created) is passed over. */
+static void set_dir_modes(int rootfd, const struct dir_list *dirs, const struct meta_apply *m,
+                          int reset)
 {
     for (size_t k = dirs->n; k-- > 0;) {
         int fd = open_dir_at(rootfd, dirs->path[k], 0);
-        if (fd >= 0) {
-            fchmod(fd, reset ? 0700 : (mode_t)(dirs->mode[k] & 07777));
-            if (!reset)
-                fsync(fd);
-            close(fd);
-        }
+        if (fd < 0)
+            continue;
+        if (reset)
+            fchmod(fd, 0700);
+        else if (json_object_get(dirs->line[k], "uid") == NULL) /* version 1 */
+            fchmod(fd, (mode_t)(dirs->mode[k] & 07777));
+        else
+            path_meta_apply_fd(m, fd, dirs->line[k], dirs->path[k]);
+        if (!reset)
+            fsync(fd);
+        close(fd);
     }
 }
 
@@ -413,10 +554,22 @@ static int merge_commit_one(struct landing_plan *p, int srcfd, int tfd, const st
 
 enum merge_pass { MERGE_CHECK, MERGE_COMMIT };
 
+/* Was rel restored into the temporary under rootfd (not following a symlink)? */
+static int present(int rootfd, const char *rel)
+{
+    const char *base;
+    int dfd = open_parent_at(rootfd, rel, &base);
+    struct stat sb;
+    int ok = dfd >= 0 && fstatat(dfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+    if (dfd >= 0)
+        close(dfd);
+    return ok;
+}
+
 /* --force: one pass over the whole tree, checking the target against it or moving the
  * restored files (in the temporary under srcfd) into that target. */
 static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landing_plan *p,
-                      int srcfd, struct cairn_err *err)
+                      int srcfd, const struct cairn_path_opts *o, struct cairn_err *err)
 {
     struct tree_iter it;
     int rc = path_tree_iter_open(b, &it, err);
@@ -429,8 +582,14 @@ static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landi
         rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
-        rc = pass == MERGE_CHECK ? merge_check_one(tfd, p->target, &e, err)
-                                 : merge_commit_one(p, srcfd, tfd, &e, err);
+        if (!path_filter_want(o, e.path) && !(e.isdir && path_filter_active(o)))
+            continue;
+        if (pass == MERGE_CHECK)
+            rc = merge_check_one(tfd, p->target, &e, err);
+        else if (!present(srcfd, e.path)) /* left out by a filter, or not restorable */
+            continue;
+        else
+            rc = merge_commit_one(p, srcfd, tfd, &e, err);
     }
     if (rc == CAIRN_OK && pass == MERGE_COMMIT && fsync(tfd) != 0)
         rc = cairn_err_sys(err, 0, errno, "fsync '%s'", p->target);
@@ -442,6 +601,7 @@ static int merge_pass(struct cairn_backup *b, enum merge_pass pass, struct landi
 
 /* Put the finished temporary in place of the target. */
 static int landing_commit(struct landing_plan *p, int rootfd, struct cairn_backup *b,
+                          const struct cairn_path_opts *o, const struct meta_apply *m,
                           struct cairn_err *err)
 {
     json_t *tree = json_object_get(b->meta, "tree");
@@ -450,12 +610,14 @@ static int landing_commit(struct landing_plan *p, int rootfd, struct cairn_backu
     if (p->how == LAND_INSIDE)
         return land_inside(p, err);
     if (p->how == LAND_MERGE)
-        return merge_pass(b, MERGE_COMMIT, p, rootfd, err);
+        return merge_pass(b, MERGE_COMMIT, p, rootfd, o, err);
     if (p->how == LAND_REPLACE) {
         /* The target keeps its mode (and owner, where we may set it). */
         fchmod(rootfd, p->old.st_mode & 07777);
         if (geteuid() == 0 && fchown(rootfd, p->old.st_uid, p->old.st_gid) != 0)
             cairn_log(CAIRN_LOG_WARN, "storage", "could not keep the owner of '%s'", p->target);
+    } else if (rtype && strcmp(rtype, "dir") == 0 && json_object_get(tree, "root_meta")) {
+        path_meta_apply_fd(m, rootfd, json_object_get(tree, "root_meta"), ".");
     } else if (rtype && strcmp(rtype, "dir") == 0 && json_is_integer(rmode)) {
         fchmod(rootfd, (mode_t)(json_integer_value(rmode) & 07777));
     }
@@ -483,43 +645,229 @@ static void submit_file(struct pool *pool, const struct get_job *proto, const st
     j->f = *e->f;
     j->f.name = xstrdup(e->f->name);
     j->mode = e->mode;
+    j->line = json_incref(e->j);
     pool_submit(pool, get_one, j);
 }
 
-/* Write every directory and file of the tree under rootfd, in one pass (a directory comes
- * before anything inside it); each file is verified as it is written (size + SHA-256) and
- * fsync'd. The directories are listed in dirs. */
-static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
-                        const struct cairn_path_opts *o, struct dir_list *dirs,
-                        struct cairn_err *err)
+/* Open (creating) the parent directory of rel under rootfd; *base points into rel. A parent
+ * a filter left out is created here (mode 0700, its metadata set at the end). */
+static int open_parent_create(int rootfd, const char *rel, const char **base)
 {
-    struct job_errors je = {.rc = CAIRN_OK};
-    pthread_mutex_init(&je.mu, NULL);
-    const struct get_job proto = {.b = b, .o = o, .je = &je, .rootfd = rootfd, .target = target};
+    const char *slash = strrchr(rel, '/');
+    *base = slash ? slash + 1 : rel;
+    char *dir = xasprintf("%.*s", slash ? (int)(slash - rel) : 0, rel);
+    int fd = open_dir_at(rootfd, dir, 1);
+    free(dir);
+    return fd;
+}
+
+/* Files a filter left out that have later hard links (nlink > 1): a later link that is
+ * restored gets the content instead, and links after it link to it. Memory grows with such
+ * files only, and only when a filter is given. */
+struct held_first {
+    char *path, *at; /* at: where its content was restored, or NULL */
+    json_t *line;
+    struct cairn_manifest_file f; /* its name owned */
+};
+
+struct held_list {
+    struct held_first *v;
+    size_t n;
+};
+
+static void held_add(struct held_list *h, const struct tree_ent *e)
+{
+    h->v = xrealloc(h->v, (h->n + 1) * sizeof(*h->v));
+    struct held_first *x = &h->v[h->n++];
+    x->path = xstrdup(e->path);
+    x->at = NULL;
+    x->line = json_incref(e->j);
+    x->f = *e->f;
+    x->f.name = xstrdup(e->f->name);
+}
+
+static void held_free(struct held_list *h)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        free(h->v[i].path);
+        free(h->v[i].at);
+        free(h->v[i].f.name);
+        json_decref(h->v[i].line);
+    }
+    free(h->v);
+}
+
+/* What pass 2 needs besides the entry. */
+struct others_ctx {
+    const struct meta_apply *m;
+    const struct get_job *proto;
+    struct held_list *held;
+    int rootfd;
+    const char *target;
+};
+
+/* A hard link to the entry's first link, which must be a regular file restored already; or,
+ * when a filter left the first link out, the file itself (held_first). */
+static int restore_hardlink(const struct others_ctx *c, int dfd, const char *base,
+                            const struct tree_ent *e, struct cairn_err *err)
+{
+    const char *from = e->link;
+    if (!present(c->rootfd, from)) {
+        struct held_first *h = NULL;
+        for (size_t i = 0; i < c->held->n && h == NULL; i++)
+            if (strcmp(c->held->v[i].path, e->link) == 0)
+                h = &c->held->v[i];
+        if (h == NULL) {
+            path_meta_warn(c->m, "'%s': hard link not made: its first link '%s' was not restored",
+                           e->path, e->link);
+            return CAIRN_OK;
+        }
+        if (h->at == NULL) { /* the content goes here; failures land in the job errors */
+            struct get_job *j = xcalloc(1, sizeof(*j));
+            *j = *c->proto;
+            j->rel = xstrdup(e->path);
+            j->f = h->f;
+            j->f.name = xstrdup(h->f.name);
+            j->mode = (int)json_integer_value(json_object_get(h->line, "mode"));
+            j->line = json_incref(h->line);
+            get_one(j);
+            if (!path_job_failed(c->proto->je))
+                h->at = xstrdup(e->path);
+            return CAIRN_OK;
+        }
+        from = h->at;
+    }
+    const char *lbase;
+    int lfd = open_parent_at(c->rootfd, from, &lbase);
+    struct stat sb;
+    int rc = CAIRN_OK;
+    if (lfd < 0 || fstatat(lfd, lbase, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) {
+        char *shown = str_escape_dup(e->path);
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                           "tree entry '%s': a hard link to something that is not a file of "
+                           "the tree (invalid or unsafe tree)",
+                           shown);
+        free(shown);
+    } else if (linkat(lfd, lbase, dfd, base, 0) != 0) {
+        rc = create_failed(err, errno, c->target, e->path);
+    }
+    if (lfd >= 0)
+        close(lfd);
+    return rc;
+}
+
+/* One symlink, hard link, FIFO or device node, after every file and directory is written:
+ * nothing is ever created through it, and a hard link finds its first link in place. Device
+ * nodes need root; without it they are warned about and counted. */
+static int restore_other(const struct others_ctx *c, const struct tree_ent *e,
+                         struct cairn_err *err)
+{
+    const struct meta_apply *m = c->m;
+    int rootfd = c->rootfd;
+    const char *target = c->target;
+    if ((e->type == T_CHR || e->type == T_BLK) && !m->root) {
+        path_meta_warn(m, "'%s': device node not created (needs root)", e->path);
+        return CAIRN_OK;
+    }
+    const char *base;
+    int dfd = open_parent_create(rootfd, e->path, &base);
+    if (dfd < 0)
+        return create_failed(err, errno, target, e->path);
+    int r = 0, rc = CAIRN_OK;
+    switch (e->type) {
+    case T_SYMLINK: r = symlinkat(e->link, dfd, base); break;
+    case T_FIFO: r = mkfifoat(dfd, base, 0600); break;
+    case T_CHR:
+    case T_BLK:
+        r = mknodat(dfd, base, (e->type == T_CHR ? S_IFCHR : S_IFBLK) | 0600,
+                    makedev((unsigned)json_integer_value(json_object_get(e->j, "rdev_major")),
+                            (unsigned)json_integer_value(json_object_get(e->j, "rdev_minor"))));
+        break;
+    case T_HARDLINK: rc = restore_hardlink(c, dfd, base, e, err); break;
+    default: break;
+    }
+    if (r != 0)
+        rc = create_failed(err, errno, target, e->path);
+    else if (rc == CAIRN_OK && e->type != T_HARDLINK)
+        path_meta_apply_at(m, dfd, base, e->j, e->path);
+    close(dfd);
+    return rc;
+}
+
+/* Pass 1: directories and files (a directory comes before anything inside it; each file
+ * verified as it is written, size + SHA-256, and fsync'd, on the pool). The directories are
+ * listed in dirs. */
+static int restore_files(struct cairn_backup *b, const struct get_job *proto, struct dir_list *dirs,
+                         struct held_list *held, struct cairn_err *err)
+{
+    const struct cairn_path_opts *o = proto->o;
+    struct job_errors *je = proto->je;
+    int rootfd = proto->rootfd;
+    const char *target = proto->target;
     struct tree_iter it;
     struct tree_ent e;
     struct cairn_err derr;
     int rc = path_tree_iter_open(b, &it, err);
     struct pool *pool = pool_new(o->workers ? o->workers : 4, 0);
-    for (int done = 0; rc == CAIRN_OK && !path_job_failed(&je) && !path_cancelled(o);) {
+    for (int done = 0; rc == CAIRN_OK && !path_job_failed(je) && !path_cancelled(o);) {
         rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
-        if (!e.isdir) {
-            submit_file(pool, &proto, &e);
+        int want = path_filter_want(o, e.path);
+        if (e.type == T_FILE && want)
+            submit_file(pool, proto, &e);
+        else if (e.type == T_FILE && path_filter_active(o) &&
+                 json_integer_value(json_object_get(e.j, "nlink")) > 1)
+            held_add(held, &e);
+        if (!e.isdir)
             continue;
-        }
-        int fd = open_dir_at(rootfd, e.path, 1);
-        if (fd < 0) {
-            cairn_err_sys(&derr, 0, errno, "create directory '%s/%s'", target, e.path);
-            path_job_error(&je, &derr);
-        } else {
+        int fd = want ? open_dir_at(rootfd, e.path, 1) : -2;
+        if (fd == -1) {
+            create_failed(&derr, errno, target, e.path);
+            path_job_error(je, &derr);
+        } else if (fd >= 0) {
             close(fd);
         }
-        dir_list_add(dirs, e.path, e.mode);
+        dir_list_add(dirs, e.path, e.mode, e.j);
     }
     pool_free(pool); /* one failure fails the restore: the pass stopped early */
     path_tree_iter_free(&it);
+    return rc;
+}
+
+/* Pass 2: everything else (restore_other). */
+static int restore_others(struct cairn_backup *b, const struct others_ctx *c, struct cairn_err *err)
+{
+    const struct cairn_path_opts *o = c->proto->o;
+    struct tree_iter it;
+    struct tree_ent e;
+    int rc = path_tree_iter_open(b, &it, err);
+    for (int done = 0; rc == CAIRN_OK && !path_cancelled(o) && !path_job_failed(c->proto->je);) {
+        rc = path_tree_iter_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        if (e.type != T_DIR && e.type != T_FILE && path_filter_want(o, e.path))
+            rc = restore_other(c, &e, err);
+    }
+    path_tree_iter_free(&it);
+    return rc;
+}
+
+/* Write the tree under rootfd: files and directories, then the rest. */
+static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
+                        const struct cairn_path_opts *o, const struct meta_apply *m,
+                        struct dir_list *dirs, struct cairn_err *err)
+{
+    struct job_errors je = {.rc = CAIRN_OK};
+    pthread_mutex_init(&je.mu, NULL);
+    const struct get_job proto = {
+        .b = b, .o = o, .je = &je, .rootfd = rootfd, .target = target, .meta = m};
+    struct held_list held = {0};
+    int rc = restore_files(b, &proto, dirs, &held, err);
+    const struct others_ctx c = {m, &proto, &held, rootfd, target};
+    if (rc == CAIRN_OK && je.rc == CAIRN_OK && !path_cancelled(o))
+        rc = restore_others(b, &c, err);
+    held_free(&held);
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "restore of backup '%s' into '%s' failed, nothing was restored",
                        b->name, target);
@@ -570,7 +918,7 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     struct landing_plan p;
     rc = landing_prepare(target, o.force, &p, err);
     if (rc == CAIRN_OK && p.how == LAND_MERGE)
-        rc = merge_pass(b, MERGE_CHECK, &p, -1, err);
+        rc = merge_pass(b, MERGE_CHECK, &p, -1, &o, err);
     if (rc != CAIRN_OK) {
         if (p.tmp != NULL)
             rmdir(p.tmp);
@@ -580,18 +928,20 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     if (o.plan != NULL)
         restore_plan(b, &o);
     struct dir_list dirs = {0};
+    uint64_t not_restored = 0;
+    const struct meta_apply m = {&o, geteuid() == 0, &not_restored};
     int rootfd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (rootfd < 0)
         rc = cairn_err_sys(err, 0, errno, "open '%s'", p.tmp);
     if (rc == CAIRN_OK)
-        rc = restore_tree(b, rootfd, p.target, &o, &dirs, err);
+        rc = restore_tree(b, rootfd, p.target, &o, &m, &dirs, err);
     if (rc == CAIRN_OK && p.how < LAND_INSIDE)
-        set_dir_modes(rootfd, &dirs, 0);
+        set_dir_modes(rootfd, &dirs, &m, 0);
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED,
                            "restore into '%s' cancelled, nothing was restored", p.target);
     if (rc == CAIRN_OK)
-        rc = landing_commit(&p, rootfd, b, err);
+        rc = landing_commit(&p, rootfd, b, &o, &m, err);
     if (rootfd >= 0)
         close(rootfd);
     if (rc == CAIRN_OK && p.how >= LAND_INSIDE) {
@@ -599,13 +949,13 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         rmtree(p.tmp, &ignored); /* empty directories left by a merge */
         int tfd = open(p.target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (tfd >= 0) {
-            set_dir_modes(tfd, &dirs, 0);
+            set_dir_modes(tfd, &dirs, &m, 0);
             close(tfd);
         }
     } else if (rc != CAIRN_OK) {
         int fd = open(p.tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd >= 0) {
-            set_dir_modes(fd, &dirs, 1);
+            set_dir_modes(fd, &dirs, &m, 1);
             close(fd);
         }
         struct cairn_err ignored;
@@ -614,5 +964,12 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
     }
     dir_list_free(&dirs);
     landing_free(&p);
+    if (rc == CAIRN_OK && not_restored > 0)
+        cairn_log(CAIRN_LOG_WARN, "storage",
+                  "restore of backup '%s': %llu item(s) not restored as recorded (see the "
+                  "warnings above)",
+                  b->name, (unsigned long long)not_restored);
+    if (o.stats != NULL)
+        o.stats->not_restored = not_restored;
     return rc;
 }

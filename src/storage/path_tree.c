@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cairn/log.h"
 #include "common/util.h"
 #include "internal.h"
 #include "path.h"
@@ -47,26 +48,59 @@ int path_tree_finish(struct cairn_backup *b, struct tree_out *t, int rc, struct 
 
 /* ---- reading ---- */
 
-#define TREE_LINE_MAX (64 << 10)
+#define TREE_LINE_MAX (1 << 20) /* xattrs are capped below it (path_meta.c) */
 #define TREE_BUF      (256 << 10)
 
-/* Validate a relative path from the MANIFEST: components are safe names. */
+/* Validate a relative path from the MANIFEST: components are names (any bytes but '/' and
+ * NUL, at most 255), never empty, "." or "..". */
 static int rel_path_ok(const char *p)
 {
     if (p == NULL || *p == '\0' || *p == '/' || strlen(p) > PATH_MAX_LEN)
         return 0;
-    char *copy = xstrdup(p), *save = NULL;
-    int ok = 1;
-    size_t ncomp = 0;
-    for (const char *c = p; *c; c++)
-        if (c[0] == '/' && (c[1] == '/' || c[1] == '\0'))
-            ok = 0; /* empty component */
-    for (char *t = strtok_r(copy, "/", &save); t && ok; t = strtok_r(NULL, "/", &save)) {
-        ok = name_is_safe(t);
-        ncomp++;
+    for (const char *c = p; *c;) {
+        const char *end = strchr(c, '/');
+        size_t n = end ? (size_t)(end - c) : strlen(c);
+        if (n == 0 || n > 255 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return 0;
+        if (end == NULL)
+            break;
+        c = end + 1;
+        if (*c == '\0')
+            return 0; /* a trailing '/' */
     }
-    free(copy);
-    return ok && ncomp > 0;
+    return 1;
+}
+
+static const char *const type_names[] = {"dir",  "file", "symlink", "hardlink",
+                                         "fifo", "chr",  "blk"};
+
+static int type_parse(const char *s, enum tree_type *t)
+{
+    for (size_t i = 0; s != NULL && i < sizeof(type_names) / sizeof(type_names[0]); i++)
+        if (strcmp(s, type_names[i]) == 0) {
+            *t = (enum tree_type)i;
+            return 1;
+        }
+    return 0;
+}
+
+/* Type-specific fields: a symlink's target (any bytes), a hard link's first path (a safe
+ * relative path), a device's numbers; a sparse file's extents are checked on restore. */
+static int type_fields_ok(struct tree_iter *it, struct tree_ent *e)
+{
+    e->link = NULL;
+    if (e->type == T_SYMLINK || e->type == T_HARDLINK) {
+        if (path_json_get(it->cur, e->type == T_SYMLINK ? "target" : "link", it->link,
+                          sizeof(it->link)) != 0 ||
+            it->link[0] == '\0')
+            return 0;
+        e->link = it->link;
+        return e->type == T_SYMLINK || rel_path_ok(e->link);
+    }
+    if (e->type == T_CHR || e->type == T_BLK)
+        return json_is_integer(json_object_get(it->cur, "rdev_major")) &&
+               json_is_integer(json_object_get(it->cur, "rdev_minor"));
+    return 1;
 }
 
 void path_tree_iter_free(struct tree_iter *it)
@@ -162,21 +196,31 @@ int path_tree_iter_next(struct tree_iter *it, struct tree_ent *e, int *done, str
     json_t *stored = NULL;
     e->path = NULL;
     e->f = NULL;
-    int ok = json_unpack(it->cur, "{s:s, s:s, s:i, s?s, s?o}", "path", &e->path, "type", &type,
-                         "mode", &e->mode, "file", &file, "stored", &stored) == 0 &&
-             rel_path_ok(e->path) && (strcmp(type, "dir") == 0 || strcmp(type, "file") == 0);
-    e->isdir = ok && strcmp(type, "dir") == 0;
-    if (ok && !e->isdir && it->entries == NULL) { /* the stored file is in the line */
+    e->j = it->cur;
+    int ok = json_unpack(it->cur, "{s:s, s:i, s?s, s?o}", "type", &type, "mode", &e->mode, "file",
+                         &file, "stored", &stored) == 0 &&
+             path_json_get(it->cur, "path", it->path, sizeof(it->path)) == 0 &&
+             rel_path_ok(it->path) && type_parse(type, &e->type) && type_fields_ok(it, e);
+    e->path = ok ? it->path : NULL;
+    e->isdir = ok && e->type == T_DIR;
+    int isfile = ok && e->type == T_FILE;
+    if (isfile && it->entries == NULL) { /* the stored file is in the line */
         it->rec = stored != NULL ? manifest_file_parse(stored) : NULL;
         e->f = it->rec != NULL ? &it->rec->f : NULL;
-    } else if (ok && !e->isdir) { /* older MANIFESTs: looked up */
+    } else if (isfile) { /* older MANIFESTs: looked up */
         e->f = file != NULL ? cairn_backup_file_find(it->b, file) : NULL;
     }
-    if (!ok || (!e->isdir && e->f == NULL))
-        return cairn_err_set(err, CAIRN_E_CORRUPT,
-                             "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
-                             "(path '%s')",
-                             it->b->name, it->i, e->path ? e->path : "?");
+    if (!ok || (isfile && e->f == NULL)) {
+        char *shown = path_json_get(it->cur, "path", it->path, sizeof(it->path)) == 0
+                          ? str_escape_dup(it->path)
+                          : xstrdup("?");
+        int rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "backup '%s': MANIFEST tree entry %zu is invalid or unsafe "
+                               "(path '%s')",
+                               it->b->name, it->i, shown);
+        free(shown);
+        return rc;
+    }
     it->i++;
     return CAIRN_OK;
 }
@@ -200,21 +244,126 @@ static int tree_matches_list(struct cairn_backup *b, struct files_sum *sum, stru
     return CAIRN_OK;
 }
 
+/* The directories seen by a pass, to check each entry's place: a set of their paths (open
+ * addressing, FNV-1a). Memory grows with the directories, as a restore's own list does. */
+struct dir_set {
+    char **slot;
+    size_t cap, n;
+};
+
+static uint64_t fnv(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* 1 when path[0..n) is in the set; with add, inserted when it was not. */
+static int dir_set_has(struct dir_set *d, const char *path, size_t n, int add)
+{
+    if (add && 2 * (d->n + 1) > d->cap) {
+        struct dir_set g = {xcalloc(d->cap ? 2 * d->cap : 1024, sizeof(char *)),
+                            d->cap ? 2 * d->cap : 1024, 0};
+        for (size_t i = 0; i < d->cap; i++)
+            if (d->slot[i] != NULL) {
+                size_t k = fnv(d->slot[i], strlen(d->slot[i])) & (g.cap - 1);
+                while (g.slot[k] != NULL)
+                    k = (k + 1) & (g.cap - 1);
+                g.slot[k] = d->slot[i];
+            }
+        g.n = d->n;
+        free(d->slot);
+        *d = g;
+    }
+    if (d->cap == 0)
+        return 0;
+    size_t k = fnv(path, n) & (d->cap - 1);
+    for (; d->slot[k] != NULL; k = (k + 1) & (d->cap - 1))
+        if (strlen(d->slot[k]) == n && memcmp(d->slot[k], path, n) == 0)
+            return 1;
+    if (add) {
+        d->slot[k] = xasprintf("%.*s", (int)n, path);
+        d->n++;
+    }
+    return 0;
+}
+
+static void dir_set_free(struct dir_set *d)
+{
+    for (size_t i = 0; i < d->cap; i++)
+        free(d->slot[i]);
+    free(d->slot);
+}
+
+/* A hostile tree is refused before anything is written: every entry's parent must be a
+ * directory given earlier (so nothing is ever placed through a symlink, a file or a path the
+ * tree did not make a directory), and no path may be given twice as a directory, nor as
+ * anything else after it was a directory. (Two non-directories of one path are refused when
+ * the second is created: O_EXCL.) */
+static int place_ok(struct cairn_backup *b, struct dir_set *dirs, const struct tree_ent *e,
+                    size_t i, struct cairn_err *err)
+{
+    const char *slash = strrchr(e->path, '/');
+    const char *why = NULL;
+    if (slash != NULL && !dir_set_has(dirs, e->path, (size_t)(slash - e->path), 0))
+        why = "its parent is not a directory of the tree given before it";
+    else if (dir_set_has(dirs, e->path, strlen(e->path), e->isdir))
+        why = "it is given twice";
+    if (why == NULL)
+        return CAIRN_OK;
+    char *shown = str_escape_dup(e->path);
+    int rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                           "backup '%s': MANIFEST tree entry %zu is invalid or unsafe (path "
+                           "'%s': %s)",
+                           b->name, i, shown, why);
+    free(shown);
+    return rc;
+}
+
 int path_tree_check(struct cairn_backup *b, struct cairn_err *err)
 {
     struct tree_iter it;
     int rc = path_tree_iter_open(b, &it, err);
     struct tree_ent e;
     struct files_sum sum = {{0}, 0};
+    struct dir_set dirs = {0};
     for (int done = 0; rc == CAIRN_OK;) {
         rc = path_tree_iter_next(&it, &e, &done, err);
         if (rc != CAIRN_OK || done)
             break;
-        if (!e.isdir)
+        rc = place_ok(b, &dirs, &e, it.i - 1, err);
+        if (e.type == T_FILE)
             files_sum_add(&sum, e.f);
     }
+    dir_set_free(&dirs);
     if (rc == CAIRN_OK && it.entries == NULL)
         rc = tree_matches_list(b, &sum, err);
+    path_tree_iter_free(&it);
+    return rc;
+}
+
+int cairn_backup_tree_each(struct cairn_backup *b, cairn_tree_fn fn, void *arg,
+                           struct cairn_err *err)
+{
+    if (!b->read_only || b->status != CAIRN_BACKUP_COMPLETE)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "listing a tree needs a complete backup opened read-only ('%s')",
+                             b->name);
+    int rc = path_tree_check(b, err);
+    struct tree_iter it;
+    if (rc == CAIRN_OK)
+        rc = path_tree_iter_open(b, &it, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct tree_ent e;
+    for (int done = 0; rc == CAIRN_OK;) {
+        rc = path_tree_iter_next(&it, &e, &done, err);
+        if (rc != CAIRN_OK || done)
+            break;
+        struct cairn_tree_entry te = {e.path, type_names[e.type], e.link, e.j};
+        rc = fn(arg, &te, err);
+    }
     path_tree_iter_free(&it);
     return rc;
 }

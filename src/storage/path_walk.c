@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "cairn/log.h"
@@ -85,10 +86,9 @@ struct put_job {
     struct job_errors *je;
     struct live *live;
     struct tree_out *tree;
-    char *abs, *rel;
+    char *abs;
+    json_t *line; /* the entry's metadata (path_meta_new), completed once stored */
     char file[16];
-    int mode;
-    int64_t size, mtime;
 };
 
 /* Files of PROBE_MIN bytes or more are judged on PROBE_LEN bytes sampled evenly across
@@ -135,8 +135,95 @@ static int same_version(const struct stat *a, const struct stat *b)
 static void put_job_free(struct put_job *j)
 {
     free(j->abs);
-    free(j->rel);
+    json_decref(j->line);
     free(j);
+}
+
+/* ---- sparse files ---- */
+
+/* A file with holes is stored as its data extents, one after the other; the tree line lists
+ * them ("sparse": [[offset, length], ...]). More extents than this: stored whole (zstd makes
+ * little of the zeros) and restored dense. */
+#define SPARSE_MAX_EXTENTS 1024
+
+struct extent_reader {
+    struct cairn_reader base;
+    int fd;
+    int64_t (*ext)[2];
+    size_t n, i;
+    int64_t done; /* of extent i */
+};
+
+/* Reads the extents in order; a file that shrank meanwhile reads as zeros (it is counted
+ * as changed by the caller, as for any file changed while read). */
+static int extent_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                       struct cairn_err *err)
+{
+    struct extent_reader *x = (struct extent_reader *)r;
+    *got = 0;
+    while (x->i < x->n && x->done == x->ext[x->i][1]) {
+        x->i++;
+        x->done = 0;
+    }
+    if (x->i == x->n)
+        return CAIRN_OK;
+    int64_t left = x->ext[x->i][1] - x->done;
+    size_t want = (size_t)left < cap ? (size_t)left : cap;
+    ssize_t n = pread(x->fd, buf, want, (off_t)(x->ext[x->i][0] + x->done));
+    if (n < 0)
+        return cairn_err_sys(err, 0, errno, "read");
+    if (n == 0) { /* shrank */
+        memset(buf, 0, want);
+        n = (ssize_t)want;
+    }
+    x->done += n;
+    *got = (size_t)n;
+    return CAIRN_OK;
+}
+
+static void extent_free(struct cairn_reader *r)
+{
+    free(((struct extent_reader *)r)->ext);
+    free(r);
+}
+
+static const struct cairn_reader_ops extent_ops = {"extents", extent_read, extent_free, NULL};
+
+/* The data extents of a file with holes (SEEK_DATA/SEEK_HOLE), or 0 when it has none, or
+ * too many. *data: bytes in them. */
+static size_t sparse_extents(int fd, const struct stat *sb, int64_t (**out)[2], int64_t *data)
+{
+    *out = NULL;
+    *data = 0;
+    if ((int64_t)sb->st_blocks * 512 >= (int64_t)sb->st_size || sb->st_size == 0)
+        return 0;
+    int64_t(*ext)[2] = NULL;
+    size_t n = 0;
+    off_t at = 0;
+    while (at < sb->st_size) {
+        off_t d = lseek(fd, at, SEEK_DATA);
+        if (d < 0)
+            break; /* ENXIO: holes to the end */
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        if (h < 0 || h <= d || n == SPARSE_MAX_EXTENTS) {
+            free(ext);
+            return 0;
+        }
+        if (h > sb->st_size)
+            h = sb->st_size;
+        ext = xrealloc(ext, (n + 1) * sizeof(*ext));
+        ext[n][0] = d;
+        ext[n][1] = h - d;
+        *data += h - d;
+        n++;
+        at = h;
+    }
+    if (*data >= (int64_t)sb->st_size) {
+        free(ext);
+        return 0;
+    }
+    *out = ext;
+    return n ? n : (size_t)-1; /* all holes: no extent, but sparse */
 }
 
 /* Store the opened file, then give its tree line. */
@@ -145,7 +232,26 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
     struct cairn_err e;
     cairn_err_clear(&e);
     struct stat after;
-    struct cairn_reader *r = progress_wrap(cairn_fd_reader_new(fd, 0), j->o);
+    int64_t(*ext)[2] = NULL, data = 0;
+    size_t next = sparse_extents(fd, sb, &ext, &data);
+    json_t *sparse = NULL;
+    struct cairn_reader *src = cairn_fd_reader_new(fd, 0);
+    if (next != 0) {
+        if (next == (size_t)-1)
+            next = 0;
+        sparse = json_array();
+        for (size_t i = 0; i < next; i++)
+            json_array_append_new(
+                sparse, json_pack("[I, I]", (json_int_t)ext[i][0], (json_int_t)ext[i][1]));
+        struct extent_reader *x = xcalloc(1, sizeof(*x));
+        cairn_reader_init(&x->base, &extent_ops, NULL);
+        x->fd = fd;
+        x->ext = ext;
+        x->n = next;
+        cairn_reader_free(src);
+        src = &x->base;
+    }
+    struct cairn_reader *r = progress_wrap(src, j->o);
     struct cairn_file_opts fo = j->o->file;
     fo.pipeline = fo.pipeline || sb->st_size >= PIPELINE_MIN;
     /* Only AUTO asks the sample: an explicit ZSTD compresses every file, as for streams. */
@@ -154,8 +260,10 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
             compress_pays(fd, (uint64_t)sb->st_size) ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
     struct cairn_manifest_file rec = {.name = j->file};
     /* Recorded on the handle per file too, so end() refuses the MANIFEST. */
-    if (backup_put_stream_rec(j->b, j->file, r, (int64_t)sb->st_size, &fo, &rec, &e) != CAIRN_OK) {
+    if (backup_put_stream_rec(j->b, j->file, r, sparse ? data : (int64_t)sb->st_size, &fo, &rec,
+                              &e) != CAIRN_OK) {
         path_job_error(j->je, &e);
+        json_decref(sparse);
     } else {
         if (fstat(fd, &after) == 0 && !same_version(sb, &after)) {
             /* What was read is stored and hashed as read; the file was being written. */
@@ -164,10 +272,13 @@ static void put_opened(struct put_job *j, int fd, const struct stat *sb)
                       j->abs);
             live_count(j->live, &j->live->changed);
         }
-        path_tree_put(j->tree, json_pack("{s:s, s:s, s:i, s:I, s:I, s:s, s:o}", "path", j->rel,
-                                         "type", "file", "mode", j->mode, "size",
-                                         (json_int_t)j->size, "mtime", (json_int_t)j->mtime, "file",
-                                         j->file, "stored", manifest_file_json(&rec)));
+        json_object_set_new(j->line, "size", json_integer((json_int_t)sb->st_size));
+        json_object_set_new(j->line, "file", json_string(j->file));
+        json_object_set_new(j->line, "stored", manifest_file_json(&rec));
+        if (sparse != NULL)
+            json_object_set_new(j->line, "sparse", sparse);
+        path_tree_put(j->tree, j->line);
+        j->line = NULL;
         if (j->o->file_done != NULL)
             j->o->file_done(j->o->progress_arg);
     }
@@ -208,6 +319,14 @@ static void put_one(void *arg)
     put_job_free(j);
 }
 
+/* Hard links: the first path seen of every file with more than one link, by (dev, ino);
+ * later ones are "hardlink" entries naming it. Memory grows with such files only. */
+struct inode_ent {
+    dev_t dev;
+    ino_t ino;
+    char *rel;
+};
+
 struct walk {
     struct cairn_backup *b;
     const struct cairn_path_opts *o;
@@ -217,7 +336,42 @@ struct walk {
     struct tree_out *tree;
     json_t *skipped;
     unsigned nfiles;
+    struct inode_ent *links;
+    size_t nlinks, caplinks; /* open addressing, caplinks a power of two */
 };
+
+/* The first path of sb's inode, or NULL after recording rel as it. */
+static const char *first_link(struct walk *w, const struct stat *sb, const char *rel)
+{
+    if (2 * (w->nlinks + 1) > w->caplinks) {
+        size_t cap = w->caplinks ? 2 * w->caplinks : 256;
+        struct inode_ent *t = xcalloc(cap, sizeof(*t));
+        for (size_t i = 0; i < w->caplinks; i++)
+            if (w->links[i].rel != NULL) {
+                size_t k = (size_t)(w->links[i].ino * 31 + w->links[i].dev) & (cap - 1);
+                while (t[k].rel != NULL)
+                    k = (k + 1) & (cap - 1);
+                t[k] = w->links[i];
+            }
+        free(w->links);
+        w->links = t;
+        w->caplinks = cap;
+    }
+    size_t k = (size_t)(sb->st_ino * 31 + sb->st_dev) & (w->caplinks - 1);
+    for (; w->links[k].rel != NULL; k = (k + 1) & (w->caplinks - 1))
+        if (w->links[k].ino == sb->st_ino && w->links[k].dev == sb->st_dev)
+            return w->links[k].rel;
+    w->links[k] = (struct inode_ent){sb->st_dev, sb->st_ino, xstrdup(rel)};
+    w->nlinks++;
+    return NULL;
+}
+
+static void links_free(struct walk *w)
+{
+    for (size_t i = 0; i < w->caplinks; i++)
+        free(w->links[i].rel);
+    free(w->links);
+}
 
 static int cmp_cstr(const void *a, const void *b)
 {
@@ -242,10 +396,15 @@ static int add_file_entry(struct walk *w, const char *abs, const char *rel, cons
         return rc;
     }
     j->abs = xstrdup(abs);
-    j->rel = xstrdup(rel);
-    j->mode = (int)(sb->st_mode & 07777);
-    j->size = (int64_t)sb->st_size;
-    j->mtime = (int64_t)sb->st_mtime;
+    j->line = path_meta_new(abs, rel, sb, "file");
+    /* What restic's "did not change" rule compares against a parent backup's record (size,
+     * mtime, ctime, inode): recorded for the skip that comes with the chunk store. */
+    json_object_set_new(
+        j->line, "ctime_ns",
+        json_integer((json_int_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec));
+    json_object_set_new(j->line, "ino", json_integer((json_int_t)sb->st_ino));
+    if (sb->st_nlink > 1)
+        json_object_set_new(j->line, "nlink", json_integer((json_int_t)sb->st_nlink));
     pool_submit(w->pool, put_one, j);
     return CAIRN_OK;
 }
@@ -294,6 +453,58 @@ static void vanished(struct walk *w, const char *abs)
     live_count(w->live, &w->live->vanished);
 }
 
+/* A non-directory found by the walk: a file (or a later link of one), a symlink, a FIFO or a
+ * device node; a socket is skipped with a note. */
+static int walk_other(struct walk *w, const char *a, const char *r, const struct stat *sb,
+                      struct cairn_err *err)
+{
+    if (S_ISREG(sb->st_mode)) {
+        const char *first = sb->st_nlink > 1 ? first_link(w, sb, r) : NULL;
+        if (first == NULL)
+            return add_file_entry(w, a, r, sb, err);
+        json_t *j = path_meta_new(a, r, sb, "hardlink");
+        path_json_set(j, "link", first);
+        json_object_set_new(j, "nlink", json_integer((json_int_t)sb->st_nlink));
+        path_tree_put(w->tree, j);
+        return CAIRN_OK;
+    }
+    if (S_ISLNK(sb->st_mode)) {
+        char target[PATH_MAX_LEN + 1];
+        ssize_t n = readlink(a, target, sizeof(target));
+        if (n < 0 && (errno == ENOENT || errno == EINVAL)) {
+            vanished(w, a); /* gone, or no longer a symlink */
+            return CAIRN_OK;
+        }
+        if (n < 0 || n == (ssize_t)sizeof(target) || n == 0)
+            return cairn_err_sys(err, 0, n < 0 ? errno : ENAMETOOLONG, "readlink '%s'", a);
+        target[n] = '\0';
+        json_t *j = path_meta_new(a, r, sb, "symlink");
+        path_json_set(j, "target", target);
+        path_tree_put(w->tree, j);
+        return CAIRN_OK;
+    }
+    if (S_ISFIFO(sb->st_mode) || S_ISCHR(sb->st_mode) || S_ISBLK(sb->st_mode)) {
+        json_t *j = path_meta_new(a, r, sb,
+                                  S_ISFIFO(sb->st_mode)  ? "fifo"
+                                  : S_ISCHR(sb->st_mode) ? "chr"
+                                                         : "blk");
+        if (!S_ISFIFO(sb->st_mode)) {
+            json_object_set_new(j, "rdev_major", json_integer((json_int_t)major(sb->st_rdev)));
+            json_object_set_new(j, "rdev_minor", json_integer((json_int_t)minor(sb->st_rdev)));
+        }
+        path_tree_put(w->tree, j);
+        return CAIRN_OK;
+    }
+    char *shown = str_escape_dup(a);
+    cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': %s (not backed up)", shown,
+              file_type_name(sb->st_mode));
+    free(shown);
+    json_t *s = json_pack("{s:s}", "reason", file_type_name(sb->st_mode));
+    path_json_set(s, "path", r);
+    json_array_append_new(w->skipped, s);
+    return CAIRN_OK;
+}
+
 static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cairn_err *err)
 {
     char **names;
@@ -314,28 +525,23 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", w->b->name);
         if (rc != CAIRN_OK) {
             /* skip: already failed */
-        } else if (!name_is_safe(names[i]) || strlen(r) > PATH_MAX_LEN) {
-            cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': unsupported file name", a);
-            json_array_append_new(w->skipped,
-                                  json_pack("{s:s, s:s}", "path", a, "reason", "unsupported name"));
+        } else if (strlen(r) > PATH_MAX_LEN) {
+            char *shown = str_escape_dup(a);
+            cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': path too long", shown);
+            free(shown);
+            json_t *s = json_pack("{s:s}", "reason", "path too long");
+            path_json_set(s, "path", r);
+            json_array_append_new(w->skipped, s);
         } else if (lstat(a, &sb) != 0) {
             if (errno == ENOENT)
                 vanished(w, a);
             else
                 rc = cairn_err_sys(err, 0, errno, "stat '%s'", a);
         } else if (S_ISDIR(sb.st_mode)) {
-            path_tree_put(w->tree, json_pack("{s:s, s:s, s:i}", "path", r, "type", "dir", "mode",
-                                             (int)(sb.st_mode & 07777)));
+            path_tree_put(w->tree, path_meta_new(a, r, &sb, "dir"));
             rc = walk_dir(w, a, r, err);
-        } else if (S_ISREG(sb.st_mode)) {
-            rc = add_file_entry(w, a, r, &sb, err);
         } else {
-            cairn_log(CAIRN_LOG_WARN, "storage",
-                      "skipping '%s': %s (only regular files and "
-                      "directories are backed up)",
-                      a, file_type_name(sb.st_mode));
-            json_array_append_new(w->skipped, json_pack("{s:s, s:s}", "path", r, "reason",
-                                                        file_type_name(sb.st_mode)));
+            rc = walk_other(w, a, r, &sb, err);
         }
         free(a);
         free(r);
@@ -391,6 +597,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     base = base && base[1] ? base + 1 : path;
     rc = walk_source(&w, path, base, &sb, err);
     pool_free(w.pool); /* waits for every transfer */
+    links_free(&w);
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED, "backup '%s' cancelled", b->name);
     if (rc == CAIRN_OK && je.rc != CAIRN_OK)
@@ -403,11 +610,17 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
         o.stats->vanished = live.vanished;
         o.stats->changed = live.changed;
     }
-    json_t *tree = json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:I, s:I}", "root", base, "type",
-                             S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
+    json_t *tree = json_pack("{s:i, s:s, s:i, s:o, s:I, s:o, s:I, s:I}", "version", TREE_VERSION,
+                             "type", S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
                              (int)(sb.st_mode & 07777), "entries_file", manifest_file_json(&t.rec),
                              "count", (json_int_t)t.n, "skipped", w.skipped, "vanished",
                              (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
+    path_json_set(tree, "root", base);
+    if (S_ISDIR(sb.st_mode)) { /* the root directory's owner, times and xattrs */
+        json_t *rm = path_meta_new(path, ".", &sb, "dir");
+        json_object_del(rm, "path");
+        json_object_set_new(tree, "root_meta", rm);
+    }
     pthread_mutex_destroy(&live.mu);
     pthread_mutex_lock(&b->mu);
     json_object_set_new(b->meta, "tree", tree);

@@ -199,7 +199,9 @@ def manifest_part(tmp, env):
     lines = subprocess.run(["zstd", "-dc", tpath], check=True,
                            stdout=subprocess.PIPE).stdout.decode().splitlines()
     first = json.loads(lines[0])
-    first["path"] = "a" + HOSTILE
+    # Names may hold any byte but '/' and NUL (a newline or ESC round-trips: docs/FORMAT.md),
+    # so the path is made hostile by its ".." component.
+    first["path"] = "../a" + HOSTILE
     data = ("\n".join([json.dumps(first)] + lines[1:]) + "\n").encode()
     with open(tpath, "wb") as f:
         f.write(data)
