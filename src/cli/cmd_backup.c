@@ -97,35 +97,36 @@ static void print_result(const char *source, const struct cairn_engine_backup_re
     }
 }
 
+const struct option backup_opts[] = {{"from", required_argument, NULL, 'f'},
+                                     {"to", required_argument, NULL, 't'},
+                                     {"name", required_argument, NULL, 'n'},
+                                     {"db", required_argument, NULL, 'd'},
+                                     {"rp", required_argument, NULL, 'r'},
+                                     {"since", required_argument, NULL, 's'},
+                                     {"full-if-no-parent", no_argument, NULL, 'F'},
+                                     {"start", required_argument, NULL, 'S'},
+                                     {"end", required_argument, NULL, 'E'},
+                                     {"parallel", required_argument, NULL, 'p'},
+                                     {"timeout", required_argument, NULL, 'T'},
+                                     {"source-timeout", required_argument, NULL, 'O'},
+                                     {"json", no_argument, NULL, 'j'},
+                                     {"password-file", required_argument, NULL, 'P'},
+                                     {"key-file", required_argument, NULL, 'K'},
+                                     {"repo-password-file", required_argument, NULL, 'W'},
+                                     {"help", no_argument, NULL, 'h'},
+                                     PROGS_TLS_OPTIONS,
+                                     {NULL, 0, NULL, 0}};
+
 int cmd_backup(int argc, char **argv)
 {
-    static const struct option opts[] = {{"from", required_argument, NULL, 'f'},
-                                         {"to", required_argument, NULL, 't'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"db", required_argument, NULL, 'd'},
-                                         {"rp", required_argument, NULL, 'r'},
-                                         {"since", required_argument, NULL, 's'},
-                                         {"full-if-no-parent", no_argument, NULL, 'F'},
-                                         {"start", required_argument, NULL, 'S'},
-                                         {"end", required_argument, NULL, 'E'},
-                                         {"parallel", required_argument, NULL, 'p'},
-                                         {"timeout", required_argument, NULL, 'T'},
-                                         {"source-timeout", required_argument, NULL, 'O'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"password-file", required_argument, NULL, 'P'},
-                                         {"key-file", required_argument, NULL, 'K'},
-                                         {"repo-password-file", required_argument, NULL, 'W'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         PROGS_TLS_OPTIONS,
-                                         {NULL, 0, NULL, 0}};
     struct cairn_engine_backup_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
     const char *key_file = NULL, *repo_pw = NULL;
     int tls_on = 0;
     uint64_t v;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "backup", .opts = backup_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
@@ -176,7 +177,7 @@ int cmd_backup(int argc, char **argv)
         case 'K': key_file = optarg; break;
         case 'W': repo_pw = optarg; break;
         case 'h': backup_usage(stdout); return 0;
-        default: return progs_usage("backup", "invalid option");
+        default: return g.code;
         }
     }
     if (optind != argc)

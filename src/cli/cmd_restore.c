@@ -31,34 +31,41 @@ static void restore_usage(FILE *out)
         "  --force  a local path into a non-empty DIR, replacing files of the same name\n"
         "  --db     only this database; --rp only this retention policy (online)\n"
         "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n\n"
-        "%s%s%s",
+        "%s%s"
+        "Examples:\n"
+        "  cairn restore /srv/backups/influx 20260101T000000.000Z --into /srv/restore\n"
+        "  cairn restore /srv/backups/influx nightly --to 127.0.0.1:8088 --db app --newdb "
+        "app_restored\n"
+        "  cairn restore /srv/backups/etc etc-2026 --into ./etc-restored --force --json\n\n"
+        "%s",
         progs_tls_help, progs_secret_help, progs_exit_codes_help);
 }
 
+const struct option restore_opts[] = {{"to", required_argument, NULL, 't'},
+                                      {"into", required_argument, NULL, 'i'},
+                                      {"db", required_argument, NULL, 'd'},
+                                      {"newdb", required_argument, NULL, 'D'},
+                                      {"rp", required_argument, NULL, 'r'},
+                                      {"newrp", required_argument, NULL, 'R'},
+                                      {"timeout", required_argument, NULL, 'T'},
+                                      {"json", no_argument, NULL, 'j'},
+                                      {"force", no_argument, NULL, 'f'},
+                                      {"key-file", required_argument, NULL, 'K'},
+                                      {"repo-password-file", required_argument, NULL, 'W'},
+                                      {"help", no_argument, NULL, 'h'},
+                                      PROGS_TLS_OPTIONS,
+                                      {NULL, 0, NULL, 0}};
+
 int cmd_restore(int argc, char **argv)
 {
-    static const struct option opts[] = {{"to", required_argument, NULL, 't'},
-                                         {"into", required_argument, NULL, 'i'},
-                                         {"db", required_argument, NULL, 'd'},
-                                         {"newdb", required_argument, NULL, 'D'},
-                                         {"rp", required_argument, NULL, 'r'},
-                                         {"newrp", required_argument, NULL, 'R'},
-                                         {"timeout", required_argument, NULL, 'T'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"force", no_argument, NULL, 'f'},
-                                         {"key-file", required_argument, NULL, 'K'},
-                                         {"repo-password-file", required_argument, NULL, 'W'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         PROGS_TLS_OPTIONS,
-                                         {NULL, 0, NULL, 0}};
     struct cairn_engine_restore_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
     const char *key_file = NULL, *repo_pw = NULL;
     int tls_on = 0;
     uint64_t v;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "restore", .opts = restore_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
@@ -78,11 +85,11 @@ int cmd_restore(int argc, char **argv)
         case 'W': repo_pw = optarg; break;
         case 'j': progs_json = 1; break;
         case 'h': restore_usage(stdout); return 0;
-        default: return progs_usage("restore", "invalid option");
+        default: return g.code;
         }
     }
-    if (argc - optind != 2)
-        return progs_usage("restore", "expected STORAGE_URL and NAME");
+    if ((c = progs_positionals(&g, 2, 2, "STORAGE_URL and NAME")) >= 0)
+        return c;
     o.storage_url = argv[optind];
     o.name = argv[optind + 1];
     if ((o.target == NULL) == (o.into_dir == NULL))

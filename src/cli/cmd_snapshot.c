@@ -32,7 +32,11 @@ static const char snapshot_help[] =
     "  verify FILE                               check every hash and the archive's exact end\n"
     "  extract FILE OUT                          write state.bin to OUT, only if it verifies\n"
     "\n"
-    "Run 'cairn snapshot <verb> --help' for the options of one verb.\n\n";
+    "Run 'cairn snapshot <verb> --help' for the options of one verb.\n\n"
+    "Examples:\n"
+    "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"
+    "  cairn snapshot verify backup.snap\n"
+    "  cairn snapshot extract backup.snap - | wc -c\n\n";
 
 static const char save_help[] =
     "usage: cairn snapshot save STATEFILE|- OUT --index N --term N [options]\n"
@@ -210,39 +214,39 @@ enum {
     O_MAXRATIO
 };
 
+const struct option snapshot_opts[] = {
+    {"index", required_argument, NULL, O_INDEX},
+    {"term", required_argument, NULL, O_TERM},
+    {"id", required_argument, NULL, O_ID},
+    {"configuration-index", required_argument, NULL, O_CONF},
+    {"server", required_argument, NULL, O_SERVER},
+    {"size", required_argument, NULL, O_SIZE},
+    {"zstd", no_argument, NULL, O_ZSTD},
+    {"level", required_argument, NULL, O_LEVEL},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"seal-key", required_argument, NULL, O_SEALKEY},
+    {"seal", required_argument, NULL, O_SEAL},
+    {"tmpdir", required_argument, NULL, O_TMPDIR},
+    {"force", no_argument, NULL, O_FORCE},
+    {"json", no_argument, NULL, O_JSON},
+    {"tar", no_argument, NULL, O_TAR},
+    {"consul", no_argument, NULL, O_CONSUL},
+    {"help", no_argument, NULL, O_HELP},
+    {"max-ratio", required_argument, NULL, O_MAXRATIO},
+    {"seal-key-file", required_argument, NULL, O_SEALKEY}, /* --seal-key's new name */
+    {NULL, 0, NULL, 0},
+};
+
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. Long (86 lines):
- * one getopt case per option of every snapshot subcommand; the CLI issue moves options into
- * tables. */
+ * one case per option of every snapshot subcommand, in snapshot_opts. */
 static int parse(int argc, char **argv, struct opts *o, const char *help, int npos)
 {
-    static const struct option longopts[] = {
-        {"index", required_argument, NULL, O_INDEX},
-        {"term", required_argument, NULL, O_TERM},
-        {"id", required_argument, NULL, O_ID},
-        {"configuration-index", required_argument, NULL, O_CONF},
-        {"server", required_argument, NULL, O_SERVER},
-        {"size", required_argument, NULL, O_SIZE},
-        {"zstd", no_argument, NULL, O_ZSTD},
-        {"level", required_argument, NULL, O_LEVEL},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"seal-key", required_argument, NULL, O_SEALKEY},
-        {"seal", required_argument, NULL, O_SEAL},
-        {"tmpdir", required_argument, NULL, O_TMPDIR},
-        {"force", no_argument, NULL, O_FORCE},
-        {"json", no_argument, NULL, O_JSON},
-        {"tar", no_argument, NULL, O_TAR},
-        {"consul", no_argument, NULL, O_CONSUL},
-        {"help", no_argument, NULL, O_HELP},
-        {"max-ratio", required_argument, NULL, O_MAXRATIO},
-        {NULL, 0, NULL, 0},
-    };
     int save = strcmp(o->verb, "save") == 0;
     char cmd[32];
     snprintf(cmd, sizeof(cmd), "snapshot %s", o->verb);
-    optind = 0;
-    opterr = 0;
+    struct progs_getopt g = {.cmd = cmd, .opts = snapshot_opts, .argc = argc, .argv = argv};
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = progs_getopt(&g)) != -1) {
         const char *a = optarg;
         int bad = 0, save_only = 0;
         switch (c) {
@@ -274,13 +278,12 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_MAXRATIO:
             bad = progs_parse_u64(a, &o->max_ratio) || o->max_ratio == 0 || o->max_ratio > UINT_MAX;
             break;
-        default: return progs_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return g.code;
         }
         if (bad)
-            return progs_usage(cmd, "bad value '%s' for --%s", a, longopts[c - O_INDEX].name);
+            return progs_usage(cmd, "bad value '%s' for --%s", a, g.name);
         if (save_only && !save)
-            return progs_usage(cmd, "--%s is an option of 'snapshot save'",
-                               longopts[c - O_INDEX].name);
+            return progs_usage(cmd, "--%s is an option of 'snapshot save'", g.name);
     }
     for (int i = optind; i < argc; i++) {
         if (o->npos == npos)
@@ -574,9 +577,14 @@ int cmd_snapshot(int argc, char **argv)
         help = verify_help, npos = 1;
     else if (strcmp(o.verb, "extract") == 0)
         help = extract_help, npos = 2;
-    else
+    else {
+        static const char *const verbs[] = {"save", "inspect", "verify", "extract"};
+        const char *m = progs_did_you_mean(o.verb, verbs, 4);
+        if (m != NULL)
+            return progs_usage("snapshot", "unknown verb '%s' (did you mean '%s'?)", o.verb, m);
         return progs_usage("snapshot", "unknown verb '%s' (save, inspect, verify, extract)",
                            o.verb);
+    }
     int rc = parse(argc - 1, argv + 1, &o, help, npos);
     if (rc == 0)
         rc = strcmp(o.verb, "save") == 0 ? run_save(&o) : run_read(&o);

@@ -1,5 +1,6 @@
 /* Storage commands: cairn list / rm / verify / prune, and the low-level local-path transfers
  * cairn put / get. */
+#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,129 +35,153 @@ struct sopts {
     int all;
 };
 
-static int help_requested(int argc, char **argv)
+enum {
+    S_JSON = 256,
+    S_DRY_RUN,
+    S_FORCE,
+    S_ALL,
+    S_ZSTD,
+    S_SEAL_KEY,
+    S_KEY_FILE,
+    S_PASSWORD_FILE,
+    S_WITH_DEPENDENTS,
+    S_NAME,
+    S_GROUP_BY,
+    S_KEEP_WITHIN,
+    S_WORKERS,
+    S_KEEP_LAST,
+    S_KEEP_HOURLY,
+    S_KEEP_DAILY,
+    S_KEEP_WEEKLY,
+    S_KEEP_MONTHLY,
+    S_KEEP_YEARLY,
+};
+
+/* Every storage command opens storage, so every one takes the repository's key; the seal
+ * key is a file: --seal-key-file, with --seal-key kept as its old spelling. */
+#define S_COMMON                                                                                   \
+    {"json", no_argument, NULL, S_JSON}, {"key-file", required_argument, NULL, S_KEY_FILE},        \
+        {"password-file", required_argument, NULL, S_PASSWORD_FILE},                               \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define S_SEAL                                                                                     \
+    {"seal-key-file", required_argument, NULL, S_SEAL_KEY},                                        \
+    {                                                                                              \
+        "seal-key", required_argument, NULL, S_SEAL_KEY                                            \
+    }
+#define S_WORKERS_OPT                                                                              \
+    {                                                                                              \
+        "workers", required_argument, NULL, S_WORKERS                                              \
+    }
+#define S_END                                                                                      \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+
+const struct option list_opts[] = {S_COMMON, S_SEAL, S_END};
+const struct option rm_opts[] = {
+    S_COMMON, {"with-dependents", no_argument, NULL, S_WITH_DEPENDENTS}, S_END};
+const struct option verify_opts[] = {S_COMMON, S_SEAL, S_WORKERS_OPT, S_END};
+const struct option prune_opts[] = {S_COMMON,
+                                    S_SEAL,
+                                    {"dry-run", no_argument, NULL, S_DRY_RUN},
+                                    {"keep-last", required_argument, NULL, S_KEEP_LAST},
+                                    {"keep-hourly", required_argument, NULL, S_KEEP_HOURLY},
+                                    {"keep-daily", required_argument, NULL, S_KEEP_DAILY},
+                                    {"keep-weekly", required_argument, NULL, S_KEEP_WEEKLY},
+                                    {"keep-monthly", required_argument, NULL, S_KEEP_MONTHLY},
+                                    {"keep-yearly", required_argument, NULL, S_KEEP_YEARLY},
+                                    {"keep-within", required_argument, NULL, S_KEEP_WITHIN},
+                                    {"group-by", required_argument, NULL, S_GROUP_BY},
+                                    {"name", required_argument, NULL, S_NAME},
+                                    S_END};
+const struct option unlock_opts[] = {
+    S_COMMON, {"all", no_argument, NULL, S_ALL}, {"force", no_argument, NULL, S_ALL}, S_END};
+const struct option put_opts[] = {
+    S_COMMON, S_SEAL, S_WORKERS_OPT, {"zstd", optional_argument, NULL, S_ZSTD}, S_END};
+const struct option get_opts[] = {
+    S_COMMON, S_SEAL, S_WORKERS_OPT, {"force", no_argument, NULL, S_FORCE}, S_END};
+
+/* A --keep-* count into *dst: 0, or the usage error's exit code. */
+static int keep_count(const char *cmd, const char *name, const char *val, unsigned *dst)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return 1;
+    uint64_t n = 0;
+    if (progs_parse_u64(val, &n) != 0 || n > 1000000)
+        return progs_usage(cmd, "option '--%s' needs a number, got '%s'", name, val);
+    *dst = (unsigned)n;
     return 0;
 }
 
-/* Parse argv; returns 0 or an exit code. Only options listed in `allowed` are accepted. Long
- * (88 lines): one getopt case per option of the storage commands (the CLI issue moves options
- * into tables). */
-static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
+/* One option of a storage command into o: 0, or the usage error's exit code. */
+static int parse_one(const char *cmd, int c, const char *name, const char *val, struct sopts *o)
 {
-    memset(o, 0, sizeof(*o));
-    const char *cmd = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        char name[32] = "";
-        if (strncmp(a, "--", 2) == 0) {
-            const char *eq = strchr(a, '=');
-            size_t n = eq ? (size_t)(eq - a) : strlen(a);
-            if (n >= sizeof(name))
-                return progs_usage(cmd, "unknown option '%s'", a);
-            memcpy(name, a, n);
-            name[n] = '\0';
-            val = eq ? eq + 1 : NULL;
-            char pat[40];
-            snprintf(pat, sizeof(pat), "%s ", name);
-            if (strstr(allowed, pat) == NULL)
-                return progs_usage(cmd, "unknown option '%s'", name);
-        } else {
-            if (o->npos == 4)
-                return progs_usage(cmd, "too many arguments");
-            o->pos[o->npos++] = a;
-            continue;
-        }
-        int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
-                    strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0 &&
-                    strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0;
-        if (takes && val == NULL) {
-            if (i + 1 >= argc)
-                return progs_usage(cmd, "option %s needs a value", name);
-            val = argv[++i];
-        }
-        uint64_t n = 0;
-        if (strcmp(name, "--json") == 0) {
-            o->json = progs_json = 1;
-        } else if (strcmp(name, "--dry-run") == 0) {
-            o->dry_run = 1;
-        } else if (strcmp(name, "--force") == 0) {
-            o->force = 1;
-        } else if (strcmp(name, "--all") == 0) {
-            o->all = 1;
-        } else if (strcmp(name, "--zstd") == 0) {
-            o->zstd = 1;
-            if (val != NULL) {
-                if (progs_parse_u64(val, &n) != 0 || n < 1 || n > 19)
-                    return progs_usage(cmd, "--zstd level must be 1..19");
-                o->zstd_level = (int)n;
-            }
-        } else if (strcmp(name, "--seal-key") == 0) {
-            o->seal_key = val;
-        } else if (strcmp(name, "--key-file") == 0) {
-            o->key_file = val;
-        } else if (strcmp(name, "--password-file") == 0) {
-            o->password_file = val;
-        } else if (strcmp(name, "--with-dependents") == 0) {
-            o->with_dependents = 1;
-        } else if (strcmp(name, "--name") == 0) {
-            o->keep.name_glob = val;
-        } else if (strcmp(name, "--group-by") == 0) {
-            if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
-                return progs_usage(cmd, "--group-by must be source or none, got '%s'", val);
-            o->group_by = val;
-        } else if (strcmp(name, "--keep-within") == 0) {
-            if (parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
-                return progs_usage(cmd,
-                                   "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
-                                   "got '%s'",
-                                   val);
-        } else {
-            if (progs_parse_u64(val, &n) != 0 || n > 1000000)
-                return progs_usage(cmd, "option %s needs a number, got '%s'", name, val);
-            if (strcmp(name, "--workers") == 0) {
-                if (n < 1 || n > 64)
-                    return progs_usage(cmd, "--workers must be 1..64");
-                o->workers = n;
-            } else if (strcmp(name, "--keep-last") == 0) {
-                o->keep.keep_last = (unsigned)n;
-            } else if (strcmp(name, "--keep-hourly") == 0) {
-                o->keep.keep_hourly = (unsigned)n;
-            } else if (strcmp(name, "--keep-daily") == 0) {
-                o->keep.keep_daily = (unsigned)n;
-            } else if (strcmp(name, "--keep-weekly") == 0) {
-                o->keep.keep_weekly = (unsigned)n;
-            } else if (strcmp(name, "--keep-monthly") == 0) {
-                o->keep.keep_monthly = (unsigned)n;
-            } else if (strcmp(name, "--keep-yearly") == 0) {
-                o->keep.keep_yearly = (unsigned)n;
-            }
-        }
+    uint64_t n = 0;
+    switch (c) {
+    case S_JSON: o->json = progs_json = 1; return 0;
+    case S_DRY_RUN: o->dry_run = 1; return 0;
+    case S_FORCE: o->force = 1; return 0;
+    case S_ALL: o->all = 1; return 0;
+    case S_WITH_DEPENDENTS: o->with_dependents = 1; return 0;
+    case S_SEAL_KEY: o->seal_key = val; return 0;
+    case S_KEY_FILE: o->key_file = val; return 0;
+    case S_PASSWORD_FILE: o->password_file = val; return 0;
+    case S_NAME: o->keep.name_glob = val; return 0;
+    case S_ZSTD:
+        o->zstd = 1;
+        if (val != NULL && (progs_parse_u64(val, &n) != 0 || n < 1 || n > 19))
+            return progs_usage(cmd, "--zstd level must be 1..19, got '%s'", val);
+        o->zstd_level = (int)n;
+        return 0;
+    case S_GROUP_BY:
+        if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
+            return progs_usage(cmd, "--group-by must be source or none, got '%s'", val);
+        o->group_by = val;
+        return 0;
+    case S_KEEP_WITHIN:
+        if (parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
+            return progs_usage(
+                cmd, "--keep-within needs a duration such as 7d, 36h, 2w, 1y, got '%s'", val);
+        return 0;
+    case S_WORKERS:
+        if (progs_parse_u64(val, &n) != 0 || n < 1 || n > 64)
+            return progs_usage(cmd, "--workers must be 1..64, got '%s'", val);
+        o->workers = n;
+        return 0;
+    case S_KEEP_LAST: return keep_count(cmd, name, val, &o->keep.keep_last);
+    case S_KEEP_HOURLY: return keep_count(cmd, name, val, &o->keep.keep_hourly);
+    case S_KEEP_DAILY: return keep_count(cmd, name, val, &o->keep.keep_daily);
+    case S_KEEP_WEEKLY: return keep_count(cmd, name, val, &o->keep.keep_weekly);
+    case S_KEEP_MONTHLY: return keep_count(cmd, name, val, &o->keep.keep_monthly);
+    case S_KEEP_YEARLY: return keep_count(cmd, name, val, &o->keep.keep_yearly);
+    default: return CAIRN_EXIT_USAGE;
     }
-    return 0;
 }
 
 /* --help, option parsing and the positional count shared by every command: returns -1 to go
  * on, else the exit code to return. */
-static int prologue(int argc, char **argv, const char *help, const char *allowed, int npos,
+static int prologue(int argc, char **argv, const char *help, const struct option *opts, int npos,
                     const char *npos_msg, struct sopts *o)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s%s", help, progs_secret_help, progs_exit_codes_help);
-        return 0;
+    memset(o, 0, sizeof(*o));
+    struct progs_getopt g = {.cmd = argv[0], .opts = opts, .argc = argc, .argv = argv};
+    int c;
+    while ((c = progs_getopt(&g)) != -1) {
+        if (c == PROGS_OPT_ERR)
+            return g.code;
+        if (c == 'h') {
+            printf("%s%s%s", help, progs_secret_help, progs_exit_codes_help);
+            return 0;
+        }
+        int ec = parse_one(argv[0], c, g.name, g.arg, o);
+        if (ec)
+            return ec;
     }
-    /* Every storage command opens storage, so every one takes the repository's key. */
-    char all[256];
-    snprintf(all, sizeof(all), "%s--key-file --password-file ", allowed);
-    int ec = parse(argc, argv, all, o);
-    if (ec)
-        return ec;
-    if (o->npos != npos)
-        return progs_usage(argv[0], "%s", npos_msg);
+    if ((c = progs_positionals(&g, npos, npos, npos_msg)) >= 0)
+        return c;
+    for (int i = 0; i < npos; i++)
+        o->pos[i] = argv[optind + i];
+    o->npos = npos;
     return -1;
 }
 
@@ -223,8 +248,7 @@ static json_t *info_json(const struct cairn_backup_info *i)
 int cmd_list(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, list_help, "--json --seal-key ", 1,
-                      "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, list_help, list_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -348,8 +372,7 @@ static const struct cairn_lock_opts rm_lock_opts = {.command = "rm"};
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, rm_help, "--json --with-dependents ", 2,
-                      "expected a storage URL and a backup name", &o);
+    int ec = prologue(argc, argv, rm_help, rm_opts, 2, "a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -428,8 +451,8 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
 int cmd_verify(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, verify_help, "--json --workers --seal-key ", 2,
-                      "expected a storage URL and a backup name", &o);
+    int ec =
+        prologue(argc, argv, verify_help, verify_opts, 2, "a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -543,10 +566,7 @@ static int prune_one(struct cairn_storage *st, const struct sopts *o,
 int cmd_prune(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, prune_help,
-                      "--json --dry-run --keep-last --keep-hourly --keep-daily --keep-weekly "
-                      "--keep-monthly --keep-yearly --keep-within --group-by --name --seal-key ",
-                      1, "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, prune_help, prune_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     o.keep.group_by_source = o.group_by == NULL || strcmp(o.group_by, "source") == 0;
@@ -657,8 +677,7 @@ static json_t *lock_json(const struct cairn_lock_info *li, int removed)
 int cmd_unlock(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, unlock_help, "--json --all --force ", 1,
-                      "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, unlock_help, unlock_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -666,7 +685,7 @@ int cmd_unlock(int argc, char **argv)
     struct cairn_lock_list removed = {0}, left = {0};
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
-        rc = cairn_storage_unlock(st, o.all || o.force, &removed, &err);
+        rc = cairn_storage_unlock(st, o.all, &removed, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_locks(st, &left, &err);
     cairn_storage_free(st);
@@ -726,8 +745,8 @@ static void progress_cb(void *arg, uint64_t bytes)
 int cmd_put(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, put_help, "--json --zstd --workers --seal-key ", 3,
-                      "expected a storage URL, a backup name and a local path", &o);
+    int ec = prologue(argc, argv, put_help, put_opts, 3,
+                      "a storage URL, a backup name and a local path", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -791,8 +810,8 @@ static const char get_help[] =
 int cmd_get(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, get_help, "--json --workers --seal-key --force ", 3,
-                      "expected a storage URL, a backup name and a target directory", &o);
+    int ec = prologue(argc, argv, get_help, get_opts, 3,
+                      "a storage URL, a backup name and a target directory", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
