@@ -104,7 +104,8 @@ int cmd_init(int argc, char **argv)
                                    "--no-encryption");
     struct cairn_storage *st = NULL;
     struct cairn_repo *repo = NULL;
-    rc = cairn_storage_open(argv[optind], &st, &err);
+    const char *loc = progs_location(argv[optind]);
+    rc = cairn_storage_open(loc, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_repo_init(st, &io, progs_secret(&sec), &repo, &err);
     progs_secret_free(&sec);
@@ -113,14 +114,14 @@ int cmd_init(int argc, char **argv)
         return progs_fail(&err);
     }
     if (progs_json)
-        progs_print_json(json_pack("{s:b, s:s, s:s, s:b, s:s, s:i}", "ok", 1, "url", argv[optind],
-                                   "id", cairn_repo_id(repo), "encrypted",
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:b, s:s, s:i}", "ok", 1, "location", loc,
+                                   "url", loc, "id", cairn_repo_id(repo), "encrypted",
                                    cairn_repo_encrypted(repo), "key", cairn_repo_key_id(repo),
                                    "chunk_size", (int)cairn_repo_chunk_size(repo)));
     else
         printf("created %s repository %s at %s%s%s\n",
-               cairn_repo_encrypted(repo) ? "encrypted" : "unencrypted", cairn_repo_id(repo),
-               argv[optind], cairn_repo_encrypted(repo) ? ", key " : "", cairn_repo_key_id(repo));
+               cairn_repo_encrypted(repo) ? "encrypted" : "unencrypted", cairn_repo_id(repo), loc,
+               cairn_repo_encrypted(repo) ? ", key " : "", cairn_repo_key_id(repo));
     cairn_repo_free(repo);
     cairn_storage_free(st);
     return 0;
@@ -225,7 +226,7 @@ int cmd_key(int argc, char **argv)
         return progs_usage("key", "key %s needs --new-key-file or --new-password-file", sub);
     struct cairn_storage *st = NULL;
     struct cairn_repo *repo = NULL;
-    int rc = open_repo(argv[optind + 1], kf, pf, &st, &repo, &err);
+    int rc = open_repo(progs_location(argv[optind + 1]), kf, pf, &st, &repo, &err);
     if (rc == CAIRN_OK && strcmp(sub, "list") == 0)
         rc = key_list(repo, &err);
     else if (rc == CAIRN_OK && is_new)

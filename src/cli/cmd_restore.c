@@ -90,7 +90,7 @@ int cmd_restore(int argc, char **argv)
     }
     if ((c = progs_positionals(&g, 2, 2, "STORAGE_URL and NAME")) >= 0)
         return c;
-    o.storage_url = argv[optind];
+    o.storage_url = progs_location(argv[optind]);
     o.name = argv[optind + 1];
     if ((o.target == NULL) == (o.into_dir == NULL))
         return progs_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
@@ -117,11 +117,11 @@ int cmd_restore(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (progs_json) {
-        progs_print_json(json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
-                                   o.name, "target", o.target ? o.target : o.into_dir, "backups",
-                                   (int)res.backups, "databases", (int)res.databases, "shards",
-                                   (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
-                                   res.seconds));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
+                                   o.name, "location", o.storage_url, "target",
+                                   o.target ? o.target : o.into_dir, "backups", (int)res.backups,
+                                   "databases", (int)res.databases, "shards", (int)res.shards,
+                                   "bytes", (json_int_t)res.bytes, "seconds", res.seconds));
     } else {
         char sz[32];
         format_bytes(res.bytes, sz, sizeof(sz));

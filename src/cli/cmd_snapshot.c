@@ -300,6 +300,8 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         return progs_usage(cmd, "--seal needs --seal-key");
     if (save && strcmp(o->pos[1], "-") == 0)
         return progs_usage(cmd, "OUT must be a file path");
+    if (!save && npos == 2 && strcmp(o->pos[1], "-") == 0 && o->json)
+        return progs_usage(cmd, "OUT '-' (stdout) cannot be combined with --json");
     if (save && o->have_level && (o->level < 1 || o->level > (o->zstd ? 19u : 12u)))
         return progs_usage(cmd, "--level out of range");
     return 0;
@@ -320,13 +322,11 @@ static struct progs_progress *progress_for_fd(const char *label, int fd)
         label, fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
 }
 
-static void print_json_str(const char *s)
+/* A path as a JSON string ("(not UTF-8)" when it is not). */
+static json_t *json_path(const char *s)
 {
     json_t *j = json_string(s);
-    if (j == NULL) /* not UTF-8 */
-        j = json_string("(not UTF-8)");
-    json_dumpf(j, stdout, JSON_ENCODE_ANY);
-    json_decref(j);
+    return j ? j : json_string("(not UTF-8)");
 }
 
 /* snapshot save: open the output, write the archive, commit it only on success. Long (85
@@ -395,13 +395,20 @@ static int run_save(struct opts *o)
         goto out;
     }
     if (o->json) {
-        printf("{\"ok\":true,\"file\":");
-        print_json_str(o->pos[1]);
-        printf(",\"flavour\":\"%s\",\"index\":%llu,\"term\":%llu,\"state_bytes\":%llu,"
-               "\"archive_bytes\":%llu,\"checksum\":\"%s\",\"sealed\":%s}\n",
-               o->zstd ? "zstd" : "gzip", (unsigned long long)o->index, (unsigned long long)o->term,
-               (unsigned long long)size, (unsigned long long)res.archive_bytes, res.checksum,
-               sealer ? "true" : "false");
+        /* index and term are uint64 (past json_int_t): written as exact decimal text. */
+        char idx[24], term[24];
+        snprintf(idx, sizeof(idx), "%llu", (unsigned long long)o->index);
+        snprintf(term, sizeof(term), "%llu", (unsigned long long)o->term);
+        const char *keys[] = {"index", "term"}, *raws[] = {idx, term};
+        const char *comp = o->zstd ? "zstd" : "gzip";
+        json_t *j = json_pack("{s:b, s:o, s:s, s:s}", "ok", 1, "file", json_path(o->pos[1]),
+                              "compression", comp, "flavour", comp);
+        json_object_set_new(j, "index", json_null());
+        json_object_set_new(j, "term", json_null());
+        json_object_update(j, json_pack("{s:I, s:I, s:s, s:b}", "state_bytes", (json_int_t)size,
+                                        "archive_bytes", (json_int_t)res.archive_bytes, "checksum",
+                                        res.checksum, "sealed", sealer != NULL));
+        progs_print_json_raw(j, 2, keys, raws);
     } else {
         char sb[32], ab[32];
         format_bytes(size, sb, sizeof(sb));
@@ -482,21 +489,51 @@ static void print_info_json(const char *file, const struct cairn_snapshot_info *
     char hm[65], hs[65];
     cairn_hex_encode(in->meta_sha256, 32, hm);
     cairn_hex_encode(in->state_sha256, 32, hs);
-    printf("{\"ok\":true,\"file\":");
-    print_json_str(file);
-    printf(",\"format\":\"%s\",\"checksum\":\"%s\",\"archive_bytes\":%llu,\"state_bytes\":%llu,"
-           "\"meta_sha256\":\"%s\",\"state_sha256\":\"%s\",\"sealed\":{\"present\":%s,"
-           "\"bytes\":%zu,\"verified\":%s},\"meta\":",
-           flavour_name(in->flavour), in->checksum, (unsigned long long)in->archive_bytes,
-           (unsigned long long)in->state_len, hm, hs, in->sealed_present ? "true" : "false",
-           in->sealed_len, in->sealed_verified ? "true" : "false");
-    /* Go's own encoding of the metadata (keeps uint64 values exact). */
+    const char *comp = flavour_name(in->flavour);
+    json_t *j = json_pack("{s:b, s:o, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:{s:b, s:I, s:b}}", "ok",
+                          1, "file", json_path(file), "compression", comp, "format", comp,
+                          "checksum", in->checksum, "archive_bytes", (json_int_t)in->archive_bytes,
+                          "state_bytes", (json_int_t)in->state_len, "meta_sha256", hm,
+                          "state_sha256", hs, "sealed", "present", in->sealed_present, "bytes",
+                          (json_int_t)in->sealed_len, "verified", in->sealed_verified);
+    /* Go's own encoding of the metadata (keeps uint64 values exact), without its newline. */
     char *meta;
     size_t len;
     cairn_snapshot_meta_encode(&in->meta, &meta, &len);
-    fwrite(meta, 1, len - 1, stdout);
+    meta[len - 1] = '\0';
+    const char *keys[] = {"meta"}, *raws[] = {meta};
+    progs_print_json_raw(j, 1, keys, raws);
     free(meta);
-    printf("}\n");
+}
+
+/* An unlinked temporary file in tmpdir (NULL: $TMPDIR or /tmp) and a writer over it. */
+static int spool_open(const char *tmpdir, int *fd, struct cairn_writer **w, struct cairn_err *err)
+{
+    const char *dir = tmpdir ? tmpdir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *path = xasprintf("%s/cairn-extract-XXXXXX", dir);
+    *fd = mkstemp(path);
+    int rc = *fd < 0 ? cairn_err_sys(err, 0, errno, "temporary file in '%s'", dir) : CAIRN_OK;
+    if (*fd >= 0)
+        unlink(path);
+    free(path);
+    *w = rc == CAIRN_OK ? cairn_fd_writer_new(*fd, 0) : NULL;
+    return rc;
+}
+
+/* The verified state, from the start of the temporary file fd to stdout. */
+static int spool_to_stdout(int fd, struct cairn_err *err)
+{
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return cairn_err_sys(err, 0, errno, "rewind the temporary file");
+    char buf[65536];
+    for (;;) {
+        size_t got = 0;
+        int rc = read_all(fd, buf, sizeof(buf), &got, "the temporary file", err);
+        if (rc == CAIRN_OK && got > 0)
+            rc = write_all(STDOUT_FILENO, buf, got, "stdout", err);
+        if (rc != CAIRN_OK || got < sizeof(buf))
+            return rc;
+    }
 }
 
 static int run_read(struct opts *o)
@@ -508,17 +545,18 @@ static int run_read(struct opts *o)
     struct progs_progress *prog = NULL;
     struct cairn_reader *in = NULL;
     struct cairn_writer *out = NULL;
-    int extract = strcmp(o->verb, "extract") == 0;
+    int extract = strcmp(o->verb, "extract") == 0, to_stdout = 0, tfd = -1;
     int rc = load_sealer(o, &sealer, &err);
     if (rc != CAIRN_OK)
         goto out;
-    int fd = open(o->pos[0], O_RDONLY | O_CLOEXEC);
+    to_stdout = extract && strcmp(o->pos[1], "-") == 0;
+    int fd = strcmp(o->pos[0], "-") == 0 ? STDIN_FILENO : open(o->pos[0], O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = cairn_err_sys(&err, 0, errno, "open '%s'", o->pos[0]);
         goto out;
     }
     prog = progress_for_fd(o->verb, fd);
-    in = progress_reader_new(cairn_fd_reader_new(fd, 1), prog);
+    in = progress_reader_new(cairn_fd_reader_new(fd, fd != STDIN_FILENO), prog);
     struct cairn_snapshot_read_opts ro = {0};
     ro.sealer = sealer;
     ro.raw_tar = o->raw_tar;
@@ -527,12 +565,17 @@ static int run_read(struct opts *o)
     ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
         cli_catch_interrupts();
-        rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
+        if (to_stdout) /* held in an unlinked temp file: stdout sees only a verified state */
+            rc = spool_open(o->tmpdir, &tfd, &out, &err);
+        else
+            rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
         if (rc != CAIRN_OK)
             goto out;
         rc = cairn_snapshot_extract(in, &ro, out, &info, &err);
         if (rc == CAIRN_OK)
             rc = cairn_writer_close(out, &err); /* the file appears only for a good archive */
+        if (rc == CAIRN_OK && to_stdout)
+            rc = spool_to_stdout(tfd, &err);
     } else {
         rc = cairn_snapshot_verify(in, &ro, &info, &err);
     }
@@ -545,8 +588,9 @@ static int run_read(struct opts *o)
     if (o->json)
         print_info_json(o->pos[0], &info);
     else if (extract)
-        printf("extracted state.bin of %s to %s (%llu bytes, verified)\n", o->pos[0], o->pos[1],
-               (unsigned long long)info.state_len);
+        fprintf(to_stdout ? stderr : stdout,
+                "extracted state.bin of %s to %s (%llu bytes, verified)\n", o->pos[0],
+                to_stdout ? "stdout" : o->pos[1], (unsigned long long)info.state_len);
     else
         print_info_text(o->pos[0], &info, strcmp(o->verb, "inspect") == 0);
 out:
@@ -555,6 +599,8 @@ out:
     cairn_reader_free(in);
     cairn_snapshot_info_free(&info);
     cairn_sealer_free(sealer);
+    if (tfd >= 0)
+        close(tfd);
     return rc == CAIRN_OK ? 0 : progs_fail(&err);
 }
 

@@ -180,7 +180,7 @@ static int prologue(int argc, char **argv, const char *help, const struct option
     if ((c = progs_positionals(&g, npos, npos, npos_msg)) >= 0)
         return c;
     for (int i = 0; i < npos; i++)
-        o->pos[i] = argv[optind + i];
+        o->pos[i] = i == 0 ? progs_location(argv[optind]) : argv[optind + i];
     o->npos = npos;
     return -1;
 }
@@ -236,11 +236,13 @@ static json_t *info_json(const struct cairn_backup_info *i)
     char created[64] = "";
     if (i->created >= 0)
         format_rfc3339(i->created, 0, created, sizeof(created));
-    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:b, s:o}", "name", i->name, "status",
-                     cairn_backup_status_name(i->status), "created",
-                     i->created >= 0 ? json_string(created) : json_null(), "size",
-                     (json_int_t)i->size, "files", (json_int_t)i->files, "kind",
-                     i->kind ? json_string(i->kind) : json_null(), "parent",
+    /* "size" is the old name of stored_bytes (docs/JSON.md). */
+    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o}", "name", i->name,
+                     "status", cairn_backup_status_name(i->status), "created",
+                     i->created >= 0 ? json_string(created) : json_null(), "stored_bytes",
+                     (json_int_t)i->size, "size", (json_int_t)i->size, "files",
+                     (json_int_t)i->files, "kind", i->kind ? json_string(i->kind) : json_null(),
+                     "source", i->source ? json_string(i->source) : json_null(), "parent",
                      i->parent ? json_string(i->parent) : json_null(), "sealed", i->sealed, "error",
                      i->error ? json_string(i->error) : json_null());
 }
@@ -264,13 +266,14 @@ int cmd_list(int argc, char **argv)
         json_t *arr = json_array();
         for (size_t i = 0; i < l.count; i++)
             json_array_append_new(arr, info_json(&l.items[i]));
-        progs_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:o}", "ok", 1, "location", o.pos[0], "url",
+                                   o.pos[0], "backups", arr));
     } else {
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
         else
-            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "SIZE", "FILES",
-                   "KIND");
+            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "STORED",
+                   "FILES", "KIND");
         for (size_t i = 0; i < l.count; i++) {
             const struct cairn_backup_info *it = &l.items[i];
             char created[64] = "-", size[32] = "-";
@@ -405,8 +408,9 @@ int cmd_rm(int argc, char **argv)
         return progs_fail(&err);
     }
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:o}", "ok", 1, "removed", o.pos[1], "dependents_removed", deps));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "removed", o.pos[1], "dependents_removed",
+                                   deps));
     else {
         json_decref(deps);
         printf("removed %s\n", o.pos[1]);
@@ -427,25 +431,55 @@ static const char verify_help[] =
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
+/* Results come in completion order (workers in parallel); they are shown in MANIFEST order:
+ * each one is held until every file before it is done. */
+struct verify_res {
+    int done, ok;
+    char *msg;
+};
+
 struct verify_out {
     json_t *files;
     int json;
+    struct cairn_backup *b;
+    struct verify_res *res;
+    size_t n, next;
 };
+
+static void verify_show(struct verify_out *v, size_t i)
+{
+    const struct cairn_manifest_file *f = cairn_backup_file_at(v->b, i);
+    const struct verify_res *r = &v->res[i];
+    if (v->json)
+        json_array_append_new(v->files, json_pack("{s:s, s:I, s:I, s:b, s:o}", "name", f->name,
+                                                  "stored_bytes", (json_int_t)f->size, "size",
+                                                  (json_int_t)f->size, "ok", r->ok, "error",
+                                                  r->ok ? json_null() : json_string(r->msg)));
+    else if (r->ok)
+        printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
+    else
+        printf("FAIL  %s: %s\n", f->name, r->msg);
+}
 
 static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
                       const struct cairn_err *e)
 {
     struct verify_out *v = arg;
-    if (v->json) {
-        json_array_append_new(v->files,
-                              json_pack("{s:s, s:I, s:b, s:o}", "name", f->name, "size",
-                                        (json_int_t)f->size, "ok", rc == CAIRN_OK, "error",
-                                        rc == CAIRN_OK ? json_null() : json_string(e->msg)));
-    } else if (rc == CAIRN_OK) {
-        printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
-    } else {
-        printf("FAIL  %s: %s\n", f->name, e->msg);
-    }
+    size_t i = v->n;
+    const struct cairn_manifest_file *base = v->n ? cairn_backup_file_at(v->b, 0) : NULL;
+    if (base != NULL && f >= base && f < base + v->n)
+        i = (size_t)(f - base);
+    for (size_t k = 0; i == v->n && k < v->n; k++) /* not an element of the array: by name */
+        if (strcmp(cairn_backup_file_at(v->b, k)->name, f->name) == 0 && !v->res[k].done)
+            i = k;
+    if (i == v->n)
+        return;
+    v->res[i].done = 1;
+    v->res[i].ok = rc == CAIRN_OK;
+    v->res[i].msg = rc == CAIRN_OK ? NULL : xstrdup(e->msg);
+    while (v->next < v->n && v->res[v->next].done)
+        verify_show(v, v->next++);
+    fflush(stdout);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -458,22 +492,32 @@ int cmd_verify(int argc, char **argv)
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup *b = NULL;
-    struct verify_out v = {json_array(), o.json};
+    struct verify_out v = {json_array(), o.json, NULL, NULL, 0, 0};
     cli_catch_interrupts();
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_open_backup(st, o.pos[1], &b, &err);
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) {
+        v.b = b;
+        v.n = cairn_backup_file_count(b);
+        v.res = xcalloc(v.n + 1, sizeof(*v.res));
         rc = cairn_backup_verify(b, (unsigned)o.workers, verify_cb, &v, &err);
+    }
     size_t nfiles = b ? cairn_backup_file_count(b) : 0;
+    for (size_t i = 0; i < v.n; i++)
+        free(v.res[i].msg);
+    free(v.res);
     cairn_backup_free(b);
     cairn_storage_free(st);
     if (rc != CAIRN_OK) {
         if (o.json && json_array_size(v.files) > 0) {
             int code = cairn_exit_code(rc);
-            progs_print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup",
-                                       o.pos[1], "files", v.files, "error", err.msg, "status",
-                                       cairn_status_name(rc), "exit_code", code));
+            json_t *j = json_pack("{s:b, s:s, s:s, s:o}", "ok", 0, "name", o.pos[1], "location",
+                                  o.pos[0], "files", v.files);
+            json_object_set_new(j, "error",
+                                json_pack("{s:s, s:i, s:s}", "code", cairn_status_name(rc), "exit",
+                                          code, "message", err.msg));
+            progs_print_json(j);
             fprintf(stderr, "cairn: error: %s\n", err.msg);
             return code;
         }
@@ -481,8 +525,8 @@ int cmd_verify(int argc, char **argv)
         return progs_fail(&err);
     }
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "backup", o.pos[1], "files", v.files));
     else {
         json_decref(v.files);
         printf("backup %s verified: %zu file(s) match the MANIFEST\n", o.pos[1], nfiles);
@@ -633,10 +677,10 @@ int cmd_prune(int argc, char **argv)
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
     if (o.json)
-        progs_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o, s:o, s:I}", "ok",
-                                   first_rc == CAIRN_OK, "dry_run", o.dry_run, "removed", removed,
-                                   "kept", kept, "failed", failed, "decisions", decisions,
-                                   "warnings", (json_int_t)nwarn));
+        progs_print_json(json_pack("{s:b, s:s, s:b, s:o, s:o, s:o, s:o, s:I}", "ok",
+                                   first_rc == CAIRN_OK, "location", o.pos[0], "dry_run", o.dry_run,
+                                   "removed", removed, "kept", kept, "failed", failed, "decisions",
+                                   decisions, "warnings", (json_int_t)nwarn));
     else {
         json_decref(removed);
         json_decref(kept);
@@ -706,8 +750,8 @@ int cmd_unlock(int argc, char **argv)
             printf("%s %s: %s\n", i < removed.count ? "removed" : "kept   ", li->object, desc);
     }
     if (o.json)
-        progs_print_json(json_pack("{s:b, s:I, s:o}", "ok", 1, "removed", (json_int_t)removed.count,
-                                   "locks", arr));
+        progs_print_json(json_pack("{s:b, s:s, s:I, s:o}", "ok", 1, "location", o.pos[0], "removed",
+                                   (json_int_t)removed.count, "locks", arr));
     else {
         json_decref(arr);
         printf("%zu lock(s) removed, %zu left\n", removed.count, left.count);
@@ -782,9 +826,9 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (o.json) {
-        progs_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
-                                   (json_int_t)stats.vanished, "changed",
-                                   (json_int_t)stats.changed));
+        progs_print_json(json_pack(
+            "{s:b, s:s, s:s, s:s, s:I, s:I}", "ok", 1, "name", name, "location", o.pos[0], "backup",
+            name, "vanished", (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
     } else {
         printf("backup %s complete\n", name);
         if (stats.vanished || stats.changed)
@@ -832,8 +876,8 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:s}", "ok", 1, "backup", o.pos[1], "target", o.pos[2]));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "target", o.pos[2], "backup", o.pos[1]));
     else
         printf("restored %s into %s\n", o.pos[1], o.pos[2]);
     return 0;

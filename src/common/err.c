@@ -139,7 +139,8 @@ int cairn_exit_code(int code)
 {
     switch (code) {
     case CAIRN_OK: return CAIRN_EXIT_OK;
-    case CAIRN_E_INVALID: return CAIRN_EXIT_USAGE;
+    case CAIRN_E_INVALID:
+    case CAIRN_E_UNSUPPORTED: return CAIRN_EXIT_USAGE; /* an unknown URL scheme, a newer format */
     case CAIRN_E_CORRUPT: return CAIRN_EXIT_CORRUPT;
     case CAIRN_E_SEAL: return CAIRN_EXIT_SEAL;
     case CAIRN_E_NOTFOUND: return CAIRN_EXIT_NOTFOUND;

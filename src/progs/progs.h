@@ -65,6 +65,9 @@ int progs_dispatch(const struct progs_cmd *cmds, size_t ncmds, const char *intro
 /* Print j (taken; NULL prints nothing) as one compact line on stdout: every --json result
  * is one JSON object per line. */
 void progs_print_json(json_t *j);
+/* progs_print_json with n members whose values are JSON text made elsewhere (keys[i] gets
+ * raws[i] verbatim): uint64 numbers past json_int_t and Go's own encodings stay exact. */
+void progs_print_json_raw(json_t *j, size_t n, const char *const *keys, const char *const *raws);
 /* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
 int progs_fail(const struct cairn_err *err);
 /* The error object of --json on stdout: {"format_version":1,"ok":false,"error":{"code":
@@ -78,6 +81,10 @@ extern const char *progs_progname;
 /* Set by commands that took --json: errors are then printed as JSON on stdout too. */
 extern int progs_json;
 
+/* A storage location as given on the command line: a plain relative path ("backups",
+ * "./backups") is a directory relative to the current one, made absolute; URLs (file:///,
+ * s3://) and absolute paths are returned as they are. docs/CLI.md. */
+const char *progs_location(const char *arg);
 /* Parse unsigned decimal; returns 0 or -1. */
 int progs_parse_u64(const char *s, uint64_t *out);
 

@@ -10,6 +10,7 @@
 
 #include "cairn/common.h"
 #include "cairn/influx.h"
+#include "common/buf.h"
 #include "common/util.h"
 #include "progs/progs.h"
 
@@ -43,7 +44,8 @@ const char progs_exit_codes_help[] =
     "Exit codes:\n"
     "  0  success\n"
     "  1  failure not listed below\n"
-    "  2  usage or configuration error\n"
+    "  2  usage or configuration error (also: a storage URL scheme or format this cairn\n"
+    "     does not support)\n"
     "  3  verification failed: corrupt, tampered or truncated input\n"
     "  4  sealed sums could not be opened (wrong or missing key)\n"
     "  5  not found (backup, file, object, database)\n"
@@ -242,6 +244,51 @@ void progs_print_json(json_t *j)
     json_decref(j);
 }
 
+void progs_print_json_raw(json_t *j, size_t n, const char *const *keys, const char *const *raws)
+{
+    char ph[8][32];
+    if (n > 8)
+        n = 8;
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ph[i], sizeof(ph[i]), "@@cairn-raw-%zu@@", i);
+        json_object_set_new(j, keys[i], json_string(ph[i]));
+    }
+    if (json_object_get(j, "format_version") == NULL) {
+        json_t *o = json_pack("{s:i}", "format_version", PROGS_JSON_FORMAT_VERSION);
+        json_object_update(o, j);
+        json_decref(j);
+        j = o;
+    }
+    char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (text == NULL)
+        return;
+    struct buf b = {0};
+    const char *s = text;
+    for (;;) {
+        const char *at = NULL;
+        size_t which = 0;
+        for (size_t i = 0; i < n; i++) { /* the placeholder is a whole string: "..." */
+            char q[40];
+            snprintf(q, sizeof(q), "\"%s\"", ph[i]);
+            const char *p = strstr(s, q);
+            if (p != NULL && (at == NULL || p < at))
+                at = p, which = i;
+        }
+        if (at == NULL)
+            break;
+        buf_add(&b, s, (size_t)(at - s));
+        buf_adds(&b, raws[which]);
+        s = at + strlen(ph[which]) + 2;
+    }
+    buf_adds(&b, s);
+    fwrite(b.p, 1, b.len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    buf_free(&b);
+    free(text);
+}
+
 void progs_fail_json(const struct cairn_err *err, int exit_code, const char *code)
 {
     progs_print_json(json_pack("{s:i, s:b, s:{s:s, s:i, s:s}}", "format_version",
@@ -271,6 +318,17 @@ int progs_usage(const char *cmd, const char *fmt, ...)
         progs_fail_json(&err, CAIRN_EXIT_USAGE, "usage");
     fprintf(stderr, "%s %s: %s\n", progs_progname, cmd, err.msg);
     return CAIRN_EXIT_USAGE;
+}
+
+const char *progs_location(const char *arg)
+{
+    if (arg == NULL || arg[0] == '/' || strstr(arg, "://") != NULL || arg[0] == '\0')
+        return arg;
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return arg; /* then refused by cairn_storage_open, naming arg */
+    const char *rel = strncmp(arg, "./", 2) == 0 ? arg + 2 : arg;
+    return xasprintf("%s/%s", cwd, rel); /* lives until exit, as argv does */
 }
 
 int progs_parse_u64(const char *s, uint64_t *out)
