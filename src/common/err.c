@@ -66,7 +66,14 @@ int cairn_err_wrap(struct cairn_err *err, int code, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
     old[sizeof(old) - 1] = '\0';
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    /* Two layers naming the same thing ("backup 'b' file 'f'") say it once: the inner
+     * context is dropped when the new prefix starts with it. */
+    const char *rest = old, *colon = strstr(old, ": ");
+    size_t head = colon ? (size_t)(colon - old) : 0;
+    if (head >= 8 && strncmp(prefix, old, head) == 0 &&
+        (prefix[head] == '\0' || prefix[head] == ':'))
+        rest = colon + 2;
+    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, rest);
     msg_escape(err);
     err->code = code;
     return code;
