@@ -24,6 +24,8 @@ test_pkgs+=(redis-server redis-tools)
 # The etcd source tests (tests/source/test_etcd*.py) start a real etcd 3.4 and restore its
 # snapshots with etcdctl.
 test_pkgs+=(etcd-server etcd-client)
+# tests/cli/test_json_schema.py validates every --json output against tests/cli/schema.
+test_pkgs+=(python3-jsonschema)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

@@ -30,8 +30,8 @@ static const struct progs_cmd commands[] = {
      snapshot_opts, "file compression index term state_bytes archive_bytes checksum sealed meta",
      "cairn snapshot save|inspect|verify|extract ..."},
     {"backup", "back up an InfluxDB snapshot service or a local path", cmd_backup, backup_opts,
-     "name location parent full_no_parent source kind databases shards files bytes "
-     "stored_bytes seconds vanished changed",
+     "name location parent full_no_parent source databases shards files bytes seconds vanished "
+     "changed",
      "cairn backup --from SOURCE --to STORAGE_URL [--name NAME]"},
     {"restore", "restore an InfluxDB backup online (--to) or as files (--into)", cmd_restore,
      restore_opts, "name location target backups databases shards bytes seconds",

@@ -15,7 +15,7 @@ static const struct progs_cmd commands[] = {
     {"serve", "serve a data directory with the InfluxDB 1.6 snapshot protocol", cairnd_cmd_serve,
      serve_opts, NULL, "cairnd serve --data DIR [--listen HOST:PORT]"},
     {"run", "run scheduled backups from a config file (catch-up, state, metrics)", cairnd_cmd_run,
-     run_opts_table, "schedules", "cairnd run --config FILE [--dry-run [--json]]"},
+     run_opts_table, "now store schedules", "cairnd run --config FILE [--dry-run [--json]]"},
 };
 
 int main(int argc, char **argv)

@@ -130,6 +130,17 @@ def main():
     finally:
         s3.stop()
         subprocess.run(["rm", "-rf", tmp])
+    # The keys `help --all --json` announces are the keys the schemas allow (docs/CLI.md).
+    table = json.loads(subprocess.run([CAIRN, "help", "--all", "--json"], capture_output=True,
+                                      text=True).stdout)["commands"]
+    for c in table:
+        names = {"snapshot": ["snapshot-save", "snapshot-read"]}.get(c["name"], [c["name"]])
+        allowed = set()
+        for n in names:
+            allowed |= set(SCHEMAS[n]["properties"])
+        extra = set(c["json_keys"]) - allowed
+        check(not extra, "cairn %s: json_keys %s in its schema (not: %s)"
+              % (c["name"], c["json_keys"], sorted(extra)))
     unused = set(SCHEMAS) - SEEN - {"common"}
     check(not unused, "every schema used (unused: %s)" % sorted(unused))
     if failures:
