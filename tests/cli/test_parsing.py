@@ -92,7 +92,7 @@ def main():
         rc, out, err = run("list", loc, *form, "--json")
         check(rc == 0 and json.loads(out)["backups"] == [], "list %s: %s" % (form[0], err))
     rc, out, err = run("list", "--", "--json")
-    check("unknown option" not in err and "URL '--json'" in err and out == "",
+    check(rc == 5 and "unknown option" not in err and "/--json'" in err and out == "",
           "after --, '--json' is the URL: exit %d %s" % (rc, err.strip()))
     rc, out, err = run("list", loc, "--json")
     check(rc == 0 and json.loads(out)["ok"], "options after positionals")
