@@ -26,9 +26,9 @@ def check(cond, msg):
         failures.append(msg)
 
 
-def run(*args, prog=CAIRN, stdin=None):
-    p = subprocess.run([prog, *args], capture_output=True, text=True, timeout=60,
-                       stdin=stdin if stdin is not None else subprocess.DEVNULL)
+def run(*args, prog=CAIRN, stdin=None, cwd=None, binary=False):
+    p = subprocess.run([prog, *args], capture_output=True, text=not binary, timeout=60,
+                       stdin=stdin if stdin is not None else subprocess.DEVNULL, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -109,6 +109,39 @@ def main():
     usage_error(["serve", "--dta", "x"], "cairnd serve: unknown option '--dta' (did you mean "
                 "'--data'?)", prog=CAIRND)
     usage_error(["run", "--json=1"], "cairnd run: option '--json' takes no value", prog=CAIRND)
+
+    # Files and streams: '-' is stdin/stdout; a relative path is a location.
+    state, snap = os.path.join(tmp, "state.bin"), os.path.join(tmp, "s.snap")
+    data = os.urandom(70000)
+    with open(state, "wb") as f:
+        f.write(data)
+    rc, _, err = run("snapshot", "save", "-", snap, "--index", "4", "--term", "2",
+                     stdin=open(state, "rb"))
+    check(rc == 0, "snapshot save - (stdin): " + err)
+    rc, out, err = run("snapshot", "extract", snap, "-", binary=True)
+    check(rc == 0 and out == data and not os.path.exists("-"),
+          "snapshot extract FILE - writes the state to stdout")
+    rc, out, err = run("snapshot", "verify", "-", stdin=open(snap, "rb"))
+    check(rc == 0 and out.startswith("-: OK"), "snapshot verify - reads stdin: " + out + err)
+    rc, out, err = run("snapshot", "inspect", "-", "--json", stdin=open(snap, "rb"))
+    check(rc == 0 and json.loads(out)["meta"]["Index"] == 4, "snapshot inspect - --json")
+    bad = bytearray(open(snap, "rb").read())
+    bad[len(bad) // 2] ^= 0x55
+    with open(snap + ".bad", "wb") as f:
+        f.write(bad)
+    rc, out, err = run("snapshot", "extract", snap + ".bad", "-", binary=True)
+    check(rc == 3 and out == b"", "a corrupt archive extracts nothing to stdout (exit %d)" % rc)
+    rc, out, err = run("snapshot", "extract", snap, "-", "--json")
+    check(rc == 2 and "cannot be combined with --json" in err, "extract to stdout with --json")
+    rc, out, err = run("init", "rel", "--no-encryption", "--json", cwd=tmp)
+    check(rc == 0 and json.loads(out)["location"] == os.path.join(tmp, "rel"),
+          "init of a relative path: the location shown absolute (%s)" % err.strip())
+    os.makedirs(os.path.join(tmp, "src"))
+    rc, out, err = run("backup", "--from", "src", "--to", "./rel", "--name", "r1", cwd=tmp)
+    check(rc == 0 and "database(s)" not in out, "backup --to ./rel; no database count for a "
+          "directory: " + out + err)
+    rc, out, err = run("list", "rel", "--json", cwd=tmp)
+    check(rc == 0 and [b["name"] for b in json.loads(out)["backups"]] == ["r1"], "list rel")
 
     # Under --json a usage error is one object on stdout (and one line on stderr).
     rc, out, err = run("list", loc, "--json", "--bogus")
