@@ -57,9 +57,10 @@ static const char save_help[] =
     "  --level N               compression level (gzip 1-12, default 6; zstd 1-19, default 3)\n"
     "  --threads N             compression threads (default: gzip one per CPU, zstd 1;\n"
     "                          each zstd worker adds ~15 MiB of memory)\n"
-    "  --seal-key FILE         add SHA256SUMS.sealed, sealed with the 32-byte key in FILE\n"
-    "                          (32 raw bytes or 64 hex digits, mode 0600)\n"
-    "  --seal hmac|aes-gcm     the sealer for --seal-key (default hmac)\n"
+    "  --seal-key-file FILE         add SHA256SUMS.sealed, sealed with the 32-byte key in FILE\n"
+    "                          (32 raw bytes or 64 hex digits, mode 0600); --seal-key is\n"
+    "                          its old name\n"
+    "  --seal hmac|aes-gcm     the sealer for --seal-key-file (default hmac)\n"
     "  --tmpdir DIR            where stdin is spooled (default $TMPDIR or /tmp)\n"
     "  --force                 replace OUT if it exists\n"
     "  --json                  print the result as one JSON object\n"
@@ -67,18 +68,19 @@ static const char save_help[] =
     "Examples:\n"
     "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"
     "  dump-fsm | cairn snapshot save - backup.snap --index 38 --term 3 --zstd\n"
-    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key k.key --seal "
+    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key-file k.key --seal "
     "aes-gcm\n"
     "\n";
 
 static const char inspect_help[] =
-    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] "
+    "usage: cairn snapshot inspect FILE [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar] "
     "[--consul]\n"
     "                              [--max-ratio N] [--json]\n"
     "\n"
     "Verify FILE completely, then print its metadata (ID, Size, Index, Term, Version,\n"
     "configuration), its checksum (sha-256=<base64>, as raft-snapshot's Checksum()) and its\n"
-    "members. Without --seal-key a SHA256SUMS.sealed member (Vault) is reported, not trusted,\n"
+    "members. Without --seal-key-file a SHA256SUMS.sealed member (Vault) is reported, not "
+    "trusted,\n"
     "and the plain SHA256SUMS decides. --tar reads a bare tar with no compression layer.\n"
     "\n"
     "Examples:\n"
@@ -87,12 +89,14 @@ static const char inspect_help[] =
     "\n";
 
 static const char verify_help[] =
-    "usage: cairn snapshot verify FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
+    "usage: cairn snapshot verify FILE [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar] "
+    "[--consul]\n"
     "                             [--max-ratio N] [--json]\n"
     "\n"
     "Check FILE as Consul's and raft-snapshot's Verify do: every member hash against\n"
     "SHA256SUMS, no unexpected or repeated members, and no byte after the tar end marker\n"
-    "(\"N unread uncompressed bytes remain\"). With --seal-key the SHA256SUMS.sealed member is\n"
+    "(\"N unread uncompressed bytes remain\"). With --seal-key-file the SHA256SUMS.sealed member "
+    "is\n"
     "required and must open with the key and match. --tar reads a bare tar. --consul applies\n"
     "Consul's and Nomad's rule of exactly three members (a Vault snapshot is then rejected).\n"
     "Past 64 MiB the decompressed tar may be at most --max-ratio times the compressed bytes\n"
@@ -101,11 +105,11 @@ static const char verify_help[] =
     "\n"
     "Examples:\n"
     "  cairn snapshot verify backup.snap && echo good\n"
-    "  cairn snapshot verify sealed.snap --seal-key k.key --seal aes-gcm\n"
+    "  cairn snapshot verify sealed.snap --seal-key-file k.key --seal aes-gcm\n"
     "\n";
 
 static const char extract_help[] =
-    "usage: cairn snapshot extract FILE OUT [--seal-key FILE [--seal hmac|aes-gcm]] [--tar]\n"
+    "usage: cairn snapshot extract FILE OUT [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar]\n"
     "                              [--force] [--max-ratio N] [--json]\n"
     "\n"
     "Write state.bin of FILE to OUT. OUT is written through a temp file and appears only if\n"
@@ -297,7 +301,7 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
     if (save && (!o->have_index || !o->have_term))
         return progs_usage(cmd, "--index and --term are required");
     if (o->seal != NULL && o->seal_key == NULL)
-        return progs_usage(cmd, "--seal needs --seal-key");
+        return progs_usage(cmd, "--seal needs --seal-key-file");
     if (save && strcmp(o->pos[1], "-") == 0)
         return progs_usage(cmd, "OUT must be a file path");
     if (!save && npos == 2 && strcmp(o->pos[1], "-") == 0 && o->json)
@@ -445,7 +449,7 @@ static void print_info_text(const char *file, const struct cairn_snapshot_info *
                (unsigned long long)in->state_len, in->checksum);
         if (in->sealed_present && !in->sealed_verified)
             printf("%s: note: SHA256SUMS.sealed (%zu bytes) present but not checked "
-                   "(no --seal-key); SHA256SUMS was checked\n",
+                   "(no --seal-key-file); SHA256SUMS was checked\n",
                    file, in->sealed_len);
         return;
     }

@@ -15,7 +15,7 @@
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \
-    "  file:///var/backups/db   (or a plain absolute path)\n"                                      \
+    "  file:///var/backups/db   (or a plain path; a relative one is from the current dir)\n"       \
     "  s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1\n"          \
     "  more S3 options: part_size, parts, retries, retry_base_ms, stall_timeout, insecure\n"       \
     "  S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else\n"      \
@@ -219,14 +219,14 @@ static int open_storage(const struct sopts *o, struct cairn_storage **st, struct
 /* ---- list ---- */
 
 static const char list_help[] =
-    "usage: cairn list URL [--json] [--seal-key FILE]\n\n"
+    "usage: cairn list URL [--json] [--seal-key-file FILE]\n\n"
     "List the backups in a storage location, oldest first, with their status:\n"
     "  complete    the MANIFEST exists and is valid\n"
     "  incomplete  no MANIFEST: in progress, failed or interrupted (prune removes old ones)\n"
-    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key\n\n"
+    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key-file\n\n"
     "Options:\n"
     "  --json           one JSON document on stdout\n"
-    "  --seal-key FILE  check MANIFEST seals with this key (32 raw bytes or 64 hex digits)\n\n"
+    "  --seal-key-file FILE  check MANIFEST seals with this key (32 raw bytes or 64 hex digits)\n\n"
     "Examples:\n"
     "  cairn list /var/backups/db\n"
     "  cairn list 's3://backups/db?endpoint=http://127.0.0.1:9000' --json\n\n" URL_HELP;
@@ -421,12 +421,12 @@ int cmd_rm(int argc, char **argv)
 /* ---- verify ---- */
 
 static const char verify_help[] =
-    "usage: cairn verify URL NAME [--json] [--workers N] [--seal-key FILE]\n\n"
+    "usage: cairn verify URL NAME [--json] [--workers N] [--seal-key-file FILE]\n\n"
     "Re-read every file of a backup and check its size and SHA-256 (stored and, for compressed\n"
     "files, decompressed) against the MANIFEST. Exit code 3 when anything does not match.\n\n"
     "Options:\n"
     "  --workers N      files checked in parallel (default 4)\n"
-    "  --seal-key FILE  also require the MANIFEST seal made with this key\n"
+    "  --seal-key-file FILE  also require the MANIFEST seal made with this key\n"
     "  --json           per-file results as JSON\n\n"
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
@@ -540,7 +540,7 @@ static const char prune_help[] =
     "usage: cairn prune URL [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
     "                   [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
     "                   [--keep-within DURATION] [--group-by source|none] [--name GLOB]\n"
-    "                   [--dry-run] [--json] [--seal-key FILE]\n\n"
+    "                   [--dry-run] [--json] [--seal-key-file FILE]\n\n"
     "Remove old backups. Age is the creation time in each MANIFEST, never the name. Only\n"
     "complete backups count for the --keep rules, which apply per group (the MANIFEST's source,\n"
     "unless --group-by none); a backup is kept when any rule keeps it:\n"
@@ -764,7 +764,8 @@ int cmd_unlock(int argc, char **argv)
 /* ---- put / get (local paths) ---- */
 
 static const char put_help[] =
-    "usage: cairn put URL NAME PATH [--zstd[=LEVEL]] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "usage: cairn put URL NAME PATH [--zstd[=LEVEL]] [--workers N] [--seal-key-file FILE] "
+    "[--json]\n\n"
     "Store a local file or directory tree as backup NAME (regular files and directories;\n"
     "symlinks, devices, FIFOs and sockets are skipped with a warning). Files are transferred\n"
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
@@ -777,7 +778,7 @@ static const char put_help[] =
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
     "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"
     "  --workers N      files in parallel (default 4)\n"
-    "  --seal-key FILE  seal the MANIFEST with HMAC-SHA-256\n\n"
+    "  --seal-key-file FILE  seal the MANIFEST with HMAC-SHA-256\n\n"
     "Example:\n"
     "  cairn put /var/backups/etc auto /etc --zstd\n\n" URL_HELP;
 
@@ -840,7 +841,7 @@ int cmd_put(int argc, char **argv)
 }
 
 static const char get_help[] =
-    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key-file FILE] [--json]\n\n"
     "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. The\n"
     "tree is written into a temporary directory beside DIR, every file is verified against\n"
     "the MANIFEST, and only then is it moved into place: on any failure DIR is as it was.\n"

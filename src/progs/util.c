@@ -161,6 +161,20 @@ static int dispatch_help(const struct progs_cmd *cmds, size_t ncmds, const char 
         dispatch_usage(stdout, cmds, ncmds, intro);
         return CAIRN_EXIT_OK;
     }
+    /* For the shell completions (dist/completions): names one per line. */
+    if (strcmp(argv[2], "--commands") == 0) {
+        for (size_t i = 0; i < ncmds; i++)
+            printf("%s\n", cmds[i].name);
+        return CAIRN_EXIT_OK;
+    }
+    if (strcmp(argv[2], "--options") == 0) {
+        const struct progs_cmd *c = argc > 3 ? find_cmd(cmds, ncmds, argv[3]) : NULL;
+        for (size_t k = 0; c != NULL && c->opts != NULL && c->opts[k].name != NULL; k++)
+            printf("--%s%s\n", c->opts[k].name, c->opts[k].has_arg == no_argument ? "" : "=");
+        if (c != NULL)
+            printf("-h\n");
+        return c != NULL ? CAIRN_EXIT_OK : CAIRN_EXIT_USAGE;
+    }
     const struct progs_cmd *c = find_cmd(cmds, ncmds, argv[2]);
     if (c == NULL)
         return unknown_command(cmds, ncmds, argv[2]);

@@ -16,7 +16,6 @@ import skips  # noqa: E402
 
 try:
     import jsonschema
-    from referencing import Registry, Resource
 except ImportError:
     skips.missing("python3-jsonschema")
 import rel  # noqa: E402
@@ -36,9 +35,21 @@ SCHEMAS = {}
 for path in glob.glob(os.path.join(HERE, "schema", "*.json")):
     with open(path) as f:
         SCHEMAS[os.path.basename(path)[:-5]] = json.load(f)
-REGISTRY = Registry().with_resources(
-    (k + ".json", Resource.from_contents(v)) for k, v in SCHEMAS.items())
 SEEN = set()
+
+
+def validator(schema):
+    """A 2020-12 validator resolving "common.json#/..." (Debian's jsonschema 4.10 has
+    RefResolver; newer ones the referencing library)."""
+    try:
+        from referencing import Registry, Resource
+        reg = Registry().with_resources(
+            (k + ".json", Resource.from_contents(v)) for k, v in SCHEMAS.items())
+        return jsonschema.Draft202012Validator(schema, registry=reg)
+    except ImportError:
+        store = {k + ".json": v for k, v in SCHEMAS.items()}
+        res = jsonschema.RefResolver(base_uri="", referrer=schema, store=store)
+        return jsonschema.Draft202012Validator(schema, resolver=res)
 
 
 def validate(schema, what, out):
@@ -48,7 +59,7 @@ def validate(schema, what, out):
         return None
     try:
         doc = json.loads(lines[0])
-        jsonschema.Draft202012Validator(SCHEMAS[schema], registry=REGISTRY).validate(doc)
+        validator(SCHEMAS[schema]).validate(doc)
     except (ValueError, jsonschema.ValidationError) as e:
         check(False, "%s: against %s.json: %s" % (what, schema, str(e).splitlines()[0]))
         return None
