@@ -132,6 +132,15 @@ def main():
             cairn("snapshot-read", "snapshot", "verify", "-", stdin=f)
         cairn("snapshot-read", "snapshot", "extract", snap, os.path.join(tmp, "out.bin"))
         cairn("error", "snapshot", "verify", os.path.join(tmp, "nosuch.snap"), want=5)
+        # cairnd run --dry-run --json (a config with one schedule).
+        conf = os.path.join(tmp, "cairnd.conf")
+        with open(conf, "w") as f:
+            f.write("[cairnd]\nstate-dir = %s/state\nmetrics-listen = off\n\n[schedule s]\n"
+                    "source = %s\nto = %s\nevery = 1h\nkeep-last = 2\n"
+                    % (tmp, os.path.join(tmp, "src-file"), os.path.join(tmp, "loc")))
+        cairn("cairnd-run", "run", "--config", conf, "--dry-run", prog=CAIRND)
+        cairn("error", "run", "--config", os.path.join(tmp, "nosuch.conf"), "--dry-run",
+              prog=CAIRND, want=5)
         # The same round on S3.
         if not s3.available():
             skips.missing_part("s3rver (CAIRN_S3RVER)")
