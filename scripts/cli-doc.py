@@ -57,20 +57,21 @@ def main():
     for prog in ("cairn", "cairnd"):
         t = table(prog, build)
         exits = exits or t["exit_codes"]
-        out.append("## %s\n\n| command | synopsis | options | JSON keys |\n|---|---|---|---|\n"
-                   % prog)
+        out.append("## %s\n\n| command | synopsis | options | JSON keys | exit codes |\n"
+                   "|---|---|---|---|---|\n" % prog)
         for c in t["commands"]:
             opts = ", ".join(opt(o) for o in c["options"] if o["name"] != "help") or "-"
             keys = ", ".join("`%s`" % k for k in c["json_keys"]) or "-"
-            out.append("| `%s %s` | `%s` | %s | %s |\n" % (prog, c["name"],
-                                                           cell(c.get("usage", "")), opts, keys))
+            codes = ", ".join(str(e) for e in c.get("exit_codes", [])) or "-"
+            out.append("| `%s %s` | `%s` | %s | %s | %s |\n" % (
+                prog, c["name"], cell(c.get("usage", "")), opts, keys, codes))
         out.append("\n")
     out.append("## Exit codes (both programs)\n\n| exit | meaning |\n|---|---|\n")
     for e in exits:
         out.append("| %d | %s |\n" % (e["exit"], e["meaning"].replace("  ", " ")))
-    out.append("\nEvery command may exit 0, 1 or 2; the others where the meaning applies (a "
-               "command that\nopens storage: 4, 5, 7, 8, 9, 10; a command that reads data: 3; "
-               "a long one: 130).\nUnder `--json` the exit code is also `error.exit`.\n")
+    out.append("\nA command's exit codes (the tables above) are the rows that can apply to it;\n"
+               "tests/cli/test_exit_codes.py checks each code it provokes is listed for its\n"
+               "command. Under `--json` the exit code is also `error.exit`.\n")
     sys.stdout.write("".join(out))
 
 

@@ -20,6 +20,7 @@ struct progs_cmd {
     const struct option *opts;         /* its getopt_long table (NULL: not listed) */
     const char *json_keys;             /* top-level keys of its --json result, space separated */
     const char *usage;                 /* its synopsis, one line per form */
+    const char *exits;                 /* the exit codes it can return, space separated */
 };
 
 /* The one option parser (src/progs/opts.c): getopt_long over opts (which must hold

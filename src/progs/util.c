@@ -101,9 +101,19 @@ static json_t *commands_json(const struct progs_cmd *cmds, size_t ncmds)
                 json_array_append_new(keys, json_stringn(s, n));
             s += n + (s[n] == ' ');
         }
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s?, s:o, s:o}", "name", cmds[i].name,
-                                             "summary", cmds[i].summary, "usage", cmds[i].usage,
-                                             "options", opts, "json_keys", keys));
+        json_t *ex = json_array();
+        for (const char *e = cmds[i].exits ? cmds[i].exits : ""; *e;) {
+            char *end;
+            long v = strtol(e, &end, 10);
+            if (end == e)
+                break;
+            json_array_append_new(ex, json_integer(v));
+            e = end + strspn(end, " ");
+        }
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s, s:s?, s:o, s:o, s:o}", "name", cmds[i].name,
+                                        "summary", cmds[i].summary, "usage", cmds[i].usage,
+                                        "options", opts, "json_keys", keys, "exit_codes", ex));
     }
     json_t *exits = json_array();
     for (const char *l = strchr(progs_exit_codes_help, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {

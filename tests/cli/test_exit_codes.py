@@ -35,8 +35,15 @@ def check(cond, msg):
         failures.append(msg)
 
 
+TABLE = {c["name"]: c for c in json.loads(subprocess.run(
+    [CAIRN, "help", "--all", "--json"], capture_output=True, text=True).stdout)["commands"]}
+
+
 def expect(code, *args, stdout=None, env=None):
     """args exit code, and under --json error.exit == code with one JSON object."""
+    cmd = TABLE.get(args[0])
+    check(cmd is None or code in cmd["exit_codes"], "exit %d is listed for cairn %s (docs/CLI.md)"
+          % (code, args[0]))
     p = subprocess.run([CAIRN, *args], stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=120, stdin=subprocess.DEVNULL, env=env)
     check(p.returncode == code, "exit %d: cairn %s (got %d: %s)" % (
@@ -140,6 +147,7 @@ def main():
         p.send_signal(signal.SIGINT)
         rc = p.wait(timeout=60)
         check(started and rc == 130, "exit 130: SIGINT during a backup (got %d)" % rc)
+        check(130 in TABLE["backup"]["exit_codes"], "exit 130 is listed for cairn backup")
         # 9: S3 refuses the credentials (403 AccessDenied, as AWS and MinIO answer).
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Denied)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
