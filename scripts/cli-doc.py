@@ -25,8 +25,10 @@ each command's `--help` and man page; the JSON keys are described in `docs/JSON.
 - Options and positional arguments may come in any order; `--` ends the options.
 - `-h` and `--help` work for every command and subcommand; `cairn help CMD [VERB]` is the
   same. Every help ends with examples.
-- `-` is stdin or stdout where a file is expected (`snapshot save -`, `snapshot
-  verify|inspect -`, `snapshot extract FILE -`).
+- `-` is stdin or stdout where a file is expected: `snapshot save - -` (state from stdin,
+  archive to stdout), `snapshot verify|inspect -`, `snapshot extract FILE -` (the state
+  reaches stdout only once the whole archive verified). With OUT `-` the summary goes to
+  stderr and `--json` is refused.
 - A storage location is a URL (`file:///abs/path`, `s3://bucket/prefix?...`) or a plain path;
   a relative path (`backups`, `./backups`) is resolved against the current directory and
   shown absolute. `cairnd.conf` wants absolute paths (cairnd runs from `/`).

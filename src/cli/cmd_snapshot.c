@@ -39,10 +39,11 @@ static const char snapshot_help[] =
     "  cairn snapshot extract backup.snap - | wc -c\n\n";
 
 static const char save_help[] =
-    "usage: cairn snapshot save STATEFILE|- OUT --index N --term N [options]\n"
+    "usage: cairn snapshot save STATEFILE|- OUT|- --index N --term N [options]\n"
     "\n"
-    "Write the state (a file, or '-' for stdin) and its raft metadata into the archive OUT.\n"
-    "OUT appears only when the archive is complete (temp file, fsync, rename).\n"
+    "Write the state (a file, or '-' for stdin) and its raft metadata into the archive OUT\n"
+    "('-' for stdout). OUT appears only when the archive is complete (temp file, fsync,\n"
+    "rename); to stdout a failure exits non-zero after a cut archive, which verify refuses.\n"
     "\n"
     "Options:\n"
     "  --index N               last raft log index covered by the state (required)\n"
@@ -302,10 +303,10 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         return progs_usage(cmd, "--index and --term are required");
     if (o->seal != NULL && o->seal_key == NULL)
         return progs_usage(cmd, "--seal needs --seal-key-file");
-    if (save && strcmp(o->pos[1], "-") == 0)
-        return progs_usage(cmd, "OUT must be a file path");
-    if (!save && npos == 2 && strcmp(o->pos[1], "-") == 0 && o->json)
+    if (npos == 2 && strcmp(o->pos[1], "-") == 0 && o->json)
         return progs_usage(cmd, "OUT '-' (stdout) cannot be combined with --json");
+    if (save && strcmp(o->pos[1], "-") == 0 && o->force)
+        return progs_usage(cmd, "--force replaces a file; OUT '-' is stdout");
     if (save && o->have_level && (o->level < 1 || o->level > (o->zstd ? 19u : 12u)))
         return progs_usage(cmd, "--level out of range");
     return 0;
@@ -386,7 +387,13 @@ static int run_save(struct opts *o)
     wo.level = o->have_level ? (int)o->level : 0;
     wo.threads = o->have_threads ? (int)o->threads : 0;
     wo.sealer = sealer;
-    if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) != CAIRN_OK)
+    /* To stdout the archive streams (a failure leaves a cut archive and a non-zero exit, and
+     * verify refuses a cut archive); to a file it appears only when complete. */
+    int to_stdout = strcmp(o->pos[1], "-") == 0;
+    if (to_stdout)
+        out = cairn_fd_writer_new(STDOUT_FILENO, 0);
+    else if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) !=
+             CAIRN_OK)
         goto out;
     struct cairn_snapshot_write_result res;
     rc = cairn_snapshot_write(out, &meta, spooled ? spooled : state, &wo, &res, &err);
@@ -417,9 +424,11 @@ static int run_save(struct opts *o)
         char sb[32], ab[32];
         format_bytes(size, sb, sizeof(sb));
         format_bytes(res.archive_bytes, ab, sizeof(ab));
-        printf("saved %s: index %llu, term %llu, state %s, archive %s (%s%s)\n%s\n", o->pos[1],
-               (unsigned long long)o->index, (unsigned long long)o->term, sb, ab,
-               o->zstd ? "zstd" : "gzip", sealer ? ", sealed" : "", res.checksum);
+        fprintf(to_stdout ? stderr : stdout,
+                "saved %s: index %llu, term %llu, state %s, archive %s (%s%s)\n%s\n",
+                to_stdout ? "stdout" : o->pos[1], (unsigned long long)o->index,
+                (unsigned long long)o->term, sb, ab, o->zstd ? "zstd" : "gzip",
+                sealer ? ", sealed" : "", res.checksum);
     }
 out:
     progs_progress_done(prog);

@@ -125,6 +125,11 @@ def main():
     check(rc == 0 and out.startswith("-: OK"), "snapshot verify - reads stdin: " + out + err)
     rc, out, err = run("snapshot", "inspect", "-", "--json", stdin=open(snap, "rb"))
     check(rc == 0 and json.loads(out)["meta"]["Index"] == 4, "snapshot inspect - --json")
+    p = subprocess.run("%s snapshot save - - --index 9 --term 1 <%s | %s snapshot extract - -"
+                       % (CAIRN, state, CAIRN), shell=True, capture_output=True, timeout=60)
+    check(p.returncode == 0 and p.stdout == data,
+          "snapshot save - - | snapshot extract - -: a pipeline round trip (%s)"
+          % p.stderr.decode()[-200:])
     bad = bytearray(open(snap, "rb").read())
     bad[len(bad) // 2] ^= 0x55
     with open(snap + ".bad", "wb") as f:
