@@ -95,6 +95,19 @@ static int unknown(struct progs_getopt *g, const char *el)
     return progs_usage(g->cmd, "unknown option '--%s'", name);
 }
 
+/* "unknown option '-j' (did you mean '--json'?)": the one long option starting with it. */
+static int unknown_short(struct progs_getopt *g, int c)
+{
+    const char *m = NULL;
+    int n = 0;
+    for (int i = 0; g->opts[i].name != NULL; i++)
+        if (g->opts[i].name[0] == c && strcmp(g->opts[i].name, "help") != 0)
+            m = g->opts[i].name, n++;
+    if (n == 1)
+        return progs_usage(g->cmd, "unknown option '-%c' (did you mean '--%s'?)", c, m);
+    return progs_usage(g->cmd, "unknown option '-%c'", c);
+}
+
 static void start(struct progs_getopt *g)
 {
     snprintf(g->shortbuf, sizeof(g->shortbuf), ":h%s", g->shortopts ? g->shortopts : "");
@@ -125,9 +138,8 @@ int progs_getopt(struct progs_getopt *g)
         return PROGS_OPT_ERR;
     }
     if (c == '?') {
-        g->code = optopt != 0 && strncmp(el, "--", 2) != 0
-                      ? progs_usage(g->cmd, "unknown option '-%c'", optopt)
-                      : unknown(g, el);
+        g->code =
+            optopt != 0 && strncmp(el, "--", 2) != 0 ? unknown_short(g, optopt) : unknown(g, el);
         return PROGS_OPT_ERR;
     }
     if (c == ':') {

@@ -51,7 +51,7 @@ def main():
     usage_error(["backup", "--form", "x"],
                 "cairn backup: unknown option '--form' (did you mean '--from'?)")
     usage_error(["list", "--json=0", loc], "cairn list: option '--json' takes no value")
-    usage_error(["list", "-j", loc], "cairn list: unknown option '-j'")
+    usage_error(["list", "-j", loc], "cairn list: unknown option '-j' (did you mean '--json'?)")
     rc, out, err = run("help", "backup")
     check(rc == 0 and out.startswith("usage: cairn backup"), "help backup prints backup's help")
     conf = os.path.join(tmp, "cairnd.conf")
