@@ -431,55 +431,27 @@ static const char verify_help[] =
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
-/* Results come in completion order (workers in parallel); they are shown in MANIFEST order:
- * each one is held until every file before it is done. */
-struct verify_res {
-    int done, ok;
-    char *msg;
-};
-
+/* One line (or JSON element) per file as its check completes: streamed, so a split MANIFEST
+ * of any size is never held in memory. */
 struct verify_out {
     json_t *files;
     int json;
-    struct cairn_backup *b;
-    struct verify_res *res;
-    size_t n, next;
 };
-
-static void verify_show(struct verify_out *v, size_t i)
-{
-    const struct cairn_manifest_file *f = cairn_backup_file_at(v->b, i);
-    const struct verify_res *r = &v->res[i];
-    if (v->json)
-        json_array_append_new(v->files, json_pack("{s:s, s:I, s:I, s:b, s:o}", "name", f->name,
-                                                  "stored_bytes", (json_int_t)f->size, "size",
-                                                  (json_int_t)f->size, "ok", r->ok, "error",
-                                                  r->ok ? json_null() : json_string(r->msg)));
-    else if (r->ok)
-        printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
-    else
-        printf("FAIL  %s: %s\n", f->name, r->msg);
-}
 
 static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
                       const struct cairn_err *e)
 {
     struct verify_out *v = arg;
-    size_t i = v->n;
-    const struct cairn_manifest_file *base = v->n ? cairn_backup_file_at(v->b, 0) : NULL;
-    if (base != NULL && f >= base && f < base + v->n)
-        i = (size_t)(f - base);
-    for (size_t k = 0; i == v->n && k < v->n; k++) /* not an element of the array: by name */
-        if (strcmp(cairn_backup_file_at(v->b, k)->name, f->name) == 0 && !v->res[k].done)
-            i = k;
-    if (i == v->n)
-        return;
-    v->res[i].done = 1;
-    v->res[i].ok = rc == CAIRN_OK;
-    v->res[i].msg = rc == CAIRN_OK ? NULL : xstrdup(e->msg);
-    while (v->next < v->n && v->res[v->next].done)
-        verify_show(v, v->next++);
-    fflush(stdout);
+    if (v->json)
+        json_array_append_new(v->files,
+                              json_pack("{s:s, s:I, s:I, s:b, s:o}", "name", f->name,
+                                        "stored_bytes", (json_int_t)f->size, "size",
+                                        (json_int_t)f->size, "ok", rc == CAIRN_OK, "error",
+                                        rc == CAIRN_OK ? json_null() : json_string(e->msg)));
+    else if (rc == CAIRN_OK)
+        printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
+    else
+        printf("FAIL  %s: %s\n", f->name, e->msg);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -492,21 +464,14 @@ int cmd_verify(int argc, char **argv)
     struct cairn_err err;
     struct cairn_storage *st = NULL;
     struct cairn_backup *b = NULL;
-    struct verify_out v = {json_array(), o.json, NULL, NULL, 0, 0};
+    struct verify_out v = {json_array(), o.json};
     cli_catch_interrupts();
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_open_backup(st, o.pos[1], &b, &err);
-    if (rc == CAIRN_OK) {
-        v.b = b;
-        v.n = cairn_backup_file_count(b);
-        v.res = xcalloc(v.n + 1, sizeof(*v.res));
+    if (rc == CAIRN_OK)
         rc = cairn_backup_verify(b, (unsigned)o.workers, verify_cb, &v, &err);
-    }
     size_t nfiles = b ? cairn_backup_file_count(b) : 0;
-    for (size_t i = 0; i < v.n; i++)
-        free(v.res[i].msg);
-    free(v.res);
     cairn_backup_free(b);
     cairn_storage_free(st);
     if (rc != CAIRN_OK) {
@@ -676,12 +641,17 @@ int cmd_prune(int argc, char **argv)
     cairn_lock_release(lock);
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
-    if (o.json)
-        progs_print_json(json_pack("{s:b, s:s, s:b, s:o, s:o, s:o, s:o, s:I}", "ok",
-                                   first_rc == CAIRN_OK, "location", o.pos[0], "dry_run", o.dry_run,
-                                   "removed", removed, "kept", kept, "failed", failed, "decisions",
-                                   decisions, "warnings", (json_int_t)nwarn));
-    else {
+    if (o.json) {
+        json_t *j =
+            json_pack("{s:b, s:s, s:b, s:o, s:o, s:o, s:o, s:I}", "ok", first_rc == CAIRN_OK,
+                      "location", o.pos[0], "dry_run", o.dry_run, "removed", removed, "kept", kept,
+                      "failed", failed, "decisions", decisions, "warnings", (json_int_t)nwarn);
+        if (first_rc != CAIRN_OK) /* the partial result, and the error as every command has it */
+            json_object_set_new(j, "error",
+                                json_pack("{s:s, s:i, s:s}", "code", cairn_status_name(first_rc),
+                                          "exit", code, "message", first_err.msg));
+        progs_print_json(j);
+    } else {
         json_decref(removed);
         json_decref(kept);
         json_decref(failed);

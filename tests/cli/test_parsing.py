@@ -148,24 +148,6 @@ def main():
     rc, out, err = run("list", "rel", "--json", cwd=tmp)
     check(rc == 0 and [b["name"] for b in json.loads(out)["backups"]] == ["r1"], "list rel")
 
-    # verify lists files in MANIFEST order, whatever order the workers finish in.
-    tree = os.path.join(tmp, "tree")
-    os.makedirs(tree)
-    for i in range(40):
-        with open(os.path.join(tree, "f%02d" % i), "wb") as f:
-            f.write(os.urandom(((i * 7919) % 40) * 20000 + 1))
-    rc, _, err = run("put", loc, "many", tree, "--workers", "8")
-    check(rc == 0, "put 40 files: " + err)
-    with open(os.path.join(loc, "many", "MANIFEST")) as f:
-        order = [x["name"] for x in json.load(f)["files"]]
-    rc, out, err = run("verify", loc, "many", "--workers", "8")
-    shown = [ln.split()[1] for ln in out.splitlines() if ln.startswith("ok ")]
-    check(rc == 0 and shown == order, "verify lists files in MANIFEST order (%d files)"
-          % len(shown))
-    rc, out, err = run("verify", loc, "many", "--workers", "8", "--json")
-    check(rc == 0 and [x["name"] for x in json.loads(out)["files"]] == order,
-          "verify --json lists files in MANIFEST order")
-
     # Under --json a usage error is one object on stdout (and one line on stderr).
     rc, out, err = run("list", loc, "--json", "--bogus")
     try:
