@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
     libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
-    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man)
+    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man scdoc)
 test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-client postgresql awscli
     curl xxd procps iproute2 valgrind faketime openssl zstd)
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
@@ -34,6 +34,8 @@ test_pkgs+=(tmux)
 test_pkgs+=(prometheus)
 # tests/storage/test_tree_fidelity.py sets a POSIX ACL (setfacl, as root) to check it survives.
 test_pkgs+=(acl)
+# tests/cli/test_json_schema.py validates every --json output against tests/cli/schema.
+test_pkgs+=(python3-jsonschema)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

@@ -64,7 +64,7 @@ CAIRN_API int cairn_status_from_errno(int errnum);
 enum cairn_exit {
     CAIRN_EXIT_OK = 0,
     CAIRN_EXIT_FAILURE = 1,  /* anything not listed below */
-    CAIRN_EXIT_USAGE = 2,    /* bad command line or configuration */
+    CAIRN_EXIT_USAGE = 2,    /* bad command line or configuration; unsupported scheme or format */
     CAIRN_EXIT_CORRUPT = 3,  /* verification failed: corrupt, tampered or truncated input */
     CAIRN_EXIT_SEAL = 4,     /* sealed sums could not be opened (wrong or missing key) */
     CAIRN_EXIT_NOTFOUND = 5, /* backup, file or object does not exist */

@@ -72,23 +72,29 @@ static void backup_usage(FILE *out)
 }
 
 /* The summary on stdout, as --json or a line; the source shown redacted, as in the log. */
-static void print_result(const char *source, const struct cairn_engine_backup_result *r)
+static void print_result(const char *source, const char *location,
+                         const struct cairn_engine_backup_result *r)
 {
     char shown[4096]; /* the source as logs and MANIFESTs show it: no password */
     if (cairn_source_redact(source, shown, sizeof(shown)) != CAIRN_OK)
         snprintf(shown, sizeof(shown), "(redacted)");
     if (progs_json) {
+        /* bytes: before compression (docs/JSON.md) */
         progs_print_json(json_pack(
-            "{s:b, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1, "name",
-            r->name, "parent", r->parent[0] ? r->parent : NULL, "full_no_parent", r->full_no_parent,
-            "source", shown, "databases", (int)r->databases, "shards", (int)r->shards, "files",
-            (json_int_t)r->files, "bytes", (json_int_t)r->bytes, "seconds", r->seconds, "vanished",
-            (json_int_t)r->vanished, "changed", (json_int_t)r->changed));
+            "{s:b, s:s, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1, "name",
+            r->name, "location", location, "parent", r->parent[0] ? r->parent : NULL,
+            "full_no_parent", r->full_no_parent, "source", shown, "databases", (int)r->databases,
+            "shards", (int)r->shards, "files", (json_int_t)r->files, "bytes", (json_int_t)r->bytes,
+            "seconds", r->seconds, "vanished", (json_int_t)r->vanished, "changed",
+            (json_int_t)r->changed));
     } else {
         char sz[32];
         format_bytes(r->bytes, sz, sizeof(sz));
-        printf("backup %s: %u database(s), %u shard(s), %llu file(s), %s in %.1f s%s%s\n", r->name,
-               r->databases, r->shards, (unsigned long long)r->files, sz, r->seconds,
+        char dbs[64] = ""; /* InfluxDB only: a path or another source has neither */
+        if (r->databases || r->shards)
+            snprintf(dbs, sizeof(dbs), "%u database(s), %u shard(s), ", r->databases, r->shards);
+        printf("backup %s: %s%llu file(s), %s before compression in %.1f s%s%s\n", r->name, dbs,
+               (unsigned long long)r->files, sz, r->seconds,
                r->parent[0] ? ", incremental to " : "", r->parent);
         if (r->full_no_parent)
             printf("no parent of the same source and scope: took a full backup\n");
@@ -99,41 +105,42 @@ static void print_result(const char *source, const struct cairn_engine_backup_re
     }
 }
 
+const struct option backup_opts[] = {{"from", required_argument, NULL, 'f'},
+                                     {"to", required_argument, NULL, 't'},
+                                     {"name", required_argument, NULL, 'n'},
+                                     {"db", required_argument, NULL, 'd'},
+                                     {"rp", required_argument, NULL, 'r'},
+                                     {"since", required_argument, NULL, 's'},
+                                     {"full-if-no-parent", no_argument, NULL, 'F'},
+                                     {"start", required_argument, NULL, 'S'},
+                                     {"end", required_argument, NULL, 'E'},
+                                     {"parallel", required_argument, NULL, 'p'},
+                                     {"timeout", required_argument, NULL, 'T'},
+                                     {"source-timeout", required_argument, NULL, 'O'},
+                                     {"json", no_argument, NULL, 'j'},
+                                     {"quiet", no_argument, NULL, 'q'},
+                                     {"password-file", required_argument, NULL, 'P'},
+                                     {"key-file", required_argument, NULL, 'K'},
+                                     {"repo-password-file", required_argument, NULL, 'W'},
+                                     {"help", no_argument, NULL, 'h'},
+                                     PROGS_TLS_OPTIONS,
+                                     {NULL, 0, NULL, 0}};
+
 int cmd_backup(int argc, char **argv)
 {
-    static const struct option opts[] = {{"from", required_argument, NULL, 'f'},
-                                         {"to", required_argument, NULL, 't'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"db", required_argument, NULL, 'd'},
-                                         {"rp", required_argument, NULL, 'r'},
-                                         {"since", required_argument, NULL, 's'},
-                                         {"full-if-no-parent", no_argument, NULL, 'F'},
-                                         {"start", required_argument, NULL, 'S'},
-                                         {"end", required_argument, NULL, 'E'},
-                                         {"parallel", required_argument, NULL, 'p'},
-                                         {"timeout", required_argument, NULL, 'T'},
-                                         {"source-timeout", required_argument, NULL, 'O'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"quiet", no_argument, NULL, 'q'},
-                                         {"password-file", required_argument, NULL, 'P'},
-                                         {"key-file", required_argument, NULL, 'K'},
-                                         {"repo-password-file", required_argument, NULL, 'W'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         PROGS_TLS_OPTIONS,
-                                         {NULL, 0, NULL, 0}};
     struct cairn_engine_backup_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
     const char *key_file = NULL, *repo_pw = NULL;
     int tls_on = 0;
     uint64_t v;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "backup", .opts = backup_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
         case 'f': o.source = optarg; break;
-        case 't': o.storage_url = optarg; break;
+        case 't': o.storage_url = progs_location(optarg); break;
         case 'n': o.name = optarg; break;
         case 'd': o.db = optarg; break;
         case 'r': o.rp = optarg; break;
@@ -180,7 +187,7 @@ int cmd_backup(int argc, char **argv)
         case 'K': key_file = optarg; break;
         case 'W': repo_pw = optarg; break;
         case 'h': backup_usage(stdout); return 0;
-        default: return progs_usage("backup", "invalid option");
+        default: return g.code;
         }
     }
     if (optind != argc)
@@ -216,6 +223,6 @@ int cmd_backup(int argc, char **argv)
     progs_progress_done(prog);
     if (rc != CAIRN_OK)
         return progs_fail(&err);
-    print_result(o.source, &res);
+    print_result(o.source, o.storage_url, &res);
     return 0;
 }

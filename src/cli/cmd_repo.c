@@ -36,7 +36,12 @@ static const char key_help[] =
     "or changing one re-encrypts nothing. The key that unlocks (--key-file, --password-file\n"
     "or the variables below) is needed for all but generate. generate writes 32 random bytes\n"
     "to a new FILE with mode 0600 (never overwrites). remove refuses the key in use and the\n"
-    "last key; passwd replaces the key in use.\n\n";
+    "last key; passwd replaces the key in use.\n\n"
+    "Examples:\n"
+    "  cairn key generate /etc/cairn/new.key\n"
+    "  cairn key list /srv/backups --key-file /etc/cairn/repo.key --json\n"
+    "  cairn key add /srv/backups --key-file /etc/cairn/repo.key --new-key-file "
+    "/etc/cairn/new.key\n\n";
 
 /* Open url's repository with the command's key. */
 static int open_repo(const char *url, const char *key_file, const char *pw_file,
@@ -54,21 +59,22 @@ static int open_repo(const char *url, const char *key_file, const char *pw_file,
     return rc;
 }
 
+const struct option init_opts[] = {{"key-file", required_argument, NULL, 'k'},
+                                   {"password-file", required_argument, NULL, 'p'},
+                                   {"no-encryption", no_argument, NULL, 'n'},
+                                   {"chunk-size", required_argument, NULL, 'c'},
+                                   {"json", no_argument, NULL, 'j'},
+                                   {"help", no_argument, NULL, 'h'},
+                                   {NULL, 0, NULL, 0}};
+
 int cmd_init(int argc, char **argv)
 {
-    static const struct option opts[] = {{"key-file", required_argument, NULL, 'k'},
-                                         {"password-file", required_argument, NULL, 'p'},
-                                         {"no-encryption", no_argument, NULL, 'n'},
-                                         {"chunk-size", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     const char *key_file = NULL, *pw_file = NULL;
     struct cairn_repo_init_opts io = {0};
     uint64_t v;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "init", .opts = init_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         switch (c) {
         case 'k': key_file = optarg; break;
         case 'p': pw_file = optarg; break;
@@ -80,11 +86,11 @@ int cmd_init(int argc, char **argv)
             break;
         case 'j': progs_json = 1; break;
         case 'h': printf("%s%s%s", init_help, progs_secret_help, progs_exit_codes_help); return 0;
-        default: return progs_usage("init", "invalid option");
+        default: return g.code;
         }
     }
-    if (argc - optind != 1)
-        return progs_usage("init", "expected STORAGE_URL");
+    if ((c = progs_positionals(&g, 1, 1, "STORAGE_URL")) >= 0)
+        return c;
     if (io.no_encryption && (key_file != NULL || pw_file != NULL))
         return progs_usage("init", "--no-encryption takes no key");
     struct cairn_err err = {0};
@@ -98,7 +104,8 @@ int cmd_init(int argc, char **argv)
                                    "--no-encryption");
     struct cairn_storage *st = NULL;
     struct cairn_repo *repo = NULL;
-    rc = cairn_storage_open(argv[optind], &st, &err);
+    const char *loc = progs_location(argv[optind]);
+    rc = cairn_storage_open(loc, &st, &err);
     if (rc == CAIRN_OK)
         rc = cairn_repo_init(st, &io, progs_secret(&sec), &repo, &err);
     progs_secret_free(&sec);
@@ -107,14 +114,14 @@ int cmd_init(int argc, char **argv)
         return progs_fail(&err);
     }
     if (progs_json)
-        progs_print_json(json_pack("{s:b, s:s, s:s, s:b, s:s, s:i}", "ok", 1, "url", argv[optind],
-                                   "id", cairn_repo_id(repo), "encrypted",
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:b, s:s, s:i}", "ok", 1, "location", loc,
+                                   "url", loc, "id", cairn_repo_id(repo), "encrypted",
                                    cairn_repo_encrypted(repo), "key", cairn_repo_key_id(repo),
                                    "chunk_size", (int)cairn_repo_chunk_size(repo)));
     else
         printf("created %s repository %s at %s%s%s\n",
-               cairn_repo_encrypted(repo) ? "encrypted" : "unencrypted", cairn_repo_id(repo),
-               argv[optind], cairn_repo_encrypted(repo) ? ", key " : "", cairn_repo_key_id(repo));
+               cairn_repo_encrypted(repo) ? "encrypted" : "unencrypted", cairn_repo_id(repo), loc,
+               cairn_repo_encrypted(repo) ? ", key " : "", cairn_repo_key_id(repo));
     cairn_repo_free(repo);
     cairn_storage_free(st);
     return 0;
@@ -166,19 +173,20 @@ static int key_new(struct cairn_repo *repo, int passwd, const char *nk, const ch
     return CAIRN_OK;
 }
 
+const struct option key_opts[] = {{"key-file", required_argument, NULL, 'k'},
+                                  {"password-file", required_argument, NULL, 'p'},
+                                  {"new-key-file", required_argument, NULL, 'K'},
+                                  {"new-password-file", required_argument, NULL, 'P'},
+                                  {"json", no_argument, NULL, 'j'},
+                                  {"help", no_argument, NULL, 'h'},
+                                  {NULL, 0, NULL, 0}};
+
 int cmd_key(int argc, char **argv)
 {
-    static const struct option opts[] = {{"key-file", required_argument, NULL, 'k'},
-                                         {"password-file", required_argument, NULL, 'p'},
-                                         {"new-key-file", required_argument, NULL, 'K'},
-                                         {"new-password-file", required_argument, NULL, 'P'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     const char *kf = NULL, *pf = NULL, *nk = NULL, *np = NULL;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "key", .opts = key_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         switch (c) {
         case 'k': kf = optarg; break;
         case 'p': pf = optarg; break;
@@ -186,7 +194,7 @@ int cmd_key(int argc, char **argv)
         case 'P': np = optarg; break;
         case 'j': progs_json = 1; break;
         case 'h': printf("%s%s%s", key_help, progs_secret_help, progs_exit_codes_help); return 0;
-        default: return progs_usage("key", "invalid option");
+        default: return g.code;
         }
     }
     int n = argc - optind;
@@ -204,8 +212,13 @@ int cmd_key(int argc, char **argv)
         return 0;
     }
     int is_new = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0;
-    if (!is_new && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0)
+    if (!is_new && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0) {
+        static const char *const verbs[] = {"generate", "list", "add", "remove", "passwd"};
+        const char *m = n > 0 ? progs_did_you_mean(sub, verbs, 5) : NULL;
+        if (m != NULL)
+            return progs_usage("key", "unknown verb '%s' (did you mean '%s'?)", sub, m);
         return progs_usage("key", "expected generate, list, add, remove or passwd");
+    }
     if (n != (strcmp(sub, "remove") == 0 ? 3 : 2))
         return progs_usage("key", "key %s takes STORAGE_URL%s", sub,
                            strcmp(sub, "remove") == 0 ? " and ID" : "");
@@ -213,7 +226,7 @@ int cmd_key(int argc, char **argv)
         return progs_usage("key", "key %s needs --new-key-file or --new-password-file", sub);
     struct cairn_storage *st = NULL;
     struct cairn_repo *repo = NULL;
-    int rc = open_repo(argv[optind + 1], kf, pf, &st, &repo, &err);
+    int rc = open_repo(progs_location(argv[optind + 1]), kf, pf, &st, &repo, &err);
     if (rc == CAIRN_OK && strcmp(sub, "list") == 0)
         rc = key_list(repo, &err);
     else if (rc == CAIRN_OK && is_new)

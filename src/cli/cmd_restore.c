@@ -39,36 +39,40 @@ static void restore_usage(FILE *out)
         "  --db     only this database; --rp only this retention policy (online)\n"
         "  --quiet  no progress line (stderr)\n"
         "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n\n"
-        "examples:\n"
+        "%s%s"
+        "Examples:\n"
+        "  cairn restore /srv/backups/influx 20260101T000000.000Z --into /srv/restore\n"
+        "  cairn restore /srv/backups/influx nightly --to 127.0.0.1:8088 --db app --newdb "
+        "app_restored\n"
+        "  cairn restore /srv/backups/etc etc-2026 --into ./etc-restored --force --json\n"
         "  cairn restore file:///srv/bk etc-2026 --into /tmp/etc --include 'ssh/*'\n"
         "  cairn restore file:///srv/bk home --into /tmp/h --exclude '*.cache' --exclude '/tmp'\n\n"
-        "%s%s%s",
+        "%s",
         progs_tls_help, progs_secret_help, progs_exit_codes_help);
 }
 
-/* Over 80 lines: one getopt loop over every option of both kinds of restore, then one call;
- * the shared option parser (issue 19) is to shorten it. */
+const struct option restore_opts[] = {{"to", required_argument, NULL, 't'},
+                                      {"into", required_argument, NULL, 'i'},
+                                      {"db", required_argument, NULL, 'd'},
+                                      {"newdb", required_argument, NULL, 'D'},
+                                      {"rp", required_argument, NULL, 'r'},
+                                      {"newrp", required_argument, NULL, 'R'},
+                                      {"timeout", required_argument, NULL, 'T'},
+                                      {"json", no_argument, NULL, 'j'},
+                                      {"quiet", no_argument, NULL, 'q'},
+                                      {"force", no_argument, NULL, 'f'},
+                                      {"key-file", required_argument, NULL, 'K'},
+                                      {"repo-password-file", required_argument, NULL, 'W'},
+                                      {"include", required_argument, NULL, 'I'},
+                                      {"exclude", required_argument, NULL, 'X'},
+                                      {"numeric-owner", no_argument, NULL, 'N'},
+                                      {"acls", no_argument, NULL, 'A'},
+                                      {"help", no_argument, NULL, 'h'},
+                                      PROGS_TLS_OPTIONS,
+                                      {NULL, 0, NULL, 0}};
+
 int cmd_restore(int argc, char **argv)
 {
-    static const struct option opts[] = {{"to", required_argument, NULL, 't'},
-                                         {"into", required_argument, NULL, 'i'},
-                                         {"db", required_argument, NULL, 'd'},
-                                         {"newdb", required_argument, NULL, 'D'},
-                                         {"rp", required_argument, NULL, 'r'},
-                                         {"newrp", required_argument, NULL, 'R'},
-                                         {"timeout", required_argument, NULL, 'T'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"quiet", no_argument, NULL, 'q'},
-                                         {"force", no_argument, NULL, 'f'},
-                                         {"key-file", required_argument, NULL, 'K'},
-                                         {"repo-password-file", required_argument, NULL, 'W'},
-                                         {"include", required_argument, NULL, 'I'},
-                                         {"exclude", required_argument, NULL, 'X'},
-                                         {"numeric-owner", no_argument, NULL, 'N'},
-                                         {"acls", no_argument, NULL, 'A'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         PROGS_TLS_OPTIONS,
-                                         {NULL, 0, NULL, 0}};
     struct cairn_engine_restore_opts o = {0};
     struct cairn_influx_tls_opts tls = {0};
     const char *key_file = NULL, *repo_pw = NULL;
@@ -80,8 +84,8 @@ int cmd_restore(int argc, char **argv)
     o.exclude = exc;
     uint64_t v;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "restore", .opts = restore_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         if (progs_tls_option(c, optarg, &tls, &tls_on))
             continue;
         switch (c) {
@@ -114,12 +118,12 @@ int cmd_restore(int argc, char **argv)
         case 'j': progs_json = 1; break;
         case 'q': progs_quiet = 1; break;
         case 'h': restore_usage(stdout); return 0;
-        default: return progs_usage("restore", "invalid option");
+        default: return g.code;
         }
     }
-    if (argc - optind != 2)
-        return progs_usage("restore", "expected STORAGE_URL and NAME");
-    o.storage_url = argv[optind];
+    if ((c = progs_positionals(&g, 2, 2, "STORAGE_URL and NAME")) >= 0)
+        return c;
+    o.storage_url = progs_location(argv[optind]);
     o.name = argv[optind + 1];
     if ((o.target == NULL) == (o.into_dir == NULL))
         return progs_usage("restore", "give exactly one of --to HOST:PORT and --into DIR");
@@ -149,11 +153,11 @@ int cmd_restore(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (progs_json) {
-        progs_print_json(json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
-                                   o.name, "target", o.target ? o.target : o.into_dir, "backups",
-                                   (int)res.backups, "databases", (int)res.databases, "shards",
-                                   (int)res.shards, "bytes", (json_int_t)res.bytes, "seconds",
-                                   res.seconds));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:i, s:i, s:i, s:I, s:f}", "ok", 1, "name",
+                                   o.name, "location", o.storage_url, "target",
+                                   o.target ? o.target : o.into_dir, "backups", (int)res.backups,
+                                   "databases", (int)res.databases, "shards", (int)res.shards,
+                                   "bytes", (json_int_t)res.bytes, "seconds", res.seconds));
     } else {
         char sz[32];
         format_bytes(res.bytes, sz, sizeof(sz));

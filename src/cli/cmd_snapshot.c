@@ -32,13 +32,18 @@ static const char snapshot_help[] =
     "  verify FILE                               check every hash and the archive's exact end\n"
     "  extract FILE OUT                          write state.bin to OUT, only if it verifies\n"
     "\n"
-    "Run 'cairn snapshot <verb> --help' for the options of one verb.\n\n";
+    "Run 'cairn snapshot <verb> --help' for the options of one verb.\n\n"
+    "Examples:\n"
+    "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"
+    "  cairn snapshot verify backup.snap\n"
+    "  cairn snapshot extract backup.snap - | wc -c\n\n";
 
 static const char save_help[] =
-    "usage: cairn snapshot save STATEFILE|- OUT --index N --term N [options]\n"
+    "usage: cairn snapshot save STATEFILE|- OUT|- --index N --term N [options]\n"
     "\n"
-    "Write the state (a file, or '-' for stdin) and its raft metadata into the archive OUT.\n"
-    "OUT appears only when the archive is complete (temp file, fsync, rename).\n"
+    "Write the state (a file, or '-' for stdin) and its raft metadata into the archive OUT\n"
+    "('-' for stdout). OUT appears only when the archive is complete (temp file, fsync,\n"
+    "rename); to stdout a failure exits non-zero after a cut archive, which verify refuses.\n"
     "\n"
     "Options:\n"
     "  --index N               last raft log index covered by the state (required)\n"
@@ -53,9 +58,10 @@ static const char save_help[] =
     "  --level N               compression level (gzip 1-12, default 6; zstd 1-19, default 3)\n"
     "  --threads N             compression threads (default: gzip one per CPU, zstd 1;\n"
     "                          each zstd worker adds ~15 MiB of memory)\n"
-    "  --seal-key FILE         add SHA256SUMS.sealed, sealed with the 32-byte key in FILE\n"
-    "                          (32 raw bytes or 64 hex digits, mode 0600)\n"
-    "  --seal hmac|aes-gcm     the sealer for --seal-key (default hmac)\n"
+    "  --seal-key-file FILE         add SHA256SUMS.sealed, sealed with the 32-byte key in FILE\n"
+    "                          (32 raw bytes or 64 hex digits, mode 0600); --seal-key is\n"
+    "                          its old name\n"
+    "  --seal hmac|aes-gcm     the sealer for --seal-key-file (default hmac)\n"
     "  --tmpdir DIR            where stdin is spooled (default $TMPDIR or /tmp)\n"
     "  --force                 replace OUT if it exists\n"
     "  --json                  print the result as one JSON object\n"
@@ -64,18 +70,19 @@ static const char save_help[] =
     "Examples:\n"
     "  cairn snapshot save state.bin backup.snap --index 38 --term 3\n"
     "  dump-fsm | cairn snapshot save - backup.snap --index 38 --term 3 --zstd\n"
-    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key k.key --seal "
+    "  cairn snapshot save state.bin sealed.snap --index 38 --term 3 --seal-key-file k.key --seal "
     "aes-gcm\n"
     "\n";
 
 static const char inspect_help[] =
-    "usage: cairn snapshot inspect FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] "
+    "usage: cairn snapshot inspect FILE [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar] "
     "[--consul]\n"
     "                              [--max-ratio N] [--json]\n"
     "\n"
     "Verify FILE completely, then print its metadata (ID, Size, Index, Term, Version,\n"
     "configuration), its checksum (sha-256=<base64>, as raft-snapshot's Checksum()) and its\n"
-    "members. Without --seal-key a SHA256SUMS.sealed member (Vault) is reported, not trusted,\n"
+    "members. Without --seal-key-file a SHA256SUMS.sealed member (Vault) is reported, not "
+    "trusted,\n"
     "and the plain SHA256SUMS decides. --tar reads a bare tar with no compression layer.\n"
     "\n"
     "Examples:\n"
@@ -84,12 +91,14 @@ static const char inspect_help[] =
     "\n";
 
 static const char verify_help[] =
-    "usage: cairn snapshot verify FILE [--seal-key FILE [--seal hmac|aes-gcm]] [--tar] [--consul]\n"
+    "usage: cairn snapshot verify FILE [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar] "
+    "[--consul]\n"
     "                             [--max-ratio N] [--json]\n"
     "\n"
     "Check FILE as Consul's and raft-snapshot's Verify do: every member hash against\n"
     "SHA256SUMS, no unexpected or repeated members, and no byte after the tar end marker\n"
-    "(\"N unread uncompressed bytes remain\"). With --seal-key the SHA256SUMS.sealed member is\n"
+    "(\"N unread uncompressed bytes remain\"). With --seal-key-file the SHA256SUMS.sealed member "
+    "is\n"
     "required and must open with the key and match. --tar reads a bare tar. --consul applies\n"
     "Consul's and Nomad's rule of exactly three members (a Vault snapshot is then rejected).\n"
     "Past 64 MiB the decompressed tar may be at most --max-ratio times the compressed bytes\n"
@@ -98,11 +107,11 @@ static const char verify_help[] =
     "\n"
     "Examples:\n"
     "  cairn snapshot verify backup.snap && echo good\n"
-    "  cairn snapshot verify sealed.snap --seal-key k.key --seal aes-gcm\n"
+    "  cairn snapshot verify sealed.snap --seal-key-file k.key --seal aes-gcm\n"
     "\n";
 
 static const char extract_help[] =
-    "usage: cairn snapshot extract FILE OUT [--seal-key FILE [--seal hmac|aes-gcm]] [--tar]\n"
+    "usage: cairn snapshot extract FILE OUT [--seal-key-file FILE [--seal hmac|aes-gcm]] [--tar]\n"
     "                              [--force] [--max-ratio N] [--json]\n"
     "\n"
     "Write state.bin of FILE to OUT. OUT is written through a temp file and appears only if\n"
@@ -212,40 +221,40 @@ enum {
     O_QUIET
 };
 
+const struct option snapshot_opts[] = {
+    {"index", required_argument, NULL, O_INDEX},
+    {"term", required_argument, NULL, O_TERM},
+    {"id", required_argument, NULL, O_ID},
+    {"configuration-index", required_argument, NULL, O_CONF},
+    {"server", required_argument, NULL, O_SERVER},
+    {"size", required_argument, NULL, O_SIZE},
+    {"zstd", no_argument, NULL, O_ZSTD},
+    {"level", required_argument, NULL, O_LEVEL},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"seal-key", required_argument, NULL, O_SEALKEY},
+    {"seal", required_argument, NULL, O_SEAL},
+    {"tmpdir", required_argument, NULL, O_TMPDIR},
+    {"force", no_argument, NULL, O_FORCE},
+    {"json", no_argument, NULL, O_JSON},
+    {"tar", no_argument, NULL, O_TAR},
+    {"consul", no_argument, NULL, O_CONSUL},
+    {"help", no_argument, NULL, O_HELP},
+    {"max-ratio", required_argument, NULL, O_MAXRATIO},
+    {"seal-key-file", required_argument, NULL, O_SEALKEY}, /* --seal-key's new name */
+    {"quiet", no_argument, NULL, O_QUIET},
+    {NULL, 0, NULL, 0},
+};
+
 /* Returns -1 when --help was printed, 0 when parsed, or a usage exit code. Long (86 lines):
- * one getopt case per option of every snapshot subcommand; the CLI issue moves options into
- * tables. */
+ * one case per option of every snapshot subcommand, in snapshot_opts. */
 static int parse(int argc, char **argv, struct opts *o, const char *help, int npos)
 {
-    static const struct option longopts[] = {
-        {"index", required_argument, NULL, O_INDEX},
-        {"term", required_argument, NULL, O_TERM},
-        {"id", required_argument, NULL, O_ID},
-        {"configuration-index", required_argument, NULL, O_CONF},
-        {"server", required_argument, NULL, O_SERVER},
-        {"size", required_argument, NULL, O_SIZE},
-        {"zstd", no_argument, NULL, O_ZSTD},
-        {"level", required_argument, NULL, O_LEVEL},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"seal-key", required_argument, NULL, O_SEALKEY},
-        {"seal", required_argument, NULL, O_SEAL},
-        {"tmpdir", required_argument, NULL, O_TMPDIR},
-        {"force", no_argument, NULL, O_FORCE},
-        {"json", no_argument, NULL, O_JSON},
-        {"tar", no_argument, NULL, O_TAR},
-        {"consul", no_argument, NULL, O_CONSUL},
-        {"help", no_argument, NULL, O_HELP},
-        {"max-ratio", required_argument, NULL, O_MAXRATIO},
-        {"quiet", no_argument, NULL, O_QUIET}, /* in enum order: longopts[c - O_INDEX] */
-        {NULL, 0, NULL, 0},
-    };
     int save = strcmp(o->verb, "save") == 0;
     char cmd[32];
     snprintf(cmd, sizeof(cmd), "snapshot %s", o->verb);
-    optind = 0;
-    opterr = 0;
+    struct progs_getopt g = {.cmd = cmd, .opts = snapshot_opts, .argc = argc, .argv = argv};
     int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((c = progs_getopt(&g)) != -1) {
         const char *a = optarg;
         int bad = 0, save_only = 0;
         switch (c) {
@@ -278,13 +287,12 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
         case O_MAXRATIO:
             bad = progs_parse_u64(a, &o->max_ratio) || o->max_ratio == 0 || o->max_ratio > UINT_MAX;
             break;
-        default: return progs_usage(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+        default: return g.code;
         }
         if (bad)
-            return progs_usage(cmd, "bad value '%s' for --%s", a, longopts[c - O_INDEX].name);
+            return progs_usage(cmd, "bad value '%s' for --%s", a, g.name);
         if (save_only && !save)
-            return progs_usage(cmd, "--%s is an option of 'snapshot save'",
-                               longopts[c - O_INDEX].name);
+            return progs_usage(cmd, "--%s is an option of 'snapshot save'", g.name);
     }
     for (int i = optind; i < argc; i++) {
         if (o->npos == npos)
@@ -298,9 +306,11 @@ static int parse(int argc, char **argv, struct opts *o, const char *help, int np
     if (save && (!o->have_index || !o->have_term))
         return progs_usage(cmd, "--index and --term are required");
     if (o->seal != NULL && o->seal_key == NULL)
-        return progs_usage(cmd, "--seal needs --seal-key");
-    if (save && strcmp(o->pos[1], "-") == 0)
-        return progs_usage(cmd, "OUT must be a file path");
+        return progs_usage(cmd, "--seal needs --seal-key-file");
+    if (npos == 2 && strcmp(o->pos[1], "-") == 0 && o->json)
+        return progs_usage(cmd, "OUT '-' (stdout) cannot be combined with --json");
+    if (save && strcmp(o->pos[1], "-") == 0 && o->force)
+        return progs_usage(cmd, "--force replaces a file; OUT '-' is stdout");
     if (save && o->have_level && (o->level < 1 || o->level > (o->zstd ? 19u : 12u)))
         return progs_usage(cmd, "--level out of range");
     return 0;
@@ -321,13 +331,11 @@ static struct progs_progress *progress_for_fd(const char *label, int fd)
         label, fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
 }
 
-static void print_json_str(const char *s)
+/* A path as a JSON string ("(not UTF-8)" when it is not). */
+static json_t *json_path(const char *s)
 {
     json_t *j = json_string(s);
-    if (j == NULL) /* not UTF-8 */
-        j = json_string("(not UTF-8)");
-    json_dumpf(j, stdout, JSON_ENCODE_ANY);
-    json_decref(j);
+    return j ? j : json_string("(not UTF-8)");
 }
 
 /* snapshot save: open the output, write the archive, commit it only on success. Long (85
@@ -383,7 +391,13 @@ static int run_save(struct opts *o)
     wo.level = o->have_level ? (int)o->level : 0;
     wo.threads = o->have_threads ? (int)o->threads : 0;
     wo.sealer = sealer;
-    if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) != CAIRN_OK)
+    /* To stdout the archive streams (a failure leaves a cut archive and a non-zero exit, and
+     * verify refuses a cut archive); to a file it appears only when complete. */
+    int to_stdout = strcmp(o->pos[1], "-") == 0;
+    if (to_stdout)
+        out = cairn_fd_writer_new(STDOUT_FILENO, 0);
+    else if ((rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err)) !=
+             CAIRN_OK)
         goto out;
     struct cairn_snapshot_write_result res;
     rc = cairn_snapshot_write(out, &meta, spooled ? spooled : state, &wo, &res, &err);
@@ -396,20 +410,29 @@ static int run_save(struct opts *o)
         goto out;
     }
     if (o->json) {
-        printf("{\"ok\":true,\"file\":");
-        print_json_str(o->pos[1]);
-        printf(",\"flavour\":\"%s\",\"index\":%llu,\"term\":%llu,\"state_bytes\":%llu,"
-               "\"archive_bytes\":%llu,\"checksum\":\"%s\",\"sealed\":%s}\n",
-               o->zstd ? "zstd" : "gzip", (unsigned long long)o->index, (unsigned long long)o->term,
-               (unsigned long long)size, (unsigned long long)res.archive_bytes, res.checksum,
-               sealer ? "true" : "false");
+        /* index and term are uint64 (past json_int_t): written as exact decimal text. */
+        char idx[24], term[24];
+        snprintf(idx, sizeof(idx), "%llu", (unsigned long long)o->index);
+        snprintf(term, sizeof(term), "%llu", (unsigned long long)o->term);
+        const char *keys[] = {"index", "term"}, *raws[] = {idx, term};
+        const char *comp = o->zstd ? "zstd" : "gzip";
+        json_t *j = json_pack("{s:b, s:o, s:s, s:s}", "ok", 1, "file", json_path(o->pos[1]),
+                              "compression", comp, "flavour", comp);
+        json_object_set_new(j, "index", json_null());
+        json_object_set_new(j, "term", json_null());
+        json_object_update(j, json_pack("{s:I, s:I, s:s, s:b}", "state_bytes", (json_int_t)size,
+                                        "archive_bytes", (json_int_t)res.archive_bytes, "checksum",
+                                        res.checksum, "sealed", sealer != NULL));
+        progs_print_json_raw(j, 2, keys, raws);
     } else {
         char sb[32], ab[32];
         format_bytes(size, sb, sizeof(sb));
         format_bytes(res.archive_bytes, ab, sizeof(ab));
-        printf("saved %s: index %llu, term %llu, state %s, archive %s (%s%s)\n%s\n", o->pos[1],
-               (unsigned long long)o->index, (unsigned long long)o->term, sb, ab,
-               o->zstd ? "zstd" : "gzip", sealer ? ", sealed" : "", res.checksum);
+        fprintf(to_stdout ? stderr : stdout,
+                "saved %s: index %llu, term %llu, state %s, archive %s (%s%s)\n%s\n",
+                to_stdout ? "stdout" : o->pos[1], (unsigned long long)o->index,
+                (unsigned long long)o->term, sb, ab, o->zstd ? "zstd" : "gzip",
+                sealer ? ", sealed" : "", res.checksum);
     }
 out:
     progs_progress_done(prog);
@@ -439,7 +462,7 @@ static void print_info_text(const char *file, const struct cairn_snapshot_info *
                (unsigned long long)in->state_len, in->checksum);
         if (in->sealed_present && !in->sealed_verified)
             printf("%s: note: SHA256SUMS.sealed (%zu bytes) present but not checked "
-                   "(no --seal-key); SHA256SUMS was checked\n",
+                   "(no --seal-key-file); SHA256SUMS was checked\n",
                    file, in->sealed_len);
         return;
     }
@@ -483,21 +506,51 @@ static void print_info_json(const char *file, const struct cairn_snapshot_info *
     char hm[65], hs[65];
     cairn_hex_encode(in->meta_sha256, 32, hm);
     cairn_hex_encode(in->state_sha256, 32, hs);
-    printf("{\"ok\":true,\"file\":");
-    print_json_str(file);
-    printf(",\"format\":\"%s\",\"checksum\":\"%s\",\"archive_bytes\":%llu,\"state_bytes\":%llu,"
-           "\"meta_sha256\":\"%s\",\"state_sha256\":\"%s\",\"sealed\":{\"present\":%s,"
-           "\"bytes\":%zu,\"verified\":%s},\"meta\":",
-           flavour_name(in->flavour), in->checksum, (unsigned long long)in->archive_bytes,
-           (unsigned long long)in->state_len, hm, hs, in->sealed_present ? "true" : "false",
-           in->sealed_len, in->sealed_verified ? "true" : "false");
-    /* Go's own encoding of the metadata (keeps uint64 values exact). */
+    const char *comp = flavour_name(in->flavour);
+    json_t *j = json_pack("{s:b, s:o, s:s, s:s, s:s, s:I, s:I, s:s, s:s, s:{s:b, s:I, s:b}}", "ok",
+                          1, "file", json_path(file), "compression", comp, "format", comp,
+                          "checksum", in->checksum, "archive_bytes", (json_int_t)in->archive_bytes,
+                          "state_bytes", (json_int_t)in->state_len, "meta_sha256", hm,
+                          "state_sha256", hs, "sealed", "present", in->sealed_present, "bytes",
+                          (json_int_t)in->sealed_len, "verified", in->sealed_verified);
+    /* Go's own encoding of the metadata (keeps uint64 values exact), without its newline. */
     char *meta;
     size_t len;
     cairn_snapshot_meta_encode(&in->meta, &meta, &len);
-    fwrite(meta, 1, len - 1, stdout);
+    meta[len - 1] = '\0';
+    const char *keys[] = {"meta"}, *raws[] = {meta};
+    progs_print_json_raw(j, 1, keys, raws);
     free(meta);
-    printf("}\n");
+}
+
+/* An unlinked temporary file in tmpdir (NULL: $TMPDIR or /tmp) and a writer over it. */
+static int spool_open(const char *tmpdir, int *fd, struct cairn_writer **w, struct cairn_err *err)
+{
+    const char *dir = tmpdir ? tmpdir : getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *path = xasprintf("%s/cairn-extract-XXXXXX", dir);
+    *fd = mkstemp(path);
+    int rc = *fd < 0 ? cairn_err_sys(err, 0, errno, "temporary file in '%s'", dir) : CAIRN_OK;
+    if (*fd >= 0)
+        unlink(path);
+    free(path);
+    *w = rc == CAIRN_OK ? cairn_fd_writer_new(*fd, 0) : NULL;
+    return rc;
+}
+
+/* The verified state, from the start of the temporary file fd to stdout. */
+static int spool_to_stdout(int fd, struct cairn_err *err)
+{
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return cairn_err_sys(err, 0, errno, "rewind the temporary file");
+    char buf[65536];
+    for (;;) {
+        size_t got = 0;
+        int rc = read_all(fd, buf, sizeof(buf), &got, "the temporary file", err);
+        if (rc == CAIRN_OK && got > 0)
+            rc = write_all(STDOUT_FILENO, buf, got, "stdout", err);
+        if (rc != CAIRN_OK || got < sizeof(buf))
+            return rc;
+    }
 }
 
 static int run_read(struct opts *o)
@@ -509,17 +562,18 @@ static int run_read(struct opts *o)
     struct progs_progress *prog = NULL;
     struct cairn_reader *in = NULL;
     struct cairn_writer *out = NULL;
-    int extract = strcmp(o->verb, "extract") == 0;
+    int extract = strcmp(o->verb, "extract") == 0, to_stdout = 0, tfd = -1;
     int rc = load_sealer(o, &sealer, &err);
     if (rc != CAIRN_OK)
         goto out;
-    int fd = open(o->pos[0], O_RDONLY | O_CLOEXEC);
+    to_stdout = extract && strcmp(o->pos[1], "-") == 0;
+    int fd = strcmp(o->pos[0], "-") == 0 ? STDIN_FILENO : open(o->pos[0], O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = cairn_err_sys(&err, 0, errno, "open '%s'", o->pos[0]);
         goto out;
     }
     prog = progress_for_fd(o->verb, fd);
-    in = progress_reader_new(cairn_fd_reader_new(fd, 1), prog);
+    in = progress_reader_new(cairn_fd_reader_new(fd, fd != STDIN_FILENO), prog);
     struct cairn_snapshot_read_opts ro = {0};
     ro.sealer = sealer;
     ro.raw_tar = o->raw_tar;
@@ -528,12 +582,17 @@ static int run_read(struct opts *o)
     ro.max_ratio = (unsigned)o->max_ratio;
     if (extract) {
         cli_catch_interrupts();
-        rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
+        if (to_stdout) /* held in an unlinked temp file: stdout sees only a verified state */
+            rc = spool_open(o->tmpdir, &tfd, &out, &err);
+        else
+            rc = cairn_atomic_file_writer_open(o->pos[1], 0600, o->force, &out, &err);
         if (rc != CAIRN_OK)
             goto out;
         rc = cairn_snapshot_extract(in, &ro, out, &info, &err);
         if (rc == CAIRN_OK)
             rc = cairn_writer_close(out, &err); /* the file appears only for a good archive */
+        if (rc == CAIRN_OK && to_stdout)
+            rc = spool_to_stdout(tfd, &err);
     } else {
         rc = cairn_snapshot_verify(in, &ro, &info, &err);
     }
@@ -546,8 +605,9 @@ static int run_read(struct opts *o)
     if (o->json)
         print_info_json(o->pos[0], &info);
     else if (extract)
-        printf("extracted state.bin of %s to %s (%llu bytes, verified)\n", o->pos[0], o->pos[1],
-               (unsigned long long)info.state_len);
+        fprintf(to_stdout ? stderr : stdout,
+                "extracted state.bin of %s to %s (%llu bytes, verified)\n", o->pos[0],
+                to_stdout ? "stdout" : o->pos[1], (unsigned long long)info.state_len);
     else
         print_info_text(o->pos[0], &info, strcmp(o->verb, "inspect") == 0);
 out:
@@ -556,6 +616,8 @@ out:
     cairn_reader_free(in);
     cairn_snapshot_info_free(&info);
     cairn_sealer_free(sealer);
+    if (tfd >= 0)
+        close(tfd);
     return rc == CAIRN_OK ? 0 : progs_fail(&err);
 }
 
@@ -578,9 +640,14 @@ int cmd_snapshot(int argc, char **argv)
         help = verify_help, npos = 1;
     else if (strcmp(o.verb, "extract") == 0)
         help = extract_help, npos = 2;
-    else
+    else {
+        static const char *const verbs[] = {"save", "inspect", "verify", "extract"};
+        const char *m = progs_did_you_mean(o.verb, verbs, 4);
+        if (m != NULL)
+            return progs_usage("snapshot", "unknown verb '%s' (did you mean '%s'?)", o.verb, m);
         return progs_usage("snapshot", "unknown verb '%s' (save, inspect, verify, extract)",
                            o.verb);
+    }
     int rc = parse(argc - 1, argv + 1, &o, help, npos);
     if (rc == 0)
         rc = strcmp(o.verb, "save") == 0 ? run_save(&o) : run_read(&o);

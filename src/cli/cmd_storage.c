@@ -1,5 +1,6 @@
 /* Storage commands: cairn list / rm / verify / prune, and the low-level local-path transfers
  * cairn put / get. */
+#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 
 #define URL_HELP                                                                                   \
     "Storage URLs:\n"                                                                              \
-    "  file:///var/backups/db   (or a plain absolute path)\n"                                      \
+    "  file:///var/backups/db   (or a plain path; a relative one is from the current dir)\n"       \
     "  s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=1\n"          \
     "  more S3 options: part_size, parts, retries, retry_base_ms, stall_timeout, insecure\n"       \
     "  S3 credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else\n"      \
@@ -34,132 +35,160 @@ struct sopts {
     int all;
 };
 
-static int help_requested(int argc, char **argv)
+enum {
+    S_JSON = 256,
+    S_DRY_RUN,
+    S_FORCE,
+    S_ALL,
+    S_ZSTD,
+    S_SEAL_KEY,
+    S_KEY_FILE,
+    S_PASSWORD_FILE,
+    S_WITH_DEPENDENTS,
+    S_NAME,
+    S_GROUP_BY,
+    S_KEEP_WITHIN,
+    S_WORKERS,
+    S_KEEP_LAST,
+    S_KEEP_HOURLY,
+    S_KEEP_DAILY,
+    S_KEEP_WEEKLY,
+    S_KEEP_MONTHLY,
+    S_KEEP_YEARLY,
+    S_QUIET,
+};
+
+/* Every storage command opens storage, so every one takes the repository's key; the seal
+ * key is a file: --seal-key-file, with --seal-key kept as its old spelling. */
+#define S_COMMON                                                                                   \
+    {"json", no_argument, NULL, S_JSON}, {"key-file", required_argument, NULL, S_KEY_FILE},        \
+        {"password-file", required_argument, NULL, S_PASSWORD_FILE},                               \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define S_SEAL                                                                                     \
+    {"seal-key-file", required_argument, NULL, S_SEAL_KEY},                                        \
+    {                                                                                              \
+        "seal-key", required_argument, NULL, S_SEAL_KEY                                            \
+    }
+#define S_WORKERS_OPT                                                                              \
+    {                                                                                              \
+        "workers", required_argument, NULL, S_WORKERS                                              \
+    }
+#define S_END                                                                                      \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+
+#define S_QUIET_OPT                                                                                \
+    {                                                                                              \
+        "quiet", no_argument, NULL, S_QUIET                                                        \
+    }
+
+const struct option list_opts[] = {S_COMMON, S_SEAL, S_END};
+const struct option rm_opts[] = {
+    S_COMMON, {"with-dependents", no_argument, NULL, S_WITH_DEPENDENTS}, S_END};
+const struct option verify_opts[] = {S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, S_END};
+const struct option prune_opts[] = {S_COMMON,
+                                    S_SEAL,
+                                    {"dry-run", no_argument, NULL, S_DRY_RUN},
+                                    {"keep-last", required_argument, NULL, S_KEEP_LAST},
+                                    {"keep-hourly", required_argument, NULL, S_KEEP_HOURLY},
+                                    {"keep-daily", required_argument, NULL, S_KEEP_DAILY},
+                                    {"keep-weekly", required_argument, NULL, S_KEEP_WEEKLY},
+                                    {"keep-monthly", required_argument, NULL, S_KEEP_MONTHLY},
+                                    {"keep-yearly", required_argument, NULL, S_KEEP_YEARLY},
+                                    {"keep-within", required_argument, NULL, S_KEEP_WITHIN},
+                                    {"group-by", required_argument, NULL, S_GROUP_BY},
+                                    {"name", required_argument, NULL, S_NAME},
+                                    S_END};
+const struct option unlock_opts[] = {
+    S_COMMON, {"all", no_argument, NULL, S_ALL}, {"force", no_argument, NULL, S_ALL}, S_END};
+const struct option put_opts[] = {
+    S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, {"zstd", optional_argument, NULL, S_ZSTD}, S_END};
+const struct option get_opts[] = {
+    S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, {"force", no_argument, NULL, S_FORCE}, S_END};
+
+/* A --keep-* count into *dst: 0, or the usage error's exit code. */
+static int keep_count(const char *cmd, const char *name, const char *val, unsigned *dst)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return 1;
+    uint64_t n = 0;
+    if (progs_parse_u64(val, &n) != 0 || n > 1000000)
+        return progs_usage(cmd, "option '--%s' needs a number, got '%s'", name, val);
+    *dst = (unsigned)n;
     return 0;
 }
 
-/* Parse argv; returns 0 or an exit code. Only options listed in `allowed` are accepted. Long
- * (88 lines): one getopt case per option of the storage commands (the CLI issue moves options
- * into tables). */
-static int parse(int argc, char **argv, const char *allowed, struct sopts *o)
+/* One option of a storage command into o: 0, or the usage error's exit code. */
+static int parse_one(const char *cmd, int c, const char *name, const char *val, struct sopts *o)
 {
-    memset(o, 0, sizeof(*o));
-    const char *cmd = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        char name[32] = "";
-        if (strncmp(a, "--", 2) == 0) {
-            const char *eq = strchr(a, '=');
-            size_t n = eq ? (size_t)(eq - a) : strlen(a);
-            if (n >= sizeof(name))
-                return progs_usage(cmd, "unknown option '%s'", a);
-            memcpy(name, a, n);
-            name[n] = '\0';
-            val = eq ? eq + 1 : NULL;
-            char pat[40];
-            snprintf(pat, sizeof(pat), "%s ", name);
-            if (strstr(allowed, pat) == NULL)
-                return progs_usage(cmd, "unknown option '%s'", name);
-        } else {
-            if (o->npos == 4)
-                return progs_usage(cmd, "too many arguments");
-            o->pos[o->npos++] = a;
-            continue;
-        }
-        int takes = strcmp(name, "--json") != 0 && strcmp(name, "--dry-run") != 0 &&
-                    strcmp(name, "--zstd") != 0 && strcmp(name, "--with-dependents") != 0 &&
-                    strcmp(name, "--force") != 0 && strcmp(name, "--all") != 0 &&
-                    strcmp(name, "--quiet") != 0;
-        if (takes && val == NULL) {
-            if (i + 1 >= argc)
-                return progs_usage(cmd, "option %s needs a value", name);
-            val = argv[++i];
-        }
-        uint64_t n = 0;
-        if (strcmp(name, "--json") == 0) {
-            o->json = progs_json = 1;
-        } else if (strcmp(name, "--quiet") == 0) {
-            progs_quiet = 1; /* no progress line */
-        } else if (strcmp(name, "--dry-run") == 0) {
-            o->dry_run = 1;
-        } else if (strcmp(name, "--force") == 0) {
-            o->force = 1;
-        } else if (strcmp(name, "--all") == 0) {
-            o->all = 1;
-        } else if (strcmp(name, "--zstd") == 0) {
-            o->zstd = 1;
-            if (val != NULL) {
-                if (progs_parse_u64(val, &n) != 0 || n < 1 || n > 19)
-                    return progs_usage(cmd, "--zstd level must be 1..19");
-                o->zstd_level = (int)n;
-            }
-        } else if (strcmp(name, "--seal-key") == 0) {
-            o->seal_key = val;
-        } else if (strcmp(name, "--key-file") == 0) {
-            o->key_file = val;
-        } else if (strcmp(name, "--password-file") == 0) {
-            o->password_file = val;
-        } else if (strcmp(name, "--with-dependents") == 0) {
-            o->with_dependents = 1;
-        } else if (strcmp(name, "--name") == 0) {
-            o->keep.name_glob = val;
-        } else if (strcmp(name, "--group-by") == 0) {
-            if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
-                return progs_usage(cmd, "--group-by must be source or none, got '%s'", val);
-            o->group_by = val;
-        } else if (strcmp(name, "--keep-within") == 0) {
-            if (parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
-                return progs_usage(cmd,
-                                   "--keep-within needs a duration such as 7d, 36h, 2w, 1y, "
-                                   "got '%s'",
-                                   val);
-        } else {
-            if (progs_parse_u64(val, &n) != 0 || n > 1000000)
-                return progs_usage(cmd, "option %s needs a number, got '%s'", name, val);
-            if (strcmp(name, "--workers") == 0) {
-                if (n < 1 || n > 64)
-                    return progs_usage(cmd, "--workers must be 1..64");
-                o->workers = n;
-            } else if (strcmp(name, "--keep-last") == 0) {
-                o->keep.keep_last = (unsigned)n;
-            } else if (strcmp(name, "--keep-hourly") == 0) {
-                o->keep.keep_hourly = (unsigned)n;
-            } else if (strcmp(name, "--keep-daily") == 0) {
-                o->keep.keep_daily = (unsigned)n;
-            } else if (strcmp(name, "--keep-weekly") == 0) {
-                o->keep.keep_weekly = (unsigned)n;
-            } else if (strcmp(name, "--keep-monthly") == 0) {
-                o->keep.keep_monthly = (unsigned)n;
-            } else if (strcmp(name, "--keep-yearly") == 0) {
-                o->keep.keep_yearly = (unsigned)n;
-            }
-        }
+    uint64_t n = 0;
+    switch (c) {
+    case S_JSON: o->json = progs_json = 1; return 0;
+    case S_QUIET: progs_quiet = 1; return 0; /* no progress line */
+    case S_DRY_RUN: o->dry_run = 1; return 0;
+    case S_FORCE: o->force = 1; return 0;
+    case S_ALL: o->all = 1; return 0;
+    case S_WITH_DEPENDENTS: o->with_dependents = 1; return 0;
+    case S_SEAL_KEY: o->seal_key = val; return 0;
+    case S_KEY_FILE: o->key_file = val; return 0;
+    case S_PASSWORD_FILE: o->password_file = val; return 0;
+    case S_NAME: o->keep.name_glob = val; return 0;
+    case S_ZSTD:
+        o->zstd = 1;
+        if (val != NULL && (progs_parse_u64(val, &n) != 0 || n < 1 || n > 19))
+            return progs_usage(cmd, "--zstd level must be 1..19, got '%s'", val);
+        o->zstd_level = (int)n;
+        return 0;
+    case S_GROUP_BY:
+        if (strcmp(val, "source") != 0 && strcmp(val, "none") != 0)
+            return progs_usage(cmd, "--group-by must be source or none, got '%s'", val);
+        o->group_by = val;
+        return 0;
+    case S_KEEP_WITHIN:
+        if (parse_duration(val, &o->keep.keep_within) != 0 || o->keep.keep_within < 1)
+            return progs_usage(
+                cmd, "--keep-within needs a duration such as 7d, 36h, 2w, 1y, got '%s'", val);
+        return 0;
+    case S_WORKERS:
+        if (progs_parse_u64(val, &n) != 0 || n < 1 || n > 64)
+            return progs_usage(cmd, "--workers must be 1..64, got '%s'", val);
+        o->workers = n;
+        return 0;
+    case S_KEEP_LAST: return keep_count(cmd, name, val, &o->keep.keep_last);
+    case S_KEEP_HOURLY: return keep_count(cmd, name, val, &o->keep.keep_hourly);
+    case S_KEEP_DAILY: return keep_count(cmd, name, val, &o->keep.keep_daily);
+    case S_KEEP_WEEKLY: return keep_count(cmd, name, val, &o->keep.keep_weekly);
+    case S_KEEP_MONTHLY: return keep_count(cmd, name, val, &o->keep.keep_monthly);
+    case S_KEEP_YEARLY: return keep_count(cmd, name, val, &o->keep.keep_yearly);
+    default: return CAIRN_EXIT_USAGE;
     }
-    return 0;
 }
 
 /* --help, option parsing and the positional count shared by every command: returns -1 to go
  * on, else the exit code to return. */
-static int prologue(int argc, char **argv, const char *help, const char *allowed, int npos,
+static int prologue(int argc, char **argv, const char *help, const struct option *opts, int npos,
                     const char *npos_msg, struct sopts *o)
 {
-    if (help_requested(argc, argv)) {
-        printf("%s%s%s", help, progs_secret_help, progs_exit_codes_help);
-        return 0;
+    memset(o, 0, sizeof(*o));
+    struct progs_getopt g = {.cmd = argv[0], .opts = opts, .argc = argc, .argv = argv};
+    int c;
+    while ((c = progs_getopt(&g)) != -1) {
+        if (c == PROGS_OPT_ERR)
+            return g.code;
+        if (c == 'h') {
+            printf("%s%s%s", help, progs_secret_help, progs_exit_codes_help);
+            return 0;
+        }
+        int ec = parse_one(argv[0], c, g.name, g.arg, o);
+        if (ec)
+            return ec;
     }
-    /* Every storage command opens storage, so every one takes the repository's key. */
-    char all[256];
-    snprintf(all, sizeof(all), "%s--key-file --password-file ", allowed);
-    int ec = parse(argc, argv, all, o);
-    if (ec)
-        return ec;
-    if (o->npos != npos)
-        return progs_usage(argv[0], "%s", npos_msg);
+    if ((c = progs_positionals(&g, npos, npos, npos_msg)) >= 0)
+        return c;
+    for (int i = 0; i < npos; i++)
+        o->pos[i] = i == 0 ? progs_location(argv[optind]) : argv[optind + i];
+    o->npos = npos;
     return -1;
 }
 
@@ -197,14 +226,14 @@ static int open_storage(const struct sopts *o, struct cairn_storage **st, struct
 /* ---- list ---- */
 
 static const char list_help[] =
-    "usage: cairn list URL [--json] [--seal-key FILE]\n\n"
+    "usage: cairn list URL [--json] [--seal-key-file FILE]\n\n"
     "List the backups in a storage location, oldest first, with their status:\n"
     "  complete    the MANIFEST exists and is valid\n"
     "  incomplete  no MANIFEST: in progress, failed or interrupted (prune removes old ones)\n"
-    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key\n\n"
+    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key-file\n\n"
     "Options:\n"
     "  --json           one JSON document on stdout\n"
-    "  --seal-key FILE  check MANIFEST seals with this key (32 raw bytes or 64 hex digits)\n\n"
+    "  --seal-key-file FILE  check MANIFEST seals with this key (32 raw bytes or 64 hex digits)\n\n"
     "Examples:\n"
     "  cairn list /var/backups/db\n"
     "  cairn list 's3://backups/db?endpoint=http://127.0.0.1:9000' --json\n\n" URL_HELP;
@@ -214,11 +243,13 @@ static json_t *info_json(const struct cairn_backup_info *i)
     char created[64] = "";
     if (i->created >= 0)
         format_rfc3339(i->created, 0, created, sizeof(created));
-    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:b, s:o}", "name", i->name, "status",
-                     cairn_backup_status_name(i->status), "created",
-                     i->created >= 0 ? json_string(created) : json_null(), "size",
-                     (json_int_t)i->size, "files", (json_int_t)i->files, "kind",
-                     i->kind ? json_string(i->kind) : json_null(), "parent",
+    /* "size" is the old name of stored_bytes (docs/JSON.md). */
+    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o}", "name", i->name,
+                     "status", cairn_backup_status_name(i->status), "created",
+                     i->created >= 0 ? json_string(created) : json_null(), "stored_bytes",
+                     (json_int_t)i->size, "size", (json_int_t)i->size, "files",
+                     (json_int_t)i->files, "kind", i->kind ? json_string(i->kind) : json_null(),
+                     "source", i->source ? json_string(i->source) : json_null(), "parent",
                      i->parent ? json_string(i->parent) : json_null(), "sealed", i->sealed, "error",
                      i->error ? json_string(i->error) : json_null());
 }
@@ -226,8 +257,7 @@ static json_t *info_json(const struct cairn_backup_info *i)
 int cmd_list(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, list_help, "--json --seal-key ", 1,
-                      "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, list_help, list_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -243,13 +273,14 @@ int cmd_list(int argc, char **argv)
         json_t *arr = json_array();
         for (size_t i = 0; i < l.count; i++)
             json_array_append_new(arr, info_json(&l.items[i]));
-        progs_print_json(json_pack("{s:b, s:s, s:o}", "ok", 1, "url", o.pos[0], "backups", arr));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:o}", "ok", 1, "location", o.pos[0], "url",
+                                   o.pos[0], "backups", arr));
     } else {
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
         else
-            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "SIZE", "FILES",
-                   "KIND");
+            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "STORED",
+                   "FILES", "KIND");
         for (size_t i = 0; i < l.count; i++) {
             const struct cairn_backup_info *it = &l.items[i];
             char created[64] = "-", size[32] = "-";
@@ -351,8 +382,7 @@ static const struct cairn_lock_opts rm_lock_opts = {.command = "rm"};
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, rm_help, "--json --with-dependents ", 2,
-                      "expected a storage URL and a backup name", &o);
+    int ec = prologue(argc, argv, rm_help, rm_opts, 2, "a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -385,8 +415,9 @@ int cmd_rm(int argc, char **argv)
         return progs_fail(&err);
     }
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:o}", "ok", 1, "removed", o.pos[1], "dependents_removed", deps));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "removed", o.pos[1], "dependents_removed",
+                                   deps));
     else {
         json_decref(deps);
         printf("removed %s\n", o.pos[1]);
@@ -397,17 +428,19 @@ int cmd_rm(int argc, char **argv)
 /* ---- verify ---- */
 
 static const char verify_help[] =
-    "usage: cairn verify URL NAME [--json] [--workers N] [--seal-key FILE]\n\n"
+    "usage: cairn verify URL NAME [--json] [--workers N] [--seal-key-file FILE]\n\n"
     "Re-read every file of a backup and check its size and SHA-256 (stored and, for compressed\n"
     "files, decompressed) against the MANIFEST. Exit code 3 when anything does not match.\n\n"
     "Options:\n"
     "  --workers N      files checked in parallel (default 4)\n"
-    "  --seal-key FILE  also require the MANIFEST seal made with this key\n"
+    "  --seal-key-file FILE  also require the MANIFEST seal made with this key\n"
     "  --json           per-file results as JSON\n"
     "  --quiet          no progress line (stderr)\n\n"
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
+/* One line (or JSON element) per file as its check completes: streamed, so a split MANIFEST
+ * of any size is never held in memory. */
 struct verify_out {
     json_t *files;
     int json;
@@ -420,23 +453,23 @@ static void verify_cb(void *arg, const struct cairn_manifest_file *f, int rc,
     struct verify_out *v = arg;
     progs_progress_add(v->pr, f->size);
     progs_progress_item_done(v->pr);
-    if (v->json) {
+    if (v->json)
         json_array_append_new(v->files,
-                              json_pack("{s:s, s:I, s:b, s:o}", "name", f->name, "size",
+                              json_pack("{s:s, s:I, s:I, s:b, s:o}", "name", f->name,
+                                        "stored_bytes", (json_int_t)f->size, "size",
                                         (json_int_t)f->size, "ok", rc == CAIRN_OK, "error",
                                         rc == CAIRN_OK ? json_null() : json_string(e->msg)));
-    } else if (rc == CAIRN_OK) {
+    else if (rc == CAIRN_OK)
         printf("ok    %s (%llu bytes)\n", f->name, (unsigned long long)f->logical_size);
-    } else {
+    else
         printf("FAIL  %s: %s\n", f->name, e->msg);
-    }
 }
 
 int cmd_verify(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, verify_help, "--json --quiet --workers --seal-key ", 2,
-                      "expected a storage URL and a backup name", &o);
+    int ec =
+        prologue(argc, argv, verify_help, verify_opts, 2, "a storage URL and a backup name", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -459,9 +492,12 @@ int cmd_verify(int argc, char **argv)
     if (rc != CAIRN_OK) {
         if (o.json && json_array_size(v.files) > 0) {
             int code = cairn_exit_code(rc);
-            progs_print_json(json_pack("{s:b, s:s, s:o, s:s, s:s, s:i}", "ok", 0, "backup",
-                                       o.pos[1], "files", v.files, "error", err.msg, "status",
-                                       cairn_status_name(rc), "exit_code", code));
+            json_t *j = json_pack("{s:b, s:s, s:s, s:o}", "ok", 0, "name", o.pos[1], "location",
+                                  o.pos[0], "files", v.files);
+            json_object_set_new(j, "error",
+                                json_pack("{s:s, s:i, s:s}", "code", cairn_status_name(rc), "exit",
+                                          code, "message", err.msg));
+            progs_print_json(j);
             fprintf(stderr, "cairn: error: %s\n", err.msg);
             return code;
         }
@@ -469,8 +505,8 @@ int cmd_verify(int argc, char **argv)
         return progs_fail(&err);
     }
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:o}", "ok", 1, "backup", o.pos[1], "files", v.files));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "backup", o.pos[1], "files", v.files));
     else {
         json_decref(v.files);
         printf("backup %s verified: %zu file(s) match the MANIFEST\n", o.pos[1], nfiles);
@@ -484,7 +520,7 @@ static const char prune_help[] =
     "usage: cairn prune URL [--keep-last N] [--keep-hourly N] [--keep-daily N]\n"
     "                   [--keep-weekly N] [--keep-monthly N] [--keep-yearly N]\n"
     "                   [--keep-within DURATION] [--group-by source|none] [--name GLOB]\n"
-    "                   [--dry-run] [--json] [--seal-key FILE]\n\n"
+    "                   [--dry-run] [--json] [--seal-key-file FILE]\n\n"
     "Remove old backups. Age is the creation time in each MANIFEST, never the name. Only\n"
     "complete backups count for the --keep rules, which apply per group (the MANIFEST's source,\n"
     "unless --group-by none); a backup is kept when any rule keeps it:\n"
@@ -554,10 +590,7 @@ static int prune_one(struct cairn_storage *st, const struct sopts *o,
 int cmd_prune(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, prune_help,
-                      "--json --dry-run --keep-last --keep-hourly --keep-daily --keep-weekly "
-                      "--keep-monthly --keep-yearly --keep-within --group-by --name --seal-key ",
-                      1, "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, prune_help, prune_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     o.keep.group_by_source = o.group_by == NULL || strcmp(o.group_by, "source") == 0;
@@ -623,12 +656,17 @@ int cmd_prune(int argc, char **argv)
     cairn_lock_release(lock);
     cairn_storage_free(st);
     int code = first_rc == CAIRN_OK ? 0 : cairn_exit_code(first_rc);
-    if (o.json)
-        progs_print_json(json_pack("{s:b, s:b, s:o, s:o, s:o, s:o, s:I}", "ok",
-                                   first_rc == CAIRN_OK, "dry_run", o.dry_run, "removed", removed,
-                                   "kept", kept, "failed", failed, "decisions", decisions,
-                                   "warnings", (json_int_t)nwarn));
-    else {
+    if (o.json) {
+        json_t *j =
+            json_pack("{s:b, s:s, s:b, s:o, s:o, s:o, s:o, s:I}", "ok", first_rc == CAIRN_OK,
+                      "location", o.pos[0], "dry_run", o.dry_run, "removed", removed, "kept", kept,
+                      "failed", failed, "decisions", decisions, "warnings", (json_int_t)nwarn);
+        if (first_rc != CAIRN_OK) /* the partial result, and the error as every command has it */
+            json_object_set_new(j, "error",
+                                json_pack("{s:s, s:i, s:s}", "code", cairn_status_name(first_rc),
+                                          "exit", code, "message", first_err.msg));
+        progs_print_json(j);
+    } else {
         json_decref(removed);
         json_decref(kept);
         json_decref(failed);
@@ -668,8 +706,7 @@ static json_t *lock_json(const struct cairn_lock_info *li, int removed)
 int cmd_unlock(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, unlock_help, "--json --all --force ", 1,
-                      "expected exactly one storage URL", &o);
+    int ec = prologue(argc, argv, unlock_help, unlock_opts, 1, "a storage URL", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -677,7 +714,7 @@ int cmd_unlock(int argc, char **argv)
     struct cairn_lock_list removed = {0}, left = {0};
     int rc = open_storage(&o, &st, &err);
     if (rc == CAIRN_OK)
-        rc = cairn_storage_unlock(st, o.all || o.force, &removed, &err);
+        rc = cairn_storage_unlock(st, o.all, &removed, &err);
     if (rc == CAIRN_OK)
         rc = cairn_storage_locks(st, &left, &err);
     cairn_storage_free(st);
@@ -698,8 +735,8 @@ int cmd_unlock(int argc, char **argv)
             printf("%s %s: %s\n", i < removed.count ? "removed" : "kept   ", li->object, desc);
     }
     if (o.json)
-        progs_print_json(json_pack("{s:b, s:I, s:o}", "ok", 1, "removed", (json_int_t)removed.count,
-                                   "locks", arr));
+        progs_print_json(json_pack("{s:b, s:s, s:I, s:o}", "ok", 1, "location", o.pos[0], "removed",
+                                   (json_int_t)removed.count, "locks", arr));
     else {
         json_decref(arr);
         printf("%zu lock(s) removed, %zu left\n", removed.count, left.count);
@@ -712,7 +749,8 @@ int cmd_unlock(int argc, char **argv)
 /* ---- put / get (local paths) ---- */
 
 static const char put_help[] =
-    "usage: cairn put URL NAME PATH [--zstd[=LEVEL]] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "usage: cairn put URL NAME PATH [--zstd[=LEVEL]] [--workers N] [--seal-key-file FILE] "
+    "[--json]\n\n"
     "Store a local file or directory tree as backup NAME (regular files and directories;\n"
     "symlinks, devices, FIFOs and sockets are skipped with a warning). Files are transferred\n"
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
@@ -725,7 +763,7 @@ static const char put_help[] =
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
     "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"
     "  --workers N      files in parallel (default 4)\n"
-    "  --seal-key FILE  seal the MANIFEST with HMAC-SHA-256\n"
+    "  --seal-key-file FILE  seal the MANIFEST with HMAC-SHA-256\n"
     "  --quiet          no progress line (stderr)\n\n"
     "Example:\n"
     "  cairn put /var/backups/etc auto /etc --zstd\n\n" URL_HELP;
@@ -748,8 +786,8 @@ static void file_done_cb(void *arg)
 int cmd_put(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, put_help, "--json --quiet --zstd --workers --seal-key ", 3,
-                      "expected a storage URL, a backup name and a local path", &o);
+    int ec = prologue(argc, argv, put_help, put_opts, 3,
+                      "a storage URL, a backup name and a local path", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -787,9 +825,9 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (o.json) {
-        progs_print_json(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "backup", name, "vanished",
-                                   (json_int_t)stats.vanished, "changed",
-                                   (json_int_t)stats.changed));
+        progs_print_json(json_pack(
+            "{s:b, s:s, s:s, s:s, s:I, s:I}", "ok", 1, "name", name, "location", o.pos[0], "backup",
+            name, "vanished", (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
     } else {
         printf("backup %s complete\n", name);
         if (stats.vanished || stats.changed)
@@ -801,7 +839,7 @@ int cmd_put(int argc, char **argv)
 }
 
 static const char get_help[] =
-    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key FILE] [--json]\n\n"
+    "usage: cairn get URL NAME DIR [--force] [--workers N] [--seal-key-file FILE] [--json]\n\n"
     "Restore a backup made by 'cairn put' into DIR, which must not exist or be empty. The\n"
     "tree is written into a temporary directory beside DIR, every file is verified against\n"
     "the MANIFEST, and only then is it moved into place: on any failure DIR is as it was.\n"
@@ -816,8 +854,8 @@ static const char get_help[] =
 int cmd_get(int argc, char **argv)
 {
     struct sopts o;
-    int ec = prologue(argc, argv, get_help, "--json --quiet --workers --seal-key --force ", 3,
-                      "expected a storage URL, a backup name and a target directory", &o);
+    int ec = prologue(argc, argv, get_help, get_opts, 3,
+                      "a storage URL, a backup name and a target directory", &o);
     if (ec >= 0)
         return ec;
     struct cairn_err err;
@@ -840,8 +878,8 @@ int cmd_get(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (o.json)
-        progs_print_json(
-            json_pack("{s:b, s:s, s:s}", "ok", 1, "backup", o.pos[1], "target", o.pos[2]));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "name", o.pos[1],
+                                   "location", o.pos[0], "target", o.pos[2], "backup", o.pos[1]));
     else
         printf("restored %s into %s\n", o.pos[1], o.pos[2]);
     return 0;

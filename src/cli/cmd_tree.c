@@ -27,7 +27,7 @@ static int open_backup(const struct tree_cli *c, const char *url, const char *na
     int rc = progs_secret_load(c->key_file, c->password_file, &sec, err);
     if (rc != CAIRN_OK)
         return rc;
-    rc = cairn_storage_open(url, st, err);
+    rc = cairn_storage_open(progs_location(url), st, err);
     if (rc == CAIRN_OK && progs_secret(&sec) != NULL)
         rc = cairn_storage_set_secret(*st, progs_secret(&sec), err);
     progs_secret_free(&sec);
@@ -188,41 +188,42 @@ static void ls_usage(FILE *out)
             progs_secret_help, progs_exit_codes_help);
 }
 
-static const struct option tree_opts[] = {{"json", no_argument, NULL, 'j'},
-                                          {"key-file", required_argument, NULL, 'K'},
-                                          {"repo-password-file", required_argument, NULL, 'W'},
-                                          {"seal-key", required_argument, NULL, 'S'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+const struct option tree_opts[] = {{"json", no_argument, NULL, 'j'},
+                                   {"key-file", required_argument, NULL, 'K'},
+                                   {"repo-password-file", required_argument, NULL, 'W'},
+                                   {"seal-key", required_argument, NULL, 'S'},
+                                   {"seal-key-file", required_argument, NULL, 'S'},
+                                   {"help", no_argument, NULL, 'h'},
+                                   {NULL, 0, NULL, 0}};
 
-/* Parses the shared options; returns -1 to go on, else the exit code. */
+/* Parses the shared options (the programs' one parser) and checks min..max positionals;
+ * returns -1 to go on, else the exit code. */
 static int tree_getopt(const char *cmd, int argc, char **argv, struct tree_cli *c,
-                       void (*usage)(FILE *))
+                       void (*usage)(FILE *), int min, int max, const char *what)
 {
+    struct progs_getopt g = {.cmd = cmd, .opts = tree_opts, .argc = argc, .argv = argv};
     int ch;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "", tree_opts, NULL)) != -1) {
+    while ((ch = progs_getopt(&g)) != -1) {
         switch (ch) {
         case 'j': progs_json = 1; break;
-        case 'K': c->key_file = optarg; break;
-        case 'W': c->password_file = optarg; break;
-        case 'S': c->seal_key = optarg; break;
+        case 'K': c->key_file = g.arg; break;
+        case 'W': c->password_file = g.arg; break;
+        case 'S': c->seal_key = g.arg; break;
         case 'h': usage(stdout); return 0;
-        default: return progs_usage(cmd, "invalid option");
+        default: return g.code;
         }
     }
-    return -1;
+    return progs_positionals(&g, min, max, what);
 }
 
 int cmd_ls(int argc, char **argv)
 {
     struct tree_cli c = {0};
-    int ec = tree_getopt("ls", argc, argv, &c, ls_usage);
+    int ec = tree_getopt("ls", argc, argv, &c, ls_usage, 2, 3,
+                         "a storage URL, a backup name and an optional path");
     if (ec >= 0)
         return ec;
     int npos = argc - optind;
-    if (npos != 2 && npos != 3)
-        return progs_usage("ls", "expected STORAGE_URL NAME [PATH]");
     char *prefix = xstrdup(npos == 3 ? argv[optind + 2] : "");
     char *p = prefix;
     while (*p == '/')
@@ -241,9 +242,14 @@ int cmd_ls(int argc, char **argv)
         rc = cairn_err_set(&err, CAIRN_E_NOTFOUND, "backup '%s' has no '%s'", argv[optind + 1], p);
     if (rc == CAIRN_OK && s.entries != NULL) {
         json_t *tree = json_object_get(cairn_backup_meta(b), "tree");
-        json_t *out = json_pack("{s:s, s:O*, s:O*, s:o}", "backup", argv[optind + 1], "root",
-                                json_object_get(tree, "root"), "root_meta",
-                                json_object_get(tree, "root_meta"), "entries", s.entries);
+        json_t *out = progs_json_result(); /* docs/JSON.md: name, location, then the tree */
+        json_object_set_new(out, "name", json_string(argv[optind + 1]));
+        json_object_set_new(out, "location", json_string(cairn_storage_url(st)));
+        json_object_set_new(out, "backup", json_string(argv[optind + 1])); /* old key */
+        json_t *root = json_object_get(tree, "root"), *meta = json_object_get(tree, "root_meta");
+        json_object_set(out, "root", root != NULL ? root : json_null());
+        json_object_set(out, "root_meta", meta != NULL ? meta : json_null());
+        json_object_set_new(out, "entries", s.entries);
         s.entries = NULL;
         progs_print_json(out);
     }
@@ -359,11 +365,10 @@ static void diff_usage(FILE *out)
 int cmd_diff(int argc, char **argv)
 {
     struct tree_cli c = {0};
-    int ec = tree_getopt("diff", argc, argv, &c, diff_usage);
+    int ec =
+        tree_getopt("diff", argc, argv, &c, diff_usage, 3, 3, "a storage URL and two backup names");
     if (ec >= 0)
         return ec;
-    if (argc - optind != 3)
-        return progs_usage("diff", "expected STORAGE_URL A B");
     const char *url = argv[optind], *na = argv[optind + 1], *nb = argv[optind + 2];
     struct diff_state s = {json_object(), progs_json ? json_array() : NULL, {0}};
     struct cairn_err err = {0};
@@ -397,12 +402,15 @@ int cmd_diff(int argc, char **argv)
         json_decref(s.changes);
         return progs_fail(&err);
     }
-    if (s.changes != NULL)
-        progs_print_json(json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "a", na, "b", nb,
-                                   "changes", s.changes, "added", (json_int_t)s.n[0], "removed",
-                                   (json_int_t)s.n[1], "modified", (json_int_t)s.n[2], "metadata",
-                                   (json_int_t)s.n[3]));
-    else
+    if (s.changes != NULL) {
+        json_t *out = progs_json_result();
+        json_object_set_new(out, "location", json_string(progs_location(url)));
+        json_object_update_new(out, json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:I}", "a", na, "b",
+                                              nb, "changes", s.changes, "added", (json_int_t)s.n[0],
+                                              "removed", (json_int_t)s.n[1], "modified",
+                                              (json_int_t)s.n[2], "metadata", (json_int_t)s.n[3]));
+        progs_print_json(out);
+    } else
         printf("%s -> %s: %llu added, %llu removed, %llu modified, %llu metadata only\n", na, nb,
                (unsigned long long)s.n[0], (unsigned long long)s.n[1], (unsigned long long)s.n[2],
                (unsigned long long)s.n[3]);

@@ -66,7 +66,14 @@ int cairn_err_wrap(struct cairn_err *err, int code, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
     old[sizeof(old) - 1] = '\0';
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    /* Two layers naming the same thing ("backup 'b' file 'f'") say it once: the inner
+     * context is dropped when the new prefix starts with it. */
+    const char *rest = old, *colon = strstr(old, ": ");
+    size_t head = colon ? (size_t)(colon - old) : 0;
+    if (head >= 8 && strncmp(prefix, old, head) == 0 &&
+        (prefix[head] == '\0' || prefix[head] == ':'))
+        rest = colon + 2;
+    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, rest);
     msg_escape(err);
     err->code = code;
     return code;
@@ -139,7 +146,8 @@ int cairn_exit_code(int code)
 {
     switch (code) {
     case CAIRN_OK: return CAIRN_EXIT_OK;
-    case CAIRN_E_INVALID: return CAIRN_EXIT_USAGE;
+    case CAIRN_E_INVALID:
+    case CAIRN_E_UNSUPPORTED: return CAIRN_EXIT_USAGE; /* an unknown URL scheme, a newer format */
     case CAIRN_E_CORRUPT: return CAIRN_EXIT_CORRUPT;
     case CAIRN_E_SEAL: return CAIRN_EXIT_SEAL;
     case CAIRN_E_NOTFOUND: return CAIRN_EXIT_NOTFOUND;

@@ -1,6 +1,7 @@
 /* cairnd run: the backup scheduler daemon. */
 #include <errno.h>
 #include <stdarg.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -99,6 +100,10 @@ static const char k_help[] =
     "  --json               with --dry-run: print one JSON object\n"
     "  --log-format F       override the config's log-format\n"
     "  --log-level L        override the config's log-level\n"
+    "\n"
+    "Examples:\n"
+    "  cairnd run --config /etc/cairn/cairnd.conf\n"
+    "  cairnd run --config=/etc/cairn/cairnd.conf --dry-run --json\n"
     "\n";
 
 /* systemd's notification socket (Type=notify): READY, RELOADING, STOPPING, STATUS. A no-op
@@ -476,32 +481,40 @@ struct run_opts {
     int dry_run, fake_clock_opt;
 };
 
+const struct option run_opts_table[] = {{"config", required_argument, NULL, 'c'},
+                                        {"dry-run", no_argument, NULL, 'n'},
+                                        {"json", no_argument, NULL, 'j'},
+                                        {"log-format", required_argument, NULL, 'f'},
+                                        {"log-level", required_argument, NULL, 'l'},
+                                        {"fake-clock", required_argument, NULL, 'C'},
+                                        {"help", no_argument, NULL, 'h'},
+                                        {NULL, 0, NULL, 0}};
+
 /* cairnd run's options into o: -1 to go on, else the exit code (--help, a usage error). */
 static int run_args(int argc, char **argv, struct run_opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    struct progs_getopt g = {.cmd = "run", .opts = run_opts_table, .argc = argc, .argv = argv};
+    int c;
+    while ((c = progs_getopt(&g)) != -1) {
+        switch (c) {
+        case 'h':
             fputs(k_help, stdout);
             fputs(progs_exit_codes_help, stdout);
             return 0;
-        } else if (strcmp(a, "--dry-run") == 0) {
-            o->dry_run = 1;
-        } else if (strcmp(a, "--json") == 0) {
-            progs_json = 1;
-        } else if (i + 1 < argc && strcmp(a, "--config") == 0) {
-            o->config = argv[++i];
-        } else if (i + 1 < argc && strcmp(a, "--log-format") == 0) {
-            o->log_format = argv[++i];
-        } else if (i + 1 < argc && strcmp(a, "--log-level") == 0) {
-            o->log_level = argv[++i];
-        } else if (i + 1 < argc && strcmp(a, "--fake-clock") == 0) {
-            o->fake_clock = argv[++i]; /* tests only: "now" is read from this file */
+        case 'n': o->dry_run = 1; break;
+        case 'j': progs_json = 1; break;
+        case 'c': o->config = g.arg; break;
+        case 'f': o->log_format = g.arg; break;
+        case 'l': o->log_level = g.arg; break;
+        case 'C': /* tests only: "now" is read from this file */
+            o->fake_clock = g.arg;
             o->fake_clock_opt = 1;
-        } else {
-            return progs_usage("run", "unknown or incomplete option '%s'", a);
+            break;
+        default: return g.code;
         }
     }
+    if ((c = progs_positionals(&g, 0, 0, "no arguments")) >= 0)
+        return c;
     if (o->config == NULL)
         return progs_usage("run", "--config FILE is required");
     if (o->log_format && strcmp(o->log_format, "plain") != 0 && strcmp(o->log_format, "json") != 0)

@@ -55,7 +55,9 @@ static void serve_usage(FILE *out)
             "                 speak no TLS); without it they are refused\n"
             "  --log-json     log JSON lines; --log-level debug|info|warn|error (default info)\n\n"
             "Prints \"listening on ADDR\" on stdout once bound; stops on SIGTERM or SIGINT.\n\n"
-            "Example, TLS with client certificates, read-only:\n"
+            "Examples:\n"
+            "  cairnd serve --data /var/lib/influxdb/data --listen 127.0.0.1:8088\n"
+            "TLS with client certificates, read-only:\n"
             "  cairnd serve --data /var/lib/influxdb/data --listen 0.0.0.0:8088 \\\n"
             "      --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n");
 }
@@ -104,26 +106,26 @@ static int limit_opt(int c, const char *arg, struct cairn_influx_server_opts *so
     return 0;
 }
 
-static const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'},
-                                           {"meta", required_argument, NULL, 'm'},
-                                           {"listen", required_argument, NULL, 'l'},
-                                           {"max-conns", required_argument, NULL, 'c'},
-                                           {"idle-timeout", required_argument, NULL, 't'},
-                                           {"max-upload", required_argument, NULL, 'u'},
-                                           {"max-conns-per-addr", required_argument, NULL, 'p'},
-                                           {"request-deadline", required_argument, NULL, 'D'},
-                                           {"slow-rate", required_argument, NULL, 's'},
-                                           {"mem-budget", required_argument, NULL, 'b'},
-                                           {"allow-restore", no_argument, NULL, 'R'},
-                                           {"allow-overwrite", no_argument, NULL, 'O'},
-                                           {"log-json", no_argument, NULL, 'j'},
-                                           {"log-level", required_argument, NULL, 'v'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {"tls-cert", required_argument, NULL, 'C'},
-                                           {"tls-key", required_argument, NULL, 'K'},
-                                           {"tls-client-ca", required_argument, NULL, 'A'},
-                                           {"tls-allow-plain", no_argument, NULL, 'P'},
-                                           {NULL, 0, NULL, 0}};
+const struct option serve_opts[] = {{"data", required_argument, NULL, 'd'},
+                                    {"meta", required_argument, NULL, 'm'},
+                                    {"listen", required_argument, NULL, 'l'},
+                                    {"max-conns", required_argument, NULL, 'c'},
+                                    {"idle-timeout", required_argument, NULL, 't'},
+                                    {"max-upload", required_argument, NULL, 'u'},
+                                    {"max-conns-per-addr", required_argument, NULL, 'p'},
+                                    {"request-deadline", required_argument, NULL, 'D'},
+                                    {"slow-rate", required_argument, NULL, 's'},
+                                    {"mem-budget", required_argument, NULL, 'b'},
+                                    {"allow-restore", no_argument, NULL, 'R'},
+                                    {"allow-overwrite", no_argument, NULL, 'O'},
+                                    {"log-json", no_argument, NULL, 'j'},
+                                    {"log-level", required_argument, NULL, 'v'},
+                                    {"help", no_argument, NULL, 'h'},
+                                    {"tls-cert", required_argument, NULL, 'C'},
+                                    {"tls-key", required_argument, NULL, 'K'},
+                                    {"tls-client-ca", required_argument, NULL, 'A'},
+                                    {"tls-allow-plain", no_argument, NULL, 'P'},
+                                    {NULL, 0, NULL, 0}};
 
 struct serve_args {
     struct cairn_influx_server_opts so;
@@ -138,8 +140,8 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
     struct cairn_influx_server_opts *so = &a->so;
     int c, rc;
     a->level = CAIRN_LOG_INFO;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", serve_opts, NULL)) != -1) {
+    struct progs_getopt g = {.cmd = "serve", .opts = serve_opts, .argc = argc, .argv = argv};
+    while ((c = progs_getopt(&g)) != -1) {
         switch (c) {
         case 'd': a->data = optarg; break;
         case 'm': a->meta = optarg; break;
@@ -167,7 +169,7 @@ static int parse_serve_args(int argc, char **argv, struct serve_args *a)
                 return progs_usage("serve", "invalid --log-level '%s'", optarg);
             break;
         case 'h': serve_usage(stdout); return 0;
-        default: return progs_usage("serve", "invalid option");
+        default: return g.code;
         }
     }
     if (optind != argc)

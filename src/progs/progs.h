@@ -9,11 +9,54 @@
 #include "cairn/err.h"
 #include "cairn/repo.h"
 
+struct option;
+
+/* One entry of a program's command table. A new command is one entry: name, summary and
+ * run are enough; opts and json_keys feed `cairn help --all --json` and docs/CLI.md. */
 struct progs_cmd {
     const char *name;
     const char *summary;
     int (*run)(int argc, char **argv); /* argv[0] is the command name; returns an exit code */
+    const struct option *opts;         /* its getopt_long table (NULL: not listed) */
+    const char *json_keys;             /* top-level keys of its --json result, space separated */
+    const char *usage;                 /* its synopsis, one line per form */
+    const char *exits;                 /* the exit codes it can return, space separated */
 };
+
+/* The one option parser (src/progs/opts.c): getopt_long over opts (which must hold
+ * {"help", no_argument, NULL, 'h'}; -h is always a short option) with cairn's errors:
+ * exact names only (no abbreviations), "did you mean" for unknown options, boolean flags
+ * refuse a value (--json=0), a required value that is another option of the table is
+ * refused, -- ends options. Positionals are argv[optind..argc) after it returns -1.
+ *   struct progs_getopt g = {.cmd = "list", .opts = list_opts, .argc = argc, .argv = argv};
+ *   while ((c = progs_getopt(&g)) != -1) switch (c) { ...; default: return g.code; }
+ * A usage error was printed (and made a JSON object under --json) when it returns
+ * PROGS_OPT_ERR; g.code is then the exit code. */
+#define PROGS_OPT_ERR (-2)
+struct progs_getopt {
+    const char *cmd; /* named in errors: "backup", "snapshot save" */
+    const struct option *opts;
+    int argc;
+    char **argv;
+    const char *shortopts; /* short options besides h (getopt syntax), or NULL */
+    const char *arg;       /* the value of the option returned, or NULL */
+    const char *name;      /* the long name of the option returned */
+    int code;              /* the exit code after PROGS_OPT_ERR */
+    int started;
+    char shortbuf[40];
+};
+int progs_getopt(struct progs_getopt *g);
+/* After the options: -1 when min..max positionals are left, else prints a usage error
+ * naming what (e.g. "a storage URL and a backup name") and returns its exit code. */
+int progs_positionals(struct progs_getopt *g, int min, int max, const char *what);
+/* Edit distance (with swaps) and the closest of names to given, or NULL if none is close. */
+size_t progs_edit_distance(const char *a, const char *b);
+const char *progs_did_you_mean(const char *given, const char *const *names, size_t n);
+
+/* The JSON vocabulary's version (docs/JSON.md), the first key of every --json object. */
+#define PROGS_JSON_FORMAT_VERSION 1
+/* A --json result: {"format_version":1,"ok":true} to add keys to. */
+json_t *progs_json_result(void);
 
 /* The main() of both programs: --help/-h/help, --version, then the command table.
  * intro is printed under the usage line (may be ""). Returns the exit code. */
@@ -23,15 +66,26 @@ int progs_dispatch(const struct progs_cmd *cmds, size_t ncmds, const char *intro
 /* Print j (taken; NULL prints nothing) as one compact line on stdout: every --json result
  * is one JSON object per line. */
 void progs_print_json(json_t *j);
+/* progs_print_json with n members whose values are JSON text made elsewhere (keys[i] gets
+ * raws[i] verbatim): uint64 numbers past json_int_t and Go's own encodings stay exact. */
+void progs_print_json_raw(json_t *j, size_t n, const char *const *keys, const char *const *raws);
 /* Print "cairn: error: <msg>" (or a JSON object when --json is active) and map to an exit code. */
 int progs_fail(const struct cairn_err *err);
-/* Print "cairn <cmd>: <msg>" plus a hint to use --help; returns CAIRN_EXIT_USAGE. */
+/* The error object of --json on stdout: {"format_version":1,"ok":false,"error":{"code":
+ * code (NULL: err's status name),"exit":exit_code,"message":err's message}}. */
+void progs_fail_json(const struct cairn_err *err, int exit_code, const char *code);
+/* Print "cairn <cmd>: <msg>" on one line (and the JSON error object on stdout under --json);
+ * returns CAIRN_EXIT_USAGE. */
 int progs_usage(const char *cmd, const char *fmt, ...) CAIRN_PRINTF(2, 3);
 /* Program name used in messages ("cairn" or "cairnd"). */
 extern const char *progs_progname;
 /* Set by commands that took --json: errors are then printed as JSON on stdout too. */
 extern int progs_json;
 
+/* A storage location as given on the command line: a plain relative path ("backups",
+ * "./backups") is a directory relative to the current one, made absolute; URLs (file:///,
+ * s3://) and absolute paths are returned as they are. docs/CLI.md. */
+const char *progs_location(const char *arg);
 /* Parse unsigned decimal; returns 0 or -1. */
 int progs_parse_u64(const char *s, uint64_t *out);
 

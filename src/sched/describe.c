@@ -5,7 +5,8 @@
 
 void sched_describe(const struct cairn_sched *s, FILE *out, int json)
 {
-    json_t *root = json ? json_object() : NULL;
+    /* The CLI's JSON envelope (docs/JSON.md). */
+    json_t *root = json ? json_pack("{s:i, s:b}", "format_version", 1, "ok", 1) : NULL;
     json_t *arr = json ? json_array() : NULL;
     char now[40];
     sched_fmt_time(s->boot_now, now, sizeof(now));
@@ -44,7 +45,7 @@ void sched_describe(const struct cairn_sched *s, FILE *out, int json)
         json_object_set_new(root, "now", json_string(now));
         json_object_set_new(root, "store", json_string(cairn_state_store_kind(s->store)));
         json_object_set_new(root, "schedules", arr);
-        json_dumpf(root, out, JSON_COMPACT);
+        json_dumpf(root, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
         fputc('\n', out);
         json_decref(root);
     }

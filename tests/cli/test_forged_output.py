@@ -110,7 +110,7 @@ def s3_parts(port, env):
     rc, out, err = run([CAIRN, "list", "--json", url("hostile")], env)
     try:
         doc = json.loads(out)
-        check(SHOWN in doc.get("error", ""), "--json error holds the escaped text")
+        check(SHOWN in doc.get("error", {}).get("message", ""), "--json error holds the escaped text")
     except ValueError as e:
         check(False, "--json output is JSON: %s: %r" % (e, out[:300]))
     unforged(out, "cairn list --json stdout")

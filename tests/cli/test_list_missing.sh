@@ -10,7 +10,7 @@ expect_fail 5 "no such storage location" "$B/cairn" list "$T/no/such/dir"
 expect_fail 5 "no such storage location" "$B/cairn" list "file://$T/no/such/dir"
 expect_fail 5 "no such storage location" "$B/cairn" prune "$T/no/such/dir" --keep-last 1
 "$B/cairn" list "$T/no/such/dir" --json >"$T/l.json" 2>/dev/null || true
-grep -q '"exit_code":5' "$T/l.json" || fail "json: $(cat "$T/l.json")"
+grep -q '"error":{"code":"not-found","exit":5' "$T/l.json" || fail "json: $(cat "$T/l.json")"
 [ ! -e "$T/no" ] || fail "list created the location"
 
 mkdir "$T/empty"

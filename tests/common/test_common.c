@@ -26,6 +26,17 @@ TEST(err_format_and_wrap)
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_NOSPACE), 7);
     CHECK_EQ_INT(cairn_exit_code(CAIRN_E_CANCELLED), 130); /* README: cancelled by a signal */
     CHECK_EQ_INT(cairn_err_set(NULL, CAIRN_E_IO, "ignored"), CAIRN_E_IO);
+    /* The same context from two layers is said once (issue 19). */
+    cairn_err_set(&err, CAIRN_E_IO, "backup 'd' file 'f': write: disk full");
+    cairn_err_wrap(&err, CAIRN_E_IO, "backup '%s' file '%s'", "d", "f");
+    CHECK_EQ_STR(err.msg, "backup 'd' file 'f': write: disk full");
+    cairn_err_wrap(&err, CAIRN_E_IO, "backup 'd' file 'f': read source");
+    CHECK_EQ_STR(err.msg, "backup 'd' file 'f': read source: write: disk full");
+    cairn_err_wrap(&err, CAIRN_E_IO, "backup 'e'");
+    CHECK_EQ_STR(err.msg, "backup 'e': backup 'd' file 'f': read source: write: disk full");
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_UNSUPPORTED), 2); /* cairn list http://x/y */
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_DENIED), 9);      /* S3 403 */
+    CHECK_EQ_INT(cairn_exit_code(CAIRN_E_PERM), 7);        /* a local EACCES */
 }
 
 /* Peer text in logs and on terminals: controls, C1, bidi and invalid UTF-8 made visible,

@@ -240,7 +240,7 @@ def part_restore(tmp, store, want_md5, before):
     rc, out, err = cairn("restore", store, "p1", "--into", into)
     check(rc == 6, "restore into an existing directory: exit %d (want 6): %s" % (rc, err))
     rc, out, err = cairn("restore", store, "p1", "--to", "postgresql://127.0.0.1:1")
-    check(rc == 1 and "--into" in err, "restore to a running server explains: %d %s" % (rc, err))
+    check(rc == 2 and "--into" in err, "restore to a running server explains: %d %s" % (rc, err))
 
 
 def part_timeline(tmp, store, want_md5):

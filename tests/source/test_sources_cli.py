@@ -98,7 +98,7 @@ def redis_case(tmp):
         if not check(rc == 0, "redis restore: rc %d %s" % (rc, err)):
             return
         rc, out, err = cairn("restore", store, "r1", "--to", "redis://127.0.0.1:1")
-        check(rc == 1 and "--into" in err, "restore to a running redis explains: %d %s" % (rc, err))
+        check(rc == 2 and "--into" in err, "restore to a running redis explains: %d %s" % (rc, err))
         copy = rs.RedisServer(into)
         problems = rs.compare(c, copy.client())
         check(not problems, "restored redis differs: %s" % problems)

@@ -1,0 +1,26 @@
+# bash completion for cairn and cairnd. Commands and options come from the programs
+# themselves (`cairn help --commands`, `cairn help --options CMD`), so they never drift.
+_cairn_complete() {
+    local prog=${COMP_WORDS[0]} cur=${COMP_WORDS[COMP_CWORD]} cmd=${COMP_WORDS[1]}
+    local IFS=$'\n'
+    COMPREPLY=()
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "$("$prog" help --commands 2>/dev/null)"$'\n'help -- "$cur"))
+        return
+    fi
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$("$prog" help --options "$cmd" 2>/dev/null)" -- "$cur"))
+        [[ ${#COMPREPLY[@]} -eq 1 && ${COMPREPLY[0]} == *= ]] && compopt -o nospace 2>/dev/null
+        return
+    fi
+    if [[ $COMP_CWORD -eq 2 ]]; then
+        case $cmd in
+        snapshot) COMPREPLY=($(compgen -W $'save\ninspect\nverify\nextract' -- "$cur")); return ;;
+        key) COMPREPLY=($(compgen -W $'generate\nlist\nadd\nremove\npasswd' -- "$cur")); return ;;
+        help) COMPREPLY=($(compgen -W "$("$prog" help --commands 2>/dev/null)" -- "$cur")); return ;;
+        esac
+    fi
+    COMPREPLY=($(compgen -f -- "$cur"))
+    compopt -o filenames 2>/dev/null
+}
+complete -F _cairn_complete cairn cairnd
