@@ -181,7 +181,7 @@ static void ls_usage(FILE *out)
             "under it (exit code 5 when nothing is). The tree is verified as it is read.\n\n"
             "  --json  one object: {\"backup\", \"root\", \"entries\": [...]}, each entry its\n"
             "          tree line (docs/FORMAT.md) with \"sha256\" of a file's content\n\n"
-            "examples:\n"
+            "Examples:\n"
             "  cairn ls file:///srv/bk etc-2026-12-01\n"
             "  cairn ls file:///srv/bk etc-2026-12-01 ssh --json\n\n"
             "%s%s",
@@ -355,7 +355,7 @@ static void diff_usage(FILE *out)
             "held in memory (a few hundred bytes each).\n\n"
             "  --json  one object: {\"a\", \"b\", \"changes\": [{\"path\", \"change\"}],\n"
             "          \"added\", \"removed\", \"modified\", \"metadata\"} (counts)\n\n"
-            "examples:\n"
+            "Examples:\n"
             "  cairn diff file:///srv/bk etc-2026-12-01 etc-2026-12-02\n"
             "  cairn diff s3://b/etc etc-1 etc-2 --json\n\n"
             "%s%s",

@@ -90,7 +90,7 @@ def part_include_exclude():
 def part_help():
     for cmd in ("ls", "diff", "restore"):
         rc, out, _, _ = cairn(cmd, "--help")
-        check(rc == 0 and "examples:" in out, "cairn %s --help has examples" % cmd)
+        check(rc == 0 and "Examples:" in out, "cairn %s --help has examples" % cmd)
 
 
 run_parts(T, [], part_ls, part_diff, part_include_exclude, part_help)
