@@ -16,6 +16,8 @@
  * HMAC-SHA-256 under the config MAC key, checked once a key opened the repository, so a
  * changed config (another chunk size, another id) is refused; and a caller that holds a key
  * refuses a location whose config says "none" or that has no config (no silent downgrade).
+ * A new backup needs a repository: a location with no config and no backup is refused
+ * (cairn_storage_check_new_backup); one with backups but no config is a legacy plain location.
  *
  * Errors: a wrong key or password is CAIRN_E_SEAL (exit 4) and nothing is written; a config
  * whose MAC does not match is CAIRN_E_CORRUPT (exit 3); an unknown config or key version is
@@ -99,6 +101,13 @@ CAIRN_API int cairn_storage_set_secret(struct cairn_storage *st,
  * location. */
 CAIRN_API int cairn_storage_repo(struct cairn_storage *st, struct cairn_repo **repo,
                                  struct cairn_err *err);
+/* Whether st's location may take a new backup: it is a repository (cairn_repo_init), or a
+ * legacy plain location, one without a config that already holds backups (written before
+ * repositories existed; it stays writable). A location with neither is refused with
+ * CAIRN_E_INVALID (exit 2), telling the user to run 'cairn init'. Reads and unlocks the config
+ * as cairn_storage_repo does. The storage writers themselves (cairn_storage_start, the path
+ * backups) do not check: the programs' entry points do (cairn_engine_backup, cairn put). */
+CAIRN_API int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err);
 
 /* ---- keys (encrypted repositories, unlocked) ---- */
 

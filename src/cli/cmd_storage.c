@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cairn/digest.h"
+#include "cairn/repo.h"
 #include "cairn/storage.h"
 #include "common/util.h"
 #include "interrupt.h"
@@ -741,6 +742,8 @@ int cmd_put(int argc, char **argv)
     snprintf(name, sizeof(name), "%s", o.pos[1]);
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
+    if (rc == CAIRN_OK && (rc = cairn_storage_check_new_backup(st, &err)) != CAIRN_OK)
+        cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     struct progs_progress *pr = progs_progress_new("put", 0);

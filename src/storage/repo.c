@@ -547,6 +547,23 @@ static int has_backups(struct cairn_storage *st, int *any, struct cairn_err *err
     return rc;
 }
 
+int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err)
+{
+    struct cairn_repo *repo = NULL;
+    int rc = cairn_storage_repo(st, &repo, err);
+    if (rc != CAIRN_OK || repo != NULL)
+        return rc;
+    int any = 0;
+    if ((rc = has_backups(st, &any, err)) != CAIRN_OK)
+        return rc;
+    if (any) /* legacy: a plain location written before repositories existed */
+        return CAIRN_OK;
+    return cairn_err_set(err, CAIRN_E_INVALID,
+                         "storage %s is not a repository: run 'cairn init %s' (encrypted, with "
+                         "--key-file/--password-file) or 'cairn init --no-encryption %s'",
+                         st->url, st->url, st->url);
+}
+
 int cairn_repo_init(struct cairn_storage *st, const struct cairn_repo_init_opts *opts,
                     const struct cairn_repo_secret *sec, struct cairn_repo **out,
                     struct cairn_err *err)
