@@ -671,6 +671,11 @@ TEST(tamper_10000)
     uint8_t *old_m = NULL;
     size_t old_mn = 0;
     CHECK_OK(read_file_max(rm_path, 1 << 20, &old_m, &old_mn, &e), &e);
+    char *ra_path = xasprintf("%s/r/a", root);
+    uint8_t *old_a = NULL; /* r's older "a": the replay of a data object */
+    size_t old_an = 0;
+    CHECK_OK(read_file_max(ra_path, 1 << 20, &old_a, &old_an, &e), &e);
+    free(ra_path);
     CHECK_OK(cairn_storage_remove(st, "r", &e), &e);
     d[0] ^= 1;
     struct cairn_backup *b = NULL;
@@ -727,13 +732,9 @@ TEST(tamper_10000)
             int j = (k + 1 + rand() % 4) % 5;
             len = on[j];
             memcpy(t, orig[j], len);
-        } else { /* replay: r's older MANIFEST, or (for a data file) a flip */
-            if (k == 2) {
-                len = old_mn;
-                memcpy(t, old_m, len);
-            } else {
-                t[32 + (size_t)rand() % (len - 32)] ^= 0x80;
-            }
+        } else { /* replay: r's older MANIFEST, or its older "a" (in the place of a or b) */
+            len = k == 2 ? old_mn : old_an;
+            memcpy(t, k == 2 ? old_m : old_a, len);
         }
         kinds[kind]++;
         file_put(paths[k], t, len);
@@ -754,6 +755,7 @@ TEST(tamper_10000)
     }
     free(t);
     free(old_m);
+    free(old_a);
     free(rm_path);
     free(d);
     free(url);
