@@ -27,9 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from influx import (CAIRN, WAIT, Cairnd, Influxd, check, need_influxd, probe,  # noqa: E402
+                    request, run)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 from repo import init_location  # noqa: E402
-                    request, run)
 
 T0 = 1600000000          # a multiple of 10: every point is on a 10 s step
 HOURS = 6

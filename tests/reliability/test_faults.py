@@ -188,6 +188,7 @@ def enospc():
         os.makedirs(small)
         with open(os.path.join(small, "a"), "wb") as f:
             f.write(os.urandom(100000))
+        init_location(mnt)
         rc, _, err, _ = cairn("put", mnt, "20260101T000000Z-base", small)
         check(rc == 0, "ENOSPC: earlier small backup fits: " + err.strip())
         base = tree_sums(os.path.join(mnt, "20260101T000000Z-base"))
