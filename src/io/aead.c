@@ -410,7 +410,8 @@ static int aead_read(struct cairn_reader *base, void *buf, size_t cap, size_t *g
         }
         size_t put;
         if ((rc = aead_next_chunk(r, dst + total, cap - total, &put, err)) != CAIRN_OK) {
-            OPENSSL_cleanse(dst, total);
+            if (total > 0)
+                break; /* the chunks before it first: the next read fails on it again */
             return rc;
         }
         total += put;
