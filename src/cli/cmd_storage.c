@@ -709,6 +709,7 @@ static const char put_help[] =
     "A live tree is fine: files that vanish before they are read are skipped and counted\n"
     "(\"vanished\"), files that change while read are stored as read and counted (\"changed\").\n"
     "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n"
+    "URL must be a repository: 'cairn init' it once (exit 2 until then).\n"
     "A shared lock on the location is held while it runs: prune and rm wait for it (exit\n"
     "code 10 while one of them holds the location).\n\n"
     "Options:\n"

@@ -547,17 +547,56 @@ static int has_backups(struct cairn_storage *st, int *any, struct cairn_err *err
     return rc;
 }
 
+struct first_backup {
+    int any;
+    char name[CAIRN_NAME_MAX + 1];
+};
+
+static int note_first_backup(void *arg, const char *name)
+{
+    struct first_backup *fb = arg;
+    if (!cairn_name_valid(name) || fb->any)
+        return 0;
+    fb->any = 1;
+    snprintf(fb->name, sizeof(fb->name), "%s", name);
+    return 0;
+}
+
+/* A location without a config whose backup has an encrypted MANIFEST lost its config (removed
+ * by someone): writing plaintext there would be a silent downgrade. */
+static int encrypted_manifest(struct cairn_storage *st, const char *backup, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    struct cairn_err e;
+    char head[8] = {0};
+    size_t got = 0;
+    if (st->drv->read(st->state, backup, CAIRN_MANIFEST_NAME, &r, &e) == CAIRN_OK && r != NULL)
+        cairn_reader_read(r, head, sizeof(head), &got, &e);
+    cairn_reader_free(r);
+    if (got == sizeof(head) && memcmp(head, "CRNAEAD2", 8) == 0)
+        return cairn_err_set(err, CAIRN_E_SEAL,
+                             "storage %s holds encrypted backups but has no repository config "
+                             "(was .cairn/config removed?): refusing to write plaintext there",
+                             st->url);
+    return CAIRN_OK;
+}
+
 int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err)
 {
     struct cairn_repo *repo = NULL;
     int rc = cairn_storage_repo(st, &repo, err);
     if (rc != CAIRN_OK || repo != NULL)
         return rc;
-    int any = 0;
-    if ((rc = has_backups(st, &any, err)) != CAIRN_OK)
+    struct first_backup fb = {0};
+    rc = st->drv->list(st->state, note_first_backup, &fb, err);
+    if (rc == CAIRN_E_NOTFOUND) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    if (rc == CAIRN_OK && fb.any && (rc = encrypted_manifest(st, fb.name, err)) == CAIRN_OK)
+        return CAIRN_OK; /* legacy: a plain location written before repositories existed */
+    if (rc != CAIRN_OK)
         return rc;
-    if (any) /* legacy: a plain location written before repositories existed */
-        return CAIRN_OK;
     return cairn_err_set(err, CAIRN_E_INVALID,
                          "storage %s is not a repository: run 'cairn init %s' (encrypted, with "
                          "--key-file/--password-file) or 'cairn init --no-encryption %s'",

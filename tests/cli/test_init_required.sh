@@ -46,6 +46,15 @@ PY
 "$B/cairn" restore "$L" old --into "$T/restored" >/dev/null || fail "restore from a legacy location"
 cmp "$T/src/a.txt" "$T/restored/a.txt" || fail "restored bytes"
 
+# An encrypted repository whose config was removed is no legacy location: no plaintext there.
+E=file://$T/enc
+"$B/cairn" key generate "$T/k.key" >/dev/null
+init_location "$E" --key-file "$T/k.key"
+"$B/cairn" put "$E" e1 "$T/src" --key-file "$T/k.key" >/dev/null || fail "put into an encrypted repository"
+rm -rf "$T/enc/.cairn"
+expect_fail 4 "holds encrypted backups but has no repository config" "$B/cairn" backup --from "$T/src" --to "$E" --name e2
+[ ! -e "$T/enc/e2" ] || fail "plaintext written into a location that lost its config"
+
 # cairnd: a schedule into an uninitialised location; --dry-run says so, the run fails with
 # the same message and writes nothing; once initialised, the next run succeeds.
 D=file://$T/daemon
