@@ -106,8 +106,9 @@ CAIRN_API int cairn_storage_repo(struct cairn_storage *st, struct cairn_repo **r
  * repositories existed; it stays writable). A location with neither is refused with
  * CAIRN_E_INVALID (exit 2), telling the user to run 'cairn init'; one without a config whose
  * backups have encrypted MANIFESTs (its config was removed) with CAIRN_E_SEAL (exit 4), never
- * written in plaintext. Reads and unlocks the config as cairn_storage_repo does. The storage writers themselves (cairn_storage_start, the path
- * backups) do not check: the programs' entry points do (cairn_engine_backup, cairn put). */
+ * written in plaintext. Reads and unlocks the config as cairn_storage_repo does. The storage
+ * writers themselves (cairn_storage_start, the path backups) do not check: the programs' entry
+ * points do (cairn_engine_backup, cairn put). */
 CAIRN_API int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err);
 
 /* ---- keys (encrypted repositories, unlocked) ---- */
