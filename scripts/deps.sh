@@ -10,7 +10,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
     libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
-    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man)
+    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man
+    libargon2-dev) # libargon2: Argon2id password keys (cairn init --kdf argon2id)
 test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-client postgresql awscli
     curl xxd procps iproute2 valgrind faketime openssl zstd)
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
@@ -18,6 +19,8 @@ test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-clien
 command -v npm >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 # tests/cli/test_encryption.py decrypts a repository with an independent Python decryptor.
 test_pkgs+=(python3-cryptography)
+# ... and its Argon2id password keys with python3-argon2.
+test_pkgs+=(python3-argon2)
 # The Redis source tests (tests/source/test_redis*.py) start a real redis-server and check
 # its RDBs with redis-check-rdb.
 test_pkgs+=(redis-server redis-tools)
