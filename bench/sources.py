@@ -140,8 +140,9 @@ def bench_etcd(args, work, results):
             # downloaded to a file, neither decoded, checked, nor made durable.
             ("curl (gateway floor)", rm(gw), ["curl", "-sS", "-X", "POST", "-d", "{}", "-o", gw,
                                               "http://%s/v3/maintenance/snapshot" % url], None),
-            ("cairn", fresh_repo(args.cairn, store), [args.cairn, "backup", "--from", "etcd://" + url, "--to",
-                                  "file://" + store, "--name", "b"], None),
+            ("cairn", fresh_repo(args.cairn, store),
+             [args.cairn, "backup", "--from", "etcd://" + url, "--to", "file://" + store,
+              "--name", "b"], None),
             ("etcdctl snapshot save", rm(snap), ["etcdctl", "--endpoints", "http://" + url,
                                                  "snapshot", "save", snap], env),
         ])
@@ -163,9 +164,9 @@ def bench_redis(args, work, results):
             keys, size / 1e6, time.monotonic() - t0), flush=True)
         store, rdb = os.path.join(work, "redis-store"), os.path.join(work, "cli.rdb")
         run_phase(results, "redis", args.runs, size, [
-            ("cairn", fresh_repo(args.cairn, store), [args.cairn, "backup", "--from",
-                                  "redis://127.0.0.1:%d" % srv.port, "--to", "file://" + store,
-                                  "--name", "b"], None),
+            ("cairn", fresh_repo(args.cairn, store),
+             [args.cairn, "backup", "--from", "redis://127.0.0.1:%d" % srv.port, "--to",
+              "file://" + store, "--name", "b"], None),
             ("redis-cli --rdb", rm(rdb), ["redis-cli", "-p", str(srv.port), "--rdb", rdb],
              None),
         ])
