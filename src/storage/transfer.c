@@ -145,12 +145,12 @@ int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_fil
     int rc = cairn_backup_read_file(b, file, &r, err);
     if (rc != CAIRN_OK)
         return rc;
-    /* Encrypted, a large file is read and decrypted ahead on a helper thread while this one
-     * checks its hash and hands it on: the decryption stays off the restore's critical path
-     * (docs/PERFORMANCE.md, "Encryption"). */
+    r = verify_reader_new(r, f->size, f->sha256, "stored", b, file);
+    /* Encrypted, a large file is read, decrypted and checked against its keyed hash ahead on a
+     * helper thread while this one decompresses and hands it on: the decryption stays off the
+     * restore's critical path (docs/PERFORMANCE.md, "Encryption"). */
     if (b->st->keys != NULL && f->size >= DECRYPT_AHEAD_MIN)
         r = cairn_pipe_reader_new(r);
-    r = verify_reader_new(r, f->size, f->sha256, "stored", b, file);
     if (f->compression == CAIRN_COMPRESS_ZSTD)
         r = cairn_zstd_reader_new(r);
     else if (f->logical_size == f->size && strcmp(f->logical_sha256, f->sha256) == 0) {
