@@ -45,8 +45,9 @@ def main():
         url = "postgresql://postgres@127.0.0.1:%d" % srv.port
         store = os.path.join(tmp, "store")
         ref = os.path.join(tmp, "ref")
-        cmd_a = "rm -rf %s && exec %s backup --from %s --to file://%s" % (store, cairn, url,
-                                                                          store)
+        # a new location is a repository first (cairn init: a few ms inside the timed run)
+        cmd_a = ("rm -rf %s && %s init --no-encryption file://%s >/dev/null && exec %s backup "
+                 "--from %s --to file://%s" % (store, cairn, store, cairn, url, store))
         cmd_b = ("rm -rf %s && exec %s/pg_basebackup -d %s -D %s -Ft -X stream -c fast "
                  "--manifest-checksums=SHA256" % (ref, pg.PG_BIN, url, ref))
         subprocess.run(["farm-bench", "-n", str(a.runs), "--timeout", "900", "--vs",

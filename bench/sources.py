@@ -110,6 +110,15 @@ def rm(path):
         os.unlink(path) if os.path.exists(path) else None)
 
 
+def fresh_repo(cairn, path):
+    """Removes path and makes it a new plain repository (cairn init, untimed)."""
+    def prepare():
+        rm(path)()
+        subprocess.run([cairn, "init", "--no-encryption", "file://" + path], check=True,
+                       stdout=subprocess.DEVNULL)
+    return prepare
+
+
 def bench_etcd(args, work, results):
     e = et.Etcd(os.path.join(work, "etcd"), name="bench",
                 extra=["--max-request-bytes", str(4 << 20), "--max-txn-ops", "1000",
@@ -131,8 +140,9 @@ def bench_etcd(args, work, results):
             # downloaded to a file, neither decoded, checked, nor made durable.
             ("curl (gateway floor)", rm(gw), ["curl", "-sS", "-X", "POST", "-d", "{}", "-o", gw,
                                               "http://%s/v3/maintenance/snapshot" % url], None),
-            ("cairn", rm(store), [args.cairn, "backup", "--from", "etcd://" + url, "--to",
-                                  "file://" + store, "--name", "b"], None),
+            ("cairn", fresh_repo(args.cairn, store),
+             [args.cairn, "backup", "--from", "etcd://" + url, "--to", "file://" + store,
+              "--name", "b"], None),
             ("etcdctl snapshot save", rm(snap), ["etcdctl", "--endpoints", "http://" + url,
                                                  "snapshot", "save", snap], env),
         ])
@@ -154,9 +164,9 @@ def bench_redis(args, work, results):
             keys, size / 1e6, time.monotonic() - t0), flush=True)
         store, rdb = os.path.join(work, "redis-store"), os.path.join(work, "cli.rdb")
         run_phase(results, "redis", args.runs, size, [
-            ("cairn", rm(store), [args.cairn, "backup", "--from",
-                                  "redis://127.0.0.1:%d" % srv.port, "--to", "file://" + store,
-                                  "--name", "b"], None),
+            ("cairn", fresh_repo(args.cairn, store),
+             [args.cairn, "backup", "--from", "redis://127.0.0.1:%d" % srv.port, "--to",
+              "file://" + store, "--name", "b"], None),
             ("redis-cli --rdb", rm(rdb), ["redis-cli", "-p", str(srv.port), "--rdb", rdb],
              None),
         ])

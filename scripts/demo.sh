@@ -64,6 +64,9 @@ addr=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$d/serve.out" | head -n 1)
 echo "demo: cairnd serve listening on $addr"
 
 step "3. cairnd run: scheduled backups every 5 s into file://$d/backups (state in SQLite)"
+# A location is a repository before its first backup (docs/SECURITY.md: encrypted with a key
+# file or password; the demo keeps it plain and says so).
+"$cairn" init --no-encryption "file://$d/backups"
 cat >"$d/cairnd.conf" <<CONF
 [cairnd]
 state-dir = $d/state

@@ -11,6 +11,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 build_pkgs=(build-essential cmake ninja-build pkg-config
     libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
     libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man scdoc)
+    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man
+    libargon2-dev) # libargon2: Argon2id password keys (cairn init --kdf argon2id)
 test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-client postgresql awscli
     curl xxd procps iproute2 valgrind faketime openssl zstd)
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some
@@ -21,6 +23,8 @@ test_pkgs+=(python3-cryptography)
 # cairnd's sd_notify (optional at build; tests/sched/test_systemd_notify.py needs it) and
 # tests/sched/test_unit.sh's `systemd-analyze verify/security` of dist/cairnd.service.
 test_pkgs+=(libsystemd-dev systemd)
+# ... and its Argon2id password keys with python3-argon2.
+test_pkgs+=(python3-argon2)
 # The Redis source tests (tests/source/test_redis*.py) start a real redis-server and check
 # its RDBs with redis-check-rdb.
 test_pkgs+=(redis-server redis-tools)

@@ -201,6 +201,10 @@ CAIRN_API struct cairn_reader *cairn_aead_reader_new(struct cairn_reader *src,
  * stages below it run in parallel with the caller and the stages above it. Errors of next come
  * back on a later write or on close. */
 CAIRN_API struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next);
+/* Read-ahead stage: a helper thread reads src (running src's stages, such as decryption) into
+ * 768 KiB of buffers while the caller runs the stages above; src's error comes after the bytes
+ * read before it. Freeing it stops the helper after its current read. */
+CAIRN_API struct cairn_reader *cairn_pipe_reader_new(struct cairn_reader *src);
 
 /* Pump r into w until EOF. Both are borrowed: w is not closed, neither is freed. *copied may
  * be NULL. */

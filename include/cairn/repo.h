@@ -11,11 +11,13 @@
  * wrapped (AES-256-GCM) in key objects "key-<id>" beside the config, one per user key. A user
  * key is either a key file (32 random bytes; the wrapping key is HKDF-SHA-256 of it with the
  * key object's salt) or a passphrase stretched with scrypt (N = 2^14, r = 8, p = 4: 16 MiB,
- * parameters stored in the key object). Sub-keys come from the master key by HKDF with
- * distinct labels: data encryption, config MAC, keyed content hashes. The config carries an
- * HMAC-SHA-256 under the config MAC key, checked once a key opened the repository, so a
- * changed config (another chunk size, another id) is refused; and a caller that holds a key
- * refuses a location whose config says "none" or that has no config (no silent downgrade).
+ * parameters stored in the key object), or with Argon2id (libargon2) when asked for. Sub-keys come
+ * from the master key by HKDF with distinct labels: data encryption, config MAC, keyed content
+ * hashes. The config carries an HMAC-SHA-256 under the config MAC key, checked once a key opened
+ * the repository, so a changed config (another chunk size, another id) is refused; and a caller
+ * that holds a key refuses a location whose config says "none" or that has no config (no silent
+ * downgrade). A new backup needs a repository: a location with no config and no backup is refused
+ * (cairn_storage_check_new_backup); one with backups but no config is a legacy plain location.
  *
  * Errors: a wrong key or password is CAIRN_E_SEAL (exit 4) and nothing is written; a config
  * whose MAC does not match is CAIRN_E_CORRUPT (exit 3); an unknown config or key version is
@@ -52,10 +54,20 @@ struct cairn_repo;
 #define CAIRN_REPO_SCRYPT_P      4
 #define CAIRN_REPO_SCRYPT_MAXMEM (32u << 20)
 
+/* Passphrase stretching with Argon2id (libargon2), chosen per key (cairn_repo_secret.kdf):
+ * t = 3 passes over m = 16 MiB, p = 1 lane, the same memory as scrypt's. Key objects asking
+ * for more than CAIRN_REPO_SCRYPT_MAXMEM, more than 16 passes or lanes are refused. */
+#define CAIRN_REPO_ARGON2_T     3
+#define CAIRN_REPO_ARGON2_M_KIB 16384
+#define CAIRN_REPO_ARGON2_P     1
+
 /* A user key: the 32 bytes of a key file, or a passphrase (exactly one of them). */
 struct cairn_repo_secret {
     const uint8_t *key;   /* CAIRN_REPO_KEY_LEN bytes, or NULL */
     const char *password; /* NUL-terminated, or NULL */
+    /* The KDF of a new password key (init, key add, passwd): "scrypt" (NULL: the default) or
+     * "argon2id". Opening takes it from the key object. */
+    const char *kdf;
 };
 
 struct cairn_repo_init_opts {
@@ -99,6 +111,15 @@ CAIRN_API int cairn_storage_set_secret(struct cairn_storage *st,
  * location. */
 CAIRN_API int cairn_storage_repo(struct cairn_storage *st, struct cairn_repo **repo,
                                  struct cairn_err *err);
+/* Whether st's location may take a new backup: it is a repository (cairn_repo_init), or a
+ * legacy plain location, one without a config that already holds backups (written before
+ * repositories existed; it stays writable). A location with neither is refused with
+ * CAIRN_E_INVALID (exit 2), telling the user to run 'cairn init'; one without a config whose
+ * backups have encrypted MANIFESTs (its config was removed) with CAIRN_E_SEAL (exit 4), never
+ * written in plaintext. Reads and unlocks the config as cairn_storage_repo does. The storage
+ * writers themselves (cairn_storage_start, the path backups) do not check: the programs' entry
+ * points do (cairn_engine_backup, cairn put). */
+CAIRN_API int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err);
 
 /* ---- keys (encrypted repositories, unlocked) ---- */
 

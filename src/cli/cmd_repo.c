@@ -12,13 +12,14 @@
 
 static const char init_help[] =
     "usage: cairn init STORAGE_URL (--key-file FILE | --password-file FILE | --no-encryption)\n"
-    "                  [--chunk-size SIZE] [--json]\n\n"
+    "                  [--kdf scrypt|argon2id] [--chunk-size SIZE] [--json]\n\n"
     "Make STORAGE_URL (empty, or holding no backup) a repository: a config object and, when\n"
     "encrypted (the default), a random master key wrapped by the key given. Every stored byte\n"
     "(files, MANIFESTs, lock objects) is then encrypted with AES-256-GCM; every command needs\n"
     "the key. See docs/FORMAT.md and docs/SECURITY.md.\n\n"
     "  --key-file FILE       32 random bytes (cairn key generate FILE), mode 0600\n"
     "  --password-file FILE  a passphrase, the first line of FILE (stretched with scrypt)\n"
+    "  --kdf KDF             the passphrase's stretching: scrypt (default) or argon2id\n"
     "  --no-encryption       a plain repository (no key)\n"
     "  --chunk-size SIZE     plaintext bytes per encrypted chunk, a power of two from 4K to\n"
     "                        1M (default 64K)\n\n"
@@ -30,8 +31,10 @@ static const char key_help[] =
     "usage: cairn key generate FILE\n"
     "       cairn key list STORAGE_URL [--json]\n"
     "       cairn key add STORAGE_URL (--new-key-file FILE | --new-password-file FILE)\n"
+    "                     [--kdf scrypt|argon2id]\n"
     "       cairn key remove STORAGE_URL ID\n"
-    "       cairn key passwd STORAGE_URL (--new-key-file FILE | --new-password-file FILE)\n\n"
+    "       cairn key passwd STORAGE_URL (--new-key-file FILE | --new-password-file FILE)\n"
+    "                        [--kdf scrypt|argon2id]\n\n"
     "Keys of an encrypted repository: each wraps the same master key, so adding, removing\n"
     "or changing one re-encrypts nothing. The key that unlocks (--key-file, --password-file\n"
     "or the variables below) is needed for all but generate. generate writes 32 random bytes\n"
@@ -59,17 +62,15 @@ static int open_repo(const char *url, const char *key_file, const char *pw_file,
     return rc;
 }
 
-const struct option init_opts[] = {{"key-file", required_argument, NULL, 'k'},
-                                   {"password-file", required_argument, NULL, 'p'},
-                                   {"no-encryption", no_argument, NULL, 'n'},
-                                   {"chunk-size", required_argument, NULL, 'c'},
-                                   {"json", no_argument, NULL, 'j'},
-                                   {"help", no_argument, NULL, 'h'},
-                                   {NULL, 0, NULL, 0}};
+const struct option init_opts[] = {
+    {"key-file", required_argument, NULL, 'k'}, {"password-file", required_argument, NULL, 'p'},
+    {"no-encryption", no_argument, NULL, 'n'},  {"chunk-size", required_argument, NULL, 'c'},
+    {"kdf", required_argument, NULL, 'd'},      {"json", no_argument, NULL, 'j'},
+    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
 
 int cmd_init(int argc, char **argv)
 {
-    const char *key_file = NULL, *pw_file = NULL;
+    const char *key_file = NULL, *pw_file = NULL, *kdf = NULL;
     struct cairn_repo_init_opts io = {0};
     uint64_t v;
     int c;
@@ -79,6 +80,7 @@ int cmd_init(int argc, char **argv)
         case 'k': key_file = optarg; break;
         case 'p': pw_file = optarg; break;
         case 'n': io.no_encryption = 1; break;
+        case 'd': kdf = optarg; break;
         case 'c':
             if (parse_size(optarg, &v) != 0 || v > CAIRN_REPO_CHUNK_MAX)
                 return progs_usage("init", "invalid --chunk-size '%s'", optarg);
@@ -93,6 +95,8 @@ int cmd_init(int argc, char **argv)
         return c;
     if (io.no_encryption && (key_file != NULL || pw_file != NULL))
         return progs_usage("init", "--no-encryption takes no key");
+    if (kdf != NULL && strcmp(kdf, "scrypt") != 0 && strcmp(kdf, "argon2id") != 0)
+        return progs_usage("init", "--kdf is scrypt or argon2id, not '%s'", kdf);
     struct cairn_err err = {0};
     struct progs_secret sec = {0};
     int rc = io.no_encryption ? CAIRN_OK : progs_secret_load(key_file, pw_file, &sec, &err);
@@ -106,8 +110,10 @@ int cmd_init(int argc, char **argv)
     struct cairn_repo *repo = NULL;
     const char *loc = progs_location(argv[optind]);
     rc = cairn_storage_open(loc, &st, &err);
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) {
+        sec.sec.kdf = kdf;
         rc = cairn_repo_init(st, &io, progs_secret(&sec), &repo, &err);
+    }
     progs_secret_free(&sec);
     if (rc != CAIRN_OK) {
         cairn_storage_free(st);
@@ -154,12 +160,13 @@ static int key_list(struct cairn_repo *repo, struct cairn_err *err)
 
 /* key add / passwd: the new key from --new-key-file or --new-password-file. */
 static int key_new(struct cairn_repo *repo, int passwd, const char *nk, const char *np,
-                   struct cairn_err *err)
+                   const char *kdf, struct cairn_err *err)
 {
     struct progs_secret ns;
     int rc = progs_secret_load(nk, np, &ns, err);
     if (rc != CAIRN_OK)
         return rc;
+    ns.sec.kdf = kdf;
     char id[17];
     rc = passwd ? cairn_repo_key_passwd(repo, progs_secret(&ns), id, err)
                 : cairn_repo_key_add(repo, progs_secret(&ns), id, err);
@@ -177,13 +184,14 @@ const struct option key_opts[] = {{"key-file", required_argument, NULL, 'k'},
                                   {"password-file", required_argument, NULL, 'p'},
                                   {"new-key-file", required_argument, NULL, 'K'},
                                   {"new-password-file", required_argument, NULL, 'P'},
+                                  {"kdf", required_argument, NULL, 'd'},
                                   {"json", no_argument, NULL, 'j'},
                                   {"help", no_argument, NULL, 'h'},
                                   {NULL, 0, NULL, 0}};
 
 int cmd_key(int argc, char **argv)
 {
-    const char *kf = NULL, *pf = NULL, *nk = NULL, *np = NULL;
+    const char *kf = NULL, *pf = NULL, *nk = NULL, *np = NULL, *kdf = NULL;
     int c;
     struct progs_getopt g = {.cmd = "key", .opts = key_opts, .argc = argc, .argv = argv};
     while ((c = progs_getopt(&g)) != -1) {
@@ -192,6 +200,7 @@ int cmd_key(int argc, char **argv)
         case 'p': pf = optarg; break;
         case 'K': nk = optarg; break;
         case 'P': np = optarg; break;
+        case 'd': kdf = optarg; break;
         case 'j': progs_json = 1; break;
         case 'h': printf("%s%s%s", key_help, progs_secret_help, progs_exit_codes_help); return 0;
         default: return g.code;
@@ -224,13 +233,15 @@ int cmd_key(int argc, char **argv)
                            strcmp(sub, "remove") == 0 ? " and ID" : "");
     if (is_new && (nk == NULL) == (np == NULL))
         return progs_usage("key", "key %s needs --new-key-file or --new-password-file", sub);
+    if (kdf != NULL && strcmp(kdf, "scrypt") != 0 && strcmp(kdf, "argon2id") != 0)
+        return progs_usage("key", "--kdf is scrypt or argon2id, not '%s'", kdf);
     struct cairn_storage *st = NULL;
     struct cairn_repo *repo = NULL;
     int rc = open_repo(progs_location(argv[optind + 1]), kf, pf, &st, &repo, &err);
     if (rc == CAIRN_OK && strcmp(sub, "list") == 0)
         rc = key_list(repo, &err);
     else if (rc == CAIRN_OK && is_new)
-        rc = key_new(repo, strcmp(sub, "passwd") == 0, nk, np, &err);
+        rc = key_new(repo, strcmp(sub, "passwd") == 0, nk, np, kdf, &err);
     else if (rc == CAIRN_OK) {
         rc = cairn_repo_key_remove(repo, argv[optind + 2], &err);
         if (rc == CAIRN_OK && progs_json)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cairn/digest.h"
+#include "cairn/repo.h"
 #include "cairn/storage.h"
 #include "common/util.h"
 #include "interrupt.h"
@@ -757,6 +758,7 @@ static const char put_help[] =
     "A live tree is fine: files that vanish before they are read are skipped and counted\n"
     "(\"vanished\"), files that change while read are stored as read and counted (\"changed\").\n"
     "On failure the partial backup is removed. NAME 'auto' means a UTC timestamp name.\n"
+    "URL must be a repository: 'cairn init' it once (exit 2 until then).\n"
     "A shared lock on the location is held while it runs: prune and rm wait for it (exit\n"
     "code 10 while one of them holds the location).\n\n"
     "Options:\n"
@@ -801,6 +803,8 @@ int cmd_put(int argc, char **argv)
     snprintf(name, sizeof(name), "%s", o.pos[1]);
     struct cairn_storage *st = NULL;
     int rc = open_storage(&o, &st, &err);
+    if (rc == CAIRN_OK && (rc = cairn_storage_check_new_backup(st, &err)) != CAIRN_OK)
+        cairn_storage_free(st);
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     struct progs_progress *pr = progs_progress_new("put", 0);

@@ -185,11 +185,15 @@ int cairn_engine_backup(const struct cairn_engine_backup_opts *o,
         snprintf(res->name, sizeof(res->name), "%s", o->name);
     struct cairn_storage *st;
     int rc = cairn_storage_open(o->storage_url, &st, err);
-    if (rc == CAIRN_OK && o->secret != NULL &&
-        (rc = cairn_storage_set_secret(st, o->secret, err)) != CAIRN_OK)
+    if (rc == CAIRN_OK && o->secret != NULL)
+        rc = cairn_storage_set_secret(st, o->secret, err);
+    /* Before the source is asked for anything: a new location must be a repository. */
+    if (rc == CAIRN_OK)
+        rc = cairn_storage_check_new_backup(st, err);
+    if (rc != CAIRN_OK) {
         cairn_storage_free(st);
-    if (rc != CAIRN_OK)
         return rc;
+    }
     cairn_storage_set_cancel(st, o->cancel);
     cairn_storage_set_lock_wait(st, o->lock_wait_ms);
     cairn_storage_set_commit_check(st, o->commit_check, o->commit_check_ctx);

@@ -2,6 +2,7 @@
  * below (compression, hashing, the sink) run on a second core while the caller reads and runs
  * the stages above. A ring of PIPE_BUFS buffers of CAIRN_IO_BUFSIZE bounds the memory; the
  * caller blocks while all are full, the helper while all are empty. */
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,132 @@ struct cairn_writer *cairn_pipe_writer_new(struct cairn_writer *next)
     for (unsigned i = 0; i < PIPE_BUFS; i++)
         p->bufs[i].data = xmalloc(CAIRN_IO_BUFSIZE);
     if (pthread_create(&p->thread, NULL, pipe_main, p) != 0)
+        abort();
+    return &p->base;
+}
+
+/* ---- read-ahead ----
+ * The reader's mirror: a helper thread reads src (and so runs src's stages, such as
+ * decryption) into a ring of PIPE_BUFS buffers while the caller runs the stages above. An
+ * error of src reaches the caller after the bytes read before it, in order. */
+
+struct pipe_reader {
+    struct cairn_reader base;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pipe_buf bufs[PIPE_BUFS];
+    unsigned head;  /* oldest full buffer (the caller's next) */
+    unsigned count; /* full buffers */
+    size_t off;     /* bytes of bufs[head] already returned */
+    int end;        /* src ended (eof, or failed: err says why) after the queued buffers */
+    int failed;
+    int stop; /* freed: the helper stops after its current read */
+    struct cairn_err err;
+};
+
+static void *pipe_reader_main(void *arg)
+{
+    struct pipe_reader *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        while (p->count == PIPE_BUFS && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop)
+            break;
+        /* The buffer after the full ones belongs to the helper alone. */
+        struct pipe_buf *b = &p->bufs[(p->head + p->count) % PIPE_BUFS];
+        pthread_mutex_unlock(&p->mu);
+        struct cairn_err e;
+        cairn_err_clear(&e);
+        size_t got = 0;
+        int rc = CAIRN_OK;
+        b->len = 0;
+        do { /* fill it: fewer, larger hand-overs */
+            rc = cairn_reader_read(p->base.next, b->data + b->len, CAIRN_IO_BUFSIZE - b->len, &got,
+                                   &e);
+            b->len += got;
+        } while (rc == CAIRN_OK && got > 0 && b->len < CAIRN_IO_BUFSIZE);
+        pthread_mutex_lock(&p->mu);
+        if (b->len > 0) {
+            p->count++;
+            pthread_cond_broadcast(&p->cv);
+        }
+        if (rc != CAIRN_OK || got == 0) {
+            if (rc != CAIRN_OK) {
+                cairn_err_copy(&p->err, &e);
+                p->failed = 1;
+            }
+            break;
+        }
+    }
+    p->end = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int pipe_read(struct cairn_reader *r, void *buf, size_t cap, size_t *got,
+                     struct cairn_err *err)
+{
+    struct pipe_reader *p = (struct pipe_reader *)r;
+    pthread_mutex_lock(&p->mu);
+    while (p->count == 0 && !p->end)
+        pthread_cond_wait(&p->cv, &p->mu);
+    if (p->count == 0) {
+        int failed = p->failed;
+        if (failed)
+            cairn_err_copy(err, &p->err);
+        pthread_mutex_unlock(&p->mu);
+        *got = 0;
+        return failed ? (p->err.code ? p->err.code : CAIRN_E_IO) : CAIRN_OK;
+    }
+    /* A full buffer is not touched by the helper until it is handed back: copy unlocked. */
+    struct pipe_buf *b = &p->bufs[p->head];
+    pthread_mutex_unlock(&p->mu);
+    size_t n = b->len - p->off < cap ? b->len - p->off : cap;
+    memcpy(buf, b->data + p->off, n);
+    p->off += n;
+    if (p->off == b->len) {
+        pthread_mutex_lock(&p->mu);
+        p->off = 0;
+        p->head = (p->head + 1) % PIPE_BUFS;
+        p->count--;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    *got = n;
+    return CAIRN_OK;
+}
+
+static void pipe_reader_free(struct cairn_reader *r)
+{
+    struct pipe_reader *p = (struct pipe_reader *)r;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL); /* before src is freed, after this stage */
+    for (unsigned i = 0; i < PIPE_BUFS; i++) {
+        OPENSSL_cleanse(p->bufs[i].data, CAIRN_IO_BUFSIZE);
+        free(p->bufs[i].data);
+    }
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static const struct cairn_reader_ops pipe_reader_ops = {"pipe", pipe_read, pipe_reader_free, NULL};
+
+struct cairn_reader *cairn_pipe_reader_new(struct cairn_reader *src)
+{
+    struct pipe_reader *p = xcalloc(1, sizeof(*p));
+    cairn_reader_init(&p->base, &pipe_reader_ops, src);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    for (unsigned i = 0; i < PIPE_BUFS; i++)
+        p->bufs[i].data = xmalloc(CAIRN_IO_BUFSIZE);
+    if (pthread_create(&p->thread, NULL, pipe_reader_main, p) != 0)
         abort();
     return &p->base;
 }

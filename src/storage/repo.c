@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <argon2.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,16 +271,44 @@ static int secret_check(const struct cairn_repo_secret *sec, struct cairn_err *e
     return CAIRN_OK;
 }
 
-/* The wrapping key of a key object from sec and its KDF parameters. */
-static int wrap_key(const struct cairn_repo_secret *sec, const uint8_t salt[SALT_LEN], uint64_t n,
-                    uint64_t r, uint64_t p, uint8_t out[32], const char *what,
-                    struct cairn_err *err)
+/* A password key's KDF: scrypt (n = N, r, p) or Argon2id (n = t passes, r = m KiB, p lanes). */
+struct kdf {
+    int argon2id;
+    uint64_t n, r, p;
+};
+
+static int argon2_key(const struct cairn_repo_secret *sec, const uint8_t salt[SALT_LEN],
+                      const struct kdf *k, uint8_t out[32], const char *what, struct cairn_err *err)
 {
+    /* An attacker's key object could ask for any amount of time and memory. */
+    if (k->n < 1 || k->n > 16 || k->p < 1 || k->p > 16 || k->r < 8 * k->p ||
+        k->r > (CAIRN_REPO_SCRYPT_MAXMEM >> 10))
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "%s: argon2id parameters t=%llu m=%llu KiB p=%llu are out of range "
+                             "(at most 16 passes, 16 lanes, %u MiB)",
+                             what, (unsigned long long)k->n, (unsigned long long)k->r,
+                             (unsigned long long)k->p, CAIRN_REPO_SCRYPT_MAXMEM >> 20);
+    int rc = argon2id_hash_raw((uint32_t)k->n, (uint32_t)k->r, (uint32_t)k->p, sec->password,
+                               strlen(sec->password), salt, SALT_LEN, out, 32);
+    if (rc != ARGON2_OK)
+        return cairn_err_set(
+            err, rc == ARGON2_MEMORY_ALLOCATION_ERROR ? CAIRN_E_NOMEM : CAIRN_E_INTERNAL,
+            "%s: argon2id failed: %s", what, argon2_error_message(rc));
+    return CAIRN_OK;
+}
+
+/* The wrapping key of a key object from sec and its KDF parameters. */
+static int wrap_key(const struct cairn_repo_secret *sec, const uint8_t salt[SALT_LEN],
+                    const struct kdf *k, uint8_t out[32], const char *what, struct cairn_err *err)
+{
+    uint64_t n = k->n, r = k->r, p = k->p;
     if (sec->key != NULL) {
         if (repo_hkdf(sec->key, CAIRN_REPO_KEY_LEN, salt, SALT_LEN, LABEL_WRAP, out) != CAIRN_OK)
             return cairn_err_set(err, CAIRN_E_INTERNAL, "HKDF failed");
         return CAIRN_OK;
     }
+    if (k->argon2id)
+        return argon2_key(sec, salt, k, out, what, err);
     /* The memory scrypt takes is 128 * r * (N + p); an attacker's key object could ask more. */
     if (n < 2 || (n & (n - 1)) != 0 || n > (1u << 22) || r < 1 || r > 32 || p < 1 || p > 16 ||
         128 * r * (n + p) > CAIRN_REPO_SCRYPT_MAXMEM)
@@ -319,8 +348,13 @@ static int write_key(struct cairn_repo *r, const struct cairn_repo_secret *sec, 
     random_bytes(salt, sizeof(salt));
     random_bytes(nonce, sizeof(nonce));
     cairn_hex_encode(idb, sizeof(idb), id);
-    uint64_t n = 1u << CAIRN_REPO_SCRYPT_LOG_N, rr = CAIRN_REPO_SCRYPT_R, p = CAIRN_REPO_SCRYPT_P;
-    rc = wrap_key(sec, salt, n, rr, p, wk, "new key", err);
+    struct kdf k = {0, 1u << CAIRN_REPO_SCRYPT_LOG_N, CAIRN_REPO_SCRYPT_R, CAIRN_REPO_SCRYPT_P};
+    if (sec->password != NULL && sec->kdf != NULL && strcmp(sec->kdf, "argon2id") == 0)
+        k = (struct kdf){1, CAIRN_REPO_ARGON2_T, CAIRN_REPO_ARGON2_M_KIB, CAIRN_REPO_ARGON2_P};
+    else if (sec->password != NULL && sec->kdf != NULL && strcmp(sec->kdf, "scrypt") != 0)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "unknown key derivation '%s' (scrypt or argon2id)", sec->kdf);
+    rc = wrap_key(sec, salt, &k, wk, "new key", err);
     if (rc != CAIRN_OK)
         return rc;
     char *aad = wrap_aad(r->id_hex, id);
@@ -336,15 +370,22 @@ static int write_key(struct cairn_repo *r, const struct cairn_repo_secret *sec, 
     format_rfc3339((int64_t)time(NULL), 0, created, sizeof(created));
     char *s_salt = b64(salt, sizeof(salt)), *s_nonce = b64(nonce, sizeof(nonce)),
          *s_data = b64(ct, sizeof(ct));
-    json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "version", 1, "id", id,
-                          "repository", r->id_hex, "type", sec->key ? "key-file" : "password",
-                          "kdf", sec->key ? "hkdf-sha256" : "scrypt", "salt", s_salt, "nonce",
-                          s_nonce, "data", s_data, "created", created);
+    json_t *j =
+        json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "version", 1, "id", id,
+                  "repository", r->id_hex, "type", sec->key ? "key-file" : "password", "kdf",
+                  sec->key     ? "hkdf-sha256"
+                  : k.argon2id ? "argon2id"
+                               : "scrypt",
+                  "salt", s_salt, "nonce", s_nonce, "data", s_data, "created", created);
     json_object_set_new(j, "host", json_string(host));
-    if (sec->password != NULL)
+    if (sec->password != NULL && k.argon2id)
+        json_object_set_new(j, "argon2id",
+                            json_pack("{s:I, s:I, s:I}", "t", (json_int_t)k.n, "m", (json_int_t)k.r,
+                                      "p", (json_int_t)k.p));
+    else if (sec->password != NULL)
         json_object_set_new(j, "scrypt",
-                            json_pack("{s:I, s:I, s:I}", "N", (json_int_t)n, "r", (json_int_t)rr,
-                                      "p", (json_int_t)p));
+                            json_pack("{s:I, s:I, s:I}", "N", (json_int_t)k.n, "r", (json_int_t)k.r,
+                                      "p", (json_int_t)k.p));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     free(s_salt);
@@ -389,13 +430,17 @@ static int try_key(struct cairn_repo *r, const char *id, const struct cairn_repo
                              what, (long long)ver);
     }
     int is_pw = strcmp(type, "password") == 0;
+    const char *kdf = json_string_value(json_object_get(j, "kdf"));
+    int argon = is_pw && kdf != NULL && strcmp(kdf, "argon2id") == 0;
     if (strcmp(jid, id) != 0 || strcmp(repo, r->id_hex) != 0 ||
         (!is_pw && strcmp(type, "key-file") != 0) ||
         cairn_base64_decode(salt, strlen(salt), bsalt, sizeof(bsalt), &l1) != 0 ||
         cairn_base64_decode(nonce, strlen(nonce), bnonce, sizeof(bnonce), &l2) != 0 ||
         cairn_base64_decode(data, strlen(data), bdata, sizeof(bdata), &l3) != 0 || l1 != SALT_LEN ||
         l2 != AEAD_GCM_NONCE || l3 != sizeof(bdata) ||
-        (is_pw &&
+        (is_pw && argon &&
+         json_unpack(j, "{s:{s:I, s:I, s:I}}", "argon2id", "t", &n, "m", &rr, "p", &p) != 0) ||
+        (is_pw && !argon &&
          json_unpack(j, "{s:{s:I, s:I, s:I}}", "scrypt", "N", &n, "r", &rr, "p", &p) != 0)) {
         json_decref(j);
         return cairn_err_set(err, CAIRN_E_CORRUPT,
@@ -405,9 +450,10 @@ static int try_key(struct cairn_repo *r, const char *id, const struct cairn_repo
     if (is_pw != (sec->password != NULL))
         return CAIRN_E_SEAL; /* another type of key */
     if (n < 0 || rr < 0 || p < 0)
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: negative scrypt parameter", what);
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: negative KDF parameter", what);
     uint8_t wk[32];
-    rc = wrap_key(sec, bsalt, (uint64_t)n, (uint64_t)rr, (uint64_t)p, wk, what, err);
+    struct kdf k = {argon, (uint64_t)n, (uint64_t)rr, (uint64_t)p};
+    rc = wrap_key(sec, bsalt, &k, wk, what, err);
     if (rc != CAIRN_OK)
         return rc;
     char *aad = wrap_aad(r->id_hex, id);
@@ -545,6 +591,62 @@ static int has_backups(struct cairn_storage *st, int *any, struct cairn_err *err
         rc = CAIRN_OK;
     }
     return rc;
+}
+
+struct first_backup {
+    int any;
+    char name[CAIRN_NAME_MAX + 1];
+};
+
+static int note_first_backup(void *arg, const char *name)
+{
+    struct first_backup *fb = arg;
+    if (!cairn_name_valid(name) || fb->any)
+        return 0;
+    fb->any = 1;
+    snprintf(fb->name, sizeof(fb->name), "%s", name);
+    return 0;
+}
+
+/* A location without a config whose backup has an encrypted MANIFEST lost its config (removed
+ * by someone): writing plaintext there would be a silent downgrade. */
+static int encrypted_manifest(struct cairn_storage *st, const char *backup, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    struct cairn_err e;
+    char head[8] = {0};
+    size_t got = 0;
+    if (st->drv->read(st->state, backup, CAIRN_MANIFEST_NAME, &r, &e) == CAIRN_OK && r != NULL)
+        cairn_reader_read(r, head, sizeof(head), &got, &e);
+    cairn_reader_free(r);
+    if (got == sizeof(head) && memcmp(head, "CRNAEAD2", 8) == 0)
+        return cairn_err_set(err, CAIRN_E_SEAL,
+                             "storage %s holds encrypted backups but has no repository config "
+                             "(was .cairn/config removed?): refusing to write plaintext there",
+                             st->url);
+    return CAIRN_OK;
+}
+
+int cairn_storage_check_new_backup(struct cairn_storage *st, struct cairn_err *err)
+{
+    struct cairn_repo *repo = NULL;
+    int rc = cairn_storage_repo(st, &repo, err);
+    if (rc != CAIRN_OK || repo != NULL)
+        return rc;
+    struct first_backup fb = {0};
+    rc = st->drv->list(st->state, note_first_backup, &fb, err);
+    if (rc == CAIRN_E_NOTFOUND) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    if (rc == CAIRN_OK && fb.any && (rc = encrypted_manifest(st, fb.name, err)) == CAIRN_OK)
+        return CAIRN_OK; /* legacy: a plain location written before repositories existed */
+    if (rc != CAIRN_OK)
+        return rc;
+    return cairn_err_set(err, CAIRN_E_INVALID,
+                         "storage %s is not a repository: run 'cairn init %s' (encrypted, with "
+                         "--key-file/--password-file) or 'cairn init --no-encryption %s'",
+                         st->url, st->url, st->url);
 }
 
 int cairn_repo_init(struct cairn_storage *st, const struct cairn_repo_init_opts *opts,

@@ -12,7 +12,8 @@ and on a real s3rver:
   object, and nothing is written to the target;
 - an independent decryptor written from docs/FORMAT.md alone (Python `cryptography`) opens the
   key object, checks the config's MAC, decrypts a MANIFEST and the files to the original bytes
-  and checks the keyed hashes."""
+  and checks the keyed hashes; a password key stretched with Argon2id (--kdf argon2id) is
+  opened by it too (python3-argon2)."""
 import hashlib
 import hmac
 import json
@@ -33,6 +34,10 @@ try:
     from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 except ImportError:
     skips.missing("python3-cryptography not installed (scripts/deps.sh test)")
+try:
+    from argon2.low_level import Type as Argon2Type, hash_secret_raw
+except ImportError:
+    hash_secret_raw = None
 
 T = tmpdir("cairn-enc-")
 MARKER = b"SECRET-TOKEN-5d1c9e"
@@ -59,7 +64,11 @@ class Repo:
             salt = base64(k["salt"])
             if k["type"] == "key-file" and key is not None:
                 w = hkdf(key, salt, b"cairn key-file wrap v1")
+            elif k["type"] == "password" and password is not None and k["kdf"] == "argon2id":
+                a = k["argon2id"]
+                w = hash_secret_raw(password, salt, a["t"], a["m"], a["p"], 32, Argon2Type.ID)
             elif k["type"] == "password" and password is not None:
+                assert k["kdf"] == "scrypt", k["kdf"]
                 s = k["scrypt"]
                 w = Scrypt(salt=salt, length=32, n=s["N"], r=s["r"], p=s["p"]).derive(password)
             else:
@@ -417,6 +426,46 @@ def keys(url, key):
     os.chmod(k2, 0o600)
 
 
+def argon2id(root):
+    """A password key stretched with Argon2id: the key object names it and its parameters, the
+    Python decryptor (python3-argon2) opens it and gets the original bytes back."""
+    if hash_secret_raw is None:
+        skips.missing_part("python3-argon2 not installed (scripts/deps.sh test): the decryptor "
+                           "cannot open an Argon2id key")
+        return
+    url = "file://" + root
+    pw = os.path.join(T, "a2.pw")
+    with open(pw, "w") as f:
+        f.write("argon two passphrase\n")
+    os.chmod(pw, 0o600)
+    rc, out, err, _ = cairn("init", url, "--password-file", pw, "--kdf", "argon2id", "--json")
+    check(rc == 0, "init --kdf argon2id: %s" % err)
+    kid = json.loads(out)["key"] if rc == 0 else ""
+    k = json.loads(Store(root)(".cairn/key-" + kid)) if rc == 0 else {}
+    check(k.get("kdf") == "argon2id" and k.get("argon2id") == {"t": 3, "m": 16384, "p": 1},
+          "the key object records argon2id t=3 m=16384 p=1: %s" % k.get("argon2id"))
+    src = os.path.join(T, "a2-src")
+    os.makedirs(src)
+    with open(os.path.join(src, "a.txt"), "wb") as f:
+        f.write(MARKER * 1000)
+    rc, _, err, _ = cairn("put", url, "a2", src, "--password-file", pw)
+    check(rc == 0, "put with the argon2id key: %s" % err)
+    try:
+        got = Repo(Store(root), password=b"argon two passphrase").path_files("a2")
+    except Exception as e:  # noqa: BLE001
+        print("decryptor: %r" % e)
+        got = {}
+    check(got == {"a.txt": MARKER * 1000}, "the Python decryptor opens the Argon2id key")
+    bad = os.path.join(T, "a2.bad")
+    with open(bad, "w") as f:
+        f.write("argon two passphrasE\n")
+    os.chmod(bad, 0o600)
+    rc, _, err, _ = cairn("list", url, "--password-file", bad)
+    check(rc == 4, "a wrong password for the argon2id key: exit 4 (%d: %s)" % (rc, err.strip()))
+    rc, _, err, _ = cairn("init", url + "-x", "--password-file", pw, "--kdf", "md5")
+    check(rc == 2, "an unknown --kdf: exit 2 (%d)" % rc)
+
+
 def main():
     if os.system("command -v zstd >/dev/null") != 0:
         skips.missing("zstd not installed")
@@ -429,6 +478,7 @@ def main():
     key, files = round_trip(url, Store(root), "file")
     tamper(url, Store(root), key, files)
     keys(url, key)
+    argon2id(os.path.join(T, "argon"))
 
     s3 = S3rver(T)
     if not s3.available():

@@ -25,6 +25,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 import skips  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 BIN = os.environ.get("CAIRN_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
 CAIRN, CAIRND = os.path.join(BIN, "cairn"), os.path.join(BIN, "cairnd")
@@ -189,6 +191,7 @@ def manifest_part(tmp, env):
     os.makedirs(src)
     with open(os.path.join(src, "a"), "w") as f:
         f.write("hi\n")
+    init_location("file://" + st)
     rc, out, err = run([CAIRN, "put", "file://" + st, "good", src], env)
     check(rc == 0, "put a backup: %s" % err[-200:])
     # The tree is a stored file (zstd, one JSON line per entry) named by the MANIFEST with

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # cairn list/prune of a location that does not exist is an error (exit 5, "no such storage
 # location"), as with restic and borg: a typo must not look like an empty repository. An
-# existing empty directory is "no backups", and the first backup into a new location (cairn
-# and cairnd) still creates it.
+# existing empty directory is "no backups"; cairn init creates a new location, and the first
+# backup into it (cairn and cairnd) works (test_init_required.sh: without init they refuse).
 set -euo pipefail
 source "$(dirname "$0")/../sched/cairnd_lib.sh"
 
@@ -17,9 +17,11 @@ mkdir "$T/empty"
 out=$("$B/cairn" list "$T/empty") || fail "empty dir: exit $?"
 [ "$out" = "no backups in $T/empty" ] || fail "empty dir: $out"
 
-# First backups into new locations create them.
+# cairn init creates new locations; the first backups go into them.
 mkdir -p "$T/src"
 echo hi >"$T/src/a"
+init_location "file://$T/new1/store"
+init_location "file://$T/new2/store"
 "$B/cairn" backup --from "$T/src" --to "file://$T/new1/store" >/dev/null || fail "backup into a new location"
 "$B/cairn" list "$T/new1/store" | grep -q complete || fail "list after the first backup"
 cat >"$T/cairnd.conf" <<CONF

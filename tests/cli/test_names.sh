@@ -7,6 +7,7 @@ source "$(dirname "$0")/../sched/cairnd_lib.sh"
 mkdir -p "$T/src"
 echo hello >"$T/src/a.txt"
 U=file://$T/store
+init_location "$U"
 
 # Pairs of concurrent backups until one pair started in the same second (nearly always the
 # first); every backup of every pair must succeed.

@@ -18,7 +18,11 @@ head -c 100000 /dev/urandom >"$T/in/state.bin"
 export TMPDIR=$T/tmp
 O=$T/out
 
-# Storage, written by put (into a location that does not exist yet) and backup.
+# Storage, written by put (into a location that cairn init created) and backup.
+init_location "file://$O/store"
+init_location "file://$O/store2"
+init_location "file://$O/sched"
+init_location "file://$O/influx"
 "$B/cairn" put "file://$O/store" b1 "$T/in/files" >/dev/null || fail "put"
 "$B/cairn" backup --from "$T/in/files" --to "file://$O/store2" --name b2 >/dev/null || fail "backup"
 # Restored and extracted outputs.

@@ -13,6 +13,7 @@
 
 #include "cairn/engine.h"
 #include "cairn/influx.h"
+#include "cairn/repo.h"
 #include "cairn/source.h"
 #include "cairn/storage.h"
 #include "common/util.h"
@@ -87,6 +88,17 @@ struct fixture {
     pthread_t th;
 };
 
+/* A new location is a repository before its first backup: cairn init --no-encryption URL. */
+static void init_plain(const char *url)
+{
+    struct cairn_err err;
+    struct cairn_storage *st;
+    CHECK_OK(cairn_storage_open(url, &st, &err), &err);
+    struct cairn_repo_init_opts io = {.no_encryption = 1};
+    CHECK_OK(cairn_repo_init(st, &io, NULL, NULL, &err), &err);
+    cairn_storage_free(st);
+}
+
 static void *run_server(void *arg)
 {
     struct cairn_err err;
@@ -100,6 +112,7 @@ static int fixture_start(struct fixture *f)
     struct cairn_err err;
     f->data = path_join(test_tmpdir(), "data");
     f->url = xasprintf("file://%s/store", test_tmpdir());
+    init_plain(f->url);
     char *s1 = path_join(f->data, "db/autogen/1"), *s2 = path_join(f->data, "db/week/2"),
          *s3 = path_join(f->data, "_internal/monitor/3");
     put_file(s1, "000000001-000000001.tsm", "tsm one", 1000000000);
@@ -147,6 +160,43 @@ static void count_progress(void *ctx, const struct cairn_engine_progress *p)
     c->shard += strcmp(p->phase, "shard") == 0;
     c->apply += strcmp(p->phase, "apply") == 0;
     c->verify += strcmp(p->phase, "verify") == 0;
+}
+
+/* A location with no repository config and no backup takes no backup (exit 2, saying to run
+ * cairn init); one that already holds backups without a config (written before repositories
+ * existed) stays writable; an initialised one is written. */
+TEST(new_location_needs_init)
+{
+    struct cairn_err err;
+    char *src = path_join(test_tmpdir(), "init-src");
+    put_file(src, "a.txt", "hello", 1000000000);
+    char *fresh = xasprintf("file://%s/fresh", test_tmpdir());
+    struct cairn_engine_backup_opts o = {.source = src, .storage_url = fresh, .name = "b1"};
+    struct cairn_engine_backup_result res;
+    CHECK_ERR(cairn_engine_backup(&o, &res, &err), CAIRN_E_INVALID, &err,
+              "is not a repository: run 'cairn init");
+    CHECK(strstr(err.msg, "cairn init --no-encryption") != NULL);
+    struct stat sb;
+    CHECK(stat(fresh + strlen("file://"), &sb) != 0); /* nothing created */
+
+    /* legacy: a backup written below the engine, no config */
+    char *legacy = xasprintf("file://%s/legacy", test_tmpdir());
+    struct cairn_storage *st;
+    CHECK_OK(cairn_storage_open(legacy, &st, &err), &err);
+    CHECK_OK(cairn_storage_backup_path(st, "old", src, NULL, &err), &err);
+    struct cairn_repo *repo = (struct cairn_repo *)1;
+    CHECK_OK(cairn_storage_repo(st, &repo, &err), &err);
+    CHECK(repo == NULL); /* a legacy location: no config */
+    cairn_storage_free(st);
+    o.storage_url = legacy;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+
+    init_plain(fresh); /* after cairn init --no-encryption */
+    o.storage_url = fresh;
+    CHECK_OK(cairn_engine_backup(&o, &res, &err), &err);
+    free(legacy);
+    free(fresh);
+    free(src);
 }
 
 TEST(options_refused_with_and_without_err)
@@ -398,6 +448,7 @@ TEST(local_path_backup_and_restore)
     put_file(src, "a.txt", "alpha", 0);
     put_file(sub, "b.txt", "beta", 0);
     char *url = xasprintf("file://%s/store", test_tmpdir());
+    init_plain(url);
     struct cairn_engine_backup_opts o = {.source = src, .storage_url = url, .name = "files"};
     struct cairn_engine_backup_result res;
     o.db = "db";

@@ -19,6 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "influx"))
 from influx import CAIRN, Cairnd, check, Influxd, need_influxd, populate, run  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 
 def cairn(*args, check_rc=True):
@@ -47,6 +49,7 @@ def main():
     need_influxd()
     tmp = tempfile.mkdtemp(prefix="cairn-ifxbk-")
     store = "file://" + os.path.join(tmp, "store")
+    init_location(store)
     procs = []
     try:
         a = Influxd(os.path.join(tmp, "a"))
@@ -103,6 +106,7 @@ def main():
         c.start()
         cairn("restore", store, "full1", "--to", c.addr)
         store2 = "file://" + os.path.join(tmp, "store2")
+        init_location(store2)
         res = cairn_json("backup", "--from", c.addr, "--to", store2, "--name", "fromcairnd")
         check(res["shards"] == 5 and res["databases"] == 2, "cairnd re-serves the restore")
         into2 = os.path.join(tmp, "legacy2")

@@ -9,6 +9,7 @@ mkdir -p "$T/data/mydb/autogen/1"
 head -c 50000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
 start_serve "$T/data" --allow-restore
 U=file://$T/store
+init_location "$U"
 "$B/cairn" backup --from "$ADDR" --to "$U" --name full >/dev/null || fail "backup"
 
 expect_fail 5 "database 'nosuchdb' is not in backup 'full' (it has: mydb)" \

@@ -24,6 +24,7 @@ fi
 touch "$DATA/probe" 2>/dev/null && fail "the data directory is writable"
 
 start_serve "$DATA"
+init_location "file://$T/store"
 "$B/cairn" backup --from "$ADDR" --to "file://$T/store" --name ro >"$T/b.out" 2>"$T/b.err" ||
     fail "backup of a read-only data directory: $(cat "$T/b.err") $(tail -5 "$T/serve.log")"
 [ ! -e "$DATA/.cairn-snap" ] || fail ".cairn-snap created"

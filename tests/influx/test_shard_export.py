@@ -28,6 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from influx import (CAIRN, WAIT, Cairnd, Influxd, check, need_influxd, probe,  # noqa: E402
                     request, run)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T0 = 1600000000          # a multiple of 10: every point is on a 10 s step
 HOURS = 6
@@ -110,6 +112,7 @@ def main():
 
         # A cairn backup of the real influxd, restored into an empty cairnd serve.
         store = "file://" + os.path.join(tmp, "store")
+        init_location(store)
         run([CAIRN, "backup", "--from", a.influx_addr, "--to", store, "--name", "full"])
         data = os.path.join(tmp, "cairnd")
         os.makedirs(data)

@@ -37,6 +37,7 @@ start_serve "$T/data" --allow-restore --tls-cert "$T/server.pem" --tls-key "$T/s
 grep -q "TLS with client certificates" "$T/serve.log" || fail "serve log: $(cat "$T/serve.log")"
 CLIENT=(--tls-ca "$T/ca.pem" --tls-cert "$T/client.pem" --tls-key "$T/client.key")
 
+init_location "file://$T/store"
 # backup NAME [OPTION...]: exit status of cairn backup into $T/store (stderr in $T/NAME.err).
 backup() {
     local rc=0

@@ -1,5 +1,6 @@
-/* Tests for the pipe stage: bytes arrive in order through the helper thread, errors of the
- * stages below come back to the caller, an unclosed pipe aborts its sink. Runs under TSan. */
+/* Tests for the pipe stage and the read-ahead stage: bytes arrive in order through the helper
+ * thread, errors of the stages below come back to the caller (after the bytes before them), an
+ * unclosed pipe aborts its sink, a read-ahead freed early stops. Runs under TSan. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -110,4 +111,88 @@ TEST(unclosed_pipe_aborts_its_sink)
 int main(int c, char **v)
 {
     return test_main(c, v);
+}
+
+/* ---- the read-ahead stage ---- */
+
+/* Read len bytes through read-ahead over memory in uneven pieces: the same bytes, in order. */
+static void read_ahead_round_trip(size_t len)
+{
+    struct cairn_err err;
+    uint8_t *data = pattern(len), *out = xmalloc(len + 1);
+    struct cairn_reader *r = cairn_pipe_reader_new(cairn_mem_reader_new(data, len));
+    static const size_t steps[] = {1, 77777, 262144, 3, 1 << 20, 4096};
+    size_t off = 0, got = 1;
+    for (size_t i = 0; got > 0; i++) {
+        size_t cap = steps[i % 6] < len + 1 - off ? steps[i % 6] : len + 1 - off;
+        CHECK_OK(cairn_reader_read(r, out + off, cap, &got, &err), &err);
+        off += got;
+        CHECK(off <= len);
+        if (off > len)
+            break;
+    }
+    CHECK_EQ_INT(off, len);
+    CHECK(len == 0 || memcmp(out, data, len) == 0);
+    cairn_reader_free(r);
+    free(out);
+    free(data);
+}
+
+TEST(read_ahead_round_trip_sizes)
+{
+    size_t sizes[] = {0, 1, 262143, 262144, 262145, 3 * 262144 + 7, (5u << 20) + 3};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        read_ahead_round_trip(sizes[i]);
+}
+
+/* A decrypting source that fails near its end: the bytes before come through, then its
+ * error, and again on every later read. */
+TEST(read_ahead_reports_errors_after_the_bytes_before)
+{
+    struct cairn_err err;
+    static const uint8_t key[CAIRN_AEAD_KEY_LEN] = {7};
+    size_t len = 1u << 20;
+    uint8_t *data = pattern(len);
+    struct cairn_writer *mem = cairn_mem_writer_new(SIZE_MAX);
+    struct cairn_writer *w = cairn_aead_writer_new(mem, key);
+    CHECK_OK(cairn_writer_write(w, data, len, &err), &err);
+    CHECK_OK(cairn_writer_close(w, &err), &err);
+    size_t n;
+    const uint8_t *enc = cairn_mem_writer_data(mem, &n);
+    uint8_t *bad = xmalloc(n);
+    memcpy(bad, enc, n);
+    bad[n - 40] ^= 0x01; /* in the last chunk */
+    struct cairn_reader *r =
+        cairn_pipe_reader_new(cairn_aead_reader_new(cairn_mem_reader_new(bad, n), key));
+    uint8_t *out = xmalloc(len);
+    size_t off = 0, got = 1;
+    int rc = CAIRN_OK;
+    while (rc == CAIRN_OK && got > 0 && off < len) {
+        rc = cairn_reader_read(r, out + off, len - off, &got, &err);
+        off += rc == CAIRN_OK ? got : 0;
+    }
+    CHECK_EQ_INT(rc, CAIRN_E_SEAL);
+    CHECK(off >= len - 65536 && off < len && memcmp(out, data, off) == 0);
+    CHECK_EQ_INT(cairn_reader_read(r, out, 10, &got, &err), CAIRN_E_SEAL);
+    cairn_reader_free(r);
+    cairn_writer_free(w);
+    free(out);
+    free(bad);
+    free(data);
+}
+
+/* Freed after a few bytes of a long source: the helper stops, nothing hangs or leaks. */
+TEST(read_ahead_freed_early)
+{
+    struct cairn_err err;
+    size_t len = 8u << 20;
+    uint8_t *data = pattern(len), buf[10];
+    for (int i = 0; i < 20; i++) {
+        struct cairn_reader *r = cairn_pipe_reader_new(cairn_mem_reader_new(data, len));
+        size_t got;
+        if (i % 2)
+            CHECK_OK(cairn_reader_read(r, buf, sizeof(buf), &got, &err), &err);
+        cairn_reader_free(r);
+    }
+    free(data);
 }

@@ -8,6 +8,7 @@ source "$(dirname "$0")/../sched/cairnd_lib.sh"
 scrape() { curl -fsS "http://127.0.0.1:$MPORT/metrics"; }
 
 mkdir -p "$T/src/sub" "$T/state" "$T/backups"
+init_location "file://$T/backups"
 echo "hello" >"$T/src/a.txt"
 head -c 100000 /dev/urandom >"$T/src/sub/b.bin"
 cat >"$T/cairnd.conf" <<CONF

@@ -22,6 +22,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 import skips  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 BIN = os.environ.get("CAIRN_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
 IDLE, TRICKLERS, TRICKLE_EVERY, SCRAPES = 1000, 40, 4.0, 24
@@ -133,6 +135,7 @@ def main():
         os.makedirs(os.path.join(tmp, "src"))
         with open(os.path.join(tmp, "src", "a.txt"), "w") as f:
             f.write("hello\n")
+        init_location("file://%s/backups" % tmp)
         conf = os.path.join(tmp, "cairnd.conf")
         with open(conf, "w") as f:
             f.write("[cairnd]\nstate-dir = %s/state\nmetrics-listen = 127.0.0.1:0\n\n"

@@ -16,6 +16,9 @@ import subprocess
 import time
 
 from rel import CAIRN, check, cairn, run_parts, statuses, temporaries, tmpdir, tree_state
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-cancel-")
 figures = []
@@ -65,6 +68,7 @@ def backups():
     src = os.path.join(T, "src")
     make_tree(src)
     store = os.path.join(T, "store")
+    init_location(store)
     cancelled, finished, lat = 0, [], []
     for i in range(10):
         name = "c%02d" % i
@@ -101,6 +105,7 @@ def backups():
 def restores():
     src = os.path.join(T, "src")
     store = os.path.join(T, "rstore")
+    init_location(store)
     rc, _, err, _ = cairn("put", store, "full", src)
     check(rc == 0, "backup to restore: " + err.strip())
     cancelled, finished, lat = 0, 0, []

@@ -34,6 +34,8 @@ from rel import (CAIRN, S3rver, check, cairn, run_parts, skips, statuses, tempor
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "influx"))
 import influx  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-cancelpt-")
 figures = []
@@ -210,8 +212,10 @@ class S3Store:
 
 def stores(name):
     out = [FileStore(name)]
+    init_location(out[0].url)
     if s3 is not None:
         out.append(S3Store(name))
+        init_location(out[-1].url)
     return out
 
 
@@ -501,6 +505,7 @@ def silent_peers():
     not after its 60 s idle timeout (a signal lands on any thread, so poll() is not woken)."""
     peer = SilentPeer()
     store = os.path.join(T, "silent")
+    init_location(store)
     url = ("s3://b/p?endpoint=http://127.0.0.1:%d&region=us-east-1&path_style=1"
            % peer.port)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")

@@ -19,6 +19,9 @@ import time
 from rel import (CAIRN, Cairnd, S3rver, cairn, check, influx_data, run_parts, statuses, tmpdir,
                  tree_sums)
 import skips  # noqa: E402  (tests/harness, on the path through rel)
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-crash-")
 SANITIZED = os.environ.get("CAIRN_SANITIZER") in ("address", "thread")
@@ -137,6 +140,7 @@ def data_dir():
 def file_part():
     store = os.path.join(T, "store")
     os.makedirs(store)
+    init_location(store)
     ft = Target("file", store, lambda n: tree_sums(os.path.join(store, n)), store)
     campaign(ft, data_dir(), KILLS // 2)
 
@@ -148,6 +152,7 @@ def s3_part():
         return
     s3.start()
     try:
+        init_location(s3.url("crash", retry_base_ms=20))
         st = Target("s3", s3.url("crash", retry_base_ms=20),
                     lambda n: s3.backup_sums("crash", n), None)
         campaign(st, data_dir(), KILLS - KILLS // 2)

@@ -17,6 +17,9 @@ import time
 from rel import (Cairnd, FaultProxy, S3rver, cairn, check, influx_data, run_parts, statuses,
                  tmpdir, tree_sums)
 import skips  # noqa: E402  (tests/harness, on the path through rel)
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-faults-")
 figures = []
@@ -39,6 +42,7 @@ def s3_faults():
         src = os.path.join(T, "src")
         make_src(src)
         direct = s3.url("pfx", retries=6, retry_base_ms=20)
+        init_location(direct)
         rc, _, err, _ = cairn("put", direct, "20260101T000000Z-base", src)
         check(rc == 0, "S3: earlier backup written directly: " + err.strip()[-200:])
         base_sums = s3.backup_sums("pfx", "20260101T000000Z-base")
@@ -122,6 +126,7 @@ def s3_faults():
 def service_faults():
     data = influx_data(os.path.join(T, "svc"), shards=4, size=100000)
     store = os.path.join(T, "svcstore")
+    init_location(store)
     c = Cairnd(data, log=os.path.join(T, "cairnd.log")).start()
     try:
         host, port = c.addr.rsplit(":", 1)
@@ -183,6 +188,7 @@ def enospc():
         os.makedirs(small)
         with open(os.path.join(small, "a"), "wb") as f:
             f.write(os.urandom(100000))
+        init_location(mnt)
         rc, _, err, _ = cairn("put", mnt, "20260101T000000Z-base", small)
         check(rc == 0, "ENOSPC: earlier small backup fits: " + err.strip())
         base = tree_sums(os.path.join(mnt, "20260101T000000Z-base"))

@@ -23,6 +23,9 @@ import tarfile
 import time
 
 from rel import Cairnd, cairn, check, influx_data, run_parts, tmpdir, tree_sums
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-hostile-")
 SANDBOX = os.path.join(T, "sandbox")
@@ -171,6 +174,7 @@ def _run_archive(what, data, want):
 def restore_into_case():
     data = influx_data(os.path.join(T, "svc"), shards=2, size=2000)
     store = os.path.join(T, "store")
+    init_location(store)
     c = Cairnd(data).start()
     try:
         rc, _, err, _ = cairn("backup", "--from", c.addr, "--to", store, "--name", "b1")
@@ -296,6 +300,7 @@ def shard_upload_cases():
                 before_data.pop(p)
         after = {k: v for k, v in tree_sums(data).items() if not k.startswith("db1/autogen/1/")}
         check(after == before_data, "other shards untouched")
+        init_location(os.path.join(T, "st2"))
         rc, _, err, _ = cairn("backup", "--from", c.addr, "--to", os.path.join(T, "st2"))
         check(rc == 0, "cairnd still serves backups after the hostile uploads")
         figures.append("%d hostile shard uploads (incl. sparse bombs: a crafted one and GNU "

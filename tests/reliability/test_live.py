@@ -15,6 +15,9 @@ import threading
 import time
 
 from rel import cairn, check, run_parts, statuses, tmpdir
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-live-")
 figures = []
@@ -68,6 +71,7 @@ def churn():
     src = os.path.join(T, "churn")
     stable_files(src)
     store = os.path.join(T, "store")
+    init_location(store)
     ch = Churner(os.path.join(src, "zdir"), SEED)
     ch.start()
     results = []
@@ -110,6 +114,7 @@ def fifo_swap():
     src = os.path.join(T, "fifo")
     stable_files(src, n=64)
     store = os.path.join(T, "fstore")
+    init_location(store)
     os.mkfifo(os.path.join(src, "a-fifo"))  # seen by the walk: skipped, never opened
     targets = [os.path.join(src, "zz-%02d" % i) for i in range(20)]
     stop = threading.Event()
@@ -155,6 +160,7 @@ def damaged_manifest():
     src = os.path.join(T, "small")
     stable_files(src, n=3, size=1000)
     store = os.path.join(T, "dstore")
+    init_location(store)
     for n in ("d1", "d2", "d3", "d4"):
         rc, _, err, _ = cairn("put", store, n, src)
         check(rc == 0, "put %s: %s" % (n, err.strip()))

@@ -16,6 +16,9 @@ import time
 
 from rel import S3rver, check, cairn, run, run_parts, statuses, tmpdir, CAIRN
 import skips  # noqa: E402 (on the path rel.py sets)
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-lockrace-")
 figures = []
@@ -110,6 +113,7 @@ def one_round(url, srcs, rnd, wait, r, stats):
 def race(url, label):
     srcs = trees()
     rnd = random.Random(SEED)
+    init_location(url)
     # The location exists before the first prune (prune of a missing one is exit 5).
     check(cairn("put", url, "seed", srcs[0])[0] == 0, "%s: first backup" % label)
     stats = dict(puts_ok=0, puts_locked=0, prune_locked=0, removed=0, verified=0)

@@ -10,6 +10,8 @@ import time
 
 from rel import check, finish, tmpdir, CAIRN
 import skips  # noqa: E402,F401 (on the path rel.py sets)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 SANITIZER = os.environ.get("CAIRN_SANITIZER", "")
 DIRS = 20 if SANITIZER else 200
@@ -64,6 +66,7 @@ def same_tree(a, b):
 def main():
     src, out = os.path.join(T, "src"), os.path.join(T, "out")
     url = "file://" + os.path.join(T, "store")
+    init_location(url)
     make_tree(src)
     nfiles = DIRS * PER_DIR
     figures = []

@@ -8,6 +8,9 @@ import random
 import shutil
 
 from rel import cairn, check, run_parts, temporaries, tmpdir, tree_state
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-restore-atomic-")
 figures = []
@@ -23,6 +26,7 @@ def repro():
         with open(os.path.join(src, "sub" if i >= 4 else "", "f%d" % i), "wb") as f:
             f.write(bytes(rnd.randrange(256) for _ in range(1000 + 500 * i)))
     store = os.path.join(T, "store")
+    init_location(store)
     rc, _, err, _ = cairn("put", store, "b", src)
     check(rc == 0, "7-file backup: " + err.strip())
     victim = os.path.join(store, "b", "f%06d" % rnd.randrange(7))
@@ -62,6 +66,7 @@ def repro():
     check(tree_state(full) == before, "refused target unchanged")
     # Repaired (flip back by restoring the stored file from a fresh backup): restores whole.
     shutil.rmtree(store)
+    init_location(store)
     rc, _, err, _ = cairn("put", store, "b", src)
     out = os.path.join(T, "good")
     rc, _, err, _ = cairn("restore", store, "b", "--into", out)

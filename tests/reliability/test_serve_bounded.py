@@ -14,6 +14,9 @@ import time
 
 from rel import Cairnd, cairn, check, influx_data, run_parts, tmpdir, WAIT
 from influx import request
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-serve-bounded-")
 figures = []
@@ -156,6 +159,7 @@ def tricklers():
         t_end = time.time() + 15
         backup = {}
 
+        init_location(os.path.join(T, "store"))
         def do_backup():
             t0 = time.time()
             backup["rc"], _, backup["err"], _ = cairn(

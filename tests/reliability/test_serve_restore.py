@@ -10,6 +10,9 @@ import socket
 import tarfile
 
 from rel import CAIRND, Cairnd, cairn, check, finish, influx_data, run, tmpdir, tree_sums, WAIT
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 T = tmpdir("cairn-serve-restore-")
 TSM = "db1/autogen/1/000000001-000000001.tsm"
@@ -52,6 +55,7 @@ def log_has(path, needle):
 def main():
     data = influx_data(os.path.join(T, "svc"), shards=2, size=5000)
     store = os.path.join(T, "store")
+    init_location(store)
     evil = shard_tar(b"overwritten by an anonymous peer")
 
     # Read-only by default.

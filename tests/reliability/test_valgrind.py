@@ -11,6 +11,9 @@ import subprocess
 
 from rel import CAIRN, CAIRND, check, finish, free_port, influx_data, tmpdir
 import skips  # noqa: E402  (tests/harness, on the path through rel)
+import sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 VG = shutil.which("valgrind")
 VGARGS = ["--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite",
@@ -61,6 +64,7 @@ def main():
             with open(os.path.join(src, "d" if i % 2 else "", "f%d" % i), "wb") as f:
                 f.write(os.urandom(50000 * (i + 1)))
         store = os.path.join(T, "store")
+        init_location(store)
         vg(["put", store, "20260101T000000Z-a", src, "--zstd"], what="put --zstd")
         vg(["put", store, "20260102T000000Z-b", src], what="put")
         vg(["list", store, "--json"], what="list")
@@ -79,6 +83,7 @@ def main():
             line = d.stdout.readline().decode()
             check(line.startswith("listening on"), "cairnd serve under memcheck started")
             bstore = os.path.join(T, "bstore")
+            init_location(bstore)
             vg(["backup", "--from", addr, "--to", bstore, "--name", "20260101T000000Z-i"],
                what="backup")
             vg(["restore", bstore, "20260101T000000Z-i", "--to", addr, "--db", "db1",

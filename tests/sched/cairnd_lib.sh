@@ -8,6 +8,7 @@
 # three. The caller sets STATE_URL (and may define extra_cleanup) and calls catchup_main.
 set -euo pipefail
 B=${CAIRN_BIN:?CAIRN_BIN not set}
+source "$(dirname "${BASH_SOURCE[0]}")/../harness/repo.sh"
 T=$(mktemp -d /tmp/cairnd-test-XXXXXX)
 SERVE_PID=""
 RUN_PID=""
@@ -102,6 +103,7 @@ catchup_done() { grep -q "sched: catch-up finished" "$1"; }
 catchup_main() {
     # A sample InfluxDB-style data directory served by the real snapshot service.
     mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
+    init_location "file://$T/backups"
     head -c 200000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
     start_serve "$T/data"
 

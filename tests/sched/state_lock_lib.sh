@@ -6,6 +6,7 @@
 # state_lock_main.
 state_lock_main() {
     mkdir -p "$T/src" "$T/backups"
+    init_location "file://$T/backups"
     echo data >"$T/src/f"
     cat >"$T/cairnd.conf" <<CONF
 [cairnd]

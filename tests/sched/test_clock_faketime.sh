@@ -16,6 +16,7 @@ FT=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n 1 || true)
 [ -n "$FT" ] || missing "libfaketime (faketime; scripts/deps.sh test installs it)"
 
 mkdir -p "$T/src" "$T/state" "$T/backups"
+init_location "file://$T/backups"
 echo "hello" >"$T/src/a.txt"
 cat >"$T/cairnd.conf" <<CONF
 [cairnd]

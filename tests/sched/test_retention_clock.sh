@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/cairnd_lib.sh"
 
 mkdir -p "$T/src" "$T/state" "$T/backups"
+init_location "file://$T/backups"
 echo "hello" >"$T/src/a.txt"
 cat >"$T/cairnd.conf" <<CONF
 [cairnd]

@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/cairnd_lib.sh"
 
 mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
+init_location "file://$T/backups"
 # A 1 TiB sparse shard (no disk space used): its backup cannot finish in many minutes on any
 # machine (hashing alone is over 500 s at 2 GB/s), so the first run is certainly still in
 # flight at SIGTERM, and an exit within SHUTDOWN_DEADLINE can only come from the cancellation.

@@ -35,6 +35,7 @@ both_ok() { metric_is "$1" cairn_backups_succeeded_total a && metric_is "$1" cai
 asides() { ls "$T/state" | grep -c '^state\.db\.corrupt-' || true; }
 
 mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
+init_location "file://$T/backups"
 head -c 100000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
 start_serve "$T/data"
 cat >"$T/cairnd.conf" <<CONF

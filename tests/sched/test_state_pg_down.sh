@@ -9,6 +9,7 @@ extra_cleanup() { pg_stop; }
 pg_start
 
 mkdir -p "$T/data/mydb/autogen/1" "$T/backups"
+init_location "file://$T/backups"
 head -c 50000 /dev/urandom >"$T/data/mydb/autogen/1/000000001-000000001.tsm"
 start_serve "$T/data"
 cat >"$T/cairnd.conf" <<CONF

@@ -38,6 +38,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import hashiserver  # noqa: E402
 import skips  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ["CAIRN_BIN"], "cairn")
 FIXTURES = os.path.join(os.environ["CAIRN_SOURCE_DIR"], "..", "shared", "testdata",
@@ -313,6 +315,7 @@ def faults(tmp, svc, store):
 def cancel(tmp, svc, big):
     """SIGINT while the server holds the rest of the body back: exit 130, nothing left."""
     store = "file://" + os.path.join(tmp, svc.flavour + "-cancel")
+    init_location(store)
     srv = hashiserver.Server(svc.flavour, big, token=TOKEN)
     try:
         srv.fail_next("stall")
@@ -385,6 +388,7 @@ def cut_connection(tmp, svc, big):
     """A connection reset and a clean close through the fault proxy, midway through the big
     archive."""
     store = "file://" + os.path.join(tmp, svc.flavour + "-cut")
+    init_location(store)
     srv = hashiserver.Server(svc.flavour, big, token=TOKEN)
     try:
         for action in ("reset_mid", "short"):
@@ -407,6 +411,7 @@ def big_stream(tmp, big):
     memory (the child's peak RSS)."""
     svc = Service("consul", big, None)
     store = "file://" + os.path.join(tmp, "big-store")
+    init_location(store)
     srv = hashiserver.Server("consul", big, token=TOKEN)
     try:
         # The peak RSS from wait4 in a fresh small interpreter: ru_maxrss counts the memory of
@@ -466,6 +471,7 @@ def tls(tmp, svc):
     srv = hashiserver.Server(svc.flavour, svc.snapshot, token=TOKEN,
                              tls=(pki["server.crt"], pki["server.key"], client_ca))
     store = "file://" + os.path.join(tmp, svc.flavour + "-tls")
+    init_location(store)
     try:
         args = ["--tls-ca", pki["ca.crt"]]
         if client_ca:
@@ -489,6 +495,7 @@ def cairnd_schedule(tmp, svc):
     proc = None
     try:
         store = os.path.join(tmp, svc.flavour + "-dstore")
+        init_location(store)
         conf = os.path.join(tmp, svc.flavour + "-cairnd.conf")
         with open(conf, "w") as f:
             f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
@@ -569,6 +576,7 @@ def main():
                     Service("vault", vault_snap, consul_snap)]
         for svc in services:
             store = "file://" + os.path.join(tmp, svc.flavour + "-store")
+            init_location(store)
             round_trip(tmp, svc, store)
             faults(tmp, svc, store)
             damaged_copy(tmp, svc, store)

@@ -34,6 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import etcdtest as et  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN_BIN = os.environ.get("CAIRN_BIN", os.path.join(HERE, "../../build"))
 CAIRN = os.path.join(CAIRN_BIN, "cairn")
@@ -171,6 +173,7 @@ def restore_and_compare(tmp, what, store, name, src, rev_before, rev_after):
 
 def cli_case(tmp, src, w):
     store = "file://" + os.path.join(tmp, "store")
+    init_location(store)
     w.wait_more(5)
     before = revision(src)
     t0 = time.monotonic()
@@ -199,6 +202,7 @@ def complete(store):
 
 def cairnd_case(tmp, src, w):
     store = os.path.join(tmp, "dstore")
+    init_location(store)
     conf = os.path.join(tmp, "cairnd.conf")
     with open(conf, "w") as f:
         f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"

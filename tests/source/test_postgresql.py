@@ -39,6 +39,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import pg_server as pg  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairn")
 CAIRND = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairnd")
@@ -263,6 +265,7 @@ def part_timeline(tmp, store, want_md5):
         tli = b.psql("SELECT timeline_id FROM pg_control_checkpoint()")
         check(tli == "2", "timeline: the promoted server is on timeline %s" % tli)
         tstore = "file://" + os.path.join(tmp, "tstore")
+        init_location(tstore)
         rc, out, err = cairn("backup", "--from", "postgresql://postgres@127.0.0.1:%d" % b.port,
                              "--to", tstore, "--name", "t2")
         if not check(rc == 0, "timeline: backup: %s" % err):
@@ -411,6 +414,7 @@ def part_cancel(a, store):
 
 def part_cairnd(tmp, a, want_md5):
     store = os.path.join(tmp, "dstore")
+    init_location(store)
     conf = os.path.join(tmp, "cairnd.conf")
     with open(conf, "w") as f:
         f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
@@ -458,6 +462,7 @@ def main():
         fill(a, tmp)
         want_md5 = a.psql(TYPES_MD5)
         store = "file://" + os.path.join(tmp, "store")
+        init_location(store)
         before = part_backup(tmp, a, store, want_md5)
         if before is not None:
             part_restore(tmp, store, want_md5, before)

@@ -16,6 +16,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import pg_server as pg  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairn")
 LIMIT_KIB = 32 * 1024
@@ -44,6 +46,7 @@ def main():
         size = int(a.psql("SELECT sum(pg_database_size(datname)) FROM pg_database"))
         print("cluster: %.1f MB (pgbench scale %d)" % (size / 1e6, SCALE), flush=True)
         store = os.path.join(tmp, "store")
+        init_location(store)
         url = "postgresql://postgres@127.0.0.1:%d" % a.port
         rc, rss, secs, err = run([CAIRN, "backup", "--from", url, "--to", store, "--name", "b"])
         print("cairn backup: rc=%d peak RSS %.1f MiB (wait4), %.1f s (%.0f MB/s)" % (

@@ -17,6 +17,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import pg_server as pg  # noqa: E402
 import skips  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ.get("CAIRN_BIN", "build"), "cairn")
 HBA = """local all all trust
@@ -76,6 +78,7 @@ def main():
                 (certs, certs))
         subprocess.run(a.pgbench("-i", "-q", "-s", "1"), check=True, capture_output=True)
         store = "file://" + os.path.join(tmp, "store")
+        init_location(store)
         base = "postgresql://postgres@127.0.0.1:%d" % a.port
         ca = os.path.join(certs, "ca.pem")
         rc, out, err = cairn("backup", "--from", base + "?sslmode=verify-full&sslrootcert=" + ca,

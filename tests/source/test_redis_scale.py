@@ -31,6 +31,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import redis_server as rs  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN_BIN = os.environ.get("CAIRN_BIN", os.path.join(HERE, "../../build"))
 CAIRN = os.path.join(CAIRN_BIN, "cairn")
@@ -189,6 +191,7 @@ def restore_and_compare(tmp, what, store, name, src, seq_before, seq_after, src_
 
 def cli_case(tmp, srv, w, src_expires):
     store = "file://" + os.path.join(tmp, "store")
+    init_location(store)
     before = w.count
     t0 = time.monotonic()
     rc, out, err = cairn("backup", "--from", "redis://127.0.0.1:%d" % srv.port, "--to", store,
@@ -214,6 +217,7 @@ def complete(store):
 
 def cairnd_case(tmp, srv, w, src_expires):
     store = "file://" + os.path.join(tmp, "dstore")
+    init_location(store)
     conf = os.path.join(tmp, "cairnd.conf")
     with open(conf, "w") as f:
         f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"

@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import redis_server as rs  # noqa: E402
 import etcdtest as et  # noqa: E402
 import skips  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ["CAIRN_BIN"], "cairn")
 PASSWORD = "pw-Zq81-secret"
@@ -67,6 +69,7 @@ def redis_case(tmp):
         c = srv.client()
         rs.fill(c, 20000)
         store = "file://" + os.path.join(tmp, "store")
+        init_location(store)
         url = "redis://:%s@127.0.0.1:%d" % (PASSWORD, srv.port)
         rc, out, err = cairn("backup", "--from", url, "--to", store, "--name", "r1", "--json")
         if not check(rc == 0, "redis backup: rc %d %s" % (rc, err)):
@@ -117,6 +120,7 @@ def etcd_case(tmp):
         e.delete("k00001")
         want = e.dump()
         store = "file://" + os.path.join(tmp, "estore")
+        init_location(store)
         rc, out, err = cairn("backup", "--from", "etcd://127.0.0.1:%d" % e.client, "--to", store,
                              "--name", "e1")
         if not check(rc == 0, "etcd backup: rc %d %s" % (rc, err)):
@@ -150,6 +154,7 @@ def cairnd_case(tmp):
             f.write(PASSWORD + "\n")
         os.chmod(pwfile, 0o600)
         store = os.path.join(tmp, "dstore")
+        init_location(store)
         conf = os.path.join(tmp, "cairnd.conf")
         with open(conf, "w") as f:
             f.write("[cairnd]\nstate-dir = %s\nmetrics-listen = off\n\n"
@@ -186,6 +191,7 @@ def timeout_case(tmp):
     """--source-timeout cancels a source that runs too long, whatever the driver: exit 8,
     the message says so, nothing is listed (test_exec checks the command's group is killed)."""
     store = "file://" + os.path.join(tmp, "tstore")
+    init_location(store)
     rc, out, err = cairn("backup", "--from", "exec:sleep 600", "--to", store,
                          "--source-timeout", "1s")
     check(rc == 8, "--source-timeout: exit %d (want 8): %s" % (rc, err))

@@ -39,6 +39,8 @@ import etcdtest as et  # noqa: E402
 import redis_server as rs  # noqa: E402
 import skips  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from repo import init_location  # noqa: E402
 
 CAIRN = os.path.join(os.environ.get("CAIRN_BIN", os.path.join(HERE, "../../build")), "cairn")
 failures = []
@@ -60,6 +62,7 @@ def cairn(*args, env=None):
 class Store:
     def __init__(self, root):
         self.url = "file://" + root
+        init_location(self.url)
         self.n = 0
 
     def complete(self):

@@ -15,6 +15,8 @@ mkdir -p "$tmp/src/sub"
 for i in $(seq 1 40); do head -c $((1024 * 1024 + i)) /dev/urandom >"$tmp/src/f$i"; done
 for i in $(seq 1 20); do head -c $((4096 * i)) /dev/urandom >"$tmp/src/sub/s$i"; done
 store="$tmp/store"
+source "$(dirname "$0")/../harness/repo.sh"
+init_location "$store"
 base=20260101T000000Z-base
 
 "$C" put "$store" "$base" "$tmp/src" >/dev/null

@@ -47,6 +47,8 @@ echo "small file" >"$tmp/src/small.txt"
 head -c 100000 /dev/urandom >"$tmp/src/d/mid.bin"
 
 # 1. cairn writes, aws reads.
+source "$(dirname "$0")/../harness/repo.sh"
+init_location "$URL"
 "$C" put "$URL" b1 "$tmp/src" >/dev/null
 aws s3 ls --recursive s3://interop/pfx/ >"$tmp/ls.txt"
 cat "$tmp/ls.txt"
@@ -78,6 +80,7 @@ print("aws downloaded %d files intact" % len(m["files"]))
 PY
 
 # 2. aws writes a backup directory made by cairn's file driver; cairn lists and verifies it.
+init_location "file://$tmp/fstore"
 "$C" put "file://$tmp/fstore" b2 "$tmp/src" --zstd >/dev/null
 aws s3 cp --recursive --only-show-errors "$tmp/fstore/b2" s3://interop/pfx/b2
 "$C" list "$URL" --json >"$tmp/list.json"

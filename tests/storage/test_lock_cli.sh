@@ -12,6 +12,8 @@ fail() {
     exit 1
 }
 S="$tmp/store"
+source "$(dirname "$0")/../harness/repo.sh"
+init_location "$S"
 mkdir -p "$tmp/src"
 echo data >"$tmp/src/a"
 "$C" put "$S" first "$tmp/src" >/dev/null

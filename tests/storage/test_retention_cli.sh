@@ -31,6 +31,8 @@ PY
 
 # 1. The issue's repro with real clocks: weekly-old, then daily-new one second later.
 s1="$tmp/s1"
+source "$(dirname "$0")/../harness/repo.sh"
+init_location "$s1"
 "$C" put "$s1" weekly-old "$tmp/src" >/dev/null
 t0=$(date +%s)
 while [ "$(date +%s)" = "$t0" ]; do sleep 0.05; done # the clock ticks: a later creation second
@@ -54,6 +56,7 @@ PY
 
 # 2. A full backup and two incrementals: keep-last 1 keeps the whole chain.
 s2="$tmp/s2"
+init_location "$s2"
 for n in full inc1 inc2 other; do "$C" put "$s2" "$n" "$tmp/src" >/dev/null; done
 edit_manifest "$s2" other -7200 -
 edit_manifest "$s2" full -3600 -
@@ -83,6 +86,7 @@ python3 -c 'import json,sys; j=json.loads(sys.argv[1]); assert j["ok"] and j["re
 # 3. A backup dated two days ahead (the clock was ahead) is kept and reported, and does not
 # push the fresh backup out.
 s3="$tmp/s3"
+init_location "$s3"
 for n in old fresh ahead; do "$C" put "$s3" "$n" "$tmp/src" >/dev/null; done
 edit_manifest "$s3" old -7200 -
 edit_manifest "$s3" fresh -60 -
