@@ -132,6 +132,11 @@ struct cairn_storage_driver {
      * backup ends may leave a MANIFEST cut short (listed as corrupt, not incomplete);
      * cairn_storage_register warns about it. */
     unsigned features;
+    /* Read exactly len bytes at offset off of a file into buf (the chunk store reads one
+     * chunk of a pack). CAIRN_E_NOTFOUND when absent, CAIRN_E_CORRUPT when the file is
+     * shorter. May be NULL: the generic layer then reads through read and skips to off. */
+    int (*read_at)(void *state, const char *backup, const char *file, uint64_t off, void *buf,
+                   size_t len, struct cairn_err *err);
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the

@@ -10,9 +10,10 @@
 
 #include "cairn/log.h"
 #include "cairn/repo.h"
-#include "io/aead.h"
+#include "chunkstore.h"
 #include "common/util.h"
 #include "internal.h"
+#include "io/aead.h"
 
 /* ---- registry ---- */
 
@@ -101,6 +102,7 @@ int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn
         return rc;
     struct cairn_storage *st = xcalloc(1, sizeof(*st));
     pthread_mutex_init(&st->repo_mu, NULL);
+    pthread_mutex_init(&st->cs_mu, NULL);
     st->drv = drv;
     st->state = state;
     st->url = xstrdup(url);
@@ -128,6 +130,7 @@ void cairn_storage_free(struct cairn_storage *st)
 {
     if (st == NULL)
         return;
+    cs_free(st->cs);
     st->drv->free(st->state);
     cairn_repo_free(st->repo);
     if (st->keys_own != NULL)
@@ -135,6 +138,7 @@ void cairn_storage_free(struct cairn_storage *st)
     free(st->keys_own);
     clear_secret(st);
     pthread_mutex_destroy(&st->repo_mu);
+    pthread_mutex_destroy(&st->cs_mu);
     free(st->url);
     free(st);
 }
@@ -182,6 +186,8 @@ int cairn_storage_set_secret(struct cairn_storage *st, const struct cairn_repo_s
         st->sec_password = xstrdup(sec->password);
     }
     cairn_repo_free(st->repo);
+    cs_free(st->cs);
+    st->cs = NULL;
     st->repo = NULL;
     st->keys = NULL;
     st->repo_ready = 0;

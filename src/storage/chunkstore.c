@@ -1,0 +1,918 @@
+/* The chunk store (chunkstore.h, docs/FORMAT.md "Chunk store").
+ *
+ * Memory: the index of the repository is one sorted array of 32-byte entries (the first 16
+ * bytes of the chunk id, pack number, offset, stored length, raw length with the flags in its
+ * top bits), plus an open-addressing table of the chunks this process stored (same entries),
+ * plus the pack ids (32 bytes per pack). 16 bytes of a keyed 256-bit hash identify a chunk
+ * for deduplication (a false match needs a 2^-128 event per pair); every read recomputes
+ * the full id and compares it. 1,000,000 chunks: 32 MB of index.
+ *
+ * Threads: chunk writers cut, hash, compress and encrypt on their own threads (put_path runs
+ * files on workers); only the lookup-and-claim of an id and the append to the open pack run
+ * under the store's lock. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include <openssl/rand.h>
+
+#include "cairn/digest.h"
+#include "cairn/log.h"
+#include "cairn/repo.h"
+#include "chunkstore.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "internal.h"
+#include "io/aead.h"
+
+#define NONCE     AEAD_GCM_NONCE
+#define TAG       AEAD_GCM_TAG
+#define RAW_MASK  0x0fffffffu
+#define PENDING   UINT32_MAX /* pack of a claimed chunk not appended yet */
+#define INDEX_MAX (512u << 20)
+
+struct cs_ent {
+    uint8_t id[16];
+    uint32_t pack, off, len, raw; /* raw: length | flags << 28 */
+};
+
+struct chunkstore {
+    struct cairn_storage *st;
+    const struct repo_chunking *k;
+    pthread_mutex_t mu;
+    struct cs_ent *idx; /* sorted, from index objects */
+    size_t nidx;
+    struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
+    size_t ntab, tab_slots;
+    uint8_t (*packs)[32];
+    size_t npacks, packs_cap;
+    /* the open pack */
+    struct cairn_writer *pw;
+    uint32_t pw_no;
+    uint64_t pw_off;
+    struct buf pw_hdr;
+    /* entries of packs landed but not yet in an index object: pack id, count, entries */
+    struct buf unindexed;
+    uint32_t n_unindexed;
+    int dirs;   /* the pseudo-backups .data and .index were started */
+    int failed; /* a pack write failed: nothing more lands (its code) */
+    char fail_msg[CAIRN_ERR_MSG_MAX];
+};
+
+/* ---- the in-memory index ---- */
+
+static int ent_cmp(const void *a, const void *b)
+{
+    return memcmp(((const struct cs_ent *)a)->id, ((const struct cs_ent *)b)->id, 16);
+}
+
+static size_t tab_home(const uint8_t *id, size_t slots)
+{
+    uint64_t h;
+    memcpy(&h, id, 8);
+    return (size_t)h & (slots - 1);
+}
+
+static int tab_empty(const struct cs_ent *e)
+{
+    return e->pack == 0 && e->len == 0 && e->raw == 0 && e->off == 0;
+}
+
+static struct cs_ent *tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *id)
+{
+    size_t i = tab_home(id, slots);
+    while (!tab_empty(&tab[i]) && memcmp(tab[i].id, id, 16) != 0)
+        i = (i + 1) & (slots - 1);
+    return &tab[i];
+}
+
+/* The entry of id, or NULL. Caller holds mu. */
+static struct cs_ent *lookup(struct chunkstore *cs, const uint8_t *id)
+{
+    if (cs->tab_slots > 0) {
+        struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
+        if (!tab_empty(e))
+            return e;
+    }
+    struct cs_ent key;
+    memcpy(key.id, id, 16);
+    return cs->nidx ? bsearch(&key, cs->idx, cs->nidx, sizeof(key), ent_cmp) : NULL;
+}
+
+/* Add an entry for id (not present) to the table, kept at most half full. Caller holds mu. */
+static struct cs_ent *tab_add(struct chunkstore *cs, const uint8_t *id)
+{
+    if (2 * (cs->ntab + 1) > cs->tab_slots) {
+        size_t n = cs->tab_slots ? 2 * cs->tab_slots : 4096;
+        struct cs_ent *t = xcalloc(n, sizeof(*t));
+        for (size_t i = 0; i < cs->tab_slots; i++)
+            if (!tab_empty(&cs->tab[i]))
+                *tab_slot(t, n, cs->tab[i].id) = cs->tab[i];
+        free(cs->tab);
+        cs->tab = t;
+        cs->tab_slots = n;
+    }
+    struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
+    memset(e, 0, sizeof(*e));
+    memcpy(e->id, id, 16);
+    e->pack = PENDING;
+    cs->ntab++;
+    return e;
+}
+
+static uint32_t pack_add(struct chunkstore *cs, const uint8_t *id)
+{
+    if (cs->npacks == cs->packs_cap) {
+        cs->packs_cap = cs->packs_cap ? 2 * cs->packs_cap : 64;
+        cs->packs = xrealloc(cs->packs, cs->packs_cap * 32);
+    }
+    memcpy(cs->packs[cs->npacks], id, 32);
+    return (uint32_t)cs->npacks++;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- index objects ---- */
+
+/* Parse an index object's plaintext into the index (appended, sorted later). */
+static int index_parse(struct chunkstore *cs, const char *name, const uint8_t *p, size_t len,
+                       struct cairn_err *err)
+{
+    uint8_t d[32];
+    if (len < 8 + 4 + 32 || memcmp(p, CS_IDX_MAGIC, 8) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' has no index header",
+                             CS_INDEX_DIR, name);
+    cairn_sha256_oneshot(p, len - 32, d);
+    if (memcmp(d, p + len - 32, 32) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "index object '%s/%s' fails its SHA-256 (damaged)", CS_INDEX_DIR,
+                             name);
+    len -= 32;
+    uint32_t npacks = get_u32(p + 8);
+    size_t off = 12;
+    for (uint32_t i = 0; i < npacks; i++) {
+        if (len - off < 36)
+            goto bad;
+        uint32_t no = pack_add(cs, p + off);
+        uint32_t n = get_u32(p + off + 32);
+        off += 36;
+        if ((len - off) / CS_ENTRY_LEN < n)
+            goto bad;
+        cs->idx = xrealloc(cs->idx, (cs->nidx + n) * sizeof(*cs->idx));
+        for (uint32_t j = 0; j < n; j++, off += CS_ENTRY_LEN) {
+            struct cs_ent *e = &cs->idx[cs->nidx++];
+            memcpy(e->id, p + off, 16);
+            e->pack = no;
+            e->off = get_u32(p + off + 32);
+            e->len = get_u32(p + off + 36);
+            e->raw = (get_u32(p + off + 40) & RAW_MASK) | (uint32_t)p[off + 44] << 28;
+        }
+    }
+    if (off != len)
+        goto bad;
+    return CAIRN_OK;
+bad:
+    return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' is malformed", CS_INDEX_DIR,
+                         name);
+}
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static int add_name(void *arg, const char *file)
+{
+    struct names *nv = arg;
+    if (strlen(file) != 64)
+        return 0; /* not ours (a temporary) */
+    if (nv->n == nv->cap) {
+        nv->cap = nv->cap ? 2 * nv->cap : 16;
+        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
+    }
+    nv->v[nv->n++] = xstrdup(file);
+    return 0;
+}
+
+static void names_free(struct names *nv)
+{
+    for (size_t i = 0; i < nv->n; i++)
+        free(nv->v[i]);
+    free(nv->v);
+}
+
+static int read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
+                       uint8_t **out, size_t *len, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    int rc = storage_read(st, dir, name, NULL, &r, err);
+    struct buf b = {0};
+    uint8_t tmp[65536];
+    while (rc == CAIRN_OK) {
+        size_t got = 0;
+        rc = cairn_reader_read(r, tmp, sizeof(tmp), &got, err);
+        if (rc != CAIRN_OK || got == 0)
+            break;
+        if (b.len + got > max) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "'%s/%s' is larger than %zu bytes", dir, name,
+                               max);
+            break;
+        }
+        buf_add(&b, tmp, got);
+    }
+    cairn_reader_free(r);
+    if (rc != CAIRN_OK) {
+        buf_free(&b);
+        return rc;
+    }
+    *out = b.p;
+    *len = b.len;
+    return CAIRN_OK;
+}
+
+static int load_index(struct chunkstore *cs, struct cairn_err *err)
+{
+    struct cairn_storage *st = cs->st;
+    struct names nv = {0};
+    int rc = CAIRN_OK;
+    if (st->drv->list_files == NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "storage driver '%s' cannot list files: no chunk store",
+                             st->drv->name);
+    rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
+    for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++) {
+        uint8_t *p = NULL;
+        size_t len = 0;
+        rc = read_object(st, CS_INDEX_DIR, nv.v[i], INDEX_MAX, &p, &len, err);
+        if (rc == CAIRN_OK)
+            rc = index_parse(cs, nv.v[i], p, len, err);
+        free(p);
+    }
+    names_free(&nv);
+    if (rc == CAIRN_OK && cs->nidx > 1)
+        qsort(cs->idx, cs->nidx, sizeof(*cs->idx), ent_cmp);
+    return rc;
+}
+
+/* Write an index object of the unindexed packs. Caller holds mu. */
+static int write_index(struct chunkstore *cs, struct cairn_err *err)
+{
+    if (cs->n_unindexed == 0)
+        return CAIRN_OK;
+    struct buf b = {0};
+    uint8_t hdr[12], d[32], id[32];
+    char hex[65];
+    memcpy(hdr, CS_IDX_MAGIC, 8);
+    put_u32(hdr + 8, cs->n_unindexed);
+    buf_add(&b, hdr, 12);
+    buf_add(&b, cs->unindexed.p, cs->unindexed.len);
+    cairn_sha256_oneshot(b.p, b.len, d);
+    buf_add(&b, d, 32);
+    if (RAND_bytes(id, 32) != 1)
+        abort();
+    cairn_hex_encode(id, 32, hex);
+    struct cairn_writer *w = NULL;
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    int rc = storage_create(cs->st, CS_INDEX_DIR, hex, NULL, (int64_t)b.len, &wo, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, b.p, b.len, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    buf_free(&b);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "write index object '%s/%s'", CS_INDEX_DIR, hex);
+    buf_free(&cs->unindexed);
+    memset(&cs->unindexed, 0, sizeof(cs->unindexed));
+    cs->n_unindexed = 0;
+    return CAIRN_OK;
+}
+
+/* ---- the store ---- */
+
+int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = storage_ready(st, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    const struct repo_chunking *k = repo_chunking(st->repo);
+    if (k == NULL)
+        return CAIRN_OK;
+    pthread_mutex_lock(&st->cs_mu);
+    if (st->cs == NULL) {
+        struct chunkstore *cs = xcalloc(1, sizeof(*cs));
+        cs->st = st;
+        cs->k = k;
+        pthread_mutex_init(&cs->mu, NULL);
+        rc = load_index(cs, err);
+        if (rc != CAIRN_OK) {
+            cairn_err_wrap(err, rc, "load the chunk index of '%s'", st->url);
+            cs_free(cs);
+        } else {
+            st->cs = cs;
+        }
+    }
+    *out = st->cs;
+    pthread_mutex_unlock(&st->cs_mu);
+    return rc;
+}
+
+void cs_free(struct chunkstore *cs)
+{
+    if (cs == NULL)
+        return;
+    cairn_writer_free(cs->pw); /* an unfinished pack is discarded */
+    buf_free(&cs->pw_hdr);
+    buf_free(&cs->unindexed);
+    free(cs->idx);
+    free(cs->tab);
+    free(cs->packs);
+    pthread_mutex_destroy(&cs->mu);
+    free(cs);
+}
+
+int cs_has(struct chunkstore *cs, const uint8_t *id)
+{
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id);
+    int has = e != NULL && e->pack != PENDING;
+    pthread_mutex_unlock(&cs->mu);
+    return has;
+}
+
+static void chunk_id(const struct repo_chunking *k, const void *p, size_t len, uint8_t id[32])
+{
+    if (k->encrypted)
+        cairn_hmac_sha256(k->hash, NULL, 0, p, len, id);
+    else
+        cairn_sha256_oneshot(p, len, id);
+}
+
+/* The additional data of a blob: "cairn blob v1" NUL, id, flags, raw length. */
+static size_t blob_ad(const uint8_t *id, uint8_t flags, uint32_t raw, uint8_t ad[64])
+{
+    static const char label[] = "cairn blob v1";
+    memcpy(ad, label, sizeof(label));
+    size_t n = sizeof(label);
+    memcpy(ad + n, id, 32);
+    n += 32;
+    ad[n++] = flags;
+    put_u32(ad + n, raw);
+    return n + 4;
+}
+
+static int fail_locked(struct chunkstore *cs, int rc, const struct cairn_err *e)
+{
+    if (!cs->failed) {
+        cs->failed = rc;
+        snprintf(cs->fail_msg, sizeof(cs->fail_msg), "%s", e ? e->msg : "pack write failed");
+    }
+    return rc;
+}
+
+/* Start the pseudo-backups holding packs and index objects (a file driver's directories). */
+static int make_dirs(struct chunkstore *cs, struct cairn_err *err)
+{
+    static const char *const dirs[] = {CS_DATA_DIR, CS_INDEX_DIR};
+    for (size_t i = 0; i < 2 && !cs->dirs; i++) {
+        int rc = cs->st->drv->start(cs->st->state, dirs[i], err);
+        if (rc != CAIRN_OK && rc != CAIRN_E_EXISTS)
+            return cairn_err_wrap(err, rc, "create '%s' in '%s'", dirs[i], cs->st->url);
+        cairn_err_clear(err);
+    }
+    cs->dirs = 1;
+    return CAIRN_OK;
+}
+
+static int pack_open(struct chunkstore *cs, struct cairn_err *err)
+{
+    uint8_t id[32];
+    char hex[65];
+    int mrc = make_dirs(cs, err);
+    if (mrc != CAIRN_OK)
+        return mrc;
+    if (RAND_bytes(id, 32) != 1)
+        abort();
+    cairn_hex_encode(id, 32, hex);
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    int rc = cs->st->drv->create(cs->st->state, CS_DATA_DIR, hex, CS_PACK_SIZE + (1 << 20), &wo,
+                                 &cs->pw, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "create pack '%s/%s'", CS_DATA_DIR, hex);
+    cs->pw_no = pack_add(cs, id);
+    cs->pw_off = 0;
+    buf_free(&cs->pw_hdr);
+    memset(&cs->pw_hdr, 0, sizeof(cs->pw_hdr));
+    return CAIRN_OK;
+}
+
+/* Close the open pack: header, its length and magic; then its entries wait for an index
+ * object. Caller holds mu. */
+static int pack_close(struct chunkstore *cs, struct cairn_err *err)
+{
+    char hex[65];
+    cairn_hex_encode(cs->packs[cs->pw_no], 32, hex);
+    uint32_t n = (uint32_t)(cs->pw_hdr.len / CS_ENTRY_LEN);
+    struct buf h = {0};
+    if (cs->k->encrypted) { /* nonce || GCM(header) || tag */
+        uint8_t nonce[NONCE], tag[TAG];
+        static const char ad[] = "cairn pack header v1";
+        if (RAND_bytes(nonce, NONCE) != 1)
+            abort();
+        uint8_t *ct = xmalloc(cs->pw_hdr.len + 1);
+        struct aead_gcm *g = aead_gcm_new(cs->k->pack);
+        int grc = aead_gcm_run(g, 1, nonce, ad, sizeof(ad), cs->pw_hdr.p, ct, cs->pw_hdr.len, tag);
+        aead_gcm_free(g);
+        if (grc != CAIRN_OK)
+            abort();
+        buf_add(&h, nonce, NONCE);
+        buf_add(&h, ct, cs->pw_hdr.len);
+        buf_add(&h, tag, TAG);
+        free(ct);
+    } else {
+        buf_add(&h, cs->pw_hdr.p, cs->pw_hdr.len);
+    }
+    uint8_t trailer[12];
+    put_u32(trailer, (uint32_t)h.len);
+    memcpy(trailer + 4, CS_PACK_MAGIC, 8);
+    buf_add(&h, trailer, sizeof(trailer));
+    int rc = cairn_writer_write(cs->pw, h.p, h.len, err);
+    buf_free(&h);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(cs->pw, err);
+    cairn_writer_free(cs->pw);
+    cs->pw = NULL;
+    if (rc != CAIRN_OK)
+        return fail_locked(cs, cairn_err_wrap(err, rc, "write pack '%s/%s'", CS_DATA_DIR, hex),
+                           err);
+    uint8_t ph[36];
+    memcpy(ph, cs->packs[cs->pw_no], 32);
+    put_u32(ph + 32, n);
+    buf_add(&cs->unindexed, ph, sizeof(ph));
+    buf_add(&cs->unindexed, cs->pw_hdr.p, cs->pw_hdr.len);
+    cs->n_unindexed++;
+    return CAIRN_OK;
+}
+
+/* Append a stored blob to the open pack (opening one when needed) and fill e. Caller holds
+ * mu. */
+static int pack_append(struct chunkstore *cs, struct cs_ent *e, const uint8_t *id, uint8_t flags,
+                       uint32_t raw, const uint8_t *stored, size_t len, struct cairn_err *err)
+{
+    if (cs->failed)
+        return cairn_err_set(err, cs->failed, "%s", cs->fail_msg);
+    int rc = cs->pw == NULL ? pack_open(cs, err) : CAIRN_OK;
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cs->pw, stored, len, err);
+    if (rc != CAIRN_OK)
+        return fail_locked(cs, rc, err);
+    uint8_t ent[CS_ENTRY_LEN];
+    memcpy(ent, id, 32);
+    put_u32(ent + 32, (uint32_t)cs->pw_off);
+    put_u32(ent + 36, (uint32_t)len);
+    put_u32(ent + 40, raw);
+    ent[44] = flags;
+    buf_add(&cs->pw_hdr, ent, sizeof(ent));
+    e->pack = cs->pw_no;
+    e->off = (uint32_t)cs->pw_off;
+    e->len = (uint32_t)len;
+    e->raw = raw | (uint32_t)flags << 28;
+    cs->pw_off += len;
+    if (cs->pw_off >= CS_PACK_SIZE)
+        rc = pack_close(cs, err);
+    return rc;
+}
+
+int cs_flush(struct chunkstore *cs, struct cairn_err *err)
+{
+    pthread_mutex_lock(&cs->mu);
+    int rc = cs->failed ? cairn_err_set(err, cs->failed, "%s", cs->fail_msg) : CAIRN_OK;
+    if (rc == CAIRN_OK && cs->pw != NULL)
+        rc = pack_close(cs, err);
+    if (rc == CAIRN_OK)
+        rc = write_index(cs, err);
+    pthread_mutex_unlock(&cs->mu);
+    return rc;
+}
+
+/* ---- storing blobs ---- */
+
+/* Per-writer scratch: compression and encryption contexts and buffers. */
+struct cs_work {
+    ZSTD_CCtx *cctx;
+    struct aead_gcm *gcm;
+    uint8_t *out;
+    size_t out_cap;
+    int level;
+};
+
+static void work_free(struct cs_work *w)
+{
+    ZSTD_freeCCtx(w->cctx);
+    aead_gcm_free(w->gcm);
+    free(w->out);
+}
+
+/* Store blob p[0..len) under id unless the store has it. */
+static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                    size_t len, uint8_t flags, struct cairn_err *err)
+{
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id);
+    if (e != NULL) { /* stored, or claimed by another writer whose pack lands first */
+        pthread_mutex_unlock(&cs->mu);
+        return CAIRN_OK;
+    }
+    tab_add(cs, id);
+    pthread_mutex_unlock(&cs->mu);
+    size_t bound = ZSTD_compressBound(len) + NONCE + TAG;
+    if (w->out_cap < bound) {
+        free(w->out);
+        w->out_cap = bound;
+        w->out = xmalloc(bound);
+    }
+    uint8_t *body = w->out + NONCE;
+    size_t blen = len;
+    if (len >= 64) {
+        if (w->cctx == NULL)
+            w->cctx = ZSTD_createCCtx();
+        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, w->level);
+        if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
+            blen = c;
+            flags |= CS_FLAG_ZSTD;
+        }
+    }
+    if (!(flags & CS_FLAG_ZSTD))
+        memcpy(body, p, len);
+    const uint8_t *stored = body;
+    size_t slen = blen;
+    if (cs->k->encrypted) {
+        uint8_t ad[64];
+        size_t adl = blob_ad(id, flags, (uint32_t)len, ad);
+        if (w->gcm == NULL)
+            w->gcm = aead_gcm_new(cs->k->pack);
+        if (RAND_bytes(w->out, NONCE) != 1)
+            abort();
+        if (aead_gcm_run(w->gcm, 1, w->out, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+            abort();
+        stored = w->out;
+        slen = NONCE + blen + TAG;
+    }
+    pthread_mutex_lock(&cs->mu);
+    e = tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
+    int rc = pack_append(cs, e, id, flags, (uint32_t)len, stored, slen, err);
+    pthread_mutex_unlock(&cs->mu);
+    return rc;
+}
+
+/* ---- the chunk writer ---- */
+
+struct chunk_writer {
+    struct cairn_writer base;
+    struct chunkstore *cs;
+    struct chunker c;
+    uint8_t *buf; /* the current chunk */
+    size_t len, cap;
+    struct cs_work work;
+};
+
+static int emit(struct chunk_writer *cw, struct cairn_err *err)
+{
+    uint8_t id[32];
+    chunk_id(cw->cs->k, cw->buf, cw->len, id);
+    int rc = put_blob(cw->cs, &cw->work, id, cw->buf, cw->len, 0, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cw->base.next, id, 32, err);
+    cw->len = 0;
+    return rc;
+}
+
+static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        int cut;
+        size_t n = chunker_push(&cw->c, p, len, &cut);
+        if (cw->len + n > cw->cap) {
+            size_t nc = cw->cap ? cw->cap : 1u << 20;
+            while (nc < cw->len + n)
+                nc *= 2;
+            cw->buf = xrealloc(cw->buf, nc);
+            cw->cap = nc;
+        }
+        memcpy(cw->buf + cw->len, p, n);
+        cw->len += n;
+        p += n;
+        len -= n;
+        if (cut) {
+            int rc = emit(cw, err);
+            if (rc != CAIRN_OK)
+                return rc;
+        }
+    }
+    return CAIRN_OK;
+}
+
+static int cw_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    return cw->len > 0 ? emit(cw, err) : CAIRN_OK; /* the framework closes next */
+}
+
+static void cw_free(struct cairn_writer *w)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    work_free(&cw->work);
+    free(cw->buf);
+    free(cw);
+}
+
+static const struct cairn_writer_ops chunk_writer_ops = {"chunks", cw_write, cw_finish, cw_free};
+
+struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_writer *next,
+                                         int level)
+{
+    struct chunk_writer *cw = xcalloc(1, sizeof(*cw));
+    cairn_writer_init(&cw->base, &chunk_writer_ops, next);
+    cw->cs = cs;
+    chunker_init(&cw->c, &cs->k->params, cs->k->seed);
+    cw->work.level = level;
+    return &cw->base;
+}
+
+/* ---- the chunk list sink ---- */
+
+struct list_sink {
+    struct cairn_writer base;
+    struct chunkstore *cs;
+    struct buf b;
+};
+
+static int ls_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    (void)err;
+    buf_add(&((struct list_sink *)w)->b, buf, len);
+    return CAIRN_OK;
+}
+
+static int ls_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct list_sink *s = (struct list_sink *)w;
+    uint8_t id[32];
+    chunk_id(s->cs->k, s->b.p, s->b.len, id);
+    struct cs_work work = {.level = 3};
+    int rc = put_blob(s->cs, &work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
+                      CS_FLAG_LIST, err);
+    work_free(&work);
+    return rc;
+}
+
+static void ls_free(struct cairn_writer *w)
+{
+    struct list_sink *s = (struct list_sink *)w;
+    buf_free(&s->b);
+    free(s);
+}
+
+static const struct cairn_writer_ops list_sink_ops = {"chunk-list", ls_write, ls_finish, ls_free};
+
+struct cairn_writer *cs_list_sink_new(struct chunkstore *cs)
+{
+    struct list_sink *s = xcalloc(1, sizeof(*s));
+    cairn_writer_init(&s->base, &list_sink_ops, NULL);
+    s->cs = cs;
+    return &s->base;
+}
+
+/* ---- reading ---- */
+
+struct cs_rd {
+    ZSTD_DCtx *dctx;
+    struct aead_gcm *gcm;
+    uint8_t *st; /* stored bytes */
+    size_t st_cap;
+    uint8_t *pl; /* plaintext */
+    size_t pl_cap;
+};
+
+static void rd_free(struct cs_rd *r)
+{
+    ZSTD_freeDCtx(r->dctx);
+    aead_gcm_free(r->gcm);
+    free(r->st);
+    free(r->pl);
+}
+
+static void grow(uint8_t **p, size_t *cap, size_t need)
+{
+    if (*cap < need) {
+        free(*p);
+        *cap = need;
+        *p = xmalloc(need ? need : 1);
+    }
+}
+
+/* Read stored bytes through the driver: read_at, or a reader skipped to off. */
+static int read_range(struct cairn_storage *st, const char *pack, uint64_t off, void *buf,
+                      size_t len, struct cairn_err *err)
+{
+    if (st->drv->read_at != NULL)
+        return st->drv->read_at(st->state, CS_DATA_DIR, pack, off, buf, len, err);
+    struct cairn_reader *r = NULL;
+    int rc = st->drv->read(st->state, CS_DATA_DIR, pack, &r, err);
+    uint8_t tmp[65536];
+    while (rc == CAIRN_OK && off > 0) {
+        size_t got = 0, want = off < sizeof(tmp) ? (size_t)off : sizeof(tmp);
+        rc = cairn_reader_read(r, tmp, want, &got, err);
+        if (rc == CAIRN_OK && got == 0)
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "pack ends early");
+        off -= got;
+    }
+    if (rc == CAIRN_OK)
+        rc = cairn_reader_read_full(r, buf, len, "pack", err);
+    cairn_reader_free(r);
+    return rc;
+}
+
+/* The plaintext of blob id (32 bytes) into r->pl; *len its length. */
+static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
+                    struct cairn_err *err)
+{
+    char idhex[65], pack[65];
+    cairn_hex_encode(id, 32, idhex);
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id), ent = {{0}, 0, 0, 0, 0};
+    if (e != NULL)
+        ent = *e;
+    if (e != NULL && e->pack != PENDING)
+        cairn_hex_encode(cs->packs[e->pack], 32, pack);
+    pthread_mutex_unlock(&cs->mu);
+    if (e == NULL || ent.pack == PENDING)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "chunk %s is in no pack the index names (missing data)", idhex);
+    uint8_t flags = (uint8_t)(ent.raw >> 28);
+    size_t raw = ent.raw & RAW_MASK;
+    grow(&r->st, &r->st_cap, ent.len);
+    int rc = read_range(cs->st, pack, ent.off, r->st, ent.len, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "read chunk %s from pack '%s/%s'", idhex, CS_DATA_DIR, pack);
+    uint8_t *body = r->st;
+    size_t blen = ent.len;
+    if (cs->k->encrypted) {
+        uint8_t ad[64];
+        size_t adl = blob_ad(id, flags, (uint32_t)raw, ad);
+        if (blen < NONCE + TAG)
+            goto bad;
+        blen -= NONCE + TAG;
+        body = r->st + NONCE;
+        if (r->gcm == NULL)
+            r->gcm = aead_gcm_new(cs->k->pack);
+        if (aead_gcm_run(r->gcm, 0, r->st, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+            goto bad;
+    }
+    grow(&r->pl, &r->pl_cap, raw);
+    if (flags & CS_FLAG_ZSTD) {
+        if (r->dctx == NULL)
+            r->dctx = ZSTD_createDCtx();
+        size_t d = ZSTD_decompressDCtx(r->dctx, r->pl, raw, body, blen);
+        if (ZSTD_isError(d) || d != raw)
+            goto bad;
+    } else {
+        if (blen != raw)
+            goto bad;
+        memcpy(r->pl, body, raw);
+    }
+    uint8_t got[32];
+    chunk_id(cs->k, r->pl, raw, got);
+    if (memcmp(got, id, 32) != 0)
+        goto bad;
+    *len = raw;
+    return CAIRN_OK;
+bad:
+    return cairn_err_set(err, CAIRN_E_CORRUPT,
+                         "chunk %s in pack '%s/%s' (offset %u) fails authentication (damaged "
+                         "or tampered)",
+                         idhex, CS_DATA_DIR, pack, ent.off);
+}
+
+/* A reader of one blob's plaintext (owned buffer). */
+struct blob_reader {
+    struct cairn_reader base;
+    struct cs_rd rd;
+    size_t len, pos;
+};
+
+static int br_read(struct cairn_reader *base, void *out, size_t cap, size_t *got,
+                   struct cairn_err *err)
+{
+    (void)err;
+    struct blob_reader *b = (struct blob_reader *)base;
+    size_t k = b->len - b->pos < cap ? b->len - b->pos : cap;
+    memcpy(out, b->rd.pl + b->pos, k);
+    b->pos += k;
+    *got = k;
+    return CAIRN_OK;
+}
+
+static void br_free(struct cairn_reader *base)
+{
+    struct blob_reader *b = (struct blob_reader *)base;
+    rd_free(&b->rd);
+    free(b);
+}
+
+static const struct cairn_reader_ops blob_reader_ops = {"blob", br_read, br_free};
+
+int cs_blob_reader_new(struct chunkstore *cs, const char *hex_id, struct cairn_reader **out,
+                       struct cairn_err *err)
+{
+    *out = NULL;
+    uint8_t id[32];
+    if (strlen(hex_id) != 64 || cairn_hex_decode(hex_id, 64, id, 32, NULL) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is no chunk id", hex_id);
+    struct blob_reader *b = xcalloc(1, sizeof(*b));
+    cairn_reader_init(&b->base, &blob_reader_ops, NULL);
+    int rc = get_blob(cs, &b->rd, id, &b->len, err);
+    if (rc != CAIRN_OK) {
+        cairn_reader_free(&b->base);
+        return rc;
+    }
+    *out = &b->base;
+    return CAIRN_OK;
+}
+
+/* ---- the content reader ---- */
+
+struct content_reader {
+    struct cairn_reader base;
+    struct chunkstore *cs;
+    struct cs_rd rd;
+    size_t pos, len; /* of the current chunk in rd.pl */
+    char *label;
+};
+
+static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got,
+                   struct cairn_err *err)
+{
+    struct content_reader *c = (struct content_reader *)base;
+    *got = 0;
+    while (c->pos == c->len) {
+        uint8_t id[32];
+        size_t n = 0;
+        int rc = CAIRN_OK;
+        /* one id: read_full would fail on a clean end, so read the first byte alone */
+        rc = cairn_reader_read(base->next, id, 1, &n, err);
+        if (rc != CAIRN_OK)
+            return cairn_err_wrap(err, rc, "%s: read its chunk list", c->label);
+        if (n == 0)
+            return CAIRN_OK; /* end of the list */
+        rc = cairn_reader_read_full(base->next, id + 1, 31, "chunk list", err);
+        if (rc != CAIRN_OK)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: chunk list ends inside an id",
+                                 c->label);
+        rc = get_blob(c->cs, &c->rd, id, &c->len, err);
+        if (rc != CAIRN_OK)
+            return cairn_err_wrap(err, rc, "%s", c->label);
+        c->pos = 0;
+    }
+    size_t k = c->len - c->pos < cap ? c->len - c->pos : cap;
+    memcpy(out, c->rd.pl + c->pos, k);
+    c->pos += k;
+    *got = k;
+    return CAIRN_OK;
+}
+
+static void cr_free(struct cairn_reader *base)
+{
+    struct content_reader *c = (struct content_reader *)base;
+    rd_free(&c->rd);
+    free(c->label);
+    free(c);
+}
+
+static const struct cairn_reader_ops content_reader_ops = {"chunks", cr_read, cr_free};
+
+struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_reader *list,
+                                           const char *label)
+{
+    struct content_reader *c = xcalloc(1, sizeof(*c));
+    cairn_reader_init(&c->base, &content_reader_ops, list);
+    c->cs = cs;
+    c->label = xstrdup(label);
+    return &c->base;
+}
