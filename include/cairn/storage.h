@@ -489,6 +489,25 @@ CAIRN_API void cairn_retention_plan_free(struct cairn_retention_plan *plan);
 CAIRN_API size_t cairn_backup_dependents(const struct cairn_backup_list *l, size_t idx,
                                          uint8_t *mark);
 
+/* ---- garbage collection (deduplicating repositories) ---- */
+
+struct cairn_gc_opts {
+    unsigned repack_percent; /* repack packs with more garbage than this (by bytes); 0: 20 */
+    int dry_run;             /* count only */
+};
+struct cairn_gc_stats {
+    uint64_t backups, packs, packs_deleted, packs_repacked, packs_unindexed, chunks_live;
+    uint64_t bytes_total, bytes_garbage, bytes_freed, bytes_repacked;
+};
+/* Mark every chunk the complete backups' MANIFESTs reference and sweep the rest: packs
+ * without live chunks are deleted, packs mostly garbage repacked (docs/STORAGE.md). The
+ * caller holds the exclusive lock. Crash-safe: new packs and a new index land before the old
+ * index objects and packs are deleted, so a crash never loses a referenced chunk and a rerun
+ * finishes. A corrupt backup (MANIFEST unreadable) stops it before anything is deleted. A
+ * location without a chunk store: nothing to do, CAIRN_OK. stats may be NULL. */
+CAIRN_API int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
+                               struct cairn_gc_stats *stats, struct cairn_err *err);
+
 /* ---- locks ----
  * Between processes and hosts sharing a location (restic's design): a lock is an object
  * "<CAIRN_LOCK_DIR>/<id>-<seq>" holding JSON (host, pid, start and refresh times, refresh
