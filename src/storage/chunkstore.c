@@ -1065,6 +1065,11 @@ static int gc_mark(struct gc *g, struct cairn_gc_stats *s, struct cairn_err *err
         }
         struct cairn_backup *b = NULL;
         rc = cairn_storage_open_backup(g->cs->st, l.items[i].name, &b, err);
+        if (rc == CAIRN_E_NOTFOUND) { /* removed since it was listed (S3 lists lag) */
+            cairn_err_clear(err);
+            rc = CAIRN_OK;
+            continue;
+        }
         if (rc == CAIRN_OK)
             rc = gc_mark_backup(g, b, err);
         cairn_backup_free(b);

@@ -442,11 +442,22 @@ int cairn_storage_remove(struct cairn_storage *st, const char *name, struct cair
 
 int storage_remove_backup(struct cairn_storage *st, const char *name, struct cairn_err *err)
 {
+    int had_manifest = 0;
     if (st->drv->remove_file != NULL) {
         int rc = st->drv->remove_file(st->state, name, CAIRN_MANIFEST_NAME, err);
         if (rc != CAIRN_OK && rc != CAIRN_E_NOTFOUND)
             return rc; /* the MANIFEST is still there, and so is every file it names */
+        had_manifest = rc == CAIRN_OK;
         cairn_err_clear(err);
     }
-    return st->drv->remove(st->state, name, err);
+    int rc = st->drv->remove(st->state, name, err);
+    /* A deduplicating repository's backup may be its MANIFEST alone (S3 then finds nothing
+     * more to delete; the file driver's directory is left empty). */
+    struct cairn_err le;
+    if (rc == CAIRN_E_NOTFOUND && had_manifest && storage_ready(st, &le) == CAIRN_OK &&
+        repo_chunking(st->repo) != NULL) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    return rc;
 }
