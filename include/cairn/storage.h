@@ -508,6 +508,20 @@ struct cairn_gc_stats {
 CAIRN_API int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
                                struct cairn_gc_stats *stats, struct cairn_err *err);
 
+struct cairn_check_opts {
+    unsigned read_data_percent; /* 0: structure only; 100: --read-data; N: a subset of packs */
+};
+struct cairn_check_stats {
+    uint64_t backups, chunks, packs, packs_read, blobs_read, bytes_read;
+};
+/* Check a deduplicating repository: every complete backup's chunk lists read and
+ * authenticated, every chunk they name in the index, every pack holding one present; with
+ * read_data_percent, every blob of (that share of) the packs read and authenticated.
+ * CAIRN_E_CORRUPT naming the chunk or pack. A location without a chunk store: CAIRN_OK
+ * (cairn verify checks full-copy backups). */
+CAIRN_API int cairn_storage_check(struct cairn_storage *st, const struct cairn_check_opts *o,
+                                  struct cairn_check_stats *stats, struct cairn_err *err);
+
 /* ---- locks ----
  * Between processes and hosts sharing a location (restic's design): a lock is an object
  * "<CAIRN_LOCK_DIR>/<id>-<seq>" holding JSON (host, pid, start and refresh times, refresh

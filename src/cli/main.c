@@ -18,6 +18,7 @@ int cmd_get(int argc, char **argv);    /* cmd_storage.c */
 int cmd_unlock(int argc, char **argv); /* cmd_storage.c */
 int cmd_init(int argc, char **argv);   /* cmd_repo.c */
 int cmd_key(int argc, char **argv);    /* cmd_repo.c */
+int cmd_check(int argc, char **argv);  /* cmd_check.c */
 
 static const struct progs_cmd commands[] = {
     {"version", "print the version", NULL}, /* answered by progs_dispatch */
@@ -33,6 +34,7 @@ static const struct progs_cmd commands[] = {
     {"unlock", "remove stale locks from a storage location", cmd_unlock},
     {"init", "make a storage location an (encrypted) repository", cmd_init},
     {"key", "generate, add, list, remove or change the keys of a repository", cmd_key},
+    {"check", "check a deduplicating repository's chunks (--read-data)", cmd_check},
 };
 
 int main(int argc, char **argv)
