@@ -43,7 +43,7 @@ struct chunkstore {
     const struct repo_chunking *k;
     pthread_mutex_t mu;
     struct cs_ent *idx; /* sorted, from index objects */
-    size_t nidx;
+    size_t nidx, idx_cap;
     struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
     size_t ntab, tab_slots;
     uint8_t (*packs)[32];
@@ -66,6 +66,37 @@ struct chunkstore {
 static int ent_cmp(const void *a, const void *b)
 {
     return memcmp(((const struct cs_ent *)a)->id, ((const struct cs_ent *)b)->id, 16);
+}
+
+/* In place (heapsort): glibc's qsort would take a second copy of a 32 MB index for its merge
+ * sort, and a backup's peak memory is the point of the compact index. */
+static void sift(struct cs_ent *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ent_cmp(&a[c], &a[c + 1]) < 0)
+            c++;
+        if (ent_cmp(&a[i], &a[c]) >= 0)
+            return;
+        struct cs_ent t = a[i];
+        a[i] = a[c];
+        a[c] = t;
+        i = c;
+    }
+}
+
+static void sort_ents(struct cs_ent *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(a, i, n);
+    for (size_t k = n; k-- > 1;) {
+        struct cs_ent t = a[0];
+        a[0] = a[k];
+        a[k] = t;
+        sift(a, 0, k);
+    }
 }
 
 static size_t tab_home(const uint8_t *id, size_t slots)
@@ -147,48 +178,6 @@ static uint32_t get_u32(const uint8_t *p)
 
 /* ---- index objects ---- */
 
-/* Parse an index object's plaintext into the index (appended, sorted later). */
-static int index_parse(struct chunkstore *cs, const char *name, const uint8_t *p, size_t len,
-                       struct cairn_err *err)
-{
-    uint8_t d[32];
-    if (len < 8 + 4 + 32 || memcmp(p, CS_IDX_MAGIC, 8) != 0)
-        return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' has no index header",
-                             CS_INDEX_DIR, name);
-    cairn_sha256_oneshot(p, len - 32, d);
-    if (memcmp(d, p + len - 32, 32) != 0)
-        return cairn_err_set(err, CAIRN_E_CORRUPT,
-                             "index object '%s/%s' fails its SHA-256 (damaged)", CS_INDEX_DIR,
-                             name);
-    len -= 32;
-    uint32_t npacks = get_u32(p + 8);
-    size_t off = 12;
-    for (uint32_t i = 0; i < npacks; i++) {
-        if (len - off < 36)
-            goto bad;
-        uint32_t no = pack_add(cs, p + off);
-        uint32_t n = get_u32(p + off + 32);
-        off += 36;
-        if ((len - off) / CS_ENTRY_LEN < n)
-            goto bad;
-        cs->idx = xrealloc(cs->idx, (cs->nidx + n) * sizeof(*cs->idx));
-        for (uint32_t j = 0; j < n; j++, off += CS_ENTRY_LEN) {
-            struct cs_ent *e = &cs->idx[cs->nidx++];
-            memcpy(e->id, p + off, 16);
-            e->pack = no;
-            e->off = get_u32(p + off + 32);
-            e->len = get_u32(p + off + 36);
-            e->raw = (get_u32(p + off + 40) & RAW_MASK) | (uint32_t)p[off + 44] << 28;
-        }
-    }
-    if (off != len)
-        goto bad;
-    return CAIRN_OK;
-bad:
-    return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' is malformed", CS_INDEX_DIR,
-                         name);
-}
-
 struct names {
     char **v;
     size_t n, cap;
@@ -243,27 +232,134 @@ static int read_object(struct cairn_storage *st, const char *dir, const char *na
     return CAIRN_OK;
 }
 
+/* An index object parsed as it streams in (1,000,000 chunks are a 45 MB object: it is never
+ * held whole), entry by entry into the index; the SHA-256 at its end is held back 32 bytes
+ * behind and checked last. */
+struct ixp {
+    struct chunkstore *cs;
+    struct cairn_sha256 h;
+    uint8_t tail[32];
+    size_t ntail;
+    uint8_t rec[CS_ENTRY_LEN];
+    size_t nrec, want;
+    int stage; /* 0 header, 1 pack header, 2 entry, 3 done */
+    uint32_t packs_left, ents_left, pack_no;
+    int bad;
+};
+
+static void ixp_record(struct ixp *x)
+{
+    struct chunkstore *cs = x->cs;
+    if (x->stage == 0) {
+        if (memcmp(x->rec, CS_IDX_MAGIC, 8) != 0) {
+            x->bad = 1;
+            return;
+        }
+        x->packs_left = get_u32(x->rec + 8);
+    } else if (x->stage == 1) {
+        x->pack_no = pack_add(cs, x->rec);
+        x->ents_left = get_u32(x->rec + 32);
+        x->packs_left--;
+    } else {
+        if (cs->nidx == cs->idx_cap) {
+            cs->idx_cap = cs->idx_cap ? 2 * cs->idx_cap : 4096;
+            cs->idx = xrealloc(cs->idx, cs->idx_cap * sizeof(*cs->idx));
+        }
+        struct cs_ent *e = &cs->idx[cs->nidx++];
+        memcpy(e->id, x->rec, 16);
+        e->pack = x->pack_no;
+        e->off = get_u32(x->rec + 32);
+        e->len = get_u32(x->rec + 36);
+        e->raw = (get_u32(x->rec + 40) & RAW_MASK) | (uint32_t)x->rec[44] << 28;
+        x->ents_left--;
+    }
+    x->stage = x->ents_left > 0 ? 2 : x->packs_left > 0 ? 1 : 3;
+    x->want = x->stage == 2 ? CS_ENTRY_LEN : x->stage == 1 ? 36 : 0;
+    x->nrec = 0;
+}
+
+static void ixp_body(struct ixp *x, const uint8_t *p, size_t n)
+{
+    cairn_sha256_update(&x->h, p, n);
+    while (n > 0 && !x->bad) {
+        if (x->stage == 3) {
+            x->bad = 1; /* bytes after the last entry */
+            return;
+        }
+        size_t k = x->want - x->nrec < n ? x->want - x->nrec : n;
+        memcpy(x->rec + x->nrec, p, k);
+        x->nrec += k;
+        p += k;
+        n -= k;
+        if (x->nrec == x->want)
+            ixp_record(x);
+    }
+}
+
+/* Feed stored plaintext; the last 32 bytes seen are kept back as the digest. */
+static void ixp_feed(struct ixp *x, const uint8_t *p, size_t n)
+{
+    if (n >= 32) {
+        ixp_body(x, x->tail, x->ntail);
+        ixp_body(x, p, n - 32);
+        memcpy(x->tail, p + n - 32, 32);
+        x->ntail = 32;
+        return;
+    }
+    size_t spill = x->ntail + n > 32 ? x->ntail + n - 32 : 0;
+    ixp_body(x, x->tail, spill);
+    memmove(x->tail, x->tail + spill, x->ntail - spill);
+    x->ntail -= spill;
+    memcpy(x->tail + x->ntail, p, n);
+    x->ntail += n;
+}
+
+static int load_one(struct chunkstore *cs, const char *name, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    int rc = storage_read(cs->st, CS_INDEX_DIR, name, NULL, &r, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    struct ixp x = {.cs = cs, .want = 12};
+    cairn_sha256_init(&x.h);
+    uint8_t *buf = xmalloc(1u << 20);
+    while (rc == CAIRN_OK && !x.bad) {
+        size_t got = 0;
+        rc = cairn_reader_read(r, buf, 1u << 20, &got, err);
+        if (rc != CAIRN_OK || got == 0)
+            break;
+        ixp_feed(&x, buf, got);
+    }
+    free(buf);
+    cairn_reader_free(r);
+    uint8_t d[32];
+    cairn_sha256_final(&x.h, d);
+    if (rc != CAIRN_OK)
+        return rc;
+    if (x.bad || x.stage != 3 || x.ntail != 32)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' is malformed",
+                             CS_INDEX_DIR, name);
+    if (memcmp(d, x.tail, 32) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "index object '%s/%s' fails its SHA-256 (damaged)", CS_INDEX_DIR,
+                             name);
+    return CAIRN_OK;
+}
+
 static int load_index(struct chunkstore *cs, struct cairn_err *err)
 {
     struct cairn_storage *st = cs->st;
     struct names nv = {0};
-    int rc = CAIRN_OK;
     if (st->drv->list_files == NULL)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "storage driver '%s' cannot list files: no chunk store",
                              st->drv->name);
-    rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
-    for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++) {
-        uint8_t *p = NULL;
-        size_t len = 0;
-        rc = read_object(st, CS_INDEX_DIR, nv.v[i], INDEX_MAX, &p, &len, err);
-        if (rc == CAIRN_OK)
-            rc = index_parse(cs, nv.v[i], p, len, err);
-        free(p);
-    }
+    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
+    for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++)
+        rc = load_one(cs, nv.v[i], err);
     names_free(&nv);
     if (rc == CAIRN_OK && cs->nidx > 1)
-        qsort(cs->idx, cs->nidx, sizeof(*cs->idx), ent_cmp);
+        sort_ents(cs->idx, cs->nidx);
     return rc;
 }
 
