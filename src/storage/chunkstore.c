@@ -381,7 +381,10 @@ static int write_index(struct chunkstore *cs, struct cairn_err *err)
         abort();
     cairn_hex_encode(id, 32, hex);
     struct cairn_writer *w = NULL;
-    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    /* Atomic: a crash mid-upload must not leave a torn index object (S3 servers may keep the
+     * bytes they received); a torn pack is harmless: no index names it. */
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_ATOMIC |
+                                                CAIRN_STORAGE_WRITE_SYNC};
     int rc = storage_create(cs->st, CS_INDEX_DIR, hex, NULL, (int64_t)b.len, &wo, &w, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(w, b.p, b.len, err);
