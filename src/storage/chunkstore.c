@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "internal.h"
 #include "io/aead.h"
+#include "io/probe.h"
 
 #define NONCE     AEAD_GCM_NONCE
 #define TAG       AEAD_GCM_TAG
@@ -656,7 +657,9 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
     }
     uint8_t *body = w->out + NONCE;
     size_t blen = len;
-    if (len >= 64) {
+    /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
+     * chunks skip the compressor. */
+    if (len >= 64 && io_compress_pays(IO_PROBE_ZSTD, p, len < (256u << 10) ? len : 256u << 10)) {
         if (w->cctx == NULL)
             w->cctx = ZSTD_createCCtx();
         size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, w->level);

@@ -223,7 +223,9 @@ def scenario(url, store, where, keyargs, key):
     rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", "b3", *keyargs)
     s3 = store.size()
     pct = 100.0 * (s3 - s2) / s1
-    check(rc == 0 and pct < 6.0,
+    # With 64 KiB chunks on 24 MiB, where the boundaries after a change fall back in step
+    # varies with the repository's gear seed (2-10 % seen); a full copy would be 100 %.
+    check(rc == 0 and pct < 15.0,
           "%s: %.2f%% of the bytes changed adds %.2f%% of the first backup's size" %
           (where, 100.0 * changed / (MB << 20), pct))
     out = os.path.join(T, "out-" + where)
