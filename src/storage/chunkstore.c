@@ -10,8 +10,10 @@
  * Threads: chunk writers cut, hash, compress and encrypt on their own threads (put_path runs
  * files on workers); only the lookup-and-claim of an id and the append to the open pack run
  * under the store's lock. */
+#include <dirent.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
@@ -315,12 +317,11 @@ static void ixp_feed(struct ixp *x, const uint8_t *p, size_t n)
     x->ntail += n;
 }
 
-static int load_one(struct chunkstore *cs, const char *name, struct cairn_err *err)
+/* Parse one index object from r (its stored bytes, decrypted by the caller's chain). */
+static int parse_one(struct chunkstore *cs, const char *name, struct cairn_reader *r,
+                     struct cairn_err *err)
 {
-    struct cairn_reader *r = NULL;
-    int rc = storage_read(cs->st, CS_INDEX_DIR, name, NULL, &r, err);
-    if (rc != CAIRN_OK)
-        return rc;
+    int rc = CAIRN_OK;
     struct ixp x = {.cs = cs, .want = 12};
     cairn_sha256_init(&x.h);
     uint8_t *buf = xmalloc(1u << 20);
@@ -332,7 +333,6 @@ static int load_one(struct chunkstore *cs, const char *name, struct cairn_err *e
         ixp_feed(&x, buf, got);
     }
     free(buf);
-    cairn_reader_free(r);
     uint8_t d[32];
     cairn_sha256_final(&x.h, d);
     if (rc != CAIRN_OK)
@@ -347,6 +347,97 @@ static int load_one(struct chunkstore *cs, const char *name, struct cairn_err *e
     return CAIRN_OK;
 }
 
+/* The local index cache: $XDG_CACHE_HOME/cairn/<repo id>/index (or ~/.cache/...), holding
+ * index objects' stored bytes (still encrypted in an encrypted repository, and checked as
+ * when read from storage). Always safe to delete: a missing or unreadable entry is fetched
+ * again. NULL when there is no home for it (then every read goes to storage). */
+static char *cache_dir(const struct chunkstore *cs)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (getenv("CAIRN_NO_CACHE") != NULL)
+        return NULL;
+    char *base = x && *x == '/'         ? xstrdup(x)
+                 : home && *home == '/' ? path_join(home, ".cache")
+                                        : NULL;
+    if (base == NULL)
+        return NULL;
+    char *d = xasprintf("%s/cairn/%s/index", base, cs->k->repo_hex);
+    free(base);
+    struct cairn_err e;
+    if (mkdir_p(d, 0700, &e) != CAIRN_OK) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Copy the stored bytes of index object name into the cache (atomically). */
+static int cache_fill(struct chunkstore *cs, const char *path, const char *name,
+                      struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    struct cairn_writer *w = NULL;
+    int rc = cs->st->drv->read(cs->st->state, CS_INDEX_DIR, name, &r, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_atomic_file_writer_open(path, 0600, 1, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_copy(r, w, NULL, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    cairn_reader_free(r);
+    return rc;
+}
+
+static int load_one(struct chunkstore *cs, const char *dir, const char *name, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    char *path = dir ? path_join(dir, name) : NULL;
+    struct cairn_err le;
+    int rc = CAIRN_E_NOTFOUND;
+    if (path != NULL && (access(path, R_OK) == 0 || cache_fill(cs, path, name, &le) == CAIRN_OK) &&
+        cairn_file_reader_open(path, &r, &le) == CAIRN_OK) {
+        size_t before = cs->nidx, packs = cs->npacks;
+        r = storage_open_stored(cs->st, CS_INDEX_DIR, name, NULL, r);
+        rc = parse_one(cs, name, r, &le);
+        cairn_reader_free(r);
+        if (rc != CAIRN_OK) { /* a damaged cache entry: forget it, read the object */
+            unlink(path);
+            cs->nidx = before;
+            cs->npacks = packs;
+        }
+    }
+    free(path);
+    if (rc == CAIRN_OK)
+        return rc;
+    rc = storage_read(cs->st, CS_INDEX_DIR, name, NULL, &r, err);
+    if (rc == CAIRN_OK)
+        rc = parse_one(cs, name, r, err);
+    cairn_reader_free(r);
+    return rc;
+}
+
+/* Cache entries of index objects that are gone (a prune replaced them). */
+static void cache_trim(const char *dir, const struct names *nv)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < nv->n && !known; i++)
+            known = strcmp(nv->v[i], e->d_name) == 0;
+        if (!known) {
+            char *p = path_join(dir, e->d_name);
+            unlink(p);
+            free(p);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 static int load_index(struct chunkstore *cs, struct cairn_err *err)
 {
     struct cairn_storage *st = cs->st;
@@ -356,8 +447,12 @@ static int load_index(struct chunkstore *cs, struct cairn_err *err)
                              "storage driver '%s' cannot list files: no chunk store",
                              st->drv->name);
     int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
+    char *dir = rc == CAIRN_OK ? cache_dir(cs) : NULL;
     for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++)
-        rc = load_one(cs, nv.v[i], err);
+        rc = load_one(cs, dir, nv.v[i], err);
+    if (rc == CAIRN_OK && dir != NULL)
+        cache_trim(dir, &nv);
+    free(dir);
     names_free(&nv);
     if (rc == CAIRN_OK && cs->nidx > 1)
         sort_ents(cs->idx, cs->nidx);

@@ -224,6 +224,11 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
                    struct cairn_writer **w, struct cairn_err *err);
 int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
                  struct cairn_reader **r, struct cairn_err *err);
+/* raw (owned), the stored bytes of backup/file from anywhere (a local cache), as storage_read
+ * gives them: decrypted and authenticated when st is encrypted. */
+struct cairn_reader *storage_open_stored(const struct cairn_storage *st, const char *backup,
+                                         const char *file, const uint8_t *bid,
+                                         struct cairn_reader *raw);
 /* Content hashes of st's MANIFESTs: SHA-256, or HMAC-SHA-256 under the content hash key when
  * st is encrypted (st must be ready). */
 void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h);

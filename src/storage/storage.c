@@ -293,6 +293,21 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
     return CAIRN_OK;
 }
 
+struct cairn_reader *storage_open_stored(const struct cairn_storage *st, const char *backup,
+                                         const char *file, const uint8_t *bid,
+                                         struct cairn_reader *raw)
+{
+    const struct repo_keys *k = st->keys;
+    if (k == NULL)
+        return raw;
+    struct aead_stream_opts o;
+    char label[2 * CAIRN_NAME_MAX + 32];
+    object_opts(k, backup, file, bid, &o, label, sizeof(label));
+    struct cairn_reader *r = aead_stream_reader_new(raw, k->data, &o);
+    free((void *)o.ad);
+    return r;
+}
+
 int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
                  struct cairn_reader **r, struct cairn_err *err)
 {
@@ -301,15 +316,9 @@ int storage_read(struct cairn_storage *st, const char *backup, const char *file,
     if (rc != CAIRN_OK)
         return rc;
     rc = st->drv->read(st->state, backup, file, r, err);
-    const struct repo_keys *k = st->keys;
-    if (rc != CAIRN_OK || k == NULL)
-        return rc;
-    struct aead_stream_opts o;
-    char label[2 * CAIRN_NAME_MAX + 32];
-    object_opts(k, backup, file, bid, &o, label, sizeof(label));
-    *r = aead_stream_reader_new(*r, k->data, &o);
-    free((void *)o.ad);
-    return CAIRN_OK;
+    if (rc == CAIRN_OK)
+        *r = storage_open_stored(st, backup, file, bid, *r);
+    return rc;
 }
 
 void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h)

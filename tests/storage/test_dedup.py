@@ -32,6 +32,8 @@ except ImportError:
 
 T = tmpdir("cairn-dedup-")
 MB = int(os.environ.get("CAIRN_DEDUP_MB", "24"))
+CACHE = os.path.join(T, "cache")
+os.environ["XDG_CACHE_HOME"] = CACHE  # the local index cache (always safe to delete)
 
 
 def hkdf(ikm, salt, info):
@@ -219,6 +221,11 @@ def scenario(url, store, where, keyargs, key):
           "%s: an identical second backup adds %d bytes (MANIFEST and index only)" %
           (where, s2 - s1))
     check(len(store.names(".data")) <= len(packs1) + 1, "%s: at most one tiny pack more" % where)
+    rid = json.loads(store.get(".cairn/config"))["id"]
+    cdir = os.path.join(CACHE, "cairn", rid, "index")
+    cached = sorted(os.listdir(cdir)) if os.path.isdir(cdir) else []
+    check(cached and set(cached) <= set(store.names(".index")),
+          "%s: the index objects are cached under $XDG_CACHE_HOME (%d)" % (where, len(cached)))
     changed = churn(src)
     rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", "b3", *keyargs)
     s3 = store.size()
@@ -254,6 +261,7 @@ def scenario(url, store, where, keyargs, key):
     with open(path, "r+b") as f:
         f.seek(os.path.getsize(path) // 2)
         f.write(b)
+    shutil.rmtree(CACHE, ignore_errors=True)  # deleting the cache loses nothing
     # b4 with new random data: pruning b1..b3 makes their random chunks garbage.
     with open(os.path.join(src, "random.bin"), "wb") as f:
         f.write(random.Random(5).randbytes(MB * 1024 * 1024 // 2))
