@@ -332,7 +332,8 @@ CAIRN_API int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err);
  * incomplete backup (call abort to remove them). Waits for outstanding writers. */
 CAIRN_API void cairn_backup_free(struct cairn_backup *b);
 
-/* Raw stored bytes of a file (read-only handles). Works on incomplete backups too. */
+/* Raw stored bytes of a file (read-only handles). Works on incomplete backups too. In a
+ * deduplicating repository a file's stored bytes are its chunk list (docs/FORMAT.md). */
 CAIRN_API int cairn_backup_read_file(struct cairn_backup *b, const char *file,
                                      struct cairn_reader **r, struct cairn_err *err);
 /* The file's logical bytes: decompressed and verified against the MANIFEST while streaming
