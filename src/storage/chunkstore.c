@@ -925,12 +925,17 @@ static void rd_free(struct cs_rd *r)
     free(r->pl);
 }
 
+/* Buffers only grow, by doubling: chunk sizes vary, and a fresh multi-MiB allocation per
+ * chunk would be fresh zeroed pages (page faults) every time. */
 static void grow(uint8_t **p, size_t *cap, size_t need)
 {
     if (*cap < need) {
+        size_t n = *cap ? *cap : 1u << 20;
+        while (n < need)
+            n *= 2;
         free(*p);
-        *cap = need;
-        *p = xmalloc(need ? need : 1);
+        *cap = n;
+        *p = xmalloc(n);
     }
 }
 
