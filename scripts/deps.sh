@@ -10,9 +10,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config
     libssl-dev zlib1g-dev libzstd-dev libdeflate-dev libcurl4-openssl-dev libjansson-dev
-    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man scdoc)
-    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man
-    libargon2-dev) # libargon2: Argon2id password keys (cairn init --kdf argon2id)
+    libsqlite3-dev libpq-dev libmicrohttpd-dev tzdata help2man scdoc
+    libargon2-dev) # scdoc: the man pages; libargon2: Argon2id keys (cairn init --kdf argon2id)
 test_pkgs=(python3 clang clang-format libclang-rt-14-dev influxdb influxdb-client postgresql awscli
     curl xxd procps iproute2 valgrind faketime openssl zstd)
 # Node.js for s3rver: Debian's packages unless a node with npm is already installed (some

@@ -151,6 +151,9 @@ enum cairn_compression {
     /* Stored files only: zstd where it pays (see cairn_file_opts), else none. Never recorded
      * in a MANIFEST: the choice made is. */
     CAIRN_COMPRESS_AUTO = 3,
+    /* Stored files of a deduplicating repository: the file is a chunk list in the chunk
+     * store (docs/FORMAT.md "Chunk store"); its chunks are compressed one by one. */
+    CAIRN_COMPRESS_CHUNKS = 4,
 };
 
 /* Classify a stream by its first bytes (gzip 1f8b; zstd 28b52ffd, or a skippable frame

@@ -74,7 +74,16 @@ struct cairn_repo_init_opts {
     int no_encryption;   /* 1: a plain repository (encryption "none"); sec must be NULL */
     uint32_t chunk_size; /* plaintext bytes per encrypted chunk, a power of two in
                           * [CAIRN_REPO_CHUNK_MIN, CAIRN_REPO_CHUNK_MAX]; 0: the default */
+    /* Content-defined deduplication (docs/FORMAT.md "Chunk store"): file contents are cut by
+     * the gear-hash chunker into chunks of cdc_min..cdc_max bytes (about cdc_avg, a power of
+     * two), stored once in packs. 0: the defaults (512 KiB / 1 MiB / 8 MiB). no_dedup: the
+     * config has no chunker and every file is stored whole, as before. */
+    int no_dedup;
+    uint32_t cdc_min, cdc_avg, cdc_max;
 };
+#define CAIRN_REPO_CDC_MIN (512u * 1024u)
+#define CAIRN_REPO_CDC_AVG (1024u * 1024u)
+#define CAIRN_REPO_CDC_MAX (8u * 1024u * 1024u)
 
 /* Create the repository of st's location: config and (encrypted) a first key object for sec.
  * CAIRN_E_EXISTS when the location already has a config or holds backups. opts may be NULL
@@ -95,6 +104,8 @@ CAIRN_API int cairn_repo_encrypted(const struct cairn_repo *r);
 /* 64 lower-case hex digits. */
 CAIRN_API const char *cairn_repo_id(const struct cairn_repo *r);
 CAIRN_API uint32_t cairn_repo_chunk_size(const struct cairn_repo *r);
+/* Whether the config has chunker parameters (files go to the chunk store). */
+CAIRN_API int cairn_repo_dedup(const struct cairn_repo *r);
 /* The id of the key object that unlocked r ("" when not encrypted). */
 CAIRN_API const char *cairn_repo_key_id(const struct cairn_repo *r);
 

@@ -132,6 +132,11 @@ struct cairn_storage_driver {
      * backup ends may leave a MANIFEST cut short (listed as corrupt, not incomplete);
      * cairn_storage_register warns about it. */
     unsigned features;
+    /* Read exactly len bytes at offset off of a file into buf (the chunk store reads one
+     * chunk of a pack). CAIRN_E_NOTFOUND when absent, CAIRN_E_CORRUPT when the file is
+     * shorter. May be NULL: the generic layer then reads through read and skips to off. */
+    int (*read_at)(void *state, const char *backup, const char *file, uint64_t off, void *buf,
+                   size_t len, struct cairn_err *err);
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the
@@ -353,7 +358,8 @@ CAIRN_API int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err);
  * incomplete backup (call abort to remove them). Waits for outstanding writers. */
 CAIRN_API void cairn_backup_free(struct cairn_backup *b);
 
-/* Raw stored bytes of a file (read-only handles). Works on incomplete backups too. */
+/* Raw stored bytes of a file (read-only handles). Works on incomplete backups too. In a
+ * deduplicating repository a file's stored bytes are its chunk list (docs/FORMAT.md). */
 CAIRN_API int cairn_backup_read_file(struct cairn_backup *b, const char *file,
                                      struct cairn_reader **r, struct cairn_err *err);
 /* The file's logical bytes: decompressed and verified against the MANIFEST while streaming
@@ -549,6 +555,39 @@ CAIRN_API void cairn_retention_plan_free(struct cairn_retention_plan *plan);
  * list item idx (its dependents, transitively; idx itself is not marked). Returns how many. */
 CAIRN_API size_t cairn_backup_dependents(const struct cairn_backup_list *l, size_t idx,
                                          uint8_t *mark);
+
+/* ---- garbage collection (deduplicating repositories) ---- */
+
+struct cairn_gc_opts {
+    unsigned repack_percent; /* repack packs with more garbage than this (by bytes); 0: 20 */
+    int dry_run;             /* count only */
+};
+struct cairn_gc_stats {
+    uint64_t backups, packs, packs_deleted, packs_repacked, packs_unindexed, chunks_live;
+    uint64_t bytes_total, bytes_garbage, bytes_freed, bytes_repacked;
+};
+/* Mark every chunk the complete backups' MANIFESTs reference and sweep the rest: packs
+ * without live chunks are deleted, packs mostly garbage repacked (docs/STORAGE.md). The
+ * caller holds the exclusive lock. Crash-safe: new packs and a new index land before the old
+ * index objects and packs are deleted, so a crash never loses a referenced chunk and a rerun
+ * finishes. A corrupt backup (MANIFEST unreadable) stops it before anything is deleted. A
+ * location without a chunk store: nothing to do, CAIRN_OK. stats may be NULL. */
+CAIRN_API int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
+                               struct cairn_gc_stats *stats, struct cairn_err *err);
+
+struct cairn_check_opts {
+    unsigned read_data_percent; /* 0: structure only; 100: --read-data; N: a subset of packs */
+};
+struct cairn_check_stats {
+    uint64_t backups, chunks, packs, packs_read, blobs_read, bytes_read;
+};
+/* Check a deduplicating repository: every complete backup's chunk lists read and
+ * authenticated, every chunk they name in the index, every pack holding one present; with
+ * read_data_percent, every blob of (that share of) the packs read and authenticated.
+ * CAIRN_E_CORRUPT naming the chunk or pack. A location without a chunk store: CAIRN_OK
+ * (cairn verify checks full-copy backups). */
+CAIRN_API int cairn_storage_check(struct cairn_storage *st, const struct cairn_check_opts *o,
+                                  struct cairn_check_stats *stats, struct cairn_err *err);
 
 /* ---- locks ----
  * Between processes and hosts sharing a location (restic's design): a lock is an object

@@ -12,7 +12,8 @@
 
 static const char init_help[] =
     "usage: cairn init STORAGE_URL (--key-file FILE | --password-file FILE | --no-encryption)\n"
-    "                  [--kdf scrypt|argon2id] [--chunk-size SIZE] [--json]\n\n"
+    "                  [--kdf scrypt|argon2id] [--chunk-size SIZE]\n"
+    "                  [--chunker MIN,AVG,MAX | --no-dedup] [--json]\n\n"
     "Make STORAGE_URL (empty, or holding no backup) a repository: a config object and, when\n"
     "encrypted (the default), a random master key wrapped by the key given. Every stored byte\n"
     "(files, MANIFESTs, lock objects) is then encrypted with AES-256-GCM; every command needs\n"
@@ -22,7 +23,11 @@ static const char init_help[] =
     "  --kdf KDF             the passphrase's stretching: scrypt (default) or argon2id\n"
     "  --no-encryption       a plain repository (no key)\n"
     "  --chunk-size SIZE     plaintext bytes per encrypted chunk, a power of two from 4K to\n"
-    "                        1M (default 64K)\n\n"
+    "                        1M (default 64K)\n"
+    "  --chunker MIN,AVG,MAX content-defined chunk sizes of deduplication (default\n"
+    "                        512K,1M,8M; AVG a power of two)\n"
+    "  --no-dedup            store every file whole, without deduplication (the format of\n"
+    "                        repositories made before it)\n\n"
     "Examples:\n"
     "  cairn key generate /etc/cairn/repo.key\n"
     "  cairn init s3://bkt/etcd --key-file /etc/cairn/repo.key\n\n";
@@ -86,6 +91,19 @@ int cmd_init(int argc, char **argv)
                 return progs_usage("init", "invalid --chunk-size '%s'", optarg);
             io.chunk_size = (uint32_t)v;
             break;
+        case 'C': {
+            char a[32], b[32], d[32];
+            uint64_t x, y, z;
+            if (sscanf(optarg, "%31[^,],%31[^,],%31s", a, b, d) != 3 || parse_size(a, &x) != 0 ||
+                parse_size(b, &y) != 0 || parse_size(d, &z) != 0 || x > UINT32_MAX ||
+                y > UINT32_MAX || z > UINT32_MAX)
+                return progs_usage("init", "invalid --chunker '%s' (MIN,AVG,MAX)", optarg);
+            io.cdc_min = (uint32_t)x;
+            io.cdc_avg = (uint32_t)y;
+            io.cdc_max = (uint32_t)z;
+            break;
+        }
+        case 'D': io.no_dedup = 1; break;
         case 'j': progs_json = 1; break;
         case 'h': printf("%s%s%s", init_help, progs_secret_help, progs_exit_codes_help); return 0;
         default: return g.code;

@@ -651,6 +651,20 @@ int cmd_prune(int argc, char **argv)
                                   json_string(it->name));
         }
     }
+    /* A deduplicating repository: reclaim the chunks no remaining backup references, still
+     * under the exclusive lock (a plain location has nothing to collect). */
+    struct cairn_gc_stats gs = {0};
+    if (first_rc == CAIRN_OK && !o.dry_run) {
+        first_rc = cairn_storage_gc(st, NULL, &gs, &first_err);
+        if (first_rc == CAIRN_OK && gs.packs > 0 && !o.json) {
+            char freed[32], total[32];
+            format_bytes(gs.bytes_freed, freed, sizeof(freed));
+            format_bytes(gs.bytes_total, total, sizeof(total));
+            printf("chunks: %llu pack(s), %llu deleted, %llu repacked; %s of %s freed\n",
+                   (unsigned long long)gs.packs, (unsigned long long)gs.packs_deleted,
+                   (unsigned long long)gs.packs_repacked, freed, total);
+        }
+    }
     size_t nwarn = plan.warnings;
     cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&l);

@@ -23,7 +23,8 @@ int cmd_ls(int argc, char **argv);     /* cmd_tree.c */
 int cmd_diff(int argc, char **argv);   /* cmd_tree.c */
 extern const struct option snapshot_opts[], backup_opts[], restore_opts[], list_opts[], rm_opts[],
     verify_opts[], prune_opts[], put_opts[], get_opts[], unlock_opts[], init_opts[], key_opts[],
-    tree_opts[];
+    tree_opts[], check_opts[];
+int cmd_check(int argc, char **argv); /* cmd_check.c */
 
 /* name, summary, run, options, --json keys (docs/JSON.md), synopsis, exit codes. A new
  * command is one more line; the last four may be left out (`help --all` then lists less). */
@@ -68,6 +69,9 @@ static const struct progs_cmd commands[] = {
     {"diff", "say what changed between two backups of a local path", cmd_diff, tree_opts,
      "location a b changes added removed modified metadata", "cairn diff STORAGE_URL A B",
      "0 1 2 3 4 5 7 8 9"},
+    {"check", "check a deduplicating repository's chunks (--read-data)", cmd_check, check_opts,
+     "location backups chunks packs packs_read blobs_read bytes_read",
+     "cairn check STORAGE_URL [--read-data]", "0 1 2 3 4 5 7 8 9"},
 };
 
 int main(int argc, char **argv)

@@ -25,6 +25,7 @@ const char *cairn_compression_name(enum cairn_compression c)
     case CAIRN_COMPRESS_GZIP: return "gzip";
     case CAIRN_COMPRESS_ZSTD: return "zstd";
     case CAIRN_COMPRESS_AUTO: return "auto";
+    case CAIRN_COMPRESS_CHUNKS: return "chunks";
     default: return "none";
     }
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/log.h"
+#include "chunkstore.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -338,6 +339,9 @@ int cairn_backup_end(struct cairn_backup *b, struct cairn_err *err)
         rc = b->st->commit_check(b->st->commit_ctx, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "backup '%s': MANIFEST not written", b->name);
+    /* The chunks (packs, then an index naming them) land before the MANIFEST. */
+    if (b->st->cs != NULL && (rc = cs_flush(b->st->cs, err)) != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "backup '%s': MANIFEST not written", b->name);
     b->created = (int64_t)(now_ms() / 1000);
     pthread_mutex_lock(&b->body_mu); /* after any batch being flushed; no more batches */
     pthread_mutex_lock(&b->mu);
@@ -399,7 +403,21 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
     if (!cairn_name_valid(file))
         return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'", b->name,
                              file ? file : "");
-    int rc = storage_read(b->st, b->name, file, backup_bid(b), r, err);
+    /* A chunked file's stored bytes are its chunk list, a blob of the chunk store. */
+    const struct cairn_manifest_file *f =
+        b->status == CAIRN_BACKUP_COMPLETE ? cairn_backup_file_find(b, file) : NULL;
+    int rc;
+    if (f != NULL && f->compression == CAIRN_COMPRESS_CHUNKS) {
+        struct chunkstore *cs = NULL;
+        rc = cs_get(b->st, &cs, err);
+        if (rc == CAIRN_OK && cs == NULL)
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "the MANIFEST lists a chunk list but the repository has no chunker");
+        if (rc == CAIRN_OK)
+            rc = cs_blob_reader_new(cs, f->sha256, r, err);
+    } else {
+        rc = storage_read(b->st, b->name, file, backup_bid(b), r, err);
+    }
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
     return rc;

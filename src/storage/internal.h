@@ -9,6 +9,7 @@
 #include "cairn/storage.h"
 #include "io/probe.h"
 #include "io/ratelimit.h"
+#include "storage/chunker.h"
 
 extern const struct cairn_storage_driver storage_file_driver;
 extern const struct cairn_storage_driver storage_s3_driver;
@@ -33,6 +34,8 @@ struct cairn_storage {
     struct repo_keys *keys_own;   /* storage_share_repo's copy */
     uint8_t *sec_key;             /* the secret (wiped when freed) */
     char *sec_password;
+    struct chunkstore *cs; /* chunkstore.c: created on first use (cs_get), under cs_mu */
+    pthread_mutex_t cs_mu;
 };
 
 /* One file of a backup: its MANIFEST entry plus write state. */
@@ -114,6 +117,10 @@ struct cairn_backup {
 #define MANIFEST_INLINE_MAX    (8u << 20)
 #define MANIFEST_PART_SIZE     (16u << 20)
 #define MANIFEST_SPLIT_VERSION 2
+/* A deduplicating repository's MANIFESTs: versions 1 and 2 whose file entries are chunk lists
+ * (compression "chunks"), so a cairn that knows no chunk store refuses them. */
+#define MANIFEST_CHUNKED_VERSION       3
+#define MANIFEST_CHUNKED_SPLIT_VERSION 4
 /* JSON text of b's MANIFEST (committed files sorted by name), sealed with key when non-NULL.
  * Returns a malloc'd string. */
 char *manifest_build(const struct cairn_backup *b, const uint8_t *key);
@@ -221,6 +228,11 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
                    struct cairn_writer **w, struct cairn_err *err);
 int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
                  struct cairn_reader **r, struct cairn_err *err);
+/* raw (owned), the stored bytes of backup/file from anywhere (a local cache), as storage_read
+ * gives them: decrypted and authenticated when st is encrypted. */
+struct cairn_reader *storage_open_stored(const struct cairn_storage *st, const char *backup,
+                                         const char *file, const uint8_t *bid,
+                                         struct cairn_reader *raw);
 /* Content hashes of st's MANIFESTs: SHA-256, or HMAC-SHA-256 under the content hash key when
  * st is encrypted (st must be ready). */
 void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h);
@@ -244,6 +256,19 @@ struct repo_keys {
 struct cairn_repo;
 /* NULL when r is not encrypted. */
 const struct repo_keys *repo_keys(const struct cairn_repo *r);
+/* The chunk store's parameters and secrets (docs/FORMAT.md "Chunk store"): chunker sizes,
+ * the gear seed (zero in a plain repository), the chunk id key (K_hash) and the pack key. */
+struct repo_chunking {
+    int has, encrypted;
+    struct chunker_params params;
+    uint8_t repo_id[32];
+    char repo_hex[65];
+    uint8_t seed[32];
+    uint8_t hash[32];
+    uint8_t pack[32];
+};
+/* NULL when r (may be NULL) has no chunker. */
+const struct repo_chunking *repo_chunking(const struct cairn_repo *r);
 int repo_hkdf(const uint8_t *ikm, size_t ikm_len, const uint8_t *salt, size_t salt_len,
               const char *info, uint8_t out[32]);
 

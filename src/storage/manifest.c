@@ -28,7 +28,7 @@ static char *seal_text(const json_t *m)
 
 static const char *comp_name(enum cairn_compression c)
 {
-    return c == CAIRN_COMPRESS_ZSTD ? "zstd" : "none";
+    return c == CAIRN_COMPRESS_ZSTD ? "zstd" : c == CAIRN_COMPRESS_CHUNKS ? "chunks" : "none";
 }
 
 /* The committed files of b sorted by name (*n of them); free the array. */
@@ -93,11 +93,12 @@ char *manifest_build(const struct cairn_backup *b, const uint8_t *key)
     free(sorted);
     char created[64];
     format_rfc3339(b->created, 0, created, sizeof(created));
-    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:O, s:o}", "version",
-                          CAIRN_MANIFEST_VERSION, "name", b->name, "created", created, "source",
-                          b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
-                          b->parent ? json_string(b->parent) : json_null(), "meta", b->meta,
-                          "files", files);
+    json_t *m = json_pack(
+        "{s:i, s:s, s:s, s:s, s:s, s:o, s:O, s:o}", "version",
+        repo_chunking(b->st->repo) != NULL ? MANIFEST_CHUNKED_VERSION : CAIRN_MANIFEST_VERSION,
+        "name", b->name, "created", created, "source", b->source ? b->source : "", "kind",
+        b->kind ? b->kind : "files", "parent", b->parent ? json_string(b->parent) : json_null(),
+        "meta", b->meta, "files", files);
     if (m == NULL)
         abort();
     /* Optional, so MANIFESTs without it (older cairn) still read; the version stays 1. */
@@ -364,8 +365,10 @@ static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_
     char created[64];
     format_rfc3339(b->created, 0, created, sizeof(created));
     json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:O}", "version",
-                          MANIFEST_SPLIT_VERSION, "name", b->name, "created", created, "source",
-                          b->source ? b->source : "", "kind", b->kind ? b->kind : "files", "parent",
+                          repo_chunking(b->st->repo) != NULL ? MANIFEST_CHUNKED_SPLIT_VERSION
+                                                             : MANIFEST_SPLIT_VERSION,
+                          "name", b->name, "created", created, "source", b->source ? b->source : "",
+                          "kind", b->kind ? b->kind : "files", "parent",
                           b->parent ? json_string(b->parent) : json_null(), "files", "count",
                           (json_int_t)nfiles, "size", (json_int_t)total, "parts", o->parts);
     if (m == NULL)
@@ -447,13 +450,15 @@ static struct file_rec *new_rec(const char *name, json_int_t size, const char *s
                                 const char *comp, json_int_t lsize, const char *lsha)
 {
     if (!cairn_name_valid(name) || size < 0 || lsize < 0 || !is_hex64(sha) || !is_hex64(lsha) ||
-        (strcmp(comp, "none") != 0 && strcmp(comp, "zstd") != 0))
+        (strcmp(comp, "none") != 0 && strcmp(comp, "zstd") != 0 && strcmp(comp, "chunks") != 0))
         return NULL;
     struct file_rec *r = xcalloc(1, sizeof(*r));
     r->f.name = xstrdup(name);
     r->f.size = (uint64_t)size;
     memcpy(r->f.sha256, sha, 65);
-    r->f.compression = strcmp(comp, "zstd") == 0 ? CAIRN_COMPRESS_ZSTD : CAIRN_COMPRESS_NONE;
+    r->f.compression = strcmp(comp, "zstd") == 0     ? CAIRN_COMPRESS_ZSTD
+                       : strcmp(comp, "chunks") == 0 ? CAIRN_COMPRESS_CHUNKS
+                                                     : CAIRN_COMPRESS_NONE;
     r->f.logical_size = (uint64_t)lsize;
     memcpy(r->f.logical_sha256, lsha, 65);
     r->state = FILE_COMMITTED;
@@ -619,10 +624,16 @@ int manifest_parse(struct cairn_backup *b, const char *text, size_t len, const u
     int rc = CAIRN_OK;
     if (!json_is_object(m) || json_unpack_ex(m, &je, 0, "{s:I}", "version", &version) != 0)
         rc = BAD("backup '%s': MANIFEST has no version", b->name);
-    else if (version != CAIRN_MANIFEST_VERSION && version != MANIFEST_SPLIT_VERSION)
+    else if (version < CAIRN_MANIFEST_VERSION || version > MANIFEST_CHUNKED_SPLIT_VERSION)
         rc = BAD("backup '%s': unsupported MANIFEST version %lld (this cairn reads versions %d "
-                 "and %d)",
-                 b->name, (long long)version, CAIRN_MANIFEST_VERSION, MANIFEST_SPLIT_VERSION);
+                 "to %d)",
+                 b->name, (long long)version, CAIRN_MANIFEST_VERSION,
+                 MANIFEST_CHUNKED_SPLIT_VERSION);
+    /* 3 and 4 are 1 and 2 whose files may be chunk lists: the same layouts. */
+    if (version == MANIFEST_CHUNKED_VERSION)
+        version = CAIRN_MANIFEST_VERSION;
+    else if (version == MANIFEST_CHUNKED_SPLIT_VERSION)
+        version = MANIFEST_SPLIT_VERSION;
     if (rc == CAIRN_OK)
         rc = parse_common(b, m, version, key, &meta, &files, &parts, err);
     if (rc == CAIRN_OK && version == MANIFEST_SPLIT_VERSION)

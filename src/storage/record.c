@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/digest.h"
+#include "chunkstore.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -31,6 +32,7 @@ struct record_writer {
     size_t nprobe;
     int done;
     struct cairn_manifest_file *copy; /* backup_writer_record_to */
+    struct chunkstore *cs;            /* a deduplicating repository's: the sink is a chunk list */
 };
 
 static void record_chain(struct record_writer *r, enum cairn_compression comp)
@@ -40,6 +42,8 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     pthread_mutex_unlock(&r->b->mu);
     r->stored = storage_hash_writer_new(r->b->st, cairn_writer_borrow(r->sink));
     struct cairn_writer *mid = r->stored;
+    if (comp == CAIRN_COMPRESS_CHUNKS) /* chunks are compressed one by one */
+        mid = cs_chunk_writer_new(r->cs, mid, r->opts.level ? r->opts.level : 3);
     if (comp == CAIRN_COMPRESS_ZSTD)
         mid = cairn_zstd_writer_new_sized(mid, r->opts.level ? r->opts.level : 3,
                                           r->opts.threads ? r->opts.threads : 1, r->size_hint);
@@ -48,7 +52,8 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
      * on the helper thread when pipelined, unless the caller reads it as it writes). */
     r->logical = r->stored;
-    if (comp == CAIRN_COMPRESS_ZSTD || (r->opts.pipeline && r->opts.share_sha256))
+    if (comp == CAIRN_COMPRESS_ZSTD || comp == CAIRN_COMPRESS_CHUNKS ||
+        (r->opts.pipeline && r->opts.share_sha256))
         r->logical = mid = storage_hash_writer_new(r->b->st, mid);
     r->chain = mid;
 }
@@ -352,7 +357,14 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
 
     struct cairn_writer *sink = NULL;
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
-    rc = storage_create(b->st, b->name, file, backup_bid(b), size_hint, &wo, &sink, err);
+    struct chunkstore *cs = NULL;
+    rc = cs_get(b->st, &cs, err);
+    if (rc == CAIRN_OK && cs != NULL) {
+        comp = CAIRN_COMPRESS_CHUNKS; /* content goes to the chunk store, the list to a blob */
+        sink = cs_list_sink_new(cs);
+    } else if (rc == CAIRN_OK) {
+        rc = storage_create(b->st, b->name, file, backup_bid(b), size_hint, &wo, &sink, err);
+    }
     if (rc != CAIRN_OK) {
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
         pthread_mutex_lock(&b->mu);
@@ -369,6 +381,7 @@ int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t
     r->b = b;
     r->rec = rec;
     r->sink = sink;
+    r->cs = cs;
     r->size_hint = size_hint;
     if (opts != NULL)
         r->opts = *opts;

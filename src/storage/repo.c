@@ -30,6 +30,9 @@
 #define LABEL_CONFIG "cairn config mac v1"
 #define LABEL_HASH   "cairn content hash v1"
 #define LABEL_WRAP   "cairn key-file wrap v1"
+#define LABEL_GEAR   "cairn chunker seed v1"
+#define LABEL_PACK   "cairn pack v1"
+#define CDC_NAME     "gear-fastcdc-v1"
 
 static void random_bytes(uint8_t *out, size_t n)
 {
@@ -156,6 +159,7 @@ struct cairn_repo {
     char key_id[2 * KEY_ID_LEN + 1];
     uint8_t master[32];
     struct repo_keys keys;
+    struct repo_chunking cdc; /* has == 0: no chunker in the config */
 };
 
 void cairn_repo_free(struct cairn_repo *r)
@@ -165,6 +169,7 @@ void cairn_repo_free(struct cairn_repo *r)
     json_decref(r->config);
     wipe(r->master, sizeof(r->master));
     wipe(&r->keys, sizeof(r->keys));
+    wipe(&r->cdc, sizeof(r->cdc));
     free(r);
 }
 
@@ -188,6 +193,16 @@ const char *cairn_repo_key_id(const struct cairn_repo *r)
     return r->key_id;
 }
 
+int cairn_repo_dedup(const struct cairn_repo *r)
+{
+    return r->cdc.has;
+}
+
+const struct repo_chunking *repo_chunking(const struct cairn_repo *r)
+{
+    return r != NULL && r->cdc.has ? &r->cdc : NULL;
+}
+
 const struct repo_keys *repo_keys(const struct cairn_repo *r)
 {
     return r->encrypted ? &r->keys : NULL;
@@ -201,6 +216,48 @@ static int derive_subkeys(struct cairn_repo *r)
         repo_hkdf(r->master, 32, r->id, 32, LABEL_CONFIG, r->keys.config_mac) != CAIRN_OK ||
         repo_hkdf(r->master, 32, r->id, 32, LABEL_HASH, r->keys.hash) != CAIRN_OK)
         return CAIRN_E_INTERNAL;
+    return CAIRN_OK;
+}
+
+/* The chunk store's secrets (encrypted repositories; plain ones: a zero gear seed, no keys). */
+static int derive_chunking(struct cairn_repo *r)
+{
+    memcpy(r->cdc.repo_id, r->id, 32);
+    memcpy(r->cdc.repo_hex, r->id_hex, 65);
+    r->cdc.encrypted = r->encrypted;
+    if (!r->encrypted)
+        return CAIRN_OK;
+    memcpy(r->cdc.hash, r->keys.hash, 32);
+    if (repo_hkdf(r->master, 32, r->id, 32, LABEL_GEAR, r->cdc.seed) != CAIRN_OK ||
+        repo_hkdf(r->master, 32, r->id, 32, LABEL_PACK, r->cdc.pack) != CAIRN_OK)
+        return CAIRN_E_INTERNAL;
+    return CAIRN_OK;
+}
+
+/* The config's "chunker": null (no deduplication) or {"algorithm", "min", "avg", "max"}. */
+static int chunker_parse(struct cairn_repo *r, json_t *c, struct cairn_err *err)
+{
+    if (c == NULL || json_is_null(c))
+        return CAIRN_OK;
+    const char *alg = NULL;
+    json_int_t mn = 0, av = 0, mx = 0;
+    if (json_unpack(c, "{s:s, s:I, s:I, s:I}", "algorithm", &alg, "min", &mn, "avg", &av, "max",
+                    &mx) != 0 ||
+        mn <= 0 || av <= 0 || mx <= 0 || mx > UINT32_MAX)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "repository config of '%s' has a malformed chunker", r->st->url);
+    if (strcmp(alg, CDC_NAME) != 0)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "repository config of '%s' asks for chunker '%s'; this cairn knows "
+                             "%s",
+                             r->st->url, alg, CDC_NAME);
+    r->cdc.params = (struct chunker_params){(uint32_t)mn, (uint32_t)av, (uint32_t)mx};
+    if (chunker_params_check(&r->cdc.params) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "repository config of '%s' has chunker sizes out of range (min %lld, "
+                             "avg %lld, max %lld)",
+                             r->st->url, (long long)mn, (long long)av, (long long)mx);
+    r->cdc.has = 1;
     return CAIRN_OK;
 }
 
@@ -258,7 +315,7 @@ static int config_parse(struct cairn_repo *r, const char *text, struct cairn_err
                              "repository config of '%s' asks for encryption '%s'; this cairn knows "
                              "aes-256-gcm and none",
                              url, enc);
-    return CAIRN_OK;
+    return chunker_parse(r, json_object_get(j, "chunker"), err);
 }
 
 /* ---- key objects ---- */
@@ -565,6 +622,8 @@ int cairn_repo_open(struct cairn_storage *st, const struct cairn_repo_secret *se
                            "encryption none): refusing, since that config may have been "
                            "replaced",
                            st->url);
+    if (rc == CAIRN_OK && r->cdc.has && derive_chunking(r) != CAIRN_OK)
+        rc = cairn_err_set(err, CAIRN_E_INTERNAL, "HKDF failed");
     if (rc != CAIRN_OK) {
         cairn_repo_free(r);
         return rc;
@@ -664,6 +723,14 @@ int cairn_repo_init(struct cairn_storage *st, const struct cairn_repo_init_opts 
         return cairn_err_set(err, CAIRN_E_INVALID,
                              "chunk size %u is not a power of two from 4 KiB to 1 MiB",
                              o.chunk_size);
+    struct chunker_params cdc = {o.cdc_min ? o.cdc_min : CAIRN_REPO_CDC_MIN,
+                                 o.cdc_avg ? o.cdc_avg : CAIRN_REPO_CDC_AVG,
+                                 o.cdc_max ? o.cdc_max : CAIRN_REPO_CDC_MAX};
+    if (!o.no_dedup && chunker_params_check(&cdc) != 0)
+        return cairn_err_set(err, CAIRN_E_INVALID,
+                             "chunker sizes %u/%u/%u are out of range (4 KiB <= min < avg <= max "
+                             "<= 64 MiB, avg a power of two of at least 64 KiB)",
+                             cdc.min, cdc.avg, cdc.max);
     int rc = o.no_encryption ? CAIRN_OK : secret_check(sec, err);
     if (rc != CAIRN_OK)
         return rc;
@@ -694,6 +761,14 @@ int cairn_repo_init(struct cairn_storage *st, const struct cairn_repo_init_opts 
     r->config = json_pack("{s:i, s:s, s:s, s:I, s:n}", "version", CAIRN_REPO_VERSION, "id",
                           r->id_hex, "encryption", r->encrypted ? "aes-256-gcm" : "none",
                           "chunk_size", (json_int_t)o.chunk_size, "chunker");
+    if (!o.no_dedup) {
+        r->cdc.params = cdc;
+        r->cdc.has = 1;
+        json_object_set_new(r->config, "chunker",
+                            json_pack("{s:s, s:I, s:I, s:I}", "algorithm", CDC_NAME, "min",
+                                      (json_int_t)cdc.min, "avg", (json_int_t)cdc.avg, "max",
+                                      (json_int_t)cdc.max));
+    }
     if (r->encrypted) {
         random_bytes(r->master, sizeof(r->master));
         if (derive_subkeys(r) != CAIRN_OK) {
@@ -708,6 +783,8 @@ int cairn_repo_init(struct cairn_storage *st, const struct cairn_repo_init_opts 
         /* The key first: a config without a key would be a repository nobody can open. */
         rc = write_key(r, sec, r->key_id, err);
     }
+    if (rc == CAIRN_OK && r->cdc.has && derive_chunking(r) != CAIRN_OK)
+        rc = cairn_err_set(err, CAIRN_E_INTERNAL, "HKDF failed");
     if (rc == CAIRN_OK) {
         char *cfg = json_dumps(r->config, JSON_INDENT(2) | JSON_SORT_KEYS);
         rc = obj_write(st, CAIRN_REPO_CONFIG, cfg, err);

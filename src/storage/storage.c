@@ -10,9 +10,10 @@
 
 #include "cairn/log.h"
 #include "cairn/repo.h"
-#include "io/aead.h"
+#include "chunkstore.h"
 #include "common/util.h"
 #include "internal.h"
+#include "io/aead.h"
 
 /* ---- registry ---- */
 
@@ -101,6 +102,7 @@ int cairn_storage_open(const char *url, struct cairn_storage **out, struct cairn
         return rc;
     struct cairn_storage *st = xcalloc(1, sizeof(*st));
     pthread_mutex_init(&st->repo_mu, NULL);
+    pthread_mutex_init(&st->cs_mu, NULL);
     st->drv = drv;
     st->state = state;
     st->url = xstrdup(url);
@@ -128,6 +130,7 @@ void cairn_storage_free(struct cairn_storage *st)
 {
     if (st == NULL)
         return;
+    cs_free(st->cs);
     st->drv->free(st->state);
     cairn_repo_free(st->repo);
     if (st->keys_own != NULL)
@@ -138,6 +141,7 @@ void cairn_storage_free(struct cairn_storage *st)
         tbucket_destroy(st->rate);
     free(st->rate);
     pthread_mutex_destroy(&st->repo_mu);
+    pthread_mutex_destroy(&st->cs_mu);
     free(st->url);
     free(st);
 }
@@ -204,6 +208,8 @@ int cairn_storage_set_secret(struct cairn_storage *st, const struct cairn_repo_s
         st->sec_password = xstrdup(sec->password);
     }
     cairn_repo_free(st->repo);
+    cs_free(st->cs);
+    st->cs = NULL;
     st->repo = NULL;
     st->keys = NULL;
     st->repo_ready = 0;
@@ -311,6 +317,21 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
     return CAIRN_OK;
 }
 
+struct cairn_reader *storage_open_stored(const struct cairn_storage *st, const char *backup,
+                                         const char *file, const uint8_t *bid,
+                                         struct cairn_reader *raw)
+{
+    const struct repo_keys *k = st->keys;
+    if (k == NULL)
+        return raw;
+    struct aead_stream_opts o;
+    char label[2 * CAIRN_NAME_MAX + 32];
+    object_opts(k, backup, file, bid, &o, label, sizeof(label));
+    struct cairn_reader *r = aead_stream_reader_new(raw, k->data, &o);
+    free((void *)o.ad);
+    return r;
+}
+
 int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
                  struct cairn_reader **r, struct cairn_err *err)
 {
@@ -319,15 +340,9 @@ int storage_read(struct cairn_storage *st, const char *backup, const char *file,
     if (rc != CAIRN_OK)
         return rc;
     rc = st->drv->read(st->state, backup, file, r, err);
-    const struct repo_keys *k = st->keys;
-    if (rc != CAIRN_OK || k == NULL)
-        return rc;
-    struct aead_stream_opts o;
-    char label[2 * CAIRN_NAME_MAX + 32];
-    object_opts(k, backup, file, bid, &o, label, sizeof(label));
-    *r = aead_stream_reader_new(*r, k->data, &o);
-    free((void *)o.ad);
-    return CAIRN_OK;
+    if (rc == CAIRN_OK)
+        *r = storage_open_stored(st, backup, file, bid, *r);
+    return rc;
 }
 
 void storage_hash_init(const struct cairn_storage *st, struct cairn_sha256 *h)
@@ -460,11 +475,22 @@ int cairn_storage_remove(struct cairn_storage *st, const char *name, struct cair
 
 int storage_remove_backup(struct cairn_storage *st, const char *name, struct cairn_err *err)
 {
+    int had_manifest = 0;
     if (st->drv->remove_file != NULL) {
         int rc = st->drv->remove_file(st->state, name, CAIRN_MANIFEST_NAME, err);
         if (rc != CAIRN_OK && rc != CAIRN_E_NOTFOUND)
             return rc; /* the MANIFEST is still there, and so is every file it names */
+        had_manifest = rc == CAIRN_OK;
         cairn_err_clear(err);
     }
-    return st->drv->remove(st->state, name, err);
+    int rc = st->drv->remove(st->state, name, err);
+    /* A deduplicating repository's backup may be its MANIFEST alone (S3 then finds nothing
+     * more to delete; the file driver's directory is left empty). */
+    struct cairn_err le;
+    if (rc == CAIRN_E_NOTFOUND && had_manifest && storage_ready(st, &le) == CAIRN_OK &&
+        repo_chunking(st->repo) != NULL) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    return rc;
 }

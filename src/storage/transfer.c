@@ -2,11 +2,13 @@
  * pass), get a file back verified against the MANIFEST, verify a whole backup. */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cairn/digest.h"
 #include "common/pool.h"
+#include "chunkstore.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -151,9 +153,13 @@ int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_fil
      * restore's critical path (docs/PERFORMANCE.md, "Encryption"). */
     if (b->st->keys != NULL && f->size >= DECRYPT_AHEAD_MIN)
         r = cairn_pipe_reader_new(r);
-    if (f->compression == CAIRN_COMPRESS_ZSTD)
+    if (f->compression == CAIRN_COMPRESS_ZSTD) {
         r = cairn_zstd_reader_new(r);
-    else if (f->logical_size == f->size && strcmp(f->logical_sha256, f->sha256) == 0) {
+    } else if (f->compression == CAIRN_COMPRESS_CHUNKS) {
+        char label[2 * CAIRN_NAME_MAX + 32];
+        snprintf(label, sizeof(label), "backup '%s' file '%s'", b->name, file);
+        r = cs_content_reader_new(b->st->cs, r, label); /* read_file made the store */
+    } else if (f->logical_size == f->size && strcmp(f->logical_sha256, f->sha256) == 0) {
         *out = r; /* uncompressed: the logical check would repeat the stored one exactly */
         return CAIRN_OK;
     }

@@ -94,6 +94,7 @@ def location_round(tmp, loc, tag):
     cairn("verify", "verify", loc, "b1")
     cairn("ls", "ls", loc, "b1")
     cairn("diff", "diff", loc, "b1", "b1")
+    cairn("check", "check", loc, "--read-data")
     cairn("get", "get", loc, "p1", os.path.join(tmp, "got-" + tag))
     cairn("restore", "restore", loc, "b1", "--into", os.path.join(tmp, "restored-" + tag))
     cairn("prune", "prune", loc, "--keep-last", "1", "--dry-run")

@@ -453,7 +453,10 @@ REPO_CASE(encrypted_objects)
 {
     struct cairn_err e;
     struct cairn_storage *st0 = open_st(url);
-    CHECK_OK(cairn_repo_init(st0, NULL, &sec_k1, NULL, &e), &e);
+    /* Files stored whole (--no-dedup): the per-file object format these cases tamper with
+     * (the chunk store has its own tests, test_chunkstore.c). */
+    const struct cairn_repo_init_opts nd = {.no_dedup = 1};
+    CHECK_OK(cairn_repo_init(st0, &nd, &sec_k1, NULL, &e), &e);
     cairn_storage_free(st0);
     struct cairn_storage *st = keyed_st(url, &sec_k1);
     /* 3.5 chunks of text with the marker in every line (compressible) and 200 KiB uncompressed */
@@ -609,7 +612,10 @@ REPO_CASE(encrypted_path)
     const char *needles[] = {MARKER, "confidential", NULL};
     struct scan sc = {st, NULL, needles, NULL, 0, 0, 0};
     CHECK_OK(st->drv->list(st->state, scan_backup, &sc, &e), &e);
-    CHECK(sc.objects >= 6);
+    /* A deduplicating repository: the contents are in packs, named by an index object. */
+    scan_backup(&sc, ".data");
+    scan_backup(&sc, ".index");
+    CHECK(sc.objects >= 3); /* MANIFEST, a pack, an index object */
     CHECK_EQ_INT(sc.found, 0);
     struct cairn_backup *b = NULL;
     CHECK_OK(cairn_storage_open_backup(st, "tree", &b, &e), &e);
@@ -658,7 +664,7 @@ TEST(tamper_10000)
     char *root = xasprintf("%s/tamper", test_tmpdir());
     char *url = xasprintf("file://%s", root);
     struct cairn_storage *st = open_st(url);
-    struct cairn_repo_init_opts o = {.chunk_size = 4096};
+    struct cairn_repo_init_opts o = {.chunk_size = 4096, .no_dedup = 1}; /* whole files */
     CHECK_OK(cairn_repo_init(st, &o, &sec_k1, NULL, &e), &e);
     CHECK_OK(cairn_storage_set_secret(st, &sec_k1, &e), &e);
     size_t n = 5 * 4096 + 100;

@@ -327,6 +327,40 @@ static void file_free(void *state)
     free(fs);
 }
 
+static int file_read_at(void *state, const char *backup, const char *file, uint64_t off, void *buf,
+                        size_t len, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = path_join(fs->root, backup);
+    char *path = path_join(dir, file);
+    int rc = CAIRN_OK;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 && errno == ENOENT)
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "'%s' not found", path);
+    else if (fd < 0)
+        rc = cairn_err_sys(err, 0, errno, "open '%s'", path);
+    else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is not a regular file", path);
+    for (size_t got = 0; rc == CAIRN_OK && got < len;) {
+        ssize_t k = pread(fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            rc = cairn_err_sys(err, 0, errno, "read '%s'", path);
+        else if (k == 0)
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "'%s' ends before offset %llu + %zu (truncated)", path,
+                               (unsigned long long)off, len);
+        got += k > 0 ? (size_t)k : 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    free(dir);
+    return rc;
+}
+
 const struct cairn_storage_driver storage_file_driver = {
     .name = "file",
     .open = file_open,
@@ -340,4 +374,5 @@ const struct cairn_storage_driver storage_file_driver = {
     .list_files = file_list_files,
     .remove_file = file_remove_file,
     .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
+    .read_at = file_read_at,
 };

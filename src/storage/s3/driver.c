@@ -58,4 +58,5 @@ const struct cairn_storage_driver storage_s3_driver = {
     .list_files = s3_list_files,
     .remove_file = s3_remove_file,
     .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
+    .read_at = s3_read_at,
 };

@@ -105,3 +105,31 @@ int s3_read(void *state, const char *backup, const char *file, struct cairn_read
     *out = &r->base;
     return CAIRN_OK;
 }
+
+int s3_read_at(void *state, const char *backup, const char *file, uint64_t off, void *buf,
+               size_t len, struct cairn_err *err)
+{
+    struct s3 *s = state;
+    int rc = s3_ready(s, err);
+    if (rc != CAIRN_OK || len == 0)
+        return rc;
+    char *key = xasprintf("%s%s/%s", s->prefix, backup, file);
+    char range[96];
+    snprintf(range, sizeof(range), "Range: bytes=%llu-%llu", (unsigned long long)off,
+             (unsigned long long)(off + len - 1));
+    struct call c = {.method = "GET", .key = key, .dst = buf, .dst_cap = len, .cancellable = 1};
+    c.hdr[0] = range;
+    rc = s3_call(s, &c, err);
+    if (rc == CAIRN_E_NOTFOUND)
+        rc = cairn_err_set(err, CAIRN_E_NOTFOUND, "s3://%s/%s not found", s->bucket, key);
+    else if (rc == CAIRN_OK && (c.status != 206 && c.status != 200))
+        rc = cairn_err_set(err, CAIRN_E_PROTOCOL,
+                           "s3 GET '%s': range request answered with HTTP %ld", key, c.status);
+    else if (rc == CAIRN_OK && c.body_out_len != len)
+        rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                           "s3 GET '%s': got %zu bytes at offset %llu, expected %zu (truncated?)",
+                           key, c.body_out_len, (unsigned long long)off, len);
+    s3_call_done(&c);
+    free(key);
+    return rc;
+}

@@ -163,6 +163,8 @@ int s3_remove_file(void *state, const char *backup, const char *file, struct cai
 int s3_create(void *state, const char *backup, const char *file, int64_t size_hint,
               const struct cairn_storage_write_opts *opts, struct cairn_writer **out,
               struct cairn_err *err);
+int s3_read_at(void *state, const char *backup, const char *file, uint64_t off, void *buf,
+               size_t len, struct cairn_err *err);
 int s3_read(void *state, const char *backup, const char *file, struct cairn_reader **out,
             struct cairn_err *err);
 

@@ -1,0 +1,1564 @@
+/* The chunk store (chunkstore.h, docs/FORMAT.md "Chunk store").
+ *
+ * Memory: the index of the repository is one sorted array of 32-byte entries (the first 16
+ * bytes of the chunk id, pack number, offset, stored length, raw length with the flags in its
+ * top bits), plus an open-addressing table of the chunks this process stored (same entries),
+ * plus the pack ids (32 bytes per pack). 16 bytes of a keyed 256-bit hash identify a chunk
+ * for deduplication (a false match needs a 2^-128 event per pair); every read recomputes
+ * the full id and compares it. 1,000,000 chunks: 32 MB of index.
+ *
+ * Threads: chunk writers cut, hash, compress and encrypt on their own threads (put_path runs
+ * files on workers); only the lookup-and-claim of an id and the append to the open pack run
+ * under the store's lock. */
+#include <dirent.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include <openssl/rand.h>
+
+#include "cairn/digest.h"
+#include "cairn/log.h"
+#include "cairn/repo.h"
+#include "chunkstore.h"
+#include "common/buf.h"
+#include "common/util.h"
+#include "internal.h"
+#include "io/aead.h"
+#include "io/probe.h"
+
+#define NONCE     AEAD_GCM_NONCE
+#define TAG       AEAD_GCM_TAG
+#define RAW_MASK  0x0fffffffu
+#define PENDING   UINT32_MAX /* pack of a claimed chunk not appended yet */
+#define INDEX_MAX (512u << 20)
+
+struct cs_ent {
+    uint8_t id[16];
+    uint32_t pack, off, len, raw; /* raw: length | flags << 28 */
+};
+
+struct chunkstore {
+    struct cairn_storage *st;
+    const struct repo_chunking *k;
+    pthread_mutex_t mu;
+    struct cs_ent *idx; /* sorted, from index objects */
+    size_t nidx, idx_cap;
+    struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
+    size_t ntab, tab_slots;
+    uint8_t (*packs)[32];
+    size_t npacks, packs_cap;
+    /* the open pack */
+    struct cairn_writer *pw;
+    uint32_t pw_no;
+    uint64_t pw_off;
+    struct buf pw_hdr;
+    /* entries of packs landed but not yet in an index object: pack id, count, entries */
+    struct buf unindexed;
+    uint32_t n_unindexed;
+    int dirs;   /* the pseudo-backups .data and .index were started */
+    int failed; /* a pack write failed: nothing more lands (its code) */
+    char fail_msg[CAIRN_ERR_MSG_MAX];
+};
+
+/* ---- the in-memory index ---- */
+
+static int ent_cmp(const void *a, const void *b)
+{
+    return memcmp(((const struct cs_ent *)a)->id, ((const struct cs_ent *)b)->id, 16);
+}
+
+/* In place (heapsort): glibc's qsort would take a second copy of a 32 MB index for its merge
+ * sort, and a backup's peak memory is the point of the compact index. */
+static void sift(struct cs_ent *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ent_cmp(&a[c], &a[c + 1]) < 0)
+            c++;
+        if (ent_cmp(&a[i], &a[c]) >= 0)
+            return;
+        struct cs_ent t = a[i];
+        a[i] = a[c];
+        a[c] = t;
+        i = c;
+    }
+}
+
+static void sort_ents(struct cs_ent *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(a, i, n);
+    for (size_t k = n; k-- > 1;) {
+        struct cs_ent t = a[0];
+        a[0] = a[k];
+        a[k] = t;
+        sift(a, 0, k);
+    }
+}
+
+static size_t tab_home(const uint8_t *id, size_t slots)
+{
+    uint64_t h;
+    memcpy(&h, id, 8);
+    return (size_t)h & (slots - 1);
+}
+
+static int tab_empty(const struct cs_ent *e)
+{
+    return e->pack == 0 && e->len == 0 && e->raw == 0 && e->off == 0;
+}
+
+static struct cs_ent *tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *id)
+{
+    size_t i = tab_home(id, slots);
+    while (!tab_empty(&tab[i]) && memcmp(tab[i].id, id, 16) != 0)
+        i = (i + 1) & (slots - 1);
+    return &tab[i];
+}
+
+/* The entry of id, or NULL. Caller holds mu. */
+static struct cs_ent *lookup(struct chunkstore *cs, const uint8_t *id)
+{
+    if (cs->tab_slots > 0) {
+        struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
+        if (!tab_empty(e))
+            return e;
+    }
+    struct cs_ent key;
+    memcpy(key.id, id, 16);
+    return cs->nidx ? bsearch(&key, cs->idx, cs->nidx, sizeof(key), ent_cmp) : NULL;
+}
+
+/* Add an entry for id (not present) to the table, kept at most half full. Caller holds mu. */
+static struct cs_ent *tab_add(struct chunkstore *cs, const uint8_t *id)
+{
+    if (2 * (cs->ntab + 1) > cs->tab_slots) {
+        size_t n = cs->tab_slots ? 2 * cs->tab_slots : 4096;
+        struct cs_ent *t = xcalloc(n, sizeof(*t));
+        for (size_t i = 0; i < cs->tab_slots; i++)
+            if (!tab_empty(&cs->tab[i]))
+                *tab_slot(t, n, cs->tab[i].id) = cs->tab[i];
+        free(cs->tab);
+        cs->tab = t;
+        cs->tab_slots = n;
+    }
+    struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
+    memset(e, 0, sizeof(*e));
+    memcpy(e->id, id, 16);
+    e->pack = PENDING;
+    cs->ntab++;
+    return e;
+}
+
+static uint32_t pack_add(struct chunkstore *cs, const uint8_t *id)
+{
+    if (cs->npacks == cs->packs_cap) {
+        cs->packs_cap = cs->packs_cap ? 2 * cs->packs_cap : 64;
+        cs->packs = xrealloc(cs->packs, cs->packs_cap * 32);
+    }
+    memcpy(cs->packs[cs->npacks], id, 32);
+    return (uint32_t)cs->npacks++;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- index objects ---- */
+
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static int add_name(void *arg, const char *file)
+{
+    struct names *nv = arg;
+    if (strlen(file) != 64)
+        return 0; /* not ours (a temporary) */
+    if (nv->n == nv->cap) {
+        nv->cap = nv->cap ? 2 * nv->cap : 16;
+        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
+    }
+    nv->v[nv->n++] = xstrdup(file);
+    return 0;
+}
+
+static void names_free(struct names *nv)
+{
+    for (size_t i = 0; i < nv->n; i++)
+        free(nv->v[i]);
+    free(nv->v);
+}
+
+static int read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
+                       uint8_t **out, size_t *len, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    int rc = storage_read(st, dir, name, NULL, &r, err);
+    struct buf b = {0};
+    uint8_t tmp[65536];
+    while (rc == CAIRN_OK) {
+        size_t got = 0;
+        rc = cairn_reader_read(r, tmp, sizeof(tmp), &got, err);
+        if (rc != CAIRN_OK || got == 0)
+            break;
+        if (b.len + got > max) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "'%s/%s' is larger than %zu bytes", dir, name,
+                               max);
+            break;
+        }
+        buf_add(&b, tmp, got);
+    }
+    cairn_reader_free(r);
+    if (rc != CAIRN_OK) {
+        buf_free(&b);
+        return rc;
+    }
+    *out = b.p;
+    *len = b.len;
+    return CAIRN_OK;
+}
+
+/* An index object parsed as it streams in (1,000,000 chunks are a 45 MB object: it is never
+ * held whole), entry by entry into the index; the SHA-256 at its end is held back 32 bytes
+ * behind and checked last. */
+struct ixp {
+    struct chunkstore *cs;
+    struct cairn_sha256 h;
+    uint8_t tail[32];
+    size_t ntail;
+    uint8_t rec[CS_ENTRY_LEN];
+    size_t nrec, want;
+    int stage; /* 0 header, 1 pack header, 2 entry, 3 done */
+    uint32_t packs_left, ents_left, pack_no;
+    int bad;
+};
+
+static void ixp_record(struct ixp *x)
+{
+    struct chunkstore *cs = x->cs;
+    if (x->stage == 0) {
+        if (memcmp(x->rec, CS_IDX_MAGIC, 8) != 0) {
+            x->bad = 1;
+            return;
+        }
+        x->packs_left = get_u32(x->rec + 8);
+    } else if (x->stage == 1) {
+        x->pack_no = pack_add(cs, x->rec);
+        x->ents_left = get_u32(x->rec + 32);
+        x->packs_left--;
+    } else {
+        if (cs->nidx == cs->idx_cap) {
+            cs->idx_cap = cs->idx_cap ? 2 * cs->idx_cap : 4096;
+            cs->idx = xrealloc(cs->idx, cs->idx_cap * sizeof(*cs->idx));
+        }
+        struct cs_ent *e = &cs->idx[cs->nidx++];
+        memcpy(e->id, x->rec, 16);
+        e->pack = x->pack_no;
+        e->off = get_u32(x->rec + 32);
+        e->len = get_u32(x->rec + 36);
+        e->raw = (get_u32(x->rec + 40) & RAW_MASK) | (uint32_t)x->rec[44] << 28;
+        x->ents_left--;
+    }
+    x->stage = x->ents_left > 0 ? 2 : x->packs_left > 0 ? 1 : 3;
+    x->want = x->stage == 2 ? CS_ENTRY_LEN : x->stage == 1 ? 36 : 0;
+    x->nrec = 0;
+}
+
+static void ixp_body(struct ixp *x, const uint8_t *p, size_t n)
+{
+    cairn_sha256_update(&x->h, p, n);
+    while (n > 0 && !x->bad) {
+        if (x->stage == 3) {
+            x->bad = 1; /* bytes after the last entry */
+            return;
+        }
+        size_t k = x->want - x->nrec < n ? x->want - x->nrec : n;
+        memcpy(x->rec + x->nrec, p, k);
+        x->nrec += k;
+        p += k;
+        n -= k;
+        if (x->nrec == x->want)
+            ixp_record(x);
+    }
+}
+
+/* Feed stored plaintext; the last 32 bytes seen are kept back as the digest. */
+static void ixp_feed(struct ixp *x, const uint8_t *p, size_t n)
+{
+    if (n >= 32) {
+        ixp_body(x, x->tail, x->ntail);
+        ixp_body(x, p, n - 32);
+        memcpy(x->tail, p + n - 32, 32);
+        x->ntail = 32;
+        return;
+    }
+    size_t spill = x->ntail + n > 32 ? x->ntail + n - 32 : 0;
+    ixp_body(x, x->tail, spill);
+    memmove(x->tail, x->tail + spill, x->ntail - spill);
+    x->ntail -= spill;
+    memcpy(x->tail + x->ntail, p, n);
+    x->ntail += n;
+}
+
+/* Parse one index object from r (its stored bytes, decrypted by the caller's chain). */
+static int parse_one(struct chunkstore *cs, const char *name, struct cairn_reader *r,
+                     struct cairn_err *err)
+{
+    int rc = CAIRN_OK;
+    struct ixp x = {.cs = cs, .want = 12};
+    cairn_sha256_init(&x.h);
+    uint8_t *buf = xmalloc(1u << 20);
+    while (rc == CAIRN_OK && !x.bad) {
+        size_t got = 0;
+        rc = cairn_reader_read(r, buf, 1u << 20, &got, err);
+        if (rc != CAIRN_OK || got == 0)
+            break;
+        ixp_feed(&x, buf, got);
+    }
+    free(buf);
+    uint8_t d[32];
+    cairn_sha256_final(&x.h, d);
+    if (rc != CAIRN_OK)
+        return rc;
+    if (x.bad || x.stage != 3 || x.ntail != 32)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "index object '%s/%s' is malformed",
+                             CS_INDEX_DIR, name);
+    if (memcmp(d, x.tail, 32) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "index object '%s/%s' fails its SHA-256 (damaged)", CS_INDEX_DIR,
+                             name);
+    return CAIRN_OK;
+}
+
+/* The local index cache: $XDG_CACHE_HOME/cairn/<repo id>/index (or ~/.cache/...), holding
+ * index objects' stored bytes (still encrypted in an encrypted repository, and checked as
+ * when read from storage). Always safe to delete: a missing or unreadable entry is fetched
+ * again. NULL when there is no home for it (then every read goes to storage). */
+static char *cache_dir(const struct chunkstore *cs)
+{
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (getenv("CAIRN_NO_CACHE") != NULL)
+        return NULL;
+    char *base = x && *x == '/'         ? xstrdup(x)
+                 : home && *home == '/' ? path_join(home, ".cache")
+                                        : NULL;
+    if (base == NULL)
+        return NULL;
+    char *d = xasprintf("%s/cairn/%s/index", base, cs->k->repo_hex);
+    free(base);
+    struct cairn_err e;
+    if (mkdir_p(d, 0700, &e) != CAIRN_OK) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Copy the stored bytes of index object name into the cache (atomically). */
+static int cache_fill(struct chunkstore *cs, const char *path, const char *name,
+                      struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    struct cairn_writer *w = NULL;
+    int rc = cs->st->drv->read(cs->st->state, CS_INDEX_DIR, name, &r, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_atomic_file_writer_open(path, 0600, 1, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_copy(r, w, NULL, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    cairn_reader_free(r);
+    return rc;
+}
+
+static int load_one(struct chunkstore *cs, const char *dir, const char *name, struct cairn_err *err)
+{
+    struct cairn_reader *r = NULL;
+    char *path = dir ? path_join(dir, name) : NULL;
+    struct cairn_err le;
+    int rc = CAIRN_E_NOTFOUND;
+    if (path != NULL && (access(path, R_OK) == 0 || cache_fill(cs, path, name, &le) == CAIRN_OK) &&
+        cairn_file_reader_open(path, &r, &le) == CAIRN_OK) {
+        size_t before = cs->nidx, packs = cs->npacks;
+        r = storage_open_stored(cs->st, CS_INDEX_DIR, name, NULL, r);
+        rc = parse_one(cs, name, r, &le);
+        cairn_reader_free(r);
+        if (rc != CAIRN_OK) { /* a damaged cache entry: forget it, read the object */
+            unlink(path);
+            cs->nidx = before;
+            cs->npacks = packs;
+        }
+    }
+    free(path);
+    if (rc == CAIRN_OK)
+        return rc;
+    rc = storage_read(cs->st, CS_INDEX_DIR, name, NULL, &r, err);
+    if (rc == CAIRN_OK)
+        rc = parse_one(cs, name, r, err);
+    cairn_reader_free(r);
+    return rc;
+}
+
+/* Cache entries of index objects that are gone (a prune replaced them). */
+static void cache_trim(const char *dir, const struct names *nv)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < nv->n && !known; i++)
+            known = strcmp(nv->v[i], e->d_name) == 0;
+        if (!known) {
+            char *p = path_join(dir, e->d_name);
+            unlink(p);
+            free(p);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
+static int load_index(struct chunkstore *cs, struct cairn_err *err)
+{
+    struct cairn_storage *st = cs->st;
+    struct names nv = {0};
+    if (st->drv->list_files == NULL)
+        return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
+                             "storage driver '%s' cannot list files: no chunk store",
+                             st->drv->name);
+    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
+    char *dir = rc == CAIRN_OK ? cache_dir(cs) : NULL;
+    for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++)
+        rc = load_one(cs, dir, nv.v[i], err);
+    if (rc == CAIRN_OK && dir != NULL)
+        cache_trim(dir, &nv);
+    free(dir);
+    names_free(&nv);
+    if (rc == CAIRN_OK && cs->nidx > 1)
+        sort_ents(cs->idx, cs->nidx);
+    return rc;
+}
+
+/* Write an index object of the unindexed packs. Caller holds mu. */
+static int write_index(struct chunkstore *cs, struct cairn_err *err)
+{
+    if (cs->n_unindexed == 0)
+        return CAIRN_OK;
+    struct buf b = {0};
+    uint8_t hdr[12], d[32], id[32];
+    char hex[65];
+    memcpy(hdr, CS_IDX_MAGIC, 8);
+    put_u32(hdr + 8, cs->n_unindexed);
+    buf_add(&b, hdr, 12);
+    buf_add(&b, cs->unindexed.p, cs->unindexed.len);
+    cairn_sha256_oneshot(b.p, b.len, d);
+    buf_add(&b, d, 32);
+    if (RAND_bytes(id, 32) != 1)
+        abort();
+    cairn_hex_encode(id, 32, hex);
+    struct cairn_writer *w = NULL;
+    /* Atomic: a crash mid-upload must not leave a torn index object (S3 servers may keep the
+     * bytes they received); a torn pack is harmless: no index names it. */
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_ATOMIC |
+                                                CAIRN_STORAGE_WRITE_SYNC};
+    int rc = storage_create(cs->st, CS_INDEX_DIR, hex, NULL, (int64_t)b.len, &wo, &w, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, b.p, b.len, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(w, err);
+    cairn_writer_free(w);
+    buf_free(&b);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "write index object '%s/%s'", CS_INDEX_DIR, hex);
+    buf_free(&cs->unindexed);
+    memset(&cs->unindexed, 0, sizeof(cs->unindexed));
+    cs->n_unindexed = 0;
+    return CAIRN_OK;
+}
+
+/* ---- the store ---- */
+
+int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *err)
+{
+    *out = NULL;
+    int rc = storage_ready(st, err);
+    if (rc != CAIRN_OK)
+        return rc;
+    const struct repo_chunking *k = repo_chunking(st->repo);
+    if (k == NULL)
+        return CAIRN_OK;
+    pthread_mutex_lock(&st->cs_mu);
+    if (st->cs == NULL) {
+        struct chunkstore *cs = xcalloc(1, sizeof(*cs));
+        cs->st = st;
+        cs->k = k;
+        pthread_mutex_init(&cs->mu, NULL);
+        rc = load_index(cs, err);
+        if (rc != CAIRN_OK) {
+            cairn_err_wrap(err, rc, "load the chunk index of '%s'", st->url);
+            cs_free(cs);
+        } else {
+            st->cs = cs;
+        }
+    }
+    *out = st->cs;
+    pthread_mutex_unlock(&st->cs_mu);
+    return rc;
+}
+
+void cs_free(struct chunkstore *cs)
+{
+    if (cs == NULL)
+        return;
+    cairn_writer_free(cs->pw); /* an unfinished pack is discarded */
+    buf_free(&cs->pw_hdr);
+    buf_free(&cs->unindexed);
+    free(cs->idx);
+    free(cs->tab);
+    free(cs->packs);
+    pthread_mutex_destroy(&cs->mu);
+    free(cs);
+}
+
+int cs_has(struct chunkstore *cs, const uint8_t *id)
+{
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id);
+    int has = e != NULL && e->pack != PENDING;
+    pthread_mutex_unlock(&cs->mu);
+    return has;
+}
+
+static void chunk_id(const struct repo_chunking *k, const void *p, size_t len, uint8_t id[32])
+{
+    if (k->encrypted)
+        cairn_hmac_sha256(k->hash, NULL, 0, p, len, id);
+    else
+        cairn_sha256_oneshot(p, len, id);
+}
+
+/* The additional data of a blob: "cairn blob v1" NUL, id, flags, raw length. */
+static size_t blob_ad(const uint8_t *id, uint8_t flags, uint32_t raw, uint8_t ad[64])
+{
+    static const char label[] = "cairn blob v1";
+    memcpy(ad, label, sizeof(label));
+    size_t n = sizeof(label);
+    memcpy(ad + n, id, 32);
+    n += 32;
+    ad[n++] = flags;
+    put_u32(ad + n, raw);
+    return n + 4;
+}
+
+static int fail_locked(struct chunkstore *cs, int rc, const struct cairn_err *e)
+{
+    if (!cs->failed) {
+        cs->failed = rc;
+        snprintf(cs->fail_msg, sizeof(cs->fail_msg), "%s", e ? e->msg : "pack write failed");
+    }
+    return rc;
+}
+
+/* Start the pseudo-backups holding packs and index objects (a file driver's directories). */
+static int make_dirs(struct chunkstore *cs, struct cairn_err *err)
+{
+    static const char *const dirs[] = {CS_DATA_DIR, CS_INDEX_DIR};
+    for (size_t i = 0; i < 2 && !cs->dirs; i++) {
+        int rc = cs->st->drv->start(cs->st->state, dirs[i], err);
+        if (rc != CAIRN_OK && rc != CAIRN_E_EXISTS)
+            return cairn_err_wrap(err, rc, "create '%s' in '%s'", dirs[i], cs->st->url);
+        cairn_err_clear(err);
+    }
+    cs->dirs = 1;
+    return CAIRN_OK;
+}
+
+static int pack_open(struct chunkstore *cs, struct cairn_err *err)
+{
+    uint8_t id[32];
+    char hex[65];
+    int mrc = make_dirs(cs, err);
+    if (mrc != CAIRN_OK)
+        return mrc;
+    if (RAND_bytes(id, 32) != 1)
+        abort();
+    cairn_hex_encode(id, 32, hex);
+    const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
+    int rc = cs->st->drv->create(cs->st->state, CS_DATA_DIR, hex, CS_PACK_SIZE + (1 << 20), &wo,
+                                 &cs->pw, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "create pack '%s/%s'", CS_DATA_DIR, hex);
+    cs->pw_no = pack_add(cs, id);
+    cs->pw_off = 0;
+    buf_free(&cs->pw_hdr);
+    memset(&cs->pw_hdr, 0, sizeof(cs->pw_hdr));
+    return CAIRN_OK;
+}
+
+/* Close the open pack: header, its length and magic; then its entries wait for an index
+ * object. Caller holds mu. */
+static int pack_close(struct chunkstore *cs, struct cairn_err *err)
+{
+    char hex[65];
+    cairn_hex_encode(cs->packs[cs->pw_no], 32, hex);
+    uint32_t n = (uint32_t)(cs->pw_hdr.len / CS_ENTRY_LEN);
+    struct buf h = {0};
+    if (cs->k->encrypted) { /* nonce || GCM(header) || tag */
+        uint8_t nonce[NONCE], tag[TAG];
+        static const char ad[] = "cairn pack header v1";
+        if (RAND_bytes(nonce, NONCE) != 1)
+            abort();
+        uint8_t *ct = xmalloc(cs->pw_hdr.len + 1);
+        struct aead_gcm *g = aead_gcm_new(cs->k->pack);
+        int grc = aead_gcm_run(g, 1, nonce, ad, sizeof(ad), cs->pw_hdr.p, ct, cs->pw_hdr.len, tag);
+        aead_gcm_free(g);
+        if (grc != CAIRN_OK)
+            abort();
+        buf_add(&h, nonce, NONCE);
+        buf_add(&h, ct, cs->pw_hdr.len);
+        buf_add(&h, tag, TAG);
+        free(ct);
+    } else {
+        buf_add(&h, cs->pw_hdr.p, cs->pw_hdr.len);
+    }
+    uint8_t trailer[12];
+    put_u32(trailer, (uint32_t)h.len);
+    memcpy(trailer + 4, CS_PACK_MAGIC, 8);
+    buf_add(&h, trailer, sizeof(trailer));
+    int rc = cairn_writer_write(cs->pw, h.p, h.len, err);
+    buf_free(&h);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(cs->pw, err);
+    cairn_writer_free(cs->pw);
+    cs->pw = NULL;
+    if (rc != CAIRN_OK)
+        return fail_locked(cs, cairn_err_wrap(err, rc, "write pack '%s/%s'", CS_DATA_DIR, hex),
+                           err);
+    uint8_t ph[36];
+    memcpy(ph, cs->packs[cs->pw_no], 32);
+    put_u32(ph + 32, n);
+    buf_add(&cs->unindexed, ph, sizeof(ph));
+    buf_add(&cs->unindexed, cs->pw_hdr.p, cs->pw_hdr.len);
+    cs->n_unindexed++;
+    return CAIRN_OK;
+}
+
+/* Append a stored blob to the open pack (opening one when needed) and fill e. Caller holds
+ * mu. */
+static int pack_append(struct chunkstore *cs, struct cs_ent *e, const uint8_t *id, uint8_t flags,
+                       uint32_t raw, const uint8_t *stored, size_t len, struct cairn_err *err)
+{
+    if (cs->failed)
+        return cairn_err_set(err, cs->failed, "%s", cs->fail_msg);
+    int rc = cs->pw == NULL ? pack_open(cs, err) : CAIRN_OK;
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cs->pw, stored, len, err);
+    if (rc != CAIRN_OK)
+        return fail_locked(cs, rc, err);
+    uint8_t ent[CS_ENTRY_LEN];
+    memcpy(ent, id, 32);
+    put_u32(ent + 32, (uint32_t)cs->pw_off);
+    put_u32(ent + 36, (uint32_t)len);
+    put_u32(ent + 40, raw);
+    ent[44] = flags;
+    buf_add(&cs->pw_hdr, ent, sizeof(ent));
+    e->pack = cs->pw_no;
+    e->off = (uint32_t)cs->pw_off;
+    e->len = (uint32_t)len;
+    e->raw = raw | (uint32_t)flags << 28;
+    cs->pw_off += len;
+    if (cs->pw_off >= CS_PACK_SIZE)
+        rc = pack_close(cs, err);
+    return rc;
+}
+
+int cs_flush(struct chunkstore *cs, struct cairn_err *err)
+{
+    pthread_mutex_lock(&cs->mu);
+    int rc = cs->failed ? cairn_err_set(err, cs->failed, "%s", cs->fail_msg) : CAIRN_OK;
+    if (rc == CAIRN_OK && cs->pw != NULL)
+        rc = pack_close(cs, err);
+    if (rc == CAIRN_OK)
+        rc = write_index(cs, err);
+    pthread_mutex_unlock(&cs->mu);
+    return rc;
+}
+
+/* ---- storing blobs ---- */
+
+/* Per-writer scratch: compression and encryption contexts and buffers. */
+struct cs_work {
+    ZSTD_CCtx *cctx;
+    struct aead_gcm *gcm;
+    uint8_t *out;
+    size_t out_cap;
+    int level;
+};
+
+static void work_free(struct cs_work *w)
+{
+    ZSTD_freeCCtx(w->cctx);
+    aead_gcm_free(w->gcm);
+    free(w->out);
+}
+
+static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                      size_t len, uint8_t flags, struct cairn_err *err);
+
+/* Store blob p[0..len) under id unless the store has it. */
+static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                    size_t len, uint8_t flags, struct cairn_err *err)
+{
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id);
+    if (e != NULL) { /* stored, or claimed by another writer whose pack lands first */
+        pthread_mutex_unlock(&cs->mu);
+        return CAIRN_OK;
+    }
+    tab_add(cs, id);
+    pthread_mutex_unlock(&cs->mu);
+    return store_blob(cs, w, id, p, len, flags, err);
+}
+
+/* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. */
+static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                      size_t len, uint8_t flags, struct cairn_err *err)
+{
+    size_t bound = ZSTD_compressBound(len) + NONCE + TAG;
+    if (w->out_cap < bound) {
+        free(w->out);
+        w->out_cap = bound;
+        w->out = xmalloc(bound);
+    }
+    uint8_t *body = w->out + NONCE;
+    size_t blen = len;
+    /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
+     * chunks skip the compressor. */
+    if (len >= 64 && io_compress_pays(IO_PROBE_ZSTD, p, len < (256u << 10) ? len : 256u << 10)) {
+        if (w->cctx == NULL)
+            w->cctx = ZSTD_createCCtx();
+        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, w->level);
+        if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
+            blen = c;
+            flags |= CS_FLAG_ZSTD;
+        }
+    }
+    if (!(flags & CS_FLAG_ZSTD))
+        memcpy(body, p, len);
+    const uint8_t *stored = body;
+    size_t slen = blen;
+    if (cs->k->encrypted) {
+        uint8_t ad[64];
+        size_t adl = blob_ad(id, flags, (uint32_t)len, ad);
+        if (w->gcm == NULL)
+            w->gcm = aead_gcm_new(cs->k->pack);
+        if (RAND_bytes(w->out, NONCE) != 1)
+            abort();
+        if (aead_gcm_run(w->gcm, 1, w->out, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+            abort();
+        stored = w->out;
+        slen = NONCE + blen + TAG;
+    }
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
+    int rc = pack_append(cs, e, id, flags, (uint32_t)len, stored, slen, err);
+    pthread_mutex_unlock(&cs->mu);
+    return rc;
+}
+
+/* ---- the chunk writer ---- */
+
+struct chunk_writer {
+    struct cairn_writer base;
+    struct chunkstore *cs;
+    struct chunker c;
+    uint8_t *buf; /* the current chunk */
+    size_t len, cap;
+    struct cs_work work;
+};
+
+static int emit(struct chunk_writer *cw, struct cairn_err *err)
+{
+    uint8_t id[32];
+    chunk_id(cw->cs->k, cw->buf, cw->len, id);
+    int rc = put_blob(cw->cs, &cw->work, id, cw->buf, cw->len, 0, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cw->base.next, id, 32, err);
+    cw->len = 0;
+    return rc;
+}
+
+static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        int cut;
+        size_t n = chunker_push(&cw->c, p, len, &cut);
+        if (cw->len + n > cw->cap) {
+            size_t nc = cw->cap ? cw->cap : 1u << 20;
+            while (nc < cw->len + n)
+                nc *= 2;
+            cw->buf = xrealloc(cw->buf, nc);
+            cw->cap = nc;
+        }
+        memcpy(cw->buf + cw->len, p, n);
+        cw->len += n;
+        p += n;
+        len -= n;
+        if (cut) {
+            int rc = emit(cw, err);
+            if (rc != CAIRN_OK)
+                return rc;
+        }
+    }
+    return CAIRN_OK;
+}
+
+static int cw_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    return cw->len > 0 ? emit(cw, err) : CAIRN_OK; /* the framework closes next */
+}
+
+static void cw_free(struct cairn_writer *w)
+{
+    struct chunk_writer *cw = (struct chunk_writer *)w;
+    work_free(&cw->work);
+    free(cw->buf);
+    free(cw);
+}
+
+static const struct cairn_writer_ops chunk_writer_ops = {"chunks", cw_write, cw_finish, cw_free};
+
+struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_writer *next,
+                                         int level)
+{
+    struct chunk_writer *cw = xcalloc(1, sizeof(*cw));
+    cairn_writer_init(&cw->base, &chunk_writer_ops, next);
+    cw->cs = cs;
+    chunker_init(&cw->c, &cs->k->params, cs->k->seed);
+    cw->work.level = level;
+    return &cw->base;
+}
+
+/* ---- the chunk list sink ---- */
+
+struct list_sink {
+    struct cairn_writer base;
+    struct chunkstore *cs;
+    struct buf b;
+};
+
+static int ls_write(struct cairn_writer *w, const void *buf, size_t len, struct cairn_err *err)
+{
+    (void)err;
+    buf_add(&((struct list_sink *)w)->b, buf, len);
+    return CAIRN_OK;
+}
+
+static int ls_finish(struct cairn_writer *w, struct cairn_err *err)
+{
+    struct list_sink *s = (struct list_sink *)w;
+    uint8_t id[32];
+    chunk_id(s->cs->k, s->b.p, s->b.len, id);
+    struct cs_work work = {.level = 3};
+    int rc = put_blob(s->cs, &work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
+                      CS_FLAG_LIST, err);
+    work_free(&work);
+    return rc;
+}
+
+static void ls_free(struct cairn_writer *w)
+{
+    struct list_sink *s = (struct list_sink *)w;
+    buf_free(&s->b);
+    free(s);
+}
+
+static const struct cairn_writer_ops list_sink_ops = {"chunk-list", ls_write, ls_finish, ls_free};
+
+struct cairn_writer *cs_list_sink_new(struct chunkstore *cs)
+{
+    struct list_sink *s = xcalloc(1, sizeof(*s));
+    cairn_writer_init(&s->base, &list_sink_ops, NULL);
+    s->cs = cs;
+    return &s->base;
+}
+
+/* ---- reading ---- */
+
+struct cs_rd {
+    ZSTD_DCtx *dctx;
+    struct aead_gcm *gcm;
+    uint8_t *st; /* stored bytes */
+    size_t st_cap;
+    uint8_t *pl; /* plaintext */
+    size_t pl_cap;
+};
+
+static void rd_free(struct cs_rd *r)
+{
+    ZSTD_freeDCtx(r->dctx);
+    aead_gcm_free(r->gcm);
+    free(r->st);
+    free(r->pl);
+}
+
+/* Buffers only grow, by doubling: chunk sizes vary, and a fresh multi-MiB allocation per
+ * chunk would be fresh zeroed pages (page faults) every time. */
+static void grow(uint8_t **p, size_t *cap, size_t need)
+{
+    if (*cap < need) {
+        size_t n = *cap ? *cap : 1u << 20;
+        while (n < need)
+            n *= 2;
+        free(*p);
+        *cap = n;
+        *p = xmalloc(n);
+    }
+}
+
+/* Read stored bytes through the driver: read_at, or a reader skipped to off. */
+static int read_range(struct cairn_storage *st, const char *pack, uint64_t off, void *buf,
+                      size_t len, struct cairn_err *err)
+{
+    if (st->drv->read_at != NULL)
+        return st->drv->read_at(st->state, CS_DATA_DIR, pack, off, buf, len, err);
+    struct cairn_reader *r = NULL;
+    int rc = st->drv->read(st->state, CS_DATA_DIR, pack, &r, err);
+    uint8_t tmp[65536];
+    while (rc == CAIRN_OK && off > 0) {
+        size_t got = 0, want = off < sizeof(tmp) ? (size_t)off : sizeof(tmp);
+        rc = cairn_reader_read(r, tmp, want, &got, err);
+        if (rc == CAIRN_OK && got == 0)
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "pack ends early");
+        off -= got;
+    }
+    if (rc == CAIRN_OK)
+        rc = cairn_reader_read_full(r, buf, len, "pack", err);
+    cairn_reader_free(r);
+    return rc;
+}
+
+static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
+                       const char *pack, size_t *len, struct cairn_err *err);
+
+/* The plaintext of blob id (32 bytes) into r->pl; *len its length. */
+static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
+                    struct cairn_err *err)
+{
+    char idhex[65], pack[65];
+    pthread_mutex_lock(&cs->mu);
+    struct cs_ent *e = lookup(cs, id), ent = {{0}, 0, 0, 0, 0};
+    if (e != NULL)
+        ent = *e;
+    if (e != NULL && e->pack != PENDING)
+        cairn_hex_encode(cs->packs[e->pack], 32, pack);
+    pthread_mutex_unlock(&cs->mu);
+    if (e == NULL || ent.pack == PENDING) {
+        cairn_hex_encode(id, 32, idhex);
+        return cairn_err_set(err, CAIRN_E_CORRUPT,
+                             "chunk %s is in no pack the index names (missing data)", idhex);
+    }
+    return get_blob_at(cs, r, id, ent, pack, len, err);
+}
+
+/* Blob id from its place ent in pack (hex), authenticated. */
+static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
+                       const char *pack, size_t *len, struct cairn_err *err)
+{
+    char idhex[65];
+    cairn_hex_encode(id, 32, idhex);
+    uint8_t flags = (uint8_t)(ent.raw >> 28);
+    size_t raw = ent.raw & RAW_MASK;
+    grow(&r->st, &r->st_cap, ent.len);
+    int rc = read_range(cs->st, pack, ent.off, r->st, ent.len, err);
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "read chunk %s from pack '%s/%s'", idhex, CS_DATA_DIR, pack);
+    uint8_t *body = r->st;
+    size_t blen = ent.len;
+    if (cs->k->encrypted) {
+        uint8_t ad[64];
+        size_t adl = blob_ad(id, flags, (uint32_t)raw, ad);
+        if (blen < NONCE + TAG)
+            goto bad;
+        blen -= NONCE + TAG;
+        body = r->st + NONCE;
+        if (r->gcm == NULL)
+            r->gcm = aead_gcm_new(cs->k->pack);
+        if (aead_gcm_run(r->gcm, 0, r->st, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+            goto bad;
+    }
+    grow(&r->pl, &r->pl_cap, raw);
+    if (flags & CS_FLAG_ZSTD) {
+        if (r->dctx == NULL)
+            r->dctx = ZSTD_createDCtx();
+        size_t d = ZSTD_decompressDCtx(r->dctx, r->pl, raw, body, blen);
+        if (ZSTD_isError(d) || d != raw)
+            goto bad;
+    } else {
+        if (blen != raw)
+            goto bad;
+        memcpy(r->pl, body, raw);
+    }
+    uint8_t got[32];
+    chunk_id(cs->k, r->pl, raw, got);
+    if (memcmp(got, id, 32) != 0)
+        goto bad;
+    *len = raw;
+    return CAIRN_OK;
+bad:
+    return cairn_err_set(err, CAIRN_E_CORRUPT,
+                         "chunk %s in pack '%s/%s' (offset %u) fails authentication (damaged "
+                         "or tampered)",
+                         idhex, CS_DATA_DIR, pack, ent.off);
+}
+
+/* A reader of one blob's plaintext (owned buffer). */
+struct blob_reader {
+    struct cairn_reader base;
+    struct cs_rd rd;
+    size_t len, pos;
+};
+
+static int br_read(struct cairn_reader *base, void *out, size_t cap, size_t *got,
+                   struct cairn_err *err)
+{
+    (void)err;
+    struct blob_reader *b = (struct blob_reader *)base;
+    size_t k = b->len - b->pos < cap ? b->len - b->pos : cap;
+    memcpy(out, b->rd.pl + b->pos, k);
+    b->pos += k;
+    *got = k;
+    return CAIRN_OK;
+}
+
+static void br_free(struct cairn_reader *base)
+{
+    struct blob_reader *b = (struct blob_reader *)base;
+    rd_free(&b->rd);
+    free(b);
+}
+
+static const struct cairn_reader_ops blob_reader_ops = {"blob", br_read, br_free};
+
+int cs_blob_reader_new(struct chunkstore *cs, const char *hex_id, struct cairn_reader **out,
+                       struct cairn_err *err)
+{
+    *out = NULL;
+    uint8_t id[32];
+    if (strlen(hex_id) != 64 || cairn_hex_decode(hex_id, 64, id, 32, NULL) != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is no chunk id", hex_id);
+    struct blob_reader *b = xcalloc(1, sizeof(*b));
+    cairn_reader_init(&b->base, &blob_reader_ops, NULL);
+    int rc = get_blob(cs, &b->rd, id, &b->len, err);
+    if (rc != CAIRN_OK) {
+        cairn_reader_free(&b->base);
+        return rc;
+    }
+    *out = &b->base;
+    return CAIRN_OK;
+}
+
+/* ---- the content reader ---- */
+
+struct content_reader {
+    struct cairn_reader base;
+    struct chunkstore *cs;
+    struct cs_rd rd;
+    size_t pos, len; /* of the current chunk in rd.pl */
+    char *label;
+};
+
+static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got,
+                   struct cairn_err *err)
+{
+    struct content_reader *c = (struct content_reader *)base;
+    *got = 0;
+    while (c->pos == c->len) {
+        uint8_t id[32];
+        size_t n = 0;
+        int rc = CAIRN_OK;
+        /* one id: read_full would fail on a clean end, so read the first byte alone */
+        rc = cairn_reader_read(base->next, id, 1, &n, err);
+        if (rc != CAIRN_OK)
+            return cairn_err_wrap(err, rc, "%s: read its chunk list", c->label);
+        if (n == 0)
+            return CAIRN_OK; /* end of the list */
+        rc = cairn_reader_read_full(base->next, id + 1, 31, "chunk list", err);
+        if (rc != CAIRN_OK)
+            return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: chunk list ends inside an id",
+                                 c->label);
+        rc = get_blob(c->cs, &c->rd, id, &c->len, err);
+        if (rc != CAIRN_OK)
+            return rc; /* the verifying reader above names the file */
+        c->pos = 0;
+    }
+    size_t k = c->len - c->pos < cap ? c->len - c->pos : cap;
+    memcpy(out, c->rd.pl + c->pos, k);
+    c->pos += k;
+    *got = k;
+    return CAIRN_OK;
+}
+
+static void cr_free(struct cairn_reader *base)
+{
+    struct content_reader *c = (struct content_reader *)base;
+    rd_free(&c->rd);
+    free(c->label);
+    free(c);
+}
+
+static const struct cairn_reader_ops content_reader_ops = {"chunks", cr_read, cr_free};
+
+struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_reader *list,
+                                           const char *label)
+{
+    struct content_reader *c = xcalloc(1, sizeof(*c));
+    cairn_reader_init(&c->base, &content_reader_ops, list);
+    c->cs = cs;
+    c->label = xstrdup(label);
+    return &c->base;
+}
+
+/* ---- garbage collection (prune) ----
+ * Mark: every chunk list named by a complete backup's MANIFEST, and every chunk in those
+ * lists. Sweep, in an order where a crash at any point loses no chunk a complete backup
+ * references (restic's): (1) live chunks of packs that are mostly garbage are copied into new
+ * packs, which land with an index object naming them; (2) one index object naming every pack
+ * that stays; (3) the old index objects are deleted; (4) the packs no longer named (dead,
+ * repacked, and packs of backups that never completed) are deleted. A rerun after a crash
+ * finds at worst extra index objects (harmless duplicates) or unnamed packs (deleted). */
+
+struct gent { /* one index entry with its pack */
+    uint8_t pack[32];
+    uint8_t e[CS_ENTRY_LEN];
+};
+
+static int gent_cmp(const void *a, const void *b)
+{
+    const struct gent *x = a, *y = b;
+    int c = memcmp(x->pack, y->pack, 32);
+    if (c != 0)
+        return c;
+    uint32_t ox = get_u32(x->e + 32), oy = get_u32(y->e + 32);
+    return ox < oy ? -1 : ox > oy;
+}
+
+static int id_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 32);
+}
+
+struct gc {
+    struct chunkstore *cs;
+    struct names idx_names, pack_names;
+    struct gent *ents;
+    size_t nents, cap;
+    uint8_t (*marks)[32];
+    size_t nmarks, mcap;
+};
+
+static void mark(struct gc *g, const uint8_t *id)
+{
+    if (g->nmarks == g->mcap) {
+        g->mcap = g->mcap ? 2 * g->mcap : 4096;
+        g->marks = xrealloc(g->marks, g->mcap * 32);
+    }
+    memcpy(g->marks[g->nmarks++], id, 32);
+}
+
+static int marked(const struct gc *g, const uint8_t *id)
+{
+    return g->nmarks && bsearch(id, g->marks, g->nmarks, 32, id_cmp) != NULL;
+}
+
+/* Every entry of every index object, in full. */
+static int gc_read_index(struct gc *g, struct cairn_err *err)
+{
+    struct cairn_storage *st = g->cs->st;
+    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &g->idx_names, err);
+    for (size_t i = 0; i < g->idx_names.n && rc == CAIRN_OK; i++) {
+        uint8_t *p = NULL;
+        size_t len = 0, off = 12;
+        rc = read_object(st, CS_INDEX_DIR, g->idx_names.v[i], INDEX_MAX, &p, &len, err);
+        uint32_t npacks = rc == CAIRN_OK && len >= 44 ? get_u32(p + 8) : 0;
+        for (uint32_t k = 0; k < npacks && off + 36 <= len - 32; k++) { /* checked at load */
+            uint32_t n = get_u32(p + off + 32);
+            const uint8_t *pk = p + off;
+            off += 36;
+            for (uint32_t j = 0; j < n && off + CS_ENTRY_LEN <= len - 32; j++) {
+                if (g->nents == g->cap) {
+                    g->cap = g->cap ? 2 * g->cap : 4096;
+                    g->ents = xrealloc(g->ents, g->cap * sizeof(*g->ents));
+                }
+                memcpy(g->ents[g->nents].pack, pk, 32);
+                memcpy(g->ents[g->nents++].e, p + off, CS_ENTRY_LEN);
+                off += CS_ENTRY_LEN;
+            }
+        }
+        free(p);
+    }
+    if (rc == CAIRN_OK)
+        rc = st->drv->list_files(st->state, CS_DATA_DIR, add_name, &g->pack_names, err);
+    if (rc == CAIRN_E_NOTFOUND) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    if (g->nents > 1)
+        qsort(g->ents, g->nents, sizeof(*g->ents), gent_cmp);
+    return rc;
+}
+
+/* Mark the chunk lists of b's files and their chunks. */
+static int gc_mark_backup(struct gc *g, struct cairn_backup *b, struct cairn_err *err)
+{
+    size_t n = cairn_backup_file_count(b);
+    struct cs_rd rd = {0};
+    int rc = CAIRN_OK;
+    for (size_t i = 0; i < n && rc == CAIRN_OK; i++) {
+        const struct cairn_manifest_file *f = cairn_backup_file_at(b, i);
+        if (f == NULL) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': its file list does not read",
+                               cairn_backup_name(b));
+            break;
+        }
+        if (f->compression != CAIRN_COMPRESS_CHUNKS)
+            continue;
+        uint8_t id[32];
+        size_t len = 0;
+        if (cairn_hex_decode(f->sha256, 64, id, 32, NULL) != 0) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s' file '%s': bad chunk list id",
+                               cairn_backup_name(b), f->name);
+            break;
+        }
+        mark(g, id);
+        rc = get_blob(g->cs, &rd, id, &len, err);
+        for (size_t k = 0; rc == CAIRN_OK && k + 32 <= len; k += 32)
+            mark(g, rd.pl + k);
+        if (rc != CAIRN_OK)
+            cairn_err_wrap(err, rc, "backup '%s' file '%s'", cairn_backup_name(b), f->name);
+    }
+    rd_free(&rd);
+    return rc;
+}
+
+static int gc_mark(struct gc *g, struct cairn_gc_stats *s, struct cairn_err *err)
+{
+    struct cairn_backup_list l = {0};
+    int rc = cairn_storage_list(g->cs->st, &l, err);
+    for (size_t i = 0; i < l.count && rc == CAIRN_OK; i++) {
+        if (l.items[i].status == CAIRN_BACKUP_INCOMPLETE)
+            continue; /* under the exclusive lock: a failed attempt, its chunks are garbage */
+        if (l.items[i].status != CAIRN_BACKUP_COMPLETE) {
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                               "backup '%s' is %s: its chunks cannot be marked, so nothing is "
+                               "collected (remove it or repair it first)",
+                               l.items[i].name, cairn_backup_status_name(l.items[i].status));
+            break;
+        }
+        struct cairn_backup *b = NULL;
+        rc = cairn_storage_open_backup(g->cs->st, l.items[i].name, &b, err);
+        if (rc == CAIRN_E_NOTFOUND) { /* removed since it was listed (S3 lists lag) */
+            cairn_err_clear(err);
+            rc = CAIRN_OK;
+            continue;
+        }
+        if (rc == CAIRN_OK)
+            rc = gc_mark_backup(g, b, err);
+        cairn_backup_free(b);
+        s->backups++;
+    }
+    cairn_backup_list_free(&l);
+    if (g->nmarks > 1)
+        qsort(g->marks, g->nmarks, 32, id_cmp);
+    return rc;
+}
+
+/* Copy the live blobs of the pack at ents[a..z) into new packs. */
+static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
+                     struct cairn_err *err)
+{
+    struct chunkstore *cs = g->cs;
+    struct cs_rd rd = {0};
+    struct cs_work w = {.level = 3};
+    int rc = CAIRN_OK;
+    for (size_t i = a; i < z && rc == CAIRN_OK; i++) {
+        const uint8_t *id = g->ents[i].e;
+        if (!marked(g, id) || (i > a && memcmp(g->ents[i - 1].e, id, 32) == 0))
+            continue;
+        size_t len = 0;
+        rc = get_blob(cs, &rd, id, &len, err);
+        if (rc != CAIRN_OK)
+            break;
+        /* A new place, whatever the index says (the old one goes away). */
+        pthread_mutex_lock(&cs->mu);
+        struct cs_ent *e = cs->tab_slots ? tab_slot(cs->tab, cs->tab_slots, id) : NULL;
+        if (e == NULL || tab_empty(e))
+            tab_add(cs, id);
+        pthread_mutex_unlock(&cs->mu);
+        rc = store_blob(cs, &w, id, rd.pl, len, g->ents[i].e[44] & CS_FLAG_LIST, err);
+        s->bytes_repacked += len;
+    }
+    work_free(&w);
+    rd_free(&rd);
+    return rc;
+}
+
+static int pack_known(const struct gc *g, const char *hex)
+{
+    uint8_t id[32];
+    if (cairn_hex_decode(hex, 64, id, 32, NULL) != 0)
+        return 0;
+    for (size_t i = 0; i < g->nents; i++) /* sorted by pack: could bsearch; prune is rare */
+        if (memcmp(g->ents[i].pack, id, 32) == 0)
+            return 1;
+    return 0;
+}
+
+static int remove_obj(struct cairn_storage *st, const char *dir, const char *name,
+                      struct cairn_err *err)
+{
+    int rc = st->drv->remove_file(st->state, dir, name, err);
+    if (rc == CAIRN_E_NOTFOUND) {
+        cairn_err_clear(err);
+        rc = CAIRN_OK;
+    }
+    return rc;
+}
+
+/* Classify packs, repack, write the new index, delete. Long (about 90 lines) because the
+ * four steps must stay in this order; each is commented. */
+static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *s,
+                    struct cairn_err *err)
+{
+    struct chunkstore *cs = g->cs;
+    size_t n = g->nents;
+    uint8_t *drop = xcalloc(n ? n : 1, 1); /* per entry: its pack goes away */
+    int rc = CAIRN_OK;
+    for (size_t a = 0; a < n && rc == CAIRN_OK;) {
+        size_t z = a;
+        uint64_t total = 0, live = 0;
+        while (z < n && memcmp(g->ents[z].pack, g->ents[a].pack, 32) == 0) {
+            uint32_t len = get_u32(g->ents[z].e + 36);
+            int dup = z > a && memcmp(g->ents[z - 1].e + 32, g->ents[z].e + 32, 4) == 0;
+            if (!dup) {
+                total += len;
+                if (marked(g, g->ents[z].e))
+                    live += len;
+            }
+            z++;
+        }
+        s->packs++;
+        s->bytes_total += total;
+        s->bytes_garbage += total - live;
+        int dead = live == 0, repack = !dead && (total - live) * 100 > (uint64_t)pct * total;
+        if (dead || repack) {
+            memset(drop + a, 1, z - a);
+            s->packs_deleted += dead;
+            s->packs_repacked += repack;
+            s->bytes_freed += dead ? total : total - live;
+            /* (1) live chunks to new packs, which land (with their index) first */
+            if (repack && !dry)
+                rc = gc_repack(g, a, z, s, err);
+        }
+        a = z;
+    }
+    if (rc == CAIRN_OK && !dry)
+        rc = cs_flush(cs, err);
+    /* (2) one index object naming every pack that stays */
+    pthread_mutex_lock(&cs->mu);
+    for (size_t a = 0; a < n && rc == CAIRN_OK && !dry;) {
+        size_t z = a;
+        while (z < n && memcmp(g->ents[z].pack, g->ents[a].pack, 32) == 0)
+            z++;
+        if (!drop[a]) {
+            uint8_t ph[36];
+            memcpy(ph, g->ents[a].pack, 32);
+            put_u32(ph + 32, (uint32_t)(z - a));
+            buf_add(&cs->unindexed, ph, sizeof(ph));
+            for (size_t i = a; i < z; i++)
+                buf_add(&cs->unindexed, g->ents[i].e, CS_ENTRY_LEN);
+            cs->n_unindexed++;
+        }
+        a = z;
+    }
+    if (rc == CAIRN_OK && !dry)
+        rc = write_index(cs, err);
+    pthread_mutex_unlock(&cs->mu);
+    /* (3) the old index objects */
+    for (size_t i = 0; i < g->idx_names.n && rc == CAIRN_OK && !dry; i++)
+        rc = remove_obj(cs->st, CS_INDEX_DIR, g->idx_names.v[i], err);
+    /* (4) packs no index names any more: dead, repacked, or never indexed */
+    for (size_t i = 0; i < g->pack_names.n && rc == CAIRN_OK; i++) {
+        uint8_t id[32];
+        cairn_hex_decode(g->pack_names.v[i], 64, id, 32, NULL);
+        int keep = 0;
+        for (size_t a = 0; a < n && !keep; a++)
+            keep = !drop[a] && memcmp(g->ents[a].pack, id, 32) == 0;
+        if (keep)
+            continue;
+        if (!pack_known(g, g->pack_names.v[i]))
+            s->packs_unindexed++;
+        if (!dry)
+            rc = remove_obj(cs->st, CS_DATA_DIR, g->pack_names.v[i], err);
+    }
+    free(drop);
+    return rc;
+}
+
+int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
+                     struct cairn_gc_stats *stats, struct cairn_err *err)
+{
+    struct cairn_gc_stats s = {0};
+    struct chunkstore *cs = NULL;
+    int rc = cs_get(st, &cs, err);
+    if (rc != CAIRN_OK || cs == NULL) {
+        if (stats != NULL)
+            *stats = s;
+        return rc;
+    }
+    unsigned pct = o != NULL && o->repack_percent ? o->repack_percent : 20;
+    struct gc g = {.cs = cs};
+    rc = gc_read_index(&g, err);
+    if (rc == CAIRN_OK)
+        rc = gc_mark(&g, &s, err);
+    if (rc == CAIRN_OK)
+        rc = gc_sweep(&g, pct, o != NULL && o->dry_run, &s, err);
+    s.chunks_live = g.nmarks;
+    names_free(&g.idx_names);
+    names_free(&g.pack_names);
+    free(g.ents);
+    free(g.marks);
+    if (stats != NULL)
+        *stats = s;
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "garbage collection of '%s'", st->url);
+    /* The in-memory index is stale now: reload on next use. */
+    pthread_mutex_lock(&st->cs_mu);
+    st->cs = NULL;
+    pthread_mutex_unlock(&st->cs_mu);
+    cs_free(cs);
+    return CAIRN_OK;
+}
+
+/* ---- check ---- */
+
+/* 1 when pack (64 hex) is one of the read-data subset: its first 4 bytes, as a number, fall
+ * in the first pct percent (the same packs on every run, so a rotating subset needs another
+ * seed: a later change). */
+static int in_subset(const uint8_t *pack, unsigned pct)
+{
+    return pct >= 100 || (uint64_t)get_u32(pack) * 100 < (uint64_t)pct * 0x100000000ull;
+}
+
+/* Long (86 lines): structure, then data, over the same marks and entries, each step
+ * commented; splitting would pass the whole gc state around. */
+int cairn_storage_check(struct cairn_storage *st, const struct cairn_check_opts *o,
+                        struct cairn_check_stats *stats, struct cairn_err *err)
+{
+    struct cairn_check_stats s = {0};
+    struct chunkstore *cs = NULL;
+    int rc = cs_get(st, &cs, err);
+    if (rc != CAIRN_OK || cs == NULL) {
+        if (stats != NULL)
+            *stats = s;
+        return rc;
+    }
+    struct gc g = {.cs = cs};
+    struct cairn_gc_stats gs = {0};
+    /* Structure: every MANIFEST's chunk lists read (and authenticated), every chunk they name
+     * in the index, every pack the index names present. */
+    rc = gc_read_index(&g, err);
+    if (rc == CAIRN_OK)
+        rc = gc_mark(&g, &gs, err);
+    s.backups = gs.backups;
+    uint8_t(*present)[32] = xcalloc(g.pack_names.n ? g.pack_names.n : 1, 32);
+    for (size_t i = 0; i < g.pack_names.n; i++)
+        cairn_hex_decode(g.pack_names.v[i], 64, present[i], 32, NULL);
+    if (g.pack_names.n > 1)
+        qsort(present, g.pack_names.n, 32, id_cmp);
+    for (size_t i = 0; i < g.nmarks && rc == CAIRN_OK; i++) {
+        if (i > 0 && memcmp(g.marks[i - 1], g.marks[i], 32) == 0)
+            continue;
+        s.chunks++;
+        if (!cs_has(cs, g.marks[i])) {
+            char hex[65];
+            cairn_hex_encode(g.marks[i], 32, hex);
+            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "chunk %s is referenced but in no index", hex);
+        }
+    }
+    for (size_t i = 0; i < g.nents && rc == CAIRN_OK; i++) {
+        if (i > 0 && memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) == 0)
+            continue;
+        s.packs++;
+        if (g.pack_names.n == 0 || !bsearch(g.ents[i].pack, present, g.pack_names.n, 32, id_cmp)) {
+            int used = 0;
+            for (size_t j = i; j < g.nents && memcmp(g.ents[j].pack, g.ents[i].pack, 32) == 0; j++)
+                used |= marked(&g, g.ents[j].e);
+            char hex[65];
+            cairn_hex_encode(g.ents[i].pack, 32, hex);
+            if (used)
+                rc = cairn_err_set(err, CAIRN_E_CORRUPT,
+                                   "pack '%s/%s' is named by the index but missing", CS_DATA_DIR,
+                                   hex);
+        }
+    }
+    /* Data: every blob of the chosen packs read and authenticated. */
+    unsigned pct = o != NULL ? o->read_data_percent : 0;
+    struct cs_rd rd = {0};
+    for (size_t i = 0; i < g.nents && rc == CAIRN_OK && pct > 0; i++) {
+        if (!in_subset(g.ents[i].pack, pct))
+            continue;
+        if (i > 0 && memcmp(g.ents[i - 1].e + 32, g.ents[i].e + 32, 4) == 0 &&
+            memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) == 0)
+            continue; /* the same blob listed twice */
+        size_t len = 0;
+        if (i == 0 || memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) != 0)
+            s.packs_read++;
+        /* at this pack's place, not the one the index lookup would choose */
+        struct cs_ent ent = {{0},
+                             0,
+                             get_u32(g.ents[i].e + 32),
+                             get_u32(g.ents[i].e + 36),
+                             (get_u32(g.ents[i].e + 40) & RAW_MASK) | (uint32_t)g.ents[i].e[44]
+                                                                          << 28};
+        char hex[65];
+        cairn_hex_encode(g.ents[i].pack, 32, hex);
+        rc = get_blob_at(cs, &rd, g.ents[i].e, ent, hex, &len, err);
+        s.blobs_read++;
+        s.bytes_read += len;
+    }
+    rd_free(&rd);
+    free(present);
+    names_free(&g.idx_names);
+    names_free(&g.pack_names);
+    free(g.ents);
+    free(g.marks);
+    if (stats != NULL)
+        *stats = s;
+    if (rc != CAIRN_OK)
+        return cairn_err_wrap(err, rc, "check of '%s'", st->url);
+    return CAIRN_OK;
+}
