@@ -23,7 +23,7 @@ expect_fail 2 "$want" "$B/cairn" put "$F" p1 "$T/src"
 python3 - "$T/j.json" <<'PY' || fail "json: $(cat "$T/j.json")"
 import json, sys
 j = json.load(open(sys.argv[1]))
-assert j["ok"] is False and j["exit_code"] == 2 and "cairn init" in j["error"], j
+assert j["ok"] is False and j["error"]["exit"] == 2 and "cairn init" in j["error"]["message"], j
 PY
 [ ! -e "$T/fresh" ] || fail "a refused backup created the location: $(ls -la "$T/fresh")"
 # An existing empty directory is no repository either.
