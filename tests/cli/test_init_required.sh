@@ -32,7 +32,8 @@ expect_fail 2 "is not a repository" "$B/cairn" backup --from "$T/src" --to "$T/e
 
 # Legacy: backups without a config (the location's .cairn removed, as before repositories).
 L=file://$T/legacy
-init_location "$L"
+# legacy locations predate the chunk store: their backups are in the per-file format
+init_location "$L" --no-encryption --no-dedup
 "$B/cairn" put "$L" old "$T/src" >/dev/null || fail "put into an initialised location"
 rm -rf "$T/legacy/.cairn"
 "$B/cairn" backup --from "$T/src" --to "$L" --name new >/dev/null || fail "backup into a legacy location"
