@@ -440,7 +440,9 @@ def argon2id(root):
     with open(pw, "w") as f:
         f.write("argon two passphrase\n")
     os.chmod(pw, 0o600)
-    rc, out, err, _ = cairn("init", url, "--password-file", pw, "--kdf", "argon2id", "--json")
+    # --no-dedup: the per-file object format the Python decryptor reads
+    rc, out, err, _ = cairn("init", url, "--password-file", pw, "--kdf", "argon2id", "--no-dedup",
+                            "--json")
     check(rc == 0, "init --kdf argon2id: %s" % err)
     kid = json.loads(out)["key"] if rc == 0 else ""
     k = json.loads(Store(root)(".cairn/key-" + kid)) if rc == 0 else {}
