@@ -384,6 +384,40 @@ def damaged_copy(tmp, svc, store):
         srv.stop()
 
 
+def damaged_pack(tmp, svc):
+    """In a deduplicating repository: a byte flipped (XOR) in the middle of the largest pack
+    is refused (exit 3) and the server never gets the whole copy."""
+    root = os.path.join(tmp, svc.flavour + "-dedup")
+    init_location("file://" + root)
+    srv = hashiserver.Server(svc.flavour, svc.snapshot, token=TOKEN)
+    try:
+        rc, _, err = cairn("backup", "--from", svc.url(srv), "--to", "file://" + root,
+                           "--name", "good", env=svc.env())
+    finally:
+        srv.stop()
+    if not check(rc == 0, "%s dedup: backup (%s)" % (svc.flavour, err.strip())):
+        return
+    data = os.path.join(root, ".data")
+    packs = [n for n in os.listdir(data) if not n.startswith(".")]
+    big = max(packs, key=lambda n: os.path.getsize(os.path.join(data, n)))
+    path = os.path.join(data, big)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(flip(raw, len(raw) // 2))
+    srv = hashiserver.Server(svc.flavour, svc.snapshot, token=TOKEN)
+    srv.restored = None
+    try:
+        rc, out, err = cairn("restore", "file://" + root, "good", "--to", svc.url(srv),
+                             env=svc.env())
+        check(rc == 3, "%s dedup: restore with a damaged pack: exit 3 (%d: %s)" %
+              (svc.flavour, rc, err.strip()))
+        check(srv.restored is None or len(srv.restored) < len(svc.snapshot),
+              "%s dedup: the server never got the whole damaged copy" % svc.flavour)
+    finally:
+        srv.stop()
+
+
 def cut_connection(tmp, svc, big):
     """A connection reset and a clean close through the fault proxy, midway through the big
     archive."""
@@ -471,7 +505,8 @@ def tls(tmp, svc):
     srv = hashiserver.Server(svc.flavour, svc.snapshot, token=TOKEN,
                              tls=(pki["server.crt"], pki["server.key"], client_ca))
     store = "file://" + os.path.join(tmp, svc.flavour + "-tls")
-    init_location(store)
+    # per-file format: backup_ok compares the stored size with the snapshot's
+    init_location(store, "--no-encryption", "--no-dedup")
     try:
         args = ["--tls-ca", pki["ca.crt"]]
         if client_ca:
@@ -576,10 +611,13 @@ def main():
                     Service("vault", vault_snap, consul_snap)]
         for svc in services:
             store = "file://" + os.path.join(tmp, svc.flavour + "-store")
-            init_location(store)
+            # per-file format: backup_ok compares the stored size with the snapshot's and
+            # damaged_copy flips a byte in the stored snapshot file (damaged_pack: dedup)
+            init_location(store, "--no-encryption", "--no-dedup")
             round_trip(tmp, svc, store)
             faults(tmp, svc, store)
             damaged_copy(tmp, svc, store)
+            damaged_pack(tmp, svc)
             rc, _, err = cairn("verify", store, "good")
             check(rc == 0, "%s: the first good backup intact after every failure (%s)" %
                   (svc.flavour, err.strip()))

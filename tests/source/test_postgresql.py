@@ -450,6 +450,18 @@ def part_cairnd(tmp, a, want_md5):
     rc, out, err = cairn("restore", "file://" + store, done[0]["name"], "--into", into)
     if check(rc == 0, "restore of cairnd's backup: %s" % err):
         restored_server(tmp, "cairnd", into, want_md5, 0)
+    # A flipped byte (XOR) in the middle of the largest pack of the deduplicating repository:
+    # the restore is refused (exit 3) naming the pack, and nothing is left behind.
+    data = os.path.join(store, ".data")
+    packs = [n for n in os.listdir(data) if not n.startswith(".")]
+    big = max(packs, key=lambda n: os.path.getsize(os.path.join(data, n)))
+    path = os.path.join(data, big)
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    restore_fails(tmp, "file://" + store, done[0]["name"], 3, [big])
 
 
 def main():
@@ -462,7 +474,9 @@ def main():
         fill(a, tmp)
         want_md5 = a.psql(TYPES_MD5)
         store = "file://" + os.path.join(tmp, "store")
-        init_location(store)
+        # per-file format: the fault parts damage and forge the stored base.tar; cairnd's
+        # schedule (part_cairnd) backs up into a deduplicating repository
+        init_location(store, "--no-encryption", "--no-dedup")
         before = part_backup(tmp, a, store, want_md5)
         if before is not None:
             part_restore(tmp, store, want_md5, before)
