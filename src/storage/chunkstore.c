@@ -604,8 +604,9 @@ static int pack_open(struct chunkstore *cs, struct cairn_err *err)
         abort();
     cairn_hex_encode(id, 32, hex);
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_SYNC};
-    int rc = cs->st->drv->create(cs->st->state, CS_DATA_DIR, hex, CS_PACK_SIZE + (1 << 20), &wo,
-                                 &cs->pw, err);
+    /* paced by the upload rate limit like every other object (packs bring their own AEAD) */
+    int rc =
+        storage_create_raw(cs->st, CS_DATA_DIR, hex, CS_PACK_SIZE + (1 << 20), &wo, &cs->pw, err);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "create pack '%s/%s'", CS_DATA_DIR, hex);
     cs->pw_no = pack_add(cs, id);

@@ -228,6 +228,11 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
                    struct cairn_writer **w, struct cairn_err *err);
 int storage_read(struct cairn_storage *st, const char *backup, const char *file, const uint8_t *bid,
                  struct cairn_reader **r, struct cairn_err *err);
+/* The driver's create paced by st's rate limit (cairn_storage_set_rate_limit), without the
+ * AEAD stream: for objects that carry their own encryption (chunk store packs). */
+int storage_create_raw(struct cairn_storage *st, const char *backup, const char *file,
+                       int64_t size_hint, const struct cairn_storage_write_opts *wo,
+                       struct cairn_writer **w, struct cairn_err *err);
 /* raw (owned), the stored bytes of backup/file from anywhere (a local cache), as storage_read
  * gives them: decrypted and authenticated when st is encrypted. */
 struct cairn_reader *storage_open_stored(const struct cairn_storage *st, const char *backup,

@@ -293,6 +293,16 @@ static struct aead_stream_opts *object_opts(const struct repo_keys *k, const cha
     return o;
 }
 
+int storage_create_raw(struct cairn_storage *st, const char *backup, const char *file,
+                       int64_t size_hint, const struct cairn_storage_write_opts *wo,
+                       struct cairn_writer **w, struct cairn_err *err)
+{
+    int rc = st->drv->create(st->state, backup, file, size_hint, wo, w, err);
+    if (rc == CAIRN_OK && st->rate != NULL && strcmp(backup, CAIRN_LOCK_DIR) != 0)
+        *w = ratelimit_writer_new(*w, st->rate, st->cancel); /* the bytes as stored */
+    return rc;
+}
+
 int storage_create(struct cairn_storage *st, const char *backup, const char *file,
                    const uint8_t *bid, int64_t size_hint, const struct cairn_storage_write_opts *wo,
                    struct cairn_writer **w, struct cairn_err *err)
@@ -304,9 +314,7 @@ int storage_create(struct cairn_storage *st, const char *backup, const char *fil
     const struct repo_keys *k = st->keys;
     if (k != NULL && size_hint >= 0) /* header, and a tag per chunk */
         size_hint += 32 + 16 * (size_hint / k->chunk_size + 1);
-    rc = st->drv->create(st->state, backup, file, size_hint, wo, w, err);
-    if (rc == CAIRN_OK && st->rate != NULL && strcmp(backup, CAIRN_LOCK_DIR) != 0)
-        *w = ratelimit_writer_new(*w, st->rate, st->cancel); /* the bytes as stored */
+    rc = storage_create_raw(st, backup, file, size_hint, wo, w, err);
     if (rc != CAIRN_OK || k == NULL)
         return rc;
     struct aead_stream_opts o;

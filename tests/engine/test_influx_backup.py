@@ -5,7 +5,8 @@
   * online `cairn restore --to` with --newdb into the running influxd, and into cairnd serve;
   * `--since` incremental: records its parent, carries only files modified since, and the
     chain restores (offline and online) to exactly the newer points;
-  * a corrupted stored file fails verification and nothing is written.
+  * a corrupted stored file (a per-file object; a pack in a deduplicating store) fails
+    verification and nothing is written.
 """
 import datetime
 import io
@@ -49,7 +50,9 @@ def main():
     need_influxd()
     tmp = tempfile.mkdtemp(prefix="cairn-ifxbk-")
     store = "file://" + os.path.join(tmp, "store")
-    init_location(store)
+    # --no-dedup: the corruption case below damages the per-file object full1/s1.tar; the
+    # deduplicating store2 gets the same case on a pack.
+    init_location(store, "--no-encryption", "--no-dedup")
     procs = []
     try:
         a = Influxd(os.path.join(tmp, "a"))
@@ -165,6 +168,24 @@ def main():
                   "never", check_rc=False)
         check(p.returncode == 3 and not a.series_values("SHOW DATABASES") .count(["never"]),
               "corrupt chain: online restore refused before creating anything")
+
+        # The same in the deduplicating store2: a byte of its pack's blobs damaged.
+        data = os.path.join(tmp, "store2", ".data")
+        pack = max(os.listdir(data), key=lambda n: os.path.getsize(os.path.join(data, n)))
+        blob = bytearray(open(os.path.join(data, pack), "rb").read())
+        check(blob[-8:] == b"CRNPACK1", "store2 holds a pack: " + pack)
+        blob[(len(blob) - 12 - int.from_bytes(blob[-12:-8], "little")) // 2] ^= 0xFF
+        open(os.path.join(data, pack), "wb").write(bytes(blob))
+        into5 = os.path.join(tmp, "legacy5")
+        p = cairn("restore", store2, "fromcairnd", "--into", into5, check_rc=False)
+        check(p.returncode == 3 and b"verification failed" in p.stderr
+              and b"damaged" in p.stderr,
+              "corrupt pack: exit 3, %r" % p.stderr[-200:])
+        check(not os.path.exists(into5) or os.listdir(into5) == [], "nothing written")
+        p = cairn("restore", store2, "fromcairnd", "--to", a.influx_addr, "--db", "mydb",
+                  "--newdb", "never2", check_rc=False)
+        check(p.returncode == 3 and not a.series_values("SHOW DATABASES").count(["never2"]),
+              "corrupt pack: online restore refused before creating anything")
     finally:
         for p in procs:
             try:

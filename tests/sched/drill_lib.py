@@ -110,20 +110,33 @@ class Cairnd:
         return rc
 
 
-def xor_largest(backup_dir):
-    """XOR one byte in the middle of the largest stored data file (not the MANIFEST); calling
-    it again undoes it."""
+def xor_largest(location, name):
+    """XOR one byte in the middle of the largest stored data object of backup NAME (not the
+    MANIFEST): a per-file object in the backup's directory or, in a deduplicating repository
+    (docs/FORMAT.md "Chunk store"), a pack in `.data/` (the only backup's), where the byte is
+    in the middle of the blobs, before the header. Calling it again undoes it."""
     files = []
-    for root, _, names in os.walk(backup_dir):
+    for root, _, names in os.walk(os.path.join(location, name)):
         for n in names:
             if not n.startswith("MANIFEST"):
                 p = os.path.join(root, n)
-                files.append((os.path.getsize(p), p))
-    size, path = max(files)
+                files.append((os.path.getsize(p), p, False))
+    data = os.path.join(location, ".data")
+    for n in os.listdir(data) if os.path.isdir(data) else []:
+        p = os.path.join(data, n)
+        files.append((os.path.getsize(p), p, True))
+    size, path, pack = max(files)
+    at = size // 2
+    if pack:
+        with open(path, "rb") as f:
+            f.seek(size - 12)
+            trailer = f.read(12)
+        assert trailer[4:] == b"CRNPACK1", "%s is no pack" % path
+        at = (size - 12 - int.from_bytes(trailer[:4], "little")) // 2
     with open(path, "r+b") as f:
-        f.seek(size // 2)
+        f.seek(at)
         b = f.read(1)
-        f.seek(size // 2)
+        f.seek(at)
         f.write(bytes([b[0] ^ 0x5A]))
     return path
 
@@ -170,7 +183,7 @@ drill = every 1h
             check(probe_says in c.text(), "the probe says: %s" % probe_says)
         check(not os.path.exists(os.path.join(drill_dir, schedule)), "scratch removed after a pass")
 
-        damaged = xor_largest(os.path.join(backups, name))
+        damaged = xor_largest(backups, name)
         c.set_clock("2026-01-02T01:00:00Z")
         c.wait("the drill of the damaged backup", lambda: m("cairnd_drill_failures_total") == 1)
         check(m("cairnd_drill_last_success") == 0,
@@ -184,7 +197,7 @@ drill = every 1h
               "the failure is logged with its reason")
         check(not os.path.exists(os.path.join(drill_dir, schedule)), "scratch removed after a failure")
 
-        xor_largest(os.path.join(backups, name))  # undone
+        xor_largest(backups, name)  # undone
         c.set_clock("2026-01-02T02:00:00Z")
         c.wait("the drill after repair", lambda: m("cairnd_drill_last_timestamp_seconds") ==
                epoch("2026-01-02T02:00:00Z"))
