@@ -70,7 +70,8 @@ static int open_repo(const char *url, const char *key_file, const char *pw_file,
 const struct option init_opts[] = {
     {"key-file", required_argument, NULL, 'k'}, {"password-file", required_argument, NULL, 'p'},
     {"no-encryption", no_argument, NULL, 'n'},  {"chunk-size", required_argument, NULL, 'c'},
-    {"kdf", required_argument, NULL, 'd'},      {"json", no_argument, NULL, 'j'},
+    {"kdf", required_argument, NULL, 'd'},      {"chunker", required_argument, NULL, 'C'},
+    {"no-dedup", no_argument, NULL, 'D'},       {"json", no_argument, NULL, 'j'},
     {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
 
 int cmd_init(int argc, char **argv)

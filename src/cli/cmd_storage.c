@@ -440,8 +440,9 @@ static const char verify_help[] =
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
-/* One line (or JSON element) per file as its check completes: streamed, so a split MANIFEST
- * of any size is never held in memory. */
+/* One line (or JSON element) per file in MANIFEST order (cairn_backup_verify reorders the
+ * results through a bounded window), printed as the checks complete: a split MANIFEST of any
+ * size is never held in memory. */
 struct verify_out {
     json_t *files;
     int json;
