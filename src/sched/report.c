@@ -104,6 +104,12 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Old backups removed by the keep-* rules.", "schedule");
     D(prune_errors, "cairn_prune_errors_total", CAIRN_COUNTER, "Prune passes that failed.",
       "schedule");
+    D(gc_reclaimed, "cairn_gc_reclaimed_bytes_total", CAIRN_COUNTER,
+      "Bytes of chunk packs deleted or shrunk by the garbage collection after a prune "
+      "(deduplicating repositories).",
+      "schedule");
+    D(gc_errors, "cairn_gc_errors_total", CAIRN_COUNTER,
+      "Garbage collections after a prune that failed (the next prune collects again).", "schedule");
     D(in_flight, "cairn_backups_in_flight", CAIRN_GAUGE, "Backups running now.", NULL);
     D(clock_back, "cairn_clock_backwards_total", CAIRN_COUNTER,
       "Wall-clock steps back seen (schedules then continue from the current time).", NULL);
@@ -145,10 +151,11 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
                                          s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         metrics_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded,       s->m.failed,
-                                  s->m.existing,        s->m.bytes,           s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,          s->m.prune_errors,
-                                  s->m.hook_failures,   s->m.webhook_failures};
+    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
+                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
+                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors,
+                                  s->m.gc_reclaimed,    s->m.gc_errors, s->m.hook_failures,
+                                  s->m.webhook_failures};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             metrics_add(per[i], s->cfg->schedules[j].name, 0);
