@@ -117,26 +117,26 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Wall-clock steps forward seen (not counting suspend).", NULL);
     D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
       "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
-    D(hook_failures, "cairnd_hook_failures_total", CAIRN_COUNTER,
+    D(hook_failures, "cairn_hook_failures_total", CAIRN_COUNTER,
       "Hooks (before, after, on-failure) that failed or timed out.", "schedule");
-    D(webhook_failures, "cairnd_webhook_failures_total", CAIRN_COUNTER,
+    D(webhook_failures, "cairn_webhook_failures_total", CAIRN_COUNTER,
       "Webhook notifications not delivered after every retry.", "schedule");
-    D(drill_last, "cairnd_drill_last_timestamp_seconds", CAIRN_GAUGE,
+    D(drill_last, "cairn_drill_last_timestamp_seconds", CAIRN_GAUGE,
       "Unix time the last restore drill of the schedule finished.", "schedule");
-    D(drill_ok, "cairnd_drill_last_success", CAIRN_GAUGE,
+    D(drill_ok, "cairn_drill_last_success", CAIRN_GAUGE,
       "1 when the last restore drill restored and probed the backup, 0 when it failed.",
       "schedule");
-    D(drill_secs, "cairnd_drill_duration_seconds", CAIRN_GAUGE,
+    D(drill_secs, "cairn_drill_duration_seconds", CAIRN_GAUGE,
       "Wall time of the last restore drill (restore and probe).", "schedule");
-    D(drill_failures, "cairnd_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
+    D(drill_failures, "cairn_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
       "schedule");
-    D(interval, "cairnd_schedule_interval_seconds", CAIRN_GAUGE,
+    D(interval, "cairn_schedule_interval_seconds", CAIRN_GAUGE,
       "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), "
       "for alerts on missing backups.",
       "schedule");
-    D(drill_interval, "cairnd_drill_interval_seconds", CAIRN_GAUGE,
+    D(drill_interval, "cairn_drill_interval_seconds", CAIRN_GAUGE,
       "Spacing of the schedule's restore drills (drill = every D).", "schedule");
-    D(start_time, "cairnd_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
+    D(start_time, "cairn_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
 #undef D
     metrics_set(s->m.start_time, NULL, (double)time(NULL));
     for (size_t j = 0; j < s->cfg->n_schedules; j++) {
