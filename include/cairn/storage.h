@@ -373,9 +373,13 @@ CAIRN_API int cairn_backup_get_stream(struct cairn_backup *b, const char *file,
                                       struct cairn_writer *dst, uint64_t *copied,
                                       struct cairn_err *err);
 
-/* Re-read every file of a complete backup and check it against the MANIFEST. Calls cb (may
- * be NULL) once per file with its result; keeps going after failures and returns the first
- * failure's code with all failures combined in err (CAIRN_E_CORRUPT for mismatches). */
+/* Re-read every file of a complete backup and check it against the MANIFEST, `workers` files
+ * at a time (0 = 4). Calls cb (may be NULL) once per file with its result, in MANIFEST order:
+ * files finish out of order, and up to 4 * workers results wait for an earlier, slower one
+ * (the reading pauses while that window is full, so memory does not grow with the number of
+ * files). Calls are serialized but come from worker threads. Keeps going after failures and
+ * returns the first failure's code (in MANIFEST order) with all failures combined in err
+ * (CAIRN_E_CORRUPT for mismatches). After a cancel, the files not checked get no call. */
 typedef void (*cairn_verify_cb)(void *arg, const struct cairn_manifest_file *f, int rc,
                                 const struct cairn_err *file_err);
 CAIRN_API int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_cb cb,

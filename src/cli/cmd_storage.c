@@ -34,6 +34,7 @@ struct sopts {
     const char *group_by;
     int with_dependents;
     int all;
+    int prune; /* rm --prune: collect the chunks afterwards */
 };
 
 enum {
@@ -57,6 +58,7 @@ enum {
     S_KEEP_MONTHLY,
     S_KEEP_YEARLY,
     S_QUIET,
+    S_PRUNE,
 };
 
 /* Every storage command opens storage, so every one takes the repository's key; the seal
@@ -87,8 +89,10 @@ enum {
     }
 
 const struct option list_opts[] = {S_COMMON, S_SEAL, S_END};
-const struct option rm_opts[] = {
-    S_COMMON, {"with-dependents", no_argument, NULL, S_WITH_DEPENDENTS}, S_END};
+const struct option rm_opts[] = {S_COMMON,
+                                 {"with-dependents", no_argument, NULL, S_WITH_DEPENDENTS},
+                                 {"prune", no_argument, NULL, S_PRUNE},
+                                 S_END};
 const struct option verify_opts[] = {S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, S_END};
 const struct option prune_opts[] = {S_COMMON,
                                     S_SEAL,
@@ -131,6 +135,7 @@ static int parse_one(const char *cmd, int c, const char *name, const char *val, 
     case S_FORCE: o->force = 1; return 0;
     case S_ALL: o->all = 1; return 0;
     case S_WITH_DEPENDENTS: o->with_dependents = 1; return 0;
+    case S_PRUNE: o->prune = 1; return 0;
     case S_SEAL_KEY: o->seal_key = val; return 0;
     case S_KEY_FILE: o->key_file = val; return 0;
     case S_PASSWORD_FILE: o->password_file = val; return 0;
@@ -302,19 +307,25 @@ int cmd_list(int argc, char **argv)
 /* ---- rm ---- */
 
 static const char rm_help[] =
-    "usage: cairn rm URL NAME [--with-dependents] [--json]\n\n"
+    "usage: cairn rm URL NAME [--with-dependents] [--prune] [--json]\n\n"
     "Remove one backup (complete or not) and every file in it. The MANIFEST goes first, so an\n"
     "interrupted removal leaves an incomplete backup, never a complete-looking partial one.\n"
     "A backup that incrementals depend on (their parent, directly or through others) is not\n"
     "removed: the command fails with exit code 2 and names them, as removing it would make them\n"
     "impossible to restore.\n"
     "It takes an exclusive lock on the location: while a backup runs there it fails with exit\n"
-    "code 10, naming the lock's holder (set CAIRN_LOCK_WAIT_MS to wait; see 'cairn unlock').\n\n"
+    "code 10, naming the lock's holder (set CAIRN_LOCK_WAIT_MS to wait; see 'cairn unlock').\n"
+    "In a deduplicating repository the chunks of a removed backup stay in their packs until a\n"
+    "garbage collection: --prune runs it right after the removal, under the same lock (as\n"
+    "'cairn prune' always does; restic's forget --prune). Without it the space is reclaimed by\n"
+    "the next 'cairn prune', 'cairn rm --prune' or cairnd retention that removes a backup.\n\n"
     "Options:\n"
     "  --with-dependents  also remove every backup that depends on NAME (newest links first)\n"
+    "  --prune            then reclaim the chunks no remaining backup references\n"
     "  --json             JSON output\n\n"
-    "Example:\n"
-    "  cairn rm /var/backups/db 20260101T000000Z\n\n" URL_HELP;
+    "Examples:\n"
+    "  cairn rm /var/backups/db 20260101T000000Z\n"
+    "  cairn rm --prune /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
 /* Steps from item i up its parent chain to the backup being removed (for removal order). */
 static size_t chain_depth(const struct cairn_backup_list *l, size_t i, const char *target)
@@ -380,6 +391,19 @@ static int rm_targets(const struct cairn_backup_list *l, const char *name, int w
 
 static const struct cairn_lock_opts rm_lock_opts = {.command = "rm"};
 
+/* The garbage collection's line (prune, rm --prune); nothing for a location without packs. */
+static void print_gc(const struct cairn_gc_stats *gs)
+{
+    if (gs->packs == 0)
+        return;
+    char freed[32], total[32];
+    format_bytes(gs->bytes_freed, freed, sizeof(freed));
+    format_bytes(gs->bytes_total, total, sizeof(total));
+    printf("chunks: %llu pack(s), %llu deleted, %llu repacked; %s of %s freed\n",
+           (unsigned long long)gs->packs, (unsigned long long)gs->packs_deleted,
+           (unsigned long long)gs->packs_repacked, freed, total);
+}
+
 int cmd_rm(int argc, char **argv)
 {
     struct sopts o;
@@ -408,6 +432,10 @@ int cmd_rm(int argc, char **argv)
         }
     }
     free(targets);
+    /* --prune: the chunks no remaining backup references, still under the exclusive lock. */
+    struct cairn_gc_stats gs = {0};
+    if (rc == CAIRN_OK && o.prune)
+        rc = cairn_storage_gc(st, NULL, &gs, &err);
     cairn_backup_list_free(&l);
     cairn_lock_release(lock);
     cairn_storage_free(st);
@@ -415,13 +443,21 @@ int cmd_rm(int argc, char **argv)
         json_decref(deps);
         return progs_fail(&err);
     }
-    if (o.json)
-        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1],
-                                   "location", o.pos[0], "removed", o.pos[1], "dependents_removed",
-                                   deps));
-    else {
+    if (o.json) {
+        json_t *j = json_pack("{s:b, s:s, s:s, s:s, s:o}", "ok", 1, "name", o.pos[1], "location",
+                              o.pos[0], "removed", o.pos[1], "dependents_removed", deps);
+        if (o.prune)
+            json_object_set_new(
+                j, "gc",
+                json_pack("{s:I, s:I, s:I, s:I, s:I}", "packs", (json_int_t)gs.packs,
+                          "packs_deleted", (json_int_t)gs.packs_deleted, "packs_repacked",
+                          (json_int_t)gs.packs_repacked, "bytes_freed", (json_int_t)gs.bytes_freed,
+                          "bytes_total", (json_int_t)gs.bytes_total));
+        progs_print_json(j);
+    } else {
         json_decref(deps);
         printf("removed %s\n", o.pos[1]);
+        print_gc(&gs);
     }
     return 0;
 }
@@ -440,8 +476,9 @@ static const char verify_help[] =
     "Example:\n"
     "  cairn verify /var/backups/db 20260101T000000Z\n\n" URL_HELP;
 
-/* One line (or JSON element) per file as its check completes: streamed, so a split MANIFEST
- * of any size is never held in memory. */
+/* One line (or JSON element) per file in MANIFEST order (cairn_backup_verify reorders the
+ * results through a bounded window), printed as the checks complete: a split MANIFEST of any
+ * size is never held in memory. */
 struct verify_out {
     json_t *files;
     int json;
@@ -656,14 +693,8 @@ int cmd_prune(int argc, char **argv)
     struct cairn_gc_stats gs = {0};
     if (first_rc == CAIRN_OK && !o.dry_run) {
         first_rc = cairn_storage_gc(st, NULL, &gs, &first_err);
-        if (first_rc == CAIRN_OK && gs.packs > 0 && !o.json) {
-            char freed[32], total[32];
-            format_bytes(gs.bytes_freed, freed, sizeof(freed));
-            format_bytes(gs.bytes_total, total, sizeof(total));
-            printf("chunks: %llu pack(s), %llu deleted, %llu repacked; %s of %s freed\n",
-                   (unsigned long long)gs.packs, (unsigned long long)gs.packs_deleted,
-                   (unsigned long long)gs.packs_repacked, freed, total);
-        }
+        if (first_rc == CAIRN_OK && !o.json)
+            print_gc(&gs);
     }
     size_t nwarn = plan.warnings;
     cairn_retention_plan_free(&plan);

@@ -28,11 +28,11 @@ int ha_open(struct ha *h, const struct cairn_config *cfg, struct cairn_metrics *
     /* Unique per process start, even when a pid comes back after a restart. */
     unsigned tag = (unsigned)(mono_ns() ^ (uint64_t)time(NULL) << 20) & 0xffffffu;
     snprintf(h->holder, sizeof(h->holder), "%s pid %d #%06x", host, (int)getpid(), tag);
-    h->m_leader = metrics_declare(m, "cairnd_leader", CAIRN_GAUGE,
+    h->m_leader = metrics_declare(m, "cairn_leader", CAIRN_GAUGE,
                                   "1 while this cairnd holds the leader lease and runs the "
                                   "schedules; 0 while it follows.",
                                   NULL, NULL, 0);
-    h->m_token = metrics_declare(m, "cairnd_lease_token", CAIRN_GAUGE,
+    h->m_token = metrics_declare(m, "cairn_lease_token", CAIRN_GAUGE,
                                  "The fencing token of this cairnd's current leader lease (0 "
                                  "while it follows).",
                                  NULL, NULL, 0);

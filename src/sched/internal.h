@@ -78,8 +78,8 @@ struct cairn_sched {
         struct cairn_metric *save_errors, *creation_errors, *saves, *load_fallbacks, *age,
             *last_save, *started, *succeeded, *failed, *existing, *bytes, *duration, *last_success,
             *catchup_runs, *catchup_skipped, *pruned, *prune_errors, *in_flight, *clock_back,
-            *clock_fwd, *clock_step;
-        /* Hooks, webhooks and restore drills (cairnd_*, docs/OPERATIONS.md). */
+            *clock_fwd, *clock_step, *gc_reclaimed, *gc_errors;
+        /* Hooks, webhooks and restore drills (docs/OPERATIONS.md). */
         struct cairn_metric *hook_failures, *webhook_failures, *drill_last, *drill_ok, *drill_secs,
             *drill_failures, *interval, *drill_interval, *start_time;
     } m;

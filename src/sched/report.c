@@ -104,6 +104,12 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Old backups removed by the keep-* rules.", "schedule");
     D(prune_errors, "cairn_prune_errors_total", CAIRN_COUNTER, "Prune passes that failed.",
       "schedule");
+    D(gc_reclaimed, "cairn_gc_reclaimed_bytes_total", CAIRN_COUNTER,
+      "Bytes of chunk packs deleted or shrunk by the garbage collection after a prune "
+      "(deduplicating repositories).",
+      "schedule");
+    D(gc_errors, "cairn_gc_errors_total", CAIRN_COUNTER,
+      "Garbage collections after a prune that failed (the next prune collects again).", "schedule");
     D(in_flight, "cairn_backups_in_flight", CAIRN_GAUGE, "Backups running now.", NULL);
     D(clock_back, "cairn_clock_backwards_total", CAIRN_COUNTER,
       "Wall-clock steps back seen (schedules then continue from the current time).", NULL);
@@ -111,26 +117,26 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
       "Wall-clock steps forward seen (not counting suspend).", NULL);
     D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
       "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
-    D(hook_failures, "cairnd_hook_failures_total", CAIRN_COUNTER,
+    D(hook_failures, "cairn_hook_failures_total", CAIRN_COUNTER,
       "Hooks (before, after, on-failure) that failed or timed out.", "schedule");
-    D(webhook_failures, "cairnd_webhook_failures_total", CAIRN_COUNTER,
+    D(webhook_failures, "cairn_webhook_failures_total", CAIRN_COUNTER,
       "Webhook notifications not delivered after every retry.", "schedule");
-    D(drill_last, "cairnd_drill_last_timestamp_seconds", CAIRN_GAUGE,
+    D(drill_last, "cairn_drill_last_timestamp_seconds", CAIRN_GAUGE,
       "Unix time the last restore drill of the schedule finished.", "schedule");
-    D(drill_ok, "cairnd_drill_last_success", CAIRN_GAUGE,
+    D(drill_ok, "cairn_drill_last_success", CAIRN_GAUGE,
       "1 when the last restore drill restored and probed the backup, 0 when it failed.",
       "schedule");
-    D(drill_secs, "cairnd_drill_duration_seconds", CAIRN_GAUGE,
+    D(drill_secs, "cairn_drill_duration_seconds", CAIRN_GAUGE,
       "Wall time of the last restore drill (restore and probe).", "schedule");
-    D(drill_failures, "cairnd_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
+    D(drill_failures, "cairn_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
       "schedule");
-    D(interval, "cairnd_schedule_interval_seconds", CAIRN_GAUGE,
+    D(interval, "cairn_schedule_interval_seconds", CAIRN_GAUGE,
       "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), "
       "for alerts on missing backups.",
       "schedule");
-    D(drill_interval, "cairnd_drill_interval_seconds", CAIRN_GAUGE,
+    D(drill_interval, "cairn_drill_interval_seconds", CAIRN_GAUGE,
       "Spacing of the schedule's restore drills (drill = every D).", "schedule");
-    D(start_time, "cairnd_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
+    D(start_time, "cairn_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
 #undef D
     metrics_set(s->m.start_time, NULL, (double)time(NULL));
     for (size_t j = 0; j < s->cfg->n_schedules; j++) {
@@ -145,10 +151,11 @@ void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
                                          s->m.clock_fwd,      s->m.clock_step};
     for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
         metrics_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded,       s->m.failed,
-                                  s->m.existing,        s->m.bytes,           s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,          s->m.prune_errors,
-                                  s->m.hook_failures,   s->m.webhook_failures};
+    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
+                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
+                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors,
+                                  s->m.gc_reclaimed,    s->m.gc_errors, s->m.hook_failures,
+                                  s->m.webhook_failures};
     for (size_t j = 0; j < s->cfg->n_schedules; j++)
         for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
             metrics_add(per[i], s->cfg->schedules[j].name, 0);

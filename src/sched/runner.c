@@ -127,14 +127,42 @@ static int owned(const char *name, void *arg)
     return cairn_backup_name_parse(name, NULL, &tag) && strcmp(tag, schedule) == 0;
 }
 
+/* After removals, as cairn prune: reclaim the chunks no remaining backup references (a
+ * location without a chunk store has nothing to collect), still under the exclusive lock.
+ * The HA fence is checked first, as before retention: a leader that lost its lease between
+ * the removals and here deletes no packs. */
+static void prune_gc(const struct cairn_run *run, struct cairn_storage *st,
+                     struct cairn_prune_result *res)
+{
+    struct cairn_err e;
+    cairn_err_clear(&e);
+    struct cairn_repo *repo = NULL;
+    if (cairn_storage_repo(st, &repo, &e) != CAIRN_OK || repo == NULL || !cairn_repo_dedup(repo))
+        return; /* the listing above read the config: a plain or full-copy location */
+    if (run->commit_check != NULL && (res->gc_rc = run->commit_check(run->commit_ctx, &e)) != 0) {
+        res->gc_fenced = 1;
+        snprintf(res->gc_msg, sizeof(res->gc_msg), "%s", e.msg);
+        return;
+    }
+    struct cairn_gc_stats gs = {0};
+    res->gc_rc = cairn_storage_gc(st, NULL, &gs, &e);
+    res->gc_ran = 1;
+    res->gc_freed = gs.bytes_freed;
+    res->gc_packs_deleted = gs.packs_deleted;
+    res->gc_packs_repacked = gs.packs_repacked;
+    if (res->gc_rc != CAIRN_OK)
+        snprintf(res->gc_msg, sizeof(res->gc_msg), "%s", e.msg);
+}
+
 /* The schedule's keep-* rules over its own backups, grouped by source. The whole list is
  * planned (not only this schedule's) so that a chain reaching into other backups is seen.
  * "now" is the real clock, the one that stamps MANIFEST creation times (the scheduler's test
  * clock only moves the schedule's instants). */
-static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err)
+static int prune(void *ctx, const struct cairn_run *run, struct cairn_prune_result *res,
+                 struct cairn_err *err)
 {
     (void)ctx;
-    *removed = 0;
+    memset(res, 0, sizeof(*res));
     const struct cairn_schedule_cfg *c = run->schedule;
     struct cairn_storage *st = NULL;
     int rc = runner_storage_open(c, &st, err);
@@ -174,13 +202,15 @@ static int prune(void *ctx, const struct cairn_run *run, unsigned *removed, stru
             continue;
         rc = cairn_storage_remove(st, all.items[i].name, err);
         if (rc == CAIRN_OK) {
-            (*removed)++;
+            res->removed++;
             cairn_info("sched", "schedule %s: removed %s backup %s (%s)", c->name,
                        cairn_backup_status_name(all.items[i].status), all.items[i].name, d->reason);
         } else {
             cairn_err_wrap(err, rc, "removing %s", all.items[i].name);
         }
     }
+    if (rc == CAIRN_OK && res->removed > 0)
+        prune_gc(run, st, res);
     cairn_retention_plan_free(&plan);
     cairn_backup_list_free(&all);
     cairn_lock_release(lock);

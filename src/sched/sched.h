@@ -79,6 +79,18 @@ struct cairn_run_result {
     uint64_t bytes;
 };
 
+/* What a prune did: the backups removed, then (after at least one removal) the garbage
+ * collection of a deduplicating repository's chunks under the same lock. */
+struct cairn_prune_result {
+    unsigned removed;
+    int gc_ran;        /* the location has a chunk store and it was collected */
+    int gc_rc;         /* CAIRN_OK, or why the collection failed (gc_msg) */
+    int gc_fenced;     /* gc_rc is the HA fence's: the lease was lost, nothing collected */
+    uint64_t gc_freed; /* bytes of packs deleted or shrunk */
+    uint64_t gc_packs_deleted, gc_packs_repacked;
+    char gc_msg[CAIRN_ERR_MSG_MAX];
+};
+
 /* What a run does; the daemon plugs in backups to storage (runner.c), tests a recorder. All
  * callbacks may be called from several worker threads at once. */
 struct cairn_runner {
@@ -90,8 +102,10 @@ struct cairn_runner {
      * that looks complete. */
     int (*run)(void *ctx, const struct cairn_run *run, const volatile int *cancel,
                struct cairn_run_result *res, struct cairn_err *err);
-    /* Apply the schedule's keep-* rules after a successful backup. */
-    int (*prune)(void *ctx, const struct cairn_run *run, unsigned *removed, struct cairn_err *err);
+    /* Apply the schedule's keep-* rules after a successful backup, then reclaim the chunks
+     * of what was removed (res->gc_*). The return code is the removals'. */
+    int (*prune)(void *ctx, const struct cairn_run *run, struct cairn_prune_result *res,
+                 struct cairn_err *err);
 };
 
 struct cairn_sched;

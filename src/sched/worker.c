@@ -22,12 +22,35 @@ static int fenced(struct cairn_sched *s, const char *sn, const char *what, const
     return 1;
 }
 
+/* The chunk collection after a prune's removals: counted and logged, a failure never fatal
+ * (the next prune collects again); a lost lease stops the scheduler as before retention. */
+static void prune_gc_report(struct cairn_sched *s, const char *sn,
+                            const struct cairn_prune_result *res)
+{
+    if (res->gc_fenced) {
+        cairn_error("sched", "schedule %s: not reclaiming chunk space: %s", sn, res->gc_msg);
+        sched_abort(s);
+    } else if (res->gc_rc != CAIRN_OK) {
+        metrics_add(s->m.gc_errors, sn, 1);
+        cairn_error("sched", "schedule %s: reclaiming chunk space failed: %s", sn, res->gc_msg);
+    } else if (res->gc_ran) {
+        metrics_add(s->m.gc_reclaimed, sn, (double)res->gc_freed);
+        char freed[32];
+        format_bytes(res->gc_freed, freed, sizeof(freed));
+        cairn_info("sched",
+                   "schedule %s: reclaimed %s of chunk space (%llu pack(s) deleted, %llu "
+                   "repacked)",
+                   sn, freed, (unsigned long long)res->gc_packs_deleted,
+                   (unsigned long long)res->gc_packs_repacked);
+    }
+}
+
 /* Retention after a successful backup: held after a forward clock step, postponed while
  * another backup holds the location; failures are counted and logged, never fatal. */
 static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
 {
     const char *sn = run->schedule->name;
-    unsigned removed = 0;
+    struct cairn_prune_result res = {0};
     int prc;
     struct cairn_err perr;
     if (fenced(s, sn, "pruning after", run->name)) {
@@ -37,16 +60,17 @@ static void prune_after(struct cairn_sched *s, const struct cairn_run *run)
                    "schedule %s: retention held: the wall clock jumped forward less "
                    "than %ds ago",
                    sn, CAIRN_CLOCK_NOTICE_SECONDS);
-    } else if ((prc = s->runner->prune(s->runner->ctx, run, &removed, &perr)) == CAIRN_E_LOCKED) {
+    } else if ((prc = s->runner->prune(s->runner->ctx, run, &res, &perr)) == CAIRN_E_LOCKED) {
         /* Another backup holds the location: normal when schedules share it. */
         cairn_warn("sched", "schedule %s: retention postponed to the next run: %s", sn, perr.msg);
     } else if (prc != CAIRN_OK) {
         metrics_add(s->m.prune_errors, sn, 1);
         cairn_error("sched", "schedule %s: prune failed: %s", sn, perr.msg);
-    } else if (removed > 0) {
-        metrics_add(s->m.pruned, sn, removed);
-        cairn_info("sched", "schedule %s: pruned %u old backups", sn, removed);
+    } else if (res.removed > 0) {
+        metrics_add(s->m.pruned, sn, res.removed);
+        cairn_info("sched", "schedule %s: pruned %u old backups", sn, res.removed);
     }
+    prune_gc_report(s, sn, &res);
 }
 
 /* The environment of a run's hooks (docs/OPERATIONS.md, "Hooks"). */

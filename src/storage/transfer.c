@@ -180,53 +180,77 @@ int cairn_backup_get_stream(struct cairn_backup *b, const char *file, struct cai
 
 /* ---- verify a whole backup ---- */
 
+/* Results are handed to the callback in MANIFEST order through a ring of `cap` slots: a file
+ * numbered seq lives in slot seq % cap until every earlier file has been reported. Workers
+ * finish out of order; the submitter waits while the window is full, so memory stays at
+ * cap jobs whatever the MANIFEST's length, and each result is reported in O(1). */
+struct verify_job {
+    struct verify_all *va;
+    struct file_rec *r; /* owned */
+    int done;
+    int rc;
+    struct cairn_err e;
+};
+
 struct verify_all {
     struct cairn_backup *b;
     pthread_mutex_t mu;
+    pthread_cond_t room; /* signalled as the window's head moves on */
     cairn_verify_cb cb;
     void *arg;
     int rc;
     size_t nfailed;
     char msg[CAIRN_ERR_MSG_MAX];
     size_t off;
+    struct verify_job **ring; /* cap slots */
+    size_t cap;
+    size_t head; /* the next file to report */
+    size_t tail; /* the next file to submit */
 };
 
-struct verify_job {
-    struct verify_all *va;
-    struct file_rec *r; /* owned */
-};
+/* Reports and frees the finished jobs at the head of the window (called with mu held). */
+static void verify_drain(struct verify_all *va)
+{
+    struct verify_job *j;
+    while (va->head < va->tail && (j = va->ring[va->head % va->cap]) != NULL && j->done) {
+        va->ring[va->head % va->cap] = NULL;
+        va->head++;
+        /* cancelled: the remaining files are neither ok nor failed */
+        if (j->rc != CAIRN_E_CANCELLED) {
+            if (j->rc != CAIRN_OK) {
+                if (va->rc == CAIRN_OK)
+                    va->rc = j->rc;
+                va->nfailed++;
+                str_join(va->msg, sizeof(va->msg), &va->off, "; ", j->e.msg);
+            }
+            if (va->cb)
+                va->cb(va->arg, &j->r->f, j->rc, &j->e);
+        }
+        file_rec_free(j->r);
+        free(j);
+    }
+    pthread_cond_broadcast(&va->room);
+}
 
 static void verify_one(void *arg)
 {
     struct verify_job *j = arg;
     struct verify_all *va = j->va;
-    const struct cairn_manifest_file *f = &j->r->f;
-    struct cairn_err e;
-    cairn_err_clear(&e);
     struct cairn_reader *r = NULL;
-    int rc = CAIRN_E_CANCELLED; /* cancelled: the remaining files are neither ok nor failed */
+    int rc = CAIRN_E_CANCELLED;
     if (!cancel_requested(va->b->st->cancel)) {
         struct cairn_writer *sink = cairn_discard_writer_new();
-        rc = backup_open_verified(va->b, f, &r, &e);
+        rc = backup_open_verified(va->b, &j->r->f, &r, &j->e);
         if (rc == CAIRN_OK)
-            rc = cairn_copy(r, sink, NULL, &e);
+            rc = cairn_copy(r, sink, NULL, &j->e);
         cairn_reader_free(r);
         cairn_writer_free(sink);
     }
-    if (rc != CAIRN_E_CANCELLED) {
-        pthread_mutex_lock(&va->mu);
-        if (rc != CAIRN_OK) {
-            if (va->rc == CAIRN_OK)
-                va->rc = rc;
-            va->nfailed++;
-            str_join(va->msg, sizeof(va->msg), &va->off, "; ", e.msg);
-        }
-        if (va->cb)
-            va->cb(va->arg, f, rc, &e);
-        pthread_mutex_unlock(&va->mu);
-    }
-    file_rec_free(j->r);
-    free(j);
+    pthread_mutex_lock(&va->mu);
+    j->rc = rc;
+    j->done = 1;
+    verify_drain(va);
+    pthread_mutex_unlock(&va->mu);
 }
 
 struct verify_feed {
@@ -235,18 +259,26 @@ struct verify_feed {
     size_t n;
 };
 
-/* Each file of the MANIFEST becomes a job (the pool's queue bounds how many wait). */
+/* Each file of the MANIFEST becomes a job, numbered in MANIFEST order; the window bounds how
+ * many are in flight or waiting to be reported. */
 static int verify_submit(void *arg, struct file_rec *r, struct cairn_err *e)
 {
     struct verify_feed *fd = arg;
-    if (cancel_requested(fd->va->b->st->cancel)) {
+    struct verify_all *va = fd->va;
+    if (cancel_requested(va->b->st->cancel)) {
         file_rec_free(r);
-        return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled",
-                             fd->va->b->name);
+        return cairn_err_set(e, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", va->b->name);
     }
     struct verify_job *j = xcalloc(1, sizeof(*j));
-    j->va = fd->va;
+    j->va = va;
     j->r = r;
+    cairn_err_clear(&j->e);
+    pthread_mutex_lock(&va->mu);
+    while (va->tail - va->head >= va->cap)
+        pthread_cond_wait(&va->room, &va->mu);
+    va->ring[va->tail % va->cap] = j;
+    va->tail++;
+    pthread_mutex_unlock(&va->mu);
     fd->n++;
     pool_submit(fd->pool, verify_one, j);
     return CAIRN_OK;
@@ -275,7 +307,11 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
                              b->name);
     struct verify_all va = {.b = b, .cb = cb, .arg = arg};
     pthread_mutex_init(&va.mu, NULL);
+    pthread_cond_init(&va.room, NULL);
     struct verify_feed fd = {&va, pool_new(workers ? workers : 4, 0), 0};
+    /* Four results per worker may wait behind a slow file before the submitter pauses. */
+    va.cap = 4 * (size_t)pool_workers(fd.pool);
+    va.ring = xcalloc(va.cap, sizeof(*va.ring));
     struct cairn_err le;
     int rc = CAIRN_OK;
     if (__atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE)) {
@@ -284,7 +320,9 @@ int cairn_backup_verify(struct cairn_backup *b, unsigned workers, cairn_verify_c
     } else {
         rc = manifest_scan(b, verify_submit, &fd, &le);
     }
-    pool_free(fd.pool);
+    pool_free(fd.pool); /* every job has finished, so every result has been reported */
+    free(va.ring);
+    pthread_cond_destroy(&va.room);
     pthread_mutex_destroy(&va.mu);
     if (cancel_requested(b->st->cancel))
         return cairn_err_set(err, CAIRN_E_CANCELLED, "verify of backup '%s' cancelled", b->name);

@@ -5,7 +5,7 @@ port with the shipped alert rules loaded, scrapes /metrics every second. Polled 
 API shows cairnd's series (up 1, the backups completed, the drill passed), every shipped rule
 evaluated healthy, and the alerts on a backup and a drill overdue (cairnd's fake clock is years
 behind Prometheus's) pending, no other. Every metric name the shipped rules and dashboard use
-is one cairnd exports (or cairnd_leader / cairnd_lease_token, the HA instances' gauges).
+is one cairnd exports (or cairn_leader / cairn_lease_token, the HA instances' gauges).
 SKIP (77) without prometheus, a failure under CI=true."""
 import json
 import os
@@ -33,7 +33,7 @@ PROM = shutil.which("prometheus")
 if PROM is None:
     skips.missing("prometheus (Debian package prometheus)")
 WAIT = 120
-HA_ONLY = {"cairnd_leader", "cairnd_lease_token", "up"}  # up: Prometheus's own
+HA_ONLY = {"cairn_leader", "cairn_lease_token", "up"}  # up: Prometheus's own
 
 tmp = tempfile.mkdtemp(prefix="cairn-prom-")
 src = os.path.join(tmp, "src")
@@ -117,7 +117,7 @@ try:
     c.set_clock("2020-01-01T10:30:00Z")
     c.start()
     c.set_clock("2020-01-01T12:00:00Z")
-    c.wait("the backup and its drill", lambda: c.metric("cairnd_drill_last_success", "files") == 1)
+    c.wait("the backup and its drill", lambda: c.metric("cairn_drill_last_success", "files") == 1)
     prom, pport = start_prometheus()
     sel = '{job="cairnd",instance="127.0.0.1:%d"' % c.port
     wait("up 1", lambda: value(pport, 'up%s}' % sel) == 1)
@@ -125,10 +125,10 @@ try:
     wait("cairnd's series in Prometheus",
          lambda: value(pport, 'cairn_backups_succeeded_total%s,schedule="files"}' % sel) == want)
     check(want == 2, "Prometheus scraped cairnd: up 1, cairn_backups_succeeded_total %s" % want)
-    check(value(pport, 'cairnd_drill_last_success%s,schedule="files"}' % sel) == 1,
-          "cairnd_drill_last_success 1 in Prometheus")
-    check(value(pport, 'cairnd_schedule_interval_seconds%s,schedule="files"}' % sel) == 3600,
-          "cairnd_schedule_interval_seconds 3600 in Prometheus")
+    check(value(pport, 'cairn_drill_last_success%s,schedule="files"}' % sel) == 1,
+          "cairn_drill_last_success 1 in Prometheus")
+    check(value(pport, 'cairn_schedule_interval_seconds%s,schedule="files"}' % sel) == 3600,
+          "cairn_schedule_interval_seconds 3600 in Prometheus")
 
     def rules_evaluated():
         groups = api(pport, "rules")["groups"]

@@ -1,7 +1,7 @@
 """Shared by the restore-drill tests (tests/sched/test_drill_*.py): a real cairnd run with a
 fake clock and one schedule backing up SOURCE into file:// storage with `drill = every 1h`,
 its /metrics read over HTTP, and the drill's course: a drill on a good backup passes; the
-stored object XOR-damaged, the next drill fails (cairnd_drill_last_success 0, counted,
+stored object XOR-damaged, the next drill fails (cairn_drill_last_success 0, counted,
 logged); the damage undone, the next one passes again; the scratch directory is gone each
 time. Deadlines bound a hang on a loaded machine; nothing waits a fixed time."""
 import calendar
@@ -173,11 +173,11 @@ drill = every 1h
         m = lambda n: c.metric(n, schedule)  # noqa: E731
         c.set_clock("2026-01-02T00:00:00Z")
         c.wait("the backup", lambda: m("cairn_backups_succeeded_total") == 1)
-        c.wait("the first drill", lambda: m("cairnd_drill_last_success") is not None)
-        check(m("cairnd_drill_last_success") == 1, "a drill of the good backup %s passes" % name)
-        check(m("cairnd_drill_last_timestamp_seconds") == epoch("2026-01-02T00:00:00Z"),
-              "cairnd_drill_last_timestamp_seconds is the drill's time")
-        check(m("cairnd_drill_duration_seconds") > 0, "cairnd_drill_duration_seconds is set")
+        c.wait("the first drill", lambda: m("cairn_drill_last_success") is not None)
+        check(m("cairn_drill_last_success") == 1, "a drill of the good backup %s passes" % name)
+        check(m("cairn_drill_last_timestamp_seconds") == epoch("2026-01-02T00:00:00Z"),
+              "cairn_drill_last_timestamp_seconds is the drill's time")
+        check(m("cairn_drill_duration_seconds") > 0, "cairn_drill_duration_seconds is set")
         check("restore drill of %s passed" % name in c.text(), "the passed drill is logged")
         if probe_says:
             check(probe_says in c.text(), "the probe says: %s" % probe_says)
@@ -185,11 +185,11 @@ drill = every 1h
 
         damaged = xor_largest(backups, name)
         c.set_clock("2026-01-02T01:00:00Z")
-        c.wait("the drill of the damaged backup", lambda: m("cairnd_drill_failures_total") == 1)
-        check(m("cairnd_drill_last_success") == 0,
+        c.wait("the drill of the damaged backup", lambda: m("cairn_drill_failures_total") == 1)
+        check(m("cairn_drill_last_success") == 0,
               "the drill of a damaged backup (%s XOR 0x5a) fails: last_success 0" %
               os.path.basename(damaged))
-        check(m("cairnd_drill_last_timestamp_seconds") == epoch("2026-01-02T01:00:00Z"),
+        check(m("cairn_drill_last_timestamp_seconds") == epoch("2026-01-02T01:00:00Z"),
               "the failed drill's time is recorded")
         check(re.search(r"restore drill of %s FAILED after [0-9.]+s: restore of %s: .*"
                         r"(mismatch|corrupt|checksum|authentic)" % (name, name), c.text())
@@ -199,9 +199,9 @@ drill = every 1h
 
         xor_largest(backups, name)  # undone
         c.set_clock("2026-01-02T02:00:00Z")
-        c.wait("the drill after repair", lambda: m("cairnd_drill_last_timestamp_seconds") ==
+        c.wait("the drill after repair", lambda: m("cairn_drill_last_timestamp_seconds") ==
                epoch("2026-01-02T02:00:00Z"))
-        check(m("cairnd_drill_last_success") == 1 and m("cairnd_drill_failures_total") == 1,
+        check(m("cairn_drill_last_success") == 1 and m("cairn_drill_failures_total") == 1,
               "the repaired backup's drill passes again")
         check(m("cairn_backups_started_total") == 1, "drills took no backup")
     finally:

@@ -81,8 +81,8 @@ drill = every 1h
     c.start()
     try:
         c.set_clock("2026-01-02T00:00:00Z")
-        c.wait("the drill", lambda: c.metric("cairnd_drill_failures_total", name) == 1)
-        check(c.metric("cairnd_drill_last_success", name) == 0, "%s: the drill failed" % name)
+        c.wait("the drill", lambda: c.metric("cairn_drill_failures_total", name) == 1)
+        check(c.metric("cairn_drill_last_success", name) == 0, "%s: the drill failed" % name)
         check(re.search(want, c.text()) is not None, "%s: logged: %s" % (name, want))
         check(not os.path.exists(os.path.join(t, "drill", name)), "%s: scratch removed" % name)
     finally:
@@ -111,9 +111,9 @@ c.set_clock("2026-01-01T10:30:00Z")
 c.start()
 try:
     c.set_clock("2026-01-02T00:00:00Z")
-    c.wait("the drill", lambda: c.metric("cairnd_drill_last_success", "retry") is not None)
+    c.wait("the drill", lambda: c.metric("cairn_drill_last_success", "retry") is not None)
     ports = open(os.path.join(t, "ports")).read().split()
-    check(c.metric("cairnd_drill_last_success", "retry") == 1 and len(ports) == 2 and
+    check(c.metric("cairn_drill_last_success", "retry") == 1 and len(ports) == 2 and
           "drill probe: a port was taken, trying new ones" in c.text(),
           "a probe exiting 75 runs again (ports %s) and passes" % ports)
 finally:

@@ -119,8 +119,8 @@ drill = every 1h
     try:
         d.set_clock("2026-01-02T00:00:00Z")
         d.wait("the backup", lambda: d.metric("cairn_backups_succeeded_total", "v99") == 1)
-        d.wait("the drill", lambda: d.metric("cairnd_drill_last_success", "v99") is not None)
-        drill_lib.check(d.metric("cairnd_drill_last_success", "v99") == 0,
+        d.wait("the drill", lambda: d.metric("cairn_drill_last_success", "v99") is not None)
+        drill_lib.check(d.metric("cairn_drill_last_success", "v99") == 0,
                         "the probe fails the drill of an RDB this Redis cannot load")
         drill_lib.check("drill probe of schedule v99 exited with status 1" in d.text() and
                         "Can't handle RDB format version 99" in d.text(),

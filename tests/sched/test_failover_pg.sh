@@ -73,7 +73,7 @@ find_leader() {
     local i n=0
     for i in 0 1 2; do
         [ "${PIDS[$i]}" = "$STOPPED" ] && continue
-        if [ "$(node_metric "$i" cairnd_leader)" = 1 ]; then
+        if [ "$(node_metric "$i" cairn_leader)" = 1 ]; then
             LEADER=$i
             n=$((n + 1))
         fi
@@ -106,13 +106,13 @@ curl -fsS "http://127.0.0.1:${PORTS[$LEADER]}/healthz" | grep -q "^leader (lease
 kill -HUP "${PIDS[$LEADER]}"
 first=$LEADER
 wait_for 60 grep -q "configuration reloaded" "$(node_log "$first")" || fail "leader did not reload"
-leads_with() { find_leader && [ "$LEADER" = "$1" ] && [ "$(node_metric "$1" cairnd_lease_token)" = "$2" ]; }
+leads_with() { find_leader && [ "$LEADER" = "$1" ] && [ "$(node_metric "$1" cairn_lease_token)" = "$2" ]; }
 wait_for 60 leads_with "$first" 2 || fail "after a reload node $first does not lead with token 2 (leader $LEADER)"
 at=$((t0 + 30)) # 10:01:00, the first scheduled instant
 for round in $(seq 1 "$ROUNDS"); do
     old=$LEADER
     oldpid=${PIDS[$old]}
-    oldtok=$(node_metric "$old" cairnd_lease_token)
+    oldtok=$(node_metric "$old" cairn_lease_token)
     set_clock "$at"
     # A random moment: before, during or after the 0.5 s backup.
     sleep "0.$((RANDOM % 9))"
@@ -127,7 +127,7 @@ for round in $(seq 1 "$ROUNDS"); do
         STOPPED=$oldpid
     fi
     wait_for 120 find_leader || fail "round $round: no new leader after $how of node $old"
-    newtok=$(node_metric "$LEADER" cairnd_lease_token)
+    newtok=$(node_metric "$LEADER" cairn_lease_token)
     [ "$LEADER" != "$old" ] && [ "$newtok" -gt "$oldtok" ] ||
         fail "round $round: leader $LEADER token $newtok after node $old (token $oldtok)"
     wait_for 120 instant_done "$at" || fail "round $round: $(name_of "$at") not done by node $LEADER"
@@ -138,7 +138,7 @@ for round in $(seq 1 "$ROUNDS"); do
         kill -CONT "$oldpid"
         STOPPED=""
         wait_for 60 grep -q "LEADER LEASE LOST" "$log" || fail "round $round: resumed node $old did not step down"
-        wait_for 30 sh -c "[ \"\$(curl -fsS --max-time 2 http://127.0.0.1:${PORTS[$old]}/metrics | awk '\$1 == \"cairnd_leader\" {print \$2}')\" = 0 ]" ||
+        wait_for 30 sh -c "[ \"\$(curl -fsS --max-time 2 http://127.0.0.1:${PORTS[$old]}/metrics | awk '\$1 == \"cairn_leader\" {print \$2}')\" = 0 ]" ||
             fail "round $round: resumed node $old still says it leads"
         if tail -c +"$from" "$log" | grep -E "backup [0-9TZ]+-m complete|storage: backup '.*' complete in|removing incomplete|schedule m: (pruned|removed)|aborted backup|state snapshot saved"; then
             fail "round $round: the deposed node $old wrote after it was resumed (not fenced)"

@@ -72,7 +72,7 @@ wait_for 120 metric_is 1 cairn_backups_succeeded_total ok || fail "ok: backup di
 wait_for 120 metric_is 1 cairn_backups_succeeded_total badafter || fail "badafter: no backup"
 wait_for 120 metric_is 1 cairn_backups_failed_total badbefore || fail "badbefore: not failed"
 wait_for 120 metric_is 1 cairn_backups_failed_total hang || fail "hang: not failed"
-wait_for 120 metric_is 1 cairnd_hook_failures_total badafter || fail "badafter: not counted"
+wait_for 120 metric_is 1 cairn_hook_failures_total badafter || fail "badafter: not counted"
 wait_for 120 test -s "$T/out/hang.on-failure" || fail "hang: global on-failure did not run"
 wait_for 120 test -s "$T/out/badbefore.on-failure" || fail "badbefore: on-failure did not run"
 wait_for 120 grep -qs '"attempt": 3' "$T/recv.log" || fail "webhook: no third attempt: $(cat "$T/recv.log" 2>/dev/null)"
@@ -102,7 +102,7 @@ has badbefore.on-failure CAIRN_HOOK=on-failure
 has badbefore.on-failure "CAIRN_ERROR=backup not started: before hook of schedule badbefore exited with status 3"
 has badbefore.on-failure CAIRN_BYTES=0
 metric_is 0 cairn_backups_started_total badbefore && fail "badbefore: not counted as started"
-metric_is 1 cairnd_hook_failures_total badbefore || fail "badbefore: hook failure not counted"
+metric_is 1 cairn_hook_failures_total badbefore || fail "badbefore: hook failure not counted"
 # Its own on-failure replaced the global one.
 ! grep -q "global on-failure for badbefore" "$T/run.log" || fail "badbefore: the global on-failure ran too"
 
@@ -133,7 +133,7 @@ assert b["backup"] == "20260101T110000Z-ok" and b["bytes"] > 100000 and b["error
 assert b["started"].endswith("Z") and b["finished"] >= b["started"], b
 PY
 ! grep -q "secret-token" "$T/run.log" || fail "the webhook URL's path was logged"
-metric_is 0 cairnd_webhook_failures_total ok || fail "webhook counted as failed"
+metric_is 0 cairn_webhook_failures_total ok || fail "webhook counted as failed"
 kill -TERM "$RUN_PID"
 wait_exit 120 "$RUN_PID" || fail "still running 120 s after SIGTERM"
 RUN_PID=""

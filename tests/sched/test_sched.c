@@ -76,7 +76,7 @@ static int rec_run(void *ctx, const struct cairn_run *run, const volatile int *c
     return CAIRN_OK;
 }
 
-static int rec_prune(void *ctx, const struct cairn_run *run, unsigned *removed,
+static int rec_prune(void *ctx, const struct cairn_run *run, struct cairn_prune_result *res,
                      struct cairn_err *err)
 {
     (void)run, (void)err;
@@ -84,7 +84,7 @@ static int rec_prune(void *ctx, const struct cairn_run *run, unsigned *removed,
     pthread_mutex_lock(&r->mu);
     r->pruned++;
     pthread_mutex_unlock(&r->mu);
-    *removed = 0;
+    memset(res, 0, sizeof(*res));
     return CAIRN_OK;
 }
 
