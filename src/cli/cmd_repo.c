@@ -71,6 +71,7 @@ const struct option init_opts[] = {
     {"key-file", required_argument, NULL, 'k'}, {"password-file", required_argument, NULL, 'p'},
     {"no-encryption", no_argument, NULL, 'n'},  {"chunk-size", required_argument, NULL, 'c'},
     {"kdf", required_argument, NULL, 'd'},      {"json", no_argument, NULL, 'j'},
+    {"chunker", required_argument, NULL, 'C'},  {"no-dedup", no_argument, NULL, 'D'},
     {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
 
 int cmd_init(int argc, char **argv)
