@@ -391,6 +391,9 @@ struct cairn_path_stats {
      * root, an xattr or owner that could not be set, a hard link whose first link was not
      * restored); each one is logged as a warning. */
     uint64_t not_restored;
+    /* Backup only: regular files not read because they match the parent backup's record (size,
+     * mtime, ctime, inode; struct cairn_path_opts force_read), and their bytes. */
+    uint64_t unchanged_files, unchanged_bytes;
 };
 
 struct cairn_path_opts {
@@ -423,6 +426,13 @@ struct cairn_path_opts {
      * optional). Directories above a restored entry are created. docs/STORAGE.md. */
     const char *const *include;
     const char *const *exclude;
+    /* Backup only. In a deduplicating repository (a chunker in its config) a backup of b's
+     * kind, source and scope (cairn_backup_set_*, set before put_path) has a parent: the
+     * newest complete backup of the same three. A regular file whose size, mtime, ctime and
+     * inode match the parent's tree line is not read again; its MANIFEST entry is the parent's
+     * chunk list, referenced by the new MANIFEST too (restic's rule; docs/STORAGE.md). Set
+     * force_read to read every file. Per-file storage always reads every file. */
+    int force_read;
 };
 
 /* One entry of a local-path backup's tree (cairn_backup_tree_each). */
