@@ -399,7 +399,8 @@ struct cairn_path_stats {
 struct cairn_path_opts {
     struct cairn_file_opts file; /* compression of every stored file */
     unsigned workers;            /* files transferred in parallel, 0 = 4 */
-    /* Called from worker threads with bytes transferred since the last call (may be NULL). */
+    /* Called from worker threads with bytes transferred since the last call (may be NULL); a
+     * backup reports the bytes of files unchanged since its parent (not read) too. */
     void (*progress)(void *arg, uint64_t bytes);
     void *progress_arg;
     /* Restore only: into a non-empty directory, replacing files of the same name. */

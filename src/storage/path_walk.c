@@ -397,6 +397,9 @@ static int reuse_file(struct walk *w, struct put_job *j, const struct cairn_mani
     j->line = NULL;
     w->unchanged_files++;
     w->unchanged_bytes += (uint64_t)sb->st_size;
+    /* Processed, as restic counts them: a progress display's total is reached. */
+    if (w->o->progress != NULL && sb->st_size > 0)
+        w->o->progress(w->o->progress_arg, (uint64_t)sb->st_size);
     if (w->o->file_done != NULL)
         w->o->file_done(w->o->progress_arg);
     return CAIRN_OK;
