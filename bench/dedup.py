@@ -3,13 +3,15 @@
 restic and borg, same data, same run, tools alternating per round, medians.
 
     bench/dedup.py [--cairn build/cairn] [--text-mb 200] [--random-mb 128] [--runs 3]
+                   [--tools cairn-dedup,cairn-force,cairn-full,restic,borg]
 
 Per tool and round, in a fresh repository (all encrypted: cairn with a key file, restic and
 borg with a password): first backup, second backup with nothing changed, third after 1% of
 the bytes changed (8 scattered in-place writes into the random files, plus an append to a text
 file), restore of the newest; wall time and peak RSS (/usr/bin/time) of each, and the
 repository size after each backup. The data set is bench/gen_data.py's. Prints a Markdown
-table (medians) for docs/PERFORMANCE.md."""
+table (medians) for docs/PERFORMANCE.md. cairn-force is cairn-dedup with --force-read (every file
+read again, as before unchanged files were skipped); it is not in the default set."""
 import argparse
 import os
 import random
@@ -83,9 +85,10 @@ def tool_cmds(tool, cairn, repo, src, out, key, pw):
         url = "file://" + repo
         init = [cairn, "init", url, "--key-file", key] + (["--no-dedup"] if tool ==
                                                          "cairn-full" else [])
+        force = ["--force-read"] if tool == "cairn-force" else []
         return {"init": init,
                 "backup": lambda n: [cairn, "backup", "--from", src, "--to", url, "--name",
-                                     "b%d" % n, "--key-file", key],
+                                     "b%d" % n, "--key-file", key] + force,
                 "restore": lambda n: [cairn, "restore", url, "b%d" % n, "--into", out,
                                       "--key-file", key]}
     if tool == "restic":
@@ -107,6 +110,7 @@ def main():
     ap.add_argument("--text-mb", type=int, default=200)
     ap.add_argument("--random-mb", type=int, default=128)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tools", default="cairn-dedup,cairn-full,restic,borg")
     ap.add_argument("--dir", default=os.environ.get("CAIRN_BENCH_DIR", "/var/tmp/cairn-dedup"))
     a = ap.parse_args()
     cairn = os.path.abspath(a.cairn)
@@ -121,7 +125,8 @@ def main():
         f.write("bench-password\n")
     os.environ["BORG_PASSPHRASE"] = "bench-password"
     os.environ["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
-    tools = ["cairn-dedup", "cairn-full"] + [t for t in ("restic", "borg") if shutil.which(t)]
+    tools = [t for t in a.tools.split(",")
+             if t.startswith("cairn") or shutil.which(t)]
     res = {t: {} for t in tools}
     for rnd in range(a.runs):
         order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]

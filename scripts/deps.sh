@@ -39,6 +39,8 @@ test_pkgs+=(prometheus)
 test_pkgs+=(acl)
 # tests/cli/test_json_schema.py validates every --json output against tests/cli/schema.
 test_pkgs+=(python3-jsonschema)
+# tests/storage/test_skip.py proves with strace(1) that unchanged files are never opened.
+test_pkgs+=(strace)
 bench_pkgs=(hyperfine restic borgbackup zstd pigz isal time)
 
 pkgs=("${build_pkgs[@]}")

@@ -105,6 +105,9 @@ struct cairn_engine_backup_opts {
     int (*commit_check)(void *ctx, struct cairn_err *err);
     void *commit_check_ctx;
     uint64_t rate_limit; /* upload bytes per second (cairn_storage_set_rate_limit); 0: off */
+    /* A local path into a deduplicating repository: read every file, even those unchanged
+     * since the parent backup (struct cairn_path_opts force_read). */
+    int force_read;
 };
 
 struct cairn_engine_backup_result {
@@ -117,6 +120,9 @@ struct cairn_engine_backup_result {
     double seconds;
     /* Local paths: files gone before they were read (skipped), and changed while read. */
     uint64_t vanished, changed;
+    /* Local paths: files not read because unchanged since the parent backup, and their bytes
+     * (struct cairn_path_stats). */
+    uint64_t unchanged_files, unchanged_bytes;
     int full_no_parent; /* has_since, no parent, full_if_no_parent: a full backup was taken */
 };
 

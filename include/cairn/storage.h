@@ -395,12 +395,16 @@ struct cairn_path_stats {
      * root, an xattr or owner that could not be set, a hard link whose first link was not
      * restored); each one is logged as a warning. */
     uint64_t not_restored;
+    /* Backup only: regular files not read because they match the parent backup's record (size,
+     * mtime, ctime, inode; struct cairn_path_opts force_read), and their bytes. */
+    uint64_t unchanged_files, unchanged_bytes;
 };
 
 struct cairn_path_opts {
     struct cairn_file_opts file; /* compression of every stored file */
     unsigned workers;            /* files transferred in parallel, 0 = 4 */
-    /* Called from worker threads with bytes transferred since the last call (may be NULL). */
+    /* Called from worker threads with bytes transferred since the last call (may be NULL); a
+     * backup reports the bytes of files unchanged since its parent (not read) too. */
     void (*progress)(void *arg, uint64_t bytes);
     void *progress_arg;
     /* Restore only: into a non-empty directory, replacing files of the same name. */
@@ -427,6 +431,13 @@ struct cairn_path_opts {
      * optional). Directories above a restored entry are created. docs/STORAGE.md. */
     const char *const *include;
     const char *const *exclude;
+    /* Backup only. In a deduplicating repository (a chunker in its config) a backup of b's
+     * kind, source and scope (cairn_backup_set_*, set before put_path) has a parent: the
+     * newest complete backup of the same three. A regular file whose size, mtime, ctime and
+     * inode match the parent's tree line is not read again; its MANIFEST entry is the parent's
+     * chunk list, referenced by the new MANIFEST too (restic's rule; docs/STORAGE.md). Set
+     * force_read to read every file. Per-file storage always reads every file. */
+    int force_read;
 };
 
 /* One entry of a local-path backup's tree (cairn_backup_tree_each). */

@@ -21,7 +21,7 @@ static void backup_usage(FILE *out)
             "                    [--db NAME [--rp RP]] [--since TIME [--full-if-no-parent]]\n"
             "                    [--start TIME] [--end TIME]\n"
             "                    [--parallel N] [--timeout MS] [--source-timeout DURATION]\n"
-            "                    [--password-file FILE]\n"
+            "                    [--password-file FILE] [--force-read]\n"
             "                    [--tls...] [--json]\n\n"
             "Back up a service (etcd, Redis, PostgreSQL, Consul, Vault, any command, an\n"
             "InfluxDB snapshot service: cairnd serve, or influxd 1.5+ on its bind-address, by\n"
@@ -57,6 +57,9 @@ static void backup_usage(FILE *out)
             "  --timeout    connect and idle timeout in ms (default 10000 / 60000)\n"
             "  --source-timeout DURATION  the longest a source's whole snapshot may take (30m,\n"
             "               2h; default none): then it is cancelled and fails (exit 8)\n"
+            "  --force-read  a local path: read every file, also those unchanged (same size,\n"
+            "               mtime, ctime and inode) since the last backup of the path, which a\n"
+            "               deduplicating repository otherwise takes from it unread\n"
             "  --json       print a JSON summary on stdout\n"
             "  --quiet      no progress line (stderr)\n"
             "  --key-file FILE, --repo-password-file FILE  the key of an encrypted STORAGE_URL\n"
@@ -81,12 +84,13 @@ static void print_result(const char *source, const char *location,
     if (progs_json) {
         /* bytes: before compression (docs/JSON.md) */
         progs_print_json(json_pack(
-            "{s:b, s:s, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I}", "ok", 1, "name",
-            r->name, "location", location, "parent", r->parent[0] ? r->parent : NULL,
+            "{s:b, s:s, s:s, s:s?, s:b, s:s, s:i, s:i, s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "ok", 1,
+            "name", r->name, "location", location, "parent", r->parent[0] ? r->parent : NULL,
             "full_no_parent", r->full_no_parent, "source", shown, "databases", (int)r->databases,
             "shards", (int)r->shards, "files", (json_int_t)r->files, "bytes", (json_int_t)r->bytes,
             "seconds", r->seconds, "vanished", (json_int_t)r->vanished, "changed",
-            (json_int_t)r->changed));
+            (json_int_t)r->changed, "unchanged_files", (json_int_t)r->unchanged_files,
+            "unchanged_bytes", (json_int_t)r->unchanged_bytes));
     } else {
         char sz[32];
         format_bytes(r->bytes, sz, sizeof(sz));
@@ -98,6 +102,12 @@ static void print_result(const char *source, const char *location,
                r->parent[0] ? ", incremental to " : "", r->parent);
         if (r->full_no_parent)
             printf("no parent of the same source and scope: took a full backup\n");
+        if (r->unchanged_files) {
+            char us[32];
+            format_bytes(r->unchanged_bytes, us, sizeof(us));
+            printf("unchanged since the last backup (not read): %llu file(s), %s\n",
+                   (unsigned long long)r->unchanged_files, us);
+        }
         if (r->vanished || r->changed)
             printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
                    "changed while read (stored as read)\n",
@@ -119,6 +129,7 @@ const struct option backup_opts[] = {{"from", required_argument, NULL, 'f'},
                                      {"source-timeout", required_argument, NULL, 'O'},
                                      {"json", no_argument, NULL, 'j'},
                                      {"quiet", no_argument, NULL, 'q'},
+                                     {"force-read", no_argument, NULL, 'R'},
                                      {"password-file", required_argument, NULL, 'P'},
                                      {"key-file", required_argument, NULL, 'K'},
                                      {"repo-password-file", required_argument, NULL, 'W'},
@@ -183,6 +194,7 @@ int cmd_backup(int argc, char **argv)
         }
         case 'j': progs_json = 1; break;
         case 'q': progs_quiet = 1; break;
+        case 'R': o.force_read = 1; break;
         case 'P': o.password_file = optarg; break;
         case 'K': key_file = optarg; break;
         case 'W': repo_pw = optarg; break;

@@ -26,7 +26,7 @@
 struct sopts {
     const char *pos[4];
     int npos;
-    int json, dry_run, zstd, zstd_level, force;
+    int json, dry_run, zstd, zstd_level, force, force_read;
     const char *seal_key;
     const char *key_file, *password_file; /* the repository's key */
     uint64_t workers;
@@ -59,6 +59,7 @@ enum {
     S_KEEP_YEARLY,
     S_QUIET,
     S_PRUNE,
+    S_FORCE_READ,
 };
 
 /* Every storage command opens storage, so every one takes the repository's key; the seal
@@ -109,8 +110,13 @@ const struct option prune_opts[] = {S_COMMON,
                                     S_END};
 const struct option unlock_opts[] = {
     S_COMMON, {"all", no_argument, NULL, S_ALL}, {"force", no_argument, NULL, S_ALL}, S_END};
-const struct option put_opts[] = {
-    S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, {"zstd", optional_argument, NULL, S_ZSTD}, S_END};
+const struct option put_opts[] = {S_COMMON,
+                                  S_SEAL,
+                                  S_WORKERS_OPT,
+                                  S_QUIET_OPT,
+                                  {"zstd", optional_argument, NULL, S_ZSTD},
+                                  {"force-read", no_argument, NULL, S_FORCE_READ},
+                                  S_END};
 const struct option get_opts[] = {
     S_COMMON, S_SEAL, S_WORKERS_OPT, S_QUIET_OPT, {"force", no_argument, NULL, S_FORCE}, S_END};
 
@@ -133,6 +139,7 @@ static int parse_one(const char *cmd, int c, const char *name, const char *val, 
     case S_QUIET: progs_quiet = 1; return 0; /* no progress line */
     case S_DRY_RUN: o->dry_run = 1; return 0;
     case S_FORCE: o->force = 1; return 0;
+    case S_FORCE_READ: o->force_read = 1; return 0;
     case S_ALL: o->all = 1; return 0;
     case S_WITH_DEPENDENTS: o->with_dependents = 1; return 0;
     case S_PRUNE: o->prune = 1; return 0;
@@ -796,7 +803,7 @@ int cmd_unlock(int argc, char **argv)
 
 static const char put_help[] =
     "usage: cairn put URL NAME PATH [--zstd[=LEVEL]] [--workers N] [--seal-key-file FILE] "
-    "[--json]\n\n"
+    "[--force-read] [--json]\n\n"
     "Store a local file or directory tree as backup NAME (regular files and directories;\n"
     "symlinks, devices, FIFOs and sockets are skipped with a warning). Files are transferred\n"
     "in parallel; the MANIFEST is written last, so an interrupted put never looks complete.\n"
@@ -810,6 +817,9 @@ static const char put_help[] =
     "  --zstd[=LEVEL]   compress with zstd (default level 3) every file it shrinks: files of\n"
     "                   1 MiB or more that zstd -1 cannot shrink by 1/8 are stored as is\n"
     "  --workers N      files in parallel (default 4)\n"
+    "  --force-read     read every file; in a deduplicating repository a file unchanged since\n"
+    "                   the last backup of PATH (same size, mtime, ctime, inode) is otherwise\n"
+    "                   taken from it unread\n"
     "  --seal-key-file FILE  seal the MANIFEST with HMAC-SHA-256\n"
     "  --quiet          no progress line (stderr)\n\n"
     "Example:\n"
@@ -860,7 +870,8 @@ int cmd_put(int argc, char **argv)
                                  .progress_arg = pr,
                                  .file_done = file_done_cb,
                                  .stats = &stats,
-                                 .cancel = &cli_cancel};
+                                 .cancel = &cli_cancel,
+                                 .force_read = o.force_read};
     cli_catch_interrupts();
     if (o.zstd) {
         po.file.compression = CAIRN_COMPRESS_AUTO;
@@ -874,11 +885,17 @@ int cmd_put(int argc, char **argv)
     if (rc != CAIRN_OK)
         return progs_fail(&err);
     if (o.json) {
-        progs_print_json(json_pack(
-            "{s:b, s:s, s:s, s:s, s:I, s:I}", "ok", 1, "name", name, "location", o.pos[0], "backup",
-            name, "vanished", (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed));
+        progs_print_json(json_pack("{s:b, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "ok", 1, "name",
+                                   name, "location", o.pos[0], "backup", name, "vanished",
+                                   (json_int_t)stats.vanished, "changed", (json_int_t)stats.changed,
+                                   "unchanged_files", (json_int_t)stats.unchanged_files,
+                                   "unchanged_bytes", (json_int_t)stats.unchanged_bytes));
     } else {
         printf("backup %s complete\n", name);
+        if (stats.unchanged_files)
+            printf("unchanged since the last backup (not read): %llu file(s), %llu bytes\n",
+                   (unsigned long long)stats.unchanged_files,
+                   (unsigned long long)stats.unchanged_bytes);
         if (stats.vanished || stats.changed)
             printf("live data: %llu file(s) vanished before they were read (skipped), %llu "
                    "changed while read (stored as read)\n",

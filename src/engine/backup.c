@@ -123,11 +123,14 @@ static int backup_local(struct cairn_storage *st, const struct cairn_engine_back
     po.stats = &stats;
     po.cancel = o->cancel;
     po.file_done = engine_path_file_done;
+    po.force_read = o->force_read;
     int rc = o->name != NULL ? cairn_storage_backup_path(st, res->name, o->source, &po, err)
                              : cairn_storage_backup_path_auto(
                                    st, NULL, res->name, sizeof(res->name), o->source, &po, err);
     res->vanished = stats.vanished;
     res->changed = stats.changed;
+    res->unchanged_files = stats.unchanged_files;
+    res->unchanged_bytes = stats.unchanged_bytes;
     if (rc != CAIRN_OK)
         return rc;
     return engine_backup_summary(st, res, err);

@@ -209,6 +209,10 @@ void backup_writer_record_to(struct cairn_writer *w, struct cairn_manifest_file 
 int backup_put_stream_rec(struct cairn_backup *b, const char *file, struct cairn_reader *src,
                           int64_t size_hint, const struct cairn_file_opts *opts,
                           struct cairn_manifest_file *rec, struct cairn_err *err);
+/* Add file (reserved with backup_reserve) as committed with the entry f (its name aside), for
+ * content stored already: a chunk list blob another backup references too (path_parent.c). */
+int backup_add_record(struct cairn_backup *b, const char *file, const struct cairn_manifest_file *f,
+                      struct cairn_err *err);
 /* A reader of file f of read-only backup b verified against f (stored and logical size and
  * SHA-256, at its end), as cairn_backup_get_file without the lookup. */
 int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,

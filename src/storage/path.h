@@ -115,6 +115,25 @@ void path_meta_apply_at(const struct meta_apply *m, int dirfd, const char *base,
                         const char *what);
 void path_meta_warn(const struct meta_apply *m, const char *fmt, ...) CAIRN_PRINTF(2, 3);
 
+/* ---- the parent's files (path_parent.c) ---- */
+
+/* At most this many files of the parent are indexed, PARENT_ENT_BYTES each (about 23 MiB);
+ * files beyond them are read again. */
+#define PARENT_MAX_FILES 200000
+#define PARENT_ENT_BYTES 120
+struct parent_map;
+/* The files of b's parent (the newest complete backup of b's kind, source and scope) when b's
+ * repository deduplicates and o->force_read is not set; *out NULL when there is none. A parent
+ * that cannot be read is only a warning: every file is read. */
+int path_parent_open(struct cairn_backup *b, const struct cairn_path_opts *o,
+                     struct parent_map **out, struct cairn_err *err);
+/* 1 when rel, lstat'd into sb, matches its parent's record (size, mtime, ctime, inode) and the
+ * parent's chunk list is in the index: rec (but its name) is then the entry to reuse. */
+int path_parent_match(struct cairn_backup *b, const struct parent_map *m, const char *rel,
+                      const struct stat *sb, struct cairn_manifest_file *rec);
+const char *path_parent_name(const struct parent_map *m); /* NULL: none */
+void path_parent_free(struct parent_map *m);
+
 /* --include/--exclude: 1 when path is to be restored (struct cairn_path_opts). */
 int path_filter_want(const struct cairn_path_opts *o, const char *path);
 int path_filter_active(const struct cairn_path_opts *o);

@@ -337,7 +337,9 @@ struct walk {
     json_t *skipped;
     unsigned nfiles;
     struct inode_ent *links;
-    size_t nlinks, caplinks; /* open addressing, caplinks a power of two */
+    size_t nlinks, caplinks;   /* open addressing, caplinks a power of two */
+    struct parent_map *parent; /* NULL: every file is read */
+    uint64_t unchanged_files, unchanged_bytes;
 };
 
 /* The first path of sb's inode, or NULL after recording rel as it. */
@@ -378,6 +380,31 @@ static int cmp_cstr(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A file unchanged since the parent: its line and MANIFEST entry name the parent's chunk
+ * list; nothing of it is read. */
+static int reuse_file(struct walk *w, struct put_job *j, const struct cairn_manifest_file *rec,
+                      const struct stat *sb, struct cairn_err *err)
+{
+    int rc = backup_add_record(w->b, j->file, rec, err);
+    if (rc != CAIRN_OK) {
+        backup_unreserve(w->b, j->file);
+        return rc;
+    }
+    json_object_set_new(j->line, "size", json_integer((json_int_t)sb->st_size));
+    json_object_set_new(j->line, "file", json_string(j->file));
+    json_object_set_new(j->line, "stored", manifest_file_json(rec));
+    path_tree_put(w->tree, j->line);
+    j->line = NULL;
+    w->unchanged_files++;
+    w->unchanged_bytes += (uint64_t)sb->st_size;
+    /* Processed, as restic counts them: a progress display's total is reached. */
+    if (w->o->progress != NULL && sb->st_size > 0)
+        w->o->progress(w->o->progress_arg, (uint64_t)sb->st_size);
+    if (w->o->file_done != NULL)
+        w->o->file_done(w->o->progress_arg);
+    return CAIRN_OK;
+}
+
 /* The file's id is reserved here, in walk order, so ids reach the MANIFEST ascending
  * whichever worker stores them first. */
 static int add_file_entry(struct walk *w, const char *abs, const char *rel, const struct stat *sb,
@@ -405,6 +432,12 @@ static int add_file_entry(struct walk *w, const char *abs, const char *rel, cons
     json_object_set_new(j->line, "ino", json_integer((json_int_t)sb->st_ino));
     if (sb->st_nlink > 1)
         json_object_set_new(j->line, "nlink", json_integer((json_int_t)sb->st_nlink));
+    struct cairn_manifest_file rec = {.name = j->file};
+    if (path_parent_match(w->b, w->parent, rel, sb, &rec)) {
+        rc = reuse_file(w, j, &rec, sb, err);
+        put_job_free(j);
+        return rc;
+    }
     pool_submit(w->pool, put_one, j);
     return CAIRN_OK;
 }
@@ -592,10 +625,12 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     pthread_mutex_init(&live.mu, NULL);
     struct walk w = {
         .b = b, .o = &o, .je = &je, .live = &live, .tree = &t, .skipped = json_array()};
+    rc = path_parent_open(b, &o, &w.parent, err);
     w.pool = pool_new(o.workers ? o.workers : 4, 0);
     const char *base = strrchr(path, '/');
     base = base && base[1] ? base + 1 : path;
-    rc = walk_source(&w, path, base, &sb, err);
+    if (rc == CAIRN_OK)
+        rc = walk_source(&w, path, base, &sb, err);
     pool_free(w.pool); /* waits for every transfer */
     links_free(&w);
     if (rc == CAIRN_OK && path_cancelled(&o))
@@ -609,6 +644,8 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
     if (o.stats != NULL) {
         o.stats->vanished = live.vanished;
         o.stats->changed = live.changed;
+        o.stats->unchanged_files = w.unchanged_files;
+        o.stats->unchanged_bytes = w.unchanged_bytes;
     }
     json_t *tree = json_pack("{s:i, s:s, s:i, s:o, s:I, s:o, s:I, s:I}", "version", TREE_VERSION,
                              "type", S_ISDIR(sb.st_mode) ? "dir" : "file", "mode",
@@ -616,6 +653,12 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                              "count", (json_int_t)t.n, "skipped", w.skipped, "vanished",
                              (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
     path_json_set(tree, "root", base);
+    if (w.parent != NULL) /* which backup unchanged files were taken from */
+        json_object_set_new(tree, "unchanged_from",
+                            json_pack("{s:s, s:I, s:I}", "backup", path_parent_name(w.parent),
+                                      "files", (json_int_t)w.unchanged_files, "bytes",
+                                      (json_int_t)w.unchanged_bytes));
+    path_parent_free(w.parent);
     if (S_ISDIR(sb.st_mode)) { /* the root directory's owner, times and xattrs */
         json_t *rm = path_meta_new(path, ".", &sb, "dir");
         json_object_del(rm, "path");

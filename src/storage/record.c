@@ -325,6 +325,38 @@ void backup_unreserve(struct cairn_backup *b, const char *file)
     pthread_mutex_unlock(&b->mu);
 }
 
+int backup_add_record(struct cairn_backup *b, const char *file, const struct cairn_manifest_file *f,
+                      struct cairn_err *err)
+{
+    int rc = backup_need_rw(b, "add_file", err);
+    if (rc != CAIRN_OK)
+        return rc;
+    pthread_mutex_lock(&b->mu);
+    struct file_rec *rec = NULL;
+    rc = take_name_locked(b, file, 1, &rec, err);
+    if (rc == CAIRN_OK) {
+        char *name = rec->f.name;
+        rec->f = *f;
+        rec->f.name = name;
+        rec->state = FILE_COMMITTED;
+        free(rec->error);
+        rec->error = NULL;
+    }
+    /* As a writer's commit: a streaming writer's batch may be due (counted open meanwhile). */
+    int flush = rc == CAIRN_OK && b->stream && b->nfiles >= b->flush_at;
+    if (flush)
+        b->open_writers++;
+    pthread_mutex_unlock(&b->mu);
+    if (flush) {
+        stream_flush(b);
+        pthread_mutex_lock(&b->mu);
+        if (--b->open_writers == 0)
+            pthread_cond_broadcast(&b->idle);
+        pthread_mutex_unlock(&b->mu);
+    }
+    return rc;
+}
+
 int cairn_backup_add_file_opts(struct cairn_backup *b, const char *file, int64_t size_hint,
                                const struct cairn_file_opts *opts, struct cairn_writer **out,
                                struct cairn_err *err)
