@@ -3,6 +3,7 @@ stored file of a 7-file backup makes `cairn restore --into DIR` and `cairn get` 
 exactly as before, compared byte for byte (path, type, mode, content) with a snapshot taken
 before: DIR absent, empty, and holding content (--force). No temporary is left beside or inside
 DIR. The same backup, repaired, restores complete."""
+import hashlib
 import os
 import random
 import shutil
@@ -37,17 +38,32 @@ def repro(dedup=False):
     init_location(store, *opts)
     rc, _, err, _ = cairn("put", store, "b", src)
     check(rc == 0, "7-file backup: " + err.strip())
+    start, end = 0, None
     if dedup:
-        packs = sorted(os.listdir(os.path.join(store, ".data")))
-        victim = os.path.join(store, ".data", packs[rnd.randrange(len(packs))])
+        # A byte of one file's chunk (each file is one chunk, its id the SHA-256 of its bytes
+        # in a plain repository), found in the pack header: entries of id, offset, length.
+        ids = set()
+        for dp, _, names in os.walk(src):
+            for n in names:
+                with open(os.path.join(dp, n), "rb") as f:
+                    ids.add(hashlib.sha256(f.read()).digest())
+        places = []
+        for pk in sorted(os.listdir(os.path.join(store, ".data"))):
+            with open(os.path.join(store, ".data", pk), "rb") as f:
+                data = f.read()
+            hlen = int.from_bytes(data[-12:-8], "little")
+            hdr = data[len(data) - 12 - hlen:len(data) - 12]
+            for i in range(0, len(hdr), 45):
+                if hdr[i:i + 32] in ids:
+                    places.append((pk, int.from_bytes(hdr[i + 32:i + 36], "little"),
+                                   int.from_bytes(hdr[i + 36:i + 40], "little")))
+        check(len(places) == 7, "the 7 files' chunks are in the packs: %d" % len(places))
+        pk, start, ln = places[rnd.randrange(len(places))]
+        victim, end = os.path.join(store, ".data", pk), start + ln
     else:
         victim = os.path.join(store, "b", "f%06d" % rnd.randrange(7))
     with open(victim, "r+b") as f:
-        end = os.path.getsize(victim)
-        if dedup:  # a byte of a blob: the pack's header (its last bytes) is read by prune only
-            f.seek(end - 12)
-            end -= 12 + int.from_bytes(f.read(4), "little")
-        off = rnd.randrange(end)
+        off = rnd.randrange(start, end if end is not None else os.path.getsize(victim))
         f.seek(off)
         c = f.read(1)[0]
         f.seek(off)
