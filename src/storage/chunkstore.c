@@ -35,6 +35,11 @@
 #define RAW_MASK  0x0fffffffu
 #define PENDING   UINT32_MAX /* pack of a claimed chunk not appended yet */
 #define INDEX_MAX (512u << 20)
+/* A backup's memory must not grow with its chunk count beyond the compact index (32 bytes a
+ * chunk): a pack is closed once its header holds this much (tiny files: a 32 MiB pack would
+ * be some 700,000 entries, held three times over), and an index object is written once the
+ * landed packs' entries reach it, their table entries then moving to the compact index. */
+#define HDR_MAX (1u << 20)
 
 struct cs_ent {
     uint8_t id[16];
@@ -496,6 +501,53 @@ static int write_index(struct chunkstore *cs, struct cairn_err *err)
     return CAIRN_OK;
 }
 
+/* Move the table's landed entries into the sorted index (an entry already there takes the
+ * table's place, as lookup would), keeping the claimed ones: the table holds only what is in
+ * flight, the index 32 bytes a chunk without a hash table's slack. Caller holds mu. */
+static void tab_to_idx(struct chunkstore *cs)
+{
+    size_t k = 0, pending = 0;
+    for (size_t i = 0; i < cs->tab_slots; i++)
+        if (!tab_empty(&cs->tab[i]))
+            cs->tab[i].pack == PENDING ? pending++ : k++;
+    if (k == 0)
+        return;
+    struct cs_ent *nw = xmalloc(k * sizeof(*nw));
+    size_t n = 0;
+    for (size_t i = 0; i < cs->tab_slots; i++) {
+        struct cs_ent *e = &cs->tab[i];
+        if (tab_empty(e) || e->pack == PENDING)
+            continue;
+        struct cs_ent *o = cs->nidx ? bsearch(e, cs->idx, cs->nidx, sizeof(*e), ent_cmp) : NULL;
+        if (o != NULL)
+            *o = *e; /* a new place (repacked) */
+        else
+            nw[n++] = *e;
+    }
+    sort_ents(nw, n);
+    if (cs->nidx + n > cs->idx_cap) {
+        cs->idx_cap = cs->nidx + n;
+        cs->idx = xrealloc(cs->idx, cs->idx_cap * sizeof(*cs->idx));
+    }
+    /* merge from the back: both runs sorted, no id in both */
+    size_t a = cs->nidx, b = n, d = cs->nidx + n;
+    while (b > 0)
+        cs->idx[--d] = a > 0 && ent_cmp(&cs->idx[a - 1], &nw[b - 1]) > 0 ? cs->idx[--a] : nw[--b];
+    cs->nidx += n;
+    free(nw);
+    size_t slots = 4096;
+    while (slots < 4 * pending)
+        slots *= 2;
+    struct cs_ent *t = xcalloc(slots, sizeof(*t));
+    for (size_t i = 0; i < cs->tab_slots; i++)
+        if (!tab_empty(&cs->tab[i]) && cs->tab[i].pack == PENDING)
+            *tab_slot(t, slots, cs->tab[i].id) = cs->tab[i];
+    free(cs->tab);
+    cs->tab = t;
+    cs->tab_slots = slots;
+    cs->ntab = pending;
+}
+
 /* ---- the store ---- */
 
 int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *err)
@@ -661,6 +713,14 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
     buf_add(&cs->unindexed, ph, sizeof(ph));
     buf_add(&cs->unindexed, cs->pw_hdr.p, cs->pw_hdr.len);
     cs->n_unindexed++;
+    buf_free(&cs->pw_hdr);
+    memset(&cs->pw_hdr, 0, sizeof(cs->pw_hdr));
+    if (cs->unindexed.len < HDR_MAX)
+        return CAIRN_OK;
+    rc = write_index(cs, err);
+    if (rc != CAIRN_OK)
+        return fail_locked(cs, rc, err);
+    tab_to_idx(cs);
     return CAIRN_OK;
 }
 
@@ -688,7 +748,7 @@ static int pack_append(struct chunkstore *cs, struct cs_ent *e, const uint8_t *i
     e->len = (uint32_t)len;
     e->raw = raw | (uint32_t)flags << 28;
     cs->pw_off += len;
-    if (cs->pw_off >= CS_PACK_SIZE)
+    if (cs->pw_off >= CS_PACK_SIZE || cs->pw_hdr.len >= HDR_MAX)
         rc = pack_close(cs, err);
     return rc;
 }

@@ -211,11 +211,14 @@ class S3Store:
 
 
 def stores(name):
+    # --no-dedup: progress is observed as a backup's stored fNNNNNN objects, and a prune is
+    # judged backup directory by backup directory (a deduplicating prune rewrites .index/.data).
+    nd = ("--no-encryption", "--no-dedup")
     out = [FileStore(name)]
-    init_location(out[0].url)
+    init_location(out[0].url, *nd)
     if s3 is not None:
         out.append(S3Store(name))
-        init_location(out[-1].url)
+        init_location(out[-1].url, *nd)
     return out
 
 

@@ -156,11 +156,19 @@ def fifo_swap():
                    % counted)
 
 
-def damaged_manifest():
-    src = os.path.join(T, "small")
+def damaged_manifest_dedup():
+    damaged_manifest(True)
+
+
+def damaged_manifest(dedup=False):
+    """A FIFO and a directory as MANIFEST: list and prune answer in time. Per-file
+    (--no-dedup): prune applies retention and exits 0. Deduplicating (the default): retention
+    is applied, then garbage collection refuses (exit 3 naming d1: the damaged backup's chunks
+    cannot be marked), and runs once the damaged backups are removed."""
+    src = os.path.join(T, "small-dedup" if dedup else "small")
     stable_files(src, n=3, size=1000)
-    store = os.path.join(T, "dstore")
-    init_location(store)
+    store = os.path.join(T, "dstore-dedup" if dedup else "dstore")
+    init_location(store, *(() if dedup else ("--no-encryption", "--no-dedup")))
     for n in ("d1", "d2", "d3", "d4"):
         rc, _, err, _ = cairn("put", store, n, src)
         check(rc == 0, "put %s: %s" % (n, err.strip()))
@@ -180,13 +188,27 @@ def damaged_manifest():
         check(b["d3"]["status"] == "complete" and b["d4"]["status"] == "complete",
               "the others are complete")
     rc, out, err, _ = cairn("prune", store, "--keep-last", "1", "--json", timeout=DEADLINE)
-    check(rc == 0, "prune proceeds (%d): %s" % (rc, err.strip()))
-    if rc == 0:
-        check(json.loads(out)["removed"] == ["d3"], "prune removed the old complete one: " + out)
+    if dedup:
+        check(rc == 3 and "'d1' is corrupt" in err, "prune applies retention, then garbage "
+              "collection refuses naming d1 (%d): %s" % (rc, err.strip()))
+        doc = json.loads(out) if out.strip() else {}
+        check(doc.get("removed") == ["d3"] and doc.get("error", {}).get("exit") == 3,
+              "prune removed the old complete one, its JSON error is exit 3: " + out)
+    else:
+        check(rc == 0, "prune proceeds (%d): %s" % (rc, err.strip()))
+        if rc == 0:
+            check(json.loads(out)["removed"] == ["d3"],
+                  "prune removed the old complete one: " + out)
     for n in ("d1", "d2"):
         rc, _, err, _ = cairn("rm", store, n, timeout=DEADLINE)
         check(rc == 0, "rm of the damaged %s: %s" % (n, err.strip()))
     check(statuses(store) == {"d4": "complete"}, "only d4 is left")
+    if dedup:
+        rc, _, err, _ = cairn("prune", store, "--keep-last", "1", timeout=DEADLINE)
+        check(rc == 0, "prune collects once the damaged backups are gone (%d): %s"
+              % (rc, err.strip()))
+        rc, _, err, _ = cairn("verify", store, "d4", timeout=DEADLINE)
+        check(rc == 0, "d4 verifies after the collection: " + err.strip())
 
 
-run_parts(T, figures, churn, fifo_swap, damaged_manifest)
+run_parts(T, figures, churn, fifo_swap, damaged_manifest, damaged_manifest_dedup)

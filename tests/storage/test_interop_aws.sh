@@ -48,7 +48,8 @@ head -c 100000 /dev/urandom >"$tmp/src/d/mid.bin"
 
 # 1. cairn writes, aws reads.
 source "$(dirname "$0")/../harness/repo.sh"
-init_location "$URL"
+# --no-dedup: aws reads and writes the per-file objects (fNNNNNN) of a backup directory.
+init_location "$URL" --no-encryption --no-dedup
 "$C" put "$URL" b1 "$tmp/src" >/dev/null
 aws s3 ls --recursive s3://interop/pfx/ >"$tmp/ls.txt"
 cat "$tmp/ls.txt"
@@ -80,7 +81,7 @@ print("aws downloaded %d files intact" % len(m["files"]))
 PY
 
 # 2. aws writes a backup directory made by cairn's file driver; cairn lists and verifies it.
-init_location "file://$tmp/fstore"
+init_location "file://$tmp/fstore" --no-encryption --no-dedup
 "$C" put "file://$tmp/fstore" b2 "$tmp/src" --zstd >/dev/null
 aws s3 cp --recursive --only-show-errors "$tmp/fstore/b2" s3://interop/pfx/b2
 "$C" list "$URL" --json >"$tmp/list.json"

@@ -80,11 +80,16 @@ static void handle_put(struct s3 *s, CURL *c)
     pthread_mutex_unlock(&s->mu);
 }
 
+#define S3_ERR_BODY_MAX 8192 /* an error answer's XML kept beside a ranged GET's buffer */
+
 static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 {
     struct call *c = arg;
     size_t len = sz * n;
-    if (c->dst != NULL) {
+    /* An error answer's body is its XML, however small the ranged GET's buffer (a chunk of a
+     * pack can be shorter than a 503's XML): kept apart, so the status decides the retry. */
+    int err_body = c->status != 0 && (c->status < 200 || c->status >= 300);
+    if (c->dst != NULL && !err_body) {
         if (len > c->dst_cap - c->body_out_len) {
             c->overflow = 1;
             return 0;
@@ -93,10 +98,11 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
         c->body_out_len += len;
         return len;
     }
-    if (c->max == 0 || c->body_out_len + len > c->max) {
+    size_t max = c->dst != NULL ? S3_ERR_BODY_MAX : c->max;
+    if (max == 0 || c->body_out_len + len > max) {
         /* Keep only what fits; error bodies are small. */
-        if (c->body_out_len + len > c->max)
-            c->overflow = c->max > 0;
+        if (c->body_out_len + len > max)
+            c->overflow = max > 0 && c->dst == NULL;
         return len;
     }
     c->body_out = xrealloc(c->body_out, c->body_out_len + len + 1);
@@ -110,7 +116,10 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
 {
     struct call *c = arg;
     size_t len = sz * n;
-    if (len > 5 && strncasecmp(p, "ETag:", 5) == 0) {
+    if (len > 9 && strncmp(p, "HTTP/", 5) == 0) { /* a status line (again after a 100) */
+        const char *sp = memchr(p, ' ', len);
+        c->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+    } else if (len > 5 && strncasecmp(p, "ETag:", 5) == 0) {
         const char *v = p + 5;
         while (v < p + len && (*v == ' ' || *v == '\t'))
             v++;
@@ -302,7 +311,7 @@ static int answer_status(const struct call *c, const char *what, int *retry, str
                              "%s: HTTP %ld answer cut short (%zu body bytes%s)", what, c->status,
                              c->body_out_len, c->clen < 0 ? ", no Content-Length" : "");
     }
-    const char *b = c->dst ? NULL : c->body_out;
+    const char *b = c->body_out;
     char *code = b ? s3_xml_get(b, b + c->body_out_len, "Code") : NULL;
     char *msg = b ? s3_xml_get(b, b + c->body_out_len, "Message") : NULL;
     int rc = cairn_err_set(err, status_code(c->status), "%s: HTTP %ld%s%s%s%s", what, c->status,
