@@ -391,8 +391,11 @@ int cairn_backup_abort(struct cairn_backup *b, struct cairn_err *err)
     return CAIRN_OK;
 }
 
-int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cairn_reader **r,
-                           struct cairn_err *err)
+/* Open a file's stored bytes from its MANIFEST record f (NULL: not looked up, read by name):
+ * callers holding the record never make a split MANIFEST load its whole file list. */
+int backup_read_stored(struct cairn_backup *b, const char *file,
+                       const struct cairn_manifest_file *f, struct cairn_reader **r,
+                       struct cairn_err *err)
 {
     *r = NULL;
     if (!b->read_only)
@@ -403,10 +406,8 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
     if (!cairn_name_valid(file))
         return cairn_err_set(err, CAIRN_E_INVALID, "backup '%s': invalid file name '%s'", b->name,
                              file ? file : "");
-    /* A chunked file's stored bytes are its chunk list, a blob of the chunk store. */
-    const struct cairn_manifest_file *f =
-        b->status == CAIRN_BACKUP_COMPLETE ? cairn_backup_file_find(b, file) : NULL;
     int rc;
+    /* A chunked file's stored bytes are its chunk list, a blob of the chunk store. */
     if (f != NULL && f->compression == CAIRN_COMPRESS_CHUNKS) {
         struct chunkstore *cs = NULL;
         rc = cs_get(b->st, &cs, err);
@@ -421,4 +422,14 @@ int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cair
     if (rc != CAIRN_OK)
         cairn_err_wrap(err, rc, "backup '%s' file '%s'", b->name, file);
     return rc;
+}
+
+int cairn_backup_read_file(struct cairn_backup *b, const char *file, struct cairn_reader **r,
+                           struct cairn_err *err)
+{
+    const struct cairn_manifest_file *f =
+        b->read_only && b->status == CAIRN_BACKUP_COMPLETE && cairn_name_valid(file)
+            ? cairn_backup_file_find(b, file)
+            : NULL;
+    return backup_read_stored(b, file, f, r, err);
 }

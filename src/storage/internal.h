@@ -215,6 +215,9 @@ int backup_add_record(struct cairn_backup *b, const char *file, const struct cai
                       struct cairn_err *err);
 /* A reader of file f of read-only backup b verified against f (stored and logical size and
  * SHA-256, at its end), as cairn_backup_get_file without the lookup. */
+int backup_read_stored(struct cairn_backup *b, const char *file,
+                       const struct cairn_manifest_file *f, struct cairn_reader **r,
+                       struct cairn_err *err);
 int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_file *f,
                          struct cairn_reader **out, struct cairn_err *err);
 

@@ -144,7 +144,7 @@ int backup_open_verified(struct cairn_backup *b, const struct cairn_manifest_fil
     const char *file = f->name;
     *out = NULL;
     struct cairn_reader *r = NULL;
-    int rc = cairn_backup_read_file(b, file, &r, err);
+    int rc = backup_read_stored(b, file, f, &r, err);
     if (rc != CAIRN_OK)
         return rc;
     r = verify_reader_new(r, f->size, f->sha256, "stored", b, file);
