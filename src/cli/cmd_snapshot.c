@@ -420,9 +420,9 @@ static int run_save(struct opts *o)
                               "compression", comp, "flavour", comp);
         json_object_set_new(j, "index", json_null());
         json_object_set_new(j, "term", json_null());
-        json_object_update(j, json_pack("{s:I, s:I, s:s, s:b}", "state_bytes", (json_int_t)size,
-                                        "archive_bytes", (json_int_t)res.archive_bytes, "checksum",
-                                        res.checksum, "sealed", sealer != NULL));
+        json_object_update_new(j, json_pack("{s:I, s:I, s:s, s:b}", "state_bytes", (json_int_t)size,
+                                            "archive_bytes", (json_int_t)res.archive_bytes,
+                                            "checksum", res.checksum, "sealed", sealer != NULL));
         progs_print_json_raw(j, 2, keys, raws);
     } else {
         char sb[32], ab[32];

@@ -343,6 +343,18 @@ int progs_usage(const char *cmd, const char *fmt, ...)
     return CAIRN_EXIT_USAGE;
 }
 
+/* The absolute locations made below: they live until exit, as argv does, then are freed (a
+ * command makes one or two). */
+static char **locations;
+static size_t nlocations;
+
+static void locations_free(void)
+{
+    for (size_t i = 0; i < nlocations; i++)
+        free(locations[i]);
+    free(locations);
+}
+
 const char *progs_location(const char *arg)
 {
     if (arg == NULL || arg[0] == '/' || strstr(arg, "://") != NULL || arg[0] == '\0')
@@ -351,7 +363,10 @@ const char *progs_location(const char *arg)
     if (getcwd(cwd, sizeof(cwd)) == NULL)
         return arg; /* then refused by cairn_storage_open, naming arg */
     const char *rel = strncmp(arg, "./", 2) == 0 ? arg + 2 : arg;
-    return xasprintf("%s/%s", cwd, rel); /* lives until exit, as argv does */
+    if (nlocations == 0)
+        atexit(locations_free);
+    locations = xrealloc(locations, (nlocations + 1) * sizeof(*locations));
+    return locations[nlocations++] = xasprintf("%s/%s", cwd, rel);
 }
 
 int progs_parse_u64(const char *s, uint64_t *out)

@@ -1081,7 +1081,8 @@ static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id
     } else {
         if (blen != raw)
             goto bad;
-        memcpy(r->pl, body, raw);
+        if (raw > 0) /* an empty chunk has no buffer yet */
+            memcpy(r->pl, body, raw);
     }
     uint8_t got[32];
     chunk_id(cs->k, r->pl, raw, got);

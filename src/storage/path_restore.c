@@ -645,7 +645,8 @@ static void submit_file(struct pool *pool, const struct get_job *proto, const st
     j->f = *e->f;
     j->f.name = xstrdup(e->f->name);
     j->mode = e->mode;
-    j->line = json_incref(e->j);
+    j->line =
+        json_deep_copy(e->j); /* the worker frees it: jansson counts references without atomics */
     pool_submit(pool, get_one, j);
 }
 
