@@ -824,7 +824,7 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
             flags |= CS_FLAG_ZSTD;
         }
     }
-    if (!(flags & CS_FLAG_ZSTD))
+    if (!(flags & CS_FLAG_ZSTD) && len > 0) /* an empty chunk may come with no buffer */
         memcpy(body, p, len);
     const uint8_t *stored = body;
     size_t slen = blen;
@@ -1110,7 +1110,8 @@ static int br_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
     (void)err;
     struct blob_reader *b = (struct blob_reader *)base;
     size_t k = b->len - b->pos < cap ? b->len - b->pos : cap;
-    memcpy(out, b->rd.pl + b->pos, k);
+    if (k > 0) /* an empty blob has no buffer */
+        memcpy(out, b->rd.pl + b->pos, k);
     b->pos += k;
     *got = k;
     return CAIRN_OK;
@@ -1178,7 +1179,8 @@ static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
         c->pos = 0;
     }
     size_t k = c->len - c->pos < cap ? c->len - c->pos : cap;
-    memcpy(out, c->rd.pl + c->pos, k);
+    if (k > 0) /* an empty chunk has no buffer */
+        memcpy(out, c->rd.pl + c->pos, k);
     c->pos += k;
     *got = k;
     return CAIRN_OK;
