@@ -45,23 +45,6 @@ static int open_backup(const struct tree_cli *c, const char *url, const char *na
     return rc;
 }
 
-/* A path in JSON output: "path" when UTF-8, else "path_b64" (as in the tree). */
-static void json_set_path(json_t *o, const char *key, const char *s)
-{
-    json_t *v = json_string(s);
-    if (v != NULL) {
-        json_object_set_new(o, key, v);
-        return;
-    }
-    size_t n = strlen(s);
-    char *b = xmalloc(4 * ((n + 2) / 3) + 1);
-    cairn_base64_encode((const uint8_t *)s, n, b);
-    char *k = xasprintf("%s_b64", key);
-    json_object_set_new(o, k, json_string(b));
-    free(k);
-    free(b);
-}
-
 static int64_t jint(const json_t *o, const char *key)
 {
     return (int64_t)json_integer_value(json_object_get(o, key));
@@ -273,7 +256,7 @@ static void entry_keys(const struct cairn_tree_entry *e, char **content, char **
         "sha", json_object_get(stored, "logical_sha256"), "sparse", json_object_get(j, "sparse"),
         "maj", json_object_get(j, "rdev_major"), "min", json_object_get(j, "rdev_minor"));
     if (e->link != NULL)
-        json_set_path(c, "link", e->link);
+        json_set_name(c, "link", e->link);
     json_t *m =
         json_pack("{s:O*, s:O*, s:O*, s:O*, s:O*, s:O*, s:O*, s:O*}", "mode",
                   json_object_get(j, "mode"), "uid", json_object_get(j, "uid"), "gid",
@@ -312,7 +295,7 @@ static void diff_report(struct diff_state *s, int kind, const char *path)
     s->n[kind]++;
     if (s->changes != NULL) {
         json_t *o = json_pack("{s:s}", "change", change_names[kind]);
-        json_set_path(o, "path", path);
+        json_set_name(o, "path", path);
         json_array_append_new(s->changes, o);
         return;
     }

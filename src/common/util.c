@@ -1,6 +1,9 @@
 /* Internal helpers: allocation, whole-buffer IO, directories, clocks, time formats. */
 #define _GNU_SOURCE
+#include <jansson.h>
 #include "util.h"
+
+#include "cairn/digest.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -648,4 +651,22 @@ void wipe_free(char *s)
         wipe(s, strlen(s));
         free(s);
     }
+}
+
+/* A name in JSON: the string under key when it is UTF-8, else its bytes in standard base64
+ * under key_b64 (the tree format's rule, docs/FORMAT.md). */
+void json_set_name(json_t *o, const char *key, const char *s)
+{
+    json_t *v = json_string(s); /* NULL when s is not valid UTF-8 */
+    if (v != NULL) {
+        json_object_set_new(o, key, v);
+        return;
+    }
+    size_t n = strlen(s);
+    char *b = xmalloc(4 * ((n + 2) / 3) + 1);
+    cairn_base64_encode((const uint8_t *)s, n, b);
+    char *k = xasprintf("%s_b64", key);
+    json_object_set_new(o, k, json_string(b));
+    free(k);
+    free(b);
 }

@@ -113,4 +113,8 @@ int parse_rfc3339(const char *s, int64_t *sec, long *nsec);
 /* Human sizes "1.5 MiB". */
 void format_bytes(uint64_t n, char *out, size_t cap);
 
+/* A name as JSON: key when s is UTF-8, else key_b64, its base64 (util.c). */
+struct json_t;
+void json_set_name(struct json_t *o, const char *key, const char *s);
+
 #endif

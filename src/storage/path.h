@@ -89,8 +89,6 @@ int path_tree_check(struct cairn_backup *b, struct cairn_err *err);
 /* The tree format written (meta.tree.version); trees without one are version 1. */
 #define TREE_VERSION 2
 
-/* Set key to the bytes s: a JSON string when s is valid UTF-8, else key"_b64" (base64). */
-void path_json_set(json_t *o, const char *key, const char *s);
 /* The bytes of key or key"_b64" into out (NUL-ended): 0, or -1 when absent, invalid or
  * longer than cap - 1. */
 int path_json_get(const json_t *o, const char *key, char *out, size_t cap);

@@ -29,22 +29,6 @@
 
 /* ---- names as JSON ---- */
 
-void path_json_set(json_t *o, const char *key, const char *s)
-{
-    json_t *v = json_string(s); /* NULL when s is not valid UTF-8 */
-    if (v != NULL) {
-        json_object_set_new(o, key, v);
-        return;
-    }
-    size_t n = strlen(s);
-    char *b = xmalloc(4 * ((n + 2) / 3) + 1);
-    cairn_base64_encode((const uint8_t *)s, n, b);
-    char *k = xasprintf("%s_b64", key);
-    json_object_set_new(o, k, json_string(b));
-    free(k);
-    free(b);
-}
-
 int path_json_get(const json_t *o, const char *key, char *out, size_t cap)
 {
     const char *s = json_string_value(json_object_get(o, key));
@@ -164,16 +148,16 @@ static json_int_t ts_ns(const struct timespec *t)
 json_t *path_meta_new(const char *abs, const char *rel, const struct stat *sb, const char *type)
 {
     json_t *j = json_object();
-    path_json_set(j, "path", rel);
+    json_set_name(j, "path", rel);
     json_object_set_new(j, "type", json_string(type));
     json_object_set_new(j, "mode", json_integer((json_int_t)(sb->st_mode & 07777)));
     json_object_set_new(j, "uid", json_integer((json_int_t)sb->st_uid));
     json_object_set_new(j, "gid", json_integer((json_int_t)sb->st_gid));
     char name[64];
     if (id_name(&users, 1, sb->st_uid, name))
-        path_json_set(j, "user", name);
+        json_set_name(j, "user", name);
     if (id_name(&groups, 0, sb->st_gid, name))
-        path_json_set(j, "group", name);
+        json_set_name(j, "group", name);
     json_object_set_new(j, "mtime", json_integer((json_int_t)sb->st_mtim.tv_sec));
     json_object_set_new(j, "mtime_ns", json_integer(ts_ns(&sb->st_mtim)));
     json_object_set_new(j, "atime_ns", json_integer(ts_ns(&sb->st_atim)));

@@ -496,7 +496,7 @@ static int walk_other(struct walk *w, const char *a, const char *r, const struct
         if (first == NULL)
             return add_file_entry(w, a, r, sb, err);
         json_t *j = path_meta_new(a, r, sb, "hardlink");
-        path_json_set(j, "link", first);
+        json_set_name(j, "link", first);
         json_object_set_new(j, "nlink", json_integer((json_int_t)sb->st_nlink));
         path_tree_put(w->tree, j);
         return CAIRN_OK;
@@ -512,7 +512,7 @@ static int walk_other(struct walk *w, const char *a, const char *r, const struct
             return cairn_err_sys(err, 0, n < 0 ? errno : ENAMETOOLONG, "readlink '%s'", a);
         target[n] = '\0';
         json_t *j = path_meta_new(a, r, sb, "symlink");
-        path_json_set(j, "target", target);
+        json_set_name(j, "target", target);
         path_tree_put(w->tree, j);
         return CAIRN_OK;
     }
@@ -533,7 +533,7 @@ static int walk_other(struct walk *w, const char *a, const char *r, const struct
               file_type_name(sb->st_mode));
     free(shown);
     json_t *s = json_pack("{s:s}", "reason", file_type_name(sb->st_mode));
-    path_json_set(s, "path", r);
+    json_set_name(s, "path", r);
     json_array_append_new(w->skipped, s);
     return CAIRN_OK;
 }
@@ -563,7 +563,7 @@ static int walk_dir(struct walk *w, const char *abs, const char *rel, struct cai
             cairn_log(CAIRN_LOG_WARN, "storage", "skipping '%s': path too long", shown);
             free(shown);
             json_t *s = json_pack("{s:s}", "reason", "path too long");
-            path_json_set(s, "path", r);
+            json_set_name(s, "path", r);
             json_array_append_new(w->skipped, s);
         } else if (lstat(a, &sb) != 0) {
             if (errno == ENOENT)
@@ -652,7 +652,7 @@ int cairn_backup_put_path(struct cairn_backup *b, const char *path,
                              (int)(sb.st_mode & 07777), "entries_file", manifest_file_json(&t.rec),
                              "count", (json_int_t)t.n, "skipped", w.skipped, "vanished",
                              (json_int_t)live.vanished, "changed", (json_int_t)live.changed);
-    path_json_set(tree, "root", base);
+    json_set_name(tree, "root", base);
     if (w.parent != NULL) /* which backup unchanged files were taken from */
         json_object_set_new(tree, "unchanged_from",
                             json_pack("{s:s, s:I, s:I}", "backup", path_parent_name(w.parent),
