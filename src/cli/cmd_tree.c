@@ -163,7 +163,9 @@ static void ls_usage(FILE *out)
             "with non-printable bytes escaped (\\n, \\xNN). With PATH, only PATH and what is\n"
             "under it (exit code 5 when nothing is). The tree is verified as it is read.\n\n"
             "  --json  one object: {\"backup\", \"root\", \"entries\": [...]}, each entry its\n"
-            "          tree line (docs/FORMAT.md) with \"sha256\" of a file's content\n\n"
+            "          tree line (docs/FORMAT.md) with \"sha256\" of a file's content\n"
+            "          (in an encrypted repository a keyed hash that names the content\n"
+            "          there, not comparable with sha256sum)\n\n"
             "Examples:\n"
             "  cairn ls file:///srv/bk etc-2026-12-01\n"
             "  cairn ls file:///srv/bk etc-2026-12-01 ssh --json\n\n"
@@ -251,10 +253,14 @@ static void entry_keys(const struct cairn_tree_entry *e, char **content, char **
 {
     const json_t *j = e->json;
     json_t *stored = json_object_get(j, "stored");
-    json_t *c = json_pack(
-        "{s:s, s:O*, s:O*, s:O*, s:O*, s:O*}", "t", e->type, "size", json_object_get(j, "size"),
-        "sha", json_object_get(stored, "logical_sha256"), "sparse", json_object_get(j, "sparse"),
-        "maj", json_object_get(j, "rdev_major"), "min", json_object_get(j, "rdev_minor"));
+    /* A deduplicated file's chunk list names its content in the repository, whichever
+     * logical_sha256 its cairn recorded (docs/FORMAT.md); others have the content's hash. */
+    const char *comp = json_string_value(json_object_get(stored, "compression"));
+    const char *key = comp != NULL && strcmp(comp, "chunks") == 0 ? "sha256" : "logical_sha256";
+    json_t *c = json_pack("{s:s, s:O*, s:O*, s:O*, s:O*, s:O*}", "t", e->type, "size",
+                          json_object_get(j, "size"), "sha", json_object_get(stored, key), "sparse",
+                          json_object_get(j, "sparse"), "maj", json_object_get(j, "rdev_major"),
+                          "min", json_object_get(j, "rdev_minor"));
     if (e->link != NULL)
         json_set_name(c, "link", e->link);
     json_t *m =

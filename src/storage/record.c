@@ -11,7 +11,8 @@
 #include "internal.h"
 
 /* ---- add_file: the recording stage on top of each file's chain ----
- * Chain: record -> hash(logical) -> [pipe] -> [zstd] -> hash(stored) -> driver sink. The
+ * Chain: record -> hash(logical) -> [pipe] -> [zstd | chunks] -> hash(stored) -> driver sink
+ * (chunked files have no logical hash stage: record_chain says why). The
  * record stage owns the sink and the stages in front of it, which are built on
  * cairn_writer_borrow(sink): closing or freeing them stops there, so finish commits the sink
  * itself and sees the commit result, and free discards it unless committed. The record
@@ -27,6 +28,7 @@ struct record_writer {
     struct cairn_writer *sink;             /* the driver's, committed by finish */
     struct cairn_writer *chain;            /* the stages in front of sink; NULL until built */
     struct cairn_writer *logical, *stored; /* hash stages inside the chain */
+    int logical_is_list;                   /* chunked: logical counts only, see record_chain */
     int64_t size_hint;                     /* add_file's, for the compressor */
     uint8_t *probe;                        /* AUTO, undecided: the first bytes */
     size_t nprobe;
@@ -52,9 +54,19 @@ static void record_chain(struct record_writer *r, enum cairn_compression comp)
     /* Uncompressed, the logical bytes are the stored bytes: one hash serves both (and runs
      * on the helper thread when pipelined, unless the caller reads it as it writes). */
     r->logical = r->stored;
-    if (comp == CAIRN_COMPRESS_ZSTD || comp == CAIRN_COMPRESS_CHUNKS ||
-        (r->opts.pipeline && r->opts.share_sha256))
+    if (comp == CAIRN_COMPRESS_CHUNKS && !r->opts.share_sha256 && r->b->st->keys != NULL) {
+        /* Encrypted, no whole-file hash: each chunk's keyed id authenticates its bytes and
+         * the list's hash their order, so a second keyed pass over every byte would prove
+         * nothing more and nobody outside can compare it (it cost 17 % of a first backup:
+         * docs/PERFORMANCE.md). A plain repository keeps the file's SHA-256, which `cairn ls`
+         * shows. The stage in front counts the content's bytes; logical_sha256 records the
+         * list's hash (docs/FORMAT.md). */
+        r->logical = mid;
+        r->logical_is_list = 1;
+    } else if (comp == CAIRN_COMPRESS_ZSTD || comp == CAIRN_COMPRESS_CHUNKS ||
+               (r->opts.pipeline && r->opts.share_sha256)) {
         r->logical = mid = storage_hash_writer_new(r->b->st, mid);
+    }
     r->chain = mid;
 }
 
@@ -137,7 +149,8 @@ static void record_outcome(struct record_writer *r, int rc, const struct cairn_e
         cairn_hash_writer_digest(r->stored, d);
         cairn_hex_encode(d, 32, r->rec->f.sha256);
         r->rec->f.logical_size = r->logical->bytes;
-        cairn_hash_writer_digest(r->logical, d);
+        if (!r->logical_is_list)
+            cairn_hash_writer_digest(r->logical, d);
         cairn_hex_encode(d, 32, r->rec->f.logical_sha256);
         if (r->copy != NULL) {
             char *name = r->copy->name;
