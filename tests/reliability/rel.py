@@ -186,6 +186,27 @@ class S3rver:
         self.proc = None
 
 
+
+def with_s3rver(tmp, fn, bucket="rel"):
+    """fn(s3) on a real S3rver started under tmp, stopped afterwards even when fn raises;
+    without s3rver the part is skipped (skips.missing_part: a failure under CI=true)."""
+    s3 = S3rver(tmp, bucket=bucket)
+    if not s3.available():
+        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
+        return
+    s3.start()
+    try:
+        fn(s3)
+    finally:
+        s3.stop()
+
+
+def new_key_file(path):
+    """A new repository key file (cairn key generate) at path; returns path."""
+    rc, _, err, _ = cairn("key", "generate", path)
+    check(rc == 0, "key generate: %s" % err)
+    return path
+
 def influx_data(root, shards=4, size=200000, seed=1):
     """An InfluxDB-1.x-shaped data directory (db/rp/shard/*.tsm) for cairnd serve."""
     import random

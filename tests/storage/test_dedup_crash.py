@@ -14,8 +14,7 @@ import json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, tmpdir, finish, CAIRN  # noqa: E402
-import skips  # noqa: E402
+from rel import check, cairn, tmpdir, finish, new_key_file, with_s3rver, CAIRN  # noqa: E402
 
 T = tmpdir("cairn-dcrash-")
 N = int(os.environ.get("CAIRN_CRASH_N", "6"))
@@ -112,19 +111,10 @@ def scenario(url, keyargs, where, n):
 
 
 def main():
-    key = os.path.join(T, "k")
-    cairn("key", "generate", key)
+    key = new_key_file(os.path.join(T, "k"))
     root = os.path.join(T, "repo")
     scenario("file://" + root, ["--key-file", key], "file", N)
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-    else:
-        s3.start()
-        try:
-            scenario(s3.url("dcrash"), [], "s3", max(2, N // 2))
-        finally:
-            s3.stop()
+    with_s3rver(T, lambda s3: scenario(s3.url("dcrash"), [], "s3", max(2, N // 2)))
     shutil.rmtree(T, ignore_errors=True)
     finish()
 
