@@ -24,7 +24,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import check, cairn, run, tmpdir, finish, with_s3rver, CAIRN  # noqa: E402
+from rel import check, cairn, run, tmpdir, finish, tree_bytes, with_s3rver, CAIRN  # noqa: E402
 import skips  # noqa: E402
 
 from cairn_crypto import aead_open, b64 as base64, hkdf, key_file_wrap, unwrap  # noqa: E402
@@ -179,16 +179,6 @@ def snapshot_archive(path):
     check(rc == 0, "cairn snapshot save: %s" % err)
     with open(path, "rb") as f:
         return f.read()
-
-
-def tree_bytes(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            p = os.path.join(r, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, d)] = f.read()
-    return out
 
 
 def scan(store, plaintexts, names, where):

@@ -117,6 +117,17 @@ def temporaries(*dirs):
             if "cairn-tmp-" in n or ".tmp." in n]
 
 
+def tree_bytes(path):
+    """{relative path: bytes} of every file under path (a small tree, held in memory)."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = fh.read()
+    return out
+
+
 def tree_sums(path):
     """{relative path: sha256} of every file under path."""
     out = {}

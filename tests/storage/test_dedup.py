@@ -20,7 +20,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import check, cairn, tmpdir, finish, new_key_file, with_s3rver  # noqa: E402
+from rel import check, cairn, tmpdir, finish, new_key_file, tree_bytes, with_s3rver  # noqa: E402
 import skips  # noqa: E402
 
 from cairn_crypto import aead_open, hkdf, key_file_wrap, unwrap  # noqa: E402
@@ -168,16 +168,6 @@ def churn(d, frac=0.01):
     return 4 * n
 
 
-def tree(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            p = os.path.join(r, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, d)] = f.read()
-    return out
-
-
 def scenario(url, store, where, keyargs, key):
     src = os.path.join(T, "src-" + where)
     make_data(src)
@@ -210,10 +200,11 @@ def scenario(url, store, where, keyargs, key):
           (where, 100.0 * changed / (MB << 20), pct))
     out = os.path.join(T, "out-" + where)
     rc, _, err, _ = cairn("restore", url, "b3", "--into", out, *keyargs)
-    check(rc == 0 and tree(out) == tree(src), "%s: restore is byte-exact: %s" % (where, err))
+    check(rc == 0 and tree_bytes(out) == tree_bytes(src),
+          "%s: restore is byte-exact: %s" % (where, err))
     try:
         got = Reader(store, key).path_files("b3")
-        want = {os.path.join(os.path.basename(src), k): v for k, v in tree(src).items()}
+        want = {os.path.join(os.path.basename(src), k): v for k, v in tree_bytes(src).items()}
         check(got == want or sorted(got.values()) == sorted(want.values()),
               "%s: the Python reader (docs/FORMAT.md) restores every file" % where)
     except Exception as e:  # noqa: BLE001
@@ -249,7 +240,8 @@ def scenario(url, store, where, keyargs, key):
     check(rc == 0, "%s: b4 verifies after prune: %s" % (where, err))
     out2 = os.path.join(T, "out2-" + where)
     rc, _, err, _ = cairn("restore", url, "b4", "--into", out2, *keyargs)
-    check(rc == 0 and tree(out2) == tree(src), "%s: b4 restores after prune: %s" % (where, err))
+    check(rc == 0 and tree_bytes(out2) == tree_bytes(src),
+          "%s: b4 restores after prune: %s" % (where, err))
     rc, out_, err, _ = cairn("prune", url, "--keep-last", "1", *keyargs)
     check(rc == 0 and "0 deleted, 0 repacked" in out_,
           "%s: a second prune has nothing to do: %s" % (where, out_.strip().splitlines()[-1:]))
