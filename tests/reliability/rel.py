@@ -117,26 +117,23 @@ def temporaries(*dirs):
             if "cairn-tmp-" in n or ".tmp." in n]
 
 
-def tree_bytes(path):
-    """{relative path: bytes} of every file under path (a small tree, held in memory)."""
-    out = {}
+def tree_files(path):
+    """(relative path, bytes) of every file under path, one at a time."""
     for root, _, files in os.walk(path):
         for f in files:
             p = os.path.join(root, f)
             with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
+                yield os.path.relpath(p, path), fh.read()
+
+
+def tree_bytes(path):
+    """{relative path: bytes} of every file under path (a small tree, held in memory)."""
+    return dict(tree_files(path))
 
 
 def tree_sums(path):
     """{relative path: sha256} of every file under path."""
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in tree_files(path)}
 
 
 class S3rver:
