@@ -16,24 +16,11 @@ for loc in skip force; do
         fail "first backup into $loc"
 done
 
-cat >"$T/cairnd.conf" <<CONF
-[cairnd]
-state = sqlite:$T/state.db
-metrics-listen = 127.0.0.1:0
-
-[schedule skip]
-source = $T/src
-to = file://$T/skip
-every = 1h
-keep-last = 5
-
-[schedule force]
-source = $T/src
-to = file://$T/force
-every = 1h
-keep-last = 5
-force-read = yes
-CONF
+{
+    printf '[cairnd]\nstate = sqlite:%s/state.db\nmetrics-listen = 127.0.0.1:0\n' "$T"
+    schedule_section skip "$T/src" "file://$T/skip"
+    schedule_section force "$T/src" "file://$T/force" force-read=yes
+} >"$T/cairnd.conf"
 "$B/cairnd" run --config "$T/cairnd.conf" --dry-run >/dev/null || fail "dry run refuses force-read"
 set_clock 2026-01-01T10:30:00Z
 start_run "$T/run.log"
