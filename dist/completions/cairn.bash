@@ -1,5 +1,6 @@
-# bash completion for cairn and cairnd. Commands and options come from the programs
-# themselves (`cairn help --commands`, `cairn help --options CMD`), so they never drift.
+# bash completion for cairn and cairnd (installed under both names). Commands, verbs and
+# options come from the programs themselves (`cairn help --commands`, `cairn help --verbs
+# CMD`, `cairn help --options CMD`), so they never drift.
 _cairn_complete() {
     local prog=${COMP_WORDS[0]} cur=${COMP_WORDS[COMP_CWORD]} cmd=${COMP_WORDS[1]}
     local IFS=$'\n'
@@ -15,10 +16,14 @@ _cairn_complete() {
     fi
     if [[ $COMP_CWORD -eq 2 ]]; then
         case $cmd in
-        snapshot) COMPREPLY=($(compgen -W $'save\ninspect\nverify\nextract' -- "$cur")); return ;;
-        key) COMPREPLY=($(compgen -W $'generate\nlist\nadd\nremove\npasswd' -- "$cur")); return ;;
         help) COMPREPLY=($(compgen -W "$("$prog" help --commands 2>/dev/null)" -- "$cur")); return ;;
         esac
+        local verbs
+        verbs=$("$prog" help --verbs "$cmd" 2>/dev/null)
+        if [[ -n $verbs ]]; then
+            COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
+            return
+        fi
     fi
     COMPREPLY=($(compgen -f -- "$cur"))
     compopt -o filenames 2>/dev/null

@@ -215,6 +215,13 @@ struct cairn_backup_info {
     char *source;    /* MANIFEST source ("" when unset; NULL when not complete) */
     char *scope;     /* MANIFEST scope as compact JSON with sorted keys; NULL when not complete
                       * or not recorded (MANIFESTs written before scopes) */
+    /* The files' bytes before compression and chunking (has_logical_size 0 when not complete,
+     * or a split MANIFEST of a cairn before the header recorded them). */
+    uint64_t logical_size;
+    int has_logical_size;
+    /* The files are chunk lists (MANIFEST version 3 or 4): size is then the lists' bytes,
+     * and the chunks they name are shared with the location's other backups. */
+    int deduplicated;
 };
 
 struct cairn_backup_list {

@@ -243,7 +243,11 @@ static const char list_help[] =
     "List the backups in a storage location, oldest first, with their status:\n"
     "  complete    the MANIFEST exists and is valid\n"
     "  incomplete  no MANIFEST: in progress, failed or interrupted (prune removes old ones)\n"
-    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key-file\n\n"
+    "  corrupt     the MANIFEST is unreadable or its seal does not match --seal-key-file\n"
+    "SIZE is the files' bytes before compression (as cairn backup counts them). STORED is\n"
+    "their bytes as stored, or 'shared' for a backup of a deduplicating repository: its files\n"
+    "are chunks shared with the other backups, so no backup has a size of its own there\n"
+    "(prune reports what a removal frees).\n\n"
     "Options:\n"
     "  --json           one JSON document on stdout\n"
     "  --seal-key-file FILE  check MANIFEST seals with this key (32 raw bytes or 64 hex digits)\n\n"
@@ -256,15 +260,36 @@ static json_t *info_json(const struct cairn_backup_info *i)
     char created[64] = "";
     if (i->created >= 0)
         format_rfc3339(i->created, 0, created, sizeof(created));
-    /* "size" is the old name of stored_bytes (docs/JSON.md). */
-    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:o, s:o, s:o, s:b, s:o}", "name", i->name,
-                     "status", cairn_backup_status_name(i->status), "created",
-                     i->created >= 0 ? json_string(created) : json_null(), "stored_bytes",
-                     (json_int_t)i->size, "size", (json_int_t)i->size, "files",
-                     (json_int_t)i->files, "kind", i->kind ? json_string(i->kind) : json_null(),
-                     "source", i->source ? json_string(i->source) : json_null(), "parent",
+    /* "size" is the old name of stored_bytes (docs/JSON.md); of a deduplicated backup it is
+     * the bytes of its chunk lists. */
+    return json_pack("{s:s, s:s, s:o, s:o, s:I, s:I, s:b, s:I, s:o, s:o, s:o, s:b, s:o}", "name",
+                     i->name, "status", cairn_backup_status_name(i->status), "created",
+                     i->created >= 0 ? json_string(created) : json_null(), "bytes",
+                     i->has_logical_size ? json_integer((json_int_t)i->logical_size) : json_null(),
+                     "stored_bytes", (json_int_t)i->size, "size", (json_int_t)i->size,
+                     "deduplicated", i->deduplicated, "files", (json_int_t)i->files, "kind",
+                     i->kind ? json_string(i->kind) : json_null(), "source",
+                     i->source ? json_string(i->source) : json_null(), "parent",
                      i->parent ? json_string(i->parent) : json_null(), "sealed", i->sealed, "error",
                      i->error ? json_string(i->error) : json_null());
+}
+
+/* One line of the text listing. */
+static void info_print(const struct cairn_backup_info *it)
+{
+    char created[64] = "-", size[32] = "-", stored[32] = "-";
+    if (it->created >= 0)
+        format_rfc3339(it->created, 0, created, sizeof(created));
+    if (it->status == CAIRN_BACKUP_COMPLETE && it->has_logical_size)
+        format_bytes(it->logical_size, size, sizeof(size));
+    if (it->status == CAIRN_BACKUP_COMPLETE && it->deduplicated)
+        snprintf(stored, sizeof(stored), "shared");
+    else if (it->status == CAIRN_BACKUP_COMPLETE)
+        format_bytes(it->size, stored, sizeof(stored));
+    printf("%-32s %-10s %-20s %10s %10s %6llu  %s%s%s\n", it->name,
+           cairn_backup_status_name(it->status), created, size, stored,
+           (unsigned long long)it->files, it->kind ? it->kind : "-", it->error ? "  " : "",
+           it->error ? it->error : "");
 }
 
 int cmd_list(int argc, char **argv)
@@ -292,20 +317,10 @@ int cmd_list(int argc, char **argv)
         if (l.count == 0)
             printf("no backups in %s\n", o.pos[0]);
         else
-            printf("%-32s %-10s %-20s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "STORED",
-                   "FILES", "KIND");
-        for (size_t i = 0; i < l.count; i++) {
-            const struct cairn_backup_info *it = &l.items[i];
-            char created[64] = "-", size[32] = "-";
-            if (it->created >= 0)
-                format_rfc3339(it->created, 0, created, sizeof(created));
-            if (it->status == CAIRN_BACKUP_COMPLETE)
-                format_bytes(it->size, size, sizeof(size));
-            printf("%-32s %-10s %-20s %10s %6llu  %s%s%s\n", it->name,
-                   cairn_backup_status_name(it->status), created, size,
-                   (unsigned long long)it->files, it->kind ? it->kind : "-", it->error ? "  " : "",
-                   it->error ? it->error : "");
-        }
+            printf("%-32s %-10s %-20s %10s %10s %6s  %s\n", "NAME", "STATUS", "CREATED", "SIZE",
+                   "STORED", "FILES", "KIND");
+        for (size_t i = 0; i < l.count; i++)
+            info_print(&l.items[i]);
     }
     cairn_backup_list_free(&l);
     return 0;

@@ -176,6 +176,21 @@ static int dispatch_help(const struct progs_cmd *cmds, size_t ncmds, const char 
             printf("%s\n", cmds[i].name);
         return CAIRN_EXIT_OK;
     }
+    /* The verbs of a command whose synopsis reads "PROG CMD VERB|VERB|... ...". */
+    if (strcmp(argv[2], "--verbs") == 0) {
+        const struct progs_cmd *c = argc > 3 ? find_cmd(cmds, ncmds, argv[3]) : NULL;
+        const char *u = c != NULL && c->usage != NULL ? strchr(c->usage, ' ') : NULL;
+        u = u != NULL ? strchr(u + 1, ' ') : NULL; /* after "PROG CMD" */
+        size_t n = u != NULL ? strcspn(u + 1, " \n") : 0;
+        if (n > 0 && memchr(u + 1, '|', n) != NULL &&
+            strspn(u + 1, "abcdefghijklmnopqrstuvwxyz|") >= n)
+            for (const char *v = u + 1, *end = u + 1 + n; v < end;) {
+                size_t k = strcspn(v, "| \n");
+                printf("%.*s\n", (int)k, v);
+                v += k + 1;
+            }
+        return c != NULL ? CAIRN_EXIT_OK : CAIRN_EXIT_USAGE;
+    }
     if (strcmp(argv[2], "--options") == 0) {
         const struct progs_cmd *c = argc > 3 ? find_cmd(cmds, ncmds, argv[3]) : NULL;
         for (size_t k = 0; c != NULL && c->opts != NULL && c->opts[k].name != NULL; k++)

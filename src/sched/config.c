@@ -116,7 +116,7 @@ struct parser {
     struct cairn_err *err;
     int in_daemon;                 /* current section is [cairnd] */
     struct cairn_schedule_cfg *sc; /* current [schedule] or NULL */
-    unsigned seen;                 /* bitmask of keys seen in the current section */
+    uint64_t seen;                 /* bitmask of keys seen in the current section */
 };
 
 static int bad(struct parser *p, const char *fmt, ...) CAIRN_PRINTF(2, 3);
@@ -325,6 +325,17 @@ static int webhook_on_key(struct parser *p, const char *k, const char *v)
     return CAIRN_OK;
 }
 
+/* force-read = yes: read every file of a local path, also those unchanged since the parent
+ * backup (cairn backup --force-read). */
+static int force_read_key(struct parser *p, const char *k, const char *v)
+{
+    int yes = strcmp(v, "yes") == 0 || strcmp(v, "true") == 0;
+    if (!yes && strcmp(v, "no") != 0 && strcmp(v, "false") != 0)
+        return bad(p, "%s = '%s': expected yes or no (true or false)", k, v);
+    p->sc->force_read = yes;
+    return CAIRN_OK;
+}
+
 /* "every 1d" (or a bare interval). */
 static int drill_key(struct parser *p, const char *k, const char *v)
 {
@@ -428,6 +439,7 @@ static const struct key k_schedule_keys[] = {
     {"keep-within", KEY_DURATION, SCH(keep_within), 1, 0, "a duration such as 7d, 36h, 2w, 1y",
      NULL},
     {"rate-limit", KEY_FUNC, 0, 0, 0, NULL, rate_limit_key},
+    {"force-read", KEY_FUNC, 0, 0, 0, NULL, force_read_key},
     {"before", KEY_STRING, SCH(hooks.before), 0, 0, NULL, NULL},
     {"after", KEY_STRING, SCH(hooks.after), 0, 0, NULL, NULL},
     {"on-failure", KEY_STRING, SCH(hooks.on_failure), 0, 0, NULL, NULL},
@@ -440,9 +452,9 @@ static const struct key k_schedule_keys[] = {
     {NULL, KEY_FUNC, 0, 0, 0, NULL, NULL},
 };
 
-/* Keys seen in a section are bits of an unsigned. */
-_Static_assert(sizeof(k_daemon_keys) / sizeof(k_daemon_keys[0]) <= 32, "too many [cairnd] keys");
-_Static_assert(sizeof(k_schedule_keys) / sizeof(k_schedule_keys[0]) <= 32,
+/* Keys seen in a section are bits of a uint64_t (struct parser's seen). */
+_Static_assert(sizeof(k_daemon_keys) / sizeof(k_daemon_keys[0]) <= 64, "too many [cairnd] keys");
+_Static_assert(sizeof(k_schedule_keys) / sizeof(k_schedule_keys[0]) <= 64,
                "too many [schedule] keys");
 
 static const struct key *section_keys(const struct parser *p)
@@ -462,7 +474,7 @@ static int key_index(const struct key *keys, const char *k)
 static int seen(const struct parser *p, const char *key)
 {
     int i = key_index(section_keys(p), key);
-    return i >= 0 && (p->seen & (1u << i));
+    return i >= 0 && (p->seen & ((uint64_t)1 << i));
 }
 
 /* Store v into the field of key (in base: the config or the schedule). */
@@ -665,9 +677,9 @@ static int line(struct parser *p, char *s)
     int idx = key_index(keys, k);
     if (idx < 0)
         return bad(p, "unknown key '%s' in [%s]", k, p->in_daemon ? "cairnd" : "schedule");
-    if (p->seen & (1u << idx))
+    if (p->seen & ((uint64_t)1 << idx))
         return bad(p, "'%s' set twice in one section", k);
-    p->seen |= 1u << idx;
+    p->seen |= (uint64_t)1 << idx;
     if (*v == '\0')
         return bad(p, "'%s' has an empty value", k);
     char *ev = NULL;

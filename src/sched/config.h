@@ -56,6 +56,7 @@ struct cairn_schedule_cfg {
     int64_t keep_within; /* seconds; 0 = off */
     enum cairn_catchup_policy catchup;
     uint64_t rate_limit; /* upload bytes per second (rate-limit = 50M); 0 = unlimited */
+    int force_read;      /* a local path: read every file, also those unchanged since the parent */
     struct cairn_hooks_cfg hooks;
     /* Restore drills (sched/drill.c): every drill_every seconds (0: none) the newest complete
      * backup is restored into a scratch directory under [cairnd] drill-dir and probed with

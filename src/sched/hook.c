@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +15,10 @@
 #include <unistd.h>
 
 #include "cairn/log.h"
+#include "common/spawn.h"
 #include "common/util.h"
 
 extern char **environ;
-
-#define HOOK_LINE_MAX 1024
 
 void hook_env_set(struct hook_env *e, const char *name, const char *fmt, ...)
 {
@@ -67,78 +65,12 @@ static char **child_env(const struct hook_env *env)
     return out;
 }
 
-struct out_lines {
-    const char *what;
-    char line[HOOK_LINE_MAX];
-    size_t len;
-};
-
-static void log_line(struct out_lines *o)
-{
-    if (o->len == 0)
-        return;
-    char esc[HOOK_LINE_MAX * 4 + 1];
-    str_escape(esc, sizeof(esc), o->line, o->len);
-    cairn_info("hook", "%s: %s", o->what, esc);
-    o->len = 0;
-}
-
-/* Log what fd has; 0 at its end. Long lines are logged in pieces. */
-static int drain(int fd, struct out_lines *o)
-{
-    char buf[4096];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return 1;
-    if (n <= 0) {
-        log_line(o);
-        return 0;
-    }
-    for (ssize_t i = 0; i < n; i++) {
-        if (buf[i] == '\n' || o->len == sizeof(o->line)) {
-            log_line(o);
-            if (buf[i] == '\n')
-                continue;
-        }
-        o->line[o->len++] = buf[i];
-    }
-    return 1;
-}
-
 static int spawn(const char *command, const struct hook_env *env, int outfd, pid_t *pid)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0); /* its own group: a timeout kills all it started */
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none); /* cairnd's threads block SIGTERM etc. */
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, outfd, 1);
-    posix_spawn_file_actions_adddup2(&fa, outfd, 2);
-    char *argv[] = {"sh", "-c", (char *)command, NULL};
     char **envp = child_env(env);
-    int e = posix_spawn(pid, "/bin/sh", &fa, &at, argv, envp);
+    int e = spawn_sh(command, (const int[3]){-1, outfd, outfd}, envp, pid);
     free(envp);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
     return e;
-}
-
-/* The shell's status as a result: 0 exit is CAIRN_OK. */
-static int exit_result(int st, const char *what, struct cairn_err *err)
-{
-    if (WIFSIGNALED(st))
-        return cairn_err_set(err, CAIRN_E_IO, "%s killed by signal %d", what, WTERMSIG(st));
-    if (WEXITSTATUS(st) != 0)
-        return cairn_err_set(err, CAIRN_E_IO, "%s exited with status %d", what, WEXITSTATUS(st));
-    return CAIRN_OK;
 }
 
 /* Logs the output until the shell exits, the deadline passes or a cancel; then kills the
@@ -160,7 +92,7 @@ int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
         return cairn_err_sys(err, CAIRN_E_IO, e, "%s: cannot run /bin/sh", what);
     }
     cairn_debug("hook", "%s: started (pid %d)", what, (int)pid);
-    struct out_lines o = {.what = what};
+    struct spawn_lines o = {.level = CAIRN_LOG_INFO, .component = "hook", .prefix = what};
     uint64_t deadline = mono_ns() + (uint64_t)timeout_s * 1000000000ull;
     int open = 1, st = 0, exited = 0, rc = CAIRN_OK;
     while (!exited) {
@@ -178,7 +110,7 @@ int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
         uint64_t ms = (deadline - now) / 1000000 + 1;
         struct pollfd pfd = {p[0], POLLIN, 0};
         if (open && poll(&pfd, 1, ms < 200 ? (int)ms : 200) > 0)
-            open = drain(p[0], &o);
+            open = spawn_lines_read(p[0], &o);
         else if (!open)
             poll(NULL, 0, ms < 50 ? (int)ms : 50);
         /* WNOWAIT: the shell stays a zombie, so its group id cannot be reused before the
@@ -197,13 +129,13 @@ int hook_run(const char *command, const struct hook_env *env, int64_t timeout_s,
     while (open && mono_ns() < end) {
         struct pollfd pfd = {p[0], POLLIN, 0};
         if (poll(&pfd, 1, 100) > 0)
-            open = drain(p[0], &o);
+            open = spawn_lines_read(p[0], &o);
     }
-    log_line(&o);
+    spawn_lines_flush(&o);
     close(p[0]);
     if (rc == CAIRN_OK && status != NULL && WIFEXITED(st))
         *status = WEXITSTATUS(st);
     if (rc == CAIRN_OK)
-        rc = exit_result(st, what, err);
+        rc = spawn_status(st, what, err);
     return rc;
 }

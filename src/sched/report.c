@@ -1,5 +1,6 @@
 /* What the scheduler publishes: its metrics (declared at boot, refreshed before each scrape)
  * and the /healthz verdict. */
+#include <stddef.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -67,100 +68,101 @@ static int64_t widest_gap(const struct cairn_timing *t, int64_t from)
     return gap;
 }
 
+/* cairnd's metrics (docs/OPERATIONS.md), declared in this order. per_schedule: labelled
+ * "schedule". zero: exported as 0 from the start (per schedule when labelled), so that rates
+ * and alerts work before the first event. */
+#define M(field) offsetof(struct cairn_sched, m.field)
+static const struct metric_def {
+    size_t off; /* the handle in struct cairn_sched's m */
+    const char *name;
+    enum cairn_metric_type type;
+    int per_schedule, zero;
+    const char *help;
+} k_metrics[] = {
+    {M(save_errors), "cairn_snapshot_save_errors_total", CAIRN_COUNTER, 0, 1,
+     "State snapshots that could not be written to the state store."},
+    {M(creation_errors), "cairn_snapshot_creation_errors_total", CAIRN_COUNTER, 0, 1,
+     "State snapshots that could not be serialised (nothing was written)."},
+    {M(saves), "cairn_snapshot_saves_total", CAIRN_COUNTER, 0, 1, "State snapshots saved."},
+    {M(load_fallbacks), "cairn_snapshot_load_fallbacks_total", CAIRN_COUNTER, 0, 1,
+     "Corrupt stored snapshots skipped at boot in favour of an older good one."},
+    {M(age), "cairn_snapshot_age_seconds", CAIRN_GAUGE, 0, 0,
+     "Seconds since the last state snapshot was saved."},
+    {M(last_save), "cairn_snapshot_last_save_timestamp_seconds", CAIRN_GAUGE, 0, 0,
+     "Unix time of the last saved state snapshot."},
+    {M(started), "cairn_backups_started_total", CAIRN_COUNTER, 1, 1, "Backups started."},
+    {M(succeeded), "cairn_backups_succeeded_total", CAIRN_COUNTER, 1, 1, "Backups completed."},
+    {M(failed), "cairn_backups_failed_total", CAIRN_COUNTER, 1, 1, "Backups that failed."},
+    {M(existing), "cairn_backups_already_complete_total", CAIRN_COUNTER, 1, 1,
+     "Runs skipped because their backup already existed complete (idempotent re-runs)."},
+    {M(bytes), "cairn_backup_bytes_total", CAIRN_COUNTER, 1, 1,
+     "Logical bytes (before compression) stored by completed backups."},
+    {M(duration), "cairn_backup_duration_seconds", CAIRN_HISTOGRAM, 1, 0,
+     "Wall time of completed backups."},
+    {M(last_success), "cairn_backup_last_success_timestamp_seconds", CAIRN_GAUGE, 1, 0,
+     "Unix time the last backup of the schedule completed."},
+    {M(catchup_runs), "cairn_catchup_runs_total", CAIRN_COUNTER, 1, 1,
+     "Catch-up runs started for missed instants."},
+    {M(catchup_skipped), "cairn_catchup_skipped_total", CAIRN_COUNTER, 1, 1,
+     "Missed instants skipped by the catch-up policy or cap."},
+    {M(pruned), "cairn_prune_removed_total", CAIRN_COUNTER, 1, 1,
+     "Old backups removed by the keep-* rules."},
+    {M(prune_errors), "cairn_prune_errors_total", CAIRN_COUNTER, 1, 1, "Prune passes that failed."},
+    {M(gc_reclaimed), "cairn_gc_reclaimed_bytes_total", CAIRN_COUNTER, 1, 1,
+     "Bytes of chunk packs deleted or shrunk by the garbage collection after a prune "
+     "(deduplicating repositories)."},
+    {M(gc_errors), "cairn_gc_errors_total", CAIRN_COUNTER, 1, 1,
+     "Garbage collections after a prune that failed (the next prune collects again)."},
+    {M(in_flight), "cairn_backups_in_flight", CAIRN_GAUGE, 0, 1, "Backups running now."},
+    {M(clock_back), "cairn_clock_backwards_total", CAIRN_COUNTER, 0, 1,
+     "Wall-clock steps back seen (schedules then continue from the current time)."},
+    {M(clock_fwd), "cairn_clock_forwards_total", CAIRN_COUNTER, 0, 1,
+     "Wall-clock steps forward seen (not counting suspend)."},
+    {M(clock_step), "cairn_clock_last_step_seconds", CAIRN_GAUGE, 0, 1,
+     "Size of the last wall-clock step, negative when back; 0 before any."},
+    {M(hook_failures), "cairn_hook_failures_total", CAIRN_COUNTER, 1, 1,
+     "Hooks (before, after, on-failure) that failed or timed out."},
+    {M(webhook_failures), "cairn_webhook_failures_total", CAIRN_COUNTER, 1, 1,
+     "Webhook notifications not delivered after every retry."},
+    {M(drill_last), "cairn_drill_last_timestamp_seconds", CAIRN_GAUGE, 1, 0,
+     "Unix time the last restore drill of the schedule finished."},
+    {M(drill_ok), "cairn_drill_last_success", CAIRN_GAUGE, 1, 0,
+     "1 when the last restore drill restored and probed the backup, 0 when it failed."},
+    {M(drill_secs), "cairn_drill_duration_seconds", CAIRN_GAUGE, 1, 0,
+     "Wall time of the last restore drill (restore and probe)."},
+    {M(drill_failures), "cairn_drill_failures_total", CAIRN_COUNTER, 1, 0,
+     "Restore drills that failed."},
+    {M(interval), "cairn_schedule_interval_seconds", CAIRN_GAUGE, 1, 0,
+     "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), for "
+     "alerts on missing backups."},
+    {M(drill_interval), "cairn_drill_interval_seconds", CAIRN_GAUGE, 1, 0,
+     "Spacing of the schedule's restore drills (drill = every D)."},
+    {M(start_time), "cairn_start_time_seconds", CAIRN_GAUGE, 0, 0, "Unix time cairnd run started."},
+};
+#undef M
+
 void sched_declare_metrics(struct cairn_sched *s, struct cairn_metrics *m)
 {
     static const double buckets[] = {1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 14400};
     const size_t nb = sizeof(buckets) / sizeof(buckets[0]);
-#define D(field, name, type, help, label)                                                          \
-    s->m.field = metrics_declare(m, name, type, help, label, buckets, nb)
-    D(save_errors, "cairn_snapshot_save_errors_total", CAIRN_COUNTER,
-      "State snapshots that could not be written to the state store.", NULL);
-    D(creation_errors, "cairn_snapshot_creation_errors_total", CAIRN_COUNTER,
-      "State snapshots that could not be serialised (nothing was written).", NULL);
-    D(saves, "cairn_snapshot_saves_total", CAIRN_COUNTER, "State snapshots saved.", NULL);
-    D(load_fallbacks, "cairn_snapshot_load_fallbacks_total", CAIRN_COUNTER,
-      "Corrupt stored snapshots skipped at boot in favour of an older good one.", NULL);
-    D(age, "cairn_snapshot_age_seconds", CAIRN_GAUGE,
-      "Seconds since the last state snapshot was saved.", NULL);
-    D(last_save, "cairn_snapshot_last_save_timestamp_seconds", CAIRN_GAUGE,
-      "Unix time of the last saved state snapshot.", NULL);
-    D(started, "cairn_backups_started_total", CAIRN_COUNTER, "Backups started.", "schedule");
-    D(succeeded, "cairn_backups_succeeded_total", CAIRN_COUNTER, "Backups completed.", "schedule");
-    D(failed, "cairn_backups_failed_total", CAIRN_COUNTER, "Backups that failed.", "schedule");
-    D(existing, "cairn_backups_already_complete_total", CAIRN_COUNTER,
-      "Runs skipped because their backup already existed complete (idempotent re-runs).",
-      "schedule");
-    D(bytes, "cairn_backup_bytes_total", CAIRN_COUNTER,
-      "Logical bytes (before compression) stored by completed backups.", "schedule");
-    D(duration, "cairn_backup_duration_seconds", CAIRN_HISTOGRAM, "Wall time of completed backups.",
-      "schedule");
-    D(last_success, "cairn_backup_last_success_timestamp_seconds", CAIRN_GAUGE,
-      "Unix time the last backup of the schedule completed.", "schedule");
-    D(catchup_runs, "cairn_catchup_runs_total", CAIRN_COUNTER,
-      "Catch-up runs started for missed instants.", "schedule");
-    D(catchup_skipped, "cairn_catchup_skipped_total", CAIRN_COUNTER,
-      "Missed instants skipped by the catch-up policy or cap.", "schedule");
-    D(pruned, "cairn_prune_removed_total", CAIRN_COUNTER,
-      "Old backups removed by the keep-* rules.", "schedule");
-    D(prune_errors, "cairn_prune_errors_total", CAIRN_COUNTER, "Prune passes that failed.",
-      "schedule");
-    D(gc_reclaimed, "cairn_gc_reclaimed_bytes_total", CAIRN_COUNTER,
-      "Bytes of chunk packs deleted or shrunk by the garbage collection after a prune "
-      "(deduplicating repositories).",
-      "schedule");
-    D(gc_errors, "cairn_gc_errors_total", CAIRN_COUNTER,
-      "Garbage collections after a prune that failed (the next prune collects again).", "schedule");
-    D(in_flight, "cairn_backups_in_flight", CAIRN_GAUGE, "Backups running now.", NULL);
-    D(clock_back, "cairn_clock_backwards_total", CAIRN_COUNTER,
-      "Wall-clock steps back seen (schedules then continue from the current time).", NULL);
-    D(clock_fwd, "cairn_clock_forwards_total", CAIRN_COUNTER,
-      "Wall-clock steps forward seen (not counting suspend).", NULL);
-    D(clock_step, "cairn_clock_last_step_seconds", CAIRN_GAUGE,
-      "Size of the last wall-clock step, negative when back; 0 before any.", NULL);
-    D(hook_failures, "cairn_hook_failures_total", CAIRN_COUNTER,
-      "Hooks (before, after, on-failure) that failed or timed out.", "schedule");
-    D(webhook_failures, "cairn_webhook_failures_total", CAIRN_COUNTER,
-      "Webhook notifications not delivered after every retry.", "schedule");
-    D(drill_last, "cairn_drill_last_timestamp_seconds", CAIRN_GAUGE,
-      "Unix time the last restore drill of the schedule finished.", "schedule");
-    D(drill_ok, "cairn_drill_last_success", CAIRN_GAUGE,
-      "1 when the last restore drill restored and probed the backup, 0 when it failed.",
-      "schedule");
-    D(drill_secs, "cairn_drill_duration_seconds", CAIRN_GAUGE,
-      "Wall time of the last restore drill (restore and probe).", "schedule");
-    D(drill_failures, "cairn_drill_failures_total", CAIRN_COUNTER, "Restore drills that failed.",
-      "schedule");
-    D(interval, "cairn_schedule_interval_seconds", CAIRN_GAUGE,
-      "Longest spacing of the schedule's runs (every; for cron the widest gap of the next 16), "
-      "for alerts on missing backups.",
-      "schedule");
-    D(drill_interval, "cairn_drill_interval_seconds", CAIRN_GAUGE,
-      "Spacing of the schedule's restore drills (drill = every D).", "schedule");
-    D(start_time, "cairn_start_time_seconds", CAIRN_GAUGE, "Unix time cairnd run started.", NULL);
-#undef D
+    for (size_t i = 0; i < sizeof(k_metrics) / sizeof(k_metrics[0]); i++) {
+        const struct metric_def *d = &k_metrics[i];
+        struct cairn_metric *f = metrics_declare(m, d->name, d->type, d->help,
+                                                 d->per_schedule ? "schedule" : NULL, buckets, nb);
+        *(struct cairn_metric **)(void *)((char *)s + d->off) = f;
+        if (d->zero && !d->per_schedule)
+            metrics_add(f, NULL, 0);
+        for (size_t j = 0; d->zero && d->per_schedule && j < s->cfg->n_schedules; j++)
+            metrics_add(f, s->cfg->schedules[j].name, 0);
+    }
     metrics_set(s->m.start_time, NULL, (double)time(NULL));
     for (size_t j = 0; j < s->cfg->n_schedules; j++) {
         const struct cairn_schedule_cfg *c = &s->cfg->schedules[j];
         metrics_set(s->m.interval, c->name, (double)widest_gap(&c->timing, time(NULL)));
-        if (c->drill_every > 0)
+        if (c->drill_every > 0) {
             metrics_set(s->m.drill_interval, c->name, (double)c->drill_every);
+            metrics_add(s->m.drill_failures, c->name, 0);
+        }
     }
-    /* Export every series from the start, so rates and alerts work before the first event. */
-    struct cairn_metric *unlabelled[] = {s->m.save_errors,    s->m.creation_errors, s->m.saves,
-                                         s->m.load_fallbacks, s->m.in_flight,       s->m.clock_back,
-                                         s->m.clock_fwd,      s->m.clock_step};
-    for (size_t i = 0; i < sizeof(unlabelled) / sizeof(unlabelled[0]); i++)
-        metrics_add(unlabelled[i], NULL, 0);
-    struct cairn_metric *per[] = {s->m.started,         s->m.succeeded, s->m.failed,
-                                  s->m.existing,        s->m.bytes,     s->m.catchup_runs,
-                                  s->m.catchup_skipped, s->m.pruned,    s->m.prune_errors,
-                                  s->m.gc_reclaimed,    s->m.gc_errors, s->m.hook_failures,
-                                  s->m.webhook_failures};
-    for (size_t j = 0; j < s->cfg->n_schedules; j++)
-        for (size_t i = 0; i < sizeof(per) / sizeof(per[0]); i++)
-            metrics_add(per[i], s->cfg->schedules[j].name, 0);
-    for (size_t j = 0; j < s->cfg->n_schedules; j++)
-        if (s->cfg->schedules[j].drill_every > 0)
-            metrics_add(s->m.drill_failures, s->cfg->schedules[j].name, 0);
     metrics_on_collect(m, collect, s);
 }

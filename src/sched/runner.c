@@ -87,6 +87,7 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
         .commit_check = run->commit_check,
         .commit_check_ctx = run->commit_ctx,
         .rate_limit = c->rate_limit,
+        .force_read = c->force_read,
         .has_start = c->has_start,
         .start_sec = c->start_sec,
         .start_nsec = c->start_nsec,
@@ -113,8 +114,11 @@ static int run_backup(void *ctx, const struct cairn_run *run, const volatile int
     memset(&r, 0, sizeof(r));
     int rc = cairn_engine_backup(&o, &r, err);
     wipe(key, sizeof(key));
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) {
         res->bytes = r.bytes;
+        res->unchanged_files = r.unchanged_files;
+        res->unchanged_bytes = r.unchanged_bytes;
+    }
     return rc;
 }
 

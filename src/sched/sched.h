@@ -77,6 +77,8 @@ struct cairn_run {
 
 struct cairn_run_result {
     uint64_t bytes;
+    /* A local path: files not read because unchanged since the parent, and their bytes. */
+    uint64_t unchanged_files, unchanged_bytes;
 };
 
 /* What a prune did: the backups removed, then (after at least one removal) the garbage

@@ -1,5 +1,6 @@
 /* One worker thread per schedule: its boot catch-up, then each due instant in order through
  * the run gate; skips, clock rewinds, and the run itself (check, backup, prune). */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -174,8 +175,15 @@ static int take_backup(struct cairn_sched *s, struct cairn_run *run, const char 
         metrics_set(s->m.last_success, sn, (double)sched_now(s));
         char size[32];
         format_bytes(res.bytes, size, sizeof(size));
-        cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs", sn, run->name, size,
-                   secs);
+        char skipped[96] = "";
+        if (res.unchanged_files > 0) {
+            char ub[32];
+            format_bytes(res.unchanged_bytes, ub, sizeof(ub));
+            snprintf(skipped, sizeof(skipped), " (%llu unchanged files, %s, not read)",
+                     (unsigned long long)res.unchanged_files, ub);
+        }
+        cairn_info("sched", "schedule %s: backup %s complete: %s in %.1fs%s", sn, run->name, size,
+                   secs, skipped);
         prune_after(s, run);
     } else if (rc == CAIRN_E_CANCELLED) {
         cairn_warn("sched",

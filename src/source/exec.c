@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +18,11 @@
 #include "cairn/io.h"
 #include "cairn/log.h"
 #include "cairn/source.h"
+#include "common/spawn.h"
 #include "common/util.h"
 #include "source/internal.h"
 
-#define EXEC_FILE    "snapshot"
-#define LINE_MAX_LOG 1024
-
-extern char **environ;
+#define EXEC_FILE "snapshot"
 
 struct exec_src {
     char *command;
@@ -61,9 +58,8 @@ static void exec_free(void *state)
 /* A running child: its pid (leader of its own process group) and our ends of its pipes. */
 struct child {
     pid_t pid;
-    int in, out, errfd; /* -1 when not connected */
-    char line[LINE_MAX_LOG];
-    size_t linelen;
+    int in, out, errfd;        /* -1 when not connected */
+    struct spawn_lines errlog; /* stderr, as warnings */
 };
 
 /* Start sh -c command. want_in: connect stdin to a pipe (else /dev/null); stdout goes to a
@@ -74,7 +70,8 @@ static int child_start(const char *command, int want_in, int want_out, struct ch
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
     c->pid = -1;
     c->in = c->out = c->errfd = -1;
-    c->linelen = 0;
+    c->errlog =
+        (struct spawn_lines){.level = CAIRN_LOG_WARN, .component = "source", .prefix = "exec"};
     if ((want_in && pipe2(pin, O_CLOEXEC) != 0) || (want_out && pipe2(pout, O_CLOEXEC) != 0) ||
         pipe2(perr, O_CLOEXEC) != 0) {
         int e = errno;
@@ -86,31 +83,9 @@ static int child_start(const char *command, int want_in, int want_out, struct ch
         }
         return cairn_err_sys(err, CAIRN_E_IO, e, "exec source: pipe");
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0); /* its own group: a timeout kills the whole pipeline */
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    if (want_in)
-        posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    else
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    if (want_out)
-        posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    else
-        posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    char *argv[] = {"sh", "-c", (char *)command, NULL};
-    int rc = posix_spawn(&c->pid, "/bin/sh", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
+    int rc =
+        spawn_sh(command, (const int[3]){want_in ? pin[0] : -1, want_out ? pout[1] : -1, perr[1]},
+                 NULL, &c->pid);
     if (want_in)
         close(pin[0]);
     if (want_out)
@@ -133,38 +108,13 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* Log one line of the child's stderr (escaped: it is untrusted text). */
-static void log_line(struct child *c)
-{
-    if (c->linelen == 0)
-        return;
-    char esc[LINE_MAX_LOG * 4 + 1];
-    str_escape(esc, sizeof(esc), c->line, c->linelen);
-    cairn_warn("source", "exec: %s", esc);
-    c->linelen = 0;
-}
-
-/* Drain what stderr has; returns 0 at its EOF. Long lines are logged in pieces. */
+/* Log what stderr has; returns 0 at its EOF (and closes it). */
 static int read_stderr(struct child *c)
 {
-    char buf[4096];
-    ssize_t n = read(c->errfd, buf, sizeof(buf));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    if (spawn_lines_read(c->errfd, &c->errlog))
         return 1;
-    if (n <= 0) {
-        log_line(c);
-        close_fd(&c->errfd);
-        return 0;
-    }
-    for (ssize_t i = 0; i < n; i++) {
-        if (buf[i] == '\n' || c->linelen == sizeof(c->line)) {
-            log_line(c);
-            if (buf[i] == '\n')
-                continue;
-        }
-        c->line[c->linelen++] = buf[i];
-    }
-    return 1;
+    close_fd(&c->errfd);
+    return 0;
 }
 
 /* Stop the child's group (timeout, cancel or our own failure) and reap it. */
@@ -192,13 +142,10 @@ static int child_wait(struct child *c, const char *what, struct cairn_err *err)
         }
     }
     c->pid = -1;
-    if (WIFSIGNALED(st))
-        return cairn_err_set(err, CAIRN_E_IO, "exec source: %s killed by signal %d", what,
-                             WTERMSIG(st));
-    if (WEXITSTATUS(st) != 0)
-        return cairn_err_set(err, CAIRN_E_IO, "exec source: %s exited with status %d", what,
-                             WEXITSTATUS(st));
-    return CAIRN_OK;
+    char *w = xasprintf("exec source: %s", what);
+    int rc = spawn_status(st, w, err);
+    free(w);
+    return rc;
 }
 
 /* Between polls: cancel (the source handle also cancels at its whole-run timeout). */

@@ -83,6 +83,12 @@ struct cairn_backup {
      * stays in storage: it is streamed (manifest_scan) and loaded only when files_loaded is
      * asked for (cairn_backup_file_at/find), so opening and verifying take bounded memory. */
     uint64_t sum_files, sum_size;
+    /* The files' logical bytes (before compression and chunking): a split MANIFEST written
+     * before the header had files.logical_size has none (has_sum_logical 0). chunked: a
+     * MANIFEST of version 3 or 4, whose files are chunk lists in the repository's chunk
+     * store (shared with other backups). */
+    uint64_t sum_logical;
+    int has_sum_logical, chunked;
     json_t *parts;
     int files_loaded;
     struct files_sum list_sum; /* read-only handles: of the whole file list */

@@ -88,6 +88,9 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
             info->created = b->created;
             info->files = b->sum_files;
             info->size = b->sum_size;
+            info->logical_size = b->sum_logical;
+            info->has_logical_size = b->has_sum_logical;
+            info->deduplicated = b->chunked;
             info->kind = xstrdup(b->kind ? b->kind : "");
             info->parent = b->parent ? xstrdup(b->parent) : NULL;
             info->source = xstrdup(b->source ? b->source : "");

@@ -154,6 +154,7 @@ struct body_out {
     size_t len;
     int rc;
     struct cairn_err *err;
+    uint64_t logical; /* the logical bytes of every file line put so far */
 };
 
 static void part_name(size_t i, char *out, size_t cap)
@@ -294,6 +295,7 @@ static void put_lines(struct body_out *o, struct file_rec **recs, size_t n, uint
     for (size_t i = 0; i < n && o->rc == CAIRN_OK; i++) {
         out_put(o, line, file_line(&recs[i]->f, line));
         *total += recs[i]->f.size;
+        o->logical += recs[i]->f.logical_size;
     }
 }
 
@@ -364,13 +366,14 @@ static int write_split(struct cairn_backup *b, const uint8_t *key, struct cairn_
         return rc;
     char created[64];
     format_rfc3339(b->created, 0, created, sizeof(created));
-    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I}, s:O}", "version",
+    json_t *m = json_pack("{s:i, s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I}, s:O}", "version",
                           repo_chunking(b->st->repo) != NULL ? MANIFEST_CHUNKED_SPLIT_VERSION
                                                              : MANIFEST_SPLIT_VERSION,
                           "name", b->name, "created", created, "source", b->source ? b->source : "",
                           "kind", b->kind ? b->kind : "files", "parent",
                           b->parent ? json_string(b->parent) : json_null(), "files", "count",
-                          (json_int_t)nfiles, "size", (json_int_t)total, "parts", o->parts);
+                          (json_int_t)nfiles, "size", (json_int_t)total, "logical_size",
+                          (json_int_t)o->logical, "parts", o->parts);
     if (m == NULL)
         abort();
     if (b->scope != NULL) /* in the header: list and parent lookup read headers only */
@@ -535,6 +538,12 @@ static int parse_parts(struct cairn_backup *b, json_t *files, json_t *parts, str
             strcmp(name, want) != 0 || psize < 0 || !is_hex64(sha))
             return BAD("backup '%s': MANIFEST part %zu is invalid", b->name, i);
     }
+    /* logical_size: optional (split MANIFESTs of cairn before it have none). */
+    json_t *lg = json_object_get(files, "logical_size");
+    if (lg != NULL && (!json_is_integer(lg) || json_integer_value(lg) < 0))
+        return BAD("backup '%s': MANIFEST has a bad files.logical_size", b->name);
+    b->has_sum_logical = lg != NULL;
+    b->sum_logical = lg != NULL ? (uint64_t)json_integer_value(lg) : 0;
     b->sum_files = (uint64_t)count;
     b->sum_size = (uint64_t)size;
     json_decref(b->parts);
@@ -630,6 +639,7 @@ int manifest_parse(struct cairn_backup *b, const char *text, size_t len, const u
                  b->name, (long long)version, CAIRN_MANIFEST_VERSION,
                  MANIFEST_CHUNKED_SPLIT_VERSION);
     /* 3 and 4 are 1 and 2 whose files may be chunk lists: the same layouts. */
+    b->chunked = version == MANIFEST_CHUNKED_VERSION || version == MANIFEST_CHUNKED_SPLIT_VERSION;
     if (version == MANIFEST_CHUNKED_VERSION)
         version = CAIRN_MANIFEST_VERSION;
     else if (version == MANIFEST_CHUNKED_SPLIT_VERSION)
@@ -647,9 +657,12 @@ int manifest_parse(struct cairn_backup *b, const char *text, size_t len, const u
         for (size_t i = 0; i < n; i++)
             files_sum_add(&b->list_sum, &recs[i]->f);
         b->sum_files = n;
-        b->sum_size = 0;
-        for (size_t i = 0; i < n; i++)
+        b->sum_size = b->sum_logical = 0;
+        for (size_t i = 0; i < n; i++) {
             b->sum_size += recs[i]->f.size;
+            b->sum_logical += recs[i]->f.logical_size;
+        }
+        b->has_sum_logical = 1;
         json_decref(b->meta);
         b->meta = json_incref(meta);
     }
@@ -796,7 +809,7 @@ static struct file_rec *parse_line(char *line)
 static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
 {
     struct cairn_backup *b = in->b;
-    uint64_t n = 0, total = 0;
+    uint64_t n = 0, total = 0, logical = 0;
     char line[LINE_CAP], prev[LINE_CAP] = "";
     while (in->rc == CAIRN_OK && n < b->sum_files && in_line(in, line) == CAIRN_OK) {
         struct file_rec *r = parse_line(line);
@@ -811,9 +824,11 @@ static int scan_file_list(struct body_in *in, manifest_file_fn fn, void *arg)
         snprintf(prev, sizeof(prev), "%s", r->f.name);
         n++;
         total += r->f.size;
+        logical += r->f.logical_size;
         in->rc = fn(arg, r, &in->e);
     }
-    if (in->rc == CAIRN_OK && total != b->sum_size)
+    if (in->rc == CAIRN_OK &&
+        (total != b->sum_size || (b->has_sum_logical && logical != b->sum_logical)))
         in->rc =
             cairn_err_set(&in->e, CAIRN_E_CORRUPT,
                           "backup '%s': MANIFEST file sizes do not add up to its total", b->name);

@@ -24,16 +24,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, run, tmpdir, finish, CAIRN  # noqa: E402
+from rel import check, cairn, run, tmpdir, finish, tree_bytes, with_s3rver, CAIRN  # noqa: E402
 import skips  # noqa: E402
 
-try:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-except ImportError:
-    skips.missing("python3-cryptography not installed (scripts/deps.sh test)")
+from cairn_crypto import aead_open, b64 as base64, hkdf, key_file_wrap, unwrap  # noqa: E402
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: E402
 try:
     from argon2.low_level import Type as Argon2Type, hash_secret_raw
 except ImportError:
@@ -44,10 +39,6 @@ MARKER = b"SECRET-TOKEN-5d1c9e"
 
 
 # ---- the independent decryptor (docs/FORMAT.md only) ----
-
-def hkdf(ikm, salt, info):
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-
 
 class Repo:
     """Reads a repository through a get(path) -> bytes function (path relative to it)."""
@@ -63,7 +54,7 @@ class Repo:
             k = json.loads(get(".cairn/" + name))
             salt = base64(k["salt"])
             if k["type"] == "key-file" and key is not None:
-                w = hkdf(key, salt, b"cairn key-file wrap v1")
+                w = key_file_wrap(key, k)
             elif k["type"] == "password" and password is not None and k["kdf"] == "argon2id":
                 a = k["argon2id"]
                 w = hash_secret_raw(password, salt, a["t"], a["m"], a["p"], 32, Argon2Type.ID)
@@ -73,9 +64,8 @@ class Repo:
                 w = Scrypt(salt=salt, length=32, n=s["N"], r=s["r"], p=s["p"]).derive(password)
             else:
                 continue
-            aad = ("cairn key v1 %s %s" % (k["repository"], k["id"])).encode()
             try:
-                self.master = AESGCM(w).decrypt(base64(k["nonce"]), base64(k["data"]), aad)
+                self.master = unwrap(k, w)
                 break
             except Exception:
                 continue
@@ -89,21 +79,8 @@ class Repo:
         assert hmac.compare_digest(hmac.new(self.k_config, canon, "sha256").hexdigest(), mac)
 
     def decrypt(self, backup, file, bid=bytes(16)):
-        data = self.get("%s/%s" % (backup, file))
-        assert data[:8] == b"CRNAEAD2", "no header"
-        hdr, salt, prefix = data[:32], data[8:24], data[24:32]
-        k = AESGCM(hkdf(self.k_data, salt, b"cairn object key v1"))
-        ad = (b"cairn object v1\0" + self.id + backup.encode() + b"\0" + file.encode() + b"\0" +
-              bid)
-        rest, out, i, n = data[32:], [], 0, self.chunk + 16
-        while True:
-            last = len(rest) <= n
-            piece, rest = (rest, b"") if last else (rest[:n], rest[n:])
-            nonce = prefix + ((i | 0x80000000) if last else i).to_bytes(4, "big")
-            out.append(k.decrypt(nonce, piece, hdr + ad))
-            i += 1
-            if last:
-                return b"".join(out)
+        return aead_open(self.k_data, self.id, self.chunk, backup, file,
+                         self.get("%s/%s" % (backup, file)), bid)
 
     def manifest(self, backup):
         """The MANIFEST as (header, {name: entry}, meta); a split one's parts decrypted and
@@ -146,11 +123,6 @@ class Repo:
             ents = tree["entries"]
         return {e["path"]: self.file(backup, files[e["file"]], m) for e in ents
                 if e["type"] == "file"}
-
-
-def base64(s):
-    import base64 as b
-    return b.b64decode(s, validate=True)
 
 
 class Store:
@@ -207,16 +179,6 @@ def snapshot_archive(path):
     check(rc == 0, "cairn snapshot save: %s" % err)
     with open(path, "rb") as f:
         return f.read()
-
-
-def tree_bytes(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            p = os.path.join(r, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, d)] = f.read()
-    return out
 
 
 def scan(store, plaintexts, names, where):
@@ -484,16 +446,8 @@ def main():
     keys(url, key)
     argon2id(os.path.join(T, "argon"))
 
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-    else:
-        s3.start()
-        try:
-            url = s3.url("enc")
-            round_trip(url, Store(os.path.join(s3.data, s3.bucket, "enc"), s3=True), "s3")
-        finally:
-            s3.stop()
+    with_s3rver(T, lambda s3: round_trip(s3.url("enc"), Store(os.path.join(
+        s3.data, s3.bucket, "enc"), s3=True), "s3"))
     shutil.rmtree(T, ignore_errors=True)
     finish()
 

@@ -55,6 +55,8 @@ complete_words cairn backup --fr | grep -qx -- --from= || fail "bash: --fr -> --
 complete_words cairn snapshot ver | grep -qx verify || fail "bash: snapshot ver -> verify"
 complete_words cairn list --js | grep -qx -- --json || fail "bash: list --js -> --json"
 complete_words cairnd ru | grep -qx run || fail "bash: cairnd ru -> run"
+complete_words cairn key pa | grep -qx passwd || fail "bash: key pa -> passwd"
+[ "$("$CAIRN_BIN/cairn" help --verbs list)" = "" ] || fail "help --verbs list: not a verb command"
 if command -v zsh >/dev/null 2>&1; then
     zsh -n "$CAIRN_SOURCE_DIR/dist/completions/_cairn" || fail "zsh: _cairn does not parse"
 fi

@@ -40,21 +40,7 @@ src = os.path.join(tmp, "src")
 os.makedirs(src)
 with open(os.path.join(src, "f.bin"), "wb") as f:
     f.write(os.urandom(50000))
-backups = os.path.join(tmp, "backups")
-subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "init", "file://" + backups,
-                "--no-encryption"], check=True, capture_output=True)
-c = drill_lib.Cairnd(tmp, """[cairnd]
-state = sqlite:%s/state.db
-metrics-listen = 127.0.0.1:0
-drill-dir = %s/drill
-
-[schedule files]
-source = %s
-to = file://%s
-every = 1h
-keep-last = 3
-drill = every 1h
-""" % (tmp, tmp, src, backups))
+c, backups = drill_lib.drill_config(tmp, "files", src, every="1h", keep_last=3)
 prom = None
 prom_log = open(os.path.join(tmp, "prometheus.log"), "ab")
 

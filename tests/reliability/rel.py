@@ -117,15 +117,23 @@ def temporaries(*dirs):
             if "cairn-tmp-" in n or ".tmp." in n]
 
 
-def tree_sums(path):
-    """{relative path: sha256} of every file under path."""
-    out = {}
+def tree_files(path):
+    """(relative path, bytes) of every file under path, one at a time."""
     for root, _, files in os.walk(path):
         for f in files:
             p = os.path.join(root, f)
             with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
+                yield os.path.relpath(p, path), fh.read()
+
+
+def tree_bytes(path):
+    """{relative path: bytes} of every file under path (a small tree, held in memory)."""
+    return dict(tree_files(path))
+
+
+def tree_sums(path):
+    """{relative path: sha256} of every file under path."""
+    return {rel: hashlib.sha256(data).hexdigest() for rel, data in tree_files(path)}
 
 
 class S3rver:
@@ -185,6 +193,27 @@ class S3rver:
                 self.proc.wait()
         self.proc = None
 
+
+
+def with_s3rver(tmp, fn, bucket="rel"):
+    """fn(s3) on a real S3rver started under tmp, stopped afterwards even when fn raises;
+    without s3rver the part is skipped (skips.missing_part: a failure under CI=true)."""
+    s3 = S3rver(tmp, bucket=bucket)
+    if not s3.available():
+        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
+        return
+    s3.start()
+    try:
+        fn(s3)
+    finally:
+        s3.stop()
+
+
+def new_key_file(path):
+    """A new repository key file (cairn key generate) at path; returns path."""
+    rc, _, err, _ = cairn("key", "generate", path)
+    check(rc == 0, "key generate: %s" % err)
+    return path
 
 def influx_data(root, shards=4, size=200000, seed=1):
     """An InfluxDB-1.x-shaped data directory (db/rp/shard/*.tsm) for cairnd serve."""

@@ -62,6 +62,16 @@ wait_exit() {
     wait "$2" || EXIT_RC=$?
 }
 
+# schedule_section NAME SOURCE URL [KEY=VALUE...]: a [schedule NAME] of cairnd.conf backing up
+# SOURCE into URL every hour, keeping 5, then a 'KEY = VALUE' line per further argument (not
+# every, keep-last, source or to: cairnd refuses a key set twice).
+schedule_section() {
+    printf '\n[schedule %s]\nsource = %s\nto = %s\nevery = 1h\nkeep-last = 5\n' "$1" "$2" "$3"
+    shift 3
+    local kv
+    for kv in "$@"; do printf '%s = %s\n' "${kv%%=*}" "${kv#*=}"; done
+}
+
 set_clock() { echo "$1" >"$T/clock.tmp" && mv "$T/clock.tmp" "$T/clock"; }
 
 # metric NAME [SCHEDULE]: one value from /metrics over HTTP ("" when absent).

@@ -4,110 +4,16 @@ its /metrics read over HTTP, and the drill's course: a drill on a good backup pa
 stored object XOR-damaged, the next drill fails (cairn_drill_last_success 0, counted,
 logged); the damage undone, the next one passes again; the scratch directory is gone each
 time. Deadlines bound a hang on a loaded machine; nothing waits a fixed time."""
-import calendar
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "harness"))
 import skips  # noqa: E402,F401
-
-BIN = os.environ.get("CAIRN_BIN", os.path.join(HERE, "../../build"))
-WAIT = 120
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL: " + msg, flush=True)
-    else:
-        print("ok: " + msg, flush=True)
-    return cond
-
-
-def epoch(rfc3339):
-    return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
-
-
-def wait_until(what, cond, timeout=WAIT):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.05)
-
-
-class Cairnd:
-    def __init__(self, tmp, conf):
-        self.tmp = tmp
-        self.conf = os.path.join(tmp, "cairnd.conf")
-        self.clock = os.path.join(tmp, "clock")
-        self.log = os.path.join(tmp, "run.log")
-        with open(self.conf, "w") as f:
-            f.write(conf)
-        self.proc = None
-
-    def set_clock(self, t):
-        with open(self.clock + ".tmp", "w") as f:
-            f.write(t + "\n")
-        os.rename(self.clock + ".tmp", self.clock)
-
-    def start(self):
-        self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "cairnd"), "run", "--config", self.conf,
-                                      "--fake-clock", self.clock], stdout=self.logf,
-                                     stderr=subprocess.STDOUT)
-        self.port = None
-        self.wait("cairnd to listen", lambda: self._port() is not None)
-
-    def _port(self):
-        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", self.text())
-        if self.proc.poll() is not None:
-            raise RuntimeError("cairnd exited %d: %s" % (self.proc.returncode, self.text()[-2000:]))
-        if m:
-            self.port = int(m.group(1))
-        return self.port
-
-    def text(self):
-        with open(self.log, errors="replace") as f:
-            return f.read()
-
-    def metric(self, name, schedule=None):
-        key = name + ('{schedule="%s"}' % schedule if schedule else "")
-        body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.port,
-                                      timeout=30).read().decode()
-        for line in body.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] == key:
-                return float(parts[1])
-        return None
-
-    def wait(self, what, cond, timeout=WAIT):
-        end = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() > end:
-                raise RuntimeError("timed out waiting for %s; log tail:\n%s" %
-                                   (what, self.text()[-3000:]))
-            time.sleep(0.05)
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.proc = None
-        self.logf.close()
-        return rc
+# The cairnd process, the checks and the drill schedule's configuration: tests/harness.
+from cairnd_run import (BIN, Cairnd, check, drill_config, epoch, failures,  # noqa: E402,F401
+                        finish, wait_until)
 
 
 def xor_largest(location, name):
@@ -144,28 +50,9 @@ def xor_largest(location, name):
 def run_drill_course(tmp, source, extra="", probe_says=None, schedule="db", key_file=None):
     """The course in the module docstring, for one source; probe_says: text the source's
     probe logs on a good drill; key_file: the location is an encrypted repository."""
-    backups = os.path.join(tmp, "backups")
-    os.makedirs(backups, exist_ok=True)
-    subprocess.run([os.path.join(BIN, "cairn"), "init", "file://" + backups] +
-                   (["--key-file", key_file] if key_file else ["--no-encryption"]),
-                   check=True, capture_output=True)
-    if key_file:
-        extra += "\nkey-file = %s\n" % key_file
+    c, backups = drill_config(tmp, schedule, source, extra="catch-up = latest\n" + extra,
+                              keep_last=5, key_file=key_file)
     drill_dir = os.path.join(tmp, "drill")
-    c = Cairnd(tmp, """[cairnd]
-state = sqlite:%s/state.db
-metrics-listen = 127.0.0.1:0
-drill-dir = %s
-
-[schedule %s]
-source = %s
-to = file://%s
-every = 1d
-catch-up = latest
-keep-last = 5
-drill = every 1h
-%s
-""" % (tmp, drill_dir, schedule, source, backups, extra))
     name = "20260102T000000Z-" + schedule
     c.set_clock("2026-01-01T10:30:00Z")
     c.start()

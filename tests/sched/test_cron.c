@@ -670,3 +670,33 @@ TEST(config_source_keys)
               "source-timeout = 'soon': expected a duration");
     CHECK(c == NULL);
 }
+
+/* force-read: yes/true or no/false (default no); anything else refused. The key table is past
+ * 32 keys: the last one (drill-timeout) still counts as seen, so setting it twice is refused. */
+TEST(config_force_read)
+{
+    struct cairn_config *c = NULL;
+    struct cairn_err err;
+    const char *t = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n"
+                    "force-read = yes\n"
+                    "[schedule b]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n"
+                    "force-read = false\n"
+                    "[schedule c]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n";
+    CHECK_OK(config_parse(t, strlen(t), "f.conf", &c, &err), &err);
+    if (c != NULL) {
+        CHECK_EQ_INT(c->schedules[0].force_read, 1);
+        CHECK_EQ_INT(c->schedules[1].force_read, 0);
+        CHECK_EQ_INT(c->schedules[2].force_read, 0);
+    }
+    config_free(c);
+    c = NULL;
+    const char *bad = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n"
+                      "force-read = always\n";
+    CHECK_ERR(config_parse(bad, strlen(bad), "b.conf", &c, &err), CAIRN_E_INVALID, &err,
+              "b.conf:6: force-read = 'always': expected yes or no");
+    const char *twice = "[schedule a]\nsource=/x\nto=file:///y\nevery=5m\nkeep-last=1\n"
+                        "drill-timeout = 1m\nforce-read = no\ndrill-timeout = 2m\n";
+    CHECK_ERR(config_parse(twice, strlen(twice), "t.conf", &c, &err), CAIRN_E_INVALID, &err,
+              "t.conf:8: 'drill-timeout' set twice");
+    CHECK(c == NULL);
+}

@@ -8,7 +8,6 @@ import atexit
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,23 +59,7 @@ for name, extra, want in (
          r"FAILED after [0-9.]+s: drill probe of schedule hangprobe timed out after [12]s")):
     t = os.path.join(tmp, name)
     os.makedirs(t)
-    backups = os.path.join(t, "backups")
-    os.makedirs(backups)
-    subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "init", "file://" + backups,
-                    "--no-encryption"], check=True, capture_output=True)
-    c = drill_lib.Cairnd(t, """[cairnd]
-state = sqlite:%s/state.db
-metrics-listen = 127.0.0.1:0
-drill-dir = %s/drill
-
-[schedule %s]
-source = %s
-to = file://%s
-every = 1d
-keep-last = 2
-drill = every 1h
-%s
-""" % (t, t, name, src, backups, extra))
+    c, _ = drill_lib.drill_config(t, name, src, extra)
     c.set_clock("2026-01-01T10:30:00Z")
     c.start()
     try:
@@ -91,22 +74,9 @@ check("drill probe of schedule badprobe: no such table" in
       open(os.path.join(tmp, "badprobe", "run.log")).read(), "the probe's stderr is logged")
 # A probe that exits 75 (its server found the port taken) runs again with new ports.
 t = os.path.join(tmp, "retry")
-os.makedirs(os.path.join(t, "backups"))
-subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "init", "file://%s/backups" % t,
-                "--no-encryption"], check=True, capture_output=True)
-c = drill_lib.Cairnd(t, """[cairnd]
-state = sqlite:%s/state.db
-metrics-listen = 127.0.0.1:0
-drill-dir = %s/drill
-
-[schedule retry]
-source = %s
-to = file://%s/backups
-every = 1d
-keep-last = 2
-drill = every 1h
-drill-probe = echo $CAIRN_DRILL_PORT >>%s/ports; [ $(wc -l <%s/ports) -ge 2 ] || exit 75
-""" % (t, t, src, t, t, t))
+os.makedirs(t)
+c, _ = drill_lib.drill_config(t, "retry", src, "drill-probe = echo $CAIRN_DRILL_PORT >>%s/ports; "
+                              "[ $(wc -l <%s/ports) -ge 2 ] || exit 75" % (t, t))
 c.set_clock("2026-01-01T10:30:00Z")
 c.start()
 try:
@@ -129,8 +99,4 @@ child = int(open(os.path.join(tmp, "child")).read())
 check(not os.path.exists("/proc/%d" % child) or
       open("/proc/%d/stat" % child).read().split(")")[1].split()[0] == "Z",
       "the hanging probe's child was killed")
-if drill_lib.failures:
-    print("kept %s" % tmp)
-    sys.exit(1)
-shutil.rmtree(tmp, ignore_errors=True)
-print("PASS")
+drill_lib.finish(tmp)

@@ -29,8 +29,4 @@ try:
                                probe_says="influxd restored database other: 1 series")
 finally:
     a.stop()
-if drill_lib.failures:
-    print("kept %s" % tmp)
-    sys.exit(1)
-shutil.rmtree(tmp, ignore_errors=True)
-print("PASS")
+drill_lib.finish(tmp)

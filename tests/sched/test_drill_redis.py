@@ -98,22 +98,7 @@ try:
     fake = FakeMaster(bytes(rdb))
     t2 = os.path.join(tmp, "v99")
     os.makedirs(t2)
-    backups = os.path.join(t2, "backups")
-    os.makedirs(backups)
-    subprocess.run([os.path.join(drill_lib.BIN, "cairn"), "init", "file://" + backups,
-                    "--no-encryption"], check=True, capture_output=True)
-    d = drill_lib.Cairnd(t2, """[cairnd]
-state = sqlite:%s/state.db
-metrics-listen = 127.0.0.1:0
-drill-dir = %s/drill
-
-[schedule v99]
-source = redis://127.0.0.1:%d
-to = file://%s
-every = 1d
-keep-last = 2
-drill = every 1h
-""" % (t2, t2, fake.port, backups))
+    d, backups = drill_lib.drill_config(t2, "v99", "redis://127.0.0.1:%d" % fake.port)
     d.set_clock("2026-01-01T10:30:00Z")
     d.start()
     try:
@@ -134,8 +119,4 @@ drill = every 1h
     fake.stop()
 finally:
     srv.stop()
-if drill_lib.failures:
-    print("kept %s" % tmp)
-    sys.exit(1)
-shutil.rmtree(tmp, ignore_errors=True)
-print("PASS")
+drill_lib.finish(tmp)

@@ -20,29 +20,16 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, tmpdir, finish  # noqa: E402
+from rel import check, cairn, tmpdir, finish, new_key_file, tree_bytes, with_s3rver  # noqa: E402
 import skips  # noqa: E402
 
-try:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-except ImportError:
-    skips.missing("python3-cryptography not installed (scripts/deps.sh test)")
+from cairn_crypto import aead_open, hkdf, key_file_wrap, unwrap  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 T = tmpdir("cairn-dedup-")
 MB = int(os.environ.get("CAIRN_DEDUP_MB", "24"))
 CACHE = os.path.join(T, "cache")
 os.environ["XDG_CACHE_HOME"] = CACHE  # the local index cache (always safe to delete)
-
-
-def hkdf(ikm, salt, info):
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-
-
-def b64(s):
-    import base64
-    return base64.b64decode(s, validate=True)
 
 
 class Store:
@@ -88,9 +75,7 @@ class Reader:
                 if not n.startswith("key-"):
                     continue
                 k = json.loads(store.get(".cairn/" + n))
-                w = hkdf(key, b64(k["salt"]), b"cairn key-file wrap v1")
-                aad = ("cairn key v1 %s %s" % (k["repository"], k["id"])).encode()
-                master = AESGCM(w).decrypt(b64(k["nonce"]), b64(k["data"]), aad)
+                master = unwrap(k, key_file_wrap(key, k))
             self.k_data = hkdf(master, self.id, b"cairn data v1")
             self.k_hash = hkdf(master, self.id, b"cairn content hash v1")
             self.k_pack = hkdf(master, self.id, b"cairn pack v1")
@@ -118,20 +103,8 @@ class Reader:
     def obj(self, backup, name, bid=bytes(16)):
         """An object's plaintext (the chunked AEAD stream when encrypted)."""
         data = self.s.get("%s/%s" % (backup, name))
-        if not self.enc:
-            return data
-        hdr, salt, prefix = data[:32], data[8:24], data[24:32]
-        k = AESGCM(hkdf(self.k_data, salt, b"cairn object key v1"))
-        ad = b"cairn object v1\0" + self.id + backup.encode() + b"\0" + name.encode() + b"\0" + bid
-        rest, out, i, n = data[32:], [], 0, self.chunk + 16
-        while True:
-            last = len(rest) <= n
-            piece, rest = (rest, b"") if last else (rest[:n], rest[n:])
-            nonce = prefix + ((i | 0x80000000) if last else i).to_bytes(4, "big")
-            out.append(k.decrypt(nonce, piece, hdr + ad))
-            i += 1
-            if last:
-                return b"".join(out)
+        return aead_open(self.k_data, self.id, self.chunk, backup, name, data, bid) \
+            if self.enc else data
 
     def blob(self, cid):
         pack, off, ln, raw, flags = self.index[cid]
@@ -198,16 +171,6 @@ def churn(d, frac=0.01):
     return 4 * n
 
 
-def tree(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            p = os.path.join(r, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, d)] = f.read()
-    return out
-
-
 def scenario(url, store, where, keyargs, key):
     src = os.path.join(T, "src-" + where)
     make_data(src)
@@ -240,10 +203,11 @@ def scenario(url, store, where, keyargs, key):
           (where, 100.0 * changed / (MB << 20), pct))
     out = os.path.join(T, "out-" + where)
     rc, _, err, _ = cairn("restore", url, "b3", "--into", out, *keyargs)
-    check(rc == 0 and tree(out) == tree(src), "%s: restore is byte-exact: %s" % (where, err))
+    check(rc == 0 and tree_bytes(out) == tree_bytes(src),
+          "%s: restore is byte-exact: %s" % (where, err))
     try:
         got = Reader(store, key).path_files("b3")
-        want = {os.path.join(os.path.basename(src), k): v for k, v in tree(src).items()}
+        want = {os.path.join(os.path.basename(src), k): v for k, v in tree_bytes(src).items()}
         check(got == want or sorted(got.values()) == sorted(want.values()),
               "%s: the Python reader (docs/FORMAT.md) restores every file" % where)
     except Exception as e:  # noqa: BLE001
@@ -279,7 +243,8 @@ def scenario(url, store, where, keyargs, key):
     check(rc == 0, "%s: b4 verifies after prune: %s" % (where, err))
     out2 = os.path.join(T, "out2-" + where)
     rc, _, err, _ = cairn("restore", url, "b4", "--into", out2, *keyargs)
-    check(rc == 0 and tree(out2) == tree(src), "%s: b4 restores after prune: %s" % (where, err))
+    check(rc == 0 and tree_bytes(out2) == tree_bytes(src),
+          "%s: b4 restores after prune: %s" % (where, err))
     rc, out_, err, _ = cairn("prune", url, "--keep-last", "1", *keyargs)
     check(rc == 0 and "0 deleted, 0 repacked" in out_,
           "%s: a second prune has nothing to do: %s" % (where, out_.strip().splitlines()[-1:]))
@@ -289,25 +254,14 @@ def scenario(url, store, where, keyargs, key):
 def main():
     if shutil.which("zstd") is None:
         skips.missing("zstd not installed")
-    key = os.path.join(T, "repo.key")
-    rc, _, err, _ = cairn("key", "generate", key)
-    check(rc == 0, "key generate: %s" % err)
+    key = new_key_file(os.path.join(T, "repo.key"))
     root = os.path.join(T, "repo")
     with open(key, "rb") as f:
         kb = f.read()
     scenario("file://" + root, Store(root), "file", ["--key-file", key], kb)
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-    else:
-        s3.start()
-        try:
-            url = s3.url("dedup")
-            # --no-encryption: the plain chunk store (SHA-256 ids, zero gear seed)
-            scenario(url, Store(os.path.join(s3.data, s3.bucket, "dedup"), s3=True), "s3", [],
-                     None)
-        finally:
-            s3.stop()
+    # On S3 with --no-encryption: the plain chunk store (SHA-256 ids, zero gear seed).
+    with_s3rver(T, lambda s3: scenario(s3.url("dedup"), Store(os.path.join(
+        s3.data, s3.bucket, "dedup"), s3=True), "s3", [], None))
     shutil.rmtree(T, ignore_errors=True)
     finish()
 

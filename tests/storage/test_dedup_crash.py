@@ -14,8 +14,8 @@ import json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, tmpdir, finish, CAIRN  # noqa: E402
-import skips  # noqa: E402
+from rel import (check, cairn, tmpdir, finish, new_key_file, tree_bytes,  # noqa: E402
+                 with_s3rver, CAIRN)
 
 T = tmpdir("cairn-dcrash-")
 N = int(os.environ.get("CAIRN_CRASH_N", "6"))
@@ -46,15 +46,6 @@ def killed(args, duration):
         return -9
 
 
-def tree(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), d)] = f.read()
-    return out
-
-
 def consistent(url, keyargs, where, snaps):
     rc, out, err, _ = cairn("check", url, "--read-data", *keyargs)
     ok = check(rc == 0, "%s: check --read-data after the kill: %s" % (where, err.strip()))
@@ -71,7 +62,7 @@ def consistent(url, keyargs, where, snaps):
         out = os.path.join(T, "restore-%s" % where)
         shutil.rmtree(out, ignore_errors=True)
         rc, _, err, _ = cairn("restore", url, newest, "--into", out, *keyargs)
-        ok &= check(rc == 0 and newest in snaps and tree(out) == snaps[newest],
+        ok &= check(rc == 0 and newest in snaps and tree_bytes(out) == snaps[newest],
                     "%s: the newest complete backup %s restores byte for byte %s" %
                     (where, newest, err.strip()))
     return ok
@@ -89,18 +80,18 @@ def scenario(url, keyargs, where, n):
     rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", "b000", *keyargs)
     dur = max(time.monotonic() - t0, 0.2)
     check(rc == 0, "%s: first backup (%.2f s) %s" % (where, dur, err))
-    snaps["b000"] = tree(src)
+    snaps["b000"] = tree_bytes(src)
     for i in range(1, n + 1):
         change(src, i)
         name = "b%03d" % i
         if i % 2:
-            snaps[name] = tree(src)  # kept only if it completes
+            snaps[name] = tree_bytes(src)  # kept only if it completes
             rc = killed(["backup", "--from", src, "--to", url, "--name", name] + keyargs,
                         dur * 1.5)
             what = "backup"
         else:
             rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", name, *keyargs)
-            snaps[name] = tree(src)
+            snaps[name] = tree_bytes(src)
             rc = killed(["prune", url, "--keep-last", "2"] + keyargs, dur * 2)
             what = "prune"
         print("# %s: %s killed at a random point (rc %s)" % (where, what, rc), flush=True)
@@ -112,19 +103,10 @@ def scenario(url, keyargs, where, n):
 
 
 def main():
-    key = os.path.join(T, "k")
-    cairn("key", "generate", key)
+    key = new_key_file(os.path.join(T, "k"))
     root = os.path.join(T, "repo")
     scenario("file://" + root, ["--key-file", key], "file", N)
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-    else:
-        s3.start()
-        try:
-            scenario(s3.url("dcrash"), [], "s3", max(2, N // 2))
-        finally:
-            s3.stop()
+    with_s3rver(T, lambda s3: scenario(s3.url("dcrash"), [], "s3", max(2, N // 2)))
     shutil.rmtree(T, ignore_errors=True)
     finish()
 

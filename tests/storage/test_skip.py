@@ -19,7 +19,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import CAIRN, S3rver, check, cairn, tmpdir, finish  # noqa: E402
+from rel import CAIRN, check, cairn, tmpdir, finish, new_key_file, with_s3rver  # noqa: E402
 import skips  # noqa: E402
 
 T = tmpdir("cairn-skip-")
@@ -186,20 +186,10 @@ def no_dedup():
 def main():
     if shutil.which("strace") is None:
         skips.missing("strace not installed (scripts/deps.sh test)")
-    key = os.path.join(T, "repo.key")
-    rc, _, err, _ = cairn("key", "generate", key)
-    check(rc == 0, "key generate: %s" % err)
+    key = new_key_file(os.path.join(T, "repo.key"))
     scenario("file://" + os.path.join(T, "repo"), "file", ["--key-file", key])
     no_dedup()
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-    else:
-        s3.start()
-        try:
-            scenario(s3.url("skip"), "s3", [])
-        finally:
-            s3.stop()
+    with_s3rver(T, lambda s3: scenario(s3.url("skip"), "s3", []))
     shutil.rmtree(T, ignore_errors=True)
     finish()
 

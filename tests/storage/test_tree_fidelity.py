@@ -18,7 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, tmpdir, run_parts  # noqa: E402
+from rel import check, cairn, tmpdir, run_parts, with_s3rver  # noqa: E402
 import skips  # noqa: E402
 
 T = tmpdir("cairn-fidelity-")
@@ -195,15 +195,8 @@ def part_file():
 
 
 def part_s3():
-    s3 = S3rver(T)
-    if not s3.available():
-        skips.missing_part("s3rver not installed (scripts/deps.sh test)")
-        return
-    s3.start()
-    try:
-        round_trip("s3", s3.url("fid"), lambda: du(os.path.join(s3.data, s3.bucket, "fid")))
-    finally:
-        s3.stop()
+    with_s3rver(T, lambda s3: round_trip("s3", s3.url("fid"), lambda: du(
+        os.path.join(s3.data, s3.bucket, "fid"))))
 
 
 def part_build():
