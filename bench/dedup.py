@@ -125,7 +125,8 @@ def series(a, tools, cairn, data, total, work, key, pw):
     accumulates as in a real data set); the repository's size after each; then the removal
     of the --prune oldest backups with their space reclaimed (cairn prune --keep-last,
     restic forget --keep-last --prune, borg prune --keep-last + compact), timed, and the
-    repository's size after it. Each tool's check runs on the pruned repository, untimed."""
+    repository's size after it. Each tool's check runs on the pruned repository, untimed
+    (cairn and restic with --read-data, borg its default)."""
     keep = a.series - a.prune
     res = {t: [] for t in tools}
     src = os.path.join(work, "src")
@@ -150,9 +151,9 @@ def series(a, tools, cairn, data, total, work, key, pw):
             r["pruned"] = du(repo)
             r["pruned_objects"] = sum(len(f) for _, _, f in os.walk(repo))
             if tool.startswith("cairn"):
-                run([cairn, "check", "file://" + repo, "--key-file", key])
+                run([cairn, "check", "file://" + repo, "--read-data", "--key-file", key])
             elif tool == "restic":
-                run(["restic", "-q", "-r", repo, "--password-file", pw, "check"])
+                run(["restic", "-q", "-r", repo, "--password-file", pw, "check", "--read-data"])
             else:
                 run(["borg", "check", repo])
             res[tool].append(r)
