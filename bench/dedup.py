@@ -19,6 +19,7 @@ instead of the above, N backups into one repository, each after a new 1% churn o
 the data set, then the removal of the oldest --prune K of them with their space reclaimed,
 timed; see series()."""
 import argparse
+import json
 import os
 import random
 import shutil
@@ -31,14 +32,19 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(cmd, env=None):
+def run(cmd, env=None, json_out=None):
+    """Wall time and peak RSS of cmd; with json_out (a list), its stdout parsed as JSON is
+    appended to it."""
     t0 = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env, stdout=subprocess.DEVNULL,
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, env=env,
+                       stdout=subprocess.DEVNULL if json_out is None else subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True)
     dt = time.monotonic() - t0
     if p.returncode != 0:
         sys.exit("failed: %s\n%s" % (" ".join(cmd), p.stderr[-2000:]))
     rss = int(p.stderr.strip().splitlines()[-1]) // 1024
+    if json_out is not None:
+        json_out.append(json.loads(p.stdout))
     return dt, rss
 
 
@@ -140,13 +146,18 @@ def series(a, tools, cairn, data, total, work, key, pw):
             c = tool_cmds(tool, cairn, repo, src, os.path.join(work, "out"), key, pw)
             run(c["init"])
             r = {"times": [], "sizes": [], "rss": []}
+            js = [] if tool.startswith("cairn") else None
             for n in range(1, a.series + 1):
                 Churn(src, total, seed=1000 + n).apply()
-                dt, rss = run(c["backup"](n))
+                dt, rss = run(c["backup"](n) + (["--json"] if js is not None else []),
+                              json_out=js)
                 r["times"].append(dt)
                 r["rss"].append(rss)
                 r["sizes"].append(du(repo))
             r["objects"] = sum(len(f) for _, _, f in os.walk(repo))
+            # cairn's later backups must be incremental: the files the churn did not touch
+            # are not read again (their count per backup, from --json)
+            skipped = [j.get("unchanged_files", 0) for j in (js or [])[1:]]
             r["prune"], r["prune_rss"] = run(c["prune"](keep))
             r["pruned"] = du(repo)
             r["pruned_objects"] = sum(len(f) for _, _, f in os.walk(repo))
@@ -159,10 +170,12 @@ def series(a, tools, cairn, data, total, work, key, pw):
             res[tool].append(r)
             print("# round %d %s: first %.2f s, later median %.2f s max %.2f s, size %.1f MB "
                   "after 1st, %.1f MB after %d (%d objects); prune %.2f s -> %.1f MB "
-                  "(%d objects)" %
+                  "(%d objects)%s" %
                   (rnd, tool, r["times"][0], statistics.median(r["times"][1:]),
                    max(r["times"][1:]), r["sizes"][0] / 1e6, r["sizes"][-1] / 1e6, a.series,
-                   r["objects"], r["prune"], r["pruned"] / 1e6, r["pruned_objects"]),
+                   r["objects"], r["prune"], r["pruned"] / 1e6, r["pruned_objects"],
+                   "; later backups skipped %d-%d unchanged files of %d" %
+                   (min(skipped), max(skipped), js[-1].get("files", 0)) if skipped else ""),
                   flush=True)
     shutil.rmtree(src, ignore_errors=True)
     med = lambda t, f: statistics.median(f(r) for r in res[t])
