@@ -1,6 +1,6 @@
-"""Restore of a deduplicated backup reads runs (docs/STORAGE.md, "Restore"): chunks that lie
-one after the other in a pack are fetched with one read (one pread, one ranged GET on S3), and
-the result stays byte-exact when a file's chunk list
+"""Restore of a deduplicated backup reads runs (docs/STORAGE.md, "Deduplication: the chunk
+store"): chunks that lie one after the other in a pack are fetched with one read (one pread,
+one ranged GET on S3), and the result stays byte-exact when a file's chunk list
 - repeats a chunk (the same id twice in a row and later again: its bytes are decrypted in
   place once, so a repeat is read again),
 - jumps between packs (a second backup rewrites the middle of a file: old, new, old chunks),
