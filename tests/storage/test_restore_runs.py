@@ -5,9 +5,10 @@ one ranged GET on S3), and the result stays byte-exact when a file's chunk list
   place once, so a repeat is read again),
 - jumps between packs (a second backup rewrites the middle of a file: old, new, old chunks),
 - mixes stored (random) and compressed (text) chunks, and ends with an empty file.
-File storage (encrypted) and a real s3rver (plain): on S3 the restore's ranged GETs of pack
-data are counted through a proxy (at most a quarter of the chunk count), and a restore through
-a proxy that answers every request's first attempt with HTTP 503 retries and is byte-exact."""
+File storage (encrypted; strace: one syncfs, no fsync per file) and a real s3rver (plain): on
+S3 the restore's ranged GETs of pack data are counted through a proxy (at most a quarter of
+the chunk count), and a restore through a proxy that answers every request's first attempt
+with HTTP 503 retries and is byte-exact."""
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import FaultProxy, S3rver, cairn, check, finish, tmpdir  # noqa: E402
+from rel import CAIRN, FaultProxy, S3rver, cairn, check, finish, run, tmpdir  # noqa: E402
 import skips  # noqa: E402
 
 T = tmpdir("cairn-runs-")
@@ -64,8 +65,11 @@ def total_chunks(d):
     return sum(max(1, len(v) // CHUNK) for v in tree(d).values())
 
 
-def backups(url, src, where, keyargs):
-    """b1, then b2 with the middle of rand.bin rewritten; both restore byte-exact."""
+def backups(url, src, where, keyargs, one_worker=False):
+    """b1, then b2 with the middle of rand.bin rewritten; both restore byte-exact. With
+    one_worker the files are chunked one after the other (`put --workers 1`), so each file's
+    new chunks lie together in a pack; with several, files chunked at the same time share
+    packs and their runs are shorter."""
     rc, _, err, _ = cairn("init", url, *(keyargs or ["--no-encryption"]), "--chunker",
                           "16K,64K,256K")
     check(rc == 0, "%s: init: %s" % (where, err))
@@ -73,7 +77,10 @@ def backups(url, src, where, keyargs):
     for name in ("b1", "b2"):
         if name == "b2":
             rewrite_middle(src)
-        rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", name, *keyargs)
+        if one_worker:
+            rc, _, err, _ = cairn("put", url, name, src, "--workers", "1", *keyargs)
+        else:
+            rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", name, *keyargs)
         check(rc == 0, "%s: backup %s: %s" % (where, name, err))
         want[name] = tree(src)
     for name in ("b1", "b2"):
@@ -83,6 +90,27 @@ def backups(url, src, where, keyargs):
         check(rc == 0 and got == want[name],
               "%s: %s restores byte-exact (repeated chunks, two packs): %s" % (where, name, err))
     return want["b2"]
+
+
+def sync_calls(url, keyargs, want):
+    """Restore under strace: no fsync per file, one syncfs before the tree lands (the
+    directories and the target's parent are still fsync'd)."""
+    if shutil.which("strace") is None:
+        skips.missing_part("strace not installed (scripts/deps.sh test): sync calls unchecked")
+        return
+    log, out = os.path.join(T, "strace-sync"), os.path.join(T, "out-strace")
+    # LeakSanitizer cannot run under ptrace: its leak check stays on in every other run.
+    env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+    rc, _, err, _ = run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o", log,
+                         CAIRN, "restore", url, "b2", "--into", out] + keyargs, env=env)
+    with open(log, errors="replace") as f:
+        calls = [ln.split()[1].split("(")[0] for ln in f if len(ln.split()) > 1]
+    dirs = len({os.path.dirname(k) for k in want} | {""}) + 1  # and the target's parent
+    nsync = calls.count("fsync") + calls.count("fdatasync")
+    check(rc == 0 and restored(out) == want and calls.count("syncfs") == 1 and nsync <= dirs,
+          "file: restore makes one syncfs and %d fsync(s) for %d files (at most one per "
+          "directory and the target's parent: %d), byte-exact: %s"
+          % (nsync, len(want), dirs, err.strip()[-200:]))
 
 
 class Counting(FaultProxy):
@@ -105,7 +133,7 @@ def s3_part(src):
         return
     s3.start()
     try:
-        want = backups(s3.url("runs"), src, "s3", [])
+        want = backups(s3.url("runs"), src, "s3", [], one_worker=True)
         nchunks = total_chunks(src)
         # A clean proxy (alternate mode, no faults) to count the restore's requests.
         p = Counting(("127.0.0.1", s3.port), plan=[], http=True, alternate=True).start()
@@ -139,7 +167,8 @@ def main():
     check(rc == 0, "key generate: %s" % err)
     src = os.path.join(T, "src")
     make_data(src)
-    backups("file://" + os.path.join(T, "repo"), src, "file", ["--key-file", key])
+    url = "file://" + os.path.join(T, "repo")
+    sync_calls(url, ["--key-file", key], backups(url, src, "file", ["--key-file", key]))
     shutil.rmtree(src)
     make_data(src)
     s3_part(src)
