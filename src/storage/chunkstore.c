@@ -974,8 +974,9 @@ struct cs_rd {
     struct aead_gcm *gcm;
     uint8_t *st; /* stored bytes */
     size_t st_cap;
-    uint8_t *pl; /* plaintext */
+    uint8_t *pl; /* decompressed plaintext */
     size_t pl_cap;
+    const uint8_t *out; /* a blob's plaintext: in pl, or in place in st when stored */
 };
 
 static void rd_free(struct cs_rd *r)
@@ -1022,42 +1023,32 @@ static int read_range(struct cairn_storage *st, const char *pack, uint64_t off, 
     return rc;
 }
 
-static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
-                       const char *pack, size_t *len, struct cairn_err *err);
-
-/* The plaintext of blob id (32 bytes) into r->pl; *len its length. */
-static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
+/* Where a blob lies: its entry and its pack's number and name (hex). CAIRN_E_CORRUPT when no
+ * pack the index names holds it. Caller holds mu. */
+static int place_of(struct chunkstore *cs, const uint8_t *id, struct cs_ent *ent, char pack[65],
                     struct cairn_err *err)
 {
-    char idhex[65], pack[65];
-    pthread_mutex_lock(&cs->mu);
-    struct cs_ent *e = lookup(cs, id), ent = {{0}, 0, 0, 0, 0};
-    if (e != NULL)
-        ent = *e;
-    if (e != NULL && e->pack != PENDING)
-        cairn_hex_encode(cs->packs[e->pack], 32, pack);
-    pthread_mutex_unlock(&cs->mu);
-    if (e == NULL || ent.pack == PENDING) {
+    const struct cs_ent *e = lookup(cs, id);
+    if (e == NULL || e->pack == PENDING) {
+        char idhex[65];
         cairn_hex_encode(id, 32, idhex);
         return cairn_err_set(err, CAIRN_E_CORRUPT,
                              "chunk %s is in no pack the index names (missing data)", idhex);
     }
-    return get_blob_at(cs, r, id, ent, pack, len, err);
+    *ent = *e;
+    cairn_hex_encode(cs->packs[e->pack], 32, pack);
+    return CAIRN_OK;
 }
 
-/* Blob id from its place ent in pack (hex), authenticated. */
-static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
-                       const char *pack, size_t *len, struct cairn_err *err)
+/* Blob id's plaintext at r->out (*len its length), authenticated, from its stored bytes
+ * (ent.len of them at stored, inside r->st, decrypted in place). A blob stored uncompressed
+ * (random data) is not copied: r->out points into r->st. */
+static int blob_decode(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
+                       const char *pack, uint8_t *stored, size_t *len, struct cairn_err *err)
 {
-    char idhex[65];
-    cairn_hex_encode(id, 32, idhex);
     uint8_t flags = (uint8_t)(ent.raw >> 28);
     size_t raw = ent.raw & RAW_MASK;
-    grow(&r->st, &r->st_cap, ent.len);
-    int rc = read_range(cs->st, pack, ent.off, r->st, ent.len, err);
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, rc, "read chunk %s from pack '%s/%s'", idhex, CS_DATA_DIR, pack);
-    uint8_t *body = r->st;
+    uint8_t *body = stored;
     size_t blen = ent.len;
     if (cs->k->encrypted) {
         uint8_t ad[64];
@@ -1065,36 +1056,80 @@ static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id
         if (blen < NONCE + TAG)
             goto bad;
         blen -= NONCE + TAG;
-        body = r->st + NONCE;
+        body = stored + NONCE;
         if (r->gcm == NULL)
             r->gcm = aead_gcm_new(cs->k->pack);
-        if (aead_gcm_run(r->gcm, 0, r->st, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+        if (aead_gcm_run(r->gcm, 0, stored, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
             goto bad;
     }
-    grow(&r->pl, &r->pl_cap, raw);
+    r->out = body;
     if (flags & CS_FLAG_ZSTD) {
+        grow(&r->pl, &r->pl_cap, raw);
         if (r->dctx == NULL)
             r->dctx = ZSTD_createDCtx();
         size_t d = ZSTD_decompressDCtx(r->dctx, r->pl, raw, body, blen);
         if (ZSTD_isError(d) || d != raw)
             goto bad;
-    } else {
-        if (blen != raw)
-            goto bad;
-        if (raw > 0) /* an empty chunk has no buffer yet */
-            memcpy(r->pl, body, raw);
+        r->out = r->pl;
+    } else if (blen != raw) {
+        goto bad;
     }
     uint8_t got[32];
-    chunk_id(cs->k, r->pl, raw, got);
+    chunk_id(cs->k, r->out, raw, got);
     if (memcmp(got, id, 32) != 0)
         goto bad;
     *len = raw;
     return CAIRN_OK;
-bad:
+bad:;
+    char idhex[65];
+    cairn_hex_encode(id, 32, idhex);
     return cairn_err_set(err, CAIRN_E_CORRUPT,
                          "chunk %s in pack '%s/%s' (offset %u) fails authentication (damaged "
                          "or tampered)",
                          idhex, CS_DATA_DIR, pack, ent.off);
+}
+
+static int read_failed(struct cairn_err *err, int rc, const uint8_t *id, const char *pack)
+{
+    char idhex[65];
+    cairn_hex_encode(id, 32, idhex);
+    return cairn_err_wrap(err, rc, "read chunk %s from pack '%s/%s'", idhex, CS_DATA_DIR, pack);
+}
+
+/* Blob id from its place ent in pack (hex), authenticated, at r->out; *len its length. */
+static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
+                       const char *pack, size_t *len, struct cairn_err *err)
+{
+    grow(&r->st, &r->st_cap, ent.len);
+    int rc = read_range(cs->st, pack, ent.off, r->st, ent.len, err);
+    if (rc != CAIRN_OK)
+        return read_failed(err, rc, id, pack);
+    return blob_decode(cs, r, id, ent, pack, r->st, len, err);
+}
+
+/* The plaintext of blob id (32 bytes) at r->out; *len its length. */
+static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
+                    struct cairn_err *err)
+{
+    char pack[65];
+    struct cs_ent ent;
+    pthread_mutex_lock(&cs->mu);
+    int rc = place_of(cs, id, &ent, pack, err);
+    pthread_mutex_unlock(&cs->mu);
+    if (rc != CAIRN_OK)
+        return rc;
+    return get_blob_at(cs, r, id, ent, pack, len, err);
+}
+
+/* Up to cap bytes of the plaintext at r->out (len bytes, *pos of them handed out already):
+ * the one read step of the blob and content readers. */
+static size_t rd_take(const struct cs_rd *r, size_t len, size_t *pos, void *out, size_t cap)
+{
+    size_t k = len - *pos < cap ? len - *pos : cap;
+    if (k > 0) /* an empty blob has no buffer */
+        memcpy(out, r->out + *pos, k);
+    *pos += k;
+    return k;
 }
 
 /* A reader of one blob's plaintext (owned buffer). */
@@ -1109,11 +1144,7 @@ static int br_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
 {
     (void)err;
     struct blob_reader *b = (struct blob_reader *)base;
-    size_t k = b->len - b->pos < cap ? b->len - b->pos : cap;
-    if (k > 0) /* an empty blob has no buffer */
-        memcpy(out, b->rd.pl + b->pos, k);
-    b->pos += k;
-    *got = k;
+    *got = rd_take(&b->rd, b->len, &b->pos, out, cap);
     return CAIRN_OK;
 }
 
@@ -1144,15 +1175,113 @@ int cs_blob_reader_new(struct chunkstore *cs, const char *hex_id, struct cairn_r
     return CAIRN_OK;
 }
 
-/* ---- the content reader ---- */
+/* ---- the content reader ----
+ * The chunk list is read ahead (CR_IDS ids at a time), and chunks that lie one after the other
+ * in one pack (as a backup writes a file's new chunks) are read with one read_at, a run of at
+ * most CR_RUN bytes (or the one chunk): one pread, or one ranged GET on S3, per run instead of
+ * per chunk. The run lands in rd.st, which already holds a chunk's stored bytes: memory stays
+ * that of the largest chunk or CR_RUN. */
+#define CR_IDS 64
+#define CR_RUN (1u << 20)
 
 struct content_reader {
     struct cairn_reader base;
     struct chunkstore *cs;
     struct cs_rd rd;
-    size_t pos, len; /* of the current chunk in rd.pl */
+    size_t pos, len; /* of the current chunk at rd.out */
     char *label;
+    uint8_t ids[CR_IDS * 32]; /* the list read ahead: ids[ioff, ilen) not taken yet */
+    size_t ioff, ilen;
+    int list_end;
+    uint32_t run_pack; /* the run in rd.st: pack run_pack, bytes [run_off, run_end), those */
+    uint64_t run_off, run_end, run_next; /* before run_next decoded (decrypted in place) */
+    size_t chunk_max;                    /* the largest chunk's stored length so far */
 };
+
+/* Refill the ids read ahead (those not taken yet move to the front). */
+static int cr_fill(struct content_reader *c, struct cairn_err *err)
+{
+    memmove(c->ids, c->ids + c->ioff, c->ilen - c->ioff);
+    c->ilen -= c->ioff;
+    c->ioff = 0;
+    while (!c->list_end && c->ilen < sizeof(c->ids)) {
+        size_t n = 0;
+        int rc =
+            cairn_reader_read(c->base.next, c->ids + c->ilen, sizeof(c->ids) - c->ilen, &n, err);
+        if (rc != CAIRN_OK)
+            return cairn_err_wrap(err, rc, "%s: read its chunk list", c->label);
+        c->list_end = n == 0;
+        c->ilen += n;
+    }
+    if (c->list_end && c->ilen % 32 != 0)
+        return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: chunk list ends inside an id", c->label);
+    return CAIRN_OK;
+}
+
+/* Read the run that starts with the next id (place ent in pack) into rd.st: it goes on while
+ * the next ids read ahead follow in the same pack, up to CR_RUN bytes or the largest chunk's
+ * stored length read so far, whichever is more (so a run touches no more of rd.st than one
+ * chunk did: peak RSS stays where it was). */
+static int cr_read_run(struct content_reader *c, const struct cs_ent *ent, const char *pack,
+                       struct cairn_err *err)
+{
+    struct chunkstore *cs = c->cs;
+    uint64_t end = (uint64_t)ent->off + ent->len;
+    if (ent->len > c->chunk_max)
+        c->chunk_max = ent->len;
+    size_t limit = c->chunk_max > CR_RUN ? c->chunk_max : CR_RUN;
+    pthread_mutex_lock(&cs->mu);
+    for (size_t i = c->ioff + 32; i + 32 <= c->ilen; i += 32) {
+        const struct cs_ent *e = lookup(cs, c->ids + i);
+        if (e == NULL || e->pack != ent->pack || e->off != end || end + e->len - ent->off > limit)
+            break;
+        end += e->len;
+    }
+    pthread_mutex_unlock(&cs->mu);
+    c->run_end = 0; /* no run while rd.st is read into */
+    grow(&c->rd.st, &c->rd.st_cap, (size_t)(end - ent->off));
+    int rc = read_range(cs->st, pack, ent->off, c->rd.st, (size_t)(end - ent->off), err);
+    if (rc != CAIRN_OK)
+        return read_failed(err, rc, c->ids + c->ioff, pack);
+    c->run_pack = ent->pack;
+    c->run_off = c->run_next = ent->off;
+    c->run_end = end;
+    return CAIRN_OK;
+}
+
+/* The next chunk's plaintext at rd.out; *more 0 at the end of the list. */
+static int cr_next(struct content_reader *c, int *more, struct cairn_err *err)
+{
+    *more = 0;
+    if (c->ilen - c->ioff < 32 * (CR_IDS / 2)) { /* keep a run's worth of ids ahead */
+        int rc = cr_fill(c, err);
+        if (rc != CAIRN_OK)
+            return rc;
+    }
+    if (c->ilen - c->ioff < 32)
+        return CAIRN_OK; /* end of the list */
+    const uint8_t *id = c->ids + c->ioff;
+    struct cs_ent ent;
+    char pack[65];
+    pthread_mutex_lock(&c->cs->mu);
+    int rc = place_of(c->cs, id, &ent, pack, err);
+    pthread_mutex_unlock(&c->cs->mu);
+    /* the run's bytes are decrypted in place: a chunk before run_next (one that repeats) is
+     * read again */
+    if (rc == CAIRN_OK && !(ent.pack == c->run_pack && ent.off >= c->run_next &&
+                            (uint64_t)ent.off + ent.len <= c->run_end))
+        rc = cr_read_run(c, &ent, pack, err);
+    uint8_t *stored = ent.len > 0 ? c->rd.st + (ent.off - c->run_off) : NULL; /* in the run */
+    if (rc == CAIRN_OK)
+        rc = blob_decode(c->cs, &c->rd, id, ent, pack, stored, &c->len, err);
+    if (rc != CAIRN_OK)
+        return rc; /* the verifying reader above names the file */
+    c->run_next = (uint64_t)ent.off + ent.len;
+    c->ioff += 32;
+    c->pos = 0;
+    *more = 1;
+    return CAIRN_OK;
+}
 
 static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got,
                    struct cairn_err *err)
@@ -1160,29 +1289,12 @@ static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
     struct content_reader *c = (struct content_reader *)base;
     *got = 0;
     while (c->pos == c->len) {
-        uint8_t id[32];
-        size_t n = 0;
-        int rc = CAIRN_OK;
-        /* one id: read_full would fail on a clean end, so read the first byte alone */
-        rc = cairn_reader_read(base->next, id, 1, &n, err);
-        if (rc != CAIRN_OK)
-            return cairn_err_wrap(err, rc, "%s: read its chunk list", c->label);
-        if (n == 0)
-            return CAIRN_OK; /* end of the list */
-        rc = cairn_reader_read_full(base->next, id + 1, 31, "chunk list", err);
-        if (rc != CAIRN_OK)
-            return cairn_err_set(err, CAIRN_E_CORRUPT, "%s: chunk list ends inside an id",
-                                 c->label);
-        rc = get_blob(c->cs, &c->rd, id, &c->len, err);
-        if (rc != CAIRN_OK)
-            return rc; /* the verifying reader above names the file */
-        c->pos = 0;
+        int more = 0;
+        int rc = cr_next(c, &more, err);
+        if (rc != CAIRN_OK || !more)
+            return rc;
     }
-    size_t k = c->len - c->pos < cap ? c->len - c->pos : cap;
-    if (k > 0) /* an empty chunk has no buffer */
-        memcpy(out, c->rd.pl + c->pos, k);
-    c->pos += k;
-    *got = k;
+    *got = rd_take(&c->rd, c->len, &c->pos, out, cap);
     return CAIRN_OK;
 }
 
@@ -1320,7 +1432,7 @@ static int gc_mark_backup(struct gc *g, struct cairn_backup *b, struct cairn_err
         mark(g, id);
         rc = get_blob(g->cs, &rd, id, &len, err);
         for (size_t k = 0; rc == CAIRN_OK && k + 32 <= len; k += 32)
-            mark(g, rd.pl + k);
+            mark(g, rd.out + k);
         if (rc != CAIRN_OK)
             cairn_err_wrap(err, rc, "backup '%s' file '%s'", cairn_backup_name(b), f->name);
     }
@@ -1382,7 +1494,7 @@ static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
         if (e == NULL || tab_empty(e))
             tab_add(cs, id);
         pthread_mutex_unlock(&cs->mu);
-        rc = store_blob(cs, &w, id, rd.pl, len, g->ents[i].e[44] & CS_FLAG_LIST, err);
+        rc = store_blob(cs, &w, id, rd.out, len, g->ents[i].e[44] & CS_FLAG_LIST, err);
         s->bytes_repacked += len;
     }
     work_free(&w);

@@ -191,7 +191,7 @@ static const json_t *sparse_of(const json_t *line, const struct cairn_manifest_f
     return ext;
 }
 
-/* Reports progress and starts writeback of the restored file early (it is fsync'd at the end). */
+/* Reports progress and starts writeback of the restored file early (synced at the end). */
 struct progress_writer {
     struct cairn_writer base;
     const struct cairn_path_opts *o;
@@ -217,7 +217,7 @@ static int progress_write(struct cairn_writer *w, const void *buf, size_t len,
 static const struct cairn_writer_ops progress_writer_ops = {"progress", progress_write, NULL, NULL};
 
 /* Restore one file (a pool job). Over 80 lines: one linear sequence (open its directory,
- * create it, the sparse map, copy and verify, metadata, fsync) whose every failure must
+ * create it, the sparse map, copy and verify, metadata) whose every failure must
  * unlink the half-written file, kept in one place so no exit path forgets to. */
 static void get_one(void *arg)
 {
@@ -289,10 +289,8 @@ static void get_one(void *arg)
     if (rc == CAIRN_OK && json_object_get(j->line, "uid") == NULL &&
         fchmod(fd, (mode_t)(j->mode & 0777)) != 0) /* version 1: the mode only */
         rc = cairn_err_sys(&e, 0, errno, "chmod '%s/%s'", j->target, j->rel);
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK) /* durable by the one syncfs before the tree lands */
         path_meta_apply_fd(j->meta, fd, j->line, j->rel);
-    if (rc == CAIRN_OK && fsync(fd) != 0)
-        rc = cairn_err_sys(&e, 0, errno, "fsync '%s/%s'", j->target, j->rel);
     if (rc != CAIRN_OK) {
         unlinkat(dfd, base, 0); /* never leave a file that did not verify */
         goto fail;
@@ -796,8 +794,8 @@ static int restore_other(const struct others_ctx *c, const struct tree_ent *e,
 }
 
 /* Pass 1: directories and files (a directory comes before anything inside it; each file
- * verified as it is written, size + SHA-256, and fsync'd, on the pool). The directories are
- * listed in dirs. */
+ * verified as it is written, size + SHA-256, on the pool; all synced before landing). The
+ * directories are listed in dirs. */
 static int restore_files(struct cairn_backup *b, const struct get_job *proto, struct dir_list *dirs,
                          struct held_list *held, struct cairn_err *err)
 {
@@ -938,6 +936,12 @@ int cairn_backup_restore_path(struct cairn_backup *b, const char *target,
         rc = restore_tree(b, rootfd, p.target, &o, &m, &dirs, err);
     if (rc == CAIRN_OK && p.how < LAND_INSIDE)
         set_dir_modes(rootfd, &dirs, &m, 0);
+    /* One syncfs makes the whole temporary durable before it lands, where an fsync per file
+     * cost a synchronous inode write and a disk cache flush each (docs/PERFORMANCE.md,
+     * "Restore"); each file's writeback was started as it was written (writeback()), and a
+     * writeback error of any file is reported here (Linux 5.8+). */
+    if (rc == CAIRN_OK && rootfd >= 0 && syncfs(rootfd) != 0)
+        rc = cairn_err_sys(err, 0, errno, "sync the restored tree in '%s'", p.tmp);
     if (rc == CAIRN_OK && path_cancelled(&o))
         rc = cairn_err_set(err, CAIRN_E_CANCELLED,
                            "restore into '%s' cancelled, nothing was restored", p.target);
