@@ -49,6 +49,7 @@ struct cs_ent {
 struct chunkstore {
     struct cairn_storage *st;
     const struct repo_chunking *k;
+    struct chunker proto; /* a fresh chunker: the gear table costs 256 SHA-256s, made once */
     pthread_mutex_t mu;
     struct cs_ent *idx; /* sorted, from index objects */
     size_t nidx, idx_cap;
@@ -564,6 +565,7 @@ int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *
         struct chunkstore *cs = xcalloc(1, sizeof(*cs));
         cs->st = st;
         cs->k = k;
+        chunker_init(&cs->proto, &k->params, k->seed);
         pthread_mutex_init(&cs->mu, NULL);
         rc = load_index(cs, err);
         if (rc != CAIRN_OK) {
@@ -918,7 +920,7 @@ struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_wri
     struct chunk_writer *cw = xcalloc(1, sizeof(*cw));
     cairn_writer_init(&cw->base, &chunk_writer_ops, next);
     cw->cs = cs;
-    chunker_init(&cw->c, &cs->k->params, cs->k->seed);
+    cw->c = cs->proto;
     cw->work.level = level;
     return &cw->base;
 }
