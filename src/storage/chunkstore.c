@@ -51,7 +51,9 @@ struct chunkstore {
     const struct repo_chunking *k;
     struct chunker proto; /* a fresh chunker: the gear table costs 256 SHA-256s, made once */
     pthread_mutex_t mu;
-    struct cs_ent *idx; /* sorted, from index objects */
+    pthread_mutex_t pool_mu;
+    struct cs_work *pool; /* writers' scratch not in use */
+    struct cs_ent *idx;   /* sorted, from index objects */
     size_t nidx, idx_cap;
     struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
     size_t ntab, tab_slots;
@@ -69,6 +71,9 @@ struct chunkstore {
     int failed; /* a pack write failed: nothing more lands (its code) */
     char fail_msg[CAIRN_ERR_MSG_MAX];
 };
+
+struct cs_work;
+static void work_free(struct cs_work *w); /* and those after it in the pool */
 
 /* ---- the in-memory index ---- */
 
@@ -567,6 +572,7 @@ int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *
         cs->k = k;
         chunker_init(&cs->proto, &k->params, k->seed);
         pthread_mutex_init(&cs->mu, NULL);
+        pthread_mutex_init(&cs->pool_mu, NULL);
         rc = load_index(cs, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "load the chunk index of '%s'", st->url);
@@ -590,7 +596,9 @@ void cs_free(struct chunkstore *cs)
     free(cs->idx);
     free(cs->tab);
     free(cs->packs);
+    work_free(cs->pool);
     pthread_mutex_destroy(&cs->mu);
+    pthread_mutex_destroy(&cs->pool_mu);
     free(cs);
 }
 
@@ -769,28 +777,74 @@ int cs_flush(struct chunkstore *cs, struct cairn_err *err)
 
 /* ---- storing blobs ---- */
 
-/* Per-writer scratch: compression and encryption contexts and buffers. */
+/* Per-writer scratch: compression and encryption contexts and buffers. Writers take one
+ * from the store's pool and give it back, so a backup of many small files makes a handful of
+ * zstd and GCM contexts, not a few per file (each ZSTD_createCCtx is some microseconds). */
 struct cs_work {
+    struct cs_work *next; /* in the pool */
     ZSTD_CCtx *cctx;
+    struct io_probe *probe;
     struct aead_gcm *gcm;
     uint8_t *out;
     size_t out_cap;
-    int level;
+    uint8_t *buf; /* a chunk writer's current chunk */
+    size_t buf_cap;
 };
+
+/* Buffers above this are not kept in the pool: a large file's chunks (up to the chunker's
+ * max) would otherwise stay allocated for every worker after it. */
+#define WORK_KEEP (1u << 20)
 
 static void work_free(struct cs_work *w)
 {
-    ZSTD_freeCCtx(w->cctx);
-    aead_gcm_free(w->gcm);
-    free(w->out);
+    while (w != NULL) {
+        struct cs_work *next = w->next;
+        ZSTD_freeCCtx(w->cctx);
+        io_probe_free(w->probe);
+        aead_gcm_free(w->gcm);
+        free(w->out);
+        free(w->buf);
+        free(w);
+        w = next;
+    }
+}
+
+static struct cs_work *work_take(struct chunkstore *cs)
+{
+    pthread_mutex_lock(&cs->pool_mu);
+    struct cs_work *w = cs->pool;
+    if (w != NULL)
+        cs->pool = w->next;
+    pthread_mutex_unlock(&cs->pool_mu);
+    return w != NULL ? w : xcalloc(1, sizeof(*w));
+}
+
+static void work_give(struct chunkstore *cs, struct cs_work *w)
+{
+    if (w == NULL)
+        return;
+    if (w->out_cap > WORK_KEEP) {
+        free(w->out);
+        w->out = NULL;
+        w->out_cap = 0;
+    }
+    if (w->buf_cap > WORK_KEEP) {
+        free(w->buf);
+        w->buf = NULL;
+        w->buf_cap = 0;
+    }
+    pthread_mutex_lock(&cs->pool_mu);
+    w->next = cs->pool;
+    cs->pool = w;
+    pthread_mutex_unlock(&cs->pool_mu);
 }
 
 static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
-                      size_t len, uint8_t flags, struct cairn_err *err);
+                      size_t len, uint8_t flags, int level, struct cairn_err *err);
 
 /* Store blob p[0..len) under id unless the store has it. */
 static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
-                    size_t len, uint8_t flags, struct cairn_err *err)
+                    size_t len, uint8_t flags, int level, struct cairn_err *err)
 {
     pthread_mutex_lock(&cs->mu);
     struct cs_ent *e = lookup(cs, id);
@@ -800,12 +854,12 @@ static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id,
     }
     tab_add(cs, id);
     pthread_mutex_unlock(&cs->mu);
-    return store_blob(cs, w, id, p, len, flags, err);
+    return store_blob(cs, w, id, p, len, flags, level, err);
 }
 
 /* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. */
 static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
-                      size_t len, uint8_t flags, struct cairn_err *err)
+                      size_t len, uint8_t flags, int level, struct cairn_err *err)
 {
     size_t bound = ZSTD_compressBound(len) + NONCE + TAG;
     if (w->out_cap < bound) {
@@ -816,11 +870,18 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
     uint8_t *body = w->out + NONCE;
     size_t blen = len;
     /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
-     * chunks skip the compressor. */
-    if (len >= 64 && io_compress_pays(IO_PROBE_ZSTD, p, len < (256u << 10) ? len : 256u << 10)) {
+     * chunks skip the compressor. A blob of one sample or less is compressed directly: the
+     * probe would compress all of it once more. */
+    int try = len >= 64 && len <= IO_PROBE_ZSTD_SAMPLE;
+    if (len > IO_PROBE_ZSTD_SAMPLE) {
+        if (w->probe == NULL)
+            w->probe = io_probe_new(IO_PROBE_ZSTD);
+        try = io_probe_pays(w->probe, p, len < (256u << 10) ? len : 256u << 10);
+    }
+    if (try) {
         if (w->cctx == NULL)
             w->cctx = ZSTD_createCCtx();
-        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, w->level);
+        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, level);
         if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
             blen = c;
             flags |= CS_FLAG_ZSTD;
@@ -855,16 +916,16 @@ struct chunk_writer {
     struct cairn_writer base;
     struct chunkstore *cs;
     struct chunker c;
-    uint8_t *buf; /* the current chunk */
-    size_t len, cap;
-    struct cs_work work;
+    size_t len;           /* of the current chunk, in work->buf */
+    struct cs_work *work; /* the pool's */
+    int level;
 };
 
 static int emit(struct chunk_writer *cw, struct cairn_err *err)
 {
     uint8_t id[32];
-    chunk_id(cw->cs->k, cw->buf, cw->len, id);
-    int rc = put_blob(cw->cs, &cw->work, id, cw->buf, cw->len, 0, err);
+    chunk_id(cw->cs->k, cw->work->buf, cw->len, id);
+    int rc = put_blob(cw->cs, cw->work, id, cw->work->buf, cw->len, 0, cw->level, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(cw->base.next, id, 32, err);
     cw->len = 0;
@@ -878,14 +939,15 @@ static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct 
     while (len > 0) {
         int cut;
         size_t n = chunker_push(&cw->c, p, len, &cut);
-        if (cw->len + n > cw->cap) {
-            size_t nc = cw->cap ? cw->cap : 1u << 20;
+        struct cs_work *wk = cw->work;
+        if (cw->len + n > wk->buf_cap) {
+            size_t nc = wk->buf_cap ? wk->buf_cap : 64u << 10;
             while (nc < cw->len + n)
                 nc *= 2;
-            cw->buf = xrealloc(cw->buf, nc);
-            cw->cap = nc;
+            wk->buf = xrealloc(wk->buf, nc);
+            wk->buf_cap = nc;
         }
-        memcpy(cw->buf + cw->len, p, n);
+        memcpy(wk->buf + cw->len, p, n);
         cw->len += n;
         p += n;
         len -= n;
@@ -907,8 +969,7 @@ static int cw_finish(struct cairn_writer *w, struct cairn_err *err)
 static void cw_free(struct cairn_writer *w)
 {
     struct chunk_writer *cw = (struct chunk_writer *)w;
-    work_free(&cw->work);
-    free(cw->buf);
+    work_give(cw->cs, cw->work);
     free(cw);
 }
 
@@ -921,7 +982,8 @@ struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_wri
     cairn_writer_init(&cw->base, &chunk_writer_ops, next);
     cw->cs = cs;
     cw->c = cs->proto;
-    cw->work.level = level;
+    cw->work = work_take(cs);
+    cw->level = level;
     return &cw->base;
 }
 
@@ -945,10 +1007,10 @@ static int ls_finish(struct cairn_writer *w, struct cairn_err *err)
     struct list_sink *s = (struct list_sink *)w;
     uint8_t id[32];
     chunk_id(s->cs->k, s->b.p, s->b.len, id);
-    struct cs_work work = {.level = 3};
-    int rc = put_blob(s->cs, &work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
-                      CS_FLAG_LIST, err);
-    work_free(&work);
+    struct cs_work *work = work_take(s->cs);
+    int rc = put_blob(s->cs, work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
+                      CS_FLAG_LIST, 3, err);
+    work_give(s->cs, work);
     return rc;
 }
 
@@ -1368,7 +1430,7 @@ static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
 {
     struct chunkstore *cs = g->cs;
     struct cs_rd rd = {0};
-    struct cs_work w = {.level = 3};
+    struct cs_work *w = work_take(cs);
     int rc = CAIRN_OK;
     for (size_t i = a; i < z && rc == CAIRN_OK; i++) {
         const uint8_t *id = g->ents[i].e;
@@ -1384,10 +1446,10 @@ static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
         if (e == NULL || tab_empty(e))
             tab_add(cs, id);
         pthread_mutex_unlock(&cs->mu);
-        rc = store_blob(cs, &w, id, rd.pl, len, g->ents[i].e[44] & CS_FLAG_LIST, err);
+        rc = store_blob(cs, w, id, rd.pl, len, g->ents[i].e[44] & CS_FLAG_LIST, 3, err);
         s->bytes_repacked += len;
     }
-    work_free(&w);
+    work_give(cs, w);
     rd_free(&rd);
     return rc;
 }
