@@ -40,6 +40,9 @@
  * be some 700,000 entries, held three times over), and an index object is written once the
  * landed packs' entries reach it, their table entries then moving to the compact index. */
 #define HDR_MAX (1u << 20)
+/* Blobs are gathered up to this much before a write to the open pack: small files' blobs
+ * are some 100 bytes to 4 KiB, and a write each held the store's lock over a system call. */
+#define PW_BUF (256u << 10)
 
 struct cs_ent {
     uint8_t id[16];
@@ -61,6 +64,7 @@ struct chunkstore {
     size_t npacks, packs_cap;
     /* the open pack */
     struct cairn_writer *pw;
+    struct buf pw_buf; /* blobs not yet written to pw: one write per PW_BUF, not per blob */
     uint32_t pw_no;
     uint64_t pw_off;
     struct buf pw_hdr;
@@ -591,6 +595,7 @@ void cs_free(struct chunkstore *cs)
     if (cs == NULL)
         return;
     cairn_writer_free(cs->pw); /* an unfinished pack is discarded */
+    buf_free(&cs->pw_buf);
     buf_free(&cs->pw_hdr);
     buf_free(&cs->unindexed);
     free(cs->idx);
@@ -678,6 +683,15 @@ static int pack_open(struct chunkstore *cs, struct cairn_err *err)
     return CAIRN_OK;
 }
 
+/* Write the gathered blobs to the open pack. Caller holds mu. */
+static int pw_flush(struct chunkstore *cs, struct cairn_err *err)
+{
+    int rc = cs->pw_buf.len > 0 ? cairn_writer_write(cs->pw, cs->pw_buf.p, cs->pw_buf.len, err)
+                                : CAIRN_OK;
+    cs->pw_buf.len = 0;
+    return rc;
+}
+
 /* Close the open pack: header, its length and magic; then its entries wait for an index
  * object. Caller holds mu. */
 static int pack_close(struct chunkstore *cs, struct cairn_err *err)
@@ -708,7 +722,9 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
     put_u32(trailer, (uint32_t)h.len);
     memcpy(trailer + 4, CS_PACK_MAGIC, 8);
     buf_add(&h, trailer, sizeof(trailer));
-    int rc = cairn_writer_write(cs->pw, h.p, h.len, err);
+    int rc = pw_flush(cs, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cs->pw, h.p, h.len, err);
     buf_free(&h);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(cs->pw, err);
@@ -742,8 +758,12 @@ static int pack_append(struct chunkstore *cs, struct cs_ent *e, const uint8_t *i
     if (cs->failed)
         return cairn_err_set(err, cs->failed, "%s", cs->fail_msg);
     int rc = cs->pw == NULL ? pack_open(cs, err) : CAIRN_OK;
-    if (rc == CAIRN_OK)
+    if (rc == CAIRN_OK && cs->pw_buf.len + len > PW_BUF)
+        rc = pw_flush(cs, err);
+    if (rc == CAIRN_OK && len >= PW_BUF)
         rc = cairn_writer_write(cs->pw, stored, len, err);
+    else if (rc == CAIRN_OK)
+        buf_add(&cs->pw_buf, stored, len);
     if (rc != CAIRN_OK)
         return fail_locked(cs, rc, err);
     uint8_t ent[CS_ENTRY_LEN];
@@ -789,6 +809,8 @@ struct cs_work {
     size_t out_cap;
     uint8_t *buf; /* a chunk writer's current chunk */
     size_t buf_cap;
+    uint8_t nonces[NONCE * 64]; /* random nonces drawn 64 at a time, used from the end */
+    unsigned nnonces;
 };
 
 /* Buffers above this are not kept in the pool: a large file's chunks (up to the chunker's
@@ -896,8 +918,12 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
         size_t adl = blob_ad(id, flags, (uint32_t)len, ad);
         if (w->gcm == NULL)
             w->gcm = aead_gcm_new(cs->k->pack);
-        if (RAND_bytes(w->out, NONCE) != 1)
-            abort();
+        if (w->nnonces == 0) {
+            if (RAND_bytes(w->nonces, sizeof(w->nonces)) != 1)
+                abort();
+            w->nnonces = sizeof(w->nonces) / NONCE;
+        }
+        memcpy(w->out, w->nonces + NONCE * --w->nnonces, NONCE);
         if (aead_gcm_run(w->gcm, 1, w->out, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
             abort();
         stored = w->out;
