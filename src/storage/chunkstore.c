@@ -479,15 +479,17 @@ static int write_index(struct chunkstore *cs, struct cairn_err *err)
 {
     if (cs->n_unindexed == 0)
         return CAIRN_OK;
-    struct buf b = {0};
     uint8_t hdr[12], d[32], id[32];
     char hex[65];
     memcpy(hdr, CS_IDX_MAGIC, 8);
     put_u32(hdr + 8, cs->n_unindexed);
-    buf_add(&b, hdr, 12);
-    buf_add(&b, cs->unindexed.p, cs->unindexed.len);
-    cairn_sha256_oneshot(b.p, b.len, d);
-    buf_add(&b, d, 32);
+    /* Written in three pieces: a copy of the body would be one more megabyte per object. */
+    struct cairn_sha256 h;
+    cairn_sha256_init(&h);
+    cairn_sha256_update(&h, hdr, 12);
+    cairn_sha256_update(&h, cs->unindexed.p, cs->unindexed.len);
+    cairn_sha256_final(&h, d);
+    cairn_sha256_free(&h);
     if (RAND_bytes(id, 32) != 1)
         abort();
     cairn_hex_encode(id, 32, hex);
@@ -496,17 +498,20 @@ static int write_index(struct chunkstore *cs, struct cairn_err *err)
      * bytes they received); a torn pack is harmless: no index names it. */
     const struct cairn_storage_write_opts wo = {CAIRN_STORAGE_WRITE_ATOMIC |
                                                 CAIRN_STORAGE_WRITE_SYNC};
-    int rc = storage_create(cs->st, CS_INDEX_DIR, hex, NULL, (int64_t)b.len, &wo, &w, err);
+    int rc = storage_create(cs->st, CS_INDEX_DIR, hex, NULL, (int64_t)(12 + cs->unindexed.len + 32),
+                            &wo, &w, err);
     if (rc == CAIRN_OK)
-        rc = cairn_writer_write(w, b.p, b.len, err);
+        rc = cairn_writer_write(w, hdr, 12, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, cs->unindexed.p, cs->unindexed.len, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(w, d, 32, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_close(w, err);
     cairn_writer_free(w);
-    buf_free(&b);
     if (rc != CAIRN_OK)
         return cairn_err_wrap(err, rc, "write index object '%s/%s'", CS_INDEX_DIR, hex);
-    buf_free(&cs->unindexed);
-    memset(&cs->unindexed, 0, sizeof(cs->unindexed));
+    cs->unindexed.len = 0; /* its room is kept for the next object */
     cs->n_unindexed = 0;
     return CAIRN_OK;
 }
@@ -678,8 +683,7 @@ static int pack_open(struct chunkstore *cs, struct cairn_err *err)
         return cairn_err_wrap(err, rc, "create pack '%s/%s'", CS_DATA_DIR, hex);
     cs->pw_no = pack_add(cs, id);
     cs->pw_off = 0;
-    buf_free(&cs->pw_hdr);
-    memset(&cs->pw_hdr, 0, sizeof(cs->pw_hdr));
+    cs->pw_hdr.len = 0;
     return CAIRN_OK;
 }
 
@@ -699,48 +703,50 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
     char hex[65];
     cairn_hex_encode(cs->packs[cs->pw_no], 32, hex);
     uint32_t n = (uint32_t)(cs->pw_hdr.len / CS_ENTRY_LEN);
-    struct buf h = {0};
-    if (cs->k->encrypted) { /* nonce || GCM(header) || tag */
-        uint8_t nonce[NONCE], tag[TAG];
-        static const char ad[] = "cairn pack header v1";
-        if (RAND_bytes(nonce, NONCE) != 1)
-            abort();
-        uint8_t *ct = xmalloc(cs->pw_hdr.len + 1);
-        struct aead_gcm *g = aead_gcm_new(cs->k->pack);
-        int grc = aead_gcm_run(g, 1, nonce, ad, sizeof(ad), cs->pw_hdr.p, ct, cs->pw_hdr.len, tag);
-        aead_gcm_free(g);
-        if (grc != CAIRN_OK)
-            abort();
-        buf_add(&h, nonce, NONCE);
-        buf_add(&h, ct, cs->pw_hdr.len);
-        buf_add(&h, tag, TAG);
-        free(ct);
-    } else {
-        buf_add(&h, cs->pw_hdr.p, cs->pw_hdr.len);
-    }
-    uint8_t trailer[12];
-    put_u32(trailer, (uint32_t)h.len);
-    memcpy(trailer + 4, CS_PACK_MAGIC, 8);
-    buf_add(&h, trailer, sizeof(trailer));
-    int rc = pw_flush(cs, err);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_write(cs->pw, h.p, h.len, err);
-    buf_free(&h);
-    if (rc == CAIRN_OK)
-        rc = cairn_writer_close(cs->pw, err);
-    cairn_writer_free(cs->pw);
-    cs->pw = NULL;
-    if (rc != CAIRN_OK)
-        return fail_locked(cs, cairn_err_wrap(err, rc, "write pack '%s/%s'", CS_DATA_DIR, hex),
-                           err);
+    /* The plaintext entries wait for an index object (taken back if the pack fails); the
+     * header is then encrypted in place and written in pieces, with no copy of it. */
+    size_t undo = cs->unindexed.len;
     uint8_t ph[36];
     memcpy(ph, cs->packs[cs->pw_no], 32);
     put_u32(ph + 32, n);
     buf_add(&cs->unindexed, ph, sizeof(ph));
     buf_add(&cs->unindexed, cs->pw_hdr.p, cs->pw_hdr.len);
+    uint8_t nonce[NONCE], tag[TAG], trailer[12];
+    size_t hlen = cs->pw_hdr.len;
+    if (cs->k->encrypted) { /* nonce || GCM(header) || tag */
+        static const char ad[] = "cairn pack header v1";
+        if (RAND_bytes(nonce, NONCE) != 1)
+            abort();
+        struct aead_gcm *g = aead_gcm_new(cs->k->pack);
+        int grc = aead_gcm_run(g, 1, nonce, ad, sizeof(ad), cs->pw_hdr.p, cs->pw_hdr.p,
+                               cs->pw_hdr.len, tag);
+        aead_gcm_free(g);
+        if (grc != CAIRN_OK)
+            abort();
+        hlen += NONCE + TAG;
+    }
+    put_u32(trailer, (uint32_t)hlen);
+    memcpy(trailer + 4, CS_PACK_MAGIC, 8);
+    int rc = pw_flush(cs, err);
+    if (rc == CAIRN_OK && cs->k->encrypted)
+        rc = cairn_writer_write(cs->pw, nonce, NONCE, err);
+    if (rc == CAIRN_OK && cs->pw_hdr.len > 0)
+        rc = cairn_writer_write(cs->pw, cs->pw_hdr.p, cs->pw_hdr.len, err);
+    if (rc == CAIRN_OK && cs->k->encrypted)
+        rc = cairn_writer_write(cs->pw, tag, TAG, err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_write(cs->pw, trailer, sizeof(trailer), err);
+    if (rc == CAIRN_OK)
+        rc = cairn_writer_close(cs->pw, err);
+    cairn_writer_free(cs->pw);
+    cs->pw = NULL;
+    cs->pw_hdr.len = 0; /* its room is kept for the next pack */
+    if (rc != CAIRN_OK) {
+        cs->unindexed.len = undo;
+        return fail_locked(cs, cairn_err_wrap(err, rc, "write pack '%s/%s'", CS_DATA_DIR, hex),
+                           err);
+    }
     cs->n_unindexed++;
-    buf_free(&cs->pw_hdr);
-    memset(&cs->pw_hdr, 0, sizeof(cs->pw_hdr));
     if (cs->unindexed.len < HDR_MAX)
         return CAIRN_OK;
     rc = write_index(cs, err);
