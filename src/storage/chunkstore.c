@@ -18,6 +18,8 @@
 #include <string.h>
 #include <zstd.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "cairn/digest.h"
@@ -820,6 +822,7 @@ struct cs_work {
     size_t buf_cap;
     uint8_t nonces[NONCE * 64]; /* random nonces drawn 64 at a time, used from the end */
     unsigned nnonces;
+    EVP_MAC_CTX *mac; /* HMAC keyed with K_hash once, re-initialised per id */
 };
 
 /* Buffers above this are not kept in the pool: a large file's chunks (up to the chunker's
@@ -833,6 +836,7 @@ static void work_free(struct cs_work *w)
         ZSTD_freeCCtx(w->cctx);
         io_probe_free(w->probe);
         aead_gcm_free(w->gcm);
+        EVP_MAC_CTX_free(w->mac);
         free(w->out);
         free(w->buf);
         free(w);
@@ -868,6 +872,32 @@ static void work_give(struct chunkstore *cs, struct cs_work *w)
     w->next = cs->pool;
     cs->pool = w;
     pthread_mutex_unlock(&cs->pool_mu);
+}
+
+/* chunk_id with w's HMAC context: keyed once, then re-initialised (OpenSSL keeps the key),
+ * where a context per chunk cost a fetch, a key schedule and a free each. */
+static void work_id(const struct repo_chunking *k, struct cs_work *w, const void *p, size_t len,
+                    uint8_t id[32])
+{
+    if (!k->encrypted) {
+        cairn_sha256_oneshot(p, len, id);
+        return;
+    }
+    int ok;
+    if (w->mac == NULL) {
+        EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        w->mac = m != NULL ? EVP_MAC_CTX_new(m) : NULL; /* holds its own reference */
+        EVP_MAC_free(m);
+        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                               OSSL_PARAM_construct_end()};
+        ok = w->mac != NULL && EVP_MAC_init(w->mac, k->hash, 32, params) == 1;
+    } else {
+        ok = EVP_MAC_init(w->mac, NULL, 0, NULL) == 1;
+    }
+    size_t outl = 0;
+    if (!ok || (len > 0 && EVP_MAC_update(w->mac, p, len) != 1) ||
+        EVP_MAC_final(w->mac, id, &outl, 32) != 1 || outl != 32)
+        abort(); /* only allocation failure gets here */
 }
 
 static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
@@ -959,7 +989,7 @@ struct chunk_writer {
 static int emit(struct chunk_writer *cw, struct cairn_err *err)
 {
     uint8_t id[32];
-    chunk_id(cw->cs->k, cw->work->buf, cw->len, id);
+    work_id(cw->cs->k, cw->work, cw->work->buf, cw->len, id);
     int rc = put_blob(cw->cs, cw->work, id, cw->work->buf, cw->len, 0, cw->level, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(cw->base.next, id, 32, err);
@@ -1041,8 +1071,8 @@ static int ls_finish(struct cairn_writer *w, struct cairn_err *err)
 {
     struct list_sink *s = (struct list_sink *)w;
     uint8_t id[32];
-    chunk_id(s->cs->k, s->b.p, s->b.len, id);
     struct cs_work *work = work_take(s->cs);
+    work_id(s->cs->k, work, s->b.p, s->b.len, id);
     int rc = put_blob(s->cs, work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
                       CS_FLAG_LIST, 3, err);
     work_give(s->cs, work);
