@@ -1240,8 +1240,9 @@ struct gc {
     struct names idx_names, pack_names;
     struct gent *ents;
     size_t nents, cap;
-    uint8_t (*marks)[32];
+    uint8_t (*marks)[32]; /* sorted, each id once */
     size_t nmarks, mcap;
+    uint8_t *copied; /* per mark: repacked by this run already */
 };
 
 static void mark(struct gc *g, const uint8_t *id)
@@ -1256,6 +1257,20 @@ static void mark(struct gc *g, const uint8_t *id)
 static int marked(const struct gc *g, const uint8_t *id)
 {
     return g->nmarks && bsearch(id, g->marks, g->nmarks, 32, id_cmp) != NULL;
+}
+
+/* 1 the first time a live id is asked for: a chunk that is in two packs being repacked (a
+ * killed prune or backup leaves such copies) is copied once. The second copy must not be
+ * read through the lookup either: that names this run's open pack, not landed yet. */
+static int copy_first(struct gc *g, const uint8_t *id)
+{
+    uint8_t(*m)[32] = bsearch(id, g->marks, g->nmarks, 32, id_cmp);
+    if (g->copied == NULL)
+        g->copied = xcalloc(g->nmarks, 1);
+    if (g->copied[m - g->marks])
+        return 0;
+    g->copied[m - g->marks] = 1;
+    return 1;
 }
 
 /* Every entry of every index object, in full. */
@@ -1357,6 +1372,11 @@ static int gc_mark(struct gc *g, struct cairn_gc_stats *s, struct cairn_err *err
     cairn_backup_list_free(&l);
     if (g->nmarks > 1)
         qsort(g->marks, g->nmarks, 32, id_cmp);
+    size_t u = g->nmarks ? 1 : 0; /* each id once (chunks shared by backups are marked often) */
+    for (size_t i = 1; i < g->nmarks; i++)
+        if (memcmp(g->marks[u - 1], g->marks[i], 32) != 0)
+            memcpy(g->marks[u++], g->marks[i], 32);
+    g->nmarks = u;
     return rc;
 }
 
@@ -1370,7 +1390,7 @@ static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
     int rc = CAIRN_OK;
     for (size_t i = a; i < z && rc == CAIRN_OK; i++) {
         const uint8_t *id = g->ents[i].e;
-        if (!marked(g, id) || (i > a && memcmp(g->ents[i - 1].e, id, 32) == 0))
+        if (!marked(g, id) || !copy_first(g, id))
             continue;
         size_t len = 0;
         rc = get_blob(cs, &rd, id, &len, err);
@@ -1515,6 +1535,7 @@ int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
     names_free(&g.pack_names);
     free(g.ents);
     free(g.marks);
+    free(g.copied);
     if (stats != NULL)
         *stats = s;
     if (rc != CAIRN_OK)
