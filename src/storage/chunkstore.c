@@ -1212,8 +1212,9 @@ struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_r
  * references (restic's): (1) live chunks of packs that are mostly garbage are copied into new
  * packs, which land with an index object naming them; (2) one index object naming every pack
  * that stays; (3) the old index objects are deleted; (4) the packs no longer named (dead,
- * repacked, and packs of backups that never completed) are deleted. A rerun after a crash
- * finds at worst extra index objects (harmless duplicates) or unnamed packs (deleted). */
+ * repacked, and packs of backups that never completed) are deleted; (5) the driver sweeps
+ * what killed writers left (the file driver's temporaries). A rerun after a crash finds at
+ * worst extra index objects (harmless duplicates) or unnamed packs (deleted). */
 
 struct gent { /* one index entry with its pack */
     uint8_t pack[32];
@@ -1432,8 +1433,8 @@ static int remove_obj(struct cairn_storage *st, const char *dir, const char *nam
     return rc;
 }
 
-/* Classify packs, repack, write the new index, delete. Long (about 90 lines) because the
- * four steps must stay in this order; each is commented. */
+/* Classify packs, repack, write the new index, delete, sweep. Long (about 95 lines) because
+ * the steps must stay in this order; each is commented. */
 static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *s,
                     struct cairn_err *err)
 {
@@ -1508,6 +1509,9 @@ static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *
         if (!dry)
             rc = remove_obj(cs->st, CS_DATA_DIR, g->pack_names.v[i], err);
     }
+    /* (5) what killed writers left beside the objects (torn packs and index objects) */
+    for (int i = 0; i < 2 && rc == CAIRN_OK && !dry && cs->st->drv->sweep != NULL; i++)
+        rc = cs->st->drv->sweep(cs->st->state, i ? CS_INDEX_DIR : CS_DATA_DIR, err);
     free(drop);
     return rc;
 }

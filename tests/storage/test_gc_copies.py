@@ -5,7 +5,9 @@ test_dedup_crash.py with 100 kills: the rerun copied the chunk once, then read t
 copy through the index lookup, which named its own open pack (not landed yet): "pack not
 found", and every later prune failed the same way. Here the state is made by hand, from
 docs/FORMAT.md: a plain repository's pack is copied under a second name and an index object
-naming the copy is added; most of both packs is then garbage."""
+naming the copy is added; most of both packs is then garbage. Also: the temporaries that
+killed writers leave in the file driver's .data and .index (a pack cut short, up to 32 MiB)
+are swept by prune; nothing else ever removes them."""
 import hashlib
 import os
 import random
@@ -59,6 +61,12 @@ def main():
         f.write(body + hashlib.sha256(body).digest())
     rc, out, err, _ = cairn("check", url, "--read-data")
     check(rc == 0 and "2 pack(s)" in out, "check reads both copies: %s %s" % (out, err))
+    # what killed writers leave on file storage: temporaries of a pack and an index object
+    debris = [os.path.join(root, d, ".%s.tmp.Ab12Cd" % rnd.randbytes(32).hex())
+              for d in (".data", ".index")]
+    for p in debris:
+        with open(p, "wb") as f:
+            f.write(pack[:100000])
     # 3/4 of both packs become garbage, the rest stays live: both are repacked
     os.unlink(os.path.join(src, "gone.bin"))
     rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", "b2")
@@ -67,6 +75,8 @@ def main():
     check(rc == 0 and "2 repacked" in out, "prune repacks both copies: %s %s" % (out, err))
     rc, out, err, _ = cairn("check", url, "--read-data")
     check(rc == 0, "check --read-data after the prune: %s %s" % (out, err))
+    check(not any(os.path.exists(p) for p in debris), "prune swept the temporaries %s" %
+          sorted(os.listdir(os.path.join(root, ".data")) + os.listdir(os.path.join(root, ".index"))))
     dst = os.path.join(T, "out")
     rc, _, err, _ = cairn("restore", url, "b2", "--into", dst)
     check(rc == 0 and tree(dst) == tree(src), "b2 restores byte for byte %s" % err)
