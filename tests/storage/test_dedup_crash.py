@@ -38,6 +38,7 @@ SANITIZED = os.environ.get("CAIRN_SANITIZER") in ("address", "thread")
 N = int(os.environ.get("CAIRN_CRASH_N", "2" if SANITIZED else "4"))
 SEED = int(os.environ.get("CAIRN_CRASH_SEED", str(os.getpid())))
 CHECK_KILLS = int(os.environ.get("CAIRN_CRASH_CHECK", "2"))
+REPACK_KILLS = int(os.environ.get("CAIRN_CRASH_REPACK", "2"))
 rnd = random.Random(SEED)
 phases = collections.Counter()
 spread = collections.Counter()  # share of the measured run (tenths) at which time kills landed
@@ -273,11 +274,57 @@ def check_kills(url, keyargs, where, root):
     check(landed >= CHECK_KILLS, "%s: %d kills of check landed" % (where, landed))
 
 
+def repack_kills(url, keyargs, where, root):
+    """Prune killed while it repacks: each round stores a pack that is 1/7 live after the
+    prune's removal (above the 20% garbage threshold), so every prune repacks."""
+    src = os.path.join(T, "src-repack-" + where)
+    os.makedirs(src)
+    rc, _, err, _ = cairn("init", url, *(keyargs or ["--no-encryption"]), "--chunker",
+                          "16K,64K,256K")
+    check(rc == 0, "%s repack: init %s" % (where, err))
+    bk, pr = Op(), Op()
+    snaps, landed, repacked = {}, 0, 0
+    for i in range(4 * REPACK_KILLS + 2):
+        if landed >= REPACK_KILLS:
+            break
+        for n, size in (("keep-%d" % i, 512 << 10), ("big-%d" % i, 3 << 20)):
+            with open(os.path.join(src, n), "wb") as f:
+                f.write(rnd.randbytes(size))
+        old = os.path.join(src, "keep-%d" % (i - 2))
+        if os.path.exists(old):
+            os.unlink(old)
+        for name in ("r%03da" % i, "r%03db" % i):
+            rc, _, err = bk.full(["backup", "--from", src, "--to", url, "--name", name] +
+                                 keyargs, root)
+            snaps[name] = tree(src)
+            check(rc == 0, "%s repack #%d: backup %s %s" % (where, i, name, err.strip()))
+            if name.endswith("a"):  # 6/7 of this pack is garbage once the prune removes it
+                os.unlink(os.path.join(src, "big-%d" % i))
+        args = ["prune", url, "--keep-last", "1"] + keyargs
+        if i >= 1:
+            hit, before = pr.killed(args, root, by_time=i % 2 == 0)
+            if hit:
+                landed += 1
+                phases[where, "repack " + prune_phase(before, objects(root))] += 1
+                if not consistent(url, keyargs, "%s repack #%d" % (where, i), snaps):
+                    break
+        rc, out, err = pr.full(args, root)
+        m = re.search(r"(\d+) repacked", out)
+        repacked += int(m.group(1)) if m else 0
+        check(rc == 0, "%s repack #%d: prune (rerun) completes %s" % (where, i, err.strip()))
+    check(landed >= REPACK_KILLS, "%s: %d kills of a repacking prune landed" % (where, landed))
+    consistent(url, keyargs, where + " repack end", snaps)
+    print("# %s: %d kills of a repacking prune; %d pack(s) repacked by the reruns" %
+          (where, landed, repacked), flush=True)
+
+
 def main():
     key = os.path.join(T, "k")
     cairn("key", "generate", key)
     root = os.path.join(T, "repo")
     scenario("file://" + root, ["--key-file", key], "file", root)
+    if REPACK_KILLS:
+        repack_kills("file://" + root + "-rp", ["--key-file", key], "file", root + "-rp")
     s3 = S3rver(T)
     if not s3.available():
         skips.missing_part("s3rver not installed (scripts/deps.sh test)")
@@ -285,6 +332,9 @@ def main():
         s3.start()
         try:
             scenario(s3.url("dcrash"), [], "s3", os.path.join(s3.data, s3.bucket, "dcrash"))
+            if REPACK_KILLS:
+                repack_kills(s3.url("dcrash-rp"), [], "s3",
+                             os.path.join(s3.data, s3.bucket, "dcrash-rp"))
         finally:
             s3.stop()
     print("# seed %d; phases of the kills:" % SEED)
