@@ -1213,8 +1213,9 @@ struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_r
  * packs, which land with an index object naming them; (2) one index object naming every pack
  * that stays; (3) the old index objects are deleted; (4) the packs no longer named (dead,
  * repacked, and packs of backups that never completed) are deleted; (5) the driver sweeps
- * what killed writers left (the file driver's temporaries). A rerun after a crash finds at
- * worst extra index objects (harmless duplicates) or unnamed packs (deleted). */
+ * what killed writers left (temporaries of the file driver and of S3's atomic PUT). A rerun
+ * after a crash finds at worst extra index objects (harmless duplicates) or unnamed packs
+ * (deleted). */
 
 struct gent { /* one index entry with its pack */
     uint8_t pack[32];
