@@ -5,7 +5,8 @@ file storage (encrypted) and a real s3rver (plain). After each kill: `cairn chec
 rerun of prune complete (the rerun finishes the job); at the end a second prune deletes
 nothing: every stored pack is indexed, one index object remains and no temporary of a killed
 writer is left (in .data or .index). Then `cairn check` is killed CAIRN_CRASH_CHECK times
-(default 2) at random points: it must change nothing stored.
+(default 2) at random points: it must change nothing stored. Last, in a second repository
+per storage where every prune repacks, prune is killed CAIRN_CRASH_REPACK times (default 2).
 
 Kill points: half of the kills after a random delay drawn over the measured duration of an
 unkilled run of the same command, half after the k-th change of the stored objects (k drawn
