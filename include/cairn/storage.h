@@ -137,6 +137,11 @@ struct cairn_storage_driver {
      * shorter. May be NULL: the generic layer then reads through read and skips to off. */
     int (*read_at)(void *state, const char *backup, const char *file, uint64_t off, void *buf,
                    size_t len, struct cairn_err *err);
+    /* Delete what killed writers left in backup besides its files (the file driver's
+     * ".<file>.tmp.*", S3's "<file>.tmp" of a PUT not yet published by its copy). Called by prune's
+     * garbage collection on the chunk store's pseudo-backups, which are never removed whole, under
+     * the exclusive lock (no writer runs). May be NULL. */
+    int (*sweep)(void *state, const char *backup, struct cairn_err *err);
 };
 
 /* Register a driver for URLs "<name>://...". Built-ins: "file", "s3". CAIRN_E_EXISTS when the

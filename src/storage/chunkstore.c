@@ -1453,8 +1453,10 @@ struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_r
  * references (restic's): (1) live chunks of packs that are mostly garbage are copied into new
  * packs, which land with an index object naming them; (2) one index object naming every pack
  * that stays; (3) the old index objects are deleted; (4) the packs no longer named (dead,
- * repacked, and packs of backups that never completed) are deleted. A rerun after a crash
- * finds at worst extra index objects (harmless duplicates) or unnamed packs (deleted). */
+ * repacked, and packs of backups that never completed) are deleted; (5) the driver sweeps
+ * what killed writers left (temporaries of the file driver and of S3's atomic PUT). A rerun
+ * after a crash finds at worst extra index objects (harmless duplicates) or unnamed packs
+ * (deleted). */
 
 struct gent { /* one index entry with its pack */
     uint8_t pack[32];
@@ -1481,8 +1483,9 @@ struct gc {
     struct names idx_names, pack_names;
     struct gent *ents;
     size_t nents, cap;
-    uint8_t (*marks)[32];
+    uint8_t (*marks)[32]; /* sorted, each id once */
     size_t nmarks, mcap;
+    uint8_t *copied; /* per mark: repacked by this run already */
 };
 
 static void mark(struct gc *g, const uint8_t *id)
@@ -1497,6 +1500,20 @@ static void mark(struct gc *g, const uint8_t *id)
 static int marked(const struct gc *g, const uint8_t *id)
 {
     return g->nmarks && bsearch(id, g->marks, g->nmarks, 32, id_cmp) != NULL;
+}
+
+/* 1 the first time a live id is asked for: a chunk that is in two packs being repacked (a
+ * killed prune or backup leaves such copies) is copied once. The second copy must not be
+ * read through the lookup either: that names this run's open pack, not landed yet. */
+static int copy_first(struct gc *g, const uint8_t *id)
+{
+    uint8_t(*m)[32] = bsearch(id, g->marks, g->nmarks, 32, id_cmp);
+    if (g->copied == NULL)
+        g->copied = xcalloc(g->nmarks, 1);
+    if (g->copied[m - g->marks])
+        return 0;
+    g->copied[m - g->marks] = 1;
+    return 1;
 }
 
 /* Every entry of every index object, in full. */
@@ -1598,6 +1615,11 @@ static int gc_mark(struct gc *g, struct cairn_gc_stats *s, struct cairn_err *err
     cairn_backup_list_free(&l);
     if (g->nmarks > 1)
         qsort(g->marks, g->nmarks, 32, id_cmp);
+    size_t u = g->nmarks ? 1 : 0; /* each id once (chunks shared by backups are marked often) */
+    for (size_t i = 1; i < g->nmarks; i++)
+        if (memcmp(g->marks[u - 1], g->marks[i], 32) != 0)
+            memcpy(g->marks[u++], g->marks[i], 32);
+    g->nmarks = u;
     return rc;
 }
 
@@ -1611,7 +1633,7 @@ static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
     int rc = CAIRN_OK;
     for (size_t i = a; i < z && rc == CAIRN_OK; i++) {
         const uint8_t *id = g->ents[i].e;
-        if (!marked(g, id) || (i > a && memcmp(g->ents[i - 1].e, id, 32) == 0))
+        if (!marked(g, id) || !copy_first(g, id))
             continue;
         size_t len = 0;
         rc = get_blob(cs, &rd, id, &len, err);
@@ -1653,8 +1675,8 @@ static int remove_obj(struct cairn_storage *st, const char *dir, const char *nam
     return rc;
 }
 
-/* Classify packs, repack, write the new index, delete. Long (about 90 lines) because the
- * four steps must stay in this order; each is commented. */
+/* Classify packs, repack, write the new index, delete, sweep. Long (about 95 lines) because
+ * the steps must stay in this order; each is commented. */
 static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *s,
                     struct cairn_err *err)
 {
@@ -1729,6 +1751,9 @@ static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *
         if (!dry)
             rc = remove_obj(cs->st, CS_DATA_DIR, g->pack_names.v[i], err);
     }
+    /* (5) what killed writers left beside the objects (torn packs and index objects) */
+    for (int i = 0; i < 2 && rc == CAIRN_OK && !dry && cs->st->drv->sweep != NULL; i++)
+        rc = cs->st->drv->sweep(cs->st->state, i ? CS_INDEX_DIR : CS_DATA_DIR, err);
     free(drop);
     return rc;
 }
@@ -1756,6 +1781,7 @@ int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
     names_free(&g.pack_names);
     free(g.ents);
     free(g.marks);
+    free(g.copied);
     if (stats != NULL)
         *stats = s;
     if (rc != CAIRN_OK)

@@ -296,6 +296,37 @@ static int file_list_files(void *state, const char *backup, int (*fn)(void *arg,
     return rc;
 }
 
+/* The temporaries ".<file>.tmp.*" of atomic writes killed before their rename (a pack cut
+ * short can be 32 MiB); lock temporaries are the lock code's. */
+static int file_sweep(void *state, const char *backup, struct cairn_err *err)
+{
+    struct file_store *fs = state;
+    char *dir = path_join(fs->root, backup);
+    DIR *d = opendir(dir);
+    int rc = CAIRN_OK;
+    if (d == NULL) {
+        if (errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "open directory '%s'", dir);
+        free(dir);
+        return rc;
+    }
+    struct dirent *e;
+    while (rc == CAIRN_OK && (errno = 0, e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.' || strstr(e->d_name, ".tmp.") == NULL ||
+            strncmp(e->d_name, ".lock.tmp.", 10) == 0)
+            continue;
+        char *p = path_join(dir, e->d_name);
+        if (unlink(p) != 0 && errno != ENOENT)
+            rc = cairn_err_sys(err, 0, errno, "remove '%s'", p);
+        free(p);
+    }
+    if (rc == CAIRN_OK && errno != 0)
+        rc = cairn_err_sys(err, 0, errno, "read directory '%s'", dir);
+    closedir(d);
+    free(dir);
+    return rc;
+}
+
 static int file_remove_file(void *state, const char *backup, const char *file,
                             struct cairn_err *err)
 {
@@ -375,4 +406,5 @@ const struct cairn_storage_driver storage_file_driver = {
     .remove_file = file_remove_file,
     .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
     .read_at = file_read_at,
+    .sweep = file_sweep,
 };

@@ -59,4 +59,5 @@ const struct cairn_storage_driver storage_s3_driver = {
     .remove_file = s3_remove_file,
     .features = CAIRN_STORAGE_FEATURE_ATOMIC_WRITE,
     .read_at = s3_read_at,
+    .sweep = s3_sweep,
 };

@@ -160,6 +160,7 @@ int s3_remove(void *state, const char *backup, struct cairn_err *err);
 int s3_list_files(void *state, const char *backup, int (*fn)(void *arg, const char *file),
                   void *arg, struct cairn_err *err);
 int s3_remove_file(void *state, const char *backup, const char *file, struct cairn_err *err);
+int s3_sweep(void *state, const char *backup, struct cairn_err *err);
 int s3_create(void *state, const char *backup, const char *file, int64_t size_hint,
               const struct cairn_storage_write_opts *opts, struct cairn_writer **out,
               struct cairn_err *err);
