@@ -884,12 +884,14 @@ static int restore_tree(struct cairn_backup *b, int rootfd, const char *target,
 }
 
 /* The totals for opts->plan: the files but the tree and their bytes before compression; for a
- * split MANIFEST, whose list is never loaded whole, its header's stored size (the tree's
- * included), near enough for a progress display. */
+ * split MANIFEST, whose list is never loaded whole, its header's logical size (the tree's
+ * included), near enough for a progress display; headers written before they had one give
+ * the stored size (for chunk lists far too small, hence the logical size first). */
 static void restore_plan(struct cairn_backup *b, const struct cairn_path_opts *o)
 {
     size_t n = cairn_backup_file_count(b);
-    uint64_t files = n > 0 ? n - 1 : 0, bytes = cairn_backup_stored_size(b);
+    uint64_t files = n > 0 ? n - 1 : 0;
+    uint64_t bytes = b->has_sum_logical ? b->sum_logical : cairn_backup_stored_size(b);
     if (__atomic_load_n(&b->files_loaded, __ATOMIC_ACQUIRE)) {
         bytes = 0;
         for (size_t i = 0; i < n; i++)
