@@ -17,18 +17,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import check, cairn, tmpdir, finish  # noqa: E402
+from rel import check, cairn, tmpdir, finish, tree_bytes  # noqa: E402
 
 T = tmpdir("cairn-gccopies-")
-
-
-def tree(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), d)] = f.read()
-    return out
 
 
 def main():
@@ -79,7 +70,7 @@ def main():
     check(not any(os.path.exists(p) for p in debris), "prune swept the temporaries %s" % left)
     dst = os.path.join(T, "out")
     rc, _, err, _ = cairn("restore", url, "b2", "--into", dst)
-    check(rc == 0 and tree(dst) == tree(src), "b2 restores byte for byte %s" % err)
+    check(rc == 0 and tree_bytes(dst) == tree_bytes(src), "b2 restores byte for byte %s" % err)
     rc, out, err, _ = cairn("prune", url, "--keep-last", "1")
     check(rc == 0 and "0 deleted, 0 repacked" in out, "a second prune has nothing to do: %s %s" %
           (out, err))

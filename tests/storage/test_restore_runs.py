@@ -16,7 +16,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import CAIRN, FaultProxy, S3rver, cairn, check, finish, run, tmpdir  # noqa: E402
+from rel import (CAIRN, FaultProxy, S3rver, cairn, check, finish, run, tmpdir,  # noqa: E402
+                 tree_bytes)
 import skips  # noqa: E402
 
 T = tmpdir("cairn-runs-")
@@ -44,25 +45,16 @@ def rewrite_middle(d):
         f.write(random.Random(7).randbytes(600 << 10))
 
 
-def tree(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), d)] = f.read()
-    return out
-
-
 def restored(out):
     """The restored tree (restore --into puts the source's entries at out, get may keep its
     name: both accepted)."""
-    got = tree(out)
-    return tree(os.path.join(out, "src")) if got and all(k.startswith("src/") for k in got) \
+    got = tree_bytes(out)
+    return tree_bytes(os.path.join(out, "src")) if got and all(k.startswith("src/") for k in got) \
         else got
 
 
 def total_chunks(d):
-    return sum(max(1, len(v) // CHUNK) for v in tree(d).values())
+    return sum(max(1, len(v) // CHUNK) for v in tree_bytes(d).values())
 
 
 def backups(url, src, where, keyargs, one_worker=False):
@@ -82,7 +74,7 @@ def backups(url, src, where, keyargs, one_worker=False):
         else:
             rc, _, err, _ = cairn("backup", "--from", src, "--to", url, "--name", name, *keyargs)
         check(rc == 0, "%s: backup %s: %s" % (where, name, err))
-        want[name] = tree(src)
+        want[name] = tree_bytes(src)
     for name in ("b1", "b2"):
         out = os.path.join(T, "out-%s-%s" % (where, name))
         rc, _, err, _ = cairn("restore", url, name, "--into", out, *keyargs)
