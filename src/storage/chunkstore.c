@@ -816,17 +816,22 @@ struct cs_work {
     ZSTD_CCtx *cctx;
     struct io_probe *probe;
     struct aead_gcm *gcm;
+    /* Mappings (xmap): only the pages used are memory. out holds NONCE, a compressed blob
+     * and TAG; buf a chunk writer's current chunk at buf + NONCE, with room for TAG after the
+     * chunker's max, so a chunk stored raw is encrypted where it is (no second copy). *_hi:
+     * the most bytes used since the last trim. */
     uint8_t *out;
-    size_t out_cap;
-    uint8_t *buf; /* a chunk writer's current chunk */
-    size_t buf_cap;
+    size_t out_cap, out_hi;
+    uint8_t *buf;
+    size_t buf_cap, buf_hi;
     uint8_t nonces[NONCE * 64]; /* random nonces drawn 64 at a time, used from the end */
     unsigned nnonces;
     EVP_MAC_CTX *mac; /* HMAC keyed with K_hash once, re-initialised per id */
 };
 
-/* Buffers above this are not kept in the pool: a large file's chunks (up to the chunker's
- * max) would otherwise stay allocated for every worker after it. */
+/* Pages of the buffers above this are given back when a writer returns its scratch to the
+ * pool: a large file's chunks (up to the chunker's max) would otherwise stay resident for
+ * every worker after it. */
 #define WORK_KEEP (1u << 20)
 
 static void work_free(struct cs_work *w)
@@ -837,8 +842,8 @@ static void work_free(struct cs_work *w)
         io_probe_free(w->probe);
         aead_gcm_free(w->gcm);
         EVP_MAC_CTX_free(w->mac);
-        free(w->out);
-        free(w->buf);
+        xunmap(w->out, w->out_cap);
+        xunmap(w->buf, w->buf_cap);
         free(w);
         w = next;
     }
@@ -858,16 +863,12 @@ static void work_give(struct chunkstore *cs, struct cs_work *w)
 {
     if (w == NULL)
         return;
-    if (w->out_cap > WORK_KEEP) {
-        free(w->out);
-        w->out = NULL;
-        w->out_cap = 0;
-    }
-    if (w->buf_cap > WORK_KEEP) {
-        free(w->buf);
-        w->buf = NULL;
-        w->buf_cap = 0;
-    }
+    if (w->out_hi > WORK_KEEP)
+        xmap_trim(w->out, WORK_KEEP, w->out_cap);
+    if (w->buf_hi > WORK_KEEP)
+        xmap_trim(w->buf, WORK_KEEP, w->buf_cap);
+    w->out_hi = w->out_hi < WORK_KEEP ? w->out_hi : WORK_KEEP;
+    w->buf_hi = w->buf_hi < WORK_KEEP ? w->buf_hi : WORK_KEEP;
     pthread_mutex_lock(&cs->pool_mu);
     w->next = cs->pool;
     cs->pool = w;
@@ -918,18 +919,28 @@ static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id,
     return store_blob(cs, w, id, p, len, flags, level, err);
 }
 
-/* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. */
+/* w->out with room for need bytes: sized once for the chunker's largest chunk (a mapping:
+ * only the pages used count), larger only for a larger blob (a long chunk list). */
+static void work_out(const struct chunkstore *cs, struct cs_work *w, size_t need)
+{
+    size_t least = NONCE + ZSTD_compressBound(cs->proto.max) + TAG;
+    if (w->out_cap < need) {
+        xunmap(w->out, w->out_cap);
+        w->out_cap = need > least ? need : least;
+        w->out = xmap(w->out_cap);
+        w->out_hi = 0;
+    }
+}
+
+/* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. When p
+ * is w's chunk buffer (w->buf + NONCE, with NONCE bytes before it and TAG after it) and the
+ * blob is stored raw, it is encrypted in place and p's bytes are lost. */
 static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
                       size_t len, uint8_t flags, int level, struct cairn_err *err)
 {
-    size_t bound = ZSTD_compressBound(len) + NONCE + TAG;
-    if (w->out_cap < bound) {
-        free(w->out);
-        w->out_cap = bound;
-        w->out = xmalloc(bound);
-    }
-    uint8_t *body = w->out + NONCE;
+    uint8_t *own = w->buf != NULL && p == w->buf + NONCE ? w->buf : NULL;
     size_t blen = len;
+    uint8_t *body = NULL;
     /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
      * chunks skip the compressor. A blob of one sample or less is compressed directly: the
      * probe would compress all of it once more. */
@@ -940,16 +951,30 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
         try = io_probe_pays(w->probe, p, len < (256u << 10) ? len : 256u << 10);
     }
     if (try) {
+        size_t bound = ZSTD_compressBound(len);
+        work_out(cs, w, NONCE + bound + TAG);
+        body = w->out + NONCE;
         if (w->cctx == NULL)
             w->cctx = ZSTD_createCCtx();
-        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, level);
+        size_t c = ZSTD_compressCCtx(w->cctx, body, bound, p, len, level);
         if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
             blen = c;
             flags |= CS_FLAG_ZSTD;
+            w->out_hi = w->out_hi > NONCE + c + TAG ? w->out_hi : NONCE + c + TAG;
+        } else { /* zstd may have written up to bound */
+            w->out_hi = w->out_hi > NONCE + bound ? w->out_hi : NONCE + bound;
         }
     }
-    if (!(flags & CS_FLAG_ZSTD) && len > 0) /* an empty chunk may come with no buffer */
-        memcpy(body, p, len);
+    if (!(flags & CS_FLAG_ZSTD) && own != NULL) {
+        body = own + NONCE; /* it is p */
+    } else if (!(flags & CS_FLAG_ZSTD)) {
+        work_out(cs, w, NONCE + len + TAG);
+        body = w->out + NONCE;
+        if (len > 0) /* an empty chunk may come with no buffer */
+            memcpy(body, p, len);
+        w->out_hi = w->out_hi > NONCE + len + TAG ? w->out_hi : NONCE + len + TAG;
+    }
+    uint8_t *head = body - NONCE;
     const uint8_t *stored = body;
     size_t slen = blen;
     if (cs->k->encrypted) {
@@ -962,10 +987,10 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
                 abort();
             w->nnonces = sizeof(w->nonces) / NONCE;
         }
-        memcpy(w->out, w->nonces + NONCE * --w->nnonces, NONCE);
-        if (aead_gcm_run(w->gcm, 1, w->out, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+        memcpy(head, w->nonces + NONCE * --w->nnonces, NONCE);
+        if (aead_gcm_run(w->gcm, 1, head, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
             abort();
-        stored = w->out;
+        stored = head;
         slen = NONCE + blen + TAG;
     }
     pthread_mutex_lock(&cs->mu);
@@ -989,8 +1014,9 @@ struct chunk_writer {
 static int emit(struct chunk_writer *cw, struct cairn_err *err)
 {
     uint8_t id[32];
-    work_id(cw->cs->k, cw->work, cw->work->buf, cw->len, id);
-    int rc = put_blob(cw->cs, cw->work, id, cw->work->buf, cw->len, 0, cw->level, err);
+    uint8_t *chunk = cw->work->buf + NONCE;
+    work_id(cw->cs->k, cw->work, chunk, cw->len, id);
+    int rc = put_blob(cw->cs, cw->work, id, chunk, cw->len, 0, cw->level, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(cw->base.next, id, 32, err);
     cw->len = 0;
@@ -1005,15 +1031,11 @@ static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct 
         int cut;
         size_t n = chunker_push(&cw->c, p, len, &cut);
         struct cs_work *wk = cw->work;
-        if (cw->len + n > wk->buf_cap) {
-            size_t nc = wk->buf_cap ? wk->buf_cap : 64u << 10;
-            while (nc < cw->len + n)
-                nc *= 2;
-            wk->buf = xrealloc(wk->buf, nc);
-            wk->buf_cap = nc;
-        }
-        memcpy(wk->buf + cw->len, p, n);
+        if (NONCE + cw->len + n + TAG > wk->buf_cap) /* the chunker cuts at its max */
+            abort();
+        memcpy(wk->buf + NONCE + cw->len, p, n);
         cw->len += n;
+        wk->buf_hi = wk->buf_hi > NONCE + cw->len + TAG ? wk->buf_hi : NONCE + cw->len + TAG;
         p += n;
         len -= n;
         if (cut) {
@@ -1048,6 +1070,10 @@ struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_wri
     cw->cs = cs;
     cw->c = cs->proto;
     cw->work = work_take(cs);
+    if (cw->work->buf == NULL) { /* the chunker's max, once: never copied to grow */
+        cw->work->buf_cap = NONCE + cs->proto.max + TAG;
+        cw->work->buf = xmap(cw->work->buf_cap);
+    }
     cw->level = level;
     return &cw->base;
 }
