@@ -61,7 +61,10 @@ struct chunkstore {
     pthread_mutex_t mu;
     pthread_mutex_t pool_mu;
     struct cs_work *pool; /* writers' scratch not in use */
-    struct cs_ent *idx;   /* sorted, from index objects */
+    struct cs_zip *zips;  /* compressors not in use */
+    unsigned nzips, zips_max;
+    pthread_cond_t zip_cv;
+    struct cs_ent *idx; /* sorted, from index objects */
     size_t nidx, idx_cap;
     struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
     size_t ntab, tab_slots;
@@ -83,6 +86,8 @@ struct chunkstore {
 
 struct cs_work;
 static void work_free(struct cs_work *w); /* and those after it in the pool */
+struct cs_zip;
+static void zip_free(struct cs_zip *z); /* and those after it */
 
 /* ---- the in-memory index ---- */
 
@@ -587,6 +592,9 @@ int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *
         chunker_init(&cs->proto, &k->params, k->seed);
         pthread_mutex_init(&cs->mu, NULL);
         pthread_mutex_init(&cs->pool_mu, NULL);
+        pthread_cond_init(&cs->zip_cv, NULL);
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cs->zips_max = ncpu > 2 ? (unsigned)ncpu : 2;
         rc = load_index(cs, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "load the chunk index of '%s'", st->url);
@@ -612,8 +620,10 @@ void cs_free(struct chunkstore *cs)
     free(cs->tab);
     free(cs->packs);
     work_free(cs->pool);
+    zip_free(cs->zips);
     pthread_mutex_destroy(&cs->mu);
     pthread_mutex_destroy(&cs->pool_mu);
+    pthread_cond_destroy(&cs->zip_cv);
     free(cs);
 }
 
@@ -808,20 +818,16 @@ int cs_flush(struct chunkstore *cs, struct cairn_err *err)
 
 /* ---- storing blobs ---- */
 
-/* Per-writer scratch: compression and encryption contexts and buffers. Writers take one
- * from the store's pool and give it back, so a backup of many small files makes a handful of
- * zstd and GCM contexts, not a few per file (each ZSTD_createCCtx is some microseconds). */
+/* Per-writer scratch: encryption contexts and the chunk buffer. Writers take one from the
+ * store's pool and give it back, so a backup of many small files makes a handful of GCM and
+ * HMAC contexts, not a few per file. */
 struct cs_work {
     struct cs_work *next; /* in the pool */
-    ZSTD_CCtx *cctx;
-    struct io_probe *probe;
     struct aead_gcm *gcm;
-    /* Mappings (xmap): only the pages used are memory. out holds NONCE, a compressed blob
-     * and TAG; buf a chunk writer's current chunk at buf + NONCE, with room for TAG after the
-     * chunker's max, so a chunk stored raw is encrypted where it is (no second copy). *_hi:
-     * the most bytes used since the last trim. */
-    uint8_t *out;
-    size_t out_cap, out_hi;
+    /* A mapping (xmap): only the pages used are memory. A chunk writer's current chunk at
+     * buf + NONCE, with room for TAG after the chunker's max, so a chunk stored raw is
+     * encrypted where it is (no second copy). buf_hi: the most bytes used since the last
+     * trim. */
     uint8_t *buf;
     size_t buf_cap, buf_hi;
     uint8_t nonces[NONCE * 64]; /* random nonces drawn 64 at a time, used from the end */
@@ -838,11 +844,8 @@ static void work_free(struct cs_work *w)
 {
     while (w != NULL) {
         struct cs_work *next = w->next;
-        ZSTD_freeCCtx(w->cctx);
-        io_probe_free(w->probe);
         aead_gcm_free(w->gcm);
         EVP_MAC_CTX_free(w->mac);
-        xunmap(w->out, w->out_cap);
         xunmap(w->buf, w->buf_cap);
         free(w);
         w = next;
@@ -863,11 +866,8 @@ static void work_give(struct chunkstore *cs, struct cs_work *w)
 {
     if (w == NULL)
         return;
-    if (w->out_hi > WORK_KEEP)
-        xmap_trim(w->out, WORK_KEEP, w->out_cap);
     if (w->buf_hi > WORK_KEEP)
         xmap_trim(w->buf, WORK_KEEP, w->buf_cap);
-    w->out_hi = w->out_hi < WORK_KEEP ? w->out_hi : WORK_KEEP;
     w->buf_hi = w->buf_hi < WORK_KEEP ? w->buf_hi : WORK_KEEP;
     pthread_mutex_lock(&cs->pool_mu);
     w->next = cs->pool;
@@ -919,16 +919,70 @@ static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id,
     return store_blob(cs, w, id, p, len, flags, level, err);
 }
 
-/* w->out with room for need bytes: sized once for the chunker's largest chunk (a mapping:
+/* A compressor: the storage probe, a zstd context (some 1.3 MB at level 3 for a chunk of a
+ * few MiB) and its output. At most zips_max (the CPUs, at least 2) exist: more writers than
+ * CPUs cannot compress at once anyway, and each held a set of its own (a 4-worker backup
+ * peaked 5-10 MiB higher). out is a mapping (xmap): NONCE, a compressed or copied blob, TAG;
+ * out_hi the most bytes used since the last trim. */
+struct cs_zip {
+    struct cs_zip *next;
+    ZSTD_CCtx *cctx;
+    struct io_probe *probe;
+    uint8_t *out;
+    size_t out_cap, out_hi;
+};
+
+static void zip_free(struct cs_zip *z)
+{
+    while (z != NULL) {
+        struct cs_zip *next = z->next;
+        ZSTD_freeCCtx(z->cctx);
+        io_probe_free(z->probe);
+        xunmap(z->out, z->out_cap);
+        free(z);
+        z = next;
+    }
+}
+
+static struct cs_zip *zip_take(struct chunkstore *cs)
+{
+    pthread_mutex_lock(&cs->pool_mu);
+    while (cs->zips == NULL && cs->nzips >= cs->zips_max)
+        pthread_cond_wait(&cs->zip_cv, &cs->pool_mu);
+    struct cs_zip *z = cs->zips;
+    if (z != NULL)
+        cs->zips = z->next;
+    else
+        cs->nzips++;
+    pthread_mutex_unlock(&cs->pool_mu);
+    return z != NULL ? z : xcalloc(1, sizeof(*z));
+}
+
+static void zip_give(struct chunkstore *cs, struct cs_zip *z)
+{
+    if (z == NULL)
+        return;
+    if (z->out_hi > WORK_KEEP) { /* a list or copied blob above it: rare */
+        xmap_trim(z->out, WORK_KEEP, z->out_cap);
+        z->out_hi = WORK_KEEP;
+    }
+    pthread_mutex_lock(&cs->pool_mu);
+    z->next = cs->zips;
+    cs->zips = z;
+    pthread_cond_signal(&cs->zip_cv);
+    pthread_mutex_unlock(&cs->pool_mu);
+}
+
+/* z->out with room for need bytes: sized once for the chunker's largest chunk (a mapping:
  * only the pages used count), larger only for a larger blob (a long chunk list). */
-static void work_out(const struct chunkstore *cs, struct cs_work *w, size_t need)
+static void zip_out(const struct chunkstore *cs, struct cs_zip *z, size_t need)
 {
     size_t least = NONCE + ZSTD_compressBound(cs->proto.max) + TAG;
-    if (w->out_cap < need) {
-        xunmap(w->out, w->out_cap);
-        w->out_cap = need > least ? need : least;
-        w->out = xmap(w->out_cap);
-        w->out_hi = 0;
+    if (z->out_cap < need) {
+        xunmap(z->out, z->out_cap);
+        z->out_cap = need > least ? need : least;
+        z->out = xmap(z->out_cap);
+        z->out_hi = 0;
     }
 }
 
@@ -941,38 +995,41 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
     uint8_t *own = w->buf != NULL && p == w->buf + NONCE ? w->buf : NULL;
     size_t blen = len;
     uint8_t *body = NULL;
+    struct cs_zip *z = zip_take(cs);
     /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
      * chunks skip the compressor. A blob of one sample or less is compressed directly: the
      * probe would compress all of it once more. */
     int try = len >= 64 && len <= IO_PROBE_ZSTD_SAMPLE;
     if (len > IO_PROBE_ZSTD_SAMPLE) {
-        if (w->probe == NULL)
-            w->probe = io_probe_new(IO_PROBE_ZSTD);
-        try = io_probe_pays(w->probe, p, len < (256u << 10) ? len : 256u << 10);
+        if (z->probe == NULL)
+            z->probe = io_probe_new(IO_PROBE_ZSTD);
+        try = io_probe_pays(z->probe, p, len < (256u << 10) ? len : 256u << 10);
     }
     if (try) {
         size_t bound = ZSTD_compressBound(len);
-        work_out(cs, w, NONCE + bound + TAG);
-        body = w->out + NONCE;
-        if (w->cctx == NULL)
-            w->cctx = ZSTD_createCCtx();
-        size_t c = ZSTD_compressCCtx(w->cctx, body, bound, p, len, level);
+        zip_out(cs, z, NONCE + bound + TAG);
+        body = z->out + NONCE;
+        if (z->cctx == NULL)
+            z->cctx = ZSTD_createCCtx();
+        size_t c = ZSTD_compressCCtx(z->cctx, body, bound, p, len, level);
         if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
             blen = c;
             flags |= CS_FLAG_ZSTD;
-            w->out_hi = w->out_hi > NONCE + c + TAG ? w->out_hi : NONCE + c + TAG;
+            z->out_hi = z->out_hi > NONCE + c + TAG ? z->out_hi : NONCE + c + TAG;
         } else { /* zstd may have written up to bound */
-            w->out_hi = w->out_hi > NONCE + bound ? w->out_hi : NONCE + bound;
+            z->out_hi = z->out_hi > NONCE + bound ? z->out_hi : NONCE + bound;
         }
     }
     if (!(flags & CS_FLAG_ZSTD) && own != NULL) {
-        body = own + NONCE; /* it is p */
+        body = own + NONCE; /* it is p; the compressor is free for another writer */
+        zip_give(cs, z);
+        z = NULL;
     } else if (!(flags & CS_FLAG_ZSTD)) {
-        work_out(cs, w, NONCE + len + TAG);
-        body = w->out + NONCE;
+        zip_out(cs, z, NONCE + len + TAG);
+        body = z->out + NONCE;
         if (len > 0) /* an empty chunk may come with no buffer */
             memcpy(body, p, len);
-        w->out_hi = w->out_hi > NONCE + len + TAG ? w->out_hi : NONCE + len + TAG;
+        z->out_hi = z->out_hi > NONCE + len + TAG ? z->out_hi : NONCE + len + TAG;
     }
     uint8_t *head = body - NONCE;
     const uint8_t *stored = body;
@@ -997,6 +1054,7 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
     struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
     int rc = pack_append(cs, e, id, flags, (uint32_t)len, stored, slen, err);
     pthread_mutex_unlock(&cs->mu);
+    zip_give(cs, z);
     return rc;
 }
 
