@@ -64,6 +64,8 @@ struct chunkstore {
     struct cs_zip *zips;  /* compressors not in use */
     unsigned nzips, zips_max;
     pthread_cond_t zip_cv;
+    unsigned nbig; /* writers holding a chunk above CHUNK_SMALL (at most BIG_MAX) */
+    pthread_cond_t big_cv;
     struct cs_ent *idx; /* sorted, from index objects */
     size_t nidx, idx_cap;
     struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
@@ -593,6 +595,7 @@ int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *
         pthread_mutex_init(&cs->mu, NULL);
         pthread_mutex_init(&cs->pool_mu, NULL);
         pthread_cond_init(&cs->zip_cv, NULL);
+        pthread_cond_init(&cs->big_cv, NULL);
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         cs->zips_max = ncpu > 2 ? (unsigned)ncpu : 2;
         rc = load_index(cs, err);
@@ -624,6 +627,7 @@ void cs_free(struct chunkstore *cs)
     pthread_mutex_destroy(&cs->mu);
     pthread_mutex_destroy(&cs->pool_mu);
     pthread_cond_destroy(&cs->zip_cv);
+    pthread_cond_destroy(&cs->big_cv);
     free(cs);
 }
 
@@ -1060,6 +1064,15 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
 
 /* ---- the chunk writer ---- */
 
+/* In-flight chunk memory: a writer's chunk grows beyond CHUNK_SMALL only while it holds one
+ * of BIG_MAX turns; the others wait at that size. Chunks of the default chunker (512 KiB /
+ * 1 MiB / 8 MiB) are rarely above 2 MiB, but runs of zeros or long repeats cut only at the
+ * max: 4 writers held 4 x 8 MiB (a backup peaked at 38 MiB against 26). Now at most
+ * BIG_MAX x max + the others' CHUNK_SMALL. A turn holder waits for nothing a waiter holds
+ * (compressors are taken and given within one blob), so turns always come back. */
+#define CHUNK_SMALL (2u << 20)
+#define BIG_MAX     2
+
 struct chunk_writer {
     struct cairn_writer base;
     struct chunkstore *cs;
@@ -1067,7 +1080,34 @@ struct chunk_writer {
     size_t len;           /* of the current chunk, in work->buf */
     struct cs_work *work; /* the pool's */
     int level;
+    int big; /* holds a turn */
 };
+
+static void big_take(struct chunk_writer *cw)
+{
+    struct chunkstore *cs = cw->cs;
+    pthread_mutex_lock(&cs->pool_mu);
+    while (cs->nbig >= BIG_MAX)
+        pthread_cond_wait(&cs->big_cv, &cs->pool_mu);
+    cs->nbig++;
+    pthread_mutex_unlock(&cs->pool_mu);
+    cw->big = 1;
+}
+
+/* Give the turn back, and the pages of the buffer above CHUNK_SMALL with it. */
+static void big_give(struct chunk_writer *cw)
+{
+    struct chunkstore *cs = cw->cs;
+    if (!cw->big)
+        return;
+    xmap_trim(cw->work->buf, NONCE + CHUNK_SMALL, cw->work->buf_cap);
+    cw->work->buf_hi = NONCE + CHUNK_SMALL;
+    pthread_mutex_lock(&cs->pool_mu);
+    cs->nbig--;
+    pthread_cond_signal(&cs->big_cv);
+    pthread_mutex_unlock(&cs->pool_mu);
+    cw->big = 0;
+}
 
 static int emit(struct chunk_writer *cw, struct cairn_err *err)
 {
@@ -1078,6 +1118,7 @@ static int emit(struct chunk_writer *cw, struct cairn_err *err)
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(cw->base.next, id, 32, err);
     cw->len = 0;
+    big_give(cw);
     return rc;
 }
 
@@ -1091,6 +1132,8 @@ static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct 
         struct cs_work *wk = cw->work;
         if (NONCE + cw->len + n + TAG > wk->buf_cap) /* the chunker cuts at its max */
             abort();
+        if (cw->len + n > CHUNK_SMALL && !cw->big)
+            big_take(cw);
         memcpy(wk->buf + NONCE + cw->len, p, n);
         cw->len += n;
         wk->buf_hi = wk->buf_hi > NONCE + cw->len + TAG ? wk->buf_hi : NONCE + cw->len + TAG;
@@ -1114,6 +1157,7 @@ static int cw_finish(struct cairn_writer *w, struct cairn_err *err)
 static void cw_free(struct cairn_writer *w)
 {
     struct chunk_writer *cw = (struct chunk_writer *)w;
+    big_give(cw); /* a failed stream's */
     work_give(cw->cs, cw->work);
     free(cw);
 }
