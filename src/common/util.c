@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,28 @@ void *xrealloc(void *p, size_t n)
     if (p == NULL)
         abort();
     return p;
+}
+
+void *xmap(size_t n)
+{
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        abort();
+    return p;
+}
+
+void xmap_trim(void *p, size_t keep, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t from = (keep + (size_t)pg - 1) / (size_t)pg * (size_t)pg;
+    if (p != NULL && from < n)
+        (void)madvise((uint8_t *)p + from, n - from, MADV_DONTNEED); /* best effort */
+}
+
+void xunmap(void *p, size_t n)
+{
+    if (p != NULL)
+        munmap(p, n ? n : 1);
 }
 
 char *xstrdup(const char *s)

@@ -15,6 +15,14 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) CAIRN_PRINTF(1, 2);
+/* Large scratch buffers whose memory is only the pages used: an anonymous mapping of n bytes
+ * (aborts on failure), pages from keep to n given back to the system with xmap_trim (they
+ * read as zeros afterwards), unmapped with xunmap (NULL is fine). malloc would serve such
+ * buffers from an arena once a large block was freed (glibc raises its mmap threshold then),
+ * where freed pages stay resident and fragment. */
+void *xmap(size_t n);
+void xmap_trim(void *p, size_t keep, size_t n);
+void xunmap(void *p, size_t n);
 
 /* Write/read all bytes, retrying EINTR and short transfers. */
 int write_all(int fd, const void *buf, size_t len, const char *what, struct cairn_err *err);

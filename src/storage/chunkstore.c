@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_createCCtx_advanced: see zmem_alloc */
 #include <zstd.h>
 
 #include <openssl/core_names.h>
@@ -61,7 +62,12 @@ struct chunkstore {
     pthread_mutex_t mu;
     pthread_mutex_t pool_mu;
     struct cs_work *pool; /* writers' scratch not in use */
-    struct cs_ent *idx;   /* sorted, from index objects */
+    struct cs_zip *zips;  /* compressors not in use */
+    unsigned nzips, zips_max;
+    pthread_cond_t zip_cv;
+    unsigned nbig; /* writers holding a chunk above CHUNK_SMALL (at most BIG_MAX) */
+    pthread_cond_t big_cv;
+    struct cs_ent *idx; /* sorted, from index objects */
     size_t nidx, idx_cap;
     struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
     size_t ntab, tab_slots;
@@ -83,6 +89,8 @@ struct chunkstore {
 
 struct cs_work;
 static void work_free(struct cs_work *w); /* and those after it in the pool */
+struct cs_zip;
+static void zip_free(struct cs_zip *z); /* and those after it */
 
 /* ---- the in-memory index ---- */
 
@@ -587,6 +595,10 @@ int cs_get(struct cairn_storage *st, struct chunkstore **out, struct cairn_err *
         chunker_init(&cs->proto, &k->params, k->seed);
         pthread_mutex_init(&cs->mu, NULL);
         pthread_mutex_init(&cs->pool_mu, NULL);
+        pthread_cond_init(&cs->zip_cv, NULL);
+        pthread_cond_init(&cs->big_cv, NULL);
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cs->zips_max = ncpu > 2 ? (unsigned)ncpu : 2;
         rc = load_index(cs, err);
         if (rc != CAIRN_OK) {
             cairn_err_wrap(err, rc, "load the chunk index of '%s'", st->url);
@@ -612,8 +624,11 @@ void cs_free(struct chunkstore *cs)
     free(cs->tab);
     free(cs->packs);
     work_free(cs->pool);
+    zip_free(cs->zips);
     pthread_mutex_destroy(&cs->mu);
     pthread_mutex_destroy(&cs->pool_mu);
+    pthread_cond_destroy(&cs->zip_cv);
+    pthread_cond_destroy(&cs->big_cv);
     free(cs);
 }
 
@@ -808,37 +823,35 @@ int cs_flush(struct chunkstore *cs, struct cairn_err *err)
 
 /* ---- storing blobs ---- */
 
-/* Per-writer scratch: compression and encryption contexts and buffers. Writers take one
- * from the store's pool and give it back, so a backup of many small files makes a handful of
- * zstd and GCM contexts, not a few per file (each ZSTD_createCCtx is some microseconds). */
+/* Per-writer scratch: encryption contexts and the chunk buffer. Writers take one from the
+ * store's pool and give it back, so a backup of many small files makes a handful of GCM and
+ * HMAC contexts, not a few per file. */
 struct cs_work {
     struct cs_work *next; /* in the pool */
-    ZSTD_CCtx *cctx;
-    struct io_probe *probe;
     struct aead_gcm *gcm;
-    uint8_t *out;
-    size_t out_cap;
-    uint8_t *buf; /* a chunk writer's current chunk */
-    size_t buf_cap;
+    /* A mapping (xmap): only the pages used are memory. A chunk writer's current chunk at
+     * buf + NONCE, with room for TAG after the chunker's max, so a chunk stored raw is
+     * encrypted where it is (no second copy). buf_hi: the most bytes used since the last
+     * trim. */
+    uint8_t *buf;
+    size_t buf_cap, buf_hi;
     uint8_t nonces[NONCE * 64]; /* random nonces drawn 64 at a time, used from the end */
     unsigned nnonces;
     EVP_MAC_CTX *mac; /* HMAC keyed with K_hash once, re-initialised per id */
 };
 
-/* Buffers above this are not kept in the pool: a large file's chunks (up to the chunker's
- * max) would otherwise stay allocated for every worker after it. */
+/* Pages of the buffers above this are given back when a writer returns its scratch to the
+ * pool: a large file's chunks (up to the chunker's max) would otherwise stay resident for
+ * every worker after it. */
 #define WORK_KEEP (1u << 20)
 
 static void work_free(struct cs_work *w)
 {
     while (w != NULL) {
         struct cs_work *next = w->next;
-        ZSTD_freeCCtx(w->cctx);
-        io_probe_free(w->probe);
         aead_gcm_free(w->gcm);
         EVP_MAC_CTX_free(w->mac);
-        free(w->out);
-        free(w->buf);
+        xunmap(w->buf, w->buf_cap);
         free(w);
         w = next;
     }
@@ -858,16 +871,9 @@ static void work_give(struct chunkstore *cs, struct cs_work *w)
 {
     if (w == NULL)
         return;
-    if (w->out_cap > WORK_KEEP) {
-        free(w->out);
-        w->out = NULL;
-        w->out_cap = 0;
-    }
-    if (w->buf_cap > WORK_KEEP) {
-        free(w->buf);
-        w->buf = NULL;
-        w->buf_cap = 0;
-    }
+    if (w->buf_hi > WORK_KEEP)
+        xmap_trim(w->buf, WORK_KEEP, w->buf_cap);
+    w->buf_hi = w->buf_hi < WORK_KEEP ? w->buf_hi : WORK_KEEP;
     pthread_mutex_lock(&cs->pool_mu);
     w->next = cs->pool;
     cs->pool = w;
@@ -918,38 +924,154 @@ static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id,
     return store_blob(cs, w, id, p, len, flags, level, err);
 }
 
-/* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. */
+/* A compressor: the storage probe, a zstd context (some 1.3 MB at level 3 for a chunk of a
+ * few MiB) and its output. At most zips_max (the CPUs, at least 2) exist: more writers than
+ * CPUs cannot compress at once anyway, and each held a set of its own (a 4-worker backup
+ * peaked 5-10 MiB higher). out is a mapping (xmap): NONCE, a compressed or copied blob, TAG;
+ * out_hi the most bytes used since the last trim. */
+struct cs_zip {
+    struct cs_zip *next;
+    ZSTD_CCtx *cctx;
+    struct io_probe *probe;
+    uint8_t *out;
+    size_t out_cap, out_hi;
+};
+
+/* zstd's allocations for a compressor: large ones (the workspace, some 1.3 MB at level 3)
+ * are mappings. Compressors move between threads, and zstd frees and reallocates a workspace
+ * when input sizes change; from malloc these landed in each thread's arena, where freed pages
+ * stay resident (a first backup of 20,000 small files peaked 2.7 MiB higher; not with
+ * MALLOC_ARENA_MAX=1). A 16-byte header keeps the length (and malloc's alignment). */
+#define ZMEM_HDR 16
+#define ZMEM_MAP (256u << 10)
+
+static void *zmem_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    size_t n = size + ZMEM_HDR;
+    uint8_t *p = n >= ZMEM_MAP ? xmap(n) : xmalloc(n);
+    memcpy(p, &n, sizeof(n));
+    return p + ZMEM_HDR;
+}
+
+static void zmem_free(void *opaque, void *addr)
+{
+    (void)opaque;
+    if (addr == NULL)
+        return;
+    uint8_t *p = (uint8_t *)addr - ZMEM_HDR;
+    size_t n;
+    memcpy(&n, p, sizeof(n));
+    if (n >= ZMEM_MAP)
+        xunmap(p, n);
+    else
+        free(p);
+}
+
+static void zip_free(struct cs_zip *z)
+{
+    while (z != NULL) {
+        struct cs_zip *next = z->next;
+        ZSTD_freeCCtx(z->cctx);
+        io_probe_free(z->probe);
+        xunmap(z->out, z->out_cap);
+        free(z);
+        z = next;
+    }
+}
+
+static struct cs_zip *zip_take(struct chunkstore *cs)
+{
+    pthread_mutex_lock(&cs->pool_mu);
+    while (cs->zips == NULL && cs->nzips >= cs->zips_max)
+        pthread_cond_wait(&cs->zip_cv, &cs->pool_mu);
+    struct cs_zip *z = cs->zips;
+    if (z != NULL)
+        cs->zips = z->next;
+    else
+        cs->nzips++;
+    pthread_mutex_unlock(&cs->pool_mu);
+    return z != NULL ? z : xcalloc(1, sizeof(*z));
+}
+
+static void zip_give(struct chunkstore *cs, struct cs_zip *z)
+{
+    if (z == NULL)
+        return;
+    if (z->out_hi > WORK_KEEP) { /* a list or copied blob above it: rare */
+        xmap_trim(z->out, WORK_KEEP, z->out_cap);
+        z->out_hi = WORK_KEEP;
+    }
+    pthread_mutex_lock(&cs->pool_mu);
+    z->next = cs->zips;
+    cs->zips = z;
+    pthread_cond_signal(&cs->zip_cv);
+    pthread_mutex_unlock(&cs->pool_mu);
+}
+
+/* z->out with room for need bytes: sized once for the chunker's largest chunk (a mapping:
+ * only the pages used count), larger only for a larger blob (a long chunk list). */
+static void zip_out(const struct chunkstore *cs, struct cs_zip *z, size_t need)
+{
+    size_t least = NONCE + ZSTD_compressBound(cs->proto.max) + TAG;
+    if (z->out_cap < need) {
+        xunmap(z->out, z->out_cap);
+        z->out_cap = need > least ? need : least;
+        z->out = xmap(z->out_cap);
+        z->out_hi = 0;
+    }
+}
+
+/* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. When p
+ * is w's chunk buffer (w->buf + NONCE, with NONCE bytes before it and TAG after it) and the
+ * blob is stored raw, it is encrypted in place and p's bytes are lost. */
 static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
                       size_t len, uint8_t flags, int level, struct cairn_err *err)
 {
-    size_t bound = ZSTD_compressBound(len) + NONCE + TAG;
-    if (w->out_cap < bound) {
-        free(w->out);
-        w->out_cap = bound;
-        w->out = xmalloc(bound);
-    }
-    uint8_t *body = w->out + NONCE;
+    uint8_t *own = w->buf != NULL && p == w->buf + NONCE ? w->buf : NULL;
     size_t blen = len;
+    uint8_t *body = NULL;
+    struct cs_zip *z = zip_take(cs);
     /* The storage probe first (zstd -1 on a sample must save 1/8): random and compressed
      * chunks skip the compressor. A blob of one sample or less is compressed directly: the
      * probe would compress all of it once more. */
     int try = len >= 64 && len <= IO_PROBE_ZSTD_SAMPLE;
     if (len > IO_PROBE_ZSTD_SAMPLE) {
-        if (w->probe == NULL)
-            w->probe = io_probe_new(IO_PROBE_ZSTD);
-        try = io_probe_pays(w->probe, p, len < (256u << 10) ? len : 256u << 10);
+        if (z->probe == NULL)
+            z->probe = io_probe_new(IO_PROBE_ZSTD);
+        try = io_probe_pays(z->probe, p, len < (256u << 10) ? len : 256u << 10);
     }
     if (try) {
-        if (w->cctx == NULL)
-            w->cctx = ZSTD_createCCtx();
-        size_t c = ZSTD_compressCCtx(w->cctx, body, bound - NONCE - TAG, p, len, level);
+        size_t bound = ZSTD_compressBound(len);
+        zip_out(cs, z, NONCE + bound + TAG);
+        body = z->out + NONCE;
+        if (z->cctx == NULL) {
+            const ZSTD_customMem mem = {zmem_alloc, zmem_free, NULL};
+            z->cctx = ZSTD_createCCtx_advanced(mem);
+            if (z->cctx == NULL)
+                abort();
+        }
+        size_t c = ZSTD_compressCCtx(z->cctx, body, bound, p, len, level);
         if (!ZSTD_isError(c) && c < len - len / 32) { /* stored raw unless it saves 3 % */
             blen = c;
             flags |= CS_FLAG_ZSTD;
+            z->out_hi = z->out_hi > NONCE + c + TAG ? z->out_hi : NONCE + c + TAG;
+        } else { /* zstd may have written up to bound */
+            z->out_hi = z->out_hi > NONCE + bound ? z->out_hi : NONCE + bound;
         }
     }
-    if (!(flags & CS_FLAG_ZSTD) && len > 0) /* an empty chunk may come with no buffer */
-        memcpy(body, p, len);
+    if (!(flags & CS_FLAG_ZSTD) && own != NULL) {
+        body = own + NONCE; /* it is p; the compressor is free for another writer */
+        zip_give(cs, z);
+        z = NULL;
+    } else if (!(flags & CS_FLAG_ZSTD)) {
+        zip_out(cs, z, NONCE + len + TAG);
+        body = z->out + NONCE;
+        if (len > 0) /* an empty chunk may come with no buffer */
+            memcpy(body, p, len);
+        z->out_hi = z->out_hi > NONCE + len + TAG ? z->out_hi : NONCE + len + TAG;
+    }
+    uint8_t *head = body - NONCE;
     const uint8_t *stored = body;
     size_t slen = blen;
     if (cs->k->encrypted) {
@@ -962,20 +1084,30 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
                 abort();
             w->nnonces = sizeof(w->nonces) / NONCE;
         }
-        memcpy(w->out, w->nonces + NONCE * --w->nnonces, NONCE);
-        if (aead_gcm_run(w->gcm, 1, w->out, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
+        memcpy(head, w->nonces + NONCE * --w->nnonces, NONCE);
+        if (aead_gcm_run(w->gcm, 1, head, ad, adl, body, body, blen, body + blen) != CAIRN_OK)
             abort();
-        stored = w->out;
+        stored = head;
         slen = NONCE + blen + TAG;
     }
     pthread_mutex_lock(&cs->mu);
     struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
     int rc = pack_append(cs, e, id, flags, (uint32_t)len, stored, slen, err);
     pthread_mutex_unlock(&cs->mu);
+    zip_give(cs, z);
     return rc;
 }
 
 /* ---- the chunk writer ---- */
+
+/* In-flight chunk memory: a writer's chunk grows beyond CHUNK_SMALL only while it holds one
+ * of BIG_MAX turns; the others wait at that size. Chunks of the default chunker (512 KiB /
+ * 1 MiB / 8 MiB) are rarely above 2 MiB, but runs of zeros or long repeats cut only at the
+ * max: 4 writers held 4 x 8 MiB (a backup peaked at 38 MiB against 26). Now at most
+ * BIG_MAX x max + the others' CHUNK_SMALL. A turn holder waits for nothing a waiter holds
+ * (compressors are taken and given within one blob), so turns always come back. */
+#define CHUNK_SMALL (2u << 20)
+#define BIG_MAX     2
 
 struct chunk_writer {
     struct cairn_writer base;
@@ -984,16 +1116,45 @@ struct chunk_writer {
     size_t len;           /* of the current chunk, in work->buf */
     struct cs_work *work; /* the pool's */
     int level;
+    int big; /* holds a turn */
 };
+
+static void big_take(struct chunk_writer *cw)
+{
+    struct chunkstore *cs = cw->cs;
+    pthread_mutex_lock(&cs->pool_mu);
+    while (cs->nbig >= BIG_MAX)
+        pthread_cond_wait(&cs->big_cv, &cs->pool_mu);
+    cs->nbig++;
+    pthread_mutex_unlock(&cs->pool_mu);
+    cw->big = 1;
+}
+
+/* Give the turn back, and the pages of the buffer above CHUNK_SMALL with it. */
+static void big_give(struct chunk_writer *cw)
+{
+    struct chunkstore *cs = cw->cs;
+    if (!cw->big)
+        return;
+    xmap_trim(cw->work->buf, NONCE + CHUNK_SMALL, cw->work->buf_cap);
+    cw->work->buf_hi = NONCE + CHUNK_SMALL;
+    pthread_mutex_lock(&cs->pool_mu);
+    cs->nbig--;
+    pthread_cond_signal(&cs->big_cv);
+    pthread_mutex_unlock(&cs->pool_mu);
+    cw->big = 0;
+}
 
 static int emit(struct chunk_writer *cw, struct cairn_err *err)
 {
     uint8_t id[32];
-    work_id(cw->cs->k, cw->work, cw->work->buf, cw->len, id);
-    int rc = put_blob(cw->cs, cw->work, id, cw->work->buf, cw->len, 0, cw->level, err);
+    uint8_t *chunk = cw->work->buf + NONCE;
+    work_id(cw->cs->k, cw->work, chunk, cw->len, id);
+    int rc = put_blob(cw->cs, cw->work, id, chunk, cw->len, 0, cw->level, err);
     if (rc == CAIRN_OK)
         rc = cairn_writer_write(cw->base.next, id, 32, err);
     cw->len = 0;
+    big_give(cw);
     return rc;
 }
 
@@ -1005,15 +1166,13 @@ static int cw_write(struct cairn_writer *w, const void *buf, size_t len, struct 
         int cut;
         size_t n = chunker_push(&cw->c, p, len, &cut);
         struct cs_work *wk = cw->work;
-        if (cw->len + n > wk->buf_cap) {
-            size_t nc = wk->buf_cap ? wk->buf_cap : 64u << 10;
-            while (nc < cw->len + n)
-                nc *= 2;
-            wk->buf = xrealloc(wk->buf, nc);
-            wk->buf_cap = nc;
-        }
-        memcpy(wk->buf + cw->len, p, n);
+        if (NONCE + cw->len + n + TAG > wk->buf_cap) /* the chunker cuts at its max */
+            abort();
+        if (cw->len + n > CHUNK_SMALL && !cw->big)
+            big_take(cw);
+        memcpy(wk->buf + NONCE + cw->len, p, n);
         cw->len += n;
+        wk->buf_hi = wk->buf_hi > NONCE + cw->len + TAG ? wk->buf_hi : NONCE + cw->len + TAG;
         p += n;
         len -= n;
         if (cut) {
@@ -1034,6 +1193,7 @@ static int cw_finish(struct cairn_writer *w, struct cairn_err *err)
 static void cw_free(struct cairn_writer *w)
 {
     struct chunk_writer *cw = (struct chunk_writer *)w;
+    big_give(cw); /* a failed stream's */
     work_give(cw->cs, cw->work);
     free(cw);
 }
@@ -1048,6 +1208,10 @@ struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_wri
     cw->cs = cs;
     cw->c = cs->proto;
     cw->work = work_take(cs);
+    if (cw->work->buf == NULL) { /* the chunker's max, once: never copied to grow */
+        cw->work->buf_cap = NONCE + cs->proto.max + TAG;
+        cw->work->buf = xmap(cw->work->buf_cap);
+    }
     cw->level = level;
     return &cw->base;
 }
