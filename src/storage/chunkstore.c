@@ -27,65 +27,12 @@
 #include "cairn/log.h"
 #include "cairn/repo.h"
 #include "chunkstore.h"
+#include "chunkstore_int.h"
 #include "common/buf.h"
 #include "common/util.h"
 #include "internal.h"
 #include "io/aead.h"
 #include "io/probe.h"
-
-#define NONCE     AEAD_GCM_NONCE
-#define TAG       AEAD_GCM_TAG
-#define RAW_MASK  0x0fffffffu
-#define PENDING   UINT32_MAX /* pack of a claimed chunk not appended yet */
-#define INDEX_MAX (512u << 20)
-/* A backup's memory must not grow with its chunk count beyond the compact index (32 bytes a
- * chunk): a pack is closed once its header holds this much (tiny files: a 32 MiB pack would
- * be some 700,000 entries, held three times over), and an index object is written once the
- * landed packs' entries reach it, their table entries then moving to the compact index.
- * 512 KiB (about 11,600 entries): at 1 MiB a put of 200,000 tiny files peaked 6 MiB higher
- * (45 against 39 MiB; the header, the entries waiting for an index object and the table of
- * the chunks in flight each twice as large), for half as many packs and index objects. */
-#define HDR_MAX (512u << 10)
-/* Blobs are gathered up to this much before a write to the open pack: small files' blobs
- * are some 100 bytes to 4 KiB, and a write each held the store's lock over a system call. */
-#define PW_BUF (256u << 10)
-
-struct cs_ent {
-    uint8_t id[16];
-    uint32_t pack, off, len, raw; /* raw: length | flags << 28 */
-};
-
-struct chunkstore {
-    struct cairn_storage *st;
-    const struct repo_chunking *k;
-    struct chunker proto; /* a fresh chunker: the gear table costs 256 SHA-256s, made once */
-    pthread_mutex_t mu;
-    pthread_mutex_t pool_mu;
-    struct cs_work *pool; /* writers' scratch not in use */
-    struct cs_zip *zips;  /* compressors not in use */
-    unsigned nzips, zips_max;
-    pthread_cond_t zip_cv;
-    unsigned nbig; /* writers holding a chunk above CHUNK_SMALL (at most BIG_MAX) */
-    pthread_cond_t big_cv;
-    struct cs_ent *idx; /* sorted, from index objects */
-    size_t nidx, idx_cap;
-    struct cs_ent *tab; /* this process's chunks; pack 0 with len 0 and raw 0 = empty */
-    size_t ntab, tab_slots;
-    uint8_t (*packs)[32];
-    size_t npacks, packs_cap;
-    /* the open pack */
-    struct cairn_writer *pw;
-    struct buf pw_buf; /* blobs not yet written to pw: one write per PW_BUF, not per blob */
-    uint32_t pw_no;
-    uint64_t pw_off;
-    struct buf pw_hdr;
-    /* entries of packs landed but not yet in an index object: pack id, count, entries */
-    struct buf unindexed;
-    uint32_t n_unindexed;
-    int dirs;   /* the pseudo-backups .data and .index were started */
-    int failed; /* a pack write failed: nothing more lands (its code) */
-    char fail_msg[CAIRN_ERR_MSG_MAX];
-};
 
 struct cs_work;
 static void work_free(struct cs_work *w); /* and those after it in the pool */
@@ -137,15 +84,15 @@ static size_t tab_home(const uint8_t *id, size_t slots)
     return (size_t)h & (slots - 1);
 }
 
-static int tab_empty(const struct cs_ent *e)
+int cs_tab_empty(const struct cs_ent *e)
 {
     return e->pack == 0 && e->len == 0 && e->raw == 0 && e->off == 0;
 }
 
-static struct cs_ent *tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *id)
+struct cs_ent *cs_tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *id)
 {
     size_t i = tab_home(id, slots);
-    while (!tab_empty(&tab[i]) && memcmp(tab[i].id, id, 16) != 0)
+    while (!cs_tab_empty(&tab[i]) && memcmp(tab[i].id, id, 16) != 0)
         i = (i + 1) & (slots - 1);
     return &tab[i];
 }
@@ -154,8 +101,8 @@ static struct cs_ent *tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *
 static struct cs_ent *lookup(struct chunkstore *cs, const uint8_t *id)
 {
     if (cs->tab_slots > 0) {
-        struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
-        if (!tab_empty(e))
+        struct cs_ent *e = cs_tab_slot(cs->tab, cs->tab_slots, id);
+        if (!cs_tab_empty(e))
             return e;
     }
     struct cs_ent key;
@@ -164,19 +111,19 @@ static struct cs_ent *lookup(struct chunkstore *cs, const uint8_t *id)
 }
 
 /* Add an entry for id (not present) to the table, kept at most half full. Caller holds mu. */
-static struct cs_ent *tab_add(struct chunkstore *cs, const uint8_t *id)
+struct cs_ent *cs_tab_add(struct chunkstore *cs, const uint8_t *id)
 {
     if (2 * (cs->ntab + 1) > cs->tab_slots) {
         size_t n = cs->tab_slots ? 2 * cs->tab_slots : 4096;
         struct cs_ent *t = xcalloc(n, sizeof(*t));
         for (size_t i = 0; i < cs->tab_slots; i++)
-            if (!tab_empty(&cs->tab[i]))
-                *tab_slot(t, n, cs->tab[i].id) = cs->tab[i];
+            if (!cs_tab_empty(&cs->tab[i]))
+                *cs_tab_slot(t, n, cs->tab[i].id) = cs->tab[i];
         free(cs->tab);
         cs->tab = t;
         cs->tab_slots = n;
     }
-    struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id);
+    struct cs_ent *e = cs_tab_slot(cs->tab, cs->tab_slots, id);
     memset(e, 0, sizeof(*e));
     memcpy(e->id, id, 16);
     e->pack = PENDING;
@@ -194,27 +141,9 @@ static uint32_t pack_add(struct chunkstore *cs, const uint8_t *id)
     return (uint32_t)cs->npacks++;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* ---- index objects ---- */
 
-struct names {
-    char **v;
-    size_t n, cap;
-};
-
-static int add_name(void *arg, const char *file)
+int cs_add_name(void *arg, const char *file)
 {
     struct names *nv = arg;
     if (strlen(file) != 64)
@@ -227,15 +156,15 @@ static int add_name(void *arg, const char *file)
     return 0;
 }
 
-static void names_free(struct names *nv)
+void cs_names_free(struct names *nv)
 {
     for (size_t i = 0; i < nv->n; i++)
         free(nv->v[i]);
     free(nv->v);
 }
 
-static int read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
-                       uint8_t **out, size_t *len, struct cairn_err *err)
+int cs_read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
+                   uint8_t **out, size_t *len, struct cairn_err *err)
 {
     struct cairn_reader *r = NULL;
     int rc = storage_read(st, dir, name, NULL, &r, err);
@@ -286,10 +215,10 @@ static void ixp_record(struct ixp *x)
             x->bad = 1;
             return;
         }
-        x->packs_left = get_u32(x->rec + 8);
+        x->packs_left = cs_get_u32(x->rec + 8);
     } else if (x->stage == 1) {
         x->pack_no = pack_add(cs, x->rec);
-        x->ents_left = get_u32(x->rec + 32);
+        x->ents_left = cs_get_u32(x->rec + 32);
         x->packs_left--;
     } else {
         if (cs->nidx == cs->idx_cap) {
@@ -299,9 +228,9 @@ static void ixp_record(struct ixp *x)
         struct cs_ent *e = &cs->idx[cs->nidx++];
         memcpy(e->id, x->rec, 16);
         e->pack = x->pack_no;
-        e->off = get_u32(x->rec + 32);
-        e->len = get_u32(x->rec + 36);
-        e->raw = (get_u32(x->rec + 40) & RAW_MASK) | (uint32_t)x->rec[44] << 28;
+        e->off = cs_get_u32(x->rec + 32);
+        e->len = cs_get_u32(x->rec + 36);
+        e->raw = (cs_get_u32(x->rec + 40) & RAW_MASK) | (uint32_t)x->rec[44] << 28;
         x->ents_left--;
     }
     x->stage = x->ents_left > 0 ? 2 : x->packs_left > 0 ? 1 : 3;
@@ -474,28 +403,28 @@ static int load_index(struct chunkstore *cs, struct cairn_err *err)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "storage driver '%s' cannot list files: no chunk store",
                              st->drv->name);
-    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &nv, err);
+    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, cs_add_name, &nv, err);
     char *dir = rc == CAIRN_OK ? cache_dir(cs) : NULL;
     for (size_t i = 0; i < nv.n && rc == CAIRN_OK; i++)
         rc = load_one(cs, dir, nv.v[i], err);
     if (rc == CAIRN_OK && dir != NULL)
         cache_trim(dir, &nv);
     free(dir);
-    names_free(&nv);
+    cs_names_free(&nv);
     if (rc == CAIRN_OK && cs->nidx > 1)
         sort_ents(cs->idx, cs->nidx);
     return rc;
 }
 
 /* Write an index object of the unindexed packs. Caller holds mu. */
-static int write_index(struct chunkstore *cs, struct cairn_err *err)
+int cs_write_index(struct chunkstore *cs, struct cairn_err *err)
 {
     if (cs->n_unindexed == 0)
         return CAIRN_OK;
     uint8_t hdr[12], d[32], id[32];
     char hex[65];
     memcpy(hdr, CS_IDX_MAGIC, 8);
-    put_u32(hdr + 8, cs->n_unindexed);
+    cs_put_u32(hdr + 8, cs->n_unindexed);
     /* Written in three pieces: a copy of the body would be one more megabyte per object. */
     struct cairn_sha256 h;
     cairn_sha256_init(&h);
@@ -536,7 +465,7 @@ static void tab_to_idx(struct chunkstore *cs)
 {
     size_t k = 0, pending = 0;
     for (size_t i = 0; i < cs->tab_slots; i++)
-        if (!tab_empty(&cs->tab[i]))
+        if (!cs_tab_empty(&cs->tab[i]))
             cs->tab[i].pack == PENDING ? pending++ : k++;
     if (k == 0)
         return;
@@ -544,7 +473,7 @@ static void tab_to_idx(struct chunkstore *cs)
     size_t n = 0;
     for (size_t i = 0; i < cs->tab_slots; i++) {
         struct cs_ent *e = &cs->tab[i];
-        if (tab_empty(e) || e->pack == PENDING)
+        if (cs_tab_empty(e) || e->pack == PENDING)
             continue;
         struct cs_ent *o = cs->nidx ? bsearch(e, cs->idx, cs->nidx, sizeof(*e), ent_cmp) : NULL;
         if (o != NULL)
@@ -568,8 +497,8 @@ static void tab_to_idx(struct chunkstore *cs)
         slots *= 2;
     struct cs_ent *t = xcalloc(slots, sizeof(*t));
     for (size_t i = 0; i < cs->tab_slots; i++)
-        if (!tab_empty(&cs->tab[i]) && cs->tab[i].pack == PENDING)
-            *tab_slot(t, slots, cs->tab[i].id) = cs->tab[i];
+        if (!cs_tab_empty(&cs->tab[i]) && cs->tab[i].pack == PENDING)
+            *cs_tab_slot(t, slots, cs->tab[i].id) = cs->tab[i];
     free(cs->tab);
     cs->tab = t;
     cs->tab_slots = slots;
@@ -658,7 +587,7 @@ static size_t blob_ad(const uint8_t *id, uint8_t flags, uint32_t raw, uint8_t ad
     memcpy(ad + n, id, 32);
     n += 32;
     ad[n++] = flags;
-    put_u32(ad + n, raw);
+    cs_put_u32(ad + n, raw);
     return n + 4;
 }
 
@@ -728,7 +657,7 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
     size_t undo = cs->unindexed.len;
     uint8_t ph[36];
     memcpy(ph, cs->packs[cs->pw_no], 32);
-    put_u32(ph + 32, n);
+    cs_put_u32(ph + 32, n);
     buf_add(&cs->unindexed, ph, sizeof(ph));
     buf_add(&cs->unindexed, cs->pw_hdr.p, cs->pw_hdr.len);
     uint8_t nonce[NONCE], tag[TAG], trailer[12];
@@ -745,7 +674,7 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
             abort();
         hlen += NONCE + TAG;
     }
-    put_u32(trailer, (uint32_t)hlen);
+    cs_put_u32(trailer, (uint32_t)hlen);
     memcpy(trailer + 4, CS_PACK_MAGIC, 8);
     int rc = pw_flush(cs, err);
     if (rc == CAIRN_OK && cs->k->encrypted)
@@ -769,7 +698,7 @@ static int pack_close(struct chunkstore *cs, struct cairn_err *err)
     cs->n_unindexed++;
     if (cs->unindexed.len < HDR_MAX)
         return CAIRN_OK;
-    rc = write_index(cs, err);
+    rc = cs_write_index(cs, err);
     if (rc != CAIRN_OK)
         return fail_locked(cs, rc, err);
     tab_to_idx(cs);
@@ -794,9 +723,9 @@ static int pack_append(struct chunkstore *cs, struct cs_ent *e, const uint8_t *i
         return fail_locked(cs, rc, err);
     uint8_t ent[CS_ENTRY_LEN];
     memcpy(ent, id, 32);
-    put_u32(ent + 32, (uint32_t)cs->pw_off);
-    put_u32(ent + 36, (uint32_t)len);
-    put_u32(ent + 40, raw);
+    cs_put_u32(ent + 32, (uint32_t)cs->pw_off);
+    cs_put_u32(ent + 36, (uint32_t)len);
+    cs_put_u32(ent + 40, raw);
     ent[44] = flags;
     buf_add(&cs->pw_hdr, ent, sizeof(ent));
     e->pack = cs->pw_no;
@@ -816,7 +745,7 @@ int cs_flush(struct chunkstore *cs, struct cairn_err *err)
     if (rc == CAIRN_OK && cs->pw != NULL)
         rc = pack_close(cs, err);
     if (rc == CAIRN_OK)
-        rc = write_index(cs, err);
+        rc = cs_write_index(cs, err);
     pthread_mutex_unlock(&cs->mu);
     return rc;
 }
@@ -857,7 +786,7 @@ static void work_free(struct cs_work *w)
     }
 }
 
-static struct cs_work *work_take(struct chunkstore *cs)
+struct cs_work *cs_work_take(struct chunkstore *cs)
 {
     pthread_mutex_lock(&cs->pool_mu);
     struct cs_work *w = cs->pool;
@@ -867,7 +796,7 @@ static struct cs_work *work_take(struct chunkstore *cs)
     return w != NULL ? w : xcalloc(1, sizeof(*w));
 }
 
-static void work_give(struct chunkstore *cs, struct cs_work *w)
+void cs_work_give(struct chunkstore *cs, struct cs_work *w)
 {
     if (w == NULL)
         return;
@@ -906,8 +835,8 @@ static void work_id(const struct repo_chunking *k, struct cs_work *w, const void
         abort(); /* only allocation failure gets here */
 }
 
-static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
-                      size_t len, uint8_t flags, int level, struct cairn_err *err);
+int cs_store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                  size_t len, uint8_t flags, int level, struct cairn_err *err);
 
 /* Store blob p[0..len) under id unless the store has it. */
 static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
@@ -919,9 +848,9 @@ static int put_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id,
         pthread_mutex_unlock(&cs->mu);
         return CAIRN_OK;
     }
-    tab_add(cs, id);
+    cs_tab_add(cs, id);
     pthread_mutex_unlock(&cs->mu);
-    return store_blob(cs, w, id, p, len, flags, level, err);
+    return cs_store_blob(cs, w, id, p, len, flags, level, err);
 }
 
 /* A compressor: the storage probe, a zstd context (some 1.3 MB at level 3 for a chunk of a
@@ -1025,8 +954,8 @@ static void zip_out(const struct chunkstore *cs, struct cs_zip *z, size_t need)
 /* Compress, encrypt and append blob p[0..len) whose entry (claimed) is in the table. When p
  * is w's chunk buffer (w->buf + NONCE, with NONCE bytes before it and TAG after it) and the
  * blob is stored raw, it is encrypted in place and p's bytes are lost. */
-static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
-                      size_t len, uint8_t flags, int level, struct cairn_err *err)
+int cs_store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *id, const uint8_t *p,
+                  size_t len, uint8_t flags, int level, struct cairn_err *err)
 {
     uint8_t *own = w->buf != NULL && p == w->buf + NONCE ? w->buf : NULL;
     size_t blen = len;
@@ -1091,7 +1020,7 @@ static int store_blob(struct chunkstore *cs, struct cs_work *w, const uint8_t *i
         slen = NONCE + blen + TAG;
     }
     pthread_mutex_lock(&cs->mu);
-    struct cs_ent *e = tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
+    struct cs_ent *e = cs_tab_slot(cs->tab, cs->tab_slots, id); /* the table may have grown */
     int rc = pack_append(cs, e, id, flags, (uint32_t)len, stored, slen, err);
     pthread_mutex_unlock(&cs->mu);
     zip_give(cs, z);
@@ -1194,7 +1123,7 @@ static void cw_free(struct cairn_writer *w)
 {
     struct chunk_writer *cw = (struct chunk_writer *)w;
     big_give(cw); /* a failed stream's */
-    work_give(cw->cs, cw->work);
+    cs_work_give(cw->cs, cw->work);
     free(cw);
 }
 
@@ -1207,7 +1136,7 @@ struct cairn_writer *cs_chunk_writer_new(struct chunkstore *cs, struct cairn_wri
     cairn_writer_init(&cw->base, &chunk_writer_ops, next);
     cw->cs = cs;
     cw->c = cs->proto;
-    cw->work = work_take(cs);
+    cw->work = cs_work_take(cs);
     if (cw->work->buf == NULL) { /* the chunker's max, once: never copied to grow */
         cw->work->buf_cap = NONCE + cs->proto.max + TAG;
         cw->work->buf = xmap(cw->work->buf_cap);
@@ -1235,11 +1164,11 @@ static int ls_finish(struct cairn_writer *w, struct cairn_err *err)
 {
     struct list_sink *s = (struct list_sink *)w;
     uint8_t id[32];
-    struct cs_work *work = work_take(s->cs);
+    struct cs_work *work = cs_work_take(s->cs);
     work_id(s->cs->k, work, s->b.p, s->b.len, id);
     int rc = put_blob(s->cs, work, id, s->b.p ? s->b.p : (const uint8_t *)"", s->b.len,
                       CS_FLAG_LIST, 3, err);
-    work_give(s->cs, work);
+    cs_work_give(s->cs, work);
     return rc;
 }
 
@@ -1262,17 +1191,7 @@ struct cairn_writer *cs_list_sink_new(struct chunkstore *cs)
 
 /* ---- reading ---- */
 
-struct cs_rd {
-    ZSTD_DCtx *dctx;
-    struct aead_gcm *gcm;
-    uint8_t *st; /* stored bytes */
-    size_t st_cap;
-    uint8_t *pl; /* decompressed plaintext */
-    size_t pl_cap;
-    const uint8_t *out; /* a blob's plaintext: in pl, or in place in st when stored */
-};
-
-static void rd_free(struct cs_rd *r)
+void cs_rd_free(struct cs_rd *r)
 {
     ZSTD_freeDCtx(r->dctx);
     aead_gcm_free(r->gcm);
@@ -1390,8 +1309,8 @@ static int read_failed(struct cairn_err *err, int rc, const uint8_t *id, const c
 }
 
 /* Blob id from its place ent in pack (hex), authenticated, at r->out; *len its length. */
-static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
-                       const char *pack, size_t *len, struct cairn_err *err)
+int cs_get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, struct cs_ent ent,
+                   const char *pack, size_t *len, struct cairn_err *err)
 {
     grow(&r->st, &r->st_cap, ent.len);
     int rc = read_range(cs->st, pack, ent.off, r->st, ent.len, err);
@@ -1401,8 +1320,8 @@ static int get_blob_at(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id
 }
 
 /* The plaintext of blob id (32 bytes) at r->out; *len its length. */
-static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
-                    struct cairn_err *err)
+int cs_get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, size_t *len,
+                struct cairn_err *err)
 {
     char pack[65];
     struct cs_ent ent;
@@ -1411,7 +1330,7 @@ static int get_blob(struct chunkstore *cs, struct cs_rd *r, const uint8_t *id, s
     pthread_mutex_unlock(&cs->mu);
     if (rc != CAIRN_OK)
         return rc;
-    return get_blob_at(cs, r, id, ent, pack, len, err);
+    return cs_get_blob_at(cs, r, id, ent, pack, len, err);
 }
 
 /* Up to cap bytes of the plaintext at r->out (len bytes, *pos of them handed out already):
@@ -1444,7 +1363,7 @@ static int br_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
 static void br_free(struct cairn_reader *base)
 {
     struct blob_reader *b = (struct blob_reader *)base;
-    rd_free(&b->rd);
+    cs_rd_free(&b->rd);
     free(b);
 }
 
@@ -1459,7 +1378,7 @@ int cs_blob_reader_new(struct chunkstore *cs, const char *hex_id, struct cairn_r
         return cairn_err_set(err, CAIRN_E_CORRUPT, "'%s' is no chunk id", hex_id);
     struct blob_reader *b = xcalloc(1, sizeof(*b));
     cairn_reader_init(&b->base, &blob_reader_ops, NULL);
-    int rc = get_blob(cs, &b->rd, id, &b->len, err);
+    int rc = cs_get_blob(cs, &b->rd, id, &b->len, err);
     if (rc != CAIRN_OK) {
         cairn_reader_free(&b->base);
         return rc;
@@ -1594,7 +1513,7 @@ static int cr_read(struct cairn_reader *base, void *out, size_t cap, size_t *got
 static void cr_free(struct cairn_reader *base)
 {
     struct content_reader *c = (struct content_reader *)base;
-    rd_free(&c->rd);
+    cs_rd_free(&c->rd);
     free(c->label);
     free(c);
 }
@@ -1609,451 +1528,4 @@ struct cairn_reader *cs_content_reader_new(struct chunkstore *cs, struct cairn_r
     c->cs = cs;
     c->label = xstrdup(label);
     return &c->base;
-}
-
-/* ---- garbage collection (prune) ----
- * Mark: every chunk list named by a complete backup's MANIFEST, and every chunk in those
- * lists. Sweep, in an order where a crash at any point loses no chunk a complete backup
- * references (restic's): (1) live chunks of packs that are mostly garbage are copied into new
- * packs, which land with an index object naming them; (2) one index object naming every pack
- * that stays; (3) the old index objects are deleted; (4) the packs no longer named (dead,
- * repacked, and packs of backups that never completed) are deleted; (5) the driver sweeps
- * what killed writers left (temporaries of the file driver and of S3's atomic PUT). A rerun
- * after a crash finds at worst extra index objects (harmless duplicates) or unnamed packs
- * (deleted). */
-
-struct gent { /* one index entry with its pack */
-    uint8_t pack[32];
-    uint8_t e[CS_ENTRY_LEN];
-};
-
-static int gent_cmp(const void *a, const void *b)
-{
-    const struct gent *x = a, *y = b;
-    int c = memcmp(x->pack, y->pack, 32);
-    if (c != 0)
-        return c;
-    uint32_t ox = get_u32(x->e + 32), oy = get_u32(y->e + 32);
-    return ox < oy ? -1 : ox > oy;
-}
-
-static int id_cmp(const void *a, const void *b)
-{
-    return memcmp(a, b, 32);
-}
-
-struct gc {
-    struct chunkstore *cs;
-    struct names idx_names, pack_names;
-    struct gent *ents;
-    size_t nents, cap;
-    uint8_t (*marks)[32]; /* sorted, each id once */
-    size_t nmarks, mcap;
-    uint8_t *copied; /* per mark: repacked by this run already */
-};
-
-static void mark(struct gc *g, const uint8_t *id)
-{
-    if (g->nmarks == g->mcap) {
-        g->mcap = g->mcap ? 2 * g->mcap : 4096;
-        g->marks = xrealloc(g->marks, g->mcap * 32);
-    }
-    memcpy(g->marks[g->nmarks++], id, 32);
-}
-
-static int marked(const struct gc *g, const uint8_t *id)
-{
-    return g->nmarks && bsearch(id, g->marks, g->nmarks, 32, id_cmp) != NULL;
-}
-
-/* 1 the first time a live id is asked for: a chunk that is in two packs being repacked (a
- * killed prune or backup leaves such copies) is copied once. The second copy must not be
- * read through the lookup either: that names this run's open pack, not landed yet. */
-static int copy_first(struct gc *g, const uint8_t *id)
-{
-    uint8_t(*m)[32] = bsearch(id, g->marks, g->nmarks, 32, id_cmp);
-    if (g->copied == NULL)
-        g->copied = xcalloc(g->nmarks, 1);
-    if (g->copied[m - g->marks])
-        return 0;
-    g->copied[m - g->marks] = 1;
-    return 1;
-}
-
-/* Every entry of every index object, in full. */
-static int gc_read_index(struct gc *g, struct cairn_err *err)
-{
-    struct cairn_storage *st = g->cs->st;
-    int rc = st->drv->list_files(st->state, CS_INDEX_DIR, add_name, &g->idx_names, err);
-    for (size_t i = 0; i < g->idx_names.n && rc == CAIRN_OK; i++) {
-        uint8_t *p = NULL;
-        size_t len = 0, off = 12;
-        rc = read_object(st, CS_INDEX_DIR, g->idx_names.v[i], INDEX_MAX, &p, &len, err);
-        uint32_t npacks = rc == CAIRN_OK && len >= 44 ? get_u32(p + 8) : 0;
-        for (uint32_t k = 0; k < npacks && off + 36 <= len - 32; k++) { /* checked at load */
-            uint32_t n = get_u32(p + off + 32);
-            const uint8_t *pk = p + off;
-            off += 36;
-            for (uint32_t j = 0; j < n && off + CS_ENTRY_LEN <= len - 32; j++) {
-                if (g->nents == g->cap) {
-                    g->cap = g->cap ? 2 * g->cap : 4096;
-                    g->ents = xrealloc(g->ents, g->cap * sizeof(*g->ents));
-                }
-                memcpy(g->ents[g->nents].pack, pk, 32);
-                memcpy(g->ents[g->nents++].e, p + off, CS_ENTRY_LEN);
-                off += CS_ENTRY_LEN;
-            }
-        }
-        free(p);
-    }
-    if (rc == CAIRN_OK)
-        rc = st->drv->list_files(st->state, CS_DATA_DIR, add_name, &g->pack_names, err);
-    if (rc == CAIRN_E_NOTFOUND) {
-        cairn_err_clear(err);
-        rc = CAIRN_OK;
-    }
-    if (g->nents > 1)
-        qsort(g->ents, g->nents, sizeof(*g->ents), gent_cmp);
-    return rc;
-}
-
-/* Mark the chunk lists of b's files and their chunks. */
-static int gc_mark_backup(struct gc *g, struct cairn_backup *b, struct cairn_err *err)
-{
-    size_t n = cairn_backup_file_count(b);
-    struct cs_rd rd = {0};
-    int rc = CAIRN_OK;
-    for (size_t i = 0; i < n && rc == CAIRN_OK; i++) {
-        const struct cairn_manifest_file *f = cairn_backup_file_at(b, i);
-        if (f == NULL) {
-            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s': its file list does not read",
-                               cairn_backup_name(b));
-            break;
-        }
-        if (f->compression != CAIRN_COMPRESS_CHUNKS)
-            continue;
-        uint8_t id[32];
-        size_t len = 0;
-        if (cairn_hex_decode(f->sha256, 64, id, 32, NULL) != 0) {
-            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "backup '%s' file '%s': bad chunk list id",
-                               cairn_backup_name(b), f->name);
-            break;
-        }
-        mark(g, id);
-        rc = get_blob(g->cs, &rd, id, &len, err);
-        for (size_t k = 0; rc == CAIRN_OK && k + 32 <= len; k += 32)
-            mark(g, rd.out + k);
-        if (rc != CAIRN_OK)
-            cairn_err_wrap(err, rc, "backup '%s' file '%s'", cairn_backup_name(b), f->name);
-    }
-    rd_free(&rd);
-    return rc;
-}
-
-static int gc_mark(struct gc *g, struct cairn_gc_stats *s, struct cairn_err *err)
-{
-    struct cairn_backup_list l = {0};
-    int rc = cairn_storage_list(g->cs->st, &l, err);
-    for (size_t i = 0; i < l.count && rc == CAIRN_OK; i++) {
-        if (l.items[i].status == CAIRN_BACKUP_INCOMPLETE)
-            continue; /* under the exclusive lock: a failed attempt, its chunks are garbage */
-        if (l.items[i].status != CAIRN_BACKUP_COMPLETE) {
-            rc = cairn_err_set(err, CAIRN_E_CORRUPT,
-                               "backup '%s' is %s: its chunks cannot be marked, so nothing is "
-                               "collected (remove it or repair it first)",
-                               l.items[i].name, cairn_backup_status_name(l.items[i].status));
-            break;
-        }
-        struct cairn_backup *b = NULL;
-        rc = cairn_storage_open_backup(g->cs->st, l.items[i].name, &b, err);
-        if (rc == CAIRN_E_NOTFOUND) { /* removed since it was listed (S3 lists lag) */
-            cairn_err_clear(err);
-            rc = CAIRN_OK;
-            continue;
-        }
-        if (rc == CAIRN_OK)
-            rc = gc_mark_backup(g, b, err);
-        cairn_backup_free(b);
-        s->backups++;
-    }
-    cairn_backup_list_free(&l);
-    if (g->nmarks > 1)
-        qsort(g->marks, g->nmarks, 32, id_cmp);
-    size_t u = g->nmarks ? 1 : 0; /* each id once (chunks shared by backups are marked often) */
-    for (size_t i = 1; i < g->nmarks; i++)
-        if (memcmp(g->marks[u - 1], g->marks[i], 32) != 0)
-            memcpy(g->marks[u++], g->marks[i], 32);
-    g->nmarks = u;
-    return rc;
-}
-
-/* Copy the live blobs of the pack at ents[a..z) into new packs. */
-static int gc_repack(struct gc *g, size_t a, size_t z, struct cairn_gc_stats *s,
-                     struct cairn_err *err)
-{
-    struct chunkstore *cs = g->cs;
-    struct cs_rd rd = {0};
-    struct cs_work *w = work_take(cs);
-    int rc = CAIRN_OK;
-    for (size_t i = a; i < z && rc == CAIRN_OK; i++) {
-        const uint8_t *id = g->ents[i].e;
-        if (!marked(g, id) || !copy_first(g, id))
-            continue;
-        size_t len = 0;
-        rc = get_blob(cs, &rd, id, &len, err);
-        if (rc != CAIRN_OK)
-            break;
-        /* A new place, whatever the index says (the old one goes away). */
-        pthread_mutex_lock(&cs->mu);
-        struct cs_ent *e = cs->tab_slots ? tab_slot(cs->tab, cs->tab_slots, id) : NULL;
-        if (e == NULL || tab_empty(e))
-            tab_add(cs, id);
-        pthread_mutex_unlock(&cs->mu);
-        rc = store_blob(cs, w, id, rd.out, len, g->ents[i].e[44] & CS_FLAG_LIST, 3, err);
-        s->bytes_repacked += len;
-    }
-    work_give(cs, w);
-    rd_free(&rd);
-    return rc;
-}
-
-static int pack_known(const struct gc *g, const char *hex)
-{
-    uint8_t id[32];
-    if (cairn_hex_decode(hex, 64, id, 32, NULL) != 0)
-        return 0;
-    for (size_t i = 0; i < g->nents; i++) /* sorted by pack: could bsearch; prune is rare */
-        if (memcmp(g->ents[i].pack, id, 32) == 0)
-            return 1;
-    return 0;
-}
-
-static int remove_obj(struct cairn_storage *st, const char *dir, const char *name,
-                      struct cairn_err *err)
-{
-    int rc = st->drv->remove_file(st->state, dir, name, err);
-    if (rc == CAIRN_E_NOTFOUND) {
-        cairn_err_clear(err);
-        rc = CAIRN_OK;
-    }
-    return rc;
-}
-
-/* Classify packs, repack, write the new index, delete, sweep. Long (about 95 lines) because
- * the steps must stay in this order; each is commented. */
-static int gc_sweep(struct gc *g, unsigned pct, int dry, struct cairn_gc_stats *s,
-                    struct cairn_err *err)
-{
-    struct chunkstore *cs = g->cs;
-    size_t n = g->nents;
-    uint8_t *drop = xcalloc(n ? n : 1, 1); /* per entry: its pack goes away */
-    int rc = CAIRN_OK;
-    for (size_t a = 0; a < n && rc == CAIRN_OK;) {
-        size_t z = a;
-        uint64_t total = 0, live = 0;
-        while (z < n && memcmp(g->ents[z].pack, g->ents[a].pack, 32) == 0) {
-            uint32_t len = get_u32(g->ents[z].e + 36);
-            int dup = z > a && memcmp(g->ents[z - 1].e + 32, g->ents[z].e + 32, 4) == 0;
-            if (!dup) {
-                total += len;
-                if (marked(g, g->ents[z].e))
-                    live += len;
-            }
-            z++;
-        }
-        s->packs++;
-        s->bytes_total += total;
-        s->bytes_garbage += total - live;
-        int dead = live == 0, repack = !dead && (total - live) * 100 > (uint64_t)pct * total;
-        if (dead || repack) {
-            memset(drop + a, 1, z - a);
-            s->packs_deleted += dead;
-            s->packs_repacked += repack;
-            s->bytes_freed += dead ? total : total - live;
-            /* (1) live chunks to new packs, which land (with their index) first */
-            if (repack && !dry)
-                rc = gc_repack(g, a, z, s, err);
-        }
-        a = z;
-    }
-    if (rc == CAIRN_OK && !dry)
-        rc = cs_flush(cs, err);
-    /* (2) one index object naming every pack that stays */
-    pthread_mutex_lock(&cs->mu);
-    for (size_t a = 0; a < n && rc == CAIRN_OK && !dry;) {
-        size_t z = a;
-        while (z < n && memcmp(g->ents[z].pack, g->ents[a].pack, 32) == 0)
-            z++;
-        if (!drop[a]) {
-            uint8_t ph[36];
-            memcpy(ph, g->ents[a].pack, 32);
-            put_u32(ph + 32, (uint32_t)(z - a));
-            buf_add(&cs->unindexed, ph, sizeof(ph));
-            for (size_t i = a; i < z; i++)
-                buf_add(&cs->unindexed, g->ents[i].e, CS_ENTRY_LEN);
-            cs->n_unindexed++;
-        }
-        a = z;
-    }
-    if (rc == CAIRN_OK && !dry)
-        rc = write_index(cs, err);
-    pthread_mutex_unlock(&cs->mu);
-    /* (3) the old index objects */
-    for (size_t i = 0; i < g->idx_names.n && rc == CAIRN_OK && !dry; i++)
-        rc = remove_obj(cs->st, CS_INDEX_DIR, g->idx_names.v[i], err);
-    /* (4) packs no index names any more: dead, repacked, or never indexed */
-    for (size_t i = 0; i < g->pack_names.n && rc == CAIRN_OK; i++) {
-        uint8_t id[32];
-        cairn_hex_decode(g->pack_names.v[i], 64, id, 32, NULL);
-        int keep = 0;
-        for (size_t a = 0; a < n && !keep; a++)
-            keep = !drop[a] && memcmp(g->ents[a].pack, id, 32) == 0;
-        if (keep)
-            continue;
-        if (!pack_known(g, g->pack_names.v[i]))
-            s->packs_unindexed++;
-        if (!dry)
-            rc = remove_obj(cs->st, CS_DATA_DIR, g->pack_names.v[i], err);
-    }
-    /* (5) what killed writers left beside the objects (torn packs and index objects) */
-    for (int i = 0; i < 2 && rc == CAIRN_OK && !dry && cs->st->drv->sweep != NULL; i++)
-        rc = cs->st->drv->sweep(cs->st->state, i ? CS_INDEX_DIR : CS_DATA_DIR, err);
-    free(drop);
-    return rc;
-}
-
-int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
-                     struct cairn_gc_stats *stats, struct cairn_err *err)
-{
-    struct cairn_gc_stats s = {0};
-    struct chunkstore *cs = NULL;
-    int rc = cs_get(st, &cs, err);
-    if (rc != CAIRN_OK || cs == NULL) {
-        if (stats != NULL)
-            *stats = s;
-        return rc;
-    }
-    unsigned pct = o != NULL && o->repack_percent ? o->repack_percent : 20;
-    struct gc g = {.cs = cs};
-    rc = gc_read_index(&g, err);
-    if (rc == CAIRN_OK)
-        rc = gc_mark(&g, &s, err);
-    if (rc == CAIRN_OK)
-        rc = gc_sweep(&g, pct, o != NULL && o->dry_run, &s, err);
-    s.chunks_live = g.nmarks;
-    names_free(&g.idx_names);
-    names_free(&g.pack_names);
-    free(g.ents);
-    free(g.marks);
-    free(g.copied);
-    if (stats != NULL)
-        *stats = s;
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, rc, "garbage collection of '%s'", st->url);
-    /* The in-memory index is stale now: reload on next use. */
-    pthread_mutex_lock(&st->cs_mu);
-    st->cs = NULL;
-    pthread_mutex_unlock(&st->cs_mu);
-    cs_free(cs);
-    return CAIRN_OK;
-}
-
-/* ---- check ---- */
-
-/* 1 when pack (64 hex) is one of the read-data subset: its first 4 bytes, as a number, fall
- * in the first pct percent (the same packs on every run, so a rotating subset needs another
- * seed: a later change). */
-static int in_subset(const uint8_t *pack, unsigned pct)
-{
-    return pct >= 100 || (uint64_t)get_u32(pack) * 100 < (uint64_t)pct * 0x100000000ull;
-}
-
-/* Long (86 lines): structure, then data, over the same marks and entries, each step
- * commented; splitting would pass the whole gc state around. */
-int cairn_storage_check(struct cairn_storage *st, const struct cairn_check_opts *o,
-                        struct cairn_check_stats *stats, struct cairn_err *err)
-{
-    struct cairn_check_stats s = {0};
-    struct chunkstore *cs = NULL;
-    int rc = cs_get(st, &cs, err);
-    if (rc != CAIRN_OK || cs == NULL) {
-        if (stats != NULL)
-            *stats = s;
-        return rc;
-    }
-    struct gc g = {.cs = cs};
-    struct cairn_gc_stats gs = {0};
-    /* Structure: every MANIFEST's chunk lists read (and authenticated), every chunk they name
-     * in the index, every pack the index names present. */
-    rc = gc_read_index(&g, err);
-    if (rc == CAIRN_OK)
-        rc = gc_mark(&g, &gs, err);
-    s.backups = gs.backups;
-    uint8_t(*present)[32] = xcalloc(g.pack_names.n ? g.pack_names.n : 1, 32);
-    for (size_t i = 0; i < g.pack_names.n; i++)
-        cairn_hex_decode(g.pack_names.v[i], 64, present[i], 32, NULL);
-    if (g.pack_names.n > 1)
-        qsort(present, g.pack_names.n, 32, id_cmp);
-    for (size_t i = 0; i < g.nmarks && rc == CAIRN_OK; i++) {
-        if (i > 0 && memcmp(g.marks[i - 1], g.marks[i], 32) == 0)
-            continue;
-        s.chunks++;
-        if (!cs_has(cs, g.marks[i])) {
-            char hex[65];
-            cairn_hex_encode(g.marks[i], 32, hex);
-            rc = cairn_err_set(err, CAIRN_E_CORRUPT, "chunk %s is referenced but in no index", hex);
-        }
-    }
-    for (size_t i = 0; i < g.nents && rc == CAIRN_OK; i++) {
-        if (i > 0 && memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) == 0)
-            continue;
-        s.packs++;
-        if (g.pack_names.n == 0 || !bsearch(g.ents[i].pack, present, g.pack_names.n, 32, id_cmp)) {
-            int used = 0;
-            for (size_t j = i; j < g.nents && memcmp(g.ents[j].pack, g.ents[i].pack, 32) == 0; j++)
-                used |= marked(&g, g.ents[j].e);
-            char hex[65];
-            cairn_hex_encode(g.ents[i].pack, 32, hex);
-            if (used)
-                rc = cairn_err_set(err, CAIRN_E_CORRUPT,
-                                   "pack '%s/%s' is named by the index but missing", CS_DATA_DIR,
-                                   hex);
-        }
-    }
-    /* Data: every blob of the chosen packs read and authenticated. */
-    unsigned pct = o != NULL ? o->read_data_percent : 0;
-    struct cs_rd rd = {0};
-    for (size_t i = 0; i < g.nents && rc == CAIRN_OK && pct > 0; i++) {
-        if (!in_subset(g.ents[i].pack, pct))
-            continue;
-        if (i > 0 && memcmp(g.ents[i - 1].e + 32, g.ents[i].e + 32, 4) == 0 &&
-            memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) == 0)
-            continue; /* the same blob listed twice */
-        size_t len = 0;
-        if (i == 0 || memcmp(g.ents[i - 1].pack, g.ents[i].pack, 32) != 0)
-            s.packs_read++;
-        /* at this pack's place, not the one the index lookup would choose */
-        struct cs_ent ent = {{0},
-                             0,
-                             get_u32(g.ents[i].e + 32),
-                             get_u32(g.ents[i].e + 36),
-                             (get_u32(g.ents[i].e + 40) & RAW_MASK) | (uint32_t)g.ents[i].e[44]
-                                                                          << 28};
-        char hex[65];
-        cairn_hex_encode(g.ents[i].pack, 32, hex);
-        rc = get_blob_at(cs, &rd, g.ents[i].e, ent, hex, &len, err);
-        s.blobs_read++;
-        s.bytes_read += len;
-    }
-    rd_free(&rd);
-    free(present);
-    names_free(&g.idx_names);
-    names_free(&g.pack_names);
-    free(g.ents);
-    free(g.marks);
-    if (stats != NULL)
-        *stats = s;
-    if (rc != CAIRN_OK)
-        return cairn_err_wrap(err, rc, "check of '%s'", st->url);
-    return CAIRN_OK;
 }
