@@ -131,6 +131,19 @@ def tree_bytes(path):
     return dict(tree_files(path))
 
 
+def peak_rss(args):
+    """Run args (output to /dev/null); returns (exit code, peak RSS in MiB from wait4,
+    seconds)."""
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.execv(args[0], args)
+    _, status, ru = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 1024.0, time.time() - t0
+
+
 def tree_sums(path):
     """{relative path: sha256} of every file under path."""
     return {rel: hashlib.sha256(data).hexdigest() for rel, data in tree_files(path)}

@@ -7,12 +7,10 @@ that doubled and stayed, a second full-size copy of every chunk for its encrypti
 freed buffers left resident in malloc's arenas peaked at 38-46 MiB here. Peak RSS is the
 kernel's (wait4 ru_maxrss), not a timing; under a sanitizer (its shadow memory is not ours to
 bound) only the behaviour is checked. The restore is byte-exact."""
-import hashlib
 import os
 import random
-import time
 
-from rel import CAIRN, cairn, check, finish, new_key_file, tmpdir
+from rel import CAIRN, cairn, check, finish, new_key_file, peak_rss, tmpdir, tree_sums
 
 SANITIZER = os.environ.get("CAIRN_SANITIZER", "")
 BUDGET_MIB = 32
@@ -35,27 +33,6 @@ def make_data(d):
                 f.write("%d %s\n" % (n, " ".join(rnd.choices(words, k=12))))
 
 
-def peak(args):
-    """Run args (output to /dev/null); returns (exit code, peak RSS in MiB, seconds)."""
-    t0 = time.time()
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.execv(args[0], args)
-    _, status, ru = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 1024.0, time.time() - t0
-
-
-def digests(d):
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), d)] = hashlib.sha256(f.read()).digest()
-    return out
-
-
 def main():
     src, out = os.path.join(T, "src"), os.path.join(T, "out")
     url = "file://" + os.path.join(T, "repo")
@@ -63,7 +40,7 @@ def main():
     make_data(src)
     rc, _, err, _ = cairn("init", url, "--key-file", key)
     check(rc == 0, "init of a deduplicating repository: %s" % err.strip()[-300:])
-    rc, rss, secs = peak([CAIRN, "backup", "--from", src, "--to", url, "--name", "b1",
+    rc, rss, secs = peak_rss([CAIRN, "backup", "--from", src, "--to", url, "--name", "b1",
                           "--key-file", key])
     print("figures: backup of 160 MB (128 MiB random, 32 MB text): %.1f MiB peak RSS, %.1f s"
           % (rss, secs))
@@ -73,7 +50,7 @@ def main():
               % (rss, BUDGET_MIB))
     rc, _, err, _ = cairn("restore", url, "b1", "--into", out, "--key-file", key)
     check(rc == 0, "restore: %s" % err.strip()[-300:])
-    check(rc == 0 and digests(src) == digests(out), "the restored tree is byte-exact")
+    check(rc == 0 and tree_sums(src) == tree_sums(out), "the restored tree is byte-exact")
     finish()
 
 

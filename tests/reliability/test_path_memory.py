@@ -11,9 +11,8 @@ the chunk index holds 32 bytes a chunk (docs/PERFORMANCE.md) and this tree makes
 (one chunk and one chunk list a file)."""
 import os
 import sys
-import time
 
-from rel import check, finish, tmpdir, CAIRN
+from rel import check, finish, peak_rss, tmpdir, CAIRN
 import skips  # noqa: E402,F401 (on the path rel.py sets)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 from repo import init_location  # noqa: E402
@@ -26,18 +25,6 @@ DEDUP_BUDGET_MIB = 64
 base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else os.environ.get("TMPDIR", "/tmp")
 os.environ["TMPDIR"] = base  # tmpfs: 3 x the tree's inodes, no fsync cost
 T = tmpdir("cairn-pathmem-")
-
-
-def peak(args):
-    """Run args (output to /dev/null); returns (exit code, peak RSS in MiB, seconds)."""
-    t0 = time.time()
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.execv(args[0], args)
-    _, status, ru = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 1024.0, time.time() - t0
 
 
 def make_tree(src):
@@ -78,7 +65,7 @@ def one_store(src, kind, init_opts, budget, figures):
                        ("list", [CAIRN, "list", url]),
                        ("verify", [CAIRN, "verify", url, "big"]),
                        ("get", [CAIRN, "get", url, "big", out])):
-        rc, rss, secs = peak(args)
+        rc, rss, secs = peak_rss(args)
         figures.append("%s: %s of %d files: %.1f MiB peak RSS, %.1f s"
                        % (kind, what, nfiles, rss, secs))
         check(rc == 0, "%s: cairn %s of %d files exits 0 (got %d)" % (kind, what, nfiles, rc))

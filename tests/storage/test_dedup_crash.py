@@ -16,7 +16,6 @@ kill; kills are drawn until CAIRN_CRASH_N have landed per command and storage (d
 under a sanitizer; the issue's run: CAIRN_CRASH_N=100, docs/TESTING.md). Each kill's phase is read from what
 changed in the storage; the histogram is printed. CAIRN_CRASH_SEED repeats a run."""
 import collections
-import hashlib
 import json
 import os
 import random
@@ -30,7 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "reliability"))
-from rel import S3rver, check, cairn, tmpdir, finish, CAIRN  # noqa: E402
+from rel import S3rver, check, cairn, tmpdir, tree_sums, finish, CAIRN  # noqa: E402
 import skips  # noqa: E402
 
 T = tmpdir("cairn-dcrash-")
@@ -160,16 +159,6 @@ def prune_phase(before, after):
     return "prune: before removing anything (locking, planning)"
 
 
-def tree(d):
-    """path -> SHA-256 of the content (a few hundred backups' trees are kept)."""
-    out = {}
-    for r, _, files in os.walk(d):
-        for n in files:
-            with open(os.path.join(r, n), "rb") as f:
-                out[os.path.relpath(os.path.join(r, n), d)] = hashlib.sha256(f.read()).digest()
-    return out
-
-
 def consistent(url, keyargs, where, snaps):
     """check --read-data passes and every complete backup restores byte for byte."""
     rc, out, err, _ = cairn("check", url, "--read-data", *keyargs)
@@ -181,7 +170,7 @@ def consistent(url, keyargs, where, snaps):
         dst = os.path.join(T, "restore")
         shutil.rmtree(dst, ignore_errors=True)
         rc, _, err, _ = cairn("restore", url, name, "--into", dst, *keyargs)
-        if rc != 0 or name not in snaps or tree(dst) != snaps[name]:
+        if rc != 0 or name not in snaps or tree_sums(dst) != snaps[name]:
             bad.append("%s: rc %d %s" % (name, rc, err.strip()[-200:]))
     ok &= check(not bad, "%s: every complete backup (%d) restores byte for byte %s" %
                 (where, len(complete), bad))
@@ -204,7 +193,7 @@ def scenario(url, keyargs, where, root):
             break
         change(src, i)
         args = ["backup", "--from", src, "--to", url, "--name", "b%03da" % i] + keyargs
-        snaps["b%03da" % i] = tree(src)  # kept only if it completes
+        snaps["b%03da" % i] = tree_sums(src)  # kept only if it completes
         if i < 2 or kills["backup"] >= N:
             rc, _, err = bk.full(args, root)
             check(rc == 0, "%s #%d: backup %s" % (where, i, err.strip()))
@@ -219,7 +208,7 @@ def scenario(url, keyargs, where, root):
         name = "b%03db" % i
         rc, _, err = bk.full(["backup", "--from", src, "--to", url, "--name", name] + keyargs,
                              root)
-        snaps[name] = tree(src)
+        snaps[name] = tree_sums(src)
         check(rc == 0, "%s #%d: a later backup completes %s" % (where, i, err.strip()))
         args = ["prune", url, "--keep-last", "2"] + keyargs
         if i >= 1 and kills["prune"] < N:
@@ -297,7 +286,7 @@ def repack_kills(url, keyargs, where, root):
         for name in ("r%03da" % i, "r%03db" % i):
             rc, _, err = bk.full(["backup", "--from", src, "--to", url, "--name", name] +
                                  keyargs, root)
-            snaps[name] = tree(src)
+            snaps[name] = tree_sums(src)
             check(rc == 0, "%s repack #%d: backup %s %s" % (where, i, name, err.strip()))
             if name.endswith("a"):  # 6/7 of this pack is garbage once the prune removes it
                 os.unlink(os.path.join(src, "big-%d" % i))
