@@ -145,22 +145,9 @@ static uint32_t pack_add(struct chunkstore *cs, const uint8_t *id)
 
 int cs_add_name(void *arg, const char *file)
 {
-    struct names *nv = arg;
-    if (strlen(file) != 64)
-        return 0; /* not ours (a temporary) */
-    if (nv->n == nv->cap) {
-        nv->cap = nv->cap ? 2 * nv->cap : 16;
-        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
-    }
-    nv->v[nv->n++] = xstrdup(file);
+    if (strlen(file) == 64) /* else not ours (a temporary) */
+        strv_add(arg, file);
     return 0;
-}
-
-void cs_names_free(struct names *nv)
-{
-    for (size_t i = 0; i < nv->n; i++)
-        free(nv->v[i]);
-    free(nv->v);
 }
 
 int cs_read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
@@ -375,7 +362,7 @@ static int load_one(struct chunkstore *cs, const char *dir, const char *name, st
 }
 
 /* Cache entries of index objects that are gone (a prune replaced them). */
-static void cache_trim(const char *dir, const struct names *nv)
+static void cache_trim(const char *dir, const struct strv *nv)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -398,7 +385,7 @@ static void cache_trim(const char *dir, const struct names *nv)
 static int load_index(struct chunkstore *cs, struct cairn_err *err)
 {
     struct cairn_storage *st = cs->st;
-    struct names nv = {0};
+    struct strv nv = {0};
     if (st->drv->list_files == NULL)
         return cairn_err_set(err, CAIRN_E_UNSUPPORTED,
                              "storage driver '%s' cannot list files: no chunk store",
@@ -410,7 +397,7 @@ static int load_index(struct chunkstore *cs, struct cairn_err *err)
     if (rc == CAIRN_OK && dir != NULL)
         cache_trim(dir, &nv);
     free(dir);
-    cs_names_free(&nv);
+    strv_free(&nv);
     if (rc == CAIRN_OK && cs->nidx > 1)
         sort_ents(cs->idx, cs->nidx);
     return rc;

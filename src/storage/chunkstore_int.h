@@ -12,6 +12,7 @@
 #include "chunker.h"
 #include "chunkstore.h"
 #include "common/buf.h"
+#include "common/strv.h"
 #include "internal.h"
 #include "io/aead.h"
 
@@ -69,11 +70,6 @@ struct chunkstore {
     char fail_msg[CAIRN_ERR_MSG_MAX];
 };
 
-struct names {
-    char **v;
-    size_t n, cap;
-};
-
 struct cs_rd {
     ZSTD_DCtx *dctx;
     struct aead_gcm *gcm;
@@ -104,7 +100,6 @@ int cs_add_name(void *arg, const char *file);
 int cs_tab_empty(const struct cs_ent *e);
 struct cs_ent *cs_tab_slot(struct cs_ent *tab, size_t slots, const uint8_t *id);
 struct cs_ent *cs_tab_add(struct chunkstore *cs, const uint8_t *id);
-void cs_names_free(struct names *nv);
 int cs_read_object(struct cairn_storage *st, const char *dir, const char *name, size_t max,
                    uint8_t **out, size_t *len, struct cairn_err *err);
 int cs_write_index(struct chunkstore *cs, struct cairn_err *err);

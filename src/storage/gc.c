@@ -46,7 +46,7 @@ static int id_cmp(const void *a, const void *b)
 
 struct gc {
     struct chunkstore *cs;
-    struct names idx_names, pack_names;
+    struct strv idx_names, pack_names;
     struct gent *ents;
     size_t nents, cap;
     uint8_t (*marks)[32]; /* sorted, each id once */
@@ -343,8 +343,8 @@ int cairn_storage_gc(struct cairn_storage *st, const struct cairn_gc_opts *o,
     if (rc == CAIRN_OK)
         rc = gc_sweep(&g, pct, o != NULL && o->dry_run, &s, err);
     s.chunks_live = g.nmarks;
-    cs_names_free(&g.idx_names);
-    cs_names_free(&g.pack_names);
+    strv_free(&g.idx_names);
+    strv_free(&g.pack_names);
     free(g.ents);
     free(g.marks);
     free(g.copied);
@@ -449,8 +449,8 @@ int cairn_storage_check(struct cairn_storage *st, const struct cairn_check_opts 
     }
     cs_rd_free(&rd);
     free(present);
-    cs_names_free(&g.idx_names);
-    cs_names_free(&g.pack_names);
+    strv_free(&g.idx_names);
+    strv_free(&g.pack_names);
     free(g.ents);
     free(g.marks);
     if (stats != NULL)

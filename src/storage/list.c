@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/strv.h"
 #include "common/util.h"
 #include "internal.h"
 
@@ -17,27 +18,11 @@ const char *cairn_backup_status_name(enum cairn_backup_status s)
     return "unknown";
 }
 
-struct name_vec {
-    char **v;
-    size_t n, cap;
-};
-
 static int collect_name(void *arg, const char *name)
 {
-    struct name_vec *nv = arg;
-    if (!cairn_name_valid(name))
-        return 0; /* not ours: temp files, stray objects */
-    if (nv->n == nv->cap) {
-        nv->cap = nv->cap ? nv->cap * 2 : 16;
-        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
-    }
-    nv->v[nv->n++] = xstrdup(name);
+    if (cairn_name_valid(name)) /* else not ours: temp files, stray objects */
+        strv_add(arg, name);
     return 0;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 void cairn_backup_list_free(struct cairn_backup_list *l)
@@ -61,7 +46,7 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
                        struct cairn_err *err)
 {
     memset(out, 0, sizeof(*out));
-    struct name_vec nv = {0};
+    struct strv nv = {0};
     int rc = storage_ready(st, err);
     if (rc == CAIRN_OK)
         rc = st->drv->list(st->state, collect_name, &nv, err);
@@ -69,8 +54,7 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
         cairn_err_wrap(err, rc, "list backups in '%s'", st->url);
         goto out;
     }
-    if (nv.n > 1)
-        qsort(nv.v, nv.n, sizeof(*nv.v), cmp_str);
+    strv_sort(&nv);
     out->items = xcalloc(nv.n ? nv.n : 1, sizeof(*out->items));
     for (size_t i = 0; i < nv.n; i++) {
         if (i > 0 && strcmp(nv.v[i], nv.v[i - 1]) == 0)
@@ -112,22 +96,18 @@ int cairn_storage_list(struct cairn_storage *st, struct cairn_backup_list *out,
         cairn_backup_free(b);
     }
 out:
-    for (size_t i = 0; i < nv.n; i++)
-        free(nv.v[i]);
-    free(nv.v);
+    strv_free(&nv);
     return rc;
 }
 
 int storage_backup_exists(struct cairn_storage *st, const char *name, int *found,
                           struct cairn_err *err)
 {
-    struct name_vec nv = {0};
+    struct strv nv = {0};
     int rc = st->drv->list(st->state, collect_name, &nv, err);
     *found = 0;
-    for (size_t i = 0; i < nv.n; i++) {
+    for (size_t i = 0; i < nv.n; i++)
         *found |= strcmp(nv.v[i], name) == 0;
-        free(nv.v[i]);
-    }
-    free(nv.v);
+    strv_free(&nv);
     return rc;
 }

@@ -16,6 +16,7 @@
 
 #include "cairn/digest.h"
 #include "cairn/repo.h"
+#include "common/strv.h"
 #include "common/util.h"
 #include "internal.h"
 #include "io/aead.h"
@@ -98,39 +99,16 @@ static int obj_write(struct cairn_storage *st, const char *file, const char *tex
     return rc;
 }
 
-struct names {
-    char **v;
-    size_t n, cap;
-};
-
 static int add_key_name(void *arg, const char *file)
 {
-    struct names *nv = arg;
     size_t pl = strlen(KEY_PREFIX);
-    if (strncmp(file, KEY_PREFIX, pl) != 0 || strlen(file) != pl + 2 * KEY_ID_LEN)
-        return 0;
-    if (nv->n == nv->cap) {
-        nv->cap = nv->cap ? nv->cap * 2 : 8;
-        nv->v = xrealloc(nv->v, nv->cap * sizeof(*nv->v));
-    }
-    nv->v[nv->n++] = xstrdup(file + pl);
+    if (strncmp(file, KEY_PREFIX, pl) == 0 && strlen(file) == pl + 2 * KEY_ID_LEN)
+        strv_add(arg, file + pl);
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void names_free(struct names *nv)
-{
-    for (size_t i = 0; i < nv->n; i++)
-        free(nv->v[i]);
-    free(nv->v);
-}
-
 /* Ids of every key object, sorted. */
-static int key_ids(struct cairn_storage *st, struct names *nv, struct cairn_err *err)
+static int key_ids(struct cairn_storage *st, struct strv *nv, struct cairn_err *err)
 {
     memset(nv, 0, sizeof(*nv));
     if (st->drv->list_files == NULL)
@@ -138,12 +116,10 @@ static int key_ids(struct cairn_storage *st, struct names *nv, struct cairn_err 
                              st->drv->name);
     int rc = st->drv->list_files(st->state, CAIRN_REPO_DIR, add_key_name, nv, err);
     if (rc != CAIRN_OK) {
-        names_free(nv);
-        memset(nv, 0, sizeof(*nv));
+        strv_free(nv);
         return cairn_err_wrap(err, rc, "list the keys of '%s'", st->url);
     }
-    if (nv->n > 1)
-        qsort(nv->v, nv->n, sizeof(*nv->v), cmp_str);
+    strv_sort(nv);
     return CAIRN_OK;
 }
 
@@ -540,7 +516,7 @@ static int unlock(struct cairn_repo *r, const struct cairn_repo_secret *sec, str
     int rc = secret_check(sec, err);
     if (rc != CAIRN_OK)
         return rc;
-    struct names ids;
+    struct strv ids;
     if ((rc = key_ids(r->st, &ids, err)) != CAIRN_OK)
         return rc;
     /* A damaged key object does not stop the others from being tried. */
@@ -556,7 +532,7 @@ static int unlock(struct cairn_repo *r, const struct cairn_repo_secret *sec, str
         }
     }
     size_t nkeys = ids.n;
-    names_free(&ids);
+    strv_free(&ids);
     if (rc != CAIRN_OK && first_rc != CAIRN_OK && first_rc != CAIRN_E_CORRUPT) {
         cairn_err_copy(err, &first);
         return first_rc; /* a read failure, not a wrong key */
@@ -833,7 +809,7 @@ int cairn_repo_key_list(struct cairn_repo *r, struct cairn_repo_key_list *out,
 {
     memset(out, 0, sizeof(*out));
     int rc = need_keys(r, err);
-    struct names ids;
+    struct strv ids;
     if (rc != CAIRN_OK || (rc = key_ids(r->st, &ids, err)) != CAIRN_OK)
         return rc;
     out->items = xcalloc(ids.n ? ids.n : 1, sizeof(*out->items));
@@ -856,21 +832,21 @@ int cairn_repo_key_list(struct cairn_repo *r, struct cairn_repo_key_list *out,
         k->current = strcmp(ids.v[i], r->key_id) == 0;
         json_decref(j);
     }
-    names_free(&ids);
+    strv_free(&ids);
     return CAIRN_OK;
 }
 
 int cairn_repo_key_remove(struct cairn_repo *r, const char *id, struct cairn_err *err)
 {
     int rc = need_keys(r, err);
-    struct names ids;
+    struct strv ids;
     if (rc != CAIRN_OK || (rc = key_ids(r->st, &ids, err)) != CAIRN_OK)
         return rc;
     int found = 0;
     for (size_t i = 0; i < ids.n; i++)
         found |= strcmp(ids.v[i], id) == 0;
     size_t n = ids.n;
-    names_free(&ids);
+    strv_free(&ids);
     if (!found)
         return cairn_err_set(err, CAIRN_E_NOTFOUND, "repository '%s' has no key '%s'", r->st->url,
                              id);

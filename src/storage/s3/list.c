@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cairn/digest.h"
+#include "common/strv.h"
 #include "common/util.h"
 #include "s3.h"
 #include "xml.h"
@@ -285,38 +286,24 @@ int s3_remove_file(void *state, const char *backup, const char *file, struct cai
 
 /* The temporaries "<file>.tmp" of atomic writes (put_via_copy) killed before their copy and
  * delete: collected first, then deleted (no deletes while a listing pages). */
-struct tmp_names {
-    char **v;
-    size_t n, cap;
-};
-
 static int tmp_name(void *arg, const char *file)
 {
-    struct tmp_names *t = arg;
     size_t len = strlen(file);
-    if (len <= 4 || strcmp(file + len - 4, ".tmp") != 0)
-        return 0;
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 16;
-        t->v = xrealloc(t->v, t->cap * sizeof(*t->v));
-    }
-    t->v[t->n++] = xstrdup(file);
+    if (len > 4 && strcmp(file + len - 4, ".tmp") == 0)
+        strv_add(arg, file);
     return 0;
 }
 
 int s3_sweep(void *state, const char *backup, struct cairn_err *err)
 {
-    struct tmp_names t = {0};
+    struct strv t = {0};
     int rc = s3_list_files(state, backup, tmp_name, &t, err);
     if (rc == CAIRN_E_NOTFOUND) {
         cairn_err_clear(err);
         rc = CAIRN_OK;
     }
-    for (size_t i = 0; i < t.n; i++) {
-        if (rc == CAIRN_OK)
-            rc = s3_remove_file(state, backup, t.v[i], err);
-        free(t.v[i]);
-    }
-    free(t.v);
+    for (size_t i = 0; i < t.n && rc == CAIRN_OK; i++)
+        rc = s3_remove_file(state, backup, t.v[i], err);
+    strv_free(&t);
     return rc;
 }
