@@ -1460,7 +1460,7 @@ static int cr_next(struct content_reader *c, int *more, struct cairn_err *err)
     if (c->ilen - c->ioff < 32)
         return CAIRN_OK; /* end of the list */
     const uint8_t *id = c->ids + c->ioff;
-    struct cs_ent ent;
+    struct cs_ent ent = {0}; /* set by place_of on success; zeroed for gcc -O3's flow check */
     char pack[65];
     pthread_mutex_lock(&c->cs->mu);
     int rc = place_of(c->cs, id, &ent, pack, err);
